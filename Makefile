@@ -1,0 +1,29 @@
+# `make demo` and `make test` work on a fresh machine: each creates .venv when it is missing.
+# torch==2.13.0 goes in first so that the project's `torch>=2.6` is already satisfied and pip
+# does not fetch a multi-gigabyte CUDA build.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.proxysweep-installed
+
+.PHONY: setup demo test lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m trainer --demo
+
+test: $(STAMP)
+	$(PY) -m pytest -m "not gpu" -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check trainer orchestrator fitter tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs mlflow.db mlruns .pytest_cache

@@ -1,0 +1,105 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trainer.compose import compose
+from trainer.config import CONF_DIR, Param, ScheduleName
+from trainer.errors import ConfigError
+from trainer.validation import problems
+
+GROUPS = ["model", "data", "optim", "schedule"]
+
+
+@pytest.mark.parametrize("group, option", [
+    (group, path.stem) for group in GROUPS for path in sorted((CONF_DIR / group).glob("*.yaml"))
+])
+def test_every_yaml_composes_against_its_schema(group, option):
+    cfg = compose([f"{group}={option}"])
+    assert cfg.model.width > 0
+    if group == "schedule":
+        assert cfg.schedule.name is ScheduleName(option)
+
+
+def test_overrides_reach_typed_fields():
+    cfg = compose(["optim.lr=1e-2", "model.param=sp", "train.batch_size=32", "seed=3"])
+    assert cfg.optim.lr == 0.01 and cfg.model.param is Param.sp
+    assert cfg.train.batch_size == 32 and cfg.seed == 3
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("model.widht=3", "unknown config key 'model.widht'"),
+    ("+foo=1", "unknown config key 'foo'"),
+    ("model.width=abc", "bad value for 'model.width'"),
+    ("schedule=nope", "unknown option 'nope' for config group 'schedule': choose one of"),
+    ("optim.lr=[1", "cannot parse override 'optim.lr=[1'"),
+    ("model.param=xx", "expected one of [mup, sp]"),
+])
+def test_bad_overrides_give_one_sentence(override, fragment):
+    with pytest.raises(ConfigError) as err:
+        compose([override])
+    assert fragment in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("overrides, fragment", [
+    (["optim.lr=0"], "optim.lr=0.0 must be > 0"),
+    (["optim.weight_decay=-0.1"], "optim.weight_decay=-0.1 must be >= 0"),
+    (["train.batch_size=16", "train.micro_batch_size=5"], "not divisible by train.micro_batch"),
+    (["train.seq_len=2048"], "exceeds model.context_len=1024"),
+    (["train.tokens=100"], "train.tokens=100 is less than one batch"),
+    (["model.width=100"], "model.width=100 is not divisible into heads"),
+    (["data=files", "data.paths=[/no/such/file.jsonl]"], "/no/such/file.jsonl does not exist"),
+    (["data=files"], "data.paths is empty"),
+    (["data=hf"], "data.name is not set"),
+    (["schedule.decay_shape=square"], "schedule.decay_shape='square' is not one of"),
+    (["optim.timescale=0.2", "optim.weight_decay=0.1"], "both set"),
+])
+def test_validation_names_key_and_fix(overrides, fragment):
+    found = problems(compose(overrides), network=False)
+    assert any(fragment in p for p in found), found
+
+
+def test_valid_default_has_no_problems():
+    assert problems(compose([]), network=False) == []
+
+
+def test_validation_collects_every_problem():
+    found = problems(compose(["optim.lr=-1", "train.tokens=10", "model.width=100"]),
+                     network=False)
+    keys = [p.split("=")[0] for p in found]
+    assert keys == ["model.width", "optim.lr", "train.tokens", "schedule.warmup_tokens"]
+
+
+def test_hub_dataset_without_network_is_reported_before_training(tmp_path):
+    # A closed loopback port stands for "no network" whether or not this machine has one.
+    env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9", "PROXYSWEEP_CACHE": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "trainer", "data=hf",
+                           "data.name=roneneldan/TinyStories", f"storage_root={tmp_path}"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: data.name=roneneldan/TinyStories needs the Hugging "
+                                  "Face hub, which is unreachable")
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not any(tmp_path.iterdir())  # nothing was written
+
+
+def test_cli_user_error_is_one_line_without_traceback():
+    proc = subprocess.run([sys.executable, "-m", "trainer", "optim.lr=-1", "model.width=100"],
+                          capture_output=True, text=True, cwd=Path(__file__).parents[2])
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert lines == [
+        "error: model.width=100 is not divisible into heads of model.head_dim=16: make the "
+        "width a multiple of head_dim",
+        "error: optim.lr=-1.0 must be > 0: give a positive learning rate",
+    ]
+    assert "Traceback" not in proc.stderr
+
+
+def test_cli_prints_resolved_config():
+    proc = subprocess.run([sys.executable, "-m", "trainer", "--cfg", "optim.lr=0.5"],
+                          capture_output=True, text=True, check=True)
+    assert "optim.lr=0.5" in proc.stdout.splitlines()

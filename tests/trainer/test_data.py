@@ -1,0 +1,106 @@
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from trainer.compose import compose
+from trainer.data import TokenStream, eval_batches, load_tokens
+from trainer.synthetic import MarkovChain
+
+
+def test_stream_is_the_same_whatever_the_batch_size():
+    tokens = np.arange(10_000, dtype=np.uint16)
+    stream = TokenStream(tokens, seq_len=16, seed=7)
+    by_8 = np.concatenate([stream.batch(p, 8).numpy() for p in range(0, 64, 8)])
+    by_32 = np.concatenate([stream.batch(p, 32).numpy() for p in range(0, 64, 32)])
+    assert np.array_equal(by_8, by_32)
+    assert by_8.shape == (64, 17)
+
+
+def test_stream_depends_on_seed_and_covers_every_sequence_each_epoch():
+    tokens = np.arange(1601, dtype=np.uint16)
+    a, b = TokenStream(tokens, seq_len=16, seed=0), TokenStream(tokens, seq_len=16, seed=1)
+    assert not np.array_equal(a.batch(0, 10).numpy(), b.batch(0, 10).numpy())
+    starts = a.sequence_starts(0, a.num_sequences)
+    assert sorted(starts) == [i * 16 for i in range(100)]
+    assert not np.array_equal(a.sequence_starts(100, 100), starts)  # a new order next epoch
+    rows = a.batch(0, 3).numpy()
+    assert all(np.array_equal(r, np.arange(r[0], r[0] + 17)) for r in rows)  # contiguous
+
+
+def test_eval_set_is_fixed_and_in_order():
+    tokens = np.arange(5000, dtype=np.uint16)
+    batches = eval_batches(tokens, seq_len=10, num_tokens=100, batch_size=4)
+    ids = np.concatenate([b.numpy() for b in batches])
+    assert ids.shape == (10, 11) and ids[1, 0] == 10
+
+
+def test_markov_entropy_rate_matches_the_sample():
+    chain = MarkovChain.random(vocab_size=8, order=2, concentration=0.5, seed=3)
+    x = chain.sample(400_000, seed=1).astype(np.int64)
+    ctx = x[:-2] * 8 + x[1:-1]
+    joint = np.zeros((64, 8))
+    np.add.at(joint, (ctx, x[2:]), 1)
+    p = joint / joint.sum()
+    cond = p / p.sum(axis=1, keepdims=True)
+    empirical = -(p[p > 0] * np.log(cond[p > 0])).sum()
+    assert empirical == pytest.approx(chain.entropy_rate(), abs=0.01)
+
+
+def test_pystdlib_is_read_once_into_a_cache(token_cache):
+    cfg = compose([]).data
+    first = load_tokens(cfg)
+    assert first.vocab_size == 256 and len(first.train) > 10_000_000
+    assert 0.01 < len(first.val) / len(first.train) < 0.12
+    again = load_tokens(cfg)
+    assert again.train.filename == first.train.filename
+    text = bytes(np.asarray(first.train[:2000], dtype=np.uint8)).decode("utf-8", "replace")
+    assert "import" in text or "def " in text
+
+
+def _docs(n):
+    return [f"document {i}: " + "the quick brown fox jumps over the lazy dog. " * 20
+            for i in range(n)]
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "parquet", "txt"])
+def test_local_files_go_through_datasets(tmp_path, suffix):
+    docs = _docs(60)
+    if suffix == "jsonl":
+        paths = [tmp_path / "a.jsonl"]
+        paths[0].write_text("".join(json.dumps({"body": d}) + "\n" for d in docs))
+    elif suffix == "parquet":
+        paths = [tmp_path / "a.parquet"]
+        pq.write_table(pa.table({"body": docs}), paths[0])
+    else:
+        paths = []
+        for i, d in enumerate(docs):
+            paths.append(tmp_path / f"{i}.txt")
+            paths[-1].write_text(d)
+    listing = ",".join(str(p) for p in paths)
+    cfg = compose(["data=files", f"data.paths=[{listing}]", "data.text_field=body",
+                   "data.holdout_fraction=0.2", f"data.cache_dir={tmp_path / 'cache'}"]).data
+    data = load_tokens(cfg)
+    total = sum(len(d.encode()) for d in docs)
+    assert len(data.train) + len(data.val) == total
+    assert len(data.val) > 0
+
+
+def test_tokenizer_json_file(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(_docs(50), trainers.BpeTrainer(vocab_size=120,
+                                                            special_tokens=["[UNK]"]))
+    tok.save(str(tmp_path / "tok.json"))
+    path = tmp_path / "a.jsonl"
+    path.write_text("".join(json.dumps({"text": d}) + "\n" for d in _docs(40)))
+    cfg = compose(["data=files", f"data.paths=[{path}]", f"data.tokenizer={tmp_path}/tok.json",
+                   "data.holdout_fraction=0.2", f"data.cache_dir={tmp_path / 'cache'}"]).data
+    data = load_tokens(cfg)
+    assert data.vocab_size == tok.get_vocab_size() <= 120
+    assert int(np.max(data.train)) < data.vocab_size
+    assert len(data.train) < sum(len(d) for d in _docs(40))  # merges make fewer tokens

@@ -1,0 +1,44 @@
+import pytest
+
+from trainer.compose import compose
+from trainer.identity import canonical_json, config_id
+
+BASE = ["optim.lr=0.003", "train.batch_size=16"]
+
+
+def _id(*extra):
+    return config_id(compose(BASE + list(extra)))
+
+
+@pytest.mark.parametrize("change", [
+    "optim.lr=0.01", "train.batch_size=32", "optim.weight_decay=0.1", "train.tokens=2_000_000",
+    "model.width=128", "model.param=sp", "schedule=wsd", "seed=1", "data=synthetic",
+    "train.seq_len=64", "model.depth=3",
+])
+def test_changes_that_alter_the_result_alter_the_id(change):
+    assert _id(change) != _id()
+
+
+@pytest.mark.parametrize("change", [
+    "tracking.uri=sqlite:///x.db", "tracking.experiment=other", "storage_root=/elsewhere",
+    "run_dir=/tmp/somewhere", "checkpoint_dir=/tmp/ck", "train.log_every_steps=1",
+    "train.checkpoint_every_tokens=4096", "train.keep_checkpoints=5", "data.cache_dir=/c",
+])
+def test_paths_and_cadences_do_not_alter_the_id(change):
+    assert _id(change) == _id()
+
+
+@pytest.mark.parametrize("a, b", [
+    ("optim.lr=0.001", "optim.lr=1e-3"),
+    ("optim.lr=0.001", "optim.lr=1.0e-03"),
+    ("optim.lr=0.30000000000000004", "optim.lr=0.3"),  # 3 * 0.1, as a grid may compute it
+])
+def test_floats_are_normalised(a, b):
+    assert config_id(compose([a])) == config_id(compose([b]))
+
+
+def test_id_is_sha256_of_sorted_canonical_json():
+    cfg = compose(BASE)
+    text = canonical_json(cfg)
+    assert text.startswith('{"data.chain_seed":1234,"data.concentration":0.3,')
+    assert len(config_id(cfg)) == 64 and '"tracking' not in text

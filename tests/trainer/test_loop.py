@@ -1,0 +1,121 @@
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from trainer.compose import compose
+from trainer.loop import run
+
+ROOT = Path(__file__).parents[2]
+SMALL = ["model=tiny", "model.width=32", "model.head_dim=16", "model.base_width=32",
+         "model.depth=2", "data=synthetic", "data.num_tokens=300_000",
+         "train.batch_size=8", "train.seq_len=64", "schedule=wsd",
+         "schedule.warmup_tokens=2048", "optim.lr=0.01", "train.eval_tokens=8192"]
+
+
+def _trainer(args, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "trainer", *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def _losses(run_dir: Path) -> list[tuple[int, float]]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["train/loss"]) for r in rows if "train/loss" in r]
+
+
+@pytest.mark.slow
+def test_pulse_python_m_trainer_learns(tmp_path):
+    # The real entry point on the real offline corpus: a 2-layer, 32-wide model.
+    proc = _trainer(["model=tiny", "model.width=32", "model.head_dim=16",
+                     "model.base_width=32", "train.tokens=300_000", "train.batch_size=16",
+                     "train.seq_len=64", "optim.lr=0.01", f"storage_root={tmp_path}"])
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "finished"
+    assert summary["final/tokens"] == 300_000 // 1024 * 1024
+    # Uniform over bytes is ln 256 = 5.55; a model that learned nothing stays there.
+    assert summary["final/eval_loss"] < 3.5
+    losses = [loss for _, loss in _losses(run_dir)]
+    assert losses[-1] < losses[0] - 1.5
+    assert "run directory" in out
+
+
+def test_huge_lr_diverges_fast(tmp_path):
+    cfg = compose(SMALL + ["optim.lr=30", "schedule=constant", "schedule.warmup_tokens=0",
+                           "optim.grad_clip=0", "train.tokens=200_000", f"storage_root={tmp_path}"])
+    started = time.perf_counter()
+    result = run(cfg)
+    assert result.status == "diverged"
+    assert result.summary["final/diverged_at_tokens"] <= 20 * 8 * 64
+    assert result.summary["final/eval_loss"] is None
+    assert time.perf_counter() - started < 30
+
+
+def test_finished_run_is_not_trained_again(tmp_path):
+    cfg = compose(SMALL + ["train.tokens=16384", f"storage_root={tmp_path}"])
+    first = run(cfg)
+    assert first.status == "finished" and first.summary["final/steps"] == 32
+    mtime = (first.run_dir / "metrics.jsonl").stat().st_mtime_ns
+    again = run(cfg)
+    assert again.summary == first.summary
+    assert (first.run_dir / "metrics.jsonl").stat().st_mtime_ns == mtime
+
+
+@pytest.mark.slow
+def test_sigkill_and_restart_gives_identical_losses(tmp_path):
+    args = SMALL + ["train.tokens=204800", "train.log_every_steps=1",
+                    "train.checkpoint_every_tokens=25600", "train.eval_every_tokens=51200"]
+    reference = _trainer(args + [f"storage_root={tmp_path / 'ref'}"])
+    assert reference.wait(timeout=300) == 0
+    (ref_dir,) = (tmp_path / "ref").iterdir()
+
+    killed = _trainer(args + [f"storage_root={tmp_path / 'kill'}"])
+    run_dir = tmp_path / "kill" / ref_dir.name  # same config, same id
+    deadline = time.monotonic() + 300
+    while True:  # kill between checkpoints, once one exists
+        assert killed.poll() is None, "run ended before it could be killed"
+        assert time.monotonic() < deadline
+        steps = _losses(run_dir) if (run_dir / "metrics.jsonl").exists() else []
+        if (run_dir / "checkpoints").exists() and steps and steps[-1][0] % 50 > 10 \
+                and steps[-1][0] > 120:
+            break
+        time.sleep(0.01)
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.wait()
+    assert not (run_dir / "summary.json").exists()
+
+    resumed = _trainer(args + [f"storage_root={tmp_path / 'kill'}"])
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert "resuming at step" in out
+    assert _losses(run_dir) == _losses(ref_dir)  # exact, step by step, no duplicates
+    ref = json.loads((ref_dir / "summary.json").read_text())
+    got = json.loads((run_dir / "summary.json").read_text())
+    assert got["final/eval_loss"] == ref["final/eval_loss"]
+
+
+def test_mlflow_reporting_and_resume_into_the_same_run(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    cfg = compose(SMALL + ["train.tokens=16384", f"storage_root={tmp_path}",
+                           f"tracking.uri={uri}", "tracking.experiment=unit"])
+    result = run(cfg)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("unit")
+    (found,) = client.search_runs([exp.experiment_id])
+    assert found.data.tags["trial.id"] == result.run_id
+    assert found.data.tags["trial.status"] == "finished"
+    assert float(found.data.params["optim.lr"]) == 0.01
+    assert int(found.data.params["derived.total_steps"]) == 32
+    assert found.data.metrics["final/eval_loss"] == pytest.approx(result.final_eval_loss)
+    history = client.get_metric_history(found.info.run_id, "train/loss")
+    assert [m.step for m in history] == [10, 20, 30, 32]
+    assert all(math.isfinite(m.value) for m in history)

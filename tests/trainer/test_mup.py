@@ -1,0 +1,56 @@
+"""Coordinate check (Tensor Programs V): activation scales across width, muP vs SP."""
+
+import pytest
+
+from trainer.config import HiddenWeightDecay, ModelConfig, Param
+from trainer.model import GPT, GPTShape
+from trainer.mup import coord_check, param_groups
+
+WIDTHS = [64, 128, 256, 512]
+BASE = ModelConfig(width=64, depth=2, head_dim=16, base_width=64)
+
+
+@pytest.fixture(scope="module")
+def checks():
+    return {param: coord_check(BASE.__class__(**{**BASE.__dict__, "param": param}), WIDTHS,
+                               lr=3e-3, num_steps=3)
+            for param in (Param.mup, Param.sp)}
+
+
+@pytest.mark.slow
+def test_mup_keeps_hidden_activations_in_a_narrow_band(checks):
+    cc = checks[Param.mup]
+    for layer in ("embed", "block0", "block1"):
+        for step in range(4):
+            assert 0.75 < cc.growth(layer, step) < 1.3, (layer, step, cc.growth(layer, step))
+    # Logits start at order 1/sqrt(m) (readout × α_out/m) and must not grow with width.
+    assert all(cc.growth("logits", step) < 1.0 for step in range(4))
+
+
+@pytest.mark.slow
+def test_sp_activations_grow_with_width(checks):
+    cc = checks[Param.sp]
+    # Hidden layers blow up with width after a few Adam steps at a fixed LR; so do the logits.
+    assert cc.growth("block1", 3) > 5
+    assert cc.growth("logits", 3) > 3
+
+
+def test_param_groups_scale_hidden_lr_and_wd_by_width():
+    model = GPT(GPTShape(ModelConfig(width=256, depth=2, head_dim=32, base_width=64), 256))
+    groups = {g["name"]: g for g in param_groups(model, weight_decay=0.1,
+                                                  hidden_wd=HiddenWeightDecay.width_invariant)}
+    assert groups["hidden"]["lr_mult"] == pytest.approx(1 / 4)
+    assert groups["hidden"]["weight_decay"] == pytest.approx(0.4)  # η·λ unchanged by width
+    assert groups["vector_like"]["lr_mult"] == 1.0 and groups["gains"]["weight_decay"] == 0.0
+    constant = {g["name"]: g for g in param_groups(model, weight_decay=0.1,
+                                                    hidden_wd=HiddenWeightDecay.constant)}
+    assert constant["hidden"]["weight_decay"] == pytest.approx(0.1)
+    n_hidden = sum(p.numel() for p in groups["hidden"]["params"])
+    assert n_hidden == 2 * 12 * 256 * 256
+
+
+def test_sp_rescales_nothing():
+    model = GPT(GPTShape(ModelConfig(width=256, head_dim=32, base_width=64, param=Param.sp), 256))
+    assert model.shape.width_mult == 1.0
+    assert all(g["lr_mult"] == 1.0 for g in param_groups(model, weight_decay=0.0,
+                                                         hidden_wd=HiddenWeightDecay.width_invariant))

@@ -1,0 +1,34 @@
+"""One training run of a proxy model: `trainer.run(cfg, reporter)` or `python -m trainer`.
+
+Knows nothing of sweeps or Ray. Names are imported lazily so that `import trainer.config`
+does not pull in torch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from trainer.compose import compose
+    from trainer.config import Config
+    from trainer.errors import ConfigError
+    from trainer.identity import config_id
+    from trainer.loop import RunResult, run
+    from trainer.validation import check, problems
+
+_EXPORTS = {
+    "run": "trainer.loop", "RunResult": "trainer.loop", "Config": "trainer.config",
+    "compose": "trainer.compose", "ConfigError": "trainer.errors",
+    "config_id": "trainer.identity", "check": "trainer.validation",
+    "problems": "trainer.validation",
+}
+
+__all__ = ["Config", "ConfigError", "RunResult", "check", "compose", "config_id", "problems",
+           "run"]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'trainer' has no attribute {name!r}")

@@ -1,0 +1,75 @@
+"""`python -m trainer [hydra overrides]`: one training run from the command line."""
+
+from __future__ import annotations
+
+import sys
+
+from trainer.errors import ConfigError
+
+USAGE = """usage: python -m trainer [KEY=VALUE ...] [--cfg] [--demo]
+
+Train one proxy model. Arguments are Hydra overrides of conf/config.yaml, e.g.
+  python -m trainer model=small schedule=wsd optim.lr=0.003 train.tokens=2_000_000
+Groups: model (tiny, small, gpt124m), data (pystdlib, synthetic, hf, files),
+optim (adamw), schedule (power, wsd, cosine, constant, linear).
+  --cfg    print the resolved config and exit
+  --demo   train the small demo run on the embedded corpus
+Re-running the same command resumes the run, or prints its result if it has ended."""
+
+DEMO_OVERRIDES = ["model=tiny", "train.tokens=1_000_000", "train.batch_size=16",
+                  "train.seq_len=128", "optim.lr=0.01", "schedule=power"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse, validate, train; user errors print one line per problem and return 2."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in args or "--help" in args:
+        print(USAGE)
+        return 0
+    flags = {a for a in args if a.startswith("--")}
+    unknown = flags - {"--cfg", "--demo"}
+    if unknown:
+        print(f"error: unknown option {sorted(unknown)[0]}; see python -m trainer --help",
+              file=sys.stderr)
+        return 2
+    overrides = [a for a in args if not a.startswith("--")]
+    if "--demo" in flags:
+        overrides = DEMO_OVERRIDES + overrides
+    try:
+        return _run(overrides, print_only="--cfg" in flags)
+    except ConfigError as err:
+        for problem in err.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: re-run the same command to resume from the last checkpoint",
+              file=sys.stderr)
+        return 130
+
+
+def _run(overrides: list[str], *, print_only: bool) -> int:
+    from trainer.compose import compose
+    from trainer.identity import config_id, flatten
+    from trainer.loop import RunPaths, read_summary, run
+    from trainer.validation import check
+
+    cfg = compose(overrides)
+    if print_only:
+        for key, value in flatten(cfg).items():
+            print(f"{key}={value}")
+        return 0
+    check(cfg)
+    paths = RunPaths.for_config(cfg, config_id(cfg))
+    stored = read_summary(paths)
+    if stored is not None and stored.get("status") in ("finished", "diverged"):
+        print(f"this run has already ended ({stored['status']}); nothing to train.")
+    result = run(cfg)
+    print(f"run directory: {result.run_dir}")
+    print(f"  metrics  {paths.metrics}\n  summary  {paths.summary}")
+    if cfg.tracking.uri:
+        print(f"  MLflow   {cfg.tracking.uri} (experiment {cfg.tracking.experiment})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

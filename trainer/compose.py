@@ -1,0 +1,71 @@
+"""From Hydra overrides to a typed `Config`, with Hydra's errors turned into one sentence each."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException, MissingConfigException, OverrideParseException
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from trainer.config import CONF_DIR, Config
+from trainer.errors import ConfigError
+
+
+def compose(overrides: Sequence[str] = ()) -> Config:
+    """Compose `conf/config.yaml` with Hydra overrides into a resolved, typed `Config`.
+
+    Raises:
+        ConfigError: an unknown key or option, a wrong type, or an override Hydra cannot parse.
+    """
+    overrides = list(overrides)
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = hydra_compose("config", overrides=overrides)
+        OmegaConf.resolve(cfg)
+        return OmegaConf.to_object(cfg)
+    except (HydraException, OmegaConfBaseException, TypeError, AttributeError) as err:
+        raise ConfigError(_explain(err, overrides)) from None
+
+
+def _parses(override: str) -> bool:
+    try:
+        OverridesParser.create().parse_overrides([override])
+    except OverrideParseException:
+        return False
+    return True
+
+
+def _explain(err: Exception, overrides: list[str]) -> str:
+    text = str(err)
+    if isinstance(err, OverrideParseException):
+        bad = next((o for o in overrides if not _parses(o)), text.splitlines()[0])
+        return (f"cannot parse override '{bad}': write key=value, e.g. optim.lr=0.003 "
+                "(see Hydra's override grammar)")
+    if isinstance(err, MissingConfigException):
+        group = re.search(r"Could not find '([^/']+)/([^']+)'", text)
+        options = re.findall(r"^\t(\w[\w-]*)$", text, flags=re.MULTILINE)
+        options = [o for o in options if not o.endswith("_schema")]
+        if group:
+            return (f"unknown option '{group.group(2)}' for config group '{group.group(1)}': "
+                    f"choose one of {', '.join(options)}")
+        return text.splitlines()[0]
+    unknown = re.search(r"Could not override '([^']+)'", text) or re.search(
+        r"Key '([^']+)' not in '", text) or re.search(r"cannot assign to field '([^']+)'", text)
+    if unknown:
+        return (f"unknown config key '{unknown.group(1)}': check its spelling against conf/ "
+                "(python -m trainer --cfg prints every key)")
+    merging = re.search(r"Error merging override (\S+)", text)
+    cause = err.__cause__ or err.__context__
+    reason = str(cause).splitlines()[0] if cause is not None else text.splitlines()[0]
+    key = re.search(r"full_key: (\S+)", str(cause) if cause else text)
+    if merging:
+        name = key.group(1) if key else merging.group(1).split("=")[0]
+        return f"bad value for '{name}' in override '{merging.group(1)}': {reason}"
+    if key:
+        return f"bad value for '{key.group(1)}': {reason}"
+    return text.splitlines()[0]

@@ -1,0 +1,278 @@
+"""Token data: sources read through `datasets`, tokenized once into a memory-mapped cache.
+
+Sources give documents (pystdlib, hf, files) or tokens (synthetic). Documents are tokenized
+(bytes, or a `tokenizers` JSON file) and written once to `CACHE/tokens/<key>/{train,val}.bin`,
+where the key hashes the content (file bytes, or the hub dataset's identity) and the tokenizer.
+A cache is written into a temporary directory and renamed, so a crash never leaves half of one.
+
+Order: the training split is cut into sequences of seq_len + 1 tokens starting every seq_len
+tokens; a permutation of them, fixed by the seed (a new one per epoch), is the run's stream.
+A batch is the next B sequences of that stream, so the stream does not depend on the batch size
+and a checkpoint needs only the number of sequences consumed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sysconfig
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from trainer.config import DataConfig, DataSource
+from trainer.errors import ConfigError
+from trainer.synthetic import MarkovChain
+
+CACHE_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class TokenData:
+    """Memory-mapped train and val token arrays and the vocabulary size."""
+
+    train: np.ndarray
+    val: np.ndarray
+    vocab_size: int
+    loss_floor: float | None = None
+    """Entropy rate in nats when the source knows it (synthetic)."""
+
+
+class Tokenizer:
+    """Bytes by default (vocab 256), or a `tokenizers` JSON file."""
+
+    def __init__(self, path: str | None):
+        self.path = path
+        self._tok = None
+        if path is not None:
+            from tokenizers import Tokenizer as HFTokenizer
+            self._tok = HFTokenizer.from_file(path)
+
+    @property
+    def vocab_size(self) -> int:
+        return 256 if self._tok is None else self._tok.get_vocab_size()
+
+    @property
+    def fingerprint(self) -> str:
+        if self.path is None:
+            return "bytes"
+        return hashlib.sha256(Path(self.path).read_bytes()).hexdigest()
+
+    def encode(self, texts: list[str]) -> list[np.ndarray]:
+        """Token ids of each text."""
+        if self._tok is None:
+            return [np.frombuffer(t.encode("utf-8", "replace"), dtype=np.uint8) for t in texts]
+        return [np.asarray(e.ids, dtype=np.int64) for e in self._tok.encode_batch(texts)]
+
+
+def stdlib_files() -> list[Path]:
+    """The running Python's standard-library `.py` files, sorted, site-packages excluded."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in ("site-packages", "__pycache__"))
+        found += [Path(dirpath) / f for f in sorted(filenames) if f.endswith(".py")]
+    return found
+
+
+def is_heldout(name: str, fraction: float) -> bool:
+    """A document is held out when a hash of its name falls below `fraction`."""
+    digest = hashlib.sha256(name.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def load_tokens(cfg: DataConfig) -> TokenData:
+    """Tokens of the configured source, from the cache or tokenized into it now."""
+    if cfg.source is DataSource.synthetic:
+        return _synthetic_tokens(cfg)
+    tokenizer = Tokenizer(cfg.tokenizer)
+    key = cache_key(cfg, tokenizer)
+    directory = Path(cfg.cache_dir) / "tokens" / key
+    if not (directory / "meta.json").exists():
+        _write_cache(directory, _documents(cfg), tokenizer, cfg)
+    meta = json.loads((directory / "meta.json").read_text())
+    dtype = np.dtype(meta["dtype"])
+    return TokenData(train=np.memmap(directory / "train.bin", dtype=dtype, mode="r"),
+                     val=np.memmap(directory / "val.bin", dtype=dtype, mode="r"),
+                     vocab_size=meta["vocab_size"])
+
+
+def cache_key(cfg: DataConfig, tokenizer: Tokenizer) -> str:
+    h = hashlib.sha256()
+    h.update(f"{CACHE_VERSION}|{cfg.source.value}|{tokenizer.fingerprint}|".encode())
+    h.update(f"{cfg.holdout_fraction}|{cfg.max_tokens}|{cfg.text_field}|".encode())
+    if cfg.source is DataSource.pystdlib:
+        for path in stdlib_files():
+            h.update(path.name.encode())
+            h.update(path.read_bytes())
+    elif cfg.source is DataSource.files:
+        for path in cfg.paths:
+            h.update(Path(path).read_bytes())
+    else:
+        h.update(f"{cfg.name}|{cfg.config_name}|{cfg.split}|{cfg.val_split}".encode())
+    return h.hexdigest()[:32]
+
+
+def _documents(cfg: DataConfig) -> Iterator[tuple[str, str, bool]]:
+    """(name, text, held out) for every document, in a fixed order."""
+    if cfg.source is DataSource.pystdlib:
+        yield from _stdlib_documents(cfg)
+    else:
+        yield from _datasets_documents(cfg)
+
+
+def _stdlib_documents(cfg: DataConfig) -> Iterator[tuple[str, str, bool]]:
+    import datasets
+
+    datasets.disable_progress_bars()
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = {"train": [], "validation": []}
+    for path in stdlib_files():
+        held = is_heldout(str(path.relative_to(root)), cfg.holdout_fraction)
+        files["validation" if held else "train"].append(str(path))
+    # One document per file, read by the same `datasets` builder as `data=files` text files;
+    # a few test files are deliberately not UTF-8, hence the replacement of bad bytes.
+    ds = datasets.load_dataset("text", data_files=files, sample_by="document",
+                               encoding_errors="replace")
+    for split, held in (("train", False), ("validation", True)):
+        for i, row in enumerate(ds[split]):
+            yield f"{split}/{i}", row["text"], held
+
+
+def open_dataset(cfg: DataConfig, split: str) -> Iterable[dict]:
+    """The `datasets` dataset for a hub name (`hf`) or local files (`files`)."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    if cfg.source is DataSource.hf:
+        return datasets.load_dataset(cfg.name, cfg.config_name, split=split,
+                                     streaming=cfg.streaming)
+    suffix = Path(cfg.paths[0]).suffix.lower()
+    builder = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}[suffix]
+    if builder != "text":
+        return datasets.load_dataset(builder, data_files=list(cfg.paths), split="train",
+                                     keep_in_memory=True)
+    ds = datasets.load_dataset("text", data_files=list(cfg.paths), split="train",
+                               sample_by="document", encoding_errors="replace",
+                               keep_in_memory=True)
+    # A .txt file is one document under the builder's `text` column, whatever text_field says.
+    return ds if cfg.text_field == "text" else ds.rename_column("text", cfg.text_field)
+
+
+def _datasets_documents(cfg: DataConfig) -> Iterator[tuple[str, str, bool]]:
+    if cfg.val_split is not None:
+        for i, row in enumerate(open_dataset(cfg, cfg.split)):
+            yield f"{cfg.split}/{i}", row[cfg.text_field], False
+        for i, row in enumerate(open_dataset(cfg, cfg.val_split)):
+            yield f"{cfg.val_split}/{i}", row[cfg.text_field], True
+        return
+    for i, row in enumerate(open_dataset(cfg, cfg.split)):
+        name = f"{cfg.split}/{i}"
+        yield name, row[cfg.text_field], is_heldout(name, cfg.holdout_fraction)
+
+
+def _write_cache(directory: Path, documents: Iterable[tuple[str, str, bool]],
+                 tokenizer: Tokenizer, cfg: DataConfig, chunk: int = 256) -> None:
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
+    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=".tmp-"))
+    try:
+        counts = _tokenize_into(tmp, documents, tokenizer, cfg, dtype=dtype, chunk=chunk)
+        if counts["val"] == 0 or counts["train"] == 0:
+            raise ConfigError("data.holdout_fraction left no documents in one split: raise "
+                              "data.holdout_fraction or give data.val_split")
+        meta = {"dtype": np.dtype(dtype).name, "vocab_size": tokenizer.vocab_size, **counts}
+        (tmp / "meta.json").write_text(json.dumps(meta))
+        try:
+            os.replace(tmp, directory)
+        except OSError:
+            if not (directory / "meta.json").exists():
+                raise  # not a concurrent writer of the same cache: a real failure
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _tokenize_into(tmp: Path, documents: Iterable[tuple[str, str, bool]], tokenizer: Tokenizer,
+                   cfg: DataConfig, *, dtype: type, chunk: int) -> dict[str, int]:
+    counts = {"train": 0, "val": 0}
+    limit = {"train": cfg.max_tokens, "val": int(cfg.max_tokens * cfg.holdout_fraction)}
+    with open(tmp / "train.bin", "wb") as train, open(tmp / "val.bin", "wb") as val:
+        for batch in _chunks(documents, chunk):
+            encoded = tokenizer.encode([text for _, text, _ in batch])
+            for (_, _, held), ids in zip(batch, encoded, strict=True):
+                split = "val" if held else "train"
+                if cfg.max_tokens and counts[split] >= max(limit[split], 1):
+                    continue
+                (val if held else train).write(ids.astype(dtype).tobytes())
+                counts[split] += len(ids)
+            if cfg.max_tokens and all(counts[k] >= max(limit[k], 1) for k in counts):
+                break
+    return counts
+
+
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _synthetic_tokens(cfg: DataConfig) -> TokenData:
+    chain = MarkovChain.random(vocab_size=cfg.vocab_size, order=cfg.order,
+                               concentration=cfg.concentration, seed=cfg.chain_seed)
+    train = chain.sample(cfg.num_tokens, seed=cfg.chain_seed + 1)
+    val = chain.sample(max(cfg.num_tokens // 10, 4096), seed=cfg.chain_seed + 2)
+    return TokenData(train=train, val=val, vocab_size=cfg.vocab_size,
+                     loss_floor=chain.entropy_rate())
+
+
+class TokenStream:
+    """The seeded sequence stream of a split; `batch(position, n)` is pure in its arguments."""
+
+    def __init__(self, tokens: np.ndarray, seq_len: int, seed: int):
+        self.tokens, self.seq_len, self.seed = tokens, seq_len, seed
+        self.num_sequences = (len(tokens) - 1) // seq_len
+        if self.num_sequences < 1:
+            raise ConfigError(f"train.seq_len={seq_len} is longer than the data "
+                              f"({len(tokens)} tokens): lower train.seq_len or add data")
+        self._epoch, self._order = -1, np.empty(0, dtype=np.int64)
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        if epoch != self._epoch:
+            rng = np.random.default_rng([self.seed, epoch])
+            self._epoch, self._order = epoch, rng.permutation(self.num_sequences)
+        return self._order
+
+    def sequence_starts(self, position: int, count: int) -> np.ndarray:
+        """Token offsets of stream sequences [position, position + count)."""
+        starts = np.empty(count, dtype=np.int64)
+        for i in range(count):
+            epoch, index = divmod(position + i, self.num_sequences)
+            starts[i] = self._permutation(epoch)[index] * self.seq_len
+        return starts
+
+    def batch(self, position: int, count: int) -> torch.Tensor:
+        """Sequences [position, position + count) of the stream as (count, seq_len + 1) ids."""
+        starts = self.sequence_starts(position, count)
+        rows = [self.tokens[s:s + self.seq_len + 1] for s in starts]
+        return torch.from_numpy(np.stack(rows).astype(np.int64))
+
+
+def eval_batches(tokens: np.ndarray, *, seq_len: int, num_tokens: int,
+                 batch_size: int) -> list[torch.Tensor]:
+    """The fixed held-out set: the first `num_tokens` of the val split, in order, same for
+    every seed so that runs compare on the same tokens."""
+    num_seq = max(1, min(num_tokens // seq_len, (len(tokens) - 1) // seq_len))
+    rows = np.stack([tokens[i * seq_len:i * seq_len + seq_len + 1] for i in range(num_seq)])
+    ids = torch.from_numpy(rows.astype(np.int64))
+    return list(ids.split(batch_size))

@@ -1,0 +1,13 @@
+"""The one exception type for mistakes a user can fix."""
+
+
+class ConfigError(ValueError):
+    """A user-fixable problem: its message is one sentence per problem, naming the key and the fix.
+
+    Args:
+        problems: one sentence per problem found.
+    """
+
+    def __init__(self, problems: list[str] | str):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))

@@ -1,0 +1,87 @@
+"""Model FLOPs per token and the device peak that MFU divides by.
+
+FLOPs per token of a training step (forward + backward) follow Kaplan et al. / PaLM:
+6·N_matmul + 12·depth·width·seq_len, where N_matmul counts every weight used in a matmul
+(blocks and readout; the embedding lookup is not a matmul) and the second term is attention's
+QKᵀ and AV over a full (non-causal-discounted) context.
+
+Peak: a table of dense bf16 tensor-core rates for known GPUs; on a CPU, a float32 GEMM rate
+measured once per machine (and torch version and thread count) and cached.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from trainer.config import ModelConfig
+
+# Dense (no sparsity) bf16 tensor-core peaks, FLOP/s, from the vendors' data sheets.
+GPU_PEAK_BF16 = {
+    "H200": 989e12,
+    "H100 SXM": 989e12,
+    "H100 NVL": 835e12,
+    "H100 PCIe": 756e12,
+    "H100": 989e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "A10G": 70e12,
+    "L4": 121e12,
+    "RTX 4090": 165e12,
+}
+
+
+def flops_per_token(cfg: ModelConfig, *, vocab_size: int, seq_len: int) -> float:
+    """Training FLOPs per token: 6·(matmul weights) + 12·depth·width·seq_len."""
+    w = cfg.width
+    per_block = 3 * w * w + w * w + 2 * cfg.mlp_ratio * w * w
+    matmul_params = cfg.depth * per_block + w * vocab_size
+    return 6.0 * matmul_params + 12.0 * cfg.depth * w * seq_len
+
+
+def gpu_peak_flops(device: torch.device) -> float | None:
+    """bf16 dense peak of a known GPU, else None."""
+    name = torch.cuda.get_device_name(device)
+    for key, value in GPU_PEAK_BF16.items():
+        if key in name:
+            return value
+    return None
+
+
+def measure_cpu_gemm_rate(size: int = 1024, seconds: float = 1.0) -> float:
+    """float32 GEMM FLOP/s of this CPU with torch's current thread count."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    for _ in range(3):
+        a @ b
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        count += 1
+    return 2 * size**3 * count / (time.perf_counter() - start)
+
+
+def cpu_peak_flops(cache_dir: str) -> float:
+    """The measured CPU GEMM rate, cached per machine, torch version and thread count."""
+    key = f"{platform.node()}|{platform.processor() or platform.machine()}|" \
+          f"{torch.__version__}|{torch.get_num_threads()}|{os.cpu_count()}"
+    path = Path(cache_dir) / "gemm_rate.json"
+    table = json.loads(path.read_text()) if path.exists() else {}
+    if key not in table:
+        table[key] = measure_cpu_gemm_rate()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(table, indent=1))
+        os.replace(tmp, path)
+    return table[key]
+
+
+def peak_flops(device: torch.device, cache_dir: str) -> float | None:
+    """What MFU divides by on `device`."""
+    if device.type == "cuda":
+        return gpu_peak_flops(device)
+    return cpu_peak_flops(cache_dir)

@@ -1,0 +1,57 @@
+"""Trial identity: the SHA-256 of a run's canonical config.
+
+Two configs that train the same model on the same tokens get the same id, so a run (or a sweep
+trial) is never trained twice. Keys that cannot change the result are left out: where metrics go
+(`tracking`), where files go (`storage_root`, `run_dir`, `checkpoint_dir`, `data.cache_dir`) and
+how often the loop logs or checkpoints (checkpoints resume exactly).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import json
+from typing import Any
+
+from trainer.config import Config
+
+IGNORED_KEYS = frozenset({
+    "tracking", "storage_root", "run_dir", "checkpoint_dir", "data.cache_dir",
+    "train.log_every_steps", "train.checkpoint_every_tokens", "train.keep_checkpoints",
+})
+
+
+def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted key → plain value (enums as their values) for a config dataclass."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            out.update(flatten(value, key + "."))
+        else:
+            out[key] = value.value if isinstance(value, enum.Enum) else value
+    return out
+
+
+def _normalise(value: Any) -> Any:
+    # 1e-3 written as 0.001, 1.0e-3 or 0.0010 is one float; `.12g` also absorbs the last-bit
+    # noise of values computed in a grid (3 * 0.1).
+    if isinstance(value, float):
+        return float(format(value, ".12g"))
+    if isinstance(value, (list, tuple)):
+        return [_normalise(v) for v in value]
+    return value
+
+
+def canonical_json(cfg: Config) -> str:
+    """Sorted-key JSON of the keys that change the result, floats normalised."""
+    items = {k: _normalise(v) for k, v in flatten(cfg).items()
+             if k not in IGNORED_KEYS and k.split(".")[0] not in IGNORED_KEYS}
+    return json.dumps(items, sort_keys=True, separators=(",", ":"))
+
+
+def config_id(cfg: Config) -> str:
+    """The trial id: SHA-256 hex digest of `canonical_json(cfg)`."""
+    return hashlib.sha256(canonical_json(cfg).encode()).hexdigest()

@@ -1,0 +1,340 @@
+"""One training run, from config to summary, resumable at any checkpoint.
+
+`run(cfg, reporter)` validates, finds the run directory from the config id, returns at once if
+the run already ended, else restores the newest checkpoint (model, optimizer, stream position,
+counters, RNG) and trains to the token budget or to divergence. On CPU a run killed and
+restarted ends with exactly the losses of an uninterrupted one: the data stream is a pure
+function of (seed, position) and nothing else draws random numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from trainer.checkpoint import load_latest, save_checkpoint
+from trainer.config import Config
+from trainer.data import TokenStream, eval_batches, load_tokens
+from trainer.flops import flops_per_token, peak_flops
+from trainer.identity import config_id, flatten
+from trainer.model import GPT, GPTShape, count_params
+from trainer.mup import build_optimizer, set_lr
+from trainer.reporting import JsonlReporter, MlflowReporter, MultiReporter, Reporter
+from trainer.schedules import ScheduleInputs, learning_rate
+from trainer.validation import check
+
+DONE_STATUSES = ("finished", "diverged")
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where one run keeps its files."""
+
+    run_dir: Path
+    checkpoints: Path
+
+    @classmethod
+    def for_config(cls, cfg: Config, run_id: str) -> RunPaths:
+        run_dir = Path(cfg.run_dir) if cfg.run_dir else Path(cfg.storage_root) / run_id
+        checkpoints = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else run_dir / "checkpoints"
+        return cls(run_dir, checkpoints)
+
+    @property
+    def summary(self) -> Path:
+        return self.run_dir / "summary.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.run_dir / "metrics.jsonl"
+
+
+@dataclass
+class TrainState:
+    """Counters that a checkpoint carries besides model and optimizer."""
+
+    step: int = 0
+    tokens: int = 0
+    position: int = 0
+    """Sequences of the stream consumed."""
+    initial_loss: float | None = None
+    wall_s: float = 0.0
+    last_loss: float = float("nan")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How a run ended, and its `final/*` and `derived.*` values."""
+
+    run_id: str
+    status: str
+    run_dir: Path
+    summary: dict = field(default_factory=dict)
+
+    @property
+    def final_eval_loss(self) -> float | None:
+        return self.summary.get("final/eval_loss")
+
+
+def derived_values(cfg: Config, model: GPT, vocab_size: int) -> dict[str, float]:
+    """The `derived.*` params of the MLflow schema."""
+    n_params, n_total = count_params(model)
+    batch_tokens = cfg.train.batch_size * cfg.train.seq_len
+    return {
+        "derived.n_params": n_params,
+        "derived.n_params_total": n_total,
+        "derived.flops_per_token": flops_per_token(cfg.model, vocab_size=vocab_size,
+                                                   seq_len=cfg.train.seq_len),
+        "derived.batch_tokens": batch_tokens,
+        "derived.total_steps": cfg.train.tokens // batch_tokens,
+        "derived.weight_decay": resolved_weight_decay(cfg),
+        "derived.vocab_size": vocab_size,
+    }
+
+
+def resolved_weight_decay(cfg: Config) -> float:
+    """λ: `optim.weight_decay`, or from the timescale, λ = B/(η·τ·D) (B, D in tokens)."""
+    if cfg.optim.timescale is None:
+        return cfg.optim.weight_decay
+    batch_tokens = cfg.train.batch_size * cfg.train.seq_len
+    return batch_tokens / (cfg.optim.lr * cfg.optim.timescale * cfg.train.tokens)
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks CUDA when present."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def default_reporter(cfg: Config, paths: RunPaths) -> Reporter:
+    """JSONL + stdout, plus MLflow when `tracking.uri` is set."""
+    jsonl = JsonlReporter(paths.metrics)
+    if cfg.tracking.uri:
+        return MultiReporter(jsonl, MlflowReporter(cfg.tracking.uri, cfg.tracking.experiment))
+    return jsonl
+
+
+def read_summary(paths: RunPaths) -> dict | None:
+    """The stored summary of an ended run, or None."""
+    if not paths.summary.exists():
+        return None
+    return json.loads(paths.summary.read_text())
+
+
+def run(cfg: Config, reporter: Reporter | None = None) -> RunResult:
+    """Train one run to its token budget or to divergence and return its summary.
+
+    Resumes from the newest checkpoint in the run's checkpoint directory; returns the stored
+    result without training when the run has already finished or diverged.
+
+    Raises:
+        ConfigError: the config cannot run (nothing is trained).
+    """
+    check(cfg)
+    run_id = config_id(cfg)
+    paths = RunPaths.for_config(cfg, run_id)
+    stored = read_summary(paths)
+    if stored is not None and stored.get("status") in DONE_STATUSES:
+        return RunResult(run_id, stored["status"], paths.run_dir, stored)
+    loop = _Loop(cfg, run_id, paths, reporter or default_reporter(cfg, paths))
+    return loop.train()
+
+
+class _Loop:
+    """The state of a run in progress; `train()` drives it to the end."""
+
+    def __init__(self, cfg: Config, run_id: str, paths: RunPaths, reporter: Reporter):
+        self.cfg, self.run_id, self.paths, self.reporter = cfg, run_id, paths, reporter
+        self.device = resolve_device(cfg.train.device)
+        data = load_tokens(cfg.data)
+        self.stream = TokenStream(data.train, cfg.train.seq_len, cfg.seed)
+        self.eval_set = eval_batches(data.val, seq_len=cfg.train.seq_len,
+                                     num_tokens=cfg.train.eval_tokens,
+                                     batch_size=cfg.train.micro_batch_size or cfg.train.batch_size)
+        torch.manual_seed(cfg.seed)
+        self.model = GPT(GPTShape(cfg.model, data.vocab_size)).to(self.device)
+        self.forward = torch.compile(self.model) if cfg.train.compile else self.model
+        self.optimizer = build_optimizer(self.model, cfg.optim,
+                                         weight_decay=resolved_weight_decay(cfg))
+        self.derived = derived_values(cfg, self.model, data.vocab_size)
+        if data.loss_floor is not None:
+            self.derived["derived.loss_floor"] = data.loss_floor
+        self.peak = peak_flops(self.device, cfg.data.cache_dir)
+        self.state = TrainState()
+        self.schedule_inputs = ScheduleInputs(cfg.optim.lr, cfg.train.tokens,
+                                              cfg.train.batch_size)
+
+    # -- checkpoints ---------------------------------------------------------------------
+
+    def restore(self) -> int | None:
+        """Load the newest checkpoint; the step it was taken at, or None."""
+        saved = load_latest(self.paths.checkpoints)
+        if saved is None:
+            return None
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.state = TrainState(**saved["state"])
+        torch.set_rng_state(saved["rng"]["torch"])
+        np.random.set_state(saved["rng"]["numpy"])
+        random.setstate(saved["rng"]["python"])
+        if torch.cuda.is_available() and "cuda" in saved["rng"]:
+            torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
+        return self.state.step
+
+    def save(self) -> None:
+        rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+               "python": random.getstate()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "state": asdict(self.state), "rng": rng, "run_id": self.run_id}
+        save_checkpoint(state, self.paths.checkpoints, step=self.state.step,
+                        keep=self.cfg.train.keep_checkpoints)
+
+    # -- one step ------------------------------------------------------------------------
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16,
+                              enabled=self.device.type == "cuda")
+
+    def step(self) -> tuple[float, float, float]:
+        """One optimizer step; (loss, grad norm, lr)."""
+        t = self.cfg.train
+        micro = t.micro_batch_size or t.batch_size
+        batch = self.stream.batch(self.state.position, t.batch_size).to(self.device)
+        lr = learning_rate(self.cfg.schedule, self.schedule_inputs,
+                           self.state.tokens + t.batch_size * t.seq_len / 2)
+        set_lr(self.optimizer, lr)
+        loss_sum = torch.zeros((), device=self.device)
+        for chunk in batch.split(micro):
+            with self._autocast():
+                logits = self.forward(chunk[:, :-1])
+                loss = F.cross_entropy(logits.flatten(0, 1).float(), chunk[:, 1:].flatten())
+            (loss * (len(chunk) / t.batch_size)).backward()
+            loss_sum += loss.detach() * len(chunk)
+        clip = self.cfg.optim.grad_clip or math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state.step += 1
+        self.state.position += t.batch_size
+        self.state.tokens += t.batch_size * t.seq_len
+        return (loss_sum / t.batch_size).item(), grad_norm.item(), lr
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        """Mean loss over the fixed held-out tokens."""
+        self.model.eval()
+        total, count = 0.0, 0
+        for chunk in self.eval_set:
+            chunk = chunk.to(self.device)
+            with self._autocast():
+                logits = self.forward(chunk[:, :-1])
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), chunk[:, 1:].flatten(),
+                                   reduction="sum")
+            total, count = total + loss.item(), count + chunk[:, 1:].numel()
+        self.model.train()
+        return total / count
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def diverged(self, loss: float) -> bool:
+        if not math.isfinite(loss):
+            return True
+        if self.state.initial_loss is None:
+            self.state.initial_loss = loss
+            return False
+        return loss > self.cfg.train.divergence_factor * self.state.initial_loss
+
+    def train(self) -> RunResult:
+        """Train to the budget or to divergence; report and store the summary."""
+        resumed = self.restore()
+        params = {**flatten(self.cfg), **self.derived, "trial.id": self.run_id}
+        self.reporter.start(run_id=self.run_id, params=params, resumed_step=resumed)
+        self.paths.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.paths.run_dir / "config.json").write_text(json.dumps(params, indent=1,
+                                                                   default=str))
+        status = self._train_until_done()
+        return self._finish(status)
+
+    def _train_until_done(self) -> str:
+        t = self.cfg.train
+        batch_tokens = t.batch_size * t.seq_len
+        total_steps = t.tokens // batch_tokens
+        window_start, window_tokens = time.perf_counter(), 0
+        while self.state.step < total_steps:
+            started = time.perf_counter()
+            loss, grad_norm, lr = self.step()
+            self.state.wall_s += time.perf_counter() - started
+            self.state.last_loss = loss
+            window_tokens += batch_tokens
+            if self.diverged(loss):
+                self.reporter.log_metrics({"train/loss": loss, "train/lr": lr,
+                                           "train/tokens": self.state.tokens},
+                                          step=self.state.step)
+                return "diverged"
+            metrics = {}
+            if self.state.step % t.log_every_steps == 0 or self.state.step == total_steps:
+                elapsed = time.perf_counter() - window_start
+                metrics = self._step_metrics(loss, grad_norm, lr, window_tokens / elapsed)
+                window_start, window_tokens = time.perf_counter(), 0
+            pause = time.perf_counter()  # eval and checkpoints do not count against tokens/s
+            if _crossed(self.state.tokens, batch_tokens, t.eval_every_tokens) \
+                    and self.state.step < total_steps:
+                metrics["eval/loss"] = self.evaluate()
+            if metrics:
+                self.reporter.log_metrics(metrics, step=self.state.step)
+            if _crossed(self.state.tokens, batch_tokens, t.checkpoint_every_tokens) \
+                    and self.state.step < total_steps:
+                self.save()
+            window_start += time.perf_counter() - pause
+        return "finished"
+
+    def _step_metrics(self, loss: float, grad_norm: float, lr: float,
+                      tokens_per_s: float) -> dict[str, float]:
+        flops_per_s = tokens_per_s * self.derived["derived.flops_per_token"]
+        metrics = {"train/loss": loss, "train/lr": lr, "train/grad_norm": grad_norm,
+                   "train/tokens": self.state.tokens,
+                   "train/batch_tokens": self.cfg.train.batch_size * self.cfg.train.seq_len,
+                   "perf/tokens_per_s": tokens_per_s}
+        if self.peak:
+            metrics["perf/mfu"] = flops_per_s / self.peak
+        return metrics
+
+    def _finish(self, status: str) -> RunResult:
+        summary = {
+            "trial.id": self.run_id, "status": status,
+            "final/eval_loss": self.evaluate() if status == "finished" else None,
+            "final/train_loss": self.state.last_loss,
+            "final/tokens": self.state.tokens, "final/steps": self.state.step,
+            "final/flops": self.state.tokens * self.derived["derived.flops_per_token"],
+            "final/wall_s": self.state.wall_s,
+            **self.derived,
+        }
+        if status == "diverged":
+            summary["final/diverged_at_tokens"] = self.state.tokens
+        if status == "finished" and summary["final/eval_loss"] is not None:
+            self.reporter.log_metrics({"eval/loss": summary["final/eval_loss"]},
+                                      step=self.state.step)
+        _atomic_write_json(self.paths.summary, summary)
+        self.reporter.finish(status=status, summary=summary)
+        return RunResult(self.run_id, status, self.paths.run_dir, summary)
+
+
+def _crossed(tokens: int, batch_tokens: int, every: int) -> bool:
+    """Did the last batch take the token count past a multiple of `every`?"""
+    return every > 0 and tokens // every > (tokens - batch_tokens) // every
+
+
+def _atomic_write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    tmp.replace(path)

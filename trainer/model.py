@@ -1,0 +1,178 @@
+"""Decoder-only GPT: pre-norm, no biases, RoPE or learned positions, muP or SP.
+
+Architecture only. The parametrization enters through three forward multipliers (embedding
+output × α_in, attention scores × attn_mult/d_head under muP, readout logits × α_out/m) and the
+init of hidden matrices (variance σ²/m); the matching per-group Adam LRs live in `trainer.mup`.
+m = width / base_width, so at base width muP and SP give the same initial network except for
+the attention scale.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainer.config import ModelConfig, Param, Positions
+
+
+@dataclass(frozen=True)
+class GPTShape:
+    """Everything the model needs: the config plus the vocabulary size the data fixes."""
+
+    cfg: ModelConfig
+    vocab_size: int
+
+    @property
+    def width_mult(self) -> float:
+        """m = width / base_width (1 under SP: nothing is rescaled)."""
+        if self.cfg.param is Param.sp:
+            return 1.0
+        return self.cfg.width / self.cfg.base_width
+
+    @property
+    def num_heads(self) -> int:
+        return self.cfg.width // self.cfg.head_dim
+
+
+def rope_tables(seq_len: int, head_dim: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """cos and sin tables for rotary embeddings, each (seq_len, head_dim / 2)."""
+    inv_freq = 1.0 / (10000 ** (torch.arange(0, head_dim, 2, device=device).float() / head_dim))
+    angles = torch.outer(torch.arange(seq_len, device=device).float(), inv_freq)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs of channels of x (B, nh, T, hd) by position-dependent angles."""
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    rotated = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+    return rotated.flatten(-2).type_as(x)
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm with a learned gain (a vector: never width-scaled)."""
+
+    def __init__(self, width: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+
+
+class Attention(nn.Module):
+    def __init__(self, shape: GPTShape):
+        super().__init__()
+        cfg = shape.cfg
+        self.num_heads, self.head_dim = shape.num_heads, cfg.head_dim
+        self.qkv = nn.Linear(cfg.width, 3 * cfg.width, bias=False)
+        self.proj = nn.Linear(cfg.width, cfg.width, bias=False)
+        # muP: scores scale as 1/d_head because q and k become correlated during training;
+        # SP keeps the usual 1/sqrt(d_head).
+        if cfg.param is Param.mup:
+            self.score_scale = cfg.attn_mult / cfg.head_dim
+        else:
+            self.score_scale = 1.0 / math.sqrt(cfg.head_dim)
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, ...] | None) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q = q.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
+        k = k.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
+        v = v.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.score_scale)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
+        return self.proj(y)
+
+
+class MLP(nn.Module):
+    def __init__(self, shape: GPTShape):
+        super().__init__()
+        width = shape.cfg.width
+        self.up = nn.Linear(width, shape.cfg.mlp_ratio * width, bias=False)
+        self.down = nn.Linear(shape.cfg.mlp_ratio * width, width, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(F.gelu(self.up(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, shape: GPTShape):
+        super().__init__()
+        self.norm1 = RMSNorm(shape.cfg.width)
+        self.attn = Attention(shape)
+        self.norm2 = RMSNorm(shape.cfg.width)
+        self.mlp = MLP(shape)
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, ...] | None) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), rope)
+        return x + self.mlp(self.norm2(x))
+
+
+class GPT(nn.Module):
+    """token ids (B, T) → logits (B, T, vocab)."""
+
+    def __init__(self, shape: GPTShape):
+        super().__init__()
+        cfg = shape.cfg
+        self.shape = shape
+        self.embed = nn.Embedding(shape.vocab_size, cfg.width)
+        self.pos_embed = (nn.Embedding(cfg.context_len, cfg.width)
+                          if cfg.positions is Positions.learned else None)
+        self.blocks = nn.ModuleList(Block(shape) for _ in range(cfg.depth))
+        self.norm = RMSNorm(cfg.width)
+        self.readout = nn.Linear(cfg.width, shape.vocab_size, bias=False)
+        self.input_mult = cfg.input_mult
+        self.output_mult = cfg.output_mult / shape.width_mult  # α_out / m
+        self.reset_parameters()
+
+    def hidden_matrices(self) -> list[nn.Parameter]:
+        """Matrices whose both dimensions grow with width (muP scales their init and LR)."""
+        return [p for block in self.blocks for name, p in block.named_parameters()
+                if p.ndim == 2]
+
+    def reset_parameters(self) -> None:
+        """σ for embeddings and readout; σ/√m for hidden matrices, /√(2·depth) on the
+        projections into the residual stream; norm gains at 1."""
+        cfg, m = self.shape.cfg, self.shape.width_mult
+        hidden_std = cfg.init_std / math.sqrt(m)
+        for block in self.blocks:
+            for name, p in block.named_parameters():
+                if p.ndim == 2:
+                    residual = name.endswith(("proj.weight", "down.weight"))
+                    std = hidden_std / math.sqrt(2 * cfg.depth) if residual else hidden_std
+                    nn.init.normal_(p, std=std)
+        nn.init.normal_(self.embed.weight, std=cfg.init_std)
+        if self.pos_embed is not None:
+            nn.init.normal_(self.pos_embed.weight, std=cfg.init_std)
+        nn.init.normal_(self.readout.weight, std=cfg.init_std)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        B, T = idx.shape
+        x = self.embed(idx)  # (B, T, C)
+        rope = None
+        if self.pos_embed is not None:
+            x = x + self.pos_embed(torch.arange(T, device=idx.device))
+        else:
+            rope = rope_tables(T, self.shape.cfg.head_dim, idx.device)
+        x = x * self.input_mult
+        for block in self.blocks:
+            x = block(x, rope)
+        x = self.norm(x)
+        return self.readout(x) * self.output_mult  # (B, T, vocab)
+
+
+def count_params(model: GPT) -> tuple[int, int]:
+    """(non-embedding parameters N, all parameters). N counts blocks, final norm and readout,
+    as in Kaplan et al.: the input embedding and position table are left out."""
+    total = sum(p.numel() for p in model.parameters())
+    embedding = model.embed.weight.numel()
+    if model.pos_embed is not None:
+        embedding += model.pos_embed.weight.numel()
+    return total - embedding, total

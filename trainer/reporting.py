@@ -1,0 +1,150 @@
+"""Where a run's metrics go: stdout and a JSONL file by default, MLflow when asked.
+
+A reporter sees the run start (possibly resumed from a checkpoint step), metrics per optimizer
+step, and the end with its status and summary. On resume, the JSONL history is cut back to the
+checkpoint's step so that the file reads exactly like an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Protocol
+
+
+class Reporter(Protocol):
+    """What the training loop reports to."""
+
+    def start(self, *, run_id: str, params: dict, resumed_step: int | None) -> None:
+        """A run begins; `resumed_step` is the checkpoint step it resumes from, if any."""
+
+    def log_metrics(self, metrics: dict[str, float], *, step: int) -> None:
+        """Metrics at an optimizer step."""
+
+    def finish(self, *, status: str, summary: dict) -> None:
+        """The run ended with `status` (finished, diverged, failed, interrupted)."""
+
+
+class JsonlReporter:
+    """One JSON object per metrics call in `path`; a short line on stdout every call."""
+
+    def __init__(self, path: Path, *, echo: bool = True):
+        self.path, self.echo = path, echo
+
+    def start(self, *, run_id: str, params: dict, resumed_step: int | None) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        kept = []
+        if resumed_step is not None and self.path.exists():
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line and json.loads(line)["step"] <= resumed_step]
+        self.path.write_text("".join(line + "\n" for line in kept))
+        if self.echo:
+            where = f"resuming at step {resumed_step}" if resumed_step else "starting"
+            print(f"run {run_id[:12]} {where}; metrics: {self.path}", flush=True)
+
+    def log_metrics(self, metrics: dict[str, float], *, step: int) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps({"step": step, **metrics}) + "\n")
+        if self.echo:
+            print(_format_line(step, metrics), flush=True)
+
+    def finish(self, *, status: str, summary: dict) -> None:
+        if self.echo:
+            loss = summary.get("final/eval_loss")
+            text = f"{loss:.4f}" if isinstance(loss, float) else "n/a"
+            print(f"run {status}: final eval loss {text} after "
+                  f"{summary.get('final/tokens', 0):,} tokens", flush=True)
+
+
+def _format_line(step: int, metrics: dict[str, float]) -> str:
+    short = {"train/loss": "loss", "eval/loss": "eval", "train/lr": "lr",
+             "train/grad_norm": "gnorm", "perf/tokens_per_s": "tok/s", "perf/mfu": "mfu"}
+    parts = [f"step {step:>6}"]
+    for key, name in short.items():
+        if key in metrics and metrics[key] is not None and math.isfinite(metrics[key]):
+            value = metrics[key]
+            parts.append(f"{name} {value:.3g}" if key != "perf/tokens_per_s"
+                         else f"{name} {value:,.0f}")
+    return "  ".join(parts)
+
+
+class MultiReporter:
+    """Fan every call out to several reporters."""
+
+    def __init__(self, *reporters: Reporter):
+        self.reporters = reporters
+
+    def start(self, **kwargs) -> None:
+        for r in self.reporters:
+            r.start(**kwargs)
+
+    def log_metrics(self, metrics: dict[str, float], *, step: int) -> None:
+        for r in self.reporters:
+            r.log_metrics(metrics, step=step)
+
+    def finish(self, **kwargs) -> None:
+        for r in self.reporters:
+            r.finish(**kwargs)
+
+
+class MlflowReporter:
+    """A standalone run's MLflow record: one run per config id, continued on resume.
+
+    Metrics are buffered and written with `log_batch` (at most 1000 per call) every
+    `flush_every_s` seconds and at the end, so a fast loop does not wait on the store.
+    """
+
+    def __init__(self, uri: str, experiment: str, *, flush_every_s: float = 5.0):
+        import mlflow
+
+        self.client = mlflow.MlflowClient(tracking_uri=uri)
+        self.experiment, self.flush_every_s = experiment, flush_every_s
+        self.run_id: str | None = None
+        self.buffer: list = []
+        self.last_flush = time.monotonic()
+
+    def start(self, *, run_id: str, params: dict, resumed_step: int | None) -> None:
+        from mlflow.entities import Param, RunTag
+
+        exp = self.client.get_experiment_by_name(self.experiment)
+        exp_id = exp.experiment_id if exp else self.client.create_experiment(self.experiment)
+        found = self.client.search_runs([exp_id], f"tags.`trial.id` = '{run_id}'", max_results=1)
+        if found:
+            self.run_id = found[0].info.run_id
+            self.client.update_run(self.run_id, status="RUNNING")
+        else:
+            run = self.client.create_run(exp_id, run_name=run_id[:12],
+                                         tags={"trial.id": run_id, "proxysweep.kind": "trial"})
+            self.run_id = run.info.run_id
+            items = [Param(k, str(v)) for k, v in params.items()]
+            for i in range(0, len(items), 100):
+                self.client.log_batch(self.run_id, params=items[i:i + 100])
+        self.client.log_batch(self.run_id, tags=[RunTag("trial.status", "running")])
+
+    def log_metrics(self, metrics: dict[str, float], *, step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.buffer += [Metric(k, float(v), now, step) for k, v in metrics.items()
+                        if v is not None and math.isfinite(v)]
+        if time.monotonic() - self.last_flush > self.flush_every_s:
+            self.flush()
+
+    def flush(self) -> None:
+        for i in range(0, len(self.buffer), 1000):
+            self.client.log_batch(self.run_id, metrics=self.buffer[i:i + 1000])
+        self.buffer, self.last_flush = [], time.monotonic()
+
+    def finish(self, *, status: str, summary: dict) -> None:
+        from mlflow.entities import RunTag
+
+        step = int(summary.get("final/steps", 0))
+        self.log_metrics({k: v for k, v in summary.items()
+                          if k.startswith("final/") and isinstance(v, (int, float))}, step=step)
+        self.flush()
+        self.client.log_batch(self.run_id, tags=[RunTag("trial.status", status)])
+        mlflow_status = {"finished": "FINISHED", "diverged": "FINISHED",
+                         "interrupted": "KILLED"}.get(status, "FAILED")
+        self.client.set_terminated(self.run_id, status=mlflow_status)

@@ -1,0 +1,187 @@
+"""Checks of a config that need no training, so a sweep can validate every trial up front.
+
+Each problem is one sentence naming the key and the fix. `problems(cfg)` collects them all;
+`check(cfg)` raises `ConfigError` with them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from trainer.config import Config, DataConfig, DataSource, DecayShape, ModelConfig, Positions
+from trainer.errors import ConfigError
+
+_DATA_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
+
+
+def check(cfg: Config, *, network: bool = True) -> None:
+    """Raise `ConfigError` listing every problem of `cfg`.
+
+    Args:
+        cfg: the resolved config.
+        network: also check that a hub dataset is reachable (one short request).
+    """
+    found = problems(cfg, network=network)
+    if found:
+        raise ConfigError(found)
+
+
+def problems(cfg: Config, *, network: bool = True) -> list[str]:
+    """Every problem of `cfg`, one sentence each (empty when the config can run)."""
+    found = _model_problems(cfg.model) + _optim_problems(cfg) + _train_problems(cfg)
+    found += _schedule_problems(cfg)
+    found += _data_problems(cfg.data, network=network)
+    return found
+
+
+def _model_problems(m: ModelConfig) -> list[str]:
+    found = []
+    for key in ("width", "depth", "head_dim", "base_width", "context_len", "mlp_ratio"):
+        if getattr(m, key) < 1:
+            found.append(f"model.{key}={getattr(m, key)} must be a positive integer")
+    if m.head_dim >= 1 and m.width % m.head_dim:
+        found.append(f"model.width={m.width} is not divisible into heads of "
+                     f"model.head_dim={m.head_dim}: make the width a multiple of head_dim")
+    if m.positions is Positions.rope and m.head_dim % 2:
+        found.append(f"model.head_dim={m.head_dim} must be even for rotary positions: use an "
+                     "even head_dim or model.positions=learned")
+    for key in ("init_std", "input_mult", "output_mult", "attn_mult"):
+        if getattr(m, key) <= 0:
+            found.append(f"model.{key}={getattr(m, key)} must be > 0")
+    return found
+
+
+def _optim_problems(cfg: Config) -> list[str]:
+    o, found = cfg.optim, []
+    if not o.lr > 0:
+        found.append(f"optim.lr={o.lr} must be > 0: give a positive learning rate")
+    if o.weight_decay < 0:
+        found.append(f"optim.weight_decay={o.weight_decay} must be >= 0")
+    if o.timescale is not None and not o.timescale > 0:
+        found.append(f"optim.timescale={o.timescale} must be > 0 (a fraction of training, "
+                     "e.g. 0.2), or null to use optim.weight_decay")
+    if o.timescale is not None and o.weight_decay > 0:
+        found.append("optim.timescale and optim.weight_decay are both set: give one "
+                     "(optim.weight_decay=0 when sweeping the timescale)")
+    for key in ("beta1", "beta2"):
+        if not 0 <= getattr(o, key) < 1:
+            found.append(f"optim.{key}={getattr(o, key)} must be in [0, 1)")
+    if o.grad_clip < 0:
+        found.append(f"optim.grad_clip={o.grad_clip} must be >= 0 (0 disables clipping)")
+    return found
+
+
+def _train_problems(cfg: Config) -> list[str]:
+    t, found = cfg.train, []
+    if t.batch_size < 1 or t.seq_len < 1:
+        return [f"train.batch_size={t.batch_size} and train.seq_len={t.seq_len} must be >= 1"]
+    micro = t.micro_batch_size or t.batch_size
+    if micro < 1 or t.batch_size % micro:
+        found.append(f"train.batch_size={t.batch_size} is not divisible by "
+                     f"train.micro_batch_size={t.micro_batch_size}: pick a divisor of the batch")
+    if t.seq_len > cfg.model.context_len:
+        found.append(f"train.seq_len={t.seq_len} exceeds model.context_len="
+                     f"{cfg.model.context_len}: shorten the sequences or raise the context")
+    batch_tokens = t.batch_size * t.seq_len
+    if t.tokens < batch_tokens:
+        found.append(f"train.tokens={t.tokens} is less than one batch ({batch_tokens} tokens "
+                     "= batch_size × seq_len): raise train.tokens or shrink the batch")
+    if t.divergence_factor <= 1:
+        found.append(f"train.divergence_factor={t.divergence_factor} must be > 1")
+    if t.world_size != 1:
+        found.append(f"train.world_size={t.world_size}: multi-process training is not built "
+                     "yet; use train.world_size=1")
+    if t.device not in ("auto", "cpu") and not t.device.startswith("cuda"):
+        found.append(f"train.device={t.device!r} is not one of auto, cpu, cuda, cuda:N")
+    if t.device.startswith("cuda"):
+        import torch
+        if not torch.cuda.is_available():
+            found.append(f"train.device={t.device} but no CUDA device is visible: use "
+                         "train.device=auto or cpu")
+    for key in ("eval_every_tokens", "checkpoint_every_tokens", "eval_tokens"):
+        if getattr(t, key) < 0:
+            found.append(f"train.{key}={getattr(t, key)} must be >= 0")
+    return found
+
+
+def _schedule_problems(cfg: Config) -> list[str]:
+    s, found = cfg.schedule, []
+    shapes = [d.value for d in DecayShape]
+    if s.decay_shape not in shapes:
+        found.append(f"schedule.decay_shape={s.decay_shape!r} is not one of {', '.join(shapes)}")
+    if not 0 <= s.decay_fraction <= 1:
+        found.append(f"schedule.decay_fraction={s.decay_fraction} must be in [0, 1]")
+    if not 0 <= s.min_lr_ratio <= 1:
+        found.append(f"schedule.min_lr_ratio={s.min_lr_ratio} must be in [0, 1]")
+    if not 0 < s.exp_final_ratio <= 1:
+        found.append(f"schedule.exp_final_ratio={s.exp_final_ratio} must be in (0, 1]")
+    if s.warmup_tokens < 0 or s.warmup_tokens > cfg.train.tokens:
+        found.append(f"schedule.warmup_tokens={s.warmup_tokens} must be between 0 and "
+                     f"train.tokens={cfg.train.tokens}")
+    if s.a <= 0:
+        found.append(f"schedule.a={s.a} must be > 0")
+    return found
+
+
+def _data_problems(d: DataConfig, *, network: bool) -> list[str]:
+    found = []
+    if not 0 < d.holdout_fraction < 1 and d.val_split is None:
+        found.append(f"data.holdout_fraction={d.holdout_fraction} must be in (0, 1)")
+    if d.tokenizer is not None and not Path(d.tokenizer).is_file():
+        found.append(f"data.tokenizer={d.tokenizer}: no such file; give the path of a "
+                     "tokenizers JSON file, or leave it unset for bytes")
+    if d.source is DataSource.files:
+        found += _files_problems(d)
+    elif d.source is DataSource.hf:
+        found += _hub_problems(d, network=network)
+    elif d.source is DataSource.synthetic:
+        if d.vocab_size < 2 or d.order < 1 or d.vocab_size**d.order > 2**22:
+            found.append(f"data.vocab_size={d.vocab_size}, data.order={d.order}: need "
+                         "vocab_size >= 2, order >= 1 and vocab_size**order <= 4194304")
+        if d.concentration <= 0:
+            found.append(f"data.concentration={d.concentration} must be > 0")
+    return found
+
+
+def _files_problems(d: DataConfig) -> list[str]:
+    if not d.paths:
+        return ["data.paths is empty: give the files, e.g. 'data.paths=[/data/a.jsonl]'"]
+    found = []
+    for path in d.paths:
+        if not Path(path).is_file():
+            found.append(f"data.paths: {path} does not exist; fix the path")
+        elif not path.lower().endswith(_DATA_SUFFIXES):
+            found.append(f"data.paths: {path} is not .txt, .jsonl, .json or .parquet")
+    suffixes = {Path(p).suffix.lower().replace(".jsonl", ".json") for p in d.paths}
+    if len(suffixes) > 1:
+        found.append("data.paths mixes file types: give files of one type")
+    return found
+
+
+def _hub_problems(d: DataConfig, *, network: bool) -> list[str]:
+    if not d.name:
+        return ["data.name is not set: give a hub dataset, e.g. data.name=roneneldan/TinyStories"]
+    if not network or os.environ.get("HF_HUB_OFFLINE") == "1" or _hub_tokens_cached(d):
+        return []
+    import huggingface_hub
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    try:
+        huggingface_hub.HfApi().dataset_info(d.name, timeout=10)
+    except RepositoryNotFoundError:
+        return [f"data.name={d.name} is not a dataset on the Hugging Face hub: check the name"]
+    except Exception as err:  # any transport failure means the same thing to the user
+        return [f"data.name={d.name} needs the Hugging Face hub, which is unreachable "
+                f"({type(err).__name__}): connect to the network, or save the data locally "
+                "and use data=files data.paths=[...]"]
+    return []
+
+
+def _hub_tokens_cached(d: DataConfig) -> bool:
+    from trainer.data import Tokenizer, cache_key
+
+    if d.tokenizer is not None and not Path(d.tokenizer).is_file():
+        return False
+    key = cache_key(d, Tokenizer(d.tokenizer))
+    return (Path(d.cache_dir) / "tokens" / key / "meta.json").exists()
