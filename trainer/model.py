@@ -160,12 +160,21 @@ class GPT(nn.Module):
         if self.pos_embed is not None:
             x = x + self.pos_embed(torch.arange(T, device=idx.device))
         else:
-            rope = rope_tables(T, self.shape.cfg.head_dim, idx.device)
-        x = x * self.input_mult
+            rope = self._rope(T, idx.device)
+        if self.input_mult != 1.0:  # skip a full pass over the activations when it is a no-op
+            x = x * self.input_mult
         for block in self.blocks:
             x = block(x, rope)
-        x = self.norm(x)
-        return self.readout(x) * self.output_mult  # (B, T, vocab)
+        logits = self.readout(self.norm(x))  # (B, T, vocab)
+        return logits * self.output_mult if self.output_mult != 1.0 else logits
+
+    def _rope(self, seq_len: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+        # The tables depend only on (seq_len, device): computed once, not every forward.
+        key = (seq_len, device)
+        if getattr(self, "_rope_key", None) != key:
+            self._rope_key, self._rope_cache = key, rope_tables(seq_len,
+                                                                self.shape.cfg.head_dim, device)
+        return self._rope_cache
 
 
 def count_params(model: GPT) -> tuple[int, int]:

@@ -1,0 +1,132 @@
+"""Trainer throughput: tokens/s and MFU of `trainer.run` next to a bare PyTorch step.
+
+The bare step is the same model and optimizer groups on one batch already in memory, with no
+schedule, logging, data stream, clipping or divergence check. Targets (issue 2): the trainer at
+≥ 0.95× the bare step, and MFU ≥ 80% of the measured GEMM rate on CPU.
+
+    python benchmarks/trainer_throughput.py [--json] [--steps 60] [--rounds 2] [--compile] [--gpu]
+
+Bare and trainer measurements alternate for `--rounds` rounds and the best round of each is
+kept, so that a burst of other load on a small machine does not decide the ratio.
+
+Prints a table (or only JSON with --json) and writes benchmarks/results/trainer_throughput.json.
+--gpu runs the GPU shape (width 768, depth 12, seq 1024, bf16, compiled) instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from trainer.compose import compose
+from trainer.flops import flops_per_token, measure_cpu_gemm_rate, peak_flops
+from trainer.loop import resolve_device, run
+from trainer.model import GPT, GPTShape
+from trainer.mup import build_optimizer, set_lr
+
+CPU_SHAPE = ["model.width=256", "model.depth=4", "model.head_dim=64", "model.base_width=256",
+             "train.seq_len=256", "train.batch_size=16"]
+GPU_SHAPE = ["model=gpt124m", "train.seq_len=1024", "train.batch_size=32",
+             "train.micro_batch_size=16", "train.compile=true"]
+
+
+def bare_step_tokens_per_s(cfg, *, steps: int, warmup: int) -> float:
+    """Median tokens/s of forward + backward + AdamW step on one in-memory batch."""
+    device = resolve_device(cfg.train.device)
+    torch.manual_seed(0)
+    model = GPT(GPTShape(cfg.model, 256)).to(device)
+    forward = torch.compile(model) if cfg.train.compile else model
+    opt = build_optimizer(model, cfg.optim, weight_decay=0.0)
+    set_lr(opt, cfg.optim.lr)
+    micro = cfg.train.micro_batch_size or cfg.train.batch_size
+    batch = torch.randint(0, 256, (cfg.train.batch_size, cfg.train.seq_len + 1), device=device)
+    times = []
+    for i in range(warmup + steps):
+        start = time.perf_counter()
+        for chunk in batch.split(micro):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                logits = forward(chunk[:, :-1])
+                loss = F.cross_entropy(logits.flatten(0, 1).float(), chunk[:, 1:].flatten())
+            loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return cfg.train.batch_size * cfg.train.seq_len / statistics.median(times)
+
+
+def trainer_tokens_per_s(overrides: list[str], *, steps: int, log_every: int) -> float:
+    """Median of the trainer's own perf/tokens_per_s windows, first window dropped."""
+    with tempfile.TemporaryDirectory() as root:
+        cfg = compose(overrides + [f"storage_root={root}", f"train.log_every_steps={log_every}"])
+        tokens = cfg.train.batch_size * cfg.train.seq_len * steps
+        cfg = compose(overrides + [f"storage_root={root}", f"train.log_every_steps={log_every}",
+                                   f"train.tokens={tokens}", "train.eval_every_tokens=0",
+                                   "train.checkpoint_every_tokens=0",
+                                   "schedule.warmup_tokens=0", "train.eval_tokens=4096"])
+        result = run(cfg)
+        rows = [json.loads(line) for line in
+                (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    windows = [r["perf/tokens_per_s"] for r in rows if "perf/tokens_per_s" in r]
+    return statistics.median(windows[1:-1] or windows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print only the JSON result")
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--gpu", action="store_true", help="GPU shape, bf16, compiled")
+    args = parser.parse_args()
+    overrides = ["model=small", "optim.lr=1e-3", "schedule=constant"] + (
+        GPU_SHAPE if args.gpu else CPU_SHAPE) + (["train.compile=true"] if args.compile else [])
+    cfg = compose(overrides)
+    device = resolve_device(cfg.train.device)
+    peak = peak_flops(device, cfg.data.cache_dir)
+    fpt = flops_per_token(cfg.model, vocab_size=256, seq_len=cfg.train.seq_len)
+    bare, trainer = 0.0, 0.0
+    if device.type == "cpu":  # measured afresh, best of the rounds, like the two throughputs
+        peak = 0.0
+    for _ in range(args.rounds):
+        if device.type == "cpu":
+            peak = max(peak, measure_cpu_gemm_rate(seconds=3.0))
+        bare = max(bare, bare_step_tokens_per_s(cfg, steps=args.steps // 2, warmup=3))
+        trainer = max(trainer, trainer_tokens_per_s(overrides, steps=args.steps, log_every=10))
+    result = {
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "threads": torch.get_num_threads(), "shape": overrides, "rounds": args.rounds,
+        "flops_per_token": fpt, "peak_flops_per_s": peak,
+        "peak_source": "vendor bf16 dense" if device.type == "cuda" else "measured fp32 GEMM",
+        "bare_tokens_per_s": bare, "trainer_tokens_per_s": trainer,
+        "trainer_over_bare": trainer / bare,
+        "bare_mfu": bare * fpt / peak if peak else None,
+        "trainer_mfu": trainer * fpt / peak if peak else None,
+    }
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / "trainer_throughput.json").write_text(json.dumps(result, indent=1))
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"device {result['device']}, {result['threads']} threads, peak "
+          f"{peak / 1e9:.1f} GFLOP/s ({result['peak_source']})")
+    print(f"{'':<10}{'tokens/s':>12}{'MFU':>8}")
+    for name in ("bare", "trainer"):
+        mfu = result[f"{name}_mfu"]
+        print(f"{name:<10}{result[f'{name}_tokens_per_s']:>12,.0f}"
+              f"{(f'{mfu:.1%}' if mfu else 'n/a'):>8}")
+    print(f"trainer / bare = {result['trainer_over_bare']:.3f}  (target ≥ 0.95)")
+
+
+if __name__ == "__main__":
+    main()
