@@ -17,7 +17,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m trainer --demo
+	$(VENV)/bin/sweep launch sweeps/demo.yaml
+	$(VENV)/bin/sweep status demo
+	@echo "Runs and metrics: MLflow store ./mlflow.db, trial directories under ./runs/."
+	@echo "Open the UI with: $(VENV)/bin/sweep ui demo   (then browse http://127.0.0.1:5000)"
 
 test: $(STAMP)
 	$(PY) -m pytest -m "not gpu" -q

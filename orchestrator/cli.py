@@ -1,0 +1,156 @@
+"""The `sweep` command. Parsing only; the work is in `orchestrator.commands`.
+
+User errors (bad spec, unknown sweep, unreachable cluster) print one line each and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sweep", description="Proxy-model sweeps on Ray, "
+                                     "recorded in MLflow.")
+    parser.add_argument("--tracking-uri", default=None,
+                        help="MLflow store (default: $MLFLOW_TRACKING_URI, else "
+                             "sqlite:///mlflow.db here)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("launch", help="run a sweep spec (only trials not yet done)")
+    p.add_argument("spec", help="sweeps/NAME.yaml")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides: a sweep expression sets a "
+                   "grid axis, a plain value the base config")
+    p.add_argument("--dry-run", action="store_true", help="list the trials, run nothing")
+    p.add_argument("--address", default=None, help="Ray cluster (default: $RAY_ADDRESS, "
+                   "else a local Ray)")
+    p = sub.add_parser("status", help="counts, running trials, best so far, ETA")
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("resume", help="run what is not done of a sweep, by name")
+    p.add_argument("name")
+    p.add_argument("--address", default=None)
+    p = sub.add_parser("extend", help="add grid values to a sweep and run the new trials")
+    p.add_argument("name")
+    p.add_argument("overrides", nargs="+")
+    p.add_argument("--address", default=None)
+    p.add_argument("--dry-run", action="store_true")
+    p = sub.add_parser("cancel", help="stop a running sweep; running trials -> interrupted")
+    p.add_argument("name")
+    p = sub.add_parser("ui", help="start the MLflow UI on the sweep's store")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--port", type=int, default=5000)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `sweep` console script."""
+    from trainer.errors import ConfigError
+
+    args = _parser().parse_args(argv)
+    _quiet_libraries()
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    from orchestrator.driver import absolute_tracking_uri
+    uri = absolute_tracking_uri(uri)
+    try:
+        return COMMANDS[args.command](args, uri)
+    except ConfigError as err:
+        for problem in err.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 2
+
+
+def _quiet_libraries() -> None:
+    # MLflow's INFO lines and artifact progress bars drown the command's own output.
+    import logging
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def _launch(args, uri: str) -> int:
+    from orchestrator.spec import load_spec
+
+    spec = load_spec(args.spec).with_overrides(args.overrides)
+    return _run(spec, args, uri)
+
+
+def _run(spec, args, uri: str) -> int:
+    from orchestrator import commands
+
+    if getattr(args, "dry_run", False):
+        plan = commands.dry_run(spec, tracking_uri=uri)
+        for trial, action in plan:
+            print(f"{action:<18} {trial.trial_id[:12]}  {trial.label}")
+        todo = sum(action.startswith("run") for _, action in plan)
+        print(f"{len(plan)} trials: {len(plan) - todo} done, {todo} would run")
+        return 0
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    outcome = commands.launch(spec, tracking_uri=uri, address=address,
+                              progress=sys.stdout.isatty())
+    ran = outcome.ran.values()
+    summary = ", ".join(f"{sum(s == k for s in ran)} {k}" for k in sorted(set(ran)))
+    print(f"sweep {spec.name}: {outcome.trials} trials, {outcome.already_done} already done"
+          + (f", ran {len(outcome.ran)} ({summary})" if outcome.ran else ", nothing to run"))
+    print(f"monitor: sweep status {spec.name}   |   UI: sweep ui {spec.name}  "
+          f"(store {uri})")
+    return 130 if outcome.interrupted else (0 if all(s in ("finished", "diverged")
+                                                     for s in ran) else 1)
+
+
+def _status(args, uri: str) -> int:
+    from orchestrator import commands
+
+    report = commands.status(uri, args.name)
+    print(commands.as_json(report) if args.json else commands.format_status(report))
+    return 0
+
+
+def _resume(args, uri: str) -> int:
+    from orchestrator import commands
+
+    return _run(commands.stored_spec(uri, args.name), args, uri)
+
+
+def _extend(args, uri: str) -> int:
+    from orchestrator import commands
+
+    spec = commands.extended(commands.stored_spec(uri, args.name), args.overrides)
+    return _run(spec, args, uri)
+
+
+def _cancel(args, uri: str) -> int:
+    from orchestrator import commands
+
+    marked = commands.cancel(uri, args.name)
+    print(f"sweep {args.name}: cancel requested" + (f"; {marked} orphaned trials marked "
+                                                      "interrupted" if marked else ""))
+    return 0
+
+
+def _ui(args, uri: str) -> int:
+    url = f"http://127.0.0.1:{args.port}"
+    if args.name:
+        from mlflow import MlflowClient
+        exp = MlflowClient(tracking_uri=uri).get_experiment_by_name(args.name)
+        if exp is not None:
+            url += f"/#/experiments/{exp.experiment_id}"
+    print(f"MLflow UI for {uri}: {url}  (Ctrl-C stops it)", flush=True)
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+           "--host", "127.0.0.1", "--port", str(args.port)]
+    try:
+        return subprocess.call(cmd)
+    except KeyboardInterrupt:
+        return 0
+
+
+COMMANDS = {"launch": _launch, "status": _status, "resume": _resume, "extend": _extend,
+            "cancel": _cancel, "ui": _ui}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

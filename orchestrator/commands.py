@@ -1,0 +1,195 @@
+"""What each `sweep` subcommand does, apart from argument parsing.
+
+`launch`, `resume` and `extend` are one operation: work out the sweep's trials, skip those
+MLflow records as done, run the rest. `resume` and `extend` read the spec stored with the
+sweep's parent run, so they need only the name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+
+import yaml
+from mlflow import MlflowClient
+
+from orchestrator.driver import SweepOutcome, check_resources, init_ray, prepare, run_sweep
+from orchestrator.spec import SweepSpec, Trial, grid_axes, spec_from_dict
+from orchestrator.tracking import DONE, sweep_runs
+from trainer.errors import ConfigError
+
+
+def launch(spec: SweepSpec, *, tracking_uri: str, address: str | None = None,
+           progress: bool = True) -> SweepOutcome:
+    """Validate every trial, then run the ones not yet done."""
+    spec, trials = prepare(spec)
+    _check_hub_once(trials)
+    states = trial_states(tracking_uri, spec.name)
+    if all(states.get(t.trial_id, {}).get("status") in DONE for t in trials):
+        # Nothing to run: answer from the store without starting Ray.
+        return SweepOutcome(trials=len(trials), already_done=len(trials))
+    init_ray(address)
+    check_resources(spec)
+    return run_sweep(spec, trials, tracking_uri=tracking_uri, progress=progress)
+
+
+def _check_hub_once(trials: list[Trial]) -> None:
+    from trainer.validation import check
+
+    hub = next((t for t in trials if t.cfg.data.source.value == "hf"), None)
+    if hub is not None:
+        check(hub.cfg, network=True)
+
+
+def dry_run(spec: SweepSpec, *, tracking_uri: str) -> list[tuple[Trial, str]]:
+    """Every trial with what a launch would do to it: `done (status)` or `run`."""
+    spec, trials = prepare(spec)
+    states = trial_states(tracking_uri, spec.name)
+    plan = []
+    for trial in sorted(trials, key=lambda t: t.flops, reverse=True):
+        status = states.get(trial.trial_id, {}).get("status")
+        plan.append((trial, f"done ({status})" if status in DONE else
+                     ("run" if status is None else f"run ({status})")))
+    return plan
+
+
+def stored_spec(tracking_uri: str, name: str) -> SweepSpec:
+    """The spec saved with the sweep's parent run."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    parent = _parent_run(client, name)
+    path = client.download_artifacts(parent.info.run_id, "sweep.yaml")
+    with open(path) as f:
+        return spec_from_dict(yaml.safe_load(f), source=f"stored spec of sweep {name!r}")
+
+
+def _parent_run(client: MlflowClient, name: str):
+    exp = client.get_experiment_by_name(name)
+    parents = sweep_runs(client, exp.experiment_id, "sweep") if exp else []
+    if not parents:
+        known = sorted(e.name for e in client.search_experiments()
+                       if e.name != "Default")
+        hint = f"known sweeps: {', '.join(known)}" if known else "no sweep is recorded there"
+        raise ConfigError(f"no sweep named {name!r} in the tracking store ({hint}): check the "
+                          "name or --tracking-uri")
+    return parents[0]
+
+
+def extended(spec: SweepSpec, args: list[str]) -> SweepSpec:
+    """The spec with new grid values: a sweep expression on an existing axis adds its values
+    to that axis (old trials stay in the sweep); a new axis or a plain value applies as in
+    `launch`."""
+    if not args:
+        raise ConfigError("sweep extend needs overrides, e.g. 'optim.lr=choice(3e-2)'")
+    updated = spec.with_overrides(args)
+    grid = dict(updated.grid)
+    for key, old_expr in spec.grid.items():
+        if key in grid and grid[key] != old_expr:
+            old, _ = grid_axes(dataclasses.replace(spec, grid={key: old_expr}))
+            new, problems = grid_axes(dataclasses.replace(spec, grid={key: grid[key]}))
+            if problems:
+                raise ConfigError(problems)
+            values = old[key] + [v for v in new[key] if v not in old[key]]
+            grid[key] = "choice(" + ", ".join(values) + ")"
+    return dataclasses.replace(updated, grid=grid)
+
+
+def trial_states(tracking_uri: str, name: str) -> dict[str, dict]:
+    """trial id → tags and metrics of its child run (empty if the sweep is unknown)."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        return {}
+    states = {}
+    for run in sweep_runs(client, exp.experiment_id, "trial"):
+        tags = run.data.tags
+        states[tags["trial.id"]] = {"status": tags.get("trial.status", "running"),
+                                    "attempt": int(tags.get("trial.attempt", 1)),
+                                    "run": run}
+    return states
+
+
+def status(tracking_uri: str, name: str) -> dict:
+    """Counts per status, running trials with progress, best trial so far, ETA."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    parent = _parent_run(client, name)
+    spec = stored_spec(tracking_uri, name)
+    _, trials = prepare(spec)
+    states = trial_states(tracking_uri, name)
+    counts: dict[str, int] = {}
+    for trial in trials:
+        s = states.get(trial.trial_id, {}).get("status", "pending")
+        counts[s] = counts.get(s, 0) + 1
+    running = [_progress(state["run"]) for state in states.values()
+               if state["status"] == "running"]
+    finished = [state["run"] for state in states.values() if state["status"] == "finished"]
+    best = min(finished, key=lambda r: r.data.metrics.get("final/eval_loss", math.inf),
+               default=None)
+    return {
+        "sweep": name, "status": parent.data.tags.get("sweep.status", "running"),
+        "trials": len(trials), "counts": counts, "running": running,
+        "best": None if best is None else {
+            "trial": best.info.run_name, "trial.id": best.data.tags["trial.id"],
+            "final/eval_loss": best.data.metrics.get("final/eval_loss")},
+        "eta_s": _eta(finished, counts, len(running)),
+    }
+
+
+def _progress(run) -> dict:
+    budget = float(run.data.params.get("train.tokens", "nan"))
+    seen = run.data.metrics.get("train/tokens", 0.0)
+    return {"trial": run.info.run_name, "trial.id": run.data.tags["trial.id"],
+            "progress": seen / budget if budget > 0 else None,
+            "train/loss": run.data.metrics.get("train/loss")}
+
+
+def _eta(finished: list, counts: dict[str, int], num_running: int) -> float | None:
+    # Mean wall time of a finished trial × trials left ÷ trials running at once.
+    walls = [r.data.metrics["final/wall_s"] for r in finished if "final/wall_s" in r.data.metrics]
+    left = sum(n for s, n in counts.items() if s not in DONE)
+    if not walls or not left:
+        return 0.0 if not left else None
+    return sum(walls) / len(walls) * left / max(num_running, 1)
+
+
+def cancel(tracking_uri: str, name: str, *, wait_s: float = 10.0) -> int:
+    """Ask the running driver to stop; trials left `running` with no driver become
+    `interrupted`. Returns how many trials were marked."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    parent = _parent_run(client, name)
+    client.set_tag(parent.info.run_id, "sweep.cancel", "requested")
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if client.get_run(parent.info.run_id).info.status != "RUNNING":
+            return 0
+        time.sleep(0.5)
+    marked = 0
+    for state in trial_states(tracking_uri, name).values():
+        if state["status"] == "running":
+            client.set_tag(state["run"].info.run_id, "trial.status", "interrupted")
+            client.set_terminated(state["run"].info.run_id, status="KILLED")
+            marked += 1
+    client.set_tag(parent.info.run_id, "sweep.status", "interrupted")
+    client.set_terminated(parent.info.run_id, status="KILLED")
+    return marked
+
+
+def format_status(report: dict) -> str:
+    """The human-readable `sweep status`."""
+    lines = [f"sweep {report['sweep']}: {report['status']}, {report['trials']} trials"]
+    lines.append("  " + ", ".join(f"{n} {s}" for s, n in sorted(report["counts"].items())))
+    for r in report["running"]:
+        pct = f"{r['progress']:.0%}" if r["progress"] is not None else "?"
+        loss = f"{r['train/loss']:.3f}" if r["train/loss"] is not None else "n/a"
+        lines.append(f"  running {r['trial']}: {pct}, loss {loss}")
+    if report["best"]:
+        lines.append(f"  best: {report['best']['trial']} (eval loss "
+                     f"{report['best']['final/eval_loss']:.4f})")
+    if report["eta_s"]:
+        lines.append(f"  ETA: {report['eta_s'] / 60:.1f} min")
+    return "\n".join(lines)
+
+
+def as_json(report: dict) -> str:
+    return json.dumps(report, indent=1, default=str)

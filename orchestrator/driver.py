@@ -1,0 +1,203 @@
+"""The sweep driver: validated trials → Ray tasks → results in MLflow.
+
+Ray Core, not Tune (see DESIGN.md): each trial is a Ray task holding its CPUs/GPUs (fractional
+GPUs pack tiny proxies), submitted longest first (by FLOPs) under a concurrency cap, collected
+with `ray.wait`. Ray re-executes a task whose worker or node died (`max_retries`); the trainer
+then resumes from the trial's newest checkpoint. A trial that raised is resubmitted by the
+driver up to `retries` times. Which trials to run comes from MLflow: a trial whose child run
+says finished or diverged is done and never runs again, so launch, resume and extend are one
+operation on a content-addressed set.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from orchestrator.spec import SweepSpec, Trial, expand
+from orchestrator.tracking import DONE, Tracker
+from trainer.errors import ConfigError
+
+CANCEL_POLL_S = 3.0
+
+
+@dataclass
+class SweepOutcome:
+    """What one launch did."""
+
+    trials: int
+    already_done: int
+    ran: dict[str, str] = field(default_factory=dict)
+    """trial id → status this launch ended it with."""
+    interrupted: bool = False
+
+
+def code_version() -> str:
+    """The git commit of the checkout the driver runs from, else the package version."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, cwd=Path(__file__).parent, timeout=5)
+        if out.returncode == 0:
+            return out.stdout.strip()
+    except OSError:
+        pass
+    from importlib.metadata import version
+    return version("proxysweep")
+
+
+def absolute_tracking_uri(uri: str) -> str:
+    """Make a relative sqlite:/// path absolute, so Ray workers in other directories agree."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
+        return prefix + str(Path(uri[len(prefix):]).resolve())
+    return uri
+
+
+def prepare(spec: SweepSpec) -> tuple[SweepSpec, list[Trial]]:
+    """Absolute storage root, every trial expanded and validated (nothing runs on error)."""
+    import dataclasses
+
+    spec = dataclasses.replace(spec, storage_root=str(Path(spec.storage_root).resolve()))
+    return spec, expand(spec)
+
+
+def init_ray(address: str | None) -> None:
+    """Connect to a cluster (`--address`/RAY_ADDRESS) or start a local one."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    try:
+        ray.init(address=address, include_dashboard=False, logging_level="WARNING",
+                 log_to_driver=False)
+    except ConnectionError as err:
+        raise ConfigError(f"cannot reach the Ray cluster at --address={address} ({err}): "
+                          "start it with `ray start --head` or fix the address") from None
+
+
+def check_resources(spec: SweepSpec) -> None:
+    """Some alive node must hold one trial's CPUs and GPUs, or no trial could ever start."""
+    import ray
+
+    need = spec.resources
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    if any(r.get("CPU", 0) >= need.cpus and r.get("GPU", 0) >= need.gpus for r in nodes):
+        return
+    best_cpu = max((r.get("CPU", 0) for r in nodes), default=0)
+    best_gpu = max((r.get("GPU", 0) for r in nodes), default=0)
+    raise ConfigError(f"resources (cpus={need.cpus}, gpus={need.gpus}) fit no node of the "
+                      f"cluster (largest: {best_cpu:g} CPUs, {best_gpu:g} GPUs): lower "
+                      "resources in the spec or add nodes")
+
+
+def run_sweep(spec: SweepSpec, trials: list[Trial], *, tracking_uri: str,
+              progress: bool = True) -> SweepOutcome:
+    """Run every trial not yet done; record everything through one tracking actor."""
+    import ray
+
+    tracker = ray.remote(Tracker).options(num_cpus=0).remote(
+        tracking_uri, spec.name, code_version=code_version())
+    ray.get(tracker.open_sweep.remote(yaml.safe_dump(spec.to_dict(), sort_keys=False)))
+    states = ray.get(tracker.trial_states.remote())
+    todo = [t for t in trials if states.get(t.trial_id, {}).get("status") not in DONE]
+    todo.sort(key=lambda t: t.flops, reverse=True)
+    outcome = SweepOutcome(trials=len(trials), already_done=len(trials) - len(todo))
+    runner = _Runner(spec, tracker, todo, outcome)
+    try:
+        runner.loop(progress=progress)
+    except KeyboardInterrupt:
+        runner.stop("interrupted")
+        outcome.interrupted = True
+    status = "interrupted" if outcome.interrupted else (
+        "finished" if all(s in DONE for s in outcome.ran.values()) else "failed")
+    ray.get(tracker.close_sweep.remote(status))
+    return outcome
+
+
+class _Runner:
+    """Submission and collection of trial tasks under the concurrency cap."""
+
+    def __init__(self, spec: SweepSpec, tracker, todo: list[Trial], outcome: SweepOutcome):
+        import ray
+
+        from orchestrator.worker import run_trial
+
+        self.spec, self.tracker, self.queue, self.outcome = spec, tracker, list(todo), outcome
+        self.task = ray.remote(run_trial).options(
+            num_cpus=spec.resources.cpus, num_gpus=spec.resources.gpus,
+            max_retries=spec.retries, retry_exceptions=False)
+        self.running: dict = {}  # ObjectRef → (trial, attempt)
+        self.failures: dict[str, int] = {}
+        self.cap = spec.max_concurrent or len(todo) or 1
+        self.total = len(todo)
+
+    def submit(self, trial: Trial, attempt: int = 1) -> None:
+        threads = max(1, int(self.spec.resources.cpus))
+        ref = self.task.remote(trial.cfg, self.tracker, trial.label, threads)
+        self.running[ref] = (trial, attempt)
+
+    def loop(self, *, progress: bool) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+        with Progress("[bold]{task.description}", BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), disable=not progress, transient=False) as bar:
+            task = bar.add_task(self.spec.name, total=self.total)
+            last_poll = time.monotonic()
+            while self.queue or self.running:
+                while self.queue and len(self.running) < self.cap:
+                    self.submit(self.queue.pop(0))
+                self.collect(timeout=1.0)
+                bar.update(task, completed=len(self.outcome.ran))
+                if time.monotonic() - last_poll > CANCEL_POLL_S:
+                    last_poll = time.monotonic()
+                    if self._cancel_requested():
+                        self.stop("interrupted")
+                        self.outcome.interrupted = True
+                        return
+
+    def _cancel_requested(self) -> bool:
+        import ray
+
+        return ray.get(self.tracker.cancel_requested.remote())
+
+    def collect(self, *, timeout: float) -> None:
+        import ray
+
+        ready, _ = ray.wait(list(self.running), num_returns=1, timeout=timeout)
+        for ref in ready:
+            trial, attempt = self.running.pop(ref)
+            try:
+                result = ray.get(ref)
+            except ray.exceptions.RayError as err:
+                self._failed(trial, attempt, err)
+                continue
+            ray.get(self.tracker.finish_trial.remote(
+                trial.trial_id, result["status"], result["summary"], result["params"],
+                trial.label))
+            self.outcome.ran[trial.trial_id] = result["status"]
+
+    def _failed(self, trial: Trial, attempt: int, err: Exception) -> None:
+        import ray
+
+        if attempt <= self.spec.retries:
+            self.submit(trial, attempt + 1)
+            return
+        ray.get(self.tracker.mark_trial.remote(trial.trial_id, "failed"))
+        self.outcome.ran[trial.trial_id] = "failed"
+        print(f"trial {trial.label} failed after {attempt} attempts: "
+              f"{str(err).strip().splitlines()[-1]}")
+
+    def stop(self, status: str) -> None:
+        """Cancel running tasks and record their trials as `status`."""
+        import ray
+
+        for ref, (trial, _) in list(self.running.items()):
+            ray.cancel(ref, force=True)
+            ray.get(self.tracker.mark_trial.remote(trial.trial_id, status))
+            self.outcome.ran[trial.trial_id] = status
+        self.running.clear()
+        self.queue.clear()

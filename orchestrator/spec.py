@@ -1,0 +1,218 @@
+"""Sweep specs: `sweeps/NAME.yaml` → validated spec → the trials of its grid.
+
+The grid uses Hydra's own sweep grammar (`choice`, `range`, `tag(log, …)`), parsed by Hydra's
+override parser; a grid is the cartesian product of its axes times the seeds. Every trial is a
+full trainer config composed through `trainer.compose`, so its id is the trainer's config id and
+a trial that was ever finished is recognised whatever sweep or extension asks for it again.
+Every problem of a spec is collected into one `ConfigError` before anything starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import OverrideParseException
+
+from trainer.compose import Composer
+from trainer.config import Config
+from trainer.errors import ConfigError
+from trainer.flops import flops_per_token
+from trainer.identity import config_id
+
+SPEC_KEYS = {"name", "overrides", "grid", "seeds", "resources", "max_concurrent", "retries",
+             "search", "storage_root"}
+RESOURCE_KEYS = {"gpus", "cpus", "world_size"}
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one trial holds while it runs."""
+
+    gpus: float = 0.0
+    """GPUs per trial; fractional (e.g. 0.25) packs tiny proxies onto one GPU."""
+    cpus: float = 1.0
+    world_size: int = 1
+    """Processes per trial (multi-process FSDP trials)."""
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A sweep as its YAML file gives it, plus command-line additions."""
+
+    name: str
+    overrides: tuple[str, ...] = ()
+    """Hydra overrides applied to every trial."""
+    grid: dict[str, str] = field(default_factory=dict)
+    """Config key → Hydra sweep expression."""
+    seeds: tuple[int, ...] = (0,)
+    resources: Resources = field(default_factory=Resources)
+    max_concurrent: int | None = None
+    retries: int = 2
+    search: str = "grid"
+    storage_root: str = "runs"
+    """Where trial directories live (a path every worker can reach)."""
+
+    def to_dict(self) -> dict:
+        """Plain data, as stored with the sweep's parent run."""
+        out = dataclasses.asdict(self)
+        out["overrides"], out["seeds"] = list(self.overrides), list(self.seeds)
+        return out
+
+    def with_overrides(self, args: Sequence[str]) -> SweepSpec:
+        """Command-line overrides: a sweep expression sets a grid axis, a value the base."""
+        grid, base = dict(self.grid), list(self.overrides)
+        for arg in args:
+            key, _, expr = arg.partition("=")
+            if _is_sweep(arg):
+                grid[key] = expr
+            else:
+                grid.pop(key, None)
+                base = [o for o in base if o.partition("=")[0] != key] + [arg]
+        return dataclasses.replace(self, grid=grid, overrides=tuple(base))
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One point of the grid: its overrides, its resolved config and its id."""
+
+    overrides: tuple[str, ...]
+    cfg: Config
+    trial_id: str
+    flops: float
+
+    @property
+    def label(self) -> str:
+        return " ".join(self.overrides)
+
+
+def _is_sweep(override: str) -> bool:
+    try:
+        return OverridesParser.create().parse_overrides([override])[0].is_sweep_override()
+    except OverrideParseException:
+        return False
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    """Read and check a spec file; every problem goes into one ConfigError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"sweep spec {path} does not exist: give the path of a sweeps/*.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: YAML error, {err.problem}; fix the file there") from None
+    return spec_from_dict(raw, source=str(path))
+
+
+def spec_from_dict(raw: object, *, source: str = "spec") -> SweepSpec:
+    """A `SweepSpec` from parsed YAML (or from the copy stored in MLflow)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: a sweep spec is a mapping with at least `name` and `grid`")
+    problems = [f"{source}: unknown key '{k}'; known keys are {', '.join(sorted(SPEC_KEYS))}"
+                for k in raw if k not in SPEC_KEYS]
+    if not raw.get("name"):
+        problems.append(f"{source}: the spec has no `name`; add name: SWEEP (the MLflow "
+                        "experiment)")
+    resources = raw.get("resources") or {}
+    problems += [f"{source}: unknown key 'resources.{k}'; use gpus, cpus, world_size"
+                 for k in resources if k not in RESOURCE_KEYS]
+    search = raw.get("search", "grid")
+    if search != "grid":
+        problems.append(f"{source}: search={search!r} is not available yet; use search: grid")
+    if problems:
+        raise ConfigError(problems)
+    grid = {str(k): _expr(v) for k, v in (raw.get("grid") or {}).items()}
+    return SweepSpec(
+        name=str(raw["name"]), overrides=tuple(str(o) for o in raw.get("overrides") or ()),
+        grid=grid, seeds=tuple(int(s) for s in raw.get("seeds") or (0,)),
+        resources=Resources(**{k: v for k, v in resources.items()}),
+        max_concurrent=raw.get("max_concurrent"), retries=int(raw.get("retries", 2)),
+        storage_root=str(raw.get("storage_root", "runs")))
+
+
+def _expr(value: object) -> str:
+    # YAML turns `optim.lr: 0.01` into a float and `[1, 2]` into a list; keep Hydra's spelling.
+    if isinstance(value, list):
+        return "choice(" + ", ".join(str(v) for v in value) + ")"
+    return str(value)
+
+
+def grid_axes(spec: SweepSpec) -> tuple[dict[str, list[str]], list[str]]:
+    """Each grid key's values as Hydra strings, and the problems found on the way."""
+    parser, axes, problems = OverridesParser.create(), {}, []
+    for key, expr in spec.grid.items():
+        try:
+            override = parser.parse_overrides([f"{key}={expr}"])[0]
+        except OverrideParseException as err:
+            reason = str(err).splitlines()[0]
+            problems.append(f"grid.{key}: cannot parse '{expr}' ({reason}); use Hydra's sweep "
+                            "grammar, e.g. choice(1e-3, 3e-3) or tag(log, choice(...))")
+            continue
+        if not override.is_sweep_override():
+            axes[key] = [override.get_value_element_as_str()]
+        elif type(override.value()).__name__ == "IntervalSweep":
+            problems.append(f"grid.{key}: interval() has no grid points; use choice() or "
+                            "range(), or search: optuna")
+        else:
+            axes[key] = list(override.sweep_string_iterator())
+            if not axes[key]:
+                problems.append(f"grid.{key}: '{expr}' expands to no values")
+    return axes, problems
+
+
+def expand(spec: SweepSpec) -> list[Trial]:
+    """Every trial of the grid, composed and validated; one ConfigError lists all problems."""
+    axes, problems = grid_axes(spec)
+    if not spec.grid:
+        problems.append("the spec's grid is empty: add at least one axis, e.g. "
+                        "optim.lr: choice(1e-3, 3e-3)")
+    if problems:
+        raise ConfigError(problems)
+    trials, seen, composer = [], {}, Composer()
+    for values in itertools.product(*axes.values()):
+        for seed in spec.seeds:
+            point = tuple(f"{k}={v}" for k, v in zip(axes, values, strict=True))
+            trial = _make_trial(spec, point + (f"seed={seed}",), problems, composer)
+            if trial is not None and trial.trial_id not in seen:
+                seen[trial.trial_id] = trial
+                trials.append(trial)
+    if problems:
+        raise ConfigError(_dedupe(problems))
+    return trials
+
+
+def _make_trial(spec: SweepSpec, point: tuple[str, ...], problems: list[str],
+                composer: Composer) -> Trial | None:
+    from trainer.validation import problems as trial_problems
+
+    overrides = [*spec.overrides, *point, f"storage_root={spec.storage_root}"]
+    try:
+        cfg = composer(overrides)
+    except ConfigError as err:
+        problems.extend(f"{p} (trial {' '.join(point)})" for p in err.problems)
+        return None
+    found = trial_problems(cfg, network=False)
+    if found:
+        problems.extend(f"{p} (trial {' '.join(point)})" for p in found)
+        return None
+    tokens = cfg.train.tokens
+    flops = flops_per_token(cfg.model, vocab_size=256, seq_len=cfg.train.seq_len) * tokens
+    return Trial(point, cfg, config_id(cfg), flops)
+
+
+def _dedupe(problems: list[str]) -> list[str]:
+    # The same bad base value fails every trial: say it once, with how many trials it hits.
+    counts: dict[str, int] = {}
+    for p in problems:
+        head = p.rsplit(" (trial ", 1)[0]
+        counts[head] = counts.get(head, 0) + 1
+    return [head if n == 1 and len(problems) == 1 else f"{head} ({n} trials)"
+            for head, n in counts.items()]

@@ -1,0 +1,20 @@
+import pytest
+
+TRIAL = ["model=tiny", "model.width=32", "model.head_dim=16", "model.base_width=32",
+         "data=synthetic", "data.num_tokens=200_000", "train.seq_len=64",
+         "train.eval_tokens=4096", "schedule=wsd", "schedule.warmup_tokens=1024"]
+
+
+@pytest.fixture
+def spec_dict(tmp_path):
+    """A 2 × 2 grid of ~2-second CPU trials, stored under tmp_path."""
+    return {"name": "unit", "overrides": TRIAL + ["train.tokens=32768"],
+            "grid": {"optim.lr": "tag(log, choice(3e-3, 1e-2))",
+                     "train.batch_size": "choice(8, 16)"},
+            "seeds": [0], "resources": {"cpus": 1, "gpus": 0}, "retries": 1,
+            "storage_root": str(tmp_path / "runs")}
+
+
+@pytest.fixture
+def uri(tmp_path):
+    return f"sqlite:///{tmp_path}/mlflow.db"

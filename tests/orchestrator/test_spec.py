@@ -1,0 +1,85 @@
+"""Spec loading, grid expansion and validation: no Ray, no MLflow."""
+
+import pytest
+
+from orchestrator.commands import extended
+from orchestrator.spec import expand, load_spec, spec_from_dict
+from trainer.errors import ConfigError
+
+BASE = {"name": "t", "overrides": ["model=tiny", "data=synthetic", "train.tokens=65536",
+                                    "schedule.warmup_tokens=0"],
+        "grid": {"optim.lr": "tag(log, choice(1e-3, 3e-3, 1e-2))",
+                 "train.batch_size": "choice(8, 16)"},
+        "seeds": [0, 1]}
+
+
+def test_grid_is_the_cartesian_product_times_seeds():
+    trials = expand(spec_from_dict(BASE))
+    assert len(trials) == 3 * 2 * 2
+    assert len({t.trial_id for t in trials}) == 12
+    assert {t.cfg.optim.lr for t in trials} == {1e-3, 3e-3, 1e-2}
+    assert trials[0].overrides == ("optim.lr=0.001", "train.batch_size=8", "seed=0")
+
+
+def test_range_and_yaml_list_axes():
+    spec = spec_from_dict({**BASE, "grid": {"model.depth": "range(1, 4)",
+                                            "train.batch_size": [8, 16]}})
+    assert sorted({(t.cfg.model.depth, t.cfg.train.batch_size) for t in expand(spec)}) == [
+        (d, b) for d in (1, 2, 3) for b in (8, 16)]
+
+
+def test_command_line_overrides_set_axes_and_base():
+    spec = spec_from_dict(BASE).with_overrides(["train.batch_size=choice(32)",
+                                                "optim.weight_decay=0.1"])
+    trials = expand(spec)
+    assert {t.cfg.train.batch_size for t in trials} == {32}
+    assert all(t.cfg.optim.weight_decay == 0.1 for t in trials)
+
+
+def test_extend_adds_values_to_an_axis_and_keeps_old_trials():
+    spec = spec_from_dict(BASE)
+    bigger = extended(spec, ["optim.lr=choice(3e-2)"])
+    old = {t.trial_id for t in expand(spec)}
+    new = {t.trial_id for t in expand(bigger)}
+    assert old < new and len(new - old) == 4
+    assert bigger.grid["optim.lr"] == "choice(0.001, 0.003, 0.01, 0.03)"
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"grid": {}}, "grid is empty"),
+    ({"name": None}, "has no `name`"),
+    ({"grdi": {}}, "unknown key 'grdi'"),
+    ({"grid": {"optim.lr": "choice(1e-3"}}, "grid.optim.lr: cannot parse 'choice(1e-3'"),
+    ({"grid": {"optim.lr": "interval(1e-4, 1e-2)"}}, "interval() has no grid points"),
+    ({"grid": {"optim.lrr": "choice(1, 2)"}}, "unknown config key 'optim.lrr'"),
+    ({"grid": {"optim.lr": "choice(-1, 1e-3)"}}, "optim.lr=-1.0 must be > 0"),
+    ({"resources": {"gpu": 1}}, "unknown key 'resources.gpu'"),
+])
+def test_bad_specs_are_reported_before_anything_runs(change, fragment):
+    with pytest.raises(ConfigError) as err:
+        expand(spec_from_dict({**BASE, **change}))
+    assert fragment in str(err.value)
+
+
+def test_all_problems_are_collected():
+    with pytest.raises(ConfigError) as err:
+        expand(spec_from_dict({**BASE, "grid": {"optim.lr": "choice(-1, 1e-3)",
+                                                "train.tokens": "choice(10, 65536)"}}))
+    text = str(err.value)
+    assert "optim.lr=-1.0 must be > 0: give a positive learning rate (4 trials)" in text
+    assert "train.tokens=10 is less than one batch" in text
+
+
+def test_yaml_error_names_file_and_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\ngrid:\n  optim.lr: [1, 2\n")
+    with pytest.raises(ConfigError) as err:
+        load_spec(path)
+    assert str(err.value).startswith(f"{path}:4:1: YAML error")
+
+
+@pytest.mark.parametrize("name", ["demo", "lr_bs_tokens", "mup_width", "weight_decay"])
+def test_shipped_sweeps_expand(name):
+    from pathlib import Path
+    spec = load_spec(Path(__file__).parents[2] / "sweeps" / f"{name}.yaml")
+    assert spec.name == name and len(expand(spec)) >= 6

@@ -1,0 +1,88 @@
+"""A real local Ray and a real MLflow store, tiny CPU trials, the orchestrator in-process."""
+
+import mlflow
+import pytest
+
+from orchestrator.commands import extended, launch, status, stored_spec
+from orchestrator.spec import spec_from_dict
+from orchestrator.tracking import sweep_runs
+from trainer.errors import ConfigError
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    import ray
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield
+    ray.shutdown()
+
+
+def _runs(uri, name):
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(name)
+    return client, sweep_runs(client, exp.experiment_id, "sweep"), \
+        sweep_runs(client, exp.experiment_id, "trial")
+
+
+def test_grid_runs_end_to_end_then_relaunch_runs_nothing_and_extend_runs_only_new(
+        spec_dict, uri):
+    spec = spec_from_dict(spec_dict)
+    first = launch(spec, tracking_uri=uri, progress=False)
+    assert first.trials == 4 and first.already_done == 0
+    assert sorted(first.ran.values()) == ["finished"] * 4
+
+    client, parents, children = _runs(uri, "unit")
+    assert len(parents) == 1 and len(children) == 4
+    parent = parents[0]
+    assert "sweep.yaml" in [a.path for a in client.list_artifacts(parent.info.run_id)]
+    for child in children:
+        tags, params, metrics = child.data.tags, child.data.params, child.data.metrics
+        assert tags["mlflow.parentRunId"] == parent.info.run_id
+        assert tags["trial.status"] == "finished" and tags["trial.attempt"] == "1"
+        assert tags["code.version"] and len(tags["trial.id"]) == 64
+        for key in ("optim.lr", "train.batch_size", "train.tokens", "model.width",
+                    "derived.n_params", "derived.n_params_total", "derived.flops_per_token",
+                    "derived.batch_tokens", "derived.total_steps"):
+            assert key in params, key
+        for key in ("train/loss", "train/lr", "train/grad_norm", "train/tokens", "eval/loss",
+                    "perf/tokens_per_s", "final/eval_loss", "final/train_loss",
+                    "final/tokens", "final/steps", "final/flops", "final/wall_s"):
+            assert key in metrics, key
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "train/loss")]
+        assert steps == sorted(set(steps)) and steps[-1] == metrics["final/steps"]
+
+    again = launch(spec, tracking_uri=uri, progress=False)
+    assert again.ran == {} and again.already_done == 4
+
+    stored = stored_spec(uri, "unit")
+    assert stored.grid == spec.grid
+    bigger = extended(stored, ["optim.lr=choice(3e-2)"])
+    third = launch(bigger, tracking_uri=uri, progress=False)
+    assert third.already_done == 4 and len(third.ran) == 2
+    _, parents, children = _runs(uri, "unit")
+    assert len(parents) == 1 and len(children) == 6
+    assert len({c.data.tags["trial.id"] for c in children}) == 6
+    report = status(uri, "unit")
+    assert report["counts"] == {"finished": 6} and report["best"]["final/eval_loss"] > 0
+
+
+def test_diverging_trials_are_recorded_and_the_sweep_goes_on(spec_dict, uri):
+    spec_dict["overrides"] += ["schedule=constant", "schedule.warmup_tokens=0",
+                               "optim.grad_clip=0"]
+    spec_dict["grid"] = {"optim.lr": "choice(3e-3, 30.0)"}
+    outcome = launch(spec_from_dict(spec_dict), tracking_uri=uri, progress=False)
+    assert sorted(outcome.ran.values()) == ["diverged", "finished"]
+    _, _, children = _runs(uri, "unit")
+    by_status = {c.data.tags["trial.status"]: c for c in children}
+    assert set(by_status) == {"diverged", "finished"}
+    assert "final/eval_loss" not in by_status["diverged"].data.metrics
+
+
+def test_resources_no_node_has_launch_nothing(spec_dict, uri):
+    spec_dict["resources"] = {"cpus": 1, "gpus": 1}
+    with pytest.raises(ConfigError) as err:
+        launch(spec_from_dict(spec_dict), tracking_uri=uri, progress=False)
+    assert "fit no node of the cluster (largest: 2 CPUs, 0 GPUs)" in str(err.value)
+    assert mlflow.MlflowClient(tracking_uri=uri).get_experiment_by_name("unit") is None
