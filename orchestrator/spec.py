@@ -209,10 +209,10 @@ def _make_trial(spec: SweepSpec, point: tuple[str, ...], problems: list[str],
 
 
 def _dedupe(problems: list[str]) -> list[str]:
-    # The same bad base value fails every trial: say it once, with how many trials it hits.
-    counts: dict[str, int] = {}
+    # The same bad base value fails every trial: say it once, with how many trials it hits;
+    # a problem of a single trial keeps the name of that trial.
+    groups: dict[str, list[str]] = {}
     for p in problems:
-        head = p.rsplit(" (trial ", 1)[0]
-        counts[head] = counts.get(head, 0) + 1
-    return [head if n == 1 and len(problems) == 1 else f"{head} ({n} trials)"
-            for head, n in counts.items()]
+        groups.setdefault(p.rsplit(" (trial ", 1)[0], []).append(p)
+    return [found[0] if len(found) == 1 else f"{head} ({len(found)} trials)"
+            for head, found in groups.items()]

@@ -118,10 +118,14 @@ class Tracker:
         return run_id
 
     def _load_last_steps(self, run_id: str) -> None:
+        # What the store holds (a new driver knows nothing else), and never less than what
+        # this tracker has already accepted, flushed or not.
+        self.flush()
         for key in HISTORY_KEYS:
             history = self.client.get_metric_history(run_id, key)
             if history:
-                self.last_step[(run_id, key)] = max(m.step for m in history)
+                known = self.last_step.get((run_id, key), -1)
+                self.last_step[(run_id, key)] = max(known, max(m.step for m in history))
 
     def log_metrics(self, trial_id: str, metrics: dict, step: int) -> None:
         """Buffer metrics of a step; steps already written for a metric are dropped."""

@@ -1,0 +1,104 @@
+"""Lost workers and a killed driver, with the `sweep` command in its own process."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import psutil
+import pytest
+import yaml
+
+from orchestrator.tracking import sweep_runs
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+ROOT = Path(__file__).parents[2]
+
+
+def _sweep(*args, uri):
+    return subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "--tracking-uri", uri,
+                             *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def _children(uri, name="unit"):
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(name)
+    return (client, []) if exp is None else (client, sweep_runs(client, exp.experiment_id,
+                                                               "trial"))
+
+
+def _wait(predicate, timeout, proc):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def _trial_workers():
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if cmd.startswith("ray::run_trial"):
+            found.append(p)
+    return found
+
+
+def test_killed_worker_is_retried_from_its_checkpoint(spec_dict, uri, tmp_path):
+    spec_dict["grid"] = {"optim.lr": "choice(1e-2)"}
+    spec_dict["overrides"] += ["train.batch_size=8", "train.log_every_steps=1"]
+    spec_dict["overrides"] = [o for o in spec_dict["overrides"] if "train.tokens" not in o]
+    spec_dict["overrides"] += ["train.tokens=153600", "train.checkpoint_every_tokens=20480"]
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec_dict))
+    proc = _sweep("launch", str(path), uri=uri)
+    ckpts = lambda: list(Path(spec_dict["storage_root"]).glob("*/checkpoints/*.pt"))  # noqa: E731
+    _wait(lambda: ckpts() and _trial_workers(), 240, proc)
+    (worker,) = _trial_workers()
+    worker.send_signal(signal.SIGKILL)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    client, children = _children(uri)
+    assert len(children) == 1
+    child = children[0]
+    assert child.data.tags["trial.status"] == "finished"
+    assert int(child.data.tags["trial.attempt"]) == 2
+    steps = [m.step for m in client.get_metric_history(child.info.run_id, "train/loss")]
+    assert steps == list(range(1, 301))  # one continuous history, nothing twice
+
+
+def test_killed_driver_then_resume_finishes_every_trial_once(spec_dict, uri, tmp_path):
+    spec_dict["max_concurrent"] = 1
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec_dict))
+    proc = _sweep("launch", str(path), uri=uri)
+
+    def one_finished():
+        return any(c.data.tags.get("trial.status") == "finished" for c in _children(uri)[1])
+
+    _wait(one_finished, 240, proc)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    resumed = _sweep("resume", "unit", uri=uri)
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert "already done" in out
+    _, children = _children(uri)
+    assert sorted(c.data.tags["trial.status"] for c in children) == ["finished"] * 4
+    assert len({c.data.tags["trial.id"] for c in children}) == 4
+
+
+def test_bad_spec_prints_one_line_and_launches_nothing(spec_dict, uri, tmp_path):
+    spec_dict["grid"] = {"optim.lr": "choice(-1, 1e-3)"}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec_dict))
+    proc = _sweep("launch", str(path), uri=uri)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2
+    assert err.strip() == ("error: optim.lr=-1.0 must be > 0: give a positive learning rate "
+                           "(trial optim.lr=-1 seed=0)")
+    assert _children(uri)[1] == []
