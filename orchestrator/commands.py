@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 
 from orchestrator.driver import SweepOutcome, check_resources, init_ray, prepare, run_sweep
 from orchestrator.spec import SweepSpec, Trial, grid_axes, spec_from_dict
-from orchestrator.tracking import DONE, sweep_runs
+from orchestrator.tracking import DONE, recorded_trials, sweep_runs
 from trainer.errors import ConfigError
 
 
@@ -96,18 +96,8 @@ def extended(spec: SweepSpec, args: list[str]) -> SweepSpec:
 
 
 def trial_states(tracking_uri: str, name: str) -> dict[str, dict]:
-    """trial id → tags and metrics of its child run (empty if the sweep is unknown)."""
-    client = MlflowClient(tracking_uri=tracking_uri)
-    exp = client.get_experiment_by_name(name)
-    if exp is None:
-        return {}
-    states = {}
-    for run in sweep_runs(client, exp.experiment_id, "trial"):
-        tags = run.data.tags
-        states[tags["trial.id"]] = {"status": tags.get("trial.status", "running"),
-                                    "attempt": int(tags.get("trial.attempt", 1)),
-                                    "run": run}
-    return states
+    """trial id → status, attempt and child run (empty if the sweep is unknown)."""
+    return recorded_trials(tracking_uri, name)
 
 
 def status(tracking_uri: str, name: str) -> dict:

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from orchestrator.spec import SweepSpec, Trial, expand
-from orchestrator.tracking import DONE, Tracker
+from orchestrator.spec import Resources, SweepSpec, Trial, expand
+from orchestrator.tracking import DONE, Tracker, recorded_trials
 from trainer.errors import ConfigError
 
 CANCEL_POLL_S = 3.0
@@ -34,6 +35,10 @@ class SweepOutcome:
     ran: dict[str, str] = field(default_factory=dict)
     """trial id → status this launch ended it with."""
     interrupted: bool = False
+    overhead_s: list[float] = field(default_factory=list)
+    """Per trial: submission to result, minus the trial's own `final/wall_s`."""
+    summaries: dict[str, dict] = field(default_factory=dict)
+    """trial id → the summary its task returned."""
 
 
 def code_version() -> str:
@@ -95,18 +100,31 @@ def check_resources(spec: SweepSpec) -> None:
 
 
 def run_sweep(spec: SweepSpec, trials: list[Trial], *, tracking_uri: str,
-              progress: bool = True) -> SweepOutcome:
-    """Run every trial not yet done; record everything through one tracking actor."""
+              progress: bool = True, task_fn: Callable | None = None,
+              resources_for: Callable[[Trial], Resources] | None = None) -> SweepOutcome:
+    """Run every trial not yet done; record everything through one tracking actor.
+
+    Args:
+        spec: the sweep.
+        trials: its expanded trials.
+        tracking_uri: the MLflow store.
+        progress: show a live progress bar.
+        task_fn: what a worker runs per trial (default `orchestrator.worker.run_trial`;
+            the scheduler benchmark passes one that sleeps).
+        resources_for: per-trial resources (default: the spec's, for every trial).
+    """
     import ray
 
+    states = recorded_trials(tracking_uri, spec.name)
+    # Not waited for: trials start while the actor starts; their calls queue until it is up.
     tracker = ray.remote(Tracker).options(num_cpus=0).remote(
-        tracking_uri, spec.name, code_version=code_version())
-    ray.get(tracker.open_sweep.remote(yaml.safe_dump(spec.to_dict(), sort_keys=False)))
-    states = ray.get(tracker.trial_states.remote())
+        tracking_uri, spec.name, code_version=code_version(),
+        spec_yaml=yaml.safe_dump(spec.to_dict(), sort_keys=False))
     todo = [t for t in trials if states.get(t.trial_id, {}).get("status") not in DONE]
     todo.sort(key=lambda t: t.flops, reverse=True)
     outcome = SweepOutcome(trials=len(trials), already_done=len(trials) - len(todo))
-    runner = _Runner(spec, tracker, todo, outcome)
+    runner = _Runner(spec, tracker, todo, outcome, task_fn=task_fn,
+                     resources_for=resources_for or (lambda _trial: spec.resources))
     try:
         runner.loop(progress=progress)
     except KeyboardInterrupt:
@@ -119,26 +137,53 @@ def run_sweep(spec: SweepSpec, trials: list[Trial], *, tracking_uri: str,
 
 
 class _Runner:
-    """Submission and collection of trial tasks under the concurrency cap."""
+    """List scheduling of trial tasks: longest first, each submitted when it fits.
 
-    def __init__(self, spec: SweepSpec, tracker, todo: list[Trial], outcome: SweepOutcome):
+    The driver keeps its own account of the cluster's free CPUs and GPUs and submits, in
+    order, every queued trial that fits, so Ray never holds a long queue in which a short
+    trial could overtake a long one (Ray queues each resource shape separately).
+    """
+
+    def __init__(self, spec: SweepSpec, tracker, todo: list[Trial], outcome: SweepOutcome, *,
+                 task_fn: Callable | None, resources_for: Callable[[Trial], Resources]):
         import ray
 
         from orchestrator.worker import run_trial
 
         self.spec, self.tracker, self.queue, self.outcome = spec, tracker, list(todo), outcome
-        self.task = ray.remote(run_trial).options(
-            num_cpus=spec.resources.cpus, num_gpus=spec.resources.gpus,
-            max_retries=spec.retries, retry_exceptions=False)
-        self.running: dict = {}  # ObjectRef → (trial, attempt)
-        self.failures: dict[str, int] = {}
+        self.task = ray.remote(task_fn or run_trial)
+        self.resources_for = resources_for
+        self.running: dict = {}  # ObjectRef → (trial, attempt, resources, submitted at)
         self.cap = spec.max_concurrent or len(todo) or 1
         self.total = len(todo)
+        cluster = ray.cluster_resources()
+        self.free = {"CPU": cluster.get("CPU", 0.0), "GPU": cluster.get("GPU", 0.0)}
 
     def submit(self, trial: Trial, attempt: int = 1) -> None:
-        threads = max(1, int(self.spec.resources.cpus))
-        ref = self.task.remote(trial.cfg, self.tracker, trial.label, threads)
-        self.running[ref] = (trial, attempt)
+        res = self.resources_for(trial)
+        threads = max(1, int(res.cpus))
+        ref = self.task.options(num_cpus=res.cpus, num_gpus=res.gpus,
+                                max_retries=self.spec.retries, retry_exceptions=False).remote(
+            trial.cfg, self.tracker, trial.label, threads)
+        self.free["CPU"] -= res.cpus
+        self.free["GPU"] -= res.gpus
+        self.running[ref] = (trial, attempt, res, time.monotonic())
+
+    def _fits(self, res: Resources) -> bool:
+        eps = 1e-9
+        return res.cpus <= self.free["CPU"] + eps and res.gpus <= self.free["GPU"] + eps
+
+    def fill(self) -> None:
+        """Submit, longest first, every queued trial that fits the free resources."""
+        kept = []
+        for trial in self.queue:
+            if len(self.running) < self.cap and self._fits(self.resources_for(trial)):
+                self.submit(trial)
+            else:
+                kept.append(trial)
+        if kept and not self.running:  # nothing fits an idle cluster: let Ray place it
+            self.submit(kept.pop(0))
+        self.queue = kept
 
     def loop(self, *, progress: bool) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -148,8 +193,7 @@ class _Runner:
             task = bar.add_task(self.spec.name, total=self.total)
             last_poll = time.monotonic()
             while self.queue or self.running:
-                while self.queue and len(self.running) < self.cap:
-                    self.submit(self.queue.pop(0))
+                self.fill()
                 self.collect(timeout=1.0)
                 bar.update(task, completed=len(self.outcome.ran))
                 if time.monotonic() - last_poll > CANCEL_POLL_S:
@@ -167,17 +211,25 @@ class _Runner:
     def collect(self, *, timeout: float) -> None:
         import ray
 
-        ready, _ = ray.wait(list(self.running), num_returns=1, timeout=timeout)
+        refs = list(self.running)
+        ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
+        if ready:  # and everything else that has finished meanwhile
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
         for ref in ready:
-            trial, attempt = self.running.pop(ref)
+            trial, attempt, res, submitted = self.running.pop(ref)
+            self.free["CPU"] += res.cpus
+            self.free["GPU"] += res.gpus
             try:
                 result = ray.get(ref)
             except ray.exceptions.RayError as err:
                 self._failed(trial, attempt, err)
                 continue
-            ray.get(self.tracker.finish_trial.remote(
-                trial.trial_id, result["status"], result["summary"], result["params"],
-                trial.label))
+            self.outcome.summaries[trial.trial_id] = result["summary"]
+            wall = result["summary"].get("final/wall_s") or 0.0
+            self.outcome.overhead_s.append(time.monotonic() - submitted - wall)
+            # Not waited for: the actor applies calls in order, and close_sweep is waited on.
+            self.tracker.finish_trial.remote(trial.trial_id, result["status"],
+                                             result["summary"], result["params"], trial.label)
             self.outcome.ran[trial.trial_id] = result["status"]
 
     def _failed(self, trial: Trial, attempt: int, err: Exception) -> None:
@@ -195,7 +247,7 @@ class _Runner:
         """Cancel running tasks and record their trials as `status`."""
         import ray
 
-        for ref, (trial, _) in list(self.running.items()):
+        for ref, (trial, *_) in list(self.running.items()):
             ray.cancel(ref, force=True)
             ray.get(self.tracker.mark_trial.remote(trial.trial_id, status))
             self.outcome.ran[trial.trial_id] = status

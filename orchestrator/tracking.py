@@ -43,10 +43,25 @@ def sweep_runs(client: MlflowClient, experiment_id: str, kind: str) -> list:
             return runs
 
 
+def recorded_trials(uri: str, sweep: str) -> dict[str, dict]:
+    """trial id → {status, attempt, run} of every child run of a sweep (empty if unknown)."""
+    client = MlflowClient(tracking_uri=uri)
+    exp = find_experiment(client, sweep)
+    if exp is None:
+        return {}
+    states = {}
+    for run in sweep_runs(client, exp.experiment_id, "trial"):
+        tags = run.data.tags
+        states[tags["trial.id"]] = {"status": tags.get("trial.status", "running"),
+                                    "attempt": int(tags.get("trial.attempt", 1)), "run": run}
+    return states
+
+
 class Tracker:
     """Buffered MLflow writes for one sweep. Run it as a Ray actor (`ray.remote(Tracker)`)."""
 
-    def __init__(self, uri: str, sweep: str, *, code_version: str, flush_every_s: float = 2.0):
+    def __init__(self, uri: str, sweep: str, *, code_version: str, spec_yaml: str,
+                 flush_every_s: float = 2.0):
         self.client = MlflowClient(tracking_uri=uri)
         self.sweep, self.code_version, self.flush_every_s = sweep, code_version, flush_every_s
         exp = find_experiment(self.client, sweep)
@@ -58,6 +73,9 @@ class Tracker:
         self.buffered, self.last_flush, self.writes = 0, time.monotonic(), 0
         for run in sweep_runs(self.client, self.experiment_id, "trial"):
             self.children[run.data.tags["trial.id"]] = run.info.run_id
+        # In the constructor, so the parent exists before any trial calls in (an actor runs
+        # no method before its constructor has returned).
+        self.open_sweep(spec_yaml)
 
     # -- the sweep -----------------------------------------------------------------------
 
@@ -74,16 +92,6 @@ class Tracker:
         self.client.log_text(self.parent_id, spec_yaml, "sweep.yaml")
         self.client.set_tag(self.parent_id, "sweep.cancel", "no")
         return self.parent_id
-
-    def trial_states(self) -> dict[str, dict]:
-        """trial id → {status, attempt, run_id} for every child run recorded."""
-        states = {}
-        for run in sweep_runs(self.client, self.experiment_id, "trial"):
-            tags = run.data.tags
-            states[tags["trial.id"]] = {"status": tags.get("trial.status", "running"),
-                                        "attempt": int(tags.get("trial.attempt", 1)),
-                                        "run_id": run.info.run_id}
-        return states
 
     def cancel_requested(self) -> bool:
         """Has `sweep cancel` asked this sweep to stop?"""

@@ -12,9 +12,8 @@ class TrackerReporter:
         self.tracker, self.trial_id, self.label = tracker, trial_id, label
 
     def start(self, *, run_id: str, params: dict, resumed_step: int | None) -> None:
-        import ray
-
-        ray.get(self.tracker.start_trial.remote(self.trial_id, params, self.label))
+        # Not waited for: the tracker applies this caller's calls in order.
+        self.tracker.start_trial.remote(self.trial_id, params, self.label)
 
     def log_metrics(self, metrics: dict, *, step: int) -> None:
         # Fire and forget: calls from one worker to one actor arrive in order.
