@@ -1,6 +1,8 @@
-"""The `sweep` command. Parsing only; the work is in `orchestrator.commands`.
+"""The `sweep` command. Parsing only; the work is in `orchestrator.commands` and `fitter`.
 
-User errors (bad spec, unknown sweep, unreachable cluster) print one line each and exit 2.
+Each subcommand is one parser entry and one `_name(args, uri)` handler in `COMMANDS`; handlers
+import what they need, so `sweep --help` stays fast. User errors (bad spec, unknown sweep,
+unreachable cluster, data a law cannot be fitted to) print one line each and exit 2.
 """
 
 from __future__ import annotations
@@ -43,11 +45,34 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ui", help="start the MLflow UI on the sweep's store")
     p.add_argument("name", nargs="?")
     p.add_argument("--port", type=int, default=5000)
+    _fit_parsers(sub)
     return parser
+
+
+def _fit_parsers(sub) -> None:
+    p = sub.add_parser("fit", help="fit scaling laws to a sweep's runs (or a CSV of runs)")
+    p.add_argument("name", nargs="?", help="sweep name (MLflow experiment)")
+    p.add_argument("--from-csv", metavar="FILE", help="runs exported as CSV instead of a sweep")
+    p.add_argument("--law", metavar="{loss,lr,timescale,batch,cbs}",
+                   help="fit only this law (default: every law the runs support)")
+    p.add_argument("--json", action="store_true", help="print fit.json only")
+    p.add_argument("--out", metavar="DIR", help="where fit.json and plots/ go "
+                   "(default: outputs/fit/NAME)")
+    p.add_argument("--n-boot", type=int, default=500, help="bootstrap resamples per law")
+    p = sub.add_parser("recommend", help="LR, batch size and weight decay for a big run")
+    p.add_argument("name", help="sweep name")
+    p.add_argument("--params", type=float, required=True, metavar="N",
+                   help="non-embedding parameters of the big model")
+    p.add_argument("--tokens", type=float, required=True, metavar="D", help="training tokens")
+    p.add_argument("--batch", type=float, metavar="B",
+                   help="batch size in tokens per step (default: from the batch law)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--n-boot", type=int, default=500, help="bootstrap resamples per law")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `sweep` console script."""
+    from fitter.errors import FitError
     from trainer.errors import ConfigError
 
     args = _parser().parse_args(argv)
@@ -60,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         for problem in err.problems:
             print(f"error: {problem}", file=sys.stderr)
+        return 2
+    except FitError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
 
 
@@ -148,8 +176,50 @@ def _ui(args, uri: str) -> int:
         return 0
 
 
+def _fit(args, uri: str) -> int:
+    import json
+    from pathlib import Path
+
+    from fitter.data import read_csv
+    from fitter.errors import FitError
+    from fitter.fit import fit_runs, format_fit, write_fit
+    from fitter.mlflow_io import load_runs, log_fit
+
+    if (args.name is None) == (args.from_csv is None):
+        raise FitError("sweep fit needs either a sweep NAME or --from-csv FILE (not both); "
+                       "e.g. `sweep fit demo` or `sweep fit --from-csv runs.csv --law lr`.")
+    label = args.name or Path(args.from_csv).stem
+    runs = load_runs(uri, args.name) if args.name else read_csv(args.from_csv)
+    laws = (args.law,) if args.law else None
+    result = fit_runs(runs, laws=laws, n_boot=args.n_boot)
+    out = Path(args.out or Path("outputs") / "fit" / label)
+    doc = write_fit(result, out, sweep=label)
+    if args.name:
+        doc["fit_run_id"] = log_fit(uri, args.name, out, doc)
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print(format_fit(doc))
+        print(f"wrote {out / 'fit.json'} and {len(doc['plots'])} plots"
+              + (f"; MLflow fit run {doc['fit_run_id']}" if args.name else ""))
+    return 0
+
+
+def _recommend(args, uri: str) -> int:
+    import json
+
+    from fitter.fit import fit_runs
+    from fitter.mlflow_io import load_runs
+    from fitter.recommend import format_recommendation, recommend
+
+    result = fit_runs(load_runs(uri, args.name), n_boot=args.n_boot)
+    rec = recommend(result, params=args.params, tokens=args.tokens, batch=args.batch)
+    print(json.dumps(rec, indent=2) if args.json else format_recommendation(rec))
+    return 0
+
+
 COMMANDS = {"launch": _launch, "status": _status, "resume": _resume, "extend": _extend,
-            "cancel": _cancel, "ui": _ui}
+            "cancel": _cancel, "ui": _ui, "fit": _fit, "recommend": _recommend}
 
 
 if __name__ == "__main__":

@@ -139,9 +139,11 @@ def run_sweep(spec: SweepSpec, trials: list[Trial], *, tracking_uri: str,
 class _Runner:
     """List scheduling of trial tasks: longest first, each submitted when it fits.
 
-    The driver keeps its own account of the cluster's free CPUs and GPUs and submits, in
-    order, every queued trial that fits, so Ray never holds a long queue in which a short
-    trial could overtake a long one (Ray queues each resource shape separately).
+    The driver keeps its own model of the cluster, node by node and GPU by GPU (a fractional
+    request takes part of the first GPU with room, as Ray packs them; a whole request takes
+    free GPUs), and submits, in order, every queued trial that fits. So Ray never holds a
+    queue in which short trials overtake long ones (Ray queues each resource shape apart),
+    and a whole-GPU trial is not submitted to wait behind half-used GPUs.
     """
 
     def __init__(self, spec: SweepSpec, tracker, todo: list[Trial], outcome: SweepOutcome, *,
@@ -153,36 +155,62 @@ class _Runner:
         self.spec, self.tracker, self.queue, self.outcome = spec, tracker, list(todo), outcome
         self.task = ray.remote(task_fn or run_trial)
         self.resources_for = resources_for
-        self.running: dict = {}  # ObjectRef → (trial, attempt, resources, submitted at)
+        self.running: dict = {}  # ObjectRef → (trial, attempt, placement, submitted at)
         self.cap = spec.max_concurrent or len(todo) or 1
         self.total = len(todo)
-        cluster = ray.cluster_resources()
-        self.free = {"CPU": cluster.get("CPU", 0.0), "GPU": cluster.get("GPU", 0.0)}
+        self.retry_attempt: dict[str, int] = {}
+        self.nodes = [{"cpus": n["Resources"].get("CPU", 0.0),
+                       "gpus": [1.0] * int(n["Resources"].get("GPU", 0))}
+                      for n in ray.nodes() if n.get("Alive")]
 
-    def submit(self, trial: Trial, attempt: int = 1) -> None:
+    def submit(self, trial: Trial, placement: tuple | None) -> None:
         res = self.resources_for(trial)
+        attempt = self.retry_attempt.get(trial.trial_id, 1)
         threads = max(1, int(res.cpus))
         ref = self.task.options(num_cpus=res.cpus, num_gpus=res.gpus,
                                 max_retries=self.spec.retries, retry_exceptions=False).remote(
             trial.cfg, self.tracker, trial.label, threads)
-        self.free["CPU"] -= res.cpus
-        self.free["GPU"] -= res.gpus
-        self.running[ref] = (trial, attempt, res, time.monotonic())
+        if placement is not None:
+            self._take(placement, sign=-1)
+        self.running[ref] = (trial, attempt, placement, time.monotonic())
 
-    def _fits(self, res: Resources) -> bool:
+    def _place(self, res: Resources) -> tuple | None:
+        """(node, [(gpu index, share)], cpus) where the trial fits now, or None."""
         eps = 1e-9
-        return res.cpus <= self.free["CPU"] + eps and res.gpus <= self.free["GPU"] + eps
+        for n, node in enumerate(self.nodes):
+            if node["cpus"] + eps < res.cpus:
+                continue
+            if res.gpus >= 1:
+                free = [i for i, g in enumerate(node["gpus"]) if g >= 1 - eps]
+                if len(free) >= int(res.gpus):
+                    return n, [(i, 1.0) for i in free[:int(res.gpus)]], res.cpus
+            elif res.gpus > 0:
+                fit = next((i for i, g in enumerate(node["gpus"]) if g + eps >= res.gpus), None)
+                if fit is not None:
+                    return n, [(fit, res.gpus)], res.cpus
+            else:
+                return n, [], res.cpus
+        return None
+
+    def _take(self, placement: tuple, *, sign: int) -> None:
+        node, shares, cpus = placement
+        self.nodes[node]["cpus"] += sign * cpus
+        for i, share in shares:
+            self.nodes[node]["gpus"][i] += sign * share
 
     def fill(self) -> None:
         """Submit, longest first, every queued trial that fits the free resources."""
         kept = []
         for trial in self.queue:
-            if len(self.running) < self.cap and self._fits(self.resources_for(trial)):
-                self.submit(trial)
+            placement = None
+            if len(self.running) < self.cap:
+                placement = self._place(self.resources_for(trial))
+            if placement is not None:
+                self.submit(trial, placement)
             else:
                 kept.append(trial)
         if kept and not self.running:  # nothing fits an idle cluster: let Ray place it
-            self.submit(kept.pop(0))
+            self.submit(kept.pop(0), None)
         self.queue = kept
 
     def loop(self, *, progress: bool) -> None:
@@ -216,9 +244,9 @@ class _Runner:
         if ready:  # and everything else that has finished meanwhile
             ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
         for ref in ready:
-            trial, attempt, res, submitted = self.running.pop(ref)
-            self.free["CPU"] += res.cpus
-            self.free["GPU"] += res.gpus
+            trial, attempt, placement, submitted = self.running.pop(ref)
+            if placement is not None:
+                self._take(placement, sign=+1)
             try:
                 result = ray.get(ref)
             except ray.exceptions.RayError as err:
@@ -236,7 +264,8 @@ class _Runner:
         import ray
 
         if attempt <= self.spec.retries:
-            self.submit(trial, attempt + 1)
+            self.queue.insert(0, trial)  # resubmitted by the next fill, when it fits
+            self.retry_attempt[trial.trial_id] = attempt + 1
             return
         ray.get(self.tracker.mark_trial.remote(trial.trial_id, "failed"))
         self.outcome.ran[trial.trial_id] = "failed"

@@ -124,6 +124,10 @@ def spec_from_dict(raw: object, *, source: str = "spec") -> SweepSpec:
     resources = raw.get("resources") or {}
     problems += [f"{source}: unknown key 'resources.{k}'; use gpus, cpus, world_size"
                  for k in resources if k not in RESOURCE_KEYS]
+    gpus = resources.get("gpus", 0) or 0
+    if isinstance(gpus, (int, float)) and gpus > 1 and gpus != int(gpus):
+        problems.append(f"{source}: resources.gpus={gpus}: above 1 a trial takes whole GPUs; "
+                        "use an integer, or a fraction below 1")
     search = raw.get("search", "grid")
     if search != "grid":
         problems.append(f"{source}: search={search!r} is not available yet; use search: grid")

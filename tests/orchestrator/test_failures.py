@@ -102,3 +102,32 @@ def test_bad_spec_prints_one_line_and_launches_nothing(spec_dict, uri, tmp_path)
     assert err.strip() == ("error: optim.lr=-1.0 must be > 0: give a positive learning rate "
                            "(trial optim.lr=-1 seed=0)")
     assert _children(uri)[1] == []
+
+
+def test_ctrl_c_records_interrupted_and_resume_continues(spec_dict, uri, tmp_path):
+    spec_dict["max_concurrent"] = 1
+    spec_dict["grid"] = {"optim.lr": "choice(3e-3, 1e-2)"}
+    spec_dict["overrides"] = [o for o in spec_dict["overrides"] if "train.tokens" not in o]
+    spec_dict["overrides"] += ["train.tokens=409600", "train.checkpoint_every_tokens=16384",
+                               "train.batch_size=8"]
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec_dict))
+    proc = _sweep("launch", str(path), uri=uri)
+    ckpts = lambda: list(Path(spec_dict["storage_root"]).glob("*/checkpoints/*.pt"))  # noqa: E731
+    _wait(ckpts, 240, proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    _, children = _children(uri)
+    statuses = sorted(c.data.tags["trial.status"] for c in children)
+    assert statuses in (["interrupted"], ["finished", "interrupted"])
+    assert not _trial_workers()  # nothing left running
+
+    resumed = _sweep("resume", "unit", uri=uri)
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    client, children = _children(uri)
+    assert sorted(c.data.tags["trial.status"] for c in children) == ["finished"] * 2
+    (again,) = [c for c in children if c.data.tags["trial.attempt"] == "2"]
+    steps = [m.step for m in client.get_metric_history(again.info.run_id, "train/loss")]
+    assert steps == sorted(set(steps))

@@ -103,3 +103,27 @@ def test_cli_prints_resolved_config():
     proc = subprocess.run([sys.executable, "-m", "trainer", "--cfg", "optim.lr=0.5"],
                           capture_output=True, text=True, check=True)
     assert "optim.lr=0.5" in proc.stdout.splitlines()
+
+
+@pytest.mark.parametrize("overrides", [
+    ["model=tiny", "optim.lr=0.001", "data.paths=[a,b]"],
+    ["optim.lr=1e-3", "model.param=sp", "seed=3", "train.compile=true"],
+    ["optim.timescale=0.2", "optim.lr=1"],
+    ["data=hf", "data.name=x/y", "data.config_name=null"],
+    ["schedule=wsd", "schedule.decay_shape=linear", "model.positions=learned"],
+    ["data.cache_dir=${oc.env:HOME}/c"],  # an interpolation takes the full path
+])
+def test_composer_fast_path_equals_compose(overrides):
+    from trainer.compose import Composer
+    assert Composer()(overrides) == compose(overrides)
+
+
+@pytest.mark.parametrize("override", ["optim.lrr=1", "model.width=abc", "seed=1.5",
+                                      "model.param=xx", "+foo=1"])
+def test_composer_reports_errors_like_compose(override):
+    from trainer.compose import Composer
+    with pytest.raises(ConfigError) as fast:
+        Composer()([override])
+    with pytest.raises(ConfigError) as full:
+        compose([override])
+    assert str(fast.value) == str(full.value)
