@@ -1,0 +1,124 @@
+"""Critical batch size from steps to a target loss (Zhang et al. 2024, McCandlish et al. 2018).
+
+For each group of runs that differ only in batch size B and learning rate, the target loss is
+the highest of the per-B best losses, so every batch size reaches it. S(B) is the fewest
+optimizer steps any LR needed to get there (first step where the running minimum of the
+smoothed loss history is at or below the target, interpolated between logged steps). The
+steps follow the hyperbola S/S_min − 1 = (E/E_min − 1)^−1 with E = B·S, i.e.
+S(B) = S_min + E_min/B, fitted by non-negative least squares. Zhang et al.'s critical batch
+size is where the steps exceed perfect linear scaling (S = E_min/B, the small-batch limit) by 20%:
+S·B/E_min = 1 + B·S_min/E_min = 1.2, so B_crit = 0.2·E_min/S_min. The crossing of 20% read off
+the measured points against the smallest batch tried is reported beside it. Then
+B_crit = c · D^p across groups (B in tokens per step).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import nnls
+
+from fitter.errors import FitError
+from fitter.powerlaw import LawFit, fit_power_law
+
+OVERHEAD = 0.2
+
+
+def steps_to_target(history: np.ndarray, target: float) -> float:
+    """First optimizer step at which the running-minimum loss reaches target (NaN if never).
+
+    Args:
+        history: shape (k, 2), optimizer step and loss, in step order.
+        target: the loss to reach.
+    """
+    steps, loss = history[:, 0], np.fmin.accumulate(smoothed(history[:, 1]))
+    hit = np.flatnonzero(loss <= target)
+    if hit.size == 0:
+        return float("nan")
+    i = int(hit[0])
+    if i == 0:
+        return float(steps[0])
+    # linear interpolation between the last point above the target and the first below
+    frac = (loss[i - 1] - target) / (loss[i - 1] - loss[i])
+    return float(steps[i - 1] + frac * (steps[i] - steps[i - 1]))
+
+
+def smoothed(loss: np.ndarray) -> np.ndarray:
+    """Centred mean over 5% of the logged points, so noise does not reach a target early."""
+    window = max(1, len(loss) // 20)
+    return pd.Series(loss).rolling(window, min_periods=1, center=True).mean().to_numpy()
+
+
+def hyperbola(batch: np.ndarray, steps: np.ndarray) -> tuple[float, float]:
+    """S_min and E_min of S(B) = S_min + E_min/B, both ≥ 0."""
+    design = np.column_stack([np.ones_like(batch), 1.0 / batch])
+    (s_min, e_min), _ = nnls(design, steps)
+    return float(s_min), float(e_min)
+
+
+def empirical_crossing(batch: np.ndarray, steps: np.ndarray) -> float:
+    """Batch size where S·B exceeds that of the smallest batch by 20% (NaN if it never does)."""
+    order = np.argsort(batch)
+    b, s = batch[order], steps[order]
+    overhead = s * b / (s[0] * b[0]) - 1.0
+    above = np.flatnonzero(overhead > OVERHEAD)
+    if above.size == 0 or above[0] == 0:
+        return float("nan")
+    i = int(above[0])
+    lb = np.log(b[i - 1: i + 1])
+    frac = (OVERHEAD - overhead[i - 1]) / (overhead[i] - overhead[i - 1])
+    return float(np.exp(lb[0] + frac * (lb[1] - lb[0])))
+
+
+def cbs_points(runs: pd.DataFrame, histories: dict[str, np.ndarray],
+               group_keys: list[str]) -> pd.DataFrame:
+    """One row per group with 3+ batch sizes: N, D, target loss, S_min, E_min, B_crit.
+
+    Args:
+        runs: finished runs (canonical columns) whose `run` has a history.
+        histories: run → (step, loss) array.
+        group_keys: columns fixed within a group (every slice key but B).
+    """
+    runs = runs[runs["run"].isin(histories.keys())]
+    rows = []
+    groups = runs.groupby(group_keys, dropna=False) if group_keys else [((), runs)]
+    for _, group in groups:
+        if group["B"].nunique() < 3:
+            continue
+        best = {run: np.nanmin(smoothed(histories[run][:, 1])) for run in group["run"]}
+        target = group.assign(best=group["run"].map(best)).groupby("B")["best"].min().max()
+        steps = group.assign(S=[steps_to_target(histories[r], target) for r in group["run"]])
+        per_b = steps.groupby("B")["S"].min().dropna()
+        batch, s = per_b.index.to_numpy(float), per_b.to_numpy(float)
+        s_min, e_min = hyperbola(batch, s)
+        if s_min <= 0 or e_min <= 0:
+            continue
+        rows.append({"N": group["N"].iloc[0], "D": group["D"].iloc[0], "target_loss": target,
+                     "S_min": s_min, "E_min": e_min, "B_noise": e_min / s_min,
+                     "B_crit": OVERHEAD * e_min / s_min,
+                     "B_crit_empirical": empirical_crossing(batch, s), "n_batch": len(batch)})
+    return pd.DataFrame(rows, columns=["N", "D", "target_loss", "S_min", "E_min", "B_noise",
+                                       "B_crit", "B_crit_empirical", "n_batch"])
+
+
+def cbs_law(runs: pd.DataFrame, histories: dict[str, np.ndarray], group_keys: list[str],
+            **boot) -> LawFit:
+    """B_crit = c · D^p from steps to target loss across batch sizes.
+
+    Raises:
+        FitError: no loss histories, or too few groups with 3+ batch sizes.
+    """
+    if not histories:
+        raise FitError("the cbs law needs per-step loss histories (MLflow metric `eval/loss` "
+                       "or `train/loss`, or a CSV with run, step, loss rows) but none were "
+                       "found; log them or pass such a CSV.")
+    if runs.groupby(group_keys, dropna=False)["B"].nunique().max() < 3 if group_keys else (
+            runs["B"].nunique() < 3):
+        raise FitError("the cbs law needs 3 or more batch sizes at one (N, D); add values "
+                       "along train.batch_size.")
+    points = cbs_points(runs, histories, group_keys)
+    if points.empty:
+        raise FitError("the cbs law found no group whose steps-to-target follow "
+                       "S = S_min + E_min/B; add batch sizes along train.batch_size.")
+    return fit_power_law(points, name="cbs", axes=("D",), exponents=("p",), target="B_crit",
+                         hint="values of train.tokens, each with 3+ batch sizes", **boot)

@@ -1,0 +1,199 @@
+"""Runs of a sweep as one table, whatever they came from.
+
+The fitter works on a `Runs` table with one row per run and canonical columns:
+
+    run, status, lr, loss, N (non-embedding params), D (training tokens), B (batch tokens per
+    optimizer step), wd (weight decay λ), seq_len
+
+plus the other config keys that vary across the sweep (model.param, optim.timescale, ...).
+Those, with N, D, B and wd, identify a *slice*: runs that differ only in learning rate.
+
+Two spellings are accepted: MLflow's (`params.optim.lr`, `metrics.final/eval_loss`,
+`tags.trial.status`, as in `mlflow.search_runs`) and short names (`N`, `D`, `B`, `lr`, `wd`,
+`loss`, optionally `status`, `run`, and `C` for training FLOPs, giving D = C / (6N)).
+A CSV that also has a `step` column holds loss histories: one row per (run, step, loss), the
+run's other columns repeated on each row; its final loss is the loss at its last step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fitter.errors import FitError
+
+CANONICAL = ("N", "D", "B", "lr", "wd", "loss")
+AXES = ("N", "D", "B")
+USABLE = ("finished", "diverged")
+MLFLOW_KEYS = {
+    "N": "derived.n_params", "D": "train.tokens", "B": "derived.batch_tokens",
+    "lr": "optim.lr", "wd": "optim.weight_decay", "loss": "final/eval_loss",
+}
+"""Short name → MLflow key, for messages."""
+ALIASES = {"Model Size": "N", "Training FLOP": "C", "run_id": "run", "trial.status": "status"}
+# Config keys that never define a slice: identity, paths, cadence, and keys whose effect is
+# already carried by N, D, B or lr.
+_NOT_SLICE_PREFIXES = ("derived.", "tracking.", "log", "trial.")
+_NOT_SLICE_KEYS = {"optim.lr", "seed", "storage_root", "run_dir", "checkpoint_dir",
+                   "data.cache_dir", "data.paths"}
+
+
+@dataclass(frozen=True)
+class Runs:
+    """Every run of a sweep, normalised; see the module docstring for the columns."""
+
+    table: pd.DataFrame
+    slice_keys: tuple[str, ...]
+    """Columns that, with `lr`, identify a run's slice (only those that vary)."""
+    source: str
+    """Where the runs came from, for messages (`sweep demo`, `runs.csv`)."""
+    histories: dict[str, np.ndarray] = field(default_factory=dict)
+    """run → array of shape (k, 2): optimizer step, loss."""
+
+    @property
+    def usable(self) -> pd.DataFrame:
+        """Finished runs with a finite loss, and diverged runs."""
+        t = self.table
+        return t[(t.status == "diverged") | ((t.status == "finished") & np.isfinite(t.loss))]
+
+    @property
+    def finished(self) -> pd.DataFrame:
+        """Finished runs with a finite loss."""
+        t = self.table
+        return t[(t.status == "finished") & np.isfinite(t.loss)]
+
+
+def from_mlflow_frame(frame: pd.DataFrame, *, source: str) -> Runs:
+    """Normalise a `mlflow.search_runs` frame (or a CSV export of one)."""
+    params = {c[len("params."):]: frame[c] for c in frame.columns if c.startswith("params.")}
+    table = pd.DataFrame(index=frame.index)
+    table["run"] = _first(frame, ["run_id", "tags.trial.id"], default=frame.index.astype(str))
+    table["status"] = _first(frame, ["tags.trial.status"], default=None)
+    table["lr"] = _number(params.get("optim.lr"), frame.index)
+    table["loss"] = _number(frame.get("metrics.final/eval_loss"), frame.index)
+    table["N"] = _number(params.get("derived.n_params"), frame.index)
+    table["D"] = _number(params.get("train.tokens"), frame.index)
+    table["seq_len"] = _number(params.get("train.seq_len"), frame.index)
+    batch = _number(params.get("derived.batch_tokens"), frame.index)
+    from_seqs = _number(params.get("train.batch_size"), frame.index) * table["seq_len"]
+    table["B"] = batch.fillna(from_seqs)
+    table["wd"] = _number(params.get("derived.weight_decay"), frame.index).fillna(
+        _number(params.get("optim.weight_decay"), frame.index))
+    extra = [k for k, v in params.items() if _slice_key(k) and v.nunique(dropna=False) > 1]
+    for key in extra:
+        table[key] = params[key].astype(str)
+    return _finish(table, extra, source)
+
+
+def from_short_frame(frame: pd.DataFrame, *, source: str) -> Runs:
+    """Normalise a frame with short column names (N, D, B, lr, wd, loss, status, run, C)."""
+    frame = frame.rename(columns={k: v for k, v in ALIASES.items() if k in frame.columns})
+    table = pd.DataFrame(index=frame.index)
+    table["run"] = frame["run"].astype(str) if "run" in frame else frame.index.astype(str)
+    table["status"] = frame["status"] if "status" in frame else None
+    for name in ("lr", "loss", "N", "D", "B", "wd", "seq_len"):
+        table[name] = _number(frame.get(name), frame.index)
+    if "C" in frame and table["D"].isna().all():
+        table["D"] = _number(frame["C"], frame.index) / (6.0 * table["N"])
+    return _finish(table, [], source)
+
+
+def read_csv(path: str | Path) -> Runs:
+    """Read runs from a CSV in either spelling; a `step` column marks a loss-history file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FitError(f"CSV file {path} does not exist; pass the path of an exported runs "
+                       "table to --from-csv.")
+    frame = pd.read_csv(path)
+    histories: dict[str, np.ndarray] = {}
+    if "step" in frame.columns:
+        frame, histories = _split_histories(frame, path)
+    mlflow_style = any(c.startswith(("params.", "metrics.")) for c in frame.columns)
+    short = set(frame.columns) & (set(CANONICAL) | set(ALIASES))
+    if not mlflow_style and "loss" not in short:
+        raise FitError(f"CSV {path} lacks a loss column: it needs `metrics.final/eval_loss` "
+                       "or `loss`, with `params.optim.lr`/`lr`, `N`, `D`, `B` as the laws "
+                       f"need (it has {', '.join(map(str, frame.columns[:8]))}).")
+    reader = from_mlflow_frame if mlflow_style else from_short_frame
+    runs = reader(frame, source=str(path))
+    if mlflow_style and runs.table["loss"].isna().all() and "metrics.final/eval_loss" not in frame:
+        raise FitError(f"CSV {path} lacks column `metrics.final/eval_loss`; export it with "
+                       "the runs or rename the loss column to `loss`.")
+    return Runs(runs.table, runs.slice_keys, runs.source, histories)
+
+
+def require(runs: Runs, columns: tuple[str, ...], *, law: str) -> pd.DataFrame:
+    """The usable runs, after checking that each has every column a law needs.
+
+    Raises:
+        FitError: a column is missing altogether, or some runs lack it.
+    """
+    usable = runs.usable
+    if len(usable) and (usable.status == "diverged").all():
+        raise FitError(f"every one of the {len(usable)} runs in {runs.source} diverged; "
+                       "lower `optim.lr` (e.g. by 10×) and extend the sweep.")
+    if usable.empty:
+        raise FitError(f"{runs.source} has no finished or diverged runs to fit; wait for the "
+                       "sweep to finish (`sweep status`).")
+    for col in columns:
+        values = runs.table[col] if col in runs.table else pd.Series(dtype=float)
+        if values.isna().all():
+            raise FitError(f"the {law} law needs `{MLFLOW_KEYS.get(col, col)}` ({col}) but no "
+                           f"run in {runs.source} has it; record it (or add column {col} to "
+                           "the CSV).")
+        lacking = usable[col].isna() if col != "loss" else usable.loss.isna() & (
+            usable.status == "finished")
+        if lacking.any():
+            raise FitError(f"{int(lacking.sum())} of {len(usable)} runs in {runs.source} lack "
+                           f"`{MLFLOW_KEYS.get(col, col)}` ({col}), which the {law} law needs; "
+                           "re-sync those runs or drop them.")
+    return usable
+
+
+def _finish(table: pd.DataFrame, extra: list[str], source: str) -> Runs:
+    if table["status"].isna().all():
+        table["status"] = np.where(np.isfinite(table["loss"]), "finished", "diverged")
+    table["status"] = table["status"].fillna("running").astype(str)
+    keys = [a for a in (*AXES, "wd") if table[a].nunique() > 1] + extra
+    return Runs(table.reset_index(drop=True), tuple(keys), source)
+
+
+def _split_histories(frame: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, dict]:
+    run_col = "run" if "run" in frame else "run_id" if "run_id" in frame else None
+    loss_col = "loss" if "loss" in frame else "metrics.eval/loss" if (
+        "metrics.eval/loss" in frame) else None
+    if run_col is None or loss_col is None:
+        raise FitError(f"CSV {path} has a `step` column but lacks `run` or `loss`; a history "
+                       "file needs one row per (run, step, loss).")
+    frame = frame.sort_values([run_col, "step"])
+    histories = {str(run): g[["step", loss_col]].to_numpy(float)
+                 for run, g in frame.groupby(run_col)}
+    last = frame.groupby(run_col, as_index=False).tail(1).copy()
+    final = "final_loss" if "final_loss" in last else None
+    if final:
+        last[loss_col] = last[final]
+    if loss_col != "loss" and "metrics.final/eval_loss" not in last:
+        last["metrics.final/eval_loss"] = last[loss_col]
+    last[run_col] = last[run_col].astype(str)
+    return last.drop(columns=["step"]).reset_index(drop=True), histories
+
+
+def _slice_key(key: str) -> bool:
+    return key not in _NOT_SLICE_KEYS and not key.startswith(_NOT_SLICE_PREFIXES) and not any(
+        word in key for word in ("dir", "path", "cache", "every"))
+
+
+def _number(values, index: pd.Index) -> pd.Series:
+    if values is None:
+        return pd.Series(np.nan, index=index, dtype=float)
+    return pd.to_numeric(values, errors="coerce").astype(float)
+
+
+def _first(frame: pd.DataFrame, columns: list[str], *, default) -> pd.Series:
+    for col in columns:
+        if col in frame:
+            return frame[col]
+    return pd.Series(default, index=frame.index)

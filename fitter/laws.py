@@ -1,0 +1,103 @@
+"""Hyperparameter laws from slice optima: learning rate, weight-decay timescale, batch size.
+
+- `lr`: η_opt = c · ∏ x^e over the axes among N, D, B that vary. Within each (N, D, B) the
+  slice with the lowest optimal loss is used (the LR at the best setting of the other keys).
+- `timescale`: τ = B / (η λ D) (Power Lines, B and D both in tokens). Per (N, D, B), τ at each
+  slice's LR optimum; with 3 or more weight decays a quadratic in log τ gives τ_opt, otherwise
+  the best slice's τ is τ_opt. Then τ_opt = c · (D/N)^m.
+- `batch`: per (N, D), the best loss at each batch size; a quadratic in log B gives B_opt; then
+  B_opt = c · D^p.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from fitter.errors import FitError
+from fitter.powerlaw import LawFit, fit_power_law
+from fitter.slices import axis_optimum, best_per_group
+
+AXIS_KEYS = {"N": "model.width", "D": "train.tokens", "B": "train.batch_size"}
+
+
+def lr_law(optima: pd.DataFrame, **boot) -> LawFit:
+    """η_opt = c · ∏ x^e over the varying axes among N, D, B."""
+    axes = [a for a in ("N", "D", "B") if a in optima and optima[a].notna().all()]
+    points = best_per_group(optima, axes)
+    _enough(points, "lr", "slices with a bracketed LR optimum (see `next_grid` in fit.json)")
+    varying = tuple(a for a in axes if points[a].nunique() > 1)
+    if not varying:
+        keys = " or ".join(AXIS_KEYS[a] for a in axes) or "model.width, train.tokens"
+        raise FitError(f"the lr law needs LR optima at 2 or more values of N, D or B but the "
+                       f"sweep has one; add values along {keys}.")
+    points = points[[*varying, "lr_opt", "loss_opt"]]
+    hint = "slices with bracketed LR optima along " + ", ".join(AXIS_KEYS[a] for a in varying)
+    return fit_power_law(points, name="lr", axes=varying, exponents=varying, target="lr_opt",
+                         hint=hint, **boot)
+
+
+def timescale_points(optima: pd.DataFrame) -> pd.DataFrame:
+    """τ_opt per (N, D, B), with λ_opt and the number of weight decays it came from."""
+    good = optima[(optima["edge"].isna() | (optima["edge"] == "diverged"))
+                  & np.isfinite(optima["loss_opt"]) & (optima["wd"] > 0)]
+    good = good.assign(tau=good["B"] / (good["lr_opt"] * good["wd"] * good["D"]))
+    rows = []
+    for (n, d, b), group in good.groupby(["N", "D", "B"]):
+        best = group.loc[group["loss_opt"].idxmin()]
+        tau, edge = best["tau"], None
+        if group["wd"].nunique() >= 3:
+            opt = axis_optimum(np.log10(group["tau"].to_numpy()), group["loss_opt"].to_numpy())
+            edge = opt.edge
+            tau = 10 ** opt.x if edge is None else tau
+        rows.append({"N": n, "D": d, "B": b, "D/N": d / n, "tau_opt": tau,
+                     "wd_opt": b / (best["lr_opt"] * tau * d), "n_wd": group["wd"].nunique(),
+                     "edge": edge})
+    return pd.DataFrame(rows, columns=["N", "D", "B", "D/N", "tau_opt", "wd_opt", "n_wd", "edge"])
+
+
+def timescale_law(optima: pd.DataFrame, **boot) -> LawFit:
+    """τ_opt = c · (D/N)^m."""
+    if not (optima["wd"] > 0).any():
+        raise FitError("the timescale law needs runs with non-zero weight decay "
+                       "(optim.weight_decay or optim.timescale); add some to the sweep.")
+    points = timescale_points(optima)
+    points = points[points["edge"].isna()].drop(columns=["edge"])
+    _enough(points, "timescale", "(N, D) settings with an LR optimum and weight decay > 0")
+    return fit_power_law(points, name="timescale", axes=("D/N",), exponents=("m",),
+                         target="tau_opt", hint="values of D/N (model.width or train.tokens)",
+                         **boot)
+
+
+def batch_points(optima: pd.DataFrame) -> pd.DataFrame:
+    """B_opt per (N, D) from the best loss at each batch size; edge flags kept."""
+    good = optima[(optima["edge"].isna() | (optima["edge"] == "diverged"))
+                  & np.isfinite(optima["loss_opt"])]
+    rows = []
+    for (n, d), group in good.groupby(["N", "D"]):
+        per_b = group.groupby("B")["loss_opt"].min()
+        if len(per_b) < 3:
+            continue
+        opt = axis_optimum(np.log10(per_b.index.to_numpy(float)), per_b.to_numpy())
+        rows.append({"N": n, "D": d, "B_opt": 10 ** opt.x, "loss_opt": opt.loss,
+                     "n_batch": len(per_b), "edge": opt.edge})
+    return pd.DataFrame(rows, columns=["N", "D", "B_opt", "loss_opt", "n_batch", "edge"])
+
+
+def batch_law(optima: pd.DataFrame, **boot) -> LawFit:
+    """B_opt = c · D^p."""
+    if optima.groupby(["N", "D"])["B"].nunique().max() < 3:
+        raise FitError("the batch law needs 3 or more batch sizes at one (N, D) but the sweep "
+                       "has at most "
+                       f"{optima.groupby(['N', 'D'])['B'].nunique().max()}; add values along "
+                       "train.batch_size.")
+    points = batch_points(optima)
+    points = points[points["edge"].isna()].drop(columns=["edge"])
+    _enough(points, "batch", "(N, D) settings with 3+ batch sizes bracketing the best")
+    return fit_power_law(points, name="batch", axes=("D",), exponents=("p",), target="B_opt",
+                         hint="values of train.tokens, each with 3+ batch sizes", **boot)
+
+
+def _enough(points: pd.DataFrame, law: str, what: str) -> None:
+    if points.empty:
+        raise FitError(f"the {law} law has no usable points; it needs {what}.")

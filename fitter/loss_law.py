@@ -1,0 +1,173 @@
+"""L(N, D) = E + A/N^α + B/D^β, fitted as Besiroglu et al. 2024 (arXiv 2404.10102) do.
+
+In log space with a log-sum-exp parametrisation, A = e^a, B = e^b, E = e^e:
+
+    log L̂ = LSE(a − α log N, b − β log D, e)
+
+minimising Σ Huber_δ(log L̂ − log L) with δ = 1e-3 by L-BFGS-B from a grid of starts
+(Hoffmann et al.'s grid: a, b ∈ {0, 5, …, 25}, e ∈ {−1, −0.5, …, 1}, α, β ∈ {0, 0.5, …, 2}).
+The objective is evaluated at all 4,500 starts at once and L-BFGS-B runs from the best
+`N_STARTS` of them; bootstrap refits (runs resampled with replacement) start from the full-data
+optimum. The gradient is analytic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import minimize
+
+from fitter.errors import FitError
+from fitter.powerlaw import CI_LEVEL, _quantiles
+
+DELTA = 1e-3
+N_STARTS = 24
+NAMES = ("E", "A", "B", "alpha", "beta")
+GRID = np.array(list(itertools.product(
+    np.arange(0, 30, 5.0), np.arange(0, 30, 5.0), np.arange(-1, 1.5, 0.5),
+    np.arange(0, 2.5, 0.5), np.arange(0, 2.5, 0.5))))
+"""Starts as rows (a, b, e, α, β)."""
+
+
+@dataclass
+class LossFit:
+    """The fitted loss law, its points and its bootstrap."""
+
+    theta: np.ndarray
+    """a, b, e, α, β."""
+    boot: np.ndarray
+    points: pd.DataFrame
+    """N, D, loss."""
+    ci_level: float = CI_LEVEL
+
+    @property
+    def coef(self) -> dict[str, float]:
+        """E, A, B, alpha, beta."""
+        return dict(zip(NAMES, map(float, _natural(self.theta)), strict=True))
+
+    @property
+    def ci(self) -> dict[str, list[float]]:
+        """Percentile intervals of each coefficient."""
+        lo, hi = _quantiles(np.apply_along_axis(_natural, 1, self.boot), self.ci_level)
+        return {k: [float(lo[i]), float(hi[i])] for i, k in enumerate(NAMES)}
+
+    def predict(self, N: float, D: float) -> float:  # noqa: N803 - the law's own symbols
+        """L(N, D)."""
+        return float(np.exp(log_loss(self.theta, np.log([N]), np.log([D])))[0])
+
+    def interval(self, N: float, D: float) -> tuple[float, float]:  # noqa: N803
+        """Bootstrap interval of L(N, D)."""
+        preds = np.array([log_loss(t, np.log([N]), np.log([D]))[0] for t in self.boot])
+        lo, hi = _quantiles(np.exp(preds)[:, None], self.ci_level)
+        return float(lo[0]), float(hi[0])
+
+    def residuals(self) -> np.ndarray:
+        """log(observed) − log(fit)."""
+        p = self.points
+        return np.log(p["loss"].to_numpy()) - log_loss(self.theta, np.log(p["N"].to_numpy()),
+                                                       np.log(p["D"].to_numpy()))
+
+    def to_json(self) -> dict:
+        """The law as it appears in fit.json."""
+        res = self.residuals()
+        return {"form": "loss = E + A / N^alpha + B / D^beta", "coef": self.coef, "ci": self.ci,
+                "ci_level": self.ci_level, "n_points": len(self.points),
+                "n_boot": len(self.boot), "method": "Besiroglu et al. 2024: Huber(1e-3) on "
+                "log loss, L-BFGS-B from a grid of starts",
+                "rmse_log": float(np.sqrt(np.mean(res ** 2))),
+                "range": {k: [float(self.points[k].min()), float(self.points[k].max())]
+                          for k in ("N", "D")},
+                "points": self.points[["N", "D", "loss"]].to_dict("records"),
+                "residuals_log": res.tolist()}
+
+
+def log_loss(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray) -> np.ndarray:
+    """log L̂ for parameters (a, b, e, α, β)."""
+    return _terms(theta, log_n, log_d)[0]
+
+
+def _terms(theta, log_n, log_d):
+    # log-sum-exp of the three terms, and each term's share of the sum (its softmax weight)
+    a, b, e, alpha, beta = theta
+    t1, t2 = a - alpha * log_n, b - beta * log_d
+    top = np.maximum(np.maximum(t1, t2), e)
+    x1, x2, x3 = np.exp(t1 - top), np.exp(t2 - top), np.exp(e - top)
+    total = x1 + x2 + x3
+    return top + np.log(total), x1 / total, x2 / total, x3 / total
+
+
+def huber_objective(theta, log_n, log_d, log_l, weights=None):
+    """Σ Huber_δ(log L̂ − log L) and its gradient in (a, b, e, α, β)."""
+    lse, s1, s2, s3 = _terms(theta, log_n, log_d)
+    r = lse - log_l
+    abs_r = np.abs(r)
+    h = np.where(abs_r <= DELTA, 0.5 * r * r, DELTA * (abs_r - 0.5 * DELTA))
+    dr = np.clip(r, -DELTA, DELTA)
+    if weights is not None:
+        h, dr = h * weights, dr * weights
+    # elementwise sums, not BLAS dot products: BLAS threads on vectors this short cost more
+    # in synchronisation than they save, badly so on a busy machine
+    g1, g2 = dr * s1, dr * s2
+    grad = np.array([g1.sum(), g2.sum(), (dr * s3).sum(), -(g1 * log_n).sum(),
+                     -(g2 * log_d).sum()])
+    return float(h.sum()), grad
+
+
+def fit_loss_law(points: pd.DataFrame, *, n_boot: int = 200, ci_level: float = CI_LEVEL,
+                 seed: int = 0) -> LossFit:
+    """Fit L(N, D) to points with columns N, D, loss (one row per run or per (N, D)).
+
+    Raises:
+        FitError: fewer than 6 points, or fewer than 3 distinct values of N or of D.
+    """
+    for axis, key in (("N", "model.width"), ("D", "train.tokens")):
+        distinct = points[axis].nunique()
+        if distinct < 3:
+            raise FitError(f"the loss law needs losses at 3 or more values of {axis} but has "
+                           f"{distinct}; add {3 - distinct} more along {key}.")
+    if len(points) < 6:
+        raise FitError(f"the loss law needs at least 6 (N, D) points but has {len(points)}; "
+                       f"add {6 - len(points)} more along model.width or train.tokens.")
+    log_n, log_d, log_l = (np.log(points[c].to_numpy(float)) for c in ("N", "D", "loss"))
+    with _one_blas_thread():
+        theta = _best_of_grid(log_n, log_d, log_l)
+        rng = np.random.default_rng(seed)
+        boot = np.empty((n_boot, 5))
+        for i in range(n_boot):
+            counts = np.bincount(rng.integers(0, len(log_l), len(log_l)), minlength=len(log_l))
+            boot[i] = _lbfgs(theta, log_n, log_d, log_l, counts.astype(float)).x
+    return LossFit(theta, boot, points[["N", "D", "loss"]].reset_index(drop=True), ci_level)
+
+
+def _one_blas_thread():
+    # L-BFGS-B's 5×5 linear algebra goes through BLAS; its threads only add synchronisation
+    # (30× slower on a busy 2-core machine), so the fit runs with one.
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _best_of_grid(log_n, log_d, log_l) -> np.ndarray:
+    a, b, e, alpha, beta = (GRID[:, i:i + 1] for i in range(5))
+    lse = np.logaddexp(np.logaddexp(a - alpha * log_n, b - beta * log_d), e)
+    r = np.abs(lse - log_l)
+    values = np.where(r <= DELTA, 0.5 * r ** 2, DELTA * (r - 0.5 * DELTA)).sum(axis=1)
+    starts = GRID[np.argsort(values)[:N_STARTS]]
+    fits = [_lbfgs(start, log_n, log_d, log_l) for start in starts]
+    return min(fits, key=lambda f: f.fun).x
+
+
+def _lbfgs(start, log_n, log_d, log_l, weights=None):
+    return minimize(huber_objective, start, args=(log_n, log_d, log_l, weights), jac=True,
+                    method="L-BFGS-B", options={"maxiter": 500, "ftol": 1e-14, "gtol": 1e-10})
+
+
+def _natural(theta: np.ndarray) -> np.ndarray:
+    a, b, e, alpha, beta = theta
+    return np.array([np.exp(e), np.exp(a), np.exp(b), alpha, beta])

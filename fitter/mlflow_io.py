@@ -1,0 +1,90 @@
+"""Reading a sweep's runs from MLflow and recording a fit there (schema in DESIGN.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from fitter.data import Runs, from_mlflow_frame
+from fitter.errors import FitError
+
+HISTORY_KEYS = ("eval/loss", "train/loss")
+"""Per-step loss metrics for steps-to-target, in order of preference."""
+
+
+def load_runs(uri: str, sweep: str, *, histories: bool = True) -> Runs:
+    """The trial runs of a sweep (experiment `sweep`), normalised.
+
+    Args:
+        uri: MLflow tracking URI.
+        sweep: sweep name (= experiment name).
+        histories: also fetch loss histories of runs in groups with 3+ batch sizes (cbs law).
+
+    Raises:
+        FitError: unknown sweep, or a sweep with no trial runs.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(sweep)
+    if exp is None:
+        raise FitError(f"no sweep named {sweep!r} in tracking store {uri}; check the name "
+                       "(it is the experiment name) or pass --tracking-uri.")
+    mlflow.set_tracking_uri(uri)
+    frame = mlflow.search_runs(experiment_ids=[exp.experiment_id],
+                               filter_string="tags.`proxysweep.kind` = 'trial'",
+                               output_format="pandas")
+    if frame.empty:
+        raise FitError(f"sweep {sweep!r} has no trial runs yet; launch it with `sweep launch`.")
+    runs = from_mlflow_frame(frame, source=f"sweep {sweep}")
+    if histories:
+        runs = Runs(runs.table, runs.slice_keys, runs.source,
+                    load_histories(client, _cbs_candidates(runs)))
+    return runs
+
+
+def load_histories(client, run_ids: list[str]) -> dict[str, np.ndarray]:
+    """run → (step, loss) array, from the first of HISTORY_KEYS each run has."""
+    out = {}
+    for run_id in run_ids:
+        for key in HISTORY_KEYS:
+            history = client.get_metric_history(run_id, key)
+            if len(history) >= 2:
+                pairs = sorted((m.step, m.value) for m in history)
+                out[run_id] = np.array(pairs, float)
+                break
+    return out
+
+
+def _cbs_candidates(runs: Runs) -> list[str]:
+    finished = runs.finished
+    keys = [k for k in runs.slice_keys if k != "B"]
+    if finished.empty or finished["B"].nunique() < 3:
+        return []
+    if not keys:
+        return finished["run"].tolist()
+    counts = finished.groupby(keys, dropna=False)["B"].transform("nunique")
+    return finished.loc[counts >= 3, "run"].tolist()
+
+
+def log_fit(uri: str, sweep: str, out_dir: str | Path, doc: dict) -> str:
+    """Record a fit run (tag proxysweep.kind=fit) with fit.json and plots/; its run id."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(sweep)
+    run = client.create_run(exp.experiment_id, run_name=f"fit {sweep}",
+                            tags={"proxysweep.kind": "fit"})
+    run_id = run.info.run_id
+    metrics = {f"{law}.{name}": value for law, body in doc["laws"].items()
+               for name, value in body["coef"].items() if value is not None}
+    for key, value in metrics.items():
+        client.log_metric(run_id, key, value)
+    out = Path(out_dir)
+    client.log_artifact(run_id, str(out / "fit.json"))
+    if (out / "plots").is_dir():
+        client.log_artifacts(run_id, str(out / "plots"), artifact_path="plots")
+    client.set_terminated(run_id, "FINISHED")
+    return run_id

@@ -1,0 +1,166 @@
+"""Power laws y = c · ∏ x_k^e_k, fitted by least squares in log space, with bootstrap intervals.
+
+The points are optima (one per slice or group), each the product of several runs; the
+bootstrap resamples points with replacement, i.e. whole groups of runs, which keeps together
+the runs that jointly determine one optimum. Resamples in which an axis takes a single value
+(the exponent would be undetermined) are drawn again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from fitter.errors import FitError
+
+N_BOOT = 500
+CI_LEVEL = 0.9
+
+
+@dataclass
+class LawFit:
+    """A fitted power law, its points and its bootstrap."""
+
+    name: str
+    axes: tuple[str, ...]
+    """Columns of `points` the law depends on (e.g. N, D, or D/N)."""
+    exponents: tuple[str, ...]
+    """Coefficient name of each axis's exponent (e.g. N, m, p)."""
+    target: str
+    points: pd.DataFrame
+    """The fitted points: axes, target, and whatever else describes them."""
+    log_coef: np.ndarray
+    """log10 c followed by the exponents."""
+    boot: np.ndarray
+    """Bootstrap samples of log_coef, shape (n_boot, 1 + k)."""
+    ci_level: float = CI_LEVEL
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def coef(self) -> dict[str, float]:
+        """c and one exponent per axis."""
+        return {"c": float(10 ** self.log_coef[0]),
+                **{e: float(v) for e, v in zip(self.exponents, self.log_coef[1:], strict=True)}}
+
+    @property
+    def ci(self) -> dict[str, list[float]]:
+        """Percentile intervals of each coefficient."""
+        lo, hi = _quantiles(self.boot, self.ci_level)
+        out = {"c": [float(10 ** lo[0]), float(10 ** hi[0])]}
+        out.update({e: [float(lo[i + 1]), float(hi[i + 1])] for i, e in enumerate(self.exponents)})
+        return out
+
+    @property
+    def form(self) -> str:
+        """The law as text."""
+        return f"{self.target} = c * " + " * ".join(
+            f"{a}^{e}" for a, e in zip(self.axes, self.exponents, strict=True))
+
+    def predict(self, **x: float) -> float:
+        """The law at one point (keyword per axis)."""
+        return float(10 ** (_design(self.axes, x) @ self.log_coef))
+
+    def interval(self, **x: float) -> tuple[float, float]:
+        """Bootstrap interval of the law's value at one point."""
+        pred = self.boot @ _design(self.axes, x)
+        lo, hi = _quantiles(pred[:, None], self.ci_level)
+        return float(10 ** lo[0]), float(10 ** hi[0])
+
+    def residuals(self) -> np.ndarray:
+        """log10(observed) − log10(law) at each point."""
+        return np.log10(self.points[self.target].to_numpy()) - self._log_fit()
+
+    def _log_fit(self) -> np.ndarray:
+        return _design_matrix(self.points, self.axes) @ self.log_coef
+
+    def to_json(self) -> dict:
+        """The law as it appears in fit.json."""
+        res = self.residuals()
+        cols = [*self.axes, self.target, *[c for c in self.points.columns
+                                           if c not in (*self.axes, self.target)]]
+        return {"form": self.form, "coef": self.coef, "ci": self.ci, "ci_level": self.ci_level,
+                "n_points": len(self.points), "n_boot": len(self.boot),
+                "rmse_log10": float(np.sqrt(np.mean(res ** 2))),
+                "range": {a: [float(self.points[a].min()), float(self.points[a].max())]
+                          for a in self.axes},
+                "points": _records(self.points[cols]), "residuals_log10": res.tolist(),
+                **self.extra}
+
+
+def fit_power_law(points: pd.DataFrame, *, name: str, axes: tuple[str, ...],
+                  exponents: tuple[str, ...], target: str, n_boot: int = N_BOOT,
+                  ci_level: float = CI_LEVEL, seed: int = 0, hint: str = "") -> LawFit:
+    """Fit target = c · ∏ axes^exponents to the points, with a bootstrap over points.
+
+    Args:
+        points: one row per point; positive values in the axes and target columns.
+        name: the law's name, for messages.
+        axes: columns the law depends on.
+        exponents: coefficient names of their exponents.
+        target: the fitted column.
+        n_boot: bootstrap resamples.
+        ci_level: coverage of the reported intervals.
+        seed: seed of the bootstrap.
+        hint: what to sweep to get more points, appended to a too-few-points message.
+
+    Raises:
+        FitError: too few points, or an axis with a single value.
+    """
+    need = len(axes) + 2
+    for axis in axes:
+        distinct = points[axis].nunique()
+        if distinct < 2:
+            raise FitError(f"the {name} law needs optima at 2 or more values of {axis} but has "
+                           f"{distinct}; add at least {2 - distinct} more {hint}.")
+    if len(points) < need:
+        raise FitError(f"the {name} law needs at least {need} points but has {len(points)}; "
+                       f"add {need - len(points)} more {hint}.")
+    X = _design_matrix(points, axes)
+    y = np.log10(points[target].to_numpy(float))
+    log_coef = np.linalg.lstsq(X, y, rcond=None)[0]
+    boot = _bootstrap(X, y, n_boot, np.random.default_rng(seed))
+    return LawFit(name, axes, exponents, target, points.reset_index(drop=True), log_coef, boot,
+                  ci_level)
+
+
+def _bootstrap(X: np.ndarray, y: np.ndarray, n_boot: int, rng) -> np.ndarray:
+    n, k = X.shape
+    out = np.empty((n_boot, k))
+    done = 0
+    for _ in range(50 * n_boot):
+        if done == n_boot:
+            break
+        idx = rng.integers(0, n, n)
+        Xb = X[idx]
+        if np.any(np.ptp(Xb[:, 1:], axis=0) == 0) or np.linalg.matrix_rank(Xb) < k:
+            continue
+        out[done] = np.linalg.lstsq(Xb, y[idx], rcond=None)[0]
+        done += 1
+    return out[:done]
+
+
+def _design(axes: tuple[str, ...], x: dict) -> np.ndarray:
+    missing = [a for a in axes if a not in x]
+    if missing:
+        raise KeyError(f"law needs values for {missing}")
+    return np.array([1.0, *[np.log10(float(x[a])) for a in axes]])
+
+
+def _design_matrix(points: pd.DataFrame, axes: tuple[str, ...]) -> np.ndarray:
+    cols = [np.log10(points[a].to_numpy(float)) for a in axes]
+    return np.column_stack([np.ones(len(points)), *cols])
+
+
+def _quantiles(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    tail = (1 - level) / 2
+    return np.quantile(samples, tail, axis=0), np.quantile(samples, 1 - tail, axis=0)
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    out = []
+    for row in frame.to_dict("records"):
+        out.append({k: (float(v) if isinstance(v, (int, float, np.number)) else
+                        (None if v is None else str(v))) for k, v in row.items()})
+    return out

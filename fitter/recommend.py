@@ -1,0 +1,116 @@
+"""Hyperparameters for a big run, read off the fitted laws, with how far they extrapolate."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fitter.errors import FitError
+from fitter.fit import FitResult
+
+
+def recommend(result: FitResult, *, params: float, tokens: float,
+              batch: float | None = None) -> dict:
+    """LR, batch size (tokens per step), weight decay and predicted loss at (N, D[, B]).
+
+    Each entry has `value`, `interval` (the laws' bootstrap interval), `law` and
+    `extrapolation` (axis → ratio beyond the fitted range, 1.0 inside it).
+
+    Raises:
+        FitError: no law gives a learning rate or batch size for this run.
+    """
+    point = {"N": float(params), "D": float(tokens), "D/N": float(tokens) / float(params)}
+    laws, out, missing = result.laws, {}, {}
+    if batch is not None:
+        out["batch_tokens"] = {"value": float(batch), "interval": None, "law": "given",
+                               "extrapolation": {}}
+    elif "batch" in laws or "cbs" in laws:
+        name = "batch" if "batch" in laws else "cbs"
+        out["batch_tokens"] = _entry(laws[name], point, name)
+    else:
+        missing["batch_tokens"] = result.skipped.get("batch", "no batch law")
+    if "batch_tokens" in out:
+        point["B"] = out["batch_tokens"]["value"]
+        seq_len = result.runs.table["seq_len"].dropna().unique()
+        if len(seq_len) == 1:
+            out["batch_size"] = {"value": point["B"] / seq_len[0], "unit": "sequences of "
+                                 f"{int(seq_len[0])} tokens (train.batch_size)"}
+    if "lr" in laws:
+        needs_b = "B" in laws["lr"].axes and "B" not in point
+        if needs_b:
+            raise FitError("the lr law depends on B but no batch size is known; pass --batch "
+                           "(tokens per step) or sweep 3+ batch sizes for the batch law.")
+        out["lr"] = _entry(laws["lr"], point, "lr")
+    else:
+        missing["lr"] = result.skipped.get("lr", "no lr law")
+    if "timescale" in laws and "lr" in out and "B" in point:
+        out["weight_decay"] = _weight_decay(laws["timescale"], laws["lr"], point)
+    else:
+        missing["weight_decay"] = result.skipped.get("timescale", "needs the lr and timescale "
+                                                     "laws and a batch size")
+    if "loss" in laws:
+        loss = laws["loss"]
+        out["loss"] = {"value": loss.predict(point["N"], point["D"]),
+                       "interval": list(loss.interval(point["N"], point["D"])), "law": "loss",
+                       "extrapolation": _extrapolation(loss.to_json()["range"], point)}
+    if "lr" not in out and "batch_tokens" not in out:
+        raise FitError(f"no law in {result.runs.source} gives a learning rate or batch size: "
+                       f"{missing.get('lr')}")
+    return {"inputs": {"N": point["N"], "D": point["D"], "B": batch}, **out,
+            "unavailable": missing}
+
+
+def _entry(law, point: dict, name: str) -> dict:
+    x = {a: point[a] for a in law.axes}
+    return {"value": law.predict(**x), "interval": list(law.interval(**x)), "law": name,
+            "form": law.form, "extrapolation": _extrapolation(law.to_json()["range"], point)}
+
+
+def _weight_decay(timescale, lr, point: dict) -> dict:
+    # λ = B / (η τ D), with η and τ from paired bootstrap samples of the two laws.
+    k = min(len(timescale.boot), len(lr.boot))
+    log_eta = lr.boot[:k] @ np.array([1.0, *[np.log10(point[a]) for a in lr.axes]])
+    log_tau = timescale.boot[:k] @ np.array([1.0, np.log10(point["D/N"])])
+    samples = point["B"] / (10 ** log_eta * 10 ** log_tau * point["D"])
+    eta = lr.predict(**{a: point[a] for a in lr.axes})
+    tau = timescale.predict(**{"D/N": point["D/N"]})
+    tail = (1 - lr.ci_level) / 2
+    return {"value": point["B"] / (eta * tau * point["D"]),
+            "interval": [float(np.quantile(samples, tail)), float(np.quantile(samples, 1 - tail))],
+            "law": "timescale", "timescale": tau, "form": "weight_decay = B / (lr * tau * D)",
+            "extrapolation": _extrapolation(timescale.to_json()["range"], point)}
+
+
+def _extrapolation(ranges: dict, point: dict) -> dict[str, float]:
+    out = {}
+    for axis, (lo, hi) in ranges.items():
+        value = point.get(axis)
+        if value is not None:
+            out[axis] = float(value / hi if value > hi else lo / value if value < lo else 1.0)
+    return out
+
+
+def format_recommendation(rec: dict) -> str:
+    """Plain-text lines for the terminal."""
+    lines = []
+    for key in ("lr", "batch_tokens", "batch_size", "weight_decay", "loss"):
+        entry = rec.get(key)
+        if entry is None:
+            continue
+        text = f"{key:<13} {entry['value']:.4g}"
+        if entry.get("interval"):
+            lo, hi = entry["interval"]
+            text += f"  [{lo:.3g}, {hi:.3g}]"
+        if "unit" in entry:
+            text += f"  {entry['unit']}"
+        if entry.get("law"):
+            text += f"  law: {entry['law']}"
+        beyond = {a: r for a, r in entry.get("extrapolation", {}).items() if r > 1.0}
+        if beyond:
+            text += "  extrapolates " + ", ".join(f"{a} {r:.3g}× beyond the data"
+                                                  for a, r in beyond.items())
+        elif entry.get("extrapolation"):
+            text += "  within the data range"
+        lines.append(text)
+    for key, reason in rec["unavailable"].items():
+        lines.append(f"{key:<13} not available: {reason}")
+    return "\n".join(lines)

@@ -1,0 +1,152 @@
+"""`sweep fit` and `sweep recommend` end to end on an MLflow store, and every bad-input message."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+from fitter.synthetic import Truth, synthetic_runs
+from orchestrator.cli import main
+
+SEQ_LEN = 128
+
+
+def log_sweep(uri: str, name: str, frame: pd.DataFrame) -> None:
+    """Write runs the way the orchestrator does (DESIGN.md schema)."""
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment(name)
+    parent = client.create_run(exp, tags={"proxysweep.kind": "sweep"}).info.run_id
+    for i, row in frame.iterrows():
+        run = client.create_run(exp, tags={MLFLOW_PARENT_RUN_ID: parent,
+                                           "proxysweep.kind": "trial", "trial.id": f"t{i}",
+                                           "trial.status": row["status"], "trial.attempt": "1"})
+        params = {"optim.lr": row["lr"], "optim.weight_decay": row["wd"],
+                  "train.batch_size": int(row["B"] // SEQ_LEN), "train.seq_len": SEQ_LEN,
+                  "train.tokens": int(row["D"]), "derived.n_params": int(row["N"]),
+                  "derived.batch_tokens": int(row["B"]), "seed": 0, "model.param": "mup",
+                  "run_dir": f"runs/t{i}"}
+        metrics = [Metric("final/eval_loss", row["loss"], 0, 1)] if np.isfinite(row["loss"]) else []
+        client.log_batch(run.info.run_id, metrics=metrics,
+                         params=[Param(k, str(v)) for k, v in params.items()])
+        client.set_terminated(run.info.run_id)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    path = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{path}/mlflow.db"
+    truth = Truth(lr=(0.5, -0.3, 0.0, 0.0), loss=(2.0, 300.0, 1500.0, 0.3, 0.35))
+    frame = synthetic_runs(truth, n_values=[1e6, 2e6, 4e6, 8e6], d_values=[1e8, 3e8, 1e9],
+                           b_values=[SEQ_LEN * 64], wd_values=[0.1], diverge_above=3, noise=0.001,
+                           seed=5)
+    log_sweep(uri, "demo", frame)
+    log_sweep(uri, "doomed", frame.assign(status="diverged", loss=np.nan).head(6))
+    return uri, path
+
+
+def test_fit_round_trip_writes_fit_json_and_logs_a_fit_run(store, capsys):
+    uri, path = store
+    out = path / "fit-demo"
+    assert main(["--tracking-uri", uri, "fit", "demo", "--out", str(out), "--json",
+                 "--n-boot", "100"]) == 0
+    doc = json.loads((out / "fit.json").read_text())
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["laws"]["lr"]["coef"] == doc["laws"]["lr"]["coef"]
+    lr = doc["laws"]["lr"]
+    assert set(lr["coef"]) == {"c", "N", "D"}
+    assert lr["coef"]["N"] == pytest.approx(-0.3, abs=0.05)
+    assert lr["n_points"] == 12 and len(lr["residuals_log10"]) == 12
+    assert lr["ci"]["N"][0] < lr["coef"]["N"] < lr["ci"]["N"][1]
+    assert set(doc["laws"]["loss"]["coef"]) == {"E", "A", "B", "alpha", "beta"}
+    assert "batch" in doc["skipped"] and "train.batch_size" in doc["skipped"]["batch"]
+    assert doc["n_diverged"] > 0 and len(doc["slices"]) == 12
+    assert (out / "plots" / "lr_slices.png").stat().st_size > 1000
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("demo")
+    fits = client.search_runs([exp.experiment_id], "tags.`proxysweep.kind` = 'fit'")
+    run_id = printed["fit_run_id"]
+    assert len(fits) == 1 and fits[0].info.run_id == run_id
+    names = {a.path for a in client.list_artifacts(run_id)}
+    assert {"fit.json", "plots"} <= names
+    plots = {a.path for a in client.list_artifacts(run_id, "plots")}
+    assert "plots/law_lr.png" in plots
+    assert fits[0].data.metrics["lr.N"] == pytest.approx(lr["coef"]["N"])
+
+
+def test_recommend_names_laws_and_extrapolation(store, capsys):
+    uri, _ = store
+    args = ["--tracking-uri", uri, "recommend", "demo", "--params", "8e7", "--tokens", "1e9",
+            "--batch", str(SEQ_LEN * 64), "--json", "--n-boot", "100"]
+    assert main(args) == 0
+    rec = json.loads(capsys.readouterr().out)
+    truth = Truth(lr=(0.5, -0.3, 0.0, 0.0)).lr_opt(8e7, 1e9, 1)
+    assert rec["lr"]["value"] == pytest.approx(truth, rel=0.3)
+    lo, hi = rec["lr"]["interval"]
+    assert lo < rec["lr"]["value"] < hi
+    assert rec["lr"]["extrapolation"]["N"] == pytest.approx(10.0)
+    assert rec["lr"]["extrapolation"]["D"] == 1.0
+    assert rec["batch_size"]["value"] == 64
+    wd = rec["weight_decay"]
+    assert wd["law"] == "timescale" and wd["interval"][0] < wd["value"] < wd["interval"][1]
+    # λ = B / (η τ D) holds between the recommended values
+    assert wd["value"] == pytest.approx(SEQ_LEN * 64 / (rec["lr"]["value"] * wd["timescale"]
+                                                         * 1e9))
+    assert rec["loss"]["extrapolation"]["N"] == pytest.approx(10.0)
+
+
+def error_of(capsys, args) -> str:
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err
+    return err
+
+
+def test_unknown_sweep(store, capsys):
+    err = error_of(capsys, ["--tracking-uri", store[0], "fit", "nope"])
+    assert "no sweep named 'nope'" in err and "--tracking-uri" in err
+
+
+def test_unknown_law(store, capsys):
+    err = error_of(capsys, ["--tracking-uri", store[0], "fit", "demo", "--law", "gravity"])
+    assert "unknown law 'gravity'" in err and "loss, lr, timescale, batch, cbs" in err
+
+
+def test_every_run_diverged(store, capsys):
+    err = error_of(capsys, ["--tracking-uri", store[0], "fit", "doomed"])
+    assert "every one of the 6 runs" in err and "optim.lr" in err
+
+
+def test_too_few_points_says_how_many_more_and_along_which_key(tmp_path, capsys):
+    frame = synthetic_runs(Truth(), n_values=[1e6, 4e6], d_values=[1e9], b_values=[1e5])
+    frame.to_csv(tmp_path / "runs.csv", index=False)
+    err = error_of(capsys, ["fit", "--from-csv", str(tmp_path / "runs.csv"), "--law", "lr"])
+    assert "needs at least 3 points but has 2; add 1 more" in err and "model.width" in err
+
+
+def test_csv_missing_columns(tmp_path, capsys):
+    pd.DataFrame({"N": [1, 2], "D": [3, 4]}).to_csv(tmp_path / "bad.csv", index=False)
+    err = error_of(capsys, ["fit", "--from-csv", str(tmp_path / "bad.csv")])
+    assert "lacks a loss column" in err
+
+
+def test_runs_lacking_a_required_param(tmp_path, capsys):
+    frame = synthetic_runs(Truth(), n_values=[1e6, 4e6, 1.6e7], d_values=[1e9], b_values=[1e5])
+    frame.loc[3, "N"] = np.nan
+    frame.to_csv(tmp_path / "runs.csv", index=False)
+    err = error_of(capsys, ["fit", "--from-csv", str(tmp_path / "runs.csv"), "--law", "loss"])
+    assert "1 of 27 runs" in err and "derived.n_params" in err
+
+
+def test_fit_from_short_name_csv_for_a_single_law(tmp_path, capsys):
+    frame = synthetic_runs(Truth(), n_values=[1e6, 4e6, 1.6e7], d_values=[1e9], b_values=[1e5],
+                           noise=0.001)
+    frame.to_csv(tmp_path / "runs.csv", index=False)
+    assert main(["fit", "--from-csv", str(tmp_path / "runs.csv"), "--law", "lr", "--json",
+                 "--out", str(tmp_path / "out"), "--n-boot", "50"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert list(doc["laws"]) == ["lr"]
+    assert doc["laws"]["lr"]["coef"]["N"] == pytest.approx(-0.3, abs=0.05)

@@ -1,0 +1,89 @@
+"""Hyperparameter laws recovered from synthetic sweeps drawn from known laws with noise."""
+
+import numpy as np
+import pytest
+
+from fitter.data import Runs, from_short_frame
+from fitter.fit import fit_runs
+from fitter.synthetic import Truth, synthetic_histories, synthetic_runs
+
+N3, D3 = [1e6, 4e6, 1.6e7], [1e8, 4e8, 1.6e9]
+
+
+def fit(frame, law, **kw):
+    return fit_runs(from_short_frame(frame, source="synthetic"), laws=(law,), **kw).laws[law]
+
+
+def test_lr_law_recovers_exponents_over_n_d_b():
+    truth = Truth(lr=(0.5, -0.3, -0.1, 0.4))
+    frame = synthetic_runs(truth, n_values=N3, d_values=D3, b_values=[1e4, 4e4, 1.6e5],
+                           noise=0.002, seed=3)
+    law = fit(frame, "lr", n_boot=200)
+    assert law.axes == ("N", "D", "B")
+    for name, true in zip(("N", "D", "B"), truth.lr[1:], strict=True):
+        assert law.coef[name] == pytest.approx(true, abs=0.04)
+        lo, hi = law.ci[name]
+        assert lo < law.coef[name] < hi
+    assert law.predict(N=1e8, D=1e10, B=1e6) == pytest.approx(truth.lr_opt(1e8, 1e10, 1e6),
+                                                              rel=0.35)
+
+
+def test_lr_law_uses_only_the_axes_that_vary():
+    frame = synthetic_runs(Truth(), n_values=N3 + [6.4e7], d_values=[1e9], b_values=[1e5])
+    law = fit(frame, "lr", n_boot=50)
+    assert law.axes == ("N",)
+    assert law.coef["N"] == pytest.approx(-0.3, abs=0.04)
+
+
+def test_lr_law_interval_covers_the_truth_at_about_its_level():
+    truth = Truth(lr=(0.5, -0.3, 0.0, 0.0))
+    hits, trials = 0, 40
+    for seed in range(trials):
+        frame = synthetic_runs(truth, n_values=np.geomspace(1e6, 1e8, 8), d_values=[1e9],
+                               b_values=[1e5], noise=0.004, seed=seed)
+        lo, hi = fit(frame, "lr", n_boot=200, seed=seed).ci["N"]
+        hits += lo <= -0.3 <= hi
+    # nominal 90%; a percentile bootstrap over 8 points under-covers a little. 40 trials give a
+    # binomial sd of ~5%, so [0.7, 1.0] fails for intervals that are clearly too narrow.
+    assert 0.7 <= hits / trials <= 1.0
+
+
+def test_diverged_runs_are_beyond_the_edge_and_do_not_bias_the_law():
+    truth = Truth(lr=(0.5, -0.3, 0.0, 0.0))
+    kw = {"n_values": np.geomspace(1e6, 1e8, 5), "d_values": [1e9], "b_values": [1e5],
+          "noise": 0.001, "seed": 7}
+    clean = fit(synthetic_runs(truth, **kw), "lr", n_boot=50)
+    frame = synthetic_runs(truth, diverge_above=2.5, **kw)
+    assert (frame["status"] == "diverged").sum() > 0
+    result = fit_runs(from_short_frame(frame, source="synthetic"), laws=("lr",), n_boot=50)
+    assert result.laws["lr"].coef["N"] == pytest.approx(clean.coef["N"], abs=0.02)
+    assert result.optima["n_diverged"].sum() == (frame["status"] == "diverged").sum()
+
+
+def test_timescale_and_batch_laws_recover_power_lines_exponents():
+    truth = Truth(lr=(0.5, -0.3, 0.0, 0.0), k_batch=0.03, k_tau=0.04, timescale=(0.5, -0.3),
+                  batch=(0.6, 0.55))
+    frame = synthetic_runs(truth, n_values=N3, d_values=D3,
+                           b_values=[3e4 * 2.0 ** k for k in range(-3, 4)],
+                           wd_values=[0.01, 0.03, 0.1, 0.3, 1.0], noise=0.001,
+                           lr_steps=np.arange(-1.5, 1.51, 0.25))
+    result = fit_runs(from_short_frame(frame, source="synthetic"), laws=("timescale", "batch"),
+                      n_boot=100)
+    tau, batch = result.laws["timescale"], result.laws["batch"]
+    assert tau.coef["m"] == pytest.approx(-0.3, abs=0.03)
+    assert tau.coef["c"] == pytest.approx(0.5, rel=0.15)
+    assert batch.coef["p"] == pytest.approx(0.55, abs=0.03)
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.002])
+def test_cbs_law_recovers_critical_batch_from_steps_to_target(noise):
+    frame, histories = synthetic_histories(d_values=[1e8, 4e8, 1.6e9, 6.4e9],
+                                           b_values=[1e3 * 2 ** k for k in range(10)],
+                                           noise_batch=(0.5, 0.5), noise=noise, seed=2)
+    runs = from_short_frame(frame, source="synthetic")
+    runs = Runs(runs.table, runs.slice_keys, runs.source, histories)
+    law = fit_runs(runs, laws=("cbs",), n_boot=100).laws["cbs"]
+    # B_noise = 0.5·D^0.5, so B_crit (20% over linear scaling) = 0.1·D^0.5
+    assert law.coef["p"] == pytest.approx(0.5, abs=0.05)
+    # c and p trade off; the law's value mid-range is what the data pin down
+    assert law.predict(D=8e8) == pytest.approx(0.1 * 8e8 ** 0.5, rel=0.25 if noise else 0.03)

@@ -1,0 +1,87 @@
+"""The loss law L(N, D): Besiroglu et al.'s Chinchilla refit, and recovery on synthetic data."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fitter.loss_law import fit_loss_law, huber_objective
+
+CHINCHILLA = Path("/work/shared/data/chinchilla_svg_extracted.csv")
+# Besiroglu et al. 2024, Table (their refit of Hoffmann et al.'s approach 3).
+PUBLISHED = {"E": 1.8172, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658}
+
+
+def chinchilla_points() -> pd.DataFrame:
+    """Their 240 points: D = FLOP / (6N), the 5 highest losses dropped."""
+    frame = pd.read_csv(CHINCHILLA)
+    size = frame["Model Size"]
+    frame = frame.assign(N=size, D=frame["Training FLOP"] / (6 * size))
+    return frame.sort_values("loss").iloc[:-5]
+
+
+@pytest.fixture(scope="module")
+def chinchilla_fit():
+    if not CHINCHILLA.exists():
+        pytest.skip(f"{CHINCHILLA} not available")
+    return fit_loss_law(chinchilla_points(), n_boot=40, seed=0)
+
+
+def test_chinchilla_points_are_the_papers_240():
+    if not CHINCHILLA.exists():
+        pytest.skip(f"{CHINCHILLA} not available")
+    assert len(chinchilla_points()) == 240
+
+
+# Tolerances: the paper prints E, α, β to 3-4 significant figures; α and β are the best
+# determined (90% bootstrap half-widths ≈ 0.025 and 0.035), so ±0.003 is a tenth of that.
+# A and B trade off against α and β along a flat valley (their 90% intervals span a factor of
+# 2.3 and 4); ±5% is still a small fraction of that valley. Our optimum reaches a slightly lower
+# objective than the published point (checked below), which accounts for the remaining gap.
+@pytest.mark.parametrize(("name", "tol"), [
+    ("E", 0.02), ("alpha", 0.003), ("beta", 0.003), ("A", 0.05 * 482.01), ("B", 0.05 * 2085.43),
+])
+def test_chinchilla_refit_lands_on_besiroglu_estimates(chinchilla_fit, name, tol):
+    assert chinchilla_fit.coef[name] == pytest.approx(PUBLISHED[name], abs=tol)
+
+
+def test_chinchilla_fit_is_at_least_as_good_as_the_published_point(chinchilla_fit):
+    pts = chinchilla_fit.points
+    args = tuple(np.log(pts[c].to_numpy()) for c in ("N", "D", "loss"))
+    published = np.array([np.log(PUBLISHED["A"]), np.log(PUBLISHED["B"]), np.log(PUBLISHED["E"]),
+                          PUBLISHED["alpha"], PUBLISHED["beta"]])
+    ours, _ = huber_objective(chinchilla_fit.theta, *args)
+    theirs, _ = huber_objective(published, *args)
+    assert ours <= theirs
+
+
+def test_chinchilla_intervals_contain_the_estimate(chinchilla_fit):
+    for name, (lo, hi) in chinchilla_fit.ci.items():
+        assert lo < chinchilla_fit.coef[name] < hi
+
+
+def test_gradient_matches_finite_differences():
+    rng = np.random.default_rng(0)
+    log_n, log_d = rng.uniform(15, 22, 50), rng.uniform(18, 25, 50)
+    log_l = np.log(1.8 + 400 / np.exp(log_n) ** 0.34 + 2000 / np.exp(log_d) ** 0.37)
+    theta = np.array([6.0, 7.5, 0.5, 0.3, 0.4])
+    _, grad = huber_objective(theta, log_n, log_d, log_l)
+    eps = 1e-7
+    numeric = [(huber_objective(theta + eps * e, log_n, log_d, log_l)[0]
+                - huber_objective(theta - eps * e, log_n, log_d, log_l)[0]) / (2 * eps)
+               for e in np.eye(5)]
+    assert grad == pytest.approx(numeric, rel=1e-4, abs=1e-10)
+
+
+def test_recovers_a_known_law_from_noisy_synthetic_runs():
+    rng = np.random.default_rng(1)
+    n, d = np.meshgrid(np.geomspace(1e7, 3e9, 8), np.geomspace(1e9, 3e11, 8))
+    n, d = n.ravel(), d.ravel()
+    loss = (2.0 + 300 / n ** 0.3 + 1500 / d ** 0.35) * np.exp(rng.normal(0, 0.005, n.size))
+    fit = fit_loss_law(pd.DataFrame({"N": n, "D": d, "loss": loss}), n_boot=30)
+    assert fit.coef["E"] == pytest.approx(2.0, rel=0.05)
+    assert fit.coef["alpha"] == pytest.approx(0.3, abs=0.03)
+    assert fit.coef["beta"] == pytest.approx(0.35, abs=0.03)
+    assert fit.predict(1e10, 1e12) == pytest.approx(2.0 + 300 / 1e10 ** 0.3 + 1500 / 1e12 ** 0.35,
+                                                    rel=0.01)

@@ -1,0 +1,84 @@
+"""Per-slice LR optima: parabola vertex, edges, diverged runs."""
+
+import numpy as np
+import pytest
+
+from fitter.slices import axis_optimum, extend_override, lr_optima, next_grid
+
+GRID = np.log10([1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2])
+
+
+def parabola(x, vertex, curvature=0.1, floor=3.0):
+    return floor + curvature * (x - vertex) ** 2
+
+
+@pytest.mark.parametrize("vertex", [-3.3, -3.0, -2.75, -2.4])
+def test_vertex_of_an_exact_parabola_is_recovered(vertex):
+    opt = axis_optimum(GRID, parabola(GRID, vertex))
+    assert opt.edge is None
+    assert opt.x == pytest.approx(vertex, abs=1e-9)
+    assert opt.loss == pytest.approx(3.0, abs=1e-9)
+
+
+STEP = (GRID[-1] - GRID[0]) / 5  # mean spacing of the grid, in log10
+
+
+@pytest.mark.parametrize(("vertex", "edge", "new"), [
+    (-5.0, "low", (1e-4 / 10 ** STEP, 1e-4 / 10 ** (2 * STEP))),
+    (-1.0, "high", (3e-2 * 10 ** STEP, 3e-2 * 10 ** (2 * STEP))),
+])
+def test_edge_optimum_is_flagged_with_bracketing_values(vertex, edge, new):
+    opt = axis_optimum(GRID, parabola(GRID, vertex))
+    assert opt.edge == edge
+    # the best value tried, not an extrapolation
+    assert opt.x == pytest.approx(GRID[0] if edge == "low" else GRID[-1])
+    assert np.allclose(opt.new_values, new, rtol=0.01)
+
+
+def test_extend_override_is_ready_for_sweep_extend():
+    assert extend_override("optim.lr", (0.0949, 0.3)) == "optim.lr=choice(0.0949, 0.3)"
+    assert extend_override("optim.lr", ()) is None
+
+
+def test_diverged_runs_bracket_from_above_but_never_move_the_optimum_past_them():
+    loss = parabola(GRID, -1.5)  # true optimum beyond the stable range
+    loss[-1] = np.nan  # 3e-2 diverged
+    opt = axis_optimum(GRID, loss)
+    assert opt.edge == "diverged"
+    assert opt.x <= GRID[-2] + 1e-12  # at most the last stable LR
+    assert opt.new_values == pytest.approx((10 ** ((GRID[-2] + GRID[-1]) / 2),))
+
+
+def test_diverged_run_beyond_a_bracketed_minimum_changes_nothing():
+    loss = parabola(GRID, -2.9)
+    clean = axis_optimum(GRID, loss)
+    loss[-1] = np.nan
+    opt = axis_optimum(GRID, loss)
+    assert opt.edge is None
+    assert opt.x == pytest.approx(clean.x, abs=1e-9)
+
+
+def test_all_diverged_slice_suggests_lower_values():
+    opt = axis_optimum(GRID, np.full(len(GRID), np.nan))
+    assert opt.edge == "all_diverged"
+    assert max(opt.new_values) < 1e-4
+
+
+def test_repeated_seeds_are_averaged_by_the_fit():
+    x = np.repeat(GRID, 2)
+    y = parabola(x, -2.6) + np.tile([0.01, -0.01], len(GRID))
+    assert axis_optimum(x, y).x == pytest.approx(-2.6, abs=1e-6)
+
+
+def test_lr_optima_one_row_per_slice_and_next_grid_merges_edges():
+    import pandas as pd
+
+    rows = []
+    for b, vertex in ((1e4, -2.7), (4e4, -1.0)):
+        for x in GRID:
+            rows.append({"B": b, "N": 1e6, "D": 1e8, "wd": 0.0, "lr": 10 ** x,
+                         "loss": parabola(x, vertex), "status": "finished"})
+    optima = lr_optima(pd.DataFrame(rows), ("B",))
+    assert [e if isinstance(e, str) else None for e in optima["edge"]] == [None, "high"]
+    assert optima.loc[0, "lr_opt"] == pytest.approx(10 ** -2.7)
+    assert next_grid(optima) == ["optim.lr=choice(0.0939, 0.294)"]
