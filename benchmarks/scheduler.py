@@ -53,7 +53,7 @@ def sleep_trial(cfg, tracker, label, threads, time_scale=1.0):
 
     trial_id = config_id(cfg)
     params = flatten(cfg)
-    tracker.start_trial.remote(trial_id, params, label)
+    ray.get(tracker.start_trial.remote(trial_id, params, label))  # as run_trial does
     total = duration_s(cfg, time_scale)
     start, step = _time.monotonic(), 0
     while (elapsed := _time.monotonic() - start) < total:

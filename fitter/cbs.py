@@ -106,16 +106,17 @@ def cbs_law(runs: pd.DataFrame, histories: dict[str, np.ndarray], group_keys: li
     """B_crit = c · D^p from steps to target loss across batch sizes.
 
     Raises:
-        FitError: no loss histories, or too few groups with 3+ batch sizes.
+        FitError: too few batch sizes at one (N, D), or no loss histories (histories are
+            only fetched for groups with 3+ batch sizes, so that is checked first).
     """
-    if not histories:
-        raise FitError("the cbs law needs per-step loss histories (MLflow metric `eval/loss` "
-                       "or `train/loss`, or a CSV with run, step, loss rows) but none were "
-                       "found; log them or pass such a CSV.")
     if runs.groupby(group_keys, dropna=False)["B"].nunique().max() < 3 if group_keys else (
             runs["B"].nunique() < 3):
         raise FitError("the cbs law needs 3 or more batch sizes at one (N, D); add values "
                        "along train.batch_size.")
+    if not histories:
+        raise FitError("the cbs law needs per-step loss histories (MLflow metric `eval/loss` "
+                       "or `train/loss`, or a CSV with run, step, loss rows) but none were "
+                       "found; log them or pass such a CSV.")
     points = cbs_points(runs, histories, group_keys)
     if points.empty:
         raise FitError("the cbs law found no group whose steps-to-target follow "
