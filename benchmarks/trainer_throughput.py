@@ -99,7 +99,7 @@ def main() -> None:
         peak = 0.0
     for _ in range(args.rounds):
         if device.type == "cpu":
-            peak = max(peak, measure_cpu_gemm_rate(seconds=3.0))
+            peak = max(peak, measure_cpu_gemm_rate(seconds=1.0))
         bare = max(bare, bare_step_tokens_per_s(cfg, steps=args.steps // 2, warmup=3))
         trainer = max(trainer, trainer_tokens_per_s(overrides, steps=args.steps, log_every=10))
     result = {
