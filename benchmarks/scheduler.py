@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import ray
+from _results import save
 
 from orchestrator.commands import launch
 from orchestrator.driver import prepare, run_sweep
@@ -145,9 +146,7 @@ def main() -> None:
         "metrics_written": writes, "tracking_metrics_per_s": writes / makespan,
         "relaunch_s": relaunch_s, "relaunch_trials_run": len(again.ran),
     }
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "scheduler.json").write_text(json.dumps(result, indent=1))
+    save("scheduler", result)
     if args.json:
         print(json.dumps(result))
         return

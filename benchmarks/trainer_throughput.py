@@ -20,10 +20,10 @@ import json
 import statistics
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _results import save
 
 from trainer.compose import compose
 from trainer.flops import flops_per_token, measure_cpu_gemm_rate, peak_flops
@@ -112,9 +112,7 @@ def main() -> None:
         "bare_mfu": bare * fpt / peak if peak else None,
         "trainer_mfu": trainer * fpt / peak if peak else None,
     }
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "trainer_throughput.json").write_text(json.dumps(result, indent=1))
+    save("trainer_throughput", result)
     if args.json:
         print(json.dumps(result))
         return

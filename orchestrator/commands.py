@@ -26,7 +26,7 @@ def launch(spec: SweepSpec, *, tracking_uri: str, address: str | None = None,
     """Validate every trial, then run the ones not yet done."""
     spec, trials = prepare(spec)
     _check_hub_once(trials)
-    states = trial_states(tracking_uri, spec.name)
+    states = recorded_trials(tracking_uri, spec.name)
     if all(states.get(t.trial_id, {}).get("status") in DONE for t in trials):
         # Nothing to run: answer from the store without starting Ray.
         return SweepOutcome(trials=len(trials), already_done=len(trials))
@@ -46,7 +46,7 @@ def _check_hub_once(trials: list[Trial]) -> None:
 def dry_run(spec: SweepSpec, *, tracking_uri: str) -> list[tuple[Trial, str]]:
     """Every trial with what a launch would do to it: `done (status)` or `run`."""
     spec, trials = prepare(spec)
-    states = trial_states(tracking_uri, spec.name)
+    states = recorded_trials(tracking_uri, spec.name)
     plan = []
     for trial in sorted(trials, key=lambda t: t.flops, reverse=True):
         status = states.get(trial.trial_id, {}).get("status")
@@ -95,18 +95,13 @@ def extended(spec: SweepSpec, args: list[str]) -> SweepSpec:
     return dataclasses.replace(updated, grid=grid)
 
 
-def trial_states(tracking_uri: str, name: str) -> dict[str, dict]:
-    """trial id → status, attempt and child run (empty if the sweep is unknown)."""
-    return recorded_trials(tracking_uri, name)
-
-
 def status(tracking_uri: str, name: str) -> dict:
     """Counts per status, running trials with progress, best trial so far, ETA."""
     client = MlflowClient(tracking_uri=tracking_uri)
     parent = _parent_run(client, name)
     spec = stored_spec(tracking_uri, name)
     _, trials = prepare(spec)
-    states = trial_states(tracking_uri, name)
+    states = recorded_trials(tracking_uri, name)
     counts: dict[str, int] = {}
     for trial in trials:
         s = states.get(trial.trial_id, {}).get("status", "pending")
@@ -155,7 +150,7 @@ def cancel(tracking_uri: str, name: str, *, wait_s: float = 10.0) -> int:
             return 0
         time.sleep(0.5)
     marked = 0
-    for state in trial_states(tracking_uri, name).values():
+    for state in recorded_trials(tracking_uri, name).values():
         if state["status"] == "running":
             client.set_tag(state["run"].info.run_id, "trial.status", "interrupted")
             client.set_terminated(state["run"].info.run_id, status="KILLED")
