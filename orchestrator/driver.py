@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from orchestrator.placement import ClusterModel, Placement, Request, select
 from orchestrator.spec import Resources, SweepSpec, Trial, expand
 from orchestrator.tracking import DONE, Tracker, recorded_trials
 from trainer.errors import ConfigError
@@ -39,6 +40,8 @@ class SweepOutcome:
     """Per trial: submission to result, minus the trial's own `final/wall_s`."""
     summaries: dict[str, dict] = field(default_factory=dict)
     """trial id → the summary its task returned."""
+    first_submit_at: float | None = None
+    """Wall-clock time (time.time()) at which the first trial was handed to Ray."""
 
 
 def code_version() -> str:
@@ -139,11 +142,8 @@ def run_sweep(spec: SweepSpec, trials: list[Trial], *, tracking_uri: str,
 class _Runner:
     """List scheduling of trial tasks: longest first, each submitted when it fits.
 
-    The driver keeps its own model of the cluster, node by node and GPU by GPU (a fractional
-    request takes part of the first GPU with room, as Ray packs them; a whole request takes
-    free GPUs), and submits, in order, every queued trial that fits. So Ray never holds a
-    queue in which short trials overtake long ones (Ray queues each resource shape apart),
-    and a whole-GPU trial is not submitted to wait behind half-used GPUs.
+    Which trials fit where is `orchestrator.placement`'s model of the cluster; the driver
+    submits only those, so Ray never holds a queue in which short trials overtake long ones.
     """
 
     def __init__(self, spec: SweepSpec, tracker, todo: list[Trial], outcome: SweepOutcome, *,
@@ -159,59 +159,40 @@ class _Runner:
         self.cap = spec.max_concurrent or len(todo) or 1
         self.total = len(todo)
         self.retry_attempt: dict[str, int] = {}
-        self.nodes = [{"cpus": n["Resources"].get("CPU", 0.0),
-                       "gpus": [1.0] * int(n["Resources"].get("GPU", 0))}
-                      for n in ray.nodes() if n.get("Alive")]
+        self.cluster = ClusterModel.from_ray(ray.nodes())
+        self.cancel_poll = None  # ObjectRef of the tracker's answer, while one is awaited
 
-    def submit(self, trial: Trial, placement: tuple | None) -> None:
+    def _request(self, trial: Trial) -> Request:
+        res = self.resources_for(trial)
+        return Request(gpus=res.gpus, cpus=res.cpus)
+
+    def submit(self, trial: Trial, placement: Placement | None) -> None:
+        """Record the trial's start with the tracker, then hand it to Ray."""
+        from trainer.identity import flatten
+
         res = self.resources_for(trial)
         attempt = self.retry_attempt.get(trial.trial_id, 1)
+        # From the driver, not the worker: this call and the trial's end (also sent from
+        # here) reach the actor in order, so no worker waits on the tracker to start.
+        self.tracker.start_trial.remote(trial.trial_id, flatten(trial.cfg), trial.label)
         threads = max(1, int(res.cpus))
         ref = self.task.options(num_cpus=res.cpus, num_gpus=res.gpus,
                                 max_retries=self.spec.retries, retry_exceptions=False).remote(
             trial.cfg, self.tracker, trial.label, threads)
-        if placement is not None:
-            self._take(placement, sign=-1)
         self.running[ref] = (trial, attempt, placement, time.monotonic())
-
-    def _place(self, res: Resources) -> tuple | None:
-        """(node, [(gpu index, share)], cpus) where the trial fits now, or None."""
-        eps = 1e-9
-        for n, node in enumerate(self.nodes):
-            if node["cpus"] + eps < res.cpus:
-                continue
-            if res.gpus >= 1:
-                free = [i for i, g in enumerate(node["gpus"]) if g >= 1 - eps]
-                if len(free) >= int(res.gpus):
-                    return n, [(i, 1.0) for i in free[:int(res.gpus)]], res.cpus
-            elif res.gpus > 0:
-                fit = next((i for i, g in enumerate(node["gpus"]) if g + eps >= res.gpus), None)
-                if fit is not None:
-                    return n, [(fit, res.gpus)], res.cpus
-            else:
-                return n, [], res.cpus
-        return None
-
-    def _take(self, placement: tuple, *, sign: int) -> None:
-        node, shares, cpus = placement
-        self.nodes[node]["cpus"] += sign * cpus
-        for i, share in shares:
-            self.nodes[node]["gpus"][i] += sign * share
+        if self.outcome.first_submit_at is None:
+            self.outcome.first_submit_at = time.time()
 
     def fill(self) -> None:
         """Submit, longest first, every queued trial that fits the free resources."""
-        kept = []
-        for trial in self.queue:
-            placement = None
-            if len(self.running) < self.cap:
-                placement = self._place(self.resources_for(trial))
-            if placement is not None:
-                self.submit(trial, placement)
-            else:
-                kept.append(trial)
-        if kept and not self.running:  # nothing fits an idle cluster: let Ray place it
-            self.submit(kept.pop(0), None)
-        self.queue = kept
+        room = self.cap - len(self.running)
+        chosen = select(self.queue, self.cluster, self._request, max_new=max(room, 0))
+        started = {id(trial) for trial, _ in chosen}
+        self.queue = [t for t in self.queue if id(t) not in started]
+        for trial, placement in chosen:
+            self.submit(trial, placement)
+        if self.queue and not self.running:  # nothing fits an idle cluster: let Ray place it
+            self.submit(self.queue.pop(0), None)
 
     def loop(self, *, progress: bool) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -232,9 +213,19 @@ class _Runner:
                         return
 
     def _cancel_requested(self) -> bool:
+        """Has `sweep cancel` asked to stop? Never waits: the question goes to the tracker and
+        its answer is read on a later poll (a tracker still starting once held the whole
+        loop, and with it every submission, for a minute)."""
         import ray
 
-        return ray.get(self.tracker.cancel_requested.remote())
+        if self.cancel_poll is None:
+            self.cancel_poll = self.tracker.cancel_requested.remote()
+            return False
+        ready, _ = ray.wait([self.cancel_poll], timeout=0)
+        if not ready:
+            return False
+        self.cancel_poll = None
+        return ray.get(ready[0])
 
     def collect(self, *, timeout: float) -> None:
         import ray
@@ -246,7 +237,7 @@ class _Runner:
         for ref in ready:
             trial, attempt, placement, submitted = self.running.pop(ref)
             if placement is not None:
-                self._take(placement, sign=+1)
+                self.cluster.release(placement)
             try:
                 result = ray.get(ref)
             except ray.exceptions.RayError as err:
@@ -261,13 +252,12 @@ class _Runner:
             self.outcome.ran[trial.trial_id] = result["status"]
 
     def _failed(self, trial: Trial, attempt: int, err: Exception) -> None:
-        import ray
-
         if attempt <= self.spec.retries:
             self.queue.insert(0, trial)  # resubmitted by the next fill, when it fits
             self.retry_attempt[trial.trial_id] = attempt + 1
             return
-        ray.get(self.tracker.mark_trial.remote(trial.trial_id, "failed"))
+        # Not waited for, as every call from here: the actor applies them in order.
+        self.tracker.mark_trial.remote(trial.trial_id, "failed")
         self.outcome.ran[trial.trial_id] = "failed"
         print(f"trial {trial.label} failed after {attempt} attempts: "
               f"{str(err).strip().splitlines()[-1]}")
@@ -278,7 +268,7 @@ class _Runner:
 
         for ref, (trial, *_) in list(self.running.items()):
             ray.cancel(ref, force=True)
-            ray.get(self.tracker.mark_trial.remote(trial.trial_id, status))
+            self.tracker.mark_trial.remote(trial.trial_id, status)
             self.outcome.ran[trial.trial_id] = status
         self.running.clear()
         self.queue.clear()

@@ -14,14 +14,16 @@ written), so each metric's history stays one continuous curve.
 from __future__ import annotations
 
 import math
+import sqlite3
 import time
 
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 DONE = ("finished", "diverged")
 MAX_BATCH = 1000
+MAX_PARAMS = 100  # params, and tags, per log_batch call
 HISTORY_KEYS = ("train/loss", "train/lr", "train/grad_norm", "train/tokens",
                 "train/batch_tokens", "eval/loss", "perf/tokens_per_s", "perf/mfu")
 
@@ -62,15 +64,23 @@ class Tracker:
 
     def __init__(self, uri: str, sweep: str, *, code_version: str, spec_yaml: str,
                  flush_every_s: float = 2.0):
+        if uri.startswith("sqlite:"):
+            _cheap_sqlite_commits()
         self.client = MlflowClient(tracking_uri=uri)
         self.sweep, self.code_version, self.flush_every_s = sweep, code_version, flush_every_s
         exp = find_experiment(self.client, sweep)
         self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(sweep)
         self.parent_id: str | None = None
         self.children: dict[str, str] = {}  # trial id → run id
-        self.last_step: dict[tuple[str, str], int] = {}
-        self.buffer: dict[str, list[Metric]] = {}
-        self.buffered, self.last_flush, self.writes = 0, time.monotonic(), 0
+        self.attempts: dict[str, int] = {}  # trial id → attempt, for trials this tracker saw
+        self.phase: dict[str, str] = {}  # trial id → submitted, running or its end status
+        self.early_begin: dict[str, dict] = {}  # begins that came before their start_trial
+        self.params_logged: dict[str, set[str]] = {}
+        self.params_unlogged: dict[str, dict] = {}  # trial id → params held since its start
+        self.last_step: dict[tuple[str, str], int] = {}  # (trial id, metric) → last step
+        self.buffer: dict[str, list[Metric]] = {}  # trial id → metrics not yet written
+        self.buffered, self.writes = 0, 0
+        self.next_flush = time.monotonic() + flush_every_s
         for run in sweep_runs(self.client, self.experiment_id, "trial"):
             self.children[run.data.tags["trial.id"]] = run.info.run_id
         # In the constructor, so the parent exists before any trial calls in (an actor runs
@@ -105,49 +115,81 @@ class Tracker:
         self.client.set_terminated(self.parent_id, status=mlflow_status)
 
     # -- trials --------------------------------------------------------------------------
+    # The driver calls start_trial when it submits a trial and finish_trial/mark_trial when it
+    # ends; one caller's calls arrive in order, so an end is never overtaken by its start.
+    # Workers only send begin_attempt and log_metrics, fire and forget, and never wait here;
+    # either may arrive before the driver's start_trial and is then held until it comes.
+    # Each write to the store costs ~10-25 ms whatever its size (a transaction), and a sweep
+    # may end a trial every few tens of milliseconds, so a trial gets four writes: its run,
+    # its params, its end (metrics, params left, status) and its terminal state.
 
     def start_trial(self, trial_id: str, params: dict, label: str) -> str:
-        """Open (or reopen, one attempt later) the child run of a trial; its run id."""
+        """Open (or reopen, one attempt later) the child run of a submitted trial; its id.
+        Its params are written with the worker's (`begin_attempt`), in one call."""
         run_id = self.children.get(trial_id)
         if run_id is None:
             run = self.client.create_run(self.experiment_id, run_name=label[:250], tags={
                 MLFLOW_PARENT_RUN_ID: self.parent_id, "proxysweep.kind": "trial",
-                "trial.id": trial_id, "trial.attempt": "1", "code.version": self.code_version})
+                "trial.id": trial_id, "trial.attempt": "1", "trial.status": "running",
+                "code.version": self.code_version})
             run_id = self.children[trial_id] = run.info.run_id
-            items = [Param(k, _param_value(v)) for k, v in params.items()]
-            for i in range(0, len(items), 100):
-                self.client.log_batch(run_id, params=items[i:i + 100])
+            self.attempts[trial_id] = 1
+            self.params_unlogged[trial_id] = dict(params)
         else:
-            attempt = int(self.client.get_run(run_id).data.tags.get("trial.attempt", 0)) + 1
-            self.client.set_tag(run_id, "trial.attempt", str(attempt))
-            self.client.update_run(run_id, status="RUNNING")
-            self._load_last_steps(run_id)
-        self.client.set_tag(run_id, "trial.status", "running")
+            if trial_id not in self.attempts:  # a run of an earlier launch
+                tags = self.client.get_run(run_id).data.tags
+                self.attempts[trial_id] = int(tags.get("trial.attempt", 0))
+                self._load_last_steps(trial_id)
+            self._next_attempt(trial_id)
+            self.params_logged.setdefault(trial_id, set()).update(params)
+        self.phase[trial_id] = "submitted"
+        if trial_id in self.early_begin:
+            self.begin_attempt(trial_id, self.early_begin.pop(trial_id))
         return run_id
 
-    def _load_last_steps(self, run_id: str) -> None:
+    def begin_attempt(self, trial_id: str, params: dict) -> None:
+        """A worker began the trial: write its params (with `derived.*`, known only there).
+        A second begin without a new submission is Ray re-running the task after a lost
+        worker: one attempt more. A begin after the trial's end is stale and ignored."""
+        phase = self.phase.get(trial_id)
+        if phase is None:
+            self.early_begin[trial_id] = params
+            return
+        if phase == "running":
+            self._next_attempt(trial_id)
+        elif phase != "submitted":
+            return
+        self.phase[trial_id] = "running"
+        self._write(trial_id, params=params)
+
+    def _next_attempt(self, trial_id: str) -> None:
+        run_id = self.children[trial_id]
+        self.attempts[trial_id] += 1
+        self._write(trial_id, tags={"trial.attempt": str(self.attempts[trial_id]),
+                                    "trial.status": "running"})
+        self.client.update_run(run_id, status="RUNNING")
+
+    def _load_last_steps(self, trial_id: str) -> None:
         # What the store holds (a new driver knows nothing else), and never less than what
         # this tracker has already accepted, flushed or not.
-        self.flush()
         for key in HISTORY_KEYS:
-            history = self.client.get_metric_history(run_id, key)
+            history = self.client.get_metric_history(self.children[trial_id], key)
             if history:
-                known = self.last_step.get((run_id, key), -1)
-                self.last_step[(run_id, key)] = max(known, max(m.step for m in history))
+                known = self.last_step.get((trial_id, key), -1)
+                self.last_step[(trial_id, key)] = max(known, max(m.step for m in history))
 
     def log_metrics(self, trial_id: str, metrics: dict, step: int) -> None:
         """Buffer metrics of a step; steps already written for a metric are dropped."""
-        run_id = self.children[trial_id]
         now = int(time.time() * 1000)
         for key, value in metrics.items():
             if value is None or not math.isfinite(float(value)):
                 continue
-            if step <= self.last_step.get((run_id, key), -1):
+            if step <= self.last_step.get((trial_id, key), -1):
                 continue
-            self.last_step[(run_id, key)] = step
-            self.buffer.setdefault(run_id, []).append(Metric(key, float(value), now, step))
+            self.last_step[(trial_id, key)] = step
+            self.buffer.setdefault(trial_id, []).append(Metric(key, float(value), now, step))
             self.buffered += 1
-        if self.buffered >= MAX_BATCH or time.monotonic() - self.last_flush > self.flush_every_s:
+        if self.buffered >= MAX_BATCH or time.monotonic() >= self.next_flush:
             self.flush()
 
     def finish_trial(self, trial_id: str, status: str, summary: dict, params: dict,
@@ -155,36 +197,91 @@ class Tracker:
         """Record a trial's end: summary metrics, status tag, run terminated."""
         if trial_id not in self.children:
             self.start_trial(trial_id, params, label)
-        run_id = self.children[trial_id]
         step = int(summary.get("final/steps", 0) or 0)
         final = {k: v for k, v in summary.items()
                  if k.startswith("final/") and isinstance(v, (int, float))}
         now = int(time.time() * 1000)
-        self.buffer.setdefault(run_id, []).extend(
+        self.buffer.setdefault(trial_id, []).extend(
             Metric(k, float(v), now, step) for k, v in final.items() if math.isfinite(v))
-        self.flush()
-        self.mark_trial(trial_id, status)
+        self.mark_trial(trial_id, status, params=params)
 
-    def mark_trial(self, trial_id: str, status: str) -> None:
-        """Set a trial's status; ended runs are terminated in MLflow too."""
+    def mark_trial(self, trial_id: str, status: str, *, params: dict | None = None) -> None:
+        """Set a trial's status, with its buffered metrics and any params not yet written;
+        ended runs are terminated in MLflow too."""
         run_id = self.children.get(trial_id)
         if run_id is None:
             return
-        self.flush()
-        self.client.set_tag(run_id, "trial.status", status)
+        metrics = self.buffer.pop(trial_id, [])
+        self.buffered -= len(metrics)
+        self._write(trial_id, metrics=metrics, params=params or {},
+                    tags={"trial.status": status})
         if status != "running":
+            self.phase[trial_id] = status
             mlflow_status = {"finished": "FINISHED", "diverged": "FINISHED",
                              "interrupted": "KILLED"}.get(status, "FAILED")
             self.client.set_terminated(run_id, status=mlflow_status)
 
+    def _write(self, trial_id: str, *, metrics: list[Metric] = (), params: dict | None = None,
+               tags: dict | None = None) -> None:
+        """One log_batch (more only past MLflow's limits) with the trial's params not yet
+        written (those held since its start included), metrics and tags."""
+        logged = self.params_logged.setdefault(trial_id, set())
+        params = {**self.params_unlogged.pop(trial_id, {}), **(params or {})}
+        new = [Param(k, _param_value(v)) for k, v in params.items() if k not in logged]
+        logged.update(params)
+        tag_items = [RunTag(k, v) for k, v in (tags or {}).items()]
+        metrics = list(metrics)
+        while new or tag_items or metrics:
+            self.client.log_batch(self.children[trial_id], metrics=metrics[:MAX_BATCH],
+                                  params=new[:MAX_PARAMS], tags=tag_items[:MAX_PARAMS])
+            metrics, new, tag_items = (metrics[MAX_BATCH:], new[MAX_PARAMS:],
+                                       tag_items[MAX_PARAMS:])
+            self.writes += 1
+
     def flush(self) -> int:
-        """Write every buffered metric with log_batch; the number of calls made so far."""
-        for run_id, metrics in self.buffer.items():
-            for i in range(0, len(metrics), MAX_BATCH):
-                self.client.log_batch(run_id, metrics=metrics[i:i + MAX_BATCH])
-                self.writes += 1
-        self.buffer, self.buffered, self.last_flush = {}, 0, time.monotonic()
+        """Write the buffered metrics of every trial with a run; log_batch calls so far.
+
+        One call per trial, so with a hundred trials running a flush takes seconds: the next
+        one waits at least as long as this one took, so metrics never take more than about
+        half of the tracker's time and the trials' own starts and ends are not held up."""
+        began = time.monotonic()
+        held = {}
+        for trial_id, metrics in self.buffer.items():
+            if trial_id not in self.children:  # its start has not arrived yet
+                held[trial_id] = metrics
+                continue
+            self._write(trial_id, metrics=metrics)
+        self.buffer = held
+        self.buffered = sum(len(m) for m in held.values())
+        took = time.monotonic() - began
+        self.next_flush = time.monotonic() + max(self.flush_every_s, took)
         return self.writes
+
+
+def _cheap_sqlite_commits() -> None:
+    """Every SQLite connection this process opens from now on uses a write-ahead log with
+    synchronous=NORMAL: a commit then costs no fsync (the default spends ~9 ms on one, and
+    MLflow commits several times per log_batch). The file stays safe from corruption; a
+    power cut may lose the last commits, which a re-launch re-runs. Readers in other
+    processes (the driver, `sweep status`, `mlflow ui`) are not blocked by the writer."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    if event.contains(Engine, "connect", _wal_pragmas):
+        return
+    event.listen(Engine, "connect", _wal_pragmas)
+
+
+def _wal_pragmas(dbapi_conn, _record) -> None:
+    if not isinstance(dbapi_conn, sqlite3.Connection):
+        return
+    cursor = dbapi_conn.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.OperationalError:  # another connection holds a lock: keep the journal
+        pass
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
 
 
 def _param_value(value: object) -> str:

@@ -12,11 +12,9 @@ class TrackerReporter:
         self.tracker, self.trial_id, self.label = tracker, trial_id, label
 
     def start(self, *, run_id: str, params: dict, resumed_step: int | None) -> None:
-        import ray
-
-        # Waited for: the driver records the trial's end, and a start from this worker that
-        # reached the tracker after that end would reopen a finished trial.
-        ray.get(self.tracker.start_trial.remote(self.trial_id, params, self.label))
+        # Fire and forget: the driver opened the trial's run when it submitted the task, so
+        # the trial never waits on the tracker (which may still be starting).
+        self.tracker.begin_attempt.remote(self.trial_id, params)
 
     def log_metrics(self, metrics: dict, *, step: int) -> None:
         # Fire and forget: calls from one worker to one actor arrive in order.

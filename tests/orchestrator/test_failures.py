@@ -39,12 +39,20 @@ def _wait(predicate, timeout, proc):
         time.sleep(0.2)
 
 
-def _trial_workers():
+def _trial_workers(proc):
+    """Trial workers of this test's sweep: descendants of its driver (its Ray is local), not
+    those of other sweeps that may run on the same machine."""
     found = []
-    for p in psutil.process_iter(["cmdline"]):
-        cmd = " ".join(p.info["cmdline"] or [])
-        if cmd.startswith("ray::run_trial"):
-            found.append(p)
+    try:
+        children = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return found
+    for p in children:
+        try:
+            if " ".join(p.cmdline()).startswith("ray::run_trial"):
+                found.append(p)
+        except psutil.NoSuchProcess:
+            pass
     return found
 
 
@@ -57,8 +65,8 @@ def test_killed_worker_is_retried_from_its_checkpoint(spec_dict, uri, tmp_path):
     path.write_text(yaml.safe_dump(spec_dict))
     proc = _sweep("launch", str(path), uri=uri)
     ckpts = lambda: list(Path(spec_dict["storage_root"]).glob("*/checkpoints/*.pt"))  # noqa: E731
-    _wait(lambda: ckpts() and _trial_workers(), 240, proc)
-    (worker,) = _trial_workers()
+    _wait(lambda: ckpts() and _trial_workers(proc), 240, proc)
+    (worker,) = _trial_workers(proc)
     worker.send_signal(signal.SIGKILL)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
@@ -114,14 +122,16 @@ def test_ctrl_c_records_interrupted_and_resume_continues(spec_dict, uri, tmp_pat
     path.write_text(yaml.safe_dump(spec_dict))
     proc = _sweep("launch", str(path), uri=uri)
     ckpts = lambda: list(Path(spec_dict["storage_root"]).glob("*/checkpoints/*.pt"))  # noqa: E731
-    _wait(ckpts, 240, proc)
+    _wait(lambda: ckpts() and _trial_workers(proc), 240, proc)
+    workers = _trial_workers(proc)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     _, children = _children(uri)
     statuses = sorted(c.data.tags["trial.status"] for c in children)
     assert statuses in (["interrupted"], ["finished", "interrupted"])
-    assert not _trial_workers()  # nothing left running
+    psutil.wait_procs(workers, timeout=10)
+    assert not [w for w in workers if w.is_running()]  # nothing left running
 
     resumed = _sweep("resume", "unit", uri=uri)
     out, err = resumed.communicate(timeout=300)
