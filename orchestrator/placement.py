@@ -120,11 +120,17 @@ def select(queue: Sequence[T], model: ClusterModel, request_of: Callable[[T], Re
         max_new: at most this many items start (a concurrency cap).
     """
     chosen: list[tuple[T, Placement]] = []
+    no_room: set[Request] = set()  # placing only takes room: a shape that failed stays failed
     for item in queue:
         if len(chosen) >= max_new:
             break
-        placement = model.place(request_of(item))
-        if placement is not None:
-            model.take(placement)
-            chosen.append((item, placement))
+        req = request_of(item)
+        if req in no_room:
+            continue
+        placement = model.place(req)
+        if placement is None:
+            no_room.add(req)
+            continue
+        model.take(placement)
+        chosen.append((item, placement))
     return chosen
