@@ -16,10 +16,16 @@ from __future__ import annotations
 import math
 import sqlite3
 import time
+from typing import TYPE_CHECKING
 
-from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+# MLflow is imported where it is used, not here: every trial task receives the Tracker's
+# handle, and unpickling it imports this module in the worker; importing MLflow there cost
+# each of a hundred workers starting at once ~40 s on a loaded 2-core machine.
+MLFLOW_PARENT_RUN_ID = "mlflow.parentRunId"  # mlflow.utils.mlflow_tags.MLFLOW_PARENT_RUN_ID
 
 DONE = ("finished", "diverged")
 MAX_BATCH = 1000
@@ -47,6 +53,8 @@ def sweep_runs(client: MlflowClient, experiment_id: str, kind: str) -> list:
 
 def recorded_trials(uri: str, sweep: str) -> dict[str, dict]:
     """trial id → {status, attempt, run} of every child run of a sweep (empty if unknown)."""
+    from mlflow import MlflowClient
+
     client = MlflowClient(tracking_uri=uri)
     exp = find_experiment(client, sweep)
     if exp is None:
@@ -64,6 +72,8 @@ class Tracker:
 
     def __init__(self, uri: str, sweep: str, *, code_version: str, spec_yaml: str,
                  flush_every_s: float = 2.0):
+        from mlflow import MlflowClient
+
         if uri.startswith("sqlite:"):
             _cheap_sqlite_commits()
         self.client = MlflowClient(tracking_uri=uri)
@@ -180,6 +190,8 @@ class Tracker:
 
     def log_metrics(self, trial_id: str, metrics: dict, step: int) -> None:
         """Buffer metrics of a step; steps already written for a metric are dropped."""
+        from mlflow.entities import Metric
+
         now = int(time.time() * 1000)
         for key, value in metrics.items():
             if value is None or not math.isfinite(float(value)):
@@ -195,6 +207,8 @@ class Tracker:
     def finish_trial(self, trial_id: str, status: str, summary: dict, params: dict,
                      label: str) -> None:
         """Record a trial's end: summary metrics, status tag, run terminated."""
+        from mlflow.entities import Metric
+
         if trial_id not in self.children:
             self.start_trial(trial_id, params, label)
         step = int(summary.get("final/steps", 0) or 0)
@@ -225,6 +239,8 @@ class Tracker:
                tags: dict | None = None) -> None:
         """One log_batch (more only past MLflow's limits) with the trial's params not yet
         written (those held since its start included), metrics and tags."""
+        from mlflow.entities import Param, RunTag
+
         logged = self.params_logged.setdefault(trial_id, set())
         params = {**self.params_unlogged.pop(trial_id, {}), **(params or {})}
         new = [Param(k, _param_value(v)) for k, v in params.items() if k not in logged]
