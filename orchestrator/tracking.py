@@ -71,7 +71,7 @@ class Tracker:
     """Buffered MLflow writes for one sweep. Run it as a Ray actor (`ray.remote(Tracker)`)."""
 
     def __init__(self, uri: str, sweep: str, *, code_version: str, spec_yaml: str,
-                 flush_every_s: float = 2.0):
+                 flush_every_s: float = 10.0):
         from mlflow import MlflowClient
 
         if uri.startswith("sqlite:"):
@@ -89,8 +89,8 @@ class Tracker:
         self.params_unlogged: dict[str, dict] = {}  # trial id → params held since its start
         self.last_step: dict[tuple[str, str], int] = {}  # (trial id, metric) → last step
         self.buffer: dict[str, list[Metric]] = {}  # trial id → metrics not yet written
-        self.buffered, self.writes = 0, 0
-        self.next_flush = time.monotonic() + flush_every_s
+        self.buffered_since: dict[str, float] = {}  # trial id → its oldest unwritten metric
+        self.writes, self.next_check = 0, time.monotonic()
         for run in sweep_runs(self.client, self.experiment_id, "trial"):
             self.children[run.data.tags["trial.id"]] = run.info.run_id
         # In the constructor, so the parent exists before any trial calls in (an actor runs
@@ -130,12 +130,13 @@ class Tracker:
     # Workers only send begin_attempt and log_metrics, fire and forget, and never wait here;
     # either may arrive before the driver's start_trial and is then held until it comes.
     # Each write to the store costs ~10-25 ms whatever its size (a transaction), and a sweep
-    # may end a trial every few tens of milliseconds, so a trial gets four writes: its run,
-    # its params, its end (metrics, params left, status) and its terminal state.
+    # may end a trial every few tens of milliseconds, so a trial gets three writes: its run,
+    # its end (metrics, params, status) and its terminal state, plus one per `flush_every_s`
+    # while it runs (metrics, and params the first time).
 
     def start_trial(self, trial_id: str, params: dict, label: str) -> str:
         """Open (or reopen, one attempt later) the child run of a submitted trial; its id.
-        Its params are written with the worker's (`begin_attempt`), in one call."""
+        Its params are held, and written with the trial's next write (metrics or end)."""
         run_id = self.children.get(trial_id)
         if run_id is None:
             run = self.client.create_run(self.experiment_id, run_name=label[:250], tags={
@@ -151,14 +152,16 @@ class Tracker:
                 self.attempts[trial_id] = int(tags.get("trial.attempt", 0))
                 self._load_last_steps(trial_id)
             self._next_attempt(trial_id)
-            self.params_logged.setdefault(trial_id, set()).update(params)
+            # Written again (same values) with its next write: the driver that opened the
+            # run may have died holding them.
+            self.params_unlogged.setdefault(trial_id, {}).update(params)
         self.phase[trial_id] = "submitted"
         if trial_id in self.early_begin:
             self.begin_attempt(trial_id, self.early_begin.pop(trial_id))
         return run_id
 
     def begin_attempt(self, trial_id: str, params: dict) -> None:
-        """A worker began the trial: write its params (with `derived.*`, known only there).
+        """A worker began the trial: hold its params (with `derived.*`, known only there).
         A second begin without a new submission is Ray re-running the task after a lost
         worker: one attempt more. A begin after the trial's end is stale and ignored."""
         phase = self.phase.get(trial_id)
@@ -170,7 +173,7 @@ class Tracker:
         elif phase != "submitted":
             return
         self.phase[trial_id] = "running"
-        self._write(trial_id, params=params)
+        self.params_unlogged.setdefault(trial_id, {}).update(params)
 
     def _next_attempt(self, trial_id: str) -> None:
         run_id = self.children[trial_id]
@@ -200,9 +203,13 @@ class Tracker:
                 continue
             self.last_step[(trial_id, key)] = step
             self.buffer.setdefault(trial_id, []).append(Metric(key, float(value), now, step))
-            self.buffered += 1
-        if self.buffered >= MAX_BATCH or time.monotonic() >= self.next_flush:
-            self.flush()
+            self.buffered_since.setdefault(trial_id, time.monotonic())
+        if len(self.buffer.get(trial_id, ())) >= MAX_BATCH:
+            self._flush_trials([trial_id])
+        if time.monotonic() >= self.next_check:
+            self.next_check = time.monotonic() + 1.0
+            old = time.monotonic() - self.flush_every_s
+            self._flush_trials([t for t, since in self.buffered_since.items() if since <= old])
 
     def finish_trial(self, trial_id: str, status: str, summary: dict, params: dict,
                      label: str) -> None:
@@ -226,7 +233,7 @@ class Tracker:
         if run_id is None:
             return
         metrics = self.buffer.pop(trial_id, [])
-        self.buffered -= len(metrics)
+        self.buffered_since.pop(trial_id, None)
         self._write(trial_id, metrics=metrics, params=params or {},
                     tags={"trial.status": status})
         if status != "running":
@@ -255,23 +262,20 @@ class Tracker:
             self.writes += 1
 
     def flush(self) -> int:
-        """Write the buffered metrics of every trial with a run; log_batch calls so far.
-
-        One call per trial, so with a hundred trials running a flush takes seconds: the next
-        one waits at least as long as this one took, so metrics never take more than about
-        half of the tracker's time and the trials' own starts and ends are not held up."""
-        began = time.monotonic()
-        held = {}
-        for trial_id, metrics in self.buffer.items():
-            if trial_id not in self.children:  # its start has not arrived yet
-                held[trial_id] = metrics
-                continue
-            self._write(trial_id, metrics=metrics)
-        self.buffer = held
-        self.buffered = sum(len(m) for m in held.values())
-        took = time.monotonic() - began
-        self.next_flush = time.monotonic() + max(self.flush_every_s, took)
+        """Write the buffered metrics of every trial with a run; log_batch calls so far."""
+        self._flush_trials(list(self.buffer))
         return self.writes
+
+    def _flush_trials(self, trial_ids: list[str]) -> None:
+        # One call per trial (MLflow batches per run), ~10 ms each: with a hundred trials
+        # running, writing everyone's metrics every few seconds kept the tracker busy and
+        # trial ends queued behind it. So a trial's metrics wait until the oldest is
+        # `flush_every_s` old, and a trial shorter than that writes them once, with its end.
+        for trial_id in trial_ids:
+            if trial_id not in self.children:  # its start has not arrived yet
+                continue
+            self._write(trial_id, metrics=self.buffer.pop(trial_id, []))
+            self.buffered_since.pop(trial_id, None)
 
 
 def _cheap_sqlite_commits() -> None:
