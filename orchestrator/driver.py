@@ -88,13 +88,14 @@ def check_resources(spec: SweepSpec) -> None:
     """Some alive node must hold one trial's CPUs and GPUs, or no trial could ever start."""
     import ray
 
-    need = spec.resources
+    need = spec.resources.per_trial()
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
     if any(r.get("CPU", 0) >= need.cpus and r.get("GPU", 0) >= need.gpus for r in nodes):
         return
     best_cpu = max((r.get("CPU", 0) for r in nodes), default=0)
     best_gpu = max((r.get("GPU", 0) for r in nodes), default=0)
-    raise ConfigError(f"resources (cpus={need.cpus}, gpus={need.gpus}) fit no node of the "
+    raise ConfigError(f"resources (cpus={need.cpus:g}, gpus={need.gpus:g} for {need.world_size} "
+                      f"process(es)) fit no node of the "
                       f"cluster (largest: {best_cpu:g} CPUs, {best_gpu:g} GPUs): lower "
                       "resources in the spec or add nodes")
 
@@ -124,7 +125,7 @@ def run_sweep(spec: SweepSpec, trials: list[Trial], *, tracking_uri: str,
     todo.sort(key=lambda t: t.flops, reverse=True)
     outcome = SweepOutcome(trials=len(trials), already_done=len(trials) - len(todo))
     runner = _Runner(spec, tracker, todo, outcome, task_fn=task_fn,
-                     resources_for=resources_for or (lambda _trial: spec.resources))
+                     resources_for=resources_for or (lambda _trial: spec.resources.per_trial()))
     try:
         runner.loop(progress=progress)
     except KeyboardInterrupt:
