@@ -124,8 +124,9 @@ def _run(spec, args, uri: str) -> int:
     summary = ", ".join(f"{sum(s == k for s in ran)} {k}" for k in sorted(set(ran)))
     print(f"sweep {spec.name}: {outcome.trials} trials, {outcome.already_done} already done"
           + (f", ran {len(outcome.ran)} ({summary})" if outcome.ran else ", nothing to run"))
+    from orchestrator.tracking import redact
     print(f"monitor: sweep status {spec.name}   |   UI: sweep ui {spec.name}  "
-          f"(store {uri})")
+          f"(store {redact(uri)})")
     return 130 if outcome.interrupted else (0 if all(s in ("finished", "diverged")
                                                      for s in ran) else 1)
 
@@ -167,7 +168,8 @@ def _ui(args, uri: str) -> int:
         exp = MlflowClient(tracking_uri=uri).get_experiment_by_name(args.name)
         if exp is not None:
             url += f"/#/experiments/{exp.experiment_id}"
-    print(f"MLflow UI for {uri}: {url}  (Ctrl-C stops it)", flush=True)
+    from orchestrator.tracking import redact
+    print(f"MLflow UI for {redact(uri)}: {url}  (Ctrl-C stops it)", flush=True)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
            "--host", "127.0.0.1", "--port", str(args.port)]
     try:
