@@ -148,7 +148,9 @@ def _driver_node():
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    # Hard affinity: with soft=True Ray 2.60 placed the actor on another node even with the
+    # driver's node idle. The driver's node is alive as long as the driver is.
+    return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
 
 
 class _Runner:
