@@ -25,7 +25,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import mlflow
 import pytest
+import yaml
 
 ROOT = Path(__file__).parents[2]
 
@@ -172,3 +174,72 @@ class MlflowServer:
 
     def log(self) -> str:
         return (self.workdir / "server.log").read_text()[-4000:]
+
+
+SWEEP_TRIAL = ["model=tiny", "model.width=32", "model.head_dim=16", "model.base_width=32",
+               "data=synthetic", "data.num_tokens=200_000", "train.seq_len=64",
+               "train.eval_tokens=4096", "schedule=wsd", "schedule.warmup_tokens=1024",
+               "train.log_every_steps=2", "train.tokens=163840"]
+
+
+def sweep_through_restart(postgres: Postgres, tmp: Path, secret: str):
+    """Run a 2 × 2 sweep (the `sweep` command in its own process, on a local Ray) against a
+    basic-auth `mlflow server` on Postgres, killing the server while a trial trains and
+    starting it again on the same port. The password is only in the environment and, on
+    purpose, in a URI in the spec's overrides. Yields what the tests check; the server is
+    up meanwhile and killed afterwards."""
+    workdir = tmp / "server"
+    workdir.mkdir()
+    server = MlflowServer(postgres.create_database("sweeps"), workdir, username="sweeper",
+                          password=secret)
+    env = {**os.environ, "MLFLOW_TRACKING_USERNAME": "sweeper",
+           "MLFLOW_TRACKING_PASSWORD": secret, "AWS_SECRET_ACCESS_KEY": secret}
+    storage = tmp / "runs"
+    spec = {"name": "served", "overrides": SWEEP_TRIAL + [
+                f"tracking.uri=http://sweeper:{secret}@127.0.0.1:{server.port}"],
+            "grid": {"optim.lr": "tag(log, choice(3e-3, 1e-2))",
+                     "train.batch_size": "choice(8, 16)"},
+            "seeds": [0], "resources": {"cpus": 1, "gpus": 0}, "max_concurrent": 2,
+            "retries": 1, "storage_root": str(storage)}
+    (tmp / "spec.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.MonkeyPatch.context() as env_of_tests:
+        # This process's MLflow client (the tests' checks) uses the same credentials.
+        env_of_tests.setenv("MLFLOW_TRACKING_USERNAME", "sweeper")
+        env_of_tests.setenv("MLFLOW_TRACKING_PASSWORD", secret)
+        proc = None
+        try:
+            server.start()
+            proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli",
+                                     "--tracking-uri", server.url, "launch",
+                                     str(tmp / "spec.yaml")], cwd=ROOT, env=env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            # Kill the server while a trial is training (its history grows, it has no
+            # summary yet), so that the outage falls inside trials, not between them.
+            wait_until(lambda: _training(storage), timeout_s=240, proc=proc,
+                       what="a trial in mid-training")
+            server.kill()
+            lines_at_kill = _history_lines(storage)
+            time.sleep(3)
+            server.start()
+            outage = {"driver_running_after": proc.poll() is None,
+                      "lines_logged_during": _history_lines(storage) - lines_at_kill}
+            out, err = proc.communicate(timeout=300)
+            assert proc.returncode == 0, err[-3000:] + server.log()
+            client = mlflow.MlflowClient(tracking_uri=server.url)
+            yield {"server": server, "client": client, "storage": storage, "outage": outage,
+                   "experiment": client.get_experiment_by_name("served"), "stdout": out + err,
+                   "secret": secret}
+        finally:
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+            server.kill()
+
+
+def _training(storage: Path) -> bool:
+    return any(len(p.read_text().splitlines()) >= 10 and not (p.parent / "summary.json").exists()
+               for p in storage.glob("*/metrics.jsonl"))
+
+
+def _history_lines(storage: Path) -> int:
+    return sum(len(p.read_text().splitlines()) for p in storage.glob("*/metrics.jsonl"))
