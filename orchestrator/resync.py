@@ -15,13 +15,13 @@ import json
 import math
 
 from orchestrator.spec import Trial
-from orchestrator.tracking import DONE, recorded_trials
+from orchestrator.tracking import DONE, HISTORY_KEYS, recorded_trials
 from orchestrator.worker import trial_params
 
 
 def stale_trials(trials: list[Trial], states: dict[str, dict]) -> list[tuple[Trial, dict]]:
-    """(trial, summary) of each ended trial whose MLflow record lacks its status or a
-    `final/*` value that its `summary.json` has."""
+    """(trial, summary) of each ended trial whose MLflow record lacks its status, a `final/*`
+    value of its `summary.json`, or the end of a history its `metrics.jsonl` has."""
     from trainer.loop import RunPaths, read_summary
 
     out = []
@@ -31,7 +31,8 @@ def stale_trials(trials: list[Trial], states: dict[str, dict]) -> list[tuple[Tri
             continue
         state = states.get(trial.trial_id)
         if state is None or state["status"] != summary["status"] or \
-                _final_keys(summary) - set(state["run"].data.metrics):
+                _final_keys(summary) - set(state["run"].data.metrics) or \
+                _history_behind(state["run"], read_history(trial)):
             out.append((trial, summary))
     return out
 
@@ -39,6 +40,17 @@ def stale_trials(trials: list[Trial], states: dict[str, dict]) -> list[tuple[Tri
 def _final_keys(summary: dict) -> set[str]:
     return {k for k, v in summary.items() if k.startswith("final/")
             and isinstance(v, (int, float)) and math.isfinite(v)}
+
+
+def _history_behind(run, history: list[dict]) -> bool:
+    # The store keeps each metric's value at its highest step: if that is not the last
+    # value the trial logged, the end of the history is missing.
+    last = {}
+    for row in history:
+        last.update({k: v for k, v in row.items() if k in HISTORY_KEYS and v is not None})
+    stored = run.data.metrics
+    return any(key not in stored or not math.isclose(stored[key], value, rel_tol=1e-6)
+               for key, value in last.items() if math.isfinite(value))
 
 
 def read_history(trial: Trial) -> list[dict]:
