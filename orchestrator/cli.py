@@ -162,14 +162,19 @@ def _cancel(args, uri: str) -> int:
 
 
 def _ui(args, uri: str) -> int:
-    url = f"http://127.0.0.1:{args.port}"
+    from orchestrator.tracking import redact
+
+    served = uri.startswith(("http://", "https://"))  # a tracking server is its own UI
+    url = redact(uri).rstrip("/") if served else f"http://127.0.0.1:{args.port}"
     if args.name:
         from mlflow import MlflowClient
         exp = MlflowClient(tracking_uri=uri).get_experiment_by_name(args.name)
         if exp is not None:
             url += f"/#/experiments/{exp.experiment_id}"
-    from orchestrator.tracking import redact
-    print(f"MLflow UI for {redact(uri)}: {url}  (Ctrl-C stops it)", flush=True)
+    if served:
+        print(f"MLflow UI of the tracking server: {url}")
+        return 0
+    print(f"MLflow UI for {uri}: {url}  (Ctrl-C stops it)", flush=True)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
            "--host", "127.0.0.1", "--port", str(args.port)]
     try:
