@@ -19,8 +19,9 @@ from pathlib import Path
 
 import yaml
 
+from orchestrator.resync import resync
 from orchestrator.spec import Resources, SweepSpec, Trial, expand
-from orchestrator.tracking import DONE, Tracker, recorded_trials
+from orchestrator.tracking import DONE, Tracker, recorded_trials, tracking_credentials
 from trainer.errors import ConfigError
 
 CANCEL_POLL_S = 3.0
@@ -39,6 +40,10 @@ class SweepOutcome:
     """Per trial: submission to result, minus the trial's own `final/wall_s`."""
     summaries: dict[str, dict] = field(default_factory=dict)
     """trial id → the summary its task returned."""
+    nodes: dict[str, str] = field(default_factory=dict)
+    """trial id → the Ray node that ran it (last attempt)."""
+    resynced: list[str] = field(default_factory=list)
+    """Trial ids whose MLflow record was completed from their run directories."""
 
 
 def code_version() -> str:
@@ -118,9 +123,11 @@ def run_sweep(spec: SweepSpec, trials: list[Trial], *, tracking_uri: str,
 
     states = recorded_trials(tracking_uri, spec.name)
     # Not waited for: trials start while the actor starts; their calls queue until it is up.
-    tracker = ray.remote(Tracker).options(num_cpus=0).remote(
+    # It lives on the driver's node, which outlives any worker node that goes away.
+    tracker = ray.remote(Tracker).options(num_cpus=0, scheduling_strategy=_driver_node()).remote(
         tracking_uri, spec.name, code_version=code_version(),
-        spec_yaml=yaml.safe_dump(spec.to_dict(), sort_keys=False))
+        spec_yaml=yaml.safe_dump(spec.to_dict(), sort_keys=False),
+        credentials=tracking_credentials())
     todo = [t for t in trials if states.get(t.trial_id, {}).get("status") not in DONE]
     todo.sort(key=lambda t: t.flops, reverse=True)
     outcome = SweepOutcome(trials=len(trials), already_done=len(trials) - len(todo))
@@ -133,8 +140,18 @@ def run_sweep(spec: SweepSpec, trials: list[Trial], *, tracking_uri: str,
         outcome.interrupted = True
     status = "interrupted" if outcome.interrupted else (
         "finished" if all(s in DONE for s in outcome.ran.values()) else "failed")
+    outcome.resynced = resync(trials, tracker, tracking_uri=tracking_uri, sweep=spec.name)
     ray.get(tracker.close_sweep.remote(status))
     return outcome
+
+
+def _driver_node():
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    # Hard affinity: with soft=True Ray 2.60 placed the actor on another node even with the
+    # driver's node idle. The driver's node is alive as long as the driver is.
+    return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
 
 
 class _Runner:
@@ -254,11 +271,13 @@ class _Runner:
                 self._failed(trial, attempt, err)
                 continue
             self.outcome.summaries[trial.trial_id] = result["summary"]
+            self.outcome.nodes[trial.trial_id] = result.get("node", "")
             wall = result["summary"].get("final/wall_s") or 0.0
             self.outcome.overhead_s.append(time.monotonic() - submitted - wall)
             # Not waited for: the actor applies calls in order, and close_sweep is waited on.
             self.tracker.finish_trial.remote(trial.trial_id, result["status"],
-                                             result["summary"], result["params"], trial.label)
+                                             result["summary"], result["params"], trial.label,
+                                             node=result.get("node"))
             self.outcome.ran[trial.trial_id] = result["status"]
 
     def _failed(self, trial: Trial, attempt: int, err: Exception) -> None:
