@@ -129,7 +129,7 @@ class MlflowServer:
             f"database_uri = sqlite:///{workdir}/auth.db\nadmin_username = {username}\n"
             "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
 
-    def start(self, *, timeout_s: float = 90) -> None:
+    def start(self, *, timeout_s: float = 180) -> None:
         # The store's password in the environment, not on a command line `ps` shows; no
         # GenAI job runners (half a dozen processes a sweep never uses).
         env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": self.backend_uri,

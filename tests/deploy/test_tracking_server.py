@@ -94,7 +94,7 @@ def test_tracker_keeps_its_buffer_when_it_gives_up_and_waits_out_an_outage(sweep
         tracker.flush()  # gave up after outage_s ...
     assert len(tracker.buffer[run_id]) == 50  # ... and kept every metric
 
-    tracker.outage_s = 120.0
+    tracker.outage_s = 300.0
     restart = threading.Thread(target=server.start)
     restart.start()
     began = time.monotonic()
