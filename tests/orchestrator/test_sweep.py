@@ -8,15 +8,7 @@ from orchestrator.spec import spec_from_dict
 from orchestrator.tracking import sweep_runs
 from trainer.errors import ConfigError
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    import ray
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    yield
-    ray.shutdown()
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 
 
 def _runs(uri, name):
