@@ -125,14 +125,20 @@ def _spawned(cfg: Config, log_dir: Path):
             _wait_children(children, Path(tmp), log_dir)
         except BaseException as error:
             failure = _first_failure(children, Path(tmp), log_dir, wait_s=5.0)
-            _kill(children)
             if failure and not isinstance(error, KeyboardInterrupt):
                 raise RankFailed(failure) from error
             raise
         finally:
             _kill(children)
-            for k, v in saved.items():
-                os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+            _restore_env(saved)
+
+
+def _restore_env(saved: dict[str, str | None]) -> None:
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 def _free_port() -> int:
@@ -193,15 +199,6 @@ def _kill(children: dict) -> None:
         if child.poll() is None:
             child.kill()
             child.wait()
-
-
-def all_mean(value: torch.Tensor, d: Dist) -> torch.Tensor:
-    """Mean of a tensor over ranks (itself on one process)."""
-    if d.sharded:
-        value = value.clone()
-        dist.all_reduce(value)
-        value /= d.world_size
-    return value
 
 
 def all_sum(value: torch.Tensor, d: Dist) -> torch.Tensor:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainer import distributed_checkpoint
+from trainer import checkpoint
 from trainer.config import Config
 from trainer.data import TokenStream, eval_batches, load_tokens
 from trainer.distributed import Dist, all_sum, barrier, process_group
@@ -185,8 +185,8 @@ class _Loop:
 
     def restore(self) -> int | None:
         """Load the newest checkpoint; the step it was taken at, or None."""
-        saved = distributed_checkpoint.load_latest(self.paths.checkpoints, model=self.model,
-                                                   optimizer=self.optimizer)
+        saved = checkpoint.load_latest(self.paths.checkpoints, model=self.model,
+                                       optimizer=self.optimizer)
         if saved is None:
             return None
         self.state = TrainState(**saved["state"])
@@ -202,7 +202,7 @@ class _Loop:
                "python": random.getstate()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
-        distributed_checkpoint.save(
+        checkpoint.save(
             self.paths.checkpoints, step=self.state.step, keep=self.cfg.train.keep_checkpoints,
             model=self.model, optimizer=self.optimizer, d=self.dist,
             train_state={"state": asdict(self.state), "rng": rng, "run_id": self.run_id})

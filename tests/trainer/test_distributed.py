@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -75,16 +76,16 @@ def test_a_dead_rank_ends_the_run_with_its_name(tmp_path):
     assert "Traceback" not in err
 
 
-def test_checkpoint_resumes_at_another_world_size(tmp_path):
+def test_checkpoint_resumes_at_another_world_size(tmp_path, capsys):
     straight = run(compose(TINY + [f"storage_root={tmp_path}/straight"]))
-    # Two ranks train until their checkpoint at step 20 (of 40) exists, and are killed.
+    # Two ranks train until their first checkpoint (step 10 of 40) exists, and are killed.
     killer = subprocess.Popen(
         [sys.executable, "-m", "trainer", *TINY, "train.world_size=2",
          "train.checkpoint_every_tokens=2560", f"storage_root={tmp_path}/two"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     run_dir = tmp_path / "two" / straight.run_id
     deadline = time.monotonic() + 120
-    while not (run_dir / "checkpoints" / "step-000000020").is_dir():
+    while not (run_dir / "checkpoints" / "step-000000010").is_dir():
         assert time.monotonic() < deadline and killer.poll() is None, killer.communicate()
         time.sleep(0.05)
     killer.send_signal(signal.SIGKILL)  # rank 1 dies with it (parent-death signal)
@@ -92,8 +93,13 @@ def test_checkpoint_resumes_at_another_world_size(tmp_path):
     time.sleep(1)
     assert not [p for p in psutil.process_iter(["cmdline"])
                 if "trainer.rank" in " ".join(p.info["cmdline"] or [])]
-    # One process picks the same run (world size is not in the id) up from that checkpoint.
+    assert not (run_dir / "summary.json").exists()  # killed before the end
+    # One process picks the same run (world size is not in the id) up from its newest
+    # checkpoint (step 10, or a later one written before the kill landed).
+    capsys.readouterr()
     resumed = run(compose(TINY + [f"storage_root={tmp_path}/two"]))
+    out = capsys.readouterr().out
+    assert re.search(rf"run {straight.run_id[:12]} resuming at step (10|20|30);", out), out
     assert resumed.status == "finished"
     _assert_same_curve(_losses(straight.run_dir), _losses(resumed.run_dir))
 
