@@ -26,8 +26,9 @@ import torch.nn.functional as F
 from _results import save
 
 from trainer.compose import compose
+from trainer.distributed import resolve_device
 from trainer.flops import flops_per_token, measure_cpu_gemm_rate, peak_flops
-from trainer.loop import resolve_device, run
+from trainer.loop import run
 from trainer.model import GPT, GPTShape
 from trainer.mup import build_optimizer, set_lr
 

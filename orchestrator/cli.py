@@ -124,8 +124,9 @@ def _run(spec, args, uri: str) -> int:
     summary = ", ".join(f"{sum(s == k for s in ran)} {k}" for k in sorted(set(ran)))
     print(f"sweep {spec.name}: {outcome.trials} trials, {outcome.already_done} already done"
           + (f", ran {len(outcome.ran)} ({summary})" if outcome.ran else ", nothing to run"))
+    from orchestrator.tracking import redact
     print(f"monitor: sweep status {spec.name}   |   UI: sweep ui {spec.name}  "
-          f"(store {uri})")
+          f"(store {redact(uri)})")
     return 130 if outcome.interrupted else (0 if all(s in ("finished", "diverged")
                                                      for s in ran) else 1)
 
@@ -161,12 +162,18 @@ def _cancel(args, uri: str) -> int:
 
 
 def _ui(args, uri: str) -> int:
-    url = f"http://127.0.0.1:{args.port}"
+    from orchestrator.tracking import redact
+
+    served = uri.startswith(("http://", "https://"))  # a tracking server is its own UI
+    url = redact(uri).rstrip("/") if served else f"http://127.0.0.1:{args.port}"
     if args.name:
         from mlflow import MlflowClient
         exp = MlflowClient(tracking_uri=uri).get_experiment_by_name(args.name)
         if exp is not None:
             url += f"/#/experiments/{exp.experiment_id}"
+    if served:
+        print(f"MLflow UI of the tracking server: {url}")
+        return 0
     print(f"MLflow UI for {uri}: {url}  (Ctrl-C stops it)", flush=True)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
            "--host", "127.0.0.1", "--port", str(args.port)]

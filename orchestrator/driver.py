@@ -20,8 +20,9 @@ from pathlib import Path
 import yaml
 
 from orchestrator.placement import ClusterModel, Placement, Request, select
+from orchestrator.resync import resync
 from orchestrator.spec import Resources, SweepSpec, Trial, expand
-from orchestrator.tracking import DONE, Tracker, recorded_trials
+from orchestrator.tracking import DONE, Tracker, recorded_trials, tracking_credentials
 from trainer.errors import ConfigError
 
 CANCEL_POLL_S = 3.0
@@ -42,6 +43,10 @@ class SweepOutcome:
     """trial id → the summary its task returned."""
     first_submit_at: float | None = None
     """Wall-clock time (time.time()) at which the first trial was handed to Ray."""
+    nodes: dict[str, str] = field(default_factory=dict)
+    """trial id → the Ray node that ran it (last attempt)."""
+    resynced: list[str] = field(default_factory=list)
+    """Trial ids whose MLflow record was completed from their run directories."""
 
 
 def code_version() -> str:
@@ -91,13 +96,14 @@ def check_resources(spec: SweepSpec) -> None:
     """Some alive node must hold one trial's CPUs and GPUs, or no trial could ever start."""
     import ray
 
-    need = spec.resources
+    need = spec.resources.per_trial()
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
     if any(r.get("CPU", 0) >= need.cpus and r.get("GPU", 0) >= need.gpus for r in nodes):
         return
     best_cpu = max((r.get("CPU", 0) for r in nodes), default=0)
     best_gpu = max((r.get("GPU", 0) for r in nodes), default=0)
-    raise ConfigError(f"resources (cpus={need.cpus}, gpus={need.gpus}) fit no node of the "
+    raise ConfigError(f"resources (cpus={need.cpus:g}, gpus={need.gpus:g} for {need.world_size} "
+                      f"process(es)) fit no node of the "
                       f"cluster (largest: {best_cpu:g} CPUs, {best_gpu:g} GPUs): lower "
                       "resources in the spec or add nodes")
 
@@ -120,14 +126,16 @@ def run_sweep(spec: SweepSpec, trials: list[Trial], *, tracking_uri: str,
 
     states = recorded_trials(tracking_uri, spec.name)
     # Not waited for: trials start while the actor starts; their calls queue until it is up.
-    tracker = ray.remote(Tracker).options(num_cpus=0).remote(
+    # It lives on the driver's node, which outlives any worker node that goes away.
+    tracker = ray.remote(Tracker).options(num_cpus=0, scheduling_strategy=_driver_node()).remote(
         tracking_uri, spec.name, code_version=code_version(),
-        spec_yaml=yaml.safe_dump(spec.to_dict(), sort_keys=False))
+        spec_yaml=yaml.safe_dump(spec.to_dict(), sort_keys=False),
+        credentials=tracking_credentials())
     todo = [t for t in trials if states.get(t.trial_id, {}).get("status") not in DONE]
     todo.sort(key=lambda t: t.flops, reverse=True)
     outcome = SweepOutcome(trials=len(trials), already_done=len(trials) - len(todo))
     runner = _Runner(spec, tracker, todo, outcome, task_fn=task_fn,
-                     resources_for=resources_for or (lambda _trial: spec.resources))
+                     resources_for=resources_for or (lambda _trial: spec.resources.per_trial()))
     try:
         runner.loop(progress=progress)
     except KeyboardInterrupt:
@@ -135,8 +143,18 @@ def run_sweep(spec: SweepSpec, trials: list[Trial], *, tracking_uri: str,
         outcome.interrupted = True
     status = "interrupted" if outcome.interrupted else (
         "finished" if all(s in DONE for s in outcome.ran.values()) else "failed")
+    outcome.resynced = resync(trials, tracker, tracking_uri=tracking_uri, sweep=spec.name)
     ray.get(tracker.close_sweep.remote(status))
     return outcome
+
+
+def _driver_node():
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    # Hard affinity: with soft=True Ray 2.60 placed the actor on another node even with the
+    # driver's node idle. The driver's node is alive as long as the driver is.
+    return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
 
 
 class _Runner:
@@ -244,11 +262,13 @@ class _Runner:
                 self._failed(trial, attempt, err)
                 continue
             self.outcome.summaries[trial.trial_id] = result["summary"]
+            self.outcome.nodes[trial.trial_id] = result.get("node", "")
             wall = result["summary"].get("final/wall_s") or 0.0
             self.outcome.overhead_s.append(time.monotonic() - submitted - wall)
             # Not waited for: the actor applies calls in order, and close_sweep is waited on.
             self.tracker.finish_trial.remote(trial.trial_id, result["status"],
-                                             result["summary"], result["params"], trial.label)
+                                             result["summary"], result["params"], trial.label,
+                                             node=result.get("node"))
             self.outcome.ran[trial.trial_id] = result["status"]
 
     def _failed(self, trial: Trial, attempt: int, err: Exception) -> None:

@@ -32,13 +32,22 @@ RESOURCE_KEYS = {"gpus", "cpus", "world_size"}
 
 @dataclass(frozen=True)
 class Resources:
-    """What one trial holds while it runs."""
+    """What one process of a trial holds; a trial of `world_size` processes holds that many
+    times as much."""
 
     gpus: float = 0.0
-    """GPUs per trial; fractional (e.g. 0.25) packs tiny proxies onto one GPU."""
+    """GPUs per process; fractional (e.g. 0.25) packs tiny proxies onto one GPU."""
     cpus: float = 1.0
+    """CPUs per process."""
     world_size: int = 1
-    """Processes per trial (multi-process FSDP trials)."""
+    """Processes per trial (FSDP ranks); sets the trial's `train.world_size`."""
+
+    def per_trial(self) -> Resources:
+        """What a whole trial holds. It runs as one Ray task with every rank's share, which
+        keeps the ranks on one node (what a STRICT_PACK placement group would do); the task
+        is rank 0 and starts the other ranks itself."""
+        w = self.world_size
+        return Resources(gpus=self.gpus * w, cpus=self.cpus * w, world_size=w)
 
 
 @dataclass(frozen=True)
@@ -128,6 +137,13 @@ def spec_from_dict(raw: object, *, source: str = "spec") -> SweepSpec:
     if isinstance(gpus, (int, float)) and gpus > 1 and gpus != int(gpus):
         problems.append(f"{source}: resources.gpus={gpus}: above 1 a trial takes whole GPUs; "
                         "use an integer, or a fraction below 1")
+    world = resources.get("world_size", 1)
+    if not isinstance(world, int) or world < 1:
+        problems.append(f"{source}: resources.world_size={world!r} must be a whole number >= 1")
+    elif world > 1 and gpus not in (0, 1):
+        problems.append(f"{source}: resources.gpus={gpus} with world_size={world}: each "
+                        "process of a multi-process trial takes one whole GPU (gpus: 1) or "
+                        "none (gpus: 0)")
     search = raw.get("search", "grid")
     if search != "grid":
         problems.append(f"{source}: search={search!r} is not available yet; use search: grid")
@@ -197,7 +213,8 @@ def _make_trial(spec: SweepSpec, point: tuple[str, ...], problems: list[str],
                 composer: Composer) -> Trial | None:
     from trainer.validation import problems as trial_problems
 
-    overrides = [*spec.overrides, *point, f"storage_root={spec.storage_root}"]
+    overrides = [*spec.overrides, *point, f"storage_root={spec.storage_root}",
+                 f"train.world_size={spec.resources.world_size}"]
     try:
         cfg = composer(overrides)
     except ConfigError as err:

@@ -9,13 +9,29 @@ the spec as artifact `sweep.yaml`), one child run per trial id, found again by i
 tag, so a retried or resumed trial continues its own run. A resumed trial re-reports the steps
 after its last checkpoint; they are dropped here (per metric, steps at or below the last one
 written), so each metric's history stays one continuous curve.
+
+A team's store is an `mlflow server`, and a server restarts. Every write goes through `_call`,
+which retries a call that failed for want of the server (connection refused, timeout, 503) with
+backoff for up to `outage_s`; meanwhile the actor's calls queue in Ray, workers keep training
+(their metric calls do not wait) and the buffer keeps what was not written. Writes are safe to
+repeat: MLflow ignores a metric logged twice, a child run is looked up by `trial.id` before one
+is created. What an outage longer than that (or a killed driver) still left out is re-synced
+from the trials' own `summary.json` and `metrics.jsonl` (`orchestrator.resync`).
+
+Credentials stay out of the record: they reach the actor from the driver's environment (the
+`MLFLOW_TRACKING_*`/`AWS_*` variables, as constructor arguments, not as Ray runtime-env
+variables that Ray's state API lists), and any `user:password@` in a logged value is masked.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import re
 import sqlite3
+import sys
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -31,7 +47,43 @@ DONE = ("finished", "diverged")
 MAX_BATCH = 1000
 MAX_PARAMS = 100  # params, and tags, per log_batch call
 HISTORY_KEYS = ("train/loss", "train/lr", "train/grad_norm", "train/tokens",
-                "train/batch_tokens", "eval/loss", "perf/tokens_per_s", "perf/mfu")
+                "train/batch_tokens", "train/norm_test", "eval/loss", "perf/tokens_per_s",
+                "perf/mfu")
+CREDENTIAL_VARS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN",
+                   "MLFLOW_TRACKING_INSECURE_TLS", "MLFLOW_TRACKING_SERVER_CERT_PATH",
+                   "MLFLOW_TRACKING_CLIENT_CERT_PATH", "AWS_ACCESS_KEY_ID",
+                   "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION",
+                   "MLFLOW_S3_ENDPOINT_URL")
+OUTAGE_S = 900.0
+"""How long a write waits for an unreachable server before giving up (then: re-sync)."""
+MAX_BACKOFF_S = 8.0
+_USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]+):[^/\s@]+@")
+
+
+def redact(text: str) -> str:
+    """`scheme://user:password@host` → `scheme://user:***@host`, anywhere in `text`."""
+    return _USERINFO.sub(r"\g<head>:***@", text)
+
+
+def tracking_credentials() -> dict[str, str]:
+    """The tracking and artifact-store credentials set in this process's environment."""
+    return {k: os.environ[k] for k in CREDENTIAL_VARS if k in os.environ}
+
+
+def is_transient(err: Exception) -> bool:
+    """Did a call fail because the server could not be reached (worth retrying)?"""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(err, (requests.ConnectionError, requests.Timeout, ConnectionError)):
+        return True
+    if isinstance(err, MlflowException):
+        if err.error_code == "TEMPORARILY_UNAVAILABLE":
+            return True
+        # rest_utils wraps what requests raised (refused, reset, timed out) this way.
+        return err.message.startswith("API request to") and "failed with" in err.message \
+            and "exception" in err.message
+    return False
 
 
 def find_experiment(client: MlflowClient, name: str):
@@ -71,15 +123,24 @@ class Tracker:
     """Buffered MLflow writes for one sweep. Run it as a Ray actor (`ray.remote(Tracker)`)."""
 
     def __init__(self, uri: str, sweep: str, *, code_version: str, spec_yaml: str,
-                 flush_every_s: float = 10.0):
+                 flush_every_s: float = 10.0, credentials: dict[str, str] | None = None,
+                 outage_s: float = OUTAGE_S):
         from mlflow import MlflowClient
 
+        os.environ.update(credentials or {})
+        # MLflow's own HTTP retries (7, up to 2 min apart) would hide an outage inside one
+        # call; a few quick ones, then `_call`'s backoff, which says what is going on.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
         if uri.startswith("sqlite:"):
             _cheap_sqlite_commits()
         self.client = MlflowClient(tracking_uri=uri)
         self.sweep, self.code_version, self.flush_every_s = sweep, code_version, flush_every_s
-        exp = find_experiment(self.client, sweep)
-        self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(sweep)
+        self.outage_s, self.down_since = outage_s, None
+        exp = self._call(find_experiment, self.client, sweep)
+        self.experiment_id = (exp.experiment_id if exp else
+                              self._call(self.client.create_experiment, sweep))
         self.parent_id: str | None = None
         self.children: dict[str, str] = {}  # trial id → run id
         self.attempts: dict[str, int] = {}  # trial id → attempt, for trials this tracker saw
@@ -91,38 +152,77 @@ class Tracker:
         self.buffer: dict[str, list[Metric]] = {}  # trial id → metrics not yet written
         self.buffered_since: dict[str, float] = {}  # trial id → its oldest unwritten metric
         self.writes, self.next_check = 0, time.monotonic()
-        for run in sweep_runs(self.client, self.experiment_id, "trial"):
+        for run in self._call(sweep_runs, self.client, self.experiment_id, "trial"):
             self.children[run.data.tags["trial.id"]] = run.info.run_id
         # In the constructor, so the parent exists before any trial calls in (an actor runs
         # no method before its constructor has returned).
         self.open_sweep(spec_yaml)
 
+    # -- the server ----------------------------------------------------------------------
+
+    def _call(self, fn: Callable, *args, **kwargs):
+        """`fn(*args, **kwargs)`, retried with backoff while the server is unreachable."""
+        deadline, delay = time.monotonic() + self.outage_s, 0.5
+        while True:
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as err:
+                if not is_transient(err) or time.monotonic() + delay > deadline:
+                    raise
+                if self.down_since is None:
+                    self.down_since = time.monotonic()
+                    _say(f"tracking server unreachable ({redact(str(err))[:200]}); retrying "
+                         f"for up to {self.outage_s:.0f} s, trials keep running")
+                time.sleep(delay)
+                delay = min(2 * delay, MAX_BACKOFF_S)
+                continue
+            if self.down_since is not None:
+                _say(f"tracking server back after {time.monotonic() - self.down_since:.1f} s")
+                self.down_since = None
+            return result
+
     # -- the sweep -----------------------------------------------------------------------
 
     def open_sweep(self, spec_yaml: str) -> str:
         """Find or create the parent run, store the spec with it, mark it running."""
-        parents = sweep_runs(self.client, self.experiment_id, "sweep")
+        parents = self._call(sweep_runs, self.client, self.experiment_id, "sweep")
         if parents:
             self.parent_id = parents[0].info.run_id
-            self.client.update_run(self.parent_id, status="RUNNING")
+            self._call(self.client.update_run, self.parent_id, status="RUNNING")
         else:
-            run = self.client.create_run(self.experiment_id, run_name=self.sweep,
-                                         tags={"proxysweep.kind": "sweep"})
+            run = self._call(self._find_or_create, "sweep", {"proxysweep.kind": "sweep"},
+                             self.sweep)
             self.parent_id = run.info.run_id
-        self.client.log_text(self.parent_id, spec_yaml, "sweep.yaml")
-        self.client.set_tag(self.parent_id, "sweep.cancel", "no")
+        self._call(self.client.log_text, self.parent_id, redact(spec_yaml), "sweep.yaml")
+        self._call(self.client.set_tag, self.parent_id, "sweep.cancel", "no")
         return self.parent_id
 
+    def _find_or_create(self, kind: str, tags: dict, name: str):
+        # A create whose answer was lost to an outage may still have happened: look first.
+        query = f"tags.`proxysweep.kind` = '{kind}'"
+        if kind == "trial":
+            query += f" and tags.`trial.id` = '{tags['trial.id']}'"
+        found = self.client.search_runs([self.experiment_id], query, max_results=1)
+        if found:
+            return found[0]
+        return self.client.create_run(self.experiment_id, run_name=name[:250], tags=tags)
+
     def cancel_requested(self) -> bool:
-        """Has `sweep cancel` asked this sweep to stop?"""
-        return self.client.get_run(self.parent_id).data.tags.get("sweep.cancel") == "requested"
+        """Has `sweep cancel` asked this sweep to stop? (No, while the server is away.)"""
+        try:
+            run = self.client.get_run(self.parent_id)
+        except Exception as err:
+            if is_transient(err):
+                return False
+            raise
+        return run.data.tags.get("sweep.cancel") == "requested"
 
     def close_sweep(self, status: str) -> None:
         """Flush everything and end the parent run (FINISHED, KILLED or FAILED)."""
         self.flush()
-        self.client.set_tag(self.parent_id, "sweep.status", status)
+        self._call(self.client.set_tag, self.parent_id, "sweep.status", status)
         mlflow_status = {"finished": "FINISHED", "interrupted": "KILLED"}.get(status, "FAILED")
-        self.client.set_terminated(self.parent_id, status=mlflow_status)
+        self._call(self.client.set_terminated, self.parent_id, status=mlflow_status)
 
     # -- trials --------------------------------------------------------------------------
     # The driver calls start_trial when it submits a trial and finish_trial/mark_trial when it
@@ -139,17 +239,23 @@ class Tracker:
         Its params are held, and written with the trial's next write (metrics or end)."""
         run_id = self.children.get(trial_id)
         if run_id is None:
-            run = self.client.create_run(self.experiment_id, run_name=label[:250], tags={
+            run = self._call(self._find_or_create, "trial", {
                 MLFLOW_PARENT_RUN_ID: self.parent_id, "proxysweep.kind": "trial",
                 "trial.id": trial_id, "trial.attempt": "1", "trial.status": "running",
-                "code.version": self.code_version})
+                "code.version": self.code_version}, label)
             run_id = self.children[trial_id] = run.info.run_id
-            self.attempts[trial_id] = 1
+            self.attempts[trial_id] = int(run.data.tags.get("trial.attempt", 1))
+            self.params_logged[trial_id] = set(run.data.params)
             self.params_unlogged[trial_id] = dict(params)
+            if run.data.metrics:  # found, not created: a write lost its answer to an outage
+                self._load_last_steps(trial_id)
         else:
             if trial_id not in self.attempts:  # a run of an earlier launch
-                tags = self.client.get_run(run_id).data.tags
-                self.attempts[trial_id] = int(tags.get("trial.attempt", 0))
+                run = self._call(self.client.get_run, run_id)
+                self.attempts[trial_id] = int(run.data.tags.get("trial.attempt", 0))
+                # MLflow refuses a param logged again with another value (a key left out of
+                # the trial id, such as the world size, may differ): the first one stays.
+                self.params_logged[trial_id] = set(run.data.params)
                 self._load_last_steps(trial_id)
             self._next_attempt(trial_id)
             # Written again (same values) with its next write: the driver that opened the
@@ -176,20 +282,25 @@ class Tracker:
         self.params_unlogged.setdefault(trial_id, {}).update(params)
 
     def _next_attempt(self, trial_id: str) -> None:
-        run_id = self.children[trial_id]
         self.attempts[trial_id] += 1
         self._write(trial_id, tags={"trial.attempt": str(self.attempts[trial_id]),
                                     "trial.status": "running"})
-        self.client.update_run(run_id, status="RUNNING")
+        self._call(self.client.update_run, self.children[trial_id], status="RUNNING")
 
     def _load_last_steps(self, trial_id: str) -> None:
         # What the store holds (a new driver knows nothing else), and never less than what
-        # this tracker has already accepted, flushed or not.
+        # this tracker has already accepted; buffered steps the store already has are dropped
+        # (a resumed worker's metrics may arrive before the driver reopened its run).
         for key in HISTORY_KEYS:
-            history = self.client.get_metric_history(self.children[trial_id], key)
-            if history:
-                known = self.last_step.get((trial_id, key), -1)
-                self.last_step[(trial_id, key)] = max(known, max(m.step for m in history))
+            history = self._call(self.client.get_metric_history, self.children[trial_id], key)
+            if not history:
+                continue
+            stored = max(m.step for m in history)
+            known = self.last_step.get((trial_id, key), -1)
+            self.last_step[(trial_id, key)] = max(known, stored)
+            if trial_id in self.buffer:
+                self.buffer[trial_id] = [m for m in self.buffer[trial_id]
+                                         if m.key != key or m.step > stored]
 
     def log_metrics(self, trial_id: str, metrics: dict, step: int) -> None:
         """Buffer metrics of a step; steps already written for a metric are dropped."""
@@ -212,8 +323,9 @@ class Tracker:
             self._flush_trials([t for t, since in self.buffered_since.items() if since <= old])
 
     def finish_trial(self, trial_id: str, status: str, summary: dict, params: dict,
-                     label: str) -> None:
-        """Record a trial's end: summary metrics, status tag, run terminated."""
+                     label: str, *, node: str | None = None) -> None:
+        """Record a trial's end: summary metrics, status tag, run terminated, and the Ray
+        node that ran it last (tag `trial.node`)."""
         from mlflow.entities import Metric
 
         if trial_id not in self.children:
@@ -224,42 +336,67 @@ class Tracker:
         now = int(time.time() * 1000)
         self.buffer.setdefault(trial_id, []).extend(
             Metric(k, float(v), now, step) for k, v in final.items() if math.isfinite(v))
-        self.mark_trial(trial_id, status, params=params)
+        self.mark_trial(trial_id, status, params=params,
+                        tags={"trial.node": node} if node else None)
 
-    def mark_trial(self, trial_id: str, status: str, *, params: dict | None = None) -> None:
+    def resync_trial(self, trial_id: str, status: str, summary: dict, params: dict, label: str,
+                     history: list[dict]) -> None:
+        """Complete a trial's record from its run directory: the history steps the store
+        lacks (rows of `metrics.jsonl`), then its summary and status as `finish_trial`."""
+        from mlflow.entities import Metric
+
+        if trial_id not in self.children:
+            self.start_trial(trial_id, params, label)
+        run_id = self.children[trial_id]
+        now = int(time.time() * 1000)
+        for key in HISTORY_KEYS:
+            written = {m.step for m in self._call(self.client.get_metric_history, run_id, key)}
+            self.buffer.setdefault(trial_id, []).extend(
+                Metric(key, float(row[key]), now, row["step"]) for row in history
+                if row.get(key) is not None and math.isfinite(row[key])
+                and row["step"] not in written)
+        self.finish_trial(trial_id, status, summary, params, label)
+
+    def mark_trial(self, trial_id: str, status: str, *, params: dict | None = None,
+                   tags: dict | None = None) -> None:
         """Set a trial's status, with its buffered metrics and any params not yet written;
         ended runs are terminated in MLflow too."""
         run_id = self.children.get(trial_id)
         if run_id is None:
             return
-        metrics = self.buffer.pop(trial_id, [])
+        self._write(trial_id, metrics=self.buffer.get(trial_id, ()), params=params or {},
+                    tags={**(tags or {}), "trial.status": status})
+        self.buffer.pop(trial_id, None)
         self.buffered_since.pop(trial_id, None)
-        self._write(trial_id, metrics=metrics, params=params or {},
-                    tags={"trial.status": status})
         if status != "running":
             self.phase[trial_id] = status
             mlflow_status = {"finished": "FINISHED", "diverged": "FINISHED",
                              "interrupted": "KILLED"}.get(status, "FAILED")
-            self.client.set_terminated(run_id, status=mlflow_status)
+            self._call(self.client.set_terminated, run_id, status=mlflow_status)
 
-    def _write(self, trial_id: str, *, metrics: list[Metric] = (), params: dict | None = None,
+    def _write(self, trial_id: str, *, metrics=(), params: dict | None = None,
                tags: dict | None = None) -> None:
         """One log_batch (more only past MLflow's limits) with the trial's params not yet
-        written (those held since its start included), metrics and tags."""
+        written (those held since its start included), metrics and tags. Params count as
+        written only once their call succeeded, so a write that gives up on an unreachable
+        server loses nothing: the next write carries them again."""
         from mlflow.entities import Param, RunTag
 
         logged = self.params_logged.setdefault(trial_id, set())
-        params = {**self.params_unlogged.pop(trial_id, {}), **(params or {})}
-        new = [Param(k, _param_value(v)) for k, v in params.items() if k not in logged]
-        logged.update(params)
+        held = self.params_unlogged.setdefault(trial_id, {})
+        held.update(params or {})
+        new = [Param(k, _param_value(v)) for k, v in held.items() if k not in logged]
         tag_items = [RunTag(k, v) for k, v in (tags or {}).items()]
         metrics = list(metrics)
         while new or tag_items or metrics:
-            self.client.log_batch(self.children[trial_id], metrics=metrics[:MAX_BATCH],
-                                  params=new[:MAX_PARAMS], tags=tag_items[:MAX_PARAMS])
+            self._call(self.client.log_batch, self.children[trial_id],
+                       metrics=metrics[:MAX_BATCH], params=new[:MAX_PARAMS],
+                       tags=tag_items[:MAX_PARAMS])
+            logged.update(p.key for p in new[:MAX_PARAMS])
             metrics, new, tag_items = (metrics[MAX_BATCH:], new[MAX_PARAMS:],
                                        tag_items[MAX_PARAMS:])
             self.writes += 1
+        held.clear()
 
     def flush(self) -> int:
         """Write the buffered metrics of every trial with a run; log_batch calls so far."""
@@ -271,10 +408,12 @@ class Tracker:
         # running, writing everyone's metrics every few seconds kept the tracker busy and
         # trial ends queued behind it. So a trial's metrics wait until the oldest is
         # `flush_every_s` old, and a trial shorter than that writes them once, with its end.
+        # A trial's metrics leave the buffer only once written (see `_write`).
         for trial_id in trial_ids:
             if trial_id not in self.children:  # its start has not arrived yet
                 continue
-            self._write(trial_id, metrics=self.buffer.pop(trial_id, []))
+            self._write(trial_id, metrics=self.buffer.get(trial_id, ()))
+            self.buffer.pop(trial_id, None)
             self.buffered_since.pop(trial_id, None)
 
 
@@ -282,8 +421,9 @@ def _cheap_sqlite_commits() -> None:
     """Every SQLite connection this process opens from now on uses a write-ahead log with
     synchronous=NORMAL: a commit then costs no fsync (the default spends ~9 ms on one, and
     MLflow commits several times per log_batch). The file stays safe from corruption; a
-    power cut may lose the last commits, which a re-launch re-runs. Readers in other
-    processes (the driver, `sweep status`, `mlflow ui`) are not blocked by the writer."""
+    power cut may lose the last commits, which a re-launch re-runs (the trials' own
+    summaries re-sync them). Readers in other processes (the driver, `sweep status`,
+    `mlflow ui`) are not blocked by the writer."""
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
@@ -305,5 +445,10 @@ def _wal_pragmas(dbapi_conn, _record) -> None:
 
 
 def _param_value(value: object) -> str:
-    text = str(value)
+    text = redact(str(value))
     return text if len(text) <= 6000 else text[:5997] + "..."
+
+
+def _say(message: str) -> None:
+    # The actor's stderr: Ray's worker log on the driver's node.
+    print(f"[proxysweep tracker] {message}", file=sys.stderr, flush=True)

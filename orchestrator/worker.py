@@ -1,4 +1,8 @@
-"""What runs on a Ray worker: one trial through `trainer.run`, reporting to the tracker."""
+"""What runs on a Ray worker: one trial through `trainer.run`, reporting to the tracker.
+
+Metrics also go to the trial's own `metrics.jsonl`, beside its `summary.json`: what the
+tracking server missed (a long outage, a dead driver) is re-synced from there.
+"""
 
 from __future__ import annotations
 
@@ -26,14 +30,24 @@ class TrackerReporter:
 
 def run_trial(cfg, tracker, label: str, threads: int) -> dict:
     """Train one trial to its end; {status, summary, params} for the driver to record."""
+    import ray
     import torch
 
     import trainer
-    from trainer.identity import flatten
+    from trainer.loop import RunPaths
+    from trainer.reporting import JsonlReporter, MultiReporter
 
     torch.set_num_threads(max(1, threads))
-    result = trainer.run(cfg, TrackerReporter(tracker, trainer.config_id(cfg), label))
-    params = {**flatten(cfg), **{k: v for k, v in result.summary.items()
-                                 if k.startswith("derived.")}}
+    trial_id = trainer.config_id(cfg)
+    history = JsonlReporter(RunPaths.for_config(cfg, trial_id).metrics, echo=False)
+    result = trainer.run(cfg, MultiReporter(history, TrackerReporter(tracker, trial_id, label)))
+    params = trial_params(cfg, result.summary)
     return {"status": result.status, "summary": result.summary, "params": params,
-            "pid": os.getpid()}
+            "pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}
+
+
+def trial_params(cfg, summary: dict) -> dict:
+    """A child run's params: every config key, dotted, and the summary's `derived.*`."""
+    from trainer.identity import flatten
+
+    return {**flatten(cfg), **{k: v for k, v in summary.items() if k.startswith("derived.")}}

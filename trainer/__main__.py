@@ -35,12 +35,17 @@ def main(argv: list[str] | None = None) -> int:
     overrides = [a for a in args if not a.startswith("--")]
     if "--demo" in flags:
         overrides = DEMO_OVERRIDES + overrides
+    from trainer.distributed import RankFailed
+
     try:
         return _run(overrides, print_only="--cfg" in flags)
     except ConfigError as err:
         for problem in err.problems:
             print(f"error: {problem}", file=sys.stderr)
         return 2
+    except RankFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted: re-run the same command to resume from the last checkpoint",
               file=sys.stderr)

@@ -1,21 +1,30 @@
-"""Atomic checkpoints: a kill at any moment leaves the newest complete checkpoint loadable.
+"""Run checkpoints in `torch.distributed.checkpoint` (DCP) format, atomic and reshardable.
 
-A checkpoint is written to a temporary file in the same directory, flushed to disk, and renamed
-over its final name (rename is atomic on POSIX); only then are older ones pruned. Readers only
-consider names that match the final pattern, so a half-written temporary file is never loaded.
+A checkpoint is a directory `step-NNNNNNNNN/`: each rank writes its shards of the model and
+optimizer (as `get_state_dict` names them, so they load into any world size, sharded or not)
+into a hidden temporary directory; rank 0 then adds `train_state.pt` (counters, RNG) and renames
+the directory to its final name only after every rank has finished (rename is atomic on POSIX);
+only then are older checkpoints pruned. Readers consider only final names, so a run killed
+mid-write resumes from the previous checkpoint.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-_NAME = re.compile(r"^step-(\d{9})\.pt$")
+from trainer.distributed import Dist, barrier
+
+_NAME = re.compile(r"^step-(\d{9})$")
+TRAIN_STATE = "train_state.pt"
 
 
 def atomic_save(obj: Any, path: Path) -> None:
@@ -28,13 +37,14 @@ def atomic_save(obj: Any, path: Path) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Make a rename inside `directory` durable."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -42,29 +52,46 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def checkpoint_path(directory: Path, step: int) -> Path:
-    return directory / f"step-{step:09d}.pt"
-
-
 def list_checkpoints(directory: Path) -> list[Path]:
     """Complete checkpoints in `directory`, oldest first."""
     if not directory.is_dir():
         return []
-    return sorted(p for p in directory.iterdir() if _NAME.match(p.name))
+    return sorted(p for p in directory.iterdir() if p.is_dir() and _NAME.match(p.name))
 
 
-def save_checkpoint(state: dict, directory: Path, *, step: int, keep: int) -> Path:
-    """Write the checkpoint of `step` atomically, then keep only the newest `keep`."""
-    path = checkpoint_path(directory, step)
-    atomic_save(state, path)
-    for old in list_checkpoints(directory)[:-max(keep, 1)]:
-        old.unlink(missing_ok=True)
-    return path
+def save(directory: Path, *, step: int, keep: int, model: torch.nn.Module,
+         optimizer: torch.optim.Optimizer, train_state: dict, d: Dist) -> Path:
+    """Write the checkpoint of `step` from every rank; keep only the newest `keep`."""
+    final = directory / f"step-{step:09d}"
+    tmp = directory / f".step-{step:09d}.tmp"
+    if d.is_main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    barrier(d)
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=tmp)
+    barrier(d)
+    if d.is_main:
+        atomic_save(train_state, tmp / TRAIN_STATE)
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        fsync_dir(directory)
+        for old in list_checkpoints(directory)[:-max(keep, 1)]:
+            shutil.rmtree(old, ignore_errors=True)
+    barrier(d)
+    return final
 
 
-def load_latest(directory: Path) -> dict | None:
-    """The newest complete checkpoint's state, or None when there is none."""
+def load_latest(directory: Path, *, model: torch.nn.Module,
+                optimizer: torch.optim.Optimizer) -> dict | None:
+    """Load the newest checkpoint into `model` and `optimizer` (every rank calls this);
+    its train state, or None when there is no checkpoint."""
     found = list_checkpoints(directory)
     if not found:
         return None
-    return torch.load(found[-1], map_location="cpu", weights_only=False)
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    state = {"model": model_sd, "optim": optim_sd}
+    dcp.load(state, checkpoint_id=found[-1])
+    set_state_dict(model, optimizer, model_state_dict=state["model"],
+                   optim_state_dict=state["optim"])
+    return torch.load(found[-1] / TRAIN_STATE, map_location="cpu", weights_only=False)

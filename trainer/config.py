@@ -202,6 +202,9 @@ class TrainConfig:
     divergence_factor: float = 2.0
     """A loss above this multiple of the first step's loss (or NaN/inf) ends the run `diverged`."""
     world_size: int = 1
+    """Processes that shard the run with FSDP2 (gloo on CPU, NCCL on CUDA); `trainer.run`
+    starts them itself, or they come from `torchrun`. Each rank takes batch_size / world_size
+    sequences of every batch."""
     batch_schedule: BatchSchedule = BatchSchedule.constant
 
 

@@ -3,7 +3,9 @@
 Two configs that train the same model on the same tokens get the same id, so a run (or a sweep
 trial) is never trained twice. Keys that cannot change the result are left out: where metrics go
 (`tracking`), where files go (`storage_root`, `run_dir`, `checkpoint_dir`, `data.cache_dir`) and
-how often the loop logs or checkpoints (checkpoints resume exactly).
+how often the loop logs or checkpoints (checkpoints resume exactly), and over how many
+processes a run is sharded (the same global batch gives the same run up to float rounding, and
+a checkpoint resumes at any world size).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from trainer.config import Config
 IGNORED_KEYS = frozenset({
     "tracking", "storage_root", "run_dir", "checkpoint_dir", "data.cache_dir",
     "train.log_every_steps", "train.checkpoint_every_tokens", "train.keep_checkpoints",
+    "train.world_size",
 })
 
 

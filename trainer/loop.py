@@ -20,14 +20,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainer.checkpoint import load_latest, save_checkpoint
+from trainer import checkpoint
 from trainer.config import Config
 from trainer.data import TokenStream, eval_batches, load_tokens
+from trainer.distributed import Dist, all_sum, barrier, process_group
 from trainer.flops import flops_per_token, peak_flops
 from trainer.identity import config_id, flatten
 from trainer.model import GPT, GPTShape, count_params
 from trainer.mup import build_optimizer, set_lr
-from trainer.reporting import JsonlReporter, MlflowReporter, MultiReporter, Reporter
+from trainer.parallelize import shard_model
+from trainer.reporting import JsonlReporter, MlflowReporter, MultiReporter, NullReporter, Reporter
 from trainer.schedules import ScheduleInputs, learning_rate
 from trainer.validation import check
 
@@ -107,13 +109,6 @@ def resolved_weight_decay(cfg: Config) -> float:
     return batch_tokens / (cfg.optim.lr * cfg.optim.timescale * cfg.train.tokens)
 
 
-def resolve_device(name: str) -> torch.device:
-    """`auto` picks CUDA when present."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def default_reporter(cfg: Config, paths: RunPaths) -> Reporter:
     """JSONL + stdout, plus MLflow when `tracking.uri` is set."""
     jsonl = JsonlReporter(paths.metrics)
@@ -144,30 +139,44 @@ def run(cfg: Config, reporter: Reporter | None = None) -> RunResult:
     stored = read_summary(paths)
     if stored is not None and stored.get("status") in DONE_STATUSES:
         return RunResult(run_id, stored["status"], paths.run_dir, stored)
-    loop = _Loop(cfg, run_id, paths, reporter or default_reporter(cfg, paths))
-    return loop.train()
+    with process_group(cfg, paths.run_dir) as d:
+        if not d.is_main:
+            reporter = NullReporter()
+        loop = _Loop(cfg, run_id, paths, reporter or default_reporter(cfg, paths), d)
+        return loop.train()
 
 
 class _Loop:
     """The state of a run in progress; `train()` drives it to the end."""
 
-    def __init__(self, cfg: Config, run_id: str, paths: RunPaths, reporter: Reporter):
-        self.cfg, self.run_id, self.paths, self.reporter = cfg, run_id, paths, reporter
-        self.device = resolve_device(cfg.train.device)
-        data = load_tokens(cfg.data)
+    def __init__(self, cfg: Config, run_id: str, paths: RunPaths, reporter: Reporter,
+                 d: Dist | None = None):
+        d = d or Dist()
+        self.cfg, self.run_id, self.paths, self.reporter, self.dist = cfg, run_id, paths, \
+            reporter, d
+        self.device = d.device
+        data = _load_tokens_once(cfg, d)
         self.stream = TokenStream(data.train, cfg.train.seq_len, cfg.seed)
-        self.eval_set = eval_batches(data.val, seq_len=cfg.train.seq_len,
-                                     num_tokens=cfg.train.eval_tokens,
-                                     batch_size=cfg.train.micro_batch_size or cfg.train.batch_size)
+        eval_set = eval_batches(data.val, seq_len=cfg.train.seq_len,
+                                num_tokens=cfg.train.eval_tokens,
+                                batch_size=self.micro_batch_size)
+        # Each rank evaluates every W-th chunk; ranks short of a chunk repeat one with weight 0
+        # so that every rank runs the same number of (collective) forward passes.
+        per_rank = -(-len(eval_set) // d.world_size)
+        self.eval_set = [(eval_set[i], 1.0) if i < len(eval_set) else (eval_set[0], 0.0)
+                         for i in range(d.rank, per_rank * d.world_size, d.world_size)]
         torch.manual_seed(cfg.seed)
         self.model = GPT(GPTShape(cfg.model, data.vocab_size)).to(self.device)
+        self.derived = derived_values(cfg, self.model, data.vocab_size)
+        if d.sharded:
+            shard_model(self.model, self.device)
         self.forward = torch.compile(self.model) if cfg.train.compile else self.model
         self.optimizer = build_optimizer(self.model, cfg.optim,
                                          weight_decay=resolved_weight_decay(cfg))
-        self.derived = derived_values(cfg, self.model, data.vocab_size)
         if data.loss_floor is not None:
             self.derived["derived.loss_floor"] = data.loss_floor
-        self.peak = peak_flops(self.device, cfg.data.cache_dir)
+        peak = peak_flops(self.device, cfg.data.cache_dir)
+        self.peak = peak * d.world_size if peak else None
         self.state = TrainState()
         self.schedule_inputs = ScheduleInputs(cfg.optim.lr, cfg.train.tokens,
                                               cfg.train.batch_size)
@@ -176,11 +185,10 @@ class _Loop:
 
     def restore(self) -> int | None:
         """Load the newest checkpoint; the step it was taken at, or None."""
-        saved = load_latest(self.paths.checkpoints)
+        saved = checkpoint.load_latest(self.paths.checkpoints, model=self.model,
+                                       optimizer=self.optimizer)
         if saved is None:
             return None
-        self.model.load_state_dict(saved["model"])
-        self.optimizer.load_state_dict(saved["optimizer"])
         self.state = TrainState(**saved["state"])
         torch.set_rng_state(saved["rng"]["torch"])
         np.random.set_state(saved["rng"]["numpy"])
@@ -194,55 +202,78 @@ class _Loop:
                "python": random.getstate()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
-        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "state": asdict(self.state), "rng": rng, "run_id": self.run_id}
-        save_checkpoint(state, self.paths.checkpoints, step=self.state.step,
-                        keep=self.cfg.train.keep_checkpoints)
+        checkpoint.save(
+            self.paths.checkpoints, step=self.state.step, keep=self.cfg.train.keep_checkpoints,
+            model=self.model, optimizer=self.optimizer, d=self.dist,
+            train_state={"state": asdict(self.state), "rng": rng, "run_id": self.run_id})
 
     # -- one step ------------------------------------------------------------------------
 
+    @property
+    def micro_batch_size(self) -> int:
+        """Sequences per forward pass on one rank."""
+        t = self.cfg.train
+        return t.micro_batch_size or t.batch_size // self.dist.world_size
+
     def _autocast(self):
+        # Sharded runs on CUDA get bf16 from FSDP's mixed-precision policy instead.
         return torch.autocast(self.device.type, dtype=torch.bfloat16,
-                              enabled=self.device.type == "cuda")
+                              enabled=self.device.type == "cuda" and not self.dist.sharded)
+
+    def local_batch(self) -> torch.Tensor:
+        """This rank's slice of the global batch: a contiguous, disjoint run of sequences."""
+        t, d = self.cfg.train, self.dist
+        local = t.batch_size // d.world_size
+        return self.stream.batch(self.state.position + d.rank * local, local).to(self.device)
 
     def step(self) -> tuple[float, float, float]:
-        """One optimizer step; (loss, grad norm, lr)."""
+        """One optimizer step; (loss, grad norm, lr), the loss averaged over every rank."""
         t = self.cfg.train
-        micro = t.micro_batch_size or t.batch_size
-        batch = self.stream.batch(self.state.position, t.batch_size).to(self.device)
+        batch = self.local_batch()
         lr = learning_rate(self.cfg.schedule, self.schedule_inputs,
                            self.state.tokens + t.batch_size * t.seq_len / 2)
         set_lr(self.optimizer, lr)
         loss_sum = torch.zeros((), device=self.device)
-        for chunk in batch.split(micro):
+        chunks = batch.split(self.micro_batch_size)
+        for i, chunk in enumerate(chunks):
+            if self.dist.sharded:  # reduce gradients once, after the last micro-batch
+                self.model.set_requires_gradient_sync(i == len(chunks) - 1)
             with self._autocast():
                 logits = self.forward(chunk[:, :-1])
                 loss = F.cross_entropy(logits.flatten(0, 1).float(), chunk[:, 1:].flatten())
-            (loss * (len(chunk) / t.batch_size)).backward()
+            # Weighted by the local batch; FSDP's reduction averages over ranks.
+            (loss * (len(chunk) / len(batch))).backward()
             loss_sum += loss.detach() * len(chunk)
         clip = self.cfg.optim.grad_clip or math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        if hasattr(grad_norm, "full_tensor"):
+            grad_norm = grad_norm.full_tensor()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.state.step += 1
         self.state.position += t.batch_size
         self.state.tokens += t.batch_size * t.seq_len
-        return (loss_sum / t.batch_size).item(), grad_norm.item(), lr
+        loss = all_sum(loss_sum, self.dist) / t.batch_size
+        return loss.item(), grad_norm.item(), lr
 
     @torch.no_grad()
     def evaluate(self) -> float:
-        """Mean loss over the fixed held-out tokens."""
+        """Mean loss over the fixed held-out tokens (every rank takes part)."""
         self.model.eval()
-        total, count = 0.0, 0
-        for chunk in self.eval_set:
+        total = torch.zeros(2, dtype=torch.float64, device=self.device)  # (loss sum, tokens)
+        for chunk, weight in self.eval_set:
             chunk = chunk.to(self.device)
             with self._autocast():
                 logits = self.forward(chunk[:, :-1])
             loss = F.cross_entropy(logits.flatten(0, 1).float(), chunk[:, 1:].flatten(),
                                    reduction="sum")
-            total, count = total + loss.item(), count + chunk[:, 1:].numel()
+            total += weight * torch.stack([loss.double(),
+                                           torch.tensor(chunk[:, 1:].numel(),
+                                                        dtype=torch.float64,
+                                                        device=self.device)])
         self.model.train()
-        return total / count
+        total = all_sum(total, self.dist)
+        return (total[0] / total[1]).item()
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -259,9 +290,10 @@ class _Loop:
         resumed = self.restore()
         params = {**flatten(self.cfg), **self.derived, "trial.id": self.run_id}
         self.reporter.start(run_id=self.run_id, params=params, resumed_step=resumed)
-        self.paths.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.paths.run_dir / "config.json").write_text(json.dumps(params, indent=1,
-                                                                   default=str))
+        if self.dist.is_main:
+            self.paths.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.paths.run_dir / "config.json").write_text(json.dumps(params, indent=1,
+                                                                       default=str))
         status = self._train_until_done()
         return self._finish(status)
 
@@ -324,9 +356,18 @@ class _Loop:
         if status == "finished" and summary["final/eval_loss"] is not None:
             self.reporter.log_metrics({"eval/loss": summary["final/eval_loss"]},
                                       step=self.state.step)
-        _atomic_write_json(self.paths.summary, summary)
+        if self.dist.is_main:
+            _atomic_write_json(self.paths.summary, summary)
         self.reporter.finish(status=status, summary=summary)
         return RunResult(self.run_id, status, self.paths.run_dir, summary)
+
+
+def _load_tokens_once(cfg: Config, d: Dist):
+    """Rank 0 fills the token cache first; the other ranks then read it."""
+    if d.is_main:
+        data = load_tokens(cfg.data)
+    barrier(d)
+    return data if d.is_main else load_tokens(cfg.data)
 
 
 def _crossed(tokens: int, batch_tokens: int, every: int) -> bool:

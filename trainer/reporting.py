@@ -148,3 +148,16 @@ class MlflowReporter:
         mlflow_status = {"finished": "FINISHED", "diverged": "FINISHED",
                          "interrupted": "KILLED"}.get(status, "FAILED")
         self.client.set_terminated(self.run_id, status=mlflow_status)
+
+
+class NullReporter:
+    """What ranks other than 0 report to: nothing (rank 0 reports global values)."""
+
+    def start(self, *, run_id: str, params: dict, resumed_step: int | None) -> None:
+        pass
+
+    def log_metrics(self, metrics: dict[str, float], *, step: int) -> None:
+        pass
+
+    def finish(self, *, status: str, summary: dict) -> None:
+        pass

@@ -89,9 +89,7 @@ def _train_problems(cfg: Config) -> list[str]:
                      "= batch_size × seq_len): raise train.tokens or shrink the batch")
     if t.divergence_factor <= 1:
         found.append(f"train.divergence_factor={t.divergence_factor} must be > 1")
-    if t.world_size != 1:
-        found.append(f"train.world_size={t.world_size}: multi-process training is not built "
-                     "yet; use train.world_size=1")
+    found += _world_problems(t)
     if t.device not in ("auto", "cpu") and not t.device.startswith("cuda"):
         found.append(f"train.device={t.device!r} is not one of auto, cpu, cuda, cuda:N")
     if t.device.startswith("cuda"):
@@ -103,6 +101,25 @@ def _train_problems(cfg: Config) -> list[str]:
         if getattr(t, key) < 0:
             found.append(f"train.{key}={getattr(t, key)} must be >= 0")
     return found
+
+
+def _world_problems(t) -> list[str]:
+    if t.world_size < 1:
+        return [f"train.world_size={t.world_size} must be >= 1"]
+    if t.batch_size % t.world_size:
+        return [f"train.batch_size={t.batch_size} is not divisible by train.world_size="
+                f"{t.world_size}: each rank takes an equal share of the batch"]
+    local = t.batch_size // t.world_size
+    if t.micro_batch_size and local % t.micro_batch_size:
+        return [f"train.micro_batch_size={t.micro_batch_size} does not divide the "
+                f"{local} sequences per rank (train.batch_size / train.world_size): pick a "
+                "divisor"]
+    if t.world_size > 1 and t.device != "cpu":
+        import torch
+        if torch.cuda.is_available() and torch.cuda.device_count() < t.world_size:
+            return [f"train.world_size={t.world_size} but only {torch.cuda.device_count()} "
+                    "GPUs are visible: lower train.world_size or give the run more GPUs"]
+    return []
 
 
 def _schedule_problems(cfg: Config) -> list[str]:

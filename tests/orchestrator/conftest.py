@@ -18,3 +18,12 @@ def spec_dict(tmp_path):
 @pytest.fixture
 def uri(tmp_path):
     return f"sqlite:///{tmp_path}/mlflow.db"
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A real local Ray with two CPUs for the module's tests."""
+    import ray
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield
+    ray.shutdown()

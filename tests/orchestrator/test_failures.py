@@ -64,7 +64,7 @@ def test_killed_worker_is_retried_from_its_checkpoint(spec_dict, uri, tmp_path):
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec_dict))
     proc = _sweep("launch", str(path), uri=uri)
-    ckpts = lambda: list(Path(spec_dict["storage_root"]).glob("*/checkpoints/*.pt"))  # noqa: E731
+    ckpts = lambda: list(Path(spec_dict["storage_root"]).glob("*/checkpoints/step-*"))  # noqa: E731
     _wait(lambda: ckpts() and _trial_workers(proc), 240, proc)
     (worker,) = _trial_workers(proc)
     worker.send_signal(signal.SIGKILL)
@@ -121,7 +121,7 @@ def test_ctrl_c_records_interrupted_and_resume_continues(spec_dict, uri, tmp_pat
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec_dict))
     proc = _sweep("launch", str(path), uri=uri)
-    ckpts = lambda: list(Path(spec_dict["storage_root"]).glob("*/checkpoints/*.pt"))  # noqa: E731
+    ckpts = lambda: list(Path(spec_dict["storage_root"]).glob("*/checkpoints/step-*"))  # noqa: E731
     _wait(lambda: ckpts() and _trial_workers(proc), 240, proc)
     workers = _trial_workers(proc)
     proc.send_signal(signal.SIGINT)

@@ -3,7 +3,7 @@
 import pytest
 
 from orchestrator.commands import extended
-from orchestrator.spec import expand, load_spec, spec_from_dict
+from orchestrator.spec import Resources, expand, load_spec, spec_from_dict
 from trainer.errors import ConfigError
 
 BASE = {"name": "t", "overrides": ["model=tiny", "data=synthetic", "train.tokens=65536",
@@ -83,3 +83,11 @@ def test_shipped_sweeps_expand(name):
     from pathlib import Path
     spec = load_spec(Path(__file__).parents[2] / "sweeps" / f"{name}.yaml")
     assert spec.name == name and len(expand(spec)) >= 6
+
+
+def test_multi_process_trials_take_whole_gpus_or_none(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        spec_from_dict({"name": "x", "grid": {"optim.lr": "choice(1e-3)"},
+                        "resources": {"gpus": 0.5, "world_size": 2}})
+    assert "resources.gpus=0.5 with world_size=2" in str(err.value)
+    assert Resources(gpus=1, cpus=2, world_size=4).per_trial() == Resources(4, 8, 4)

@@ -8,15 +8,7 @@ from orchestrator.spec import spec_from_dict
 from orchestrator.tracking import sweep_runs
 from trainer.errors import ConfigError
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    import ray
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    yield
-    ray.shutdown()
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 
 
 def _runs(uri, name):
@@ -86,3 +78,16 @@ def test_resources_no_node_has_launch_nothing(spec_dict, uri):
         launch(spec_from_dict(spec_dict), tracking_uri=uri, progress=False)
     assert "fit no node of the cluster (largest: 2 CPUs, 0 GPUs)" in str(err.value)
     assert mlflow.MlflowClient(tracking_uri=uri).get_experiment_by_name("unit") is None
+
+
+def test_multi_process_trials_run_as_one_task_holding_every_rank(spec_dict, uri, tmp_path):
+    spec_dict.update(name="fsdp", grid={"optim.lr": "choice(1e-2)"},
+                     resources={"cpus": 1, "gpus": 0, "world_size": 2})
+    outcome = launch(spec_from_dict(spec_dict), tracking_uri=uri, progress=False)
+    assert list(outcome.ran.values()) == ["finished"]
+    _, _, children = _runs(uri, "fsdp")
+    (child,) = children
+    assert child.data.params["train.world_size"] == "2"
+    run_dir = tmp_path / "runs" / child.data.tags["trial.id"]
+    assert (run_dir / "rank-1.log").exists()  # rank 1 ran as rank 0's child process
+    assert child.data.metrics["final/tokens"] == 32768

@@ -7,39 +7,63 @@ import time
 
 import torch
 
-from trainer.checkpoint import atomic_save, list_checkpoints, load_latest, save_checkpoint
+from trainer.checkpoint import atomic_save, list_checkpoints, load_latest, save
+from trainer.distributed import Dist
+
+
+def _model_and_optimizer(width: int, value: float):
+    model = torch.nn.Linear(width, width, bias=False)
+    torch.nn.init.constant_(model.weight, value)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.ones(1, width)).sum().backward()
+    optimizer.step()  # so that the optimizer has state to save
+    return model, optimizer
 
 
 def test_keeps_newest_and_prunes(tmp_path):
+    model, optimizer = _model_and_optimizer(4, 1.0)
     for step in (10, 20, 30):
-        save_checkpoint({"step": step}, tmp_path, step=step, keep=2)
-    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-000000020.pt",
-                                                            "step-000000030.pt"]
-    assert load_latest(tmp_path)["step"] == 30
+        save(tmp_path, step=step, keep=2, model=model, optimizer=optimizer,
+             train_state={"step": step}, d=Dist())
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-000000020",
+                                                            "step-000000030"]
+    fresh, fresh_optimizer = _model_and_optimizer(4, 0.0)
+    assert load_latest(tmp_path, model=fresh, optimizer=fresh_optimizer)["step"] == 30
+    assert torch.equal(fresh.weight, model.weight)
+    assert torch.equal(fresh_optimizer.state_dict()["state"][0]["exp_avg"],
+                       optimizer.state_dict()["state"][0]["exp_avg"])
 
 
 def test_kill_during_write_leaves_previous_checkpoint_good(tmp_path):
-    save_checkpoint({"step": 1, "w": torch.ones(3)}, tmp_path, step=1, keep=2)
+    small, small_optimizer = _model_and_optimizer(4, 1.0)
+    save(tmp_path, step=1, keep=2, model=small, optimizer=small_optimizer,
+         train_state={"step": 1}, d=Dist())
     # A child process writes a large checkpoint through the same function and is SIGKILLed
-    # while its temporary file is growing.
+    # while its temporary directory is being filled.
     script = textwrap.dedent(f"""
         import torch
         from pathlib import Path
-        from trainer.checkpoint import save_checkpoint
-        big = {{"step": 2, "w": torch.randn(400_000_000 // 4 * 4)}}
-        save_checkpoint(big, Path({str(tmp_path)!r}), step=2, keep=2)
+        from trainer.checkpoint import save
+        from trainer.distributed import Dist
+        model = torch.nn.Linear(4, 4, bias=False)
+        model.register_buffer("big", torch.randn(100_000_000))
+        optimizer = torch.optim.AdamW(model.parameters())
+        save(Path({str(tmp_path)!r}), step=2, keep=2, model=model, optimizer=optimizer,
+             train_state={{"step": 2}}, d=Dist())
     """)
     child = subprocess.Popen([sys.executable, "-c", script])
-    deadline = time.monotonic() + 60
-    while not any(p.name.endswith(".tmp") for p in tmp_path.iterdir()):
+    torn = tmp_path / ".step-000000002.tmp"
+    deadline = time.monotonic() + 120
+    while not (torn.is_dir() and any(torn.iterdir())):
         assert time.monotonic() < deadline and child.poll() is None, "child never wrote"
         time.sleep(0.005)
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
     assert child.returncode == -signal.SIGKILL
-    assert any(p.name.endswith(".tmp") for p in tmp_path.iterdir())  # the torn write is there
-    saved = load_latest(tmp_path)
-    assert saved["step"] == 1 and torch.equal(saved["w"], torch.ones(3))
+    assert torn.is_dir()  # the torn write is there, under a name readers skip
+    fresh, fresh_optimizer = _model_and_optimizer(4, 0.0)
+    assert load_latest(tmp_path, model=fresh, optimizer=fresh_optimizer)["step"] == 1
+    assert torch.equal(fresh.weight, small.weight)
 
 
 def test_atomic_save_replaces_whole_file(tmp_path):

@@ -1,0 +1,111 @@
+"""Multi-process runs: FSDP2 over gloo on CPU, launched by `run` itself and by torchrun."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from trainer.compose import compose
+from trainer.loop import run
+
+ROOT = Path(__file__).parents[2]
+TINY = ["model=tiny", "model.width=32", "model.head_dim=16", "model.base_width=32",
+        "model.depth=2", "data=synthetic", "data.num_tokens=200_000", "train.batch_size=8",
+        "train.seq_len=32", "schedule=constant", "schedule.warmup_tokens=1024",
+        "optim.lr=0.01", "train.eval_tokens=4096",
+        "train.tokens=10240", "train.log_every_steps=1", "train.device=cpu"]
+
+
+def _losses(run_dir: Path) -> list[float]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r["train/loss"] for r in rows if "train/loss" in r]
+
+
+def _assert_same_curve(a: list[float], b: list[float]) -> None:
+    # Same data, same init, same global batch: only the order of float32 sums differs
+    # (gradient averaging over ranks), which Adam carries forward at the 1e-5 level.
+    assert len(a) == len(b) == 40
+    for x, y in zip(a, b, strict=True):
+        assert abs(x - y) <= 2e-4 * abs(x), (x, y)
+
+
+def test_two_processes_train_the_same_curve_as_one(tmp_path):
+    one = run(compose(TINY + [f"storage_root={tmp_path}/one"]))
+    two = run(compose(TINY + ["train.world_size=2", f"storage_root={tmp_path}/two"]))
+    assert one.status == two.status == "finished"
+    assert one.run_id == two.run_id  # world size is not part of the trial's identity
+    _assert_same_curve(_losses(one.run_dir), _losses(two.run_dir))
+    assert abs(one.final_eval_loss - two.final_eval_loss) <= 2e-4 * one.final_eval_loss
+    assert two.summary["final/tokens"] == one.summary["final/tokens"] == 10240
+
+
+def test_torchrun_launch_matches_the_spawned_one(tmp_path):
+    spawned = run(compose(TINY + ["train.world_size=2", f"storage_root={tmp_path}/a"]))
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+         "-m", "trainer", *TINY, "train.world_size=2", f"storage_root={tmp_path}/b"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    launched = tmp_path / "b" / spawned.run_id
+    assert _losses(launched) == _losses(spawned.run_dir)  # same code path, bit for bit
+    summary = json.loads((launched / "summary.json").read_text())
+    assert summary["final/eval_loss"] == spawned.final_eval_loss
+
+
+def test_a_dead_rank_ends_the_run_with_its_name(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trainer", *TINY, "train.world_size=2", "train.tokens=2_000_000",
+         f"storage_root={tmp_path}"], cwd=ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob("*/metrics.jsonl")) or \
+            not (next(tmp_path.glob("*/metrics.jsonl")).read_text().count("\n") >= 3):
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    (rank1,) = psutil.Process(proc.pid).children()
+    os.kill(rank1.pid, signal.SIGKILL)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert "rank 1 failed: killed by SIGKILL" in err
+    assert "Traceback" not in err
+
+
+def test_checkpoint_resumes_at_another_world_size(tmp_path, capsys):
+    straight = run(compose(TINY + [f"storage_root={tmp_path}/straight"]))
+    # Two ranks train until their first checkpoint (step 10 of 40) exists, and are killed.
+    killer = subprocess.Popen(
+        [sys.executable, "-m", "trainer", *TINY, "train.world_size=2",
+         "train.checkpoint_every_tokens=2560", f"storage_root={tmp_path}/two"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run_dir = tmp_path / "two" / straight.run_id
+    deadline = time.monotonic() + 120
+    while not (run_dir / "checkpoints" / "step-000000010").is_dir():
+        assert time.monotonic() < deadline and killer.poll() is None, killer.communicate()
+        time.sleep(0.05)
+    killer.send_signal(signal.SIGKILL)  # rank 1 dies with it (parent-death signal)
+    killer.wait(timeout=30)
+    time.sleep(1)
+    assert not [p for p in psutil.process_iter(["cmdline"])
+                if "trainer.rank" in " ".join(p.info["cmdline"] or [])]
+    assert not (run_dir / "summary.json").exists()  # killed before the end
+    # One process picks the same run (world size is not in the id) up from its newest
+    # checkpoint (step 10, or a later one written before the kill landed).
+    capsys.readouterr()
+    resumed = run(compose(TINY + [f"storage_root={tmp_path}/two"]))
+    out = capsys.readouterr().out
+    assert re.search(rf"run {straight.run_id[:12]} resuming at step (10|20|30);", out), out
+    assert resumed.status == "finished"
+    _assert_same_curve(_losses(straight.run_dir), _losses(resumed.run_dir))
+
+
+def test_world_size_must_divide_the_batch():
+    from trainer.validation import problems
+    found = problems(compose(TINY + ["train.world_size=3"]))
+    assert found == ["train.batch_size=8 is not divisible by train.world_size=3: each rank "
+                     "takes an equal share of the batch"]
