@@ -93,7 +93,7 @@ def test_killed_driver_then_resume_finishes_every_trial_once(spec_dict, uri, tmp
     proc.wait()
     resumed = _sweep("resume", "unit", uri=uri)
     out, err = resumed.communicate(timeout=300)
-    assert resumed.returncode == 0, err
+    assert resumed.returncode == 0, out + err
     assert "already done" in out
     _, children = _children(uri)
     assert sorted(c.data.tags["trial.status"] for c in children) == ["finished"] * 4
@@ -135,7 +135,7 @@ def test_ctrl_c_records_interrupted_and_resume_continues(spec_dict, uri, tmp_pat
 
     resumed = _sweep("resume", "unit", uri=uri)
     out, err = resumed.communicate(timeout=300)
-    assert resumed.returncode == 0, err
+    assert resumed.returncode == 0, out + err
     client, children = _children(uri)
     assert sorted(c.data.tags["trial.status"] for c in children) == ["finished"] * 2
     (again,) = [c for c in children if c.data.tags["trial.attempt"] == "2"]
