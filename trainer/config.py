@@ -64,6 +64,7 @@ class DataSource(str, enum.Enum):
 
 class BatchSchedule(str, enum.Enum):
     constant = "constant"
+    norm_test = "norm_test"  # grow the batch when the norm test fails (Lau et al. 2024)
 
 
 @dataclass(frozen=True)
@@ -206,6 +207,17 @@ class TrainConfig:
     starts them itself, or they come from `torchrun`. Each rank takes batch_size / world_size
     sequences of every batch."""
     batch_schedule: BatchSchedule = BatchSchedule.constant
+    """`constant`, or `norm_test`: every `norm_test_every` steps, estimate
+    T = Var/(B·‖g‖²) from the micro-batch gradients of the step, and when T > η² grow the
+    global batch to ⌈T·B/η²⌉ sequences (whole micro-batches on every rank, never shrinking,
+    at most `max_batch_size`). The schedule stays a function of tokens: the LR schedule and
+    the token budget do not change; `derived.*` values are those of the initial batch."""
+    norm_test_eta: float = 0.1
+    """η of the norm test: the gradient's relative noise that the batch may carry."""
+    norm_test_every: int = 10
+    """Steps between norm tests (a test step reduces gradients after every micro-batch)."""
+    max_batch_size: int = 0
+    """Largest global batch the norm test may grow to (0: no cap)."""
 
 
 @dataclass(frozen=True)

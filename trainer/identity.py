@@ -48,10 +48,19 @@ def _normalise(value: Any) -> Any:
     return value
 
 
+NORM_TEST_KEYS = frozenset({"train.norm_test_eta", "train.norm_test_every",
+                            "train.max_batch_size"})
+"""Keys that only `train.batch_schedule=norm_test` reads. They are part of the id of such runs
+only, so that runs of a constant batch keep the ids they had before these keys existed."""
+
+
 def canonical_json(cfg: Config) -> str:
     """Sorted-key JSON of the keys that change the result, floats normalised."""
-    items = {k: _normalise(v) for k, v in flatten(cfg).items()
-             if k not in IGNORED_KEYS and k.split(".")[0] not in IGNORED_KEYS}
+    flat = flatten(cfg)
+    ignored = IGNORED_KEYS if flat["train.batch_schedule"] == "norm_test" else \
+        IGNORED_KEYS | NORM_TEST_KEYS
+    items = {k: _normalise(v) for k, v in flat.items()
+             if k not in ignored and k.split(".")[0] not in ignored}
     return json.dumps(items, sort_keys=True, separators=(",", ":"))
 
 

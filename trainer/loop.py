@@ -21,13 +21,14 @@ import torch
 import torch.nn.functional as F
 
 from trainer import checkpoint
-from trainer.config import Config
+from trainer.config import BatchSchedule, Config
 from trainer.data import TokenStream, eval_batches, load_tokens
 from trainer.distributed import Dist, all_sum, barrier, process_group
 from trainer.flops import flops_per_token, peak_flops
 from trainer.identity import config_id, flatten
 from trainer.model import GPT, GPTShape, count_params
 from trainer.mup import build_optimizer, set_lr
+from trainer.norm_test import MicroBatchNoise, grown_batch
 from trainer.parallelize import shard_model
 from trainer.reporting import JsonlReporter, MlflowReporter, MultiReporter, NullReporter, Reporter
 from trainer.schedules import ScheduleInputs, learning_rate
@@ -69,6 +70,22 @@ class TrainState:
     initial_loss: float | None = None
     wall_s: float = 0.0
     last_loss: float = float("nan")
+    batch_size: int = 0
+    """Global batch of the next step (grows under `train.batch_schedule=norm_test`)."""
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one optimizer step reports."""
+
+    loss: float
+    """Mean over every sequence of the batch, on every rank."""
+    grad_norm: float
+    lr: float
+    batch_size: int
+    """Sequences in this step's batch."""
+    norm_test: float | None = None
+    """T = Var/(B·‖g‖²) when this step ran the norm test."""
 
 
 @dataclass(frozen=True)
@@ -177,7 +194,7 @@ class _Loop:
             self.derived["derived.loss_floor"] = data.loss_floor
         peak = peak_flops(self.device, cfg.data.cache_dir)
         self.peak = peak * d.world_size if peak else None
-        self.state = TrainState()
+        self.state = TrainState(batch_size=cfg.train.batch_size)
         self.schedule_inputs = ScheduleInputs(cfg.optim.lr, cfg.train.tokens,
                                               cfg.train.batch_size)
 
@@ -190,6 +207,11 @@ class _Loop:
         if saved is None:
             return None
         self.state = TrainState(**saved["state"])
+        # A grown batch is whole micro-batches on every rank of the run that saved it; at
+        # another world size it is rounded up to whole ones of this run.
+        unit = self.micro_batch_size * self.dist.world_size
+        self.state.batch_size = -(-(self.state.batch_size or self.cfg.train.batch_size)
+                                  // unit) * unit
         torch.set_rng_state(saved["rng"]["torch"])
         np.random.set_state(saved["rng"]["numpy"])
         random.setstate(saved["rng"]["python"])
@@ -222,28 +244,43 @@ class _Loop:
 
     def local_batch(self) -> torch.Tensor:
         """This rank's slice of the global batch: a contiguous, disjoint run of sequences."""
-        t, d = self.cfg.train, self.dist
-        local = t.batch_size // d.world_size
+        d = self.dist
+        local = self.state.batch_size // d.world_size
         return self.stream.batch(self.state.position + d.rank * local, local).to(self.device)
 
-    def step(self) -> tuple[float, float, float]:
-        """One optimizer step; (loss, grad norm, lr), the loss averaged over every rank."""
+    def _norm_test_step(self) -> bool:
         t = self.cfg.train
+        return t.batch_schedule is BatchSchedule.norm_test \
+            and (self.state.step + 1) % t.norm_test_every == 0
+
+    def step(self) -> StepResult:
+        """One optimizer step; the loss is averaged over every rank."""
+        t = self.cfg.train
+        batch_size = self.state.batch_size
         batch = self.local_batch()
         lr = learning_rate(self.cfg.schedule, self.schedule_inputs,
-                           self.state.tokens + t.batch_size * t.seq_len / 2)
+                           self.state.tokens + batch_size * t.seq_len / 2)
         set_lr(self.optimizer, lr)
         loss_sum = torch.zeros((), device=self.device)
         chunks = batch.split(self.micro_batch_size)
+        noise = None
+        if self._norm_test_step():
+            noise = MicroBatchNoise([p for p in self.model.parameters() if p.requires_grad],
+                                    self.dist)
         for i, chunk in enumerate(chunks):
             if self.dist.sharded:  # reduce gradients once, after the last micro-batch
-                self.model.set_requires_gradient_sync(i == len(chunks) - 1)
+                # (after every one on a norm-test step: the test needs each one's gradient)
+                self.model.set_requires_gradient_sync(noise is not None or i == len(chunks) - 1)
             with self._autocast():
                 logits = self.forward(chunk[:, :-1])
                 loss = F.cross_entropy(logits.flatten(0, 1).float(), chunk[:, 1:].flatten())
             # Weighted by the local batch; FSDP's reduction averages over ranks.
-            (loss * (len(chunk) / len(batch))).backward()
+            weight = len(chunk) / len(batch)
+            (loss * weight).backward()
             loss_sum += loss.detach() * len(chunk)
+            if noise is not None:
+                noise.after_backward(weight)
+        statistic = noise.statistic() if noise is not None else None
         clip = self.cfg.optim.grad_clip or math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
         if hasattr(grad_norm, "full_tensor"):
@@ -251,10 +288,14 @@ class _Loop:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.state.step += 1
-        self.state.position += t.batch_size
-        self.state.tokens += t.batch_size * t.seq_len
-        loss = all_sum(loss_sum, self.dist) / t.batch_size
-        return loss.item(), grad_norm.item(), lr
+        self.state.position += batch_size
+        self.state.tokens += batch_size * t.seq_len
+        if statistic is not None:
+            self.state.batch_size = grown_batch(
+                statistic, batch_size, eta=t.norm_test_eta,
+                unit=self.micro_batch_size * self.dist.world_size, cap=t.max_batch_size)
+        loss = all_sum(loss_sum, self.dist) / batch_size
+        return StepResult(loss.item(), grad_norm.item(), lr, batch_size, statistic)
 
     @torch.no_grad()
     def evaluate(self) -> float:
@@ -297,45 +338,51 @@ class _Loop:
         status = self._train_until_done()
         return self._finish(status)
 
+    def _fits_budget(self) -> bool:
+        """Does the next batch fit in what is left of the token budget?"""
+        t = self.cfg.train
+        return self.state.tokens + self.state.batch_size * t.seq_len <= t.tokens
+
     def _train_until_done(self) -> str:
         t = self.cfg.train
-        batch_tokens = t.batch_size * t.seq_len
-        total_steps = t.tokens // batch_tokens
         window_start, window_tokens = time.perf_counter(), 0
-        while self.state.step < total_steps:
+        while self._fits_budget():
             started = time.perf_counter()
-            loss, grad_norm, lr = self.step()
+            result = self.step()
             self.state.wall_s += time.perf_counter() - started
-            self.state.last_loss = loss
+            self.state.last_loss = result.loss
+            batch_tokens = result.batch_size * t.seq_len
             window_tokens += batch_tokens
-            if self.diverged(loss):
-                self.reporter.log_metrics({"train/loss": loss, "train/lr": lr,
+            if self.diverged(result.loss):
+                self.reporter.log_metrics({"train/loss": result.loss, "train/lr": result.lr,
                                            "train/tokens": self.state.tokens},
                                           step=self.state.step)
                 return "diverged"
+            last = not self._fits_budget()
             metrics = {}
-            if self.state.step % t.log_every_steps == 0 or self.state.step == total_steps:
+            if self.state.step % t.log_every_steps == 0 or last:
                 elapsed = time.perf_counter() - window_start
-                metrics = self._step_metrics(loss, grad_norm, lr, window_tokens / elapsed)
+                metrics = self._step_metrics(result, window_tokens / elapsed)
                 window_start, window_tokens = time.perf_counter(), 0
+            if result.norm_test is not None:
+                metrics.update({"train/norm_test": result.norm_test,
+                                "train/batch_tokens": batch_tokens})
             pause = time.perf_counter()  # eval and checkpoints do not count against tokens/s
-            if _crossed(self.state.tokens, batch_tokens, t.eval_every_tokens) \
-                    and self.state.step < total_steps:
+            if _crossed(self.state.tokens, batch_tokens, t.eval_every_tokens) and not last:
                 metrics["eval/loss"] = self.evaluate()
             if metrics:
                 self.reporter.log_metrics(metrics, step=self.state.step)
             if _crossed(self.state.tokens, batch_tokens, t.checkpoint_every_tokens) \
-                    and self.state.step < total_steps:
+                    and not last:
                 self.save()
             window_start += time.perf_counter() - pause
         return "finished"
 
-    def _step_metrics(self, loss: float, grad_norm: float, lr: float,
-                      tokens_per_s: float) -> dict[str, float]:
+    def _step_metrics(self, result: StepResult, tokens_per_s: float) -> dict[str, float]:
         flops_per_s = tokens_per_s * self.derived["derived.flops_per_token"]
-        metrics = {"train/loss": loss, "train/lr": lr, "train/grad_norm": grad_norm,
-                   "train/tokens": self.state.tokens,
-                   "train/batch_tokens": self.cfg.train.batch_size * self.cfg.train.seq_len,
+        metrics = {"train/loss": result.loss, "train/lr": result.lr,
+                   "train/grad_norm": result.grad_norm, "train/tokens": self.state.tokens,
+                   "train/batch_tokens": result.batch_size * self.cfg.train.seq_len,
                    "perf/tokens_per_s": tokens_per_s}
         if self.peak:
             metrics["perf/mfu"] = flops_per_s / self.peak
@@ -353,6 +400,8 @@ class _Loop:
         }
         if status == "diverged":
             summary["final/diverged_at_tokens"] = self.state.tokens
+        if self.cfg.train.batch_schedule is BatchSchedule.norm_test:
+            summary["final/batch_tokens"] = self.state.batch_size * self.cfg.train.seq_len
         if status == "finished" and summary["final/eval_loss"] is not None:
             self.reporter.log_metrics({"eval/loss": summary["final/eval_loss"]},
                                       step=self.state.step)

@@ -9,7 +9,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from trainer.config import Config, DataConfig, DataSource, DecayShape, ModelConfig, Positions
+from trainer.config import (
+    BatchSchedule,
+    Config,
+    DataConfig,
+    DataSource,
+    DecayShape,
+    ModelConfig,
+    Positions,
+)
 from trainer.errors import ConfigError
 
 _DATA_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
@@ -90,6 +98,8 @@ def _train_problems(cfg: Config) -> list[str]:
     if t.divergence_factor <= 1:
         found.append(f"train.divergence_factor={t.divergence_factor} must be > 1")
     found += _world_problems(t)
+    if t.batch_schedule is BatchSchedule.norm_test:
+        found += _norm_test_problems(t)
     if t.device not in ("auto", "cpu") and not t.device.startswith("cuda"):
         found.append(f"train.device={t.device!r} is not one of auto, cpu, cuda, cuda:N")
     if t.device.startswith("cuda"):
@@ -120,6 +130,29 @@ def _world_problems(t) -> list[str]:
             return [f"train.world_size={t.world_size} but only {torch.cuda.device_count()} "
                     "GPUs are visible: lower train.world_size or give the run more GPUs"]
     return []
+
+
+def _norm_test_problems(t) -> list[str]:
+    found = []
+    if t.world_size < 1 or t.batch_size % t.world_size:
+        return found  # said by _world_problems
+    per_rank = t.batch_size // t.world_size
+    if t.micro_batch_size < 1 or per_rank < 2 * t.micro_batch_size:
+        found.append(f"train.batch_schedule=norm_test estimates the gradient noise from the "
+                     f"micro-batches of each rank, but train.micro_batch_size="
+                     f"{t.micro_batch_size} leaves fewer than 2 per rank ({per_rank} "
+                     "sequences): set train.micro_batch_size to at most half of "
+                     "train.batch_size / train.world_size")
+    if not t.norm_test_eta > 0:
+        found.append(f"train.norm_test_eta={t.norm_test_eta} must be > 0")
+    if t.norm_test_every < 1:
+        found.append(f"train.norm_test_every={t.norm_test_every} must be >= 1 (steps)")
+    unit = max(t.micro_batch_size, 1) * t.world_size
+    if t.max_batch_size and (t.max_batch_size < t.batch_size or t.max_batch_size % unit):
+        found.append(f"train.max_batch_size={t.max_batch_size} must be 0 (no cap) or a "
+                     f"multiple of train.micro_batch_size × train.world_size = {unit} that is "
+                     f"at least train.batch_size={t.batch_size}")
+    return found
 
 
 def _schedule_problems(cfg: Config) -> list[str]:

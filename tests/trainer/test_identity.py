@@ -42,3 +42,13 @@ def test_id_is_sha256_of_sorted_canonical_json():
     text = canonical_json(cfg)
     assert text.startswith('{"data.chain_seed":1234,"data.concentration":0.3,')
     assert len(config_id(cfg)) == 64 and '"tracking' not in text
+
+
+def test_ids_of_existing_runs_do_not_move():
+    """A new config key must leave the ids of runs that do not use it alone (else every stored
+    trial would look new and train again): these ids were recorded before the norm-test keys
+    existed."""
+    assert config_id(compose([])) == \
+        "234b283a5cebdba33ce5b3b4ccc80ac1ac407bd0284dbc406a6cd8a949088522"
+    assert config_id(compose(["model=tiny", "optim.lr=0.01", "train.batch_size=8"])) == \
+        "c1e60c253d637f205aea715544b1fe2e762ae028a83ec745da43f5cbaa1da70e"
