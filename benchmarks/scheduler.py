@@ -55,25 +55,28 @@ def gpus_for(width: int) -> float:
 
 
 def sleep_trial(cfg, tracker, label, threads, time_scale=1.0):
-    """Stands in for `run_trial`: same tracker calls, metrics every 0.5 s, then sleeps."""
+    """Stands in for `run_trial`: the same reporter, metrics every 0.5 s, then sleeps."""
     import time as _time
 
+    from orchestrator.worker import TrackerReporter
     from trainer.identity import config_id, flatten
 
     trial_id = config_id(cfg)
     params = flatten(cfg)
-    tracker.begin_attempt.remote(trial_id, params)  # as run_trial's reporter does
+    reporter = TrackerReporter(tracker, trial_id, label)
+    reporter.start(run_id=trial_id, params=params, resumed_step=None)
     total = duration_s(cfg, time_scale)
     start, step = _time.monotonic(), 0
     while (elapsed := _time.monotonic() - start) < total:
         step += 1
-        tracker.log_metrics.remote(trial_id, {
+        reporter.log_metrics({
             "train/loss": 3.0 / (1 + elapsed), "train/lr": cfg.optim.lr, "train/grad_norm": 1.0,
-            "train/tokens": step * 8192, "perf/tokens_per_s": 1e5}, step)
+            "train/tokens": step * 8192, "perf/tokens_per_s": 1e5}, step=step)
         _time.sleep(min(METRICS_EVERY_S, max(total - elapsed, 0)))
     summary = {"final/eval_loss": 3.0 / (1 + total), "final/steps": step,
                "final/tokens": cfg.train.tokens, "final/wall_s": _time.monotonic() - start,
                "status": "finished"}
+    reporter.finish(status="finished", summary=summary)
     summary["bench/started_at"], summary["bench/ended_at"] = _time.time() - (
         _time.monotonic() - start), _time.time()
     return {"status": "finished", "summary": summary, "params": params, "slept_s": total}
@@ -184,8 +187,10 @@ def main() -> None:
         "first_submit_after_s": outcome.first_submit_at - began,
         "first_trial_started_after_s": min(starts) - outcome.first_submit_at,
         "after_last_trial_s": ended - max(ends),
+        **{f"after_last_trial_{k}": v for k, v in outcome.phases.items()},
         "metrics_written": writes, "tracking_metrics_per_s": writes / makespan,
         "relaunch_s": relaunch_s, "relaunch_trials_run": len(again.ran),
+        "tracker": outcome.tracker,
         "load_1m_before": load_before, "load_1m_after": load_after,
         "load_1m_after_relaunch": os.getloadavg()[0], "cpus": os.cpu_count(),
     }
@@ -194,6 +199,8 @@ def main() -> None:
         print(json.dumps(result))
         return
     for key, value in result.items():
+        if isinstance(value, dict):
+            value = json.dumps(value)
         print(f"{key:<32}{value:>14.3f}" if isinstance(value, float) else f"{key:<32}{value:>14}")
 
 

@@ -41,6 +41,10 @@ class SweepOutcome:
     """Per trial: submission to result, minus the trial's own `final/wall_s`."""
     summaries: dict[str, dict] = field(default_factory=dict)
     """trial id → the summary its task returned."""
+    phases: dict[str, float] = field(default_factory=dict)
+    """Seconds spent after the last trial: draining the tracker, re-sync, closing the sweep."""
+    tracker: dict = field(default_factory=dict)
+    """The tracking actor's `stats()` at the end."""
     first_submit_at: float | None = None
     """Wall-clock time (time.time()) at which the first trial was handed to Ray."""
     nodes: dict[str, str] = field(default_factory=dict)
@@ -143,8 +147,15 @@ def run_sweep(spec: SweepSpec, trials: list[Trial], *, tracking_uri: str,
         outcome.interrupted = True
     status = "interrupted" if outcome.interrupted else (
         "finished" if all(s in DONE for s in outcome.ran.values()) else "failed")
-    outcome.resynced = resync(trials, tracker, tracking_uri=tracking_uri, sweep=spec.name)
+    mark = time.monotonic()
+    ray.get(tracker.flush.remote())  # what the tracker still had queued, written
+    outcome.phases["drain_s"], mark = time.monotonic() - mark, time.monotonic()
+    outcome.resynced = resync(trials, tracker, tracking_uri=tracking_uri, sweep=spec.name,
+                              states=states, ran=set(outcome.ran))
+    outcome.phases["resync_s"], mark = time.monotonic() - mark, time.monotonic()
     ray.get(tracker.close_sweep.remote(status))
+    outcome.phases["close_s"] = time.monotonic() - mark
+    outcome.tracker = ray.get(tracker.stats.remote())
     return outcome
 
 

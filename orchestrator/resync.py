@@ -19,9 +19,11 @@ from orchestrator.tracking import DONE, HISTORY_KEYS, recorded_trials
 from orchestrator.worker import trial_params
 
 
-def stale_trials(trials: list[Trial], states: dict[str, dict]) -> list[tuple[Trial, dict]]:
+def stale_trials(trials: list[Trial], states: dict[str, dict],
+                 suspect: set[str] = frozenset()) -> list[tuple[Trial, dict]]:
     """(trial, summary) of each ended trial whose MLflow record lacks its status, a `final/*`
-    value of its `summary.json`, or the end of a history its `metrics.jsonl` has."""
+    value of its `summary.json`, or the end of a history its `metrics.jsonl` has; and of each
+    ended `suspect` trial, whose history may lack steps in its middle."""
     from trainer.loop import RunPaths, read_summary
 
     out = []
@@ -30,7 +32,7 @@ def stale_trials(trials: list[Trial], states: dict[str, dict]) -> list[tuple[Tri
         if not summary or summary.get("status") not in DONE:
             continue
         state = states.get(trial.trial_id)
-        if state is None or state["status"] != summary["status"] or \
+        if trial.trial_id in suspect or state is None or state["status"] != summary["status"] or \
                 _final_keys(summary) - set(state["run"].data.metrics) or \
                 _history_behind(state["run"], read_history(trial)):
             out.append((trial, summary))
@@ -63,12 +65,28 @@ def read_history(trial: Trial) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def resync(trials: list[Trial], tracker, *, tracking_uri: str, sweep: str) -> list[str]:
-    """Complete the MLflow record of every stale trial; their ids."""
+def resync(trials: list[Trial], tracker, *, tracking_uri: str, sweep: str,
+           states: dict[str, dict] | None = None, ran: set[str] = frozenset()) -> list[str]:
+    """Complete the MLflow record of every stale trial; their ids.
+
+    Args:
+        states: `recorded_trials` as this launch began, if known. Only this launch's tracker
+            wrote to the sweep since, so they still hold for every trial it did not touch,
+            and the store need not be read again (a second read of a thousand runs cost
+            seconds) unless a trial of this launch is not among the tracker's confirmed ones.
+        ran: the trials this launch handed to workers.
+    """
     import ray
 
     ray.get(tracker.flush.remote())  # after the driver's own finish calls, in order
-    stale = stale_trials(trials, recorded_trials(tracking_uri, sweep))
+    confirmed = ray.get(tracker.confirmed_trials.remote())
+    if states is None or set(ran) - confirmed:
+        states = recorded_trials(tracking_uri, sweep)
+    # A trial of this launch that is not confirmed was retried or resumed: steps its lost
+    # worker had not sent yet may be missing anywhere in its history, so it is always re-synced
+    # (which adds only the steps the store lacks).
+    stale = stale_trials([t for t in trials if t.trial_id not in confirmed], states,
+                         suspect=set(ran) - confirmed)
     ray.get([tracker.resync_trial.remote(
         trial.trial_id, summary["status"], summary, trial_params(trial.cfg, summary),
         trial.label, read_history(trial)) for trial, summary in stale])

@@ -25,6 +25,7 @@ variables that Ray's state API lists), and any `user:password@` in a logged valu
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -54,6 +55,9 @@ CREDENTIAL_VARS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFL
                    "MLFLOW_TRACKING_CLIENT_CERT_PATH", "AWS_ACCESS_KEY_ID",
                    "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION",
                    "MLFLOW_S3_ENDPOINT_URL")
+INTERIM_SHARE = 0.2
+"""At most this share of the tracker's time goes to writing running trials' metrics: with many
+trials running, each one's metrics wait longer than `flush_every_s` (ends are never held)."""
 OUTAGE_S = 900.0
 """How long a write waits for an unreachable server before giving up (then: re-sync)."""
 MAX_BACKOFF_S = 8.0
@@ -119,6 +123,22 @@ def recorded_trials(uri: str, sweep: str) -> dict[str, dict]:
     return states
 
 
+def _timed(method: Callable) -> Callable:
+    """Count the calls of a Tracker method and the seconds spent in them (`Tracker.stats`)."""
+    name = method.__name__
+
+    @functools.wraps(method)
+    def timed(self, *args, **kwargs):
+        began = time.perf_counter()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            entry = self.busy.setdefault(name, [0, 0.0])
+            entry[0] += 1
+            entry[1] += time.perf_counter() - began
+    return timed
+
+
 class Tracker:
     """Buffered MLflow writes for one sweep. Run it as a Ray actor (`ray.remote(Tracker)`)."""
 
@@ -127,6 +147,8 @@ class Tracker:
                  outage_s: float = OUTAGE_S):
         from mlflow import MlflowClient
 
+        self.busy: dict[str, list] = {}  # method → [calls, seconds]
+        self.born = time.perf_counter()
         os.environ.update(credentials or {})
         # MLflow's own HTTP retries (7, up to 2 min apart) would hide an outage inside one
         # call; a few quick ones, then `_call`'s backoff, which says what is going on.
@@ -152,6 +174,10 @@ class Tracker:
         self.buffer: dict[str, list[Metric]] = {}  # trial id → metrics not yet written
         self.buffered_since: dict[str, float] = {}  # trial id → its oldest unwritten metric
         self.writes, self.next_check = 0, time.monotonic()
+        self.write_s = 0.02  # running mean of one log_batch's seconds
+        self.created: set[str] = set()  # trials whose run this tracker created
+        self.from_scratch: set[str] = set()  # trials whose worker began at step 0
+        self.confirmed: set[str] = set()  # trials of this launch recorded whole (see below)
         for run in self._call(sweep_runs, self.client, self.experiment_id, "trial"):
             self.children[run.data.tags["trial.id"]] = run.info.run_id
         # In the constructor, so the parent exists before any trial calls in (an actor runs
@@ -217,6 +243,7 @@ class Tracker:
             raise
         return run.data.tags.get("sweep.cancel") == "requested"
 
+    @_timed
     def close_sweep(self, status: str) -> None:
         """Flush everything and end the parent run (FINISHED, KILLED or FAILED)."""
         self.flush()
@@ -234,16 +261,16 @@ class Tracker:
     # its end (metrics, params, status) and its terminal state, plus one per `flush_every_s`
     # while it runs (metrics, and params the first time).
 
+    @_timed
     def start_trial(self, trial_id: str, params: dict, label: str) -> str:
         """Open (or reopen, one attempt later) the child run of a submitted trial; its id.
         Its params are held, and written with the trial's next write (metrics or end)."""
         run_id = self.children.get(trial_id)
         if run_id is None:
-            run = self._call(self._find_or_create, "trial", {
-                MLFLOW_PARENT_RUN_ID: self.parent_id, "proxysweep.kind": "trial",
-                "trial.id": trial_id, "trial.attempt": "1", "trial.status": "running",
-                "code.version": self.code_version}, label)
+            run = self._create_trial_run(trial_id, label)
             run_id = self.children[trial_id] = run.info.run_id
+            if not run.data.metrics:
+                self.created.add(trial_id)
             self.attempts[trial_id] = int(run.data.tags.get("trial.attempt", 1))
             self.params_logged[trial_id] = set(run.data.params)
             self.params_unlogged[trial_id] = dict(params)
@@ -263,17 +290,36 @@ class Tracker:
             self.params_unlogged.setdefault(trial_id, {}).update(params)
         self.phase[trial_id] = "submitted"
         if trial_id in self.early_begin:
-            self.begin_attempt(trial_id, self.early_begin.pop(trial_id))
+            self.begin_attempt(trial_id, *self.early_begin.pop(trial_id))
         return run_id
 
-    def begin_attempt(self, trial_id: str, params: dict) -> None:
-        """A worker began the trial: hold its params (with `derived.*`, known only there).
-        A second begin without a new submission is Ray re-running the task after a lost
-        worker: one attempt more. A begin after the trial's end is stale and ignored."""
+    def _create_trial_run(self, trial_id: str, label: str):
+        # Every child run of the sweep was loaded at start, so one not among them is new: it
+        # is created straight away (a search first would cost a query per trial). Only when
+        # that create failed for want of the server may it have happened anyway: then look.
+        tags = {MLFLOW_PARENT_RUN_ID: self.parent_id, "proxysweep.kind": "trial",
+                "trial.id": trial_id, "trial.attempt": "1", "trial.status": "running",
+                "code.version": self.code_version}
+        try:
+            return self.client.create_run(self.experiment_id, run_name=label[:250], tags=tags)
+        except Exception as err:
+            if not is_transient(err):
+                raise
+        return self._call(self._find_or_create, "trial", tags, label)
+
+    @_timed
+    def begin_attempt(self, trial_id: str, params: dict,
+                      resumed_step: int | None = None) -> None:
+        """A worker began the trial (from a checkpoint at `resumed_step`, or from scratch):
+        hold its params (with `derived.*`, known only there). A second begin without a new
+        submission is Ray re-running the task after a lost worker: one attempt more. A begin
+        after the trial's end is stale and ignored."""
         phase = self.phase.get(trial_id)
         if phase is None:
-            self.early_begin[trial_id] = params
+            self.early_begin[trial_id] = (params, resumed_step)
             return
+        if resumed_step is None:
+            self.from_scratch.add(trial_id)
         if phase == "running":
             self._next_attempt(trial_id)
         elif phase != "submitted":
@@ -302,26 +348,37 @@ class Tracker:
                 self.buffer[trial_id] = [m for m in self.buffer[trial_id]
                                          if m.key != key or m.step > stored]
 
+    @_timed
     def log_metrics(self, trial_id: str, metrics: dict, step: int) -> None:
         """Buffer metrics of a step; steps already written for a metric are dropped."""
+        self.log_steps(trial_id, [(step, metrics)])
+
+    @_timed
+    def log_steps(self, trial_id: str, rows: list[tuple[int, dict]]) -> None:
+        """Buffer the metrics of several steps, (step, {key: value}) in step order."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        for key, value in metrics.items():
-            if value is None or not math.isfinite(float(value)):
-                continue
-            if step <= self.last_step.get((trial_id, key), -1):
-                continue
-            self.last_step[(trial_id, key)] = step
-            self.buffer.setdefault(trial_id, []).append(Metric(key, float(value), now, step))
-            self.buffered_since.setdefault(trial_id, time.monotonic())
+        for step, metrics in rows:
+            for key, value in metrics.items():
+                if value is None or not math.isfinite(float(value)):
+                    continue
+                if step <= self.last_step.get((trial_id, key), -1):
+                    continue
+                self.last_step[(trial_id, key)] = step
+                self.buffer.setdefault(trial_id, []).append(Metric(key, float(value), now, step))
+                self.buffered_since.setdefault(trial_id, time.monotonic())
         if len(self.buffer.get(trial_id, ())) >= MAX_BATCH:
             self._flush_trials([trial_id])
         if time.monotonic() >= self.next_check:
             self.next_check = time.monotonic() + 1.0
-            old = time.monotonic() - self.flush_every_s
+            # Writing every trial's metrics once per `every` costs len × write_s per `every`.
+            every = max(self.flush_every_s,
+                        len(self.buffered_since) * self.write_s / INTERIM_SHARE)
+            old = time.monotonic() - every
             self._flush_trials([t for t, since in self.buffered_since.items() if since <= old])
 
+    @_timed
     def finish_trial(self, trial_id: str, status: str, summary: dict, params: dict,
                      label: str, *, node: str | None = None) -> None:
         """Record a trial's end: summary metrics, status tag, run terminated, and the Ray
@@ -338,7 +395,26 @@ class Tracker:
             Metric(k, float(v), now, step) for k, v in final.items() if math.isfinite(v))
         self.mark_trial(trial_id, status, params=params,
                         tags={"trial.node": node} if node else None)
+        if trial_id in self.created and trial_id in self.from_scratch \
+                and self.attempts.get(trial_id) == 1:
+            # Created here, trained from step 0 in one attempt, every write done: the store
+            # holds all its worker reported. (A retried attempt may have lost calls in flight
+            # with its worker; a resumed or already ended one reported only part or nothing.)
+            self.confirmed.add(trial_id)
 
+    def stats(self) -> dict:
+        """Calls and seconds per method (nested calls count in both), log_batch calls and
+        their mean seconds, and the actor's age: where its time went."""
+        return {"methods": {k: {"calls": c, "s": round(t, 3)} for k, (c, t) in self.busy.items()},
+                "log_batch_calls": self.writes, "log_batch_mean_s": round(self.write_s, 4),
+                "age_s": round(time.perf_counter() - self.born, 1)}
+
+    def confirmed_trials(self) -> set[str]:
+        """Trials this tracker created and recorded to their end, each trained from scratch
+        in one attempt with nothing left unwritten: their record needs no re-sync."""
+        return set(self.confirmed)
+
+    @_timed
     def resync_trial(self, trial_id: str, status: str, summary: dict, params: dict, label: str,
                      history: list[dict]) -> None:
         """Complete a trial's record from its run directory: the history steps the store
@@ -357,6 +433,7 @@ class Tracker:
                 and row["step"] not in written)
         self.finish_trial(trial_id, status, summary, params, label)
 
+    @_timed
     def mark_trial(self, trial_id: str, status: str, *, params: dict | None = None,
                    tags: dict | None = None) -> None:
         """Set a trial's status, with its buffered metrics and any params not yet written;
@@ -389,15 +466,18 @@ class Tracker:
         tag_items = [RunTag(k, v) for k, v in (tags or {}).items()]
         metrics = list(metrics)
         while new or tag_items or metrics:
+            began = time.monotonic()
             self._call(self.client.log_batch, self.children[trial_id],
                        metrics=metrics[:MAX_BATCH], params=new[:MAX_PARAMS],
                        tags=tag_items[:MAX_PARAMS])
+            self.write_s = 0.9 * self.write_s + 0.1 * (time.monotonic() - began)
             logged.update(p.key for p in new[:MAX_PARAMS])
             metrics, new, tag_items = (metrics[MAX_BATCH:], new[MAX_PARAMS:],
                                        tag_items[MAX_PARAMS:])
             self.writes += 1
         held.clear()
 
+    @_timed
     def flush(self) -> int:
         """Write the buffered metrics of every trial with a run; log_batch calls so far."""
         self._flush_trials(list(self.buffer))

@@ -75,8 +75,10 @@ def test_killed_worker_is_retried_from_its_checkpoint(spec_dict, uri, tmp_path):
     child = children[0]
     assert child.data.tags["trial.status"] == "finished"
     assert int(child.data.tags["trial.attempt"]) == 2
+    # One continuous history, nothing twice. (Steps the killed worker had not sent yet come
+    # back from metrics.jsonl at the end of the launch, so the store's order is not by step.)
     steps = [m.step for m in client.get_metric_history(child.info.run_id, "train/loss")]
-    assert steps == list(range(1, 301))  # one continuous history, nothing twice
+    assert sorted(steps) == list(range(1, 301))
 
 
 def test_killed_driver_then_resume_finishes_every_trial_once(spec_dict, uri, tmp_path):
@@ -140,4 +142,5 @@ def test_ctrl_c_records_interrupted_and_resume_continues(spec_dict, uri, tmp_pat
     assert sorted(c.data.tags["trial.status"] for c in children) == ["finished"] * 2
     (again,) = [c for c in children if c.data.tags["trial.attempt"] == "2"]
     steps = [m.step for m in client.get_metric_history(again.info.run_id, "train/loss")]
-    assert steps == sorted(set(steps))
+    assert len(steps) == len(set(steps))  # nothing twice ...
+    assert set(range(10, max(steps) + 1, 10)) <= set(steps)  # ... and no step missing
