@@ -92,7 +92,7 @@ def process_group(cfg: Config, log_dir: Path):
 
 
 @contextlib.contextmanager
-def _joined(cfg: Config):
+def _joined(cfg: Config, before_teardown=None):
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", 0))
     device = resolve_device(cfg.train.device, local)
     backend = "nccl" if device.type == "cuda" else "gloo"
@@ -102,6 +102,8 @@ def _joined(cfg: Config):
                             if device.type == "cuda" else None)
     try:
         yield Dist(rank, cfg.train.world_size, device)
+        if before_teardown is not None:
+            before_teardown()
     finally:
         dist.destroy_process_group()
 
@@ -120,9 +122,12 @@ def _spawned(cfg: Config, log_dir: Path):
         saved = {k: os.environ.get(k) for k in (*base_env, "RANK", "LOCAL_RANK")}
         os.environ.update(base_env, RANK="0", LOCAL_RANK="0")
         try:
-            with _joined(cfg) as d:
+            # Rank 0 hosts the group's TCP store: it waits for the other ranks to exit before
+            # tearing its group down. (Torn down first, a rank still in its own teardown
+            # lost the store and aborted: "terminate called without an active exception".)
+            with _joined(cfg, before_teardown=lambda: _wait_children(children, Path(tmp),
+                                                                     log_dir)) as d:
                 yield d
-            _wait_children(children, Path(tmp), log_dir)
         except BaseException as error:
             failure = _first_failure(children, Path(tmp), log_dir, wait_s=5.0)
             if failure and not isinstance(error, KeyboardInterrupt):

@@ -169,5 +169,7 @@ def test_sweep_spreads_over_both_nodes_and_a_lost_node_loses_no_trial(cluster, t
     assert [c.data.tags["trial.status"] for c in children] == ["finished"] * 4
     assert len({c.data.tags["trial.node"] for c in children}) == 2  # both nodes ran trials
     (retried,) = [c for c in children if int(c.data.tags["trial.attempt"]) > 1]
+    # Nothing twice, up to the last step. (Steps the lost worker had not sent yet come back
+    # from metrics.jsonl at the end of the launch, so the store's order is not by step.)
     steps = [m.step for m in client.get_metric_history(retried.info.run_id, "train/loss")]
-    assert steps == sorted(set(steps)) and steps[-1] == retried.data.metrics["final/steps"]
+    assert len(steps) == len(set(steps)) and max(steps) == retried.data.metrics["final/steps"]

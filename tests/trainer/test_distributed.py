@@ -51,7 +51,7 @@ def test_torchrun_launch_matches_the_spawned_one(tmp_path):
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
          "-m", "trainer", *TINY, "train.world_size=2", f"storage_root={tmp_path}/b"],
         cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     launched = tmp_path / "b" / spawned.run_id
     assert _losses(launched) == _losses(spawned.run_dir)  # same code path, bit for bit
     summary = json.loads((launched / "summary.json").read_text())
