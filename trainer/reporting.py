@@ -67,6 +67,9 @@ def _format_line(step: int, metrics: dict[str, float]) -> str:
             value = metrics[key]
             parts.append(f"{name} {value:.3g}" if key != "perf/tokens_per_s"
                          else f"{name} {value:,.0f}")
+    if metrics.get("train/norm_test") is not None:  # a norm-test step (adaptive batch)
+        parts.append(f"norm-test {metrics['train/norm_test']:.3g}  "
+                     f"batch tokens {metrics['train/batch_tokens']:,}")
     return "  ".join(parts)
 
 
