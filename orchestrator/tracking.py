@@ -28,12 +28,13 @@ from __future__ import annotations
 import functools
 import math
 import os
-import re
 import sqlite3
 import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+from trainer.reporting import redact  # noqa: F401  (also used by the CLI from here)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -61,12 +62,6 @@ trials running, each one's metrics wait longer than `flush_every_s` (ends are ne
 OUTAGE_S = 900.0
 """How long a write waits for an unreachable server before giving up (then: re-sync)."""
 MAX_BACKOFF_S = 8.0
-_USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]+):[^/\s@]+@")
-
-
-def redact(text: str) -> str:
-    """`scheme://user:password@host` → `scheme://user:***@host`, anywhere in `text`."""
-    return _USERINFO.sub(r"\g<head>:***@", text)
 
 
 def tracking_credentials() -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from trainer.errors import ConfigError
@@ -56,12 +57,13 @@ def _run(overrides: list[str], *, print_only: bool) -> int:
     from trainer.compose import compose
     from trainer.identity import config_id, flatten
     from trainer.loop import RunPaths, read_summary, run
+    from trainer.reporting import redact
     from trainer.validation import check
 
     cfg = compose(overrides)
     if print_only:
         for key, value in flatten(cfg).items():
-            print(f"{key}={value}")
+            print(redact(f"{key}={value}"))
         return 0
     check(cfg)
     paths = RunPaths.for_config(cfg, config_id(cfg))
@@ -72,9 +74,16 @@ def _run(overrides: list[str], *, print_only: bool) -> int:
     print(f"run directory: {result.run_dir}")
     print(f"  metrics  {paths.metrics}\n  summary  {paths.summary}")
     if cfg.tracking.uri:
-        print(f"  MLflow   {cfg.tracking.uri} (experiment {cfg.tracking.experiment})")
+        print(f"  MLflow   {redact(cfg.tracking.uri)} (experiment {cfg.tracking.experiment})")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # a rank under torchrun
+        # As trainer.rank does: out without the interpreter's teardown, where the collective
+        # backend's destructors now and then aborted a rank that had finished its work.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

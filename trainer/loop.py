@@ -30,7 +30,14 @@ from trainer.model import GPT, GPTShape, count_params
 from trainer.mup import build_optimizer, set_lr
 from trainer.norm_test import MicroBatchNoise, grown_batch
 from trainer.parallelize import shard_model
-from trainer.reporting import JsonlReporter, MlflowReporter, MultiReporter, NullReporter, Reporter
+from trainer.reporting import (
+    JsonlReporter,
+    MlflowReporter,
+    MultiReporter,
+    NullReporter,
+    Reporter,
+    redact,
+)
 from trainer.schedules import ScheduleInputs, learning_rate
 from trainer.validation import check
 
@@ -330,6 +337,7 @@ class _Loop:
         """Train to the budget or to divergence; report and store the summary."""
         resumed = self.restore()
         params = {**flatten(self.cfg), **self.derived, "trial.id": self.run_id}
+        params["tracking.uri"] = redact(params["tracking.uri"] or "") or None
         self.reporter.start(run_id=self.run_id, params=params, resumed_step=resumed)
         if self.dist.is_main:
             self.paths.run_dir.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from pathlib import Path
 from typing import Protocol
@@ -25,6 +26,15 @@ class Reporter(Protocol):
 
     def finish(self, *, status: str, summary: dict) -> None:
         """The run ended with `status` (finished, diverged, failed, interrupted)."""
+
+
+_USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]+):[^/\s@]+@")
+
+
+def redact(text: str) -> str:
+    """`scheme://user:password@host` → `scheme://user:***@host`, anywhere in `text`: a
+    password in a tracking URI never reaches a log, a param or a file."""
+    return _USERINFO.sub(r"\g<head>:***@", text)
 
 
 class JsonlReporter:

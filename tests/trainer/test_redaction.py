@@ -1,0 +1,36 @@
+"""A password in `tracking.uri` stays out of what a standalone run prints and writes."""
+
+import json
+
+from trainer.__main__ import main
+from trainer.compose import compose
+from trainer.identity import config_id
+from trainer.loop import RunPaths, _Loop
+from trainer.reporting import NullReporter, redact
+
+URI = "http://sweeper:s3cret-pw@127.0.0.1:9/"
+
+
+def test_redact_masks_only_the_password():
+    assert redact(URI) == "http://sweeper:***@127.0.0.1:9/"
+    assert redact("sqlite:///mlflow.db") == "sqlite:///mlflow.db"
+    assert redact(f"uri={URI} and again {URI}").count("***") == 2
+
+
+def test_printed_config_and_config_json_hide_the_password(tmp_path, capsys):
+    overrides = ["model=tiny", "model.width=32", "model.head_dim=16", "model.base_width=32",
+                 "data=synthetic", "data.num_tokens=100_000", "train.batch_size=4",
+                 "train.seq_len=32", "train.tokens=256", "schedule=constant",
+                 "schedule.warmup_tokens=0", "train.eval_tokens=512", "train.device=cpu",
+                 f"tracking.uri={URI}", f"storage_root={tmp_path}"]
+    assert main([*overrides, "--cfg"]) == 0
+    printed = capsys.readouterr().out
+    assert "tracking.uri=http://sweeper:***@127.0.0.1:9/" in printed and "s3cret" not in printed
+
+    cfg = compose(overrides)
+    run_id = config_id(cfg)
+    paths = RunPaths.for_config(cfg, run_id)
+    _Loop(cfg, run_id, paths, NullReporter()).train()  # the MLflow reporter left out
+    written = (paths.run_dir / "config.json").read_text()
+    assert "s3cret" not in written
+    assert json.loads(written)["tracking.uri"] == "http://sweeper:***@127.0.0.1:9/"
