@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from trainer.reporting import redact  # noqa: F401  (also used by the CLI from here)
+from trainer.reporting import redact
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
