@@ -179,10 +179,10 @@ class _Runner:
                  task_fn: Callable | None, resources_for: Callable[[Trial], Resources]):
         import ray
 
-        from orchestrator.worker import run_trial
+        from orchestrator.worker import run_trial, trial_task
 
         self.spec, self.tracker, self.queue, self.outcome = spec, tracker, list(todo), outcome
-        self.task = ray.remote(task_fn or run_trial)
+        self.task = ray.remote(trial_task(task_fn or run_trial))
         self.resources_for = resources_for
         self.running: dict = {}  # ObjectRef → (trial, attempt, placement, submitted at)
         self.cap = spec.max_concurrent or len(todo) or 1

@@ -80,13 +80,17 @@ def resync(trials: list[Trial], tracker, *, tracking_uri: str, sweep: str,
 
     ray.get(tracker.flush.remote())  # after the driver's own finish calls, in order
     confirmed = ray.get(tracker.confirmed_trials.remote())
+    unconfirmed = [t for t in trials if t.trial_id not in confirmed]
+    if not unconfirmed:
+        # Every trial was recorded whole by this launch: nothing to read (reading a trial's
+        # files imports the trainer, and torch with it: a second of the sweep's tail).
+        return []
     if states is None or set(ran) - confirmed:
         states = recorded_trials(tracking_uri, sweep)
     # A trial of this launch that is not confirmed was retried or resumed: steps its lost
     # worker had not sent yet may be missing anywhere in its history, so it is always re-synced
     # (which adds only the steps the store lacks).
-    stale = stale_trials([t for t in trials if t.trial_id not in confirmed], states,
-                         suspect=set(ran) - confirmed)
+    stale = stale_trials(unconfirmed, states, suspect=set(ran) - confirmed)
     ray.get([tracker.resync_trial.remote(
         trial.trial_id, summary["status"], summary, trial_params(trial.cfg, summary),
         trial.label, read_history(trial)) for trial, summary in stale])

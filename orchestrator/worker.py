@@ -11,6 +11,30 @@ import time
 
 SEND_EVERY_S = 2.0
 """A worker sends its metrics to the tracker at most this often (and at the trial's end)."""
+TRIAL_NICENESS = 19
+"""A trial's processes run at this CPU niceness (Ray starts workers at 15, its daemons at 0)."""
+
+
+def trial_task(fn):
+    """`fn`, run at `TRIAL_NICENESS`: what the driver hands to Ray for every trial.
+
+    The sweep's tracking actor is a Ray worker too, at Ray's worker niceness, and on the
+    driver's node it shares the CPUs with trial processes. When trials end faster than it
+    writes them (many short proxies) it falls behind, and the sweep is not over until it has
+    caught up; with the trials a notch lower it keeps up. Where the CPUs are not contended
+    (a GPU node runs a few trainers on many cores) niceness changes nothing. A process may
+    lower its own priority without privileges, never raise it: the worker keeps it for the
+    next trial Ray gives it, which is again a trial.
+    """
+    def run_as_trial(*args):
+        if hasattr(os, "nice"):  # not on Windows
+            current = os.nice(0)
+            if current < TRIAL_NICENESS:
+                os.nice(TRIAL_NICENESS - current)
+        return fn(*args)
+    # Ray names the task, and its worker's process title, after the function: keep `run_trial`.
+    run_as_trial.__name__ = run_as_trial.__qualname__ = fn.__name__
+    return run_as_trial
 
 
 class TrackerReporter:
