@@ -128,13 +128,14 @@ def run_sweep(spec: SweepSpec, trials: list[Trial], *, tracking_uri: str,
     """
     import ray
 
-    states = recorded_trials(tracking_uri, spec.name)
-    # Not waited for: trials start while the actor starts; their calls queue until it is up.
-    # It lives on the driver's node, which outlives any worker node that goes away.
+    # Not waited for: its process starts (imports MLflow, opens the sweep's runs) while this
+    # one reads the store, and trials start while it finishes; their calls queue until it
+    # is up. It lives on the driver's node, which outlives any worker node that goes away.
     tracker = ray.remote(Tracker).options(num_cpus=0, scheduling_strategy=_driver_node()).remote(
         tracking_uri, spec.name, code_version=code_version(),
         spec_yaml=yaml.safe_dump(spec.to_dict(), sort_keys=False),
         credentials=tracking_credentials())
+    states = recorded_trials(tracking_uri, spec.name)
     todo = [t for t in trials if states.get(t.trial_id, {}).get("status") not in DONE]
     todo.sort(key=lambda t: t.flops, reverse=True)
     outcome = SweepOutcome(trials=len(trials), already_done=len(trials) - len(todo))
