@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 SEND_EVERY_S = 2.0
 """A worker sends its metrics to the tracker at most this often (and at the trial's end)."""
@@ -27,10 +28,7 @@ def trial_task(fn):
     next trial Ray gives it, which is again a trial.
     """
     def run_as_trial(*args):
-        if hasattr(os, "nice"):  # not on Windows
-            current = os.nice(0)
-            if current < TRIAL_NICENESS:
-                os.nice(TRIAL_NICENESS - current)
+        _lower_priority(TRIAL_NICENESS)
         return fn(*args)
     # Ray names the task, and its worker's process title, after the function: keep `run_trial`.
     run_as_trial.__name__ = run_as_trial.__qualname__ = fn.__name__
@@ -71,6 +69,21 @@ class TrackerReporter:
     def finish(self, *, status: str, summary: dict) -> None:
         """Send what is left; the driver records the end from the task's result, once."""
         self.send()
+
+
+def _lower_priority(niceness: int) -> None:
+    """Every thread of this process to `niceness` (if it was below): on Linux a niceness
+    belongs to a thread, and Ray's own threads (RPC, event loops) were started at 0."""
+    if not hasattr(os, "setpriority"):  # not on Windows
+        return
+    tasks = Path("/proc/self/task")
+    threads = [int(t.name) for t in tasks.iterdir()] if tasks.is_dir() else [0]
+    for tid in threads:
+        try:
+            if os.getpriority(os.PRIO_PROCESS, tid) < niceness:
+                os.setpriority(os.PRIO_PROCESS, tid, niceness)
+        except OSError:  # a thread that ended meanwhile
+            pass
 
 
 def run_trial(cfg, tracker, label: str, threads: int) -> dict:
