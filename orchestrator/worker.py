@@ -23,7 +23,7 @@ def trial_task(fn):
     driver's node it shares the CPUs with trial processes. When trials end faster than it
     writes them (many short proxies) it falls behind, and the sweep is not over until it has
     caught up; with the trials below it, it gets the CPU first (in the scheduler benchmark on
-    2 cores its backlog after the last trial went from ~14 s to 6-12 s). Where the CPUs are
+    2 cores its backlog after the last trial went from 9.6-14.1 s to 5.8-11.6 s). Where the CPUs are
     not contended (a GPU node runs a few trainers on many cores) niceness changes nothing. A
     process may lower its own priority without privileges, never raise it: the worker keeps
     it for the next trial Ray gives it, which is again a trial.
