@@ -79,7 +79,8 @@ def sleep_trial(cfg, tracker, label, threads, time_scale=1.0):
     reporter.finish(status="finished", summary=summary)
     summary["bench/started_at"], summary["bench/ended_at"] = _time.time() - (
         _time.monotonic() - start), _time.time()
-    return {"status": "finished", "summary": summary, "params": params, "slept_s": total}
+    return {"status": "finished", "summary": summary, "params": params, "slept_s": total,
+            **reporter.end_report()}
 
 
 def spec_dict(num_trials: int, root: str) -> dict:

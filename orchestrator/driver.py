@@ -280,7 +280,9 @@ class _Runner:
             # Not waited for: the actor applies calls in order, and close_sweep is waited on.
             self.tracker.finish_trial.remote(trial.trial_id, result["status"],
                                              result["summary"], result["params"], trial.label,
-                                             node=result.get("node"))
+                                             node=result.get("node"),
+                                             rows=result.get("unsent", ()),
+                                             sends=result.get("sends"))
             self.outcome.ran[trial.trial_id] = result["status"]
 
     def _failed(self, trial: Trial, attempt: int, err: Exception) -> None:

@@ -173,6 +173,7 @@ class Tracker:
         self.created: set[str] = set()  # trials whose run this tracker created
         self.from_scratch: set[str] = set()  # trials whose worker began at step 0
         self.confirmed: set[str] = set()  # trials of this launch recorded whole (see below)
+        self.received: dict[str, int] = {}  # trial id → log_steps calls from its workers
         for run in self._call(sweep_runs, self.client, self.experiment_id, "trial"):
             self.children[run.data.tags["trial.id"]] = run.info.run_id
         # In the constructor, so the parent exists before any trial calls in (an actor runs
@@ -350,7 +351,12 @@ class Tracker:
 
     @_timed
     def log_steps(self, trial_id: str, rows: list[tuple[int, dict]]) -> None:
-        """Buffer the metrics of several steps, (step, {key: value}) in step order."""
+        """Buffer the metrics of several steps, (step, {key: value}) in step order, sent by
+        the trial's worker (counted: see `finish_trial`)."""
+        self.received[trial_id] = self.received.get(trial_id, 0) + 1
+        self._buffer_steps(trial_id, rows)
+
+    def _buffer_steps(self, trial_id: str, rows) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -375,13 +381,17 @@ class Tracker:
 
     @_timed
     def finish_trial(self, trial_id: str, status: str, summary: dict, params: dict,
-                     label: str, *, node: str | None = None) -> None:
-        """Record a trial's end: summary metrics, status tag, run terminated, and the Ray
-        node that ran it last (tag `trial.node`)."""
+                     label: str, *, node: str | None = None, rows=(),
+                     sends: int | None = None) -> None:
+        """Record a trial's end: the steps its worker had not sent (`rows`), summary metrics,
+        status tag, run terminated, and the Ray node that ran it last (tag `trial.node`).
+        `sends`: how many log_steps calls its worker made; if fewer have arrived, some are
+        still on their way, and the trial is not vouched for (the re-sync completes it)."""
         from mlflow.entities import Metric
 
         if trial_id not in self.children:
             self.start_trial(trial_id, params, label)
+        self._buffer_steps(trial_id, rows)
         step = int(summary.get("final/steps", 0) or 0)
         final = {k: v for k, v in summary.items()
                  if k.startswith("final/") and isinstance(v, (int, float))}
@@ -391,10 +401,12 @@ class Tracker:
         self.mark_trial(trial_id, status, params=params,
                         tags={"trial.node": node} if node else None)
         if trial_id in self.created and trial_id in self.from_scratch \
-                and self.attempts.get(trial_id) == 1:
-            # Created here, trained from step 0 in one attempt, every write done: the store
-            # holds all its worker reported. (A retried attempt may have lost calls in flight
-            # with its worker; a resumed or already ended one reported only part or nothing.)
+                and self.attempts.get(trial_id) == 1 and sends is not None \
+                and self.received.get(trial_id, 0) >= sends:
+            # Created here, trained from step 0 in one attempt, every send arrived, every
+            # write done: the store holds all its worker reported. (A retried attempt may
+            # have lost calls in flight with its worker; a resumed or already ended one
+            # reported only part or nothing.)
             self.confirmed.add(trial_id)
 
     def stats(self) -> dict:

@@ -44,12 +44,19 @@ class TrackerReporter:
     handling on a small machine, and the tracker writes a running trial's metrics no more
     often than every 10 s anyway. A worker that dies loses what it had not sent; the trial's
     `metrics.jsonl` has it, and the re-sync at the end of the launch restores it.
+
+    What is left at the end is not sent: it goes back to the driver with the task's result
+    (`end_report`), and from there to the tracker in the same call as the trial's end. Sent
+    from here, it could reach the tracker after that end (the driver's calls and this
+    worker's are not ordered), and then after the sweep was closed: steps lost. The count of
+    sends goes with it, so the tracker knows whether all of them have arrived.
     """
 
     def __init__(self, tracker, trial_id: str, label: str):
         self.tracker, self.trial_id, self.label = tracker, trial_id, label
         self.pending: list[tuple[int, dict]] = []
         self.sent_at = time.monotonic()
+        self.sends = 0
 
     def start(self, *, run_id: str, params: dict, resumed_step: int | None) -> None:
         # Fire and forget: the driver opened the trial's run when it submitted the task, so
@@ -65,11 +72,15 @@ class TrackerReporter:
         # Fire and forget: calls from one worker to one actor arrive in order.
         if self.pending:
             self.tracker.log_steps.remote(self.trial_id, self.pending)
+            self.sends += 1
         self.pending, self.sent_at = [], time.monotonic()
 
     def finish(self, *, status: str, summary: dict) -> None:
-        """Send what is left; the driver records the end from the task's result, once."""
-        self.send()
+        """Nothing is sent: the driver records the end from the task's result, once."""
+
+    def end_report(self) -> dict:
+        """For the task's result: the steps not sent, and how many sends went before."""
+        return {"unsent": self.pending, "sends": self.sends}
 
 
 def _lower_priority(niceness: int) -> None:
@@ -88,7 +99,8 @@ def _lower_priority(niceness: int) -> None:
 
 
 def run_trial(cfg, tracker, label: str, threads: int) -> dict:
-    """Train one trial to its end; {status, summary, params} for the driver to record."""
+    """Train one trial to its end; {status, summary, params, node, unsent, sends} for the
+    driver to record."""
     import ray
     import torch
 
@@ -99,10 +111,12 @@ def run_trial(cfg, tracker, label: str, threads: int) -> dict:
     torch.set_num_threads(max(1, threads))
     trial_id = trainer.config_id(cfg)
     history = JsonlReporter(RunPaths.for_config(cfg, trial_id).metrics, echo=False)
-    result = trainer.run(cfg, MultiReporter(history, TrackerReporter(tracker, trial_id, label)))
+    reporter = TrackerReporter(tracker, trial_id, label)
+    result = trainer.run(cfg, MultiReporter(history, reporter))
     params = trial_params(cfg, result.summary)
     return {"status": result.status, "summary": result.summary, "params": params,
-            "pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}
+            "pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(),
+            **reporter.end_report()}
 
 
 def trial_params(cfg, summary: dict) -> dict:

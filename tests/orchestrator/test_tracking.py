@@ -19,7 +19,7 @@ def _trial(tracker: Tracker, trial_id: str, *, begins=((None,),), steps=3) -> No
     for (resumed_step,) in begins:
         tracker.begin_attempt(trial_id, {**PARAMS, "derived.n_params": 100}, resumed_step)
     tracker.log_steps(trial_id, [(s, {"train/loss": 3.0 - s / 10}) for s in range(1, steps + 1)])
-    tracker.finish_trial(trial_id, "finished", SUMMARY, PARAMS, trial_id[:8])
+    tracker.finish_trial(trial_id, "finished", SUMMARY, PARAMS, trial_id[:8], sends=1)
 
 
 def test_a_trial_is_written_in_three_calls_and_whole(tmp_path):
@@ -65,3 +65,22 @@ def test_steps_already_written_are_dropped(tmp_path):
     history = client.get_metric_history(resumed.children[trial], "train/loss")
     assert sorted(m.step for m in history) == [1, 2, 3]
     assert client.get_run(resumed.children[trial]).data.tags["trial.attempt"] == "2"
+
+
+def test_the_end_carries_the_unsent_steps_and_vouches_only_when_every_send_arrived(tmp_path):
+    """A worker's last steps come with its end (same caller as the end, so in order); a send
+    still on its way when the end is written leaves the trial to the re-sync."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracker = _tracker(uri)
+    whole, late = "w" * 64, "l" * 64
+    for trial in (whole, late):
+        tracker.start_trial(trial, PARAMS, trial[:8])
+        tracker.begin_attempt(trial, PARAMS, None)
+        tracker.log_steps(trial, [(1, {"train/loss": 3.0})])
+    tracker.finish_trial(whole, "finished", SUMMARY, PARAMS, "w", sends=1,
+                         rows=[(2, {"train/loss": 2.9}), (3, {"train/loss": 2.8})])
+    tracker.finish_trial(late, "finished", SUMMARY, PARAMS, "l", sends=2,
+                         rows=[(3, {"train/loss": 2.8})])  # its send of step 2 is on its way
+    assert tracker.confirmed_trials() == {whole}
+    history = MlflowClient(uri).get_metric_history(tracker.children[whole], "train/loss")
+    assert [(m.step, m.value) for m in history] == [(1, 3.0), (2, 2.9), (3, 2.8)]
