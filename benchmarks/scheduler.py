@@ -13,7 +13,8 @@ real one, and asks for 0.5 GPU (width ≤ 128), 1 GPU (256–512) or 2 GPUs (102
   sweep_wall (from the call of `run_sweep`) and trial_span (first trial start → last end)
 - load: the 1-minute load average before and after (the machine may be shared)
 - dispatch overhead per trial: wall time from submission to result minus the sleep
-- tracking: metrics written per second and log_batch calls
+- tracking: metrics written per second and log_batch calls; metrics_lost (reported by the
+  trials, not in the store: must be 0)
 - relaunch_s: `launch` of the finished sweep again (target < 10 s, zero trials run)
 Ray workers are started before the clock starts (one per concurrent trial, each importing the
 trainer's config): on a 2-core machine, starting a hundred Python workers at once would
@@ -77,6 +78,7 @@ def sleep_trial(cfg, tracker, label, threads, time_scale=1.0):
                "final/tokens": cfg.train.tokens, "final/wall_s": _time.monotonic() - start,
                "status": "finished"}
     reporter.finish(status="finished", summary=summary)
+    summary["bench/metrics"] = 5 * step + sum(k.startswith("final/") for k in summary)
     summary["bench/started_at"], summary["bench/ended_at"] = _time.time() - (
         _time.monotonic() - start), _time.time()
     return {"status": "finished", "summary": summary, "params": params, "slept_s": total,
@@ -189,7 +191,9 @@ def main() -> None:
         "first_trial_started_after_s": min(starts) - outcome.first_submit_at,
         "after_last_trial_s": ended - max(ends),
         **{f"after_last_trial_{k}": v for k, v in outcome.phases.items()},
-        "metrics_written": writes, "tracking_metrics_per_s": writes / makespan,
+        "metrics_written": writes,
+        "metrics_lost": sum(x["bench/metrics"] for x in outcome.summaries.values()) - writes,
+        "tracking_metrics_per_s": writes / makespan,
         "relaunch_s": relaunch_s, "relaunch_trials_run": len(again.ran),
         "tracker": outcome.tracker,
         "load_1m_before": load_before, "load_1m_after": load_after,
