@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 SEND_EVERY_S = 2.0
-"""A worker sends its metrics to the tracker at most this often (and at the trial's end)."""
+"""A worker sends its metrics to the tracker at most this often; the rest goes with its end."""
 TRIAL_NICENESS = 19
 """A trial's processes run at this CPU niceness (Ray starts workers at 15, its daemons at 0)."""
 
