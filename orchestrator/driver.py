@@ -282,7 +282,9 @@ class _Runner:
                                              result["summary"], result["params"], trial.label,
                                              node=result.get("node"),
                                              rows=result.get("unsent", ()),
-                                             sends=result.get("sends"))
+                                             sends=result.get("sends"),
+                                             sender=result.get("sender"),
+                                             from_scratch=result.get("from_scratch"))
             self.outcome.ran[trial.trial_id] = result["status"]
 
     def _failed(self, trial: Trial, attempt: int, err: Exception) -> None:

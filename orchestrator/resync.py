@@ -24,7 +24,7 @@ def stale_trials(trials: list[Trial], states: dict[str, dict],
     """(trial, summary) of each ended trial whose MLflow record lacks its status, a `final/*`
     value of its `summary.json`, or the end of a history its `metrics.jsonl` has; and of each
     ended `suspect` trial, whose history may lack steps in its middle."""
-    from trainer.loop import RunPaths, read_summary
+    from trainer.paths import RunPaths, read_summary
 
     out = []
     for trial in trials:
@@ -57,7 +57,7 @@ def _history_behind(run, history: list[dict]) -> bool:
 
 def read_history(trial: Trial) -> list[dict]:
     """The trial's `metrics.jsonl` rows ({"step": n, key: value, ...}); [] if none."""
-    from trainer.loop import RunPaths
+    from trainer.paths import RunPaths
 
     path = RunPaths.for_config(trial.cfg, trial.trial_id).metrics
     if not path.exists():

@@ -173,7 +173,7 @@ class Tracker:
         self.created: set[str] = set()  # trials whose run this tracker created
         self.from_scratch: set[str] = set()  # trials whose worker began at step 0
         self.confirmed: set[str] = set()  # trials of this launch recorded whole (see below)
-        self.received: dict[str, int] = {}  # trial id → log_steps calls from its workers
+        self.received: dict[tuple, int] = {}  # (trial id, sender) → log_steps calls
         for run in self._call(sweep_runs, self.client, self.experiment_id, "trial"):
             self.children[run.data.tags["trial.id"]] = run.info.run_id
         # In the constructor, so the parent exists before any trial calls in (an actor runs
@@ -350,10 +350,13 @@ class Tracker:
         self.log_steps(trial_id, [(step, metrics)])
 
     @_timed
-    def log_steps(self, trial_id: str, rows: list[tuple[int, dict]]) -> None:
+    def log_steps(self, trial_id: str, rows: list[tuple[int, dict]],
+                  sender: str | None = None) -> None:
         """Buffer the metrics of several steps, (step, {key: value}) in step order, sent by
-        the trial's worker (counted: see `finish_trial`)."""
-        self.received[trial_id] = self.received.get(trial_id, 0) + 1
+        the trial's worker; `sender` names that worker's attempt (calls are counted per
+        sender: see `finish_trial`)."""
+        key = (trial_id, sender)
+        self.received[key] = self.received.get(key, 0) + 1
         self._buffer_steps(trial_id, rows)
 
     def _buffer_steps(self, trial_id: str, rows) -> None:
@@ -382,15 +385,21 @@ class Tracker:
     @_timed
     def finish_trial(self, trial_id: str, status: str, summary: dict, params: dict,
                      label: str, *, node: str | None = None, rows=(),
-                     sends: int | None = None) -> None:
+                     sends: int | None = None, sender: str | None = None,
+                     from_scratch: bool | None = None) -> None:
         """Record a trial's end: the steps its worker had not sent (`rows`), summary metrics,
         status tag, run terminated, and the Ray node that ran it last (tag `trial.node`).
-        `sends`: how many log_steps calls its worker made; if fewer have arrived, some are
-        still on their way, and the trial is not vouched for (the re-sync completes it)."""
+        `sends`: how many log_steps calls its worker (`sender`) made; if fewer have arrived,
+        some are still on their way, and the trial is not vouched for (the re-sync completes
+        it). Counted per sender, so an earlier attempt's calls do not make up the count.
+        `from_scratch`: its worker began at step 0, as its begin_attempt says (which, sent
+        by the worker, may arrive after this call from the driver)."""
         from mlflow.entities import Metric
 
         if trial_id not in self.children:
             self.start_trial(trial_id, params, label)
+        if from_scratch:
+            self.from_scratch.add(trial_id)
         self._buffer_steps(trial_id, rows)
         step = int(summary.get("final/steps", 0) or 0)
         final = {k: v for k, v in summary.items()
@@ -402,7 +411,7 @@ class Tracker:
                         tags={"trial.node": node} if node else None)
         if trial_id in self.created and trial_id in self.from_scratch \
                 and self.attempts.get(trial_id) == 1 and sends is not None \
-                and self.received.get(trial_id, 0) >= sends:
+                and self.received.get((trial_id, sender), 0) >= sends:
             # Created here, trained from step 0 in one attempt, every send arrived, every
             # write done: the store holds all its worker reported. (A retried attempt may
             # have lost calls in flight with its worker; a resumed or already ended one

@@ -57,11 +57,14 @@ class TrackerReporter:
         self.pending: list[tuple[int, dict]] = []
         self.sent_at = time.monotonic()
         self.sends = 0
+        self.sender = os.urandom(6).hex()  # this attempt, for the tracker's count of sends
+        self.from_scratch: bool | None = None
 
     def start(self, *, run_id: str, params: dict, resumed_step: int | None) -> None:
         # Fire and forget: the driver opened the trial's run when it submitted the task, so
         # the trial never waits on the tracker (which may still be starting).
         self.tracker.begin_attempt.remote(self.trial_id, params, resumed_step)
+        self.from_scratch = resumed_step is None
 
     def log_metrics(self, metrics: dict, *, step: int) -> None:
         self.pending.append((step, dict(metrics)))
@@ -71,7 +74,7 @@ class TrackerReporter:
     def send(self) -> None:
         # Fire and forget: calls from one worker to one actor arrive in order.
         if self.pending:
-            self.tracker.log_steps.remote(self.trial_id, self.pending)
+            self.tracker.log_steps.remote(self.trial_id, self.pending, self.sender)
             self.sends += 1
         self.pending, self.sent_at = [], time.monotonic()
 
@@ -79,8 +82,11 @@ class TrackerReporter:
         """Nothing is sent: the driver records the end from the task's result, once."""
 
     def end_report(self) -> dict:
-        """For the task's result: the steps not sent, and how many sends went before."""
-        return {"unsent": self.pending, "sends": self.sends}
+        """For the task's result: the steps not sent, how many sends went before, and whether
+        this attempt began at step 0 (the begin above may reach the tracker after the end the
+        driver sends: a worker's first call waits while the actor is still starting)."""
+        return {"unsent": self.pending, "sends": self.sends, "sender": self.sender,
+                "from_scratch": self.from_scratch}
 
 
 def _lower_priority(niceness: int) -> None:
@@ -99,13 +105,13 @@ def _lower_priority(niceness: int) -> None:
 
 
 def run_trial(cfg, tracker, label: str, threads: int) -> dict:
-    """Train one trial to its end; {status, summary, params, node, unsent, sends} for the
-    driver to record."""
+    """Train one trial to its end; {status, summary, params, node, unsent, sends, sender,
+    from_scratch} for the driver to record."""
     import ray
     import torch
 
     import trainer
-    from trainer.loop import RunPaths
+    from trainer.paths import RunPaths
     from trainer.reporting import JsonlReporter, MultiReporter
 
     torch.set_num_threads(max(1, threads))

@@ -30,6 +30,7 @@ from trainer.model import GPT, GPTShape, count_params
 from trainer.mup import build_optimizer, set_lr
 from trainer.norm_test import MicroBatchNoise, grown_batch
 from trainer.parallelize import shard_model
+from trainer.paths import RunPaths, read_summary
 from trainer.reporting import (
     JsonlReporter,
     MlflowReporter,
@@ -42,28 +43,6 @@ from trainer.schedules import ScheduleInputs, learning_rate
 from trainer.validation import check
 
 DONE_STATUSES = ("finished", "diverged")
-
-
-@dataclass(frozen=True)
-class RunPaths:
-    """Where one run keeps its files."""
-
-    run_dir: Path
-    checkpoints: Path
-
-    @classmethod
-    def for_config(cls, cfg: Config, run_id: str) -> RunPaths:
-        run_dir = Path(cfg.run_dir) if cfg.run_dir else Path(cfg.storage_root) / run_id
-        checkpoints = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else run_dir / "checkpoints"
-        return cls(run_dir, checkpoints)
-
-    @property
-    def summary(self) -> Path:
-        return self.run_dir / "summary.json"
-
-    @property
-    def metrics(self) -> Path:
-        return self.run_dir / "metrics.jsonl"
 
 
 @dataclass
@@ -139,13 +118,6 @@ def default_reporter(cfg: Config, paths: RunPaths) -> Reporter:
     if cfg.tracking.uri:
         return MultiReporter(jsonl, MlflowReporter(cfg.tracking.uri, cfg.tracking.experiment))
     return jsonl
-
-
-def read_summary(paths: RunPaths) -> dict | None:
-    """The stored summary of an ended run, or None."""
-    if not paths.summary.exists():
-        return None
-    return json.loads(paths.summary.read_text())
 
 
 def run(cfg: Config, reporter: Reporter | None = None) -> RunResult:

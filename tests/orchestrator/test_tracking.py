@@ -84,3 +84,30 @@ def test_the_end_carries_the_unsent_steps_and_vouches_only_when_every_send_arriv
     assert tracker.confirmed_trials() == {whole}
     history = MlflowClient(uri).get_metric_history(tracker.children[whole], "train/loss")
     assert [(m.step, m.value) for m in history] == [(1, 3.0), (2, 2.9), (3, 2.8)]
+
+
+def test_an_end_that_overtakes_its_begin_is_still_vouched_for(tmp_path):
+    """The worker's begin (sent from the worker while the actor was starting) may arrive after
+    the end the driver sent: the end says the attempt began at step 0, and the late begin
+    changes nothing."""
+    tracker = _tracker(f"sqlite:///{tmp_path}/mlflow.db")
+    trial = "o" * 64
+    tracker.start_trial(trial, PARAMS, "o")
+    tracker.log_steps(trial, [(1, {"train/loss": 3.0})], "attempt-b")
+    tracker.finish_trial(trial, "finished", SUMMARY, PARAMS, "o", sends=1, sender="attempt-b",
+                         from_scratch=True, rows=[(2, {"train/loss": 2.9})])
+    tracker.begin_attempt(trial, {**PARAMS, "derived.n_params": 100}, None)
+    assert tracker.confirmed_trials() == {trial} and tracker.attempts[trial] == 1
+
+
+def test_sends_are_counted_per_attempt(tmp_path):
+    """An earlier attempt's sends do not make up for the last attempt's send still on its way."""
+    tracker = _tracker(f"sqlite:///{tmp_path}/mlflow.db")
+    trial = "p" * 64
+    tracker.start_trial(trial, PARAMS, "p")
+    tracker.begin_attempt(trial, PARAMS, None)
+    tracker.log_steps(trial, [(1, {"train/loss": 3.0})], "attempt-a")
+    tracker.log_steps(trial, [(2, {"train/loss": 2.9})], "attempt-a")
+    tracker.finish_trial(trial, "finished", SUMMARY, PARAMS, "p", sends=2, sender="attempt-b",
+                         from_scratch=True)  # attempt b made 2 sends; neither has arrived
+    assert tracker.confirmed_trials() == set()

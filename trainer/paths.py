@@ -1,0 +1,40 @@
+"""Where a run keeps its files, and its stored summary: apart from the training loop, so the
+sweep driver's re-sync reads run directories without importing the loop's model, data and
+optimizer code."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from trainer.config import Config
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where one run keeps its files."""
+
+    run_dir: Path
+    checkpoints: Path
+
+    @classmethod
+    def for_config(cls, cfg: Config, run_id: str) -> RunPaths:
+        run_dir = Path(cfg.run_dir) if cfg.run_dir else Path(cfg.storage_root) / run_id
+        checkpoints = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else run_dir / "checkpoints"
+        return cls(run_dir, checkpoints)
+
+    @property
+    def summary(self) -> Path:
+        return self.run_dir / "summary.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.run_dir / "metrics.jsonl"
+
+
+def read_summary(paths: RunPaths) -> dict | None:
+    """The stored summary of an ended run, or None."""
+    if not paths.summary.exists():
+        return None
+    return json.loads(paths.summary.read_text())
