@@ -1,8 +1,9 @@
 """The sweep driver: validated trials → Ray tasks → results in MLflow.
 
 Ray Core, not Tune (see DESIGN.md): each trial is a Ray task holding its CPUs/GPUs (fractional
-GPUs pack tiny proxies), submitted longest first (by FLOPs) under a concurrency cap, collected
-with `ray.wait`. Ray re-executes a task whose worker or node died (`max_retries`); the trainer
+GPUs pack tiny proxies), submitted one wave of the smallest first, then longest first (by
+FLOPs; see `orchestrator.placement.submission_order`) under a concurrency cap, collected with
+`ray.wait`. Ray re-executes a task whose worker or node died (`max_retries`); the trainer
 then resumes from the trial's newest checkpoint. A trial that raised is resubmitted by the
 driver up to `retries` times. Which trials to run comes from MLflow: a trial whose child run
 says finished or diverged is done and never runs again, so launch, resume and extend are one
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from orchestrator.placement import ClusterModel, Placement, Request, select
+from orchestrator.placement import ClusterModel, Placement, Request, select, submission_order
 from orchestrator.resync import resync
 from orchestrator.spec import Resources, SweepSpec, Trial, expand
 from orchestrator.tracking import DONE, Tracker, recorded_trials, tracking_credentials
@@ -137,7 +138,6 @@ def run_sweep(spec: SweepSpec, trials: list[Trial], *, tracking_uri: str,
         credentials=tracking_credentials())
     states = recorded_trials(tracking_uri, spec.name)
     todo = [t for t in trials if states.get(t.trial_id, {}).get("status") not in DONE]
-    todo.sort(key=lambda t: t.flops, reverse=True)
     outcome = SweepOutcome(trials=len(trials), already_done=len(trials) - len(todo))
     runner = _Runner(spec, tracker, todo, outcome, task_fn=task_fn,
                      resources_for=resources_for or (lambda _trial: spec.resources.per_trial()))
@@ -170,7 +170,7 @@ def _driver_node():
 
 
 class _Runner:
-    """List scheduling of trial tasks: longest first, each submitted when it fits.
+    """List scheduling of trial tasks in `submission_order`, each submitted when it fits.
 
     Which trials fit where is `orchestrator.placement`'s model of the cluster; the driver
     submits only those, so Ray never holds a queue in which short trials overtake long ones.
@@ -182,7 +182,7 @@ class _Runner:
 
         from orchestrator.worker import run_trial, trial_task
 
-        self.spec, self.tracker, self.queue, self.outcome = spec, tracker, list(todo), outcome
+        self.spec, self.tracker, self.outcome = spec, tracker, outcome
         self.task = ray.remote(trial_task(task_fn or run_trial))
         self.resources_for = resources_for
         self.running: dict = {}  # ObjectRef → (trial, attempt, placement, submitted at)
@@ -190,6 +190,8 @@ class _Runner:
         self.total = len(todo)
         self.retry_attempt: dict[str, int] = {}
         self.cluster = ClusterModel.from_ray(ray.nodes())
+        self.queue = submission_order(todo, self.cluster, self._request, lambda t: t.flops,
+                                      max_new=self.cap)
         self.cancel_poll = None  # ObjectRef of the tracker's answer, while one is awaited
 
     def _request(self, trial: Trial) -> Request:
@@ -214,7 +216,7 @@ class _Runner:
             self.outcome.first_submit_at = time.time()
 
     def fill(self) -> None:
-        """Submit, longest first, every queued trial that fits the free resources."""
+        """Submit, in queue order, every queued trial that fits the free resources."""
         room = self.cap - len(self.running)
         chosen = select(self.queue, self.cluster, self._request, max_new=max(room, 0))
         started = {id(trial) for trial, _ in chosen}

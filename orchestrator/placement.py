@@ -10,7 +10,8 @@ Packing rules (pure functions of the model, tested with tables in tests/orchestr
   halves pair up on one GPU and whole GPUs stay free for whole-GPU trials;
 - a whole-GPU request takes free GPUs on the node with the fewest free GPUs that suffice, so
   large free blocks stay for large requests;
-- the queue is taken longest first, and every trial that fits starts (backfilling).
+- the queue is taken in order, and every trial that fits starts (backfilling);
+- the order (`submission_order`): one wave of the smallest trials, then longest first.
 
 Ray itself packs fractional requests best fit (a 0.5 lands on a half-used GPU before a free
 one), so this model agrees with where Ray really puts each task; with first fit by index it
@@ -19,6 +20,7 @@ did not, and whole-GPU trials it thought had room waited in Ray's queue instead.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -134,3 +136,32 @@ def select(queue: Sequence[T], model: ClusterModel, request_of: Callable[[T], Re
         model.take(placement)
         chosen.append((item, placement))
     return chosen
+
+
+def submission_order(items: Sequence[T], model: ClusterModel,
+                     request_of: Callable[[T], Request], size_of: Callable[[T], float], *,
+                     max_new: int) -> list[T]:
+    """The order the driver submits trials in: one wave of the smallest, then longest first.
+
+    The wave is what the cluster (`model`, left as it is) holds at once of the smallest
+    trials (`size_of`, the FLOPs), packed by the rules above, within the concurrency cap.
+    Longest first (LPT) alone ends a sweep of many small proxies with a wave of the smallest
+    ones: on the scheduler benchmark some 460 trials ended in its last 13 s, faster than the
+    tracker writes a trial's record (its run, its end, its status: three MLflow transactions),
+    and the sweep, which is over only once they are written, waited 6-10 s on that backlog
+    after its last trial (makespan ratio 1.054-1.075 in four runs). Run first, the smallest
+    trials end while the tracker has little else to do; the sweep still ends on small trials
+    (the next-smallest), so LPT's balance at the end holds. With this order the backlog after
+    the last trial was 0.04-0.12 s and the ratio 1.034-1.039.
+
+    The cost: the largest trials start one small trial later, and every worker of the first
+    wave pays its first task's one-time costs at once (~0.2 s of CPU each: on the benchmark's
+    2 cores, 128 of them added ~2 s to the trials' span). In return the MLflow UI has complete
+    results within the smallest trial's time, and with them whatever goes wrong only at a
+    trial's end (the final eval, the summary, the record).
+    """
+    wave = select(sorted(items, key=size_of), copy.deepcopy(model), request_of,
+                  max_new=max_new)
+    first = {id(item) for item, _ in wave}
+    return [item for item, _ in wave] + sorted(
+        (item for item in items if id(item) not in first), key=size_of, reverse=True)

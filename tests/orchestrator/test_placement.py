@@ -2,7 +2,7 @@
 
 import pytest
 
-from orchestrator.placement import ClusterModel, Placement, Request, select
+from orchestrator.placement import ClusterModel, Placement, Request, select, submission_order
 
 
 def _model(nodes, used=()):
@@ -71,3 +71,24 @@ def test_select_longest_first_with_backfill(queue, max_new, started):
     chosen = select(queue, model, lambda g: Request(g, 0), max_new=max_new)
     assert [g for g, _ in chosen] == started
     assert sum(sum(gpus) for gpus in model.gpus) == pytest.approx(3 - sum(started))
+
+
+def test_one_wave_of_the_smallest_goes_first_then_longest_first():
+    """Trials are (flops, gpus): the smallest that one 3-GPU node holds at once, then the
+    rest by size, largest first; the model itself is left free."""
+    model = _model([(8, 3)])
+    trials = [(8, 1), (1, 0.5), (6, 2), (2, 0.5), (3, 0.5), (5, 1), (4, 0.5), (7, 0.5),
+              (0.5, 1)]
+    order = submission_order(trials, model, lambda t: Request(t[1], 0), lambda t: t[0],
+                             max_new=10)
+    # The wave: 0.5 (1 GPU), 1 and 2 (halves of one GPU), 3 and 4 (halves of the last one).
+    assert order == [(0.5, 1), (1, 0.5), (2, 0.5), (3, 0.5), (4, 0.5),
+                     (8, 1), (7, 0.5), (6, 2), (5, 1)]
+    assert model.gpus == [[1.0, 1.0, 1.0]]
+
+
+def test_the_first_wave_keeps_to_the_concurrency_cap():
+    trials = [(flops, 0.5) for flops in range(1, 7)]
+    order = submission_order(trials, _model([(8, 4)]), lambda t: Request(t[1], 0),
+                             lambda t: t[0], max_new=2)
+    assert [f for f, _ in order] == [1, 2, 6, 5, 4, 3]
