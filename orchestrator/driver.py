@@ -24,6 +24,7 @@ from orchestrator.placement import ClusterModel, Placement, Request, select, sub
 from orchestrator.resync import resync
 from orchestrator.spec import Resources, SweepSpec, Trial, expand
 from orchestrator.tracking import DONE, Tracker, recorded_trials, tracking_credentials
+from orchestrator.worker import TrialFailed
 from trainer.errors import ConfigError
 
 CANCEL_POLL_S = 3.0
@@ -290,6 +291,12 @@ class _Runner:
             self.outcome.ran[trial.trial_id] = result["status"]
 
     def _failed(self, trial: Trial, attempt: int, err: Exception) -> None:
+        # The steps the worker had not sent, if the trainer raised (`TrialFailed`); a worker
+        # that died took them along (its metrics.jsonl has them).
+        cause = getattr(err, "cause", None)
+        report = cause.report if isinstance(cause, TrialFailed) else {}
+        if report.get("unsent"):
+            self.tracker.add_steps.remote(trial.trial_id, report["unsent"])
         if attempt <= self.spec.retries:
             self.queue.insert(0, trial)  # resubmitted by the next fill, when it fits
             self.retry_attempt[trial.trial_id] = attempt + 1
@@ -297,8 +304,9 @@ class _Runner:
         # Not waited for, as every call from here: the actor applies them in order.
         self.tracker.mark_trial.remote(trial.trial_id, "failed")
         self.outcome.ran[trial.trial_id] = "failed"
-        print(f"trial {trial.label} failed after {attempt} attempts: "
-              f"{str(err).strip().splitlines()[-1]}")
+        reason = str(cause) if isinstance(cause, TrialFailed) else \
+            str(err).strip().splitlines()[-1]
+        print(f"trial {trial.label} failed after {attempt} attempts: {reason}")
 
     def stop(self, status: str) -> None:
         """Cancel running tasks and record their trials as `status`."""

@@ -359,6 +359,12 @@ class Tracker:
         self.received[key] = self.received.get(key, 0) + 1
         self._buffer_steps(trial_id, rows)
 
+    @_timed
+    def add_steps(self, trial_id: str, rows: list[tuple[int, dict]]) -> None:
+        """Buffer steps that a failed attempt's worker had not sent (from the driver, which
+        got them with the failure); written with the trial's next write."""
+        self._buffer_steps(trial_id, rows)
+
     def _buffer_steps(self, trial_id: str, rows) -> None:
         from mlflow.entities import Metric
 

@@ -104,6 +104,19 @@ def _lower_priority(niceness: int) -> None:
             pass
 
 
+class TrialFailed(Exception):
+    """The trainer raised. Carries its error and the reporter's `end_report`: the steps the
+    worker had not sent (up to `SEND_EVERY_S` of them), which the driver hands to the tracker
+    with the failure; the trial's MLflow history would otherwise stop short of its end."""
+
+    def __init__(self, message: str, report: dict):
+        super().__init__(message)
+        self.report = report
+
+    def __reduce__(self):  # Ray pickles the exception back to the driver
+        return TrialFailed, (self.args[0], self.report)
+
+
 def run_trial(cfg, tracker, label: str, threads: int) -> dict:
     """Train one trial to its end; {status, summary, params, node, unsent, sends, sender,
     from_scratch} for the driver to record."""
@@ -118,7 +131,10 @@ def run_trial(cfg, tracker, label: str, threads: int) -> dict:
     trial_id = trainer.config_id(cfg)
     history = JsonlReporter(RunPaths.for_config(cfg, trial_id).metrics, echo=False)
     reporter = TrackerReporter(tracker, trial_id, label)
-    result = trainer.run(cfg, MultiReporter(history, reporter))
+    try:
+        result = trainer.run(cfg, MultiReporter(history, reporter))
+    except Exception as err:
+        raise TrialFailed(f"{type(err).__name__}: {err}", reporter.end_report()) from err
     params = trial_params(cfg, result.summary)
     return {"status": result.status, "summary": result.summary, "params": params,
             "pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(),

@@ -1,5 +1,7 @@
 """A real local Ray and a real MLflow store, tiny CPU trials, the orchestrator in-process."""
 
+import json
+
 import mlflow
 import pytest
 
@@ -91,3 +93,25 @@ def test_multi_process_trials_run_as_one_task_holding_every_rank(spec_dict, uri,
     run_dir = tmp_path / "runs" / child.data.tags["trial.id"]
     assert (run_dir / "rank-1.log").exists()  # rank 1 ran as rank 0's child process
     assert child.data.metrics["final/tokens"] == 32768
+
+
+def test_a_trial_the_trainer_fails_keeps_its_history_to_the_failure(spec_dict, uri, tmp_path,
+                                                                   capsys):
+    """The trainer raises mid-run (its checkpoint directory is a file): the steps the worker
+    had not yet sent reach MLflow with the failure, so the record ends where the trial did."""
+    blocker = tmp_path / "not_a_directory"
+    blocker.write_text("")
+    spec_dict["overrides"] += ["train.log_every_steps=1", "train.checkpoint_every_tokens=4096",
+                               f"checkpoint_dir={blocker}"]
+    spec_dict["grid"] = {"optim.lr": "choice(3e-3)"}
+    spec_dict["retries"] = 0
+    outcome = launch(spec_from_dict(spec_dict), tracking_uri=uri, progress=False)
+    assert list(outcome.ran.values()) == ["failed"]
+    assert "failed after 1 attempts: NotADirectoryError: " in capsys.readouterr().out
+    client, _, children = _runs(uri, "unit")
+    (child,) = children
+    assert child.info.status == "FAILED" and child.data.tags["trial.status"] == "failed"
+    steps = [m.step for m in client.get_metric_history(child.info.run_id, "train/loss")]
+    run_dir = tmp_path / "runs" / child.data.tags["trial.id"]
+    logged = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").open()]
+    assert steps == logged and len(steps) >= 4
