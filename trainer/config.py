@@ -92,7 +92,11 @@ class ModelConfig:
     output_mult: float = 1.0
     """α_out: readout logits are multiplied by α_out / m under muP."""
     attn_mult: float = 1.0
-    """Attention scores are q·k × attn_mult / d_head under muP (1/sqrt(d_head) under SP)."""
+    """Attention scores are q·k × attn_mult/√d_head, in SP and at muP's base head width; under
+    muP they scale as 1/d_head from there: q·k × attn_mult·√base_head_dim/d_head."""
+    base_head_dim: int | None = None
+    """Head width at base width (muP); unset: `head_dim`, i.e. the head width is held fixed as
+    the model widens and only the number of heads grows."""
 
 
 @dataclass(frozen=True)

@@ -54,11 +54,27 @@ NORM_TEST_KEYS = frozenset({"train.norm_test_eta", "train.norm_test_every",
 only, so that runs of a constant batch keep the ids they had before these keys existed."""
 
 
+ATTENTION_RULE_KEYS = frozenset({"model.base_head_dim"})
+"""Keys of the attention-scale rule attn_mult·√d₀/d (`trainer.model.attention_scale`). That rule
+changed the network of every muP run (its scores were attn_mult/d, a different network from SP
+at base width) and of SP runs with attn_mult ≠ 1 (SP ignored attn_mult), so those runs carry
+these keys in their id and are not taken for results of the old network. SP runs at
+attn_mult = 1 trained the same network before and keep their ids."""
+
+
+def _ignored(flat: dict[str, Any]) -> frozenset[str]:
+    ignored = IGNORED_KEYS
+    if flat["train.batch_schedule"] != "norm_test":
+        ignored |= NORM_TEST_KEYS
+    if flat["model.param"] == "sp" and flat["model.attn_mult"] == 1.0:
+        ignored |= ATTENTION_RULE_KEYS
+    return ignored
+
+
 def canonical_json(cfg: Config) -> str:
     """Sorted-key JSON of the keys that change the result, floats normalised."""
     flat = flatten(cfg)
-    ignored = IGNORED_KEYS if flat["train.batch_schedule"] == "norm_test" else \
-        IGNORED_KEYS | NORM_TEST_KEYS
+    ignored = _ignored(flat)
     items = {k: _normalise(v) for k, v in flat.items()
              if k not in ignored and k.split(".")[0] not in ignored}
     return json.dumps(items, sort_keys=True, separators=(",", ":"))

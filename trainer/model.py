@@ -1,10 +1,10 @@
 """Decoder-only GPT: pre-norm, no biases, RoPE or learned positions, muP or SP.
 
 Architecture only. The parametrization enters through three forward multipliers (embedding
-output × α_in, attention scores × attn_mult/d_head under muP, readout logits × α_out/m) and the
+output × α_in, attention scores × attn_mult·√d₀/d_head, readout logits × α_out/m) and the
 init of hidden matrices (variance σ²/m); the matching per-group Adam LRs live in `trainer.mup`.
-m = width / base_width, so at base width muP and SP give the same initial network except for
-the attention scale.
+m = width / base_width and d₀ is the head width at base width, so at base width muP and SP are
+the same network, multipliers included.
 """
 
 from __future__ import annotations
@@ -52,6 +52,21 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return rotated.flatten(-2).type_as(x)
 
 
+def attention_scale(cfg: ModelConfig) -> float:
+    """Multiplier of q·k: attn_mult/√d₀ at the base head width d₀, times d₀/d under muP.
+
+    Under muP q and k become correlated during training, so q·k grows as d rather than √d and
+    the scores take 1/d (Tensor Programs V). Written as attn_mult·√d₀/d, that rule equals SP's
+    attn_mult/√d wherever d = d₀: with the head width held fixed as the model widens (more
+    heads, the usual proxy setup), muP and SP use one attention scale, and at base width they
+    are the same network. The 1/d rule only acts when the head width itself grows.
+    """
+    if cfg.param is Param.sp:
+        return cfg.attn_mult / math.sqrt(cfg.head_dim)
+    base_head_dim = cfg.base_head_dim or cfg.head_dim
+    return cfg.attn_mult * math.sqrt(base_head_dim) / cfg.head_dim
+
+
 class RMSNorm(nn.Module):
     """Root-mean-square norm with a learned gain (a vector: never width-scaled)."""
 
@@ -71,12 +86,7 @@ class Attention(nn.Module):
         self.num_heads, self.head_dim = shape.num_heads, cfg.head_dim
         self.qkv = nn.Linear(cfg.width, 3 * cfg.width, bias=False)
         self.proj = nn.Linear(cfg.width, cfg.width, bias=False)
-        # muP: scores scale as 1/d_head because q and k become correlated during training;
-        # SP keeps the usual 1/sqrt(d_head).
-        if cfg.param is Param.mup:
-            self.score_scale = cfg.attn_mult / cfg.head_dim
-        else:
-            self.score_scale = 1.0 / math.sqrt(cfg.head_dim)
+        self.score_scale = attention_scale(cfg)
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, ...] | None) -> torch.Tensor:
         B, T, C = x.shape

@@ -1,4 +1,6 @@
-"""muP's optimizer side, and the coordinate check that shows the parametrization is right.
+"""muP's optimizer side: per-group Adam LR and weight-decay multipliers.
+
+The coordinate check that shows the parametrization is right lives in `trainer.coord_check`.
 
 Adam's update of a matrix has entries of order η whatever its fan-in, so a hidden matrix (both
 dimensions grow with width) must take LR η/m to keep its effect on activations of order one
@@ -12,13 +14,12 @@ default, as in the `mup` package) does that, `constant` does not. Norm gains are
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from trainer.config import HiddenWeightDecay, ModelConfig, OptimConfig
+from trainer.config import HiddenWeightDecay, OptimConfig
 from trainer.model import GPT, GPTShape
 
 
@@ -69,71 +70,3 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     """Set every group's LR to lr × its muP multiplier."""
     for group in optimizer.param_groups:
         group["lr"] = lr * group["lr_mult"]
-
-
-@dataclass(frozen=True)
-class CoordCheck:
-    """Mean |coordinate| of each layer's output, per width and per step.
-
-    `scales[width][layer][step]`; layers are `embed`, `block0`…, `logits`.
-    """
-
-    scales: dict[int, dict[str, list[float]]]
-
-    def growth(self, layer: str, step: int) -> float:
-        """Scale at the largest width over scale at the smallest, for one layer and step."""
-        widths = sorted(self.scales)
-        return self.scales[widths[-1]][layer][step] / self.scales[widths[0]][layer][step]
-
-
-def coord_check(model_cfg: ModelConfig, widths: list[int], *, lr: float = 1e-2,
-                num_steps: int = 4, vocab_size: int = 256, batch_size: int = 8,
-                seq_len: int = 64, seed: int = 0) -> CoordCheck:
-    """Train one model per width for a few Adam steps on the same random tokens and record
-    the mean |x| of every layer's output at each step (step 0 is the initial network).
-
-    Under muP the scales stay flat across width; under SP they grow. This is the check of
-    Tensor Programs V / the `mup` README, callable on any model config.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    tokens = torch.randint(0, vocab_size, (batch_size, seq_len + 1), generator=gen)
-    scales = {}
-    for width in widths:
-        torch.manual_seed(seed)
-        cfg = _with_width(model_cfg, width)
-        model = GPT(GPTShape(cfg, vocab_size))
-        optimizer = build_optimizer(model, OptimConfig(lr=lr), weight_decay=0.0)
-        set_lr(optimizer, lr)
-        scales[width] = _record_steps(model, optimizer, tokens, num_steps)
-    return CoordCheck(scales)
-
-
-def _with_width(cfg: ModelConfig, width: int) -> ModelConfig:
-    return replace(cfg, width=width)
-
-
-def _record_steps(model: GPT, optimizer: torch.optim.Optimizer, tokens: torch.Tensor,
-                  num_steps: int) -> dict[str, list[float]]:
-    record: dict[str, list[float]] = {}
-
-    def hook(name):
-        def fn(_module, _inputs, output):
-            record.setdefault(name, []).append(output.detach().abs().mean().item())
-        return fn
-
-    handles = [model.embed.register_forward_hook(hook("embed"))]
-    handles += [b.register_forward_hook(hook(f"block{i}")) for i, b in enumerate(model.blocks)]
-    handles.append(model.readout.register_forward_hook(hook("readout")))
-    logits_scale = []
-    for _ in range(num_steps + 1):
-        logits = model(tokens[:, :-1])
-        logits_scale.append(logits.detach().abs().mean().item())
-        loss = F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    for h in handles:
-        h.remove()
-    record.pop("readout", None)
-    record["logits"] = logits_scale
-    return record

@@ -57,6 +57,9 @@ def _model_problems(m: ModelConfig) -> list[str]:
     for key in ("init_std", "input_mult", "output_mult", "attn_mult"):
         if getattr(m, key) <= 0:
             found.append(f"model.{key}={getattr(m, key)} must be > 0")
+    if m.base_head_dim is not None and m.base_head_dim < 1:
+        found.append(f"model.base_head_dim={m.base_head_dim} must be a positive integer, or "
+                     "null when the head width does not grow with the model")
     return found
 
 

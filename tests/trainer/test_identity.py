@@ -46,9 +46,23 @@ def test_id_is_sha256_of_sorted_canonical_json():
 
 def test_ids_of_existing_runs_do_not_move():
     """A new config key must leave the ids of runs that do not use it alone (else every stored
-    trial would look new and train again): these ids were recorded before the norm-test keys
-    existed."""
-    assert config_id(compose([])) == \
+    trial would look new and train again): these SP ids were recorded before the norm-test keys
+    and the attention-scale rule existed."""
+    assert config_id(compose(["model.param=sp"])) == \
+        "7c02787c9aa2f1c347795b01b5a2a771c2b773faff84c8241965861dc6d7014d"
+    assert config_id(compose(["model=tiny", "model.param=sp", "optim.lr=0.01",
+                              "train.batch_size=8"])) == \
+        "88836d6ff641f1bd926066cd8fe0a3a9fe5311fcf83be648ebd4346022aababf"
+
+
+def test_runs_whose_network_the_attention_rule_changed_get_new_ids():
+    """muP scores were attn_mult/d_head and SP ignored attn_mult: those runs trained another
+    network than the same config trains now, so their stored results must not be reused.
+    (Ids of these configs before the rule.)"""
+    assert config_id(compose([])) != \
         "234b283a5cebdba33ce5b3b4ccc80ac1ac407bd0284dbc406a6cd8a949088522"
-    assert config_id(compose(["model=tiny", "optim.lr=0.01", "train.batch_size=8"])) == \
+    assert config_id(compose(["model=tiny", "optim.lr=0.01", "train.batch_size=8"])) != \
         "c1e60c253d637f205aea715544b1fe2e762ae028a83ec745da43f5cbaa1da70e"
+    assert '"model.base_head_dim"' in canonical_json(compose(["model.param=sp",
+                                                              "model.attn_mult=2"]))
+    assert '"model.base_head_dim"' not in canonical_json(compose(["model.param=sp"]))

@@ -1,10 +1,13 @@
 """Coordinate check (Tensor Programs V): activation scales across width, muP vs SP."""
 
+from dataclasses import replace
+
 import pytest
 
 from trainer.config import HiddenWeightDecay, ModelConfig, Param
-from trainer.model import GPT, GPTShape
-from trainer.mup import coord_check, param_groups
+from trainer.coord_check import coord_check
+from trainer.model import GPT, GPTShape, attention_scale
+from trainer.mup import param_groups
 
 WIDTHS = [64, 128, 256, 512]
 BASE = ModelConfig(width=64, depth=2, head_dim=16, base_width=64)
@@ -54,3 +57,31 @@ def test_sp_rescales_nothing():
     assert model.shape.width_mult == 1.0
     assert all(g["lr_mult"] == 1.0 for g in param_groups(model, weight_decay=0.0,
                                                          hidden_wd=HiddenWeightDecay.width_invariant))
+
+
+def test_mup_and_sp_are_one_network_at_base_width():
+    """With the head width fixed, muP differs from SP only in how it scales with width: at base
+    width the two give the same logits, whatever the multipliers."""
+    import torch
+
+    cfg = ModelConfig(width=64, depth=2, head_dim=16, base_width=64, attn_mult=2.5,
+                      output_mult=1.5, input_mult=0.7, init_std=0.05)
+    tokens = torch.randint(0, 256, (2, 32), generator=torch.Generator().manual_seed(0))
+    logits = {}
+    for param in (Param.mup, Param.sp):
+        torch.manual_seed(0)
+        logits[param] = GPT(GPTShape(replace(cfg, param=param), 256))(tokens)
+    assert torch.equal(logits[Param.mup], logits[Param.sp])
+
+
+@pytest.mark.parametrize("param, head_dim, base_head_dim, attn_mult, scale", [
+    (Param.sp, 16, None, 1.0, 1 / 4),
+    (Param.sp, 64, None, 2.0, 2 / 8),
+    (Param.mup, 16, None, 1.0, 1 / 4),  # head width held fixed: SP's 1/sqrt(d)
+    (Param.mup, 64, 16, 1.0, 4 / 64),  # head width grew 4x from 16: 1/d from there
+    (Param.mup, 64, 64, 3.0, 3 / 8),
+])
+def test_attention_scale(param, head_dim, base_head_dim, attn_mult, scale):
+    cfg = ModelConfig(width=256, head_dim=head_dim, base_head_dim=base_head_dim,
+                      attn_mult=attn_mult, param=param)
+    assert attention_scale(cfg) == pytest.approx(scale)

@@ -1,0 +1,41 @@
+"""`python -m trainer.coord_check`: verdicts, figure and data, and its one-sentence errors."""
+
+import json
+
+import pytest
+
+from trainer.coord_check import main, shown_layers, verdict
+
+
+@pytest.mark.parametrize("slope, word", [(0.0, "flat"), (0.14, "flat"), (-0.14, "flat"),
+                                         (0.5, "grows"), (2.2, "grows"), (-0.5, "shrinks")])
+def test_verdict(slope, word):
+    assert verdict(slope) == word
+
+
+def test_deep_models_show_first_middle_and_last_block():
+    layers = ["embed", *[f"block{i}" for i in range(12)], "logits"]
+    assert shown_layers(layers) == ["embed", "block0", "block6", "block11", "logits"]
+
+
+@pytest.mark.slow
+def test_command_flat_under_mup_and_growing_under_sp(tmp_path, capsys):
+    code = main(["model=tiny", "--widths", "64,128,256", "--steps", "3", "--lr", "3e-3",
+                 "--out", str(tmp_path)])
+    assert code == 0
+    lines = capsys.readouterr().out.splitlines()
+    verdicts = {tuple(line.split()[:2]): line.split()[-1] for line in lines
+                if line.startswith(("mup ", "sp "))}
+    assert verdicts[("mup", "block1")] == "flat" and verdicts[("mup", "embed")] == "flat"
+    assert verdicts[("sp", "block1")] == "grows" and verdicts[("sp", "logits")] == "grows"
+    doc = json.loads((tmp_path / "coord_check.json").read_text())
+    assert doc["mup"]["widths"] == [64, 128, 256]
+    assert doc["sp"]["slopes"]["block1"][3] > 1.0
+    assert (tmp_path / "coord_check.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("widths", ["64", "64,100", "a,b"])
+def test_bad_widths_are_one_sentence(widths, tmp_path, capsys):
+    assert main(["model=tiny", "--widths", widths, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --widths") and "\n" not in err
