@@ -15,7 +15,7 @@ import time
 import yaml
 from mlflow import MlflowClient
 
-from orchestrator.driver import SweepOutcome, check_resources, init_ray, prepare, run_sweep
+from orchestrator.driver import SweepOutcome, init_ray, prepare, resource_problems, run_sweep
 from orchestrator.spec import SweepSpec, Trial, grid_axes, spec_from_dict
 from orchestrator.tracking import DONE, recorded_trials, sweep_runs
 from trainer.errors import ConfigError
@@ -23,16 +23,34 @@ from trainer.errors import ConfigError
 
 def launch(spec: SweepSpec, *, tracking_uri: str, address: str | None = None,
            progress: bool = True) -> SweepOutcome:
-    """Validate every trial, then run the ones not yet done."""
-    spec, trials = prepare(spec)
-    _check_hub_once(trials)
+    """Validate every trial and the spec's resources, then run the trials not yet done.
+
+    Raises:
+        ConfigError: every problem found, of the trials' configs and of the cluster (no node
+            holds a trial, or no cluster at `address`) together, before anything runs.
+    """
+    try:
+        spec, trials = prepare(spec)
+        _check_hub_once(trials)
+    except ConfigError as err:
+        # Still ask the cluster, so that its problems are reported with these.
+        raise ConfigError(list(err.problems) + _cluster_problems(spec, address)) from None
     states = recorded_trials(tracking_uri, spec.name)
     if all(states.get(t.trial_id, {}).get("status") in DONE for t in trials):
         # Nothing to run: answer from the store without starting Ray.
         return SweepOutcome(trials=len(trials), already_done=len(trials))
-    init_ray(address)
-    check_resources(spec)
+    problems = _cluster_problems(spec, address)
+    if problems:
+        raise ConfigError(problems)
     return run_sweep(spec, trials, tracking_uri=tracking_uri, progress=progress)
+
+
+def _cluster_problems(spec: SweepSpec, address: str | None) -> list[str]:
+    try:
+        init_ray(address)
+    except ConfigError as err:
+        return list(err.problems)
+    return resource_problems(spec)
 
 
 def _check_hub_once(trials: list[Trial]) -> None:

@@ -20,7 +20,14 @@ from pathlib import Path
 
 import yaml
 
-from orchestrator.placement import ClusterModel, Placement, Request, select, submission_order
+from orchestrator.placement import (
+    ClusterModel,
+    Placement,
+    Request,
+    never_fits,
+    select,
+    submission_order,
+)
 from orchestrator.resync import resync
 from orchestrator.spec import Resources, SweepSpec, Trial, expand
 from orchestrator.tracking import DONE, Tracker, recorded_trials, tracking_credentials
@@ -98,20 +105,16 @@ def init_ray(address: str | None) -> None:
                           "start it with `ray start --head` or fix the address") from None
 
 
-def check_resources(spec: SweepSpec) -> None:
+def resource_problems(spec: SweepSpec) -> list[str]:
     """Some alive node must hold one trial's CPUs and GPUs, or no trial could ever start."""
     import ray
 
     need = spec.resources.per_trial()
-    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    if any(r.get("CPU", 0) >= need.cpus and r.get("GPU", 0) >= need.gpus for r in nodes):
-        return
-    best_cpu = max((r.get("CPU", 0) for r in nodes), default=0)
-    best_gpu = max((r.get("GPU", 0) for r in nodes), default=0)
-    raise ConfigError(f"resources (cpus={need.cpus:g}, gpus={need.gpus:g} for {need.world_size} "
-                      f"process(es)) fit no node of the "
-                      f"cluster (largest: {best_cpu:g} CPUs, {best_gpu:g} GPUs): lower "
-                      "resources in the spec or add nodes")
+    why = never_fits(Request(gpus=need.gpus, cpus=need.cpus), ClusterModel.from_ray(ray.nodes()))
+    if why is None:
+        return []
+    return [f"resources (cpus={need.cpus:g}, gpus={need.gpus:g} for {need.world_size} "
+            f"process(es)) {why}: lower resources in the spec or add nodes"]
 
 
 def run_sweep(spec: SweepSpec, trials: list[Trial], *, tracking_uri: str,

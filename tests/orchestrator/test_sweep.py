@@ -82,6 +82,20 @@ def test_resources_no_node_has_launch_nothing(spec_dict, uri):
     assert mlflow.MlflowClient(tracking_uri=uri).get_experiment_by_name("unit") is None
 
 
+def test_config_and_resource_problems_are_reported_together(spec_dict, uri):
+    spec_dict["resources"] = {"cpus": 1, "gpus": 4096}
+    spec_dict["overrides"] += ["train.tokens=60000", "schedule.warmup_tokens=65536"]
+    with pytest.raises(ConfigError) as err:
+        launch(spec_from_dict(spec_dict), tracking_uri=uri, progress=False)
+    assert err.value.problems == [
+        "schedule.warmup_tokens=65536 exceeds train.tokens=60000: lower "
+        "schedule.warmup_tokens, or leave it unset (null) for the default, which fits any "
+        "budget (4 trials)",
+        "resources (cpus=1, gpus=4096 for 1 process(es)) fit no node of the cluster (largest: "
+        "2 CPUs, 0 GPUs): lower resources in the spec or add nodes"]
+    assert mlflow.MlflowClient(tracking_uri=uri).get_experiment_by_name("unit") is None
+
+
 def test_multi_process_trials_run_as_one_task_holding_every_rank(spec_dict, uri, tmp_path):
     spec_dict.update(name="fsdp", grid={"optim.lr": "choice(1e-2)"},
                      resources={"cpus": 1, "gpus": 0, "world_size": 2})
