@@ -172,8 +172,9 @@ def _run(spec, args, uri: str) -> int:
     from orchestrator.tracking import redact
     print(f"monitor: sweep status {spec.name}   |   UI: sweep ui {spec.name}  "
           f"(store {redact(uri)})")
-    return 130 if outcome.interrupted else (0 if all(s in ("finished", "diverged")
-                                                     for s in ran) else 1)
+    from trainer.schema import DONE
+
+    return 130 if outcome.interrupted else (0 if all(s in DONE for s in ran) else 1)
 
 
 def _status(args, uri: str) -> int:

@@ -17,8 +17,25 @@ from mlflow import MlflowClient
 
 from orchestrator.driver import SweepOutcome, init_ray, prepare, resource_problems, run_sweep
 from orchestrator.spec import SweepSpec, Trial, grid_axes, spec_from_dict
-from orchestrator.tracking import DONE, recorded_trials, sweep_runs
 from trainer.errors import ConfigError
+from trainer.schema import (
+    DONE,
+    FINAL_EVAL_LOSS,
+    FINAL_WALL_S,
+    FINISHED,
+    INTERRUPTED,
+    KIND_SWEEP,
+    PARAM_TOKENS,
+    RUNNING,
+    SPEC_ARTIFACT,
+    SWEEP_CANCEL_TAG,
+    SWEEP_STATUS_TAG,
+    TRIAL_ID_TAG,
+    TRIAL_STATUS_TAG,
+    recorded_trials,
+    run_status,
+    sweep_runs,
+)
 
 
 def launch(spec: SweepSpec, *, tracking_uri: str, address: str | None = None,
@@ -77,14 +94,14 @@ def stored_spec(tracking_uri: str, name: str) -> SweepSpec:
     """The spec saved with the sweep's parent run."""
     client = MlflowClient(tracking_uri=tracking_uri)
     parent = _parent_run(client, name)
-    path = client.download_artifacts(parent.info.run_id, "sweep.yaml")
+    path = client.download_artifacts(parent.info.run_id, SPEC_ARTIFACT)
     with open(path) as f:
         return spec_from_dict(yaml.safe_load(f), source=f"stored spec of sweep {name!r}")
 
 
 def _parent_run(client: MlflowClient, name: str):
     exp = client.get_experiment_by_name(name)
-    parents = sweep_runs(client, exp.experiment_id, "sweep") if exp else []
+    parents = sweep_runs(client, exp.experiment_id, KIND_SWEEP) if exp else []
     if not parents:
         known = sorted(e.name for e in client.search_experiments()
                        if e.name != "Default")
@@ -125,31 +142,31 @@ def status(tracking_uri: str, name: str) -> dict:
         s = states.get(trial.trial_id, {}).get("status", "pending")
         counts[s] = counts.get(s, 0) + 1
     running = [_progress(state["run"]) for state in states.values()
-               if state["status"] == "running"]
-    finished = [state["run"] for state in states.values() if state["status"] == "finished"]
-    best = min(finished, key=lambda r: r.data.metrics.get("final/eval_loss", math.inf),
+               if state["status"] == RUNNING]
+    finished = [state["run"] for state in states.values() if state["status"] == FINISHED]
+    best = min(finished, key=lambda r: r.data.metrics.get(FINAL_EVAL_LOSS, math.inf),
                default=None)
     return {
-        "sweep": name, "status": parent.data.tags.get("sweep.status", "running"),
+        "sweep": name, "status": parent.data.tags.get(SWEEP_STATUS_TAG, RUNNING),
         "trials": len(trials), "counts": counts, "running": running,
         "best": None if best is None else {
-            "trial": best.info.run_name, "trial.id": best.data.tags["trial.id"],
-            "final/eval_loss": best.data.metrics.get("final/eval_loss")},
+            "trial": best.info.run_name, TRIAL_ID_TAG: best.data.tags[TRIAL_ID_TAG],
+            FINAL_EVAL_LOSS: best.data.metrics.get(FINAL_EVAL_LOSS)},
         "eta_s": _eta(finished, counts, len(running)),
     }
 
 
 def _progress(run) -> dict:
-    budget = float(run.data.params.get("train.tokens", "nan"))
+    budget = float(run.data.params.get(PARAM_TOKENS, "nan"))
     seen = run.data.metrics.get("train/tokens", 0.0)
-    return {"trial": run.info.run_name, "trial.id": run.data.tags["trial.id"],
+    return {"trial": run.info.run_name, TRIAL_ID_TAG: run.data.tags[TRIAL_ID_TAG],
             "progress": seen / budget if budget > 0 else None,
             "train/loss": run.data.metrics.get("train/loss")}
 
 
 def _eta(finished: list, counts: dict[str, int], num_running: int) -> float | None:
     # Mean wall time of a finished trial × trials left ÷ trials running at once.
-    walls = [r.data.metrics["final/wall_s"] for r in finished if "final/wall_s" in r.data.metrics]
+    walls = [r.data.metrics[FINAL_WALL_S] for r in finished if FINAL_WALL_S in r.data.metrics]
     left = sum(n for s, n in counts.items() if s not in DONE)
     if not walls or not left:
         return 0.0 if not left else None
@@ -161,7 +178,7 @@ def cancel(tracking_uri: str, name: str, *, wait_s: float = 10.0) -> int:
     `interrupted`. Returns how many trials were marked."""
     client = MlflowClient(tracking_uri=tracking_uri)
     parent = _parent_run(client, name)
-    client.set_tag(parent.info.run_id, "sweep.cancel", "requested")
+    client.set_tag(parent.info.run_id, SWEEP_CANCEL_TAG, "requested")
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         if client.get_run(parent.info.run_id).info.status != "RUNNING":
@@ -169,12 +186,12 @@ def cancel(tracking_uri: str, name: str, *, wait_s: float = 10.0) -> int:
         time.sleep(0.5)
     marked = 0
     for state in recorded_trials(tracking_uri, name).values():
-        if state["status"] == "running":
-            client.set_tag(state["run"].info.run_id, "trial.status", "interrupted")
-            client.set_terminated(state["run"].info.run_id, status="KILLED")
+        if state["status"] == RUNNING:
+            client.set_tag(state["run"].info.run_id, TRIAL_STATUS_TAG, INTERRUPTED)
+            client.set_terminated(state["run"].info.run_id, status=run_status(INTERRUPTED))
             marked += 1
-    client.set_tag(parent.info.run_id, "sweep.status", "interrupted")
-    client.set_terminated(parent.info.run_id, status="KILLED")
+    client.set_tag(parent.info.run_id, SWEEP_STATUS_TAG, INTERRUPTED)
+    client.set_terminated(parent.info.run_id, status=run_status(INTERRUPTED))
     return marked
 
 

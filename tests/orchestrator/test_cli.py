@@ -1,5 +1,8 @@
 """`sweep`'s command line: global options before or after the subcommand; no Ray here."""
 
+import os
+from pathlib import Path
+
 import pytest
 
 from orchestrator import cli
@@ -85,3 +88,58 @@ def test_a_sweep_is_found_in_the_store_named_after_the_subcommand(tmp_path, caps
     MlflowClient(tracking_uri=uri).create_experiment("held")
     assert cli.main(["status", "nosuch", "--tracking-uri", uri]) == 2
     assert "known sweeps: held" in capsys.readouterr().err
+
+
+NO_TORCH = """
+import sys
+from orchestrator.cli import main
+code = main(sys.argv[1:])
+assert "torch" not in sys.modules, "torch was imported"
+sys.exit(code)
+"""
+
+
+def test_status_and_fit_do_not_import_torch(tmp_path):
+    """`sweep status` and `sweep fit` read the store only: no torch import (seconds)."""
+    import subprocess
+    import sys
+
+    import numpy as np
+    import yaml
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
+
+    from fitter.synthetic import Truth, synthetic_runs
+    from orchestrator.spec import spec_from_dict
+    from orchestrator.tracking import Tracker
+    from trainer import schema
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    spec = {"name": "demo", "overrides": ["model=tiny", "data=synthetic"],
+            "grid": {"optim.lr": "choice(1e-3, 1e-2)"}}
+    tracker = Tracker(uri, "demo", code_version="test",
+                      spec_yaml=yaml.safe_dump(spec_from_dict(spec).to_dict()))
+    client = MlflowClient(tracking_uri=uri)
+    frame = synthetic_runs(Truth(lr=(0.5, -0.3, 0.0, 0.0), loss=(2.0, 300.0, 1500.0, 0.3, 0.35)),
+                           n_values=[1e6, 2e6, 4e6], d_values=[1e8, 1e9], b_values=[8192],
+                           noise=0.001, seed=5)
+    for i, row in frame.iterrows():
+        run = client.create_run(tracker.experiment_id, tags={
+            schema.PARENT_RUN_TAG: tracker.parent_id, schema.KIND_TAG: schema.KIND_TRIAL,
+            schema.TRIAL_ID_TAG: f"t{i}", schema.TRIAL_STATUS_TAG: row["status"]})
+        params = {schema.PARAM_LR: row["lr"], schema.PARAM_TOKENS: int(row["D"]),
+                  schema.PARAM_N_PARAMS: int(row["N"]), schema.PARAM_BATCH_TOKENS: 8192,
+                  schema.PARAM_SEQ_LEN: 128, schema.PARAM_WEIGHT_DECAY: 0.0}
+        metrics = [Metric(schema.FINAL_EVAL_LOSS, row["loss"], 0, 1)] \
+            if np.isfinite(row["loss"]) else []
+        schema.log_batch(client, run.info.run_id, metrics=metrics,
+                         params=[Param(k, str(v)) for k, v in params.items()])
+    repo = str(Path(__file__).resolve().parents[2])  # this checkout, not an installed one
+    env = {**os.environ, "PYTHONPATH": repo}
+    for argv in (["status", "demo"], ["fit", "demo", "--n-boot", "10", "--law", "lr",
+                                      "--out", str(tmp_path / "fit")]):
+        proc = subprocess.run([sys.executable, "-c", NO_TORCH, *argv, "--tracking-uri", uri],
+                              capture_output=True, text=True, cwd=tmp_path, env=env,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "fit" / "fit.json").exists()

@@ -7,8 +7,8 @@ import pytest
 
 from orchestrator.commands import extended, launch, status, stored_spec
 from orchestrator.spec import spec_from_dict
-from orchestrator.tracking import sweep_runs
 from trainer.errors import ConfigError
+from trainer.schema import sweep_runs
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 
