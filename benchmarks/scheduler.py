@@ -39,7 +39,7 @@ from _results import save
 from orchestrator.commands import launch
 from orchestrator.driver import prepare, run_sweep
 from orchestrator.spec import Resources, spec_from_dict
-from orchestrator.tracking import recorded_trials
+from trainer.schema import recorded_trials
 
 WIDTHS = (64, 128, 256, 512, 1024)
 TOKENS = (1_000_000, 2_000_000, 4_000_000, 8_000_000)

@@ -24,16 +24,28 @@ import numpy as np
 import pandas as pd
 
 from fitter.errors import FitError
+from trainer.schema import (
+    FINAL_EVAL_LOSS,
+    PARAM_BATCH_SIZE,
+    PARAM_BATCH_TOKENS,
+    PARAM_EFFECTIVE_WEIGHT_DECAY,
+    PARAM_LR,
+    PARAM_N_PARAMS,
+    PARAM_SEQ_LEN,
+    PARAM_TOKENS,
+    PARAM_WEIGHT_DECAY,
+    TRIAL_ID_TAG,
+    TRIAL_STATUS_TAG,
+)
 
 CANONICAL = ("N", "D", "B", "lr", "wd", "loss")
 AXES = ("N", "D", "B")
-USABLE = ("finished", "diverged")
 MLFLOW_KEYS = {
-    "N": "derived.n_params", "D": "train.tokens", "B": "derived.batch_tokens",
-    "lr": "optim.lr", "wd": "optim.weight_decay", "loss": "final/eval_loss",
+    "N": PARAM_N_PARAMS, "D": PARAM_TOKENS, "B": PARAM_BATCH_TOKENS,
+    "lr": PARAM_LR, "wd": PARAM_WEIGHT_DECAY, "loss": FINAL_EVAL_LOSS,
 }
 """Short name → MLflow key, for messages."""
-ALIASES = {"Model Size": "N", "Training FLOP": "C", "run_id": "run", "trial.status": "status"}
+ALIASES = {"Model Size": "N", "Training FLOP": "C", "run_id": "run", TRIAL_STATUS_TAG: "status"}
 # Config keys that never define a slice: identity, paths, cadence, and keys whose effect is
 # already carried by N, D, B or lr.
 _NOT_SLICE_PREFIXES = ("derived.", "tracking.", "log", "trial.")
@@ -70,18 +82,19 @@ def from_mlflow_frame(frame: pd.DataFrame, *, source: str) -> Runs:
     """Normalise a `mlflow.search_runs` frame (or a CSV export of one)."""
     params = {c[len("params."):]: frame[c] for c in frame.columns if c.startswith("params.")}
     table = pd.DataFrame(index=frame.index)
-    table["run"] = _first(frame, ["run_id", "tags.trial.id"], default=frame.index.astype(str))
-    table["status"] = _first(frame, ["tags.trial.status"], default=None)
-    table["lr"] = _number(params.get("optim.lr"), frame.index)
-    table["loss"] = _number(frame.get("metrics.final/eval_loss"), frame.index)
-    table["N"] = _number(params.get("derived.n_params"), frame.index)
-    table["D"] = _number(params.get("train.tokens"), frame.index)
-    table["seq_len"] = _number(params.get("train.seq_len"), frame.index)
-    batch = _number(params.get("derived.batch_tokens"), frame.index)
-    from_seqs = _number(params.get("train.batch_size"), frame.index) * table["seq_len"]
+    table["run"] = _first(frame, ["run_id", f"tags.{TRIAL_ID_TAG}"],
+                          default=frame.index.astype(str))
+    table["status"] = _first(frame, [f"tags.{TRIAL_STATUS_TAG}"], default=None)
+    table["lr"] = _number(params.get(PARAM_LR), frame.index)
+    table["loss"] = _number(frame.get(f"metrics.{FINAL_EVAL_LOSS}"), frame.index)
+    table["N"] = _number(params.get(PARAM_N_PARAMS), frame.index)
+    table["D"] = _number(params.get(PARAM_TOKENS), frame.index)
+    table["seq_len"] = _number(params.get(PARAM_SEQ_LEN), frame.index)
+    batch = _number(params.get(PARAM_BATCH_TOKENS), frame.index)
+    from_seqs = _number(params.get(PARAM_BATCH_SIZE), frame.index) * table["seq_len"]
     table["B"] = batch.fillna(from_seqs)
-    table["wd"] = _number(params.get("derived.weight_decay"), frame.index).fillna(
-        _number(params.get("optim.weight_decay"), frame.index))
+    table["wd"] = _number(params.get(PARAM_EFFECTIVE_WEIGHT_DECAY), frame.index).fillna(
+        _number(params.get(PARAM_WEIGHT_DECAY), frame.index))
     extra = [k for k, v in params.items() if _slice_key(k) and v.nunique(dropna=False) > 1]
     for key in extra:
         table[key] = params[key].astype(str)

@@ -1,4 +1,4 @@
-"""Reading a sweep's runs from MLflow and recording a fit there (schema in DESIGN.md)."""
+"""Reading a sweep's runs from MLflow and recording a fit there (schema: `trainer.schema`)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import numpy as np
 
 from fitter.data import Runs, from_mlflow_frame
 from fitter.errors import FitError
+from trainer.schema import FINISHED, KIND_FIT, KIND_TAG, KIND_TRIAL, kind_filter, run_status
 
-HISTORY_KEYS = ("eval/loss", "train/loss")
+LOSS_HISTORY_KEYS = ("eval/loss", "train/loss")
 """Per-step loss metrics for steps-to-target, in order of preference."""
 
 
@@ -34,7 +35,7 @@ def load_runs(uri: str, sweep: str, *, histories: bool = True) -> Runs:
                        "(it is the experiment name) or pass --tracking-uri.")
     mlflow.set_tracking_uri(uri)
     frame = mlflow.search_runs(experiment_ids=[exp.experiment_id],
-                               filter_string="tags.`proxysweep.kind` = 'trial'",
+                               filter_string=kind_filter(KIND_TRIAL),
                                output_format="pandas")
     if frame.empty:
         raise FitError(f"sweep {sweep!r} has no trial runs yet; launch it with `sweep launch`.")
@@ -46,10 +47,10 @@ def load_runs(uri: str, sweep: str, *, histories: bool = True) -> Runs:
 
 
 def load_histories(client, run_ids: list[str]) -> dict[str, np.ndarray]:
-    """run → (step, loss) array, from the first of HISTORY_KEYS each run has."""
+    """run → (step, loss) array, from the first of LOSS_HISTORY_KEYS each run has."""
     out = {}
     for run_id in run_ids:
-        for key in HISTORY_KEYS:
+        for key in LOSS_HISTORY_KEYS:
             history = client.get_metric_history(run_id, key)
             if len(history) >= 2:
                 pairs = sorted((m.step, m.value) for m in history)
@@ -76,7 +77,7 @@ def log_fit(uri: str, sweep: str, out_dir: str | Path, doc: dict) -> str:
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(sweep)
     run = client.create_run(exp.experiment_id, run_name=f"fit {sweep}",
-                            tags={"proxysweep.kind": "fit"})
+                            tags={KIND_TAG: KIND_FIT})
     run_id = run.info.run_id
     metrics = {f"{law}.{name}": value for law, body in doc["laws"].items()
                for name, value in body["coef"].items() if value is not None}
@@ -86,5 +87,5 @@ def log_fit(uri: str, sweep: str, out_dir: str | Path, doc: dict) -> str:
     client.log_artifact(run_id, str(out / "fit.json"))
     if (out / "plots").is_dir():
         client.log_artifacts(run_id, str(out / "plots"), artifact_path="plots")
-    client.set_terminated(run_id, "FINISHED")
+    client.set_terminated(run_id, run_status(FINISHED))
     return run_id

@@ -1,5 +1,9 @@
 """The `sweep` command. Parsing only; the work is in `orchestrator.commands` and `fitter`.
 
+Global options (`--tracking-uri`, and `--address` for the subcommands that reach Ray) go
+before or after the subcommand, as users of git, mlflow and ray type them; given in both
+places, the one after the subcommand wins.
+
 Each subcommand is one parser entry and one `_name(args, uri)` handler in `COMMANDS`; handlers
 import what they need, so `sweep --help` stays fast. User errors (bad spec, unknown sweep,
 unreachable cluster, data a law cannot be fitted to) print one line each and exit 2.
@@ -15,42 +19,82 @@ import sys
 DEFAULT_URI = "sqlite:///mlflow.db"
 
 
+RAY_COMMANDS = ("launch", "resume", "extend")
+"""The subcommands that reach Ray, and so take `--address`."""
+
+
+def _global_options(*, ray: bool, suppress: bool) -> argparse.ArgumentParser:
+    """The options every subcommand takes (`--address` only where Ray is reached), before or
+    after the subcommand. After it (`suppress`), an option not given sets nothing, so a value
+    given before the subcommand stands; one given after wins."""
+    default = argparse.SUPPRESS if suppress else None
+    options = argparse.ArgumentParser(add_help=False)
+    group = options.add_argument_group("global options (before or after the subcommand)")
+    group.add_argument("--tracking-uri", metavar="URI", default=default,
+                       help="MLflow store (default: $MLFLOW_TRACKING_URI, else "
+                            "sqlite:///mlflow.db here)")
+    if ray:
+        group.add_argument("--address", metavar="ADDR", default=default,
+                           help="Ray cluster for launch, resume and extend (default: "
+                                "$RAY_ADDRESS, else a local Ray)")
+    return options
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sweep", description="Proxy-model sweeps on Ray, "
-                                     "recorded in MLflow.")
-    parser.add_argument("--tracking-uri", default=None,
-                        help="MLflow store (default: $MLFLOW_TRACKING_URI, else "
-                             "sqlite:///mlflow.db here)")
+                                     "recorded in MLflow.",
+                                     parents=[_global_options(ray=True, suppress=False)])
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("launch", help="run a sweep spec (only trials not yet done)")
+    local = [_global_options(ray=False, suppress=True)]
+    on_ray = [_global_options(ray=True, suppress=True)]
+    p = sub.add_parser("launch", parents=on_ray, help="run a sweep spec (only trials not yet "
+                       "done)")
     p.add_argument("spec", help="sweeps/NAME.yaml")
     p.add_argument("overrides", nargs="*", help="Hydra overrides: a sweep expression sets a "
                    "grid axis, a plain value the base config")
     p.add_argument("--dry-run", action="store_true", help="list the trials, run nothing")
-    p.add_argument("--address", default=None, help="Ray cluster (default: $RAY_ADDRESS, "
-                   "else a local Ray)")
-    p = sub.add_parser("status", help="counts, running trials, best so far, ETA")
+    p = sub.add_parser("status", parents=local, help="counts, running trials, best so far, ETA")
     p.add_argument("name")
     p.add_argument("--json", action="store_true")
-    p = sub.add_parser("resume", help="run what is not done of a sweep, by name")
+    p = sub.add_parser("resume", parents=on_ray, help="run what is not done of a sweep, by name")
     p.add_argument("name")
-    p.add_argument("--address", default=None)
-    p = sub.add_parser("extend", help="add grid values to a sweep and run the new trials")
+    p = sub.add_parser("extend", parents=on_ray, help="add grid values to a sweep and run the "
+                       "new trials")
     p.add_argument("name")
     p.add_argument("overrides", nargs="+")
-    p.add_argument("--address", default=None)
     p.add_argument("--dry-run", action="store_true")
-    p = sub.add_parser("cancel", help="stop a running sweep; running trials -> interrupted")
+    p = sub.add_parser("cancel", parents=local, help="stop a running sweep; running trials -> "
+                       "interrupted")
     p.add_argument("name")
-    p = sub.add_parser("ui", help="start the MLflow UI on the sweep's store")
+    p = sub.add_parser("ui", parents=local, help="start the MLflow UI on the sweep's store")
     p.add_argument("name", nargs="?")
     p.add_argument("--port", type=int, default=5000)
-    _fit_parsers(sub)
+    _fit_parsers(sub, local)
     return parser
 
 
-def _fit_parsers(sub) -> None:
-    p = sub.add_parser("fit", help="fit scaling laws to a sweep's runs (or a CSV of runs)")
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, with `--address` refused where no Ray is reached.
+
+    Overrides may surround options (`launch s.yaml a=1 --address X b=2`): argparse takes the
+    first run of them as the `overrides` positional and leaves the rest, which join it in
+    order.
+    """
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and hasattr(args, "overrides") and not any(a.startswith("-") for a in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.address is not None and args.command not in RAY_COMMANDS:
+        parser.error(f"--address applies to {', '.join(RAY_COMMANDS)}; `sweep "
+                     f"{args.command}` reads only the tracking store (--tracking-uri)")
+    return args
+
+
+def _fit_parsers(sub, parents: list[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("fit", parents=parents,
+                       help="fit scaling laws to a sweep's runs (or a CSV of runs)")
     p.add_argument("name", nargs="?", help="sweep name (MLflow experiment)")
     p.add_argument("--from-csv", metavar="FILE", help="runs exported as CSV instead of a sweep")
     p.add_argument("--law", metavar="{loss,lr,timescale,batch,cbs}",
@@ -59,7 +103,8 @@ def _fit_parsers(sub) -> None:
     p.add_argument("--out", metavar="DIR", help="where fit.json and plots/ go "
                    "(default: outputs/fit/NAME)")
     p.add_argument("--n-boot", type=int, default=500, help="bootstrap resamples per law")
-    p = sub.add_parser("recommend", help="LR, batch size and weight decay for a big run")
+    p = sub.add_parser("recommend", parents=parents,
+                       help="LR, batch size and weight decay for a big run")
     p.add_argument("name", help="sweep name")
     p.add_argument("--params", type=float, required=True, metavar="N",
                    help="non-embedding parameters of the big model")
@@ -75,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     from fitter.errors import FitError
     from trainer.errors import ConfigError
 
-    args = _parser().parse_args(argv)
+    args = parse_args(argv)
     _quiet_libraries()
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
     from orchestrator.driver import absolute_tracking_uri
@@ -127,8 +172,9 @@ def _run(spec, args, uri: str) -> int:
     from orchestrator.tracking import redact
     print(f"monitor: sweep status {spec.name}   |   UI: sweep ui {spec.name}  "
           f"(store {redact(uri)})")
-    return 130 if outcome.interrupted else (0 if all(s in ("finished", "diverged")
-                                                     for s in ran) else 1)
+    from trainer.schema import DONE
+
+    return 130 if outcome.interrupted else (0 if all(s in DONE for s in ran) else 1)
 
 
 def _status(args, uri: str) -> int:

@@ -15,24 +15,59 @@ import time
 import yaml
 from mlflow import MlflowClient
 
-from orchestrator.driver import SweepOutcome, check_resources, init_ray, prepare, run_sweep
+from orchestrator.driver import SweepOutcome, init_ray, prepare, resource_problems, run_sweep
 from orchestrator.spec import SweepSpec, Trial, grid_axes, spec_from_dict
-from orchestrator.tracking import DONE, recorded_trials, sweep_runs
 from trainer.errors import ConfigError
+from trainer.schema import (
+    DONE,
+    FINAL_EVAL_LOSS,
+    FINAL_WALL_S,
+    FINISHED,
+    INTERRUPTED,
+    KIND_SWEEP,
+    PARAM_TOKENS,
+    RUNNING,
+    SPEC_ARTIFACT,
+    SWEEP_CANCEL_TAG,
+    SWEEP_STATUS_TAG,
+    TRIAL_ID_TAG,
+    TRIAL_STATUS_TAG,
+    recorded_trials,
+    run_status,
+    sweep_runs,
+)
 
 
 def launch(spec: SweepSpec, *, tracking_uri: str, address: str | None = None,
            progress: bool = True) -> SweepOutcome:
-    """Validate every trial, then run the ones not yet done."""
-    spec, trials = prepare(spec)
-    _check_hub_once(trials)
+    """Validate every trial and the spec's resources, then run the trials not yet done.
+
+    Raises:
+        ConfigError: every problem found, of the trials' configs and of the cluster (no node
+            holds a trial, or no cluster at `address`) together, before anything runs.
+    """
+    try:
+        spec, trials = prepare(spec)
+        _check_hub_once(trials)
+    except ConfigError as err:
+        # Still ask the cluster, so that its problems are reported with these.
+        raise ConfigError(list(err.problems) + _cluster_problems(spec, address)) from None
     states = recorded_trials(tracking_uri, spec.name)
     if all(states.get(t.trial_id, {}).get("status") in DONE for t in trials):
         # Nothing to run: answer from the store without starting Ray.
         return SweepOutcome(trials=len(trials), already_done=len(trials))
-    init_ray(address)
-    check_resources(spec)
+    problems = _cluster_problems(spec, address)
+    if problems:
+        raise ConfigError(problems)
     return run_sweep(spec, trials, tracking_uri=tracking_uri, progress=progress)
+
+
+def _cluster_problems(spec: SweepSpec, address: str | None) -> list[str]:
+    try:
+        init_ray(address)
+    except ConfigError as err:
+        return list(err.problems)
+    return resource_problems(spec)
 
 
 def _check_hub_once(trials: list[Trial]) -> None:
@@ -59,14 +94,14 @@ def stored_spec(tracking_uri: str, name: str) -> SweepSpec:
     """The spec saved with the sweep's parent run."""
     client = MlflowClient(tracking_uri=tracking_uri)
     parent = _parent_run(client, name)
-    path = client.download_artifacts(parent.info.run_id, "sweep.yaml")
+    path = client.download_artifacts(parent.info.run_id, SPEC_ARTIFACT)
     with open(path) as f:
         return spec_from_dict(yaml.safe_load(f), source=f"stored spec of sweep {name!r}")
 
 
 def _parent_run(client: MlflowClient, name: str):
     exp = client.get_experiment_by_name(name)
-    parents = sweep_runs(client, exp.experiment_id, "sweep") if exp else []
+    parents = sweep_runs(client, exp.experiment_id, KIND_SWEEP) if exp else []
     if not parents:
         known = sorted(e.name for e in client.search_experiments()
                        if e.name != "Default")
@@ -107,31 +142,31 @@ def status(tracking_uri: str, name: str) -> dict:
         s = states.get(trial.trial_id, {}).get("status", "pending")
         counts[s] = counts.get(s, 0) + 1
     running = [_progress(state["run"]) for state in states.values()
-               if state["status"] == "running"]
-    finished = [state["run"] for state in states.values() if state["status"] == "finished"]
-    best = min(finished, key=lambda r: r.data.metrics.get("final/eval_loss", math.inf),
+               if state["status"] == RUNNING]
+    finished = [state["run"] for state in states.values() if state["status"] == FINISHED]
+    best = min(finished, key=lambda r: r.data.metrics.get(FINAL_EVAL_LOSS, math.inf),
                default=None)
     return {
-        "sweep": name, "status": parent.data.tags.get("sweep.status", "running"),
+        "sweep": name, "status": parent.data.tags.get(SWEEP_STATUS_TAG, RUNNING),
         "trials": len(trials), "counts": counts, "running": running,
         "best": None if best is None else {
-            "trial": best.info.run_name, "trial.id": best.data.tags["trial.id"],
-            "final/eval_loss": best.data.metrics.get("final/eval_loss")},
+            "trial": best.info.run_name, TRIAL_ID_TAG: best.data.tags[TRIAL_ID_TAG],
+            FINAL_EVAL_LOSS: best.data.metrics.get(FINAL_EVAL_LOSS)},
         "eta_s": _eta(finished, counts, len(running)),
     }
 
 
 def _progress(run) -> dict:
-    budget = float(run.data.params.get("train.tokens", "nan"))
+    budget = float(run.data.params.get(PARAM_TOKENS, "nan"))
     seen = run.data.metrics.get("train/tokens", 0.0)
-    return {"trial": run.info.run_name, "trial.id": run.data.tags["trial.id"],
+    return {"trial": run.info.run_name, TRIAL_ID_TAG: run.data.tags[TRIAL_ID_TAG],
             "progress": seen / budget if budget > 0 else None,
             "train/loss": run.data.metrics.get("train/loss")}
 
 
 def _eta(finished: list, counts: dict[str, int], num_running: int) -> float | None:
     # Mean wall time of a finished trial × trials left ÷ trials running at once.
-    walls = [r.data.metrics["final/wall_s"] for r in finished if "final/wall_s" in r.data.metrics]
+    walls = [r.data.metrics[FINAL_WALL_S] for r in finished if FINAL_WALL_S in r.data.metrics]
     left = sum(n for s, n in counts.items() if s not in DONE)
     if not walls or not left:
         return 0.0 if not left else None
@@ -143,7 +178,7 @@ def cancel(tracking_uri: str, name: str, *, wait_s: float = 10.0) -> int:
     `interrupted`. Returns how many trials were marked."""
     client = MlflowClient(tracking_uri=tracking_uri)
     parent = _parent_run(client, name)
-    client.set_tag(parent.info.run_id, "sweep.cancel", "requested")
+    client.set_tag(parent.info.run_id, SWEEP_CANCEL_TAG, "requested")
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         if client.get_run(parent.info.run_id).info.status != "RUNNING":
@@ -151,12 +186,12 @@ def cancel(tracking_uri: str, name: str, *, wait_s: float = 10.0) -> int:
         time.sleep(0.5)
     marked = 0
     for state in recorded_trials(tracking_uri, name).values():
-        if state["status"] == "running":
-            client.set_tag(state["run"].info.run_id, "trial.status", "interrupted")
-            client.set_terminated(state["run"].info.run_id, status="KILLED")
+        if state["status"] == RUNNING:
+            client.set_tag(state["run"].info.run_id, TRIAL_STATUS_TAG, INTERRUPTED)
+            client.set_terminated(state["run"].info.run_id, status=run_status(INTERRUPTED))
             marked += 1
-    client.set_tag(parent.info.run_id, "sweep.status", "interrupted")
-    client.set_terminated(parent.info.run_id, status="KILLED")
+    client.set_tag(parent.info.run_id, SWEEP_STATUS_TAG, INTERRUPTED)
+    client.set_terminated(parent.info.run_id, status=run_status(INTERRUPTED))
     return marked
 
 

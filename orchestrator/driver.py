@@ -20,12 +20,20 @@ from pathlib import Path
 
 import yaml
 
-from orchestrator.placement import ClusterModel, Placement, Request, select, submission_order
+from orchestrator.placement import (
+    ClusterModel,
+    Placement,
+    Request,
+    never_fits,
+    select,
+    submission_order,
+)
 from orchestrator.resync import resync
 from orchestrator.spec import Resources, SweepSpec, Trial, expand
-from orchestrator.tracking import DONE, Tracker, recorded_trials, tracking_credentials
+from orchestrator.tracking import Tracker, tracking_credentials
 from orchestrator.worker import TrialFailed
 from trainer.errors import ConfigError
+from trainer.schema import DONE, FAILED, FINAL_WALL_S, FINISHED, INTERRUPTED, recorded_trials
 
 CANCEL_POLL_S = 3.0
 
@@ -98,20 +106,16 @@ def init_ray(address: str | None) -> None:
                           "start it with `ray start --head` or fix the address") from None
 
 
-def check_resources(spec: SweepSpec) -> None:
+def resource_problems(spec: SweepSpec) -> list[str]:
     """Some alive node must hold one trial's CPUs and GPUs, or no trial could ever start."""
     import ray
 
     need = spec.resources.per_trial()
-    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    if any(r.get("CPU", 0) >= need.cpus and r.get("GPU", 0) >= need.gpus for r in nodes):
-        return
-    best_cpu = max((r.get("CPU", 0) for r in nodes), default=0)
-    best_gpu = max((r.get("GPU", 0) for r in nodes), default=0)
-    raise ConfigError(f"resources (cpus={need.cpus:g}, gpus={need.gpus:g} for {need.world_size} "
-                      f"process(es)) fit no node of the "
-                      f"cluster (largest: {best_cpu:g} CPUs, {best_gpu:g} GPUs): lower "
-                      "resources in the spec or add nodes")
+    why = never_fits(Request(gpus=need.gpus, cpus=need.cpus), ClusterModel.from_ray(ray.nodes()))
+    if why is None:
+        return []
+    return [f"resources (cpus={need.cpus:g}, gpus={need.gpus:g} for {need.world_size} "
+            f"process(es)) {why}: lower resources in the spec or add nodes"]
 
 
 def run_sweep(spec: SweepSpec, trials: list[Trial], *, tracking_uri: str,
@@ -145,10 +149,10 @@ def run_sweep(spec: SweepSpec, trials: list[Trial], *, tracking_uri: str,
     try:
         runner.loop(progress=progress)
     except KeyboardInterrupt:
-        runner.stop("interrupted")
+        runner.stop(INTERRUPTED)
         outcome.interrupted = True
-    status = "interrupted" if outcome.interrupted else (
-        "finished" if all(s in DONE for s in outcome.ran.values()) else "failed")
+    status = INTERRUPTED if outcome.interrupted else (
+        FINISHED if all(s in DONE for s in outcome.ran.values()) else FAILED)
     mark = time.monotonic()
     ray.get(tracker.flush.remote())  # what the tracker still had queued, written
     outcome.phases["drain_s"], mark = time.monotonic() - mark, time.monotonic()
@@ -241,7 +245,7 @@ class _Runner:
                 if time.monotonic() - last_poll > CANCEL_POLL_S:
                     last_poll = time.monotonic()
                     if self._cancel_requested():
-                        self.stop("interrupted")
+                        self.stop(INTERRUPTED)
                         self.outcome.interrupted = True
                         return
 
@@ -278,7 +282,7 @@ class _Runner:
                 continue
             self.outcome.summaries[trial.trial_id] = result["summary"]
             self.outcome.nodes[trial.trial_id] = result.get("node", "")
-            wall = result["summary"].get("final/wall_s") or 0.0
+            wall = result["summary"].get(FINAL_WALL_S) or 0.0
             self.outcome.overhead_s.append(time.monotonic() - submitted - wall)
             # Not waited for: the actor applies calls in order, and close_sweep is waited on.
             self.tracker.finish_trial.remote(trial.trial_id, result["status"],
@@ -302,8 +306,8 @@ class _Runner:
             self.retry_attempt[trial.trial_id] = attempt + 1
             return
         # Not waited for, as every call from here: the actor applies them in order.
-        self.tracker.mark_trial.remote(trial.trial_id, "failed")
-        self.outcome.ran[trial.trial_id] = "failed"
+        self.tracker.mark_trial.remote(trial.trial_id, FAILED)
+        self.outcome.ran[trial.trial_id] = FAILED
         reason = str(cause) if isinstance(cause, TrialFailed) else \
             str(err).strip().splitlines()[-1]
         print(f"trial {trial.label} failed after {attempt} attempts: {reason}")

@@ -106,6 +106,15 @@ class ClusterModel:
             self.gpus[p.node][i] = min(1.0, self.gpus[p.node][i] + sign * share)
 
 
+def never_fits(req: Request, model: ClusterModel) -> str | None:
+    """Why `req` fits no node of the idle cluster `model` (so it could never start), or None."""
+    if model.place(req) is not None:
+        return None
+    cpus = max(model.cpus, default=0.0)
+    gpus = max((len(g) for g in model.gpus), default=0)
+    return f"fit no node of the cluster (largest: {cpus:g} CPUs, {gpus:g} GPUs)"
+
+
 def select(queue: Sequence[T], model: ClusterModel, request_of: Callable[[T], Request], *,
            max_new: int) -> list[tuple[T, Placement]]:
     """Which queued items to start now, each with its placement (already taken in `model`).

@@ -15,8 +15,8 @@ import json
 import math
 
 from orchestrator.spec import Trial
-from orchestrator.tracking import DONE, HISTORY_KEYS, recorded_trials
 from orchestrator.worker import trial_params
+from trainer.schema import DONE, FINAL_PREFIX, HISTORY_KEYS, recorded_trials
 
 
 def stale_trials(trials: list[Trial], states: dict[str, dict],
@@ -40,7 +40,7 @@ def stale_trials(trials: list[Trial], states: dict[str, dict],
 
 
 def _final_keys(summary: dict) -> set[str]:
-    return {k for k, v in summary.items() if k.startswith("final/")
+    return {k for k, v in summary.items() if k.startswith(FINAL_PREFIX)
             and isinstance(v, (int, float)) and math.isfinite(v)}
 
 

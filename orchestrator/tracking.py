@@ -4,11 +4,11 @@ Workers never talk to the tracking store: they send metrics to a single `Tracker
 actor, which buffers them and writes with `log_batch` (≤ 1000 metrics per call). One writer keeps
 an embedded SQLite store free of `database is locked` and the load on a real server low.
 
-Records follow DESIGN.md: experiment = sweep name, one parent run (tag proxysweep.kind=sweep,
-the spec as artifact `sweep.yaml`), one child run per trial id, found again by its `trial.id`
-tag, so a retried or resumed trial continues its own run. A resumed trial re-reports the steps
-after its last checkpoint; they are dropped here (per metric, steps at or below the last one
-written), so each metric's history stays one continuous curve.
+Records follow `trainer.schema`: experiment = sweep name, one parent run (tag
+proxysweep.kind=sweep, the spec as artifact `sweep.yaml`), one child run per trial id, found
+again by its `trial.id` tag, so a retried or resumed trial continues its own run. A resumed
+trial re-reports the steps after its last checkpoint; they are dropped here (per metric, steps
+at or below the last one written), so each metric's history stays one continuous curve.
 
 A team's store is an `mlflow server`, and a server restarts. Every write goes through `_call`,
 which retries a call that failed for want of the server (connection refused, timeout, 503) with
@@ -35,6 +35,28 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from trainer.reporting import redact
+from trainer.schema import (
+    CODE_VERSION_TAG,
+    FINAL_PREFIX,
+    FINAL_STEPS,
+    HISTORY_KEYS,
+    KIND_SWEEP,
+    KIND_TAG,
+    KIND_TRIAL,
+    PARENT_RUN_TAG,
+    RUNNING,
+    SPEC_ARTIFACT,
+    SWEEP_CANCEL_TAG,
+    SWEEP_STATUS_TAG,
+    TRIAL_ATTEMPT_TAG,
+    TRIAL_ID_TAG,
+    TRIAL_NODE_TAG,
+    TRIAL_STATUS_TAG,
+    batches,
+    find_or_create_run,
+    run_status,
+    sweep_runs,
+)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -43,14 +65,8 @@ if TYPE_CHECKING:
 # MLflow is imported where it is used, not here: every trial task receives the Tracker's
 # handle, and unpickling it imports this module in the worker; importing MLflow there cost
 # each of a hundred workers starting at once ~40 s on a loaded 2-core machine.
-MLFLOW_PARENT_RUN_ID = "mlflow.parentRunId"  # mlflow.utils.mlflow_tags.MLFLOW_PARENT_RUN_ID
-
-DONE = ("finished", "diverged")
 MAX_BATCH = 1000
-MAX_PARAMS = 100  # params, and tags, per log_batch call
-HISTORY_KEYS = ("train/loss", "train/lr", "train/grad_norm", "train/tokens",
-                "train/batch_tokens", "train/norm_test", "eval/loss", "perf/tokens_per_s",
-                "perf/mfu")
+"""Buffered metrics of one trial that trigger its write (MLflow's limit per log_batch)."""
 CREDENTIAL_VARS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN",
                    "MLFLOW_TRACKING_INSECURE_TLS", "MLFLOW_TRACKING_SERVER_CERT_PATH",
                    "MLFLOW_TRACKING_CLIENT_CERT_PATH", "AWS_ACCESS_KEY_ID",
@@ -88,34 +104,6 @@ def is_transient(err: Exception) -> bool:
 def find_experiment(client: MlflowClient, name: str):
     """The sweep's experiment, or None."""
     return client.get_experiment_by_name(name)
-
-
-def sweep_runs(client: MlflowClient, experiment_id: str, kind: str) -> list:
-    """All runs of one `proxysweep.kind` in an experiment (paged through)."""
-    runs, token = [], None
-    while True:
-        page = client.search_runs([experiment_id], f"tags.`proxysweep.kind` = '{kind}'",
-                                  max_results=1000, page_token=token)
-        runs += list(page)
-        token = page.token
-        if not token:
-            return runs
-
-
-def recorded_trials(uri: str, sweep: str) -> dict[str, dict]:
-    """trial id → {status, attempt, run} of every child run of a sweep (empty if unknown)."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri)
-    exp = find_experiment(client, sweep)
-    if exp is None:
-        return {}
-    states = {}
-    for run in sweep_runs(client, exp.experiment_id, "trial"):
-        tags = run.data.tags
-        states[tags["trial.id"]] = {"status": tags.get("trial.status", "running"),
-                                    "attempt": int(tags.get("trial.attempt", 1)), "run": run}
-    return states
 
 
 def _timed(method: Callable) -> Callable:
@@ -174,8 +162,8 @@ class Tracker:
         self.from_scratch: set[str] = set()  # trials whose worker began at step 0
         self.confirmed: set[str] = set()  # trials of this launch recorded whole (see below)
         self.received: dict[tuple, int] = {}  # (trial id, sender) → log_steps calls
-        for run in self._call(sweep_runs, self.client, self.experiment_id, "trial"):
-            self.children[run.data.tags["trial.id"]] = run.info.run_id
+        for run in self._call(sweep_runs, self.client, self.experiment_id, KIND_TRIAL):
+            self.children[run.data.tags[TRIAL_ID_TAG]] = run.info.run_id
         # In the constructor, so the parent exists before any trial calls in (an actor runs
         # no method before its constructor has returned).
         self.open_sweep(spec_yaml)
@@ -207,27 +195,17 @@ class Tracker:
 
     def open_sweep(self, spec_yaml: str) -> str:
         """Find or create the parent run, store the spec with it, mark it running."""
-        parents = self._call(sweep_runs, self.client, self.experiment_id, "sweep")
+        parents = self._call(sweep_runs, self.client, self.experiment_id, KIND_SWEEP)
         if parents:
             self.parent_id = parents[0].info.run_id
             self._call(self.client.update_run, self.parent_id, status="RUNNING")
         else:
-            run = self._call(self._find_or_create, "sweep", {"proxysweep.kind": "sweep"},
-                             self.sweep)
+            run = self._call(find_or_create_run, self.client, self.experiment_id,
+                             tags={KIND_TAG: KIND_SWEEP}, name=self.sweep)
             self.parent_id = run.info.run_id
-        self._call(self.client.log_text, self.parent_id, redact(spec_yaml), "sweep.yaml")
-        self._call(self.client.set_tag, self.parent_id, "sweep.cancel", "no")
+        self._call(self.client.log_text, self.parent_id, redact(spec_yaml), SPEC_ARTIFACT)
+        self._call(self.client.set_tag, self.parent_id, SWEEP_CANCEL_TAG, "no")
         return self.parent_id
-
-    def _find_or_create(self, kind: str, tags: dict, name: str):
-        # A create whose answer was lost to an outage may still have happened: look first.
-        query = f"tags.`proxysweep.kind` = '{kind}'"
-        if kind == "trial":
-            query += f" and tags.`trial.id` = '{tags['trial.id']}'"
-        found = self.client.search_runs([self.experiment_id], query, max_results=1)
-        if found:
-            return found[0]
-        return self.client.create_run(self.experiment_id, run_name=name[:250], tags=tags)
 
     def cancel_requested(self) -> bool:
         """Has `sweep cancel` asked this sweep to stop? (No, while the server is away.)"""
@@ -237,15 +215,14 @@ class Tracker:
             if is_transient(err):
                 return False
             raise
-        return run.data.tags.get("sweep.cancel") == "requested"
+        return run.data.tags.get(SWEEP_CANCEL_TAG) == "requested"
 
     @_timed
     def close_sweep(self, status: str) -> None:
         """Flush everything and end the parent run (FINISHED, KILLED or FAILED)."""
         self.flush()
-        self._call(self.client.set_tag, self.parent_id, "sweep.status", status)
-        mlflow_status = {"finished": "FINISHED", "interrupted": "KILLED"}.get(status, "FAILED")
-        self._call(self.client.set_terminated, self.parent_id, status=mlflow_status)
+        self._call(self.client.set_tag, self.parent_id, SWEEP_STATUS_TAG, status)
+        self._call(self.client.set_terminated, self.parent_id, status=run_status(status))
 
     # -- trials --------------------------------------------------------------------------
     # The driver calls start_trial when it submits a trial and finish_trial/mark_trial when it
@@ -267,7 +244,7 @@ class Tracker:
             run_id = self.children[trial_id] = run.info.run_id
             if not run.data.metrics:
                 self.created.add(trial_id)
-            self.attempts[trial_id] = int(run.data.tags.get("trial.attempt", 1))
+            self.attempts[trial_id] = int(run.data.tags.get(TRIAL_ATTEMPT_TAG, 1))
             self.params_logged[trial_id] = set(run.data.params)
             self.params_unlogged[trial_id] = dict(params)
             if run.data.metrics:  # found, not created: a write lost its answer to an outage
@@ -275,7 +252,7 @@ class Tracker:
         else:
             if trial_id not in self.attempts:  # a run of an earlier launch
                 run = self._call(self.client.get_run, run_id)
-                self.attempts[trial_id] = int(run.data.tags.get("trial.attempt", 0))
+                self.attempts[trial_id] = int(run.data.tags.get(TRIAL_ATTEMPT_TAG, 0))
                 # MLflow refuses a param logged again with another value (a key left out of
                 # the trial id, such as the world size, may differ): the first one stays.
                 self.params_logged[trial_id] = set(run.data.params)
@@ -293,15 +270,16 @@ class Tracker:
         # Every child run of the sweep was loaded at start, so one not among them is new: it
         # is created straight away (a search first would cost a query per trial). Only when
         # that create failed for want of the server may it have happened anyway: then look.
-        tags = {MLFLOW_PARENT_RUN_ID: self.parent_id, "proxysweep.kind": "trial",
-                "trial.id": trial_id, "trial.attempt": "1", "trial.status": "running",
-                "code.version": self.code_version}
+        tags = {PARENT_RUN_TAG: self.parent_id, KIND_TAG: KIND_TRIAL, TRIAL_ID_TAG: trial_id,
+                TRIAL_ATTEMPT_TAG: "1", TRIAL_STATUS_TAG: RUNNING,
+                CODE_VERSION_TAG: self.code_version}
         try:
             return self.client.create_run(self.experiment_id, run_name=label[:250], tags=tags)
         except Exception as err:
             if not is_transient(err):
                 raise
-        return self._call(self._find_or_create, "trial", tags, label)
+        return self._call(find_or_create_run, self.client, self.experiment_id, tags=tags,
+                          name=label)
 
     @_timed
     def begin_attempt(self, trial_id: str, params: dict,
@@ -325,8 +303,8 @@ class Tracker:
 
     def _next_attempt(self, trial_id: str) -> None:
         self.attempts[trial_id] += 1
-        self._write(trial_id, tags={"trial.attempt": str(self.attempts[trial_id]),
-                                    "trial.status": "running"})
+        self._write(trial_id, tags={TRIAL_ATTEMPT_TAG: str(self.attempts[trial_id]),
+                                    TRIAL_STATUS_TAG: RUNNING})
         self._call(self.client.update_run, self.children[trial_id], status="RUNNING")
 
     def _load_last_steps(self, trial_id: str) -> None:
@@ -407,14 +385,14 @@ class Tracker:
         if from_scratch:
             self.from_scratch.add(trial_id)
         self._buffer_steps(trial_id, rows)
-        step = int(summary.get("final/steps", 0) or 0)
+        step = int(summary.get(FINAL_STEPS, 0) or 0)
         final = {k: v for k, v in summary.items()
-                 if k.startswith("final/") and isinstance(v, (int, float))}
+                 if k.startswith(FINAL_PREFIX) and isinstance(v, (int, float))}
         now = int(time.time() * 1000)
         self.buffer.setdefault(trial_id, []).extend(
             Metric(k, float(v), now, step) for k, v in final.items() if math.isfinite(v))
         self.mark_trial(trial_id, status, params=params,
-                        tags={"trial.node": node} if node else None)
+                        tags={TRIAL_NODE_TAG: node} if node else None)
         if trial_id in self.created and trial_id in self.from_scratch \
                 and self.attempts.get(trial_id) == 1 and sends is not None \
                 and self.received.get((trial_id, sender), 0) >= sends:
@@ -464,14 +442,12 @@ class Tracker:
         if run_id is None:
             return
         self._write(trial_id, metrics=self.buffer.get(trial_id, ()), params=params or {},
-                    tags={**(tags or {}), "trial.status": status})
+                    tags={**(tags or {}), TRIAL_STATUS_TAG: status})
         self.buffer.pop(trial_id, None)
         self.buffered_since.pop(trial_id, None)
-        if status != "running":
+        if status != RUNNING:
             self.phase[trial_id] = status
-            mlflow_status = {"finished": "FINISHED", "diverged": "FINISHED",
-                             "interrupted": "KILLED"}.get(status, "FAILED")
-            self._call(self.client.set_terminated, run_id, status=mlflow_status)
+            self._call(self.client.set_terminated, run_id, status=run_status(status))
 
     def _write(self, trial_id: str, *, metrics=(), params: dict | None = None,
                tags: dict | None = None) -> None:
@@ -486,16 +462,13 @@ class Tracker:
         held.update(params or {})
         new = [Param(k, _param_value(v)) for k, v in held.items() if k not in logged]
         tag_items = [RunTag(k, v) for k, v in (tags or {}).items()]
-        metrics = list(metrics)
-        while new or tag_items or metrics:
+        for chunk_metrics, chunk_params, chunk_tags in batches(metrics=metrics, params=new,
+                                                               tags=tag_items):
             began = time.monotonic()
-            self._call(self.client.log_batch, self.children[trial_id],
-                       metrics=metrics[:MAX_BATCH], params=new[:MAX_PARAMS],
-                       tags=tag_items[:MAX_PARAMS])
+            self._call(self.client.log_batch, self.children[trial_id], metrics=chunk_metrics,
+                       params=chunk_params, tags=chunk_tags)
             self.write_s = 0.9 * self.write_s + 0.1 * (time.monotonic() - began)
-            logged.update(p.key for p in new[:MAX_PARAMS])
-            metrics, new, tag_items = (metrics[MAX_BATCH:], new[MAX_PARAMS:],
-                                       tag_items[MAX_PARAMS:])
+            logged.update(p.key for p in chunk_params)
             self.writes += 1
         held.clear()
 

@@ -58,6 +58,7 @@ def _run(overrides: list[str], *, print_only: bool) -> int:
     from trainer.identity import config_id, flatten
     from trainer.loop import RunPaths, read_summary, run
     from trainer.reporting import redact
+    from trainer.schema import DONE
     from trainer.validation import check
 
     cfg = compose(overrides)
@@ -68,7 +69,7 @@ def _run(overrides: list[str], *, print_only: bool) -> int:
     check(cfg)
     paths = RunPaths.for_config(cfg, config_id(cfg))
     stored = read_summary(paths)
-    if stored is not None and stored.get("status") in ("finished", "diverged"):
+    if stored is not None and stored.get("status") in DONE:
         print(f"this run has already ended ({stored['status']}); nothing to train.")
     result = run(cfg)
     print(f"run directory: {result.run_dir}")

@@ -18,14 +18,33 @@ from omegaconf.errors import OmegaConfBaseException
 
 from trainer.config import CONF_DIR, Config
 from trainer.errors import ConfigError
+from trainer.schedules import default_warmup_tokens
 
 
 def compose(overrides: Sequence[str] = ()) -> Config:
     """Compose `conf/config.yaml` with Hydra overrides into a resolved, typed `Config`.
 
+    Keys left unset for a default rule (`schedule.warmup_tokens`) are filled in from the
+    composed values, so the result has no unset key left and its id is that of its values.
+
     Raises:
         ConfigError: an unknown key or option, a wrong type, or an override Hydra cannot parse.
     """
+    return with_defaults(_compose_unset(overrides))
+
+
+def with_defaults(cfg: Config) -> Config:
+    """`cfg` with every key left unset for a default rule set by that rule."""
+    if cfg.schedule.warmup_tokens is not None:
+        return cfg
+    warmup = default_warmup_tokens(cfg.train.tokens)
+    return dataclasses.replace(cfg, schedule=dataclasses.replace(cfg.schedule,
+                                                                 warmup_tokens=warmup))
+
+
+def _compose_unset(overrides: Sequence[str]) -> Config:
+    # Hydra's compose, with keys of a default rule still unset: the rule depends on other
+    # keys (warmup on train.tokens), which `Composer` may still replace.
     overrides = list(overrides)
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -45,7 +64,8 @@ class Composer:
     `dataclasses.replace`, converting each value to its field's type as OmegaConf would.
     Anything this cannot do exactly (`+key`, `~key`, an interpolation, a value of the wrong
     type, an unknown key) goes through the full `compose`, which also gives the standard
-    error sentence. Tests check that both paths give equal configs.
+    error sentence. Keys of a default rule stay unset in the cached bases and are filled in
+    last, from the trial's own values. Tests check that both paths give equal configs.
     """
 
     def __init__(self) -> None:
@@ -68,7 +88,7 @@ class Composer:
             cfg = self._base(groups)
             for o in plain:
                 cfg = _replace_path(cfg, o.key_or_group.split("."), o.value())
-            return cfg
+            return with_defaults(cfg)
         except _NotExact:
             return compose(overrides)  # the exact path, or the usual error sentence
 
@@ -80,7 +100,7 @@ class Composer:
 
     def _base(self, groups: tuple[str, ...]) -> Config:
         if groups not in self._bases:
-            self._bases[groups] = compose(list(groups))
+            self._bases[groups] = _compose_unset(groups)
         return self._bases[groups]
 
 

@@ -162,8 +162,9 @@ class ScheduleConfig:
     """Learning-rate schedule as a pure function of tokens seen."""
 
     name: ScheduleName = ScheduleName.power
-    warmup_tokens: int = 0
-    """Linear warmup from 0 over this many tokens."""
+    warmup_tokens: int | None = None
+    """Linear warmup from 0 over this many tokens. Unset (null): the default rule of
+    `trainer.schedules.default_warmup_tokens`, filled in by `compose` from `train.tokens`."""
     decay_fraction: float = 0.1
     """Fraction of the token budget spent in the final decay (power, wsd)."""
     decay_shape: str = "exp"

@@ -6,7 +6,8 @@ FLOPs per token of a training step (forward + backward) follow Kaplan et al. / P
 QKᵀ and AV over a full (non-causal-discounted) context.
 
 Peak: a table of dense bf16 tensor-core rates for known GPUs; on a CPU, a float32 GEMM rate
-measured once per machine (and torch version and thread count) and cached.
+measured once per machine (and torch version and thread count) and cached. Torch is imported
+only for the peak: counting FLOPs (which every sweep command does per trial) does not need it.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ import os
 import platform
 import time
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from trainer.config import ModelConfig
+
+if TYPE_CHECKING:
+    import torch
 
 # Dense (no sparsity) bf16 tensor-core peaks, FLOP/s, from the vendors' data sheets.
 GPU_PEAK_BF16 = {
@@ -46,6 +49,8 @@ def flops_per_token(cfg: ModelConfig, *, vocab_size: int, seq_len: int) -> float
 
 def gpu_peak_flops(device: torch.device) -> float | None:
     """bf16 dense peak of a known GPU, else None."""
+    import torch
+
     name = torch.cuda.get_device_name(device)
     for key, value in GPU_PEAK_BF16.items():
         if key in name:
@@ -57,6 +62,8 @@ def measure_cpu_gemm_rate(sizes: tuple[int, ...] = (512, 1024, 2048),
                           seconds: float = 0.5) -> float:
     """Best float32 GEMM FLOP/s of this CPU over a few square sizes, with torch's current
     thread count. One size under-measures: the kernels a model's shapes hit can be faster."""
+    import torch
+
     best = 0.0
     for size in sizes:
         a, b = torch.randn(size, size), torch.randn(size, size)
@@ -72,6 +79,8 @@ def measure_cpu_gemm_rate(sizes: tuple[int, ...] = (512, 1024, 2048),
 
 def cpu_peak_flops(cache_dir: str) -> float:
     """The measured CPU GEMM rate, cached per machine, torch version and thread count."""
+    import torch
+
     key = f"v2|{platform.node()}|{platform.processor() or platform.machine()}|" \
           f"{torch.__version__}|{torch.get_num_threads()}|{os.cpu_count()}"
     path = Path(cache_dir) / "gemm_rate.json"

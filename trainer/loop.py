@@ -40,9 +40,8 @@ from trainer.reporting import (
     redact,
 )
 from trainer.schedules import ScheduleInputs, learning_rate
+from trainer.schema import DONE
 from trainer.validation import check
-
-DONE_STATUSES = ("finished", "diverged")
 
 
 @dataclass
@@ -133,7 +132,7 @@ def run(cfg: Config, reporter: Reporter | None = None) -> RunResult:
     run_id = config_id(cfg)
     paths = RunPaths.for_config(cfg, run_id)
     stored = read_summary(paths)
-    if stored is not None and stored.get("status") in DONE_STATUSES:
+    if stored is not None and stored.get("status") in DONE:
         return RunResult(run_id, stored["status"], paths.run_dir, stored)
     with process_group(cfg, paths.run_dir) as d:
         if not d.is_main:

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Protocol
 
+from trainer import schema
+
 
 class Reporter(Protocol):
     """What the training loop reports to."""
@@ -123,18 +125,15 @@ class MlflowReporter:
 
         exp = self.client.get_experiment_by_name(self.experiment)
         exp_id = exp.experiment_id if exp else self.client.create_experiment(self.experiment)
-        found = self.client.search_runs([exp_id], f"tags.`trial.id` = '{run_id}'", max_results=1)
-        if found:
-            self.run_id = found[0].info.run_id
-            self.client.update_run(self.run_id, status="RUNNING")
-        else:
-            run = self.client.create_run(exp_id, run_name=run_id[:12],
-                                         tags={"trial.id": run_id, "proxysweep.kind": "trial"})
-            self.run_id = run.info.run_id
-            items = [Param(k, str(v)) for k, v in params.items()]
-            for i in range(0, len(items), 100):
-                self.client.log_batch(self.run_id, params=items[i:i + 100])
-        self.client.log_batch(self.run_id, tags=[RunTag("trial.status", "running")])
+        run = schema.find_or_create_run(self.client, exp_id, name=run_id[:12], tags={
+            schema.TRIAL_ID_TAG: run_id, schema.KIND_TAG: schema.KIND_TRIAL})
+        self.run_id = run.info.run_id
+        if not run.data.params:  # a new run (a resumed one has them)
+            schema.log_batch(self.client, self.run_id,
+                             params=[Param(k, str(v)) for k, v in params.items()])
+        self.client.update_run(self.run_id, status="RUNNING")
+        self.client.log_batch(self.run_id, tags=[RunTag(schema.TRIAL_STATUS_TAG,
+                                                        schema.RUNNING)])
 
     def log_metrics(self, metrics: dict[str, float], *, step: int) -> None:
         from mlflow.entities import Metric
@@ -146,21 +145,18 @@ class MlflowReporter:
             self.flush()
 
     def flush(self) -> None:
-        for i in range(0, len(self.buffer), 1000):
-            self.client.log_batch(self.run_id, metrics=self.buffer[i:i + 1000])
+        schema.log_batch(self.client, self.run_id, metrics=self.buffer)
         self.buffer, self.last_flush = [], time.monotonic()
 
     def finish(self, *, status: str, summary: dict) -> None:
         from mlflow.entities import RunTag
 
-        step = int(summary.get("final/steps", 0))
-        self.log_metrics({k: v for k, v in summary.items()
-                          if k.startswith("final/") and isinstance(v, (int, float))}, step=step)
+        step = int(summary.get(schema.FINAL_STEPS, 0))
+        self.log_metrics({k: v for k, v in summary.items() if k.startswith(schema.FINAL_PREFIX)
+                          and isinstance(v, (int, float))}, step=step)
         self.flush()
-        self.client.log_batch(self.run_id, tags=[RunTag("trial.status", status)])
-        mlflow_status = {"finished": "FINISHED", "diverged": "FINISHED",
-                         "interrupted": "KILLED"}.get(status, "FAILED")
-        self.client.set_terminated(self.run_id, status=mlflow_status)
+        self.client.log_batch(self.run_id, tags=[RunTag(schema.TRIAL_STATUS_TAG, status)])
+        self.client.set_terminated(self.run_id, status=schema.run_status(status))
 
 
 class NullReporter:

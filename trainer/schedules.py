@@ -33,6 +33,24 @@ class ScheduleInputs:
     """Sequences per optimizer step (β of the Power schedule)."""
 
 
+DEFAULT_WARMUP_TOKENS = 65_536
+"""Warmup of a run that leaves `schedule.warmup_tokens` unset, when its budget holds it."""
+SMALL_BUDGET_WARMUP_DIVISOR = 10
+"""A budget under `DEFAULT_WARMUP_TOKENS` warms up over a tenth of itself instead."""
+
+
+def default_warmup_tokens(total_tokens: int) -> int:
+    """The warmup of a run that does not set one: 65,536 tokens, or a tenth of a smaller budget.
+
+    A default must never make a config invalid, and it must not move a trial id: every
+    budget that held the fixed 65,536 before this rule existed keeps exactly that (and so its
+    id); only budgets the fixed value could not serve, which were refused, get a fraction.
+    """
+    if total_tokens >= DEFAULT_WARMUP_TOKENS:
+        return DEFAULT_WARMUP_TOKENS
+    return max(total_tokens, 0) // SMALL_BUDGET_WARMUP_DIVISOR
+
+
 def warmup_factor(tokens: float, warmup_tokens: int) -> float:
     """Linear warmup from 0 to 1 over `warmup_tokens` (1 when there is no warmup)."""
     if warmup_tokens <= 0:
@@ -108,4 +126,7 @@ SCHEDULES: dict[ScheduleName, Callable[[ScheduleConfig, ScheduleInputs, float], 
 
 def learning_rate(cfg: ScheduleConfig, inp: ScheduleInputs, tokens: float) -> float:
     """LR after `tokens` tokens seen: warmup × the named schedule."""
-    return warmup_factor(tokens, cfg.warmup_tokens) * SCHEDULES[cfg.name](cfg, inp, tokens)
+    warmup = cfg.warmup_tokens
+    if warmup is None:  # a config built by hand rather than by `compose`
+        warmup = default_warmup_tokens(inp.total_tokens)
+    return warmup_factor(tokens, warmup) * SCHEDULES[cfg.name](cfg, inp, tokens)

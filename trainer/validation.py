@@ -169,9 +169,15 @@ def _schedule_problems(cfg: Config) -> list[str]:
         found.append(f"schedule.min_lr_ratio={s.min_lr_ratio} must be in [0, 1]")
     if not 0 < s.exp_final_ratio <= 1:
         found.append(f"schedule.exp_final_ratio={s.exp_final_ratio} must be in (0, 1]")
-    if s.warmup_tokens < 0 or s.warmup_tokens > cfg.train.tokens:
-        found.append(f"schedule.warmup_tokens={s.warmup_tokens} must be between 0 and "
-                     f"train.tokens={cfg.train.tokens}")
+    # Unset (None) is the default rule, which fits every budget; only a value the user chose
+    # can be refused.
+    if s.warmup_tokens is not None and s.warmup_tokens < 0:
+        found.append(f"schedule.warmup_tokens={s.warmup_tokens} must be >= 0: give a token "
+                     "count, or leave it unset for the default")
+    elif s.warmup_tokens is not None and s.warmup_tokens > cfg.train.tokens:
+        found.append(f"schedule.warmup_tokens={s.warmup_tokens} exceeds train.tokens="
+                     f"{cfg.train.tokens}: lower schedule.warmup_tokens, or leave it unset "
+                     "(null) for the default, which fits any budget")
     if s.a <= 0:
         found.append(f"schedule.a={s.a} must be > 0")
     return found

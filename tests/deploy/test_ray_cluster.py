@@ -25,8 +25,8 @@ import psutil
 import pytest
 import yaml
 
-from orchestrator.tracking import sweep_runs
 from tests.deploy.services import ROOT, free_port, wait_until
+from trainer.schema import sweep_runs
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 RAY = str(Path(sys.executable).parent / "ray")

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from mlflow.exceptions import MlflowException
 
-from orchestrator.tracking import Tracker, sweep_runs
+from orchestrator.tracking import Tracker
+from trainer.schema import sweep_runs
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 

@@ -12,7 +12,7 @@ import psutil
 import pytest
 import yaml
 
-from orchestrator.tracking import sweep_runs
+from trainer.schema import sweep_runs
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 ROOT = Path(__file__).parents[2]

@@ -2,7 +2,14 @@
 
 import pytest
 
-from orchestrator.placement import ClusterModel, Placement, Request, select, submission_order
+from orchestrator.placement import (
+    ClusterModel,
+    Placement,
+    Request,
+    never_fits,
+    select,
+    submission_order,
+)
 
 
 def _model(nodes, used=()):
@@ -92,3 +99,16 @@ def test_the_first_wave_keeps_to_the_concurrency_cap():
     order = submission_order(trials, _model([(8, 4)]), lambda t: Request(t[1], 0),
                              lambda t: t[0], max_new=2)
     assert [f for f, _ in order] == [1, 2, 6, 5, 4, 3]
+
+
+@pytest.mark.parametrize("nodes, req, why", [
+    ([(8, 2)], Request(1, 1), None),
+    ([(8, 2)], Request(0.5, 8), None),
+    ([(2, 0), (8, 2)], Request(2, 4), None),                      # the second node holds it
+    ([(8, 2)], Request(4096, 1), "fit no node of the cluster (largest: 8 CPUs, 2 GPUs)"),
+    ([(2, 0)], Request(0, 4), "fit no node of the cluster (largest: 2 CPUs, 0 GPUs)"),
+    ([(2, 0), (1, 4)], Request(1, 2), "fit no node of the cluster (largest: 2 CPUs, 4 GPUs)"),
+    ([], Request(0, 1), "fit no node of the cluster (largest: 0 CPUs, 0 GPUs)"),
+])
+def test_a_request_no_idle_node_holds_never_fits(nodes, req, why):
+    assert never_fits(req, ClusterModel(nodes)) == why

@@ -9,7 +9,7 @@ import pytest
 
 from orchestrator.commands import launch
 from orchestrator.spec import spec_from_dict
-from orchestrator.tracking import sweep_runs
+from trainer.schema import sweep_runs
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 

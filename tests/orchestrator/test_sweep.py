@@ -7,8 +7,8 @@ import pytest
 
 from orchestrator.commands import extended, launch, status, stored_spec
 from orchestrator.spec import spec_from_dict
-from orchestrator.tracking import sweep_runs
 from trainer.errors import ConfigError
+from trainer.schema import sweep_runs
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 
@@ -79,6 +79,20 @@ def test_resources_no_node_has_launch_nothing(spec_dict, uri):
     with pytest.raises(ConfigError) as err:
         launch(spec_from_dict(spec_dict), tracking_uri=uri, progress=False)
     assert "fit no node of the cluster (largest: 2 CPUs, 0 GPUs)" in str(err.value)
+    assert mlflow.MlflowClient(tracking_uri=uri).get_experiment_by_name("unit") is None
+
+
+def test_config_and_resource_problems_are_reported_together(spec_dict, uri):
+    spec_dict["resources"] = {"cpus": 1, "gpus": 4096}
+    spec_dict["overrides"] += ["train.tokens=60000", "schedule.warmup_tokens=65536"]
+    with pytest.raises(ConfigError) as err:
+        launch(spec_from_dict(spec_dict), tracking_uri=uri, progress=False)
+    assert err.value.problems == [
+        "schedule.warmup_tokens=65536 exceeds train.tokens=60000: lower "
+        "schedule.warmup_tokens, or leave it unset (null) for the default, which fits any "
+        "budget (4 trials)",
+        "resources (cpus=1, gpus=4096 for 1 process(es)) fit no node of the cluster (largest: "
+        "2 CPUs, 0 GPUs): lower resources in the spec or add nodes"]
     assert mlflow.MlflowClient(tracking_uri=uri).get_experiment_by_name("unit") is None
 
 

@@ -70,7 +70,8 @@ def test_validation_collects_every_problem():
     found = problems(compose(["optim.lr=-1", "train.tokens=10", "model.width=100"]),
                      network=False)
     keys = [p.split("=")[0] for p in found]
-    assert keys == ["model.width", "optim.lr", "train.tokens", "schedule.warmup_tokens"]
+    # The default warmup fits even a budget of 10 tokens: it is no problem of the config.
+    assert keys == ["model.width", "optim.lr", "train.tokens"]
 
 
 def test_hub_dataset_without_network_is_reported_before_training(tmp_path):

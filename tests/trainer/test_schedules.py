@@ -59,7 +59,7 @@ def test_min_lr_ratio_sets_the_endpoint():
 
 
 def _lr(name, tokens, **kwargs):
-    cfg = ScheduleConfig(name=ScheduleName(name), **kwargs)
+    cfg = ScheduleConfig(name=ScheduleName(name), **{"warmup_tokens": 0, **kwargs})
     return learning_rate(cfg, ScheduleInputs(peak_lr=0.01, total_tokens=10_000, batch_size=8),
                          tokens)
 

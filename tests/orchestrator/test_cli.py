@@ -1,0 +1,145 @@
+"""`sweep`'s command line: global options before or after the subcommand; no Ray here."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from orchestrator import cli
+from orchestrator.cli import parse_args
+
+
+@pytest.mark.parametrize("argv, uri, address", [
+    (["launch", "s.yaml", "--tracking-uri", "B"], "B", None),
+    (["--tracking-uri", "A", "launch", "s.yaml"], "A", None),
+    (["--tracking-uri", "A", "launch", "s.yaml", "--tracking-uri", "B"], "B", None),  # after wins
+    (["--address", "R", "launch", "s.yaml", "--tracking-uri", "B"], "B", "R"),
+    (["--tracking-uri", "A", "launch", "s.yaml", "--address", "R"], "A", "R"),
+    (["--address", "R", "launch", "s.yaml", "--address", "S"], None, "S"),
+    (["launch", "s.yaml"], None, None),
+])
+def test_global_options_go_before_or_after_the_subcommand(argv, uri, address):
+    args = parse_args(argv)
+    assert (args.tracking_uri, args.address, args.spec) == (uri, address, "s.yaml")
+
+
+@pytest.mark.parametrize("command", [["resume", "n"], ["extend", "n", "optim.lr=choice(1)"]])
+def test_every_subcommand_that_reaches_ray_takes_address_on_either_side(command):
+    assert parse_args(["--address", "R", *command]).address == "R"
+    assert parse_args([*command, "--address", "R"]).address == "R"
+    assert parse_args([*command, "--tracking-uri", "B"]).tracking_uri == "B"
+
+
+@pytest.mark.parametrize("command", [["status", "n"], ["cancel", "n"], ["ui"], ["fit", "n"],
+                                     ["recommend", "n", "--params", "1", "--tokens", "1"]])
+def test_every_subcommand_takes_the_tracking_uri_on_either_side(command):
+    assert parse_args(["--tracking-uri", "A", *command]).tracking_uri == "A"
+    assert parse_args([*command, "--tracking-uri", "B"]).tracking_uri == "B"
+    assert parse_args(["--tracking-uri", "A", *command, "--tracking-uri", "B"]).tracking_uri \
+        == "B"
+
+
+def test_overrides_may_surround_options():
+    args = parse_args(["launch", "s.yaml", "a=1", "--tracking-uri", "B", "b=2", "--dry-run",
+                       "a=3"])
+    assert args.overrides == ["a=1", "b=2", "a=3"] and args.dry_run
+    assert args.tracking_uri == "B"
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["status", "n", "--address", "R"], "unrecognized arguments: --address R"),
+    (["--address", "R", "status", "n"], "--address applies to launch, resume, extend"),
+    (["status", "n", "--bogus"], "unrecognized arguments: --bogus"),
+])
+def test_options_where_they_mean_nothing_are_refused(argv, fragment, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(argv)
+    assert exit_.value.code == 2 and fragment in capsys.readouterr().err
+
+
+def test_help_says_where_global_options_go(capsys):
+    for argv, ray in ((["--help"], True), (["launch", "--help"], True),
+                      (["resume", "--help"], True), (["status", "--help"], False)):
+        with pytest.raises(SystemExit):
+            parse_args(argv)
+        text = capsys.readouterr().out
+        assert "global options (before or after the subcommand)" in text
+        assert "--tracking-uri URI" in text and ("--address ADDR" in text) == ray
+
+
+def test_the_uri_after_the_subcommand_is_the_store_used(monkeypatch, tmp_path):
+    seen = {}
+
+    def status(args, uri):
+        seen["uri"] = uri
+        return 0
+
+    monkeypatch.setattr(cli, "COMMANDS", {**cli.COMMANDS, "status": status})
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///env.db")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["status", "x", "--tracking-uri", "sqlite:///m.db"]) == 0
+    assert seen["uri"] == f"sqlite:///{tmp_path}/m.db"
+
+
+def test_a_sweep_is_found_in_the_store_named_after_the_subcommand(tmp_path, capsys):
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    MlflowClient(tracking_uri=uri).create_experiment("held")
+    assert cli.main(["status", "nosuch", "--tracking-uri", uri]) == 2
+    assert "known sweeps: held" in capsys.readouterr().err
+
+
+NO_TORCH = """
+import sys
+from orchestrator.cli import main
+code = main(sys.argv[1:])
+assert "torch" not in sys.modules, "torch was imported"
+sys.exit(code)
+"""
+
+
+def test_status_and_fit_do_not_import_torch(tmp_path):
+    """`sweep status` and `sweep fit` read the store only: no torch import (seconds)."""
+    import subprocess
+    import sys
+
+    import numpy as np
+    import yaml
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
+
+    from fitter.synthetic import Truth, synthetic_runs
+    from orchestrator.spec import spec_from_dict
+    from orchestrator.tracking import Tracker
+    from trainer import schema
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    spec = {"name": "demo", "overrides": ["model=tiny", "data=synthetic"],
+            "grid": {"optim.lr": "choice(1e-3, 1e-2)"}}
+    tracker = Tracker(uri, "demo", code_version="test",
+                      spec_yaml=yaml.safe_dump(spec_from_dict(spec).to_dict()))
+    client = MlflowClient(tracking_uri=uri)
+    frame = synthetic_runs(Truth(lr=(0.5, -0.3, 0.0, 0.0), loss=(2.0, 300.0, 1500.0, 0.3, 0.35)),
+                           n_values=[1e6, 2e6, 4e6], d_values=[1e8, 1e9], b_values=[8192],
+                           noise=0.001, seed=5)
+    for i, row in frame.iterrows():
+        run = client.create_run(tracker.experiment_id, tags={
+            schema.PARENT_RUN_TAG: tracker.parent_id, schema.KIND_TAG: schema.KIND_TRIAL,
+            schema.TRIAL_ID_TAG: f"t{i}", schema.TRIAL_STATUS_TAG: row["status"]})
+        params = {schema.PARAM_LR: row["lr"], schema.PARAM_TOKENS: int(row["D"]),
+                  schema.PARAM_N_PARAMS: int(row["N"]), schema.PARAM_BATCH_TOKENS: 8192,
+                  schema.PARAM_SEQ_LEN: 128, schema.PARAM_WEIGHT_DECAY: 0.0}
+        metrics = [Metric(schema.FINAL_EVAL_LOSS, row["loss"], 0, 1)] \
+            if np.isfinite(row["loss"]) else []
+        schema.log_batch(client, run.info.run_id, metrics=metrics,
+                         params=[Param(k, str(v)) for k, v in params.items()])
+    repo = str(Path(__file__).resolve().parents[2])  # this checkout, not an installed one
+    env = {**os.environ, "PYTHONPATH": repo}
+    for argv in (["status", "demo"], ["fit", "demo", "--n-boot", "10", "--law", "lr",
+                                      "--out", str(tmp_path / "fit")]):
+        proc = subprocess.run([sys.executable, "-c", NO_TORCH, *argv, "--tracking-uri", uri],
+                              capture_output=True, text=True, cwd=tmp_path, env=env,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "fit" / "fit.json").exists()

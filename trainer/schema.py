@@ -1,0 +1,153 @@
+"""The MLflow record of sweeps and trials: names, statuses, and the few writes every writer shares.
+
+This is the contract between whoever writes a trial's record (the trainer's own reporter, the
+orchestrator's tracking actor and re-sync) and whoever reads it (`sweep status`, `sweep fit`,
+the fitter). It lives in the trainer because the trainer is the one package every other may
+import; it imports neither torch nor Ray, and MLflow only inside the functions that call it,
+so `sweep status`, `sweep fit` and a Ray worker unpickling a tracker handle stay light.
+
+The layout (one experiment per sweep):
+- a parent run per sweep: `KIND_TAG=sweep`, the spec as artifact `SPEC_ARTIFACT`, tags
+  `SWEEP_STATUS_TAG` and `SWEEP_CANCEL_TAG`;
+- a child run per trial: `KIND_TAG=trial`, `PARENT_RUN_TAG`, `TRIAL_ID_TAG`,
+  `TRIAL_STATUS_TAG` (one of `STATUSES`), `TRIAL_ATTEMPT_TAG`, `CODE_VERSION_TAG`,
+  `TRIAL_NODE_TAG`; params: every resolved config key, dotted, plus `derived.*`; metrics:
+  `HISTORY_KEYS` per optimizer step and `final/*` once;
+- a fit run: `KIND_TAG=fit`, artifacts `fit.json` and `plots/`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+# -- tags ------------------------------------------------------------------------------------
+KIND_TAG = "proxysweep.kind"
+KIND_SWEEP, KIND_TRIAL, KIND_FIT = "sweep", "trial", "fit"
+PARENT_RUN_TAG = "mlflow.parentRunId"  # mlflow.utils.mlflow_tags.MLFLOW_PARENT_RUN_ID
+TRIAL_ID_TAG = "trial.id"
+TRIAL_STATUS_TAG = "trial.status"
+TRIAL_ATTEMPT_TAG = "trial.attempt"
+TRIAL_NODE_TAG = "trial.node"
+CODE_VERSION_TAG = "code.version"
+SWEEP_STATUS_TAG = "sweep.status"
+SWEEP_CANCEL_TAG = "sweep.cancel"
+SPEC_ARTIFACT = "sweep.yaml"
+
+# -- trial statuses --------------------------------------------------------------------------
+RUNNING, FINISHED, DIVERGED = "running", "finished", "diverged"
+FAILED, PRUNED, INTERRUPTED = "failed", "pruned", "interrupted"
+STATUSES = (RUNNING, FINISHED, DIVERGED, FAILED, PRUNED, INTERRUPTED)
+DONE = (FINISHED, DIVERGED)
+"""A trial that ended with one of these is done: it never runs again, and the fitter uses it
+(a diverged trial marks an LR too high)."""
+_RUN_STATUS = {FINISHED: "FINISHED", DIVERGED: "FINISHED", INTERRUPTED: "KILLED"}
+
+# -- params and metrics ----------------------------------------------------------------------
+PARAM_LR = "optim.lr"
+PARAM_WEIGHT_DECAY = "optim.weight_decay"
+PARAM_TOKENS = "train.tokens"
+PARAM_SEQ_LEN = "train.seq_len"
+PARAM_BATCH_SIZE = "train.batch_size"
+DERIVED_PREFIX = "derived."
+PARAM_N_PARAMS = "derived.n_params"
+"""Non-embedding parameters N."""
+PARAM_BATCH_TOKENS = "derived.batch_tokens"
+PARAM_EFFECTIVE_WEIGHT_DECAY = "derived.weight_decay"
+"""λ as trained: `optim.weight_decay`, or the one `optim.timescale` sets."""
+HISTORY_KEYS = ("train/loss", "train/lr", "train/grad_norm", "train/tokens",
+                "train/batch_tokens", "train/norm_test", "eval/loss", "perf/tokens_per_s",
+                "perf/mfu")
+"""Metrics logged per optimizer step."""
+FINAL_PREFIX = "final/"
+FINAL_EVAL_LOSS = "final/eval_loss"
+FINAL_STEPS = "final/steps"
+FINAL_WALL_S = "final/wall_s"
+
+# -- MLflow's limits per log_batch call ------------------------------------------------------
+MAX_METRICS_PER_BATCH = 1000
+MAX_PARAMS_PER_BATCH = 100
+"""Params, and also tags, per call."""
+
+
+def run_status(status: str) -> str:
+    """The MLflow run status that ends a run of trial (or sweep) `status`: FINISHED for a
+    finished or diverged one, KILLED for an interrupted one, FAILED otherwise."""
+    return _RUN_STATUS.get(status, "FAILED")
+
+
+def kind_filter(kind: str) -> str:
+    """The `search_runs` filter for runs of one `KIND_TAG`."""
+    return f"tags.`{KIND_TAG}` = '{kind}'"
+
+
+def trial_filter(trial_id: str) -> str:
+    """The `search_runs` filter for the child run of one trial."""
+    return f"{kind_filter(KIND_TRIAL)} and tags.`{TRIAL_ID_TAG}` = '{trial_id}'"
+
+
+def sweep_runs(client: MlflowClient, experiment_id: str, kind: str) -> list:
+    """All runs of one `KIND_TAG` in an experiment (paged through)."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], kind_filter(kind), max_results=1000,
+                                  page_token=token)
+        runs += list(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def recorded_trials(uri: str, sweep: str) -> dict[str, dict]:
+    """trial id → {status, attempt, run} of every child run of a sweep (empty if unknown)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(sweep)
+    if exp is None:
+        return {}
+    states = {}
+    for run in sweep_runs(client, exp.experiment_id, KIND_TRIAL):
+        tags = run.data.tags
+        states[tags[TRIAL_ID_TAG]] = {"status": tags.get(TRIAL_STATUS_TAG, RUNNING),
+                                      "attempt": int(tags.get(TRIAL_ATTEMPT_TAG, 1)),
+                                      "run": run}
+    return states
+
+
+def find_or_create_run(client: MlflowClient, experiment_id: str, *, tags: dict[str, str],
+                       name: str):
+    """The run of `tags`'s kind (for a trial: with its `trial.id`) in the experiment, created
+    with `tags` if there is none. Looking first makes a create safe to repeat, e.g. after one
+    whose answer was lost to a server outage."""
+    kind = tags[KIND_TAG]
+    query = trial_filter(tags[TRIAL_ID_TAG]) if kind == KIND_TRIAL else kind_filter(kind)
+    found = client.search_runs([experiment_id], query, max_results=1)
+    if found:
+        return found[0]
+    return client.create_run(experiment_id, run_name=name[:250], tags=tags)
+
+
+def batches(*, metrics: Sequence = (), params: Sequence = (),
+            tags: Sequence = ()) -> Iterator[tuple[list, list, list]]:
+    """(metrics, params, tags) chunks within MLflow's limits per `log_batch` call; one chunk
+    when they fit, none when all three are empty."""
+    metrics, params, tags = list(metrics), list(params), list(tags)
+    while metrics or params or tags:
+        yield (metrics[:MAX_METRICS_PER_BATCH], params[:MAX_PARAMS_PER_BATCH],
+               tags[:MAX_PARAMS_PER_BATCH])
+        metrics, params, tags = (metrics[MAX_METRICS_PER_BATCH:],
+                                 params[MAX_PARAMS_PER_BATCH:], tags[MAX_PARAMS_PER_BATCH:])
+
+
+def log_batch(client: MlflowClient, run_id: str, *, metrics: Sequence = (),
+              params: Sequence = (), tags: Sequence = ()) -> int:
+    """`client.log_batch` in as many calls as MLflow's limits need; the number of calls."""
+    calls = 0
+    for m, p, t in batches(metrics=metrics, params=params, tags=tags):
+        client.log_batch(run_id, metrics=m, params=p, tags=t)
+        calls += 1
+    return calls
