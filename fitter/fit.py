@@ -104,19 +104,20 @@ def fit_runs(runs: Runs, *, laws: tuple[str, ...] | None = None, n_boot: int = 5
         optima, fitted, skipped = _fit_group(part, wanted, explicit=laws is not None,
                                              n_boot=n_boot, seed=seed)
         frames.append(optima.assign(**values) if not optima.empty else optima)
-        prefix = f"{grouping.label(values)}: " if grouped else ""
         for law, fit in fitted.items():
             key = grouping.law_key(law, values, grouped=grouped)
             result.laws[key], result.groups[key] = fit, values
         for law, reason in skipped.items():
             key = grouping.law_key(law, values, grouped=grouped)
-            result.skipped[key], result.groups[key] = prefix + reason, values
+            result.skipped[key], result.groups[key] = reason, values
     result.optima = pd.concat([f for f in frames if not f.empty], ignore_index=True) if any(
         not f.empty for f in frames) else pd.DataFrame()
     if laws is not None:
         for law in wanted:
             if not any(law_name(k) == law for k in result.laws):
-                raise FitError(next(v for k, v in result.skipped.items() if law_name(k) == law))
+                key = next(k for k in result.skipped if law_name(k) == law)
+                where = grouping.label(result.groups[key])
+                raise FitError((f"{where}: " if grouped else "") + result.skipped[key])
     if not result.laws and result.optima.empty:
         raise FitError(next(iter(result.skipped.values())))
     return result
