@@ -27,8 +27,8 @@ def log_sweep(uri: str, name: str, frame: pd.DataFrame) -> None:
         params = {"optim.lr": row["lr"], "optim.weight_decay": row["wd"],
                   "train.batch_size": int(row["B"] // SEQ_LEN), "train.seq_len": SEQ_LEN,
                   "train.tokens": int(row["D"]), "derived.n_params": int(row["N"]),
-                  "derived.batch_tokens": int(row["B"]), "seed": 0, "model.param": "mup",
-                  "run_dir": f"runs/t{i}"}
+                  "derived.batch_tokens": int(row["B"]), "seed": 0,
+                  "model.param": row.get("model.param", "mup"), "run_dir": f"runs/t{i}"}
         metrics = [Metric("final/eval_loss", row["loss"], 0, 1)] if np.isfinite(row["loss"]) else []
         client.log_batch(run.info.run_id, metrics=metrics,
                          params=[Param(k, str(v)) for k, v in params.items()])

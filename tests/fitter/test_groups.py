@@ -128,3 +128,24 @@ def test_a_group_that_cannot_be_fitted_is_skipped_by_name():
     result = fit_runs(from_short_frame(frame, source="s"), n_boot=50)
     assert "lr[model.param=mup]" in result.laws
     assert "diverged" in result.skipped["lr[model.param=sp]"]
+
+
+def test_sweep_fit_logs_each_groups_law_and_plots_to_the_fit_run(tmp_path, capsys):
+    from mlflow import MlflowClient
+
+    from tests.fitter.test_cli import log_sweep
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    log_sweep(uri, "transfer", mup_and_sp())
+    out = tmp_path / "fit"
+    assert main(["--tracking-uri", uri, "fit", "transfer", "--law", "lr", "--out", str(out),
+                 "--n-boot", "50"]) == 0
+    printed = capsys.readouterr().out
+    assert "lr[model.param=mup]" in printed and "lr[model.param=sp]" in printed
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("transfer")
+    (fit,) = client.search_runs([exp.experiment_id], "tags.`proxysweep.kind` = 'fit'")
+    assert fit.data.metrics["lr/model.param-sp/a_N"] == pytest.approx(-0.5, abs=0.05)
+    logged = {a.path for a in client.list_artifacts(fit.info.run_id, "plots")}
+    assert {"plots/loss_vs_lr.png", "plots/lr_opt_vs_width.png",
+            "plots/law_lr_model.param-mup.png", "plots/law_lr_model.param-sp.png"} <= logged

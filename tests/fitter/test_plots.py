@@ -9,7 +9,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib import pyplot as plt  # noqa: E402
 
-from fitter import plots  # noqa: E402
+from fitter import law_plots, plot_style, plots  # noqa: E402
 from fitter.data import from_short_frame  # noqa: E402
 from fitter.fit import fit_runs, interval_meaningful, write_fit  # noqa: E402
 from fitter.synthetic import Truth, synthetic_runs  # noqa: E402
@@ -41,7 +41,7 @@ def test_measured_sweep_writes_the_tp5_figure_width_figure_and_the_mup_law(measu
 
 
 def test_tp5_figure_has_one_panel_per_group_sharing_y_and_one_curve_per_width(measured):
-    with plt.rc_context(plots.STYLE):
+    with plt.rc_context(plot_style.STYLE):
         (fig,) = plots._loss_vs_lr_figures(plt, measured)
     mup, sp = fig.axes
     assert [mup.get_title(), sp.get_title()] == ["model.param=mup", "model.param=sp"]
@@ -56,7 +56,7 @@ def test_tp5_figure_has_one_panel_per_group_sharing_y_and_one_curve_per_width(me
 
 
 def test_every_text_is_at_least_9_points(measured):
-    with plt.rc_context(plots.STYLE):
+    with plt.rc_context(plot_style.STYLE):
         (fig,) = plots._loss_vs_lr_figures(plt, measured)
         sizes = [t.get_fontsize() for ax in fig.axes
                  for t in [*ax.get_xticklabels(), *ax.get_yticklabels(), ax.xaxis.label]]
@@ -67,8 +67,8 @@ def test_every_text_is_at_least_9_points(measured):
 def test_law_from_three_points_says_so_instead_of_drawing_a_band(measured):
     law = measured.laws["lr[model.param=mup]"]
     assert len(law.points) == 3 and not interval_meaningful(3, 2)
-    with plt.rc_context(plots.STYLE):
-        fig = plots._law_figure(plt, law, "lr[model.param=mup]", {"D": 1e6, "B": 2048})
+    with plt.rc_context(plot_style.STYLE):
+        fig = law_plots.law_figure(plt, law, "lr[model.param=mup]", {"D": 1e6, "B": 2048})
     ax = fig.axes[0]
     assert any("too few points for an interval" in t.get_text() for t in ax.texts)
     assert not ax.collections or all(type(c).__name__ != "PolyCollection"
@@ -80,8 +80,8 @@ def test_law_with_enough_points_draws_its_band_and_the_published_law():
     frame = synthetic_runs(Truth(lr=(0.5, -0.3, -0.1, 0.0)), n_values=[1e6, 4e6, 1.6e7],
                            d_values=[1e8, 4e8, 1.6e9], b_values=[1e5], noise=0.001)
     law = fit_runs(from_short_frame(frame, source="s"), laws=("lr",), n_boot=50).laws["lr"]
-    with plt.rc_context(plots.STYLE):
-        fig = plots._law_figure(plt, law, "lr", {"B": 1e5})
+    with plt.rc_context(plot_style.STYLE):
+        fig = law_plots.law_figure(plt, law, "lr", {"B": 1e5})
     for ax in fig.axes:
         kinds = {type(c).__name__ for c in ax.collections}
         assert "PolyCollection" in kinds or "FillBetweenPolyCollection" in kinds
@@ -98,11 +98,11 @@ def test_shen_power_law_is_drawn_over_b_and_d_with_batch_in_sequences():
     result = fit_runs(from_short_frame(frame, source="s"), laws=("lr",), n_boot=50)
     law = result.laws["lr"]
     assert law.axes == ("D", "B")
-    with plt.rc_context(plots.STYLE):
-        fig = plots._law_figure(plt, law, "lr", plots._constants(result, {}))
+    with plt.rc_context(plot_style.STYLE):
+        fig = law_plots.law_figure(plt, law, "lr", law_plots.constants_of(result, {}))
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert any(text.startswith("Shen et al. 2024") for text in labels)
     plt.close(fig)
     # η = 4.6 · (B / seq_len) · D^−0.51, B in tokens
-    shen = plots.PUBLISHED[0].value({"B": 128 * 16, "seq_len": 128, "D": 1e9})
+    shen = law_plots.PUBLISHED[0].value({"B": 128 * 16, "seq_len": 128, "D": 1e9})
     assert shen == pytest.approx(4.6 * 16 * 1e9 ** -0.51)
