@@ -10,7 +10,8 @@ Those, with N, D, B and wd, identify a *slice*: runs that differ only in learnin
 
 Two spellings are accepted: MLflow's (`params.optim.lr`, `metrics.final/eval_loss`,
 `tags.trial.status`, as in `mlflow.search_runs`) and short names (`N`, `D`, `B`, `lr`, `wd`,
-`loss`, optionally `status`, `run`, and `C` for training FLOPs, giving D = C / (6N)).
+`loss`, optionally `status`, `run`, `C` for training FLOPs, giving D = C / (6N), and other
+config keys by their dotted names, e.g. `model.param`, which then split the laws into groups).
 A CSV that also has a `step` column holds loss histories: one row per (run, step, loss), the
 run's other columns repeated on each row; its final loss is the loss at its last step.
 """
@@ -111,7 +112,11 @@ def from_short_frame(frame: pd.DataFrame, *, source: str) -> Runs:
         table[name] = _number(frame.get(name), frame.index)
     if "C" in frame and table["D"].isna().all():
         table["D"] = _number(frame["C"], frame.index) / (6.0 * table["N"])
-    return _finish(table, [], source)
+    extra = [c for c in frame.columns if "." in str(c) and _slice_key(c)
+             and frame[c].nunique(dropna=False) > 1]
+    for key in extra:
+        table[key] = frame[key].astype(str)
+    return _finish(table, extra, source)
 
 
 def read_csv(path: str | Path) -> Runs:

@@ -1,8 +1,18 @@
 """All laws of one sweep, and the fit.json that records them.
 
-`fit_runs` turns a `Runs` table into slice optima and every law the data supports. Asked for
-one law, it raises that law's `FitError`; asked for all, it records why each missing law was
-skipped and raises only when nothing at all could be fitted.
+`fit_runs` turns a `Runs` table into slice optima and every law the data supports, once per
+group of the categorical keys that are not axes of the laws (`fitter.groups`: muP and SP runs
+get separate laws). Asked for one law, it raises that law's `FitError` when no group gives it;
+asked for all, it records why each missing law was skipped and raises only when nothing at all
+could be fitted.
+
+fit.json (DESIGN.md) keeps one entry per law under `laws`. With one group the key is the law's
+name (`lr`), as it always was; with several it is `LAW[GROUP]`, e.g. `lr[model.param=mup]` and
+`lr[model.param=sp]`, and `skipped` is keyed the same way. Every law's entry also says `law`
+(its name) and `group` (key → value, `{}` when ungrouped); the document lists `group_keys`,
+`groups` (labels) and `pooled` (true after `sweep fit --pool`, which fits one law across
+groups). The lr law's exponents are named after their axes, `a_N`, `a_D`, `a_B`, so the law
+reads `lr_opt = c * N^a_N * D^a_D`.
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fitter import groups as grouping
 from fitter.cbs import cbs_law
 from fitter.data import Runs, require
 from fitter.errors import FitError
@@ -28,55 +39,115 @@ SLICE_LAWS = ("lr", "timescale", "batch")
 
 @dataclass
 class FitResult:
-    """Slice optima and fitted laws of one sweep."""
+    """Slice optima and fitted laws of one sweep, keyed as in fit.json (`lr`, `lr[GROUP]`)."""
 
     runs: Runs
     optima: pd.DataFrame
     laws: dict = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    groups: dict[str, dict[str, str]] = field(default_factory=dict)
+    """fit.json key (of a law or a skipped law) → its group."""
+    group_keys: tuple[str, ...] = ()
+    pooled: bool = False
+
+    @property
+    def group_list(self) -> list[dict[str, str]]:
+        """The distinct groups, in order."""
+        out: list[dict[str, str]] = []
+        for group in self.groups.values():
+            if group not in out:
+                out.append(group)
+        return out or [{}]
+
+    def laws_of(self, group: dict[str, str]) -> tuple[dict, dict[str, str]]:
+        """(law name → law, law name → reason skipped) of one group."""
+        laws = {law_name(k): v for k, v in self.laws.items() if self.groups.get(k) == group}
+        skipped = {law_name(k): v for k, v in self.skipped.items()
+                   if self.groups.get(k, group) == group}
+        return laws, skipped
+
+
+def law_name(key: str) -> str:
+    """`lr` from `lr[model.param=mup]`."""
+    return key.split("[", 1)[0]
 
 
 def fit_runs(runs: Runs, *, laws: tuple[str, ...] | None = None, n_boot: int = 500,
-             seed: int = 0) -> FitResult:
+             seed: int = 0, pool: bool = False, group: dict[str, str] | None = None
+             ) -> FitResult:
     """Slice optima and the requested laws (all that the data supports when laws is None).
 
+    Args:
+        runs: the sweep's runs.
+        laws: the laws to fit; None for every law the runs support.
+        n_boot: bootstrap resamples per law (and per slice optimum).
+        seed: seed of the bootstraps.
+        pool: fit one law across groups (each (N, D, B) takes its best slice of any group).
+        group: fit only this group (key → value), e.g. {"model.param": "mup"}.
+
     Raises:
-        FitError: an unknown law; a requested law that cannot be fitted; or no law at all.
+        FitError: an unknown law or group; a requested law that no group can fit; no law at all.
     """
     wanted = LAWS if laws is None else laws
     unknown = [law for law in wanted if law not in LAWS]
     if unknown:
         raise FitError(f"unknown law {unknown[0]!r}; choose one of {', '.join(LAWS)}.")
     require(runs, ("loss",), law=wanted[0])
-    result = FitResult(runs, pd.DataFrame())
-    if any(law in SLICE_LAWS for law in wanted) or laws is None:
-        try:
-            result.optima = _optima(runs, wanted[0] if laws else "lr")
-        except FitError as err:
-            if laws is not None:
-                raise
-            result.skipped.update({law: str(err) for law in SLICE_LAWS})
-    for law in wanted:
-        if law in result.skipped:
-            continue
-        try:
-            result.laws[law] = _fit_one(law, result, n_boot=n_boot, seed=seed)
-        except FitError as err:
-            if laws is not None:
-                raise
-            result.skipped[law] = str(err)
+    if group:
+        runs = grouping.select(runs, group)
+    keys = () if pool else grouping.group_keys(runs)
+    parts = grouping.split(runs, keys)
+    grouped = len(parts) > 1
+    result = FitResult(runs, pd.DataFrame(), group_keys=keys, pooled=pool)
+    frames = []
+    for values, part in parts:
+        optima, fitted, skipped = _fit_group(part, wanted, explicit=laws is not None,
+                                             n_boot=n_boot, seed=seed)
+        frames.append(optima.assign(**values) if not optima.empty else optima)
+        for law, fit in fitted.items():
+            key = grouping.law_key(law, values, grouped=grouped)
+            result.laws[key], result.groups[key] = fit, values
+        for law, reason in skipped.items():
+            key = grouping.law_key(law, values, grouped=grouped)
+            result.skipped[key], result.groups[key] = reason, values
+    result.optima = pd.concat([f for f in frames if not f.empty], ignore_index=True) if any(
+        not f.empty for f in frames) else pd.DataFrame()
+    if laws is not None:
+        for law in wanted:
+            if not any(law_name(k) == law for k in result.laws):
+                key = next(k for k in result.skipped if law_name(k) == law)
+                where = grouping.label(result.groups[key])
+                raise FitError((f"{where}: " if grouped else "") + result.skipped[key])
     if not result.laws and result.optima.empty:
         raise FitError(next(iter(result.skipped.values())))
     return result
 
 
-def _optima(runs: Runs, law: str) -> pd.DataFrame:
+def _fit_group(runs: Runs, wanted: tuple[str, ...], *, explicit: bool, n_boot: int,
+               seed: int):
+    # optima, fitted laws and skipped laws (name → reason) of one group
+    optima, fitted, skipped = pd.DataFrame(), {}, {}
+    if not explicit or any(law in SLICE_LAWS for law in wanted):
+        try:
+            optima = _optima(runs, wanted[0] if explicit else "lr", n_boot=n_boot, seed=seed)
+        except FitError as err:
+            skipped.update({law: str(err) for law in SLICE_LAWS if law in wanted})
+    for law in wanted:
+        if law in skipped:
+            continue
+        try:
+            fitted[law] = _fit_one(law, runs, optima, n_boot=n_boot, seed=seed)
+        except FitError as err:
+            skipped[law] = str(err)
+    return optima, fitted, skipped
+
+
+def _optima(runs: Runs, law: str, *, n_boot: int, seed: int) -> pd.DataFrame:
     usable = require(runs, ("lr",), law=law)
-    return lr_optima(usable, runs.slice_keys)
+    return lr_optima(usable, runs.slice_keys, n_boot=min(n_boot, 200), seed=seed)
 
 
-def _fit_one(law: str, result: FitResult, *, n_boot: int, seed: int):
-    runs, optima = result.runs, result.optima
+def _fit_one(law: str, runs: Runs, optima: pd.DataFrame, *, n_boot: int, seed: int):
     boot = {"n_boot": n_boot, "seed": seed}
     if law == "loss":
         finished = require(runs, ("N", "D", "loss"), law="loss")
@@ -103,7 +174,10 @@ def fit_json(result: FitResult, *, sweep: str) -> dict:
         "sweep": sweep, "source": result.runs.source,
         "n_runs": len(table), "n_finished": int((table["status"] == "finished").sum()),
         "n_diverged": int((table["status"] == "diverged").sum()),
-        "laws": {name: law.to_json() for name, law in result.laws.items()},
+        "group_keys": list(result.group_keys), "pooled": result.pooled,
+        "groups": [grouping.label(g) for g in result.group_list if g],
+        "laws": {key: {**law.to_json(), "law": law_name(key), "group": result.groups[key]}
+                 for key, law in result.laws.items()},
         "skipped": result.skipped,
         "slices": _slices_json(optima),
         "next_grid": next_grid(optima) if not optima.empty else [],
@@ -133,6 +207,15 @@ def _slices_json(optima: pd.DataFrame) -> list[dict]:
     return rows
 
 
+def interval_meaningful(n_points: int, n_coef: int) -> bool:
+    """Whether a bootstrap band over n_points means anything: 2 points more than coefficients.
+
+    With fewer (3 points for c and one exponent), resamples repeat one or two points and the
+    band turns into a V pinned at the data's centre.
+    """
+    return n_points >= n_coef + 2
+
+
 def _clean(value):
     # JSON has no NaN, numpy scalars or tuples
     if isinstance(value, dict):
@@ -150,14 +233,24 @@ def format_fit(doc: dict) -> str:
     """Plain-text summary of a fit.json document for the terminal."""
     lines = [f"{doc['sweep']}: {doc['n_runs']} runs ({doc['n_finished']} finished, "
              f"{doc['n_diverged']} diverged), {len(doc['slices'])} LR slices"]
+    if doc.get("groups"):
+        lines.append(f"  laws fitted per group of {', '.join(doc['group_keys'])}: "
+                     + "; ".join(doc["groups"]) + " (pool them with --pool)")
+    elif doc.get("pooled"):
+        lines.append("  laws pooled across groups (--pool)")
+    width = max([10, *(len(k) for k in [*doc["laws"], *doc["skipped"]])])
     for name, law in doc["laws"].items():
-        level = f"{law['ci_level']:.0%}"
-        coefs = ", ".join(f"{k}={v:.4g} [{law['ci'][k][0]:.3g}, {law['ci'][k][1]:.3g}]"
-                          for k, v in law["coef"].items())
-        lines.append(f"  {name:<10} {law['form']}   ({law['n_points']} points, {level} CI)")
-        lines.append(f"             {coefs}")
+        if interval_meaningful(law["n_points"], len(law["coef"])):
+            level = f"{law['ci_level']:.0%} CI"
+            coefs = ", ".join(f"{k}={v:.4g} [{law['ci'][k][0]:.3g}, {law['ci'][k][1]:.3g}]"
+                              for k, v in law["coef"].items())
+        else:
+            level = "too few points for an interval"
+            coefs = ", ".join(f"{k}={v:.4g}" for k, v in law["coef"].items())
+        lines.append(f"  {name:<{width}} {law['form']}   ({law['n_points']} points, {level})")
+        lines.append(" " * (width + 3) + coefs)
     for name, reason in doc["skipped"].items():
-        lines.append(f"  {name:<10} skipped: {reason}")
+        lines.append(f"  {name:<{width}} skipped: {reason}")
     edges = [s for s in doc["slices"] if s.get("edge") in ("low", "high", "all_diverged")]
     if edges:
         lines.append(f"  {len(edges)} slices have their best LR at the grid edge; to bracket "

@@ -1,6 +1,7 @@
 """Hyperparameter laws from slice optima: learning rate, weight-decay timescale, batch size.
 
-- `lr`: η_opt = c · ∏ x^e over the axes among N, D, B that vary. Within each (N, D, B) the
+- `lr`: η_opt = c · N^a_N · D^a_D · B^a_B over the axes among N, D, B that vary (the
+  exponent of N is `a_N`, and so on). Within each (N, D, B) the
   slice with the lowest optimal loss is used (the LR at the best setting of the other keys).
 - `timescale`: τ = B / (η λ D) (Power Lines, B and D both in tokens). Per (N, D, B), τ at each
   slice's LR optimum; with 3 or more weight decays a quadratic in log τ gives τ_opt, otherwise
@@ -22,7 +23,10 @@ AXIS_KEYS = {"N": "model.width", "D": "train.tokens", "B": "train.batch_size"}
 
 
 def lr_law(optima: pd.DataFrame, **boot) -> LawFit:
-    """η_opt = c · ∏ x^e over the varying axes among N, D, B."""
+    """η_opt = c · N^a_N · D^a_D · B^a_B over the varying axes among N, D, B.
+
+    Each point keeps its slice's bootstrap interval (`lr_lo`, `lr_hi`) for the figures.
+    """
     axes = [a for a in ("N", "D", "B") if a in optima and optima[a].notna().all()]
     points = best_per_group(optima, axes)
     _enough(points, "lr", "slices with a bracketed LR optimum (see `next_grid` in fit.json)")
@@ -31,10 +35,15 @@ def lr_law(optima: pd.DataFrame, **boot) -> LawFit:
         keys = " or ".join(AXIS_KEYS[a] for a in axes) or "model.width, train.tokens"
         raise FitError(f"the lr law needs LR optima at 2 or more values of N, D or B but the "
                        f"sweep has one; add values along {keys}.")
-    points = points[[*varying, "lr_opt", "loss_opt"]]
+    points = points[[*varying, "lr_opt", "lr_lo", "lr_hi", "loss_opt"]]
     hint = "slices with bracketed LR optima along " + ", ".join(AXIS_KEYS[a] for a in varying)
-    return fit_power_law(points, name="lr", axes=varying, exponents=varying, target="lr_opt",
-                         hint=hint, **boot)
+    return fit_power_law(points, name="lr", axes=varying, exponents=lr_exponents(varying),
+                         target="lr_opt", hint=hint, **boot)
+
+
+def lr_exponents(axes: tuple[str, ...]) -> tuple[str, ...]:
+    """Names of the lr law's exponents: `a_N` for N, so the law reads `N^a_N`, not `N^N`."""
+    return tuple(f"a_{a}" for a in axes)
 
 
 def timescale_points(optima: pd.DataFrame) -> pd.DataFrame:

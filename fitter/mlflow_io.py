@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +71,17 @@ def _cbs_candidates(runs: Runs) -> list[str]:
     return finished.loc[counts >= 3, "run"].tolist()
 
 
+def metric_name(law: dict, coef: str) -> str:
+    """`lr.a_N` for an ungrouped law, `lr/model.param-mup/a_N` for a group's law.
+
+    MLflow metric names allow no `=`, `[` or `,`, so a group's label is spelled with dashes.
+    """
+    if not law.get("group"):
+        return f"{law['law']}.{coef}"
+    group = re.sub(r"[^\w.\- ]", "_", "-".join(f"{k}-{v}" for k, v in law["group"].items()))
+    return f"{law['law']}/{group}/{coef}"
+
+
 def log_fit(uri: str, sweep: str, out_dir: str | Path, doc: dict) -> str:
     """Record a fit run (tag proxysweep.kind=fit) with fit.json and plots/; its run id."""
     from mlflow import MlflowClient
@@ -79,7 +91,7 @@ def log_fit(uri: str, sweep: str, out_dir: str | Path, doc: dict) -> str:
     run = client.create_run(exp.experiment_id, run_name=f"fit {sweep}",
                             tags={KIND_TAG: KIND_FIT})
     run_id = run.info.run_id
-    metrics = {f"{law}.{name}": value for law, body in doc["laws"].items()
+    metrics = {metric_name(body, name): value for body in doc["laws"].values()
                for name, value in body["coef"].items() if value is not None}
     for key, value in metrics.items():
         client.log_metric(run_id, key, value)

@@ -1,16 +1,54 @@
-"""PNG plots of a fit: loss against LR per slice, and each law on log axes with its band."""
+"""The figures of a fit, written by `sweep fit` and logged to its MLflow run.
+
+- `loss_vs_lr.png` (Tensor Programs V, Figure 1): final eval loss against log₂ LR, one curve
+  per width (or per N, D, B, λ: the first axis that varies), a star at each curve's fitted
+  optimum with its bootstrap interval, the local parabola dashed, diverged trials as crosses
+  at the top of the axis. One panel per group (muP and SP side by side, sharing y). Other keys
+  that vary get one figure each (`loss_vs_lr_1.png`, ...), at most `MAX_FIGURES`.
+- `lr_opt_vs_width.png`: the optimal LR against width with its interval, one line per group
+  (flat under muP, falling under SP when muP transfers).
+- `law_LAW.png` (`law_LAW_GROUP.png` with groups): each law with its optima, their intervals
+  and the fitted line on log axes; a band only when there are enough points for one
+  (`fitter.fit.interval_meaningful`), otherwise the words "too few points for an interval",
+  and a published law beside it where one applies (`fitter.law_plots`).
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-MAX_SLICES = 16
+from fitter.fit import law_name
+from fitter.groups import AXIS_CONFIG_KEYS, group_keys, label
+from fitter.law_plots import constants_of, law_figure, loss_figure
+from fitter.plot_style import (
+    DPI,
+    LOSS_LABEL,
+    MAX_CURVES,
+    STYLE,
+    UNITS,
+    as_text,
+    combinations,
+    log2_axis,
+    palette,
+    readable_log_axis,
+    row_mask,
+    select,
+    short,
+    value_ticks,
+)
+
+MAX_FIGURES = 6
+"""Loss-vs-LR figures per fit (one per combination of the keys that are neither curve nor
+panel)."""
+CURVE_AXES = ("N", "D", "B", "wd")
 
 
 def save_plots(result, out_dir: str | Path) -> list[Path]:
-    """Write every plot of a `FitResult` under out_dir; the paths written."""
+    """Write every figure of a `FitResult` under out_dir; the paths written."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -19,116 +57,214 @@ def save_plots(result, out_dir: str | Path) -> list[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    if not result.optima.empty:
-        paths.append(_save(plt, _slices_figure(plt, result), out / "lr_slices.png"))
-    for name, law in result.laws.items():
-        fig = _loss_figure(plt, law) if name == "loss" else _law_figure(plt, law)
-        paths.append(_save(plt, fig, out / f"law_{name}.png"))
+    with plt.rc_context(STYLE):
+        if not result.optima.empty:
+            figures = _loss_vs_lr_figures(plt, result)
+            for i, fig in enumerate(figures):
+                name = "loss_vs_lr.png" if len(figures) == 1 else f"loss_vs_lr_{i + 1}.png"
+                paths.append(_save(plt, fig, out / name))
+            fig = _lr_vs_width_figure(plt, result)
+            if fig is not None:
+                paths.append(_save(plt, fig, out / "lr_opt_vs_width.png"))
+        for key, law in result.laws.items():
+            group = result.groups.get(key, {})
+            fig = (loss_figure(plt, law, key) if law_name(key) == "loss"
+                   else law_figure(plt, law, key, constants_of(result, group)))
+            paths.append(_save(plt, fig, out / f"law_{_file_label(key)}.png"))
     return paths
 
 
 def _save(plt, fig, path: Path) -> Path:
-    fig.savefig(path, dpi=90, bbox_inches="tight")
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
 
 
-def _slices_figure(plt, result):
-    runs, optima = result.runs, result.optima.head(MAX_SLICES)
-    keys = list(runs.slice_keys)
-    cols = min(4, len(optima))
-    rows = -(-len(optima) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
-    usable = runs.usable
-    for ax, (_, opt) in zip(axes.flat, optima.iterrows(), strict=False):
-        mask = np.ones(len(usable), bool)
-        for k in keys:
-            mask &= (usable[k] == opt[k]).to_numpy()
-        group = usable[mask]
-        ok = group["status"] == "finished"
-        ax.scatter(group.loc[ok, "lr"], group.loc[ok, "loss"], s=12, color="C0")
-        top = group.loc[ok, "loss"].max() if ok.any() else 1.0
-        ax.scatter(group.loc[~ok, "lr"], np.full((~ok).sum(), top), marker="x", color="C3",
-                   label="diverged")
+def _file_label(key: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", key.replace("=", "-")).strip("_")
+
+
+# --- loss vs LR -------------------------------------------------------------------------------
+
+def _layout(result) -> tuple[list[str], str | None, list[str]]:
+    # panel keys (groups), the curve key, and the keys that get a figure each
+    optima = result.optima
+    panels = [k for k in group_keys(result.runs) if k in optima and optima[k].nunique() > 1]
+    varying = [k for k in result.runs.slice_keys if k in optima and k not in panels
+               and optima[k].nunique(dropna=False) > 1]
+    curve = next((a for a in CURVE_AXES if a in varying), varying[0] if varying else None)
+    # a key that follows the curve's axis (model.width with N) needs no figure of its own
+    follows = [k for k in varying if k != curve and curve and (
+        k in AXIS_CONFIG_KEYS or (optima.groupby([*panels, curve], dropna=False)[k]
+                                  .nunique(dropna=False) <= 1).all())]
+    return panels, curve, [k for k in varying if k != curve and k not in follows]
+
+
+def _loss_vs_lr_figures(plt, result) -> list:
+    panels, curve, per_figure = _layout(result)
+    optima = result.optima
+    combos = combinations(optima, per_figure)[:MAX_FIGURES]
+    figures = []
+    for combo in combos:
+        rows = select(optima, combo)
+        panel_values = combinations(rows, panels)
+        fig, axes = plt.subplots(1, len(panel_values), figsize=(max(6.4, 5.2 * len(panel_values)),
+                                                                5.0), sharey=True,
+                                 squeeze=False, layout="constrained")
+        handles = {}
+        for ax, panel in zip(axes.flat, panel_values, strict=True):
+            _loss_vs_lr_panel(ax, result, select(rows, panel), curve, handles)
+            ax.set_title(label(panel) or "all runs")
+            ax.set_xlabel("learning rate (log₂ scale)")
+        axes.flat[0].set_ylabel(LOSS_LABEL)
+        _shared_ylim(axes.flat, result, rows)
+        handles.update(_marker_key(handles.pop("_markers", set())))
+        fig.legend(handles.values(), handles.keys(), loc="outside lower center",
+                   ncol=min(3, len(handles)))
+        title = "Final loss vs learning rate"
+        fig.suptitle(title + (f" ({label(as_text(combo))})" if combo else ""))
+        figures.append(fig)
+    return figures
+
+
+def _loss_vs_lr_panel(ax, result, slices: pd.DataFrame, curve: str | None, handles: dict):
+    slices = slices.sort_values(curve) if curve else slices
+    if len(slices) > MAX_CURVES:
+        slices = slices.iloc[np.linspace(0, len(slices) - 1, MAX_CURVES).round().astype(int)]
+    colors = palette(len(slices))
+    usable = result.runs.usable
+    for color, (_, opt) in zip(colors, slices.iterrows(), strict=True):
+        runs = select(usable, {k: opt[k] for k in result.runs.slice_keys if k in opt})
+        ok = runs[runs["status"] == "finished"].groupby("lr")["loss"].mean()
+        name = _curve_label(result.runs.table, runs, curve, opt)
+        (line,) = ax.plot(ok.index, ok.to_numpy(), "o-", color=color, ms=4, lw=1.3)
+        handles.setdefault(name, line)
+        bad = runs.loc[runs["status"] == "diverged", "lr"]
+        if len(bad):
+            ax.scatter(bad, np.full(len(bad), 0.97), marker="x", s=40, color=color,
+                       transform=ax.get_xaxis_transform(), clip_on=False, zorder=4)
+            handles.setdefault("_markers", set()).add("diverged")
+        handles.setdefault("_markers", set()).add(_optimum_marker(ax, opt, color))
         if opt["coef"] is not None:
-            x = np.linspace(*np.log10(opt["window"]), 50)
-            ax.plot(10 ** x, np.polyval(opt["coef"], x), color="C1")
-        if np.isfinite(opt["lr_opt"]):
-            ax.scatter([opt["lr_opt"]], [opt["loss_opt"]], marker="*", s=80, color="C2")
-        ax.set_xscale("log")
-        label = ", ".join(f"{k}={_short(opt[k])}" for k in keys)
-        ax.set_title(label + (f" [{opt['edge']}]" if opt["edge"] else ""), fontsize=7)
-    for ax in axes.flat[len(optima):]:
-        ax.axis("off")
-    fig.supxlabel("learning rate")
-    fig.supylabel("final eval loss")
-    return fig
+            handles["_markers"].add("parabola")
+    lrs = result.runs.usable["lr"]
+    log2_axis(ax.xaxis, lrs)
+    ax.set_xlim(lrs.min() / 2 ** 0.3, lrs.max() * 2 ** 0.3)
 
 
-def _law_figure(plt, law):
-    # One panel per axis: the target with the other axes' factors divided out.
-    axes_names = law.axes
-    fig, axes = plt.subplots(1, len(axes_names), figsize=(4.2 * len(axes_names), 3.4),
-                             squeeze=False)
-    pts = law.points
-    for i, (ax, name) in enumerate(zip(axes.flat, axes_names, strict=True)):
-        others = [j for j in range(len(axes_names)) if j != i]
-        log_other = sum(law.log_coef[j + 1] * np.log10(pts[axes_names[j]]) for j in others)
-        y = 10 ** (np.log10(pts[law.target]) - log_other)
-        x = pts[name].to_numpy(float)
-        grid = np.geomspace(x.min(), x.max(), 50)
-        # band at the other axes' mean (in log), shown with their fitted factors divided out
-        means = {j: np.log10(pts[axes_names[j]]).mean() for j in others}
-        shift = sum((law.boot[:, j + 1] - law.log_coef[j + 1]) * m for j, m in means.items())
-        pred = law.boot[:, [0, i + 1]] @ np.vstack([np.ones(50), np.log10(grid)])
-        pred = pred + np.asarray(shift).reshape(-1, 1)
-        lo, hi = np.quantile(pred, [(1 - law.ci_level) / 2, (1 + law.ci_level) / 2], axis=0)
-        ax.fill_between(grid, 10 ** lo, 10 ** hi, alpha=0.25, color="C0",
-                        label=f"{law.ci_level:.0%} band")
-        ax.plot(grid, 10 ** (law.log_coef[0] + law.log_coef[i + 1] * np.log10(grid)),
-                color="C0", label=f"fit, exponent {law.log_coef[i + 1]:.3f}")
-        ax.scatter(x, y, color="k", s=14, label="optima")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel(name)
-        ax.set_ylabel(law.target + (" / other factors" if others else ""), fontsize=8)
-        ax.legend(fontsize=7)
-    fig.suptitle(f"{law.name}: {law.form}", fontsize=9)
-    return fig
+def _optimum_marker(ax, opt, color) -> str | None:
+    # the local parabola, and a star (bracketed optimum) or a ring (best LR at the grid edge)
+    if opt["coef"] is not None:
+        x = np.linspace(*np.log10(opt["window"]), 40)
+        ax.plot(10 ** x, np.polyval(opt["coef"], x), "--", color=color, lw=1, alpha=0.8)
+    if not np.isfinite(opt["lr_opt"]):
+        return None
+    bracketed = opt["edge"] in (None, "diverged") or pd.isna(opt["edge"])
+    if bracketed:
+        lo, hi = opt.get("lr_lo", np.nan), opt.get("lr_hi", np.nan)
+        if np.isfinite(lo) and np.isfinite(hi):
+            ax.errorbar([opt["lr_opt"]], [opt["loss_opt"]], capsize=3, color=color, lw=1.2,
+                        xerr=[[opt["lr_opt"] - lo], [hi - opt["lr_opt"]]], zorder=5)
+        ax.scatter([opt["lr_opt"]], [opt["loss_opt"]], marker="*", s=160, color=color,
+                   edgecolor="k", linewidth=0.7, zorder=6)
+        return "optimum"
+    ax.scatter([opt["lr_opt"]], [opt["loss_opt"]], marker="o", s=110, facecolor="none",
+               edgecolor="k", linewidth=1.2, zorder=6)
+    return "edge"
 
 
-def _loss_figure(plt, law):
-    from fitter.loss_law import log_loss
+def _marker_key(kinds: set) -> dict:
+    # legend entries for the markers, in black, after the curves
+    from matplotlib.lines import Line2D
 
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    pts = law.points
-    sizes = np.unique(pts["N"])
-    shown = sizes[np.linspace(0, len(sizes) - 1, min(8, len(sizes))).astype(int)]
-    cmap = plt.get_cmap("viridis")
-    grid = np.geomspace(pts["D"].min(), pts["D"].max(), 60)
-    ax.scatter(pts["D"], pts["loss"], c=np.log10(pts["N"]), s=8, cmap=cmap)
-    span = np.log10(sizes[-1] / sizes[0]) or 1.0
-    for n in shown:
-        color = cmap(np.log10(n / sizes[0]) / span)
-        log_n = np.full_like(grid, np.log(n))
-        preds = np.exp([log_loss(t, log_n, np.log(grid)) for t in law.boot])
-        lo, hi = np.quantile(preds, [(1 - law.ci_level) / 2, (1 + law.ci_level) / 2], axis=0)
-        ax.fill_between(grid, lo, hi, color=color, alpha=0.2)
-        ax.plot(grid, np.exp(log_loss(law.theta, log_n, np.log(grid))), color=color,
-                label=f"N={n:.3g}")
-    ax.set_xscale("log")
+    style = {"optimum": ("fitted optimum (90% interval)",
+                         {"marker": "*", "ms": 12, "mfc": "0.6", "mec": "k"}),
+             "parabola": ("local parabola of the fit", {"ls": "--", "color": "0.4"}),
+             "edge": ("best LR at the grid edge (not bracketed)",
+                      {"marker": "o", "ms": 9, "mfc": "none", "mec": "k"}),
+             "diverged": ("diverged (drawn at the top)", {"marker": "x", "ms": 7, "mec": "k"})}
+    return {text: Line2D([], [], **{"ls": "none", **kw}) for kind, (text, kw) in style.items()
+            if kind in kinds}
+
+
+def _shared_ylim(axes, result, rows: pd.DataFrame) -> None:
+    losses = result.runs.finished["loss"]
+    keys = [k for k in result.runs.slice_keys if k in rows]
+    if keys:
+        mask = np.zeros(len(result.runs.finished), bool)
+        for _, opt in rows.iterrows():
+            mask |= row_mask(result.runs.finished, {k: opt[k] for k in keys})
+        losses = losses[mask]
+    if losses.empty:
+        return
+    lo, hi = float(losses.min()), float(losses.max())
+    span = hi - lo or 0.1
+    axes[0].set_ylim(lo - 0.04 * span, hi + 0.1 * span)
+
+
+def _curve_label(table: pd.DataFrame, runs: pd.DataFrame, curve: str | None, opt) -> str:
+    if curve is None:
+        return "runs"
+    if curve == "N" and "model.width" in table and runs["model.width"].nunique() == 1:
+        return f"width {runs['model.width'].iloc[0]} (N = {short(opt['N'])})"
+    names = {"N": "N", "D": "D", "B": "B", "wd": "λ"}
+    return f"{names.get(curve, curve)} = {short(opt[curve])}"
+
+
+# --- optimal LR vs width ----------------------------------------------------------------------
+
+def _lr_vs_width_figure(plt, result):
+    optima = result.optima
+    if "N" not in optima or optima["N"].nunique() < 2:
+        return None
+    panels, _, _ = _layout(result)
+    others = [a for a in ("D", "B") if a in optima and optima[a].nunique() > 1]
+    width = _width_map(result.runs.table)
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), layout="constrained")
+    series = combinations(optima, panels + others)[:MAX_CURVES]
+    for color, values in zip(palette(len(series)), series, strict=True):
+        rows = _best_per_n(select(optima, values))
+        if rows.empty:
+            continue
+        x = rows["N"].map(width).to_numpy(float) if width else rows["N"].to_numpy(float)
+        y = rows["lr_opt"].to_numpy(float)
+        inside = rows["edge"].isna() | (rows["edge"] == "diverged")
+        lo = np.nan_to_num(y - rows["lr_lo"].to_numpy(float))
+        hi = np.nan_to_num(rows["lr_hi"].to_numpy(float) - y)
+        name = label(as_text(values)) or "optimum"
+        drift = y[inside].max() / y[inside].min() if inside.sum() > 1 else np.nan
+        name += f" (max/min {drift:.2g}×)" if np.isfinite(drift) else ""
+        ax.errorbar(x, y, yerr=[lo, hi], fmt="-", color=color, capsize=3, lw=1.3)
+        ax.scatter(x[inside], y[inside], color=color, s=36, zorder=5, label=name)
+        if (~inside).any():
+            ax.scatter(x[~inside], y[~inside], facecolor="none", edgecolor=color, s=60,
+                       zorder=5, label="best LR at grid edge (a bound)")
+    ax.set_xscale("log", base=2 if width else 10)
     ax.set_yscale("log")
-    ax.set_xlabel("D (tokens)")
-    ax.set_ylabel("loss")
-    c = law.coef
-    ax.set_title(f"L = {c['E']:.3g} + {c['A']:.3g}/N^{c['alpha']:.3f} + "
-                 f"{c['B']:.3g}/D^{c['beta']:.3f}", fontsize=9)
-    ax.legend(fontsize=6)
+    value_ticks(ax.xaxis, np.array(sorted(width.values() if width else optima["N"].unique())))
+    readable_log_axis(ax.yaxis, optima["lr_opt"])
+    ax.set_xlabel("width (model.width)" if width else UNITS["N"])
+    ax.set_ylabel("optimal learning rate")
+    ax.set_title("Optimal learning rate vs width (90% bootstrap interval)")
+    ax.legend()
     return fig
 
 
-def _short(value) -> str:
-    try:
-        return f"{float(value):.3g}"
-    except (TypeError, ValueError):
-        return str(value)
+def _best_per_n(rows: pd.DataFrame) -> pd.DataFrame:
+    # one optimum per N: the bracketed slice with the lowest loss (e.g. over weight decays),
+    # else the best edge one
+    rows = rows[np.isfinite(rows["loss_opt"])]
+    bracketed = rows["edge"].isna() | (rows["edge"] == "diverged")
+    ranked = rows.assign(_rank=(~bracketed).astype(int)).sort_values(["_rank", "loss_opt"])
+    return ranked.groupby("N", as_index=False).head(1).sort_values("N")
+
+
+def _width_map(table: pd.DataFrame) -> dict:
+    if "model.width" not in table:
+        return {}
+    pairs = table[["N", "model.width"]].dropna().drop_duplicates()
+    if pairs["N"].duplicated().any():
+        return {}
+    return {n: float(w) for n, w in zip(pairs["N"], pairs["model.width"], strict=True)}
+
+

@@ -27,7 +27,7 @@ class LawFit:
     axes: tuple[str, ...]
     """Columns of `points` the law depends on (e.g. N, D, or D/N)."""
     exponents: tuple[str, ...]
-    """Coefficient name of each axis's exponent (e.g. N, m, p)."""
+    """Coefficient name of each axis's exponent (e.g. a_N, m, p), never an axis's own name."""
     target: str
     points: pd.DataFrame
     """The fitted points: axes, target, and whatever else describes them."""
@@ -56,7 +56,8 @@ class LawFit:
     def form(self) -> str:
         """The law as text."""
         return f"{self.target} = c * " + " * ".join(
-            f"{a}^{e}" for a, e in zip(self.axes, self.exponents, strict=True))
+            f"({a})^{e}" if "/" in a else f"{a}^{e}"
+            for a, e in zip(self.axes, self.exponents, strict=True))
 
     def predict(self, **x: float) -> float:
         """The law at one point (keyword per axis)."""

@@ -1,4 +1,8 @@
-"""Hyperparameters for a big run, read off the fitted laws, with how far they extrapolate."""
+"""Hyperparameters for a big run, read off the fitted laws, with how far they extrapolate.
+
+A sweep fitted per group (muP and SP, two schedules, ...) has one set of laws per group; the
+recommendation comes from one of them, chosen with `--group KEY=VALUE` (see `fitter.groups`).
+"""
 
 from __future__ import annotations
 
@@ -6,20 +10,31 @@ import numpy as np
 
 from fitter.errors import FitError
 from fitter.fit import FitResult
+from fitter.groups import label
 
 
 def recommend(result: FitResult, *, params: float, tokens: float,
-              batch: float | None = None) -> dict:
+              batch: float | None = None, group: dict[str, str] | None = None) -> dict:
     """LR, batch size (tokens per step), weight decay and predicted loss at (N, D[, B]).
 
     Each entry has `value`, `interval` (the laws' bootstrap interval), `law` and
     `extrapolation` (axis → ratio beyond the fitted range, 1.0 inside it).
 
+    Args:
+        result: the fitted sweep.
+        params: non-embedding parameters N of the big run.
+        tokens: its training tokens D.
+        batch: its batch size in tokens per step (default: from the batch or cbs law).
+        group: which group's laws to use (key → value); needed when the sweep has several.
+
     Raises:
-        FitError: no law gives a learning rate or batch size for this run.
+        FitError: several groups and no (or no matching) `group`; no law gives a learning rate
+            or batch size for this run.
     """
     point = {"N": float(params), "D": float(tokens), "D/N": float(tokens) / float(params)}
-    laws, out, missing = result.laws, {}, {}
+    chosen = choose_group(result, group or {})
+    laws, skipped = result.laws_of(chosen)
+    out, missing = {}, {}
     if batch is not None:
         out["batch_tokens"] = {"value": float(batch), "interval": None, "law": "given",
                                "extrapolation": {}}
@@ -27,7 +42,7 @@ def recommend(result: FitResult, *, params: float, tokens: float,
         name = "batch" if "batch" in laws else "cbs"
         out["batch_tokens"] = _entry(laws[name], point, name)
     else:
-        missing["batch_tokens"] = result.skipped.get("batch", "no batch law")
+        missing["batch_tokens"] = skipped.get("batch", "no batch law")
     if "batch_tokens" in out:
         point["B"] = out["batch_tokens"]["value"]
         seq_len = result.runs.table["seq_len"].dropna().unique()
@@ -41,11 +56,11 @@ def recommend(result: FitResult, *, params: float, tokens: float,
                            "(tokens per step) or sweep 3+ batch sizes for the batch law.")
         out["lr"] = _entry(laws["lr"], point, "lr")
     else:
-        missing["lr"] = result.skipped.get("lr", "no lr law")
+        missing["lr"] = skipped.get("lr", "no lr law")
     if "timescale" in laws and "lr" in out and "B" in point:
         out["weight_decay"] = _weight_decay(laws["timescale"], laws["lr"], point)
     else:
-        missing["weight_decay"] = result.skipped.get("timescale", "needs the lr and timescale "
+        missing["weight_decay"] = skipped.get("timescale", "needs the lr and timescale "
                                                      "laws and a batch size")
     if "loss" in laws:
         loss = laws["loss"]
@@ -55,8 +70,28 @@ def recommend(result: FitResult, *, params: float, tokens: float,
     if "lr" not in out and "batch_tokens" not in out:
         raise FitError(f"no law in {result.runs.source} gives a learning rate or batch size: "
                        f"{missing.get('lr')}")
-    return {"inputs": {"N": point["N"], "D": point["D"], "B": batch}, **out,
+    return {"inputs": {"N": point["N"], "D": point["D"], "B": batch}, "group": chosen, **out,
             "unavailable": missing}
+
+
+def choose_group(result: FitResult, wanted: dict[str, str]) -> dict[str, str]:
+    """The one group of the fit that matches every KEY=VALUE in wanted.
+
+    Raises:
+        FitError: none or several match.
+    """
+    groups = result.group_list
+    matching = [g for g in groups if all(g.get(k) == v for k, v in wanted.items())]
+    if len(matching) == 1:
+        return matching[0]
+    labels = [label(g) for g in groups]
+    if not matching:
+        given = label(wanted)
+        raise FitError(f"--group {given} matches none of the groups of {result.runs.source}; "
+                       f"choose one of: {'; '.join('--group ' + x for x in labels)}.")
+    raise FitError(f"{result.runs.source} has laws for {len(matching)} groups "
+                   f"({'; '.join(label(g) for g in matching)}); choose one with --group, "
+                   f"e.g. --group {label(matching[0])}.")
 
 
 def _entry(law, point: dict, name: str) -> dict:

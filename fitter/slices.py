@@ -1,12 +1,28 @@
-"""The optimum along one axis of a grid: a quadratic in log x around the lowest loss.
+"""The optimum along one axis of a grid: a quadratic in log x through the lowest loss and its
+nearest neighbours.
 
 Used for learning rate within a slice (every key fixed but `optim.lr`), and by the batch and
-timescale laws along log B and log τ. Diverged runs have no loss; they count as beyond the
-edge: a diverged value above the best one brackets the optimum from above (the loss there is
-effectively infinite), but the optimum is never placed past the last stable value, so such a
-slice is marked `edge="diverged"` (the optimum sits at the stability limit). An optimum at
-the lowest or highest value tried is marked `low`/`high`; it is the best value tried, not an
-extrapolation, and comes with the next grid values that would bracket it.
+timescale laws along log B and log τ. The quadratic is local: it goes through the best grid
+value and the nearest stable value on each side (three levels, replicate runs averaged), so an
+asymmetric curve (a gentle rise towards small LRs, a steep one towards divergence) does not pull
+the vertex away from the points around the minimum, and the curve passes through them.
+On a fine, noisy grid three levels are too few; there the window widens to two levels on each
+side, but only if that quadratic stays within 0.5% of every point it spans (`FIT_TOLERANCE`).
+
+Diverged runs have no loss; they count as beyond the edge: a diverged value above the best
+one brackets the optimum from above (the loss there is effectively infinite), but the optimum
+is never placed past the last stable value, so such a slice is marked `edge="diverged"` (the optimum
+sits at the stability limit) and its window is the best value and the two stable values below
+it. An optimum at the lowest or highest value tried is marked `low`/`high`; it is the best
+value tried, not an extrapolation, and comes with the next grid values that would bracket it.
+
+Interval of a bracketed optimum: a parametric bootstrap of the whole procedure. The loss noise
+σ is the pooled spread of replicate runs (seeds) when the slice has any, else the residual of a
+quadratic through up to five stable values around the best (a misfit there inflates σ, so the
+interval errs wide). Each resample adds N(0, σ²/n) noise to every stable level's mean loss
+(n runs at that level), picks the best level again and takes the local vertex again; the
+interval is the central `CI_LEVEL` of those vertices. A slice with no replicates and fewer than
+four stable values has no interval.
 """
 
 from __future__ import annotations
@@ -16,8 +32,15 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-HALF_WINDOW = 2
-"""Grid values on each side of the lowest loss that the quadratic sees."""
+MAX_HALF_WINDOW = 2
+"""Stable grid values on each side of the best one that a widened window may reach."""
+FIT_TOLERANCE = 0.005
+"""A window widens only if its quadratic stays within this fraction of the loss at every point."""
+NOISE_HALF_WINDOW = 2
+"""Stable grid values on each side of the best one used to estimate σ (without replicates)."""
+N_BOOT = 200
+"""Bootstrap resamples of each optimum."""
+CI_LEVEL = 0.9
 
 
 @dataclass(frozen=True)
@@ -33,21 +56,26 @@ class Optimum:
     window: tuple[float, float]
     new_values: tuple[float, ...]
     """Axis values (not logs) that would bracket an edge optimum."""
+    interval: tuple[float, float] | None = None
+    """Bootstrap interval of x (`CI_LEVEL`), None when it cannot be estimated."""
 
 
-def axis_optimum(x: np.ndarray, loss: np.ndarray, *, half_window: int = HALF_WINDOW) -> Optimum:
+def axis_optimum(x: np.ndarray, loss: np.ndarray, *, n_boot: int = N_BOOT,
+                 seed: int = 0) -> Optimum:
     """The optimum of loss along x = log10(value); NaN loss marks a diverged run.
 
     Args:
         x: log10 of the axis value, one entry per run (repeats allowed, e.g. seeds).
         loss: the run's loss, NaN when it diverged.
-        half_window: grid values on each side of the best one given to the quadratic.
+        n_boot: bootstrap resamples for the interval (0: no interval).
+        seed: seed of the bootstrap.
     """
     x, loss = np.asarray(x, float), np.asarray(loss, float)
     levels = np.unique(x)
     finite = np.isfinite(loss)
-    means = np.array([loss[(x == v) & finite].mean() if ((x == v) & finite).any() else np.nan
-                      for v in levels])
+    counts = np.array([((x == v) & finite).sum() for v in levels])
+    means = np.array([loss[(x == v) & finite].mean() if n else np.nan
+                      for v, n in zip(levels, counts, strict=True)])
     step = float((levels[-1] - levels[0]) / (len(levels) - 1)) if len(levels) > 1 else 0.5
     ok = np.isfinite(means)
     if not ok.any():
@@ -61,18 +89,94 @@ def axis_optimum(x: np.ndarray, loss: np.ndarray, *, half_window: int = HALF_WIN
         beyond = levels[best] + sign * step * np.arange(1, 3)
         return Optimum(levels[best], means[best], edge, None, (levels[best], levels[best]),
                        tuple(10.0 ** beyond))
-    stable = levels[ok]
-    pos = int(np.searchsorted(stable, levels[best]))
-    window = stable[max(0, pos - half_window): pos + half_window + 1]
-    lower = levels[best - 1] if best > 0 else levels[best]
-    upper = levels[best] if edge == "diverged" else levels[best + 1]
-    new = (float(10 ** ((levels[best] + levels[best + 1]) / 2)),) if edge == "diverged" else ()
-    x_opt, loss_opt, coef = _vertex(x, loss, window, lower, upper)
-    if coef is None:
-        x_opt, loss_opt = levels[best], means[best]
-    if edge == "diverged" and x_opt < levels[best]:
+    # a diverged value above the last stable one bounds every resample's optimum too
+    capped = bool(np.flatnonzero(ok)[-1] < len(levels) - 1)
+    stable, stable_means = levels[ok], means[ok]
+    x_opt, coef, window = local_vertex(stable, stable_means, capped=capped)
+    loss_opt = float(np.polyval(coef, x_opt)) if coef is not None else means[best]
+    new = (float(10 ** ((levels[best] + levels[best + 1]) / 2)),) if edge else ()
+    if edge and x_opt < levels[best]:
         edge, new = None, ()  # the quadratic puts the optimum inside the stable range
-    return Optimum(float(x_opt), float(loss_opt), edge, coef, (window[0], window[-1]), new)
+    interval = None
+    if n_boot:
+        sigma = _noise(x[finite], loss[finite], stable, stable_means, best=int(
+            np.searchsorted(stable, levels[best])))
+        if sigma is not None:
+            interval = _bootstrap(stable, stable_means, counts[ok], sigma, capped=capped,
+                                  n_boot=n_boot, rng=np.random.default_rng(seed))
+    return Optimum(float(x_opt), float(loss_opt), edge, coef, window, new, interval)
+
+
+def local_vertex(levels: np.ndarray, means: np.ndarray, *, capped: bool = False,
+                 cache: dict | None = None
+                 ) -> tuple[float, tuple[float, float, float] | None, tuple[float, float]]:
+    """Vertex of the quadratic through the best level and its stable neighbours.
+
+    The window is the best level and one neighbour on each side (the two below it when a
+    diverged value caps it from above); it widens to two on each side only when that wider
+    quadratic still passes within `FIT_TOLERANCE` of every point in it, which is when the
+    curve is flat and noisy rather than steep and asymmetric.
+
+    Args:
+        levels: stable grid values (log10), increasing.
+        means: mean loss at each level.
+        capped: a diverged value lies above the last level, which bounds the optimum.
+        cache: reused between calls on the same levels (the bootstrap), to keep them cheap.
+
+    Returns:
+        The vertex (clipped to the neighbours; the best level when the quadratic is not
+        convex or the best level is at the edge), the quadratic's coefficients (None when not
+        convex) and the window (first and last level the quadratic went through).
+    """
+    cache = {} if cache is None else cache
+    best = int(np.argmin(means))
+    last = len(levels) - 1
+    if best == 0 or (best == last and not capped) or len(levels) < 3:
+        return float(levels[best]), None, (float(levels[best]), float(levels[best]))
+    for half in (MAX_HALF_WINDOW, 1):
+        lo, hi = (best - half, best + half) if best < last else (best - 2 * half, best)
+        idx = np.arange(max(lo, 0), min(hi, last) + 1)
+        if half > 1 and len(idx) < 4:
+            continue
+        key = (int(idx[0]), int(idx[-1]))
+        if key not in cache:
+            cache[key] = np.linalg.pinv(np.vander(levels[idx], 3))
+        coef = cache[key] @ means[idx]
+        resid = means[idx] - np.polyval(coef, levels[idx])
+        if half == 1 or np.max(np.abs(resid)) <= FIT_TOLERANCE * abs(means[best]):
+            break
+    a, b, c = (float(v) for v in coef)
+    window = (float(levels[idx[0]]), float(levels[idx[-1]]))
+    if a <= 0:
+        return float(levels[best]), None, window
+    upper = levels[best + 1] if best < last else levels[best]
+    x_opt = float(np.clip(-b / (2 * a), levels[best - 1], upper))
+    return x_opt, (a, b, c), window
+
+
+def _noise(x, loss, stable, stable_means, *, best: int) -> float | None:
+    # σ of one run's loss: from replicates when there are any, else quadratic residuals
+    level_mean = dict(zip(stable, stable_means, strict=True))
+    replicate_dof = len(x) - len(np.unique(x))
+    if replicate_dof > 0:
+        resid = loss - np.array([level_mean[v] for v in x])
+        return float(np.sqrt(np.sum(resid ** 2) / replicate_dof))
+    lo = max(0, best - NOISE_HALF_WINDOW)
+    xs = stable[lo: best + NOISE_HALF_WINDOW + 1]
+    if len(xs) < 4:
+        return None
+    ys = stable_means[lo: best + NOISE_HALF_WINDOW + 1]
+    resid = ys - np.polyval(np.polyfit(xs, ys, 2), xs)
+    return float(np.sqrt(np.sum(resid ** 2) / (len(xs) - 3)))
+
+
+def _bootstrap(stable, means, counts, sigma, *, capped, n_boot, rng) -> tuple[float, float]:
+    noise = rng.normal(0.0, 1.0, (n_boot, len(means))) * sigma / np.sqrt(counts)
+    cache: dict = {}
+    draws = [local_vertex(stable, means + row, capped=capped, cache=cache)[0] for row in noise]
+    tail = (1 - CI_LEVEL) / 2
+    lo, hi = np.quantile(draws, [tail, 1 - tail])
+    return float(lo), float(hi)
 
 
 def _edge(ok: np.ndarray, best: int) -> str | None:
@@ -83,23 +187,16 @@ def _edge(ok: np.ndarray, best: int) -> str | None:
     return "diverged" if not ok[best + 1] else None
 
 
-def _vertex(x, loss, window, lower, upper):
-    inside = np.isfinite(loss) & (x >= window[0]) & (x <= window[-1])
-    if len(window) < 3:
-        return np.nan, np.nan, None
-    a, b, c = np.polyfit(x[inside], loss[inside], 2)
-    if a <= 0:
-        return np.nan, np.nan, None
-    x_opt = float(np.clip(-b / (2 * a), lower, upper))
-    return x_opt, float(np.polyval((a, b, c), x_opt)), (float(a), float(b), float(c))
-
-
-def lr_optima(runs: pd.DataFrame, slice_keys: tuple[str, ...]) -> pd.DataFrame:
-    """One row per slice: its key values, `lr_opt`, `loss_opt`, `edge`, `extend` and counts.
+def lr_optima(runs: pd.DataFrame, slice_keys: tuple[str, ...], *, n_boot: int = N_BOOT,
+              seed: int = 0) -> pd.DataFrame:
+    """One row per slice: its key values, `lr_opt` with its interval (`lr_lo`, `lr_hi`; NaN
+    when there is none), `loss_opt`, `edge`, `extend` and counts.
 
     Args:
         runs: usable runs (finished, or diverged with NaN loss), canonical columns.
         slice_keys: columns that identify a slice.
+        n_boot: bootstrap resamples of each optimum.
+        seed: seed of the bootstrap.
     """
     rows = []
     loss = runs["loss"].where(runs["status"] == "finished")
@@ -108,10 +205,13 @@ def lr_optima(runs: pd.DataFrame, slice_keys: tuple[str, ...]) -> pd.DataFrame:
         ((), frame)]
     for key, group in groups:
         key = key if isinstance(key, tuple) else (key,)
-        opt = axis_optimum(group["_x"].to_numpy(), group["_y"].to_numpy())
+        opt = axis_optimum(group["_x"].to_numpy(), group["_y"].to_numpy(), n_boot=n_boot,
+                           seed=seed)
+        lo, hi = opt.interval if opt.interval else (np.nan, np.nan)
         rows.append({**dict(zip(slice_keys, key, strict=True)),
                      **{a: group[a].iloc[0] for a in ("N", "D", "B", "wd") if a in group},
-                     "lr_opt": 10.0 ** opt.x, "loss_opt": opt.loss, "edge": opt.edge,
+                     "lr_opt": 10.0 ** opt.x, "lr_lo": 10.0 ** lo, "lr_hi": 10.0 ** hi,
+                     "loss_opt": opt.loss, "edge": opt.edge,
                      "extend": extend_override("optim.lr", opt.new_values),
                      "coef": opt.coef, "window": (10.0 ** opt.window[0], 10.0 ** opt.window[1]),
                      "n_runs": len(group), "n_diverged": int(group["_y"].isna().sum())})

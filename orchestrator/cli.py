@@ -103,6 +103,10 @@ def _fit_parsers(sub, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--out", metavar="DIR", help="where fit.json and plots/ go "
                    "(default: outputs/fit/NAME)")
     p.add_argument("--n-boot", type=int, default=500, help="bootstrap resamples per law")
+    p.add_argument("--group", action="append", metavar="KEY=VALUE",
+                   help="fit only this group, e.g. model.param=mup (repeatable)")
+    p.add_argument("--pool", action="store_true", help="fit one law across groups (muP with "
+                   "SP, ...) instead of one per group; each (N, D, B) takes its best slice")
     p = sub.add_parser("recommend", parents=parents,
                        help="LR, batch size and weight decay for a big run")
     p.add_argument("name", help="sweep name")
@@ -113,6 +117,8 @@ def _fit_parsers(sub, parents: list[argparse.ArgumentParser]) -> None:
                    help="batch size in tokens per step (default: from the batch law)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--n-boot", type=int, default=500, help="bootstrap resamples per law")
+    p.add_argument("--group", action="append", metavar="KEY=VALUE",
+                   help="whose laws to use when the sweep has groups, e.g. model.param=mup")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -236,6 +242,7 @@ def _fit(args, uri: str) -> int:
     from fitter.data import read_csv
     from fitter.errors import FitError
     from fitter.fit import fit_runs, format_fit, write_fit
+    from fitter.groups import parse_group
     from fitter.mlflow_io import load_runs, log_fit
 
     if (args.name is None) == (args.from_csv is None):
@@ -244,7 +251,8 @@ def _fit(args, uri: str) -> int:
     label = args.name or Path(args.from_csv).stem
     runs = load_runs(uri, args.name) if args.name else read_csv(args.from_csv)
     laws = (args.law,) if args.law else None
-    result = fit_runs(runs, laws=laws, n_boot=args.n_boot)
+    result = fit_runs(runs, laws=laws, n_boot=args.n_boot, pool=args.pool,
+                      group=parse_group(args.group))
     out = Path(args.out or Path("outputs") / "fit" / label)
     doc = write_fit(result, out, sweep=label)
     if args.name:
@@ -262,11 +270,14 @@ def _recommend(args, uri: str) -> int:
     import json
 
     from fitter.fit import fit_runs
+    from fitter.groups import parse_group
     from fitter.mlflow_io import load_runs
     from fitter.recommend import format_recommendation, recommend
 
+    group = parse_group(args.group)
     result = fit_runs(load_runs(uri, args.name), n_boot=args.n_boot)
-    rec = recommend(result, params=args.params, tokens=args.tokens, batch=args.batch)
+    rec = recommend(result, params=args.params, tokens=args.tokens, batch=args.batch,
+                    group=group)
     print(json.dumps(rec, indent=2) if args.json else format_recommendation(rec))
     return 0
 

@@ -27,8 +27,8 @@ def log_sweep(uri: str, name: str, frame: pd.DataFrame) -> None:
         params = {"optim.lr": row["lr"], "optim.weight_decay": row["wd"],
                   "train.batch_size": int(row["B"] // SEQ_LEN), "train.seq_len": SEQ_LEN,
                   "train.tokens": int(row["D"]), "derived.n_params": int(row["N"]),
-                  "derived.batch_tokens": int(row["B"]), "seed": 0, "model.param": "mup",
-                  "run_dir": f"runs/t{i}"}
+                  "derived.batch_tokens": int(row["B"]), "seed": 0,
+                  "model.param": row.get("model.param", "mup"), "run_dir": f"runs/t{i}"}
         metrics = [Metric("final/eval_loss", row["loss"], 0, 1)] if np.isfinite(row["loss"]) else []
         client.log_batch(run.info.run_id, metrics=metrics,
                          params=[Param(k, str(v)) for k, v in params.items()])
@@ -57,14 +57,18 @@ def test_fit_round_trip_writes_fit_json_and_logs_a_fit_run(store, capsys):
     printed = json.loads(capsys.readouterr().out)
     assert printed["laws"]["lr"]["coef"] == doc["laws"]["lr"]["coef"]
     lr = doc["laws"]["lr"]
-    assert set(lr["coef"]) == {"c", "N", "D"}
-    assert lr["coef"]["N"] == pytest.approx(-0.3, abs=0.05)
+    assert set(lr["coef"]) == {"c", "a_N", "a_D"}
+    assert lr["coef"]["a_N"] == pytest.approx(-0.3, abs=0.05)
     assert lr["n_points"] == 12 and len(lr["residuals_log10"]) == 12
-    assert lr["ci"]["N"][0] < lr["coef"]["N"] < lr["ci"]["N"][1]
+    assert lr["ci"]["a_N"][0] < lr["coef"]["a_N"] < lr["ci"]["a_N"][1]
     assert set(doc["laws"]["loss"]["coef"]) == {"E", "A", "B", "alpha", "beta"}
     assert "batch" in doc["skipped"] and "train.batch_size" in doc["skipped"]["batch"]
     assert doc["n_diverged"] > 0 and len(doc["slices"]) == 12
-    assert (out / "plots" / "lr_slices.png").stat().st_size > 1000
+    # one TP5 figure per token budget D, one curve per N in each
+    assert sorted(p.name for p in (out / "plots").glob("loss_vs_lr*.png")) == [
+        "loss_vs_lr_1.png", "loss_vs_lr_2.png", "loss_vs_lr_3.png"]
+    assert (out / "plots" / "loss_vs_lr_1.png").stat().st_size > 1000
+    assert (out / "plots" / "lr_opt_vs_width.png").is_file()
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("demo")
     fits = client.search_runs([exp.experiment_id], "tags.`proxysweep.kind` = 'fit'")
@@ -74,7 +78,7 @@ def test_fit_round_trip_writes_fit_json_and_logs_a_fit_run(store, capsys):
     assert {"fit.json", "plots"} <= names
     plots = {a.path for a in client.list_artifacts(run_id, "plots")}
     assert "plots/law_lr.png" in plots
-    assert fits[0].data.metrics["lr.N"] == pytest.approx(lr["coef"]["N"])
+    assert fits[0].data.metrics["lr.a_N"] == pytest.approx(lr["coef"]["a_N"])
 
 
 def test_recommend_names_laws_and_extrapolation(store, capsys):
@@ -149,4 +153,4 @@ def test_fit_from_short_name_csv_for_a_single_law(tmp_path, capsys):
                  "--out", str(tmp_path / "out"), "--n-boot", "50"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert list(doc["laws"]) == ["lr"]
-    assert doc["laws"]["lr"]["coef"]["N"] == pytest.approx(-0.3, abs=0.05)
+    assert doc["laws"]["lr"]["coef"]["a_N"] == pytest.approx(-0.3, abs=0.05)

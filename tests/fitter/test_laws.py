@@ -21,9 +21,9 @@ def test_lr_law_recovers_exponents_over_n_d_b():
     law = fit(frame, "lr", n_boot=200)
     assert law.axes == ("N", "D", "B")
     for name, true in zip(("N", "D", "B"), truth.lr[1:], strict=True):
-        assert law.coef[name] == pytest.approx(true, abs=0.04)
-        lo, hi = law.ci[name]
-        assert lo < law.coef[name] < hi
+        assert law.coef[f"a_{name}"] == pytest.approx(true, abs=0.04)
+        lo, hi = law.ci[f"a_{name}"]
+        assert lo < law.coef[f"a_{name}"] < hi
     assert law.predict(N=1e8, D=1e10, B=1e6) == pytest.approx(truth.lr_opt(1e8, 1e10, 1e6),
                                                               rel=0.35)
 
@@ -32,7 +32,7 @@ def test_lr_law_uses_only_the_axes_that_vary():
     frame = synthetic_runs(Truth(), n_values=N3 + [6.4e7], d_values=[1e9], b_values=[1e5])
     law = fit(frame, "lr", n_boot=50)
     assert law.axes == ("N",)
-    assert law.coef["N"] == pytest.approx(-0.3, abs=0.04)
+    assert law.coef["a_N"] == pytest.approx(-0.3, abs=0.04)
 
 
 def test_lr_law_interval_covers_the_truth_at_about_its_level():
@@ -41,7 +41,7 @@ def test_lr_law_interval_covers_the_truth_at_about_its_level():
     for seed in range(trials):
         frame = synthetic_runs(truth, n_values=np.geomspace(1e6, 1e8, 8), d_values=[1e9],
                                b_values=[1e5], noise=0.004, seed=seed)
-        lo, hi = fit(frame, "lr", n_boot=200, seed=seed).ci["N"]
+        lo, hi = fit(frame, "lr", n_boot=200, seed=seed).ci["a_N"]
         hits += lo <= -0.3 <= hi
     # nominal 90%; a percentile bootstrap over 8 points under-covers a little. 40 trials give a
     # binomial sd of ~5%, so [0.7, 1.0] fails for intervals that are clearly too narrow.
@@ -56,7 +56,7 @@ def test_diverged_runs_are_beyond_the_edge_and_do_not_bias_the_law():
     frame = synthetic_runs(truth, diverge_above=2.5, **kw)
     assert (frame["status"] == "diverged").sum() > 0
     result = fit_runs(from_short_frame(frame, source="synthetic"), laws=("lr",), n_boot=50)
-    assert result.laws["lr"].coef["N"] == pytest.approx(clean.coef["N"], abs=0.02)
+    assert result.laws["lr"].coef["a_N"] == pytest.approx(clean.coef["a_N"], abs=0.02)
     assert result.optima["n_diverged"].sum() == (frame["status"] == "diverged").sum()
 
 

@@ -82,3 +82,63 @@ def test_lr_optima_one_row_per_slice_and_next_grid_merges_edges():
     assert [e if isinstance(e, str) else None for e in optima["edge"]] == [None, "high"]
     assert optima.loc[0, "lr_opt"] == pytest.approx(10 ** -2.7)
     assert next_grid(optima) == ["optim.lr=choice(0.0939, 0.294)"]
+
+
+# Measured: loss vs LR at 1M tokens (issue 14's muP-transfer sweep), width → (LRs, losses).
+LR6 = 2e-3 * 2.0 ** np.arange(6)
+MEASURED = {
+    "sp128": (LR6, [1.787, 1.770, 1.848, 2.272, 2.542, 2.689], 0.0032),
+    "sp256": (5e-4 * 2.0 ** np.arange(8), [1.804, 1.716, 1.692, 1.808, 2.146, 2.370, 2.641, 2.750],
+              0.00159),
+    "mup64": (LR6, [2.062, 1.981, 1.907, 1.947, 2.073, 2.471], 0.0088),
+    "mup128": (LR6, [1.995, 1.909, 1.825, 1.924, 2.045, 2.379], 0.0078),
+    "mup256": (LR6, [1.944, 1.845, 1.782, 1.805, 2.001, 2.383], 0.0094),
+}
+
+
+@pytest.mark.parametrize("name", MEASURED)
+def test_window_is_local_to_the_minimum_on_measured_curves(name):
+    lr, loss, vertex = MEASURED[name]
+    x, loss = np.log10(lr), np.array(loss)
+    opt = axis_optimum(x, loss)
+    assert opt.edge is None
+    assert 10 ** opt.x == pytest.approx(vertex, rel=0.02)
+    # the window is the best LR and its two neighbours, and the curve goes through them
+    best = int(np.argmin(loss))
+    assert opt.window == pytest.approx((x[best - 1], x[best + 1]))
+    inside = slice(best - 1, best + 2)
+    assert np.polyval(opt.coef, x[inside]) == pytest.approx(loss[inside], abs=1e-9)
+    lo, hi = opt.interval
+    assert lo <= opt.x <= hi and x[best - 1] <= lo and hi <= x[best + 1]
+
+
+def test_sp128_parabola_through_the_whole_range_would_miss_the_points():
+    # regression: a 5-point window (the old rule) put the vertex at 0.0035 and missed by 0.04
+    lr, loss, _ = MEASURED["sp128"]
+    x = np.log10(lr)
+    wide = np.polyfit(x[:4], loss[:4], 2)
+    assert np.max(np.abs(np.polyval(wide, x[:4]) - loss[:4])) > 0.03
+    assert 10 ** axis_optimum(x, np.array(loss)).x == pytest.approx(0.0032, rel=0.01)
+
+
+def test_flat_noisy_curve_widens_the_window_to_five_points():
+    rng = np.random.default_rng(0)
+    x = np.linspace(-4, -2, 9)
+    loss = parabola(x, -3.1, curvature=0.05) + rng.normal(0, 0.002, x.size)
+    opt = axis_optimum(x, loss)
+    assert opt.window[1] - opt.window[0] == pytest.approx(4 * (x[1] - x[0]))
+
+
+def test_interval_from_seed_replicates_covers_the_vertex():
+    rng = np.random.default_rng(1)
+    x = np.repeat(GRID, 3)
+    y = parabola(x, -2.6, curvature=0.2) + rng.normal(0, 0.005, x.size)
+    opt = axis_optimum(x, y)
+    lo, hi = opt.interval
+    assert lo < -2.6 < hi and hi - lo < 0.5
+
+
+def test_no_interval_without_replicates_and_with_three_stable_values():
+    x = GRID[:3]
+    opt = axis_optimum(x, parabola(x, GRID[1] + 0.1))
+    assert opt.edge is None and opt.interval is None

@@ -1,0 +1,160 @@
+"""Figures of the fitted laws: optima with their intervals, the fit, its band when there are
+enough points for one, and a published law where its inputs are the law's axes.
+
+Published laws drawn: Shen et al. 2024 (Power scheduler, WSD) η_opt = 4.6·β·T^−0.51 with β the
+batch in sequences (our B is in tokens: β = B / seq_len) and T tokens; StepFun 2025
+η_opt = 1.79·N^−0.713·D^0.307 and B_opt = 0.58·D^0.571. One is drawn when the law's axes are
+among its inputs and its other inputs are fixed in the sweep. DeepSeek's laws are in compute C,
+which no law here has as an axis, so they are not drawn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from fitter.fit import interval_meaningful, law_name
+from fitter.plot_style import (
+    LOSS_LABEL,
+    MAX_CURVES,
+    UNITS,
+    palette,
+    readable_log_axis,
+    select,
+    value_ticks,
+)
+
+
+@dataclass(frozen=True)
+class Published:
+    """A published law: its name in the legend, which of our laws it predicts, its inputs."""
+
+    name: str
+    law: str
+    inputs: tuple[str, ...]
+    value: Callable[[dict], float]
+    needs: tuple[str, ...] = ()
+    """Other constants of the sweep it needs (e.g. seq_len to turn tokens into sequences)."""
+
+
+PUBLISHED = (
+    # β in sequences: our B is in tokens per step
+    Published("Shen et al. 2024 (WSD): 4.6·β·T^−0.51", "lr", ("B", "D"),
+              lambda p: 4.6 * (p["B"] / p["seq_len"]) * p["D"] ** -0.51, ("seq_len",)),
+    Published("StepFun 2025: 1.79·N^−0.713·D^0.307", "lr", ("N", "D"),
+              lambda p: 1.79 * p["N"] ** -0.713 * p["D"] ** 0.307),
+    Published("StepFun 2025: 0.58·D^0.571", "batch", ("D",), lambda p: 0.58 * p["D"] ** 0.571),
+)
+
+
+def constants_of(result, group: dict) -> dict:
+    # N, D, B and seq_len held fixed in a group's runs, for published laws off the law's axes
+    table = select(result.runs.table, group)
+    return {k: float(table[k].dropna().iloc[0]) for k in ("N", "D", "B", "seq_len")
+            if k in table and table[k].nunique() == 1}
+
+
+def law_figure(plt, law, key: str, constants: dict):
+    # One panel per axis: the target with the other axes' fitted factors divided out.
+    names = law.axes
+    fig, axes = plt.subplots(1, len(names), figsize=(5.2 * len(names), 4.2), squeeze=False,
+                             layout="constrained")
+    pts = law.points
+    for i, (ax, name) in enumerate(zip(axes.flat, names, strict=True)):
+        others = [j for j in range(len(names)) if j != i]
+        log_other = sum(law.log_coef[j + 1] * np.log10(pts[names[j]]) for j in others)
+        scale = 10 ** np.asarray(log_other, float)
+        y = pts[law.target].to_numpy(float) / scale
+        x = pts[name].to_numpy(float)
+        grid = np.geomspace(x.min() / 1.15, x.max() * 1.15, 60)
+        means = {names[j]: 10 ** np.log10(pts[names[j]]).mean() for j in others}
+        _law_band(ax, law, i, grid, means)
+        ax.plot(grid, 10 ** (law.log_coef[0] + law.log_coef[i + 1] * np.log10(grid)),
+                color="C0", lw=1.6, label=f"fit: exponent {law.log_coef[i + 1]:.3f}")
+        _law_points(ax, law, x, y, scale)
+        _published(ax, law, key, name, grid, means, constants)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        value_ticks(ax.xaxis, np.unique(x))
+        readable_log_axis(ax.yaxis, y)
+        ax.set_xlabel(UNITS.get(name, name))
+        ax.set_ylabel(UNITS.get(law.target, law.target)
+                      + (" ÷ other factors" if others else ""))
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16))
+    fig.suptitle(f"{key}: {law.form}")
+    return fig
+
+
+def _law_band(ax, law, i: int, grid, means: dict) -> None:
+    if not interval_meaningful(len(law.points), len(law.log_coef)):
+        ax.text(0.03, 0.04, f"{len(law.points)} points: too few points for an interval",
+                transform=ax.transAxes, fontsize=9, color="0.3")
+        return
+    shift = sum((law.boot[:, j + 1] - law.log_coef[j + 1]) * np.log10(means[a])
+                for j, a in enumerate(law.axes) if a in means)
+    pred = law.boot[:, [0, i + 1]] @ np.vstack([np.ones(len(grid)), np.log10(grid)])
+    pred = pred + np.asarray(shift).reshape(-1, 1)
+    lo, hi = np.quantile(pred, [(1 - law.ci_level) / 2, (1 + law.ci_level) / 2], axis=0)
+    ax.fill_between(grid, 10 ** lo, 10 ** hi, alpha=0.2, color="C0",
+                    label=f"{law.ci_level:.0%} bootstrap band")
+
+
+def _law_points(ax, law, x, y, scale) -> None:
+    base = law.target.split("_")[0]
+    lo_col, hi_col = f"{base}_lo", f"{base}_hi"
+    pts = law.points
+    if lo_col in pts and hi_col in pts:
+        lo = pts[lo_col].to_numpy(float) / scale
+        hi = pts[hi_col].to_numpy(float) / scale
+        err = [np.nan_to_num(y - lo), np.nan_to_num(hi - y)]
+        ax.errorbar(x, y, yerr=err, fmt="none", ecolor="k", capsize=3, lw=1)
+    ax.scatter(x, y, color="k", s=28, zorder=5, label="slice optima (90% interval)"
+               if lo_col in pts else "optima")
+
+
+def _published(ax, law, key: str, axis: str, grid, means: dict, constants: dict) -> None:
+    for pub in PUBLISHED:
+        fixed = [a for a in pub.inputs if a not in law.axes]
+        if pub.law != law_name(key) or not set(law.axes) <= set(pub.inputs):
+            continue
+        if any(a not in constants for a in (*fixed, *pub.needs)):
+            continue
+        point = {**constants, **means}
+        values = np.array([pub.value({**point, axis: g}) for g in grid])
+        others = sum(law.log_coef[j + 1] * np.log10(means[a])
+                     for j, a in enumerate(law.axes) if a in means)
+        ax.plot(grid, values / 10 ** others, ":", color="C3", lw=1.8,
+                label=pub.name + ", at this sweep's " + ", ".join(fixed) if fixed else pub.name)
+
+
+def loss_figure(plt, law, key: str):
+    from fitter.loss_law import log_loss
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.6), layout="constrained")
+    pts = law.points
+    sizes = np.unique(pts["N"])
+    shown = sizes[np.linspace(0, len(sizes) - 1, min(MAX_CURVES, len(sizes))).astype(int)]
+    colors = dict(zip(sizes, palette(len(sizes)), strict=True))
+    grid = np.geomspace(pts["D"].min(), pts["D"].max(), 60)
+    ax.scatter(pts["D"], pts["loss"], c=[colors[n] for n in pts["N"]], s=14)
+    for n in shown:
+        log_n = np.full_like(grid, np.log(n))
+        preds = np.exp([log_loss(t, log_n, np.log(grid)) for t in law.boot])
+        lo, hi = np.quantile(preds, [(1 - law.ci_level) / 2, (1 + law.ci_level) / 2], axis=0)
+        ax.fill_between(grid, lo, hi, color=colors[n], alpha=0.2)
+        ax.plot(grid, np.exp(log_loss(law.theta, log_n, np.log(grid))), color=colors[n],
+                label=f"N = {n:.3g}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    readable_log_axis(ax.yaxis, pts["loss"])
+    ax.set_xlabel(UNITS["D"])
+    ax.set_ylabel(LOSS_LABEL)
+    c = law.coef
+    ax.set_title(f"{key}: L = {c['E']:.3g} + {c['A']:.3g}/N^{c['alpha']:.3f} + "
+                 f"{c['B']:.3g}/D^{c['beta']:.3f}")
+    ax.legend(title="fit (90% band)")
+    return fig
+
+

@@ -1,0 +1,151 @@
+"""Laws per group of categorical keys: muP and SP runs never share a law unless pooled."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fitter.data import from_short_frame
+from fitter.errors import FitError
+from fitter.fit import fit_json, fit_runs, format_fit
+from fitter.groups import group_keys, parse_group
+from fitter.mlflow_io import metric_name
+from fitter.recommend import recommend
+from fitter.synthetic import Truth, synthetic_runs
+from orchestrator.cli import main
+
+NS = [1e6, 4e6, 1.6e7, 6.4e7]
+# muP: the optimal LR does not move with N; SP: it falls as N^-0.5
+MUP = Truth(lr=(0.01, 0.0, 0.0, 0.0))
+SP = Truth(lr=(10.0, -0.5, 0.0, 0.0))
+
+
+def mup_and_sp(**extra) -> pd.DataFrame:
+    kw = {"n_values": NS, "d_values": [1e9], "b_values": [1e5], "noise": 0.001, "seed": 4}
+    mup = synthetic_runs(MUP, **kw).assign(**{"model.param": "mup"}, **extra)
+    sp = synthetic_runs(SP, **kw).assign(**{"model.param": "sp"}, **extra)
+    frame = pd.concat([mup, sp], ignore_index=True)
+    return frame.assign(run=[f"r{i}" for i in range(len(frame))])
+
+
+@pytest.fixture(scope="module")
+def grouped():
+    return fit_runs(from_short_frame(mup_and_sp(), source="muP+SP"), laws=("lr",), n_boot=100)
+
+
+def test_mup_and_sp_get_one_lr_law_each(grouped):
+    assert set(grouped.laws) == {"lr[model.param=mup]", "lr[model.param=sp]"}
+    mup, sp = grouped.laws["lr[model.param=mup]"], grouped.laws["lr[model.param=sp]"]
+    assert mup.coef["a_N"] == pytest.approx(0.0, abs=0.04)
+    assert sp.coef["a_N"] == pytest.approx(-0.5, abs=0.04)
+    # none mixed: each law's points are its own group's slice optima, one per N
+    assert len(mup.points) == len(sp.points) == len(NS)
+    assert mup.points["lr_opt"].to_numpy() == pytest.approx(0.01, rel=0.35)
+    assert grouped.groups["lr[model.param=sp]"] == {"model.param": "sp"}
+
+
+def test_pooling_is_asked_for_and_gives_one_law():
+    runs = from_short_frame(mup_and_sp(), source="muP+SP")
+    pooled = fit_runs(runs, laws=("lr",), n_boot=50, pool=True)
+    assert list(pooled.laws) == ["lr"] and pooled.pooled
+
+
+def test_fit_json_names_the_groups_and_the_summary_says_so(grouped):
+    doc = fit_json(grouped, sweep="transfer")
+    assert doc["group_keys"] == ["model.param"]
+    assert doc["groups"] == ["model.param=mup", "model.param=sp"]
+    law = doc["laws"]["lr[model.param=sp]"]
+    assert law["law"] == "lr" and law["group"] == {"model.param": "sp"}
+    assert law["form"] == "lr_opt = c * N^a_N"
+    assert {s["model.param"] for s in doc["slices"]} == {"mup", "sp"}
+    json.dumps(doc)
+    text = format_fit(doc)
+    assert "lr[model.param=mup]" in text and "per group of model.param" in text
+
+
+def test_ungrouped_fit_json_keeps_the_plain_law_key():
+    frame = synthetic_runs(Truth(), n_values=NS, d_values=[1e9], b_values=[1e5], noise=0.001)
+    frame["model.param"] = "mup"  # constant: not a group
+    doc = fit_json(fit_runs(from_short_frame(frame, source="s"), laws=("lr",), n_boot=50),
+                   sweep="s")
+    assert list(doc["laws"]) == ["lr"] and doc["laws"]["lr"]["group"] == {}
+    assert doc["groups"] == [] and set(doc["laws"]["lr"]["coef"]) == {"c", "a_N"}
+
+
+def test_a_numeric_key_that_follows_the_width_is_not_a_group():
+    frame = mup_and_sp()
+    frame["model.n_layer"] = frame["N"].map({n: str(2 + i) for i, n in enumerate(NS)})
+    frame["optim.beta2"] = "0.95"
+    frame.loc[::2, "optim.beta2"] = "0.99"  # varies within (N, D, B): a group key
+    runs = from_short_frame(frame, source="s")
+    assert group_keys(runs) == ("model.param", "optim.beta2")
+
+
+def test_recommend_asks_which_group_in_one_sentence(grouped):
+    with pytest.raises(FitError) as err:
+        recommend(grouped, params=1e8, tokens=1e9, batch=1e5)
+    message = str(err.value)
+    assert "--group model.param=mup" in message and "\n" not in message
+    rec = recommend(grouped, params=2.56e8, tokens=1e9, batch=1e5,
+                    group={"model.param": "sp"})
+    assert rec["group"] == {"model.param": "sp"}
+    assert rec["lr"]["value"] == pytest.approx(SP.lr_opt(2.56e8, 1, 1), rel=0.35)
+    with pytest.raises(FitError, match="matches none"):
+        recommend(grouped, params=1e8, tokens=1e9, batch=1e5, group={"model.param": "x"})
+
+
+def test_group_arguments_parse_and_bad_ones_say_how():
+    assert parse_group(["model.param=mup", "schedule=wsd"]) == {"model.param": "mup",
+                                                                "schedule": "wsd"}
+    with pytest.raises(FitError, match="KEY=VALUE"):
+        parse_group(["mup"])
+
+
+def test_metric_names_of_group_laws_are_valid_mlflow_names():
+    assert metric_name({"law": "lr", "group": {}}, "a_N") == "lr.a_N"
+    name = metric_name({"law": "lr", "group": {"model.param": "mup"}}, "a_N")
+    assert name == "lr/model.param-mup/a_N"
+
+
+def test_sweep_fit_one_group_from_csv(tmp_path, capsys):
+    mup_and_sp().to_csv(tmp_path / "runs.csv", index=False)
+    args = ["fit", "--from-csv", str(tmp_path / "runs.csv"), "--law", "lr", "--json",
+            "--out", str(tmp_path / "out"), "--n-boot", "50"]
+    assert main([*args, "--group", "model.param=sp"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert list(doc["laws"]) == ["lr"]
+    assert doc["laws"]["lr"]["coef"]["a_N"] == pytest.approx(-0.5, abs=0.05)
+    assert main([*args, "--group", "model.param=xp"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "model.param=mup" in err and err.count("\n") == 0
+
+
+def test_a_group_that_cannot_be_fitted_is_skipped_by_name():
+    frame = mup_and_sp()
+    sp = frame["model.param"] == "sp"
+    frame.loc[sp, ["loss", "status"]] = [np.nan, "diverged"]
+    result = fit_runs(from_short_frame(frame, source="s"), n_boot=50)
+    assert "lr[model.param=mup]" in result.laws
+    assert "diverged" in result.skipped["lr[model.param=sp]"]
+
+
+def test_sweep_fit_logs_each_groups_law_and_plots_to_the_fit_run(tmp_path, capsys):
+    from mlflow import MlflowClient
+
+    from tests.fitter.test_cli import log_sweep
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    log_sweep(uri, "transfer", mup_and_sp())
+    out = tmp_path / "fit"
+    assert main(["--tracking-uri", uri, "fit", "transfer", "--law", "lr", "--out", str(out),
+                 "--n-boot", "50"]) == 0
+    printed = capsys.readouterr().out
+    assert "lr[model.param=mup]" in printed and "lr[model.param=sp]" in printed
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("transfer")
+    (fit,) = client.search_runs([exp.experiment_id], "tags.`proxysweep.kind` = 'fit'")
+    assert fit.data.metrics["lr/model.param-sp/a_N"] == pytest.approx(-0.5, abs=0.05)
+    logged = {a.path for a in client.list_artifacts(fit.info.run_id, "plots")}
+    assert {"plots/loss_vs_lr.png", "plots/lr_opt_vs_width.png",
+            "plots/law_lr_model.param-mup.png", "plots/law_lr_model.param-sp.png"} <= logged

@@ -1,0 +1,108 @@
+"""Figures: written for every case, with the layout and honesty rules of issue 14."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib import pyplot as plt  # noqa: E402
+
+from fitter import law_plots, plot_style, plots  # noqa: E402
+from fitter.data import from_short_frame  # noqa: E402
+from fitter.fit import fit_runs, interval_meaningful, write_fit  # noqa: E402
+from fitter.synthetic import Truth, synthetic_runs  # noqa: E402
+
+LR6 = 2e-3 * 2.0 ** np.arange(6)
+# issue 14's measured sweep: (param, width, N, losses at LR6)
+MEASURED = [("mup", 64, 1.2e5, [2.062, 1.981, 1.907, 1.947, 2.073, 2.471]),
+            ("mup", 128, 4.3e5, [1.995, 1.909, 1.825, 1.924, 2.045, 2.379]),
+            ("mup", 256, 1.6e6, [1.944, 1.845, 1.782, 1.805, 2.001, 2.383]),
+            ("sp", 128, 4.3e5, [1.787, 1.770, 1.848, 2.272, 2.542, 2.689])]
+
+
+@pytest.fixture(scope="module")
+def measured():
+    rows = [{"model.param": p, "model.width": str(w), "N": n, "D": 1e6, "B": 2048,
+             "seq_len": 128, "lr": lr, "loss": loss, "status": "finished"}
+            for p, w, n, losses in MEASURED for lr, loss in zip(LR6, losses, strict=True)]
+    rows.append({**rows[-1], "lr": 0.256, "loss": np.nan, "status": "diverged"})
+    frame = pd.DataFrame(rows).assign(run=lambda f: [f"r{i}" for i in range(len(f))])
+    return fit_runs(from_short_frame(frame, source="measured"), laws=("lr",), n_boot=100)
+
+
+def test_measured_sweep_writes_the_tp5_figure_width_figure_and_the_mup_law(measured, tmp_path):
+    doc = write_fit(measured, tmp_path, sweep="transfer")
+    assert doc["plots"] == ["plots/loss_vs_lr.png", "plots/lr_opt_vs_width.png",
+                            "plots/law_lr_model.param-mup.png"]
+    for path in doc["plots"]:
+        assert (tmp_path / path).stat().st_size > 10_000
+
+
+def test_tp5_figure_has_one_panel_per_group_sharing_y_and_one_curve_per_width(measured):
+    with plt.rc_context(plot_style.STYLE):
+        (fig,) = plots._loss_vs_lr_figures(plt, measured)
+    mup, sp = fig.axes
+    assert [mup.get_title(), sp.get_title()] == ["model.param=mup", "model.param=sp"]
+    assert mup.get_ylim() == sp.get_ylim()
+    assert mup.xaxis.get_scale() == "log" and "log₂" in mup.get_xlabel()
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels[:3] == ["width 64 (N = 1.2e+05)", "width 128 (N = 4.3e+05)",
+                          "width 256 (N = 1.6e+06)"]
+    assert "diverged (drawn at the top)" in labels
+    assert "nan" not in fig.texts[0].get_text() if fig.texts else True
+    plt.close(fig)
+
+
+def test_every_text_is_at_least_9_points(measured):
+    with plt.rc_context(plot_style.STYLE):
+        (fig,) = plots._loss_vs_lr_figures(plt, measured)
+        sizes = [t.get_fontsize() for ax in fig.axes
+                 for t in [*ax.get_xticklabels(), *ax.get_yticklabels(), ax.xaxis.label]]
+    assert min(sizes) >= 9
+    plt.close(fig)
+
+
+def test_law_from_three_points_says_so_instead_of_drawing_a_band(measured):
+    law = measured.laws["lr[model.param=mup]"]
+    assert len(law.points) == 3 and not interval_meaningful(3, 2)
+    with plt.rc_context(plot_style.STYLE):
+        fig = law_plots.law_figure(plt, law, "lr[model.param=mup]", {"D": 1e6, "B": 2048})
+    ax = fig.axes[0]
+    assert any("too few points for an interval" in t.get_text() for t in ax.texts)
+    assert not ax.collections or all(type(c).__name__ != "PolyCollection"
+                                      for c in ax.collections)
+    plt.close(fig)
+
+
+def test_law_with_enough_points_draws_its_band_and_the_published_law():
+    frame = synthetic_runs(Truth(lr=(0.5, -0.3, -0.1, 0.0)), n_values=[1e6, 4e6, 1.6e7],
+                           d_values=[1e8, 4e8, 1.6e9], b_values=[1e5], noise=0.001)
+    law = fit_runs(from_short_frame(frame, source="s"), laws=("lr",), n_boot=50).laws["lr"]
+    with plt.rc_context(plot_style.STYLE):
+        fig = law_plots.law_figure(plt, law, "lr", {"B": 1e5})
+    for ax in fig.axes:
+        kinds = {type(c).__name__ for c in ax.collections}
+        assert "PolyCollection" in kinds or "FillBetweenPolyCollection" in kinds
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert any(text.startswith("StepFun 2025") for text in labels)
+        assert not any(text.startswith("Shen") for text in labels)  # needs B as an axis
+    plt.close(fig)
+
+
+def test_shen_power_law_is_drawn_over_b_and_d_with_batch_in_sequences():
+    frame = synthetic_runs(Truth(lr=(0.5, 0.0, -0.5, 1.0)), n_values=[1e6],
+                           d_values=[1e8, 4e8, 1.6e9], b_values=[1e4, 4e4, 1.6e5], noise=0.001)
+    frame["seq_len"] = 128
+    result = fit_runs(from_short_frame(frame, source="s"), laws=("lr",), n_boot=50)
+    law = result.laws["lr"]
+    assert law.axes == ("D", "B")
+    with plt.rc_context(plot_style.STYLE):
+        fig = law_plots.law_figure(plt, law, "lr", law_plots.constants_of(result, {}))
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert any(text.startswith("Shen et al. 2024") for text in labels)
+    plt.close(fig)
+    # η = 4.6 · (B / seq_len) · D^−0.51, B in tokens
+    shen = law_plots.PUBLISHED[0].value({"B": 128 * 16, "seq_len": 128, "D": 1e9})
+    assert shen == pytest.approx(4.6 * 16 * 1e9 ** -0.51)
