@@ -96,7 +96,10 @@ def from_mlflow_frame(frame: pd.DataFrame, *, source: str) -> Runs:
     table["B"] = batch.fillna(from_seqs)
     table["wd"] = _number(params.get(PARAM_EFFECTIVE_WEIGHT_DECAY), frame.index).fillna(
         _number(params.get(PARAM_WEIGHT_DECAY), frame.index))
-    extra = [k for k, v in params.items() if _slice_key(k) and v.nunique(dropna=False) > 1]
+    # A trial that has not started yet has no params: it must not make every key look varied.
+    recorded = table["lr"].notna() if table["lr"].notna().any() else slice(None)
+    extra = [k for k, v in params.items()
+             if _slice_key(k) and v[recorded].nunique(dropna=False) > 1]
     for key in extra:
         table[key] = params[key].astype(str)
     return _finish(table, extra, source)

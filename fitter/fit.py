@@ -238,7 +238,8 @@ def format_fit(doc: dict) -> str:
                      + "; ".join(doc["groups"]) + " (pool them with --pool)")
     elif doc.get("pooled"):
         lines.append("  laws pooled across groups (--pool)")
-    width = max([10, *(len(k) for k in [*doc["laws"], *doc["skipped"]])])
+    skipped = _skipped(doc["skipped"])
+    width = max([10, *(len(k) for k in [*doc["laws"], *skipped])])
     for name, law in doc["laws"].items():
         if interval_meaningful(law["n_points"], len(law["coef"])):
             level = f"{law['ci_level']:.0%} CI"
@@ -249,10 +250,32 @@ def format_fit(doc: dict) -> str:
             coefs = ", ".join(f"{k}={v:.4g}" for k, v in law["coef"].items())
         lines.append(f"  {name:<{width}} {law['form']}   ({law['n_points']} points, {level})")
         lines.append(" " * (width + 3) + coefs)
-    for name, reason in doc["skipped"].items():
-        lines.append(f"  {name:<{width}} skipped: {reason}")
+    lines += [f"  {name:<{width}} skipped: {reason}" for name, reason in skipped.items()]
+    best = _best_slice(doc)
+    if best:
+        lines.append(f"  best slice: {best}")
     edges = [s for s in doc["slices"] if s.get("edge") in ("low", "high", "all_diverged")]
     if edges:
         lines.append(f"  {len(edges)} slices have their best LR at the grid edge; to bracket "
                      "them: sweep extend " + doc["sweep"] + " " + " ".join(doc["next_grid"]))
     return "\n".join(lines)
+
+
+def _skipped(skipped: dict[str, str]) -> dict[str, str]:
+    """A law skipped for one reason in several groups is said once, with the group count."""
+    by_reason: dict[tuple[str, str], list[str]] = {}
+    for key, reason in skipped.items():
+        by_reason.setdefault((key.split("[")[0], reason), []).append(key)
+    return {keys[0] if len(keys) == 1 else f"{law} ({len(keys)} groups)": reason
+            for (law, reason), keys in by_reason.items()}
+
+
+def _best_slice(doc: dict) -> str | None:
+    """The slice with the lowest loss at its LR optimum, named by the keys that vary."""
+    slices = [s for s in doc["slices"] if s.get("loss_opt") is not None]
+    if len(slices) < 2:
+        return None
+    best = min(slices, key=lambda s: s["loss_opt"])
+    varying = [k for k in best if "." in k and len({str(s.get(k)) for s in slices}) > 1]
+    where = " ".join(f"{k}={best[k]}" for k in varying)
+    return f"{where} optim.lr={best['lr_opt']:.3g} (loss {best['loss_opt']:.4f})".strip()

@@ -52,7 +52,10 @@ def split(runs: Runs, keys: tuple[str, ...]) -> list[tuple[dict[str, str], Runs]
         return [({}, runs)]
     rest = tuple(k for k in runs.slice_keys if k not in keys)
     out = []
+    usable = runs.usable.index
     for values, table in runs.table.groupby(list(keys), dropna=False, sort=True):
+        if not table.index.isin(usable).any():
+            continue  # only trials that have not reported: no group to fit yet
         values = values if isinstance(values, tuple) else (values,)
         group = {k: str(v) for k, v in zip(keys, values, strict=True)}
         out.append((group, Runs(table.reset_index(drop=True), rest, runs.source,

@@ -45,6 +45,8 @@ MAX_FIGURES = 6
 """Loss-vs-LR figures per fit (one per combination of the keys that are neither curve nor
 panel)."""
 CURVE_AXES = ("N", "D", "B", "wd")
+MAX_PANEL_COLUMNS = 3
+"""Panels (groups) per row of a loss-vs-LR figure; more groups wrap to further rows."""
 
 
 def save_plots(result, out_dir: str | Path) -> list[Path]:
@@ -108,11 +110,15 @@ def _loss_vs_lr_figures(plt, result) -> list:
     for combo in combos:
         rows = select(optima, combo)
         panel_values = combinations(rows, panels)
-        fig, axes = plt.subplots(1, len(panel_values), figsize=(max(6.4, 5.2 * len(panel_values)),
-                                                                5.0), sharey=True,
-                                 squeeze=False, layout="constrained")
+        cols = min(MAX_PANEL_COLUMNS, len(panel_values))
+        rows_of_panels = -(-len(panel_values) // cols)
+        fig, axes = plt.subplots(rows_of_panels, cols, sharey=True, squeeze=False,
+                                 figsize=(max(6.4, 5.2 * cols), 1.0 + 4.2 * rows_of_panels),
+                                 layout="constrained")
+        for ax in axes.flat[len(panel_values):]:
+            ax.axis("off")
         handles = {}
-        for ax, panel in zip(axes.flat, panel_values, strict=True):
+        for ax, panel in zip(axes.flat, panel_values, strict=False):
             _loss_vs_lr_panel(ax, result, select(rows, panel), curve, handles)
             ax.set_title(label(panel) or "all runs")
             ax.set_xlabel("learning rate (log₂ scale)")

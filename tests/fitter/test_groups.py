@@ -149,3 +149,20 @@ def test_sweep_fit_logs_each_groups_law_and_plots_to_the_fit_run(tmp_path, capsy
     logged = {a.path for a in client.list_artifacts(fit.info.run_id, "plots")}
     assert {"plots/loss_vs_lr.png", "plots/lr_opt_vs_width.png",
             "plots/law_lr_model.param-mup.png", "plots/law_lr_model.param-sp.png"} <= logged
+
+
+def test_trials_that_have_not_started_do_not_make_every_key_a_group():
+    """Regression: a pending trial has no params in MLflow; its NaNs made every config key look
+    varied, so `sweep fit` on a running sweep split it into one group per key."""
+    from fitter.data import from_mlflow_frame
+
+    rows = [{"run_id": f"r{i}", "tags.trial.status": "finished", "params.optim.lr": lr,
+             "params.model.init_std": std, "params.model.depth": "2",
+             "params.derived.n_params": "1000", "params.train.tokens": "1000",
+             "params.derived.batch_tokens": "64", "metrics.final/eval_loss": loss}
+            for i, (lr, std, loss) in enumerate([("0.01", "0.02", 2.0), ("0.02", "0.02", 1.9),
+                                                  ("0.01", "0.08", 1.8), ("0.02", "0.08", 1.7)])]
+    rows.append({"run_id": "pending", "tags.trial.status": "running"})
+    runs = from_mlflow_frame(pd.DataFrame(rows), source="test")
+    assert runs.slice_keys == ("model.init_std",)
+    assert "model.depth" not in runs.table
