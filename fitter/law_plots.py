@@ -115,6 +115,8 @@ def _law_points(ax, law, x, y, scale) -> None:
 
 
 def _published(ax, law, key: str, axis: str, grid, means: dict, constants: dict) -> None:
+    # each published law its own colour and dash, so that two of them are told apart
+    styles = iter([("C3", ":"), ("C2", "-."), ("C4", "--"), ("C5", ":")])
     for pub in PUBLISHED:
         fixed = [a for a in pub.inputs if a not in law.axes]
         if pub.law != law_name(key) or not set(law.axes) <= set(pub.inputs):
@@ -125,7 +127,8 @@ def _published(ax, law, key: str, axis: str, grid, means: dict, constants: dict)
         values = np.array([pub.value({**point, axis: g}) for g in grid])
         others = sum(law.log_coef[j + 1] * np.log10(means[a])
                      for j, a in enumerate(law.axes) if a in means)
-        ax.plot(grid, values / 10 ** others, ":", color="C3", lw=1.8,
+        color, dash = next(styles)
+        ax.plot(grid, values / 10 ** others, dash, color=color, lw=1.8,
                 label=pub.name + ", at this sweep's " + ", ".join(fixed) if fixed else pub.name)
 
 

@@ -1,0 +1,77 @@
+"""Claim: muP's best LR transfers across width, and muP tuned is no worse than SP tuned.
+
+Launches sweeps/science/mup_transfer.yaml through `sweep` (widths 64-256, 7 LRs, muP and SP),
+brackets edge optima with `sweep extend`, fits with `sweep fit`, and reports per width and
+parametrization: the optimal LR (vertex of the local parabola in log LR, with its bootstrap
+interval), the drift max/min of the optima, and the tuned loss (the best LR's final eval
+loss) of muP against SP. Expected (Tensor Programs V): muP drift <= 1.5x, SP drift clearly
+larger, muP tuned loss <= SP tuned loss + 0.5% at each width.
+
+    python benchmarks/science/mup_transfer.py [--out DIR]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import ROOT, arguments, run_claim, save  # noqa: E402
+
+CLAIM = "mup_transfer"
+SPEC = ROOT / "sweeps" / "science" / "mup_transfer.yaml"
+
+
+def summarise(doc: dict, runs) -> dict:
+    """Optima, drift and muP-vs-SP gaps from fit.json and the sweep's runs table."""
+    optima: dict[str, dict[int, dict]] = {}
+    for s in doc["slices"]:
+        optima.setdefault(s["model.param"], {})[int(s["model.width"])] = {
+            "lr_opt": s["lr_opt"], "lr_interval": [s.get("lr_lo"), s.get("lr_hi")],
+            "edge": s["edge"], "loss_at_vertex": s["loss_opt"]}
+    finished = runs.finished
+    for param, widths in optima.items():
+        for width, row in widths.items():
+            mine = finished[(finished["model.param"] == param)
+                            & (finished["model.width"] == str(width))]
+            best = mine.loc[mine["loss"].idxmin()]
+            row.update(tuned_loss=float(best["loss"]), tuned_lr=float(best["lr"]))
+    drift = {param: _drift(widths) for param, widths in optima.items()}
+    gaps = {}
+    if {"mup", "sp"} <= optima.keys():
+        for width in sorted(optima["mup"]):
+            if width in optima["sp"]:
+                mup, sp = optima["mup"][width]["tuned_loss"], optima["sp"][width]["tuned_loss"]
+                gaps[width] = {"mup": mup, "sp": sp, "gap_pct": 100 * (mup / sp - 1)}
+    verdict = {
+        "mup_drift_within_1.5x": drift.get("mup", {}).get("factor", 99) <= 1.5,
+        "sp_drift_larger": drift.get("sp", {}).get("factor", 0)
+        > drift.get("mup", {}).get("factor", 99),
+        "mup_tuned_within_0.5pct_of_sp": all(g["gap_pct"] <= 0.5 for g in gaps.values()),
+    }
+    return {"claim": CLAIM, "optima": optima, "drift": drift, "mup_vs_sp": gaps,
+            "verdict": verdict, "next_grid_left": doc["next_grid"]}
+
+
+def _drift(widths: dict[int, dict]) -> dict:
+    bracketed = {w: r["lr_opt"] for w, r in widths.items() if r["edge"] in (None, "diverged")}
+    edges = sorted(w for w, r in widths.items() if r["edge"] not in (None, "diverged"))
+    if len(bracketed) < 2:
+        return {"factor": None, "edge_widths": edges}
+    return {"factor": max(bracketed.values()) / min(bracketed.values()),
+            "widths": sorted(bracketed), "edge_widths": edges}
+
+
+def main() -> None:
+    from fitter.mlflow_io import load_runs
+
+    args = arguments(CLAIM, __doc__)
+    out = Path(args.out)
+    doc = run_claim(out, SPEC, extend_rounds=args.extend_rounds)
+    runs = load_runs(f"sqlite:///{out / 'mlflow.db'}", "mup_transfer", histories=False)
+    save(out, CLAIM, summarise(doc, runs))
+
+
+if __name__ == "__main__":
+    main()
