@@ -10,12 +10,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import time
 
 import yaml
 from mlflow import MlflowClient
 
-from orchestrator.driver import SweepOutcome, init_ray, prepare, resource_problems, run_sweep
+from orchestrator.driver import (
+    SweepOutcome,
+    init_ray,
+    local_cluster,
+    prepare,
+    resource_problems,
+    run_sweep,
+)
 from orchestrator.spec import SweepSpec, Trial, grid_axes, spec_from_dict
 from trainer.errors import ConfigError
 from trainer.schema import (
@@ -51,7 +59,8 @@ def launch(spec: SweepSpec, *, tracking_uri: str, address: str | None = None,
         _check_hub_once(trials)
     except ConfigError as err:
         # Still ask the cluster, so that its problems are reported with these.
-        raise ConfigError(list(err.problems) + _cluster_problems(spec, address)) from None
+        raise ConfigError(list(err.problems)
+                          + _cluster_problems(spec, address, start_local=False)) from None
     states = recorded_trials(tracking_uri, spec.name)
     if all(states.get(t.trial_id, {}).get("status") in DONE for t in trials):
         # Nothing to run: answer from the store without starting Ray.
@@ -62,7 +71,13 @@ def launch(spec: SweepSpec, *, tracking_uri: str, address: str | None = None,
     return run_sweep(spec, trials, tracking_uri=tracking_uri, progress=progress)
 
 
-def _cluster_problems(spec: SweepSpec, address: str | None) -> list[str]:
+def _cluster_problems(spec: SweepSpec, address: str | None, *,
+                      start_local: bool = True) -> list[str]:
+    """The cluster's problems with the spec. With `start_local` False and no cluster named
+    (no --address, no RAY_ADDRESS), this machine is measured instead of starting Ray: a spec
+    that is refused anyway must not start (and print) a Ray runtime to say so."""
+    if not start_local and not (address or os.environ.get("RAY_ADDRESS")):
+        return resource_problems(spec, local_cluster())
     try:
         init_ray(address)
     except ConfigError as err:

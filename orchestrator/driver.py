@@ -12,6 +12,7 @@ operation on a content-addressed set.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from collections.abc import Callable
@@ -106,16 +107,28 @@ def init_ray(address: str | None) -> None:
                           "start it with `ray start --head` or fix the address") from None
 
 
-def resource_problems(spec: SweepSpec) -> list[str]:
-    """Some alive node must hold one trial's CPUs and GPUs, or no trial could ever start."""
-    import ray
+def resource_problems(spec: SweepSpec, cluster: ClusterModel | None = None) -> list[str]:
+    """Some alive node must hold one trial's CPUs and GPUs, or no trial could ever start.
 
+    `cluster` defaults to the connected Ray cluster's alive nodes."""
+    if cluster is None:
+        import ray
+
+        cluster = ClusterModel.from_ray(ray.nodes())
     need = spec.resources.per_trial()
-    why = never_fits(Request(gpus=need.gpus, cpus=need.cpus), ClusterModel.from_ray(ray.nodes()))
+    why = never_fits(Request(gpus=need.gpus, cpus=need.cpus), cluster)
     if why is None:
         return []
     return [f"resources (cpus={need.cpus:g}, gpus={need.gpus:g} for {need.world_size} "
             f"process(es)) {why}: lower resources in the spec or add nodes"]
+
+
+def local_cluster() -> ClusterModel:
+    """This machine as the one node a local `ray.init()` would start: every CPU, and the GPUs
+    CUDA sees (what Ray itself detects, CUDA_VISIBLE_DEVICES included)."""
+    import torch
+
+    return ClusterModel([(float(os.cpu_count() or 1), torch.cuda.device_count())])
 
 
 def run_sweep(spec: SweepSpec, trials: list[Trial], *, tracking_uri: str,

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from fitter.slices import axis_optimum
-from trainer import compose, run
+from trainer.compose import compose
+from trainer.loop import run
 
 WIDTHS = (32, 64, 128)
 LRS = (1e-3, 2e-3, 4e-3, 8e-3)
@@ -22,7 +23,8 @@ LRS = (1e-3, 2e-3, 4e-3, 8e-3)
 def test_mup_optimum_drifts_less_than_2x_over_4x_width(tmp_path):
     loss = {}
     for width, lr in itertools.product(WIDTHS, LRS):
-        cfg = compose(["model=tiny", "schedule=wsd", "model.base_width=64", f"model.width={width}",
+        cfg = compose(["model=tiny", "model.init_std=0.08", "model.output_mult=2.0",
+                       "schedule=wsd", "model.base_width=64", f"model.width={width}",
                        f"optim.lr={lr}", "train.tokens=65536", "train.batch_size=8",
                        "train.seq_len=64", "schedule.warmup_tokens=4096",
                        "train.eval_every_tokens=0", "train.checkpoint_every_tokens=0",
