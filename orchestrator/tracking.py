@@ -5,7 +5,7 @@ buffers what it is sent and writes with `log_batch` (≤ 1000 metrics per call).
 an embedded SQLite store free of `database is locked` and the load on a real server low.
 
 One sender per trial, in order. The worker that runs an attempt of a trial sends all of it:
-`begin` (open or reopen the child run, one attempt more), `log_steps` (a few times a minute) and
+`begin` (open or reopen the child run, one attempt more), `log_steps` (every couple of seconds) and
 `end` (the last steps, `final/*`, the status, the run terminated). Ray delivers one caller's
 calls to an actor in the order they were made, so an end never overtakes its begin or steps,
 and the end's write is the trial's whole record. The worker hands the end call's ObjectRef back
@@ -186,7 +186,10 @@ class Tracker:
 
     def record_unreported(self, trial_id: str, status: str, label: str, params: dict) -> None:
         """Record the end of a trial whose worker reported none (it failed before it began,
-        was lost, or was interrupted): its run, found or created, gets `status`."""
+        was lost, or was interrupted): its run, found or created, gets `status`. The driver
+        calls this only once the worker is gone; a begin that worker sent just before it was
+        killed may still land after this (then the trial reads `running`, which the next
+        launch runs again like an interrupted one)."""
         self._known(trial_id, label, params)
         self._terminate(trial_id, status)
 
