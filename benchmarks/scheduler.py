@@ -1,7 +1,7 @@
 """Scheduler benchmark: the real orchestrator, tracking actor and MLflow store; trials that sleep.
 
     python benchmarks/scheduler.py --trials 1000 --gpus 64 [--time-scale 1.0] [--json]
-        [--timeline PATH]
+        [--timeline PATH] [--without niceness|smallest-first]
 
 A local Ray gets `--gpus` fake GPUs. The grid is tokens × width × LR × seeds, cut to `--trials`;
 a trial sleeps `time_scale · tokens/1e6 · sqrt(width/64)` seconds while reporting metrics like a
@@ -17,6 +17,8 @@ real one, and asks for 0.5 GPU (width ≤ 128), 1 GPU (256–512) or 2 GPUs (102
   store: must be 0); resynced (trials whose record the re-sync completed: 0 unless one was
   lost or resumed)
 - dispatch timings come through `run_sweep`'s observer hook (`Timings`)
+`--without` switches one of the driver's choices off, to measure what it pays: `niceness`
+(trial processes stay at Ray's worker niceness) or `smallest-first` (longest first only).
 - relaunch_s: `launch` of the finished sweep again (target < 10 s, zero trials run)
 Ray workers are started before the clock starts (one per concurrent trial, each importing the
 trainer's config): on a 2-core machine, starting a hundred Python workers at once would
@@ -106,6 +108,19 @@ class Timings(SweepObserver):
                                - summary["final/wall_s"])
 
 
+def without(choice: str) -> None:
+    """Switch one of the driver's choices off in this process (for measurement only)."""
+    import orchestrator.driver
+    import orchestrator.worker
+
+    if choice == "niceness":  # _Runner wraps each task with trial_task when it is built
+        orchestrator.worker.trial_task = lambda fn: fn
+    elif choice == "smallest-first":
+        orchestrator.driver.submission_order = \
+            lambda items, _model, _request_of, size_of, *, max_new: sorted(
+                items, key=size_of, reverse=True)
+
+
 def spec_dict(num_trials: int, root: str) -> dict:
     """The grid: 200 trials per seed, as many seeds as `num_trials` needs."""
     seeds = math.ceil(num_trials / (len(WIDTHS) * len(TOKENS) * len(LRS)))
@@ -160,7 +175,11 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--timeline", metavar="PATH",
                         help="also write Ray's task timeline (chrome://tracing JSON) there")
+    parser.add_argument("--without", choices=("niceness", "smallest-first"),
+                        help="switch one of the driver's choices off, to measure what it pays")
     args = parser.parse_args()
+    if args.without:
+        without(args.without)
 
     work = Path(tempfile.mkdtemp(prefix="scheduler-bench-"))
     uri = f"sqlite:///{work}/mlflow.db"
@@ -220,6 +239,7 @@ def main() -> None:
         "relaunch_s": relaunch_s, "relaunch_trials_run": len(again.ran),
         "load_1m_before": load_before, "load_1m_after": load_after,
         "load_1m_after_relaunch": os.getloadavg()[0], "cpus": os.cpu_count(),
+        "without": args.without,
     }
     save("scheduler", result)
     if args.json:

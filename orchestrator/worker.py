@@ -21,13 +21,13 @@ def trial_task(fn):
     """`fn`, run at `TRIAL_NICENESS`: what the driver hands to Ray for every trial.
 
     The sweep's tracking actor is a Ray worker too, at Ray's worker niceness, and on the
-    driver's node it shares the CPUs with trial processes. When trials end faster than it
-    writes them (many short proxies) it falls behind, and the sweep is not over until it has
-    caught up; with the trials below it, it gets the CPU first (in the scheduler benchmark on
-    2 cores its backlog after the last trial went from 9.6-14.1 s to 5.8-11.6 s). Where the CPUs are
-    not contended (a GPU node runs a few trainers on many cores) niceness changes nothing. A
-    process may lower its own priority without privileges, never raise it: the worker keeps
-    it for the next trial Ray gives it, which is again a trial.
+    driver's node it shares the CPUs with trial processes. The sweep is not over until it has
+    written every trial's end, so when trials end faster than it writes (many short proxies on
+    a busy node) it should get the CPU first; with the trials below it, it does. Where the CPUs
+    are not contended (a GPU node runs a few trainers on many cores) niceness changes nothing.
+    A process may lower its own priority without privileges, never raise it: the worker keeps
+    it for the next trial Ray gives it, which is again a trial. (What it measured to pay:
+    benchmarks/README.md.)
     """
     def run_as_trial(*args):
         _lower_priority(TRIAL_NICENESS)
