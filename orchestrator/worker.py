@@ -116,7 +116,8 @@ def run_trial(cfg, tracker, label: str, threads: int) -> dict:
     try:
         result = trainer.run(cfg, MultiReporter(history, reporter))
     except Exception as err:
-        reporter.finish(status=FAILED, summary={})
+        if reporter.recorded is None:  # else it failed after its end (tearing down)
+            reporter.finish(status=FAILED, summary={})
         return {"status": FAILED, "summary": {}, "error": f"{type(err).__name__}: {err}",
                 "recorded": reporter.recorded}
     if reporter.recorded is None:  # it had ended before: the trainer only read its summary
