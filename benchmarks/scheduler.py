@@ -1,7 +1,7 @@
 """Scheduler benchmark: the real orchestrator, tracking actor and MLflow store; trials that sleep.
 
     python benchmarks/scheduler.py --trials 1000 --gpus 64 [--time-scale 1.0] [--json]
-        [--timeline PATH]
+        [--timeline PATH] [--without niceness|smallest-first]
 
 A local Ray gets `--gpus` fake GPUs. The grid is tokens × width × LR × seeds, cut to `--trials`;
 a trial sleeps `time_scale · tokens/1e6 · sqrt(width/64)` seconds while reporting metrics like a
@@ -13,8 +13,12 @@ real one, and asks for 0.5 GPU (width ≤ 128), 1 GPU (256–512) or 2 GPUs (102
   sweep_wall (from the call of `run_sweep`) and trial_span (first trial start → last end)
 - load: the 1-minute load average before and after (the machine may be shared)
 - dispatch overhead per trial: wall time from submission to result minus the sleep
-- tracking: metrics written per second and log_batch calls; metrics_lost (reported by the
-  trials, not in the store: must be 0)
+- tracking: metrics written per second; metrics_lost (reported by the trials, not in the
+  store: must be 0); resynced (trials whose record the re-sync completed: 0 unless one was
+  lost or resumed)
+- dispatch timings come through `run_sweep`'s observer hook (`Timings`)
+`--without` switches one of the driver's choices off, to measure what it pays: `niceness`
+(trial processes stay at Ray's worker niceness) or `smallest-first` (longest first only).
 - relaunch_s: `launch` of the finished sweep again (target < 10 s, zero trials run)
 Ray workers are started before the clock starts (one per concurrent trial, each importing the
 trainer's config): on a 2-core machine, starting a hundred Python workers at once would
@@ -37,7 +41,7 @@ import ray
 from _results import save
 
 from orchestrator.commands import launch
-from orchestrator.driver import prepare, run_sweep
+from orchestrator.driver import SweepObserver, prepare, run_sweep
 from orchestrator.spec import Resources, spec_from_dict
 from trainer.schema import recorded_trials
 
@@ -64,7 +68,7 @@ def sleep_trial(cfg, tracker, label, threads, time_scale=1.0):
 
     trial_id = config_id(cfg)
     params = flatten(cfg)
-    reporter = TrackerReporter(tracker, trial_id, label)
+    reporter = TrackerReporter(tracker, trial_id, label, params)
     reporter.start(run_id=trial_id, params=params, resumed_step=None)
     total = duration_s(cfg, time_scale)
     start, step = _time.monotonic(), 0
@@ -81,8 +85,40 @@ def sleep_trial(cfg, tracker, label, threads, time_scale=1.0):
     summary["bench/metrics"] = 5 * step + sum(k.startswith("final/") for k in summary)
     summary["bench/started_at"], summary["bench/ended_at"] = _time.time() - (
         _time.monotonic() - start), _time.time()
-    return {"status": "finished", "summary": summary, "params": params, "slept_s": total,
-            **reporter.end_report()}
+    return {"status": "finished", "summary": summary, "recorded": reporter.recorded}
+
+
+class Timings(SweepObserver):
+    """When each trial was handed to Ray and when its result came back."""
+
+    def __init__(self):
+        self.first_submit_at: float | None = None  # time.time()
+        self.submitted_at: dict[str, float] = {}  # trial id → time.monotonic()
+        self.overhead_s: list[float] = []  # submission to result, minus the trial's wall time
+        self.summaries: dict[str, dict] = {}
+
+    def submitted(self, trial) -> None:
+        if self.first_submit_at is None:
+            self.first_submit_at = time.time()
+        self.submitted_at[trial.trial_id] = time.monotonic()
+
+    def returned(self, trial, result: dict) -> None:
+        summary = self.summaries[trial.trial_id] = result["summary"]
+        self.overhead_s.append(time.monotonic() - self.submitted_at[trial.trial_id]
+                               - summary["final/wall_s"])
+
+
+def without(choice: str) -> None:
+    """Switch one of the driver's choices off in this process (for measurement only)."""
+    import orchestrator.driver
+    import orchestrator.worker
+
+    if choice == "niceness":  # _Runner wraps each task with trial_task when it is built
+        orchestrator.worker.trial_task = lambda fn: fn
+    elif choice == "smallest-first":
+        orchestrator.driver.submission_order = \
+            lambda items, _model, _request_of, size_of, *, max_new: sorted(
+                items, key=size_of, reverse=True)
 
 
 def spec_dict(num_trials: int, root: str) -> dict:
@@ -139,7 +175,11 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--timeline", metavar="PATH",
                         help="also write Ray's task timeline (chrome://tracing JSON) there")
+    parser.add_argument("--without", choices=("niceness", "smallest-first"),
+                        help="switch one of the driver's choices off, to measure what it pays")
     args = parser.parse_args()
+    if args.without:
+        without(args.without)
 
     work = Path(tempfile.mkdtemp(prefix="scheduler-bench-"))
     uri = f"sqlite:///{work}/mlflow.db"
@@ -161,13 +201,15 @@ def main() -> None:
 
     load_before = os.getloadavg()[0]
     began = time.time()
+    timings = Timings()
     outcome = run_sweep(spec, trials, tracking_uri=uri, progress=not args.json, task_fn=task,
-                        resources_for=lambda t: Resources(gpus=gpus[t.trial_id], cpus=0))
+                        resources_for=lambda t: Resources(gpus=gpus[t.trial_id], cpus=0),
+                        observer=timings)
     ended = time.time()
     load_after = os.getloadavg()[0]
-    makespan = ended - outcome.first_submit_at
-    starts = [x["bench/started_at"] for x in outcome.summaries.values()]
-    ends = [x["bench/ended_at"] for x in outcome.summaries.values()]
+    makespan = ended - timings.first_submit_at
+    starts = [x["bench/started_at"] for x in timings.summaries.values()]
+    ends = [x["bench/ended_at"] for x in timings.summaries.values()]
     writes = _tracking_counts(uri)
 
     start = time.monotonic()
@@ -185,19 +227,19 @@ def main() -> None:
         "sweep_wall_s": ended - began, "sweep_wall_ratio": (ended - began) / bound,
         "trial_span_s": max(ends) - min(starts),
         "trial_span_ratio": (max(ends) - min(starts)) / bound,
-        "dispatch_overhead_s_per_trial": statistics.median(outcome.overhead_s),
-        "dispatch_overhead_s_p90": sorted(outcome.overhead_s)[int(0.9 * len(trials))],
-        "first_submit_after_s": outcome.first_submit_at - began,
-        "first_trial_started_after_s": min(starts) - outcome.first_submit_at,
+        "dispatch_overhead_s_per_trial": statistics.median(timings.overhead_s),
+        "dispatch_overhead_s_p90": sorted(timings.overhead_s)[int(0.9 * len(trials))],
+        "first_submit_after_s": timings.first_submit_at - began,
+        "first_trial_started_after_s": min(starts) - timings.first_submit_at,
         "after_last_trial_s": ended - max(ends),
-        **{f"after_last_trial_{k}": v for k, v in outcome.phases.items()},
+        "resynced": len(outcome.resynced),
         "metrics_written": writes,
-        "metrics_lost": sum(x["bench/metrics"] for x in outcome.summaries.values()) - writes,
+        "metrics_lost": sum(x["bench/metrics"] for x in timings.summaries.values()) - writes,
         "tracking_metrics_per_s": writes / makespan,
         "relaunch_s": relaunch_s, "relaunch_trials_run": len(again.ran),
-        "tracker": outcome.tracker,
         "load_1m_before": load_before, "load_1m_after": load_after,
         "load_1m_after_relaunch": os.getloadavg()[0], "cpus": os.cpu_count(),
+        "without": args.without,
     }
     save("scheduler", result)
     if args.json:

@@ -8,6 +8,11 @@ then resumes from the trial's newest checkpoint. A trial that raised is resubmit
 driver up to `retries` times. Which trials to run comes from MLflow: a trial whose child run
 says finished or diverged is done and never runs again, so launch, resume and extend are one
 operation on a content-addressed set.
+
+Workers record their own trials through the sweep's tracking actor (`orchestrator.tracking`).
+The driver waits for each worker's end write (its ObjectRef comes back with the task's result),
+records only trials no worker ended (lost after their retries, interrupted), re-syncs those
+whose record may have gaps from their run directories, and then closes the sweep.
 """
 
 from __future__ import annotations
@@ -31,10 +36,10 @@ from orchestrator.placement import (
 )
 from orchestrator.resync import resync
 from orchestrator.spec import Resources, SweepSpec, Trial, expand
-from orchestrator.tracking import Tracker, tracking_credentials
-from orchestrator.worker import TrialFailed
+from orchestrator.store import tracking_credentials
+from orchestrator.tracking import Tracker
 from trainer.errors import ConfigError
-from trainer.schema import DONE, FAILED, FINAL_WALL_S, FINISHED, INTERRUPTED, recorded_trials
+from trainer.schema import DONE, FAILED, FINISHED, INTERRUPTED, recorded_trials
 
 CANCEL_POLL_S = 3.0
 
@@ -48,20 +53,19 @@ class SweepOutcome:
     ran: dict[str, str] = field(default_factory=dict)
     """trial id → status this launch ended it with."""
     interrupted: bool = False
-    overhead_s: list[float] = field(default_factory=list)
-    """Per trial: submission to result, minus the trial's own `final/wall_s`."""
-    summaries: dict[str, dict] = field(default_factory=dict)
-    """trial id → the summary its task returned."""
-    phases: dict[str, float] = field(default_factory=dict)
-    """Seconds spent after the last trial: draining the tracker, re-sync, closing the sweep."""
-    tracker: dict = field(default_factory=dict)
-    """The tracking actor's `stats()` at the end."""
-    first_submit_at: float | None = None
-    """Wall-clock time (time.time()) at which the first trial was handed to Ray."""
-    nodes: dict[str, str] = field(default_factory=dict)
-    """trial id → the Ray node that ran it (last attempt)."""
     resynced: list[str] = field(default_factory=list)
     """Trial ids whose MLflow record was completed from their run directories."""
+
+
+class SweepObserver:
+    """Sees each trial handed to Ray and each result that comes back; this one does nothing.
+    The one hook for instrumentation (the scheduler benchmark times trials through it)."""
+
+    def submitted(self, trial: Trial) -> None:
+        """`trial` was handed to Ray."""
+
+    def returned(self, trial: Trial, result: dict) -> None:
+        """`trial`'s task returned `result` (status, summary, ...)."""
 
 
 def code_version() -> str:
@@ -133,8 +137,9 @@ def local_cluster() -> ClusterModel:
 
 def run_sweep(spec: SweepSpec, trials: list[Trial], *, tracking_uri: str,
               progress: bool = True, task_fn: Callable | None = None,
-              resources_for: Callable[[Trial], Resources] | None = None) -> SweepOutcome:
-    """Run every trial not yet done; record everything through one tracking actor.
+              resources_for: Callable[[Trial], Resources] | None = None,
+              observer: SweepObserver | None = None) -> SweepOutcome:
+    """Run every trial not yet done; their workers record them through one tracking actor.
 
     Args:
         spec: the sweep.
@@ -144,6 +149,7 @@ def run_sweep(spec: SweepSpec, trials: list[Trial], *, tracking_uri: str,
         task_fn: what a worker runs per trial (default `orchestrator.worker.run_trial`;
             the scheduler benchmark passes one that sleeps).
         resources_for: per-trial resources (default: the spec's, for every trial).
+        observer: sees trials submitted and results returned (default: nothing does).
     """
     import ray
 
@@ -158,7 +164,8 @@ def run_sweep(spec: SweepSpec, trials: list[Trial], *, tracking_uri: str,
     todo = [t for t in trials if states.get(t.trial_id, {}).get("status") not in DONE]
     outcome = SweepOutcome(trials=len(trials), already_done=len(trials) - len(todo))
     runner = _Runner(spec, tracker, todo, outcome, task_fn=task_fn,
-                     resources_for=resources_for or (lambda _trial: spec.resources.per_trial()))
+                     resources_for=resources_for or (lambda _trial: spec.resources.per_trial()),
+                     observer=observer or SweepObserver())
     try:
         runner.loop(progress=progress)
     except KeyboardInterrupt:
@@ -166,15 +173,9 @@ def run_sweep(spec: SweepSpec, trials: list[Trial], *, tracking_uri: str,
         outcome.interrupted = True
     status = INTERRUPTED if outcome.interrupted else (
         FINISHED if all(s in DONE for s in outcome.ran.values()) else FAILED)
-    mark = time.monotonic()
-    ray.get(tracker.flush.remote())  # what the tracker still had queued, written
-    outcome.phases["drain_s"], mark = time.monotonic() - mark, time.monotonic()
-    outcome.resynced = resync(trials, tracker, tracking_uri=tracking_uri, sweep=spec.name,
-                              states=states, ran=set(outcome.ran))
-    outcome.phases["resync_s"], mark = time.monotonic() - mark, time.monotonic()
+    runner.await_records(timeout=None)  # every end the workers sent, written
+    outcome.resynced = resync([t for t in todo if t.trial_id in runner.unsure], tracker)
     ray.get(tracker.close_sweep.remote(status))
-    outcome.phases["close_s"] = time.monotonic() - mark
-    outcome.tracker = ray.get(tracker.stats.remote())
     return outcome
 
 
@@ -192,18 +193,24 @@ class _Runner:
 
     Which trials fit where is `orchestrator.placement`'s model of the cluster; the driver
     submits only those, so Ray never holds a queue in which short trials overtake long ones.
+    A task's result carries the ObjectRef of its worker's end write (`recorded`); the driver
+    keeps those until they resolve, and notes each trial whose record may have gaps (`unsure`)
+    for the re-sync.
     """
 
     def __init__(self, spec: SweepSpec, tracker, todo: list[Trial], outcome: SweepOutcome, *,
-                 task_fn: Callable | None, resources_for: Callable[[Trial], Resources]):
+                 task_fn: Callable | None, resources_for: Callable[[Trial], Resources],
+                 observer: SweepObserver):
         import ray
 
         from orchestrator.worker import run_trial, trial_task
 
-        self.spec, self.tracker, self.outcome = spec, tracker, outcome
+        self.spec, self.tracker, self.outcome, self.observer = spec, tracker, outcome, observer
         self.task = ray.remote(trial_task(task_fn or run_trial))
         self.resources_for = resources_for
-        self.running: dict = {}  # ObjectRef → (trial, attempt, placement, submitted at)
+        self.running: dict = {}  # ObjectRef of the task → (trial, attempt, placement)
+        self.recording: dict = {}  # ObjectRef of an end write → its trial
+        self.unsure: set[str] = set()  # trials whose record may lack something
         self.cap = spec.max_concurrent or len(todo) or 1
         self.total = len(todo)
         self.retry_attempt: dict[str, int] = {}
@@ -217,21 +224,15 @@ class _Runner:
         return Request(gpus=res.gpus, cpus=res.cpus)
 
     def submit(self, trial: Trial, placement: Placement | None) -> None:
-        """Record the trial's start with the tracker, then hand it to Ray."""
-        from trainer.identity import flatten
-
+        """Hand the trial to Ray; its worker opens its record."""
         res = self.resources_for(trial)
         attempt = self.retry_attempt.get(trial.trial_id, 1)
-        # From the driver, not the worker: this call and the trial's end (also sent from
-        # here) reach the actor in order, so no worker waits on the tracker to start.
-        self.tracker.start_trial.remote(trial.trial_id, flatten(trial.cfg), trial.label)
         threads = max(1, int(res.cpus))
         ref = self.task.options(num_cpus=res.cpus, num_gpus=res.gpus,
                                 max_retries=self.spec.retries, retry_exceptions=False).remote(
             trial.cfg, self.tracker, trial.label, threads)
-        self.running[ref] = (trial, attempt, placement, time.monotonic())
-        if self.outcome.first_submit_at is None:
-            self.outcome.first_submit_at = time.time()
+        self.running[ref] = (trial, attempt, placement)
+        self.observer.submitted(trial)
 
     def fill(self) -> None:
         """Submit, in queue order, every queued trial that fits the free resources."""
@@ -254,6 +255,7 @@ class _Runner:
             while self.queue or self.running:
                 self.fill()
                 self.collect(timeout=1.0)
+                self.await_records(timeout=0)
                 bar.update(task, completed=len(self.outcome.ran))
                 if time.monotonic() - last_poll > CANCEL_POLL_S:
                     last_poll = time.monotonic()
@@ -278,6 +280,7 @@ class _Runner:
         return ray.get(ready[0])
 
     def collect(self, *, timeout: float) -> None:
+        """Take the results of finished tasks: record, retry or give up on each trial."""
         import ray
 
         refs = list(self.running)
@@ -285,45 +288,59 @@ class _Runner:
         if ready:  # and everything else that has finished meanwhile
             ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
         for ref in ready:
-            trial, attempt, placement, submitted = self.running.pop(ref)
+            trial, attempt, placement = self.running.pop(ref)
             if placement is not None:
                 self.cluster.release(placement)
             try:
                 result = ray.get(ref)
-            except ray.exceptions.RayError as err:
-                self._failed(trial, attempt, err)
+            except ray.exceptions.RayError as err:  # its worker (or node) was lost, for good
+                self.unsure.add(trial.trial_id)
+                self._retry_or_fail(trial, attempt, str(err).strip().splitlines()[-1],
+                                    unreported=True)
                 continue
-            self.outcome.summaries[trial.trial_id] = result["summary"]
-            self.outcome.nodes[trial.trial_id] = result.get("node", "")
-            wall = result["summary"].get(FINAL_WALL_S) or 0.0
-            self.outcome.overhead_s.append(time.monotonic() - submitted - wall)
-            # Not waited for: the actor applies calls in order, and close_sweep is waited on.
-            self.tracker.finish_trial.remote(trial.trial_id, result["status"],
-                                             result["summary"], result["params"], trial.label,
-                                             node=result.get("node"),
-                                             rows=result.get("unsent", ()),
-                                             sends=result.get("sends"),
-                                             sender=result.get("sender"),
-                                             from_scratch=result.get("from_scratch"))
-            self.outcome.ran[trial.trial_id] = result["status"]
+            self.observer.returned(trial, result)
+            self.recording[result["recorded"]] = trial
+            if result["status"] == FAILED:  # the trainer raised
+                self._retry_or_fail(trial, attempt, result["error"], unreported=False)
+            else:
+                self.outcome.ran[trial.trial_id] = result["status"]
 
-    def _failed(self, trial: Trial, attempt: int, err: Exception) -> None:
-        # The steps the worker had not sent, if the trainer raised (`TrialFailed`); a worker
-        # that died took them along (its metrics.jsonl has them).
-        cause = getattr(err, "cause", None)
-        report = cause.report if isinstance(cause, TrialFailed) else {}
-        if report.get("unsent"):
-            self.tracker.add_steps.remote(trial.trial_id, report["unsent"])
+    def await_records(self, *, timeout: float | None) -> None:
+        """Take the tracker's answers to the end writes that have come (all of them, with
+        `timeout=None`): a trial whose record is not whole, or whose end the tracker could
+        not write, is re-synced at the end of the launch."""
+        import ray
+
+        refs = list(self.recording)
+        if not refs:
+            return
+        done, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout)
+        for ref in done:
+            trial = self.recording.pop(ref)
+            try:
+                whole = ray.get(ref)
+            except ray.exceptions.RayError:
+                whole = False
+            if not whole:
+                self.unsure.add(trial.trial_id)
+
+    def _retry_or_fail(self, trial: Trial, attempt: int, reason: str, *,
+                       unreported: bool) -> None:
         if attempt <= self.spec.retries:
             self.queue.insert(0, trial)  # resubmitted by the next fill, when it fits
             self.retry_attempt[trial.trial_id] = attempt + 1
             return
-        # Not waited for, as every call from here: the actor applies them in order.
-        self.tracker.mark_trial.remote(trial.trial_id, FAILED)
+        if unreported:  # no worker recorded this end
+            self._record_unreported(trial, FAILED)
         self.outcome.ran[trial.trial_id] = FAILED
-        reason = str(cause) if isinstance(cause, TrialFailed) else \
-            str(err).strip().splitlines()[-1]
         print(f"trial {trial.label} failed after {attempt} attempts: {reason}")
+
+    def _record_unreported(self, trial: Trial, status: str) -> None:
+        from orchestrator.worker import trial_params
+
+        # Not waited for: close_sweep, called after it, is.
+        self.tracker.record_unreported.remote(trial.trial_id, status, trial.label,
+                                              trial_params(trial.cfg, {}))
 
     def stop(self, status: str) -> None:
         """Cancel running tasks and record their trials as `status`."""
@@ -331,7 +348,8 @@ class _Runner:
 
         for ref, (trial, *_) in list(self.running.items()):
             ray.cancel(ref, force=True)
-            self.tracker.mark_trial.remote(trial.trial_id, status)
+            self._record_unreported(trial, status)
+            self.unsure.add(trial.trial_id)  # it may have ended meanwhile: see its summary
             self.outcome.ran[trial.trial_id] = status
         self.running.clear()
         self.queue.clear()

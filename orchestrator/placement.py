@@ -155,19 +155,16 @@ def submission_order(items: Sequence[T], model: ClusterModel,
     The wave is what the cluster (`model`, left as it is) holds at once of the smallest
     trials (`size_of`, the FLOPs), packed by the rules above, within the concurrency cap.
     Longest first (LPT) alone ends a sweep of many small proxies with a wave of the smallest
-    ones: on the scheduler benchmark some 460 trials ended in its last 13 s, faster than the
-    tracker writes a trial's record (its run, its end, its status: three MLflow transactions),
-    and the sweep, which is over only once they are written, waited 6-10 s on that backlog
-    after its last trial (makespan ratio 1.054-1.075 in four runs). Run first, the smallest
+    ones, hundreds of trials ending within seconds, faster than the tracking actor writes a
+    trial's record (its run, its end, its terminal state: three MLflow transactions); the sweep
+    is over only once they are written, so it waits on that backlog. Run first, the smallest
     trials end while the tracker has little else to do; the sweep still ends on small trials
-    (the next-smallest), so LPT's balance at the end holds. With this order the backlog after
-    the last trial was 0.04-0.12 s and the ratio 1.034-1.039.
+    (the next-smallest), so LPT's balance at the end holds.
 
     The cost: the largest trials start one small trial later, and every worker of the first
-    wave pays its first task's one-time costs at once (~0.2 s of CPU each: on the benchmark's
-    2 cores, 128 of them added ~2 s to the trials' span). In return the MLflow UI has complete
+    wave pays its first task's one-time costs at once. In return the MLflow UI has complete
     results within the smallest trial's time, and with them whatever goes wrong only at a
-    trial's end (the final eval, the summary, the record).
+    trial's end (the final eval, the summary, the record). Figures: benchmarks/README.md.
     """
     wave = select(sorted(items, key=size_of), copy.deepcopy(model), request_of,
                   max_new=max_new)

@@ -1,7 +1,8 @@
 """What runs on a Ray worker: one trial through `trainer.run`, reporting to the tracker.
 
-Metrics also go to the trial's own `metrics.jsonl`, beside its `summary.json`: what the
-tracking server missed (a long outage, a dead driver) is re-synced from there.
+The worker is the one sender of its attempt's record (see `orchestrator.tracking`). Metrics also
+go to the trial's own `metrics.jsonl`, beside its `summary.json`: what the tracking server
+missed (a lost worker, a long outage, a dead driver) is re-synced from there.
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ def trial_task(fn):
     """`fn`, run at `TRIAL_NICENESS`: what the driver hands to Ray for every trial.
 
     The sweep's tracking actor is a Ray worker too, at Ray's worker niceness, and on the
-    driver's node it shares the CPUs with trial processes. When trials end faster than it
-    writes them (many short proxies) it falls behind, and the sweep is not over until it has
-    caught up; with the trials below it, it gets the CPU first (in the scheduler benchmark on
-    2 cores its backlog after the last trial went from 9.6-14.1 s to 5.8-11.6 s). Where the CPUs are
-    not contended (a GPU node runs a few trainers on many cores) niceness changes nothing. A
-    process may lower its own priority without privileges, never raise it: the worker keeps
-    it for the next trial Ray gives it, which is again a trial.
+    driver's node it shares the CPUs with trial processes. The sweep is not over until it has
+    written every trial's end, so when trials end faster than it writes (many short proxies on
+    a busy node) it should get the CPU first; with the trials below it, it does. Where the CPUs
+    are not contended (a GPU node runs a few trainers on many cores) niceness changes nothing.
+    A process may lower its own priority without privileges, never raise it: the worker keeps
+    it for the next trial Ray gives it, which is again a trial. (What it measured to pay:
+    benchmarks/README.md.)
     """
     def run_as_trial(*args):
         _lower_priority(TRIAL_NICENESS)
@@ -37,56 +38,48 @@ def trial_task(fn):
 
 
 class TrackerReporter:
-    """The trainer's Reporter, forwarding to the sweep's tracking actor.
+    """The trainer's Reporter in a sweep: the one sender of an attempt's record.
 
-    Metrics go in one call per `SEND_EVERY_S` rather than one per logged step: a hundred
-    trials each calling the actor a few times a second kept it (and the CPUs) busy with call
-    handling on a small machine, and the tracker writes a running trial's metrics no more
-    often than every 10 s anyway. A worker that dies loses what it had not sent; the trial's
-    `metrics.jsonl` has it, and the re-sync at the end of the launch restores it.
-
-    What is left at the end is not sent: it goes back to the driver with the task's result
-    (`end_report`), and from there to the tracker in the same call as the trial's end. Sent
-    from here, it could reach the tracker after that end (the driver's calls and this
-    worker's are not ordered), and then after the sweep was closed: steps lost. The count of
-    sends goes with it, so the tracker knows whether all of them have arrived.
+    `start` sends the tracker `begin`, metrics go in one `log_steps` call per `SEND_EVERY_S`
+    (rather than one per logged step: a hundred trials each calling the actor a few times a
+    second kept it, and the CPUs, busy with call handling on a small machine), and `finish`
+    sends `end` with what is left. All from this process, so the tracker receives them in
+    order. `recorded` is the end call's ObjectRef, for the driver to wait on. A worker that
+    dies loses what it had not sent; the trial's `metrics.jsonl` has it, and the re-sync at the
+    end of the launch restores it.
     """
 
-    def __init__(self, tracker, trial_id: str, label: str):
-        self.tracker, self.trial_id, self.label = tracker, trial_id, label
+    def __init__(self, tracker, trial_id: str, label: str, params: dict):
+        self.tracker, self.trial_id, self.label, self.params = tracker, trial_id, label, params
         self.pending: list[tuple[int, dict]] = []
         self.sent_at = time.monotonic()
-        self.sends = 0
-        self.sender = os.urandom(6).hex()  # this attempt, for the tracker's count of sends
-        self.from_scratch: bool | None = None
+        self.began = False
+        self.recorded = None  # ObjectRef of the tracker's answer to `end`
 
     def start(self, *, run_id: str, params: dict, resumed_step: int | None) -> None:
-        # Fire and forget: the driver opened the trial's run when it submitted the task, so
-        # the trial never waits on the tracker (which may still be starting).
-        self.tracker.begin_attempt.remote(self.trial_id, params, resumed_step)
-        self.from_scratch = resumed_step is None
+        # Fire and forget, as every call here: no trial waits on the tracker.
+        self.tracker.begin.remote(self.trial_id, self.label, params, resumed_step)
+        self.began = True
 
     def log_metrics(self, metrics: dict, *, step: int) -> None:
         self.pending.append((step, dict(metrics)))
         if time.monotonic() - self.sent_at >= SEND_EVERY_S:
-            self.send()
-
-    def send(self) -> None:
-        # Fire and forget: calls from one worker to one actor arrive in order.
-        if self.pending:
-            self.tracker.log_steps.remote(self.trial_id, self.pending, self.sender)
-            self.sends += 1
-        self.pending, self.sent_at = [], time.monotonic()
+            self.tracker.log_steps.remote(self.trial_id, self.pending)
+            self.pending, self.sent_at = [], time.monotonic()
 
     def finish(self, *, status: str, summary: dict) -> None:
-        """Nothing is sent: the driver records the end from the task's result, once."""
+        """Send the end. An attempt that trained nothing (its trial had ended before, or it
+        failed first) begins here, at the step it stopped at: its record is not whole."""
+        import ray
 
-    def end_report(self) -> dict:
-        """For the task's result: the steps not sent, how many sends went before, and whether
-        this attempt began at step 0 (the begin above may reach the tracker after the end the
-        driver sends: a worker's first call waits while the actor is still starting)."""
-        return {"unsent": self.pending, "sends": self.sends, "sender": self.sender,
-                "from_scratch": self.from_scratch}
+        if not self.began:
+            derived = {k: v for k, v in summary.items() if k.startswith("derived.")}
+            self.start(run_id=self.trial_id, params={**self.params, **derived},
+                       resumed_step=int(summary.get("final/steps") or 0))
+        self.recorded = self.tracker.end.remote(
+            self.trial_id, status, summary, self.pending,
+            node=ray.get_runtime_context().get_node_id())
+        self.pending = []
 
 
 def _lower_priority(niceness: int) -> None:
@@ -104,41 +97,32 @@ def _lower_priority(niceness: int) -> None:
             pass
 
 
-class TrialFailed(Exception):
-    """The trainer raised. Carries its error and the reporter's `end_report`: the steps the
-    worker had not sent (up to `SEND_EVERY_S` of them), which the driver hands to the tracker
-    with the failure; the trial's MLflow history would otherwise stop short of its end."""
-
-    def __init__(self, message: str, report: dict):
-        super().__init__(message)
-        self.report = report
-
-    def __reduce__(self):  # Ray pickles the exception back to the driver
-        return TrialFailed, (self.args[0], self.report)
-
-
 def run_trial(cfg, tracker, label: str, threads: int) -> dict:
-    """Train one trial to its end; {status, summary, params, node, unsent, sends, sender,
-    from_scratch} for the driver to record."""
-    import ray
+    """Train one trial to its end, reporting to `tracker`; {status, summary, error, recorded}
+    for the driver, `recorded` being the ObjectRef of the tracker's end write. A trainer that
+    raised ends the attempt `failed` (its history kept to that point); the driver decides
+    whether to try again."""
     import torch
 
     import trainer
     from trainer.paths import RunPaths
     from trainer.reporting import JsonlReporter, MultiReporter
+    from trainer.schema import FAILED
 
     torch.set_num_threads(max(1, threads))
     trial_id = trainer.config_id(cfg)
     history = JsonlReporter(RunPaths.for_config(cfg, trial_id).metrics, echo=False)
-    reporter = TrackerReporter(tracker, trial_id, label)
+    reporter = TrackerReporter(tracker, trial_id, label, trial_params(cfg, {}))
     try:
         result = trainer.run(cfg, MultiReporter(history, reporter))
     except Exception as err:
-        raise TrialFailed(f"{type(err).__name__}: {err}", reporter.end_report()) from err
-    params = trial_params(cfg, result.summary)
-    return {"status": result.status, "summary": result.summary, "params": params,
-            "pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(),
-            **reporter.end_report()}
+        if reporter.recorded is None:  # else it failed after its end (tearing down)
+            reporter.finish(status=FAILED, summary={})
+        return {"status": FAILED, "summary": {}, "error": f"{type(err).__name__}: {err}",
+                "recorded": reporter.recorded}
+    if reporter.recorded is None:  # it had ended before: the trainer only read its summary
+        reporter.finish(status=result.status, summary=result.summary)
+    return {"status": result.status, "summary": result.summary, "recorded": reporter.recorded}
 
 
 def trial_params(cfg, summary: dict) -> dict:

@@ -87,20 +87,19 @@ def test_tracker_keeps_its_buffer_when_it_gives_up_and_waits_out_an_outage(sweep
     trial = "f" * 64
     tracker = Tracker(server.url, "outage", code_version="test", spec_yaml="name: outage\n",
                       flush_every_s=1e9, outage_s=1.0)
-    run_id = tracker.start_trial(trial, {"optim.lr": 0.01}, "optim.lr=0.01")
+    tracker.begin(trial, "optim.lr=0.01", {"optim.lr": 0.01})
+    run_id = tracker.children[trial]
     server.kill()
-    for step in range(1, 51):
-        tracker.log_metrics(trial, {"train/loss": 5.0 - step / 100}, step)
+    tracker.log_steps(trial, [(step, {"train/loss": 5.0 - step / 100}) for step in range(1, 51)])
     with pytest.raises(MlflowException, match="failed with exception"):
         tracker.flush()  # gave up after outage_s ...
     assert len(tracker.buffer[trial]) == 50  # ... and kept every metric
 
-    tracker.outage_s = 300.0
+    tracker.call.outage_s = 300.0
     restart = threading.Thread(target=server.start)
     restart.start()
     began = time.monotonic()
-    tracker.finish_trial(trial, "finished", {"final/steps": 50, "final/train_loss": 4.5},
-                         {"optim.lr": 0.01}, "optim.lr=0.01")  # waits for the server
+    tracker.end(trial, "finished", {"final/steps": 50, "final/train_loss": 4.5})  # waits
     waited = time.monotonic() - began
     restart.join()
     assert waited > 1.0

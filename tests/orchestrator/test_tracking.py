@@ -1,5 +1,5 @@
 """The Tracker on its own (in this process, a real SQLite MLflow store): what it writes when,
-and which trials it vouches for, so the end-of-launch re-sync can skip them."""
+and which records it answers for as whole, so the end-of-launch re-sync can skip them."""
 
 from mlflow import MlflowClient
 
@@ -14,100 +14,91 @@ def _tracker(uri: str) -> Tracker:
                    flush_every_s=1e9)
 
 
-def _trial(tracker: Tracker, trial_id: str, *, begins=((None,),), steps=3) -> None:
-    tracker.start_trial(trial_id, PARAMS, trial_id[:8])
-    for (resumed_step,) in begins:
-        tracker.begin_attempt(trial_id, {**PARAMS, "derived.n_params": 100}, resumed_step)
-    tracker.log_steps(trial_id, [(s, {"train/loss": 3.0 - s / 10}) for s in range(1, steps + 1)])
-    tracker.finish_trial(trial_id, "finished", SUMMARY, PARAMS, trial_id[:8], sends=1)
+def _attempt(tracker: Tracker, trial_id: str, *, resumed_step=None, steps=3) -> bool:
+    """What one worker sends for an attempt: begin, steps, end; the end's answer."""
+    tracker.begin(trial_id, trial_id[:8], {**PARAMS, "derived.n_params": 100}, resumed_step)
+    tracker.log_steps(trial_id, [(s, {"train/loss": 3.0 - s / 10}) for s in range(1, steps)])
+    return tracker.end(trial_id, "finished", SUMMARY, [(steps, {"train/loss": 3.0 - steps / 10})],
+                       node="node-1")
 
 
 def test_a_trial_is_written_in_three_calls_and_whole(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     tracker = _tracker(uri)
     before = tracker.writes
-    _trial(tracker, "a" * 64)
+    assert _attempt(tracker, "a" * 64)
     assert tracker.writes - before == 1  # one log_batch: params, history, finals, status
     client = MlflowClient(uri)
     run = client.get_run(tracker.children["a" * 64])
     assert run.info.status == "FINISHED" and run.data.tags["trial.status"] == "finished"
+    assert run.data.tags["trial.attempt"] == "1" and run.data.tags["trial.node"] == "node-1"
     assert run.data.params["derived.n_params"] == "100" and run.data.params["optim.lr"] == "0.01"
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [1, 2, 3]
+    history = client.get_metric_history(run.info.run_id, "train/loss")
+    assert [(m.step, m.value) for m in history] == [(1, 2.9), (2, 2.8), (3, 2.7)]
     assert run.data.metrics["final/eval_loss"] == 2.5
 
 
-def test_only_whole_first_attempts_are_confirmed(tmp_path):
-    tracker = _tracker(f"sqlite:///{tmp_path}/mlflow.db")
-    _trial(tracker, "a" * 64)  # from scratch, one attempt
-    _trial(tracker, "b" * 64, begins=((None,), (None,)))  # Ray re-ran it after a lost worker
-    _trial(tracker, "c" * 64, begins=((40,),))  # resumed from a checkpoint
-    _trial(tracker, "d" * 64, begins=())  # had ended before: its worker reported nothing
-    assert tracker.confirmed_trials() == {"a" * 64}
+def test_only_one_attempt_from_scratch_in_a_new_run_is_whole(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracker = _tracker(uri)
+    assert not _attempt(tracker, "c" * 64, resumed_step=40)  # resumed from a checkpoint
+    tracker.begin("b" * 64, "b", PARAMS)  # its worker was lost; Ray ran the task again
+    assert not _attempt(tracker, "b" * 64)
     assert tracker.attempts["b" * 64] == 2
 
-    again = _tracker(f"sqlite:///{tmp_path}/mlflow.db")  # the next launch: runs exist
-    _trial(again, "a" * 64)
-    assert again.confirmed_trials() == set()
+    again = _tracker(uri)  # the next launch: the run exists, with its history
+    assert not _attempt(again, "c" * 64)
+    assert MlflowClient(uri).get_run(again.children["c" * 64]).data.tags["trial.attempt"] == "2"
 
 
 def test_steps_already_written_are_dropped(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     tracker = _tracker(uri)
     trial = "e" * 64
-    tracker.start_trial(trial, PARAMS, "e")
+    tracker.begin(trial, "e", PARAMS)
     tracker.log_steps(trial, [(1, {"train/loss": 3.0}), (2, {"train/loss": 2.9})])
     tracker.flush()
     resumed = _tracker(uri)  # a new launch reopens the run and resumes from step 1
-    resumed.start_trial(trial, PARAMS, "e")
+    resumed.begin(trial, "e", PARAMS, 1)
     resumed.log_steps(trial, [(2, {"train/loss": 2.9}), (3, {"train/loss": 2.8})])
-    resumed.finish_trial(trial, "finished", SUMMARY, PARAMS, "e")
+    resumed.end(trial, "finished", SUMMARY)
     client = MlflowClient(uri)
     history = client.get_metric_history(resumed.children[trial], "train/loss")
     assert sorted(m.step for m in history) == [1, 2, 3]
     assert client.get_run(resumed.children[trial]).data.tags["trial.attempt"] == "2"
 
 
-def test_the_end_carries_the_unsent_steps_and_vouches_only_when_every_send_arrived(tmp_path):
-    """A worker's last steps come with its end (same caller as the end, so in order); a send
-    still on its way when the end is written leaves the trial to the re-sync."""
+def test_the_driver_records_trials_no_worker_reported(tmp_path):
+    """A trial lost before its worker began gets a run with its params; one interrupted
+    keeps its history and attempt."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     tracker = _tracker(uri)
-    whole, late = "w" * 64, "l" * 64
-    for trial in (whole, late):
-        tracker.start_trial(trial, PARAMS, trial[:8])
-        tracker.begin_attempt(trial, PARAMS, None)
-        tracker.log_steps(trial, [(1, {"train/loss": 3.0})])
-    tracker.finish_trial(whole, "finished", SUMMARY, PARAMS, "w", sends=1,
-                         rows=[(2, {"train/loss": 2.9}), (3, {"train/loss": 2.8})])
-    tracker.finish_trial(late, "finished", SUMMARY, PARAMS, "l", sends=2,
-                         rows=[(3, {"train/loss": 2.8})])  # its send of step 2 is on its way
-    assert tracker.confirmed_trials() == {whole}
-    history = MlflowClient(uri).get_metric_history(tracker.children[whole], "train/loss")
-    assert [(m.step, m.value) for m in history] == [(1, 3.0), (2, 2.9), (3, 2.8)]
+    tracker.record_unreported("f" * 64, "failed", "f", PARAMS)
+    tracker.begin("i" * 64, "i", PARAMS)
+    tracker.log_steps("i" * 64, [(1, {"train/loss": 3.0})])
+    tracker.record_unreported("i" * 64, "interrupted", "i", PARAMS)
+    client = MlflowClient(uri)
+    failed = client.get_run(tracker.children["f" * 64])
+    assert failed.info.status == "FAILED" and failed.data.tags["trial.status"] == "failed"
+    assert failed.data.params["optim.lr"] == "0.01"
+    interrupted = client.get_run(tracker.children["i" * 64])
+    assert interrupted.info.status == "KILLED"
+    assert (interrupted.data.tags["trial.status"], interrupted.data.tags["trial.attempt"]) == \
+        ("interrupted", "1")
+    assert [m.step for m in client.get_metric_history(interrupted.info.run_id, "train/loss")] \
+        == [1]
 
 
-def test_an_end_that_overtakes_its_begin_is_still_vouched_for(tmp_path):
-    """The worker's begin (sent from the worker while the actor was starting) may arrive after
-    the end the driver sent: the end says the attempt began at step 0, and the late begin
-    changes nothing."""
-    tracker = _tracker(f"sqlite:///{tmp_path}/mlflow.db")
-    trial = "o" * 64
-    tracker.start_trial(trial, PARAMS, "o")
-    tracker.log_steps(trial, [(1, {"train/loss": 3.0})], "attempt-b")
-    tracker.finish_trial(trial, "finished", SUMMARY, PARAMS, "o", sends=1, sender="attempt-b",
-                         from_scratch=True, rows=[(2, {"train/loss": 2.9})])
-    tracker.begin_attempt(trial, {**PARAMS, "derived.n_params": 100}, None)
-    assert tracker.confirmed_trials() == {trial} and tracker.attempts[trial] == 1
-
-
-def test_sends_are_counted_per_attempt(tmp_path):
-    """An earlier attempt's sends do not make up for the last attempt's send still on its way."""
-    tracker = _tracker(f"sqlite:///{tmp_path}/mlflow.db")
-    trial = "p" * 64
-    tracker.start_trial(trial, PARAMS, "p")
-    tracker.begin_attempt(trial, PARAMS, None)
-    tracker.log_steps(trial, [(1, {"train/loss": 3.0})], "attempt-a")
-    tracker.log_steps(trial, [(2, {"train/loss": 2.9})], "attempt-a")
-    tracker.finish_trial(trial, "finished", SUMMARY, PARAMS, "p", sends=2, sender="attempt-b",
-                         from_scratch=True)  # attempt b made 2 sends; neither has arrived
-    assert tracker.confirmed_trials() == set()
+def test_resync_adds_only_the_steps_the_store_lacks(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracker = _tracker(uri)
+    trial = "r" * 64
+    tracker.begin(trial, "r", PARAMS)
+    tracker.log_steps(trial, [(1, {"train/loss": 3.0}), (3, {"train/loss": 2.8})])
+    tracker.flush()  # step 2 went down with a lost worker
+    rows = [{"step": s, "train/loss": 3.1 - s / 10} for s in (1, 2, 3)]
+    tracker.resync_trial(trial, "finished", SUMMARY, PARAMS, "r", rows)
+    client = MlflowClient(uri)
+    history = client.get_metric_history(tracker.children[trial], "train/loss")
+    assert sorted(m.step for m in history) == [1, 2, 3]
+    assert client.get_run(tracker.children[trial]).data.tags["trial.status"] == "finished"

@@ -1,0 +1,129 @@
+"""The tracking actor's connection to the MLflow store: credentials, outages, cheap commits.
+
+A team's store is an `mlflow server`, and a server restarts. Every write of the tracking actor
+goes through `StoreCalls`, which retries a call that failed for want of the server (connection
+refused, timeout, 503) with backoff for up to `outage_s`; meanwhile the actor's calls queue in
+Ray and workers keep training (their calls do not wait). Writes are safe to repeat: MLflow
+ignores a metric logged twice, a child run is looked up by `trial.id` before one is created.
+
+Credentials reach the actor from the driver's environment (the `MLFLOW_TRACKING_*`/`AWS_*`
+variables, as constructor arguments, not as Ray runtime-env variables, which Ray's state API
+lists). An embedded SQLite store gets a write-ahead log (`_cheap_sqlite_commits`).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import sys
+import time
+from collections.abc import Callable
+
+from trainer.reporting import redact
+
+CREDENTIAL_VARS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN",
+                   "MLFLOW_TRACKING_INSECURE_TLS", "MLFLOW_TRACKING_SERVER_CERT_PATH",
+                   "MLFLOW_TRACKING_CLIENT_CERT_PATH", "AWS_ACCESS_KEY_ID",
+                   "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION",
+                   "MLFLOW_S3_ENDPOINT_URL")
+OUTAGE_S = 900.0
+"""How long a write waits for an unreachable server before giving up (then: re-sync)."""
+MAX_BACKOFF_S = 8.0
+
+
+def tracking_credentials() -> dict[str, str]:
+    """The tracking and artifact-store credentials set in this process's environment."""
+    return {k: os.environ[k] for k in CREDENTIAL_VARS if k in os.environ}
+
+
+def open_client(uri: str, credentials: dict[str, str] | None = None):
+    """An MlflowClient for `uri` in this (the tracking actor's) process, with `credentials`
+    in its environment and MLflow's own HTTP retries cut short: its 7 retries, up to 2 min
+    apart, would hide an outage inside one call; `StoreCalls` says what is going on."""
+    from mlflow import MlflowClient
+
+    os.environ.update(credentials or {})
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    if uri.startswith("sqlite:"):
+        _cheap_sqlite_commits()
+    return MlflowClient(tracking_uri=uri)
+
+
+def is_transient(err: Exception) -> bool:
+    """Did a call fail because the server could not be reached (worth retrying)?"""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(err, (requests.ConnectionError, requests.Timeout, ConnectionError)):
+        return True
+    if isinstance(err, MlflowException):
+        if err.error_code == "TEMPORARILY_UNAVAILABLE":
+            return True
+        # rest_utils wraps what requests raised (refused, reset, timed out) this way.
+        return err.message.startswith("API request to") and "failed with" in err.message \
+            and "exception" in err.message
+    return False
+
+
+class StoreCalls:
+    """Calls to the store, each retried with backoff while the server is unreachable."""
+
+    def __init__(self, outage_s: float = OUTAGE_S):
+        self.outage_s = outage_s
+        """How long one call waits for the server before it raises."""
+        self.down_since: float | None = None
+
+    def __call__(self, fn: Callable, *args, **kwargs):
+        """`fn(*args, **kwargs)`, retried for up to `outage_s` while `is_transient`."""
+        deadline, delay = time.monotonic() + self.outage_s, 0.5
+        while True:
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as err:
+                if not is_transient(err) or time.monotonic() + delay > deadline:
+                    raise
+                if self.down_since is None:
+                    self.down_since = time.monotonic()
+                    _say(f"tracking server unreachable ({redact(str(err))[:200]}); retrying "
+                         f"for up to {self.outage_s:.0f} s, trials keep running")
+                time.sleep(delay)
+                delay = min(2 * delay, MAX_BACKOFF_S)
+                continue
+            if self.down_since is not None:
+                _say(f"tracking server back after {time.monotonic() - self.down_since:.1f} s")
+                self.down_since = None
+            return result
+
+
+def _cheap_sqlite_commits() -> None:
+    """Every SQLite connection this process opens from now on uses a write-ahead log with
+    synchronous=NORMAL: a commit then costs no fsync (the default spends ~9 ms on one, and
+    MLflow commits several times per log_batch). The file stays safe from corruption; a
+    power cut may lose the last commits, which a re-launch re-runs (the trials' own
+    summaries re-sync them). Readers in other processes (the driver, `sweep status`,
+    `mlflow ui`) are not blocked by the writer."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    if event.contains(Engine, "connect", _wal_pragmas):
+        return
+    event.listen(Engine, "connect", _wal_pragmas)
+
+
+def _wal_pragmas(dbapi_conn, _record) -> None:
+    if not isinstance(dbapi_conn, sqlite3.Connection):
+        return
+    cursor = dbapi_conn.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.OperationalError:  # another connection holds a lock: keep the journal
+        pass
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _say(message: str) -> None:
+    # The actor's stderr: Ray's worker log on the driver's node.
+    print(f"[proxysweep tracker] {message}", file=sys.stderr, flush=True)
