@@ -114,6 +114,8 @@ class Tracker:
             self.parent_id = run.info.run_id
         self.call(self.client.log_text, self.parent_id, redact(spec_yaml), SPEC_ARTIFACT)
         self.call(self.client.set_tag, self.parent_id, SWEEP_CANCEL_TAG, "no")
+        # a resumed or extended sweep is running again, whatever its last launch ended as
+        self.call(self.client.set_tag, self.parent_id, SWEEP_STATUS_TAG, RUNNING)
         return self.parent_id
 
     def cancel_requested(self) -> bool:

@@ -102,3 +102,16 @@ def test_resync_adds_only_the_steps_the_store_lacks(tmp_path):
     history = client.get_metric_history(tracker.children[trial], "train/loss")
     assert sorted(m.step for m in history) == [1, 2, 3]
     assert client.get_run(tracker.children[trial]).data.tags["trial.status"] == "finished"
+
+
+def test_a_sweep_launched_again_reads_running_until_it_closes(tmp_path):
+    """Regression: `sweep status` said `finished` (or `interrupted`) while an extend or a resume
+    of that sweep was running, because only the close wrote the sweep's status."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    first = _tracker(uri)
+    first.close_sweep("interrupted")
+    again = _tracker(uri)
+    client = MlflowClient(uri)
+    assert client.get_run(again.parent_id).data.tags["sweep.status"] == "running"
+    again.close_sweep("finished")
+    assert client.get_run(again.parent_id).data.tags["sweep.status"] == "finished"
