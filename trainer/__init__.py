@@ -1,4 +1,5 @@
-"""One training run of a proxy model: `trainer.run(cfg, reporter)` or `python -m trainer`.
+"""One training run of a proxy model: `trainer.run(cfg, reporter)` or `python -m trainer`;
+`trainer.TrainingRun` for driving a run step by step.
 
 Knows nothing of sweeps or Ray. Names are imported lazily so that `import trainer.config`
 does not pull in torch.
@@ -13,18 +14,19 @@ if TYPE_CHECKING:
     from trainer.config import Config
     from trainer.errors import ConfigError
     from trainer.identity import config_id
-    from trainer.loop import RunResult, run
+    from trainer.loop import RunResult, TrainingRun, run
     from trainer.validation import check, problems
 
 _EXPORTS = {
-    "run": "trainer.loop", "RunResult": "trainer.loop", "Config": "trainer.config",
+    "run": "trainer.loop", "RunResult": "trainer.loop", "TrainingRun": "trainer.loop",
+    "Config": "trainer.config",
     "compose": "trainer.compose", "ConfigError": "trainer.errors",
     "config_id": "trainer.identity", "check": "trainer.validation",
     "problems": "trainer.validation",
 }
 
-__all__ = ["Config", "ConfigError", "RunResult", "check", "compose", "config_id", "problems",
-           "run"]
+__all__ = ["Config", "ConfigError", "RunResult", "TrainingRun", "check", "compose", "config_id",
+           "problems", "run"]
 
 
 def __getattr__(name: str):

@@ -5,9 +5,16 @@ FLOPs per token of a training step (forward + backward) follow Kaplan et al. / P
 (blocks and readout; the embedding lookup is not a matmul) and the second term is attention's
 QKᵀ and AV over a full (non-causal-discounted) context.
 
-Peak: a table of dense bf16 tensor-core rates for known GPUs; on a CPU, a float32 GEMM rate
-measured once per machine (and torch version and thread count) and cached. Torch is imported
-only for the peak: counting FLOPs (which every sweep command does per trial) does not need it.
+Peak: a table of dense bf16 tensor-core rates for known GPUs (looked up by device name); on a
+CPU, a float32 GEMM rate measured about 1.5 s and then cached twice:
+- on disk, in `<data.cache_dir>/gemm_rate.json`, one entry per CPU, keyed by host name,
+  processor, torch version, torch's thread count and the core count, so every later process on
+  the machine (each Ray worker, each `python -m trainer`) reads the number instead of measuring;
+- in memory, one lookup per process and key (`functools.cache`), so trials that share a
+  Ray worker process do not even read the file.
+A run asks for its peak only when it first logs MFU, not when it is built. Delete the file to
+measure again (after a hardware change the key changes by itself). Torch is imported only for
+the peak: counting FLOPs (which every sweep command does per trial) does not need it.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import json
 import os
 import platform
 import time
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,6 +45,9 @@ GPU_PEAK_BF16 = {
     "L4": 121e12,
     "RTX 4090": 165e12,
 }
+
+CPU_RATE_FILE = "gemm_rate.json"
+"""Measured CPU GEMM rates, one per machine key, under the data cache directory."""
 
 
 def flops_per_token(cfg: ModelConfig, *, vocab_size: int, seq_len: int) -> float:
@@ -83,7 +94,13 @@ def cpu_peak_flops(cache_dir: str) -> float:
 
     key = f"v2|{platform.node()}|{platform.processor() or platform.machine()}|" \
           f"{torch.__version__}|{torch.get_num_threads()}|{os.cpu_count()}"
-    path = Path(cache_dir) / "gemm_rate.json"
+    return _cached_cpu_rate(key, str(cache_dir))
+
+
+@cache
+def _cached_cpu_rate(key: str, cache_dir: str) -> float:
+    """The rate stored under `key` in the cache file; measured and stored when absent."""
+    path = Path(cache_dir) / CPU_RATE_FILE
     table = json.loads(path.read_text()) if path.exists() else {}
     if key not in table:
         table[key] = measure_cpu_gemm_rate()

@@ -5,6 +5,11 @@ the run already ended, else restores the newest checkpoint (model, optimizer, st
 counters, RNG) and trains to the token budget or to divergence. On CPU a run killed and
 restarted ends with exactly the losses of an uninterrupted one: the data stream is a pure
 function of (seed, position) and nothing else draws random numbers.
+
+`run` is the entry point for sweeps and `python -m trainer`. `TrainingRun` is the same run
+taken a piece at a time (build it, `restore`, `step`, `evaluate`, `save`, `train`), for tests
+and tools that need to look between steps. The optimizer's rules, weight decay from a
+timescale included, are in `trainer.mup`; FLOP counts and the device peak in `trainer.flops`.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import math
 import random
 import time
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +33,7 @@ from trainer.distributed import Dist, all_sum, barrier, process_group
 from trainer.flops import flops_per_token, peak_flops
 from trainer.identity import config_id, flatten
 from trainer.model import GPT, GPTShape, count_params
-from trainer.mup import build_optimizer, set_lr
+from trainer.mup import build_optimizer, resolved_weight_decay, set_lr
 from trainer.norm_test import MicroBatchNoise, grown_batch
 from trainer.parallelize import shard_model
 from trainer.paths import RunPaths, read_summary
@@ -103,14 +109,6 @@ def derived_values(cfg: Config, model: GPT, vocab_size: int) -> dict[str, float]
     }
 
 
-def resolved_weight_decay(cfg: Config) -> float:
-    """λ: `optim.weight_decay`, or from the timescale, λ = B/(η·τ·D) (B, D in tokens)."""
-    if cfg.optim.timescale is None:
-        return cfg.optim.weight_decay
-    batch_tokens = cfg.train.batch_size * cfg.train.seq_len
-    return batch_tokens / (cfg.optim.lr * cfg.optim.timescale * cfg.train.tokens)
-
-
 def default_reporter(cfg: Config, paths: RunPaths) -> Reporter:
     """JSONL + stdout, plus MLflow when `tracking.uri` is set."""
     jsonl = JsonlReporter(paths.metrics)
@@ -137,18 +135,30 @@ def run(cfg: Config, reporter: Reporter | None = None) -> RunResult:
     with process_group(cfg, paths.run_dir) as d:
         if not d.is_main:
             reporter = NullReporter()
-        loop = _Loop(cfg, run_id, paths, reporter or default_reporter(cfg, paths), d)
-        return loop.train()
+        training = TrainingRun(cfg, reporter=reporter or default_reporter(cfg, paths), dist=d)
+        return training.train()
 
 
-class _Loop:
-    """The state of a run in progress; `train()` drives it to the end."""
+class TrainingRun:
+    """A run in progress: model, optimizer, data stream and counters on this process.
 
-    def __init__(self, cfg: Config, run_id: str, paths: RunPaths, reporter: Reporter,
-                 d: Dist | None = None):
-        d = d or Dist()
-        self.cfg, self.run_id, self.paths, self.reporter, self.dist = cfg, run_id, paths, \
-            reporter, d
+    `train()` restores the newest checkpoint and drives the run to its end, as `run` does; the
+    pieces it is made of are public for tests and tools: `restore()`, `step()` (one optimizer
+    step), `evaluate()`, `save()`, and `state`, `model`, `local_batch()` to look at.
+    Building one trains nothing, reads no checkpoint and does not validate the config
+    (`run` calls `trainer.validation.check` first).
+
+    Args:
+        cfg: the resolved config; its id names the run directory.
+        reporter: receives params, metrics and the summary (`NullReporter` for none).
+        dist: this process's place in the process group; one CPU/GPU process when omitted.
+    """
+
+    def __init__(self, cfg: Config, *, reporter: Reporter, dist: Dist | None = None):
+        d = dist or Dist()
+        self.cfg, self.reporter, self.dist = cfg, reporter, d
+        self.run_id = config_id(cfg)
+        self.paths = RunPaths.for_config(cfg, self.run_id)
         self.device = d.device
         data = _load_tokens_once(cfg, d)
         self.stream = TokenStream(data.train, cfg.train.seq_len, cfg.seed)
@@ -170,11 +180,17 @@ class _Loop:
                                          weight_decay=resolved_weight_decay(cfg))
         if data.loss_floor is not None:
             self.derived["derived.loss_floor"] = data.loss_floor
-        peak = peak_flops(self.device, cfg.data.cache_dir)
-        self.peak = peak * d.world_size if peak else None
         self.state = TrainState(batch_size=cfg.train.batch_size)
         self.schedule_inputs = ScheduleInputs(cfg.optim.lr, cfg.train.tokens,
                                               cfg.train.batch_size)
+
+    @cached_property
+    def peak_flops_per_s(self) -> float | None:
+        """What MFU divides by: the device's peak times the ranks, None when unknown. Asked
+        for at the first logged step, not when the run is built; `peak_flops` measures once
+        per machine and remembers it (see `trainer.flops`)."""
+        peak = peak_flops(self.device, self.cfg.data.cache_dir)
+        return peak * self.dist.world_size if peak else None
 
     # -- checkpoints ---------------------------------------------------------------------
 
@@ -198,6 +214,7 @@ class _Loop:
         return self.state.step
 
     def save(self) -> None:
+        """Write a checkpoint at the current step (model, optimizer, counters, RNG)."""
         rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
                "python": random.getstate()}
         if torch.cuda.is_available():
@@ -297,6 +314,7 @@ class _Loop:
     # -- the loop ------------------------------------------------------------------------
 
     def diverged(self, loss: float) -> bool:
+        """Is `loss` non-finite or past `train.divergence_factor` × the first step's loss?"""
         if not math.isfinite(loss):
             return True
         if self.state.initial_loss is None:
@@ -363,8 +381,8 @@ class _Loop:
                    "train/grad_norm": result.grad_norm, "train/tokens": self.state.tokens,
                    "train/batch_tokens": result.batch_size * self.cfg.train.seq_len,
                    "perf/tokens_per_s": tokens_per_s}
-        if self.peak:
-            metrics["perf/mfu"] = flops_per_s / self.peak
+        if self.peak_flops_per_s:
+            metrics["perf/mfu"] = flops_per_s / self.peak_flops_per_s
         return metrics
 
     def _finish(self, status: str) -> RunResult:

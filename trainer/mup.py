@@ -10,6 +10,12 @@ the readout's width dependence sits in its forward multiplier α_out/m.
 Weight decay on hidden matrices: PyTorch's AdamW shrinks a weight by lr·λ per step. With
 lr = η/m that per-step decay falls as 1/m unless λ is multiplied by m; `width_invariant` (the
 default, as in the `mup` package) does that, `constant` does not. Norm gains are never decayed.
+
+Weight decay as a timescale (Power Lines, Bergsma et al. 2025): AdamW's weights are an
+exponential moving average of past updates over τ = B/(η·λ·D) of the training run (B the batch
+and D the budget, both in tokens). A config may set `optim.timescale` instead of
+`optim.weight_decay`; `resolved_weight_decay` turns it into λ = B/(η·τ·D), the base λ that
+`group_rules` then multiplies per group.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from trainer.config import HiddenWeightDecay, OptimConfig
+from trainer.config import Config, HiddenWeightDecay, OptimConfig
 from trainer.model import GPT, GPTShape
 
 
@@ -40,6 +46,21 @@ def group_rules(shape: GPTShape, hidden_wd: HiddenWeightDecay) -> dict[str, Grou
         "vector_like": GroupRule(lr_mult=1.0, wd_mult=1.0),
         "gains": GroupRule(lr_mult=1.0, wd_mult=0.0),
     }
+
+
+def weight_decay_from_timescale(*, lr: float, timescale: float, batch_tokens: int,
+                                tokens: int) -> float:
+    """λ = B/(η·τ·D): the weight decay that gives timescale τ (a fraction of the run)."""
+    return batch_tokens / (lr * timescale * tokens)
+
+
+def resolved_weight_decay(cfg: Config) -> float:
+    """The base λ of a run: `optim.weight_decay`, or derived from `optim.timescale`."""
+    if cfg.optim.timescale is None:
+        return cfg.optim.weight_decay
+    return weight_decay_from_timescale(lr=cfg.optim.lr, timescale=cfg.optim.timescale,
+                                       batch_tokens=cfg.train.batch_size * cfg.train.seq_len,
+                                       tokens=cfg.train.tokens)
 
 
 def param_groups(model: GPT, *, weight_decay: float,

@@ -4,10 +4,11 @@ from dataclasses import replace
 
 import pytest
 
+from trainer.compose import compose
 from trainer.config import HiddenWeightDecay, ModelConfig, Param
 from trainer.coord_check import coord_check
 from trainer.model import GPT, GPTShape, attention_scale
-from trainer.mup import param_groups
+from trainer.mup import param_groups, resolved_weight_decay, weight_decay_from_timescale
 
 WIDTHS = [64, 128, 256, 512]
 BASE = ModelConfig(width=64, depth=2, head_dim=16, base_width=64)
@@ -85,3 +86,36 @@ def test_attention_scale(param, head_dim, base_head_dim, attn_mult, scale):
     cfg = ModelConfig(width=256, head_dim=head_dim, base_head_dim=base_head_dim,
                       attn_mult=attn_mult, param=param)
     assert attention_scale(cfg) == pytest.approx(scale)
+
+
+# λ = B/(η·τ·D), B and D in tokens (Power Lines, Bergsma et al. 2025).
+@pytest.mark.parametrize("lr, timescale, batch_tokens, tokens, weight_decay", [
+    (0.01, 0.1, 512, 1_000_000, 0.512),
+    (1e-3, 1.0, 1024, 1_024_000, 1.0),          # τ = 1: one EMA timescale per run
+    (2e-3, 0.25, 4096, 16_384_000, 0.5),
+    (3e-3, 0.2, 262_144, 10_000_000_000, 0.04369066666666667),
+])
+def test_weight_decay_from_timescale(lr, timescale, batch_tokens, tokens, weight_decay):
+    got = weight_decay_from_timescale(lr=lr, timescale=timescale, batch_tokens=batch_tokens,
+                                      tokens=tokens)
+    assert got == pytest.approx(weight_decay, rel=1e-12)
+    # and back: τ = B/(η·λ·D)
+    assert batch_tokens / (lr * got * tokens) == pytest.approx(timescale, rel=1e-12)
+
+
+@pytest.mark.parametrize("overrides", [
+    ["optim.timescale=0.1", "optim.lr=0.01", "train.batch_size=8", "train.seq_len=64",
+     "train.tokens=1000000"],
+    ["optim.timescale=0.37", "optim.lr=3e-3", "train.batch_size=12", "train.seq_len=128",
+     "train.tokens=777777"],
+])
+def test_resolved_weight_decay_is_the_loops_former_arithmetic_bit_for_bit(overrides):
+    """The formula moved from `trainer.loop` to `trainer.mup`: same float, same trial."""
+    cfg = compose(overrides)
+    batch_tokens = cfg.train.batch_size * cfg.train.seq_len
+    former = batch_tokens / (cfg.optim.lr * cfg.optim.timescale * cfg.train.tokens)
+    assert resolved_weight_decay(cfg) == former
+
+
+def test_resolved_weight_decay_without_timescale_is_the_configured_one():
+    assert resolved_weight_decay(compose(["optim.weight_decay=0.05"])) == 0.05

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from trainer.compose import compose
 from trainer.errors import ConfigError
 from trainer.identity import config_id
-from trainer.loop import RunPaths, _Loop, run
+from trainer.loop import TrainingRun, run
 from trainer.norm_test import grown_batch
 from trainer.reporting import NullReporter
 from trainer.validation import check
@@ -24,11 +24,10 @@ TINY = ["model=tiny", "model.width=32", "model.head_dim=16", "model.base_width=3
         "train.batch_schedule=norm_test"]
 
 
-def _loop(tmp_path: Path, *overrides: str) -> _Loop:
+def _loop(tmp_path: Path, *overrides: str) -> TrainingRun:
     cfg = compose(TINY + [f"storage_root={tmp_path}", *overrides])
     check(cfg)
-    run_id = config_id(cfg)
-    return _Loop(cfg, run_id, RunPaths.for_config(cfg, run_id), NullReporter())
+    return TrainingRun(cfg, reporter=NullReporter())
 
 
 def _grad(model: torch.nn.Module, sequences: torch.Tensor) -> torch.Tensor:

@@ -4,8 +4,7 @@ import json
 
 from trainer.__main__ import main
 from trainer.compose import compose
-from trainer.identity import config_id
-from trainer.loop import RunPaths, _Loop
+from trainer.loop import TrainingRun
 from trainer.reporting import NullReporter, redact
 
 URI = "http://sweeper:s3cret-pw@127.0.0.1:9/"
@@ -27,10 +26,8 @@ def test_printed_config_and_config_json_hide_the_password(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "tracking.uri=http://sweeper:***@127.0.0.1:9/" in printed and "s3cret" not in printed
 
-    cfg = compose(overrides)
-    run_id = config_id(cfg)
-    paths = RunPaths.for_config(cfg, run_id)
-    _Loop(cfg, run_id, paths, NullReporter()).train()  # the MLflow reporter left out
-    written = (paths.run_dir / "config.json").read_text()
+    training = TrainingRun(compose(overrides), reporter=NullReporter())  # MLflow left out
+    training.train()
+    written = (training.paths.run_dir / "config.json").read_text()
     assert "s3cret" not in written
     assert json.loads(written)["tracking.uri"] == "http://sweeper:***@127.0.0.1:9/"
