@@ -88,11 +88,12 @@ def test_checkpoint_resumes_at_another_world_size(tmp_path, capsys):
     while not (run_dir / "checkpoints" / "step-000000010").is_dir():
         assert time.monotonic() < deadline and killer.poll() is None, killer.communicate()
         time.sleep(0.05)
+    ranks = psutil.Process(killer.pid).children(recursive=True)
+    assert ranks  # rank 1 runs in a child process
     killer.send_signal(signal.SIGKILL)  # rank 1 dies with it (parent-death signal)
     killer.wait(timeout=30)
-    time.sleep(1)
-    assert not [p for p in psutil.process_iter(["cmdline"])
-                if "trainer.rank" in " ".join(p.info["cmdline"] or [])]
+    _, alive = psutil.wait_procs(ranks, timeout=30)  # only this test's own processes
+    assert not alive, alive
     assert not (run_dir / "summary.json").exists()  # killed before the end
     # One process picks the same run (world size is not in the id) up from its newest
     # checkpoint (step 10, or a later one written before the kill landed).

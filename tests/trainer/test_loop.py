@@ -52,12 +52,13 @@ def test_pulse_python_m_trainer_learns(tmp_path):
 def test_huge_lr_diverges_fast(tmp_path):
     cfg = compose(SMALL + ["optim.lr=30", "schedule=constant", "schedule.warmup_tokens=0",
                            "optim.grad_clip=0", "train.tokens=200_000", f"storage_root={tmp_path}"])
-    started = time.perf_counter()
     result = run(cfg)
     assert result.status == "diverged"
     assert result.summary["final/diverged_at_tokens"] <= 20 * 8 * 64
-    assert result.summary["final/eval_loss"] is None
-    assert time.perf_counter() - started < 30
+    assert result.summary["final/eval_loss"] is None  # no final evaluation of a dead run
+    # It stopped where it diverged: no step was trained or logged after it.
+    steps = result.summary["final/steps"]
+    assert steps <= 20 and max(step for step, _ in _losses(result.run_dir)) == steps
 
 
 def test_finished_run_is_not_trained_again(tmp_path):

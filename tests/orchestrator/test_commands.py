@@ -1,0 +1,132 @@
+"""`sweep cancel`, `sweep launch --dry-run` and `sweep status` on a real SQLite store; no Ray."""
+
+import yaml
+from mlflow import MlflowClient
+
+from orchestrator import cli
+from orchestrator.commands import cancel, format_status
+from orchestrator.driver import prepare
+from orchestrator.spec import spec_from_dict
+from orchestrator.tracking import Tracker
+from trainer import schema
+
+TRIAL = ["model=tiny", "model.width=32", "model.head_dim=16", "model.base_width=32",
+         "data=synthetic", "train.seq_len=64", "train.tokens=32768"]
+
+
+def _spec(tmp_path) -> dict:
+    return {"name": "unit", "overrides": TRIAL,
+            "grid": {"optim.lr": "choice(3e-3, 1e-2)", "train.batch_size": "choice(8, 16)"},
+            "storage_root": str(tmp_path / "runs")}
+
+
+def _open_sweep(uri: str, spec: dict) -> Tracker:
+    """The parent run as a launching driver leaves it: RUNNING, spec stored."""
+    return Tracker(uri, spec["name"], code_version="test",
+                   spec_yaml=yaml.safe_dump(spec_from_dict(spec).to_dict()))
+
+
+def _child(uri: str, tracker: Tracker, trial_id: str, status: str, **metrics: float) -> str:
+    client = MlflowClient(tracking_uri=uri)
+    run = client.create_run(tracker.experiment_id, run_name=f"trial-{trial_id[:6]}", tags={
+        schema.PARENT_RUN_TAG: tracker.parent_id, schema.KIND_TAG: schema.KIND_TRIAL,
+        schema.TRIAL_ID_TAG: trial_id, schema.TRIAL_STATUS_TAG: status})
+    for key, value in metrics.items():
+        client.log_metric(run.info.run_id, key.replace("__", "/"), value)
+    if status != schema.RUNNING:
+        client.set_terminated(run.info.run_id, status=schema.run_status(status))
+    return run.info.run_id
+
+
+def test_cancel_without_a_live_driver_marks_running_trials_interrupted(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path}/m.db"
+    tracker = _open_sweep(uri, _spec(tmp_path))
+    running = _child(uri, tracker, "a" * 64, schema.RUNNING)
+    done = _child(uri, tracker, "b" * 64, schema.FINISHED)
+    # Nobody ends the parent run, so after the wait the orphans are marked.
+    assert cancel(uri, "unit", wait_s=0) == 1
+    client = MlflowClient(tracking_uri=uri)
+    assert client.get_run(running).data.tags[schema.TRIAL_STATUS_TAG] == schema.INTERRUPTED
+    assert client.get_run(running).info.status == "KILLED"
+    assert client.get_run(done).data.tags[schema.TRIAL_STATUS_TAG] == schema.FINISHED
+    parent = client.get_run(tracker.parent_id)
+    assert parent.data.tags[schema.SWEEP_CANCEL_TAG] == "requested"
+    assert parent.data.tags[schema.SWEEP_STATUS_TAG] == schema.INTERRUPTED
+    assert parent.info.status == "KILLED"
+
+
+def test_cancel_of_a_sweep_whose_driver_stops_marks_nothing(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path}/m.db"
+    tracker = _open_sweep(uri, _spec(tmp_path))
+    running = _child(uri, tracker, "a" * 64, schema.RUNNING)
+    MlflowClient(tracking_uri=uri).set_terminated(tracker.parent_id)  # the driver has ended
+    assert cli.main(["cancel", "unit", "--tracking-uri", uri]) == 0
+    assert capsys.readouterr().out == "sweep unit: cancel requested\n"
+    client = MlflowClient(tracking_uri=uri)
+    assert client.get_run(running).data.tags[schema.TRIAL_STATUS_TAG] == schema.RUNNING
+    assert client.get_run(tracker.parent_id).data.tags[schema.SWEEP_CANCEL_TAG] == "requested"
+
+
+def test_dry_run_lists_each_trial_with_what_a_launch_would_do(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path}/m.db"
+    spec = _spec(tmp_path)
+    path = tmp_path / "unit.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert cli.main(["launch", str(path), "--dry-run", "--tracking-uri", uri]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1] == "4 trials: 0 done, 4 would run"
+    rows = [line.split(maxsplit=2) for line in lines[:-1]]
+    assert [r[0] for r in rows] == ["run"] * 4
+    assert all(len(r[1]) == 12 for r in rows)  # the trial id's first 12 hex digits
+    assert {r[2] for r in rows} == {f"optim.lr={lr} train.batch_size={b} seed=0"
+                                   for lr in ("0.003", "0.01") for b in (8, 16)}
+    # Record one trial finished and one failed: the first is skipped, the second re-run.
+    finished, failed = (t.trial_id for t in prepare(spec_from_dict(spec))[1][:2])
+    tracker = _open_sweep(uri, spec)
+    _child(uri, tracker, finished, schema.FINISHED)
+    _child(uri, tracker, failed, schema.FAILED)
+    assert cli.main(["launch", str(path), "--dry-run", "--tracking-uri", uri]) == 0
+    out = capsys.readouterr().out
+    assert f"done (finished)    {finished[:12]}  " in out
+    assert f"run (failed)       {failed[:12]}  " in out
+    assert out.count("\nrun                ") + out.startswith("run ") == 2
+    assert out.splitlines()[-1] == "4 trials: 1 done, 3 would run"
+
+
+def test_status_format():
+    report = {"sweep": "demo", "status": "running", "trials": 6,
+              "counts": {"finished": 3, "running": 2, "pending": 1},
+              "running": [{"trial": "t-lr0.01", "progress": 0.456, "train/loss": 2.34567},
+                          {"trial": "t-lr0.03", "progress": None, "train/loss": None}],
+              "best": {"trial": "t-lr0.003", "trial.id": "c" * 64,
+                       "final/eval_loss": 2.123456},
+              "eta_s": 330.0}
+    assert format_status(report) == "\n".join([
+        "sweep demo: running, 6 trials",
+        "  3 finished, 1 pending, 2 running",
+        "  running t-lr0.01: 46%, loss 2.346",
+        "  running t-lr0.03: ?, loss n/a",
+        "  best: t-lr0.003 (eval loss 2.1235)",
+        "  ETA: 5.5 min",
+    ])
+
+
+def test_status_of_a_sweep_not_started_has_no_best_and_no_eta():
+    report = {"sweep": "demo", "status": "finished", "trials": 2,
+              "counts": {"pending": 2}, "running": [], "best": None, "eta_s": None}
+    assert format_status(report) == "sweep demo: finished, 2 trials\n  2 pending"
+
+
+def test_sweep_status_reads_the_store(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path}/m.db"
+    spec = _spec(tmp_path)
+    tracker = _open_sweep(uri, spec)
+    ids = [t.trial_id for t in prepare(spec_from_dict(spec))[1]]
+    _child(uri, tracker, ids[0], schema.FINISHED, final__eval_loss=2.5, final__wall_s=60.0)
+    _child(uri, tracker, ids[1], schema.FINISHED, final__eval_loss=2.25, final__wall_s=120.0)
+    assert cli.main(["status", "unit", "--tracking-uri", uri]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "sweep unit: running, 4 trials"
+    assert out[1] == "  2 finished, 2 pending"
+    assert out[2] == f"  best: trial-{ids[1][:6]} (eval loss 2.2500)"
+    assert out[3] == "  ETA: 3.0 min"  # mean 90 s × 2 left ÷ 1 at a time
