@@ -6,7 +6,7 @@ get separate laws). Asked for one law, it raises that law's `FitError` when no g
 asked for all, it records why each missing law was skipped and raises only when nothing at all
 could be fitted.
 
-fit.json (DESIGN.md) keeps one entry per law under `laws`. With one group the key is the law's
+fit.json (docs/design.md) keeps one entry per law under `laws`. With one group the key is the law's
 name (`lr`), as it always was; with several it is `LAW[GROUP]`, e.g. `lr[model.param=mup]` and
 `lr[model.param=sp]`, and `skipped` is keyed the same way. Every law's entry also says `law`
 (its name) and `group` (key → value, `{}` when ungrouped); the document lists `group_keys`,
@@ -167,7 +167,7 @@ def _fit_one(law: str, runs: Runs, optima: pd.DataFrame, *, n_boot: int, seed: i
 
 
 def fit_json(result: FitResult, *, sweep: str) -> dict:
-    """The fit.json document (see DESIGN.md): laws, slices, skipped laws and the next grid."""
+    """The fit.json document (see docs/design.md): laws, slices, skipped laws and the next grid."""
     table = result.runs.table
     optima = result.optima
     doc = {

@@ -1,6 +1,6 @@
 """The sweep driver: validated trials → Ray tasks → results in MLflow.
 
-Ray Core, not Tune (see DESIGN.md): each trial is a Ray task holding its CPUs/GPUs (fractional
+Ray Core, not Tune (see docs/design.md): each trial is a Ray task holding its CPUs/GPUs (fractional
 GPUs pack tiny proxies), submitted one wave of the smallest first, then longest first (by
 FLOPs; see `orchestrator.placement.submission_order`) under a concurrency cap, collected with
 `ray.wait`. Ray re-executes a task whose worker or node died (`max_retries`); the trainer

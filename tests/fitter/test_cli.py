@@ -16,7 +16,7 @@ SEQ_LEN = 128
 
 
 def log_sweep(uri: str, name: str, frame: pd.DataFrame) -> None:
-    """Write runs the way the orchestrator does (DESIGN.md schema)."""
+    """Write runs the way the orchestrator does (docs/design.md, trainer.schema)."""
     client = MlflowClient(tracking_uri=uri)
     exp = client.create_experiment(name)
     parent = client.create_run(exp, tags={"proxysweep.kind": "sweep"}).info.run_id
