@@ -51,19 +51,35 @@ def open_client(uri: str, credentials: dict[str, str] | None = None):
     return MlflowClient(tracking_uri=uri)
 
 
-def is_transient(err: Exception) -> bool:
-    """Did a call fail because the server could not be reached (worth retrying)?"""
+TRANSIENT_HTTP_STATUS = frozenset({429, 503, 504})
+"""Statuses that say "try again later" (MLflow's REQUEST_LIMIT_EXCEEDED/RESOURCE_EXHAUSTED,
+TEMPORARILY_UNAVAILABLE, DEADLINE_EXCEEDED). MLflow's SQL store reports a SQLAlchemy
+`OperationalError` (a locked SQLite file, a dropped database connection) as 503."""
+
+
+def is_transient(err: BaseException) -> bool:
+    """Did a call fail because the store could not be reached (worth retrying)?
+
+    Decided by types, never by message text: MLflow raises an `MlflowException` whose HTTP
+    status (`get_http_status_code`) says "unavailable", or wraps what `requests` raised (refused,
+    reset, timed out, its own retries used up) with that error as cause or context.
+    """
     import requests
+    import sqlalchemy.exc
     from mlflow.exceptions import MlflowException
 
-    if isinstance(err, (requests.ConnectionError, requests.Timeout, ConnectionError)):
-        return True
-    if isinstance(err, MlflowException):
-        if err.error_code == "TEMPORARILY_UNAVAILABLE":
+    transport = (requests.ConnectionError, requests.Timeout, requests.exceptions.RetryError,
+                 requests.exceptions.ChunkedEncodingError, ConnectionError, TimeoutError,
+                 sqlalchemy.exc.OperationalError)
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, transport):
             return True
-        # rest_utils wraps what requests raised (refused, reset, timed out) this way.
-        return err.message.startswith("API request to") and "failed with" in err.message \
-            and "exception" in err.message
+        if isinstance(err, MlflowException) and \
+                err.get_http_status_code() in TRANSIENT_HTTP_STATUS:
+            return True
+        err = err.__cause__ or (None if err.__suppress_context__ else err.__context__)
     return False
 
 

@@ -1,0 +1,71 @@
+"""Which store failures are retried: decided by exception types and HTTP statuses, not text."""
+
+import socket
+import sqlite3
+
+import pytest
+import sqlalchemy.exc
+from mlflow.exceptions import MlflowException, RestException
+from mlflow.protos.databricks_pb2 import (
+    INVALID_PARAMETER_VALUE,
+    REQUEST_LIMIT_EXCEEDED,
+    RESOURCE_DOES_NOT_EXIST,
+    TEMPORARILY_UNAVAILABLE,
+)
+from mlflow.utils.rest_utils import MlflowHostCreds, http_request
+
+from orchestrator.store import is_transient
+
+
+def _refused() -> MlflowException:
+    """What MLflow raises for a server that is down: a real call to a closed port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    try:
+        http_request(MlflowHostCreds(f"http://127.0.0.1:{port}"), "/api/2.0/mlflow/runs/get",
+                     "GET", max_retries=0, backoff_factor=0, timeout=5)
+    except MlflowException as err:
+        return err
+    raise AssertionError("a closed port answered")
+
+
+def _locked() -> sqlalchemy.exc.OperationalError:
+    return sqlalchemy.exc.OperationalError("INSERT", {}, sqlite3.OperationalError("locked"))
+
+
+def test_a_server_that_is_down_is_retried():
+    assert is_transient(_refused())
+
+
+@pytest.mark.parametrize("err, transient", [
+    (MlflowException("busy", error_code=TEMPORARILY_UNAVAILABLE), True),
+    (MlflowException("slow down", error_code=REQUEST_LIMIT_EXCEEDED), True),
+    (RestException({"error_code": "TEMPORARILY_UNAVAILABLE", "message": "x"}), True),
+    (_locked(), True),
+    (MlflowException("bad", error_code=INVALID_PARAMETER_VALUE), False),
+    (RestException({"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "x"}), False),
+    (MlflowException("no run", error_code=RESOURCE_DOES_NOT_EXIST), False),
+    # The text MLflow writes for a refused connection, without the error beneath it.
+    (MlflowException("API request to /x failed with exception boom"), False),
+    (ValueError("x"), False),
+])
+def test_transient_by_type_and_status(err, transient):
+    assert is_transient(err) is transient
+
+
+def test_a_wrapped_lock_is_retried_and_a_suppressed_context_is_not():
+    try:
+        try:
+            raise _locked()
+        except sqlalchemy.exc.OperationalError as locked:
+            raise MlflowException("wrapped") from locked
+    except MlflowException as err:
+        assert is_transient(err)
+    try:
+        try:
+            raise ConnectionError("gone")
+        except ConnectionError:
+            raise ValueError("a bug while handling it") from None
+    except ValueError as err:
+        assert not is_transient(err)
