@@ -19,9 +19,15 @@ ROOT = Path(__file__).parents[2]
 
 
 def _sweep(*args, uri):
+    # Ctrl-C must reach the driver even when pytest itself runs as a background job, whose
+    # shell hands it (and every child) SIGINT ignored.
     return subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "--tracking-uri", uri,
                              *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=_default_sigint)
+
+
+def _default_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _children(uri, name="unit"):
