@@ -58,9 +58,12 @@ def launch(spec: SweepSpec, *, tracking_uri: str, address: str | None = None,
         spec, trials = prepare(spec)
         _check_hub_once(trials)
     except ConfigError as err:
-        # Still ask the cluster, so that its problems are reported with these.
-        raise ConfigError(list(err.problems)
-                          + _cluster_problems(spec, address, start_local=False)) from None
+        # Still ask the cluster, so that its problems are reported with these; with no cluster
+        # named, measure this machine rather than start (and print) a Ray runtime to say so.
+        named = address or os.environ.get("RAY_ADDRESS")
+        cluster = (_cluster_problems(spec, address) if named
+                   else resource_problems(spec, local_cluster()))
+        raise ConfigError(list(err.problems) + cluster) from None
     states = recorded_trials(tracking_uri, spec.name)
     if all(states.get(t.trial_id, {}).get("status") in DONE for t in trials):
         # Nothing to run: answer from the store without starting Ray.
@@ -71,13 +74,8 @@ def launch(spec: SweepSpec, *, tracking_uri: str, address: str | None = None,
     return run_sweep(spec, trials, tracking_uri=tracking_uri, progress=progress)
 
 
-def _cluster_problems(spec: SweepSpec, address: str | None, *,
-                      start_local: bool = True) -> list[str]:
-    """The cluster's problems with the spec. With `start_local` False and no cluster named
-    (no --address, no RAY_ADDRESS), this machine is measured instead of starting Ray: a spec
-    that is refused anyway must not start (and print) a Ray runtime to say so."""
-    if not start_local and not (address or os.environ.get("RAY_ADDRESS")):
-        return resource_problems(spec, local_cluster())
+def _cluster_problems(spec: SweepSpec, address: str | None) -> list[str]:
+    """The problems of the cluster at `address` (or a local one, started) with the spec."""
     try:
         init_ray(address)
     except ConfigError as err:
