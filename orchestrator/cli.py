@@ -161,6 +161,10 @@ def _launch(args, uri: str) -> int:
 def _run(spec, args, uri: str) -> int:
     from orchestrator import commands
 
+    if getattr(args, "dry_run", False) and spec.optuna is not None:
+        for label, used, left in commands.search_dry_run(spec, tracking_uri=uri):
+            print(f"study {label}: {used} trials used, would ask {left} more")
+        return 0
     if getattr(args, "dry_run", False):
         plan = commands.dry_run(spec, tracking_uri=uri)
         for trial, action in plan:
@@ -178,9 +182,10 @@ def _run(spec, args, uri: str) -> int:
     from orchestrator.tracking import redact
     print(f"monitor: sweep status {spec.name}   |   UI: sweep ui {spec.name}  "
           f"(store {redact(uri)})")
-    from trainer.schema import DONE
+    from trainer.schema import DONE, PRUNED
 
-    return 130 if outcome.interrupted else (0 if all(s in DONE for s in ran) else 1)
+    # a pruned trial is a search working as meant, not a failure
+    return 130 if outcome.interrupted else (0 if all(s in (*DONE, PRUNED) for s in ran) else 1)
 
 
 def _status(args, uri: str) -> int:

@@ -54,6 +54,9 @@ def launch(spec: SweepSpec, *, tracking_uri: str, address: str | None = None,
         ConfigError: every problem found, of the trials' configs and of the cluster (no node
             holds a trial, or no cluster at `address`) together, before anything runs.
     """
+    if spec.optuna is not None:
+        return _launch_search(spec, tracking_uri=tracking_uri, address=address,
+                              progress=progress)
     try:
         spec, trials = prepare(spec)
         _check_hub_once(trials)
@@ -74,6 +77,29 @@ def launch(spec: SweepSpec, *, tracking_uri: str, address: str | None = None,
     return run_sweep(spec, trials, tracking_uri=tracking_uri, progress=progress)
 
 
+def _launch_search(spec: SweepSpec, *, tracking_uri: str, address: str | None,
+                   progress: bool) -> SweepOutcome:
+    """`launch` of a searched sweep (`orchestrator.search`): the same checks, then the
+    studies run to their n_trials."""
+    from orchestrator import search
+
+    try:
+        spec, plan, storage = search.prepare_search(spec, tracking_uri)
+        _check_hub_once(search.example_trials(plan))
+    except ConfigError as err:
+        named = address or os.environ.get("RAY_ADDRESS")
+        cluster = (_cluster_problems(spec, address) if named
+                   else resource_problems(spec, local_cluster()))
+        raise ConfigError(list(err.problems) + cluster) from None
+    if not search.has_work(plan, storage):
+        return SweepOutcome(trials=0, already_done=0)
+    problems = _cluster_problems(spec, address)
+    if problems:
+        raise ConfigError(problems)
+    return search.run_search(spec, plan, tracking_uri=tracking_uri, storage=storage,
+                             progress=progress)
+
+
 def _cluster_problems(spec: SweepSpec, address: str | None) -> list[str]:
     """The problems of the cluster at `address` (or a local one, started) with the spec."""
     try:
@@ -92,7 +118,8 @@ def _check_hub_once(trials: list[Trial]) -> None:
 
 
 def dry_run(spec: SweepSpec, *, tracking_uri: str) -> list[tuple[Trial, str]]:
-    """Every trial with what a launch would do to it: `done (status)` or `run`."""
+    """Every trial with what a launch would do to it: `done (status)` or `run`. (A searched
+    sweep has no trials before it runs: see `search_dry_run`.)"""
     spec, trials = prepare(spec)
     states = recorded_trials(tracking_uri, spec.name)
     plan = []
@@ -101,6 +128,16 @@ def dry_run(spec: SweepSpec, *, tracking_uri: str) -> list[tuple[Trial, str]]:
         plan.append((trial, f"done ({status})" if status in DONE else
                      ("run" if status is None else f"run ({status})")))
     return plan
+
+
+def search_dry_run(spec: SweepSpec, *, tracking_uri: str) -> list[tuple[str, int, int]]:
+    """A searched sweep's studies: (slice, trials used, trials it may still ask)."""
+    from orchestrator import search
+
+    spec, plan, storage = search.prepare_search(spec, tracking_uri)
+    left = search.left_per_study(plan, storage)
+    return [(s.label, plan.search.n_trials - left[plan.study_name(s)],
+             left[plan.study_name(s)]) for s in plan.slices]
 
 
 def stored_spec(tracking_uri: str, name: str) -> SweepSpec:
@@ -132,7 +169,14 @@ def extended(spec: SweepSpec, args: list[str]) -> SweepSpec:
         raise ConfigError("sweep extend needs overrides, e.g. 'optim.lr=choice(3e-2)'")
     updated = spec.with_overrides(args)
     grid = dict(updated.grid)
+    searched = () if spec.optuna is None else [k for k in spec.grid
+                                                if k not in spec.optuna.per_slice]
+    if searched:
+        from orchestrator.search import check_extension
+        check_extension(spec, updated)
     for key, old_expr in spec.grid.items():
+        if key in searched:  # a searched range is replaced, not merged
+            continue
         if key in grid and grid[key] != old_expr:
             old, _ = grid_axes(dataclasses.replace(spec, grid={key: old_expr}))
             new, problems = grid_axes(dataclasses.replace(spec, grid={key: grid[key]}))
@@ -148,11 +192,20 @@ def status(tracking_uri: str, name: str) -> dict:
     client = MlflowClient(tracking_uri=tracking_uri)
     parent = _parent_run(client, name)
     spec = stored_spec(tracking_uri, name)
-    _, trials = prepare(spec)
     states = recorded_trials(tracking_uri, name)
     counts: dict[str, int] = {}
-    for trial in trials:
-        s = states.get(trial.trial_id, {}).get("status", "pending")
+    slices = None
+    if spec.optuna is None:
+        _, trials = prepare(spec)
+        ids = [trial.trial_id for trial in trials]
+    else:  # a searched sweep's trials are those its studies asked for
+        from orchestrator import search
+        _, plan, storage = search.prepare_search(spec, tracking_uri)
+        slices = search.search_status(plan, storage)
+        ids = list(states)
+        counts["pending"] = sum(max(s["n_trials"] - s["used"], 0) for s in slices)
+    for trial_id in ids:
+        s = states.get(trial_id, {}).get("status", "pending")
         counts[s] = counts.get(s, 0) + 1
     running = [_progress(state["run"]) for state in states.values()
                if state["status"] == RUNNING]
@@ -161,11 +214,12 @@ def status(tracking_uri: str, name: str) -> dict:
                default=None)
     return {
         "sweep": name, "status": parent.data.tags.get(SWEEP_STATUS_TAG, RUNNING),
-        "trials": len(trials), "counts": counts, "running": running,
+        "trials": sum(counts.values()), "counts": counts, "running": running,
         "best": None if best is None else {
             "trial": best.info.run_name, TRIAL_ID_TAG: best.data.tags[TRIAL_ID_TAG],
             FINAL_EVAL_LOSS: best.data.metrics.get(FINAL_EVAL_LOSS)},
         "eta_s": _eta(finished, counts, len(running)),
+        **({} if slices is None else {"slices": slices}),
     }
 
 
@@ -219,6 +273,12 @@ def format_status(report: dict) -> str:
     if report["best"]:
         lines.append(f"  best: {report['best']['trial']} (eval loss "
                      f"{report['best']['final/eval_loss']:.4f})")
+    for s in report.get("slices", ()):
+        best = "none yet" if s["best"] is None else (
+            f"{s['best']:.4f} at " + " ".join(f"{k}={v:.4g}" if isinstance(v, float)
+                                              else f"{k}={v}"
+                                              for k, v in s["best_params"].items()))
+        lines.append(f"  slice {s['slice']}: {s['used']}/{s['n_trials']} trials, best {best}")
     if report["eta_s"]:
         lines.append(f"  ETA: {report['eta_s'] / 60:.1f} min")
     return "\n".join(lines)

@@ -63,7 +63,8 @@ class SweepSpec:
     resources: Resources = field(default_factory=Resources)
     max_concurrent: int | None = None
     retries: int = 2
-    search: str = "grid"
+    search: str | dict = "grid"
+    """`grid`, or {"optuna": {...}} (checked by `orchestrator.search_space.parse_search`)."""
     storage_root: str = "runs"
     """Where trial directories live (a path every worker can reach)."""
 
@@ -73,17 +74,38 @@ class SweepSpec:
         out["overrides"], out["seeds"] = list(self.overrides), list(self.seeds)
         return out
 
+    @property
+    def optuna(self):
+        """The checked `search.optuna` (`orchestrator.search_space.OptunaSearch`), or None
+        for a grid."""
+        from orchestrator.search_space import parse_search
+
+        search, problems = parse_search(self.search, self.grid)
+        if problems:
+            raise ConfigError(problems)
+        return search
+
     def with_overrides(self, args: Sequence[str]) -> SweepSpec:
-        """Command-line overrides: a sweep expression sets a grid axis, a value the base."""
-        grid, base = dict(self.grid), list(self.overrides)
+        """Command-line overrides: a sweep expression sets a grid axis, a value the base,
+        `search.optuna.KEY=VALUE` the search."""
+        grid, base, search = dict(self.grid), list(self.overrides), self.search
         for arg in args:
             key, _, expr = arg.partition("=")
-            if _is_sweep(arg):
+            if key.startswith("search.optuna."):
+                search = _with_search_option(search, key.removeprefix("search.optuna."), expr)
+            elif _is_sweep(arg):
                 grid[key] = expr
             else:
                 grid.pop(key, None)
                 base = [o for o in base if o.partition("=")[0] != key] + [arg]
-        return dataclasses.replace(self, grid=grid, overrides=tuple(base))
+        return dataclasses.replace(self, grid=grid, overrides=tuple(base), search=search)
+
+
+def _with_search_option(search: str | dict, key: str, value: str) -> dict:
+    if not (isinstance(search, dict) and "optuna" in search):
+        raise ConfigError(f"search.optuna.{key}={value}: this sweep is a grid (search: grid); "
+                          "set search: {optuna: {...}} in its spec to search it")
+    return {"optuna": {**search["optuna"], key: yaml.safe_load(value)}}
 
 
 @dataclass(frozen=True)
@@ -144,18 +166,18 @@ def spec_from_dict(raw: object, *, source: str = "spec") -> SweepSpec:
         problems.append(f"{source}: resources.gpus={gpus} with world_size={world}: each "
                         "process of a multi-process trial takes one whole GPU (gpus: 1) or "
                         "none (gpus: 0)")
+    grid = {str(k): _expr(v) for k, v in (raw.get("grid") or {}).items()}
     search = raw.get("search", "grid")
-    if search != "grid":
-        problems.append(f"{source}: search={search!r} is not available yet; use search: grid")
+    from orchestrator.search_space import parse_search
+    problems += [f"{source}: {p}" for p in parse_search(search, grid)[1]]
     if problems:
         raise ConfigError(problems)
-    grid = {str(k): _expr(v) for k, v in (raw.get("grid") or {}).items()}
     return SweepSpec(
         name=str(raw["name"]), overrides=tuple(str(o) for o in raw.get("overrides") or ()),
         grid=grid, seeds=tuple(int(s) for s in raw.get("seeds") or (0,)),
         resources=Resources(**{k: v for k, v in resources.items()}),
         max_concurrent=raw.get("max_concurrent"), retries=int(raw.get("retries", 2)),
-        storage_root=str(raw.get("storage_root", "runs")))
+        search=search, storage_root=str(raw.get("storage_root", "runs")))
 
 
 def _expr(value: object) -> str:
@@ -200,17 +222,19 @@ def expand(spec: SweepSpec) -> list[Trial]:
     for values in itertools.product(*axes.values()):
         for seed in spec.seeds:
             point = tuple(f"{k}={v}" for k, v in zip(axes, values, strict=True))
-            trial = _make_trial(spec, point + (f"seed={seed}",), problems, composer)
+            trial = make_trial(spec, point + (f"seed={seed}",), problems, composer)
             if trial is not None and trial.trial_id not in seen:
                 seen[trial.trial_id] = trial
                 trials.append(trial)
     if problems:
-        raise ConfigError(_dedupe(problems))
+        raise ConfigError(dedupe(problems))
     return trials
 
 
-def _make_trial(spec: SweepSpec, point: tuple[str, ...], problems: list[str],
-                composer: Composer) -> Trial | None:
+def make_trial(spec: SweepSpec, point: tuple[str, ...], problems: list[str],
+               composer: Composer) -> Trial | None:
+    """The trial of one point (`key=value` overrides over the spec's), or None with its
+    problems added to `problems`."""
     from trainer.validation import problems as trial_problems
 
     overrides = [*spec.overrides, *point, f"storage_root={spec.storage_root}",
@@ -229,7 +253,7 @@ def _make_trial(spec: SweepSpec, point: tuple[str, ...], problems: list[str],
     return Trial(point, cfg, config_id(cfg), flops)
 
 
-def _dedupe(problems: list[str]) -> list[str]:
+def dedupe(problems: list[str]) -> list[str]:
     # The same bad base value fails every trial: say it once, with how many trials it hits;
     # a problem of a single trial keeps the name of that trial.
     groups: dict[str, list[str]] = {}

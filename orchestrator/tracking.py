@@ -128,6 +128,14 @@ class Tracker:
             raise
         return run.data.tags.get(SWEEP_CANCEL_TAG) == "requested"
 
+    def log_sweep_metrics(self, metrics: dict[str, float], *, step: int = 0) -> None:
+        """Metrics of the sweep itself on its parent run (an adaptive search's best values)."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.call(self.client.log_batch, self.parent_id,
+                  metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
     def close_sweep(self, status: str) -> None:
         """Flush everything and end the parent run (FINISHED, KILLED or FAILED)."""
         self.flush()

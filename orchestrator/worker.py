@@ -97,11 +97,11 @@ def _lower_priority(niceness: int) -> None:
             pass
 
 
-def run_trial(cfg, tracker, label: str, threads: int) -> dict:
+def run_trial(cfg, tracker, label: str, threads: int, *, pruner=None) -> dict:
     """Train one trial to its end, reporting to `tracker`; {status, summary, error, recorded}
     for the driver, `recorded` being the ObjectRef of the tracker's end write. A trainer that
     raised ends the attempt `failed` (its history kept to that point); the driver decides
-    whether to try again."""
+    whether to try again. `pruner` is an adaptive search's (`trainer.loop.Pruner`)."""
     import torch
 
     import trainer
@@ -114,7 +114,7 @@ def run_trial(cfg, tracker, label: str, threads: int) -> dict:
     history = JsonlReporter(RunPaths.for_config(cfg, trial_id).metrics, echo=False)
     reporter = TrackerReporter(tracker, trial_id, label, trial_params(cfg, {}))
     try:
-        result = trainer.run(cfg, MultiReporter(history, reporter))
+        result = trainer.run(cfg, MultiReporter(history, reporter), pruner=pruner)
     except Exception as err:
         if reporter.recorded is None:  # else it failed after its end (tearing down)
             reporter.finish(status=FAILED, summary={})

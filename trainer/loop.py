@@ -18,6 +18,7 @@ import json
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -46,7 +47,7 @@ from trainer.reporting import (
     redact,
 )
 from trainer.schedules import ScheduleInputs, learning_rate
-from trainer.schema import DONE
+from trainer.schema import DONE, PRUNED
 from trainer.validation import check
 
 
@@ -117,11 +118,20 @@ def default_reporter(cfg: Config, paths: RunPaths) -> Reporter:
     return jsonl
 
 
-def run(cfg: Config, reporter: Reporter | None = None) -> RunResult:
+Pruner = Callable[[int, float], bool]
+"""Asked at every eval point with (eval point, eval loss): True ends the run there, `pruned`.
+The eval point counts `train.eval_every_tokens` intervals, so runs of one budget at different
+batch sizes are compared at the same tokens."""
+
+
+def run(cfg: Config, reporter: Reporter | None = None, *, pruner: Pruner | None = None
+        ) -> RunResult:
     """Train one run to its token budget or to divergence and return its summary.
 
     Resumes from the newest checkpoint in the run's checkpoint directory; returns the stored
-    result without training when the run has already finished or diverged.
+    result without training when the run has already finished or diverged. A `pruner` (an
+    adaptive search's) may end it early at an eval point; a pruned run keeps a checkpoint
+    there, so asking for it again without a pruner continues it.
 
     Raises:
         ConfigError: the config cannot run (nothing is trained).
@@ -135,7 +145,8 @@ def run(cfg: Config, reporter: Reporter | None = None) -> RunResult:
     with process_group(cfg, paths.run_dir) as d:
         if not d.is_main:
             reporter = NullReporter()
-        training = TrainingRun(cfg, reporter=reporter or default_reporter(cfg, paths), dist=d)
+        training = TrainingRun(cfg, reporter=reporter or default_reporter(cfg, paths), dist=d,
+                               pruner=pruner)
         return training.train()
 
 
@@ -152,11 +163,13 @@ class TrainingRun:
         cfg: the resolved config; its id names the run directory.
         reporter: receives params, metrics and the summary (`NullReporter` for none).
         dist: this process's place in the process group; one CPU/GPU process when omitted.
+        pruner: may end the run at an eval point (see `Pruner`); asked on rank 0 only.
     """
 
-    def __init__(self, cfg: Config, *, reporter: Reporter, dist: Dist | None = None):
+    def __init__(self, cfg: Config, *, reporter: Reporter, dist: Dist | None = None,
+                 pruner: Pruner | None = None):
         d = dist or Dist()
-        self.cfg, self.reporter, self.dist = cfg, reporter, d
+        self.cfg, self.reporter, self.dist, self.pruner = cfg, reporter, d, pruner
         self.run_id = config_id(cfg)
         self.paths = RunPaths.for_config(cfg, self.run_id)
         self.device = d.device
@@ -365,15 +378,27 @@ class TrainingRun:
                 metrics.update({"train/norm_test": result.norm_test,
                                 "train/batch_tokens": batch_tokens})
             pause = time.perf_counter()  # eval and checkpoints do not count against tokens/s
-            if _crossed(self.state.tokens, batch_tokens, t.eval_every_tokens) and not last:
+            evaluated = _crossed(self.state.tokens, batch_tokens, t.eval_every_tokens) \
+                and not last
+            if evaluated:
                 metrics["eval/loss"] = self.evaluate()
             if metrics:
                 self.reporter.log_metrics(metrics, step=self.state.step)
+            if evaluated and self._pruned(metrics["eval/loss"]):
+                self.save()  # so that a run asked for again without a pruner continues
+                return PRUNED
             if _crossed(self.state.tokens, batch_tokens, t.checkpoint_every_tokens) \
                     and not last:
                 self.save()
             window_start += time.perf_counter() - pause
         return "finished"
+
+    def _pruned(self, eval_loss: float) -> bool:
+        """Does the pruner end the run at this eval point? Rank 0 asks it; every rank takes
+        part in the sum that tells them all (the other ranks have no pruner)."""
+        wants = self.pruner is not None and self.dist.is_main and self.pruner(
+            self.state.tokens // self.cfg.train.eval_every_tokens, eval_loss)
+        return all_sum(torch.tensor(float(wants), device=self.device), self.dist).item() > 0
 
     def _step_metrics(self, result: StepResult, tokens_per_s: float) -> dict[str, float]:
         flops_per_s = tokens_per_s * self.derived["derived.flops_per_token"]

@@ -44,7 +44,8 @@ STATUSES = (RUNNING, FINISHED, DIVERGED, FAILED, PRUNED, INTERRUPTED)
 DONE = (FINISHED, DIVERGED)
 """A trial that ended with one of these is done: it never runs again, and the fitter uses it
 (a diverged trial marks an LR too high)."""
-_RUN_STATUS = {FINISHED: "FINISHED", DIVERGED: "FINISHED", INTERRUPTED: "KILLED"}
+_RUN_STATUS = {FINISHED: "FINISHED", DIVERGED: "FINISHED", PRUNED: "KILLED",
+               INTERRUPTED: "KILLED"}
 
 # -- params and metrics ----------------------------------------------------------------------
 PARAM_LR = "optim.lr"
@@ -75,7 +76,7 @@ MAX_PARAMS_PER_BATCH = 100
 
 def run_status(status: str) -> str:
     """The MLflow run status that ends a run of trial (or sweep) `status`: FINISHED for a
-    finished or diverged one, KILLED for an interrupted one, FAILED otherwise."""
+    finished or diverged one, KILLED for a pruned or interrupted one, FAILED otherwise."""
     return _RUN_STATUS.get(status, "FAILED")
 
 

@@ -1,0 +1,340 @@
+"""Adaptive search: per-slice Optuna studies, asked and told around the driver's trial loop.
+
+A searched sweep (`search: {optuna: ...}`, see `orchestrator.search_space`) runs through the
+same machinery as a grid: `_SearchRunner` is the driver's `_Runner` (placement, retries, Ray
+tasks, the one tracking actor, the re-sync at the end) with a queue that is filled by asking
+the studies instead of from a list. It keeps up to `max_concurrent` trials in flight (all
+that fit the cluster when unset): whenever nothing waits to be placed, it asks the study with
+the fewest trials in flight (then the most left) for one more point. The asked point is an
+ordinary content-addressed trial, so:
+
+- a point whose trial is already done (in this sweep's MLflow record, or earlier in this
+  launch) is told its stored result at once, without training;
+- a point whose trial is already in flight (two studies, or a study asking twice) waits on
+  that trial, which trains once and is told to every study that asked for it;
+- a point done by another sweep that shares the storage root is submitted like any trial: its
+  worker finds the trial's summary, records it in this sweep and trains nothing.
+
+When a trial ends for good (finished, diverged, pruned, failed after its retries), every study
+waiting on it is told (what each outcome tells: `orchestrator.studies`), and the sweep's parent
+run gets the study's best value and params as they improve (`best/<slice>/...`).
+
+Resume: every study counts toward `n_trials` each trial it ever asked. Trials asked and not
+told (in flight when a driver was killed or interrupted) are reopened by the next launch under
+the same Optuna trial and the same trial id: not asked again, resumed from their checkpoints.
+Extending `n_trials` or the per-slice axes only changes how many trials each study may still
+ask, and which studies there are.
+
+Pruning: each trial's worker reports `eval/loss` at its eval points to the `Studies` actor and
+stops at the first one the study's pruner rejects (`trainer.loop.Pruner`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from pathlib import Path
+
+import yaml
+
+from orchestrator.driver import SweepObserver, SweepOutcome, _driver_node, _Runner, code_version
+from orchestrator.search_space import SearchPlan, Slice, plan_search
+from orchestrator.spec import SweepSpec, Trial
+from orchestrator.store import tracking_credentials
+from orchestrator.studies import Studies, storage_url, summaries
+from orchestrator.tracking import Tracker
+from trainer.errors import ConfigError
+from trainer.schema import (
+    DIVERGED,
+    DONE,
+    FAILED,
+    FINISHED,
+    INTERRUPTED,
+    PRUNED,
+    recorded_trials,
+)
+
+ENDED = (*DONE, PRUNED)
+"""Statuses that end a searched trial for its study (a failed one is told FAIL)."""
+
+
+def prepare_search(spec: SweepSpec, tracking_uri: str) -> tuple[SweepSpec, SearchPlan, str]:
+    """Absolute storage root, every slice checked, the storage URL found and opened."""
+    from orchestrator.studies import open_storage
+
+    spec = dataclasses.replace(spec, storage_root=str(Path(spec.storage_root).resolve()))
+    plan = plan_search(spec)
+    url = storage_url(plan.search.storage, tracking_uri)
+    open_storage(url)
+    return spec, plan, url
+
+
+def example_trials(plan: SearchPlan) -> list[Trial]:
+    """One trial per slice (the searched space's low corner), for checks such as the data."""
+    from orchestrator.search_space import corners
+
+    return [plan.trial(s, corners(plan.dists)[0]) for s in plan.slices]
+
+
+def left_per_study(plan: SearchPlan, url: str) -> dict[str, int]:
+    """Trials each study may still ask (read from the storage; nothing runs)."""
+    found = summaries(url, [plan.study_name(s) for s in plan.slices])
+    return {name: max(plan.search.n_trials - info["used"], 0) for name, info in found.items()}
+
+
+def has_work(plan: SearchPlan, url: str) -> bool:
+    """Is any study short of its n_trials, or has one trials in flight?"""
+    found = summaries(url, [plan.study_name(s) for s in plan.slices])
+    return any(info["used"] < plan.search.n_trials or info["states"].get("running")
+               for info in found.values())
+
+
+def run_search(spec: SweepSpec, plan: SearchPlan, *, tracking_uri: str, storage: str,
+               progress: bool = True, observer: SweepObserver | None = None) -> SweepOutcome:
+    """Run the studies of a searched sweep to their `n_trials` (see the module docstring)."""
+    import ray
+
+    from orchestrator.resync import resync
+
+    here = _driver_node()
+    tracker = ray.remote(Tracker).options(num_cpus=0, scheduling_strategy=here).remote(
+        tracking_uri, spec.name, code_version=code_version(),
+        spec_yaml=yaml.safe_dump(spec.to_dict(), sort_keys=False),
+        credentials=tracking_credentials())
+    names = [plan.study_name(s) for s in plan.slices]
+    studies = ray.remote(Studies).options(num_cpus=0, scheduling_strategy=here).remote(
+        storage, plan.search, names)
+    states = recorded_trials(tracking_uri, spec.name)
+    outcome = SweepOutcome(trials=0, already_done=0)
+    runner = _SearchRunner(spec, tracker, plan, studies, states, outcome,
+                           observer=observer or SweepObserver())
+    try:
+        runner.loop(progress=progress)
+    except KeyboardInterrupt:
+        runner.stop(INTERRUPTED)
+        outcome.interrupted = True
+    status = INTERRUPTED if outcome.interrupted else (
+        FINISHED if all(s in ENDED for s in outcome.ran.values()) else FAILED)
+    runner.await_records(timeout=None)
+    outcome.resynced = resync([runner.trials[t] for t in runner.unsure], tracker)
+    outcome.trials = len(runner.trials)
+    ray.get(tracker.close_sweep.remote(status))
+    return outcome
+
+
+def searched_trial(studies):
+    """The worker's task for a searched trial: `run_trial` with a pruner that reports each
+    eval point to the studies and stops where they say."""
+    def run_trial(cfg, tracker, label: str, threads: int) -> dict:
+        import ray
+
+        import trainer
+        from orchestrator.worker import run_trial as run
+
+        trial_id = trainer.config_id(cfg)
+
+        def pruner(step: int, eval_loss: float) -> bool:
+            return ray.get(studies.report.remote(trial_id, step, eval_loss))
+
+        return run(cfg, tracker, label, threads, pruner=pruner)
+    return run_trial
+
+
+class _Seen(SweepObserver):
+    """Keeps each trial's last result for the runner, and passes everything on."""
+
+    def __init__(self, results: dict, inner: SweepObserver):
+        self.results, self.inner = results, inner
+
+    def submitted(self, trial: Trial) -> None:
+        self.inner.submitted(trial)
+
+    def returned(self, trial: Trial, result: dict) -> None:
+        self.results[trial.trial_id] = result
+        self.inner.returned(trial, result)
+
+
+class _SearchRunner(_Runner):
+    """The driver's runner with a queue the studies fill (see the module docstring)."""
+
+    def __init__(self, spec: SweepSpec, tracker, plan: SearchPlan, studies, states: dict,
+                 outcome: SweepOutcome, *, observer: SweepObserver):
+        import ray
+
+        self.plan, self.studies, self.states = plan, studies, states
+        self.objective = plan.search.objective
+        self.results: dict[str, dict] = {}  # trial id → its worker's result, this launch
+        self.trials: dict[str, Trial] = {}  # every trial this launch asked or reopened
+        self.waiting: dict[str, list[tuple[str, int]]] = {}  # trial id → (study, number)
+        self.slice_of: dict[str, Slice] = {plan.study_name(s): s for s in plan.slices}
+        self.best: dict[str, float] = {}
+        self.tracker = tracker
+        reopened = self._reopen()
+        self.left = {name: plan.search.n_trials - ray.get(studies.used.remote(name))
+                     for name in self.slice_of}
+        super().__init__(spec, tracker, reopened, outcome, task_fn=searched_trial(studies),
+                         resources_for=lambda _trial: spec.resources.per_trial(),
+                         observer=_Seen(self.results, observer))
+        self.cap = spec.max_concurrent or math.inf
+        self.total = len(reopened) + sum(max(n, 0) for n in self.left.values())
+        if not self.queue:
+            self._ask_into_queue()
+
+    # -- asking ----------------------------------------------------------------------------
+
+    def _reopen(self) -> list[Trial]:
+        """The trials the studies asked for and were never told: to run again (resumed from
+        their checkpoints), or to tell now if they ended meanwhile."""
+        import ray
+
+        todo = []
+        for name, slice_ in self.slice_of.items():
+            for number, params in ray.get(self.studies.open_trials.remote(name)):
+                trial = self.plan.trial(slice_, params)
+                if self._take(name, number, trial):
+                    todo.append(trial)
+        return todo
+
+    def _take(self, name: str, number: int, trial: Trial | None) -> bool:
+        """Study `name`'s trial `number` is `trial`: tell it at once if it is done, else wait
+        on it; whether it must be submitted."""
+        import ray
+
+        if trial is None:  # its config does not validate (the corners did)
+            ray.get(self.studies.tell.remote(name, number, "fail"))
+            return False
+        self.trials[trial.trial_id] = trial
+        stored = self._stored(trial.trial_id)
+        if stored is not None:
+            self._tell(name, number, *stored)
+            return False
+        ray.get(self.studies.watch.remote(trial.trial_id, name, number))
+        first = trial.trial_id not in self.waiting
+        self.waiting.setdefault(trial.trial_id, []).append((name, number))
+        return first
+
+    def _stored(self, trial_id: str) -> tuple[str, float | None, float | None] | None:
+        """(outcome, value, vocab size) of a trial that has ended, from this launch's results
+        or the sweep's record; None if it has not."""
+        if trial_id in self.outcome.ran:
+            status = self.outcome.ran[trial_id]
+            summary = self.results.get(trial_id, {}).get("summary", {})
+            value, vocab = summary.get(self.objective), summary.get("derived.vocab_size")
+        elif self.states.get(trial_id, {}).get("status") in ENDED:
+            run = self.states[trial_id]["run"]
+            status = self.states[trial_id]["status"]
+            value = run.data.metrics.get(self.objective)
+            vocab = float(run.data.params.get("derived.vocab_size") or 0) or None
+        else:
+            return None
+        return _outcome(status, value), value, vocab
+
+    def _next_study(self) -> str | None:
+        """The study to ask next: the fewest trials in flight, then the most left."""
+        flying = {name: 0 for name in self.slice_of}
+        for waiting in self.waiting.values():
+            for name, _ in waiting:
+                flying[name] += 1
+        open_ = [n for n in self.slice_of if self.left[n] > 0]
+        return min(open_, key=lambda n: (flying[n], -self.left[n]), default=None)
+
+    def _ask_into_queue(self) -> bool:
+        """Ask until a point needs training (queued) or no study may ask; whether one was."""
+        import ray
+
+        while (name := self._next_study()) is not None:
+            number, params = ray.get(self.studies.ask.remote(name, self.plan.dists))
+            self.left[name] -= 1
+            trial = self.plan.trial(self.slice_of[name], params, problems=[])
+            if self._take(name, number, trial):
+                self.queue.append(trial)
+                return True
+        return False
+
+    # -- the runner's loop -----------------------------------------------------------------
+
+    def fill(self) -> None:
+        """Place what waits; while nothing does and there is room, ask for more."""
+        while True:
+            super().fill()
+            if self.queue or len(self.running) >= self.cap or not self._ask_into_queue():
+                return
+
+    def collect(self, *, timeout: float) -> None:
+        """Take finished tasks as the driver does; tell the studies of each trial that ended;
+        keep the loop going while a study may still ask."""
+        before = set(self.outcome.ran)
+        super().collect(timeout=timeout)
+        for trial_id in [t for t in self.outcome.ran if t not in before]:
+            self._ended(trial_id)
+        if not self.queue and len(self.running) < self.cap:
+            self._ask_into_queue()
+
+    def _ended(self, trial_id: str) -> None:
+        if self.outcome.ran[trial_id] == INTERRUPTED:
+            return  # left open in its studies: the next launch resumes it
+        stored = self._stored(trial_id)
+        for name, number in self.waiting.pop(trial_id, []):
+            self._tell(name, number, *stored)
+
+    def _tell(self, name: str, number: int, outcome: str, value: float | None,
+              vocab: float | None) -> None:
+        import ray
+
+        best = ray.get(self.studies.tell.remote(name, number, outcome, value, vocab))
+        if best is not None and best < self.best.get(name, math.inf):
+            self.best[name] = best
+            self._log_best(name)
+
+    def _log_best(self, name: str) -> None:
+        """The study's best value and params on the sweep's parent run (fire and forget)."""
+        import ray
+
+        found = ray.get(self.studies.best_params.remote(name))
+        slug = best_key(self.slice_of[name])
+        metrics = {f"{slug}/{self.objective}": self.best[name]}
+        metrics.update({f"{slug}/{k}": float(v) for k, v in found.items()
+                        if _is_number(v)})
+        self.tracker.log_sweep_metrics.remote(metrics,
+                                              step=self.plan.search.n_trials - self.left[name])
+
+
+def _outcome(status: str, value: float | None) -> str:
+    if status == FINISHED:
+        return "complete" if value is not None and math.isfinite(value) else "fail"
+    return {DIVERGED: "diverged", PRUNED: "pruned"}.get(status, "fail")
+
+
+def best_key(slice_: Slice) -> str:
+    """The parent-run metric prefix of a slice: `best/model.width_64/seed_0` (MLflow keys
+    take no `=`)."""
+    return "best/" + "/".join(re.sub(r"[^\w.\-/]", "_", p.replace("=", "_"))
+                              for p in slice_.point)
+
+
+def _is_number(value: object) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def search_status(plan: SearchPlan, url: str) -> list[dict]:
+    """Per slice: trials used of n_trials, by state, and the best so far with its params."""
+    found = summaries(url, [plan.study_name(s) for s in plan.slices])
+    return [{"slice": s.label, "used": found[plan.study_name(s)]["used"],
+             "n_trials": plan.search.n_trials, "states": found[plan.study_name(s)]["states"],
+             "best": found[plan.study_name(s)]["best"],
+             "best_params": found[plan.study_name(s)]["best_params"]}
+            for s in plan.slices]
+
+
+def check_extension(old: SweepSpec, new: SweepSpec) -> None:
+    """`sweep extend` of a searched sweep may raise n_trials and add per-slice values."""
+    if new.optuna is None or old.optuna is None:
+        return
+    if new.optuna.n_trials < old.optuna.n_trials:
+        raise ConfigError(f"search.optuna.n_trials={new.optuna.n_trials} is below the sweep's "
+                          f"{old.optuna.n_trials}: n_trials is a total per study; give a "
+                          "larger number")

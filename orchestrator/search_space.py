@@ -1,0 +1,324 @@
+"""`search: {optuna: {...}}`: a sweep whose grid is searched per slice rather than enumerated.
+
+The spec's grid keeps Hydra's sweep grammar. The axes named in `per_slice` stay a grid: each of
+their points (times each seed) is a slice, and each slice gets its own Optuna study. Every other
+sweep axis of the grid is searched, mapped onto an Optuna distribution:
+
+    interval(a, b)             → FloatDistribution(a, b)
+    tag(log, interval(a, b))   → FloatDistribution(a, b, log=True)
+    choice(x, y, ...)          → CategoricalDistribution (values kept as Hydra strings)
+    range(a, b[, s])           → IntDistribution(a, b - s, step=s)  (log with tag(log, ...))
+
+Anything the mapping cannot express (a float range, a tag other than `log`, a per-slice axis
+that is an interval, ...) is one problem each, all reported together with the trials' own
+problems before anything runs. A point the study asks for becomes an ordinary trial: the
+slice's overrides plus one `key=value` per searched axis, composed and identified exactly as a
+grid trial with those values (`orchestrator.spec.make_trial`), so it has the same id, child
+run and checkpoint directory.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import zlib
+from dataclasses import dataclass, field
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import OverrideParseException
+
+SEARCH_KEYS = {"sampler", "seed", "n_trials", "per_slice", "objective", "pruner", "storage"}
+SAMPLERS = {"gp": "GPSampler", "tpe": "TPESampler", "cmaes": "CmaEsSampler",
+            "random": "RandomSampler", "qmc": "QMCSampler"}
+PRUNERS = {"none": "NopPruner", "median": "MedianPruner", "hyperband": "HyperbandPruner"}
+DEFAULT_SAMPLER = "gp"
+"""The default sampler; why this one is measured in benchmarks/search.py (benchmarks/README)."""
+STARTUP_TRIALS = 3
+"""Trials a model-based sampler (gp, tpe) draws before it models the objective. Optuna's own
+default is 10, as many as a whole study of a few proxies: nothing would be modelled."""
+DEFAULT_OBJECTIVE = "final/eval_loss"
+
+
+@dataclass(frozen=True)
+class OptunaSearch:
+    """The checked `search.optuna` mapping of a spec."""
+
+    n_trials: int
+    """Trials per study in total (asked, running or ended), not more per launch."""
+    per_slice: tuple[str, ...] = ()
+    """Grid axes that stay a grid; one study per point of them (and per seed)."""
+    sampler: str = DEFAULT_SAMPLER
+    sampler_args: dict = field(default_factory=dict)
+    """Keyword arguments for the Optuna sampler (`sampler: {gp: {...}}`)."""
+    seed: int = 0
+    pruner: str = "none"
+    pruner_args: dict = field(default_factory=dict)
+    objective: str = DEFAULT_OBJECTIVE
+    """A `final/*` value of the trial's summary, minimised."""
+    storage: str | None = None
+    """Optuna RDB storage URL; None: `OPTUNA_STORAGE`, else a SQLite file beside the MLflow
+    store (`orchestrator.studies.storage_url`)."""
+
+
+def is_optuna(search: object) -> bool:
+    """Does a spec's `search` value ask for Optuna?"""
+    return isinstance(search, dict) and "optuna" in search
+
+
+def _named(value: object, key: str, known: dict, problems: list[str]) -> tuple[str, dict]:
+    """`name` or `{name: {kwargs}}` → (name, kwargs); unknown names are problems."""
+    if isinstance(value, dict) and len(value) == 1:
+        (name, args), = value.items()
+    else:
+        name, args = value, {}
+    if not isinstance(args, dict):
+        args = {}
+        problems.append(f"search.optuna.{key}: give a name or {{name: {{option: value}}}}")
+    if name not in known:
+        problems.append(f"search.optuna.{key}={name!r} is not known; use one of "
+                        f"{', '.join(known)}")
+    return str(name), dict(args)
+
+
+def parse_search(raw: object, grid: dict[str, str]) -> tuple[OptunaSearch | None, list[str]]:
+    """The `search` value of a spec: (None, []) for a grid, else the checked Optuna search
+    and every problem of it."""
+    if raw == "grid" or raw is None:
+        return None, []
+    if not is_optuna(raw) or len(raw) != 1 or not isinstance(raw["optuna"], dict):
+        return None, [f"search={raw!r}: use search: grid, or search: {{optuna: {{n_trials: 8, "
+                      "per_slice: [model.width]}}"]
+    opts, problems = raw["optuna"], []
+    problems += [f"search.optuna: unknown key '{k}'; known keys are "
+                 f"{', '.join(sorted(SEARCH_KEYS))}" for k in opts if k not in SEARCH_KEYS]
+    n_trials = opts.get("n_trials")
+    if not isinstance(n_trials, int) or isinstance(n_trials, bool) or n_trials < 1:
+        problems.append(f"search.optuna.n_trials={n_trials!r}: give the trials per study, a "
+                        "whole number >= 1")
+    per_slice = opts.get("per_slice") or []
+    if isinstance(per_slice, str):
+        per_slice = [per_slice]
+    problems += [f"search.optuna.per_slice: '{k}' is not a grid axis; add it to grid or "
+                 "remove it from per_slice" for k in per_slice if k not in grid]
+    sampler, sampler_args = _named(opts.get("sampler", DEFAULT_SAMPLER), "sampler", SAMPLERS,
+                                   problems)
+    pruner, pruner_args = _named(opts.get("pruner", "none"), "pruner", PRUNERS, problems)
+    if opts.get("pruner") == "halving":
+        problems[-1] = ("search.optuna.pruner=halving (over token budgets) is not available "
+                        "yet; use none, median or hyperband")
+    objective = str(opts.get("objective", DEFAULT_OBJECTIVE))
+    if not objective.startswith("final/"):
+        problems.append(f"search.optuna.objective={objective!r}: give a final/* value of the "
+                        "trial's summary, e.g. final/eval_loss")
+    seed = opts.get("seed", 0)
+    if not isinstance(seed, int):
+        problems.append(f"search.optuna.seed={seed!r}: give a whole number")
+    if problems:
+        return None, problems
+    search = OptunaSearch(n_trials=n_trials, per_slice=tuple(str(k) for k in per_slice),
+                          sampler=sampler, sampler_args=sampler_args, seed=seed, pruner=pruner,
+                          pruner_args=pruner_args, objective=objective,
+                          storage=opts.get("storage"))
+    return search, _construction_problems(search)
+
+
+def _construction_problems(search: OptunaSearch) -> list[str]:
+    """Build the sampler and pruner once, so a bad option is reported before any work."""
+    problems = []
+    for build, key, name in ((make_sampler, "sampler", search.sampler),
+                             (make_pruner, "pruner", search.pruner)):
+        try:
+            build(search, study_name="check")
+        except ImportError as err:
+            problems.append(f"search.optuna.{key}={name} needs the package {err.name!r}: "
+                            f"pip install {err.name}, or choose another {key}")
+        except (TypeError, ValueError) as err:
+            problems.append(f"search.optuna.{key}={name}: {err}; fix its options")
+    return problems
+
+
+def make_sampler(search: OptunaSearch, *, study_name: str):
+    """The study's sampler, seeded per study (so that slices do not all draw the same points)
+    and, for model-based samplers, starting from `STARTUP_TRIALS` quasi-random trials."""
+    import warnings
+
+    import optuna
+
+    # QMC (and GP in some versions) are marked experimental; that is no news to a user.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    seed = (search.seed * 1_000_003 + zlib.crc32(study_name.encode())) % 2**31
+    args = dict(search.sampler_args)
+    if search.sampler in ("gp", "tpe"):
+        args.setdefault("n_startup_trials", STARTUP_TRIALS)
+    if search.sampler == "gp":
+        args.setdefault("independent_sampler", optuna.samplers.QMCSampler(seed=seed))
+    if search.sampler == "cmaes":
+        import cmaes  # noqa: F401  (optional: Optuna imports it only when sampling)
+    cls = getattr(optuna.samplers, SAMPLERS[search.sampler])
+    return cls(seed=seed, **args)
+
+
+def make_pruner(search: OptunaSearch, *, study_name: str = ""):
+    """The study's pruner (`NopPruner` for `none`)."""
+    import optuna
+
+    return getattr(optuna.pruners, PRUNERS[search.pruner])(**search.pruner_args)
+
+
+# -- the grid as slices and distributions ---------------------------------------------------
+
+@dataclass(frozen=True)
+class Slice:
+    """One study's fixed part: the per-slice axes' values and a seed, as overrides."""
+
+    point: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        return " ".join(self.point)
+
+
+def distribution(key: str, expr: str) -> tuple[object, list[str]]:
+    """The Optuna distribution a searched grid expression maps to (or None), and problems."""
+    import optuna.distributions as od
+
+    try:
+        override = OverridesParser.create().parse_overrides([f"{key}={expr}"])[0]
+    except OverrideParseException as err:
+        return None, [f"grid.{key}: cannot parse '{expr}' ({str(err).splitlines()[0]}); use "
+                      "Hydra's sweep grammar, e.g. tag(log, interval(1e-4, 1e-1))"]
+    if not override.is_sweep_override():
+        return None, []  # a fixed value
+    sweep = override.value()
+    kind, tags = type(sweep).__name__, set(sweep.tags)
+    log = "log" in tags
+    problems = [f"grid.{key}: tag '{t}' has no meaning in a search; only tag(log, ...) does"
+                for t in sorted(tags - {"log"})]
+    if kind == "IntervalSweep":
+        if sweep.start >= sweep.end or (log and sweep.start <= 0):
+            problems.append(f"grid.{key}: '{expr}' needs low < high" + (" and low > 0 on a log "
+                            "scale" if log else ""))
+            return None, problems
+        return od.FloatDistribution(sweep.start, sweep.end, log=log), problems
+    if kind == "RangeSweep":
+        ints = all(isinstance(v, int) for v in (sweep.start, sweep.stop, sweep.step))
+        if not ints:
+            problems.append(f"grid.{key}: range() with float bounds or step has no Optuna "
+                            "distribution; use interval() for floats or choice()")
+        elif sweep.step <= 0 or sweep.stop - sweep.step < sweep.start:
+            problems.append(f"grid.{key}: '{expr}' is empty; give start < stop, step > 0")
+        elif log and (sweep.step != 1 or sweep.start < 1):
+            problems.append(f"grid.{key}: tag(log, range()) needs step 1 and start >= 1")
+        else:
+            high = sweep.start + (sweep.stop - 1 - sweep.start) // sweep.step * sweep.step
+            return od.IntDistribution(sweep.start, high, log=log, step=sweep.step), problems
+        return None, problems
+    if kind == "ChoiceSweep":
+        values = list(override.sweep_string_iterator())
+        if not values:
+            problems.append(f"grid.{key}: '{expr}' has no values")
+            return None, problems
+        return od.CategoricalDistribution(values), problems
+    problems.append(f"grid.{key}: '{expr}' ({kind}) has no Optuna distribution; use "
+                    "interval, tag(log, interval), choice or range")
+    return None, problems
+
+
+def search_space(grid: dict[str, str], search: OptunaSearch, seeds: tuple[int, ...]
+                 ) -> tuple[list[Slice], dict, tuple[str, ...], list[str]]:
+    """(slices, searched distributions, fixed overrides, problems) of a searched grid."""
+    from orchestrator.spec import SweepSpec, grid_axes
+
+    problems, fixed, dists = [], [], {}
+    slice_grid = {k: v for k, v in grid.items() if k in search.per_slice}
+    axes, found = grid_axes(SweepSpec(name="", grid=slice_grid))
+    problems += [p.replace("or search: optuna", "or remove the axis from per_slice")
+                 for p in found]
+    for key, expr in grid.items():
+        if key in search.per_slice:
+            continue
+        dist, found = distribution(key, expr)
+        problems += found
+        if dist is not None:
+            dists[key] = dist
+        elif not found:
+            fixed.append(f"{key}={expr}")
+    if not dists and not problems:
+        problems.append("search: optuna has nothing to search: give at least one grid axis "
+                        "outside per_slice, e.g. optim.lr: tag(log, interval(1e-4, 1e-1))")
+    slices = [Slice(tuple(f"{k}={v}" for k, v in zip(axes, values, strict=True))
+                    + (f"seed={seed}",))
+              for values in itertools.product(*axes.values()) for seed in seeds]
+    return slices, dists, tuple(fixed), problems
+
+
+def override_value(value: object) -> str:
+    """An asked value as a Hydra override value (floats round-trip exactly)."""
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else str(value)
+    return str(value)
+
+
+def corners(dists: dict) -> list[dict]:
+    """Points that check the searched space before anything runs: its low and high corners,
+    and each categorical value once (the other axes at their low end)."""
+    low = {k: d.choices[0] if hasattr(d, "choices") else d.low for k, d in dists.items()}
+    high = {k: d.choices[-1] if hasattr(d, "choices") else d.high for k, d in dists.items()}
+    points = [low, high]
+    for key, dist in dists.items():
+        points += [{**low, key: c} for c in getattr(dist, "choices", ())[1:-1]]
+    return points
+
+
+@dataclass
+class SearchPlan:
+    """A searched sweep's studies: one per slice, each over the same distributions."""
+
+    spec: object
+    """The `orchestrator.spec.SweepSpec` (storage root absolute)."""
+    search: OptunaSearch
+    slices: list[Slice]
+    dists: dict
+    fixed: tuple[str, ...]
+    """Grid keys with one value: overrides of every trial."""
+    composer: object = None
+
+    def study_name(self, slice_: Slice) -> str:
+        """The study's name in the storage: the sweep's name and the slice's point."""
+        return f"{self.spec.name}: {slice_.label}"
+
+    def trial(self, slice_: Slice, params: dict, problems: list[str] | None = None):
+        """The trial for asked `params` in `slice_` (None, with `problems` filled, if its
+        config does not validate)."""
+        from orchestrator.spec import make_trial
+        from trainer.compose import Composer
+        from trainer.errors import ConfigError
+
+        if self.composer is None:
+            self.composer = Composer()
+        found = [] if problems is None else problems
+        point = (*self.fixed, *(f"{k}={override_value(params[k])}" for k in self.dists),
+                 *slice_.point)
+        trial = make_trial(self.spec, point, found, self.composer)
+        if trial is None and problems is None:
+            raise ConfigError(found)
+        return trial
+
+
+def plan_search(spec) -> SearchPlan:
+    """The studies of a searched spec, every slice checked at the corners of the searched
+    space; one ConfigError lists every problem (grammar mapping and trial configs)."""
+    from orchestrator.spec import dedupe
+    from trainer.errors import ConfigError
+
+    search = spec.optuna
+    slices, dists, fixed, problems = search_space(spec.grid, search, spec.seeds)
+    if problems:
+        raise ConfigError(problems)
+    plan = SearchPlan(spec, search, slices, dists, fixed)
+    for slice_ in slices:
+        for point in corners(dists):
+            plan.trial(slice_, point, problems)
+    if problems:
+        raise ConfigError(dedupe(problems))
+    return plan

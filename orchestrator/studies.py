@@ -1,0 +1,203 @@
+"""A searched sweep's Optuna studies, in one RDB storage, behind one owner.
+
+One `Studies` object owns the storage while a sweep runs: a Ray actor on the driver's node (as
+the tracking actor is), so that a SQLite storage has a single writer and workers on other
+nodes never need to reach the database. The driver asks and tells through it; a trial's worker
+reports its eval points to it and learns whether to stop (`report`). Optuna keeps everything
+(trials asked, their params, intermediate values, states, values) in the storage, so a new
+driver after a SIGKILL finds each study where the old one left it.
+
+Which storage: `search.optuna.storage`, else `OPTUNA_STORAGE`, else a SQLite file `optuna.db`
+beside the MLflow SQLite store (or in the working directory when MLflow is a server). A
+password in the URL is masked (`***`) wherever it is printed or stored; a stored spec whose
+storage URL was masked that way is resumed with the real URL from `OPTUNA_STORAGE`.
+
+What a study is told:
+- a finished trial: its objective (`final/eval_loss` unless the spec says otherwise);
+- a pruned trial: PRUNED (Optuna keeps its last intermediate value);
+- a diverged trial: `diverged_value` below, a finite, bounded loss no better than the worst
+  the study has seen, which steers GP and TPE away from that region without the outlier that
+  an infinite or huge value would be for a GP's fit;
+- a trial that failed after its retries: FAIL. It counts toward `n_trials` like any other.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from trainer.errors import ConfigError
+from trainer.reporting import redact
+
+STORAGE_ENV = "OPTUNA_STORAGE"
+STORAGE_FILE = "optuna.db"
+
+
+def storage_url(storage: str | None, tracking_uri: str) -> str:
+    """The Optuna storage of a sweep (see the module docstring)."""
+    if storage and ":***@" in storage:  # a stored spec's masked URL
+        if not os.environ.get(STORAGE_ENV):
+            raise ConfigError(f"search.optuna.storage={storage} was stored with its password "
+                              f"masked: set {STORAGE_ENV} to the full URL to resume this sweep")
+        return os.environ[STORAGE_ENV]
+    if storage or os.environ.get(STORAGE_ENV):
+        return storage or os.environ[STORAGE_ENV]
+    prefix = "sqlite:///"
+    if tracking_uri.startswith(prefix):
+        return prefix + str(Path(tracking_uri[len(prefix):]).resolve().parent / STORAGE_FILE)
+    return prefix + str(Path(STORAGE_FILE).resolve())
+
+
+def open_storage(url: str):
+    """An RDB storage; SQLite waits for a lock (`sweep status` reads while a driver writes)."""
+    import optuna
+
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    except Exception as err:  # sqlalchemy's errors: a bad URL, an unreachable server
+        raise ConfigError(f"cannot open the Optuna storage {redact(url)} "
+                          f"({type(err).__name__}): fix search.optuna.storage or "
+                          f"{STORAGE_ENV}") from None
+
+
+def diverged_value(vocab_size: float | None, told: list[float]) -> float:
+    """What a diverged trial is told: the larger of ln(vocab size) (the loss of a uniform
+    guess, what a model that learned nothing scores) and the worst value told so far."""
+    floor = math.log(vocab_size) if vocab_size else 0.0
+    return max([floor, *[v for v in told if math.isfinite(v)]])
+
+
+class Studies:
+    """The studies of one sweep (run it as a Ray actor: `ray.remote(Studies)`)."""
+
+    def __init__(self, url: str, search, names: list[str]):
+        import optuna
+
+        from orchestrator.search_space import make_pruner, make_sampler
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.storage = open_storage(url)
+        self.studies = {
+            name: optuna.create_study(
+                study_name=name, storage=self.storage, direction="minimize",
+                sampler=make_sampler(search, study_name=name),
+                pruner=make_pruner(search, study_name=name), load_if_exists=True)
+            for name in names}
+        self.reporting: dict[str, list[tuple[str, int]]] = {}
+        """Trial id → (study, Optuna trial id) of the studies waiting on it; the first one
+        receives its eval points."""
+
+    def add(self, names: list[str], search) -> None:
+        """Open studies of slices added since (an extended sweep)."""
+        import optuna
+
+        from orchestrator.search_space import make_pruner, make_sampler
+
+        for name in names:
+            if name not in self.studies:
+                self.studies[name] = optuna.create_study(
+                    study_name=name, storage=self.storage, direction="minimize",
+                    sampler=make_sampler(search, study_name=name),
+                    pruner=make_pruner(search, study_name=name), load_if_exists=True)
+
+    def open_trials(self, name: str) -> list[tuple[int, dict]]:
+        """(number, params) of the study's trials asked and not told: in flight when the
+        last driver stopped."""
+        from optuna.trial import TrialState
+
+        return [(t.number, t.params) for t in
+                self.studies[name].get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+
+    def used(self, name: str) -> int:
+        """Trials of the study that count toward n_trials: every one asked."""
+        return len(self.studies[name].get_trials(deepcopy=False))
+
+    def ask(self, name: str, dists: dict) -> tuple[int, dict]:
+        """A new trial of the study: (number, params)."""
+        trial = self.studies[name].ask(fixed_distributions=dists)
+        return trial.number, dict(trial.params)
+
+    def watch(self, trial_id: str, name: str, number: int) -> None:
+        """The study's trial `number` waits on our trial `trial_id` (for `report`)."""
+        study = self.studies[name]
+        frozen = study.get_trials(deepcopy=False)[number]
+        self.reporting.setdefault(trial_id, []).append((name, frozen._trial_id))
+
+    def report(self, trial_id: str, step: int, value: float) -> bool:
+        """A worker's eval point: record it; whether the study's pruner stops the trial."""
+        import optuna
+
+        waiting = self.reporting.get(trial_id)
+        if not waiting or not math.isfinite(value):
+            return False
+        name, storage_id = waiting[0]
+        trial = optuna.trial.Trial(self.studies[name], storage_id)
+        if step in self.storage.get_trial(storage_id).intermediate_values:
+            return False  # a resumed attempt re-reports the eval points after its checkpoint
+        trial.report(value, step)
+        return trial.should_prune()
+
+    def tell(self, name: str, number: int, outcome: str, value: float | None = None,
+             vocab_size: float | None = None) -> float | None:
+        """End trial `number` of the study with `outcome` (complete, diverged, pruned or
+        fail); the study's best value afterwards."""
+        from optuna.trial import TrialState
+
+        study = self.studies[name]
+        if outcome == "diverged":
+            told = [t.value for t in study.get_trials(deepcopy=False,
+                                                      states=(TrialState.COMPLETE,))]
+            outcome, value = "complete", diverged_value(vocab_size, told)
+        state = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED,
+                 "fail": TrialState.FAIL}[outcome]
+        study.tell(number, value if state == TrialState.COMPLETE else None, state=state,
+                   skip_if_finished=True)
+        for trial_id, waiting in list(self.reporting.items()):
+            self.reporting[trial_id] = [w for w in waiting if w[0] != name
+                                        or study.get_trials(deepcopy=False)[number]._trial_id
+                                        != w[1]]
+            if not self.reporting[trial_id]:
+                del self.reporting[trial_id]
+        return best(study)
+
+
+    def best_params(self, name: str) -> dict:
+        """The params of the study's best trial ({} before its first complete trial)."""
+        from optuna.trial import TrialState
+
+        done = self.studies[name].get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        return dict(min(done, key=lambda t: t.value).params) if done else {}
+
+
+def best(study) -> float | None:
+    """The study's best value so far (None before its first complete trial)."""
+    from optuna.trial import TrialState
+
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return min(t.value for t in done) if done else None
+
+
+def summaries(url: str, names: list[str]) -> dict[str, dict]:
+    """Per study (read only): trials used, by state, and the best so far with its params."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = open_storage(url)
+    known = {s.study_name for s in storage.get_all_studies()}
+    out = {}
+    for name in names:
+        if name not in known:
+            out[name] = {"used": 0, "states": {}, "best": None, "best_params": None}
+            continue
+        trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+        states: dict[str, int] = {}
+        for t in trials:
+            states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
+        done = [t for t in trials if t.state.name == "COMPLETE"]
+        top = min(done, key=lambda t: t.value, default=None)
+        out[name] = {"used": len(trials), "states": states,
+                     "best": None if top is None else top.value,
+                     "best_params": None if top is None else top.params}
+    return out
