@@ -1,0 +1,152 @@
+"""A searched spec: the grid grammar mapped onto Optuna, and its errors. Real Optuna storage
+(SQLite), no Ray."""
+
+import math
+
+import optuna
+import pytest
+from optuna.distributions import (
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+
+from orchestrator.commands import extended
+from orchestrator.search_space import distribution, plan_search
+from orchestrator.spec import expand, spec_from_dict
+from orchestrator.studies import diverged_value, open_storage, storage_url
+from trainer.errors import ConfigError
+
+BASE = {"name": "t", "overrides": ["model=tiny", "data=synthetic", "train.tokens=65536",
+                                    "schedule.warmup_tokens=0"],
+        "grid": {"optim.lr": "tag(log, interval(1e-4, 1e-1))",
+                 "optim.weight_decay": "choice(0.0, 0.1)",
+                 "train.batch_size": "choice(8, 16)"},
+        "search": {"optuna": {"n_trials": 4, "per_slice": ["train.batch_size"]}}}
+
+
+@pytest.mark.parametrize("expr, expected", [
+    ("interval(0.5, 2)", FloatDistribution(0.5, 2.0)),
+    ("tag(log, interval(1e-4, 1e-1))", FloatDistribution(1e-4, 1e-1, log=True)),
+    ("choice(0.0, 0.1)", CategoricalDistribution(["0.0", "0.1"])),
+    ("choice(adam, sgd)", CategoricalDistribution(["adam", "sgd"])),
+    ("range(1, 5)", IntDistribution(1, 4)),
+    ("range(2, 11, 3)", IntDistribution(2, 8, step=3)),
+    ("tag(log, range(1, 9))", IntDistribution(1, 8, log=True)),
+    ("0.1", None),  # a fixed value is not searched
+])
+def test_grammar_maps_onto_optuna_distributions(expr, expected):
+    dist, problems = distribution("k", expr)
+    assert problems == []
+    assert dist == expected
+
+
+def test_every_problem_of_a_searched_spec_is_listed_at_once():
+    raw = {**BASE, "grid": {"optim.lr": "tag(log, interval(0, 1e-1))",
+                            "optim.weight_decay": "range(0, 1, 0.5)",
+                            "model.depth": "tag(fast, choice(1, 2))",
+                            "train.batch_size": "interval(8, 16)"}}
+    with pytest.raises(ConfigError) as err:
+        plan_search(spec_from_dict(raw))
+    assert sorted(err.value.problems) == sorted([
+        "grid.train.batch_size: interval() has no grid points; use choice() or range(), or "
+        "remove the axis from per_slice",
+        "grid.optim.lr: 'tag(log, interval(0, 1e-1))' needs low < high and low > 0 on a log "
+        "scale",
+        "grid.optim.weight_decay: range() with float bounds or step has no Optuna "
+        "distribution; use interval() for floats or choice()",
+        "grid.model.depth: tag 'fast' has no meaning in a search; only tag(log, ...) does"])
+
+
+def test_every_problem_of_the_search_mapping_is_listed_at_once():
+    raw = {**BASE, "search": {"optuna": {"n_trials": 0, "sampler": "annealing",
+                                         "pruner": "halving", "per_slice": ["model.width"],
+                                         "objective": "loss", "budget": 3}}}
+    with pytest.raises(ConfigError) as err:
+        spec_from_dict(raw)
+    assert err.value.problems == [
+        "spec: search.optuna: unknown key 'budget'; known keys are n_trials, objective, "
+        "per_slice, pruner, sampler, seed, storage",
+        "spec: search.optuna.n_trials=0: give the trials per study, a whole number >= 1",
+        "spec: search.optuna.per_slice: 'model.width' is not a grid axis; add it to grid or "
+        "remove it from per_slice",
+        "spec: search.optuna.sampler='annealing' is not known; use one of gp, tpe, cmaes, "
+        "random, qmc",
+        "spec: search.optuna.pruner=halving (over token budgets) is not available yet; use "
+        "none, median or hyperband",
+        "spec: search.optuna.objective='loss': give a final/* value of the trial's summary, "
+        "e.g. final/eval_loss"]
+
+
+def test_bad_sampler_options_are_a_user_error():
+    raw = {**BASE, "search": {"optuna": {"n_trials": 2, "sampler": {"gp": {"warmup": 3}}}}}
+    with pytest.raises(ConfigError, match=r"search.optuna.sampler=gp: .*'warmup'; fix its "
+                                          "options"):
+        spec_from_dict(raw)
+
+
+def test_a_searched_range_the_trainer_refuses_is_reported_before_anything_runs():
+    raw = {**BASE, "grid": {**BASE["grid"], "optim.weight_decay": "choice(0.0, -1.0, 0.1)"}}
+    with pytest.raises(ConfigError) as err:
+        plan_search(spec_from_dict(raw))
+    assert any("optim.weight_decay" in p and "(2 trials)" in p for p in err.value.problems)
+
+
+def test_an_asked_point_is_the_grid_trial_with_those_values(tmp_path):
+    plan = plan_search(spec_from_dict(BASE))
+    assert [s.label for s in plan.slices] == ["train.batch_size=8 seed=0",
+                                              "train.batch_size=16 seed=0"]
+    storage = open_storage(f"sqlite:///{tmp_path}/optuna.db")
+    study = optuna.create_study(storage=storage, study_name=plan.study_name(plan.slices[1]))
+    asked = study.ask(fixed_distributions=plan.dists).params
+    assert 1e-4 <= asked["optim.lr"] <= 1e-1
+    assert asked["optim.weight_decay"] in ("0.0", "0.1")
+    trial = plan.trial(plan.slices[1], asked)
+    grid = {**BASE, "search": "grid",
+            "grid": {"optim.lr": f"choice({asked['optim.lr']!r})",
+                     "optim.weight_decay": f"choice({asked['optim.weight_decay']})",
+                     "train.batch_size": "choice(16)"}}
+    (same,) = expand(spec_from_dict(grid))
+    assert trial.trial_id == same.trial_id
+
+
+def test_command_line_sets_search_options_and_extend_may_only_raise_n_trials():
+    spec = spec_from_dict(BASE)
+    more = extended(spec, ["search.optuna.n_trials=12", "train.batch_size=choice(32)"])
+    assert more.optuna.n_trials == 12
+    assert more.grid["train.batch_size"] == "choice(8, 16, 32)"
+    assert more.grid["optim.lr"] == BASE["grid"]["optim.lr"]
+    with pytest.raises(ConfigError, match="n_trials is a total per study"):
+        extended(spec, ["search.optuna.n_trials=2"])
+    grid = spec_from_dict({**BASE, "search": "grid", "grid": {"optim.lr": "choice(1e-3)"}})
+    with pytest.raises(ConfigError, match="this sweep is a grid"):
+        grid.with_overrides(["search.optuna.n_trials=3"])
+
+
+def test_storage_defaults_beside_the_mlflow_store_and_masked_urls_need_the_env(
+        tmp_path, monkeypatch):
+    monkeypatch.delenv("OPTUNA_STORAGE", raising=False)
+    assert storage_url(None, f"sqlite:///{tmp_path}/mlflow.db") == \
+        f"sqlite:///{tmp_path}/optuna.db"
+    assert storage_url("postgresql://u:pw@db/optuna", "x") == "postgresql://u:pw@db/optuna"
+    with pytest.raises(ConfigError, match="password masked: set OPTUNA_STORAGE"):
+        storage_url("postgresql://u:***@db/optuna", "x")
+    monkeypatch.setenv("OPTUNA_STORAGE", "postgresql://u:pw@db/optuna")
+    assert storage_url(None, "http://mlflow:5000") == "postgresql://u:pw@db/optuna"
+    assert storage_url("postgresql://u:***@db/optuna", "x") == "postgresql://u:pw@db/optuna"
+
+
+def test_an_unreachable_storage_is_one_line_without_the_password():
+    with pytest.raises(ConfigError) as err:
+        open_storage("postgresql+psycopg2://u:secret@127.0.0.1:1/optuna")
+    (line,) = err.value.problems
+    assert "secret" not in line and "u:***@127.0.0.1:1" in line
+
+
+@pytest.mark.parametrize("vocab, told, expected", [
+    (256, [], math.log(256)),  # a uniform guess over bytes
+    (256, [2.5, 3.0], math.log(256)),
+    (256, [2.5, 7.0, math.inf], 7.0),  # never better than the worst seen
+])
+def test_a_diverged_trial_is_told_a_bounded_worst_value(vocab, told, expected):
+    assert diverged_value(vocab, told) == pytest.approx(expected)
