@@ -1,0 +1,145 @@
+"""Adaptive search end to end: real Optuna storage (SQLite), real Ray, real ~2-second trials."""
+
+import math
+
+import mlflow
+import optuna
+import pytest
+
+from orchestrator import commands
+from orchestrator.driver import SweepObserver
+from orchestrator.search import prepare_search, run_search
+from orchestrator.spec import spec_from_dict
+from orchestrator.studies import open_storage
+from trainer.schema import recorded_trials, sweep_runs
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+@pytest.fixture
+def searched(spec_dict):
+    spec_dict["overrides"] += ["train.eval_every_tokens=8192"]
+    spec_dict["grid"] = {"optim.lr": "tag(log, interval(1e-3, 3e-2))",
+                         "train.batch_size": "choice(8, 16)"}
+    spec_dict["search"] = {"optuna": {"n_trials": 3, "per_slice": ["train.batch_size"]}}
+    return spec_dict
+
+
+class InFlight(SweepObserver):
+    """Counts trials handed to Ray and not yet returned."""
+
+    def __init__(self):
+        self.now = self.most = 0
+        self.submitted_ids = []
+
+    def submitted(self, trial):
+        self.submitted_ids.append(trial.trial_id)
+        self.now += 1
+        self.most = max(self.most, self.now)
+
+    def returned(self, trial, result):
+        self.now -= 1
+
+
+def _run(raw, uri, observer=None):
+    spec, plan, storage = prepare_search(spec_from_dict(raw), uri)
+    outcome = run_search(spec, plan, tracking_uri=uri, storage=storage, progress=False,
+                         observer=observer)
+    return plan, storage, outcome
+
+
+def _study(plan, storage, slice_index):
+    return optuna.load_study(study_name=plan.study_name(plan.slices[slice_index]),
+                             storage=open_storage(storage))
+
+
+def _children(uri, name="unit"):
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(name)
+    return client, sweep_runs(client, exp.experiment_id, "trial")
+
+
+def test_ask_tell_keeps_max_concurrent_in_flight_and_tells_each_result(searched, uri,
+                                                                       local_ray):
+    searched["max_concurrent"] = 2
+    seen = InFlight()
+    plan, storage, outcome = _run(searched, uri, seen)
+    assert seen.most == 2  # the cap was used and kept
+    client, children = _children(uri)
+    assert len(children) == len(set(seen.submitted_ids)) == len(seen.submitted_ids) == 6
+    loss = {c.data.tags["trial.id"]: c.data.metrics["final/eval_loss"] for c in children}
+    parent = client.get_run(children[0].data.tags["mlflow.parentRunId"])
+    for i, slice_ in enumerate(plan.slices):
+        trials = _study(plan, storage, i).trials
+        assert [t.state.name for t in trials] == ["COMPLETE"] * 3
+        for t in trials:  # each told value is its own trial's result
+            trial = plan.trial(slice_, t.params)
+            assert t.value == loss[trial.trial_id]
+            assert trial.cfg.train.batch_size == (8, 16)[i]
+        key = f"best/train.batch_size_{(8, 16)[i]}/seed_0"
+        assert parent.data.metrics[f"{key}/final/eval_loss"] == min(t.value for t in trials)
+    report = commands.status(uri, "unit")
+    assert [(s["used"], s["n_trials"]) for s in report["slices"]] == [(3, 3), (3, 3)]
+    assert "slice train.batch_size=16 seed=0: 3/3 trials, best" in \
+        commands.format_status(report)
+
+
+def test_done_configs_are_told_without_training_and_extend_adds_trials_and_slices(
+        searched, uri, local_ray):
+    searched["grid"] = {"optim.lr": "choice(3e-3, 1e-2)", "train.batch_size": "choice(8)"}
+    searched["search"]["optuna"].update({"n_trials": 2, "sampler": "random"})
+    plan, storage, _ = _run(searched, uri)
+    first = _study(plan, storage, 0).trials
+    trained_first = {plan.trial(plan.slices[0], t.params).trial_id for t in first}
+
+    more = commands.extended(spec_from_dict(searched), ["search.optuna.n_trials=4",
+                                                        "train.batch_size=choice(8, 16)"])
+    seen = InFlight()
+    plan, storage, _ = _run(more.to_dict(), uri, seen)
+    by_slice = [_study(plan, storage, i).trials for i in (0, 1)]
+    assert [len(t) for t in by_slice] == [4, 4]
+    assert all(t.state.name == "COMPLETE" for trials in by_slice for t in trials)
+    ids = [[plan.trial(plan.slices[i], t.params).trial_id for t in by_slice[i]] for i in (0, 1)]
+    assert ids[0][:2] == [plan.trial(plan.slices[0], t.params).trial_id for t in first]
+    # Only configs never done before were trained, each once; the rest were told.
+    assert sorted(seen.submitted_ids) == sorted(
+        (set(ids[0][2:]) - trained_first) | set(ids[1]))
+    assert len(seen.submitted_ids) < 8
+    _, children = _children(uri)
+    assert len(children) == len(set(ids[0]) | set(ids[1]))
+    loss = {c.data.tags["trial.id"]: c.data.metrics["final/eval_loss"] for c in children}
+    assert [t.value for t in by_slice[0]] == [loss[i] for i in ids[0]]
+
+
+def test_a_pruned_trial_stops_at_an_eval_point_and_keeps_its_history(searched, uri,
+                                                                      local_ray):
+    from fitter.mlflow_io import load_runs
+
+    searched["grid"] = {"optim.lr": "choice(1e-2, 1e-6)"}
+    searched["max_concurrent"] = 1
+    # Seed 4 draws 1e-2 first, then 1e-6 (checked below): the second is far worse at the
+    # first eval point than the one complete trial, so the median pruner stops it there.
+    searched["search"] = {"optuna": {"n_trials": 2, "sampler": "random", "seed": 4,
+                                     "pruner": {"median": {"n_startup_trials": 1}}}}
+    plan, storage, outcome = _run(searched, uri)
+    trials = _study(plan, storage, 0).trials
+    assert [t.params["optim.lr"] for t in trials] == ["0.01", "1e-06"]
+    assert [t.state.name for t in trials] == ["COMPLETE", "PRUNED"]
+    pruned = plan.trial(plan.slices[0], trials[1].params)
+    pruned_id = pruned.trial_id
+    first_eval_step = 8192 // (pruned.cfg.train.batch_size * pruned.cfg.train.seq_len)
+    assert outcome.ran[pruned_id] == "pruned"
+    client, children = _children(uri)
+    (child,) = [c for c in children if c.data.tags["trial.id"] == pruned_id]
+    assert child.data.tags["trial.status"] == "pruned"
+    assert child.info.status == "KILLED"
+    evals = client.get_metric_history(child.info.run_id, "eval/loss")
+    assert [(m.step, m.value) for m in evals] == [(first_eval_step,
+                                                   trials[1].intermediate_values[1])]
+    assert child.data.metrics["final/steps"] == first_eval_step  # stopped there, of 4 evals
+    assert child.data.metrics["final/tokens"] == 8192 < pruned.cfg.train.tokens
+    assert "final/eval_loss" not in child.data.metrics
+    assert recorded_trials(uri, "unit")[pruned_id]["status"] == "pruned"
+    runs = load_runs(uri, "unit", histories=False)
+    assert sorted(runs.usable.lr) == [1e-2]  # the fitter reads no optimum off a pruned trial
+    assert not math.isnan(trials[0].value)
