@@ -169,7 +169,7 @@ class _SearchRunner(_Runner):
         self.waiting: dict[str, list[tuple[str, int]]] = {}  # trial id → (study, number)
         self.slice_of: dict[str, Slice] = {plan.study_name(s): s for s in plan.slices}
         self.best: dict[str, float] = {}
-        self.tracker = tracker
+        self.tracker, self.outcome = tracker, outcome  # (set again by the base class)
         reopened = self._reopen()
         self.left = {name: plan.search.n_trials - ray.get(studies.used.remote(name))
                      for name in self.slice_of}

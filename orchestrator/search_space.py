@@ -137,16 +137,19 @@ def _construction_problems(search: OptunaSearch) -> list[str]:
     return problems
 
 
-def make_sampler(search: OptunaSearch, *, study_name: str):
+def make_sampler(search: OptunaSearch, *, study_name: str, num_trials: int = 0):
     """The study's sampler, seeded per study (so that slices do not all draw the same points)
-    and, for model-based samplers, starting from `STARTUP_TRIALS` quasi-random trials."""
+    and per number of trials the study already has: a sampler's random stream restarts with
+    it, so a driver resuming a study with the first driver's seed would draw that driver's
+    first points again. Model-based samplers start from `STARTUP_TRIALS` random trials."""
     import warnings
 
     import optuna
 
     # QMC (and GP in some versions) are marked experimental; that is no news to a user.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    seed = (search.seed * 1_000_003 + zlib.crc32(study_name.encode())) % 2**31
+    seed = (search.seed * 1_000_003 + zlib.crc32(study_name.encode())
+            + num_trials * 7919) % 2**31
     args = dict(search.sampler_args)
     if search.sampler in ("gp", "tpe"):
         args.setdefault("n_startup_trials", STARTUP_TRIALS)

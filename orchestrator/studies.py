@@ -75,32 +75,29 @@ class Studies:
     def __init__(self, url: str, search, names: list[str]):
         import optuna
 
-        from orchestrator.search_space import make_pruner, make_sampler
-
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        self.storage = open_storage(url)
-        self.studies = {
-            name: optuna.create_study(
-                study_name=name, storage=self.storage, direction="minimize",
-                sampler=make_sampler(search, study_name=name),
-                pruner=make_pruner(search, study_name=name), load_if_exists=True)
-            for name in names}
+        self.storage, self.search = open_storage(url), search
+        self.studies: dict = {}
+        self.add(names)
         self.reporting: dict[str, list[tuple[str, int]]] = {}
         """Trial id → (study, Optuna trial id) of the studies waiting on it; the first one
         receives its eval points."""
 
-    def add(self, names: list[str], search) -> None:
-        """Open studies of slices added since (an extended sweep)."""
+    def add(self, names: list[str]) -> None:
+        """Open (or create) the studies of these slices."""
         import optuna
 
         from orchestrator.search_space import make_pruner, make_sampler
 
         for name in names:
-            if name not in self.studies:
-                self.studies[name] = optuna.create_study(
-                    study_name=name, storage=self.storage, direction="minimize",
-                    sampler=make_sampler(search, study_name=name),
-                    pruner=make_pruner(search, study_name=name), load_if_exists=True)
+            if name in self.studies:
+                continue
+            study = optuna.create_study(
+                study_name=name, storage=self.storage, direction="minimize",
+                pruner=make_pruner(self.search, study_name=name), load_if_exists=True)
+            study.sampler = make_sampler(self.search, study_name=name,
+                                         num_trials=len(study.get_trials(deepcopy=False)))
+            self.studies[name] = study
 
     def open_trials(self, name: str) -> list[tuple[int, dict]]:
         """(number, params) of the study's trials asked and not told: in flight when the

@@ -150,3 +150,20 @@ def test_an_unreachable_storage_is_one_line_without_the_password():
 ])
 def test_a_diverged_trial_is_told_a_bounded_worst_value(vocab, told, expected):
     assert diverged_value(vocab, told) == pytest.approx(expected)
+
+
+def test_a_resumed_study_does_not_draw_its_first_points_again(tmp_path):
+    # A new driver's sampler, seeded as the first driver's, asked the first driver's points
+    # again: half of each study's trials went to configs already done.
+    from orchestrator.studies import Studies
+
+    plan = plan_search(spec_from_dict(BASE))
+    url, name = f"sqlite:///{tmp_path}/optuna.db", plan.study_name(plan.slices[0])
+    first = Studies(url, plan.search, [name])
+    asked = [first.ask(name, plan.dists)[1] for _ in range(2)]
+    for number in (0, 1):
+        first.tell(name, number, "complete", 3.0 + number)
+    again = Studies(url, plan.search, [name])
+    number, params = again.ask(name, plan.dists)
+    assert number == 2
+    assert params["optim.lr"] not in [a["optim.lr"] for a in asked]

@@ -1,0 +1,67 @@
+"""A searched sweep's driver killed, then `sweep resume` and `sweep status` from the command line,
+as a user runs them: every study ends at exactly n_trials, in-flight trials continue under the
+same Optuna trial and trial id."""
+
+import os
+import signal
+
+import optuna
+import pytest
+import yaml
+
+from orchestrator.studies import open_storage
+from tests.orchestrator.test_failures import _children, _sweep, _wait
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+def test_killed_driver_then_resume_ends_each_study_at_exactly_n_trials(spec_dict, uri,
+                                                                      tmp_path):
+    spec_dict["overrides"] += ["train.eval_every_tokens=8192",
+                               "train.checkpoint_every_tokens=8192"]
+    spec_dict["grid"] = {"optim.lr": "tag(log, interval(1e-3, 3e-2))",
+                         "train.batch_size": "choice(8, 16)"}
+    spec_dict["search"] = {"optuna": {"n_trials": 3, "per_slice": ["train.batch_size"]}}
+    spec_dict["max_concurrent"] = 2
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec_dict))
+    proc = _sweep("launch", str(path), uri=uri)
+
+    def one_finished():
+        return any(c.data.tags.get("trial.status") == "finished" for c in _children(uri)[1])
+
+    _wait(one_finished, 240, proc)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    storage = open_storage(f"sqlite:///{tmp_path}/optuna.db")  # beside mlflow.db
+    names = sorted(s.study_name for s in storage.get_all_studies())
+    assert names == ["unit: train.batch_size=16 seed=0", "unit: train.batch_size=8 seed=0"]
+    in_flight = {(n, t.number): t.params for n in names
+                 for t in optuna.load_study(study_name=n, storage=storage).trials
+                 if t.state.name == "RUNNING"}
+    assert in_flight  # the driver died with trials asked and not told
+
+    resumed = _sweep("resume", "unit", uri=uri)
+    out, err = resumed.communicate(timeout=400)
+    assert resumed.returncode == 0, out + err
+    client, children = _children(uri)
+    ids = {}
+    for name in names:
+        trials = optuna.load_study(study_name=name, storage=storage).trials
+        assert [(t.number, t.state.name) for t in trials] == [
+            (0, "COMPLETE"), (1, "COMPLETE"), (2, "COMPLETE")]
+        for t in trials:
+            if (name, t.number) in in_flight:  # not asked again: the same trial, told once
+                assert t.params == in_flight[(name, t.number)]
+            ids[(name, t.number)] = t.params
+    assert len(children) == 6
+    assert sorted(c.data.tags["trial.status"] for c in children) == ["finished"] * 6
+    for child in children:  # each history one curve, nothing twice
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "train/loss")]
+        assert len(steps) == len(set(steps))
+
+    status = _sweep("status", "unit", uri=uri)
+    out, err = status.communicate(timeout=120)
+    assert status.returncode == 0, err
+    assert "slice train.batch_size=8 seed=0: 3/3 trials, best " in out
+    assert "slice train.batch_size=16 seed=0: 3/3 trials, best " in out
