@@ -146,15 +146,13 @@ def make_sampler(search: OptunaSearch, *, study_name: str, num_trials: int = 0):
 
     import optuna
 
-    # QMC (and GP in some versions) are marked experimental; that is no news to a user.
+    # QMC is marked experimental; that is no news to a user.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     seed = (search.seed * 1_000_003 + zlib.crc32(study_name.encode())
             + num_trials * 7919) % 2**31
     args = dict(search.sampler_args)
     if search.sampler in ("gp", "tpe"):
         args.setdefault("n_startup_trials", STARTUP_TRIALS)
-    if search.sampler == "gp":
-        args.setdefault("independent_sampler", optuna.samplers.QMCSampler(seed=seed))
     if search.sampler == "cmaes":
         import cmaes  # noqa: F401  (optional: Optuna imports it only when sampling)
     cls = getattr(optuna.samplers, SAMPLERS[search.sampler])

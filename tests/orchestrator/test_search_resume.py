@@ -65,3 +65,12 @@ def test_killed_driver_then_resume_ends_each_study_at_exactly_n_trials(spec_dict
     assert status.returncode == 0, err
     assert "slice train.batch_size=8 seed=0: 3/3 trials, best " in out
     assert "slice train.batch_size=16 seed=0: 3/3 trials, best " in out
+
+    extend = _sweep("extend", "unit", "search.optuna.n_trials=4", uri=uri)
+    out, err = extend.communicate(timeout=300)
+    assert extend.returncode == 0, out + err
+    for name in names:
+        trials = optuna.load_study(study_name=name, storage=storage).trials
+        assert [t.state.name for t in trials] == ["COMPLETE"] * 4
+        assert [t.params for t in trials[:3]] == [ids[(name, n)] for n in range(3)]
+    assert len(_children(uri)[1]) == 8

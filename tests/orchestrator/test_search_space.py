@@ -167,3 +167,32 @@ def test_a_resumed_study_does_not_draw_its_first_points_again(tmp_path):
     number, params = again.ask(name, plan.dists)
     assert number == 2
     assert params["optim.lr"] not in [a["optim.lr"] for a in asked]
+
+
+def test_hyperband_prunes_through_the_studies_owner(tmp_path):
+    # The report/should_prune path a worker takes, on a real storage, with objective values
+    # made up (the median pruner is exercised with real trials in test_search.py).
+    from orchestrator.studies import Studies
+
+    raw = {**BASE, "search": {"optuna": {"n_trials": 12, "per_slice": ["train.batch_size"],
+                                         "sampler": "random", "pruner": {"hyperband": {
+                                             "min_resource": 1, "max_resource": 8}}}}}
+    plan = plan_search(spec_from_dict(raw))
+    name = plan.study_name(plan.slices[0])
+    studies = Studies(f"sqlite:///{tmp_path}/optuna.db", plan.search, [name])
+    pruned = []
+    for i in range(12):
+        number, params = studies.ask(name, plan.dists)
+        studies.watch(f"trial-{i}", name, number)
+        loss = 2.5 + abs(math.log10(params["optim.lr"] / 3e-3))
+        stop = next((step for step in range(1, 9)
+                     if studies.report(f"trial-{i}", step, loss + 1 / step)), None)
+        studies.tell(name, number, "complete" if stop is None else "pruned",
+                     None if stop else loss)
+        if stop is not None:
+            pruned.append(number)
+    trials = optuna.load_study(study_name=name,
+                               storage=f"sqlite:///{tmp_path}/optuna.db").trials
+    assert pruned and [t.number for t in trials if t.state.name == "PRUNED"] == pruned
+    assert all(len(trials[n].intermediate_values) < 8 for n in pruned)
+    assert studies.report("trial-0", 1, 9.9) is False  # a told trial takes no more reports
