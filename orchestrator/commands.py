@@ -91,8 +91,10 @@ def _launch_search(spec: SweepSpec, *, tracking_uri: str, address: str | None,
         cluster = (_cluster_problems(spec, address) if named
                    else resource_problems(spec, local_cluster()))
         raise ConfigError(list(err.problems) + cluster) from None
-    if not search.has_work(plan, storage):
-        return SweepOutcome(trials=0, already_done=0)
+    if not search.has_work(plan, storage):  # every study at n_trials: answer from storage
+        used = sum(plan.search.n_trials - n
+                   for n in search.left_per_study(plan, storage).values())
+        return SweepOutcome(trials=used, already_done=used)
     problems = _cluster_problems(spec, address)
     if problems:
         raise ConfigError(problems)
@@ -203,7 +205,8 @@ def status(tracking_uri: str, name: str) -> dict:
         _, plan, storage = search.prepare_search(spec, tracking_uri)
         slices = search.search_status(plan, storage)
         ids = list(states)
-        counts["pending"] = sum(max(s["n_trials"] - s["used"], 0) for s in slices)
+        pending = sum(max(s["n_trials"] - s["used"], 0) for s in slices)
+        counts.update({"pending": pending} if pending else {})
     for trial_id in ids:
         s = states.get(trial_id, {}).get("status", "pending")
         counts[s] = counts.get(s, 0) + 1

@@ -272,8 +272,9 @@ class _SearchRunner(_Runner):
             self._ask_into_queue()
 
     def _ended(self, trial_id: str) -> None:
-        if self.outcome.ran[trial_id] == INTERRUPTED:
-            return  # left open in its studies: the next launch resumes it
+        if self.outcome.ran[trial_id] not in (*ENDED, FAILED):
+            return  # interrupted (or any status that is not an end): left open in its
+            # studies, and the next launch resumes it under the same Optuna trial
         stored = self._stored(trial_id)
         for name, number in self.waiting.pop(trial_id, []):
             self._tell(name, number, *stored)

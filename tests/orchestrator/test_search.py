@@ -78,6 +78,16 @@ def test_ask_tell_keeps_max_concurrent_in_flight_and_tells_each_result(searched,
             assert trial.cfg.train.batch_size == (8, 16)[i]
         key = f"best/train.batch_size_{(8, 16)[i]}/seed_0"
         assert parent.data.metrics[f"{key}/final/eval_loss"] == min(t.value for t in trials)
+    # The fitter takes each slice's optimum from the searched (irregular) LRs.
+    from fitter.fit import fit_runs
+    from fitter.mlflow_io import load_runs
+
+    optima = fit_runs(load_runs(uri, "unit", histories=False), laws=(), n_boot=20).optima
+    assert sorted(optima["B"]) == [8 * 64, 16 * 64] and list(optima["n_runs"]) == [3, 3]
+    for _, row in optima.iterrows():
+        tried = [float(c.data.params["optim.lr"]) for c in children
+                 if int(c.data.params["train.batch_size"]) * 64 == row["B"]]
+        assert min(tried) <= row["lr_opt"] <= max(tried)
     report = commands.status(uri, "unit")
     assert [(s["used"], s["n_trials"]) for s in report["slices"]] == [(3, 3), (3, 3)]
     assert "slice train.batch_size=16 seed=0: 3/3 trials, best" in \
@@ -143,3 +153,18 @@ def test_a_pruned_trial_stops_at_an_eval_point_and_keeps_its_history(searched, u
     runs = load_runs(uri, "unit", histories=False)
     assert sorted(runs.usable.lr) == [1e-2]  # the fitter reads no optimum off a pruned trial
     assert not math.isnan(trials[0].value)
+
+
+def test_a_diverged_trial_is_told_a_finite_worst_value(searched, uri, local_ray):
+    searched["grid"] = {"optim.lr": "choice(1e-2, 50.0)"}
+    searched["max_concurrent"] = 1
+    # Seed 4 draws the first choice, then the second (as in the pruning test).
+    searched["search"] = {"optuna": {"n_trials": 2, "sampler": "random", "seed": 4}}
+    plan, storage, outcome = _run(searched, uri)
+    trials = _study(plan, storage, 0).trials
+    assert [t.params["optim.lr"] for t in trials] == ["0.01", "50.0"]
+    diverged = plan.trial(plan.slices[0], trials[1].params)
+    assert outcome.ran[diverged.trial_id] == "diverged"
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    vocab = diverged.cfg.data.vocab_size  # 16 symbols of the synthetic source
+    assert trials[1].value == pytest.approx(max(math.log(vocab), trials[0].value))
