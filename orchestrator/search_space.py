@@ -31,7 +31,7 @@ SEARCH_KEYS = {"sampler", "seed", "n_trials", "per_slice", "objective", "pruner"
 SAMPLERS = {"gp": "GPSampler", "tpe": "TPESampler", "cmaes": "CmaEsSampler",
             "random": "RandomSampler", "qmc": "QMCSampler"}
 PRUNERS = {"none": "NopPruner", "median": "MedianPruner", "hyperband": "HyperbandPruner"}
-DEFAULT_SAMPLER = "gp"
+DEFAULT_SAMPLER = "tpe"
 """The default sampler; why this one is measured in benchmarks/search.py (benchmarks/README)."""
 STARTUP_TRIALS = 3
 """Trials a model-based sampler (gp, tpe) draws before it models the objective. Optuna's own

@@ -151,10 +151,9 @@ class Studies:
                  "fail": TrialState.FAIL}[outcome]
         study.tell(number, value if state == TrialState.COMPLETE else None, state=state,
                    skip_if_finished=True)
+        told = (name, study.get_trials(deepcopy=False)[number]._trial_id)
         for trial_id, waiting in list(self.reporting.items()):
-            self.reporting[trial_id] = [w for w in waiting if w[0] != name
-                                        or study.get_trials(deepcopy=False)[number]._trial_id
-                                        != w[1]]
+            self.reporting[trial_id] = [w for w in waiting if w != told]
             if not self.reporting[trial_id]:
                 del self.reporting[trial_id]
         return best(study)
