@@ -104,7 +104,7 @@ def run_search(spec: SweepSpec, plan: SearchPlan, *, tracking_uri: str, storage:
         credentials=tracking_credentials())
     names = [plan.study_name(s) for s in plan.slices]
     studies = ray.remote(Studies).options(num_cpus=0, scheduling_strategy=here).remote(
-        storage, plan.search, names)
+        storage, plan.search, names, plan.dists)
     states = recorded_trials(tracking_uri, spec.name)
     outcome = SweepOutcome(trials=0, already_done=0)
     runner = _SearchRunner(spec, tracker, plan, studies, states, outcome,

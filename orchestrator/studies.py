@@ -72,11 +72,11 @@ def diverged_value(vocab_size: float | None, told: list[float]) -> float:
 class Studies:
     """The studies of one sweep (run it as a Ray actor: `ray.remote(Studies)`)."""
 
-    def __init__(self, url: str, search, names: list[str]):
+    def __init__(self, url: str, search, names: list[str], dists: dict | None = None):
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        self.storage, self.search = open_storage(url), search
+        self.storage, self.search, self.dists = open_storage(url), search, dists or {}
         self.studies: dict = {}
         self.add(names)
         self.reporting: dict[str, list[tuple[str, int]]] = {}
@@ -87,7 +87,13 @@ class Studies:
         """Open (or create) the studies of these slices."""
         import optuna
 
-        from orchestrator.search_space import make_pruner, make_sampler
+        from orchestrator.search_space import (
+            STARTUP_TRIALS,
+            make_pruner,
+            make_sampler,
+            sampler_seed,
+            startup_points,
+        )
 
         for name in names:
             if name in self.studies:
@@ -95,8 +101,15 @@ class Studies:
             study = optuna.create_study(
                 study_name=name, storage=self.storage, direction="minimize",
                 pruner=make_pruner(self.search, study_name=name), load_if_exists=True)
-            study.sampler = make_sampler(self.search, study_name=name,
-                                         num_trials=len(study.get_trials(deepcopy=False)))
+            num_trials = len(study.get_trials(deepcopy=False))
+            study.sampler = make_sampler(self.search, study_name=name, num_trials=num_trials)
+            if num_trials == 0 and self.search.sampler in ("gp", "tpe") and self.dists:
+                # A new study of a model-based sampler starts from a Latin hypercube (waiting
+                # trials, popped by its first asks).
+                num = min(STARTUP_TRIALS, self.search.n_trials)
+                seed = sampler_seed(self.search, name)
+                for point in startup_points(self.dists, num, seed=seed):
+                    study.enqueue_trial(point)
             self.studies[name] = study
 
     def open_trials(self, name: str) -> list[tuple[int, dict]]:
@@ -108,8 +121,10 @@ class Studies:
                 self.studies[name].get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
 
     def used(self, name: str) -> int:
-        """Trials of the study that count toward n_trials: every one asked."""
-        return len(self.studies[name].get_trials(deepcopy=False))
+        """Trials of the study that count toward n_trials: every one asked (not those of
+        its startup design still waiting to be asked)."""
+        return sum(t.state.name != "WAITING"
+                   for t in self.studies[name].get_trials(deepcopy=False))
 
     def ask(self, name: str, dists: dict) -> tuple[int, dict]:
         """A new trial of the study: (number, params)."""
@@ -187,7 +202,8 @@ def summaries(url: str, names: list[str]) -> dict[str, dict]:
         if name not in known:
             out[name] = {"used": 0, "states": {}, "best": None, "best_params": None}
             continue
-        trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+        trials = [t for t in optuna.load_study(study_name=name, storage=storage).get_trials(
+            deepcopy=False) if t.state.name != "WAITING"]  # a startup design not yet asked
         states: dict[str, int] = {}
         for t in trials:
             states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1

@@ -157,7 +157,8 @@ def test_a_resumed_study_does_not_draw_its_first_points_again(tmp_path):
     # again: half of each study's trials went to configs already done.
     from orchestrator.studies import Studies
 
-    plan = plan_search(spec_from_dict(BASE))
+    raw = {**BASE, "search": {"optuna": {**BASE["search"]["optuna"], "sampler": "random"}}}
+    plan = plan_search(spec_from_dict(raw))
     url, name = f"sqlite:///{tmp_path}/optuna.db", plan.study_name(plan.slices[0])
     first = Studies(url, plan.search, [name])
     asked = [first.ask(name, plan.dists)[1] for _ in range(2)]
@@ -196,3 +197,32 @@ def test_hyperband_prunes_through_the_studies_owner(tmp_path):
     assert pruned and [t.number for t in trials if t.state.name == "PRUNED"] == pruned
     assert all(len(trials[n].intermediate_values) < 8 for n in pruned)
     assert studies.report("trial-0", 1, 9.9) is False  # a told trial takes no more reports
+
+
+@pytest.mark.parametrize("dist", [FloatDistribution(1e-4, 1e-1, log=True),
+                                  FloatDistribution(0.0, 1.0), IntDistribution(1, 12)])
+def test_startup_points_put_one_point_in_each_stratum(dist):
+    from orchestrator.search_space import startup_points
+
+    points = [p["k"] for p in startup_points({"k": dist}, 3, seed=7)]
+    scale = (lambda v: math.log(v)) if dist.log else (lambda v: v)
+    lo, hi = scale(dist.low), scale(dist.high)
+    strata = sorted(min(int(3 * (scale(v) - lo) / (hi - lo)), 2) for v in points)
+    assert all(dist.low <= v <= dist.high for v in points)
+    if isinstance(dist, IntDistribution):  # rounding may cross a stratum's edge
+        assert len(set(points)) == 3 and all(isinstance(v, int) for v in points)
+    else:
+        assert strata == [0, 1, 2]
+
+
+def test_a_model_based_study_starts_from_its_latin_hypercube(tmp_path):
+    from orchestrator.search_space import STARTUP_TRIALS
+    from orchestrator.studies import Studies
+
+    plan = plan_search(spec_from_dict(BASE))  # the default sampler, tpe
+    name = plan.study_name(plan.slices[0])
+    studies = Studies(f"sqlite:///{tmp_path}/optuna.db", plan.search, [name], plan.dists)
+    assert studies.used(name) == 0  # the design waits; it does not count toward n_trials
+    lrs = [studies.ask(name, plan.dists)[1]["optim.lr"] for _ in range(STARTUP_TRIALS)]
+    decades = sorted(int(math.log10(lr / 1e-4)) for lr in lrs)
+    assert decades == [0, 1, 2] and studies.used(name) == STARTUP_TRIALS
