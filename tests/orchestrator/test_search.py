@@ -79,10 +79,11 @@ def test_ask_tell_keeps_max_concurrent_in_flight_and_tells_each_result(searched,
         key = f"best/train.batch_size_{(8, 16)[i]}/seed_0"
         assert parent.data.metrics[f"{key}/final/eval_loss"] == min(t.value for t in trials)
     # The fitter takes each slice's optimum from the searched (irregular) LRs.
-    from fitter.fit import fit_runs
     from fitter.mlflow_io import load_runs
+    from fitter.slices import lr_optima
 
-    optima = fit_runs(load_runs(uri, "unit", histories=False), laws=(), n_boot=20).optima
+    runs = load_runs(uri, "unit", histories=False)
+    optima = lr_optima(runs.usable, runs.slice_keys, n_boot=20)
     assert sorted(optima["B"]) == [8 * 64, 16 * 64] and list(optima["n_runs"]) == [3, 3]
     for _, row in optima.iterrows():
         tried = [float(c.data.params["optim.lr"]) for c in children
