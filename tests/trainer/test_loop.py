@@ -120,3 +120,27 @@ def test_mlflow_reporting_and_resume_into_the_same_run(tmp_path):
     history = client.get_metric_history(found.info.run_id, "train/loss")
     assert [m.step for m in history] == [10, 20, 30, 32]
     assert all(math.isfinite(m.value) for m in history)
+
+
+def test_a_pruner_stops_the_run_at_an_eval_point_and_a_later_run_continues_it(tmp_path):
+    cfg = compose(SMALL + ["train.tokens=32768", "train.eval_every_tokens=8192",
+                           f"storage_root={tmp_path}"])
+    asked = []
+
+    def pruner(point: int, eval_loss: float) -> bool:
+        asked.append((point, eval_loss))
+        return point == 2  # stop at the second eval point
+
+    pruned = run(cfg, pruner=pruner)
+    assert pruned.status == "pruned"
+    assert [p for p, _ in asked] == [1, 2] and all(math.isfinite(v) for _, v in asked)
+    assert pruned.summary["final/tokens"] == 16384 and pruned.summary["final/eval_loss"] is None
+    assert json.loads((pruned.run_dir / "summary.json").read_text())["status"] == "pruned"
+    rows = [json.loads(x) for x in (pruned.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["eval/loss"] for r in rows if "eval/loss" in r] == [v for _, v in asked]
+
+    whole = run(cfg)  # asked for again without a pruner: from the checkpoint at the stop
+    assert whole.status == "finished" and whole.summary["final/tokens"] == 32768
+    rows = [json.loads(x) for x in (whole.run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in rows if "train/loss" in r]  # one history, nothing twice
+    assert steps == sorted(set(steps)) and steps[0] == 10 and steps[-1] == 32768 // (8 * 64)
