@@ -21,7 +21,7 @@ def test_importing_the_schema_users_imports_neither_torch_nor_ray():
 
 @pytest.mark.parametrize("status, run_status", [
     ("finished", "FINISHED"), ("diverged", "FINISHED"), ("interrupted", "KILLED"),
-    ("failed", "FAILED"), ("pruned", "FAILED"),
+    ("failed", "FAILED"), ("pruned", "KILLED"),  # stopped on purpose by a search, not an error
 ])
 def test_trial_status_to_mlflow_run_status(status, run_status):
     assert status in schema.STATUSES and schema.run_status(status) == run_status
