@@ -226,3 +226,39 @@ def test_a_model_based_study_starts_from_its_latin_hypercube(tmp_path):
     lrs = [studies.ask(name, plan.dists)[1]["optim.lr"] for _ in range(STARTUP_TRIALS)]
     decades = sorted(int(math.log10(lr / 1e-4)) for lr in lrs)
     assert decades == [0, 1, 2] and studies.used(name) == STARTUP_TRIALS
+
+
+def test_a_bad_searched_spec_is_one_line_per_problem_from_the_cli(tmp_path, capsys):
+    import yaml
+
+    from orchestrator.cli import main
+
+    raw = {**BASE, "grid": {**BASE["grid"], "optim.lr": "tag(log, range(0.1, 1, 0.1))"},
+           "search": {"optuna": {"n_trials": 4, "per_slice": ["train.batch_size"],
+                                 "sampler": "annealing"}}}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["--tracking-uri", f"sqlite:///{tmp_path}/m.db", "launch", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"error: {path}: search.optuna.sampler='annealing' is not "
+                                "known; use one of gp, tpe, cmaes, random, qmc"]
+    raw["search"]["optuna"]["sampler"] = "gp"
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["--tracking-uri", f"sqlite:///{tmp_path}/m.db", "launch", str(path)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: grid.optim.lr: range() with float bounds or step has no Optuna distribution; "
+        "use interval() for floats or choice()"]
+
+
+def test_dry_run_of_a_searched_sweep_lists_its_studies(tmp_path, capsys):
+    import yaml
+
+    from orchestrator.cli import main
+
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(BASE))
+    assert main(["--tracking-uri", f"sqlite:///{tmp_path}/m.db", "launch", str(path),
+                 "--dry-run", "search.optuna.n_trials=5"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "study train.batch_size=8 seed=0: 0 trials used, would ask 5 more",
+        "study train.batch_size=16 seed=0: 0 trials used, would ask 5 more"]
