@@ -131,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
     from orchestrator.driver import absolute_tracking_uri
     uri = absolute_tracking_uri(uri)
+    from orchestrator.store import create_sqlite_store_once
+    create_sqlite_store_once(uri)
     try:
         return COMMANDS[args.command](args, uri)
     except ConfigError as err:
@@ -166,7 +168,9 @@ def _run(spec, args, uri: str) -> int:
         for trial, action in plan:
             print(f"{action:<18} {trial.trial_id[:12]}  {trial.label}")
         todo = sum(action.startswith("run") for _, action in plan)
-        print(f"{len(plan)} trials: {len(plan) - todo} done, {todo} would run")
+        held = sum(action.startswith("wait") for _, action in plan)
+        print(f"{len(plan)} trials: {len(plan) - todo - held} done, {todo} would run"
+              + (f", {held} running under another driver" if held else ""))
         return 0
     address = args.address or os.environ.get("RAY_ADDRESS")
     outcome = commands.launch(spec, tracking_uri=uri, address=address,
@@ -174,13 +178,16 @@ def _run(spec, args, uri: str) -> int:
     ran = outcome.ran.values()
     summary = ", ".join(f"{sum(s == k for s in ran)} {k}" for k in sorted(set(ran)))
     print(f"sweep {spec.name}: {outcome.trials} trials, {outcome.already_done} already done"
-          + (f", ran {len(outcome.ran)} ({summary})" if outcome.ran else ", nothing to run"))
+          + (f", ran {len(outcome.ran)} ({summary})" if outcome.ran else ", nothing to run")
+          + (f", {len(outcome.elsewhere)} ended by another driver" if outcome.elsewhere
+             else ""))
     from orchestrator.tracking import redact
     print(f"monitor: sweep status {spec.name}   |   UI: sweep ui {spec.name}  "
           f"(store {redact(uri)})")
     from trainer.schema import DONE
 
-    return 130 if outcome.interrupted else (0 if all(s in DONE for s in ran) else 1)
+    ended = [*ran, *outcome.elsewhere.values()]
+    return 130 if outcome.interrupted else (0 if all(s in DONE for s in ended) else 1)
 
 
 def _status(args, uri: str) -> int:

@@ -92,14 +92,22 @@ def _check_hub_once(trials: list[Trial]) -> None:
 
 
 def dry_run(spec: SweepSpec, *, tracking_uri: str) -> list[tuple[Trial, str]]:
-    """Every trial with what a launch would do to it: `done (status)` or `run`."""
+    """Every trial with what a launch would do to it: `done (status)`, `run`, or `wait` for
+    the other driver that trains it now."""
+    from orchestrator.lease import current_holder
+    from trainer.paths import RunPaths
+
     spec, trials = prepare(spec)
     states = recorded_trials(tracking_uri, spec.name)
     plan = []
     for trial in sorted(trials, key=lambda t: t.flops, reverse=True):
         status = states.get(trial.trial_id, {}).get("status")
-        plan.append((trial, f"done ({status})" if status in DONE else
-                     ("run" if status is None else f"run ({status})")))
+        if status in DONE:
+            plan.append((trial, f"done ({status})"))
+        elif holder := current_holder(RunPaths.for_config(trial.cfg, trial.trial_id).run_dir):
+            plan.append((trial, f"wait ({holder.host} pid {holder.driver_pid})"))
+        else:
+            plan.append((trial, "run" if status is None else f"run ({status})"))
     return plan
 
 

@@ -51,6 +51,39 @@ def open_client(uri: str, credentials: dict[str, str] | None = None):
     return MlflowClient(tracking_uri=uri)
 
 
+def create_sqlite_store_once(uri: str) -> None:
+    """Create an embedded SQLite store's tables, one process at a time.
+
+    MLflow creates a new store's tables when it first opens the file, and two processes doing
+    that at once (the same spec launched twice into a fresh store) collide on `CREATE TABLE`.
+    The first `sweep` command creates them under a lock beside the file; later ones find them.
+    """
+    import fcntl
+    from pathlib import Path
+
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix) or _has_schema(Path(uri[len(prefix):])):
+        return
+    from mlflow import MlflowClient
+
+    path = Path(uri[len(prefix):])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".init-lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+
+
+def _has_schema(path) -> bool:
+    """Has an MLflow store at `path` been stamped with its schema version (tables done)?"""
+    if not path.is_file():
+        return False
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as db:
+            return db.execute("SELECT count(*) FROM alembic_version").fetchone()[0] > 0
+    except sqlite3.Error:
+        return False
+
+
 TRANSIENT_HTTP_STATUS = frozenset({429, 503, 504})
 """Statuses that say "try again later" (MLflow's REQUEST_LIMIT_EXCEEDED/RESOURCE_EXHAUSTED,
 TEMPORARILY_UNAVAILABLE, DEADLINE_EXCEEDED). MLflow's SQL store reports a SQLAlchemy
