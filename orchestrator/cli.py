@@ -131,8 +131,6 @@ def main(argv: list[str] | None = None) -> int:
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
     from orchestrator.driver import absolute_tracking_uri
     uri = absolute_tracking_uri(uri)
-    from orchestrator.store import create_sqlite_store_once
-    create_sqlite_store_once(uri)
     try:
         return COMMANDS[args.command](args, uri)
     except ConfigError as err:

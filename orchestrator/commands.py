@@ -25,6 +25,7 @@ from orchestrator.driver import (
     run_sweep,
 )
 from orchestrator.spec import SweepSpec, Trial, grid_axes, spec_from_dict
+from orchestrator.store import create_sqlite_store_once
 from trainer.errors import ConfigError
 from trainer.schema import (
     DONE,
@@ -64,6 +65,7 @@ def launch(spec: SweepSpec, *, tracking_uri: str, address: str | None = None,
         cluster = (_cluster_problems(spec, address) if named
                    else resource_problems(spec, local_cluster()))
         raise ConfigError(list(err.problems) + cluster) from None
+    create_sqlite_store_once(tracking_uri)
     states = recorded_trials(tracking_uri, spec.name)
     if all(states.get(t.trial_id, {}).get("status") in DONE for t in trials):
         # Nothing to run: answer from the store without starting Ray.
@@ -98,6 +100,7 @@ def dry_run(spec: SweepSpec, *, tracking_uri: str) -> list[tuple[Trial, str]]:
     from trainer.paths import RunPaths
 
     spec, trials = prepare(spec)
+    create_sqlite_store_once(tracking_uri)
     states = recorded_trials(tracking_uri, spec.name)
     plan = []
     for trial in sorted(trials, key=lambda t: t.flops, reverse=True):

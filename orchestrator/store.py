@@ -13,6 +13,7 @@ lists). An embedded SQLite store gets a write-ahead log (`_cheap_sqlite_commits`
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import sys
@@ -68,6 +69,7 @@ def create_sqlite_store_once(uri: str) -> None:
 
     path = Path(uri[len(prefix):])
     path.parent.mkdir(parents=True, exist_ok=True)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # not "Creating initial tables..."
     with open(path.with_name(path.name + ".init-lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
