@@ -177,14 +177,14 @@ def _run(spec, args, uri: str) -> int:
     summary = ", ".join(f"{sum(s == k for s in ran)} {k}" for k in sorted(set(ran)))
     print(f"sweep {spec.name}: {outcome.trials} trials, {outcome.already_done} already done"
           + (f", ran {len(outcome.ran)} ({summary})" if outcome.ran else ", nothing to run")
-          + (f", {len(outcome.elsewhere)} ended by another driver" if outcome.elsewhere
-             else ""))
+          + (f", {len(outcome.found_ended)} found ended by another launch"
+             if outcome.found_ended else ""))
     from orchestrator.tracking import redact
     print(f"monitor: sweep status {spec.name}   |   UI: sweep ui {spec.name}  "
           f"(store {redact(uri)})")
     from trainer.schema import DONE
 
-    ended = [*ran, *outcome.elsewhere.values()]
+    ended = [*ran, *outcome.found_ended.values()]
     return 130 if outcome.interrupted else (0 if all(s in DONE for s in ended) else 1)
 
 

@@ -63,8 +63,10 @@ class SweepOutcome:
     interrupted: bool = False
     resynced: list[str] = field(default_factory=list)
     """Trial ids whose MLflow record was completed from their run directories."""
-    elsewhere: dict[str, str] = field(default_factory=dict)
-    """trial id → status another driver ended it with while this launch waited for it."""
+    found_ended: dict[str, str] = field(default_factory=dict)
+    """trial id → status it was found ended with, not by this launch: by another driver
+    (while this one waited for it), or by an earlier attempt whose record did not reach the
+    store (completed by the re-sync)."""
 
 
 class SweepObserver:
@@ -181,14 +183,14 @@ def run_sweep(spec: SweepSpec, trials: list[Trial], *, tracking_uri: str,
     except KeyboardInterrupt:
         runner.stop(INTERRUPTED)
         outcome.interrupted = True
-    ended = list(outcome.ran.values()) + list(outcome.elsewhere.values())
+    ended = list(outcome.ran.values()) + list(outcome.found_ended.values())
     status = INTERRUPTED if outcome.interrupted else (
         FINISHED if all(s in DONE for s in ended) else FAILED)
     runner.await_records(timeout=None)  # every end the workers sent, written
     # A trial another driver ended is its to record; one whose record is still not done
     # here (that driver died after the trial's end) is completed from its run directory.
-    stored = recorded_trials(tracking_uri, spec.name) if runner.ended_elsewhere else {}
-    runner.unsure.update(t.trial_id for t in runner.ended_elsewhere
+    stored = recorded_trials(tracking_uri, spec.name) if runner.found_ended_trials else {}
+    runner.unsure.update(t.trial_id for t in runner.found_ended_trials
                          if stored.get(t.trial_id, {}).get("status") not in DONE)
     outcome.resynced = resync([t for t in todo if t.trial_id in runner.unsure], tracker)
     ray.get(tracker.close_sweep.remote(status))
@@ -233,7 +235,7 @@ class _Runner:
         self.retry_attempt: dict[str, int] = {}
         self.cluster = ClusterModel.from_ray(ray.nodes())
         self.held: dict[str, Trial] = {}  # trials another driver's worker trains
-        self.ended_elsewhere: list[Trial] = []
+        self.found_ended_trials: list[Trial] = []
         holders = {t.trial_id: h for t in todo if (h := current_holder(_run_dir(t)))}
         self._hold([t for t in todo if t.trial_id in holders], holders.values())
         free = [t for t in todo if t.trial_id not in holders]
@@ -281,7 +283,7 @@ class _Runner:
                 if time.monotonic() - last_held_poll > HELD_POLL_S:
                     last_held_poll = time.monotonic()
                     self.poll_held()
-                bar.update(task, completed=len(self.outcome.ran) + len(self.outcome.elsewhere))
+                bar.update(task, completed=len(self.outcome.ran) + len(self.outcome.found_ended))
                 if time.monotonic() - last_poll > CANCEL_POLL_S:
                     last_poll = time.monotonic()
                     if self._cancel_requested():
@@ -326,8 +328,8 @@ class _Runner:
             if result["status"] == HELD:  # another driver's worker took it first
                 self._hold([trial], [Holder(**result["holder"])])
                 continue
-            if result["status"] == ENDED:  # ended meanwhile (by another driver)
-                self._ended_elsewhere(trial, result["summary"]["status"])
+            if result["status"] == ENDED:  # by another driver, or an attempt before
+                self._found_ended(trial, result["summary"]["status"])
                 continue
             self.observer.returned(trial, result)
             self.recording[result["recorded"]] = trial
@@ -357,7 +359,7 @@ class _Runner:
             del self.held[trial_id]
             summary = read_summary(RunPaths.for_config(trial.cfg, trial.trial_id)) or {}
             if summary.get("status") in DONE:
-                self._ended_elsewhere(trial, summary["status"])
+                self._found_ended(trial, summary["status"])
             else:
                 print(f"trial {trial.label}: its other driver stopped before it ended; "
                       "running it here")
@@ -367,10 +369,10 @@ class _Runner:
                 ray.get(self.tracker.look_up.remote(trial_id))
                 self.queue.insert(0, trial)
 
-    def _ended_elsewhere(self, trial: Trial, status: str) -> None:
-        """The trial ended under another driver, which records it; checked at the end."""
-        self.outcome.elsewhere[trial.trial_id] = status
-        self.ended_elsewhere.append(trial)
+    def _found_ended(self, trial: Trial, status: str) -> None:
+        """The trial was found ended, not by this launch; its record is checked at the end."""
+        self.outcome.found_ended[trial.trial_id] = status
+        self.found_ended_trials.append(trial)
 
     def await_records(self, *, timeout: float | None) -> None:
         """Take the tracker's answers to the end writes that have come (all of them, with
