@@ -16,6 +16,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from trainer.config import CONF_DIR, Config
 from trainer.errors import ConfigError
+from trainer.fingerprint import data_fingerprint
 from trainer.schedules import default_warmup_tokens
 
 
@@ -32,12 +33,18 @@ def compose(overrides: Sequence[str] = ()) -> Config:
 
 
 def with_defaults(cfg: Config) -> Config:
-    """`cfg` with every key left unset for a default rule set by that rule."""
-    if cfg.schedule.warmup_tokens is not None:
-        return cfg
-    warmup = default_warmup_tokens(cfg.train.tokens)
-    return dataclasses.replace(cfg, schedule=dataclasses.replace(cfg.schedule,
-                                                                 warmup_tokens=warmup))
+    """`cfg` with every key left unset for a default rule set by that rule: the warmup from
+    the budget, the data fingerprint from the data this machine reads."""
+    if cfg.schedule.warmup_tokens is None:
+        warmup = default_warmup_tokens(cfg.train.tokens)
+        cfg = dataclasses.replace(cfg, schedule=dataclasses.replace(cfg.schedule,
+                                                                    warmup_tokens=warmup))
+    if cfg.data.fingerprint is None:
+        fingerprint = data_fingerprint(cfg.data)
+        if fingerprint is not None:
+            cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data,
+                                                                    fingerprint=fingerprint))
+    return cfg
 
 
 _COMPOSE_ERRORS = (HydraException, OmegaConfBaseException, TypeError, AttributeError)
