@@ -19,12 +19,11 @@ a config trains is not a new key: see `ATTENTION_RULE_KEYS`.
 The data a run reads is part of its id through `data.fingerprint` (see `trainer.fingerprint`):
 the same config on a machine with another Python reads another standard library, so it is
 another trial. This moved the ids of runs on `pystdlib`, `files` or a tokenizer file once
-(their fingerprint was unset before, and is a hash now). We moved them rather than keep them,
-because the data an old id was trained on cannot be known: keeping it would let a machine with
-another corpus take those results for its own, the very error the fingerprint prevents. A
-re-launch of an old sweep on such data therefore trains it again, once. Runs on `synthetic` or
-`hf` data, whose keys pin their data, have no fingerprint and keep their ids. The old id of a
-config is `config_id` of it with `data.fingerprint=None`, for anyone who must map old results.
+(their fingerprint was unset before, and is a hash now). Their results are migrated, not
+trained again: `orchestrator.legacy` gives a trial recorded under its old id (the same config
+with `data.fingerprint=None`), before fingerprints existed, its new id in MLflow and on disk,
+assuming it read the data this machine reads. Runs on `synthetic` or `hf` data, whose keys pin
+their data, have no fingerprint and keep their ids.
 """
 
 from __future__ import annotations
