@@ -16,6 +16,7 @@ import time
 import yaml
 from mlflow import MlflowClient
 
+from orchestrator import legacy
 from orchestrator.driver import (
     SweepOutcome,
     init_ray,
@@ -67,6 +68,11 @@ def launch(spec: SweepSpec, *, tracking_uri: str, address: str | None = None,
         raise ConfigError(list(err.problems) + cluster) from None
     create_sqlite_store_once(tracking_uri)
     states = recorded_trials(tracking_uri, spec.name)
+    migrated = legacy.migrate(tracking_uri, trials, states)
+    if migrated:
+        print(f"{migrated} trial{'s' if migrated > 1 else ''} recorded before data "
+              "fingerprints entered the trial id now carry their new id (see "
+              "orchestrator/legacy.py)")
     if all(states.get(t.trial_id, {}).get("status") in DONE for t in trials):
         # Nothing to run: answer from the store without starting Ray.
         return SweepOutcome(trials=len(trials), already_done=len(trials))
@@ -102,15 +108,17 @@ def dry_run(spec: SweepSpec, *, tracking_uri: str) -> list[tuple[Trial, str]]:
     spec, trials = prepare(spec)
     create_sqlite_store_once(tracking_uri)
     states = recorded_trials(tracking_uri, spec.name)
+    old = legacy.legacy_records(trials, states)  # a launch would migrate these first
     plan = []
     for trial in sorted(trials, key=lambda t: t.flops, reverse=True):
-        status = states.get(trial.trial_id, {}).get("status")
+        status = (states.get(trial.trial_id) or old.get(trial.trial_id) or {}).get("status")
+        note = ", old id" if trial.trial_id in old else ""
         if status in DONE:
-            plan.append((trial, f"done ({status})"))
+            plan.append((trial, f"done ({status}{note})"))
         elif holder := current_holder(RunPaths.for_config(trial.cfg, trial.trial_id).run_dir):
             plan.append((trial, f"wait ({holder.host} pid {holder.driver_pid})"))
         else:
-            plan.append((trial, "run" if status is None else f"run ({status})"))
+            plan.append((trial, "run" if status is None else f"run ({status}{note})"))
     return plan
 
 
