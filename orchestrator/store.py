@@ -57,7 +57,8 @@ def create_sqlite_store_once(uri: str) -> None:
 
     MLflow creates a new store's tables when it first opens the file, and two processes doing
     that at once (the same spec launched twice into a fresh store) collide on `CREATE TABLE`.
-    The first `sweep` command creates them under a lock beside the file; later ones find them.
+    The first `sweep` command creates them under a lock beside the file (removed once they
+    exist); later ones find them.
     """
     import fcntl
     from pathlib import Path
@@ -70,9 +71,14 @@ def create_sqlite_store_once(uri: str) -> None:
     path = Path(uri[len(prefix):])
     path.parent.mkdir(parents=True, exist_ok=True)
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # not "Creating initial tables..."
-    with open(path.with_name(path.name + ".init-lock"), "w") as lock:
+    lock_path = path.with_name(path.name + ".init-lock")
+    with open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+        if not _has_schema(path):  # another command may have created it meanwhile
+            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+        # The tables exist from here on, so whoever locks a file of this name later (a new
+        # one, or this one unlinked) finds them and creates nothing: it can go.
+        lock_path.unlink(missing_ok=True)
 
 
 def _has_schema(path) -> bool:

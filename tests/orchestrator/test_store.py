@@ -85,3 +85,4 @@ def test_two_commands_opening_a_fresh_sqlite_store_at_once_both_succeed(tmp_path
     for proc in procs:
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
+    assert sorted(p.name for p in (tmp_path / "fresh").iterdir()) == ["mlflow.db"]  # no lock
