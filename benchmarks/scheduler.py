@@ -1,7 +1,7 @@
 """Scheduler benchmark: the real orchestrator, tracking actor and MLflow store; trials that sleep.
 
     python benchmarks/scheduler.py --trials 1000 --gpus 64 [--time-scale 1.0] [--json]
-        [--timeline PATH] [--without niceness|smallest-first]
+        [--timeline PATH] [--without smallest-first]
 
 A local Ray gets `--gpus` fake GPUs. The grid is tokens × width × LR × seeds, cut to `--trials`;
 a trial sleeps `time_scale · tokens/1e6 · sqrt(width/64)` seconds while reporting metrics like a
@@ -17,8 +17,8 @@ real one, and asks for 0.5 GPU (width ≤ 128), 1 GPU (256–512) or 2 GPUs (102
   store: must be 0); resynced (trials whose record the re-sync completed: 0 unless one was
   lost or resumed)
 - dispatch timings come through `run_sweep`'s observer hook (`Timings`)
-`--without` switches one of the driver's choices off, to measure what it pays: `niceness`
-(trial processes stay at Ray's worker niceness) or `smallest-first` (longest first only).
+`--without smallest-first` switches the driver's first wave of the smallest trials off (longest
+first only), to measure what it pays.
 - relaunch_s: `launch` of the finished sweep again (target < 10 s, zero trials run)
 Ray workers are started before the clock starts (one per concurrent trial, each importing the
 trainer's config): on a 2-core machine, starting a hundred Python workers at once would
@@ -111,11 +111,8 @@ class Timings(SweepObserver):
 def without(choice: str) -> None:
     """Switch one of the driver's choices off in this process (for measurement only)."""
     import orchestrator.driver
-    import orchestrator.worker
 
-    if choice == "niceness":  # _Runner wraps each task with trial_task when it is built
-        orchestrator.worker.trial_task = lambda fn: fn
-    elif choice == "smallest-first":
+    if choice == "smallest-first":
         orchestrator.driver.submission_order = \
             lambda items, _model, _request_of, size_of, *, max_new: sorted(
                 items, key=size_of, reverse=True)
@@ -175,7 +172,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--timeline", metavar="PATH",
                         help="also write Ray's task timeline (chrome://tracing JSON) there")
-    parser.add_argument("--without", choices=("niceness", "smallest-first"),
+    parser.add_argument("--without", choices=("smallest-first",),
                         help="switch one of the driver's choices off, to measure what it pays")
     args = parser.parse_args()
     if args.without:

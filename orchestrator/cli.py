@@ -170,7 +170,9 @@ def _run(spec, args, uri: str) -> int:
         for trial, action in plan:
             print(f"{action:<18} {trial.trial_id[:12]}  {trial.label}")
         todo = sum(action.startswith("run") for _, action in plan)
-        print(f"{len(plan)} trials: {len(plan) - todo} done, {todo} would run")
+        held = sum(action.startswith("wait") for _, action in plan)
+        print(f"{len(plan)} trials: {len(plan) - todo - held} done, {todo} would run"
+              + (f", {held} running under another driver" if held else ""))
         return 0
     address = args.address or os.environ.get("RAY_ADDRESS")
     outcome = commands.launch(spec, tracking_uri=uri, address=address,
@@ -178,14 +180,18 @@ def _run(spec, args, uri: str) -> int:
     ran = outcome.ran.values()
     summary = ", ".join(f"{sum(s == k for s in ran)} {k}" for k in sorted(set(ran)))
     print(f"sweep {spec.name}: {outcome.trials} trials, {outcome.already_done} already done"
-          + (f", ran {len(outcome.ran)} ({summary})" if outcome.ran else ", nothing to run"))
+          + (f", ran {len(outcome.ran)} ({summary})" if outcome.ran else ", nothing to run")
+          + (f", {len(outcome.found_ended)} found ended by another launch"
+             if outcome.found_ended else ""))
     from orchestrator.tracking import redact
     print(f"monitor: sweep status {spec.name}   |   UI: sweep ui {spec.name}  "
           f"(store {redact(uri)})")
     from trainer.schema import DONE, PRUNED
 
     # a pruned trial is a search working as meant, not a failure
-    return 130 if outcome.interrupted else (0 if all(s in (*DONE, PRUNED) for s in ran) else 1)
+    ended = [*ran, *outcome.found_ended.values()]
+    return 130 if outcome.interrupted else (0 if all(s in (*DONE, PRUNED) for s in ended)
+                                            else 1)
 
 
 def _status(args, uri: str) -> int:

@@ -16,6 +16,7 @@ import time
 import yaml
 from mlflow import MlflowClient
 
+from orchestrator import legacy
 from orchestrator.driver import (
     SweepOutcome,
     init_ray,
@@ -25,6 +26,7 @@ from orchestrator.driver import (
     run_sweep,
 )
 from orchestrator.spec import SweepSpec, Trial, grid_axes, spec_from_dict
+from orchestrator.store import create_sqlite_store_once
 from trainer.errors import ConfigError
 from trainer.schema import (
     DONE,
@@ -67,7 +69,13 @@ def launch(spec: SweepSpec, *, tracking_uri: str, address: str | None = None,
         cluster = (_cluster_problems(spec, address) if named
                    else resource_problems(spec, local_cluster()))
         raise ConfigError(list(err.problems) + cluster) from None
+    create_sqlite_store_once(tracking_uri)
     states = recorded_trials(tracking_uri, spec.name)
+    migrated = legacy.migrate(tracking_uri, trials, states)
+    if migrated:
+        print(f"{migrated} trial{'s' if migrated > 1 else ''} recorded before data "
+              "fingerprints entered the trial id now carry their new id (see "
+              "orchestrator/legacy.py)")
     if all(states.get(t.trial_id, {}).get("status") in DONE for t in trials):
         # Nothing to run: answer from the store without starting Ray.
         return SweepOutcome(trials=len(trials), already_done=len(trials))
@@ -91,6 +99,7 @@ def _launch_search(spec: SweepSpec, *, tracking_uri: str, address: str | None,
         cluster = (_cluster_problems(spec, address) if named
                    else resource_problems(spec, local_cluster()))
         raise ConfigError(list(err.problems) + cluster) from None
+    create_sqlite_store_once(tracking_uri)
     if not search.has_work(plan, storage):  # every study at n_trials: answer from storage
         used = sum(plan.search.n_trials - n
                    for n in search.left_per_study(plan, storage).values())
@@ -120,15 +129,26 @@ def _check_hub_once(trials: list[Trial]) -> None:
 
 
 def dry_run(spec: SweepSpec, *, tracking_uri: str) -> list[tuple[Trial, str]]:
-    """Every trial with what a launch would do to it: `done (status)` or `run`. (A searched
-    sweep has no trials before it runs: see `search_dry_run`.)"""
+    """Every trial with what a launch would do to it: `done (status)`, `run`, or `wait` for
+    the other driver that trains it now. (A searched sweep has no trials before it runs: see
+    `search_dry_run`.)"""
+    from orchestrator.lease import current_holder
+    from trainer.paths import RunPaths
+
     spec, trials = prepare(spec)
+    create_sqlite_store_once(tracking_uri)
     states = recorded_trials(tracking_uri, spec.name)
+    old = legacy.legacy_records(trials, states)  # a launch would migrate these first
     plan = []
     for trial in sorted(trials, key=lambda t: t.flops, reverse=True):
-        status = states.get(trial.trial_id, {}).get("status")
-        plan.append((trial, f"done ({status})" if status in DONE else
-                     ("run" if status is None else f"run ({status})")))
+        status = (states.get(trial.trial_id) or old.get(trial.trial_id) or {}).get("status")
+        note = ", old id" if trial.trial_id in old else ""
+        if status in DONE:
+            plan.append((trial, f"done ({status}{note})"))
+        elif holder := current_holder(RunPaths.for_config(trial.cfg, trial.trial_id).run_dir):
+            plan.append((trial, f"wait ({holder.host} pid {holder.driver_pid})"))
+        else:
+            plan.append((trial, "run" if status is None else f"run ({status}{note})"))
     return plan
 
 

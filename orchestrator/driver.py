@@ -9,6 +9,11 @@ driver up to `retries` times. Which trials to run comes from MLflow: a trial who
 says finished or diverged is done and never runs again, so launch, resume and extend are one
 operation on a content-addressed set.
 
+A trial is trained by at most one live attempt, across drivers (`orchestrator.lease`): a trial
+whose lease another driver's worker holds is not submitted, and one whose task finds it held
+comes back `held`; the driver waits for such trials, polling their leases, and runs them only
+if their holder went away without ending them.
+
 Workers record their own trials through the sweep's tracking actor (`orchestrator.tracking`).
 The driver waits for each worker's end write (its ObjectRef comes back with the task's result),
 records only trials no worker ended (lost after their retries, interrupted), re-syncs those
@@ -26,6 +31,7 @@ from pathlib import Path
 
 import yaml
 
+from orchestrator.lease import ENDED, HELD, Holder, current_holder, describe_holders
 from orchestrator.placement import (
     ClusterModel,
     Placement,
@@ -42,6 +48,8 @@ from trainer.errors import ConfigError
 from trainer.schema import DONE, FAILED, FINISHED, INTERRUPTED, recorded_trials
 
 CANCEL_POLL_S = 3.0
+HELD_POLL_S = 5.0
+"""How often the leases of trials another driver holds are read again."""
 
 
 @dataclass
@@ -55,6 +63,10 @@ class SweepOutcome:
     interrupted: bool = False
     resynced: list[str] = field(default_factory=list)
     """Trial ids whose MLflow record was completed from their run directories."""
+    found_ended: dict[str, str] = field(default_factory=dict)
+    """trial id → status it was found ended with, not by this launch: by another driver
+    (while this one waited for it), or by an earlier attempt whose record did not reach the
+    store (completed by the re-sync)."""
 
 
 class SweepObserver:
@@ -171,9 +183,15 @@ def run_sweep(spec: SweepSpec, trials: list[Trial], *, tracking_uri: str,
     except KeyboardInterrupt:
         runner.stop(INTERRUPTED)
         outcome.interrupted = True
+    ended = list(outcome.ran.values()) + list(outcome.found_ended.values())
     status = INTERRUPTED if outcome.interrupted else (
-        FINISHED if all(s in DONE for s in outcome.ran.values()) else FAILED)
+        FINISHED if all(s in DONE for s in ended) else FAILED)
     runner.await_records(timeout=None)  # every end the workers sent, written
+    # A trial another driver ended is its to record; one whose record is still not done
+    # here (that driver died after the trial's end) is completed from its run directory.
+    stored = recorded_trials(tracking_uri, spec.name) if runner.found_ended_trials else {}
+    runner.unsure.update(t.trial_id for t in runner.found_ended_trials
+                         if stored.get(t.trial_id, {}).get("status") not in DONE)
     outcome.resynced = resync([t for t in todo if t.trial_id in runner.unsure], tracker)
     ray.get(tracker.close_sweep.remote(status))
     return outcome
@@ -206,7 +224,8 @@ class _Runner:
         from orchestrator.worker import run_trial, trial_task
 
         self.spec, self.tracker, self.outcome, self.observer = spec, tracker, outcome, observer
-        self.task = ray.remote(trial_task(task_fn or run_trial))
+        self.task = ray.remote(trial_task(task_fn or run_trial, sweep=spec.name,
+                                          driver_pid=os.getpid()))
         self.resources_for = resources_for
         self.running: dict = {}  # ObjectRef of the task → (trial, attempt, placement)
         self.recording: dict = {}  # ObjectRef of an end write → its trial
@@ -215,7 +234,12 @@ class _Runner:
         self.total = len(todo)
         self.retry_attempt: dict[str, int] = {}
         self.cluster = ClusterModel.from_ray(ray.nodes())
-        self.queue = submission_order(todo, self.cluster, self._request, lambda t: t.flops,
+        self.held: dict[str, Trial] = {}  # trials another driver's worker trains
+        self.found_ended_trials: list[Trial] = []
+        holders = {t.trial_id: h for t in todo if (h := current_holder(_run_dir(t)))}
+        self._hold([t for t in todo if t.trial_id in holders], holders.values())
+        free = [t for t in todo if t.trial_id not in holders]
+        self.queue = submission_order(free, self.cluster, self._request, lambda t: t.flops,
                                       max_new=self.cap)
         self.cancel_poll = None  # ObjectRef of the tracker's answer, while one is awaited
 
@@ -251,12 +275,15 @@ class _Runner:
         with Progress("[bold]{task.description}", BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), disable=not progress, transient=False) as bar:
             task = bar.add_task(self.spec.name, total=self.total)
-            last_poll = time.monotonic()
-            while self.queue or self.running:
+            last_poll = last_held_poll = time.monotonic()
+            while self.queue or self.running or self.held:
                 self.fill()
                 self.collect(timeout=1.0)
                 self.await_records(timeout=0)
-                bar.update(task, completed=len(self.outcome.ran))
+                if time.monotonic() - last_held_poll > HELD_POLL_S:
+                    last_held_poll = time.monotonic()
+                    self.poll_held()
+                bar.update(task, completed=len(self.outcome.ran) + len(self.outcome.found_ended))
                 if time.monotonic() - last_poll > CANCEL_POLL_S:
                     last_poll = time.monotonic()
                     if self._cancel_requested():
@@ -298,12 +325,54 @@ class _Runner:
                 self._retry_or_fail(trial, attempt, str(err).strip().splitlines()[-1],
                                     unreported=True)
                 continue
+            if result["status"] == HELD:  # another driver's worker took it first
+                self._hold([trial], [Holder(**result["holder"])])
+                continue
+            if result["status"] == ENDED:  # by another driver, or an attempt before
+                self._found_ended(trial, result["summary"]["status"])
+                continue
             self.observer.returned(trial, result)
             self.recording[result["recorded"]] = trial
             if result["status"] == FAILED:  # the trainer raised
                 self._retry_or_fail(trial, attempt, result["error"], unreported=False)
             else:
                 self.outcome.ran[trial.trial_id] = result["status"]
+
+    def _hold(self, trials: list[Trial], holders) -> None:
+        """Wait for `trials`, which another driver's workers train, saying so once."""
+        if not trials:
+            return
+        for line in describe_holders(list(holders)):
+            print(line + "; waiting for them to end")
+        self.held.update({t.trial_id: t for t in trials})
+
+    def poll_held(self) -> None:
+        """Take each waited-for trial whose lease is free: ended by its holder (done), or
+        left unfinished (its driver interrupted, killed or lost), then run here."""
+        import ray
+
+        from trainer.paths import RunPaths, read_summary
+
+        for trial_id, trial in list(self.held.items()):
+            if current_holder(_run_dir(trial)) is not None:
+                continue
+            del self.held[trial_id]
+            summary = read_summary(RunPaths.for_config(trial.cfg, trial.trial_id)) or {}
+            if summary.get("status") in DONE:
+                self._found_ended(trial, summary["status"])
+            else:
+                print(f"trial {trial.label}: its other driver stopped before it ended; "
+                      "running it here")
+                # Its run may have been created after this sweep's tracker listed the runs:
+                # the tracker learns it before this driver's worker begins (waited for, as
+                # the two calls come from different callers and are not ordered).
+                ray.get(self.tracker.look_up.remote(trial_id))
+                self.queue.insert(0, trial)
+
+    def _found_ended(self, trial: Trial, status: str) -> None:
+        """The trial was found ended, not by this launch; its record is checked at the end."""
+        self.outcome.found_ended[trial.trial_id] = status
+        self.found_ended_trials.append(trial)
 
     def await_records(self, *, timeout: float | None) -> None:
         """Take the tracker's answers to the end writes that have come (all of them, with
@@ -353,3 +422,10 @@ class _Runner:
             self.outcome.ran[trial.trial_id] = status
         self.running.clear()
         self.queue.clear()
+        self.held.clear()  # their drivers record them
+
+
+def _run_dir(trial: Trial) -> Path:
+    from trainer.paths import RunPaths
+
+    return RunPaths.for_config(trial.cfg, trial.trial_id).run_dir

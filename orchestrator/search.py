@@ -12,8 +12,10 @@ ordinary content-addressed trial, so:
   launch) is told its stored result at once, without training;
 - a point whose trial is already in flight (two studies, or a study asking twice) waits on
   that trial, which trains once and is told to every study that asked for it;
-- a point done by another sweep that shares the storage root is submitted like any trial: its
-  worker finds the trial's summary, records it in this sweep and trains nothing.
+- a point done by another sweep that shares the storage root (or held by another driver) is
+  submitted like any trial: its task finds it ended (or waits for its holder) under the
+  trial's lease, as the driver's do; it is told from the trial's summary and recorded in this
+  sweep by the re-sync.
 
 When a trial ends for good (finished, diverged, pruned, failed after its retries), every study
 waiting on it is told (what each outcome tells: `orchestrator.studies`), and the sweep's parent
@@ -114,9 +116,15 @@ def run_search(spec: SweepSpec, plan: SearchPlan, *, tracking_uri: str, storage:
     except KeyboardInterrupt:
         runner.stop(INTERRUPTED)
         outcome.interrupted = True
+    ended = list(outcome.ran.values()) + list(outcome.found_ended.values())
     status = INTERRUPTED if outcome.interrupted else (
-        FINISHED if all(s in ENDED for s in outcome.ran.values()) else FAILED)
+        FINISHED if all(s in ENDED for s in ended) else FAILED)
     runner.await_records(timeout=None)
+    # As `run_sweep` does: a trial another driver ended whose record is still not done here
+    # is completed from its run directory.
+    stored = recorded_trials(tracking_uri, spec.name) if runner.found_ended_trials else {}
+    runner.unsure.update(t.trial_id for t in runner.found_ended_trials
+                         if stored.get(t.trial_id, {}).get("status") not in ENDED)
     outcome.resynced = resync([runner.trials[t] for t in runner.unsure], tracker)
     outcome.trials = len(runner.trials)
     ray.get(tracker.close_sweep.remote(status))
@@ -169,6 +177,7 @@ class _SearchRunner(_Runner):
         self.waiting: dict[str, list[tuple[str, int]]] = {}  # trial id → (study, number)
         self.slice_of: dict[str, Slice] = {plan.study_name(s): s for s in plan.slices}
         self.best: dict[str, float] = {}
+        self.settled: set[str] = set()  # trial ids whose end the studies were told
         self.tracker, self.outcome = tracker, outcome  # (set again by the base class)
         reopened = self._reopen()
         self.left = {name: plan.search.n_trials - ray.get(studies.used.remote(name))
@@ -217,9 +226,13 @@ class _SearchRunner(_Runner):
     def _stored(self, trial_id: str) -> tuple[str, float | None, float | None] | None:
         """(outcome, value, vocab size) of a trial that has ended, from this launch's results
         or the sweep's record; None if it has not."""
-        if trial_id in self.outcome.ran:
-            status = self.outcome.ran[trial_id]
-            summary = self.results.get(trial_id, {}).get("summary", {})
+        if trial_id in self.outcome.ran or trial_id in self.outcome.found_ended:
+            if trial_id in self.outcome.ran:
+                status = self.outcome.ran[trial_id]
+                summary = self.results.get(trial_id, {}).get("summary", {})
+            else:  # ended by another launch: its summary is in its run directory
+                status = self.outcome.found_ended[trial_id]
+                summary = _summary(self.trials[trial_id])
             value, vocab = summary.get(self.objective), summary.get("derived.vocab_size")
         elif self.states.get(trial_id, {}).get("status") in ENDED:
             run = self.states[trial_id]["run"]
@@ -262,17 +275,27 @@ class _SearchRunner(_Runner):
                 return
 
     def collect(self, *, timeout: float) -> None:
-        """Take finished tasks as the driver does; tell the studies of each trial that ended;
-        keep the loop going while a study may still ask."""
-        before = set(self.outcome.ran)
+        """Take finished tasks as the driver does, then `_settle`."""
         super().collect(timeout=timeout)
-        for trial_id in [t for t in self.outcome.ran if t not in before]:
-            self._ended(trial_id)
+        self._settle()
+
+    def poll_held(self) -> None:
+        """Look at trials other drivers hold as the driver does, then `_settle`."""
+        super().poll_held()
+        self._settle()
+
+    def _settle(self) -> None:
+        """Tell the studies of each trial that ended since (here or, found ended, elsewhere);
+        keep the loop going while a study may still ask."""
+        ended = {**self.outcome.found_ended, **self.outcome.ran}
+        for trial_id in [t for t in ended if t not in self.settled]:
+            self.settled.add(trial_id)
+            self._ended(trial_id, ended[trial_id])
         if not self.queue and len(self.running) < self.cap:
             self._ask_into_queue()
 
-    def _ended(self, trial_id: str) -> None:
-        if self.outcome.ran[trial_id] not in (*ENDED, FAILED):
+    def _ended(self, trial_id: str, status: str) -> None:
+        if status not in (*ENDED, FAILED):
             return  # interrupted (or any status that is not an end): left open in its
             # studies, and the next launch resumes it under the same Optuna trial
         stored = self._stored(trial_id)
@@ -299,6 +322,12 @@ class _SearchRunner(_Runner):
                         if _is_number(v)})
         self.tracker.log_sweep_metrics.remote(metrics,
                                               step=self.plan.search.n_trials - self.left[name])
+
+
+def _summary(trial: Trial) -> dict:
+    from trainer.paths import RunPaths, read_summary
+
+    return read_summary(RunPaths.for_config(trial.cfg, trial.trial_id)) or {}
 
 
 def _outcome(status: str, value: float | None) -> str:

@@ -13,6 +13,7 @@ lists). An embedded SQLite store gets a write-ahead log (`_cheap_sqlite_commits`
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import sys
@@ -49,6 +50,46 @@ def open_client(uri: str, credentials: dict[str, str] | None = None):
     if uri.startswith("sqlite:"):
         _cheap_sqlite_commits()
     return MlflowClient(tracking_uri=uri)
+
+
+def create_sqlite_store_once(uri: str) -> None:
+    """Create an embedded SQLite store's tables, one process at a time.
+
+    MLflow creates a new store's tables when it first opens the file, and two processes doing
+    that at once (the same spec launched twice into a fresh store) collide on `CREATE TABLE`.
+    The first `sweep` command creates them under a lock beside the file (removed once they
+    exist); later ones find them.
+    """
+    import fcntl
+    from pathlib import Path
+
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix) or _has_schema(Path(uri[len(prefix):])):
+        return
+    from mlflow import MlflowClient
+
+    path = Path(uri[len(prefix):])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # not "Creating initial tables..."
+    lock_path = path.with_name(path.name + ".init-lock")
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not _has_schema(path):  # another command may have created it meanwhile
+            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+        # The tables exist from here on, so whoever locks a file of this name later (a new
+        # one, or this one unlinked) finds them and creates nothing: it can go.
+        lock_path.unlink(missing_ok=True)
+
+
+def _has_schema(path) -> bool:
+    """Has an MLflow store at `path` been stamped with its schema version (tables done)?"""
+    if not path.is_file():
+        return False
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as db:
+            return db.execute("SELECT count(*) FROM alembic_version").fetchone()[0] > 0
+    except sqlite3.Error:
+        return False
 
 
 TRANSIENT_HTTP_STATUS = frozenset({429, 503, 504})

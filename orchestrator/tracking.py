@@ -59,6 +59,7 @@ from trainer.schema import (
     find_or_create_run,
     run_status,
     sweep_runs,
+    trial_filter,
 )
 
 # MLflow is imported where it is used, not here: every trial task receives the Tracker's
@@ -209,6 +210,7 @@ class Tracker:
         lacks (rows of `metrics.jsonl`), its `final/*`, params and status."""
         from mlflow.entities import Metric
 
+        self.look_up(trial_id)
         self._known(trial_id, label, params)
         run_id = self.children[trial_id]
         now = int(time.time() * 1000)
@@ -220,6 +222,15 @@ class Tracker:
                 and row["step"] not in written)
         self._buffer_finals(trial_id, summary)
         self._terminate(trial_id, status)
+
+    def look_up(self, trial_id: str) -> None:
+        """Learn the trial's run if another driver created it after this tracker started (the
+        runs it knows were listed then): before taking over a trial that driver held."""
+        if trial_id not in self.children:
+            found = self.call(self.client.search_runs, [self.experiment_id],
+                              trial_filter(trial_id), max_results=1)
+            if found:
+                self.children[trial_id] = found[0].info.run_id
 
     def flush(self) -> int:
         """Write the buffered metrics of every trial; log_batch calls so far."""

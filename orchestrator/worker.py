@@ -7,31 +7,36 @@ missed (a lost worker, a long outage, a dead driver) is re-synced from there.
 
 from __future__ import annotations
 
-import os
 import time
+from dataclasses import asdict
 from pathlib import Path
+
+from orchestrator.lease import ENDED, HELD, Holder, Lease
 
 SEND_EVERY_S = 2.0
 """A worker sends its metrics to the tracker at most this often; the rest goes with its end."""
-TRIAL_NICENESS = 19
-"""A trial's processes run at this CPU niceness (Ray starts workers at 15, its daemons at 0)."""
 
 
-def trial_task(fn):
-    """`fn`, run at `TRIAL_NICENESS`: what the driver hands to Ray for every trial.
+def trial_task(fn, *, sweep: str, driver_pid: int):
+    """`fn` under the trial's lease: what the driver hands to Ray for every trial.
 
-    The sweep's tracking actor is a Ray worker too, at Ray's worker niceness, and on the
-    driver's node it shares the CPUs with trial processes. The sweep is not over until it has
-    written every trial's end, so when trials end faster than it writes (many short proxies on
-    a busy node) it should get the CPU first; with the trials below it, it does. Where the CPUs
-    are not contended (a GPU node runs a few trainers on many cores) niceness changes nothing.
-    A process may lower its own priority without privileges, never raise it: the worker keeps
-    it for the next trial Ray gives it, which is again a trial. (What it measured to pay:
-    benchmarks/README.md.)
+    A trial whose lease another live attempt holds (another driver's) is not run: the task
+    returns `{"status": HELD, "holder": ...}` at once, and sends nothing to the tracker. One that
+    has ended meanwhile (read under the lease, so no attempt can be ending it) returns
+    `{"status": ENDED, "summary": ...}`: whoever ended it records it.
+
+    (Trials used to run at CPU niceness 19, below the tracking actor; measured on the scheduler
+    benchmark after the one-sender protocol, it no longer paid: benchmarks/README.md.)
     """
-    def run_as_trial(*args):
-        _lower_priority(TRIAL_NICENESS)
-        return fn(*args)
+    def run_as_trial(cfg, *args):
+        lease = Lease.acquire(_run_dir(cfg), sweep=sweep, driver_pid=driver_pid)
+        if isinstance(lease, Holder):
+            return {"status": HELD, "holder": asdict(lease)}
+        with lease:
+            summary = _ended_summary(cfg)
+            if summary is not None:
+                return {"status": ENDED, "summary": summary}
+            return fn(cfg, *args)
     # Ray names the task, and its worker's process title, after the function: keep `run_trial`.
     run_as_trial.__name__ = run_as_trial.__qualname__ = fn.__name__
     return run_as_trial
@@ -82,21 +87,6 @@ class TrackerReporter:
         self.pending = []
 
 
-def _lower_priority(niceness: int) -> None:
-    """Every thread of this process to `niceness` (if it was below): on Linux a niceness
-    belongs to a thread, and Ray's own threads (RPC, event loops) were started at 0."""
-    if not hasattr(os, "setpriority"):  # not on Windows
-        return
-    tasks = Path("/proc/self/task")
-    threads = [int(t.name) for t in tasks.iterdir()] if tasks.is_dir() else [0]
-    for tid in threads:
-        try:
-            if os.getpriority(os.PRIO_PROCESS, tid) < niceness:
-                os.setpriority(os.PRIO_PROCESS, tid, niceness)
-        except OSError:  # a thread that ended meanwhile
-            pass
-
-
 def run_trial(cfg, tracker, label: str, threads: int, *, pruner=None) -> dict:
     """Train one trial to its end, reporting to `tracker`; {status, summary, error, recorded}
     for the driver, `recorded` being the ObjectRef of the tracker's end write. A trainer that
@@ -123,6 +113,26 @@ def run_trial(cfg, tracker, label: str, threads: int, *, pruner=None) -> dict:
     if reporter.recorded is None:  # it had ended before: the trainer only read its summary
         reporter.finish(status=result.status, summary=result.summary)
     return {"status": result.status, "summary": result.summary, "recorded": reporter.recorded}
+
+
+def _paths(cfg):
+    from trainer.identity import config_id
+    from trainer.paths import RunPaths
+
+    return RunPaths.for_config(cfg, config_id(cfg))
+
+
+def _run_dir(cfg) -> Path:
+    return _paths(cfg).run_dir
+
+
+def _ended_summary(cfg) -> dict | None:
+    """The trial's stored summary if it has ended (finished or diverged), else None."""
+    from trainer.paths import read_summary
+    from trainer.schema import DONE
+
+    summary = read_summary(_paths(cfg))
+    return summary if summary is not None and summary.get("status") in DONE else None
 
 
 def trial_params(cfg, summary: dict) -> dict:

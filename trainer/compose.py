@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import re
 from collections.abc import Sequence
 
 from hydra import compose as hydra_compose
@@ -12,10 +11,11 @@ from hydra import initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from trainer.config import CONF_DIR, Config
 from trainer.errors import ConfigError
+from trainer.fingerprint import data_fingerprint
 from trainer.schedules import default_warmup_tokens
 
 
@@ -32,12 +32,18 @@ def compose(overrides: Sequence[str] = ()) -> Config:
 
 
 def with_defaults(cfg: Config) -> Config:
-    """`cfg` with every key left unset for a default rule set by that rule."""
-    if cfg.schedule.warmup_tokens is not None:
-        return cfg
-    warmup = default_warmup_tokens(cfg.train.tokens)
-    return dataclasses.replace(cfg, schedule=dataclasses.replace(cfg.schedule,
-                                                                 warmup_tokens=warmup))
+    """`cfg` with every key left unset for a default rule set by that rule: the warmup from
+    the budget, the data fingerprint from the data this machine reads."""
+    if cfg.schedule.warmup_tokens is None:
+        warmup = default_warmup_tokens(cfg.train.tokens)
+        cfg = dataclasses.replace(cfg, schedule=dataclasses.replace(cfg.schedule,
+                                                                    warmup_tokens=warmup))
+    if cfg.data.fingerprint is None:
+        fingerprint = data_fingerprint(cfg.data)
+        if fingerprint is not None:
+            cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data,
+                                                                    fingerprint=fingerprint))
+    return cfg
 
 
 _COMPOSE_ERRORS = (HydraException, OmegaConfBaseException, TypeError, AttributeError)
@@ -172,31 +178,31 @@ def _parses(override: str) -> bool:
 
 
 def _explain(err: Exception, overrides: list[str]) -> str:
-    text = str(err)
+    """One sentence for a failed compose, from what Hydra and OmegaConf put in their exceptions
+    (the missing config file and its options; the key of a refused value), not their text."""
     if isinstance(err, OverrideParseException):
-        bad = next((o for o in overrides if not _parses(o)), text.splitlines()[0])
+        bad = next((o for o in overrides if not _parses(o)), str(err).splitlines()[0])
         return (f"cannot parse override '{bad}': write key=value, e.g. optim.lr=0.003 "
                 "(see Hydra's override grammar)")
-    if isinstance(err, MissingConfigException):
-        group = re.search(r"Could not find '([^/']+)/([^']+)'", text)
-        options = re.findall(r"^\t(\w[\w-]*)$", text, flags=re.MULTILINE)
-        options = [o for o in options if not o.endswith("_schema")]
+    if isinstance(err, MissingConfigException) and err.missing_cfg_file:
+        group, _, option = err.missing_cfg_file.rpartition("/")
+        options = [o for o in err.options or () if not o.endswith("_schema")]
         if group:
-            return (f"unknown option '{group.group(2)}' for config group '{group.group(1)}': "
+            return (f"unknown option '{option}' for config group '{group}': "
                     f"choose one of {', '.join(options)}")
-        return text.splitlines()[0]
-    unknown = re.search(r"Could not override '([^']+)'", text) or re.search(
-        r"Key '([^']+)' not in '", text) or re.search(r"cannot assign to field '([^']+)'", text)
-    if unknown:
-        return (f"unknown config key '{unknown.group(1)}': check its spelling against conf/ "
-                "(python -m trainer --cfg prints every key)")
-    merging = re.search(r"Error merging override (\S+)", text)
-    cause = err.__cause__ or err.__context__
-    reason = str(cause).splitlines()[0] if cause is not None else text.splitlines()[0]
-    key = re.search(r"full_key: (\S+)", str(cause) if cause else text)
-    if merging:
-        name = key.group(1) if key else merging.group(1).split("=")[0]
-        return f"bad value for '{name}' in override '{merging.group(1)}': {reason}"
-    if key:
-        return f"bad value for '{key.group(1)}': {reason}"
-    return text.splitlines()[0]
+    cause = err if isinstance(err, OmegaConfBaseException) else (err.__cause__ or err.__context__)
+    if isinstance(cause, OmegaConfBaseException) and cause.full_key:
+        key = cause.full_key
+        if isinstance(cause, (ConfigAttributeError, ConfigKeyError)):
+            return (f"unknown config key '{key}': check its spelling against conf/ "
+                    "(python -m trainer --cfg prints every key)")
+        given = next((o for o in overrides if o.lstrip("+~").partition("=")[0] == key), None)
+        reason = (cause.msg or str(cause)).splitlines()[0]
+        return f"bad value for '{key}'" + (f" in override '{given}'" if given else "") + \
+            f": {reason}"
+    added = [o.lstrip("+").partition("=")[0] for o in overrides if o.startswith("+")]
+    if isinstance(err, AttributeError) and added:
+        # `+key=value` adds a key Hydra accepts and the frozen dataclass then refuses.
+        return (f"unknown config key '{added[0]}': the config has no such key to add; check "
+                "its spelling against conf/ (python -m trainer --cfg prints every key)")
+    return str(err).splitlines()[0]

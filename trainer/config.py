@@ -108,6 +108,9 @@ class DataConfig:
     """Hub dataset name (`source=hf`)."""
     config_name: str | None = None
     """Hub dataset configuration (`source=hf`)."""
+    revision: str | None = None
+    """Hub dataset revision, a branch, tag or commit (`source=hf`); unset: the default branch,
+    whose content may change under the same trial id, so pin it for results that must last."""
     split: str = "train"
     """Split that training reads (`hf`, `files`)."""
     val_split: str | None = None
@@ -137,6 +140,9 @@ class DataConfig:
     """Synthetic source: seed of the transition table (the chain itself, not the data order)."""
     cache_dir: str = "${oc.env:PROXYSWEEP_CACHE,${oc.env:HOME,.}/.cache/proxysweep}"
     """Token caches, keyed by content."""
+    fingerprint: str | None = None
+    """Hash of the content read where the keys above do not pin it (`pystdlib`, `files`, a
+    tokenizer file); set by `compose` (`trainer.fingerprint`), checked when the data is read."""
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ import torch
 
 from trainer.config import DataConfig, DataSource
 from trainer.errors import ConfigError
+from trainer.fingerprint import data_fingerprint, stdlib_files
 from trainer.synthetic import MarkovChain
 
 CACHE_VERSION = "1"
@@ -71,16 +72,6 @@ class Tokenizer:
         return [np.asarray(e.ids, dtype=np.int64) for e in self._tok.encode_batch(texts)]
 
 
-def stdlib_files() -> list[Path]:
-    """The running Python's standard-library `.py` files, sorted, site-packages excluded."""
-    root = Path(sysconfig.get_paths()["stdlib"])
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in ("site-packages", "__pycache__"))
-        found += [Path(dirpath) / f for f in sorted(filenames) if f.endswith(".py")]
-    return found
-
-
 def is_heldout(name: str, fraction: float) -> bool:
     """A document is held out when a hash of its name falls below `fraction`."""
     digest = hashlib.sha256(name.encode()).digest()
@@ -91,6 +82,7 @@ def load_tokens(cfg: DataConfig) -> TokenData:
     """Tokens of the configured source, from the cache or tokenized into it now."""
     if cfg.source is DataSource.synthetic:
         return _synthetic_tokens(cfg)
+    check_fingerprint(cfg)
     tokenizer = Tokenizer(cfg.tokenizer)
     key = cache_key(cfg, tokenizer)
     directory = Path(cfg.cache_dir) / "tokens" / key
@@ -101,6 +93,20 @@ def load_tokens(cfg: DataConfig) -> TokenData:
     return TokenData(train=np.memmap(directory / "train.bin", dtype=dtype, mode="r"),
                      val=np.memmap(directory / "val.bin", dtype=dtype, mode="r"),
                      vocab_size=meta["vocab_size"])
+
+
+def check_fingerprint(cfg: DataConfig) -> None:
+    """Refuse a config whose `data.fingerprint` is not that of the data this machine reads: its
+    trial id stands for other tokens (another Python's standard library, changed files)."""
+    if cfg.fingerprint is None:
+        return
+    here = data_fingerprint(cfg)
+    if here != cfg.fingerprint:
+        raise ConfigError(
+            f"data.fingerprint={cfg.fingerprint} is not the data this machine reads "
+            f"(data.source={cfg.source.value} here hashes to {here}): run the trial where its "
+            "data is (same Python for pystdlib, same files), or compose it again here for a "
+            "new trial id")
 
 
 def cache_key(cfg: DataConfig, tokenizer: Tokenizer) -> str:
@@ -116,6 +122,8 @@ def cache_key(cfg: DataConfig, tokenizer: Tokenizer) -> str:
             h.update(Path(path).read_bytes())
     else:
         h.update(f"{cfg.name}|{cfg.config_name}|{cfg.split}|{cfg.val_split}".encode())
+        if cfg.revision is not None:
+            h.update(f"|{cfg.revision}".encode())
     return h.hexdigest()[:32]
 
 
@@ -152,7 +160,7 @@ def open_dataset(cfg: DataConfig, split: str) -> Iterable[dict]:
     datasets.disable_progress_bars()
     if cfg.source is DataSource.hf:
         return datasets.load_dataset(cfg.name, cfg.config_name, split=split,
-                                     streaming=cfg.streaming)
+                                     streaming=cfg.streaming, revision=cfg.revision)
     suffix = Path(cfg.paths[0]).suffix.lower()
     builder = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}[suffix]
     if builder != "text":

@@ -6,6 +6,24 @@ trial) is never trained twice. Keys that cannot change the result are left out: 
 how often the loop logs or checkpoints (checkpoints resume exactly), and over how many
 processes a run is sharded (the same global batch gives the same run up to float rounding, and
 a checkpoint resumes at any world size).
+
+A key added later is left out while it is at the default it was introduced with (`INTRODUCED`):
+a config that does not use it trained as before the key existed, so it keeps the id it had.
+Every new key that changes nothing at its default follows this rule by one entry in the table.
+(The norm-test keys used to enter the id of every `norm_test` run, whatever their value; under
+this rule a key of a `norm_test` run that sits at its default is left out, which moved the ids
+of such runs once, unless all three were set. Runs of a constant batch, the stored majority,
+keep theirs, as they did under the special case this rule replaced.) A rule that changes what
+a config trains is not a new key: see `ATTENTION_RULE_KEYS`.
+
+The data a run reads is part of its id through `data.fingerprint` (see `trainer.fingerprint`):
+the same config on a machine with another Python reads another standard library, so it is
+another trial. This moved the ids of runs on `pystdlib`, `files` or a tokenizer file once
+(their fingerprint was unset before, and is a hash now). Their results are migrated, not
+trained again: `orchestrator.legacy` gives a trial recorded under its old id (the same config
+with `data.fingerprint=None`), before fingerprints existed, its new id in MLflow and on disk,
+assuming it read the data this machine reads. Runs on `synthetic` or `hf` data, whose keys pin
+their data, have no fingerprint and keep their ids.
 """
 
 from __future__ import annotations
@@ -48,10 +66,13 @@ def _normalise(value: Any) -> Any:
     return value
 
 
-NORM_TEST_KEYS = frozenset({"train.norm_test_eta", "train.norm_test_every",
-                            "train.max_batch_size"})
-"""Keys that only `train.batch_schedule=norm_test` reads. They are part of the id of such runs
-only, so that runs of a constant batch keep the ids they had before these keys existed."""
+INTRODUCED: dict[str, Any] = {
+    # adaptive batch (train.batch_schedule=norm_test): read only by that schedule
+    "train.norm_test_eta": 0.1, "train.norm_test_every": 10, "train.max_batch_size": 0,
+    "data.revision": None, "data.fingerprint": None,
+}
+"""Keys added after the first ids, with the default each was introduced with. At that value
+the key is left out of the hash, so configs that do not use it keep their ids."""
 
 
 ATTENTION_RULE_KEYS = frozenset({"model.base_head_dim"})
@@ -63,9 +84,8 @@ attn_mult = 1 trained the same network before and keep their ids."""
 
 
 def _ignored(flat: dict[str, Any]) -> frozenset[str]:
-    ignored = IGNORED_KEYS
-    if flat["train.batch_schedule"] != "norm_test":
-        ignored |= NORM_TEST_KEYS
+    ignored = IGNORED_KEYS | {k for k, default in INTRODUCED.items()
+                              if _normalise(flat[k]) == _normalise(default)}
     if flat["model.param"] == "sp" and flat["model.attn_mult"] == 1.0:
         ignored |= ATTENTION_RULE_KEYS
     return ignored

@@ -32,6 +32,7 @@ TRIAL_ID_TAG = "trial.id"
 TRIAL_STATUS_TAG = "trial.status"
 TRIAL_ATTEMPT_TAG = "trial.attempt"
 TRIAL_NODE_TAG = "trial.node"
+TRIAL_LEGACY_ID_TAG = "trial.legacy_id"  # the id a trial had before data fingerprints
 CODE_VERSION_TAG = "code.version"
 SWEEP_STATUS_TAG = "sweep.status"
 SWEEP_CANCEL_TAG = "sweep.cancel"

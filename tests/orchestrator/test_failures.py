@@ -1,7 +1,9 @@
 """Lost workers and a killed driver, with the `sweep` command in its own process."""
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -150,3 +152,94 @@ def test_ctrl_c_records_interrupted_and_resume_continues(spec_dict, uri, tmp_pat
     steps = [m.step for m in client.get_metric_history(again.info.run_id, "train/loss")]
     assert len(steps) == len(set(steps))  # nothing twice ...
     assert set(range(10, max(steps) + 1, 10)) <= set(steps)  # ... and no step missing
+
+
+def _ran(out):
+    """How many trials a `sweep` command trained, from its summary line."""
+    line = next(line for line in out.splitlines() if line.startswith("sweep unit:"))
+    return int(line.split("ran ")[1].split()[0]) if "ran " in line else 0
+
+
+def _trained_once(uri, storage_root, num_trials):
+    """Every trial has one child run, finished on its first attempt, and no step twice in
+    MLflow or in its metrics.jsonl."""
+    client, children = _children(uri)
+    assert len(children) == num_trials
+    assert len({c.data.tags["trial.id"] for c in children}) == num_trials
+    for child in children:
+        assert child.data.tags["trial.status"] == "finished"
+        assert child.data.tags["trial.attempt"] == "1"
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "train/loss")]
+        assert steps and len(steps) == len(set(steps))
+        rows = (Path(storage_root) / child.data.tags["trial.id"] / "metrics.jsonl")
+        logged = [json.loads(line)["step"] for line in rows.read_text().splitlines()
+                  if "train/loss" in line]
+        assert sorted(logged) == sorted(steps)
+
+
+def test_two_launches_at_once_train_every_trial_once(spec_dict, uri, tmp_path):
+    spec_dict["max_concurrent"] = 1  # each driver one trial at a time: they meet on the queue
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec_dict))
+    first, second = _sweep("launch", str(path), uri=uri), _sweep("launch", str(path), uri=uri)
+    (out1, err1), (out2, err2) = first.communicate(timeout=400), second.communicate(timeout=400)
+    assert first.returncode == 0, out1 + err1
+    assert second.returncode == 0, out2 + err2
+    _trained_once(uri, spec_dict["storage_root"], 4)
+    done_before = [int(o.split("trials, ")[1].split()[0]) for o in (out1, out2)]
+    assert _ran(out1) + _ran(out2) + max(done_before) == 4  # no trial trained by both
+
+
+def _long_trials(spec_dict):
+    spec_dict["max_concurrent"] = 1
+    spec_dict["grid"] = {"optim.lr": "choice(3e-3, 1e-2)"}
+    spec_dict["overrides"] = [o for o in spec_dict["overrides"] if "train.tokens" not in o]
+    spec_dict["overrides"] += ["train.tokens=409600", "train.checkpoint_every_tokens=16384",
+                               "train.batch_size=8"]
+
+
+def test_resume_while_running_waits_for_the_trial_the_other_driver_trains(
+        spec_dict, uri, tmp_path):
+    _long_trials(spec_dict)
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec_dict))
+    first = _sweep("launch", str(path), uri=uri)
+    ckpts = lambda: list(Path(spec_dict["storage_root"]).glob("*/checkpoints/step-*"))  # noqa: E731
+    _wait(lambda: ckpts() and _children(uri)[1], 240, first)
+    second = _sweep("resume", "unit", uri=uri)
+    out2, err2 = second.communicate(timeout=400)
+    out1, err1 = first.communicate(timeout=400)
+    assert first.returncode == 0, out1 + err1
+    assert second.returncode == 0, out2 + err2
+    # Whichever found the other's lease says so: the resume at its start (the first trial is
+    # being trained), or either driver on a trial they both reached.
+    said = [f"1 trial is running under another driver (host {socket.gethostname()}, "
+            f"pid {other.pid}, since " in out for out, other in ((out2, first), (out1, second))]
+    assert any(said), out1 + out2
+    _trained_once(uri, spec_dict["storage_root"], 2)
+    assert _ran(out1) + _ran(out2) == 2
+
+
+def test_a_killed_drivers_leases_are_taken_over_by_resume(spec_dict, uri, tmp_path):
+    _long_trials(spec_dict)
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec_dict))
+    proc = _sweep("launch", str(path), uri=uri)
+    leases = lambda: list(Path(spec_dict["storage_root"]).glob("*/lease.json"))  # noqa: E731
+    ckpts = lambda: list(Path(spec_dict["storage_root"]).glob("*/checkpoints/step-*"))  # noqa: E731
+    _wait(lambda: ckpts() and leases() and _trial_workers(proc), 240, proc)
+    (held,) = leases()
+    os.kill(proc.pid, signal.SIGKILL)  # its worker holds the lease until it dies
+    proc.wait()
+    assert held.exists()  # left behind: nobody gave it back
+    resumed = _sweep("resume", "unit", uri=uri)
+    out, err = resumed.communicate(timeout=400)
+    assert resumed.returncode == 0, out + err
+    assert _ran(out) == 2  # the held trial taken over, the other one started
+    client, children = _children(uri)
+    assert sorted(c.data.tags["trial.status"] for c in children) == ["finished"] * 2
+    (again,) = [c for c in children if c.data.tags["trial.id"] == held.parent.name]
+    assert again.data.tags["trial.attempt"] == "2"  # resumed, under the same child run
+    steps = [m.step for m in client.get_metric_history(again.info.run_id, "train/loss")]
+    assert len(steps) == len(set(steps))
+    assert not leases()  # every lease given back

@@ -35,7 +35,8 @@ def test_lost_records_come_back_from_run_directories_without_training_again(spec
     mtimes = {p: p.stat().st_mtime_ns for p in runs.glob("*/summary.json")}
 
     again = launch(spec, tracking_uri=uri, progress=False)
-    assert again.already_done == 0 and sorted(again.ran.values()) == ["finished"] * 2
+    assert again.already_done == 0 and again.ran == {}  # neither trained again
+    assert sorted(again.found_ended.values()) == ["finished"] * 2
     assert lost_id in again.resynced  # its new record got its history from metrics.jsonl
     assert {p: p.stat().st_mtime_ns for p in runs.glob("*/summary.json")} == mtimes
     children = _children(client)

@@ -69,3 +69,20 @@ def test_a_wrapped_lock_is_retried_and_a_suppressed_context_is_not():
             raise ValueError("a bug while handling it") from None
     except ValueError as err:
         assert not is_transient(err)
+
+
+def test_two_commands_opening_a_fresh_sqlite_store_at_once_both_succeed(tmp_path):
+    """Regression: two launches into a new store collided on MLflow's CREATE TABLE."""
+    import subprocess
+    import sys
+
+    uri = f"sqlite:///{tmp_path}/fresh/mlflow.db"
+    code = ("import sys; from orchestrator.store import create_sqlite_store_once; "
+            "create_sqlite_store_once(sys.argv[1]); from mlflow import MlflowClient; "
+            "MlflowClient(tracking_uri=sys.argv[1]).search_experiments()")
+    procs = [subprocess.Popen([sys.executable, "-c", code, uri], stderr=subprocess.PIPE,
+                              text=True) for _ in range(3)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    assert sorted(p.name for p in (tmp_path / "fresh").iterdir()) == ["mlflow.db"]  # no lock

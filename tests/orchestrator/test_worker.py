@@ -1,29 +1,28 @@
 import os
 from pathlib import Path
 
-from orchestrator.worker import TRIAL_NICENESS, trial_task
+from orchestrator.lease import current_holder
+from orchestrator.worker import trial_task
+from trainer.compose import compose
+from trainer.identity import config_id
+from trainer.paths import RunPaths
 
 
-def report_priority_and_title(tag: str) -> tuple[set[int], str, str]:
-    """The niceness of each thread of this process (Ray's included), its title, `tag`."""
-    threads = [int(t.name) for t in Path("/proc/self/task").iterdir()]
-    return ({os.getpriority(os.PRIO_PROCESS, t) for t in threads},
-            Path("/proc/self/cmdline").read_text().split("\0")[0], tag)
+def report_title_and_lease(cfg, tag: str) -> tuple[str, int, int | None, str]:
+    """This process's title and pid, the pid holding the trial's lease, `tag`."""
+    holder = current_holder(RunPaths.for_config(cfg, config_id(cfg)).run_dir)
+    return (Path("/proc/self/cmdline").read_text().split("\0")[0], os.getpid(),
+            holder.pid if holder else None, tag)
 
 
-def test_trials_run_at_trial_niceness_under_their_own_name(local_ray):
-    """What the driver hands to Ray runs below Ray's workers (the tracking actor is one), in
-    every thread of its process, and keeps its name (the worker's process title)."""
+def test_trials_run_under_their_lease_and_their_own_name(local_ray, tmp_path):
+    """What the driver hands to Ray holds the trial's lease while it runs, in the worker's
+    own process, and keeps its name (the worker's process title); the lease is given back."""
     import ray
 
-    niceness, title, tag = ray.get(ray.remote(trial_task(report_priority_and_title))
-                                   .options(num_cpus=1).remote("x"))
-    assert (niceness, tag) == ({TRIAL_NICENESS}, "x")
-    assert title == "ray::report_priority_and_title"
-
-    @ray.remote(num_cpus=0)
-    class TrackerLike:  # the tracking actor: its own process, at Ray's worker niceness
-        def niceness(self) -> int:
-            return os.nice(0)
-
-    assert ray.get(TrackerLike.remote().niceness.remote()) < TRIAL_NICENESS
+    cfg = compose(["model=tiny", "data=synthetic", f"storage_root={tmp_path}"])
+    task = ray.remote(trial_task(report_title_and_lease, sweep="unit", driver_pid=os.getpid()))
+    title, pid, holder_pid, tag = ray.get(task.options(num_cpus=1).remote(cfg, "x"))
+    assert title == "ray::report_title_and_lease" and tag == "x"
+    assert holder_pid == pid != os.getpid()
+    assert current_holder(RunPaths.for_config(cfg, config_id(cfg)).run_dir) is None

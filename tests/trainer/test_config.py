@@ -36,6 +36,10 @@ def test_overrides_reach_typed_fields():
     ("schedule=nope", "unknown option 'nope' for config group 'schedule': choose one of"),
     ("optim.lr=[1", "cannot parse override 'optim.lr=[1'"),
     ("model.param=xx", "expected one of [mup, sp]"),
+    ("+optim.extra=3", "unknown config key 'optim.extra'"),
+    ("train.tokens=foo", "bad value for 'train.tokens' in override 'train.tokens=foo'"),
+    ("model=huge", "unknown option 'huge' for config group 'model': choose one of gpt124m, "
+                   "small, tiny"),
 ])
 def test_bad_overrides_give_one_sentence(override, fragment):
     with pytest.raises(ConfigError) as err:

@@ -1,7 +1,14 @@
+import dataclasses
+import os
+
 import pytest
 
 from trainer.compose import compose
-from trainer.identity import canonical_json, config_id
+from trainer.config import DataConfig, DataSource
+from trainer.data import check_fingerprint
+from trainer.errors import ConfigError
+from trainer.fingerprint import content_hash, data_fingerprint
+from trainer.identity import INTRODUCED, canonical_json, config_id
 
 BASE = ["optim.lr=0.003", "train.batch_size=16"]
 
@@ -44,15 +51,74 @@ def test_id_is_sha256_of_sorted_canonical_json():
     assert len(config_id(cfg)) == 64 and '"tracking' not in text
 
 
-def test_ids_of_existing_runs_do_not_move():
-    """A new config key must leave the ids of runs that do not use it alone (else every stored
-    trial would look new and train again): these SP ids were recorded before the norm-test keys
-    and the attention-scale rule existed."""
-    assert config_id(compose(["model.param=sp"])) == \
-        "7c02787c9aa2f1c347795b01b5a2a771c2b773faff84c8241965861dc6d7014d"
-    assert config_id(compose(["model=tiny", "model.param=sp", "optim.lr=0.01",
-                              "train.batch_size=8"])) == \
-        "88836d6ff641f1bd926066cd8fe0a3a9fe5311fcf83be648ebd4346022aababf"
+def without_fingerprint(cfg):
+    """`cfg` as composed before the data fingerprint existed."""
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, fingerprint=None))
+
+
+def test_ids_of_existing_runs_do_not_move_but_for_the_fingerprint():
+    """Policy (trainer/identity.py): a new key at its introduced default leaves ids alone (else
+    every stored trial would look new and train again): these SP ids were recorded before the
+    norm-test keys and the attention-scale rule existed. The data fingerprint alone moved the
+    ids of runs on the standard library, once: the data of an old id cannot be known."""
+    for overrides, old_id in [
+        (["model.param=sp"], "7c02787c9aa2f1c347795b01b5a2a771c2b773faff84c8241965861dc6d7014d"),
+        (["model=tiny", "model.param=sp", "optim.lr=0.01", "train.batch_size=8"],
+         "88836d6ff641f1bd926066cd8fe0a3a9fe5311fcf83be648ebd4346022aababf"),
+    ]:
+        cfg = compose(overrides)
+        assert config_id(without_fingerprint(cfg)) == old_id
+        assert cfg.data.fingerprint is not None and config_id(cfg) != old_id
+
+
+@pytest.mark.parametrize("overrides, old_id", [
+    (["data=synthetic"], "c5a5b49fb014630698a8538ab8728c8e50d81ab7ae9e55ba9a145a1ec3bfb61e"),
+    (["data=hf", "data.name=x/y"],
+     "ce1d0622732cb24a889e91fd177dbc80e08c6f6264fe63a0e885fef13fa02841"),
+])
+def test_data_pinned_by_its_keys_keeps_its_id(overrides, old_id):
+    """Synthetic and hub data have no fingerprint: their keys say what they read."""
+    cfg = compose(["model.param=sp", *overrides])
+    assert cfg.data.fingerprint is None and config_id(cfg) == old_id
+
+
+def test_a_key_at_its_introduced_default_is_left_out_elsewhere_it_counts():
+    cfg = compose(["model.param=sp"])
+    text = canonical_json(cfg)
+    assert not any(f'"{k}"' in text for k in INTRODUCED if k != "data.fingerprint")
+    assert config_id(compose(["model.param=sp", "data=hf", "data.name=x/y",
+                              "data.revision=v1"])) != config_id(compose(
+        ["model.param=sp", "data=hf", "data.name=x/y"]))
+    # A norm-test run sets a key away from its default and carries it in its id.
+    adaptive = ["model.param=sp", "train.batch_schedule=norm_test", "train.micro_batch_size=4"]
+    assert config_id(compose(adaptive + ["train.norm_test_eta=0.2"])) != \
+        config_id(compose(adaptive))
+    # At their defaults they are left out: this id (norm-test keys always in) moved once.
+    assert config_id(without_fingerprint(compose(adaptive))) != \
+        "955fc1321f8708068825b333b812bcdebc9e509dfa5d7f8cd3472c5dd78bd849"
+
+
+def test_another_corpus_is_another_trial_and_is_refused_where_it_is_not(tmp_path):
+    """Two machines with different standard libraries must not share an id."""
+    cfg = compose([])
+    moved = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, fingerprint="0" * 32))
+    assert config_id(moved) != config_id(cfg)
+    check_fingerprint(cfg.data)
+    with pytest.raises(ConfigError, match="data.fingerprint=0+ is not the data this machine"):
+        check_fingerprint(moved.data)
+
+
+def test_file_fingerprint_follows_content_and_is_cached_by_stat(tmp_path):
+    doc = tmp_path / "a.txt"
+    doc.write_text("hello")
+    data = DataConfig(source=DataSource.files, paths=[str(doc)], cache_dir=str(tmp_path / "c"))
+    first = data_fingerprint(data)
+    assert first == content_hash([doc], cache_dir=tmp_path / "c" / "fingerprints")
+    assert len(list((tmp_path / "c" / "fingerprints").glob("*.json"))) == 1
+    doc.write_text("HELLO")
+    os.utime(doc, ns=(1, 1))  # a new mtime: the cached hash is not trusted
+    assert content_hash([doc], cache_dir=tmp_path / "c" / "fingerprints") != first
+    assert data_fingerprint(DataConfig(source=DataSource.synthetic)) is None
 
 
 def test_runs_whose_network_the_attention_rule_changed_get_new_ids():
