@@ -169,3 +169,21 @@ def test_a_diverged_trial_is_told_a_finite_worst_value(searched, uri, local_ray)
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
     vocab = diverged.cfg.data.vocab_size  # 16 symbols of the synthetic source
     assert trials[1].value == pytest.approx(max(math.log(vocab), trials[0].value))
+
+
+def test_a_config_another_sweep_finished_is_told_from_its_summary_without_training(
+        searched, uri, local_ray):
+    searched["grid"] = {"optim.lr": "choice(3e-3)", "train.batch_size": "choice(8)"}
+    searched["search"]["optuna"]["n_trials"] = 1
+    _run(searched, uri)
+    _, (first,) = _children(uri)
+    # Another sweep over the same storage root asks for the same config.
+    plan, storage, outcome = _run({**searched, "name": "other"}, uri)
+    assert outcome.ran == {}  # nothing trained here ...
+    assert list(outcome.found_ended.values()) == ["finished"]  # ... it was found ended
+    (trial,) = _study(plan, storage, 0).trials
+    assert trial.state.name == "COMPLETE"
+    assert trial.value == first.data.metrics["final/eval_loss"]
+    _, (recorded,) = _children(uri, "other")  # and recorded in this sweep (re-sync)
+    assert recorded.data.tags["trial.id"] == first.data.tags["trial.id"]
+    assert recorded.data.metrics["final/eval_loss"] == trial.value
