@@ -301,7 +301,10 @@ def format_status(report: dict) -> str:
             f"{s['best']:.4f} at " + " ".join(f"{k}={v:.4g}" if isinstance(v, float)
                                               else f"{k}={v}"
                                               for k, v in s["best_params"].items()))
-        lines.append(f"  slice {s['slice']}: {s['used']}/{s['n_trials']} trials, best {best}")
+        edge = "".join(f"; at the {end} end of {key}'s range: widen it"
+                       for key, end in s.get("edge", {}).items())
+        lines.append(f"  slice {s['slice']}: {s['used']}/{s['n_trials']} trials, best {best}"
+                     + edge)
     if report["eta_s"]:
         lines.append(f"  ETA: {report['eta_s'] / 60:.1f} min")
     return "\n".join(lines)

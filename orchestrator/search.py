@@ -350,14 +350,39 @@ def _is_number(value: object) -> bool:
         return False
 
 
+EDGE_SHARE = 0.05
+"""A best value within this share of a searched axis's range (in log on a log axis) from one
+of its ends is "at the edge": the optimum may lie outside the range."""
+
+
+def at_edge(dists: dict, params: dict | None) -> dict[str, str]:
+    """Searched numeric axes whose best value sits at the low or high end of their range."""
+    edges = {}
+    for key, dist in dists.items():
+        if hasattr(dist, "choices") or not params or key not in params:
+            continue
+        scale = math.log if dist.log else float
+        where = (scale(params[key]) - scale(dist.low)) / (scale(dist.high) - scale(dist.low))
+        if where <= EDGE_SHARE:
+            edges[key] = "low"
+        elif where >= 1 - EDGE_SHARE:
+            edges[key] = "high"
+    return edges
+
+
 def search_status(plan: SearchPlan, url: str) -> list[dict]:
-    """Per slice: trials used of n_trials, by state, and the best so far with its params."""
+    """Per slice: trials used of n_trials, by state, the best so far with its params, and the
+    searched axes where that best sits at the range's edge (the slice's optimum is then not
+    bracketed: widen the range with `sweep extend`)."""
     found = summaries(url, [plan.study_name(s) for s in plan.slices])
-    return [{"slice": s.label, "used": found[plan.study_name(s)]["used"],
-             "n_trials": plan.search.n_trials, "states": found[plan.study_name(s)]["states"],
-             "best": found[plan.study_name(s)]["best"],
-             "best_params": found[plan.study_name(s)]["best_params"]}
-            for s in plan.slices]
+    rows = []
+    for s in plan.slices:
+        info = found[plan.study_name(s)]
+        rows.append({"slice": s.label, "used": info["used"], "n_trials": plan.search.n_trials,
+                     "states": info["states"], "best": info["best"],
+                     "best_params": info["best_params"],
+                     "edge": at_edge(plan.dists, info["best_params"])})
+    return rows
 
 
 def check_extension(old: SweepSpec, new: SweepSpec) -> None:

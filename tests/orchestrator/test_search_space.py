@@ -262,3 +262,12 @@ def test_dry_run_of_a_searched_sweep_lists_its_studies(tmp_path, capsys):
     assert capsys.readouterr().out.splitlines() == [
         "study train.batch_size=8 seed=0: 0 trials used, would ask 5 more",
         "study train.batch_size=16 seed=0: 0 trials used, would ask 5 more"]
+
+
+@pytest.mark.parametrize("lr, edge", [(1.1e-4, {"optim.lr": "low"}), (3e-3, {}),
+                                      (0.09, {"optim.lr": "high"})])
+def test_a_best_lr_at_the_ends_of_its_log_range_is_flagged(lr, edge):
+    from orchestrator.search import at_edge
+
+    plan = plan_search(spec_from_dict(BASE))
+    assert at_edge(plan.dists, {"optim.lr": lr, "optim.weight_decay": "0.1"}) == edge
