@@ -75,6 +75,22 @@ def test_timescale_and_batch_laws_recover_power_lines_exponents():
     assert batch.coef["p"] == pytest.approx(0.55, abs=0.03)
 
 
+def test_timescale_law_from_a_sweep_of_optim_timescale():
+    # A sweep of optim.timescale derives λ = B/(η·τ·D) per run, so λ differs between the LRs of
+    # one slice. Keying slices by λ made every run its own slice: no LR optimum, no law.
+    truth = Truth(lr=(0.5, -0.3, 0.0, 0.0), k_tau=0.04, timescale=(0.5, -0.3))
+    frame = synthetic_runs(truth, n_values=N3, d_values=D3, b_values=[3e4],
+                           tau_values=[0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2], noise=0.001,
+                           lr_steps=np.arange(-1.0, 1.01, 0.25))
+    runs = from_short_frame(frame, source="synthetic")
+    assert "wd" not in runs.slice_keys and "optim.timescale" in runs.slice_keys
+    result = fit_runs(runs, laws=("timescale",), n_boot=100)
+    assert result.optima["edge"].isna().all()
+    tau = result.laws["timescale"]
+    assert tau.coef["m"] == pytest.approx(-0.3, abs=0.05)
+    assert tau.coef["c"] == pytest.approx(0.5, rel=0.2)
+
+
 @pytest.mark.parametrize("noise", [0.0, 0.002])
 def test_cbs_law_recovers_critical_batch_from_steps_to_target(noise):
     frame, histories = synthetic_histories(d_values=[1e8, 4e8, 1.6e9, 6.4e9],
