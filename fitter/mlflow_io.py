@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fitter.cbs import group_keys as cbs_group_keys
 from fitter.data import Runs, from_mlflow_frame
 from fitter.errors import FitError
 from trainer.schema import FINISHED, KIND_FIT, KIND_TAG, KIND_TRIAL, kind_filter, run_status
@@ -62,7 +63,7 @@ def load_histories(client, run_ids: list[str]) -> dict[str, np.ndarray]:
 
 def _cbs_candidates(runs: Runs) -> list[str]:
     finished = runs.finished
-    keys = [k for k in runs.slice_keys if k != "B"]
+    keys = cbs_group_keys(runs.slice_keys)
     if finished.empty or finished["B"].nunique() < 3:
         return []
     if not keys:

@@ -103,3 +103,19 @@ def test_cbs_law_recovers_critical_batch_from_steps_to_target(noise):
     assert law.coef["p"] == pytest.approx(0.5, abs=0.05)
     # c and p trade off; the law's value mid-range is what the data pin down
     assert law.predict(D=8e8) == pytest.approx(0.1 * 8e8 ** 0.5, rel=0.25 if noise else 0.03)
+
+
+def test_cbs_law_of_a_sweep_of_train_batch_size():
+    # A sweep's config keys come with the runs: train.batch_size varies with B and is a slice
+    # key too. Grouping steps-to-target by it left one batch size per group ("needs 3 or more
+    # batch sizes") on a sweep that had ten.
+    frame, histories = synthetic_histories(d_values=[1e8, 4e8, 1.6e9],
+                                           b_values=[1e3 * 2 ** k for k in range(6)],
+                                           noise_batch=(0.5, 0.5), seed=2)
+    frame["train.batch_size"] = (frame["B"] / 128).astype(int).astype(str)
+    frame["train.tokens"] = frame["D"].astype(int).astype(str)
+    runs = from_short_frame(frame, source="synthetic")
+    assert "train.batch_size" in runs.slice_keys
+    runs = Runs(runs.table, runs.slice_keys, runs.source, histories)
+    law = fit_runs(runs, laws=("cbs",), n_boot=50).laws["cbs"]
+    assert law.coef["p"] == pytest.approx(0.5, abs=0.05)
