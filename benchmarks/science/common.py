@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -135,10 +136,22 @@ def figure_style():
 def save(out: Path, claim: str, result: dict) -> Path:
     """Write OUT/CLAIM.json and print it."""
     path = out / f"{claim}.json"
-    path.write_text(json.dumps(result, indent=1))
-    print(json.dumps(result, indent=1))
+    text = json.dumps(_finite(result), indent=1)
+    path.write_text(text)
+    print(text)
     print(f"wrote {path} and figures under {out / 'fit' / 'plots'}")
     return path
+
+
+def _finite(value):
+    # JSON has no NaN: a loss that does not exist (a diverged run) is null
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _spec_name(spec: Path) -> str:

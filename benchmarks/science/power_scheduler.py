@@ -45,9 +45,11 @@ PAPER = {"p": 1.0, "q": -0.51, "a_wsd": 4.6, "a": 4.0, "b": -0.51, "lr_max": 0.0
 """Shen et al. 2024: WSD optimum 4.6·β·T^−0.51; Power schedule a = 4, b = −0.51, η_max = 0.02."""
 
 
-def law_exponents(doc: dict) -> dict:
-    """p (a_B) and q (a_D) of the fitted lr law, with their bootstrap intervals."""
-    law = doc["laws"]["lr"]
+def law_exponents(doc: dict) -> dict | None:
+    """p (a_B) and q (a_D) of the fitted lr law, with their bootstrap intervals (None: no law)."""
+    law = doc["laws"].get("lr")
+    if law is None:
+        return None
     return {"p": law["coef"]["a_B"], "p_interval": law["ci"]["a_B"],
             "q": law["coef"]["a_D"], "q_interval": law["ci"]["a_D"],
             "c": law["coef"]["c"], "ci_level": law["ci_level"], "n_points": law["n_points"],
@@ -127,6 +129,7 @@ def summarise(doc: dict, rows: list[dict], a_cal: float) -> dict:
                             "n_finished": len(mine),
                             "n_runs": sum(r["a"] == a for r in rows)}
     return {"claim": CLAIM, "paper": PAPER, "law": law_exponents(doc),
+            "lr_law_skipped": doc["skipped"].get("lr"),
             "optima": slice_optima(doc), "a_calibrated": a_cal, "power_vs_wsd": rows,
             "gap_summary": gaps, "next_grid_left": doc["next_grid"]}
 
