@@ -145,8 +145,10 @@ def main() -> None:
     gap = gap_figure(rows, out / "fit" / "plots" / "power_vs_wsd.png")
     path = save(out, CLAIM, summarise(doc, rows, a_cal))
     plots = out / "fit" / "plots"
-    publish(args.docs, CLAIM, path, {"lr_law": plots / "law_lr.png",
-                                     "loss_vs_lr": plots / "loss_vs_lr.png",
+    # one loss-vs-LR figure per batch size (curves: budgets)
+    per_batch = {f"loss_vs_lr_{i}": f for i, f in enumerate(sorted(plots.glob("loss_vs_lr*.png")),
+                                                           start=1)}
+    publish(args.docs, CLAIM, path, {"lr_law": plots / "law_lr.png", **per_batch,
                                      "power_vs_wsd": gap})
 
 
