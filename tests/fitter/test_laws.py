@@ -1,10 +1,13 @@
 """Hyperparameter laws recovered from synthetic sweeps drawn from known laws with noise."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from fitter.data import Runs, from_short_frame
+from fitter.errors import FitError
 from fitter.fit import fit_runs
+from fitter.laws import timescale_law, timescale_points
 from fitter.synthetic import Truth, synthetic_histories, synthetic_runs
 
 N3, D3 = [1e6, 4e6, 1.6e7], [1e8, 4e8, 1.6e9]
@@ -119,3 +122,17 @@ def test_cbs_law_of_a_sweep_of_train_batch_size():
     runs = Runs(runs.table, runs.slice_keys, runs.source, histories)
     law = fit_runs(runs, laws=("cbs",), n_boot=50).laws["cbs"]
     assert law.coef["p"] == pytest.approx(0.5, abs=0.05)
+
+
+def test_a_best_timescale_at_the_largest_tried_is_an_edge_not_an_optimum():
+    # With the small τ's slices on the LR grid's edge, one usable τ was left per setting, and
+    # that τ, the largest tried, became τ_opt: a law fitted to grid values (m = 0, c = τ_max).
+    rows = []
+    for d in (2.6e5, 1e6, 4e6):
+        for tau, lr_edge, loss in ((0.1, "high", 2.0), (0.3, "high", 1.9), (0.9, None, 1.8)):
+            rows.append({"N": 1e5, "D": d, "B": 2048.0, "wd": 1.0, "tau": tau, "lr_opt": 0.01,
+                         "loss_opt": loss, "edge": lr_edge})
+    points = timescale_points(pd.DataFrame(rows))
+    assert (points["edge"] == "high").all() and (points["tau_opt"] == 0.9).all()
+    with pytest.raises(FitError, match="no usable points"):
+        timescale_law(pd.DataFrame(rows))
