@@ -92,10 +92,16 @@ def loss_vs_steps_figure(fixed: dict, adaptive: dict, path: Path) -> Path:
     for (eta, r), marker in zip(adaptive.items(), "s^Dv", strict=False):
         ax.plot(r["steps"], r["loss"], marker, color="tab:red", ms=8,
                 label=f"norm test η = {eta:g} (8 → {r['final_batch_size']} seq)")
-    ax.set_xscale("log")
-    from fitter.plot_style import value_ticks
+    from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
 
-    value_ticks(ax.xaxis, [r["steps"] for r in [*fixed.values(), *adaptive.values()]])
+    ax.set_xscale("log", base=2)
+    # powers of two only: the runs' own step counts (256 and 265) would collide
+    steps = [r["steps"] for r in [*fixed.values(), *adaptive.values()]]
+    ticks = [2.0 ** k for k in range(int(math.log2(min(steps))), int(math.log2(max(steps))) + 2)]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlim(ticks[0] / 1.1, max(steps) * 1.3)
     ax.set_xlabel("optimizer steps")
     ax.set_ylabel("final eval loss (nats per byte)")
     ax.set_title(f"Adaptive against fixed batch at {TOKENS / 2**20:g}M tokens, tuned LRs")
@@ -114,10 +120,10 @@ def batch_figure(out: Path, adaptive: dict, path: Path) -> Path:
         batch = dict(metric_history(out, r["run"], "train/batch_tokens"))
         tokens = dict(metric_history(out, r["run"], "train/tokens"))
         steps = sorted(set(batch) & set(tokens))
-        ax.step([tokens[s] for s in steps], [batch[s] / SEQ_LEN for s in steps], where="post",
-                label=f"η = {eta:g}, LR {r['lr']:g}")
+        ax.step([tokens[s] / 2**20 for s in steps], [batch[s] / SEQ_LEN for s in steps],
+                where="post", label=f"η = {eta:g}, LR {r['lr']:g}")
     ax.set_yscale("log", base=2)
-    ax.set_xlabel("tokens seen")
+    ax.set_xlabel("tokens seen (millions, 2^20)")
     ax.set_ylabel("batch size (sequences of 128)")
     ax.set_title("Batch size grown by the norm test")
     ax.legend()
