@@ -68,7 +68,7 @@ def loss_vs_tau_figure(slices: pd.DataFrame, rows: list[dict], path: Path) -> Pa
     value_ticks(ax.xaxis, slices["tau"])
     ax.set_xlabel("timescale τ = B/(η·λ·D) (fraction of training)")
     ax.set_ylabel("eval loss above the best τ (nats per byte)")
-    ax.set_title("Loss against the AdamW timescale (dotted: fitted τ_opt)")
+    ax.set_title("Loss against the AdamW timescale (dotted: τ_opt where bracketed)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
