@@ -142,7 +142,10 @@ def main() -> None:
     print(f"a calibrated on the WSD optima: {a_cal:.4g} (paper: {PAPER['a']})", flush=True)
     launch(out, POWER_SPEC, f"schedule.a=choice({PAPER['a']},{a_cal:.4g})")
     rows = power_vs_wsd(runs_of(out, "wsd_lr_batch_tokens"), runs_of(out, "power_schedule"))
-    gap = gap_figure(rows, out / "fit" / "plots" / "power_vs_wsd.png")
+    # the figure shows the paper's a and this run's calibration; the JSON keeps every a run
+    current = {PAPER["a"], float(f"{a_cal:.4g}")}
+    gap = gap_figure([r for r in rows if r["a"] in current],
+                     out / "fit" / "plots" / "power_vs_wsd.png")
     path = save(out, CLAIM, summarise(doc, rows, a_cal))
     plots = out / "fit" / "plots"
     # one loss-vs-LR figure per batch size (curves: budgets)
