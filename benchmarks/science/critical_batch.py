@@ -66,7 +66,7 @@ def steps_figure(rows: list[dict], path: Path) -> Path:
     """Steps to the target loss against batch size per budget, with the fitted hyperbola."""
     import numpy as np
 
-    from fitter.plot_style import palette
+    from fitter.plot_style import palette, readable_log_axis
 
     plt = figure_style()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
@@ -80,6 +80,7 @@ def steps_figure(rows: list[dict], path: Path) -> Path:
                     lw=1)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
+    readable_log_axis(ax.yaxis, [s for row in rows for s in row["steps"].values() if s])
     ax.set_xlabel("batch size (sequences of 128 tokens)")
     ax.set_ylabel("optimizer steps to the target loss")
     ax.set_title("Steps to target against batch (lines: S = S_min + E_min/B)")
