@@ -1,7 +1,7 @@
 """Claim: the critical batch size grows with the data budget D, as a power of D, and hardly with
 model size (Zhang et al. 2024; Power Lines, Bergsma et al. 2025, find the same).
 
-Works in the directory of benchmarks/science/power_scheduler.py and reads its WSD grid (3 batch
+Works in the directory of benchmarks/science/power_scheduler.py and reads its WSD grid (4 batch
 sizes × 3 budgets × 5 LRs, the train loss logged every 4 steps), launched again here through
 `sweep` (which trains nothing that is done), then `sweep fit --law cbs`. For each budget the
 fitter takes as target the worst of the per-batch best losses, counts the fewest optimizer

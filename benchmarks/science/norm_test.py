@@ -2,7 +2,7 @@
 best fixed batch at equal tokens in fewer optimizer steps.
 
 Works in the directory of benchmarks/science/power_scheduler.py, whose WSD grid holds the
-fixed-batch baseline: the 1M-token runs at batch 8, 16 and 32 sequences, 5 LRs each (launched
+fixed-batch baseline: the 1M-token runs at batch 8, 16, 32 and 64 sequences, 5 LRs each (launched
 again here through `sweep`, which trains nothing that is done). Then launches
 sweeps/science/norm_test.yaml (start at 8 sequences, grow up to 64 when the test fails, the
 test's η × 3 LRs, 1M tokens) and fits it with `sweep fit` (its LR optimum per η).
