@@ -50,6 +50,7 @@ _RUN_STATUS = {FINISHED: "FINISHED", DIVERGED: "FINISHED", INTERRUPTED: "KILLED"
 # -- params and metrics ----------------------------------------------------------------------
 PARAM_LR = "optim.lr"
 PARAM_WEIGHT_DECAY = "optim.weight_decay"
+PARAM_TIMESCALE = "optim.timescale"
 PARAM_TOKENS = "train.tokens"
 PARAM_SEQ_LEN = "train.seq_len"
 PARAM_BATCH_SIZE = "train.batch_size"
