@@ -74,8 +74,13 @@ def test_dry_run_lists_each_trial_with_what_a_launch_would_do(tmp_path, capsys):
     path.write_text(yaml.safe_dump(spec))
     assert cli.main(["launch", str(path), "--dry-run", "--tracking-uri", uri]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[-1] == "4 trials: 0 done, 4 would run"
-    rows = [line.split(maxsplit=2) for line in lines[:-1]]
+    assert lines[4] == "4 trials: 0 done, 4 would run"
+    # One budget per config: nothing to share, and the listing says why for each trial.
+    assert [line.split()[0] for line in lines[5:9]] == ["alone"] * 4
+    assert all(line.endswith(": no other trial differs from it only in train.tokens")
+               for line in lines[5:9])
+    assert lines[9].endswith("(ratio 1.00)")
+    rows = [line.split(maxsplit=2) for line in lines[:4]]
     assert [r[0] for r in rows] == ["run"] * 4
     assert all(len(r[1]) == 12 for r in rows)  # the trial id's first 12 hex digits
     assert {r[2] for r in rows} == {f"optim.lr={lr} train.batch_size={b} seed=0"
@@ -90,7 +95,29 @@ def test_dry_run_lists_each_trial_with_what_a_launch_would_do(tmp_path, capsys):
     assert f"done (finished)    {finished[:12]}  " in out
     assert f"run (failed)       {failed[:12]}  " in out
     assert out.count("\nrun                ") + out.startswith("run ") == 2
-    assert out.splitlines()[-1] == "4 trials: 1 done, 3 would run"
+    assert "\n4 trials: 1 done, 3 would run\n" in out
+
+
+def test_dry_run_says_which_trials_share_a_trunk_and_which_do_not(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path}/m.db"
+    spec = {**_spec(tmp_path), "grid": {"optim.lr": "choice(3e-3, 1e-2)",
+                                        "train.tokens": "choice(65536, 131072)",
+                                        "schedule": "choice(wsd, cosine)"}}
+    path = tmp_path / "unit.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert cli.main(["launch", str(path), "--dry-run", "--tracking-uri", uri]) == 0
+    out = capsys.readouterr().out
+    trunks = [line for line in out.splitlines() if line.startswith("trunk ")]
+    assert len(trunks) == 2 and all("shared by 2 budgets (65.54k, 131.1k)" in t
+                                    and "schedule=wsd" in t for t in trunks)
+    alone = [line for line in out.splitlines() if line.startswith("alone ")]
+    assert len(alone) == 4 and all("schedule=cosine: its LR depends on train.tokens" in a
+                                   for a in alone)
+    assert cli.main(["launch", str(path), "--dry-run", "--no-share", "--tracking-uri",
+                     uri]) == 0
+    out = capsys.readouterr().out
+    assert "trunk " not in out and out.count("sharing is off") == 8
+    assert out.splitlines()[-1].endswith("(ratio 1.00)")
 
 
 def test_status_format():
