@@ -35,6 +35,7 @@ from orchestrator.placement import (
     submission_order,
 )
 from orchestrator.resync import resync
+from orchestrator.sharing import Sharing
 from orchestrator.spec import Resources, SweepSpec, Trial, expand
 from orchestrator.store import tracking_credentials
 from orchestrator.tracking import Tracker
@@ -55,6 +56,8 @@ class SweepOutcome:
     interrupted: bool = False
     resynced: list[str] = field(default_factory=list)
     """Trial ids whose MLflow record was completed from their run directories."""
+    tokens: dict[str, float] = field(default_factory=dict)
+    """The sweep's tokens trained, tokens if independent and their ratio (`sweep/*`)."""
 
 
 class SweepObserver:
@@ -165,7 +168,8 @@ def run_sweep(spec: SweepSpec, trials: list[Trial], *, tracking_uri: str,
     outcome = SweepOutcome(trials=len(trials), already_done=len(trials) - len(todo))
     runner = _Runner(spec, tracker, todo, outcome, task_fn=task_fn,
                      resources_for=resources_for or (lambda _trial: spec.resources.per_trial()),
-                     observer=observer or SweepObserver())
+                     observer=observer or SweepObserver(),
+                     sharing=Sharing(spec, trials, todo, tracker))
     try:
         runner.loop(progress=progress)
     except KeyboardInterrupt:
@@ -175,6 +179,7 @@ def run_sweep(spec: SweepSpec, trials: list[Trial], *, tracking_uri: str,
         FINISHED if all(s in DONE for s in outcome.ran.values()) else FAILED)
     runner.await_records(timeout=None)  # every end the workers sent, written
     outcome.resynced = resync([t for t in todo if t.trial_id in runner.unsure], tracker)
+    outcome.tokens = ray.get(tracker.log_token_totals.remote())
     ray.get(tracker.close_sweep.remote(status))
     return outcome
 
@@ -200,7 +205,7 @@ class _Runner:
 
     def __init__(self, spec: SweepSpec, tracker, todo: list[Trial], outcome: SweepOutcome, *,
                  task_fn: Callable | None, resources_for: Callable[[Trial], Resources],
-                 observer: SweepObserver):
+                 observer: SweepObserver, sharing: Sharing):
         import ray
 
         from orchestrator.worker import run_trial, trial_task
@@ -215,8 +220,9 @@ class _Runner:
         self.total = len(todo)
         self.retry_attempt: dict[str, int] = {}
         self.cluster = ClusterModel.from_ray(ray.nodes())
-        self.queue = submission_order(todo, self.cluster, self._request, lambda t: t.flops,
-                                      max_new=self.cap)
+        self.sharing = sharing  # trunks, and the branches they hold back from the queue
+        self.queue = submission_order(sharing.unheld(todo), self.cluster, self._request,
+                                      lambda t: t.flops, max_new=self.cap)
         self.cancel_poll = None  # ObjectRef of the tracker's answer, while one is awaited
 
     def _request(self, trial: Trial) -> Request:
@@ -252,7 +258,8 @@ class _Runner:
                       TimeElapsedColumn(), disable=not progress, transient=False) as bar:
             task = bar.add_task(self.spec.name, total=self.total)
             last_poll = time.monotonic()
-            while self.queue or self.running:
+            while self.queue or self.running or self.sharing.busy:
+                self.sharing.poll(self, timeout=0 if self.running else 1.0)
                 self.fill()
                 self.collect(timeout=1.0)
                 self.await_records(timeout=0)
@@ -284,6 +291,8 @@ class _Runner:
         import ray
 
         refs = list(self.running)
+        if not refs:  # only trunks run (`sharing.poll` waited on them)
+            return
         ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
         if ready:  # and everything else that has finished meanwhile
             ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
@@ -353,3 +362,4 @@ class _Runner:
             self.outcome.ran[trial.trial_id] = status
         self.running.clear()
         self.queue.clear()
+        self.sharing.stop()

@@ -74,6 +74,9 @@ def why_not_shared(cfg: Config) -> str | None:
                 "(e.g. 0.1) to share")
     if cfg.optim.timescale is not None:
         return TIMESCALE
+    if cfg.train.world_size > 1:
+        return ("train.world_size > 1: a trunk trains in one process for now; use "
+                "resources.world_size: 1 to share")
     return None
 
 

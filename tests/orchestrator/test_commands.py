@@ -157,3 +157,37 @@ def test_sweep_status_reads_the_store(tmp_path, capsys):
     assert out[1] == "  2 finished, 2 pending"
     assert out[2] == f"  best: trial-{ids[1][:6]} (eval loss 2.2500)"
     assert out[3] == "  ETA: 3.0 min"  # mean 90 s × 2 left ÷ 1 at a time
+
+
+def test_sweep_status_reports_tokens_trained_against_independent(tmp_path, capsys):
+    import json
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    spec = _spec(tmp_path)
+    tracker = _open_sweep(uri, spec)
+    ids = [t.trial_id for t in prepare(spec_from_dict(spec))[1]]
+    # Two branches of one trunk (900 tokens trained by it), one trial alone, one still running.
+    _child(uri, tracker, ids[0], schema.FINISHED, final__tokens=1000.0,
+           final__tokens_trained=100.0, final__eval_loss=2.5)
+    _child(uri, tracker, ids[1], schema.FINISHED, final__tokens=2000.0,
+           final__tokens_trained=1100.0, final__eval_loss=2.4)
+    _child(uri, tracker, ids[2], schema.DIVERGED, final__tokens=500.0)
+    _child(uri, tracker, ids[3], schema.RUNNING, final__tokens=4000.0)
+    tracker.trunk("t" * 64, "lr=0.01", {"optim.lr": 0.01}, schema.RUNNING)
+    tracker.trunk("t" * 64, "lr=0.01", {"optim.lr": 0.01}, "finished",
+                  {"final/tokens": 900, "final/steps": 9})
+    trunks = schema.sweep_runs(MlflowClient(tracking_uri=uri), tracker.experiment_id, "trunk")
+    assert len(trunks) == 1 and trunks[0].data.tags["trunk.status"] == "finished"
+    assert trunks[0].data.params == {"optim.lr": "0.01"}
+    assert cli.main(["status", "unit", "--json", "--tracking-uri", uri]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["tokens_trained"] == 100 + 1100 + 500 + 900
+    assert report["tokens_if_independent"] == 1000 + 2000 + 500
+    assert report["tokens_ratio"] == 2600 / 3500
+    assert cli.main(["status", "unit", "--tracking-uri", uri]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "  tokens: 2,600 trained, 3,500 if independent (ratio 0.74)")
+    # The launch's end logs the same totals on the parent run.
+    totals = tracker.log_token_totals()
+    parent = MlflowClient(tracking_uri=uri).get_run(tracker.parent_id)
+    assert parent.data.metrics == totals and totals["sweep/tokens_ratio"] == 2600 / 3500

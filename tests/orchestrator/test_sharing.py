@@ -1,0 +1,86 @@
+"""Token budgets sharing a trunk through a real sweep: real Ray, real MLflow, tiny CPU trials."""
+
+import json
+
+import mlflow
+import pytest
+
+from orchestrator.commands import extended, launch, status
+from orchestrator.spec import spec_from_dict
+from trainer.schema import sweep_runs
+
+pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("local_ray")]
+TRIAL = ["model=tiny", "model.width=32", "model.head_dim=16", "model.base_width=32",
+         "data=synthetic", "data.num_tokens=200_000", "train.seq_len=64",
+         "train.eval_tokens=4096", "schedule=wsd", "schedule.warmup_tokens=1024"]
+BUDGETS = (8192, 16384, 32768)  # branch checkpoints at 7,168, 14,336 and 29,184 tokens
+
+
+def _spec(tmp_path, name, budgets=BUDGETS, **extra):
+    return spec_from_dict({
+        "name": name, "overrides": TRIAL + ["train.batch_size=8", "schedule.decay_fraction=0.1",
+                                            "train.log_every_steps=4",
+                                            "train.eval_every_tokens=4096"],
+        "grid": {"optim.lr": "choice(1e-2)",
+                 "train.tokens": "choice(" + ", ".join(map(str, budgets)) + ")"},
+        "storage_root": str(tmp_path / name), "retries": 1, **extra})
+
+
+def _children(uri, name, kind="trial"):
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(name)
+    return client, {r.data.tags.get("trial.id", r.data.tags.get("trunk.id")): r
+                    for r in sweep_runs(client, exp.experiment_id, kind)}
+
+
+def _history(client, run, key="train/loss"):
+    return sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
+
+
+def test_shared_sweep_equals_the_independent_one_and_trains_less(tmp_path, uri):
+    alone = launch(_spec(tmp_path, "alone", share_prefix=False), tracking_uri=uri,
+                   progress=False)
+    shared = launch(_spec(tmp_path, "shared"), tracking_uri=uri, progress=False)
+    assert sorted(shared.ran.values()) == sorted(alone.ran.values()) == ["finished"] * 3
+    client, a = _children(uri, "alone")
+    _, b = _children(uri, "shared")
+    assert a.keys() == b.keys()  # the same trial ids
+    for trial_id, run in b.items():
+        ref = a[trial_id]
+        m, r = run.data.metrics, ref.data.metrics
+        assert m["final/eval_loss"] == pytest.approx(r["final/eval_loss"], rel=1e-6, abs=0)
+        assert m["final/tokens"] == r["final/tokens"] and m["final/steps"] == r["final/steps"]
+        assert m["final/tokens_shared"] > 0 and r["final/tokens_shared"] == 0
+        assert m["final/tokens_trained"] == m["final/tokens"] - m["final/tokens_shared"]
+        # One history from step 4, the trunk's steps then its own, equal to the alone run's.
+        for key in ("train/loss", "eval/loss"):
+            mine, theirs = _history(client, run, key), _history(client, ref, key)
+            assert [s for s, _ in mine] == [s for s, _ in theirs] and mine[0][0] == 4
+            assert [v for _, v in mine] == pytest.approx([v for _, v in theirs], rel=1e-6,
+                                                         abs=0)
+        assert {k for k in run.data.params if not k.startswith("derived.")} == \
+            {k for k in ref.data.params if not k.startswith("derived.")}
+    _, trunks = _children(uri, "shared", "trunk")
+    (trunk,) = trunks.values()
+    assert trunk.data.tags["trunk.status"] == "finished"
+    assert trunk.data.metrics["final/tokens"] == 29184
+    assert "train.tokens" not in trunk.data.params
+    # 29,184 by the trunk + the three decays, against 8,192 + 16,384 + 32,768.
+    trained = 29184 + (8192 - 7168) + (16384 - 14336) + (32768 - 29184)
+    report = status(uri, "shared")
+    assert report["tokens_trained"] == trained and report["tokens_if_independent"] == 57344
+    assert status(uri, "alone")["tokens_ratio"] == 1.0
+    assert shared.tokens["sweep/tokens_ratio"] == pytest.approx(trained / 57344)
+
+    # extend with a 2x budget: the trunk continues from its last checkpoint, the new budget
+    # trains the increment and its decay, nothing else runs.
+    more = launch(extended(_spec(tmp_path, "shared"), ["train.tokens=choice(65536)"]),
+                  tracking_uri=uri, progress=False)
+    assert more.already_done == 3 and list(more.ran.values()) == ["finished"]
+    _, trunks = _children(uri, "shared", "trunk")
+    assert trunks[trunk.data.tags["trunk.id"]].data.metrics["final/tokens"] == 58880
+    index = json.loads((tmp_path / "shared" / "trunks" / trunk.data.tags["trunk.id"]
+                        / "trunk.json").read_text())
+    assert index["tokens"] == 58880 and "58982" in index["points"]
+    report = status(uri, "shared")
+    assert report["tokens_trained"] == 58880 + trained - 29184 + (65536 - 58880)
