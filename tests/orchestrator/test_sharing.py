@@ -84,3 +84,113 @@ def test_shared_sweep_equals_the_independent_one_and_trains_less(tmp_path, uri):
     assert index["tokens"] == 58880 and "58982" in index["points"]
     report = status(uri, "shared")
     assert report["tokens_trained"] == 58880 + trained - 29184 + (65536 - 58880)
+
+
+# -- kills: the `sweep` command in its own process -------------------------------------------
+
+def _sweep(*args, uri):
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    return subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "--tracking-uri", uri,
+                             *args], cwd=Path(__file__).parents[2], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def _workers(proc, name):
+    """Ray workers of this test's driver whose task is `name`."""
+    import psutil
+
+    found = []
+    try:
+        children = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return found
+    for p in children:
+        try:
+            if " ".join(p.cmdline()).startswith(f"ray::{name}"):
+                found.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+def _wait(predicate, proc, timeout=300):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def _long_spec(tmp_path):
+    # A trunk of 230 steps with cadence checkpoints every 28; branches checkpoint their decay.
+    spec = _spec(tmp_path, "unit", budgets=(65536, 131072)).to_dict()
+    spec["overrides"] += ["train.checkpoint_every_tokens=2048"]
+    path = tmp_path / "spec.yaml"
+    import yaml
+    path.write_text(yaml.safe_dump(spec))
+    return path, tmp_path / "unit" / "trunks"
+
+
+def _trunk_checkpoints(trunks):
+    return {p: p.stat().st_mtime_ns for p in trunks.glob("*/checkpoints/step-*")}
+
+
+def _assert_every_trial_finished_once(uri, trunk_tokens):
+    client, children = _children(uri, "unit")
+    assert sorted(c.data.tags["trial.status"] for c in children.values()) == ["finished"] * 2
+    for child in children.values():
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "train/loss")]
+        last = int(child.data.metrics["final/steps"])
+        assert len(steps) == len(set(steps))  # nothing twice ...
+        assert set(steps) == set(range(4, last + 1, 4)) | {last}  # ... and nothing missing
+    _, trunks = _children(uri, "unit", "trunk")
+    (trunk,) = trunks.values()
+    assert trunk.data.metrics["final/tokens"] == trunk_tokens
+
+
+@pytest.mark.slow
+def test_killed_trunk_and_branch_workers_lose_nothing(tmp_path, uri):
+    path, trunks = _long_spec(tmp_path)
+    proc = _sweep("launch", str(path), uri=uri)
+    _wait(lambda: _trunk_checkpoints(trunks) and _workers(proc, "run_trunk"), proc)
+    before = _trunk_checkpoints(trunks)
+    (trunk_worker,) = _workers(proc, "run_trunk")
+    trunk_worker.kill()
+    # The first branch, once it has a checkpoint of its own in its decay.
+    _wait(lambda: list((tmp_path / "unit").glob("[0-9a-f]*/checkpoints/step-*"))
+          and _workers(proc, "run_trial"), proc)
+    _workers(proc, "run_trial")[0].kill()
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out + err
+    _assert_every_trial_finished_once(uri, trunk_tokens=117760)
+    after = _trunk_checkpoints(trunks)
+    assert {p: after[p] for p in before} == before  # resumed, not trained again
+    rows = [json.loads(line) for line in next(trunks.glob("*/metrics.jsonl")).read_text()
+            .splitlines()]
+    assert [r["step"] for r in rows] == sorted({r["step"] for r in rows})
+
+
+@pytest.mark.slow
+def test_killed_driver_then_resume_continues_the_trunk(tmp_path, uri):
+    import os
+    import signal
+
+    path, trunks = _long_spec(tmp_path)
+    proc = _sweep("launch", str(path), uri=uri)
+    _wait(lambda: len(_trunk_checkpoints(trunks)) >= 2, proc)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = _trunk_checkpoints(trunks)
+    resumed = _sweep("resume", "unit", uri=uri)
+    out, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, out + err
+    _assert_every_trial_finished_once(uri, trunk_tokens=117760)
+    after = _trunk_checkpoints(trunks)
+    assert {p: after[p] for p in before} == before
