@@ -50,6 +50,7 @@ def run_trunk(cfg, tracker, trunk_id: str, directory: str, branch_points: list[i
               label: str, threads: int) -> dict:
     """Ray task: train a family's trunk (`trainer.trunk`) so that each of `branch_points`
     has its checkpoint, recording it in MLflow as a trunk run; {status, index, error}."""
+    import ray
     import torch
 
     from trainer.identity import flatten
@@ -63,10 +64,11 @@ def run_trunk(cfg, tracker, trunk_id: str, directory: str, branch_points: list[i
                             branch_points=branch_points)
     except Exception as err:
         index = branching.read_index(directory)
-        tracker.trunk.remote(trunk_id, label, params, FAILED, trunk_summary(index))
+        ray.get(tracker.trunk.remote(trunk_id, label, params, FAILED, trunk_summary(index)))
         return {"status": FAILED, "index": index, "error": f"{type(err).__name__}: {err}"}
     status = "diverged" if index.get("diverged") else "finished"
-    tracker.trunk.remote(trunk_id, label, params, status, trunk_summary(index))
+    # Waited for: the launch's token totals, asked for later by the driver, must include it.
+    ray.get(tracker.trunk.remote(trunk_id, label, params, status, trunk_summary(index)))
     return {"status": status, "index": index}
 
 

@@ -86,6 +86,28 @@ def test_shared_sweep_equals_the_independent_one_and_trains_less(tmp_path, uri):
     assert report["tokens_trained"] == 58880 + trained - 29184 + (65536 - 58880)
 
 
+def test_a_trunk_that_diverges_records_the_budgets_beyond_it_diverged(tmp_path, uri):
+    # The trunk diverges at step 4 (2,048 tokens): inside the stable phase of the large
+    # budget, after the small one's branch point (1,382 tokens).
+    spec = _spec(tmp_path, "hot", budgets=(1536, 262144)).to_dict()
+    spec["overrides"] = [o for o in spec["overrides"] if not o.startswith("schedule.warmup")]
+    spec["overrides"] += ["optim.grad_clip=0", "train.divergence_factor=1.3",
+                          "schedule.warmup_tokens=1024"]
+    spec["grid"]["optim.lr"] = "choice(0.3)"
+    outcome = launch(spec_from_dict(spec), tracking_uri=uri, progress=False)
+    assert sorted(outcome.ran.values()) == ["diverged", "finished"]
+    client, children = _children(uri, "hot")
+    by_budget = {int(c.data.params["train.tokens"]): c for c in children.values()}
+    big = by_budget[262144]
+    assert big.data.tags["trial.status"] == "diverged"
+    assert big.data.metrics["final/diverged_at_tokens"] == 2048
+    assert big.data.metrics["final/tokens_trained"] == 0  # it trained nothing itself
+    assert [s for s, _ in _history(client, big)] == [4]  # the trunk's diverging step
+    assert by_budget[1536].data.tags["trial.status"] == "finished"
+    _, trunks = _children(uri, "hot", "trunk")
+    assert [t.data.tags["trunk.status"] for t in trunks.values()] == ["diverged"]
+
+
 # -- kills: the `sweep` command in its own process -------------------------------------------
 
 def _sweep(*args, uri):

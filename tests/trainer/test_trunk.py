@@ -129,3 +129,25 @@ def test_a_trunk_that_diverges_diverges_the_branches_beyond_it(tmp_path):
     assert big.status == "diverged" and big.summary["final/diverged_at_tokens"] == at
     _assert_same_run(big, run(_cfg(tmp_path / "alone", 262144, hot)))
     _assert_same_run(small, run(_cfg(tmp_path / "alone", 1536, hot)))
+
+
+@pytest.mark.slow
+def test_norm_test_batches_grow_in_the_trunk_and_branches_stay_exact(tmp_path):
+    # The batch grows at the norm tests (every 2 steps), so branch points fall between
+    # boundaries that only the trunk's own trajectory knows; each branch still equals its
+    # independent run.
+    grow = ["data.concentration=0.05", "data.order=1", "train.batch_schedule=norm_test",
+            "train.micro_batch_size=2", "train.norm_test_every=2", "train.norm_test_eta=0.3",
+            "train.max_batch_size=64", "train.log_every_steps=1"]
+    root = tmp_path / "shared"
+    trunk = root / "trunks" / "t"
+    budgets = [16384, 40960]
+    index = train_trunk(_cfg(root, 40960, grow), trunk_id="t", directory=trunk,
+                        branch_points=[_point(_cfg(root, d, grow)) for d in budgets])
+    batches = {r["train/batch_tokens"] for r in _rows(trunk) if "train/batch_tokens" in r}
+    assert len(batches) > 1  # it grew
+    for d in budgets:
+        shared = _branch(root, trunk, d, grow)
+        assert shared.summary["final/tokens_shared"] == index["checkpoints"][
+            index["points"][str(_point(_cfg(root, d, grow)))]]
+        _assert_same_run(shared, run(_cfg(tmp_path / "alone", d, grow)))
