@@ -18,6 +18,9 @@ with the 16× budget (`extend`), which continues each trunk. Measured:
   (target ≤ 0.56; 8.8/16 = 0.55), and its seconds ÷ the standalone seconds estimated from the
   independent sweep's seconds per token;
 - load: the 1-minute load average before and after (the machine may be shared).
+Both sweeps run twice, in the order independent, shared, shared, independent (a load that
+drifts weighs on both alike), on a Ray whose workers were started before the clock, and the
+ratios are of the sums; `wall_ratio_per_pair` shows how far the load moves each one.
 """
 
 from __future__ import annotations
@@ -73,6 +76,22 @@ def _timed_launch(spec, uri: str):
     return outcome, time.perf_counter() - started
 
 
+def _warm_ray() -> None:
+    """Start the local Ray and one worker per CPU with torch and the trainer imported, before
+    any clock starts: the first launch would otherwise pay for it."""
+    import ray
+
+    from orchestrator.driver import init_ray
+
+    init_ray(None)
+
+    @ray.remote(num_cpus=1)
+    def warm() -> None:
+        import trainer.loop  # noqa: F401  (torch, the model, the data)
+
+    ray.get([warm.remote() for _ in range(int(ray.cluster_resources()["CPU"]))])
+
+
 def main() -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base-tokens", type=int, default=16384)
@@ -81,16 +100,25 @@ def main() -> dict:
     load_before = os.getloadavg()[0]
     root = Path(tempfile.mkdtemp(prefix="sharing-bench-"))
     uri = f"sqlite:///{root}/mlflow.db"
-    alone, alone_s = _timed_launch(_spec("independent", root, args.base_tokens, share=False),
-                                   uri)
-    shared, shared_s = _timed_launch(_spec("shared", root, args.base_tokens, share=True), uri)
-    alone_sec, alone_tokens = _seconds(uri, "independent")
-    shared_sec, _ = _seconds(uri, "shared")
-    losses = {name: {r.data.tags["trial.id"]: r.data.metrics["final/eval_loss"]
-                     for r in _runs(uri, name, "trial")} for name in ("independent", "shared")}
-    assert losses["independent"].keys() == losses["shared"].keys()
-    max_rel_diff = max(abs(losses["shared"][k] - v) / abs(v)
-                       for k, v in losses["independent"].items())
+    _warm_ray()
+    # ABBA: a load that drifts during the run weighs on both arms alike.
+    runs = {name: _timed_launch(_spec(name, root, args.base_tokens,
+                                      share=name.startswith("shared")), uri)
+            for name in ("independent", "shared", "shared_b", "independent_b")}
+    seconds = {name: _seconds(uri, name) for name in runs}
+    shared = runs["shared"][0]
+    pairs = (("shared", "independent"), ("shared_b", "independent_b"))
+    max_rel_diff = 0.0
+    for mine, theirs in pairs:
+        a = {r.data.tags["trial.id"]: r.data.metrics["final/eval_loss"]
+             for r in _runs(uri, theirs, "trial")}
+        b = {r.data.tags["trial.id"]: r.data.metrics["final/eval_loss"]
+             for r in _runs(uri, mine, "trial")}
+        assert a.keys() == b.keys()
+        max_rel_diff = max(max_rel_diff, *(abs(b[k] - v) / abs(v) for k, v in a.items()))
+    shared_sec = seconds["shared"][0] + seconds["shared_b"][0]
+    alone_sec = seconds["independent"][0] + seconds["independent_b"][0]
+    alone_tokens = seconds["independent"][1] + seconds["independent_b"][1]
 
     before = shared.tokens["sweep/tokens_trained"]
     more, extend_s = _timed_launch(extended(_spec("shared", root, args.base_tokens, share=True),
@@ -98,16 +126,19 @@ def main() -> dict:
                                    uri)
     increment = more.tokens["sweep/tokens_trained"] - before
     standalone = 2 * 16 * args.base_tokens
-    extend_sec = _seconds(uri, "shared")[0] - shared_sec
+    extend_sec = _seconds(uri, "shared")[0] - seconds["shared"][0]
+    launch_s = {name: wall for name, (_, wall) in runs.items()}
     result = {
-        "base_tokens": args.base_tokens, "trials": alone.trials,
+        "base_tokens": args.base_tokens, "trials": shared.trials,
         "compute_ratio": shared.tokens["sweep/tokens_ratio"],
         "tokens_trained": shared.tokens["sweep/tokens_trained"],
         "tokens_if_independent": shared.tokens["sweep/tokens_if_independent"],
         "wall_ratio": shared_sec / alone_sec,
-        "trial_seconds": {"shared": shared_sec, "independent": alone_sec},
-        "launch_s": {"shared": shared_s, "independent": alone_s, "extend": extend_s},
-        "launch_ratio": shared_s / alone_s,
+        "wall_ratio_per_pair": [seconds[m][0] / seconds[t][0] for m, t in pairs],
+        "trial_seconds": {name: sec for name, (sec, _) in seconds.items()},
+        "launch_s": {**launch_s, "extend": extend_s},
+        "launch_ratio": (launch_s["shared"] + launch_s["shared_b"])
+        / (launch_s["independent"] + launch_s["independent_b"]),
         "max_rel_diff": max_rel_diff,
         "extend": {"increment_tokens": increment, "standalone_tokens": standalone,
                    "compute_ratio": increment / standalone,
