@@ -26,7 +26,7 @@ from trainer.flops import flops_per_token
 from trainer.identity import config_id
 
 SPEC_KEYS = {"name", "overrides", "grid", "seeds", "resources", "max_concurrent", "retries",
-             "search", "storage_root"}
+             "search", "storage_root", "share_prefix"}
 RESOURCE_KEYS = {"gpus", "cpus", "world_size"}
 
 
@@ -66,6 +66,9 @@ class SweepSpec:
     search: str = "grid"
     storage_root: str = "runs"
     """Where trial directories live (a path every worker can reach)."""
+    share_prefix: bool = True
+    """Token budgets of one family share a trunk (`orchestrator.families`); false (or
+    `--no-share`) trains every trial from scratch."""
 
     def to_dict(self) -> dict:
         """Plain data, as stored with the sweep's parent run."""
@@ -147,6 +150,9 @@ def spec_from_dict(raw: object, *, source: str = "spec") -> SweepSpec:
     search = raw.get("search", "grid")
     if search != "grid":
         problems.append(f"{source}: search={search!r} is not available yet; use search: grid")
+    share = raw.get("share_prefix", True)
+    if not isinstance(share, bool):
+        problems.append(f"{source}: share_prefix={share!r} must be true or false")
     if problems:
         raise ConfigError(problems)
     grid = {str(k): _expr(v) for k, v in (raw.get("grid") or {}).items()}
@@ -155,7 +161,7 @@ def spec_from_dict(raw: object, *, source: str = "spec") -> SweepSpec:
         grid=grid, seeds=tuple(int(s) for s in raw.get("seeds") or (0,)),
         resources=Resources(**{k: v for k, v in resources.items()}),
         max_concurrent=raw.get("max_concurrent"), retries=int(raw.get("retries", 2)),
-        storage_root=str(raw.get("storage_root", "runs")))
+        storage_root=str(raw.get("storage_root", "runs")), share_prefix=share)
 
 
 def _expr(value: object) -> str:
