@@ -22,6 +22,17 @@ from fitter.errors import FitError
 from fitter.powerlaw import LawFit, fit_power_law
 
 OVERHEAD = 0.2
+BATCH_KEYS = frozenset({"B", "train.batch_size", "train.seq_len"})
+"""B and the config keys that set it: runs that differ in them share a steps-to-target group."""
+
+
+def group_keys(slice_keys) -> list[str]:
+    """The keys fixed within a cbs group: every slice key but B and the keys that set it.
+
+    A sweep of `train.batch_size` has that key among its slice keys as well as B; grouping by
+    it would leave one batch size per group.
+    """
+    return [k for k in slice_keys if k not in BATCH_KEYS]
 
 
 def steps_to_target(history: np.ndarray, target: float) -> float:

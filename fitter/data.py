@@ -3,10 +3,13 @@
 The fitter works on a `Runs` table with one row per run and canonical columns:
 
     run, status, lr, loss, N (non-embedding params), D (training tokens), B (batch tokens per
-    optimizer step), wd (weight decay λ), seq_len
+    optimizer step), wd (weight decay λ), tau (the timescale τ the run was given, NaN when it
+    was given λ), seq_len
 
 plus the other config keys that vary across the sweep (model.param, optim.timescale, ...).
-Those, with N, D, B and wd, identify a *slice*: runs that differ only in learning rate.
+Those, with N, D, B and wd, identify a *slice*: runs that differ only in learning rate. A sweep
+that sets `optim.timescale` instead of λ derives λ = B/(η·τ·D) from each run's LR, so λ differs
+within a slice: there the timescale key identifies the slice and wd does not.
 
 Two spellings are accepted: MLflow's (`params.optim.lr`, `metrics.final/eval_loss`,
 `tags.trial.status`, as in `mlflow.search_runs`) and short names (`N`, `D`, `B`, `lr`, `wd`,
@@ -33,6 +36,7 @@ from trainer.schema import (
     PARAM_LR,
     PARAM_N_PARAMS,
     PARAM_SEQ_LEN,
+    PARAM_TIMESCALE,
     PARAM_TOKENS,
     PARAM_WEIGHT_DECAY,
     TRIAL_ID_TAG,
@@ -96,6 +100,7 @@ def from_mlflow_frame(frame: pd.DataFrame, *, source: str) -> Runs:
     table["B"] = batch.fillna(from_seqs)
     table["wd"] = _number(params.get(PARAM_EFFECTIVE_WEIGHT_DECAY), frame.index).fillna(
         _number(params.get(PARAM_WEIGHT_DECAY), frame.index))
+    table["tau"] = _number(params.get(PARAM_TIMESCALE), frame.index)
     # A trial that has not started yet has no params: it must not make every key look varied.
     recorded = table["lr"].notna() if table["lr"].notna().any() else slice(None)
     extra = [k for k, v in params.items()
@@ -113,6 +118,7 @@ def from_short_frame(frame: pd.DataFrame, *, source: str) -> Runs:
     table["status"] = frame["status"] if "status" in frame else None
     for name in ("lr", "loss", "N", "D", "B", "wd", "seq_len"):
         table[name] = _number(frame.get(name), frame.index)
+    table["tau"] = _number(frame.get(PARAM_TIMESCALE), frame.index)
     if "C" in frame and table["D"].isna().all():
         table["D"] = _number(frame["C"], frame.index) / (6.0 * table["N"])
     extra = [c for c in frame.columns if "." in str(c) and _slice_key(c)
@@ -178,8 +184,16 @@ def _finish(table: pd.DataFrame, extra: list[str], source: str) -> Runs:
     if table["status"].isna().all():
         table["status"] = np.where(np.isfinite(table["loss"]), "finished", "diverged")
     table["status"] = table["status"].fillna("running").astype(str)
-    keys = [a for a in (*AXES, "wd") if table[a].nunique() > 1] + extra
+    keys = [a for a in AXES if table[a].nunique() > 1] + extra
+    if table["wd"].nunique() > 1 and not _set_by_timescale(table):
+        keys.insert(len([k for k in keys if k in AXES]), "wd")
     return Runs(table.reset_index(drop=True), tuple(keys), source)
+
+
+def _set_by_timescale(table: pd.DataFrame) -> bool:
+    """Every run that recorded its LR was given τ, so its λ is B/(η·τ·D) and no slice key."""
+    recorded = table["lr"].notna()
+    return bool(recorded.any()) and bool(table.loc[recorded, "tau"].notna().all())
 
 
 def _split_histories(frame: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, dict]:

@@ -27,6 +27,7 @@ import pandas as pd
 
 from fitter import groups as grouping
 from fitter.cbs import cbs_law
+from fitter.cbs import group_keys as cbs_group_keys
 from fitter.data import Runs, require
 from fitter.errors import FitError
 from fitter.laws import batch_law, lr_law, timescale_law
@@ -162,8 +163,7 @@ def _fit_one(law: str, runs: Runs, optima: pd.DataFrame, *, n_boot: int, seed: i
         return timescale_law(optima, **boot)
     if law == "batch":
         return batch_law(optima, **boot)
-    keys = [k for k in runs.slice_keys if k != "B"]
-    return cbs_law(runs.finished, runs.histories, keys, **boot)
+    return cbs_law(runs.finished, runs.histories, cbs_group_keys(runs.slice_keys), **boot)
 
 
 def fit_json(result: FitResult, *, sweep: str) -> dict:

@@ -4,8 +4,10 @@
   exponent of N is `a_N`, and so on). Within each (N, D, B) the
   slice with the lowest optimal loss is used (the LR at the best setting of the other keys).
 - `timescale`: τ = B / (η λ D) (Power Lines, B and D both in tokens). Per (N, D, B), τ at each
-  slice's LR optimum; with 3 or more weight decays a quadratic in log τ gives τ_opt, otherwise
-  the best slice's τ is τ_opt. Then τ_opt = c · (D/N)^m.
+  slice's LR optimum (the τ the slice was given, when the sweep sets `optim.timescale`); with 3
+  or more weight decays a quadratic in log τ gives τ_opt, otherwise the best slice's τ is
+  τ_opt unless it is the lowest or highest τ tried (an edge, left out of the law). Then
+  τ_opt = c · (D/N)^m.
 - `batch`: per (N, D), the best loss at each batch size; a quadratic in log B gives B_opt; then
   B_opt = c · D^p.
 """
@@ -47,22 +49,43 @@ def lr_exponents(axes: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def timescale_points(optima: pd.DataFrame) -> pd.DataFrame:
-    """τ_opt per (N, D, B), with λ_opt and the number of weight decays it came from."""
+    """τ_opt per (N, D, B), with λ_opt and the number of weight decays it came from.
+
+    A slice's τ is the timescale its runs were given (`tau`) when the sweep set
+    `optim.timescale`: then λ = B/(η·τ·D) differs between the LRs of the slice and τ does not.
+    Otherwise the slice has one λ and τ = B/(η_opt·λ·D) at its LR optimum.
+
+    With 3 or more usable τ, the vertex of a parabola in log τ (or its edge). With fewer (slices
+    whose LR optimum sits on the LR grid's edge are not usable), the best usable τ, flagged as
+    an edge when the sweep tried several τ at that (N, D, B) and it is the lowest or highest of
+    them: the optimum may lie beyond it, and the law leaves it out.
+    """
+    given = optima["tau"] if "tau" in optima else pd.Series(np.nan, index=optima.index)
+    optima = optima.assign(tau=given.fillna(
+        optima["B"] / (optima["lr_opt"] * optima["wd"] * optima["D"])))
+    tried = optima[optima["wd"] > 0].groupby(["N", "D", "B"])["tau"].agg(["min", "max"])
     good = optima[(optima["edge"].isna() | (optima["edge"] == "diverged"))
                   & np.isfinite(optima["loss_opt"]) & (optima["wd"] > 0)]
-    good = good.assign(tau=good["B"] / (good["lr_opt"] * good["wd"] * good["D"]))
     rows = []
     for (n, d, b), group in good.groupby(["N", "D", "B"]):
         best = group.loc[group["loss_opt"].idxmin()]
         tau, edge = best["tau"], None
-        if group["wd"].nunique() >= 3:
+        if group["tau"].nunique() >= 3:
             opt = axis_optimum(np.log10(group["tau"].to_numpy()), group["loss_opt"].to_numpy())
             edge = opt.edge
             tau = 10 ** opt.x if edge is None else tau
+        elif _tried_several(tried.loc[(n, d, b)]):
+            edge = ("high" if np.isclose(tau, tried.loc[(n, d, b), "max"]) else
+                    "low" if np.isclose(tau, tried.loc[(n, d, b), "min"]) else None)
         rows.append({"N": n, "D": d, "B": b, "D/N": d / n, "tau_opt": tau,
-                     "wd_opt": b / (best["lr_opt"] * tau * d), "n_wd": group["wd"].nunique(),
+                     "wd_opt": b / (best["lr_opt"] * tau * d), "n_wd": group["tau"].nunique(),
                      "edge": edge})
     return pd.DataFrame(rows, columns=["N", "D", "B", "D/N", "tau_opt", "wd_opt", "n_wd", "edge"])
+
+
+def _tried_several(tried: pd.Series) -> bool:
+    """Whether a setting tried more than one τ (one λ and one LR optimum give one τ: no edge)."""
+    return not np.isclose(tried["min"], tried["max"])
 
 
 def timescale_law(optima: pd.DataFrame, **boot) -> LawFit:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fitter.cbs import group_keys as cbs_group_keys
 from fitter.data import Runs, from_mlflow_frame
 from fitter.errors import FitError
 from trainer.schema import FINISHED, KIND_FIT, KIND_TAG, KIND_TRIAL, kind_filter, run_status
@@ -47,22 +48,36 @@ def load_runs(uri: str, sweep: str, *, histories: bool = True) -> Runs:
     return runs
 
 
+MIN_HISTORY_POINTS = 8
+"""Points a loss history needs to place a target crossing better than between a few evals."""
+
+
 def load_histories(client, run_ids: list[str]) -> dict[str, np.ndarray]:
-    """run → (step, loss) array, from the first of LOSS_HISTORY_KEYS each run has."""
-    out = {}
+    """run → (step, loss) array, every run from the same metric of LOSS_HISTORY_KEYS.
+
+    Steps-to-target compares losses across runs and budgets, so all runs take one metric: the
+    first that every run logged at MIN_HISTORY_POINTS steps or more (eval loss at a coarse
+    cadence, e.g. four points, falls back to the train loss); failing that, the metric with 2+
+    points in the most runs, and only those runs.
+    """
+    by_key: dict[str, dict[str, np.ndarray]] = {key: {} for key in LOSS_HISTORY_KEYS}
     for run_id in run_ids:
         for key in LOSS_HISTORY_KEYS:
             history = client.get_metric_history(run_id, key)
             if len(history) >= 2:
-                pairs = sorted((m.step, m.value) for m in history)
-                out[run_id] = np.array(pairs, float)
-                break
-    return out
+                by_key[key][run_id] = np.array(sorted((m.step, m.value) for m in history),
+                                               float)
+    for key in LOSS_HISTORY_KEYS:
+        found = by_key[key]
+        if len(found) == len(run_ids) and found and min(map(len, found.values())) >= (
+                MIN_HISTORY_POINTS):
+            return found
+    return max(by_key.values(), key=len)
 
 
 def _cbs_candidates(runs: Runs) -> list[str]:
     finished = runs.finished
-    keys = [k for k in runs.slice_keys if k != "B"]
+    keys = cbs_group_keys(runs.slice_keys)
     if finished.empty or finished["B"].nunique() < 3:
         return []
     if not keys:

@@ -58,6 +58,8 @@ def save_plots(result, out_dir: str | Path) -> list[Path]:
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob("*.png"):  # a law fitted last time but not now must not linger
+        stale.unlink()
     paths = []
     with plt.rc_context(STYLE):
         if not result.optima.empty:

@@ -209,7 +209,8 @@ def lr_optima(runs: pd.DataFrame, slice_keys: tuple[str, ...], *, n_boot: int = 
                            seed=seed)
         lo, hi = opt.interval if opt.interval else (np.nan, np.nan)
         rows.append({**dict(zip(slice_keys, key, strict=True)),
-                     **{a: group[a].iloc[0] for a in ("N", "D", "B", "wd") if a in group},
+                     **{a: group[a].iloc[0] for a in ("N", "D", "B", "wd", "tau")
+                        if a in group},
                      "lr_opt": 10.0 ** opt.x, "lr_lo": 10.0 ** lo, "lr_hi": 10.0 ** hi,
                      "loss_opt": opt.loss, "edge": opt.edge,
                      "extend": extend_override("optim.lr", opt.new_values),

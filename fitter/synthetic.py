@@ -46,19 +46,29 @@ class Truth:
 
 
 def synthetic_runs(truth: Truth, *, n_values, d_values, b_values, wd_values=(0.0,),
-                   lr_steps=LR_STEPS, noise: float = 0.002,
+                   tau_values=None, lr_steps=LR_STEPS, noise: float = 0.002,
                    diverge_above: float | None = None, seed: int = 0) -> pd.DataFrame:
-    """One row per run with short column names (run, N, D, B, lr, wd, loss, status)."""
+    """One row per run with short column names (run, N, D, B, lr, wd, loss, status).
+
+    With `tau_values` the sweep sets the timescale instead of λ, as `optim.timescale` does:
+    each run has an `optim.timescale` column and λ = B/(η·τ·D), which then differs between
+    the LRs of one slice.
+    """
     rng = np.random.default_rng(seed)
     rows = []
-    for n, d, b, wd in itertools.product(n_values, d_values, b_values, wd_values):
+    settings = wd_values if tau_values is None else tau_values
+    for n, d, b, setting in itertools.product(n_values, d_values, b_values, settings):
         centre = truth.lr_opt(n, d, b) * 10 ** rng.uniform(-0.12, 0.12)
         for lr in centre * 10.0 ** np.asarray(lr_steps):
+            wd = setting if tau_values is None else b / (lr * setting * d)
             loss = _loss(truth, n, d, b, lr, wd) + rng.normal(0, noise)
             diverged = diverge_above is not None and lr > diverge_above * truth.lr_opt(n, d, b)
-            rows.append({"run": f"r{len(rows)}", "N": n, "D": d, "B": b, "lr": lr, "wd": wd,
-                         "loss": np.nan if diverged else loss,
-                         "status": "diverged" if diverged else "finished"})
+            row = {"run": f"r{len(rows)}", "N": n, "D": d, "B": b, "lr": lr, "wd": wd,
+                   "loss": np.nan if diverged else loss,
+                   "status": "diverged" if diverged else "finished"}
+            if tau_values is not None:
+                row["optim.timescale"] = setting
+            rows.append(row)
     return pd.DataFrame(rows)
 
 

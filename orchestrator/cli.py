@@ -53,16 +53,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="Hydra overrides: a sweep expression sets a "
                    "grid axis, a plain value the base config")
     p.add_argument("--dry-run", action="store_true", help="list the trials, run nothing")
+    _share_option(p)
     p = sub.add_parser("status", parents=local, help="counts, running trials, best so far, ETA")
     p.add_argument("name")
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("resume", parents=on_ray, help="run what is not done of a sweep, by name")
     p.add_argument("name")
+    _share_option(p)
     p = sub.add_parser("extend", parents=on_ray, help="add grid values to a sweep and run the "
                        "new trials")
     p.add_argument("name")
     p.add_argument("overrides", nargs="+")
     p.add_argument("--dry-run", action="store_true")
+    _share_option(p)
     p = sub.add_parser("cancel", parents=local, help="stop a running sweep; running trials -> "
                        "interrupted")
     p.add_argument("name")
@@ -71,6 +74,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=5000)
     _fit_parsers(sub, local)
     return parser
+
+
+def _share_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-share", action="store_true", help="train every token budget from "
+                   "scratch instead of branching it from its family's trunk (the spec's "
+                   "share_prefix: false)")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -159,8 +168,12 @@ def _launch(args, uri: str) -> int:
 
 
 def _run(spec, args, uri: str) -> int:
+    import dataclasses
+
     from orchestrator import commands
 
+    if getattr(args, "no_share", False):
+        spec = dataclasses.replace(spec, share_prefix=False)
     if getattr(args, "dry_run", False) and spec.optuna is not None:
         for label, used, left in commands.search_dry_run(spec, tracking_uri=uri):
             print(f"study {label}: {used} trials used, would ask {left} more")
@@ -173,6 +186,11 @@ def _run(spec, args, uri: str) -> int:
         held = sum(action.startswith("wait") for _, action in plan)
         print(f"{len(plan)} trials: {len(plan) - todo - held} done, {todo} would run"
               + (f", {held} running under another driver" if held else ""))
+        from orchestrator.families import describe, plan_sharing
+
+        trials = [trial for trial, _ in plan]
+        for line in describe(plan_sharing(trials, share=spec.share_prefix), trials):
+            print(line)
         return 0
     address = args.address or os.environ.get("RAY_ADDRESS")
     outcome = commands.launch(spec, tracking_uri=uri, address=address,

@@ -40,11 +40,15 @@ from trainer.schema import (
     SPEC_ARTIFACT,
     SWEEP_CANCEL_TAG,
     SWEEP_STATUS_TAG,
+    TOKENS_IF_INDEPENDENT,
+    TOKENS_RATIO,
+    TOKENS_TRAINED,
     TRIAL_ID_TAG,
     TRIAL_STATUS_TAG,
     recorded_trials,
     run_status,
     sweep_runs,
+    token_totals,
 )
 
 
@@ -210,7 +214,8 @@ def extended(spec: SweepSpec, args: list[str]) -> SweepSpec:
 
 
 def status(tracking_uri: str, name: str) -> dict:
-    """Counts per status, running trials with progress, best trial so far, ETA."""
+    """Counts per status, running trials with progress, best trial so far, ETA, and the
+    tokens trained against the tokens the done trials would have trained alone."""
     client = MlflowClient(tracking_uri=tracking_uri)
     parent = _parent_run(client, name)
     spec = stored_spec(tracking_uri, name)
@@ -242,8 +247,15 @@ def status(tracking_uri: str, name: str) -> dict:
             "trial": best.info.run_name, TRIAL_ID_TAG: best.data.tags[TRIAL_ID_TAG],
             FINAL_EVAL_LOSS: best.data.metrics.get(FINAL_EVAL_LOSS)},
         "eta_s": _eta(finished, counts, len(running)),
+        **_tokens(token_totals(client, parent.info.experiment_id)),
         **({} if slices is None else {"slices": slices}),
     }
+
+
+def _tokens(totals: dict[str, float]) -> dict:
+    return {"tokens_trained": int(totals[TOKENS_TRAINED]),
+            "tokens_if_independent": int(totals[TOKENS_IF_INDEPENDENT]),
+            "tokens_ratio": totals[TOKENS_RATIO]}
 
 
 def _progress(run) -> dict:
@@ -307,6 +319,10 @@ def format_status(report: dict) -> str:
                      + edge)
     if report["eta_s"]:
         lines.append(f"  ETA: {report['eta_s'] / 60:.1f} min")
+    if report.get("tokens_if_independent"):
+        lines.append(f"  tokens: {report['tokens_trained']:,} trained, "
+                     f"{report['tokens_if_independent']:,} if independent "
+                     f"(ratio {report['tokens_ratio']:.2f})")
     return "\n".join(lines)
 
 

@@ -41,6 +41,7 @@ from orchestrator.placement import (
     submission_order,
 )
 from orchestrator.resync import resync
+from orchestrator.sharing import Sharing
 from orchestrator.spec import Resources, SweepSpec, Trial, expand
 from orchestrator.store import tracking_credentials
 from orchestrator.tracking import Tracker
@@ -67,6 +68,8 @@ class SweepOutcome:
     """trial id → status it was found ended with, not by this launch: by another driver
     (while this one waited for it), or by an earlier attempt whose record did not reach the
     store (completed by the re-sync)."""
+    tokens: dict[str, float] = field(default_factory=dict)
+    """The sweep's tokens trained, tokens if independent and their ratio (`sweep/*`)."""
 
 
 class SweepObserver:
@@ -177,7 +180,8 @@ def run_sweep(spec: SweepSpec, trials: list[Trial], *, tracking_uri: str,
     outcome = SweepOutcome(trials=len(trials), already_done=len(trials) - len(todo))
     runner = _Runner(spec, tracker, todo, outcome, task_fn=task_fn,
                      resources_for=resources_for or (lambda _trial: spec.resources.per_trial()),
-                     observer=observer or SweepObserver())
+                     observer=observer or SweepObserver(),
+                     sharing=Sharing(spec, trials, todo, tracker))
     try:
         runner.loop(progress=progress)
     except KeyboardInterrupt:
@@ -193,6 +197,7 @@ def run_sweep(spec: SweepSpec, trials: list[Trial], *, tracking_uri: str,
     runner.unsure.update(t.trial_id for t in runner.found_ended_trials
                          if stored.get(t.trial_id, {}).get("status") not in DONE)
     outcome.resynced = resync([t for t in todo if t.trial_id in runner.unsure], tracker)
+    outcome.tokens = ray.get(tracker.log_token_totals.remote())
     ray.get(tracker.close_sweep.remote(status))
     return outcome
 
@@ -218,7 +223,7 @@ class _Runner:
 
     def __init__(self, spec: SweepSpec, tracker, todo: list[Trial], outcome: SweepOutcome, *,
                  task_fn: Callable | None, resources_for: Callable[[Trial], Resources],
-                 observer: SweepObserver):
+                 observer: SweepObserver, sharing: Sharing):
         import ray
 
         from orchestrator.worker import run_trial, trial_task
@@ -239,8 +244,9 @@ class _Runner:
         holders = {t.trial_id: h for t in todo if (h := current_holder(_run_dir(t)))}
         self._hold([t for t in todo if t.trial_id in holders], holders.values())
         free = [t for t in todo if t.trial_id not in holders]
-        self.queue = submission_order(free, self.cluster, self._request, lambda t: t.flops,
-                                      max_new=self.cap)
+        self.sharing = sharing  # trunks, and the branches they hold back from the queue
+        self.queue = submission_order(sharing.unheld(free), self.cluster, self._request,
+                                      lambda t: t.flops, max_new=self.cap)
         self.cancel_poll = None  # ObjectRef of the tracker's answer, while one is awaited
 
     def _request(self, trial: Trial) -> Request:
@@ -276,7 +282,8 @@ class _Runner:
                       TimeElapsedColumn(), disable=not progress, transient=False) as bar:
             task = bar.add_task(self.spec.name, total=self.total)
             last_poll = last_held_poll = time.monotonic()
-            while self.queue or self.running or self.held:
+            while self.queue or self.running or self.held or self.sharing.busy:
+                self.sharing.poll(self, timeout=0 if self.running else 1.0)
                 self.fill()
                 self.collect(timeout=1.0)
                 self.await_records(timeout=0)
@@ -311,6 +318,10 @@ class _Runner:
         import ray
 
         refs = list(self.running)
+        if not refs:  # only trunks run (`sharing.poll` waited on them), or other drivers'
+            if self.held:  # trials: their leases are read every HELD_POLL_S, no need to spin
+                time.sleep(timeout)
+            return
         ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
         if ready:  # and everything else that has finished meanwhile
             ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
@@ -423,6 +434,7 @@ class _Runner:
         self.running.clear()
         self.queue.clear()
         self.held.clear()  # their drivers record them
+        self.sharing.stop()
 
 
 def _run_dir(trial: Trial) -> Path:

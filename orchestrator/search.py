@@ -42,6 +42,7 @@ import yaml
 
 from orchestrator.driver import SweepObserver, SweepOutcome, _driver_node, _Runner, code_version
 from orchestrator.search_space import SearchPlan, Slice, plan_search
+from orchestrator.sharing import Sharing
 from orchestrator.spec import SweepSpec, Trial
 from orchestrator.store import tracking_credentials
 from orchestrator.studies import Studies, storage_url, summaries
@@ -182,9 +183,11 @@ class _SearchRunner(_Runner):
         reopened = self._reopen()
         self.left = {name: plan.search.n_trials - ray.get(studies.used.remote(name))
                      for name in self.slice_of}
+        # Searched trials train alone: no token family shares a trunk here (yet).
+        unshared = Sharing(dataclasses.replace(spec, share_prefix=False), [], [], tracker)
         super().__init__(spec, tracker, reopened, outcome, task_fn=searched_trial(studies),
                          resources_for=lambda _trial: spec.resources.per_trial(),
-                         observer=_Seen(self.results, observer))
+                         observer=_Seen(self.results, observer), sharing=unshared)
         self.cap = spec.max_concurrent or math.inf
         self.total = len(reopened) + sum(max(n, 0) for n in self.left.values())
         if not self.queue:

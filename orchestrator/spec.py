@@ -26,7 +26,7 @@ from trainer.flops import flops_per_token
 from trainer.identity import config_id
 
 SPEC_KEYS = {"name", "overrides", "grid", "seeds", "resources", "max_concurrent", "retries",
-             "search", "storage_root"}
+             "search", "storage_root", "share_prefix"}
 RESOURCE_KEYS = {"gpus", "cpus", "world_size"}
 
 
@@ -67,6 +67,9 @@ class SweepSpec:
     """`grid`, or {"optuna": {...}} (checked by `orchestrator.search_space.parse_search`)."""
     storage_root: str = "runs"
     """Where trial directories live (a path every worker can reach)."""
+    share_prefix: bool = True
+    """Token budgets of one family share a trunk (`orchestrator.families`); false (or
+    `--no-share`) trains every trial from scratch."""
 
     def to_dict(self) -> dict:
         """Plain data, as stored with the sweep's parent run."""
@@ -170,6 +173,9 @@ def spec_from_dict(raw: object, *, source: str = "spec") -> SweepSpec:
     search = raw.get("search", "grid")
     from orchestrator.search_space import parse_search
     problems += [f"{source}: {p}" for p in parse_search(search, grid)[1]]
+    share = raw.get("share_prefix", True)
+    if not isinstance(share, bool):
+        problems.append(f"{source}: share_prefix={share!r} must be true or false")
     if problems:
         raise ConfigError(problems)
     return SweepSpec(
@@ -177,7 +183,8 @@ def spec_from_dict(raw: object, *, source: str = "spec") -> SweepSpec:
         grid=grid, seeds=tuple(int(s) for s in raw.get("seeds") or (0,)),
         resources=Resources(**{k: v for k, v in resources.items()}),
         max_concurrent=raw.get("max_concurrent"), retries=int(raw.get("retries", 2)),
-        search=search, storage_root=str(raw.get("storage_root", "runs")))
+        search=search, storage_root=str(raw.get("storage_root", "runs")),
+        share_prefix=share)
 
 
 def _expr(value: object) -> str:

@@ -46,6 +46,7 @@ from trainer.schema import (
     KIND_SWEEP,
     KIND_TAG,
     KIND_TRIAL,
+    KIND_TRUNK,
     PARENT_RUN_TAG,
     RUNNING,
     SPEC_ARTIFACT,
@@ -55,10 +56,13 @@ from trainer.schema import (
     TRIAL_ID_TAG,
     TRIAL_NODE_TAG,
     TRIAL_STATUS_TAG,
+    TRUNK_ID_TAG,
+    TRUNK_STATUS_TAG,
     batches,
     find_or_create_run,
     run_status,
     sweep_runs,
+    token_totals,
     trial_filter,
 )
 
@@ -86,6 +90,7 @@ class Tracker:
                               self.call(self.client.create_experiment, sweep))
         self.parent_id: str | None = None
         self.children: dict[str, str] = {}  # trial id → run id, of this launch or earlier ones
+        self.trunks: dict[str, str] = {}  # trunk id → run id
         self.attempts: dict[str, int] = {}  # trial id → attempt, of trials begun here
         self.whole: set[str] = set()  # begun here once, from step 0, in a run created here
         self.params_logged: dict[str, set[str]] = {}
@@ -231,6 +236,49 @@ class Tracker:
                               trial_filter(trial_id), max_results=1)
             if found:
                 self.children[trial_id] = found[0].info.run_id
+
+    # -- a trunk, from its worker; the sweep's totals, from the driver ------------------------
+
+    def trunk(self, trunk_id: str, label: str, params: dict, status: str,
+              summary: dict | None = None) -> None:
+        """The run of a token family's trunk (`orchestrator.sharing`): found or created by its
+        `trunk.id` under the sweep, params once, `final/*` (tokens trained so far) and
+        `trunk.status`; ended unless `status` is running."""
+        from mlflow.entities import Metric, Param, RunTag
+
+        run_id = self.trunks.get(trunk_id)
+        write_params = False
+        if run_id is None:
+            run = self.call(find_or_create_run, self.client, self.experiment_id, tags={
+                PARENT_RUN_TAG: self.parent_id, KIND_TAG: KIND_TRUNK, TRUNK_ID_TAG: trunk_id,
+                CODE_VERSION_TAG: self.code_version}, name=f"trunk {label}")
+            run_id = self.trunks[trunk_id] = run.info.run_id
+            write_params = not run.data.params
+        now = int(time.time() * 1000)
+        step = int((summary or {}).get(FINAL_STEPS, 0))
+        metrics = [Metric(k, float(v), now, step) for k, v in (summary or {}).items()
+                   if k.startswith(FINAL_PREFIX)]
+        new = [Param(k, _param_value(v)) for k, v in params.items()] if write_params else []
+        for chunk_metrics, chunk_params, chunk_tags in batches(
+                metrics=metrics, params=new, tags=[RunTag(TRUNK_STATUS_TAG, status)]):
+            self.call(self.client.log_batch, run_id, metrics=chunk_metrics,
+                      params=chunk_params, tags=chunk_tags)
+        if status == RUNNING:
+            self.call(self.client.update_run, run_id, status="RUNNING")
+        else:
+            self.call(self.client.set_terminated, run_id, status=run_status(status))
+
+    def log_token_totals(self) -> dict[str, float]:
+        """Write what is buffered, then log the sweep's tokens trained, tokens if every trial
+        had trained alone, and their ratio on the parent run (`trainer.schema.token_totals`)."""
+        from mlflow.entities import Metric
+
+        self.flush()
+        totals = self.call(token_totals, self.client, self.experiment_id)
+        now = int(time.time() * 1000)
+        self.call(self.client.log_batch, self.parent_id,
+                  metrics=[Metric(k, float(v), now, 0) for k, v in totals.items()])
+        return totals
 
     def flush(self) -> int:
         """Write the buffered metrics of every trial; log_batch calls so far."""

@@ -42,6 +42,21 @@ def trial_task(fn, *, sweep: str, driver_pid: int):
     return run_as_trial
 
 
+def trunk_task(fn, *, sweep: str, driver_pid: int):
+    """`fn` (`orchestrator.sharing.run_trunk`) under the lease of the trunk's directory, its
+    fourth argument: one live trainer per trunk across drivers, as for trials. Held by another
+    driver's worker, the task returns `{"status": HELD, "holder": ...}` at once; its branches
+    follow that trunk's checkpoints all the same."""
+    def run_as_trunk(cfg, tracker, trunk_id, directory, *args):
+        lease = Lease.acquire(directory, sweep=sweep, driver_pid=driver_pid)
+        if isinstance(lease, Holder):
+            return {"status": HELD, "holder": asdict(lease)}
+        with lease:
+            return fn(cfg, tracker, trunk_id, directory, *args)
+    run_as_trunk.__name__ = run_as_trunk.__qualname__ = fn.__name__
+    return run_as_trunk
+
+
 class TrackerReporter:
     """The trainer's Reporter in a sweep: the one sender of an attempt's record.
 

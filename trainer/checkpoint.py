@@ -89,9 +89,15 @@ def load_latest(directory: Path, *, model: torch.nn.Module,
     found = list_checkpoints(directory)
     if not found:
         return None
+    return load(found[-1], model=model, optimizer=optimizer)
+
+
+def load(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """Load the checkpoint at `path` (a `step-NNNNNNNNN` directory) into `model` and
+    `optimizer` (every rank calls this); its train state."""
     model_sd, optim_sd = get_state_dict(model, optimizer)
     state = {"model": model_sd, "optim": optim_sd}
-    dcp.load(state, checkpoint_id=found[-1])
+    dcp.load(state, checkpoint_id=path)
     set_state_dict(model, optimizer, model_state_dict=state["model"],
                    optim_state_dict=state["optim"])
-    return torch.load(found[-1] / TRAIN_STATE, map_location="cpu", weights_only=False)
+    return torch.load(path / TRAIN_STATE, map_location="cpu", weights_only=False)

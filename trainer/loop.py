@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainer import checkpoint
+from trainer import branching, checkpoint
 from trainer.config import BatchSchedule, Config
 from trainer.data import TokenStream, eval_batches, load_tokens
 from trainer.distributed import Dist, all_sum, barrier, process_group
@@ -64,6 +64,10 @@ class TrainState:
     last_loss: float = float("nan")
     batch_size: int = 0
     """Global batch of the next step (grows under `train.batch_schedule=norm_test`)."""
+    tokens_shared: int = 0
+    """Tokens of a trunk this run started from (`trainer.branching`); 0 for one from step 0."""
+    wall_s_shared: float = 0.0
+    """The trunk's seconds within `wall_s`."""
 
 
 @dataclass(frozen=True)
@@ -196,6 +200,8 @@ class TrainingRun:
         self.state = TrainState(batch_size=cfg.train.batch_size)
         self.schedule_inputs = ScheduleInputs(cfg.optim.lr, cfg.train.tokens,
                                               cfg.train.batch_size)
+        self.branch: branching.BranchSource | None = None
+        """The trunk checkpoint (or divergence) this run started from, when it did."""
 
     @cached_property
     def peak_flops_per_s(self) -> float | None:
@@ -208,12 +214,31 @@ class TrainingRun:
     # -- checkpoints ---------------------------------------------------------------------
 
     def restore(self) -> int | None:
-        """Load the newest checkpoint; the step it was taken at, or None."""
+        """Load the newest checkpoint; the step it was taken at, or None.
+
+        A run without a checkpoint of its own that is a branch of a trunk
+        (`trainer.branching`) starts from the trunk's checkpoint instead (then `branch` says
+        which), or takes over the trunk's divergence without loading anything."""
         saved = checkpoint.load_latest(self.paths.checkpoints, model=self.model,
                                        optimizer=self.optimizer)
         if saved is None:
-            return None
+            source = branching.branch_source(self.paths.run_dir)
+            if source is None:
+                return None
+            self.branch = source
+            if source.diverged is not None:
+                d = source.diverged
+                self.state = TrainState(step=d.step, tokens=d.tokens, last_loss=d.loss,
+                                        wall_s=d.wall_s, initial_loss=d.initial_loss,
+                                        tokens_shared=d.tokens, wall_s_shared=d.wall_s,
+                                        batch_size=d.batch_size or self.state.batch_size)
+                return d.step
+            saved = checkpoint.load(source.checkpoint, model=self.model,
+                                    optimizer=self.optimizer)
         self.state = TrainState(**saved["state"])
+        if self.branch is not None:
+            self.state.tokens_shared, self.state.wall_s_shared = (self.state.tokens,
+                                                                  self.state.wall_s)
         # A grown batch is whole micro-batches on every rank of the run that saved it; at
         # another world size it is rounded up to whole ones of this run.
         unit = self.micro_batch_size * self.dist.world_size
@@ -340,11 +365,20 @@ class TrainingRun:
         resumed = self.restore()
         params = {**flatten(self.cfg), **self.derived, "trial.id": self.run_id}
         params["tracking.uri"] = redact(params["tracking.uri"] or "") or None
-        self.reporter.start(run_id=self.run_id, params=params, resumed_step=resumed)
+        # A branch's history is the trunk's up to its branch checkpoint, then its own: it
+        # starts as a new run and is handed the trunk's rows as if it had logged them.
+        self.reporter.start(run_id=self.run_id, params=params,
+                            resumed_step=None if self.branch else resumed)
         if self.dist.is_main:
             self.paths.run_dir.mkdir(parents=True, exist_ok=True)
             (self.paths.run_dir / "config.json").write_text(json.dumps(params, indent=1,
                                                                        default=str))
+        if self.branch is not None:
+            for row in branching.trunk_history(self.branch.trunk_dir, self.branch.step):
+                self.reporter.log_metrics({k: v for k, v in row.items() if k != "step"},
+                                          step=row["step"])
+            if self.branch.diverged is not None:  # its stable phase diverged in the trunk
+                return self._finish("diverged")
         status = self._train_until_done()
         return self._finish(status)
 
@@ -352,6 +386,15 @@ class TrainingRun:
         """Does the next batch fit in what is left of the token budget?"""
         t = self.cfg.train
         return self.state.tokens + self.state.batch_size * t.seq_len <= t.tokens
+
+    def _ends_here(self) -> bool:
+        """Was the step just taken the run's last (no final eval or checkpoint before it)?"""
+        return not self._fits_budget()
+
+    def _checkpoint_due(self, batch_tokens: int, *, last: bool) -> bool:
+        """Save after the step just taken (of `batch_tokens`)? At the checkpoint cadence."""
+        return _crossed(self.state.tokens, batch_tokens,
+                        self.cfg.train.checkpoint_every_tokens) and not last
 
     def _train_until_done(self) -> str:
         t = self.cfg.train
@@ -368,7 +411,7 @@ class TrainingRun:
                                            "train/tokens": self.state.tokens},
                                           step=self.state.step)
                 return "diverged"
-            last = not self._fits_budget()
+            last = self._ends_here()
             metrics = {}
             if self.state.step % t.log_every_steps == 0 or last:
                 elapsed = time.perf_counter() - window_start
@@ -387,8 +430,7 @@ class TrainingRun:
             if evaluated and self._pruned(metrics["eval/loss"]):
                 self.save()  # so that a run asked for again without a pruner continues
                 return PRUNED
-            if _crossed(self.state.tokens, batch_tokens, t.checkpoint_every_tokens) \
-                    and not last:
+            if self._checkpoint_due(batch_tokens, last=last):
                 self.save()
             window_start += time.perf_counter() - pause
         return "finished"
@@ -418,6 +460,9 @@ class TrainingRun:
             "final/tokens": self.state.tokens, "final/steps": self.state.step,
             "final/flops": self.state.tokens * self.derived["derived.flops_per_token"],
             "final/wall_s": self.state.wall_s,
+            "final/tokens_trained": self.state.tokens - self.state.tokens_shared,
+            "final/tokens_shared": self.state.tokens_shared,
+            "final/wall_s_shared": self.state.wall_s_shared,
             **self.derived,
         }
         if status == "diverged":

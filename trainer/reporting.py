@@ -51,7 +51,10 @@ class JsonlReporter:
         if resumed_step is not None and self.path.exists():
             kept = [line for line in self.path.read_text().splitlines()
                     if line and json.loads(line)["step"] <= resumed_step]
-        self.path.write_text("".join(line + "\n" for line in kept))
+        # Replaced whole, never rewritten in place: a branch may be reading a trunk's file.
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        tmp.replace(self.path)
         if self.echo:
             where = f"resuming at step {resumed_step}" if resumed_step else "starting"
             print(f"run {run_id[:12]} {where}; metrics: {self.path}", flush=True)

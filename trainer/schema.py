@@ -13,7 +13,13 @@ The layout (one experiment per sweep):
   `TRIAL_STATUS_TAG` (one of `STATUSES`), `TRIAL_ATTEMPT_TAG`, `CODE_VERSION_TAG`,
   `TRIAL_NODE_TAG`; params: every resolved config key, dotted, plus `derived.*`; metrics:
   `HISTORY_KEYS` per optimizer step and `final/*` once;
-- a fit run: `KIND_TAG=fit`, artifacts `fit.json` and `plots/`.
+- a fit run: `KIND_TAG=fit`, artifacts `fit.json` and `plots/`;
+- a trunk run per token family that shares one (`KIND_TAG=trunk`, `PARENT_RUN_TAG`,
+  `TRUNK_ID_TAG`, `TRUNK_STATUS_TAG`): the family's params without `train.tokens`, and
+  `final/tokens` (tokens the trunk trained), `final/steps`, `final/wall_s`. Each trial
+  records `final/tokens_trained` (by itself) and `final/tokens_shared` (from a trunk); the
+  parent logs the sweep's `TOKENS_TRAINED`, `TOKENS_IF_INDEPENDENT` and `TOKENS_RATIO`
+  (`token_totals`).
 """
 
 from __future__ import annotations
@@ -26,13 +32,15 @@ if TYPE_CHECKING:
 
 # -- tags ------------------------------------------------------------------------------------
 KIND_TAG = "proxysweep.kind"
-KIND_SWEEP, KIND_TRIAL, KIND_FIT = "sweep", "trial", "fit"
+KIND_SWEEP, KIND_TRIAL, KIND_FIT, KIND_TRUNK = "sweep", "trial", "fit", "trunk"
 PARENT_RUN_TAG = "mlflow.parentRunId"  # mlflow.utils.mlflow_tags.MLFLOW_PARENT_RUN_ID
 TRIAL_ID_TAG = "trial.id"
 TRIAL_STATUS_TAG = "trial.status"
 TRIAL_ATTEMPT_TAG = "trial.attempt"
 TRIAL_NODE_TAG = "trial.node"
 TRIAL_LEGACY_ID_TAG = "trial.legacy_id"  # the id a trial had before data fingerprints
+TRUNK_ID_TAG = "trunk.id"
+TRUNK_STATUS_TAG = "trunk.status"
 CODE_VERSION_TAG = "code.version"
 SWEEP_STATUS_TAG = "sweep.status"
 SWEEP_CANCEL_TAG = "sweep.cancel"
@@ -51,6 +59,7 @@ _RUN_STATUS = {FINISHED: "FINISHED", DIVERGED: "FINISHED", PRUNED: "KILLED",
 # -- params and metrics ----------------------------------------------------------------------
 PARAM_LR = "optim.lr"
 PARAM_WEIGHT_DECAY = "optim.weight_decay"
+PARAM_TIMESCALE = "optim.timescale"
 PARAM_TOKENS = "train.tokens"
 PARAM_SEQ_LEN = "train.seq_len"
 PARAM_BATCH_SIZE = "train.batch_size"
@@ -68,6 +77,12 @@ FINAL_PREFIX = "final/"
 FINAL_EVAL_LOSS = "final/eval_loss"
 FINAL_STEPS = "final/steps"
 FINAL_WALL_S = "final/wall_s"
+FINAL_TOKENS = "final/tokens"
+FINAL_TOKENS_TRAINED = "final/tokens_trained"
+"""Tokens a trial trained itself: `final/tokens` less `final/tokens_shared` from a trunk."""
+TOKENS_TRAINED = "sweep/tokens_trained"
+TOKENS_IF_INDEPENDENT = "sweep/tokens_if_independent"
+TOKENS_RATIO = "sweep/tokens_ratio"
 
 # -- MLflow's limits per log_batch call ------------------------------------------------------
 MAX_METRICS_PER_BATCH = 1000
@@ -126,7 +141,9 @@ def find_or_create_run(client: MlflowClient, experiment_id: str, *, tags: dict[s
     with `tags` if there is none. Looking first makes a create safe to repeat, e.g. after one
     whose answer was lost to a server outage."""
     kind = tags[KIND_TAG]
-    query = trial_filter(tags[TRIAL_ID_TAG]) if kind == KIND_TRIAL else kind_filter(kind)
+    query = (trial_filter(tags[TRIAL_ID_TAG]) if kind == KIND_TRIAL else
+             f"{kind_filter(kind)} and tags.`{TRUNK_ID_TAG}` = '{tags[TRUNK_ID_TAG]}'"
+             if kind == KIND_TRUNK else kind_filter(kind))
     found = client.search_runs([experiment_id], query, max_results=1)
     if found:
         return found[0]
@@ -153,3 +170,18 @@ def log_batch(client: MlflowClient, run_id: str, *, metrics: Sequence = (),
         client.log_batch(run_id, metrics=m, params=p, tags=t)
         calls += 1
     return calls
+
+
+def token_totals(client: MlflowClient, experiment_id: str) -> dict[str, float]:
+    """Where a sweep's compute went: tokens trained (every done trial's own tokens plus every
+    trunk's), the tokens its done trials would have trained alone, and their ratio."""
+    independent = trained = 0.0
+    for run in sweep_runs(client, experiment_id, KIND_TRIAL):
+        metrics = run.data.metrics
+        if run.data.tags.get(TRIAL_STATUS_TAG) in DONE and FINAL_TOKENS in metrics:
+            independent += metrics[FINAL_TOKENS]
+            trained += metrics.get(FINAL_TOKENS_TRAINED, metrics[FINAL_TOKENS])
+    for run in sweep_runs(client, experiment_id, KIND_TRUNK):
+        trained += run.data.metrics.get(FINAL_TOKENS, 0.0)
+    return {TOKENS_TRAINED: trained, TOKENS_IF_INDEPENDENT: independent,
+            TOKENS_RATIO: trained / independent if independent else 1.0}

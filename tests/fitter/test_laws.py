@@ -1,10 +1,13 @@
 """Hyperparameter laws recovered from synthetic sweeps drawn from known laws with noise."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from fitter.data import Runs, from_short_frame
+from fitter.errors import FitError
 from fitter.fit import fit_runs
+from fitter.laws import timescale_law, timescale_points
 from fitter.synthetic import Truth, synthetic_histories, synthetic_runs
 
 N3, D3 = [1e6, 4e6, 1.6e7], [1e8, 4e8, 1.6e9]
@@ -75,6 +78,22 @@ def test_timescale_and_batch_laws_recover_power_lines_exponents():
     assert batch.coef["p"] == pytest.approx(0.55, abs=0.03)
 
 
+def test_timescale_law_from_a_sweep_of_optim_timescale():
+    # A sweep of optim.timescale derives λ = B/(η·τ·D) per run, so λ differs between the LRs of
+    # one slice. Keying slices by λ made every run its own slice: no LR optimum, no law.
+    truth = Truth(lr=(0.5, -0.3, 0.0, 0.0), k_tau=0.04, timescale=(0.5, -0.3))
+    frame = synthetic_runs(truth, n_values=N3, d_values=D3, b_values=[3e4],
+                           tau_values=[0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2], noise=0.001,
+                           lr_steps=np.arange(-1.0, 1.01, 0.25))
+    runs = from_short_frame(frame, source="synthetic")
+    assert "wd" not in runs.slice_keys and "optim.timescale" in runs.slice_keys
+    result = fit_runs(runs, laws=("timescale",), n_boot=100)
+    assert result.optima["edge"].isna().all()
+    tau = result.laws["timescale"]
+    assert tau.coef["m"] == pytest.approx(-0.3, abs=0.05)
+    assert tau.coef["c"] == pytest.approx(0.5, rel=0.2)
+
+
 @pytest.mark.parametrize("noise", [0.0, 0.002])
 def test_cbs_law_recovers_critical_batch_from_steps_to_target(noise):
     frame, histories = synthetic_histories(d_values=[1e8, 4e8, 1.6e9, 6.4e9],
@@ -87,3 +106,33 @@ def test_cbs_law_recovers_critical_batch_from_steps_to_target(noise):
     assert law.coef["p"] == pytest.approx(0.5, abs=0.05)
     # c and p trade off; the law's value mid-range is what the data pin down
     assert law.predict(D=8e8) == pytest.approx(0.1 * 8e8 ** 0.5, rel=0.25 if noise else 0.03)
+
+
+def test_cbs_law_of_a_sweep_of_train_batch_size():
+    # A sweep's config keys come with the runs: train.batch_size varies with B and is a slice
+    # key too. Grouping steps-to-target by it left one batch size per group ("needs 3 or more
+    # batch sizes") on a sweep that had ten.
+    frame, histories = synthetic_histories(d_values=[1e8, 4e8, 1.6e9],
+                                           b_values=[1e3 * 2 ** k for k in range(6)],
+                                           noise_batch=(0.5, 0.5), seed=2)
+    frame["train.batch_size"] = (frame["B"] / 128).astype(int).astype(str)
+    frame["train.tokens"] = frame["D"].astype(int).astype(str)
+    runs = from_short_frame(frame, source="synthetic")
+    assert "train.batch_size" in runs.slice_keys
+    runs = Runs(runs.table, runs.slice_keys, runs.source, histories)
+    law = fit_runs(runs, laws=("cbs",), n_boot=50).laws["cbs"]
+    assert law.coef["p"] == pytest.approx(0.5, abs=0.05)
+
+
+def test_a_best_timescale_at_the_largest_tried_is_an_edge_not_an_optimum():
+    # With the small τ's slices on the LR grid's edge, one usable τ was left per setting, and
+    # that τ, the largest tried, became τ_opt: a law fitted to grid values (m = 0, c = τ_max).
+    rows = []
+    for d in (2.6e5, 1e6, 4e6):
+        for tau, lr_edge, loss in ((0.1, "high", 2.0), (0.3, "high", 1.9), (0.9, None, 1.8)):
+            rows.append({"N": 1e5, "D": d, "B": 2048.0, "wd": 1.0, "tau": tau, "lr_opt": 0.01,
+                         "loss_opt": loss, "edge": lr_edge})
+    points = timescale_points(pd.DataFrame(rows))
+    assert (points["edge"] == "high").all() and (points["tau_opt"] == 0.9).all()
+    with pytest.raises(FitError, match="no usable points"):
+        timescale_law(pd.DataFrame(rows))

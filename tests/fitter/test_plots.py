@@ -4,6 +4,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+from pathlib import Path  # noqa: E402
+
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
@@ -38,6 +40,16 @@ def test_measured_sweep_writes_the_tp5_figure_width_figure_and_the_mup_law(measu
                             "plots/law_lr_model.param-mup.png"]
     for path in doc["plots"]:
         assert (tmp_path / path).stat().st_size > 10_000
+
+
+def test_a_refit_leaves_no_figure_of_a_law_it_no_longer_fits(measured, tmp_path):
+    # A timescale law fitted once (to grid values) and skipped after a fix kept its figure in
+    # plots/, and the science suite published it.
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "plots" / "law_timescale.png").write_bytes(b"stale")
+    doc = write_fit(measured, tmp_path, sweep="transfer")
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == sorted(
+        Path(p).name for p in doc["plots"])
 
 
 def test_tp5_figure_has_one_panel_per_group_sharing_y_and_one_curve_per_width(measured):

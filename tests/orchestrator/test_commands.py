@@ -74,8 +74,13 @@ def test_dry_run_lists_each_trial_with_what_a_launch_would_do(tmp_path, capsys):
     path.write_text(yaml.safe_dump(spec))
     assert cli.main(["launch", str(path), "--dry-run", "--tracking-uri", uri]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[-1] == "4 trials: 0 done, 4 would run"
-    rows = [line.split(maxsplit=2) for line in lines[:-1]]
+    assert lines[4] == "4 trials: 0 done, 4 would run"
+    # One budget per config: nothing to share, and the listing says why for each trial.
+    assert [line.split()[0] for line in lines[5:9]] == ["alone"] * 4
+    assert all(line.endswith(": no other trial differs from it only in train.tokens")
+               for line in lines[5:9])
+    assert lines[9].endswith("(ratio 1.00)")
+    rows = [line.split(maxsplit=2) for line in lines[:4]]
     assert [r[0] for r in rows] == ["run"] * 4
     assert all(len(r[1]) == 12 for r in rows)  # the trial id's first 12 hex digits
     assert {r[2] for r in rows} == {f"optim.lr={lr} train.batch_size={b} seed=0"
@@ -90,7 +95,29 @@ def test_dry_run_lists_each_trial_with_what_a_launch_would_do(tmp_path, capsys):
     assert f"done (finished)    {finished[:12]}  " in out
     assert f"run (failed)       {failed[:12]}  " in out
     assert out.count("\nrun                ") + out.startswith("run ") == 2
-    assert out.splitlines()[-1] == "4 trials: 1 done, 3 would run"
+    assert "\n4 trials: 1 done, 3 would run\n" in out
+
+
+def test_dry_run_says_which_trials_share_a_trunk_and_which_do_not(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path}/m.db"
+    spec = {**_spec(tmp_path), "grid": {"optim.lr": "choice(3e-3, 1e-2)",
+                                        "train.tokens": "choice(65536, 131072)",
+                                        "schedule": "choice(wsd, cosine)"}}
+    path = tmp_path / "unit.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert cli.main(["launch", str(path), "--dry-run", "--tracking-uri", uri]) == 0
+    out = capsys.readouterr().out
+    trunks = [line for line in out.splitlines() if line.startswith("trunk ")]
+    assert len(trunks) == 2 and all("shared by 2 budgets (65.54k, 131.1k)" in t
+                                    and "schedule=wsd" in t for t in trunks)
+    alone = [line for line in out.splitlines() if line.startswith("alone ")]
+    assert len(alone) == 4 and all("schedule=cosine: its LR depends on train.tokens" in a
+                                   for a in alone)
+    assert cli.main(["launch", str(path), "--dry-run", "--no-share", "--tracking-uri",
+                     uri]) == 0
+    out = capsys.readouterr().out
+    assert "trunk " not in out and out.count("sharing is off") == 8
+    assert out.splitlines()[-1].endswith("(ratio 1.00)")
 
 
 def test_status_format():
@@ -130,3 +157,37 @@ def test_sweep_status_reads_the_store(tmp_path, capsys):
     assert out[1] == "  2 finished, 2 pending"
     assert out[2] == f"  best: trial-{ids[1][:6]} (eval loss 2.2500)"
     assert out[3] == "  ETA: 3.0 min"  # mean 90 s × 2 left ÷ 1 at a time
+
+
+def test_sweep_status_reports_tokens_trained_against_independent(tmp_path, capsys):
+    import json
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    spec = _spec(tmp_path)
+    tracker = _open_sweep(uri, spec)
+    ids = [t.trial_id for t in prepare(spec_from_dict(spec))[1]]
+    # Two branches of one trunk (900 tokens trained by it), one trial alone, one still running.
+    _child(uri, tracker, ids[0], schema.FINISHED, final__tokens=1000.0,
+           final__tokens_trained=100.0, final__eval_loss=2.5)
+    _child(uri, tracker, ids[1], schema.FINISHED, final__tokens=2000.0,
+           final__tokens_trained=1100.0, final__eval_loss=2.4)
+    _child(uri, tracker, ids[2], schema.DIVERGED, final__tokens=500.0)
+    _child(uri, tracker, ids[3], schema.RUNNING, final__tokens=4000.0)
+    tracker.trunk("t" * 64, "lr=0.01", {"optim.lr": 0.01}, schema.RUNNING)
+    tracker.trunk("t" * 64, "lr=0.01", {"optim.lr": 0.01}, "finished",
+                  {"final/tokens": 900, "final/steps": 9})
+    trunks = schema.sweep_runs(MlflowClient(tracking_uri=uri), tracker.experiment_id, "trunk")
+    assert len(trunks) == 1 and trunks[0].data.tags["trunk.status"] == "finished"
+    assert trunks[0].data.params == {"optim.lr": "0.01"}
+    assert cli.main(["status", "unit", "--json", "--tracking-uri", uri]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["tokens_trained"] == 100 + 1100 + 500 + 900
+    assert report["tokens_if_independent"] == 1000 + 2000 + 500
+    assert report["tokens_ratio"] == 2600 / 3500
+    assert cli.main(["status", "unit", "--tracking-uri", uri]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "  tokens: 2,600 trained, 3,500 if independent (ratio 0.74)")
+    # The launch's end logs the same totals on the parent run.
+    totals = tracker.log_token_totals()
+    parent = MlflowClient(tracking_uri=uri).get_run(tracker.parent_id)
+    assert parent.data.metrics == totals and totals["sweep/tokens_ratio"] == 2600 / 3500

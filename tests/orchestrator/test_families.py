@@ -1,0 +1,106 @@
+"""Token families: which trials share a trunk, which do not and why. Pure: no Ray, no MLflow."""
+
+import pytest
+
+from orchestrator import families
+from orchestrator.families import branch_tokens, plan_sharing
+from orchestrator.spec import expand, spec_from_dict
+
+BASE = ["model=tiny", "data=synthetic", "schedule=wsd", "schedule.warmup_tokens=1024",
+        "train.seq_len=64", "train.batch_size=8"]
+BUDGETS = "choice(65536, 131072, 262144, 524288)"
+
+
+def _trials(overrides=(), grid=None, seeds=(0,)):
+    grid = grid or {"optim.lr": "choice(1e-3, 1e-2)", "train.tokens": BUDGETS}
+    spec = spec_from_dict({"name": "t", "overrides": BASE + list(overrides), "grid": grid,
+                           "seeds": list(seeds)})
+    return expand(spec)
+
+
+def test_budgets_of_one_config_form_one_family_per_lr():
+    trials = _trials()
+    plan = plan_sharing(trials)
+    assert plan.alone == {}
+    assert len(plan.families) == 2
+    for fam in plan.families:
+        assert [t.cfg.train.tokens for t in fam.members] == [65536, 131072, 262144, 524288]
+        assert len({t.cfg.optim.lr for t in fam.members}) == 1
+    # The trunk's id does not depend on which budgets the sweep has (extend finds it again).
+    fewer = plan_sharing(_trials(grid={"optim.lr": "choice(1e-3, 1e-2)",
+                                       "train.tokens": "choice(65536, 131072)"}))
+    assert {f.trunk_id for f in fewer.families} == {f.trunk_id for f in plan.families}
+
+
+def test_seeds_and_widths_split_families():
+    plan = plan_sharing(_trials(grid={"model.width": "choice(64, 128)",
+                                      "train.tokens": BUDGETS}, seeds=(0, 1)))
+    assert len(plan.families) == 4 and plan.alone == {}
+
+
+@pytest.mark.parametrize("overrides, reason", [
+    (["schedule=cosine"], "schedule=cosine: its LR depends on train.tokens"),
+    (["schedule=linear"], "schedule=linear: its LR depends on train.tokens"),
+    (["schedule=constant"], "schedule=constant: its LR depends on train.tokens"),
+    (["schedule.decay_fraction=0"], "schedule.decay_fraction=0: a branch is its decay"),
+    (["optim.timescale=0.5"], "optim.timescale sets the weight decay"),
+])
+def test_settings_that_make_the_prefix_depend_on_the_budget_run_alone(overrides, reason):
+    trials = _trials(overrides)
+    plan = plan_sharing(trials)
+    assert plan.families == ()
+    assert len(plan.alone) == len(trials)
+    assert all(r.startswith(reason) for r in plan.alone.values()), plan.alone
+
+
+def test_power_schedule_and_norm_test_share():
+    plan = plan_sharing(_trials(["schedule=power", "train.batch_schedule=norm_test",
+                                 "train.micro_batch_size=4"]))
+    assert len(plan.families) == 2 and plan.alone == {}
+
+
+def test_a_trial_without_another_budget_runs_alone():
+    plan = plan_sharing(_trials(grid={"optim.lr": "choice(1e-3, 1e-2)"}))
+    assert plan.families == () and set(plan.alone.values()) == {families.ALONE}
+
+
+def test_a_default_warmup_that_follows_the_budget_says_how_to_share():
+    base = [o for o in BASE if not o.startswith("schedule.warmup_tokens")]
+    spec = spec_from_dict({"name": "t", "overrides": base,
+                           "grid": {"train.tokens": "choice(20480, 40960)"}})
+    plan = plan_sharing(expand(spec))
+    assert plan.families == ()
+    assert set(plan.alone.values()) == {families.WARMUP}
+
+
+def test_sharing_off_says_so():
+    trials = _trials()
+    plan = plan_sharing(trials, share=False)
+    assert plan.families == () and set(plan.alone.values()) == {families.OFF}
+
+
+@pytest.mark.parametrize("tokens, fraction, point, checkpoint", [
+    (65536, 0.1, 58982, 58880),     # (1 − f)·D floored, then down to a whole 512-token batch
+    (131072, 0.1, 117964, 117760),
+    (65536, 0.2, 52428, 52224),
+    (65536, 0.5, 32768, 32768),     # already a whole batch
+])
+def test_branch_point_is_the_decay_start_rounded_down_to_a_batch(tokens, fraction, point,
+                                                                checkpoint):
+    trials = _trials([f"schedule.decay_fraction={fraction}"],
+                     grid={"train.tokens": f"choice({tokens}, {2 * tokens})"})
+    (fam,) = plan_sharing(trials).families
+    small = fam.members[0]
+    assert branch_tokens(small.cfg) == point
+    assert fam.branch_checkpoint_tokens(small) == checkpoint
+
+
+@pytest.mark.parametrize("fraction, ratio", [(0.1, 8.7 / 15), (0.2, 9.4 / 15)])
+def test_compute_of_budgets_one_two_four_eight_is_the_issue_formula(fraction, ratio):
+    # D_k = 2^k·D₀: shared D₀·[8 + f·7] against independent 15·D₀ (to whole batches).
+    d0 = 512 * 1000
+    trials = _trials([f"schedule.decay_fraction={fraction}"],
+                     grid={"train.tokens": f"choice({d0}, {2 * d0}, {4 * d0}, {8 * d0})"})
+    trained, independent = plan_sharing(trials).tokens(trials)
+    assert independent == 15 * d0
+    assert trained / independent == pytest.approx(ratio, abs=2e-4)

@@ -1,0 +1,218 @@
+"""Token budgets sharing a trunk through a real sweep: real Ray, real MLflow, tiny CPU trials."""
+
+import json
+
+import mlflow
+import pytest
+
+from orchestrator.commands import extended, launch, status
+from orchestrator.spec import spec_from_dict
+from trainer.schema import sweep_runs
+
+pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("local_ray")]
+TRIAL = ["model=tiny", "model.width=32", "model.head_dim=16", "model.base_width=32",
+         "data=synthetic", "data.num_tokens=200_000", "train.seq_len=64",
+         "train.eval_tokens=4096", "schedule=wsd", "schedule.warmup_tokens=1024"]
+BUDGETS = (8192, 16384, 32768)  # branch checkpoints at 7,168, 14,336 and 29,184 tokens
+
+
+def _spec(tmp_path, name, budgets=BUDGETS, **extra):
+    return spec_from_dict({
+        "name": name, "overrides": TRIAL + ["train.batch_size=8", "schedule.decay_fraction=0.1",
+                                            "train.log_every_steps=4",
+                                            "train.eval_every_tokens=4096"],
+        "grid": {"optim.lr": "choice(1e-2)",
+                 "train.tokens": "choice(" + ", ".join(map(str, budgets)) + ")"},
+        "storage_root": str(tmp_path / name), "retries": 1, **extra})
+
+
+def _children(uri, name, kind="trial"):
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(name)
+    return client, {r.data.tags.get("trial.id", r.data.tags.get("trunk.id")): r
+                    for r in sweep_runs(client, exp.experiment_id, kind)}
+
+
+def _history(client, run, key="train/loss"):
+    return sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
+
+
+def test_shared_sweep_equals_the_independent_one_and_trains_less(tmp_path, uri):
+    alone = launch(_spec(tmp_path, "alone", share_prefix=False), tracking_uri=uri,
+                   progress=False)
+    shared = launch(_spec(tmp_path, "shared"), tracking_uri=uri, progress=False)
+    assert sorted(shared.ran.values()) == sorted(alone.ran.values()) == ["finished"] * 3
+    client, a = _children(uri, "alone")
+    _, b = _children(uri, "shared")
+    assert a.keys() == b.keys()  # the same trial ids
+    for trial_id, run in b.items():
+        ref = a[trial_id]
+        m, r = run.data.metrics, ref.data.metrics
+        assert m["final/eval_loss"] == pytest.approx(r["final/eval_loss"], rel=1e-6, abs=0)
+        assert m["final/tokens"] == r["final/tokens"] and m["final/steps"] == r["final/steps"]
+        assert m["final/tokens_shared"] > 0 and r["final/tokens_shared"] == 0
+        assert m["final/tokens_trained"] == m["final/tokens"] - m["final/tokens_shared"]
+        # One history from its first step, the trunk's steps then its own, as the alone run's.
+        for key, first in (("train/loss", 4), ("eval/loss", 8)):
+            mine, theirs = _history(client, run, key), _history(client, ref, key)
+            assert [s for s, _ in mine] == [s for s, _ in theirs] and mine[0][0] == first
+            assert [v for _, v in mine] == pytest.approx([v for _, v in theirs], rel=1e-6,
+                                                         abs=0)
+        assert {k for k in run.data.params if not k.startswith("derived.")} == \
+            {k for k in ref.data.params if not k.startswith("derived.")}
+    _, trunks = _children(uri, "shared", "trunk")
+    (trunk,) = trunks.values()
+    assert trunk.data.tags["trunk.status"] == "finished"
+    assert trunk.data.metrics["final/tokens"] == 29184
+    assert "train.tokens" not in trunk.data.params
+    # 29,184 by the trunk + the three decays, against 8,192 + 16,384 + 32,768.
+    trained = 29184 + (8192 - 7168) + (16384 - 14336) + (32768 - 29184)
+    report = status(uri, "shared")
+    assert report["tokens_trained"] == trained and report["tokens_if_independent"] == 57344
+    assert status(uri, "alone")["tokens_ratio"] == 1.0
+    assert shared.tokens["sweep/tokens_ratio"] == pytest.approx(trained / 57344)
+
+    # extend with a 2x budget: the trunk continues from its last checkpoint, the new budget
+    # trains the increment and its decay, nothing else runs.
+    more = launch(extended(_spec(tmp_path, "shared"), ["train.tokens=choice(65536)"]),
+                  tracking_uri=uri, progress=False)
+    assert more.already_done == 3 and list(more.ran.values()) == ["finished"]
+    _, trunks = _children(uri, "shared", "trunk")
+    assert trunks[trunk.data.tags["trunk.id"]].data.metrics["final/tokens"] == 58880
+    index = json.loads((tmp_path / "shared" / "trunks" / trunk.data.tags["trunk.id"]
+                        / "trunk.json").read_text())
+    assert index["tokens"] == 58880 and "58982" in index["points"]
+    report = status(uri, "shared")
+    assert report["tokens_trained"] == 58880 + trained - 29184 + (65536 - 58880)
+
+
+def test_a_trunk_that_diverges_records_the_budgets_beyond_it_diverged(tmp_path, uri):
+    # The trunk diverges at step 4 (2,048 tokens): inside the stable phase of the large
+    # budget, after the small one's branch point (1,382 tokens).
+    spec = _spec(tmp_path, "hot", budgets=(1536, 262144)).to_dict()
+    spec["overrides"] = [o for o in spec["overrides"] if not o.startswith("schedule.warmup")]
+    spec["overrides"] += ["optim.grad_clip=0", "train.divergence_factor=1.3",
+                          "schedule.warmup_tokens=1024"]
+    spec["grid"]["optim.lr"] = "choice(0.3)"
+    outcome = launch(spec_from_dict(spec), tracking_uri=uri, progress=False)
+    assert sorted(outcome.ran.values()) == ["diverged", "finished"]
+    client, children = _children(uri, "hot")
+    by_budget = {int(c.data.params["train.tokens"]): c for c in children.values()}
+    big = by_budget[262144]
+    assert big.data.tags["trial.status"] == "diverged"
+    assert big.data.metrics["final/diverged_at_tokens"] == 2048
+    assert big.data.metrics["final/tokens_trained"] == 0  # it trained nothing itself
+    assert [s for s, _ in _history(client, big)] == [4]  # the trunk's diverging step
+    assert by_budget[1536].data.tags["trial.status"] == "finished"
+    _, trunks = _children(uri, "hot", "trunk")
+    assert [t.data.tags["trunk.status"] for t in trunks.values()] == ["diverged"]
+
+
+# -- kills: the `sweep` command in its own process -------------------------------------------
+
+def _sweep(*args, uri):
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    return subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "--tracking-uri", uri,
+                             *args], cwd=Path(__file__).parents[2], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def _workers(proc, name):
+    """Ray workers of this test's driver whose task is `name`."""
+    import psutil
+
+    found = []
+    try:
+        children = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return found
+    for p in children:
+        try:
+            if " ".join(p.cmdline()).startswith(f"ray::{name}"):
+                found.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+def _wait(predicate, proc, timeout=300):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def _long_spec(tmp_path):
+    # A trunk of 230 steps with cadence checkpoints every 28; branches checkpoint their decay.
+    spec = _spec(tmp_path, "unit", budgets=(65536, 131072)).to_dict()
+    spec["overrides"] += ["train.checkpoint_every_tokens=2048"]
+    path = tmp_path / "spec.yaml"
+    import yaml
+    path.write_text(yaml.safe_dump(spec))
+    return path, tmp_path / "unit" / "trunks"
+
+
+def _trunk_checkpoints(trunks):
+    return {p: p.stat().st_mtime_ns for p in trunks.glob("*/checkpoints/step-*")}
+
+
+def _assert_every_trial_finished_once(uri, trunk_tokens):
+    client, children = _children(uri, "unit")
+    assert sorted(c.data.tags["trial.status"] for c in children.values()) == ["finished"] * 2
+    for child in children.values():
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "train/loss")]
+        last = int(child.data.metrics["final/steps"])
+        assert len(steps) == len(set(steps))  # nothing twice ...
+        assert set(steps) == set(range(4, last + 1, 4)) | {last}  # ... and nothing missing
+    _, trunks = _children(uri, "unit", "trunk")
+    (trunk,) = trunks.values()
+    assert trunk.data.metrics["final/tokens"] == trunk_tokens
+
+
+@pytest.mark.slow
+def test_killed_trunk_and_branch_workers_lose_nothing(tmp_path, uri):
+    path, trunks = _long_spec(tmp_path)
+    proc = _sweep("launch", str(path), uri=uri)
+    _wait(lambda: _trunk_checkpoints(trunks) and _workers(proc, "run_trunk"), proc)
+    before = _trunk_checkpoints(trunks)
+    (trunk_worker,) = _workers(proc, "run_trunk")
+    trunk_worker.kill()
+    # The first branch, once it has a checkpoint of its own in its decay.
+    _wait(lambda: list((tmp_path / "unit").glob("[0-9a-f]*/checkpoints/step-*"))
+          and _workers(proc, "run_trial"), proc)
+    _workers(proc, "run_trial")[0].kill()
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out + err
+    _assert_every_trial_finished_once(uri, trunk_tokens=117760)
+    after = _trunk_checkpoints(trunks)
+    assert {p: after[p] for p in before} == before  # resumed, not trained again
+    rows = [json.loads(line) for line in next(trunks.glob("*/metrics.jsonl")).read_text()
+            .splitlines()]
+    assert [r["step"] for r in rows] == sorted({r["step"] for r in rows})
+
+
+@pytest.mark.slow
+def test_killed_driver_then_resume_continues_the_trunk(tmp_path, uri):
+    import os
+    import signal
+
+    path, trunks = _long_spec(tmp_path)
+    proc = _sweep("launch", str(path), uri=uri)
+    _wait(lambda: len(_trunk_checkpoints(trunks)) >= 2, proc)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = _trunk_checkpoints(trunks)
+    resumed = _sweep("resume", "unit", uri=uri)
+    out, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, out + err
+    _assert_every_trial_finished_once(uri, trunk_tokens=117760)
+    after = _trunk_checkpoints(trunks)
+    assert {p: after[p] for p in before} == before
