@@ -48,6 +48,8 @@ class _Trunk:
     attempt: int = 1
     ref: object = None  # ObjectRef of the running trunk task
     elsewhere: bool = False  # another driver's worker trains it (holds its lease)
+    followed: bool = False  # this launch released branches from another driver's trunk
+    started: bool = False  # this launch started a trunk task
     placement: object = None
     done: bool = False
 
@@ -145,7 +147,32 @@ class Sharing:
                 print(f"trunk {trunk.family.label}: {line.replace('1 trial is ', 'it is ')}; "
                       "its branches follow its checkpoints")
         trunk.elsewhere = holder is not None
+        trunk.followed |= trunk.elsewhere
         return trunk.elsewhere
+
+    def record_followed(self) -> None:
+        """Record the end of each trunk this launch only followed, whose worker let go and no
+        task of this launch recorded: its own driver may be gone (killed while the trunk
+        trained on), and then nobody else would."""
+        import ray
+
+        from trainer.identity import flatten
+        from trainer.trunk import trunk_summary
+
+        calls = []
+        for trunk in self.trunks:
+            directory = self.directory(trunk.family)
+            if not trunk.followed or trunk.started or current_holder(directory) is not None:
+                continue
+            index = branching.read_index(directory)
+            if not index:
+                continue
+            cfg = trunk.family.members[-1].cfg
+            params = {k: v for k, v in flatten(cfg).items() if k != "train.tokens"}
+            status = "diverged" if index.get("diverged") else "finished"
+            calls.append(self.tracker.trunk.remote(trunk.family.trunk_id, trunk.family.label,
+                                                   params, status, trunk_summary(index)))
+        ray.get(calls)
 
     def _ended(self, runner, trunk: _Trunk) -> None:
         import ray
@@ -199,6 +226,7 @@ class Sharing:
         family = trunk.family
         points = sorted({branch_tokens(t.cfg) for t in trunk.held.values()})
         trunk.placement = chosen[0][1] if chosen else None
+        trunk.started = True
         trunk.ref = self._task.options(num_cpus=res.cpus, num_gpus=res.gpus,
                                        max_retries=self.spec.retries,
                                        retry_exceptions=False).remote(

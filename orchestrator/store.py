@@ -64,7 +64,7 @@ def create_sqlite_store_once(uri: str) -> None:
     from pathlib import Path
 
     prefix = "sqlite:///"
-    if not uri.startswith(prefix) or _has_schema(Path(uri[len(prefix):])):
+    if not uri.startswith(prefix):
         return
     from mlflow import MlflowClient
 
@@ -74,7 +74,9 @@ def create_sqlite_store_once(uri: str) -> None:
     lock_path = path.with_name(path.name + ".init-lock")
     with open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        if not _has_schema(path):  # another command may have created it meanwhile
+        # Checked under the lock only: MLflow stamps the schema version during its migrations,
+        # so a store another command is still creating can look done from outside.
+        if not _has_schema(path):
             MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
         # The tables exist from here on, so whoever locks a file of this name later (a new
         # one, or this one unlinked) finds them and creates nothing: it can go.

@@ -243,3 +243,22 @@ def test_a_killed_drivers_leases_are_taken_over_by_resume(spec_dict, uri, tmp_pa
     steps = [m.step for m in client.get_metric_history(again.info.run_id, "train/loss")]
     assert len(steps) == len(set(steps))
     assert not leases()  # every lease given back
+
+
+def test_two_launches_of_a_shared_sweep_train_each_trunk_once(spec_dict, uri, tmp_path):
+    spec_dict["overrides"] = [o for o in spec_dict["overrides"] if "train.tokens" not in o]
+    spec_dict["overrides"] += ["train.batch_size=8", "schedule.decay_fraction=0.1"]
+    spec_dict["grid"] = {"train.tokens": "choice(65536, 131072, 262144)"}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec_dict))
+    first, second = _sweep("launch", str(path), uri=uri), _sweep("launch", str(path), uri=uri)
+    (out1, err1), (out2, err2) = first.communicate(timeout=600), second.communicate(timeout=600)
+    assert first.returncode == 0, out1 + err1
+    assert second.returncode == 0, out2 + err2
+    _trained_once(uri, spec_dict["storage_root"], 3)
+    assert _ran(out1) + _ran(out2) == 3
+    (trunk_dir,) = (Path(spec_dict["storage_root"]) / "trunks").iterdir()
+    steps = [json.loads(line)["step"] for line in (trunk_dir / "metrics.jsonl").read_text()
+             .splitlines() if "train/loss" in line]
+    assert steps and len(steps) == len(set(steps))  # one trainer, once
+    assert "trunk " in out1 + out2 and "running under another driver" in out1 + out2
