@@ -184,7 +184,7 @@ def _parent_run(client: MlflowClient, name: str):
         hint = f"known sweeps: {', '.join(known)}" if known else "no sweep is recorded there"
         raise ConfigError(f"no sweep named {name!r} in the tracking store ({hint}): check the "
                           "name or --tracking-uri")
-    return parents[0]
+    return min(parents, key=lambda run: (run.info.start_time, run.info.run_id))  # the oldest
 
 
 def extended(spec: SweepSpec, args: list[str]) -> SweepSpec:

@@ -85,9 +85,7 @@ class Tracker:
         self.client = open_client(uri, credentials)
         self.call = StoreCalls(outage_s)
         self.sweep, self.code_version, self.flush_every_s = sweep, code_version, flush_every_s
-        exp = self.call(self.client.get_experiment_by_name, sweep)
-        self.experiment_id = (exp.experiment_id if exp else
-                              self.call(self.client.create_experiment, sweep))
+        self.experiment_id = self._experiment(sweep)
         self.parent_id: str | None = None
         self.children: dict[str, str] = {}  # trial id → run id, of this launch or earlier ones
         self.trunks: dict[str, str] = {}  # trunk id → run id
@@ -108,16 +106,37 @@ class Tracker:
 
     # -- the sweep -----------------------------------------------------------------------
 
+    def _experiment(self, sweep: str) -> str:
+        """The sweep's experiment, created if there is none. Two drivers starting one sweep
+        at once both find none; the second create fails, and that driver takes the first's."""
+        from mlflow.exceptions import MlflowException
+
+        exp = self.call(self.client.get_experiment_by_name, sweep)
+        if exp is not None:
+            return exp.experiment_id
+        try:
+            return self.call(self.client.create_experiment, sweep)
+        except MlflowException as err:
+            if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            return self.call(self.client.get_experiment_by_name, sweep).experiment_id
+
     def open_sweep(self, spec_yaml: str) -> str:
-        """Find or create the parent run, store the spec with it, mark it running."""
+        """Find or create the parent run, store the spec with it, mark it running.
+
+        Two drivers starting one sweep at once may both create a parent: every driver then
+        takes the oldest (by start time, then id), and one that created another deletes it."""
         parents = self.call(sweep_runs, self.client, self.experiment_id, KIND_SWEEP)
-        if parents:
-            self.parent_id = parents[0].info.run_id
-            self.call(self.client.update_run, self.parent_id, status="RUNNING")
-        else:
-            run = self.call(find_or_create_run, self.client, self.experiment_id,
-                             tags={KIND_TAG: KIND_SWEEP}, name=self.sweep)
-            self.parent_id = run.info.run_id
+        created = None
+        if not parents:
+            created = self.call(find_or_create_run, self.client, self.experiment_id,
+                                tags={KIND_TAG: KIND_SWEEP}, name=self.sweep).info.run_id
+            parents = self.call(sweep_runs, self.client, self.experiment_id, KIND_SWEEP)
+        first = min(parents, key=lambda run: (run.info.start_time, run.info.run_id))
+        self.parent_id = first.info.run_id
+        if created is not None and created != self.parent_id:
+            self.call(self.client.delete_run, created)
+        self.call(self.client.update_run, self.parent_id, status="RUNNING")
         self.call(self.client.log_text, self.parent_id, redact(spec_yaml), SPEC_ARTIFACT)
         self.call(self.client.set_tag, self.parent_id, SWEEP_CANCEL_TAG, "no")
         # a resumed or extended sweep is running again, whatever its last launch ended as

@@ -115,3 +115,41 @@ def test_a_sweep_launched_again_reads_running_until_it_closes(tmp_path):
     assert client.get_run(again.parent_id).data.tags["sweep.status"] == "running"
     again.close_sweep("finished")
     assert client.get_run(again.parent_id).data.tags["sweep.status"] == "finished"
+
+
+def test_trackers_of_one_sweep_started_at_once_agree_on_one_experiment_and_parent(tmp_path):
+    """Regression: two launches of one new sweep raced on creating its experiment (the second
+    create failed) and could each create a parent run."""
+    import subprocess
+    import sys
+
+    from orchestrator.store import create_sqlite_store_once
+    from trainer.schema import KIND_SWEEP, sweep_runs
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    create_sqlite_store_once(uri)
+    code = ("import sys; from orchestrator.tracking import Tracker; "
+            "t = Tracker(sys.argv[1], 'race', code_version='t', spec_yaml='name: race'); "
+            "print(t.experiment_id, t.parent_id)")
+    procs = [subprocess.Popen([sys.executable, "-c", code, uri], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    answers = set()
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        answers.add(out.strip())
+    assert len(answers) == 1
+    experiment_id, parent_id = answers.pop().split()
+    client = MlflowClient(tracking_uri=uri)
+    assert [r.info.run_id for r in sweep_runs(client, experiment_id, KIND_SWEEP)] == [parent_id]
+
+
+def test_a_second_parent_left_by_a_race_is_not_taken(tmp_path):
+    from trainer.schema import KIND_SWEEP, KIND_TAG
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    first = _tracker(uri).parent_id
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("tracking")
+    client.create_run(exp.experiment_id, run_name="tracking", tags={KIND_TAG: KIND_SWEEP})
+    assert _tracker(uri).parent_id == first  # the oldest, whatever the search order
