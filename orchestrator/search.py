@@ -323,8 +323,10 @@ class _SearchRunner(_Runner):
         metrics = {f"{slug}/{self.objective}": self.best[name]}
         metrics.update({f"{slug}/{k}": float(v) for k, v in found.items()
                         if _is_number(v)})
+        # Its step: the trials the study has used (asked from `studies`, not from `self.left`,
+        # which does not exist yet while the trials a resumed study left open are told).
         self.tracker.log_sweep_metrics.remote(metrics,
-                                              step=self.plan.search.n_trials - self.left[name])
+                                              step=ray.get(self.studies.used.remote(name)))
 
 
 def _summary(trial: Trial) -> dict:

@@ -186,8 +186,9 @@ def test_two_launches_at_once_train_every_trial_once(spec_dict, uri, tmp_path):
     assert first.returncode == 0, out1 + err1
     assert second.returncode == 0, out2 + err2
     _trained_once(uri, spec_dict["storage_root"], 4)
-    done_before = [int(o.split("trials, ")[1].split()[0]) for o in (out1, out2)]
-    assert _ran(out1) + _ran(out2) + max(done_before) == 4  # no trial trained by both
+    # Both began with nothing done: every trial trained by exactly one of them (the later
+    # one may find some already done, trained by the first).
+    assert _ran(out1) + _ran(out2) == 4
 
 
 def _long_trials(spec_dict):
