@@ -197,7 +197,7 @@ def run_sweep(spec: SweepSpec, trials: list[Trial], *, tracking_uri: str,
     runner.unsure.update(t.trial_id for t in runner.found_ended_trials
                          if stored.get(t.trial_id, {}).get("status") not in DONE)
     outcome.resynced = resync([t for t in todo if t.trial_id in runner.unsure], tracker)
-    runner.sharing.record_followed()
+    runner.sharing.record_unrecorded()
     outcome.tokens = ray.get(tracker.log_token_totals.remote())
     ray.get(tracker.close_sweep.remote(status))
     return outcome

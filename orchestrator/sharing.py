@@ -16,13 +16,14 @@
   they start from the trunk's newest checkpoint at or below their branch point, or from
   step 0 when there is none; each is exact either way.
 
-The trunk's worker records it in MLflow as a run of kind `trunk` (tokens trained), through the
-sweep's tracker like every trial. Killed, a trunk task is re-executed by Ray and continues from
-its newest checkpoint; a killed driver leaves the files, and the next launch plans again from
-them and from MLflow. A trunk is trained by one worker at a time across drivers (the lease of
-its directory, `orchestrator.lease`): a driver that finds another driver's worker training it
-releases its own branches as that trunk passes them, and continues the trunk itself only when
-the other lets go.
+The trunk's worker records it in MLflow as a run of kind `trunk` (tokens trained, and at its end
+the loss history of its `metrics.jsonl`), through the sweep's tracker like every trial. Killed,
+a trunk task is re-executed by Ray and continues from its newest checkpoint; a killed driver
+leaves the files, and the next launch plans again from them and from MLflow (and records a trunk
+whose worker ended it after its driver was gone). A trunk is trained by one worker at a time
+across drivers (the lease of its directory, `orchestrator.lease`): a driver that finds another
+driver's worker training it releases its own branches as that trunk passes them, and continues
+the trunk itself only when the other lets go.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from orchestrator.lease import HELD, current_holder, describe_holders
 from orchestrator.spec import SweepSpec, Trial
 from trainer import branching
 from trainer.paths import RunPaths
-from trainer.schema import FAILED, RUNNING
+from trainer.schema import DIVERGED, FAILED, FINISHED, INTERRUPTED, RUNNING
 
 
 @dataclass
@@ -48,8 +49,7 @@ class _Trunk:
     attempt: int = 1
     ref: object = None  # ObjectRef of the running trunk task
     elsewhere: bool = False  # another driver's worker trains it (holds its lease)
-    followed: bool = False  # this launch released branches from another driver's trunk
-    started: bool = False  # this launch started a trunk task
+    recorded: bool = False  # a task of this launch trained it and recorded its end
     placement: object = None
     done: bool = False
 
@@ -72,11 +72,15 @@ def run_trunk(cfg, tracker, trunk_id: str, directory: str, branch_points: list[i
                             branch_points=branch_points)
     except Exception as err:
         index = branching.read_index(directory)
-        ray.get(tracker.trunk.remote(trunk_id, label, params, FAILED, trunk_summary(index)))
+        history = branching.trunk_history(directory, index.get("steps", 0))
+        ray.get(tracker.trunk.remote(trunk_id, label, params, FAILED, trunk_summary(index),
+                                     history=history))
         return {"status": FAILED, "index": index, "error": f"{type(err).__name__}: {err}"}
     status = "diverged" if index.get("diverged") else "finished"
     # Waited for: the launch's token totals, asked for later by the driver, must include it.
-    ray.get(tracker.trunk.remote(trunk_id, label, params, status, trunk_summary(index)))
+    history = branching.trunk_history(directory, index.get("steps", 0))
+    ray.get(tracker.trunk.remote(trunk_id, label, params, status, trunk_summary(index),
+                                 history=history))
     return {"status": status, "index": index}
 
 
@@ -147,13 +151,13 @@ class Sharing:
                 print(f"trunk {trunk.family.label}: {line.replace('1 trial is ', 'it is ')}; "
                       "its branches follow its checkpoints")
         trunk.elsewhere = holder is not None
-        trunk.followed |= trunk.elsewhere
         return trunk.elsewhere
 
-    def record_followed(self) -> None:
-        """Record the end of each trunk this launch only followed, whose worker let go and no
-        task of this launch recorded: its own driver may be gone (killed while the trunk
-        trained on), and then nobody else would."""
+    def record_unrecorded(self) -> None:
+        """Record the end of each trunk that no task of this launch trained and that no worker
+        holds now, from its directory: the worker that trained it may have outlived its
+        driver (killed while the trunk trained on) and ended it with nobody to record it,
+        whether this launch followed it or found it already past every branch point."""
         import ray
 
         from trainer.identity import flatten
@@ -162,16 +166,21 @@ class Sharing:
         calls = []
         for trunk in self.trunks:
             directory = self.directory(trunk.family)
-            if not trunk.followed or trunk.started or current_holder(directory) is not None:
+            if trunk.recorded or trunk.ref is not None or current_holder(directory) is not None:
                 continue
             index = branching.read_index(directory)
-            if not index:
+            if not index.get("tokens"):
                 continue
+            # Its worker stopped it at its last point, saw it diverge, or was lost mid-way.
+            status = {"stopped": FINISHED, "diverged": DIVERGED}.get(
+                index.get("status"), FAILED if trunk.done else INTERRUPTED)
             cfg = trunk.family.members[-1].cfg
             params = {k: v for k, v in flatten(cfg).items() if k != "train.tokens"}
-            status = "diverged" if index.get("diverged") else "finished"
             calls.append(self.tracker.trunk.remote(trunk.family.trunk_id, trunk.family.label,
-                                                   params, status, trunk_summary(index)))
+                                                   params, status, trunk_summary(index),
+                                                   history=branching.trunk_history(
+                                                       directory, index.get("steps", 0)),
+                                                   unless_recorded=True))
         ray.get(calls)
 
     def _ended(self, runner, trunk: _Trunk) -> None:
@@ -186,6 +195,7 @@ class Sharing:
             result = {"status": FAILED, "error": str(err).strip().splitlines()[-1]}
         if result["status"] == HELD:  # another driver's worker took it first: follow it
             return
+        trunk.recorded = "index" in result  # its worker sent its end (not lost with its node)
         if result["status"] == FAILED and trunk.attempt <= self.spec.retries:
             trunk.attempt += 1  # started again by this poll; it resumes from its checkpoint
             return
@@ -226,7 +236,6 @@ class Sharing:
         family = trunk.family
         points = sorted({branch_tokens(t.cfg) for t in trunk.held.values()})
         trunk.placement = chosen[0][1] if chosen else None
-        trunk.started = True
         trunk.ref = self._task.options(num_cpus=res.cpus, num_gpus=res.gpus,
                                        max_retries=self.spec.retries,
                                        retry_exceptions=False).remote(

@@ -259,24 +259,35 @@ class Tracker:
     # -- a trunk, from its worker; the sweep's totals, from the driver ------------------------
 
     def trunk(self, trunk_id: str, label: str, params: dict, status: str,
-              summary: dict | None = None) -> None:
+              summary: dict | None = None, *, history: list[dict] = (),
+              unless_recorded: bool = False) -> None:
         """The run of a token family's trunk (`orchestrator.sharing`): found or created by its
-        `trunk.id` under the sweep, params once, `final/*` (tokens trained so far) and
-        `trunk.status`; ended unless `status` is running."""
+        `trunk.id` under the sweep, params once, the rows of its `metrics.jsonl` the run
+        lacks (`history`), `final/*` (tokens trained so far) and `trunk.status`; ended unless
+        `status` is running. `unless_recorded`: write nothing when the run already holds
+        this status and these `final/*` values."""
         from mlflow.entities import Metric, Param, RunTag
 
         run_id = self.trunks.get(trunk_id)
         write_params = False
-        if run_id is None:
+        if run_id is None or unless_recorded:
             run = self.call(find_or_create_run, self.client, self.experiment_id, tags={
                 PARENT_RUN_TAG: self.parent_id, KIND_TAG: KIND_TRUNK, TRUNK_ID_TAG: trunk_id,
                 CODE_VERSION_TAG: self.code_version}, name=f"trunk {label}")
             run_id = self.trunks[trunk_id] = run.info.run_id
             write_params = not run.data.params
+            if unless_recorded and run.data.tags.get(TRUNK_STATUS_TAG) == status and all(
+                    run.data.metrics.get(k) == float(v) for k, v in (summary or {}).items()):
+                return
         now = int(time.time() * 1000)
         step = int((summary or {}).get(FINAL_STEPS, 0))
         metrics = [Metric(k, float(v), now, step) for k, v in (summary or {}).items()
                    if k.startswith(FINAL_PREFIX)]
+        for key in HISTORY_KEYS if history else ():
+            written = {m.step for m in self.call(self.client.get_metric_history, run_id, key)}
+            metrics += [Metric(key, float(row[key]), now, row["step"]) for row in history
+                        if row.get(key) is not None and math.isfinite(row[key])
+                        and row["step"] not in written]
         new = [Param(k, _param_value(v)) for k, v in params.items()] if write_params else []
         for chunk_metrics, chunk_params, chunk_tags in batches(
                 metrics=metrics, params=new, tags=[RunTag(TRUNK_STATUS_TAG, status)]):

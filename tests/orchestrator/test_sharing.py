@@ -65,6 +65,11 @@ def test_shared_sweep_equals_the_independent_one_and_trains_less(tmp_path, uri):
     assert trunk.data.tags["trunk.status"] == "finished"
     assert trunk.data.metrics["final/tokens"] == 29184
     assert "train.tokens" not in trunk.data.params
+    # The trunk's own curve (logged every 4 of its 57 steps): the largest budget's, up to it.
+    big = next(r for r in b.values() if r.data.params["train.tokens"] == "32768")
+    shared_steps = _history(client, trunk)
+    assert [s for s, _ in shared_steps] == list(range(4, 57, 4))
+    assert shared_steps == [row for row in _history(client, big) if row[0] <= 57]
     # 29,184 by the trunk + the three decays, against 8,192 + 16,384 + 32,768.
     trained = 29184 + (8192 - 7168) + (16384 - 14336) + (32768 - 29184)
     report = status(uri, "shared")
@@ -106,6 +111,29 @@ def test_a_trunk_that_diverges_records_the_budgets_beyond_it_diverged(tmp_path, 
     assert by_budget[1536].data.tags["trial.status"] == "finished"
     _, trunks = _children(uri, "hot", "trunk")
     assert [t.data.tags["trunk.status"] for t in trunks.values()] == ["diverged"]
+
+
+def test_a_trunk_its_worker_ended_with_nobody_to_record_it_is_recorded_by_the_next_launch(
+        tmp_path, uri):
+    # What a worker that outlived its killed driver leaves: a trunk trained past every branch
+    # point on disk, and no record of its end. The next launch trains no trunk and records it.
+    from orchestrator.families import plan_sharing
+    from orchestrator.spec import expand
+    from trainer import branching
+    from trainer.trunk import train_trunk
+
+    spec = _spec(tmp_path, "orphan")
+    (family,) = plan_sharing(expand(spec)).families
+    directory = branching.trunk_dir(spec.storage_root, family.trunk_id)
+    train_trunk(family.members[-1].cfg, trunk_id=family.trunk_id, directory=directory,
+                branch_points=sorted(family.branch_points.values()))
+    outcome = launch(spec, tracking_uri=uri, progress=False)
+    assert sorted(outcome.ran.values()) == ["finished"] * 3
+    _, trunks = _children(uri, "orphan", "trunk")
+    (trunk,) = trunks.values()
+    assert trunk.data.tags["trunk.status"] == "finished" and trunk.info.status == "FINISHED"
+    assert trunk.data.metrics["final/tokens"] == 29184
+    assert status(uri, "orphan")["tokens_trained"] == 29184 + 1024 + 2048 + 3584
 
 
 # -- kills: the `sweep` command in its own process -------------------------------------------
