@@ -17,6 +17,11 @@ with the 16× budget (`extend`), which continues each trunk. Measured:
 - extend: tokens the 16× extension trained ÷ tokens of the 16× trials trained standalone
   (target ≤ 0.56; 8.8/16 = 0.55), and its seconds ÷ the standalone seconds estimated from the
   independent sweep's seconds per token;
+- family_wall_ratio: one family alone (one LR, the four budgets, shared) against its longest
+  trial alone (the 8× budget, independent): training seconds on the family's critical path
+  (its trunk's, then the 8× branch's own) ÷ the 8× trial's (the issue: within a few percent);
+  `family_launch_ratio` is the same for the whole launches' wall clock (process starts, the
+  branches' restores and the trunk's checkpoints included); each pair run A B B A;
 - load: the 1-minute load average before and after (the machine may be shared).
 Both sweeps run twice, in the order independent, shared, shared, independent (a load that
 drifts weighs on both alike), on a Ray whose workers were started before the clock, and the
@@ -67,6 +72,37 @@ def _seconds(uri: str, name: str) -> tuple[float, float]:
               for r in trials)
     return own + sum(r.data.metrics["final/wall_s"] for r in trunks), \
         sum(r.data.metrics["final/tokens"] for r in trials)
+
+
+def _critical_s(uri: str, name: str) -> float:
+    """Training seconds on the sweep's critical path: its trunk's (if any) and then the
+    largest budget's own."""
+    trial = max(_runs(uri, name, "trial"), key=lambda r: r.data.metrics["final/tokens"])
+    own = trial.data.metrics["final/wall_s"] - trial.data.metrics.get("final/wall_s_shared", 0)
+    return own + sum(r.data.metrics["final/wall_s"] for r in _runs(uri, name, "trunk"))
+
+
+def _family_walls(root: Path, uri: str, base: int) -> dict:
+    """One family shared against its longest trial alone (see the module docstring)."""
+    def family(name: str):
+        spec = _spec(name, root, base, share=True).to_dict()
+        spec["grid"]["optim.lr"] = "choice(1e-2)"
+        return spec_from_dict(spec)
+
+    def longest(name: str):
+        spec = _spec(name, root, base, share=False).to_dict()
+        spec["grid"] = {"optim.lr": "choice(1e-2)", "train.tokens": f"choice({8 * base})"}
+        return spec_from_dict(spec)
+
+    walls = {name: _timed_launch(make(name), uri)[1] for name, make in (
+        ("longest", longest), ("family", family), ("family_b", family),
+        ("longest_b", longest))}
+    spans = {name: _critical_s(uri, name) for name in walls}
+    return {"family_wall_ratio": (spans["family"] + spans["family_b"])
+            / (spans["longest"] + spans["longest_b"]),
+            "family_launch_ratio": (walls["family"] + walls["family_b"])
+            / (walls["longest"] + walls["longest_b"]),
+            "family_critical_s": spans, "family_launch_s": walls}
 
 
 def _timed_launch(spec, uri: str):
@@ -128,6 +164,7 @@ def main() -> dict:
     standalone = 2 * 16 * args.base_tokens
     extend_sec = _seconds(uri, "shared")[0] - seconds["shared"][0]
     launch_s = {name: wall for name, (_, wall) in runs.items()}
+    family = _family_walls(root, uri, args.base_tokens)
     result = {
         "base_tokens": args.base_tokens, "trials": shared.trials,
         "compute_ratio": shared.tokens["sweep/tokens_ratio"],
@@ -144,6 +181,7 @@ def main() -> dict:
                    "compute_ratio": increment / standalone,
                    "trial_seconds": extend_sec,
                    "wall_ratio": extend_sec / (alone_sec / alone_tokens * standalone)},
+        **family,
         "load": {"before_1m": load_before, "after_1m": os.getloadavg()[0],
                  "cpus": os.cpu_count()},
     }
@@ -153,7 +191,8 @@ def main() -> dict:
     else:
         print(f"compute_ratio {result['compute_ratio']:.3f}  wall_ratio "
               f"{result['wall_ratio']:.3f}  max_rel_diff {max_rel_diff:.2e}  extend "
-              f"{result['extend']['compute_ratio']:.3f}  (load {load_before:.1f} -> "
+              f"{result['extend']['compute_ratio']:.3f}  family_wall_ratio "
+              f"{result['family_wall_ratio']:.3f}  (load {load_before:.1f} -> "
               f"{result['load']['after_1m']:.1f}); {path}")
     return result
 

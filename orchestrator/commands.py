@@ -105,8 +105,7 @@ def _launch_search(spec: SweepSpec, *, tracking_uri: str, address: str | None,
         raise ConfigError(list(err.problems) + cluster) from None
     create_sqlite_store_once(tracking_uri)
     if not search.has_work(plan, storage):  # every study at n_trials: answer from storage
-        used = sum(plan.search.n_trials - n
-                   for n in search.left_per_study(plan, storage).values())
+        used = sum(row["used"] for row in search.search_status(plan, storage))
         return SweepOutcome(trials=used, already_done=used)
     problems = _cluster_problems(spec, address)
     if problems:
@@ -161,9 +160,8 @@ def search_dry_run(spec: SweepSpec, *, tracking_uri: str) -> list[tuple[str, int
     from orchestrator import search
 
     spec, plan, storage = search.prepare_search(spec, tracking_uri)
-    left = search.left_per_study(plan, storage)
-    return [(s.label, plan.search.n_trials - left[plan.study_name(s)],
-             left[plan.study_name(s)]) for s in plan.slices]
+    return [(row["slice"], row["used"], max(row["n_trials"] - row["used"], 0))
+            for row in search.search_status(plan, storage)]
 
 
 def stored_spec(tracking_uri: str, name: str) -> SweepSpec:
@@ -195,8 +193,9 @@ def extended(spec: SweepSpec, args: list[str]) -> SweepSpec:
         raise ConfigError("sweep extend needs overrides, e.g. 'optim.lr=choice(3e-2)'")
     updated = spec.with_overrides(args)
     grid = dict(updated.grid)
-    searched = () if spec.optuna is None else [k for k in spec.grid
-                                                if k not in spec.optuna.per_slice]
+    searched = () if spec.optuna is None else [
+        k for k in spec.grid if k not in spec.optuna.per_slice
+        and not (k == "train.tokens" and spec.optuna.pruner == "halving")]  # budgets: rungs
     if searched:
         from orchestrator.search import check_extension
         check_extension(spec, updated)

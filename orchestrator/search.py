@@ -34,6 +34,7 @@ stops at the first one the study's pruner rejects (`trainer.loop.Pruner`).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import re
 from pathlib import Path
@@ -45,7 +46,7 @@ from orchestrator.search_space import SearchPlan, Slice, plan_search
 from orchestrator.sharing import Sharing
 from orchestrator.spec import SweepSpec, Trial
 from orchestrator.store import tracking_credentials
-from orchestrator.studies import Studies, storage_url, summaries
+from orchestrator.studies import Studies, storage_url, stored_trials, summaries
 from orchestrator.tracking import Tracker
 from trainer.errors import ConfigError
 from trainer.schema import (
@@ -80,17 +81,29 @@ def example_trials(plan: SearchPlan) -> list[Trial]:
     return [plan.trial(s, corners(plan.dists)[0]) for s in plan.slices]
 
 
-def left_per_study(plan: SearchPlan, url: str) -> dict[str, int]:
-    """Trials each study may still ask (read from the storage; nothing runs)."""
-    found = summaries(url, [plan.study_name(s) for s in plan.slices])
-    return {name: max(plan.search.n_trials - info["used"], 0) for name, info in found.items()}
+def study_quotas(plan: SearchPlan, url: str) -> dict[str, int]:
+    """Trials each study holds once the sweep is done: n_trials, or under halving, for a rung
+    above the first, the trials that climb to it (`orchestrator.halving.quotas`)."""
+    from orchestrator.halving import quotas
+
+    names = [plan.study_name(s) for s in plan.slices]
+    if plan.rungs is None:
+        return dict.fromkeys(names, plan.search.n_trials)
+    trials = stored_trials(url, names)
+    out = {}
+    for ladder in plan.ladders():
+        per_rung = [trials[plan.study_name(s)] for s in ladder]
+        counts = quotas(plan.rungs, plan.search.n_trials, per_rung)
+        out.update({plan.study_name(s): n for s, n in zip(ladder, counts, strict=True)})
+    return out
 
 
 def has_work(plan: SearchPlan, url: str) -> bool:
-    """Is any study short of its n_trials, or has one trials in flight?"""
+    """Is any study short of its trials, or has one trials in flight?"""
     found = summaries(url, [plan.study_name(s) for s in plan.slices])
-    return any(info["used"] < plan.search.n_trials or info["states"].get("running")
-               for info in found.values())
+    quota = study_quotas(plan, url)
+    return any(info["used"] < quota[name] or info["states"].get("running")
+               for name, info in found.items())
 
 
 def run_search(spec: SweepSpec, plan: SearchPlan, *, tracking_uri: str, storage: str,
@@ -107,7 +120,7 @@ def run_search(spec: SweepSpec, plan: SearchPlan, *, tracking_uri: str, storage:
         credentials=tracking_credentials())
     names = [plan.study_name(s) for s in plan.slices]
     studies = ray.remote(Studies).options(num_cpus=0, scheduling_strategy=here).remote(
-        storage, plan.search, names, plan.dists)
+        storage, plan.search, names, plan.dists, fed=fed_studies(plan), rungs=plan.rungs)
     states = recorded_trials(tracking_uri, spec.name)
     outcome = SweepOutcome(trials=0, already_done=0)
     runner = _SearchRunner(spec, tracker, plan, studies, states, outcome,
@@ -130,6 +143,11 @@ def run_search(spec: SweepSpec, plan: SearchPlan, *, tracking_uri: str, storage:
     outcome.trials = len(runner.trials)
     ray.get(tracker.close_sweep.remote(status))
     return outcome
+
+
+def fed_studies(plan: SearchPlan) -> list[str]:
+    """Studies whose trials are enqueued, not sampled: the rungs above the first."""
+    return [plan.study_name(s) for s in plan.slices if plan.rung(s) > 0]
 
 
 def searched_trial(studies):
@@ -181,7 +199,10 @@ class _SearchRunner(_Runner):
         self.settled: set[str] = set()  # trial ids whose end the studies were told
         self.tracker, self.outcome = tracker, outcome  # (set again by the base class)
         reopened = self._reopen()
-        self.left = {name: plan.search.n_trials - ray.get(studies.used.remote(name))
+        fed = set(fed_studies(plan))
+        # A rung above the first may ask what was enqueued in it (`_promote`), no more.
+        self.left = {name: (ray.get(studies.size.remote(name)) if name in fed
+                            else plan.search.n_trials) - ray.get(studies.used.remote(name))
                      for name in self.slice_of}
         # Searched trials train alone: no token family shares a trunk here (yet).
         unshared = Sharing(dataclasses.replace(spec, share_prefix=False), [], [], tracker)
@@ -190,6 +211,7 @@ class _SearchRunner(_Runner):
                          observer=_Seen(self.results, observer), sharing=unshared)
         self.cap = spec.max_concurrent or math.inf
         self.total = len(reopened) + sum(max(n, 0) for n in self.left.values())
+        self._promote()
         if not self.queue:
             self._ask_into_queue()
 
@@ -246,6 +268,24 @@ class _SearchRunner(_Runner):
             return None
         return _outcome(status, value), value, vocab
 
+    def _promote(self) -> None:
+        """Under halving, enqueue in each rung the best of the rung below once that one is
+        over (`orchestrator.halving`); they become askable there."""
+        import ray
+
+        if self.plan.rungs is None:
+            return
+        for ladder in self.plan.ladders():
+            quota = self.plan.search.n_trials
+            for below, above in itertools.pairwise(ladder):
+                below, above = self.plan.study_name(below), self.plan.study_name(above)
+                added = ray.get(self.studies.promote.remote(below, above, quota))
+                if added is None:
+                    break
+                self.left[above] += added
+                self.total += added
+                quota = ray.get(self.studies.size.remote(above))
+
     def _next_study(self) -> str | None:
         """The study to ask next: the fewest trials in flight, then the most left."""
         flying = {name: 0 for name in self.slice_of}
@@ -291,9 +331,12 @@ class _SearchRunner(_Runner):
         """Tell the studies of each trial that ended since (here or, found ended, elsewhere);
         keep the loop going while a study may still ask."""
         ended = {**self.outcome.found_ended, **self.outcome.ran}
-        for trial_id in [t for t in ended if t not in self.settled]:
+        newly = [t for t in ended if t not in self.settled]
+        for trial_id in newly:
             self.settled.add(trial_id)
             self._ended(trial_id, ended[trial_id])
+        if newly:
+            self._promote()
         if not self.queue and len(self.running) < self.cap:
             self._ask_into_queue()
 
@@ -380,10 +423,12 @@ def search_status(plan: SearchPlan, url: str) -> list[dict]:
     searched axes where that best sits at the range's edge (the slice's optimum is then not
     bracketed: widen the range with `sweep extend`)."""
     found = summaries(url, [plan.study_name(s) for s in plan.slices])
+    quota = study_quotas(plan, url)
     rows = []
     for s in plan.slices:
         info = found[plan.study_name(s)]
-        rows.append({"slice": s.label, "used": info["used"], "n_trials": plan.search.n_trials,
+        rows.append({"slice": s.label, "used": info["used"],
+                     "n_trials": quota[plan.study_name(s)],
                      "states": info["states"], "best": info["best"],
                      "best_params": info["best_params"],
                      "edge": at_edge(plan.dists, info["best_params"])})

@@ -30,7 +30,12 @@ from hydra.errors import OverrideParseException
 SEARCH_KEYS = {"sampler", "seed", "n_trials", "per_slice", "objective", "pruner", "storage"}
 SAMPLERS = {"gp": "GPSampler", "tpe": "TPESampler", "cmaes": "CmaEsSampler",
             "random": "RandomSampler", "qmc": "QMCSampler"}
-PRUNERS = {"none": "NopPruner", "median": "MedianPruner", "hyperband": "HyperbandPruner"}
+PRUNERS = {"none": "NopPruner", "median": "MedianPruner", "hyperband": "HyperbandPruner",
+           "halving": "NopPruner"}
+HALVING = "halving"
+"""Successive halving over the `train.tokens` budgets (`orchestrator.halving`): no Optuna
+pruner stops a trial; the best of each budget's study climb to the next budget."""
+TOKENS_KEY = "train.tokens"
 DEFAULT_SAMPLER = "gp"
 """The default sampler; why this one is measured in benchmarks/search.py (benchmarks/README)."""
 STARTUP_TRIALS = 3
@@ -104,9 +109,8 @@ def parse_search(raw: object, grid: dict[str, str]) -> tuple[OptunaSearch | None
     sampler, sampler_args = _named(opts.get("sampler", DEFAULT_SAMPLER), "sampler", SAMPLERS,
                                    problems)
     pruner, pruner_args = _named(opts.get("pruner", "none"), "pruner", PRUNERS, problems)
-    if opts.get("pruner") == "halving":
-        problems[-1] = ("search.optuna.pruner=halving (over token budgets) is not available "
-                        "yet; use none, median or hyperband")
+    if pruner == HALVING:
+        problems += _halving_problems(pruner_args, grid, per_slice)
     objective = str(opts.get("objective", DEFAULT_OBJECTIVE))
     if not objective.startswith("final/"):
         problems.append(f"search.optuna.objective={objective!r}: give a final/* value of the "
@@ -121,6 +125,31 @@ def parse_search(raw: object, grid: dict[str, str]) -> tuple[OptunaSearch | None
                           pruner_args=pruner_args, objective=objective,
                           storage=opts.get("storage"))
     return search, _construction_problems(search)
+
+
+def _halving_problems(args: dict, grid: dict[str, str], per_slice: list) -> list[str]:
+    """What `pruner: halving` needs: budgets to climb, and a whole reduction factor >= 2."""
+    problems = [f"search.optuna.pruner.halving: unknown option '{k}'; the one option is "
+                "reduction_factor" for k in args if k != "reduction_factor"]
+    factor = args.get("reduction_factor", 2)
+    if not isinstance(factor, int) or isinstance(factor, bool) or factor < 2:
+        problems.append(f"search.optuna.pruner.halving.reduction_factor={factor!r}: give a "
+                        "whole number >= 2 (2 keeps the best half of each budget)")
+    example = "such as train.tokens: choice(1_000_000, 2_000_000, 4_000_000)"
+    if TOKENS_KEY in per_slice:
+        problems.append("search.optuna.pruner=halving climbs the train.tokens budgets: remove "
+                        "train.tokens from search.optuna.per_slice")
+    elif TOKENS_KEY not in grid:
+        problems.append("search.optuna.pruner=halving needs budgets to climb: add a grid axis "
+                        f"{example}")
+    else:
+        dist, found = distribution(TOKENS_KEY, grid[TOKENS_KEY])
+        if not found and (not hasattr(dist, "choices") or len(dist.choices) < 2):
+            problems.append(f"search.optuna.pruner=halving: grid.train.tokens="
+                            f"{grid[TOKENS_KEY]!r} must be a choice of two budgets or more, "
+                            f"{example}")
+        problems += found
+    return problems
 
 
 def _construction_problems(search: OptunaSearch) -> list[str]:
@@ -199,7 +228,8 @@ def make_pruner(search: OptunaSearch, *, study_name: str = ""):
     """The study's pruner (`NopPruner` for `none`)."""
     import optuna
 
-    return getattr(optuna.pruners, PRUNERS[search.pruner])(**search.pruner_args)
+    args = {} if search.pruner == HALVING else search.pruner_args
+    return getattr(optuna.pruners, PRUNERS[search.pruner])(**args)
 
 
 # -- the grid as slices and distributions ---------------------------------------------------
@@ -267,12 +297,15 @@ def search_space(grid: dict[str, str], search: OptunaSearch, seeds: tuple[int, .
     from orchestrator.spec import SweepSpec, grid_axes
 
     problems, fixed, dists = [], [], {}
-    slice_grid = {k: v for k, v in grid.items() if k in search.per_slice}
+    # Under halving the budgets are per-slice too: one study per budget (the rungs).
+    per_slice = (*search.per_slice, TOKENS_KEY) if search.pruner == HALVING else \
+        search.per_slice
+    slice_grid = {k: v for k, v in grid.items() if k in per_slice}
     axes, found = grid_axes(SweepSpec(name="", grid=slice_grid))
     problems += [p.replace("or search: optuna", "or remove the axis from per_slice")
                  for p in found]
     for key, expr in grid.items():
-        if key in search.per_slice:
+        if key in per_slice:
             continue
         dist, found = distribution(key, expr)
         problems += found
@@ -318,7 +351,25 @@ class SearchPlan:
     dists: dict
     fixed: tuple[str, ...]
     """Grid keys with one value: overrides of every trial."""
+    rungs: object = None
+    """`orchestrator.halving.Rungs` under `pruner: halving`, else None."""
     composer: object = None
+
+    def rung(self, slice_: Slice) -> int:
+        """The rung of a slice's study under halving (its budget's place), else 0."""
+        if self.rungs is None:
+            return 0
+        value = next(p for p in slice_.point if p.startswith(TOKENS_KEY + "="))
+        return self.rungs.values.index(value.split("=", 1)[1])
+
+    def ladders(self) -> list[list[Slice]]:
+        """The slices grouped by everything but the budget, each group by rung; one group
+        per slice without halving."""
+        groups: dict[tuple, list[Slice]] = {}
+        for s in self.slices:
+            base = tuple(p for p in s.point if not (self.rungs and p.startswith(TOKENS_KEY)))
+            groups.setdefault(base, []).append(s)
+        return [sorted(g, key=self.rung) for g in groups.values()]
 
     def study_name(self, slice_: Slice) -> str:
         """The study's name in the storage: the sweep's name and the slice's point."""
@@ -352,10 +403,24 @@ def plan_search(spec) -> SearchPlan:
     slices, dists, fixed, problems = search_space(spec.grid, search, spec.seeds)
     if problems:
         raise ConfigError(problems)
-    plan = SearchPlan(spec, search, slices, dists, fixed)
+    plan = SearchPlan(spec, search, slices, dists, fixed, rungs=_rungs(spec.grid, search))
     for slice_ in slices:
         for point in corners(dists):
             plan.trial(slice_, point, problems)
     if problems:
         raise ConfigError(dedupe(problems))
     return plan
+
+
+def _rungs(grid: dict[str, str], search: OptunaSearch):
+    """The budgets a halving search climbs, smallest first (None for other pruners)."""
+    from orchestrator.halving import DEFAULT_REDUCTION_FACTOR, Rungs
+    from orchestrator.spec import SweepSpec, grid_axes
+
+    if search.pruner != HALVING:
+        return None
+    axes, _ = grid_axes(SweepSpec(name="", grid={TOKENS_KEY: grid[TOKENS_KEY]}))
+    values = sorted(axes[TOKENS_KEY], key=lambda v: float(v))
+    return Rungs(budgets=tuple(int(float(v)) for v in values), values=tuple(values),
+                 reduction_factor=search.pruner_args.get("reduction_factor",
+                                                         DEFAULT_REDUCTION_FACTOR))

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from trainer.errors import ConfigError
@@ -72,11 +73,15 @@ def diverged_value(vocab_size: float | None, told: list[float]) -> float:
 class Studies:
     """The studies of one sweep (run it as a Ray actor: `ray.remote(Studies)`)."""
 
-    def __init__(self, url: str, search, names: list[str], dists: dict | None = None):
+    def __init__(self, url: str, search, names: list[str], dists: dict | None = None, *,
+                 fed: Sequence[str] = (), rungs=None):
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.storage, self.search, self.dists = open_storage(url), search, dists or {}
+        self.rungs = rungs  # `orchestrator.halving.Rungs` under halving
+        self.fed = set(fed)
+        """Studies whose trials are enqueued (the upper rungs of halving), not sampled."""
         self.studies: dict = {}
         self.add(names)
         self.reporting: dict[str, list[tuple[str, int]]] = {}
@@ -103,7 +108,8 @@ class Studies:
                 pruner=make_pruner(self.search, study_name=name), load_if_exists=True)
             num_trials = len(study.get_trials(deepcopy=False))
             study.sampler = make_sampler(self.search, study_name=name, num_trials=num_trials)
-            if num_trials == 0 and self.search.sampler in ("gp", "tpe") and self.dists:
+            if num_trials == 0 and self.search.sampler in ("gp", "tpe") and self.dists \
+                    and name not in self.fed:
                 # A new study of a model-based sampler starts from a Latin hypercube (waiting
                 # trials, popped by its first asks).
                 num = min(STARTUP_TRIALS, self.search.n_trials)
@@ -125,6 +131,24 @@ class Studies:
         its startup design still waiting to be asked)."""
         return sum(t.state.name != "WAITING"
                    for t in self.studies[name].get_trials(deepcopy=False))
+
+    def size(self, name: str) -> int:
+        """Trials of the study, asked or enqueued."""
+        return len(self.studies[name].get_trials(deepcopy=False))
+
+    def promote(self, below: str, above: str, quota: int) -> int | None:
+        """Enqueue in study `above` the trials of `below` that climb (`orchestrator.halving`)
+        and are not there yet; how many, or None while `below` is not over."""
+        from orchestrator.halving import missing, survivors
+
+        climbing = survivors(self.rungs, self.studies[below].get_trials(deepcopy=False),
+                             quota=quota)
+        if climbing is None:
+            return None
+        new = missing(climbing, self.studies[above].get_trials(deepcopy=False))
+        for params in new:
+            self.studies[above].enqueue_trial(params)
+        return len(new)
 
     def ask(self, name: str, dists: dict) -> tuple[int, dict]:
         """A new trial of the study: (number, params)."""
@@ -155,13 +179,19 @@ class Studies:
              vocab_size: float | None = None) -> float | None:
         """End trial `number` of the study with `outcome` (complete, diverged, pruned or
         fail); the study's best value afterwards."""
+        import optuna
         from optuna.trial import TrialState
+
+        from orchestrator.halving import DIVERGED_ATTR
 
         study = self.studies[name]
         if outcome == "diverged":
             told = [t.value for t in study.get_trials(deepcopy=False,
                                                       states=(TrialState.COMPLETE,))]
             outcome, value = "complete", diverged_value(vocab_size, told)
+            storage_id = study.get_trials(deepcopy=False)[number]._trial_id
+            if not study.get_trials(deepcopy=False)[number].state.is_finished():
+                optuna.trial.Trial(study, storage_id).set_user_attr(DIVERGED_ATTR, True)
         state = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED,
                  "fail": TrialState.FAIL}[outcome]
         study.tell(number, value if state == TrialState.COMPLETE else None, state=state,
@@ -188,6 +218,18 @@ def best(study) -> float | None:
 
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     return min(t.value for t in done) if done else None
+
+
+def stored_trials(url: str, names: list[str]) -> dict[str, list]:
+    """Per study (read only): its trials as Optuna FrozenTrials, none for a study not
+    created yet."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = open_storage(url)
+    known = {s.study_name for s in storage.get_all_studies()}
+    return {name: optuna.load_study(study_name=name, storage=storage).get_trials(
+        deepcopy=False) if name in known else [] for name in names}
 
 
 def summaries(url: str, names: list[str]) -> dict[str, dict]:

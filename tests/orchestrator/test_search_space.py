@@ -72,8 +72,8 @@ def test_every_problem_of_the_search_mapping_is_listed_at_once():
         "remove it from per_slice",
         "spec: search.optuna.sampler='annealing' is not known; use one of gp, tpe, cmaes, "
         "random, qmc",
-        "spec: search.optuna.pruner=halving (over token budgets) is not available yet; use "
-        "none, median or hyperband",
+        "spec: search.optuna.pruner=halving needs budgets to climb: add a grid axis such as "
+        "train.tokens: choice(1_000_000, 2_000_000, 4_000_000)",
         "spec: search.optuna.objective='loss': give a final/* value of the trial's summary, "
         "e.g. final/eval_loss"]
 
