@@ -166,8 +166,9 @@ def _fit_one(law: str, runs: Runs, optima: pd.DataFrame, *, n_boot: int, seed: i
     return cbs_law(runs.finished, runs.histories, cbs_group_keys(runs.slice_keys), **boot)
 
 
-def fit_json(result: FitResult, *, sweep: str) -> dict:
-    """The fit.json document (see docs/design.md): laws, slices, skipped laws and the next grid."""
+def fit_json(result: FitResult, *, sweep: str, n_trials: int | None = None) -> dict:
+    """The fit.json document (see docs/design.md): laws, slices, skipped laws and the next grid
+    (for a searched sweep, whose studies have `n_trials` each: the next search budget)."""
     table = result.runs.table
     optima = result.optima
     doc = {
@@ -182,16 +183,23 @@ def fit_json(result: FitResult, *, sweep: str) -> dict:
         "slices": _slices_json(optima),
         "next_grid": next_grid(optima) if not optima.empty else [],
     }
+    if n_trials is not None:
+        # A study's LRs are the sampler's (under halving, a rung's are the best of the rung
+        # below): new grid values would turn a searched range into a list. More trials probe
+        # past a best at the edge of what was tried, or let more LRs climb.
+        doc["next_grid"] = [f"search.optuna.n_trials={2 * n_trials}"] if doc["next_grid"] else []
     return _clean(doc)
 
 
-def write_fit(result: FitResult, out_dir: str | Path, *, sweep: str) -> dict:
-    """Write fit.json and plots/*.png under out_dir; the fit.json document."""
+def write_fit(result: FitResult, out_dir: str | Path, *, sweep: str,
+              n_trials: int | None = None) -> dict:
+    """Write fit.json and plots/*.png under out_dir; the fit.json document (`n_trials`: a
+    searched sweep's trials per study)."""
     from fitter.plots import save_plots
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    doc = fit_json(result, sweep=sweep)
+    doc = fit_json(result, sweep=sweep, n_trials=n_trials)
     doc["plots"] = [str(p.relative_to(out)) for p in save_plots(result, out / "plots")]
     (out / "fit.json").write_text(json.dumps(doc, indent=2))
     return doc
@@ -255,7 +263,12 @@ def format_fit(doc: dict) -> str:
     if best:
         lines.append(f"  best slice: {best}")
     edges = [s for s in doc["slices"] if s.get("edge") in ("low", "high", "all_diverged")]
-    if edges:
+    if edges and doc["next_grid"][0].startswith("search."):
+        lines.append(f"  {len(edges)} slices have their best LR at the edge of the LRs their "
+                     f"study tried; to bracket them: sweep extend {doc['sweep']} "
+                     f"{doc['next_grid'][0]} (or widen a searched range that `sweep status` "
+                     "flags)")
+    elif edges:
         lines.append(f"  {len(edges)} slices have their best LR at the grid edge; to bracket "
                      "them: sweep extend " + doc["sweep"] + " " + " ".join(doc["next_grid"]))
     return "\n".join(lines)

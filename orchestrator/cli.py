@@ -283,7 +283,8 @@ def _fit(args, uri: str) -> int:
     result = fit_runs(runs, laws=laws, n_boot=args.n_boot, pool=args.pool,
                       group=parse_group(args.group))
     out = Path(args.out or Path("outputs") / "fit" / label)
-    doc = write_fit(result, out, sweep=label)
+    searched = args.name and _stored_search(uri, args.name)
+    doc = write_fit(result, out, sweep=label, n_trials=searched.n_trials if searched else None)
     if args.name:
         doc["fit_run_id"] = log_fit(uri, args.name, out, doc)
     if args.json:
@@ -293,6 +294,13 @@ def _fit(args, uri: str) -> int:
         print(f"wrote {out / 'fit.json'} and {len(doc['plots'])} plots"
               + (f"; MLflow fit run {doc['fit_run_id']}" if args.name else ""))
     return 0
+
+
+def _stored_search(uri: str, name: str):
+    """The Optuna search of a stored sweep, or None (a grid)."""
+    from orchestrator import commands
+
+    return commands.stored_spec(uri, name).optuna
 
 
 def _recommend(args, uri: str) -> int:

@@ -182,25 +182,37 @@ def run_sweep(spec: SweepSpec, trials: list[Trial], *, tracking_uri: str,
                      resources_for=resources_for or (lambda _trial: spec.resources.per_trial()),
                      observer=observer or SweepObserver(),
                      sharing=Sharing(spec, trials, todo, tracker))
+    drive(runner, tracking_uri=tracking_uri, progress=progress, ended=DONE)
+    return outcome
+
+
+def drive(runner: _Runner, *, tracking_uri: str, progress: bool,
+          ended: tuple[str, ...]) -> None:
+    """Run a launch's loop to its end (Ctrl-C interrupts it), then complete its record: every
+    end the workers sent written, the gaps re-synced from the trials' directories, the trunks
+    nobody recorded, the token totals and the sweep's status (finished when every trial
+    reached one of `ended`)."""
+    import ray
+
+    outcome, tracker, spec = runner.outcome, runner.tracker, runner.spec
     try:
         runner.loop(progress=progress)
     except KeyboardInterrupt:
         runner.stop(INTERRUPTED)
         outcome.interrupted = True
-    ended = list(outcome.ran.values()) + list(outcome.found_ended.values())
+    results = list(outcome.ran.values()) + list(outcome.found_ended.values())
     status = INTERRUPTED if outcome.interrupted else (
-        FINISHED if all(s in DONE for s in ended) else FAILED)
+        FINISHED if all(s in ended for s in results) else FAILED)
     runner.await_records(timeout=None)  # every end the workers sent, written
     # A trial another driver ended is its to record; one whose record is still not done
     # here (that driver died after the trial's end) is completed from its run directory.
     stored = recorded_trials(tracking_uri, spec.name) if runner.found_ended_trials else {}
     runner.unsure.update(t.trial_id for t in runner.found_ended_trials
-                         if stored.get(t.trial_id, {}).get("status") not in DONE)
-    outcome.resynced = resync([t for t in todo if t.trial_id in runner.unsure], tracker)
+                         if stored.get(t.trial_id, {}).get("status") not in ended)
+    outcome.resynced = resync([runner.trials[t] for t in runner.unsure], tracker)
     runner.sharing.record_unrecorded()
     outcome.tokens = ray.get(tracker.log_token_totals.remote())
     ray.get(tracker.close_sweep.remote(status))
-    return outcome
 
 
 def _driver_node():
@@ -233,6 +245,7 @@ class _Runner:
         self.task = ray.remote(trial_task(task_fn or run_trial, sweep=spec.name,
                                           driver_pid=os.getpid()))
         self.resources_for = resources_for
+        self.trials = {t.trial_id: t for t in todo}  # every trial this launch may run
         self.running: dict = {}  # ObjectRef of the task → (trial, attempt, placement)
         self.recording: dict = {}  # ObjectRef of an end write → its trial
         self.unsure: set[str] = set()  # trials whose record may lack something

@@ -41,7 +41,14 @@ from pathlib import Path
 
 import yaml
 
-from orchestrator.driver import SweepObserver, SweepOutcome, _driver_node, _Runner, code_version
+from orchestrator.driver import (
+    SweepObserver,
+    SweepOutcome,
+    _driver_node,
+    _Runner,
+    code_version,
+    drive,
+)
 from orchestrator.search_space import SearchPlan, Slice, plan_search
 from orchestrator.sharing import Sharing
 from orchestrator.spec import SweepSpec, Trial
@@ -54,7 +61,6 @@ from trainer.schema import (
     DONE,
     FAILED,
     FINISHED,
-    INTERRUPTED,
     PRUNED,
     recorded_trials,
 )
@@ -111,8 +117,6 @@ def run_search(spec: SweepSpec, plan: SearchPlan, *, tracking_uri: str, storage:
     """Run the studies of a searched sweep to their `n_trials` (see the module docstring)."""
     import ray
 
-    from orchestrator.resync import resync
-
     here = _driver_node()
     tracker = ray.remote(Tracker).options(num_cpus=0, scheduling_strategy=here).remote(
         tracking_uri, spec.name, code_version=code_version(),
@@ -125,23 +129,8 @@ def run_search(spec: SweepSpec, plan: SearchPlan, *, tracking_uri: str, storage:
     outcome = SweepOutcome(trials=0, already_done=0)
     runner = _SearchRunner(spec, tracker, plan, studies, states, outcome,
                            observer=observer or SweepObserver())
-    try:
-        runner.loop(progress=progress)
-    except KeyboardInterrupt:
-        runner.stop(INTERRUPTED)
-        outcome.interrupted = True
-    ended = list(outcome.ran.values()) + list(outcome.found_ended.values())
-    status = INTERRUPTED if outcome.interrupted else (
-        FINISHED if all(s in ENDED for s in ended) else FAILED)
-    runner.await_records(timeout=None)
-    # As `run_sweep` does: a trial another driver ended whose record is still not done here
-    # is completed from its run directory.
-    stored = recorded_trials(tracking_uri, spec.name) if runner.found_ended_trials else {}
-    runner.unsure.update(t.trial_id for t in runner.found_ended_trials
-                         if stored.get(t.trial_id, {}).get("status") not in ENDED)
-    outcome.resynced = resync([runner.trials[t] for t in runner.unsure], tracker)
-    outcome.trials = len(runner.trials)
-    ray.get(tracker.close_sweep.remote(status))
+    drive(runner, tracking_uri=tracking_uri, progress=progress, ended=ENDED)
+    outcome.trials = len(runner.asked)
     return outcome
 
 
@@ -192,7 +181,7 @@ class _SearchRunner(_Runner):
         self.plan, self.studies, self.states = plan, studies, states
         self.objective = plan.search.objective
         self.results: dict[str, dict] = {}  # trial id → its worker's result, this launch
-        self.trials: dict[str, Trial] = {}  # every trial this launch asked or reopened
+        self.asked: dict[str, Trial] = {}  # every trial this launch asked or reopened
         self.waiting: dict[str, list[tuple[str, int]]] = {}  # trial id → (study, number)
         self.slice_of: dict[str, Slice] = {plan.study_name(s): s for s in plan.slices}
         self.best: dict[str, float] = {}
@@ -204,11 +193,17 @@ class _SearchRunner(_Runner):
         self.left = {name: (ray.get(studies.size.remote(name)) if name in fed
                             else plan.search.n_trials) - ray.get(studies.used.remote(name))
                      for name in self.slice_of}
-        # Searched trials train alone: no token family shares a trunk here (yet).
-        unshared = Sharing(dataclasses.replace(spec, share_prefix=False), [], [], tracker)
+        # Under halving a trial that climbs is the same config at the next budget: a branch
+        # of the trunk its rung below left (trials join trunks as they are asked, `_queue`).
+        # Otherwise no study asks one config at two budgets, and trials train alone.
+        sharing = Sharing(spec if plan.rungs else dataclasses.replace(spec, share_prefix=False),
+                          [], [], tracker)
+        for trial in reopened:
+            sharing.add(trial)  # the runner queues the others
         super().__init__(spec, tracker, reopened, outcome, task_fn=searched_trial(studies),
                          resources_for=lambda _trial: spec.resources.per_trial(),
-                         observer=_Seen(self.results, observer), sharing=unshared)
+                         observer=_Seen(self.results, observer), sharing=sharing)
+        self.trials = self.asked  # (what the base class re-syncs from)
         self.cap = spec.max_concurrent or math.inf
         self.total = len(reopened) + sum(max(n, 0) for n in self.left.values())
         self._promote()
@@ -238,7 +233,7 @@ class _SearchRunner(_Runner):
         if trial is None:  # its config does not validate (the corners did)
             ray.get(self.studies.tell.remote(name, number, "fail"))
             return False
-        self.trials[trial.trial_id] = trial
+        self.asked[trial.trial_id] = trial
         stored = self._stored(trial.trial_id)
         if stored is not None:
             self._tell(name, number, *stored)
@@ -257,7 +252,7 @@ class _SearchRunner(_Runner):
                 summary = self.results.get(trial_id, {}).get("summary", {})
             else:  # ended by another launch: its summary is in its run directory
                 status = self.outcome.found_ended[trial_id]
-                summary = _summary(self.trials[trial_id])
+                summary = _summary(self.asked[trial_id])
             value, vocab = summary.get(self.objective), summary.get("derived.vocab_size")
         elif self.states.get(trial_id, {}).get("status") in ENDED:
             run = self.states[trial_id]["run"]
@@ -304,9 +299,17 @@ class _SearchRunner(_Runner):
             self.left[name] -= 1
             trial = self.plan.trial(self.slice_of[name], params, problems=[])
             if self._take(name, number, trial):
-                self.queue.append(trial)
+                self._queue(trial)
                 return True
         return False
+
+    def _queue(self, trial: Trial) -> None:
+        """Queue a trial to train, or hand it to its trunk (`Sharing.add`)."""
+        if not self.sharing.add(trial):
+            self.queue.append(trial)
+
+    def _in_flight(self) -> int:
+        return len(self.running) + self.sharing.waiting
 
     # -- the runner's loop -----------------------------------------------------------------
 
@@ -314,7 +317,10 @@ class _SearchRunner(_Runner):
         """Place what waits; while nothing does and there is room, ask for more."""
         while True:
             super().fill()
-            if self.queue or len(self.running) >= self.cap or not self._ask_into_queue():
+            if self.sharing.unstarted:  # a trunk asked for just now: start it if it fits
+                self.sharing.poll(self, timeout=0)
+            if self.queue or self.sharing.unstarted or self._in_flight() >= self.cap \
+                    or not self._ask_into_queue():
                 return
 
     def collect(self, *, timeout: float) -> None:
@@ -337,7 +343,7 @@ class _SearchRunner(_Runner):
             self._ended(trial_id, ended[trial_id])
         if newly:
             self._promote()
-        if not self.queue and len(self.running) < self.cap:
+        if not self.queue and self._in_flight() < self.cap:
             self._ask_into_queue()
 
     def _ended(self, trial_id: str, status: str) -> None:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from orchestrator.families import Family, branch_tokens, plan_sharing
+from orchestrator.families import Family, branch_tokens, family_id, plan_sharing, why_not_shared
 from orchestrator.lease import HELD, current_holder, describe_holders
 from orchestrator.spec import SweepSpec, Trial
 from trainer import branching
@@ -51,7 +51,8 @@ class _Trunk:
     elsewhere: bool = False  # another driver's worker trains it (holds its lease)
     recorded: bool = False  # a task of this launch trained it and recorded its end
     placement: object = None
-    done: bool = False
+    asked: tuple[int, ...] = ()  # the branch points its last task was to reach
+    done: bool = False  # no task will train it further in this launch
 
 
 def run_trunk(cfg, tracker, trunk_id: str, directory: str, branch_points: list[int],
@@ -104,6 +105,38 @@ class Sharing:
             if held:
                 self.trunks.append(_Trunk(family, held))
         self._task = None
+
+    def add(self, trial: Trial) -> bool:
+        """Hold `trial` as a branch of its family's trunk, found among this launch's or new,
+        if it may share one (sharing on, a schedule with a decay to branch, no key that ties
+        the prefix to the budget); whether it is held. For sweeps whose trials arrive one by
+        one (halving's rungs): a trunk that has passed the new branch point releases it at
+        the next poll, one that has not trains on to it."""
+        if not self.spec.share_prefix or why_not_shared(trial.cfg) is not None:
+            return False
+        fid = family_id(trial.cfg)
+        trunk = next((t for t in self.trunks if t.family.trunk_id == fid), None)
+        if trunk is None:
+            trunk = _Trunk(Family(fid, (trial,)), {})
+            self.trunks.append(trunk)
+        elif trial.trial_id not in {t.trial_id for t in trunk.family.members}:
+            members = sorted((*trunk.family.members, trial),
+                             key=lambda t: (t.cfg.train.tokens, t.trial_id))
+            trunk.family = Family(fid, tuple(members))
+        trunk.held[trial.trial_id] = trial
+        trunk.done, trunk.attempt = False, 1
+        return True
+
+    @property
+    def waiting(self) -> int:
+        """Branches held back until their trunk passes them."""
+        return sum(len(trunk.held) for trunk in self.trunks)
+
+    @property
+    def unstarted(self) -> bool:
+        """Is a trunk that has to train waiting for room on the cluster?"""
+        return any(t.held and t.ref is None and not t.done and not t.elsewhere
+                   for t in self.trunks)
 
     def unheld(self, todo: list[Trial]) -> list[Trial]:
         """The trials the driver may queue now: those that wait for no trunk."""
@@ -203,7 +236,11 @@ class Sharing:
             print(f"trunk {trunk.family.label} failed after {trunk.attempt} attempts "
                   f"({result['error']}); its budgets train from its last checkpoint before "
                   "their branch point, or from scratch")
-        trunk.done = True
+            trunk.done = True
+            return
+        # It reached what it was asked: branches added since (`add`) need another task.
+        index = result["index"]
+        trunk.done = not all(branching.passed(index, p) for p in trunk.asked)
 
     def _release(self, runner, trunk: _Trunk, *, everything: bool) -> None:
         directory = self.directory(trunk.family)
@@ -235,6 +272,7 @@ class Sharing:
                                                driver_pid=os.getpid()))
         family = trunk.family
         points = sorted({branch_tokens(t.cfg) for t in trunk.held.values()})
+        trunk.asked = tuple(points)
         trunk.placement = chosen[0][1] if chosen else None
         trunk.ref = self._task.options(num_cpus=res.cpus, num_gpus=res.gpus,
                                        max_retries=self.spec.retries,

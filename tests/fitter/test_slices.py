@@ -142,3 +142,20 @@ def test_no_interval_without_replicates_and_with_three_stable_values():
     x = GRID[:3]
     opt = axis_optimum(x, parabola(x, GRID[1] + 0.1))
     assert opt.edge is None and opt.interval is None
+
+
+def test_a_searched_sweep_with_an_edge_slice_is_told_to_search_more_not_to_list_lrs():
+    # A study's LRs are the sampler's: new grid values would turn its interval into a list.
+    from fitter.data import from_short_frame
+    from fitter.fit import fit_json, fit_runs, format_fit
+
+    rows = [{"run": f"r{i}", "B": 1e4, "N": 1e6, "D": 1e8, "wd": 0.0, "lr": 10 ** x,
+             "loss": parabola(x, -4.5), "status": "finished"} for i, x in enumerate(GRID)]
+    import pandas as pd
+
+    result = fit_runs(from_short_frame(pd.DataFrame(rows), source="s"), n_boot=20)
+    assert fit_json(result, sweep="s")["next_grid"][0].startswith("optim.lr=choice(")
+    doc = fit_json(result, sweep="s", n_trials=6)
+    assert doc["next_grid"] == ["search.optuna.n_trials=12"]
+    assert ("1 slices have their best LR at the edge of the LRs their study tried; to bracket "
+            "them: sweep extend s search.optuna.n_trials=12") in format_fit(doc)

@@ -47,6 +47,16 @@ def test_quotas_follow_the_rungs_below():
     assert Rungs((1, 2, 4, 8), ("1", "2", "4", "8")).nominal(8, 3) == 1
 
 
+def _runs(uri, kind):
+    import mlflow
+
+    from trainer.schema import sweep_runs
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("unit")
+    return client, sweep_runs(client, exp.experiment_id, kind)
+
+
 def _searched(spec_dict, **optuna_opts):
     spec_dict["grid"] = {"optim.lr": "tag(log, interval(1e-3, 3e-2))",
                          "train.tokens": "choice(4096, 8192, 16384)"}
@@ -85,7 +95,7 @@ def test_halving_needs_a_choice_of_budgets(spec_dict, tokens, problem):
 @pytest.mark.ray
 @pytest.mark.slow
 def test_each_budget_runs_the_best_half_of_the_one_below_and_extend_climbs_more(
-        spec_dict, uri, local_ray):
+        spec_dict, uri, local_ray, tmp_path):
     from orchestrator.search import prepare_search
 
     raw = _searched(spec_dict)
@@ -104,6 +114,30 @@ def test_each_budget_runs_the_best_half_of_the_one_below_and_extend_climbs_more(
     report = commands.status(uri, "unit")
     assert [(s["used"], s["n_trials"]) for s in report["slices"]] == [(4, 4), (2, 2), (1, 1)]
     assert report["counts"] == {"finished": 7}
+    # Climbing costs only the increment: each LR's trunk (WSD, f = 0.2 by default) goes on
+    # from its branch point at the budget below; 4 trunks, one per LR.
+    _, trunks = _runs(uri, "trunk")
+    assert len(trunks) == 4
+    checkpoint = [t * 8 // 10 // 1024 * 1024 for t in (4096, 8192, 16384)]  # 3072, 6144, 12288
+    assert sorted(t.data.metrics["final/tokens"] for t in trunks) == [
+        checkpoint[0], checkpoint[0], checkpoint[1], checkpoint[2]]
+    alone = 4 * 4096 + 2 * 8192 + 16384
+    shared = sum(checkpoint[:1] * 2 + checkpoint[1:2] + checkpoint[2:]) + sum(
+        n * (t - c) for n, t, c in zip((4, 2, 1), (4096, 8192, 16384), checkpoint, strict=True))
+    assert (report["tokens_trained"], report["tokens_if_independent"]) == (shared, alone)
+    _, trials = _runs(uri, "trial")
+    big = next(t for t in trials if t.data.params["train.tokens"] == "16384")
+    assert big.data.metrics["final/tokens_shared"] == checkpoint[2]
+
+    # The fitter reads each budget's LRs as one slice; it never tells a study to list LRs.
+    import json
+
+    from orchestrator.cli import main
+    assert main(["fit", "unit", "--tracking-uri", uri, "--out", str(tmp_path / "fit"),
+                 "--n-boot", "20"]) == 0
+    doc = json.loads((tmp_path / "fit" / "fit.json").read_text())
+    assert doc["n_runs"] == 7 and len(doc["slices"]) == 3
+    assert all(g == "search.optuna.n_trials=8" for g in doc["next_grid"])
 
     again = commands.launch(spec_from_dict(raw), tracking_uri=uri, progress=False)
     assert again.ran == {} and again.already_done == 7
