@@ -74,3 +74,46 @@ def test_killed_driver_then_resume_ends_each_study_at_exactly_n_trials(spec_dict
         assert [t.state.name for t in trials] == ["COMPLETE"] * 4
         assert [t.params for t in trials[:3]] == [ids[(name, n)] for n in range(3)]
     assert len(_children(uri)[1]) == 8
+
+
+def test_killed_halving_driver_resumes_its_rungs_without_training_anything_twice(
+        spec_dict, uri, tmp_path):
+    spec_dict["overrides"] += ["train.checkpoint_every_tokens=2048"]
+    spec_dict["grid"] = {"optim.lr": "tag(log, interval(1e-3, 3e-2))",
+                         "train.tokens": "choice(4096, 8192, 16384)"}
+    spec_dict["search"] = {"optuna": {"n_trials": 4, "sampler": "random", "seed": 1,
+                                      "pruner": "halving"}}
+    spec_dict["max_concurrent"] = 2
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec_dict))
+    proc = _sweep("launch", str(path), uri=uri)
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+
+    def second_rung_started():
+        try:
+            study = optuna.load_study(study_name="unit: train.tokens=8192 seed=0",
+                                      storage=open_storage(storage))
+        except KeyError:
+            return False
+        return any(t.state.name == "RUNNING" for t in study.trials)
+
+    _wait(second_rung_started, 300, proc)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    resumed = _sweep("resume", "unit", uri=uri)
+    out, err = resumed.communicate(timeout=400)
+    assert resumed.returncode == 0, out + err
+    rungs = [optuna.load_study(study_name=f"unit: train.tokens={t} seed=0",
+                               storage=open_storage(storage)).trials
+             for t in (4096, 8192, 16384)]
+    assert [[t.state.name for t in r] for r in rungs] == [["COMPLETE"] * 4, ["COMPLETE"] * 2,
+                                                          ["COMPLETE"]]
+    best = sorted(rungs[0], key=lambda t: t.value)
+    assert sorted(map(str, (t.params for t in rungs[1]))) == sorted(
+        map(str, (t.params for t in best[:2])))
+    client, children = _children(uri)
+    assert sorted(c.data.tags["trial.status"] for c in children) == ["finished"] * 7
+    for child in children:  # each history one curve, nothing twice
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "train/loss")]
+        assert len(steps) == len(set(steps))
+        assert child.data.tags["trial.attempt"] in ("1", "2")
