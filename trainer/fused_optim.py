@@ -1,0 +1,137 @@
+"""AdamW over stacked parameters: one update for K members, each with its own LR and weight decay.
+
+Member k of a `StackedGPT` takes exactly the update that `torch.optim.AdamW` with the groups of
+`trainer.mup.param_groups` gives the same member alone: the muP group multipliers (hidden
+matrices η/m and λ·m, norm gains undecayed) apply per member to its own base η and λ, and every
+scalar PyTorch computes in double on the host (1 − η·λ, η / (1 − β₁ᵗ), √(1 − β₂ᵗ)) is computed
+the same way per member here and enters the update as a (K, 1, …) fp32 tensor, in PyTorch's
+order of operations (its single-tensor AdamW, the one it runs on CPU). On CPU that makes a
+member's trajectory match the unstacked one to fp32 rounding.
+
+A member that is not active (it diverged, or ended) takes no update at all: its rows are left
+as they were, moments and step count included, while the others go on.
+
+Gradient clipping is per member too (`clip_grad_norms_`): each member's global norm over its own
+rows of every parameter, as `torch.nn.utils.clip_grad_norm_` computes it for the member alone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from trainer.config import OptimConfig
+from trainer.fused_model import StackedGPT
+from trainer.model import GPT
+from trainer.mup import GroupRule, group_names, group_rules
+
+
+def _per_member(values: Sequence[float], like: torch.Tensor) -> torch.Tensor:
+    """Host scalars, one per member, as a (K, 1, …) tensor that broadcasts over `like`'s rows."""
+    return torch.tensor(values, dtype=like.dtype, device=like.device).view(
+        -1, *[1] * (like.ndim - 1))
+
+
+def clip_grad_norms_(params: Sequence[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """Clip each member's gradient to global norm `max_norm` (inf: no clipping); the (K,)
+    norms before clipping."""
+    norms = torch.stack([torch.linalg.vector_norm(p.grad.flatten(1), dim=1) for p in params])
+    total = torch.linalg.vector_norm(norms, dim=0)  # (K,)
+    coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
+    for p in params:
+        p.grad.mul_(coef.view(-1, *[1] * (p.ndim - 1)))
+    return total
+
+
+class StackedAdamW:
+    """AdamW for the parameters of a `StackedGPT`, with per-member base LR and weight decay.
+
+    Args:
+        model: the stacked members.
+        template: one member as an ordinary `GPT`; it names each parameter's muP group.
+        cfg: β₁, β₂, ε and the hidden weight-decay rule (shared by the members).
+        weight_decays: each member's base λ (`trainer.mup.resolved_weight_decay`).
+    """
+
+    def __init__(self, model: StackedGPT, template: GPT, cfg: OptimConfig, *,
+                 weight_decays: Sequence[float]):
+        rules = group_rules(template.shape, cfg.hidden_weight_decay)
+        groups = group_names(template)
+        self.params: list[tuple[str, torch.nn.Parameter, GroupRule]] = [
+            (name, p, rules[groups[name]]) for name, p in model.named_parameters()]
+        self.weight_decays = list(weight_decays)
+        self.beta1, self.beta2, self.eps = cfg.beta1, cfg.beta2, cfg.eps
+        self.exp_avg = {name: torch.zeros_like(p) for name, p, _ in self.params}
+        self.exp_avg_sq = {name: torch.zeros_like(p) for name, p, _ in self.params}
+        self.steps = [0] * model.num_members
+        """Updates each member has taken."""
+
+    @torch.no_grad()
+    def step(self, lrs: Sequence[float], active: Sequence[bool]) -> None:
+        """One AdamW update of the active members, member k at base LR `lrs[k]`."""
+        rows = [k for k, on in enumerate(active) if on]
+        if not rows:
+            return
+        for k in rows:
+            self.steps[k] += 1
+        everyone = len(rows) == len(self.steps)
+        index = None if everyone else torch.tensor(rows, device=self.params[0][1].device)
+        for name, p, rule in self.params:
+            tensors = (p, p.grad, self.exp_avg[name], self.exp_avg_sq[name])
+            if not everyone:  # update copies of the active rows, then write them back
+                tensors = tuple(t.index_select(0, index) for t in tensors)
+            self._update(*tensors, rule=rule, lrs=[lrs[k] for k in rows],
+                         weight_decays=[self.weight_decays[k] for k in rows],
+                         steps=[self.steps[k] for k in rows])
+            if not everyone:
+                for target, rows_now in zip((p, self.exp_avg[name], self.exp_avg_sq[name]),
+                                            (tensors[0], tensors[2], tensors[3]), strict=True):
+                    target.index_copy_(0, index, rows_now)
+
+    def _update(self, p: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor,
+                exp_avg_sq: torch.Tensor, *, rule: GroupRule, lrs: list[float],
+                weight_decays: list[float], steps: list[int]) -> None:
+        # PyTorch's _single_tensor_adam with decoupled weight decay, a member per row.
+        group_lrs = [lr * rule.lr_mult for lr in lrs]
+        decays = [1 - lr * wd * rule.wd_mult for lr, wd in zip(group_lrs, weight_decays,
+                                                                strict=True)]
+        if any(wd * rule.wd_mult != 0 for wd in weight_decays):
+            p.mul_(_per_member(decays, p))
+        exp_avg.lerp_(grad, 1 - self.beta1)
+        exp_avg_sq.mul_(self.beta2).addcmul_(grad, grad, value=1 - self.beta2)
+        step_sizes = [lr / (1 - self.beta1**t) for lr, t in zip(group_lrs, steps, strict=True)]
+        bias2_sqrt = [(1 - self.beta2**t) ** 0.5 for t in steps]
+        denom = (exp_avg_sq.sqrt() / _per_member(bias2_sqrt, p)).add_(self.eps)
+        # addcdiv_(exp_avg, denom, value=-s) computes p + (-s·exp_avg) / denom.
+        p.addcdiv_(exp_avg * _per_member([-s for s in step_sizes], p), denom)
+
+    # -- a member's state as PyTorch's AdamW holds it (checkpoints) --------------------------
+
+    @torch.no_grad()
+    def store_member(self, k: int, model: GPT, optimizer: torch.optim.AdamW) -> None:
+        """Write member k's moments and step count into `optimizer` over `model`'s parameters,
+        as if that optimizer had trained the member alone."""
+        target = dict(model.named_parameters())
+        for name, _, _ in self.params:
+            optimizer.state[target[name]] = {
+                "step": torch.tensor(float(self.steps[k])),
+                "exp_avg": self.exp_avg[name][k].clone(),
+                "exp_avg_sq": self.exp_avg_sq[name][k].clone()}
+
+    @torch.no_grad()
+    def load_member(self, k: int, model: GPT, optimizer: torch.optim.AdamW) -> None:
+        """Take member k's moments and step count from `optimizer` over `model` (a member
+        restored from its own checkpoint); zeros when it has taken no step."""
+        source = dict(model.named_parameters())
+        steps = set()
+        for name, _, _ in self.params:
+            state = optimizer.state.get(source[name], {})
+            steps.add(int(math.floor(float(state.get("step", 0)))))
+            for moments, key in ((self.exp_avg, "exp_avg"), (self.exp_avg_sq, "exp_avg_sq")):
+                if key in state:
+                    moments[name][k].copy_(state[key])
+                else:
+                    moments[name][k].zero_()
+        (self.steps[k],) = steps
