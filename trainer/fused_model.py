@@ -4,7 +4,7 @@ member dimension: one forward pass of a shared batch gives every member's logits
 The members share the architecture and its multipliers (muP's α_in, α_out/m, the attention
 scale), so everything but the weights is taken from one `GPTShape`. Parameters have GPT's names
 and shapes with a leading K (`blocks.0.attn.qkv.weight` is (K, 3C, C)), so a member's weights
-move to and from an ordinary `GPT` by name (`load_member`, `member_state`); this module does no
+move to and from an ordinary `GPT` by name (`load_member`, `store_member`); this module does no
 init of its own, a group starts from its members' GPTs.
 
 The K members' matmuls are one `bmm` each rather than K `mm`s: fewer, larger kernels (the point

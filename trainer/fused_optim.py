@@ -28,12 +28,6 @@ from trainer.model import GPT
 from trainer.mup import GroupRule, group_names, group_rules
 
 
-def _per_member(values: Sequence[float], like: torch.Tensor) -> torch.Tensor:
-    """Host scalars, one per member, as a (K, 1, …) tensor that broadcasts over `like`'s rows."""
-    return torch.tensor(values, dtype=like.dtype, device=like.device).view(
-        -1, *[1] * (like.ndim - 1))
-
-
 def clip_grad_norms_(params: Sequence[torch.Tensor], max_norm: float) -> torch.Tensor:
     """Clip each member's gradient to global norm `max_norm` (inf: no clipping); the (K,)
     norms before clipping."""
@@ -77,35 +71,50 @@ class StackedAdamW:
         for k in rows:
             self.steps[k] += 1
         everyone = len(rows) == len(self.steps)
-        index = None if everyone else torch.tensor(rows, device=self.params[0][1].device)
+        device = self.params[0][1].device
+        index = None if everyone else torch.tensor(rows, device=device)
+        scalars = {rule: self._scalars(rule, [lrs[k] for k in rows],
+                                       [self.weight_decays[k] for k in rows],
+                                       [self.steps[k] for k in rows], device)
+                   for rule in {rule for _, _, rule in self.params}}
         for name, p, rule in self.params:
             tensors = (p, p.grad, self.exp_avg[name], self.exp_avg_sq[name])
             if not everyone:  # update copies of the active rows, then write them back
                 tensors = tuple(t.index_select(0, index) for t in tensors)
-            self._update(*tensors, rule=rule, lrs=[lrs[k] for k in rows],
-                         weight_decays=[self.weight_decays[k] for k in rows],
-                         steps=[self.steps[k] for k in rows])
+            self._update(*tensors, *scalars[rule])
             if not everyone:
                 for target, rows_now in zip((p, self.exp_avg[name], self.exp_avg_sq[name]),
                                             (tensors[0], tensors[2], tensors[3]), strict=True):
                     target.index_copy_(0, index, rows_now)
 
-    def _update(self, p: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor,
-                exp_avg_sq: torch.Tensor, *, rule: GroupRule, lrs: list[float],
-                weight_decays: list[float], steps: list[int]) -> None:
-        # PyTorch's _single_tensor_adam with decoupled weight decay, a member per row.
+    def _scalars(self, rule: GroupRule, lrs: list[float], weight_decays: list[float],
+                 steps: list[int], device: torch.device) -> tuple[torch.Tensor | None, ...]:
+        """A group's per-member (K,) factors, each computed in double on the host as PyTorch
+        computes it: 1 − η·λ (None without decay), −η / (1 − β₁ᵗ) and √(1 − β₂ᵗ)."""
         group_lrs = [lr * rule.lr_mult for lr in lrs]
-        decays = [1 - lr * wd * rule.wd_mult for lr, wd in zip(group_lrs, weight_decays,
-                                                                strict=True)]
-        if any(wd * rule.wd_mult != 0 for wd in weight_decays):
-            p.mul_(_per_member(decays, p))
+        group_wds = [wd * rule.wd_mult for wd in weight_decays]
+        decays = None
+        if any(wd != 0 for wd in group_wds):
+            decays = [1 - lr * wd for lr, wd in zip(group_lrs, group_wds, strict=True)]
+        neg_steps = [-(lr / (1 - self.beta1**t)) for lr, t in zip(group_lrs, steps, strict=True)]
+        bias2_sqrt = [(1 - self.beta2**t) ** 0.5 for t in steps]
+        return tuple(None if v is None else torch.tensor(v, device=device)
+                     for v in (decays, neg_steps, bias2_sqrt))
+
+    def _update(self, p: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor,
+                exp_avg_sq: torch.Tensor, decay: torch.Tensor | None, neg_step: torch.Tensor,
+                bias2_sqrt: torch.Tensor) -> None:
+        # PyTorch's _single_tensor_adam with decoupled weight decay, a member per row.
+        def rows(v: torch.Tensor) -> torch.Tensor:  # (K,) → (K, 1, …) against p
+            return v.view(-1, *[1] * (p.ndim - 1))
+
+        if decay is not None:
+            p.mul_(rows(decay))
         exp_avg.lerp_(grad, 1 - self.beta1)
         exp_avg_sq.mul_(self.beta2).addcmul_(grad, grad, value=1 - self.beta2)
-        step_sizes = [lr / (1 - self.beta1**t) for lr, t in zip(group_lrs, steps, strict=True)]
-        bias2_sqrt = [(1 - self.beta2**t) ** 0.5 for t in steps]
-        denom = (exp_avg_sq.sqrt() / _per_member(bias2_sqrt, p)).add_(self.eps)
-        # addcdiv_(exp_avg, denom, value=-s) computes p + (-s·exp_avg) / denom.
-        p.addcdiv_(exp_avg * _per_member([-s for s in step_sizes], p), denom)
+        denom = (exp_avg_sq.sqrt() / rows(bias2_sqrt)).add_(self.eps)
+        # PyTorch's addcdiv_(exp_avg, denom, value=-s) computes p + (-s·exp_avg) / denom.
+        p.addcdiv_(exp_avg * rows(neg_step), denom)
 
     # -- a member's state as PyTorch's AdamW holds it (checkpoints) --------------------------
 
