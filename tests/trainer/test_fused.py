@@ -3,6 +3,7 @@ members against their independent runs (losses, eval, files, divergence, resume)
 
 import copy
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import torch.nn.functional as F
 
 from trainer.compose import compose
 from trainer.config import HiddenWeightDecay, OptimConfig
-from trainer.fused import fusion_problems, group_key, member_losses, run_group
+from trainer.fused import FusedRun, fusion_problems, group_key, member_losses, run_group
 from trainer.fused_model import StackedGPT
 from trainer.fused_optim import StackedAdamW, clip_grad_norms_
 from trainer.loop import run
@@ -241,7 +242,10 @@ class _DiesAt(JsonlReporter):
         super().log_metrics(metrics, step=step)
 
 
-def test_a_killed_group_resumes_and_ends_as_an_uninterrupted_one(tmp_path):
+@pytest.mark.parametrize("one_save_lost", [False, True])
+def test_a_killed_group_resumes_and_ends_as_an_uninterrupted_one(tmp_path, one_save_lost):
+    # one_save_lost: killed while its members wrote the checkpoint of step 16, one member's
+    # never landed; the group resumes from step 8, the newest that all of them have.
     cadence = ["train.checkpoint_every_tokens=4096", "train.eval_every_tokens=8192"]
     reference = run_group([_cfg(tmp_path / "ref", *m, *cadence) for m in MEMBERS[:3]])
     cfgs = [_cfg(tmp_path / "kill", *m, *cadence) for m in MEMBERS[:3]]
@@ -251,6 +255,12 @@ def test_a_killed_group_resumes_and_ends_as_an_uninterrupted_one(tmp_path):
         run_group(cfgs, reporters)
     assert not any((tmp_path / "kill" / r.run_dir.name / "summary.json").exists()
                    for r in reference)
+    if one_save_lost:
+        shutil.rmtree(tmp_path / "kill" / reference[1].run_dir.name / "checkpoints"
+                      / "step-000000016")
+    quiet = [JsonlReporter(Path(tmp_path / "unused" / f"{k}.jsonl"), echo=False)
+             for k in range(3)]
+    assert FusedRun(cfgs, reporters=quiet).restore() == (8 if one_save_lost else 16)
     resumed = run_group(cfgs)
     for got, ref in zip(resumed, reference, strict=True):
         assert _history(got.run_dir) == _history(ref.run_dir)  # exact, nothing twice
