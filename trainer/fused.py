@@ -24,7 +24,9 @@ its weights and AdamW state in its own `GPT` and optimizer whenever a checkpoint
 the end needs them there; so a member's checkpoint is the one it would write alone, and its
 eval runs the independent code on the same weights. Between those points the weights live in
 the stack. A member whose loss diverges is finished `diverged` at its token count and masked
-out: it takes no further update, and the others' updates do not depend on it.
+out: it takes no further update, and the others' updates do not depend on it. A member's
+`perf/tokens_per_s`, `perf/mfu` and `final/wall_s` count its own tokens over the group's time:
+they say how fast that trial went, not what the device did (K times as much).
 
 Resume: a group continues from the newest checkpoint step that every remaining member has (its
 members save together; a worker killed between two members' saves leaves an older step common
@@ -262,12 +264,13 @@ class FusedRun:
         t = self.lead.cfg.train
         window_start, window_tokens = time.perf_counter(), 0
         while any(self.active) and self.lead._fits_budget():
+            lead = self.lead  # active before this step, maybe not after it (divergence)
             started = time.perf_counter()
             results = self.step()
             elapsed = time.perf_counter() - started
-            batch_tokens = self.lead.state.batch_size * t.seq_len
+            batch_tokens = lead.state.batch_size * t.seq_len
             window_tokens += batch_tokens
-            last = self.lead._ends_here()
+            last = lead._ends_here()
             log = False
             for k in self._active_indices():
                 m, result = self.members[k], results[k]
@@ -278,14 +281,14 @@ class FusedRun:
                 log |= m.state.step % m.cfg.train.log_every_steps == 0 or last
             pause = time.perf_counter()  # eval and checkpoints do not count against tokens/s
             tokens_per_s = window_tokens / (pause - window_start)
-            evaluated = _crossed(self.lead.state.tokens, batch_tokens, t.eval_every_tokens) \
+            evaluated = _crossed(lead.state.tokens, batch_tokens, t.eval_every_tokens) \
                 and not last
             for k in self._active_indices():
                 self._report(k, results[k], tokens_per_s=tokens_per_s, last=last,
                              evaluated=evaluated)
             if log:
                 window_start, window_tokens = time.perf_counter(), 0
-            if any(self.active) and self.lead._checkpoint_due(batch_tokens, last=last):
+            if any(self.active) and lead._checkpoint_due(batch_tokens, last=last):
                 self.save()
             window_start += time.perf_counter() - pause
 

@@ -223,6 +223,8 @@ def test_a_diverged_member_is_masked_out_and_the_others_go_on(tmp_path):
         assert member.status == "finished"
         assert _history(member.run_dir) == _history(reference.run_dir)
         assert member.final_eval_loss == reference.final_eval_loss
+    (alone,) = run_group([_cfg(tmp_path / "c", *bad)])  # a group that ends with no one left
+    assert alone.summary["final/diverged_at_tokens"] == diverged.summary["final/diverged_at_tokens"]
 
 
 class _Killed(Exception):
