@@ -10,7 +10,7 @@ init of its own, a group starts from its members' GPTs.
 The K members' matmuls are one `bmm` each rather than K `mm`s: fewer, larger kernels (the point
 on a GPU, where a width-64 proxy is all launch overhead). Measured against
 `torch.func.stack_module_state` + `vmap(functional_call)` over `GPT` itself, the approach that
-needs no second model file, this one was faster in all but one of the timings, and vmap has no
+needs no second model file, this one was faster in nine of eleven timings, and vmap has no
 batching rule for CPU flash attention (it loops over members): figures in `benchmarks/README.md`
 (`fused.py`).
 """
