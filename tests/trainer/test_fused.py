@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import mlflow
 import pytest
 import torch
 import torch.nn.functional as F
@@ -279,6 +280,23 @@ def test_members_already_done_are_not_trained_again(tmp_path):
     alone = run(_cfg(tmp_path / "alone", *MEMBERS[1]))
     assert results[1].status == "finished"
     assert results[1].final_eval_loss == pytest.approx(alone.final_eval_loss, rel=1e-3)
+
+
+def test_each_member_has_its_own_mlflow_run(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracking = [f"tracking.uri={uri}", "tracking.experiment=fused"]
+    results = run_group([_cfg(tmp_path, *m, *tracking) for m in MEMBERS[:2]])
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("fused")
+    runs = {r.data.tags["trial.id"]: r for r in client.search_runs([exp.experiment_id])}
+    assert set(runs) == {r.run_id for r in results}
+    for result, overrides in zip(results, MEMBERS, strict=False):
+        found = runs[result.run_id]
+        assert found.data.tags["trial.status"] == "finished"
+        assert float(found.data.params["optim.lr"]) == float(overrides[0].split("=")[1])
+        assert found.data.metrics["final/eval_loss"] == pytest.approx(result.final_eval_loss)
+        history = client.get_metric_history(found.info.run_id, "train/loss")
+        assert [m.step for m in history] == list(range(1, 33))
 
 
 def test_member_losses_are_each_members_mean_cross_entropy():
