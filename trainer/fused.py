@@ -33,9 +33,15 @@ members save together; a worker killed between two members' saves leaves an olde
 to all, `train.keep_checkpoints` ≥ 2), or from the start when there is none. Training is exact
 on CPU, so either way each member ends as an uninterrupted run would.
 
-Not yet: a member that is a branch of a trunk (prefix sharing) starts from scratch here rather
-than from its trunk; a pruner (adaptive search) cannot end one member early; eval and the
-final eval run member by member.
+Not yet, and how it would fit:
+- Prefix sharing: a member that is a branch of a trunk starts from scratch here rather than
+  from its trunk (exact on CPU, only slower). A family's trunk as a fused group would take
+  `trainer.trunk.TrunkRun` members in place of `TrainingRun`s: the stack does not care which.
+- Adaptive search: a pruner per member, asked at the shared eval points; a pruned member would
+  save its checkpoint and be masked out like a diverged one. Asked configs in flight fuse when
+  their `group_key`s are equal.
+- Speed: a masked-out member still takes its share of every forward and backward; evals run
+  member by member, through `TrainingRun.evaluate`.
 """
 
 from __future__ import annotations

@@ -209,6 +209,17 @@ def test_members_train_as_their_independent_runs(tmp_path):
     assert max(eval_rel) < 1e-3
 
 
+def test_micro_batches_accumulate_as_in_an_independent_run(tmp_path):
+    shared = ["train.micro_batch_size=2", "train.tokens=8192"]  # four chunks a step
+    fused = run_group([_cfg(tmp_path / "fused", *m, *shared) for m in MEMBERS[:2]])
+    for overrides, member in zip(MEMBERS, fused, strict=False):
+        alone = run(_cfg(tmp_path / "alone", *overrides, *shared))
+        for (_, a), (_, b) in zip(_history(member.run_dir), _history(alone.run_dir),
+                                  strict=True):
+            assert a == pytest.approx(b, rel=1e-5)
+        assert member.final_eval_loss == pytest.approx(alone.final_eval_loss, rel=1e-3)
+
+
 def test_a_diverged_member_is_masked_out_and_the_others_go_on(tmp_path):
     good = [["optim.lr=0.003"], ["optim.lr=0.01"]]
     bad = ["optim.lr=30", "schedule.warmup_tokens=0"]
