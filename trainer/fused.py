@@ -24,7 +24,8 @@ its weights and AdamW state in its own `GPT` and optimizer whenever a checkpoint
 the end needs them there; so a member's checkpoint is the one it would write alone, and its
 eval runs the independent code on the same weights. Between those points the weights live in
 the stack. A member whose loss diverges is finished `diverged` at its token count and masked
-out: it takes no further update, and the others' updates do not depend on it. A member's
+out: its row leaves the stack, so it takes no further update and costs nothing more, and
+the others' updates never depended on it. A member's
 `perf/tokens_per_s`, `perf/mfu` and `final/wall_s` count its own tokens over the group's time:
 they say how fast that trial went, not what the device did (K times as much).
 
@@ -38,10 +39,9 @@ Not yet, and how it would fit:
   from its trunk (exact on CPU, only slower). A family's trunk as a fused group would take
   `trainer.trunk.TrunkRun` members in place of `TrainingRun`s: the stack does not care which.
 - Adaptive search: a pruner per member, asked at the shared eval points; a pruned member would
-  save its checkpoint and be masked out like a diverged one. Asked configs in flight fuse when
+  save its checkpoint and leave the stack like a diverged one. Asked configs in flight fuse when
   their `group_key`s are equal.
-- Speed: a masked-out member still takes its share of every forward and backward; evals run
-  member by member, through `TrainingRun.evaluate`.
+- Speed: evals run member by member, through `TrainingRun.evaluate`.
 """
 
 from __future__ import annotations
@@ -182,15 +182,16 @@ class FusedRun:
         self.model = StackedGPT.from_members([m.model for m in self.members])
         self.optimizer = StackedAdamW(self.model, self.members[0].model, cfgs[0].optim,
                                       weight_decays=[resolved_weight_decay(c) for c in cfgs])
-        self.active = [True] * len(cfgs)
-        """Members still training (a diverged one is masked out)."""
+        self.rows = list(range(len(cfgs)))
+        """The member in each row of the stack: those still training (a diverged member's
+        row is dropped)."""
         self.results: list[RunResult | None] = [None] * len(cfgs)
 
     @property
     def lead(self) -> TrainingRun:
-        """The first active member: the group follows its stream position, batch size and
-        cadences (every active member's are equal)."""
-        return self.members[self._active_indices()[0]]
+        """The first member still training: the group follows its stream position, batch
+        size and cadences (every training member's are equal)."""
+        return self.members[self.rows[0]]
 
     # -- checkpoints ---------------------------------------------------------------------
 
@@ -201,7 +202,7 @@ class FusedRun:
                                     for m in self.members))
         step = max(common) if common else None
         if step is not None:
-            for k, m in enumerate(self.members):
+            for k, m in enumerate(self.members):  # before any divergence: row k is member k
                 m.restore(step=step)
                 self.model.load_member(k, m.model)
                 self.optimizer.load_member(k, m.model, m.optimizer)
@@ -209,30 +210,28 @@ class FusedRun:
 
     def _to_member(self, k: int) -> TrainingRun:
         """Member k with its current weights and AdamW state in its own model and optimizer."""
-        m = self.members[k]
-        self.model.store_member(k, m.model)
-        self.optimizer.store_member(k, m.model, m.optimizer)
+        m, row = self.members[k], self.rows.index(k)
+        self.model.store_member(row, m.model)
+        self.optimizer.store_member(row, m.model, m.optimizer)
         return m
 
     def save(self) -> None:
-        """Each active member writes its own checkpoint of the current step."""
-        for k in self._active_indices():
+        """Each member still training writes its own checkpoint of the current step."""
+        for k in self.rows:
             self._to_member(k).save()
 
     # -- one step ------------------------------------------------------------------------
 
-    def _active_indices(self) -> list[int]:
-        return [k for k, on in enumerate(self.active) if on]
-
-    def step(self) -> list[StepResult | None]:
-        """One optimizer step of every active member on one shared batch; each member's
-        result (None for a masked-out one)."""
+    def step(self) -> dict[int, StepResult]:
+        """One optimizer step of every member still training, on one shared batch; member
+        index → its result."""
         lead, t = self.lead, self.lead.cfg.train
+        training = [self.members[k] for k in self.rows]
         batch_size = lead.state.batch_size
         batch = lead.local_batch()
         lrs = [learning_rate(m.cfg.schedule, m.schedule_inputs,
-                             m.state.tokens + batch_size * t.seq_len / 2) for m in self.members]
-        loss_sum = torch.zeros(len(self.members), device=lead.device)
+                             m.state.tokens + batch_size * t.seq_len / 2) for m in training]
+        loss_sum = torch.zeros(len(training), device=lead.device)
         for chunk in batch.split(lead.micro_batch_size):
             with lead._autocast():
                 losses = member_losses(self.model(chunk[:, :-1]), chunk[:, 1:])
@@ -241,18 +240,16 @@ class FusedRun:
             (losses * (len(chunk) / len(batch))).sum().backward()
             loss_sum += losses.detach() * len(chunk)
         clip = lead.cfg.optim.grad_clip or math.inf
-        grad_norms = clip_grad_norms_([p for p in self.model.parameters()], clip)
-        self.optimizer.step(lrs, self.active)
+        grad_norms = clip_grad_norms_(list(self.model.parameters()), clip)
+        self.optimizer.step(lrs)
         self.model.zero_grad(set_to_none=True)
         losses, norms = (loss_sum / batch_size).tolist(), grad_norms.tolist()
-        results: list[StepResult | None] = [None] * len(self.members)
-        for k in self._active_indices():
-            state = self.members[k].state
-            state.step += 1
-            state.position += batch_size
-            state.tokens += batch_size * t.seq_len
-            results[k] = StepResult(losses[k], norms[k], lrs[k], batch_size)
-        return results
+        for m in training:
+            m.state.step += 1
+            m.state.position += batch_size
+            m.state.tokens += batch_size * t.seq_len
+        return {k: StepResult(losses[row], norms[row], lrs[row], batch_size)
+                for row, k in enumerate(self.rows)}
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -262,15 +259,15 @@ class FusedRun:
         for m in self.members:
             m.begin(resumed)
         self._train_until_done()
-        for k in self._active_indices():
+        for k in self.rows:
             self.results[k] = self._to_member(k)._finish("finished")
         return self.results
 
     def _train_until_done(self) -> None:
         t = self.lead.cfg.train
         window_start, window_tokens = time.perf_counter(), 0
-        while any(self.active) and self.lead._fits_budget():
-            lead = self.lead  # active before this step, maybe not after it (divergence)
+        while self.rows and self.lead._fits_budget():
+            lead = self.lead  # training before this step, maybe not after it (divergence)
             started = time.perf_counter()
             results = self.step()
             elapsed = time.perf_counter() - started
@@ -278,8 +275,8 @@ class FusedRun:
             window_tokens += batch_tokens
             last = lead._ends_here()
             log = False
-            for k in self._active_indices():
-                m, result = self.members[k], results[k]
+            for k, result in results.items():
+                m = self.members[k]
                 m.state.wall_s += elapsed
                 m.state.last_loss = result.loss
                 if m.diverged(result.loss):
@@ -289,22 +286,26 @@ class FusedRun:
             tokens_per_s = window_tokens / (pause - window_start)
             evaluated = _crossed(lead.state.tokens, batch_tokens, t.eval_every_tokens) \
                 and not last
-            for k in self._active_indices():
+            for k in self.rows:
                 self._report(k, results[k], tokens_per_s=tokens_per_s, last=last,
                              evaluated=evaluated)
             if log:
                 window_start, window_tokens = time.perf_counter(), 0
-            if any(self.active) and lead._checkpoint_due(batch_tokens, last=last):
+            if self.rows and lead._checkpoint_due(batch_tokens, last=last):
                 self.save()
             window_start += time.perf_counter() - pause
 
     def _diverge(self, k: int, result: StepResult) -> None:
-        """Member k diverged at this step: record it as `TrainingRun` does, and mask it out."""
+        """Member k diverged at this step: record it as `TrainingRun` does, and drop its row
+        from the stack (the others' rows, and so their updates, do not change)."""
         m = self.members[k]
         m.reporter.log_metrics({"train/loss": result.loss, "train/lr": result.lr,
                                 "train/tokens": m.state.tokens}, step=m.state.step)
         self.results[k] = m._finish("diverged")
-        self.active[k] = False
+        keep = [row for row, member in enumerate(self.rows) if member != k]
+        self.model.keep_members(keep)
+        self.optimizer.keep_members(keep)
+        self.rows = [self.rows[row] for row in keep]
 
     def _report(self, k: int, result: StepResult, *, tokens_per_s: float, last: bool,
                 evaluated: bool) -> None:

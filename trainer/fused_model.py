@@ -143,6 +143,15 @@ class StackedGPT(nn.Module):
             p[k].copy_(source[name])
 
     @torch.no_grad()
+    def keep_members(self, rows: list[int]) -> None:
+        """Keep only the members at `rows`, in that order (a diverged member leaves the stack
+        so that it costs nothing more)."""
+        index = torch.tensor(rows, dtype=torch.long, device=self.embed.weight.device)
+        for p in self.parameters():
+            p.data = p.data.index_select(0, index)
+        self.num_members = len(rows)
+
+    @torch.no_grad()
     def store_member(self, k: int, model: GPT) -> None:
         """Copy member k's weights into `model` (an ordinary GPT of the same shape)."""
         target = dict(model.named_parameters())

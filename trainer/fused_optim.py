@@ -8,8 +8,7 @@ the same way per member here and enters the update as a (K, 1, …) fp32 tensor,
 order of operations (its single-tensor AdamW, the one it runs on CPU). On CPU that makes a
 member's trajectory match the unstacked one to fp32 rounding.
 
-A member that is not active (it diverged, or ended) takes no update at all: its rows are left
-as they were, moments and step count included, while the others go on.
+`keep_members` drops members (a diverged one) from the moments along with the model's rows.
 
 Gradient clipping is per member too (`clip_grad_norms_`): each member's global norm over its own
 rows of every parameter, as `torch.nn.utils.clip_grad_norm_` computes it for the member alone.
@@ -63,29 +62,25 @@ class StackedAdamW:
         """Updates each member has taken."""
 
     @torch.no_grad()
-    def step(self, lrs: Sequence[float], active: Sequence[bool]) -> None:
-        """One AdamW update of the active members, member k at base LR `lrs[k]`."""
-        rows = [k for k, on in enumerate(active) if on]
-        if not rows:
-            return
-        for k in rows:
-            self.steps[k] += 1
-        everyone = len(rows) == len(self.steps)
+    def step(self, lrs: Sequence[float]) -> None:
+        """One AdamW update of every member, member k at base LR `lrs[k]`."""
+        self.steps = [t + 1 for t in self.steps]
         device = self.params[0][1].device
-        index = None if everyone else torch.tensor(rows, device=device)
-        scalars = {rule: self._scalars(rule, [lrs[k] for k in rows],
-                                       [self.weight_decays[k] for k in rows],
-                                       [self.steps[k] for k in rows], device)
+        scalars = {rule: self._scalars(rule, lrs, self.weight_decays, self.steps, device)
                    for rule in {rule for _, _, rule in self.params}}
         for name, p, rule in self.params:
-            tensors = (p, p.grad, self.exp_avg[name], self.exp_avg_sq[name])
-            if not everyone:  # update copies of the active rows, then write them back
-                tensors = tuple(t.index_select(0, index) for t in tensors)
-            self._update(*tensors, *scalars[rule])
-            if not everyone:
-                for target, rows_now in zip((p, self.exp_avg[name], self.exp_avg_sq[name]),
-                                            (tensors[0], tensors[2], tensors[3]), strict=True):
-                    target.index_copy_(0, index, rows_now)
+            self._update(p, p.grad, self.exp_avg[name], self.exp_avg_sq[name], *scalars[rule])
+
+    @torch.no_grad()
+    def keep_members(self, rows: list[int]) -> None:
+        """Keep only the members at `rows`, in that order, as `StackedGPT.keep_members` does
+        with their weights."""
+        index = torch.tensor(rows, dtype=torch.long, device=self.params[0][1].device)
+        for moments in (self.exp_avg, self.exp_avg_sq):
+            for name in moments:
+                moments[name] = moments[name].index_select(0, index)
+        self.steps = [self.steps[r] for r in rows]
+        self.weight_decays = [self.weight_decays[r] for r in rows]
 
     def _scalars(self, rule: GroupRule, lrs: list[float], weight_decays: list[float],
                  steps: list[int], device: torch.device) -> tuple[torch.Tensor | None, ...]:
