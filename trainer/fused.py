@@ -25,9 +25,9 @@ the end needs them there; so a member's checkpoint is the one it would write alo
 eval runs the independent code on the same weights. Between those points the weights live in
 the stack. A member whose loss diverges is finished `diverged` at its token count and masked
 out: its row leaves the stack, so it takes no further update and costs nothing more, and
-the others' updates never depended on it. A member's
-`perf/tokens_per_s`, `perf/mfu` and `final/wall_s` count its own tokens over the group's time:
-they say how fast that trial went, not what the device did (K times as much).
+the others' updates never depended on it. A member's `perf/tokens_per_s`, `perf/mfu` and
+`final/wall_s` count its own tokens over the group's time: they say how fast that trial went,
+not what the device did (K times as much).
 
 Resume: a group continues from the newest checkpoint step that every remaining member has (its
 members save together; a worker killed between two members' saves leaves an older step common
@@ -315,7 +315,7 @@ class FusedRun:
         if m.state.step % m.cfg.train.log_every_steps == 0 or last:
             metrics = m._step_metrics(result, tokens_per_s)
         if evaluated:
-            self.model.store_member(k, m.model)
+            self.model.store_member(self.rows.index(k), m.model)
             metrics["eval/loss"] = m.evaluate()
         if metrics:
             m.reporter.log_metrics(metrics, step=m.state.step)

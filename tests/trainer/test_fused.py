@@ -218,19 +218,23 @@ def test_micro_batches_accumulate_as_in_an_independent_run(tmp_path):
 
 
 def test_a_diverged_member_leaves_the_stack_and_the_others_go_on_unchanged(tmp_path):
-    good = [["optim.lr=0.003"], ["optim.lr=0.01"]]
-    bad = ["optim.lr=30", "schedule.warmup_tokens=0"]
+    # Evals after the divergence read the weights of the right rows of the shrunk stack.
+    evals = ["train.eval_every_tokens=4096"]
+    good = [["optim.lr=0.003", *evals], ["optim.lr=0.01", *evals]]
+    bad = ["optim.lr=30", "schedule.warmup_tokens=0", *evals]
     with_bad = run_group([_cfg(tmp_path / "a", *good[0]), _cfg(tmp_path / "a", *bad),
                           _cfg(tmp_path / "a", *good[1])])
     without = run_group([_cfg(tmp_path / "b", *m) for m in good])
     diverged = with_bad[1]
     assert diverged.status == "diverged" and diverged.final_eval_loss is None
     steps = diverged.summary["final/steps"]
-    assert steps < 32 and diverged.summary["final/diverged_at_tokens"] == steps * 8 * 64
+    assert steps < 8 and diverged.summary["final/diverged_at_tokens"] == steps * 8 * 64
     assert max(step for step, _ in _history(diverged.run_dir)) == steps
     for member, reference in zip([with_bad[0], with_bad[2]], without, strict=True):
         assert member.status == "finished"
         assert _history(member.run_dir) == _history(reference.run_dir)
+        assert len(_history(member.run_dir, "eval/loss")) == 4  # steps 8, 16, 24 and the end
+        assert _history(member.run_dir, "eval/loss") == _history(reference.run_dir, "eval/loss")
         assert member.final_eval_loss == reference.final_eval_loss
     (alone,) = run_group([_cfg(tmp_path / "c", *bad)])  # a group that ends with no one left
     assert alone.summary["final/diverged_at_tokens"] == diverged.summary["final/diverged_at_tokens"]
