@@ -1,5 +1,6 @@
 """One training run of a proxy model: `trainer.run(cfg, reporter)` or `python -m trainer`;
-`trainer.TrainingRun` for driving a run step by step.
+`trainer.TrainingRun` for driving a run step by step; `trainer.run_group(cfgs)` for trials
+that train together as one fused group (`trainer.fused`).
 
 Knows nothing of sweeps or Ray. Names are imported lazily so that `import trainer.config`
 does not pull in torch.
@@ -13,6 +14,7 @@ if TYPE_CHECKING:
     from trainer.compose import compose
     from trainer.config import Config
     from trainer.errors import ConfigError
+    from trainer.fused import run_group
     from trainer.identity import config_id
     from trainer.loop import RunResult, TrainingRun, run
     from trainer.validation import check, problems
@@ -22,11 +24,11 @@ _EXPORTS = {
     "Config": "trainer.config",
     "compose": "trainer.compose", "ConfigError": "trainer.errors",
     "config_id": "trainer.identity", "check": "trainer.validation",
-    "problems": "trainer.validation",
+    "problems": "trainer.validation", "run_group": "trainer.fused",
 }
 
 __all__ = ["Config", "ConfigError", "RunResult", "TrainingRun", "check", "compose", "config_id",
-           "problems", "run"]
+           "problems", "run", "run_group"]
 
 
 def __getattr__(name: str):

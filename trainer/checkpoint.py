@@ -59,10 +59,20 @@ def list_checkpoints(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.is_dir() and _NAME.match(p.name))
 
 
+def saved_steps(directory: Path) -> list[int]:
+    """Steps of the complete checkpoints in `directory`, oldest first."""
+    return [int(_NAME.match(p.name).group(1)) for p in list_checkpoints(directory)]
+
+
+def path_of(directory: Path, step: int) -> Path:
+    """The checkpoint directory of `step` in `directory`."""
+    return directory / f"step-{step:09d}"
+
+
 def save(directory: Path, *, step: int, keep: int, model: torch.nn.Module,
          optimizer: torch.optim.Optimizer, train_state: dict, d: Dist) -> Path:
     """Write the checkpoint of `step` from every rank; keep only the newest `keep`."""
-    final = directory / f"step-{step:09d}"
+    final = path_of(directory, step)
     tmp = directory / f".step-{step:09d}.tmp"
     if d.is_main:
         shutil.rmtree(tmp, ignore_errors=True)

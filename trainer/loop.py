@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from trainer import branching, checkpoint
 from trainer.config import BatchSchedule, Config
-from trainer.data import TokenStream, eval_batches, load_tokens
+from trainer.data import TokenData, TokenStream, eval_batches, load_tokens
 from trainer.distributed import Dist, all_sum, barrier, process_group
 from trainer.flops import flops_per_token, peak_flops
 from trainer.identity import config_id, flatten
@@ -168,16 +168,18 @@ class TrainingRun:
         reporter: receives params, metrics and the summary (`NullReporter` for none).
         dist: this process's place in the process group; one CPU/GPU process when omitted.
         pruner: may end the run at an eval point (see `Pruner`); asked on rank 0 only.
+        data: the tokens of `cfg.data`, when the caller has loaded them already (a fused
+            group loads them once for all its members).
     """
 
     def __init__(self, cfg: Config, *, reporter: Reporter, dist: Dist | None = None,
-                 pruner: Pruner | None = None):
+                 pruner: Pruner | None = None, data: TokenData | None = None):
         d = dist or Dist()
         self.cfg, self.reporter, self.dist, self.pruner = cfg, reporter, d, pruner
         self.run_id = config_id(cfg)
         self.paths = RunPaths.for_config(cfg, self.run_id)
         self.device = d.device
-        data = _load_tokens_once(cfg, d)
+        data = data or _load_tokens_once(cfg, d)
         self.stream = TokenStream(data.train, cfg.train.seq_len, cfg.seed)
         eval_set = eval_batches(data.val, seq_len=cfg.train.seq_len,
                                 num_tokens=cfg.train.eval_tokens,
@@ -213,14 +215,19 @@ class TrainingRun:
 
     # -- checkpoints ---------------------------------------------------------------------
 
-    def restore(self) -> int | None:
-        """Load the newest checkpoint; the step it was taken at, or None.
+    def restore(self, *, step: int | None = None) -> int | None:
+        """Load the newest checkpoint (or the one taken at `step`); the step it was taken at,
+        or None.
 
         A run without a checkpoint of its own that is a branch of a trunk
         (`trainer.branching`) starts from the trunk's checkpoint instead (then `branch` says
         which), or takes over the trunk's divergence without loading anything."""
-        saved = checkpoint.load_latest(self.paths.checkpoints, model=self.model,
-                                       optimizer=self.optimizer)
+        if step is None:
+            saved = checkpoint.load_latest(self.paths.checkpoints, model=self.model,
+                                           optimizer=self.optimizer)
+        else:
+            saved = checkpoint.load(checkpoint.path_of(self.paths.checkpoints, step),
+                                    model=self.model, optimizer=self.optimizer)
         if saved is None:
             source = branching.branch_source(self.paths.run_dir)
             if source is None:
@@ -362,7 +369,19 @@ class TrainingRun:
 
     def train(self) -> RunResult:
         """Train to the budget or to divergence; report and store the summary."""
-        resumed = self.restore()
+        self.begin(self.restore())
+        if self.branch is not None:
+            for row in branching.trunk_history(self.branch.trunk_dir, self.branch.step):
+                self.reporter.log_metrics({k: v for k, v in row.items() if k != "step"},
+                                          step=row["step"])
+            if self.branch.diverged is not None:  # its stable phase diverged in the trunk
+                return self._finish("diverged")
+        status = self._train_until_done()
+        return self._finish(status)
+
+    def begin(self, resumed: int | None) -> None:
+        """Tell the reporter that the run starts, or resumes at checkpoint step `resumed`, and
+        write its params to `config.json` in the run directory."""
         params = {**flatten(self.cfg), **self.derived, "trial.id": self.run_id}
         params["tracking.uri"] = redact(params["tracking.uri"] or "") or None
         # A branch's history is the trunk's up to its branch checkpoint, then its own: it
@@ -373,14 +392,6 @@ class TrainingRun:
             self.paths.run_dir.mkdir(parents=True, exist_ok=True)
             (self.paths.run_dir / "config.json").write_text(json.dumps(params, indent=1,
                                                                        default=str))
-        if self.branch is not None:
-            for row in branching.trunk_history(self.branch.trunk_dir, self.branch.step):
-                self.reporter.log_metrics({k: v for k, v in row.items() if k != "step"},
-                                          step=row["step"])
-            if self.branch.diverged is not None:  # its stable phase diverged in the trunk
-                return self._finish("diverged")
-        status = self._train_until_done()
-        return self._finish(status)
 
     def _fits_budget(self) -> bool:
         """Does the next batch fit in what is left of the token budget?"""

@@ -63,19 +63,21 @@ def resolved_weight_decay(cfg: Config) -> float:
                                        tokens=cfg.train.tokens)
 
 
+def group_names(model: GPT) -> dict[str, str]:
+    """Parameter name → the name of its group in `group_rules`, in `named_parameters` order."""
+    hidden_ids = {id(p) for p in model.hidden_matrices()}
+    return {name: "hidden" if id(p) in hidden_ids else "vector_like" if p.ndim >= 2 else "gains"
+            for name, p in model.named_parameters()}
+
+
 def param_groups(model: GPT, *, weight_decay: float,
                  hidden_wd: HiddenWeightDecay) -> list[dict]:
     """AdamW parameter groups, each carrying its `lr_mult` for the schedule to apply."""
     rules = group_rules(model.shape, hidden_wd)
-    hidden_ids = {id(p) for p in model.hidden_matrices()}
     members: dict[str, list[nn.Parameter]] = {name: [] for name in rules}
-    for p in model.parameters():
-        if id(p) in hidden_ids:
-            members["hidden"].append(p)
-        elif p.ndim >= 2:
-            members["vector_like"].append(p)
-        else:
-            members["gains"].append(p)
+    names = group_names(model)
+    for name, p in model.named_parameters():
+        members[names[name]].append(p)
     return [{"params": params, "name": name, "lr_mult": rules[name].lr_mult,
              "weight_decay": weight_decay * rules[name].wd_mult}
             for name, params in members.items() if params]

@@ -1,0 +1,320 @@
+"""Fused trial groups: the stacked model and AdamW against their unstacked selves, and a group's
+members against their independent runs (losses, eval, files, divergence, resume)."""
+
+import copy
+import json
+import shutil
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+import torch.nn.functional as F
+
+from trainer.compose import compose
+from trainer.config import HiddenWeightDecay, OptimConfig
+from trainer.fused import FusedRun, fusion_problems, group_key, member_losses, run_group
+from trainer.fused_model import StackedGPT
+from trainer.fused_optim import StackedAdamW, clip_grad_norms_
+from trainer.loop import run
+from trainer.model import GPT, GPTShape
+from trainer.mup import param_groups, set_lr
+from trainer.reporting import JsonlReporter
+
+SMALL = ["model=tiny", "model.width=32", "model.head_dim=16", "model.base_width=32",
+         "model.depth=2", "data=synthetic", "data.num_tokens=300_000",
+         "train.batch_size=8", "train.seq_len=64", "schedule=wsd",
+         "schedule.warmup_tokens=2048", "optim.lr=0.01", "train.eval_tokens=8192",
+         "train.tokens=16384", "train.log_every_steps=1"]
+
+MEMBERS = [["optim.lr=0.003"], ["optim.lr=0.01", "optim.weight_decay=0.1"],
+           ["optim.lr=0.03", "schedule.warmup_tokens=4096", "schedule.decay_fraction=0.2"],
+           ["optim.lr=0.01", "optim.timescale=0.5"]]
+"""Members of one group: an LR sweep plus weight decay, a timescale and schedule keys."""
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _cfg(root: Path, *overrides: str):
+    return compose(SMALL + [f"storage_root={root}", *overrides])
+
+
+def _history(run_dir: Path, key: str = "train/loss") -> list[tuple[int, float]]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r[key]) for r in rows if key in r]
+
+
+def _shape(width: int = 64) -> GPTShape:
+    cfg = compose(SMALL + [f"model.width={width}"]).model  # m = width / 32
+    return GPTShape(cfg, vocab_size=16)
+
+
+def _members(shape: GPTShape, num: int) -> list[GPT]:
+    torch.manual_seed(0)
+    return [GPT(shape) for _ in range(num)]
+
+
+# -- the stacked model and optimizer -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("positions", ["rope", "learned"])
+def test_stacked_gpt_gives_each_members_logits(positions):
+    cfg = compose(SMALL + ["model.width=64", f"model.positions={positions}",
+                           "model.output_mult=2.0", "model.input_mult=1.5"]).model
+    models = _members(GPTShape(cfg, vocab_size=16), 3)  # three different inits
+    stacked = StackedGPT.from_members(models)
+    idx = torch.randint(0, 16, (4, 32))
+    logits = stacked(idx)
+    assert logits.shape == (3, 4, 32, 16)
+    for k, model in enumerate(models):
+        torch.testing.assert_close(logits[k], model(idx), rtol=1e-5, atol=1e-6)
+
+
+def test_a_member_goes_in_and_out_of_the_stack_unchanged():
+    models = _members(_shape(), 2)
+    stacked = StackedGPT.from_members(models)
+    out = GPT(_shape())
+    stacked.store_member(1, out)
+    for (name, a), b in zip(models[1].named_parameters(), out.parameters(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_clip_grad_norms_is_torch_clipping_per_member():
+    models = _members(_shape(), 3)
+    stacked = StackedGPT.from_members(models)
+    for p in stacked.parameters():
+        p.grad = torch.randn_like(p) * torch.tensor([0.01, 1.0, 10.0]).view(-1, *[1] * (p.ndim - 1))
+    grads = {name: p.grad.clone() for name, p in stacked.named_parameters()}
+    norms = clip_grad_norms_(list(stacked.parameters()), 1.0)
+    for k, model in enumerate(models):
+        for name, p in model.named_parameters():
+            p.grad = grads[name][k].clone()
+        expected = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.testing.assert_close(norms[k], expected, rtol=1e-6, atol=0)
+        for name, p in stacked.named_parameters():
+            torch.testing.assert_close(p.grad[k], dict(model.named_parameters())[name].grad,
+                                       rtol=1e-6, atol=1e-12)
+
+
+@pytest.mark.parametrize("hidden_wd", list(HiddenWeightDecay))
+def test_stacked_adamw_is_torch_adamw_per_member(hidden_wd):
+    # Width 64 at base 32: m = 2, so the hidden group's η/m and λ·m (or λ) are exercised.
+    shape = _shape(64)
+    models = _members(shape, 3)
+    cfg = OptimConfig(hidden_weight_decay=hidden_wd, beta2=0.95)
+    lrs, wds = [1e-3, 1e-2, 3e-2], [0.0, 0.1, 0.5]
+    references = [copy.deepcopy(m) for m in models]
+    torch_opts = [torch.optim.AdamW(param_groups(m, weight_decay=wd, hidden_wd=hidden_wd),
+                                    betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+                  for m, wd in zip(references, wds, strict=True)]
+    stacked = StackedGPT.from_members(models)
+    opt = StackedAdamW(stacked, models[0], cfg, weight_decays=wds)
+    gen = torch.Generator().manual_seed(1)
+    rows = [0, 1, 2]  # the member in each row of the stack
+    for step in range(6):
+        if step == 3:  # member 1 leaves the stack after three steps; the others go on
+            stacked.keep_members([0, 2])
+            opt.keep_members([0, 2])
+            rows = [0, 2]
+        scale = 1.0 - 0.1 * step  # the schedule's LR changes every step
+        for name, p in stacked.named_parameters():
+            p.grad = torch.randn(p.shape, generator=gen)
+            for row, k in enumerate(rows):
+                dict(references[k].named_parameters())[name].grad = p.grad[row].clone()
+        opt.step([lrs[k] * scale for k in rows])
+        for k in rows:
+            set_lr(torch_opts[k], lrs[k] * scale)
+            torch_opts[k].step()
+    assert stacked.num_members == 2 and opt.steps == [6, 6]
+    for row, k in enumerate(rows):
+        for name, p in references[k].named_parameters():
+            got = dict(stacked.named_parameters())[name][row]
+            rel = ((got - p).abs().max() / p.abs().max()).item()
+            assert rel < 1e-6, (k, name, rel)
+
+
+def test_stacked_adamw_state_round_trips_through_torch_adamw():
+    shape = _shape()
+    models = _members(shape, 2)
+    stacked = StackedGPT.from_members(models)
+    opt = StackedAdamW(stacked, models[0], OptimConfig(), weight_decays=[0.1, 0.0])
+    for p in stacked.parameters():
+        p.grad = torch.randn_like(p)
+    opt.step([1e-2, 1e-3])
+    member = GPT(shape)
+    torch_opt = torch.optim.AdamW(param_groups(member, weight_decay=0.0,
+                                               hidden_wd=HiddenWeightDecay.width_invariant))
+    opt.store_member(1, member, torch_opt)
+    other = StackedAdamW(stacked, models[0], OptimConfig(), weight_decays=[0.1, 0.0])
+    other.load_member(0, member, torch_opt)
+    assert other.steps == [1, 0]
+    for name in opt.exp_avg:
+        assert torch.equal(other.exp_avg[name][0], opt.exp_avg[name][1])
+        assert torch.equal(other.exp_avg_sq[name][0], opt.exp_avg_sq[name][1])
+
+
+# -- which trials may fuse ---------------------------------------------------------------------
+
+
+def test_fusion_problems_name_the_key_that_may_not_differ(tmp_path):
+    base = _cfg(tmp_path)
+    members = [_cfg(tmp_path, *m) for m in MEMBERS]
+    assert fusion_problems(members) == []
+    assert len({group_key(c) for c in members}) == 1
+    for key in ("seed=1", "model.param=sp", "train.batch_size=16", "optim.beta2=0.99"):
+        other = _cfg(tmp_path, key)
+        (problem,) = fusion_problems([base, other])
+        assert problem.startswith(f"members differ in {key.split('=')[0]} ")
+        assert group_key(other) != group_key(base)
+    assert "twice" in fusion_problems([base, base])[0]
+    assert "world_size" in fusion_problems([_cfg(tmp_path, "train.world_size=2")])[0]
+
+
+# -- a group against its members' independent runs ---------------------------------------------
+
+
+def test_members_train_as_their_independent_runs(tmp_path):
+    fused = run_group([_cfg(tmp_path / "fused", *m) for m in MEMBERS])
+    step_rel, eval_rel = [], []
+    for overrides, member in zip(MEMBERS, fused, strict=True):
+        alone = run(_cfg(tmp_path / "alone", *overrides))
+        assert member.status == alone.status == "finished"
+        assert member.run_id == alone.run_id and member.run_dir.name == alone.run_dir.name
+        got, ref = _history(member.run_dir), _history(alone.run_dir)
+        assert [s for s, _ in got] == [s for s, _ in ref] == list(range(1, 33))
+        step_rel += [abs(a - b) / b for (_, a), (_, b) in zip(got[:10], ref[:10], strict=True)]
+        eval_rel.append(abs(member.final_eval_loss - alone.final_eval_loss)
+                        / alone.final_eval_loss)
+        # Same files, same keys, same counters: fusion is an execution detail.
+        assert set(member.summary) == set(alone.summary)
+        for key in ("final/tokens", "final/steps", "derived.n_params", "derived.weight_decay"):
+            assert member.summary[key] == alone.summary[key], key
+        on_disk = json.loads((member.run_dir / "summary.json").read_text())
+        assert on_disk["final/eval_loss"] == member.final_eval_loss
+        assert json.loads((member.run_dir / "config.json").read_text()) == \
+            json.loads((alone.run_dir / "config.json").read_text()) | {
+                "storage_root": str(tmp_path / "fused")}
+    print(f"max relative difference: first 10 losses {max(step_rel):.2e}, "
+          f"final eval {max(eval_rel):.2e}")
+    assert max(step_rel) < 1e-5
+    assert max(eval_rel) < 1e-3
+
+
+def test_micro_batches_accumulate_as_in_an_independent_run(tmp_path):
+    shared = ["train.micro_batch_size=2", "train.tokens=8192"]  # four chunks a step
+    fused = run_group([_cfg(tmp_path / "fused", *m, *shared) for m in MEMBERS[:2]])
+    for overrides, member in zip(MEMBERS, fused, strict=False):
+        alone = run(_cfg(tmp_path / "alone", *overrides, *shared))
+        for (_, a), (_, b) in zip(_history(member.run_dir), _history(alone.run_dir),
+                                  strict=True):
+            assert a == pytest.approx(b, rel=1e-5)
+        assert member.final_eval_loss == pytest.approx(alone.final_eval_loss, rel=1e-3)
+
+
+def test_a_diverged_member_leaves_the_stack_and_the_others_go_on_unchanged(tmp_path):
+    # Evals after the divergence read the weights of the right rows of the shrunk stack.
+    evals = ["train.eval_every_tokens=4096"]
+    good = [["optim.lr=0.003", *evals], ["optim.lr=0.01", *evals]]
+    bad = ["optim.lr=30", "schedule.warmup_tokens=0", *evals]
+    with_bad = run_group([_cfg(tmp_path / "a", *good[0]), _cfg(tmp_path / "a", *bad),
+                          _cfg(tmp_path / "a", *good[1])])
+    without = run_group([_cfg(tmp_path / "b", *m) for m in good])
+    diverged = with_bad[1]
+    assert diverged.status == "diverged" and diverged.final_eval_loss is None
+    steps = diverged.summary["final/steps"]
+    assert steps < 8 and diverged.summary["final/diverged_at_tokens"] == steps * 8 * 64
+    assert max(step for step, _ in _history(diverged.run_dir)) == steps
+    for member, reference in zip([with_bad[0], with_bad[2]], without, strict=True):
+        assert member.status == "finished"
+        assert _history(member.run_dir) == _history(reference.run_dir)
+        assert len(_history(member.run_dir, "eval/loss")) == 4  # steps 8, 16, 24 and the end
+        assert _history(member.run_dir, "eval/loss") == _history(reference.run_dir, "eval/loss")
+        assert member.final_eval_loss == reference.final_eval_loss
+    (alone,) = run_group([_cfg(tmp_path / "c", *bad)])  # a group that ends with no one left
+    assert alone.summary["final/diverged_at_tokens"] == diverged.summary["final/diverged_at_tokens"]
+
+
+class _Killed(Exception):
+    pass
+
+
+class _DiesAt(JsonlReporter):
+    """A reporter whose process "dies" when it is handed the metrics of `step`."""
+
+    def __init__(self, path: Path, step: int):
+        super().__init__(path, echo=False)
+        self.step = step
+
+    def log_metrics(self, metrics, *, step):
+        if step == self.step:
+            raise _Killed
+        super().log_metrics(metrics, step=step)
+
+
+@pytest.mark.parametrize("one_save_lost", [False, True])
+def test_a_killed_group_resumes_and_ends_as_an_uninterrupted_one(tmp_path, one_save_lost):
+    # one_save_lost: killed while its members wrote the checkpoint of step 16, one member's
+    # never landed; the group resumes from step 8, the newest that all of them have.
+    cadence = ["train.checkpoint_every_tokens=4096", "train.eval_every_tokens=8192"]
+    reference = run_group([_cfg(tmp_path / "ref", *m, *cadence) for m in MEMBERS[:3]])
+    cfgs = [_cfg(tmp_path / "kill", *m, *cadence) for m in MEMBERS[:3]]
+    reporters = [_DiesAt(tmp_path / "kill" / r.run_dir.name / "metrics.jsonl", step=21)
+                 for r in reference]
+    with pytest.raises(_Killed):  # after the checkpoint of step 16, before that of step 24
+        run_group(cfgs, reporters)
+    assert not any((tmp_path / "kill" / r.run_dir.name / "summary.json").exists()
+                   for r in reference)
+    if one_save_lost:
+        shutil.rmtree(tmp_path / "kill" / reference[1].run_dir.name / "checkpoints"
+                      / "step-000000016")
+    quiet = [JsonlReporter(Path(tmp_path / "unused" / f"{k}.jsonl"), echo=False)
+             for k in range(3)]
+    assert FusedRun(cfgs, reporters=quiet).restore() == (8 if one_save_lost else 16)
+    resumed = run_group(cfgs)
+    for got, ref in zip(resumed, reference, strict=True):
+        assert _history(got.run_dir) == _history(ref.run_dir)  # exact, nothing twice
+        assert _history(got.run_dir, "eval/loss") == _history(ref.run_dir, "eval/loss")
+        assert got.final_eval_loss == ref.final_eval_loss
+
+
+def test_members_already_done_are_not_trained_again(tmp_path):
+    done = run(_cfg(tmp_path, *MEMBERS[0]))
+    mtime = (done.run_dir / "metrics.jsonl").stat().st_mtime_ns
+    results = run_group([_cfg(tmp_path, *m) for m in MEMBERS[:2]])
+    assert results[0].summary == done.summary
+    assert (done.run_dir / "metrics.jsonl").stat().st_mtime_ns == mtime
+    alone = run(_cfg(tmp_path / "alone", *MEMBERS[1]))
+    assert results[1].status == "finished"
+    assert results[1].final_eval_loss == pytest.approx(alone.final_eval_loss, rel=1e-3)
+
+
+def test_each_member_has_its_own_mlflow_run(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracking = [f"tracking.uri={uri}", "tracking.experiment=fused"]
+    results = run_group([_cfg(tmp_path, *m, *tracking) for m in MEMBERS[:2]])
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("fused")
+    runs = {r.data.tags["trial.id"]: r for r in client.search_runs([exp.experiment_id])}
+    assert set(runs) == {r.run_id for r in results}
+    for result, overrides in zip(results, MEMBERS, strict=False):
+        found = runs[result.run_id]
+        assert found.data.tags["trial.status"] == "finished"
+        assert float(found.data.params["optim.lr"]) == float(overrides[0].split("=")[1])
+        assert found.data.metrics["final/eval_loss"] == pytest.approx(result.final_eval_loss)
+        history = client.get_metric_history(found.info.run_id, "train/loss")
+        assert [m.step for m in history] == list(range(1, 33))
+
+
+def test_member_losses_are_each_members_mean_cross_entropy():
+    logits = torch.randn(3, 2, 5, 7)
+    targets = torch.randint(0, 7, (2, 5))
+    got = member_losses(logits, targets)
+    for k in range(3):
+        torch.testing.assert_close(got[k], F.cross_entropy(logits[k].flatten(0, 1),
+                                                           targets.flatten()))

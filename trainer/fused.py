@@ -1,0 +1,321 @@
+"""Fused trial groups: K trials that differ only in per-member scalars, trained as one model.
+
+`run_group(cfgs)` trains the trials `cfgs` together: one process, one data stream, one batch
+per step, through a `StackedGPT` (every parameter with a leading member dimension) and a
+`StackedAdamW`. Fusion is an execution detail: every member is still an ordinary trial, with
+the trial id it has alone, its own run directory, `metrics.jsonl`, `config.json`, checkpoints
+and `summary.json`, written with the keys an independent `trainer.run` writes.
+
+What members may differ in (`MEMBER_KEYS`, `MEMBER_PREFIXES`); everything else must be equal:
+- `optim.lr`, `optim.weight_decay`: the optimizer's per-member scalars.
+- `optim.timescale`: it only sets a member's λ (`trainer.mup.resolved_weight_decay`).
+- `schedule.*`: each member's LR is its own schedule at the shared token count.
+- `run_dir`, `checkpoint_dir`: each member's own directories.
+Not `seed`: it fixes the order of the data stream as well as the init, so members of different
+seeds would not share a batch. Not `model.param`: muP and SP are different networks away from
+the base width, and the stack holds one set of forward multipliers. A group must also run in
+one process (`train.world_size=1`), at a constant batch (`train.batch_schedule=constant`,
+since the norm test grows each member's batch differently) and eagerly (`train.compile=false`,
+not yet tried on the stack); `fusion_problems` says so, one sentence per problem.
+
+How a group runs: members already done (`finished`, `diverged`) are left out. Each remaining
+member is a `TrainingRun`, which keeps its counters, reporter, paths and summary, and holds
+its weights and AdamW state in its own `GPT` and optimizer whenever a checkpoint, an eval or
+the end needs them there; so a member's checkpoint is the one it would write alone, and its
+eval runs the independent code on the same weights. Between those points the weights live in
+the stack. A member whose loss diverges is finished `diverged` at its token count and masked
+out: its row leaves the stack, so it takes no further update and costs nothing more, and
+the others' updates never depended on it. A member's `perf/tokens_per_s`, `perf/mfu` and
+`final/wall_s` count its own tokens over the group's time: they say how fast that trial went,
+not what the device did (K times as much).
+
+Resume: a group continues from the newest checkpoint step that every remaining member has (its
+members save together; a worker killed between two members' saves leaves an older step common
+to all, `train.keep_checkpoints` ≥ 2), or from the start when there is none. Training is exact
+on CPU, so either way each member ends as an uninterrupted run would.
+
+Not yet, and how it would fit:
+- Prefix sharing: a member that is a branch of a trunk starts from scratch here rather than
+  from its trunk (exact on CPU, only slower). A family's trunk as a fused group would take
+  `trainer.trunk.TrunkRun` members in place of `TrainingRun`s: the stack does not care which.
+- Adaptive search: a pruner per member, asked at the shared eval points; a pruned member would
+  save its checkpoint and leave the stack like a diverged one. Asked configs in flight fuse when
+  their `group_key`s are equal.
+- Speed: evals run member by member, through `TrainingRun.evaluate`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from trainer import checkpoint
+from trainer.config import BatchSchedule, Config
+from trainer.data import load_tokens
+from trainer.errors import ConfigError
+from trainer.fused_model import StackedGPT
+from trainer.fused_optim import StackedAdamW, clip_grad_norms_
+from trainer.identity import config_id, flatten
+from trainer.loop import RunResult, StepResult, TrainingRun, _crossed, default_reporter
+from trainer.mup import resolved_weight_decay
+from trainer.paths import RunPaths, read_summary
+from trainer.reporting import Reporter
+from trainer.schedules import learning_rate
+from trainer.schema import DONE
+from trainer.validation import check
+
+MEMBER_KEYS = frozenset({"optim.lr", "optim.weight_decay", "optim.timescale",
+                         "run_dir", "checkpoint_dir"})
+"""Keys in which the members of a group may differ, besides `MEMBER_PREFIXES`."""
+MEMBER_PREFIXES = ("schedule.",)
+
+
+def is_member_key(key: str) -> bool:
+    """May members of one group differ in the dotted config key `key`?"""
+    return key in MEMBER_KEYS or key.startswith(MEMBER_PREFIXES)
+
+
+def group_key(cfg: Config) -> str:
+    """What the members of a group share: configs with equal keys may train as one group
+    (when `fusion_problems` finds none)."""
+    shared = {k: v for k, v in flatten(cfg).items() if not is_member_key(k)}
+    return json.dumps(shared, sort_keys=True, default=str)
+
+
+def fusion_problems(cfgs: Sequence[Config]) -> list[str]:
+    """Why `cfgs` cannot train as one group, one sentence each (empty when they can)."""
+    found = []
+    first = flatten(cfgs[0])
+    for cfg in cfgs[1:]:
+        for key, value in flatten(cfg).items():
+            if not is_member_key(key) and value != first[key]:
+                message = (f"members differ in {key} ({first[key]!r} and {value!r}): only "
+                           "optim.lr, optim.weight_decay, optim.timescale and schedule.* may "
+                           "differ within a fused group")
+                if message not in found:
+                    found.append(message)
+    ids = [config_id(cfg) for cfg in cfgs]
+    if len(set(ids)) < len(ids):
+        found.append("the same trial is in the group twice: list each config once")
+    t = cfgs[0].train
+    if t.world_size != 1:
+        found.append(f"train.world_size={t.world_size}: a fused group runs in one process; "
+                     "set train.world_size=1 or do not fuse")
+    if t.batch_schedule is not BatchSchedule.constant:
+        found.append(f"train.batch_schedule={t.batch_schedule.value} grows each member's batch "
+                     "on its own: use train.batch_schedule=constant or do not fuse")
+    if t.compile:
+        found.append("train.compile=true is not supported in a fused group yet: set "
+                     "train.compile=false or do not fuse")
+    return found
+
+
+def run_group(cfgs: Sequence[Config], reporters: Sequence[Reporter] | None = None
+              ) -> list[RunResult]:
+    """Train the trials `cfgs` as one fused group; each one's result, in the order of `cfgs`.
+
+    Members that already ended (`finished` or `diverged`) are returned as stored and not
+    trained; the others resume together from their checkpoints (see the module docstring).
+
+    Args:
+        cfgs: the members' resolved configs (see `fusion_problems` for what may differ).
+        reporters: one per member; JSONL (and MLflow when `tracking.uri` is set) when omitted.
+
+    Raises:
+        ConfigError: a config cannot run, or the configs cannot run as one group.
+    """
+    for cfg in cfgs:
+        check(cfg)
+    problems = fusion_problems(cfgs)
+    if problems:
+        raise ConfigError(problems)
+    results: list[RunResult | None] = []
+    remaining: list[int] = []
+    for i, cfg in enumerate(cfgs):
+        run_id = config_id(cfg)
+        paths = RunPaths.for_config(cfg, run_id)
+        stored = read_summary(paths)
+        if stored is not None and stored.get("status") in DONE:
+            results.append(RunResult(run_id, stored["status"], paths.run_dir, stored))
+        else:
+            results.append(None)
+            remaining.append(i)
+    if remaining:
+        chosen = [reporters[i] if reporters else None for i in remaining]
+        trained = FusedRun([cfgs[i] for i in remaining], reporters=chosen).train()
+        for i, result in zip(remaining, trained, strict=True):
+            results[i] = result
+    return results
+
+
+def member_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of each member's logits (K, B, T, V) against shared targets (B, T)."""
+    num_members = logits.shape[0]
+    per_token = F.cross_entropy(logits.flatten(0, 2).float(),
+                                targets.flatten().repeat(num_members), reduction="none")
+    return per_token.view(num_members, -1).mean(1)  # (K,)
+
+
+class FusedRun:
+    """A fused group in progress: the stacked model and optimizer, and one `TrainingRun` per
+    member for everything that is the member's own. Builds nothing that trains until
+    `train()`; `restore()` and `step()` are public for tests.
+
+    Args:
+        cfgs: the members, none of them done (`run_group` leaves those out).
+        reporters: one per member, None for the member's default.
+    """
+
+    def __init__(self, cfgs: Sequence[Config], *,
+                 reporters: Sequence[Reporter | None] | None = None):
+        data = load_tokens(cfgs[0].data)
+        reporters = reporters or [None] * len(cfgs)
+        self.members = [
+            TrainingRun(cfg, data=data, reporter=reporter or default_reporter(
+                cfg, RunPaths.for_config(cfg, config_id(cfg))))
+            for cfg, reporter in zip(cfgs, reporters, strict=True)]
+        self.model = StackedGPT.from_members([m.model for m in self.members])
+        self.optimizer = StackedAdamW(self.model, self.members[0].model, cfgs[0].optim,
+                                      weight_decays=[resolved_weight_decay(c) for c in cfgs])
+        self.rows = list(range(len(cfgs)))
+        """The member in each row of the stack: those still training (a diverged member's
+        row is dropped)."""
+        self.results: list[RunResult | None] = [None] * len(cfgs)
+
+    @property
+    def lead(self) -> TrainingRun:
+        """The first member still training: the group follows its stream position, batch
+        size and cadences (every training member's are equal)."""
+        return self.members[self.rows[0]]
+
+    # -- checkpoints ---------------------------------------------------------------------
+
+    def restore(self) -> int | None:
+        """Load every member's checkpoint of the newest step they all have; that step, or
+        None (then every member starts from its init)."""
+        common = set.intersection(*(set(checkpoint.saved_steps(m.paths.checkpoints))
+                                    for m in self.members))
+        step = max(common) if common else None
+        if step is not None:
+            for k, m in enumerate(self.members):  # before any divergence: row k is member k
+                m.restore(step=step)
+                self.model.load_member(k, m.model)
+                self.optimizer.load_member(k, m.model, m.optimizer)
+        return step
+
+    def _to_member(self, k: int) -> TrainingRun:
+        """Member k with its current weights and AdamW state in its own model and optimizer."""
+        m, row = self.members[k], self.rows.index(k)
+        self.model.store_member(row, m.model)
+        self.optimizer.store_member(row, m.model, m.optimizer)
+        return m
+
+    def save(self) -> None:
+        """Each member still training writes its own checkpoint of the current step."""
+        for k in self.rows:
+            self._to_member(k).save()
+
+    # -- one step ------------------------------------------------------------------------
+
+    def step(self) -> dict[int, StepResult]:
+        """One optimizer step of every member still training, on one shared batch; member
+        index → its result."""
+        lead, t = self.lead, self.lead.cfg.train
+        training = [self.members[k] for k in self.rows]
+        batch_size = lead.state.batch_size
+        batch = lead.local_batch()
+        lrs = [learning_rate(m.cfg.schedule, m.schedule_inputs,
+                             m.state.tokens + batch_size * t.seq_len / 2) for m in training]
+        loss_sum = torch.zeros(len(training), device=lead.device)
+        for chunk in batch.split(lead.micro_batch_size):
+            with lead._autocast():
+                losses = member_losses(self.model(chunk[:, :-1]), chunk[:, 1:])
+            # Each member's loss reaches only its own rows: their sum is every member's
+            # backward at once.
+            (losses * (len(chunk) / len(batch))).sum().backward()
+            loss_sum += losses.detach() * len(chunk)
+        clip = lead.cfg.optim.grad_clip or math.inf
+        grad_norms = clip_grad_norms_(list(self.model.parameters()), clip)
+        self.optimizer.step(lrs)
+        self.model.zero_grad(set_to_none=True)
+        losses, norms = (loss_sum / batch_size).tolist(), grad_norms.tolist()
+        for m in training:
+            m.state.step += 1
+            m.state.position += batch_size
+            m.state.tokens += batch_size * t.seq_len
+        return {k: StepResult(losses[row], norms[row], lrs[row], batch_size)
+                for row, k in enumerate(self.rows)}
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def train(self) -> list[RunResult]:
+        """Train every member to the budget or to its divergence; each one's result."""
+        resumed = self.restore()
+        for m in self.members:
+            m.begin(resumed)
+        self._train_until_done()
+        for k in self.rows:
+            self.results[k] = self._to_member(k)._finish("finished")
+        return self.results
+
+    def _train_until_done(self) -> None:
+        t = self.lead.cfg.train
+        window_start, window_tokens = time.perf_counter(), 0
+        while self.rows and self.lead._fits_budget():
+            lead = self.lead  # training before this step, maybe not after it (divergence)
+            started = time.perf_counter()
+            results = self.step()
+            elapsed = time.perf_counter() - started
+            batch_tokens = lead.state.batch_size * t.seq_len
+            window_tokens += batch_tokens
+            last = lead._ends_here()
+            log = False
+            for k, result in results.items():
+                m = self.members[k]
+                m.state.wall_s += elapsed
+                m.state.last_loss = result.loss
+                if m.diverged(result.loss):
+                    self._diverge(k, result)
+                log |= m.state.step % m.cfg.train.log_every_steps == 0 or last
+            pause = time.perf_counter()  # eval and checkpoints do not count against tokens/s
+            tokens_per_s = window_tokens / (pause - window_start)
+            evaluated = _crossed(lead.state.tokens, batch_tokens, t.eval_every_tokens) \
+                and not last
+            for k in self.rows:
+                self._report(k, results[k], tokens_per_s=tokens_per_s, last=last,
+                             evaluated=evaluated)
+            if log:
+                window_start, window_tokens = time.perf_counter(), 0
+            if self.rows and lead._checkpoint_due(batch_tokens, last=last):
+                self.save()
+            window_start += time.perf_counter() - pause
+
+    def _diverge(self, k: int, result: StepResult) -> None:
+        """Member k diverged at this step: record it as `TrainingRun` does, and drop its row
+        from the stack (the others' rows, and so their updates, do not change)."""
+        m = self.members[k]
+        m.reporter.log_metrics({"train/loss": result.loss, "train/lr": result.lr,
+                                "train/tokens": m.state.tokens}, step=m.state.step)
+        self.results[k] = m._finish("diverged")
+        keep = [row for row, member in enumerate(self.rows) if member != k]
+        self.model.keep_members(keep)
+        self.optimizer.keep_members(keep)
+        self.rows = [self.rows[row] for row in keep]
+
+    def _report(self, k: int, result: StepResult, *, tokens_per_s: float, last: bool,
+                evaluated: bool) -> None:
+        """Member k's metrics of this step, at its logging and eval cadences."""
+        m = self.members[k]
+        metrics = {}
+        if m.state.step % m.cfg.train.log_every_steps == 0 or last:
+            metrics = m._step_metrics(result, tokens_per_s)
+        if evaluated:
+            self.model.store_member(self.rows.index(k), m.model)
+            metrics["eval/loss"] = m.evaluate()
+        if metrics:
+            m.reporter.log_metrics(metrics, step=m.state.step)
