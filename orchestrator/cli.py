@@ -80,6 +80,20 @@ def _share_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-share", action="store_true", help="train every token budget from "
                    "scratch instead of branching it from its family's trunk (the spec's "
                    "share_prefix: false)")
+    p.add_argument("--fuse", type=_fuse_value, metavar="{on,off,K}", help="train trials that "
+                   "differ only in per-member scalars (LR, weight decay, schedule) as fused "
+                   "groups: on (a size for the cluster), off, or K members at most (the "
+                   "spec's fuse)")
+
+
+def _fuse_value(text: str) -> bool | int:
+    if text in ("on", "true"):
+        return True
+    if text in ("off", "false"):
+        return False
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"--fuse {text}: give on, off or a number of members >= 2")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -174,6 +188,8 @@ def _run(spec, args, uri: str) -> int:
 
     if getattr(args, "no_share", False):
         spec = dataclasses.replace(spec, share_prefix=False)
+    if getattr(args, "fuse", None) is not None:
+        spec = dataclasses.replace(spec, fuse=args.fuse)
     if getattr(args, "dry_run", False) and spec.optuna is not None:
         for label, used, left in commands.search_dry_run(spec, tracking_uri=uri):
             print(f"study {label}: {used} trials used, would ask {left} more")
@@ -189,8 +205,12 @@ def _run(spec, args, uri: str) -> int:
         from orchestrator.families import describe, plan_sharing
 
         trials = [trial for trial, _ in plan]
-        for line in describe(plan_sharing(trials, share=spec.share_prefix), trials):
+        sharing = plan_sharing(trials, share=spec.share_prefix)
+        for line in describe(sharing, trials):
             print(line)
+        if spec.fuse:
+            print_fusion(spec, [t for t, action in plan if action.startswith("run")
+                                and sharing.family_of(t.trial_id) is None])
         return 0
     address = args.address or os.environ.get("RAY_ADDRESS")
     outcome = commands.launch(spec, tracking_uri=uri, address=address,
@@ -294,6 +314,22 @@ def _fit(args, uri: str) -> int:
         print(f"wrote {out / 'fit.json'} and {len(doc['plots'])} plots"
               + (f"; MLflow fit run {doc['fit_run_id']}" if args.name else ""))
     return 0
+
+
+def print_fusion(spec, trials) -> None:
+    """The fused groups the trials to run would form on this machine (a cluster may hold
+    more trials at once, and then makes smaller groups when `fuse: true`)."""
+    from orchestrator.driver import local_cluster
+    from orchestrator.fusion import describe as describe_groups
+    from orchestrator.fusion import plan_fusion
+    from orchestrator.placement import Request
+
+    res = spec.resources.per_trial()
+    slots = local_cluster().capacity(Request(gpus=res.gpus, cpus=res.cpus))
+    groups, alone = plan_fusion(trials, fuse=spec.fuse, slots=slots)
+    for line in describe_groups(groups):
+        print(line)
+    print(f"{len(groups)} fused groups, {len(alone)} trials alone")
 
 
 def _stored_search(uri: str, name: str):

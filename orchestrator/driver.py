@@ -31,6 +31,7 @@ from pathlib import Path
 
 import yaml
 
+from orchestrator.fusion import Group, plan_fusion
 from orchestrator.lease import ENDED, HELD, Holder, current_holder, describe_holders
 from orchestrator.placement import (
     ClusterModel,
@@ -239,7 +240,7 @@ class _Runner:
                  observer: SweepObserver, sharing: Sharing):
         import ray
 
-        from orchestrator.worker import run_trial, trial_task
+        from orchestrator.worker import group_task, run_group_trials, run_trial, trial_task
 
         self.spec, self.tracker, self.outcome, self.observer = spec, tracker, outcome, observer
         self.task = ray.remote(trial_task(task_fn or run_trial, sweep=spec.name,
@@ -259,8 +260,18 @@ class _Runner:
         self._hold([t for t in todo if t.trial_id in holders], holders.values())
         free = [t for t in todo if t.trial_id not in holders]
         self.sharing = sharing  # trunks, and the branches they hold back from the queue
-        self.queue = submission_order(sharing.unheld(free), self.cluster, self._request,
+        units = sharing.unheld(free)
+        if spec.fuse and units:
+            groups, alone = plan_fusion(units, fuse=spec.fuse, slots=self.cluster.capacity(
+                self._request(units[0])))
+            if groups:
+                print(f"fused: {sum(len(g.members) for g in groups)} trials train in "
+                      f"{len(groups)} group{'s' * (len(groups) > 1)}, {len(alone)} alone")
+            units = [*groups, *alone]
+        self.queue = submission_order(units, self.cluster, self._request,
                                       lambda t: t.flops, max_new=self.cap)
+        self.group_task = ray.remote(group_task(run_group_trials, sweep=spec.name,
+                                                driver_pid=os.getpid()))
         self.cancel_poll = None  # ObjectRef of the tracker's answer, while one is awaited
 
     def _request(self, trial: Trial) -> Request:
@@ -272,11 +283,17 @@ class _Runner:
         res = self.resources_for(trial)
         attempt = self.retry_attempt.get(trial.trial_id, 1)
         threads = max(1, int(res.cpus))
-        ref = self.task.options(num_cpus=res.cpus, num_gpus=res.gpus,
-                                max_retries=self.spec.retries, retry_exceptions=False).remote(
-            trial.cfg, self.tracker, trial.label, threads)
+        task = self.group_task if isinstance(trial, Group) else self.task
+        task = task.options(num_cpus=res.cpus, num_gpus=res.gpus, max_retries=self.spec.retries,
+                            retry_exceptions=False)
+        if isinstance(trial, Group):  # a fused group: one task, one trial's resources
+            ref = task.remote([m.cfg for m in trial.members], self.tracker,
+                              {m.trial_id: m.label for m in trial.members}, threads)
+        else:
+            ref = task.remote(trial.cfg, self.tracker, trial.label, threads)
         self.running[ref] = (trial, attempt, placement)
-        self.observer.submitted(trial)
+        for member in _members(trial):
+            self.observer.submitted(member)
 
     def fill(self) -> None:
         """Submit, in queue order, every queued trial that fits the free resources."""
@@ -340,28 +357,40 @@ class _Runner:
         if ready:  # and everything else that has finished meanwhile
             ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
         for ref in ready:
-            trial, attempt, placement = self.running.pop(ref)
+            unit, attempt, placement = self.running.pop(ref)
             if placement is not None:
                 self.cluster.release(placement)
             try:
                 result = ray.get(ref)
             except ray.exceptions.RayError as err:  # its worker (or node) was lost, for good
-                self.unsure.add(trial.trial_id)
-                self._retry_or_fail(trial, attempt, str(err).strip().splitlines()[-1],
+                self.unsure.update(t.trial_id for t in _members(unit))
+                self._retry_or_fail(unit, attempt, str(err).strip().splitlines()[-1],
                                     unreported=True)
                 continue
-            if result["status"] == HELD:  # another driver's worker took it first
-                self._hold([trial], [Holder(**result["holder"])])
+            if not isinstance(unit, Group):
+                if self._took(unit, result):
+                    self._retry_or_fail(unit, attempt, result["error"], unreported=False)
                 continue
-            if result["status"] == ENDED:  # by another driver, or an attempt before
-                self._found_ended(trial, result["summary"]["status"])
-                continue
-            self.observer.returned(trial, result)
-            self.recording[result["recorded"]] = trial
-            if result["status"] == FAILED:  # the trainer raised
-                self._retry_or_fail(trial, attempt, result["error"], unreported=False)
-            else:
-                self.outcome.ran[trial.trial_id] = result["status"]
+            failed = [m for m in unit.members if self._took(m, result[m.trial_id])]
+            if failed:  # the group's trainer raised: its unfinished members go again
+                again = Group(tuple(failed)) if len(failed) > 1 else failed[0]
+                self._retry_or_fail(again, attempt, result[failed[0].trial_id]["error"],
+                                    unreported=False)
+
+    def _took(self, trial: Trial, result: dict) -> bool:
+        """Take one trial's answer from its worker; whether the trainer raised (to retry)."""
+        if result["status"] == HELD:  # another driver's worker took it first
+            self._hold([trial], [Holder(**result["holder"])])
+            return False
+        if result["status"] == ENDED:  # by another driver, or an attempt before
+            self._found_ended(trial, result["summary"]["status"])
+            return False
+        self.observer.returned(trial, result)
+        self.recording[result["recorded"]] = trial
+        if result["status"] == FAILED:
+            return True
+        self.outcome.ran[trial.trial_id] = result["status"]
+        return False
 
     def _hold(self, trials: list[Trial], holders) -> None:
         """Wait for `trials`, which another driver's workers train, saying so once."""
@@ -418,16 +447,17 @@ class _Runner:
             if not whole:
                 self.unsure.add(trial.trial_id)
 
-    def _retry_or_fail(self, trial: Trial, attempt: int, reason: str, *,
+    def _retry_or_fail(self, unit: Trial | Group, attempt: int, reason: str, *,
                        unreported: bool) -> None:
         if attempt <= self.spec.retries:
-            self.queue.insert(0, trial)  # resubmitted by the next fill, when it fits
-            self.retry_attempt[trial.trial_id] = attempt + 1
+            self.queue.insert(0, unit)  # resubmitted by the next fill, when it fits
+            self.retry_attempt[unit.trial_id] = attempt + 1
             return
-        if unreported:  # no worker recorded this end
-            self._record_unreported(trial, FAILED)
-        self.outcome.ran[trial.trial_id] = FAILED
-        print(f"trial {trial.label} failed after {attempt} attempts: {reason}")
+        for trial in _members(unit):
+            if unreported:  # no worker recorded this end
+                self._record_unreported(trial, FAILED)
+            self.outcome.ran[trial.trial_id] = FAILED
+            print(f"trial {trial.label} failed after {attempt} attempts: {reason}")
 
     def _record_unreported(self, trial: Trial, status: str) -> None:
         from orchestrator.worker import trial_params
@@ -440,15 +470,21 @@ class _Runner:
         """Cancel running tasks and record their trials as `status`."""
         import ray
 
-        for ref, (trial, *_) in list(self.running.items()):
+        for ref, (unit, *_) in list(self.running.items()):
             ray.cancel(ref, force=True)
-            self._record_unreported(trial, status)
-            self.unsure.add(trial.trial_id)  # it may have ended meanwhile: see its summary
-            self.outcome.ran[trial.trial_id] = status
+            for trial in _members(unit):
+                self._record_unreported(trial, status)
+                self.unsure.add(trial.trial_id)  # it may have ended meanwhile: see its summary
+                self.outcome.ran[trial.trial_id] = status
         self.running.clear()
         self.queue.clear()
         self.held.clear()  # their drivers record them
         self.sharing.stop()
+
+
+def _members(unit: Trial | Group) -> tuple[Trial, ...]:
+    """The trials of a queue item: a fused group's members, or the trial itself."""
+    return unit.members if isinstance(unit, Group) else (unit,)
 
 
 def _run_dir(trial: Trial) -> Path:

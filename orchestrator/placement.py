@@ -92,6 +92,14 @@ class ClusterModel:
         node = min(fits, key=lambda n: (len(free[n]), n))
         return Placement(node, tuple((i, 1.0) for i in free[node][:need]), req.cpus)
 
+    def capacity(self, req: Request, *, most: int = 100_000) -> int:
+        """How many of `req` fit at once in what is free now (this model is left as it is)."""
+        model, count = copy.deepcopy(self), 0
+        while count < most and (p := model.place(req)) is not None:
+            model.take(p)
+            count += 1
+        return count
+
     def take(self, p: Placement) -> None:
         """Mark a placement's resources used."""
         self._add(p, -1.0)

@@ -26,7 +26,7 @@ from trainer.flops import flops_per_token
 from trainer.identity import config_id
 
 SPEC_KEYS = {"name", "overrides", "grid", "seeds", "resources", "max_concurrent", "retries",
-             "search", "storage_root", "share_prefix"}
+             "search", "storage_root", "share_prefix", "fuse"}
 RESOURCE_KEYS = {"gpus", "cpus", "world_size"}
 
 
@@ -70,6 +70,10 @@ class SweepSpec:
     share_prefix: bool = True
     """Token budgets of one family share a trunk (`orchestrator.families`); false (or
     `--no-share`) trains every trial from scratch."""
+    fuse: bool | int = False
+    """Trials equal but for per-member scalars train as fused groups (`orchestrator.fusion`):
+    false (the default for now), true (a group size by the rule there), or K members at
+    most per group."""
 
     def to_dict(self) -> dict:
         """Plain data, as stored with the sweep's parent run."""
@@ -176,6 +180,10 @@ def spec_from_dict(raw: object, *, source: str = "spec") -> SweepSpec:
     share = raw.get("share_prefix", True)
     if not isinstance(share, bool):
         problems.append(f"{source}: share_prefix={share!r} must be true or false")
+    fuse = raw.get("fuse", False)
+    if not isinstance(fuse, (bool, int)) or (not isinstance(fuse, bool) and fuse < 1):
+        problems.append(f"{source}: fuse={fuse!r}: give false, true (a group size chosen for "
+                        "the cluster) or the most trials per group, a whole number >= 2")
     if problems:
         raise ConfigError(problems)
     return SweepSpec(
@@ -184,7 +192,7 @@ def spec_from_dict(raw: object, *, source: str = "spec") -> SweepSpec:
         resources=Resources(**{k: v for k, v in resources.items()}),
         max_concurrent=raw.get("max_concurrent"), retries=int(raw.get("retries", 2)),
         search=search, storage_root=str(raw.get("storage_root", "runs")),
-        share_prefix=share)
+        share_prefix=share, fuse=fuse)
 
 
 def _expr(value: object) -> str:

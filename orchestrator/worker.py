@@ -57,6 +57,72 @@ def trunk_task(fn, *, sweep: str, driver_pid: int):
     return run_as_trunk
 
 
+def group_task(fn, *, sweep: str, driver_pid: int):
+    """`fn` (`run_group_trials`) under the lease of each member of a fused group: the members
+    another live attempt holds, or that have ended, are answered as `trial_task` answers for
+    them (HELD, ENDED) and the group trains the rest; {trial id: result} for every member."""
+    def run_as_group(cfgs, *args):
+        from contextlib import ExitStack
+
+        from trainer.identity import config_id
+
+        answers, free = {}, []
+        with ExitStack() as leases:
+            for cfg in cfgs:
+                trial_id = config_id(cfg)
+                lease = Lease.acquire(_run_dir(cfg), sweep=sweep, driver_pid=driver_pid)
+                if isinstance(lease, Holder):
+                    answers[trial_id] = {"status": HELD, "holder": asdict(lease)}
+                    continue
+                leases.enter_context(lease)
+                summary = _ended_summary(cfg)
+                if summary is not None:
+                    answers[trial_id] = {"status": ENDED, "summary": summary}
+                else:
+                    free.append(cfg)
+            if free:
+                answers.update(fn(free, *args))
+        return answers
+    run_as_group.__name__ = run_as_group.__qualname__ = fn.__name__
+    return run_as_group
+
+
+def run_group_trials(cfgs, tracker, labels: dict, threads: int) -> dict:
+    """Train a fused group (`trainer.run_group`), each member reporting to `tracker` as its
+    own trial; {trial id: {status, summary, error, recorded}}, as `run_trial` answers. The
+    trainer raising fails every member (the driver tries the group again)."""
+    import torch
+
+    import trainer
+    from trainer.paths import RunPaths
+    from trainer.reporting import JsonlReporter, MultiReporter
+    from trainer.schema import FAILED
+
+    torch.set_num_threads(max(1, threads))
+    ids = [trainer.config_id(cfg) for cfg in cfgs]
+    reporters = [TrackerReporter(tracker, tid, labels[tid], trial_params(cfg, {}))
+                 for tid, cfg in zip(ids, cfgs, strict=True)]
+    histories = [MultiReporter(JsonlReporter(RunPaths.for_config(cfg, tid).metrics,
+                                             echo=False), rep)
+                 for tid, cfg, rep in zip(ids, cfgs, reporters, strict=True)]
+    try:
+        results = trainer.run_group(cfgs, histories)
+    except Exception as err:
+        error = f"{type(err).__name__}: {err}"
+        for rep in reporters:
+            if rep.recorded is None:
+                rep.finish(status=FAILED, summary={})
+        return {tid: {"status": FAILED, "summary": {}, "error": error, "recorded": rep.recorded}
+                for tid, rep in zip(ids, reporters, strict=True)}
+    answers = {}
+    for tid, rep, result in zip(ids, reporters, results, strict=True):
+        if rep.recorded is None:  # it had ended before: the group only read its summary
+            rep.finish(status=result.status, summary=result.summary)
+        answers[tid] = {"status": result.status, "summary": result.summary,
+                        "recorded": rep.recorded}
+    return answers
+
+
 class TrackerReporter:
     """The trainer's Reporter in a sweep: the one sender of an attempt's record.
 

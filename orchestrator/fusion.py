@@ -1,0 +1,110 @@
+"""Fused groups in a sweep: which trials train together as one model, and as one task.
+
+Trials whose resolved configs are equal except for per-member scalars (`optim.lr`,
+`optim.weight_decay`, `optim.timescale`, `schedule.*`: `trainer.fused`) train as one stacked
+model in one process (`trainer.run_group`): one data stream, one batch per step, K models'
+matmuls batched together. Each member stays an ordinary trial: its own id, run directory,
+checkpoints, `summary.json` and MLflow child run; the group is an execution detail, like Ray
+placement.
+
+A group holds one trial's `resources`: packing tiny proxies onto one device is the point (give
+the spec bigger `resources` for bigger groups). Its size, `fuse` in the spec:
+- `false` (the default until the GPU path is measured): every trial alone;
+- `K` (an integer ≥ 2): up to K members per group;
+- `true`: as many members as spread the sweep's fusable trials evenly over the trials the
+  cluster runs at once, at most `MAX_AUTO` (8); each set of trials that may fuse is then cut
+  into groups of nearly equal size, none larger. On 2 CPUs, 8 LRs make 2 groups of 4, one per
+  core (one group of 8 would leave a core to the second thread of a small matmul: measured
+  slower in benchmarks/README.md, fused.py).
+
+Who does not fuse, and runs alone as before: a trial whose config cannot fuse (several
+processes, the norm-test batch schedule, `train.compile`), a trial that is a branch of a shared
+trunk (`orchestrator.sharing`: its trunk already saves its stable phase), and a trial with no
+partner. Searched sweeps ask one trial at a time and do not fuse yet.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from orchestrator.spec import Trial
+
+MAX_AUTO = 8
+"""Most members of a group when the spec says `fuse: true`."""
+
+
+@dataclass(frozen=True)
+class Group:
+    """Trials that train as one fused group; to the driver's queue and placement it is one
+    unit with one trial's resources."""
+
+    members: tuple[Trial, ...]
+
+    @property
+    def trial_id(self) -> str:
+        return "group:" + "+".join(t.trial_id[:8] for t in self.members)
+
+    @property
+    def cfg(self):
+        """The first member's config (resources and placement read it)."""
+        return self.members[0].cfg
+
+    @property
+    def flops(self) -> float:
+        return sum(t.flops for t in self.members)
+
+    @property
+    def label(self) -> str:
+        return f"group of {len(self.members)}: " + "; ".join(t.label for t in self.members)
+
+
+def group_size(fuse: bool | int, *, num_trials: int, slots: int) -> int:
+    """Most members per group for a sweep's `num_trials` fusable trials on a cluster that
+    runs `slots` trials at once (see the module docstring)."""
+    if _off(fuse):
+        return 1
+    if fuse is True:
+        return max(1, min(MAX_AUTO, math.ceil(num_trials / max(slots, 1))))
+    return int(fuse)
+
+
+def plan_fusion(trials: Sequence[Trial], *, fuse: bool | int, slots: int
+                ) -> tuple[list[Group], list[Trial]]:
+    """(groups, trials that run alone) for `trials` (those a sweep runs, minus branches of
+    shared trunks). Groups keep the trials' order; a key's trials are cut into groups of
+    nearly equal size."""
+    if _off(fuse):
+        return [], list(trials)
+    from trainer.fused import fusion_problems, group_key
+
+    by_key: dict[str, list[Trial]] = {}
+    alone: list[Trial] = []
+    for trial in trials:
+        if fusion_problems([trial.cfg]):
+            alone.append(trial)
+        else:
+            by_key.setdefault(group_key(trial.cfg), []).append(trial)
+    groups: list[Group] = []
+    size = group_size(fuse, num_trials=sum(map(len, by_key.values())), slots=slots)
+    for members in by_key.values():
+        num_groups = math.ceil(len(members) / size)
+        for i in range(num_groups):
+            chunk = members[i::num_groups]  # round robin: groups of nearly equal size
+            if len(chunk) == 1:
+                alone.append(chunk[0])
+            else:
+                groups.append(Group(tuple(chunk)))
+    return groups, alone
+
+
+def _off(fuse: bool | int) -> bool:
+    # `True == 1` in Python: test the bool first.
+    return fuse is False or (fuse is not True and fuse <= 1)
+
+
+def describe(groups: Sequence[Group]) -> list[str]:
+    """What `--dry-run` says about fusion: one line per group."""
+    return [f"fused {len(g.members)} trials in one task: "
+            + ", ".join(t.trial_id[:12] for t in g.members) for g in groups]

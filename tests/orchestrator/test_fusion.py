@@ -1,0 +1,99 @@
+"""Fused groups in a sweep: which trials fuse, and a real fused sweep through Ray and MLflow
+whose members equal the same trials run alone."""
+
+import pytest
+
+from orchestrator import commands
+from orchestrator.fusion import group_size, plan_fusion
+from orchestrator.spec import expand, spec_from_dict
+from trainer.errors import ConfigError
+from trainer.schema import sweep_runs
+
+TRIAL = ["model=tiny", "model.width=32", "model.head_dim=16", "model.base_width=32",
+         "data=synthetic", "data.num_tokens=200_000", "train.seq_len=64",
+         "train.eval_tokens=4096", "schedule=wsd", "schedule.warmup_tokens=1024",
+         "train.tokens=16384", "train.batch_size=8", "train.eval_every_tokens=8192"]
+
+
+def _spec(tmp_path, name="fused", grid=None, **extra):
+    return spec_from_dict({
+        "name": name, "overrides": extra.pop("overrides", TRIAL),
+        "grid": grid or {"optim.lr": "choice(1e-3, 3e-3, 1e-2, 3e-2)",
+                         "optim.weight_decay": "choice(0.0, 0.1)"},
+        "storage_root": str(tmp_path / name), "retries": 1, **extra})
+
+
+def test_lrs_and_weight_decays_fuse_widths_and_seeds_do_not(tmp_path):
+    trials = expand(_spec(tmp_path, grid={"optim.lr": "choice(1e-3, 3e-3, 1e-2)",
+                                          "model.width": "choice(32, 64)"}, seeds=[0, 1]))
+    groups, alone = plan_fusion(trials, fuse=True, slots=2)
+    assert not alone and len(groups) == 4  # one per (width, seed), 3 LRs each (12 / 2 ≥ 3)
+    for g in groups:
+        assert len({(t.cfg.model.width, t.cfg.seed) for t in g.members}) == 1
+        assert sorted(t.cfg.optim.lr for t in g.members) == [1e-3, 3e-3, 1e-2]
+    # 8 fusable trials on 2 slots: two groups of 4 (one per slot), or fewer when asked.
+    eight = expand(_spec(tmp_path))
+    assert [len(g.members) for g in plan_fusion(eight, fuse=True, slots=2)[0]] == [4, 4]
+    groups, alone = plan_fusion(eight, fuse=3, slots=2)
+    assert [len(g.members) for g in groups] == [3, 3, 2] and not alone
+    assert sorted(t.trial_id for g in groups for t in g.members) == sorted(
+        t.trial_id for t in eight)
+    groups, alone = plan_fusion(eight[:5], fuse=4, slots=2)  # 5 = 3 + 2
+    assert [len(g.members) for g in groups] == [3, 2]
+    assert plan_fusion(eight, fuse=False, slots=2) == ([], eight)
+
+
+def test_a_trial_that_cannot_fuse_runs_alone(tmp_path):
+    spec = _spec(tmp_path, grid={"optim.lr": "choice(1e-3, 3e-3)",
+                                 "train.batch_schedule": "choice(constant, norm_test)"},
+                 overrides=TRIAL + ["train.micro_batch_size=4"])
+    groups, alone = plan_fusion(expand(spec), fuse=True, slots=1)
+    assert [len(g.members) for g in groups] == [2]
+    assert sorted(t.cfg.train.batch_schedule.value for t in alone) == ["norm_test"] * 2
+
+
+@pytest.mark.parametrize("fuse, size", [(False, 1), (1, 1), (True, 4), (2, 2), (16, 16)])
+def test_group_size_rule(fuse, size):
+    assert group_size(fuse, num_trials=8, slots=2) == size
+
+
+@pytest.mark.parametrize("fuse", [0, -2, "yes", 2.5])
+def test_a_bad_fuse_value_is_one_sentence_with_its_fix(tmp_path, fuse):
+    with pytest.raises(ConfigError, match="fuse=.*: give false, true .* or the most trials"):
+        _spec(tmp_path, fuse=fuse)
+
+
+@pytest.mark.ray
+@pytest.mark.usefixtures("local_ray")
+def test_a_fused_sweep_records_every_member_as_its_trial_alone(tmp_path, uri, capsys):
+    import mlflow
+
+    grid = {"optim.lr": "choice(3e-3, 1e-2, 3e-2)"}
+    alone = commands.launch(_spec(tmp_path, "alone", grid=grid), tracking_uri=uri,
+                            progress=False)
+    fused = commands.launch(_spec(tmp_path, "fused", grid=grid, fuse=3),
+                            tracking_uri=uri, progress=False)
+    assert "fused: 3 trials train in 1 group, 0 alone" in capsys.readouterr().out
+    assert sorted(fused.ran.values()) == sorted(alone.ran.values()) == ["finished"] * 3
+    client = mlflow.MlflowClient(tracking_uri=uri)
+
+    def children(name):
+        exp = client.get_experiment_by_name(name)
+        return {r.data.tags["trial.id"]: r for r in sweep_runs(client, exp.experiment_id, "trial")}
+
+    a, b = children("alone"), children("fused")
+    assert a.keys() == b.keys()  # the same trial ids
+    for trial_id, run in b.items():
+        ref = a[trial_id]
+        assert run.data.tags["trial.status"] == "finished"
+        assert run.data.metrics["final/eval_loss"] == pytest.approx(
+            ref.data.metrics["final/eval_loss"], rel=1e-3)
+        mine = client.get_metric_history(run.info.run_id, "train/loss")
+        theirs = client.get_metric_history(ref.info.run_id, "train/loss")
+        assert [m.step for m in sorted(mine, key=lambda m: m.step)] == \
+            [m.step for m in sorted(theirs, key=lambda m: m.step)]
+        first = min(mine, key=lambda m: m.step).value
+        assert first == pytest.approx(min(theirs, key=lambda m: m.step).value, rel=1e-5)
+    again = commands.launch(_spec(tmp_path, "fused", grid=grid, fuse=True), tracking_uri=uri,
+                            progress=False)
+    assert again.ran == {} and again.already_done == 3
