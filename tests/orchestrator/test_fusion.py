@@ -97,3 +97,41 @@ def test_a_fused_sweep_records_every_member_as_its_trial_alone(tmp_path, uri, ca
     again = commands.launch(_spec(tmp_path, "fused", grid=grid, fuse=True), tracking_uri=uri,
                             progress=False)
     assert again.ran == {} and again.already_done == 3
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_killed_group_worker_resumes_and_every_member_ends_once(tmp_path, uri):
+    import yaml
+
+    from tests.orchestrator.test_sharing import _sweep, _wait, _workers
+
+    spec = _spec(tmp_path, "killed", grid={"optim.lr": "choice(3e-3, 1e-2, 3e-2)"},
+                 fuse=3).to_dict()
+    spec["overrides"] = [o for o in spec["overrides"] if not o.startswith("train.tokens")] + [
+        "train.tokens=65536", "train.checkpoint_every_tokens=8192", "train.log_every_steps=4"]
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    proc = _sweep("launch", str(path), uri=uri)
+    runs = tmp_path / "killed"
+    _wait(lambda: len(list(runs.glob("*/checkpoints/step-*"))) >= 3
+          and _workers(proc, "run_group_trials"), proc)
+    before = {p: p.stat().st_mtime_ns for p in runs.glob("*/checkpoints/step-*")}
+    _workers(proc, "run_group_trials")[0].kill()
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out + err
+    assert "fused: 3 trials train in 1 group, 0 alone" in out
+
+    import mlflow
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("killed")
+    children = sweep_runs(client, exp.experiment_id, "trial")
+    assert sorted(c.data.tags["trial.status"] for c in children) == ["finished"] * 3
+    for child in children:
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "train/loss")]
+        last = int(child.data.metrics["final/steps"])
+        assert sorted(steps) == sorted(set(range(4, last + 1, 4)) | {last})  # once each
+        assert child.data.tags["trial.attempt"] == "2"  # resumed, not begun again
+    # Resumed from the checkpoints it had, which were not written again.
+    after = {p: p.stat().st_mtime_ns for p in runs.glob("*/checkpoints/step-*")}
+    assert all(after.get(p, t) == t for p, t in before.items())
