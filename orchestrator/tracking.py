@@ -174,17 +174,18 @@ class Tracker:
     # per `flush_every_s` while it runs.
 
     def begin(self, trial_id: str, label: str, params: dict,
-              resumed_step: int | None = None) -> None:
+              resumed_step: int | None = None, *, started_ms: int | None = None) -> None:
         """A worker begins an attempt of the trial, from a checkpoint at `resumed_step` or
-        from scratch: open its run (or reopen it, one attempt more). Its params (with
-        `derived.*`, known only there) are written with its next write."""
+        from scratch, at `started_ms` (its clock; this actor may take the call later, e.g.
+        while it is still starting): open its run (or reopen it, one attempt more). Its params
+        (with `derived.*`, known only there) are written with its next write."""
         if trial_id in self.attempts:  # begun before in this launch: Ray or the driver retried
             self.whole.discard(trial_id)
             self._next_attempt(trial_id)
         elif trial_id in self.children:  # a run of an earlier launch
             self._adopt(trial_id)
             self._next_attempt(trial_id)
-        elif self._open(trial_id, label) and resumed_step is None:
+        elif self._open(trial_id, label, started_ms=started_ms) and resumed_step is None:
             self.whole.add(trial_id)
         self.params_held.setdefault(trial_id, {}).update(params)
 
@@ -208,13 +209,14 @@ class Tracker:
         self._flush_the_oldest()
 
     def end(self, trial_id: str, status: str, summary: dict, rows=(), *,
-            node: str | None = None) -> bool:
+            node: str | None = None, ended_ms: int | None = None) -> bool:
         """The attempt ended with `status`: its last steps (`rows`), the summary's `final/*`,
         the status and the Ray node that ran it (tag `trial.node`) in one write, then the run
         terminated. Whether the record is whole (see the module docstring)."""
         self.log_steps(trial_id, rows)
         self._buffer_finals(trial_id, summary)
-        self._terminate(trial_id, status, tags={TRIAL_NODE_TAG: node} if node else {})
+        self._terminate(trial_id, status, tags={TRIAL_NODE_TAG: node} if node else {},
+                        ended_ms=ended_ms)
         return trial_id in self.whole
 
     # -- a trial, from the driver ----------------------------------------------------------
@@ -326,7 +328,7 @@ class Tracker:
                 self._open(trial_id, label)
         self.params_held.setdefault(trial_id, {}).update(params)
 
-    def _open(self, trial_id: str, label: str) -> bool:
+    def _open(self, trial_id: str, label: str, *, started_ms: int | None = None) -> bool:
         """Create the trial's run (attempt 1); whether it is new (not found after an
         outage). Every child run of the sweep was loaded at start, so one not among them is
         created straight away: a search first would cost a query per trial. Only when that
@@ -335,7 +337,8 @@ class Tracker:
                 TRIAL_ATTEMPT_TAG: "1", TRIAL_STATUS_TAG: RUNNING,
                 CODE_VERSION_TAG: self.code_version}
         try:
-            run = self.client.create_run(self.experiment_id, run_name=label[:250], tags=tags)
+            run = self.client.create_run(self.experiment_id, run_name=label[:250], tags=tags,
+                                         start_time=started_ms)
         except Exception as err:
             if not is_transient(err):
                 raise
@@ -381,7 +384,8 @@ class Tracker:
             Metric(k, float(v), now, step) for k, v in summary.items()
             if k.startswith(FINAL_PREFIX) and isinstance(v, (int, float)) and math.isfinite(v))
 
-    def _terminate(self, trial_id: str, status: str, *, tags: dict | None = None) -> None:
+    def _terminate(self, trial_id: str, status: str, *, tags: dict | None = None,
+                   ended_ms: int | None = None) -> None:
         """One write of the trial's buffered metrics, params not yet written and `status`;
         then its run ends in MLflow too."""
         self._write(trial_id, metrics=self.buffer.get(trial_id, ()),
@@ -389,7 +393,7 @@ class Tracker:
         self.buffer.pop(trial_id, None)
         self.buffered_since.pop(trial_id, None)
         self.call(self.client.set_terminated, self.children[trial_id],
-                   status=run_status(status))
+                   status=run_status(status), end_time=ended_ms)
 
     def _write(self, trial_id: str, *, metrics=(), tags: dict | None = None) -> None:
         """One log_batch (more only past MLflow's limits) with the trial's params not yet

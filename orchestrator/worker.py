@@ -143,8 +143,10 @@ class TrackerReporter:
         self.recorded = None  # ObjectRef of the tracker's answer to `end`
 
     def start(self, *, run_id: str, params: dict, resumed_step: int | None) -> None:
-        # Fire and forget, as every call here: no trial waits on the tracker.
-        self.tracker.begin.remote(self.trial_id, self.label, params, resumed_step)
+        # Fire and forget, as every call here: no trial waits on the tracker. The clock is
+        # this worker's: the tracker may take the call later (it may still be starting).
+        self.tracker.begin.remote(self.trial_id, self.label, params, resumed_step,
+                                  started_ms=int(time.time() * 1000))
         self.began = True
 
     def log_metrics(self, metrics: dict, *, step: int) -> None:
@@ -164,7 +166,7 @@ class TrackerReporter:
                        resumed_step=int(summary.get("final/steps") or 0))
         self.recorded = self.tracker.end.remote(
             self.trial_id, status, summary, self.pending,
-            node=ray.get_runtime_context().get_node_id())
+            node=ray.get_runtime_context().get_node_id(), ended_ms=int(time.time() * 1000))
         self.pending = []
 
 

@@ -153,3 +153,14 @@ def test_a_second_parent_left_by_a_race_is_not_taken(tmp_path):
     exp = client.get_experiment_by_name("tracking")
     client.create_run(exp.experiment_id, run_name="tracking", tags={KIND_TAG: KIND_SWEEP})
     assert _tracker(uri).parent_id == first  # the oldest, whatever the search order
+
+
+def test_a_run_spans_its_workers_clock_not_when_the_tracker_took_the_calls(tmp_path):
+    # A tracker still starting takes a short trial's begin late: the run's start is the
+    # worker's, so the MLflow UI shows how long the trial trained.
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracker = _tracker(uri)
+    tracker.begin("t" * 64, "t", PARAMS, started_ms=1_700_000_000_000)
+    tracker.end("t" * 64, "finished", SUMMARY, ended_ms=1_700_000_042_500)
+    run = MlflowClient(uri).get_run(tracker.children["t" * 64])
+    assert (run.info.start_time, run.info.end_time) == (1_700_000_000_000, 1_700_000_042_500)
