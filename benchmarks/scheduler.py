@@ -128,7 +128,10 @@ def spec_dict(num_trials: int, root: str) -> dict:
                      "model.width": f"choice({', '.join(map(str, WIDTHS))})",
                      "optim.lr": f"choice({', '.join(map(str, LRS))})"},
             "seeds": list(range(seeds)), "resources": {"cpus": 0, "gpus": 1},
-            "storage_root": root}
+            "storage_root": root,
+            # The trials here are fake (they sleep); a token family's trunk would be a real
+            # training run (128 of them ran the 2-core machine out of memory).
+            "share_prefix": False}
 
 
 def warm_workers(num_gpus: int) -> None:

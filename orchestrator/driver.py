@@ -210,6 +210,9 @@ def drive(runner: _Runner, *, tracking_uri: str, progress: bool,
     stored = recorded_trials(tracking_uri, spec.name) if runner.found_ended_trials else {}
     runner.unsure.update(t.trial_id for t in runner.found_ended_trials
                          if stored.get(t.trial_id, {}).get("status") not in ended)
+    tracker.learn_ends.remote({t.trial_id: (stored[t.trial_id]["status"],
+                                            stored[t.trial_id]["run"].data.metrics)
+                               for t in runner.found_ended_trials if t.trial_id in stored})
     outcome.resynced = resync([runner.trials[t] for t in runner.unsure], tracker)
     runner.sharing.record_unrecorded()
     outcome.tokens = ray.get(tracker.log_token_totals.remote())

@@ -62,7 +62,7 @@ from trainer.schema import (
     find_or_create_run,
     run_status,
     sweep_runs,
-    token_totals,
+    totals_of,
     trial_filter,
 )
 
@@ -98,8 +98,16 @@ class Tracker:
         self.buffered_since: dict[str, float] = {}  # trial id → its oldest unwritten metric
         self.writes, self.next_check = 0, time.monotonic()
         self.write_s = 0.02  # running mean of one log_batch's seconds
+        # Each trial's status and final/* values as written, and each trunk's final/*: the
+        # sweep's token totals at the end of a launch, without reading 1000 runs back.
+        self.ends: dict[str, tuple[str | None, dict]] = {}
+        self.trunk_finals: dict[str, dict] = {}
         for run in self.call(sweep_runs, self.client, self.experiment_id, KIND_TRIAL):
-            self.children[run.data.tags[TRIAL_ID_TAG]] = run.info.run_id
+            trial_id = run.data.tags[TRIAL_ID_TAG]
+            self.children[trial_id] = run.info.run_id
+            self.ends[trial_id] = (run.data.tags.get(TRIAL_STATUS_TAG), run.data.metrics)
+        for run in self.call(sweep_runs, self.client, self.experiment_id, KIND_TRUNK):
+            self.trunk_finals[run.data.tags[TRUNK_ID_TAG]] = run.data.metrics
         # In the constructor, so the parent exists before any trial calls in (an actor runs
         # no method before its constructor has returned).
         self.open_sweep(spec_yaml)
@@ -270,6 +278,8 @@ class Tracker:
         this status and these `final/*` values."""
         from mlflow.entities import Metric, Param, RunTag
 
+        self.trunk_finals[trunk_id] = {**self.trunk_finals.get(trunk_id, {}), **{
+            k: float(v) for k, v in (summary or {}).items() if k.startswith(FINAL_PREFIX)}}
         run_id = self.trunks.get(trunk_id)
         write_params = False
         if run_id is None or unless_recorded:
@@ -285,6 +295,7 @@ class Tracker:
         step = int((summary or {}).get(FINAL_STEPS, 0))
         metrics = [Metric(k, float(v), now, step) for k, v in (summary or {}).items()
                    if k.startswith(FINAL_PREFIX)]
+
         for key in HISTORY_KEYS if history else ():
             written = {m.step for m in self.call(self.client.get_metric_history, run_id, key)}
             metrics += [Metric(key, float(row[key]), now, row["step"]) for row in history
@@ -300,13 +311,21 @@ class Tracker:
         else:
             self.call(self.client.set_terminated, run_id, status=run_status(status))
 
+    def learn_ends(self, ends: dict[str, tuple[str, dict]]) -> None:
+        """Trials another driver ended and recorded, (status, metrics) by trial id: for the
+        token totals (their runs may be younger than this tracker)."""
+        self.ends.update(ends)
+
     def log_token_totals(self) -> dict[str, float]:
         """Write what is buffered, then log the sweep's tokens trained, tokens if every trial
-        had trained alone, and their ratio on the parent run (`trainer.schema.token_totals`)."""
+        had trained alone, and their ratio on the parent run (`trainer.schema.totals_of`),
+        from the runs as this tracker found them at its start and as it wrote them since
+        (`learn_ends` adds what other drivers ended). `sweep status` reads the same totals
+        from the store."""
         from mlflow.entities import Metric
 
         self.flush()
-        totals = self.call(token_totals, self.client, self.experiment_id)
+        totals = totals_of(self.ends.values(), self.trunk_finals.values())
         now = int(time.time() * 1000)
         self.call(self.client.log_batch, self.parent_id,
                   metrics=[Metric(k, float(v), now, 0) for k, v in totals.items()])
@@ -380,9 +399,12 @@ class Tracker:
 
         step = int(summary.get(FINAL_STEPS, 0) or 0)
         now = int(time.time() * 1000)
+        finals = {k: float(v) for k, v in summary.items() if k.startswith(FINAL_PREFIX)
+                  and isinstance(v, (int, float)) and math.isfinite(v)}
         self.buffer.setdefault(trial_id, []).extend(
-            Metric(k, float(v), now, step) for k, v in summary.items()
-            if k.startswith(FINAL_PREFIX) and isinstance(v, (int, float)) and math.isfinite(v))
+            Metric(k, v, now, step) for k, v in finals.items())
+        status, known = self.ends.get(trial_id, (None, {}))
+        self.ends[trial_id] = (status, {**known, **finals})
 
     def _terminate(self, trial_id: str, status: str, *, tags: dict | None = None,
                    ended_ms: int | None = None) -> None:
@@ -390,6 +412,7 @@ class Tracker:
         then its run ends in MLflow too."""
         self._write(trial_id, metrics=self.buffer.get(trial_id, ()),
                     tags={**(tags or {}), TRIAL_STATUS_TAG: status})
+        self.ends[trial_id] = (status, self.ends.get(trial_id, (None, {}))[1])
         self.buffer.pop(trial_id, None)
         self.buffered_since.pop(trial_id, None)
         self.call(self.client.set_terminated, self.children[trial_id],

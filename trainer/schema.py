@@ -24,7 +24,7 @@ The layout (one experiment per sweep):
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -173,15 +173,24 @@ def log_batch(client: MlflowClient, run_id: str, *, metrics: Sequence = (),
 
 
 def token_totals(client: MlflowClient, experiment_id: str) -> dict[str, float]:
-    """Where a sweep's compute went: tokens trained (every done trial's own tokens plus every
-    trunk's), the tokens its done trials would have trained alone, and their ratio."""
+    """Where a sweep's compute went, read from its runs (see `totals_of`)."""
+    trials = [(run.data.tags.get(TRIAL_STATUS_TAG), run.data.metrics)
+              for run in sweep_runs(client, experiment_id, KIND_TRIAL)]
+    trunks = [run.data.metrics for run in sweep_runs(client, experiment_id, KIND_TRUNK)]
+    return totals_of(trials, trunks)
+
+
+def totals_of(trials: Iterable[tuple[str | None, dict]], trunks: Iterable[dict]
+              ) -> dict[str, float]:
+    """Tokens trained (every done trial's own tokens plus every trunk's), the tokens the done
+    trials would have trained alone, and their ratio; from (status, metrics) of each trial and
+    the metrics of each trunk."""
     independent = trained = 0.0
-    for run in sweep_runs(client, experiment_id, KIND_TRIAL):
-        metrics = run.data.metrics
-        if run.data.tags.get(TRIAL_STATUS_TAG) in DONE and FINAL_TOKENS in metrics:
+    for status, metrics in trials:
+        if status in DONE and FINAL_TOKENS in metrics:
             independent += metrics[FINAL_TOKENS]
             trained += metrics.get(FINAL_TOKENS_TRAINED, metrics[FINAL_TOKENS])
-    for run in sweep_runs(client, experiment_id, KIND_TRUNK):
-        trained += run.data.metrics.get(FINAL_TOKENS, 0.0)
+    for metrics in trunks:
+        trained += metrics.get(FINAL_TOKENS, 0.0)
     return {TOKENS_TRAINED: trained, TOKENS_IF_INDEPENDENT: independent,
             TOKENS_RATIO: trained / independent if independent else 1.0}

@@ -89,6 +89,9 @@ def test_shared_sweep_equals_the_independent_one_and_trains_less(tmp_path, uri):
     assert index["tokens"] == 58880 and "58982" in index["points"]
     report = status(uri, "shared")
     assert report["tokens_trained"] == 58880 + trained - 29184 + (65536 - 58880)
+    # The parent run's totals (kept by the tracker as it writes) are the store's.
+    assert more.tokens["sweep/tokens_trained"] == report["tokens_trained"]
+    assert more.tokens["sweep/tokens_if_independent"] == report["tokens_if_independent"]
 
 
 def test_a_trunk_that_diverges_records_the_budgets_beyond_it_diverged(tmp_path, uri):
