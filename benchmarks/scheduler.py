@@ -256,7 +256,9 @@ def _tracking_counts(uri: str) -> int:
 
     path = uri.removeprefix("sqlite:///")
     with sqlite3.connect(path) as db:
-        return db.execute("select count(*) from metrics").fetchone()[0]
+        # The trials' metrics: not the parent run's token totals (`sweep/*`).
+        return db.execute("select count(*) from metrics where key not like 'sweep/%'"
+                          ).fetchone()[0]
 
 
 if __name__ == "__main__":
