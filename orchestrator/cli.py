@@ -333,10 +333,17 @@ def print_fusion(spec, trials) -> None:
 
 
 def _stored_search(uri: str, name: str):
-    """The Optuna search of a stored sweep, or None (a grid)."""
-    from orchestrator import commands
+    """The Optuna search of a stored sweep, or None: a grid, or runs logged without a sweep
+    spec (the fitter reads any experiment's runs)."""
+    from mlflow.exceptions import MlflowException
 
-    return commands.stored_spec(uri, name).optuna
+    from orchestrator import commands
+    from trainer.errors import ConfigError
+
+    try:
+        return commands.stored_spec(uri, name).optuna
+    except (ConfigError, MlflowException):
+        return None
 
 
 def _recommend(args, uri: str) -> int:

@@ -187,7 +187,10 @@ def test_sweep_status_reports_tokens_trained_against_independent(tmp_path, capsy
     assert cli.main(["status", "unit", "--tracking-uri", uri]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == (
         "  tokens: 2,600 trained, 3,500 if independent (ratio 0.74)")
-    # The launch's end logs the same totals on the parent run.
+    # A launch's end logs the same totals on the parent run: its tracker's own record (the
+    # runs it found at its start, and those it wrote since; these were written beside it).
+    assert tracker.log_token_totals()["sweep/tokens_trained"] == 900  # only its trunk
+    tracker = _open_sweep(uri, spec)  # the next launch's
     totals = tracker.log_token_totals()
     parent = MlflowClient(tracking_uri=uri).get_run(tracker.parent_id)
     assert parent.data.metrics == totals and totals["sweep/tokens_ratio"] == 2600 / 3500
