@@ -25,7 +25,7 @@ demo: $(STAMP)
 	@echo "Open the UI with: $(VENV)/bin/sweep ui demo   (then browse http://127.0.0.1:5000)"
 
 test: $(STAMP)
-	$(PY) -m pytest -m "not gpu" -q
+	$(PY) -m pytest -m "not gpu" -q --durations=25
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check trainer orchestrator fitter tests benchmarks

@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -64,7 +65,8 @@ def _run_dirs(root: Path) -> list[Path]:
 def _launch(commands: list[list[str]], *, threads_each: int, at_once: int) -> float:
     """Run `commands` with at most `at_once` alive, each on `threads_each` threads; the wall
     seconds until the last one ends."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads_each), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads_each), "PYTHONPATH": os.pathsep.join(
+        filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     pending, alive = list(commands), []
     start = time.perf_counter()
     while pending or alive:
@@ -90,18 +92,22 @@ def measure(name: str, commands: list[list[str]], root: Path, *, threads_each: i
             "sweep_tokens_per_s": tokens * len(per_member) / wall}
 
 
-def group_command(root: Path, lrs: list[float], tokens: int) -> list[str]:
+def group_command(root: Path, lrs: list[float], tokens: int,
+                  overrides: Sequence[str] = ()) -> list[str]:
     return [sys.executable, str(Path(__file__).resolve()), "--group", str(root), str(tokens),
-            *map(str, lrs)]
+            *map(str, lrs), *overrides]
 
 
-def run_group_here(root: str, tokens: str, lrs: list[str]) -> None:
-    """The `--group` worker: train the LRs `lrs` as one fused group under `root`."""
+def run_group_here(root: str, tokens: str, args: list[str]) -> None:
+    """The `--group` worker: train the LRs in `args` as one fused group under `root`, with
+    the overrides (KEY=VALUE) in `args`."""
     from trainer.fused import run_group
 
+    lrs = [a for a in args if "=" not in a]
+    overrides = [a for a in args if "=" in a]
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    run_group([compose(SHAPE + [f"train.tokens={tokens}", f"optim.lr={lr}",
-                                f"storage_root={root}"]) for lr in lrs])
+    run_group([compose(SHAPE + overrides + [f"train.tokens={tokens}", f"optim.lr={lr}",
+                                            f"storage_root={root}"]) for lr in lrs])
 
 
 def compare(members: int, threads: int, tokens: int) -> list[dict]:
@@ -130,6 +136,85 @@ def compare(members: int, threads: int, tokens: int) -> list[dict]:
                                * r["at_once"]) / (reference["member_tokens_per_s"]
                                                   * reference["at_once"])
     return results
+
+
+GPU_SHAPE = ["model.width=128", "train.device=cuda"]
+"""8 width-128 trials on one GPU (issue 17): the CPU shape at twice the width."""
+
+
+def compare_gpu(members: int, tokens: int, threads: int) -> list[dict]:
+    """`members` LR trials on one GPU: as that many processes sharing it (what Ray runs with
+    `gpus: 1/members`), as one fused group, and as one compiled fused group. The processes run
+    eagerly, as does the first group; `fused_compiled` adds torch.compile (its compile time is
+    in its wall seconds, not in its steady tokens/s)."""
+    lrs = learning_rates(members)
+    eager = GPU_SHAPE + ["train.compile=false"]
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        root = base / "processes"
+        commands = [[sys.executable, "-m", "trainer", *SHAPE, *eager, f"train.tokens={tokens}",
+                     f"optim.lr={lr}", f"storage_root={root}"] for lr in lrs]
+        results.append(measure("processes_sharing_gpu", commands, root,
+                               threads_each=max(1, threads // members), at_once=members,
+                               tokens=tokens))
+        for name, overrides in (("fused", eager), ("fused_compiled", GPU_SHAPE)):
+            root = base / name
+            results.append(measure(name, [group_command(root, lrs, tokens, overrides)], root,
+                                   threads_each=threads, at_once=1, tokens=tokens))
+    reference = results[0]
+    for r in results:
+        r["speedup_wall"] = reference["wall_s"] / r["wall_s"]
+        # Tokens/s of the sweep once warm: each process's members' median step rate, summed
+        # over the processes that run at once.
+        r["speedup_steady"] = (r["member_tokens_per_s"] * members / r["processes"]
+                               * r["at_once"]) / (reference["member_tokens_per_s"]
+                                                  * reference["at_once"])
+    return results
+
+
+def profile_steps(members: int, *, steps: int = 10) -> dict:
+    """Milliseconds per optimizer step of one fused group of `members` against one lone run,
+    in this process, after warm-up (device synchronised around the timed steps), and the
+    profiler's table of the group's steps (CPU and, on CUDA, kernel time), written to
+    results/fused_profile.txt: where a group's step goes."""
+    from trainer.fused import FusedRun
+    from trainer.loop import TrainingRun
+    from trainer.reporting import NullReporter
+
+    cuda = torch.cuda.is_available()
+    with tempfile.TemporaryDirectory() as root:
+        overrides = (GPU_SHAPE + ["train.compile=false"]) if cuda else []
+        cfgs = [compose(SHAPE + overrides + [f"optim.lr={lr}", f"storage_root={root}"])
+                for lr in learning_rates(members)]
+        group = FusedRun(cfgs, reporters=[NullReporter()] * members)
+        lone = TrainingRun(cfgs[0], reporter=NullReporter())
+
+        def ms_per_step(step) -> float:
+            for _ in range(5):
+                step()
+            if cuda:
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            for _ in range(steps):
+                step()
+            if cuda:
+                torch.cuda.synchronize()
+            return (time.perf_counter() - start) / steps * 1e3
+
+        result = {"group_ms_per_step": ms_per_step(group.step),
+                  "lone_ms_per_step": ms_per_step(lone.step)}
+        activities = [torch.profiler.ProfilerActivity.CPU] + (
+            [torch.profiler.ProfilerActivity.CUDA] if cuda else [])
+        with torch.profiler.profile(activities=activities) as prof:
+            for _ in range(steps):
+                group.step()
+        table = prof.key_averages().table(
+            sort_by="cuda_time_total" if cuda else "cpu_time_total", row_limit=30)
+        (Path(__file__).parent / "results").mkdir(exist_ok=True)
+        (Path(__file__).parent / "results" / "fused_profile.txt").write_text(
+            json.dumps(result) + "\n" + table)
+    return result
 
 
 def approaches(members: int, *, repeats: int = 10) -> dict[str, float]:
@@ -184,27 +269,37 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=131_072, help="budget of each trial")
     parser.add_argument("--approaches", action="store_true",
                         help="also time vmap against batched matmuls")
+    parser.add_argument("--gpu", action="store_true",
+                        help="width 128 on one CUDA device: processes sharing it, fused")
+    parser.add_argument("--profile", action="store_true",
+                        help="also time and profile one group's step against a lone run's")
     parser.add_argument("--group", nargs="+", help=argparse.SUPPRESS)  # the worker mode
     args = parser.parse_args()
     if args.group:
         run_group_here(args.group[0], args.group[1], args.group[2:])
         return
     result = {"members": args.members, "threads": args.threads, "tokens": args.tokens,
-              "shape": SHAPE, "load_1m_before": _load()}
-    if args.approaches:
-        result["approach_ms"] = approaches(args.members)
-    result["ways"] = compare(args.members, args.threads, args.tokens)
+              "shape": SHAPE + (GPU_SHAPE if args.gpu else []), "load_1m_before": _load()}
+    if args.profile:
+        result["profile"] = profile_steps(args.members)
+    if args.gpu:
+        result["device"] = torch.cuda.get_device_name()
+        result["ways"] = compare_gpu(args.members, args.tokens, args.threads)
+    else:
+        if args.approaches:
+            result["approach_ms"] = approaches(args.members)
+        result["ways"] = compare(args.members, args.threads, args.tokens)
     result["load_1m_after"] = _load()
-    save("fused", result)
+    save("fused_gpu" if args.gpu else "fused", result)
     if args.json:
         print(json.dumps(result))
         return
     print(f"{args.members} LR trials of {args.tokens:,} tokens, {args.threads} threads in all; "
           f"load {result['load_1m_before']:.2f} before, {result['load_1m_after']:.2f} after")
-    print(f"{'way':<18}{'wall s':>8}{'member tok/s':>14}{'sweep tok/s':>13}"
+    print(f"{'way':<24}{'wall s':>8}{'member tok/s':>14}{'sweep tok/s':>13}"
           f"{'speedup wall':>14}{'steady':>8}")
     for r in result["ways"]:
-        print(f"{r['way']:<18}{r['wall_s']:>8.1f}{r['member_tokens_per_s']:>14,.0f}"
+        print(f"{r['way']:<24}{r['wall_s']:>8.1f}{r['member_tokens_per_s']:>14,.0f}"
               f"{r['sweep_tokens_per_s']:>13,.0f}{r['speedup_wall']:>13.2f}x"
               f"{r['speedup_steady']:>7.2f}x")
     for name, ms in result.get("approach_ms", {}).items():

@@ -18,7 +18,7 @@ the spec bigger `resources` for bigger groups). Its size, `fuse` in the spec:
   slower in benchmarks/README.md, fused.py).
 
 Who does not fuse, and runs alone as before: a trial whose config cannot fuse (several
-processes, the norm-test batch schedule, `train.compile`), a trial that is a branch of a shared
+processes, the norm-test batch schedule), a trial that is a branch of a shared
 trunk (`orchestrator.sharing`: its trunk already saves its stable phase), and a trial with no
 partner. Searched sweeps ask one trial at a time and do not fuse yet.
 """

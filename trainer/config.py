@@ -209,8 +209,10 @@ class TrainConfig:
     log_every_steps: int = 10
     device: str = "auto"
     """`auto` (CUDA when present, else CPU), `cpu`, `cuda`, `cuda:N`."""
-    compile: bool = False
-    """Wrap the model in torch.compile."""
+    compile: bool | None = None
+    """Wrap the model in torch.compile: `null` (the default) compiles on CUDA and runs eagerly
+    on CPU, where compiling costs more than it saves for a proxy; `true` or `false` force it.
+    How a run executes, not what it trains: see `trainer.identity`."""
     divergence_factor: float = 2.0
     """A loss above this multiple of the first step's loss (or NaN/inf) ends the run `diverged`."""
     world_size: int = 1

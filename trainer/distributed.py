@@ -63,7 +63,7 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     """`auto` picks CUDA when present; a rank uses the GPU of its local rank."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and local_rank:
+    if name == "cuda":  # with its index: the process group's device_id needs one
         return torch.device("cuda", local_rank)
     return torch.device(name)
 

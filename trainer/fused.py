@@ -14,9 +14,11 @@ What members may differ in (`MEMBER_KEYS`, `MEMBER_PREFIXES`); everything else m
 Not `seed`: it fixes the order of the data stream as well as the init, so members of different
 seeds would not share a batch. Not `model.param`: muP and SP are different networks away from
 the base width, and the stack holds one set of forward multipliers. A group must also run in
-one process (`train.world_size=1`), at a constant batch (`train.batch_schedule=constant`,
-since the norm test grows each member's batch differently) and eagerly (`train.compile=false`,
-not yet tried on the stack); `fusion_problems` says so, one sentence per problem.
+one process (`train.world_size=1`) and at a constant batch (`train.batch_schedule=constant`,
+since the norm test grows each member's batch differently); `fusion_problems` says so, one
+sentence per problem. `train.compile` applies to the stack as it does to a lone model (on
+CUDA by default); a member that diverges changes the stack's shape, and so compiles it once
+more.
 
 How a group runs: members already done (`finished`, `diverged`) are left out. Each remaining
 member is a `TrainingRun`, which keeps its counters, reporter, paths and summary, and holds
@@ -41,7 +43,10 @@ Not yet, and how it would fit:
 - Adaptive search: a pruner per member, asked at the shared eval points; a pruned member would
   save its checkpoint and leave the stack like a diverged one. Asked configs in flight fuse when
   their `group_key`s are equal.
-- Speed: evals run member by member, through `TrainingRun.evaluate`.
+- Speed: evals run member by member, through `TrainingRun.evaluate`. On an H200 a group of 8
+  width-128 members stepped ~11× slower per member than 8 processes sharing the GPU, cause
+  not found yet (benchmarks/README.md); `StackedAdamW` syncs with the host for its per-member
+  factors and the step reads its losses every step, unlike `TrainingRun` on CUDA.
 """
 
 from __future__ import annotations
@@ -61,7 +66,14 @@ from trainer.errors import ConfigError
 from trainer.fused_model import StackedGPT
 from trainer.fused_optim import StackedAdamW, clip_grad_norms_
 from trainer.identity import config_id, flatten
-from trainer.loop import RunResult, StepResult, TrainingRun, _crossed, default_reporter
+from trainer.loop import (
+    RunResult,
+    StepResult,
+    TrainingRun,
+    _crossed,
+    compiles,
+    default_reporter,
+)
 from trainer.mup import resolved_weight_decay
 from trainer.paths import RunPaths, read_summary
 from trainer.reporting import Reporter
@@ -109,9 +121,6 @@ def fusion_problems(cfgs: Sequence[Config]) -> list[str]:
     if t.batch_schedule is not BatchSchedule.constant:
         found.append(f"train.batch_schedule={t.batch_schedule.value} grows each member's batch "
                      "on its own: use train.batch_schedule=constant or do not fuse")
-    if t.compile:
-        found.append("train.compile=true is not supported in a fused group yet: set "
-                     "train.compile=false or do not fuse")
     return found
 
 
@@ -180,6 +189,8 @@ class FusedRun:
                 cfg, RunPaths.for_config(cfg, config_id(cfg))))
             for cfg, reporter in zip(cfgs, reporters, strict=True)]
         self.model = StackedGPT.from_members([m.model for m in self.members])
+        self.forward = torch.compile(self.model) if compiles(cfgs[0], self.members[0].device) \
+            else self.model
         self.optimizer = StackedAdamW(self.model, self.members[0].model, cfgs[0].optim,
                                       weight_decays=[resolved_weight_decay(c) for c in cfgs])
         self.rows = list(range(len(cfgs)))
@@ -234,7 +245,7 @@ class FusedRun:
         loss_sum = torch.zeros(len(training), device=lead.device)
         for chunk in batch.split(lead.micro_batch_size):
             with lead._autocast():
-                losses = member_losses(self.model(chunk[:, :-1]), chunk[:, 1:])
+                losses = member_losses(self.forward(chunk[:, :-1]), chunk[:, 1:])
             # Each member's loss reaches only its own rows: their sum is every member's
             # backward at once.
             (losses * (len(chunk) / len(batch))).sum().backward()

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainer.config import Positions
-from trainer.model import GPT, GPTShape, apply_rope, attention_scale, rope_tables
+from trainer.model import GPT, GPTShape, attention_scale, qkv_heads, rms_norm, rope_tables
 
 
 class StackedLinear(nn.Module):
@@ -61,7 +61,7 @@ class StackedRMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (K, B, T, C)
         gain = self.weight.view(x.shape[0], *[1] * (x.ndim - 2), x.shape[-1])
-        return F.rms_norm(x, (x.shape[-1],), eps=self.eps) * gain
+        return rms_norm(x, gain, self.eps)
 
 
 class StackedAttention(nn.Module):
@@ -75,13 +75,8 @@ class StackedAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, ...] | None) -> torch.Tensor:
         K, B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=3)
         # Members and sequences are one batch dimension for attention: (K·B, nh, T, hd).
-        q = q.reshape(K * B, T, self.num_heads, self.head_dim).transpose(1, 2)
-        k = k.reshape(K * B, T, self.num_heads, self.head_dim).transpose(1, 2)
-        v = v.reshape(K * B, T, self.num_heads, self.head_dim).transpose(1, 2)
-        if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        q, k, v = qkv_heads(self.qkv(x).view(K * B, T, 3, self.num_heads, self.head_dim), rope)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.score_scale)
         y = y.transpose(1, 2).reshape(K, B, T, C)  # (K, B, T, C)
         return self.proj(y)

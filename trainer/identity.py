@@ -91,9 +91,17 @@ def _ignored(flat: dict[str, Any]) -> frozenset[str]:
     return ignored
 
 
+EXECUTION_KEYS: dict[str, Any] = {"train.compile": False}
+"""Keys that say how a run executes, not what it trains, but were hashed before that was
+decided: each is hashed at the value every run had then, whatever it is set to, so ids did not
+move. `train.compile` changes results only by float rounding (like `train.world_size`); its
+default became `null` (compile on CUDA) and a run keeps its id whether or not it compiles. (A
+run stored with `train.compile=true` before then had it in its id; that id moved once.)"""
+
+
 def canonical_json(cfg: Config) -> str:
     """Sorted-key JSON of the keys that change the result, floats normalised."""
-    flat = flatten(cfg)
+    flat = {**flatten(cfg), **EXECUTION_KEYS}
     ignored = _ignored(flat)
     items = {k: _normalise(v) for k, v in flat.items()
              if k not in ignored and k.split(".")[0] not in ignored}

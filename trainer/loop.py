@@ -85,6 +85,21 @@ class StepResult:
 
 
 @dataclass(frozen=True)
+class PendingStep:
+    """A step taken whose loss and gradient norm may still be on the device (see
+    `settle_every`), with the counters as that step left them."""
+
+    loss: torch.Tensor
+    grad_norm: torch.Tensor
+    lr: float
+    batch_size: int
+    norm_test: float | None
+    step: int
+    tokens: int
+    position: int
+
+
+@dataclass(frozen=True)
 class RunResult:
     """How a run ended, and its `final/*` and `derived.*` values."""
 
@@ -96,6 +111,22 @@ class RunResult:
     @property
     def final_eval_loss(self) -> float | None:
         return self.summary.get("final/eval_loss")
+
+
+def compiles(cfg: Config, device: torch.device) -> bool:
+    """Does this run wrap its model in torch.compile? `train.compile`, or on CUDA when unset."""
+    return device.type == "cuda" if cfg.train.compile is None else cfg.train.compile
+
+
+def settle_every(device: torch.device) -> int:
+    """Steps whose loss may stay on the device before the loop reads it. Reading a loss waits
+    for the device to finish the step; on CUDA that would stall the queue of kernels every
+    step, so losses are read in batches (and always before a log line, an eval, a checkpoint
+    and the end). On CPU every operation is synchronous already: read each step."""
+    return SETTLE_EVERY_CUDA if device.type == "cuda" else 1
+
+
+SETTLE_EVERY_CUDA = 16
 
 
 def derived_values(cfg: Config, model: GPT, vocab_size: int) -> dict[str, float]:
@@ -194,9 +225,12 @@ class TrainingRun:
         self.derived = derived_values(cfg, self.model, data.vocab_size)
         if d.sharded:
             shard_model(self.model, self.device)
-        self.forward = torch.compile(self.model) if cfg.train.compile else self.model
+        self.forward = torch.compile(self.model) if compiles(cfg, self.device) else self.model
+        # The fused (one-kernel) AdamW on CUDA; the FSDP2-sharded model keeps the default
+        # (fused is not tested here on sharded parameters).
         self.optimizer = build_optimizer(self.model, cfg.optim,
-                                         weight_decay=resolved_weight_decay(cfg))
+                                         weight_decay=resolved_weight_decay(cfg),
+                                         fused=self.device.type == "cuda" and not d.sharded)
         if data.loss_floor is not None:
             self.derived["derived.loss_floor"] = data.loss_floor
         self.state = TrainState(batch_size=cfg.train.batch_size)
@@ -286,7 +320,10 @@ class TrainingRun:
         """This rank's slice of the global batch: a contiguous, disjoint run of sequences."""
         d = self.dist
         local = self.state.batch_size // d.world_size
-        return self.stream.batch(self.state.position + d.rank * local, local).to(self.device)
+        batch = self.stream.batch(self.state.position + d.rank * local, local)
+        if self.device.type == "cuda":  # copied from pinned memory without waiting for it
+            return batch.pin_memory().to(self.device, non_blocking=True)
+        return batch
 
     def _norm_test_step(self) -> bool:
         t = self.cfg.train
@@ -295,6 +332,17 @@ class TrainingRun:
 
     def step(self) -> StepResult:
         """One optimizer step; the loss is averaged over every rank."""
+        return self.settle([self.take_step()])[0]
+
+    def settle(self, pending: list[PendingStep]) -> list[StepResult]:
+        """The results of steps taken, read from the device in one transfer."""
+        values = torch.stack([torch.stack((p.loss.float(), p.grad_norm.float()))
+                              for p in pending]).tolist()
+        return [StepResult(loss, grad_norm, p.lr, p.batch_size, p.norm_test)
+                for p, (loss, grad_norm) in zip(pending, values, strict=True)]
+
+    def take_step(self) -> PendingStep:
+        """One optimizer step, its loss left on the device."""
         t = self.cfg.train
         batch_size = self.state.batch_size
         batch = self.local_batch()
@@ -335,7 +383,8 @@ class TrainingRun:
                 statistic, batch_size, eta=t.norm_test_eta,
                 unit=self.micro_batch_size * self.dist.world_size, cap=t.max_batch_size)
         loss = all_sum(loss_sum, self.dist) / batch_size
-        return StepResult(loss.item(), grad_norm.item(), lr, batch_size, statistic)
+        return PendingStep(loss, grad_norm, lr, batch_size, statistic, self.state.step,
+                           self.state.tokens, self.state.position)
 
     @torch.no_grad()
     def evaluate(self) -> float:
@@ -410,21 +459,37 @@ class TrainingRun:
     def _train_until_done(self) -> str:
         t = self.cfg.train
         window_start, window_tokens = time.perf_counter(), 0
+        pending: list[PendingStep] = []
+        every = settle_every(self.device)
         while self._fits_budget():
             started = time.perf_counter()
-            result = self.step()
-            self.state.wall_s += time.perf_counter() - started
-            self.state.last_loss = result.loss
-            batch_tokens = result.batch_size * t.seq_len
+            pending.append(self.take_step())
+            batch_tokens = pending[-1].batch_size * t.seq_len
             window_tokens += batch_tokens
-            if self.diverged(result.loss):
-                self.reporter.log_metrics({"train/loss": result.loss, "train/lr": result.lr,
-                                           "train/tokens": self.state.tokens},
-                                          step=self.state.step)
-                return "diverged"
             last = self._ends_here()
+            log = self.state.step % t.log_every_steps == 0 or last
+            evaluated = _crossed(self.state.tokens, batch_tokens, t.eval_every_tokens) \
+                and not last
+            save = self._checkpoint_due(batch_tokens, last=last)
+            if not (log or evaluated or save or pending[-1].norm_test is not None
+                    or len(pending) >= every):
+                self.state.wall_s += time.perf_counter() - started
+                continue
+            settled = self.settle(pending)  # waits for the device to finish those steps
+            self.state.wall_s += time.perf_counter() - started
+            for p, result in zip(pending, settled, strict=True):
+                self.state.last_loss = result.loss
+                if self.diverged(result.loss):
+                    # The steps taken after it are dropped: the run ends at this one.
+                    self.state.step, self.state.tokens, self.state.position = (
+                        p.step, p.tokens, p.position)
+                    self.reporter.log_metrics({"train/loss": result.loss, "train/lr": result.lr,
+                                               "train/tokens": self.state.tokens},
+                                              step=self.state.step)
+                    return "diverged"
+            pending, result = [], settled[-1]
             metrics = {}
-            if self.state.step % t.log_every_steps == 0 or last:
+            if log:
                 elapsed = time.perf_counter() - window_start
                 metrics = self._step_metrics(result, window_tokens / elapsed)
                 window_start, window_tokens = time.perf_counter(), 0
@@ -432,8 +497,6 @@ class TrainingRun:
                 metrics.update({"train/norm_test": result.norm_test,
                                 "train/batch_tokens": batch_tokens})
             pause = time.perf_counter()  # eval and checkpoints do not count against tokens/s
-            evaluated = _crossed(self.state.tokens, batch_tokens, t.eval_every_tokens) \
-                and not last
             if evaluated:
                 metrics["eval/loss"] = self.evaluate()
             if metrics:
@@ -441,7 +504,7 @@ class TrainingRun:
             if evaluated and self._pruned(metrics["eval/loss"]):
                 self.save()  # so that a run asked for again without a pruner continues
                 return PRUNED
-            if self._checkpoint_due(batch_tokens, last=last):
+            if save:
                 self.save()
             window_start += time.perf_counter() - pause
         return "finished"

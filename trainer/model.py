@@ -38,18 +38,47 @@ class GPTShape:
         return self.cfg.width // self.cfg.head_dim
 
 
-def rope_tables(seq_len: int, head_dim: int, device: torch.device) -> tuple[torch.Tensor, ...]:
-    """cos and sin tables for rotary embeddings, each (seq_len, head_dim / 2)."""
+def rope_tables(seq_len: int, head_dim: int, device: torch.device, *,
+                complex_form: bool | None = None) -> tuple[torch.Tensor, ...]:
+    """Rotary-embedding tables that broadcast against (batch, seq_len, q/k, heads, head_dim):
+    channel pair (2i, 2i+1) at position t turns by t·θᵢ, θᵢ = 10000^(−2i/head_dim).
+
+    Complex form (the default on CPU): one table e^{i·t·θᵢ}, (seq_len, 1, 1, head_dim/2); the
+    rotation is one complex multiply, forward and backward 3.6× faster there than the real
+    form. Real form (elsewhere: torch.compile handles complex tensors poorly on CUDA): `cos`
+    holds cos t·θᵢ at both channels of a pair, `sin` holds (−sin t·θᵢ, +sin t·θᵢ), each
+    (seq_len, 1, 1, head_dim). The two forms round differently, in the last bit."""
     inv_freq = 1.0 / (10000 ** (torch.arange(0, head_dim, 2, device=device).float() / head_dim))
     angles = torch.outer(torch.arange(seq_len, device=device).float(), inv_freq)
-    return angles.cos(), angles.sin()
+    if complex_form if complex_form is not None else device.type == "cpu":
+        rotation = torch.polar(torch.ones_like(angles), angles)
+        return (rotation.view(seq_len, 1, 1, head_dim // 2),)
+    cos = angles.cos().repeat_interleave(2, dim=-1)
+    sin = torch.stack((-angles.sin(), angles.sin()), dim=-1).flatten(-2)
+    return cos.view(seq_len, 1, 1, head_dim), sin.view(seq_len, 1, 1, head_dim)
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs of channels of x (B, nh, T, hd) by position-dependent angles."""
-    x1, x2 = x[..., 0::2], x[..., 1::2]
-    rotated = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
-    return rotated.flatten(-2).type_as(x)
+def apply_rope(x: torch.Tensor, *tables: torch.Tensor) -> torch.Tensor:
+    """Rotate the channel pairs of x by the tables of `rope_tables`: (x₀, x₁) → (x₀·cos −
+    x₁·sin, x₁·cos + x₀·sin). The real form computes x·cos + swap(x)·sin with swap(x) =
+    (x₁, x₀, x₃, x₂, …): two multiplies, one add and one copy for q and k at once."""
+    if len(tables) == 1:
+        pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
+        return torch.view_as_real(pairs * tables[0]).flatten(-2).type_as(x)
+    cos, sin = tables
+    pairs = x.unflatten(-1, (-1, 2))
+    swapped = torch.stack((pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)  # faster than flip
+    return (x * cos + swapped * sin).type_as(x)
+
+
+def qkv_heads(qkv: torch.Tensor, rope: tuple[torch.Tensor, ...] | None
+              ) -> tuple[torch.Tensor, ...]:
+    """q, k, v as (batch, heads, T, head_dim) from the projection viewed as
+    (batch, T, 3, heads, head_dim), with q and k rotated together when `rope` is given."""
+    # split, not slices: its backward is one concatenation, a slice's a zero fill and a copy
+    qk, v = qkv.split((2, 1), dim=2)
+    q, k = (qk if rope is None else apply_rope(qk, *rope)).unbind(2)
+    return q.transpose(1, 2), k.transpose(1, 2), v.squeeze(2).transpose(1, 2)
 
 
 def attention_scale(cfg: ModelConfig) -> float:
@@ -67,6 +96,17 @@ def attention_scale(cfg: ModelConfig) -> float:
     return cfg.attn_mult * math.sqrt(base_head_dim) / cfg.head_dim
 
 
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """x / √(mean(x²) + ε) · weight over the last dimension; `weight` is (width,) or broadcasts
+    against x (a fused stack's (K, 1, …, width) gains). The one norm of `GPT` and
+    `trainer.fused_model.StackedGPT`, so that a member rounds as it does alone."""
+    if x.device.type == "cpu" and torch.is_grad_enabled():
+        return _CpuRMSNorm.apply(x, weight, eps)
+    if weight.ndim == 1:
+        return F.rms_norm(x, (x.shape[-1],), weight, eps)
+    return F.rms_norm(x, (x.shape[-1],), eps=eps) * weight
+
+
 class RMSNorm(nn.Module):
     """Root-mean-square norm with a learned gain (a vector: never width-scaled)."""
 
@@ -76,7 +116,35 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(width))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+        return rms_norm(x, self.weight, self.eps)
+
+
+class _CpuRMSNorm(torch.autograd.Function):
+    """RMSNorm with a backward of five passes over the activations. PyTorch's CPU backward for
+    `F.rms_norm` is composite (a dozen elementwise passes): 2.9× slower, and with RoPE the
+    reason the eager step trailed a LayerNorm GPT of equal FLOPs (benchmarks/eager_step.py).
+    Gradients agree with autograd's to fp32 rounding (exactly in float64:
+    tests/trainer/test_model.py). CUDA keeps PyTorch's (and compile fuses it there).
+
+    With r = (mean(x²) + ε)^(−1/2) and ĝ = g·w: ∂x = r·ĝ − x·r³·mean(ĝ·x), ∂w = Σ g·x·r over
+    the dimensions w is broadcast along."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.eps = eps
+        return F.rms_norm(x, (x.shape[-1],), eps=eps) * weight
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, weight = ctx.saved_tensors
+        width = x.shape[-1]
+        r = torch.rsqrt(torch.linalg.vecdot(x, x).unsqueeze(-1) / width + ctx.eps)
+        scaled = grad * weight
+        dot = torch.linalg.vecdot(scaled, x).unsqueeze(-1)
+        grad_x = torch.addcmul(scaled, x, dot * r.square() / -width).mul_(r)
+        grad_weight = (grad * x).mul_(r).sum_to_size(weight.shape)
+        return grad_x, grad_weight, None
 
 
 class Attention(nn.Module):
@@ -90,12 +158,7 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, ...] | None) -> torch.Tensor:
         B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)
-        q = q.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
-        k = k.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
-        v = v.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
-        if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        q, k, v = qkv_heads(self.qkv(x).view(B, T, 3, self.num_heads, self.head_dim), rope)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.score_scale)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
         return self.proj(y)

@@ -83,10 +83,13 @@ def param_groups(model: GPT, *, weight_decay: float,
             for name, params in members.items() if params]
 
 
-def build_optimizer(model: GPT, cfg: OptimConfig, *, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW over the parametrization's groups; LRs are set each step by `set_lr`."""
+def build_optimizer(model: GPT, cfg: OptimConfig, *, weight_decay: float,
+                    fused: bool = False) -> torch.optim.AdamW:
+    """AdamW over the parametrization's groups; LRs are set each step by `set_lr`. `fused`
+    takes PyTorch's one-kernel implementation (CUDA parameters only)."""
     groups = param_groups(model, weight_decay=weight_decay, hidden_wd=cfg.hidden_weight_decay)
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
+                             fused=True if fused else None)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -61,6 +61,35 @@ def test_huge_lr_diverges_fast(tmp_path):
     assert steps <= 20 and max(step for step, _ in _losses(result.run_dir)) == steps
 
 
+@pytest.mark.parametrize("lr", ["0.01", "30"])
+def test_losses_read_every_few_steps_give_the_run_that_reads_every_step(tmp_path, monkeypatch,
+                                                                         lr):
+    """On CUDA the loop leaves losses on the device and reads them every few steps
+    (`settle_every`). Forced on CPU: the same metrics, summary and, for a run that diverges,
+    the same step and token count as the run that reads each step."""
+    import trainer.loop as loop
+
+    def trained(root: Path, every: int):
+        monkeypatch.setattr(loop, "settle_every", lambda device: every)
+        cfg = compose(SMALL + [f"optim.lr={lr}", "optim.grad_clip=0", "train.tokens=40_960",
+                               "train.eval_every_tokens=16_384", "train.log_every_steps=7",
+                               "train.checkpoint_every_tokens=12_288", f"storage_root={root}"])
+        result = run(cfg)
+        rows = [{k: v for k, v in json.loads(line).items() if not k.startswith("perf/")}
+                for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+        summary = {k: v for k, v in result.summary.items() if "wall_s" not in k}
+        saved = result.run_dir / "checkpoints"
+        return result.status, summary, rows, sorted(
+            p.name for p in saved.iterdir()) if saved.exists() else []
+
+    each, batched = trained(tmp_path / "each", 1), trained(tmp_path / "batched", 16)
+    assert batched == each
+    assert each[0] == ("finished" if lr == "0.01" else "diverged")
+    if each[0] == "diverged":  # inside the first batch of 16: the steps after it are dropped
+        assert each[1]["final/steps"] < 16
+        assert each[1]["final/diverged_at_tokens"] == each[1]["final/steps"] * 8 * 64
+
+
 def test_finished_run_is_not_trained_again(tmp_path):
     cfg = compose(SMALL + ["train.tokens=16384", f"storage_root={tmp_path}"])
     first = run(cfg)
