@@ -37,6 +37,11 @@ step() {  # step NAME SECONDS COMMAND...: run with a limit, log to OUT_DIR/NAME.
     [ $rc -eq 0 ] || status=1
 }
 
+if ! "$PY" -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
+    echo "no CUDA device here: the GPU tests and benchmarks need one" >&2
+    exit 1
+fi
+
 {
     nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm \
         --format=csv
@@ -44,11 +49,6 @@ step() {  # step NAME SECONDS COMMAND...: run with a limit, log to OUT_DIR/NAME.
 torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
 } >"$OUT_DIR/env.txt" 2>&1
 cat "$OUT_DIR/env.txt"
-
-if ! "$PY" -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
-    echo "no CUDA device here: the GPU tests and benchmarks need one" >&2
-    exit 1
-fi
 
 step gpu_tests 220 "$PY" -m pytest -m gpu tests/trainer/test_gpu.py -p no:cacheprovider -q \
     -rA --durations=0 ${GPU_TEST_K:+-k "$GPU_TEST_K"}
