@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -204,17 +205,36 @@ def profile_steps(members: int, *, steps: int = 10) -> dict:
 
         result = {"group_ms_per_step": ms_per_step(group.step),
                   "lone_ms_per_step": ms_per_step(lone.step)}
+        if cuda:  # host-device synchronisations in one step of each
+            result["group_syncs_per_step"] = _syncs(group.step)
+            result["lone_syncs_per_step"] = _syncs(lone.step)
         activities = [torch.profiler.ProfilerActivity.CPU] + (
             [torch.profiler.ProfilerActivity.CUDA] if cuda else [])
         with torch.profiler.profile(activities=activities) as prof:
             for _ in range(steps):
                 group.step()
-        table = prof.key_averages().table(
-            sort_by="cuda_time_total" if cuda else "cpu_time_total", row_limit=30)
+        if cuda:
+            torch.cuda.synchronize()
+        averages = prof.key_averages()
+        tables = [averages.table(sort_by="self_cpu_time_total", row_limit=30)]
+        if cuda:
+            tables.insert(0, averages.table(sort_by="self_cuda_time_total", row_limit=30))
         (Path(__file__).parent / "results").mkdir(exist_ok=True)
         (Path(__file__).parent / "results" / "fused_profile.txt").write_text(
-            json.dumps(result) + "\n" + table)
+            json.dumps(result) + "\n" + "\n".join(tables))
     return result
+
+
+def _syncs(step) -> int:
+    """How many times one call of `step` makes the host wait for the CUDA device."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            step()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
 
 
 def approaches(members: int, *, repeats: int = 10) -> dict[str, float]:
@@ -273,6 +293,8 @@ def main() -> None:
                         help="width 128 on one CUDA device: processes sharing it, fused")
     parser.add_argument("--profile", action="store_true",
                         help="also time and profile one group's step against a lone run's")
+    parser.add_argument("--profile-only", action="store_true",
+                        help="only the profile (with --gpu: on the CUDA device)")
     parser.add_argument("--group", nargs="+", help=argparse.SUPPRESS)  # the worker mode
     args = parser.parse_args()
     if args.group:
@@ -280,8 +302,11 @@ def main() -> None:
         return
     result = {"members": args.members, "threads": args.threads, "tokens": args.tokens,
               "shape": SHAPE + (GPU_SHAPE if args.gpu else []), "load_1m_before": _load()}
-    if args.profile:
+    if args.profile or args.profile_only:
         result["profile"] = profile_steps(args.members)
+    if args.profile_only:
+        print(json.dumps(result["profile"]))
+        return
     if args.gpu:
         result["device"] = torch.cuda.get_device_name()
         result["ways"] = compare_gpu(args.members, args.tokens, args.threads)

@@ -9,6 +9,10 @@
 # Each part has its own time limit, so one that hangs does not cost the others. Results go to
 # benchmarks/results/ and, when $OUT is set, to $OUT (with the logs). Run from anywhere:
 #     bash benchmarks/gpu_check.sh
+# GPU_CHECK_STEPS="gpu_tests fused_gpu gpt124m" (the default) picks parts; fused_profile
+# (the group's step profiled against a lone run's, syncs counted) and gpt124m_variants (the
+# bare step with the loss compiled in, and at batch 64) are there to look for lost speed.
+# GPU_TEST_K selects tests (pytest -k).
 # The Python is .venv's when there is one, else python3; PYTHON=... overrides. Where the
 # trainer's pure-Python dependencies (hydra-core, omegaconf, antlr4) are missing, a copy of
 # them in .devsite/ (copied from a venv's site-packages) is put on the path.
@@ -25,8 +29,10 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PROXYSWEEP_CACHE=${PROXYSWEEP_CACHE:-$(mktemp -d)}
 
 status=0
+STEPS=" ${GPU_CHECK_STEPS:-gpu_tests fused_gpu gpt124m} "
 step() {  # step NAME SECONDS COMMAND...: run with a limit, log to OUT_DIR/NAME.log
     local name=$1 limit=$2
+    [[ "$STEPS" == *" $name "* ]] || return 0
     shift 2
     local start=$SECONDS
     echo "== $name (limit ${limit}s)"
@@ -55,8 +61,11 @@ step gpu_tests 220 "$PY" -m pytest -m gpu tests/trainer/test_gpu.py -p no:cachep
 step fused_gpu 150 "$PY" benchmarks/fused.py --gpu --profile --json --members 8 --threads 16 \
     --tokens 131072
 step gpt124m 200 "$PY" benchmarks/trainer_throughput.py --gpu --json --rounds 1 --steps 40
+step fused_profile 120 "$PY" benchmarks/fused.py --gpu --profile-only --members 8
+step gpt124m_variants 130 "$PY" benchmarks/trainer_throughput.py --gpu --variants --json \
+    --rounds 1 --steps 40
 
-for f in fused_gpu.json fused_profile.txt trainer_gpu_throughput.json; do
+for f in fused_gpu.json fused_profile.txt trainer_gpu_throughput.json trainer_gpu_variants.json; do
     [ -f "benchmarks/results/$f" ] && [ "$OUT_DIR" != benchmarks/results ] \
         && cp "benchmarks/results/$f" "$OUT_DIR/"
 done

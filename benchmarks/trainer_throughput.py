@@ -17,19 +17,19 @@ is GPT-124M (GPT-2's padded vocabulary, 50,304), the trainer's run a 256-token c
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import tempfile
 import time
 
 import torch
-import torch.nn.functional as F
 from _results import save
 
 from trainer.compose import compose
 from trainer.distributed import resolve_device
 from trainer.flops import flops_per_token, measure_cpu_gemm_rate, peak_flops
-from trainer.loop import compiles, run
+from trainer.loop import compiles, next_token_loss, run
 from trainer.model import GPT, GPTShape
 from trainer.mup import build_optimizer, set_lr
 
@@ -44,23 +44,33 @@ trainer's run reads a synthetic corpus of 256 tokens; the bare step on GPU takes
 this vocabulary, so that its MFU is GPT-124M's."""
 
 
-def bare_step_tokens_per_s(cfg, *, steps: int, warmup: int, vocab: int = 256) -> float:
-    """Median tokens/s of forward + backward + AdamW step on one in-memory batch."""
+def bare_step_tokens_per_s(cfg, *, steps: int, warmup: int, vocab: int = 256,
+                           loss_compiled: bool = True) -> float:
+    """Median tokens/s of forward + backward + AdamW step on one in-memory batch.
+
+    When the model is compiled, `loss_compiled` compiles the cross-entropy with it, as the
+    trainer does (one graph from ids to loss, so that the fp32 logits are never written out);
+    False compiles the model alone, the trainer's way until 2026-12-04."""
     device = resolve_device(cfg.train.device)
     torch.manual_seed(0)
     model = GPT(GPTShape(cfg.model, vocab)).to(device)
-    forward = torch.compile(model) if compiles(cfg, device) else model
+
+    loss_of = functools.partial(next_token_loss, model)
+    if compiles(cfg, device):
+        loss_of = torch.compile(loss_of) if loss_compiled else functools.partial(
+            next_token_loss, torch.compile(model))
+
     opt = build_optimizer(model, cfg.optim, weight_decay=0.0, fused=device.type == "cuda")
     set_lr(opt, cfg.optim.lr)
     micro = cfg.train.micro_batch_size or cfg.train.batch_size
-    batch = torch.randint(0, vocab, (cfg.train.batch_size, cfg.train.seq_len + 1), device=device)
+    batch = torch.randint(0, vocab, (cfg.train.batch_size, cfg.train.seq_len + 1),
+                          device=device)
     times = []
     for i in range(warmup + steps):
         start = time.perf_counter()
         for chunk in batch.split(micro):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                logits = forward(chunk[:, :-1])
-                loss = F.cross_entropy(logits.flatten(0, 1).float(), chunk[:, 1:].flatten())
+                loss = loss_of(chunk)
             loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -108,7 +118,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--gpu", action="store_true", help="GPU shape, bf16, compiled")
+    parser.add_argument("--variants", action="store_true",
+                        help="with --gpu: the bare step with the model compiled, against the "
+                             "same step with the loss compiled in (nothing else)")
     args = parser.parse_args()
+    if args.variants and not args.gpu:
+        parser.error("--variants compares compiled GPU steps: add --gpu")
     overrides = ["model=small", "optim.lr=1e-3", "schedule=constant"] + (
         GPU_SHAPE if args.gpu else CPU_SHAPE) + (["train.compile=true"] if args.compile else [])
     cfg = compose(overrides)
@@ -118,6 +133,15 @@ def main() -> None:
     bare_vocab = GPT2_VOCAB if args.gpu else 256
     bare_fpt = flops_per_token(cfg.model, vocab_size=bare_vocab, seq_len=cfg.train.seq_len)
     bare, trainer = 0.0, 0.0
+    if args.variants:
+        variants = {name: bare_step_tokens_per_s(cfg, steps=args.steps // 2, warmup=3,
+                                                 vocab=bare_vocab, loss_compiled=compiled)
+                    for name, compiled in (("model_compiled", False), ("loss_compiled", True))}
+        result = {name: {"tokens_per_s": rate, "mfu": rate * bare_fpt / peak if peak else None}
+                  for name, rate in variants.items()}
+        save("trainer_gpu_variants" if args.gpu else "trainer_variants", result)
+        print(json.dumps(result))
+        return
     if device.type == "cpu":  # measured afresh, best of the rounds, like the two throughputs
         peak = 0.0
     for _ in range(args.rounds):

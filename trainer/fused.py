@@ -189,8 +189,12 @@ class FusedRun:
                 cfg, RunPaths.for_config(cfg, config_id(cfg))))
             for cfg, reporter in zip(cfgs, reporters, strict=True)]
         self.model = StackedGPT.from_members([m.model for m in self.members])
-        self.forward = torch.compile(self.model) if compiles(cfgs[0], self.members[0].device) \
-            else self.model
+        def losses(chunk: torch.Tensor) -> torch.Tensor:
+            return member_losses(self.model(chunk[:, :-1]), chunk[:, 1:])
+
+        # Compiled with the model, as `TrainingRun` compiles its loss.
+        self.losses = torch.compile(losses) if compiles(cfgs[0], self.members[0].device) \
+            else losses
         self.optimizer = StackedAdamW(self.model, self.members[0].model, cfgs[0].optim,
                                       weight_decays=[resolved_weight_decay(c) for c in cfgs])
         self.rows = list(range(len(cfgs)))
@@ -245,7 +249,7 @@ class FusedRun:
         loss_sum = torch.zeros(len(training), device=lead.device)
         for chunk in batch.split(lead.micro_batch_size):
             with lead._autocast():
-                losses = member_losses(self.forward(chunk[:, :-1]), chunk[:, 1:])
+                losses = self.losses(chunk)
             # Each member's loss reaches only its own rows: their sum is every member's
             # backward at once.
             (losses * (len(chunk) / len(batch))).sum().backward()

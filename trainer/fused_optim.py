@@ -65,9 +65,9 @@ class StackedAdamW:
     def step(self, lrs: Sequence[float]) -> None:
         """One AdamW update of every member, member k at base LR `lrs[k]`."""
         self.steps = [t + 1 for t in self.steps]
-        device = self.params[0][1].device
-        scalars = {rule: self._scalars(rule, lrs, self.weight_decays, self.steps, device)
-                   for rule in {rule for _, _, rule in self.params}}
+        rules = list(dict.fromkeys(rule for _, _, rule in self.params))
+        scalars = dict(zip(rules, self._upload([self._scalars(rule, lrs) for rule in rules]),
+                           strict=True))
         for name, p, rule in self.params:
             self._update(p, p.grad, self.exp_avg[name], self.exp_avg_sq[name], *scalars[rule])
 
@@ -82,19 +82,34 @@ class StackedAdamW:
         self.steps = [self.steps[r] for r in rows]
         self.weight_decays = [self.weight_decays[r] for r in rows]
 
-    def _scalars(self, rule: GroupRule, lrs: list[float], weight_decays: list[float],
-                 steps: list[int], device: torch.device) -> tuple[torch.Tensor | None, ...]:
-        """A group's per-member (K,) factors, each computed in double on the host as PyTorch
+    def _scalars(self, rule: GroupRule, lrs: Sequence[float]) -> list[list[float] | None]:
+        """A group's per-member factors, each computed in double on the host as PyTorch
         computes it: 1 − η·λ (None without decay), −η / (1 − β₁ᵗ) and √(1 − β₂ᵗ)."""
         group_lrs = [lr * rule.lr_mult for lr in lrs]
-        group_wds = [wd * rule.wd_mult for wd in weight_decays]
+        group_wds = [wd * rule.wd_mult for wd in self.weight_decays]
         decays = None
         if any(wd != 0 for wd in group_wds):
             decays = [1 - lr * wd for lr, wd in zip(group_lrs, group_wds, strict=True)]
-        neg_steps = [-(lr / (1 - self.beta1**t)) for lr, t in zip(group_lrs, steps, strict=True)]
-        bias2_sqrt = [(1 - self.beta2**t) ** 0.5 for t in steps]
-        return tuple(None if v is None else torch.tensor(v, device=device)
-                     for v in (decays, neg_steps, bias2_sqrt))
+        neg_steps = [-(lr / (1 - self.beta1**t))
+                     for lr, t in zip(group_lrs, self.steps, strict=True)]
+        bias2_sqrt = [(1 - self.beta2**t) ** 0.5 for t in self.steps]
+        return [decays, neg_steps, bias2_sqrt]
+
+    def _upload(self, factors: list[list[list[float] | None]]
+                ) -> list[tuple[torch.Tensor | None, ...]]:
+        """Every group's (K,) factors as fp32 tensors on the parameters' device, in one copy:
+        on CUDA, one non-blocking copy from pinned memory, so that the host never waits for
+        the device here (a `torch.tensor(..., device="cuda")` per factor waits each time)."""
+        num_members = len(self.steps)
+        table = torch.tensor([v if v is not None else [0.0] * num_members
+                              for group in factors for v in group], dtype=torch.float32)
+        device = self.params[0][1].device
+        if device.type == "cuda":
+            table = table.pin_memory().to(device, non_blocking=True)
+        rows = table.view(len(factors), -1, num_members).unbind(0)  # a (3, K) table a group
+        return [tuple(None if v is None else row for v, row in zip(group, table_rows,
+                                                                   strict=True))
+                for group, table_rows in zip(factors, rows, strict=True)]
 
     def _update(self, p: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor,
                 exp_avg_sq: torch.Tensor, decay: torch.Tensor | None, neg_step: torch.Tensor,

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from trainer import branching, checkpoint
 from trainer.config import BatchSchedule, Config
 from trainer.data import TokenData, TokenStream, eval_batches, load_tokens
-from trainer.distributed import Dist, all_sum, barrier, process_group
+from trainer.distributed import Dist, all_sum, barrier, process_group, resolve_device
 from trainer.flops import flops_per_token, peak_flops
 from trainer.identity import config_id, flatten
 from trainer.model import GPT, GPTShape, count_params
@@ -111,6 +111,15 @@ class RunResult:
     @property
     def final_eval_loss(self) -> float | None:
         return self.summary.get("final/eval_loss")
+
+
+def next_token_loss(model: torch.nn.Module, chunk: torch.Tensor,
+                    reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy of `model`'s predictions for `chunk[:, 1:]` from `chunk[:, :-1]`, the
+    logits taken in fp32."""
+    logits = model(chunk[:, :-1])
+    return F.cross_entropy(logits.flatten(0, 1).float(), chunk[:, 1:].flatten(),
+                           reduction=reduction)
 
 
 def compiles(cfg: Config, device: torch.device) -> bool:
@@ -205,7 +214,7 @@ class TrainingRun:
 
     def __init__(self, cfg: Config, *, reporter: Reporter, dist: Dist | None = None,
                  pruner: Pruner | None = None, data: TokenData | None = None):
-        d = dist or Dist()
+        d = dist or Dist(device=resolve_device(cfg.train.device))
         self.cfg, self.reporter, self.dist, self.pruner = cfg, reporter, d, pruner
         self.run_id = config_id(cfg)
         self.paths = RunPaths.for_config(cfg, self.run_id)
@@ -225,7 +234,13 @@ class TrainingRun:
         self.derived = derived_values(cfg, self.model, data.vocab_size)
         if d.sharded:
             shard_model(self.model, self.device)
-        self.forward = torch.compile(self.model) if compiles(cfg, self.device) else self.model
+        def loss(chunk: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+            return next_token_loss(self.model, chunk, reduction)
+
+        # The loss is compiled with the model: one graph from token ids to the loss, so that
+        # the fp32 logits are never written out (GPT-124M on an H200: 44% MFU against 34%
+        # with the model alone compiled, benchmarks/trainer_throughput.py --gpu --variants).
+        self.loss = torch.compile(loss) if compiles(cfg, self.device) else loss
         # The fused (one-kernel) AdamW on CUDA; the FSDP2-sharded model keeps the default
         # (fused is not tested here on sharded parameters).
         self.optimizer = build_optimizer(self.model, cfg.optim,
@@ -360,8 +375,7 @@ class TrainingRun:
                 # (after every one on a norm-test step: the test needs each one's gradient)
                 self.model.set_requires_gradient_sync(noise is not None or i == len(chunks) - 1)
             with self._autocast():
-                logits = self.forward(chunk[:, :-1])
-                loss = F.cross_entropy(logits.flatten(0, 1).float(), chunk[:, 1:].flatten())
+                loss = self.loss(chunk)
             # Weighted by the local batch; FSDP's reduction averages over ranks.
             weight = len(chunk) / len(batch)
             (loss * weight).backward()
@@ -394,9 +408,7 @@ class TrainingRun:
         for chunk, weight in self.eval_set:
             chunk = chunk.to(self.device)
             with self._autocast():
-                logits = self.forward(chunk[:, :-1])
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), chunk[:, 1:].flatten(),
-                                   reduction="sum")
+                loss = self.loss(chunk, "sum")
             total += weight * torch.stack([loss.double(),
                                            torch.tensor(chunk[:, 1:].numel(),
                                                         dtype=torch.float64,

