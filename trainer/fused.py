@@ -55,6 +55,7 @@ import json
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -73,6 +74,7 @@ from trainer.loop import (
     _crossed,
     compiles,
     default_reporter,
+    settle_every,
 )
 from trainer.mup import resolved_weight_decay
 from trainer.paths import RunPaths, read_summary
@@ -162,6 +164,22 @@ def run_group(cfgs: Sequence[Config], reporters: Sequence[Reporter] | None = Non
     return results
 
 
+@dataclass(frozen=True)
+class PendingGroupStep:
+    """A group's step whose losses and gradient norms may still be on the device (see
+    `trainer.loop.settle_every`), with the counters as that step left every member's."""
+
+    rows: tuple[int, ...]
+    """The member in each row of the stack at this step."""
+    losses: torch.Tensor
+    grad_norms: torch.Tensor
+    lrs: list[float]
+    batch_size: int
+    step: int
+    tokens: int
+    position: int
+
+
 def member_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of each member's logits (K, B, T, V) against shared targets (B, T)."""
     num_members = logits.shape[0]
@@ -237,9 +255,9 @@ class FusedRun:
 
     # -- one step ------------------------------------------------------------------------
 
-    def step(self) -> dict[int, StepResult]:
-        """One optimizer step of every member still training, on one shared batch; member
-        index → its result."""
+    def take_step(self) -> PendingGroupStep:
+        """One optimizer step of every member still training, on one shared batch; the
+        members' losses and gradient norms left on the device."""
         lead, t = self.lead, self.lead.cfg.train
         training = [self.members[k] for k in self.rows]
         batch_size = lead.state.batch_size
@@ -258,13 +276,30 @@ class FusedRun:
         grad_norms = clip_grad_norms_(list(self.model.parameters()), clip)
         self.optimizer.step(lrs)
         self.model.zero_grad(set_to_none=True)
-        losses, norms = (loss_sum / batch_size).tolist(), grad_norms.tolist()
         for m in training:
             m.state.step += 1
             m.state.position += batch_size
             m.state.tokens += batch_size * t.seq_len
-        return {k: StepResult(losses[row], norms[row], lrs[row], batch_size)
-                for row, k in enumerate(self.rows)}
+        return PendingGroupStep(tuple(self.rows), loss_sum / batch_size, grad_norms, lrs,
+                                batch_size, lead.state.step, lead.state.tokens,
+                                lead.state.position)
+
+    @staticmethod
+    def settle(pending: list[PendingGroupStep]) -> list[dict[int, StepResult]]:
+        """The results of steps taken (member index → its result, a dict a step), read from
+        the device in one transfer. The steps have the same rows (`_train_until_done` settles
+        before a row leaves the stack)."""
+        values = torch.stack([torch.stack((p.losses.float(), p.grad_norms.float()))
+                              for p in pending]).tolist()  # (steps, 2, K)
+        return [{k: StepResult(loss, norm, p.lrs[row], p.batch_size)
+                 for row, (k, loss, norm) in enumerate(zip(p.rows, losses, norms, strict=True))}
+                for p, (losses, norms) in zip(pending, values, strict=True)]
+
+    def step(self) -> dict[int, StepResult]:
+        """One step of every member still training, read at once; member index → its
+        result."""
+        (results,) = self.settle([self.take_step()])
+        return results
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -281,34 +316,51 @@ class FusedRun:
     def _train_until_done(self) -> None:
         t = self.lead.cfg.train
         window_start, window_tokens = time.perf_counter(), 0
+        pending: list[PendingGroupStep] = []
+        every = settle_every(self.lead.device)
         while self.rows and self.lead._fits_budget():
-            lead = self.lead  # training before this step, maybe not after it (divergence)
+            lead = self.lead  # training before these steps, maybe not after them (divergence)
             started = time.perf_counter()
-            results = self.step()
-            elapsed = time.perf_counter() - started
-            batch_tokens = lead.state.batch_size * t.seq_len
+            pending.append(self.take_step())
+            batch_tokens = pending[-1].batch_size * t.seq_len
             window_tokens += batch_tokens
             last = lead._ends_here()
-            log = False
-            for k, result in results.items():
-                m = self.members[k]
-                m.state.wall_s += elapsed
-                m.state.last_loss = result.loss
-                if m.diverged(result.loss):
-                    self._diverge(k, result)
-                log |= m.state.step % m.cfg.train.log_every_steps == 0 or last
-            pause = time.perf_counter()  # eval and checkpoints do not count against tokens/s
-            tokens_per_s = window_tokens / (pause - window_start)
+            log = lead.state.step % t.log_every_steps == 0 or last
             evaluated = _crossed(lead.state.tokens, batch_tokens, t.eval_every_tokens) \
                 and not last
+            save = lead._checkpoint_due(batch_tokens, last=last)
+            if not (log or evaluated or save or len(pending) >= every):
+                self._add_wall_s(time.perf_counter() - started)
+                continue
+            settled = self.settle(pending)  # waits for the device to finish those steps
+            self._add_wall_s(time.perf_counter() - started)
+            for p, results in zip(pending, settled, strict=True):
+                for k, result in results.items():
+                    m = self.members[k]
+                    if k not in self.rows:  # diverged at an earlier step of this batch
+                        continue
+                    m.state.last_loss = result.loss
+                    if m.diverged(result.loss):
+                        # The member ends at this step; its row's later steps are dropped.
+                        m.state.step, m.state.tokens, m.state.position = (
+                            p.step, p.tokens, p.position)
+                        self._diverge(k, result)
+            pending, results = [], settled[-1]
+            pause = time.perf_counter()  # eval and checkpoints do not count against tokens/s
+            tokens_per_s = window_tokens / (pause - window_start)
             for k in self.rows:
                 self._report(k, results[k], tokens_per_s=tokens_per_s, last=last,
                              evaluated=evaluated)
             if log:
                 window_start, window_tokens = time.perf_counter(), 0
-            if self.rows and lead._checkpoint_due(batch_tokens, last=last):
+            if self.rows and save:
                 self.save()
             window_start += time.perf_counter() - pause
+
+    def _add_wall_s(self, seconds: float) -> None:
+        """Training seconds of a step, counted for every member still training."""
+        for k in self.rows:
+            self.members[k].state.wall_s += seconds
 
     def _diverge(self, k: int, result: StepResult) -> None:
         """Member k diverged at this step: record it as `TrainingRun` does, and drop its row

@@ -240,6 +240,38 @@ def test_a_diverged_member_leaves_the_stack_and_the_others_go_on_unchanged(tmp_p
     assert alone.summary["final/diverged_at_tokens"] == diverged.summary["final/diverged_at_tokens"]
 
 
+def test_losses_read_every_few_steps_give_the_group_that_reads_every_step(tmp_path,
+                                                                          monkeypatch):
+    """On CUDA a group leaves its losses on the device and reads them every few steps
+    (`settle_every`), as a lone run does. Forced on CPU: every member's metrics, summary and
+    checkpoints are those of the group that reads each step, a member that diverges inside a
+    batch of unread steps included (it ends at the step it diverged, with that step's tokens)."""
+    import trainer.fused as fused
+
+    cadence = ["train.log_every_steps=5", "train.eval_every_tokens=4096",
+               "train.checkpoint_every_tokens=3072"]
+    members = [["optim.lr=0.003"], ["optim.lr=30", "schedule.warmup_tokens=0"],
+               ["optim.lr=0.01"]]
+
+    def trained(root: Path, every: int):
+        monkeypatch.setattr(fused, "settle_every", lambda device: every)
+        out = []
+        for r in run_group([_cfg(root, *m, *cadence) for m in members]):
+            rows = [{k: v for k, v in json.loads(line).items() if not k.startswith("perf/")}
+                    for line in (r.run_dir / "metrics.jsonl").read_text().splitlines()]
+            saved = r.run_dir / "checkpoints"
+            out.append((r.status, {k: v for k, v in r.summary.items() if "wall_s" not in k},
+                        rows, sorted(p.name for p in saved.iterdir()) if saved.exists() else []))
+        return out
+
+    each, batched = trained(tmp_path / "each", 1), trained(tmp_path / "batched", 16)
+    assert batched == each
+    assert [status for status, *_ in each] == ["finished", "diverged", "finished"]
+    diverged = each[1][1]
+    assert diverged["final/steps"] < 16
+    assert diverged["final/diverged_at_tokens"] == diverged["final/steps"] * 8 * 64
+
+
 class _Killed(Exception):
     pass
 
