@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.proxysweep-installed
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test test-slow test-all lint clean
 
 setup: $(STAMP)
 
@@ -24,7 +24,16 @@ demo: $(STAMP)
 	@echo "Fit: outputs/fit/demo/fit.json, figures outputs/fit/demo/plots/*.png (also in the MLflow fit run)."
 	@echo "Open the UI with: $(VENV)/bin/sweep ui demo   (then browse http://127.0.0.1:5000)"
 
+# `make test`: everything but the tests marked slow (whole sweeps killed and resumed through the
+# CLI, the deployment stack, the muP transfer check) and gpu; ~6 min on 2 cores.
+# `make test-slow`: the slow ones, ~15 min; CI (.ci/run) runs both. `make test-all`: both in one.
 test: $(STAMP)
+	$(PY) -m pytest -m "not gpu and not slow" -q --durations=15
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -m "slow and not gpu" -q --durations=15
+
+test-all: $(STAMP)
 	$(PY) -m pytest -m "not gpu" -q --durations=25
 
 lint: $(STAMP)
