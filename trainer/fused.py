@@ -210,11 +210,14 @@ class FusedRun:
         def losses(chunk: torch.Tensor) -> torch.Tensor:
             return member_losses(self.model(chunk[:, :-1]), chunk[:, 1:])
 
-        # Compiled with the model, as `TrainingRun` compiles its loss.
-        self.losses = torch.compile(losses) if compiles(cfgs[0], self.members[0].device) \
-            else losses
+        # Compiled with the model, as `TrainingRun` compiles its loss; the clipping and the
+        # optimizer too, so that a group's step launches a few dozen kernels, not hundreds.
+        compiled = compiles(cfgs[0], self.members[0].device)
+        self.losses = torch.compile(losses) if compiled else losses
+        self.clip = torch.compile(clip_grad_norms_) if compiled else clip_grad_norms_
         self.optimizer = StackedAdamW(self.model, self.members[0].model, cfgs[0].optim,
-                                      weight_decays=[resolved_weight_decay(c) for c in cfgs])
+                                      weight_decays=[resolved_weight_decay(c) for c in cfgs],
+                                      compiled=compiled)
         self.rows = list(range(len(cfgs)))
         """The member in each row of the stack: those still training (a diverged member's
         row is dropped)."""
@@ -273,7 +276,7 @@ class FusedRun:
             (losses * (len(chunk) / len(batch))).sum().backward()
             loss_sum += losses.detach() * len(chunk)
         clip = lead.cfg.optim.grad_clip or math.inf
-        grad_norms = clip_grad_norms_(list(self.model.parameters()), clip)
+        grad_norms = self.clip(list(self.model.parameters()), clip)
         self.optimizer.step(lrs)
         self.model.zero_grad(set_to_none=True)
         for m in training:

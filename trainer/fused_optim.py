@@ -49,7 +49,7 @@ class StackedAdamW:
     """
 
     def __init__(self, model: StackedGPT, template: GPT, cfg: OptimConfig, *,
-                 weight_decays: Sequence[float]):
+                 weight_decays: Sequence[float], compiled: bool = False):
         rules = group_rules(template.shape, cfg.hidden_weight_decay)
         groups = group_names(template)
         self.params: list[tuple[str, torch.nn.Parameter, GroupRule]] = [
@@ -60,6 +60,9 @@ class StackedAdamW:
         self.exp_avg_sq = {name: torch.zeros_like(p) for name, p, _ in self.params}
         self.steps = [0] * model.num_members
         """Updates each member has taken."""
+        # Eager, an update is ~8 kernels a parameter; compiled, a few fused kernels for all of
+        # them (the per-member factors are tensors, so a new step does not recompile).
+        self._update_all = torch.compile(self._update_each) if compiled else self._update_each
 
     @torch.no_grad()
     def step(self, lrs: Sequence[float]) -> None:
@@ -68,8 +71,17 @@ class StackedAdamW:
         rules = list(dict.fromkeys(rule for _, _, rule in self.params))
         scalars = dict(zip(rules, self._upload([self._scalars(rule, lrs) for rule in rules]),
                            strict=True))
-        for name, p, rule in self.params:
-            self._update(p, p.grad, self.exp_avg[name], self.exp_avg_sq[name], *scalars[rule])
+        self._update_all([p for _, p, _ in self.params], [p.grad for _, p, _ in self.params],
+                         [self.exp_avg[name] for name, _, _ in self.params],
+                         [self.exp_avg_sq[name] for name, _, _ in self.params],
+                         [scalars[rule] for _, _, rule in self.params])
+
+    def _update_each(self, params: list[torch.Tensor], grads: list[torch.Tensor],
+                     exp_avgs: list[torch.Tensor], exp_avg_sqs: list[torch.Tensor],
+                     scalars: list[tuple[torch.Tensor | None, ...]]) -> None:
+        for p, grad, exp_avg, exp_avg_sq, factors in zip(params, grads, exp_avgs, exp_avg_sqs,
+                                                         scalars, strict=True):
+            self._update(p, grad, exp_avg, exp_avg_sq, *factors)
 
     @torch.no_grad()
     def keep_members(self, rows: list[int]) -> None:

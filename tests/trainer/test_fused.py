@@ -85,13 +85,20 @@ def test_a_member_goes_in_and_out_of_the_stack_unchanged():
         assert torch.equal(a, b), name
 
 
-def test_clip_grad_norms_is_torch_clipping_per_member():
+COMPILED = pytest.param(True, marks=pytest.mark.slow, id="compiled")
+"""A compiled group (the default on CUDA) compiles clipping and AdamW: on CPU, checked against
+PyTorch's eager ones like the eager path (tens of seconds of compiling)."""
+
+
+@pytest.mark.parametrize("compiled", [pytest.param(False, id="eager"), COMPILED])
+def test_clip_grad_norms_is_torch_clipping_per_member(compiled):
+    clip = torch.compile(clip_grad_norms_) if compiled else clip_grad_norms_
     models = _members(_shape(), 3)
     stacked = StackedGPT.from_members(models)
     for p in stacked.parameters():
         p.grad = torch.randn_like(p) * torch.tensor([0.01, 1.0, 10.0]).view(-1, *[1] * (p.ndim - 1))
     grads = {name: p.grad.clone() for name, p in stacked.named_parameters()}
-    norms = clip_grad_norms_(list(stacked.parameters()), 1.0)
+    norms = clip(list(stacked.parameters()), 1.0)
     for k, model in enumerate(models):
         for name, p in model.named_parameters():
             p.grad = grads[name][k].clone()
@@ -102,8 +109,12 @@ def test_clip_grad_norms_is_torch_clipping_per_member():
                                        rtol=1e-6, atol=1e-12)
 
 
-@pytest.mark.parametrize("hidden_wd", list(HiddenWeightDecay))
-def test_stacked_adamw_is_torch_adamw_per_member(hidden_wd):
+@pytest.mark.parametrize("hidden_wd, compiled",
+                         [(wd, False) for wd in HiddenWeightDecay]
+                         + [pytest.param(wd, *COMPILED.values, marks=COMPILED.marks,
+                                         id=f"{wd.value}-compiled")
+                            for wd in HiddenWeightDecay][:1])
+def test_stacked_adamw_is_torch_adamw_per_member(hidden_wd, compiled):
     # Width 64 at base 32: m = 2, so the hidden group's η/m and λ·m (or λ) are exercised.
     shape = _shape(64)
     models = _members(shape, 3)
@@ -114,7 +125,7 @@ def test_stacked_adamw_is_torch_adamw_per_member(hidden_wd):
                                     betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
                   for m, wd in zip(references, wds, strict=True)]
     stacked = StackedGPT.from_members(models)
-    opt = StackedAdamW(stacked, models[0], cfg, weight_decays=wds)
+    opt = StackedAdamW(stacked, models[0], cfg, weight_decays=wds, compiled=compiled)
     gen = torch.Generator().manual_seed(1)
     rows = [0, 1, 2]  # the member in each row of the stack
     for step in range(6):
