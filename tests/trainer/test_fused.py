@@ -16,10 +16,11 @@ from trainer.config import HiddenWeightDecay, OptimConfig
 from trainer.fused import FusedRun, fusion_problems, group_key, member_losses, run_group
 from trainer.fused_model import StackedGPT
 from trainer.fused_optim import StackedAdamW, clip_grad_norms_
-from trainer.loop import run
+from trainer.loop import TrainingRun, run
 from trainer.model import GPT, GPTShape
 from trainer.mup import param_groups, set_lr
-from trainer.reporting import JsonlReporter
+from trainer.reporting import JsonlReporter, NullReporter
+from trainer.trunk import TrunkRun
 
 SMALL = ["model=tiny", "model.width=32", "model.head_dim=16", "model.base_width=32",
          "model.depth=2", "data=synthetic", "data.num_tokens=300_000",
@@ -249,6 +250,21 @@ def test_a_diverged_member_leaves_the_stack_and_the_others_go_on_unchanged(tmp_p
         assert member.final_eval_loss == reference.final_eval_loss
     (alone,) = run_group([_cfg(tmp_path / "c", *bad)])  # a group that ends with no one left
     assert alone.summary["final/diverged_at_tokens"] == diverged.summary["final/diverged_at_tokens"]
+
+
+def test_runs_built_without_a_process_group_take_the_configured_device(tmp_path):
+    # A fused group's members and a shared family's trunk are built without a process group;
+    # they once took its default device, the CPU, whatever `train.device` said, so on a GPU
+    # machine they trained on the CPU. PyTorch's meta device stands in for CUDA here.
+    cfgs = [_cfg(tmp_path, "train.device=meta", lr) for lr in ("optim.lr=0.01", "optim.lr=0.003")]
+    lone = TrainingRun(cfgs[0], reporter=NullReporter())
+    trunk = TrunkRun(cfgs[0], trunk_id="t", directory=tmp_path / "trunk", branch_points=[1024],
+                     reporter=NullReporter())
+    group = FusedRun(cfgs, reporters=[NullReporter(), NullReporter()])
+    for device, params in ((lone.device, lone.model.parameters()),
+                           (trunk.device, trunk.model.parameters()),
+                           (group.lead.device, group.model.parameters())):
+        assert device.type == "meta" and {p.device.type for p in params} == {"meta"}
 
 
 def test_losses_read_every_few_steps_give_the_group_that_reads_every_step(tmp_path,
