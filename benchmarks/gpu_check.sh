@@ -2,7 +2,9 @@
 # Everything the GPU path needs measured, in one run of under 8 minutes on one H100/H200
 # (6 min on an H200, 2026-12-04):
 #   1. pytest -m gpu (tests/trainer/test_gpu.py): bf16 against fp32, compile against eager,
-#      losses read in batches, divergence, a fused group, FSDP2 on one GPU;
+#      losses read in batches, divergence, a fused group (on the GPU, against its members and
+#      compiled against eager), a budget branched from a trunk against its run alone (its
+#      differences printed), FSDP2 on one GPU;
 #   2. benchmarks/fused.py --gpu --profile: 8 width-128 LR trials as 8 processes sharing the
 #      GPU against one fused group (target >= 5x), and a profile of the group's step;
 #   3. benchmarks/trainer_throughput.py --gpu: GPT-124M, bf16, compiled (target MFU >= 45%).

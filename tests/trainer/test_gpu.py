@@ -135,6 +135,37 @@ def test_a_compiled_fused_group_matches_the_eager_group(tmp_path):
         assert _rel(c.final_eval_loss, e.final_eval_loss) < 0.01
 
 
+def test_a_branch_on_cuda_matches_its_independent_run(tmp_path):
+    # Issue 15 on a GPU: a budget branched from its family's trunk against the same trial
+    # trained alone, both compiled in bf16. On CPU they are bit-identical (tests/trainer/
+    # test_trunk.py); here kernels may round differently after a restore, so the differences
+    # are printed (gpu_check.sh's log) and held to the 1% the other GPU comparisons use.
+    from trainer import branching
+    from trainer.identity import config_id
+    from trainer.paths import RunPaths
+    from trainer.trunk import train_trunk
+
+    budget, point = 262_144, 235_929  # (1 - 0.1) x budget
+    common = ["train.device=cuda", "schedule.decay_fraction=0.1", f"train.tokens={budget}"]
+    alone = run(_cfg(tmp_path / "alone", *common))
+    root = tmp_path / "shared"
+    cfg = _cfg(root, *common)
+    index = train_trunk(cfg, trunk_id="t", directory=root / "trunks" / "t",
+                        branch_points=[point])
+    assert index["status"] == "stopped"
+    branching.write_branch(RunPaths.for_config(cfg, config_id(cfg)).run_dir,
+                           trunk_dir=root / "trunks" / "t", branch_tokens=point)
+    shared = run(cfg)
+    assert shared.run_id == alone.run_id and shared.status == alone.status == "finished"
+    assert shared.summary["final/tokens_shared"] > 0
+    steps = sorted(set(_losses(alone.run_dir)) & set(_losses(shared.run_dir)))
+    step_rel = max(_rel(_losses(shared.run_dir)[s], _losses(alone.run_dir)[s]) for s in steps)
+    eval_rel = _rel(shared.final_eval_loss, alone.final_eval_loss)
+    print(f"branch against alone on CUDA: logged losses max rel diff {step_rel:.2e} over "
+          f"{len(steps)} steps, final eval {eval_rel:.2e}")
+    assert eval_rel < 0.01
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
