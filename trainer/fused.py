@@ -17,8 +17,9 @@ the base width, and the stack holds one set of forward multipliers. A group must
 one process (`train.world_size=1`) and at a constant batch (`train.batch_schedule=constant`,
 since the norm test grows each member's batch differently); `fusion_problems` says so, one
 sentence per problem. `train.compile` applies to the stack as it does to a lone model (on
-CUDA by default); a member that diverges changes the stack's shape, and so compiles it once
-more.
+CUDA by default): the loss with the model, and here also the per-member clipping and the
+AdamW update; a member that diverges changes the stack's shape, and so compiles each of them
+once more.
 
 How a group runs: members already done (`finished`, `diverged`) are left out. Each remaining
 member is a `TrainingRun`, which keeps its counters, reporter, paths and summary, and holds
@@ -43,10 +44,15 @@ Not yet, and how it would fit:
 - Adaptive search: a pruner per member, asked at the shared eval points; a pruned member would
   save its checkpoint and leave the stack like a diverged one. Asked configs in flight fuse when
   their `group_key`s are equal.
-- Speed: evals run member by member, through `TrainingRun.evaluate`. On an H200 a group of 8
-  width-128 members stepped ~11× slower per member than 8 processes sharing the GPU, cause
-  not found yet (benchmarks/README.md); `StackedAdamW` syncs with the host for its per-member
-  factors and the step reads its losses every step, unlike `TrainingRun` on CUDA.
+- Speed: evals run member by member, through `TrainingRun.evaluate`. On CUDA the losses are
+  read every `settle_every` steps (a member diverging inside such a batch is rewound to the
+  step it diverged and leaves the stack there; its `final/wall_s` counts the batch, as a lone
+  run's does). On an H200 an eager group of 8 width-128 members steps in ~1.5× a lone step,
+  1.3 ms of kernels in 11 ms of launching (benchmarks/README.md): a launch-free step (CUDA
+  graphs) is what would make a group several times faster than processes sharing the GPU.
+- Memory: each member's own `GPT` and AdamW state sit on the group's device beside the stack
+  (they receive the member's weights for checkpoints and evals), about twice the stack's
+  weights and moments; for proxies that is small.
 """
 
 from __future__ import annotations
