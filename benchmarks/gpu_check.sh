@@ -58,7 +58,7 @@ torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
 } >"$OUT_DIR/env.txt" 2>&1
 cat "$OUT_DIR/env.txt"
 
-step gpu_tests 220 "$PY" -m pytest -m gpu tests/trainer/test_gpu.py -p no:cacheprovider -q \
+step gpu_tests 260 "$PY" -m pytest -m gpu tests/trainer/test_gpu.py -p no:cacheprovider -q \
     -rA --durations=0 ${GPU_TEST_K:+-k "$GPU_TEST_K"}
 step fused_gpu 150 "$PY" benchmarks/fused.py --gpu --profile --json --members 8 --threads 16 \
     --tokens 131072
