@@ -64,7 +64,7 @@ step fused_gpu 150 "$PY" benchmarks/fused.py --gpu --profile --json --members 8 
     --tokens 131072
 step gpt124m 200 "$PY" benchmarks/trainer_throughput.py --gpu --json --rounds 1 --steps 40
 step fused_profile 120 "$PY" benchmarks/fused.py --gpu --profile-only --members 8
-step gpt124m_variants 130 "$PY" benchmarks/trainer_throughput.py --gpu --variants --json \
+step gpt124m_variants 200 "$PY" benchmarks/trainer_throughput.py --gpu --variants --json \
     --rounds 1 --steps 40
 
 for f in fused_gpu.json fused_profile.txt trainer_gpu_throughput.json trainer_gpu_variants.json; do
