@@ -213,6 +213,7 @@ class FusedRun:
                 cfg, RunPaths.for_config(cfg, config_id(cfg))))
             for cfg, reporter in zip(cfgs, reporters, strict=True)]
         self.model = StackedGPT.from_members([m.model for m in self.members])
+
         def losses(chunk: torch.Tensor) -> torch.Tensor:
             return member_losses(self.model(chunk[:, :-1]), chunk[:, 1:])
 
@@ -345,9 +346,9 @@ class FusedRun:
             self._add_wall_s(time.perf_counter() - started)
             for p, results in zip(pending, settled, strict=True):
                 for k, result in results.items():
-                    m = self.members[k]
                     if k not in self.rows:  # diverged at an earlier step of this batch
                         continue
+                    m = self.members[k]
                     m.state.last_loss = result.loss
                     if m.diverged(result.loss):
                         # The member ends at this step; its row's later steps are dropped.

@@ -123,7 +123,8 @@ def next_token_loss(model: torch.nn.Module, chunk: torch.Tensor,
 
 
 def compiles(cfg: Config, device: torch.device) -> bool:
-    """Does this run wrap its model in torch.compile? `train.compile`, or on CUDA when unset."""
+    """Does this run compile its loss (the model with the cross-entropy)? `train.compile`, or
+    on CUDA when unset."""
     return device.type == "cuda" if cfg.train.compile is None else cfg.train.compile
 
 
