@@ -63,7 +63,7 @@ def run_trunk(cfg, tracker, trunk_id: str, directory: str, branch_points: list[i
     import torch
 
     from trainer.identity import flatten
-    from trainer.trunk import train_trunk, trunk_summary
+    from trainer.trunk import train_trunk
 
     torch.set_num_threads(max(1, threads))
     params = {k: v for k, v in flatten(cfg).items() if k != "train.tokens"}
@@ -74,14 +74,14 @@ def run_trunk(cfg, tracker, trunk_id: str, directory: str, branch_points: list[i
     except Exception as err:
         index = branching.read_index(directory)
         history = branching.trunk_history(directory, index.get("steps", 0))
-        ray.get(tracker.trunk.remote(trunk_id, label, params, FAILED, trunk_summary(index),
-                                     history=history))
+        ray.get(tracker.trunk.remote(trunk_id, label, params, FAILED,
+                                     branching.trunk_summary(index), history=history))
         return {"status": FAILED, "index": index, "error": f"{type(err).__name__}: {err}"}
     status = "diverged" if index.get("diverged") else "finished"
     # Waited for: the launch's token totals, asked for later by the driver, must include it.
     history = branching.trunk_history(directory, index.get("steps", 0))
-    ray.get(tracker.trunk.remote(trunk_id, label, params, status, trunk_summary(index),
-                                 history=history))
+    ray.get(tracker.trunk.remote(trunk_id, label, params, status,
+                                 branching.trunk_summary(index), history=history))
     return {"status": status, "index": index}
 
 
@@ -194,7 +194,6 @@ class Sharing:
         import ray
 
         from trainer.identity import flatten
-        from trainer.trunk import trunk_summary
 
         calls = []
         for trunk in self.trunks:
@@ -210,7 +209,7 @@ class Sharing:
             cfg = trunk.family.members[-1].cfg
             params = {k: v for k, v in flatten(cfg).items() if k != "train.tokens"}
             calls.append(self.tracker.trunk.remote(trunk.family.trunk_id, trunk.family.label,
-                                                   params, status, trunk_summary(index),
+                                                   params, status, branching.trunk_summary(index),
                                                    history=branching.trunk_history(
                                                        directory, index.get("steps", 0)),
                                                    unless_recorded=True))

@@ -133,3 +133,9 @@ def trunk_history(trunk_dir: Path, step: int) -> list[dict]:
         if row["step"] <= step:
             rows.append(row)
     return rows
+
+
+def trunk_summary(index: dict) -> dict:
+    """The trunk's end as `final/*` values (tokens and steps trained, seconds)."""
+    return {"final/tokens": index.get("tokens", 0), "final/steps": index.get("steps", 0),
+            "final/wall_s": index.get("wall_s", 0.0)}

@@ -120,14 +120,8 @@ class TrunkRun(TrainingRun):
                 step=s.step, tokens=s.tokens, loss=s.last_loss, wall_s=s.wall_s,
                 initial_loss=s.initial_loss, batch_size=s.batch_size))
         self._write_index(status if status == "diverged" else "stopped")
-        self.reporter.finish(status=status, summary=trunk_summary(self.index))
+        self.reporter.finish(status=status, summary=branching.trunk_summary(self.index))
         return self.index
-
-
-def trunk_summary(index: dict) -> dict:
-    """The trunk's end as `final/*` values (tokens and steps trained, seconds)."""
-    return {"final/tokens": index.get("tokens", 0), "final/steps": index.get("steps", 0),
-            "final/wall_s": index.get("wall_s", 0.0)}
 
 
 def train_trunk(cfg: Config, *, trunk_id: str, directory: Path, branch_points: list[int],
