@@ -20,10 +20,10 @@ real one, and asks for 0.5 GPU (width ≤ 128), 1 GPU (256–512) or 2 GPUs (102
 `--without smallest-first` switches the driver's first wave of the smallest trials off (longest
 first only), to measure what it pays.
 - relaunch_s: `launch` of the finished sweep again (target < 10 s, zero trials run)
-Ray workers are started before the clock starts (one per concurrent trial, each importing the
-trainer's config): on a 2-core machine, starting a hundred Python workers at once would
+Ray workers are started before the clock starts (one per concurrent trial, each importing what
+a trial task unpickles): on a 2-core machine, starting a hundred Python workers at once would
 otherwise be what is measured. The MLflow store is created before the clock too (a store in
-use exists).
+use exists). `idle_at_start` is the CPUs' idle share just before the clock starts.
 """
 
 from __future__ import annotations
@@ -135,7 +135,10 @@ def spec_dict(num_trials: int, root: str) -> dict:
 
 
 def warm_workers(num_gpus: int) -> None:
-    """Start as many workers as can run at once, each with the trainer's config imported.
+    """Start as many workers as can run at once, each with what a trial task's arguments
+    need to unpickle imported (the trainer's config, the tracker's handle, the worker
+    module): a hundred workers doing that in the first wave, on 2 cores, delayed the first
+    trial's start by 0.6-4.7 s (0.3 s warm).
 
     Every warm task holds its worker until all of them run (a barrier), so the pool really
     has one worker per concurrent trial; tasks that merely slept a while let early workers
@@ -157,7 +160,10 @@ def warm_workers(num_gpus: int) -> None:
 
     @ray.remote(num_cpus=0)
     def warm(barrier):
-        import trainer.identity  # noqa: F401  (what unpickling a trial's config needs)
+        # What unpickling a trial task's arguments needs: the config, the tracker's handle.
+        import orchestrator.tracking  # noqa: F401
+        import orchestrator.worker  # noqa: F401
+        import trainer.identity  # noqa: F401
         ray.get(barrier.arrive.remote())
         while ray.get(barrier.count.remote()) < num:
             time.sleep(0.5)
@@ -165,6 +171,14 @@ def warm_workers(num_gpus: int) -> None:
     barrier = Barrier.remote()
     ray.get([warm.options(num_gpus=0.5).remote(barrier) for _ in range(num)])
     ray.kill(barrier)
+
+
+def idle_share() -> float:
+    """The CPUs' idle share over a second: what the warm pool leaves to the sweep (a hundred
+    idle Ray workers keep ~half of 2 cores busy)."""
+    import psutil
+
+    return psutil.cpu_times_percent(interval=1.0).idle / 100
 
 
 def main() -> None:
@@ -199,6 +213,7 @@ def main() -> None:
     def task(cfg, tracker, label, threads):
         return sleep_trial(cfg, tracker, label, threads, time_scale=args.time_scale)
 
+    idle = idle_share()
     load_before = os.getloadavg()[0]
     began = time.time()
     timings = Timings()
@@ -237,6 +252,7 @@ def main() -> None:
         "metrics_lost": sum(x["bench/metrics"] for x in timings.summaries.values()) - writes,
         "tracking_metrics_per_s": writes / makespan,
         "relaunch_s": relaunch_s, "relaunch_trials_run": len(again.ran),
+        "idle_at_start": idle,
         "load_1m_before": load_before, "load_1m_after": load_after,
         "load_1m_after_relaunch": os.getloadavg()[0], "cpus": os.cpu_count(),
         "without": args.without,
