@@ -120,31 +120,45 @@ class RMSNorm(nn.Module):
 
 
 class _CpuRMSNorm(torch.autograd.Function):
-    """RMSNorm with a backward of five passes over the activations. PyTorch's CPU backward for
-    `F.rms_norm` is composite (a dozen elementwise passes): 2.9× slower, and with RoPE the
-    reason the eager step trailed a LayerNorm GPT of equal FLOPs (benchmarks/eager_step.py).
-    Gradients agree with autograd's to fp32 rounding (exactly in float64:
-    tests/trainer/test_model.py). CUDA keeps PyTorch's (and compile fuses it there).
+    """RMSNorm with fused CPU kernels both ways. PyTorch's CPU backward for `F.rms_norm` is
+    composite (a dozen elementwise passes): with RoPE, the reason the eager step trailed a
+    LayerNorm GPT of equal FLOPs (benchmarks/eager_step.py). CUDA keeps PyTorch's (and compile
+    fuses it there).
 
-    With r = (mean(x²) + ε)^(−1/2) and ĝ = g·w: ∂x = r·ĝ − x·r³·mean(ĝ·x), ∂w = Σ g·x·r over
-    the dimensions w is broadcast along."""
+    The forward is ATen's fused RMSNorm, which also returns r = (mean(x²) + ε)^(−1/2) per row,
+    kept for the backward. With ĝ = g·w and x̂ = x·r the gradients are
+    ∂x = r·(ĝ − x̂·mean(ĝ·x̂)) and ∂w = Σ g·x̂ over the dimensions w is broadcast along.
+    LayerNorm's backward with the mean taken as 0 and the same r computes
+    r·(ĝ − mean(ĝ) − x̂·mean(ĝ·x̂)) and that ∂w in one fused pass: adding r·mean(ĝ) back gives
+    RMSNorm's ∂x. A stack's (K, 1, …, C) gains take LayerNorm's backward on ĝ with no weight,
+    and their own sum. Gradients equal autograd's exactly in float64
+    (tests/trainer/test_model.py)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-        ctx.save_for_backward(x, weight)
-        ctx.eps = eps
-        return F.rms_norm(x, (x.shape[-1],), eps=eps) * weight
+        # One reduction (the norm kernel) and two multiplies: ATen's CPU `_fused_rms_norm` is
+        # composite, five passes.
+        rstd = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_()
+        rstd = rstd.div_(x.shape[-1]).add_(eps).rsqrt_()
+        ctx.save_for_backward(x, weight, rstd)
+        return torch.mul(x, rstd).mul_(weight)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x, weight = ctx.saved_tensors
+        x, weight, rstd = ctx.saved_tensors
         width = x.shape[-1]
-        r = torch.rsqrt(torch.linalg.vecdot(x, x).unsqueeze(-1) / width + ctx.eps)
-        scaled = grad * weight
-        dot = torch.linalg.vecdot(scaled, x).unsqueeze(-1)
-        grad_x = torch.addcmul(scaled, x, dot * r.square() / -width).mul_(r)
-        grad_weight = (grad * x).mul_(r).sum_to_size(weight.shape)
-        return grad_x, grad_weight, None
+        zero_mean = torch.zeros_like(rstd)
+        if weight.ndim == 1:
+            grad_x, grad_weight, _ = torch.ops.aten.native_layer_norm_backward(
+                grad, x, (width,), zero_mean, rstd, weight, None, [True, True, False])
+            mean_scaled = torch.matmul(grad, weight).unsqueeze_(-1).div_(width)
+        else:
+            scaled = grad * weight
+            grad_x, _, _ = torch.ops.aten.native_layer_norm_backward(
+                scaled, x, (width,), zero_mean, rstd, None, None, [True, False, False])
+            mean_scaled = scaled.mean(-1, keepdim=True)
+            grad_weight = (grad * x).mul_(rstd).sum_to_size(weight.shape)
+        return grad_x.add_(mean_scaled.mul_(rstd)), grad_weight, None
 
 
 class Attention(nn.Module):
