@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainer.config import Positions
-from trainer.model import GPT, GPTShape, attention_scale, qkv_heads, rms_norm, rope_tables
+from trainer.model import GPT, GPTShape, attention_scale, qkv_heads, rms_norm
 
 
 class StackedLinear(nn.Module):
@@ -168,9 +168,4 @@ class StackedGPT(nn.Module):
         logits = self.readout(self.norm(x))  # (K, B, T, vocab)
         return logits * self.output_mult if self.output_mult != 1.0 else logits
 
-    def _rope(self, seq_len: int, device: torch.device) -> tuple[torch.Tensor, ...]:
-        key = (seq_len, device)
-        if getattr(self, "_rope_key", None) != key:
-            self._rope_key, self._rope_cache = key, rope_tables(seq_len,
-                                                                self.shape.cfg.head_dim, device)
-        return self._rope_cache
+    _rope = GPT._rope  # the members' tables, cached per (seq_len, device) alike
