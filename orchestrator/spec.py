@@ -72,8 +72,8 @@ class SweepSpec:
     `--no-share`) trains every trial from scratch."""
     fuse: bool | int = False
     """Trials equal but for per-member scalars train as fused groups (`orchestrator.fusion`):
-    false (the default for now), true (a group size by the rule there), or K members at
-    most per group."""
+    false (the default, for the reason given there), true (a group size by the rule there),
+    or K members at most per group."""
 
     def to_dict(self) -> dict:
         """Plain data, as stored with the sweep's parent run."""
