@@ -93,7 +93,8 @@ def _fuse_value(text: str) -> bool | int:
         return False
     if text.isdigit() and int(text) >= 1:
         return int(text)
-    raise argparse.ArgumentTypeError(f"--fuse {text}: give on, off or a number of members >= 2")
+    raise argparse.ArgumentTypeError(f"--fuse {text}: give on, off or the most members per "
+                                     "group, a whole number >= 1 (1 keeps every trial alone)")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -183,7 +183,8 @@ def spec_from_dict(raw: object, *, source: str = "spec") -> SweepSpec:
     fuse = raw.get("fuse", False)
     if not isinstance(fuse, (bool, int)) or (not isinstance(fuse, bool) and fuse < 1):
         problems.append(f"{source}: fuse={fuse!r}: give false, true (a group size chosen for "
-                        "the cluster) or the most trials per group, a whole number >= 2")
+                        "the cluster) or the most trials per group, a whole number >= 1 "
+                        "(1 keeps every trial alone)")
     if problems:
         raise ConfigError(problems)
     return SweepSpec(
