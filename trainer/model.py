@@ -120,24 +120,22 @@ class RMSNorm(nn.Module):
 
 
 class _CpuRMSNorm(torch.autograd.Function):
-    """RMSNorm with fused CPU kernels both ways. PyTorch's CPU backward for `F.rms_norm` is
-    composite (a dozen elementwise passes): with RoPE, the reason the eager step trailed a
+    """RMSNorm with fused CPU kernels. PyTorch's CPU `F.rms_norm` is composite both ways (a
+    dozen elementwise passes backward): with RoPE, the reason the eager step trailed a
     LayerNorm GPT of equal FLOPs (benchmarks/eager_step.py). CUDA keeps PyTorch's (and compile
     fuses it there).
 
-    The forward is ATen's fused RMSNorm, which also returns r = (mean(x²) + ε)^(−1/2) per row,
-    kept for the backward. With ĝ = g·w and x̂ = x·r the gradients are
-    ∂x = r·(ĝ − x̂·mean(ĝ·x̂)) and ∂w = Σ g·x̂ over the dimensions w is broadcast along.
-    LayerNorm's backward with the mean taken as 0 and the same r computes
-    r·(ĝ − mean(ĝ) − x̂·mean(ĝ·x̂)) and that ∂w in one fused pass: adding r·mean(ĝ) back gives
-    RMSNorm's ∂x. A stack's (K, 1, …, C) gains take LayerNorm's backward on ĝ with no weight,
-    and their own sum. Gradients equal autograd's exactly in float64
-    (tests/trainer/test_model.py)."""
+    Forward: r = (mean(x²) + ε)^(−1/2) per row from the norm kernel (one reduction), kept for
+    the backward, and y = x·r·w. Backward, with ĝ = g·w and x̂ = x·r: ∂x = r·(ĝ − x̂·mean(ĝ·x̂))
+    and ∂w = Σ g·x̂ over the dimensions w is broadcast along. LayerNorm's fused backward,
+    given ĝ, the mean taken as 0 and the same r, computes r·(ĝ − mean(ĝ) − x̂·mean(ĝ·x̂)):
+    adding r·mean(ĝ) back gives ∂x. A lone model's (C,) gain and a fused stack's (K, 1, …, C)
+    gains take the same operations, each one row by row or the same reduction, so that a
+    member rounds as it does alone and a run rounds alike at any thread count. Gradients equal
+    autograd's exactly in float64 (tests/trainer/test_model.py)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-        # One reduction (the norm kernel) and two multiplies: ATen's CPU `_fused_rms_norm` is
-        # composite, five passes.
         rstd = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_()
         rstd = rstd.div_(x.shape[-1]).add_(eps).rsqrt_()
         ctx.save_for_backward(x, weight, rstd)
@@ -146,19 +144,13 @@ class _CpuRMSNorm(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, weight, rstd = ctx.saved_tensors
-        width = x.shape[-1]
-        zero_mean = torch.zeros_like(rstd)
-        if weight.ndim == 1:
-            grad_x, grad_weight, _ = torch.ops.aten.native_layer_norm_backward(
-                grad, x, (width,), zero_mean, rstd, weight, None, [True, True, False])
-            mean_scaled = torch.matmul(grad, weight).unsqueeze_(-1).div_(width)
-        else:
-            scaled = grad * weight
-            grad_x, _, _ = torch.ops.aten.native_layer_norm_backward(
-                scaled, x, (width,), zero_mean, rstd, None, None, [True, False, False])
-            mean_scaled = scaled.mean(-1, keepdim=True)
-            grad_weight = (grad * x).mul_(rstd).sum_to_size(weight.shape)
-        return grad_x.add_(mean_scaled.mul_(rstd)), grad_weight, None
+        scaled = grad * weight
+        grad_x, _, _ = torch.ops.aten.native_layer_norm_backward(
+            scaled, x, (x.shape[-1],), torch.zeros_like(rstd), rstd, None, None,
+            [True, False, False])
+        grad_x.add_(scaled.mean(-1, keepdim=True).mul_(rstd))
+        grad_weight = (grad * x).mul_(rstd).sum_to_size(weight.shape)
+        return grad_x, grad_weight, None
 
 
 class Attention(nn.Module):
