@@ -1,6 +1,6 @@
 """Token-budget sharing benchmark: a real CPU sweep run shared and independent, then extended.
 
-    python benchmarks/sharing.py [--base-tokens 65536] [--json]
+    python benchmarks/sharing.py [--base-tokens 65536] [--json] [--family-only]
 
 The sweep: 2 LRs × budgets {1, 2, 4, 8} × base tokens, WSD with decay_fraction 0.1, a tiny
 model (2 × 32) on the synthetic corpus, through `orchestrator.commands.launch` on a local Ray
@@ -136,11 +136,23 @@ def main() -> dict:
     # 0.71 against 0.61-0.63 here, quiet machine, 2026-12-04; benchmarks/README.md).
     parser.add_argument("--base-tokens", type=int, default=65536)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--family-only", action="store_true",
+                        help="only the family phase (e.g. at a larger --base-tokens, where "
+                             "the trunk's fixed costs weigh less)")
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
     root = Path(tempfile.mkdtemp(prefix="sharing-bench-"))
     uri = f"sqlite:///{root}/mlflow.db"
     _warm_ray()
+    if args.family_only:
+        result = {"base_tokens": args.base_tokens, **_family_walls(root, uri, args.base_tokens),
+                  "load": {"before_1m": load_before, "after_1m": os.getloadavg()[0],
+                           "cpus": os.cpu_count()}}
+        path = save("sharing_family", result)
+        print(json.dumps(result, indent=1) if args.json else
+              f"family_wall_ratio {result['family_wall_ratio']:.3f}  family_launch_ratio "
+              f"{result['family_launch_ratio']:.3f}; {path}")
+        return result
     # ABBA: a load that drifts during the run weighs on both arms alike.
     runs = {name: _timed_launch(_spec(name, root, args.base_tokens,
                                       share=name.startswith("shared")), uri)
