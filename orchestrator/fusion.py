@@ -24,7 +24,9 @@ the spec bigger `resources` for bigger groups). Its size, `fuse` in the spec:
 Who does not fuse, and runs alone as before: a trial whose config cannot fuse (several
 processes, the norm-test batch schedule), a trial that is a branch of a shared
 trunk (`orchestrator.sharing`: its trunk already saves its stable phase), and a trial with no
-partner. Searched sweeps ask one trial at a time and do not fuse yet.
+partner. Trials fuse only with trials that resume from the same checkpoint step
+(`resume_step`: none, for trials not yet started), so that resuming a sweep with fusion on
+trains no step twice. Searched sweeps ask one trial at a time and do not fuse yet.
 """
 
 from __future__ import annotations
@@ -83,13 +85,13 @@ def plan_fusion(trials: Sequence[Trial], *, fuse: bool | int, slots: int
         return [], list(trials)
     from trainer.fused import fusion_problems, group_key
 
-    by_key: dict[str, list[Trial]] = {}
+    by_key: dict[tuple[str, int | None], list[Trial]] = {}
     alone: list[Trial] = []
     for trial in trials:
         if fusion_problems([trial.cfg]):
             alone.append(trial)
         else:
-            by_key.setdefault(group_key(trial.cfg), []).append(trial)
+            by_key.setdefault((group_key(trial.cfg), resume_step(trial)), []).append(trial)
     groups: list[Group] = []
     size = group_size(fuse, num_trials=sum(map(len, by_key.values())), slots=slots)
     for members in by_key.values():
@@ -101,6 +103,19 @@ def plan_fusion(trials: Sequence[Trial], *, fuse: bool | int, slots: int
             else:
                 groups.append(Group(tuple(chunk)))
     return groups, alone
+
+
+def resume_step(trial: Trial) -> int | None:
+    """The step `trial` would resume from: its newest checkpoint, None when it has none.
+
+    A group steps its members together, from the newest step they all have saved
+    (`trainer.fused`), so only trials that resume from the same step fuse: a trial an earlier
+    launch trained alone (then interrupted), or a member a killed group left a save ahead of
+    the others, fusing with trials at another step would train its steps since again."""
+    from trainer.paths import RunPaths, saved_steps
+
+    steps = saved_steps(RunPaths.for_config(trial.cfg, trial.trial_id).checkpoints)
+    return steps[-1] if steps else None
 
 
 def _off(fuse: bool | int) -> bool:

@@ -11,7 +11,6 @@ mid-write resumes from the previous checkpoint.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -22,8 +21,8 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from trainer.distributed import Dist, barrier
+from trainer.paths import list_checkpoints, saved_steps  # noqa: F401  (re-exported)
 
-_NAME = re.compile(r"^step-(\d{9})$")
 TRAIN_STATE = "train_state.pt"
 
 
@@ -50,18 +49,6 @@ def fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def list_checkpoints(directory: Path) -> list[Path]:
-    """Complete checkpoints in `directory`, oldest first."""
-    if not directory.is_dir():
-        return []
-    return sorted(p for p in directory.iterdir() if p.is_dir() and _NAME.match(p.name))
-
-
-def saved_steps(directory: Path) -> list[int]:
-    """Steps of the complete checkpoints in `directory`, oldest first."""
-    return [int(_NAME.match(p.name).group(1)) for p in list_checkpoints(directory)]
 
 
 def path_of(directory: Path, step: int) -> Path:

@@ -5,6 +5,7 @@ optimizer code."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,3 +39,19 @@ def read_summary(paths: RunPaths) -> dict | None:
     if not paths.summary.exists():
         return None
     return json.loads(paths.summary.read_text())
+
+
+_CHECKPOINT = re.compile(r"^step-(\d{9})$")
+
+
+def list_checkpoints(directory: Path) -> list[Path]:
+    """Complete checkpoints in `directory`, oldest first (a checkpoint being written is a
+    hidden `.step-*.tmp` until it is complete)."""
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if p.is_dir() and _CHECKPOINT.match(p.name))
+
+
+def saved_steps(directory: Path) -> list[int]:
+    """Steps of the complete checkpoints in `directory`, oldest first."""
+    return [int(_CHECKPOINT.match(p.name).group(1)) for p in list_checkpoints(directory)]

@@ -43,6 +43,29 @@ def test_lrs_and_weight_decays_fuse_widths_and_seeds_do_not(tmp_path):
     assert plan_fusion(eight, fuse=False, slots=2) == ([], eight)
 
 
+def test_only_trials_resuming_from_the_same_step_fuse(tmp_path):
+    """A group steps from the newest step all its members saved: a trial an earlier launch
+    trained alone to step 640 would train its 640 steps again in a group of fresh trials."""
+    from trainer.paths import RunPaths
+
+    def saved(trial, *steps):
+        for step in steps:
+            (RunPaths.for_config(trial.cfg, trial.trial_id).checkpoints
+             / f"step-{step:09d}").mkdir(parents=True)
+
+    eight = expand(_spec(tmp_path))
+    saved(eight[0], 576, 640)  # interrupted alone
+    saved(eight[1], 320)  # interrupted alone, earlier
+    saved(eight[2], 576, 640)  # as far as the first: they may fuse
+    (RunPaths.for_config(eight[3].cfg, eight[3].trial_id).checkpoints
+     / ".step-000000064.tmp").mkdir(parents=True)  # a save that never completed: a fresh trial
+    groups, alone = plan_fusion(eight, fuse=8, slots=2)
+    assert sorted(sorted(t.trial_id for t in g.members) for g in groups) == sorted(
+        [sorted([eight[0].trial_id, eight[2].trial_id]),
+         sorted(t.trial_id for t in eight[3:])])
+    assert alone == [eight[1]]
+
+
 def test_a_trial_that_cannot_fuse_runs_alone(tmp_path):
     spec = _spec(tmp_path, grid={"optim.lr": "choice(1e-3, 3e-3)",
                                  "train.batch_schedule": "choice(constant, norm_test)"},
