@@ -21,7 +21,7 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from trainer.distributed import Dist, barrier
-from trainer.paths import list_checkpoints, saved_steps  # noqa: F401  (re-exported)
+from trainer.paths import list_checkpoints
 
 TRAIN_STATE = "train_state.pt"
 

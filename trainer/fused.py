@@ -66,7 +66,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from trainer import checkpoint
 from trainer.config import BatchSchedule, Config
 from trainer.data import load_tokens
 from trainer.errors import ConfigError
@@ -83,7 +82,7 @@ from trainer.loop import (
     settle_every,
 )
 from trainer.mup import resolved_weight_decay
-from trainer.paths import RunPaths, read_summary
+from trainer.paths import RunPaths, read_summary, saved_steps
 from trainer.reporting import Reporter
 from trainer.schedules import learning_rate
 from trainer.schema import DONE
@@ -241,7 +240,7 @@ class FusedRun:
     def restore(self) -> int | None:
         """Load every member's checkpoint of the newest step they all have; that step, or
         None (then every member starts from its init)."""
-        common = set.intersection(*(set(checkpoint.saved_steps(m.paths.checkpoints))
+        common = set.intersection(*(set(saved_steps(m.paths.checkpoints))
                                     for m in self.members))
         step = max(common) if common else None
         if step is not None:

@@ -7,8 +7,9 @@ import time
 
 import torch
 
-from trainer.checkpoint import atomic_save, list_checkpoints, load_latest, save
+from trainer.checkpoint import atomic_save, load_latest, save
 from trainer.distributed import Dist
+from trainer.paths import list_checkpoints
 
 
 def _model_and_optimizer(width: int, value: float):
