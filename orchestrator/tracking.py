@@ -146,10 +146,21 @@ class Tracker:
             self.call(self.client.delete_run, created)
         self.call(self.client.update_run, self.parent_id, status="RUNNING")
         self.call(self.client.log_text, self.parent_id, redact(spec_yaml), SPEC_ARTIFACT)
-        self.call(self.client.set_tag, self.parent_id, SWEEP_CANCEL_TAG, "no")
+        self._set_parent_tag(SWEEP_CANCEL_TAG, "no")
         # a resumed or extended sweep is running again, whatever its last launch ended as
-        self.call(self.client.set_tag, self.parent_id, SWEEP_STATUS_TAG, RUNNING)
+        self._set_parent_tag(SWEEP_STATUS_TAG, RUNNING)
         return self.parent_id
+
+    def _set_parent_tag(self, key: str, value: str) -> None:
+        """Set a tag of the parent run. Two drivers opening one sweep at once may both insert
+        it, and the store refuses the second insert (SQLite: its unique key); the tag exists
+        then, so the same write once more updates it (a real error is raised again)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.call(self.client.set_tag, self.parent_id, key, value)
+        except MlflowException:
+            self.call(self.client.set_tag, self.parent_id, key, value)
 
     def cancel_requested(self) -> bool:
         """Has `sweep cancel` asked this sweep to stop? (No, while the server is away.)"""
@@ -172,7 +183,7 @@ class Tracker:
     def close_sweep(self, status: str) -> None:
         """Flush everything and end the parent run (FINISHED, KILLED or FAILED)."""
         self.flush()
-        self.call(self.client.set_tag, self.parent_id, SWEEP_STATUS_TAG, status)
+        self._set_parent_tag(SWEEP_STATUS_TAG, status)
         self.call(self.client.set_terminated, self.parent_id, status=run_status(status))
 
     # -- a trial, from its worker ----------------------------------------------------------
