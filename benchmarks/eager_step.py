@@ -117,7 +117,7 @@ def measure(steps: int, rounds: int) -> dict:
                                  cfg.train.seq_len)
         ref_opt = torch.optim.AdamW(reference.parameters(), lr=1e-3, betas=(0.9, 0.95))
         model = GPT(GPTShape(m, VOCAB))
-        opt = build_optimizer(model, cfg.optim, weight_decay=0.0)
+        opt = build_optimizer(model, cfg.optim, weight_decay=0.0, fused=True)
         set_lr(opt, cfg.optim.lr)
         training = TrainingRun(cfg, reporter=NullReporter())
         ways = {"reference": _bare_step(reference, ref_opt, batch),

@@ -134,6 +134,18 @@ def shown_layers(layers: list[str]) -> list[str]:
     return ["embed", *[blocks[i] for i in picked], "logits"]
 
 
+def log_axes(ax, widths: list[int]) -> None:
+    """Log-log axes with a tick at each width. The y axis keeps its minor ticks: a panel whose
+    values stay within one decade (a flat muP layer) has no power of ten on it, and matplotlib
+    labels the minor ticks then."""
+    from matplotlib.ticker import NullLocator
+
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xticks(widths, [str(w) for w in widths])
+    ax.xaxis.set_minor_locator(NullLocator())
+
+
 def save_figure(checks: dict[str, CoordCheck], path: Path) -> Path:
     """One row per parametrization, one panel per layer: mean |x| against width, a line per
     step, log-log axes."""
@@ -152,10 +164,7 @@ def save_figure(checks: dict[str, CoordCheck], path: Path) -> Path:
             for step in range(check.num_steps + 1):
                 ax.plot(check.widths, [check.scales[w][layer][step] for w in check.widths],
                         marker="o", ms=3, color=colors[step], label=f"step {step}")
-            ax.set_xscale("log", base=2)
-            ax.set_yscale("log")
-            ax.set_xticks(check.widths, [str(w) for w in check.widths])
-            ax.minorticks_off()
+            log_axes(ax, check.widths)
             s = check.slope(layer, check.num_steps)
             ax.set_title(f"{param}: {layer}  (width^{s:+.2f})", fontsize=10)
             ax.tick_params(labelsize=9)

@@ -2,11 +2,18 @@
 
 Member k of a `StackedGPT` takes exactly the update that `torch.optim.AdamW` with the groups of
 `trainer.mup.param_groups` gives the same member alone: the muP group multipliers (hidden
-matrices η/m and λ·m, norm gains undecayed) apply per member to its own base η and λ, and every
-scalar PyTorch computes in double on the host (1 − η·λ, η / (1 − β₁ᵗ), √(1 − β₂ᵗ)) is computed
-the same way per member here and enters the update as a (K, 1, …) fp32 tensor, in PyTorch's
-order of operations (its single-tensor AdamW, the one it runs on CPU). On CPU that makes a
-member's trajectory match the unstacked one to fp32 rounding.
+matrices η/m and λ·m, norm gains undecayed) apply per member to its own base η and λ.
+
+Two ways, one update:
+- eager (CPU, and CUDA without compile): PyTorch's fused AdamW kernel, the one a lone run takes
+  (`trainer.loop` builds its AdamW with `fused=True`), called once per member and muP group
+  on that member's rows (contiguous slices of the stacked tensors) with the member's own LR and
+  weight decay. The kernel is elementwise, and its threads split a tensor at cache-line
+  multiples, so a member's update is its lone run's update bit for bit, at any thread count.
+- compiled (CUDA's default): every scalar PyTorch computes in double on the host
+  (1 − η·λ, η / (1 − β₁ᵗ), √(1 − β₂ᵗ)) is computed the same way per member and enters the
+  update as a (K, 1, …) fp32 tensor, in the order of PyTorch's single-tensor AdamW, so that a
+  few fused kernels update every member at once; it matches the fused kernel to fp32 rounding.
 
 `keep_members` drops members (a diverged one) from the moments along with the model's rows.
 
@@ -60,14 +67,18 @@ class StackedAdamW:
         self.exp_avg_sq = {name: torch.zeros_like(p) for name, p, _ in self.params}
         self.steps = [0] * model.num_members
         """Updates each member has taken."""
-        # Eager, an update is ~8 kernels a parameter; compiled, a few fused kernels for all of
-        # them (the per-member factors are tensors, so a new step does not recompile).
+        # Compiled, a few fused kernels for all of them (the per-member factors are tensors,
+        # so a new step does not recompile).
+        self.compiled = compiled
         self._update_all = torch.compile(self._update_each) if compiled else self._update_each
 
     @torch.no_grad()
     def step(self, lrs: Sequence[float]) -> None:
         """One AdamW update of every member, member k at base LR `lrs[k]`."""
         self.steps = [t + 1 for t in self.steps]
+        if not self.compiled:
+            self._fused_step(lrs)
+            return
         rules = list(dict.fromkeys(rule for _, _, rule in self.params))
         scalars = dict(zip(rules, self._upload([self._scalars(rule, lrs) for rule in rules]),
                            strict=True))
@@ -75,6 +86,24 @@ class StackedAdamW:
                          [self.exp_avg[name] for name, _, _ in self.params],
                          [self.exp_avg_sq[name] for name, _, _ in self.params],
                          [scalars[rule] for _, _, rule in self.params])
+
+    def _fused_step(self, lrs: Sequence[float]) -> None:
+        """PyTorch's fused AdamW kernel per member and group, with the group's LR and weight
+        decay computed as `trainer.mup.set_lr` and `param_groups` compute them."""
+        by_rule: dict[GroupRule, list[tuple[str, torch.nn.Parameter]]] = {}
+        for name, p, rule in self.params:
+            by_rule.setdefault(rule, []).append((name, p))
+        device = self.params[0][1].device
+        for k, (lr, wd, step) in enumerate(zip(lrs, self.weight_decays, self.steps, strict=True)):
+            count = torch.tensor(float(step), device=device)  # as AdamW holds a step count
+            for rule, named in by_rule.items():
+                torch._fused_adamw_(
+                    [p[k] for _, p in named], [p.grad[k] for _, p in named],
+                    [self.exp_avg[name][k] for name, _ in named],
+                    [self.exp_avg_sq[name][k] for name, _ in named], [], [count] * len(named),
+                    amsgrad=False, lr=lr * rule.lr_mult, beta1=self.beta1, beta2=self.beta2,
+                    weight_decay=wd * rule.wd_mult, eps=self.eps, maximize=False,
+                    grad_scale=None, found_inf=None)
 
     def _update_each(self, params: list[torch.Tensor], grads: list[torch.Tensor],
                      exp_avgs: list[torch.Tensor], exp_avg_sqs: list[torch.Tensor],

@@ -86,7 +86,7 @@ def param_groups(model: GPT, *, weight_decay: float,
 def build_optimizer(model: GPT, cfg: OptimConfig, *, weight_decay: float,
                     fused: bool = False) -> torch.optim.AdamW:
     """AdamW over the parametrization's groups; LRs are set each step by `set_lr`. `fused`
-    takes PyTorch's one-kernel implementation (CUDA parameters only)."""
+    takes PyTorch's one-kernel implementation (CPU or CUDA parameters, not DTensors here)."""
     groups = param_groups(model, weight_decay=weight_decay, hidden_wd=cfg.hidden_weight_decay)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
                              fused=True if fused else None)

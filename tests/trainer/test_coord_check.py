@@ -39,3 +39,27 @@ def test_bad_widths_are_one_sentence(widths, tmp_path, capsys):
     assert main(["model=tiny", "--widths", widths, "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --widths") and "\n" not in err
+
+
+def test_a_panel_within_one_decade_still_labels_its_y_axis():
+    """A flat muP layer spans less than a decade: no power of ten falls on its y axis, so its
+    values are read off labelled minor ticks (minorticks_off() left such panels unlabelled)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from trainer.coord_check import log_axes
+
+    fig, ax = plt.subplots()
+    widths = [64, 128, 256, 512]
+    ax.plot(widths, [0.31, 0.33, 0.32, 0.30])
+    log_axes(ax, widths)
+    fig.canvas.draw()
+    low, high = ax.get_ylim()
+    labels = [t.label1.get_text() for t in ax.yaxis.get_major_ticks() + ax.yaxis.get_minor_ticks()
+              if low <= t.get_loc() <= high and t.label1.get_text()]
+    assert len(labels) >= 2, labels
+    assert [t.get_text() for t in ax.xaxis.get_ticklabels()] == ["64", "128", "256", "512"]
+    assert not ax.xaxis.get_ticklabels(minor=True)
+    plt.close(fig)

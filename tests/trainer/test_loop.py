@@ -173,3 +173,28 @@ def test_a_pruner_stops_the_run_at_an_eval_point_and_a_later_run_continues_it(tm
     rows = [json.loads(x) for x in (whole.run_dir / "metrics.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in rows if "train/loss" in r]  # one history, nothing twice
     assert steps == sorted(set(steps)) and steps[0] == 10 and steps[-1] == 32768 // (8 * 64)
+
+
+@pytest.mark.parametrize("max_norm", [0.5, 1e9, math.inf], ids=["clips", "coef-1", "no-clip"])
+def test_cpu_clipping_is_clip_grad_norm_bit_for_bit(tmp_path, max_norm):
+    """On CPU the trainer skips the multiply by a clip coefficient of 1; every gradient and the
+    norm it reports stay those of `clip_grad_norm_`."""
+    import copy
+
+    import torch
+
+    from trainer.loop import TrainingRun
+    from trainer.reporting import NullReporter
+
+    training = TrainingRun(compose(SMALL + [f"storage_root={tmp_path}", "train.tokens=65536",
+                                            "train.device=cpu"]), reporter=NullReporter())
+    gen = torch.Generator().manual_seed(0)
+    for p in training.model.parameters():
+        p.grad = torch.randn(p.shape, generator=gen) * 0.1
+    reference = copy.deepcopy(training.model)
+    for ours, theirs in zip(training.model.parameters(), reference.parameters(), strict=True):
+        theirs.grad = ours.grad.clone()
+    expected = torch.nn.utils.clip_grad_norm_(reference.parameters(), max_norm)
+    assert training._clip_gradients(max_norm) == expected
+    for ours, theirs in zip(training.model.parameters(), reference.parameters(), strict=True):
+        assert torch.equal(ours.grad, theirs.grad)

@@ -1,10 +1,11 @@
-"""The model's own pieces against PyTorch's: the CPU RMSNorm backward and the RoPE rotation."""
+"""The model's own pieces against PyTorch's: the CPU RMSNorm backward, the RoPE rotation and the
+CPU rotation's own backward."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from trainer.model import RMSNorm, _CpuRMSNorm, apply_rope, rope_tables
+from trainer.model import RMSNorm, _CpuRMSNorm, _RotatedQKV, apply_rope, qkv_heads, rope_tables
 
 
 def test_cpu_rmsnorm_gradients_are_autograds_exactly_in_float64():
@@ -59,3 +60,28 @@ def test_rope_rotates_each_channel_pair_by_its_angle(complex_form):
             c, s = torch.tensor(angle).cos(), torch.tensor(angle).sin()
             torch.testing.assert_close(out[:, t, ..., 2 * i], a * c - b * s)
             torch.testing.assert_close(out[:, t, ..., 2 * i + 1], b * c + a * s)
+
+
+def test_cpu_rotated_qkv_is_the_autograd_rotation_bit_for_bit():
+    """The CPU path (`_RotatedQKV`, the complex table, float32) writes its backward into the
+    projection's gradient itself; it must equal autograd through split, rotation and unbind."""
+    torch.manual_seed(0)
+    batch, seq_len, heads, head_dim = 3, 6, 2, 8
+    tables = rope_tables(seq_len, head_dim, torch.device("cpu"))
+    qkv = torch.randn(batch, seq_len, 3, heads, head_dim, requires_grad=True)
+    ours = qkv_heads(qkv, tables)
+    qk, v = qkv.split((2, 1), dim=2)
+    q, k = apply_rope(qk, *tables).unbind(2)
+    theirs = (q.transpose(1, 2), k.transpose(1, 2), v.squeeze(2).transpose(1, 2))
+    for a, b in zip(ours, theirs, strict=True):
+        assert a.shape == (batch, heads, seq_len, head_dim) and torch.equal(a, b)
+    grads = [torch.randn_like(t) for t in theirs]
+    assert torch.equal(torch.autograd.grad(ours, qkv, grads, retain_graph=True)[0],
+                       torch.autograd.grad(theirs, qkv, grads)[0])
+    # k's gradient missing (k unused): its rows of the projection's gradient are zero
+    (grad,) = torch.autograd.grad((ours[0] * grads[0]).sum() + ours[2].sum(), qkv)
+    assert torch.equal(grad[:, :, 1], torch.zeros_like(grad[:, :, 1]))
+    assert torch.equal(grad[:, :, 2], torch.ones_like(grad[:, :, 2]))
+    double = qkv.detach().double().requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda x: _RotatedQKV.apply(x, tables[0].to(torch.complex128)), (double,))
