@@ -54,7 +54,8 @@ def _spec(name: str, root: Path, base: int, *, share: bool):
     budgets = ", ".join(str(base * k) for k in (1, 2, 4, 8))
     return spec_from_dict({"name": name, "overrides": OVERRIDES,
                            "grid": {"optim.lr": LRS, "train.tokens": f"choice({budgets})"},
-                           "storage_root": str(root / name), "share_prefix": share})
+                           "storage_root": str(root / name), "share_prefix": share,
+                           "fuse": False})  # sharing alone: fused groups are fused.py's
 
 
 def _runs(uri: str, name: str, kind: str) -> list:

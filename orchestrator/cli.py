@@ -80,21 +80,24 @@ def _share_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-share", action="store_true", help="train every token budget from "
                    "scratch instead of branching it from its family's trunk (the spec's "
                    "share_prefix: false)")
-    p.add_argument("--fuse", type=_fuse_value, metavar="{on,off,K}", help="train trials that "
-                   "differ only in per-member scalars (LR, weight decay, schedule) as fused "
-                   "groups: on (a size for the cluster), off, or K members at most (the "
-                   "spec's fuse)")
+    p.add_argument("--fuse", type=_fuse_value, metavar="{auto,on,off,K}", help="train trials "
+                   "that differ only in per-member scalars (LR, weight decay, schedule) as "
+                   "fused groups: auto (on for trials without a GPU), on (a size for the "
+                   "cluster), off, or K members at most (the spec's fuse; default auto)")
 
 
-def _fuse_value(text: str) -> bool | int:
+def _fuse_value(text: str) -> bool | int | str:
+    if text == "auto":
+        return text
     if text in ("on", "true"):
         return True
     if text in ("off", "false"):
         return False
     if text.isdigit() and int(text) >= 1:
         return int(text)
-    raise argparse.ArgumentTypeError(f"--fuse {text}: give on, off or the most members per "
-                                     "group, a whole number >= 1 (1 keeps every trial alone)")
+    raise argparse.ArgumentTypeError(f"--fuse {text}: give auto, on, off or the most members "
+                                     "per group, a whole number >= 1 (1 keeps every trial "
+                                     "alone)")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -209,7 +212,9 @@ def _run(spec, args, uri: str) -> int:
         sharing = plan_sharing(trials, share=spec.share_prefix)
         for line in describe(sharing, trials):
             print(line)
-        if spec.fuse:
+        from orchestrator.fusion import resolved_fuse
+
+        if resolved_fuse(spec.fuse, spec.resources):
             print_fusion(spec, [t for t, action in plan if action.startswith("run")
                                 and sharing.family_of(t.trial_id) is None])
         return 0
@@ -322,12 +327,13 @@ def print_fusion(spec, trials) -> None:
     more trials at once, and then makes smaller groups when `fuse: true`)."""
     from orchestrator.driver import local_cluster
     from orchestrator.fusion import describe as describe_groups
-    from orchestrator.fusion import plan_fusion
+    from orchestrator.fusion import plan_fusion, resolved_fuse
     from orchestrator.placement import Request
 
     res = spec.resources.per_trial()
     slots = local_cluster().capacity(Request(gpus=res.gpus, cpus=res.cpus))
-    groups, alone = plan_fusion(trials, fuse=spec.fuse, slots=slots)
+    groups, alone = plan_fusion(trials, fuse=resolved_fuse(spec.fuse, spec.resources),
+                                slots=slots)
     for line in describe_groups(groups):
         print(line)
     print(f"{len(groups)} fused groups, {len(alone)} trials alone")

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import yaml
 
-from orchestrator.fusion import Group, plan_fusion
+from orchestrator.fusion import Group, plan_fusion, resolved_fuse
 from orchestrator.lease import ENDED, HELD, Holder, current_holder, describe_holders
 from orchestrator.placement import (
     ClusterModel,
@@ -145,10 +145,21 @@ def resource_problems(spec: SweepSpec, cluster: ClusterModel | None = None) -> l
 
 def local_cluster() -> ClusterModel:
     """This machine as the one node a local `ray.init()` would start: every CPU, and the GPUs
-    CUDA sees (what Ray itself detects, CUDA_VISIBLE_DEVICES included)."""
-    import torch
+    Ray itself detects (CUDA_VISIBLE_DEVICES included). Ray's detection, not torch's: it
+    reads the driver through NVML, where importing torch costs a checked spec or a dry run
+    seconds."""
+    try:  # Ray's own accelerator detection (a private module: torch's count if it moves)
+        from ray._private.accelerators import NvidiaGPUAcceleratorManager as nvidia
 
-    return ClusterModel([(float(os.cpu_count() or 1), torch.cuda.device_count())])
+        gpus = nvidia.get_current_node_num_accelerators()
+        visible = nvidia.get_current_process_visible_accelerator_ids()
+        if visible is not None:
+            gpus = min(gpus, len(visible))
+    except (ImportError, AttributeError):
+        import torch
+
+        gpus = torch.cuda.device_count()
+    return ClusterModel([(float(os.cpu_count() or 1), gpus)])
 
 
 def run_sweep(spec: SweepSpec, trials: list[Trial], *, tracking_uri: str,
@@ -264,8 +275,9 @@ class _Runner:
         free = [t for t in todo if t.trial_id not in holders]
         self.sharing = sharing  # trunks, and the branches they hold back from the queue
         units = sharing.unheld(free)
-        if spec.fuse and units:
-            groups, alone = plan_fusion(units, fuse=spec.fuse, slots=self.cluster.capacity(
+        fuse = resolved_fuse(spec.fuse, spec.resources)
+        if fuse and units:
+            groups, alone = plan_fusion(units, fuse=fuse, slots=self.cluster.capacity(
                 self._request(units[0])))
             if groups:
                 print(f"fused: {sum(len(g.members) for g in groups)} trials train in "

@@ -9,11 +9,15 @@ placement.
 
 A group holds one trial's `resources`: packing tiny proxies onto one device is the point (give
 the spec bigger `resources` for bigger groups). Its size, `fuse` in the spec:
-- `false` (the default): every trial alone. Measured on an H200, a group of 8 tiny members
-  steps slower in steady state than 8 processes sharing the GPU (0.84×: both are bound by
-  kernel launches, and the processes launch side by side on their own cores), so fusion pays
-  on GPUs only once a group's step is launch-free (CUDA graphs); on CPUs it pays (1.2-1.7×)
-  and is opt-in;
+- `auto` (the default): `true` for trials that hold no GPU (`resources.gpus: 0`), `false` for
+  GPU trials. On CPUs fusion pays: a stacked step of K tiny models costs about K single steps,
+  and a group saves the K processes' start, data and per-step Python (8 LRs of the demo's
+  model on 2 CPUs, benchmarks/fused.py: 1.5-1.7× the tokens per second of independent
+  processes). On GPUs it does not yet: measured on an H200, a group of 8 tiny members steps
+  slower in steady state than 8 processes sharing the GPU (0.84×: both are bound by kernel
+  launches, and the processes launch side by side on their own cores), so fusion pays there
+  only once a group's step is launch-free (CUDA graphs); `true` or `K` still fuses GPU trials;
+- `false`: every trial alone;
 - `K` (an integer ≥ 2): up to K members per group;
 - `true`: as many members as spread the sweep's fusable trials evenly over the trials the
   cluster runs at once, at most `MAX_AUTO` (8); each set of trials that may fuse is then cut
@@ -35,7 +39,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from orchestrator.spec import Trial
+from orchestrator.spec import Resources, Trial
 
 MAX_AUTO = 8
 """Most members of a group when the spec says `fuse: true`."""
@@ -66,6 +70,14 @@ class Group:
         return f"group of {len(self.members)}: " + "; ".join(t.label for t in self.members)
 
 
+def resolved_fuse(fuse: bool | int | str, resources: Resources) -> bool | int:
+    """The spec's `fuse` with `auto` decided for trials holding `resources`: on (`true`) for
+    trials without a GPU, off for GPU trials (see the module docstring)."""
+    if fuse == "auto":
+        return resources.gpus == 0
+    return fuse
+
+
 def group_size(fuse: bool | int, *, num_trials: int, slots: int) -> int:
     """Most members per group for a sweep's `num_trials` fusable trials on a cluster that
     runs `slots` trials at once (see the module docstring)."""
@@ -83,7 +95,7 @@ def plan_fusion(trials: Sequence[Trial], *, fuse: bool | int, slots: int
     nearly equal size."""
     if _off(fuse):
         return [], list(trials)
-    from trainer.fused import fusion_problems, group_key
+    from trainer.fusable import fusion_problems, group_key
 
     by_key: dict[tuple[str, int | None], list[Trial]] = {}
     alone: list[Trial] = []

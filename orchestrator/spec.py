@@ -70,10 +70,11 @@ class SweepSpec:
     share_prefix: bool = True
     """Token budgets of one family share a trunk (`orchestrator.families`); false (or
     `--no-share`) trains every trial from scratch."""
-    fuse: bool | int = False
+    fuse: bool | int | str = "auto"
     """Trials equal but for per-member scalars train as fused groups (`orchestrator.fusion`):
-    false (the default, for the reason given there), true (a group size by the rule there),
-    or K members at most per group."""
+    "auto" (the default: on for trials that hold no GPU, off for GPU trials, for the reasons
+    given there), true (a group size by the rule there), false, or K members at most per
+    group."""
 
     def to_dict(self) -> dict:
         """Plain data, as stored with the sweep's parent run."""
@@ -180,11 +181,12 @@ def spec_from_dict(raw: object, *, source: str = "spec") -> SweepSpec:
     share = raw.get("share_prefix", True)
     if not isinstance(share, bool):
         problems.append(f"{source}: share_prefix={share!r} must be true or false")
-    fuse = raw.get("fuse", False)
-    if not isinstance(fuse, (bool, int)) or (not isinstance(fuse, bool) and fuse < 1):
-        problems.append(f"{source}: fuse={fuse!r}: give false, true (a group size chosen for "
-                        "the cluster) or the most trials per group, a whole number >= 1 "
-                        "(1 keeps every trial alone)")
+    fuse = raw.get("fuse", "auto")
+    if fuse != "auto" and (not isinstance(fuse, (bool, int))
+                           or (not isinstance(fuse, bool) and fuse < 1)):
+        problems.append(f"{source}: fuse={fuse!r}: give auto (the default: on for CPU trials), "
+                        "true (a group size chosen for the cluster), false, or the most trials "
+                        "per group, a whole number >= 1 (1 keeps every trial alone)")
     if problems:
         raise ConfigError(problems)
     return SweepSpec(

@@ -6,7 +6,7 @@ per step, through a `StackedGPT` (every parameter with a leading member dimensio
 the trial id it has alone, its own run directory, `metrics.jsonl`, `config.json`, checkpoints
 and `summary.json`, written with the keys an independent `trainer.run` writes.
 
-What members may differ in (`MEMBER_KEYS`, `MEMBER_PREFIXES`); everything else must be equal:
+What members may differ in (`trainer.fusable`); everything else must be equal:
 - `optim.lr`, `optim.weight_decay`: the optimizer's per-member scalars.
 - `optim.timescale`: it only sets a member's λ (`trainer.mup.resolved_weight_decay`).
 - `schedule.*`: each member's LR is its own schedule at the shared token count.
@@ -57,7 +57,6 @@ Not yet, and how it would fit:
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Sequence
@@ -66,12 +65,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from trainer.config import BatchSchedule, Config
+from trainer.config import Config
 from trainer.data import load_tokens
 from trainer.errors import ConfigError
+from trainer.fusable import fusion_problems
 from trainer.fused_model import StackedGPT
 from trainer.fused_optim import StackedAdamW, clip_grad_norms_
-from trainer.identity import config_id, flatten
+from trainer.identity import config_id
 from trainer.loop import (
     RunResult,
     StepResult,
@@ -87,48 +87,6 @@ from trainer.reporting import Reporter
 from trainer.schedules import learning_rate
 from trainer.schema import DONE
 from trainer.validation import check
-
-MEMBER_KEYS = frozenset({"optim.lr", "optim.weight_decay", "optim.timescale",
-                         "run_dir", "checkpoint_dir"})
-"""Keys in which the members of a group may differ, besides `MEMBER_PREFIXES`."""
-MEMBER_PREFIXES = ("schedule.",)
-
-
-def is_member_key(key: str) -> bool:
-    """May members of one group differ in the dotted config key `key`?"""
-    return key in MEMBER_KEYS or key.startswith(MEMBER_PREFIXES)
-
-
-def group_key(cfg: Config) -> str:
-    """What the members of a group share: configs with equal keys may train as one group
-    (when `fusion_problems` finds none)."""
-    shared = {k: v for k, v in flatten(cfg).items() if not is_member_key(k)}
-    return json.dumps(shared, sort_keys=True, default=str)
-
-
-def fusion_problems(cfgs: Sequence[Config]) -> list[str]:
-    """Why `cfgs` cannot train as one group, one sentence each (empty when they can)."""
-    found = []
-    first = flatten(cfgs[0])
-    for cfg in cfgs[1:]:
-        for key, value in flatten(cfg).items():
-            if not is_member_key(key) and value != first[key]:
-                message = (f"members differ in {key} ({first[key]!r} and {value!r}): only "
-                           "optim.lr, optim.weight_decay, optim.timescale and schedule.* may "
-                           "differ within a fused group")
-                if message not in found:
-                    found.append(message)
-    ids = [config_id(cfg) for cfg in cfgs]
-    if len(set(ids)) < len(ids):
-        found.append("the same trial is in the group twice: list each config once")
-    t = cfgs[0].train
-    if t.world_size != 1:
-        found.append(f"train.world_size={t.world_size}: a fused group runs in one process; "
-                     "set train.world_size=1 or do not fuse")
-    if t.batch_schedule is not BatchSchedule.constant:
-        found.append(f"train.batch_schedule={t.batch_schedule.value} grows each member's batch "
-                     "on its own: use train.batch_schedule=constant or do not fuse")
-    return found
 
 
 def run_group(cfgs: Sequence[Config], reporters: Sequence[Reporter] | None = None

@@ -46,7 +46,15 @@ def test_overrides_may_surround_options():
     assert args.tracking_uri == "B"
 
 
+@pytest.mark.parametrize("value, fuse", [("auto", "auto"), ("on", True), ("off", False),
+                                         ("1", 1), ("4", 4)])
+def test_fuse_on_the_command_line(value, fuse):
+    assert parse_args(["launch", "s.yaml", "--fuse", value]).fuse == fuse
+    assert parse_args(["launch", "s.yaml"]).fuse is None  # the spec's (default auto)
+
+
 @pytest.mark.parametrize("argv, fragment", [
+    (["launch", "s.yaml", "--fuse", "0"], "--fuse 0: give auto, on, off or the most members"),
     (["status", "n", "--address", "R"], "unrecognized arguments: --address R"),
     (["--address", "R", "status", "n"], "--address applies to launch, resume, extend"),
     (["status", "n", "--bogus"], "unrecognized arguments: --bogus"),

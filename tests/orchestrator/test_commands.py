@@ -117,7 +117,9 @@ def test_dry_run_says_which_trials_share_a_trunk_and_which_do_not(tmp_path, caps
                      uri]) == 0
     out = capsys.readouterr().out
     assert "trunk " not in out and out.count("sharing is off") == 8
-    assert out.splitlines()[-1].endswith("(ratio 1.00)")
+    assert sum(line.endswith("(ratio 1.00)") for line in out.splitlines()) == 1
+    # fusion on (auto: CPU trials): each budget's 4 LR × schedule trials make one group
+    assert out.splitlines()[-1] == "2 fused groups, 0 trials alone"
 
 
 def test_status_format():

@@ -4,7 +4,7 @@ whose members equal the same trials run alone."""
 import pytest
 
 from orchestrator import commands
-from orchestrator.fusion import group_size, plan_fusion
+from orchestrator.fusion import group_size, plan_fusion, resolved_fuse
 from orchestrator.spec import expand, spec_from_dict
 from trainer.errors import ConfigError
 from trainer.schema import sweep_runs
@@ -80,9 +80,23 @@ def test_group_size_rule(fuse, size):
     assert group_size(fuse, num_trials=8, slots=2) == size
 
 
+def test_auto_fuses_cpu_trials_and_leaves_gpu_trials_alone(tmp_path):
+    """The default: trials without a GPU fuse by the `true` rule; GPU trials (fractional ones
+    included) run alone unless the spec says true or K."""
+    cpu = _spec(tmp_path)
+    assert cpu.fuse == "auto" and resolved_fuse(cpu.fuse, cpu.resources) is True
+    gpu = _spec(tmp_path, resources={"gpus": 0.125, "cpus": 1})
+    assert resolved_fuse(gpu.fuse, gpu.resources) is False
+    assert resolved_fuse(True, gpu.resources) is True
+    assert resolved_fuse(3, gpu.resources) == 3
+    assert resolved_fuse(False, cpu.resources) is False
+    assert _spec(tmp_path, fuse="auto").fuse == "auto"
+
+
 @pytest.mark.parametrize("fuse", [0, -2, "yes", 2.5])
 def test_a_bad_fuse_value_is_one_sentence_with_its_fix(tmp_path, fuse):
-    with pytest.raises(ConfigError, match="fuse=.*: give false, true .* or the most trials"):
+    with pytest.raises(ConfigError, match="fuse=.*: give auto .*, true .*, false, or the "
+                                          "most trials"):
         _spec(tmp_path, fuse=fuse)
 
 
@@ -92,7 +106,7 @@ def test_a_fused_sweep_records_every_member_as_its_trial_alone(tmp_path, uri, ca
     import mlflow
 
     grid = {"optim.lr": "choice(3e-3, 1e-2, 3e-2)"}
-    alone = commands.launch(_spec(tmp_path, "alone", grid=grid), tracking_uri=uri,
+    alone = commands.launch(_spec(tmp_path, "alone", grid=grid, fuse=False), tracking_uri=uri,
                             progress=False)
     fused = commands.launch(_spec(tmp_path, "fused", grid=grid, fuse=3),
                             tracking_uri=uri, progress=False)

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 
 from trainer.compose import compose
 from trainer.config import HiddenWeightDecay, OptimConfig
-from trainer.fused import FusedRun, fusion_problems, group_key, member_losses, run_group
+from trainer.fusable import fusion_problems, group_key
+from trainer.fused import FusedRun, member_losses, run_group
 from trainer.fused_model import StackedGPT
 from trainer.fused_optim import StackedAdamW, clip_grad_norms_
 from trainer.loop import TrainingRun, run
