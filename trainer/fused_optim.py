@@ -5,12 +5,14 @@ Member k of a `StackedGPT` takes exactly the update that `torch.optim.AdamW` wit
 matrices η/m and λ·m, norm gains undecayed) apply per member to its own base η and λ.
 
 Two ways, one update:
-- eager (CPU, and CUDA without compile): PyTorch's fused AdamW kernel, the one a lone run takes
+- eager on CPU: PyTorch's fused AdamW kernel, the one a lone run takes
   (`trainer.loop` builds its AdamW with `fused=True`), called once per member and muP group
   on that member's rows (contiguous slices of the stacked tensors) with the member's own LR and
-  weight decay. The kernel is elementwise, and its threads split a tensor at cache-line
-  multiples, so a member's update is its lone run's update bit for bit, at any thread count.
-- compiled (CUDA's default): every scalar PyTorch computes in double on the host
+  weight decay. The kernel is elementwise and a member's rows are a tensor of the lone
+  run's size, so a member's update is its lone run's bit for bit (checked, with 1 and 2
+  threads, tests/trainer/test_fused.py and by hand).
+- compiled (CUDA's default), and eager on CUDA (where a step count per member would be one
+  host-to-device copy each): every scalar PyTorch computes in double on the host
   (1 − η·λ, η / (1 − β₁ᵗ), √(1 − β₂ᵗ)) is computed the same way per member and enters the
   update as a (K, 1, …) fp32 tensor, in the order of PyTorch's single-tensor AdamW, so that a
   few fused kernels update every member at once; it matches the fused kernel to fp32 rounding.
@@ -76,7 +78,7 @@ class StackedAdamW:
     def step(self, lrs: Sequence[float]) -> None:
         """One AdamW update of every member, member k at base LR `lrs[k]`."""
         self.steps = [t + 1 for t in self.steps]
-        if not self.compiled:
+        if not self.compiled and self.params[0][1].device.type == "cpu":
             self._fused_step(lrs)
             return
         rules = list(dict.fromkeys(rule for _, _, rule in self.params))

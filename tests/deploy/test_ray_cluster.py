@@ -144,7 +144,10 @@ def test_sweep_spreads_over_both_nodes_and_a_lost_node_loses_no_trial(cluster, t
     storage, uri = tmp_path / "runs", f"sqlite:///{tmp_path}/mlflow.db"
     spec = {"name": "cluster", "overrides": TRIAL,
             "grid": {"optim.lr": "choice(3e-3, 1e-2)"}, "seeds": [0, 1],
-            "resources": {"cpus": 1, "gpus": 0}, "retries": 2, "storage_root": str(storage)}
+            "resources": {"cpus": 1, "gpus": 0}, "retries": 2, "storage_root": str(storage),
+            # a task per trial, in rounds of two (a lost fused group: tests/orchestrator/
+            # test_fusion.py)
+            "fuse": False}
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
     proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "--tracking-uri", uri,
                              "launch", str(tmp_path / "spec.yaml"), "--address",

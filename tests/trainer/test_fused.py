@@ -381,3 +381,23 @@ def test_member_losses_are_each_members_mean_cross_entropy():
     for k in range(3):
         torch.testing.assert_close(got[k], F.cross_entropy(logits[k].flatten(0, 1),
                                                            targets.flatten()))
+
+
+def test_the_fused_adamw_kernel_rounds_alike_at_any_thread_count():
+    """A lone run (fused AdamW) and a group (the kernel per member) must round alike, and a run
+    alike at any thread count (the torchrun and spawned launches differ in threads)."""
+    def update(threads: int) -> torch.Tensor:
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            gen = torch.Generator().manual_seed(0)
+            p = torch.nn.Parameter(torch.randn(100_003, generator=gen))  # no multiple of a vector
+            opt = torch.optim.AdamW([p], lr=3e-2, weight_decay=0.1, fused=True)
+            for _ in range(3):
+                p.grad = torch.randn(p.shape, generator=gen)
+                opt.step()
+            return p.detach().clone()
+        finally:
+            torch.set_num_threads(before)
+
+    assert torch.equal(update(1), update(2))
