@@ -336,7 +336,8 @@ def print_fusion(spec, trials) -> None:
                                 slots=slots)
     for line in describe_groups(groups):
         print(line)
-    print(f"{len(groups)} fused groups, {len(alone)} trials alone")
+    print(f"{len(groups)} fused group{'s' * (len(groups) != 1)}, "
+          f"{len(alone)} trial{'s' * (len(alone) != 1)} alone")
 
 
 def _stored_search(uri: str, name: str):

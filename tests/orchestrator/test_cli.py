@@ -1,6 +1,7 @@
 """`sweep`'s command line: global options before or after the subcommand; no Ray here."""
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -151,3 +152,25 @@ def test_status_and_fit_do_not_import_torch(tmp_path):
                               timeout=300)
         assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "fit" / "fit.json").exists()
+
+
+def test_a_dry_run_that_lists_fused_groups_does_not_import_torch(tmp_path):
+    """`--dry-run` plans the groups (fusion is on for CPU trials by default) and counts the
+    machine's GPUs without torch."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    spec = {"name": "dry", "overrides": ["model=tiny", "data=synthetic"],
+            "grid": {"optim.lr": "choice(1e-3, 3e-3, 1e-2, 3e-2)"},
+            "storage_root": str(tmp_path / "runs")}
+    (tmp_path / "dry.yaml").write_text(yaml.safe_dump(spec))
+    repo = str(Path(__file__).resolve().parents[2])
+    proc = subprocess.run([sys.executable, "-c", NO_TORCH, "launch", "dry.yaml", "--dry-run",
+                           "--tracking-uri", f"sqlite:///{tmp_path}/m.db"],
+                          capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": repo}, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    # how many groups depends on the machine's CPUs (a group per trial slot)
+    assert re.fullmatch(r"\d+ fused groups?, \d+ trials? alone", proc.stdout.splitlines()[-1])
