@@ -212,9 +212,9 @@ def _run(spec, args, uri: str) -> int:
         sharing = plan_sharing(trials, share=spec.share_prefix)
         for line in describe(sharing, trials):
             print(line)
-        from orchestrator.fusion import resolved_fuse
+        from orchestrator.fusion import fusion_setting
 
-        if resolved_fuse(spec.fuse, spec.resources):
+        if fusion_setting(spec):
             print_fusion(spec, [t for t, action in plan if action.startswith("run")
                                 and sharing.family_of(t.trial_id) is None])
         return 0
@@ -327,13 +327,12 @@ def print_fusion(spec, trials) -> None:
     more trials at once, and then makes smaller groups when `fuse: true`)."""
     from orchestrator.driver import local_cluster
     from orchestrator.fusion import describe as describe_groups
-    from orchestrator.fusion import plan_fusion, resolved_fuse
+    from orchestrator.fusion import fusion_setting, plan_fusion
     from orchestrator.placement import Request
 
     res = spec.resources.per_trial()
     slots = local_cluster().capacity(Request(gpus=res.gpus, cpus=res.cpus))
-    groups, alone = plan_fusion(trials, fuse=resolved_fuse(spec.fuse, spec.resources),
-                                slots=slots)
+    groups, alone = plan_fusion(trials, fuse=fusion_setting(spec), slots=slots)
     for line in describe_groups(groups):
         print(line)
     print(f"{len(groups)} fused group{'s' * (len(groups) != 1)}, "

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import yaml
 
-from orchestrator.fusion import Group, plan_fusion, resolved_fuse
+from orchestrator.fusion import Group, fusion_setting, plan_fusion
 from orchestrator.lease import ENDED, HELD, Holder, current_holder, describe_holders
 from orchestrator.placement import (
     ClusterModel,
@@ -146,16 +146,18 @@ def resource_problems(spec: SweepSpec, cluster: ClusterModel | None = None) -> l
 def local_cluster() -> ClusterModel:
     """This machine as the one node a local `ray.init()` would start: every CPU, and the GPUs
     Ray itself detects (CUDA_VISIBLE_DEVICES included). Ray's detection, not torch's: it
-    reads the driver through NVML, where importing torch costs a checked spec or a dry run
-    seconds."""
-    try:  # Ray's own accelerator detection (a private module: torch's count if it moves)
-        from ray._private.accelerators import NvidiaGPUAcceleratorManager as nvidia
+    reads the driver (NVML on NVIDIA), where importing torch costs a checked spec or a dry
+    run seconds."""
+    try:  # Ray's own detection of its "GPU" resource (NVIDIA, AMD, ...): a private module,
+        # so torch's count if it moved or fails
+        from ray._private.accelerators import get_accelerator_manager_for_resource
 
-        gpus = nvidia.get_current_node_num_accelerators()
-        visible = nvidia.get_current_process_visible_accelerator_ids()
+        manager = get_accelerator_manager_for_resource("GPU")
+        gpus = manager.get_current_node_num_accelerators()
+        visible = manager.get_current_process_visible_accelerator_ids()
         if visible is not None:
             gpus = min(gpus, len(visible))
-    except (ImportError, AttributeError):
+    except Exception:  # any failure of a private API: ask torch instead
         import torch
 
         gpus = torch.cuda.device_count()
@@ -275,7 +277,7 @@ class _Runner:
         free = [t for t in todo if t.trial_id not in holders]
         self.sharing = sharing  # trunks, and the branches they hold back from the queue
         units = sharing.unheld(free)
-        fuse = resolved_fuse(spec.fuse, spec.resources)
+        fuse = fusion_setting(spec)
         if fuse and units:
             groups, alone = plan_fusion(units, fuse=fuse, slots=self.cluster.capacity(
                 self._request(units[0])))

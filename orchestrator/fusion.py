@@ -78,6 +78,20 @@ def resolved_fuse(fuse: bool | int | str, resources: Resources) -> bool | int:
     return fuse
 
 
+def _off(fuse: bool | int) -> bool:
+    # `True == 1` in Python: test the bool first.
+    return fuse is False or (fuse is not True and fuse <= 1)
+
+
+def fusion_setting(spec) -> bool | int:
+    """The `fuse` a launch of `spec` plans with: `resolved_fuse`, and off for a searched sweep
+    (its trials run one by one under `searched_trial`, reporting to their study's pruner; a
+    group would train them unpruned, e.g. the asked trials a resumed search reopens)."""
+    if spec.optuna is not None:
+        return False
+    return resolved_fuse(spec.fuse, spec.resources)
+
+
 def group_size(fuse: bool | int, *, num_trials: int, slots: int) -> int:
     """Most members per group for a sweep's `num_trials` fusable trials on a cluster that
     runs `slots` trials at once (see the module docstring)."""
@@ -128,11 +142,6 @@ def resume_step(trial: Trial) -> int | None:
 
     steps = saved_steps(RunPaths.for_config(trial.cfg, trial.trial_id).checkpoints)
     return steps[-1] if steps else None
-
-
-def _off(fuse: bool | int) -> bool:
-    # `True == 1` in Python: test the bool first.
-    return fuse is False or (fuse is not True and fuse <= 1)
 
 
 def describe(groups: Sequence[Group]) -> list[str]:

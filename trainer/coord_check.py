@@ -167,7 +167,7 @@ def save_figure(checks: dict[str, CoordCheck], path: Path) -> Path:
             log_axes(ax, check.widths)
             s = check.slope(layer, check.num_steps)
             ax.set_title(f"{param}: {layer}  (width^{s:+.2f})", fontsize=10)
-            ax.tick_params(labelsize=9)
+            ax.tick_params(which="both", labelsize=9)
         axes[row][0].set_ylabel("mean |activation|", fontsize=10)
     for ax in axes[-1]:
         ax.set_xlabel("width", fontsize=10)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from trainer.config import ModelConfig, Param, Positions
 
@@ -84,6 +85,15 @@ def qkv_heads(qkv: torch.Tensor, rope: tuple[torch.Tensor, ...] | None
     return q.transpose(1, 2), k.transpose(1, 2), v.squeeze(2).transpose(1, 2)
 
 
+def _pairs_as_complex(x: torch.Tensor) -> torch.Tensor:
+    """x's channel pairs as complex numbers, a view where the layout allows one (channels
+    contiguous, every other stride and the offset even: what attention's gradients have), a
+    copy otherwise (a broadcast gradient, one narrowed at an odd channel)."""
+    if x.stride(-1) != 1 or x.storage_offset() % 2 or any(s % 2 for s in x.stride()[:-1]):
+        x = x.contiguous()
+    return torch.view_as_complex(x.unflatten(-1, (-1, 2)))
+
+
 class _RotatedQKV(torch.autograd.Function):
     """q and k rotated by the complex table, and v, from one (batch, T, 3, heads, head_dim)
     projection, for CPU float32. The same multiply as `apply_rope`; what it saves is in the
@@ -100,6 +110,7 @@ class _RotatedQKV(torch.autograd.Function):
         return q, k, qkv[:, :, 2]
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_q: torch.Tensor | None, grad_k: torch.Tensor | None,
                  grad_v: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
         (rotation,) = ctx.saved_tensors
@@ -111,7 +122,7 @@ class _RotatedQKV(torch.autograd.Function):
             if g is None:
                 grad[:, :, i].zero_()
                 continue
-            torch.mul(torch.view_as_complex(g.unflatten(-1, (-1, 2))), unrotate,
+            torch.mul(_pairs_as_complex(g), unrotate,
                       out=torch.view_as_complex(grad[:, :, i].unflatten(-1, (-1, 2))))
         grad[:, :, 2].copy_(grad_v) if grad_v is not None else grad[:, :, 2].zero_()
         return grad, None
@@ -178,6 +189,7 @@ class _CpuRMSNorm(torch.autograd.Function):
         return torch.mul(x, rstd).mul_(weight)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, weight, rstd = ctx.saved_tensors
         scaled = grad * weight

@@ -4,7 +4,7 @@ whose members equal the same trials run alone."""
 import pytest
 
 from orchestrator import commands
-from orchestrator.fusion import group_size, plan_fusion, resolved_fuse
+from orchestrator.fusion import fusion_setting, group_size, plan_fusion, resolved_fuse
 from orchestrator.spec import expand, spec_from_dict
 from trainer.errors import ConfigError
 from trainer.schema import sweep_runs
@@ -91,6 +91,16 @@ def test_auto_fuses_cpu_trials_and_leaves_gpu_trials_alone(tmp_path):
     assert resolved_fuse(3, gpu.resources) == 3
     assert resolved_fuse(False, cpu.resources) is False
     assert _spec(tmp_path, fuse="auto").fuse == "auto"
+
+
+@pytest.mark.parametrize("fuse", ["auto", True, 4])
+def test_a_searched_sweep_never_fuses(tmp_path, fuse):
+    """Searched trials report to their study's pruner one by one; a group would train them
+    unpruned (the asked trials a resumed search reopens go through the grid's queue)."""
+    searched = _spec(tmp_path, fuse=fuse, grid={"optim.lr": "tag(log, interval(1e-3, 3e-2))"},
+                     search={"optuna": {"n_trials": 4}})
+    assert searched.optuna is not None and fusion_setting(searched) is False
+    assert fusion_setting(_spec(tmp_path, fuse=fuse)) == resolved_fuse(fuse, searched.resources)
 
 
 @pytest.mark.parametrize("fuse", [0, -2, "yes", 2.5])

@@ -77,7 +77,13 @@ def test_cpu_rotated_qkv_is_the_autograd_rotation_bit_for_bit():
         assert a.shape == (batch, heads, seq_len, head_dim) and torch.equal(a, b)
     grads = [torch.randn_like(t) for t in theirs]
     assert torch.equal(torch.autograd.grad(ours, qkv, grads, retain_graph=True)[0],
-                       torch.autograd.grad(theirs, qkv, grads)[0])
+                       torch.autograd.grad(theirs, qkv, grads, retain_graph=True)[0])
+    # gradients of any layout: a broadcast one (from a sum), one narrowed at an odd channel
+    for loss in (lambda t: t[0].sum() + t[1].sum(),
+                 lambda t: (torch.cat((torch.zeros(batch, heads, seq_len, 1), t[0]), -1)
+                            [..., :head_dim] * grads[0]).sum() + t[1].sum()):
+        assert torch.equal(torch.autograd.grad(loss(ours), qkv, retain_graph=True)[0],
+                           torch.autograd.grad(loss(theirs), qkv, retain_graph=True)[0])
     # k's gradient missing (k unused): its rows of the projection's gradient are zero
     (grad,) = torch.autograd.grad((ours[0] * grads[0]).sum() + ours[2].sum(), qkv)
     assert torch.equal(grad[:, :, 1], torch.zeros_like(grad[:, :, 1]))
