@@ -39,7 +39,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from orchestrator.spec import Resources, Trial
+from orchestrator.spec import SweepSpec, Trial
 
 MAX_AUTO = 8
 """Most members of a group when the spec says `fuse: true`."""
@@ -70,26 +70,17 @@ class Group:
         return f"group of {len(self.members)}: " + "; ".join(t.label for t in self.members)
 
 
-def resolved_fuse(fuse: bool | int | str, resources: Resources) -> bool | int:
-    """The spec's `fuse` with `auto` decided for trials holding `resources`: on (`true`) for
-    trials without a GPU, off for GPU trials (see the module docstring)."""
-    if fuse == "auto":
-        return resources.gpus == 0
-    return fuse
-
-
-def _off(fuse: bool | int) -> bool:
-    # `True == 1` in Python: test the bool first.
-    return fuse is False or (fuse is not True and fuse <= 1)
-
-
-def fusion_setting(spec) -> bool | int:
-    """The `fuse` a launch of `spec` plans with: `resolved_fuse`, and off for a searched sweep
-    (its trials run one by one under `searched_trial`, reporting to their study's pruner; a
-    group would train them unpruned, e.g. the asked trials a resumed search reopens)."""
+def fusion_setting(spec: SweepSpec) -> bool | int:
+    """The `fuse` a launch of `spec` plans with: the spec's, with `auto` decided (on for
+    trials that hold no GPU, off for GPU trials: see the module docstring), and off for a
+    searched sweep (its trials run one by one under `searched_trial`, reporting to their
+    study's pruner; a group would train them unpruned, e.g. the asked trials a resumed search
+    reopens)."""
     if spec.optuna is not None:
         return False
-    return resolved_fuse(spec.fuse, spec.resources)
+    if spec.fuse == "auto":
+        return spec.resources.gpus == 0
+    return spec.fuse
 
 
 def group_size(fuse: bool | int, *, num_trials: int, slots: int) -> int:
@@ -142,6 +133,11 @@ def resume_step(trial: Trial) -> int | None:
 
     steps = saved_steps(RunPaths.for_config(trial.cfg, trial.trial_id).checkpoints)
     return steps[-1] if steps else None
+
+
+def _off(fuse: bool | int) -> bool:
+    # `True == 1` in Python: test the bool first.
+    return fuse is False or (fuse is not True and fuse <= 1)
 
 
 def describe(groups: Sequence[Group]) -> list[str]:

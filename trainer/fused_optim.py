@@ -72,6 +72,9 @@ class StackedAdamW:
         # Compiled, a few fused kernels for all of them (the per-member factors are tensors,
         # so a new step does not recompile).
         self.compiled = compiled
+        self._by_rule: dict[GroupRule, list[tuple[str, torch.nn.Parameter]]] = {}
+        for name, p, rule in self.params:
+            self._by_rule.setdefault(rule, []).append((name, p))
         self._update_all = torch.compile(self._update_each) if compiled else self._update_each
 
     @torch.no_grad()
@@ -92,13 +95,10 @@ class StackedAdamW:
     def _fused_step(self, lrs: Sequence[float]) -> None:
         """PyTorch's fused AdamW kernel per member and group, with the group's LR and weight
         decay computed as `trainer.mup.set_lr` and `param_groups` compute them."""
-        by_rule: dict[GroupRule, list[tuple[str, torch.nn.Parameter]]] = {}
-        for name, p, rule in self.params:
-            by_rule.setdefault(rule, []).append((name, p))
         device = self.params[0][1].device
         for k, (lr, wd, step) in enumerate(zip(lrs, self.weight_decays, self.steps, strict=True)):
             count = torch.tensor(float(step), device=device)  # as AdamW holds a step count
-            for rule, named in by_rule.items():
+            for rule, named in self._by_rule.items():
                 torch._fused_adamw_(
                     [p[k] for _, p in named], [p.grad[k] for _, p in named],
                     [self.exp_avg[name][k] for name, _ in named],

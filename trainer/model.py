@@ -111,20 +111,17 @@ class _RotatedQKV(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_q: torch.Tensor | None, grad_k: torch.Tensor | None,
-                 grad_v: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+    def backward(ctx, grad_q: torch.Tensor, grad_k: torch.Tensor,
+                 grad_v: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        # (autograd hands an unused output's gradient in as zeros, never None)
         (rotation,) = ctx.saved_tensors
-        like = next(g for g in (grad_q, grad_k, grad_v) if g is not None)
-        grad = like.new_empty(*like.shape[:2], 3, *like.shape[2:])
+        grad = grad_q.new_empty(*grad_q.shape[:2], 3, *grad_q.shape[2:])
         # (T, 1, head_dim/2) against one of q and k; the conjugate written out, not a view
         unrotate = rotation.squeeze(1).conj().resolve_conj()
         for i, g in enumerate((grad_q, grad_k)):
-            if g is None:
-                grad[:, :, i].zero_()
-                continue
             torch.mul(_pairs_as_complex(g), unrotate,
                       out=torch.view_as_complex(grad[:, :, i].unflatten(-1, (-1, 2))))
-        grad[:, :, 2].copy_(grad_v) if grad_v is not None else grad[:, :, 2].zero_()
+        grad[:, :, 2].copy_(grad_v)
         return grad, None
 
 

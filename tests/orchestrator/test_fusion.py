@@ -4,7 +4,7 @@ whose members equal the same trials run alone."""
 import pytest
 
 from orchestrator import commands
-from orchestrator.fusion import fusion_setting, group_size, plan_fusion, resolved_fuse
+from orchestrator.fusion import fusion_setting, group_size, plan_fusion
 from orchestrator.spec import expand, spec_from_dict
 from trainer.errors import ConfigError
 from trainer.schema import sweep_runs
@@ -84,12 +84,12 @@ def test_auto_fuses_cpu_trials_and_leaves_gpu_trials_alone(tmp_path):
     """The default: trials without a GPU fuse by the `true` rule; GPU trials (fractional ones
     included) run alone unless the spec says true or K."""
     cpu = _spec(tmp_path)
-    assert cpu.fuse == "auto" and resolved_fuse(cpu.fuse, cpu.resources) is True
-    gpu = _spec(tmp_path, resources={"gpus": 0.125, "cpus": 1})
-    assert resolved_fuse(gpu.fuse, gpu.resources) is False
-    assert resolved_fuse(True, gpu.resources) is True
-    assert resolved_fuse(3, gpu.resources) == 3
-    assert resolved_fuse(False, cpu.resources) is False
+    assert cpu.fuse == "auto" and fusion_setting(cpu) is True
+    gpu = {"resources": {"gpus": 0.125, "cpus": 1}}
+    assert fusion_setting(_spec(tmp_path, **gpu)) is False
+    assert fusion_setting(_spec(tmp_path, fuse=True, **gpu)) is True
+    assert fusion_setting(_spec(tmp_path, fuse=3, **gpu)) == 3
+    assert fusion_setting(_spec(tmp_path, fuse=False)) is False
     assert _spec(tmp_path, fuse="auto").fuse == "auto"
 
 
@@ -100,7 +100,7 @@ def test_a_searched_sweep_never_fuses(tmp_path, fuse):
     searched = _spec(tmp_path, fuse=fuse, grid={"optim.lr": "tag(log, interval(1e-3, 3e-2))"},
                      search={"optuna": {"n_trials": 4}})
     assert searched.optuna is not None and fusion_setting(searched) is False
-    assert fusion_setting(_spec(tmp_path, fuse=fuse)) == resolved_fuse(fuse, searched.resources)
+    assert fusion_setting(_spec(tmp_path, fuse=fuse)) == (True if fuse == "auto" else fuse)
 
 
 @pytest.mark.parametrize("fuse", [0, -2, "yes", 2.5])
