@@ -214,9 +214,10 @@ def _run(spec, args, uri: str) -> int:
             print(line)
         from orchestrator.fusion import fusion_setting
 
-        if fusion_setting(spec):
-            print_fusion(spec, [t for t, action in plan if action.startswith("run")
-                                and sharing.family_of(t.trial_id) is None])
+        fusable = [t for t, action in plan if action.startswith("run")
+                   and sharing.family_of(t.trial_id) is None]
+        if fusion_setting(spec) and fusable:
+            print_fusion(spec, fusable)
         return 0
     address = args.address or os.environ.get("RAY_ADDRESS")
     outcome = commands.launch(spec, tracking_uri=uri, address=address,
