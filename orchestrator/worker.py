@@ -7,6 +7,8 @@ missed (a lost worker, a long outage, a dead driver) is re-synced from there.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -36,7 +38,8 @@ def trial_task(fn, *, sweep: str, driver_pid: int):
             summary = _ended_summary(cfg)
             if summary is not None:
                 return {"status": ENDED, "summary": summary}
-            return fn(cfg, *args)
+            with _cpu_unless_given_a_gpu():
+                return fn(cfg, *args)
     # Ray names the task, and its worker's process title, after the function: keep `run_trial`.
     run_as_trial.__name__ = run_as_trial.__qualname__ = fn.__name__
     return run_as_trial
@@ -51,7 +54,7 @@ def trunk_task(fn, *, sweep: str, driver_pid: int):
         lease = Lease.acquire(directory, sweep=sweep, driver_pid=driver_pid)
         if isinstance(lease, Holder):
             return {"status": HELD, "holder": asdict(lease)}
-        with lease:
+        with lease, _cpu_unless_given_a_gpu():
             return fn(cfg, tracker, trunk_id, directory, *args)
     run_as_trunk.__name__ = run_as_trunk.__qualname__ = fn.__name__
     return run_as_trunk
@@ -81,10 +84,35 @@ def group_task(fn, *, sweep: str, driver_pid: int):
                 else:
                     free.append(cfg)
             if free:
-                answers.update(fn(free, *args))
+                with _cpu_unless_given_a_gpu():
+                    answers.update(fn(free, *args))
         return answers
     run_as_group.__name__ = run_as_group.__qualname__ = fn.__name__
     return run_as_group
+
+
+@contextlib.contextmanager
+def _cpu_unless_given_a_gpu():
+    """A task that Ray gave no GPU trains `train.device=auto` on the CPU (`NO_GPU_ENV`, which
+    the processes it starts inherit): it must not take a GPU scheduled for other trials."""
+    import ray
+
+    from trainer.distributed import NO_GPU_ENV
+
+    # (Called outside Ray, as tests do, it changes nothing: asking for the runtime context
+    # would start a Ray.)
+    if not ray.is_initialized() or ray.get_runtime_context().get_accelerator_ids().get("GPU"):
+        yield
+        return
+    before = os.environ.get(NO_GPU_ENV)
+    os.environ[NO_GPU_ENV] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(NO_GPU_ENV, None)
+        else:
+            os.environ[NO_GPU_ENV] = before
 
 
 def run_group_trials(cfgs, tracker, labels: dict, threads: int) -> dict:

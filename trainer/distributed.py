@@ -59,10 +59,18 @@ class Dist:
         return self.world_size > 1
 
 
+NO_GPU_ENV = "PROXYSWEEP_NO_GPU"
+"""Set by a sweep's worker whose Ray task holds no GPU (`resources.gpus: 0`): `auto` is then
+the CPU. Ray (2.60) no longer hides a node's GPUs from such a task, so without it a CPU trial
+on a GPU node would train on a GPU that Ray may have given to another trial."""
+
+
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """`auto` picks CUDA when present; a rank uses the GPU of its local rank."""
+    """`auto` picks CUDA when present and the process may use it (see `NO_GPU_ENV`); a rank
+    uses the GPU of its local rank."""
     if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
+        may_use_gpu = not os.environ.get(NO_GPU_ENV)
+        name = "cuda" if may_use_gpu and torch.cuda.is_available() else "cpu"
     if name == "cuda":  # with its index: the process group's device_id needs one
         return torch.device("cuda", local_rank)
     return torch.device(name)

@@ -35,9 +35,12 @@ def check(cfg: Config, *, network: bool = True) -> None:
         raise ConfigError(found)
 
 
-def problems(cfg: Config, *, network: bool = True) -> list[str]:
-    """Every problem of `cfg`, one sentence each (empty when the config can run)."""
-    found = _model_problems(cfg.model) + _optim_problems(cfg) + _train_problems(cfg)
+def problems(cfg: Config, *, network: bool = True, here: bool = True) -> list[str]:
+    """Every problem of `cfg`, one sentence each (empty when the config can run). `here`:
+    it will train on this machine, so a CUDA device must be visible to ask for one (a
+    sweep's driver validates trials that train on its workers, which may have GPUs it has
+    not)."""
+    found = _model_problems(cfg.model) + _optim_problems(cfg) + _train_problems(cfg, here)
     found += _schedule_problems(cfg)
     found += _data_problems(cfg.data, network=network)
     return found
@@ -83,7 +86,7 @@ def _optim_problems(cfg: Config) -> list[str]:
     return found
 
 
-def _train_problems(cfg: Config) -> list[str]:
+def _train_problems(cfg: Config, here: bool = True) -> list[str]:
     t, found = cfg.train, []
     if t.batch_size < 1 or t.seq_len < 1:
         return [f"train.batch_size={t.batch_size} and train.seq_len={t.seq_len} must be >= 1"]
@@ -105,7 +108,7 @@ def _train_problems(cfg: Config) -> list[str]:
         found += _norm_test_problems(t)
     if t.device not in ("auto", "cpu") and not t.device.startswith("cuda"):
         found.append(f"train.device={t.device!r} is not one of auto, cpu, cuda, cuda:N")
-    if t.device.startswith("cuda"):
+    if here and t.device.startswith("cuda"):
         import torch
         if not torch.cuda.is_available():
             found.append(f"train.device={t.device} but no CUDA device is visible: use "

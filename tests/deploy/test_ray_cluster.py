@@ -10,6 +10,7 @@ trial on the head, which resumes it from its checkpoint, and no trial is lost.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -120,11 +121,34 @@ def _kill_node(node_proc: subprocess.Popen) -> None:
     node_proc.wait()
 
 
-def _round_two_training(storage: Path) -> bool:
-    histories = list(storage.glob("*/metrics.jsonl"))
-    ended = [p for p in histories if (p.parent / "summary.json").exists()]
-    training = [p for p in histories if p not in ended and len(p.read_text().splitlines()) >= 5]
-    return len(ended) >= 2 and len(training) == 2
+class _WorkerNodeWatch:
+    """Which trials the worker node has trained, told by the pid in each trial's
+    `lease.json` (a process of that node). Polled: true once a trial the worker node ran has
+    ended and another it runs now has written some history (a checkpoint behind it).
+
+    Watching the node rather than waiting for "two ended, two training" keeps the window the
+    whole of the worker's second trial: which trial a node takes next, and when, is Ray's."""
+
+    def __init__(self, storage: Path, node_proc: subprocess.Popen):
+        self.storage, self.node, self.seen = storage, psutil.Process(node_proc.pid), set()
+
+    def _holder_on_node(self, lease: Path) -> bool:
+        try:
+            pid = json.loads(lease.read_text())["pid"]
+        except (OSError, ValueError, KeyError):
+            return False  # no lease, or one being written
+        return pid in {p.pid for p in self.node.children(recursive=True)}
+
+    def __call__(self) -> bool:
+        training = False
+        for run in (p.parent for p in self.storage.glob("*/lease.json")):
+            if self._holder_on_node(run / "lease.json"):
+                self.seen.add(run)
+                history = run / "metrics.jsonl"
+                training |= (not (run / "summary.json").exists() and history.exists()
+                             and len(history.read_text().splitlines()) >= 5)
+        ended_here = [run for run in self.seen if (run / "summary.json").exists()]
+        return bool(ended_here) and training
 
 
 def test_a_client_with_another_token_is_refused(cluster):
@@ -154,10 +178,9 @@ def test_sweep_spreads_over_both_nodes_and_a_lost_node_loses_no_trial(cluster, t
                              cluster["address"]], cwd=ROOT, env=cluster["env"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        # One trial has ended on each node (one CPU each) and the next two are training,
-        # one of them on the worker node.
-        wait_until(lambda: _round_two_training(storage), timeout_s=240, proc=proc,
-                   what="the second round of trials")
+        # A trial has ended on the worker node (one CPU each) and its next one is training.
+        wait_until(_WorkerNodeWatch(storage, cluster["worker"]), timeout_s=240, proc=proc,
+                   what="the worker node's second trial")
         _kill_node(cluster["worker"])
         out, err = proc.communicate(timeout=300)
     finally:

@@ -91,3 +91,18 @@ def test_multi_process_trials_take_whole_gpus_or_none(tmp_path):
                         "resources": {"gpus": 0.5, "world_size": 2}})
     assert "resources.gpus=0.5 with world_size=2" in str(err.value)
     assert Resources(gpus=1, cpus=2, world_size=4).per_trial() == Resources(4, 8, 4)
+
+
+def test_cuda_trials_need_gpus_from_ray_but_not_on_the_driver(tmp_path):
+    """A trial that asks for CUDA must be given a GPU by Ray; the driver itself needs none
+    (it may run on a CPU head node: this machine has no GPU)."""
+    grid = {"optim.lr": "choice(1e-3, 3e-3)"}
+    with pytest.raises(ConfigError) as err:
+        expand(spec_from_dict({"name": "x", "grid": grid, "overrides": ["train.device=cuda"],
+                               "storage_root": str(tmp_path)}))
+    assert ("train.device=cuda with resources.gpus: 0: Ray gives the trial no GPU; set "
+            "resources.gpus") in str(err.value)
+    trials = expand(spec_from_dict({"name": "x", "grid": grid, "storage_root": str(tmp_path),
+                                    "overrides": ["train.device=cuda"],
+                                    "resources": {"gpus": 0.5}}))
+    assert [t.cfg.train.device for t in trials] == ["cuda", "cuda"]
