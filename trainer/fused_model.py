@@ -165,7 +165,9 @@ class StackedGPT(nn.Module):
             x = x * self.input_mult
         for block in self.blocks:
             x = block(x, rope)
-        logits = self.readout(self.norm(x))  # (K, B, T, vocab)
-        return logits * self.output_mult if self.output_mult != 1.0 else logits
+        h = self.norm(x)
+        if self.output_mult != 1.0:  # ×α_out/m on the hidden state: the same logits, a pass
+            h = h * self.output_mult  # over width numbers per token rather than vocab ones
+        return self.readout(h)  # (K, B, T, vocab)
 
     _rope = GPT._rope  # the members' tables, cached per (seq_len, device) alike

@@ -290,8 +290,10 @@ class GPT(nn.Module):
             x = x * self.input_mult
         for block in self.blocks:
             x = block(x, rope)
-        logits = self.readout(self.norm(x))  # (B, T, vocab)
-        return logits * self.output_mult if self.output_mult != 1.0 else logits
+        h = self.norm(x)
+        if self.output_mult != 1.0:  # ×α_out/m on the hidden state: the same logits, a pass
+            h = h * self.output_mult  # over width numbers per token rather than vocab ones
+        return self.readout(h)  # (B, T, vocab)
 
     def _rope(self, seq_len: int, device: torch.device) -> tuple[torch.Tensor, ...]:
         # The tables depend only on (seq_len, device): computed once, not every forward.

@@ -75,6 +75,21 @@ def test_mup_and_sp_are_one_network_at_base_width():
     assert torch.equal(logits[Param.mup], logits[Param.sp])
 
 
+def test_readout_logits_carry_alpha_out_over_m():
+    """muP's readout: logits × α_out/m (here 1.5 / 4), the multiplier applied to the hidden
+    state before the readout matmul (the same logits, a pass over width rather than vocab)."""
+    import torch
+
+    cfg = ModelConfig(width=256, depth=1, head_dim=32, base_width=64, output_mult=1.5)
+    model = GPT(GPTShape(cfg, 512))
+    tokens = torch.randint(0, 512, (2, 16), generator=torch.Generator().manual_seed(0))
+    hidden = {}
+    model.norm.register_forward_hook(lambda mod, args, out: hidden.update(h=out))
+    logits = model(tokens)
+    unscaled = hidden["h"] @ model.readout.weight.T
+    torch.testing.assert_close(logits, unscaled * (1.5 / 4), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("param, head_dim, base_head_dim, attn_mult, scale", [
     (Param.sp, 16, None, 1.0, 1 / 4),
     (Param.sp, 64, None, 2.0, 2 / 8),
