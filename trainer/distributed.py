@@ -120,8 +120,12 @@ def _joined(cfg: Config, before_teardown=None):
 def _spawned(cfg: Config, log_dir: Path):
     log_dir.mkdir(parents=True, exist_ok=True)
     port = _free_port()
+    # The process's threads are shared among its ranks (rank 0 is this process), rather than
+    # each rank taking them all: a run of 2 ranks on 2 cores trains at 1 thread per rank, as
+    # torchrun launches it (OMP_NUM_THREADS=1), and rounds alike.
+    threads = max(1, torch.get_num_threads() // cfg.train.world_size)
     base_env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-                "WORLD_SIZE": str(cfg.train.world_size)}
+                "WORLD_SIZE": str(cfg.train.world_size), "OMP_NUM_THREADS": str(threads)}
     with tempfile.TemporaryDirectory(prefix="proxysweep-ranks-") as tmp:
         config_file = Path(tmp) / "config.pkl"
         config_file.write_bytes(pickle.dumps(cfg))
@@ -129,6 +133,8 @@ def _spawned(cfg: Config, log_dir: Path):
                     for r in range(1, cfg.train.world_size)}
         saved = {k: os.environ.get(k) for k in (*base_env, "RANK", "LOCAL_RANK")}
         os.environ.update(base_env, RANK="0", LOCAL_RANK="0")
+        own_threads = torch.get_num_threads()
+        torch.set_num_threads(threads)
         try:
             # Rank 0 hosts the group's TCP store: it waits for the other ranks to exit before
             # tearing its group down. (Torn down first, a rank still in its own teardown
@@ -144,6 +150,7 @@ def _spawned(cfg: Config, log_dir: Path):
         finally:
             _kill(children)
             _restore_env(saved)
+            torch.set_num_threads(own_threads)
 
 
 def _restore_env(saved: dict[str, str | None]) -> None:

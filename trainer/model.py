@@ -172,11 +172,13 @@ class _CpuRMSNorm(torch.autograd.Function):
     Forward: r = (mean(x²) + ε)^(−1/2) per row from the norm kernel (one reduction), kept for
     the backward, and y = x·r·w. Backward, with ĝ = g·w and x̂ = x·r: ∂x = r·(ĝ − x̂·mean(ĝ·x̂))
     and ∂w = Σ g·x̂ over the dimensions w is broadcast along. LayerNorm's fused backward,
-    given ĝ, the mean taken as 0 and the same r, computes r·(ĝ − mean(ĝ) − x̂·mean(ĝ·x̂)):
-    adding r·mean(ĝ) back gives ∂x. A lone model's (C,) gain and a fused stack's (K, 1, …, C)
-    gains take the same operations, each one row by row or the same reduction, so that a
-    member rounds as it does alone and a run rounds alike at any thread count. Gradients equal
-    autograd's exactly in float64 (tests/trainer/test_model.py)."""
+    given the gain, the mean taken as 0 and the same r, computes r·(ĝ − mean(ĝ) −
+    x̂·mean(ĝ·x̂)) and Σ g·x̂ in one pass over g and x: adding r·mean(ĝ) back (a matrix-vector
+    product, g·w/C) gives ∂x. The kernel takes a (C,) gain only: a fused stack's (K, 1, …, C)
+    gains go through it member by member, on the member's rows, so that a member rounds as it
+    does alone. (Its cross-row sum for ∂w, like LayerNorm's, rounds differently at another
+    thread count: a run rounds alike at a given one.) Gradients equal autograd's exactly in
+    float64 (tests/trainer/test_model.py)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -189,14 +191,24 @@ class _CpuRMSNorm(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, weight, rstd = ctx.saved_tensors
-        scaled = grad * weight
-        grad_x, _, _ = torch.ops.aten.native_layer_norm_backward(
-            scaled, x, (x.shape[-1],), torch.zeros_like(rstd), rstd, None, None,
-            [True, False, False])
-        grad_x.add_(scaled.mean(-1, keepdim=True).mul_(rstd))
-        # g·x·r into ĝ's buffer, no longer needed: one large allocation fewer
-        grad_weight = torch.mul(grad, x, out=scaled).mul_(rstd).sum_to_size(weight.shape)
-        return grad_x, grad_weight, None
+        if weight.ndim == 1:
+            return (*_rms_norm_backward(grad, x, weight, rstd), None)
+        # A fused stack's (K, 1, …, C) gains: each member's rows as a lone model's
+        members = [_rms_norm_backward(grad[k], x[k], weight[k].flatten(), rstd[k])
+                   for k in range(weight.shape[0])]
+        grad_x, grad_weight = (torch.stack(parts) for parts in zip(*members, strict=True))
+        return grad_x, grad_weight.view(weight.shape), None
+
+
+def _rms_norm_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
+                       rstd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """∂x and ∂w of y = x·r·w for a (C,) gain `weight` (see `_CpuRMSNorm`)."""
+    width = x.shape[-1]
+    grad_x, grad_weight, _ = torch.ops.aten.native_layer_norm_backward(
+        grad, x, (width,), torch.zeros_like(rstd), rstd, weight, None, [True, True, False])
+    mean_scaled = torch.mv(grad.reshape(-1, width), weight).view(rstd.shape)  # mean(ĝ)·C
+    grad_x.add_(mean_scaled.div_(width).mul_(rstd))
+    return grad_x, grad_weight
 
 
 class Attention(nn.Module):

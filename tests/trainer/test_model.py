@@ -43,6 +43,20 @@ def test_cpu_rmsnorm_with_a_broadcast_gain_sums_its_gradient_per_gain():
     assert torch.autograd.gradcheck(lambda x, w: _CpuRMSNorm.apply(x, w, 1e-6), (x, w))
 
 
+def test_a_stacked_members_norm_gradients_are_its_lone_gradients_bit_for_bit():
+    """In float32, as trained: a fused member's rows go through the same kernels as a lone
+    model's, so its gradients round alike (the stack's members train as they would alone)."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 16, 64, requires_grad=True)
+    w = (1 + 0.3 * torch.randn(3, 1, 1, 64)).requires_grad_()
+    g = torch.randn(3, 4, 16, 64)
+    stacked = torch.autograd.grad(_CpuRMSNorm.apply(x, w, 1e-6), (x, w), g)
+    for k in range(3):
+        xk, wk = x[k].detach().requires_grad_(), w[k].detach().flatten().requires_grad_()
+        lone = torch.autograd.grad(_CpuRMSNorm.apply(xk, wk, 1e-6), (xk, wk), g[k])
+        assert torch.equal(stacked[0][k], lone[0]) and torch.equal(stacked[1][k].flatten(), lone[1])
+
+
 @pytest.mark.parametrize("complex_form", [True, False])
 def test_rope_rotates_each_channel_pair_by_its_angle(complex_form):
     """Both forms against the rotation written out pair by pair: position t turns pair i by
