@@ -133,10 +133,13 @@ def _check_hub_once(trials: list[Trial]) -> None:
 
 def dry_run(spec: SweepSpec, *, tracking_uri: str) -> list[tuple[Trial, str]]:
     """Every trial with what a launch would do to it: `done (status)`, `run`, or `wait` for
-    the other driver that trains it now. (A searched sweep has no trials before it runs: see
+    the other driver that trains it now. A trial this sweep has not recorded as done but whose
+    run directory holds its end (trained by another sweep over the same `storage_root`, or a
+    record the store lost) is `done (status, on disk)`: a launch records it from its files
+    and trains nothing. (A searched sweep has no trials before it runs: see
     `search_dry_run`.)"""
     from orchestrator.lease import current_holder
-    from trainer.paths import RunPaths
+    from trainer.paths import RunPaths, read_summary
 
     spec, trials = prepare(spec)
     create_sqlite_store_once(tracking_uri)
@@ -146,10 +149,13 @@ def dry_run(spec: SweepSpec, *, tracking_uri: str) -> list[tuple[Trial, str]]:
     for trial in sorted(trials, key=lambda t: t.flops, reverse=True):
         status = (states.get(trial.trial_id) or old.get(trial.trial_id) or {}).get("status")
         note = ", old id" if trial.trial_id in old else ""
+        paths = RunPaths.for_config(trial.cfg, trial.trial_id)
         if status in DONE:
             plan.append((trial, f"done ({status}{note})"))
-        elif holder := current_holder(RunPaths.for_config(trial.cfg, trial.trial_id).run_dir):
+        elif holder := current_holder(paths.run_dir):
             plan.append((trial, f"wait ({holder.host} pid {holder.driver_pid})"))
+        elif (stored := (read_summary(paths) or {}).get("status")) in DONE:
+            plan.append((trial, f"done ({stored}, on disk)"))
         else:
             plan.append((trial, "run" if status is None else f"run ({status}{note})"))
     return plan

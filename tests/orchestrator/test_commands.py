@@ -196,3 +196,20 @@ def test_sweep_status_reports_tokens_trained_against_independent(tmp_path, capsy
     totals = tracker.log_token_totals()
     parent = MlflowClient(tracking_uri=uri).get_run(tracker.parent_id)
     assert parent.data.metrics == totals and totals["sweep/tokens_ratio"] == 2600 / 3500
+
+
+def test_dry_run_counts_a_trial_ended_on_disk_as_done(tmp_path, capsys):
+    """A trial this sweep never recorded but another sweep over the same storage_root trained
+    to its end: a launch would record it from its run directory, not train it again."""
+    from trainer.loop import run
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    spec = _spec(tmp_path)
+    path = tmp_path / "unit.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    trained = prepare(spec_from_dict(spec))[1][0]
+    assert run(trained.cfg).status == schema.FINISHED  # as the other sweep's worker would
+    assert cli.main(["launch", str(path), "--dry-run", "--tracking-uri", uri]) == 0
+    out = capsys.readouterr().out
+    assert f"done (finished, on disk) {trained.trial_id[:12]}  {trained.label}" in out
+    assert "\n4 trials: 1 done, 3 would run\n" in out
