@@ -192,12 +192,31 @@ def run_sweep(spec: SweepSpec, trials: list[Trial], *, tracking_uri: str,
     states = recorded_trials(tracking_uri, spec.name)
     todo = [t for t in trials if states.get(t.trial_id, {}).get("status") not in DONE]
     outcome = SweepOutcome(trials=len(trials), already_done=len(trials) - len(todo))
+    # Ended in their run directories, unrecorded here (another sweep over the same storage
+    # trained them, or this one's record was lost): recorded from their files at the end,
+    # without a task each.
+    on_disk = {t.trial_id: status for t in todo if (status := _ended_on_disk(t))}
+    todo = [t for t in todo if t.trial_id not in on_disk]
     runner = _Runner(spec, tracker, todo, outcome, task_fn=task_fn,
                      resources_for=resources_for or (lambda _trial: spec.resources.per_trial()),
                      observer=observer or SweepObserver(),
                      sharing=Sharing(spec, trials, todo, tracker))
+    for trial in trials:
+        if trial.trial_id in on_disk:
+            runner.trials[trial.trial_id] = trial  # its record is completed from its files
+            runner.total += 1
+            runner._found_ended(trial, on_disk[trial.trial_id])
     drive(runner, tracking_uri=tracking_uri, progress=progress, ended=DONE)
     return outcome
+
+
+def _ended_on_disk(trial: Trial) -> str | None:
+    """The status of the trial's `summary.json` when it says the trial ended (finished or
+    diverged), else None."""
+    from trainer.paths import RunPaths, read_summary
+
+    status = (read_summary(RunPaths.for_config(trial.cfg, trial.trial_id)) or {}).get("status")
+    return status if status in DONE else None
 
 
 def drive(runner: _Runner, *, tracking_uri: str, progress: bool,

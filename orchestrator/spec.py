@@ -267,6 +267,10 @@ def make_trial(spec: SweepSpec, point: tuple[str, ...], problems: list[str],
         found.append(f"train.device={cfg.train.device} with resources.gpus: 0: Ray gives the "
                      "trial no GPU; set resources.gpus (e.g. 0.125 to share one) or "
                      "train.device=auto")
+    elif cfg.train.device.startswith("cuda:"):
+        found.append(f"train.device={cfg.train.device}: in a sweep Ray picks each trial's GPUs "
+                     "(the trial sees them as cuda:0, cuda:1, ...); use train.device=cuda or "
+                     "auto")
     if found:
         problems.extend(f"{p} (trial {' '.join(point)})" for p in found)
         return None

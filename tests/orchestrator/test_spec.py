@@ -106,3 +106,8 @@ def test_cuda_trials_need_gpus_from_ray_but_not_on_the_driver(tmp_path):
                                     "overrides": ["train.device=cuda"],
                                     "resources": {"gpus": 0.5}}))
     assert [t.cfg.train.device for t in trials] == ["cuda", "cuda"]
+    with pytest.raises(ConfigError) as err:
+        expand(spec_from_dict({"name": "x", "grid": grid, "storage_root": str(tmp_path),
+                               "overrides": ["train.device=cuda:1"],
+                               "resources": {"gpus": 1}}))
+    assert "train.device=cuda:1: in a sweep Ray picks each trial's GPUs" in str(err.value)
