@@ -1,6 +1,7 @@
 """The trainer's eager step against a plain GPT-2 block at equal FLOPs per token (issue 17).
 
     python benchmarks/eager_step.py [--json] [--steps 20] [--rounds 3] [--threads 2]
+    python benchmarks/eager_step.py --ops [--steps 6] [--rounds 2]   # where the time differs
 
 The reference is the architecture of nanoGPT's upstream model (Karpathy's GPT-2 in PyTorch),
 written here from its description: learned positions, LayerNorm, a fused qkv projection,
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import tempfile
 import time
@@ -106,23 +108,53 @@ def _bare_step(model: nn.Module, opt: torch.optim.Optimizer, batch: torch.Tensor
     return step
 
 
+def _ways(root: str) -> tuple[int, dict, dict]:
+    """(tokens a step, {way: one step}, parameter counts) with run files under `root`."""
+    cfg = compose(SHAPE + [f"storage_root={root}", "train.tokens=100_000_000"])
+    m = cfg.model
+    torch.manual_seed(0)
+    batch = torch.randint(0, VOCAB, (cfg.train.batch_size, cfg.train.seq_len + 1))
+    reference = ReferenceGPT(VOCAB, m.width, m.depth, m.width // m.head_dim, cfg.train.seq_len)
+    ref_opt = torch.optim.AdamW(reference.parameters(), lr=1e-3, betas=(0.9, 0.95))
+    model = GPT(GPTShape(m, VOCAB))
+    opt = build_optimizer(model, cfg.optim, weight_decay=0.0, fused=True)
+    set_lr(opt, cfg.optim.lr)
+    training = TrainingRun(cfg, reporter=NullReporter())
+    ways = {"reference": _bare_step(reference, ref_opt, batch),
+            "model": _bare_step(model, opt, batch),
+            "trainer": training.step}
+    params = {"reference": sum(p.numel() for p in reference.parameters()),
+              "model": sum(p.numel() for p in model.parameters())}
+    return cfg.train.batch_size * cfg.train.seq_len, ways, params
+
+
+def op_table(steps: int, rounds: int) -> list[tuple[str, float, float]]:
+    """(op, reference ms a step, model ms a step) by PyTorch's profiler, each op's self time
+    at its fastest of `rounds` profiles of `steps` steps; largest difference first."""
+    from torch.profiler import ProfilerActivity, profile
+
+    per_step: dict[str, dict[str, float]] = {"reference": {}, "model": {}}
+    with tempfile.TemporaryDirectory() as root:
+        _, ways, _ = _ways(root)
+        for _ in range(rounds):
+            for name, ms in per_step.items():
+                for _ in range(2):
+                    ways[name]()
+                with profile(activities=[ProfilerActivity.CPU]) as prof:
+                    for _ in range(steps):
+                        ways[name]()
+                for event in prof.key_averages():
+                    if event.key.startswith("aten::"):
+                        spent = event.self_cpu_time_total / steps / 1000
+                        ms[event.key] = min(ms.get(event.key, math.inf), spent)
+    ref, ours = per_step["reference"], per_step["model"]
+    rows = [(op, ref.get(op, 0.0), ours.get(op, 0.0)) for op in {*ref, *ours}]
+    return sorted(rows, key=lambda r: -abs(r[2] - r[1]))
+
+
 def measure(steps: int, rounds: int) -> dict:
     with tempfile.TemporaryDirectory() as root:
-        cfg = compose(SHAPE + [f"storage_root={root}", "train.tokens=100_000_000"])
-        m = cfg.model
-        tokens = cfg.train.batch_size * cfg.train.seq_len
-        torch.manual_seed(0)
-        batch = torch.randint(0, VOCAB, (cfg.train.batch_size, cfg.train.seq_len + 1))
-        reference = ReferenceGPT(VOCAB, m.width, m.depth, m.width // m.head_dim,
-                                 cfg.train.seq_len)
-        ref_opt = torch.optim.AdamW(reference.parameters(), lr=1e-3, betas=(0.9, 0.95))
-        model = GPT(GPTShape(m, VOCAB))
-        opt = build_optimizer(model, cfg.optim, weight_decay=0.0, fused=True)
-        set_lr(opt, cfg.optim.lr)
-        training = TrainingRun(cfg, reporter=NullReporter())
-        ways = {"reference": _bare_step(reference, ref_opt, batch),
-                "model": _bare_step(model, opt, batch),
-                "trainer": training.step}
+        tokens, ways, params = _ways(root)
         times: dict[str, list[float]] = {name: [] for name in ways}
         for _ in range(rounds):  # the ways take turns, so that load hits each alike
             for name, step in ways.items():
@@ -131,8 +163,6 @@ def measure(steps: int, rounds: int) -> dict:
         # noise only ever adds time (the median is reported too).
         best = {name: tokens / min(t) for name, t in times.items()}
         median = {name: tokens / statistics.median(t) for name, t in times.items()}
-    params = {"reference": sum(p.numel() for p in reference.parameters()),
-              "model": sum(p.numel() for p in model.parameters())}
     return {"tokens_per_s": best, "median_tokens_per_s": median, "params": params,
             "median_model_over_reference": median["model"] / median["reference"],
             "model_over_reference": best["model"] / best["reference"],
@@ -145,8 +175,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6, help="timed steps per way per round")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--ops", action="store_true",
+                        help="instead: the ops whose time differs most between the two "
+                             "models, by the profiler (where ours is slower, and why)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.ops:
+        rows = op_table(args.steps, args.rounds)
+        print(f"{'op (self time, ms a step)':<58}{'reference':>10}{'model':>10}")
+        for op, ref, ours in rows[:25]:
+            print(f"{op[:56]:<58}{ref:>10.2f}{ours:>10.2f}")
+        print(f"{'all aten ops':<58}{sum(r[1] for r in rows):>10.1f}"
+              f"{sum(r[2] for r in rows):>10.1f}")
+        return
     result = {"threads": args.threads, "shape": SHAPE, "vocab": VOCAB,
               "torch": torch.__version__, **measure(args.steps, args.rounds)}
     save("eager_step", result)
