@@ -19,6 +19,7 @@ from mlflow import MlflowClient
 from orchestrator import legacy
 from orchestrator.driver import (
     SweepOutcome,
+    ended_on_disk,
     init_ray,
     local_cluster,
     prepare,
@@ -139,7 +140,7 @@ def dry_run(spec: SweepSpec, *, tracking_uri: str) -> list[tuple[Trial, str]]:
     and trains nothing. (A searched sweep has no trials before it runs: see
     `search_dry_run`.)"""
     from orchestrator.lease import current_holder
-    from trainer.paths import RunPaths, read_summary
+    from trainer.paths import RunPaths
 
     spec, trials = prepare(spec)
     create_sqlite_store_once(tracking_uri)
@@ -149,12 +150,11 @@ def dry_run(spec: SweepSpec, *, tracking_uri: str) -> list[tuple[Trial, str]]:
     for trial in sorted(trials, key=lambda t: t.flops, reverse=True):
         status = (states.get(trial.trial_id) or old.get(trial.trial_id) or {}).get("status")
         note = ", old id" if trial.trial_id in old else ""
-        paths = RunPaths.for_config(trial.cfg, trial.trial_id)
         if status in DONE:
             plan.append((trial, f"done ({status}{note})"))
-        elif holder := current_holder(paths.run_dir):
+        elif holder := current_holder(RunPaths.for_config(trial.cfg, trial.trial_id).run_dir):
             plan.append((trial, f"wait ({holder.host} pid {holder.driver_pid})"))
-        elif (stored := (read_summary(paths) or {}).get("status")) in DONE:
+        elif stored := ended_on_disk(trial):
             plan.append((trial, f"done ({stored}, on disk)"))
         else:
             plan.append((trial, "run" if status is None else f"run ({status}{note})"))

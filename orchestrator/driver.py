@@ -195,7 +195,7 @@ def run_sweep(spec: SweepSpec, trials: list[Trial], *, tracking_uri: str,
     # Ended in their run directories, unrecorded here (another sweep over the same storage
     # trained them, or this one's record was lost): recorded from their files at the end,
     # without a task each.
-    on_disk = {t.trial_id: status for t in todo if (status := _ended_on_disk(t))}
+    on_disk = {t.trial_id: status for t in todo if (status := ended_on_disk(t))}
     todo = [t for t in todo if t.trial_id not in on_disk]
     runner = _Runner(spec, tracker, todo, outcome, task_fn=task_fn,
                      resources_for=resources_for or (lambda _trial: spec.resources.per_trial()),
@@ -203,14 +203,12 @@ def run_sweep(spec: SweepSpec, trials: list[Trial], *, tracking_uri: str,
                      sharing=Sharing(spec, trials, todo, tracker))
     for trial in trials:
         if trial.trial_id in on_disk:
-            runner.trials[trial.trial_id] = trial  # its record is completed from its files
-            runner.total += 1
-            runner._found_ended(trial, on_disk[trial.trial_id])
+            runner.found_on_disk(trial, on_disk[trial.trial_id])
     drive(runner, tracking_uri=tracking_uri, progress=progress, ended=DONE)
     return outcome
 
 
-def _ended_on_disk(trial: Trial) -> str | None:
+def ended_on_disk(trial: Trial) -> str | None:
     """The status of the trial's `summary.json` when it says the trial ended (finished or
     diverged), else None."""
     from trainer.paths import RunPaths, read_summary
@@ -458,6 +456,13 @@ class _Runner:
                 # the two calls come from different callers and are not ordered).
                 ray.get(self.tracker.look_up.remote(trial_id))
                 self.queue.insert(0, trial)
+
+    def found_on_disk(self, trial: Trial, status: str) -> None:
+        """A trial left out of this launch's queue because its run directory holds its end:
+        counted with the launch's trials, its record completed from its files at the end."""
+        self.trials[trial.trial_id] = trial
+        self.total += 1
+        self._found_ended(trial, status)
 
     def _found_ended(self, trial: Trial, status: str) -> None:
         """The trial was found ended, not by this launch; its record is checked at the end."""
