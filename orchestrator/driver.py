@@ -44,7 +44,7 @@ from orchestrator.placement import (
 from orchestrator.resync import resync
 from orchestrator.sharing import Sharing
 from orchestrator.spec import Resources, SweepSpec, Trial, expand
-from orchestrator.store import tracking_credentials
+from orchestrator.store import create_sqlite_store_once, tracking_credentials
 from orchestrator.tracking import Tracker
 from trainer.errors import ConfigError
 from trainer.schema import DONE, FAILED, FINISHED, INTERRUPTED, recorded_trials
@@ -182,6 +182,10 @@ def run_sweep(spec: SweepSpec, trials: list[Trial], *, tracking_uri: str,
     """
     import ray
 
+    # The tracking actor and `recorded_trials` below open the store at once: a new SQLite
+    # store's tables are created first, by one process (a `sweep` command has done it already;
+    # a caller of this function need not have).
+    create_sqlite_store_once(tracking_uri)
     # Not waited for: its process starts (imports MLflow, opens the sweep's runs) while this
     # one reads the store, and trials start while it finishes; their calls queue until it
     # is up. It lives on the driver's node, which outlives any worker node that goes away.

@@ -52,7 +52,7 @@ from orchestrator.driver import (
 from orchestrator.search_space import SearchPlan, Slice, plan_search
 from orchestrator.sharing import Sharing
 from orchestrator.spec import SweepSpec, Trial
-from orchestrator.store import tracking_credentials
+from orchestrator.store import create_sqlite_store_once, tracking_credentials
 from orchestrator.studies import Studies, storage_url, stored_trials, summaries
 from orchestrator.tracking import Tracker
 from trainer.errors import ConfigError
@@ -117,6 +117,7 @@ def run_search(spec: SweepSpec, plan: SearchPlan, *, tracking_uri: str, storage:
     """Run the studies of a searched sweep to their `n_trials` (see the module docstring)."""
     import ray
 
+    create_sqlite_store_once(tracking_uri)  # before the actor and this process both open it
     here = _driver_node()
     tracker = ray.remote(Tracker).options(num_cpus=0, scheduling_strategy=here).remote(
         tracking_uri, spec.name, code_version=code_version(),
