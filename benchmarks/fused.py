@@ -188,7 +188,7 @@ def profile_steps(members: int, *, steps: int = 10) -> dict:
         overrides = (GPU_SHAPE + ["train.compile=false"]) if cuda else []
         cfgs = [compose(SHAPE + overrides + [f"optim.lr={lr}", f"storage_root={root}"])
                 for lr in learning_rates(members)]
-        group = FusedRun(cfgs, reporters=[NullReporter()] * members)
+        group = FusedRun.for_trials(cfgs, reporters=[NullReporter()] * members)
         lone = TrainingRun(cfgs[0], reporter=NullReporter())
 
         def ms_per_step(step) -> float:

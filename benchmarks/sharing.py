@@ -1,6 +1,6 @@
 """Token-budget sharing benchmark: a real CPU sweep run shared and independent, then extended.
 
-    python benchmarks/sharing.py [--base-tokens 65536] [--json] [--family-only]
+    python benchmarks/sharing.py [--base-tokens 65536] [--json] [--family-only | --fused-trunks]
 
 The sweep: 2 LRs × budgets {1, 2, 4, 8} × base tokens, WSD with decay_fraction 0.1, a tiny
 model (2 × 32) on the synthetic corpus, through `orchestrator.commands.launch` on a local Ray
@@ -106,6 +106,32 @@ def _family_walls(root: Path, uri: str, base: int) -> dict:
             "family_critical_s": spans, "family_launch_s": walls}
 
 
+def _fused_trunks(root: Path, uri: str, base: int) -> dict:
+    """8 LRs × the four budgets, shared, with the trunks fused (`fuse: auto`: on 2 CPUs two
+    groups of 4) against each trunk alone (`fuse: false`), A B B A: the launches' wall clock
+    (a fused trunk's `final/wall_s` is its group's, so trunk seconds do not add up across a
+    group), and the largest |Δ| / |unfused| of a trial's final eval loss."""
+    lrs = "choice(1e-3, 2e-3, 3e-3, 5e-3, 7e-3, 1e-2, 1.5e-2, 2e-2)"
+
+    def sweep(name: str, fuse):
+        spec = _spec(name, root, base, share=True).to_dict()
+        spec["grid"]["optim.lr"], spec["fuse"] = lrs, fuse
+        return spec_from_dict(spec)
+
+    names = {"alone": False, "fused": "auto", "fused_b": "auto", "alone_b": False}
+    walls = {name: _timed_launch(sweep(name, fuse), uri)[1] for name, fuse in names.items()}
+    max_rel_diff = 0.0
+    for mine, theirs in (("fused", "alone"), ("fused_b", "alone_b")):
+        a = {r.data.tags["trial.id"]: r.data.metrics["final/eval_loss"]
+             for r in _runs(uri, theirs, "trial")}
+        b = {r.data.tags["trial.id"]: r.data.metrics["final/eval_loss"]
+             for r in _runs(uri, mine, "trial")}
+        max_rel_diff = max(max_rel_diff, *(abs(b[k] - v) / abs(v) for k, v in a.items()))
+    return {"fused_launch_ratio": (walls["fused"] + walls["fused_b"])
+            / (walls["alone"] + walls["alone_b"]),
+            "launch_s": walls, "max_rel_diff": max_rel_diff}
+
+
 def _timed_launch(spec, uri: str):
     started = time.perf_counter()
     outcome = launch(spec, tracking_uri=uri, progress=False)
@@ -140,11 +166,22 @@ def main() -> dict:
     parser.add_argument("--family-only", action="store_true",
                         help="only the family phase (e.g. at a larger --base-tokens, where "
                              "the trunk's fixed costs weigh less)")
+    parser.add_argument("--fused-trunks", action="store_true",
+                        help="only: 8 LRs' trunks fused against each alone")
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
     root = Path(tempfile.mkdtemp(prefix="sharing-bench-"))
     uri = f"sqlite:///{root}/mlflow.db"
     _warm_ray()
+    if args.fused_trunks:
+        result = {"base_tokens": args.base_tokens, **_fused_trunks(root, uri, args.base_tokens),
+                  "load": {"before_1m": load_before, "after_1m": os.getloadavg()[0],
+                           "cpus": os.cpu_count()}}
+        path = save("sharing_fused_trunks", result)
+        print(json.dumps(result, indent=1) if args.json else
+              f"fused_launch_ratio {result['fused_launch_ratio']:.3f}  "
+              f"max_rel_diff {result['max_rel_diff']:.1e}; {path}")
+        return result
     if args.family_only:
         result = {"base_tokens": args.base_tokens, **_family_walls(root, uri, args.base_tokens),
                   "load": {"before_1m": load_before, "after_1m": os.getloadavg()[0],

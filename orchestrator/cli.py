@@ -214,10 +214,9 @@ def _run(spec, args, uri: str) -> int:
             print(line)
         from orchestrator.fusion import fusion_setting
 
-        fusable = [t for t, action in plan if action.startswith("run")
-                   and sharing.family_of(t.trial_id) is None]
-        if fusion_setting(spec) and fusable:
-            print_fusion(spec, fusable)
+        to_run = [t for t, action in plan if action.startswith("run")]
+        if fusion_setting(spec) and to_run:
+            print_fusion(spec, to_run, sharing)
         return 0
     address = args.address or os.environ.get("RAY_ADDRESS")
     outcome = commands.launch(spec, tracking_uri=uri, address=address,
@@ -323,21 +322,45 @@ def _fit(args, uri: str) -> int:
     return 0
 
 
-def print_fusion(spec, trials) -> None:
-    """The fused groups the trials to run would form on this machine (a cluster may hold
-    more trials at once, and then makes smaller groups when `fuse: true`)."""
+def print_fusion(spec, trials, sharing) -> None:
+    """The fused groups that the trials to run, and the trunks of their families (`sharing`),
+    would form on this machine (a cluster may hold more trials at once, and then makes
+    smaller groups when `fuse: true`)."""
     from orchestrator.driver import local_cluster
+    from orchestrator.families import branch_tokens
     from orchestrator.fusion import describe as describe_groups
     from orchestrator.fusion import fusion_setting, plan_fusion
     from orchestrator.placement import Request
+    from orchestrator.sharing import plan_trunk_groups
+    from trainer import branching
 
     res = spec.resources.per_trial()
     slots = local_cluster().capacity(Request(gpus=res.gpus, cpus=res.cpus))
-    groups, alone = plan_fusion(trials, fuse=fusion_setting(spec), slots=slots)
+    fuse = fusion_setting(spec)
+    pending = []  # each family's trunk to train, to the branch points it has not passed
+    for family in sharing.families:
+        index = branching.read_index(branching.trunk_dir(spec.storage_root, family.trunk_id))
+        ids = {m.trial_id for m in family.members}
+        points = {branch_tokens(t.cfg) for t in trials
+                  if t.trial_id in ids and not branching.passed(index, branch_tokens(t.cfg))}
+        if points:
+            pending.append((family, tuple(sorted(points))))
+    units = plan_trunk_groups(pending, storage_root=spec.storage_root, fuse=fuse, slots=slots)
+    fused_trunks = [u for u in units if len(u) > 1]
+    for unit in fused_trunks:
+        print(f"fused {len(unit)} trunks in one task: "
+              + ", ".join(f.trunk_id[:12] for f in unit))
+    groups, alone = plan_fusion([t for t in trials if sharing.family_of(t.trial_id) is None],
+                                fuse=fuse, slots=slots)
     for line in describe_groups(groups):
         print(line)
-    print(f"{len(groups)} fused group{'s' * (len(groups) != 1)}, "
-          f"{len(alone)} trial{'s' * (len(alone) != 1)} alone")
+    if groups or alone:
+        print(f"{len(groups)} fused group{'s' * (len(groups) != 1)}, "
+              f"{len(alone)} trial{'s' * (len(alone) != 1)} alone")
+    if units:
+        fused = sum(map(len, fused_trunks))
+        print(f"{sum(map(len, units))} trunks to train: {fused} in {len(fused_trunks)} fused "
+              f"group{'s' * (len(fused_trunks) != 1)}, {len(units) - len(fused_trunks)} alone")
 
 
 def _stored_search(uri: str, name: str):

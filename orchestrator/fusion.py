@@ -27,8 +27,9 @@ the spec bigger `resources` for bigger groups). Its size, `fuse` in the spec:
 
 Who does not fuse, and runs alone as before: a trial whose config cannot fuse (several
 processes, the norm-test batch schedule), a trial that is a branch of a shared
-trunk (`orchestrator.sharing`: its trunk already saves its stable phase), and a trial with no
-partner. Trials fuse only with trials that resume from the same checkpoint step
+trunk (`orchestrator.sharing`: its trunk already saves its stable phase; the trunks
+themselves fuse, by the same `fuse`, `orchestrator.sharing.plan_trunk_groups`), and a trial
+with no partner. Trials fuse only with trials that resume from the same checkpoint step
 (`resume_step`: none, for trials not yet started), so that resuming a sweep with fusion on
 trains no step twice. Searched sweeps ask one trial at a time and do not fuse yet.
 """
@@ -38,9 +39,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from orchestrator.spec import SweepSpec, Trial
 
+T = TypeVar("T")
 MAX_AUTO = 8
 """Most members of a group when the spec says `fuse: true`."""
 
@@ -112,14 +115,19 @@ def plan_fusion(trials: Sequence[Trial], *, fuse: bool | int, slots: int
     groups: list[Group] = []
     size = group_size(fuse, num_trials=sum(map(len, by_key.values())), slots=slots)
     for members in by_key.values():
-        num_groups = math.ceil(len(members) / size)
-        for i in range(num_groups):
-            chunk = members[i::num_groups]  # round robin: groups of nearly equal size
+        for chunk in cut(members, size):
             if len(chunk) == 1:
                 alone.append(chunk[0])
             else:
                 groups.append(Group(tuple(chunk)))
     return groups, alone
+
+
+def cut(items: Sequence[T], size: int) -> list[list[T]]:
+    """`items` (that may fuse) cut into groups of at most `size`, of nearly equal sizes,
+    round robin (9 by 4: 3, 3, 3), each keeping the items' order."""
+    num_groups = math.ceil(len(items) / max(size, 1))
+    return [list(items[i::num_groups]) for i in range(num_groups)]
 
 
 def resume_step(trial: Trial) -> int | None:

@@ -12,6 +12,11 @@
   the trunk is past it, or diverged) is marked (`branch.json` in its trial directory) and put
   at the front of the driver's queue: from there it is an ordinary trial, with its own id,
   worker, retries and record.
+- Trunks whose configs may fuse (an LR sweep's families: `trainer.fusable`), bound for the
+  same branch points from the same checkpoint step, train as one fused group in one task
+  when the sweep fuses (`fuse`, as for trials: `orchestrator.fusion`; `plan_trunk_groups`):
+  each trunk keeps its directory, checkpoints, index and MLflow run, and its branches are
+  released as it passes them, as for a trunk alone.
 - A trunk task that fails after its retries, or ends, releases every branch it still holds:
   they start from the trunk's newest checkpoint at or below their branch point, or from
   step 0 when there is none; each is exact either way.
@@ -29,6 +34,7 @@ the trunk itself only when the other lets go.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from orchestrator.families import Family, branch_tokens, family_id, plan_sharing, why_not_shared
@@ -53,36 +59,88 @@ class _Trunk:
     placement: object = None
     asked: tuple[int, ...] = ()  # the branch points its last task was to reach
     done: bool = False  # no task will train it further in this launch
+    grouped: bool = False  # its task trains it fused with other trunks (answers per trunk)
 
 
 def run_trunk(cfg, tracker, trunk_id: str, directory: str, branch_points: list[int],
               label: str, threads: int) -> dict:
     """Ray task: train a family's trunk (`trainer.trunk`) so that each of `branch_points`
     has its checkpoint, recording it in MLflow as a trunk run; {status, index, error}."""
+    answers = run_trunk_group([cfg], tracker, [trunk_id], [directory], branch_points,
+                              {trunk_id: label}, threads)
+    return answers[trunk_id]
+
+
+def run_trunk_group(cfgs, tracker, trunk_ids: list[str], directories: list[str],
+                    branch_points: list[int], labels: dict[str, str], threads: int) -> dict:
+    """Ray task: train the trunks `trunk_ids` of several families to the same
+    `branch_points`, one trunk alone or several as one fused group
+    (`trainer.trunk.train_trunk_group`), each recorded in MLflow as its own trunk run;
+    {trunk id: {status, index, error}}. The trainer raising fails every trunk (the driver
+    tries them again)."""
     import ray
     import torch
 
     from trainer.identity import flatten
-    from trainer.trunk import train_trunk
+    from trainer.trunk import train_trunk, train_trunk_group
 
     torch.set_num_threads(max(1, threads))
-    params = {k: v for k, v in flatten(cfg).items() if k != "train.tokens"}
-    tracker.trunk.remote(trunk_id, label, params, RUNNING)
+    params = {tid: {k: v for k, v in flatten(cfg).items() if k != "train.tokens"}
+              for tid, cfg in zip(trunk_ids, cfgs, strict=True)}
+    for tid in trunk_ids:
+        tracker.trunk.remote(tid, labels[tid], params[tid], RUNNING)
+    error = None
     try:
-        index = train_trunk(cfg, trunk_id=trunk_id, directory=directory,
-                            branch_points=branch_points)
+        if len(cfgs) == 1:
+            indexes = [train_trunk(cfgs[0], trunk_id=trunk_ids[0], directory=directories[0],
+                                   branch_points=branch_points)]
+        else:
+            indexes = train_trunk_group(cfgs, trunk_ids=trunk_ids, directories=directories,
+                                        branch_points=branch_points)
     except Exception as err:
-        index = branching.read_index(directory)
+        error = f"{type(err).__name__}: {err}"
+        indexes = [branching.read_index(d) for d in directories]
+    answers, calls = {}, []
+    for tid, directory, index in zip(trunk_ids, directories, indexes, strict=True):
+        status = FAILED if error else ("diverged" if index.get("diverged") else "finished")
+        # Waited for: the launch's token totals, asked for later by the driver, include it.
         history = branching.trunk_history(directory, index.get("steps", 0))
-        ray.get(tracker.trunk.remote(trunk_id, label, params, FAILED,
-                                     branching.trunk_summary(index), history=history))
-        return {"status": FAILED, "index": index, "error": f"{type(err).__name__}: {err}"}
-    status = "diverged" if index.get("diverged") else "finished"
-    # Waited for: the launch's token totals, asked for later by the driver, must include it.
-    history = branching.trunk_history(directory, index.get("steps", 0))
-    ray.get(tracker.trunk.remote(trunk_id, label, params, status,
-                                 branching.trunk_summary(index), history=history))
-    return {"status": status, "index": index}
+        calls.append(tracker.trunk.remote(tid, labels[tid], params[tid], status,
+                                          branching.trunk_summary(index), history=history))
+        answers[tid] = {"status": status, "index": index, **({"error": error} if error else {})}
+    ray.get(calls)
+    return answers
+
+
+def plan_trunk_groups(pending: Sequence[tuple[Family, tuple[int, ...]]], *, storage_root: str,
+                      fuse: bool | int, slots: int) -> list[list[Family]]:
+    """Which of the trunks about to train (each family with the branch points its task is to
+    reach) train as one task: trunks whose configs may fuse (`trainer.fusable`: an LR sweep's
+    families) that train to the same branch points, from the same checkpoint step, at the
+    same checkpoint cadence, cut into groups by `fuse` (`orchestrator.fusion.group_size`,
+    over the `slots` trials the cluster runs at once); a list of one trains alone."""
+    from orchestrator.fusion import cut, group_size
+    from trainer.fusable import fusion_problems, group_key
+    from trainer.paths import saved_steps
+
+    if not fuse or len(pending) < 2:
+        return [[family] for family, _ in pending]
+    by_key: dict[tuple, list[Family]] = {}
+    units: list[list[Family]] = []
+    for family, points in pending:
+        cfg = family.members[-1].cfg
+        if fusion_problems([cfg]):
+            units.append([family])
+            continue
+        directory = branching.trunk_dir(storage_root, family.trunk_id)
+        index = branching.read_index(directory)
+        step = (saved_steps(directory / "checkpoints") or [None])[-1]
+        key = (group_key(cfg), points, branching.cadence_tokens(index, cfg, list(points)), step)
+        by_key.setdefault(key, []).append(family)
+    size = group_size(fuse, num_trials=sum(map(len, by_key.values())), slots=slots)
+    for families in by_key.values():
+        units += cut(families, size)
+    return units
 
 
 class Sharing:
@@ -104,7 +162,9 @@ class Sharing:
             held = {t.trial_id: t for t in family.members if t.trial_id in pending}
             if held:
                 self.trunks.append(_Trunk(family, held))
-        self._task = None
+        self._task = self._group_task = None
+        self._slots: int | None = None  # trials the cluster runs at once (for group sizes)
+        self._told = False  # has the launch said that trunks fuse?
 
     def add(self, trial: Trial) -> bool:
         """Hold `trial` as a branch of its family's trunk, found among this launch's or new,
@@ -159,7 +219,7 @@ class Sharing:
         for a trunk to end when the runner has nothing else to wait on)."""
         import ray
 
-        refs = [t.ref for t in self.trunks if t.ref is not None]
+        refs = list(dict.fromkeys(t.ref for t in self.trunks if t.ref is not None))
         if refs:
             ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
             if ready:  # and every other that has ended meanwhile
@@ -169,10 +229,36 @@ class Sharing:
         for trunk in self.trunks:
             if trunk.held:
                 self._release(runner, trunk, everything=trunk.done)
-        for trunk in self.trunks:
-            if trunk.held and trunk.ref is None and not trunk.done \
-                    and not self._trained_elsewhere(trunk):
-                self._start(runner, trunk)
+        startable = [t for t in self.trunks if t.held and t.ref is None and not t.done
+                     and not self._trained_elsewhere(t)]
+        if startable:
+            for unit in self._units(runner, startable):
+                self._start(runner, unit)
+
+    def _units(self, runner, trunks: list[_Trunk]) -> list[list[_Trunk]]:
+        """The trunks to start, as tasks: alone, or fused with others (`plan_trunk_groups`)."""
+        from orchestrator.fusion import fusion_setting
+        from orchestrator.placement import Request
+
+        if self._slots is None:  # the cluster's, as the driver's groups of trials count it
+            res = self.spec.resources.per_trial()
+            self._slots = runner.cluster.capacity(Request(gpus=res.gpus, cpus=res.cpus))
+        by_id = {t.family.trunk_id: t for t in trunks}
+        pending = [(t.family, self._points(t)) for t in trunks]
+        units = [[by_id[f.trunk_id] for f in unit] for unit in plan_trunk_groups(
+            pending, storage_root=self.spec.storage_root, fuse=fusion_setting(self.spec),
+            slots=self._slots)]
+        fused = [u for u in units if len(u) > 1]
+        if fused and not self._told:
+            self._told = True
+            print(f"fused: {sum(map(len, fused))} trunks train in {len(fused)} "
+                  f"group{'s' * (len(fused) > 1)}, {len(units) - len(fused)} alone")
+        return units
+
+    @staticmethod
+    def _points(trunk: _Trunk) -> tuple[int, ...]:
+        """The branch points a task of `trunk` trains to: those of the branches it holds."""
+        return tuple(sorted({branch_tokens(t.cfg) for t in trunk.held.values()}))
 
     def _trained_elsewhere(self, trunk: _Trunk) -> bool:
         """Does another driver's worker hold the trunk's lease? Its checkpoints release this
@@ -218,13 +304,15 @@ class Sharing:
     def _ended(self, runner, trunk: _Trunk) -> None:
         import ray
 
-        if trunk.placement is not None:
+        if trunk.placement is not None:  # (a fused group's first trunk holds the group's)
             runner.cluster.release(trunk.placement)
         ref, trunk.ref, trunk.placement = trunk.ref, None, None
         try:
             result = ray.get(ref)
         except ray.exceptions.RayError as err:  # its worker was lost, past Ray's retries
             result = {"status": FAILED, "error": str(err).strip().splitlines()[-1]}
+        if trunk.grouped and "status" not in result:  # a fused group's answer, per trunk
+            result = result[trunk.family.trunk_id]
         if result["status"] == HELD:  # another driver's worker took it first: follow it
             return
         trunk.recorded = "index" in result  # its worker sent its end (not lost with its node)
@@ -253,38 +341,53 @@ class Sharing:
                 runner.queue.insert(0, trial)
                 del trunk.held[trial_id]
 
-    def _start(self, runner, trunk: _Trunk) -> None:
-        """Submit the trunk task if the cluster model has room for it (it goes before any
-        queued trial); it trains to the largest branch point still held."""
+    def _start(self, runner, unit: list[_Trunk]) -> None:
+        """Submit the task of `unit` (one trunk, or a fused group of them) if the cluster model
+        has room for one trial (it goes before any queued trial); each trunk trains to the
+        largest branch point it still holds."""
         import ray
 
         from orchestrator.placement import Request, select
-        from orchestrator.worker import trunk_task
+        from orchestrator.worker import trunk_group_task, trunk_task
 
         res = self.spec.resources.per_trial()
-        chosen = select([trunk], runner.cluster, lambda _t: Request(gpus=res.gpus,
-                                                                   cpus=res.cpus), max_new=1)
+        chosen = select([unit], runner.cluster, lambda _u: Request(gpus=res.gpus,
+                                                                  cpus=res.cpus), max_new=1)
         if not chosen and (runner.running or any(t.ref for t in self.trunks)):
             return  # no room now; an idle cluster takes it regardless, as the runner does
-        if self._task is None:
-            self._task = ray.remote(trunk_task(run_trunk, sweep=self.spec.name,
-                                               driver_pid=os.getpid()))
-        family = trunk.family
-        points = sorted({branch_tokens(t.cfg) for t in trunk.held.values()})
-        trunk.asked = tuple(points)
-        trunk.placement = chosen[0][1] if chosen else None
-        trunk.ref = self._task.options(num_cpus=res.cpus, num_gpus=res.gpus,
-                                       max_retries=self.spec.retries,
-                                       retry_exceptions=False).remote(
-            family.members[-1].cfg, self.tracker, family.trunk_id,
-            str(self.directory(family)), points, family.label, max(1, int(res.cpus)))
+        points = list(self._points(unit[0]))  # equal for every trunk of a group
+        for trunk in unit:
+            trunk.asked, trunk.grouped, trunk.placement = tuple(points), len(unit) > 1, None
+        unit[0].placement = chosen[0][1] if chosen else None
+        options = dict(num_cpus=res.cpus, num_gpus=res.gpus, max_retries=self.spec.retries,
+                       retry_exceptions=False)
+        threads = max(1, int(res.cpus))
+        if len(unit) == 1:
+            if self._task is None:
+                self._task = ray.remote(trunk_task(run_trunk, sweep=self.spec.name,
+                                                   driver_pid=os.getpid()))
+            family = unit[0].family
+            ref = self._task.options(**options).remote(
+                family.members[-1].cfg, self.tracker, family.trunk_id,
+                str(self.directory(family)), points, family.label, threads)
+        else:
+            if self._group_task is None:
+                self._group_task = ray.remote(trunk_group_task(
+                    run_trunk_group, sweep=self.spec.name, driver_pid=os.getpid()))
+            families = [t.family for t in unit]
+            ref = self._group_task.options(**options).remote(
+                [f.members[-1].cfg for f in families], self.tracker,
+                [f.trunk_id for f in families], [str(self.directory(f)) for f in families],
+                points, {f.trunk_id: f.label for f in families}, threads)
+        for trunk in unit:
+            trunk.ref = ref
 
     def stop(self) -> None:
         """Cancel the running trunk tasks (Ctrl-C, `sweep cancel`)."""
         import ray
 
+        for ref in dict.fromkeys(t.ref for t in self.trunks if t.ref is not None):
+            ray.cancel(ref, force=True)
         for trunk in self.trunks:
-            if trunk.ref is not None:
-                ray.cancel(trunk.ref, force=True)
-                trunk.ref = None
+            trunk.ref = None
             trunk.held.clear()

@@ -60,6 +60,32 @@ def trunk_task(fn, *, sweep: str, driver_pid: int):
     return run_as_trunk
 
 
+def trunk_group_task(fn, *, sweep: str, driver_pid: int):
+    """`fn` (`orchestrator.sharing.run_trunk_group`) under the lease of each trunk's
+    directory: a trunk another driver's worker holds is answered HELD (as `trunk_task`
+    answers) and the others train; {trunk id: result} for every trunk."""
+    def run_as_trunk_group(cfgs, tracker, trunk_ids, directories, *args):
+        from contextlib import ExitStack
+
+        answers, free = {}, []
+        with ExitStack() as leases:
+            for k, directory in enumerate(directories):
+                lease = Lease.acquire(directory, sweep=sweep, driver_pid=driver_pid)
+                if isinstance(lease, Holder):
+                    answers[trunk_ids[k]] = {"status": HELD, "holder": asdict(lease)}
+                else:
+                    leases.enter_context(lease)
+                    free.append(k)
+            if free:
+                with _cpu_unless_given_a_gpu():
+                    answers.update(fn([cfgs[k] for k in free], tracker,
+                                      [trunk_ids[k] for k in free],
+                                      [directories[k] for k in free], *args))
+        return answers
+    run_as_trunk_group.__name__ = run_as_trunk_group.__qualname__ = fn.__name__
+    return run_as_trunk_group
+
+
 def group_task(fn, *, sweep: str, driver_pid: int):
     """`fn` (`run_group_trials`) under the lease of each member of a fused group: the members
     another live attempt holds, or that have ended, are answered as `trial_task` answers for

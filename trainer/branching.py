@@ -111,6 +111,20 @@ def branch_source(run_dir: Path) -> BranchSource | None:
                         trunk_dir / "checkpoints" / name)
 
 
+TRUNK_CHECKPOINTS = 8
+"""Cadence checkpoints over the first launch's trunk."""
+
+
+def cadence_tokens(index: dict, cfg, branch_points: list[int]) -> int:
+    """Tokens between a trunk's cadence checkpoints: fixed in its `index` for its life, else
+    (a new trunk) an eighth of the largest branch point, in whole batches of `cfg` (at least
+    one). Trunks of equal cadence, branch points and position may train as one fused group."""
+    if index.get("cadence_tokens"):
+        return int(index["cadence_tokens"])
+    bt = cfg.train.batch_size * cfg.train.seq_len
+    return max(bt, max(branch_points) // TRUNK_CHECKPOINTS // bt * bt)
+
+
 def passed(index: dict, point: int) -> bool:
     """Has the trunk of `index` got as far as a branch at `point` needs: its checkpoint at
     the point's batch boundary exists, the trunk is past the point, or it has diverged (and

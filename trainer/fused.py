@@ -37,10 +37,15 @@ members save together; a worker killed between two members' saves leaves an olde
 to all, `train.keep_checkpoints` ≥ 2), or from the start when there is none. Training is exact
 on CPU, so either way each member ends as an uninterrupted run would.
 
+Prefix sharing: the trunks of several families (an LR × token-budget sweep's, one per LR)
+train as one group of `trainer.trunk.TrunkRun` members (`trainer.trunk.train_trunk_group`):
+the stack does not care which; each trunk saves, indexes and ends as it does alone.
+
 Not yet, and how it would fit:
-- Prefix sharing: a member that is a branch of a trunk starts from scratch here rather than
-  from its trunk (exact on CPU, only slower). A family's trunk as a fused group would take
-  `trainer.trunk.TrunkRun` members in place of `TrainingRun`s: the stack does not care which.
+- Branches: a member that is a branch of a trunk starts from scratch here rather than from
+  its trunk (exact on CPU, only slower); a sweep runs branches alone. Branches of one budget
+  whose trunks trained as one group have equal branch steps, and could restore from their
+  trunks' checkpoints and fuse.
 - Adaptive search: a pruner per member, asked at the shared eval points; a pruned member would
   save its checkpoint and leave the stack like a diverged one. Asked configs in flight fuse when
   their `group_key`s are equal.
@@ -121,7 +126,7 @@ def run_group(cfgs: Sequence[Config], reporters: Sequence[Reporter] | None = Non
             remaining.append(i)
     if remaining:
         chosen = [reporters[i] if reporters else None for i in remaining]
-        trained = FusedRun([cfgs[i] for i in remaining], reporters=chosen).train()
+        trained = FusedRun.for_trials([cfgs[i] for i in remaining], reporters=chosen).train()
         for i, result in zip(remaining, trained, strict=True):
             results[i] = result
     return results
@@ -153,22 +158,23 @@ def member_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 class FusedRun:
     """A fused group in progress: the stacked model and optimizer, and one `TrainingRun` per
-    member for everything that is the member's own. Builds nothing that trains until
-    `train()`; `restore()` and `step()` are public for tests.
+    member for everything that is the member's own. `restore()` and `step()` are public for
+    tests.
+
+    The members are `TrainingRun`s (`for_trials`: trials) or subclasses that say where they
+    stop, save and end (`trainer.trunk.TrunkRun`: a sweep's trunks fused): the group follows
+    its first training member's `_fits_budget`, `_ends_here` and `_checkpoint_due` (equal for
+    every member of a group), starts each member with its `begin` and ends it with its
+    `_finish`, whose answers `train()` returns.
 
     Args:
-        cfgs: the members, none of them done (`run_group` leaves those out).
-        reporters: one per member, None for the member's default.
+        members: the members' runs, none of them done, built on one set of tokens
+            (`data=`), of configs that may fuse (`trainer.fusable`).
     """
 
-    def __init__(self, cfgs: Sequence[Config], *,
-                 reporters: Sequence[Reporter | None] | None = None):
-        data = load_tokens(cfgs[0].data)
-        reporters = reporters or [None] * len(cfgs)
-        self.members = [
-            TrainingRun(cfg, data=data, reporter=reporter or default_reporter(
-                cfg, RunPaths.for_config(cfg, config_id(cfg))))
-            for cfg, reporter in zip(cfgs, reporters, strict=True)]
+    def __init__(self, members: Sequence[TrainingRun]):
+        self.members = list(members)
+        cfgs = [m.cfg for m in self.members]
         self.model = StackedGPT.from_members([m.model for m in self.members])
 
         def losses(chunk: torch.Tensor) -> torch.Tensor:
@@ -185,7 +191,19 @@ class FusedRun:
         self.rows = list(range(len(cfgs)))
         """The member in each row of the stack: those still training (a diverged member's
         row is dropped)."""
-        self.results: list[RunResult | None] = [None] * len(cfgs)
+        self.results: list = [None] * len(cfgs)
+        """Each member's `_finish` answer, once it has ended."""
+
+    @classmethod
+    def for_trials(cls, cfgs: Sequence[Config], *,
+                   reporters: Sequence[Reporter | None] | None = None) -> FusedRun:
+        """The group of the trials `cfgs`, none of them done (`run_group` leaves those out),
+        with one reporter per member (None: the member's default, JSONL and MLflow)."""
+        data = load_tokens(cfgs[0].data)
+        reporters = reporters or [None] * len(cfgs)
+        return cls([TrainingRun(cfg, data=data, reporter=reporter or default_reporter(
+                        cfg, RunPaths.for_config(cfg, config_id(cfg))))
+                    for cfg, reporter in zip(cfgs, reporters, strict=True)])
 
     @property
     def lead(self) -> TrainingRun:
@@ -270,8 +288,9 @@ class FusedRun:
 
     # -- the loop ------------------------------------------------------------------------
 
-    def train(self) -> list[RunResult]:
-        """Train every member to the budget or to its divergence; each one's result."""
+    def train(self) -> list:
+        """Train every member to the budget or to its divergence; each one's result (its
+        `_finish` answer: a `RunResult` for a trial)."""
         resumed = self.restore()
         for m in self.members:
             m.begin(resumed)

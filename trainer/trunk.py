@@ -25,24 +25,17 @@ train on (only the increment). If it diverges, it stops and records where
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 
 from trainer import branching
 from trainer.config import Config
+from trainer.data import TokenData, load_tokens
 from trainer.identity import flatten
 from trainer.loop import TrainingRun, _crossed
 from trainer.reporting import JsonlReporter, Reporter
 
-TRUNK_CHECKPOINTS = 8
-"""Cadence checkpoints over the first launch's trunk."""
 KEEP_ALL = 1_000_000_000
-
-
-def default_cadence(cfg: Config, branch_points: list[int]) -> int:
-    """Tokens between cadence checkpoints: an eighth of the largest branch point, in whole
-    batches (at least one)."""
-    bt = cfg.train.batch_size * cfg.train.seq_len
-    return max(bt, max(branch_points) // TRUNK_CHECKPOINTS // bt * bt)
 
 
 class TrunkRun(TrainingRun):
@@ -50,13 +43,13 @@ class TrunkRun(TrainingRun):
     stopping at the last batch boundary at or below the largest of `branch_points`."""
 
     def __init__(self, cfg: Config, *, trunk_id: str, directory: Path,
-                 branch_points: list[int], reporter: Reporter):
+                 branch_points: list[int], reporter: Reporter, data: TokenData | None = None):
         index = branching.read_index(directory)
-        cadence = index.get("cadence_tokens") or default_cadence(cfg, branch_points)
+        cadence = branching.cadence_tokens(index, cfg, branch_points)
         train = dataclasses.replace(cfg.train, checkpoint_every_tokens=cadence,
                                     keep_checkpoints=KEEP_ALL)
         super().__init__(dataclasses.replace(cfg, run_dir=str(directory), checkpoint_dir=None,
-                                             train=train), reporter=reporter)
+                                             train=train), reporter=reporter, data=data)
         self.run_id, self.directory = trunk_id, Path(directory)
         self.points = sorted(set(int(p) for p in branch_points))
         self.index = {**index, "trunk_id": trunk_id, "cadence_tokens": cadence}
@@ -104,7 +97,13 @@ class TrunkRun(TrainingRun):
         `trunk.json` index."""
         if self.index.get("diverged") is not None:
             return self.index
-        resumed = self.restore()
+        self.begin(self.restore())
+        return self._finish(self._train_until_done())
+
+    def begin(self, resumed: int | None) -> None:
+        """Tell the reporter that the trunk starts, or resumes at checkpoint step `resumed`;
+        enter that checkpoint in the index, and save one where the trunk stands if a branch
+        point is there (added by `extend`)."""
         params = {**flatten(self.cfg), "trunk.id": self.run_id}
         params.pop("train.tokens")
         self.reporter.start(run_id=self.run_id, params=params, resumed_step=resumed)
@@ -112,8 +111,11 @@ class TrunkRun(TrainingRun):
         if resumed is not None:  # a checkpoint saved just before a crash may be unindexed
             self.index.setdefault("checkpoints", {})[name] = self.state.tokens
         if self._points_here() and name not in self.index.get("checkpoints", {}):
-            self.save()  # a branch point added (extend) right where the trunk stands
-        status = self._train_until_done()
+            self.save()
+
+    def _finish(self, status: str) -> dict:
+        """End the trunk `finished` (at its last branch point: "stopped" in the index) or
+        `diverged` (where, in the index); its index."""
         if status == "diverged":
             s = self.state
             self.index["diverged"] = dataclasses.asdict(branching.Divergence(
@@ -135,3 +137,49 @@ def train_trunk(cfg: Config, *, trunk_id: str, directory: Path, branch_points: l
         jsonl = MultiReporter(jsonl, reporter)
     return TrunkRun(cfg, trunk_id=trunk_id, directory=directory, branch_points=branch_points,
                     reporter=jsonl).train()
+
+
+def train_trunk_group(cfgs: Sequence[Config], *, trunk_ids: Sequence[str],
+                      directories: Sequence[Path], branch_points: list[int],
+                      reporters: Sequence[Reporter | None] | None = None) -> list[dict]:
+    """Train the trunks of several families as one fused group (`trainer.fused.FusedRun`): the
+    families' largest budgets `cfgs`, equal but for per-member scalars (an LR sweep's trunks),
+    each to the same `branch_points`; each trunk's `trunk.json` index, in order.
+
+    Each trunk stays what it is alone: its directory, `metrics.jsonl`, checkpoints (at the
+    same steps) and index; a trunk that diverges leaves the stack and the others go on. A
+    group resumes from the newest step all its trunks have saved, so trunks that stand at
+    different steps (a worker killed between two trunks' saves) or save at different cadences
+    train as separate groups, one after the other: none trains a step twice. A trunk that had
+    diverged before is answered from its index.
+
+    Raises:
+        ConfigError: the configs cannot train as one group (`trainer.fusable`).
+    """
+    from trainer.errors import ConfigError
+    from trainer.fusable import fusion_problems
+    from trainer.fused import FusedRun
+    from trainer.paths import saved_steps
+    from trainer.reporting import MultiReporter
+
+    problems = fusion_problems(cfgs)
+    if problems:
+        raise ConfigError(problems)
+    reporters = reporters or [None] * len(cfgs)
+    data = load_tokens(cfgs[0].data)
+    runs = []
+    for cfg, trunk_id, directory, reporter in zip(cfgs, trunk_ids, directories, reporters,
+                                                  strict=True):
+        jsonl = JsonlReporter(Path(directory) / "metrics.jsonl", echo=False)
+        runs.append(TrunkRun(cfg, trunk_id=trunk_id, directory=Path(directory),
+                             branch_points=branch_points, data=data,
+                             reporter=jsonl if reporter is None
+                             else MultiReporter(jsonl, reporter)))
+    together: dict[tuple, list[TrunkRun]] = {}
+    for r in runs:
+        if r.index.get("diverged") is None:
+            position = (saved_steps(r.paths.checkpoints) or [None])[-1]
+            together.setdefault((position, r.cfg.train.checkpoint_every_tokens), []).append(r)
+    for members in together.values():
+        FusedRun(members).train()
+    return [r.index for r in runs]

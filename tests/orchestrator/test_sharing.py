@@ -264,3 +264,77 @@ def test_killed_driver_then_resume_continues_the_trunk(tmp_path, uri):
     _assert_every_trial_finished_once(uri, trunk_tokens=117760)
     after = _trunk_checkpoints(trunks)
     assert {p: after[p] for p in before} == before
+
+
+def _trunk_rows(trunks, key="perf/tokens_per_s"):
+    """{trunk directory name: {step: the value of `key` logged there}}."""
+    out = {}
+    for path in trunks.glob("*/metrics.jsonl"):
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        out[path.parent.name] = {r["step"]: r[key] for r in rows if key in r}
+    return out
+
+
+def test_an_lr_sweeps_trunks_train_as_one_fused_group(tmp_path, uri, capsys):
+    # Three LRs × two budgets: three families, whose trunks train as one fused group (one
+    # task, one loop: every trunk logs the group's tokens/s at every step), each recorded,
+    # checkpointed and branched from as alone; the trials end as in the unfused sweep.
+    lrs = {"optim.lr": "choice(3e-3, 1e-2, 2e-2)"}
+    budgets = (8192, 16384)
+    plain = launch(_spec(tmp_path, "plain", budgets, fuse=False, grid={
+        **lrs, "train.tokens": "choice(8192, 16384)"}), tracking_uri=uri, progress=False)
+    capsys.readouterr()
+    fused = launch(_spec(tmp_path, "fused", budgets, fuse=3, grid={
+        **lrs, "train.tokens": "choice(8192, 16384)"}), tracking_uri=uri, progress=False)
+    assert "fused: 3 trunks train in 1 group, 0 alone" in capsys.readouterr().out
+    assert sorted(fused.ran.values()) == sorted(plain.ran.values()) == ["finished"] * 6
+    speeds = _trunk_rows(tmp_path / "fused" / "trunks")
+    assert len(speeds) == 3 and len({json.dumps(s) for s in speeds.values()}) == 1
+    assert len({json.dumps(s) for s in _trunk_rows(tmp_path / "plain" / "trunks").values()}) == 3
+    _, a = _children(uri, "plain")
+    _, b = _children(uri, "fused")
+    assert a.keys() == b.keys()
+    for trial_id, run in b.items():
+        m, r = run.data.metrics, a[trial_id].data.metrics
+        assert m["final/tokens_shared"] == r["final/tokens_shared"] > 0
+        assert m["final/eval_loss"] == pytest.approx(r["final/eval_loss"], rel=1e-3)
+    _, plain_trunks = _children(uri, "plain", "trunk")
+    _, fused_trunks = _children(uri, "fused", "trunk")
+    assert plain_trunks.keys() == fused_trunks.keys() and len(fused_trunks) == 3
+    for trunk_id, run in fused_trunks.items():
+        assert run.data.tags["trunk.status"] == "finished"
+        assert run.data.metrics["final/tokens"] == \
+            plain_trunks[trunk_id].data.metrics["final/tokens"] == 14336
+
+
+@pytest.mark.slow
+def test_a_killed_fused_trunk_group_resumes_and_loses_nothing(tmp_path, uri):
+    spec = _spec(tmp_path, "unit", budgets=(65536, 131072), fuse=2).to_dict()
+    spec["grid"]["optim.lr"] = "choice(3e-3, 1e-2)"
+    spec["overrides"] += ["train.checkpoint_every_tokens=2048"]
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    trunks = tmp_path / "unit" / "trunks"
+    proc = _sweep("launch", str(path), uri=uri)
+    _wait(lambda: len(_trunk_checkpoints(trunks)) >= 4 and _workers(proc, "run_trunk_group"),
+          proc)
+    before = _trunk_checkpoints(trunks)
+    (group_worker,) = _workers(proc, "run_trunk_group")
+    group_worker.kill()
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out + err
+    assert "fused: 2 trunks train in 1 group" in out
+    client, children = _children(uri, "unit")
+    assert sorted(c.data.tags["trial.status"] for c in children.values()) == ["finished"] * 4
+    for child in children.values():
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "train/loss")]
+        assert len(steps) == len(set(steps))  # nothing twice
+    _, recorded = _children(uri, "unit", "trunk")
+    assert [t.data.metrics["final/tokens"] for t in recorded.values()] == [117760] * 2
+    after = _trunk_checkpoints(trunks)
+    assert {p: after[p] for p in before} == before  # resumed, not trained again
+    for path in trunks.glob("*/metrics.jsonl"):
+        steps = [json.loads(line)["step"] for line in path.read_text().splitlines()]
+        assert steps == sorted(set(steps))
+    # Resumed as one group again: the trunks' tokens/s are the group's at every step.
+    assert len({json.dumps(s) for s in _trunk_rows(trunks).values()}) == 1

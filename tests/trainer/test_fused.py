@@ -11,17 +11,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from trainer import branching
 from trainer.compose import compose
 from trainer.config import HiddenWeightDecay, OptimConfig
+from trainer.errors import ConfigError
 from trainer.fusable import fusion_problems, group_key
 from trainer.fused import FusedRun, member_losses, run_group
 from trainer.fused_model import StackedGPT
 from trainer.fused_optim import StackedAdamW, clip_grad_norms_
+from trainer.identity import config_id
 from trainer.loop import TrainingRun, run
 from trainer.model import GPT, GPTShape
 from trainer.mup import param_groups, set_lr
+from trainer.paths import RunPaths
 from trainer.reporting import JsonlReporter, NullReporter
-from trainer.trunk import TrunkRun
+from trainer.trunk import TrunkRun, train_trunk, train_trunk_group
 
 SMALL = ["model=tiny", "model.width=32", "model.head_dim=16", "model.base_width=32",
          "model.depth=2", "data=synthetic", "data.num_tokens=300_000",
@@ -264,7 +268,7 @@ def test_runs_built_without_a_process_group_take_the_configured_device(tmp_path)
     lone = TrainingRun(cfgs[0], reporter=NullReporter())
     trunk = TrunkRun(cfgs[0], trunk_id="t", directory=tmp_path / "trunk", branch_points=[1024],
                      reporter=NullReporter())
-    group = FusedRun(cfgs, reporters=[NullReporter(), NullReporter()])
+    group = FusedRun.for_trials(cfgs, reporters=[NullReporter(), NullReporter()])
     for device, params in ((lone.device, lone.model.parameters()),
                            (trunk.device, trunk.model.parameters()),
                            (group.lead.device, group.model.parameters())):
@@ -338,7 +342,7 @@ def test_a_killed_group_resumes_and_ends_as_an_uninterrupted_one(tmp_path, one_s
                       / "step-000000016")
     quiet = [JsonlReporter(Path(tmp_path / "unused" / f"{k}.jsonl"), echo=False)
              for k in range(3)]
-    assert FusedRun(cfgs, reporters=quiet).restore() == (8 if one_save_lost else 16)
+    assert FusedRun.for_trials(cfgs, reporters=quiet).restore() == (8 if one_save_lost else 16)
     resumed = run_group(cfgs)
     for got, ref in zip(resumed, reference, strict=True):
         assert _history(got.run_dir) == _history(ref.run_dir)  # exact, nothing twice
@@ -401,3 +405,102 @@ def test_the_fused_adamw_kernel_rounds_alike_at_any_thread_count():
             torch.set_num_threads(before)
 
     assert torch.equal(update(1), update(2))
+
+
+TRUNK_LRS = [["optim.lr=0.003"], ["optim.lr=30", "schedule.warmup_tokens=0"], ["optim.lr=0.01"]]
+"""A family's trunk per LR of an LR × token-budget sweep; the second diverges."""
+POINTS = [6553, 13107]  # the branch points of budgets 8,192 and 16,384 (decay fraction 0.2)
+
+
+def _trunk_cfgs(root: Path, lrs=TRUNK_LRS):
+    return [_cfg(root, *lr, "schedule.decay_fraction=0.2", "train.eval_every_tokens=4096")
+            for lr in lrs]
+
+
+def _trunks(root: Path, n: int) -> dict:
+    return {"trunk_ids": [f"t{k}" for k in range(n)],
+            "directories": [root / "trunks" / f"t{k}" for k in range(n)]}
+
+
+def test_fused_trunks_train_as_each_trunk_alone(tmp_path):
+    # An LR × budget sweep's trunks (one per LR) trained as one group: each trunk saves the
+    # same checkpoints and writes the index and history it does alone; the one that diverges
+    # stops where it stops alone, and the others go on; a budget branches from a fused trunk.
+    cfgs = _trunk_cfgs(tmp_path / "fused")
+    fused = train_trunk_group(cfgs, **_trunks(tmp_path / "fused", 3), branch_points=POINTS)
+    step_rel, eval_rel = [], []
+    for k, (cfg, index) in enumerate(zip(_trunk_cfgs(tmp_path / "alone"), fused, strict=True)):
+        directory = tmp_path / "alone" / "trunks" / f"t{k}"
+        alone = train_trunk(cfg, trunk_id=f"t{k}", directory=directory, branch_points=POINTS)
+        for key in ("status", "tokens", "steps", "points", "checkpoints", "cadence_tokens"):
+            assert index.get(key) == alone.get(key), (k, key)
+        assert (index.get("diverged") or {}).get("step") == (alone.get("diverged") or {}).get(
+            "step")
+        got = _history(tmp_path / "fused" / "trunks" / f"t{k}")
+        ref = _history(directory)
+        assert [s for s, _ in got] == [s for s, _ in ref]
+        step_rel += [abs(a - b) / b for (_, a), (_, b) in zip(got[:10], ref[:10], strict=True)]
+        got, ref = (_history(d, "eval/loss") for d in (tmp_path / "fused" / "trunks" / f"t{k}",
+                                                       directory))
+        assert [s for s, _ in got] == [s for s, _ in ref]
+        eval_rel += [abs(a - b) / b for (_, a), (_, b) in zip(got, ref, strict=True)]
+    print(f"fused trunks against alone, max relative difference: first 10 losses "
+          f"{max(step_rel):.2e}, evals {max(eval_rel):.2e}")
+    assert [i["status"] for i in fused] == ["stopped", "diverged", "stopped"]
+    assert fused[0]["tokens"] == 13107 // 512 * 512 and len(fused[0]["checkpoints"]) > 2
+    assert max(step_rel) < 1e-5 and max(eval_rel) < 1e-3
+    # The budget of 8,192 at LR 0.01 branches from its fused trunk's checkpoint.
+    budget = _cfg(tmp_path / "fused", *TRUNK_LRS[2], "schedule.decay_fraction=0.2",
+                  "train.eval_every_tokens=4096", "train.tokens=8192")
+    branching.write_branch(RunPaths.for_config(budget, config_id(budget)).run_dir,
+                           trunk_dir=tmp_path / "fused" / "trunks" / "t2", branch_tokens=6553)
+    branched = run(budget)
+    alone = run(_cfg(tmp_path / "alone", *TRUNK_LRS[2], "schedule.decay_fraction=0.2",
+                     "train.eval_every_tokens=4096", "train.tokens=8192"))
+    assert branched.summary["final/tokens_shared"] == 6553 // 512 * 512
+    assert branched.final_eval_loss == pytest.approx(alone.final_eval_loss, rel=1e-3)
+
+
+def test_a_killed_trunk_group_resumes_and_ends_as_an_uninterrupted_one(tmp_path):
+    reference = train_trunk_group(_trunk_cfgs(tmp_path / "ref"), **_trunks(tmp_path / "ref", 3),
+                                  branch_points=POINTS)
+    cfgs = _trunk_cfgs(tmp_path / "kill")
+    dying = [_DiesAt(tmp_path / "unused" / f"{k}.jsonl", step=20) for k in range(3)]
+    with pytest.raises(_Killed):  # after the cadence checkpoint of step 18 (9,216 tokens)
+        train_trunk_group(cfgs, **_trunks(tmp_path / "kill", 3), branch_points=POINTS,
+                          reporters=dying)
+    resumed = train_trunk_group(cfgs, **_trunks(tmp_path / "kill", 3), branch_points=POINTS)
+    for k, (got, ref) in enumerate(zip(resumed, reference, strict=True)):
+        for key in ("status", "tokens", "steps", "points", "checkpoints"):
+            assert got.get(key) == ref.get(key), (k, key)
+        untimed = [{k: v for k, v in (i.get("diverged") or {}).items() if k != "wall_s"}
+                   for i in (got, ref)]
+        assert untimed[0] == untimed[1]
+        assert _history(tmp_path / "kill" / "trunks" / f"t{k}") == \
+            _history(tmp_path / "ref" / "trunks" / f"t{k}")  # exact, no step twice
+
+
+def test_trunks_at_different_steps_train_apart_and_none_trains_a_step_twice(tmp_path):
+    # A worker killed between two trunks' saves: one trunk stands a checkpoint ahead. The
+    # group trains each from where it stands, and both end as the uninterrupted group.
+    reference = train_trunk_group(_trunk_cfgs(tmp_path / "ref", TRUNK_LRS[::2]),
+                                  **_trunks(tmp_path / "ref", 2), branch_points=POINTS)
+    cfgs = _trunk_cfgs(tmp_path / "kill", TRUNK_LRS[::2])
+    trunks = _trunks(tmp_path / "kill", 2)
+    dying = [_DiesAt(tmp_path / "unused" / f"{k}.jsonl", step=20) for k in range(2)]
+    with pytest.raises(_Killed):
+        train_trunk_group(cfgs, **trunks, branch_points=POINTS, reporters=dying)
+    shutil.rmtree(trunks["directories"][1] / "checkpoints" / "step-000000018")
+    saved = {p: p.stat().st_mtime_ns for p in (tmp_path / "kill").glob("trunks/*/checkpoints/*")}
+    resumed = train_trunk_group(cfgs, **trunks, branch_points=POINTS)
+    for k, (got, ref) in enumerate(zip(resumed, reference, strict=True)):
+        assert got["checkpoints"] == ref["checkpoints"] and got["tokens"] == ref["tokens"]
+        assert _history(trunks["directories"][k]) == _history(tmp_path / "ref" / "trunks"
+                                                              / f"t{k}")
+    assert {p: p.stat().st_mtime_ns for p in saved} == saved  # none saved again
+
+
+def test_configs_that_cannot_fuse_are_refused_as_a_trunk_group(tmp_path):
+    cfgs = [_cfg(tmp_path, "optim.lr=0.01"), _cfg(tmp_path, "optim.lr=0.01", "seed=1")]
+    with pytest.raises(ConfigError, match="members differ in seed"):
+        train_trunk_group(cfgs, **_trunks(tmp_path, 2), branch_points=POINTS)

@@ -113,7 +113,7 @@ def test_a_fused_group_and_its_members_train_on_the_configured_device(tmp_path):
     # were once left on the CPU whatever `train.device` said.
     cfgs = [_cfg(tmp_path, lr, "train.device=cuda", "train.compile=false")
             for lr in ("optim.lr=0.003", "optim.lr=0.01")]
-    group = FusedRun(cfgs, reporters=[NullReporter(), NullReporter()])
+    group = FusedRun.for_trials(cfgs, reporters=[NullReporter(), NullReporter()])
     assert {p.device.type for p in group.model.parameters()} == {"cuda"}
     assert all(m.device.type == "cuda" for m in group.members)
     group.step()
