@@ -31,8 +31,10 @@ ratios are of the sums; `wall_ratio_per_pair` shows how far the load moves each 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -134,7 +136,8 @@ def _fused_trunks(root: Path, uri: str, base: int) -> dict:
 
 def _timed_launch(spec, uri: str):
     started = time.perf_counter()
-    outcome = launch(spec, tracking_uri=uri, progress=False)
+    with contextlib.redirect_stdout(sys.stderr):  # what the launch says; --json prints JSON
+        outcome = launch(spec, tracking_uri=uri, progress=False)
     assert all(s == "finished" for s in outcome.ran.values()), outcome.ran
     return outcome, time.perf_counter() - started
 
