@@ -330,6 +330,7 @@ def print_fusion(spec, trials, sharing) -> None:
     from orchestrator.families import branch_tokens
     from orchestrator.fusion import describe as describe_groups
     from orchestrator.fusion import fusion_setting, plan_fusion
+    from orchestrator.lease import current_holder
     from orchestrator.placement import Request
     from orchestrator.sharing import plan_trunk_groups
     from trainer import branching
@@ -339,10 +340,15 @@ def print_fusion(spec, trials, sharing) -> None:
     fuse = fusion_setting(spec)
     pending = []  # each family's trunk to train, to the branch points it has not passed
     for family in sharing.families:
-        index = branching.read_index(branching.trunk_dir(spec.storage_root, family.trunk_id))
+        directory = branching.trunk_dir(spec.storage_root, family.trunk_id)
+        if current_holder(directory) is not None:
+            continue  # another driver's worker trains it
+        index = branching.read_index(directory)
         ids = {m.trial_id for m in family.members}
-        points = {branch_tokens(t.cfg) for t in trials
-                  if t.trial_id in ids and not branching.passed(index, branch_tokens(t.cfg))}
+        # (a point under one batch needs no trunk: the branch starts from step 0)
+        points = {p for t in trials if t.trial_id in ids
+                  and (p := branch_tokens(t.cfg)) >= family.batch_tokens
+                  and not branching.passed(index, p)}
         if points:
             pending.append((family, tuple(sorted(points))))
     units = plan_trunk_groups(pending, storage_root=spec.storage_root, fuse=fuse, slots=slots)

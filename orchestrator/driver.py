@@ -299,9 +299,10 @@ class _Runner:
         self.sharing = sharing  # trunks, and the branches they hold back from the queue
         units = sharing.unheld(free)
         fuse = fusion_setting(spec)
+        # trials the cluster runs at once (nothing placed yet), for the size of fused groups
+        self.slots = self.cluster.capacity(self._request(todo[0])) if fuse and todo else 1
         if fuse and units:
-            groups, alone = plan_fusion(units, fuse=fuse, slots=self.cluster.capacity(
-                self._request(units[0])))
+            groups, alone = plan_fusion(units, fuse=fuse, slots=self.slots)
             if groups:
                 print(f"fused: {sum(len(g.members) for g in groups)} trials train in "
                       f"{len(groups)} group{'s' * (len(groups) > 1)}, {len(alone)} alone")
@@ -311,6 +312,17 @@ class _Runner:
         self.group_task = ray.remote(group_task(run_group_trials, sweep=spec.name,
                                                 driver_pid=os.getpid()))
         self.cancel_poll = None  # ObjectRef of the tracker's answer, while one is awaited
+
+    def take_released(self, trials: list[Trial]) -> None:
+        """Branches whose trunks have passed them (`orchestrator.sharing`), to the front of
+        the queue: fused where they may (`plan_fusion`: the budgets of one size of families
+        whose trunks trained as one group start at one trunk step)."""
+        units: list = list(trials)
+        fuse = fusion_setting(self.spec)
+        if fuse and len(trials) > 1:
+            groups, alone = plan_fusion(trials, fuse=fuse, slots=self.slots)
+            units = [*groups, *alone]
+        self.queue[:0] = units
 
     def _request(self, trial: Trial) -> Request:
         res = self.resources_for(trial)

@@ -25,11 +25,12 @@ the spec bigger `resources` for bigger groups). Its size, `fuse` in the spec:
   core (one group of 8 would leave a core to the second thread of a small matmul: measured
   slower in benchmarks/README.md, fused.py).
 
-Who does not fuse, and runs alone as before: a trial whose config cannot fuse (several
-processes, the norm-test batch schedule), a trial that is a branch of a shared
-trunk (`orchestrator.sharing`: its trunk already saves its stable phase; the trunks
-themselves fuse, by the same `fuse`, `orchestrator.sharing.plan_trunk_groups`), and a trial
-with no partner. Trials fuse only with trials that resume from the same checkpoint step
+Shared trunks (`orchestrator.sharing`): the trunks of families that may fuse train as
+groups by the same `fuse` (`orchestrator.sharing.plan_trunk_groups`), and the branches a
+group of trunks releases together (the budgets of one size, at one trunk step) fuse as they
+reach the queue (`plan_fusion` on them). Who does not fuse, and runs alone as before: a trial
+whose config cannot fuse (several processes, the norm-test batch schedule), and a trial with
+no partner. Trials fuse only with trials that resume from the same checkpoint step
 (`resume_step`: none, for trials not yet started), so that resuming a sweep with fusion on
 trains no step twice. Searched sweeps ask one trial at a time and do not fuse yet.
 """
@@ -130,17 +131,21 @@ def cut(items: Sequence[T], size: int) -> list[list[T]]:
     return [list(items[i::num_groups]) for i in range(num_groups)]
 
 
-def resume_step(trial: Trial) -> int | None:
-    """The step `trial` would resume from: its newest checkpoint, None when it has none.
+def resume_step(trial: Trial) -> tuple | None:
+    """Where `trial` would start (`trainer.branching.start_position`): its newest checkpoint,
+    its trunk's checkpoint (a branch without one of its own), None from step 0.
 
     A group steps its members together, from the newest step they all have saved
-    (`trainer.fused`), so only trials that resume from the same step fuse: a trial an earlier
-    launch trained alone (then interrupted), or a member a killed group left a save ahead of
-    the others, fusing with trials at another step would train its steps since again."""
-    from trainer.paths import RunPaths, saved_steps
+    (`trainer.fused`), so only trials that start at the same position fuse: a trial an
+    earlier launch trained alone (then interrupted), or a member a killed group left a save
+    ahead of the others, fusing with trials at another step would train its steps since
+    again. Branches released together by trunks that trained as one group start at one step,
+    and fuse."""
+    from trainer import branching
+    from trainer.paths import RunPaths
 
-    steps = saved_steps(RunPaths.for_config(trial.cfg, trial.trial_id).checkpoints)
-    return steps[-1] if steps else None
+    paths = RunPaths.for_config(trial.cfg, trial.trial_id)
+    return branching.start_position(paths.run_dir, paths.checkpoints)
 
 
 def _off(fuse: bool | int) -> bool:

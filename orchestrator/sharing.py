@@ -102,12 +102,17 @@ def run_trunk_group(cfgs, tracker, trunk_ids: list[str], directories: list[str],
         indexes = [branching.read_index(d) for d in directories]
     answers, calls = {}, []
     for tid, directory, index in zip(trunk_ids, directories, indexes, strict=True):
-        status = FAILED if error else ("diverged" if index.get("diverged") else "finished")
+        status = "diverged" if index.get("diverged") else "finished"
+        if error and status == "finished" and not (
+                index.get("status") == "stopped"
+                and all(branching.passed(index, p) for p in branch_points)):
+            status = FAILED  # (a trunk of the group that had ended before the error has not)
         # Waited for: the launch's token totals, asked for later by the driver, include it.
         history = branching.trunk_history(directory, index.get("steps", 0))
         calls.append(tracker.trunk.remote(tid, labels[tid], params[tid], status,
                                           branching.trunk_summary(index), history=history))
-        answers[tid] = {"status": status, "index": index, **({"error": error} if error else {})}
+        answers[tid] = {"status": status, "index": index,
+                        **({"error": error} if status == FAILED else {})}
     ray.get(calls)
     return answers
 
@@ -226,9 +231,10 @@ class Sharing:
                 ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
             for trunk in [t for t in self.trunks if t.ref in ready]:
                 self._ended(runner, trunk)
-        for trunk in self.trunks:
-            if trunk.held:
-                self._release(runner, trunk, everything=trunk.done)
+        released = [trial for trunk in self.trunks if trunk.held
+                    for trial in self._release(trunk, everything=trunk.done)]
+        if released:
+            runner.take_released(released)
         startable = [t for t in self.trunks if t.held and t.ref is None and not t.done
                      and not self._trained_elsewhere(t)]
         if startable:
@@ -244,8 +250,11 @@ class Sharing:
             res = self.spec.resources.per_trial()
             self._slots = runner.cluster.capacity(Request(gpus=res.gpus, cpus=res.cpus))
         by_id = {t.family.trunk_id: t for t in trunks}
-        pending = [(t.family, self._points(t)) for t in trunks]
-        units = [[by_id[f.trunk_id] for f in unit] for unit in plan_trunk_groups(
+        # A trunk whose task failed tries again alone: one that keeps failing (a damaged
+        # checkpoint) must not use up the retries of the trunks it trained with.
+        retried = [[t] for t in trunks if t.attempt > 1]
+        pending = [(t.family, self._points(t)) for t in trunks if t.attempt == 1]
+        units = retried + [[by_id[f.trunk_id] for f in unit] for unit in plan_trunk_groups(
             pending, storage_root=self.spec.storage_root, fuse=fusion_setting(self.spec),
             slots=self._slots)]
         fused = [u for u in units if len(u) > 1]
@@ -329,17 +338,27 @@ class Sharing:
         index = result["index"]
         trunk.done = not all(branching.passed(index, p) for p in trunk.asked)
 
-    def _release(self, runner, trunk: _Trunk, *, everything: bool) -> None:
+    def _release(self, trunk: _Trunk, *, everything: bool) -> list[Trial]:
+        """Mark the branches `trunk` has passed (all of them: `everything`) and hand them
+        back, no longer held."""
         directory = self.directory(trunk.family)
         index = branching.read_index(directory)
+        # A trunk training in a fused group releases a point once every trunk of the group
+        # has passed it (they save one after the other): the group's branches of one budget
+        # then reach the queue together, at one trunk step, and fuse in turn.
+        peers = [branching.read_index(self.directory(t.family)) for t in self.trunks
+                 if trunk.grouped and t is not trunk and t.ref is not None and t.ref == trunk.ref]
         bt = trunk.family.batch_tokens
+        released = []
         for trial_id, trial in list(trunk.held.items()):
             point = branch_tokens(trial.cfg)
-            if everything or point < bt or branching.passed(index, point):
+            if everything or point < bt or all(branching.passed(i, point)
+                                               for i in (index, *peers)):
                 run_dir = RunPaths.for_config(trial.cfg, trial.trial_id).run_dir
                 branching.write_branch(run_dir, trunk_dir=directory, branch_tokens=point)
-                runner.queue.insert(0, trial)
+                released.append(trial)
                 del trunk.held[trial_id]
+        return released
 
     def _start(self, runner, unit: list[_Trunk]) -> None:
         """Submit the task of `unit` (one trunk, or a fused group of them) if the cluster model

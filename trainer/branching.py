@@ -111,6 +111,25 @@ def branch_source(run_dir: Path) -> BranchSource | None:
                         trunk_dir / "checkpoints" / name)
 
 
+def start_position(run_dir: Path, checkpoints: Path) -> tuple | None:
+    """Where the next attempt of the trial in `run_dir` starts: ("checkpoint", step) from its
+    newest checkpoint (in `checkpoints`), ("branch", step) from its trunk's checkpoint of that
+    step, ("diverged", run_dir) when it takes over its trunk's divergence (and trains
+    nothing), None from step 0. Fused groups (`trainer.fused`) form of trials at one
+    position."""
+    from trainer.paths import saved_steps
+
+    steps = saved_steps(Path(checkpoints))
+    if steps:
+        return ("checkpoint", steps[-1])
+    source = branch_source(run_dir)
+    if source is None:
+        return None
+    if source.diverged is not None:
+        return ("diverged", str(run_dir))
+    return ("branch", source.step)
+
+
 TRUNK_CHECKPOINTS = 8
 """Cadence checkpoints over the first launch's trunk."""
 

@@ -41,11 +41,13 @@ Prefix sharing: the trunks of several families (an LR × token-budget sweep's, o
 train as one group of `trainer.trunk.TrunkRun` members (`trainer.trunk.train_trunk_group`):
 the stack does not care which; each trunk saves, indexes and ends as it does alone.
 
+Branches: members that are branches of trunks (`trainer.branching`) and have no checkpoint
+of their own start from their trunks' checkpoints, as alone; `run_group` groups its members by
+where they start (`trainer.branching.start_position`: their own checkpoints, their trunks'
+checkpoints of one step, step 0) and trains each such set as a group. A sweep's budgets of one
+size whose trunks trained as one group start at one trunk step, and fuse.
+
 Not yet, and how it would fit:
-- Branches: a member that is a branch of a trunk starts from scratch here rather than from
-  its trunk (exact on CPU, only slower); a sweep runs branches alone. Branches of one budget
-  whose trunks trained as one group have equal branch steps, and could restore from their
-  trunks' checkpoints and fuse.
 - Adaptive search: a pruner per member, asked at the shared eval points; a pruned member would
   save its checkpoint and leave the stack like a diverged one. Asked configs in flight fuse when
   their `group_key`s are equal.
@@ -70,6 +72,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from trainer import branching
 from trainer.config import Config
 from trainer.data import load_tokens
 from trainer.errors import ConfigError
@@ -124,10 +127,19 @@ def run_group(cfgs: Sequence[Config], reporters: Sequence[Reporter] | None = Non
         else:
             results.append(None)
             remaining.append(i)
-    if remaining:
-        chosen = [reporters[i] if reporters else None for i in remaining]
-        trained = FusedRun.for_trials([cfgs[i] for i in remaining], reporters=chosen).train()
-        for i, result in zip(remaining, trained, strict=True):
+    # Members that start from their own checkpoints train together from the newest step they
+    # all have (`FusedRun.restore`); branches of trunks that start from their trunks'
+    # checkpoints, by the step of those; the others from step 0. Each such set is a group.
+    together: dict[object, list[int]] = {}
+    for i in remaining:
+        paths = RunPaths.for_config(cfgs[i], config_id(cfgs[i]))
+        position = branching.start_position(paths.run_dir, paths.checkpoints)
+        key = "checkpoint" if position and position[0] == "checkpoint" else position
+        together.setdefault(key, []).append(i)
+    for members in together.values():
+        chosen = [reporters[i] if reporters else None for i in members]
+        trained = FusedRun.for_trials([cfgs[i] for i in members], reporters=chosen).train()
+        for i, result in zip(members, trained, strict=True):
             results[i] = result
     return results
 
@@ -215,9 +227,24 @@ class FusedRun:
 
     def restore(self) -> int | None:
         """Load every member's checkpoint of the newest step they all have; that step, or
-        None (then every member starts from its init)."""
-        common = set.intersection(*(set(saved_steps(m.paths.checkpoints))
-                                    for m in self.members))
+        None (then every member starts from its init). Members none of which has a
+        checkpoint of its own that are branches of trunks (`trainer.branching`) start from
+        their trunks' checkpoints, which `run_group` has them share the step of."""
+        own = [saved_steps(m.paths.checkpoints) for m in self.members]
+        if not any(own):  # `TrainingRun.restore` finds a branch's trunk checkpoint
+            restored = [m.restore() for m in self.members]
+            # (a branch whose trunk diverged before its point takes over the divergence and
+            # loads nothing: `train` ends it before the first step)
+            started = {m.state.step for m in self.members
+                       if m.branch is None or m.branch.diverged is None}
+            if len(started) > 1:
+                raise ConfigError([f"the members start at different steps {sorted(started)}: "
+                                   "only trials that start at one step train as one group"])
+            for k, m in enumerate(self.members):
+                self.model.load_member(k, m.model)
+                self.optimizer.load_member(k, m.model, m.optimizer)
+            return None if all(step is None for step in restored) else min(started, default=0)
+        common = set.intersection(*map(set, own))
         step = max(common) if common else None
         if step is not None:
             for k, m in enumerate(self.members):  # before any divergence: row k is member k
@@ -292,9 +319,13 @@ class FusedRun:
         """Train every member to the budget or to its divergence; each one's result (its
         `_finish` answer: a `RunResult` for a trial)."""
         resumed = self.restore()
-        for m in self.members:
+        for k, m in enumerate(self.members):
             m.begin(resumed)
-        self._train_until_done()
+            if m.branch is not None and m.take_over_trunk():  # its stable phase diverged
+                self.results[k] = m._finish("diverged")
+                self._leave_stack(k)
+        if self.rows:
+            self._train_until_done()
         for k in self.rows:
             self.results[k] = self._to_member(k)._finish("finished")
         return self.results
@@ -355,9 +386,14 @@ class FusedRun:
         m.reporter.log_metrics({"train/loss": result.loss, "train/lr": result.lr,
                                 "train/tokens": m.state.tokens}, step=m.state.step)
         self.results[k] = m._finish("diverged")
+        self._leave_stack(k)
+
+    def _leave_stack(self, k: int) -> None:
+        """Drop member k's row: the others' rows, and so their updates, do not change."""
         keep = [row for row, member in enumerate(self.rows) if member != k]
-        self.model.keep_members(keep)
-        self.optimizer.keep_members(keep)
+        if keep:
+            self.model.keep_members(keep)
+            self.optimizer.keep_members(keep)
         self.rows = [self.rows[row] for row in keep]
 
     def _report(self, k: int, result: StepResult, *, tokens_per_s: float, last: bool,

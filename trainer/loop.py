@@ -445,14 +445,18 @@ class TrainingRun:
     def train(self) -> RunResult:
         """Train to the budget or to divergence; report and store the summary."""
         self.begin(self.restore())
-        if self.branch is not None:
-            for row in branching.trunk_history(self.branch.trunk_dir, self.branch.step):
-                self.reporter.log_metrics({k: v for k, v in row.items() if k != "step"},
-                                          step=row["step"])
-            if self.branch.diverged is not None:  # its stable phase diverged in the trunk
-                return self._finish("diverged")
+        if self.branch is not None and self.take_over_trunk():
+            return self._finish("diverged")  # its stable phase diverged in the trunk
         status = self._train_until_done()
         return self._finish(status)
+
+    def take_over_trunk(self) -> bool:
+        """A branch's start: report its trunk's history up to the branch checkpoint as its
+        own; whether it inherits the trunk's divergence (then it ends there, untrained)."""
+        for row in branching.trunk_history(self.branch.trunk_dir, self.branch.step):
+            self.reporter.log_metrics({k: v for k, v in row.items() if k != "step"},
+                                      step=row["step"])
+        return self.branch.diverged is not None
 
     def begin(self, resumed: int | None) -> None:
         """Tell the reporter that the run starts, or resumes at checkpoint step `resumed`, and

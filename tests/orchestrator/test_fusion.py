@@ -182,3 +182,41 @@ def test_a_killed_group_worker_resumes_and_every_member_ends_once(tmp_path, uri)
     # Resumed from the checkpoints it had, which were not written again.
     after = {p: p.stat().st_mtime_ns for p in runs.glob("*/checkpoints/step-*")}
     assert all(after.get(p, t) == t for p, t in before.items())
+
+
+def test_trunks_fuse_when_bound_for_the_same_points_from_the_same_step(tmp_path):
+    """An LR × budget sweep has a family per LR; their trunks fuse when they train to the same
+    branch points from the same checkpoint step (else one would train past its own points,
+    or train steps twice), cut by the `fuse` rule like trials."""
+    from orchestrator.families import plan_sharing
+    from orchestrator.sharing import plan_trunk_groups
+    from trainer import branching
+
+    spec = _spec(tmp_path, grid={"optim.lr": "choice(1e-3, 3e-3, 1e-2, 3e-2, 5e-2)",
+                                 "train.tokens": "choice(16384, 32768)"})
+    families = plan_sharing(expand(spec)).families
+    assert len(families) == 5
+    both = (14745, 29491)
+    pending = [(f, both) for f in families]
+
+    def plan(pending, fuse=True, slots=2):
+        units = plan_trunk_groups(pending, storage_root=spec.storage_root, fuse=fuse,
+                                  slots=slots)
+        assert sorted(f.trunk_id for u in units for f in u) == sorted(
+            f.trunk_id for f, _ in pending)  # every trunk once
+        return sorted(sorted(families.index(f) for f in u) for u in units)
+
+    assert plan(pending) == [[0, 2, 4], [1, 3]]  # 5 trunks on 2 slots: groups of 3 and 2
+    assert plan(pending, fuse=2) == [[0, 3], [1, 4], [2]]
+    assert plan(pending, fuse=False) == [[0], [1], [2], [3], [4]]
+    # Bound for other points (its larger budget is done), or a step ahead: apart.
+    pending[1] = (families[1], both[:1])
+    step = branching.trunk_dir(spec.storage_root, families[2].trunk_id) / "checkpoints"
+    (step / "step-000000012").mkdir(parents=True)
+    assert plan(pending, fuse=8) == [[0, 3, 4], [1], [2]]
+    # The same step for all: together again.
+    for f in families:
+        (branching.trunk_dir(spec.storage_root, f.trunk_id) / "checkpoints"
+         / "step-000000012").mkdir(parents=True, exist_ok=True)
+    pending[1] = (families[1], both)
+    assert plan(pending, fuse=8) == [[0, 1, 2, 3, 4]]

@@ -305,6 +305,16 @@ def test_an_lr_sweeps_trunks_train_as_one_fused_group(tmp_path, uri, capsys):
         assert run.data.tags["trunk.status"] == "finished"
         assert run.data.metrics["final/tokens"] == \
             plain_trunks[trunk_id].data.metrics["final/tokens"] == 14336
+    # The budgets of one size branch at one trunk step and train their decays as one group
+    # too: the group's tokens/s at their own (last) step, the same for the three LRs.
+    for tokens, branch_step in ((8192, 14), (16384, 28)):
+        own = {}
+        for trial_id, run in b.items():
+            if int(run.data.params["train.tokens"]) == tokens:
+                rows = (tmp_path / "fused" / trial_id / "metrics.jsonl").read_text().splitlines()
+                own[trial_id] = [(r["step"], r["perf/tokens_per_s"]) for r in map(json.loads, rows)
+                                 if r["step"] > branch_step and "perf/tokens_per_s" in r]
+        assert len(own) == 3 and len({json.dumps(v) for v in own.values()}) == 1, own
 
 
 @pytest.mark.slow
@@ -336,5 +346,3 @@ def test_a_killed_fused_trunk_group_resumes_and_loses_nothing(tmp_path, uri):
     for path in trunks.glob("*/metrics.jsonl"):
         steps = [json.loads(line)["step"] for line in path.read_text().splitlines()]
         assert steps == sorted(set(steps))
-    # Resumed as one group again: the trunks' tokens/s are the group's at every step.
-    assert len({json.dumps(s) for s in _trunk_rows(trunks).values()}) == 1

@@ -504,3 +504,38 @@ def test_configs_that_cannot_fuse_are_refused_as_a_trunk_group(tmp_path):
     cfgs = [_cfg(tmp_path, "optim.lr=0.01"), _cfg(tmp_path, "optim.lr=0.01", "seed=1")]
     with pytest.raises(ConfigError, match="members differ in seed"):
         train_trunk_group(cfgs, **_trunks(tmp_path, 2), branch_points=POINTS)
+
+
+def test_branches_of_fused_trunks_train_as_one_group_as_each_does_alone(tmp_path):
+    # The trunks of three LRs trained as one group; their budgets of 8,192 tokens branch at
+    # one trunk step and train their decays as one group: each ends as it does alone from the
+    # same trunk, and the one whose trunk diverged before its point ends diverged, untrained.
+    trunks = _trunks(tmp_path / "fused", 3)
+    train_trunk_group(_trunk_cfgs(tmp_path / "fused"), **trunks, branch_points=POINTS)
+
+    def budgets(root: Path):
+        cfgs = [_cfg(root, *lr, "schedule.decay_fraction=0.2", "train.eval_every_tokens=4096",
+                     "train.tokens=8192") for lr in TRUNK_LRS]
+        for cfg, directory in zip(cfgs, trunks["directories"], strict=True):
+            branching.write_branch(RunPaths.for_config(cfg, config_id(cfg)).run_dir,
+                                   trunk_dir=directory, branch_tokens=POINTS[0])
+        return cfgs
+
+    grouped = run_group(budgets(tmp_path / "fused"))
+    alone = [run(cfg) for cfg in budgets(tmp_path / "alone")]
+    assert [r.status for r in grouped] == [r.status for r in alone] == \
+        ["finished", "diverged", "finished"]
+    for got, ref in zip(grouped, alone, strict=True):
+        for key in ("final/tokens", "final/steps", "final/tokens_shared",
+                    "final/diverged_at_tokens"):
+            assert got.summary.get(key) == ref.summary.get(key), key
+        assert [s for s, _ in _history(got.run_dir)] == [s for s, _ in _history(ref.run_dir)]
+        for (_, a), (_, b) in zip(_history(got.run_dir), _history(ref.run_dir), strict=True):
+            assert a == pytest.approx(b, rel=1e-5)
+    assert grouped[0].summary["final/tokens_shared"] == 6553 // 512 * 512
+    for got, ref in ((grouped[0], alone[0]), (grouped[2], alone[2])):
+        assert got.final_eval_loss == pytest.approx(ref.final_eval_loss, rel=1e-3)
+    # One loop: the two that trained logged the group's tokens/s at each of their own steps.
+    speeds = [{s: v for s, v in _history(r.run_dir, "perf/tokens_per_s") if s > 12}
+              for r in (grouped[0], grouped[2])]
+    assert speeds[0] and speeds[0] == speeds[1]
