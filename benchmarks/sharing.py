@@ -110,7 +110,8 @@ def _family_walls(root: Path, uri: str, base: int) -> dict:
 
 def _fused_trunks(root: Path, uri: str, base: int) -> dict:
     """8 LRs × the four budgets, shared, with the trunks fused (`fuse: auto`: on 2 CPUs two
-    groups of 4) against each trunk alone (`fuse: false`), A B B A: the launches' wall clock
+    groups of 4, whose branches of one budget then fuse too) against each trunk and branch
+    alone (`fuse: false`), A B B A: the launches' wall clock
     (a fused trunk's `final/wall_s` is its group's, so trunk seconds do not add up across a
     group), and the largest |Δ| / |unfused| of a trial's final eval loss."""
     lrs = "choice(1e-3, 2e-3, 3e-3, 5e-3, 7e-3, 1e-2, 1.5e-2, 2e-2)"
