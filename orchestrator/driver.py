@@ -300,7 +300,9 @@ class _Runner:
         units = sharing.unheld(free)
         fuse = fusion_setting(spec)
         # trials the cluster runs at once (nothing placed yet), for the size of fused groups
-        self.slots = self.cluster.capacity(self._request(todo[0])) if fuse and todo else 1
+        res = spec.resources.per_trial()
+        self.slots = self.cluster.capacity(self._request(todo[0]) if todo else Request(
+            gpus=res.gpus, cpus=res.cpus)) if fuse else 1
         if fuse and units:
             groups, alone = plan_fusion(units, fuse=fuse, slots=self.slots)
             if groups:

@@ -32,7 +32,8 @@ reach the queue (`plan_fusion` on them). Who does not fuse, and runs alone as be
 whose config cannot fuse (several processes, the norm-test batch schedule), and a trial with
 no partner. Trials fuse only with trials that resume from the same checkpoint step
 (`resume_step`: none, for trials not yet started), so that resuming a sweep with fusion on
-trains no step twice. Searched sweeps ask one trial at a time and do not fuse yet.
+trains no step twice. Searched sweeps fuse when their spec says `fuse: true` or `K` (not
+under `auto`): see `fusion_setting`.
 """
 
 from __future__ import annotations
@@ -76,11 +77,12 @@ class Group:
 
 def fusion_setting(spec: SweepSpec) -> bool | int:
     """The `fuse` a launch of `spec` plans with: the spec's, with `auto` decided (on for
-    trials that hold no GPU, off for GPU trials: see the module docstring), and off for a
-    searched sweep (its trials run one by one under `searched_trial`, reporting to their
-    study's pruner; a group would train them unpruned, e.g. the asked trials a resumed search
-    reopens)."""
-    if spec.optuna is not None:
+    trials that hold no GPU, off for GPU trials: see the module docstring). A searched sweep
+    fuses only when its spec says so (`true` or `K`): a study then asks a group's worth of
+    points at once, before it has seen how they end, which trades the sampler's adaptivity
+    for throughput; its members report to their study's pruner one by one
+    (`orchestrator.search`)."""
+    if spec.optuna is not None and spec.fuse == "auto":
         return False
     if spec.fuse == "auto":
         return spec.resources.gpus == 0

@@ -29,6 +29,11 @@ ask, and which studies there are.
 
 Pruning: each trial's worker reports `eval/loss` at its eval points to the `Studies` actor and
 stops at the first one the study's pruner rejects (`trainer.loop.Pruner`).
+
+Fusion (`fuse: true` or `K` in the spec; `auto` leaves a search unfused): a study that is
+asked a point also asks partners for it, up to the group size (`orchestrator.fusion`) and
+within `max_concurrent`, and the points that may fuse (one slice: one shape) train as one
+group (`searched_group`), each member reporting to its study's pruner and told its own end.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import os
 import re
 from pathlib import Path
 
@@ -49,12 +55,14 @@ from orchestrator.driver import (
     code_version,
     drive,
 )
+from orchestrator.fusion import Group, fusion_setting, group_size, plan_fusion
 from orchestrator.search_space import SearchPlan, Slice, plan_search
 from orchestrator.sharing import Sharing
 from orchestrator.spec import SweepSpec, Trial
 from orchestrator.store import create_sqlite_store_once, tracking_credentials
 from orchestrator.studies import Studies, storage_url, stored_trials, summaries
 from orchestrator.tracking import Tracker
+from orchestrator.worker import group_task
 from trainer.errors import ConfigError
 from trainer.schema import (
     DIVERGED,
@@ -158,6 +166,25 @@ def searched_trial(studies):
     return run_trial
 
 
+def searched_group(studies):
+    """The worker's task for a fused group of searched trials (`fuse` on): `run_group_trials`
+    with a pruner per member, as `searched_trial` gives a lone trial."""
+    def run_group_trials(cfgs, tracker, labels: dict, threads: int) -> dict:
+        import ray
+
+        import trainer
+        from orchestrator.worker import run_group_trials as run
+
+        def pruner_of(trial_id: str):
+            def pruner(step: int, eval_loss: float) -> bool:
+                return ray.get(studies.report.remote(trial_id, step, eval_loss))
+            return pruner
+
+        return run(cfgs, tracker, labels, threads,
+                   pruners=[pruner_of(trainer.config_id(cfg)) for cfg in cfgs])
+    return run_group_trials
+
+
 class _Seen(SweepObserver):
     """Keeps each trial's last result for the runner, and passes everything on."""
 
@@ -206,6 +233,9 @@ class _SearchRunner(_Runner):
                          observer=_Seen(self.results, observer), sharing=sharing)
         self.trials = self.asked  # (what the base class re-syncs from)
         self.cap = spec.max_concurrent or math.inf
+        self.fuse = fusion_setting(spec)
+        self.group_task = ray.remote(group_task(searched_group(studies), sweep=spec.name,
+                                                driver_pid=os.getpid()))
         self.total = len(reopened) + sum(max(n, 0) for n in self.left.values())
         self._promote()
         if not self.queue:
@@ -300,17 +330,43 @@ class _SearchRunner(_Runner):
             self.left[name] -= 1
             trial = self.plan.trial(self.slice_of[name], params, problems=[])
             if self._take(name, number, trial):
-                self._queue(trial)
+                self._queue([trial, *self._partners(name)])
                 return True
         return False
 
-    def _queue(self, trial: Trial) -> None:
-        """Queue a trial to train, or hand it to its trunk (`Sharing.add`)."""
-        if not self.sharing.add(trial):
-            self.queue.append(trial)
+    def _partners(self, name: str) -> list[Trial]:
+        """With fusion on, more points of study `name` to train as one group with the one
+        just asked (same slice, so same shape): asked now, up to the group size and within
+        `max_concurrent`."""
+        if not self.fuse:
+            return []
+        size = group_size(self.fuse, num_trials=sum(max(n, 0) for n in self.left.values()) + 1,
+                          slots=self.slots)
+        import ray
+
+        partners: list[Trial] = []
+        while len(partners) + 1 < size and self.left[name] > 0 \
+                and self._in_flight() + len(partners) + 1 < self.cap:
+            number, params = ray.get(self.studies.ask.remote(name, self.plan.dists))
+            self.left[name] -= 1
+            trial = self.plan.trial(self.slice_of[name], params, problems=[])
+            if self._take(name, number, trial):
+                partners.append(trial)
+        return partners
+
+    def _queue(self, trials: list[Trial]) -> None:
+        """Queue trials to train (as fused groups where they fuse), or hand each to its trunk
+        (`Sharing.add`)."""
+        alone = [t for t in trials if not self.sharing.add(t)]
+        if self.fuse and len(alone) > 1:
+            groups, alone = plan_fusion(alone, fuse=self.fuse, slots=self.slots)
+            self.queue.extend(groups)
+        self.queue.extend(alone)
 
     def _in_flight(self) -> int:
-        return len(self.running) + self.sharing.waiting
+        """Trials in flight: running (a fused group's members each) or held by a trunk."""
+        return sum(len(unit.members) if isinstance(unit, Group) else 1
+                   for unit, _, _ in self.running.values()) + self.sharing.waiting
 
     # -- the runner's loop -----------------------------------------------------------------
 

@@ -141,10 +141,11 @@ def _cpu_unless_given_a_gpu():
             os.environ[NO_GPU_ENV] = before
 
 
-def run_group_trials(cfgs, tracker, labels: dict, threads: int) -> dict:
+def run_group_trials(cfgs, tracker, labels: dict, threads: int, *, pruners=None) -> dict:
     """Train a fused group (`trainer.run_group`), each member reporting to `tracker` as its
     own trial; {trial id: {status, summary, error, recorded}}, as `run_trial` answers. The
-    trainer raising fails every member (the driver tries the group again)."""
+    trainer raising fails every member (the driver tries the group again). `pruners`: one
+    per member, an adaptive search's (`trainer.loop.Pruner`)."""
     import torch
 
     import trainer
@@ -160,7 +161,7 @@ def run_group_trials(cfgs, tracker, labels: dict, threads: int) -> dict:
                                              echo=False), rep)
                  for tid, cfg, rep in zip(ids, cfgs, reporters, strict=True)]
     try:
-        results = trainer.run_group(cfgs, histories)
+        results = trainer.run_group(cfgs, histories, pruners)
     except Exception as err:
         error = f"{type(err).__name__}: {err}"
         for rep in reporters:

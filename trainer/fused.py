@@ -47,10 +47,11 @@ where they start (`trainer.branching.start_position`: their own checkpoints, the
 checkpoints of one step, step 0) and trains each such set as a group. A sweep's budgets of one
 size whose trunks trained as one group start at one trunk step, and fuse.
 
+Adaptive search: each member may have a pruner (`run_group(..., pruners=)`), asked at the
+shared eval points; a member it prunes saves its checkpoint, ends `pruned` and leaves the
+stack like a diverged one.
+
 Not yet, and how it would fit:
-- Adaptive search: a pruner per member, asked at the shared eval points; a pruned member would
-  save its checkpoint and leave the stack like a diverged one. Asked configs in flight fuse when
-  their `group_key`s are equal.
 - Speed: evals run member by member, through `TrainingRun.evaluate`. On CUDA the losses are
   read every `settle_every` steps (a member diverging inside such a batch is rewound to the
   step it diverged and leaves the stack there; its `final/wall_s` counts the batch, as a lone
@@ -81,6 +82,7 @@ from trainer.fused_model import StackedGPT
 from trainer.fused_optim import StackedAdamW, clip_grad_norms_
 from trainer.identity import config_id
 from trainer.loop import (
+    Pruner,
     RunResult,
     StepResult,
     TrainingRun,
@@ -93,12 +95,12 @@ from trainer.mup import resolved_weight_decay
 from trainer.paths import RunPaths, read_summary, saved_steps
 from trainer.reporting import Reporter
 from trainer.schedules import learning_rate
-from trainer.schema import DONE
+from trainer.schema import DONE, PRUNED
 from trainer.validation import check
 
 
-def run_group(cfgs: Sequence[Config], reporters: Sequence[Reporter] | None = None
-              ) -> list[RunResult]:
+def run_group(cfgs: Sequence[Config], reporters: Sequence[Reporter] | None = None,
+              pruners: Sequence[Pruner | None] | None = None) -> list[RunResult]:
     """Train the trials `cfgs` as one fused group; each one's result, in the order of `cfgs`.
 
     Members that already ended (`finished` or `diverged`) are returned as stored and not
@@ -107,6 +109,7 @@ def run_group(cfgs: Sequence[Config], reporters: Sequence[Reporter] | None = Non
     Args:
         cfgs: the members' resolved configs (see `fusion_problems` for what may differ).
         reporters: one per member; JSONL (and MLflow when `tracking.uri` is set) when omitted.
+        pruners: one per member (None: never pruned), an adaptive search's (`Pruner`).
 
     Raises:
         ConfigError: a config cannot run, or the configs cannot run as one group.
@@ -137,8 +140,10 @@ def run_group(cfgs: Sequence[Config], reporters: Sequence[Reporter] | None = Non
         key = "checkpoint" if position and position[0] == "checkpoint" else position
         together.setdefault(key, []).append(i)
     for members in together.values():
-        chosen = [reporters[i] if reporters else None for i in members]
-        trained = FusedRun.for_trials([cfgs[i] for i in members], reporters=chosen).train()
+        trained = FusedRun.for_trials(
+            [cfgs[i] for i in members],
+            reporters=[reporters[i] if reporters else None for i in members],
+            pruners=[pruners[i] if pruners else None for i in members]).train()
         for i, result in zip(members, trained, strict=True):
             results[i] = result
     return results
@@ -208,14 +213,18 @@ class FusedRun:
 
     @classmethod
     def for_trials(cls, cfgs: Sequence[Config], *,
-                   reporters: Sequence[Reporter | None] | None = None) -> FusedRun:
+                   reporters: Sequence[Reporter | None] | None = None,
+                   pruners: Sequence[Pruner | None] | None = None) -> FusedRun:
         """The group of the trials `cfgs`, none of them done (`run_group` leaves those out),
-        with one reporter per member (None: the member's default, JSONL and MLflow)."""
+        with one reporter per member (None: the member's default, JSONL and MLflow) and one
+        pruner per member (an adaptive search's: a pruned member saves, ends `pruned` and
+        leaves the stack, as a diverged one does)."""
         data = load_tokens(cfgs[0].data)
         reporters = reporters or [None] * len(cfgs)
-        return cls([TrainingRun(cfg, data=data, reporter=reporter or default_reporter(
-                        cfg, RunPaths.for_config(cfg, config_id(cfg))))
-                    for cfg, reporter in zip(cfgs, reporters, strict=True)])
+        pruners = pruners or [None] * len(cfgs)
+        return cls([TrainingRun(cfg, data=data, pruner=pruner, reporter=reporter
+                                or default_reporter(cfg, RunPaths.for_config(cfg, config_id(cfg))))
+                    for cfg, reporter, pruner in zip(cfgs, reporters, pruners, strict=True)])
 
     @property
     def lead(self) -> TrainingRun:
@@ -365,9 +374,14 @@ class FusedRun:
             pending, results = [], settled[-1]
             pause = time.perf_counter()  # eval and checkpoints do not count against tokens/s
             tokens_per_s = window_tokens / (pause - window_start)
-            for k in self.rows:
-                self._report(k, results[k], tokens_per_s=tokens_per_s, last=last,
-                             evaluated=evaluated)
+            pruned = [k for k in self.rows
+                      if self._report(k, results[k], tokens_per_s=tokens_per_s, last=last,
+                                      evaluated=evaluated)]
+            for k in pruned:  # as a lone run: saved (asked again unpruned, it continues)
+                m = self._to_member(k)
+                m.save()
+                self.results[k] = m._finish(PRUNED)
+                self._leave_stack(k)
             if log:
                 window_start, window_tokens = time.perf_counter(), 0
             if self.rows and save:
@@ -397,8 +411,9 @@ class FusedRun:
         self.rows = [self.rows[row] for row in keep]
 
     def _report(self, k: int, result: StepResult, *, tokens_per_s: float, last: bool,
-                evaluated: bool) -> None:
-        """Member k's metrics of this step, at its logging and eval cadences."""
+                evaluated: bool) -> bool:
+        """Member k's metrics of this step, at its logging and eval cadences; whether its
+        pruner (an adaptive search's, `trainer.loop.Pruner`) ends it at this eval point."""
         m = self.members[k]
         metrics = {}
         if m.state.step % m.cfg.train.log_every_steps == 0 or last:
@@ -408,3 +423,4 @@ class FusedRun:
             metrics["eval/loss"] = m.evaluate()
         if metrics:
             m.reporter.log_metrics(metrics, step=m.state.step)
+        return evaluated and m.pruner is not None and m._pruned(metrics["eval/loss"])

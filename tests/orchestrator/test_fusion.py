@@ -93,13 +93,14 @@ def test_auto_fuses_cpu_trials_and_leaves_gpu_trials_alone(tmp_path):
     assert _spec(tmp_path, fuse="auto").fuse == "auto"
 
 
-@pytest.mark.parametrize("fuse", ["auto", True, 4])
-def test_a_searched_sweep_never_fuses(tmp_path, fuse):
-    """Searched trials report to their study's pruner one by one; a group would train them
-    unpruned (the asked trials a resumed search reopens go through the grid's queue)."""
+@pytest.mark.parametrize("fuse", ["auto", True, 4, False])
+def test_a_searched_sweep_fuses_only_when_its_spec_says_so(tmp_path, fuse):
+    """A study that asks a group's worth of points at once has seen fewer of them end: a
+    searched sweep fuses when asked to (`true` or `K`), not under `auto`."""
     searched = _spec(tmp_path, fuse=fuse, grid={"optim.lr": "tag(log, interval(1e-3, 3e-2))"},
                      search={"optuna": {"n_trials": 4}})
-    assert searched.optuna is not None and fusion_setting(searched) is False
+    assert searched.optuna is not None
+    assert fusion_setting(searched) == (False if fuse == "auto" else fuse)
     assert fusion_setting(_spec(tmp_path, fuse=fuse)) == (True if fuse == "auto" else fuse)
 
 

@@ -187,3 +187,32 @@ def test_a_config_another_sweep_finished_is_told_from_its_summary_without_traini
     _, (recorded,) = _children(uri, "other")  # and recorded in this sweep (re-sync)
     assert recorded.data.tags["trial.id"] == first.data.tags["trial.id"]
     assert recorded.data.metrics["final/eval_loss"] == trial.value
+
+
+def test_a_searched_sweep_with_fuse_asks_points_in_groups_and_tells_each(searched, uri,
+                                                                         local_ray):
+    import json
+    from pathlib import Path
+
+    searched["grid"] = {"optim.lr": "tag(log, interval(1e-3, 3e-2))"}
+    searched["search"] = {"optuna": {"n_trials": 4, "sampler": "random", "seed": 1}}
+    searched["fuse"] = 2
+    seen = InFlight()
+    plan, storage, outcome = _run(searched, uri, seen)
+    trials = _study(plan, storage, 0).trials
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 4
+    assert sorted(outcome.ran.values()) == ["finished"] * 4
+    _, children = _children(uri)
+    loss = {c.data.tags["trial.id"]: c.data.metrics["final/eval_loss"] for c in children}
+    for t in trials:  # each told value is its own trial's result
+        assert t.value == loss[plan.trial(plan.slices[0], t.params).trial_id]
+    # Asked two at a time and trained as groups of two (4 in flight on 2 CPUs): the members
+    # of a group log the group's tokens/s at every step, so the four show two curves.
+    assert len(seen.submitted_ids) == 4 and seen.most == 4
+    curves = set()
+    for t in trials:
+        trial = plan.trial(plan.slices[0], t.params)
+        rows = (Path(trial.cfg.storage_root) / trial.trial_id / "metrics.jsonl").read_text()
+        curves.add(json.dumps([r["perf/tokens_per_s"] for r in map(json.loads, rows.splitlines())
+                               if "perf/tokens_per_s" in r]))
+    assert len(curves) == 2

@@ -23,7 +23,7 @@ from trainer.identity import config_id
 from trainer.loop import TrainingRun, run
 from trainer.model import GPT, GPTShape
 from trainer.mup import param_groups, set_lr
-from trainer.paths import RunPaths
+from trainer.paths import RunPaths, saved_steps
 from trainer.reporting import JsonlReporter, NullReporter
 from trainer.trunk import TrunkRun, train_trunk, train_trunk_group
 
@@ -539,3 +539,30 @@ def test_branches_of_fused_trunks_train_as_one_group_as_each_does_alone(tmp_path
     speeds = [{s: v for s, v in _history(r.run_dir, "perf/tokens_per_s") if s > 12}
               for r in (grouped[0], grouped[2])]
     assert speeds[0] and speeds[0] == speeds[1]
+
+
+def test_a_pruned_member_saves_ends_pruned_and_the_others_go_on_unchanged(tmp_path):
+    # An adaptive search's pruners, one per member: the one that prunes its member at the
+    # second eval point ends it there (saved, `pruned`), as alone; the others end as in the
+    # group without it.
+    evals = ["train.eval_every_tokens=4096"]
+    members = [["optim.lr=0.003", *evals], ["optim.lr=0.03", *evals], ["optim.lr=0.01", *evals]]
+    asked = []
+
+    def prune_at_second(index: int, eval_loss: float) -> bool:
+        asked.append((index, eval_loss))
+        return index == 2
+
+    pruned = run_group([_cfg(tmp_path / "a", *m) for m in members],
+                       pruners=[None, prune_at_second, None])
+    without = run_group([_cfg(tmp_path / "b", *m) for m in members[::2]])
+    alone = run(_cfg(tmp_path / "c", *members[1]), pruner=prune_at_second)
+    assert pruned[1].status == alone.status == "pruned"
+    assert pruned[1].summary["final/tokens"] == alone.summary["final/tokens"] == 8192
+    assert saved_steps(pruned[1].run_dir / "checkpoints")[-1] == 16
+    assert [i for i, _ in asked] == [1, 2, 1, 2]  # the group's member, then alone
+    assert asked[1][1] == pytest.approx(asked[3][1], rel=1e-3)
+    for got, ref in zip((pruned[0], pruned[2]), without, strict=True):
+        assert got.status == "finished"
+        assert _history(got.run_dir) == _history(ref.run_dir)
+        assert got.final_eval_loss == ref.final_eval_loss
