@@ -197,6 +197,14 @@ def _run(spec, args, uri: str) -> int:
     if getattr(args, "dry_run", False) and spec.optuna is not None:
         for label, used, left in commands.search_dry_run(spec, tracking_uri=uri):
             print(f"study {label}: {used} trials used, would ask {left} more")
+        from orchestrator.fusion import fusion_setting
+
+        fuse = fusion_setting(spec)
+        if fuse is True or (fuse is not False and fuse > 1):
+            most = "as many as the cluster's slots share" if fuse is True else f"up to {fuse}"
+            print(f"fused: a study asks {most} points at once and trains them as one group"
+                  + (f" (max_concurrent {spec.max_concurrent} counts each member)"
+                     if spec.max_concurrent else ""))
         return 0
     if getattr(args, "dry_run", False):
         plan = commands.dry_run(spec, tracking_uri=uri)
