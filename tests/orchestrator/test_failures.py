@@ -191,17 +191,20 @@ def test_two_launches_at_once_train_every_trial_once(spec_dict, uri, tmp_path):
     assert _ran(out1) + _ran(out2) == 4
 
 
-def _long_trials(spec_dict):
+def _long_trials(spec_dict, tokens: int = 409600):
     spec_dict["max_concurrent"] = 1
     spec_dict["grid"] = {"optim.lr": "choice(3e-3, 1e-2)"}
     spec_dict["overrides"] = [o for o in spec_dict["overrides"] if "train.tokens" not in o]
-    spec_dict["overrides"] += ["train.tokens=409600", "train.checkpoint_every_tokens=16384",
+    spec_dict["overrides"] += [f"train.tokens={tokens}", "train.checkpoint_every_tokens=16384",
                                "train.batch_size=8"]
 
 
 def test_resume_while_running_waits_for_the_trial_the_other_driver_trains(
         spec_dict, uri, tmp_path):
-    _long_trials(spec_dict)
+    # Trials long enough (~15 s each here) that the second driver, which takes seconds to
+    # start, finds the first one still training: at 409,600 tokens a CI run once saw the
+    # first driver end both trials before the second one looked.
+    _long_trials(spec_dict, tokens=1_228_800)
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec_dict))
     first = _sweep("launch", str(path), uri=uri)
