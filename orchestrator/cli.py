@@ -374,7 +374,8 @@ def print_fusion(spec, trials, sharing) -> None:
     if units:
         fused = sum(map(len, fused_trunks))
         print(f"{sum(map(len, units))} trunks to train: {fused} in {len(fused_trunks)} fused "
-              f"group{'s' * (len(fused_trunks) != 1)}, {len(units) - len(fused_trunks)} alone")
+              f"group{'s' * (len(fused_trunks) != 1)}, {len(units) - len(fused_trunks)} alone"
+              + ("; a group's budgets of one size fuse as it releases them" if fused else ""))
 
 
 def _stored_search(uri: str, name: str):

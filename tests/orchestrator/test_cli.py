@@ -197,4 +197,5 @@ def test_a_dry_run_lists_the_trunks_that_train_fused_without_torch(tmp_path):
     lines = proc.stdout.splitlines()
     assert sum(line.startswith("trunk ") for line in lines) == 4  # a family per LR
     assert sum(line.startswith("fused 2 trunks in one task: ") for line in lines) == 2
-    assert lines[-1] == "4 trunks to train: 4 in 2 fused groups, 0 alone"
+    assert lines[-1] == ("4 trunks to train: 4 in 2 fused groups, 0 alone; a group's budgets "
+                         "of one size fuse as it releases them")
