@@ -164,11 +164,16 @@ def run_group_trials(cfgs, tracker, labels: dict, threads: int, *, pruners=None)
         results = trainer.run_group(cfgs, histories, pruners)
     except Exception as err:
         error = f"{type(err).__name__}: {err}"
-        for rep in reporters:
-            if rep.recorded is None:
-                rep.finish(status=FAILED, summary={})
-        return {tid: {"status": FAILED, "summary": {}, "error": error, "recorded": rep.recorded}
-                for tid, rep in zip(ids, reporters, strict=True)}
+        answers = {}
+        for tid, rep in zip(ids, reporters, strict=True):
+            if rep.ended is not None:  # it ended in the group before the error (a pruned
+                status, summary = rep.ended  # member, an earlier set): as it ended
+                answers[tid] = {"status": status, "summary": summary, "recorded": rep.recorded}
+                continue
+            rep.finish(status=FAILED, summary={})
+            answers[tid] = {"status": FAILED, "summary": {}, "error": error,
+                            "recorded": rep.recorded}
+        return answers
     answers = {}
     for tid, rep, result in zip(ids, reporters, results, strict=True):
         if rep.recorded is None:  # it had ended before: the group only read its summary
@@ -196,6 +201,7 @@ class TrackerReporter:
         self.sent_at = time.monotonic()
         self.began = False
         self.recorded = None  # ObjectRef of the tracker's answer to `end`
+        self.ended: tuple[str, dict] | None = None  # (status, summary) sent with `end`
 
     def start(self, *, run_id: str, params: dict, resumed_step: int | None) -> None:
         # Fire and forget, as every call here: no trial waits on the tracker. The clock is
@@ -219,6 +225,7 @@ class TrackerReporter:
             derived = {k: v for k, v in summary.items() if k.startswith("derived.")}
             self.start(run_id=self.trial_id, params={**self.params, **derived},
                        resumed_step=int(summary.get("final/steps") or 0))
+        self.ended = (status, summary)
         self.recorded = self.tracker.end.remote(
             self.trial_id, status, summary, self.pending,
             node=ray.get_runtime_context().get_node_id(), ended_ms=int(time.time() * 1000))

@@ -32,10 +32,11 @@ the others' updates never depended on it. A member's `perf/tokens_per_s`, `perf/
 `final/wall_s` count its own tokens over the group's time: they say how fast that trial went,
 not what the device did (K times as much).
 
-Resume: a group continues from the newest checkpoint step that every remaining member has (its
-members save together; a worker killed between two members' saves leaves an older step common
-to all, `train.keep_checkpoints` ≥ 2), or from the start when there is none. Training is exact
-on CPU, so either way each member ends as an uninterrupted run would.
+Resume: `run_group` trains together the members that start at one step (their members save
+together; a worker killed between two members' saves leaves one a step ahead: it trains apart,
+so that no step is trained twice); `FusedRun` itself continues from the newest checkpoint
+step that every member has, or from the start when there is none. Training is exact on CPU,
+so either way each member ends as an uninterrupted run would.
 
 Prefix sharing: the trunks of several families (an LR × token-budget sweep's, one per LR)
 train as one group of `trainer.trunk.TrunkRun` members (`trainer.trunk.train_trunk_group`):
@@ -130,15 +131,15 @@ def run_group(cfgs: Sequence[Config], reporters: Sequence[Reporter] | None = Non
         else:
             results.append(None)
             remaining.append(i)
-    # Members that start from their own checkpoints train together from the newest step they
-    # all have (`FusedRun.restore`); branches of trunks that start from their trunks'
-    # checkpoints, by the step of those; the others from step 0. Each such set is a group.
+    # Members train together when they start at one position (`branching.start_position`):
+    # from their own checkpoints of one step, from their trunks' checkpoints of one step
+    # (branches), or from step 0. A member a killed group left a save ahead of the others
+    # thus trains apart rather than its last steps again; each set is a group, in turn.
     together: dict[object, list[int]] = {}
     for i in remaining:
         paths = RunPaths.for_config(cfgs[i], config_id(cfgs[i]))
-        position = branching.start_position(paths.run_dir, paths.checkpoints)
-        key = "checkpoint" if position and position[0] == "checkpoint" else position
-        together.setdefault(key, []).append(i)
+        together.setdefault(branching.start_position(paths.run_dir, paths.checkpoints),
+                            []).append(i)
     for members in together.values():
         trained = FusedRun.for_trials(
             [cfgs[i] for i in members],

@@ -50,3 +50,35 @@ def test_a_task_without_a_gpu_trains_auto_on_the_cpu(local_ray, tmp_path, monkey
     monkeypatch.setenv(NO_GPU_ENV, "1")
     assert resolve_device("auto") == torch.device("cpu")
     assert resolve_device("cuda") == torch.device("cuda", 0)  # an explicit choice stands
+
+
+def test_a_member_that_ended_before_its_group_failed_is_answered_as_it_ended(
+        local_ray, tmp_path):
+    """A searched group: one member is pruned at the first eval point, then the other's
+    pruner fails (its study unreachable) and the group raises. The pruned member is answered
+    `pruned` (the driver retries only the failed one; trained again, the pruned one would
+    lose its study's decision), the other `failed` with the error."""
+    import ray
+
+    from orchestrator.tracking import Tracker
+    from orchestrator.worker import run_group_trials
+
+    tracker = ray.remote(Tracker).remote(f"sqlite:///{tmp_path}/m.db", "unit",
+                                         code_version="test", spec_yaml="")
+    cfgs = [compose(["model=tiny", "model.width=32", "model.head_dim=16",
+                     "model.base_width=32", "data=synthetic", "train.tokens=16384",
+                     "train.batch_size=8", "train.seq_len=64", "train.eval_every_tokens=4096",
+                     "train.eval_tokens=4096", f"optim.lr={lr}", f"storage_root={tmp_path}"])
+            for lr in (0.003, 0.01)]
+
+    def unreachable(index: int, eval_loss: float) -> bool:
+        if index == 2:
+            raise ConnectionError("the studies' actor is gone")
+        return False
+
+    answers = run_group_trials(cfgs, tracker, {config_id(c): "x" for c in cfgs}, 1,
+                               pruners=[unreachable, lambda index, loss: True])
+    first, second = (answers[config_id(c)] for c in cfgs)
+    assert second["status"] == "pruned" and second["summary"]["final/tokens"] == 4096
+    assert first["status"] == "failed" and "the studies' actor is gone" in first["error"]
+    ray.get([second["recorded"], first["recorded"]])  # both ends reached the tracker
