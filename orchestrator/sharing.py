@@ -231,8 +231,11 @@ class Sharing:
                 ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
             for trunk in [t for t in self.trunks if t.ref in ready]:
                 self._ended(runner, trunk)
+        # One read of each index per poll: trunks of one group decide on the same snapshot.
+        indexes = {t.family.trunk_id: branching.read_index(self.directory(t.family))
+                   for t in self.trunks if t.held or t.ref is not None}
         released = [trial for trunk in self.trunks if trunk.held
-                    for trial in self._release(trunk, everything=trunk.done)]
+                    for trial in self._release(trunk, indexes, everything=trunk.done)]
         if released:
             runner.take_released(released)
         startable = [t for t in self.trunks if t.held and t.ref is None and not t.done
@@ -338,15 +341,16 @@ class Sharing:
         index = result["index"]
         trunk.done = not all(branching.passed(index, p) for p in trunk.asked)
 
-    def _release(self, trunk: _Trunk, *, everything: bool) -> list[Trial]:
+    def _release(self, trunk: _Trunk, indexes: dict[str, dict], *,
+                 everything: bool) -> list[Trial]:
         """Mark the branches `trunk` has passed (all of them: `everything`) and hand them
         back, no longer held."""
         directory = self.directory(trunk.family)
-        index = branching.read_index(directory)
+        index = indexes[trunk.family.trunk_id]
         # A trunk training in a fused group releases a point once every trunk of the group
         # has passed it (they save one after the other): the group's branches of one budget
         # then reach the queue together, at one trunk step, and fuse in turn.
-        peers = [branching.read_index(self.directory(t.family)) for t in self.trunks
+        peers = [indexes[t.family.trunk_id] for t in self.trunks
                  if trunk.grouped and t is not trunk and t.ref is not None and t.ref == trunk.ref]
         bt = trunk.family.batch_tokens
         released = []
