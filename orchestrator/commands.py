@@ -165,7 +165,7 @@ def search_dry_run(spec: SweepSpec, *, tracking_uri: str) -> list[tuple[str, int
     """A searched sweep's studies: (slice, trials used, trials it may still ask)."""
     from orchestrator import search
 
-    spec, plan, storage = search.prepare_search(spec, tracking_uri)
+    spec, plan, storage = search.prepare_search(spec, tracking_uri, create=False)
     return [(row["slice"], row["used"], max(row["n_trials"] - row["used"], 0))
             for row in search.search_status(plan, storage)]
 

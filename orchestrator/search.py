@@ -77,14 +77,18 @@ ENDED = (*DONE, PRUNED)
 """Statuses that end a searched trial for its study (a failed one is told FAIL)."""
 
 
-def prepare_search(spec: SweepSpec, tracking_uri: str) -> tuple[SweepSpec, SearchPlan, str]:
-    """Absolute storage root, every slice checked, the storage URL found and opened."""
-    from orchestrator.studies import open_storage
+def prepare_search(spec: SweepSpec, tracking_uri: str, *, create: bool = True
+                   ) -> tuple[SweepSpec, SearchPlan, str]:
+    """Absolute storage root, every slice checked, the storage URL found and opened (a
+    server's reached, an SQLite file created; with `create` false, as a dry run asks, an
+    SQLite file that does not exist yet is left uncreated)."""
+    from orchestrator.studies import not_created, open_storage
 
     spec = dataclasses.replace(spec, storage_root=str(Path(spec.storage_root).resolve()))
     plan = plan_search(spec)
     url = storage_url(plan.search.storage, tracking_uri)
-    open_storage(url)
+    if create or not not_created(url):
+        open_storage(url)
     return spec, plan, url
 
 

@@ -220,11 +220,20 @@ def best(study) -> float | None:
     return min(t.value for t in done) if done else None
 
 
+def not_created(url: str) -> bool:
+    """Is `url` an SQLite storage whose file does not exist yet? Read-only callers (a dry
+    run, `sweep status`) then find no study, and create no file."""
+    prefix = "sqlite:///"
+    return url.startswith(prefix) and not Path(url[len(prefix):]).exists()
+
+
 def stored_trials(url: str, names: list[str]) -> dict[str, list]:
     """Per study (read only): its trials as Optuna FrozenTrials, none for a study not
     created yet."""
     import optuna
 
+    if not_created(url):
+        return {name: [] for name in names}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(url)
     known = {s.study_name for s in storage.get_all_studies()}
@@ -237,8 +246,8 @@ def summaries(url: str, names: list[str]) -> dict[str, dict]:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = open_storage(url)
-    known = {s.study_name for s in storage.get_all_studies()}
+    storage = None if not_created(url) else open_storage(url)
+    known = {s.study_name for s in storage.get_all_studies()} if storage else set()
     out = {}
     for name in names:
         if name not in known:

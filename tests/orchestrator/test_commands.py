@@ -213,3 +213,16 @@ def test_dry_run_counts_a_trial_ended_on_disk_as_done(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"done (finished, on disk) {trained.trial_id[:12]}  {trained.label}" in out
     assert "\n4 trials: 1 done, 3 would run\n" in out
+
+
+def test_a_searched_dry_run_creates_no_study_storage(tmp_path, spec_dict):
+    """A dry run runs nothing, and leaves no file: the Optuna storage beside a new SQLite
+    store is not created to read that no study has trials yet (launch creates it)."""
+    from orchestrator.commands import search_dry_run
+
+    spec_dict["grid"] = {"optim.lr": "tag(log, interval(1e-3, 3e-2))",
+                         "train.batch_size": "choice(8, 16)"}
+    spec_dict["search"] = {"optuna": {"n_trials": 3, "per_slice": ["train.batch_size"]}}
+    rows = search_dry_run(spec_from_dict(spec_dict), tracking_uri=f"sqlite:///{tmp_path}/m.db")
+    assert [(used, left) for _, used, left in rows] == [(0, 3), (0, 3)]
+    assert not (tmp_path / "optuna.db").exists()
