@@ -177,23 +177,19 @@ def main() -> dict:
     root = Path(tempfile.mkdtemp(prefix="sharing-bench-"))
     uri = f"sqlite:///{root}/mlflow.db"
     _warm_ray()
-    if args.fused_trunks:
-        result = {"base_tokens": args.base_tokens, **_fused_trunks(root, uri, args.base_tokens),
+    phases = {"fused_trunks": (args.fused_trunks, _fused_trunks,
+                               ("fused_launch_ratio", "max_rel_diff")),
+              "family": (args.family_only, _family_walls,
+                         ("family_wall_ratio", "family_launch_ratio"))}
+    for name, (chosen, measure, keys) in phases.items():  # one phase alone
+        if not chosen:
+            continue
+        result = {"base_tokens": args.base_tokens, **measure(root, uri, args.base_tokens),
                   "load": {"before_1m": load_before, "after_1m": os.getloadavg()[0],
                            "cpus": os.cpu_count()}}
-        path = save("sharing_fused_trunks", result)
+        path = save(f"sharing_{name}", result)
         print(json.dumps(result, indent=1) if args.json else
-              f"fused_launch_ratio {result['fused_launch_ratio']:.3f}  "
-              f"max_rel_diff {result['max_rel_diff']:.1e}; {path}")
-        return result
-    if args.family_only:
-        result = {"base_tokens": args.base_tokens, **_family_walls(root, uri, args.base_tokens),
-                  "load": {"before_1m": load_before, "after_1m": os.getloadavg()[0],
-                           "cpus": os.cpu_count()}}
-        path = save("sharing_family", result)
-        print(json.dumps(result, indent=1) if args.json else
-              f"family_wall_ratio {result['family_wall_ratio']:.3f}  family_launch_ratio "
-              f"{result['family_launch_ratio']:.3f}; {path}")
+              "  ".join(f"{k} {result[k]:.3g}" for k in keys) + f"; {path}")
         return result
     # ABBA: a load that drifts during the run weighs on both arms alike.
     runs = {name: _timed_launch(_spec(name, root, args.base_tokens,

@@ -152,40 +152,37 @@ def fed_studies(plan: SearchPlan) -> list[str]:
     return [plan.study_name(s) for s in plan.slices if plan.rung(s) > 0]
 
 
-def searched_trial(studies):
-    """The worker's task for a searched trial: `run_trial` with a pruner that reports each
-    eval point to the studies and stops where they say."""
-    def run_trial(cfg, tracker, label: str, threads: int) -> dict:
-        import ray
+def _study_pruner(studies, cfg):
+    """A trial's pruner in its worker: each eval point reported to the studies, which say
+    whether it stops there."""
+    import ray
 
-        import trainer
+    import trainer
+
+    trial_id = trainer.config_id(cfg)
+
+    def pruner(step: int, eval_loss: float) -> bool:
+        return ray.get(studies.report.remote(trial_id, step, eval_loss))
+    return pruner
+
+
+def searched_trial(studies):
+    """The worker's task for a searched trial: `run_trial` with its study's pruner."""
+    def run_trial(cfg, tracker, label: str, threads: int) -> dict:
         from orchestrator.worker import run_trial as run
 
-        trial_id = trainer.config_id(cfg)
-
-        def pruner(step: int, eval_loss: float) -> bool:
-            return ray.get(studies.report.remote(trial_id, step, eval_loss))
-
-        return run(cfg, tracker, label, threads, pruner=pruner)
+        return run(cfg, tracker, label, threads, pruner=_study_pruner(studies, cfg))
     return run_trial
 
 
 def searched_group(studies):
     """The worker's task for a fused group of searched trials (`fuse` on): `run_group_trials`
-    with a pruner per member, as `searched_trial` gives a lone trial."""
+    with each member's study pruner, as `searched_trial` gives a lone trial."""
     def run_group_trials(cfgs, tracker, labels: dict, threads: int) -> dict:
-        import ray
-
-        import trainer
         from orchestrator.worker import run_group_trials as run
 
-        def pruner_of(trial_id: str):
-            def pruner(step: int, eval_loss: float) -> bool:
-                return ray.get(studies.report.remote(trial_id, step, eval_loss))
-            return pruner
-
         return run(cfgs, tracker, labels, threads,
-                   pruners=[pruner_of(trainer.config_id(cfg)) for cfg in cfgs])
+                   pruners=[_study_pruner(studies, cfg) for cfg in cfgs])
     return run_group_trials
 
 

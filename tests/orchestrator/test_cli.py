@@ -154,17 +154,13 @@ def test_status_and_fit_do_not_import_torch(tmp_path):
     assert (tmp_path / "fit" / "fit.json").exists()
 
 
-def test_a_dry_run_that_lists_fused_groups_does_not_import_torch(tmp_path):
-    """`--dry-run` plans the groups (fusion is on for CPU trials by default) and counts the
-    machine's GPUs without torch."""
+def _dry_run_without_torch(tmp_path, spec: dict):
+    """`launch --dry-run` of `spec` in a process where importing torch fails; its result."""
     import subprocess
     import sys
 
     import yaml
 
-    spec = {"name": "dry", "overrides": ["model=tiny", "data=synthetic"],
-            "grid": {"optim.lr": "choice(1e-3, 3e-3, 1e-2, 3e-2)"},
-            "storage_root": str(tmp_path / "runs")}
     (tmp_path / "dry.yaml").write_text(yaml.safe_dump(spec))
     repo = str(Path(__file__).resolve().parents[2])
     proc = subprocess.run([sys.executable, "-c", NO_TORCH, "launch", "dry.yaml", "--dry-run",
@@ -172,28 +168,27 @@ def test_a_dry_run_that_lists_fused_groups_does_not_import_torch(tmp_path):
                           capture_output=True, text=True, cwd=tmp_path,
                           env={**os.environ, "PYTHONPATH": repo}, timeout=300)
     assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_a_dry_run_that_lists_fused_groups_does_not_import_torch(tmp_path):
+    """`--dry-run` plans the groups (fusion is on for CPU trials by default) and counts the
+    machine's GPUs without torch."""
+    spec = {"name": "dry", "overrides": ["model=tiny", "data=synthetic"],
+            "grid": {"optim.lr": "choice(1e-3, 3e-3, 1e-2, 3e-2)"},
+            "storage_root": str(tmp_path / "runs")}
+    proc = _dry_run_without_torch(tmp_path, spec)
     # how many groups depends on the machine's CPUs (a group per trial slot)
     assert re.fullmatch(r"\d+ fused groups?, \d+ trials? alone", proc.stdout.splitlines()[-1])
 
 
 def test_a_dry_run_lists_the_trunks_that_train_fused_without_torch(tmp_path):
-    import subprocess
-    import sys
-
-    import yaml
-
     spec = {"name": "dry", "overrides": ["model=tiny", "data=synthetic", "schedule=wsd",
                                          "schedule.warmup_tokens=1024"],
             "grid": {"optim.lr": "choice(1e-3, 3e-3, 1e-2, 3e-2)",
                      "train.tokens": "choice(65536, 131072)"},
             "fuse": 2, "storage_root": str(tmp_path / "runs")}
-    (tmp_path / "dry.yaml").write_text(yaml.safe_dump(spec))
-    repo = str(Path(__file__).resolve().parents[2])
-    proc = subprocess.run([sys.executable, "-c", NO_TORCH, "launch", "dry.yaml", "--dry-run",
-                           "--tracking-uri", f"sqlite:///{tmp_path}/m.db"],
-                          capture_output=True, text=True, cwd=tmp_path,
-                          env={**os.environ, "PYTHONPATH": repo}, timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    proc = _dry_run_without_torch(tmp_path, spec)
     lines = proc.stdout.splitlines()
     assert sum(line.startswith("trunk ") for line in lines) == 4  # a family per LR
     assert sum(line.startswith("fused 2 trunks in one task: ") for line in lines) == 2
