@@ -76,7 +76,8 @@ class StackedAttention(nn.Module):
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, ...] | None) -> torch.Tensor:
         K, B, T, C = x.shape
         # Members and sequences are one batch dimension for attention: (K·B, nh, T, hd).
-        q, k, v = qkv_heads(self.qkv(x).view(K * B, T, 3, self.num_heads, self.head_dim), rope)
+        q, k, v = qkv_heads(self.qkv, x, (K * B, T, 3, self.num_heads, self.head_dim),
+                           rope)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.score_scale)
         y = y.transpose(1, 2).reshape(K, B, T, C)  # (K, B, T, C)
         return self.proj(y)
@@ -102,8 +103,8 @@ class StackedBlock(nn.Module):
         self.mlp = StackedMLP(shape, num_members)
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, ...] | None) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), rope)
-        return x + self.mlp(self.norm2(x))
+        x = self.attn(self.norm1(x), rope).add_(x)  # in place: see `trainer.model.Block`
+        return self.mlp(self.norm2(x)).add_(x)
 
 
 class StackedGPT(nn.Module):
@@ -162,12 +163,12 @@ class StackedGPT(nn.Module):
         else:
             rope = self._rope(T, idx.device)
         if self.input_mult != 1.0:
-            x = x * self.input_mult
+            x = x.mul_(self.input_mult)  # in place: the lookup's backward needs only ids
         for block in self.blocks:
             x = block(x, rope)
         h = self.norm(x)
         if self.output_mult != 1.0:  # ×α_out/m on the hidden state: the same logits, a pass
-            h = h * self.output_mult  # over width numbers per token rather than vocab ones
+            h = h.mul_(self.output_mult)  # over width numbers per token, not vocab ones
         return self.readout(h)  # (K, B, T, vocab)
 
     _rope = GPT._rope  # the members' tables, cached per (seq_len, device) alike

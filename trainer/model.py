@@ -72,13 +72,15 @@ def apply_rope(x: torch.Tensor, *tables: torch.Tensor) -> torch.Tensor:
     return (x * cos + swapped * sin).type_as(x)
 
 
-def qkv_heads(qkv: torch.Tensor, rope: tuple[torch.Tensor, ...] | None
-              ) -> tuple[torch.Tensor, ...]:
-    """q, k, v as (batch, heads, T, head_dim) from the projection viewed as
-    (batch, T, 3, heads, head_dim), with q and k rotated together when `rope` is given."""
-    if rope is not None and len(rope) == 1 and qkv.dtype == torch.float32:
-        q, k, v = _RotatedQKV.apply(qkv, rope[0])
+def qkv_heads(projection: nn.Module, x: torch.Tensor, heads_shape: tuple[int, ...],
+              rope: tuple[torch.Tensor, ...] | None) -> tuple[torch.Tensor, ...]:
+    """q, k, v as (batch, heads, T, head_dim) from the qkv projection of x viewed as
+    `heads_shape` (batch, T, 3, heads, head_dim), with q and k rotated together when `rope`
+    is given. `projection` is an `nn.Linear` or a fused stack's (K, 3C, C) `StackedLinear`."""
+    if rope is not None and len(rope) == 1 and x.dtype == torch.float32:
+        q, k, v = _RotatedQKV.apply(x, projection.weight, rope[0], heads_shape)
         return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+    qkv = projection(x).view(heads_shape)
     # split, not slices: its backward is one concatenation, a slice's a zero fill and a copy
     qk, v = qkv.split((2, 1), dim=2)
     q, k = (qk if rope is None else apply_rope(qk, *rope)).unbind(2)
@@ -94,27 +96,39 @@ def _pairs_as_complex(x: torch.Tensor) -> torch.Tensor:
     return torch.view_as_complex(x.unflatten(-1, (-1, 2)))
 
 
+def _project(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """x·Wᵀ as `nn.Linear` (W (out, in)) or `StackedLinear` (W (K, out, in)) compute it."""
+    if weight.ndim == 2:
+        return F.linear(x, weight)
+    return torch.bmm(x.flatten(1, -2), weight.mT).view(*x.shape[:-1], -1)
+
+
 class _RotatedQKV(torch.autograd.Function):
-    """q and k rotated by the complex table, and v, from one (batch, T, 3, heads, head_dim)
-    projection, for CPU float32. The same multiply as `apply_rope`; what it saves is in the
-    backward: autograd's would stack the q and k gradients, rotate them back, and concatenate
-    the result with v's, three passes over q and k where this writes the rotated-back q and k
-    gradients and v's straight into the projection's gradient (one pass, as a plain split's
-    concatenation does). benchmarks/eager_step.py: ~2 ms of a step per block."""
+    """The qkv projection of x, and q and k in it rotated by the complex table, for CPU
+    float32: the same products as `apply_rope` after the projection, in fewer passes.
+    Forward: the rotation is written over q and k in the projection's own output (this
+    function made it, nothing else holds it), not into a new buffer: on CPU a fresh buffer of
+    that size is a page-faulting allocation every step. Backward: the rotated-back q and k
+    gradients and v's are written straight into the projection's output gradient, where
+    autograd would stack the q and k gradients, rotate them back and concatenate the result
+    with v's; then the projection's two matmuls, as `nn.Linear`'s backward does them.
+    benchmarks/eager_step.py: ~2 ms of a step per block from the backward, ~1% from the
+    forward."""
 
     @staticmethod
-    def forward(ctx, qkv: torch.Tensor, rotation: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        ctx.save_for_backward(rotation)
-        qk = torch.view_as_complex(qkv[:, :, :2].unflatten(-1, (-1, 2))) * rotation
-        q, k = torch.view_as_real(qk).flatten(-2).unbind(2)
-        return q, k, qkv[:, :, 2]
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, rotation: torch.Tensor,
+                heads_shape: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
+        ctx.save_for_backward(x, weight, rotation)
+        qkv = _project(x, weight).view(heads_shape)
+        torch.view_as_complex(qkv[:, :, :2].unflatten(-1, (-1, 2))).mul_(rotation)
+        return qkv.unbind(2)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_q: torch.Tensor, grad_k: torch.Tensor,
                  grad_v: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         # (autograd hands an unused output's gradient in as zeros, never None)
-        (rotation,) = ctx.saved_tensors
+        x, weight, rotation = ctx.saved_tensors
         grad = grad_q.new_empty(*grad_q.shape[:2], 3, *grad_q.shape[2:])
         # (T, 1, head_dim/2) against one of q and k; the conjugate written out, not a view
         unrotate = rotation.squeeze(1).conj().resolve_conj()
@@ -122,7 +136,12 @@ class _RotatedQKV(torch.autograd.Function):
             torch.mul(_pairs_as_complex(g), unrotate,
                       out=torch.view_as_complex(grad[:, :, i].unflatten(-1, (-1, 2))))
         grad[:, :, 2].copy_(grad_v)
-        return grad, None
+        grad = grad.view(*x.shape[:-1], -1)  # x's shape with 3C channels
+        if weight.ndim == 2:
+            grad_weight = grad.flatten(0, -2).mT @ x.flatten(0, -2)
+            return grad @ weight, grad_weight, None, None
+        grad_x = torch.bmm(grad.flatten(1, -2), weight).view(x.shape)
+        return grad_x, torch.bmm(grad.flatten(1, -2).mT, x.flatten(1, -2)), None, None
 
 
 def attention_scale(cfg: ModelConfig) -> float:
@@ -222,7 +241,7 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, ...] | None) -> torch.Tensor:
         B, T, C = x.shape
-        q, k, v = qkv_heads(self.qkv(x).view(B, T, 3, self.num_heads, self.head_dim), rope)
+        q, k, v = qkv_heads(self.qkv, x, (B, T, 3, self.num_heads, self.head_dim), rope)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.score_scale)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
         return self.proj(y)
@@ -248,8 +267,11 @@ class Block(nn.Module):
         self.mlp = MLP(shape)
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, ...] | None) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), rope)
-        return x + self.mlp(self.norm2(x))
+        # The residual added into the branch's output, a fresh tensor nothing saved for its
+        # backward: no new buffer, which on CPU is a page-faulting allocation each time (the
+        # same sums bit for bit; benchmarks/eager_step.py: +1.6% a step)
+        x = self.attn(self.norm1(x), rope).add_(x)
+        return self.mlp(self.norm2(x)).add_(x)
 
 
 class GPT(nn.Module):
@@ -299,12 +321,12 @@ class GPT(nn.Module):
         else:
             rope = self._rope(T, idx.device)
         if self.input_mult != 1.0:  # skip a full pass over the activations when it is a no-op
-            x = x * self.input_mult
+            x = x.mul_(self.input_mult)  # in place: the lookup's backward needs only ids
         for block in self.blocks:
             x = block(x, rope)
         h = self.norm(x)
         if self.output_mult != 1.0:  # ×α_out/m on the hidden state: the same logits, a pass
-            h = h * self.output_mult  # over width numbers per token rather than vocab ones
+            h = h.mul_(self.output_mult)  # over width numbers per token, not vocab ones
         return self.readout(h)  # (B, T, vocab)
 
     def _rope(self, seq_len: int, device: torch.device) -> tuple[torch.Tensor, ...]:

@@ -1,10 +1,12 @@
 """The model's own pieces against PyTorch's: the CPU RMSNorm backward, the RoPE rotation and the
-CPU rotation's own backward."""
+CPU projection-and-rotation's own backward."""
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from trainer.fused_model import StackedLinear
 from trainer.model import RMSNorm, _CpuRMSNorm, _RotatedQKV, apply_rope, qkv_heads, rope_tables
 
 
@@ -76,32 +78,63 @@ def test_rope_rotates_each_channel_pair_by_its_angle(complex_form):
             torch.testing.assert_close(out[:, t, ..., 2 * i + 1], b * c + a * s)
 
 
-def test_cpu_rotated_qkv_is_the_autograd_rotation_bit_for_bit():
-    """The CPU path (`_RotatedQKV`, the complex table, float32) writes its backward into the
-    projection's gradient itself; it must equal autograd through split, rotation and unbind."""
+@pytest.mark.parametrize("members", [None, 2])
+def test_cpu_rotated_qkv_is_the_autograd_projection_and_rotation_bit_for_bit(members):
+    """The CPU path (`_RotatedQKV`, the complex table, float32) projects, rotates in place and
+    writes its backward into the projection's gradient itself; it must equal autograd through
+    the projection, split, rotation and unbind: for `nn.Linear` and a fused stack's
+    `StackedLinear`, at the benchmark's shape (where matmuls block as in training)."""
     torch.manual_seed(0)
-    batch, seq_len, heads, head_dim = 3, 6, 2, 8
+    batch, seq_len, heads, head_dim = 4, 64, 4, 64
+    width = heads * head_dim
     tables = rope_tables(seq_len, head_dim, torch.device("cpu"))
-    qkv = torch.randn(batch, seq_len, 3, heads, head_dim, requires_grad=True)
-    ours = qkv_heads(qkv, tables)
-    qk, v = qkv.split((2, 1), dim=2)
+    if members is None:
+        projection = nn.Linear(width, 3 * width, bias=False)
+        x = torch.randn(batch, seq_len, width, requires_grad=True)
+        heads_shape = (batch, seq_len, 3, heads, head_dim)
+    else:
+        projection = StackedLinear(members, width, 3 * width)
+        nn.init.normal_(projection.weight, std=width ** -0.5)
+        x = torch.randn(members, batch, seq_len, width, requires_grad=True)
+        heads_shape = (members * batch, seq_len, 3, heads, head_dim)
+    inputs = (x, projection.weight)
+    ours = qkv_heads(projection, x, heads_shape, tables)
+    qk, v = projection(x).view(heads_shape).split((2, 1), dim=2)
     q, k = apply_rope(qk, *tables).unbind(2)
     theirs = (q.transpose(1, 2), k.transpose(1, 2), v.squeeze(2).transpose(1, 2))
     for a, b in zip(ours, theirs, strict=True):
-        assert a.shape == (batch, heads, seq_len, head_dim) and torch.equal(a, b)
+        assert a.shape == (heads_shape[0], heads, seq_len, head_dim) and torch.equal(a, b)
     grads = [torch.randn_like(t) for t in theirs]
-    assert torch.equal(torch.autograd.grad(ours, qkv, grads, retain_graph=True)[0],
-                       torch.autograd.grad(theirs, qkv, grads, retain_graph=True)[0])
+    for a, b in zip(torch.autograd.grad(ours, inputs, grads, retain_graph=True),
+                    torch.autograd.grad(theirs, inputs, grads, retain_graph=True), strict=True):
+        assert torch.equal(a, b)
     # gradients of any layout: a broadcast one (from a sum), one narrowed at an odd channel
+    rows = heads_shape[0]
     for loss in (lambda t: t[0].sum() + t[1].sum(),
-                 lambda t: (torch.cat((torch.zeros(batch, heads, seq_len, 1), t[0]), -1)
+                 lambda t: (torch.cat((torch.zeros(rows, heads, seq_len, 1), t[0]), -1)
                             [..., :head_dim] * grads[0]).sum() + t[1].sum()):
-        assert torch.equal(torch.autograd.grad(loss(ours), qkv, retain_graph=True)[0],
-                           torch.autograd.grad(loss(theirs), qkv, retain_graph=True)[0])
-    # k's gradient missing (k unused): its rows of the projection's gradient are zero
-    (grad,) = torch.autograd.grad((ours[0] * grads[0]).sum() + ours[2].sum(), qkv)
-    assert torch.equal(grad[:, :, 1], torch.zeros_like(grad[:, :, 1]))
-    assert torch.equal(grad[:, :, 2], torch.ones_like(grad[:, :, 2]))
-    double = qkv.detach().double().requires_grad_()
+        for a, b in zip(torch.autograd.grad(loss(ours), inputs, retain_graph=True),
+                        torch.autograd.grad(loss(theirs), inputs, retain_graph=True),
+                        strict=True):
+            assert torch.equal(a, b)
+
+
+def test_cpu_rotated_qkv_leaves_unused_outputs_zero_and_passes_gradcheck():
+    torch.manual_seed(0)
+    batch, seq_len, heads, head_dim = 3, 6, 2, 8
+    width = heads * head_dim
+    heads_shape = (batch, seq_len, 3, heads, head_dim)
+    tables = rope_tables(seq_len, head_dim, torch.device("cpu"))
+    projection = nn.Linear(width, 3 * width, bias=False)
+    x = torch.randn(batch, seq_len, width, requires_grad=True)
+    # k unused: nothing of k's rows reaches the weight's gradient; v's all ones
+    q, _, v = qkv_heads(projection, x, heads_shape, tables)
+    (grad,) = torch.autograd.grad((q * torch.randn_like(q)).sum() + v.sum(), projection.weight)
+    rows = grad.view(3, heads, head_dim, width)
+    assert torch.equal(rows[1], torch.zeros_like(rows[1]))
+    torch.testing.assert_close(rows[2], x.detach().sum((0, 1)).expand_as(rows[2]))
+    double = (x.detach().double().requires_grad_(),
+              projection.weight.detach().double().requires_grad_())
     assert torch.autograd.gradcheck(
-        lambda x: _RotatedQKV.apply(x, tables[0].to(torch.complex128)), (double,))
+        lambda x, w: _RotatedQKV.apply(x, w, tables[0].to(torch.complex128), heads_shape),
+        double)

@@ -84,7 +84,7 @@ def test_readout_logits_carry_alpha_out_over_m():
     model = GPT(GPTShape(cfg, 512))
     tokens = torch.randint(0, 512, (2, 16), generator=torch.Generator().manual_seed(0))
     hidden = {}
-    model.norm.register_forward_hook(lambda mod, args, out: hidden.update(h=out))
+    model.norm.register_forward_hook(lambda mod, args, out: hidden.update(h=out.clone()))
     logits = model(tokens)
     unscaled = hidden["h"] @ model.readout.weight.T
     torch.testing.assert_close(logits, unscaled * (1.5 / 4), rtol=1e-5, atol=1e-6)
