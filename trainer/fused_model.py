@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainer.config import Positions
-from trainer.model import GPT, GPTShape, attention_scale, qkv_heads, rms_norm
+from trainer.model import GPT, GPTShape, add_residual, attention_scale, qkv_heads, rms_norm
 
 
 class StackedLinear(nn.Module):
@@ -103,8 +103,8 @@ class StackedBlock(nn.Module):
         self.mlp = StackedMLP(shape, num_members)
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, ...] | None) -> torch.Tensor:
-        x = self.attn(self.norm1(x), rope).add_(x)  # in place: see `trainer.model.Block`
-        return self.mlp(self.norm2(x)).add_(x)
+        x = add_residual(x, self.attn(self.norm1(x), rope))
+        return add_residual(x, self.mlp(self.norm2(x)))
 
 
 class StackedGPT(nn.Module):

@@ -258,6 +258,17 @@ class MLP(nn.Module):
         return self.down(F.gelu(self.up(x)))
 
 
+def add_residual(x: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
+    """x + branch, written into the branch's output (a fresh tensor that nothing saved for its
+    backward) when that is the same sum: no new buffer, which on CPU is a page-faulting
+    allocation each time (the same sums bit for bit; benchmarks/eager_step.py: +1.6% a step).
+    Under autocast the branch is bf16 and the float32 residual stream must stay float32: there
+    the sum is a new tensor, as PyTorch's type promotion makes it."""
+    if branch.dtype == x.dtype:
+        return branch.add_(x)
+    return x + branch
+
+
 class Block(nn.Module):
     def __init__(self, shape: GPTShape):
         super().__init__()
@@ -267,11 +278,8 @@ class Block(nn.Module):
         self.mlp = MLP(shape)
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, ...] | None) -> torch.Tensor:
-        # The residual added into the branch's output, a fresh tensor nothing saved for its
-        # backward: no new buffer, which on CPU is a page-faulting allocation each time (the
-        # same sums bit for bit; benchmarks/eager_step.py: +1.6% a step)
-        x = self.attn(self.norm1(x), rope).add_(x)
-        return self.mlp(self.norm2(x)).add_(x)
+        x = add_residual(x, self.attn(self.norm1(x), rope))
+        return add_residual(x, self.mlp(self.norm2(x)))
 
 
 class GPT(nn.Module):

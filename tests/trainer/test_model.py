@@ -6,8 +6,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainer.config import ModelConfig
 from trainer.fused_model import StackedLinear
-from trainer.model import RMSNorm, _CpuRMSNorm, _RotatedQKV, apply_rope, qkv_heads, rope_tables
+from trainer.model import (
+    Block,
+    GPTShape,
+    RMSNorm,
+    _CpuRMSNorm,
+    _RotatedQKV,
+    apply_rope,
+    qkv_heads,
+    rope_tables,
+)
 
 
 def test_cpu_rmsnorm_gradients_are_autograds_exactly_in_float64():
@@ -138,3 +148,22 @@ def test_cpu_rotated_qkv_leaves_unused_outputs_zero_and_passes_gradcheck():
     assert torch.autograd.gradcheck(
         lambda x, w: _RotatedQKV.apply(x, w, tables[0].to(torch.complex128), heads_shape),
         double)
+
+
+def test_the_residual_stream_stays_float32_under_autocast():
+    """The residual is added in place into a branch's output only where that is the same sum:
+    under bf16 autocast (the CUDA path; CPU autocast behaves alike) the branch is bf16, and
+    the stream must stay the float32 sum PyTorch's promotion gives, not round to bf16."""
+    torch.manual_seed(0)
+    block = Block(GPTShape(ModelConfig(width=64, depth=1, head_dim=16, base_width=64), 32))
+    x = torch.randn(2, 8, 64)
+    tables = rope_tables(8, 16, torch.device("cpu"), complex_form=False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = block(x, tables)
+        h = x + block.attn(block.norm1(x), tables)
+        expected = h + block.mlp(block.norm2(h))
+    assert out.dtype == torch.float32 and expected.dtype == torch.float32
+    assert torch.equal(out, expected)
+    with torch.no_grad():  # float32 throughout: in place, and the same sum bit for bit
+        h = x + block.attn(block.norm1(x), tables)
+        assert torch.equal(block(x, tables), h + block.mlp(block.norm2(h)))
