@@ -77,7 +77,9 @@ def qkv_heads(projection: nn.Module, x: torch.Tensor, heads_shape: tuple[int, ..
     """q, k, v as (batch, heads, T, head_dim) from the qkv projection of x viewed as
     `heads_shape` (batch, T, 3, heads, head_dim), with q and k rotated together when `rope`
     is given. `projection` is an `nn.Linear` or a fused stack's (K, 3C, C) `StackedLinear`."""
-    if rope is not None and len(rope) == 1 and x.dtype == torch.float32:
+    # (not under autocast: the projection is bf16 there, and a bf16 tensor's complex view a copy)
+    if (rope is not None and len(rope) == 1 and x.dtype == torch.float32
+            and not torch.is_autocast_enabled(x.device.type)):
         q, k, v = _RotatedQKV.apply(x, projection.weight, rope[0], heads_shape)
         return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
     qkv = projection(x).view(heads_shape)

@@ -157,13 +157,22 @@ def test_the_residual_stream_stays_float32_under_autocast():
     torch.manual_seed(0)
     block = Block(GPTShape(ModelConfig(width=64, depth=1, head_dim=16, base_width=64), 32))
     x = torch.randn(2, 8, 64)
-    tables = rope_tables(8, 16, torch.device("cpu"), complex_form=False)
+    tables = rope_tables(8, 16, torch.device("cpu"))  # the complex form: CPU's
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = block(x, tables)
         h = x + block.attn(block.norm1(x), tables)
         expected = h + block.mlp(block.norm2(h))
     assert out.dtype == torch.float32 and expected.dtype == torch.float32
     assert torch.equal(out, expected)
+    # and q, k rotated (the CPU function's in-place rotation would be lost on autocast's copy)
+    heads_shape = (2, 8, 3, 4, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        q, k, v = qkv_heads(block.attn.qkv, x, heads_shape, tables)
+        qkv = block.attn.qkv(x).view(heads_shape)
+    assert q.dtype == torch.bfloat16
+    rotated = apply_rope(qkv[:, :, :2], *tables)
+    assert torch.equal(q, rotated[:, :, 0].transpose(1, 2))
+    assert torch.equal(k, rotated[:, :, 1].transpose(1, 2))
     with torch.no_grad():  # float32 throughout: in place, and the same sum bit for bit
         h = x + block.attn(block.norm1(x), tables)
         assert torch.equal(block(x, tables), h + block.mlp(block.norm2(h)))
