@@ -87,17 +87,11 @@ def _share_option(p: argparse.ArgumentParser) -> None:
 
 
 def _fuse_value(text: str) -> bool | int | str:
-    if text == "auto":
-        return text
-    if text in ("on", "true"):
-        return True
-    if text in ("off", "false"):
-        return False
-    if text.isdigit() and int(text) >= 1:
-        return int(text)
-    raise argparse.ArgumentTypeError(f"--fuse {text}: give auto, on, off or the most members "
-                                     "per group, a whole number >= 1 (1 keeps every trial "
-                                     "alone)")
+    from orchestrator.spec import FUSE_VALUES, parse_fuse
+    value = parse_fuse(text)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"--fuse {text}: {FUSE_VALUES}")
+    return value
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

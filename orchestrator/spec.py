@@ -99,6 +99,7 @@ class SweepSpec:
         grid, base, search = dict(self.grid), list(self.overrides), self.search
         for arg in args:
             key, _, expr = arg.partition("=")
+            _refuse_spec_key(key, expr)
             if key.startswith("search.optuna."):
                 search = _with_search_option(search, key.removeprefix("search.optuna."), expr)
             elif _is_sweep(arg):
@@ -107,6 +108,17 @@ class SweepSpec:
                 grid.pop(key, None)
                 base = [o for o in base if o.partition("=")[0] != key] + [arg]
         return dataclasses.replace(self, grid=grid, overrides=tuple(base), search=search)
+
+
+def _refuse_spec_key(key: str, value: str) -> None:
+    """An override names trainer config keys; a spec key given as one (`fuse=off`) would
+    otherwise be refused as an unknown config key, with no word of where it goes."""
+    top = key.lstrip("+~").partition(".")[0]
+    if top not in SPEC_KEYS or top in ("search", "storage_root"):  # (a config key too)
+        return
+    flags = {"fuse": f" or --fuse {value}", "share_prefix": " or --no-share"}
+    raise ConfigError([f"{key}={value} sets the sweep spec's `{top}`, not the trainer's "
+                       f"config: write it in the spec{flags.get(top, '')}"])
 
 
 def _with_search_option(search: str | dict, key: str, value: str) -> dict:
@@ -135,6 +147,35 @@ def _is_sweep(override: str) -> bool:
         return OverridesParser.create().parse_overrides([override])[0].is_sweep_override()
     except OverrideParseException:
         return False
+
+
+FUSE_VALUES = ("give auto (the default: on for CPU trials), true or on (a group size chosen "
+               "for the cluster), false or off, or the most trials per group, a whole number "
+               ">= 1 (1 keeps every trial alone)")
+
+
+def parse_fuse(value: object) -> bool | int | str | None:
+    """The `fuse` setting from a spec's value or `--fuse`'s text: "auto" (also for no value),
+    True, False or a group-size cap >= 1; None when it is none of these. The spec and the
+    command line take the same words (on/true/yes, off/false/no, any case) and numbers."""
+    if value is None:
+        return "auto"
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value if value >= 1 else None
+    if not isinstance(value, str):
+        return None
+    text = value.strip().lower()
+    if text == "auto":
+        return "auto"
+    if text in ("on", "true", "yes"):
+        return True
+    if text in ("off", "false", "no"):
+        return False
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    return None
 
 
 def load_spec(path: str | Path) -> SweepSpec:
@@ -181,12 +222,9 @@ def spec_from_dict(raw: object, *, source: str = "spec") -> SweepSpec:
     share = raw.get("share_prefix", True)
     if not isinstance(share, bool):
         problems.append(f"{source}: share_prefix={share!r} must be true or false")
-    fuse = raw.get("fuse", "auto")
-    if fuse != "auto" and (not isinstance(fuse, (bool, int))
-                           or (not isinstance(fuse, bool) and fuse < 1)):
-        problems.append(f"{source}: fuse={fuse!r}: give auto (the default: on for CPU trials), "
-                        "true (a group size chosen for the cluster), false, or the most trials "
-                        "per group, a whole number >= 1 (1 keeps every trial alone)")
+    fuse = parse_fuse(raw.get("fuse"))
+    if fuse is None:
+        problems.append(f"{source}: fuse={raw.get('fuse')!r}: {FUSE_VALUES}")
     if problems:
         raise ConfigError(problems)
     return SweepSpec(

@@ -55,7 +55,7 @@ def test_fuse_on_the_command_line(value, fuse):
 
 
 @pytest.mark.parametrize("argv, fragment", [
-    (["launch", "s.yaml", "--fuse", "0"], "--fuse 0: give auto, on, off or the most members"),
+    (["launch", "s.yaml", "--fuse", "0"], "--fuse 0: give auto (the default: on for CPU"),
     (["status", "n", "--address", "R"], "unrecognized arguments: --address R"),
     (["--address", "R", "status", "n"], "--address applies to launch, resume, extend"),
     (["status", "n", "--bogus"], "unrecognized arguments: --bogus"),

@@ -4,6 +4,7 @@ whose members equal the same trials run alone."""
 import pytest
 
 from orchestrator import commands
+from orchestrator.cli import parse_args
 from orchestrator.fusion import fusion_setting, group_size, plan_fusion
 from orchestrator.spec import expand, spec_from_dict
 from trainer.errors import ConfigError
@@ -104,11 +105,23 @@ def test_a_searched_sweep_fuses_only_when_its_spec_says_so(tmp_path, fuse):
     assert fusion_setting(_spec(tmp_path, fuse=fuse)) == (True if fuse == "auto" else fuse)
 
 
-@pytest.mark.parametrize("fuse", [0, -2, "yes", 2.5])
+@pytest.mark.parametrize("fuse", [0, -2, "maybe", "0", 2.5, [2], {"size": 2}])
 def test_a_bad_fuse_value_is_one_sentence_with_its_fix(tmp_path, fuse):
-    with pytest.raises(ConfigError, match="fuse=.*: give auto .*, true .*, false, or the "
-                                          "most trials"):
+    with pytest.raises(ConfigError, match="fuse=.*: give auto .*, true or on .*, false or off, "
+                                          "or the most trials"):
         _spec(tmp_path, fuse=fuse)
+
+
+@pytest.mark.parametrize("written, fuse", [
+    (None, "auto"), ("auto", "auto"), ("AUTO", "auto"), (True, True), ("true", True),
+    ("on", True), ("On", True), ("yes", True), (False, False), ("false", False),
+    ("off", False), ("no", False), (3, 3), ("3", 3)])
+def test_the_spec_takes_the_words_the_command_line_takes(tmp_path, written, fuse):
+    """`fuse: "on"` (quoted, or YAML 1.2's strings) means what `--fuse on` means, and
+    `fuse: null` the default."""
+    assert _spec(tmp_path, fuse=written).fuse == fuse
+    if written is not None:
+        assert parse_args(["launch", "s.yaml", "--fuse", str(written)]).fuse == fuse
 
 
 @pytest.mark.ray

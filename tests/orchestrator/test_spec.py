@@ -36,6 +36,22 @@ def test_command_line_overrides_set_axes_and_base():
     assert all(t.cfg.optim.weight_decay == 0.1 for t in trials)
 
 
+@pytest.mark.parametrize("override, where", [
+    ("fuse=off", "write it in the spec or --fuse off"),
+    ("share_prefix=false", "write it in the spec or --no-share"),
+    ("seeds=[0,1]", "write it in the spec"), ("resources.gpus=1", "write it in the spec"),
+    ("max_concurrent=2", "write it in the spec")])
+def test_a_spec_key_given_as_an_override_says_where_it_goes(override, where):
+    """`fuse=off` on the command line is not a trainer config key: the error says so and
+    where it belongs, rather than calling it an unknown config key."""
+    key = override.partition("=")[0]
+    with pytest.raises(ConfigError, match=f"sets the sweep spec's `{key.split('.')[0]}`, not "
+                                          f"the trainer's config: {where}$"):
+        spec_from_dict(BASE).with_overrides(["optim.lr=1e-3", override])
+    with pytest.raises(ConfigError, match="sets the sweep spec's"):
+        extended(spec_from_dict(BASE), [override])
+
+
 def test_extend_adds_values_to_an_axis_and_keeps_old_trials():
     spec = spec_from_dict(BASE)
     bigger = extended(spec, ["optim.lr=choice(3e-2)"])
