@@ -98,7 +98,10 @@ def _train_problems(cfg: Config, here: bool = True) -> list[str]:
         found.append(f"train.seq_len={t.seq_len} exceeds model.context_len="
                      f"{cfg.model.context_len}: shorten the sequences or raise the context")
     batch_tokens = t.batch_size * t.seq_len
-    if t.tokens < batch_tokens:
+    if t.tokens <= 0:
+        found.append(f"train.tokens={t.tokens} must be > 0: give the number of tokens to "
+                     "train on, e.g. train.tokens=1_000_000")
+    elif t.tokens < batch_tokens:
         found.append(f"train.tokens={t.tokens} is less than one batch ({batch_tokens} tokens "
                      "= batch_size × seq_len): raise train.tokens or shrink the batch")
     if t.divergence_factor <= 1:
@@ -177,7 +180,7 @@ def _schedule_problems(cfg: Config) -> list[str]:
     if s.warmup_tokens is not None and s.warmup_tokens < 0:
         found.append(f"schedule.warmup_tokens={s.warmup_tokens} must be >= 0: give a token "
                      "count, or leave it unset for the default")
-    elif s.warmup_tokens is not None and s.warmup_tokens > cfg.train.tokens:
+    elif s.warmup_tokens is not None and s.warmup_tokens > cfg.train.tokens > 0:
         found.append(f"schedule.warmup_tokens={s.warmup_tokens} exceeds train.tokens="
                      f"{cfg.train.tokens}: lower schedule.warmup_tokens, or leave it unset "
                      "(null) for the default, which fits any budget")

@@ -54,6 +54,7 @@ def test_bad_overrides_give_one_sentence(override, fragment):
     (["train.batch_size=16", "train.micro_batch_size=5"], "not divisible by train.micro_batch"),
     (["train.seq_len=2048"], "exceeds model.context_len=1024"),
     (["train.tokens=100"], "train.tokens=100 is less than one batch"),
+    (["train.tokens=-16384"], "train.tokens=-16384 must be > 0: give the number of tokens"),
     (["model.width=100"], "model.width=100 is not divisible into heads"),
     (["data=files", "data.paths=[/no/such/file.jsonl]"], "/no/such/file.jsonl does not exist"),
     (["data=files"], "data.paths is empty"),
@@ -64,6 +65,14 @@ def test_bad_overrides_give_one_sentence(override, fragment):
 def test_validation_names_key_and_fix(overrides, fragment):
     found = problems(compose(overrides), network=False)
     assert any(fragment in p for p in found), found
+
+
+def test_a_negative_budget_is_one_problem_not_three():
+    """Not also 'less than one batch' and 'warmup exceeds train.tokens'."""
+    found = problems(compose(["train.tokens=-16384", "schedule.warmup_tokens=1024"]),
+                     network=False)
+    assert found == ["train.tokens=-16384 must be > 0: give the number of tokens to train on, "
+                     "e.g. train.tokens=1_000_000"]
 
 
 def test_valid_default_has_no_problems():
