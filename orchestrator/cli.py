@@ -211,12 +211,12 @@ def _run(spec, args, uri: str) -> int:
         from orchestrator.families import describe, plan_sharing
 
         trials = [trial for trial, _ in plan]
+        to_run = [t for t, action in plan if action.startswith("run")]
         sharing = plan_sharing(trials, share=spec.share_prefix)
-        for line in describe(sharing, trials):
+        for line in describe(sharing, trials, to_run={t.trial_id for t in to_run}):
             print(line)
         from orchestrator.fusion import fusion_setting
 
-        to_run = [t for t, action in plan if action.startswith("run")]
         if fusion_setting(spec) and to_run:
             print_fusion(spec, to_run, sharing)
         return 0
@@ -366,9 +366,10 @@ def print_fusion(spec, trials, sharing) -> None:
         print(f"{len(groups)} fused group{'s' * (len(groups) != 1)}, "
               f"{len(alone)} trial{'s' * (len(alone) != 1)} alone")
     if units:
-        fused = sum(map(len, fused_trunks))
-        print(f"{sum(map(len, units))} trunks to train: {fused} in {len(fused_trunks)} fused "
-              f"group{'s' * (len(fused_trunks) != 1)}, {len(units) - len(fused_trunks)} alone"
+        fused, total = sum(map(len, fused_trunks)), sum(map(len, units))
+        print(f"{total} trunk{'s' * (total != 1)} to train: {fused} in {len(fused_trunks)} "
+              f"fused group{'s' * (len(fused_trunks) != 1)}, "
+              f"{len(units) - len(fused_trunks)} alone"
               + ("; a group's budgets of one size fuse as it releases them" if fused else ""))
 
 

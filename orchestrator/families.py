@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from orchestrator.spec import Trial
@@ -185,18 +185,26 @@ def _short(tokens: int) -> str:
     return str(tokens)
 
 
-def describe(plan: SharingPlan, trials: Sequence[Trial]) -> list[str]:
-    """What `--dry-run` says about sharing: each family's trunk and budgets, each trial that
-    runs alone and why, and the tokens the whole sweep trains against training it alone."""
+def describe(plan: SharingPlan, trials: Sequence[Trial],
+             to_run: Collection[str] | None = None) -> list[str]:
+    """What `--dry-run` says about sharing: each family's trunk and budgets, each trial still
+    `to_run` (default: all) that runs alone and why (one line when every trial is alone for
+    one reason), and the tokens the whole sweep trains against training it alone."""
     lines = []
     for fam in plan.families:
         budgets = ", ".join(_short(t.cfg.train.tokens) for t in fam.members)
         lines.append(f"trunk {fam.trunk_id[:12]}  {_short(fam.trunk_tokens)} tokens shared by "
                      f"{len(fam.members)} budgets ({budgets}): {fam.label}")
-    for trial in trials:
-        if trial.trial_id in plan.alone:
-            lines.append(f"alone {trial.trial_id[:12]}  {trial.label}: "
-                         f"{plan.alone[trial.trial_id]}")
+    reasons = {plan.alone.get(t.trial_id) for t in trials}
+    if len(trials) > 1 and len(reasons) == 1 and None not in reasons:
+        lines.append(f"all {len(trials)} trials train alone: "
+                     + ("no two differ only in train.tokens" if reasons == {ALONE}
+                        else reasons.pop()))
+    else:
+        for trial in trials:
+            if trial.trial_id in plan.alone and (to_run is None or trial.trial_id in to_run):
+                lines.append(f"alone {trial.trial_id[:12]}  {trial.label}: "
+                             f"{plan.alone[trial.trial_id]}")
     trained, independent = plan.tokens(trials)
     if independent:
         lines.append(f"the sweep from nothing trains {_short(trained)} tokens, "
