@@ -26,6 +26,7 @@ from orchestrator.driver import (
     resource_problems,
     run_sweep,
 )
+from orchestrator.lease import gone_driver
 from orchestrator.spec import SweepSpec, Trial, grid_axes, spec_from_dict
 from orchestrator.store import create_sqlite_store_once
 from trainer.errors import ConfigError
@@ -40,6 +41,7 @@ from trainer.schema import (
     RUNNING,
     SPEC_ARTIFACT,
     SWEEP_CANCEL_TAG,
+    SWEEP_DRIVER_TAG,
     SWEEP_STATUS_TAG,
     TOKENS_IF_INDEPENDENT,
     TOKENS_RATIO,
@@ -227,26 +229,34 @@ def status(tracking_uri: str, name: str) -> dict:
     states = recorded_trials(tracking_uri, name)
     counts: dict[str, int] = {}
     slices = None
+    status = parent.data.tags.get(SWEEP_STATUS_TAG, RUNNING)
+    # A driver killed (SIGKILL, a lost node) could not close its sweep: said here, and its
+    # trials left `running` counted as what they are, interrupted (`sweep resume` goes on).
+    gone = gone_driver(parent.data.tags.get(SWEEP_DRIVER_TAG)) if status == RUNNING else None
+    if gone is not None:
+        status = INTERRUPTED
     if spec.optuna is None:
         _, trials = prepare(spec)
         ids = [trial.trial_id for trial in trials]
-    else:  # a searched sweep's trials are those its studies asked for
+    else:  # a searched sweep's trials are those its studies asked for, and those to ask
         from orchestrator import search
         _, plan, storage = search.prepare_search(spec, tracking_uri)
         slices = search.search_status(plan, storage)
         ids = list(states)
-        pending = sum(max(s["n_trials"] - s["used"], 0) for s in slices)
-        counts.update({"pending": pending} if pending else {})
+        # (asked but not begun yet: not in the store, so counted here as pending)
+        pending = sum(s["n_trials"] for s in slices) - len(ids)
+        counts.update({"pending": pending} if pending > 0 else {})
     for trial_id in ids:
         s = states.get(trial_id, {}).get("status", "pending")
+        s = INTERRUPTED if s == RUNNING and gone is not None else s
         counts[s] = counts.get(s, 0) + 1
     running = [_progress(state["run"]) for state in states.values()
-               if state["status"] == RUNNING]
+               if state["status"] == RUNNING and gone is None]
     finished = [state["run"] for state in states.values() if state["status"] == FINISHED]
     best = min(finished, key=lambda r: r.data.metrics.get(FINAL_EVAL_LOSS, math.inf),
                default=None)
     return {
-        "sweep": name, "status": parent.data.tags.get(SWEEP_STATUS_TAG, RUNNING),
+        "sweep": name, "status": status, "driver_gone": gone,
         "trials": sum(counts.values()), "counts": counts, "running": running,
         "best": None if best is None else {
             "trial": best.info.run_name, TRIAL_ID_TAG: best.data.tags[TRIAL_ID_TAG],
@@ -286,6 +296,8 @@ def cancel(tracking_uri: str, name: str, *, wait_s: float = 10.0) -> int:
     client = MlflowClient(tracking_uri=tracking_uri)
     parent = _parent_run(client, name)
     client.set_tag(parent.info.run_id, SWEEP_CANCEL_TAG, "requested")
+    if gone_driver(parent.data.tags.get(SWEEP_DRIVER_TAG)) is not None:
+        wait_s = 0.0  # no driver to see the request
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         if client.get_run(parent.info.run_id).info.status != "RUNNING":
@@ -304,7 +316,11 @@ def cancel(tracking_uri: str, name: str, *, wait_s: float = 10.0) -> int:
 
 def format_status(report: dict) -> str:
     """The human-readable `sweep status`."""
-    lines = [f"sweep {report['sweep']}: {report['status']}, {report['trials']} trials"]
+    gone = report.get("driver_gone")
+    lines = [f"sweep {report['sweep']}: {report['status']}"
+             + (f" (its driver, pid {gone}, was killed before it could close the sweep: "
+                f"`sweep resume {report['sweep']}` goes on)" if gone else "")
+             + f", {report['trials']} trials"]
     lines.append("  " + ", ".join(f"{n} {s}" for s, n in sorted(report["counts"].items())))
     for r in report["running"]:
         pct = f"{r['progress']:.0%}" if r["progress"] is not None else "?"

@@ -32,7 +32,7 @@ from pathlib import Path
 import yaml
 
 from orchestrator.fusion import Group, fusion_setting, plan_fusion
-from orchestrator.lease import ENDED, HELD, Holder, current_holder, describe_holders
+from orchestrator.lease import ENDED, HELD, Holder, current_holder, describe_holders, driver_label
 from orchestrator.placement import (
     ClusterModel,
     Placement,
@@ -192,7 +192,7 @@ def run_sweep(spec: SweepSpec, trials: list[Trial], *, tracking_uri: str,
     tracker = ray.remote(Tracker).options(num_cpus=0, scheduling_strategy=_driver_node()).remote(
         tracking_uri, spec.name, code_version=code_version(),
         spec_yaml=yaml.safe_dump(spec.to_dict(), sort_keys=False),
-        credentials=tracking_credentials())
+        credentials=tracking_credentials(), driver=driver_label())
     states = recorded_trials(tracking_uri, spec.name)
     todo = [t for t in trials if states.get(t.trial_id, {}).get("status") not in DONE]
     outcome = SweepOutcome(trials=len(trials), already_done=len(trials) - len(todo))

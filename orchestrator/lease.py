@@ -179,6 +179,21 @@ def _unknown_holder(sweep: str) -> Holder:
     return Holder(sweep=sweep, host="?", pid=0, driver_pid=0, since=now, heartbeat=now)
 
 
+def driver_label() -> str:
+    """This process as a sweep's driver, "HOST PID": the parent run's `sweep.driver`."""
+    return f"{socket.gethostname()} {os.getpid()}"
+
+
+def gone_driver(label: str | None) -> int | None:
+    """The pid of the driver that `label` names when it ran on this host and has ended
+    (killed: a driver that ends any other way closes its sweep); None when it is alive, ran
+    on another host (where its pid says nothing here), or is not named."""
+    host, _, pid = (label or "").rpartition(" ")
+    if host != socket.gethostname() or not pid.isdigit():
+        return None
+    return None if _pid_alive(int(pid)) else int(pid)
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

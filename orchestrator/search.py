@@ -56,6 +56,7 @@ from orchestrator.driver import (
     drive,
 )
 from orchestrator.fusion import Group, fusion_setting, group_size, plan_fusion
+from orchestrator.lease import driver_label
 from orchestrator.search_space import SearchPlan, Slice, plan_search
 from orchestrator.sharing import Sharing
 from orchestrator.spec import SweepSpec, Trial
@@ -134,7 +135,7 @@ def run_search(spec: SweepSpec, plan: SearchPlan, *, tracking_uri: str, storage:
     tracker = ray.remote(Tracker).options(num_cpus=0, scheduling_strategy=here).remote(
         tracking_uri, spec.name, code_version=code_version(),
         spec_yaml=yaml.safe_dump(spec.to_dict(), sort_keys=False),
-        credentials=tracking_credentials())
+        credentials=tracking_credentials(), driver=driver_label())
     names = [plan.study_name(s) for s in plan.slices]
     studies = ray.remote(Studies).options(num_cpus=0, scheduling_strategy=here).remote(
         storage, plan.search, names, plan.dists, fed=fed_studies(plan), rungs=plan.rungs)

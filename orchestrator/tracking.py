@@ -51,6 +51,7 @@ from trainer.schema import (
     RUNNING,
     SPEC_ARTIFACT,
     SWEEP_CANCEL_TAG,
+    SWEEP_DRIVER_TAG,
     SWEEP_STATUS_TAG,
     TRIAL_ATTEMPT_TAG,
     TRIAL_ID_TAG,
@@ -81,7 +82,7 @@ class Tracker:
 
     def __init__(self, uri: str, sweep: str, *, code_version: str, spec_yaml: str,
                  flush_every_s: float = 10.0, credentials: dict[str, str] | None = None,
-                 outage_s: float = OUTAGE_S):
+                 outage_s: float = OUTAGE_S, driver: str | None = None):
         self.client = open_client(uri, credentials)
         self.call = StoreCalls(outage_s)
         self.sweep, self.code_version, self.flush_every_s = sweep, code_version, flush_every_s
@@ -110,7 +111,7 @@ class Tracker:
             self.trunk_finals[run.data.tags[TRUNK_ID_TAG]] = run.data.metrics
         # In the constructor, so the parent exists before any trial calls in (an actor runs
         # no method before its constructor has returned).
-        self.open_sweep(spec_yaml)
+        self.open_sweep(spec_yaml, driver=driver)
 
     # -- the sweep -----------------------------------------------------------------------
 
@@ -129,8 +130,10 @@ class Tracker:
                 raise
             return self.call(self.client.get_experiment_by_name, sweep).experiment_id
 
-    def open_sweep(self, spec_yaml: str) -> str:
-        """Find or create the parent run, store the spec with it, mark it running.
+    def open_sweep(self, spec_yaml: str, *, driver: str | None = None) -> str:
+        """Find or create the parent run, store the spec with it, mark it running, and say
+        which driver ("HOST PID") runs it, so that `sweep status` can tell a sweep whose
+        driver was killed from one that runs.
 
         Two drivers starting one sweep at once may both create a parent: every driver then
         takes the oldest (by start time, then id), and one that created another deletes it."""
@@ -149,6 +152,8 @@ class Tracker:
         self._set_parent_tag(SWEEP_CANCEL_TAG, "no")
         # a resumed or extended sweep is running again, whatever its last launch ended as
         self._set_parent_tag(SWEEP_STATUS_TAG, RUNNING)
+        if driver is not None:
+            self._set_parent_tag(SWEEP_DRIVER_TAG, driver)
         return self.parent_id
 
     def _set_parent_tag(self, key: str, value: str) -> None:

@@ -1,5 +1,7 @@
 """`sweep cancel`, `sweep launch --dry-run` and `sweep status` on a real SQLite store; no Ray."""
 
+import os
+
 import yaml
 from mlflow import MlflowClient
 
@@ -159,6 +161,43 @@ def test_sweep_status_reads_the_store(tmp_path, capsys):
     assert out[1] == "  2 finished, 2 pending"
     assert out[2] == f"  best: trial-{ids[1][:6]} (eval loss 2.2500)"
     assert out[3] == "  ETA: 3.0 min"  # mean 90 s × 2 left ÷ 1 at a time
+
+
+def test_status_of_a_sweep_whose_driver_was_killed_says_so_and_how_to_go_on(tmp_path, capsys):
+    """A SIGKILLed driver leaves its parent run and trials `running`; `sweep status` reads the
+    parent's `sweep.driver` ("HOST PID") and, finding no such process on this host, reports
+    the sweep and those trials interrupted, with the command that goes on."""
+    import socket
+    import subprocess
+    import sys
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    spec = _spec(tmp_path)
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)
+    dead = int(ended.stdout)  # a process that has ended: its pid is free
+    tracker = Tracker(uri, "unit", code_version="test", driver=f"{socket.gethostname()} {dead}",
+                      spec_yaml=yaml.safe_dump(spec_from_dict(spec).to_dict()))
+    ids = [t.trial_id for t in prepare(spec_from_dict(spec))[1]]
+    _child(uri, tracker, ids[0], schema.FINISHED, final__eval_loss=2.5, final__wall_s=60.0)
+    _child(uri, tracker, ids[1], schema.RUNNING)
+    assert cli.main(["status", "unit", "--tracking-uri", uri]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == (f"sweep unit: interrupted (its driver, pid {dead}, was killed before it "
+                      "could close the sweep: `sweep resume unit` goes on), 4 trials")
+    assert out[1] == "  1 finished, 1 interrupted, 2 pending"
+    assert not any(line.startswith("  running ") for line in out)
+    # The same record with its driver alive (this process): running, as recorded
+    MlflowClient(tracking_uri=uri).set_tag(tracker.parent_id, schema.SWEEP_DRIVER_TAG,
+                                           f"{socket.gethostname()} {os.getpid()}")
+    assert cli.main(["status", "unit", "--tracking-uri", uri]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[:2] == ["sweep unit: running, 4 trials", "  1 finished, 2 pending, 1 running"]
+    # and from another host nothing can be told: as recorded
+    MlflowClient(tracking_uri=uri).set_tag(tracker.parent_id, schema.SWEEP_DRIVER_TAG,
+                                           f"elsewhere {dead}")
+    assert cli.main(["status", "unit", "--tracking-uri", uri]) == 0
+    assert capsys.readouterr().out.startswith("sweep unit: running, 4 trials\n")
 
 
 def test_sweep_status_reports_tokens_trained_against_independent(tmp_path, capsys):
