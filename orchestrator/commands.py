@@ -323,6 +323,11 @@ def format_status(report: dict) -> str:
              + f", {report['trials']} trials"]
     lines.append("  " + ", ".join(f"{n} {s}" for s, n in sorted(report["counts"].items())))
     for r in report["running"]:
+        if r["progress"] is None and r["train/loss"] is None:
+            # (a running trial's metrics reach the store every 10 s or so, a short one's at
+            # its end)
+            lines.append(f"  running {r['trial']}: no metrics written yet")
+            continue
         pct = f"{r['progress']:.0%}" if r["progress"] is not None else "?"
         loss = f"{r['train/loss']:.3f}" if r["train/loss"] is not None else "n/a"
         lines.append(f"  running {r['trial']}: {pct}, loss {loss}")

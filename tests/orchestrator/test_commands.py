@@ -136,7 +136,7 @@ def test_status_format():
         "sweep demo: running, 6 trials",
         "  3 finished, 1 pending, 2 running",
         "  running t-lr0.01: 46%, loss 2.346",
-        "  running t-lr0.03: ?, loss n/a",
+        "  running t-lr0.03: no metrics written yet",
         "  best: t-lr0.003 (eval loss 2.1235)",
         "  ETA: 5.5 min",
     ])
