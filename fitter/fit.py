@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -237,8 +238,9 @@ def _clean(value):
     return value
 
 
-def format_fit(doc: dict) -> str:
-    """Plain-text summary of a fit.json document for the terminal."""
+def format_fit(doc: dict, *, recorded: bool = True) -> str:
+    """Plain-text summary of a fit.json document for the terminal (`recorded`: of a sweep in
+    the tracking store, which `sweep extend` can grow; not of a CSV)."""
     lines = [f"{doc['sweep']}: {doc['n_runs']} runs ({doc['n_finished']} finished, "
              f"{doc['n_diverged']} diverged), {len(doc['slices'])} LR slices"]
     if doc.get("groups"):
@@ -265,12 +267,16 @@ def format_fit(doc: dict) -> str:
     edges = [s for s in doc["slices"] if s.get("edge") in ("low", "high", "all_diverged")]
     if edges and doc["next_grid"][0].startswith("search."):
         lines.append(f"  {len(edges)} slices have their best LR at the edge of the LRs their "
-                     f"study tried; to bracket them: sweep extend {doc['sweep']} "
+                     f"study tried; to bracket them: sweep extend {shlex.quote(doc['sweep'])} "
                      f"{doc['next_grid'][0]} (or widen a searched range that `sweep status` "
                      "flags)")
+    elif edges and recorded:
+        lines.append(f"  {len(edges)} slices have their best LR at the grid edge; to bracket "
+                     f"them: sweep extend {shlex.quote(doc['sweep'])} "
+                     + " ".join(map(shlex.quote, doc["next_grid"])))
     elif edges:
         lines.append(f"  {len(edges)} slices have their best LR at the grid edge; to bracket "
-                     "them: sweep extend " + doc["sweep"] + " " + " ".join(doc["next_grid"]))
+                     "them, add to their sweep: " + " ".join(doc["next_grid"]))
     return "\n".join(lines)
 
 

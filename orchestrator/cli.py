@@ -12,6 +12,7 @@ unreachable cluster, data a law cannot be fitted to) print one line each and exi
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import subprocess
 import sys
@@ -71,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p = sub.add_parser("ui", parents=local, help="start the MLflow UI on the sweep's store")
     p.add_argument("name", nargs="?")
-    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--port", type=_port, default=5000)
     _fit_parsers(sub, local)
     return parser
 
@@ -84,6 +85,31 @@ def _share_option(p: argparse.ArgumentParser) -> None:
                    "that differ only in per-member scalars (LR, weight decay, schedule) as "
                    "fused groups: auto (on for trials without a GPU), on (a size for the "
                    "cluster), off, or K members at most (the spec's fuse; default auto)")
+
+
+def _positive(text: str) -> float:
+    """A count or size on the command line: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a finite number > 0, e.g. 1e9")
+    return value
+
+
+def _count(text: str) -> int:
+    """Bootstrap resamples: a whole number >= 0 (0: no intervals)."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number >= 0 (0: no "
+                                         "intervals)")
+    return int(text)
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a port number from 1 to 65535")
+    return int(text)
 
 
 def _fuse_value(text: str) -> bool | int | str:
@@ -123,7 +149,7 @@ def _fit_parsers(sub, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--json", action="store_true", help="print fit.json only")
     p.add_argument("--out", metavar="DIR", help="where fit.json and plots/ go "
                    "(default: outputs/fit/NAME)")
-    p.add_argument("--n-boot", type=int, default=500, help="bootstrap resamples per law")
+    p.add_argument("--n-boot", type=_count, default=500, help="bootstrap resamples per law")
     p.add_argument("--group", action="append", metavar="KEY=VALUE",
                    help="fit only this group, e.g. model.param=mup (repeatable)")
     p.add_argument("--pool", action="store_true", help="fit one law across groups (muP with "
@@ -131,13 +157,14 @@ def _fit_parsers(sub, parents: list[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("recommend", parents=parents,
                        help="LR, batch size and weight decay for a big run")
     p.add_argument("name", help="sweep name")
-    p.add_argument("--params", type=float, required=True, metavar="N",
+    p.add_argument("--params", type=_positive, required=True, metavar="N",
                    help="non-embedding parameters of the big model")
-    p.add_argument("--tokens", type=float, required=True, metavar="D", help="training tokens")
-    p.add_argument("--batch", type=float, metavar="B",
+    p.add_argument("--tokens", type=_positive, required=True, metavar="D",
+                   help="training tokens")
+    p.add_argument("--batch", type=_positive, metavar="B",
                    help="batch size in tokens per step (default: from the batch law)")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--n-boot", type=int, default=500, help="bootstrap resamples per law")
+    p.add_argument("--n-boot", type=_count, default=500, help="bootstrap resamples per law")
     p.add_argument("--group", action="append", metavar="KEY=VALUE",
                    help="whose laws to use when the sweep has groups, e.g. model.param=mup")
 
@@ -277,9 +304,11 @@ def _ui(args, uri: str) -> int:
     url = redact(uri).rstrip("/") if served else f"http://127.0.0.1:{args.port}"
     if args.name:
         from mlflow import MlflowClient
-        exp = MlflowClient(tracking_uri=uri).get_experiment_by_name(args.name)
-        if exp is not None:
-            url += f"/#/experiments/{exp.experiment_id}"
+
+        from orchestrator.commands import _parent_run
+        client = MlflowClient(tracking_uri=uri)
+        _parent_run(client, args.name)  # an unknown name: one sentence, with the known ones
+        url += f"/#/experiments/{client.get_experiment_by_name(args.name).experiment_id}"
     if served:
         print(f"MLflow UI of the tracking server: {url}")
         return 0
@@ -318,7 +347,7 @@ def _fit(args, uri: str) -> int:
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
-        print(format_fit(doc))
+        print(format_fit(doc, recorded=args.name is not None))
         print(f"wrote {out / 'fit.json'} and {len(doc['plots'])} plots"
               + (f"; MLflow fit run {doc['fit_run_id']}" if args.name else ""))
     return 0

@@ -159,3 +159,11 @@ def test_a_searched_sweep_with_an_edge_slice_is_told_to_search_more_not_to_list_
     assert doc["next_grid"] == ["search.optuna.n_trials=12"]
     assert ("1 slices have their best LR at the edge of the LRs their study tried; to bracket "
             "them: sweep extend s search.optuna.n_trials=12") in format_fit(doc)
+    # a grid's hint is a command to paste: its choice(...) quoted for the shell
+    grid_doc = fit_json(result, sweep="s")
+    text = format_fit(grid_doc)
+    hint = f"to bracket them: sweep extend s '{grid_doc['next_grid'][0]}'"
+    assert hint in text and "(" in grid_doc["next_grid"][0]
+    # a CSV's fit names no sweep to extend
+    assert "sweep extend" not in format_fit(grid_doc, recorded=False)
+    assert "add to their sweep: optim.lr=choice(" in format_fit(grid_doc, recorded=False)

@@ -57,6 +57,14 @@ def test_fuse_on_the_command_line(value, fuse):
 @pytest.mark.parametrize("argv, fragment", [
     (["launch", "s.yaml", "--fuse", "0"], "--fuse 0: give auto (the default: on for CPU"),
     (["status", "n", "--address", "R"], "unrecognized arguments: --address R"),
+    (["recommend", "n", "--params", "1e9", "--tokens", "0"],
+     "argument --tokens: '0': give a finite number > 0"),
+    (["recommend", "n", "--params", "inf", "--tokens", "1e9"],
+     "argument --params: 'inf': give a finite number > 0"),
+    (["recommend", "n", "--params", "1e9", "--tokens", "1e9", "--batch", "nan"],
+     "argument --batch: 'nan': give a finite number > 0"),
+    (["fit", "n", "--n-boot", "-5"], "argument --n-boot: '-5': give a whole number >= 0"),
+    (["ui", "n", "--port", "99999"], "argument --port: '99999': give a port number from 1"),
     (["--address", "R", "status", "n"], "--address applies to launch, resume, extend"),
     (["status", "n", "--bogus"], "unrecognized arguments: --bogus"),
 ])
