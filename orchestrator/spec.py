@@ -222,6 +222,19 @@ def spec_from_dict(raw: object, *, source: str = "spec") -> SweepSpec:
     share = raw.get("share_prefix", True)
     if not isinstance(share, bool):
         problems.append(f"{source}: share_prefix={share!r} must be true or false")
+    seeds = raw.get("seeds")
+    if seeds is not None and (not isinstance(seeds, list) or not seeds or not all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
+        problems.append(f"{source}: seeds={seeds!r}: give a list of whole numbers >= 0, "
+                        "e.g. seeds: [0, 1, 2]")
+    most = raw.get("max_concurrent")
+    if most is not None and (not isinstance(most, int) or isinstance(most, bool) or most < 1):
+        problems.append(f"{source}: max_concurrent={most!r}: give a whole number >= 1, or "
+                        "null for as many as the cluster holds")
+    retries = raw.get("retries", 2)
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        problems.append(f"{source}: retries={retries!r}: give a whole number >= 0 (attempts "
+                        "after a trial's first that fails)")
     fuse = parse_fuse(raw.get("fuse"))
     if fuse is None:
         problems.append(f"{source}: fuse={raw.get('fuse')!r}: {FUSE_VALUES}")

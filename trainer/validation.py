@@ -41,6 +41,8 @@ def problems(cfg: Config, *, network: bool = True, here: bool = True) -> list[st
     sweep's driver validates trials that train on its workers, which may have GPUs it has
     not)."""
     found = _model_problems(cfg.model) + _optim_problems(cfg) + _train_problems(cfg, here)
+    if cfg.seed < 0:
+        found.append(f"seed={cfg.seed} must be a whole number >= 0")
     found += _schedule_problems(cfg)
     found += _data_problems(cfg.data, network=network)
     return found
@@ -116,9 +118,15 @@ def _train_problems(cfg: Config, here: bool = True) -> list[str]:
         if not torch.cuda.is_available():
             found.append(f"train.device={t.device} but no CUDA device is visible: use "
                          "train.device=auto or cpu")
-    for key in ("eval_every_tokens", "checkpoint_every_tokens", "eval_tokens"):
+    for key in ("eval_every_tokens", "checkpoint_every_tokens"):
         if getattr(t, key) < 0:
-            found.append(f"train.{key}={getattr(t, key)} must be >= 0")
+            found.append(f"train.{key}={getattr(t, key)} must be >= 0 (0: only at the end)")
+    if t.eval_tokens < t.seq_len:
+        found.append(f"train.eval_tokens={t.eval_tokens} is less than one sequence "
+                     f"(train.seq_len={t.seq_len}): give at least that many held-out tokens")
+    for key in ("log_every_steps", "keep_checkpoints"):
+        if getattr(t, key) < 1:
+            found.append(f"train.{key}={getattr(t, key)} must be a whole number >= 1")
     return found
 
 
@@ -129,7 +137,8 @@ def _world_problems(t) -> list[str]:
         return [f"train.batch_size={t.batch_size} is not divisible by train.world_size="
                 f"{t.world_size}: each rank takes an equal share of the batch"]
     local = t.batch_size // t.world_size
-    if t.micro_batch_size and local % t.micro_batch_size:
+    if t.world_size > 1 and t.micro_batch_size and local % t.micro_batch_size:  # (one rank:
+        # the batch's own divisibility, said by `_train_problems`)
         return [f"train.micro_batch_size={t.micro_batch_size} does not divide the "
                 f"{local} sequences per rank (train.batch_size / train.world_size): pick a "
                 "divisor"]

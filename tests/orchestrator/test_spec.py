@@ -52,6 +52,19 @@ def test_a_spec_key_given_as_an_override_says_where_it_goes(override, where):
         extended(spec_from_dict(BASE), [override])
 
 
+@pytest.mark.parametrize("key, value, fragment", [
+    ("seeds", 3, "seeds=3: give a list of whole numbers >= 0, e.g. seeds: [0, 1, 2]"),
+    ("seeds", [-1, 0], "seeds=[-1, 0]: give a list of whole numbers >= 0"),
+    ("seeds", [], "seeds=[]: give a list"),
+    ("max_concurrent", 0, "max_concurrent=0: give a whole number >= 1, or null"),
+    ("retries", -1, "retries=-1: give a whole number >= 0"),
+])
+def test_bad_sweep_level_values_are_refused_before_anything_runs(key, value, fragment):
+    with pytest.raises(ConfigError) as err:
+        spec_from_dict({**BASE, key: value})
+    assert any(fragment in p for p in err.value.problems), err.value.problems
+
+
 def test_extend_adds_values_to_an_axis_and_keeps_old_trials():
     spec = spec_from_dict(BASE)
     bigger = extended(spec, ["optim.lr=choice(3e-2)"])
