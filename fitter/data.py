@@ -134,7 +134,12 @@ def read_csv(path: str | Path) -> Runs:
     if not path.is_file():
         raise FitError(f"CSV file {path} does not exist; pass the path of an exported runs "
                        "table to --from-csv.")
-    frame = pd.read_csv(path)
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError) as err:
+        raise FitError(f"CSV {path} cannot be read as a table ({str(err).splitlines()[0]}); "
+                       "export the runs again, e.g. with mlflow.search_runs(...).to_csv().") \
+            from None
     histories: dict[str, np.ndarray] = {}
     if "step" in frame.columns:
         frame, histories = _split_histories(frame, path)

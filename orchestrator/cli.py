@@ -180,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     from orchestrator.driver import absolute_tracking_uri
     uri = absolute_tracking_uri(uri)
     try:
+        _store_exists(args, uri)
         return COMMANDS[args.command](args, uri)
     except ConfigError as err:
         for problem in err.problems:
@@ -188,6 +189,37 @@ def main(argv: list[str] | None = None) -> int:
     except FitError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `sweep status NAME | head`: the reader has what it wanted
+        sys.stderr.close()
+        return 0
+    except Exception as err:
+        from mlflow.exceptions import MlflowException
+
+        if not isinstance(err, MlflowException):
+            raise
+        # The store refused the URI or cannot be reached: one sentence, not MLflow's stack.
+        from orchestrator.tracking import redact
+        reason = (err.message if hasattr(err, "message") else str(err)).strip()
+        reason = reason.splitlines()[0].split(" See http")[0].rstrip(".")
+        print(f"error: tracking store {redact(uri)}: {reason}; check --tracking-uri "
+              "(or MLFLOW_TRACKING_URI)", file=sys.stderr)
+        return 2
+
+
+READS_A_SWEEP = ("status", "resume", "extend", "cancel", "recommend", "fit", "ui")
+"""Subcommands that read a sweep already recorded: none of them creates a store."""
+
+
+def _store_exists(args, uri: str) -> None:
+    """A misspelt SQLite path would otherwise be created, empty, by the first read."""
+    from trainer.errors import ConfigError
+
+    path = uri.removeprefix("sqlite:///")
+    if (args.command in READS_A_SWEEP and getattr(args, "name", None) is not None
+            and uri.startswith("sqlite:///") and not os.path.exists(path)):
+        raise ConfigError(f"no tracking store at {path}: launch a sweep first (sweep launch "
+                          "SPEC), or point --tracking-uri (or MLFLOW_TRACKING_URI) at the "
+                          "store the sweep was launched with")
 
 
 def _quiet_libraries() -> None:

@@ -137,6 +137,12 @@ def test_csv_missing_columns(tmp_path, capsys):
     assert "lacks a loss column" in err
 
 
+def test_an_empty_csv_is_one_sentence(tmp_path, capsys):
+    (tmp_path / "empty.csv").write_text("")
+    err = error_of(capsys, ["fit", "--from-csv", str(tmp_path / "empty.csv")])
+    assert "cannot be read as a table (No columns to parse from file)" in err
+
+
 def test_runs_lacking_a_required_param(tmp_path, capsys):
     frame = synthetic_runs(Truth(), n_values=[1e6, 4e6, 1.6e7], d_values=[1e9], b_values=[1e5])
     frame.loc[3, "N"] = np.nan

@@ -94,6 +94,7 @@ def test_the_uri_after_the_subcommand_is_the_store_used(monkeypatch, tmp_path):
     monkeypatch.setattr(cli, "COMMANDS", {**cli.COMMANDS, "status": status})
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///env.db")
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.db").touch()  # (`status` reads a store that exists)
     assert cli.main(["status", "x", "--tracking-uri", "sqlite:///m.db"]) == 0
     assert seen["uri"] == f"sqlite:///{tmp_path}/m.db"
 
@@ -202,3 +203,20 @@ def test_a_dry_run_lists_the_trunks_that_train_fused_without_torch(tmp_path):
     assert sum(line.startswith("fused 2 trunks in one task: ") for line in lines) == 2
     assert lines[-1] == ("4 trunks to train: 4 in 2 fused groups, 0 alone; a group's budgets "
                          "of one size fuse as it releases them")
+
+
+def test_a_store_that_is_not_there_is_one_sentence_and_is_not_created(tmp_path, capsys):
+    """A misspelt SQLite path: said, not created empty; a URI MLflow refuses: one sentence."""
+    from orchestrator.cli import main
+
+    missing = tmp_path / "nope.db"
+    for argv in (["status", "s"], ["fit", "s"], ["recommend", "s", "--params", "1e9",
+                                                 "--tokens", "1e9"], ["cancel", "s"]):
+        assert main([*argv, "--tracking-uri", f"sqlite:///{missing}"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: no tracking store at {missing}: launch a sweep first")
+    assert not missing.exists()
+    assert main(["status", "s", "--tracking-uri", "garbage://x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: tracking store garbage://x: ") and "\n" not in err
+    assert err.endswith("check --tracking-uri (or MLFLOW_TRACKING_URI)")
