@@ -261,7 +261,7 @@ def status(tracking_uri: str, name: str) -> dict:
         "best": None if best is None else {
             "trial": best.info.run_name, TRIAL_ID_TAG: best.data.tags[TRIAL_ID_TAG],
             FINAL_EVAL_LOSS: best.data.metrics.get(FINAL_EVAL_LOSS)},
-        "eta_s": _eta(finished, counts, len(running)),
+        "eta_s": _eta(finished, counts, len(running)) if status == RUNNING else None,
         **_tokens(token_totals(client, parent.info.experiment_id)),
         **({} if slices is None else {"slices": slices}),
     }
