@@ -7,7 +7,8 @@ value and the nearest stable value on each side (three levels, replicate runs av
 asymmetric curve (a gentle rise towards small LRs, a steep one towards divergence) does not pull
 the vertex away from the points around the minimum, and the curve passes through them.
 On a fine, noisy grid three levels are too few; there the window widens to two levels on each
-side, but only if that quadratic stays within 0.5% of every point it spans (`FIT_TOLERANCE`).
+side, but only if that quadratic stays within 0.5% of every point it spans (`FIT_TOLERANCE`)
+and puts its vertex between the best level's neighbours.
 
 Diverged runs have no loss; they count as beyond the edge: a diverged value above the best
 one brackets the optimum from above (the loss there is effectively infinite), but the optimum
@@ -143,7 +144,8 @@ def local_vertex(levels: np.ndarray, means: np.ndarray, *, capped: bool = False,
             cache[key] = np.linalg.pinv(np.vander(levels[idx], 3))
         coef = cache[key] @ means[idx]
         resid = means[idx] - np.polyval(coef, levels[idx])
-        if half == 1 or np.max(np.abs(resid)) <= FIT_TOLERANCE * abs(means[best]):
+        if half == 1 or (np.max(np.abs(resid)) <= FIT_TOLERANCE * abs(means[best])
+                         and _vertex_between_neighbours(coef, levels, best)):
             break
     a, b, c = (float(v) for v in coef)
     window = (float(levels[idx[0]]), float(levels[idx[-1]]))
@@ -152,6 +154,19 @@ def local_vertex(levels: np.ndarray, means: np.ndarray, *, capped: bool = False,
     upper = levels[best + 1] if best < last else levels[best]
     x_opt = float(np.clip(-b / (2 * a), levels[best - 1], upper))
     return x_opt, (a, b, c), window
+
+
+def _vertex_between_neighbours(coef: np.ndarray, levels: np.ndarray, best: int) -> bool:
+    """Does a widened window's quadratic agree with the points around the minimum: convex,
+    its vertex strictly between the best level's neighbours? A five-point quadratic within
+    `FIT_TOLERANCE` can still put its vertex past a neighbour (a gentle rise on one side
+    pulling it there), which would report a level whose measured loss is worse than the best
+    one's as the optimum; the three-point window is taken then."""
+    a, b, _ = coef
+    if a <= 0:
+        return False
+    upper = levels[best + 1] if best + 1 < len(levels) else levels[best]
+    return bool(levels[best - 1] < -b / (2 * a) < upper)
 
 
 def _noise(x, loss, stable, stable_means, *, best: int) -> float | None:
