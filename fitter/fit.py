@@ -33,6 +33,7 @@ from fitter.data import Runs, require
 from fitter.errors import FitError
 from fitter.laws import batch_law, lr_law, timescale_law
 from fitter.loss_law import fit_loss_law
+from fitter.powerlaw import interval_meaningful  # noqa: F401 (its home for the plots)
 from fitter.slices import lr_optima, next_grid
 
 LAWS = ("loss", "lr", "timescale", "batch", "cbs")
@@ -214,15 +215,6 @@ def _slices_json(optima: pd.DataFrame) -> list[dict]:
     for row, window in zip(rows, optima["window"], strict=True):
         row["window"] = list(window)
     return rows
-
-
-def interval_meaningful(n_points: int, n_coef: int) -> bool:
-    """Whether a bootstrap band over n_points means anything: 2 points more than coefficients.
-
-    With fewer (3 points for c and one exponent), resamples repeat one or two points and the
-    band turns into a V pinned at the data's centre.
-    """
-    return n_points >= n_coef + 2
 
 
 def _clean(value):

@@ -22,7 +22,7 @@ import pandas as pd
 from scipy.optimize import minimize
 
 from fitter.errors import FitError
-from fitter.powerlaw import CI_LEVEL, _quantiles
+from fitter.powerlaw import CI_LEVEL, _quantiles, interval_meaningful
 
 DELTA = 1e-3
 N_STARTS = 24
@@ -74,7 +74,8 @@ class LossFit:
     def to_json(self) -> dict:
         """The law as it appears in fit.json."""
         res = self.residuals()
-        return {"form": "loss = E + A / N^alpha + B / D^beta", "coef": self.coef, "ci": self.ci,
+        ci = self.ci if interval_meaningful(len(self.points), len(self.coef)) else None
+        return {"form": "loss = E + A / N^alpha + B / D^beta", "coef": self.coef, "ci": ci,
                 "ci_level": self.ci_level, "n_points": len(self.points),
                 "n_boot": len(self.boot), "method": "Besiroglu et al. 2024: Huber(1e-3) on "
                 "log loss, L-BFGS-B from a grid of starts",

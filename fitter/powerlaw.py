@@ -81,13 +81,24 @@ class LawFit:
         res = self.residuals()
         cols = [*self.axes, self.target, *[c for c in self.points.columns
                                            if c not in (*self.axes, self.target)]]
-        return {"form": self.form, "coef": self.coef, "ci": self.ci, "ci_level": self.ci_level,
+        ci = self.ci if interval_meaningful(len(self.points), len(self.coef)) else None
+        return {"form": self.form, "coef": self.coef, "ci": ci, "ci_level": self.ci_level,
                 "n_points": len(self.points), "n_boot": len(self.boot),
                 "rmse_log10": float(np.sqrt(np.mean(res ** 2))),
                 "range": {a: [float(self.points[a].min()), float(self.points[a].max())]
                           for a in self.axes},
                 "points": _records(self.points[cols]), "residuals_log10": res.tolist(),
                 **self.extra}
+
+
+def interval_meaningful(n_points: int, n_coef: int) -> bool:
+    """Whether a bootstrap band over n_points means anything: 2 points more than coefficients.
+
+    With fewer (3 points for c and one exponent), resamples repeat one or two points and the
+    band turns into a V pinned at the data's centre. fit.json then has no `ci`, and neither
+    the terminal nor `recommend` shows an interval.
+    """
+    return n_points >= n_coef + 2
 
 
 def fit_power_law(points: pd.DataFrame, *, name: str, axes: tuple[str, ...],

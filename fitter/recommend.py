@@ -11,6 +11,7 @@ import numpy as np
 from fitter.errors import FitError
 from fitter.fit import FitResult
 from fitter.groups import label
+from fitter.powerlaw import interval_meaningful
 
 
 def recommend(result: FitResult, *, params: float, tokens: float,
@@ -65,7 +66,9 @@ def recommend(result: FitResult, *, params: float, tokens: float,
     if "loss" in laws:
         loss = laws["loss"]
         out["loss"] = {"value": loss.predict(point["N"], point["D"]),
-                       "interval": list(loss.interval(point["N"], point["D"])), "law": "loss",
+                       "interval": list(loss.interval(point["N"], point["D"]))
+                       if interval_meaningful(len(loss.points), len(loss.coef)) else None,
+                       "law": "loss",
                        "extrapolation": _extrapolation(loss.to_json()["range"], point)}
     if "lr" not in out and "batch_tokens" not in out:
         raise FitError(f"no law in {result.runs.source} gives a learning rate or batch size: "
@@ -96,7 +99,9 @@ def choose_group(result: FitResult, wanted: dict[str, str]) -> dict[str, str]:
 
 def _entry(law, point: dict, name: str) -> dict:
     x = {a: point[a] for a in law.axes}
-    return {"value": law.predict(**x), "interval": list(law.interval(**x)), "law": name,
+    meaningful = interval_meaningful(len(law.points), len(law.coef))
+    return {"value": law.predict(**x), "law": name,
+            "interval": list(law.interval(**x)) if meaningful else None,
             "form": law.form, "extrapolation": _extrapolation(law.to_json()["range"], point)}
 
 
@@ -109,8 +114,11 @@ def _weight_decay(timescale, lr, point: dict) -> dict:
     eta = lr.predict(**{a: point[a] for a in lr.axes})
     tau = timescale.predict(**{"D/N": point["D/N"]})
     tail = (1 - lr.ci_level) / 2
+    meaningful = all(interval_meaningful(len(law.points), len(law.coef))
+                     for law in (lr, timescale))
     return {"value": point["B"] / (eta * tau * point["D"]),
-            "interval": [float(np.quantile(samples, tail)), float(np.quantile(samples, 1 - tail))],
+            "interval": [float(np.quantile(samples, tail)), float(np.quantile(samples, 1 - tail))]
+            if meaningful else None,
             "law": "timescale", "timescale": tau, "form": "weight_decay = B / (lr * tau * D)",
             "extrapolation": _extrapolation(timescale.to_json()["range"], point)}
 

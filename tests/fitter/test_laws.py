@@ -136,3 +136,23 @@ def test_a_best_timescale_at_the_largest_tried_is_an_edge_not_an_optimum():
     assert (points["edge"] == "high").all() and (points["tau_opt"] == 0.9).all()
     with pytest.raises(FitError, match="no usable points"):
         timescale_law(pd.DataFrame(rows))
+
+
+def test_a_law_of_too_few_points_has_no_interval_anywhere():
+    """3 points for c and one exponent: the terminal says "too few points for an interval",
+    and fit.json's `ci` and `recommend`'s interval say the same (none), not a band pinned at
+    the data's centre; a fourth point gives all three."""
+    from fitter.powerlaw import fit_power_law
+    from fitter.recommend import _entry
+
+    def law(n):
+        d = np.array([1e8, 2e8, 4e8, 8e8][:n])
+        lr = 0.01 * (d / 1e8) ** -0.2 * np.array([1.0, 1.03, 0.98, 1.01][:n])
+        return fit_power_law(pd.DataFrame({"D": d, "lr_opt": lr}), name="lr", axes=("D",),
+                             exponents=("a_D",), target="lr_opt", n_boot=50)
+
+    three, four = law(3), law(4)
+    assert three.to_json()["ci"] is None and _entry(three, {"D": 1e10}, "lr")["interval"] is None
+    assert set(four.to_json()["ci"]) == {"c", "a_D"}
+    lo, hi = _entry(four, {"D": 1e10}, "lr")["interval"]
+    assert lo < four.predict(D=1e10) < hi
