@@ -254,9 +254,21 @@ def _run(spec, args, uri: str) -> int:
 
         fuse = fusion_setting(spec)
         if fuse is True or (fuse is not False and fuse > 1):
-            most = "as many as the cluster's slots share" if fuse is True else f"up to {fuse}"
-            print(f"fused: a study asks {most} points at once and trains them as one group"
-                  + (f" (max_concurrent {spec.max_concurrent} counts each member)"
+            if fuse is True:  # the rule of `search._SearchRunner._partners`
+                from orchestrator.driver import local_cluster
+                from orchestrator.fusion import group_size
+                from orchestrator.placement import Request
+
+                res = spec.resources.per_trial()
+                slots = local_cluster().capacity(Request(gpus=res.gpus, cpus=res.cpus))
+                size = max(2, group_size(True, num_trials=spec.optuna.n_trials,
+                                         slots=2 * slots))
+                most = (f"up to {size} points at once (its points over two rounds of the "
+                        f"{slots} trials this machine runs at once)")
+            else:
+                most = f"up to {fuse} points at once"
+            print(f"fused: each study asks {most} and trains them as one group"
+                  + (f"; max_concurrent {spec.max_concurrent} counts each member"
                      if spec.max_concurrent else ""))
         return 0
     if getattr(args, "dry_run", False):

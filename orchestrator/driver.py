@@ -298,7 +298,7 @@ class _Runner:
         free = [t for t in todo if t.trial_id not in holders]
         self.sharing = sharing  # trunks, and the branches they hold back from the queue
         units = sharing.unheld(free)
-        fuse = fusion_setting(spec)
+        fuse = self.release_fuse = fusion_setting(spec)  # (a searched sweep's: its own)
         # trials the cluster runs at once (nothing placed yet), for the size of fused groups
         res = spec.resources.per_trial()
         self.slots = self.cluster.capacity(self._request(todo[0]) if todo else Request(
@@ -320,7 +320,7 @@ class _Runner:
         the queue: fused where they may (`plan_fusion`: the budgets of one size of families
         whose trunks trained as one group start at one trunk step)."""
         units: list = list(trials)
-        fuse = fusion_setting(self.spec)
+        fuse = self.release_fuse
         if fuse and len(trials) > 1:
             groups, alone = plan_fusion(trials, fuse=fuse, slots=self.slots)
             units = [*groups, *alone]

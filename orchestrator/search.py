@@ -55,7 +55,7 @@ from orchestrator.driver import (
     code_version,
     drive,
 )
-from orchestrator.fusion import Group, fusion_setting, group_size, plan_fusion
+from orchestrator.fusion import MAX_AUTO, Group, fusion_setting, group_size, plan_fusion
 from orchestrator.lease import driver_label
 from orchestrator.search_space import SearchPlan, Slice, plan_search
 from orchestrator.sharing import Sharing
@@ -236,6 +236,11 @@ class _SearchRunner(_Runner):
         self.trials = self.asked  # (what the base class re-syncs from)
         self.cap = spec.max_concurrent or math.inf
         self.fuse = fusion_setting(spec)
+        # The points a study asks at once (`_partners`) train as one group, their trunks (under
+        # halving) too, and the branches those release: not spread over the cluster's slots
+        # as a grid's trials are (that would leave each alone), at most `together` a group.
+        together = False if not self.fuse else MAX_AUTO if self.fuse is True else self.fuse
+        self.release_fuse = self.sharing.fuse = together
         self.group_task = ray.remote(group_task(searched_group(studies), sweep=spec.name,
                                                 driver_pid=os.getpid()))
         self.total = len(reopened) + sum(max(n, 0) for n in self.left.values())
@@ -342,8 +347,11 @@ class _SearchRunner(_Runner):
         `max_concurrent`."""
         if not self.fuse:
             return []
-        size = group_size(self.fuse, num_trials=sum(max(n, 0) for n in self.left.values()) + 1,
-                          slots=self.slots)
+        # `true`: the study's points left shared out over two rounds of the cluster's slots
+        # (so that it sees results between asks), 2 to MAX_AUTO a group; `K`: K.
+        size = group_size(self.fuse, num_trials=self.left[name] + 1, slots=2 * self.slots)
+        if self.fuse is True:
+            size = max(2, size)
         import ray
 
         partners: list[Trial] = []
@@ -361,7 +369,7 @@ class _SearchRunner(_Runner):
         (`Sharing.add`)."""
         alone = [t for t in trials if not self.sharing.add(t)]
         if self.fuse and len(alone) > 1:
-            groups, alone = plan_fusion(alone, fuse=self.fuse, slots=self.slots)
+            groups, alone = plan_fusion(alone, fuse=self.release_fuse, slots=self.slots)
             self.queue.extend(groups)
         self.queue.extend(alone)
 

@@ -169,6 +169,10 @@ class Sharing:
                 self.trunks.append(_Trunk(family, held))
         self._task = self._group_task = None
         self._slots: int | None = None  # trials the cluster runs at once (for group sizes)
+        # how trunks starting together fuse (a searched sweep's runner sets its own: the
+        # trunks of the points one study asked at once, as one group)
+        from orchestrator.fusion import fusion_setting
+        self.fuse = fusion_setting(spec)
         self._told = False  # has the launch said that trunks fuse?
 
     def add(self, trial: Trial) -> bool:
@@ -246,7 +250,6 @@ class Sharing:
 
     def _units(self, runner, trunks: list[_Trunk]) -> list[list[_Trunk]]:
         """The trunks to start, as tasks: alone, or fused with others (`plan_trunk_groups`)."""
-        from orchestrator.fusion import fusion_setting
         from orchestrator.placement import Request
 
         if self._slots is None:  # the cluster's, as the driver's groups of trials count it
@@ -258,8 +261,7 @@ class Sharing:
         retried = [[t] for t in trunks if t.attempt > 1]
         pending = [(t.family, self._points(t)) for t in trunks if t.attempt == 1]
         units = retried + [[by_id[f.trunk_id] for f in unit] for unit in plan_trunk_groups(
-            pending, storage_root=self.spec.storage_root, fuse=fusion_setting(self.spec),
-            slots=self._slots)]
+            pending, storage_root=self.spec.storage_root, fuse=self.fuse, slots=self._slots)]
         fused = [u for u in units if len(u) > 1]
         if fused and not self._told:
             self._told = True

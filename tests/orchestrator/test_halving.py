@@ -154,3 +154,18 @@ def test_each_budget_runs_the_best_half_of_the_one_below_and_extend_climbs_more(
     assert all(p in [t.params for t in rungs[2].trials]
                for p in best[:-(-len(best) // 2)])
     assert all(t.state.name == "COMPLETE" for r in rungs for t in r.trials)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_with_fuse_true_the_trunks_a_rung_asks_at_once_train_as_one_group(
+        spec_dict, uri, local_ray, capsys):
+    """Halving with `fuse: true`: the first rung's points, asked two at a time, start their
+    trunks together, and those train as one fused task (not spread one per CPU, alone);
+    every rung still runs the best half of the one below, each trial trained once."""
+    raw = {**_searched(spec_dict), "fuse": True}
+    outcome = commands.launch(spec_from_dict(raw), tracking_uri=uri, progress=False)
+    assert sorted(outcome.ran.values()) == ["finished"] * 7
+    assert "fused: 2 trunks train in 1 group, 0 alone" in capsys.readouterr().out
+    _, trunks = _runs(uri, "trunk")
+    assert len(trunks) == 4

@@ -216,3 +216,29 @@ def test_a_searched_sweep_with_fuse_asks_points_in_groups_and_tells_each(searche
         curves.add(json.dumps([r["perf/tokens_per_s"] for r in map(json.loads, rows.splitlines())
                                if "perf/tokens_per_s" in r]))
     assert len(curves) == 2
+
+
+def test_fuse_true_trains_what_each_study_asks_at_once_as_one_group(searched, uri, local_ray):
+    """`fuse: true` on 2 CPUs, two studies of 4 points: each study asks 2 at a time (half its
+    points at most, so it asks twice and sees results between) and those 2 train as one
+    group, not spread one per CPU and so alone: 4 groups of 2, no trial alone, and neither
+    study asks all its points before the other starts."""
+    import json
+    from pathlib import Path
+
+    searched["search"] = {"optuna": {"n_trials": 4, "per_slice": ["train.batch_size"],
+                                     "sampler": "random", "seed": 1}}
+    searched["fuse"] = True
+    plan, storage, outcome = _run(searched, uri)
+    assert sorted(outcome.ran.values()) == ["finished"] * 8
+    for i, slice_ in enumerate(plan.slices):
+        trials = _study(plan, storage, i).trials
+        assert [t.state.name for t in trials] == ["COMPLETE"] * 4
+        curves: dict[str, int] = {}
+        for t in trials:  # a group's members log the group's tokens/s at every step
+            trial = plan.trial(slice_, t.params)
+            rows = (Path(trial.cfg.storage_root) / trial.trial_id / "metrics.jsonl").read_text()
+            curve = json.dumps([r["perf/tokens_per_s"] for r in map(json.loads, rows.splitlines())
+                                if "perf/tokens_per_s" in r])
+            curves[curve] = curves.get(curve, 0) + 1
+        assert sorted(curves.values()) == [2, 2]
