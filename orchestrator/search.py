@@ -144,7 +144,10 @@ def run_search(spec: SweepSpec, plan: SearchPlan, *, tracking_uri: str, storage:
     runner = _SearchRunner(spec, tracker, plan, studies, states, outcome,
                            observer=observer or SweepObserver())
     drive(runner, tracking_uri=tracking_uri, progress=progress, ended=ENDED)
-    outcome.trials = len(runner.asked)
+    # The sweep's trials: those ended before this launch (recorded) and those it asked.
+    before = {tid for tid, state in states.items() if state.get("status") in ENDED}
+    outcome.already_done = len(before - set(runner.asked))
+    outcome.trials = outcome.already_done + len(runner.asked)
     return outcome
 
 

@@ -144,7 +144,9 @@ def test_each_budget_runs_the_best_half_of_the_one_below_and_extend_climbs_more(
     # Two more LRs at the first budget: ceil(6 / 2) = 3 climb, so one more LR at 8,192
     # (if a new one is among the best 3) and the last rung follows.
     more = commands.extended(spec_from_dict(raw), ["search.optuna.n_trials=6"])
-    commands.launch(more, tracking_uri=uri, progress=False)
+    grown = commands.launch(more, tracking_uri=uri, progress=False)
+    # its summary counts the 7 ended before it as already done, not as nothing
+    assert grown.already_done == 7 and grown.trials == 7 + len(grown.ran)
     rungs = [optuna.load_study(study_name=plan.study_name(s), storage=open_storage(storage))
              for s in plan.slices]
     assert len(rungs[0].trials) == 6
