@@ -194,14 +194,16 @@ def fit_json(result: FitResult, *, sweep: str, n_trials: int | None = None) -> d
 
 
 def write_fit(result: FitResult, out_dir: str | Path, *, sweep: str,
-              n_trials: int | None = None) -> dict:
+              n_trials: int | None = None, selection: dict | None = None) -> dict:
     """Write fit.json and plots/*.png under out_dir; the fit.json document (`n_trials`: a
-    searched sweep's trials per study)."""
+    searched sweep's trials per study; `selection`: which runs were fitted, {"group":
+    {key: value} of `--group`, "pooled": `--pool`}, recorded as `selection`)."""
     from fitter.plots import save_plots
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     doc = fit_json(result, sweep=sweep, n_trials=n_trials)
+    doc["selection"] = selection or {"group": {}, "pooled": False}
     doc["plots"] = [str(p.relative_to(out)) for p in save_plots(result, out / "plots")]
     (out / "fit.json").write_text(json.dumps(doc, indent=2))
     return doc

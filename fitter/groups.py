@@ -86,7 +86,11 @@ def parse_group(pairs: list[str] | None) -> dict[str, str]:
             if not sep or not key.strip():
                 raise FitError(f"--group {pair!r} is not KEY=VALUE; write e.g. "
                                "--group model.param=mup.")
-            out[key.strip()] = value.strip()
+            key, value = key.strip(), value.strip()
+            if key in out and out[key] != value:
+                raise FitError(f"--group {key} is given twice ({out[key]}, {value}): a fit "
+                               "takes one group; give one value per key (or fit each in turn).")
+            out[key] = value
     return out
 
 

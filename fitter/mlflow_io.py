@@ -10,7 +10,15 @@ import numpy as np
 from fitter.cbs import group_keys as cbs_group_keys
 from fitter.data import Runs, from_mlflow_frame
 from fitter.errors import FitError
-from trainer.schema import FINISHED, KIND_FIT, KIND_TAG, KIND_TRIAL, kind_filter, run_status
+from trainer.schema import (
+    FINISHED,
+    FIT_SELECTION_TAG,
+    KIND_FIT,
+    KIND_TAG,
+    KIND_TRIAL,
+    kind_filter,
+    run_status,
+)
 
 LOSS_HISTORY_KEYS = ("eval/loss", "train/loss")
 """Per-step loss metrics for steps-to-target, in order of preference."""
@@ -103,8 +111,12 @@ def log_fit(uri: str, sweep: str, out_dir: str | Path, doc: dict) -> str:
 
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(sweep)
-    run = client.create_run(exp.experiment_id, run_name=f"fit {sweep}",
-                            tags={KIND_TAG: KIND_FIT})
+    selection = doc.get("selection") or {}
+    group = ",".join(f"{k}={v}" for k, v in (selection.get("group") or {}).items())
+    fitted = group or ("pooled" if selection.get("pooled") else "all")
+    run = client.create_run(exp.experiment_id,
+                            run_name=f"fit {sweep}" + ("" if fitted == "all" else f" [{fitted}]"),
+                            tags={KIND_TAG: KIND_FIT, FIT_SELECTION_TAG: fitted})
     run_id = run.info.run_id
     metrics = {metric_name(body, name): value for body in doc["laws"].values()
                for name, value in body["coef"].items() if value is not None}

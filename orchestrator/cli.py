@@ -381,11 +381,17 @@ def _fit(args, uri: str) -> int:
     label = args.name or Path(args.from_csv).stem
     runs = load_runs(uri, args.name) if args.name else read_csv(args.from_csv)
     laws = (args.law,) if args.law else None
-    result = fit_runs(runs, laws=laws, n_boot=args.n_boot, pool=args.pool,
-                      group=parse_group(args.group))
-    out = Path(args.out or Path("outputs") / "fit" / label)
+    group = parse_group(args.group)
+    result = fit_runs(runs, laws=laws, n_boot=args.n_boot, pool=args.pool, group=group)
+    # What was fitted: every group, one (--group) or all pooled (--pool); a fit of one group
+    # or pooled goes to its own folder by default, not over the full fit's
+    selection = ",".join(f"{k}={v}" for k, v in group.items()) or (
+        "pooled" if args.pool else "")
+    default = Path("outputs") / "fit" / label
+    out = Path(args.out or (default / selection.replace("/", "_") if selection else default))
     searched = args.name and _stored_search(uri, args.name)
-    doc = write_fit(result, out, sweep=label, n_trials=searched.n_trials if searched else None)
+    doc = write_fit(result, out, sweep=label, n_trials=searched.n_trials if searched else None,
+                    selection={"group": group, "pooled": bool(args.pool)})
     if args.name:
         doc["fit_run_id"] = log_fit(uri, args.name, out, doc)
     if args.json:

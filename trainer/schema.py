@@ -44,6 +44,7 @@ TRUNK_STATUS_TAG = "trunk.status"
 CODE_VERSION_TAG = "code.version"
 SWEEP_STATUS_TAG = "sweep.status"
 SWEEP_CANCEL_TAG = "sweep.cancel"
+FIT_SELECTION_TAG = "fit.selection"  # a fit run's runs: all, pooled, or KEY=VALUE of --group
 SWEEP_DRIVER_TAG = "sweep.driver"  # "HOST PID" of the driver that last opened the sweep
 SPEC_ARTIFACT = "sweep.yaml"
 

@@ -1,6 +1,7 @@
 """Laws per group of categorical keys: muP and SP runs never share a law unless pooled."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -100,6 +101,10 @@ def test_group_arguments_parse_and_bad_ones_say_how():
                                                                 "schedule": "wsd"}
     with pytest.raises(FitError, match="KEY=VALUE"):
         parse_group(["mup"])
+    with pytest.raises(FitError, match=r"--group model.param is given twice \(mup, sp\): a fit "
+                                       "takes one group"):
+        parse_group(["model.param=mup", "model.param=sp"])
+    assert parse_group(["model.param=mup", "model.param=mup"]) == {"model.param": "mup"}
 
 
 def test_metric_names_of_group_laws_are_valid_mlflow_names():
@@ -130,7 +135,9 @@ def test_a_group_that_cannot_be_fitted_is_skipped_by_name():
     assert "diverged" in result.skipped["lr[model.param=sp]"]
 
 
-def test_sweep_fit_logs_each_groups_law_and_plots_to_the_fit_run(tmp_path, capsys):
+def test_sweep_fit_logs_each_groups_law_and_plots_to_the_fit_run(tmp_path, capsys,
+                                                                 monkeypatch):
+    monkeypatch.chdir(tmp_path)  # (the default outputs/fit/... lands here)
     from mlflow import MlflowClient
 
     from tests.fitter.test_cli import log_sweep
@@ -149,6 +156,22 @@ def test_sweep_fit_logs_each_groups_law_and_plots_to_the_fit_run(tmp_path, capsy
     logged = {a.path for a in client.list_artifacts(fit.info.run_id, "plots")}
     assert {"plots/loss_vs_lr.png", "plots/lr_opt_vs_width.png",
             "plots/law_lr_model.param-mup.png", "plots/law_lr_model.param-sp.png"} <= logged
+    assert fit.data.tags["fit.selection"] == "all" and fit.info.run_name == "fit transfer"
+    # A fit of one group, or pooled, says so in its run and fit.json, and by default goes to
+    # its own folder, not over the full fit's
+    for extra, selection in ((["--group", "model.param=mup"], "model.param=mup"),
+                             (["--pool"], "pooled")):
+        assert main(["--tracking-uri", uri, "fit", "transfer", "--law", "lr", "--n-boot", "20",
+                     *extra]) == 0
+        out_line = capsys.readouterr().out.splitlines()[-1]
+        assert f"outputs/fit/transfer/{selection}/fit.json" in out_line
+        (run,) = [r for r in client.search_runs([exp.experiment_id],
+                                                "tags.`proxysweep.kind` = 'fit'")
+                  if r.data.tags["fit.selection"] == selection]
+        assert run.info.run_name == f"fit transfer [{selection}]"
+        doc = json.loads((Path("outputs/fit/transfer") / selection / "fit.json").read_text())
+        assert doc["selection"] == {"group": {"model.param": "mup"} if selection != "pooled"
+                                    else {}, "pooled": selection == "pooled"}
 
 
 def test_trials_that_have_not_started_do_not_make_every_key_a_group():
