@@ -56,6 +56,14 @@ def recommend(result: FitResult, *, params: float, tokens: float,
             raise FitError("the lr law depends on B but no batch size is known; pass --batch "
                            "(tokens per step) or sweep 3+ batch sizes for the batch law.")
         out["lr"] = _entry(laws["lr"], point, "lr")
+        # An axis the sweep never varied is not in the law: the LR cannot follow the big
+        # run along it (N or D of the big run, whatever it is, gives the same LR). Said.
+        table = result.runs.table
+        fixed = {a: float(table[a].dropna().iloc[0]) for a in ("N", "D", "B")
+                 if a in point and a not in laws["lr"].axes and a in table
+                 and table[a].dropna().nunique() == 1}
+        if fixed:
+            out["lr"]["held_fixed"] = fixed
     else:
         missing["lr"] = skipped.get("lr", "no lr law")
     if "timescale" in laws and "lr" in out and "B" in point:
@@ -153,6 +161,12 @@ def format_recommendation(rec: dict) -> str:
                                                   for a, r in beyond.items())
         elif entry.get("extrapolation"):
             text += "  within the data range"
+        for axis, value in entry.get("held_fixed", {}).items():
+            option, key = {"N": ("--params", "model.width"), "D": ("--tokens", "train.tokens"),
+                           "B": ("--batch", "train.batch_size")}[axis]
+            text += (f"\n{'':<13} the sweep held {axis} at {value:,.0f}, so the law has no "
+                     f"{axis} term and {option} does not enter this value: sweep {key} to "
+                     "learn how the LR moves with it")
         lines.append(text)
     for key, reason in rec["unavailable"].items():
         lines.append(f"{key:<13} not available: {reason}")

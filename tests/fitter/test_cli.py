@@ -160,3 +160,19 @@ def test_fit_from_short_name_csv_for_a_single_law(tmp_path, capsys):
     doc = json.loads(capsys.readouterr().out)
     assert list(doc["laws"]) == ["lr"]
     assert doc["laws"]["lr"]["coef"]["a_N"] == pytest.approx(-0.3, abs=0.05)
+
+
+def test_recommend_says_when_the_sweep_never_varied_an_axis_it_is_asked_about(tmp_path, capsys):
+    """One token budget: the lr law has no D term, so --tokens cannot move the LR; the
+    recommendation says so rather than answer 1e12 tokens like 1e8."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    frame = synthetic_runs(Truth(lr=(0.5, -0.3, 0.0, 0.0)), n_values=[1e6, 2e6, 4e6, 8e6],
+                           d_values=[1e8], b_values=[SEQ_LEN * 64], noise=0.001, seed=5)
+    log_sweep(uri, "one_budget", frame)
+    base = ["--tracking-uri", uri, "recommend", "one_budget", "--params", "8e7", "--n-boot", "50"]
+    assert main([*base, "--tokens", "1e12", "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["lr"]["held_fixed"] == {"D": 1e8}
+    assert main([*base, "--tokens", "1e12"]) == 0
+    assert ("the sweep held D at 100,000,000, so the law has no D term and --tokens does not "
+            "enter this value: sweep train.tokens") in capsys.readouterr().out
