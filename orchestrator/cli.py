@@ -380,6 +380,8 @@ def _fit(args, uri: str) -> int:
                        "e.g. `sweep fit demo` or `sweep fit --from-csv runs.csv --law lr`.")
     label = args.name or Path(args.from_csv).stem
     runs = load_runs(uri, args.name) if args.name else read_csv(args.from_csv)
+    if args.name:
+        _warn_unfinished(uri, args.name)
     laws = (args.law,) if args.law else None
     group = parse_group(args.group)
     result = fit_runs(runs, laws=laws, n_boot=args.n_boot, pool=args.pool, group=group)
@@ -401,6 +403,24 @@ def _fit(args, uri: str) -> int:
         print(f"wrote {out / 'fit.json'} and {len(doc['plots'])} plots"
               + (f"; MLflow fit run {doc['fit_run_id']}" if args.name else ""))
     return 0
+
+
+def _warn_unfinished(uri: str, name: str) -> None:
+    """A fit of a sweep with trials not done (running, interrupted, failed) sees only the ended
+    ones: said on stderr, with what finishes the others (a fit's `next_grid` may repeat
+    their LRs)."""
+    from trainer.schema import DONE, PRUNED, recorded_trials
+
+    open_ = {}
+    for state in recorded_trials(uri, name).values():
+        if state["status"] not in (*DONE, PRUNED):
+            open_[state["status"]] = open_.get(state["status"], 0) + 1
+    if open_:
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(open_.items()))
+        print(f"note: {sum(open_.values())} of sweep {name}'s trials are not done ({counts}): "
+              f"this fit has only the ended ones; `sweep resume {name}` finishes them (while "
+              "its driver runs, wait), and its suggested LRs may repeat theirs",
+              file=sys.stderr)
 
 
 def print_fusion(spec, trials, sharing) -> None:

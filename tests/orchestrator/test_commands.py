@@ -265,3 +265,17 @@ def test_a_searched_dry_run_creates_no_study_storage(tmp_path, spec_dict):
     rows = search_dry_run(spec_from_dict(spec_dict), tracking_uri=f"sqlite:///{tmp_path}/m.db")
     assert [(used, left) for _, used, left in rows] == [(0, 3), (0, 3)]
     assert not (tmp_path / "optuna.db").exists()
+
+
+def test_fit_of_a_sweep_with_trials_not_done_says_so_first(tmp_path, capsys):
+    """`sweep fit` while trials run or after an interruption: a note on stderr, before the fit,
+    that it has only the ended trials and what finishes the rest."""
+    uri = f"sqlite:///{tmp_path}/m.db"
+    tracker = _open_sweep(uri, _spec(tmp_path))
+    _child(uri, tracker, "a" * 64, schema.RUNNING)
+    _child(uri, tracker, "b" * 64, schema.INTERRUPTED)
+    _child(uri, tracker, "c" * 64, schema.FINISHED, final__eval_loss=2.5)
+    cli.main(["fit", "unit", "--tracking-uri", uri, "--out", str(tmp_path / "fit")])
+    err = capsys.readouterr().err
+    assert ("\nnote: 2 of sweep unit's trials are not done (1 interrupted, 1 running): this fit "
+            "has only the ended ones; `sweep resume unit` finishes them") in err
