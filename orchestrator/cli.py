@@ -235,7 +235,31 @@ def _launch(args, uri: str) -> int:
     from orchestrator.spec import load_spec
 
     spec = load_spec(args.spec).with_overrides(args.overrides)
+    _note_another_base(spec, uri)
     return _run(spec, args, uri)
+
+
+def _note_another_base(spec, uri: str) -> None:
+    """A launch under a sweep's name with other base overrides (another dataset, model, ...)
+    adds other trials to its experiment: allowed (a launch with overrides does it on
+    purpose), but said, since `status` then follows the new spec and `fit` reads them all."""
+    from trainer.errors import ConfigError
+
+    if uri.startswith("sqlite:///") and not os.path.exists(uri.removeprefix("sqlite:///")):
+        return  # no store yet: a new sweep
+    from orchestrator import commands
+
+    try:
+        before = set(commands.stored_spec(uri, spec.name).overrides)
+    except ConfigError:
+        return  # no such sweep yet
+    now = set(spec.overrides)
+    if before != now:
+        changes = [f"-{o}" for o in sorted(before - now)] + [f"+{o}" for o in sorted(now - before)]
+        print(f"note: sweep {spec.name} was launched before with other base overrides "
+              f"({' '.join(changes)}): its trials so far stay in its experiment, `sweep status` "
+              "follows this spec and `sweep fit` reads every trial; give the spec another name "
+              "to keep the two apart", file=sys.stderr)
 
 
 def _run(spec, args, uri: str) -> int:

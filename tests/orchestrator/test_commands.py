@@ -280,3 +280,18 @@ def test_fit_of_a_sweep_with_trials_not_done_says_so_first(tmp_path, capsys):
     note = ("note: 2 of sweep unit's trials are not done (1 interrupted, 1 running): this fit "
             "has only the ended ones; `sweep resume unit` finishes them")
     assert note in err and err.index(note) < err.index("error:")  # said before the fit
+
+
+def test_a_launch_with_other_base_overrides_under_a_recorded_name_says_so(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path}/m.db"
+    spec = _spec(tmp_path)
+    _open_sweep(uri, spec)
+    path = tmp_path / "unit.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert cli.main(["launch", str(path), "--dry-run", "--tracking-uri", uri]) == 0
+    assert "note:" not in capsys.readouterr().err  # the same spec: nothing to say
+    path.write_text(yaml.safe_dump({**spec, "overrides": [*TRIAL[:-1], "train.tokens=65536"]}))
+    assert cli.main(["launch", str(path), "--dry-run", "--tracking-uri", uri]) == 0
+    assert ("note: sweep unit was launched before with other base overrides "
+            "(-train.tokens=32768 +train.tokens=65536): its trials so far stay in its "
+            "experiment") in capsys.readouterr().err
