@@ -55,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
                    "grid axis, a plain value the base config")
     p.add_argument("--dry-run", action="store_true", help="list the trials, run nothing")
     _share_option(p)
+    p = sub.add_parser("list", parents=local, help="every sweep in the tracking store, with "
+                       "its status and trials")
+    p.add_argument("--json", action="store_true")
     p = sub.add_parser("status", parents=local, help="counts, running trials, best so far, ETA")
     p.add_argument("name")
     p.add_argument("--json", action="store_true")
@@ -215,8 +218,9 @@ def _store_exists(args, uri: str) -> None:
     from trainer.errors import ConfigError
 
     path = uri.removeprefix("sqlite:///")
-    if (args.command in READS_A_SWEEP and getattr(args, "name", None) is not None
-            and uri.startswith("sqlite:///") and not os.path.exists(path)):
+    reads = args.command == "list" or (args.command in READS_A_SWEEP
+                                       and getattr(args, "name", None) is not None)
+    if reads and uri.startswith("sqlite:///") and not os.path.exists(path):
         raise ConfigError(f"no tracking store at {path}: launch a sweep first (sweep launch "
                           "SPEC), or point --tracking-uri (or MLFLOW_TRACKING_URI) at the "
                           "store the sweep was launched with")
@@ -335,6 +339,16 @@ def _run(spec, args, uri: str) -> int:
                                             else 1)
 
 
+def _list(args, uri: str) -> int:
+    import json
+
+    from orchestrator import commands
+
+    rows = commands.sweeps(uri)
+    print(json.dumps(rows, indent=2) if args.json else commands.format_sweeps(rows))
+    return 0
+
+
 def _status(args, uri: str) -> int:
     from orchestrator import commands
 
@@ -373,10 +387,9 @@ def _ui(args, uri: str) -> int:
     if args.name:
         from mlflow import MlflowClient
 
-        from orchestrator.commands import _parent_run
-        client = MlflowClient(tracking_uri=uri)
-        _parent_run(client, args.name)  # an unknown name: one sentence, with the known ones
-        url += f"/#/experiments/{client.get_experiment_by_name(args.name).experiment_id}"
+        _known_sweep(uri, args.name)
+        exp = MlflowClient(tracking_uri=uri).get_experiment_by_name(args.name)
+        url += f"/#/experiments/{exp.experiment_id}"
     if served:
         print(f"MLflow UI of the tracking server: {url}")
         return 0
@@ -403,6 +416,8 @@ def _fit(args, uri: str) -> int:
         raise FitError("sweep fit needs either a sweep NAME or --from-csv FILE (not both); "
                        "e.g. `sweep fit demo` or `sweep fit --from-csv runs.csv --law lr`.")
     label = args.name or Path(args.from_csv).stem
+    if args.name:
+        _known_sweep(uri, args.name)
     runs = load_runs(uri, args.name) if args.name else read_csv(args.from_csv)
     if args.name:
         _warn_unfinished(uri, args.name)
@@ -427,6 +442,15 @@ def _fit(args, uri: str) -> int:
         print(f"wrote {out / 'fit.json'} and {len(doc['plots'])} plots"
               + (f"; MLflow fit run {doc['fit_run_id']}" if args.name else ""))
     return 0
+
+
+def _known_sweep(uri: str, name: str) -> None:
+    """An unknown name: the sentence every command says, with the sweeps the store has."""
+    from mlflow import MlflowClient
+
+    from orchestrator.commands import _parent_run
+
+    _parent_run(MlflowClient(tracking_uri=uri), name)
 
 
 def _warn_unfinished(uri: str, name: str) -> None:
@@ -519,6 +543,7 @@ def _recommend(args, uri: str) -> int:
     from fitter.recommend import format_recommendation, recommend
 
     group = parse_group(args.group)
+    _known_sweep(uri, args.name)
     result = fit_runs(load_runs(uri, args.name), n_boot=args.n_boot)
     rec = recommend(result, params=args.params, tokens=args.tokens, batch=args.batch,
                     group=group)
@@ -526,8 +551,9 @@ def _recommend(args, uri: str) -> int:
     return 0
 
 
-COMMANDS = {"launch": _launch, "status": _status, "resume": _resume, "extend": _extend,
-            "cancel": _cancel, "ui": _ui, "fit": _fit, "recommend": _recommend}
+COMMANDS = {"launch": _launch, "list": _list, "status": _status, "resume": _resume,
+            "extend": _extend, "cancel": _cancel, "ui": _ui, "fit": _fit,
+            "recommend": _recommend}
 
 
 if __name__ == "__main__":

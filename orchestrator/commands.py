@@ -37,6 +37,7 @@ from trainer.schema import (
     FINISHED,
     INTERRUPTED,
     KIND_SWEEP,
+    KIND_TRIAL,
     PARAM_TOKENS,
     RUNNING,
     SPEC_ARTIFACT,
@@ -191,6 +192,44 @@ def _parent_run(client: MlflowClient, name: str):
         raise ConfigError(f"no sweep named {name!r} in the tracking store ({hint}): check the "
                           "name or --tracking-uri")
     return min(parents, key=lambda run: (run.info.start_time, run.info.run_id))  # the oldest
+
+
+def sweeps(tracking_uri: str) -> list[dict]:
+    """Every sweep in the store, oldest first: name, status (as `status` tells it, a killed
+    driver included), trials recorded per status, and when it started (epoch ms)."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    out = []
+    for exp in client.search_experiments():
+        parents = sweep_runs(client, exp.experiment_id, KIND_SWEEP)
+        if not parents:
+            continue  # not a sweep (MLflow's Default, a user's own experiment)
+        parent = min(parents, key=lambda run: (run.info.start_time, run.info.run_id))
+        status = parent.data.tags.get(SWEEP_STATUS_TAG, RUNNING)
+        if status == RUNNING and gone_driver(parent.data.tags.get(SWEEP_DRIVER_TAG)):
+            status = INTERRUPTED
+        counts: dict[str, int] = {}
+        for run in sweep_runs(client, exp.experiment_id, KIND_TRIAL):
+            s = run.data.tags.get(TRIAL_STATUS_TAG, RUNNING)
+            s = INTERRUPTED if s == RUNNING and status == INTERRUPTED else s
+            counts[s] = counts.get(s, 0) + 1
+        out.append({"sweep": exp.name, "status": status, "counts": counts,
+                    "started_ms": parent.info.start_time})
+    return sorted(out, key=lambda row: row["started_ms"] or 0)
+
+
+def format_sweeps(rows: list[dict]) -> str:
+    """The human-readable `sweep list`."""
+    if not rows:
+        return "no sweep is recorded in this store (sweep launch SPEC starts one)"
+    width = max(len(row["sweep"]) for row in rows)
+    lines = []
+    for row in rows:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime((row["started_ms"] or 0) / 1000))
+        total = sum(row["counts"].values())
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(row["counts"].items()))
+        lines.append(f"{row['sweep']:<{width}}  {row['status']:<11}  started {when}  "
+                     f"{total} trial{'s' * (total != 1)}" + (f" ({counts})" if counts else ""))
+    return "\n".join(lines)
 
 
 def extended(spec: SweepSpec, args: list[str]) -> SweepSpec:

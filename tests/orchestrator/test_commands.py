@@ -295,3 +295,31 @@ def test_a_launch_with_other_base_overrides_under_a_recorded_name_says_so(tmp_pa
     assert ("note: sweep unit was launched before with other base overrides "
             "(-train.tokens=32768 +train.tokens=65536): its trials so far stay in its "
             "experiment") in capsys.readouterr().err
+
+
+def test_sweep_list_names_every_sweep_with_its_status_and_trials(tmp_path, capsys):
+    import json
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    tracker = _open_sweep(uri, _spec(tmp_path))
+    _child(uri, tracker, "a" * 64, schema.FINISHED)
+    _child(uri, tracker, "b" * 64, schema.DIVERGED)
+    other = _open_sweep(uri, {**_spec(tmp_path), "name": "other"})
+    _child(uri, other, "c" * 64, schema.RUNNING)
+    MlflowClient(tracking_uri=uri).create_experiment("not_a_sweep")  # a user's own: not listed
+    assert cli.main(["list", "--tracking-uri", uri]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("unit   running      started ")
+    assert lines[0].endswith("  2 trials (1 diverged, 1 finished)")
+    assert lines[1].startswith("other  running") and lines[1].endswith("  1 trial (1 running)")
+    assert cli.main(["list", "--tracking-uri", uri, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["sweep"], r["counts"]) for r in rows] == [
+        ("unit", {"finished": 1, "diverged": 1}), ("other", {"running": 1})]
+    # fit and recommend say an unknown name as every command does, with the known sweeps
+    for argv in (["fit", "nosuch"], ["recommend", "nosuch", "--params", "1e9", "--tokens",
+                                     "1e9"]):
+        assert cli.main([*argv, "--tracking-uri", uri]) == 2
+        assert "no sweep named 'nosuch' in the tracking store (known sweeps: not_a_sweep, " \
+               "other, unit)" in capsys.readouterr().err
