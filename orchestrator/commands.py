@@ -32,6 +32,7 @@ from orchestrator.store import create_sqlite_store_once
 from trainer.errors import ConfigError
 from trainer.schema import (
     DONE,
+    FAILED,
     FINAL_EVAL_LOSS,
     FINAL_WALL_S,
     FINISHED,
@@ -47,6 +48,7 @@ from trainer.schema import (
     TOKENS_IF_INDEPENDENT,
     TOKENS_RATIO,
     TOKENS_TRAINED,
+    TRIAL_ERROR_TAG,
     TRIAL_ID_TAG,
     TRIAL_STATUS_TAG,
     recorded_trials,
@@ -291,12 +293,16 @@ def status(tracking_uri: str, name: str) -> dict:
         counts[s] = counts.get(s, 0) + 1
     running = [_progress(state["run"]) for state in states.values()
                if state["status"] == RUNNING and gone is None]
+    failed = [{"trial": state["run"].info.run_name,
+               "error": state["run"].data.tags.get(TRIAL_ERROR_TAG)}
+              for state in states.values() if state["status"] == FAILED]
     finished = [state["run"] for state in states.values() if state["status"] == FINISHED]
     best = min(finished, key=lambda r: r.data.metrics.get(FINAL_EVAL_LOSS, math.inf),
                default=None)
     return {
         "sweep": name, "status": status, "driver_gone": gone,
         "trials": sum(counts.values()), "counts": counts, "running": running,
+        "failed": failed,
         "best": None if best is None else {
             "trial": best.info.run_name, TRIAL_ID_TAG: best.data.tags[TRIAL_ID_TAG],
             FINAL_EVAL_LOSS: best.data.metrics.get(FINAL_EVAL_LOSS)},
@@ -370,6 +376,11 @@ def format_status(report: dict) -> str:
         pct = f"{r['progress']:.0%}" if r["progress"] is not None else "?"
         loss = f"{r['train/loss']:.3f}" if r["train/loss"] is not None else "n/a"
         lines.append(f"  running {r['trial']}: {pct}, loss {loss}")
+    failed = report.get("failed", [])
+    for r in failed[:5]:
+        lines.append(f"  failed {r['trial']}: {r['error'] or 'no error recorded'}")
+    if len(failed) > 5:
+        lines.append(f"  ... {len(failed) - 5} more failed (sweep status NAME --json lists all)")
     if report["best"]:
         lines.append(f"  best: {report['best']['trial']} (eval loss "
                      f"{report['best']['final/eval_loss']:.4f})")

@@ -516,6 +516,7 @@ class _Runner:
             if unreported:  # no worker recorded this end
                 self._record_unreported(trial, FAILED)
             self.outcome.ran[trial.trial_id] = FAILED
+            self.tracker.note_failure.remote(trial.trial_id, reason)
             print(f"trial {trial.label} failed after {attempt} attempts: {reason}")
 
     def _record_unreported(self, trial: Trial, status: str) -> None:

@@ -54,6 +54,7 @@ from trainer.schema import (
     SWEEP_DRIVER_TAG,
     SWEEP_STATUS_TAG,
     TRIAL_ATTEMPT_TAG,
+    TRIAL_ERROR_TAG,
     TRIAL_ID_TAG,
     TRIAL_NODE_TAG,
     TRIAL_STATUS_TAG,
@@ -253,6 +254,14 @@ class Tracker:
         launch runs again like an interrupted one)."""
         self._known(trial_id, label, params)
         self._terminate(trial_id, status)
+
+    def note_failure(self, trial_id: str, reason: str) -> None:
+        """Why a trial failed for good (its last attempt's error, first line): tag
+        `trial.error`, which `sweep status` shows. The driver calls it after the trial's end
+        was recorded (by its worker, or `record_unreported` before this call)."""
+        if trial_id in self.children:
+            first = (reason.strip().splitlines() or [""])[0]
+            self.call(self.client.set_tag, self.children[trial_id], TRIAL_ERROR_TAG, first[:500])
 
     def resync_trial(self, trial_id: str, status: str, summary: dict, params: dict, label: str,
                      history: list[dict]) -> None:

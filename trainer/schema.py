@@ -37,6 +37,7 @@ PARENT_RUN_TAG = "mlflow.parentRunId"  # mlflow.utils.mlflow_tags.MLFLOW_PARENT_
 TRIAL_ID_TAG = "trial.id"
 TRIAL_STATUS_TAG = "trial.status"
 TRIAL_ATTEMPT_TAG = "trial.attempt"
+TRIAL_ERROR_TAG = "trial.error"  # a failed trial's last error, first line
 TRIAL_NODE_TAG = "trial.node"
 TRIAL_LEGACY_ID_TAG = "trial.legacy_id"  # the id a trial had before data fingerprints
 TRUNK_ID_TAG = "trunk.id"

@@ -323,3 +323,19 @@ def test_sweep_list_names_every_sweep_with_its_status_and_trials(tmp_path, capsy
         assert cli.main([*argv, "--tracking-uri", uri]) == 2
         assert "no sweep named 'nosuch' in the tracking store (known sweeps: not_a_sweep, " \
                "other, unit)" in capsys.readouterr().err
+
+
+def test_status_says_why_a_trial_failed(tmp_path, capsys):
+    """The driver, giving up on a trial, has the tracker tag its last error (`trial.error`,
+    first line); `sweep status` lists failed trials with it."""
+    uri = f"sqlite:///{tmp_path}/m.db"
+    spec = _spec(tmp_path)
+    tracker = _open_sweep(uri, spec)
+    ids = [t.trial_id for t in prepare(spec_from_dict(spec))[1]]
+    _child(uri, tracker, ids[0], schema.FAILED)
+    _child(uri, tracker, ids[1], schema.FINISHED, final__eval_loss=2.5)
+    again = _open_sweep(uri, spec)  # as a driver's tracker finds the sweep's runs
+    again.note_failure(ids[0], "ValueError: expected non-negative integer\nTraceback ...")
+    assert cli.main(["status", "unit", "--tracking-uri", uri]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert f"  failed trial-{ids[0][:6]}: ValueError: expected non-negative integer" in out

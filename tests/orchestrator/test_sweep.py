@@ -125,6 +125,7 @@ def test_a_trial_the_trainer_fails_keeps_its_history_to_the_failure(spec_dict, u
     client, _, children = _runs(uri, "unit")
     (child,) = children
     assert child.info.status == "FAILED" and child.data.tags["trial.status"] == "failed"
+    assert child.data.tags["trial.error"].startswith("NotADirectoryError: ")  # for status
     steps = [m.step for m in client.get_metric_history(child.info.run_id, "train/loss")]
     run_dir = tmp_path / "runs" / child.data.tags["trial.id"]
     logged = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").open()]
