@@ -30,6 +30,8 @@ import pandas as pd
 from fitter.errors import FitError
 from trainer.schema import (
     FINAL_EVAL_LOSS,
+    KIND_TAG,
+    KIND_TRIAL,
     PARAM_BATCH_SIZE,
     PARAM_BATCH_TOKENS,
     PARAM_EFFECTIVE_WEIGHT_DECAY,
@@ -84,7 +86,11 @@ class Runs:
 
 
 def from_mlflow_frame(frame: pd.DataFrame, *, source: str) -> Runs:
-    """Normalise a `mlflow.search_runs` frame (or a CSV export of one)."""
+    """Normalise a `mlflow.search_runs` frame (or a CSV export of one). An export of a whole
+    experiment holds the sweep's parent, trunk and fit runs too: only trial runs are runs."""
+    kind = f"tags.{KIND_TAG}"
+    if kind in frame.columns and (frame[kind] == KIND_TRIAL).any():
+        frame = frame[frame[kind] == KIND_TRIAL]
     params = {c[len("params."):]: frame[c] for c in frame.columns if c.startswith("params.")}
     table = pd.DataFrame(index=frame.index)
     table["run"] = _first(frame, ["run_id", f"tags.{TRIAL_ID_TAG}"],

@@ -189,3 +189,18 @@ def test_trials_that_have_not_started_do_not_make_every_key_a_group():
     runs = from_mlflow_frame(pd.DataFrame(rows), source="test")
     assert runs.slice_keys == ("model.init_std",)
     assert "model.depth" not in runs.table
+
+
+def test_an_exported_experiment_counts_only_its_trial_runs():
+    """`mlflow.search_runs` of a sweep's experiment holds its parent, trunk and fit runs too:
+    a CSV of it fits the trials alone (they were counted as runs without a loss)."""
+    from fitter.data import from_mlflow_frame
+
+    rows = [{"run_id": f"r{i}", "tags.proxysweep.kind": "trial",
+             "tags.trial.status": "finished", "params.optim.lr": lr,
+             "params.derived.n_params": "1000", "params.train.tokens": "1000",
+             "params.derived.batch_tokens": "64", "metrics.final/eval_loss": loss}
+            for i, (lr, loss) in enumerate([("0.01", 2.0), ("0.02", 1.9), ("0.04", 2.1)])]
+    rows += [{"run_id": kind, "tags.proxysweep.kind": kind} for kind in ("sweep", "fit", "trunk")]
+    runs = from_mlflow_frame(pd.DataFrame(rows), source="test")
+    assert sorted(runs.table["run"]) == ["r0", "r1", "r2"]
