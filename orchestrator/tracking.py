@@ -104,6 +104,7 @@ class Tracker:
         # sweep's token totals at the end of a launch, without reading 1000 runs back.
         self.ends: dict[str, tuple[str | None, dict]] = {}
         self.trunk_finals: dict[str, dict] = {}
+        self.failures: dict[str, str] = {}  # trial id → its error, until its run has the tag
         for run in self.call(sweep_runs, self.client, self.experiment_id, KIND_TRIAL):
             trial_id = run.data.tags[TRIAL_ID_TAG]
             self.children[trial_id] = run.info.run_id
@@ -189,6 +190,8 @@ class Tracker:
     def close_sweep(self, status: str) -> None:
         """Flush everything and end the parent run (FINISHED, KILLED or FAILED)."""
         self.flush()
+        for trial_id in list(self.failures):
+            self._tag_failure(trial_id)
         self._set_parent_tag(SWEEP_STATUS_TAG, status)
         self.call(self.client.set_terminated, self.parent_id, status=run_status(status))
 
@@ -257,11 +260,16 @@ class Tracker:
 
     def note_failure(self, trial_id: str, reason: str) -> None:
         """Why a trial failed for good (its last attempt's error, first line): tag
-        `trial.error`, which `sweep status` shows. The driver calls it after the trial's end
-        was recorded (by its worker, or `record_unreported` before this call)."""
-        if trial_id in self.children:
-            first = (reason.strip().splitlines() or [""])[0]
-            self.call(self.client.set_tag, self.children[trial_id], TRIAL_ERROR_TAG, first[:500])
+        `trial.error`, which `sweep status` shows. The driver's call may reach this actor
+        before the worker's begin or end (calls of two callers are not ordered, and both
+        queue while this actor starts): the error waits for the trial's run then."""
+        self.failures[trial_id] = (reason.strip().splitlines() or [""])[0][:500]
+        self._tag_failure(trial_id)
+
+    def _tag_failure(self, trial_id: str) -> None:
+        if trial_id in self.failures and trial_id in self.children:
+            self.call(self.client.set_tag, self.children[trial_id], TRIAL_ERROR_TAG,
+                      self.failures.pop(trial_id))
 
     def resync_trial(self, trial_id: str, status: str, summary: dict, params: dict, label: str,
                      history: list[dict]) -> None:
@@ -437,6 +445,7 @@ class Tracker:
         then its run ends in MLflow too."""
         self._write(trial_id, metrics=self.buffer.get(trial_id, ()),
                     tags={**(tags or {}), TRIAL_STATUS_TAG: status})
+        self._tag_failure(trial_id)
         self.ends[trial_id] = (status, self.ends.get(trial_id, (None, {}))[1])
         self.buffer.pop(trial_id, None)
         self.buffered_since.pop(trial_id, None)

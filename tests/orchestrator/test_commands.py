@@ -339,3 +339,17 @@ def test_status_says_why_a_trial_failed(tmp_path, capsys):
     assert cli.main(["status", "unit", "--tracking-uri", uri]) == 0
     out = capsys.readouterr().out.splitlines()
     assert f"  failed trial-{ids[0][:6]}: ValueError: expected non-negative integer" in out
+
+
+def test_a_failure_noted_before_the_trials_begin_reaches_its_run_at_its_end(tmp_path):
+    """The driver's note and the worker's begin/end come from two callers, in no set order
+    (both queue while the tracking actor starts): a note that finds no run yet waits."""
+    uri = f"sqlite:///{tmp_path}/m.db"
+    tracker = _open_sweep(uri, _spec(tmp_path))
+    trial_id = "d" * 64
+    tracker.note_failure(trial_id, "NotADirectoryError: [Errno 20] Not a directory\n  ...")
+    tracker.begin(trial_id, "trial-dddddd", {"optim.lr": 0.01})
+    tracker.end(trial_id, schema.FAILED, {})
+    run = MlflowClient(tracking_uri=uri).get_run(tracker.children[trial_id])
+    assert run.data.tags["trial.error"] == "NotADirectoryError: [Errno 20] Not a directory"
+    assert tracker.failures == {}
