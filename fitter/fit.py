@@ -33,7 +33,6 @@ from fitter.data import Runs, require
 from fitter.errors import FitError
 from fitter.laws import batch_law, lr_law, timescale_law
 from fitter.loss_law import fit_loss_law
-from fitter.powerlaw import interval_meaningful  # noqa: F401 (its home for the plots)
 from fitter.slices import lr_optima, next_grid
 
 LAWS = ("loss", "lr", "timescale", "batch", "cbs")
@@ -245,7 +244,7 @@ def format_fit(doc: dict, *, recorded: bool = True) -> str:
     skipped = _skipped(doc["skipped"])
     width = max([10, *(len(k) for k in [*doc["laws"], *skipped])])
     for name, law in doc["laws"].items():
-        if interval_meaningful(law["n_points"], len(law["coef"])):
+        if law["ci"]:  # (none where too few points: `powerlaw.interval_meaningful`)
             level = f"{law['ci_level']:.0%} CI"
             coefs = ", ".join(f"{k}={v:.4g} [{law['ci'][k][0]:.3g}, {law['ci'][k][1]:.3g}]"
                               for k, v in law["coef"].items())

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fitter.fit import interval_meaningful, law_name
+from fitter.fit import law_name
 from fitter.plot_style import (
     LOSS_LABEL,
     MAX_CURVES,
@@ -25,6 +25,7 @@ from fitter.plot_style import (
     select,
     value_ticks,
 )
+from fitter.powerlaw import interval_meaningful
 
 
 @dataclass(frozen=True)

@@ -213,14 +213,19 @@ READS_A_SWEEP = ("status", "resume", "extend", "cancel", "recommend", "fit", "ui
 """Subcommands that read a sweep already recorded: none of them creates a store."""
 
 
+def _missing_sqlite(uri: str) -> str | None:
+    """The path of an SQLite store that does not exist (yet), else None."""
+    path = uri.removeprefix("sqlite:///")
+    return path if uri.startswith("sqlite:///") and not os.path.exists(path) else None
+
+
 def _store_exists(args, uri: str) -> None:
     """A misspelt SQLite path would otherwise be created, empty, by the first read."""
     from trainer.errors import ConfigError
 
-    path = uri.removeprefix("sqlite:///")
     reads = args.command == "list" or (args.command in READS_A_SWEEP
                                        and getattr(args, "name", None) is not None)
-    if reads and uri.startswith("sqlite:///") and not os.path.exists(path):
+    if reads and (path := _missing_sqlite(uri)):
         raise ConfigError(f"no tracking store at {path}: launch a sweep first (sweep launch "
                           "SPEC), or point --tracking-uri (or MLFLOW_TRACKING_URI) at the "
                           "store the sweep was launched with")
@@ -249,7 +254,7 @@ def _note_another_base(spec, uri: str) -> None:
     purpose), but said, since `status` then follows the new spec and `fit` reads them all."""
     from trainer.errors import ConfigError
 
-    if uri.startswith("sqlite:///") and not os.path.exists(uri.removeprefix("sqlite:///")):
+    if _missing_sqlite(uri):
         return  # no store yet: a new sweep
     from orchestrator import commands
 
@@ -282,15 +287,15 @@ def _run(spec, args, uri: str) -> int:
 
         fuse = fusion_setting(spec)
         if fuse is True or (fuse is not False and fuse > 1):
-            if fuse is True:  # the rule of `search._SearchRunner._partners`
+            if fuse is True:
                 from orchestrator.driver import local_cluster
-                from orchestrator.fusion import group_size
+                from orchestrator.fusion import searched_group_size
                 from orchestrator.placement import Request
 
                 res = spec.resources.per_trial()
                 slots = local_cluster().capacity(Request(gpus=res.gpus, cpus=res.cpus))
-                size = max(2, group_size(True, num_trials=spec.optuna.n_trials,
-                                         slots=2 * slots))
+                size = searched_group_size(True, points_left=spec.optuna.n_trials,
+                                           slots=slots)
                 most = (f"up to {size} points at once (its points over two rounds of the "
                         f"{slots} trials this machine runs at once)")
             else:
@@ -418,9 +423,10 @@ def _fit(args, uri: str) -> int:
     label = args.name or Path(args.from_csv).stem
     if args.name:
         _known_sweep(uri, args.name)
-    runs = load_runs(uri, args.name) if args.name else read_csv(args.from_csv)
-    if args.name:
+        runs = load_runs(uri, args.name)
         _warn_unfinished(uri, args.name)
+    else:
+        runs = read_csv(args.from_csv)
     laws = (args.law,) if args.law else None
     group = parse_group(args.group)
     result = fit_runs(runs, laws=laws, n_boot=args.n_boot, pool=args.pool, group=group)
@@ -448,9 +454,9 @@ def _known_sweep(uri: str, name: str) -> None:
     """An unknown name: the sentence every command says, with the sweeps the store has."""
     from mlflow import MlflowClient
 
-    from orchestrator.commands import _parent_run
+    from orchestrator.commands import parent_run
 
-    _parent_run(MlflowClient(tracking_uri=uri), name)
+    parent_run(MlflowClient(tracking_uri=uri), name)
 
 
 def _warn_unfinished(uri: str, name: str) -> None:

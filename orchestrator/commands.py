@@ -178,13 +178,13 @@ def search_dry_run(spec: SweepSpec, *, tracking_uri: str) -> list[tuple[str, int
 def stored_spec(tracking_uri: str, name: str) -> SweepSpec:
     """The spec saved with the sweep's parent run."""
     client = MlflowClient(tracking_uri=tracking_uri)
-    parent = _parent_run(client, name)
+    parent = parent_run(client, name)
     path = client.download_artifacts(parent.info.run_id, SPEC_ARTIFACT)
     with open(path) as f:
         return spec_from_dict(yaml.safe_load(f), source=f"stored spec of sweep {name!r}")
 
 
-def _parent_run(client: MlflowClient, name: str):
+def parent_run(client: MlflowClient, name: str):
     exp = client.get_experiment_by_name(name)
     parents = sweep_runs(client, exp.experiment_id, KIND_SWEEP) if exp else []
     if not parents:
@@ -194,6 +194,15 @@ def _parent_run(client: MlflowClient, name: str):
         raise ConfigError(f"no sweep named {name!r} in the tracking store ({hint}): check the "
                           "name or --tracking-uri")
     return min(parents, key=lambda run: (run.info.start_time, run.info.run_id))  # the oldest
+
+
+def live_status(parent) -> tuple[str, int | None]:
+    """A sweep's status from its parent run, and the pid of its driver when that was killed:
+    a driver killed (SIGKILL, a lost node) could not close its sweep, which then reads
+    `interrupted` here (on the driver's host; elsewhere as recorded)."""
+    status = parent.data.tags.get(SWEEP_STATUS_TAG, RUNNING)
+    gone = gone_driver(parent.data.tags.get(SWEEP_DRIVER_TAG)) if status == RUNNING else None
+    return (INTERRUPTED, gone) if gone is not None else (status, None)
 
 
 def sweeps(tracking_uri: str) -> list[dict]:
@@ -206,13 +215,11 @@ def sweeps(tracking_uri: str) -> list[dict]:
         if not parents:
             continue  # not a sweep (MLflow's Default, a user's own experiment)
         parent = min(parents, key=lambda run: (run.info.start_time, run.info.run_id))
-        status = parent.data.tags.get(SWEEP_STATUS_TAG, RUNNING)
-        if status == RUNNING and gone_driver(parent.data.tags.get(SWEEP_DRIVER_TAG)):
-            status = INTERRUPTED
+        status, gone = live_status(parent)
         counts: dict[str, int] = {}
         for run in sweep_runs(client, exp.experiment_id, KIND_TRIAL):
             s = run.data.tags.get(TRIAL_STATUS_TAG, RUNNING)
-            s = INTERRUPTED if s == RUNNING and status == INTERRUPTED else s
+            s = INTERRUPTED if s == RUNNING and gone is not None else s
             counts[s] = counts.get(s, 0) + 1
         out.append({"sweep": exp.name, "status": status, "counts": counts,
                     "started_ms": parent.info.start_time})
@@ -265,17 +272,13 @@ def status(tracking_uri: str, name: str) -> dict:
     """Counts per status, running trials with progress, best trial so far, ETA, and the
     tokens trained against the tokens the done trials would have trained alone."""
     client = MlflowClient(tracking_uri=tracking_uri)
-    parent = _parent_run(client, name)
+    parent = parent_run(client, name)
     spec = stored_spec(tracking_uri, name)
     states = recorded_trials(tracking_uri, name)
     counts: dict[str, int] = {}
     slices = None
-    status = parent.data.tags.get(SWEEP_STATUS_TAG, RUNNING)
-    # A driver killed (SIGKILL, a lost node) could not close its sweep: said here, and its
-    # trials left `running` counted as what they are, interrupted (`sweep resume` goes on).
-    gone = gone_driver(parent.data.tags.get(SWEEP_DRIVER_TAG)) if status == RUNNING else None
-    if gone is not None:
-        status = INTERRUPTED
+    # (a killed driver's trials left `running` are counted as what they are, interrupted)
+    status, gone = live_status(parent)
     if spec.optuna is None:
         _, trials = prepare(spec)
         ids = [trial.trial_id for trial in trials]
@@ -339,7 +342,7 @@ def cancel(tracking_uri: str, name: str, *, wait_s: float = 10.0) -> int:
     """Ask the running driver to stop; trials left `running` with no driver become
     `interrupted`. Returns how many trials were marked."""
     client = MlflowClient(tracking_uri=tracking_uri)
-    parent = _parent_run(client, name)
+    parent = parent_run(client, name)
     client.set_tag(parent.info.run_id, SWEEP_CANCEL_TAG, "requested")
     if gone_driver(parent.data.tags.get(SWEEP_DRIVER_TAG)) is not None:
         wait_s = 0.0  # no driver to see the request

@@ -89,6 +89,14 @@ def fusion_setting(spec: SweepSpec) -> bool | int:
     return spec.fuse
 
 
+def searched_group_size(fuse: bool | int, *, points_left: int, slots: int) -> int:
+    """Points a study asks at once to train as one group: `K`; under `true` its `points_left`
+    shared out over two rounds of the `slots` trials the cluster runs at once (so that it sees
+    results between asks), 2 to `MAX_AUTO`."""
+    size = group_size(fuse, num_trials=points_left, slots=2 * slots)
+    return max(2, size) if fuse is True else size
+
+
 def group_size(fuse: bool | int, *, num_trials: int, slots: int) -> int:
     """Most members per group for a sweep's `num_trials` fusable trials on a cluster that
     runs `slots` trials at once (see the module docstring)."""

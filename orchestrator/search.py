@@ -55,7 +55,13 @@ from orchestrator.driver import (
     code_version,
     drive,
 )
-from orchestrator.fusion import MAX_AUTO, Group, fusion_setting, group_size, plan_fusion
+from orchestrator.fusion import (
+    MAX_AUTO,
+    Group,
+    fusion_setting,
+    plan_fusion,
+    searched_group_size,
+)
 from orchestrator.lease import driver_label
 from orchestrator.search_space import SearchPlan, Slice, plan_search
 from orchestrator.sharing import Sharing
@@ -350,11 +356,8 @@ class _SearchRunner(_Runner):
         `max_concurrent`."""
         if not self.fuse:
             return []
-        # `true`: the study's points left shared out over two rounds of the cluster's slots
-        # (so that it sees results between asks), 2 to MAX_AUTO a group; `K`: K.
-        size = group_size(self.fuse, num_trials=self.left[name] + 1, slots=2 * self.slots)
-        if self.fuse is True:
-            size = max(2, size)
+        size = searched_group_size(self.fuse, points_left=self.left[name] + 1,
+                                   slots=self.slots)
         import ray
 
         partners: list[Trial] = []

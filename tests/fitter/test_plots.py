@@ -13,7 +13,8 @@ from matplotlib import pyplot as plt  # noqa: E402
 
 from fitter import law_plots, plot_style, plots  # noqa: E402
 from fitter.data import from_short_frame  # noqa: E402
-from fitter.fit import fit_runs, interval_meaningful, write_fit  # noqa: E402
+from fitter.fit import fit_runs, write_fit  # noqa: E402
+from fitter.powerlaw import interval_meaningful  # noqa: E402
 from fitter.synthetic import Truth, synthetic_runs  # noqa: E402
 
 LR6 = 2e-3 * 2.0 ** np.arange(6)
