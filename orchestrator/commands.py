@@ -181,7 +181,8 @@ def stored_spec(tracking_uri: str, name: str) -> SweepSpec:
     parent = parent_run(client, name)
     path = client.download_artifacts(parent.info.run_id, SPEC_ARTIFACT)
     with open(path) as f:
-        return spec_from_dict(yaml.safe_load(f), source=f"stored spec of sweep {name!r}")
+        return spec_from_dict(yaml.safe_load(f), source=f"stored spec of sweep {name!r}",
+                              stored=True)
 
 
 def parent_run(client: MlflowClient, name: str):

@@ -192,8 +192,10 @@ def load_spec(path: str | Path) -> SweepSpec:
     return spec_from_dict(raw, source=str(path))
 
 
-def spec_from_dict(raw: object, *, source: str = "spec") -> SweepSpec:
-    """A `SweepSpec` from parsed YAML (or from the copy stored in MLflow)."""
+def spec_from_dict(raw: object, *, source: str = "spec", stored: bool = False) -> SweepSpec:
+    """A `SweepSpec` from parsed YAML, or (`stored`) from the copy stored in MLflow: a spec an
+    earlier version launched stays readable where checks added since would refuse its
+    `seeds`, `max_concurrent` or `retries` (read as they ran: 0 concurrent = no cap)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: a sweep spec is a mapping with at least `name` and `grid`")
     problems = [f"{source}: unknown key '{k}'; known keys are {', '.join(sorted(SPEC_KEYS))}"
@@ -223,7 +225,10 @@ def spec_from_dict(raw: object, *, source: str = "spec") -> SweepSpec:
     if not isinstance(share, bool):
         problems.append(f"{source}: share_prefix={share!r} must be true or false")
     seeds = raw.get("seeds")
-    if seeds is not None and (not isinstance(seeds, list) or not seeds or not all(
+    if stored:
+        raw = {**raw, "max_concurrent": raw.get("max_concurrent") or None,
+               "retries": max(int(raw.get("retries", 2)), 0)}
+    elif seeds is not None and (not isinstance(seeds, list) or not seeds or not all(
             isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
         problems.append(f"{source}: seeds={seeds!r}: give a list of whole numbers >= 0, "
                         "e.g. seeds: [0, 1, 2]")

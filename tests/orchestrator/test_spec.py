@@ -140,3 +140,13 @@ def test_cuda_trials_need_gpus_from_ray_but_not_on_the_driver(tmp_path):
                                "overrides": ["train.device=cuda:1"],
                                "resources": {"gpus": 1}}))
     assert "train.device=cuda:1: in a sweep Ray picks each trial's GPUs" in str(err.value)
+
+
+def test_a_stored_spec_an_earlier_version_launched_stays_readable():
+    """`max_concurrent: 0` and `retries: -1` ran before they were refused (as no cap and no
+    retry): the stored copy of such a sweep still reads, for status, resume and extend."""
+    raw = {**BASE, "max_concurrent": 0, "retries": -1}
+    with pytest.raises(ConfigError):
+        spec_from_dict(raw)
+    stored = spec_from_dict(raw, stored=True)
+    assert stored.max_concurrent is None and stored.retries == 0
