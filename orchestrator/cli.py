@@ -183,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     from orchestrator.driver import absolute_tracking_uri
     uri = absolute_tracking_uri(uri)
     try:
+        _server_answers(uri)
         _store_exists(args, uri)
         return COMMANDS[args.command](args, uri)
     except ConfigError as err:
@@ -217,6 +218,16 @@ def _missing_sqlite(uri: str) -> str | None:
     """The path of an SQLite store that does not exist (yet), else None."""
     path = uri.removeprefix("sqlite:///")
     return path if uri.startswith("sqlite:///") and not os.path.exists(path) else None
+
+
+def _server_answers(uri: str) -> None:
+    """A tracking server that is down or misspelt: said at once, not after MLflow's retries."""
+    from trainer.errors import ConfigError
+    from trainer.reporting import redact, unreachable_server
+
+    if reason := unreachable_server(uri):
+        raise ConfigError(f"tracking server {redact(uri)} cannot be reached: {reason}; start "
+                          "it, or point --tracking-uri (or MLFLOW_TRACKING_URI) at one that runs")
 
 
 def _store_exists(args, uri: str) -> None:

@@ -39,6 +39,43 @@ def redact(text: str) -> str:
     return _USERINFO.sub(r"\g<head>:***@", text)
 
 
+SERVER_PORTS = {"http": 80, "https": 443, "postgresql": 5432, "mysql": 3306, "mssql": 1433}
+"""Default ports of the tracking URIs that name a server (SQLAlchemy dialects: `postgresql+psycopg`
+counts as `postgresql`)."""
+CONNECT_TIMEOUT_S = 5.0
+
+
+def unreachable_server(uri: str, timeout_s: float = CONNECT_TIMEOUT_S) -> str | None:
+    """Why the server a tracking URI names cannot be reached (one TCP connect, at most
+    `timeout_s`), or None when it answers or the URI names no server (a file store). Checked
+    before a command starts: MLflow's client retries a refused connection for minutes before
+    it says anything."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    scheme = parts.scheme.split("+")[0].lower()
+    if scheme not in SERVER_PORTS:
+        return None
+    try:
+        host, port = parts.hostname, parts.port or SERVER_PORTS[scheme]
+    except ValueError:
+        return "its port is not a number"
+    if not host:
+        return None  # a socket path or the driver's default host: the client decides
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return None
+    except socket.gaierror:
+        return f"no host named {host}"
+    except ConnectionRefusedError:
+        return f"nothing listens on {host}:{port} (connection refused)"
+    except TimeoutError:
+        return f"{host}:{port} did not answer within {timeout_s:g} s"
+    except OSError as err:
+        return f"{host}:{port}: {err.strerror or err}"
+
+
 class JsonlReporter:
     """One JSON object per metrics call in `path`; a short line on stdout every call."""
 

@@ -45,6 +45,12 @@ def problems(cfg: Config, *, network: bool = True, here: bool = True) -> list[st
         found.append(f"seed={cfg.seed} must be a whole number >= 0")
     found += _schedule_problems(cfg)
     found += _data_problems(cfg.data, network=network)
+    if network and cfg.tracking.uri:
+        from trainer.reporting import redact, unreachable_server
+
+        if reason := unreachable_server(cfg.tracking.uri):
+            found.append(f"tracking.uri={redact(cfg.tracking.uri)} cannot be reached: {reason}; "
+                         "start the server, or leave tracking.uri unset to log to files only")
     return found
 
 

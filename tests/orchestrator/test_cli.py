@@ -220,3 +220,38 @@ def test_a_store_that_is_not_there_is_one_sentence_and_is_not_created(tmp_path, 
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: tracking store garbage://x: ") and "\n" not in err
     assert err.endswith("check --tracking-uri (or MLFLOW_TRACKING_URI)")
+
+
+def test_a_tracking_server_that_is_down_is_said_at_once(capsys):
+    """MLflow's client retries a refused connection for minutes: the CLI tries one connect
+    first and says which server, why and the fix (the password masked)."""
+    import socket
+    import time
+
+    from orchestrator.cli import main
+
+    with socket.socket() as sock:  # a port nothing listens on: bound, never listened
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        start = time.monotonic()
+        assert main(["status", "s", "--tracking-uri", f"http://me:pw@127.0.0.1:{port}"]) == 2
+        assert time.monotonic() - start < 10
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: tracking server http://me:***@127.0.0.1:{port} cannot be reached: "
+                   f"nothing listens on 127.0.0.1:{port} (connection refused); start it, or "
+                   "point --tracking-uri (or MLFLOW_TRACKING_URI) at one that runs")
+    assert main(["list", "--tracking-uri", "postgresql://u@no-such-host.invalid/db"]) == 2
+    assert "cannot be reached: no host named no-such-host.invalid; " in capsys.readouterr().err
+
+
+def test_a_server_that_answers_passes_the_check():
+    import socket
+
+    from trainer.reporting import unreachable_server
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        assert unreachable_server(f"http://127.0.0.1:{port}") is None
+        assert unreachable_server(f"postgresql+psycopg://u:p@127.0.0.1:{port}/db") is None
+    assert unreachable_server("sqlite:///x.db") is None
+    assert unreachable_server("postgresql:///db?host=/var/run/postgresql") is None

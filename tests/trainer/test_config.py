@@ -104,6 +104,19 @@ def test_hub_dataset_without_network_is_reported_before_training(tmp_path):
     assert not any(tmp_path.iterdir())  # nothing was written
 
 
+def test_a_tracking_server_that_is_down_is_reported_before_training(tmp_path):
+    """Else MLflow's client retries the refused connection for minutes after the run began."""
+    proc = subprocess.run([sys.executable, "-m", "trainer", "model=tiny", "data=synthetic",
+                           "tracking.uri=http://u:pw@127.0.0.1:9", f"storage_root={tmp_path}"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "error: tracking.uri=http://u:***@127.0.0.1:9 cannot be reached: nothing listens on "
+        "127.0.0.1:9 (connection refused); start the server, or leave tracking.uri unset to "
+        "log to files only")
+    assert not any(tmp_path.iterdir())
+
+
 def test_cli_user_error_is_one_line_without_traceback():
     proc = subprocess.run([sys.executable, "-m", "trainer", "optim.lr=-1", "model.width=100"],
                           capture_output=True, text=True, cwd=Path(__file__).parents[2])
