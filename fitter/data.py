@@ -112,7 +112,7 @@ def from_mlflow_frame(frame: pd.DataFrame, *, source: str) -> Runs:
     extra = [k for k, v in params.items()
              if _slice_key(k) and v[recorded].nunique(dropna=False) > 1]
     for key in extra:
-        table[key] = params[key].astype(str)
+        table[key] = _labels(params[key])
     return _finish(table, extra, source)
 
 
@@ -130,7 +130,7 @@ def from_short_frame(frame: pd.DataFrame, *, source: str) -> Runs:
     extra = [c for c in frame.columns if "." in str(c) and _slice_key(c)
              and frame[c].nunique(dropna=False) > 1]
     for key in extra:
-        table[key] = frame[key].astype(str)
+        table[key] = _labels(frame[key])
     return _finish(table, extra, source)
 
 
@@ -230,6 +230,15 @@ def _split_histories(frame: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, dic
 def _slice_key(key: str) -> bool:
     return key not in _NOT_SLICE_KEYS and not key.startswith(_NOT_SLICE_PREFIXES) and not any(
         word in key for word in ("dir", "path", "cache", "every"))
+
+
+def _labels(values: pd.Series) -> pd.Series:
+    """A slice key's values as text, spelt as the config spells them: pandas reads a whole-
+    number column with a gap (a key one group lacks) as float, and 128.0 is model.width=128."""
+    if not pd.api.types.is_float_dtype(values):
+        return values.astype(str)
+    return values.map(lambda v: "nan" if pd.isna(v)
+                      else str(int(v)) if float(v).is_integer() else repr(float(v)))
 
 
 def _number(values, index: pd.Index) -> pd.Series:

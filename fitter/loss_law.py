@@ -22,7 +22,7 @@ import pandas as pd
 from scipy.optimize import minimize
 
 from fitter.errors import FitError
-from fitter.powerlaw import CI_LEVEL, _quantiles, interval_meaningful
+from fitter.powerlaw import CI_LEVEL, _quantiles, interval_meaningful, more
 
 DELTA = 1e-3
 N_STARTS = 24
@@ -129,10 +129,10 @@ def fit_loss_law(points: pd.DataFrame, *, n_boot: int = 200, ci_level: float = C
         distinct = points[axis].nunique()
         if distinct < 3:
             raise FitError(f"the loss law needs losses at 3 or more values of {axis} but has "
-                           f"{distinct}; add {3 - distinct} more along {key}.")
+                           f"{distinct}; add {more(3 - distinct, 'value')} along {key}.")
     if len(points) < 6:
         raise FitError(f"the loss law needs at least 6 (N, D) points but has {len(points)}; "
-                       f"add {6 - len(points)} more along model.width or train.tokens.")
+                       f"add {more(6 - len(points), 'point')} along model.width or train.tokens.")
     log_n, log_d, log_l = (np.log(points[c].to_numpy(float)) for c in ("N", "D", "loss"))
     with _one_blas_thread():
         theta = _best_of_grid(log_n, log_d, log_l)
@@ -172,3 +172,4 @@ def _lbfgs(start, log_n, log_d, log_l, weights=None):
 def _natural(theta: np.ndarray) -> np.ndarray:
     a, b, e, alpha, beta = theta
     return np.array([np.exp(e), np.exp(a), np.exp(b), alpha, beta])
+

@@ -125,10 +125,10 @@ def fit_power_law(points: pd.DataFrame, *, name: str, axes: tuple[str, ...],
         distinct = points[axis].nunique()
         if distinct < 2:
             raise FitError(f"the {name} law needs optima at 2 or more values of {axis} but has "
-                           f"{distinct}; add at least {2 - distinct} more {hint}.")
+                           f"{distinct}; add {more(2 - distinct, 'point')}: more {hint}.")
     if len(points) < need:
         raise FitError(f"the {name} law needs at least {need} points but has {len(points)}; "
-                       f"add {need - len(points)} more {hint}.")
+                       f"add {more(need - len(points), 'point')}: more {hint}.")
     X = _design_matrix(points, axes)
     y = np.log10(points[target].to_numpy(float))
     log_coef = np.linalg.lstsq(X, y, rcond=None)[0]
@@ -176,3 +176,8 @@ def _records(frame: pd.DataFrame) -> list[dict]:
         out.append({k: (float(v) if isinstance(v, (int, float, np.number)) else
                         (None if v is None else str(v))) for k, v in row.items()})
     return out
+
+
+def more(n: int, noun: str) -> str:
+    """'1 more point', '2 more points'."""
+    return f"{n} more {noun}" + ("" if n == 1 else "s")

@@ -204,3 +204,19 @@ def test_an_exported_experiment_counts_only_its_trial_runs():
     rows += [{"run_id": kind, "tags.proxysweep.kind": kind} for kind in ("sweep", "fit", "trunk")]
     runs = from_mlflow_frame(pd.DataFrame(rows), source="test")
     assert sorted(runs.table["run"]) == ["r0", "r1", "r2"]
+
+
+def test_a_whole_number_key_read_with_a_gap_keeps_its_spelling(tmp_path):
+    """pandas reads a whole-number column with an empty cell as float: its values still
+    label slices and groups as the config spells them (model.width=128, not 128.0)."""
+    from fitter.data import read_csv
+
+    frame = mup_and_sp()
+    frame["model.width"] = [128 if i % 2 else 256 for i in range(len(frame))]
+    frame.loc[0, "model.width"] = None
+    frame["optim.beta2"] = 0.95
+    frame.loc[1, "optim.beta2"] = 0.99
+    frame.to_csv(tmp_path / "runs.csv", index=False)
+    table = read_csv(tmp_path / "runs.csv").table
+    assert sorted(table["model.width"].unique()) == ["128", "256", "nan"]
+    assert sorted(table["optim.beta2"].unique()) == ["0.95", "0.99"]
