@@ -208,6 +208,7 @@ def run_sweep(spec: SweepSpec, trials: list[Trial], *, tracking_uri: str,
     for trial in trials:
         if trial.trial_id in on_disk:
             runner.found_on_disk(trial, on_disk[trial.trial_id])
+    runner.sharing.found(set(on_disk))
     drive(runner, tracking_uri=tracking_uri, progress=progress, ended=DONE)
     return outcome
 

@@ -196,6 +196,17 @@ class Sharing:
         trunk.done, trunk.attempt = False, 1
         return True
 
+    def found(self, trial_ids: set[str]) -> None:
+        """Trials this launch found ended in their run directories (another sweep over the
+        same storage trained them): the trunk their prefix came from is recorded under this
+        sweep too at the end, unless it is already, so that the sweep's token totals count
+        the prefix its trials share (a trunk that sweep trained further counts whole)."""
+        known = {t.family.trunk_id for t in self.trunks}
+        for family in self.plan.families:
+            if family.trunk_id not in known and any(
+                    t.trial_id in trial_ids for t in family.members):
+                self.trunks.append(_Trunk(family, {}))
+
     @property
     def waiting(self) -> int:
         """Branches held back until their trunk passes them."""

@@ -77,6 +77,15 @@ def test_shared_sweep_equals_the_independent_one_and_trains_less(tmp_path, uri):
     assert report["tokens_trained"] == trained and report["tokens_if_independent"] == 57344
     assert status(uri, "alone")["tokens_ratio"] == 1.0
     assert shared.tokens["sweep/tokens_ratio"] == pytest.approx(trained / 57344)
+    # Another sweep over the same storage finds every trial ended on disk: it records them
+    # and the trunk they branched from, so its totals count the prefix they share too.
+    again = launch(_spec(tmp_path, "again", storage_root=str(tmp_path / "shared")),
+                   tracking_uri=uri, progress=False)
+    assert not again.ran and sorted(again.found_ended.values()) == ["finished"] * 3
+    report = status(uri, "again")
+    assert report["tokens_trained"] == trained and report["tokens_if_independent"] == 57344
+    _, again_trunks = _children(uri, "again", "trunk")
+    assert again_trunks.keys() == trunks.keys()
 
     # extend with a 2x budget: the trunk continues from its last checkpoint, the new budget
     # trains the increment and its decay, nothing else runs.
