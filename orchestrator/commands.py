@@ -32,6 +32,7 @@ from orchestrator.store import create_sqlite_store_once
 from trainer.errors import ConfigError
 from trainer.schema import (
     DONE,
+    DRIVER_SILENT_S,
     FAILED,
     FINAL_EVAL_LOSS,
     FINAL_WALL_S,
@@ -44,6 +45,7 @@ from trainer.schema import (
     SPEC_ARTIFACT,
     SWEEP_CANCEL_TAG,
     SWEEP_DRIVER_TAG,
+    SWEEP_HEARTBEAT_TAG,
     SWEEP_STATUS_TAG,
     TOKENS_IF_INDEPENDENT,
     TOKENS_RATIO,
@@ -200,10 +202,22 @@ def parent_run(client: MlflowClient, name: str):
 def live_status(parent) -> tuple[str, int | None]:
     """A sweep's status from its parent run, and the pid of its driver when that was killed:
     a driver killed (SIGKILL, a lost node) could not close its sweep, which then reads
-    `interrupted` here (on the driver's host; elsewhere as recorded)."""
+    `interrupted` here (on the driver's host; elsewhere as recorded, see `driver_silent_s`)."""
     status = parent.data.tags.get(SWEEP_STATUS_TAG, RUNNING)
     gone = gone_driver(parent.data.tags.get(SWEEP_DRIVER_TAG)) if status == RUNNING else None
     return (INTERRUPTED, gone) if gone is not None else (status, None)
+
+
+def driver_silent_s(parent, status: str) -> float | None:
+    """Seconds since a running sweep's last heartbeat when that is more than
+    `DRIVER_SILENT_S` ago, else None: its driver was killed, lost its node or is cut off from
+    the store, which a driver on another host can tell no other way. Not a status: the
+    driver may only be cut off, and goes on when the store is back."""
+    beat = parent.data.tags.get(SWEEP_HEARTBEAT_TAG, "")
+    if status != RUNNING or not beat.isdigit():
+        return None  # ended, or launched by a version that beat no heart
+    silent = time.time() - int(beat)
+    return silent if silent > DRIVER_SILENT_S else None
 
 
 def sweeps(tracking_uri: str) -> list[dict]:
@@ -217,13 +231,14 @@ def sweeps(tracking_uri: str) -> list[dict]:
             continue  # not a sweep (MLflow's Default, a user's own experiment)
         parent = min(parents, key=lambda run: (run.info.start_time, run.info.run_id))
         status, gone = live_status(parent)
+        silent = driver_silent_s(parent, status)
         counts: dict[str, int] = {}
         for run in sweep_runs(client, exp.experiment_id, KIND_TRIAL):
             s = run.data.tags.get(TRIAL_STATUS_TAG, RUNNING)
             s = INTERRUPTED if s == RUNNING and gone is not None else s
             counts[s] = counts.get(s, 0) + 1
         out.append({"sweep": exp.name, "status": status, "counts": counts,
-                    "started_ms": parent.info.start_time})
+                    "started_ms": parent.info.start_time, "driver_silent_s": silent})
     return sorted(out, key=lambda row: row["started_ms"] or 0)
 
 
@@ -237,8 +252,11 @@ def format_sweeps(rows: list[dict]) -> str:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime((row["started_ms"] or 0) / 1000))
         total = sum(row["counts"].values())
         counts = ", ".join(f"{n} {s}" for s, n in sorted(row["counts"].items()))
+        silent = (f"; driver silent for {row['driver_silent_s'] / 60:.0f} min"
+                  if row.get("driver_silent_s") else "")
         lines.append(f"{row['sweep']:<{width}}  {row['status']:<11}  started {when}  "
-                     f"{total} trial{'s' * (total != 1)}" + (f" ({counts})" if counts else ""))
+                     f"{total} trial{'s' * (total != 1)}" + (f" ({counts})" if counts else "")
+                     + silent)
     return "\n".join(lines)
 
 
@@ -305,6 +323,8 @@ def status(tracking_uri: str, name: str) -> dict:
                default=None)
     return {
         "sweep": name, "status": status, "driver_gone": gone,
+        "driver": parent.data.tags.get(SWEEP_DRIVER_TAG),
+        "driver_silent_s": driver_silent_s(parent, status),
         "trials": sum(counts.values()), "counts": counts, "running": running,
         "failed": failed,
         "best": None if best is None else {
@@ -345,7 +365,8 @@ def cancel(tracking_uri: str, name: str, *, wait_s: float = 10.0) -> int:
     client = MlflowClient(tracking_uri=tracking_uri)
     parent = parent_run(client, name)
     client.set_tag(parent.info.run_id, SWEEP_CANCEL_TAG, "requested")
-    if gone_driver(parent.data.tags.get(SWEEP_DRIVER_TAG)) is not None:
+    if (gone_driver(parent.data.tags.get(SWEEP_DRIVER_TAG)) is not None
+            or driver_silent_s(parent, RUNNING) is not None):
         wait_s = 0.0  # no driver to see the request
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
@@ -370,6 +391,10 @@ def format_status(report: dict) -> str:
              + (f" (its driver, pid {gone}, was killed before it could close the sweep: "
                 f"`sweep resume {report['sweep']}` goes on)" if gone else "")
              + f", {report['trials']} trials"]
+    if silent := report.get("driver_silent_s"):
+        lines.append(f"  its driver ({report.get('driver') or 'unknown'}) has not been heard "
+                     f"from for {silent / 60:.0f} min: killed, lost or cut off from the store? "
+                     f"If it is gone, `sweep resume {report['sweep']}` goes on")
     lines.append("  " + ", ".join(f"{n} {s}" for s, n in sorted(report["counts"].items())))
     for r in report["running"]:
         if r["progress"] is None and r["train/loss"] is None:

@@ -42,6 +42,7 @@ from trainer.schema import (
     CODE_VERSION_TAG,
     FINAL_PREFIX,
     FINAL_STEPS,
+    HEARTBEAT_EVERY_S,
     HISTORY_KEYS,
     KIND_SWEEP,
     KIND_TAG,
@@ -52,6 +53,7 @@ from trainer.schema import (
     SPEC_ARTIFACT,
     SWEEP_CANCEL_TAG,
     SWEEP_DRIVER_TAG,
+    SWEEP_HEARTBEAT_TAG,
     SWEEP_STATUS_TAG,
     TRIAL_ATTEMPT_TAG,
     TRIAL_ERROR_TAG,
@@ -114,6 +116,7 @@ class Tracker:
         # In the constructor, so the parent exists before any trial calls in (an actor runs
         # no method before its constructor has returned).
         self.open_sweep(spec_yaml, driver=driver)
+        self.heart_stop, self.heart = self._heartbeat(uri, credentials)
 
     # -- the sweep -----------------------------------------------------------------------
 
@@ -169,6 +172,28 @@ class Tracker:
         except MlflowException:
             self.call(self.client.set_tag, self.parent_id, key, value)
 
+    def _heartbeat(self, uri: str, credentials: dict[str, str] | None):
+        """Set the parent's `sweep.heartbeat` now and every `HEARTBEAT_EVERY_S` from a thread
+        of its own (with its own client), whatever the actor is busy with, until the sweep
+        closes or this process ends with its driver. A beat the store misses is skipped."""
+        import threading
+
+        stop = threading.Event()
+        client, parent = open_client(uri, credentials), self.parent_id
+
+        def beat() -> None:
+            while True:
+                try:
+                    client.set_tag(parent, SWEEP_HEARTBEAT_TAG, str(int(time.time())))
+                except Exception:  # the server is away: the next beat tries again
+                    pass
+                if stop.wait(HEARTBEAT_EVERY_S):
+                    return
+
+        thread = threading.Thread(target=beat, name="sweep-heartbeat", daemon=True)
+        thread.start()
+        return stop, thread
+
     def cancel_requested(self) -> bool:
         """Has `sweep cancel` asked this sweep to stop? (No, while the server is away.)"""
         try:
@@ -192,6 +217,7 @@ class Tracker:
         self.flush()
         for trial_id in list(self.failures):
             self._tag_failure(trial_id)
+        self.heart_stop.set()
         self._set_parent_tag(SWEEP_STATUS_TAG, status)
         self.call(self.client.set_terminated, self.parent_id, status=run_status(status))
 

@@ -47,6 +47,12 @@ SWEEP_STATUS_TAG = "sweep.status"
 SWEEP_CANCEL_TAG = "sweep.cancel"
 FIT_SELECTION_TAG = "fit.selection"  # a fit run's runs: all, pooled, or KEY=VALUE of --group
 SWEEP_DRIVER_TAG = "sweep.driver"  # "HOST PID" of the driver that last opened the sweep
+SWEEP_HEARTBEAT_TAG = "sweep.heartbeat"
+"""Epoch seconds, set every `HEARTBEAT_EVERY_S` by the running sweep's tracking actor (which
+Ray ends with its driver): a driver on another host that has gone silent is seen by it."""
+HEARTBEAT_EVERY_S = 60.0
+DRIVER_SILENT_S = 300.0
+"""A running sweep whose heartbeat is older than this: its driver is killed, lost or cut off."""
 SPEC_ARTIFACT = "sweep.yaml"
 
 # -- trial statuses --------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """`sweep cancel`, `sweep launch --dry-run` and `sweep status` on a real SQLite store; no Ray."""
 
+import json
 import os
+import time
 
 import yaml
 from mlflow import MlflowClient
@@ -198,6 +200,26 @@ def test_status_of_a_sweep_whose_driver_was_killed_says_so_and_how_to_go_on(tmp_
                                            f"elsewhere {dead}")
     assert cli.main(["status", "unit", "--tracking-uri", uri]) == 0
     assert capsys.readouterr().out.startswith("sweep unit: running, 4 trials\n")
+    # ... but its heartbeat: the tracking actor beat at its start, and beats no more
+    client = MlflowClient(tracking_uri=uri)
+    beat = client.get_run(tracker.parent_id).data.tags[schema.SWEEP_HEARTBEAT_TAG]
+    assert abs(int(beat) - time.time()) < 60
+    tracker.heart_stop.set()
+    tracker.heart.join()
+    client.set_tag(tracker.parent_id, schema.SWEEP_HEARTBEAT_TAG, str(int(time.time()) - 610))
+    assert cli.main(["status", "unit", "--tracking-uri", uri]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[:2] == ["sweep unit: running, 4 trials",
+                       f"  its driver (elsewhere {dead}) has not been heard from for 10 min: "
+                       "killed, lost or cut off from the store? If it is gone, `sweep resume "
+                       "unit` goes on"]
+    assert cli.main(["list", "--tracking-uri", uri]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("; driver silent for 10 min")
+    assert cli.main(["status", "unit", "--json", "--tracking-uri", uri]) == 0
+    assert 600 < json.loads(capsys.readouterr().out)["driver_silent_s"] < 700
+    start = time.monotonic()
+    assert cli.main(["cancel", "unit", "--tracking-uri", uri]) == 0  # no driver to wait for
+    assert time.monotonic() - start < 5
 
 
 def test_sweep_status_reports_tokens_trained_against_independent(tmp_path, capsys):
