@@ -146,6 +146,7 @@ def read_csv(path: str | Path) -> Runs:
         raise FitError(f"CSV {path} cannot be read as a table ({str(err).splitlines()[0]}); "
                        "export the runs again, e.g. with mlflow.search_runs(...).to_csv().") \
             from None
+    _check_values(frame, path)
     histories: dict[str, np.ndarray] = {}
     if "step" in frame.columns:
         frame, histories = _split_histories(frame, path)
@@ -157,10 +158,82 @@ def read_csv(path: str | Path) -> Runs:
                        f"need (it has {', '.join(map(str, frame.columns[:8]))}).")
     reader = from_mlflow_frame if mlflow_style else from_short_frame
     runs = reader(frame, source=str(path))
+    _check_units(runs.table, path, named="run" in frame or "run_id" in frame)
+    _warn_ignored(frame, path, mlflow_style)
     if mlflow_style and runs.table["loss"].isna().all() and "metrics.final/eval_loss" not in frame:
         raise FitError(f"CSV {path} lacks column `metrics.final/eval_loss`; export it with "
                        "the runs or rename the loss column to `loss`.")
     return Runs(runs.table, runs.slice_keys, runs.source, histories)
+
+
+POSITIVE = ("lr", "loss", "N", "D", "B", "C", "seq_len", "Model Size", "Training FLOP",
+            PARAM_TIMESCALE, *(f"params.{k}" for k in (
+                PARAM_LR, PARAM_N_PARAMS, PARAM_TOKENS, PARAM_BATCH_TOKENS, PARAM_BATCH_SIZE,
+                PARAM_SEQ_LEN, PARAM_TIMESCALE)), f"metrics.{FINAL_EVAL_LOSS}")
+"""CSV columns whose values must be numbers > 0 where given (an empty cell: not recorded)."""
+NON_NEGATIVE = ("wd", PARAM_WEIGHT_DECAY, f"params.{PARAM_WEIGHT_DECAY}",
+                f"params.{PARAM_EFFECTIVE_WEIGHT_DECAY}")
+
+
+def _check_values(frame: pd.DataFrame, path: Path) -> None:
+    """Every number the laws read from a CSV is a number, in its range: one text cell or a
+    negative loss would otherwise turn into a diverged run, a slice of its own or a fit from
+    logarithms of negative numbers. Rows are the file's lines (the header is line 1)."""
+    for col in [c for c in frame.columns if c in POSITIVE or c in NON_NEGATIVE]:
+        raw = frame[col]
+        given = raw.notna() & (raw.astype(str).str.strip() != "")
+        values = pd.to_numeric(raw.where(given), errors="coerce")
+        low = 0.0 if col in NON_NEGATIVE else None
+        bad = given & ~(np.isfinite(values) & ((values >= 0) if low == 0.0 else (values > 0)))
+        if bad.any():
+            rows = list(frame.index[bad])
+            first = rows[0]
+            more = f" (and {len(rows) - 1} more rows)" if len(rows) > 1 else ""
+            value = raw.loc[first]
+            value = repr(value) if isinstance(value, str) else f"{value:g}"
+            need = "a number >= 0" if low == 0.0 else "a number > 0"
+            text = pd.isna(values.loc[first])
+            fix = "write it as a plain number (4e8, not 400M)" if text else "fix or drop the row"
+            raise FitError(f"CSV {path}, line {first + 2}{more}: {col}={value} is not "
+                           f"{need}; {fix}.")
+    status = next((c for c in ("status", TRIAL_STATUS_TAG, f"tags.{TRIAL_STATUS_TAG}")
+                   if c in frame.columns), None)
+    loss = next((c for c in ("loss", f"metrics.{FINAL_EVAL_LOSS}") if c in frame.columns), None)
+    if status and loss and "step" not in frame.columns:
+        lost = (frame[status] == "finished") & frame[loss].isna()
+        if lost.any():
+            first = frame.index[lost][0]
+            raise FitError(f"CSV {path}, line {first + 2}: the run is `finished` but has no "
+                           f"{loss}; give its final loss, or mark it `diverged` or `failed`.")
+
+
+def _check_units(table: pd.DataFrame, path: Path, named: bool) -> None:
+    """D and B are both in tokens: a run shorter than one batch is a unit mistake (D given in
+    millions or billions of tokens, B in sequences)."""
+    short = table["D"] < table["B"]
+    if short.any():
+        row = table[short].iloc[0]
+        where = f"run {row['run']}" if named else f"line {table.index[short][0] + 2}"
+        raise FitError(f"CSV {path}: {where} has D={row['D']:g} training tokens, "
+                       f"less than one batch of B={row['B']:g} tokens; give D and B in tokens "
+                       "(not millions of tokens, not sequences).")
+
+
+def _warn_ignored(frame: pd.DataFrame, path: Path, mlflow_style: bool) -> None:
+    """A column that varies but the fitter cannot read as a config key (`param` for
+    `model.param`) is ignored: said, as it may be what tells two groups apart."""
+    import sys
+
+    known = set(CANONICAL) | set(ALIASES) | {"run", "status", "C", "seq_len", "step",
+                                              "final_loss", "run_id"}
+    ignored = [c for c in frame.columns
+               if not mlflow_style and c not in known and "." not in str(c)
+               and not str(c).startswith("Unnamed") and frame[c].nunique(dropna=True) > 1]
+    if ignored:
+        print(f"note: CSV {path}: column{'s' * (len(ignored) > 1)} "
+              f"{', '.join(map(str, ignored))} {'vary' if len(ignored) > 1 else 'varies'} but "
+              "no law reads it; name a column by its dotted config key (e.g. model.param) "
+              "to fit a law per value, or drop it", file=sys.stderr)
 
 
 def require(runs: Runs, columns: tuple[str, ...], *, law: str) -> pd.DataFrame:

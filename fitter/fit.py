@@ -249,7 +249,8 @@ def format_fit(doc: dict, *, recorded: bool = True) -> str:
             coefs = ", ".join(f"{k}={v:.4g} [{law['ci'][k][0]:.3g}, {law['ci'][k][1]:.3g}]"
                               for k, v in law["coef"].items())
         else:
-            level = "too few points for an interval"
+            level = ("no intervals: --n-boot 0" if not law["n_boot"]
+                     else "too few points for an interval")
             coefs = ", ".join(f"{k}={v:.4g}" for k, v in law["coef"].items())
         lines.append(f"  {name:<{width}} {law['form']}   ({law['n_points']} points, {level})")
         lines.append(" " * (width + 3) + coefs)

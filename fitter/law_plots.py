@@ -25,7 +25,6 @@ from fitter.plot_style import (
     select,
     value_ticks,
 )
-from fitter.powerlaw import interval_meaningful
 
 
 @dataclass(frozen=True)
@@ -89,8 +88,10 @@ def law_figure(plt, law, key: str, constants: dict):
 
 
 def _law_band(ax, law, i: int, grid, means: dict) -> None:
-    if not interval_meaningful(len(law.points), len(law.log_coef)):
-        ax.text(0.03, 0.04, f"{len(law.points)} points: too few points for an interval",
+    if not law.has_interval:
+        why = ("no bootstrap (--n-boot 0)" if not len(law.boot)
+               else f"{len(law.points)} points: too few points for an interval")
+        ax.text(0.03, 0.04, why,
                 transform=ax.transAxes, fontsize=9, color="0.3")
         return
     shift = sum((law.boot[:, j + 1] - law.log_coef[j + 1]) * np.log10(means[a])
@@ -109,7 +110,8 @@ def _law_points(ax, law, x, y, scale) -> None:
     if lo_col in pts and hi_col in pts:
         lo = pts[lo_col].to_numpy(float) / scale
         hi = pts[hi_col].to_numpy(float) / scale
-        err = [np.nan_to_num(y - lo), np.nan_to_num(hi - y)]
+        # (clipped: a bootstrap interval need not hold the point estimate)
+        err = [np.clip(np.nan_to_num(y - lo), 0, None), np.clip(np.nan_to_num(hi - y), 0, None)]
         ax.errorbar(x, y, yerr=err, fmt="none", ecolor="k", capsize=3, lw=1)
     ax.scatter(x, y, color="k", s=28, zorder=5, label="slice optima (90% interval)"
                if lo_col in pts else "optima")
@@ -145,9 +147,11 @@ def loss_figure(plt, law, key: str):
     ax.scatter(pts["D"], pts["loss"], c=[colors[n] for n in pts["N"]], s=14)
     for n in shown:
         log_n = np.full_like(grid, np.log(n))
-        preds = np.exp([log_loss(t, log_n, np.log(grid)) for t in law.boot])
-        lo, hi = np.quantile(preds, [(1 - law.ci_level) / 2, (1 + law.ci_level) / 2], axis=0)
-        ax.fill_between(grid, lo, hi, color=colors[n], alpha=0.2)
+        if law.has_interval:
+            preds = np.exp([log_loss(t, log_n, np.log(grid)) for t in law.boot])
+            lo, hi = np.quantile(preds, [(1 - law.ci_level) / 2, (1 + law.ci_level) / 2],
+                                 axis=0)
+            ax.fill_between(grid, lo, hi, color=colors[n], alpha=0.2)
         ax.plot(grid, np.exp(log_loss(law.theta, log_n, np.log(grid))), color=colors[n],
                 label=f"N = {n:.3g}")
     ax.set_xscale("log")

@@ -50,6 +50,12 @@ class LossFit:
         return dict(zip(NAMES, map(float, _natural(self.theta)), strict=True))
 
     @property
+    def has_interval(self) -> bool:
+        """Are there intervals to show: resamples drawn (`--n-boot` above 0) and enough points
+        for them to mean something (`interval_meaningful`)?"""
+        return len(self.boot) > 0 and interval_meaningful(len(self.points), len(self.coef))
+
+    @property
     def ci(self) -> dict[str, list[float]]:
         """Percentile intervals of each coefficient."""
         lo, hi = _quantiles(np.apply_along_axis(_natural, 1, self.boot), self.ci_level)
@@ -74,7 +80,7 @@ class LossFit:
     def to_json(self) -> dict:
         """The law as it appears in fit.json."""
         res = self.residuals()
-        ci = self.ci if interval_meaningful(len(self.points), len(self.coef)) else None
+        ci = self.ci if self.has_interval else None
         return {"form": "loss = E + A / N^alpha + B / D^beta", "coef": self.coef, "ci": ci,
                 "ci_level": self.ci_level, "n_points": len(self.points),
                 "n_boot": len(self.boot), "method": "Besiroglu et al. 2024: Huber(1e-3) on "

@@ -172,7 +172,9 @@ def _optimum_marker(ax, opt, color) -> str | None:
         lo, hi = opt.get("lr_lo", np.nan), opt.get("lr_hi", np.nan)
         if np.isfinite(lo) and np.isfinite(hi):
             ax.errorbar([opt["lr_opt"]], [opt["loss_opt"]], capsize=3, color=color, lw=1.2,
-                        xerr=[[opt["lr_opt"] - lo], [hi - opt["lr_opt"]]], zorder=5)
+                        # (a bootstrap interval need not hold the point estimate)
+                        xerr=[[max(opt["lr_opt"] - lo, 0.0)], [max(hi - opt["lr_opt"], 0.0)]],
+                        zorder=5)
         ax.scatter([opt["lr_opt"]], [opt["loss_opt"]], marker="*", s=160, color=color,
                    edgecolor="k", linewidth=0.7, zorder=6)
         return "optimum"
@@ -237,8 +239,8 @@ def _lr_vs_width_figure(plt, result):
         x = rows["N"].map(width).to_numpy(float) if width else rows["N"].to_numpy(float)
         y = rows["lr_opt"].to_numpy(float)
         inside = rows["edge"].isna() | (rows["edge"] == "diverged")
-        lo = np.nan_to_num(y - rows["lr_lo"].to_numpy(float))
-        hi = np.nan_to_num(rows["lr_hi"].to_numpy(float) - y)
+        lo = np.clip(np.nan_to_num(y - rows["lr_lo"].to_numpy(float)), 0, None)
+        hi = np.clip(np.nan_to_num(rows["lr_hi"].to_numpy(float) - y), 0, None)
         name = label(as_text(values)) or "optimum"
         drift = y[inside].max() / y[inside].min() if inside.sum() > 1 else np.nan
         name += f" (max/min {drift:.2g}×)" if np.isfinite(drift) else ""

@@ -45,6 +45,12 @@ class LawFit:
                 **{e: float(v) for e, v in zip(self.exponents, self.log_coef[1:], strict=True)}}
 
     @property
+    def has_interval(self) -> bool:
+        """Are there intervals to show: resamples drawn (`--n-boot` above 0) and enough points
+        for them to mean something (`interval_meaningful`)?"""
+        return len(self.boot) > 0 and interval_meaningful(len(self.points), len(self.coef))
+
+    @property
     def ci(self) -> dict[str, list[float]]:
         """Percentile intervals of each coefficient."""
         lo, hi = _quantiles(self.boot, self.ci_level)
@@ -81,7 +87,7 @@ class LawFit:
         res = self.residuals()
         cols = [*self.axes, self.target, *[c for c in self.points.columns
                                            if c not in (*self.axes, self.target)]]
-        ci = self.ci if interval_meaningful(len(self.points), len(self.coef)) else None
+        ci = self.ci if self.has_interval else None
         return {"form": self.form, "coef": self.coef, "ci": ci, "ci_level": self.ci_level,
                 "n_points": len(self.points), "n_boot": len(self.boot),
                 "rmse_log10": float(np.sqrt(np.mean(res ** 2))),

@@ -11,7 +11,6 @@ import numpy as np
 from fitter.errors import FitError
 from fitter.fit import FitResult
 from fitter.groups import label
-from fitter.powerlaw import interval_meaningful
 
 
 def recommend(result: FitResult, *, params: float, tokens: float,
@@ -75,7 +74,7 @@ def recommend(result: FitResult, *, params: float, tokens: float,
         loss = laws["loss"]
         out["loss"] = {"value": loss.predict(point["N"], point["D"]),
                        "interval": list(loss.interval(point["N"], point["D"]))
-                       if interval_meaningful(len(loss.points), len(loss.coef)) else None,
+                       if loss.has_interval else None,
                        "law": "loss",
                        "extrapolation": _extrapolation(loss.to_json()["range"], point)}
     if "lr" not in out and "batch_tokens" not in out:
@@ -107,7 +106,7 @@ def choose_group(result: FitResult, wanted: dict[str, str]) -> dict[str, str]:
 
 def _entry(law, point: dict, name: str) -> dict:
     x = {a: point[a] for a in law.axes}
-    meaningful = interval_meaningful(len(law.points), len(law.coef))
+    meaningful = law.has_interval
     return {"value": law.predict(**x), "law": name,
             "interval": list(law.interval(**x)) if meaningful else None,
             "form": law.form, "extrapolation": _extrapolation(law.to_json()["range"], point)}
@@ -122,8 +121,7 @@ def _weight_decay(timescale, lr, point: dict) -> dict:
     eta = lr.predict(**{a: point[a] for a in lr.axes})
     tau = timescale.predict(**{"D/N": point["D/N"]})
     tail = (1 - lr.ci_level) / 2
-    meaningful = all(interval_meaningful(len(law.points), len(law.coef))
-                     for law in (lr, timescale))
+    meaningful = lr.has_interval and timescale.has_interval
     return {"value": point["B"] / (eta * tau * point["D"]),
             "interval": [float(np.quantile(samples, tail)), float(np.quantile(samples, 1 - tail))]
             if meaningful else None,

@@ -101,11 +101,15 @@ def _positive(text: str) -> float:
     return value
 
 
+MIN_RESAMPLES = 20
+
+
 def _count(text: str) -> int:
-    """Bootstrap resamples: a whole number >= 0 (0: no intervals)."""
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number >= 0 (0: no "
-                                         "intervals)")
+    """Bootstrap resamples: 0 (no intervals), or enough for a 90% interval to be read off."""
+    if not text.isdigit() or 0 < int(text) < MIN_RESAMPLES:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give 0 (no intervals) or a whole number of resamples >= "
+            f"{MIN_RESAMPLES} (an interval is the central 90% of them)")
     return int(text)
 
 

@@ -176,3 +176,65 @@ def test_recommend_says_when_the_sweep_never_varied_an_axis_it_is_asked_about(tm
     assert main([*base, "--tokens", "1e12"]) == 0
     assert ("the sweep held D at 100,000,000, so the law has no D term and --tokens does not "
             "enter this value: sweep train.tokens") in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("column", "row", "value", "message"), [
+    ("loss", 3, -3.4, "line 5: loss=-3.4 is not a number > 0; fix or drop the row."),
+    ("N", 0, 0.0, "line 2: N=0 is not a number > 0; fix or drop the row."),
+    ("lr", 7, np.inf, "line 9: lr=inf is not a number > 0; fix or drop the row."),
+    ("D", 2, "400M", "line 4: D='400M' is not a number > 0; write it as a plain number (4e8, "
+                     "not 400M)."),
+    ("wd", 4, -0.1, "line 6: wd=-0.1 is not a number >= 0; fix or drop the row."),
+])
+def test_a_bad_number_in_a_csv_is_refused_by_line(tmp_path, capsys, column, row, value,
+                                                  message):
+    """One negative loss or a "400M" would otherwise be a diverged run, a slice of its own or
+    a fit of the logarithm of a negative number."""
+    frame = synthetic_runs(Truth(), n_values=[1e6, 4e6, 1.6e7], d_values=[1e9], b_values=[1e5])
+    frame[column] = frame[column].astype(object)
+    frame.loc[row, column] = value
+    frame.to_csv(tmp_path / "runs.csv", index=False)
+    err = error_of(capsys, ["fit", "--from-csv", str(tmp_path / "runs.csv")])
+    assert err == f"error: CSV {tmp_path / 'runs.csv'}, {message}"
+
+
+def test_a_csv_whose_finished_run_has_no_loss_or_whose_run_is_shorter_than_a_batch(
+        tmp_path, capsys):
+    frame = synthetic_runs(Truth(), n_values=[1e6, 4e6, 1.6e7], d_values=[1e9], b_values=[1e5])
+    frame.loc[5, ["loss", "status"]] = [np.nan, "finished"]
+    frame.to_csv(tmp_path / "runs.csv", index=False)
+    err = error_of(capsys, ["fit", "--from-csv", str(tmp_path / "runs.csv")])
+    assert err.endswith("line 7: the run is `finished` but has no loss; give its final loss, "
+                        "or mark it `diverged` or `failed`.")
+    millions = synthetic_runs(Truth(), n_values=[1e6, 4e6, 1.6e7], d_values=[1e9],
+                              b_values=[1e5]).assign(D=1000.0)  # D in millions of tokens
+    millions.to_csv(tmp_path / "runs.csv", index=False)
+    err = error_of(capsys, ["fit", "--from-csv", str(tmp_path / "runs.csv")])
+    assert "run r0 has D=1000 training tokens, less than one batch of B=100000 tokens" in err
+
+
+def test_a_varying_column_no_law_reads_is_said(tmp_path, capsys):
+    """`param` for `model.param`: muP and SP would silently share one law."""
+    frame = synthetic_runs(Truth(), n_values=[1e6, 4e6, 1.6e7], d_values=[1e9], b_values=[1e5],
+                           noise=0.001)
+    frame["param"] = ["mup", "sp"] * (len(frame) // 2) + ["mup"] * (len(frame) % 2)
+    frame.to_csv(tmp_path / "runs.csv", index=False)
+    assert main(["fit", "--from-csv", str(tmp_path / "runs.csv"), "--law", "lr",
+                 "--out", str(tmp_path / "out"), "--n-boot", "20"]) == 0
+    assert (f"note: CSV {tmp_path / 'runs.csv'}: column param varies but no law reads it; name "
+            "a column by its dotted config key (e.g. model.param)") in capsys.readouterr().err
+
+
+def test_no_bootstrap_fits_without_intervals(tmp_path, capsys):
+    """--n-boot 0: the laws and their plots, no intervals (and no crash on an empty bootstrap)."""
+    truth = Truth(lr=(0.5, -0.3, 0.0, 0.0), loss=(2.0, 300.0, 1500.0, 0.3, 0.35))
+    frame = synthetic_runs(truth, n_values=[1e6, 2e6, 4e6, 8e6], d_values=[1e8, 3e8, 1e9],
+                           b_values=[1e5], noise=0.001, seed=5)
+    frame.to_csv(tmp_path / "runs.csv", index=False)
+    assert main(["fit", "--from-csv", str(tmp_path / "runs.csv"), "--out",
+                 str(tmp_path / "out"), "--n-boot", "0"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("points, no intervals: --n-boot 0)") == 2  # the loss law and the lr law
+    doc = json.loads((tmp_path / "out" / "fit.json").read_text())
+    assert doc["laws"]["lr"]["ci"] is None and doc["laws"]["loss"]["ci"] is None
+    assert doc["laws"]["lr"]["coef"]["a_N"] == pytest.approx(-0.3, abs=0.05)

@@ -63,7 +63,10 @@ def test_fuse_on_the_command_line(value, fuse):
      "argument --params: 'inf': give a finite number > 0"),
     (["recommend", "n", "--params", "1e9", "--tokens", "1e9", "--batch", "nan"],
      "argument --batch: 'nan': give a finite number > 0"),
-    (["fit", "n", "--n-boot", "-5"], "argument --n-boot: '-5': give a whole number >= 0"),
+    (["fit", "n", "--n-boot", "-5"], "argument --n-boot: '-5': give 0 (no intervals) or a "
+     "whole number of resamples >= 20"),
+    (["recommend", "n", "--params", "1e9", "--tokens", "1e9", "--n-boot", "1"],
+     "argument --n-boot: '1': give 0 (no intervals) or a whole number of resamples >= 20"),
     (["ui", "n", "--port", "99999"], "argument --port: '99999': give a port number from 1"),
     (["--address", "R", "status", "n"], "--address applies to launch, resume, extend"),
     (["status", "n", "--bogus"], "unrecognized arguments: --bogus"),
@@ -154,7 +157,7 @@ def test_status_and_fit_do_not_import_torch(tmp_path):
                          params=[Param(k, str(v)) for k, v in params.items()])
     repo = str(Path(__file__).resolve().parents[2])  # this checkout, not an installed one
     env = {**os.environ, "PYTHONPATH": repo}
-    for argv in (["status", "demo"], ["fit", "demo", "--n-boot", "10", "--law", "lr",
+    for argv in (["status", "demo"], ["fit", "demo", "--n-boot", "20", "--law", "lr",
                                       "--out", str(tmp_path / "fit")]):
         proc = subprocess.run([sys.executable, "-c", NO_TORCH, *argv, "--tracking-uri", uri],
                               capture_output=True, text=True, cwd=tmp_path, env=env,
