@@ -137,6 +137,8 @@ def from_short_frame(frame: pd.DataFrame, *, source: str) -> Runs:
 def read_csv(path: str | Path) -> Runs:
     """Read runs from a CSV in either spelling; a `step` column marks a loss-history file."""
     path = Path(path)
+    if path.is_dir():
+        raise FitError(f"--from-csv {path} is a folder; give the CSV file in it.")
     if not path.is_file():
         raise FitError(f"CSV file {path} does not exist; pass the path of an exported runs "
                        "table to --from-csv.")

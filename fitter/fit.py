@@ -97,7 +97,9 @@ def fit_runs(runs: Runs, *, laws: tuple[str, ...] | None = None, n_boot: int = 5
     require(runs, ("loss",), law=wanted[0])
     if group:
         runs = grouping.select(runs, group)
-    keys = () if pool else grouping.group_keys(runs)
+    keys = grouping.group_keys(runs)
+    pool = pool and bool(keys)  # (nothing to pool where no key splits the runs)
+    keys = () if pool else keys
     parts = grouping.split(runs, keys)
     grouped = len(parts) > 1
     result = FitResult(runs, pd.DataFrame(), group_keys=keys, pooled=pool)

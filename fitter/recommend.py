@@ -95,6 +95,9 @@ def choose_group(result: FitResult, wanted: dict[str, str]) -> dict[str, str]:
     if len(matching) == 1:
         return matching[0]
     labels = [label(g) for g in groups]
+    if groups == [{}]:
+        raise FitError(f"{result.runs.source} has one set of laws for all its runs (no key "
+                       f"splits them into groups); drop --group {label(wanted)}.")
     if not matching:
         given = label(wanted)
         raise FitError(f"--group {given} matches none of the groups of {result.runs.source}; "

@@ -393,7 +393,11 @@ def _extend(args, uri: str) -> int:
 def _cancel(args, uri: str) -> int:
     from orchestrator import commands
 
-    marked = commands.cancel(uri, args.name)
+    try:
+        marked = commands.cancel(uri, args.name)
+    except commands.NotRunning as ended:
+        print(f"sweep {args.name} is not running ({ended.status}): nothing to cancel")
+        return 0
     print(f"sweep {args.name}: cancel requested" + (f"; {marked} orphaned trials marked "
                                                       "interrupted" if marked else ""))
     return 0
@@ -435,6 +439,10 @@ def _fit(args, uri: str) -> int:
     if (args.name is None) == (args.from_csv is None):
         raise FitError("sweep fit needs either a sweep NAME or --from-csv FILE (not both); "
                        "e.g. `sweep fit demo` or `sweep fit --from-csv runs.csv --law lr`.")
+    if args.pool and args.group:
+        raise FitError("--pool fits one law across every group and --group fits one group: "
+                       "give one of them.")
+    out = _out_dir(args.out)
     label = args.name or Path(args.from_csv).stem
     if args.name:
         _known_sweep(uri, args.name)
@@ -450,7 +458,7 @@ def _fit(args, uri: str) -> int:
     selection = ",".join(f"{k}={v}" for k, v in group.items()) or (
         "pooled" if args.pool else "")
     default = Path("outputs") / "fit" / label
-    out = Path(args.out or (default / selection.replace("/", "_") if selection else default))
+    out = out or (default / selection.replace("/", "_") if selection else default)
     searched = args.name and _stored_search(uri, args.name)
     doc = write_fit(result, out, sweep=label, n_trials=searched.n_trials if searched else None,
                     selection={"group": group, "pooled": bool(args.pool)})
@@ -463,6 +471,30 @@ def _fit(args, uri: str) -> int:
         print(f"wrote {out / 'fit.json'} and {len(doc['plots'])} plots"
               + (f"; MLflow fit run {doc['fit_run_id']}" if args.name else ""))
     return 0
+
+
+def _out_dir(text: str | None):
+    """`--out` as a folder that can be made or written, checked before anything is fitted."""
+    from pathlib import Path
+
+    from fitter.errors import FitError
+
+    if text is None:
+        return None
+    out = Path(text)
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir():
+        raise FitError(f"--out {text}: {existing} is a file, not a folder; give a folder for "
+                       "fit.json and the plots.")
+    try:  # (made now: permissions alone do not tell, e.g. under /proc or a read-only mount)
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise FitError(f"--out {text}: cannot write there ({err.strerror or err}); give a "
+                       "folder you can write to.") from None
+    return out
 
 
 def _known_sweep(uri: str, name: str) -> None:

@@ -90,11 +90,26 @@ def launch(spec: SweepSpec, *, tracking_uri: str, address: str | None = None,
               "orchestrator/legacy.py)")
     if all(states.get(t.trial_id, {}).get("status") in DONE for t in trials):
         # Nothing to run: answer from the store without starting Ray.
+        _close_as_finished(tracking_uri, spec.name)
         return SweepOutcome(trials=len(trials), already_done=len(trials))
     problems = _cluster_problems(spec, address)
     if problems:
         raise ConfigError(problems)
     return run_sweep(spec, trials, tracking_uri=tracking_uri, progress=progress)
+
+
+def _close_as_finished(tracking_uri: str, name: str) -> None:
+    """A sweep whose every trial is done reads `finished`, though its last launch ended
+    otherwise (interrupted after its last trial, failed trials another launch then did).
+    One that runs is left to its driver."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        parent = parent_run(client, name)
+    except ConfigError:
+        return  # recorded trials but no parent: nothing to correct
+    if parent.data.tags.get(SWEEP_STATUS_TAG, RUNNING) not in (RUNNING, FINISHED):
+        client.set_tag(parent.info.run_id, SWEEP_STATUS_TAG, FINISHED)
+        client.set_terminated(parent.info.run_id, status=run_status(FINISHED))
 
 
 def _launch_search(spec: SweepSpec, *, tracking_uri: str, address: str | None,
@@ -359,11 +374,26 @@ def _eta(finished: list, counts: dict[str, int], num_running: int) -> float | No
     return sum(walls) / len(walls) * left / max(num_running, 1)
 
 
+class NotRunning(Exception):
+    """`cancel` of a sweep that has ended: nothing to stop, and its status stays."""
+
+    def __init__(self, status: str):
+        super().__init__(status)
+        self.status = status
+
+
 def cancel(tracking_uri: str, name: str, *, wait_s: float = 10.0) -> int:
     """Ask the running driver to stop; trials left `running` with no driver become
-    `interrupted`. Returns how many trials were marked."""
+    `interrupted`. Returns how many trials were marked.
+
+    Raises:
+        NotRunning: the sweep has ended (finished, failed, interrupted) already.
+    """
     client = MlflowClient(tracking_uri=tracking_uri)
     parent = parent_run(client, name)
+    ended = parent.data.tags.get(SWEEP_STATUS_TAG, RUNNING)
+    if ended != RUNNING:
+        raise NotRunning(ended)
     client.set_tag(parent.info.run_id, SWEEP_CANCEL_TAG, "requested")
     if (gone_driver(parent.data.tags.get(SWEEP_DRIVER_TAG)) is not None
             or driver_silent_s(parent, RUNNING) is not None):

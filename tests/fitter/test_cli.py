@@ -238,3 +238,23 @@ def test_no_bootstrap_fits_without_intervals(tmp_path, capsys):
     doc = json.loads((tmp_path / "out" / "fit.json").read_text())
     assert doc["laws"]["lr"]["ci"] is None and doc["laws"]["loss"]["ci"] is None
     assert doc["laws"]["lr"]["coef"]["a_N"] == pytest.approx(-0.3, abs=0.05)
+
+
+def test_fit_and_recommend_arguments_that_cannot_work_are_one_sentence(store, tmp_path, capsys):
+    uri, _ = store
+    (tmp_path / "a_file").write_text("x")
+    base = ["--tracking-uri", uri, "fit", "demo", "--law", "lr", "--n-boot", "20"]
+    err = error_of(capsys, [*base, "--out", str(tmp_path / "a_file" / "fit")])
+    assert err == (f"error: --out {tmp_path / 'a_file' / 'fit'}: {tmp_path / 'a_file'} is a "
+                   "file, not a folder; give a folder for fit.json and the plots.")
+    err = error_of(capsys, [*base, "--out", "/proc/no/such/place"])
+    assert err.startswith("error: --out /proc/no/such/place: cannot write there")
+    err = error_of(capsys, [*base, "--pool", "--group", "model.param=sp"])
+    assert err == ("error: --pool fits one law across every group and --group fits one "
+                   "group: give one of them.")
+    err = error_of(capsys, ["fit", "--from-csv", str(tmp_path)])
+    assert err == f"error: --from-csv {tmp_path} is a folder; give the CSV file in it."
+    err = error_of(capsys, ["--tracking-uri", uri, "recommend", "demo", "--params", "1e9",
+                            "--tokens", "1e10", "--group", "model.param=mup"])
+    assert err == ("error: sweep demo has one set of laws for all its runs (no key splits "
+                   "them into groups); drop --group model.param=mup.")

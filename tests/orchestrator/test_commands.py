@@ -150,6 +150,33 @@ def test_status_of_a_sweep_not_started_has_no_best_and_no_eta():
     assert format_status(report) == "sweep demo: finished, 2 trials\n  2 pending"
 
 
+def test_cancel_of_an_ended_sweep_changes_nothing_and_a_done_sweep_reads_finished(
+        tmp_path, capsys):
+    """`cancel` of a finished sweep once marked it interrupted; a launch with every trial
+    done now also puts right a sweep whose last launch ended otherwise."""
+    from orchestrator.commands import launch
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    spec = _spec(tmp_path)
+    tracker = _open_sweep(uri, spec)
+    for trial in prepare(spec_from_dict(spec))[1]:
+        _child(uri, tracker, trial.trial_id, schema.FINISHED, final__eval_loss=2.5)
+    tracker.close_sweep(schema.INTERRUPTED)  # e.g. Ctrl-C after its last trial ended
+    assert cli.main(["cancel", "unit", "--tracking-uri", uri]) == 0
+    assert capsys.readouterr().out == "sweep unit is not running (interrupted): nothing to cancel\n"
+    client = MlflowClient(tracking_uri=uri)
+    parent = client.get_run(tracker.parent_id)
+    assert parent.data.tags[schema.SWEEP_CANCEL_TAG] == "no"
+    outcome = launch(spec_from_dict(spec), tracking_uri=uri, progress=False)
+    assert outcome.already_done == 4 and not outcome.ran
+    parent = client.get_run(tracker.parent_id)
+    assert parent.data.tags[schema.SWEEP_STATUS_TAG] == schema.FINISHED
+    assert parent.info.status == "FINISHED"
+    assert cli.main(["cancel", "unit", "--tracking-uri", uri]) == 0
+    assert capsys.readouterr().out == "sweep unit is not running (finished): nothing to cancel\n"
+    assert client.get_run(tracker.parent_id).data.tags[schema.SWEEP_STATUS_TAG] == "finished"
+
+
 def test_sweep_status_reads_the_store(tmp_path, capsys):
     uri = f"sqlite:///{tmp_path}/m.db"
     spec = _spec(tmp_path)
