@@ -134,8 +134,11 @@ def _fit_group(runs: Runs, wanted: tuple[str, ...], *, explicit: bool, n_boot: i
     if not explicit or any(law in SLICE_LAWS for law in wanted):
         try:
             optima = _optima(runs, wanted[0] if explicit else "lr", n_boot=n_boot, seed=seed)
-        except FitError as err:
-            skipped.update({law: str(err) for law in SLICE_LAWS if law in wanted})
+        except FitError as err:  # said once per law that needs the optima, in its own name
+            first = wanted[0] if explicit else "lr"
+            skipped.update({law: str(err).replace(f"the {first} law needs",
+                                                  f"the {law} law needs", 1)
+                            for law in SLICE_LAWS if law in wanted})
     for law in wanted:
         if law in skipped:
             continue
@@ -260,18 +263,23 @@ def format_fit(doc: dict, *, recorded: bool = True) -> str:
     best = _best_slice(doc)
     if best:
         lines.append(f"  best slice: {best}")
-    edges = [s for s in doc["slices"] if s.get("edge") in ("low", "high", "all_diverged")]
+    edges = [s for s in doc["slices"]
+             if s.get("edge") in ("low", "high", "all_diverged", "single")]
+    single = sum(s.get("edge") == "single" for s in edges)
+    where = ("have their best LR at the grid edge" if not single
+             else "tried one LR only" if single == len(edges)
+             else f"have their best LR at the grid edge or tried one LR only ({single})")
     if edges and doc["next_grid"][0].startswith("search."):
         lines.append(f"  {len(edges)} slices have their best LR at the edge of the LRs their "
                      f"study tried; to bracket them: sweep extend {shlex.quote(doc['sweep'])} "
                      f"{doc['next_grid'][0]} (or widen a searched range that `sweep status` "
                      "flags)")
     elif edges and recorded:
-        lines.append(f"  {len(edges)} slices have their best LR at the grid edge; to bracket "
+        lines.append(f"  {len(edges)} slices {where}; to bracket "
                      f"them: sweep extend {shlex.quote(doc['sweep'])} "
                      + " ".join(map(shlex.quote, doc["next_grid"])))
     elif edges:
-        lines.append(f"  {len(edges)} slices have their best LR at the grid edge; to bracket "
+        lines.append(f"  {len(edges)} slices {where}; to bracket "
                      "them, add to their sweep: " + " ".join(doc["next_grid"]))
     return "\n".join(lines)
 
@@ -291,6 +299,23 @@ def _best_slice(doc: dict) -> str | None:
     if len(slices) < 2:
         return None
     best = min(slices, key=lambda s: s["loss_opt"])
-    varying = [k for k in best if "." in k and len({str(s.get(k)) for s in slices}) > 1]
-    where = " ".join(f"{k}={best[k]}" for k in varying)
+    varying = [k for k in best if ("." in k or k in ("N", "D", "B", "wd"))
+               and len({str(s.get(k)) for s in slices}) > 1]
+    # (a sweep's slices name N, D, B, λ by their config keys too: said once)
+    varying = [k for k in varying if _CONFIG_KEY.get(k) not in varying]
+    where = " ".join(f"{k}={_short(best[k])}" for k in varying)
     return f"{where} optim.lr={best['lr_opt']:.3g} (loss {best['loss_opt']:.4f})".strip()
+
+
+_CONFIG_KEY = {"N": "model.width", "D": "train.tokens", "B": "train.batch_size",
+               "wd": "optim.weight_decay"}
+
+
+def _short(value) -> str:
+    """A slice key's value as a person reads it: 4 significant digits for a float."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    try:
+        return f"{float(value):.4g}" if "." in str(value) or "e" in str(value) else str(value)
+    except ValueError:
+        return str(value)

@@ -51,7 +51,8 @@ class Optimum:
     x: float
     loss: float
     edge: str | None
-    """None, `low`, `high`, `diverged` (at the stability limit) or `all_diverged`."""
+    """None, `low`, `high`, `diverged` (at the stability limit), `all_diverged` or `single`
+    (one value tried)."""
     coef: tuple[float, float, float] | None
     """Quadratic a·x² + b·x + c through the window, when it was convex."""
     window: tuple[float, float]
@@ -84,6 +85,10 @@ def axis_optimum(x: np.ndarray, loss: np.ndarray, *, n_boot: int = N_BOOT,
         return Optimum(np.nan, np.nan, "all_diverged", None, (levels[0], levels[-1]),
                        tuple(10.0 ** low))
     best = int(np.nanargmin(means))
+    if len(levels) == 1:  # one value tried: nothing is known on either side
+        around = levels[0] + step * np.array([-1.0, 1.0])
+        return Optimum(levels[0], means[0], "single", None, (levels[0], levels[0]),
+                       tuple(10.0 ** around))
     edge = _edge(ok, best)
     if edge in ("low", "high"):
         sign = -1.0 if edge == "low" else 1.0

@@ -184,3 +184,12 @@ def test_a_searched_sweep_with_an_edge_slice_is_told_to_search_more_not_to_list_
     # a CSV's fit names no sweep to extend
     assert "sweep extend" not in format_fit(grid_doc, recorded=False)
     assert "add to their sweep: optim.lr=choice(" in format_fit(grid_doc, recorded=False)
+
+
+def test_one_lr_tried_is_no_edge_and_asks_for_values_on_both_sides():
+    """A slice that tried a single LR knows nothing of either side: not a `low` edge that
+    asks for lower LRs only."""
+    opt = axis_optimum(np.log10([3e-3, 3e-3]), np.array([2.5, 2.6]), n_boot=50)
+    assert opt.edge == "single" and opt.interval is None
+    low, high = opt.new_values
+    assert low == pytest.approx(3e-3 / 10 ** 0.5) and high == pytest.approx(3e-3 * 10 ** 0.5)
