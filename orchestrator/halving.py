@@ -66,7 +66,9 @@ def is_open(trial) -> bool:
 def survivors(rungs: Rungs, below: Sequence, *, quota: int) -> list[dict] | None:
     """The params that climb from a rung whose trials are `below` (Optuna FrozenTrials), or
     None while that rung is not over (fewer than `quota` trials used, or one still open)."""
-    used = [t for t in below if t.state.name != "WAITING"]
+    from orchestrator.studies import counts
+
+    used = [t for t in below if counts(t)]
     if len(used) < quota or any(is_open(t) for t in below):
         return None
     good = [t for t in used if t.state.name == "COMPLETE" and math.isfinite(t.value)

@@ -522,3 +522,34 @@ def check_extension(old: SweepSpec, new: SweepSpec) -> None:
         raise ConfigError(f"search.optuna.n_trials={new.optuna.n_trials} is below the sweep's "
                           f"{old.optuna.n_trials}: n_trials is a total per study; give a "
                           "larger number")
+    _same_kind_of_space(old, new)
+
+
+def _same_kind_of_space(old: SweepSpec, new: SweepSpec) -> None:
+    """A searched range may move or widen (Optuna's studies take a new range of a float or
+    int), but not change its kind: log or not, float, int or the values of a choice. A study
+    refuses that at its next ask, with trials already in flight."""
+    import optuna.distributions as od
+
+    from orchestrator.search_space import distribution
+
+    problems = []
+    for key, expr in new.grid.items():
+        before = old.grid.get(key)
+        if before is None or before == expr or key in new.optuna.per_slice:
+            continue
+        was, _ = distribution(key, before)
+        now, _ = distribution(key, expr)
+        if was is None or now is None:
+            continue  # a fixed value, or one that `plan_search` reports
+        try:
+            if type(was) is not type(now):
+                raise ValueError(f"{type(was).__name__} cannot become {type(now).__name__}")
+            od.check_distribution_compatibility(was, now)
+        except ValueError as err:
+            problems.append(f"grid.{key}={expr}: the sweep's studies search {key} as "
+                            f"{before} ({str(err).rstrip('.')}); move or widen its range with "
+                            "the same form, or search the other one in a new sweep (another "
+                            "name)")
+    if problems:
+        raise ConfigError(problems)

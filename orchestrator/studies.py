@@ -63,6 +63,17 @@ def open_storage(url: str):
                           f"{STORAGE_ENV}") from None
 
 
+VOID_ATTR = "proxysweep.void"
+"""User attribute of a study's trial that was asked but never given its values: failed, and
+counted nowhere."""
+
+
+def counts(frozen) -> bool:
+    """Does a study's trial count toward n_trials: asked (not a startup point still waiting)
+    and not void?"""
+    return frozen.state.name != "WAITING" and not frozen.user_attrs.get(VOID_ATTR)
+
+
 def diverged_value(vocab_size: float | None, told: list[float]) -> float:
     """What a diverged trial is told: the larger of ln(vocab size) (the loss of a uniform
     guess, what a model that learned nothing scores) and the worst value told so far."""
@@ -123,14 +134,29 @@ class Studies:
         last driver stopped."""
         from optuna.trial import TrialState
 
-        return [(t.number, t.params) for t in
-                self.studies[name].get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+        study, out = self.studies[name], []
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if self._whole(t):
+                out.append((t.number, t.params))
+            else:  # asked but never given its point (its ask failed, or its driver died in
+                # between): nothing to resume, so it ends failed and counts for nothing
+                self._void(study, t)
+        return out
+
+    def _void(self, study, frozen) -> None:
+        from optuna.trial import TrialState
+
+        self.storage.set_trial_user_attr(frozen._trial_id, VOID_ATTR, True)
+        study.tell(frozen.number, state=TrialState.FAIL)
+
+    def _whole(self, frozen) -> bool:
+        """Does an asked trial hold a value of every searched key?"""
+        return all(key in frozen.params for key in self.dists)
 
     def used(self, name: str) -> int:
         """Trials of the study that count toward n_trials: every one asked (not those of
         its startup design still waiting to be asked)."""
-        return sum(t.state.name != "WAITING"
-                   for t in self.studies[name].get_trials(deepcopy=False))
+        return sum(counts(t) for t in self.studies[name].get_trials(deepcopy=False))
 
     def size(self, name: str) -> int:
         """Trials of the study, asked or enqueued."""
@@ -152,7 +178,18 @@ class Studies:
 
     def ask(self, name: str, dists: dict) -> tuple[int, dict]:
         """A new trial of the study: (number, params)."""
-        trial = self.studies[name].ask(fixed_distributions=dists)
+        from optuna.trial import TrialState
+
+        study = self.studies[name]
+        before = len(study.get_trials(deepcopy=False))
+        try:
+            trial = study.ask(fixed_distributions=dists)
+        except Exception:
+            # the trial was created before its values failed: it must not stay in flight
+            for frozen in study.get_trials(deepcopy=False)[before:]:
+                if frozen.state == TrialState.RUNNING and not self._whole(frozen):
+                    self._void(study, frozen)
+            raise
         return trial.number, dict(trial.params)
 
     def watch(self, trial_id: str, name: str, number: int) -> None:
@@ -254,7 +291,7 @@ def summaries(url: str, names: list[str]) -> dict[str, dict]:
             out[name] = {"used": 0, "states": {}, "best": None, "best_params": None}
             continue
         trials = [t for t in optuna.load_study(study_name=name, storage=storage).get_trials(
-            deepcopy=False) if t.state.name != "WAITING"]  # a startup design not yet asked
+            deepcopy=False) if counts(t)]
         states: dict[str, int] = {}
         for t in trials:
             states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1

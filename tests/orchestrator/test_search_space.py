@@ -118,6 +118,15 @@ def test_command_line_sets_search_options_and_extend_may_only_raise_n_trials():
     assert more.grid["optim.lr"] == BASE["grid"]["optim.lr"]
     with pytest.raises(ConfigError, match="n_trials is a total per study"):
         extended(spec, ["search.optuna.n_trials=2"])
+    wider = extended(spec, ["optim.lr=tag(log, interval(1e-5, 1.0))"])  # moved or widened
+    assert wider.grid["optim.lr"] == "tag(log, interval(1e-5, 1.0))"
+    # another kind of range: the studies' next ask would refuse it, with trials in flight
+    with pytest.raises(ConfigError, match=r"grid.optim.lr=interval\(1e-3, 1e-1\): the sweep's "
+                       r"studies search optim.lr as tag\(log, interval\(1e-4, 1e-1\)\) "
+                       r"\(Cannot set different log configuration"):
+        extended(spec, ["optim.lr=interval(1e-3, 1e-1)"])
+    with pytest.raises(ConfigError, match="does not support dynamic value space"):
+        extended(spec, ["optim.weight_decay=choice(0.0, 0.1, 0.3)"])
     grid = spec_from_dict({**BASE, "search": "grid", "grid": {"optim.lr": "choice(1e-3)"}})
     with pytest.raises(ConfigError, match="this sweep is a grid"):
         grid.with_overrides(["search.optuna.n_trials=3"])
@@ -271,3 +280,25 @@ def test_a_best_lr_at_the_ends_of_its_log_range_is_flagged(lr, edge):
 
     plan = plan_search(spec_from_dict(BASE))
     assert at_edge(plan.dists, {"optim.lr": lr, "optim.weight_decay": "0.1"}) == edge
+
+
+def test_an_asked_trial_that_never_got_its_values_is_void_not_in_flight(tmp_path):
+    """A driver that died between a study's ask and its values (or an ask that failed) left a
+    RUNNING trial without params: resuming it raised KeyError for ever. It ends failed, and
+    counts neither toward n_trials nor in `sweep status`."""
+    from orchestrator.studies import Studies, summaries
+
+    raw = {**BASE, "search": {"optuna": {**BASE["search"]["optuna"], "sampler": "random"}}}
+    plan = plan_search(spec_from_dict(raw))
+    url, name = f"sqlite:///{tmp_path}/optuna.db", plan.study_name(plan.slices[0])
+    studies = Studies(url, plan.search, [name], plan.dists)
+    number, params = studies.ask(name, plan.dists)
+    optuna.load_study(study_name=name, storage=url).ask()  # asked, no values: the crash
+    with pytest.raises(ValueError, match="different log configuration"):
+        studies.ask(name, {**plan.dists, "optim.lr": FloatDistribution(1e-4, 1e-1)})
+    again = Studies(url, plan.search, [name], plan.dists)
+    assert again.open_trials(name) == [(number, params)]
+    assert again.used(name) == 1
+    assert summaries(url, [name])[name]["used"] == 1
+    states = [t.state.name for t in optuna.load_study(study_name=name, storage=url).trials]
+    assert states == ["RUNNING", "FAIL", "FAIL"]
