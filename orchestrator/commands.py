@@ -120,6 +120,7 @@ def _launch_search(spec: SweepSpec, *, tracking_uri: str, address: str | None,
 
     try:
         spec, plan, storage = search.prepare_search(spec, tracking_uri)
+        search.check_studies_space(plan, storage)
         _check_hub_once(search.example_trials(plan))
     except ConfigError as err:
         named = address or os.environ.get("RAY_ADDRESS")
@@ -188,6 +189,7 @@ def search_dry_run(spec: SweepSpec, *, tracking_uri: str) -> list[tuple[str, int
     from orchestrator import search
 
     spec, plan, storage = search.prepare_search(spec, tracking_uri, create=False)
+    search.check_studies_space(plan, storage)
     return [(row["slice"], row["used"], max(row["n_trials"] - row["used"], 0))
             for row in search.search_status(plan, storage)]
 
@@ -281,14 +283,14 @@ def extended(spec: SweepSpec, args: list[str]) -> SweepSpec:
     `launch`."""
     if not args:
         raise ConfigError("sweep extend needs overrides, e.g. 'optim.lr=choice(3e-2)'")
+    _refuse_replacing_an_axis(spec, args)
     updated = spec.with_overrides(args)
+    updated = dataclasses.replace(updated, seeds=tuple(dict.fromkeys(
+        spec.seeds + updated.seeds)))  # seeds=[...] adds seeds
     grid = dict(updated.grid)
     searched = () if spec.optuna is None else [
         k for k in spec.grid if k not in spec.optuna.per_slice
         and not (k == "train.tokens" and spec.optuna.pruner == "halving")]  # budgets: rungs
-    if searched:
-        from orchestrator.search import check_extension
-        check_extension(spec, updated)
     for key, old_expr in spec.grid.items():
         if key in searched:  # a searched range is replaced, not merged
             continue
@@ -298,8 +300,82 @@ def extended(spec: SweepSpec, args: list[str]) -> SweepSpec:
             if problems:
                 raise ConfigError(problems)
             values = old[key] + [v for v in new[key] if v not in old[key]]
-            grid[key] = "choice(" + ", ".join(values) + ")"
-    return dataclasses.replace(updated, grid=grid)
+            grid[key] = _tagged(old_expr, "choice(" + ", ".join(values) + ")")
+    updated = _keep_current_values(spec, dataclasses.replace(updated, grid=grid))
+    if searched:
+        from orchestrator.search import check_extension
+        check_extension(spec, updated)
+    return updated
+
+
+def _tagged(expr: str, choice: str) -> str:
+    """`choice` with the tags of the axis it extends (tag(log, ...) stays)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    value = OverridesParser.create().parse_overrides([f"k={expr}"])[0].value()
+    tags = sorted(getattr(value, "tags", None) or ())
+    return f"tag({', '.join(tags)}, {choice})" if tags else choice
+
+
+def _refuse_replacing_an_axis(spec: SweepSpec, args: list[str]) -> None:
+    """A plain value for a grid axis would make it a base value: the axis and every trial
+    at its other values would leave the sweep. `extend` adds; say how."""
+    from orchestrator.spec import _is_sweep
+
+    problems = []
+    for arg in args:
+        key, _, value = arg.partition("=")
+        if key in spec.grid and not _is_sweep(arg):
+            problems.append(f"{arg}: {key} is an axis of sweep {spec.name} and extend adds "
+                            f"values to it: give {key}=choice({value})")
+    if problems:
+        raise ConfigError(problems)
+
+
+def _keep_current_values(old: SweepSpec, new: SweepSpec) -> SweepSpec:
+    """A new axis holds the value the sweep's trials had for its key, so that they stay in the
+    sweep (extend adds): `optim.weight_decay=choice(0.1)` on trials at 0.0 is choice(0.0, 0.1)."""
+    added = [k for k in new.grid if k not in old.grid and not (
+        new.optuna is not None and k not in new.optuna.per_slice)]
+    if not added:
+        return new
+    from orchestrator.spec import grid_axes
+    from trainer.compose import Composer
+    from trainer.identity import flatten
+
+    try:  # the base, without the grid: the new key is none of its axes
+        current = flatten(Composer()(list(old.overrides)))
+    except ConfigError:
+        current = {}
+    grid, problems = dict(new.grid), []
+    for key in added:
+        base = next((o.partition("=")[2] for o in old.overrides
+                     if o.lstrip("+").partition("=")[0] == key), None)
+        if any(key.startswith(g + ".") for g in old.grid if "." not in g):
+            base = None  # under a config group the grid varies: its value may too
+        elif base is None and key in current:
+            value = current[key]
+            base = getattr(value, "value", value)
+            base = "null" if base is None else str(base)
+        axes, _ = grid_axes(dataclasses.replace(new, grid={key: grid[key]}))
+        values = axes.get(key, [])
+        if base is None:
+            problems.append(f"{key}={grid[key]}: a new axis of sweep {old.name}; give its "
+                            "current value too, so that the sweep's trials stay in it, e.g. "
+                            f"{key}=choice(CURRENT, ...)")
+        elif not any(_same_value(base, v) for v in values):
+            grid[key] = _tagged(grid[key], "choice(" + ", ".join([base, *values]) + ")")
+    if problems:
+        raise ConfigError(problems)
+    return dataclasses.replace(new, grid=grid)
+
+
+def _same_value(a: str, b: str) -> bool:
+    """Equal as the config reads them: 0.1 and 1e-1, 0 and 0.0."""
+    try:
+        return float(a) == float(b)
+    except ValueError:
+        return a == b
 
 
 def status(tracking_uri: str, name: str) -> dict:

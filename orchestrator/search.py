@@ -99,6 +99,47 @@ def prepare_search(spec: SweepSpec, tracking_uri: str, *, create: bool = True
     return spec, plan, url
 
 
+def check_studies_space(plan: SearchPlan, url: str) -> None:
+    """The spec's searched space against what its studies searched so far: a range may move
+    or widen, but not change its kind (log or not, float or int, a choice's values), which a
+    study refuses at its next ask, with trials in flight. Checked before anything runs."""
+    import optuna.distributions as od
+
+    from orchestrator.studies import stored_trials
+
+    problems = {}
+    for trials in stored_trials(url, [plan.study_name(s) for s in plan.slices]).values():
+        for key, now in plan.dists.items():
+            was = next((t.distributions[key] for t in trials if key in t.distributions), None)
+            if was is None or key in problems:
+                continue
+            try:
+                if type(was) is not type(now):
+                    raise ValueError(f"{type(was).__name__} cannot become {type(now).__name__}")
+                od.check_distribution_compatibility(was, now)
+            except ValueError as err:
+                problems[key] = (f"grid.{key}={plan.spec.grid[key]}: the sweep's studies "
+                                 f"searched {key} as {_as_grammar(was)} ({str(err).rstrip('.')});"
+                                 " give a range of that form (it may move or widen), or search "
+                                 "this one in a new sweep (another name)")
+    if problems:
+        raise ConfigError(list(problems.values()))
+
+
+def _as_grammar(dist) -> str:
+    """An Optuna distribution in the grid grammar that maps onto it."""
+    import optuna.distributions as od
+
+    if isinstance(dist, od.CategoricalDistribution):
+        return "choice(" + ", ".join(map(str, dist.choices)) + ")"
+    if isinstance(dist, od.IntDistribution):
+        inner = f"range({dist.low}, {dist.high + dist.step}" + (
+            f", {dist.step})" if dist.step != 1 else ")")
+    else:
+        inner = f"interval({dist.low:g}, {dist.high:g})"
+    return f"tag(log, {inner})" if dist.log else inner
+
+
 def example_trials(plan: SearchPlan) -> list[Trial]:
     """One trial per slice (the searched space's low corner), for checks such as the data."""
     from orchestrator.search_space import corners
@@ -522,34 +563,3 @@ def check_extension(old: SweepSpec, new: SweepSpec) -> None:
         raise ConfigError(f"search.optuna.n_trials={new.optuna.n_trials} is below the sweep's "
                           f"{old.optuna.n_trials}: n_trials is a total per study; give a "
                           "larger number")
-    _same_kind_of_space(old, new)
-
-
-def _same_kind_of_space(old: SweepSpec, new: SweepSpec) -> None:
-    """A searched range may move or widen (Optuna's studies take a new range of a float or
-    int), but not change its kind: log or not, float, int or the values of a choice. A study
-    refuses that at its next ask, with trials already in flight."""
-    import optuna.distributions as od
-
-    from orchestrator.search_space import distribution
-
-    problems = []
-    for key, expr in new.grid.items():
-        before = old.grid.get(key)
-        if before is None or before == expr or key in new.optuna.per_slice:
-            continue
-        was, _ = distribution(key, before)
-        now, _ = distribution(key, expr)
-        if was is None or now is None:
-            continue  # a fixed value, or one that `plan_search` reports
-        try:
-            if type(was) is not type(now):
-                raise ValueError(f"{type(was).__name__} cannot become {type(now).__name__}")
-            od.check_distribution_compatibility(was, now)
-        except ValueError as err:
-            problems.append(f"grid.{key}={expr}: the sweep's studies search {key} as "
-                            f"{before} ({str(err).rstrip('.')}); move or widen its range with "
-                            "the same form, or search the other one in a new sweep (another "
-                            "name)")
-    if problems:
-        raise ConfigError(problems)

@@ -97,9 +97,16 @@ class SweepSpec:
         """Command-line overrides: a sweep expression sets a grid axis, a value the base,
         `search.optuna.KEY=VALUE` the search."""
         grid, base, search = dict(self.grid), list(self.overrides), self.search
+        seeds = self.seeds
         for arg in args:
             key, _, expr = arg.partition("=")
+            if key == "seeds":
+                seeds = _seeds_override(expr)
+                continue
             _refuse_spec_key(key, expr)
+            if key.lstrip("+~") == "seed":
+                raise ConfigError([f"{arg}: a sweep's trials take their seed from its `seeds` "
+                                   "list; give seeds=[0,1] (sweep extend adds them)"])
             if key.startswith("search.optuna."):
                 search = _with_search_option(search, key.removeprefix("search.optuna."), expr)
             elif _is_sweep(arg):
@@ -107,7 +114,30 @@ class SweepSpec:
             else:
                 grid.pop(key, None)
                 base = [o for o in base if o.partition("=")[0] != key] + [arg]
-        return dataclasses.replace(self, grid=grid, overrides=tuple(base), search=search)
+        return dataclasses.replace(self, grid=grid, overrides=tuple(base), search=search,
+                                   seeds=seeds)
+
+
+def _seeds_override(expr: str) -> tuple[int, ...]:
+    """`seeds=[0,1]`, `seeds=3` or `seeds=choice(0,1)` / `range(0,3)` on the command line."""
+    try:
+        value = yaml.safe_load(expr)
+    except yaml.YAMLError:
+        value = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, list):
+        try:
+            override = OverridesParser.create().parse_overrides([f"seeds={expr}"])[0]
+            value = [int(v) for v in override.sweep_string_iterator()] \
+                if override.is_sweep_override() else None
+        except (OverrideParseException, ValueError):
+            value = None
+    if not value or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                            for s in value):
+        raise ConfigError([f"seeds={expr}: give a list of whole numbers >= 0, e.g. "
+                           "seeds=[0,1,2]"])
+    return tuple(dict.fromkeys(value))
 
 
 def _refuse_spec_key(key: str, value: str) -> None:
@@ -225,6 +255,12 @@ def spec_from_dict(raw: object, *, source: str = "spec", stored: bool = False) -
     if not isinstance(share, bool):
         problems.append(f"{source}: share_prefix={share!r} must be true or false")
     seeds = raw.get("seeds")
+    if not stored:
+        problems += [f"{source}: `seed` in `{where}` is overridden by the spec's `seeds` (each "
+                     "trial takes one of them): write seeds: [0, 1] instead"
+                     for where, keys in (("grid", grid), ("overrides", [
+                         str(o).partition("=")[0] for o in raw.get("overrides") or ()]))
+                     if any(k.lstrip("+~") == "seed" for k in keys)]
     if stored:
         raw = {**raw, "max_concurrent": raw.get("max_concurrent") or None,
                "retries": max(int(raw.get("retries", 2)), 0)}

@@ -39,7 +39,7 @@ def test_command_line_overrides_set_axes_and_base():
 @pytest.mark.parametrize("override, where", [
     ("fuse=off", "write it in the spec or --fuse off"),
     ("share_prefix=false", "write it in the spec or --no-share"),
-    ("seeds=[0,1]", "write it in the spec"), ("resources.gpus=1", "write it in the spec"),
+    ("retries=3", "write it in the spec"), ("resources.gpus=1", "write it in the spec"),
     ("max_concurrent=2", "write it in the spec")])
 def test_a_spec_key_given_as_an_override_says_where_it_goes(override, where):
     """`fuse=off` on the command line is not a trainer config key: the error says so and
@@ -71,7 +71,43 @@ def test_extend_adds_values_to_an_axis_and_keeps_old_trials():
     old = {t.trial_id for t in expand(spec)}
     new = {t.trial_id for t in expand(bigger)}
     assert old < new and len(new - old) == 4
-    assert bigger.grid["optim.lr"] == "choice(0.001, 0.003, 0.01, 0.03)"
+    assert bigger.grid["optim.lr"] == "tag(log, choice(0.001, 0.003, 0.01, 0.03))"  # tag kept
+
+
+def test_extend_adds_seeds_and_keeps_the_trials_of_a_new_axis_value_they_had():
+    spec = spec_from_dict(BASE)
+    old = {t.trial_id for t in expand(spec)}
+    more = extended(spec, ["seeds=[1,2]"])
+    assert more.seeds == (0, 1, 2) and old < {t.trial_id for t in expand(more)}
+    # a new axis holds the value the trials had (0.0), so they stay in the sweep
+    decay = extended(spec, ["optim.weight_decay=choice(0.1)"])
+    assert decay.grid["optim.weight_decay"] == "choice(0.0, 0.1)"
+    trials = {t.trial_id for t in expand(decay)}
+    assert old < trials and len(trials) == 2 * len(old)
+    assert extended(spec, ["optim.weight_decay=choice(0, 0.1)"]).grid[
+        "optim.weight_decay"] == "choice(0, 0.1)"  # the value already there
+
+
+@pytest.mark.parametrize("args, message", [
+    (["optim.lr=1e-2"], "optim.lr=1e-2: optim.lr is an axis of sweep t and extend adds values "
+                        "to it: give optim.lr=choice(1e-2)"),
+    (["seed=choice(0,1)"], "seed=choice(0,1): a sweep's trials take their seed from its "
+                           "`seeds` list; give seeds=[0,1] (sweep extend adds them)"),
+    (["seeds=[-1]"], "seeds=[-1]: give a list of whole numbers >= 0, e.g. seeds=[0,1,2]"),
+])
+def test_extend_refuses_what_would_drop_trials_or_be_ignored(args, message):
+    with pytest.raises(ConfigError) as err:
+        extended(spec_from_dict(BASE), args)
+    assert err.value.problems == [message]
+
+
+def test_seed_in_the_grid_or_overrides_is_refused_for_seeds():
+    """The spec's `seeds` set every trial's seed last: a `seed` axis was silently ignored."""
+    for change in ({"grid": {**BASE["grid"], "seed": "choice(0, 1)"}},
+                   {"overrides": [*BASE["overrides"], "seed=3"]}):
+        with pytest.raises(ConfigError, match=r"`seed` in `(grid|overrides)` is overridden by "
+                           r"the spec's `seeds`"):
+            spec_from_dict({**BASE, **change})
 
 
 @pytest.mark.parametrize("change, fragment", [
