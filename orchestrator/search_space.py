@@ -27,6 +27,9 @@ from dataclasses import dataclass, field
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import OverrideParseException
 
+OBJECTIVES = ("final/eval_loss", "final/train_loss")
+"""What a study may minimise: a loss of the trial's summary (a misspelt one made every trial
+fail silently, its value missing)."""
 SEARCH_KEYS = {"sampler", "seed", "n_trials", "per_slice", "objective", "pruner", "storage"}
 SAMPLERS = {"gp": "GPSampler", "tpe": "TPESampler", "cmaes": "CmaEsSampler",
             "random": "RandomSampler", "qmc": "QMCSampler"}
@@ -112,9 +115,9 @@ def parse_search(raw: object, grid: dict[str, str]) -> tuple[OptunaSearch | None
     if pruner == HALVING:
         problems += _halving_problems(pruner_args, grid, per_slice)
     objective = str(opts.get("objective", DEFAULT_OBJECTIVE))
-    if not objective.startswith("final/"):
-        problems.append(f"search.optuna.objective={objective!r}: give a final/* value of the "
-                        "trial's summary, e.g. final/eval_loss")
+    if objective not in OBJECTIVES:
+        problems.append(f"search.optuna.objective={objective!r}: give the loss a study "
+                        f"minimises, one of {', '.join(OBJECTIVES)}")
     seed = opts.get("seed", 0)
     if not isinstance(seed, int):
         problems.append(f"search.optuna.seed={seed!r}: give a whole number")

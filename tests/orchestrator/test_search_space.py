@@ -61,7 +61,7 @@ def test_every_problem_of_a_searched_spec_is_listed_at_once():
 def test_every_problem_of_the_search_mapping_is_listed_at_once():
     raw = {**BASE, "search": {"optuna": {"n_trials": 0, "sampler": "annealing",
                                          "pruner": "halving", "per_slice": ["model.width"],
-                                         "objective": "loss", "budget": 3}}}
+                                         "objective": "final/evalloss", "budget": 3}}}
     with pytest.raises(ConfigError) as err:
         spec_from_dict(raw)
     assert err.value.problems == [
@@ -74,8 +74,8 @@ def test_every_problem_of_the_search_mapping_is_listed_at_once():
         "random, qmc",
         "spec: search.optuna.pruner=halving needs budgets to climb: add a grid axis such as "
         "train.tokens: choice(1_000_000, 2_000_000, 4_000_000)",
-        "spec: search.optuna.objective='loss': give a final/* value of the trial's summary, "
-        "e.g. final/eval_loss"]
+        "spec: search.optuna.objective='final/evalloss': give the loss a study minimises, one "
+        "of final/eval_loss, final/train_loss"]
 
 
 def test_bad_sampler_options_are_a_user_error():
