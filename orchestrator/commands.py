@@ -422,15 +422,19 @@ def status(tracking_uri: str, name: str) -> dict:
             "trial": best.info.run_name, TRIAL_ID_TAG: best.data.tags[TRIAL_ID_TAG],
             FINAL_EVAL_LOSS: best.data.metrics.get(FINAL_EVAL_LOSS)},
         "eta_s": _eta(finished, counts, len(running)) if status == RUNNING else None,
-        **_tokens(token_totals(client, parent.info.experiment_id)),
+        **_tokens(token_totals(client, parent.info.experiment_id),
+                  ended=not any(counts.get(s) for s in ("pending", RUNNING, INTERRUPTED))),
         **({} if slices is None else {"slices": slices}),
     }
 
 
-def _tokens(totals: dict[str, float]) -> dict:
+def _tokens(totals: dict[str, float], *, ended: bool) -> dict:
+    """The token totals; their ratio only once every trial has ended: before, the trunks'
+    tokens count trunks trained for branches not done, against the done trials alone."""
     return {"tokens_trained": int(totals[TOKENS_TRAINED]),
             "tokens_if_independent": int(totals[TOKENS_IF_INDEPENDENT]),
-            "tokens_ratio": totals[TOKENS_RATIO]}
+            "tokens_ratio": totals[TOKENS_RATIO]
+            if ended and totals[TOKENS_IF_INDEPENDENT] else None}
 
 
 def _progress(run) -> dict:
@@ -530,10 +534,13 @@ def format_status(report: dict) -> str:
                      + edge)
     if report["eta_s"]:
         lines.append(f"  ETA: {report['eta_s'] / 60:.1f} min")
-    if report.get("tokens_if_independent"):
+    if report.get("tokens_if_independent") and report.get("tokens_ratio") is not None:
         lines.append(f"  tokens: {report['tokens_trained']:,} trained, "
                      f"{report['tokens_if_independent']:,} if independent "
                      f"(ratio {report['tokens_ratio']:.2f})")
+    elif report.get("tokens_trained"):
+        lines.append(f"  tokens: {report['tokens_trained']:,} trained so far (against training "
+                     "every trial alone once every trial has ended)")
     return "\n".join(lines)
 
 

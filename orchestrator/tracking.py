@@ -55,6 +55,7 @@ from trainer.schema import (
     SWEEP_DRIVER_TAG,
     SWEEP_HEARTBEAT_TAG,
     SWEEP_STATUS_TAG,
+    TOKENS_RATIO,
     TRIAL_ATTEMPT_TAG,
     TRIAL_ERROR_TAG,
     TRIAL_ID_TAG,
@@ -375,19 +376,21 @@ class Tracker:
         token totals (their runs may be younger than this tracker)."""
         self.ends.update(ends)
 
-    def log_token_totals(self) -> dict[str, float]:
+    def log_token_totals(self, *, ended: bool = True) -> dict[str, float]:
         """Write what is buffered, then log the sweep's tokens trained, tokens if every trial
         had trained alone, and their ratio on the parent run (`trainer.schema.totals_of`),
         from the runs as this tracker found them at its start and as it wrote them since
         (`learn_ends` adds what other drivers ended). `sweep status` reads the same totals
-        from the store."""
+        from the store. The ratio only when every trial has `ended`: before, trunks count
+        their tokens for branches not done yet."""
         from mlflow.entities import Metric
 
         self.flush()
         totals = totals_of(self.ends.values(), self.trunk_finals.values())
         now = int(time.time() * 1000)
         self.call(self.client.log_batch, self.parent_id,
-                  metrics=[Metric(k, float(v), now, 0) for k, v in totals.items()])
+                  metrics=[Metric(k, float(v), now, 0) for k, v in totals.items()
+                           if ended or k != TOKENS_RATIO])
         return totals
 
     def flush(self) -> int:

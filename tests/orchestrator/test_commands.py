@@ -262,7 +262,7 @@ def test_sweep_status_reports_tokens_trained_against_independent(tmp_path, capsy
     _child(uri, tracker, ids[1], schema.FINISHED, final__tokens=2000.0,
            final__tokens_trained=1100.0, final__eval_loss=2.4)
     _child(uri, tracker, ids[2], schema.DIVERGED, final__tokens=500.0)
-    _child(uri, tracker, ids[3], schema.RUNNING, final__tokens=4000.0)
+    running = _child(uri, tracker, ids[3], schema.RUNNING)
     tracker.trunk("t" * 64, "lr=0.01", {"optim.lr": 0.01}, schema.RUNNING)
     tracker.trunk("t" * 64, "lr=0.01", {"optim.lr": 0.01}, "finished",
                   {"final/tokens": 900, "final/steps": 9})
@@ -273,17 +273,27 @@ def test_sweep_status_reports_tokens_trained_against_independent(tmp_path, capsy
     report = json.loads(capsys.readouterr().out)
     assert report["tokens_trained"] == 100 + 1100 + 500 + 900
     assert report["tokens_if_independent"] == 1000 + 2000 + 500
-    assert report["tokens_ratio"] == 2600 / 3500
+    # no ratio while a trial runs: the trunk may be training for branches not done
+    assert report["tokens_ratio"] is None
     assert cli.main(["status", "unit", "--tracking-uri", uri]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == (
-        "  tokens: 2,600 trained, 3,500 if independent (ratio 0.74)")
+        "  tokens: 2,600 trained so far (against training every trial alone once every trial "
+        "has ended)")
+    client = MlflowClient(tracking_uri=uri)
+    client.log_metric(running, "final/tokens", 4000.0)
+    client.set_tag(running, schema.TRIAL_STATUS_TAG, schema.FINISHED)
+    assert cli.main(["status", "unit", "--json", "--tracking-uri", uri]) == 0
+    assert json.loads(capsys.readouterr().out)["tokens_ratio"] == 6600 / 7500
+    assert cli.main(["status", "unit", "--tracking-uri", uri]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "  tokens: 6,600 trained, 7,500 if independent (ratio 0.88)")
     # A launch's end logs the same totals on the parent run: its tracker's own record (the
     # runs it found at its start, and those it wrote since; these were written beside it).
     assert tracker.log_token_totals()["sweep/tokens_trained"] == 900  # only its trunk
     tracker = _open_sweep(uri, spec)  # the next launch's
     totals = tracker.log_token_totals()
     parent = MlflowClient(tracking_uri=uri).get_run(tracker.parent_id)
-    assert parent.data.metrics == totals and totals["sweep/tokens_ratio"] == 2600 / 3500
+    assert parent.data.metrics == totals and totals["sweep/tokens_ratio"] == 6600 / 7500
 
 
 def test_dry_run_counts_a_trial_ended_on_disk_as_done(tmp_path, capsys):
