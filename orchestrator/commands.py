@@ -237,9 +237,35 @@ def driver_silent_s(parent, status: str) -> float | None:
     return silent if silent > DRIVER_SILENT_S else None
 
 
+def trial_counts(tracking_uri: str, spec: SweepSpec, states: dict, gone: int | None
+                 ) -> tuple[dict[str, int], list[dict] | None]:
+    """The sweep's trials per status, `pending` those not begun (a grid's trials not in the
+    store; a searched sweep's trials its studies have still to ask), as `status` and `list`
+    count them; and a searched sweep's studies (`search.search_status`), else None."""
+    counts: dict[str, int] = {}
+    slices = None
+    if spec.optuna is None:
+        _, trials = prepare(spec)
+        ids = [trial.trial_id for trial in trials]
+    else:  # a searched sweep's trials are those its studies asked for, and those to ask
+        from orchestrator import search
+        _, plan, storage = search.prepare_search(spec, tracking_uri)
+        slices = search.search_status(plan, storage)
+        ids = list(states)
+        # (asked but not begun yet: not in the store, so counted here as pending)
+        pending = sum(s["n_trials"] for s in slices) - len(ids)
+        counts.update({"pending": pending} if pending > 0 else {})
+    for trial_id in ids:
+        s = states.get(trial_id, {}).get("status", "pending")
+        s = INTERRUPTED if s == RUNNING and gone is not None else s
+        counts[s] = counts.get(s, 0) + 1
+    return counts, slices
+
+
 def sweeps(tracking_uri: str) -> list[dict]:
     """Every sweep in the store, oldest first: name, status (as `status` tells it, a killed
-    driver included), trials recorded per status, and when it started (epoch ms)."""
+    driver included), trials per status as `status` counts them (pending included), and when
+    it started (epoch ms)."""
     client = MlflowClient(tracking_uri=tracking_uri)
     out = []
     for exp in client.search_experiments():
@@ -249,11 +275,15 @@ def sweeps(tracking_uri: str) -> list[dict]:
         parent = min(parents, key=lambda run: (run.info.start_time, run.info.run_id))
         status, gone = live_status(parent)
         silent = driver_silent_s(parent, status)
-        counts: dict[str, int] = {}
-        for run in sweep_runs(client, exp.experiment_id, KIND_TRIAL):
-            s = run.data.tags.get(TRIAL_STATUS_TAG, RUNNING)
-            s = INTERRUPTED if s == RUNNING and gone is not None else s
-            counts[s] = counts.get(s, 0) + 1
+        try:
+            counts, _ = trial_counts(tracking_uri, stored_spec(tracking_uri, exp.name),
+                                     recorded_trials(tracking_uri, exp.name), gone)
+        except ConfigError:  # a spec that no longer composes (a config key since removed)
+            counts = {}
+            for run in sweep_runs(client, exp.experiment_id, KIND_TRIAL):
+                s = run.data.tags.get(TRIAL_STATUS_TAG, RUNNING)
+                s = INTERRUPTED if s == RUNNING and gone is not None else s
+                counts[s] = counts.get(s, 0) + 1
         out.append({"sweep": exp.name, "status": status, "counts": counts,
                     "started_ms": parent.info.start_time, "driver_silent_s": silent})
     return sorted(out, key=lambda row: row["started_ms"] or 0)
@@ -385,25 +415,9 @@ def status(tracking_uri: str, name: str) -> dict:
     parent = parent_run(client, name)
     spec = stored_spec(tracking_uri, name)
     states = recorded_trials(tracking_uri, name)
-    counts: dict[str, int] = {}
-    slices = None
     # (a killed driver's trials left `running` are counted as what they are, interrupted)
     status, gone = live_status(parent)
-    if spec.optuna is None:
-        _, trials = prepare(spec)
-        ids = [trial.trial_id for trial in trials]
-    else:  # a searched sweep's trials are those its studies asked for, and those to ask
-        from orchestrator import search
-        _, plan, storage = search.prepare_search(spec, tracking_uri)
-        slices = search.search_status(plan, storage)
-        ids = list(states)
-        # (asked but not begun yet: not in the store, so counted here as pending)
-        pending = sum(s["n_trials"] for s in slices) - len(ids)
-        counts.update({"pending": pending} if pending > 0 else {})
-    for trial_id in ids:
-        s = states.get(trial_id, {}).get("status", "pending")
-        s = INTERRUPTED if s == RUNNING and gone is not None else s
-        counts[s] = counts.get(s, 0) + 1
+    counts, slices = trial_counts(tracking_uri, spec, states, gone)
     running = [_progress(state["run"]) for state in states.values()
                if state["status"] == RUNNING and gone is None]
     failed = [{"trial": state["run"].info.run_name,

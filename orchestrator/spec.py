@@ -249,7 +249,11 @@ def spec_from_dict(raw: object, *, source: str = "spec", stored: bool = False) -
                         "none (gpus: 0)")
     grid = {str(k): _expr(v) for k, v in (raw.get("grid") or {}).items()}
     search = raw.get("search", "grid")
-    from orchestrator.search_space import parse_search
+    from orchestrator.search_space import DEFAULT_OBJECTIVE, OBJECTIVES, is_optuna, parse_search
+    if stored and is_optuna(search) and isinstance(search.get("optuna"), dict) and \
+            search["optuna"].get("objective", DEFAULT_OBJECTIVE) not in OBJECTIVES:
+        # (launched before objectives were checked: no trial of it could be told a value)
+        search = {"optuna": {**search["optuna"], "objective": DEFAULT_OBJECTIVE}}
     problems += [f"{source}: {p}" for p in parse_search(search, grid)[1]]
     share = raw.get("share_prefix", True)
     if not isinstance(share, bool):

@@ -361,21 +361,27 @@ def test_sweep_list_names_every_sweep_with_its_status_and_trials(tmp_path, capsy
 
     uri = f"sqlite:///{tmp_path}/m.db"
     tracker = _open_sweep(uri, _spec(tmp_path))
-    _child(uri, tracker, "a" * 64, schema.FINISHED)
-    _child(uri, tracker, "b" * 64, schema.DIVERGED)
+    ids = [t.trial_id for t in prepare(spec_from_dict(_spec(tmp_path)))[1]]
+    _child(uri, tracker, ids[0], schema.FINISHED)
+    _child(uri, tracker, ids[1], schema.DIVERGED)
     other = _open_sweep(uri, {**_spec(tmp_path), "name": "other"})
-    _child(uri, other, "c" * 64, schema.RUNNING)
+    _child(uri, other, ids[2], schema.RUNNING)
     MlflowClient(tracking_uri=uri).create_experiment("not_a_sweep")  # a user's own: not listed
     assert cli.main(["list", "--tracking-uri", uri]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2
     assert lines[0].startswith("unit   running      started ")
-    assert lines[0].endswith("  2 trials (1 diverged, 1 finished)")
-    assert lines[1].startswith("other  running") and lines[1].endswith("  1 trial (1 running)")
+    # counted as `sweep status` counts them: the grid's trials not begun are pending
+    assert lines[0].endswith("  4 trials (1 diverged, 1 finished, 2 pending)")
+    assert lines[1].startswith("other  running")
+    assert lines[1].endswith("  4 trials (3 pending, 1 running)")
     assert cli.main(["list", "--tracking-uri", uri, "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [(r["sweep"], r["counts"]) for r in rows] == [
-        ("unit", {"finished": 1, "diverged": 1}), ("other", {"running": 1})]
+        ("unit", {"finished": 1, "diverged": 1, "pending": 2}),
+        ("other", {"pending": 3, "running": 1})]
+    assert cli.main(["status", "unit", "--json", "--tracking-uri", uri]) == 0
+    assert json.loads(capsys.readouterr().out)["counts"] == rows[0]["counts"]
     # fit and recommend say an unknown name as every command does, with the known sweeps
     for argv in (["fit", "nosuch"], ["recommend", "nosuch", "--params", "1e9", "--tokens",
                                      "1e9"]):
