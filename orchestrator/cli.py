@@ -297,7 +297,7 @@ def _run(spec, args, uri: str) -> int:
         spec = dataclasses.replace(spec, fuse=args.fuse)
     if getattr(args, "dry_run", False) and spec.optuna is not None:
         for label, used, left in commands.search_dry_run(spec, tracking_uri=uri):
-            print(f"study {label}: {used} trials used, would ask {left} more")
+            print(f"study {label}: {used} trial{'s' * (used != 1)} used, would ask {left} more")
         from orchestrator.fusion import fusion_setting
 
         fuse = fusion_setting(spec)
@@ -325,7 +325,8 @@ def _run(spec, args, uri: str) -> int:
             print(f"{action:<18} {trial.trial_id[:12]}  {trial.label}")
         todo = sum(action.startswith("run") for _, action in plan)
         held = sum(action.startswith("wait") for _, action in plan)
-        print(f"{len(plan)} trials: {len(plan) - todo - held} done, {todo} would run"
+        print(f"{len(plan)} trial{'s' * (len(plan) != 1)}: {len(plan) - todo - held} done, "
+              f"{todo} would run"
               + (f", {held} running under another driver" if held else ""))
         from orchestrator.families import describe, plan_sharing
 
@@ -344,7 +345,8 @@ def _run(spec, args, uri: str) -> int:
                               progress=sys.stdout.isatty())
     ran = outcome.ran.values()
     summary = ", ".join(f"{sum(s == k for s in ran)} {k}" for k in sorted(set(ran)))
-    print(f"sweep {spec.name}: {outcome.trials} trials, {outcome.already_done} already done"
+    print(f"sweep {spec.name}: {outcome.trials} trial{'s' * (outcome.trials != 1)}, "
+          f"{outcome.already_done} already done"
           + (f", ran {len(outcome.ran)} ({summary})" if outcome.ran else ", nothing to run")
           + (f", {len(outcome.found_ended)} found ended by another launch"
              if outcome.found_ended else ""))

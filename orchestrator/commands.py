@@ -514,7 +514,7 @@ def format_status(report: dict) -> str:
     lines = [f"sweep {report['sweep']}: {report['status']}"
              + (f" (its driver, pid {gone}, was killed before it could close the sweep: "
                 f"`sweep resume {report['sweep']}` goes on)" if gone else "")
-             + f", {report['trials']} trials"]
+             + f", {report['trials']} trial{'s' * (report['trials'] != 1)}"]
     if silent := report.get("driver_silent_s"):
         lines.append(f"  its driver ({report.get('driver') or 'unknown'}) has not been heard "
                      f"from for {silent / 60:.0f} min: killed, lost or cut off from the store? "

@@ -10,6 +10,7 @@ Every problem of a spec is collected into one `ConfigError` before anything star
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -228,7 +229,10 @@ def spec_from_dict(raw: object, *, source: str = "spec", stored: bool = False) -
     `seeds`, `max_concurrent` or `retries` (read as they ran: 0 concurrent = no cap)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: a sweep spec is a mapping with at least `name` and `grid`")
-    problems = [f"{source}: unknown key '{k}'; known keys are {', '.join(sorted(SPEC_KEYS))}"
+    problems = [f"{source}: unknown key '{k}'; " + (
+                    f"did you mean `{near[0]}`? " if (near := difflib.get_close_matches(
+                        str(k), SPEC_KEYS, n=1)) else "")
+                + f"known keys are {', '.join(sorted(SPEC_KEYS))}"
                 for k in raw if k not in SPEC_KEYS]
     if not raw.get("name"):
         problems.append(f"{source}: the spec has no `name`; add name: SWEEP (the MLflow "
