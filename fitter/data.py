@@ -249,6 +249,11 @@ def require(runs: Runs, columns: tuple[str, ...], *, law: str) -> pd.DataFrame:
         raise FitError(f"every one of the {len(usable)} runs in {runs.source} diverged; "
                        "lower `optim.lr` (e.g. by 10×) and extend the sweep.")
     if usable.empty:
+        statuses = set(runs.table["status"])
+        if statuses and statuses <= {"failed", "interrupted", "pruned"}:
+            raise FitError(f"{runs.source} has no finished or diverged runs to fit: its "
+                           f"{len(runs.table)} runs are {', '.join(sorted(statuses))}; "
+                           "`sweep status` shows their errors, `sweep resume` runs them again.")
         raise FitError(f"{runs.source} has no finished or diverged runs to fit; wait for the "
                        "sweep to finish (`sweep status`).")
     for col in columns:

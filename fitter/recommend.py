@@ -35,6 +35,14 @@ def recommend(result: FitResult, *, params: float, tokens: float,
     chosen = choose_group(result, group or {})
     laws, skipped = result.laws_of(chosen)
     out, missing = {}, {}
+    seq_lens = result.runs.table["seq_len"].dropna().unique()
+    if batch is not None and len(seq_lens) == 1 and batch < seq_lens[0]:
+        raise FitError(f"--batch {batch:g} is less than one sequence of {int(seq_lens[0])} "
+                       "tokens: --batch is tokens per optimizer step, e.g. --batch "
+                       f"{int(seq_lens[0]) * 256} for 256 sequences.")
+    if batch is not None and batch > tokens:
+        raise FitError(f"--batch {batch:g} tokens per step is more than the run's --tokens "
+                       f"{tokens:g}: give both in tokens.")
     if batch is not None:
         out["batch_tokens"] = {"value": float(batch), "interval": None, "law": "given",
                                "extrapolation": {}}
@@ -59,7 +67,7 @@ def recommend(result: FitResult, *, params: float, tokens: float,
         # run along it (N or D of the big run, whatever it is, gives the same LR). Said.
         table = result.runs.table
         fixed = {a: float(table[a].dropna().iloc[0]) for a in ("N", "D", "B")
-                 if a in point and a not in laws["lr"].axes and a in table
+                 if a not in laws["lr"].axes and a in table
                  and table[a].dropna().nunique() == 1}
         if fixed:
             out["lr"]["held_fixed"] = fixed
@@ -133,11 +141,13 @@ def _weight_decay(timescale, lr, point: dict) -> dict:
 
 
 def _extrapolation(ranges: dict, point: dict) -> dict[str, float]:
+    """Per axis, how far the point lies outside the data: value / max above it, min / value
+    below it (then negative, -min/value), 1 inside."""
     out = {}
     for axis, (lo, hi) in ranges.items():
         value = point.get(axis)
         if value is not None:
-            out[axis] = float(value / hi if value > hi else lo / value if value < lo else 1.0)
+            out[axis] = float(value / hi if value > hi else -lo / value if value < lo else 1.0)
     return out
 
 
@@ -156,15 +166,20 @@ def format_recommendation(rec: dict) -> str:
             text += f"  {entry['unit']}"
         if entry.get("law"):
             text += f"  law: {entry['law']}"
-        beyond = {a: r for a, r in entry.get("extrapolation", {}).items() if r > 1.0}
+        beyond = {a: r for a, r in entry.get("extrapolation", {}).items() if abs(r) > 1.0}
         if beyond:
-            text += "  extrapolates " + ", ".join(f"{a} {r:.3g}× beyond the data"
-                                                  for a, r in beyond.items())
+            text += "  extrapolates " + ", ".join(
+                f"{a} {abs(r):.3g}× {'beyond' if r > 0 else 'below'} the data"
+                for a, r in beyond.items())
         elif entry.get("extrapolation"):
             text += "  within the data range"
         for axis, value in entry.get("held_fixed", {}).items():
             option, key = {"N": ("--params", "model.width"), "D": ("--tokens", "train.tokens"),
                            "B": ("--batch", "train.batch_size")}[axis]
+            if axis == "B" and "batch_tokens" not in rec:
+                text += (f"\n{'':<13} the sweep held B at {value:,.0f} tokens a step: this LR "
+                         f"is for that batch; sweep {key} to learn how it moves with B")
+                continue
             text += (f"\n{'':<13} the sweep held {axis} at {value:,.0f}, so the law has no "
                      f"{axis} term and {option} does not enter this value: sweep {key} to "
                      "learn how the LR moves with it")

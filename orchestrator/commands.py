@@ -212,7 +212,8 @@ def parent_run(client: MlflowClient, name: str):
                        if e.name != "Default")
         hint = f"known sweeps: {', '.join(known)}" if known else "no sweep is recorded there"
         raise ConfigError(f"no sweep named {name!r} in the tracking store ({hint}): check the "
-                          "name or --tracking-uri")
+                          "name or --tracking-uri (a sweep just launched is recorded once its "
+                          "driver has started Ray, in a few seconds)")
     return min(parents, key=lambda run: (run.info.start_time, run.info.run_id))  # the oldest
 
 

@@ -172,10 +172,14 @@ def test_recommend_says_when_the_sweep_never_varied_an_axis_it_is_asked_about(tm
     base = ["--tracking-uri", uri, "recommend", "one_budget", "--params", "8e7", "--n-boot", "50"]
     assert main([*base, "--tokens", "1e12", "--json"]) == 0
     rec = json.loads(capsys.readouterr().out)
-    assert rec["lr"]["held_fixed"] == {"D": 1e8}
+    assert rec["lr"]["held_fixed"] == {"D": 1e8, "B": SEQ_LEN * 64}
     assert main([*base, "--tokens", "1e12"]) == 0
+    out = capsys.readouterr().out
     assert ("the sweep held D at 100,000,000, so the law has no D term and --tokens does not "
-            "enter this value: sweep train.tokens") in capsys.readouterr().out
+            "enter this value: sweep train.tokens") in out
+    # no --batch and no batch law: the LR is for the one batch the sweep trained at
+    assert ("the sweep held B at 8,192 tokens a step: this LR is for that batch; sweep "
+            "train.batch_size to learn how it moves with B") in out
 
 
 @pytest.mark.parametrize(("column", "row", "value", "message"), [
@@ -258,3 +262,19 @@ def test_fit_and_recommend_arguments_that_cannot_work_are_one_sentence(store, tm
                             "--tokens", "1e10", "--group", "model.param=mup"])
     assert err == ("error: sweep demo has one set of laws for all its runs (no key splits "
                    "them into groups); drop --group model.param=mup.")
+
+
+def test_recommend_says_below_the_data_and_refuses_a_batch_in_the_wrong_unit(store, capsys):
+    uri, _ = store
+    base = ["--tracking-uri", uri, "recommend", "demo", "--params", "8e7"]
+    assert main([*base, "--tokens", "1e7", "--batch", str(SEQ_LEN * 64)]) == 0
+    out = capsys.readouterr().out
+    assert "D 10× below the data" in out  # the sweep's D runs from 1e8
+    assert main([*base, "--tokens", "1e7", "--batch", str(SEQ_LEN * 64), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["lr"]["extrapolation"]["D"] == -10.0
+    err = error_of(capsys, [*base, "--tokens", "1e9", "--batch", "100"])
+    assert err == ("error: --batch 100 is less than one sequence of 128 tokens: --batch is "
+                   "tokens per optimizer step, e.g. --batch 32768 for 256 sequences.")
+    err = error_of(capsys, [*base, "--tokens", "1e6", "--batch", "2e6"])
+    assert err == ("error: --batch 2e+06 tokens per step is more than the run's --tokens "
+                   "1e+06: give both in tokens.")
