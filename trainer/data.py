@@ -192,6 +192,11 @@ def _write_cache(directory: Path, documents: Iterable[tuple[str, str, bool]],
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=".tmp-"))
     try:
         counts = _tokenize_into(tmp, documents, tokenizer, cfg, dtype=dtype, chunk=chunk)
+        if counts["val"] + counts["train"] == 0:
+            where = f"data.paths={list(cfg.paths)}" if cfg.paths else f"data.name={cfg.name}"
+            raise ConfigError(f"{where} holds no text: give files or a dataset with text")
+        if (counts["val"] == 0 or counts["train"] == 0) and cfg.val_split is None:
+            counts = _hold_out_the_tail(tmp, cfg.holdout_fraction, dtype)
         if counts["val"] == 0 or counts["train"] == 0:
             raise ConfigError("data.holdout_fraction left no documents in one split: raise "
                               "data.holdout_fraction or give data.val_split")
@@ -222,6 +227,23 @@ def _tokenize_into(tmp: Path, documents: Iterable[tuple[str, str, bool]], tokeni
             if cfg.max_tokens and all(counts[k] >= max(limit[k], 1) for k in counts):
                 break
     return counts
+
+
+def _hold_out_the_tail(tmp: Path, fraction: float, dtype: type) -> dict[str, int]:
+    """Too few documents for both splits (a single .txt file is one document): the last
+    `fraction` of the tokens is held out instead, the rest trains. Deterministic, and only
+    where holding out by document could not work."""
+    import sys
+
+    tokens = np.concatenate([np.fromfile(tmp / "train.bin", dtype=dtype),
+                             np.fromfile(tmp / "val.bin", dtype=dtype)])
+    cut = len(tokens) - max(int(len(tokens) * fraction), 1)
+    tokens[:cut].tofile(tmp / "train.bin")
+    tokens[cut:].tofile(tmp / "val.bin")
+    print(f"note: data: every document fell into one split (too few to hold out "
+          f"{fraction:g} of them); the last {len(tokens) - cut:,} of {len(tokens):,} tokens "
+          "are held out instead", file=sys.stderr)
+    return {"train": cut, "val": len(tokens) - cut}
 
 
 def _chunks(items: Iterable, size: int) -> Iterator[list]:

@@ -7,6 +7,7 @@ import pytest
 
 from trainer.compose import compose
 from trainer.data import TokenStream, eval_batches, load_tokens
+from trainer.errors import ConfigError
 from trainer.synthetic import MarkovChain
 
 
@@ -86,6 +87,26 @@ def test_local_files_go_through_datasets(tmp_path, suffix):
     total = sum(len(d.encode()) for d in docs)
     assert len(data.train) + len(data.val) == total
     assert len(data.val) > 0
+
+
+def test_one_text_file_holds_out_its_tail(tmp_path, capsys):
+    """A .txt file is one document, so holding out documents left a split empty: a single
+    file could not be trained on. Its last tokens are held out instead (and said); an empty
+    file is one sentence."""
+    text = "".join(_docs(40))
+    (tmp_path / "book.txt").write_text(text)
+    cfg = compose(["data=files", f"data.paths=[{tmp_path / 'book.txt'}]",
+                   "data.holdout_fraction=0.1", f"data.cache_dir={tmp_path / 'cache'}"]).data
+    data = load_tokens(cfg)
+    assert len(data.train) + len(data.val) == len(text.encode())
+    assert len(data.val) == int(len(text.encode()) * 0.1)
+    assert bytes(data.val.astype("uint8")) == text.encode()[-len(data.val):]  # the tail
+    assert "are held out instead" in capsys.readouterr().err
+    (tmp_path / "empty.txt").write_text("")
+    cfg = compose(["data=files", f"data.paths=[{tmp_path / 'empty.txt'}]",
+                   f"data.cache_dir={tmp_path / 'cache'}"]).data
+    with pytest.raises(ConfigError, match=r"holds no text: give files or a dataset with text"):
+        load_tokens(cfg)
 
 
 def test_tokenizer_json_file(tmp_path):
