@@ -224,11 +224,26 @@ def _missing_sqlite(uri: str) -> str | None:
     return path if uri.startswith("sqlite:///") and not os.path.exists(path) else None
 
 
+STORE_SCHEMES = ("file", "sqlite", "http", "https", "postgresql", "mysql", "mssql",
+                 "databricks", "databricks-uc", "uc")
+"""The tracking URI schemes MLflow stores runs to (SQLAlchemy dialects with a driver, as in
+postgresql+psycopg, by their first part)."""
+
+
 def _server_answers(uri: str) -> None:
     """A tracking server that is down or misspelt: said at once, not after MLflow's retries."""
     from trainer.errors import ConfigError
     from trainer.reporting import redact, unreachable_server
 
+    scheme = uri.partition("://")[0].split("+")[0].lower() if "://" in uri else ""
+    if scheme and scheme not in STORE_SCHEMES:
+        raise ConfigError(f"tracking URI {redact(uri)}: MLflow stores to no '{scheme}://'; "
+                          "give sqlite:///PATH.db, http(s)://HOST:PORT, postgresql://... or "
+                          "file:///DIR to --tracking-uri (or MLFLOW_TRACKING_URI)")
+    if scheme == "sqlite" and not uri.startswith("sqlite:///"):
+        raise ConfigError(f"tracking URI {redact(uri)}: an SQLite store is sqlite:///PATH.db "
+                          "(three slashes, then the file's path: sqlite:////abs/path.db for "
+                          "an absolute one); fix --tracking-uri (or MLFLOW_TRACKING_URI)")
     if reason := unreachable_server(uri):
         raise ConfigError(f"tracking server {redact(uri)} cannot be reached: {reason}; start "
                           "it, or point --tracking-uri (or MLFLOW_TRACKING_URI) at one that runs")

@@ -220,9 +220,14 @@ def test_a_store_that_is_not_there_is_one_sentence_and_is_not_created(tmp_path, 
         assert err.startswith(f"error: no tracking store at {missing}: launch a sweep first")
     assert not missing.exists()
     assert main(["status", "s", "--tracking-uri", "garbage://x"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: tracking store garbage://x: ") and "\n" not in err
-    assert err.endswith("check --tracking-uri (or MLFLOW_TRACKING_URI)")
+    assert capsys.readouterr().err == (
+        "error: tracking URI garbage://x: MLflow stores to no 'garbage://'; give "
+        "sqlite:///PATH.db, http(s)://HOST:PORT, postgresql://... or file:///DIR to "
+        "--tracking-uri (or MLFLOW_TRACKING_URI)\n")
+    assert main(["status", "s", "--tracking-uri", "sqlite://x"]) == 2
+    assert capsys.readouterr().err.startswith(
+        "error: tracking URI sqlite://x: an SQLite store is sqlite:///PATH.db (three slashes")
+
 
 
 def test_a_tracking_server_that_is_down_is_said_at_once(capsys):
