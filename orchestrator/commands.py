@@ -40,6 +40,7 @@ from trainer.schema import (
     INTERRUPTED,
     KIND_SWEEP,
     KIND_TRIAL,
+    KIND_TRUNK,
     PARAM_TOKENS,
     RUNNING,
     SPEC_ARTIFACT,
@@ -53,6 +54,7 @@ from trainer.schema import (
     TRIAL_ERROR_TAG,
     TRIAL_ID_TAG,
     TRIAL_STATUS_TAG,
+    TRUNK_STATUS_TAG,
     recorded_trials,
     run_status,
     sweep_runs,
@@ -421,6 +423,9 @@ def status(tracking_uri: str, name: str) -> dict:
     counts, slices = trial_counts(tracking_uri, spec, states, gone)
     running = [_progress(state["run"]) for state in states.values()
                if state["status"] == RUNNING and gone is None]
+    trunks = [] if status != RUNNING else [
+        run.info.run_name for run in sweep_runs(client, parent.info.experiment_id, KIND_TRUNK)
+        if run.data.tags.get(TRUNK_STATUS_TAG) == RUNNING]
     failed = [{"trial": state["run"].info.run_name,
                "error": state["run"].data.tags.get(TRIAL_ERROR_TAG)}
               for state in states.values() if state["status"] == FAILED]
@@ -432,6 +437,7 @@ def status(tracking_uri: str, name: str) -> dict:
         "driver": parent.data.tags.get(SWEEP_DRIVER_TAG),
         "driver_silent_s": driver_silent_s(parent, status),
         "trials": sum(counts.values()), "counts": counts, "running": running,
+        "trunks_running": trunks,
         "failed": failed,
         "best": None if best is None else {
             "trial": best.info.run_name, TRIAL_ID_TAG: best.data.tags[TRIAL_ID_TAG],
@@ -530,6 +536,9 @@ def format_status(report: dict) -> str:
         pct = f"{r['progress']:.0%}" if r["progress"] is not None else "?"
         loss = f"{r['train/loss']:.3f}" if r["train/loss"] is not None else "n/a"
         lines.append(f"  running {r['trial']}: {pct}, loss {loss}")
+    if trunks := report.get("trunks_running"):
+        lines.append(f"  {len(trunks)} trunk{'s' * (len(trunks) != 1)} training (the shared "
+                     "start of token budgets, which follow as their trunk passes them)")
     failed = report.get("failed", [])
     for r in failed[:5]:
         lines.append(f"  failed {r['trial']}: {r['error'] or 'no error recorded'}")

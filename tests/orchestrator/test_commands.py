@@ -418,3 +418,17 @@ def test_a_failure_noted_before_the_trials_begin_reaches_its_run_at_its_end(tmp_
     run = MlflowClient(tracking_uri=uri).get_run(tracker.children[trial_id])
     assert run.data.tags["trial.error"] == "NotADirectoryError: [Errno 20] Not a directory"
     assert tracker.failures == {}
+
+
+def test_status_says_which_trunks_train(tmp_path, capsys):
+    """While trunks train, their budgets wait as pending: status says why nothing runs."""
+    uri = f"sqlite:///{tmp_path}/m.db"
+    tracker = _open_sweep(uri, _spec(tmp_path))
+    tracker.trunk("t" * 64, "optim.lr=0.01", {"optim.lr": 0.01}, schema.RUNNING)
+    assert cli.main(["status", "unit", "--tracking-uri", uri]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[:3] == ["sweep unit: running, 4 trials", "  4 pending",
+                       "  1 trunk training (the shared start of token budgets, which follow "
+                       "as their trunk passes them)"]
+    assert cli.main(["status", "unit", "--json", "--tracking-uri", uri]) == 0
+    assert json.loads(capsys.readouterr().out)["trunks_running"] == ["trunk optim.lr=0.01"]
