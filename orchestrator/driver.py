@@ -531,8 +531,14 @@ class _Runner:
         """Cancel running tasks and record their trials as `status`."""
         import ray
 
+        refs = list(self.running)
+        ended, _ = ray.wait(refs, num_returns=len(refs), timeout=0) if refs else ([], [])
         for ref, (unit, *_) in list(self.running.items()):
-            ray.cancel(ref, force=True)
+            # (not a task that has ended: Ray 2.60's core worker aborted the driver now and
+            # then, "Tried to complete task that was not pending", on a cancel that crossed
+            # the task's end; its trials are recorded from their files either way)
+            if ref not in ended:
+                ray.cancel(ref, force=True)
             for trial in _members(unit):
                 self._record_unreported(trial, status)
                 self.unsure.add(trial.trial_id)  # it may have ended meanwhile: see its summary

@@ -422,8 +422,11 @@ class Sharing:
         """Cancel the running trunk tasks (Ctrl-C, `sweep cancel`)."""
         import ray
 
-        for ref in dict.fromkeys(t.ref for t in self.trunks if t.ref is not None):
-            ray.cancel(ref, force=True)
+        refs = list(dict.fromkeys(t.ref for t in self.trunks if t.ref is not None))
+        ended, _ = ray.wait(refs, num_returns=len(refs), timeout=0) if refs else ([], [])
+        for ref in refs:
+            if ref not in ended:  # (see `driver._Runner.stop`)
+                ray.cancel(ref, force=True)
         for trunk in self.trunks:
             trunk.ref = None
             trunk.held.clear()
