@@ -365,6 +365,9 @@ def _run(spec, args, uri: str) -> int:
           + (f", ran {len(outcome.ran)} ({summary})" if outcome.ran else ", nothing to run")
           + (f", {len(outcome.found_ended)} found ended by another launch"
              if outcome.found_ended else ""))
+    if outcome.interrupted:
+        print(f"sweep {spec.name} stopped before its end (Ctrl-C or `sweep cancel`): nothing "
+              f"done is lost, `sweep resume {spec.name}` goes on")
     from orchestrator.tracking import redact
     print(f"monitor: sweep status {spec.name}   |   UI: sweep ui {spec.name}  "
           f"(store {redact(uri)})")
