@@ -173,6 +173,7 @@ POSITIVE = ("lr", "loss", "N", "D", "B", "C", "seq_len", "Model Size", "Training
                 PARAM_LR, PARAM_N_PARAMS, PARAM_TOKENS, PARAM_BATCH_TOKENS, PARAM_BATCH_SIZE,
                 PARAM_SEQ_LEN, PARAM_TIMESCALE)), f"metrics.{FINAL_EVAL_LOSS}")
 """CSV columns whose values must be numbers > 0 where given (an empty cell: not recorded)."""
+LOSSES = ("loss", f"metrics.{FINAL_EVAL_LOSS}")
 NON_NEGATIVE = ("wd", PARAM_WEIGHT_DECAY, f"params.{PARAM_WEIGHT_DECAY}",
                 f"params.{PARAM_EFFECTIVE_WEIGHT_DECAY}")
 
@@ -186,7 +187,10 @@ def _check_values(frame: pd.DataFrame, path: Path) -> None:
         given = raw.notna() & (raw.astype(str).str.strip() != "")
         values = pd.to_numeric(raw.where(given), errors="coerce")
         low = 0.0 if col in NON_NEGATIVE else None
-        bad = given & ~(np.isfinite(values) & ((values >= 0) if low == 0.0 else (values > 0)))
+        ok = np.isfinite(values) & ((values >= 0) if low == 0.0 else (values > 0))
+        if col in LOSSES:  # an infinite or NaN loss is a run that diverged
+            ok |= np.isnan(values) | (values == np.inf)
+        bad = given & ~ok
         if bad.any():
             rows = list(frame.index[bad])
             first = rows[0]
@@ -315,10 +319,11 @@ def _slice_key(key: str) -> bool:
 def _labels(values: pd.Series) -> pd.Series:
     """A slice key's values as text, spelt as the config spells them: pandas reads a whole-
     number column with a gap (a key one group lacks) as float, and 128.0 is model.width=128."""
-    if not pd.api.types.is_float_dtype(values):
-        return values.astype(str)
-    return values.map(lambda v: "nan" if pd.isna(v)
-                      else str(int(v)) if float(v).is_integer() else repr(float(v)))
+    whole = values.dropna()
+    as_int = (pd.api.types.is_float_dtype(values) and values.isna().any()
+              and bool((whole == whole.round()).all()))
+    # (mapped, not astype(str): pandas 3 keeps a missing value missing there)
+    return values.map(lambda v: "nan" if pd.isna(v) else str(int(v)) if as_int else str(v))
 
 
 def _number(values, index: pd.Index) -> pd.Series:

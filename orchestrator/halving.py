@@ -79,7 +79,10 @@ def survivors(rungs: Rungs, below: Sequence, *, quota: int) -> list[dict] | None
 
 def missing(climbing: list[dict], above: Sequence) -> list[dict]:
     """The climbing params not yet in the rung above (asked or enqueued there)."""
-    have = [dict(t.params) or t.system_attrs.get("fixed_params", {}) for t in above]
+    from orchestrator.studies import VOID_ATTR
+
+    have = [dict(t.params) or t.system_attrs.get("fixed_params", {}) for t in above
+            if not t.user_attrs.get(VOID_ATTR)]  # (a void trial holds no point: enqueue again)
     return [p for p in climbing if p not in have]
 
 
@@ -87,9 +90,12 @@ def quotas(rungs: Rungs, n_trials: int, per_rung: Sequence[Sequence]) -> list[in
     """Trials each rung of one slice holds in the end, from its studies' trials
     (`per_rung[r]`): rung 0 `n_trials`; a rung above one that is over, what it holds plus the
     survivors it still lacks; above one that is not, the nominal count."""
+    from orchestrator.studies import VOID_ATTR
+
     out = [n_trials]
     for r in range(1, len(rungs.budgets)):
         climbing = survivors(rungs, per_rung[r - 1], quota=out[-1])
+        held = [t for t in per_rung[r] if not t.user_attrs.get(VOID_ATTR)]
         out.append(rungs.nominal(n_trials, r) if climbing is None
-                   else len(per_rung[r]) + len(missing(climbing, per_rung[r])))
+                   else len(held) + len(missing(climbing, per_rung[r])))
     return out

@@ -159,8 +159,9 @@ class Studies:
         return sum(counts(t) for t in self.studies[name].get_trials(deepcopy=False))
 
     def size(self, name: str) -> int:
-        """Trials of the study, asked or enqueued."""
-        return len(self.studies[name].get_trials(deepcopy=False))
+        """Trials of the study, asked or enqueued (not void)."""
+        return sum(not t.user_attrs.get(VOID_ATTR)
+                   for t in self.studies[name].get_trials(deepcopy=False))
 
     def promote(self, below: str, above: str, quota: int) -> int | None:
         """Enqueue in study `above` the trials of `below` that climb (`orchestrator.halving`)
@@ -181,13 +182,15 @@ class Studies:
         from optuna.trial import TrialState
 
         study = self.studies[name]
-        before = len(study.get_trials(deepcopy=False))
+        in_flight = {t.number for t in study.get_trials(deepcopy=False,
+                                                        states=(TrialState.RUNNING,))}
         try:
             trial = study.ask(fixed_distributions=dists)
         except Exception:
-            # the trial was created before its values failed: it must not stay in flight
-            for frozen in study.get_trials(deepcopy=False)[before:]:
-                if frozen.state == TrialState.RUNNING and not self._whole(frozen):
+            # the trial (new, or an enqueued one it popped) was taken before its values
+            # failed: it must not stay in flight
+            for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                if frozen.number not in in_flight and not self._whole(frozen):
                     self._void(study, frozen)
             raise
         return trial.number, dict(trial.params)

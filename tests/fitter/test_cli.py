@@ -202,6 +202,16 @@ def test_a_bad_number_in_a_csv_is_refused_by_line(tmp_path, capsys, column, row,
     assert err == f"error: CSV {tmp_path / 'runs.csv'}, {message}"
 
 
+def test_an_infinite_loss_in_a_csv_is_a_diverged_run(tmp_path, capsys):
+    from fitter.data import read_csv
+
+    frame = synthetic_runs(Truth(), n_values=[1e6, 4e6, 1.6e7], d_values=[1e9], b_values=[1e5])
+    frame = frame.drop(columns=["status"])
+    frame.loc[3, "loss"] = np.inf
+    frame.to_csv(tmp_path / "runs.csv", index=False)
+    assert read_csv(tmp_path / "runs.csv").table.loc[3, "status"] == "diverged"
+
+
 def test_a_csv_whose_finished_run_has_no_loss_or_whose_run_is_shorter_than_a_batch(
         tmp_path, capsys):
     frame = synthetic_runs(Truth(), n_values=[1e6, 4e6, 1.6e7], d_values=[1e9], b_values=[1e5])

@@ -220,3 +220,9 @@ def test_a_whole_number_key_read_with_a_gap_keeps_its_spelling(tmp_path):
     table = read_csv(tmp_path / "runs.csv").table
     assert sorted(table["model.width"].unique()) == ["128", "256", "nan"]
     assert sorted(table["optim.beta2"].unique()) == ["0.95", "0.99"]
+    # a float key keeps its spelling (0.0 stays 0.0), gap or not
+    frame["optim.beta1"] = [0.0, 0.9] * (len(frame) // 2) + [0.0] * (len(frame) % 2)
+    frame.loc[2, "optim.beta1"] = None
+    frame.to_csv(tmp_path / "runs.csv", index=False)
+    table = read_csv(tmp_path / "runs.csv").table
+    assert sorted(table["optim.beta1"].unique()) == ["0.0", "0.9", "nan"]

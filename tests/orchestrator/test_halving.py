@@ -47,6 +47,21 @@ def test_quotas_follow_the_rungs_below():
     assert Rungs((1, 2, 4, 8), ("1", "2", "4", "8")).nominal(8, 3) == 1
 
 
+def test_a_void_trial_of_an_upper_rung_holds_no_place_there():
+    """A climbing point whose trial was asked but never got its values (voided on resume)
+    is enqueued again, and the rung's quota does not count the void one."""
+    from orchestrator.studies import VOID_ATTR
+
+    rung0 = [_told(10.0 ** -k, 3.0 - k / 10) for k in range(1, 5)]  # 4 done: 2 climb
+    climbing = survivors(RUNGS, rung0, quota=4)
+    void = create_trial(state=TrialState.FAIL, params={}, distributions={},
+                        user_attrs={VOID_ATTR: True},
+                        system_attrs={"fixed_params": climbing[1]})  # popped, then void
+    rung1 = [_told(climbing[0]["optim.lr"], 2.0), void]
+    assert missing(climbing, rung1) == [climbing[1]]
+    assert quotas(RUNGS, 4, [rung0, rung1, []]) == [4, 2, 1]
+
+
 def _runs(uri, kind):
     import mlflow
 

@@ -91,7 +91,7 @@ def test_a_sweep_done_before_fingerprints_runs_nothing_after_them(tmp_path, caps
     path = tmp_path / "one.yaml"
     path.write_text(yaml.safe_dump(_spec(tmp_path, lrs="3e-3")))
     assert cli.main(["launch", str(path), "--tracking-uri", uri]) == 0
-    assert "1 trials, 1 already done, nothing to run" in capsys.readouterr().out
+    assert "1 trial, 1 already done, nothing to run" in capsys.readouterr().out
 
 
 def test_synthetic_data_has_no_fingerprint_and_keeps_its_id(tmp_path):
