@@ -240,7 +240,8 @@ def format_fit(doc: dict, *, recorded: bool = True) -> str:
     """Plain-text summary of a fit.json document for the terminal (`recorded`: of a sweep in
     the tracking store, which `sweep extend` can grow; not of a CSV)."""
     lines = [f"{doc['sweep']}: {doc['n_runs']} runs ({doc['n_finished']} finished, "
-             f"{doc['n_diverged']} diverged), {len(doc['slices'])} LR slices"]
+             f"{doc['n_diverged']} diverged), {len(doc['slices'])} LR slice"
+             + "s" * (len(doc["slices"]) != 1)]
     if doc.get("groups"):
         lines.append(f"  laws fitted per group of {', '.join(doc['group_keys'])}: "
                      + "; ".join(doc["groups"]) + " (pool them with --pool)")
@@ -266,21 +267,25 @@ def format_fit(doc: dict, *, recorded: bool = True) -> str:
     edges = [s for s in doc["slices"]
              if s.get("edge") in ("low", "high", "all_diverged", "single")]
     single = sum(s.get("edge") == "single" for s in edges)
-    where = ("have their best LR at the grid edge" if not single
+    one = len(edges) == 1
+    have = "has" if one else "have"
+    where = (f"{have} {'its' if one else 'their'} best LR at the grid edge" if not single
              else "tried one LR only" if single == len(edges)
              else f"have their best LR at the grid edge or tried one LR only ({single})")
+    counted = f"{len(edges)} slice{'' if one else 's'}"
     if edges and doc["next_grid"][0].startswith("search."):
-        lines.append(f"  {len(edges)} slices have their best LR at the edge of the LRs their "
-                     f"study tried; to bracket them: sweep extend {shlex.quote(doc['sweep'])} "
+        lines.append(f"  {counted} {have} no LR optimum inside the LRs "
+                     f"{'its' if one else 'their'} study tried; to bracket "
+                     f"{'it' if one else 'them'}: sweep extend {shlex.quote(doc['sweep'])} "
                      f"{doc['next_grid'][0]} (or widen a searched range that `sweep status` "
                      "flags)")
     elif edges and recorded:
-        lines.append(f"  {len(edges)} slices {where}; to bracket "
-                     f"them: sweep extend {shlex.quote(doc['sweep'])} "
+        lines.append(f"  {counted} {where}; to bracket "
+                     f"{'it' if one else 'them'}: sweep extend {shlex.quote(doc['sweep'])} "
                      + " ".join(map(shlex.quote, doc["next_grid"])))
     elif edges:
-        lines.append(f"  {len(edges)} slices {where}; to bracket "
-                     "them, add to their sweep: " + " ".join(doc["next_grid"]))
+        lines.append(f"  {counted} {where}; to bracket {'it' if one else 'them'}, add to "
+                     f"{'its' if one else 'their'} sweep: " + " ".join(doc["next_grid"]))
     return "\n".join(lines)
 
 

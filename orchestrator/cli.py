@@ -187,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     from orchestrator.driver import absolute_tracking_uri
     uri = absolute_tracking_uri(uri)
     try:
-        _server_answers(uri)
+        if getattr(args, "from_csv", None) is None:  # (a fit of a CSV reads no store)
+            _server_answers(uri)
         _store_exists(args, uri)
         return COMMANDS[args.command](args, uri)
     except ConfigError as err:
@@ -230,16 +231,23 @@ STORE_SCHEMES = ("file", "sqlite", "http", "https", "postgresql", "mysql", "mssq
 postgresql+psycopg, by their first part)."""
 
 
+def _plugin_schemes() -> set[str]:
+    """URI schemes of tracking stores that installed packages register with MLflow."""
+    from importlib.metadata import entry_points
+
+    return {e.name for e in entry_points(group="mlflow.tracking_store")}
+
+
 def _server_answers(uri: str) -> None:
     """A tracking server that is down or misspelt: said at once, not after MLflow's retries."""
     from trainer.errors import ConfigError
     from trainer.reporting import redact, unreachable_server
 
     scheme = uri.partition("://")[0].split("+")[0].lower() if "://" in uri else ""
-    if scheme and scheme not in STORE_SCHEMES:
-        raise ConfigError(f"tracking URI {redact(uri)}: MLflow stores to no '{scheme}://'; "
-                          "give sqlite:///PATH.db, http(s)://HOST:PORT, postgresql://... or "
-                          "file:///DIR to --tracking-uri (or MLFLOW_TRACKING_URI)")
+    if scheme and scheme not in STORE_SCHEMES and scheme not in _plugin_schemes():
+        raise ConfigError(f"tracking URI {redact(uri)}: MLflow has no store for '{scheme}://' "
+                          "URIs; give sqlite:///PATH.db, http(s)://HOST:PORT, postgresql://... "
+                          "or file:///DIR to --tracking-uri (or MLFLOW_TRACKING_URI)")
     if scheme == "sqlite" and not uri.startswith("sqlite:///"):
         raise ConfigError(f"tracking URI {redact(uri)}: an SQLite store is sqlite:///PATH.db "
                           "(three slashes, then the file's path: sqlite:////abs/path.db for "
@@ -462,7 +470,6 @@ def _fit(args, uri: str) -> int:
     if args.pool and args.group:
         raise FitError("--pool fits one law across every group and --group fits one group: "
                        "give one of them.")
-    out = _out_dir(args.out)
     label = args.name or Path(args.from_csv).stem
     if args.name:
         _known_sweep(uri, args.name)
@@ -472,16 +479,17 @@ def _fit(args, uri: str) -> int:
         runs = read_csv(args.from_csv)
     laws = (args.law,) if args.law else None
     group = parse_group(args.group)
+    out = _out_dir(args.out)  # (checked once the runs are found, before the fit)
     result = fit_runs(runs, laws=laws, n_boot=args.n_boot, pool=args.pool, group=group)
     # What was fitted: every group, one (--group) or all pooled (--pool); a fit of one group
     # or pooled goes to its own folder by default, not over the full fit's
     selection = ",".join(f"{k}={v}" for k, v in group.items()) or (
-        "pooled" if args.pool else "")
+        "pooled" if result.pooled else "")
     default = Path("outputs") / "fit" / label
     out = out or (default / selection.replace("/", "_") if selection else default)
     searched = args.name and _stored_search(uri, args.name)
     doc = write_fit(result, out, sweep=label, n_trials=searched.n_trials if searched else None,
-                    selection={"group": group, "pooled": bool(args.pool)})
+                    selection={"group": group, "pooled": result.pooled})
     if args.name:
         doc["fit_run_id"] = log_fit(uri, args.name, out, doc)
     if args.json:

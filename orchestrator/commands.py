@@ -103,13 +103,14 @@ def launch(spec: SweepSpec, *, tracking_uri: str, address: str | None = None,
 def _close_as_finished(tracking_uri: str, name: str) -> None:
     """A sweep whose every trial is done reads `finished`, though its last launch ended
     otherwise (interrupted after its last trial, failed trials another launch then did).
-    One that runs is left to its driver."""
+    One that runs is left to its driver (not one killed, or silent from another host)."""
     client = MlflowClient(tracking_uri=tracking_uri)
     try:
         parent = parent_run(client, name)
     except ConfigError:
         return  # recorded trials but no parent: nothing to correct
-    if parent.data.tags.get(SWEEP_STATUS_TAG, RUNNING) not in (RUNNING, FINISHED):
+    status, _ = live_status(parent)
+    if status not in (RUNNING, FINISHED) or driver_silent_s(parent, status) is not None:
         client.set_tag(parent.info.run_id, SWEEP_STATUS_TAG, FINISHED)
         client.set_terminated(parent.info.run_id, status=run_status(FINISHED))
 
@@ -215,7 +216,7 @@ def parent_run(client: MlflowClient, name: str):
         hint = f"known sweeps: {', '.join(known)}" if known else "no sweep is recorded there"
         raise ConfigError(f"no sweep named {name!r} in the tracking store ({hint}): check the "
                           "name or --tracking-uri (a sweep just launched is recorded once its "
-                          "driver has started Ray, in a few seconds)")
+                          "driver has started)")
     return min(parents, key=lambda run: (run.info.start_time, run.info.run_id))  # the oldest
 
 
@@ -281,7 +282,8 @@ def sweeps(tracking_uri: str) -> list[dict]:
         try:
             counts, _ = trial_counts(tracking_uri, stored_spec(tracking_uri, exp.name),
                                      recorded_trials(tracking_uri, exp.name), gone)
-        except ConfigError:  # a spec that no longer composes (a config key since removed)
+        except Exception:  # a spec that no longer composes (a config key since removed), or
+            # one not stored yet (its launch is starting): the trials recorded, as recorded
             counts = {}
             for run in sweep_runs(client, exp.experiment_id, KIND_TRIAL):
                 s = run.data.tags.get(TRIAL_STATUS_TAG, RUNNING)
@@ -355,12 +357,24 @@ def _refuse_replacing_an_axis(spec: SweepSpec, args: list[str]) -> None:
     at its other values would leave the sweep. `extend` adds; say how."""
     from orchestrator.spec import _is_sweep
 
+    optuna = spec.optuna
+    searched = set() if optuna is None else {
+        k for k in spec.grid if k not in optuna.per_slice
+        and not (k == "train.tokens" and optuna.pruner == "halving")}
     problems = []
     for arg in args:
         key, _, value = arg.partition("=")
-        if key in spec.grid and not _is_sweep(arg):
+        if key in searched and not _is_sweep(arg):
+            problems.append(f"{arg}: sweep {spec.name} searches {key} over {spec.grid[key]}; "
+                            "extend may move or widen that range, in the same form")
+        elif key in spec.grid and not _is_sweep(arg):
             problems.append(f"{arg}: {key} is an axis of sweep {spec.name} and extend adds "
                             f"values to it: give {key}=choice({value})")
+        elif optuna is not None and key not in spec.grid and _is_sweep(arg) and \
+                key not in optuna.per_slice:
+            problems.append(f"{arg}: a new searched axis would change what the studies of "
+                            f"sweep {spec.name} search, with their trials done without it; "
+                            "search it in a new sweep (another name)")
     if problems:
         raise ConfigError(problems)
 
@@ -563,8 +577,8 @@ def format_status(report: dict) -> str:
                      f"{report['tokens_if_independent']:,} if independent "
                      f"(ratio {report['tokens_ratio']:.2f})")
     elif report.get("tokens_trained"):
-        lines.append(f"  tokens: {report['tokens_trained']:,} trained so far (against training "
-                     "every trial alone once every trial has ended)")
+        lines.append(f"  tokens: {report['tokens_trained']:,} trained so far (the ratio to "
+                     "training each trial alone shows once every trial has ended)")
     return "\n".join(lines)
 
 

@@ -250,7 +250,7 @@ def drive(runner: _Runner, *, tracking_uri: str, progress: bool,
                                for t in runner.found_ended_trials if t.trial_id in stored})
     outcome.resynced = resync([runner.trials[t] for t in runner.unsure], tracker)
     runner.sharing.record_unrecorded()
-    outcome.tokens = ray.get(tracker.log_token_totals.remote(ended=status == FINISHED))
+    outcome.tokens = ray.get(tracker.log_token_totals.remote(ended=not outcome.interrupted))
     ray.get(tracker.close_sweep.remote(status))
 
 

@@ -27,9 +27,11 @@ from dataclasses import dataclass, field
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import OverrideParseException
 
-OBJECTIVES = ("final/eval_loss", "final/train_loss")
-"""What a study may minimise: a loss of the trial's summary (a misspelt one made every trial
-fail silently, its value missing)."""
+OBJECTIVES = ("final/eval_loss", "final/train_loss", "final/wall_s", "final/flops",
+              "final/tokens", "final/steps")
+"""What a study may minimise: a value every trial's summary holds (a misspelt one made every
+trial fail silently, its value missing). The losses are what a sweep for hyperparameters
+minimises; the others are there for a search of cost."""
 SEARCH_KEYS = {"sampler", "seed", "n_trials", "per_slice", "objective", "pruner", "storage"}
 SAMPLERS = {"gp": "GPSampler", "tpe": "TPESampler", "cmaes": "CmaEsSampler",
             "random": "RandomSampler", "qmc": "QMCSampler"}
@@ -116,8 +118,9 @@ def parse_search(raw: object, grid: dict[str, str]) -> tuple[OptunaSearch | None
         problems += _halving_problems(pruner_args, grid, per_slice)
     objective = str(opts.get("objective", DEFAULT_OBJECTIVE))
     if objective not in OBJECTIVES:
-        problems.append(f"search.optuna.objective={objective!r}: give the loss a study "
-                        f"minimises, one of {', '.join(OBJECTIVES)}")
+        problems.append(f"search.optuna.objective={objective!r}: give a value every trial's "
+                        f"summary holds, one of {', '.join(OBJECTIVES)} (the default: "
+                        f"{DEFAULT_OBJECTIVE})")
     seed = opts.get("seed", 0)
     if not isinstance(seed, int):
         problems.append(f"search.optuna.seed={seed!r}: give a whole number")

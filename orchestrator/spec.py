@@ -120,13 +120,14 @@ class SweepSpec:
 
 
 def _seeds_override(expr: str) -> tuple[int, ...]:
-    """`seeds=[0,1]`, `seeds=3` or `seeds=choice(0,1)` / `range(0,3)` on the command line."""
+    """`seeds=[0,1]` or `seeds=choice(0,1)` / `range(0,3)` on the command line."""
     try:
         value = yaml.safe_load(expr)
     except yaml.YAMLError:
         value = None
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = [value]
+    if isinstance(value, int) and not isinstance(value, bool):  # one seed, or that many?
+        raise ConfigError([f"seeds={expr}: give a list: seeds=[{expr}] for seed {expr}, or "
+                           f"seeds=[0,1,2] for three seeds"])
     if not isinstance(value, list):
         try:
             override = OverridesParser.create().parse_overrides([f"seeds={expr}"])[0]

@@ -388,9 +388,10 @@ class Tracker:
         self.flush()
         totals = totals_of(self.ends.values(), self.trunk_finals.values())
         now = int(time.time() * 1000)
+        # (NaN, not left out: the last launch's ratio would stand beside these totals)
         self.call(self.client.log_batch, self.parent_id,
-                  metrics=[Metric(k, float(v), now, 0) for k, v in totals.items()
-                           if ended or k != TOKENS_RATIO])
+                  metrics=[Metric(k, float(v) if ended or k != TOKENS_RATIO else math.nan,
+                                  now, 0) for k, v in totals.items()])
         return totals
 
     def flush(self) -> int:

@@ -60,9 +60,14 @@ def unreachable_server(uri: str, timeout_s: float = CONNECT_TIMEOUT_S) -> str | 
     try:
         host, port = parts.hostname, parts.port or SERVER_PORTS[scheme]
     except ValueError:
-        return "its port is not a number"
+        return "its port is not a number from 1 to 65535"
     if not host:
         return None  # a socket path or the driver's default host: the client decides
+    import urllib.request
+
+    if scheme.startswith("http") and urllib.request.getproxies().get(scheme) and \
+            not urllib.request.proxy_bypass(host):
+        return None  # reached through a proxy: only a request through it can tell
     try:
         with socket.create_connection((host, port), timeout=timeout_s):
             return None

@@ -174,16 +174,16 @@ def test_a_searched_sweep_with_an_edge_slice_is_told_to_search_more_not_to_list_
     assert fit_json(result, sweep="s")["next_grid"][0].startswith("optim.lr=choice(")
     doc = fit_json(result, sweep="s", n_trials=6)
     assert doc["next_grid"] == ["search.optuna.n_trials=12"]
-    assert ("1 slices have their best LR at the edge of the LRs their study tried; to bracket "
-            "them: sweep extend s search.optuna.n_trials=12") in format_fit(doc)
+    assert ("1 slice has no LR optimum inside the LRs its study tried; to bracket it: sweep "
+            "extend s search.optuna.n_trials=12") in format_fit(doc)
     # a grid's hint is a command to paste: its choice(...) quoted for the shell
     grid_doc = fit_json(result, sweep="s")
     text = format_fit(grid_doc)
-    hint = f"to bracket them: sweep extend s '{grid_doc['next_grid'][0]}'"
+    hint = f"to bracket it: sweep extend s '{grid_doc['next_grid'][0]}'"
     assert hint in text and "(" in grid_doc["next_grid"][0]
     # a CSV's fit names no sweep to extend
     assert "sweep extend" not in format_fit(grid_doc, recorded=False)
-    assert "add to their sweep: optim.lr=choice(" in format_fit(grid_doc, recorded=False)
+    assert "add to its sweep: optim.lr=choice(" in format_fit(grid_doc, recorded=False)
 
 
 def test_one_lr_tried_is_no_edge_and_asks_for_values_on_both_sides():

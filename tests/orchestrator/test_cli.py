@@ -221,7 +221,7 @@ def test_a_store_that_is_not_there_is_one_sentence_and_is_not_created(tmp_path, 
     assert not missing.exists()
     assert main(["status", "s", "--tracking-uri", "garbage://x"]) == 2
     assert capsys.readouterr().err == (
-        "error: tracking URI garbage://x: MLflow stores to no 'garbage://'; give "
+        "error: tracking URI garbage://x: MLflow has no store for 'garbage://' URIs; give "
         "sqlite:///PATH.db, http(s)://HOST:PORT, postgresql://... or file:///DIR to "
         "--tracking-uri (or MLFLOW_TRACKING_URI)\n")
     assert main(["status", "s", "--tracking-uri", "sqlite://x"]) == 2
@@ -250,6 +250,9 @@ def test_a_tracking_server_that_is_down_is_said_at_once(capsys):
                    "point --tracking-uri (or MLFLOW_TRACKING_URI) at one that runs")
     assert main(["list", "--tracking-uri", "postgresql://u@no-such-host.invalid/db"]) == 2
     assert "cannot be reached: no host named no-such-host.invalid; " in capsys.readouterr().err
+    # a fit of a CSV reads no store: a stale MLFLOW_TRACKING_URI does not stop it
+    assert main(["fit", "--from-csv", "no.csv", "--tracking-uri", f"http://127.0.0.1:{port}"]) == 2
+    assert capsys.readouterr().err.startswith("error: CSV file no.csv does not exist")
 
 
 def test_a_server_that_answers_passes_the_check():

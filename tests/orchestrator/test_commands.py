@@ -1,6 +1,7 @@
 """`sweep cancel`, `sweep launch --dry-run` and `sweep status` on a real SQLite store; no Ray."""
 
 import json
+import math
 import os
 import time
 
@@ -277,8 +278,8 @@ def test_sweep_status_reports_tokens_trained_against_independent(tmp_path, capsy
     assert report["tokens_ratio"] is None
     assert cli.main(["status", "unit", "--tracking-uri", uri]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == (
-        "  tokens: 2,600 trained so far (against training every trial alone once every trial "
-        "has ended)")
+        "  tokens: 2,600 trained so far (the ratio to training each trial alone shows once every "
+        "trial has ended)")
     client = MlflowClient(tracking_uri=uri)
     client.log_metric(running, "final/tokens", 4000.0)
     client.set_tag(running, schema.TRIAL_STATUS_TAG, schema.FINISHED)
@@ -294,6 +295,10 @@ def test_sweep_status_reports_tokens_trained_against_independent(tmp_path, capsy
     totals = tracker.log_token_totals()
     parent = MlflowClient(tracking_uri=uri).get_run(tracker.parent_id)
     assert parent.data.metrics == totals and totals["sweep/tokens_ratio"] == 6600 / 7500
+    # an interrupted launch: no ratio stands beside its totals, the last one's neither
+    tracker.log_token_totals(ended=False)
+    parent = MlflowClient(tracking_uri=uri).get_run(tracker.parent_id)
+    assert math.isnan(parent.data.metrics["sweep/tokens_ratio"])
 
 
 def test_dry_run_counts_a_trial_ended_on_disk_as_done(tmp_path, capsys):

@@ -74,8 +74,9 @@ def test_every_problem_of_the_search_mapping_is_listed_at_once():
         "random, qmc",
         "spec: search.optuna.pruner=halving needs budgets to climb: add a grid axis such as "
         "train.tokens: choice(1_000_000, 2_000_000, 4_000_000)",
-        "spec: search.optuna.objective='final/evalloss': give the loss a study minimises, one "
-        "of final/eval_loss, final/train_loss"]
+        "spec: search.optuna.objective='final/evalloss': give a value every trial's summary "
+        "holds, one of final/eval_loss, final/train_loss, final/wall_s, final/flops, "
+        "final/tokens, final/steps (the default: final/eval_loss)"]
 
 
 def test_bad_sampler_options_are_a_user_error():
@@ -118,6 +119,14 @@ def test_command_line_sets_search_options_and_extend_may_only_raise_n_trials():
     assert more.grid["optim.lr"] == BASE["grid"]["optim.lr"]
     with pytest.raises(ConfigError, match="n_trials is a total per study"):
         extended(spec, ["search.optuna.n_trials=2"])
+    with pytest.raises(ConfigError) as err:
+        extended(spec, ["optim.lr=1e-3", "optim.beta2=interval(0.9, 0.99)"])
+    assert err.value.problems == [
+        "optim.lr=1e-3: sweep t searches optim.lr over tag(log, interval(1e-4, 1e-1)); extend "
+        "may move or widen that range, in the same form",
+        "optim.beta2=interval(0.9, 0.99): a new searched axis would change what the studies of "
+        "sweep t search, with their trials done without it; search it in a new sweep (another "
+        "name)"]
     wider = extended(spec, ["optim.lr=tag(log, interval(1e-5, 1.0))"])  # moved or widened
     assert wider.grid["optim.lr"] == "tag(log, interval(1e-5, 1.0))"
     grid = spec_from_dict({**BASE, "search": "grid", "grid": {"optim.lr": "choice(1e-3)"}})
@@ -334,3 +343,4 @@ def test_extend_adds_a_budget_to_a_halving_sweep():
     more = extended(spec_from_dict(raw), ["train.tokens=choice(65536)"])
     assert more.grid["train.tokens"] == "choice(16384, 32768, 65536)"
     assert more.optuna.pruner == "halving"
+    assert plan_search(more).rungs.budgets == (16384, 32768, 65536)
