@@ -12,6 +12,7 @@ unreachable cluster, data a law cannot be fitted to) print one line each and exi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import subprocess
@@ -376,8 +377,12 @@ def _run(spec, args, uri: str) -> int:
     if outcome.interrupted:
         print(f"sweep {spec.name} stopped before its end (Ctrl-C or `sweep cancel`): nothing "
               f"done is lost, `sweep resume {spec.name}` goes on")
+    import shlex
+
     from orchestrator.tracking import redact
-    print(f"monitor: sweep status {spec.name}   |   UI: sweep ui {spec.name}  "
+
+    name = shlex.quote(spec.name)
+    print(f"monitor: sweep status {name}   |   UI: sweep ui {name}  "
           f"(store {redact(uri)})")
     from trainer.schema import DONE, PRUNED
 
@@ -445,12 +450,34 @@ def _ui(args, uri: str) -> int:
     if served:
         print(f"MLflow UI of the tracking server: {url}")
         return 0
+    import signal
+    import socket
+
+    from trainer.errors import ConfigError
+
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", args.port))
+        except OSError:
+            raise ConfigError(f"--port {args.port} is in use on 127.0.0.1; give another, e.g. "
+                              f"--port {args.port + 1}") from None
     print(f"MLflow UI for {uri}: {url}  (Ctrl-C stops it)", flush=True)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
            "--host", "127.0.0.1", "--port", str(args.port)]
+    # Its own process group, ended with this command whatever ends it (Ctrl-C, a SIGTERM
+    # from a supervisor or `timeout`): uvicorn's workers would otherwise outlive it.
+    server = subprocess.Popen(cmd, start_new_session=True)
+
+    def stop(*_):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
     try:
-        return subprocess.call(cmd)
+        return server.wait()
     except KeyboardInterrupt:
+        stop()
+        server.wait()
         return 0
 
 

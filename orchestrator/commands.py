@@ -25,6 +25,7 @@ from orchestrator.driver import (
     prepare,
     resource_problems,
     run_sweep,
+    storage_problem,
 )
 from orchestrator.lease import gone_driver
 from orchestrator.spec import SweepSpec, Trial, grid_axes, spec_from_dict
@@ -75,6 +76,7 @@ def launch(spec: SweepSpec, *, tracking_uri: str, address: str | None = None,
                               progress=progress)
     try:
         spec, trials = prepare(spec)
+        storage_problem(spec.storage_root, create=True)
         _check_hub_once(trials)
     except ConfigError as err:
         # Still ask the cluster, so that its problems are reported with these; with no cluster
@@ -123,6 +125,7 @@ def _launch_search(spec: SweepSpec, *, tracking_uri: str, address: str | None,
 
     try:
         spec, plan, storage = search.prepare_search(spec, tracking_uri)
+        storage_problem(spec.storage_root, create=True)
         search.check_studies_space(plan, storage)
         _check_hub_once(search.example_trials(plan))
     except ConfigError as err:
@@ -242,10 +245,11 @@ def driver_silent_s(parent, status: str) -> float | None:
 
 
 def trial_counts(tracking_uri: str, spec: SweepSpec, states: dict, gone: int | None
-                 ) -> tuple[dict[str, int], list[dict] | None]:
+                 ) -> tuple[dict[str, int], list[dict] | None, list[str]]:
     """The sweep's trials per status, `pending` those not begun (a grid's trials not in the
     store; a searched sweep's trials its studies have still to ask), as `status` and `list`
-    count them; and a searched sweep's studies (`search.search_status`), else None."""
+    count them; a searched sweep's studies (`search.search_status`), else None; and the ids
+    of the sweep's trials."""
     counts: dict[str, int] = {}
     slices = None
     if spec.optuna is None:
@@ -263,7 +267,7 @@ def trial_counts(tracking_uri: str, spec: SweepSpec, states: dict, gone: int | N
         s = states.get(trial_id, {}).get("status", "pending")
         s = INTERRUPTED if s == RUNNING and gone is not None else s
         counts[s] = counts.get(s, 0) + 1
-    return counts, slices
+    return counts, slices, ids
 
 
 def sweeps(tracking_uri: str) -> list[dict]:
@@ -280,8 +284,8 @@ def sweeps(tracking_uri: str) -> list[dict]:
         status, gone = live_status(parent)
         silent = driver_silent_s(parent, status)
         try:
-            counts, _ = trial_counts(tracking_uri, stored_spec(tracking_uri, exp.name),
-                                     recorded_trials(tracking_uri, exp.name), gone)
+            counts, _, _ = trial_counts(tracking_uri, stored_spec(tracking_uri, exp.name),
+                                        recorded_trials(tracking_uri, exp.name), gone)
         except Exception:  # a spec that no longer composes (a config key since removed), or
             # one not stored yet (its launch is starting): the trials recorded, as recorded
             counts = {}
@@ -434,7 +438,7 @@ def status(tracking_uri: str, name: str) -> dict:
     states = recorded_trials(tracking_uri, name)
     # (a killed driver's trials left `running` are counted as what they are, interrupted)
     status, gone = live_status(parent)
-    counts, slices = trial_counts(tracking_uri, spec, states, gone)
+    counts, slices, ids = trial_counts(tracking_uri, spec, states, gone)
     running = [_progress(state["run"]) for state in states.values()
                if state["status"] == RUNNING and gone is None]
     trunks = [] if status != RUNNING else [
@@ -443,7 +447,11 @@ def status(tracking_uri: str, name: str) -> dict:
     failed = [{"trial": state["run"].info.run_name,
                "error": state["run"].data.tags.get(TRIAL_ERROR_TAG)}
               for state in states.values() if state["status"] == FAILED]
-    finished = [state["run"] for state in states.values() if state["status"] == FINISHED]
+    # (the trials of the spec as launched last: a name reused for another spec keeps the
+    # other's runs in its experiment, which are not this sweep's best)
+    mine = set(ids)
+    finished = [state["run"] for trial_id, state in states.items()
+                if state["status"] == FINISHED and trial_id in mine]
     best = min(finished, key=lambda r: r.data.metrics.get(FINAL_EVAL_LOSS, math.inf),
                default=None)
     return {

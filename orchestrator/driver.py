@@ -110,7 +110,28 @@ def prepare(spec: SweepSpec) -> tuple[SweepSpec, list[Trial]]:
     import dataclasses
 
     spec = dataclasses.replace(spec, storage_root=str(Path(spec.storage_root).resolve()))
+    storage_problem(spec.storage_root, create=False)
     return spec, expand(spec)
+
+
+def storage_problem(root: str, *, create: bool) -> None:
+    """A `storage_root` the trials cannot write under, said before anything runs: a file in
+    its path (said always), or (`create`: a launch) a folder that cannot be made or written."""
+    path = Path(root)
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"storage_root={root}: {existing} is a file, not a folder; give a "
+                          "folder for the trials' run directories")
+    if create:
+        try:  # (made now: permissions alone do not tell, e.g. under /proc or read-only)
+            path.mkdir(parents=True, exist_ok=True)
+            probe = path / f".write-test-{os.getpid()}"
+            probe.touch()
+            probe.unlink()
+        except OSError as err:
+            raise ConfigError(f"storage_root={root}: cannot write there "
+                              f"({err.strerror or err}); give a folder every worker can "
+                              "write to") from None
 
 
 def init_ray(address: str | None) -> None:
@@ -518,7 +539,8 @@ class _Runner:
                 self._record_unreported(trial, FAILED)
             self.outcome.ran[trial.trial_id] = FAILED
             self.tracker.note_failure.remote(trial.trial_id, reason)
-            print(f"trial {trial.label} failed after {attempt} attempts: {reason}")
+            print(f"trial {trial.label} failed after {attempt} attempt{'s' * (attempt != 1)}: "
+                  f"{reason}")
 
     def _record_unreported(self, trial: Trial, status: str) -> None:
         from orchestrator.worker import trial_params

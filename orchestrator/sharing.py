@@ -345,7 +345,8 @@ class Sharing:
             trunk.attempt += 1  # started again by this poll; it resumes from its checkpoint
             return
         if result["status"] == FAILED:
-            print(f"trunk {trunk.family.label} failed after {trunk.attempt} attempts "
+            print(f"trunk {trunk.family.label} failed after {trunk.attempt} "
+                  f"attempt{'s' * (trunk.attempt != 1)} "
                   f"({result['error']}); its budgets train from its last checkpoint before "
                   "their branch point, or from scratch")
             trunk.done = True

@@ -98,12 +98,24 @@ class SweepSpec:
         """Command-line overrides: a sweep expression sets a grid axis, a value the base,
         `search.optuna.KEY=VALUE` the search."""
         grid, base, search = dict(self.grid), list(self.overrides), self.search
-        seeds = self.seeds
+        seeds, root = self.seeds, self.storage_root
         for arg in args:
             key, _, expr = arg.partition("=")
             if key == "seeds":
                 seeds = _seeds_override(expr)
                 continue
+            if key.lstrip("+") == "storage_root":  # the spec's (each trial's run directory)
+                root = expr
+                continue
+            if key.lstrip("+~") == "train.world_size":
+                raise ConfigError([f"{arg}: a sweep sets each trial's train.world_size from "
+                                   "resources.world_size; write that in the spec"])
+            try:
+                OverridesParser.create().parse_overrides([arg])
+            except OverrideParseException as err:
+                raise ConfigError([f"{arg}: cannot parse it ({str(err).splitlines()[0]}); "
+                                   "e.g. optim.lr=1e-3, or 'optim.lr=choice(1e-3, 3e-3)'"]) \
+                    from None
             _refuse_spec_key(key, expr)
             if key.lstrip("+~") == "seed":
                 raise ConfigError([f"{arg}: a sweep's trials take their seed from its `seeds` "
@@ -116,7 +128,7 @@ class SweepSpec:
                 grid.pop(key, None)
                 base = [o for o in base if o.partition("=")[0] != key] + [arg]
         return dataclasses.replace(self, grid=grid, overrides=tuple(base), search=search,
-                                   seeds=seeds)
+                                   seeds=seeds, storage_root=root)
 
 
 def _seeds_override(expr: str) -> tuple[int, ...]:
@@ -213,6 +225,9 @@ def parse_fuse(value: object) -> bool | int | str | None:
 def load_spec(path: str | Path) -> SweepSpec:
     """Read and check a spec file; every problem goes into one ConfigError."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"sweep spec {path} is a folder: give one of its YAML files, e.g. "
+                          f"{path}/demo.yaml")
     if not path.is_file():
         raise ConfigError(f"sweep spec {path} does not exist: give the path of a sweeps/*.yaml")
     try:
@@ -238,21 +253,59 @@ def spec_from_dict(raw: object, *, source: str = "spec", stored: bool = False) -
     if not raw.get("name"):
         problems.append(f"{source}: the spec has no `name`; add name: SWEEP (the MLflow "
                         "experiment)")
+    elif not stored and (str(raw["name"]).strip(" .") == "" or any(
+            c in str(raw["name"]) for c in "/\\")):
+        problems.append(f"{source}: name={raw['name']!r}: a sweep's name also names its "
+                        "folders (outputs/fit/NAME): give one without / or \\, and not . or ..")
     resources = raw.get("resources") or {}
+    if not isinstance(resources, dict):
+        problems.append(f"{source}: resources={resources!r}: give a mapping, e.g. resources: "
+                        "{gpus: 0.25, cpus: 1}")
+        resources = {}
     problems += [f"{source}: unknown key 'resources.{k}'; use gpus, cpus, world_size"
                  for k in resources if k not in RESOURCE_KEYS]
+    for key in ("gpus", "cpus"):
+        value = resources.get(key, 0)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+            problems.append(f"{source}: resources.{key}={value!r}: give a number >= 0"
+                            + (" (a fraction shares one GPU)" if key == "gpus" else ""))
+            resources = {k: v for k, v in resources.items() if k != key}
+    if not stored and resources.get("cpus", 1) == 0 and not resources.get("gpus"):
+        problems.append(f"{source}: resources.cpus=0 with no GPU: such trials would hold "
+                        "nothing and all run at once on the machine's cores; give cpus > 0 "
+                        "(e.g. 1, or 0.5 to run two per core)")
+    root = raw.get("storage_root", "runs")
+    if not stored and (not isinstance(root, str) or not root.strip()):
+        problems.append(f"{source}: storage_root={root!r}: give the folder for the trials' "
+                        "run directories, e.g. storage_root: runs")
+    overrides = raw.get("overrides") or []
+    if not isinstance(overrides, list):
+        problems.append(f"{source}: overrides={overrides!r}: give a list, e.g. overrides: "
+                        "[model=tiny, data=synthetic]")
+        raw = {**raw, "overrides": []}
+    elif not stored:
+        for o in map(str, overrides):
+            key = o.partition("=")[0].lstrip("+~")
+            if key == "train.world_size":
+                problems.append(f"{source}: overrides: {o}: a sweep sets each trial's "
+                                "train.world_size from resources.world_size; give that instead")
+            elif _is_sweep(o):
+                problems.append(f"{source}: overrides: {o} is a sweep expression; move it to "
+                                f"grid ({key}: {o.partition('=')[2]})")
     gpus = resources.get("gpus", 0) or 0
     if isinstance(gpus, (int, float)) and gpus > 1 and gpus != int(gpus):
         problems.append(f"{source}: resources.gpus={gpus}: above 1 a trial takes whole GPUs; "
                         "use an integer, or a fraction below 1")
     world = resources.get("world_size", 1)
-    if not isinstance(world, int) or world < 1:
+    if not isinstance(world, int) or isinstance(world, bool) or world < 1:
         problems.append(f"{source}: resources.world_size={world!r} must be a whole number >= 1")
     elif world > 1 and gpus not in (0, 1):
         problems.append(f"{source}: resources.gpus={gpus} with world_size={world}: each "
                         "process of a multi-process trial takes one whole GPU (gpus: 1) or "
                         "none (gpus: 0)")
     grid = {str(k): _expr(v) for k, v in (raw.get("grid") or {}).items()}
+    problems += [f"{source}: grid.{k} has no values; give e.g. {k}: choice(1, 2), or remove it"
+                 for k, v in (raw.get("grid") or {}).items() if v is None or v == []]
     search = raw.get("search", "grid")
     from orchestrator.search_space import DEFAULT_OBJECTIVE, OBJECTIVES, is_optuna, parse_search
     if stored and is_optuna(search) and isinstance(search.get("optuna"), dict) and \
@@ -323,7 +376,11 @@ def grid_axes(spec: SweepSpec) -> tuple[dict[str, list[str]], list[str]]:
             problems.append(f"grid.{key}: interval() has no grid points; use choice() or "
                             "range(), or search: optuna")
         else:
-            axes[key] = list(override.sweep_string_iterator())
+            try:
+                axes[key] = list(override.sweep_string_iterator())
+            except ValueError as err:  # range(0, 1, 0)
+                problems.append(f"grid.{key}: '{expr}' ({err}); give a step that is not 0")
+                continue
             if not axes[key]:
                 problems.append(f"grid.{key}: '{expr}' expands to no values")
     return axes, problems

@@ -266,3 +266,20 @@ def test_a_server_that_answers_passes_the_check():
         assert unreachable_server(f"postgresql+psycopg://u:p@127.0.0.1:{port}/db") is None
     assert unreachable_server("sqlite:///x.db") is None
     assert unreachable_server("postgresql:///db?host=/var/run/postgresql") is None
+
+
+def test_ui_on_a_port_in_use_is_one_sentence(tmp_path, capsys):
+    import socket
+
+    from orchestrator.cli import main
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    assert main(["list", "--tracking-uri", uri]) == 2  # (no store yet: made by a launch)
+    from orchestrator.store import create_sqlite_store_once
+    create_sqlite_store_once(uri)
+    capsys.readouterr()
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        assert main(["ui", "--port", str(port), "--tracking-uri", uri]) == 2
+    assert capsys.readouterr().err == (f"error: --port {port} is in use on 127.0.0.1; give "
+                                       f"another, e.g. --port {port + 1}\n")

@@ -188,3 +188,51 @@ def test_a_stored_spec_an_earlier_version_launched_stays_readable():
         spec_from_dict(raw)
     stored = spec_from_dict(raw, stored=True)
     assert stored.max_concurrent is None and stored.retries == 0
+
+
+@pytest.mark.parametrize("change, problem", [
+    ({"resources": {"gpus": "one"}}, "resources.gpus='one': give a number >= 0"),
+    ({"resources": {"cpus": None}}, "resources.cpus=None: give a number >= 0"),
+    ({"resources": {"cpus": -1}}, "resources.cpus=-1: give a number >= 0"),
+    ({"resources": "lots"}, "resources='lots': give a mapping, e.g. resources: {gpus: 0.25"),
+    ({"resources": {"cpus": 0}}, "resources.cpus=0 with no GPU: such trials would hold "
+                                 "nothing and all run at once"),
+    ({"resources": {"world_size": True}}, "resources.world_size=True must be a whole number"),
+    ({"storage_root": ""}, "storage_root='': give the folder for the trials' run directories"),
+    ({"storage_root": None}, "storage_root=None: give the folder"),
+    ({"name": "../.."}, "name='../..': a sweep's name also names its folders"),
+    ({"name": "a/b"}, "name='a/b': a sweep's name also names its folders"),
+    ({"overrides": "model=tiny, data=synthetic"}, "overrides='model=tiny, data=synthetic': "
+                                                  "give a list"),
+    ({"overrides": ["model=tiny", "optim.lr=choice(1e-3, 1e-2)"]},
+     "overrides: optim.lr=choice(1e-3, 1e-2) is a sweep expression; move it to grid "
+     "(optim.lr: choice(1e-3, 1e-2))"),
+    ({"overrides": ["model=tiny", "train.world_size=2"]},
+     "overrides: train.world_size=2: a sweep sets each trial's train.world_size from "
+     "resources.world_size"),
+    ({"grid": {"optim.lr": None}}, "grid.optim.lr has no values"),
+])
+def test_spec_values_of_the_wrong_kind_are_one_sentence_each(change, problem):
+    """Each was a traceback, a silent default or trials run wrong (tests by a stranger)."""
+    with pytest.raises(ConfigError) as err:
+        spec_from_dict({**BASE, **change})
+    assert any(problem in p for p in err.value.problems), err.value.problems
+
+
+def test_grid_and_command_line_mistakes_are_one_sentence(tmp_path):
+    from orchestrator.spec import grid_axes
+
+    _, problems = grid_axes(spec_from_dict({**BASE, "grid": {"optim.lr": "range(0, 1, 0)"}}))
+    assert problems == ["grid.optim.lr: 'range(0, 1, 0)' (range() arg 3 must not be zero); "
+                        "give a step that is not 0"]
+    spec = spec_from_dict(BASE)
+    with pytest.raises(ConfigError, match=r"optim.lr=choice\(1e-3: cannot parse it"):
+        spec.with_overrides(["optim.lr=choice(1e-3"])  # (it dropped the axis)
+    with pytest.raises(ConfigError, match="write that in the spec"):
+        spec.with_overrides(["train.world_size=2"])
+    assert spec.with_overrides([f"storage_root={tmp_path}"]).storage_root == str(tmp_path)
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(ConfigError, match="is a file, not a folder"):
+        expand_root = spec_from_dict({**BASE, "storage_root": str(tmp_path / "a_file" / "r")})
+        from orchestrator.driver import prepare
+        prepare(expand_root)
