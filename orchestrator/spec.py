@@ -394,7 +394,11 @@ def expand(spec: SweepSpec) -> list[Trial]:
                         "optim.lr: choice(1e-3, 3e-3)")
     if problems:
         raise ConfigError(problems)
-    trials, seen, composer = [], {}, Composer()
+    composer = Composer()
+    problems = _composition_problems(spec, axes, composer)
+    if problems:  # every override that does not compose, said at once
+        raise ConfigError(problems)
+    trials, seen = [], {}
     for values in itertools.product(*axes.values()):
         for seed in spec.seeds:
             point = tuple(f"{k}={v}" for k, v in zip(axes, values, strict=True))
@@ -405,6 +409,27 @@ def expand(spec: SweepSpec) -> list[Trial]:
     if problems:
         raise ConfigError(dedupe(problems))
     return trials
+
+
+def _composition_problems(spec: SweepSpec, axes: dict[str, list[str]],
+                          composer: Composer) -> list[str]:
+    """Hydra stops at the first override it cannot compose (an unknown key, a value of the
+    wrong type), so a trial's composition names one problem. Composed one at a time over the
+    base (the base's own, each over the defaults), every such override is found: they are
+    reported together, not one per launch. Problems of a combination are the trials' own."""
+    def fails(overrides: list[str]) -> list[str]:
+        try:
+            composer(overrides)
+        except ConfigError as err:
+            return list(err.problems)
+        return []
+
+    base = list(spec.overrides)
+    if fails(base):
+        found = [p for o in base for p in fails([o])]
+        return dedupe(found or fails(base))
+    return dedupe([f"{p} (grid.{key})" for key, values in axes.items() for v in values
+                   for p in fails([*base, f"{key}={v}"])])
 
 
 def make_trial(spec: SweepSpec, point: tuple[str, ...], problems: list[str],

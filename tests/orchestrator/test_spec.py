@@ -236,3 +236,19 @@ def test_grid_and_command_line_mistakes_are_one_sentence(tmp_path):
         expand_root = spec_from_dict({**BASE, "storage_root": str(tmp_path / "a_file" / "r")})
         from orchestrator.driver import prepare
         prepare(expand_root)
+
+
+def test_every_override_that_does_not_compose_is_said_at_once():
+    """Hydra stops at the first: a user fixed one typo per launch."""
+    raw = {**BASE, "overrides": [*BASE["overrides"], "optim.bogus=1", "train.tokens=abc"]}
+    with pytest.raises(ConfigError) as err:
+        expand(spec_from_dict(raw))
+    assert [p.split(":")[0] for p in err.value.problems] == [
+        "unknown config key 'optim.bogus'", "bad value for 'train.tokens' in override "
+        "'train.tokens=abc'"]
+    raw = {**BASE, "grid": {"optim.lrr": "choice(1e-3)", "optim.lr": "choice(abc)"}}
+    with pytest.raises(ConfigError) as err:
+        expand(spec_from_dict(raw))
+    assert len(err.value.problems) == 2
+    assert err.value.problems[0].endswith("(grid.optim.lrr)")
+    assert err.value.problems[1].endswith("(grid.optim.lr)")
