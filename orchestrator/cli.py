@@ -298,10 +298,17 @@ def _note_another_base(spec, uri: str) -> None:
     from orchestrator import commands
 
     try:
-        before = set(commands.stored_spec(uri, spec.name).overrides)
+        stored = commands.stored_spec(uri, spec.name)
     except ConfigError:
         return  # no such sweep yet
-    now = set(spec.overrides)
+    before, now = set(stored.overrides), set(spec.overrides)
+    from pathlib import Path
+
+    if Path(stored.storage_root).resolve() != Path(spec.storage_root).resolve():
+        print(f"note: sweep {spec.name} was launched before with storage_root "
+              f"{stored.storage_root}, now {Path(spec.storage_root).resolve()}: its trials' "
+              "run directories and checkpoints are there, and an unfinished trial would "
+              "start over here", file=sys.stderr)
     if before != now:
         changes = [f"-{o}" for o in sorted(before - now)] + [f"+{o}" for o in sorted(now - before)]
         print(f"note: sweep {spec.name} was launched before with other base overrides "
