@@ -367,7 +367,7 @@ class FusedRun:
                         continue
                     m = self.members[k]
                     m.state.last_loss = result.loss
-                    if m.diverged(result.loss):
+                    if m.diverged(result.loss, result.grad_norm):
                         # The member ends at this step; its row's later steps are dropped.
                         m.state.step, m.state.tokens, m.state.position = (
                             p.step, p.tokens, p.position)

@@ -433,14 +433,19 @@ class TrainingRun:
 
     # -- the loop ------------------------------------------------------------------------
 
-    def diverged(self, loss: float) -> bool:
-        """Is `loss` non-finite or past `train.divergence_factor` × the first step's loss?"""
+    def diverged(self, loss: float, grad_norm: float | None = None) -> bool:
+        """Is `loss` non-finite or past `train.divergence_factor` × the first step's loss, or
+        is the gradient exactly zero after the first step? A step too large can kill the
+        network instead of blowing it up (LR 1e6: every unit saturated, the loss stuck at
+        ln V with no gradient at all): it learns nothing more, and an LR sweep must not take
+        it for a finished point."""
         if not math.isfinite(loss):
             return True
         if self.state.initial_loss is None:
             self.state.initial_loss = loss
             return False
-        return loss > self.cfg.train.divergence_factor * self.state.initial_loss
+        return loss > self.cfg.train.divergence_factor * self.state.initial_loss or (
+            grad_norm is not None and grad_norm == 0.0)
 
     def train(self) -> RunResult:
         """Train to the budget or to divergence; report and store the summary."""
@@ -473,9 +478,21 @@ class TrainingRun:
                                                                        default=str))
 
     def _fits_budget(self) -> bool:
-        """Does the next batch fit in what is left of the token budget?"""
+        """Does the next batch fit in what is left of the token budget? A batch the norm test
+        grew past what is left is trimmed to it, in whole micro-batches of every rank: the run
+        then ends at its budget, schedule and decay included (it ended short, its LR never
+        decayed, and it read `finished`)."""
         t = self.cfg.train
-        return self.state.tokens + self.state.batch_size * t.seq_len <= t.tokens
+        left = t.tokens - self.state.tokens
+        if self.state.batch_size * t.seq_len <= left:
+            return True
+        if t.batch_schedule is BatchSchedule.norm_test:
+            unit = self.micro_batch_size * self.dist.world_size
+            trimmed = left // t.seq_len // unit * unit
+            if trimmed >= unit:
+                self.state.batch_size = trimmed
+                return True
+        return False
 
     def _ends_here(self) -> bool:
         """Was the step just taken the run's last (no final eval or checkpoint before it)?"""
@@ -509,7 +526,7 @@ class TrainingRun:
             self.state.wall_s += time.perf_counter() - started
             for p, result in zip(pending, settled, strict=True):
                 self.state.last_loss = result.loss
-                if self.diverged(result.loss):
+                if self.diverged(result.loss, result.grad_norm):
                     # The steps taken after it are dropped: the run ends at this one.
                     self.state.step, self.state.tokens, self.state.position = (
                         p.step, p.tokens, p.position)

@@ -31,6 +31,7 @@ def check(cfg: Config, *, network: bool = True) -> None:
         network: also check that a hub dataset is reachable (one short request).
     """
     found = problems(cfg, network=network)
+    found += _storage_problems(str(cfg.storage_root))  # (here only: it makes the folder)
     if found:
         raise ConfigError(found)
 
@@ -112,7 +113,7 @@ def _train_problems(cfg: Config, here: bool = True) -> list[str]:
     elif t.tokens < batch_tokens:
         found.append(f"train.tokens={t.tokens} is less than one batch ({batch_tokens} tokens "
                      "= batch_size × seq_len): raise train.tokens or shrink the batch")
-    if t.divergence_factor <= 1:
+    if not t.divergence_factor > 1:  # (NaN too: it compares false with every loss)
         found.append(f"train.divergence_factor={t.divergence_factor} must be > 1")
     found += _world_problems(t)
     if t.batch_schedule is BatchSchedule.norm_test:
@@ -265,3 +266,23 @@ def _hub_tokens_cached(d: DataConfig) -> bool:
         return False
     key = cache_key(d, Tokenizer(d.tokenizer))
     return (Path(d.cache_dir) / "tokens" / key / "meta.json").exists()
+
+
+def _storage_problems(root: str) -> list[str]:
+    """A run on this machine writes under `storage_root`: a file in its path, or a folder that
+    cannot be made or written, is said before anything runs (it was a traceback after the
+    data was read). Made now if missing, as the run would."""
+    path = Path(root)
+    existing = next(p for p in (path.absolute(), *path.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        return [f"storage_root={root}: {existing} is a file, not a folder; give a folder for "
+                "the run directories"]
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        return [f"storage_root={root}: cannot write there ({err.strerror or err}); give a "
+                "folder you can write to"]
+    return []

@@ -117,6 +117,17 @@ def test_a_tracking_server_that_is_down_is_reported_before_training(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+def test_a_storage_root_that_cannot_hold_runs_is_one_sentence(tmp_path):
+    (tmp_path / "a_file").write_text("x")
+    for root, message in ((tmp_path / "a_file" / "runs", "is a file, not a folder"),
+                          ("/proc/no/runs", "cannot write there")):
+        proc = subprocess.run([sys.executable, "-m", "trainer", "model=tiny", "data=synthetic",
+                               f"storage_root={root}"], capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+        assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
 def test_cli_user_error_is_one_line_without_traceback():
     proc = subprocess.run([sys.executable, "-m", "trainer", "optim.lr=-1", "model.width=100"],
                           capture_output=True, text=True, cwd=Path(__file__).parents[2])

@@ -61,6 +61,17 @@ def test_huge_lr_diverges_fast(tmp_path):
     assert steps <= 20 and max(step for step, _ in _losses(result.run_dir)) == steps
 
 
+def test_an_lr_that_kills_the_network_is_diverged_not_finished(tmp_path):
+    """LR 1e6 saturates every unit: the loss sits at ln V with no gradient at all, below
+    divergence_factor × the first loss, and the run used to end `finished`: a finite point
+    at the top of an LR sweep."""
+    cfg = compose(["model=tiny", "data=synthetic", "optim.lr=1e6", "schedule=constant",
+                   "schedule.warmup_tokens=0", "train.tokens=32768", f"storage_root={tmp_path}"])
+    result = run(cfg)
+    assert result.status == "diverged"
+    assert result.summary["final/steps"] == 2  # its first step with no gradient
+
+
 @pytest.mark.parametrize("lr", ["0.01", "30"])
 def test_losses_read_every_few_steps_give_the_run_that_reads_every_step(tmp_path, monkeypatch,
                                                                          lr):

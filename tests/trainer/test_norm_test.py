@@ -173,3 +173,19 @@ def test_norm_test_keys_are_in_the_id_only_off_their_introduced_defaults():
 def test_bad_norm_test_settings_are_refused(overrides, words):
     with pytest.raises(ConfigError, match=words.replace("(", r"\(").replace(")", r"\)")):
         check(compose(["train.batch_schedule=norm_test", *overrides]))
+
+
+def test_a_batch_grown_past_the_budget_is_trimmed_to_it(tmp_path):
+    """The norm test grew the batch past the tokens left and the run ended short (38,400 of
+    65,536 tokens, its WSD decay never run), yet read `finished`."""
+    cfg = compose(["model=tiny", "data=synthetic", "train.tokens=65536", "schedule=wsd",
+                   "train.batch_schedule=norm_test", "train.batch_size=8",
+                   "train.micro_batch_size=2", "train.norm_test_eta=0.3",
+                   "train.norm_test_every=2", "seed=33", f"storage_root={tmp_path}"])
+    result = run(cfg)
+    assert result.status == "finished"
+    assert result.summary["final/tokens"] == 65536
+    rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text()
+            .splitlines()]
+    batches = [r["train/batch_tokens"] for r in rows if "train/batch_tokens" in r]
+    assert max(batches) > 8 * 128  # it grew
