@@ -74,7 +74,10 @@ def _run(overrides: list[str], *, print_only: bool) -> int:
     result = run(cfg)
     print(f"run directory: {result.run_dir}")
     print(f"  metrics  {paths.metrics}\n  summary  {paths.summary}")
-    if cfg.tracking.uri:
+    if cfg.tracking.uri and stored is not None and stored.get("status") in DONE:
+        print(f"  MLflow   nothing written to {redact(cfg.tracking.uri)}: the run had ended, "
+              "and its record is in the store it was tracked to then, if any")
+    elif cfg.tracking.uri:
         print(f"  MLflow   {redact(cfg.tracking.uri)} (experiment {cfg.tracking.experiment})")
     return 0
 
