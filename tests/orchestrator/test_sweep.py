@@ -121,7 +121,7 @@ def test_a_trial_the_trainer_fails_keeps_its_history_to_the_failure(spec_dict, u
     spec_dict["retries"] = 0
     outcome = launch(spec_from_dict(spec_dict), tracking_uri=uri, progress=False)
     assert list(outcome.ran.values()) == ["failed"]
-    assert "failed after 1 attempts: NotADirectoryError: " in capsys.readouterr().out
+    assert "failed after 1 attempt: NotADirectoryError: " in capsys.readouterr().out
     client, _, children = _runs(uri, "unit")
     (child,) = children
     assert child.info.status == "FAILED" and child.data.tags["trial.status"] == "failed"
