@@ -543,20 +543,12 @@ def _out_dir(text: str | None):
 
     if text is None:
         return None
-    out = Path(text)
-    existing = next(p for p in (out, *out.parents) if p.exists())
-    if not existing.is_dir():
-        raise FitError(f"--out {text}: {existing} is a file, not a folder; give a folder for "
-                       "fit.json and the plots.")
-    try:  # (made now: permissions alone do not tell, e.g. under /proc or a read-only mount)
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.touch()
-        probe.unlink()
-    except OSError as err:
-        raise FitError(f"--out {text}: cannot write there ({err.strerror or err}); give a "
-                       "folder you can write to.") from None
-    return out
+    from trainer.paths import folder_problem
+
+    if reason := folder_problem(text):
+        raise FitError(f"--out {text}: {reason}; give a folder you can write fit.json and the "
+                       "plots to.")
+    return Path(text)
 
 
 def _known_sweep(uri: str, name: str) -> None:

@@ -117,21 +117,11 @@ def prepare(spec: SweepSpec) -> tuple[SweepSpec, list[Trial]]:
 def storage_problem(root: str, *, create: bool) -> None:
     """A `storage_root` the trials cannot write under, said before anything runs: a file in
     its path (said always), or (`create`: a launch) a folder that cannot be made or written."""
-    path = Path(root)
-    existing = next(p for p in (path, *path.parents) if p.exists())
-    if not existing.is_dir():
-        raise ConfigError(f"storage_root={root}: {existing} is a file, not a folder; give a "
-                          "folder for the trials' run directories")
-    if create:
-        try:  # (made now: permissions alone do not tell, e.g. under /proc or read-only)
-            path.mkdir(parents=True, exist_ok=True)
-            probe = path / f".write-test-{os.getpid()}"
-            probe.touch()
-            probe.unlink()
-        except OSError as err:
-            raise ConfigError(f"storage_root={root}: cannot write there "
-                              f"({err.strerror or err}); give a folder every worker can "
-                              "write to") from None
+    from trainer.paths import folder_problem
+
+    if reason := folder_problem(root, create=create):
+        raise ConfigError(f"storage_root={root}: {reason}; give a folder every worker can "
+                          "write the trials' run directories to")
 
 
 def init_ray(address: str | None) -> None:

@@ -5,6 +5,7 @@ optimizer code."""
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,3 +56,22 @@ def list_checkpoints(directory: Path) -> list[Path]:
 def saved_steps(directory: Path) -> list[int]:
     """Steps of the complete checkpoints in `directory`, oldest first."""
     return [int(_CHECKPOINT.match(p.name).group(1)) for p in list_checkpoints(directory)]
+
+
+def folder_problem(path: str | Path, *, create: bool = True) -> str | None:
+    """Why files cannot be written under `path` (a file in its way; with `create`, a folder
+    that cannot be made or written), or None. `create` makes the folder now, as its writer
+    would: permissions alone do not tell (root under /proc, a read-only mount)."""
+    path = Path(path).absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    if create:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            probe = path / f".write-test-{os.getpid()}"
+            probe.touch()
+            probe.unlink()
+        except OSError as err:
+            return f"cannot write there ({err.strerror or err})"
+    return None

@@ -272,17 +272,8 @@ def _storage_problems(root: str) -> list[str]:
     """A run on this machine writes under `storage_root`: a file in its path, or a folder that
     cannot be made or written, is said before anything runs (it was a traceback after the
     data was read). Made now if missing, as the run would."""
-    path = Path(root)
-    existing = next(p for p in (path.absolute(), *path.absolute().parents) if p.exists())
-    if not existing.is_dir():
-        return [f"storage_root={root}: {existing} is a file, not a folder; give a folder for "
-                "the run directories"]
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-test-{os.getpid()}"
-        probe.touch()
-        probe.unlink()
-    except OSError as err:
-        return [f"storage_root={root}: cannot write there ({err.strerror or err}); give a "
-                "folder you can write to"]
-    return []
+    from trainer.paths import folder_problem
+
+    reason = folder_problem(root)
+    return [f"storage_root={root}: {reason}; give a folder you can write the run directories "
+            "to"] if reason else []

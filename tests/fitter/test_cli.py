@@ -260,7 +260,7 @@ def test_fit_and_recommend_arguments_that_cannot_work_are_one_sentence(store, tm
     base = ["--tracking-uri", uri, "fit", "demo", "--law", "lr", "--n-boot", "20"]
     err = error_of(capsys, [*base, "--out", str(tmp_path / "a_file" / "fit")])
     assert err == (f"error: --out {tmp_path / 'a_file' / 'fit'}: {tmp_path / 'a_file'} is a "
-                   "file, not a folder; give a folder for fit.json and the plots.")
+                   "file, not a folder; give a folder you can write fit.json and the plots to.")
     err = error_of(capsys, [*base, "--out", "/proc/no/such/place"])
     assert err.startswith("error: --out /proc/no/such/place: cannot write there")
     err = error_of(capsys, [*base, "--pool", "--group", "model.param=sp"])
