@@ -113,8 +113,9 @@ def _law_points(ax, law, x, y, scale) -> None:
         # (clipped: a bootstrap interval need not hold the point estimate)
         err = [np.clip(np.nan_to_num(y - lo), 0, None), np.clip(np.nan_to_num(hi - y), 0, None)]
         ax.errorbar(x, y, yerr=err, fmt="none", ecolor="k", capsize=3, lw=1)
+    intervals = lo_col in pts and bool(np.isfinite(pts[lo_col]).any())
     ax.scatter(x, y, color="k", s=28, zorder=5, label="slice optima (90% interval)"
-               if lo_col in pts else "optima")
+               if intervals else "slice optima" if lo_col in pts else "optima")
 
 
 def _published(ax, law, key: str, axis: str, grid, means: dict, constants: dict) -> None:
@@ -162,7 +163,7 @@ def loss_figure(plt, law, key: str):
     c = law.coef
     ax.set_title(f"{key}: L = {c['E']:.3g} + {c['A']:.3g}/N^{c['alpha']:.3f} + "
                  f"{c['B']:.3g}/D^{c['beta']:.3f}")
-    ax.legend(title="fit (90% band)")
+    ax.legend(title="fit (90% band)" if law.has_interval else "fit")
     return fig
 
 
