@@ -373,7 +373,7 @@ def _refuse_replacing_an_axis(spec: SweepSpec, args: list[str]) -> None:
                             "extend may move or widen that range, in the same form")
         elif key in spec.grid and not _is_sweep(arg):
             problems.append(f"{arg}: {key} is an axis of sweep {spec.name} and extend adds "
-                            f"values to it: give {key}=choice({value})")
+                            f"values to it: give '{key}=choice({value})'")
         elif optuna is not None and key not in spec.grid and _is_sweep(arg) and \
                 key not in optuna.per_slice:
             problems.append(f"{arg}: a new searched axis would change what the studies of "
@@ -413,7 +413,7 @@ def _keep_current_values(old: SweepSpec, new: SweepSpec) -> SweepSpec:
         if base is None:
             problems.append(f"{key}={grid[key]}: a new axis of sweep {old.name}; give its "
                             "current value too, so that the sweep's trials stay in it, e.g. "
-                            f"{key}=choice(CURRENT, ...)")
+                            f"'{key}=choice(CURRENT, ...)'")
         elif not any(_same_value(base, v) for v in values):
             grid[key] = _tagged(grid[key], "choice(" + ", ".join([base, *values]) + ")")
     if problems:

@@ -19,11 +19,11 @@ import contextlib
 import ctypes
 import os
 import pickle
+import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -80,6 +80,10 @@ def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
+RANKS_DIR = ".ranks"
+"""The folder, in a run's folder, where `run()` and the ranks it starts share files."""
+
+
 @contextlib.contextmanager
 def process_group(cfg: Config, log_dir: Path):
     """The calling process's `Dist`, with its process group up for the duration."""
@@ -93,6 +97,7 @@ def process_group(cfg: Config, log_dir: Path):
             yield d
         return
     if world == 1:
+        shutil.rmtree(log_dir / RANKS_DIR, ignore_errors=True)  # a killed W-rank start's
         yield Dist(device=resolve_device(cfg.train.device))
         return
     with _spawned(cfg, log_dir) as d:
@@ -126,10 +131,10 @@ def _spawned(cfg: Config, log_dir: Path):
     threads = max(1, torch.get_num_threads() // cfg.train.world_size)
     base_env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
                 "WORLD_SIZE": str(cfg.train.world_size), "OMP_NUM_THREADS": str(threads)}
-    with tempfile.TemporaryDirectory(prefix="proxysweep-ranks-") as tmp:
-        config_file = Path(tmp) / "config.pkl"
+    with _ranks_dir(log_dir) as tmp:
+        config_file = tmp / "config.pkl"
         config_file.write_bytes(pickle.dumps(cfg))
-        children = {r: _start_rank(r, base_env, config_file, Path(tmp), log_dir)
+        children = {r: _start_rank(r, base_env, config_file, tmp, log_dir)
                     for r in range(1, cfg.train.world_size)}
         saved = {k: os.environ.get(k) for k in (*base_env, "RANK", "LOCAL_RANK")}
         os.environ.update(base_env, RANK="0", LOCAL_RANK="0")
@@ -139,11 +144,11 @@ def _spawned(cfg: Config, log_dir: Path):
             # Rank 0 hosts the group's TCP store: it waits for the other ranks to exit before
             # tearing its group down. (Torn down first, a rank still in its own teardown
             # lost the store and aborted: "terminate called without an active exception".)
-            with _joined(cfg, before_teardown=lambda: _wait_children(children, Path(tmp),
+            with _joined(cfg, before_teardown=lambda: _wait_children(children, tmp,
                                                                      log_dir)) as d:
                 yield d
         except BaseException as error:
-            failure = _first_failure(children, Path(tmp), log_dir, wait_s=5.0)
+            failure = _first_failure(children, tmp, log_dir, wait_s=5.0)
             if failure and not isinstance(error, KeyboardInterrupt):
                 raise RankFailed(failure) from error
             raise
@@ -151,6 +156,20 @@ def _spawned(cfg: Config, log_dir: Path):
             _kill(children)
             _restore_env(saved)
             torch.set_num_threads(own_threads)
+
+
+@contextlib.contextmanager
+def _ranks_dir(log_dir: Path):
+    """The ranks' shared folder (the pickled config, each rank's error file): inside the run's
+    folder, so that a run killed with SIGKILL leaves it there, where its next start clears it,
+    rather than a folder in /tmp per killed run."""
+    tmp = log_dir / RANKS_DIR
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(mode=0o700)
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _restore_env(saved: dict[str, str | None]) -> None:

@@ -90,7 +90,7 @@ def test_extend_adds_seeds_and_keeps_the_trials_of_a_new_axis_value_they_had():
 
 @pytest.mark.parametrize("args, message", [
     (["optim.lr=1e-2"], "optim.lr=1e-2: optim.lr is an axis of sweep t and extend adds values "
-                        "to it: give optim.lr=choice(1e-2)"),
+                         "to it: give 'optim.lr=choice(1e-2)'"),
     (["seed=choice(0,1)"], "seed=choice(0,1): a sweep's trials take their seed from its "
                            "`seeds` list; give seeds=[0,1] (sweep extend adds them)"),
     (["seeds=[-1]"], "seeds=[-1]: give a list of whole numbers >= 0, e.g. seeds=[0,1,2]"),

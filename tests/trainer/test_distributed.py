@@ -12,6 +12,7 @@ from pathlib import Path
 import psutil
 
 from trainer.compose import compose
+from trainer.distributed import RANKS_DIR
 from trainer.loop import run
 
 ROOT = Path(__file__).parents[2]
@@ -95,6 +96,7 @@ def test_checkpoint_resumes_at_another_world_size(tmp_path, capsys):
     _, alive = psutil.wait_procs(ranks, timeout=30)  # only this test's own processes
     assert not alive, alive
     assert not (run_dir / "summary.json").exists()  # killed before the end
+    assert (run_dir / RANKS_DIR / "config.pkl").exists()  # what the ranks shared, left there
     # One process picks the same run (world size is not in the id) up from its newest
     # checkpoint (step 10, or a later one written before the kill landed).
     capsys.readouterr()
@@ -102,6 +104,7 @@ def test_checkpoint_resumes_at_another_world_size(tmp_path, capsys):
     out = capsys.readouterr().out
     assert re.search(rf"run {straight.run_id[:12]} resuming at step (10|20|30);", out), out
     assert resumed.status == "finished"
+    assert not (run_dir / RANKS_DIR).exists()  # cleared by the next start, not left in /tmp
     _assert_same_curve(_losses(straight.run_dir), _losses(resumed.run_dir))
 
 
