@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from _results import save
 
 from trainer.compose import compose
+from trainer.loop import COMPILE_MODE_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 SHAPE = ["model=tiny", "data=synthetic", "schedule=wsd", "train.seq_len=128",
@@ -63,11 +64,12 @@ def _run_dirs(root: Path) -> list[Path]:
     return [p for p in root.iterdir() if (p / "summary.json").exists()]
 
 
-def _launch(commands: list[list[str]], *, threads_each: int, at_once: int) -> float:
-    """Run `commands` with at most `at_once` alive, each on `threads_each` threads; the wall
-    seconds until the last one ends."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads_each), "PYTHONPATH": os.pathsep.join(
-        filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+def _launch(commands: list[list[str]], *, threads_each: int, at_once: int,
+            env: dict[str, str] | None = None) -> float:
+    """Run `commands` with at most `at_once` alive, each on `threads_each` threads (and with
+    the variables `env` added); the wall seconds until the last one ends."""
+    env = {**os.environ, **(env or {}), "OMP_NUM_THREADS": str(threads_each),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     pending, alive = list(commands), []
     start = time.perf_counter()
     while pending or alive:
@@ -83,9 +85,9 @@ def _launch(commands: list[list[str]], *, threads_each: int, at_once: int) -> fl
 
 
 def measure(name: str, commands: list[list[str]], root: Path, *, threads_each: int,
-            at_once: int, tokens: int) -> dict:
+            at_once: int, tokens: int, env: dict[str, str] | None = None) -> dict:
     """Wall seconds and throughputs of one way of training the trials."""
-    wall = _launch(commands, threads_each=threads_each, at_once=at_once)
+    wall = _launch(commands, threads_each=threads_each, at_once=at_once, env=env)
     per_member = [_median_tokens_per_s(d) for d in _run_dirs(root)]
     return {"way": name, "processes": len(commands), "threads_each": threads_each,
             "at_once": at_once, "wall_s": wall,
@@ -145,9 +147,12 @@ GPU_SHAPE = ["model.width=128", "train.device=cuda"]
 
 def compare_gpu(members: int, tokens: int, threads: int) -> list[dict]:
     """`members` LR trials on one GPU: as that many processes sharing it (what Ray runs with
-    `gpus: 1/members`), as one fused group, and as one compiled fused group. The processes run
-    eagerly, as does the first group; `fused_compiled` adds torch.compile (its compile time is
-    in its wall seconds, not in its steady tokens/s)."""
+    `gpus: 1/members`), as one fused group, as one compiled fused group, and compiled with
+    CUDA graphs. The processes run eagerly, as does the first group; `fused_compiled` adds
+    torch.compile (its compile time is in its wall seconds, not in its steady tokens/s), and
+    `fused_cudagraphs` compiles in the `reduce-overhead` mode (`PROXYSWEEP_COMPILE_MODE`):
+    the forward and backward replayed as CUDA graphs, the launches a group's step is bound by
+    taken off the CPU."""
     lrs = learning_rates(members)
     eager = GPU_SHAPE + ["train.compile=false"]
     results = []
@@ -159,12 +164,20 @@ def compare_gpu(members: int, tokens: int, threads: int) -> list[dict]:
         results.append(measure("processes_sharing_gpu", commands, root,
                                threads_each=max(1, threads // members), at_once=members,
                                tokens=tokens))
-        for name, overrides in (("fused", eager), ("fused_compiled", GPU_SHAPE)):
+        for name, overrides, env in (
+                ("fused", eager, None), ("fused_compiled", GPU_SHAPE, None),
+                ("fused_cudagraphs", GPU_SHAPE, {COMPILE_MODE_ENV: "reduce-overhead"})):
             root = base / name
-            results.append(measure(name, [group_command(root, lrs, tokens, overrides)], root,
-                                   threads_each=threads, at_once=1, tokens=tokens))
+            try:
+                results.append(measure(name, [group_command(root, lrs, tokens, overrides)],
+                                       root, threads_each=threads, at_once=1, tokens=tokens,
+                                       env=env))
+            except RuntimeError as error:  # one way failing does not lose the others' figures
+                results.append({"way": name, "error": str(error)[-2000:]})
     reference = results[0]
     for r in results:
+        if "error" in r:
+            continue
         r["speedup_wall"] = reference["wall_s"] / r["wall_s"]
         # Tokens/s of the sweep once warm: each process's members' median step rate, summed
         # over the processes that run at once.
@@ -324,6 +337,9 @@ def main() -> None:
     print(f"{'way':<24}{'wall s':>8}{'member tok/s':>14}{'sweep tok/s':>13}"
           f"{'speedup wall':>14}{'steady':>8}")
     for r in result["ways"]:
+        if "error" in r:
+            print(f"{r['way']:<24} failed: {r['error'].strip().splitlines()[-1]}")
+            continue
         print(f"{r['way']:<24}{r['wall_s']:>8.1f}{r['member_tokens_per_s']:>14,.0f}"
               f"{r['sweep_tokens_per_s']:>13,.0f}{r['speedup_wall']:>13.2f}x"
               f"{r['speedup_steady']:>7.2f}x")

@@ -6,7 +6,9 @@
 #      compiled against eager), a budget branched from a trunk against its run alone (its
 #      differences printed), FSDP2 on one GPU;
 #   2. benchmarks/fused.py --gpu --profile: 8 width-128 LR trials as 8 processes sharing the
-#      GPU against one fused group (target >= 5x), and a profile of the group's step;
+#      GPU against one fused group, eager, compiled, and compiled with CUDA graphs
+#      (PROXYSWEEP_COMPILE_MODE=reduce-overhead, not yet measured) (target >= 5x), and a
+#      profile of the group's step;
 #   3. benchmarks/trainer_throughput.py --gpu: GPT-124M, bf16, compiled (target MFU >= 45%).
 # Each part has its own time limit, so one that hangs does not cost the others. Results go to
 # benchmarks/results/ and, when $OUT is set, to $OUT (with the logs). Run from anywhere:
@@ -60,7 +62,7 @@ cat "$OUT_DIR/env.txt"
 
 step gpu_tests 260 "$PY" -m pytest -m gpu tests/trainer/test_gpu.py -p no:cacheprovider -q \
     -rA --durations=0 ${GPU_TEST_K:+-k "$GPU_TEST_K"}
-step fused_gpu 200 "$PY" benchmarks/fused.py --gpu --profile --json --members 8 --threads 16 \
+step fused_gpu 280 "$PY" benchmarks/fused.py --gpu --profile --json --members 8 --threads 16 \
     --tokens 131072
 step gpt124m 200 "$PY" benchmarks/trainer_throughput.py --gpu --json --rounds 1 --steps 40
 step fused_profile 120 "$PY" benchmarks/fused.py --gpu --profile-only --members 8

@@ -59,6 +59,9 @@ Not yet, and how it would fit:
   run's does). On an H200 an eager group of 8 width-128 members steps in ~1.5× a lone step,
   1.3 ms of kernels in 11 ms of launching (benchmarks/README.md): a launch-free step (CUDA
   graphs) is what would make a group several times faster than processes sharing the GPU.
+  `PROXYSWEEP_COMPILE_MODE=reduce-overhead` (`trainer.loop.compile_mode`) compiles the
+  group's loss, clipping and update in that mode, the forward and backward replayed as CUDA
+  graphs; experimental until benchmarks/gpu_check.sh has measured it.
 - Memory: each member's own `GPT` and AdamW state sit on the group's device beside the stack
   (they receive the member's weights for checkpoints and evals), about twice the stack's
   weights and moments; for proxies that is small.
@@ -88,8 +91,10 @@ from trainer.loop import (
     StepResult,
     TrainingRun,
     _crossed,
+    compile_step,
     compiles,
     default_reporter,
+    mark_step_begin,
     settle_every,
 )
 from trainer.mup import resolved_weight_decay
@@ -201,8 +206,8 @@ class FusedRun:
         # Compiled with the model, as `TrainingRun` compiles its loss; the clipping and the
         # optimizer too, so that a group's step launches a few dozen kernels, not hundreds.
         compiled = compiles(cfgs[0], self.members[0].device)
-        self.losses = torch.compile(losses) if compiled else losses
-        self.clip = torch.compile(clip_grad_norms_) if compiled else clip_grad_norms_
+        self.losses = compile_step(losses) if compiled else losses
+        self.clip = compile_step(clip_grad_norms_) if compiled else clip_grad_norms_
         self.optimizer = StackedAdamW(self.model, self.members[0].model, cfgs[0].optim,
                                       weight_decays=[resolved_weight_decay(c) for c in cfgs],
                                       compiled=compiled)
@@ -286,6 +291,7 @@ class FusedRun:
         batch = lead.local_batch()
         lrs = [learning_rate(m.cfg.schedule, m.schedule_inputs,
                              m.state.tokens + batch_size * t.seq_len / 2) for m in training]
+        mark_step_begin()
         loss_sum = torch.zeros(len(training), device=lead.device)
         for chunk in batch.split(lead.micro_batch_size):
             with lead._autocast():
@@ -295,7 +301,9 @@ class FusedRun:
             (losses * (len(chunk) / len(batch))).sum().backward()
             loss_sum += losses.detach() * len(chunk)
         clip = lead.cfg.optim.grad_clip or math.inf
-        grad_norms = self.clip(list(self.model.parameters()), clip)
+        # A copy: under CUDA-graph replay (`reduce-overhead`) the next step's replay writes
+        # over the graph's outputs, and this step's norms wait to be read (`settle_every`).
+        grad_norms = self.clip(list(self.model.parameters()), clip).clone()
         self.optimizer.step(lrs)
         self.model.zero_grad(set_to_none=True)
         for m in training:

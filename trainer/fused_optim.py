@@ -32,6 +32,7 @@ import torch
 
 from trainer.config import OptimConfig
 from trainer.fused_model import StackedGPT
+from trainer.loop import compile_step
 from trainer.model import GPT
 from trainer.mup import GroupRule, group_names, group_rules
 
@@ -75,7 +76,7 @@ class StackedAdamW:
         self._by_rule: dict[GroupRule, list[tuple[str, torch.nn.Parameter]]] = {}
         for name, p, rule in self.params:
             self._by_rule.setdefault(rule, []).append((name, p))
-        self._update_all = torch.compile(self._update_each) if compiled else self._update_each
+        self._update_all = compile_step(self._update_each) if compiled else self._update_each
 
     @torch.no_grad()
     def step(self, lrs: Sequence[float]) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import time
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from trainer import branching, checkpoint
 from trainer.config import BatchSchedule, Config
 from trainer.data import TokenData, TokenStream, eval_batches, load_tokens
 from trainer.distributed import Dist, all_sum, barrier, process_group, resolve_device
+from trainer.errors import ConfigError
 from trainer.flops import flops_per_token, peak_flops
 from trainer.identity import config_id, flatten
 from trainer.model import GPT, GPTShape, count_params
@@ -128,6 +130,36 @@ def compiles(cfg: Config, device: torch.device) -> bool:
     return device.type == "cuda" if cfg.train.compile is None else cfg.train.compile
 
 
+COMPILE_MODE_ENV = "PROXYSWEEP_COMPILE_MODE"
+"""An environment variable: `torch.compile`'s mode for what a run compiles (unset: PyTorch's
+default mode). Experimental, for measuring on a GPU (benchmarks/fused.py --gpu, in
+benchmarks/gpu_check.sh): `reduce-overhead` replays the compiled forward and backward as CUDA
+graphs, so that a step of tiny kernels is not bound by launching them. Like `train.compile`,
+it is not part of a run's id."""
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compile_mode() -> str | None:
+    """`PROXYSWEEP_COMPILE_MODE`, checked; None when unset."""
+    mode = os.environ.get(COMPILE_MODE_ENV) or None
+    if mode is not None and mode not in COMPILE_MODES:
+        raise ConfigError([f"{COMPILE_MODE_ENV}={mode} is not a torch.compile mode: give one "
+                           f"of {', '.join(COMPILE_MODES)}, or unset it"])
+    return mode
+
+
+def compile_step(fn: Callable) -> Callable:
+    """`fn` compiled in the mode `compile_mode()` says."""
+    return torch.compile(fn, mode=compile_mode())
+
+
+def mark_step_begin() -> None:
+    """Tell CUDA-graph replay (`reduce-overhead`) that a new training step begins, so that it
+    may reuse the memory of the last step's graph outputs (each step reads its own at once)."""
+    if compile_mode() == "reduce-overhead":
+        torch.compiler.cudagraph_mark_step_begin()
+
+
 def settle_every(device: torch.device) -> int:
     """Steps whose loss may stay on the device before the loop reads it. Reading a loss waits
     for the device to finish the step; on CUDA that would stall the queue of kernels every
@@ -182,6 +214,7 @@ def run(cfg: Config, reporter: Reporter | None = None, *, pruner: Pruner | None 
         ConfigError: the config cannot run (nothing is trained).
     """
     check(cfg)
+    compile_mode()  # a mode misspelt in the environment, before anything runs
     run_id = config_id(cfg)
     paths = RunPaths.for_config(cfg, run_id)
     stored = read_summary(paths)
@@ -241,7 +274,7 @@ class TrainingRun:
         # The loss is compiled with the model: one graph from token ids to the loss, so that
         # the fp32 logits are never written out (GPT-124M on an H200: 44% MFU against 34%
         # with the model alone compiled, benchmarks/trainer_throughput.py --gpu --variants).
-        self.loss = torch.compile(loss) if compiles(cfg, self.device) else loss
+        self.loss = compile_step(loss) if compiles(cfg, self.device) else loss
         # The fused (one-kernel) AdamW, on CPU too (a fifth of the single-tensor loop's time
         # there, benchmarks/eager_step.py); a fused group's members take the same kernel. The
         # FSDP2-sharded model keeps the default (fused is not tested here on sharded
@@ -367,6 +400,7 @@ class TrainingRun:
         lr = learning_rate(self.cfg.schedule, self.schedule_inputs,
                            self.state.tokens + batch_size * t.seq_len / 2)
         set_lr(self.optimizer, lr)
+        mark_step_begin()
         loss_sum = torch.zeros((), device=self.device)
         chunks = batch.split(self.micro_batch_size)
         noise = None

@@ -135,6 +135,22 @@ def test_a_compiled_fused_group_matches_the_eager_group(tmp_path):
         assert _rel(c.final_eval_loss, e.final_eval_loss) < 0.01
 
 
+def test_a_fused_group_replayed_as_cuda_graphs_matches_the_eager_group(tmp_path, monkeypatch):
+    # PROXYSWEEP_COMPILE_MODE=reduce-overhead (benchmarks/fused.py's fused_cudagraphs): the
+    # compiled forward and backward replayed as CUDA graphs, whose outputs the next replay
+    # overwrites; the group copies what it keeps across steps. Not yet run on a GPU.
+    lrs = ["optim.lr=0.003", "optim.lr=0.01"]
+    eager = run_group([_cfg(tmp_path / "eager", lr, "train.device=cuda", "train.compile=false")
+                       for lr in lrs])
+    monkeypatch.setenv("PROXYSWEEP_COMPILE_MODE", "reduce-overhead")
+    graphed = run_group([_cfg(tmp_path / "graphed", lr, "train.device=cuda") for lr in lrs])
+    for g, e in zip(graphed, eager, strict=True):
+        assert g.status == e.status == "finished"
+        assert _rel(g.final_eval_loss, e.final_eval_loss) < 0.01
+        first = min(_losses(e.run_dir))
+        assert _rel(_losses(g.run_dir)[first], _losses(e.run_dir)[first]) < 0.01
+
+
 def test_a_branch_on_cuda_matches_its_independent_run(tmp_path):
     # Issue 15 on a GPU: a budget branched from its family's trunk against the same trial
     # trained alone, both compiled in bf16. On CPU they are bit-identical (tests/trainer/

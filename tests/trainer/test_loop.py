@@ -209,3 +209,16 @@ def test_cpu_clipping_is_clip_grad_norm_bit_for_bit(tmp_path, max_norm):
     assert training._clip_gradients(max_norm) == expected
     for ours, theirs in zip(training.model.parameters(), reference.parameters(), strict=True):
         assert torch.equal(ours.grad, theirs.grad)
+
+
+def test_a_compile_mode_misspelt_in_the_environment_is_one_sentence_before_any_work(
+        tmp_path, monkeypatch):
+    from trainer.errors import ConfigError
+
+    monkeypatch.setenv("PROXYSWEEP_COMPILE_MODE", "reduce_overhead")
+    with pytest.raises(ConfigError) as caught:
+        run(compose(SMALL + [f"storage_root={tmp_path}"]))
+    assert str(caught.value) == (
+        "PROXYSWEEP_COMPILE_MODE=reduce_overhead is not a torch.compile mode: give one of "
+        "default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs, or unset it")
+    assert not any(tmp_path.iterdir())  # nothing ran
