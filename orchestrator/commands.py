@@ -323,6 +323,7 @@ def extended(spec: SweepSpec, args: list[str]) -> SweepSpec:
     if not args:
         raise ConfigError("sweep extend needs overrides, e.g. 'optim.lr=choice(3e-2)'")
     _refuse_replacing_an_axis(spec, args)
+    _refuse_changing_the_base(spec, args)
     updated = spec.with_overrides(args)
     updated = dataclasses.replace(updated, seeds=tuple(dict.fromkeys(
         spec.seeds + updated.seeds)))  # seeds=[...] adds seeds
@@ -341,9 +342,9 @@ def extended(spec: SweepSpec, args: list[str]) -> SweepSpec:
             values = old[key] + [v for v in new[key] if v not in old[key]]
             grid[key] = _tagged(old_expr, "choice(" + ", ".join(values) + ")")
     updated = _keep_current_values(spec, dataclasses.replace(updated, grid=grid))
-    if searched:
+    if spec.optuna is not None:
         from orchestrator.search import check_extension
-        check_extension(spec, updated)
+        check_extension(spec, updated, args)
     return updated
 
 
@@ -379,6 +380,43 @@ def _refuse_replacing_an_axis(spec: SweepSpec, args: list[str]) -> None:
             problems.append(f"{arg}: a new searched axis would change what the studies of "
                             f"sweep {spec.name} search, with their trials done without it; "
                             "search it in a new sweep (another name)")
+    if problems:
+        raise ConfigError(problems)
+
+
+def _refuse_changing_the_base(spec: SweepSpec, args: list[str]) -> None:
+    """A plain value for a key that is no axis (`schedule=cosine`, `optim.weight_decay=0.1`)
+    would change every trial of the sweep, which would leave it to be trained again: `extend`
+    adds trials. A value the trials already have is no change and passes; so does
+    `storage_root=` where the sweep's runs are."""
+    from orchestrator.spec import _is_sweep
+    from trainer.compose import Composer
+    from trainer.identity import flatten
+
+    problems, base = [], None
+    for arg in args:
+        key, _, value = arg.partition("=")
+        bare = key.lstrip("+~")
+        if bare == "storage_root":
+            if spec.storage_root is not None and value != str(spec.storage_root):
+                problems.append(f"{arg}: sweep {spec.name} keeps its runs under "
+                                f"{spec.storage_root}, and extend adds to them there; launch a "
+                                "new sweep (another name) for another storage_root")
+            continue
+        if bare in ("seeds", "seed") or bare.startswith("search.") or bare in spec.grid \
+                or _is_sweep(arg):
+            continue
+        try:
+            if base is None:
+                base = flatten(Composer()(list(spec.overrides)))
+            changed = flatten(Composer()([*spec.overrides, arg])) != base
+        except ConfigError:
+            continue  # with_overrides and validation name what is wrong with it
+        if changed:
+            problems.append(f"{arg}: every trial of sweep {spec.name} has the sweep's {bare}, "
+                            "and extend only adds trials (this would replace them all): give "
+                            f"'{bare}=choice(CURRENT, {value})' to add it as an axis, or launch "
+                            "a new sweep (another name)")
     if problems:
         raise ConfigError(problems)
 

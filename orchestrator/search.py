@@ -43,6 +43,7 @@ import itertools
 import math
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
@@ -555,10 +556,29 @@ def search_status(plan: SearchPlan, url: str) -> list[dict]:
     return rows
 
 
-def check_extension(old: SweepSpec, new: SweepSpec) -> None:
-    """`sweep extend` of a searched sweep may raise n_trials and add per-slice values."""
+def check_extension(old: SweepSpec, new: SweepSpec, args: Sequence[str] = ()) -> None:
+    """`sweep extend` of a searched sweep may raise n_trials and add per-slice values; every
+    other search option its studies were asked and told under stays (a new objective would
+    mix two objectives in one study, a new per_slice would split or merge the studies)."""
     if new.optuna is None or old.optuna is None:
         return
+    problems = []
+    for arg in args:
+        key = arg.partition("=")[0].lstrip("+")
+        option = key.removeprefix("search.optuna.")
+        if not key.startswith("search.optuna.") or option == "n_trials":
+            continue
+        before, after = getattr(old.optuna, option, None), getattr(new.optuna, option, None)
+        if option in ("sampler", "pruner"):
+            before = (before, getattr(old.optuna, f"{option}_args"))
+            after = (after, getattr(new.optuna, f"{option}_args"))
+        if before != after:
+            problems.append(f"{arg}: the studies of sweep {old.name} were asked and told "
+                            f"under its {option}; extend may raise search.optuna.n_trials and "
+                            f"add values, not change {option}: search with it in a new sweep "
+                            "(another name)")
+    if problems:
+        raise ConfigError(problems)
     if new.optuna.n_trials < old.optuna.n_trials:
         raise ConfigError(f"search.optuna.n_trials={new.optuna.n_trials} is below the sweep's "
                           f"{old.optuna.n_trials}: n_trials is a total per study; give a "

@@ -32,6 +32,8 @@ OBJECTIVES = ("final/eval_loss", "final/train_loss", "final/wall_s", "final/flop
 """What a study may minimise: a value every trial's summary holds (a misspelt one made every
 trial fail silently, its value missing). The losses are what a sweep for hyperparameters
 minimises; the others are there for a search of cost."""
+LOSS_OBJECTIVES = ("final/eval_loss", "final/train_loss")
+"""The objectives a pruner may judge by the eval losses a trial reports as it trains."""
 SEARCH_KEYS = {"sampler", "seed", "n_trials", "per_slice", "objective", "pruner", "storage"}
 SAMPLERS = {"gp": "GPSampler", "tpe": "TPESampler", "cmaes": "CmaEsSampler",
             "random": "RandomSampler", "qmc": "QMCSampler"}
@@ -82,9 +84,10 @@ def _named(value: object, key: str, known: dict, problems: list[str]) -> tuple[s
         (name, args), = value.items()
     else:
         name, args = value, {}
-    if not isinstance(args, dict):
-        args = {}
-        problems.append(f"search.optuna.{key}: give a name or {{name: {{option: value}}}}")
+    if not isinstance(args, dict) or not isinstance(name, str):
+        problems.append(f"search.optuna.{key}={value!r}: give one name, e.g. {key}: "
+                        f"{next(iter(known))}, or {{name: {{option: value}}}}")
+        return str(name), {}
     if name not in known:
         problems.append(f"search.optuna.{key}={name!r} is not known; use one of "
                         f"{', '.join(known)}")
@@ -116,11 +119,20 @@ def parse_search(raw: object, grid: dict[str, str]) -> tuple[OptunaSearch | None
     pruner, pruner_args = _named(opts.get("pruner", "none"), "pruner", PRUNERS, problems)
     if pruner == HALVING:
         problems += _halving_problems(pruner_args, grid, per_slice)
+    if pruner == "hyperband":
+        factor = pruner_args.get("reduction_factor", 3)
+        if not isinstance(factor, int) or isinstance(factor, bool) or factor < 2:
+            problems.append(f"search.optuna.pruner.hyperband.reduction_factor={factor!r}: give "
+                            "a whole number >= 2 (Optuna's default is 3)")
     objective = str(opts.get("objective", DEFAULT_OBJECTIVE))
     if objective not in OBJECTIVES:
         problems.append(f"search.optuna.objective={objective!r}: give a value every trial's "
                         f"summary holds, one of {', '.join(OBJECTIVES)} (the default: "
                         f"{DEFAULT_OBJECTIVE})")
+    elif pruner in ("median", "hyperband") and objective not in LOSS_OBJECTIVES:
+        problems.append(f"search.optuna.pruner={pruner} stops trials on their eval loss, but "
+                        f"the study minimises {objective}: use pruner: none (or halving), or "
+                        "a loss objective")
     seed = opts.get("seed", 0)
     if not isinstance(seed, int):
         problems.append(f"search.optuna.seed={seed!r}: give a whole number")

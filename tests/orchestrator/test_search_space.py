@@ -86,6 +86,28 @@ def test_bad_sampler_options_are_a_user_error():
         spec_from_dict(raw)
 
 
+@pytest.mark.parametrize("search, problem", [
+    ({"sampler": ["tpe"]}, "search.optuna.sampler=['tpe']: give one name, e.g. sampler: gp, "
+                           "or {name: {option: value}}"),
+    ({"sampler": {"tpe": {}, "gp": {}}}, "search.optuna.sampler={'tpe': {}, 'gp': {}}: give "
+                                         "one name, e.g. sampler: gp, or {name: {option: "
+                                         "value}}"),
+    ({"pruner": {"hyperband": {"reduction_factor": 1}}},
+     "search.optuna.pruner.hyperband.reduction_factor=1: give a whole number >= 2 (Optuna's "
+     "default is 3)"),
+    ({"pruner": "median", "objective": "final/wall_s"},
+     "search.optuna.pruner=median stops trials on their eval loss, but the study minimises "
+     "final/wall_s: use pruner: none (or halving), or a loss objective"),
+])
+def test_a_sampler_or_pruner_that_cannot_work_is_one_sentence(search, problem):
+    # A list or a two-key mapping was a TypeError traceback; hyperband at factor 1 passed and
+    # failed every trial at its first report (ZeroDivisionError inside Optuna).
+    raw = {**BASE, "search": {"optuna": {"n_trials": 4, **search}}}
+    with pytest.raises(ConfigError) as err:
+        spec_from_dict(raw)
+    assert err.value.problems == [f"spec: {problem}"]
+
+
 def test_a_searched_range_the_trainer_refuses_is_reported_before_anything_runs():
     raw = {**BASE, "grid": {**BASE["grid"], "optim.weight_decay": "choice(0.0, -1.0, 0.1)"}}
     with pytest.raises(ConfigError) as err:
@@ -127,6 +149,18 @@ def test_command_line_sets_search_options_and_extend_may_only_raise_n_trials():
         "optim.beta2=interval(0.9, 0.99): a new searched axis would change what the studies of "
         "sweep t search, with their trials done without it; search it in a new sweep (another "
         "name)"]
+    # What the studies were asked and told under stays: a new objective was told to the
+    # same study as the old one's values, a new per_slice split the studies.
+    with pytest.raises(ConfigError) as err:
+        extended(spec, ["search.optuna.objective=final/wall_s", "search.optuna.per_slice=[]",
+                        "search.optuna.sampler=tpe", "search.optuna.n_trials=6"])
+    assert err.value.problems == [
+        f"search.optuna.{option}: the studies of sweep t were asked and told under its "
+        f"{option.partition('=')[0]}; extend may raise search.optuna.n_trials and add values, "
+        f"not change {option.partition('=')[0]}: search with it in a new sweep (another name)"
+        for option in ("objective=final/wall_s", "per_slice=[]", "sampler=tpe")]
+    assert extended(spec, ["search.optuna.sampler=gp", "search.optuna.n_trials=6"]
+                    ).optuna.n_trials == 6  # the sampler it has: no change
     wider = extended(spec, ["optim.lr=tag(log, interval(1e-5, 1.0))"])  # moved or widened
     assert wider.grid["optim.lr"] == "tag(log, interval(1e-5, 1.0))"
     grid = spec_from_dict({**BASE, "search": "grid", "grid": {"optim.lr": "choice(1e-3)"}})

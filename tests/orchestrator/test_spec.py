@@ -103,6 +103,28 @@ def test_extend_refuses_what_would_drop_trials_or_be_ignored(args, message):
     assert err.value.problems == [message]
 
 
+def test_extend_refuses_a_plain_value_that_would_replace_every_trial():
+    """`extend` adds: `schedule=cosine` or a new base value of a key that is no axis changed
+    every trial, so that none of the sweep's finished trials was in it any more."""
+    spec = spec_from_dict({**BASE, "storage_root": "/data/runs"})
+    with pytest.raises(ConfigError) as err:
+        extended(spec, ["schedule=cosine", "optim.weight_decay=0.1", "storage_root=/elsewhere"])
+    assert err.value.problems == [
+        "schedule=cosine: every trial of sweep t has the sweep's schedule, and extend only adds "
+        "trials (this would replace them all): give 'schedule=choice(CURRENT, cosine)' to add "
+        "it as an axis, or launch a new sweep (another name)",
+        "optim.weight_decay=0.1: every trial of sweep t has the sweep's optim.weight_decay, and "
+        "extend only adds trials (this would replace them all): give "
+        "'optim.weight_decay=choice(CURRENT, 0.1)' to add it as an axis, or launch a new sweep "
+        "(another name)",
+        "storage_root=/elsewhere: sweep t keeps its runs under /data/runs, and extend adds to "
+        "them there; launch a new sweep (another name) for another storage_root"]
+    # The value the trials already have is no change.
+    same = extended(spec, ["optim.weight_decay=0.0", "storage_root=/data/runs",
+                           "optim.lr=choice(3e-2)"])
+    assert {t.trial_id for t in expand(spec)} < {t.trial_id for t in expand(same)}
+
+
 def test_seed_in_the_grid_or_overrides_is_refused_for_seeds():
     """The spec's `seeds` set every trial's seed last: a `seed` axis was silently ignored."""
     for change in ({"grid": {**BASE["grid"], "seed": "choice(0, 1)"}},
