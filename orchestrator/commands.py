@@ -413,10 +413,16 @@ def _refuse_changing_the_base(spec: SweepSpec, args: list[str]) -> None:
         except ConfigError:
             continue  # with_overrides and validation name what is wrong with it
         if changed:
-            problems.append(f"{arg}: every trial of sweep {spec.name} has the sweep's {bare}, "
+            current = next((o.partition("=")[2] for o in spec.overrides
+                            if o.lstrip("+").partition("=")[0] == bare), None)
+            if current is None:  # a leaf's value, or the name of a group's chosen config
+                found = base.get(bare, base.get(f"{bare}.name"))
+                found = getattr(found, "value", found)
+                current = "CURRENT" if found is None else str(found)
+            problems.append(f"{arg}: every trial of sweep {spec.name} has {bare}={current}, "
                             "and extend only adds trials (this would replace them all): give "
-                            f"'{bare}=choice(CURRENT, {value})' to add it as an axis, or launch "
-                            "a new sweep (another name)")
+                            f"'{bare}=choice({current}, {value})' to add it as an axis, or "
+                            "launch a new sweep (another name)")
     if problems:
         raise ConfigError(problems)
 

@@ -110,12 +110,12 @@ def test_extend_refuses_a_plain_value_that_would_replace_every_trial():
     with pytest.raises(ConfigError) as err:
         extended(spec, ["schedule=cosine", "optim.weight_decay=0.1", "storage_root=/elsewhere"])
     assert err.value.problems == [
-        "schedule=cosine: every trial of sweep t has the sweep's schedule, and extend only adds "
-        "trials (this would replace them all): give 'schedule=choice(CURRENT, cosine)' to add "
+        "schedule=cosine: every trial of sweep t has schedule=power, and extend only adds "
+        "trials (this would replace them all): give 'schedule=choice(power, cosine)' to add "
         "it as an axis, or launch a new sweep (another name)",
-        "optim.weight_decay=0.1: every trial of sweep t has the sweep's optim.weight_decay, and "
+        "optim.weight_decay=0.1: every trial of sweep t has optim.weight_decay=0.0, and "
         "extend only adds trials (this would replace them all): give "
-        "'optim.weight_decay=choice(CURRENT, 0.1)' to add it as an axis, or launch a new sweep "
+        "'optim.weight_decay=choice(0.0, 0.1)' to add it as an axis, or launch a new sweep "
         "(another name)",
         "storage_root=/elsewhere: sweep t keeps its runs under /data/runs, and extend adds to "
         "them there; launch a new sweep (another name) for another storage_root"]
