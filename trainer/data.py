@@ -53,7 +53,12 @@ class Tokenizer:
         self._tok = None
         if path is not None:
             from tokenizers import Tokenizer as HFTokenizer
-            self._tok = HFTokenizer.from_file(path)
+            try:
+                self._tok = HFTokenizer.from_file(path)
+            except Exception as err:  # the library raises a bare Exception for a bad file
+                raise ConfigError(f"data.tokenizer={path} is not a tokenizers JSON file "
+                                  f"({_first_line(err)}): give one saved by "
+                                  "Tokenizer.save, or leave it unset for bytes") from None
 
     @property
     def vocab_size(self) -> int:
@@ -173,16 +178,51 @@ def open_dataset(cfg: DataConfig, split: str) -> Iterable[dict]:
     return ds if cfg.text_field == "text" else ds.rename_column("text", cfg.text_field)
 
 
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
+def _rows(cfg: DataConfig, split: str) -> Iterator[tuple[int, str]]:
+    """(row number, text) of a split, with what a user can get wrong said in one sentence: a
+    file that is not what its suffix says, a text field the rows do not have or that holds no
+    text, a hub dataset that cannot be loaded."""
+    where = (f"data.paths={list(cfg.paths)}" if cfg.source is DataSource.files
+             else f"data.name={cfg.name}")
+    try:
+        for i, row in enumerate(open_dataset(cfg, split)):
+            if cfg.text_field not in row:
+                raise ConfigError(f"data.text_field={cfg.text_field}: the rows of {where} have "
+                                  f"no such field (they have {', '.join(map(str, row))}): set "
+                                  "data.text_field to the one holding the text")
+            text = row[cfg.text_field]
+            if not isinstance(text, str):
+                raise ConfigError(f"data.text_field={cfg.text_field}: row {i} of {where} holds "
+                                  f"a {type(text).__name__} there, not text: give rows whose "
+                                  f"{cfg.text_field} is a string")
+            yield i, text
+    except ConfigError:
+        raise
+    except Exception as err:  # noqa: BLE001 (datasets, pyarrow and the hub raise many kinds)
+        if cfg.source is DataSource.files:
+            raise ConfigError(f"{where} cannot be read ({_first_line(err)}): check that each "
+                              "file holds what its suffix says (.txt text, .jsonl one JSON "
+                              "object a line, .parquet a table)") from None
+        raise ConfigError(f"{where} could not be loaded from the Hugging Face hub "
+                          f"({_first_line(err)}): check the name, split and network, or save "
+                          "the data locally and use data=files") from None
+
+
 def _datasets_documents(cfg: DataConfig) -> Iterator[tuple[str, str, bool]]:
     if cfg.val_split is not None:
-        for i, row in enumerate(open_dataset(cfg, cfg.split)):
-            yield f"{cfg.split}/{i}", row[cfg.text_field], False
-        for i, row in enumerate(open_dataset(cfg, cfg.val_split)):
-            yield f"{cfg.val_split}/{i}", row[cfg.text_field], True
+        for i, text in _rows(cfg, cfg.split):
+            yield f"{cfg.split}/{i}", text, False
+        for i, text in _rows(cfg, cfg.val_split):
+            yield f"{cfg.val_split}/{i}", text, True
         return
-    for i, row in enumerate(open_dataset(cfg, cfg.split)):
+    for i, text in _rows(cfg, cfg.split):
         name = f"{cfg.split}/{i}"
-        yield name, row[cfg.text_field], is_heldout(name, cfg.holdout_fraction)
+        yield name, text, is_heldout(name, cfg.holdout_fraction)
 
 
 def _write_cache(directory: Path, documents: Iterable[tuple[str, str, bool]],

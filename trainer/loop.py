@@ -39,7 +39,7 @@ from trainer.model import GPT, GPTShape, count_params
 from trainer.mup import build_optimizer, resolved_weight_decay, set_lr
 from trainer.norm_test import MicroBatchNoise, grown_batch
 from trainer.parallelize import shard_model
-from trainer.paths import RunPaths, read_summary
+from trainer.paths import RunPaths, list_checkpoints, read_summary
 from trainer.reporting import (
     JsonlReporter,
     MlflowReporter,
@@ -217,6 +217,9 @@ def run(cfg: Config, reporter: Reporter | None = None, *, pruner: Pruner | None 
     compile_mode()  # a mode misspelt in the environment, before anything runs
     run_id = config_id(cfg)
     paths = RunPaths.for_config(cfg, run_id)
+    problem = another_runs_files(cfg, paths, run_id)
+    if problem:
+        raise ConfigError([problem])
     stored = read_summary(paths)
     if stored is not None and stored.get("status") in DONE:
         return RunResult(run_id, stored["status"], paths.run_dir, stored)
@@ -226,6 +229,39 @@ def run(cfg: Config, reporter: Reporter | None = None, *, pruner: Pruner | None 
         training = TrainingRun(cfg, reporter=reporter or default_reporter(cfg, paths), dist=d,
                                pruner=pruner)
         return training.train()
+
+
+def another_runs_files(cfg: Config, paths: RunPaths, run_id: str) -> str | None:
+    """Why the folders `run_dir` or `checkpoint_dir` (when the config names them) cannot be
+    this run's: they hold another config's summary, params or checkpoints, which this run
+    would otherwise report as its own or resume from. None when they are free or its own.
+    (Without them a run's folder is named by its id, so it holds only its own files.)"""
+    def found_id(path: Path, key: str) -> str | None:
+        try:
+            return json.loads(path.read_text()).get(key)
+        except (OSError, ValueError, AttributeError):
+            return None
+
+    if cfg.run_dir:
+        for name in ("summary.json", "config.json"):
+            other = found_id(paths.run_dir / name, "trial.id")
+            if other is not None and other != run_id:
+                return (f"run_dir={cfg.run_dir} holds run {other[:12]}, not this config's "
+                        f"{run_id[:12]}: give another run_dir, or leave it unset (each run then "
+                        "has its own folder, storage_root/<config id>)")
+    if cfg.checkpoint_dir:
+        newest = list_checkpoints(paths.checkpoints)[-1:]
+        if newest:
+            try:
+                other = torch.load(newest[0] / checkpoint.TRAIN_STATE, map_location="cpu",
+                                   weights_only=False).get("run_id")
+            except Exception:  # noqa: BLE001 (unreadable: the restore says what is wrong)
+                other = None
+            if other is not None and other != run_id:
+                return (f"checkpoint_dir={cfg.checkpoint_dir} holds checkpoints of run "
+                        f"{other[:12]}, not this config's {run_id[:12]}: give another "
+                        "checkpoint_dir, or leave it unset (run_dir/checkpoints)")
+    return None
 
 
 class TrainingRun:

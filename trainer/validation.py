@@ -212,6 +212,9 @@ def _data_problems(d: DataConfig, *, network: bool) -> list[str]:
     if d.tokenizer is not None and not Path(d.tokenizer).is_file():
         found.append(f"data.tokenizer={d.tokenizer}: no such file; give the path of a "
                      "tokenizers JSON file, or leave it unset for bytes")
+    if d.paths and d.source is not DataSource.files:
+        found.append(f"data.paths is set, but data.source={d.source.value} reads no files: "
+                     "add data=files to train on them ('data=files' 'data.paths=[...]')")
     if d.source is DataSource.files:
         found += _files_problems(d)
     elif d.source is DataSource.hf:
@@ -230,7 +233,10 @@ def _files_problems(d: DataConfig) -> list[str]:
         return ["data.paths is empty: give the files, e.g. 'data.paths=[/data/a.jsonl]'"]
     found = []
     for path in d.paths:
-        if not Path(path).is_file():
+        if Path(path).is_dir():
+            found.append(f"data.paths: {path} is a folder; give the files in it, e.g. "
+                         f"'data.paths=[{Path(path) / 'a.jsonl'}]'")
+        elif not Path(path).is_file():
             found.append(f"data.paths: {path} does not exist; fix the path")
         elif not path.lower().endswith(_DATA_SUFFIXES):
             found.append(f"data.paths: {path} is not .txt, .jsonl, .json or .parquet")
@@ -243,6 +249,9 @@ def _files_problems(d: DataConfig) -> list[str]:
 def _hub_problems(d: DataConfig, *, network: bool) -> list[str]:
     if not d.name:
         return ["data.name is not set: give a hub dataset, e.g. data.name=roneneldan/TinyStories"]
+    if Path(d.name).exists() or d.name.startswith(("/", "./", "../", "~")):
+        return [f"data.name={d.name} is a local path, not a hub dataset: use data=files "
+                f"'data.paths=[{d.name}]'"]
     if not network or os.environ.get("HF_HUB_OFFLINE") == "1" or _hub_tokens_cached(d):
         return []
     import huggingface_hub

@@ -169,3 +169,18 @@ def test_composer_reports_errors_like_compose(override):
     with pytest.raises(ConfigError) as full:
         compose([override])
     assert str(fast.value) == str(full.value)
+
+
+def test_data_paths_that_would_be_ignored_or_are_folders_are_one_sentence(tmp_path):
+    """`data.paths` without data=files trained on the default corpus, silently; a folder was
+    'does not exist'; a local path as a hub name was 'the hub is unreachable'."""
+    (tmp_path / "a.txt").write_text("text")
+    assert problems(compose([f"data.paths=[{tmp_path / 'a.txt'}]"])) == [
+        "data.paths is set, but data.source=pystdlib reads no files: add data=files to train "
+        "on them ('data=files' 'data.paths=[...]')"]
+    assert problems(compose(["data=files", f"data.paths=[{tmp_path}]"])) == [
+        f"data.paths: {tmp_path} is a folder; give the files in it, e.g. "
+        f"'data.paths=[{tmp_path / 'a.jsonl'}]'"]
+    assert problems(compose(["data=hf", f"data.name={tmp_path / 'a.txt'}"])) == [
+        f"data.name={tmp_path / 'a.txt'} is a local path, not a hub dataset: use data=files "
+        f"'data.paths=[{tmp_path / 'a.txt'}]'"]

@@ -125,3 +125,33 @@ def test_tokenizer_json_file(tmp_path):
     assert data.vocab_size == tok.get_vocab_size() <= 120
     assert int(np.max(data.train)) < data.vocab_size
     assert len(data.train) < sum(len(d) for d in _docs(40))  # merges make fewer tokens
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("a.jsonl", '{"body": "abc"}\n', r"^data.text_field=text: the rows of data.paths=\[.*\] "
+     r"have no such field \(they have body\): set data.text_field to the one holding the text$"),
+    ("a.jsonl", '{"text": 5}\n', r"^data.text_field=text: row 0 of data.paths=\[.*\] holds a "
+     r"int there, not text: give rows whose text is a string$"),
+    ("a.jsonl", '{"text": "abc"}\nnot json\n', r"^data.paths=\[.*\] cannot be read \(.*\): "
+     r"check that each file holds what its suffix says"),
+    ("a.parquet", "not a parquet file", r"^data.paths=\[.*\] cannot be read \(.*\): check"),
+])
+def test_a_file_that_is_not_what_it_says_is_one_sentence(tmp_path, name, content, message):
+    """Each was a traceback from datasets, pyarrow or the tokenizer (KeyError: 'text', ...)."""
+    (tmp_path / name).write_text(content)
+    cfg = compose(["data=files", f"data.paths=[{tmp_path / name}]",
+                   f"data.cache_dir={tmp_path / 'cache'}"]).data
+    with pytest.raises(ConfigError, match=message):
+        load_tokens(cfg)
+
+
+def test_a_tokenizer_file_that_is_not_one_is_one_sentence(tmp_path):
+    (tmp_path / "tok.txt").write_text("hello")
+    (tmp_path / "a.txt").write_text("".join(_docs(5)))
+    cfg = compose(["data=files", f"data.paths=[{tmp_path / 'a.txt'}]",
+                   f"data.tokenizer={tmp_path / 'tok.txt'}",
+                   f"data.cache_dir={tmp_path / 'cache'}"]).data
+    with pytest.raises(ConfigError, match=rf"^data.tokenizer={tmp_path / 'tok.txt'} is not a "
+                                          r"tokenizers JSON file \(.*\): give one saved by "
+                                          r"Tokenizer.save, or leave it unset for bytes$"):
+        load_tokens(cfg)

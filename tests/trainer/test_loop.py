@@ -222,3 +222,30 @@ def test_a_compile_mode_misspelt_in_the_environment_is_one_sentence_before_any_w
         "PROXYSWEEP_COMPILE_MODE=reduce_overhead is not a torch.compile mode: give one of "
         "default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs, or unset it")
     assert not any(tmp_path.iterdir())  # nothing ran
+
+
+def test_a_run_dir_or_checkpoint_dir_holding_another_config_is_refused(tmp_path):
+    """An explicit run_dir once let another config report a finished run's result as its own,
+    or resume another config's checkpoint (and end 'finished' past its own budget)."""
+    from trainer.errors import ConfigError
+    from trainer.identity import config_id
+
+    short = SMALL + ["train.tokens=4096", "train.checkpoint_every_tokens=2048"]
+    first = run(compose(short + [f"run_dir={tmp_path}/a", f"checkpoint_dir={tmp_path}/ck"]))
+    assert first.status == "finished"
+    other = compose(short + ["optim.lr=0.003", f"run_dir={tmp_path}/a"])
+    with pytest.raises(ConfigError) as caught:
+        run(other)
+    assert str(caught.value) == (
+        f"run_dir={tmp_path}/a holds run {first.run_id[:12]}, not this config's "
+        f"{config_id(other)[:12]}: give another run_dir, or leave it unset (each run then has "
+        "its own folder, storage_root/<config id>)")
+    other = compose(short + ["optim.lr=0.003", f"run_dir={tmp_path}/b",
+                             f"checkpoint_dir={tmp_path}/ck"])
+    with pytest.raises(ConfigError, match=rf"checkpoint_dir={tmp_path}/ck holds checkpoints of "
+                                          rf"run {first.run_id[:12]}, not this config's"):
+        run(other)
+    assert not (tmp_path / "b" / "summary.json").exists()
+    # The same config in its own folders is its own run: it ended, nothing is trained.
+    again = run(compose(short + [f"run_dir={tmp_path}/a", f"checkpoint_dir={tmp_path}/ck"]))
+    assert again.summary == first.summary
