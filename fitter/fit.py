@@ -263,7 +263,7 @@ def format_fit(doc: dict, *, recorded: bool = True) -> str:
     lines += [f"  {name:<{width}} skipped: {reason}" for name, reason in skipped.items()]
     best = _best_slice(doc)
     if best:
-        lines.append(f"  best slice: {best}")
+        lines.append(f"  {'LR optimum' if len(doc['slices']) == 1 else 'best slice'}: {best}")
     edges = [s for s in doc["slices"]
              if s.get("edge") in ("low", "high", "all_diverged", "single")]
     single = sum(s.get("edge") == "single" for s in edges)
@@ -301,9 +301,14 @@ def _skipped(skipped: dict[str, str]) -> dict[str, str]:
 def _best_slice(doc: dict) -> str | None:
     """The slice with the lowest loss at its LR optimum, named by the keys that vary."""
     slices = [s for s in doc["slices"] if s.get("loss_opt") is not None]
-    if len(slices) < 2:
+    if not slices:
         return None
     best = min(slices, key=lambda s: s["loss_opt"])
+    if len(slices) == 1:  # one LR sweep: its optimum is the headline, with its interval
+        lo, hi = best.get("lr_lo"), best.get("lr_hi")
+        interval = (f" [{lo:.3g}, {hi:.3g}]" if isinstance(lo, float) and isinstance(hi, float)
+                    and math.isfinite(lo) and math.isfinite(hi) else "")
+        return f"optim.lr={best['lr_opt']:.3g}{interval} (loss {best['loss_opt']:.4f})"
     varying = [k for k in best if ("." in k or k in ("N", "D", "B", "wd"))
                and len({str(s.get(k)) for s in slices}) > 1]
     # (a sweep's slices name N, D, B, λ by their config keys too: said once)

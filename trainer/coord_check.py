@@ -67,7 +67,7 @@ def verdict(slope: float) -> str:
     return "grows" if slope > 0 else "shrinks"
 
 
-def coord_check(model_cfg, widths: list[int], *, lr: float = 1e-2, num_steps: int = 4,
+def coord_check(model_cfg, widths: list[int], *, lr: float = 3e-3, num_steps: int = 4,
                 vocab_size: int = 256, batch_size: int = 8, seq_len: int = 64,
                 seed: int = 0) -> CoordCheck:
     """Train one model per width for `num_steps` Adam steps on one random batch and record the
@@ -188,7 +188,10 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--widths", default="64,128,256,512,1024",
                         help="comma-separated widths (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=4, help="Adam steps (default: 4)")
-    parser.add_argument("--lr", type=float, default=1e-2, help="base LR η (default: 1e-2)")
+    parser.add_argument("--lr", type=float, default=3e-3,
+                        help="base LR η (default: 3e-3, as docs/science.md measured; at 1e-2 "
+                        "the tiny proxy is past its stable range and muP's hidden layers "
+                        "appear to shrink with width)")
     parser.add_argument("--param", choices=("both", "mup", "sp"), default="both")
     parser.add_argument("--out", default="coord_check",
                         help="directory for coord_check.png and coord_check.json")

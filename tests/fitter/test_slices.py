@@ -193,3 +193,24 @@ def test_one_lr_tried_is_no_edge_and_asks_for_values_on_both_sides():
     assert opt.edge == "single" and opt.interval is None
     low, high = opt.new_values
     assert low == pytest.approx(3e-3 / 10 ** 0.5) and high == pytest.approx(3e-3 * 10 ** 0.5)
+
+
+def test_a_single_lr_slice_prints_its_optimum_with_its_interval():
+    """One LR sweep is the plainest use: its optimum was only in fit.json, no line said it."""
+    import pandas as pd
+
+    from fitter.data import from_short_frame
+    from fitter.fit import fit_json, fit_runs, format_fit
+
+    rng = np.random.default_rng(0)
+    x = np.repeat(GRID, 2)
+    rows = [{"run": f"r{i}", "B": 1e4, "N": 1e6, "D": 1e8, "wd": 0.0, "lr": 10 ** v,
+             "loss": parabola(v, -2.6) + rng.normal(0, 0.003), "status": "finished"}
+            for i, v in enumerate(x)]
+    doc = fit_json(fit_runs(from_short_frame(pd.DataFrame(rows), source="s"), n_boot=50),
+                   sweep="s")
+    (only,) = doc["slices"]
+    line = next(ln for ln in format_fit(doc).splitlines() if "LR optimum" in ln)
+    assert line == (f"  LR optimum: optim.lr={only['lr_opt']:.3g} [{only['lr_lo']:.3g}, "
+                    f"{only['lr_hi']:.3g}] (loss {only['loss_opt']:.4f})")
+    assert only["lr_lo"] < only["lr_opt"] < only["lr_hi"]
