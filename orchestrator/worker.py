@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -18,6 +19,20 @@ from orchestrator.lease import ENDED, HELD, Holder, Lease
 SEND_EVERY_S = 2.0
 """A worker sends its metrics to the tracker at most this often; the rest goes with its end."""
 
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def describe_error(err: BaseException) -> str:
+    """What a failed trial says about its error, on one line: the exception a Ray actor
+    call raised rather than Ray's wrapper (colour codes, the actor's repr and its remote
+    traceback), and no terminal colour codes."""
+    cause = getattr(err, "cause", None)  # RayTaskError and its kin wrap the original
+    if isinstance(cause, BaseException):
+        err = cause
+    lines = [line.strip() for line in _ANSI.sub("", str(err)).splitlines() if line.strip()]
+    return f"{type(err).__name__}: {'; '.join(lines)}" if lines else type(err).__name__
 
 def trial_task(fn, *, sweep: str, driver_pid: int):
     """`fn` under the trial's lease: what the driver hands to Ray for every trial.
@@ -163,7 +178,7 @@ def run_group_trials(cfgs, tracker, labels: dict, threads: int, *, pruners=None)
     try:
         results = trainer.run_group(cfgs, histories, pruners)
     except Exception as err:
-        error = f"{type(err).__name__}: {err}"
+        error = describe_error(err)
         answers = {}
         for tid, rep in zip(ids, reporters, strict=True):
             if rep.ended is not None:  # it ended in the group before the error (a pruned
@@ -253,7 +268,7 @@ def run_trial(cfg, tracker, label: str, threads: int, *, pruner=None) -> dict:
     except Exception as err:
         if reporter.recorded is None:  # else it failed after its end (tearing down)
             reporter.finish(status=FAILED, summary={})
-        return {"status": FAILED, "summary": {}, "error": f"{type(err).__name__}: {err}",
+        return {"status": FAILED, "summary": {}, "error": describe_error(err),
                 "recorded": reporter.recorded}
     if reporter.recorded is None:  # it had ended before: the trainer only read its summary
         reporter.finish(status=result.status, summary=result.summary)

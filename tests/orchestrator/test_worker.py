@@ -1,6 +1,8 @@
 import os
 from pathlib import Path
 
+import pytest
+
 from orchestrator.lease import current_holder
 from orchestrator.worker import trial_task
 from trainer.compose import compose
@@ -82,3 +84,23 @@ def test_a_member_that_ended_before_its_group_failed_is_answered_as_it_ended(
     assert second["status"] == "pruned" and second["summary"]["final/tokens"] == 4096
     assert first["status"] == "failed" and "the studies' actor is gone" in first["error"]
     ray.get([second["recorded"], first["recorded"]])  # both ends reached the tracker
+
+
+def test_an_error_from_an_actor_call_is_its_own_one_line(local_ray):
+    """A failed trial's reason was Ray's wrapper: colour codes, `ray::Studies.report()` and the
+    actor's repr, with the real error last."""
+    import ray
+
+    from orchestrator.worker import describe_error
+
+    @ray.remote
+    class Failing:
+        def report(self):
+            return 1 / 0
+
+    actor = Failing.remote()
+    with pytest.raises(Exception) as caught:
+        ray.get(actor.report.remote())
+    assert "\x1b[" in str(caught.value) or "ray::" in str(caught.value)  # the wrapper's text
+    assert describe_error(caught.value) == "ZeroDivisionError: division by zero"
+    assert describe_error(ValueError("a\n\x1b[31mb\x1b[0m")) == "ValueError: a; b"
