@@ -614,7 +614,8 @@ def format_status(report: dict) -> str:
         lines.append(f"  best: {report['best']['trial']} (eval loss "
                      f"{report['best']['final/eval_loss']:.4f})")
     for s in report.get("slices", ()):
-        best = "none yet" if s["best"] is None else (
+        best = ("none: every trial diverged (move the LR range lower, sweep extend)"
+                if s.get("all_diverged") else "none yet") if s["best"] is None else (
             f"{s['best']:.4f} at " + " ".join(f"{k}={v:.4g}" if isinstance(v, float)
                                               else f"{k}={v}"
                                               for k, v in s["best_params"].items()))

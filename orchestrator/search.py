@@ -64,7 +64,7 @@ from orchestrator.fusion import (
     searched_group_size,
 )
 from orchestrator.lease import driver_label
-from orchestrator.search_space import SearchPlan, Slice, plan_search
+from orchestrator.search_space import HALVING, TOKENS_KEY, SearchPlan, Slice, plan_search
 from orchestrator.sharing import Sharing
 from orchestrator.spec import SweepSpec, Trial
 from orchestrator.store import create_sqlite_store_once, tracking_credentials
@@ -166,7 +166,8 @@ def study_quotas(plan: SearchPlan, url: str) -> dict[str, int]:
 
 
 def has_work(plan: SearchPlan, url: str) -> bool:
-    """Is any study short of its trials, or has one trials in flight?"""
+    """Is any study short of its trials (a failed trial counts for nothing: a new driver
+    asks its point again, `Studies.open_trials`), or has one trials in flight?"""
     found = summaries(url, [plan.study_name(s) for s in plan.slices])
     quota = study_quotas(plan, url)
     return any(info["used"] < quota[name] or info["states"].get("running")
@@ -384,6 +385,11 @@ class _SearchRunner(_Runner):
         import ray
 
         while (name := self._next_study()) is not None:
+            # What the storage says now: a second driver asking the same studies (a resume
+            # while this one runs) must not take them past n_trials.
+            self.left[name] = min(self.left[name], ray.get(self.studies.room.remote(name)))
+            if self.left[name] <= 0:
+                continue
             number, params = ray.get(self.studies.ask.remote(name, self.plan.dists))
             self.left[name] -= 1
             trial = self.plan.trial(self.slice_of[name], params, problems=[])
@@ -405,6 +411,9 @@ class _SearchRunner(_Runner):
         partners: list[Trial] = []
         while len(partners) + 1 < size and self.left[name] > 0 \
                 and self._in_flight() + len(partners) + 1 < self.cap:
+            self.left[name] = min(self.left[name], ray.get(self.studies.room.remote(name)))
+            if self.left[name] <= 0:
+                break
             number, params = ray.get(self.studies.ask.remote(name, self.plan.dists))
             self.left[name] -= 1
             trial = self.plan.trial(self.slice_of[name], params, problems=[])
@@ -552,6 +561,7 @@ def search_status(plan: SearchPlan, url: str) -> list[dict]:
                      "n_trials": quota[plan.study_name(s)],
                      "states": info["states"], "best": info["best"],
                      "best_params": info["best_params"],
+                     "all_diverged": info.get("all_diverged", False),
                      "edge": at_edge(plan.dists, info["best_params"])})
     return rows
 
@@ -577,6 +587,22 @@ def check_extension(old: SweepSpec, new: SweepSpec, args: Sequence[str] = ()) ->
                             f"under its {option}; extend may raise search.optuna.n_trials and "
                             f"add values, not change {option}: search with it in a new sweep "
                             "(another name)")
+    if old.optuna.pruner == HALVING and TOKENS_KEY in old.grid and TOKENS_KEY in new.grid:
+        from orchestrator.spec import grid_axes
+
+        def budgets(spec: SweepSpec) -> list[float]:
+            axes, _ = grid_axes(dataclasses.replace(spec,
+                                                    grid={TOKENS_KEY: spec.grid[TOKENS_KEY]}))
+            return [float(v.replace("_", "")) for v in axes.get(TOKENS_KEY, [])]
+
+        top = max(budgets(old), default=math.inf)
+        below = sorted(b for b in budgets(new) if b < top and b not in budgets(old))
+        if below:
+            problems.append(f"{TOKENS_KEY}: under halving each budget is a rung that the best "
+                            "of the one below climb to, so a new budget goes above the "
+                            f"sweep's largest ({top:,.0f}); "
+                            f"{', '.join(f'{b:,.0f}' for b in below)} would sit under rungs "
+                            "already climbed: search it in a new sweep (another name)")
     if problems:
         raise ConfigError(problems)
     if new.optuna.n_trials < old.optuna.n_trials:

@@ -28,6 +28,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from orchestrator.halving import DIVERGED_ATTR
 from trainer.errors import ConfigError
 from trainer.reporting import redact
 
@@ -64,8 +65,14 @@ def open_storage(url: str):
 
 
 VOID_ATTR = "proxysweep.void"
-"""User attribute of a study's trial that was asked but never given its values: failed, and
-counted nowhere."""
+"""User attribute of a study's trial that counts nowhere: asked but never given its values,
+or failed (its point is asked again by the next driver, `RETRY_ATTR`)."""
+RETRY_ATTR = "proxysweep.retry"
+"""User attribute of a study's trial that failed with its point: the next driver enqueues
+that point once more (`Studies.open_trials`)."""
+RETRIED_ATTR = "proxysweep.retried"
+"""User attribute of a study: the numbers of its failed trials whose points were enqueued
+again (a finished Optuna trial takes no new attribute, so the study keeps the list)."""
 
 
 def counts(frozen) -> bool:
@@ -131,10 +138,22 @@ class Studies:
 
     def open_trials(self, name: str) -> list[tuple[int, dict]]:
         """(number, params) of the study's trials asked and not told: in flight when the
-        last driver stopped."""
+        last driver stopped. A new driver calls it once per study; it also gives the study's
+        failed trials (their retries spent in an earlier launch) another go, as a grid's
+        resume re-runs its failed trials: each is voided and its point enqueued, so that the
+        next ask takes it again (the same config, the same trial id) and n_trials still
+        counts it once."""
         from optuna.trial import TrialState
 
         study, out = self.studies[name], []
+        retried = set(study.user_attrs.get(RETRIED_ATTR, []))
+        again = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+                 if t.user_attrs.get(RETRY_ATTR) and t.number not in retried
+                 and self._whole(t)]
+        for t in again:
+            study.enqueue_trial(dict(t.params))
+        if again:
+            study.set_user_attr(RETRIED_ATTR, sorted(retried | {t.number for t in again}))
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if self._whole(t):
                 out.append((t.number, t.params))
@@ -157,6 +176,12 @@ class Studies:
         """Trials of the study that count toward n_trials: every one asked (not those of
         its startup design still waiting to be asked)."""
         return sum(counts(t) for t in self.studies[name].get_trials(deepcopy=False))
+
+    def room(self, name: str) -> int:
+        """Trials the study may still ask, read from the storage now: another driver of the
+        same sweep (a resume while the first one still runs) asks from the same count."""
+        cap = self.size(name) if name in self.fed else self.search.n_trials
+        return cap - self.used(name)
 
     def size(self, name: str) -> int:
         """Trials of the study, asked or enqueued (not void)."""
@@ -222,8 +247,6 @@ class Studies:
         import optuna
         from optuna.trial import TrialState
 
-        from orchestrator.halving import DIVERGED_ATTR
-
         study = self.studies[name]
         if outcome == "diverged":
             told = [t.value for t in study.get_trials(deepcopy=False,
@@ -234,6 +257,11 @@ class Studies:
                 optuna.trial.Trial(study, storage_id).set_user_attr(DIVERGED_ATTR, True)
         state = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED,
                  "fail": TrialState.FAIL}[outcome]
+        frozen = study.get_trials(deepcopy=False)[number]
+        if state == TrialState.FAIL and not frozen.state.is_finished():
+            # A failure counts for nothing, and the next driver asks its point again.
+            self.storage.set_trial_user_attr(frozen._trial_id, VOID_ATTR, True)
+            self.storage.set_trial_user_attr(frozen._trial_id, RETRY_ATTR, True)
         study.tell(number, value if state == TrialState.COMPLETE else None, state=state,
                    skip_if_finished=True)
         told = (name, study.get_trials(deepcopy=False)[number]._trial_id)
@@ -248,15 +276,19 @@ class Studies:
         """The params of the study's best trial ({} before its first complete trial)."""
         from optuna.trial import TrialState
 
-        done = self.studies[name].get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        done = [t for t in self.studies[name].get_trials(deepcopy=False,
+                                                         states=(TrialState.COMPLETE,))
+                if not t.user_attrs.get(DIVERGED_ATTR)]
         return dict(min(done, key=lambda t: t.value).params) if done else {}
 
 
 def best(study) -> float | None:
-    """The study's best value so far (None before its first complete trial)."""
+    """The study's best value so far (None before its first complete trial that did not
+    diverge: a diverged one is told a stand-in worst value)."""
     from optuna.trial import TrialState
 
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if not t.user_attrs.get(DIVERGED_ATTR)]
     return min(t.value for t in done) if done else None
 
 
@@ -291,7 +323,8 @@ def summaries(url: str, names: list[str]) -> dict[str, dict]:
     out = {}
     for name in names:
         if name not in known:
-            out[name] = {"used": 0, "states": {}, "best": None, "best_params": None}
+            out[name] = {"used": 0, "states": {}, "best": None, "best_params": None,
+                         "all_diverged": False}
             continue
         trials = [t for t in optuna.load_study(study_name=name, storage=storage).get_trials(
             deepcopy=False) if counts(t)]
@@ -299,8 +332,11 @@ def summaries(url: str, names: list[str]) -> dict[str, dict]:
         for t in trials:
             states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
         done = [t for t in trials if t.state.name == "COMPLETE"]
-        top = min(done, key=lambda t: t.value, default=None)
+        # A diverged trial is told a stand-in worst value (`diverged_value`): no best.
+        learned = [t for t in done if not t.user_attrs.get(DIVERGED_ATTR)]
+        top = min(learned, key=lambda t: t.value, default=None)
         out[name] = {"used": len(trials), "states": states,
                      "best": None if top is None else top.value,
-                     "best_params": None if top is None else top.params}
+                     "best_params": None if top is None else top.params,
+                     "all_diverged": bool(done) and not learned}
     return out

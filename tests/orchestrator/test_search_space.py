@@ -378,3 +378,83 @@ def test_extend_adds_a_budget_to_a_halving_sweep():
     assert more.grid["train.tokens"] == "choice(16384, 32768, 65536)"
     assert more.optuna.pruner == "halving"
     assert plan_search(more).rungs.budgets == (16384, 32768, 65536)
+    # A budget under a rung already climbed would be a first rung its climbers never came
+    # from: "the best half" would no longer be what the rungs hold.
+    with pytest.raises(ConfigError) as err:
+        extended(spec_from_dict(raw), ["train.tokens=choice(8192, 24576)"])
+    assert err.value.problems == [
+        "train.tokens: under halving each budget is a rung that the best of the one below "
+        "climb to, so a new budget goes above the sweep's largest (32,768); 8,192, 24,576 would "
+        "sit under rungs already climbed: search it in a new sweep (another name)"]
+
+
+def test_a_failed_trial_is_asked_again_by_the_next_driver_and_counted_once(tmp_path):
+    """A searched trial that failed (retries spent) counted toward n_trials for ever: resume
+    said 'nothing to run' where a grid's resume re-runs its failed trials."""
+    from orchestrator.search import has_work
+    from orchestrator.studies import Studies, summaries
+
+    raw = {**BASE, "search": {"optuna": {**BASE["search"]["optuna"], "n_trials": 2,
+                                         "sampler": "random"}}}
+    plan = plan_search(spec_from_dict(raw))
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    names = [plan.study_name(s) for s in plan.slices]
+    first = Studies(url, plan.search, names)
+    for name in names:
+        done = first.ask(name, plan.dists)[0]
+        first.tell(name, done, "complete", 3.0)
+    name = names[0]
+    number, params = first.ask(name, plan.dists)
+    first.tell(name, number, "fail")
+    first.tell(names[1], first.ask(names[1], plan.dists)[0], "complete", 3.1)
+    assert summaries(url, [name])[name]["used"] == 1  # the failure counts for nothing
+    assert has_work(plan, url)  # the sweep is not done: the failure runs again
+    again = Studies(url, plan.search, names)
+    assert again.open_trials(name) == [] and again.used(name) == 1
+    retry, asked = again.ask(name, plan.dists)
+    assert asked == params  # the same point: the same config and trial id
+    again.tell(name, retry, "complete", 2.9)
+    assert again.used(name) == 2 and not has_work(plan, url)
+    assert Studies(url, plan.search, names).open_trials(name) == []  # nothing more to redo
+
+
+def test_a_second_driver_sees_the_first_ones_asks_before_it_asks(tmp_path):
+    """A resume while the first driver still ran asked from its own start count: 7 trials in
+    a study of n_trials 6. Each ask now checks the room the storage has left."""
+    from orchestrator.studies import Studies
+
+    raw = {**BASE, "search": {"optuna": {**BASE["search"]["optuna"], "n_trials": 3,
+                                         "sampler": "random"}}}
+    plan = plan_search(spec_from_dict(raw))
+    url, name = f"sqlite:///{tmp_path}/optuna.db", plan.study_name(plan.slices[0])
+    first = Studies(url, plan.search, [name])
+    first.ask(name, plan.dists)
+    second = Studies(url, plan.search, [name])
+    assert second.room(name) == 2
+    first.ask(name, plan.dists)
+    first.ask(name, plan.dists)
+    assert second.room(name) == 0 and first.room(name) == 0
+
+
+def test_a_study_whose_trials_all_diverged_has_no_best_and_says_so(tmp_path):
+    """Its best was ln(vocab), the stand-in a diverged trial is told, shown as a loss with
+    'at the high end of optim.lr's range: widen it' (the opposite of the advice)."""
+    from orchestrator.commands import format_status
+    from orchestrator.search import search_status
+    from orchestrator.studies import Studies
+
+    plan = plan_search(spec_from_dict(BASE))
+    url, name = f"sqlite:///{tmp_path}/optuna.db", plan.study_name(plan.slices[0])
+    studies = Studies(url, plan.search, [name], plan.dists)
+    for _ in range(2):
+        studies.tell(name, studies.ask(name, plan.dists)[0], "diverged", vocab_size=256)
+    row = next(r for r in search_status(plan, url) if r["slice"] == plan.slices[0].label)
+    assert row["best"] is None and row["all_diverged"] and row["edge"] == {}
+    text = format_status({"sweep": "t", "status": "finished", "trials": 2, "counts": {},
+                          "running": [],
+                          "best": None, "eta_s": None, "slices": [row]})
+    assert (f"slice {row['slice']}: 2/4 trials, best none: every trial diverged (move the "
+            "LR range lower, sweep extend)") in text
+    studies.tell(name, studies.ask(name, plan.dists)[0], "complete", 3.2)
+    assert next(r for r in search_status(plan, url)
+                if r["slice"] == plan.slices[0].label)["best"] == 3.2
