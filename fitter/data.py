@@ -202,6 +202,16 @@ def _check_values(frame: pd.DataFrame, path: Path) -> None:
             fix = "write it as a plain number (4e8, not 400M)" if text else "fix or drop the row"
             raise FitError(f"CSV {path}, line {first + 2}{more}: {col}={value} is not "
                            f"{need}; {fix}.")
+    # A config key a hand-written CSV gives for some runs and not others (an empty cell, a
+    # short row) would be a group or slice of its own, `model.param=nan`.
+    for col in [c for c in frame.columns if "." in str(c) and not str(c).startswith(
+            ("params.", "metrics.", "tags.")) and c not in POSITIVE and c not in NON_NEGATIVE]:
+        empty = frame[col].isna() | (frame[col].astype(str).str.strip() == "")
+        if empty.any() and not empty.all():
+            rows = list(frame.index[empty])
+            more = f" (and {len(rows) - 1} more rows)" if len(rows) > 1 else ""
+            raise FitError(f"CSV {path}, line {rows[0] + 2}{more}: {col} is empty where other "
+                           f"runs give it; give every run its {col}, or drop the column.")
     status = next((c for c in ("status", TRIAL_STATUS_TAG, f"tags.{TRIAL_STATUS_TAG}")
                    if c in frame.columns), None)
     loss = next((c for c in ("loss", f"metrics.{FINAL_EVAL_LOSS}") if c in frame.columns), None)

@@ -202,6 +202,19 @@ def test_a_bad_number_in_a_csv_is_refused_by_line(tmp_path, capsys, column, row,
     assert err == f"error: CSV {tmp_path / 'runs.csv'}, {message}"
 
 
+def test_a_group_key_empty_for_some_runs_of_a_csv_is_refused_by_line(tmp_path, capsys):
+    """An empty `model.param` cell (or a short row) made a group `model.param=nan`."""
+    frame = synthetic_runs(Truth(), n_values=[1e6, 4e6, 1.6e7], d_values=[1e9], b_values=[1e5])
+    frame["model.param"] = "mup"
+    frame["model.param"] = frame["model.param"].astype(object)
+    frame.loc[[4, 6], "model.param"] = None
+    frame.to_csv(tmp_path / "runs.csv", index=False)
+    err = error_of(capsys, ["fit", "--from-csv", str(tmp_path / "runs.csv")])
+    assert err == (f"error: CSV {tmp_path / 'runs.csv'}, line 6 (and 1 more rows): model.param "
+                   "is empty where other runs give it; give every run its model.param, or drop "
+                   "the column.")
+
+
 def test_an_infinite_loss_in_a_csv_is_a_diverged_run(tmp_path, capsys):
     from fitter.data import read_csv
 
