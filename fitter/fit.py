@@ -264,6 +264,9 @@ def format_fit(doc: dict, *, recorded: bool = True) -> str:
     best = _best_slice(doc)
     if best:
         lines.append(f"  {'LR optimum' if len(doc['slices']) == 1 else 'best slice'}: {best}")
+    if edge := _best_at_edge(doc):
+        lines.append(f"  the best slice is at the {edge}: the best may lie beyond what was "
+                     "tried; extend those axes before taking these values")
     edges = [s for s in doc["slices"]
              if s.get("edge") in ("low", "high", "all_diverged", "single")]
     single = sum(s.get("edge") == "single" for s in edges)
@@ -315,6 +318,33 @@ def _best_slice(doc: dict) -> str | None:
     varying = [k for k in varying if _CONFIG_KEY.get(k) not in varying]
     where = " ".join(f"{k}={_short(best[k])}" for k in varying)
     return f"{where} optim.lr={best['lr_opt']:.3g} (loss {best['loss_opt']:.4f})".strip()
+
+
+def _best_at_edge(doc: dict) -> str | None:
+    """The tuned keys (numeric, not a scale axis a law reads: `init_std`, `output_mult`, ...)
+    whose value in the best slice is the smallest or largest any slice tried, said as
+    'high end of model.init_std (0.08 of 0.02-0.08)'; None when there is none."""
+    from fitter.groups import AXES, AXIS_CONFIG_KEYS
+
+    slices = [s for s in doc["slices"] if s.get("loss_opt") is not None]
+    if len(slices) < 2:
+        return None
+    best = min(slices, key=lambda s: s["loss_opt"])
+    ends = []
+    for key in best:
+        if "." not in key or key in AXIS_CONFIG_KEYS or key in AXES:
+            continue
+        try:
+            values = sorted({float(s[key]) for s in slices if s.get(key) is not None})
+            mine = float(best[key])
+        except (TypeError, ValueError):
+            continue  # not numeric (muP or SP, a schedule's name)
+        if len(values) < 2 or values[0] < mine < values[-1]:
+            continue
+        end = "low" if mine == values[0] else "high"
+        ends.append(f"{end} end of {key} ({_short(mine)} of {_short(values[0])}-"
+                    f"{_short(values[-1])})")
+    return ", ".join(ends) or None
 
 
 _CONFIG_KEY = {"N": "model.width", "D": "train.tokens", "B": "train.batch_size",

@@ -214,3 +214,31 @@ def test_a_single_lr_slice_prints_its_optimum_with_its_interval():
     assert line == (f"  LR optimum: optim.lr={only['lr_opt']:.3g} [{only['lr_lo']:.3g}, "
                     f"{only['lr_hi']:.3g}] (loss {only['loss_opt']:.4f})")
     assert only["lr_lo"] < only["lr_opt"] < only["lr_hi"]
+
+
+def test_a_best_slice_at_the_end_of_a_tuned_axis_is_flagged():
+    """Base-multiplier tuning: the best init_std was the largest tried, said nowhere, and the
+    README tells users to copy the best slice's multipliers."""
+    import pandas as pd
+
+    from fitter.data import from_short_frame
+    from fitter.fit import fit_json, fit_runs, format_fit
+
+    rows = [{"run": f"r{std}-{i}", "B": 1e4, "N": 1e6, "D": 1e8, "wd": 0.0, "lr": 10 ** x,
+             "loss": parabola(x, -2.6, floor=3.0 - std), "status": "finished",
+             "model.init_std": std, "model.output_mult": mult}
+            for std in (0.02, 0.04, 0.08) for mult in (1.0, 2.0) for i, x in enumerate(GRID)
+            if not (mult == 2.0 and std != 0.04)]
+    doc = fit_json(fit_runs(from_short_frame(pd.DataFrame(rows), source="s"), n_boot=20),
+                   sweep="s")
+    text = format_fit(doc)
+    assert ("the best slice is at the high end of model.init_std (0.08 of 0.02-0.08), low end "
+            "of model.output_mult (1 of 1-2): the best may lie beyond what was tried; extend "
+            "those axes before taking these values") in text
+    inside = [{**r, "loss": parabola(np.log10(r["lr"]), -2.6,
+                                     floor=3.0 + 100 * (r["model.init_std"] - 0.04) ** 2)}
+              for r in rows if r["model.output_mult"] == 1.0]
+    doc = fit_json(fit_runs(from_short_frame(pd.DataFrame(inside), source="s"), n_boot=20),
+                   sweep="s")
+    assert "best slice: model.init_std=0.04" in format_fit(doc)
+    assert "is at the" not in format_fit(doc)  # bracketed: nothing to say
