@@ -414,13 +414,21 @@ class SearchPlan:
 def plan_search(spec) -> SearchPlan:
     """The studies of a searched spec, every slice checked at the corners of the searched
     space; one ConfigError lists every problem (grammar mapping and trial configs)."""
-    from orchestrator.spec import dedupe
+    from orchestrator.spec import _composition_problems, dedupe, grid_axes
+    from trainer.compose import Composer
     from trainer.errors import ConfigError
 
     search = spec.optuna
     slices, dists, fixed, problems = search_space(spec.grid, search, spec.seeds)
-    if problems:
-        raise ConfigError(problems)
+    # Every key and value that does not compose, at once (a trial's composition stops at the
+    # first): the per-slice axes' values and the searched axes' ends, over the base.
+    slice_axes, _ = grid_axes(type(spec)(name="", grid={k: v for k, v in spec.grid.items()
+                                                         if k not in dists}))
+    ends = {key: [override_value(p[key]) for p in corners({key: dist})]
+            for key, dist in dists.items()}
+    composing = _composition_problems(spec, {**slice_axes, **ends}, Composer())
+    if problems or composing:
+        raise ConfigError(dedupe(problems + composing))
     plan = SearchPlan(spec, search, slices, dists, fixed, rungs=_rungs(spec.grid, search))
     for slice_ in slices:
         for point in corners(dists):

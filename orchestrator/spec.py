@@ -312,7 +312,8 @@ def spec_from_dict(raw: object, *, source: str = "spec", stored: bool = False) -
             search["optuna"].get("objective", DEFAULT_OBJECTIVE) not in OBJECTIVES:
         # (launched before objectives were checked: no trial of it could be told a value)
         search = {"optuna": {**search["optuna"], "objective": DEFAULT_OBJECTIVE}}
-    problems += [f"{source}: {p}" for p in parse_search(search, grid)[1]]
+    search_problems = [f"{source}: {p}" for p in parse_search(search, grid)[1]]
+    problems += search_problems
     share = raw.get("share_prefix", True)
     if not isinstance(share, bool):
         problems.append(f"{source}: share_prefix={share!r} must be true or false")
@@ -341,6 +342,8 @@ def spec_from_dict(raw: object, *, source: str = "spec", stored: bool = False) -
     fuse = parse_fuse(raw.get("fuse"))
     if fuse is None:
         problems.append(f"{source}: fuse={raw.get('fuse')!r}: {FUSE_VALUES}")
+    if search_problems and not stored and is_optuna(search):
+        problems += _search_plan_problems(raw, source, problems)
     if problems:
         raise ConfigError(problems)
     return SweepSpec(
@@ -350,6 +353,28 @@ def spec_from_dict(raw: object, *, source: str = "spec", stored: bool = False) -
         max_concurrent=raw.get("max_concurrent"), retries=int(raw.get("retries", 2)),
         search=search, storage_root=str(raw.get("storage_root", "runs")),
         share_prefix=share, fuse=fuse)
+
+
+def _search_plan_problems(raw: dict, source: str, found: list[str]) -> list[str]:
+    """A searched spec's problems past its `search` block (its ranges, its config keys),
+    found under a stand-in search of the same per-slice axes, so that a spec with a bad
+    `search` block has every problem listed at once, not one kind per launch."""
+    from orchestrator.search_space import plan_search
+
+    opts = raw["search"]["optuna"]
+    per_slice = opts.get("per_slice") or []
+    per_slice = [per_slice] if isinstance(per_slice, str) else per_slice
+    grid = raw.get("grid") or {}
+    stand_in = {"optuna": {"n_trials": 1, "sampler": "random",
+                           "per_slice": [k for k in per_slice
+                                         if isinstance(k, str) and k in grid]}}
+    try:
+        plan_search(spec_from_dict({**raw, "search": stand_in}, source=source))
+    except ConfigError as err:
+        return [p for p in err.problems if p not in found]
+    except Exception:  # noqa: BLE001 (a stand-in that cannot plan: the first problems stand)
+        return []
+    return []
 
 
 def _expr(value: object) -> str:

@@ -286,7 +286,9 @@ def test_a_bad_searched_spec_is_one_line_per_problem_from_the_cli(tmp_path, caps
     assert main(["--tracking-uri", f"sqlite:///{tmp_path}/m.db", "launch", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.splitlines() == [f"error: {path}: search.optuna.sampler='annealing' is not "
-                                "known; use one of gp, tpe, cmaes, random, qmc"]
+                                "known; use one of gp, tpe, cmaes, random, qmc",
+                                "error: grid.optim.lr: range() with float bounds or step has no "
+                                "Optuna distribution; use interval() for floats or choice()"]
     raw["search"]["optuna"]["sampler"] = "gp"
     path.write_text(yaml.safe_dump(raw))
     assert main(["--tracking-uri", f"sqlite:///{tmp_path}/m.db", "launch", str(path)]) == 2
@@ -458,3 +460,23 @@ def test_a_study_whose_trials_all_diverged_has_no_best_and_says_so(tmp_path):
     studies.tell(name, studies.ask(name, plan.dists)[0], "complete", 3.2)
     assert next(r for r in search_status(plan, url)
                 if r["slice"] == plan.slices[0].label)["best"] == 3.2
+
+
+def test_a_searched_spec_lists_its_search_range_and_key_problems_at_once():
+    """They came one kind per launch: the search block, then the ranges, then one unknown
+    key (of two)."""
+    raw = {**BASE, "grid": {"optim.lr": "tag(log, interval(0, 1e-1))",
+                            "optim.weight_decay": "interval(0.5, 0.1)",
+                            "optim.lrr": "choice(1, 2)", "model.widht": "choice(32)",
+                            "train.batch_size": "choice(8, 16)"},
+           "search": {"optuna": {"n_trials": 0, "per_slice": ["train.batch_size"]}}}
+    with pytest.raises(ConfigError) as err:
+        plan_search(spec_from_dict(raw))
+    problems = err.value.problems
+    assert problems[0] == ("spec: search.optuna.n_trials=0: give the trials per study, a "
+                           "whole number >= 1")
+    assert "grid.optim.lr: 'tag(log, interval(0, 1e-1))' needs low < high and low > 0 on a " \
+           "log scale" in problems
+    assert "grid.optim.weight_decay: 'interval(0.5, 0.1)' needs low < high" in problems
+    assert [p.split("'")[1] for p in problems if p.startswith("unknown config key")] == [
+        "optim.lrr", "model.widht"]
