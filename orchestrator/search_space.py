@@ -99,8 +99,12 @@ def parse_search(raw: object, grid: dict[str, str]) -> tuple[OptunaSearch | None
     and every problem of it."""
     if raw == "grid" or raw is None:
         return None, []
-    if not is_optuna(raw) or len(raw) != 1 or not isinstance(raw["optuna"], dict):
-        return None, [f"search={raw!r}: use search: grid, or search: {{optuna: {{n_trials: 8, "
+    if isinstance(raw, dict) and raw and any(k != "optuna" for k in raw):
+        return None, [f"search: unknown key '{k}'; the one key is optuna (search: {{optuna: "
+                      "{n_trials: 8, per_slice: [model.width]}})" for k in raw if k != "optuna"]
+    if not is_optuna(raw) or not isinstance(raw["optuna"], dict):
+        shown = f"search.optuna={raw['optuna']!r}" if is_optuna(raw) else f"search={raw!r}"
+        return None, [f"{shown}: use search: grid, or search: {{optuna: {{n_trials: 8, "
                       "per_slice: [model.width]}}"]
     opts, problems = raw["optuna"], []
     problems += [f"search.optuna: unknown key '{k}'; known keys are "

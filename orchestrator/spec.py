@@ -361,7 +361,7 @@ def _search_plan_problems(raw: dict, source: str, found: list[str]) -> list[str]
     `search` block has every problem listed at once, not one kind per launch."""
     from orchestrator.search_space import plan_search
 
-    opts = raw["search"]["optuna"]
+    opts = raw["search"]["optuna"] if isinstance(raw["search"]["optuna"], dict) else {}
     per_slice = opts.get("per_slice") or []
     per_slice = [per_slice] if isinstance(per_slice, str) else per_slice
     grid = raw.get("grid") or {}

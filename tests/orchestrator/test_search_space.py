@@ -480,3 +480,20 @@ def test_a_searched_spec_lists_its_search_range_and_key_problems_at_once():
     assert "grid.optim.weight_decay: 'interval(0.5, 0.1)' needs low < high" in problems
     assert [p.split("'")[1] for p in problems if p.startswith("unknown config key")] == [
         "optim.lrr", "model.widht"]
+
+
+@pytest.mark.parametrize("search, problem", [
+    ({"optuna": {"n_trials": 2}, "grid_fallback": True},
+     "search: unknown key 'grid_fallback'; the one key is optuna (search: {optuna: {n_trials: "
+     "8, per_slice: [model.width]}})"),
+    ({"optuan": {"n_trials": 2}},
+     "search: unknown key 'optuan'; the one key is optuna (search: {optuna: {n_trials: 8, "
+     "per_slice: [model.width]}})"),
+    ({"optuna": 3}, "search.optuna=3: use search: grid, or search: {optuna: {n_trials: 8, "
+                    "per_slice: [model.width]}}"),
+])
+def test_a_search_block_of_the_wrong_shape_names_what_is_wrong(search, problem):
+    # (the whole mapping's repr was printed; `optuna: 3` was a traceback)
+    with pytest.raises(ConfigError) as err:
+        spec_from_dict({**BASE, "search": search})
+    assert err.value.problems[0] == f"spec: {problem}"
