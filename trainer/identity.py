@@ -5,7 +5,9 @@ trial) is never trained twice. Keys that cannot change the result are left out: 
 (`tracking`), where files go (`storage_root`, `run_dir`, `checkpoint_dir`, `data.cache_dir`) and
 how often the loop logs or checkpoints (checkpoints resume exactly), and over how many
 processes a run is sharded (the same global batch gives the same run up to float rounding, and
-a checkpoint resumes at any world size).
+a checkpoint resumes at any world size). Not for the norm-test batch schedule: its test and its
+growth work in micro-batches of every rank, so over W > 1 processes it is another run, and
+`train.world_size` enters its id.
 
 A key added later is left out while it is at the default it was introduced with (`INTRODUCED`):
 a config that does not use it trained as before the key existed, so it keeps the id it had.
@@ -88,6 +90,11 @@ def _ignored(flat: dict[str, Any]) -> frozenset[str]:
                               if _normalise(flat[k]) == _normalise(default)}
     if flat["model.param"] == "sp" and flat["model.attn_mult"] == 1.0:
         ignored |= ATTENTION_RULE_KEYS
+    if flat["train.batch_schedule"] == "norm_test" and flat["train.world_size"] != 1:
+        # The norm test's unit is a micro-batch of every rank, and the batch grows in whole
+        # such units: over W processes it estimates and grows otherwise, a run of its own.
+        # (One process keeps the id it had when no world size entered any id.)
+        ignored -= {"train.world_size"}
     return ignored
 
 

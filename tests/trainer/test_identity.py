@@ -132,3 +132,19 @@ def test_runs_whose_network_the_attention_rule_changed_get_new_ids():
     assert '"model.base_head_dim"' in canonical_json(compose(["model.param=sp",
                                                               "model.attn_mult=2"]))
     assert '"model.base_head_dim"' not in canonical_json(compose(["model.param=sp"]))
+
+
+def test_world_size_enters_the_id_of_a_norm_test_run_over_several_processes():
+    """The norm test's units are micro-batches of every rank: at W = 2 a run estimated and grew
+    otherwise than at W = 1 under the same id, and a stored result stood for the other."""
+    from trainer.compose import compose
+    from trainer.identity import config_id
+
+    norm = ["train.batch_schedule=norm_test", "train.batch_size=16",
+            "train.micro_batch_size=4"]
+    one, two, four = (config_id(compose(norm + [f"train.world_size={w}"])) for w in (1, 2, 4))
+    assert len({one, two, four}) == 3
+    assert one == config_id(compose(norm))  # one process keeps its id
+    constant = [config_id(compose(["train.batch_size=16", "train.micro_batch_size=4",
+                                   f"train.world_size={w}"])) for w in (1, 2)]
+    assert constant[0] == constant[1]  # a constant batch: W changes only rounding
