@@ -290,6 +290,13 @@ class TrainingRun:
         self.paths = RunPaths.for_config(cfg, self.run_id)
         self.device = d.device
         data = data or _load_tokens_once(cfg, d)
+        short = [f"its {name} split has {len(tokens):,} tokens" for name, tokens in
+                 (("training", data.train), ("held-out", data.val))
+                 if len(tokens) < cfg.train.seq_len + 1]
+        if short:
+            raise ConfigError([f"data: {' and '.join(short)}, less than one sequence of "
+                               f"train.seq_len={cfg.train.seq_len} plus one: give more text, "
+                               "or a shorter train.seq_len"])
         self.stream = TokenStream(data.train, cfg.train.seq_len, cfg.seed)
         eval_set = eval_batches(data.val, seq_len=cfg.train.seq_len,
                                 num_tokens=cfg.train.eval_tokens,

@@ -249,3 +249,19 @@ def test_a_run_dir_or_checkpoint_dir_holding_another_config_is_refused(tmp_path)
     # The same config in its own folders is its own run: it ended, nothing is trained.
     again = run(compose(short + [f"run_dir={tmp_path}/a", f"checkpoint_dir={tmp_path}/ck"]))
     assert again.summary == first.summary
+
+
+def test_a_split_shorter_than_one_sequence_is_one_sentence(tmp_path):
+    """A held-out split of one token gave a finished run with eval loss NaN."""
+    from trainer.errors import ConfigError
+
+    (tmp_path / "small.txt").write_text("hello world!")
+    cfg = compose(["model=tiny", "data=files", f"data.paths=[{tmp_path / 'small.txt'}]",
+                   f"data.cache_dir={tmp_path / 'cache'}", "train.tokens=8192",
+                   "train.seq_len=4", "train.batch_size=8", "train.eval_tokens=4",
+                   f"storage_root={tmp_path / 'runs'}"])
+    with pytest.raises(ConfigError) as caught:
+        run(cfg)
+    assert str(caught.value) == (
+        "data: its held-out split has 1 tokens, less than one sequence of train.seq_len=4 plus "
+        "one: give more text, or a shorter train.seq_len")
