@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from collections.abc import Sequence
 
 from hydra import compose as hydra_compose
@@ -196,10 +197,20 @@ def _explain(err: Exception, overrides: list[str]) -> str:
         if isinstance(cause, (ConfigAttributeError, ConfigKeyError)):
             return (f"unknown config key '{key}': check its spelling against conf/ "
                     "(python -m trainer --cfg prints every key)")
-        given = next((o for o in overrides if o.lstrip("+~").partition("=")[0] == key), None)
         reason = (cause.msg or str(cause)).splitlines()[0]
+        # Of a key given twice, the override whose value the error quotes.
+        mine = [o for o in overrides if o.lstrip("+~").partition("=")[0] == key]
+        given = next((o for o in mine if f"'{o.partition('=')[2]}'" in reason),
+                     mine[-1] if mine else None)
+        hint = ""
+        try:
+            number = float(given.partition("=")[2]) if given else math.nan
+        except ValueError:
+            number = math.nan
+        if "to Integer" in reason and math.isfinite(number) and number == int(number):
+            hint = f"; write it as a whole number, e.g. {key}={int(number):_}"
         return f"bad value for '{key}'" + (f" in override '{given}'" if given else "") + \
-            f": {reason}"
+            f": {reason}{hint}"
     added = [o.lstrip("+").partition("=")[0] for o in overrides if o.startswith("+")]
     if isinstance(err, AttributeError) and added:
         # `+key=value` adds a key Hydra accepts and the frozen dataclass then refuses.

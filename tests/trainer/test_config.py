@@ -29,6 +29,18 @@ def test_overrides_reach_typed_fields():
     assert cfg.train.batch_size == 32 and cfg.seed == 3
 
 
+def test_a_key_given_twice_names_the_override_that_is_bad():
+    # (the first override of the key was quoted, whichever was bad)
+    for overrides in (["optim.lr=0.01", "optim.lr=abc"], ["optim.lr=abc", "optim.lr=0.01"]):
+        with pytest.raises(ConfigError, match=r"in override 'optim.lr=abc'"):
+            compose(overrides)
+    with pytest.raises(ConfigError) as err:
+        compose(["train.tokens=8192", "train.tokens=1e5"])
+    assert str(err.value).endswith("in override 'train.tokens=1e5': Value '100000.0' of type "
+                                   "'float' could not be converted to Integer; write it as a "
+                                   "whole number, e.g. train.tokens=100_000")
+
+
 @pytest.mark.parametrize("override, fragment", [
     ("model.widht=3", "unknown config key 'model.widht'"),
     ("+foo=1", "unknown config key 'foo'"),
