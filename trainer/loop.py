@@ -191,7 +191,8 @@ def default_reporter(cfg: Config, paths: RunPaths) -> Reporter:
     """JSONL + stdout, plus MLflow when `tracking.uri` is set."""
     jsonl = JsonlReporter(paths.metrics)
     if cfg.tracking.uri:
-        return MultiReporter(jsonl, MlflowReporter(cfg.tracking.uri, cfg.tracking.experiment))
+        return MultiReporter(jsonl, MlflowReporter(cfg.tracking.uri, cfg.tracking.experiment,
+                                                   history=paths.metrics))
     return jsonl
 
 

@@ -154,15 +154,24 @@ class MlflowReporter:
 
     Metrics are buffered and written with `log_batch` (at most 1000 per call) every
     `flush_every_s` seconds and at the end, so a fast loop does not wait on the store.
+
+    A resumed run's record is completed from `history` (the run's `metrics.jsonl`, which holds
+    every logged step up to the checkpoint it resumes from): the steps a killed process had
+    buffered and not yet sent are added, and the steps the record already has (sent before
+    the kill, past that checkpoint, and trained again) are not sent twice.
     """
 
-    def __init__(self, uri: str, experiment: str, *, flush_every_s: float = 5.0):
+    def __init__(self, uri: str, experiment: str, *, flush_every_s: float = 5.0,
+                 history: Path | None = None):
         import mlflow
 
         self.client = mlflow.MlflowClient(tracking_uri=uri)
         self.experiment, self.flush_every_s = experiment, flush_every_s
+        self.history = history
         self.run_id: str | None = None
         self.buffer: list = []
+        self.recorded: dict[str, set[int]] = {}
+        """Per metric, the steps the record had when this process resumed it."""
         self.last_flush = time.monotonic()
 
     def start(self, *, run_id: str, params: dict, resumed_step: int | None) -> None:
@@ -179,13 +188,30 @@ class MlflowReporter:
         self.client.update_run(self.run_id, status="RUNNING")
         self.client.log_batch(self.run_id, tags=[RunTag(schema.TRIAL_STATUS_TAG,
                                                         schema.RUNNING)])
+        if run.data.params and resumed_step is not None:
+            self._complete_from_history(run.data.metrics)
+
+    def _complete_from_history(self, keys) -> None:
+        """Note what the resumed record has, and send what `history` has and it lacks."""
+        self.recorded = {key: {m.step for m in self.client.get_metric_history(self.run_id, key)}
+                         for key in keys}
+        if self.history is None or not self.history.exists():
+            return
+        for line in self.history.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                step = row.pop("step")
+                self.log_metrics({k: v for k, v in row.items()
+                                  if isinstance(v, (int, float))}, step=step)
+        self.flush()
 
     def log_metrics(self, metrics: dict[str, float], *, step: int) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         self.buffer += [Metric(k, float(v), now, step) for k, v in metrics.items()
-                        if v is not None and math.isfinite(v)]
+                        if v is not None and math.isfinite(v)
+                        and step not in self.recorded.get(k, ())]
         if time.monotonic() - self.last_flush > self.flush_every_s:
             self.flush()
 
