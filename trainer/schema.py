@@ -191,12 +191,12 @@ def token_totals(client: MlflowClient, experiment_id: str) -> dict[str, float]:
 
 def totals_of(trials: Iterable[tuple[str | None, dict]], trunks: Iterable[dict]
               ) -> dict[str, float]:
-    """Tokens trained (every done trial's own tokens plus every trunk's), the tokens the done
-    trials would have trained alone, and their ratio; from (status, metrics) of each trial and
-    the metrics of each trunk."""
+    """Tokens trained (every ended trial's own tokens, a pruned one's up to where it stopped,
+    plus every trunk's), the tokens the ended trials would have trained alone, and their
+    ratio; from (status, metrics) of each trial and the metrics of each trunk."""
     independent = trained = 0.0
     for status, metrics in trials:
-        if status in DONE and FINAL_TOKENS in metrics:
+        if status in (*DONE, PRUNED) and FINAL_TOKENS in metrics:
             independent += metrics[FINAL_TOKENS]
             trained += metrics.get(FINAL_TOKENS_TRAINED, metrics[FINAL_TOKENS])
     for metrics in trunks:

@@ -56,3 +56,18 @@ def test_a_trial_run_is_found_before_one_is_created(tmp_path):
     assert first.info.run_id == again.info.run_id != other.info.run_id
     assert [r.info.run_id for r in schema.sweep_runs(client, exp, schema.KIND_TRIAL)] \
         and set(schema.recorded_trials(f"sqlite:///{tmp_path}/m.db", "s")) == {"abc", "x"}
+
+
+def test_a_pruned_trials_tokens_count_as_trained():
+    """`sweep status` left out the tokens pruned trials trained before they stopped."""
+    from trainer.schema import (
+        FINAL_TOKENS,
+        TOKENS_IF_INDEPENDENT,
+        TOKENS_TRAINED,
+        totals_of,
+    )
+
+    totals = totals_of([("finished", {FINAL_TOKENS: 65536.0}),
+                        ("pruned", {FINAL_TOKENS: 8192.0}),
+                        ("failed", {FINAL_TOKENS: 4096.0})], [])
+    assert totals[TOKENS_TRAINED] == totals[TOKENS_IF_INDEPENDENT] == 65536.0 + 8192.0
