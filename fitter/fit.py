@@ -194,6 +194,9 @@ def fit_json(result: FitResult, *, sweep: str, n_trials: int | None = None) -> d
         # below): new grid values would turn a searched range into a list. More trials probe
         # past a best at the edge of what was tried, or let more LRs climb.
         doc["next_grid"] = [f"search.optuna.n_trials={2 * n_trials}"] if doc["next_grid"] else []
+        for row in doc["slices"]:  # (each slice's own hint likewise: extend refuses choice())
+            if isinstance(row.get("extend"), str):
+                row["extend"] = doc["next_grid"][0]
     return _clean(doc)
 
 

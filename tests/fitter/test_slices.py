@@ -174,6 +174,7 @@ def test_a_searched_sweep_with_an_edge_slice_is_told_to_search_more_not_to_list_
     assert fit_json(result, sweep="s")["next_grid"][0].startswith("optim.lr=choice(")
     doc = fit_json(result, sweep="s", n_trials=6)
     assert doc["next_grid"] == ["search.optuna.n_trials=12"]
+    assert [s["extend"] for s in doc["slices"]] == ["search.optuna.n_trials=12"]
     assert ("1 slice has no LR optimum inside the LRs its study tried; to bracket it: sweep "
             "extend s search.optuna.n_trials=12") in format_fit(doc)
     # a grid's hint is a command to paste: its choice(...) quoted for the shell
