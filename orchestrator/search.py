@@ -97,6 +97,10 @@ def prepare_search(spec: SweepSpec, tracking_uri: str, *, create: bool = True
     url = storage_url(plan.search.storage, tracking_uri)
     if create or not not_created(url):
         open_storage(url)
+    elif not Path(url[len("sqlite:///"):]).parent.is_dir():  # what the launch would find
+        raise ConfigError(f"cannot open the Optuna storage {url}: its folder "
+                          f"{Path(url[len('sqlite:///'):]).parent} does not exist; create it, "
+                          "or fix search.optuna.storage or OPTUNA_STORAGE")
     return spec, plan, url
 
 

@@ -497,3 +497,21 @@ def test_a_search_block_of_the_wrong_shape_names_what_is_wrong(search, problem):
     with pytest.raises(ConfigError) as err:
         spec_from_dict({**BASE, "search": search})
     assert err.value.problems[0] == f"spec: {problem}"
+
+
+def test_a_dry_run_refuses_an_sqlite_storage_whose_folder_does_not_exist(tmp_path, capsys):
+    """The launch refused it; the dry run said 'would ask 4 more'."""
+    import yaml
+
+    from orchestrator.cli import main
+
+    raw = {**BASE, "search": {"optuna": {**BASE["search"]["optuna"],
+                                         "storage": f"sqlite:///{tmp_path}/no/such/x.db"}}}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["--tracking-uri", f"sqlite:///{tmp_path}/m.db", "launch", str(path),
+                 "--dry-run"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: cannot open the Optuna storage sqlite:///{tmp_path}/no/such/x.db: its folder "
+        f"{tmp_path}/no/such does not exist; create it, or fix search.optuna.storage or "
+        "OPTUNA_STORAGE")
