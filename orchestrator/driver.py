@@ -260,6 +260,14 @@ def drive(runner: _Runner, *, tracking_uri: str, progress: bool,
                                             stored[t.trial_id]["run"].data.metrics)
                                for t in runner.found_ended_trials if t.trial_id in stored})
     outcome.resynced = resync([runner.trials[t] for t in runner.unsure], tracker)
+    from trainer.paths import RunPaths, read_summary
+
+    for trial_id in outcome.resynced:  # ended before the stop reached it (a group's member
+        # that diverged): the launch's summary says so, as `sweep status` does
+        if outcome.ran.get(trial_id) == INTERRUPTED:
+            trial = runner.trials[trial_id]
+            summary = read_summary(RunPaths.for_config(trial.cfg, trial_id)) or {}
+            outcome.ran[trial_id] = summary.get("status", INTERRUPTED)
     runner.sharing.record_unrecorded()
     outcome.tokens = ray.get(tracker.log_token_totals.remote(ended=not outcome.interrupted))
     ray.get(tracker.close_sweep.remote(status))
