@@ -197,7 +197,7 @@ def describe(plan: SharingPlan, trials: Sequence[Trial],
                      f"{len(fam.members)} budgets ({budgets}): {fam.label}")
     reasons = {plan.alone.get(t.trial_id) for t in trials}
     if len(trials) > 1 and len(reasons) == 1 and None not in reasons:
-        lines.append(f"all {len(trials)} trials train alone: "
+        lines.append(f"no shared trunk: all {len(trials)} trials train their tokens alone: "
                      + ("no two differ only in train.tokens" if reasons == {ALONE}
                         else reasons.pop()))
     else:

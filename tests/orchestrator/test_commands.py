@@ -81,7 +81,8 @@ def test_dry_run_lists_each_trial_with_what_a_launch_would_do(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[4] == "4 trials: 0 done, 4 would run"
     # One budget per config: nothing to share, said once for the sweep, not per trial
-    assert lines[5] == "all 4 trials train alone: no two differ only in train.tokens"
+    assert lines[5] == ("no shared trunk: all 4 trials train their tokens alone: no two "
+                        "differ only in train.tokens")
     assert lines[6].endswith("(ratio 1.00)")
     rows = [line.split(maxsplit=2) for line in lines[:4]]
     assert [r[0] for r in rows] == ["run"] * 4
@@ -120,8 +121,8 @@ def test_dry_run_says_which_trials_share_a_trunk_and_which_do_not(tmp_path, caps
                      uri]) == 0
     out = capsys.readouterr().out
     assert "trunk " not in out and out.count("sharing is off") == 1
-    assert ("all 8 trials train alone: sharing is off (share_prefix: false or --no-share)"
-            in out.splitlines())
+    assert ("no shared trunk: all 8 trials train their tokens alone: sharing is off "
+            "(share_prefix: false or --no-share)" in out.splitlines())
     assert sum(line.endswith("(ratio 1.00)") for line in out.splitlines()) == 1
     # fusion on (auto: CPU trials): each budget's 4 LR × schedule trials make one group
     assert out.splitlines()[-1] == "2 fused groups, 0 trials alone"
