@@ -160,10 +160,10 @@ def plan_sharing(trials: Sequence[Trial], *, share: bool = True) -> SharingPlan:
         else:
             groups.setdefault(family_id(trial.cfg), []).append(trial)
     families = []
-    singles = [g[0] for g in groups.values() if len(g) == 1]
-    # Which singles would have had company but for a warmup that follows the budget?
+    # Which singles would have had company (other singles, or a family's budgets of 65,536
+    # tokens and more) but for a warmup that follows the budget?
     loose: dict[str, int] = {}
-    for trial in singles:
+    for trial in (t for g in groups.values() for t in g):
         key = family_id(trial.cfg, without=(TOKENS_KEY, WARMUP_KEY))
         loose[key] = loose.get(key, 0) + 1
     for fid, members in groups.items():

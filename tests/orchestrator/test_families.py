@@ -71,6 +71,13 @@ def test_a_default_warmup_that_follows_the_budget_says_how_to_share():
     plan = plan_sharing(expand(spec))
     assert plan.families == ()
     assert set(plan.alone.values()) == {families.WARMUP}
+    # A small budget beside budgets that share (theirs hold the fixed 65,536-token warmup):
+    # it was said to have no other budget
+    spec = spec_from_dict({"name": "t", "overrides": base,
+                           "grid": {"train.tokens": "choice(32768, 131072, 262144)"}})
+    plan = plan_sharing(expand(spec))
+    assert [len(f.members) for f in plan.families] == [2]
+    assert list(plan.alone.values()) == [families.WARMUP]
 
 
 def test_sharing_off_says_so():
