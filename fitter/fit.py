@@ -211,6 +211,9 @@ def write_fit(result: FitResult, out_dir: str | Path, *, sweep: str,
     out.mkdir(parents=True, exist_ok=True)
     doc = fit_json(result, sweep=sweep, n_trials=n_trials)
     doc["selection"] = selection or {"group": {}, "pooled": False}
+    for law in doc["laws"].values():  # `--group model.param=sp`: each law is of that group
+        if not law.get("group") and doc["selection"].get("group"):
+            law["group"] = dict(doc["selection"]["group"])
     doc["plots"] = [str(p.relative_to(out)) for p in save_plots(result, out / "plots")]
     (out / "fit.json").write_text(json.dumps(doc, indent=2))
     return doc

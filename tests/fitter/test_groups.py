@@ -172,6 +172,8 @@ def test_sweep_fit_logs_each_groups_law_and_plots_to_the_fit_run(tmp_path, capsy
         doc = json.loads((Path("outputs/fit/transfer") / selection / "fit.json").read_text())
         assert doc["selection"] == {"group": {"model.param": "mup"} if selection != "pooled"
                                     else {}, "pooled": selection == "pooled"}
+        # the law of one group names it, as a grouped fit's laws do (it said "group": {})
+        assert doc["laws"]["lr"]["group"] == doc["selection"]["group"]
 
 
 def test_trials_that_have_not_started_do_not_make_every_key_a_group():
