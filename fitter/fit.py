@@ -74,7 +74,12 @@ def law_name(key: str) -> str:
     return key.split("[", 1)[0]
 
 
-def fit_runs(runs: Runs, *, laws: tuple[str, ...] | None = None, n_boot: int = 500,
+LAW_BOOT, SLICE_BOOT = 500, 200
+"""Bootstrap resamples when none are asked for: per law, and per slice optimum and for the
+loss law (each resample refits every slice's parabola, or the loss law's four parameters)."""
+
+
+def fit_runs(runs: Runs, *, laws: tuple[str, ...] | None = None, n_boot: int | None = None,
              seed: int = 0, pool: bool = False, group: dict[str, str] | None = None
              ) -> FitResult:
     """Slice optima and the requested laws (all that the data supports when laws is None).
@@ -82,7 +87,8 @@ def fit_runs(runs: Runs, *, laws: tuple[str, ...] | None = None, n_boot: int = 5
     Args:
         runs: the sweep's runs.
         laws: the laws to fit; None for every law the runs support.
-        n_boot: bootstrap resamples per law (and per slice optimum).
+        n_boot: bootstrap resamples per law, per slice optimum and for the loss law; None
+            for `LAW_BOOT` per law and `SLICE_BOOT` for the others.
         seed: seed of the bootstraps.
         pool: fit one law across groups (each (N, D, B) takes its best slice of any group).
         group: fit only this group (key → value), e.g. {"model.param": "mup"}.
@@ -127,7 +133,7 @@ def fit_runs(runs: Runs, *, laws: tuple[str, ...] | None = None, n_boot: int = 5
     return result
 
 
-def _fit_group(runs: Runs, wanted: tuple[str, ...], *, explicit: bool, n_boot: int,
+def _fit_group(runs: Runs, wanted: tuple[str, ...], *, explicit: bool, n_boot: int | None,
                seed: int):
     # optima, fitted laws and skipped laws (name → reason) of one group
     optima, fitted, skipped = pd.DataFrame(), {}, {}
@@ -149,18 +155,19 @@ def _fit_group(runs: Runs, wanted: tuple[str, ...], *, explicit: bool, n_boot: i
     return optima, fitted, skipped
 
 
-def _optima(runs: Runs, law: str, *, n_boot: int, seed: int) -> pd.DataFrame:
+def _optima(runs: Runs, law: str, *, n_boot: int | None, seed: int) -> pd.DataFrame:
     usable = require(runs, ("lr",), law=law)
-    return lr_optima(usable, runs.slice_keys, n_boot=min(n_boot, 200), seed=seed)
+    return lr_optima(usable, runs.slice_keys, n_boot=SLICE_BOOT if n_boot is None else n_boot,
+                     seed=seed)
 
 
-def _fit_one(law: str, runs: Runs, optima: pd.DataFrame, *, n_boot: int, seed: int):
-    boot = {"n_boot": n_boot, "seed": seed}
+def _fit_one(law: str, runs: Runs, optima: pd.DataFrame, *, n_boot: int | None, seed: int):
+    boot = {"n_boot": LAW_BOOT if n_boot is None else n_boot, "seed": seed}
     if law == "loss":
         finished = require(runs, ("N", "D", "loss"), law="loss")
         finished = finished[finished["status"] == "finished"]
         points = finished.groupby(["N", "D"], as_index=False)["loss"].min()
-        return fit_loss_law(points, n_boot=min(n_boot, 200), seed=seed)
+        return fit_loss_law(points, n_boot=SLICE_BOOT if n_boot is None else n_boot, seed=seed)
     if law == "lr":
         return lr_law(optima, **boot)
     needs = {"timescale": ("N", "D", "B", "wd"), "batch": ("N", "D", "B"), "cbs": ("N", "D", "B")}

@@ -157,7 +157,9 @@ def _fit_parsers(sub, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--json", action="store_true", help="print fit.json only")
     p.add_argument("--out", metavar="DIR", help="where fit.json and plots/ go "
                    "(default: outputs/fit/NAME)")
-    p.add_argument("--n-boot", type=_count, default=500, help="bootstrap resamples per law")
+    p.add_argument("--n-boot", type=_count, default=None,
+                   help="bootstrap resamples (default: 500 per law, 200 per slice optimum and "
+                   "for the loss law; a number given is used for all)")
     p.add_argument("--group", action="append", metavar="KEY=VALUE",
                    help="fit only this group, e.g. model.param=mup (repeatable)")
     p.add_argument("--pool", action="store_true", help="fit one law across groups (muP with "
@@ -172,7 +174,9 @@ def _fit_parsers(sub, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--batch", type=_positive, metavar="B",
                    help="batch size in tokens per step (default: from the batch law)")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--n-boot", type=_count, default=500, help="bootstrap resamples per law")
+    p.add_argument("--n-boot", type=_count, default=None,
+                   help="bootstrap resamples (default: 500 per law, 200 per slice optimum and "
+                   "for the loss law; a number given is used for all)")
     p.add_argument("--group", action="append", metavar="KEY=VALUE",
                    help="whose laws to use when the sweep has groups, e.g. model.param=mup")
 

@@ -243,3 +243,23 @@ def test_a_best_slice_at_the_end_of_a_tuned_axis_is_flagged():
                    sweep="s")
     assert "best slice: model.init_std=0.04" in format_fit(doc)
     assert "is at the" not in format_fit(doc)  # bracketed: nothing to say
+
+
+def test_n_boot_given_is_used_for_the_slice_optima_too():
+    """--n-boot 2000 gave the slice intervals of 200: a silent cap."""
+    import pandas as pd
+
+    from fitter.data import from_short_frame
+    from fitter.fit import fit_runs
+
+    rng = np.random.default_rng(3)
+    rows = [{"run": f"r{i}", "B": 1e4, "N": 1e6, "D": 1e8, "wd": 0.0, "lr": 10 ** v,
+             "loss": parabola(v, -2.6) + rng.normal(0, 0.003), "status": "finished"}
+            for i, v in enumerate(np.repeat(GRID, 2))]
+    runs = from_short_frame(pd.DataFrame(rows), source="s")
+    widths = [float(fit_runs(runs, n_boot=n).optima["lr_hi"].iloc[0]
+                    - fit_runs(runs, n_boot=n).optima["lr_lo"].iloc[0]) for n in (200, 400)]
+    assert widths[0] != widths[1]
+    default = fit_runs(runs).optima
+    assert float(default["lr_hi"].iloc[0]) == float(fit_runs(runs, n_boot=200).optima[
+        "lr_hi"].iloc[0])  # the default for slices is 200
