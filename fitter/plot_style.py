@@ -10,7 +10,7 @@ STYLE = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fo
 """Text of 9-11 pt at the saved size."""
 DPI = 110
 MAX_CURVES = 8
-UNITS = {"N": "non-embedding parameters N", "D": "training tokens D",
+UNITS = {"N": "parameters N (readout in, input embedding out)", "D": "training tokens D",
          "B": "batch size B (tokens per step)", "wd": "weight decay λ",
          "D/N": "tokens per parameter D/N", "lr_opt": "optimal learning rate",
          "tau_opt": "optimal timescale τ", "B_opt": "optimal batch size (tokens per step)",

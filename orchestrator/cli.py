@@ -168,7 +168,9 @@ def _fit_parsers(sub, parents: list[argparse.ArgumentParser]) -> None:
                        help="LR, batch size and weight decay for a big run")
     p.add_argument("name", help="sweep name")
     p.add_argument("--params", type=_positive, required=True, metavar="N",
-                   help="non-embedding parameters of the big model")
+                   help="parameters N of the big model as the sweep counts them: every "
+                   "parameter but the input embedding and position table (the readout "
+                   "counts)")
     p.add_argument("--tokens", type=_positive, required=True, metavar="D",
                    help="training tokens")
     p.add_argument("--batch", type=_positive, metavar="B",
