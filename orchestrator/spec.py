@@ -331,6 +331,10 @@ def spec_from_dict(raw: object, *, source: str = "spec", stored: bool = False) -
             isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
         problems.append(f"{source}: seeds={seeds!r}: give a list of whole numbers >= 0, "
                         "e.g. seeds: [0, 1, 2]")
+    elif seeds is not None and len(set(seeds)) < len(seeds):
+        twice = sorted({s for s in seeds if seeds.count(s) > 1})
+        problems.append(f"{source}: seeds={seeds!r}: seed {', '.join(map(str, twice))} is "
+                        "given twice (a seed is one trial per point); give each seed once")
     most = raw.get("max_concurrent")
     if most is not None and (not isinstance(most, int) or isinstance(most, bool) or most < 1):
         problems.append(f"{source}: max_concurrent={most!r}: give a whole number >= 1, or "

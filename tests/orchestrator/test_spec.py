@@ -56,6 +56,8 @@ def test_a_spec_key_given_as_an_override_says_where_it_goes(override, where):
     ("seeds", 3, "seeds=3: give a list of whole numbers >= 0, e.g. seeds: [0, 1, 2]"),
     ("seeds", [-1, 0], "seeds=[-1, 0]: give a list of whole numbers >= 0"),
     ("seeds", [], "seeds=[]: give a list"),
+    ("seeds", [0, 0, 1], "seeds=[0, 0, 1]: seed 0 is given twice (a seed is one trial per "
+                         "point); give each seed once"),
     ("max_concurrent", 0, "max_concurrent=0: give a whole number >= 1, or null"),
     ("retries", -1, "retries=-1: give a whole number >= 0"),
 ])
