@@ -35,6 +35,18 @@ def grouped():
     return fit_runs(from_short_frame(mup_and_sp(), source="muP+SP"), laws=("lr",), n_boot=100)
 
 
+def test_recommend_with_no_law_in_any_group_says_so_not_which_group():
+    """It asked to choose among 6 groups, none of which had a law."""
+    frame = mup_and_sp()
+    one_width = frame[frame["N"] == frame["N"].min()]
+    result = fit_runs(from_short_frame(one_width, source="one width"), n_boot=20)
+    assert not result.laws and len(result.group_list) == 2
+    with pytest.raises(FitError) as err:
+        recommend(result, params=1e8, tokens=1e9, batch=1e5)
+    assert str(err.value).startswith("one width has no law in any group to recommend from: ")
+    assert "choose one" not in str(err.value)
+
+
 def test_mup_and_sp_get_one_lr_law_each(grouped):
     assert set(grouped.laws) == {"lr[model.param=mup]", "lr[model.param=sp]"}
     mup, sp = grouped.laws["lr[model.param=mup]"], grouped.laws["lr[model.param=sp]"]
