@@ -22,6 +22,8 @@ from fitter.powerlaw import LawFit, fit_power_law
 from fitter.slices import axis_optimum, best_per_group
 
 AXIS_KEYS = {"N": "model.width", "D": "train.tokens", "B": "train.batch_size"}
+UNIT = {"N": "parameters, the readout in, the input embedding out", "D": "training tokens",
+        "B": "tokens per optimizer step"}
 
 
 def lr_law(optima: pd.DataFrame, **boot) -> LawFit:
@@ -34,6 +36,14 @@ def lr_law(optima: pd.DataFrame, **boot) -> LawFit:
     _enough(points, "lr", "slices with a bracketed LR optimum (see `next_grid` in fit.json)")
     varying = tuple(a for a in axes if points[a].nunique() > 1)
     if not varying:
+        # An axis the runs vary by its config key but do not give (a hand-written CSV with
+        # model.width and no N column): the law cannot see it.
+        unread = [a for a in ("N", "D", "B") if a not in axes and AXIS_KEYS[a] in optima
+                  and optima[AXIS_KEYS[a]].nunique() > 1]
+        if unread:
+            a = unread[0]
+            raise FitError(f"the lr law reads {a}, which the runs do not give, while their "
+                           f"{AXIS_KEYS[a]} varies; add a column {a} ({UNIT[a]}) to the runs.")
         keys = " or ".join(AXIS_KEYS[a] for a in axes) or "model.width, train.tokens"
         raise FitError(f"the lr law needs LR optima at 2 or more values of N, D or B but the "
                        f"sweep has one; add values along {keys}.")

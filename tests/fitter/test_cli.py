@@ -301,3 +301,14 @@ def test_recommend_says_below_the_data_and_refuses_a_batch_in_the_wrong_unit(sto
     err = error_of(capsys, [*base, "--tokens", "1e6", "--batch", "2e6"])
     assert err == ("error: --batch 2e+06 tokens per step is more than the run's --tokens "
                    "1e+06: give both in tokens.")
+
+
+def test_a_csv_that_varies_width_without_n_says_n_is_missing(tmp_path, capsys):
+    """It said 'add values along model.width', which the CSV had."""
+    frame = synthetic_runs(Truth(), n_values=[1e6, 4e6, 1.6e7], d_values=[1e9], b_values=[1e5])
+    frame["model.width"] = frame["N"].map({1e6: 64, 4e6: 128, 1.6e7: 256})
+    frame.drop(columns=["N"]).to_csv(tmp_path / "runs.csv", index=False)
+    err = error_of(capsys, ["fit", "--from-csv", str(tmp_path / "runs.csv"), "--law", "lr"])
+    assert err == ("error: the lr law reads N, which the runs do not give, while their "
+                   "model.width varies; add a column N (parameters, the readout in, the input "
+                   "embedding out) to the runs.")
