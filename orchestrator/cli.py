@@ -578,10 +578,24 @@ def _warn_unfinished(uri: str, name: str) -> None:
             open_[state["status"]] = open_.get(state["status"], 0) + 1
     if open_:
         counts = ", ".join(f"{n} {s}" for s, n in sorted(open_.items()))
+        searched = False
+        try:
+            from orchestrator.commands import stored_spec
+
+            searched = stored_spec(uri, name).optuna is not None
+        except Exception:  # noqa: BLE001 (a note: without the spec, the grid's wording)
+            pass
+        if searched and set(open_) == {"failed"}:
+            how = (f"a searched trial that failed counts toward its study's n_trials (resume "
+                   f"does not ask it again): `sweep extend {name} search.optuna.n_trials=N` "
+                   "asks for more")
+        else:
+            how = (f"`sweep resume {name}` finishes them (while its driver runs, wait)"
+                   + ("; a failed searched trial counts toward n_trials and is not asked again"
+                      if searched and "failed" in open_ else "")
+                   + ", and its suggested LRs may repeat theirs")
         print(f"note: {sum(open_.values())} of sweep {name}'s trials are not done ({counts}): "
-              f"this fit has only the ended ones; `sweep resume {name}` finishes them (while "
-              "its driver runs, wait), and its suggested LRs may repeat theirs",
-              file=sys.stderr)
+              f"this fit has only the ended ones; {how}", file=sys.stderr)
 
 
 def print_fusion(spec, trials, sharing) -> None:

@@ -65,14 +65,8 @@ def open_storage(url: str):
 
 
 VOID_ATTR = "proxysweep.void"
-"""User attribute of a study's trial that counts nowhere: asked but never given its values,
-or failed (its point is asked again by the next driver, `RETRY_ATTR`)."""
-RETRY_ATTR = "proxysweep.retry"
-"""User attribute of a study's trial that failed with its point: the next driver enqueues
-that point once more (`Studies.open_trials`)."""
-RETRIED_ATTR = "proxysweep.retried"
-"""User attribute of a study: the numbers of its failed trials whose points were enqueued
-again (a finished Optuna trial takes no new attribute, so the study keeps the list)."""
+"""User attribute of a study's trial that was asked but never given its values: failed, and
+counted nowhere."""
 
 
 def counts(frozen) -> bool:
@@ -138,22 +132,10 @@ class Studies:
 
     def open_trials(self, name: str) -> list[tuple[int, dict]]:
         """(number, params) of the study's trials asked and not told: in flight when the
-        last driver stopped. A new driver calls it once per study; it also gives the study's
-        failed trials (their retries spent in an earlier launch) another go, as a grid's
-        resume re-runs its failed trials: each is voided and its point enqueued, so that the
-        next ask takes it again (the same config, the same trial id) and n_trials still
-        counts it once."""
+        last driver stopped."""
         from optuna.trial import TrialState
 
         study, out = self.studies[name], []
-        retried = set(study.user_attrs.get(RETRIED_ATTR, []))
-        again = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-                 if t.user_attrs.get(RETRY_ATTR) and t.number not in retried
-                 and self._whole(t)]
-        for t in again:
-            study.enqueue_trial(dict(t.params))
-        if again:
-            study.set_user_attr(RETRIED_ATTR, sorted(retried | {t.number for t in again}))
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if self._whole(t):
                 out.append((t.number, t.params))
@@ -257,11 +239,6 @@ class Studies:
                 optuna.trial.Trial(study, storage_id).set_user_attr(DIVERGED_ATTR, True)
         state = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED,
                  "fail": TrialState.FAIL}[outcome]
-        frozen = study.get_trials(deepcopy=False)[number]
-        if state == TrialState.FAIL and not frozen.state.is_finished():
-            # A failure counts for nothing, and the next driver asks its point again.
-            self.storage.set_trial_user_attr(frozen._trial_id, VOID_ATTR, True)
-            self.storage.set_trial_user_attr(frozen._trial_id, RETRY_ATTR, True)
         study.tell(number, value if state == TrialState.COMPLETE else None, state=state,
                    skip_if_finished=True)
         told = (name, study.get_trials(deepcopy=False)[number]._trial_id)

@@ -390,36 +390,6 @@ def test_extend_adds_a_budget_to_a_halving_sweep():
         "sit under rungs already climbed: search it in a new sweep (another name)"]
 
 
-def test_a_failed_trial_is_asked_again_by_the_next_driver_and_counted_once(tmp_path):
-    """A searched trial that failed (retries spent) counted toward n_trials for ever: resume
-    said 'nothing to run' where a grid's resume re-runs its failed trials."""
-    from orchestrator.search import has_work
-    from orchestrator.studies import Studies, summaries
-
-    raw = {**BASE, "search": {"optuna": {**BASE["search"]["optuna"], "n_trials": 2,
-                                         "sampler": "random"}}}
-    plan = plan_search(spec_from_dict(raw))
-    url = f"sqlite:///{tmp_path}/optuna.db"
-    names = [plan.study_name(s) for s in plan.slices]
-    first = Studies(url, plan.search, names)
-    for name in names:
-        done = first.ask(name, plan.dists)[0]
-        first.tell(name, done, "complete", 3.0)
-    name = names[0]
-    number, params = first.ask(name, plan.dists)
-    first.tell(name, number, "fail")
-    first.tell(names[1], first.ask(names[1], plan.dists)[0], "complete", 3.1)
-    assert summaries(url, [name])[name]["used"] == 1  # the failure counts for nothing
-    assert has_work(plan, url)  # the sweep is not done: the failure runs again
-    again = Studies(url, plan.search, names)
-    assert again.open_trials(name) == [] and again.used(name) == 1
-    retry, asked = again.ask(name, plan.dists)
-    assert asked == params  # the same point: the same config and trial id
-    again.tell(name, retry, "complete", 2.9)
-    assert again.used(name) == 2 and not has_work(plan, url)
-    assert Studies(url, plan.search, names).open_trials(name) == []  # nothing more to redo
-
-
 def test_a_second_driver_sees_the_first_ones_asks_before_it_asks(tmp_path):
     """A resume while the first driver still ran asked from its own start count: 7 trials in
     a study of n_trials 6. Each ask now checks the room the storage has left."""
