@@ -12,6 +12,7 @@ import json
 import math
 import os
 import time
+from pathlib import Path
 
 import yaml
 from mlflow import MlflowClient
@@ -391,34 +392,37 @@ def _refuse_changing_the_base(spec: SweepSpec, args: list[str]) -> None:
     `storage_root=` where the sweep's runs are."""
     from orchestrator.spec import _is_sweep
     from trainer.compose import Composer
-    from trainer.identity import flatten
+    from trainer.identity import canonical_json, flatten
 
     problems, base = [], None
     for arg in args:
         key, _, value = arg.partition("=")
         bare = key.lstrip("+~")
         if bare == "storage_root":
-            if spec.storage_root is not None and value != str(spec.storage_root):
+            if spec.storage_root is not None and \
+                    Path(value).resolve() != Path(spec.storage_root).resolve():
                 problems.append(f"{arg}: sweep {spec.name} keeps its runs under "
                                 f"{spec.storage_root}, and extend adds to them there; launch a "
                                 "new sweep (another name) for another storage_root")
             continue
-        if bare in ("seeds", "seed") or bare.startswith("search.") or bare in spec.grid \
-                or _is_sweep(arg):
-            continue
+        if bare in ("seeds", "seed", "train.world_size") or bare.startswith("search.") \
+                or bare in spec.grid or _is_sweep(arg):
+            continue  # (with_overrides says what is wrong with world_size and seed)
         try:
             if base is None:
-                base = flatten(Composer()(list(spec.overrides)))
-            changed = flatten(Composer()([*spec.overrides, arg])) != base
+                composed = Composer()(list(spec.overrides))
+                base, base_id = flatten(composed), canonical_json(composed)
+            # What a trial's id reads: a logging cadence or a cache folder changes no trial.
+            changed = canonical_json(Composer()([*spec.overrides, arg])) != base_id
         except ConfigError:
             continue  # with_overrides and validation name what is wrong with it
         if changed:
             current = next((o.partition("=")[2] for o in spec.overrides
                             if o.lstrip("+").partition("=")[0] == bare), None)
             if current is None:  # a leaf's value, or the name of a group's chosen config
-                found = base.get(bare, base.get(f"{bare}.name"))
+                found = base[bare] if bare in base else base.get(f"{bare}.name", "CURRENT")
                 found = getattr(found, "value", found)
-                current = "CURRENT" if found is None else str(found)
+                current = "null" if found is None else str(found)
             problems.append(f"{arg}: every trial of sweep {spec.name} has {bare}={current}, "
                             "and extend only adds trials (this would replace them all): give "
                             f"'{bare}=choice({current}, {value})' to add it as an axis, or "

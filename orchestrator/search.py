@@ -586,6 +586,11 @@ def check_extension(old: SweepSpec, new: SweepSpec, args: Sequence[str] = ()) ->
         if option in ("sampler", "pruner"):
             before = (before, getattr(old.optuna, f"{option}_args"))
             after = (after, getattr(new.optuna, f"{option}_args"))
+            if option == "pruner" and before[0] == after[0] == HALVING:  # the default written
+                from orchestrator.halving import DEFAULT_REDUCTION_FACTOR
+
+                before, after = ({"reduction_factor": DEFAULT_REDUCTION_FACTOR, **b[1]}
+                                 for b in (before, after))
         if before != after:
             problems.append(f"{arg}: the studies of sweep {old.name} were asked and told "
                             f"under its {option}; extend may raise search.optuna.n_trials and "

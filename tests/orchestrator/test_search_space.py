@@ -376,7 +376,9 @@ def test_extend_adds_a_budget_to_a_halving_sweep():
     raw = {**BASE, "grid": {"optim.lr": "tag(log, interval(1e-4, 1e-1))",
                             "train.tokens": "choice(16384, 32768)"},
            "search": {"optuna": {"n_trials": 4, "pruner": "halving", "sampler": "random"}}}
-    more = extended(spec_from_dict(raw), ["train.tokens=choice(65536)"])
+    more = extended(spec_from_dict(raw), ["train.tokens=choice(65536)",
+                                          "search.optuna.pruner={halving: {reduction_factor: "
+                                          "2}}"])  # (the default written out: no change)
     assert more.grid["train.tokens"] == "choice(16384, 32768, 65536)"
     assert more.optuna.pruner == "halving"
     assert plan_search(more).rungs.budgets == (16384, 32768, 65536)

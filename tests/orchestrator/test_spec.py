@@ -121,10 +121,16 @@ def test_extend_refuses_a_plain_value_that_would_replace_every_trial():
         "(another name)",
         "storage_root=/elsewhere: sweep t keeps its runs under /data/runs, and extend adds to "
         "them there; launch a new sweep (another name) for another storage_root"]
-    # The value the trials already have is no change.
-    same = extended(spec, ["optim.weight_decay=0.0", "storage_root=/data/runs",
-                           "optim.lr=choice(3e-2)"])
+    # The value the trials already have is no change, nor is what no trial id reads (a
+    # logging cadence), nor the same folder spelt otherwise.
+    same = extended(spec, ["optim.weight_decay=0.0", "storage_root=/data/runs/",
+                           "train.log_every_steps=5", "optim.lr=choice(3e-2)"])
     assert {t.trial_id for t in expand(spec)} < {t.trial_id for t in expand(same)}
+    with pytest.raises(ConfigError) as err:  # a key at null says null
+        extended(spec, ["optim.timescale=100"])
+    assert err.value.problems[0].startswith(
+        "optim.timescale=100: every trial of sweep t has optim.timescale=null, and extend only "
+        "adds trials (this would replace them all): give 'optim.timescale=choice(null, 100)'")
 
 
 def test_seed_in_the_grid_or_overrides_is_refused_for_seeds():
