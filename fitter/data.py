@@ -202,12 +202,15 @@ def _check_values(frame: pd.DataFrame, path: Path) -> None:
             fix = "write it as a plain number (4e8, not 400M)" if text else "fix or drop the row"
             raise FitError(f"CSV {path}, line {first + 2}{more}: {col}={value} is not "
                            f"{need}; {fix}.")
-    # A config key a hand-written CSV gives for some runs and not others (an empty cell, a
-    # short row) would be a group or slice of its own, `model.param=nan`.
+    # A text config key (model.param, a schedule's name) that a hand-written CSV gives for
+    # some runs and not others (an empty cell, a short row) would be a group of its own,
+    # `model.param=nan`. (A number one group lacks, a cosine run's decay_fraction, is fine.)
     for col in [c for c in frame.columns if "." in str(c) and not str(c).startswith(
-            ("params.", "metrics.", "tags.")) and c not in POSITIVE and c not in NON_NEGATIVE]:
+            ("params.", "metrics.", "tags.")) and c not in POSITIVE and c not in NON_NEGATIVE
+            and _slice_key(str(c))]:
         empty = frame[col].isna() | (frame[col].astype(str).str.strip() == "")
-        if empty.any() and not empty.all():
+        text = pd.to_numeric(frame.loc[~empty, col], errors="coerce").isna().all()
+        if empty.any() and not empty.all() and text:
             rows = list(frame.index[empty])
             more = f" (and {len(rows) - 1} more rows)" if len(rows) > 1 else ""
             raise FitError(f"CSV {path}, line {rows[0] + 2}{more}: {col} is empty where other "
