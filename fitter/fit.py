@@ -320,6 +320,9 @@ def _best_slice(doc: dict) -> str | None:
     if not slices:
         return None
     best = min(slices, key=lambda s: s["loss_opt"])
+    if len(slices) == 1 and best.get("edge") in ("low", "high", "single"):
+        return (f"none bracketed (the best LR tried: optim.lr={best['lr_opt']:.3g}, loss "
+                f"{best['loss_opt']:.4f})")
     if len(slices) == 1:  # one LR sweep: its optimum is the headline, with its interval
         lo, hi = best.get("lr_lo"), best.get("lr_hi")
         interval = (f" [{lo:.3g}, {hi:.3g}]" if isinstance(lo, float) and isinstance(hi, float)
@@ -343,16 +346,19 @@ def _best_at_edge(doc: dict) -> str | None:
     if len(slices) < 2:
         return None
     best = min(slices, key=lambda s: s["loss_opt"])
+    # Among the slices at the best one's N, D and B: a key that moves with them (a warmup
+    # set per budget) is no tuned axis, and three values are the least that bracket.
+    peers = [s for s in slices if all(s.get(a) == best.get(a) for a in AXES if a != "wd")]
     ends = []
     for key in best:
         if "." not in key or key in AXIS_CONFIG_KEYS or key in AXES:
             continue
         try:
-            values = sorted({float(s[key]) for s in slices if s.get(key) is not None})
+            values = sorted({float(s[key]) for s in peers if s.get(key) is not None})
             mine = float(best[key])
         except (TypeError, ValueError):
             continue  # not numeric (muP or SP, a schedule's name)
-        if len(values) < 2 or values[0] < mine < values[-1]:
+        if len(values) < 3 or values[0] < mine < values[-1]:
             continue
         end = "low" if mine == values[0] else "high"
         ends.append(f"{end} end of {key} ({_short(mine)} of {_short(values[0])}-"

@@ -215,6 +215,13 @@ def test_a_single_lr_slice_prints_its_optimum_with_its_interval():
     assert line == (f"  LR optimum: optim.lr={only['lr_opt']:.3g} [{only['lr_lo']:.3g}, "
                     f"{only['lr_hi']:.3g}] (loss {only['loss_opt']:.4f})")
     assert only["lr_lo"] < only["lr_opt"] < only["lr_hi"]
+    # at the grid's edge it is no optimum: said so (the edge line follows)
+    falling = [{**r, "loss": 3.0 - np.log10(r["lr"]) / 10} for r in rows]
+    doc = fit_json(fit_runs(from_short_frame(pd.DataFrame(falling), source="s"), n_boot=50),
+                   sweep="s")
+    text = format_fit(doc)
+    assert "  LR optimum: none bracketed (the best LR tried: optim.lr=0.03, loss " in text
+    assert "has its best LR at the grid edge" in text
 
 
 def test_a_best_slice_at_the_end_of_a_tuned_axis_is_flagged():
@@ -233,9 +240,9 @@ def test_a_best_slice_at_the_end_of_a_tuned_axis_is_flagged():
     doc = fit_json(fit_runs(from_short_frame(pd.DataFrame(rows), source="s"), n_boot=20),
                    sweep="s")
     text = format_fit(doc)
-    assert ("the best slice is at the high end of model.init_std (0.08 of 0.02-0.08), low end "
-            "of model.output_mult (1 of 1-2): the best may lie beyond what was tried; extend "
-            "those axes before taking these values") in text
+    assert ("the best slice is at the high end of model.init_std (0.08 of 0.02-0.08): the "
+            "best may lie beyond what was tried; extend those axes before taking these "
+            "values") in text  # (output_mult: two values, which no third brackets)
     inside = [{**r, "loss": parabola(np.log10(r["lr"]), -2.6,
                                      floor=3.0 + 100 * (r["model.init_std"] - 0.04) ** 2)}
               for r in rows if r["model.output_mult"] == 1.0]
@@ -243,6 +250,14 @@ def test_a_best_slice_at_the_end_of_a_tuned_axis_is_flagged():
                    sweep="s")
     assert "best slice: model.init_std=0.04" in format_fit(doc)
     assert "is at the" not in format_fit(doc)  # bracketed: nothing to say
+    # A key that moves with a scale axis (a warmup per budget) is no tuned axis
+    budgets = [{**r, "D": d, "schedule.warmup_tokens": d / 100,
+                "loss": parabola(np.log10(r["lr"]), -2.6, floor=3.0 - d / 1e9)}
+               for r in rows if r["model.init_std"] == 0.04 and r["model.output_mult"] == 1.0
+               for d in (1e8, 2e8, 4e8)]
+    doc = fit_json(fit_runs(from_short_frame(pd.DataFrame(budgets), source="s"), n_boot=20),
+                   sweep="s")
+    assert "is at the" not in format_fit(doc)
 
 
 def test_n_boot_given_is_used_for_the_slice_optima_too():
