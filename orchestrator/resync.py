@@ -13,8 +13,6 @@ cannot see, are left to run again.
 
 from __future__ import annotations
 
-import json
-
 from orchestrator.spec import Trial
 from orchestrator.worker import trial_params
 from trainer.schema import DONE
@@ -27,7 +25,9 @@ def read_history(trial: Trial) -> list[dict]:
     path = RunPaths.for_config(trial.cfg, trial.trial_id).metrics
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    from trainer.reporting import _row
+
+    return [row for line in path.read_text().splitlines() if (row := _row(line)) is not None]
 
 
 def resync(trials: list[Trial], tracker) -> list[str]:

@@ -92,7 +92,7 @@ class JsonlReporter:
         kept = []
         if resumed_step is not None and self.path.exists():
             kept = [line for line in self.path.read_text().splitlines()
-                    if line and json.loads(line)["step"] <= resumed_step]
+                    if (row := _row(line)) is not None and row["step"] <= resumed_step]
         # Replaced whole, never rewritten in place: a branch may be reading a trunk's file.
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         tmp.write_text("".join(line + "\n" for line in kept))
@@ -113,6 +113,15 @@ class JsonlReporter:
             text = f"{loss:.4f}" if isinstance(loss, float) else "n/a"
             print(f"run {status}: final eval loss {text} after "
                   f"{summary.get('final/tokens', 0):,} tokens", flush=True)
+
+
+def _row(line: str) -> dict | None:
+    """A metrics.jsonl line as its dict; None for a blank line or one a kill cut short."""
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    return row if isinstance(row, dict) and "step" in row else None
 
 
 def _format_line(step: int, metrics: dict[str, float]) -> str:
@@ -188,7 +197,7 @@ class MlflowReporter:
         self.client.update_run(self.run_id, status="RUNNING")
         self.client.log_batch(self.run_id, tags=[RunTag(schema.TRIAL_STATUS_TAG,
                                                         schema.RUNNING)])
-        if run.data.params and resumed_step is not None:
+        if resumed_step is not None:  # (a record new to this store gets the whole history)
             self._complete_from_history(run.data.metrics)
 
     def _complete_from_history(self, keys) -> None:
@@ -198,8 +207,7 @@ class MlflowReporter:
         if self.history is None or not self.history.exists():
             return
         for line in self.history.read_text().splitlines():
-            if line.strip():
-                row = json.loads(line)
+            if (row := _row(line)) is not None:
                 step = row.pop("step")
                 self.log_metrics({k: v for k, v in row.items()
                                   if isinstance(v, (int, float))}, step=step)

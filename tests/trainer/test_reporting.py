@@ -44,3 +44,17 @@ def test_a_resumed_record_gets_the_steps_a_kill_lost_and_none_twice(tmp_path):
         third.log_metrics({"train/loss": 3.0 - step / 100}, step=step)
     third.finish(status="finished", summary={"final/eval_loss": 2.2, "final/steps": 70})
     assert _steps(uri) == [10, 20, 30, 40, 50, 60, 70]
+
+
+def test_a_line_a_kill_cut_short_does_not_stop_the_resume(tmp_path):
+    """A SIGKILL in the middle of a metrics.jsonl write left a partial last line, and the
+    resume failed on it (JSONDecodeError); a record new to the store (another tracking URI)
+    gets the whole history up to the checkpoint."""
+    history = tmp_path / "metrics.jsonl"
+    history.write_text('{"step": 10, "train/loss": 2.9}\n{"step": 20, "train/loss": 2.8}\n'
+                       '{"step": 30, "train/lo')
+    uri, reporter, _ = _reporters(tmp_path)
+    reporter.start(run_id="b" * 64, params={"optim.lr": 0.01}, resumed_step=20)
+    assert history.read_text().splitlines() == ['{"step": 10, "train/loss": 2.9}',
+                                                '{"step": 20, "train/loss": 2.8}']
+    assert _steps(uri) == [10, 20]
