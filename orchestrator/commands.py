@@ -634,8 +634,9 @@ def format_status(report: dict) -> str:
                      f"{report['tokens_if_independent']:,} if independent "
                      f"(ratio {report['tokens_ratio']:.2f})")
     elif report.get("tokens_trained"):
-        lines.append(f"  tokens: {report['tokens_trained']:,} trained so far (the ratio to "
-                     "training each trial alone shows once every trial has ended)")
+        lines.append(f"  tokens: {report['tokens_trained']:,} trained by the trials and "
+                     "trunks that have ended (the running ones count at their end, and the "
+                     "ratio to training each trial alone shows once every trial has ended)")
     return "\n".join(lines)
 
 

@@ -279,8 +279,9 @@ def test_sweep_status_reports_tokens_trained_against_independent(tmp_path, capsy
     assert report["tokens_ratio"] is None
     assert cli.main(["status", "unit", "--tracking-uri", uri]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == (
-        "  tokens: 2,600 trained so far (the ratio to training each trial alone shows once every "
-        "trial has ended)")
+        "  tokens: 2,600 trained by the trials and trunks that have ended (the running ones "
+        "count at their end, and the ratio to training each trial alone shows once every trial "
+        "has ended)")
     client = MlflowClient(tracking_uri=uri)
     client.log_metric(running, "final/tokens", 4000.0)
     client.set_tag(running, schema.TRIAL_STATUS_TAG, schema.FINISHED)
