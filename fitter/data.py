@@ -244,7 +244,8 @@ def _warn_ignored(frame: pd.DataFrame, path: Path, mlflow_style: bool) -> None:
     import sys
 
     known = set(CANONICAL) | set(ALIASES) | {"run", "status", "C", "seq_len", "step",
-                                              "final_loss", "run_id"}
+                                              "final_loss", "run_id",
+                                              "seed"}  # (seeds are replicates of a point)
     ignored = [c for c in frame.columns
                if not mlflow_style and c not in known and "." not in str(c)
                and not str(c).startswith("Unnamed") and frame[c].nunique(dropna=True) > 1]

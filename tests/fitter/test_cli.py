@@ -248,8 +248,16 @@ def test_a_varying_column_no_law_reads_is_said(tmp_path, capsys):
     frame.to_csv(tmp_path / "runs.csv", index=False)
     assert main(["fit", "--from-csv", str(tmp_path / "runs.csv"), "--law", "lr",
                  "--out", str(tmp_path / "out"), "--n-boot", "20"]) == 0
+    err = capsys.readouterr().err
     assert (f"note: CSV {tmp_path / 'runs.csv'}: column param varies but no law reads it; name "
-            "a column by its dotted config key (e.g. model.param)") in capsys.readouterr().err
+            "a column by its dotted config key (e.g. model.param)") in err
+    # a seed column is replicates of each point, not a column to drop
+    frame = frame.drop(columns=["param"]).assign(seed=[0, 1] * (len(frame) // 2)
+                                                 + [0] * (len(frame) % 2))
+    frame.to_csv(tmp_path / "runs.csv", index=False)
+    assert main(["fit", "--from-csv", str(tmp_path / "runs.csv"), "--law", "lr",
+                 "--out", str(tmp_path / "out"), "--n-boot", "20"]) == 0
+    assert "varies but no law reads it" not in capsys.readouterr().err
 
 
 def test_no_bootstrap_fits_without_intervals(tmp_path, capsys):
