@@ -323,7 +323,7 @@ def _note_another_base(spec, uri: str) -> None:
               "to keep the two apart", file=sys.stderr)
 
 
-def _run(spec, args, uri: str) -> int:
+def _run(spec, args, uri: str, based_on=None) -> int:
     import dataclasses
 
     from orchestrator import commands
@@ -379,7 +379,7 @@ def _run(spec, args, uri: str) -> int:
         return 0
     address = args.address or os.environ.get("RAY_ADDRESS")
     outcome = commands.launch(spec, tracking_uri=uri, address=address,
-                              progress=sys.stdout.isatty())
+                              progress=sys.stdout.isatty(), based_on=based_on)
     ran = outcome.ran.values()
     summary = ", ".join(f"{sum(s == k for s in ran)} {k}" for k in sorted(set(ran)))
     print(f"sweep {spec.name}: {outcome.trials} trial{'s' * (outcome.trials != 1)}, "
@@ -432,8 +432,8 @@ def _resume(args, uri: str) -> int:
 def _extend(args, uri: str) -> int:
     from orchestrator import commands
 
-    spec = commands.extended(commands.stored_spec(uri, args.name), args.overrides)
-    return _run(spec, args, uri)
+    stored = commands.stored_spec(uri, args.name)
+    return _run(commands.extended(stored, args.overrides), args, uri, based_on=stored)
 
 
 def _cancel(args, uri: str) -> int:

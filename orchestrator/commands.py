@@ -65,8 +65,9 @@ from trainer.schema import (
 
 
 def launch(spec: SweepSpec, *, tracking_uri: str, address: str | None = None,
-           progress: bool = True) -> SweepOutcome:
-    """Validate every trial and the spec's resources, then run the trials not yet done.
+           progress: bool = True, based_on: SweepSpec | None = None) -> SweepOutcome:
+    """Validate every trial and the spec's resources, then run the trials not yet done
+    (`based_on`: the stored spec `sweep extend` extended, see `run_sweep`).
 
     Raises:
         ConfigError: every problem found, of the trials' configs and of the cluster (no node
@@ -74,7 +75,7 @@ def launch(spec: SweepSpec, *, tracking_uri: str, address: str | None = None,
     """
     if spec.optuna is not None:
         return _launch_search(spec, tracking_uri=tracking_uri, address=address,
-                              progress=progress)
+                              progress=progress, based_on=based_on)
     try:
         spec, trials = prepare(spec)
         storage_problem(spec.storage_root, create=True)
@@ -100,7 +101,8 @@ def launch(spec: SweepSpec, *, tracking_uri: str, address: str | None = None,
     problems = _cluster_problems(spec, address)
     if problems:
         raise ConfigError(problems)
-    return run_sweep(spec, trials, tracking_uri=tracking_uri, progress=progress)
+    return run_sweep(spec, trials, tracking_uri=tracking_uri, progress=progress,
+                     based_on=based_on)
 
 
 def _close_as_finished(tracking_uri: str, name: str) -> None:
@@ -119,7 +121,7 @@ def _close_as_finished(tracking_uri: str, name: str) -> None:
 
 
 def _launch_search(spec: SweepSpec, *, tracking_uri: str, address: str | None,
-                   progress: bool) -> SweepOutcome:
+                   progress: bool, based_on: SweepSpec | None = None) -> SweepOutcome:
     """`launch` of a searched sweep (`orchestrator.search`): the same checks, then the
     studies run to their n_trials."""
     from orchestrator import search
@@ -142,7 +144,7 @@ def _launch_search(spec: SweepSpec, *, tracking_uri: str, address: str | None,
     if problems:
         raise ConfigError(problems)
     return search.run_search(spec, plan, tracking_uri=tracking_uri, storage=storage,
-                             progress=progress)
+                             progress=progress, based_on=based_on)
 
 
 def _cluster_problems(spec: SweepSpec, address: str | None) -> list[str]:

@@ -178,7 +178,8 @@ def local_cluster() -> ClusterModel:
 def run_sweep(spec: SweepSpec, trials: list[Trial], *, tracking_uri: str,
               progress: bool = True, task_fn: Callable | None = None,
               resources_for: Callable[[Trial], Resources] | None = None,
-              observer: SweepObserver | None = None) -> SweepOutcome:
+              observer: SweepObserver | None = None,
+              based_on: SweepSpec | None = None) -> SweepOutcome:
     """Run every trial not yet done; their workers record them through one tracking actor.
 
     Args:
@@ -190,6 +191,8 @@ def run_sweep(spec: SweepSpec, trials: list[Trial], *, tracking_uri: str,
             the scheduler benchmark passes one that sleeps).
         resources_for: per-trial resources (default: the spec's, for every trial).
         observer: sees trials submitted and results returned (default: nothing does).
+        based_on: the stored spec that `sweep extend` extended into `spec`; the launch stops
+            (ConfigError) if another extend or launch has stored another since.
     """
     import ray
 
@@ -203,7 +206,10 @@ def run_sweep(spec: SweepSpec, trials: list[Trial], *, tracking_uri: str,
     tracker = ray.remote(Tracker).options(num_cpus=0, scheduling_strategy=_driver_node()).remote(
         tracking_uri, spec.name, code_version=code_version(),
         spec_yaml=yaml.safe_dump(spec.to_dict(), sort_keys=False),
-        credentials=tracking_credentials(), driver=driver_label())
+        credentials=tracking_credentials(), driver=driver_label(),
+        based_on=None if based_on is None else based_on.to_dict())
+    if based_on is not None:
+        refuse_a_stale_extend(tracker)
     states = recorded_trials(tracking_uri, spec.name)
     todo = [t for t in trials if states.get(t.trial_id, {}).get("status") not in DONE]
     outcome = SweepOutcome(trials=len(trials), already_done=len(trials) - len(todo))
@@ -222,6 +228,16 @@ def run_sweep(spec: SweepSpec, trials: list[Trial], *, tracking_uri: str,
     runner.sharing.found(set(on_disk))
     drive(runner, tracking_uri=tracking_uri, progress=progress, ended=DONE)
     return outcome
+
+
+def refuse_a_stale_extend(tracker) -> None:
+    """Raise the ConfigError of an extend whose spec another extend changed meanwhile
+    (`Tracker.open_sweep`; waits for the tracking actor to be up)."""
+    import ray
+
+    conflict = ray.get(tracker.spec_conflict.remote())
+    if conflict:
+        raise ConfigError(conflict)
 
 
 def ended_on_disk(trial: Trial) -> str | None:

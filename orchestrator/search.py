@@ -55,6 +55,7 @@ from orchestrator.driver import (
     _Runner,
     code_version,
     drive,
+    refuse_a_stale_extend,
 )
 from orchestrator.fusion import (
     MAX_AUTO,
@@ -179,7 +180,8 @@ def has_work(plan: SearchPlan, url: str) -> bool:
 
 
 def run_search(spec: SweepSpec, plan: SearchPlan, *, tracking_uri: str, storage: str,
-               progress: bool = True, observer: SweepObserver | None = None) -> SweepOutcome:
+               progress: bool = True, observer: SweepObserver | None = None,
+               based_on: SweepSpec | None = None) -> SweepOutcome:
     """Run the studies of a searched sweep to their `n_trials` (see the module docstring)."""
     import ray
 
@@ -188,7 +190,10 @@ def run_search(spec: SweepSpec, plan: SearchPlan, *, tracking_uri: str, storage:
     tracker = ray.remote(Tracker).options(num_cpus=0, scheduling_strategy=here).remote(
         tracking_uri, spec.name, code_version=code_version(),
         spec_yaml=yaml.safe_dump(spec.to_dict(), sort_keys=False),
-        credentials=tracking_credentials(), driver=driver_label())
+        credentials=tracking_credentials(), driver=driver_label(),
+        based_on=None if based_on is None else based_on.to_dict())
+    if based_on is not None:
+        refuse_a_stale_extend(tracker)
     names = [plan.study_name(s) for s in plan.slices]
     studies = ray.remote(Studies).options(num_cpus=0, scheduling_strategy=here).remote(
         storage, plan.search, names, plan.dists, fed=fed_studies(plan), rungs=plan.rungs)

@@ -86,7 +86,8 @@ class Tracker:
 
     def __init__(self, uri: str, sweep: str, *, code_version: str, spec_yaml: str,
                  flush_every_s: float = 10.0, credentials: dict[str, str] | None = None,
-                 outage_s: float = OUTAGE_S, driver: str | None = None):
+                 outage_s: float = OUTAGE_S, driver: str | None = None,
+                 based_on: dict | None = None):
         self.client = open_client(uri, credentials)
         self.call = StoreCalls(outage_s)
         self.sweep, self.code_version, self.flush_every_s = sweep, code_version, flush_every_s
@@ -116,7 +117,9 @@ class Tracker:
             self.trunk_finals[run.data.tags[TRUNK_ID_TAG]] = run.data.metrics
         # In the constructor, so the parent exists before any trial calls in (an actor runs
         # no method before its constructor has returned).
-        self.open_sweep(spec_yaml, driver=driver)
+        self.conflict: str | None = None
+        """Why this launch must not go on (see `open_sweep`), for the driver to raise."""
+        self.open_sweep(spec_yaml, driver=driver, based_on=based_on)
         self.heart_stop, self.heart = self._heartbeat(uri, credentials)
 
     # -- the sweep -----------------------------------------------------------------------
@@ -136,7 +139,12 @@ class Tracker:
                 raise
             return self.call(self.client.get_experiment_by_name, sweep).experiment_id
 
-    def open_sweep(self, spec_yaml: str, *, driver: str | None = None) -> str:
+    def spec_conflict(self) -> str | None:
+        """Why this launch must not go on, or None (the driver asks once, before its trials)."""
+        return self.conflict
+
+    def open_sweep(self, spec_yaml: str, *, driver: str | None = None,
+                   based_on: dict | None = None) -> str:
         """Find or create the parent run, store the spec with it, mark it running, and say
         which driver ("HOST PID") runs it, so that `sweep status` can tell a sweep whose
         driver was killed from one that runs.
@@ -153,6 +161,13 @@ class Tracker:
         self.parent_id = first.info.run_id
         if created is not None and created != self.parent_id:
             self.call(self.client.delete_run, created)
+        if based_on is not None and self._stored_spec() not in (None, based_on):
+            # `sweep extend` read the spec `based_on` and extended it: another extend (or a
+            # launch) stored another since, and writing this one would drop that one's change.
+            self.conflict = (f"sweep {self.sweep}'s spec was changed by another `sweep extend` "
+                             "or launch after this one read it: run this `sweep extend` again "
+                             "(it then adds to the new spec)")
+            return self.parent_id
         self.call(self.client.update_run, self.parent_id, status="RUNNING")
         self.call(self.client.log_text, self.parent_id, redact(spec_yaml), SPEC_ARTIFACT)
         self._set_parent_tag(SWEEP_CANCEL_TAG, "no")
@@ -161,6 +176,24 @@ class Tracker:
         if driver is not None:
             self._set_parent_tag(SWEEP_DRIVER_TAG, driver)
         return self.parent_id
+
+    def _stored_spec(self) -> dict | None:
+        """The spec stored with the parent run, as `SweepSpec.to_dict` gives it (None if
+        there is none or it cannot be read)."""
+        import tempfile
+
+        import yaml
+
+        from orchestrator.spec import spec_from_dict
+
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = self.call(self.client.download_artifacts, self.parent_id, SPEC_ARTIFACT,
+                                 tmp)
+                with open(path) as f:
+                    return spec_from_dict(yaml.safe_load(f), stored=True).to_dict()
+        except Exception:  # noqa: BLE001 (no spec to compare with: nothing to lose)
+            return None
 
     def _set_parent_tag(self, key: str, value: str) -> None:
         """Set a tag of the parent run. Two drivers opening one sweep at once may both insert

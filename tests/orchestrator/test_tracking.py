@@ -164,3 +164,38 @@ def test_a_run_spans_its_workers_clock_not_when_the_tracker_took_the_calls(tmp_p
     tracker.end("t" * 64, "finished", SUMMARY, ended_ms=1_700_000_042_500)
     run = MlflowClient(uri).get_run(tracker.children["t" * 64])
     assert (run.info.start_time, run.info.end_time) == (1_700_000_000_000, 1_700_000_042_500)
+
+
+def test_an_extend_whose_spec_another_extend_changed_meanwhile_stops(tmp_path):
+    """Two extends close together: each read the stored spec, and the second one's write
+    dropped the first one's change (a seed, a learning rate) from the sweep."""
+    import yaml
+
+    from orchestrator.commands import extended, stored_spec
+    from orchestrator.spec import spec_from_dict
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    first = spec_from_dict({"name": "ext", "overrides": ["model=tiny"],
+                            "grid": {"optim.lr": "choice(0.001, 0.01)"}})
+
+    def open_with(spec, based_on=None):
+        tracker = Tracker(uri, "ext", code_version="test",
+                          spec_yaml=yaml.safe_dump(spec.to_dict(), sort_keys=False),
+                          based_on=None if based_on is None else based_on.to_dict())
+        tracker.close_sweep("finished")
+        return tracker
+
+    open_with(first)
+    read_by_both = stored_spec(uri, "ext")
+    seeds = extended(read_by_both, ["seeds=[0,1]"])
+    lrs = extended(read_by_both, ["optim.lr=choice(0.1)"])
+    assert open_with(seeds, based_on=read_by_both).spec_conflict() is None
+    stale = open_with(lrs, based_on=read_by_both)
+    assert stale.spec_conflict() == (
+        "sweep ext's spec was changed by another `sweep extend` or launch after this one read "
+        "it: run this `sweep extend` again (it then adds to the new spec)")
+    assert stored_spec(uri, "ext").seeds == (0, 1)  # the first extend's change is kept
+    again = extended(stored_spec(uri, "ext"), ["optim.lr=choice(0.1)"])
+    assert open_with(again, based_on=stored_spec(uri, "ext")).spec_conflict() is None
+    kept = stored_spec(uri, "ext")
+    assert kept.seeds == (0, 1) and kept.grid["optim.lr"] == "choice(0.001, 0.01, 0.1)"
