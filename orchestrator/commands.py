@@ -205,9 +205,17 @@ def search_dry_run(spec: SweepSpec, *, tracking_uri: str) -> list[tuple[str, int
 
 def stored_spec(tracking_uri: str, name: str) -> SweepSpec:
     """The spec saved with the sweep's parent run."""
+    from mlflow.exceptions import MlflowException
+
     client = MlflowClient(tracking_uri=tracking_uri)
     parent = parent_run(client, name)
-    path = client.download_artifacts(parent.info.run_id, SPEC_ARTIFACT)
+    try:
+        path = client.download_artifacts(parent.info.run_id, SPEC_ARTIFACT)
+    except (MlflowException, OSError):
+        if not client.list_artifacts(parent.info.run_id):  # the parent is being opened
+            raise ConfigError(f"sweep {name!r} is starting: its spec is stored a moment after "
+                              "its record; ask again in a few seconds") from None
+        raise
     with open(path) as f:
         return spec_from_dict(yaml.safe_load(f), source=f"stored spec of sweep {name!r}",
                               stored=True)

@@ -5,6 +5,7 @@ import math
 import os
 import time
 
+import pytest
 import yaml
 from mlflow import MlflowClient
 
@@ -14,6 +15,7 @@ from orchestrator.driver import prepare
 from orchestrator.spec import spec_from_dict
 from orchestrator.tracking import Tracker
 from trainer import schema
+from trainer.errors import ConfigError
 
 TRIAL = ["model=tiny", "model.width=32", "model.head_dim=16", "model.base_width=32",
          "data=synthetic", "train.seq_len=64", "train.tokens=32768"]
@@ -439,3 +441,19 @@ def test_status_says_which_trunks_train(tmp_path, capsys):
                        "as their trunk passes them)"]
     assert cli.main(["status", "unit", "--json", "--tracking-uri", uri]) == 0
     assert json.loads(capsys.readouterr().out)["trunks_running"] == ["trunk optim.lr=0.01"]
+
+
+def test_status_of_a_sweep_whose_spec_is_not_stored_yet_says_it_is_starting(tmp_path):
+    """In the second between its record and its spec, status said 'Failed to download
+    artifacts from path sweep.yaml ... check --tracking-uri'."""
+    from orchestrator.commands import stored_spec
+    from trainer.schema import KIND_SWEEP, KIND_TAG, find_or_create_run
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("starting")
+    find_or_create_run(client, exp, tags={KIND_TAG: KIND_SWEEP}, name="starting")
+    with pytest.raises(ConfigError, match=r"^sweep 'starting' is starting: its spec is stored a "
+                                          r"moment after its record; ask again in a few "
+                                          r"seconds$"):
+        stored_spec(uri, "starting")
