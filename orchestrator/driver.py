@@ -544,7 +544,10 @@ class _Runner:
 
     def _retry_or_fail(self, unit: Trial | Group, attempt: int, reason: str, *,
                        unreported: bool) -> None:
-        if attempt <= self.spec.retries:
+        # A config the trainer refused (its data files' content, found only when it reads
+        # them) fails the same way on every attempt: not retried.
+        refused = reason.startswith(f"{ConfigError.__name__}:")
+        if attempt <= self.spec.retries and not refused:
             self.queue.insert(0, unit)  # resubmitted by the next fill, when it fits
             self.retry_attempt[unit.trial_id] = attempt + 1
             return
@@ -553,8 +556,9 @@ class _Runner:
                 self._record_unreported(trial, FAILED)
             self.outcome.ran[trial.trial_id] = FAILED
             self.tracker.note_failure.remote(trial.trial_id, reason)
-            print(f"trial {trial.label} failed after {attempt} attempt{'s' * (attempt != 1)}: "
-                  f"{reason}")
+            tries = ("(a config error: not retried)" if refused
+                     else f"after {attempt} attempt{'s' * (attempt != 1)}")
+            print(f"trial {trial.label} failed {tries}: {reason}")
 
     def _record_unreported(self, trial: Trial, status: str) -> None:
         from orchestrator.worker import trial_params

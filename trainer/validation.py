@@ -238,6 +238,8 @@ def _files_problems(d: DataConfig) -> list[str]:
                          f"'data.paths=[{Path(path) / 'a.jsonl'}]'")
         elif not Path(path).is_file():
             found.append(f"data.paths: {path} does not exist; fix the path")
+        elif Path(path).stat().st_size == 0:
+            found.append(f"data.paths: {path} is empty; give files that hold text")
         elif not path.lower().endswith(_DATA_SUFFIXES):
             found.append(f"data.paths: {path} is not .txt, .jsonl, .json or .parquet")
     suffixes = {Path(p).suffix.lower().replace(".jsonl", ".json") for p in d.paths}

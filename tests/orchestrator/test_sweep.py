@@ -130,3 +130,23 @@ def test_a_trial_the_trainer_fails_keeps_its_history_to_the_failure(spec_dict, u
     run_dir = tmp_path / "runs" / child.data.tags["trial.id"]
     logged = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").open()]
     assert steps == logged and len(steps) >= 4
+
+
+def test_a_config_the_trainer_refuses_is_not_retried(spec_dict, uri, tmp_path, capsys):
+    """Data whose content is wrong (rows without the text field) is found when a trial reads
+    it, and it fails the same way every time: each trial was retried `retries` times."""
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"body": f"document {i} " * 50}) + "\n"
+                            for i in range(40)))
+    spec_dict["overrides"] = [o for o in spec_dict["overrides"] if not o.startswith("data=")]
+    spec_dict["overrides"] += ["data=files", f"data.paths=[{rows}]",
+                               f"data.cache_dir={tmp_path / 'cache'}"]
+    spec_dict["grid"] = {"optim.lr": "choice(3e-3)"}
+    spec_dict["retries"] = 2
+    outcome = launch(spec_from_dict(spec_dict), tracking_uri=uri, progress=False)
+    assert list(outcome.ran.values()) == ["failed"]
+    out = capsys.readouterr().out
+    assert "failed (a config error: not retried): ConfigError: data.text_field=text: the rows " \
+           "of data.paths=" in out
+    _, _, (child,) = _runs(uri, "unit")
+    assert child.data.tags.get("trial.attempt", "1") == "1"

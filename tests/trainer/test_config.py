@@ -193,6 +193,9 @@ def test_data_paths_that_would_be_ignored_or_are_folders_are_one_sentence(tmp_pa
     assert problems(compose(["data=files", f"data.paths=[{tmp_path}]"])) == [
         f"data.paths: {tmp_path} is a folder; give the files in it, e.g. "
         f"'data.paths=[{tmp_path / 'a.jsonl'}]'"]
+    (tmp_path / "empty.jsonl").write_text("")
+    assert problems(compose(["data=files", f"data.paths=[{tmp_path / 'empty.jsonl'}]"])) == [
+        f"data.paths: {tmp_path / 'empty.jsonl'} is empty; give files that hold text"]
     assert problems(compose(["data=hf", f"data.name={tmp_path / 'a.txt'}"])) == [
         f"data.name={tmp_path / 'a.txt'} is a local path, not a hub dataset: use data=files "
         f"'data.paths=[{tmp_path / 'a.txt'}]'"]
