@@ -64,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("resume", parents=on_ray, help="run what is not done of a sweep, by name")
     p.add_argument("name")
+    p.add_argument("--dry-run", action="store_true", help="list the trials, run nothing")
     _share_option(p)
     p = sub.add_parser("extend", parents=on_ray, help="add grid values to a sweep and run the "
                        "new trials")

@@ -26,6 +26,7 @@ def test_global_options_go_before_or_after_the_subcommand(argv, uri, address):
 
 @pytest.mark.parametrize("command", [["resume", "n"], ["extend", "n", "optim.lr=choice(1)"]])
 def test_every_subcommand_that_reaches_ray_takes_address_on_either_side(command):
+    assert parse_args([*command, "--dry-run"]).dry_run  # (resume refused --dry-run)
     assert parse_args(["--address", "R", *command]).address == "R"
     assert parse_args([*command, "--address", "R"]).address == "R"
     assert parse_args([*command, "--tracking-uri", "B"]).tracking_uri == "B"
