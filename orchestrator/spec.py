@@ -118,8 +118,15 @@ class SweepSpec:
                     from None
             _refuse_spec_key(key, expr)
             if key.lstrip("+~") == "seed":
+                try:
+                    override = OverridesParser.create().parse_overrides([arg])[0]
+                    given = (list(override.sweep_string_iterator())
+                             if override.is_sweep_override() else [expr])
+                except Exception:  # noqa: BLE001 (the example then)
+                    given = ["0", "1"]
                 raise ConfigError([f"{arg}: a sweep's trials take their seed from its `seeds` "
-                                   "list; give seeds=[0,1] (sweep extend adds them)"])
+                                   f"list; give seeds=[{','.join(given)}] (sweep extend adds "
+                                   "them)"])
             if key.startswith("search.optuna."):
                 search = _with_search_option(search, key.removeprefix("search.optuna."), expr)
             elif _is_sweep(arg):

@@ -95,6 +95,8 @@ def test_extend_adds_seeds_and_keeps_the_trials_of_a_new_axis_value_they_had():
                          "to it: give 'optim.lr=choice(1e-2)'"),
     (["seed=choice(0,1)"], "seed=choice(0,1): a sweep's trials take their seed from its "
                            "`seeds` list; give seeds=[0,1] (sweep extend adds them)"),
+    (["seed=3"], "seed=3: a sweep's trials take their seed from its `seeds` list; give "
+                 "seeds=[3] (sweep extend adds them)"),
     (["seeds=[-1]"], "seeds=[-1]: give a list of whole numbers >= 0, e.g. seeds=[0,1,2]"),
     (["seeds=3"], "seeds=3: give a list: seeds=[3] for seed 3, or seeds=[0,1,2] for three "
                   "seeds"),
