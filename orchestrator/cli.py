@@ -333,6 +333,12 @@ def _run(spec, args, uri: str, based_on=None) -> int:
         spec = dataclasses.replace(spec, share_prefix=False)
     if getattr(args, "fuse", None) is not None:
         spec = dataclasses.replace(spec, fuse=args.fuse)
+    if getattr(args, "dry_run", False) and not (args.address or os.environ.get("RAY_ADDRESS")):
+        from orchestrator.driver import local_cluster, resource_problems
+
+        for problem in resource_problems(spec, local_cluster()):  # a launch here refuses it
+            print(f"note: on this machine the launch would refuse it: {problem} (a cluster's "
+                  "nodes count with --address)", file=sys.stderr)
     if getattr(args, "dry_run", False) and spec.optuna is not None:
         for label, used, left in commands.search_dry_run(spec, tracking_uri=uri):
             print(f"study {label}: {used} trial{'s' * (used != 1)} used, would ask {left} more")

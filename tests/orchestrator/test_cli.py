@@ -284,3 +284,24 @@ def test_ui_on_a_port_in_use_is_one_sentence(tmp_path, capsys):
         assert main(["ui", "--port", str(port), "--tracking-uri", uri]) == 2
     assert capsys.readouterr().err == (f"error: --port {port} is in use on 127.0.0.1; give "
                                        f"another, e.g. --port {port + 1}\n")
+
+
+def test_a_dry_run_notes_resources_this_machine_cannot_hold(tmp_path, capsys, monkeypatch):
+    """`gpus: 1` on a machine without one: the dry run listed the trial as 'would run' and
+    the launch refused it after starting Ray."""
+    import yaml
+
+    from orchestrator.cli import main
+    from orchestrator.driver import local_cluster
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    gpus = max(len(g) for g in local_cluster().gpus) + 1
+    spec = {"name": "g", "overrides": ["model=tiny", "data=synthetic", "train.tokens=65536"],
+            "storage_root": str(tmp_path / "runs"), "resources": {"gpus": gpus},
+            "grid": {"optim.lr": "choice(1e-3)"}}
+    (tmp_path / "g.yaml").write_text(yaml.safe_dump(spec))
+    assert main(["--tracking-uri", f"sqlite:///{tmp_path}/m.db", "launch",
+                 str(tmp_path / "g.yaml"), "--dry-run"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("note: on this machine the launch would refuse it: resources (cpus=1, "
+                          f"gpus={gpus} for 1 process(es)) fit no node of the cluster")
