@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from trainer.config import DataConfig, DataSource
-from trainer.errors import ConfigError
+from trainer.errors import ConfigError, DataUnavailable
 from trainer.fingerprint import data_fingerprint, stdlib_files
 from trainer.synthetic import MarkovChain
 
@@ -208,7 +208,7 @@ def _rows(cfg: DataConfig, split: str) -> Iterator[tuple[int, str]]:
             raise ConfigError(f"{where} cannot be read ({_first_line(err)}): check that each "
                               "file holds what its suffix says (.txt text, .jsonl one JSON "
                               "object a line, .parquet a table)") from None
-        raise ConfigError(f"{where} could not be loaded from the Hugging Face hub "
+        raise DataUnavailable(f"{where} could not be loaded from the Hugging Face hub "
                           f"({_first_line(err)}): check the name, split and network, or save "
                           "the data locally and use data=files") from None
 

@@ -155,3 +155,22 @@ def test_a_tokenizer_file_that_is_not_one_is_one_sentence(tmp_path):
                                           r"tokenizers JSON file \(.*\): give one saved by "
                                           r"Tokenizer.save, or leave it unset for bytes$"):
         load_tokens(cfg)
+
+
+def test_a_hub_dataset_that_cannot_be_fetched_is_one_sentence_a_sweep_retries(tmp_path,
+                                                                              monkeypatch):
+    """Offline with nothing cached: one sentence, of a kind the sweep driver retries (a network
+    that failed may come back), not a ConfigError the driver fails at once."""
+    from orchestrator.worker import describe_error
+    from trainer.errors import DataUnavailable
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    cfg = compose(["data=hf", "data.name=proxysweep-test/not-cached",
+                   f"data.cache_dir={tmp_path / 'cache'}"]).data
+    with pytest.raises(DataUnavailable) as caught:
+        load_tokens(cfg)
+    assert str(caught.value).startswith("data.name=proxysweep-test/not-cached could not be "
+                                        "loaded from the Hugging Face hub (")
+    assert describe_error(caught.value).startswith("DataUnavailable: ")
