@@ -327,13 +327,13 @@ def _best_slice(doc: dict) -> str | None:
         lo, hi = best.get("lr_lo"), best.get("lr_hi")
         interval = (f" [{lo:.3g}, {hi:.3g}]" if isinstance(lo, float) and isinstance(hi, float)
                     and math.isfinite(lo) and math.isfinite(hi) else "")
-        return f"optim.lr={best['lr_opt']:.3g}{interval} (loss {best['loss_opt']:.4f})"
+        return f"optim.lr={best['lr_opt']:.3g}{interval} (fitted loss {best['loss_opt']:.4f})"
     varying = [k for k in best if ("." in k or k in ("N", "D", "B", "wd"))
                and len({str(s.get(k)) for s in slices}) > 1]
     # (a sweep's slices name N, D, B, λ by their config keys too: said once)
     varying = [k for k in varying if _CONFIG_KEY.get(k) not in varying]
     where = " ".join(f"{k}={_short(best[k])}" for k in varying)
-    return f"{where} optim.lr={best['lr_opt']:.3g} (loss {best['loss_opt']:.4f})".strip()
+    return f"{where} optim.lr={best['lr_opt']:.3g} (fitted loss {best['loss_opt']:.4f})".strip()
 
 
 def _best_at_edge(doc: dict) -> str | None:

@@ -65,6 +65,10 @@ def _run(overrides: list[str], *, print_only: bool) -> int:
     if print_only:
         for key, value in flatten(cfg).items():
             print(redact(f"{key}={value}"))
+        from trainer.validation import problems
+
+        for problem in problems(cfg, network=False):  # (it prints; a run would refuse these)
+            print(f"note: this config cannot run: {problem}", file=sys.stderr)
         return 0
     check(cfg)
     paths = RunPaths.for_config(cfg, config_id(cfg))

@@ -6,6 +6,7 @@ Each problem is one sentence naming the key and the fix. `problems(cfg)` collect
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -77,8 +78,8 @@ def _model_problems(m: ModelConfig) -> list[str]:
 
 def _optim_problems(cfg: Config) -> list[str]:
     o, found = cfg.optim, []
-    if not o.lr > 0:
-        found.append(f"optim.lr={o.lr} must be > 0: give a positive learning rate")
+    if not 0 < o.lr < math.inf:
+        found.append(f"optim.lr={o.lr} must be > 0 and finite: give a positive learning rate")
     if o.weight_decay < 0:
         found.append(f"optim.weight_decay={o.weight_decay} must be >= 0")
     if o.timescale is not None and not o.timescale > 0:
@@ -285,6 +286,9 @@ def _storage_problems(root: str) -> list[str]:
     data was read). Made now if missing, as the run would."""
     from trainer.paths import folder_problem
 
+    if not root.strip():  # (the current folder itself, the run folders strewn in it)
+        return ["storage_root is empty: give the folder for the run directories, e.g. "
+                "storage_root=runs"]
     reason = folder_problem(root)
     return [f"storage_root={root}: {reason}; give a folder you can write the run directories "
             "to"] if reason else []

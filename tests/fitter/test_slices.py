@@ -213,7 +213,7 @@ def test_a_single_lr_slice_prints_its_optimum_with_its_interval():
     (only,) = doc["slices"]
     line = next(ln for ln in format_fit(doc).splitlines() if "LR optimum" in ln)
     assert line == (f"  LR optimum: optim.lr={only['lr_opt']:.3g} [{only['lr_lo']:.3g}, "
-                    f"{only['lr_hi']:.3g}] (loss {only['loss_opt']:.4f})")
+                    f"{only['lr_hi']:.3g}] (fitted loss {only['loss_opt']:.4f})")
     assert only["lr_lo"] < only["lr_opt"] < only["lr_hi"]
     # at the grid's edge it is no optimum: said so (the edge line follows)
     falling = [{**r, "loss": 3.0 - np.log10(r["lr"]) / 10} for r in rows]

@@ -117,8 +117,8 @@ def test_bad_spec_prints_one_line_and_launches_nothing(spec_dict, uri, tmp_path)
     proc = _sweep("launch", str(path), uri=uri)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 2
-    assert err.strip() == ("error: optim.lr=-1.0 must be > 0: give a positive learning rate "
-                           "(trial optim.lr=-1 seed=0)")
+    assert err.strip() == ("error: optim.lr=-1.0 must be > 0 and finite: give a positive "
+                           "learning rate (trial optim.lr=-1 seed=0)")
     assert _children(uri)[1] == []
 
 

@@ -165,7 +165,7 @@ def test_all_problems_are_collected():
         expand(spec_from_dict({**BASE, "grid": {"optim.lr": "choice(-1, 1e-3)",
                                                 "train.tokens": "choice(10, 65536)"}}))
     text = str(err.value)
-    assert "optim.lr=-1.0 must be > 0: give a positive learning rate (4 trials)" in text
+    assert "optim.lr=-1.0 must be > 0 and finite: give a positive learning rate (4 trials)" in text
     assert "train.tokens=10 is less than one batch" in text
 
 

@@ -148,7 +148,7 @@ def test_cli_user_error_is_one_line_without_traceback():
     assert lines == [
         "error: model.width=100 is not divisible into heads of model.head_dim=16: make the "
         "width a multiple of head_dim",
-        "error: optim.lr=-1.0 must be > 0: give a positive learning rate",
+        "error: optim.lr=-1.0 must be > 0 and finite: give a positive learning rate",
     ]
     assert "Traceback" not in proc.stderr
 
@@ -181,6 +181,24 @@ def test_composer_reports_errors_like_compose(override):
     with pytest.raises(ConfigError) as full:
         compose([override])
     assert str(fast.value) == str(full.value)
+
+
+def test_an_infinite_lr_and_an_empty_storage_root_are_refused_and_cfg_says_so(tmp_path):
+    """optim.lr=inf ran (the Power schedule capped it, then it diverged); storage_root= put
+    the run folders in the current folder; --cfg printed a config that cannot run, silently."""
+    from trainer.validation import check
+
+    cfg = compose(["optim.lr=inf", "storage_root="])
+    assert "optim.lr=inf must be > 0 and finite: give a positive learning rate" in problems(cfg)
+    with pytest.raises(ConfigError) as err:
+        check(cfg)
+    assert "storage_root is empty: give the folder for the run directories, e.g. " \
+           "storage_root=runs" in err.value.problems
+    proc = subprocess.run([sys.executable, "-m", "trainer", "--cfg", "optim.lr=inf"],
+                          capture_output=True, text=True, cwd=Path(__file__).parents[2])
+    assert proc.returncode == 0 and "optim.lr=inf" in proc.stdout
+    assert proc.stderr.strip() == ("note: this config cannot run: optim.lr=inf must be > 0 and "
+                                   "finite: give a positive learning rate")
 
 
 def test_data_paths_that_would_be_ignored_or_are_folders_are_one_sentence(tmp_path):
