@@ -90,12 +90,13 @@ def test_killed_halving_driver_resumes_its_rungs_without_training_anything_twice
     storage = f"sqlite:///{tmp_path}/optuna.db"
 
     def second_rung_started():
+        # (its trials take a second or two: one seen ended already is as good a moment)
         try:
             study = optuna.load_study(study_name="unit: train.tokens=8192 seed=0",
                                       storage=open_storage(storage))
         except KeyError:
             return False
-        return any(t.state.name == "RUNNING" for t in study.trials)
+        return any(t.state.name in ("RUNNING", "COMPLETE") for t in study.trials)
 
     _wait(second_rung_started, 300, proc)
     os.kill(proc.pid, signal.SIGKILL)
