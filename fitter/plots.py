@@ -208,6 +208,9 @@ def _shared_ylim(axes, result, rows: pd.DataFrame) -> None:
     if losses.empty:
         return
     lo, hi = float(losses.min()), float(losses.max())
+    # the stars at the fitted optima (a parabola's vertex may sit below every run)
+    if "loss_opt" in rows and rows["loss_opt"].notna().any():
+        lo = min(lo, float(rows["loss_opt"].min()))
     span = hi - lo or 0.1
     axes[0].set_ylim(lo - 0.04 * span, hi + 0.1 * span)
 

@@ -119,3 +119,18 @@ def test_shen_power_law_is_drawn_over_b_and_d_with_batch_in_sequences():
     # η = 4.6 · (B / seq_len) · D^−0.51, B in tokens
     shen = law_plots.PUBLISHED[0].value({"B": 128 * 16, "seq_len": 128, "D": 1e9})
     assert shen == pytest.approx(4.6 * 16 * 1e9 ** -0.51)
+
+
+def test_the_loss_axis_holds_the_stars_of_the_fitted_optima():
+    """A parabola's vertex below every run was drawn off the bottom of loss_vs_lr.png."""
+    grid = np.log10([1e-3, 3e-3, 1e-2, 3e-2])
+    frame = pd.DataFrame([{"run": f"r{i}", "B": 1e4, "N": 1e6, "D": 1e8, "wd": 0.0,
+                           "lr": 10 ** x, "loss": 3.0 + 2.0 * (x + 2.25) ** 2,
+                           "status": "finished"} for i, x in enumerate(grid)])
+    result = fit_runs(from_short_frame(frame, source="s"), n_boot=20)
+    rows = result.optima
+    assert float(rows["loss_opt"].min()) < frame["loss"].min()  # the vertex is below the runs
+    fig, ax = plt.subplots()
+    plots._shared_ylim([ax], result, rows)
+    assert ax.get_ylim()[0] <= float(rows["loss_opt"].min())
+    plt.close(fig)
