@@ -628,7 +628,10 @@ def format_status(report: dict) -> str:
         lines.append(f"  best: {report['best']['trial']} (eval loss "
                      f"{report['best']['final/eval_loss']:.4f})")
     for s in report.get("slices", ()):
-        best = ("none: every trial diverged (move the LR range lower, sweep extend)"
+        searched = s.get("searched") or []
+        axis = next((k for k in searched if k.endswith(".lr")), None) or next(iter(searched),
+                                                                               "its range")
+        best = (f"none: every trial diverged (move {axis} lower with sweep extend)"
                 if s.get("all_diverged") else "none yet") if s["best"] is None else (
             f"{s['best']:.4f} at " + " ".join(f"{k}={v:.4g}" if isinstance(v, float)
                                               else f"{k}={v}"

@@ -571,6 +571,7 @@ def search_status(plan: SearchPlan, url: str) -> list[dict]:
                      "states": info["states"], "best": info["best"],
                      "best_params": info["best_params"],
                      "all_diverged": info.get("all_diverged", False),
+                     "searched": list(plan.dists),
                      "edge": at_edge(plan.dists, info["best_params"])})
     return rows
 

@@ -427,8 +427,8 @@ def test_a_study_whose_trials_all_diverged_has_no_best_and_says_so(tmp_path):
     text = format_status({"sweep": "t", "status": "finished", "trials": 2, "counts": {},
                           "running": [],
                           "best": None, "eta_s": None, "slices": [row]})
-    assert (f"slice {row['slice']}: 2/4 trials, best none: every trial diverged (move the "
-            "LR range lower, sweep extend)") in text
+    assert (f"slice {row['slice']}: 2/4 trials, best none: every trial diverged (move "
+            "optim.lr lower with sweep extend)") in text
     studies.tell(name, studies.ask(name, plan.dists)[0], "complete", 3.2)
     assert next(r for r in search_status(plan, url)
                 if r["slice"] == plan.slices[0].label)["best"] == 3.2
