@@ -314,12 +314,17 @@ def _skipped(skipped: dict[str, str]) -> dict[str, str]:
             for (law, reason), keys in by_reason.items()}
 
 
+def _slices_and_best(doc: dict) -> tuple[list[dict], dict | None]:
+    """The slices with a fitted optimum, and the one of them with the lowest loss there."""
+    slices = [s for s in doc["slices"] if s.get("loss_opt") is not None]
+    return slices, min(slices, key=lambda s: s["loss_opt"], default=None)
+
+
 def _best_slice(doc: dict) -> str | None:
     """The slice with the lowest loss at its LR optimum, named by the keys that vary."""
-    slices = [s for s in doc["slices"] if s.get("loss_opt") is not None]
-    if not slices:
+    slices, best = _slices_and_best(doc)
+    if best is None:
         return None
-    best = min(slices, key=lambda s: s["loss_opt"])
     if len(slices) == 1 and best.get("edge") in ("low", "high", "single"):
         return (f"none bracketed (the best LR tried: optim.lr={best['lr_opt']:.3g}, loss "
                 f"{best['loss_opt']:.4f})")
@@ -342,16 +347,15 @@ def _best_at_edge(doc: dict) -> str | None:
     'high end of model.init_std (0.08 of 0.02-0.08)'; None when there is none."""
     from fitter.groups import AXES, AXIS_CONFIG_KEYS
 
-    slices = [s for s in doc["slices"] if s.get("loss_opt") is not None]
+    slices, best = _slices_and_best(doc)
     if len(slices) < 2:
         return None
-    best = min(slices, key=lambda s: s["loss_opt"])
     # Among the slices at the best one's N, D and B: a key that moves with them (a warmup
     # set per budget) is no tuned axis, and three values are the least that bracket.
     peers = [s for s in slices if all(s.get(a) == best.get(a) for a in AXES if a != "wd")]
     ends = []
     for key in best:
-        if "." not in key or key in AXIS_CONFIG_KEYS or key in AXES:
+        if "." not in key or key in AXIS_CONFIG_KEYS:
             continue
         try:
             values = sorted({float(s[key]) for s in peers if s.get(key) is not None})

@@ -18,12 +18,11 @@ import numpy as np
 import pandas as pd
 
 from fitter.errors import FitError
+from fitter.plot_style import UNITS
 from fitter.powerlaw import LawFit, fit_power_law
 from fitter.slices import axis_optimum, best_per_group
 
 AXIS_KEYS = {"N": "model.width", "D": "train.tokens", "B": "train.batch_size"}
-UNIT = {"N": "parameters, the readout in, the input embedding out", "D": "training tokens",
-        "B": "tokens per optimizer step"}
 
 
 def lr_law(optima: pd.DataFrame, **boot) -> LawFit:
@@ -43,7 +42,7 @@ def lr_law(optima: pd.DataFrame, **boot) -> LawFit:
         if unread:
             a = unread[0]
             raise FitError(f"the lr law reads {a}, which the runs do not give, while their "
-                           f"{AXIS_KEYS[a]} varies; add a column {a} ({UNIT[a]}) to the runs.")
+                           f"{AXIS_KEYS[a]} varies; add the column {a}: {UNITS[a]}.")
         keys = " or ".join(AXIS_KEYS[a] for a in axes) or "model.width, train.tokens"
         raise FitError(f"the lr law needs LR optima at 2 or more values of N, D or B but the "
                        f"sweep has one; add values along {keys}.")

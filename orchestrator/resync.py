@@ -25,9 +25,9 @@ def read_history(trial: Trial) -> list[dict]:
     path = RunPaths.for_config(trial.cfg, trial.trial_id).metrics
     if not path.exists():
         return []
-    from trainer.reporting import _row
+    from trainer.reporting import metrics_row
 
-    return [row for line in path.read_text().splitlines() if (row := _row(line)) is not None]
+    return [row for line in path.read_text().splitlines() if (row := metrics_row(line)) is not None]
 
 
 def resync(trials: list[Trial], tracker) -> list[str]:

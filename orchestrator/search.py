@@ -98,10 +98,9 @@ def prepare_search(spec: SweepSpec, tracking_uri: str, *, create: bool = True
     url = storage_url(plan.search.storage, tracking_uri)
     if create or not not_created(url):
         open_storage(url)
-    elif not Path(url[len("sqlite:///"):]).parent.is_dir():  # what the launch would find
-        raise ConfigError(f"cannot open the Optuna storage {url}: its folder "
-                          f"{Path(url[len('sqlite:///'):]).parent} does not exist; create it, "
-                          "or fix search.optuna.storage or OPTUNA_STORAGE")
+    elif not (folder := Path(url[len("sqlite:///"):]).parent).is_dir():  # as the launch finds
+        raise ConfigError(f"cannot open the Optuna storage {url}: its folder {folder} does not "
+                          "exist; create it, or fix search.optuna.storage or OPTUNA_STORAGE")
     return spec, plan, url
 
 
@@ -171,8 +170,7 @@ def study_quotas(plan: SearchPlan, url: str) -> dict[str, int]:
 
 
 def has_work(plan: SearchPlan, url: str) -> bool:
-    """Is any study short of its trials (a failed trial counts for nothing: a new driver
-    asks its point again, `Studies.open_trials`), or has one trials in flight?"""
+    """Is any study short of its trials, or has one trials in flight?"""
     found = summaries(url, [plan.study_name(s) for s in plan.slices])
     quota = study_quotas(plan, url)
     return any(info["used"] < quota[name] or info["states"].get("running")

@@ -111,7 +111,7 @@ class SweepSpec:
                 raise ConfigError([f"{arg}: a sweep sets each trial's train.world_size from "
                                    "resources.world_size; write that in the spec"])
             try:
-                OverridesParser.create().parse_overrides([arg])
+                parsed = OverridesParser.create().parse_overrides([arg])[0]
             except OverrideParseException as err:
                 raise ConfigError([f"{arg}: cannot parse it ({str(err).splitlines()[0]}); "
                                    "e.g. optim.lr=1e-3, or 'optim.lr=choice(1e-3, 3e-3)'"]) \
@@ -119,10 +119,9 @@ class SweepSpec:
             _refuse_spec_key(key, expr)
             if key.lstrip("+~") == "seed":
                 try:
-                    override = OverridesParser.create().parse_overrides([arg])[0]
-                    given = (list(override.sweep_string_iterator())
-                             if override.is_sweep_override() else [expr])
-                except Exception:  # noqa: BLE001 (the example then)
+                    given = (list(parsed.sweep_string_iterator())
+                             if parsed.is_sweep_override() else [expr])
+                except ValueError:  # range(0, 1, 0): the example then
                     given = ["0", "1"]
                 raise ConfigError([f"{arg}: a sweep's trials take their seed from its `seeds` "
                                    f"list; give seeds=[{','.join(given)}] (sweep extend adds "

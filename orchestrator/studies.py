@@ -253,9 +253,8 @@ class Studies:
         """The params of the study's best trial ({} before its first complete trial)."""
         from optuna.trial import TrialState
 
-        done = [t for t in self.studies[name].get_trials(deepcopy=False,
-                                                         states=(TrialState.COMPLETE,))
-                if not t.user_attrs.get(DIVERGED_ATTR)]
+        done = learned(self.studies[name].get_trials(deepcopy=False,
+                                                     states=(TrialState.COMPLETE,)))
         return dict(min(done, key=lambda t: t.value).params) if done else {}
 
 
@@ -264,9 +263,14 @@ def best(study) -> float | None:
     diverge: a diverged one is told a stand-in worst value)."""
     from optuna.trial import TrialState
 
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if not t.user_attrs.get(DIVERGED_ATTR)]
+    done = learned(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     return min(t.value for t in done) if done else None
+
+
+def learned(complete: list) -> list:
+    """The complete trials that did not diverge: a diverged one is told a stand-in worst
+    value (`diverged_value`), which is no loss to call a study's best."""
+    return [t for t in complete if not t.user_attrs.get(DIVERGED_ATTR)]
 
 
 def not_created(url: str) -> bool:
@@ -309,11 +313,9 @@ def summaries(url: str, names: list[str]) -> dict[str, dict]:
         for t in trials:
             states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
         done = [t for t in trials if t.state.name == "COMPLETE"]
-        # A diverged trial is told a stand-in worst value (`diverged_value`): no best.
-        learned = [t for t in done if not t.user_attrs.get(DIVERGED_ATTR)]
-        top = min(learned, key=lambda t: t.value, default=None)
+        top = min(learned(done), key=lambda t: t.value, default=None)
         out[name] = {"used": len(trials), "states": states,
                      "best": None if top is None else top.value,
                      "best_params": None if top is None else top.params,
-                     "all_diverged": bool(done) and not learned}
+                     "all_diverged": bool(done) and top is None}
     return out

@@ -19,8 +19,6 @@ from orchestrator.lease import ENDED, HELD, Holder, Lease
 SEND_EVERY_S = 2.0
 """A worker sends its metrics to the tracker at most this often; the rest goes with its end."""
 
-
-
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -33,6 +31,7 @@ def describe_error(err: BaseException) -> str:
         err = cause
     lines = [line.strip() for line in _ANSI.sub("", str(err)).splitlines() if line.strip()]
     return f"{type(err).__name__}: {'; '.join(lines)}" if lines else type(err).__name__
+
 
 def trial_task(fn, *, sweep: str, driver_pid: int):
     """`fn` under the trial's lease: what the driver hands to Ray for every trial.

@@ -209,8 +209,8 @@ def _rows(cfg: DataConfig, split: str) -> Iterator[tuple[int, str]]:
                               "file holds what its suffix says (.txt text, .jsonl one JSON "
                               "object a line, .parquet a table)") from None
         raise DataUnavailable(f"{where} could not be loaded from the Hugging Face hub "
-                          f"({_first_line(err)}): check the name, split and network, or save "
-                          "the data locally and use data=files") from None
+                              f"({_first_line(err)}): check the name, split and network, or "
+                              "save the data locally and use data=files") from None
 
 
 def _datasets_documents(cfg: DataConfig) -> Iterator[tuple[str, str, bool]]:

@@ -92,7 +92,7 @@ class JsonlReporter:
         kept = []
         if resumed_step is not None and self.path.exists():
             kept = [line for line in self.path.read_text().splitlines()
-                    if (row := _row(line)) is not None and row["step"] <= resumed_step]
+                    if (row := metrics_row(line)) is not None and row["step"] <= resumed_step]
         # Replaced whole, never rewritten in place: a branch may be reading a trunk's file.
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         tmp.write_text("".join(line + "\n" for line in kept))
@@ -115,7 +115,7 @@ class JsonlReporter:
                   f"{summary.get('final/tokens', 0):,} tokens", flush=True)
 
 
-def _row(line: str) -> dict | None:
+def metrics_row(line: str) -> dict | None:
     """A metrics.jsonl line as its dict; None for a blank line or one a kill cut short."""
     try:
         row = json.loads(line)
@@ -207,7 +207,7 @@ class MlflowReporter:
         if self.history is None or not self.history.exists():
             return
         for line in self.history.read_text().splitlines():
-            if (row := _row(line)) is not None:
+            if (row := metrics_row(line)) is not None:
                 step = row.pop("step")
                 self.log_metrics({k: v for k, v in row.items()
                                   if isinstance(v, (int, float))}, step=step)

@@ -318,5 +318,5 @@ def test_a_csv_that_varies_width_without_n_says_n_is_missing(tmp_path, capsys):
     frame.drop(columns=["N"]).to_csv(tmp_path / "runs.csv", index=False)
     err = error_of(capsys, ["fit", "--from-csv", str(tmp_path / "runs.csv"), "--law", "lr"])
     assert err == ("error: the lr law reads N, which the runs do not give, while their "
-                   "model.width varies; add a column N (parameters, the readout in, the input "
-                   "embedding out) to the runs.")
+                   "model.width varies; add the column N: parameters N (readout in, input "
+                   "embedding out).")
