@@ -137,7 +137,7 @@ def _launch_search(spec: SweepSpec, *, tracking_uri: str, address: str | None,
                    else resource_problems(spec, local_cluster()))
         raise ConfigError(list(err.problems) + cluster) from None
     create_sqlite_store_once(tracking_uri)
-    if not search.has_work(plan, storage):  # every study at n_trials: answer from storage
+    if not search.has_work(plan, storage, tracking_uri):  # all told and recorded: answer
         used = sum(row["used"] for row in search.search_status(plan, storage))
         return SweepOutcome(trials=used, already_done=used)
     problems = _cluster_problems(spec, address)

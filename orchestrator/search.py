@@ -24,6 +24,8 @@ run gets the study's best value and params as they improve (`best/<slice>/...`).
 Resume: every study counts toward `n_trials` each trial it ever asked. Trials asked and not
 told (in flight when a driver was killed or interrupted) are reopened by the next launch under
 the same Optuna trial and the same trial id: not asked again, resumed from their checkpoints.
+A trial told to its study whose end never reached MLflow (the driver killed in between) is
+recorded by the next launch from its run directory (`told_unrecorded`), trained no more.
 Extending `n_trials` or the per-slice axes only changes how many trials each study may still
 ask, and which studies there are.
 
@@ -169,12 +171,37 @@ def study_quotas(plan: SearchPlan, url: str) -> dict[str, int]:
     return out
 
 
-def has_work(plan: SearchPlan, url: str) -> bool:
-    """Is any study short of its trials, or has one trials in flight?"""
+def has_work(plan: SearchPlan, url: str, tracking_uri: str) -> bool:
+    """Is any study short of its trials, has one trials in flight, or was one told the end
+    of a trial whose record is not complete (`told_unrecorded`)?"""
     found = summaries(url, [plan.study_name(s) for s in plan.slices])
     quota = study_quotas(plan, url)
     return any(info["used"] < quota[name] or info["states"].get("running")
-               for name, info in found.items())
+               for name, info in found.items()) or bool(
+        told_unrecorded(plan, url, recorded_trials(tracking_uri, plan.spec.name)))
+
+
+def told_unrecorded(plan: SearchPlan, url: str, states: dict) -> list[tuple[Trial, str]]:
+    """(trial, status in its summary) of each trial a study was told ended whose MLflow
+    record does not say so: its driver was killed between telling the study and the end
+    write reaching the store. Its run directory holds the end; a launch records it there."""
+    from trainer.paths import RunPaths, read_summary
+
+    out, seen = [], set()
+    stored = stored_trials(url, [plan.study_name(s) for s in plan.slices])
+    for slice_ in plan.slices:
+        for frozen in stored[plan.study_name(slice_)]:
+            if not frozen.state.is_finished() or not all(k in frozen.params for k in plan.dists):
+                continue
+            trial = plan.trial(slice_, frozen.params, problems=[])
+            if trial is None or trial.trial_id in seen \
+                    or states.get(trial.trial_id, {}).get("status") in (*ENDED, FAILED):
+                continue
+            seen.add(trial.trial_id)
+            summary = read_summary(RunPaths.for_config(trial.cfg, trial.trial_id)) or {}
+            if summary.get("status") in ENDED:
+                out.append((trial, summary["status"]))
+    return out
 
 
 def run_search(spec: SweepSpec, plan: SearchPlan, *, tracking_uri: str, storage: str,
@@ -198,7 +225,8 @@ def run_search(spec: SweepSpec, plan: SearchPlan, *, tracking_uri: str, storage:
     states = recorded_trials(tracking_uri, spec.name)
     outcome = SweepOutcome(trials=0, already_done=0)
     runner = _SearchRunner(spec, tracker, plan, studies, states, outcome,
-                           observer=observer or SweepObserver())
+                           observer=observer or SweepObserver(),
+                           unrecorded=told_unrecorded(plan, storage, states))
     drive(runner, tracking_uri=tracking_uri, progress=progress, ended=ENDED)
     # The sweep's trials: those ended before this launch (recorded) and those it asked.
     before = {tid for tid, state in states.items() if state.get("status") in ENDED}
@@ -264,7 +292,8 @@ class _SearchRunner(_Runner):
     """The driver's runner with a queue the studies fill (see the module docstring)."""
 
     def __init__(self, spec: SweepSpec, tracker, plan: SearchPlan, studies, states: dict,
-                 outcome: SweepOutcome, *, observer: SweepObserver):
+                 outcome: SweepOutcome, *, observer: SweepObserver,
+                 unrecorded: Sequence[tuple[Trial, str]] = ()):
         import ray
 
         self.plan, self.studies, self.states = plan, studies, states
@@ -303,6 +332,10 @@ class _SearchRunner(_Runner):
         self.group_task = ray.remote(group_task(searched_group(studies), sweep=spec.name,
                                                 driver_pid=os.getpid()))
         self.total = len(reopened) + sum(max(n, 0) for n in self.left.values())
+        for trial, status in unrecorded:
+            if trial.trial_id not in self.asked:  # (one reopened is resumed, then recorded)
+                self.asked[trial.trial_id] = trial
+                self.found_on_disk(trial, status)  # recorded from its files at the end
         self._promote()
         if not self.queue:
             self._ask_into_queue()

@@ -242,3 +242,33 @@ def test_fuse_true_trains_what_each_study_asks_at_once_as_one_group(searched, ur
                                 if "perf/tokens_per_s" in r])
             curves[curve] = curves.get(curve, 0) + 1
         assert sorted(curves.values()) == [2, 2]
+
+
+def test_a_told_trial_whose_end_never_reached_the_store_is_recorded_by_the_next_launch(
+        searched, uri, local_ray):
+    # A driver killed after telling a study a trial's end and before that trial's end write
+    # reached MLflow leaves a COMPLETE Optuna trial with a record still `running`.
+    from pathlib import Path
+
+    searched["grid"]["train.batch_size"] = "choice(8)"
+    searched["search"]["optuna"].update({"n_trials": 2, "sampler": "random"})
+    spec = spec_from_dict(searched)
+    commands.launch(spec, tracking_uri=uri, progress=False)
+    client, children = _children(uri)
+    left = children[0]
+    client.set_tag(left.info.run_id, "trial.status", "running")
+    client.update_run(left.info.run_id, status="RUNNING")
+    runs = Path(searched["storage_root"])
+    mtimes = {p: p.stat().st_mtime_ns for p in runs.glob("*/summary.json")}
+
+    again = commands.launch(spec, tracking_uri=uri, progress=False)
+    assert again.ran == {}  # nothing trained again, nothing asked
+    assert again.found_ended == {left.data.tags["trial.id"]: "finished"}
+    assert left.data.tags["trial.id"] in again.resynced
+    assert {p: p.stat().st_mtime_ns for p in runs.glob("*/summary.json")} == mtimes
+    _, children = _children(uri)
+    assert len(children) == 2
+    assert [(c.data.tags["trial.status"], c.info.status) for c in children] == \
+        [("finished", "FINISHED")] * 2
+    _, plan, storage = prepare_search(spec, uri)
+    assert [t.state.name for t in _study(plan, storage, 0).trials] == ["COMPLETE"] * 2
