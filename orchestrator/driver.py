@@ -275,7 +275,7 @@ def drive(runner: _Runner, *, tracking_uri: str, progress: bool,
     tracker.learn_ends.remote({t.trial_id: (stored[t.trial_id]["status"],
                                             stored[t.trial_id]["run"].data.metrics)
                                for t in runner.found_ended_trials if t.trial_id in stored})
-    outcome.resynced = resync([runner.trials[t] for t in runner.unsure], tracker)
+    outcome.resynced = resync([runner.trials[t] for t in runner.unsure], tracker, ended)
     from trainer.paths import RunPaths, read_summary
 
     for trial_id in outcome.resynced:  # ended before the stop reached it (a group's member

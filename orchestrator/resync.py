@@ -30,10 +30,10 @@ def read_history(trial: Trial) -> list[dict]:
     return [row for line in path.read_text().splitlines() if (row := metrics_row(line)) is not None]
 
 
-def resync(trials: list[Trial], tracker) -> list[str]:
-    """Complete the MLflow record of each of `trials` that has ended (finished or diverged,
-    by its `summary.json`) from its run directory; their ids. Only the steps the store lacks
-    are added."""
+def resync(trials: list[Trial], tracker, ended: tuple[str, ...] = DONE) -> list[str]:
+    """Complete the MLflow record of each of `trials` that has ended (its `summary.json` says
+    one of `ended`: finished or diverged, and for a searched sweep pruned too) from its run
+    directory; their ids. Only the steps the store lacks are added."""
     import ray
 
     if not trials:  # reading a trial's files imports the trainer, and torch with it
@@ -42,7 +42,7 @@ def resync(trials: list[Trial], tracker) -> list[str]:
 
     ended = [(trial, summary) for trial in trials
              if (summary := read_summary(RunPaths.for_config(trial.cfg, trial.trial_id)))
-             and summary.get("status") in DONE]
+             and summary.get("status") in ended]
     ray.get([tracker.resync_trial.remote(
         trial.trial_id, summary["status"], summary, trial_params(trial.cfg, summary),
         trial.label, read_history(trial)) for trial, summary in ended])

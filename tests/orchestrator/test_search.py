@@ -6,7 +6,7 @@ import mlflow
 import optuna
 import pytest
 
-from orchestrator import commands
+from orchestrator import commands, search
 from orchestrator.driver import SweepObserver
 from orchestrator.search import prepare_search, run_search
 from orchestrator.spec import spec_from_dict
@@ -244,31 +244,37 @@ def test_fuse_true_trains_what_each_study_asks_at_once_as_one_group(searched, ur
         assert sorted(curves.values()) == [2, 2]
 
 
-def test_a_told_trial_whose_end_never_reached_the_store_is_recorded_by_the_next_launch(
+def test_told_trials_whose_ends_never_reached_the_store_are_recorded_by_the_next_launch(
         searched, uri, local_ray):
     # A driver killed after telling a study a trial's end and before that trial's end write
-    # reached MLflow leaves a COMPLETE Optuna trial with a record still `running`.
+    # reached MLflow leaves a told Optuna trial with a record still `running`.
     from pathlib import Path
 
-    searched["grid"]["train.batch_size"] = "choice(8)"
-    searched["search"]["optuna"].update({"n_trials": 2, "sampler": "random"})
+    searched["grid"] = {"optim.lr": "choice(1e-2, 1e-6)"}
+    searched["max_concurrent"] = 1
+    # (as in the test above: the second trial is pruned at its first eval point)
+    searched["search"] = {"optuna": {"n_trials": 2, "sampler": "random", "seed": 4,
+                                     "pruner": {"median": {"n_startup_trials": 1}}}}
     spec = spec_from_dict(searched)
     commands.launch(spec, tracking_uri=uri, progress=False)
     client, children = _children(uri)
-    left = children[0]
-    client.set_tag(left.info.run_id, "trial.status", "running")
-    client.update_run(left.info.run_id, status="RUNNING")
+    ended = {c.data.tags["trial.id"]: (c.data.tags["trial.status"], c.info.status)
+             for c in children}
+    assert sorted(ended.values()) == [("finished", "FINISHED"), ("pruned", "KILLED")]
+    for child in children:
+        client.set_tag(child.info.run_id, "trial.status", "running")
+        client.update_run(child.info.run_id, status="RUNNING")
     runs = Path(searched["storage_root"])
     mtimes = {p: p.stat().st_mtime_ns for p in runs.glob("*/summary.json")}
 
     again = commands.launch(spec, tracking_uri=uri, progress=False)
     assert again.ran == {}  # nothing trained again, nothing asked
-    assert again.found_ended == {left.data.tags["trial.id"]: "finished"}
-    assert left.data.tags["trial.id"] in again.resynced
+    assert again.found_ended == {tid: status for tid, (status, _) in ended.items()}
+    assert sorted(again.resynced) == sorted(ended)
     assert {p: p.stat().st_mtime_ns for p in runs.glob("*/summary.json")} == mtimes
     _, children = _children(uri)
-    assert len(children) == 2
-    assert [(c.data.tags["trial.status"], c.info.status) for c in children] == \
-        [("finished", "FINISHED")] * 2
+    assert {c.data.tags["trial.id"]: (c.data.tags["trial.status"], c.info.status)
+            for c in children} == ended
     _, plan, storage = prepare_search(spec, uri)
-    assert [t.state.name for t in _study(plan, storage, 0).trials] == ["COMPLETE"] * 2
+    assert [t.state.name for t in _study(plan, storage, 0).trials] == ["COMPLETE", "PRUNED"]
+    assert not search.has_work(plan, storage, uri)  # a third launch has nothing to do
