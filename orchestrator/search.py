@@ -430,10 +430,13 @@ class _SearchRunner(_Runner):
             self.left[name] = min(self.left[name], ray.get(self.studies.room.remote(name)))
             if self.left[name] <= 0:
                 continue
-            number, params = ray.get(self.studies.ask.remote(name, self.plan.dists))
+            asked = ray.get(self.studies.ask.remote(name, self.plan.dists))
+            if asked is None:  # another driver took the study's last trial
+                self.left[name] = 0
+                continue
             self.left[name] -= 1
-            trial = self.plan.trial(self.slice_of[name], params, problems=[])
-            if self._take(name, number, trial):
+            trial = self.plan.trial(self.slice_of[name], asked[1], problems=[])
+            if self._take(name, asked[0], trial):
                 self._queue([trial, *self._partners(name)])
                 return True
         return False
@@ -454,10 +457,13 @@ class _SearchRunner(_Runner):
             self.left[name] = min(self.left[name], ray.get(self.studies.room.remote(name)))
             if self.left[name] <= 0:
                 break
-            number, params = ray.get(self.studies.ask.remote(name, self.plan.dists))
+            asked = ray.get(self.studies.ask.remote(name, self.plan.dists))
+            if asked is None:
+                self.left[name] = 0
+                break
             self.left[name] -= 1
-            trial = self.plan.trial(self.slice_of[name], params, problems=[])
-            if self._take(name, number, trial):
+            trial = self.plan.trial(self.slice_of[name], asked[1], problems=[])
+            if self._take(name, asked[0], trial):
                 partners.append(trial)
         return partners
 

@@ -184,8 +184,9 @@ class Studies:
             self.studies[above].enqueue_trial(params)
         return len(new)
 
-    def ask(self, name: str, dists: dict) -> tuple[int, dict]:
-        """A new trial of the study: (number, params)."""
+    def ask(self, name: str, dists: dict) -> tuple[int, dict] | None:
+        """A new trial of the study: (number, params); None when another driver of the sweep
+        asked the study's last one first (what `room` read was gone by the ask)."""
         from optuna.trial import TrialState
 
         study = self.studies[name]
@@ -200,6 +201,13 @@ class Studies:
                 if frozen.number not in in_flight and not self._whole(frozen):
                     self._void(study, frozen)
             raise
+        # Storage gives trial numbers in order: the asks beyond the cap are the ones with the
+        # largest numbers, so of two drivers racing for the last trial exactly one keeps it.
+        cap = self.size(name) if name in self.fed else self.search.n_trials
+        before = [t for t in study.get_trials(deepcopy=False) if t.number <= trial.number]
+        if sum(counts(t) for t in before) > cap:
+            self._void(study, before[-1])
+            return None
         return trial.number, dict(trial.params)
 
     def watch(self, trial_id: str, name: str, number: int) -> None:

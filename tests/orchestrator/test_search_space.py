@@ -215,6 +215,27 @@ def test_a_resumed_study_does_not_draw_its_first_points_again(tmp_path):
     assert params["optim.lr"] not in [a["optim.lr"] for a in asked]
 
 
+def test_two_drivers_racing_for_a_study_s_last_trial_ask_it_once(tmp_path):
+    # A resume while the first driver runs: both read room for one more trial, both ask.
+    from orchestrator.studies import Studies, counts
+
+    raw = {**BASE, "search": {"optuna": {**BASE["search"]["optuna"], "sampler": "random"}}}
+    plan = plan_search(spec_from_dict(raw))
+    url, name = f"sqlite:///{tmp_path}/optuna.db", plan.study_name(plan.slices[0])
+    first, second = Studies(url, plan.search, [name]), Studies(url, plan.search, [name])
+    for _ in range(3):
+        first.tell(name, first.ask(name, plan.dists)[0], "complete", 3.0)
+    assert first.room(name) == second.room(name) == 1
+    kept = first.ask(name, plan.dists)
+    assert kept is not None and kept[0] == 3
+    assert second.ask(name, plan.dists) is None  # asked after: voided, counts for nothing
+    assert first.used(name) == second.used(name) == 4 and second.room(name) == 0
+    trials = optuna.load_study(study_name=name, storage=url).trials
+    assert [counts(t) for t in trials] == [True] * 4 + [False]
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3 + ["RUNNING", "FAIL"]
+    assert first.open_trials(name) == [(3, kept[1])]  # the kept one resumes as any other
+
+
 def test_hyperband_prunes_through_the_studies_owner(tmp_path):
     # The report/should_prune path a worker takes, on a real storage, with objective values
     # made up (the median pruner is exercised with real trials in test_search.py).
