@@ -107,9 +107,8 @@ class SweepSpec:
             if key.lstrip("+") == "storage_root":  # the spec's (each trial's run directory)
                 root = expr
                 continue
-            if key.lstrip("+~") == "train.world_size":
-                raise ConfigError([f"{arg}: a sweep sets each trial's train.world_size from "
-                                   "resources.world_size; write that in the spec"])
+            if (why := sweep_owned(key)) is not None:
+                raise ConfigError([f"{arg}: {why}"])
             try:
                 parsed = OverridesParser.create().parse_overrides([arg])[0]
             except OverrideParseException as err:
@@ -169,6 +168,26 @@ def _refuse_spec_key(key: str, value: str) -> None:
     flags = {"fuse": f" or --fuse {value}", "share_prefix": " or --no-share"}
     raise ConfigError([f"{key}={value} sets the sweep spec's `{top}`, not the trainer's "
                        f"config: write it in the spec{flags.get(top, '')}"])
+
+
+def sweep_owned(key: str) -> str | None:
+    """Why a trainer key cannot be set in a sweep's overrides or grid (the sweep sets it for
+    every trial), with where to say it instead; None for any other key."""
+    key = key.lstrip("+~")
+    if key == "train.world_size":
+        return ("a sweep sets each trial's train.world_size from resources.world_size; give "
+                "that in the spec")
+    if key in ("run_dir", "checkpoint_dir"):
+        # one folder for every trial: each would find the first one's end there as its own
+        return (f"a sweep gives each trial its own folder (STORAGE_ROOT/<trial id>), and one "
+                f"{key} for all would mix them; remove it (the spec's storage_root moves them)")
+    if key == "storage_root":
+        return ("the trials' folder is the spec's own key: write storage_root: FOLDER at the "
+                "top of the spec (or storage_root=FOLDER on the command line)")
+    if key == "tracking" or key.startswith("tracking."):
+        return ("a sweep records every trial in its own store: give --tracking-uri (or "
+                "MLFLOW_TRACKING_URI) to the sweep command instead")
+    return None
 
 
 def _with_search_option(search: str | dict, key: str, value: str) -> dict:
@@ -292,9 +311,8 @@ def spec_from_dict(raw: object, *, source: str = "spec", stored: bool = False) -
     elif not stored:
         for o in map(str, overrides):
             key = o.partition("=")[0].lstrip("+~")
-            if key == "train.world_size":
-                problems.append(f"{source}: overrides: {o}: a sweep sets each trial's "
-                                "train.world_size from resources.world_size; give that instead")
+            if (why := sweep_owned(key)) is not None:
+                problems.append(f"{source}: overrides: {o}: {why}")
             elif _is_sweep(o):
                 problems.append(f"{source}: overrides: {o} is a sweep expression; move it to "
                                 f"grid ({key}: {o.partition('=')[2]})")
@@ -309,9 +327,23 @@ def spec_from_dict(raw: object, *, source: str = "spec", stored: bool = False) -
         problems.append(f"{source}: resources.gpus={gpus} with world_size={world}: each "
                         "process of a multi-process trial takes one whole GPU (gpus: 1) or "
                         "none (gpus: 0)")
-    grid = {str(k): _expr(v) for k, v in (raw.get("grid") or {}).items()}
+    raw_grid = raw.get("grid") or {}
+    if not isinstance(raw_grid, dict):
+        problems.append(f"{source}: grid={raw_grid!r}: give a mapping of config key to "
+                        "values, e.g. grid: {optim.lr: 'tag(log, choice(1e-3, 3e-3))'}")
+        raw_grid = {}
+    for k, v in raw_grid.items():
+        if isinstance(v, dict):  # (nested keys: grid: {optim: {lr: ...}})
+            problems.append(f"{source}: grid.{k}: give dotted keys, one axis each "
+                            f"(e.g. {k}.{next(iter(v), 'key')}: choice(...)), not a nested "
+                            "mapping")
+        elif (why := sweep_owned(str(k))) is not None:
+            problems.append(f"{source}: grid.{k}: {why}")
+    raw_grid = {k: v for k, v in raw_grid.items()
+                if not isinstance(v, dict) and sweep_owned(str(k)) is None}
+    grid = {str(k): _expr(v) for k, v in raw_grid.items()}
     problems += [f"{source}: grid.{k} has no values; give e.g. {k}: choice(1, 2), or remove it"
-                 for k, v in (raw.get("grid") or {}).items() if v is None or v == []]
+                 for k, v in raw_grid.items() if v is None or v == []]
     search = raw.get("search", "grid")
     from orchestrator.search_space import DEFAULT_OBJECTIVE, OBJECTIVES, is_optuna, parse_search
     if stored and is_optuna(search) and isinstance(search.get("optuna"), dict) and \
@@ -405,9 +437,17 @@ def grid_axes(spec: SweepSpec) -> tuple[dict[str, list[str]], list[str]]:
             problems.append(f"grid.{key}: cannot parse '{expr}' ({reason}); use Hydra's sweep "
                             "grammar, e.g. choice(1e-3, 3e-3) or tag(log, choice(...))")
             continue
+        if override.value_type.name == "GLOB_CHOICE_SWEEP":  # (it selects config groups)
+            problems.append(f"grid.{key}: glob() is not supported in a grid; list the values, "
+                            "e.g. choice(tiny, small)")
+            continue
         if not override.is_sweep_override():
             axes[key] = [override.get_value_element_as_str()]
-        elif type(override.value()).__name__ == "IntervalSweep":
+            continue
+        sweep = override.value()
+        problems += [f"grid.{key}: unknown tag '{t}' in '{expr}'; the one tag is log, e.g. "
+                     "tag(log, choice(1e-3, 3e-3))" for t in sorted(set(sweep.tags) - {"log"})]
+        if type(sweep).__name__ == "IntervalSweep":
             problems.append(f"grid.{key}: interval() has no grid points; use choice() or "
                             "range(), or search: optuna")
         else:
@@ -418,6 +458,13 @@ def grid_axes(spec: SweepSpec) -> tuple[dict[str, list[str]], list[str]]:
                 continue
             if not axes[key]:
                 problems.append(f"grid.{key}: '{expr}' expands to no values")
+            elif type(sweep).__name__ == "RangeSweep" and len(axes[key]) == 1 and any(
+                    isinstance(v, float) and not v.is_integer()
+                    for v in (sweep.start, sweep.stop, sweep.step)):
+                # range(1e-4, 1e-1) steps by 1: one value where a user meant a span
+                problems.append(f"grid.{key}: '{expr}' has one value ({axes[key][0]}: range "
+                                f"steps by {sweep.step:g}); list the values, e.g. tag(log, "
+                                "choice(1e-4, 3e-4, 1e-3))")
     return axes, problems
 
 

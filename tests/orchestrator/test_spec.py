@@ -243,6 +243,21 @@ def test_a_stored_spec_an_earlier_version_launched_stays_readable():
      "overrides: train.world_size=2: a sweep sets each trial's train.world_size from "
      "resources.world_size"),
     ({"grid": {"optim.lr": None}}, "grid.optim.lr has no values"),
+    # One run_dir for every trial: each found the first trial's summary there as its own,
+    # and the sweep recorded one result four times.
+    ({"overrides": ["model=tiny", "run_dir=/tmp/one"]},
+     "overrides: run_dir=/tmp/one: a sweep gives each trial its own folder"),
+    ({"grid": {"optim.lr": "choice(1e-3)", "checkpoint_dir": "choice(/a, /b)"}},
+     "grid.checkpoint_dir: a sweep gives each trial its own folder"),
+    # Dropped for the spec's defaults without a word:
+    ({"overrides": ["storage_root=/tmp/x"]}, "overrides: storage_root=/tmp/x: the trials' "
+                                             "folder is the spec's own key"),
+    ({"overrides": ["tracking.uri=sqlite:///x.db"]},
+     "tracking.uri=sqlite:///x.db: a sweep records every trial in its own store: give "
+     "--tracking-uri"),
+    ({"grid": "optim.lr=choice(1e-3,1e-2)"}, "grid='optim.lr=choice(1e-3,1e-2)': give a "
+                                             "mapping of config key to values"),
+    ({"grid": {"optim": {"lr": "choice(1e-3)"}}}, "grid.optim: give dotted keys"),
 ])
 def test_spec_values_of_the_wrong_kind_are_one_sentence_each(change, problem):
     """Each was a traceback, a silent default or trials run wrong (tests by a stranger)."""
@@ -257,10 +272,22 @@ def test_grid_and_command_line_mistakes_are_one_sentence(tmp_path):
     _, problems = grid_axes(spec_from_dict({**BASE, "grid": {"optim.lr": "range(0, 1, 0)"}}))
     assert problems == ["grid.optim.lr: 'range(0, 1, 0)' (range() arg 3 must not be zero); "
                         "give a step that is not 0"]
+    for expr, problem in [
+            ("glob(*)", "glob() is not supported in a grid; list the values"),
+            ("tag(lg, choice(1e-3))", "unknown tag 'lg' in 'tag(lg, choice(1e-3))'; the one "
+                                      "tag is log"),
+            # a user's span of learning rates that Hydra's range steps over by 1
+            ("tag(log, range(1e-4, 1e-1))", "'tag(log, range(1e-4, 1e-1))' has one value "
+                                            "(0.0001: range steps by 1); list the values")]:
+        _, problems = grid_axes(spec_from_dict({**BASE, "grid": {"optim.lr": expr}}))
+        assert [p.partition(": ")[2][:len(problem)] for p in problems] == [problem]
+    assert grid_axes(spec_from_dict({**BASE, "grid": {"x": "range(1, 3)"}}))[1] == []
     spec = spec_from_dict(BASE)
+    with pytest.raises(ConfigError, match="one checkpoint_dir for all would mix them"):
+        spec.with_overrides(["checkpoint_dir=/tmp/c"])
     with pytest.raises(ConfigError, match=r"optim.lr=choice\(1e-3: cannot parse it"):
         spec.with_overrides(["optim.lr=choice(1e-3"])  # (it dropped the axis)
-    with pytest.raises(ConfigError, match="write that in the spec"):
+    with pytest.raises(ConfigError, match="from resources.world_size; give that in the spec"):
         spec.with_overrides(["train.world_size=2"])
     assert spec.with_overrides([f"storage_root={tmp_path}"]).storage_root == str(tmp_path)
     (tmp_path / "a_file").write_text("x")
