@@ -10,6 +10,11 @@ On a fine, noisy grid three levels are too few; there the window widens to two l
 side, but only if that quadratic stays within 0.5% of every point it spans (`FIT_TOLERANCE`)
 and puts its vertex between the best level's neighbours.
 
+Values closer than `MIN_SPACING` (in log10) are pooled into one level first, their runs
+counted as replicates. A search's study samples around its best point, and two LRs 0.1% apart
+carry no curvature: a quadratic through them and one far neighbour is as steep as their noise
+makes it, and once put an optimum 0.5 nats below every run it was fitted through.
+
 Diverged runs have no loss; they count as beyond the edge: a diverged value above the best
 one brackets the optimum from above (the loss there is effectively infinite), but the optimum
 is never placed past the last stable value, so such a slice is marked `edge="diverged"` (the optimum
@@ -37,6 +42,9 @@ MAX_HALF_WINDOW = 2
 """Stable grid values on each side of the best one that a widened window may reach."""
 FIT_TOLERANCE = 0.005
 """A window widens only if its quadratic stays within this fraction of the loss at every point."""
+MIN_SPACING = 0.05
+"""Axis values closer than this in log10 (a factor 1.12) are one level: finer grids than that
+are not used to find an optimum, and searched points that close differ by noise only."""
 NOISE_HALF_WINDOW = 2
 """Stable grid values on each side of the best one used to estimate σ (without replicates)."""
 N_BOOT = 200
@@ -72,7 +80,7 @@ def axis_optimum(x: np.ndarray, loss: np.ndarray, *, n_boot: int = N_BOOT,
         n_boot: bootstrap resamples for the interval (0: no interval).
         seed: seed of the bootstrap.
     """
-    x, loss = np.asarray(x, float), np.asarray(loss, float)
+    x, loss = pooled_levels(np.asarray(x, float)), np.asarray(loss, float)
     levels = np.unique(x)
     finite = np.isfinite(loss)
     counts = np.array([((x == v) & finite).sum() for v in levels])
@@ -111,6 +119,19 @@ def axis_optimum(x: np.ndarray, loss: np.ndarray, *, n_boot: int = N_BOOT,
             interval = _bootstrap(stable, stable_means, counts[ok], sigma, capped=capped,
                                   n_boot=n_boot, rng=np.random.default_rng(seed))
     return Optimum(float(x_opt), float(loss_opt), edge, coef, window, new, interval)
+
+
+def pooled_levels(x: np.ndarray) -> np.ndarray:
+    """x with each run of values that lie within `MIN_SPACING` of the run's first value
+    replaced by their mean: one level, its runs replicates of it."""
+    levels = np.unique(x)
+    same, start = {}, 0
+    for i in range(1, len(levels) + 1):
+        if i == len(levels) or levels[i] - levels[start] >= MIN_SPACING:
+            group = levels[start:i]
+            same.update(dict.fromkeys(group.tolist(), float(group.mean())))
+            start = i
+    return np.array([same[v] for v in x.tolist()], float)
 
 
 def local_vertex(levels: np.ndarray, means: np.ndarray, *, capped: bool = False,

@@ -155,6 +155,23 @@ def test_interval_from_seed_replicates_covers_the_vertex():
     assert lo < -2.6 < hi and hi - lo < 0.5
 
 
+def test_searched_lrs_a_hair_apart_are_one_level_not_a_steep_parabola():
+    # What a GP study asked around its best point (a stranger's fit of adaptive_lr): the
+    # three-point quadratic through 0.006228, its neighbour 0.006232 and 0.0045 put the
+    # optimum at 0.00532 with a loss of 2.243, below every run, and named the wrong best slice.
+    lr = np.array([0.004503, 0.006228, 0.006232, 0.006255, 0.006278])
+    loss = np.array([2.7988, 2.7353, 2.7394, 2.7397, 2.7364])
+    opt = axis_optimum(np.log10(lr), loss)
+    assert opt.edge == "high"  # nothing well above 0.0063 was tried
+    assert 10 ** opt.x == pytest.approx(np.exp(np.log(lr[1:]).mean()), rel=1e-9)
+    assert opt.loss == pytest.approx(loss[1:].mean())
+    # in the middle of a bracket the close pair is one level of two replicates
+    opt = axis_optimum(np.log10([1e-3, 3e-3, 3.02e-3, 1e-2]), np.array([3.0, 2.80, 2.81, 2.95]))
+    assert opt.edge is None and 1e-3 < 10 ** opt.x < 1e-2
+    assert 2.79 < opt.loss <= 2.805
+    assert opt.interval is not None  # the pair's spread is a noise estimate
+
+
 def test_no_interval_without_replicates_and_with_three_stable_values():
     x = GRID[:3]
     opt = axis_optimum(x, parabola(x, GRID[1] + 0.1))
