@@ -3,15 +3,18 @@
 that train together as one fused group (`trainer.fused`).
 
 Knows nothing of sweeps or Ray. Names are imported lazily so that `import trainer.config`
-does not pull in torch.
+does not pull in torch; `compose` is not (it imports Hydra, not torch): a name that is also a
+submodule's would be that submodule after its first import, and `from trainer import compose`
+would give the module.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from trainer.compose import compose
+
 if TYPE_CHECKING:
-    from trainer.compose import compose
     from trainer.config import Config
     from trainer.errors import ConfigError
     from trainer.fused import run_group
@@ -22,7 +25,7 @@ if TYPE_CHECKING:
 _EXPORTS = {
     "run": "trainer.loop", "RunResult": "trainer.loop", "TrainingRun": "trainer.loop",
     "Config": "trainer.config",
-    "compose": "trainer.compose", "ConfigError": "trainer.errors",
+    "ConfigError": "trainer.errors",
     "config_id": "trainer.identity", "check": "trainer.validation",
     "problems": "trainer.validation", "run_group": "trainer.fused",
 }

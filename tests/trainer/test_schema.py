@@ -19,6 +19,17 @@ def test_importing_the_schema_users_imports_neither_torch_nor_ray():
                    env={**os.environ, "PYTHONPATH": repo})
 
 
+def test_the_readme_s_python_entry_point_imports_functions():
+    # `from trainer import compose` gave the submodule trainer.compose, not the function.
+    code = ("from trainer import compose, run, check, config_id; import trainer.compose; "
+            "import trainer, sys; cfg = compose(['model=tiny']); "
+            "assert callable(run) and trainer.compose is compose, trainer.compose; "
+            "assert config_id(cfg)")
+    repo = str(Path(__file__).resolve().parents[2])
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120, cwd=repo,
+                   env={**os.environ, "PYTHONPATH": repo})
+
+
 @pytest.mark.parametrize("status, run_status", [
     ("finished", "FINISHED"), ("diverged", "FINISHED"), ("interrupted", "KILLED"),
     ("failed", "FAILED"), ("pruned", "KILLED"),  # stopped on purpose by a search, not an error
