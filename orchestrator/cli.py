@@ -84,12 +84,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def _share_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-share", action="store_true", help="train every token budget from "
-                   "scratch instead of branching it from its family's trunk (the spec's "
-                   "share_prefix: false)")
+                   "scratch instead of branching it from its family's trunk, in this command "
+                   "only (the spec's share_prefix: false, for good)")
     p.add_argument("--fuse", type=_fuse_value, metavar="{auto,on,off,K}", help="train trials "
                    "that differ only in per-member scalars (LR, weight decay, schedule) as "
                    "fused groups: auto (on for trials without a GPU), on (a size for the "
-                   "cluster), off, or K members at most (the spec's fuse; default auto)")
+                   "cluster), off, or K members at most; in this command only (the spec's "
+                   "fuse, for good; default auto)")
 
 
 def _positive(text: str) -> float:
@@ -325,14 +326,13 @@ def _note_another_base(spec, uri: str) -> None:
 
 
 def _run(spec, args, uri: str, based_on=None) -> int:
-    import dataclasses
-
     from orchestrator import commands
 
+    # A flag is this command's: the stored spec keeps its own value for later commands.
     if getattr(args, "no_share", False):
-        spec = dataclasses.replace(spec, share_prefix=False)
+        spec = spec.with_flag("share_prefix", False)
     if getattr(args, "fuse", None) is not None:
-        spec = dataclasses.replace(spec, fuse=args.fuse)
+        spec = spec.with_flag("fuse", args.fuse)
     if getattr(args, "dry_run", False) and not (args.address or os.environ.get("RAY_ADDRESS")):
         from orchestrator.driver import local_cluster, resource_problems
 

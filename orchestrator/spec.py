@@ -76,12 +76,21 @@ class SweepSpec:
     "auto" (the default: on for trials that hold no GPU, off for GPU trials, for the reasons
     given there), true (a group size by the rule there), false, or K members at most per
     group."""
+    flagged: dict = field(default_factory=dict, compare=False)
+    """Keys a command's flags (`--no-share`, `--fuse`) set for its launch only, with the
+    spec's own values, which `to_dict` (what is stored) keeps (`with_flag`)."""
 
     def to_dict(self) -> dict:
-        """Plain data, as stored with the sweep's parent run."""
+        """Plain data, as stored with the sweep's parent run (flags of one command not in it)."""
         out = dataclasses.asdict(self)
         out["overrides"], out["seeds"] = list(self.overrides), list(self.seeds)
+        out.update(out.pop("flagged"))
         return out
+
+    def with_flag(self, key: str, value) -> SweepSpec:
+        """The spec with `key` set for this launch only (a command-line flag)."""
+        return dataclasses.replace(self, **{key: value},
+                                   flagged={key: getattr(self, key), **self.flagged})
 
     @property
     def optuna(self):

@@ -311,3 +311,15 @@ def test_every_override_that_does_not_compose_is_said_at_once():
     assert len(err.value.problems) == 2
     assert err.value.problems[0].endswith("(grid.optim.lrr)")
     assert err.value.problems[1].endswith("(grid.optim.lr)")
+
+
+def test_a_command_s_flags_are_its_own_and_not_stored_with_the_spec():
+    # `sweep resume NAME --no-share` once stored share_prefix: false, and every later
+    # extend trained its new budgets from scratch.
+    spec = spec_from_dict({**BASE, "fuse": 2})
+    flagged = spec.with_flag("share_prefix", False).with_flag("fuse", False)
+    assert (flagged.share_prefix, flagged.fuse) == (False, False)
+    assert flagged.to_dict() == spec.to_dict()  # what the launch stores
+    assert spec_from_dict(flagged.to_dict(), stored=True) == spec
+    again = flagged.with_flag("fuse", 4)  # a second flag on the same key keeps the spec's
+    assert again.fuse == 4 and again.to_dict()["fuse"] == 2
