@@ -29,7 +29,7 @@ from orchestrator.driver import (
     storage_problem,
 )
 from orchestrator.lease import gone_driver
-from orchestrator.spec import SweepSpec, Trial, grid_axes, spec_from_dict
+from orchestrator.spec import SweepSpec, Trial, grid_axes, print_notes, spec_from_dict
 from orchestrator.store import create_sqlite_store_once
 from trainer.errors import ConfigError
 from trainer.schema import (
@@ -80,6 +80,7 @@ def launch(spec: SweepSpec, *, tracking_uri: str, address: str | None = None,
         spec, trials = prepare(spec)
         storage_problem(spec.storage_root, create=True)
         _check_hub_once(trials)
+        print_notes(trials)
     except ConfigError as err:
         # Still ask the cluster, so that its problems are reported with these; with no cluster
         # named, measure this machine rather than start (and print) a Ray runtime to say so.
@@ -175,6 +176,7 @@ def dry_run(spec: SweepSpec, *, tracking_uri: str) -> list[tuple[Trial, str]]:
     from trainer.paths import RunPaths
 
     spec, trials = prepare(spec)
+    print_notes(trials)
     create_sqlite_store_once(tracking_uri)
     states = recorded_trials(tracking_uri, spec.name)
     old = legacy.legacy_records(trials, states)  # a launch would migrate these first

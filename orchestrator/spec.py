@@ -553,6 +553,16 @@ def make_trial(spec: SweepSpec, point: tuple[str, ...], problems: list[str],
     return Trial(point, cfg, config_id(cfg), flops)
 
 
+def print_notes(trials: list[Trial]) -> None:
+    """The trials' config notes (`trainer.validation.notes`) on stderr, each said once."""
+    import sys
+
+    from trainer.validation import notes
+
+    for note in dedupe([f"{n} (trial {t.label})" for t in trials for n in notes(t.cfg)]):
+        print(f"note: {note}", file=sys.stderr)
+
+
 def dedupe(problems: list[str]) -> list[str]:
     # The same bad base value fails every trial: say it once, with how many trials it hits;
     # a problem of a single trial keeps the name of that trial.

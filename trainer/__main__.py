@@ -69,9 +69,20 @@ def _run(overrides: list[str], *, print_only: bool) -> int:
 
         for problem in problems(cfg, network=False):  # (it prints; a run would refuse these)
             print(f"note: this config cannot run: {problem}", file=sys.stderr)
+        from trainer.validation import notes
+
+        for note in notes(cfg):
+            print(f"note: {note}", file=sys.stderr)
         return 0
     check(cfg)
+    from trainer.loop import another_runs_files
+    from trainer.validation import notes
+
     paths = RunPaths.for_config(cfg, config_id(cfg))
+    if problem := another_runs_files(cfg, paths, config_id(cfg)):  # (before reading its files)
+        raise ConfigError([problem])
+    for note in notes(cfg):
+        print(f"note: {note}", file=sys.stderr)
     stored = read_summary(paths)
     if stored is not None and stored.get("status") in DONE:
         print(f"this run has already ended ({stored['status']}); nothing to train.")

@@ -22,6 +22,9 @@ from trainer.config import (
 from trainer.errors import ConfigError
 
 _DATA_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
+DROPPED_FRACTION = 0.01
+"""A constant-batch run trains whole batches; a budget that leaves more than this fraction of
+itself untrained is noted (`notes`)."""
 
 
 def check(cfg: Config, *, network: bool = True) -> None:
@@ -292,3 +295,19 @@ def _storage_problems(root: str) -> list[str]:
     reason = folder_problem(root)
     return [f"storage_root={root}: {reason}; give a folder you can write the run directories "
             "to"] if reason else []
+
+
+def notes(cfg: Config) -> list[str]:
+    """What a valid config does that its author may not expect, one sentence each (printed,
+    never refused: configs like these were valid, and their trials must stay resumable)."""
+    t, found = cfg.train, []
+    batch_tokens = t.batch_size * t.seq_len
+    if t.batch_schedule is not BatchSchedule.norm_test and batch_tokens > 0 and t.tokens > 0 \
+            and t.tokens % batch_tokens > DROPPED_FRACTION * t.tokens:
+        # The schedule runs to train.tokens and the loop stops at the last whole batch.
+        below = t.tokens // batch_tokens * batch_tokens
+        found.append(f"train.tokens={t.tokens} is not a whole number of batches "
+                     f"({batch_tokens} tokens): the run stops {t.tokens - below:,} tokens "
+                     f"short of it, before its schedule ends; {below + batch_tokens} or "
+                     f"{below} would not")
+    return found

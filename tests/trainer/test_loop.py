@@ -249,6 +249,29 @@ def test_a_run_dir_or_checkpoint_dir_holding_another_config_is_refused(tmp_path)
     # The same config in its own folders is its own run: it ended, nothing is trained.
     again = run(compose(short + [f"run_dir={tmp_path}/a", f"checkpoint_dir={tmp_path}/ck"]))
     assert again.summary == first.summary
+    # From the command line: the refusal, without first saying the other run "has ended"
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "trainer", *short, "optim.lr=0.003",
+                           f"run_dir={tmp_path}/a"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith(f"error: run_dir={tmp_path}/a holds run {first.run_id[:12]}")
+
+
+def test_a_budget_far_from_whole_batches_is_noted_and_still_valid():
+    from trainer.validation import notes, problems
+
+    cfg = compose(SMALL + ["train.tokens=20479"])
+    batch = cfg.train.batch_size * cfg.train.seq_len
+    assert problems(cfg, network=False) == []  # (valid before: its trials stay resumable)
+    below = 20479 // batch * batch
+    assert notes(cfg) == [
+        f"train.tokens=20479 is not a whole number of batches ({batch} tokens): the run stops "
+        f"{20479 - below:,} tokens short of it, before its schedule ends; {below + batch} or "
+        f"{below} would not"]
+    assert notes(compose(SMALL + [f"train.tokens={batch * 200 + 1}"])) == []  # rounding
+    assert notes(compose(["train.tokens=1000000"])) == []  # the default: 0.06% short
 
 
 def test_a_split_shorter_than_one_sequence_is_one_sentence(tmp_path):
