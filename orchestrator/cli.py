@@ -296,7 +296,7 @@ def _launch(args, uri: str) -> int:
 
 
 def _note_another_base(spec, uri: str) -> None:
-    """A launch under a sweep's name with other base overrides (another dataset, model, ...)
+    """A launch under a sweep's name with another spec (other base overrides, grid, seeds)
     adds other trials to its experiment: allowed (a launch with overrides does it on
     purpose), but said, since `status` then follows the new spec and `fit` reads them all."""
     from trainer.errors import ConfigError
@@ -317,12 +317,21 @@ def _note_another_base(spec, uri: str) -> None:
               f"{stored.storage_root}, now {Path(spec.storage_root).resolve()}: its trials' "
               "run directories and checkpoints are there, and an unfinished trial would "
               "start over here", file=sys.stderr)
-    if before != now:
-        changes = [f"-{o}" for o in sorted(before - now)] + [f"+{o}" for o in sorted(now - before)]
-        print(f"note: sweep {spec.name} was launched before with other base overrides "
-              f"({' '.join(changes)}): its trials so far stay in its experiment, `sweep status` "
-              "follows this spec and `sweep fit` reads every trial; give the spec another name "
-              "to keep the two apart", file=sys.stderr)
+    changes = [f"without {o}" for o in sorted(before - now)] + [
+        f"now {o}" for o in sorted(now - before)]
+    changes += [f"grid.{k}: {stored.grid.get(k, '(none)')} → {spec.grid.get(k, '(none)')}"
+                for k in dict.fromkeys([*stored.grid, *spec.grid])
+                if stored.grid.get(k) != spec.grid.get(k)]
+    if stored.seeds != spec.seeds:
+        changes.append(f"seeds: {list(stored.seeds)} → {list(spec.seeds)}")
+    if stored.search != spec.search:
+        changes.append("another search block")
+    if changes:
+        print(f"note: sweep {spec.name} was launched before with another spec "
+              f"({'; '.join(changes)}): its trials so far stay in its experiment, "
+              "`sweep status` and `sweep extend` follow this spec and `sweep fit` reads every "
+              f"trial; to add to the sweep use `sweep extend {spec.name} ...`, or give this "
+              "spec another name to keep the two apart", file=sys.stderr)
 
 
 def _run(spec, args, uri: str, based_on=None) -> int:

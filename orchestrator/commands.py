@@ -97,6 +97,7 @@ def launch(spec: SweepSpec, *, tracking_uri: str, address: str | None = None,
               "orchestrator/legacy.py)")
     if all(states.get(t.trial_id, {}).get("status") in DONE for t in trials):
         # Nothing to run: answer from the store without starting Ray.
+        _store_spec(tracking_uri, spec, based_on)
         _close_as_finished(tracking_uri, spec.name)
         return SweepOutcome(trials=len(trials), already_done=len(trials))
     problems = _cluster_problems(spec, address)
@@ -104,6 +105,32 @@ def launch(spec: SweepSpec, *, tracking_uri: str, address: str | None = None,
         raise ConfigError(problems)
     return run_sweep(spec, trials, tracking_uri=tracking_uri, progress=progress,
                      based_on=based_on)
+
+
+def _store_spec(tracking_uri: str, spec: SweepSpec, based_on: SweepSpec | None) -> None:
+    """A launch with nothing to run stores its spec as one that runs does (`sweep status`
+    and `extend` follow it): a relaunch of the plain spec after one with overrides once left
+    the sweep on the overrides'. An extend whose stored spec changed since it read it stops,
+    as in `run_sweep`."""
+    from trainer.reporting import redact
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        parent = parent_run(client, spec.name)
+    except ConfigError:
+        return  # no parent to store it with
+    try:
+        stored = stored_spec(tracking_uri, spec.name).to_dict()
+    except Exception:  # noqa: BLE001 (none stored, or unreadable: this one replaces it)
+        stored = None
+    if based_on is not None and stored not in (None, based_on.to_dict()):
+        raise ConfigError(f"sweep {spec.name}'s spec was changed by another `sweep extend` or "
+                          "launch after this one read it: run this `sweep extend` again (it "
+                          "then adds to the new spec)")
+    if stored != spec.to_dict():
+        client.log_text(parent.info.run_id, redact(yaml.safe_dump(spec.to_dict(),
+                                                                  sort_keys=False)),
+                        SPEC_ARTIFACT)
 
 
 def _close_as_finished(tracking_uri: str, name: str) -> None:
@@ -139,6 +166,7 @@ def _launch_search(spec: SweepSpec, *, tracking_uri: str, address: str | None,
         raise ConfigError(list(err.problems) + cluster) from None
     create_sqlite_store_once(tracking_uri)
     if not search.has_work(plan, storage, tracking_uri):  # all told and recorded: answer
+        _store_spec(tracking_uri, spec, based_on)
         used = sum(row["used"] for row in search.search_status(plan, storage))
         return SweepOutcome(trials=used, already_done=used)
     problems = _cluster_problems(spec, address)

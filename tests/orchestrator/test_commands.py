@@ -9,7 +9,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from orchestrator import cli
+from orchestrator import cli, commands
 from orchestrator.commands import cancel, format_status
 from orchestrator.driver import prepare
 from orchestrator.spec import spec_from_dict
@@ -360,9 +360,31 @@ def test_a_launch_with_other_base_overrides_under_a_recorded_name_says_so(tmp_pa
     assert "note:" not in capsys.readouterr().err  # the same spec: nothing to say
     path.write_text(yaml.safe_dump({**spec, "overrides": [*TRIAL[:-1], "train.tokens=65536"]}))
     assert cli.main(["launch", str(path), "--dry-run", "--tracking-uri", uri]) == 0
-    assert ("note: sweep unit was launched before with other base overrides "
-            "(-train.tokens=32768 +train.tokens=65536): its trials so far stay in its "
+    assert ("note: sweep unit was launched before with another spec (without "
+            "train.tokens=32768; now train.tokens=65536): its trials so far stay in its "
             "experiment") in capsys.readouterr().err
+    path.write_text(yaml.safe_dump({**spec, "grid": {**spec["grid"], "train.batch_size":
+                                                     "choice(32)"}}))  # (said nothing)
+    assert cli.main(["launch", str(path), "--dry-run", "--tracking-uri", uri]) == 0
+    assert ("another spec (grid.train.batch_size: choice(8, 16) → choice(32)): its trials so "
+            "far stay") in capsys.readouterr().err
+
+
+def test_a_launch_with_nothing_to_run_stores_its_spec_as_one_that_runs(tmp_path):
+    # A relaunch of the plain spec after one with overrides left the sweep on the overrides'
+    # spec: `status` and `extend` then followed a spec nobody had launched last.
+    uri = f"sqlite:///{tmp_path}/m.db"
+    tracker = _open_sweep(uri, _spec(tmp_path))
+    for trial in prepare(spec_from_dict(_spec(tmp_path)))[1]:
+        _child(uri, tracker, trial.trial_id, schema.FINISHED, final__eval_loss=2.5)
+    part = spec_from_dict({**_spec(tmp_path), "grid": {"optim.lr": "choice(3e-3)",
+                                                       "train.batch_size": "choice(8, 16)"}})
+    outcome = commands.launch(part, tracking_uri=uri, progress=False)
+    assert (outcome.trials, outcome.already_done) == (2, 2)
+    assert commands.stored_spec(uri, "unit").grid["optim.lr"] == "choice(3e-3)"
+    stale = spec_from_dict(_spec(tmp_path))  # an extend that read the spec before that launch
+    with pytest.raises(ConfigError, match="spec was changed by another `sweep extend` or launch"):
+        commands.launch(part, tracking_uri=uri, progress=False, based_on=stale)
 
 
 def test_sweep_list_names_every_sweep_with_its_status_and_trials(tmp_path, capsys):
