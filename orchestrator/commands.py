@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from orchestrator.lease import gone_driver
 from orchestrator.spec import SweepSpec, Trial, grid_axes, print_notes, spec_from_dict
 from orchestrator.store import create_sqlite_store_once
 from trainer.errors import ConfigError
+from trainer.reporting import redact
 from trainer.schema import (
     DONE,
     DRIVER_SILENT_S,
@@ -112,8 +114,6 @@ def _store_spec(tracking_uri: str, spec: SweepSpec, based_on: SweepSpec | None) 
     and `extend` follow it): a relaunch of the plain spec after one with overrides once left
     the sweep on the overrides'. An extend whose stored spec changed since it read it stops,
     as in `run_sweep`."""
-    from trainer.reporting import redact
-
     client = MlflowClient(tracking_uri=tracking_uri)
     try:
         parent = parent_run(client, spec.name)
@@ -166,6 +166,13 @@ def _launch_search(spec: SweepSpec, *, tracking_uri: str, address: str | None,
         raise ConfigError(list(err.problems) + cluster) from None
     create_sqlite_store_once(tracking_uri)
     if not search.has_work(plan, storage, tracking_uri):  # all told and recorded: answer
+        lost: list[Trial] = []
+        search.told_unrecorded(plan, storage, recorded_trials(tracking_uri, spec.name), lost)
+        if lost:  # (the tracking store and run directories removed, the studies kept)
+            print(f"note: sweep {spec.name}'s studies ({redact(storage)}) hold {len(lost)} "
+                  "trials that are neither in the tracking store nor in their run "
+                  "directories: their results are gone; to search again, give the spec "
+                  "another name or remove the studies", file=sys.stderr)
         _store_spec(tracking_uri, spec, based_on)
         used = sum(row["used"] for row in search.search_status(plan, storage))
         return SweepOutcome(trials=used, already_done=used)

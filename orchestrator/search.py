@@ -181,10 +181,12 @@ def has_work(plan: SearchPlan, url: str, tracking_uri: str) -> bool:
         told_unrecorded(plan, url, recorded_trials(tracking_uri, plan.spec.name)))
 
 
-def told_unrecorded(plan: SearchPlan, url: str, states: dict) -> list[tuple[Trial, str]]:
+def told_unrecorded(plan: SearchPlan, url: str, states: dict,
+                    lost: list[Trial] | None = None) -> list[tuple[Trial, str]]:
     """(trial, status in its summary) of each trial a study was told ended whose MLflow
     record does not say so: its driver was killed between telling the study and the end
-    write reaching the store. Its run directory holds the end; a launch records it there."""
+    write reaching the store. Its run directory holds the end; a launch records it there.
+    Those whose run directory holds no end either are added to `lost`."""
     from trainer.paths import RunPaths, read_summary
 
     out, seen = [], set()
@@ -201,6 +203,8 @@ def told_unrecorded(plan: SearchPlan, url: str, states: dict) -> list[tuple[Tria
             summary = read_summary(RunPaths.for_config(trial.cfg, trial.trial_id)) or {}
             if summary.get("status") in ENDED:
                 out.append((trial, summary["status"]))
+            elif lost is not None:
+                lost.append(trial)
     return out
 
 

@@ -245,7 +245,7 @@ def test_fuse_true_trains_what_each_study_asks_at_once_as_one_group(searched, ur
 
 
 def test_told_trials_whose_ends_never_reached_the_store_are_recorded_by_the_next_launch(
-        searched, uri, local_ray):
+        searched, uri, local_ray, capsys):
     # A driver killed after telling a study a trial's end and before that trial's end write
     # reached MLflow leaves a told Optuna trial with a record still `running`.
     from pathlib import Path
@@ -278,3 +278,16 @@ def test_told_trials_whose_ends_never_reached_the_store_are_recorded_by_the_next
     _, plan, storage = prepare_search(spec, uri)
     assert [t.state.name for t in _study(plan, storage, 0).trials] == ["COMPLETE", "PRUNED"]
     assert not search.has_work(plan, storage, uri)  # a third launch has nothing to do
+    # The tracking store's records and the run directories removed (`make clean` once kept
+    # optuna.db): the launch has nothing to run and says why.
+    import shutil
+
+    for child in children:
+        client.delete_run(child.info.run_id)
+    shutil.rmtree(runs)
+    capsys.readouterr()
+    again = commands.launch(spec, tracking_uri=uri, progress=False)
+    assert again.ran == {} and again.already_done == 2
+    err = capsys.readouterr().err
+    assert "studies (sqlite:///" in err
+    assert "hold 2 trials that are neither in the tracking store nor in their run " in err
