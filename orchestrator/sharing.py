@@ -148,6 +148,17 @@ def plan_trunk_groups(pending: Sequence[tuple[Family, tuple[int, ...]]], *, stor
     return units
 
 
+def _up_to(summary: dict, family: Family) -> dict:
+    """A trunk's `final/*` as far as `family` (this sweep's budgets) needs it: another sweep
+    over the same storage root may have trained it further for its larger budgets, tokens
+    this sweep did not spend (its token ratio once read above 1)."""
+    tokens, needed = summary["final/tokens"], family.trunk_tokens
+    if tokens <= needed:
+        return summary
+    return {**summary, "final/tokens": needed, "final/steps": needed // family.batch_tokens,
+            "final/wall_s": summary["final/wall_s"] * needed / tokens}
+
+
 class Sharing:
     """The driver's side of trunk sharing (see the module docstring).
 
@@ -200,7 +211,8 @@ class Sharing:
         """Trials this launch found ended in their run directories (another sweep over the
         same storage trained them): the trunk their prefix came from is recorded under this
         sweep too at the end, unless it is already, so that the sweep's token totals count
-        the prefix its trials share (a trunk that sweep trained further counts whole)."""
+        the prefix its trials share (of a trunk that sweep trained further, the part up to
+        this sweep's last branch point: `_up_to`)."""
         known = {t.family.trunk_id for t in self.trunks}
         for family in self.plan.families:
             if family.trunk_id not in known and any(
@@ -319,10 +331,11 @@ class Sharing:
                 index.get("status"), FAILED if trunk.done else INTERRUPTED)
             cfg = trunk.family.members[-1].cfg
             params = {k: v for k, v in flatten(cfg).items() if k != "train.tokens"}
+            summary = _up_to(branching.trunk_summary(index), trunk.family)
             calls.append(self.tracker.trunk.remote(trunk.family.trunk_id, trunk.family.label,
-                                                   params, status, branching.trunk_summary(index),
+                                                   params, status, summary,
                                                    history=branching.trunk_history(
-                                                       directory, index.get("steps", 0)),
+                                                       directory, summary["final/steps"]),
                                                    unless_recorded=True))
         ray.get(calls)
 

@@ -102,6 +102,20 @@ def test_shared_sweep_equals_the_independent_one_and_trains_less(tmp_path, uri):
     # The parent run's totals (kept by the tracker as it writes) are the store's.
     assert more.tokens["sweep/tokens_trained"] == report["tokens_trained"]
     assert more.tokens["sweep/tokens_if_independent"] == report["tokens_if_independent"]
+    # A sweep of the two smaller budgets over the same storage: the trunk it records counts
+    # up to its own last branch point, not the 58,880 tokens trained for the others' budgets
+    # (its ratio read 1.01 for a sweep that shared a prefix).
+    fewer = launch(_spec(tmp_path, "fewer", budgets=BUDGETS[:2],
+                         storage_root=str(tmp_path / "shared")), tracking_uri=uri, progress=False)
+    assert not fewer.ran and len(fewer.found_ended) == 2
+    report = status(uri, "fewer")
+    assert report["tokens_trained"] == 14336 + (8192 - 7168) + (16384 - 14336)
+    assert report["tokens_if_independent"] == 8192 + 16384 and report["tokens_ratio"] < 1
+    client, fewer_trunks = _children(uri, "fewer", "trunk")
+    (recorded,) = fewer_trunks.values()
+    assert recorded.data.metrics["final/tokens"] == 14336
+    assert recorded.data.metrics["final/steps"] == 14336 // 512
+    assert max(s for s, _ in _history(client, recorded)) <= 14336 // 512
 
 
 def test_a_trunk_that_diverges_records_the_budgets_beyond_it_diverged(tmp_path, uri):
