@@ -178,6 +178,14 @@ class Sharing:
             held = {t.trial_id: t for t in family.members if t.trial_id in pending}
             if held:
                 self.trunks.append(_Trunk(family, held))
+        # A trunk an earlier launch started and none of this one trains (sharing off now,
+        # `--no-share`, or its branches done): its record is completed from its directory at
+        # the end (`record_unrecorded`), not left `running` without its tokens.
+        training = {t.family.trunk_id for t in self.trunks}
+        families = self.plan.families if spec.share_prefix else plan_sharing(trials).families
+        self.trunks += [_Trunk(family, {}) for family in families
+                        if family.trunk_id not in training
+                        and branching.read_index(self.directory(family)).get("tokens")]
         self._task = self._group_task = None
         self._slots: int | None = None  # trials the cluster runs at once (for group sizes)
         # how trunks starting together fuse (a searched sweep's runner sets its own: the

@@ -170,6 +170,38 @@ def test_a_trunk_its_worker_ended_with_nobody_to_record_it_is_recorded_by_the_ne
     assert status(uri, "orphan")["tokens_trained"] == 29184 + 1024 + 2048 + 3584
 
 
+def test_a_trunk_cut_short_then_a_no_share_launch_records_the_trunk_as_it_stands(tmp_path, uri):
+    # A driver killed mid-trunk, then `sweep launch --no-share`: the trials trained alone and
+    # the trunk's record stayed `running`, without its tokens, through every later launch.
+    from orchestrator import commands
+    from orchestrator.families import plan_sharing
+    from orchestrator.spec import expand
+    from trainer import branching
+    from trainer.trunk import train_trunk
+
+    spec = _spec(tmp_path, "cut", budgets=BUDGETS[:2])
+    (family,) = plan_sharing(expand(spec)).families
+    directory = branching.trunk_dir(spec.storage_root, family.trunk_id)
+    train_trunk(family.members[-1].cfg, trunk_id=family.trunk_id, directory=directory,
+                branch_points=[min(family.branch_points.values())])
+    index = branching.read_index(directory)  # as a kill after its last save leaves it
+    branching.write_json_atomic(directory / branching.TRUNK_FILE, {**index, "status": "running"})
+    path = tmp_path / "cut.yaml"
+    path.write_text(yaml.safe_dump(spec.to_dict()))
+    proc = _sweep("launch", str(path), "--no-share", uri=uri, script=NO_TORCH)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out + err
+    assert "ran 2 (2 finished)" in out
+    _, children = _children(uri, "cut")
+    assert all(c.data.metrics["final/tokens_shared"] == 0 for c in children.values())
+    _, trunks = _children(uri, "cut", "trunk")
+    (trunk,) = trunks.values()
+    assert trunk.data.tags["trunk.status"] == "interrupted" and trunk.info.status == "KILLED"
+    assert trunk.data.metrics["final/tokens"] == 7168
+    assert status(uri, "cut")["tokens_trained"] == 7168 + 8192 + 16384
+    assert commands.stored_spec(uri, "cut").share_prefix  # the flag was that launch's only
+
+
 # -- kills: the `sweep` command in its own process -------------------------------------------
 
 NO_TORCH = """
