@@ -80,11 +80,16 @@ class SweepSpec:
     """Keys a command's flags (`--no-share`, `--fuse`) set for its launch only, with the
     spec's own values, which `to_dict` (what is stored) keeps (`with_flag`)."""
 
+    stored: bool = field(default=False, compare=False)
+    """Read from a sweep's record (`sweep resume`, `extend`): launched before, so checks that
+    came later (`unread_problems`) do not stop it."""
+
     def to_dict(self) -> dict:
         """Plain data, as stored with the sweep's parent run (flags of one command not in it)."""
         out = dataclasses.asdict(self)
         out["overrides"], out["seeds"] = list(self.overrides), list(self.seeds)
         out.update(out.pop("flagged"))
+        del out["stored"]
         return out
 
     def with_flag(self, key: str, value) -> SweepSpec:
@@ -403,7 +408,7 @@ def spec_from_dict(raw: object, *, source: str = "spec", stored: bool = False) -
         resources=Resources(**{k: v for k, v in resources.items()}),
         max_concurrent=raw.get("max_concurrent"), retries=int(raw.get("retries", 2)),
         search=search, storage_root=str(raw.get("storage_root", "runs")),
-        share_prefix=share, fuse=fuse)
+        share_prefix=share, fuse=fuse, stored=stored)
 
 
 def _search_plan_problems(raw: dict, source: str, found: list[str]) -> list[str]:
@@ -490,6 +495,10 @@ def expand(spec: SweepSpec) -> list[Trial]:
     if problems:  # every override that does not compose, said at once
         raise ConfigError(problems)
     trials, seen = [], {}
+    if not spec.stored:  # (one launched before this check keeps its trials resumable)
+        problems = unread_problems(spec, axes, composer)
+        if problems:
+            raise ConfigError(problems)
     for values in itertools.product(*axes.values()):
         for seed in spec.seeds:
             point = tuple(f"{k}={v}" for k, v in zip(axes, values, strict=True))
@@ -551,6 +560,34 @@ def make_trial(spec: SweepSpec, point: tuple[str, ...], problems: list[str],
     tokens = cfg.train.tokens
     flops = flops_per_token(cfg.model, vocab_size=256, seq_len=cfg.train.seq_len) * tokens
     return Trial(point, cfg, config_id(cfg), flops)
+
+
+def unread_problems(spec: SweepSpec, axes: dict[str, list[str]], composer: Composer
+                    ) -> list[str]:
+    """Base overrides and grid axes that set a key no trial reads (`trainer.validation.
+    unread`): such a key only changes the trial ids, so a grid axis over it trains the same
+    model once per value, and a base value retrains a done sweep under new ids. Judged on
+    the grid's first point (a key read at some points, e.g. with `schedule` an axis too, is
+    judged at each)."""
+    from trainer.validation import unread
+
+    keys = {o.partition("=")[0].lstrip("+~"): f"overrides: {o}" for o in spec.overrides}
+    keys.update({k: f"grid.{k}: {spec.grid[k]}" for k, v in axes.items() if len(v) > 1})
+    if not keys:
+        return []
+    points = [tuple(f"{k}={v}" for k, v in zip(axes, values, strict=True))
+              for values in itertools.product(*axes.values())]
+    why: dict[str, str] = {}
+    for i, point in enumerate(points):
+        try:
+            found = unread(composer([*spec.overrides, *point]))
+        except ConfigError:
+            return []  # (composition problems are said elsewhere)
+        why = {k: w for k, w in found.items() if k in keys and (i == 0 or k in why)}
+        if not why or i >= 64:  # (a large grid: its first points decide)
+            break
+    return [f"{keys[k]}: {w}; it would only change the trial ids (the same model trained "
+            "under another id, once per value): remove it" for k, w in why.items()]
 
 
 def print_notes(trials: list[Trial]) -> None:

@@ -311,3 +311,38 @@ def notes(cfg: Config) -> list[str]:
                      f"short of it, before its schedule ends; {below + batch_tokens} or "
                      f"{below} would not")
     return found
+
+
+def unread(cfg: Config) -> dict[str, str]:
+    """Keys this config sets but never reads (its schedule, parametrization or data source
+    has no use for them), each with why. They still enter its id: a grid axis over one trains
+    the same model once per value."""
+    from trainer.config import DataSource, Param, ScheduleName
+
+    s, out = cfg.schedule, {}
+    decays = s.name in (ScheduleName.power, ScheduleName.wsd)
+    for key in ("decay_fraction", "decay_shape"):
+        if not decays:
+            out[f"schedule.{key}"] = (f"schedule={s.name.value} has no final decay phase "
+                                      "(only power and wsd do)")
+    if s.name is not ScheduleName.power:
+        for key in ("a", "b"):
+            out[f"schedule.{key}"] = (f"schedule={s.name.value} does not read it (only "
+                                      "power does)")
+    if not decays or s.decay_shape != "exp":
+        out["schedule.exp_final_ratio"] = ("only the exp decay shape of power and wsd reads "
+                                           "it")
+    if s.name is ScheduleName.constant or (decays and s.decay_shape == "exp"):
+        out["schedule.min_lr_ratio"] = (f"schedule={s.name.value}"
+                                        + (" with decay_shape exp" if decays else "")
+                                        + " does not read it")
+    if cfg.model.param is Param.sp:
+        out["model.base_width"] = "model.param=sp does not read it (only mup does)"
+    if cfg.data.source is DataSource.synthetic and cfg.data.tokenizer:
+        out["data.tokenizer"] = "data=synthetic does not read it (its symbols are its tokens)"
+    synthetic = ("vocab_size", "order", "concentration", "num_tokens", "chain_seed")
+    if cfg.data.source is not DataSource.synthetic:
+        for key in synthetic:
+            out[f"data.{key}"] = (f"data={cfg.data.source.value} does not read it (only "
+                                  "data=synthetic does)")
+    return out

@@ -323,3 +323,33 @@ def test_a_command_s_flags_are_its_own_and_not_stored_with_the_spec():
     assert spec_from_dict(flagged.to_dict(), stored=True) == spec
     again = flagged.with_flag("fuse", 4)  # a second flag on the same key keeps the spec's
     assert again.fuse == 4 and again.to_dict()["fuse"] == 2
+
+
+@pytest.mark.parametrize("change, problem", [
+    ({"overrides": [*BASE["overrides"], "schedule=cosine"],
+      "grid": {"optim.lr": "choice(1e-3)", "schedule.decay_fraction": "choice(0.1, 0.2)"}},
+     "grid.schedule.decay_fraction: choice(0.1, 0.2): schedule=cosine has no final decay "
+     "phase (only power and wsd do); it would only change the trial ids"),
+    ({"overrides": [*BASE["overrides"], "model.param=sp"],
+      "grid": {"optim.lr": "choice(1e-3)", "model.base_width": "choice(16, 32)"}},
+     "grid.model.base_width: choice(16, 32): model.param=sp does not read it"),
+    ({"overrides": [*BASE["overrides"], "schedule=wsd", "schedule.a=5.0"]},
+     "overrides: schedule.a=5.0: schedule=wsd does not read it (only power does)"),
+    ({"grid": {"optim.lr": "choice(1e-3)", "data.vocab_size": "choice(16, 32)"},
+      "overrides": [o for o in BASE["overrides"] if not o.startswith("data=")]},
+     "grid.data.vocab_size: choice(16, 32): data=pystdlib does not read it"),
+])
+def test_a_key_no_trial_reads_is_refused_rather_than_trained_again_under_new_ids(change,
+                                                                                 problem):
+    """Each value of such an axis trained the same model (tests by a stranger)."""
+    with pytest.raises(ConfigError) as err:
+        expand(spec_from_dict({**BASE, **change}))
+    assert any(p.startswith(problem) for p in err.value.problems), err.value.problems
+    stored = spec_from_dict({**BASE, **change}, stored=True)  # launched before the check
+    assert expand(stored)
+
+
+def test_a_key_read_at_some_points_of_the_grid_is_kept():
+    raw = {**BASE, "grid": {"optim.lr": "choice(1e-3)", "schedule": "choice(wsd, cosine)",
+                            "schedule.decay_fraction": "choice(0.1, 0.2)"}}
+    assert len(expand(spec_from_dict(raw))) == 2 * 2 * 2  # (wsd reads it: not refused)
