@@ -130,12 +130,39 @@ def init_ray(address: str | None) -> None:
 
     if ray.is_initialized():
         return
+    named = address or os.environ.get("RAY_ADDRESS")
+    where = (f"--address={address}" if address else f"RAY_ADDRESS={named}")
+    if named:
+        problem = unreachable(named)
+        if problem:
+            raise ConfigError(f"cannot reach the Ray cluster at {where} ({problem}): start it "
+                              "with `ray start --head`, or give its HOST:PORT (the head's GCS "
+                              "port, 6379 by default)")
     try:
         ray.init(address=address, include_dashboard=False, logging_level="WARNING",
                  log_to_driver=False)
-    except ConnectionError as err:
-        raise ConfigError(f"cannot reach the Ray cluster at --address={address} ({err}): "
-                          "start it with `ray start --head` or fix the address") from None
+    except (ConnectionError, ValueError, RuntimeError) as err:
+        raise ConfigError(f"cannot reach the Ray cluster at {where} ({err}): start it with "
+                          "`ray start --head` or fix the address") from None
+
+
+def unreachable(address: str, timeout_s: float = 5.0) -> str | None:
+    """Why a Ray address cannot be a cluster's, found in at most `timeout_s` (Ray itself
+    retries an unreachable GCS for minutes); None when it may be (`auto`, `local`, or a
+    HOST:PORT that takes a connection)."""
+    import socket
+
+    if address in ("auto", "local"):
+        return None
+    hostport = address.removeprefix("ray://")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return f"{address!r} is not HOST:PORT"
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            return None
+    except OSError as err:
+        return f"nothing answers at {hostport}: {err.strerror or err}"
 
 
 def resource_problems(spec: SweepSpec, cluster: ClusterModel | None = None) -> list[str]:

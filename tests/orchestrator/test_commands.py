@@ -479,3 +479,26 @@ def test_status_of_a_sweep_whose_spec_is_not_stored_yet_says_it_is_starting(tmp_
                                           r"moment after its record; ask again in a few "
                                           r"seconds$"):
         stored_spec(uri, "starting")
+
+
+def test_a_ray_address_that_cannot_be_a_cluster_is_one_sentence_at_once(monkeypatch):
+    # `--address notahost` was a ValueError traceback, and a closed port an endless retry.
+    import socket
+
+    from orchestrator.driver import init_ray
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    started = time.monotonic()
+    for address, why in [("notahost", "'notahost' is not HOST:PORT"),
+                         (f"127.0.0.1:{port}", f"nothing answers at 127.0.0.1:{port}")]:
+        with pytest.raises(ConfigError) as err:
+            init_ray(address)
+        assert str(err.value).startswith(f"cannot reach the Ray cluster at --address={address}"
+                                         f" ({why}")
+    monkeypatch.setenv("RAY_ADDRESS", "ray://nohost")
+    with pytest.raises(ConfigError, match=r"at RAY_ADDRESS=ray://nohost \('ray://nohost' is "
+                                          r"not HOST:PORT\)"):
+        init_ray(None)
+    assert time.monotonic() - started < 10
