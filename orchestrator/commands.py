@@ -505,7 +505,14 @@ def _keep_current_values(old: SweepSpec, new: SweepSpec) -> SweepSpec:
             base = "null" if base is None else str(base)
         axes, _ = grid_axes(dataclasses.replace(new, grid={key: grid[key]}))
         values = axes.get(key, [])
-        if base is None:
+        under_group = any(key.startswith(g + ".") for g in old.grid if "." not in g)
+        if base is None and current and key.lstrip("+~") not in current and not under_group:
+            from trainer.compose import did_you_mean
+
+            problems.append(f"{key}={grid[key]}: unknown config key '{key}': "
+                            f"{did_you_mean(key)}check its spelling against conf/ (python -m "
+                            "trainer --cfg prints every key)")
+        elif base is None:
             problems.append(f"{key}={grid[key]}: a new axis of sweep {old.name}; give its "
                             "current value too, so that the sweep's trials stay in it, e.g. "
                             f"'{key}=choice(CURRENT, ...)'")

@@ -178,6 +178,17 @@ def _parses(override: str) -> bool:
     return True
 
 
+def did_you_mean(key: str) -> str:
+    """"did you mean KEY? " for the config key closest to a misspelt one, else ""."""
+    import difflib
+
+    from trainer.config import Config
+    from trainer.identity import flatten
+
+    close = difflib.get_close_matches(key, list(flatten(Config())), n=1, cutoff=0.75)
+    return f"did you mean {close[0]}? " if close else ""
+
+
 def _explain(err: Exception, overrides: list[str]) -> str:
     """One sentence for a failed compose, from what Hydra and OmegaConf put in their exceptions
     (the missing config file and its options; the key of a refused value), not their text."""
@@ -195,8 +206,8 @@ def _explain(err: Exception, overrides: list[str]) -> str:
     if isinstance(cause, OmegaConfBaseException) and cause.full_key:
         key = cause.full_key
         if isinstance(cause, (ConfigAttributeError, ConfigKeyError)):
-            return (f"unknown config key '{key}': check its spelling against conf/ "
-                    "(python -m trainer --cfg prints every key)")
+            return (f"unknown config key '{key}': {did_you_mean(key)}check its spelling "
+                    "against conf/ (python -m trainer --cfg prints every key)")
         reason = (cause.msg or str(cause)).splitlines()[0]
         # Of a key given twice, the override whose value the error quotes.
         mine = [o for o in overrides if o.lstrip("+~").partition("=")[0] == key]
@@ -214,6 +225,7 @@ def _explain(err: Exception, overrides: list[str]) -> str:
     added = [o.lstrip("+").partition("=")[0] for o in overrides if o.startswith("+")]
     if isinstance(err, AttributeError) and added:
         # `+key=value` adds a key Hydra accepts and the frozen dataclass then refuses.
-        return (f"unknown config key '{added[0]}': the config has no such key to add; check "
-                "its spelling against conf/ (python -m trainer --cfg prints every key)")
+        return (f"unknown config key '{added[0]}': the config has no such key to add; "
+                f"{did_you_mean(added[0])}check its spelling against conf/ (python -m "
+                "trainer --cfg prints every key)")
     return str(err).splitlines()[0]

@@ -313,6 +313,17 @@ def test_every_override_that_does_not_compose_is_said_at_once():
     assert err.value.problems[1].endswith("(grid.optim.lr)")
 
 
+def test_extend_with_a_misspelt_key_says_so_not_that_it_is_a_new_axis():
+    from orchestrator.commands import extended
+
+    with pytest.raises(ConfigError) as err:
+        extended(spec_from_dict(BASE), ["model.widht=choice(32, 64)"])
+    assert err.value.problems == [
+        "model.widht=choice(32, 64): unknown config key 'model.widht': did you mean "
+        "model.width? check its spelling against conf/ (python -m trainer --cfg prints every "
+        "key)"]
+
+
 def test_a_command_s_flags_are_its_own_and_not_stored_with_the_spec():
     # `sweep resume NAME --no-share` once stored share_prefix: false, and every later
     # extend trained its new budgets from scratch.

@@ -42,7 +42,7 @@ def test_a_key_given_twice_names_the_override_that_is_bad():
 
 
 @pytest.mark.parametrize("override, fragment", [
-    ("model.widht=3", "unknown config key 'model.widht'"),
+    ("model.widht=3", "unknown config key 'model.widht': did you mean model.width? check"),
     ("+foo=1", "unknown config key 'foo'"),
     ("model.width=abc", "bad value for 'model.width'"),
     ("schedule=nope", "unknown option 'nope' for config group 'schedule': choose one of"),
