@@ -255,8 +255,16 @@ def _server_answers(uri: str) -> None:
     scheme = uri.partition("://")[0].split("+")[0].lower() if "://" in uri else ""
     if scheme and scheme not in STORE_SCHEMES and scheme not in _plugin_schemes():
         raise ConfigError(f"tracking URI {redact(uri)}: MLflow has no store for '{scheme}://' "
-                          "URIs; give sqlite:///PATH.db, http(s)://HOST:PORT, postgresql://... "
-                          "or file:///DIR to --tracking-uri (or MLFLOW_TRACKING_URI)")
+                          "URIs; give sqlite:///PATH.db, http(s)://HOST:PORT or "
+                          "postgresql://... to --tracking-uri (or MLFLOW_TRACKING_URI)")
+    if scheme in ("", "file"):  # MLflow 3's file store, in maintenance: its runs are not ours
+        from pathlib import Path
+
+        path = Path(uri.removeprefix("file://") if scheme else uri).expanduser().resolve()
+        raise ConfigError(f"tracking URI {redact(uri)} is a path (MLflow's file store, which "
+                          "sweeps do not use): give an SQLite store, e.g. "
+                          f"sqlite:///{path if path.suffix == '.db' else path / 'mlflow.db'}, "
+                          "or a server, to --tracking-uri (or MLFLOW_TRACKING_URI)")
     if scheme == "sqlite" and not uri.startswith("sqlite:///"):
         raise ConfigError(f"tracking URI {redact(uri)}: an SQLite store is sqlite:///PATH.db "
                           "(three slashes, then the file's path: sqlite:////abs/path.db for "
@@ -310,11 +318,12 @@ def _note_another_base(spec, uri: str) -> None:
     except ConfigError:
         return  # no such sweep yet
     before, now = set(stored.overrides), set(spec.overrides)
-    from pathlib import Path
 
-    if Path(stored.storage_root).resolve() != Path(spec.storage_root).resolve():
+    from orchestrator.spec import root_path
+
+    if root_path(stored.storage_root) != root_path(spec.storage_root):
         print(f"note: sweep {spec.name} was launched before with storage_root "
-              f"{stored.storage_root}, now {Path(spec.storage_root).resolve()}: its trials' "
+              f"{stored.storage_root}, now {root_path(spec.storage_root)}: its trials' "
               "run directories and checkpoints are there, and an unfinished trial would "
               "start over here", file=sys.stderr)
     changes = [f"without {o}" for o in sorted(before - now)] + [

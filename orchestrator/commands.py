@@ -13,7 +13,6 @@ import math
 import os
 import sys
 import time
-from pathlib import Path
 
 import yaml
 from mlflow import MlflowClient
@@ -30,7 +29,14 @@ from orchestrator.driver import (
     storage_problem,
 )
 from orchestrator.lease import gone_driver
-from orchestrator.spec import SweepSpec, Trial, grid_axes, print_notes, spec_from_dict
+from orchestrator.spec import (
+    SweepSpec,
+    Trial,
+    grid_axes,
+    print_notes,
+    root_path,
+    spec_from_dict,
+)
 from orchestrator.store import create_sqlite_store_once
 from trainer.errors import ConfigError
 from trainer.reporting import redact
@@ -447,7 +453,7 @@ def _refuse_changing_the_base(spec: SweepSpec, args: list[str]) -> None:
         bare = key.lstrip("+~")
         if bare == "storage_root":
             if spec.storage_root is not None and \
-                    Path(value).resolve() != Path(spec.storage_root).resolve():
+                    root_path(value) != root_path(spec.storage_root):
                 problems.append(f"{arg}: sweep {spec.name} keeps its runs under "
                                 f"{spec.storage_root}, and extend adds to them there; launch a "
                                 "new sweep (another name) for another storage_root")

@@ -43,7 +43,7 @@ from orchestrator.placement import (
 )
 from orchestrator.resync import resync
 from orchestrator.sharing import Sharing
-from orchestrator.spec import Resources, SweepSpec, Trial, expand
+from orchestrator.spec import Resources, SweepSpec, Trial, expand, root_path
 from orchestrator.store import create_sqlite_store_once, tracking_credentials
 from orchestrator.tracking import Tracker
 from trainer.errors import ConfigError
@@ -109,7 +109,7 @@ def prepare(spec: SweepSpec) -> tuple[SweepSpec, list[Trial]]:
     """Absolute storage root, every trial expanded and validated (nothing runs on error)."""
     import dataclasses
 
-    spec = dataclasses.replace(spec, storage_root=str(Path(spec.storage_root).resolve()))
+    spec = dataclasses.replace(spec, storage_root=str(root_path(spec.storage_root)))
     storage_problem(spec.storage_root, create=False)
     return spec, expand(spec)
 

@@ -69,7 +69,7 @@ from orchestrator.fusion import (
 from orchestrator.lease import driver_label
 from orchestrator.search_space import HALVING, TOKENS_KEY, SearchPlan, Slice, plan_search
 from orchestrator.sharing import Sharing
-from orchestrator.spec import SweepSpec, Trial
+from orchestrator.spec import SweepSpec, Trial, root_path
 from orchestrator.store import create_sqlite_store_once, tracking_credentials
 from orchestrator.studies import Studies, storage_url, stored_trials, summaries
 from orchestrator.tracking import Tracker
@@ -95,7 +95,7 @@ def prepare_search(spec: SweepSpec, tracking_uri: str, *, create: bool = True
     SQLite file that does not exist yet is left uncreated)."""
     from orchestrator.studies import not_created, open_storage
 
-    spec = dataclasses.replace(spec, storage_root=str(Path(spec.storage_root).resolve()))
+    spec = dataclasses.replace(spec, storage_root=str(root_path(spec.storage_root)))
     plan = plan_search(spec)
     url = storage_url(plan.search.storage, tracking_uri)
     if create or not not_created(url):

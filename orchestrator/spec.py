@@ -184,6 +184,11 @@ def _refuse_spec_key(key: str, value: str) -> None:
                        f"config: write it in the spec{flags.get(top, '')}"])
 
 
+def root_path(root: str) -> Path:
+    """A spec's storage_root as the absolute folder it names (`~` expanded)."""
+    return Path(root).expanduser().resolve()
+
+
 def sweep_owned(key: str) -> str | None:
     """Why a trainer key cannot be set in a sweep's overrides or grid (the sweep sets it for
     every trial), with where to say it instead; None for any other key."""
@@ -538,7 +543,9 @@ def make_trial(spec: SweepSpec, point: tuple[str, ...], problems: list[str],
     problems added to `problems`."""
     from trainer.validation import problems as trial_problems
 
-    overrides = [*spec.overrides, *point, f"storage_root={spec.storage_root}",
+    # (quoted: a folder's name may hold what the override grammar reads, e.g. runs(1), a,b)
+    root = "'" + spec.storage_root.replace("'", "\\'") + "'"
+    overrides = [*spec.overrides, *point, f"storage_root={root}",
                  f"train.world_size={spec.resources.world_size}"]
     try:
         cfg = composer(overrides)

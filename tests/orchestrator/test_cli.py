@@ -223,8 +223,15 @@ def test_a_store_that_is_not_there_is_one_sentence_and_is_not_created(tmp_path, 
     assert main(["status", "s", "--tracking-uri", "garbage://x"]) == 2
     assert capsys.readouterr().err == (
         "error: tracking URI garbage://x: MLflow has no store for 'garbage://' URIs; give "
-        "sqlite:///PATH.db, http(s)://HOST:PORT, postgresql://... or file:///DIR to "
-        "--tracking-uri (or MLFLOW_TRACKING_URI)\n")
+        "sqlite:///PATH.db, http(s)://HOST:PORT or postgresql://... to --tracking-uri (or "
+        "MLFLOW_TRACKING_URI)\n")
+    for uri, store in [(str(tmp_path / "m.db"), tmp_path / "m.db"),
+                       (f"file://{tmp_path}/runs", tmp_path / "runs" / "mlflow.db")]:
+        assert main(["list", "--tracking-uri", uri]) == 2
+        assert capsys.readouterr().err == (
+            f"error: tracking URI {uri} is a path (MLflow's file store, which sweeps do not "
+            f"use): give an SQLite store, e.g. sqlite:///{store}, or a server, to "
+            "--tracking-uri (or MLFLOW_TRACKING_URI)\n")
     assert main(["status", "s", "--tracking-uri", "sqlite://x"]) == 2
     assert capsys.readouterr().err.startswith(
         "error: tracking URI sqlite://x: an SQLite store is sqlite:///PATH.db (three slashes")
