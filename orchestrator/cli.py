@@ -561,7 +561,8 @@ def _fit(args, uri: str) -> int:
         print(json.dumps(doc, indent=2))
     else:
         print(format_fit(doc, recorded=args.name is not None))
-        print(f"wrote {out / 'fit.json'} and {len(doc['plots'])} plots"
+        print(f"wrote {out / 'fit.json'} and {len(doc['plots'])} "
+              f"plot{'s' * (len(doc['plots']) != 1)}"
               + (f"; MLflow fit run {doc['fit_run_id']}" if args.name else ""))
     return 0
 
@@ -666,10 +667,10 @@ def print_fusion(spec, trials, sharing) -> None:
               f"{len(alone)} trial{'s' * (len(alone) != 1)} alone")
     if units:
         fused, total = sum(map(len, fused_trunks)), sum(map(len, units))
-        print(f"{total} trunk{'s' * (total != 1)} to train: {fused} in {len(fused_trunks)} "
-              f"fused group{'s' * (len(fused_trunks) != 1)}, "
-              f"{len(units) - len(fused_trunks)} alone"
-              + ("; a group's budgets of one size fuse as it releases them" if fused else ""))
+        print(f"{total} trunk{'s' * (total != 1)} to train: "
+              + (f"{fused} in {len(fused_trunks)} fused group{'s' * (len(fused_trunks) != 1)}, "
+                 f"{len(units) - len(fused_trunks)} alone; a group's budgets of one size fuse "
+                 "as it releases them" if fused else "each alone"))
 
 
 def _stored_search(uri: str, name: str):

@@ -512,7 +512,8 @@ class _Runner:
         if not trials:
             return
         for line in describe_holders(list(holders)):
-            print(line + "; waiting for them to end")
+            print(line + ("; waiting for it to end" if line.startswith("1 trial ")
+                          else "; waiting for them to end"))
         self.held.update({t.trial_id: t for t in trials})
 
     def poll_held(self) -> None:

@@ -66,17 +66,23 @@ def family_id(cfg: Config, *, without: Sequence[str] = (TOKENS_KEY,)) -> str:
 def why_not_shared(cfg: Config) -> str | None:
     """Why a trial's prefix depends on its budget (one sentence), or None when it may share."""
     sched = cfg.schedule
+    if sched.name.value == "constant":
+        return ("schedule=constant: it has no decay for a budget to branch into; only wsd and "
+                "power have a stable phase to share")
     if sched.name not in SHARED_SCHEDULES:
         return (f"schedule={sched.name.value}: its LR depends on train.tokens from the first "
                 "step; only wsd and power have a stable phase to share")
     if sched.decay_fraction <= 0:
         return ("schedule.decay_fraction=0: a branch is its decay; set decay_fraction > 0 "
                 "(e.g. 0.1) to share")
+    if sched.decay_fraction >= 1:
+        return (f"schedule.decay_fraction={sched.decay_fraction:g}: the whole budget is its "
+                "decay, so budgets share nothing; set decay_fraction < 1 (e.g. 0.1) to share")
     if cfg.optim.timescale is not None:
         return TIMESCALE
     if cfg.train.world_size > 1:
-        return ("train.world_size > 1: a trunk trains in one process for now; use "
-                "resources.world_size: 1 to share")
+        return (f"resources.world_size={cfg.train.world_size}: a trunk trains in one process "
+                "for now; use resources.world_size: 1 to share")
     return None
 
 

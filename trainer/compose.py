@@ -222,6 +222,10 @@ def _explain(err: Exception, overrides: list[str]) -> str:
             hint = f"; write it as a whole number, e.g. {key}={int(number):_}"
         return f"bad value for '{key}'" + (f" in override '{given}'" if given else "") + \
             f": {reason}{hint}"
+    if "--multirun" in str(err):  # Hydra's word for a sweep expression in one run
+        swept = next((o for o in overrides if o in str(err)), "a sweep expression")
+        return (f"{swept} is a sweep expression: one run takes one value per key (e.g. "
+                "optim.lr=0.001); sweep several with `sweep launch SPEC` (see sweeps/*.yaml)")
     added = [o.lstrip("+").partition("=")[0] for o in overrides if o.startswith("+")]
     if isinstance(err, AttributeError) and added:
         # `+key=value` adds a key Hydra accepts and the frozen dataclass then refuses.

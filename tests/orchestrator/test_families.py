@@ -41,8 +41,12 @@ def test_seeds_and_widths_split_families():
 @pytest.mark.parametrize("overrides, reason", [
     (["schedule=cosine"], "schedule=cosine: its LR depends on train.tokens"),
     (["schedule=linear"], "schedule=linear: its LR depends on train.tokens"),
-    (["schedule=constant"], "schedule=constant: its LR depends on train.tokens"),
+    # (its LR does not depend on the budget: what it lacks is a decay to branch into)
+    (["schedule=constant"], "schedule=constant: it has no decay for a budget to branch into"),
     (["schedule.decay_fraction=0"], "schedule.decay_fraction=0: a branch is its decay"),
+    # (a dry run listed trunks of 0 tokens that the launch never made)
+    (["schedule.decay_fraction=1.0"], "schedule.decay_fraction=1: the whole budget is its "
+                                      "decay, so budgets share nothing"),
     (["optim.timescale=0.5"], "optim.timescale sets the weight decay"),
 ])
 def test_settings_that_make_the_prefix_depend_on_the_budget_run_alone(overrides, reason):

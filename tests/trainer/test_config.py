@@ -49,6 +49,8 @@ def test_a_key_given_twice_names_the_override_that_is_bad():
     ("optim.lr=[1", "cannot parse override 'optim.lr=[1'"),
     ("model.param=xx", "expected one of [mup, sp]"),
     ("+optim.extra=3", "unknown config key 'optim.extra'"),
+    ("optim.lr=choice(1e-3,1e-2)", "optim.lr=choice(1e-3,1e-2) is a sweep expression: one run "
+                                   "takes one value per key"),
     ("train.tokens=foo", "bad value for 'train.tokens' in override 'train.tokens=foo'"),
     ("model=huge", "unknown option 'huge' for config group 'model': choose one of gpt124m, "
                    "small, tiny"),
