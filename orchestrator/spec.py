@@ -266,6 +266,22 @@ def parse_fuse(value: object) -> bool | int | str | None:
     return None
 
 
+class _OnceLoader(yaml.SafeLoader):
+    """YAML's safe loader with a key given twice in one mapping an error (PyYAML keeps the
+    last without a word: `fuse: 4` then `fuse: 2` ran with 2)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice in one mapping (keep one)",
+                    key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_spec(path: str | Path) -> SweepSpec:
     """Read and check a spec file; every problem goes into one ConfigError."""
     path = Path(path)
@@ -275,7 +291,7 @@ def load_spec(path: str | Path) -> SweepSpec:
     if not path.is_file():
         raise ConfigError(f"sweep spec {path} does not exist: give the path of a sweeps/*.yaml")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_OnceLoader)  # noqa: S506 (a SafeLoader)
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)

@@ -175,6 +175,13 @@ def test_yaml_error_names_file_and_line(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_spec(path)
     assert str(err.value).startswith(f"{path}:4:1: YAML error")
+    # A key given twice: PyYAML kept the last without a word.
+    path.write_text("name: x\nfuse: 4\ngrid:\n  optim.lr: choice(1e-3)\n  optim.lr: "
+                    "choice(1e-2)\n")
+    with pytest.raises(ConfigError) as err:
+        load_spec(path)
+    assert str(err.value) == (f"{path}:5:3: YAML error, key 'optim.lr' is given twice in one "
+                              "mapping (keep one); fix the file there")
 
 
 @pytest.mark.parametrize("name", ["demo", "lr_bs_tokens", "mup_width", "weight_decay"])
