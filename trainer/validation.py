@@ -17,7 +17,9 @@ from trainer.config import (
     DataSource,
     DecayShape,
     ModelConfig,
+    Param,
     Positions,
+    ScheduleName,
 )
 from trainer.errors import ConfigError
 
@@ -96,6 +98,9 @@ def _optim_problems(cfg: Config) -> list[str]:
             found.append(f"optim.{key}={getattr(o, key)} must be in [0, 1)")
     if o.grad_clip < 0:
         found.append(f"optim.grad_clip={o.grad_clip} must be >= 0 (0 disables clipping)")
+    if not 0 < o.eps < math.inf:
+        found.append(f"optim.eps={o.eps} must be > 0 and finite (AdamW's denominator floor, "
+                     "e.g. 1e-8)")
     return found
 
 
@@ -206,11 +211,16 @@ def _schedule_problems(cfg: Config) -> list[str]:
                      "(null) for the default, which fits any budget")
     if s.a <= 0:
         found.append(f"schedule.a={s.a} must be > 0")
+    if s.name is ScheduleName.power and s.b > 0:
+        found.append(f"schedule.b={s.b} must be <= 0: the Power schedule's LR falls as "
+                     "tokens grow (the paper's b is -0.51)")
     return found
 
 
 def _data_problems(d: DataConfig, *, network: bool) -> list[str]:
     found = []
+    if d.max_tokens < 0:
+        found.append(f"data.max_tokens={d.max_tokens} must be >= 0 (0 reads the whole source)")
     if not 0 < d.holdout_fraction < 1 and d.val_split is None:
         found.append(f"data.holdout_fraction={d.holdout_fraction} must be in (0, 1)")
     if d.tokenizer is not None and not Path(d.tokenizer).is_file():
@@ -317,8 +327,6 @@ def unread(cfg: Config) -> dict[str, str]:
     """Keys this config sets but never reads (its schedule, parametrization or data source
     has no use for them), each with why. They still enter its id: a grid axis over one trains
     the same model once per value."""
-    from trainer.config import DataSource, Param, ScheduleName
-
     s, out = cfg.schedule, {}
     decays = s.name in (ScheduleName.power, ScheduleName.wsd)
     for key in ("decay_fraction", "decay_shape"):

@@ -65,6 +65,11 @@ def test_bad_overrides_give_one_sentence(override, fragment):
 @pytest.mark.parametrize("overrides, fragment", [
     (["optim.lr=0"], "optim.lr=0.0 must be > 0"),
     (["optim.weight_decay=-0.1"], "optim.weight_decay=-0.1 must be >= 0"),
+    # accepted, then trained with (tests by a stranger)
+    (["optim.eps=-1"], "optim.eps=-1.0 must be > 0 and finite"),
+    (["data.max_tokens=-5"], "data.max_tokens=-5 must be >= 0 (0 reads the whole source)"),
+    (["schedule=power", "schedule.b=0.5"], "schedule.b=0.5 must be <= 0: the Power "
+                                           "schedule's LR falls as tokens grow"),
     (["train.batch_size=16", "train.micro_batch_size=5"], "not divisible by train.micro_batch"),
     (["train.seq_len=2048"], "exceeds model.context_len=1024"),
     (["train.tokens=100"], "train.tokens=100 is less than one batch"),
