@@ -328,6 +328,14 @@ class TrainingRun:
                                          fused=not d.sharded)
         if data.loss_floor is not None:
             self.derived["derived.loss_floor"] = data.loss_floor
+        # Passes over the training split the budget takes: above 1 the run repeats its data,
+        # which a proxy meant to stand for a larger run (that never repeats) should not.
+        passes = cfg.train.tokens / max(len(data.train), 1)
+        self.derived["derived.data_passes"] = round(passes, 4)
+        if passes > 1 and d.is_main:
+            print(f"note: train.tokens={cfg.train.tokens:,} is {passes:.3g} passes over the "
+                  f"training split ({len(data.train):,} tokens): the run repeats its data; "
+                  "give more data (or a smaller budget) for a run that does not", flush=True)
         self.state = TrainState(batch_size=cfg.train.batch_size)
         self.schedule_inputs = ScheduleInputs(cfg.optim.lr, cfg.train.tokens,
                                               cfg.train.batch_size)
