@@ -179,9 +179,9 @@ def _fit_one(law: str, runs: Runs, optima: pd.DataFrame, *, n_boot: int | None, 
     return cbs_law(runs.finished, runs.histories, cbs_group_keys(runs.slice_keys), **boot)
 
 
-def fit_json(result: FitResult, *, sweep: str, n_trials: int | None = None) -> dict:
+def fit_json(result: FitResult, *, sweep: str, next_trials: int | None = None) -> dict:
     """The fit.json document (see docs/design.md): laws, slices, skipped laws and the next grid
-    (for a searched sweep, whose studies have `n_trials` each: the next search budget)."""
+    (for a searched sweep: `search.optuna.n_trials=next_trials`, the next search budget)."""
     table = result.runs.table
     optima = result.optima
     doc = {
@@ -196,11 +196,11 @@ def fit_json(result: FitResult, *, sweep: str, n_trials: int | None = None) -> d
         "slices": _slices_json(optima),
         "next_grid": next_grid(optima) if not optima.empty else [],
     }
-    if n_trials is not None:
+    if next_trials is not None:
         # A study's LRs are the sampler's (under halving, a rung's are the best of the rung
         # below): new grid values would turn a searched range into a list. More trials probe
         # past a best at the edge of what was tried, or let more LRs climb.
-        doc["next_grid"] = [f"search.optuna.n_trials={2 * n_trials}"] if doc["next_grid"] else []
+        doc["next_grid"] = [f"search.optuna.n_trials={next_trials}"] if doc["next_grid"] else []
         for row in doc["slices"]:  # (each slice's own hint likewise: extend refuses choice())
             if isinstance(row.get("extend"), str):
                 row["extend"] = doc["next_grid"][0]
@@ -208,15 +208,15 @@ def fit_json(result: FitResult, *, sweep: str, n_trials: int | None = None) -> d
 
 
 def write_fit(result: FitResult, out_dir: str | Path, *, sweep: str,
-              n_trials: int | None = None, selection: dict | None = None) -> dict:
-    """Write fit.json and plots/*.png under out_dir; the fit.json document (`n_trials`: a
-    searched sweep's trials per study; `selection`: which runs were fitted, {"group":
+              next_trials: int | None = None, selection: dict | None = None) -> dict:
+    """Write fit.json and plots/*.png under out_dir; the fit.json document (`next_trials`: a
+    searched sweep's next n_trials to suggest; `selection`: which runs were fitted, {"group":
     {key: value} of `--group`, "pooled": `--pool`}, recorded as `selection`)."""
     from fitter.plots import save_plots
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    doc = fit_json(result, sweep=sweep, n_trials=n_trials)
+    doc = fit_json(result, sweep=sweep, next_trials=next_trials)
     doc["selection"] = selection or {"group": {}, "pooled": False}
     for law in doc["laws"].values():  # `--group model.param=sp`: each law is of that group
         if not law.get("group") and doc["selection"].get("group"):

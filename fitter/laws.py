@@ -43,6 +43,13 @@ def lr_law(optima: pd.DataFrame, **boot) -> LawFit:
             a = unread[0]
             raise FitError(f"the lr law reads {a}, which the runs do not give, while their "
                            f"{AXIS_KEYS[a]} varies; add the column {a}: {UNITS[a]}.")
+        swept = [a for a in axes if optima[a].nunique() > 1]
+        if swept:  # the sweep varies it, but its other slices' optima are at an edge
+            a = swept[0]
+            raise FitError(f"the lr law needs bracketed LR optima at 2 or more values of N, D "
+                           f"or B, but only one value of {a} ({AXIS_KEYS[a]}) has one: the "
+                           "other slices' best LR is at the edge of the LRs tried; extend "
+                           "them (`next_grid` in fit.json).")
         keys = " or ".join(AXIS_KEYS[a] for a in axes) or "model.width, train.tokens"
         raise FitError(f"the lr law needs LR optima at 2 or more values of N, D or B but the "
                        f"sweep has one; add values along {keys}.")

@@ -552,8 +552,7 @@ def _fit(args, uri: str) -> int:
         "pooled" if result.pooled else "")
     default = Path("outputs") / "fit" / label
     out = out or (default / selection.replace("/", "_") if selection else default)
-    searched = args.name and _stored_search(uri, args.name)
-    doc = write_fit(result, out, sweep=label, n_trials=searched.n_trials if searched else None,
+    doc = write_fit(result, out, sweep=label, next_trials=_next_n_trials(uri, args.name),
                     selection={"group": group, "pooled": result.pooled})
     if args.name:
         doc["fit_run_id"] = log_fit(uri, args.name, out, doc)
@@ -685,6 +684,27 @@ def _stored_search(uri: str, name: str):
         return commands.stored_spec(uri, name).optuna
     except (ConfigError, MlflowException):
         return None
+
+
+def _next_n_trials(uri: str, name: str | None) -> int | None:
+    """For a searched sweep, the `n_trials` a fit suggests when an optimum is not bracketed:
+    twice the trials, and under halving at least enough for three LRs in the top rung (twice
+    8 trials halving over four budgets still left two there). None for a grid."""
+    from orchestrator import commands
+    from orchestrator.search_space import plan_search
+    from trainer.errors import ConfigError
+
+    search = name and _stored_search(uri, name)
+    if not search:
+        return None
+    more = 2 * search.n_trials
+    try:
+        rungs = plan_search(commands.stored_spec(uri, name)).rungs
+    except ConfigError:
+        rungs = None
+    while rungs is not None and rungs.nominal(more, len(rungs.budgets) - 1) < 3:
+        more += 1
+    return more
 
 
 def _recommend(args, uri: str) -> int:

@@ -156,3 +156,20 @@ def test_a_law_of_too_few_points_has_no_interval_anywhere():
     assert set(four.to_json()["ci"]) == {"c", "a_D"}
     lo, hi = _entry(four, {"D": 1e10}, "lr")["interval"]
     assert lo < four.predict(D=1e10) < hi
+
+
+def test_an_lr_law_with_one_bracketed_value_of_a_swept_axis_says_the_others_are_at_an_edge():
+    # Five token budgets, four with their best LR at the edge: the fitter said "the sweep has
+    # one" value of D and asked for more budgets (a stranger's token_budgets fit).
+    from fitter.laws import lr_law
+
+    optima = pd.DataFrame({"N": [1e6] * 3, "D": [1e9, 2e9, 4e9], "B": [1e5] * 3,
+                           "lr_opt": [1e-3, 2e-3, 3e-3], "lr_lo": [np.nan] * 3,
+                           "lr_hi": [np.nan] * 3, "loss_opt": [3.0, 2.9, 2.8],
+                           "edge": [None, "high", "low"]})
+    with pytest.raises(FitError) as err:
+        lr_law(optima)
+    assert str(err.value) == (
+        "the lr law needs bracketed LR optima at 2 or more values of N, D or B, but only one "
+        "value of D (train.tokens) has one: the other slices' best LR is at the edge of the "
+        "LRs tried; extend them (`next_grid` in fit.json).")

@@ -189,7 +189,7 @@ def test_a_searched_sweep_with_an_edge_slice_is_told_to_search_more_not_to_list_
 
     result = fit_runs(from_short_frame(pd.DataFrame(rows), source="s"), n_boot=20)
     assert fit_json(result, sweep="s")["next_grid"][0].startswith("optim.lr=choice(")
-    doc = fit_json(result, sweep="s", n_trials=6)
+    doc = fit_json(result, sweep="s", next_trials=12)
     assert doc["next_grid"] == ["search.optuna.n_trials=12"]
     assert [s["extend"] for s in doc["slices"]] == ["search.optuna.n_trials=12"]
     assert ("1 slice has no LR optimum inside the LRs its study tried; to bracket it: sweep "

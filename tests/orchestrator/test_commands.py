@@ -502,3 +502,24 @@ def test_a_ray_address_that_cannot_be_a_cluster_is_one_sentence_at_once(monkeypa
                                           r"not HOST:PORT\)"):
         init_ray(None)
     assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize("search, grid_tokens, expected", [
+    ({"n_trials": 6}, None, 12),  # twice the trials
+    # 8 LRs halving over four budgets: 16 left two LRs at the top rung (16/8/4/2), 17 leaves
+    # three (17/9/5/3: a rung keeps the ceiling of half its trials)
+    ({"n_trials": 8, "pruner": "halving"}, "choice(8192, 16384, 32768, 65536)", 17),
+    ({"n_trials": 8, "pruner": {"halving": {"reduction_factor": 3}}},
+     "choice(8192, 32768)", 16),
+])
+def test_a_fit_of_a_searched_sweep_suggests_enough_trials_to_bracket(tmp_path, search,
+                                                                    grid_tokens, expected):
+    uri = f"sqlite:///{tmp_path}/m.db"
+    grid = {"optim.lr": "tag(log, interval(1e-3, 1e-1))"}
+    if grid_tokens:
+        grid["train.tokens"] = grid_tokens
+    spec = {**_spec(tmp_path), "overrides": TRIAL[:-1] if grid_tokens else TRIAL, "grid": grid,
+            "search": {"optuna": search}}
+    _open_sweep(uri, spec)
+    assert cli._next_n_trials(uri, "unit") == expected
+    assert cli._next_n_trials(uri, None) is None
