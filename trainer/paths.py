@@ -66,6 +66,15 @@ def folder_problem(path: str | Path, *, create: bool = True) -> str | None:
     existing = next(p for p in (path, *path.parents) if p.exists())
     if not existing.is_dir():
         return f"{existing} is a file, not a folder"
+    if not create:  # (a dry run: the deepest folder that exists, tried without making any)
+        import tempfile
+
+        try:
+            with tempfile.TemporaryFile(dir=existing):
+                pass
+        except OSError as err:
+            return f"cannot write there ({err.strerror or err})"
+        return None
     if create:
         try:
             path.mkdir(parents=True, exist_ok=True)

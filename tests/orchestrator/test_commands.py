@@ -523,3 +523,15 @@ def test_a_fit_of_a_searched_sweep_suggests_enough_trials_to_bracket(tmp_path, s
     _open_sweep(uri, spec)
     assert cli._next_n_trials(uri, "unit") == expected
     assert cli._next_n_trials(uri, None) is None
+
+
+def test_a_dry_run_refuses_a_storage_root_the_launch_would_refuse_and_creates_nothing(
+        tmp_path):
+    uri = f"sqlite:///{tmp_path}/m.db"
+    with pytest.raises(ConfigError, match=r"storage_root=/proc/nope/runs: cannot write there"):
+        commands.dry_run(spec_from_dict({**_spec(tmp_path), "storage_root": "/proc/nope/runs"}),
+                         tracking_uri=uri)
+    fine = tmp_path / "new" / "runs"
+    assert commands.dry_run(spec_from_dict({**_spec(tmp_path), "storage_root": str(fine)}),
+                            tracking_uri=uri)
+    assert not (tmp_path / "new").exists()
