@@ -64,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("resume", parents=on_ray, help="run what is not done of a sweep, by name")
     p.add_argument("name")
+    p.add_argument("overrides", nargs="*", help=argparse.SUPPRESS)  # (refused, with the way)
     p.add_argument("--dry-run", action="store_true", help="list the trials, run nothing")
     _share_option(p)
     p = sub.add_parser("extend", parents=on_ray, help="add grid values to a sweep and run the "
@@ -450,7 +451,13 @@ def _status(args, uri: str) -> int:
 
 def _resume(args, uri: str) -> int:
     from orchestrator import commands
+    from trainer.errors import ConfigError
 
+    if args.overrides:
+        raise ConfigError(f"sweep resume runs sweep {args.name} as it was launched, without "
+                          f"{' '.join(args.overrides)}: to add values use `sweep extend "
+                          f"{args.name} {' '.join(args.overrides)}`; for another base, launch "
+                          "a spec under another name")
     return _run(commands.stored_spec(uri, args.name), args, uri)
 
 

@@ -13,6 +13,7 @@ import math
 import os
 import sys
 import time
+from pathlib import Path
 
 import yaml
 from mlflow import MlflowClient
@@ -33,6 +34,7 @@ from orchestrator.spec import (
     SweepSpec,
     Trial,
     grid_axes,
+    load_spec,
     print_notes,
     root_path,
     spec_from_dict,
@@ -269,8 +271,15 @@ def parent_run(client: MlflowClient, name: str):
     parents = sweep_runs(client, exp.experiment_id, KIND_SWEEP) if exp else []
     if not parents:
         known = sorted(e.name for e in client.search_experiments()
-                       if e.name != "Default")
+                       if sweep_runs(client, e.experiment_id, KIND_SWEEP))
         hint = f"known sweeps: {', '.join(known)}" if known else "no sweep is recorded there"
+        if name.endswith((".yaml", ".yml")) or "/" in name:  # a spec file given for a name
+            try:
+                named = f" (its name: is {load_spec(name).name})" if Path(name).is_file() else ""
+            except ConfigError:
+                named = ""
+            raise ConfigError(f"no sweep named {name!r} ({hint}): give the sweep's name, not "
+                              f"its spec file{named}")
         raise ConfigError(f"no sweep named {name!r} in the tracking store ({hint}): check the "
                           "name or --tracking-uri (a sweep just launched is recorded once its "
                           "driver has started)")

@@ -289,7 +289,10 @@ def load_spec(path: str | Path) -> SweepSpec:
         raise ConfigError(f"sweep spec {path} is a folder: give one of its YAML files, e.g. "
                           f"{path}/demo.yaml")
     if not path.is_file():
-        raise ConfigError(f"sweep spec {path} does not exist: give the path of a sweeps/*.yaml")
+        again = (f" (to run a recorded sweep again: sweep resume {path})"
+                 if not path.suffix and len(path.parts) == 1 else "")
+        raise ConfigError(f"sweep spec {path} does not exist: give the path of a "
+                          f"sweeps/*.yaml{again}")
     try:
         raw = yaml.load(path.read_text(), Loader=_OnceLoader)  # noqa: S506 (a SafeLoader)
     except yaml.MarkedYAMLError as err:

@@ -535,3 +535,25 @@ def test_a_dry_run_refuses_a_storage_root_the_launch_would_refuse_and_creates_no
     assert commands.dry_run(spec_from_dict({**_spec(tmp_path), "storage_root": str(fine)}),
                             tracking_uri=uri)
     assert not (tmp_path / "new").exists()
+
+
+def test_names_and_spec_files_mixed_up_are_said_with_the_way(tmp_path, capsys, monkeypatch):
+    uri = f"sqlite:///{tmp_path}/m.db"
+    _open_sweep(uri, _spec(tmp_path))
+    path = tmp_path / "unit.yaml"
+    path.write_text(yaml.safe_dump(_spec(tmp_path)))
+    MlflowClient(tracking_uri=uri).create_experiment("not_a_sweep")  # a user's own
+    capsys.readouterr()
+    assert cli.main(["status", str(path), "--tracking-uri", uri]) == 2
+    assert capsys.readouterr().err == (
+        f"error: no sweep named '{path}' (known sweeps: unit): give the sweep's name, not its "
+        "spec file (its name: is unit)\n")
+    assert cli.main(["resume", "unit", "optim.lr=0.1", "--tracking-uri", uri]) == 2
+    assert capsys.readouterr().err.startswith(
+        "error: sweep resume runs sweep unit as it was launched, without optim.lr=0.1: to add "
+        "values use `sweep extend unit optim.lr=0.1`")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["launch", "unit", "--tracking-uri", uri]) == 2
+    assert capsys.readouterr().err == (
+        "error: sweep spec unit does not exist: give the path of a sweeps/*.yaml (to run a "
+        "recorded sweep again: sweep resume unit)\n")
