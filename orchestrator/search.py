@@ -225,7 +225,8 @@ def run_search(spec: SweepSpec, plan: SearchPlan, *, tracking_uri: str, storage:
         refuse_a_stale_extend(tracker)
     names = [plan.study_name(s) for s in plan.slices]
     studies = ray.remote(Studies).options(num_cpus=0, scheduling_strategy=here).remote(
-        storage, plan.search, names, plan.dists, fed=fed_studies(plan), rungs=plan.rungs)
+        storage, plan.search, names, plan.dists, fed=fed_studies(plan), rungs=plan.rungs,
+        in_flight=_in_flight_per_study(spec, len(names) - len(fed_studies(plan))))
     states = recorded_trials(tracking_uri, spec.name)
     outcome = SweepOutcome(trials=0, already_done=0)
     runner = _SearchRunner(spec, tracker, plan, studies, states, outcome,
@@ -237,6 +238,19 @@ def run_search(spec: SweepSpec, plan: SearchPlan, *, tracking_uri: str, storage:
     outcome.already_done = len(before - set(runner.asked))
     outcome.trials = outcome.already_done + len(runner.asked)
     return outcome
+
+
+def _in_flight_per_study(spec: SweepSpec, studies: int) -> int:
+    """Trials one study may have in flight: `max_concurrent` (else what the cluster runs at
+    once) shared among the studies, as the runner asks them in turn."""
+    import ray
+
+    from orchestrator.placement import ClusterModel, Request
+
+    res = spec.resources.per_trial()
+    at_once = spec.max_concurrent or ClusterModel.from_ray(ray.nodes()).capacity(
+        Request(gpus=res.gpus, cpus=res.cpus))
+    return max(1, -(-at_once // max(studies, 1)))
 
 
 def fed_studies(plan: SearchPlan) -> list[str]:

@@ -86,11 +86,15 @@ class Studies:
     """The studies of one sweep (run it as a Ray actor: `ray.remote(Studies)`)."""
 
     def __init__(self, url: str, search, names: list[str], dists: dict | None = None, *,
-                 fed: Sequence[str] = (), rungs=None):
+                 fed: Sequence[str] = (), rungs=None, in_flight: int = 1):
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.storage, self.search, self.dists = open_storage(url), search, dists or {}
+        self.in_flight = max(in_flight, 1)
+        """Trials a study may have in flight at once: its start design holds that many more
+        points than the model needs, so no ask made while they run falls back to a random
+        draw (the model takes over after `STARTUP_TRIALS` complete)."""
         self.rungs = rungs  # `orchestrator.halving.Rungs` under halving
         self.fed = set(fed)
         """Studies whose trials are enqueued (the upper rungs of halving), not sampled."""
@@ -124,7 +128,7 @@ class Studies:
                     and name not in self.fed:
                 # A new study of a model-based sampler starts from a Latin hypercube (waiting
                 # trials, popped by its first asks).
-                num = min(STARTUP_TRIALS, self.search.n_trials)
+                num = min(STARTUP_TRIALS + self.in_flight - 1, self.search.n_trials)
                 seed = sampler_seed(self.search, name)
                 for point in startup_points(self.dists, num, seed=seed):
                     study.enqueue_trial(point)

@@ -294,6 +294,25 @@ def test_a_model_based_study_starts_from_its_latin_hypercube(tmp_path):
     assert decades == [0, 1, 2] and studies.used(name) == STARTUP_TRIALS
 
 
+def test_a_study_with_trials_in_flight_starts_from_a_design_that_covers_them(tmp_path):
+    # With two trials in flight, the fourth point was asked before the third result and came
+    # from the sampler's random fallback (a near-duplicate of a start point).
+    from optuna.trial import TrialState
+
+    from orchestrator.search_space import STARTUP_TRIALS
+    from orchestrator.studies import Studies
+
+    plan = plan_search(spec_from_dict(BASE))
+    name = plan.study_name(plan.slices[0])
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    Studies(url, plan.search, [name], plan.dists, in_flight=2)
+    waiting = optuna.load_study(study_name=name, storage=url).get_trials(
+        states=(TrialState.WAITING,))
+    assert len(waiting) == STARTUP_TRIALS + 1
+    lrs = sorted(t.system_attrs["fixed_params"]["optim.lr"] for t in waiting)  # a stratum each
+    assert [int(4 * math.log(lr / 1e-4) / math.log(1e3)) for lr in lrs] == [0, 1, 2, 3]
+
+
 def test_a_bad_searched_spec_is_one_line_per_problem_from_the_cli(tmp_path, capsys):
     import yaml
 
