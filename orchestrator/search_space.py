@@ -288,6 +288,12 @@ def distribution(key: str, expr: str) -> tuple[object, list[str]]:
             problems.append(f"grid.{key}: '{expr}' needs low < high" + (" and low > 0 on a log "
                             "scale" if log else ""))
             return None, problems
+        if _whole_number_key(key):  # (each point would be a float the config refuses)
+            low, high = math.ceil(sweep.start), math.floor(sweep.end)
+            form = f"range({low}, {high + 1})"
+            problems.append(f"grid.{key}: '{expr}' draws real numbers, but {key} is a whole "
+                            f"number: search it with {f'tag(log, {form})' if log else form}")
+            return None, problems
         return od.FloatDistribution(sweep.start, sweep.end, log=log), problems
     if kind == "RangeSweep":
         ints = all(isinstance(v, int) for v in (sweep.start, sweep.stop, sweep.step))
@@ -311,6 +317,15 @@ def distribution(key: str, expr: str) -> tuple[object, list[str]]:
     problems.append(f"grid.{key}: '{expr}' ({kind}) has no Optuna distribution; use "
                     "interval, tag(log, interval), choice or range")
     return None, problems
+
+
+def _whole_number_key(key: str) -> bool:
+    """Is `key` a config key that holds a whole number (by its default's type)?"""
+    from trainer.config import Config
+    from trainer.identity import flatten
+
+    value = flatten(Config()).get(key)
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def search_space(grid: dict[str, str], search: OptunaSearch, seeds: tuple[int, ...]

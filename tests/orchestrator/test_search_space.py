@@ -58,6 +58,19 @@ def test_every_problem_of_a_searched_spec_is_listed_at_once():
         "grid.model.depth: tag 'fast' has no meaning in a search; only tag(log, ...) does"])
 
 
+def test_a_whole_number_key_searched_as_an_interval_is_told_its_range():
+    # Each point would be a float the config refuses: said twice, as "write it as a whole
+    # number", with no word of the range to search instead.
+    raw = {**BASE, "grid": {"optim.lr": "tag(log, interval(1e-4, 1e-1))",
+                            "model.width": "tag(log, interval(32, 256))",
+                            "train.batch_size": "choice(8, 16)"}}
+    with pytest.raises(ConfigError) as err:
+        plan_search(spec_from_dict(raw))
+    assert err.value.problems == [
+        "grid.model.width: 'tag(log, interval(32, 256))' draws real numbers, but model.width "
+        "is a whole number: search it with tag(log, range(32, 257))"]
+
+
 def test_every_problem_of_the_search_mapping_is_listed_at_once():
     raw = {**BASE, "search": {"optuna": {"n_trials": 0, "sampler": "annealing",
                                          "pruner": "halving", "per_slice": ["model.width"],
