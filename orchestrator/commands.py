@@ -181,6 +181,11 @@ def _launch_search(spec: SweepSpec, *, tracking_uri: str, address: str | None,
                   "trials that are neither in the tracking store nor in their run "
                   "directories: their results are gone; to search again, give the spec "
                   "another name or remove the studies", file=sys.stderr)
+        if based_on is not None and based_on.grid != spec.grid:
+            print(f"note: every study of sweep {spec.name} has its n_trials already: a changed "
+                  "range changes where the next trials are asked, and there are none; add "
+                  f"some with `sweep extend {spec.name} search.optuna.n_trials="
+                  f"{plan.search.n_trials * 2}`", file=sys.stderr)
         _store_spec(tracking_uri, spec, based_on)
         used = sum(row["used"] for row in search.search_status(plan, storage))
         return SweepOutcome(trials=used, already_done=used)
