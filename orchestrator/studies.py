@@ -55,6 +55,10 @@ def open_storage(url: str):
     """An RDB storage; SQLite waits for a lock (`sweep status` reads while a driver writes)."""
     import optuna
 
+    if url.startswith("sqlite:") and not url.startswith("sqlite:///"):
+        raise ConfigError(f"Optuna storage {redact(url)}: an SQLite store is sqlite:///PATH.db "
+                          "(three slashes, then the file's path: sqlite:////abs/path.db for an "
+                          f"absolute one); fix search.optuna.storage or {STORAGE_ENV}")
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)

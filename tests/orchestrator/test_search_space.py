@@ -199,6 +199,9 @@ def test_an_unreachable_storage_is_one_line_without_the_password():
         open_storage("postgresql+psycopg2://u:secret@127.0.0.1:1/optuna")
     (line,) = err.value.problems
     assert "secret" not in line and "u:***@127.0.0.1:1" in line
+    with pytest.raises(ConfigError, match=r"^Optuna storage sqlite://rel.db: an SQLite store is "
+                                          r"sqlite:///PATH.db \(three slashes"):
+        open_storage("sqlite://rel.db")  # (sqlalchemy's ArgumentError, with no word of how)
 
 
 @pytest.mark.parametrize("vocab, told, expected", [
