@@ -602,12 +602,19 @@ def _warn_unfinished(uri: str, name: str) -> None:
     """A fit of a sweep with trials not done (running, interrupted, failed) sees only the ended
     ones: said on stderr, with what finishes the others (a fit's `next_grid` may repeat
     their LRs)."""
-    from trainer.schema import DONE, PRUNED, recorded_trials
+    from trainer.schema import DONE, PRUNED, TRIAL_ERROR_TAG, recorded_trials
 
-    open_ = {}
+    open_, refused = {}, 0
     for state in recorded_trials(uri, name).values():
         if state["status"] not in (*DONE, PRUNED):
             open_[state["status"]] = open_.get(state["status"], 0) + 1
+            refused += state["run"].data.tags.get(TRIAL_ERROR_TAG, "").startswith("ConfigError")
+    if open_ and refused == sum(open_.values()):  # resume would fail them the same way
+        print(f"note: {refused} of sweep {name}'s trials failed on a config error (`sweep "
+              f"status {name}` shows it): this fit has only the ended ones; `sweep resume` "
+              "would fail them the same way: fix what the error names in the spec and "
+              "launch it again", file=sys.stderr)
+        return
     if open_:
         counts = ", ".join(f"{n} {s}" for s, n in sorted(open_.items()))
         searched = False

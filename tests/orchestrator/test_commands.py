@@ -350,6 +350,22 @@ def test_fit_of_a_sweep_with_trials_not_done_says_so_first(tmp_path, capsys):
     assert note in err and err.index(note) < err.index("error:")  # said before the fit
 
 
+def test_fit_of_a_sweep_whose_trials_failed_on_a_config_error_does_not_say_resume(tmp_path,
+                                                                                   capsys):
+    uri = f"sqlite:///{tmp_path}/m.db"
+    tracker = _open_sweep(uri, _spec(tmp_path))
+    run_id = _child(uri, tracker, "a" * 64, schema.FAILED)
+    MlflowClient(tracking_uri=uri).set_tag(run_id, schema.TRIAL_ERROR_TAG,
+                                           "ConfigError: data.text_field=body: no such field")
+    _child(uri, tracker, "c" * 64, schema.FINISHED, final__eval_loss=2.5)
+    cli.main(["fit", "unit", "--tracking-uri", uri, "--out", str(tmp_path / "fit")])
+    err = capsys.readouterr().err
+    assert ("note: 1 of sweep unit's trials failed on a config error (`sweep status unit` "
+            "shows it): this fit has only the ended ones; `sweep resume` would fail them the "
+            "same way") in err
+    assert "finishes them" not in err
+
+
 def test_a_launch_with_other_base_overrides_under_a_recorded_name_says_so(tmp_path, capsys):
     uri = f"sqlite:///{tmp_path}/m.db"
     spec = _spec(tmp_path)
