@@ -320,6 +320,13 @@ def notes(cfg: Config) -> list[str]:
                      f"({batch_tokens} tokens): the run stops {t.tokens - below:,} tokens "
                      f"short of it, before its schedule ends; {below + batch_tokens} or "
                      f"{below} would not")
+    s = cfg.schedule
+    if s.name in (ScheduleName.power, ScheduleName.wsd) and s.warmup_tokens is not None \
+            and t.tokens > 0 and s.warmup_tokens > (1 - s.decay_fraction) * t.tokens:
+        start = int((1 - s.decay_fraction) * t.tokens)
+        found.append(f"schedule.warmup_tokens={s.warmup_tokens} reaches into the decay, which "
+                     f"starts at {start:,} tokens: the run never trains at its peak LR; "
+                     f"a warmup below {start} would")
     return found
 
 

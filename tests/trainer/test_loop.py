@@ -272,6 +272,12 @@ def test_a_budget_far_from_whole_batches_is_noted_and_still_valid():
         f"{below} would not"]
     assert notes(compose(SMALL + [f"train.tokens={batch * 200 + 1}"])) == []  # rounding
     assert notes(compose(["train.tokens=1000000"])) == []  # the default: 0.06% short
+    # A warmup past the start of the decay: the peak LR is never reached.
+    cfg = compose(SMALL + ["train.tokens=32768", "schedule.decay_fraction=0.1",
+                           "schedule.warmup_tokens=30000"])
+    assert notes(cfg) == ["schedule.warmup_tokens=30000 reaches into the decay, which starts "
+                          "at 29,491 tokens: the run never trains at its peak LR; a warmup "
+                          "below 29491 would"]
 
 
 def test_a_split_shorter_than_one_sequence_is_one_sentence(tmp_path):
