@@ -553,6 +553,10 @@ def _fit(args, uri: str) -> int:
     group = parse_group(args.group)
     out = _out_dir(args.out)  # (checked once the runs are found, before the fit)
     result = fit_runs(runs, laws=laws, n_boot=args.n_boot, pool=args.pool, group=group)
+    if args.pool and not result.pooled:
+        print("note: --pool changes nothing here: no key (model.param, the data, ...) splits "
+              "these runs into groups, so their laws are fitted across all of them anyway",
+              file=sys.stderr)
     # What was fitted: every group, one (--group) or all pooled (--pool); a fit of one group
     # or pooled goes to its own folder by default, not over the full fit's
     selection = ",".join(f"{k}={v}" for k, v in group.items()) or (

@@ -320,3 +320,12 @@ def test_a_csv_that_varies_width_without_n_says_n_is_missing(tmp_path, capsys):
     assert err == ("error: the lr law reads N, which the runs do not give, while their "
                    "model.width varies; add the column N: parameters N (readout in, input "
                    "embedding out).")
+
+
+def test_pool_on_runs_that_form_one_group_says_it_changes_nothing(store, capsys):
+    # --group on such runs is refused; --pool was silently ignored.
+    uri, path = store
+    assert main(["--tracking-uri", uri, "fit", "demo", "--pool", "--law", "lr", "--n-boot", "0",
+                 "--out", str(path / "fit-pool")]) == 0
+    assert "note: --pool changes nothing here: no key (model.param, the data, ...) splits " \
+        "these runs into groups" in capsys.readouterr().err
