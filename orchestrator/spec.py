@@ -424,6 +424,8 @@ def spec_from_dict(raw: object, *, source: str = "spec", stored: bool = False) -
         problems.append(f"{source}: fuse={raw.get('fuse')!r}: {FUSE_VALUES}")
     if search_problems and not stored and is_optuna(search):
         problems += _search_plan_problems(raw, source, problems)
+    elif problems and not stored and not is_optuna(search):
+        problems += _grid_plan_problems(raw, source, problems)
     if problems:
         raise ConfigError(problems)
     return SweepSpec(
@@ -433,6 +435,29 @@ def spec_from_dict(raw: object, *, source: str = "spec", stored: bool = False) -
         max_concurrent=raw.get("max_concurrent"), retries=int(raw.get("retries", 2)),
         search=search, storage_root=str(raw.get("storage_root", "runs")),
         share_prefix=share, fuse=fuse, stored=stored)
+
+
+def _grid_plan_problems(raw: dict, source: str, found: list[str]) -> list[str]:
+    """A grid spec's problems past its spec keys (its grid, its trials' configs), found on
+    the spec with only the parts that were read well, so that a spec with a misspelt key
+    has every problem listed at once, not one kind per launch."""
+    grid = raw.get("grid")
+    overrides = raw.get("overrides")
+    if not isinstance(grid, dict) or not grid or not isinstance(overrides, (list, type(None))):
+        return []
+    clean = {"name": "stand-in", "storage_root": "runs",
+             "overrides": [o for o in map(str, overrides or ())
+                           if sweep_owned(o.partition("=")[0]) is None and not _is_sweep(o)],
+             "grid": {k: v for k, v in grid.items()
+                      if not isinstance(v, dict) and sweep_owned(str(k)) is None
+                      and v not in (None, [])}}
+    try:
+        expand(spec_from_dict(clean, source=source))
+    except ConfigError as err:
+        return [p for p in err.problems if p not in found]
+    except Exception:  # noqa: BLE001 (a stand-in that cannot expand: the first problems stand)
+        return []
+    return []
 
 
 def _search_plan_problems(raw: dict, source: str, found: list[str]) -> list[str]:

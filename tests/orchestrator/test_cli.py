@@ -106,10 +106,14 @@ def test_the_uri_after_the_subcommand_is_the_store_used(monkeypatch, tmp_path):
 def test_a_sweep_is_found_in_the_store_named_after_the_subcommand(tmp_path, capsys):
     from mlflow import MlflowClient
 
+    from trainer.schema import KIND_SWEEP, KIND_TAG
+
     uri = f"sqlite:///{tmp_path}/m.db"
-    MlflowClient(tracking_uri=uri).create_experiment("held")
+    client = MlflowClient(tracking_uri=uri)
+    client.create_run(client.create_experiment("held"), tags={KIND_TAG: KIND_SWEEP})
+    client.create_experiment("mine")  # a user's own experiment: not a sweep, not listed
     assert cli.main(["status", "nosuch", "--tracking-uri", uri]) == 2
-    assert "known sweeps: held" in capsys.readouterr().err
+    assert "(known sweeps: held)" in capsys.readouterr().err
 
 
 NO_TORCH = """

@@ -167,6 +167,14 @@ def test_all_problems_are_collected():
     text = str(err.value)
     assert "optim.lr=-1.0 must be > 0 and finite: give a positive learning rate (4 trials)" in text
     assert "train.tokens=10 is less than one batch" in text
+    # with a misspelt spec key too: its sentence and the trials' problems, in one round (the
+    # grid's were said only once the key was fixed)
+    with pytest.raises(ConfigError) as err:
+        spec_from_dict({**BASE, "retry": 3, "grid": {"optim.lr": "choice(-1, 1e-3)",
+                                                     "train.tokens": "choice(10, 65536)"}})
+    assert err.value.problems[0].startswith("spec: unknown key 'retry'; did you mean `retries`?")
+    assert any(p.startswith("optim.lr=-1.0 must be > 0") for p in err.value.problems)
+    assert any(p.startswith("train.tokens=10 is less than one batch") for p in err.value.problems)
 
 
 def test_yaml_error_names_file_and_line(tmp_path):
