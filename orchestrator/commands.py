@@ -551,6 +551,19 @@ def _same_value(a: str, b: str) -> bool:
         return a == b
 
 
+def _short_label(label: str) -> str:
+    """A trial's label with its searched values to 4 significant digits, as the slice lines
+    print them (optim.lr=0.0043066092130092095 reads optim.lr=0.004307)."""
+    def short(item: str) -> str:
+        key, sep, value = item.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            return item
+        return f"{key}={number:.4g}" if sep and len(value) > 8 and "." in value else item
+    return " ".join(short(item) for item in label.split(" "))
+
+
 def status(tracking_uri: str, name: str) -> dict:
     """Counts per status, running trials with progress, best trial so far, ETA, and the
     tokens trained against the tokens the done trials would have trained alone."""
@@ -689,7 +702,7 @@ def format_status(report: dict) -> str:
     if len(failed) > 5:
         lines.append(f"  ... {len(failed) - 5} more failed (sweep status NAME --json lists all)")
     if report["best"]:
-        lines.append(f"  best: {report['best']['trial']} (eval loss "
+        lines.append(f"  best: {_short_label(report['best']['trial'])} (eval loss "
                      f"{report['best']['final/eval_loss']:.4f})")
     for s in report.get("slices", ()):
         searched = s.get("searched") or []

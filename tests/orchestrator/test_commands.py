@@ -573,3 +573,12 @@ def test_names_and_spec_files_mixed_up_are_said_with_the_way(tmp_path, capsys, m
     assert capsys.readouterr().err == (
         "error: sweep spec unit does not exist: give the path of a sweeps/*.yaml (to run a "
         "recorded sweep again: sweep resume unit)\n")
+
+
+def test_status_prints_the_best_trial_s_searched_values_short():
+    from orchestrator.commands import _short_label
+
+    assert _short_label("optim.lr=0.0043066092130092095 train.batch_size=16 seed=0") == \
+        "optim.lr=0.004307 train.batch_size=16 seed=0"
+    assert _short_label("optim.lr=0.003 train.tokens=1000000 data=files") == \
+        "optim.lr=0.003 train.tokens=1000000 data=files"
