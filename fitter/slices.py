@@ -80,7 +80,8 @@ def axis_optimum(x: np.ndarray, loss: np.ndarray, *, n_boot: int = N_BOOT,
         n_boot: bootstrap resamples for the interval (0: no interval).
         seed: seed of the bootstrap.
     """
-    x, loss = pooled_levels(np.asarray(x, float)), np.asarray(loss, float)
+    loss = np.asarray(loss, float)
+    x = pooled_levels(np.asarray(x, float), stable=np.isfinite(loss))
     levels = np.unique(x)
     finite = np.isfinite(loss)
     counts = np.array([((x == v) & finite).sum() for v in levels])
@@ -121,16 +122,23 @@ def axis_optimum(x: np.ndarray, loss: np.ndarray, *, n_boot: int = N_BOOT,
     return Optimum(float(x_opt), float(loss_opt), edge, coef, window, new, interval)
 
 
-def pooled_levels(x: np.ndarray) -> np.ndarray:
+def pooled_levels(x: np.ndarray, stable: np.ndarray) -> np.ndarray:
     """x with each run of values that lie within `MIN_SPACING` of the run's first value
-    replaced by their mean: one level, its runs replicates of it."""
+    replaced by their mean: one level, its runs replicates of it. Only values with a stable
+    run pool: a value where every run diverged stays its own level, the cap on the optimum
+    (pooled with a stable neighbour it vanished, and the optimum could pass it)."""
     levels = np.unique(x)
-    same, start = {}, 0
-    for i in range(1, len(levels) + 1):
-        if i == len(levels) or levels[i] - levels[start] >= MIN_SPACING:
-            group = levels[start:i]
-            same.update(dict.fromkeys(group.tolist(), float(group.mean())))
-            start = i
+    poolable = {v for v in levels.tolist() if stable[x == v].any()}
+    same, group = {}, []
+    for v in [*levels.tolist(), None]:
+        if v is not None and v in poolable and group and v - group[0] < MIN_SPACING:
+            group.append(v)
+            continue
+        if group:
+            same.update(dict.fromkeys(group, float(np.mean(group))))
+        group = [v] if v is not None and v in poolable else []
+        if v is not None and v not in poolable:
+            same[v] = v
     return np.array([same[v] for v in x.tolist()], float)
 
 

@@ -170,6 +170,11 @@ def test_searched_lrs_a_hair_apart_are_one_level_not_a_steep_parabola():
     assert opt.edge is None and 1e-3 < 10 ** opt.x < 1e-2
     assert 2.79 < opt.loss <= 2.805
     assert opt.interval is not None  # the pair's spread is a noise estimate
+    # a diverged LR a hair above a stable one stays the cap: pooled with it, the optimum was
+    # put above every stable run and the next grid asked for LRs past one that diverged
+    opt = axis_optimum(np.log10([1e-3, 3e-3, 1e-2, 1.04e-2]), np.array([3.0, 2.5, 2.45, np.nan]))
+    assert opt.edge is None and opt.new_values == ()
+    assert 10 ** opt.x <= 1e-2
 
 
 def test_no_interval_without_replicates_and_with_three_stable_values():
