@@ -224,6 +224,7 @@ def dry_run(spec: SweepSpec, *, tracking_uri: str) -> list[tuple[Trial, str]]:
     from trainer.paths import RunPaths
 
     spec, trials = prepare(spec)
+    storage_problem(spec.storage_root, create=False, probe=True)  # what the launch refuses
     print_notes(trials)
     create_sqlite_store_once(tracking_uri)
     states = recorded_trials(tracking_uri, spec.name)

@@ -114,12 +114,13 @@ def prepare(spec: SweepSpec) -> tuple[SweepSpec, list[Trial]]:
     return spec, expand(spec)
 
 
-def storage_problem(root: str, *, create: bool) -> None:
+def storage_problem(root: str, *, create: bool, probe: bool = False) -> None:
     """A `storage_root` the trials cannot write under, said before anything runs: a file in
-    its path (said always), or (`create`: a launch) a folder that cannot be made or written."""
+    its path (said always), or (`create`: a launch; `probe`: a dry run, making nothing) a
+    folder that cannot be made or written."""
     from trainer.paths import folder_problem
 
-    if reason := folder_problem(root, create=create):
+    if reason := folder_problem(root, create=create, probe=probe):
         raise ConfigError(f"storage_root={root}: {reason}; give a folder every worker can "
                           "write the trials' run directories to")
 

@@ -508,8 +508,10 @@ def grid_axes(spec: SweepSpec) -> tuple[dict[str, list[str]], list[str]]:
             axes[key] = [override.get_value_element_as_str()]
             continue
         sweep = override.value()
-        problems += [f"grid.{key}: unknown tag '{t}' in '{expr}'; the one tag is log, e.g. "
-                     "tag(log, choice(1e-3, 3e-3))" for t in sorted(set(sweep.tags) - {"log"})]
+        # (checks added later: a sweep launched before them stays resumable)
+        problems += [] if spec.stored else [
+            f"grid.{key}: unknown tag '{t}' in '{expr}'; the one tag is log, e.g. "
+            "tag(log, choice(1e-3, 3e-3))" for t in sorted(set(sweep.tags) - {"log"})]
         if type(sweep).__name__ == "IntervalSweep":
             problems.append(f"grid.{key}: interval() has no grid points; use choice() or "
                             "range(), or search: optuna")
@@ -521,7 +523,8 @@ def grid_axes(spec: SweepSpec) -> tuple[dict[str, list[str]], list[str]]:
                 continue
             if not axes[key]:
                 problems.append(f"grid.{key}: '{expr}' expands to no values")
-            elif type(sweep).__name__ == "RangeSweep" and len(axes[key]) == 1 and any(
+            elif not spec.stored and type(sweep).__name__ == "RangeSweep" \
+                    and len(axes[key]) == 1 and any(
                     isinstance(v, float) and not v.is_integer()
                     for v in (sweep.start, sweep.stop, sweep.step)):
                 # range(1e-4, 1e-1) steps by 1: one value where a user meant a span

@@ -58,15 +58,18 @@ def saved_steps(directory: Path) -> list[int]:
     return [int(_CHECKPOINT.match(p.name).group(1)) for p in list_checkpoints(directory)]
 
 
-def folder_problem(path: str | Path, *, create: bool = True) -> str | None:
+def folder_problem(path: str | Path, *, create: bool = True, probe: bool = False
+                   ) -> str | None:
     """Why files cannot be written under `path` (a file in its way; with `create`, a folder
     that cannot be made or written), or None. `create` makes the folder now, as its writer
-    would: permissions alone do not tell (root under /proc, a read-only mount)."""
+    would: permissions alone do not tell (root under /proc, a read-only mount). `probe`
+    (without `create`: a dry run) tries a file in the deepest folder that exists, making
+    none; neither, only a file in the way is said (what a command that reads needs)."""
     path = Path(path).absolute()
     existing = next(p for p in (path, *path.parents) if p.exists())
     if not existing.is_dir():
         return f"{existing} is a file, not a folder"
-    if not create:  # (a dry run: the deepest folder that exists, tried without making any)
+    if probe and not create:
         import tempfile
 
         try:

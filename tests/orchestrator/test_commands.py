@@ -547,6 +547,8 @@ def test_a_dry_run_refuses_a_storage_root_the_launch_would_refuse_and_creates_no
     with pytest.raises(ConfigError, match=r"storage_root=/proc/nope/runs: cannot write there"):
         commands.dry_run(spec_from_dict({**_spec(tmp_path), "storage_root": "/proc/nope/runs"}),
                          tracking_uri=uri)
+    # what `sweep status` and `list` read, from a machine that cannot write there: no probe
+    assert prepare(spec_from_dict({**_spec(tmp_path), "storage_root": "/proc/nope/runs"}))
     fine = tmp_path / "new" / "runs"
     assert commands.dry_run(spec_from_dict({**_spec(tmp_path), "storage_root": str(fine)}),
                             tracking_uri=uri)

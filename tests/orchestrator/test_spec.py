@@ -297,6 +297,10 @@ def test_grid_and_command_line_mistakes_are_one_sentence(tmp_path):
         _, problems = grid_axes(spec_from_dict({**BASE, "grid": {"optim.lr": expr}}))
         assert [p.partition(": ")[2][:len(problem)] for p in problems] == [problem]
     assert grid_axes(spec_from_dict({**BASE, "grid": {"x": "range(1, 3)"}}))[1] == []
+    for expr in ("tag(lin, choice(1e-3))", "range(1e-3, 1e-2)"):  # launched before the check
+        axes, problems = grid_axes(spec_from_dict({**BASE, "grid": {"optim.lr": expr}},
+                                                  stored=True))
+        assert problems == [] and len(axes["optim.lr"]) == 1
     spec = spec_from_dict(BASE)
     with pytest.raises(ConfigError, match="one checkpoint_dir for all would mix them"):
         spec.with_overrides(["checkpoint_dir=/tmp/c"])
