@@ -253,7 +253,9 @@ def _server_answers(uri: str) -> None:
     from trainer.errors import ConfigError
     from trainer.reporting import redact, unreachable_server
 
-    scheme = uri.partition("://")[0].split("+")[0].lower() if "://" in uri else ""
+    scheme = uri.partition("://")[0].split("+")[0].lower() if "://" in uri else (
+        uri.lower() if uri.lower() in (*STORE_SCHEMES, *_plugin_schemes()) else "")
+    # (a bare scheme is MLflow's own form for some stores: `databricks`, `uc`)
     if scheme and scheme not in STORE_SCHEMES and scheme not in _plugin_schemes():
         raise ConfigError(f"tracking URI {redact(uri)}: MLflow has no store for '{scheme}://' "
                           "URIs; give sqlite:///PATH.db, http(s)://HOST:PORT or "

@@ -71,7 +71,7 @@ from orchestrator.search_space import HALVING, TOKENS_KEY, SearchPlan, Slice, pl
 from orchestrator.sharing import Sharing
 from orchestrator.spec import SweepSpec, Trial, root_path
 from orchestrator.store import create_sqlite_store_once, tracking_credentials
-from orchestrator.studies import Studies, storage_url, stored_trials, summaries
+from orchestrator.studies import Studies, counts, storage_url, stored_trials, summaries
 from orchestrator.tracking import Tracker
 from orchestrator.worker import group_task
 from trainer.errors import ConfigError
@@ -193,8 +193,9 @@ def told_unrecorded(plan: SearchPlan, url: str, states: dict,
     stored = stored_trials(url, [plan.study_name(s) for s in plan.slices])
     for slice_ in plan.slices:
         for frozen in stored[plan.study_name(slice_)]:
-            if not frozen.state.is_finished() or not all(k in frozen.params for k in plan.dists):
-                continue
+            if not frozen.state.is_finished() or not counts(frozen) \
+                    or not all(k in frozen.params for k in plan.dists):
+                continue  # (a voided ask trained nothing: it is no trial of the sweep)
             trial = plan.trial(slice_, frozen.params, problems=[])
             if trial is None or trial.trial_id in seen \
                     or states.get(trial.trial_id, {}).get("status") in (*ENDED, FAILED):

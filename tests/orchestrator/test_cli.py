@@ -229,6 +229,9 @@ def test_a_store_that_is_not_there_is_one_sentence_and_is_not_created(tmp_path, 
         "error: tracking URI garbage://x: MLflow has no store for 'garbage://' URIs; give "
         "sqlite:///PATH.db, http(s)://HOST:PORT or postgresql://... to --tracking-uri (or "
         "MLFLOW_TRACKING_URI)\n")
+    from orchestrator.cli import _server_answers
+
+    _server_answers("databricks")  # MLflow's own bare form of a store: not a path
     for uri, store in [(str(tmp_path / "m.db"), tmp_path / "m.db"),
                        (f"file://{tmp_path}/runs", tmp_path / "runs" / "mlflow.db")]:
         assert main(["list", "--tracking-uri", uri]) == 2

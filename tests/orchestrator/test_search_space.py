@@ -250,6 +250,13 @@ def test_two_drivers_racing_for_a_study_s_last_trial_ask_it_once(tmp_path):
     assert [counts(t) for t in trials] == [True] * 4 + [False]
     assert [t.state.name for t in trials] == ["COMPLETE"] * 3 + ["RUNNING", "FAIL"]
     assert first.open_trials(name) == [(3, kept[1])]  # the kept one resumes as any other
+    # the voided ask trained nothing: no later launch counts it among trials whose results
+    # are gone (the three told ones have neither record nor run directory here)
+    from orchestrator.search import told_unrecorded
+
+    lost: list = []
+    assert told_unrecorded(plan, url, {}, lost) == []
+    assert len(lost) == 3
 
 
 def test_hyperband_prunes_through_the_studies_owner(tmp_path):

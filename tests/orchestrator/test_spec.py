@@ -190,6 +190,10 @@ def test_yaml_error_names_file_and_line(tmp_path):
         load_spec(path)
     assert str(err.value) == (f"{path}:5:3: YAML error, key 'optim.lr' is given twice in one "
                               "mapping (keep one); fix the file there")
+    # a merge key's keys given again explicitly are an override, not a mistake
+    path.write_text("name: x\noverrides: &base [model=tiny]\nresources: {<<: {cpus: 1, "
+                    "gpus: 0}, cpus: 2}\ngrid:\n  optim.lr: choice(1e-3)\n")
+    assert load_spec(path).resources.cpus == 2
 
 
 @pytest.mark.parametrize("name", ["demo", "lr_bs_tokens", "mup_width", "weight_decay"])
