@@ -527,7 +527,9 @@ def _keep_current_values(old: SweepSpec, new: SweepSpec) -> SweepSpec:
         axes, _ = grid_axes(dataclasses.replace(new, grid={key: grid[key]}))
         values = axes.get(key, [])
         under_group = any(key.startswith(g + ".") for g in old.grid if "." not in g)
-        if base is None and current and key.lstrip("+~") not in current and not under_group:
+        bare = key.lstrip("+~")
+        known = bare in current or any(k.startswith(bare + ".") for k in current)  # (a group)
+        if base is None and current and not known and not under_group:
             from trainer.compose import did_you_mean
 
             problems.append(f"{key}={grid[key]}: unknown config key '{key}': "

@@ -345,6 +345,9 @@ def test_extend_with_a_misspelt_key_says_so_not_that_it_is_a_new_axis():
         "model.widht=choice(32, 64): unknown config key 'model.widht': did you mean "
         "model.width? check its spelling against conf/ (python -m trainer --cfg prints every "
         "key)"]
+    with pytest.raises(ConfigError) as err:  # a config group is a key, not a misspelling
+        extended(spec_from_dict(BASE), ["schedule=choice(power, wsd)"])
+    assert "a new axis of sweep t; give its current value too" in str(err.value)
 
 
 def test_a_command_s_flags_are_its_own_and_not_stored_with_the_spec():
