@@ -38,6 +38,7 @@ from orchestrator.spec import (
     print_notes,
     root_path,
     spec_from_dict,
+    unread_problems,
 )
 from orchestrator.store import create_sqlite_store_once
 from trainer.errors import ConfigError
@@ -90,6 +91,7 @@ def launch(spec: SweepSpec, *, tracking_uri: str, address: str | None = None,
         spec, trials = prepare(spec)
         storage_problem(spec.storage_root, create=True)
         _check_hub_once(trials)
+        _refuse_unread(spec, tracking_uri, based_on)
         print_notes(trials)
     except ConfigError as err:
         # Still ask the cluster, so that its problems are reported with these; with no cluster
@@ -115,6 +117,20 @@ def launch(spec: SweepSpec, *, tracking_uri: str, address: str | None = None,
         raise ConfigError(problems)
     return run_sweep(spec, trials, tracking_uri=tracking_uri, progress=progress,
                      based_on=based_on)
+
+
+def _refuse_unread(spec: SweepSpec, tracking_uri: str, based_on: SweepSpec | None) -> None:
+    """Keys no trial reads, new in this launch against the sweep's stored spec (`based_on`
+    for an extend), refused before anything runs (`orchestrator.spec.unread_problems`)."""
+    baseline = based_on
+    if baseline is None:
+        create_sqlite_store_once(tracking_uri)
+        try:
+            baseline = stored_spec(tracking_uri, spec.name)
+        except Exception:  # noqa: BLE001 (no such sweep yet, or no readable spec: all is new)
+            baseline = None
+    if problems := unread_problems(spec, baseline):
+        raise ConfigError(problems)
 
 
 def _store_spec(tracking_uri: str, spec: SweepSpec, based_on: SweepSpec | None) -> None:
@@ -225,6 +241,7 @@ def dry_run(spec: SweepSpec, *, tracking_uri: str) -> list[tuple[Trial, str]]:
 
     spec, trials = prepare(spec)
     storage_problem(spec.storage_root, create=False, probe=True)  # what the launch refuses
+    _refuse_unread(spec, tracking_uri, None)
     print_notes(trials)
     create_sqlite_store_once(tracking_uri)
     states = recorded_trials(tracking_uri, spec.name)

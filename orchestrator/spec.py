@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -549,10 +550,6 @@ def expand(spec: SweepSpec) -> list[Trial]:
     if problems:  # every override that does not compose, said at once
         raise ConfigError(problems)
     trials, seen = [], {}
-    if not spec.stored:  # (one launched before this check keeps its trials resumable)
-        problems = unread_problems(spec, axes, composer)
-        if problems:
-            raise ConfigError(problems)
     for values in itertools.product(*axes.values()):
         for seed in spec.seeds:
             point = tuple(f"{k}={v}" for k, v in zip(axes, values, strict=True))
@@ -618,32 +615,44 @@ def make_trial(spec: SweepSpec, point: tuple[str, ...], problems: list[str],
     return Trial(point, cfg, config_id(cfg), flops)
 
 
-def unread_problems(spec: SweepSpec, axes: dict[str, list[str]], composer: Composer
-                    ) -> list[str]:
+def unread_problems(spec: SweepSpec, baseline: SweepSpec | None = None) -> list[str]:
     """Base overrides and grid axes that set a key no trial reads (`trainer.validation.
     unread`): such a key only changes the trial ids, so a grid axis over it trains the same
-    model once per value, and a base value retrains a done sweep under new ids. Judged on
-    the grid's first point (a key read at some points, e.g. with `schedule` an axis too, is
-    judged at each)."""
+    model once per value, and a base value retrains a done sweep under new ids. Only what is
+    new against `baseline` (the sweep's stored spec: a relaunch, a resume or an extend) is
+    judged, so a sweep launched before this check stays resumable. Judged at every
+    combination of the axes that decide what is read (`schedule*`, `data*`, `model`,
+    `model.param`), the others at their first value."""
     from trainer.validation import unread
 
-    keys = {o.partition("=")[0].lstrip("+~"): f"overrides: {o}" for o in spec.overrides}
-    keys.update({k: f"grid.{k}: {spec.grid[k]}" for k, v in axes.items() if len(v) > 1})
+    old = baseline or SweepSpec(name="")
+    axes, problems = grid_axes(spec)
+    if problems:
+        return []  # (said by the expansion)
+    keys = {o.partition("=")[0].lstrip("+~"): f"overrides: {o}" for o in spec.overrides
+            if o not in old.overrides}
+    keys.update({k: f"grid.{k}: {spec.grid[k]}" for k, v in axes.items()
+                 if len(v) > 1 and old.grid.get(k) != spec.grid[k]})
     if not keys:
         return []
-    points = [tuple(f"{k}={v}" for k, v in zip(axes, values, strict=True))
-              for values in itertools.product(*axes.values())]
-    why: dict[str, str] = {}
-    for i, point in enumerate(points):
+    deciding = [k for k in axes if k.split(".")[0] in ("schedule", "data")
+                or k in ("model", "model.param")]
+    combos = math.prod(len(axes[k]) for k in deciding)
+    if combos > 4096:
+        return []  # (too many to judge: left to the user)
+    composer, why = Composer(), None
+    for values in itertools.product(*(axes[k] for k in deciding)):
+        chosen = dict(zip(deciding, values, strict=True))
+        point = [f"{k}={chosen.get(k, v[0])}" for k, v in axes.items()]
         try:
             found = unread(composer([*spec.overrides, *point]))
         except ConfigError:
             return []  # (composition problems are said elsewhere)
-        why = {k: w for k, w in found.items() if k in keys and (i == 0 or k in why)}
-        if not why or i >= 64:  # (a large grid: its first points decide)
-            break
+        why = {k: w for k, w in found.items() if k in keys and (why is None or k in why)}
+        if not why:
+            return []
     return [f"{keys[k]}: {w}; it would only change the trial ids (the same model trained "
-            "under another id, once per value): remove it" for k, w in why.items()]
+            "under another id, once per value): remove it" for k, w in (why or {}).items()]
 
 
 def print_notes(trials: list[Trial]) -> None:
