@@ -109,7 +109,7 @@ def launch(spec: SweepSpec, *, tracking_uri: str, address: str | None = None,
               "orchestrator/legacy.py)")
     if all(states.get(t.trial_id, {}).get("status") in DONE for t in trials):
         # Nothing to run: answer from the store without starting Ray.
-        _store_spec(tracking_uri, spec, based_on)
+        _store_spec(tracking_uri, spec, based_on, trials)
         _close_as_finished(tracking_uri, spec.name)
         return SweepOutcome(trials=len(trials), already_done=len(trials))
     problems = _cluster_problems(spec, address)
@@ -133,28 +133,53 @@ def _refuse_unread(spec: SweepSpec, tracking_uri: str, based_on: SweepSpec | Non
         raise ConfigError(problems)
 
 
-def _store_spec(tracking_uri: str, spec: SweepSpec, based_on: SweepSpec | None) -> None:
+def _store_spec(tracking_uri: str, spec: SweepSpec, based_on: SweepSpec | None,
+                trials: list[Trial] | None = None) -> None:
     """A launch with nothing to run stores its spec as one that runs does (`sweep status`
     and `extend` follow it): a relaunch of the plain spec after one with overrides once left
     the sweep on the overrides'. An extend whose stored spec changed since it read it stops,
-    as in `run_sweep`."""
+    as in `run_sweep`. A stored spec with trials not done beyond this one's (`trials`; a
+    searched one: more n_trials) is kept: `resume` finishes them."""
     client = MlflowClient(tracking_uri=tracking_uri)
     try:
         parent = parent_run(client, spec.name)
     except ConfigError:
         return  # no parent to store it with
     try:
-        stored = stored_spec(tracking_uri, spec.name).to_dict()
+        old = stored_spec(tracking_uri, spec.name)
     except Exception:  # noqa: BLE001 (none stored, or unreadable: this one replaces it)
-        stored = None
+        old = None
+    stored = None if old is None else old.to_dict()
     if based_on is not None and stored not in (None, based_on.to_dict()):
         raise ConfigError(f"sweep {spec.name}'s spec was changed by another `sweep extend` or "
                           "launch after this one read it: run this `sweep extend` again (it "
                           "then adds to the new spec)")
+    if old is not None and stored != spec.to_dict() and _unfinished_beyond(old, spec, trials,
+                                                                           tracking_uri):
+        # (an extend interrupted, then the spec before it launched: the extension stays)
+        print(f"note: sweep {spec.name}'s stored spec holds trials not done that this spec "
+              f"does not: it is kept, and `sweep resume {spec.name}` finishes them",
+              file=sys.stderr)
+        return
     if stored != spec.to_dict():
         client.log_text(parent.info.run_id, redact(yaml.safe_dump(spec.to_dict(),
                                                                   sort_keys=False)),
                         SPEC_ARTIFACT)
+
+
+def _unfinished_beyond(old: SweepSpec, spec: SweepSpec, trials: list[Trial] | None,
+                       tracking_uri: str) -> bool:
+    """Does the stored spec `old` hold trials not done that `spec` (its `trials`) does not?"""
+    if old.optuna is not None or trials is None:
+        return (old.optuna is not None and spec.optuna is not None
+                and old.optuna.n_trials > spec.optuna.n_trials)
+    try:
+        _, theirs = prepare(old)
+    except ConfigError:
+        return False  # (a stored spec that no longer composes holds nothing to resume)
+    states, mine = recorded_trials(tracking_uri, spec.name), {t.trial_id for t in trials}
+    return any(t.trial_id not in mine and states.get(t.trial_id, {}).get("status") not in DONE
+               for t in theirs)
 
 
 def _close_as_finished(tracking_uri: str, name: str) -> None:

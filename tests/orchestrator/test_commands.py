@@ -584,3 +584,22 @@ def test_status_prints_the_best_trial_s_searched_values_short():
         "optim.lr=0.004307 train.batch_size=16 seed=0"
     assert _short_label("optim.lr=0.003 train.tokens=1000000 data=files") == \
         "optim.lr=0.003 train.tokens=1000000 data=files"
+
+
+def test_a_launch_with_nothing_to_run_keeps_a_stored_extension_that_is_not_done(tmp_path,
+                                                                                capsys):
+    # `sweep extend` interrupted, then the spec before it launched: storing that spec dropped
+    # the extension, and `resume` no longer finished its trials.
+    uri = f"sqlite:///{tmp_path}/m.db"
+    extended_spec = {**_spec(tmp_path), "grid": {"optim.lr": "choice(3e-3, 1e-2, 3e-2)",
+                                                 "train.batch_size": "choice(8, 16)"}}
+    tracker = _open_sweep(uri, extended_spec)
+    for trial in prepare(spec_from_dict(_spec(tmp_path)))[1]:  # the base's trials done
+        _child(uri, tracker, trial.trial_id, schema.FINISHED, final__eval_loss=2.5)
+    capsys.readouterr()
+    outcome = commands.launch(spec_from_dict(_spec(tmp_path)), tracking_uri=uri,
+                              progress=False)
+    assert (outcome.trials, outcome.already_done) == (4, 4)
+    assert commands.stored_spec(uri, "unit").grid["optim.lr"] == "choice(3e-3, 1e-2, 3e-2)"
+    assert "stored spec holds trials not done that this spec does not: it is kept" in \
+        capsys.readouterr().err
