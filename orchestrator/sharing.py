@@ -181,11 +181,14 @@ class Sharing:
         # A trunk an earlier launch started and none of this one trains (sharing off now,
         # `--no-share`, or its branches done): its record is completed from its directory at
         # the end (`record_unrecorded`), not left `running` without its tokens.
+        # (one whose last index says `running`: a trunk that stopped or diverged was recorded
+        # by its worker, and re-reading every done family's history would cost each launch)
         training = {t.family.trunk_id for t in self.trunks}
         families = self.plan.families if spec.share_prefix else plan_sharing(trials).families
         self.trunks += [_Trunk(family, {}) for family in families
                         if family.trunk_id not in training
-                        and branching.read_index(self.directory(family)).get("tokens")]
+                        and (index := branching.read_index(self.directory(family))).get("tokens")
+                        and index.get("status") == "running"]
         self._task = self._group_task = None
         self._slots: int | None = None  # trials the cluster runs at once (for group sizes)
         # how trunks starting together fuse (a searched sweep's runner sets its own: the
@@ -340,6 +343,8 @@ class Sharing:
             cfg = trunk.family.members[-1].cfg
             params = {k: v for k, v in flatten(cfg).items() if k != "train.tokens"}
             summary = _up_to(branching.trunk_summary(index), trunk.family)
+            if summary["final/tokens"] < index.get("tokens", 0) and status == DIVERGED:
+                status = FINISHED  # (it diverged past this sweep's part of it)
             calls.append(self.tracker.trunk.remote(trunk.family.trunk_id, trunk.family.label,
                                                    params, status, summary,
                                                    history=branching.trunk_history(
