@@ -336,7 +336,9 @@ def _note_another_base(spec, uri: str) -> None:
                 if stored.grid.get(k) != spec.grid.get(k)]
     if stored.seeds != spec.seeds:
         changes.append(f"seeds: {list(stored.seeds)} → {list(spec.seeds)}")
-    if stored.search != spec.search:
+    from trainer.reporting import redact
+
+    if redact(str(stored.search)) != redact(str(spec.search)):  # (stored: its password masked)
         changes.append("another search block")
     if changes:
         print(f"note: sweep {spec.name} was launched before with another spec "

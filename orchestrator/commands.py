@@ -150,18 +150,20 @@ def _store_spec(tracking_uri: str, spec: SweepSpec, based_on: SweepSpec | None,
     except Exception:  # noqa: BLE001 (none stored, or unreadable: this one replaces it)
         old = None
     stored = None if old is None else old.to_dict()
+    mine = yaml.safe_load(redact(yaml.safe_dump(spec.to_dict(), sort_keys=False)))
+    # (compared as stored: a password in search.optuna.storage is stored masked)
     if based_on is not None and stored not in (None, based_on.to_dict()):
         raise ConfigError(f"sweep {spec.name}'s spec was changed by another `sweep extend` or "
                           "launch after this one read it: run this `sweep extend` again (it "
                           "then adds to the new spec)")
-    if old is not None and stored != spec.to_dict() and _unfinished_beyond(old, spec, trials,
-                                                                           tracking_uri):
+    if old is not None and stored != mine and _unfinished_beyond(old, spec, trials,
+                                                                 tracking_uri):
         # (an extend interrupted, then the spec before it launched: the extension stays)
         print(f"note: sweep {spec.name}'s stored spec holds trials not done that this spec "
               f"does not: it is kept, and `sweep resume {spec.name}` finishes them",
               file=sys.stderr)
         return
-    if stored != spec.to_dict():
+    if stored != mine:
         client.log_text(parent.info.run_id, redact(yaml.safe_dump(spec.to_dict(),
                                                                   sort_keys=False)),
                         SPEC_ARTIFACT)

@@ -243,7 +243,8 @@ def run_search(spec: SweepSpec, plan: SearchPlan, *, tracking_uri: str, storage:
 
 def _in_flight_per_study(spec: SweepSpec, studies: int) -> int:
     """Trials one study may have in flight: `max_concurrent` (else what the cluster runs at
-    once) shared among the studies, as the runner asks them in turn."""
+    once) shared among the studies, as the runner asks them in turn; a fused group's points
+    at least, which a study asks at once."""
     import ray
 
     from orchestrator.placement import ClusterModel, Request
@@ -251,7 +252,9 @@ def _in_flight_per_study(spec: SweepSpec, studies: int) -> int:
     res = spec.resources.per_trial()
     at_once = spec.max_concurrent or ClusterModel.from_ray(ray.nodes()).capacity(
         Request(gpus=res.gpus, cpus=res.cpus))
-    return max(1, -(-at_once // max(studies, 1)))
+    fuse = fusion_setting(spec)  # a study asks a fused group's points at once
+    group = 1 if not fuse else MAX_AUTO if fuse is True else fuse
+    return max(1, -(-at_once // max(studies, 1)), min(group, at_once))
 
 
 def fed_studies(plan: SearchPlan) -> list[str]:

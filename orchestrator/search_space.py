@@ -288,7 +288,8 @@ def distribution(key: str, expr: str) -> tuple[object, list[str]]:
             problems.append(f"grid.{key}: '{expr}' needs low < high" + (" and low > 0 on a log "
                             "scale" if log else ""))
             return None, problems
-        if _whole_number_key(key):  # (each point would be a float the config refuses)
+        if key != TOKENS_KEY and _whole_number_key(key):  # (each point a float the config
+            # refuses; train.tokens: halving says what it needs, a choice of budgets)
             low, high = math.ceil(sweep.start), math.floor(sweep.end)
             form = f"range({low}, {high + 1})"
             problems.append(f"grid.{key}: '{expr}' draws real numbers, but {key} is a whole "

@@ -433,8 +433,8 @@ def test_sweep_list_names_every_sweep_with_its_status_and_trials(tmp_path, capsy
     for argv in (["fit", "nosuch"], ["recommend", "nosuch", "--params", "1e9", "--tokens",
                                      "1e9"]):
         assert cli.main([*argv, "--tracking-uri", uri]) == 2
-        assert "no sweep named 'nosuch' in the tracking store (known sweeps: not_a_sweep, " \
-               "other, unit)" in capsys.readouterr().err
+        assert "no sweep named 'nosuch' in the tracking store (known sweeps: " \
+               "other, unit)" in capsys.readouterr().err  # (not_a_sweep: no sweep)
 
 
 def test_status_says_why_a_trial_failed(tmp_path, capsys):
