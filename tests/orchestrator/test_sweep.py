@@ -113,13 +113,17 @@ def test_a_trial_the_trainer_fails_keeps_its_history_to_the_failure(spec_dict, u
                                                                    capsys):
     """The trainer raises mid-run (its checkpoint directory is a file): the steps the worker
     had not yet sent reach MLflow with the failure, so the record ends where the trial did."""
-    blocker = tmp_path / "not_a_directory"
-    blocker.write_text("")
-    spec_dict["overrides"] += ["train.log_every_steps=1", "train.checkpoint_every_tokens=4096",
-                               f"checkpoint_dir={blocker}"]
+    from orchestrator.driver import prepare
+
+    spec_dict["overrides"] += ["train.log_every_steps=1", "train.checkpoint_every_tokens=4096"]
     spec_dict["grid"] = {"optim.lr": "choice(3e-3)"}
     spec_dict["retries"] = 0
-    outcome = launch(spec_from_dict(spec_dict), tracking_uri=uri, progress=False)
+    spec = spec_from_dict(spec_dict)
+    (trial,) = prepare(spec)[1]  # (a sweep refuses a checkpoint_dir: the trial's own, blocked)
+    blocker = tmp_path / "runs" / trial.trial_id / "checkpoints"
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("")
+    outcome = launch(spec, tracking_uri=uri, progress=False)
     assert list(outcome.ran.values()) == ["failed"]
     assert "failed after 1 attempt: NotADirectoryError: " in capsys.readouterr().out
     client, _, children = _runs(uri, "unit")
@@ -138,7 +142,7 @@ def test_a_config_the_trainer_refuses_is_not_retried(spec_dict, uri, tmp_path, c
     rows = tmp_path / "rows.jsonl"
     rows.write_text("".join(json.dumps({"body": f"document {i} " * 50}) + "\n"
                             for i in range(40)))
-    spec_dict["overrides"] = [o for o in spec_dict["overrides"] if not o.startswith("data=")]
+    spec_dict["overrides"] = [o for o in spec_dict["overrides"] if not o.startswith("data")]
     spec_dict["overrides"] += ["data=files", f"data.paths=[{rows}]",
                                f"data.cache_dir={tmp_path / 'cache'}"]
     spec_dict["grid"] = {"optim.lr": "choice(3e-3)"}
