@@ -216,9 +216,8 @@ def _launch_search(spec: SweepSpec, *, tracking_uri: str, address: str | None,
                    else resource_problems(spec, local_cluster()))
         raise ConfigError(list(err.problems) + cluster) from None
     create_sqlite_store_once(tracking_uri)
-    if not search.has_work(plan, storage, tracking_uri):  # all told and recorded: answer
-        lost: list[Trial] = []
-        search.told_unrecorded(plan, storage, recorded_trials(tracking_uri, spec.name), lost)
+    lost: list[Trial] = []
+    if not search.has_work(plan, storage, tracking_uri, lost):  # all told and recorded
         if lost:  # (the tracking store and run directories removed, the studies kept)
             print(f"note: sweep {spec.name}'s studies ({redact(storage)}) hold {len(lost)} "
                   "trials that are neither in the tracking store nor in their run "

@@ -171,14 +171,15 @@ def study_quotas(plan: SearchPlan, url: str) -> dict[str, int]:
     return out
 
 
-def has_work(plan: SearchPlan, url: str, tracking_uri: str) -> bool:
+def has_work(plan: SearchPlan, url: str, tracking_uri: str,
+             lost: list[Trial] | None = None) -> bool:
     """Is any study short of its trials, has one trials in flight, or was one told the end
-    of a trial whose record is not complete (`told_unrecorded`)?"""
+    of a trial whose record is not complete (`told_unrecorded`, which fills `lost`)?"""
     found = summaries(url, [plan.study_name(s) for s in plan.slices])
     quota = study_quotas(plan, url)
     return any(info["used"] < quota[name] or info["states"].get("running")
                for name, info in found.items()) or bool(
-        told_unrecorded(plan, url, recorded_trials(tracking_uri, plan.spec.name)))
+        told_unrecorded(plan, url, recorded_trials(tracking_uri, plan.spec.name), lost))
 
 
 def told_unrecorded(plan: SearchPlan, url: str, states: dict,
