@@ -510,7 +510,7 @@ def _ui(args, uri: str) -> int:
         except OSError:
             raise ConfigError(f"--port {args.port} is in use on 127.0.0.1; give another, e.g. "
                               f"--port {args.port + 1}") from None
-    print(f"MLflow UI for {uri}: {url}  (Ctrl-C stops it)", flush=True)
+    print(f"starting the MLflow UI for {uri} ...", flush=True)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
            "--host", "127.0.0.1", "--port", str(args.port)]
     # Its own process group, ended with this command whatever ends it (Ctrl-C, a SIGTERM
@@ -523,11 +523,30 @@ def _ui(args, uri: str) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     try:
+        # The server takes seconds to answer; the URL is printed once it does, so that a
+        # user (or a script) who opens it at once finds the UI, not a refused connection.
+        if _answers(server, args.port):
+            print(f"MLflow UI for {uri}: {url}  (Ctrl-C stops it)", flush=True)
         return server.wait()
     except KeyboardInterrupt:
         stop()
         server.wait()
         return 0
+
+
+def _answers(server: subprocess.Popen, port: int, limit_s: float = 120.0) -> bool:
+    """True once 127.0.0.1:`port` accepts a connection; False when `server` exits first."""
+    import socket
+    import time
+
+    deadline = time.monotonic() + limit_s
+    while server.poll() is None and time.monotonic() < deadline:
+        with socket.socket() as probe:
+            probe.settimeout(1.0)
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return True
+        time.sleep(0.25)
+    return server.poll() is None
 
 
 def _fit(args, uri: str) -> int:

@@ -300,6 +300,36 @@ def test_ui_on_a_port_in_use_is_one_sentence(tmp_path, capsys):
                                        f"another, e.g. --port {port + 1}\n")
 
 
+@pytest.mark.slow
+def test_ui_prints_its_url_once_the_server_answers_it(tmp_path):
+    """The URL came ~20 s before the server answered: a user who opened it at once got a
+    refused connection."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    from orchestrator.store import create_sqlite_store_once
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    create_sqlite_store_once(uri)
+    with socket.create_server(("127.0.0.1", 0)) as free:
+        port = free.getsockname()[1]
+    ui = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "ui", "--port", str(port),
+                           "--tracking-uri", uri], stdout=subprocess.PIPE, text=True)
+    try:
+        assert ui.stdout.readline().startswith("starting the MLflow UI")
+        # (the server's own log lines share the output)
+        line = next(line for line in ui.stdout if line.startswith("MLflow UI for"))
+        assert line.startswith(f"MLflow UI for {uri}: http://127.0.0.1:{port}"), line
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}", timeout=5) as page:
+            assert page.status == 200
+    finally:
+        ui.send_signal(signal.SIGTERM)
+        ui.wait(timeout=30)
+
+
 def test_a_dry_run_notes_resources_this_machine_cannot_hold(tmp_path, capsys, monkeypatch):
     """`gpus: 1` on a machine without one: the dry run listed the trial as 'would run' and
     the launch refused it after starting Ray."""
