@@ -149,6 +149,7 @@ def read_csv(path: str | Path) -> Runs:
                        "export the runs again, e.g. with mlflow.search_runs(...).to_csv().") \
             from None
     _check_values(frame, path)
+    frame = _drop_repeated_rows(frame, path)
     histories: dict[str, np.ndarray] = {}
     if "step" in frame.columns:
         frame, histories = _split_histories(frame, path)
@@ -188,8 +189,9 @@ def _check_values(frame: pd.DataFrame, path: Path) -> None:
         values = pd.to_numeric(raw.where(given), errors="coerce")
         low = 0.0 if col in NON_NEGATIVE else None
         ok = np.isfinite(values) & ((values >= 0) if low == 0.0 else (values > 0))
-        if col in LOSSES:  # an infinite or NaN loss is a run that diverged
-            ok |= np.isnan(values) | (values == np.inf)
+        if col in LOSSES:  # an infinite or NaN loss is a run that diverged (text is not)
+            nan = raw.astype(str).str.strip().str.lower().isin({"nan", "inf", "+inf"})
+            ok |= (np.isnan(values) & nan) | (values == np.inf)
         bad = given & ~ok
         if bad.any():
             rows = list(frame.index[bad])
@@ -200,6 +202,8 @@ def _check_values(frame: pd.DataFrame, path: Path) -> None:
             need = "a number >= 0" if low == 0.0 else "a number > 0"
             text = pd.isna(values.loc[first])
             fix = "write it as a plain number (4e8, not 400M)" if text else "fix or drop the row"
+            if col in LOSSES and text:
+                fix = "write it as a plain number, or leave it empty for a run that diverged"
             raise FitError(f"CSV {path}, line {first + 2}{more}: {col}={value} is not "
                            f"{need}; {fix}.")
     # A text config key (model.param, a schedule's name) that a hand-written CSV gives for
@@ -215,6 +219,8 @@ def _check_values(frame: pd.DataFrame, path: Path) -> None:
             more = f" (and {len(rows) - 1} more rows)" if len(rows) > 1 else ""
             raise FitError(f"CSV {path}, line {rows[0] + 2}{more}: {col} is empty where other "
                            f"runs give it; give every run its {col}, or drop the column.")
+    if "status" in frame.columns:
+        _check_statuses(frame, path)
     status = next((c for c in ("status", TRIAL_STATUS_TAG, f"tags.{TRIAL_STATUS_TAG}")
                    if c in frame.columns), None)
     loss = next((c for c in ("loss", f"metrics.{FINAL_EVAL_LOSS}") if c in frame.columns), None)
@@ -224,6 +230,44 @@ def _check_values(frame: pd.DataFrame, path: Path) -> None:
             first = frame.index[lost][0]
             raise FitError(f"CSV {path}, line {first + 2}: the run is `finished` but has no "
                            f"{loss}; give its final loss, or mark it `diverged` or `failed`.")
+
+
+STATUSES = ("finished", "diverged", "failed", "interrupted", "pruned", "running")
+"""A run's status, as `tags.trial.status` spells it; a CSV may also use MLflow's run
+statuses in any case (FINISHED, FAILED, KILLED, RUNNING, SCHEDULED)."""
+_MLFLOW_STATUSES = {"killed": "interrupted", "scheduled": "running"}
+
+
+def _check_statuses(frame: pd.DataFrame, path: Path) -> None:
+    """A `status` column holds known statuses: a typo (`ok`, `done`) or an empty cell would
+    otherwise drop a run from the fit without a word, as one that has not ended."""
+    raw = frame["status"]
+    spelt = raw.astype(str).str.strip().str.lower()
+    bad = raw.isna() | ~spelt.isin(set(STATUSES) | set(_MLFLOW_STATUSES))
+    if bad.any():
+        rows = list(frame.index[bad])
+        more = f" (and {len(rows) - 1} more rows)" if len(rows) > 1 else ""
+        value = raw.loc[rows[0]]
+        shown = "empty" if pd.isna(value) or not str(value).strip() else f"{value!r}"
+        raise FitError(f"CSV {path}, line {rows[0] + 2}{more}: status is {shown}; write one "
+                       f"of {', '.join(STATUSES)} (a run the fit should use is finished or "
+                       "diverged), or drop the status column.")
+    frame["status"] = spelt.map(lambda v: _MLFLOW_STATUSES.get(v, v))
+
+
+def _drop_repeated_rows(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """A row repeated exactly (a file concatenated with itself, an export appended twice) is
+    one run, not two seeds that agree to the last digit: counted as replicates they would
+    shrink each optimum's interval towards zero. Kept once, and said."""
+    import sys
+
+    repeated = frame.duplicated()
+    if not repeated.any():
+        return frame
+    first = int(frame.index[repeated][0])
+    print(f"note: CSV {path}: {int(repeated.sum())} rows repeat an earlier row exactly (the "
+          f"first at line {first + 2}); each run is counted once", file=sys.stderr)
+    return frame[~repeated].reset_index(drop=True)
 
 
 def _check_units(table: pd.DataFrame, path: Path, named: bool) -> None:
@@ -272,6 +316,13 @@ def require(runs: Runs, columns: tuple[str, ...], *, law: str) -> pd.DataFrame:
             raise FitError(f"{runs.source} has no finished or diverged runs to fit: its "
                            f"{len(runs.table)} runs are {', '.join(sorted(statuses))}; "
                            "`sweep status` shows their errors, `sweep resume` runs them again.")
+        if not runs.source.startswith("sweep "):  # a CSV
+            held = (f"its {len(runs.table)} row{'s' * (len(runs.table) != 1)} "
+                    f"{'are' if len(runs.table) != 1 else 'is'} {', '.join(sorted(statuses))}"
+                    if len(runs.table) else "it has a header and no rows")
+            raise FitError(f"{runs.source} has no finished or diverged runs to fit ({held}); "
+                           "the fit reads rows whose status is finished (with a loss) or "
+                           "diverged.")
         raise FitError(f"{runs.source} has no finished or diverged runs to fit; wait for the "
                        "sweep to finish (`sweep status`).")
     for col in columns:

@@ -32,7 +32,7 @@ from fitter.cbs import group_keys as cbs_group_keys
 from fitter.data import Runs, require
 from fitter.errors import FitError
 from fitter.laws import batch_law, lr_law, timescale_law
-from fitter.loss_law import fit_loss_law
+from fitter.loss_law import OUTLIER_SIGMAS, fit_loss_law
 from fitter.slices import lr_optima, next_grid
 
 LAWS = ("loss", "lr", "timescale", "batch", "cbs")
@@ -166,7 +166,11 @@ def _fit_one(law: str, runs: Runs, optima: pd.DataFrame, *, n_boot: int | None, 
     if law == "loss":
         finished = require(runs, ("N", "D", "loss"), law="loss")
         finished = finished[finished["status"] == "finished"]
-        points = finished.groupby(["N", "D"], as_index=False)["loss"].min()
+        # The best loss at each (N, D) over the settings tried, each setting's seeds averaged
+        # first: the minimum over seeds would be the luckiest seed's, biased low.
+        setting = list(dict.fromkeys(["N", "D", *runs.slice_keys, "lr"]))
+        means = finished.groupby(setting, as_index=False, dropna=False)["loss"].mean()
+        points = means.groupby(["N", "D"], as_index=False)["loss"].min()
         return fit_loss_law(points, n_boot=SLICE_BOOT if n_boot is None else n_boot, seed=seed)
     if law == "lr":
         return lr_law(optima, **boot)
@@ -273,6 +277,13 @@ def format_fit(doc: dict, *, recorded: bool = True) -> str:
             coefs = ", ".join(f"{k}={v:.4g}" for k, v in law["coef"].items())
         lines.append(f"  {name:<{width}} {law['form']}   ({law['n_points']} points, {level})")
         lines.append(" " * (width + 3) + coefs)
+        if far := law.get("outliers"):
+            top = far[0]
+            lines.append(" " * (width + 3) + f"{len(far)} of {law['n_points']} points lie more "
+                         f"than {OUTLIER_SIGMAS:g} robust σ off this law (farthest: "
+                         f"N={top['N']:.3g}, D={top['D']:.3g}, loss {top['loss']:.4g} where "
+                         f"the law says {top['fitted']:.4g}; fit.json lists them under outliers): check "
+                         "them, and refit without any that the law does not describe")
     lines += [f"  {name:<{width}} skipped: {reason}" for name, reason in skipped.items()]
     best = _best_slice(doc)
     if best:
@@ -302,7 +313,60 @@ def format_fit(doc: dict, *, recorded: bool = True) -> str:
     elif edges:
         lines.append(f"  {counted} {where}; to bracket {'it' if one else 'them'}, add to "
                      f"{'its' if one else 'their'} sweep: " + " ".join(doc["next_grid"]))
+    lines += _stability_notes(doc, recorded=recorded)
     return "\n".join(lines)
+
+
+def _stability_notes(doc: dict, *, recorded: bool) -> list[str]:
+    """Slices whose optimum is the largest stable LR (the loss still fell there and the next
+    LR diverged), and slices with stable runs past their first divergence."""
+    slices = doc["slices"]
+    lines = []
+    capped = [s for s in slices if s.get("edge") == "diverged"]
+    if capped:
+        import pandas as pd
+
+        from fitter.slices import next_grid
+
+        add = next_grid(pd.DataFrame({"extend": [s.get("extend") for s in capped]}))
+        add = add[0] if add else ""
+        if doc["next_grid"] and doc["next_grid"][0].startswith("search."):
+            add = doc["next_grid"][0]
+        how = (f"; to narrow {'it' if len(capped) == 1 else 'them'}: sweep extend "
+               f"{shlex.quote(doc['sweep'])} {shlex.quote(add)}" if recorded and add
+               else f" ({add} would narrow {'it' if len(capped) == 1 else 'them'})" if add
+               else "")
+        if len(capped) == 1:
+            where = _where(capped[0], slices)
+            lines.append(f"  {where + ': ' if where else ''}the loss still falls at "
+                         f"optim.lr={capped[0]['lr_opt']:.3g}, and the next LR up diverged: "
+                         f"the optimum is at the stability limit, between the two{how}")
+        else:
+            lines.append(f"  {len(capped)} slices: the loss still falls at their largest "
+                         "stable LR, and the next LR up diverged: their optima are at the "
+                         f"stability limit{how}")
+    past = [s for s in slices if s.get("beyond_limit")]
+    for s in past[:3]:
+        where = _where(s, slices)
+        where = f"{where}: " if where else ""
+        if s.get("beyond_limit"):
+            shown = ", ".join(f"{v:.3g}" for v in s["beyond_limit"])
+            lines.append(f"  {where}a run diverged at optim.lr={s['stability_limit']:.3g} "
+                         f"but runs at {shown} finished: the optimum is kept below the first "
+                         "divergence (check the runs there before trusting a larger LR)")
+    if len(past) > 3:
+        lines.append(f"  (and {len(past) - 3} more slices with finished runs past their first "
+                     "divergence: fit.json's slices list them under beyond_limit)")
+    return lines
+
+
+def _where(row: dict, slices: list[dict]) -> str:
+    """A slice named by the keys that vary across `slices` ('' when there is one slice)."""
+    varying = [k for k in row if ("." in k or k in ("N", "D", "B", "wd"))
+               and len({str(s.get(k)) for s in slices}) > 1]
+    # (a sweep's slices name N, D, B, λ by their config keys too: said once)
+    varying = [k for k in varying if _CONFIG_KEY.get(k) not in varying]
+    return " ".join(f"{k}={_short(row[k])}" for k in varying)
 
 
 def _skipped(skipped: dict[str, str]) -> dict[str, str]:
@@ -333,11 +397,7 @@ def _best_slice(doc: dict) -> str | None:
         interval = (f" [{lo:.3g}, {hi:.3g}]" if isinstance(lo, float) and isinstance(hi, float)
                     and math.isfinite(lo) and math.isfinite(hi) else "")
         return f"optim.lr={best['lr_opt']:.3g}{interval} (fitted loss {best['loss_opt']:.4f})"
-    varying = [k for k in best if ("." in k or k in ("N", "D", "B", "wd"))
-               and len({str(s.get(k)) for s in slices}) > 1]
-    # (a sweep's slices name N, D, B, λ by their config keys too: said once)
-    varying = [k for k in varying if _CONFIG_KEY.get(k) not in varying]
-    where = " ".join(f"{k}={_short(best[k])}" for k in varying)
+    where = _where(best, slices)
     return f"{where} optim.lr={best['lr_opt']:.3g} (fitted loss {best['loss_opt']:.4f})".strip()
 
 

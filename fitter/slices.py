@@ -19,8 +19,13 @@ Diverged runs have no loss; they count as beyond the edge: a diverged value abov
 one brackets the optimum from above (the loss there is effectively infinite), but the optimum
 is never placed past the last stable value, so such a slice is marked `edge="diverged"` (the optimum
 sits at the stability limit) and its window is the best value and the two stable values below
-it. An optimum at the lowest or highest value tried is marked `low`/`high`; it is the best
-value tried, not an extrapolation, and comes with the next grid values that would bracket it.
+it. The stability limit is the lowest value at which any run diverged: a seed that survived
+where others diverged, or a stable value above a diverged one, does not make that value safe
+to recommend, so every value from the limit up counts as beyond the edge (`Optimum.beyond`
+lists those that had stable runs, for the summary to say so).
+
+An optimum at the lowest or highest value tried is marked `low`/`high`; it is the best value
+tried, not an extrapolation, and comes with the next grid values that would bracket it.
 
 Interval of a bracketed optimum: a parametric bootstrap of the whole procedure. The loss noise
 σ is the pooled spread of replicate runs (seeds) when the slice has any, else the residual of a
@@ -68,6 +73,11 @@ class Optimum:
     """Axis values (not logs) that would bracket an edge optimum."""
     interval: tuple[float, float] | None = None
     """Bootstrap interval of x (`CI_LEVEL`), None when it cannot be estimated."""
+    beyond: tuple[float, ...] = ()
+    """Axis values (not logs) at or above the stability limit that had stable runs too: a
+    value where some seeds diverged, or a stable value above a diverged one."""
+    limit: float | None = None
+    """The stability limit: the lowest axis value (not log) at which a run diverged."""
 
 
 def axis_optimum(x: np.ndarray, loss: np.ndarray, *, n_boot: int = N_BOOT,
@@ -87,12 +97,20 @@ def axis_optimum(x: np.ndarray, loss: np.ndarray, *, n_boot: int = N_BOOT,
     counts = np.array([((x == v) & finite).sum() for v in levels])
     means = np.array([loss[(x == v) & finite].mean() if n else np.nan
                       for v, n in zip(levels, counts, strict=True)])
+    diverged = np.array([((x == v) & ~finite).any() for v in levels])
+    beyond: tuple[float, ...] = ()
+    limit_value = None
+    if diverged.any():  # the stability limit: from there up, nothing counts as stable
+        limit = int(np.argmax(diverged))
+        limit_value = float(10.0 ** levels[limit])
+        beyond = tuple(float(10.0 ** v) for v in levels[limit:][counts[limit:] > 0])
+        means[limit:] = np.nan
     step = float((levels[-1] - levels[0]) / (len(levels) - 1)) if len(levels) > 1 else 0.5
     ok = np.isfinite(means)
     if not ok.any():
         low = levels[0] - step * np.arange(1, 3)
         return Optimum(np.nan, np.nan, "all_diverged", None, (levels[0], levels[-1]),
-                       tuple(10.0 ** low))
+                       tuple(10.0 ** low), beyond=beyond, limit=limit_value)
     best = int(np.nanargmin(means))
     if len(levels) == 1:  # one value tried: nothing is known on either side
         around = levels[0] + step * np.array([-1.0, 1.0])
@@ -114,12 +132,16 @@ def axis_optimum(x: np.ndarray, loss: np.ndarray, *, n_boot: int = N_BOOT,
         edge, new = None, ()  # the quadratic puts the optimum inside the stable range
     interval = None
     if n_boot:
-        sigma = _noise(x[finite], loss[finite], stable, stable_means, best=int(
+        used = finite & np.isin(x, stable)  # (not the runs beyond the stability limit)
+        sigma = _noise(x[used], loss[used], stable, stable_means, best=int(
             np.searchsorted(stable, levels[best])))
         if sigma is not None:
             interval = _bootstrap(stable, stable_means, counts[ok], sigma, capped=capped,
                                   n_boot=n_boot, rng=np.random.default_rng(seed))
-    return Optimum(float(x_opt), float(loss_opt), edge, coef, window, new, interval)
+        if interval and edge == "diverged":  # the optimum lies below the value that diverged
+            interval = (interval[0], float(levels[best + 1]))
+    return Optimum(float(x_opt), float(loss_opt), edge, coef, window, new, interval, beyond,
+                   limit_value)
 
 
 def pooled_levels(x: np.ndarray, stable: np.ndarray) -> np.ndarray:
@@ -204,19 +226,26 @@ def _vertex_between_neighbours(coef: np.ndarray, levels: np.ndarray, best: int) 
 
 
 def _noise(x, loss, stable, stable_means, *, best: int) -> float | None:
-    # σ of one run's loss: from replicates when there are any, else quadratic residuals
+    """σ of one run's loss: from replicates when there are any, else quadratic residuals;
+    None when neither gives one. A σ of exactly zero (replicates that agree to the last
+    digit, four values that happen to lie on a parabola) is no measurement of the noise, and
+    would give a zero-width interval: the other estimate is tried, then none."""
     level_mean = dict(zip(stable, stable_means, strict=True))
     replicate_dof = len(x) - len(np.unique(x))
     if replicate_dof > 0:
         resid = loss - np.array([level_mean[v] for v in x])
-        return float(np.sqrt(np.sum(resid ** 2) / replicate_dof))
+        sigma = float(np.sqrt(np.sum(resid ** 2) / replicate_dof))
+        if sigma > 0:
+            return sigma
     lo = max(0, best - NOISE_HALF_WINDOW)
     xs = stable[lo: best + NOISE_HALF_WINDOW + 1]
     if len(xs) < 4:
         return None
     ys = stable_means[lo: best + NOISE_HALF_WINDOW + 1]
     resid = ys - np.polyval(np.polyfit(xs, ys, 2), xs)
-    return float(np.sqrt(np.sum(resid ** 2) / (len(xs) - 3)))
+    sigma = float(np.sqrt(np.sum(resid ** 2) / (len(xs) - 3)))
+    # (relative to the losses: a fit exact to rounding leaves residuals of ~1e-16)
+    return sigma if sigma > 1e-9 * float(np.abs(ys).max()) else None
 
 
 def _bootstrap(stable, means, counts, sigma, *, capped, n_boot, rng) -> tuple[float, float]:
@@ -239,7 +268,9 @@ def _edge(ok: np.ndarray, best: int) -> str | None:
 def lr_optima(runs: pd.DataFrame, slice_keys: tuple[str, ...], *, n_boot: int = N_BOOT,
               seed: int = 0) -> pd.DataFrame:
     """One row per slice: its key values, `lr_opt` with its interval (`lr_lo`, `lr_hi`; NaN
-    when there is none), `loss_opt`, `edge`, `extend` and counts.
+    when there is none), `loss_opt`, `edge`, `extend`, counts, `stability_limit` (the lowest
+    LR at which a run diverged) and `beyond_limit` (LRs with stable runs at or above it, which
+    the optimum did not use).
 
     Args:
         runs: usable runs (finished, or diverged with NaN loss), canonical columns.
@@ -264,7 +295,8 @@ def lr_optima(runs: pd.DataFrame, slice_keys: tuple[str, ...], *, n_boot: int = 
                      "loss_opt": opt.loss, "edge": opt.edge,
                      "extend": extend_override("optim.lr", opt.new_values),
                      "coef": opt.coef, "window": (10.0 ** opt.window[0], 10.0 ** opt.window[1]),
-                     "n_runs": len(group), "n_diverged": int(group["_y"].isna().sum())})
+                     "n_runs": len(group), "n_diverged": int(group["_y"].isna().sum()),
+                     "stability_limit": opt.limit, "beyond_limit": list(opt.beyond)})
     return pd.DataFrame(rows)
 
 

@@ -329,3 +329,90 @@ def test_pool_on_runs_that_form_one_group_says_it_changes_nothing(store, capsys)
                  "--out", str(path / "fit-pool")]) == 0
     assert "note: --pool changes nothing here: no key (model.param, the data, ...) splits " \
         "these runs into groups" in capsys.readouterr().err
+
+
+def test_text_in_a_loss_column_is_refused_not_read_as_a_divergence(tmp_path, capsys):
+    """'oops' between two stable LRs became a diverged run, and moved the optimum."""
+    frame = synthetic_runs(Truth(), n_values=[1e6], d_values=[1e9], b_values=[1e5])
+    frame["loss"] = frame["loss"].astype(object)
+    frame.loc[3, "loss"] = "oops"
+    frame.to_csv(tmp_path / "runs.csv", index=False)
+    err = error_of(capsys, ["fit", "--from-csv", str(tmp_path / "runs.csv")])
+    assert err == (f"error: CSV {tmp_path / 'runs.csv'}, line 5: loss='oops' is not a number > "
+                   "0; write it as a plain number, or leave it empty for a run that diverged.")
+
+
+@pytest.mark.parametrize(("status", "shown"), [("ok", "'ok'"), ("", "empty")])
+def test_an_unknown_status_in_a_csv_is_refused_by_line(tmp_path, capsys, status, shown):
+    """`ok` (or an empty cell) dropped the run from the fit without a word."""
+    frame = synthetic_runs(Truth(), n_values=[1e6], d_values=[1e9], b_values=[1e5])
+    frame["status"] = frame["status"].astype(object)
+    frame.loc[2, "status"] = status
+    frame.to_csv(tmp_path / "runs.csv", index=False)
+    err = error_of(capsys, ["fit", "--from-csv", str(tmp_path / "runs.csv")])
+    assert err == (f"error: CSV {tmp_path / 'runs.csv'}, line 4: status is {shown}; write one "
+                   "of finished, diverged, failed, interrupted, pruned, running (a run the fit "
+                   "should use is finished or diverged), or drop the status column.")
+
+
+def test_mlflow_run_statuses_in_any_case_are_read(tmp_path):
+    from fitter.data import read_csv
+
+    frame = synthetic_runs(Truth(), n_values=[1e6], d_values=[1e9], b_values=[1e5])
+    frame["status"] = frame["status"].str.upper()
+    frame.loc[0, "status"] = "KILLED"
+    frame.to_csv(tmp_path / "runs.csv", index=False)
+    statuses = read_csv(tmp_path / "runs.csv").table["status"]
+    assert statuses[0] == "interrupted"
+    assert set(statuses[1:]) <= {"finished", "diverged"} and (statuses == "finished").sum() > 3
+
+
+def test_repeated_rows_count_once_and_are_said(tmp_path, capsys):
+    """A file concatenated with itself made every slice's interval a point."""
+    from fitter.data import read_csv
+
+    frame = synthetic_runs(Truth(), n_values=[1e6, 4e6], d_values=[1e9], b_values=[1e5],
+                           noise=0.002, seed=3)
+    pd.concat([frame, frame]).to_csv(tmp_path / "runs.csv", index=False)
+    runs = read_csv(tmp_path / "runs.csv")
+    assert len(runs.table) == len(frame)
+    assert capsys.readouterr().err == (
+        f"note: CSV {tmp_path / 'runs.csv'}: {len(frame)} rows repeat an earlier row exactly "
+        f"(the first at line {len(frame) + 2}); each run is counted once\n")
+
+
+def test_an_optimum_at_the_stability_limit_is_said_with_the_lr_that_narrows_it(tmp_path,
+                                                                               capsys):
+    """fit.json said edge=diverged, the summary printed it as a bracketed optimum."""
+    rows = [(1e-3, 3.4), (2e-3, 3.2), (4e-3, 3.1), (8e-3, 3.05), (1.6e-2, None), (3.2e-2, None)]
+    pd.DataFrame({"N": 1e6, "D": 1e9, "B": 65536, "lr": [r[0] for r in rows],
+                  "loss": [r[1] for r in rows]}).to_csv(tmp_path / "runs.csv", index=False)
+    assert main(["fit", "--from-csv", str(tmp_path / "runs.csv"), "--out",
+                 str(tmp_path / "fit")]) == 0
+    out = capsys.readouterr().out
+    assert ("  the loss still falls at optim.lr=0.008, and the next LR up diverged: the optimum "
+            "is at the stability limit, between the two (optim.lr=choice(0.0113) would narrow "
+            "it)") in out
+
+
+def test_a_csv_with_no_usable_rows_does_not_say_wait_for_the_sweep(tmp_path, capsys):
+    (tmp_path / "runs.csv").write_text("N,D,B,lr,loss,status\n1e6,1e9,65536,0.01,3,running\n")
+    err = error_of(capsys, ["fit", "--from-csv", str(tmp_path / "runs.csv")])
+    assert err == (f"error: {tmp_path / 'runs.csv'} has no finished or diverged runs to fit "
+                   "(its 1 row is running); the fit reads rows whose status is finished (with "
+                   "a loss) or diverged.")
+
+
+def test_the_loss_law_averages_seeds_before_taking_the_best_setting():
+    """The minimum over every run at an (N, D) was the luckiest seed's loss."""
+    from fitter.data import from_short_frame
+    from fitter.fit import fit_runs
+
+    truth = Truth(loss=(2.0, 300.0, 1500.0, 0.3, 0.35))
+    frame = synthetic_runs(truth, n_values=[1e6, 2e6, 4e6, 8e6, 1.6e7],
+                           d_values=[1e8, 3e8, 1e9, 3e9], b_values=[1e5], noise=0.0, seed=1)
+    seeds = pd.concat([frame.assign(seed=s, loss=frame["loss"] + d)
+                       for s, d in enumerate((-0.05, 0.0, 0.05))], ignore_index=True)
+    law = fit_runs(from_short_frame(seeds, source="seeds"), laws=("loss",), n_boot=0).laws["loss"]
+    alone = fit_runs(from_short_frame(frame, source="one"), laws=("loss",), n_boot=0).laws["loss"]
+    assert law.coef["E"] == pytest.approx(alone.coef["E"], rel=1e-6)  # not 0.05 lower

@@ -106,3 +106,19 @@ def test_missing_data_fails_in_ci_and_skips_elsewhere(monkeypatch, tmp_path):
     monkeypatch.delenv("PROXYSWEEP_CI")
     with pytest.raises(pytest.skip.Exception):
         require_chinchilla()
+
+
+def test_points_far_off_the_law_are_listed_as_outliers():
+    """Chinchilla's 245 points: the Huber loss did not keep the highest losses from moving B
+    six-fold, and nothing said so."""
+    require_chinchilla()
+    frame = pd.read_csv(CHINCHILLA)
+    size = frame["Model Size"]
+    frame = frame.assign(N=size, D=frame["Training FLOP"] / (6 * size))
+    every = fit_loss_law(frame[["N", "D", "loss"]], n_boot=0)
+    far = every.outliers()
+    worst5 = set(frame.sort_values("loss")["loss"].iloc[-5:].round(6))
+    assert len(far) == 4 and {round(p["loss"], 6) for p in far} <= worst5
+    assert far[0]["sigmas"] > 40 and all(p["sigmas"] > 12 for p in far)
+    assert every.to_json()["outliers"] == far
+    assert fit_loss_law(chinchilla_points(), n_boot=0).outliers() == []  # the 240 they keep

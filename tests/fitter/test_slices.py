@@ -300,3 +300,36 @@ def test_n_boot_given_is_used_for_the_slice_optima_too():
     default = fit_runs(runs).optima
     assert float(default["lr_hi"].iloc[0]) == float(fit_runs(runs, n_boot=200).optima[
         "lr_hi"].iloc[0])  # the default for slices is 200
+
+
+def test_a_divergence_between_stable_lrs_caps_the_optimum_below_it():
+    """A diverged LR with stable LRs above it was skipped: the optimum landed beside it, with
+    a tight interval."""
+    loss = parabola(GRID, -2.0)  # best at 1e-2
+    loss[3] = np.nan  # 3e-3 diverged; 1e-2 and 3e-2 finished
+    opt = axis_optimum(GRID, loss)
+    assert opt.x == pytest.approx(GRID[2])  # the largest LR below the first divergence
+    assert opt.edge == "diverged"
+    assert opt.limit == pytest.approx(3e-3)
+    assert opt.beyond == pytest.approx((1e-2, 3e-2))
+
+
+def test_an_lr_where_some_seeds_diverged_is_past_the_stability_limit():
+    x = np.repeat(GRID, 3)
+    y = parabola(x, -2.0) + np.tile([0.004, -0.003, 0.0], len(GRID))
+    y[[12, 13]] = np.nan  # two of the three seeds at 1e-2, the best LR, diverged
+    opt = axis_optimum(x, y)
+    assert opt.x == pytest.approx(GRID[3])  # 3e-3: every seed finished there
+    assert opt.edge == "diverged" and opt.limit == pytest.approx(1e-2)
+    assert opt.beyond == pytest.approx((1e-2, 3e-2))
+    # the interval of an optimum at the stability limit reaches the LR that diverged
+    assert opt.interval[1] == pytest.approx(GRID[4])
+    assert opt.interval[0] <= GRID[3]
+
+
+def test_replicates_that_agree_exactly_give_no_interval_not_a_zero_width_one():
+    x = np.repeat(GRID, 2)
+    y = parabola(x, -2.6)  # every replicate the same to the last digit, no residual either
+    opt = axis_optimum(x, y)
+    assert opt.edge is None and opt.x == pytest.approx(-2.6)
+    assert opt.interval is None
