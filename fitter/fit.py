@@ -282,8 +282,9 @@ def format_fit(doc: dict, *, recorded: bool = True) -> str:
             lines.append(" " * (width + 3) + f"{len(far)} of {law['n_points']} points lie more "
                          f"than {OUTLIER_SIGMAS:g} robust σ off this law (farthest: "
                          f"N={top['N']:.3g}, D={top['D']:.3g}, loss {top['loss']:.4g} where "
-                         f"the law says {top['fitted']:.4g}; fit.json lists them under outliers): check "
-                         "them, and refit without any that the law does not describe")
+                         f"the law says {top['fitted']:.4g}; fit.json lists them under "
+                         "outliers): check them, and refit without any that the law does not "
+                         "describe")
     lines += [f"  {name:<{width}} skipped: {reason}" for name, reason in skipped.items()]
     best = _best_slice(doc)
     if best:
