@@ -399,6 +399,9 @@ def _best_slice(doc: dict) -> str | None:
                     and math.isfinite(lo) and math.isfinite(hi) else "")
         return f"optim.lr={best['lr_opt']:.3g}{interval} (fitted loss {best['loss_opt']:.4f})"
     where = _where(best, slices)
+    if best.get("edge") in ("low", "high", "single"):  # the best LR tried, not a vertex
+        return (f"{where} optim.lr={best['lr_opt']:.3g} (measured loss {best['loss_opt']:.4f}; "
+                "not bracketed: its best LR is the edge of those tried)").strip()
     return f"{where} optim.lr={best['lr_opt']:.3g} (fitted loss {best['loss_opt']:.4f})".strip()
 
 

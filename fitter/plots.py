@@ -127,8 +127,9 @@ def _loss_vs_lr_figures(plt, result) -> list:
         axes.flat[0].set_ylabel(LOSS_LABEL)
         _shared_ylim(axes.flat, result, rows)
         handles.update(_marker_key(handles.pop("_markers", set())))
+        # (two columns under one panel: three of "width 128 (N = 4.3e+05)" overflow it)
         fig.legend(handles.values(), handles.keys(), loc="outside lower center",
-                   ncol=min(3, len(handles)))
+                   ncol=min(3 if cols > 1 else 2, len(handles)))
         title = "Final loss vs learning rate"
         fig.suptitle(title + (f" ({label(as_text(combo))})" if combo else ""))
         figures.append(fig)

@@ -146,6 +146,11 @@ def _weight_decay(timescale, lr, point: dict) -> dict:
             "extrapolation": _extrapolation(timescale.to_json()["range"], point)}
 
 
+FAR = 1e4
+"""Extrapolation (ratio to the nearest end of the data) past which a recommendation is said
+to be a guess: four decades beyond the proxies the law was fitted on."""
+
+
 def _extrapolation(ranges: dict, point: dict) -> dict[str, float]:
     """Per axis, how far the point lies outside the data: value / max above it, min / value
     below it (then negative, -min/value), 1 inside."""
@@ -177,6 +182,11 @@ def format_recommendation(rec: dict) -> str:
             text += "  extrapolates " + ", ".join(
                 f"{a} {abs(r):.3g}× {'beyond' if r > 0 else 'below'} the data"
                 for a, r in beyond.items())
+            far = [a for a, r in beyond.items() if abs(r) > FAR]
+            if far:
+                text += (f"\n{'':<13} {' and '.join(far)} lie{'s' * (len(far) == 1)} more than "
+                         f"{FAR:,.0f}× outside what the sweep trained: a power law is rarely "
+                         "checked that far out; take this as a guess, or sweep nearer sizes")
         elif entry.get("extrapolation"):
             text += "  within the data range"
         for axis, value in entry.get("held_fixed", {}).items():
@@ -186,7 +196,8 @@ def format_recommendation(rec: dict) -> str:
                 text += (f"\n{'':<13} the sweep held B at {value:,.0f} tokens a step: this LR "
                          f"is for that batch; sweep {key} to learn how it moves with B")
                 continue
-            text += (f"\n{'':<13} the sweep held {axis} at {value:,.0f}, so the law has no "
+            unit = {"N": " parameters", "D": " tokens", "B": " tokens a step"}[axis]
+            text += (f"\n{'':<13} the sweep held {axis} at {value:,.0f}{unit}, so the law has no "
                      f"{axis} term and {option} does not enter this value: sweep {key} to "
                      "learn how the LR moves with it")
         lines.append(text)

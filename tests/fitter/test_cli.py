@@ -102,6 +102,18 @@ def test_recommend_names_laws_and_extrapolation(store, capsys):
     assert rec["loss"]["extrapolation"]["N"] == pytest.approx(10.0)
 
 
+def test_recommend_far_outside_the_data_says_it_is_a_guess(store, capsys):
+    """--params 1e300 gave an LR of 2.6e-43 with only a ratio beside it."""
+    uri, _ = store
+    base = ["--tracking-uri", uri, "recommend", "demo", "--tokens", "1e9", "--n-boot", "20"]
+    assert main([*base, "--params", "8e7"]) == 0
+    assert "take this as a guess" not in capsys.readouterr().out  # 10× out: no more than said
+    assert main([*base, "--params", "1e12"]) == 0
+    out = capsys.readouterr().out
+    assert ("N lies more than 10,000× outside what the sweep trained: a power law is rarely "
+            "checked that far out; take this as a guess, or sweep nearer sizes") in out
+
+
 def error_of(capsys, args) -> str:
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
@@ -175,8 +187,8 @@ def test_recommend_says_when_the_sweep_never_varied_an_axis_it_is_asked_about(tm
     assert rec["lr"]["held_fixed"] == {"D": 1e8, "B": SEQ_LEN * 64}
     assert main([*base, "--tokens", "1e12"]) == 0
     out = capsys.readouterr().out
-    assert ("the sweep held D at 100,000,000, so the law has no D term and --tokens does not "
-            "enter this value: sweep train.tokens") in out
+    assert ("the sweep held D at 100,000,000 tokens, so the law has no D term and --tokens "
+            "does not enter this value: sweep train.tokens") in out
     # no --batch and no batch law: the LR is for the one batch the sweep trained at
     assert ("the sweep held B at 8,192 tokens a step: this LR is for that batch; sweep "
             "train.batch_size to learn how it moves with B") in out
@@ -416,3 +428,15 @@ def test_the_loss_law_averages_seeds_before_taking_the_best_setting():
     law = fit_runs(from_short_frame(seeds, source="seeds"), laws=("loss",), n_boot=0).laws["loss"]
     alone = fit_runs(from_short_frame(frame, source="one"), laws=("loss",), n_boot=0).laws["loss"]
     assert law.coef["E"] == pytest.approx(alone.coef["E"], rel=1e-6)  # not 0.05 lower
+
+
+def test_a_best_slice_at_the_grid_edge_is_not_called_fitted(tmp_path, capsys):
+    lrs = [1e-3, 2e-3, 4e-3]
+    rows = [{"N": 1e6, "D": d, "B": 65536, "lr": lr, "loss": 3.0 + 0.1 * i + 1e-9 * d}
+            for d in (1e8, 1e9) for i, lr in enumerate(lrs)]  # best at the lowest LR
+    pd.DataFrame(rows).to_csv(tmp_path / "runs.csv", index=False)
+    assert main(["fit", "--from-csv", str(tmp_path / "runs.csv"), "--out",
+                 str(tmp_path / "fit")]) == 0
+    out = capsys.readouterr().out
+    assert ("best slice: D=1e+08 optim.lr=0.001 (measured loss 3.1000; not bracketed: its best "
+            "LR is the edge of those tried)") in out
