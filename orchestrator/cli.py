@@ -169,7 +169,9 @@ def _fit_parsers(sub, parents: list[argparse.ArgumentParser]) -> None:
                    "SP, ...) instead of one per group; each (N, D, B) takes its best slice")
     p = sub.add_parser("recommend", parents=parents,
                        help="LR, batch size and weight decay for a big run")
-    p.add_argument("name", help="sweep name")
+    p.add_argument("name", nargs="?", help="sweep name (MLflow experiment)")
+    p.add_argument("--from-csv", metavar="FILE", help="runs exported as CSV instead of a sweep "
+                   "(as `sweep fit --from-csv` reads them)")
     p.add_argument("--params", type=_positive, required=True, metavar="N",
                    help="parameters N of the big model as the sweep counts them: every "
                    "parameter but the input embedding and position table (the readout "
@@ -751,14 +753,23 @@ def _next_n_trials(uri: str, name: str | None) -> int | None:
 def _recommend(args, uri: str) -> int:
     import json
 
+    from fitter.data import read_csv
+    from fitter.errors import FitError
     from fitter.fit import fit_runs
     from fitter.groups import parse_group
     from fitter.mlflow_io import load_runs
     from fitter.recommend import format_recommendation, recommend
 
+    if (args.name is None) == (args.from_csv is None):
+        raise FitError("sweep recommend needs either a sweep NAME or --from-csv FILE (not "
+                       "both); e.g. `sweep recommend demo --params 1e9 --tokens 2e10`.")
     group = parse_group(args.group)
-    _known_sweep(uri, args.name)
-    result = fit_runs(load_runs(uri, args.name), n_boot=args.n_boot)
+    if args.name:
+        _known_sweep(uri, args.name)
+        runs = load_runs(uri, args.name)
+    else:
+        runs = read_csv(args.from_csv)
+    result = fit_runs(runs, n_boot=args.n_boot)
     rec = recommend(result, params=args.params, tokens=args.tokens, batch=args.batch,
                     group=group)
     print(json.dumps(rec, indent=2) if args.json else format_recommendation(rec))

@@ -440,3 +440,16 @@ def test_a_best_slice_at_the_grid_edge_is_not_called_fitted(tmp_path, capsys):
     out = capsys.readouterr().out
     assert ("best slice: D=1e+08 optim.lr=0.001 (measured loss 3.1000; not bracketed: its best "
             "LR is the edge of those tried)") in out
+
+
+def test_recommend_reads_a_csv_as_fit_does(tmp_path, capsys):
+    truth = Truth(lr=(0.5, -0.3, 0.0, 0.0))
+    frame = synthetic_runs(truth, n_values=[1e6, 2e6, 4e6], d_values=[1e8, 3e8, 1e9],
+                           b_values=[SEQ_LEN * 64], noise=0.0005, seed=2)
+    frame.to_csv(tmp_path / "runs.csv", index=False)
+    assert main(["recommend", "--from-csv", str(tmp_path / "runs.csv"), "--params", "4e6",
+                 "--tokens", "1e9", "--json", "--n-boot", "50"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["lr"]["value"] == pytest.approx(truth.lr_opt(4e6, 1e9, 1), rel=0.05)
+    err = error_of(capsys, ["recommend", "--params", "4e6", "--tokens", "1e9"])
+    assert err.startswith("error: sweep recommend needs either a sweep NAME or --from-csv FILE")
