@@ -31,7 +31,9 @@ from trainer.errors import ConfigError, DataUnavailable
 from trainer.fingerprint import data_fingerprint, stdlib_files
 from trainer.synthetic import MarkovChain
 
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"
+"""2: the key holds each file's suffix and length (a .txt copy of a .jsonl file, or two files
+joined into one, hashed to the key of the other's tokens)."""
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,13 @@ class Tokenizer:
 
     @property
     def vocab_size(self) -> int:
-        return 256 if self._tok is None else self._tok.get_vocab_size()
+        """One more than the largest token id: a vocabulary whose ids have gaps (a WordLevel
+        file edited by hand) has ids at or past its entry count, which the embedding must
+        hold."""
+        if self._tok is None:
+            return 256
+        ids = self._tok.get_vocab(with_added_tokens=True).values()
+        return max(self._tok.get_vocab_size(), max(ids, default=-1) + 1)
 
     @property
     def fingerprint(self) -> str:
@@ -123,8 +131,10 @@ def cache_key(cfg: DataConfig, tokenizer: Tokenizer) -> str:
             h.update(path.name.encode())
             h.update(path.read_bytes())
     elif cfg.source is DataSource.files:
-        for path in cfg.paths:
-            h.update(Path(path).read_bytes())
+        for path in cfg.paths:  # (the suffix picks the parser; the length, the boundaries)
+            content = Path(path).read_bytes()
+            h.update(f"{Path(path).suffix.lower()}|{len(content)}|".encode())
+            h.update(content)
     else:
         h.update(f"{cfg.name}|{cfg.config_name}|{cfg.split}|{cfg.val_split}".encode())
         if cfg.revision is not None:
@@ -197,8 +207,10 @@ def _rows(cfg: DataConfig, split: str) -> Iterator[tuple[int, str]]:
                                   "data.text_field to the one holding the text")
             text = row[cfg.text_field]
             if not isinstance(text, str):
+                kind = type(text).__name__
                 raise ConfigError(f"data.text_field={cfg.text_field}: row {i} of {where} holds "
-                                  f"a {type(text).__name__} there, not text: give rows whose "
+                                  f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} there, not "
+                                  f"text: give rows whose "
                                   f"{cfg.text_field} is a string")
             yield i, text
     except ConfigError:
@@ -214,7 +226,7 @@ def _rows(cfg: DataConfig, split: str) -> Iterator[tuple[int, str]]:
 
 
 def _datasets_documents(cfg: DataConfig) -> Iterator[tuple[str, str, bool]]:
-    if cfg.val_split is not None:
+    if cfg.val_split is not None and cfg.source is DataSource.hf:  # (files have no splits)
         for i, text in _rows(cfg, cfg.split):
             yield f"{cfg.split}/{i}", text, False
         for i, text in _rows(cfg, cfg.val_split):

@@ -229,6 +229,13 @@ def _data_problems(d: DataConfig, *, network: bool) -> list[str]:
     if d.paths and d.source is not DataSource.files:
         found.append(f"data.paths is set, but data.source={d.source.value} reads no files: "
                      "add data=files to train on them ('data=files' 'data.paths=[...]')")
+    if d.source is not DataSource.hf and (d.val_split is not None or d.split != "train"):
+        # (the files were read again as the "validation" split: eval on the training data)
+        key = (f"data.val_split={d.val_split}" if d.val_split is not None
+               else f"data.split={d.split}")
+        found.append(f"{key}: data={d.source.value} has no named splits (only data=hf does); "
+                     f"it holds out data.holdout_fraction={d.holdout_fraction:g} of the "
+                     f"documents for eval: drop {key.split('=')[0]}")
     if d.source is DataSource.files:
         found += _files_problems(d)
     elif d.source is DataSource.hf:
@@ -355,6 +362,10 @@ def unread(cfg: Config) -> dict[str, str]:
         out["model.base_width"] = "model.param=sp does not read it (only mup does)"
     if cfg.data.source is DataSource.synthetic and cfg.data.tokenizer:
         out["data.tokenizer"] = "data=synthetic does not read it (its symbols are its tokens)"
+    if cfg.data.source is not DataSource.hf:
+        for key in ("name", "config_name", "revision", "streaming"):
+            out[f"data.{key}"] = (f"data={cfg.data.source.value} does not read it (only "
+                                  "data=hf does)")
     synthetic = ("vocab_size", "order", "concentration", "num_tokens", "chain_seed")
     if cfg.data.source is not DataSource.synthetic:
         for key in synthetic:

@@ -130,7 +130,7 @@ def test_tokenizer_json_file(tmp_path):
 @pytest.mark.parametrize("name, content, message", [
     ("a.jsonl", '{"body": "abc"}\n', r"^data.text_field=text: the rows of data.paths=\[.*\] "
      r"have no such field \(they have body\): set data.text_field to the one holding the text$"),
-    ("a.jsonl", '{"text": 5}\n', r"^data.text_field=text: row 0 of data.paths=\[.*\] holds a "
+    ("a.jsonl", '{"text": 5}\n', r"^data.text_field=text: row 0 of data.paths=\[.*\] holds an "
      r"int there, not text: give rows whose text is a string$"),
     ("a.jsonl", '{"text": "abc"}\nnot json\n', r"^data.paths=\[.*\] cannot be read \(.*\): "
      r"check that each file holds what its suffix says"),
@@ -174,3 +174,57 @@ def test_a_hub_dataset_that_cannot_be_fetched_is_one_sentence_a_sweep_retries(tm
     assert str(caught.value).startswith("data.name=proxysweep-test/not-cached could not be "
                                         "loaded from the Hugging Face hub (")
     assert describe_error(caught.value).startswith("DataUnavailable: ")
+
+
+def test_val_split_on_local_files_is_refused_it_evaluated_on_the_training_data(tmp_path):
+    """data=files read its files again as the `val_split`: the eval set was the training set,
+    and the cache entry it wrote served later runs without the key too."""
+    from trainer.validation import problems
+
+    (tmp_path / "a.txt").write_text("".join(_docs(5)))
+    base = ["data=files", f"data.paths=[{tmp_path / 'a.txt'}]",
+            f"data.cache_dir={tmp_path / 'cache'}"]
+    found = problems(compose([*base, "data.val_split=validation"]), network=False)
+    assert ("data.val_split=validation: data=files has no named splits (only data=hf does); "
+            "it holds out data.holdout_fraction=0.05 of the documents for eval: drop "
+            "data.val_split") in found
+    found = problems(compose([*base, "data.split=test"]), network=False)
+    assert any(p.startswith("data.split=test: data=files has no named splits") for p in found)
+    assert not any("split" in p for p in problems(compose(base), network=False))
+
+
+def test_the_token_cache_tells_suffixes_and_file_boundaries_apart(tmp_path):
+    """A .txt copy of a .jsonl file, and two files joined into one, shared the other's cache:
+    a run trained on JSON parsed as text, or on documents cut elsewhere."""
+    from trainer.data import Tokenizer, cache_key
+
+    rows = "".join(json.dumps({"text": d}) + "\n" for d in _docs(3))
+    (tmp_path / "a.jsonl").write_text(rows)
+    (tmp_path / "a.txt").write_text(rows)
+    (tmp_path / "x.txt").write_text("abc")
+    (tmp_path / "y.txt").write_text("def")
+    (tmp_path / "xy.txt").write_text("abcdef")
+
+    def key(*names):
+        cfg = compose(["data=files", "data.paths=[" + ",".join(str(tmp_path / n) for n in names)
+                       + "]", f"data.cache_dir={tmp_path / 'cache'}"]).data
+        return cache_key(cfg, Tokenizer(None))
+
+    assert key("a.jsonl") != key("a.txt")
+    assert key("x.txt", "y.txt") != key("xy.txt")
+
+
+def test_a_tokenizer_whose_ids_have_gaps_sizes_the_vocabulary_by_its_largest_id(tmp_path):
+    """get_vocab_size() counts entries: ids up to 2x that crashed the embedding mid-run."""
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import models, pre_tokenizers
+
+    from trainer.data import Tokenizer
+
+    words = sorted({w for d in _docs(2) for w in d.replace(".", " ").split()})
+    vocab = {"[UNK]": 0, **{w: 2 * (i + 1) for i, w in enumerate(words)}}  # even ids only
+    tok = HFTokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.save(str(tmp_path / "gaps.json"))
+    assert tok.get_vocab_size() == len(vocab) < max(vocab.values())
+    assert Tokenizer(str(tmp_path / "gaps.json")).vocab_size == max(vocab.values()) + 1
