@@ -33,6 +33,7 @@ import torch
 import torch.distributed as dist
 
 from trainer.config import Config
+from trainer.errors import ConfigError, DataUnavailable
 
 ERROR_FILE_ENV = "PROXYSWEEP_RANK_ERROR_FILE"
 _TIMEOUT = timedelta(minutes=10)
@@ -147,9 +148,13 @@ def _spawned(cfg: Config, log_dir: Path):
             with _joined(cfg, before_teardown=lambda: _wait_children(children, tmp,
                                                                      log_dir)) as d:
                 yield d
+        except ConfigError:
+            raise  # rank 0's own: the cause, whatever the other ranks hit after it left
         except BaseException as error:
             failure = _first_failure(children, tmp, log_dir, wait_s=5.0)
             if failure and not isinstance(error, KeyboardInterrupt):
+                if own := _config_error_of(children, tmp):
+                    raise own from error  # one sentence, and a sweep does not retry it
                 raise RankFailed(failure) from error
             raise
         finally:
@@ -206,12 +211,25 @@ def _start_rank(rank: int, base_env: dict, config_file: Path, tmp: Path,
 def _describe(rank: int, code: int, tmp: Path, log_dir: Path) -> str:
     error_file = tmp / f"rank-{rank}.error"
     if error_file.exists():
-        why = error_file.read_text().strip()
+        why = error_file.read_text().strip().splitlines()[0]
     elif code < 0:
         why = f"killed by {signal.Signals(-code).name}"
     else:
         why = f"exited with code {code}"
     return f"rank {rank} failed: {why} (its output: {log_dir / f'rank-{rank}.log'})"
+
+
+def _config_error_of(children: dict, tmp: Path) -> ConfigError | None:
+    """The ConfigError (or DataUnavailable) a rank raised, rebuilt here; None when none did."""
+    for rank in children:
+        error_file = tmp / f"rank-{rank}.error"
+        if not error_file.exists():
+            continue
+        kind, _, message = error_file.read_text().strip().partition(": ")
+        if kind in ("ConfigError", "DataUnavailable") and message:
+            cls = DataUnavailable if kind == "DataUnavailable" else ConfigError
+            return cls(message.splitlines())
+    return None
 
 
 def _first_failure(children: dict, tmp: Path, log_dir: Path, *, wait_s: float) -> str | None:

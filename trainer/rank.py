@@ -23,8 +23,12 @@ def main() -> int:
     except BaseException as error:  # noqa: BLE001 (reported to rank 0, then re-raised)
         traceback.print_exc()
         error_file = os.environ.get(ERROR_FILE_ENV)
-        if error_file:
-            Path(error_file).write_text(f"{type(error).__name__}: {error}".splitlines()[0])
+        if error_file:  # (a ConfigError's every problem, one a line; else the first line)
+            from trainer.errors import ConfigError
+
+            text = f"{type(error).__name__}: {error}"
+            Path(error_file).write_text(text if isinstance(error, ConfigError)
+                                        else text.splitlines()[0])
         return 1
     return 0
 

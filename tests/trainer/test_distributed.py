@@ -113,3 +113,33 @@ def test_world_size_must_divide_the_batch():
     found = problems(compose(TINY + ["train.world_size=3"]))
     assert found == ["train.batch_size=8 is not divisible by train.world_size=3: each rank "
                      "takes an equal share of the batch"]
+
+
+def test_a_config_error_of_a_sharded_run_is_its_sentence_not_another_ranks_traceback(
+        tmp_path):
+    """Rank 0 raised `data.text_field=text: ...`; the run reported rank 1's gloo error
+    ('Connection closed by peer') instead, and a sweep retried it three times."""
+    rows = tmp_path / "a.jsonl"
+    rows.write_text("".join(json.dumps({"content": f"row {i} " * 50}) + "\n" for i in range(40)))
+    cmd = [sys.executable, "-m", "trainer", *[o for o in TINY if not o.startswith("data")],
+           "data=files", f"data.paths=[{rows}]", f"data.cache_dir={tmp_path / 'cache'}",
+           "train.world_size=2", f"storage_root={tmp_path}/runs"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        "error: data.text_field=text: the rows of data.paths=")
+    assert "gloo" not in proc.stderr and "rank 1 failed" not in proc.stderr
+
+
+def test_a_config_error_raised_by_another_rank_comes_back_as_one(tmp_path):
+    from trainer.distributed import _config_error_of
+    from trainer.errors import ConfigError, DataUnavailable
+
+    (tmp_path / "rank-1.error").write_text("RuntimeError: Connection closed by peer")
+    assert _config_error_of({1: None}, tmp_path) is None
+    (tmp_path / "rank-2.error").write_text("ConfigError: data.a is wrong: fix a\ndata.b: fix b")
+    found = _config_error_of({1: None, 2: None}, tmp_path)
+    assert type(found) is ConfigError and found.problems == ["data.a is wrong: fix a",
+                                                             "data.b: fix b"]
+    (tmp_path / "rank-2.error").write_text("DataUnavailable: the hub did not answer")
+    assert type(_config_error_of({1: None, 2: None}, tmp_path)) is DataUnavailable
