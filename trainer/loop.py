@@ -337,6 +337,7 @@ class TrainingRun:
                   f"training split ({len(data.train):,} tokens): the run repeats its data; "
                   "give more data (or a smaller budget) for a run that does not", flush=True)
         self.state = TrainState(batch_size=cfg.train.batch_size)
+        self._trimmed_batch: int | None = None
         self.schedule_inputs = ScheduleInputs(cfg.optim.lr, cfg.train.tokens,
                                               cfg.train.batch_size)
         self.branch: branching.BranchSource | None = None
@@ -422,11 +423,17 @@ class TrainingRun:
     def local_batch(self) -> torch.Tensor:
         """This rank's slice of the global batch: a contiguous, disjoint run of sequences."""
         d = self.dist
-        local = self.state.batch_size // d.world_size
+        local = self.step_batch_size // d.world_size
         batch = self.stream.batch(self.state.position + d.rank * local, local)
         if self.device.type == "cuda":  # copied from pinned memory without waiting for it
             return batch.pin_memory().to(self.device, non_blocking=True)
         return batch
+
+    @property
+    def step_batch_size(self) -> int:
+        """Sequences in the next step's batch: the run's batch, or the last step's trimmed to
+        the budget (`_fits_budget`), which leaves the grown batch as it was."""
+        return self._trimmed_batch or self.state.batch_size
 
     def _norm_test_step(self) -> bool:
         t = self.cfg.train
@@ -447,7 +454,7 @@ class TrainingRun:
     def take_step(self) -> PendingStep:
         """One optimizer step, its loss left on the device."""
         t = self.cfg.train
-        batch_size = self.state.batch_size
+        batch_size = self.step_batch_size
         batch = self.local_batch()
         lr = learning_rate(self.cfg.schedule, self.schedule_inputs,
                            self.state.tokens + batch_size * t.seq_len / 2)
@@ -478,10 +485,10 @@ class TrainingRun:
         self.state.step += 1
         self.state.position += batch_size
         self.state.tokens += batch_size * t.seq_len
-        if statistic is not None:
-            self.state.batch_size = grown_batch(
+        if statistic is not None:  # (never below the batch it had: a trimmed last step)
+            self.state.batch_size = max(self.state.batch_size, grown_batch(
                 statistic, batch_size, eta=t.norm_test_eta,
-                unit=self.micro_batch_size * self.dist.world_size, cap=t.max_batch_size)
+                unit=self.micro_batch_size * self.dist.world_size, cap=t.max_batch_size))
         loss = all_sum(loss_sum, self.dist) / batch_size
         return PendingStep(loss, grad_norm, lr, batch_size, statistic, self.state.step,
                            self.state.tokens, self.state.position)
@@ -570,13 +577,16 @@ class TrainingRun:
         decayed, and it read `finished`)."""
         t = self.cfg.train
         left = t.tokens - self.state.tokens
+        self._trimmed_batch = None
         if self.state.batch_size * t.seq_len <= left:
             return True
         if t.batch_schedule is BatchSchedule.norm_test:
             unit = self.micro_batch_size * self.dist.world_size
             trimmed = left // t.seq_len // unit * unit
             if trimmed >= unit:
-                self.state.batch_size = trimmed
+                # For that step only: the grown batch (logged, checkpointed, reported as
+                # final/batch_tokens) stays the one the norm test set.
+                self._trimmed_batch = trimmed
                 return True
         return False
 

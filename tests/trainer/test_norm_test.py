@@ -189,3 +189,24 @@ def test_a_batch_grown_past_the_budget_is_trimmed_to_it(tmp_path):
             .splitlines()]
     batches = [r["train/batch_tokens"] for r in rows if "train/batch_tokens" in r]
     assert max(batches) > 8 * 128  # it grew
+    # The trimmed last step leaves the grown batch as it was: final/batch_tokens is the
+    # batch the test grew to (it read the trimmed one, below even the starting batch), and
+    # a test on that step grows from the grown batch, never from the trimmed one.
+    final = result.summary["final/batch_tokens"]
+    assert final >= max(batches) and final % (2 * 128) == 0
+
+
+def test_a_trimmed_last_step_does_not_shrink_the_batch_the_run_reports(tmp_path):
+    """A budget of 20.25 batches: the last step trains a quarter batch, and final/batch_tokens
+    read that quarter, below the batch the run started with (the norm test never grew it)."""
+    cfg = compose(["model=tiny", "data=synthetic", "train.seq_len=64", "train.tokens=10368",
+                   "train.batch_schedule=norm_test", "train.batch_size=8",
+                   "train.micro_batch_size=2", "train.norm_test_eta=10",
+                   "train.log_every_steps=1", f"storage_root={tmp_path}"])
+    result = run(cfg)
+    assert result.summary["final/tokens"] == 10368
+    rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text()
+            .splitlines()]
+    steps = [r["train/batch_tokens"] for r in rows if "train/batch_tokens" in r]
+    assert steps[-1] == 128 and set(steps[:-1]) == {512}  # the last step, trimmed
+    assert result.summary["final/batch_tokens"] == 512
