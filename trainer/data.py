@@ -13,6 +13,7 @@ and a checkpoint needs only the number of sequences consumed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -188,6 +189,73 @@ def open_dataset(cfg: DataConfig, split: str) -> Iterable[dict]:
     return ds if cfg.text_field == "text" else ds.rename_column("text", cfg.text_field)
 
 
+def content_problems(cfg: DataConfig) -> list[str]:
+    """What can be told of the data without reading it all, in the sentences the run would
+    raise: a tokenizer file that is not one, a JSON-lines or parquet file whose rows lack
+    `data.text_field`. Cheap (the tokenizer parsed, one line or a parquet schema read; each
+    file once per process while it is unchanged), so a sweep refuses them before its trials
+    start rather than failing every trial on the same sentence."""
+    found = []
+    if cfg.tokenizer is not None and Path(cfg.tokenizer).is_file():
+        found += _probe(_tokenizer_problem, cfg.tokenizer)
+    if cfg.source is DataSource.files:
+        where = f"data.paths={list(cfg.paths)}"
+        for path in cfg.paths:
+            fields = _probe(_fields_of, path)
+            if fields and cfg.text_field not in fields:
+                found.append(_no_field(cfg.text_field, where, fields))
+                break
+    return found
+
+
+def _no_field(field_name: str, where: str, fields) -> str:
+    return (f"data.text_field={field_name}: the rows of {where} have no such field (they have "
+            f"{', '.join(map(str, fields))}): set data.text_field to the one holding the text")
+
+
+def _probe(fn, path: str):
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return []  # (a missing file is said by validation)
+    return _probe_cached(fn, str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _probe_cached(fn, path: str, size: int, mtime_ns: int):
+    return fn(path)
+
+
+def _tokenizer_problem(path: str) -> list[str]:
+    try:
+        Tokenizer(path)
+    except ConfigError as err:
+        return list(err.problems)
+    return []
+
+
+def _fields_of(path: str) -> tuple[str, ...]:
+    """Field names of the first row of a .jsonl or .parquet file; () where that cannot be
+    told cheaply (a .txt file is text; a .json file may be one array; a broken file is said
+    by the run, where the parser names what is wrong)."""
+    suffix = Path(path).suffix.lower()
+    try:
+        if suffix == ".jsonl":
+            with open(path, encoding="utf-8", errors="replace") as f:
+                first = next((line for line in f if line.strip()), "")
+            row = json.loads(first) if first else None
+            return tuple(row) if isinstance(row, dict) else ()
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return tuple(pq.read_schema(path).names)
+    except (OSError, ValueError, ImportError):
+        return ()
+    except Exception:  # noqa: BLE001 (pyarrow's errors for a file that is not parquet)
+        return ()
+    return ()
+
+
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
@@ -202,9 +270,7 @@ def _rows(cfg: DataConfig, split: str) -> Iterator[tuple[int, str]]:
     try:
         for i, row in enumerate(open_dataset(cfg, split)):
             if cfg.text_field not in row:
-                raise ConfigError(f"data.text_field={cfg.text_field}: the rows of {where} have "
-                                  f"no such field (they have {', '.join(map(str, row))}): set "
-                                  "data.text_field to the one holding the text")
+                raise ConfigError(_no_field(cfg.text_field, where, row))
             text = row[cfg.text_field]
             if not isinstance(text, str):
                 kind = type(text).__name__

@@ -52,6 +52,8 @@ def problems(cfg: Config, *, network: bool = True, here: bool = True) -> list[st
         found.append(f"seed={cfg.seed} must be a whole number >= 0")
     found += _schedule_problems(cfg)
     found += _data_problems(cfg.data, network=network)
+    if not found and cfg.data.source is DataSource.files:
+        found += _too_short(cfg)
     if network and cfg.tracking.uri:
         from trainer.reporting import redact, unreachable_server
 
@@ -246,7 +248,22 @@ def _data_problems(d: DataConfig, *, network: bool) -> list[str]:
                          "vocab_size >= 2, order >= 1 and vocab_size**order <= 4194304")
         if d.concentration <= 0:
             found.append(f"data.concentration={d.concentration} must be > 0")
+    if not found and d.source is not DataSource.synthetic:
+        from trainer.data import content_problems  # (a little of the files read, once there)
+
+        found += content_problems(d)
     return found
+
+
+def _too_short(cfg: Config) -> list[str]:
+    """Files whose bytes cannot make one training sequence: no tokenizer makes more tokens
+    than a text has bytes (bytes make exactly as many), so this is sure before tokenizing."""
+    size = sum(Path(p).stat().st_size for p in cfg.data.paths)
+    if size > cfg.train.seq_len + 1:
+        return []
+    return [f"data.paths: {size} bytes in all, too few for one sequence of train.seq_len="
+            f"{cfg.train.seq_len} tokens (plus its eval split): add data, or lower "
+            "train.seq_len"]
 
 
 def _files_problems(d: DataConfig) -> list[str]:

@@ -228,3 +228,33 @@ def test_a_tokenizer_whose_ids_have_gaps_sizes_the_vocabulary_by_its_largest_id(
     tok.save(str(tmp_path / "gaps.json"))
     assert tok.get_vocab_size() == len(vocab) < max(vocab.values())
     assert Tokenizer(str(tmp_path / "gaps.json")).vocab_size == max(vocab.values()) + 1
+
+
+def test_what_a_little_of_the_files_tells_is_said_before_the_run(tmp_path):
+    """A wrong text field, a tokenizer file that is not one and files too short for one
+    sequence failed each trial of a sweep on the same sentence, once it read the data."""
+    from trainer.validation import problems
+
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps({"content": d}) + "\n"
+                                              for d in _docs(4)))
+    pq.write_table(pa.table({"body": _docs(4)}), tmp_path / "a.parquet")
+    (tmp_path / "tok.json").write_text("hello")
+    (tmp_path / "tiny.txt").write_text("eighteen bytes....")
+    (tmp_path / "a.txt").write_text("".join(_docs(4)))
+
+    def found(*overrides):
+        return problems(compose(["data=files", *overrides]), network=False)
+
+    assert found(f"data.paths=[{tmp_path / 'a.jsonl'}]") == [
+        f"data.text_field=text: the rows of data.paths=['{tmp_path / 'a.jsonl'}'] have no such "
+        "field (they have content): set data.text_field to the one holding the text"]
+    assert found(f"data.paths=[{tmp_path / 'a.jsonl'}]", "data.text_field=content") == []
+    assert found(f"data.paths=[{tmp_path / 'a.parquet'}]")[0].startswith(
+        "data.text_field=text: the rows of data.paths=")
+    assert found(f"data.paths=[{tmp_path / 'a.txt'}]",
+                 f"data.tokenizer={tmp_path / 'tok.json'}")[0].startswith(
+        f"data.tokenizer={tmp_path / 'tok.json'} is not a tokenizers JSON file")
+    assert found(f"data.paths=[{tmp_path / 'tiny.txt'}]", "train.seq_len=64") == [
+        "data.paths: 18 bytes in all, too few for one sequence of train.seq_len=64 tokens "
+        "(plus its eval split): add data, or lower train.seq_len"]
+    assert found(f"data.paths=[{tmp_path / 'a.txt'}]") == []
