@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import os
 from collections.abc import Sequence
 
 from hydra import compose as hydra_compose
@@ -39,6 +40,11 @@ def with_defaults(cfg: Config) -> Config:
         warmup = default_warmup_tokens(cfg.train.tokens)
         cfg = dataclasses.replace(cfg, schedule=dataclasses.replace(cfg.schedule,
                                                                     warmup_tokens=warmup))
+    home = [p for p in (*cfg.data.paths, cfg.data.tokenizer or "") if p.startswith("~")]
+    if home:  # (such a config could not run before: its ids are new either way)
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(
+            cfg.data, paths=[os.path.expanduser(p) for p in cfg.data.paths],
+            tokenizer=cfg.data.tokenizer and os.path.expanduser(cfg.data.tokenizer)))
     if cfg.data.fingerprint is None:
         fingerprint = data_fingerprint(cfg.data)
         if fingerprint is not None:
@@ -194,6 +200,11 @@ def _explain(err: Exception, overrides: list[str]) -> str:
     (the missing config file and its options; the key of a refused value), not their text."""
     if isinstance(err, OverrideParseException):
         bad = next((o for o in overrides if not _parses(o)), str(err).splitlines()[0])
+        key, _, value = bad.partition("=")
+        if value.startswith("[") and "~" in value:  # Hydra's grammar has no bare ~ in a list
+            quoted = ",".join(f'"{v.strip()}"' for v in value.strip("[]").split(","))
+            return (f"cannot parse override '{bad}': a path with ~ in a list is quoted, e.g. "
+                    f"'{key}=[{quoted}]' (single quotes around it all for the shell)")
         return (f"cannot parse override '{bad}': write key=value, e.g. optim.lr=0.003 "
                 "(see Hydra's override grammar)")
     if isinstance(err, MissingConfigException) and err.missing_cfg_file:
@@ -220,8 +231,11 @@ def _explain(err: Exception, overrides: list[str]) -> str:
             number = math.nan
         if "to Integer" in reason and math.isfinite(number) and number == int(number):
             hint = f"; write it as a whole number, e.g. {key}={int(number):_}"
+        if "is not a ListConfig" in reason and given:
+            hint = (f"; a list is written in brackets, e.g. '{key}=[{given.partition('=')[2]}]'"
+                    " (quoted for the shell)")
         return f"bad value for '{key}'" + (f" in override '{given}'" if given else "") + \
-            f": {reason}{hint}"
+            f": {reason.rstrip('.') if hint else reason}{hint}"
     if "--multirun" in str(err):  # Hydra's word for a sweep expression in one run
         swept = next((o for o in overrides if o in str(err)), "a sweep expression")
         return (f"{swept} is a sweep expression: one run takes one value per key (e.g. "

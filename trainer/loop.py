@@ -336,6 +336,12 @@ class TrainingRun:
             print(f"note: train.tokens={cfg.train.tokens:,} is {passes:.3g} passes over the "
                   f"training split ({len(data.train):,} tokens): the run repeats its data; "
                   "give more data (or a smaller budget) for a run that does not", flush=True)
+        evaluated = sum(int(b.numel()) - len(b) for b in eval_set)  # (targets: seq_len a row)
+        self.derived["derived.eval_tokens"] = evaluated
+        if evaluated < cfg.train.eval_tokens - cfg.train.seq_len + 1 and d.is_main:
+            print(f"note: train.eval_tokens={cfg.train.eval_tokens:,} but the eval split holds "
+                  f"{len(data.val):,} tokens: each eval reads {evaluated:,}; give more data "
+                  "(or data.holdout_fraction) for a steadier eval loss", flush=True)
         self.state = TrainState(batch_size=cfg.train.batch_size)
         self._trimmed_batch: int | None = None
         self.schedule_inputs = ScheduleInputs(cfg.optim.lr, cfg.train.tokens,

@@ -274,6 +274,9 @@ def _files_problems(d: DataConfig) -> list[str]:
         if Path(path).is_dir():
             found.append(f"data.paths: {path} is a folder; give the files in it, e.g. "
                          f"'data.paths=[{Path(path) / 'a.jsonl'}]'")
+        elif not Path(path).is_file() and any(c in path for c in "*?["):
+            found.append(f"data.paths: {path} is a pattern, and patterns are not expanded; "
+                         "list the files, e.g. 'data.paths=[/data/a.jsonl,/data/b.jsonl]'")
         elif not Path(path).is_file():
             found.append(f"data.paths: {path} does not exist; fix the path")
         elif Path(path).stat().st_size == 0:

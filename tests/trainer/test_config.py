@@ -54,6 +54,8 @@ def test_a_key_given_twice_names_the_override_that_is_bad():
     ("train.tokens=foo", "bad value for 'train.tokens' in override 'train.tokens=foo'"),
     ("model=huge", "unknown option 'huge' for config group 'model': choose one of gpt124m, "
                    "small, tiny"),
+    ("data.paths=/d/a.txt", "str is not a ListConfig, list or tuple; a list is written in "
+                            "brackets, e.g. 'data.paths=[/d/a.txt]' (quoted for the shell)"),
 ])
 def test_bad_overrides_give_one_sentence(override, fragment):
     with pytest.raises(ConfigError) as err:

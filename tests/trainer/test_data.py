@@ -258,3 +258,33 @@ def test_what_a_little_of_the_files_tells_is_said_before_the_run(tmp_path):
         "data.paths: 18 bytes in all, too few for one sequence of train.seq_len=64 tokens "
         "(plus its eval split): add data, or lower train.seq_len"]
     assert found(f"data.paths=[{tmp_path / 'a.txt'}]") == []
+
+
+def test_home_paths_are_expanded_and_patterns_are_said(tmp_path, monkeypatch):
+    """'~/a.txt' was looked for in a folder named ~ ("does not exist"), and a glob was said
+    not to exist, with no word that patterns are not expanded."""
+    from trainer.validation import problems
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "a.txt").write_text("".join(_docs(4)))
+    cfg = compose(["data=files", 'data.paths=["~/a.txt"]'])
+    assert cfg.data.paths == [str(tmp_path / "a.txt")]
+    assert problems(cfg, network=False) == []
+    with pytest.raises(ConfigError, match=r"a path with ~ in a list is quoted, e\.g\. "
+                                          r"'data\.paths=\[\"~/a\.txt\"\]'"):
+        compose(["data=files", "data.paths=[~/a.txt]"])
+    found = problems(compose(["data=files", f"data.paths=[{tmp_path}/*.txt]"]), network=False)
+    assert found == [f"data.paths: {tmp_path}/*.txt is a pattern, and patterns are not "
+                     "expanded; list the files, e.g. 'data.paths=[/data/a.jsonl,/data/b.jsonl]'"]
+
+
+def test_an_eval_split_smaller_than_eval_tokens_is_said_and_recorded(tmp_path, capsys):
+    """train.eval_tokens=65,536 read 4,096 tokens without a word."""
+    from trainer.loop import run
+
+    result = run(compose(["model=tiny", "data=synthetic", "data.num_tokens=20000",
+                          "train.seq_len=64", "train.batch_size=4", "train.tokens=1024",
+                          f"storage_root={tmp_path}"]))
+    assert result.summary["derived.eval_tokens"] == (4096 - 1) // 64 * 64  # 63 rows of 64
+    assert ("note: train.eval_tokens=65,536 but the eval split holds 4,096 tokens: each eval "
+            "reads 4,032") in capsys.readouterr().out
