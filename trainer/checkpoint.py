@@ -10,9 +10,11 @@ mid-write resumes from the previous checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +68,8 @@ def save(directory: Path, *, step: int, keep: int, model: torch.nn.Module,
         tmp.mkdir(parents=True)
     barrier(d)
     model_sd, optim_sd = get_state_dict(model, optimizer)
-    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=tmp)
+    with _one_process_is_meant():
+        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=tmp)
     barrier(d)
     if d.is_main:
         atomic_save(train_state, tmp / TRAIN_STATE)
@@ -94,7 +97,18 @@ def load(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer
     `optimizer` (every rank calls this); its train state."""
     model_sd, optim_sd = get_state_dict(model, optimizer)
     state = {"model": model_sd, "optim": optim_sd}
-    dcp.load(state, checkpoint_id=path)
+    with _one_process_is_meant():
+        dcp.load(state, checkpoint_id=path)
     set_state_dict(model, optimizer, model_state_dict=state["model"],
                    optim_state_dict=state["optim"])
     return torch.load(path / TRAIN_STATE, map_location="cpu", weights_only=False)
+
+
+@contextlib.contextmanager
+def _one_process_is_meant():
+    """Without a process group DCP warns, on each save and load, that it assumes one process:
+    a run of one process is one (every resume printed it)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled",
+                                category=UserWarning)
+        yield
