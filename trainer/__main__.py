@@ -73,6 +73,9 @@ def _run(overrides: list[str], *, print_only: bool) -> int:
 
         for note in notes(cfg):
             print(f"note: {note}", file=sys.stderr)
+        run_id = config_id(cfg)  # (on stderr: stdout stays the config, one key a line)
+        print(f"run id {run_id[:12]}: {RunPaths.for_config(cfg, run_id).run_dir}",
+              file=sys.stderr)
         return 0
     check(cfg)
     from trainer.loop import another_runs_files

@@ -166,6 +166,10 @@ def test_cli_prints_resolved_config():
     proc = subprocess.run([sys.executable, "-m", "trainer", "--cfg", "optim.lr=0.5"],
                           capture_output=True, text=True, check=True)
     assert "optim.lr=0.5" in proc.stdout.splitlines()
+    from trainer.identity import config_id
+
+    run_id = config_id(compose(["optim.lr=0.5"]))  # (its id and folder, which a user asks for)
+    assert proc.stderr.strip().splitlines()[-1] == f"run id {run_id[:12]}: runs/{run_id}"
 
 
 @pytest.mark.parametrize("overrides", [
@@ -206,8 +210,9 @@ def test_an_infinite_lr_and_an_empty_storage_root_are_refused_and_cfg_says_so(tm
     proc = subprocess.run([sys.executable, "-m", "trainer", "--cfg", "optim.lr=inf"],
                           capture_output=True, text=True, cwd=Path(__file__).parents[2])
     assert proc.returncode == 0 and "optim.lr=inf" in proc.stdout
-    assert proc.stderr.strip() == ("note: this config cannot run: optim.lr=inf must be > 0 and "
-                                   "finite: give a positive learning rate")
+    assert proc.stderr.strip().splitlines()[0] == (
+        "note: this config cannot run: optim.lr=inf must be > 0 and finite: give a positive "
+        "learning rate")
 
 
 def test_data_paths_that_would_be_ignored_or_are_folders_are_one_sentence(tmp_path):
