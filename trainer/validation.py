@@ -111,7 +111,8 @@ def _train_problems(cfg: Config, here: bool = True) -> list[str]:
     if t.batch_size < 1 or t.seq_len < 1:
         return [f"train.batch_size={t.batch_size} and train.seq_len={t.seq_len} must be >= 1"]
     micro = t.micro_batch_size or t.batch_size
-    if micro < 1 or t.batch_size % micro:
+    # (over several ranks the micro-batch divides each rank's share: `_world_problems`)
+    if micro < 1 or (t.batch_size % micro and t.world_size <= 1):
         found.append(f"train.batch_size={t.batch_size} is not divisible by "
                      f"train.micro_batch_size={t.micro_batch_size}: pick a divisor of the batch")
     if t.seq_len > cfg.model.context_len:

@@ -113,6 +113,11 @@ def test_world_size_must_divide_the_batch():
     found = problems(compose(TINY + ["train.world_size=3"]))
     assert found == ["train.batch_size=8 is not divisible by train.world_size=3: each rank "
                      "takes an equal share of the batch"]
+    # one problem, one sentence: the micro-batch against each rank's share (it was also said
+    # against the whole batch)
+    found = problems(compose(TINY + ["train.world_size=2", "train.micro_batch_size=3"]))
+    assert found == ["train.micro_batch_size=3 does not divide the 4 sequences per rank "
+                     "(train.batch_size / train.world_size): pick a divisor"]
 
 
 def test_a_config_error_of_a_sharded_run_is_its_sentence_not_another_ranks_traceback(
