@@ -149,11 +149,10 @@ def read_csv(path: str | Path) -> Runs:
                        "export the runs again, e.g. with mlflow.search_runs(...).to_csv().") \
             from None
     _check_values(frame, path)
-    frame = _drop_repeated_rows(frame, path)
     histories: dict[str, np.ndarray] = {}
     if "step" in frame.columns:
         frame, histories = _split_histories(frame, path)
-    mlflow_style = any(c.startswith(("params.", "metrics.")) for c in frame.columns)
+    mlflow_style = _mlflow_style(frame)
     short = set(frame.columns) & (set(CANONICAL) | set(ALIASES))
     if not mlflow_style and "loss" not in short:
         raise FitError(f"CSV {path} lacks a loss column: it needs `metrics.final/eval_loss` "
@@ -162,6 +161,8 @@ def read_csv(path: str | Path) -> Runs:
     reader = from_mlflow_frame if mlflow_style else from_short_frame
     runs = reader(frame, source=str(path))
     _check_units(runs.table, path, named="run" in frame or "run_id" in frame)
+    if not histories:  # (the table's rows are the file's, in order: `_finish` kept them)
+        runs = _drop_repeated_runs(runs, frame, path)
     _warn_ignored(frame, path, mlflow_style)
     if mlflow_style and runs.table["loss"].isna().all() and "metrics.final/eval_loss" not in frame:
         raise FitError(f"CSV {path} lacks column `metrics.final/eval_loss`; export it with "
@@ -219,10 +220,14 @@ def _check_values(frame: pd.DataFrame, path: Path) -> None:
             more = f" (and {len(rows) - 1} more rows)" if len(rows) > 1 else ""
             raise FitError(f"CSV {path}, line {rows[0] + 2}{more}: {col} is empty where other "
                            f"runs give it; give every run its {col}, or drop the column.")
-    if "status" in frame.columns:
+    # In an MLflow export `status` is MLflow's run status (a diverged trial is FINISHED
+    # there); the trial's own is `tags.trial.status`.
+    mlflow_style = _mlflow_style(frame)
+    if "status" in frame.columns and not mlflow_style:
         _check_statuses(frame, path)
-    status = next((c for c in ("status", TRIAL_STATUS_TAG, f"tags.{TRIAL_STATUS_TAG}")
-                   if c in frame.columns), None)
+    status = next((c for c in (TRIAL_STATUS_TAG, f"tags.{TRIAL_STATUS_TAG}",
+                               *(() if mlflow_style else ("status",))) if c in frame.columns),
+                  None)
     loss = next((c for c in ("loss", f"metrics.{FINAL_EVAL_LOSS}") if c in frame.columns), None)
     if status and loss and "step" not in frame.columns:
         lost = (frame[status] == "finished") & frame[loss].isna()
@@ -255,19 +260,37 @@ def _check_statuses(frame: pd.DataFrame, path: Path) -> None:
     frame["status"] = spelt.map(lambda v: _MLFLOW_STATUSES.get(v, v))
 
 
-def _drop_repeated_rows(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
-    """A row repeated exactly (a file concatenated with itself, an export appended twice) is
-    one run, not two seeds that agree to the last digit: counted as replicates they would
-    shrink each optimum's interval towards zero. Kept once, and said."""
+def _mlflow_style(frame: pd.DataFrame) -> bool:
+    return any(str(c).startswith(("params.", "metrics.")) for c in frame.columns)
+
+
+IDENTIFYING = ("run", "run_id", "seed", f"tags.{TRIAL_ID_TAG}", "params.seed")
+"""Columns that tell two runs of one setting apart: where a file has one, a row repeated
+exactly is one run given twice (a file concatenated with itself, an export appended twice)."""
+
+
+def _drop_repeated_runs(runs: Runs, frame: pd.DataFrame, path: Path) -> Runs:
+    """One run given twice, counted as two replicates that agree to the last digit, would
+    shrink its optimum's interval: kept once, and said. Without a column that names runs, two
+    equal rows may be two seeds (two that diverged, two rounded alike): kept, and said."""
     import sys
 
-    repeated = frame.duplicated()
-    if not repeated.any():
-        return frame
-    first = int(frame.index[repeated][0])
-    print(f"note: CSV {path}: {int(repeated.sum())} rows repeat an earlier row exactly (the "
-          f"first at line {first + 2}); each run is counted once", file=sys.stderr)
-    return frame[~repeated].reset_index(drop=True)
+    kind = f"tags.{KIND_TAG}"
+    if kind in frame.columns and (frame[kind] == KIND_TRIAL).any():
+        frame = frame[frame[kind] == KIND_TRIAL]  # (the rows `from_mlflow_frame` keeps)
+    repeated = frame.duplicated().to_numpy()
+    if not repeated.any() or len(repeated) != len(runs.table):
+        return runs
+    count = int(repeated.sum())
+    rows = f"{count} row{'s' * (count != 1)} repeat{'s' * (count == 1)} an earlier row " \
+           f"exactly (the first at line {int(frame.index[repeated][0]) + 2})"
+    if not any(c in frame.columns for c in IDENTIFYING):
+        print(f"note: CSV {path}: {rows}; with no run or seed column they count as replicates "
+              "(add one to tell runs apart)", file=sys.stderr)
+        return runs
+    print(f"note: CSV {path}: {rows}; each run is counted once", file=sys.stderr)
+    return Runs(runs.table[~repeated].reset_index(drop=True), runs.slice_keys, runs.source,
+                runs.histories)
 
 
 def _check_units(table: pd.DataFrame, path: Path, named: bool) -> None:
@@ -316,7 +339,7 @@ def require(runs: Runs, columns: tuple[str, ...], *, law: str) -> pd.DataFrame:
             raise FitError(f"{runs.source} has no finished or diverged runs to fit: its "
                            f"{len(runs.table)} runs are {', '.join(sorted(statuses))}; "
                            "`sweep status` shows their errors, `sweep resume` runs them again.")
-        if not runs.source.startswith("sweep "):  # a CSV
+        if Path(runs.source).is_file():  # a CSV
             held = (f"its {len(runs.table)} row{'s' * (len(runs.table) != 1)} "
                     f"{'are' if len(runs.table) != 1 else 'is'} {', '.join(sorted(statuses))}"
                     if len(runs.table) else "it has a header and no rows")

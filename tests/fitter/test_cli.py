@@ -453,3 +453,43 @@ def test_recommend_reads_a_csv_as_fit_does(tmp_path, capsys):
     assert rec["lr"]["value"] == pytest.approx(truth.lr_opt(4e6, 1e9, 1), rel=0.05)
     err = error_of(capsys, ["recommend", "--params", "4e6", "--tokens", "1e9"])
     assert err.startswith("error: sweep recommend needs either a sweep NAME or --from-csv FILE")
+
+
+def test_an_mlflow_export_with_a_diverged_trial_is_read(tmp_path):
+    """MLflow's own `status` is FINISHED for a diverged trial (it ended), which has no loss:
+    read as the trial's status, it refused every export of a sweep with a divergence."""
+    from fitter.data import read_csv
+
+    frame = synthetic_runs(Truth(), n_values=[1e6], d_values=[1e9], b_values=[SEQ_LEN * 64],
+                           diverge_above=2)
+    assert (frame["status"] == "diverged").any()
+    export = pd.DataFrame({
+        "run_id": frame["run"], "status": "FINISHED", "tags.trial.status": frame["status"],
+        "tags.proxysweep.kind": "trial", "params.optim.lr": frame["lr"],
+        "params.derived.n_params": frame["N"], "params.train.tokens": frame["D"],
+        "params.derived.batch_tokens": frame["B"],
+        "metrics.final/eval_loss": frame["loss"].where(frame["status"] == "finished")})
+    export.to_csv(tmp_path / "export.csv", index=False)
+    table = read_csv(tmp_path / "export.csv").table
+    assert list(table["status"]) == list(frame["status"])
+
+
+def test_equal_rows_without_a_run_column_are_replicates_and_lines_keep_their_numbers(
+        tmp_path, capsys):
+    from fitter.data import read_csv
+
+    rows = "N,D,B,lr,loss\n" + "1e6,1e9,65536,0.01,3.1\n" * 2 + "1e6,1e9,65536,0.02,3.0\n"
+    (tmp_path / "seeds.csv").write_text(rows)
+    assert len(read_csv(tmp_path / "seeds.csv").table) == 3  # two seeds that agree, kept
+    assert "1 row repeats an earlier row exactly (the first at line 3); with no run or seed " \
+           "column they count as replicates" in capsys.readouterr().err
+    (tmp_path / "runs.csv").write_text("run,N,D,B,lr,loss\nr1,1e6,1e9,65536,0.01,3.1\n"
+                                       "r1,1e6,1e9,65536,0.01,3.1\nr2,1e6,1e9,65536,0.02,3.0\n"
+                                       "r3,1e6,1e3,65536,0.04,3.2\n")
+    err = error_of(capsys, ["fit", "--from-csv", str(tmp_path / "runs.csv")])
+    assert "run r3 has D=1000 training tokens" in err
+    (tmp_path / "lines.csv").write_text("N,D,B,lr,loss,seed\n1e6,1e9,65536,0.01,3.1,0\n"
+                                        "1e6,1e9,65536,0.01,3.1,0\n1e6,1e9,65536,0.02,3.0,0\n"
+                                        "1e6,1e3,65536,0.04,3.2,0\n")
+    err = error_of(capsys, ["fit", "--from-csv", str(tmp_path / "lines.csv")])
+    assert "line 5 has D=1000 training tokens" in err  # (the file's own line)
