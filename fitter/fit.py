@@ -164,13 +164,18 @@ def _optima(runs: Runs, law: str, *, n_boot: int | None, seed: int) -> pd.DataFr
 def _fit_one(law: str, runs: Runs, optima: pd.DataFrame, *, n_boot: int | None, seed: int):
     boot = {"n_boot": LAW_BOOT if n_boot is None else n_boot, "seed": seed}
     if law == "loss":
-        finished = require(runs, ("N", "D", "loss"), law="loss")
-        finished = finished[finished["status"] == "finished"]
+        ended = require(runs, ("N", "D", "loss"), law="loss")
         # The best loss at each (N, D) over the settings tried, each setting's seeds averaged
-        # first: the minimum over seeds would be the luckiest seed's, biased low.
+        # first (the minimum over seeds would be the luckiest seed's, biased low), and only
+        # settings none of whose seeds diverged (the survivors' mean is a lucky one too).
         setting = list(dict.fromkeys(["N", "D", *runs.slice_keys, "lr"]))
-        means = finished.groupby(setting, as_index=False, dropna=False)["loss"].mean()
-        points = means.groupby(["N", "D"], as_index=False)["loss"].min()
+        per = ended.assign(_div=ended["status"] != "finished").groupby(
+            setting, as_index=False, dropna=False).agg(loss=("loss", "mean"), _div=("_div", "any"))
+        stable = per[~per["_div"]]
+        if stable.empty:
+            raise FitError("the loss law needs settings whose runs all finished, and every "
+                           f"setting in {runs.source} had a run diverge; lower optim.lr.")
+        points = stable.groupby(["N", "D"], as_index=False)["loss"].min()
         return fit_loss_law(points, n_boot=SLICE_BOOT if n_boot is None else n_boot, seed=seed)
     if law == "lr":
         return lr_law(optima, **boot)
@@ -292,8 +297,8 @@ def format_fit(doc: dict, *, recorded: bool = True) -> str:
     if edge := _best_at_edge(doc):
         lines.append(f"  the best slice is at the {edge}: the best may lie beyond what was "
                      "tried; extend those axes before taking these values")
-    edges = [s for s in doc["slices"]
-             if s.get("edge") in ("low", "high", "all_diverged", "single")]
+    edges = [s for s in doc["slices"] if not s.get("conflict")
+             and s.get("edge") in ("low", "high", "all_diverged", "single")]
     single = sum(s.get("edge") == "single" for s in edges)
     one = len(edges) == 1
     have = "has" if one else "have"
@@ -323,7 +328,7 @@ def _stability_notes(doc: dict, *, recorded: bool) -> list[str]:
     LR diverged), and slices with stable runs past their first divergence."""
     slices = doc["slices"]
     lines = []
-    capped = [s for s in slices if s.get("edge") == "diverged"]
+    capped = [s for s in slices if s.get("edge") == "diverged" and not s.get("conflict")]
     if capped:
         import pandas as pd
 
@@ -346,18 +351,21 @@ def _stability_notes(doc: dict, *, recorded: bool) -> list[str]:
             lines.append(f"  {len(capped)} slices: the loss still falls at their largest "
                          "stable LR, and the next LR up diverged: their optima are at the "
                          f"stability limit{how}")
-    past = [s for s in slices if s.get("beyond_limit")]
+    past = [s for s in slices if s.get("conflict")]
     for s in past[:3]:
         where = _where(s, slices)
         where = f"{where}: " if where else ""
-        if s.get("beyond_limit"):
-            shown = ", ".join(f"{v:.3g}" for v in s["beyond_limit"])
-            lines.append(f"  {where}a run diverged at optim.lr={s['stability_limit']:.3g} "
-                         f"but runs at {shown} finished: the optimum is kept below the first "
-                         "divergence (check the runs there before trusting a larger LR)")
+        shown = ", ".join(f"{v:.3g}" for v in s["beyond_limit"])
+        better = ("finished" if s.get("loss_opt") is None
+                  else f"finished with a lower loss than the optimum below it "
+                       f"(optim.lr={s['lr_opt']:.3g}, loss {s['loss_opt']:.4f})")
+        lines.append(f"  {where}a run diverged at optim.lr={s['stability_limit']:.3g} but runs "
+                     f"at {shown} {better}: the slice is left out of the laws; check or rerun "
+                     "the runs that diverged" + (" (`sweep status` names them)" if recorded
+                                                   else ""))
     if len(past) > 3:
-        lines.append(f"  (and {len(past) - 3} more slices with finished runs past their first "
-                     "divergence: fit.json's slices list them under beyond_limit)")
+        lines.append(f"  (and {len(past) - 3} more such slices: fit.json's slices mark them "
+                     "conflict)")
     return lines
 
 
@@ -382,7 +390,9 @@ def _skipped(skipped: dict[str, str]) -> dict[str, str]:
 def _slices_and_best(doc: dict) -> tuple[list[dict], dict | None]:
     """The slices with a fitted optimum, and the one of them with the lowest loss there."""
     slices = [s for s in doc["slices"] if s.get("loss_opt") is not None]
-    return slices, min(slices, key=lambda s: s["loss_opt"], default=None)
+    # (a slice whose finished runs past a divergence beat it is the best only if all are)
+    sound = [s for s in slices if not s.get("conflict")] or slices
+    return slices, min(sound, key=lambda s: s["loss_opt"], default=None)
 
 
 def _best_slice(doc: dict) -> str | None:
@@ -397,7 +407,9 @@ def _best_slice(doc: dict) -> str | None:
         lo, hi = best.get("lr_lo"), best.get("lr_hi")
         interval = (f" [{lo:.3g}, {hi:.3g}]" if isinstance(lo, float) and isinstance(hi, float)
                     and math.isfinite(lo) and math.isfinite(hi) else "")
-        return f"optim.lr={best['lr_opt']:.3g}{interval} (fitted loss {best['loss_opt']:.4f})"
+        return (f"optim.lr={best['lr_opt']:.3g}{interval} (fitted loss {best['loss_opt']:.4f})"
+                + ("; contradicted by runs past its stability limit (below)"
+                   if best.get("conflict") else ""))
     where = _where(best, slices)
     if best.get("edge") in ("low", "high", "single"):  # the best LR tried, not a vertex
         return (f"{where} optim.lr={best['lr_opt']:.3g} (measured loss {best['loss_opt']:.4f}; "

@@ -20,7 +20,7 @@ import pandas as pd
 from fitter.errors import FitError
 from fitter.plot_style import UNITS
 from fitter.powerlaw import LawFit, fit_power_law
-from fitter.slices import axis_optimum, best_per_group
+from fitter.slices import axis_optimum, best_per_group, usable
 
 AXIS_KEYS = {"N": "model.width", "D": "train.tokens", "B": "train.batch_size"}
 
@@ -80,8 +80,7 @@ def timescale_points(optima: pd.DataFrame) -> pd.DataFrame:
     optima = optima.assign(tau=given.fillna(
         optima["B"] / (optima["lr_opt"] * optima["wd"] * optima["D"])))
     tried = optima[optima["wd"] > 0].groupby(["N", "D", "B"])["tau"].agg(["min", "max"])
-    good = optima[(optima["edge"].isna() | (optima["edge"] == "diverged"))
-                  & np.isfinite(optima["loss_opt"]) & (optima["wd"] > 0)]
+    good = optima[usable(optima) & (optima["wd"] > 0)]
     rows = []
     for (n, d, b), group in good.groupby(["N", "D", "B"]):
         best = group.loc[group["loss_opt"].idxmin()]
@@ -119,8 +118,7 @@ def timescale_law(optima: pd.DataFrame, **boot) -> LawFit:
 
 def batch_points(optima: pd.DataFrame) -> pd.DataFrame:
     """B_opt per (N, D) from the best loss at each batch size; edge flags kept."""
-    good = optima[(optima["edge"].isna() | (optima["edge"] == "diverged"))
-                  & np.isfinite(optima["loss_opt"])]
+    good = optima[usable(optima)]
     rows = []
     for (n, d), group in good.groupby(["N", "D"]):
         per_b = group.groupby("B")["loss_opt"].min()

@@ -78,6 +78,18 @@ class Optimum:
     value where some seeds diverged, or a stable value above a diverged one."""
     limit: float | None = None
     """The stability limit: the lowest axis value (not log) at which a run diverged."""
+    beyond_loss: float | None = None
+    """The lowest mean loss of the finished runs at `beyond` (None when there are none)."""
+
+    @property
+    def conflict(self) -> bool:
+        """Do finished runs past the stability limit beat the optimum below it (or is there
+        no optimum below it)? Then the divergence contradicts the finished runs (a flaky seed,
+        a lucky one): the optimum stands on one side of that contradiction and no law
+        should take it until the runs there are checked."""
+        if self.beyond_loss is None:
+            return False
+        return not np.isfinite(self.loss) or self.beyond_loss < self.loss
 
 
 def axis_optimum(x: np.ndarray, loss: np.ndarray, *, n_boot: int = N_BOOT,
@@ -98,30 +110,31 @@ def axis_optimum(x: np.ndarray, loss: np.ndarray, *, n_boot: int = N_BOOT,
     means = np.array([loss[(x == v) & finite].mean() if n else np.nan
                       for v, n in zip(levels, counts, strict=True)])
     diverged = np.array([((x == v) & ~finite).any() for v in levels])
-    beyond: tuple[float, ...] = ()
-    limit_value = None
+    past: dict = {}  # what is known past the stability limit, for every Optimum below
     if diverged.any():  # the stability limit: from there up, nothing counts as stable
         limit = int(np.argmax(diverged))
-        limit_value = float(10.0 ** levels[limit])
-        beyond = tuple(float(10.0 ** v) for v in levels[limit:][counts[limit:] > 0])
+        kept = counts[limit:] > 0
+        past = {"limit": float(10.0 ** levels[limit]),
+                "beyond": tuple(float(10.0 ** v) for v in levels[limit:][kept]),
+                "beyond_loss": float(np.min(means[limit:][kept])) if kept.any() else None}
         means[limit:] = np.nan
     step = float((levels[-1] - levels[0]) / (len(levels) - 1)) if len(levels) > 1 else 0.5
     ok = np.isfinite(means)
     if not ok.any():
         low = levels[0] - step * np.arange(1, 3)
         return Optimum(np.nan, np.nan, "all_diverged", None, (levels[0], levels[-1]),
-                       tuple(10.0 ** low), beyond=beyond, limit=limit_value)
+                       tuple(10.0 ** low), **past)
     best = int(np.nanargmin(means))
     if len(levels) == 1:  # one value tried: nothing is known on either side
         around = levels[0] + step * np.array([-1.0, 1.0])
         return Optimum(levels[0], means[0], "single", None, (levels[0], levels[0]),
-                       tuple(10.0 ** around))
+                       tuple(10.0 ** around), **past)
     edge = _edge(ok, best)
     if edge in ("low", "high"):
         sign = -1.0 if edge == "low" else 1.0
-        beyond = levels[best] + sign * step * np.arange(1, 3)
+        outside = levels[best] + sign * step * np.arange(1, 3)
         return Optimum(levels[best], means[best], edge, None, (levels[best], levels[best]),
-                       tuple(10.0 ** beyond))
+                       tuple(10.0 ** outside), **past)
     # a diverged value above the last stable one bounds every resample's optimum too
     capped = bool(np.flatnonzero(ok)[-1] < len(levels) - 1)
     stable, stable_means = levels[ok], means[ok]
@@ -140,8 +153,7 @@ def axis_optimum(x: np.ndarray, loss: np.ndarray, *, n_boot: int = N_BOOT,
                                   n_boot=n_boot, rng=np.random.default_rng(seed))
         if interval and edge == "diverged":  # the optimum lies below the value that diverged
             interval = (interval[0], float(levels[best + 1]))
-    return Optimum(float(x_opt), float(loss_opt), edge, coef, window, new, interval, beyond,
-                   limit_value)
+    return Optimum(float(x_opt), float(loss_opt), edge, coef, window, new, interval, **past)
 
 
 def pooled_levels(x: np.ndarray, stable: np.ndarray) -> np.ndarray:
@@ -235,7 +247,7 @@ def _noise(x, loss, stable, stable_means, *, best: int) -> float | None:
     if replicate_dof > 0:
         resid = loss - np.array([level_mean[v] for v in x])
         sigma = float(np.sqrt(np.sum(resid ** 2) / replicate_dof))
-        if sigma > 0:
+        if sigma > _ROUNDING * float(np.abs(loss).max()):
             return sigma
     lo = max(0, best - NOISE_HALF_WINDOW)
     xs = stable[lo: best + NOISE_HALF_WINDOW + 1]
@@ -244,8 +256,12 @@ def _noise(x, loss, stable, stable_means, *, best: int) -> float | None:
     ys = stable_means[lo: best + NOISE_HALF_WINDOW + 1]
     resid = ys - np.polyval(np.polyfit(xs, ys, 2), xs)
     sigma = float(np.sqrt(np.sum(resid ** 2) / (len(xs) - 3)))
-    # (relative to the losses: a fit exact to rounding leaves residuals of ~1e-16)
-    return sigma if sigma > 1e-9 * float(np.abs(ys).max()) else None
+    return sigma if sigma > _ROUNDING * float(np.abs(ys).max()) else None
+
+
+_ROUNDING = 1e-9
+"""A σ below this fraction of the losses is rounding (the mean of three equal floats is not
+always exactly them; a fit exact to rounding leaves residuals of ~1e-16), not noise."""
 
 
 def _bootstrap(stable, means, counts, sigma, *, capped, n_boot, rng) -> tuple[float, float]:
@@ -269,8 +285,8 @@ def lr_optima(runs: pd.DataFrame, slice_keys: tuple[str, ...], *, n_boot: int = 
               seed: int = 0) -> pd.DataFrame:
     """One row per slice: its key values, `lr_opt` with its interval (`lr_lo`, `lr_hi`; NaN
     when there is none), `loss_opt`, `edge`, `extend`, counts, `stability_limit` (the lowest
-    LR at which a run diverged) and `beyond_limit` (LRs with stable runs at or above it, which
-    the optimum did not use).
+    LR at which a run diverged), `beyond_limit` (LRs with stable runs at or above it, which
+    the optimum did not use) and `conflict` (those runs beat the optimum: no law takes it).
 
     Args:
         runs: usable runs (finished, or diverged with NaN loss), canonical columns.
@@ -293,10 +309,13 @@ def lr_optima(runs: pd.DataFrame, slice_keys: tuple[str, ...], *, n_boot: int = 
                         if a in group},
                      "lr_opt": 10.0 ** opt.x, "lr_lo": 10.0 ** lo, "lr_hi": 10.0 ** hi,
                      "loss_opt": opt.loss, "edge": opt.edge,
-                     "extend": extend_override("optim.lr", opt.new_values),
+                     # (a conflict is settled by checking runs, not by more LRs)
+                     "extend": None if opt.conflict else extend_override("optim.lr",
+                                                                         opt.new_values),
                      "coef": opt.coef, "window": (10.0 ** opt.window[0], 10.0 ** opt.window[1]),
                      "n_runs": len(group), "n_diverged": int(group["_y"].isna().sum()),
-                     "stability_limit": opt.limit, "beyond_limit": list(opt.beyond)})
+                     "stability_limit": opt.limit, "beyond_limit": list(opt.beyond),
+                     "conflict": opt.conflict})
     return pd.DataFrame(rows)
 
 
@@ -314,10 +333,19 @@ def next_grid(optima: pd.DataFrame) -> list[str]:
     return [extend_override("optim.lr", tuple(values))] if values else []
 
 
+def usable(optima: pd.DataFrame) -> pd.Series:
+    """Optima a law may take: bracketed (or at the stability limit), with a loss, and not
+    contradicted by finished runs past their stability limit (`Optimum.conflict`)."""
+    ok = (optima["edge"].isna() | (optima["edge"] == "diverged")) \
+        & np.isfinite(optima["loss_opt"].astype(float))
+    if "conflict" in optima:
+        ok &= ~optima["conflict"].fillna(False).astype(bool)
+    return ok
+
+
 def best_per_group(optima: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """Among bracketed optima, the one with the lowest loss in each group of `by`."""
-    usable = optima["edge"].isna() | (optima["edge"] == "diverged")
-    good = optima[usable & np.isfinite(optima["loss_opt"])]
+    """Among usable optima (`usable`), the one with the lowest loss in each group of `by`."""
+    good = optima[usable(optima)]
     if good.empty:
         return good
     idx = good.groupby(by, dropna=False)["loss_opt"].idxmin() if by else [

@@ -493,3 +493,23 @@ def test_equal_rows_without_a_run_column_are_replicates_and_lines_keep_their_num
                                         "1e6,1e3,65536,0.04,3.2,0\n")
     err = error_of(capsys, ["fit", "--from-csv", str(tmp_path / "lines.csv")])
     assert "line 5 has D=1000 training tokens" in err  # (the file's own line)
+
+
+def test_the_loss_law_leaves_out_settings_where_a_seed_diverged():
+    """Two of three seeds diverged: the survivor's loss, a lucky one, was the setting's mean."""
+    from fitter.data import from_short_frame
+    from fitter.fit import fit_runs
+
+    truth = Truth(loss=(2.0, 300.0, 1500.0, 0.3, 0.35))
+    frame = synthetic_runs(truth, n_values=[1e6, 2e6, 4e6, 8e6, 1.6e7],
+                           d_values=[1e8, 3e8, 1e9, 3e9], b_values=[1e5], noise=0.0, seed=1)
+    seeds = pd.concat([frame.assign(seed=s) for s in range(3)], ignore_index=True)
+    best = seeds[seeds["seed"] == 0].groupby(["N", "D"])["loss"].idxmin()
+    lucky = seeds.loc[best].iloc[0]
+    survivor = seeds.index[(seeds["N"] == lucky["N"]) & (seeds["D"] == lucky["D"])
+                           & (seeds["lr"] == lucky["lr"])]
+    seeds.loc[survivor[0], "loss"] -= 0.5  # the survivor is lucky
+    seeds.loc[survivor[1:], ["loss", "status"]] = [np.nan, "diverged"]
+    law = fit_runs(from_short_frame(seeds, source="s"), laws=("loss",), n_boot=0).laws["loss"]
+    point = law.points[(law.points["N"] == lucky["N"]) & (law.points["D"] == lucky["D"])]
+    assert float(point["loss"].iloc[0]) > lucky["loss"] - 0.1  # not the lucky survivor's

@@ -1,6 +1,7 @@
 """Per-slice LR optima: parabola vertex, edges, diverged runs."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from fitter.slices import axis_optimum, extend_override, lr_optima, next_grid
@@ -327,9 +328,51 @@ def test_an_lr_where_some_seeds_diverged_is_past_the_stability_limit():
     assert opt.interval[0] <= GRID[3]
 
 
-def test_replicates_that_agree_exactly_give_no_interval_not_a_zero_width_one():
-    x = np.repeat(GRID, 2)
+@pytest.mark.parametrize("replicates", [2, 3, 5])
+def test_replicates_that_agree_exactly_give_no_interval_not_a_zero_width_one(replicates):
+    # (the mean of three equal floats is not always exactly them: σ came out at 1e-16)
+    x = np.repeat(GRID, replicates)
     y = parabola(x, -2.6)  # every replicate the same to the last digit, no residual either
     opt = axis_optimum(x, y)
     assert opt.edge is None and opt.x == pytest.approx(-2.6)
     assert opt.interval is None
+
+
+def test_a_divergence_at_the_second_lr_is_kept_with_an_edge_optimum():
+    """The low/high returns dropped the limit: the summary advised lower LRs and never named
+    the finished runs above the divergence, which beat the edge."""
+    x = np.log10([1e-3, 3e-3, 3e-3, 1e-2, 3e-2])
+    opt = axis_optimum(x, np.array([3.5, 3.4, np.nan, 3.3, 3.6]))
+    assert opt.edge == "low" and opt.limit == pytest.approx(3e-3)
+    assert opt.beyond == pytest.approx((3e-3, 1e-2, 3e-2)) and opt.beyond_loss == 3.3
+    assert opt.conflict  # finished runs past the limit beat the only LR below it
+    flaky = axis_optimum(GRID, np.array([np.nan, *parabola(GRID[1:], -2.6)]))
+    assert flaky.edge == "all_diverged" and flaky.conflict
+
+
+def test_finished_runs_past_the_limit_that_lose_are_no_conflict():
+    x = np.repeat(GRID, 2)
+    y = parabola(x, -2.6)
+    y[-1] = np.nan  # one seed of two at 3e-2, far above the optimum, diverged
+    opt = axis_optimum(x, y)
+    assert opt.limit == pytest.approx(3e-2) and opt.beyond == pytest.approx((3e-2,))
+    assert not opt.conflict and opt.x == pytest.approx(-2.6, abs=0.02)
+
+
+def test_a_conflicting_slice_is_left_out_of_the_laws():
+    """One flaky seed capped its slice at a tenth of its optimum, and the lr law took it."""
+    from fitter.slices import best_per_group
+
+    rows = []
+    for d, vertex in ((1e8, -2.4), (1e9, -2.7), (1e10, -3.0)):
+        for seed in (0, 1):
+            for xv in GRID:
+                loss = parabola(xv, vertex) + 0.001 * seed
+                if d == 1e9 and seed == 1 and xv == GRID[1]:
+                    loss = np.nan  # a flaky seed at 3e-4
+                rows.append({"D": d, "lr": 10 ** xv, "loss": loss,
+                             "status": "finished" if np.isfinite(loss) else "diverged"})
+    optima = lr_optima(pd.DataFrame(rows), ("D",), n_boot=0)
+    flaky = optima[optima["D"] == 1e9].iloc[0]
+    assert flaky["conflict"] and flaky["extend"] is None
+    assert set(best_per_group(optima, ["D"])["D"]) == {1e8, 1e10}
