@@ -10,7 +10,6 @@ mid-write resumes from the previous checkpoint.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import tempfile
@@ -24,6 +23,13 @@ from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_di
 
 from trainer.distributed import Dist, barrier
 from trainer.paths import list_checkpoints
+
+# Without a process group DCP warns, at each save and load, that it assumes one process: a
+# run of one process is one (every resume printed it). Process-wide and for that sentence
+# only (a context manager around each call would not be thread-safe); a sharded run has its
+# group, so it never meets the warning.
+warnings.filterwarnings("ignore", category=UserWarning,
+                        message="torch.distributed is disabled, unavailable or uninitialized")
 
 TRAIN_STATE = "train_state.pt"
 
@@ -68,8 +74,7 @@ def save(directory: Path, *, step: int, keep: int, model: torch.nn.Module,
         tmp.mkdir(parents=True)
     barrier(d)
     model_sd, optim_sd = get_state_dict(model, optimizer)
-    with _one_process_is_meant():
-        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=tmp)
+    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=tmp)
     barrier(d)
     if d.is_main:
         atomic_save(train_state, tmp / TRAIN_STATE)
@@ -97,18 +102,8 @@ def load(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer
     `optimizer` (every rank calls this); its train state."""
     model_sd, optim_sd = get_state_dict(model, optimizer)
     state = {"model": model_sd, "optim": optim_sd}
-    with _one_process_is_meant():
-        dcp.load(state, checkpoint_id=path)
+    dcp.load(state, checkpoint_id=path)
     set_state_dict(model, optimizer, model_state_dict=state["model"],
                    optim_state_dict=state["optim"])
     return torch.load(path / TRAIN_STATE, map_location="cpu", weights_only=False)
 
-
-@contextlib.contextmanager
-def _one_process_is_meant():
-    """Without a process group DCP warns, on each save and load, that it assumes one process:
-    a run of one process is one (every resume printed it)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="torch.distributed is disabled",
-                                category=UserWarning)
-        yield

@@ -13,7 +13,6 @@ and a checkpoint needs only the number of sequences consumed.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -31,10 +30,12 @@ from trainer.config import DataConfig, DataSource
 from trainer.errors import ConfigError, DataUnavailable
 from trainer.fingerprint import data_fingerprint, stdlib_files
 from trainer.synthetic import MarkovChain
+from trainer.text import Tokenizer, _first_line, _no_field
 
-CACHE_VERSION = "2"
-"""2: the key holds each file's suffix and length (a .txt copy of a .jsonl file, or two files
-joined into one, hashed to the key of the other's tokens)."""
+CACHE_VERSION = "1"
+"""(The key of `data=files` holds each file's suffix and length since a .txt copy of a .jsonl
+file, and two files joined into one, hashed to the key of the other's tokens: those keys
+moved, the others, hub datasets' included, did not.)"""
 
 
 @dataclass(frozen=True)
@@ -46,44 +47,6 @@ class TokenData:
     vocab_size: int
     loss_floor: float | None = None
     """Entropy rate in nats when the source knows it (synthetic)."""
-
-
-class Tokenizer:
-    """Bytes by default (vocab 256), or a `tokenizers` JSON file."""
-
-    def __init__(self, path: str | None):
-        self.path = path
-        self._tok = None
-        if path is not None:
-            from tokenizers import Tokenizer as HFTokenizer
-            try:
-                self._tok = HFTokenizer.from_file(path)
-            except Exception as err:  # the library raises a bare Exception for a bad file
-                raise ConfigError(f"data.tokenizer={path} is not a tokenizers JSON file "
-                                  f"({_first_line(err)}): give one saved by "
-                                  "Tokenizer.save, or leave it unset for bytes") from None
-
-    @property
-    def vocab_size(self) -> int:
-        """One more than the largest token id: a vocabulary whose ids have gaps (a WordLevel
-        file edited by hand) has ids at or past its entry count, which the embedding must
-        hold."""
-        if self._tok is None:
-            return 256
-        ids = self._tok.get_vocab(with_added_tokens=True).values()
-        return max(self._tok.get_vocab_size(), max(ids, default=-1) + 1)
-
-    @property
-    def fingerprint(self) -> str:
-        if self.path is None:
-            return "bytes"
-        return hashlib.sha256(Path(self.path).read_bytes()).hexdigest()
-
-    def encode(self, texts: list[str]) -> list[np.ndarray]:
-        """Token ids of each text."""
-        if self._tok is None:
-            return [np.frombuffer(t.encode("utf-8", "replace"), dtype=np.uint8) for t in texts]
-        return [np.asarray(e.ids, dtype=np.int64) for e in self._tok.encode_batch(texts)]
 
 
 def is_heldout(name: str, fraction: float) -> bool:
@@ -187,78 +150,6 @@ def open_dataset(cfg: DataConfig, split: str) -> Iterable[dict]:
                                keep_in_memory=True)
     # A .txt file is one document under the builder's `text` column, whatever text_field says.
     return ds if cfg.text_field == "text" else ds.rename_column("text", cfg.text_field)
-
-
-def content_problems(cfg: DataConfig) -> list[str]:
-    """What can be told of the data without reading it all, in the sentences the run would
-    raise: a tokenizer file that is not one, a JSON-lines or parquet file whose rows lack
-    `data.text_field`. Cheap (the tokenizer parsed, one line or a parquet schema read; each
-    file once per process while it is unchanged), so a sweep refuses them before its trials
-    start rather than failing every trial on the same sentence."""
-    found = []
-    if cfg.tokenizer is not None and Path(cfg.tokenizer).is_file():
-        found += _probe(_tokenizer_problem, cfg.tokenizer)
-    if cfg.source is DataSource.files:
-        where = f"data.paths={list(cfg.paths)}"
-        for path in cfg.paths:
-            fields = _probe(_fields_of, path)
-            if fields and cfg.text_field not in fields:
-                found.append(_no_field(cfg.text_field, where, fields))
-                break
-    return found
-
-
-def _no_field(field_name: str, where: str, fields) -> str:
-    return (f"data.text_field={field_name}: the rows of {where} have no such field (they have "
-            f"{', '.join(map(str, fields))}): set data.text_field to the one holding the text")
-
-
-def _probe(fn, path: str):
-    try:
-        st = Path(path).stat()
-    except OSError:
-        return []  # (a missing file is said by validation)
-    return _probe_cached(fn, str(path), st.st_size, st.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=256)
-def _probe_cached(fn, path: str, size: int, mtime_ns: int):
-    return fn(path)
-
-
-def _tokenizer_problem(path: str) -> list[str]:
-    try:
-        Tokenizer(path)
-    except ConfigError as err:
-        return list(err.problems)
-    return []
-
-
-def _fields_of(path: str) -> tuple[str, ...]:
-    """Field names of the first row of a .jsonl or .parquet file; () where that cannot be
-    told cheaply (a .txt file is text; a .json file may be one array; a broken file is said
-    by the run, where the parser names what is wrong)."""
-    suffix = Path(path).suffix.lower()
-    try:
-        if suffix == ".jsonl":
-            with open(path, encoding="utf-8", errors="replace") as f:
-                first = next((line for line in f if line.strip()), "")
-            row = json.loads(first) if first else None
-            return tuple(row) if isinstance(row, dict) else ()
-        if suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            return tuple(pq.read_schema(path).names)
-    except (OSError, ValueError, ImportError):
-        return ()
-    except Exception:  # noqa: BLE001 (pyarrow's errors for a file that is not parquet)
-        return ()
-    return ()
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
 def _rows(cfg: DataConfig, split: str) -> Iterator[tuple[int, str]]:

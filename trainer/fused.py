@@ -287,7 +287,7 @@ class FusedRun:
         members' losses and gradient norms left on the device."""
         lead, t = self.lead, self.lead.cfg.train
         training = [self.members[k] for k in self.rows]
-        batch_size = lead.state.batch_size
+        batch_size = lead.step_batch_size
         batch = lead.local_batch()
         lrs = [learning_rate(m.cfg.schedule, m.schedule_inputs,
                              m.state.tokens + batch_size * t.seq_len / 2) for m in training]

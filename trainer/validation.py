@@ -232,13 +232,12 @@ def _data_problems(d: DataConfig, *, network: bool) -> list[str]:
     if d.paths and d.source is not DataSource.files:
         found.append(f"data.paths is set, but data.source={d.source.value} reads no files: "
                      "add data=files to train on them ('data=files' 'data.paths=[...]')")
-    if d.source is not DataSource.hf and (d.val_split is not None or d.split != "train"):
-        # (the files were read again as the "validation" split: eval on the training data)
-        key = (f"data.val_split={d.val_split}" if d.val_split is not None
-               else f"data.split={d.split}")
-        found.append(f"{key}: data={d.source.value} has no named splits (only data=hf does); "
-                     f"it holds out data.holdout_fraction={d.holdout_fraction:g} of the "
-                     f"documents for eval: drop {key.split('=')[0]}")
+    if d.source is not DataSource.hf and d.val_split is not None:
+        # (the files were read again as the "validation" split: eval on the training data;
+        # `data.split`, never read off the hub, is a note and an unread key instead)
+        found.append(f"data.val_split={d.val_split}: data={d.source.value} has no named "
+                     f"splits (only data=hf does); it holds out data.holdout_fraction="
+                     f"{d.holdout_fraction:g} of the documents for eval: drop data.val_split")
     if d.source is DataSource.files:
         found += _files_problems(d)
     elif d.source is DataSource.hf:
@@ -250,7 +249,7 @@ def _data_problems(d: DataConfig, *, network: bool) -> list[str]:
         if d.concentration <= 0:
             found.append(f"data.concentration={d.concentration} must be > 0")
     if not found and d.source is not DataSource.synthetic:
-        from trainer.data import content_problems  # (a little of the files read, once there)
+        from trainer.text import content_problems  # (a little of the files read, once there)
 
         found += content_problems(d)
     return found
@@ -355,6 +354,10 @@ def notes(cfg: Config) -> list[str]:
         found.append(f"schedule.warmup_tokens={s.warmup_tokens} reaches into the decay, which "
                      f"starts at {start:,} tokens: the run never trains at its peak LR; "
                      f"a warmup below {start} would")
+    if cfg.data.source is not DataSource.hf and cfg.data.split != "train":
+        found.append(f"data.split={cfg.data.split} is not read by data={cfg.data.source.value} "
+                     "(only data=hf has named splits): the run trains on its data as with "
+                     "data.split=train, under another id")
     return found
 
 
@@ -384,7 +387,7 @@ def unread(cfg: Config) -> dict[str, str]:
     if cfg.data.source is DataSource.synthetic and cfg.data.tokenizer:
         out["data.tokenizer"] = "data=synthetic does not read it (its symbols are its tokens)"
     if cfg.data.source is not DataSource.hf:
-        for key in ("name", "config_name", "revision", "streaming"):
+        for key in ("name", "config_name", "revision", "streaming", "split"):
             out[f"data.{key}"] = (f"data={cfg.data.source.value} does not read it (only "
                                   "data=hf does)")
     synthetic = ("vocab_size", "order", "concentration", "num_tokens", "chain_seed")

@@ -1,0 +1,133 @@
+"""Text sources without torch: the tokenizer, and what a little of the data tells.
+
+A sweep's driver validates every trial (`trainer.validation`) and must not import torch for it
+(seconds, and memory, per driver): what it reads of the data lives here, and `trainer.data`,
+which turns text into token tensors, builds on it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from trainer.config import DataConfig, DataSource
+from trainer.errors import ConfigError
+
+
+class Tokenizer:
+    """Bytes by default (vocab 256), or a `tokenizers` JSON file."""
+
+    def __init__(self, path: str | None):
+        self.path = path
+        self._tok = None
+        if path is not None:
+            from tokenizers import Tokenizer as HFTokenizer
+            try:
+                self._tok = HFTokenizer.from_file(path)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as err:  # noqa: BLE001 (a bare Exception for a bad file, or
+                # a PanicException of its Rust core, which is no Exception)
+                raise ConfigError(f"data.tokenizer={path} is not a tokenizers JSON file "
+                                  f"({_first_line(err)}): give one saved by "
+                                  "Tokenizer.save, or leave it unset for bytes") from None
+
+    @property
+    def vocab_size(self) -> int:
+        """One more than the largest token id: a vocabulary whose ids have gaps (a WordLevel
+        file edited by hand) has ids at or past its entry count, which the embedding must
+        hold."""
+        if self._tok is None:
+            return 256
+        ids = self._tok.get_vocab(with_added_tokens=True).values()
+        return max(self._tok.get_vocab_size(), max(ids, default=-1) + 1)
+
+    @property
+    def fingerprint(self) -> str:
+        if self.path is None:
+            return "bytes"
+        return hashlib.sha256(Path(self.path).read_bytes()).hexdigest()
+
+    def encode(self, texts: list[str]) -> list[np.ndarray]:
+        """Token ids of each text."""
+        if self._tok is None:
+            return [np.frombuffer(t.encode("utf-8", "replace"), dtype=np.uint8) for t in texts]
+        return [np.asarray(e.ids, dtype=np.int64) for e in self._tok.encode_batch(texts)]
+
+
+def content_problems(cfg: DataConfig) -> list[str]:
+    """What can be told of the data without reading it all, in the sentences the run would
+    raise: a tokenizer file that is not one, a JSON-lines or parquet file whose rows lack
+    `data.text_field`. Cheap (the tokenizer parsed, one line or a parquet schema read; each
+    file once per process while it is unchanged), so a sweep refuses them before its trials
+    start rather than failing every trial on the same sentence. Without torch: a sweep's
+    driver validates its trials with it."""
+    files = [*(cfg.paths if cfg.source is DataSource.files else ()), cfg.tokenizer]
+    try:
+        stats = tuple((st.st_size, st.st_mtime_ns) for st in
+                      (os.stat(p) for p in files if p is not None))
+    except OSError:
+        return []  # (a missing file is said by validation)
+    paths = tuple(cfg.paths) if cfg.source is DataSource.files else ()
+    return list(_content_problems(paths, cfg.tokenizer, cfg.text_field, stats))
+
+
+@functools.lru_cache(maxsize=64)
+def _content_problems(paths: tuple[str, ...], tokenizer: str | None, text_field: str,
+                      stats: tuple) -> tuple[str, ...]:
+    # (once per data config and file versions: a sweep asks once per trial)
+    found = []
+    if tokenizer is not None:
+        found += _tokenizer_problem(tokenizer)
+    where = f"data.paths={list(paths)}"
+    for path in paths:
+        fields = _fields_of(path)
+        if fields and text_field not in fields:
+            found.append(_no_field(text_field, where, fields))
+            break
+    return tuple(found)
+
+
+def _no_field(field_name: str, where: str, fields) -> str:
+    return (f"data.text_field={field_name}: the rows of {where} have no such field (they have "
+            f"{', '.join(map(str, fields))}): set data.text_field to the one holding the text")
+
+
+def _tokenizer_problem(path: str) -> list[str]:
+    try:
+        Tokenizer(path)
+    except ConfigError as err:
+        return list(err.problems)
+    return []
+
+
+def _fields_of(path: str) -> tuple[str, ...]:
+    """Field names of the first row of a .jsonl or .parquet file; () where that cannot be
+    told cheaply (a .txt file is text; a .json file may be one array; a broken file is said
+    by the run, where the parser names what is wrong)."""
+    suffix = Path(path).suffix.lower()
+    try:
+        if suffix == ".jsonl":
+            with open(path, encoding="utf-8", errors="replace") as f:
+                first = next((line for line in f if line.strip()), "")
+            row = json.loads(first) if first else None
+            return tuple(row) if isinstance(row, dict) else ()
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return tuple(pq.read_schema(path).names)
+    except (OSError, ValueError, ImportError):
+        return ()
+    except Exception:  # noqa: BLE001 (pyarrow's errors for a file that is not parquet)
+        return ()
+    return ()
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
