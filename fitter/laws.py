@@ -32,7 +32,11 @@ def lr_law(optima: pd.DataFrame, **boot) -> LawFit:
     """
     axes = [a for a in ("N", "D", "B") if a in optima and optima[a].notna().all()]
     points = best_per_group(optima, axes)
-    _enough(points, "lr", "slices with a bracketed LR optimum (see `next_grid` in fit.json)")
+    conflicts = int(optima["conflict"].fillna(False).astype(bool).sum()) \
+        if "conflict" in optima else 0
+    _enough(points, "lr", "slices with a bracketed LR optimum (see `next_grid` in fit.json)"
+            + (f"; {conflicts} slice{'s' * (conflicts != 1)} left out as a conflict of "
+               "diverged and finished runs (below)" if conflicts else ""))
     varying = tuple(a for a in axes if points[a].nunique() > 1)
     if not varying:
         # An axis the runs vary by its config key but do not give (a hand-written CSV with

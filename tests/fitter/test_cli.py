@@ -405,6 +405,16 @@ def test_an_optimum_at_the_stability_limit_is_said_with_the_lr_that_narrows_it(t
     assert ("  the loss still falls at optim.lr=0.008, and the next LR up diverged: the optimum "
             "is at the stability limit, between the two (optim.lr=choice(0.0113) would narrow "
             "it)") in out
+    # a divergence between finished LRs that beat the LR below it: a conflict, said as one
+    pd.DataFrame({"N": 1e6, "D": 1e9, "B": 65536, "lr": [5e-3, 1e-2, 2e-2, 4e-2, 8e-2],
+                  "loss": [3.2, 3.1, None, 3.05, 3.3]}).to_csv(tmp_path / "c.csv", index=False)
+    assert main(["fit", "--from-csv", str(tmp_path / "c.csv"), "--out",
+                 str(tmp_path / "fit-c")]) == 0
+    out = capsys.readouterr().out
+    assert "1 slice left out as a conflict of diverged and finished runs (below)" in out
+    assert ("a run diverged at optim.lr=0.02 but runs at 0.04, 0.08 finished with a lower loss "
+            "than the optimum below it (optim.lr=0.01, loss 3.1000): the slice is left out of "
+            "the laws; check or rerun the runs that diverged") in out
 
 
 def test_a_csv_with_no_usable_rows_does_not_say_wait_for_the_sweep(tmp_path, capsys):
