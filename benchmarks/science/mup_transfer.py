@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, arguments, run_claim, save  # noqa: E402
+from common import ROOT, arguments, publish, run_claim, save  # noqa: E402
 
 CLAIM = "mup_transfer"
 SPEC = ROOT / "sweeps" / "science" / "mup_transfer.yaml"
@@ -70,7 +70,10 @@ def main() -> None:
     out = Path(args.out)
     doc = run_claim(out, SPEC, extend_rounds=args.extend_rounds)
     runs = load_runs(f"sqlite:///{out / 'mlflow.db'}", "mup_transfer", histories=False)
-    save(out, CLAIM, summarise(doc, runs))
+    path = save(out, CLAIM, summarise(doc, runs))
+    plots = out / "fit" / "plots"
+    publish(args.docs, CLAIM, path, {"loss_vs_lr": plots / "loss_vs_lr.png",
+                                     "lr_opt_vs_width": plots / "lr_opt_vs_width.png"})
 
 
 if __name__ == "__main__":
