@@ -44,14 +44,19 @@ def data_fingerprint(cfg: DataConfig) -> str | None:
     """Hash of the content `cfg` reads where its keys do not pin it; None where they do, or
     where a file is missing (validation then names it; nothing can be trained on it)."""
     try:
-        return _fingerprint(cfg.source, tuple(cfg.paths), cfg.tokenizer, cfg.cache_dir)
+        # (the files' sizes and mtimes in the key: a file edited while this process lives, a
+        # notebook composing again, gets its new fingerprint; the stdlib does not change)
+        named = [*(cfg.paths if cfg.source is DataSource.files else ()), cfg.tokenizer]
+        stats = tuple((st.st_size, st.st_mtime_ns) for st in
+                      (os.stat(p) for p in named if p is not None))
+        return _fingerprint(cfg.source, tuple(cfg.paths), cfg.tokenizer, cfg.cache_dir, stats)
     except OSError:
         return None
 
 
-@functools.cache
+@functools.lru_cache(maxsize=256)
 def _fingerprint(source: DataSource, paths: tuple[str, ...], tokenizer: str | None,
-                 cache_dir: str) -> str | None:
+                 cache_dir: str, stats: tuple = ()) -> str | None:
     if source is DataSource.pystdlib:
         files = stdlib_files()
     elif source is DataSource.files and paths:

@@ -137,8 +137,11 @@ def test_a_trial_the_trainer_fails_keeps_its_history_to_the_failure(spec_dict, u
 
 
 def test_a_config_the_trainer_refuses_is_not_retried(spec_dict, uri, tmp_path, capsys):
-    """Data whose content is wrong (rows without the text field) is found when a trial reads
-    it, and it fails the same way every time: each trial was retried `retries` times."""
+    """Data whose content is wrong deep inside (a broken line) is found when a trial reads
+    it, and it fails the same way every time: each trial was retried `retries` times. (What
+    the first row tells, a text field the rows lack, is refused before the launch.)"""
+    from trainer.errors import ConfigError
+
     rows = tmp_path / "rows.jsonl"
     rows.write_text("".join(json.dumps({"body": f"document {i} " * 50}) + "\n"
                             for i in range(40)))
@@ -147,10 +150,14 @@ def test_a_config_the_trainer_refuses_is_not_retried(spec_dict, uri, tmp_path, c
                                f"data.cache_dir={tmp_path / 'cache'}"]
     spec_dict["grid"] = {"optim.lr": "choice(3e-3)"}
     spec_dict["retries"] = 2
+    with pytest.raises(ConfigError, match=r"data.text_field=text: the rows of data.paths="):
+        launch(spec_from_dict(spec_dict), tracking_uri=uri, progress=False)
+    rows.write_text("".join(json.dumps({"text": f"document {i} " * 50}) + "\n"
+                            for i in range(40)) + "not json\n")
     outcome = launch(spec_from_dict(spec_dict), tracking_uri=uri, progress=False)
     assert list(outcome.ran.values()) == ["failed"]
     out = capsys.readouterr().out
-    assert "failed (a config error: not retried): ConfigError: data.text_field=text: the rows " \
-           "of data.paths=" in out
+    assert "failed (a config error: not retried): ConfigError: data.paths=" in out
+    assert "cannot be read" in out
     _, _, (child,) = _runs(uri, "unit")
     assert child.data.tags.get("trial.attempt", "1") == "1"

@@ -148,3 +148,15 @@ def test_world_size_enters_the_id_of_a_norm_test_run_over_several_processes():
     constant = [config_id(compose(["train.batch_size=16", "train.micro_batch_size=4",
                                    f"train.world_size={w}"])) for w in (1, 2)]
     assert constant[0] == constant[1]  # a constant batch: W changes only rounding
+
+
+def test_a_file_edited_while_the_process_lives_gets_its_new_fingerprint(tmp_path):
+    """The in-process cache was keyed by paths only: composed again after an edit (a notebook,
+    a test), the config kept the old fingerprint and the run refused it as another machine's."""
+    path = tmp_path / "a.txt"
+    path.write_text("one text " * 100)
+    before = compose(["data=files", f"data.paths=[{path}]"]).data.fingerprint
+    path.write_text("another, longer text " * 100)
+    after = compose(["data=files", f"data.paths=[{path}]"])
+    assert after.data.fingerprint != before
+    check_fingerprint(after.data)  # (it refused: "is not the data this machine reads")
