@@ -330,10 +330,6 @@ def _stability_notes(doc: dict, *, recorded: bool) -> list[str]:
     lines = []
     capped = [s for s in slices if s.get("edge") == "diverged" and not s.get("conflict")]
     if capped:
-        import pandas as pd
-
-        from fitter.slices import next_grid
-
         add = next_grid(pd.DataFrame({"extend": [s.get("extend") for s in capped]}))
         add = add[0] if add else ""
         if doc["next_grid"] and doc["next_grid"][0].startswith("search."):
