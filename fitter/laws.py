@@ -35,8 +35,9 @@ def lr_law(optima: pd.DataFrame, **boot) -> LawFit:
     conflicts = int(optima["conflict"].fillna(False).astype(bool).sum()) \
         if "conflict" in optima else 0
     _enough(points, "lr", "slices with a bracketed LR optimum (see `next_grid` in fit.json)"
-            + (f"; {conflicts} slice{'s' * (conflicts != 1)} left out as a conflict of "
-               "diverged and finished runs (below)" if conflicts else ""))
+            + (f"; {conflicts} slice{'s' * (conflicts != 1)} left out: a run diverged at an "
+               "LR below finished runs that beat the optimum under it (check or rerun the "
+               "runs that diverged)" if conflicts else ""))
     varying = tuple(a for a in axes if points[a].nunique() > 1)
     if not varying:
         # An axis the runs vary by its config key but do not give (a hand-written CSV with

@@ -411,7 +411,8 @@ def test_an_optimum_at_the_stability_limit_is_said_with_the_lr_that_narrows_it(t
     assert main(["fit", "--from-csv", str(tmp_path / "c.csv"), "--out",
                  str(tmp_path / "fit-c")]) == 0
     out = capsys.readouterr().out
-    assert "1 slice left out as a conflict of diverged and finished runs (below)" in out
+    assert ("1 slice left out: a run diverged at an LR below finished runs that beat the "
+            "optimum under it (check or rerun the runs that diverged)") in out
     assert ("a run diverged at optim.lr=0.02 but runs at 0.04, 0.08 finished with a lower loss "
             "than the optimum below it (optim.lr=0.01, loss 3.1000): the slice is left out of "
             "the laws; check or rerun the runs that diverged") in out
