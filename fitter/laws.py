@@ -23,6 +23,7 @@ from fitter.powerlaw import LawFit, fit_power_law
 from fitter.slices import axis_optimum, best_per_group, usable
 
 AXIS_KEYS = {"N": "model.width", "D": "train.tokens", "B": "train.batch_size"}
+NEXT_GRID = "`next_grid` in fit.json lists the LRs to add; `sweep fit` without --law writes it"
 
 
 def lr_law(optima: pd.DataFrame, **boot) -> LawFit:
@@ -34,7 +35,7 @@ def lr_law(optima: pd.DataFrame, **boot) -> LawFit:
     points = best_per_group(optima, axes)
     conflicts = int(optima["conflict"].fillna(False).astype(bool).sum()) \
         if "conflict" in optima else 0
-    _enough(points, "lr", "slices with a bracketed LR optimum (see `next_grid` in fit.json)"
+    _enough(points, "lr", f"slices with a bracketed LR optimum ({NEXT_GRID})"
             + (f"; {conflicts} slice{'s' * (conflicts != 1)} left out: a run diverged at an "
                "LR below finished runs that beat the optimum under it (check or rerun the "
                "runs that diverged)" if conflicts else ""))
@@ -54,7 +55,7 @@ def lr_law(optima: pd.DataFrame, **boot) -> LawFit:
             raise FitError(f"the lr law needs bracketed LR optima at 2 or more values of N, D "
                            f"or B, but only one value of {a} ({AXIS_KEYS[a]}) has one: the "
                            "other slices' best LR is at the edge of the LRs tried; extend "
-                           "them (`next_grid` in fit.json).")
+                           f"them ({NEXT_GRID}).")
         keys = " or ".join(AXIS_KEYS[a] for a in axes) or "model.width, train.tokens"
         raise FitError(f"the lr law needs LR optima at 2 or more values of N, D or B but the "
                        f"sweep has one; add values along {keys}.")

@@ -47,6 +47,8 @@ panel)."""
 CURVE_AXES = ("N", "D", "B", "wd")
 MAX_PANEL_COLUMNS = 3
 """Panels (groups) per row of a loss-vs-LR figure; more groups wrap to further rows."""
+LEGEND_COLUMN_CHARS = 42
+"""Longest legend entry that two legend columns under one panel hold (else one column)."""
 
 
 def save_plots(result, out_dir: str | Path) -> list[Path]:
@@ -127,9 +129,11 @@ def _loss_vs_lr_figures(plt, result) -> list:
         axes.flat[0].set_ylabel(LOSS_LABEL)
         _shared_ylim(axes.flat, result, rows)
         handles.update(_marker_key(handles.pop("_markers", set())))
-        # (two columns under one panel: three of "width 128 (N = 4.3e+05)" overflow it)
+        # (two columns under one panel: three of "width 128 (N = 4.3e+05)" overflow it, and
+        # so do two of a long curve label)
+        ncol = 3 if cols > 1 else (2 if max(map(len, handles)) <= LEGEND_COLUMN_CHARS else 1)
         fig.legend(handles.values(), handles.keys(), loc="outside lower center",
-                   ncol=min(3 if cols > 1 else 2, len(handles)))
+                   ncol=min(ncol, len(handles)))
         title = "Final loss vs learning rate"
         fig.suptitle(title + (f" ({label(as_text(combo))})" if combo else ""))
         figures.append(fig)
@@ -168,6 +172,10 @@ def _optimum_marker(ax, opt, color) -> str | None:
         ax.plot(10 ** x, np.polyval(opt["coef"], x), "--", color=color, lw=1, alpha=0.8)
     if not np.isfinite(opt["lr_opt"]):
         return None
+    if _conflict(opt):
+        ax.scatter([opt["lr_opt"]], [opt["loss_opt"]], marker="s", s=80, facecolor="none",
+                   edgecolor="k", linewidth=1.2, zorder=6)
+        return "conflict"
     bracketed = opt["edge"] in (None, "diverged") or pd.isna(opt["edge"])
     if bracketed:
         lo, hi = opt.get("lr_lo", np.nan), opt.get("lr_hi", np.nan)
@@ -193,6 +201,8 @@ def _marker_key(kinds: set) -> dict:
              "parabola": ("local parabola of the fit", {"ls": "--", "color": "0.4"}),
              "edge": ("best LR at the grid edge (not bracketed)",
                       {"marker": "o", "ms": 9, "mfc": "none", "mec": "k"}),
+             "conflict": ("contradicted: left out of the laws",
+                          {"marker": "s", "ms": 8, "mfc": "none", "mec": "k"}),
              "diverged": ("diverged (drawn at the top)", {"marker": "x", "ms": 7, "mec": "k"})}
     return {text: Line2D([], [], **{"ls": "none", **kw}) for kind, (text, kw) in style.items()
             if kind in kinds}
@@ -242,7 +252,7 @@ def _lr_vs_width_figure(plt, result):
             continue
         x = rows["N"].map(width).to_numpy(float) if width else rows["N"].to_numpy(float)
         y = rows["lr_opt"].to_numpy(float)
-        inside = rows["edge"].isna() | (rows["edge"] == "diverged")
+        inside = _bracketed(rows)
         lo = np.clip(np.nan_to_num(y - rows["lr_lo"].to_numpy(float)), 0, None)
         hi = np.clip(np.nan_to_num(rows["lr_hi"].to_numpy(float) - y), 0, None)
         name = label(as_text(values)) or "optimum"
@@ -252,7 +262,7 @@ def _lr_vs_width_figure(plt, result):
         ax.scatter(x[inside], y[inside], color=color, s=36, zorder=5, label=name)
         if (~inside).any():
             ax.scatter(x[~inside], y[~inside], facecolor="none", edgecolor=color, s=60,
-                       zorder=5, label="best LR at grid edge (a bound)")
+                       zorder=5, label="best LR at the grid edge, or left out of the laws")
     ax.set_xscale("log", base=2 if width else 10)
     ax.set_yscale("log")
     value_ticks(ax.xaxis, np.array(sorted(width.values() if width else optima["N"].unique())))
@@ -268,9 +278,23 @@ def _best_per_n(rows: pd.DataFrame) -> pd.DataFrame:
     # one optimum per N: the bracketed slice with the lowest loss (e.g. over weight decays),
     # else the best edge one
     rows = rows[np.isfinite(rows["loss_opt"])]
-    bracketed = rows["edge"].isna() | (rows["edge"] == "diverged")
+    bracketed = _bracketed(rows)
     ranked = rows.assign(_rank=(~bracketed).astype(int)).sort_values(["_rank", "loss_opt"])
     return ranked.groupby("N", as_index=False).head(1).sort_values("N")
+
+
+def _conflict(opt) -> bool:
+    # finished runs past the slice's stability limit beat its optimum: no law takes it
+    value = opt.get("conflict", False)
+    return bool(value) if not pd.isna(value) else False
+
+
+def _bracketed(rows: pd.DataFrame) -> pd.Series:
+    # optima a law takes: inside the LRs tried (or capped by a divergence), not contradicted
+    inside = rows["edge"].isna() | (rows["edge"] == "diverged")
+    if "conflict" in rows:
+        inside &= ~rows["conflict"].fillna(False).astype(bool)
+    return inside
 
 
 def _width_map(table: pd.DataFrame) -> dict:

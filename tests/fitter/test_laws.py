@@ -172,4 +172,5 @@ def test_an_lr_law_with_one_bracketed_value_of_a_swept_axis_says_the_others_are_
     assert str(err.value) == (
         "the lr law needs bracketed LR optima at 2 or more values of N, D or B, but only one "
         "value of D (train.tokens) has one: the other slices' best LR is at the edge of the "
-        "LRs tried; extend them (`next_grid` in fit.json).")
+        "LRs tried; extend them (`next_grid` in fit.json lists the LRs to add; `sweep fit` "
+        "without --law writes it).")

@@ -134,3 +134,22 @@ def test_the_loss_axis_holds_the_stars_of_the_fitted_optima():
     plots._shared_ylim([ax], result, rows)
     assert ax.get_ylim()[0] <= float(rows["loss_opt"].min())
     plt.close(fig)
+
+
+
+def test_a_slice_left_out_for_a_conflict_is_drawn_as_left_out():
+    """A divergence between finished LRs that beat the LR below it leaves the slice out of
+    the laws; its figure drew that optimum as a fitted star all the same."""
+    frame = pd.DataFrame({"N": 1e6, "D": 1e9, "B": 65536, "lr": [5e-3, 1e-2, 2e-2, 4e-2, 8e-2],
+                          "loss": [3.2, 3.1, np.nan, 3.05, 3.3],
+                          "status": ["finished", "finished", "diverged", "finished", "finished"]})
+    result = fit_runs(from_short_frame(frame.assign(run=[f"r{i}" for i in range(5)]),
+                                       source="c"), n_boot=0)
+    assert result.optima["conflict"].tolist() == [True]
+    with plt.rc_context(plot_style.STYLE):
+        (fig,) = plots._loss_vs_lr_figures(plt, result)
+    legend = fig.legends[0] if fig.legends else fig.axes[0].get_legend()
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert "contradicted: left out of the laws" in labels
+    assert "fitted optimum (90% interval)" not in labels
+    plt.close(fig)
