@@ -258,6 +258,28 @@ def run_sweep(spec: SweepSpec, trials: list[Trial], *, tracking_uri: str,
     return outcome
 
 
+def records_of_others(trials: list[Trial], tracking_uri: str, sweep: str,
+                      ended: tuple[str, ...]) -> dict:
+    """The store's record (`recorded_trials`) of the sweep, read for `trials`, which other
+    drivers (or earlier launches) ended. A trial the store does not yet hold as ended whose
+    lease a live worker still holds is being recorded now: that worker keeps the lease until
+    its tracker has written the end (`orchestrator.worker.RECORD_WAIT_S`), so the store is
+    read again once those leases are free; whatever it still lacks then is re-synced."""
+    if not trials:
+        return {}
+    from orchestrator.worker import RECORD_WAIT_S
+
+    stored = recorded_trials(tracking_uri, sweep)
+    pending = [t for t in trials if stored.get(t.trial_id, {}).get("status") not in ended]
+    deadline = time.monotonic() + RECORD_WAIT_S + 5.0
+    waited = False
+    while time.monotonic() < deadline and any(
+            current_holder(_run_dir(t)) is not None for t in pending):
+        waited = True
+        time.sleep(0.5)
+    return recorded_trials(tracking_uri, sweep) if waited else stored
+
+
 def refuse_a_stale_extend(tracker) -> None:
     """Raise the ConfigError of an extend whose spec another extend changed meanwhile
     (`Tracker.open_sweep`; waits for the tracking actor to be up)."""
@@ -297,7 +319,7 @@ def drive(runner: _Runner, *, tracking_uri: str, progress: bool,
     runner.await_records(timeout=None)  # every end the workers sent, written
     # A trial another driver ended is its to record; one whose record is still not done
     # here (that driver died after the trial's end) is completed from its run directory.
-    stored = recorded_trials(tracking_uri, spec.name) if runner.found_ended_trials else {}
+    stored = records_of_others(runner.found_ended_trials, tracking_uri, spec.name, ended)
     runner.unsure.update(t.trial_id for t in runner.found_ended_trials
                          if stored.get(t.trial_id, {}).get("status") not in ended)
     tracker.learn_ends.remote({t.trial_id: (stored[t.trial_id]["status"],

@@ -18,6 +18,12 @@ from orchestrator.lease import ENDED, HELD, Holder, Lease
 
 SEND_EVERY_S = 2.0
 """A worker sends its metrics to the tracker at most this often; the rest goes with its end."""
+RECORD_WAIT_S = 30.0
+"""How long a worker keeps a trial's lease after the trial's end for the tracker to write that
+end. A driver that finds the lease free takes what the store then holds as the record and fills
+its gaps from the trial's files: released before the tracker wrote the end, the two wrote the
+last steps twice. Past this (a store out longer), the lease goes and the rare double write
+is the price of not holding every ending trial's slot through an outage."""
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -53,7 +59,9 @@ def trial_task(fn, *, sweep: str, driver_pid: int):
             if summary is not None:
                 return {"status": ENDED, "summary": summary}
             with _cpu_unless_given_a_gpu():
-                return fn(cfg, *args)
+                result = fn(cfg, *args)
+            await_records([result])
+            return result
     # Ray names the task, and its worker's process title, after the function: keep `run_trial`.
     run_as_trial.__name__ = run_as_trial.__qualname__ = fn.__name__
     return run_as_trial
@@ -126,9 +134,22 @@ def group_task(fn, *, sweep: str, driver_pid: int):
             if free:
                 with _cpu_unless_given_a_gpu():
                     answers.update(fn(free, *args))
+                await_records(answers.values())
         return answers
     run_as_group.__name__ = run_as_group.__qualname__ = fn.__name__
     return run_as_group
+
+
+def await_records(answers) -> None:
+    """Wait (at most `RECORD_WAIT_S`) for the tracker to write the ends that `answers` (a
+    trial task's results) sent: their `recorded` ObjectRefs. A failed write counts as done:
+    the driver re-syncs that trial."""
+    import ray
+
+    refs = [a["recorded"] for a in answers
+            if isinstance(a, dict) and isinstance(a.get("recorded"), ray.ObjectRef)]
+    if refs:
+        ray.wait(refs, num_returns=len(refs), timeout=RECORD_WAIT_S)
 
 
 @contextlib.contextmanager

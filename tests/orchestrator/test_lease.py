@@ -155,3 +155,55 @@ def test_a_trial_task_that_finds_its_trial_ended_returns_its_summary_without_run
     paths.summary.write_text(json.dumps({**summary, "status": "failed"}))  # not ended: runs
     task(cfg, None, "label", 1)
     assert len(calls) == 1
+
+
+RECORD_THEN_RELEASE = """
+import sys, time
+from orchestrator.lease import Lease
+from orchestrator.tracking import Tracker
+from pathlib import Path
+run_dir, uri, trial_id, go = sys.argv[1:]
+tracker = Tracker(uri, "unit", code_version="test", spec_yaml="")
+held = Lease.acquire(run_dir, sweep="unit", driver_pid=4242)
+print("held", flush=True)
+while not Path(go).exists():  # the tracker is busy with other trials' ends
+    time.sleep(0.05)
+tracker.begin(trial_id, "x", {})
+tracker.end(trial_id, "finished", {"final/steps": 4})
+held.release()
+"""
+
+
+def test_a_trial_another_driver_ended_is_read_once_its_record_is_written(tmp_path,
+                                                                        monkeypatch):
+    """At the end of a launch, a trial another driver ended whose record the store lacks is
+    re-synced from its files, unless that driver is still writing it: a worker keeps the
+    lease until its end is written, so the store is read again once the lease is free (read
+    at once, the store lacked the end and both drivers wrote the last steps)."""
+    from orchestrator import driver
+    from orchestrator.driver import records_of_others
+    from orchestrator.spec import Trial
+    from trainer.schema import DONE
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    cfg = compose(["model=tiny", "data=synthetic", f"storage_root={tmp_path}"])
+    trial = Trial(overrides=(), cfg=cfg, trial_id=config_id(cfg), flops=0.0)
+    run_dir = RunPaths.for_config(cfg, trial.trial_id).run_dir
+    go = tmp_path / "go"
+    read = driver.recorded_trials
+
+    def read_then_let_the_other_write(*args):  # the other driver's tracker writes the end
+        stored = read(*args)  # only once this driver has read the store
+        go.touch()
+        return stored
+
+    monkeypatch.setattr(driver, "recorded_trials", read_then_let_the_other_write)
+    proc = subprocess.Popen([sys.executable, "-c", RECORD_THEN_RELEASE, str(run_dir), uri,
+                             trial.trial_id, str(go)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        stored = records_of_others([trial], uri, "unit", DONE)
+    finally:
+        proc.wait(timeout=60)
+    assert stored[trial.trial_id]["status"] == "finished"
+    assert records_of_others([], uri, "unit", DONE) == {}

@@ -30,6 +30,52 @@ def test_trials_run_under_their_lease_and_their_own_name(local_ray, tmp_path):
     assert current_holder(RunPaths.for_config(cfg, config_id(cfg)).run_dir) is None
 
 
+def end_recorded_slowly(cfg, seconds: float) -> dict:
+    """A trial whose end the tracker writes `seconds` after the trainer returned (a tracker
+    busy with other trials' ends): the lease's holder pid and the record's ref."""
+    import time
+
+    import ray
+
+    @ray.remote(num_cpus=0)
+    def write_end(pid: int) -> int:
+        time.sleep(seconds)
+        return pid
+
+    return {"status": "finished", "summary": {}, "recorded": write_end.remote(os.getpid())}
+
+
+def end_members_recorded_slowly(cfgs, seconds: float) -> dict:
+    return {config_id(cfg): end_recorded_slowly(cfg, seconds * (k + 1))
+            for k, cfg in enumerate(cfgs)}
+
+
+def test_the_lease_is_held_until_the_tracker_wrote_the_end(local_ray, tmp_path):
+    """A driver that finds a trial's lease free fills the gaps of its record from its files:
+    had the worker let go before its tracker wrote the end, both would write the last steps
+    (a CI run saw 101 steps twice). A trial's task, and a fused group's, returns once the ends
+    it sent are written, and only then gives the lease back."""
+    import ray
+
+    from orchestrator.worker import group_task
+
+    cfg = compose(["model=tiny", "data=synthetic", f"storage_root={tmp_path}"])
+    task = ray.remote(trial_task(end_recorded_slowly, sweep="unit", driver_pid=os.getpid()))
+    result = ray.get(task.options(num_cpus=1).remote(cfg, 2.0))
+    assert ray.wait([result["recorded"]], timeout=0)[0]  # written before the task returned
+    assert current_holder(RunPaths.for_config(cfg, config_id(cfg)).run_dir) is None
+
+    cfgs = [compose(["model=tiny", "data=synthetic", f"optim.lr={lr}",
+                     f"storage_root={tmp_path}"]) for lr in (0.003, 0.01)]
+    task = ray.remote(group_task(end_members_recorded_slowly, sweep="unit",
+                                 driver_pid=os.getpid()))
+    answers = ray.get(task.options(num_cpus=1).remote(cfgs, 1.0))
+    refs = [answers[config_id(c)]["recorded"] for c in cfgs]
+    assert len(ray.wait(refs, num_returns=2, timeout=0)[0]) == 2
+    assert all(current_holder(RunPaths.for_config(c, config_id(c)).run_dir) is None
+               for c in cfgs)
+
+
 def report_no_gpu_env(cfg) -> str | None:
     from trainer.distributed import NO_GPU_ENV
     return os.environ.get(NO_GPU_ENV)
