@@ -347,7 +347,9 @@ class Tracker:
                 Metric(key, float(row[key]), now, row["step"]) for row in history
                 if row.get(key) is not None and math.isfinite(row[key])
                 and row["step"] not in written)
-        self._buffer_finals(trial_id, summary)
+        # (a resumed attempt's end wrote them already: written again, each was twice)
+        self._buffer_finals(trial_id, summary,
+                            self.call(self.client.get_run, run_id).data.metrics)
         self._terminate(trial_id, status)
 
     def look_up(self, trial_id: str) -> None:
@@ -490,7 +492,9 @@ class Tracker:
 
     # -- writes --------------------------------------------------------------------------
 
-    def _buffer_finals(self, trial_id: str, summary: dict) -> None:
+    def _buffer_finals(self, trial_id: str, summary: dict, written: dict | None = None) -> None:
+        """Buffer the summary's `final/*` values, but those `written` (the run's metrics as
+        the store holds them) already has."""
         from mlflow.entities import Metric
 
         step = int(summary.get(FINAL_STEPS, 0) or 0)
@@ -498,7 +502,8 @@ class Tracker:
         finals = {k: float(v) for k, v in summary.items() if k.startswith(FINAL_PREFIX)
                   and isinstance(v, (int, float)) and math.isfinite(v)}
         self.buffer.setdefault(trial_id, []).extend(
-            Metric(k, v, now, step) for k, v in finals.items())
+            Metric(k, v, now, step) for k, v in finals.items()
+            if (written or {}).get(k) != v)
         status, known = self.ends.get(trial_id, (None, {}))
         self.ends[trial_id] = (status, {**known, **finals})
 

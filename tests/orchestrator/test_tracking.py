@@ -104,6 +104,27 @@ def test_resync_adds_only_the_steps_the_store_lacks(tmp_path):
     assert client.get_run(tracker.children[trial]).data.tags["trial.status"] == "finished"
 
 
+def test_resync_of_a_resumed_trial_writes_its_final_values_once(tmp_path):
+    """A resumed attempt is not whole, so the end of the launch re-syncs it: its `final/*`
+    values, which its end had written, were written a second time (same step and value)."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracker = _tracker(uri)
+    trial = "f" * 64
+    assert not _attempt(tracker, trial, resumed_step=2)
+    rows = [{"step": s, "train/loss": 3.0 - s / 10} for s in (1, 2, 3)]
+    tracker.resync_trial(trial, "finished", {**SUMMARY, "final/eval_loss": 2.5}, PARAMS, "f",
+                         rows)
+    client = MlflowClient(uri)
+    run_id = tracker.children[trial]
+    for key, value in SUMMARY.items():
+        assert [(m.step, m.value) for m in client.get_metric_history(run_id, key)] == \
+            [(3, value)]
+    # a value the store lacks, or holds another of, is written
+    tracker.resync_trial(trial, "finished", {**SUMMARY, "final/eval_loss": 2.4}, PARAMS, "f",
+                         rows)
+    assert [m.value for m in client.get_metric_history(run_id, "final/eval_loss")] == [2.5, 2.4]
+
+
 def test_a_sweep_launched_again_reads_running_until_it_closes(tmp_path):
     """Regression: `sweep status` said `finished` (or `interrupted`) while an extend or a resume
     of that sweep was running, because only the close wrote the sweep's status."""
