@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import math
 import os
+import signal
 import subprocess
 import sys
 
@@ -194,11 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.errors import ConfigError
 
     args = parse_args(argv)
-    _quiet_libraries()
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
-    from orchestrator.driver import absolute_tracking_uri
-    uri = absolute_tracking_uri(uri)
     try:
+        _quiet_libraries()
+        from orchestrator.driver import absolute_tracking_uri
+        uri = absolute_tracking_uri(uri)
         if getattr(args, "from_csv", None) is None:  # (a fit of a CSV reads no store)
             _server_answers(uri)
         _store_exists(args, uri)
@@ -213,6 +214,14 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `sweep status NAME | head`: the reader has what it wanted
         sys.stderr.close()
         return 0
+    except KeyboardInterrupt:
+        # Ctrl-C before the driver's loop (importing, starting Ray) or a second one while it
+        # winds down: one line, not Python's stack. A third would only interrupt Ray's own
+        # shutdown at exit (its stack again), so it is ignored from here.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        print(f"interrupted{INTERRUPTED_HINT if args.command in RUNS_TRIALS else ''}",
+              file=sys.stderr)
+        return 130
     except Exception as err:
         from mlflow.exceptions import MlflowException
 
@@ -227,14 +236,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+RUNS_TRIALS = ("launch", "resume", "extend")
+INTERRUPTED_HINT = ("; nothing that finished is lost: `sweep resume NAME` goes on from there "
+                    "(`sweep status NAME` shows where it stands)")
 READS_A_SWEEP = ("status", "resume", "extend", "cancel", "recommend", "fit", "ui")
 """Subcommands that read a sweep already recorded: none of them creates a store."""
-
-
-def _missing_sqlite(uri: str) -> str | None:
-    """The path of an SQLite store that does not exist (yet), else None."""
-    path = uri.removeprefix("sqlite:///")
-    return path if uri.startswith("sqlite:///") and not os.path.exists(path) else None
 
 
 STORE_SCHEMES = ("file", "sqlite", "http", "https", "postgresql", "mysql", "mssql",
@@ -281,11 +287,16 @@ def _server_answers(uri: str) -> None:
 
 def _store_exists(args, uri: str) -> None:
     """A misspelt SQLite path would otherwise be created, empty, by the first read."""
+    from orchestrator.store import missing_sqlite, not_sqlite
     from trainer.errors import ConfigError
 
+    if path := not_sqlite(uri):
+        raise ConfigError(f"the tracking store {path} is not an SQLite database (a file of "
+                          "something else): point --tracking-uri (or MLFLOW_TRACKING_URI) at "
+                          "the sweep's store, or at a new file, e.g. sqlite:///mlflow.db")
     reads = args.command == "list" or (args.command in READS_A_SWEEP
                                        and getattr(args, "name", None) is not None)
-    if reads and (path := _missing_sqlite(uri)):
+    if reads and (path := missing_sqlite(uri)):
         raise ConfigError(f"no tracking store at {path}: launch a sweep first (sweep launch "
                           "SPEC), or point --tracking-uri (or MLFLOW_TRACKING_URI) at the "
                           "store the sweep was launched with")
@@ -304,33 +315,35 @@ def _launch(args, uri: str) -> int:
     from orchestrator.spec import load_spec
 
     spec = load_spec(args.spec).with_overrides(args.overrides)
-    _note_another_base(spec, uri)
-    return _run(spec, args, uri)
+    return _run(spec, args, uri, notes=_another_base(spec, uri))
 
 
-def _note_another_base(spec, uri: str) -> None:
+def _another_base(spec, uri: str) -> list[str]:
     """A launch under a sweep's name with another spec (other base overrides, grid, seeds)
     adds other trials to its experiment: allowed (a launch with overrides does it on
-    purpose), but said, since `status` then follows the new spec and `fit` reads them all."""
+    purpose), but said, since `status` then follows the new spec and `fit` reads them all:
+    the notes, said once the launch's checks have passed (before an error they were noise)."""
+    from orchestrator.store import missing_sqlite
     from trainer.errors import ConfigError
 
-    if _missing_sqlite(uri):
-        return  # no store yet: a new sweep
+    if missing_sqlite(uri):
+        return []  # no store yet: a new sweep
     from orchestrator import commands
 
     try:
         stored = commands.stored_spec(uri, spec.name)
     except ConfigError:
-        return  # no such sweep yet
+        return []  # no such sweep yet
     before, now = set(stored.overrides), set(spec.overrides)
 
     from orchestrator.spec import root_path
 
+    notes = []
     if root_path(stored.storage_root) != root_path(spec.storage_root):
-        print(f"note: sweep {spec.name} was launched before with storage_root "
-              f"{stored.storage_root}, now {root_path(spec.storage_root)}: its trials' "
-              "run directories and checkpoints are there, and an unfinished trial would "
-              "start over here", file=sys.stderr)
+        notes.append(f"sweep {spec.name} was launched before with storage_root "
+                     f"{stored.storage_root}, now {root_path(spec.storage_root)}: its trials' "
+                     "run directories and checkpoints are there, and an unfinished trial "
+                     "would start over here")
     changes = [f"without {o}" for o in sorted(before - now)] + [
         f"now {o}" for o in sorted(now - before)]
     changes += [f"grid.{k}: {stored.grid.get(k, '(none)')} → {spec.grid.get(k, '(none)')}"
@@ -343,14 +356,15 @@ def _note_another_base(spec, uri: str) -> None:
     if redact(str(stored.search)) != redact(str(spec.search)):  # (stored: its password masked)
         changes.append("another search block")
     if changes:
-        print(f"note: sweep {spec.name} was launched before with another spec "
-              f"({'; '.join(changes)}): its trials so far stay in its experiment, "
-              "`sweep status` and `sweep extend` follow this spec and `sweep fit` reads every "
-              f"trial; to add to the sweep use `sweep extend {spec.name} ...`, or give this "
-              "spec another name to keep the two apart", file=sys.stderr)
+        notes.append(f"sweep {spec.name} was launched before with another spec "
+                     f"({'; '.join(changes)}): its trials so far stay in its experiment, "
+                     "`sweep status` and `sweep extend` follow this spec and `sweep fit` reads "
+                     f"every trial; to add to the sweep use `sweep extend {spec.name} ...`, or "
+                     "give this spec another name to keep the two apart")
+    return notes
 
 
-def _run(spec, args, uri: str, based_on=None) -> int:
+def _run(spec, args, uri: str, based_on=None, notes: list[str] = ()) -> int:
     from orchestrator import commands
 
     # A flag is this command's: the stored spec keeps its own value for later commands.
@@ -365,7 +379,7 @@ def _run(spec, args, uri: str, based_on=None) -> int:
             print(f"note: on this machine the launch would refuse it: {problem} (a cluster's "
                   "nodes count with --address)", file=sys.stderr)
     if getattr(args, "dry_run", False) and spec.optuna is not None:
-        for label, used, left in commands.search_dry_run(spec, tracking_uri=uri):
+        for label, used, left in commands.search_dry_run(spec, tracking_uri=uri, notes=notes):
             print(f"study {label}: {used} trial{'s' * (used != 1)} used, would ask {left} more")
         from orchestrator.fusion import fusion_setting
 
@@ -389,7 +403,7 @@ def _run(spec, args, uri: str, based_on=None) -> int:
                      if spec.max_concurrent else ""))
         return 0
     if getattr(args, "dry_run", False):
-        plan = commands.dry_run(spec, tracking_uri=uri)
+        plan = commands.dry_run(spec, tracking_uri=uri, notes=notes)
         for trial, action in plan:
             print(f"{action:<18} {trial.trial_id[:12]}  {trial.label}")
         todo = sum(action.startswith("run") for _, action in plan)
@@ -411,7 +425,7 @@ def _run(spec, args, uri: str, based_on=None) -> int:
         return 0
     address = args.address or os.environ.get("RAY_ADDRESS")
     outcome = commands.launch(spec, tracking_uri=uri, address=address,
-                              progress=sys.stdout.isatty(), based_on=based_on)
+                              progress=sys.stdout.isatty(), based_on=based_on, notes=notes)
     ran = outcome.ran.values()
     summary = ", ".join(f"{sum(s == k for s in ran)} {k}" for k in sorted(set(ran)))
     print(f"sweep {spec.name}: {outcome.trials} trial{'s' * (outcome.trials != 1)}, "
@@ -501,7 +515,6 @@ def _ui(args, uri: str) -> int:
     if served:
         print(f"MLflow UI of the tracking server: {url}")
         return 0
-    import signal
     import socket
 
     from trainer.errors import ConfigError

@@ -7,12 +7,14 @@ sweep's parent run, so they need only the name.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
@@ -29,7 +31,7 @@ from orchestrator.driver import (
     run_sweep,
     storage_problem,
 )
-from orchestrator.lease import gone_driver
+from orchestrator.lease import driver_label, gone_driver
 from orchestrator.spec import (
     SweepSpec,
     Trial,
@@ -40,7 +42,7 @@ from orchestrator.spec import (
     spec_from_dict,
     unread_problems,
 )
-from orchestrator.store import create_sqlite_store_once
+from orchestrator.store import create_sqlite_store_once, missing_sqlite
 from trainer.errors import ConfigError
 from trainer.reporting import redact
 from trainer.schema import (
@@ -76,9 +78,11 @@ from trainer.schema import (
 
 
 def launch(spec: SweepSpec, *, tracking_uri: str, address: str | None = None,
-           progress: bool = True, based_on: SweepSpec | None = None) -> SweepOutcome:
+           progress: bool = True, based_on: SweepSpec | None = None,
+           notes: Sequence[str] = ()) -> SweepOutcome:
     """Validate every trial and the spec's resources, then run the trials not yet done
-    (`based_on`: the stored spec `sweep extend` extended, see `run_sweep`).
+    (`based_on`: the stored spec `sweep extend` extended, see `run_sweep`). `notes`: said
+    once the checks have passed.
 
     Raises:
         ConfigError: every problem found, of the trials' configs and of the cluster (no node
@@ -86,7 +90,7 @@ def launch(spec: SweepSpec, *, tracking_uri: str, address: str | None = None,
     """
     if spec.optuna is not None:
         return _launch_search(spec, tracking_uri=tracking_uri, address=address,
-                              progress=progress, based_on=based_on)
+                              progress=progress, based_on=based_on, notes=notes)
     try:
         spec, trials = prepare(spec)
         storage_problem(spec.storage_root, create=True)
@@ -100,8 +104,10 @@ def launch(spec: SweepSpec, *, tracking_uri: str, address: str | None = None,
         cluster = (_cluster_problems(spec, address) if named
                    else resource_problems(spec, local_cluster()))
         raise ConfigError(list(err.problems) + cluster) from None
+    say_notes(notes)
     create_sqlite_store_once(tracking_uri)
     states = recorded_trials(tracking_uri, spec.name)
+    _relabel(tracking_uri, trials, states)
     migrated = legacy.migrate(tracking_uri, trials, states)
     if migrated:
         print(f"{migrated} trial{'s' if migrated > 1 else ''} recorded before data "
@@ -112,18 +118,28 @@ def launch(spec: SweepSpec, *, tracking_uri: str, address: str | None = None,
         _store_spec(tracking_uri, spec, based_on, trials)
         _close_as_finished(tracking_uri, spec.name)
         return SweepOutcome(trials=len(trials), already_done=len(trials))
-    problems = _cluster_problems(spec, address)
-    if problems:
-        raise ConfigError(problems)
+    _start(spec, tracking_uri, address)
     return run_sweep(spec, trials, tracking_uri=tracking_uri, progress=progress,
                      based_on=based_on)
+
+
+def _relabel(tracking_uri: str, trials: list[Trial], states: dict) -> None:
+    """Name each recorded trial's run after its label in this launch's spec: an axis `extend`
+    added (`optim.weight_decay=choice(0.0, 0.1)`) is in the new trials' names, and the old
+    trials' names lacked it, so two trials read alike in `status` and the MLflow UI."""
+    client = None
+    for trial in trials:
+        run = states.get(trial.trial_id, {}).get("run")
+        if run is not None and run.info.run_name != trial.label[:250]:
+            client = client or MlflowClient(tracking_uri=tracking_uri)
+            client.update_run(run.info.run_id, name=trial.label[:250])
 
 
 def _refuse_unread(spec: SweepSpec, tracking_uri: str, based_on: SweepSpec | None) -> None:
     """Keys no trial reads, new in this launch against the sweep's stored spec (`based_on`
     for an extend), refused before anything runs (`orchestrator.spec.unread_problems`)."""
     baseline = based_on
-    if baseline is None:
+    if baseline is None and not missing_sqlite(tracking_uri):  # (no store: all is new)
         create_sqlite_store_once(tracking_uri)
         try:
             baseline = stored_spec(tracking_uri, spec.name)
@@ -173,8 +189,16 @@ def _unfinished_beyond(old: SweepSpec, spec: SweepSpec, trials: list[Trial] | No
                        tracking_uri: str) -> bool:
     """Does the stored spec `old` hold trials not done that `spec` (its `trials`) does not?"""
     if old.optuna is not None or trials is None:
-        return (old.optuna is not None and spec.optuna is not None
-                and old.optuna.n_trials > spec.optuna.n_trials)
+        if not (old.optuna is not None and spec.optuna is not None
+                and old.optuna.n_trials > spec.optuna.n_trials):
+            return False
+        from orchestrator import search
+
+        try:  # its studies short of the stored n_trials (every one at it: nothing beyond)
+            old, plan, storage = search.prepare_search(old, tracking_uri, create=False)
+            return search.has_work(plan, storage, tracking_uri)
+        except ConfigError:
+            return False  # (a stored spec that no longer composes holds nothing to resume)
     try:
         _, theirs = prepare(old)
     except ConfigError:
@@ -200,7 +224,8 @@ def _close_as_finished(tracking_uri: str, name: str) -> None:
 
 
 def _launch_search(spec: SweepSpec, *, tracking_uri: str, address: str | None,
-                   progress: bool, based_on: SweepSpec | None = None) -> SweepOutcome:
+                   progress: bool, based_on: SweepSpec | None = None,
+                   notes: Sequence[str] = ()) -> SweepOutcome:
     """`launch` of a searched sweep (`orchestrator.search`): the same checks, then the
     studies run to their n_trials."""
     from orchestrator import search
@@ -215,6 +240,7 @@ def _launch_search(spec: SweepSpec, *, tracking_uri: str, address: str | None,
         cluster = (_cluster_problems(spec, address) if named
                    else resource_problems(spec, local_cluster()))
         raise ConfigError(list(err.problems) + cluster) from None
+    say_notes(notes)
     create_sqlite_store_once(tracking_uri)
     lost: list[Trial] = []
     if not search.has_work(plan, storage, tracking_uri, lost):  # all told and recorded
@@ -231,11 +257,59 @@ def _launch_search(spec: SweepSpec, *, tracking_uri: str, address: str | None,
         _store_spec(tracking_uri, spec, based_on)
         used = sum(row["used"] for row in search.search_status(plan, storage))
         return SweepOutcome(trials=used, already_done=used)
-    problems = _cluster_problems(spec, address)
-    if problems:
-        raise ConfigError(problems)
+    _start(spec, tracking_uri, address)
     return search.run_search(spec, plan, tracking_uri=tracking_uri, storage=storage,
                              progress=progress, based_on=based_on)
+
+
+def _start(spec: SweepSpec, tracking_uri: str, address: str | None) -> None:
+    """Raise the cluster's problems (a local one's before Ray starts), with the sweep marked
+    running by this driver meanwhile: a `sweep cancel` typed while Ray starts (10-20 s) is
+    then seen by this launch (`Tracker.open_sweep` keeps it) instead of answered `not
+    running` and lost. A launch that stops here leaves the sweep as it found it."""
+    named = address or os.environ.get("RAY_ADDRESS")
+    if not named and (problems := resource_problems(spec, local_cluster())):
+        raise ConfigError(problems)
+    before = mark_starting(tracking_uri, spec.name)
+    try:
+        problems = _cluster_problems(spec, address)
+        if problems:
+            raise ConfigError(problems)
+    except BaseException:
+        unmark_starting(tracking_uri, spec.name, before)
+        raise
+
+
+def mark_starting(tracking_uri: str, name: str) -> dict | None:
+    """Mark an existing sweep running under this process (`driver_label`), its cancel cleared;
+    the parent's tags before (None: no sweep by that name yet)."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(name)
+    parents = sweep_runs(client, exp.experiment_id, KIND_SWEEP) if exp else []
+    if not parents:
+        return None
+    parent = min(parents, key=lambda run: (run.info.start_time, run.info.run_id))
+    from mlflow.entities import RunTag
+
+    keys = (SWEEP_STATUS_TAG, SWEEP_CANCEL_TAG, SWEEP_DRIVER_TAG)
+    before = {k: parent.data.tags.get(k) for k in keys}
+    client.log_batch(parent.info.run_id, tags=[
+        RunTag(SWEEP_STATUS_TAG, RUNNING), RunTag(SWEEP_CANCEL_TAG, "no"),
+        RunTag(SWEEP_DRIVER_TAG, driver_label())])
+    return {"run_id": parent.info.run_id, "tags": before}
+
+
+def unmark_starting(tracking_uri: str, name: str, before: dict | None) -> None:
+    """Undo `mark_starting`: the launch stopped before its driver opened the sweep."""
+    if before is None:
+        return
+    client = MlflowClient(tracking_uri=tracking_uri)
+    with contextlib.suppress(Exception):  # (the error that stopped the launch matters more)
+        for key, value in before["tags"].items():
+            if value is None:
+                client.delete_tag(before["run_id"], key)
+            else:
+                client.set_tag(before["run_id"], key, value)
 
 
 def _cluster_problems(spec: SweepSpec, address: str | None) -> list[str]:
@@ -255,7 +329,14 @@ def _check_hub_once(trials: list[Trial]) -> None:
         check(hub.cfg, network=True)
 
 
-def dry_run(spec: SweepSpec, *, tracking_uri: str) -> list[tuple[Trial, str]]:
+def say_notes(notes: Sequence[str]) -> None:
+    """Notes on a launch (see `cli._another_base`), on stderr."""
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+
+
+def dry_run(spec: SweepSpec, *, tracking_uri: str,
+            notes: Sequence[str] = ()) -> list[tuple[Trial, str]]:
     """Every trial with what a launch would do to it: `done (status)`, `run`, or `wait` for
     the other driver that trains it now. A trial this sweep has not recorded as done but whose
     run directory holds its end (trained by another sweep over the same `storage_root`, or a
@@ -268,9 +349,13 @@ def dry_run(spec: SweepSpec, *, tracking_uri: str) -> list[tuple[Trial, str]]:
     spec, trials = prepare(spec)
     storage_problem(spec.storage_root, create=False, probe=True)  # what the launch refuses
     _refuse_unread(spec, tracking_uri, None)
+    say_notes(notes)
     print_notes(trials)
-    create_sqlite_store_once(tracking_uri)
-    states = recorded_trials(tracking_uri, spec.name)
+    if missing_sqlite(tracking_uri):  # nothing recorded; a dry run creates no store
+        states = {}
+    else:
+        create_sqlite_store_once(tracking_uri)
+        states = recorded_trials(tracking_uri, spec.name)
     old = legacy.legacy_records(trials, states)  # a launch would migrate these first
     plan = []
     for trial in sorted(trials, key=lambda t: t.flops, reverse=True):
@@ -287,14 +372,21 @@ def dry_run(spec: SweepSpec, *, tracking_uri: str) -> list[tuple[Trial, str]]:
     return plan
 
 
-def search_dry_run(spec: SweepSpec, *, tracking_uri: str) -> list[tuple[str, int, int]]:
+def search_dry_run(spec: SweepSpec, *, tracking_uri: str,
+                   notes: Sequence[str] = ()) -> list[tuple[str, int, int]]:
     """A searched sweep's studies: (slice, trials used, trials it may still ask)."""
     from orchestrator import search
 
     spec, plan, storage = search.prepare_search(spec, tracking_uri, create=False)
     search.check_studies_space(plan, storage)
+    say_notes(notes)
     return [(row["slice"], row["used"], max(row["n_trials"] - row["used"], 0))
             for row in search.search_status(plan, storage)]
+
+
+SPEC_STORED_WITHIN_S = 120.0
+"""A new sweep's parent run without its spec for longer than this has lost it (a driver stores
+it a moment after creating the run, Ray's start-up aside)."""
 
 
 def stored_spec(tracking_uri: str, name: str) -> SweepSpec:
@@ -306,10 +398,21 @@ def stored_spec(tracking_uri: str, name: str) -> SweepSpec:
     try:
         path = client.download_artifacts(parent.info.run_id, SPEC_ARTIFACT)
     except (MlflowException, OSError):
-        if not client.list_artifacts(parent.info.run_id):  # the parent is being opened
+        try:
+            listed = client.list_artifacts(parent.info.run_id)
+        except (MlflowException, OSError):
+            listed = []
+        if listed:
+            raise
+        age_s = time.time() - parent.info.start_time / 1000
+        if parent.info.status == "RUNNING" and age_s < SPEC_STORED_WITHIN_S:
             raise ConfigError(f"sweep {name!r} is starting: its spec is stored a moment after "
                               "its record; ask again in a few seconds") from None
-        raise
+        raise ConfigError(
+            f"sweep {name!r} has lost its stored spec ({SPEC_ARTIFACT} is not in "
+            f"{parent.info.artifact_uri}: that folder was moved or deleted); launch its spec "
+            "file again (`sweep launch SPEC`: it trains only what is not done) to store it "
+            "anew") from None
     with open(path) as f:
         return spec_from_dict(yaml.safe_load(f), source=f"stored spec of sweep {name!r}",
                               stored=True)
@@ -478,9 +581,18 @@ def _refuse_replacing_an_axis(spec: SweepSpec, args: list[str]) -> None:
     searched = set() if optuna is None else {
         k for k in spec.grid if k not in optuna.per_slice
         and not (k == "train.tokens" and optuna.pruner == "halving")}
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
     problems = []
     for arg in args:
         key, _, value = arg.partition("=")
+        try:
+            OverridesParser.create().parse_overrides([arg])
+        except OverrideParseException as err:  # (not a plain value: said as it is)
+            problems.append(f"{arg}: cannot parse it ({str(err).splitlines()[0]}); use Hydra's "
+                            f"sweep grammar, e.g. '{key}=choice(1e-3, 3e-3)'")
+            continue
         if key in searched and not _is_sweep(arg):
             problems.append(f"{arg}: sweep {spec.name} searches {key} over {spec.grid[key]}; "
                             "extend may move or widen that range, in the same form")

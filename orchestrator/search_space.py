@@ -165,7 +165,7 @@ def _halving_problems(args: dict, grid: dict[str, str], per_slice: list) -> list
         problems.append("search.optuna.pruner=halving needs budgets to climb: add a grid axis "
                         f"{example}")
     else:
-        dist, found = distribution(TOKENS_KEY, grid[TOKENS_KEY])
+        dist, found = distribution(TOKENS_KEY, grid[TOKENS_KEY], budgets=True)
         if not found and (not hasattr(dist, "choices") or len(dist.choices) < 2):
             problems.append(f"search.optuna.pruner=halving: grid.train.tokens="
                             f"{grid[TOKENS_KEY]!r} must be a choice of two budgets or more, "
@@ -267,8 +267,9 @@ class Slice:
         return " ".join(self.point)
 
 
-def distribution(key: str, expr: str) -> tuple[object, list[str]]:
-    """The Optuna distribution a searched grid expression maps to (or None), and problems."""
+def distribution(key: str, expr: str, *, budgets: bool = False) -> tuple[object, list[str]]:
+    """The Optuna distribution a searched grid expression maps to (or None), and problems
+    (`budgets`: halving's train.tokens, whose problems it says itself)."""
     import optuna.distributions as od
 
     try:
@@ -288,8 +289,8 @@ def distribution(key: str, expr: str) -> tuple[object, list[str]]:
             problems.append(f"grid.{key}: '{expr}' needs low < high" + (" and low > 0 on a log "
                             "scale" if log else ""))
             return None, problems
-        if key != TOKENS_KEY and _whole_number_key(key):  # (each point a float the config
-            # refuses; train.tokens: halving says what it needs, a choice of budgets)
+        if not budgets and _whole_number_key(key):  # (each point a float the config refuses;
+            # halving's train.tokens: it says what it needs, a choice of budgets)
             low, high = math.ceil(sweep.start), math.floor(sweep.end)
             form = f"range({low}, {high + 1})"
             problems.append(f"grid.{key}: '{expr}' draws real numbers, but {key} is a whole "
@@ -354,6 +355,8 @@ def search_space(grid: dict[str, str], search: OptunaSearch, seeds: tuple[int, .
     if not dists and not problems:
         problems.append("search: optuna has nothing to search: give at least one grid axis "
                         "outside per_slice, e.g. optim.lr: tag(log, interval(1e-4, 1e-1))")
+    # (a value given twice is one slice, one study, as a grid trains it once)
+    axes = {key: _distinct(values) for key, values in axes.items()}
     slices = [Slice(tuple(f"{k}={v}" for k, v in zip(axes, values, strict=True))
                     + (f"seed={seed}",))
               for values in itertools.product(*axes.values()) for seed in seeds]
@@ -431,6 +434,22 @@ class SearchPlan:
         return trial
 
 
+def _distinct(values: list[str]) -> list[str]:
+    """An axis's values, each once, in order: `8192` and `8_192` (or `8` and `8.0` for a
+    number) are one value."""
+    def same(value: str):
+        try:
+            return float(value.replace("_", ""))
+        except ValueError:
+            return value
+    seen, distinct = set(), []
+    for value in values:
+        if same(value) not in seen:
+            seen.add(same(value))
+            distinct.append(value)
+    return distinct
+
+
 def plan_search(spec) -> SearchPlan:
     """The studies of a searched spec, every slice checked at the corners of the searched
     space; one ConfigError lists every problem (grammar mapping and trial configs)."""
@@ -466,7 +485,7 @@ def _rungs(grid: dict[str, str], search: OptunaSearch):
     if search.pruner != HALVING:
         return None
     axes, _ = grid_axes(SweepSpec(name="", grid={TOKENS_KEY: grid[TOKENS_KEY]}))
-    values = sorted(axes[TOKENS_KEY], key=lambda v: float(v))
+    values = sorted(_distinct(axes[TOKENS_KEY]), key=lambda v: float(v))
     return Rungs(budgets=tuple(int(float(v)) for v in values), values=tuple(values),
                  reduction_factor=search.pruner_args.get("reduction_factor",
                                                          DEFAULT_REDUCTION_FACTOR))

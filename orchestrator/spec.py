@@ -398,11 +398,13 @@ def spec_from_dict(raw: object, *, source: str = "spec", stored: bool = False) -
         problems.append(f"{source}: share_prefix={share!r} must be true or false")
     seeds = raw.get("seeds")
     if not stored:
+        given = {"grid": [f"{k}={v}" for k, v in grid.items()],
+                 "overrides": [str(o) for o in raw.get("overrides") or ()]}
         problems += [f"{source}: `seed` in `{where}` is overridden by the spec's `seeds` (each "
-                     "trial takes one of them): write seeds: [0, 1] instead"
-                     for where, keys in (("grid", grid), ("overrides", [
-                         str(o).partition("=")[0] for o in raw.get("overrides") or ()]))
-                     if any(k.lstrip("+~") == "seed" for k in keys)]
+                     f"trial takes one of them): write seeds: {_seeds_given(seed_args)} instead"
+                     for where, args in given.items()
+                     if (seed_args := [a for a in args
+                                       if a.partition("=")[0].lstrip("+~") == "seed"])]
     if stored:
         raw = {**raw, "max_concurrent": raw.get("max_concurrent") or None,
                "retries": max(int(raw.get("retries", 2)), 0)}
@@ -577,10 +579,11 @@ def _composition_problems(spec: SweepSpec, axes: dict[str, list[str]],
 
     base = list(spec.overrides)
     if fails(base):
-        found = [p for o in base for p in fails([o])]
-        return dedupe(found or fails(base))
-    return dedupe([f"{p} (grid.{key})" for key, values in axes.items() for v in values
-                   for p in fails([*base, f"{key}={v}"])])
+        found = [f"{p} (overrides)" for o in base for p in fails([o])]
+        return list(dict.fromkeys(found or fails(base)))
+    # (an unknown key fails at each of its values alike: said once, not counted as trials)
+    return list(dict.fromkeys(f"{p} (grid.{key})" for key, values in axes.items()
+                              for v in values for p in fails([*base, f"{key}={v}"])))
 
 
 def make_trial(spec: SweepSpec, point: tuple[str, ...], problems: list[str],
@@ -663,6 +666,21 @@ def print_notes(trials: list[Trial]) -> None:
 
     for note in dedupe([f"{n} (trial {t.label})" for t in trials for n in notes(t.cfg)]):
         print(f"note: {note}", file=sys.stderr)
+
+
+def _seeds_given(args: list[str]) -> list[int]:
+    """The seeds `seed=...` overrides (or grid axes) name, as `seeds:` would list them; [0, 1]
+    when they name none that can be one."""
+    seeds = []
+    for arg in args:
+        try:
+            parsed = OverridesParser.create().parse_overrides([arg])[0]
+            values = (list(parsed.sweep_string_iterator()) if parsed.is_sweep_override()
+                      else [parsed.get_value_element_as_str()])
+        except (OverrideParseException, ValueError):
+            continue
+        seeds += [int(v) for v in values if v.isdigit()]
+    return list(dict.fromkeys(seeds)) or [0, 1]
 
 
 def dedupe(problems: list[str]) -> list[str]:

@@ -52,6 +52,26 @@ def open_client(uri: str, credentials: dict[str, str] | None = None):
     return MlflowClient(tracking_uri=uri)
 
 
+def missing_sqlite(uri: str) -> str | None:
+    """The path of an SQLite store that does not exist (yet), else None."""
+    path = uri.removeprefix("sqlite:///")
+    return path if uri.startswith("sqlite:///") and not os.path.exists(path) else None
+
+
+def not_sqlite(uri: str) -> str | None:
+    """The path of an SQLite store's file that holds something else, else None (an empty file
+    is a new store, as SQLite reads it)."""
+    path = uri.removeprefix("sqlite:///")
+    if not uri.startswith("sqlite:///") or not os.path.isfile(path):
+        return None
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return None  # (unreadable: MLflow's own error says why)
+    return path if head and head != b"SQLite format 3\x00" else None
+
+
 def create_sqlite_store_once(uri: str) -> None:
     """Create an embedded SQLite store's tables, one process at a time.
 

@@ -64,6 +64,7 @@ from trainer.schema import (
     TRUNK_ID_TAG,
     TRUNK_STATUS_TAG,
     batches,
+    create_experiment,
     find_or_create_run,
     run_status,
     sweep_runs,
@@ -88,7 +89,7 @@ class Tracker:
                  flush_every_s: float = 10.0, credentials: dict[str, str] | None = None,
                  outage_s: float = OUTAGE_S, driver: str | None = None,
                  based_on: dict | None = None):
-        self.client = open_client(uri, credentials)
+        self.client, self.uri = open_client(uri, credentials), uri
         self.call = StoreCalls(outage_s)
         self.sweep, self.code_version, self.flush_every_s = sweep, code_version, flush_every_s
         self.experiment_id = self._experiment(sweep)
@@ -133,7 +134,7 @@ class Tracker:
         if exp is not None:
             return exp.experiment_id
         try:
-            return self.call(self.client.create_experiment, sweep)
+            return self.call(create_experiment, self.client, self.uri, sweep)
         except MlflowException as err:
             if err.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
@@ -170,7 +171,10 @@ class Tracker:
             return self.parent_id
         self.call(self.client.update_run, self.parent_id, status="RUNNING")
         self.call(self.client.log_text, self.parent_id, redact(spec_yaml), SPEC_ARTIFACT)
-        self._set_parent_tag(SWEEP_CANCEL_TAG, "no")
+        # A launch marks the sweep running before it starts Ray (`commands.mark_starting`):
+        # a cancel since then is for this driver, which stops at its first look.
+        if driver is None or first.data.tags.get(SWEEP_DRIVER_TAG) != driver:
+            self._set_parent_tag(SWEEP_CANCEL_TAG, "no")
         # a resumed or extended sweep is running again, whatever its last launch ended as
         self._set_parent_tag(SWEEP_STATUS_TAG, RUNNING)
         if driver is not None:

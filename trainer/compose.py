@@ -207,6 +207,13 @@ def _explain(err: Exception, overrides: list[str]) -> str:
                     f"'{key}=[{quoted}]' (single quotes around it all for the shell)")
         return (f"cannot parse override '{bad}': write key=value, e.g. optim.lr=0.003 "
                 "(see Hydra's override grammar)")
+    removed = [o for o in overrides if o.startswith("~")]
+    if removed and any("does not support deletion" in str(e)
+                       for e in (err, err.__cause__, err.__context__) if e is not None):
+        key = removed[0][1:].partition("=")[0]
+        return (f"'{removed[0]}': a config key cannot be removed (every key has a value); set "
+                f"it instead, e.g. {key}=VALUE (python -m trainer --cfg prints every key with "
+                "its default)")
     if isinstance(err, MissingConfigException) and err.missing_cfg_file:
         group, _, option = err.missing_cfg_file.rpartition("/")
         options = [o for o in err.options or () if not o.endswith("_schema")]

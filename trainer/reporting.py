@@ -174,7 +174,7 @@ class MlflowReporter:
                  history: Path | None = None):
         import mlflow
 
-        self.client = mlflow.MlflowClient(tracking_uri=uri)
+        self.client, self.uri = mlflow.MlflowClient(tracking_uri=uri), uri
         self.experiment, self.flush_every_s = experiment, flush_every_s
         self.history = history
         self.run_id: str | None = None
@@ -187,7 +187,8 @@ class MlflowReporter:
         from mlflow.entities import Param, RunTag
 
         exp = self.client.get_experiment_by_name(self.experiment)
-        exp_id = exp.experiment_id if exp else self.client.create_experiment(self.experiment)
+        exp_id = exp.experiment_id if exp else schema.create_experiment(
+            self.client, self.uri, self.experiment)
         run = schema.find_or_create_run(self.client, exp_id, name=run_id[:12], tags={
             schema.TRIAL_ID_TAG: run_id, schema.KIND_TAG: schema.KIND_TRIAL})
         self.run_id = run.info.run_id

@@ -99,6 +99,32 @@ MAX_PARAMS_PER_BATCH = 100
 """Params, and also tags, per call."""
 
 
+def artifact_location(uri: str, experiment: str) -> str | None:
+    """Where a new experiment of an embedded SQLite store keeps its artifacts (the sweep's
+    spec, fits): beside the store's file, in `<folder>/<file stem>-artifacts/<experiment>`.
+    MLflow's default is `./mlruns/<experiment id>` under whichever folder the command ran in:
+    a sweep launched from elsewhere, or its folder moved, lost its spec, and stores in one
+    folder shared `mlruns/1`. None for other stores (a server has its own artifact root)."""
+    import hashlib
+    import re
+    from pathlib import Path
+
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix) or len(uri) == len(prefix):
+        return None
+    path = Path(uri[len(prefix):]).absolute()
+    folder = re.sub(r"[^A-Za-z0-9._-]", "_", experiment).lstrip(".") or "_"
+    if folder != experiment:  # two names that map to one folder keep apart
+        folder += "-" + hashlib.sha1(experiment.encode()).hexdigest()[:8]
+    return (path.parent / f"{path.stem}-artifacts" / folder).as_uri()
+
+
+def create_experiment(client: MlflowClient, uri: str, name: str) -> str:
+    """`client.create_experiment(name)` with its artifacts beside an SQLite store's file
+    (`artifact_location`); the new experiment's id."""
+    return client.create_experiment(name, artifact_location=artifact_location(uri, name))
+
+
 def run_status(status: str) -> str:
     """The MLflow run status that ends a run of trial (or sweep) `status`: FINISHED for a
     finished or diverged one, KILLED for a pruned or interrupted one, FAILED otherwise."""

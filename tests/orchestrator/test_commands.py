@@ -603,3 +603,105 @@ def test_a_launch_with_nothing_to_run_keeps_a_stored_extension_that_is_not_done(
     assert commands.stored_spec(uri, "unit").grid["optim.lr"] == "choice(3e-3, 1e-2, 3e-2)"
     assert "stored spec holds trials not done that this spec does not: it is kept" in \
         capsys.readouterr().err
+
+
+def test_a_sweeps_artifacts_live_beside_its_sqlite_store_not_where_the_command_ran(
+        tmp_path, monkeypatch, capsys):
+    """A store's experiments kept their spec in `./mlruns/<id>` of whichever folder the command
+    ran from: stores in one folder shared `mlruns/1`, and a sweep whose folder was gone then
+    read `is starting` forever."""
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path}/stores/m.db"
+    tracker = _open_sweep(uri, _spec(tmp_path))
+    artifacts = tmp_path / "stores" / "m-artifacts" / "unit"
+    assert (artifacts / "").is_dir() and not (tmp_path / "mlruns").exists()
+    run = MlflowClient(tracking_uri=uri).get_run(tracker.parent_id)
+    assert run.info.artifact_uri.startswith(artifacts.as_uri())
+    assert commands.stored_spec(uri, "unit").name == "unit"
+    assert schema.artifact_location(uri, "a/b c") == (
+        tmp_path / "stores" / "m-artifacts" / "a_b_c-9f597a63").as_uri()
+    assert schema.artifact_location("http://server:5000", "unit") is None
+
+    import shutil
+    shutil.rmtree(tmp_path / "stores" / "m-artifacts")  # moved away, or deleted
+    MlflowClient(tracking_uri=uri).set_terminated(tracker.parent_id)
+    assert cli.main(["status", "unit", "--tracking-uri", uri]) == 2
+    assert capsys.readouterr().err == (
+        f"error: sweep 'unit' has lost its stored spec (sweep.yaml is not in "
+        f"{run.info.artifact_uri}: that folder was moved or deleted); launch its spec file "
+        "again (`sweep launch SPEC`: it trains only what is not done) to store it anew\n")
+
+
+def test_a_dry_run_creates_no_tracking_store(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path}/nodir/x.db"
+    path = tmp_path / "unit.yaml"
+    path.write_text(yaml.safe_dump(_spec(tmp_path)))
+    assert cli.main(["launch", str(path), "--dry-run", "--tracking-uri", uri]) == 0
+    assert "4 trials: 0 done, 4 would run" in capsys.readouterr().out
+    assert not (tmp_path / "nodir").exists()
+
+
+def test_a_store_that_is_not_sqlite_is_one_sentence(tmp_path, capsys):
+    (tmp_path / "t").write_text("hi\n")
+    uri = f"sqlite:///{tmp_path}/t"
+    path = tmp_path / "unit.yaml"
+    path.write_text(yaml.safe_dump(_spec(tmp_path)))
+    for argv in (["list"], ["launch", str(path), "--dry-run"], ["status", "unit"]):
+        assert cli.main([*argv, "--tracking-uri", uri]) == 2
+        assert capsys.readouterr().err == (
+            f"error: the tracking store {tmp_path}/t is not an SQLite database (a file of "
+            "something else): point --tracking-uri (or MLFLOW_TRACKING_URI) at the sweep's "
+            "store, or at a new file, e.g. sqlite:///mlflow.db\n")
+    (tmp_path / "empty.db").touch()  # an empty file is a new store to SQLite
+    assert cli.main(["list", "--tracking-uri", f"sqlite:///{tmp_path}/empty.db"]) == 0
+
+
+def test_a_note_on_a_changed_spec_is_said_only_once_the_spec_is_good(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path}/m.db"
+    spec = _spec(tmp_path)
+    _open_sweep(uri, spec)
+    path = tmp_path / "unit.yaml"
+    path.write_text(yaml.safe_dump({**spec, "overrides": [*TRIAL, "optim.lrr=0.01"]}))
+    assert cli.main(["launch", str(path), "--dry-run", "--tracking-uri", uri]) == 2
+    err = capsys.readouterr().err
+    assert "note:" not in err and err.startswith("error: ")
+
+
+def test_ctrl_c_before_the_sweep_runs_is_one_line(monkeypatch, tmp_path, capsys):
+    """Ctrl-C while Ray started (or a second one while the driver wound down) printed
+    Python's stack and exited 1."""
+    import signal
+
+    def interrupted(args, uri):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "COMMANDS", {**cli.COMMANDS, "resume": interrupted,
+                                          "fit": interrupted})
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        (tmp_path / "m.db").touch()
+        uri = f"sqlite:///{tmp_path}/m.db"
+        assert cli.main(["resume", "unit", "--tracking-uri", uri]) == 130
+        assert capsys.readouterr().err == (
+            "interrupted; nothing that finished is lost: `sweep resume NAME` goes on from there "
+            "(`sweep status NAME` shows where it stands)\n")
+        assert cli.main(["fit", "unit", "--tracking-uri", uri]) == 130
+        assert capsys.readouterr().err == "interrupted\n"
+    finally:
+        signal.signal(signal.SIGINT, handler)
+
+
+def test_a_launch_names_each_recorded_trial_after_its_label_in_the_spec(tmp_path):
+    """After `extend` added an axis, the trials before it kept names without it: two trials
+    read alike in `status` (`best: ...`) and the MLflow UI."""
+    uri = f"sqlite:///{tmp_path}/m.db"
+    tracker = _open_sweep(uri, _spec(tmp_path))
+    wider = spec_from_dict({**_spec(tmp_path), "grid": {
+        **_spec(tmp_path)["grid"], "optim.weight_decay": "choice(0.0)"}})
+    trials = prepare(wider)[1]
+    for trial in trials:  # recorded under the names the spec before the axis gave them
+        _child(uri, tracker, trial.trial_id, schema.FINISHED, final__eval_loss=2.5)
+    assert commands.launch(wider, tracking_uri=uri, progress=False).already_done == 4
+    names = {s["run"].info.run_name for s in schema.recorded_trials(uri, "unit").values()}
+    assert names == {t.label for t in trials}
+    assert all("optim.weight_decay=0.0" in name for name in names)

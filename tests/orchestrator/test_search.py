@@ -291,3 +291,21 @@ def test_told_trials_whose_ends_never_reached_the_store_are_recorded_by_the_next
     err = capsys.readouterr().err
     assert "studies (sqlite:///" in err
     assert "hold 2 trials that are neither in the tracking store nor in their run " in err
+
+
+def test_a_relaunch_with_fewer_trials_than_the_studies_hold_says_nothing_is_left(
+        searched, uri, capsys):
+    """The stored spec asks 2 trials per study and they are done; the spec file, relaunched,
+    asks 1. The launch said the stored spec `holds trials not done` and kept it, though its
+    studies had every trial (and `resume` had nothing to run)."""
+    searched["search"]["optuna"].update(n_trials=2, per_slice=[])
+    searched["grid"] = {"optim.lr": "tag(log, interval(1e-3, 3e-2))"}
+    spec = spec_from_dict(searched)
+    assert commands.launch(spec, tracking_uri=uri, progress=False).ran
+    capsys.readouterr()
+    fewer = spec_from_dict({**searched, "search": {"optuna": {
+        **searched["search"]["optuna"], "n_trials": 1}}})
+    again = commands.launch(fewer, tracking_uri=uri, progress=False)
+    assert again.ran == {} and again.already_done == 2
+    assert "holds trials not done" not in capsys.readouterr().err
+    assert commands.stored_spec(uri, "unit").optuna.n_trials == 1

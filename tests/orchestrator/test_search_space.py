@@ -550,3 +550,30 @@ def test_a_dry_run_refuses_an_sqlite_storage_whose_folder_does_not_exist(tmp_pat
         f"error: cannot open the Optuna storage sqlite:///{tmp_path}/no/such/x.db: its folder "
         f"{tmp_path}/no/such does not exist; create it, or fix search.optuna.storage or "
         "OPTUNA_STORAGE")
+
+
+def test_searched_train_tokens_as_an_interval_is_told_its_range():
+    # (said as two errors about overrides `train.tokens=8192.0` nobody wrote)
+    raw = {**BASE, "overrides": [o for o in BASE["overrides"] if "train.tokens" not in o],
+           "grid": {**BASE["grid"], "train.tokens": "interval(8192, 16384)"}}
+    with pytest.raises(ConfigError) as err:
+        plan_search(spec_from_dict(raw))
+    assert err.value.problems == [
+        "grid.train.tokens: 'interval(8192, 16384)' draws real numbers, but train.tokens is a "
+        "whole number: search it with range(8192, 16385)"]
+
+
+def test_a_value_given_twice_on_a_per_slice_or_budget_axis_is_one_study():
+    """`choice(8, 8)` made two studies of one name, each counted: a finished sweep then read
+    `3 pending`; `choice(8192, 8192, ...)` under halving, two rungs of one budget."""
+    plan = plan_search(spec_from_dict({**BASE, "grid": {**BASE["grid"],
+                                                        "train.batch_size": "choice(8, 8, 16)"}}))
+    assert [s.label for s in plan.slices] == ["train.batch_size=8 seed=0",
+                                              "train.batch_size=16 seed=0"]
+    halving = {**BASE, "overrides": [o for o in BASE["overrides"] if "train.tokens" not in o],
+               "grid": {"optim.lr": "tag(log, interval(1e-4, 1e-1))",
+                        "train.tokens": "choice(8192, 8_192, 16384, 32768)"},
+               "search": {"optuna": {"n_trials": 4, "pruner": "halving"}}}
+    plan = plan_search(spec_from_dict(halving))
+    assert plan.rungs.budgets == (8192, 16384, 32768)
+    assert len(plan.slices) == 3

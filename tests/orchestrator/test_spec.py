@@ -400,3 +400,43 @@ def test_a_key_read_at_some_points_of_the_grid_is_kept():
     raw = {**BASE, "overrides": [*BASE["overrides"], "schedule.decay_fraction=0.2"],
            "grid": {"schedule": "choice(constant, wsd)", "optim.lr": lrs}}
     assert unread_problems(spec_from_dict(raw)) == []
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"grid": {**BASE["grid"], "seed": "choice(3, 5)"}},
+     "spec: `seed` in `grid` is overridden by the spec's `seeds` (each trial takes one of "
+     "them): write seeds: [3, 5] instead"),
+    ({"overrides": [*BASE["overrides"], "seed=7"]},
+     "spec: `seed` in `overrides` is overridden by the spec's `seeds` (each trial takes one of "
+     "them): write seeds: [7] instead"),
+])
+def test_a_seed_axis_is_refused_with_the_seeds_it_named(change, expected):
+    # (it always said seeds: [0, 1])
+    with pytest.raises(ConfigError) as err:
+        spec_from_dict({**BASE, **change})
+    assert expected in err.value.problems
+
+
+def test_a_misspelt_key_is_said_once_with_where_it_is():
+    """A misspelt grid key was counted once per value as `(3 trials)` (in an 18-trial grid);
+    a misspelt override did not say it was one."""
+    with pytest.raises(ConfigError) as err:
+        expand(spec_from_dict({**BASE, "grid": {**BASE["grid"],
+                                                "optim.weight_decy": "choice(0.0, 0.1, 0.2)"}}))
+    (problem,) = err.value.problems
+    assert problem.startswith("unknown config key 'optim.weight_decy'")
+    assert problem.endswith("(grid.optim.weight_decy)")
+    with pytest.raises(ConfigError) as err:
+        expand(spec_from_dict({**BASE, "overrides": [*BASE["overrides"], "optim.lrr=0.01"]}))
+    (problem,) = err.value.problems
+    assert problem.startswith("unknown config key 'optim.lrr'") and problem.endswith(
+        "(overrides)")
+
+
+def test_removing_a_config_key_is_one_sentence():
+    with pytest.raises(ConfigError) as err:
+        expand(spec_from_dict({**BASE, "overrides": [*BASE["overrides"], "~optim.lr"]}))
+    assert err.value.problems == [
+        "'~optim.lr': a config key cannot be removed (every key has a value); set it instead, "
+        "e.g. optim.lr=VALUE (python -m trainer --cfg prints every key with its default) "
+        "(overrides)"]

@@ -220,3 +220,33 @@ def test_an_extend_whose_spec_another_extend_changed_meanwhile_stops(tmp_path):
     assert open_with(again, based_on=stored_spec(uri, "ext")).spec_conflict() is None
     kept = stored_spec(uri, "ext")
     assert kept.seeds == (0, 1) and kept.grid["optim.lr"] == "choice(0.001, 0.01, 0.1)"
+
+
+def test_a_cancel_typed_while_a_resume_starts_ray_stops_that_resume(tmp_path):
+    """`sweep resume` then `sweep cancel` a few seconds later: the cancel answered `not running
+    (interrupted)` (the parent said so until the tracker opened it, 10-20 s on), and the
+    tracker's open cleared any request: the sweep ran to its end."""
+    from orchestrator.commands import cancel, mark_starting, unmark_starting
+    from orchestrator.lease import driver_label
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    first = Tracker(uri, "tracking", code_version="test", spec_yaml="name: tracking\n",
+                    driver="elsewhere 1")
+    first.close_sweep("interrupted")
+    client = MlflowClient(uri)
+    parent = client.get_run(first.parent_id)
+    before = {k: v for k, v in parent.data.tags.items() if k.startswith("sweep.")}
+
+    marked = mark_starting(uri, "tracking")  # the resume, before it starts Ray
+    unmark_starting(uri, "tracking", marked)  # (a resume that stopped there: as it was)
+    assert {k: v for k, v in client.get_run(first.parent_id).data.tags.items()
+            if k.startswith("sweep.")} == before
+
+    mark_starting(uri, "tracking")
+    cancel(uri, "tracking", wait_s=0)  # typed while Ray starts: taken, not `not running`
+    resumed = Tracker(uri, "tracking", code_version="test", spec_yaml="name: tracking\n",
+                      driver=driver_label())
+    assert resumed.cancel_requested()  # the resume stops at its first look
+    other = Tracker(uri, "tracking", code_version="test", spec_yaml="name: tracking\n",
+                    driver="elsewhere 2")
+    assert not other.cancel_requested()  # a later launch starts afresh
