@@ -430,7 +430,8 @@ def _run(spec, args, uri: str, based_on=None, notes: list[str] = ()) -> int:
     summary = ", ".join(f"{sum(s == k for s in ran)} {k}" for k in sorted(set(ran)))
     print(f"sweep {spec.name}: {outcome.trials} trial{'s' * (outcome.trials != 1)}, "
           f"{outcome.already_done} already done"
-          + (f", ran {len(outcome.ran)} ({summary})" if outcome.ran else ", nothing to run")
+          + (f", ran {len(outcome.ran)} ({summary})" if outcome.ran else
+             ", stopped before any trial ran" if outcome.interrupted else ", nothing to run")
           + (f", {len(outcome.found_ended)} found ended by another launch"
              if outcome.found_ended else ""))
     if outcome.interrupted:

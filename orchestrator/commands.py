@@ -113,12 +113,17 @@ def launch(spec: SweepSpec, *, tracking_uri: str, address: str | None = None,
         print(f"{migrated} trial{'s' if migrated > 1 else ''} recorded before data "
               "fingerprints entered the trial id now carry their new id (see "
               "orchestrator/legacy.py)")
-    if all(states.get(t.trial_id, {}).get("status") in DONE for t in trials):
+    todo_ids = [t.trial_id for t in trials if states.get(t.trial_id, {}).get("status")
+                not in DONE]
+    if not todo_ids:
         # Nothing to run: answer from the store without starting Ray.
         _store_spec(tracking_uri, spec, based_on, trials)
         _close_as_finished(tracking_uri, spec.name)
         return SweepOutcome(trials=len(trials), already_done=len(trials))
-    _start(spec, tracking_uri, address)
+    if _start(spec, tracking_uri, address):  # (its spec kept: `resume` runs its trials)
+        _store_spec(tracking_uri, spec, based_on, trials)
+        return SweepOutcome(trials=len(trials), already_done=len(trials) - len(todo_ids),
+                            interrupted=True)
     return run_sweep(spec, trials, tracking_uri=tracking_uri, progress=progress,
                      based_on=based_on)
 
@@ -257,16 +262,21 @@ def _launch_search(spec: SweepSpec, *, tracking_uri: str, address: str | None,
         _store_spec(tracking_uri, spec, based_on)
         used = sum(row["used"] for row in search.search_status(plan, storage))
         return SweepOutcome(trials=used, already_done=used)
-    _start(spec, tracking_uri, address)
+    if _start(spec, tracking_uri, address):
+        _store_spec(tracking_uri, spec, based_on)
+        used = sum(row["used"] for row in search.search_status(plan, storage))
+        return SweepOutcome(trials=used, already_done=used, interrupted=True)
     return search.run_search(spec, plan, tracking_uri=tracking_uri, storage=storage,
                              progress=progress, based_on=based_on)
 
 
-def _start(spec: SweepSpec, tracking_uri: str, address: str | None) -> None:
+def _start(spec: SweepSpec, tracking_uri: str, address: str | None) -> bool:
     """Raise the cluster's problems (a local one's before Ray starts), with the sweep marked
     running by this driver meanwhile: a `sweep cancel` typed while Ray starts (10-20 s) is
-    then seen by this launch (`Tracker.open_sweep` keeps it) instead of answered `not
-    running` and lost. A launch that stops here leaves the sweep as it found it."""
+    then seen by this launch instead of answered `not running` and lost. Whether it was: the
+    launch then runs nothing and the sweep reads interrupted (a cancel later still is seen by
+    the driver's loop, `Tracker.open_sweep` keeping it). A launch that stops on an error
+    here leaves the sweep as it found it."""
     named = address or os.environ.get("RAY_ADDRESS")
     if not named and (problems := resource_problems(spec, local_cluster())):
         raise ConfigError(problems)
@@ -278,6 +288,14 @@ def _start(spec: SweepSpec, tracking_uri: str, address: str | None) -> None:
     except BaseException:
         unmark_starting(tracking_uri, spec.name, before)
         raise
+    if before is None:
+        return False
+    client = MlflowClient(tracking_uri=tracking_uri)
+    if client.get_run(before["run_id"]).data.tags.get(SWEEP_CANCEL_TAG) != "requested":
+        return False
+    client.set_tag(before["run_id"], SWEEP_STATUS_TAG, INTERRUPTED)
+    client.set_terminated(before["run_id"], status=run_status(INTERRUPTED))
+    return True
 
 
 def mark_starting(tracking_uri: str, name: str) -> dict | None:

@@ -161,3 +161,34 @@ def test_a_config_the_trainer_refuses_is_not_retried(spec_dict, uri, tmp_path, c
     assert "cannot be read" in out
     _, _, (child,) = _runs(uri, "unit")
     assert child.data.tags.get("trial.attempt", "1") == "1"
+
+
+def test_a_cancel_typed_while_ray_starts_stops_the_launch_before_any_trial(
+        spec_dict, uri, monkeypatch):
+    """`sweep resume` (or extend) then `sweep cancel` a few seconds on: the trials of a small
+    sweep had all run before the driver's loop first read the request."""
+    from orchestrator import commands
+    from orchestrator.tracking import Tracker
+
+    spec = spec_from_dict(spec_dict)
+    import yaml
+
+    first = Tracker(uri, "unit", code_version="test", spec_yaml=yaml.safe_dump(spec.to_dict()),
+                    driver="elsewhere 1")
+    first.close_sweep("interrupted")  # a sweep stopped before any trial: resumable
+    starting = commands._cluster_problems
+
+    def cancel_while_ray_starts(*args):
+        problems = starting(*args)
+        commands.cancel(uri, "unit", wait_s=0)  # the user, from another shell
+        return problems
+
+    monkeypatch.setattr(commands, "_cluster_problems", cancel_while_ray_starts)
+    wider = extended(spec, ["optim.lr=choice(3e-2)"])  # an extend, cancelled
+    outcome = launch(wider, tracking_uri=uri, progress=False, based_on=spec)
+    assert outcome.interrupted and outcome.ran == {}
+    assert _runs(uri, "unit")[2] == []  # no trial began
+    report = status(uri, "unit")
+    assert report["status"] == "interrupted"
+    assert report["counts"] == {"pending": 6}  # the extension kept: `resume` runs it
+    assert stored_spec(uri, "unit").grid == wider.grid
