@@ -151,6 +151,10 @@ FAR = 1e4
 to be a guess: four decades beyond the proxies the law was fitted on."""
 
 
+IMPLAUSIBLE_LR = 1.0
+"""A recommended AdamW learning rate above this is said to be one no run would train at."""
+
+
 def _extrapolation(ranges: dict, point: dict) -> dict[str, float]:
     """Per axis, how far the point lies outside the data: value / max above it, min / value
     below it (then negative, -min/value), 1 inside."""
@@ -189,6 +193,10 @@ def format_recommendation(rec: dict) -> str:
                          "checked that far out; take this as a guess, or sweep nearer sizes")
         elif entry.get("extrapolation"):
             text += "  within the data range"
+        if key == "lr" and entry["value"] > IMPLAUSIBLE_LR:
+            text += (f"\n{'':<13} an AdamW learning rate above {IMPLAUSIBLE_LR:g} trains no "
+                     "model: the law does not hold out here (check its exponents and the "
+                     "slices behind it in `sweep fit`)")
         for axis, value in entry.get("held_fixed", {}).items():
             option, key = {"N": ("--params", "model.width"), "D": ("--tokens", "train.tokens"),
                            "B": ("--batch", "train.batch_size")}[axis]

@@ -524,3 +524,17 @@ def test_the_loss_law_leaves_out_settings_where_a_seed_diverged():
     law = fit_runs(from_short_frame(seeds, source="s"), laws=("loss",), n_boot=0).laws["loss"]
     point = law.points[(law.points["N"] == lucky["N"]) & (law.points["D"] == lucky["D"])]
     assert float(point["loss"].iloc[0]) > lucky["loss"] - 0.1  # not the lucky survivor's
+
+
+def test_a_recommended_lr_above_one_is_said_to_be_out_of_the_law_s_reach():
+    """A fitted a_D of +0.94 recommended lr 765.8 at 2e10 tokens with no word beyond the
+    extrapolation ratio."""
+    from fitter.recommend import format_recommendation
+
+    rec = {"lr": {"value": 765.8, "law": "lr = c·D^a_D", "extrapolation": {"D": 20.0}},
+           "unavailable": {}}
+    assert ("an AdamW learning rate above 1 trains no model: the law does not hold out here "
+            "(check its exponents and the slices behind it in `sweep fit`)") in \
+        format_recommendation(rec)
+    rec["lr"]["value"] = 0.02
+    assert "trains no model" not in format_recommendation(rec)
