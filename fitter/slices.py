@@ -130,6 +130,13 @@ def axis_optimum(x: np.ndarray, loss: np.ndarray, *, n_boot: int = N_BOOT,
         return Optimum(levels[0], means[0], "single", None, (levels[0], levels[0]),
                        tuple(10.0 ** around), **past)
     edge = _edge(ok, best)
+    if edge == "low" and not ok[best + 1]:
+        # The next LR up diverged: the loss may still fall toward it, so the next grid looks
+        # on both sides, half the gap each way (with a grid of 3e-3, 1, 10 and only 3e-3
+        # stable, two grid steps down gave 9e-7 and 5e-5 and nothing between 3e-3 and 1).
+        half = (levels[best + 1] - levels[best]) / 2
+        return Optimum(levels[best], means[best], edge, None, (levels[best], levels[best]),
+                       tuple(10.0 ** (levels[best] + np.array([-half, half]))), **past)
     if edge in ("low", "high"):
         sign = -1.0 if edge == "low" else 1.0
         outside = levels[best] + sign * step * np.arange(1, 3)

@@ -376,3 +376,16 @@ def test_a_conflicting_slice_is_left_out_of_the_laws():
     flaky = optima[optima["D"] == 1e9].iloc[0]
     assert flaky["conflict"] and flaky["extend"] is None
     assert set(best_per_group(optima, ["D"])["D"]) == {1e8, 1e10}
+
+
+def test_a_low_edge_under_a_divergence_asks_for_lrs_on_both_sides():
+    """Grid 3e-3, 1, 10 with only 3e-3 stable: the next grid was two grid steps down (9e-7,
+    5.2e-5) and nothing between 3e-3 and the divergence at 1, where the optimum may be."""
+    opt = axis_optimum(np.log10([3e-3, 1.0, 10.0]), np.array([2.5, np.nan, np.nan]))
+    assert opt.edge == "low" and opt.limit == pytest.approx(1.0)
+    low, high = opt.new_values
+    assert low == pytest.approx(3e-3 / (1 / 3e-3) ** 0.5)
+    assert high == pytest.approx((3e-3 * 1.0) ** 0.5)
+    # an edge with a stable LR above it still looks further down, a grid step at a time
+    stable = axis_optimum(np.log10([1e-3, 2e-3, 4e-3]), np.array([2.5, 2.6, 2.7]))
+    assert stable.new_values == pytest.approx((5e-4, 2.5e-4))
