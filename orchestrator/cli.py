@@ -216,11 +216,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except KeyboardInterrupt:
         # Ctrl-C before the driver's loop (importing, starting Ray) or a second one while it
-        # winds down: one line, not Python's stack. A third would only interrupt Ray's own
-        # shutdown at exit (its stack again), so it is ignored from here.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        print(f"interrupted{INTERRUPTED_HINT if args.command in RUNS_TRIALS else ''}",
-              file=sys.stderr)
+        # winds down: one line, not Python's stack. Another, during Ray's own shutdown at
+        # exit, ends the process at once (not with that shutdown's stack).
+        with contextlib.suppress(ValueError):  # (main() called off the main thread)
+            signal.signal(signal.SIGINT, lambda *_: os._exit(130))
+        name = getattr(args, "name", None) or "NAME"
+        hint = INTERRUPTED_HINT.replace("NAME", name) if args.command in RUNS_TRIALS else ""
+        print(f"interrupted{hint}", file=sys.stderr)
         return 130
     except Exception as err:
         from mlflow.exceptions import MlflowException

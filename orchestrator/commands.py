@@ -120,12 +120,14 @@ def launch(spec: SweepSpec, *, tracking_uri: str, address: str | None = None,
         _store_spec(tracking_uri, spec, based_on, trials)
         _close_as_finished(tracking_uri, spec.name)
         return SweepOutcome(trials=len(trials), already_done=len(trials))
-    if _start(spec, tracking_uri, address):  # (its spec kept: `resume` runs its trials)
+    marked = _start(spec, tracking_uri, address, based_on)
+    if marked.cancelled:  # (its spec kept: `resume` runs its trials)
         _store_spec(tracking_uri, spec, based_on, trials)
         return SweepOutcome(trials=len(trials), already_done=len(trials) - len(todo_ids),
                             interrupted=True)
-    return run_sweep(spec, trials, tracking_uri=tracking_uri, progress=progress,
-                     based_on=based_on)
+    with marked.undone_on_error():
+        return run_sweep(spec, trials, tracking_uri=tracking_uri, progress=progress,
+                         based_on=based_on)
 
 
 def _relabel(tracking_uri: str, trials: list[Trial], states: dict) -> None:
@@ -204,6 +206,8 @@ def _unfinished_beyond(old: SweepSpec, spec: SweepSpec, trials: list[Trial] | No
             return search.has_work(plan, storage, tracking_uri)
         except ConfigError:
             return False  # (a stored spec that no longer composes holds nothing to resume)
+        except Exception:  # noqa: BLE001 (its studies unreadable now: kept, as before)
+            return True
     try:
         _, theirs = prepare(old)
     except ConfigError:
@@ -262,68 +266,130 @@ def _launch_search(spec: SweepSpec, *, tracking_uri: str, address: str | None,
         _store_spec(tracking_uri, spec, based_on)
         used = sum(row["used"] for row in search.search_status(plan, storage))
         return SweepOutcome(trials=used, already_done=used)
-    if _start(spec, tracking_uri, address):
+    marked = _start(spec, tracking_uri, address, based_on)
+    if marked.cancelled:
         _store_spec(tracking_uri, spec, based_on)
         used = sum(row["used"] for row in search.search_status(plan, storage))
         return SweepOutcome(trials=used, already_done=used, interrupted=True)
-    return search.run_search(spec, plan, tracking_uri=tracking_uri, storage=storage,
-                             progress=progress, based_on=based_on)
+    with marked.undone_on_error():
+        return search.run_search(spec, plan, tracking_uri=tracking_uri, storage=storage,
+                                 progress=progress, based_on=based_on)
 
 
-def _start(spec: SweepSpec, tracking_uri: str, address: str | None) -> bool:
-    """Raise the cluster's problems (a local one's before Ray starts), with the sweep marked
-    running by this driver meanwhile: a `sweep cancel` typed while Ray starts (10-20 s) is
-    then seen by this launch instead of answered `not running` and lost. Whether it was: the
-    launch then runs nothing and the sweep reads interrupted (a cancel later still is seen by
-    the driver's loop, `Tracker.open_sweep` keeping it). A launch that stops on an error
-    here leaves the sweep as it found it."""
-    named = address or os.environ.get("RAY_ADDRESS")
-    if not named and (problems := resource_problems(spec, local_cluster())):
+@dataclasses.dataclass
+class Marked:
+    """A sweep this launch marked running before it started Ray (`mark_starting`)."""
+
+    tracking_uri: str
+    name: str
+    before: dict | None
+    """The parent run's id and its tags before the mark (None: no sweep by that name yet)."""
+    cancelled: bool = False
+    """A `sweep cancel` came while Ray started: the launch runs nothing."""
+
+    def undo(self) -> None:
+        unmark_starting(self.tracking_uri, self.name, self.before)
+
+    @contextlib.contextmanager
+    def undone_on_error(self):
+        """The mark undone when what follows refuses to run (a stale extend's ConfigError,
+        raised before its driver opened the sweep)."""
+        try:
+            yield
+        except ConfigError:
+            self.undo()
+            raise
+
+
+def _start(spec: SweepSpec, tracking_uri: str, address: str | None,
+           based_on: SweepSpec | None = None) -> Marked:
+    """Raise the cluster's problems (a fresh local one's before Ray starts), with the sweep
+    marked running by this driver meanwhile: a `sweep cancel` typed while Ray starts (10-20 s)
+    is then seen by this launch instead of answered `not running` and lost. When it was, the
+    launch runs nothing and the sweep reads interrupted (a cancel later still is seen by the
+    driver's loop, `Tracker.open_sweep` keeping it). A launch that stops on an error here
+    leaves the sweep as it found it."""
+    if _fresh_local_ray(address) and (problems := resource_problems(spec, local_cluster())):
         raise ConfigError(problems)
-    before = mark_starting(tracking_uri, spec.name)
+    if based_on is not None:  # (refused before the mark; the tracker checks again, later)
+        _refuse_a_changed_spec(tracking_uri, spec.name, based_on)
+    marked = Marked(tracking_uri, spec.name, mark_starting(tracking_uri, spec.name))
     try:
         problems = _cluster_problems(spec, address)
         if problems:
             raise ConfigError(problems)
     except BaseException:
-        unmark_starting(tracking_uri, spec.name, before)
+        marked.undo()
         raise
-    if before is None:
-        return False
+    if marked.before is None:
+        return marked
     client = MlflowClient(tracking_uri=tracking_uri)
-    if client.get_run(before["run_id"]).data.tags.get(SWEEP_CANCEL_TAG) != "requested":
+    run_id = marked.before["run_id"]
+    if client.get_run(run_id).data.tags.get(SWEEP_CANCEL_TAG) == "requested":
+        client.set_tag(run_id, SWEEP_STATUS_TAG, INTERRUPTED)
+        client.set_terminated(run_id, status=run_status(INTERRUPTED))
+        marked.cancelled = True
+    return marked
+
+
+def _fresh_local_ray(address: str | None) -> bool:
+    """Would this launch start a Ray of its own on this machine (no address, none running in
+    this process, no cluster `ray start` left here), whose resources are this machine's?"""
+    if address or os.environ.get("RAY_ADDRESS"):
         return False
-    client.set_tag(before["run_id"], SWEEP_STATUS_TAG, INTERRUPTED)
-    client.set_terminated(before["run_id"], status=run_status(INTERRUPTED))
-    return True
+    import ray
+
+    if ray.is_initialized():
+        return False
+    try:
+        from ray._private.services import find_bootstrap_address
+        return not find_bootstrap_address(None)
+    except Exception:  # noqa: BLE001 (another Ray's internals: ask the cluster it starts)
+        return False
+
+
+def _refuse_a_changed_spec(tracking_uri: str, name: str, based_on: SweepSpec) -> None:
+    """The ConfigError of an extend whose stored spec another extend or launch changed after
+    this one read it (as `Tracker.open_sweep` finds it)."""
+    try:
+        stored = stored_spec(tracking_uri, name).to_dict()
+    except ConfigError:
+        return  # (none to compare with: the tracker decides)
+    if stored != based_on.to_dict():
+        raise ConfigError(f"sweep {name}'s spec was changed by another `sweep extend` or "
+                          "launch after this one read it: run this `sweep extend` again (it "
+                          "then adds to the new spec)")
 
 
 def mark_starting(tracking_uri: str, name: str) -> dict | None:
-    """Mark an existing sweep running under this process (`driver_label`), its cancel cleared;
-    the parent's tags before (None: no sweep by that name yet)."""
+    """Mark an existing sweep running under this process (`driver_label`), its cancel cleared
+    and its heartbeat fresh; the parent's id and tags before (None: no sweep by that name)."""
     client = MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name(name)
     parents = sweep_runs(client, exp.experiment_id, KIND_SWEEP) if exp else []
     if not parents:
         return None
-    parent = min(parents, key=lambda run: (run.info.start_time, run.info.run_id))
     from mlflow.entities import RunTag
 
-    keys = (SWEEP_STATUS_TAG, SWEEP_CANCEL_TAG, SWEEP_DRIVER_TAG)
-    before = {k: parent.data.tags.get(k) for k in keys}
-    client.log_batch(parent.info.run_id, tags=[
-        RunTag(SWEEP_STATUS_TAG, RUNNING), RunTag(SWEEP_CANCEL_TAG, "no"),
-        RunTag(SWEEP_DRIVER_TAG, driver_label())])
-    return {"run_id": parent.info.run_id, "tags": before}
+    parent = min(parents, key=lambda run: (run.info.start_time, run.info.run_id))
+    marks = {SWEEP_STATUS_TAG: RUNNING, SWEEP_CANCEL_TAG: "no", SWEEP_DRIVER_TAG: driver_label(),
+             SWEEP_HEARTBEAT_TAG: str(int(time.time()))}
+    client.log_batch(parent.info.run_id, tags=[RunTag(k, v) for k, v in marks.items()])
+    return {"run_id": parent.info.run_id, "marks": marks,
+            "tags": {k: parent.data.tags.get(k) for k in marks}}
 
 
 def unmark_starting(tracking_uri: str, name: str, before: dict | None) -> None:
-    """Undo `mark_starting`: the launch stopped before its driver opened the sweep."""
+    """Undo `mark_starting`: the launch stopped before its driver opened the sweep. A tag that
+    changed since the mark (a cancel typed meanwhile, another driver's open) stays."""
     if before is None:
         return
     client = MlflowClient(tracking_uri=tracking_uri)
     with contextlib.suppress(Exception):  # (the error that stopped the launch matters more)
+        now = client.get_run(before["run_id"]).data.tags
         for key, value in before["tags"].items():
+            if now.get(key) != before["marks"][key]:
+                continue
             if value is None:
                 client.delete_tag(before["run_id"], key)
             else:
@@ -416,11 +482,7 @@ def stored_spec(tracking_uri: str, name: str) -> SweepSpec:
     try:
         path = client.download_artifacts(parent.info.run_id, SPEC_ARTIFACT)
     except (MlflowException, OSError):
-        try:
-            listed = client.list_artifacts(parent.info.run_id)
-        except (MlflowException, OSError):
-            listed = []
-        if listed:
+        if client.list_artifacts(parent.info.run_id):  # (its error, if any, is the reason)
             raise
         age_s = time.time() - parent.info.start_time / 1000
         if parent.info.status == "RUNNING" and age_s < SPEC_STORED_WITHIN_S:
@@ -606,7 +668,8 @@ def _refuse_replacing_an_axis(spec: SweepSpec, args: list[str]) -> None:
     for arg in args:
         key, _, value = arg.partition("=")
         try:
-            OverridesParser.create().parse_overrides([arg])
+            if key not in ("storage_root", "seeds"):  # (a path, a list: read as they are)
+                OverridesParser.create().parse_overrides([arg])
         except OverrideParseException as err:  # (not a plain value: said as it is)
             problems.append(f"{arg}: cannot parse it ({str(err).splitlines()[0]}); use Hydra's "
                             f"sweep grammar, e.g. '{key}=choice(1e-3, 3e-3)'")

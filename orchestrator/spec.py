@@ -671,13 +671,16 @@ def print_notes(trials: list[Trial]) -> None:
 def _seeds_given(args: list[str]) -> list[int]:
     """The seeds `seed=...` overrides (or grid axes) name, as `seeds:` would list them; [0, 1]
     when they name none that can be one."""
+    from hydra.errors import HydraException
+
     seeds = []
     for arg in args:
         try:
             parsed = OverridesParser.create().parse_overrides([arg])[0]
-            values = (list(parsed.sweep_string_iterator()) if parsed.is_sweep_override()
-                      else [parsed.get_value_element_as_str()])
-        except (OverrideParseException, ValueError):
+            # (at most a few: `range(0, 1e9)` would list a billion; interval() lists none)
+            values = (list(itertools.islice(parsed.sweep_string_iterator(), 8))
+                      if parsed.is_sweep_override() else [parsed.get_value_element_as_str()])
+        except (HydraException, ValueError):  # (OverrideParseException is one)
             continue
         seeds += [int(v) for v in values if v.isdigit()]
     return list(dict.fromkeys(seeds)) or [0, 1]

@@ -103,8 +103,10 @@ def artifact_location(uri: str, experiment: str) -> str | None:
     """Where a new experiment of an embedded SQLite store keeps its artifacts (the sweep's
     spec, fits): beside the store's file, in `<folder>/<file stem>-artifacts/<experiment>`.
     MLflow's default is `./mlruns/<experiment id>` under whichever folder the command ran in:
-    a sweep launched from elsewhere, or its folder moved, lost its spec, and stores in one
-    folder shared `mlruns/1`. None for other stores (a server has its own artifact root)."""
+    a sweep's spec then lay wherever its first launch ran, and stores launched from one folder
+    shared `mlruns/1`. (The location is absolute: a store moved with its artifacts folder
+    still points at the old place.) None for other stores (a server has its own artifact
+    root)."""
     import hashlib
     import re
     from pathlib import Path

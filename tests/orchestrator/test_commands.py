@@ -683,8 +683,9 @@ def test_ctrl_c_before_the_sweep_runs_is_one_line(monkeypatch, tmp_path, capsys)
         uri = f"sqlite:///{tmp_path}/m.db"
         assert cli.main(["resume", "unit", "--tracking-uri", uri]) == 130
         assert capsys.readouterr().err == (
-            "interrupted; nothing that finished is lost: `sweep resume NAME` goes on from there "
-            "(`sweep status NAME` shows where it stands)\n")
+            "interrupted; nothing that finished is lost: `sweep resume unit` goes on from there "
+            "(`sweep status unit` shows where it stands)\n")
+        assert signal.getsignal(signal.SIGINT) not in (handler, signal.SIG_IGN)  # (exits)
         assert cli.main(["fit", "unit", "--tracking-uri", uri]) == 130
         assert capsys.readouterr().err == "interrupted\n"
     finally:

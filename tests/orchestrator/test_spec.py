@@ -409,6 +409,9 @@ def test_a_key_read_at_some_points_of_the_grid_is_kept():
     ({"overrides": [*BASE["overrides"], "seed=7"]},
      "spec: `seed` in `overrides` is overridden by the spec's `seeds` (each trial takes one of "
      "them): write seeds: [7] instead"),
+    ({"grid": {**BASE["grid"], "seed": "interval(0, 10)"}},  # (no list: the example)
+     "spec: `seed` in `grid` is overridden by the spec's `seeds` (each trial takes one of "
+     "them): write seeds: [0, 1] instead"),
 ])
 def test_a_seed_axis_is_refused_with_the_seeds_it_named(change, expected):
     # (it always said seeds: [0, 1])
@@ -440,3 +443,12 @@ def test_removing_a_config_key_is_one_sentence():
         "'~optim.lr': a config key cannot be removed (every key has a value); set it instead, "
         "e.g. optim.lr=VALUE (python -m trainer --cfg prints every key with its default) "
         "(overrides)"]
+
+
+def test_extend_takes_the_sweeps_own_storage_root_whatever_its_characters(tmp_path):
+    root = tmp_path / "runs(1)"
+    spec = spec_from_dict({**BASE, "storage_root": str(root)})
+    more = extended(spec, ["optim.lr=choice(3e-2)", f"storage_root={root}"])
+    assert more.grid["optim.lr"] == "tag(log, choice(0.001, 0.003, 0.01, 0.03))"
+    with pytest.raises(ConfigError, match=r"cannot parse it"):
+        extended(spec, ["optim.lr=choice(5e-4"])

@@ -192,3 +192,27 @@ def test_a_cancel_typed_while_ray_starts_stops_the_launch_before_any_trial(
     assert report["status"] == "interrupted"
     assert report["counts"] == {"pending": 6}  # the extension kept: `resume` runs it
     assert stored_spec(uri, "unit").grid == wider.grid
+
+
+def test_an_extend_refused_as_stale_leaves_the_sweep_as_it_was(spec_dict, uri):
+    """An extend whose spec another extend changed meanwhile is refused; it had marked the
+    sweep running under its own (then dead) process: `status` read the sweep `interrupted`
+    and `cancel` stopped the other driver's trials."""
+    import yaml
+
+    from orchestrator import commands
+    from orchestrator.tracking import Tracker
+
+    spec = spec_from_dict(spec_dict)
+    first = Tracker(uri, "unit", code_version="test", spec_yaml=yaml.safe_dump(spec.to_dict()),
+                    driver="elsewhere 1")
+    first.close_sweep("finished")
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    before = client.get_run(first.parent_id).data.tags
+    read_before = extended(spec, ["optim.lr=choice(3e-2)"])  # read, then another extend won
+    with pytest.raises(ConfigError, match="changed by another `sweep extend` or launch"):
+        launch(extended(read_before, ["optim.lr=choice(1e-1)"]), tracking_uri=uri,
+               progress=False, based_on=read_before)
+    assert client.get_run(first.parent_id).data.tags == before
+    assert not commands._fresh_local_ray(None)  # (a Ray in this process: its own resources)
+    assert not commands._fresh_local_ray("10.0.0.1:6379")

@@ -242,8 +242,12 @@ def test_a_cancel_typed_while_a_resume_starts_ray_stops_that_resume(tmp_path):
     assert {k: v for k, v in client.get_run(first.parent_id).data.tags.items()
             if k.startswith("sweep.")} == before
 
-    mark_starting(uri, "tracking")
+    marked = mark_starting(uri, "tracking")
     cancel(uri, "tracking", wait_s=0)  # typed while Ray starts: taken, not `not running`
+    unmark_starting(uri, "tracking", marked)  # (that launch stopped: the cancel stays)
+    assert client.get_run(first.parent_id).data.tags["sweep.cancel"] == "requested"
+    mark_starting(uri, "tracking")
+    cancel(uri, "tracking", wait_s=0)
     resumed = Tracker(uri, "tracking", code_version="test", spec_yaml="name: tracking\n",
                       driver=driver_label())
     assert resumed.cancel_requested()  # the resume stops at its first look
