@@ -194,8 +194,15 @@ def test_sweep_spreads_over_both_nodes_and_a_lost_node_loses_no_trial(cluster, t
     assert len(children) == 4 and len({c.data.tags["trial.id"] for c in children}) == 4
     assert [c.data.tags["trial.status"] for c in children] == ["finished"] * 4
     assert len({c.data.tags["trial.node"] for c in children}) == 2  # both nodes ran trials
-    (retried,) = [c for c in children if int(c.data.tags["trial.attempt"]) > 1]
-    # Nothing twice, up to the last step. (Steps the lost worker had not sent yet come back
-    # from metrics.jsonl at the end of the launch, so the store's order is not by step.)
-    steps = [m.step for m in client.get_metric_history(retried.info.run_id, "train/loss")]
-    assert len(steps) == len(set(steps)) and max(steps) == retried.data.metrics["final/steps"]
+    # The trial the lost node trained is tried again from its checkpoint (attempt 2); when
+    # the node went down as that trial had just ended (its worker keeps the lease until the
+    # tracker wrote the end, which a loaded CI machine made seconds), the retry finds it
+    # ended and its record is completed from its files: attempt 1. Never more than one.
+    retried = [c for c in children if int(c.data.tags["trial.attempt"]) > 1]
+    assert len(retried) <= 1
+    # Nothing twice, up to the last step, in every trial. (Steps the lost worker had not sent
+    # yet come back from metrics.jsonl at the end of the launch: the store's order is not by
+    # step.)
+    for child in children:
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "train/loss")]
+        assert len(steps) == len(set(steps)) and max(steps) == child.data.metrics["final/steps"]
