@@ -368,15 +368,29 @@ def _finish(table: pd.DataFrame, extra: list[str], source: str) -> Runs:
         table["status"] = np.where(np.isfinite(table["loss"]), "finished", "diverged")
     table["status"] = table["status"].fillna("running").astype(str)
     keys = [a for a in AXES if table[a].nunique() > 1] + extra
-    if table["wd"].nunique() > 1 and not _set_by_timescale(table):
+    if _given_wd(table).nunique() > 1:
         keys.insert(len([k for k in keys if k in AXES]), "wd")
     return Runs(table.reset_index(drop=True), tuple(keys), source)
 
 
-def _set_by_timescale(table: pd.DataFrame) -> bool:
-    """Every run that recorded its LR was given τ, so its λ is B/(η·τ·D) and no slice key."""
-    recorded = table["lr"].notna()
-    return bool(recorded.any()) and bool(table.loc[recorded, "tau"].notna().all())
+def slice_column(table: pd.DataFrame, key: str) -> pd.Series:
+    """The values of a slice key to group runs by (λ only where the run was given it)."""
+    return _given_wd(table) if key == "wd" and "tau" in table else table[key]
+
+
+def slice_values(row: pd.Series, keys: tuple[str, ...]) -> dict:
+    """A slice's key values (a row of the optima) to select its runs by (`slice_column`)."""
+    given_tau = pd.notna(row.get("tau"))
+    return {k: row[k] for k in keys if k in row and not (k == "wd" and given_tau)}
+
+
+def _given_wd(table: pd.DataFrame) -> pd.Series:
+    """λ as a slice key: the λ of each run that was given one, NaN for a run given τ.
+
+    A run given τ derives λ = B/(η·τ·D) from its LR, so its λ differs between the LRs of one
+    slice and its τ (`optim.timescale`) names the slice instead; a sweep may mix both kinds,
+    e.g. `optim.timescale: choice(0.3, 0.9, null)` with a no-weight-decay control."""
+    return table["wd"].where(table["tau"].isna())
 
 
 def _split_histories(frame: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, dict]:

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fitter.data import slice_values
 from fitter.fit import law_name
 from fitter.groups import AXIS_CONFIG_KEYS, group_keys, label
 from fitter.law_plots import constants_of, law_figure, loss_figure
@@ -147,7 +148,7 @@ def _loss_vs_lr_panel(ax, result, slices: pd.DataFrame, curve: str | None, handl
     colors = palette(len(slices))
     usable = result.runs.usable
     for color, (_, opt) in zip(colors, slices.iterrows(), strict=True):
-        runs = select(usable, {k: opt[k] for k in result.runs.slice_keys if k in opt})
+        runs = select(usable, slice_values(opt, result.runs.slice_keys))
         ok = runs[runs["status"] == "finished"].groupby("lr")["loss"].mean()
         name = _curve_label(result.runs.table, runs, curve, opt)
         (line,) = ax.plot(ok.index, ok.to_numpy(), "o-", color=color, ms=4, lw=1.3)

@@ -43,6 +43,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from fitter.data import slice_column
+
 MAX_HALF_WINDOW = 2
 """Stable grid values on each side of the best one that a widened window may reach."""
 FIT_TOLERANCE = 0.005
@@ -304,8 +306,8 @@ def lr_optima(runs: pd.DataFrame, slice_keys: tuple[str, ...], *, n_boot: int = 
     rows = []
     loss = runs["loss"].where(runs["status"] == "finished")
     frame = runs.assign(_x=np.log10(runs["lr"]), _y=loss)
-    groups = frame.groupby(list(slice_keys), dropna=False, sort=True) if slice_keys else [
-        ((), frame)]
+    by = [slice_column(frame, k) for k in slice_keys]
+    groups = frame.groupby(by, dropna=False, sort=True) if slice_keys else [((), frame)]
     for key, group in groups:
         key = key if isinstance(key, tuple) else (key,)
         opt = axis_optimum(group["_x"].to_numpy(), group["_y"].to_numpy(), n_boot=n_boot,

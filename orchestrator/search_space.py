@@ -94,6 +94,21 @@ def _named(value: object, key: str, known: dict, problems: list[str]) -> tuple[s
     return str(name), dict(args)
 
 
+def per_slice_axes(value: object) -> tuple[list[str], list[str]]:
+    """`search.optuna.per_slice` as its axes, each once, and the problems of its shape: one
+    key or a list of keys (an axis named twice would split nothing more, and is said)."""
+    if value is None:
+        return [], []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(k, str) for k in value):
+        return [], [f"search.optuna.per_slice={value!r}: give the grid axes that stay a grid, "
+                    "one key or a list of keys, e.g. per_slice: [model.width]"]
+    twice = sorted({k for k in value if value.count(k) > 1})
+    return list(dict.fromkeys(value)), [
+        f"search.optuna.per_slice names '{k}' twice: keep one" for k in twice]
+
+
 def parse_search(raw: object, grid: dict[str, str]) -> tuple[OptunaSearch | None, list[str]]:
     """The `search` value of a spec: (None, []) for a grid, else the checked Optuna search
     and every problem of it."""
@@ -113,9 +128,8 @@ def parse_search(raw: object, grid: dict[str, str]) -> tuple[OptunaSearch | None
     if not isinstance(n_trials, int) or isinstance(n_trials, bool) or n_trials < 1:
         problems.append(f"search.optuna.n_trials={n_trials!r}: give the trials per study, a "
                         "whole number >= 1")
-    per_slice = opts.get("per_slice") or []
-    if isinstance(per_slice, str):
-        per_slice = [per_slice]
+    per_slice, shape_problems = per_slice_axes(opts.get("per_slice"))
+    problems += shape_problems
     problems += [f"search.optuna.per_slice: '{k}' is not a grid axis; add it to grid or "
                  "remove it from per_slice" for k in per_slice if k not in grid]
     sampler, sampler_args = _named(opts.get("sampler", DEFAULT_SAMPLER), "sampler", SAMPLERS,
@@ -137,6 +151,11 @@ def parse_search(raw: object, grid: dict[str, str]) -> tuple[OptunaSearch | None
         problems.append(f"search.optuna.pruner={pruner} stops trials on their eval loss, but "
                         f"the study minimises {objective}: use pruner: none (or halving), or "
                         "a loss objective")
+    storage = opts.get("storage")
+    if storage is not None and not isinstance(storage, str):
+        problems.append(f"search.optuna.storage={storage!r}: give an RDB URL, e.g. "
+                        "sqlite:////abs/path/optuna.db or postgresql://host/db, or leave it "
+                        "out (a SQLite file beside the tracking store)")
     seed = opts.get("seed", 0)
     if not isinstance(seed, int):
         problems.append(f"search.optuna.seed={seed!r}: give a whole number")

@@ -469,15 +469,13 @@ def _search_plan_problems(raw: dict, source: str, found: list[str]) -> list[str]
     """A searched spec's problems past its `search` block (its ranges, its config keys),
     found under a stand-in search of the same per-slice axes, so that a spec with a bad
     `search` block has every problem listed at once, not one kind per launch."""
-    from orchestrator.search_space import plan_search
+    from orchestrator.search_space import per_slice_axes, plan_search
 
     opts = raw["search"]["optuna"] if isinstance(raw["search"]["optuna"], dict) else {}
-    per_slice = opts.get("per_slice") or []
-    per_slice = [per_slice] if isinstance(per_slice, str) else per_slice
+    per_slice, _ = per_slice_axes(opts.get("per_slice"))
     grid = raw.get("grid") or {}
     stand_in = {"optuna": {"n_trials": 1, "sampler": "random",
-                           "per_slice": [k for k in per_slice
-                                         if isinstance(k, str) and k in grid]}}
+                           "per_slice": [k for k in per_slice if k in grid]}}
     try:
         plan_search(spec_from_dict({**raw, "search": stand_in}, source=source))
     except ConfigError as err:

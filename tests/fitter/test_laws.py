@@ -94,6 +94,32 @@ def test_timescale_law_from_a_sweep_of_optim_timescale():
     assert tau.coef["c"] == pytest.approx(0.5, rel=0.2)
 
 
+@pytest.mark.parametrize("control_wds", [[0.0], [0.0, 1e-3]])
+def test_timescale_sweep_with_weight_decay_controls_keeps_its_slices(control_wds):
+    # `optim.timescale: choice(..., null)`: runs given λ beside runs given τ. λ was a slice key
+    # as soon as one run lacked τ, and split every τ slice into one-run slices with no optimum.
+    truth = Truth(lr=(0.5, -0.3, 0.0, 0.0), k_tau=0.04, timescale=(0.5, -0.3))
+    lr_steps = np.arange(-1.0, 1.01, 0.25)
+    frame = synthetic_runs(truth, n_values=N3, d_values=D3, b_values=[3e4],
+                           tau_values=[0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2], noise=0.001,
+                           lr_steps=lr_steps)
+    one_tau = frame[frame["optim.timescale"] == frame["optim.timescale"].iloc[0]]
+    controls = [one_tau.assign(**{"optim.timescale": np.nan, "wd": wd,
+                                  "run": one_tau["run"] + f"-wd{wd}"}) for wd in control_wds]
+    runs = from_short_frame(pd.concat([frame, *controls], ignore_index=True), source="mixed")
+    assert ("wd" in runs.slice_keys) == (len(control_wds) > 1)
+    result = fit_runs(runs, laws=("timescale",), n_boot=100)
+    optima = result.optima
+    n_lrs = len(lr_steps)
+    assert (optima["n_runs"] == n_lrs).all()  # every slice holds its whole LR grid
+    assert len(optima) == len(frame) // n_lrs + len(controls) * len(one_tau) // n_lrs
+    given = optima[optima["tau"].isna()]
+    assert sorted(given["wd"].unique()) == sorted(control_wds)
+    tau = result.laws["timescale"]
+    assert tau.coef["m"] == pytest.approx(-0.3, abs=0.05)
+    assert tau.coef["c"] == pytest.approx(0.5, rel=0.2)
+
+
 @pytest.mark.parametrize("noise", [0.0, 0.002])
 def test_cbs_law_recovers_critical_batch_from_steps_to_target(noise):
     frame, histories = synthetic_histories(d_values=[1e8, 4e8, 1.6e9, 6.4e9],

@@ -92,6 +92,28 @@ def test_every_problem_of_the_search_mapping_is_listed_at_once():
         "final/tokens, final/steps (the default: final/eval_loss)"]
 
 
+@pytest.mark.parametrize(("per_slice", "storage", "said"), [
+    (3, None, ["spec: search.optuna.per_slice=3: give the grid axes that stay a grid, one key "
+               "or a list of keys, e.g. per_slice: [model.width]"]),
+    ([["train.batch_size"]], None, [
+        "spec: search.optuna.per_slice=[['train.batch_size']]: give the grid axes that stay a "
+        "grid, one key or a list of keys, e.g. per_slice: [model.width]"]),
+    (["train.batch_size", "train.batch_size"], None, [
+        "spec: search.optuna.per_slice names 'train.batch_size' twice: keep one"]),
+    ("train.batch_size", 3, [
+        "spec: search.optuna.storage=3: give an RDB URL, e.g. sqlite:////abs/path/optuna.db or "
+        "postgresql://host/db, or leave it out (a SQLite file beside the tracking store)"]),
+])
+def test_a_per_slice_or_storage_of_the_wrong_shape_is_one_sentence(per_slice, storage, said):
+    # per_slice: 3 and a storage that was no text raised TypeError/AttributeError in the dry run
+    raw = {**BASE, "grid": {"optim.lr": "tag(log, interval(1e-4, 1e-1))",
+                            "train.batch_size": "choice(8, 16)"},
+           "search": {"optuna": {"n_trials": 2, "per_slice": per_slice, "storage": storage}}}
+    with pytest.raises(ConfigError) as err:
+        spec_from_dict(raw)
+    assert err.value.problems == said
+
+
 def test_bad_sampler_options_are_a_user_error():
     raw = {**BASE, "search": {"optuna": {"n_trials": 2, "sampler": {"gp": {"warmup": 3}}}}}
     with pytest.raises(ConfigError, match=r"search.optuna.sampler=gp: .*'warmup'; fix its "
