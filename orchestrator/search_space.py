@@ -142,6 +142,13 @@ def parse_search(raw: object, grid: dict[str, str]) -> tuple[OptunaSearch | None
         if not isinstance(factor, int) or isinstance(factor, bool) or factor < 2:
             problems.append(f"search.optuna.pruner.hyperband.reduction_factor={factor!r}: give "
                             "a whole number >= 2 (Optuna's default is 3)")
+        for key, default in (("min_resource", 1), ("max_resource", "auto")):
+            value = pruner_args.get(key, default)
+            if not (value == "auto" and key == "max_resource") and (
+                    not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                problems.append(f"search.optuna.pruner.hyperband.{key}={value!r}: give a whole "
+                                f"number of evaluations >= 1{' or auto' * (key == 'max_resource')}"
+                                f" (Optuna's default is {default})")
     objective = str(opts.get("objective", DEFAULT_OBJECTIVE))
     if objective not in OBJECTIVES:
         problems.append(f"search.optuna.objective={objective!r}: give a value every trial's "

@@ -114,6 +114,19 @@ def test_a_per_slice_or_storage_of_the_wrong_shape_is_one_sentence(per_slice, st
     assert err.value.problems == said
 
 
+def test_hyperband_resources_that_optuna_takes_and_fails_on_later_are_refused():
+    # HyperbandPruner(min_resource="x") is built without a word and fails at the first report
+    raw = {**BASE, "search": {"optuna": {"n_trials": 2, "pruner": {
+        "hyperband": {"min_resource": "x", "max_resource": 0}}}}}
+    with pytest.raises(ConfigError) as err:
+        spec_from_dict(raw)
+    assert err.value.problems == [
+        "spec: search.optuna.pruner.hyperband.min_resource='x': give a whole number of "
+        "evaluations >= 1 (Optuna's default is 1)",
+        "spec: search.optuna.pruner.hyperband.max_resource=0: give a whole number of "
+        "evaluations >= 1 or auto (Optuna's default is auto)"]
+
+
 def test_bad_sampler_options_are_a_user_error():
     raw = {**BASE, "search": {"optuna": {"n_trials": 2, "sampler": {"gp": {"warmup": 3}}}}}
     with pytest.raises(ConfigError, match=r"search.optuna.sampler=gp: .*'warmup'; fix its "
