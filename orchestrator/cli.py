@@ -314,10 +314,10 @@ def _quiet_libraries() -> None:
 
 
 def _launch(args, uri: str) -> int:
-    from orchestrator.spec import load_spec
+    from orchestrator.spec import load_spec, shadowed_overrides
 
     spec = load_spec(args.spec).with_overrides(args.overrides)
-    return _run(spec, args, uri, notes=_another_base(spec, uri))
+    return _run(spec, args, uri, notes=[*shadowed_overrides(spec), *_another_base(spec, uri)])
 
 
 def _another_base(spec, uri: str) -> list[str]:

@@ -656,6 +656,14 @@ def unread_problems(spec: SweepSpec, baseline: SweepSpec | None = None) -> list[
             "under another id, once per value): remove it" for k, w in (why or {}).items()]
 
 
+def shadowed_overrides(spec: SweepSpec) -> list[str]:
+    """Base overrides that a grid axis of the same key replaces in every trial (the grid's
+    value comes last): allowed, since an earlier spec may hold one, but said."""
+    return [f"overrides: {o} is swept by grid.{key} too, and every trial takes the grid's "
+            "value: remove it from overrides" for o in spec.overrides
+            if (key := o.partition("=")[0].lstrip("+")) in spec.grid]
+
+
 def print_notes(trials: list[Trial]) -> None:
     """The trials' config notes (`trainer.validation.notes`) on stderr, each said once."""
     import sys

@@ -351,6 +351,28 @@ def test_a_dry_run_notes_resources_this_machine_cannot_hold(tmp_path, capsys, mo
                           f"gpus={gpus} for 1 process(es)) fit no node of the cluster")
 
 
+def test_a_base_override_a_grid_axis_replaces_is_said(tmp_path, capsys):
+    """`overrides: [optim.lr=1e-3]` beside `grid: {optim.lr: ...}`: every trial took the grid's
+    value without a word, and the user believed the base value was in use somewhere."""
+    import yaml
+
+    from orchestrator.cli import main
+
+    spec = {"name": "o", "overrides": ["model=tiny", "data=synthetic", "train.tokens=65536",
+                                       "optim.lr=1e-3", "train.batch_size=8",
+                                       "schedule.warmup_tokens=0"],
+            "storage_root": str(tmp_path / "runs"),
+            "grid": {"optim.lr": "choice(2e-3, 4e-3)"}}
+    (tmp_path / "o.yaml").write_text(yaml.safe_dump(spec))
+    assert main(["--tracking-uri", f"sqlite:///{tmp_path}/m.db", "launch",
+                 str(tmp_path / "o.yaml"), "--dry-run"]) == 0
+    out = capsys.readouterr()
+    assert out.err.splitlines() == [
+        "note: overrides: optim.lr=1e-3 is swept by grid.optim.lr too, and every trial takes "
+        "the grid's value: remove it from overrides"]
+    assert "2 trials: 0 done, 2 would run" in out.out
+
+
 def test_validating_trials_on_files_and_a_tokenizer_does_not_import_torch(tmp_path):
     """Reading a little of the data before a launch (a text field, a tokenizer file) went
     through trainer.data, which imports torch: 2.5 s per driver instead of 0.3."""
