@@ -11,6 +11,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from fitter.synthetic import Truth, synthetic_runs
 from orchestrator.cli import main
+from trainer.schema import create_experiment
 
 SEQ_LEN = 128
 
@@ -18,7 +19,7 @@ SEQ_LEN = 128
 def log_sweep(uri: str, name: str, frame: pd.DataFrame) -> None:
     """Write runs the way the orchestrator does (docs/design.md, trainer.schema)."""
     client = MlflowClient(tracking_uri=uri)
-    exp = client.create_experiment(name)
+    exp = create_experiment(client, uri, name)  # (artifacts beside the store, not ./mlruns)
     parent = client.create_run(exp, tags={"proxysweep.kind": "sweep"}).info.run_id
     for i, row in frame.iterrows():
         run = client.create_run(exp, tags={MLFLOW_PARENT_RUN_ID: parent,
