@@ -42,7 +42,7 @@ from orchestrator.spec import (
     spec_from_dict,
     unread_problems,
 )
-from orchestrator.store import create_sqlite_store_once, missing_sqlite
+from orchestrator.store import create_sqlite_store_once, missing_sqlite, spec_changed_since_read
 from trainer.errors import ConfigError
 from trainer.reporting import redact
 from trainer.schema import (
@@ -176,9 +176,7 @@ def _store_spec(tracking_uri: str, spec: SweepSpec, based_on: SweepSpec | None,
     mine = yaml.safe_load(redact(yaml.safe_dump(spec.to_dict(), sort_keys=False)))
     # (compared as stored: a password in search.optuna.storage is stored masked)
     if based_on is not None and stored not in (None, based_on.to_dict()):
-        raise ConfigError(f"sweep {spec.name}'s spec was changed by another `sweep extend` or "
-                          "launch after this one read it: run this `sweep extend` again (it "
-                          "then adds to the new spec)")
+        raise ConfigError(spec_changed_since_read(spec.name))
     if old is not None and stored != mine and _unfinished_beyond(old, spec, trials,
                                                                  tracking_uri):
         # (an extend interrupted, then the spec before it launched: the extension stays)
@@ -356,9 +354,7 @@ def _refuse_a_changed_spec(tracking_uri: str, name: str, based_on: SweepSpec) ->
     except ConfigError:
         return  # (none to compare with: the tracker decides)
     if stored != based_on.to_dict():
-        raise ConfigError(f"sweep {name}'s spec was changed by another `sweep extend` or "
-                          "launch after this one read it: run this `sweep extend` again (it "
-                          "then adds to the new spec)")
+        raise ConfigError(spec_changed_since_read(name))
 
 
 def mark_starting(tracking_uri: str, name: str) -> dict | None:

@@ -206,3 +206,10 @@ def _wal_pragmas(dbapi_conn, _record) -> None:
 def _say(message: str) -> None:
     # The actor's stderr: Ray's worker log on the driver's node.
     print(f"[proxysweep tracker] {message}", file=sys.stderr, flush=True)
+
+
+def spec_changed_since_read(sweep: str) -> str:
+    """What an extend is told when another extend or launch stored a new spec after it read
+    the one it extends (said by the command's checks and by the tracker's open)."""
+    return (f"sweep {sweep}'s spec was changed by another `sweep extend` or launch after this "
+            "one read it: run this `sweep extend` again (it then adds to the new spec)")

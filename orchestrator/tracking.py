@@ -36,7 +36,13 @@ from __future__ import annotations
 import math
 import time
 
-from orchestrator.store import OUTAGE_S, StoreCalls, is_transient, open_client
+from orchestrator.store import (
+    OUTAGE_S,
+    StoreCalls,
+    is_transient,
+    open_client,
+    spec_changed_since_read,
+)
 from trainer.reporting import redact
 from trainer.schema import (
     CODE_VERSION_TAG,
@@ -165,9 +171,7 @@ class Tracker:
         if based_on is not None and self._stored_spec() not in (None, based_on):
             # `sweep extend` read the spec `based_on` and extended it: another extend (or a
             # launch) stored another since, and writing this one would drop that one's change.
-            self.conflict = (f"sweep {self.sweep}'s spec was changed by another `sweep extend` "
-                             "or launch after this one read it: run this `sweep extend` again "
-                             "(it then adds to the new spec)")
+            self.conflict = spec_changed_since_read(self.sweep)
             return self.parent_id
         self.call(self.client.update_run, self.parent_id, status="RUNNING")
         self.call(self.client.log_text, self.parent_id, redact(spec_yaml), SPEC_ARTIFACT)
