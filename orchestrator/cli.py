@@ -420,10 +420,12 @@ def _run(spec, args, uri: str, based_on=None, notes: list[str] = ()) -> int:
         sharing = plan_sharing(trials, share=spec.share_prefix)
         for line in describe(sharing, trials, to_run={t.trial_id for t in to_run}):
             print(line)
-        from orchestrator.fusion import fusion_setting
+        from orchestrator.fusion import fusion_off_reason, fusion_setting
 
         if fusion_setting(spec) and to_run:
             print_fusion(spec, to_run, sharing)
+        elif len(to_run) > 1:
+            print(f"no fused groups: {fusion_off_reason(spec)}")
         return 0
     address = args.address or os.environ.get("RAY_ADDRESS")
     outcome = commands.launch(spec, tracking_uri=uri, address=address,

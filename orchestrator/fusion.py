@@ -89,6 +89,14 @@ def fusion_setting(spec: SweepSpec) -> bool | int:
     return spec.fuse
 
 
+def fusion_off_reason(spec: SweepSpec) -> str:
+    """Why a launch of `spec` fuses no trials (`fusion_setting` is off), as the dry run says."""
+    if spec.fuse == "auto":
+        why = "a searched sweep" if spec.optuna is not None else "trials that hold a GPU"
+        return f"fuse: auto leaves {why} unfused; fuse: true (or --fuse on) fuses them"
+    return "fuse: false (or --fuse off) keeps every trial alone"
+
+
 def searched_group_size(fuse: bool | int, *, points_left: int, slots: int) -> int:
     """Points a study asks at once to train as one group: `K`; under `true` its `points_left`
     shared out over two rounds of the `slots` trials the cluster runs at once (so that it sees

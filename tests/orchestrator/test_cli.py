@@ -199,6 +199,20 @@ def test_a_dry_run_that_lists_fused_groups_does_not_import_torch(tmp_path):
     assert re.fullmatch(r"\d+ fused groups?, \d+ trials? alone", proc.stdout.splitlines()[-1])
 
 
+@pytest.mark.parametrize(("fuse", "gpus", "said"), [
+    (False, 0, "no fused groups: fuse: false (or --fuse off) keeps every trial alone"),
+    ("auto", 1, "no fused groups: fuse: auto leaves trials that hold a GPU unfused; fuse: true "
+                "(or --fuse on) fuses them")])
+def test_a_dry_run_says_why_nothing_fuses(tmp_path, fuse, gpus, said):
+    # With fusion off the dry run said nothing of it: a user could not tell "off" from "no
+    # trials alike".
+    spec = {"name": "dry", "overrides": ["model=tiny", "data=synthetic"],
+            "grid": {"optim.lr": "choice(1e-3, 3e-3)"}, "fuse": fuse,
+            "resources": {"gpus": gpus}, "storage_root": str(tmp_path / "runs")}
+    proc = _dry_run_without_torch(tmp_path, spec)
+    assert proc.stdout.splitlines()[-1] == said
+
+
 def test_a_dry_run_lists_the_trunks_that_train_fused_without_torch(tmp_path):
     spec = {"name": "dry", "overrides": ["model=tiny", "data=synthetic", "schedule=wsd",
                                          "schedule.warmup_tokens=1024"],
