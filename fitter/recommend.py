@@ -88,8 +88,12 @@ def recommend(result: FitResult, *, params: float, tokens: float,
     if "lr" not in out and "batch_tokens" not in out:
         raise FitError(f"no law in {result.runs.source} gives a learning rate or batch size: "
                        f"{missing.get('lr')}")
+    # Groups left out because they have no law (an SP group whose LRs all sat on the grid's
+    # edge): the recommendation is for the chosen group only, which is said.
+    lawless = [label(g) for g in result.group_list
+               if g != chosen and g and not result.laws_of(g)[0]]
     return {"inputs": {"N": point["N"], "D": point["D"], "B": batch}, "group": chosen, **out,
-            "unavailable": missing}
+            "unavailable": missing, "groups_without_laws": lawless}
 
 
 def choose_group(result: FitResult, wanted: dict[str, str]) -> dict[str, str]:
@@ -108,6 +112,15 @@ def choose_group(result: FitResult, wanted: dict[str, str]) -> dict[str, str]:
     matching = [g for g in groups if all(g.get(k) == v for k, v in wanted.items())]
     if len(matching) == 1:
         return matching[0]
+    lawless = [g for g in result.group_list if g not in groups
+               and all(g.get(k) == v for k, v in wanted.items())]
+    if wanted and not matching and lawless:
+        reasons = "; ".join(dict.fromkeys(
+            r.rstrip(".") for g in lawless for r in result.laws_of(g)[1].values()))
+        others = "; ".join("--group " + label(g) for g in groups)
+        raise FitError(f"group {label(lawless[0])} of {result.runs.source} has no law to "
+                       f"recommend from{': ' + reasons if reasons else ''}. Groups with laws: "
+                       f"{others}.")
     labels = [label(g) for g in groups]
     if groups == [{}]:
         raise FitError(f"{result.runs.source} has one set of laws for all its runs (no key "
@@ -169,6 +182,13 @@ def _extrapolation(ranges: dict, point: dict) -> dict[str, float]:
 def format_recommendation(rec: dict) -> str:
     """Plain-text lines for the terminal."""
     lines = []
+    if rec.get("group"):
+        text = f"{'group':<13} {label(rec['group'])}: the laws of these runs only"
+        if rec.get("groups_without_laws"):
+            text += (f"\n{'':<13} ({', '.join(rec['groups_without_laws'])} "
+                     f"ha{'ve' if len(rec['groups_without_laws']) > 1 else 's'} no law to "
+                     "recommend from: `sweep fit` says why)")
+        lines.append(text)
     for key in ("lr", "batch_tokens", "batch_size", "weight_decay", "loss"):
         entry = rec.get(key)
         if entry is None:

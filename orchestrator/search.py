@@ -182,6 +182,19 @@ def has_work(plan: SearchPlan, url: str, tracking_uri: str,
         told_unrecorded(plan, url, recorded_trials(tracking_uri, plan.spec.name), lost))
 
 
+def asked_trial_ids(plan: SearchPlan, url: str) -> set[str]:
+    """The distinct trials the studies have asked for (a point asked twice, or by two studies,
+    is one trial), whether begun or not."""
+    stored = stored_trials(url, [plan.study_name(s) for s in plan.slices])
+    ids = set()
+    for slice_ in plan.slices:
+        for frozen in stored[plan.study_name(slice_)]:
+            if counts(frozen) and all(k in frozen.params for k in plan.dists):
+                trial = plan.trial(slice_, frozen.params, problems=[])
+                ids.update([trial.trial_id] if trial is not None else [])
+    return ids
+
+
 def told_unrecorded(plan: SearchPlan, url: str, states: dict,
                     lost: list[Trial] | None = None) -> list[tuple[Trial, str]]:
     """(trial, status in its summary) of each trial a study was told ended whose MLflow

@@ -12,7 +12,7 @@ from fitter.errors import FitError
 from fitter.fit import fit_json, fit_runs, format_fit
 from fitter.groups import group_keys, parse_group
 from fitter.mlflow_io import metric_name
-from fitter.recommend import recommend
+from fitter.recommend import format_recommendation, recommend
 from fitter.synthetic import Truth, synthetic_runs
 from orchestrator.cli import main
 
@@ -106,6 +106,30 @@ def test_recommend_asks_which_group_in_one_sentence(grouped):
     assert rec["lr"]["value"] == pytest.approx(SP.lr_opt(2.56e8, 1, 1), rel=0.35)
     with pytest.raises(FitError, match="matches none"):
         recommend(grouped, params=1e8, tokens=1e9, batch=1e5, group={"model.param": "x"})
+
+
+def test_recommend_names_the_group_and_the_groups_left_out_without_a_law():
+    """muP and SP, every SP optimum past the grid's edge: the recommendation came from the muP
+    law without naming it, and --group model.param=sp 'matched none of the groups'."""
+    kw = {"n_values": NS, "d_values": [1e9], "b_values": [1e5], "noise": 0.001, "seed": 4}
+    mup = synthetic_runs(MUP, **kw).assign(**{"model.param": "mup"})
+    sp = synthetic_runs(SP, **kw, lr_steps=np.arange(0.5, 1.51, 0.25)).assign(
+        **{"model.param": "sp"})
+    frame = pd.concat([mup, sp], ignore_index=True)
+    result = fit_runs(from_short_frame(frame.assign(run=[f"r{i}" for i in range(len(frame))]),
+                                       source="sweep t"), laws=("lr",), n_boot=50)
+    assert list(result.laws) == ["lr[model.param=mup]"]
+    rec = recommend(result, params=1e8, tokens=1e9, batch=1e5)
+    assert rec["group"] == {"model.param": "mup"}
+    assert rec["groups_without_laws"] == ["model.param=sp"]
+    assert format_recommendation(rec).splitlines()[:2] == [
+        "group         model.param=mup: the laws of these runs only",
+        "              (model.param=sp has no law to recommend from: `sweep fit` says why)"]
+    with pytest.raises(FitError) as err:
+        recommend(result, params=1e8, tokens=1e9, batch=1e5, group={"model.param": "sp"})
+    assert str(err.value).startswith("group model.param=sp of sweep t has no law to recommend "
+                                     "from: the lr law has no usable points; ")
+    assert str(err.value).endswith("Groups with laws: --group model.param=mup.")
 
 
 def test_group_arguments_parse_and_bad_ones_say_how():

@@ -120,6 +120,9 @@ def test_done_configs_are_told_without_training_and_extend_adds_trials_and_slice
     assert len(children) == len(set(ids[0]) | set(ids[1]))
     loss = {c.data.tags["trial.id"]: c.data.metrics["final/eval_loss"] for c in children}
     assert [t.value for t in by_slice[0]] == [loss[i] for i in ids[0]]
+    # 8 points asked of 2 LRs: some asked twice. Status counted n_trials against the trials
+    # in the store, and said "pending" of a sweep that had nothing left.
+    assert commands.status(uri, "unit")["counts"] == {"finished": len(children)}
 
 
 def test_a_pruned_trial_stops_at_an_eval_point_and_keeps_its_history(searched, uri,
