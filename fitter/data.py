@@ -142,8 +142,14 @@ def read_csv(path: str | Path) -> Runs:
     if not path.is_file():
         raise FitError(f"CSV file {path} does not exist; pass the path of an exported runs "
                        "table to --from-csv.")
+    with path.open("rb") as head:
+        utf16 = head.read(2) in (b"\xff\xfe", b"\xfe\xff")  # (a spreadsheet's "Unicode" export)
     try:
-        frame = pd.read_csv(path)
+        frame = pd.read_csv(path, encoding="utf-16" if utf16 else "utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise FitError(f"CSV {path} is not UTF-8 text (byte {err.object[err.start]:#04x} at "
+                       f"offset {err.start}); save it as UTF-8 (\"CSV UTF-8\" in a "
+                       "spreadsheet) and pass it again.") from None
     except (pd.errors.EmptyDataError, pd.errors.ParserError) as err:
         raise FitError(f"CSV {path} cannot be read as a table ({str(err).splitlines()[0]}); "
                        "export the runs again, e.g. with mlflow.search_runs(...).to_csv().") \

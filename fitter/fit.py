@@ -258,9 +258,10 @@ def _clean(value):
     return value
 
 
-def format_fit(doc: dict, *, recorded: bool = True) -> str:
+def format_fit(doc: dict, *, recorded: bool = True, not_done: int = 0) -> str:
     """Plain-text summary of a fit.json document for the terminal (`recorded`: of a sweep in
-    the tracking store, which `sweep extend` can grow; not of a CSV)."""
+    the tracking store, which `sweep extend` can grow; not of a CSV; `not_done`: its trials
+    not done yet, whose LRs may be the ones an edge slice lacks)."""
     lines = [f"{doc['sweep']}: {doc['n_runs']} runs ({doc['n_finished']} finished, "
              f"{doc['n_diverged']} diverged), {len(doc['slices'])} LR slice"
              + "s" * (len(doc["slices"]) != 1)]
@@ -306,7 +307,12 @@ def format_fit(doc: dict, *, recorded: bool = True) -> str:
              else "tried one LR only" if single == len(edges)
              else f"have their best LR at the grid edge or tried one LR only ({single})")
     counted = f"{len(edges)} slice{'' if one else 's'}"
-    if edges and doc["next_grid"][0].startswith("search."):
+    if edges and not_done:
+        lines.append(f"  {counted} {where}; {not_done} of the sweep's trials are not done yet "
+                     f"and may bracket {'it' if one else 'them'}: let them finish (`sweep "
+                     f"resume {doc['sweep']}` if its driver stopped) and fit again before "
+                     "extending")
+    elif edges and doc["next_grid"][0].startswith("search."):
         lines.append(f"  {counted} {have} no LR optimum inside the LRs "
                      f"{'its' if one else 'their'} study tried; to bracket "
                      f"{'it' if one else 'them'}: sweep extend {shlex.quote(doc['sweep'])} "

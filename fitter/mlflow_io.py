@@ -48,7 +48,8 @@ def load_runs(uri: str, sweep: str, *, histories: bool = True) -> Runs:
                                filter_string=kind_filter(KIND_TRIAL),
                                output_format="pandas")
     if frame.empty:
-        raise FitError(f"sweep {sweep!r} has no trial runs yet; launch it with `sweep launch`.")
+        raise FitError(f"sweep {sweep!r} has no trial runs yet: wait for its first trials to "
+                       f"end (`sweep status {sweep}`), or run them (`sweep resume {sweep}`).")
     runs = from_mlflow_frame(frame, source=f"sweep {sweep}")
     if histories:
         runs = Runs(runs.table, runs.slice_keys, runs.source,

@@ -589,9 +589,9 @@ def _fit(args, uri: str) -> int:
     if args.name:
         _known_sweep(uri, args.name)
         runs = load_runs(uri, args.name)
-        _warn_unfinished(uri, args.name)
+        not_done = _warn_unfinished(uri, args.name)
     else:
-        runs = read_csv(args.from_csv)
+        runs, not_done = read_csv(args.from_csv), 0
     laws = (args.law,) if args.law else None
     group = parse_group(args.group)
     out = _out_dir(args.out)  # (checked once the runs are found, before the fit)
@@ -613,7 +613,7 @@ def _fit(args, uri: str) -> int:
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
-        print(format_fit(doc, recorded=args.name is not None))
+        print(format_fit(doc, recorded=args.name is not None, not_done=not_done))
         print(f"wrote {out / 'fit.json'} and {len(doc['plots'])} "
               f"plot{'s' * (len(doc['plots']) != 1)}"
               + (f"; MLflow fit run {doc['fit_run_id']}" if args.name else ""))
@@ -645,43 +645,56 @@ def _known_sweep(uri: str, name: str) -> None:
     parent_run(MlflowClient(tracking_uri=uri), name)
 
 
-def _warn_unfinished(uri: str, name: str) -> None:
-    """A fit of a sweep with trials not done (running, interrupted, failed) sees only the ended
-    ones: said on stderr, with what finishes the others (a fit's `next_grid` may repeat
-    their LRs)."""
-    from trainer.schema import DONE, PRUNED, TRIAL_ERROR_TAG, recorded_trials
+def _warn_unfinished(uri: str, name: str) -> int:
+    """A fit of a sweep with trials not done (pending, running, interrupted, failed) sees only
+    the ended ones: said on stderr, counted as `sweep status` counts them, with what finishes
+    the others. The number of trials not done (0 when all ended)."""
+    from mlflow import MlflowClient
 
-    open_, refused = {}, 0
-    for state in recorded_trials(uri, name).values():
-        if state["status"] not in (*DONE, PRUNED):
-            open_[state["status"]] = open_.get(state["status"], 0) + 1
-            refused += state["run"].data.tags.get(TRIAL_ERROR_TAG, "").startswith("ConfigError")
-    if open_ and refused == sum(open_.values()):  # resume would fail them the same way
+    from orchestrator.commands import live_status, parent_run, stored_spec, trial_counts
+    from trainer.schema import DONE, INTERRUPTED, PRUNED, RUNNING, TRIAL_ERROR_TAG, recorded_trials
+
+    states = recorded_trials(uri, name)
+    status, gone = live_status(parent_run(MlflowClient(tracking_uri=uri), name))
+    searched = False
+    try:
+        spec = stored_spec(uri, name)
+        searched = spec.optuna is not None
+        counts, _, ids = trial_counts(uri, spec, states, gone)
+    except Exception:  # noqa: BLE001 (a note: without the spec, the trials recorded)
+        counts, ids = {}, []
+    # (and the trials of an earlier spec: the fit reads every trial of the experiment)
+    for trial_id, state in states.items():
+        if trial_id not in set(ids):
+            s = INTERRUPTED if state["status"] == RUNNING and gone is not None else \
+                state["status"]
+            counts[s] = counts.get(s, 0) + 1
+    open_ = {s: n for s, n in counts.items() if s not in (*DONE, PRUNED)}
+    refused = sum(state["status"] in open_ and state["run"].data.tags.get(
+        TRIAL_ERROR_TAG, "").startswith("ConfigError") for state in states.values())
+    not_done = sum(open_.values())
+    if open_ and refused == not_done:  # resume would fail them the same way
         print(f"note: {refused} of sweep {name}'s trials failed on a config error (`sweep "
               f"status {name}` shows it): this fit has only the ended ones; `sweep resume` "
               "would fail them the same way: fix what the error names in the spec and "
               "launch it again", file=sys.stderr)
-        return
+        return not_done
     if open_:
-        counts = ", ".join(f"{n} {s}" for s, n in sorted(open_.items()))
-        searched = False
-        try:
-            from orchestrator.commands import stored_spec
-
-            searched = stored_spec(uri, name).optuna is not None
-        except Exception:  # noqa: BLE001 (a note: without the spec, the grid's wording)
-            pass
+        counts_text = ", ".join(f"{n} {s}" for s, n in sorted(open_.items()))
         if searched and set(open_) == {"failed"}:
             how = (f"a searched trial that failed counts toward its study's n_trials (resume "
                    f"does not ask it again): `sweep extend {name} search.optuna.n_trials=N` "
                    "asks for more")
         else:
-            how = (f"`sweep resume {name}` finishes them (while its driver runs, wait)"
-                   + ("; a failed searched trial counts toward n_trials and is not asked again"
-                      if searched and "failed" in open_ else "")
-                   + ", and its suggested LRs may repeat theirs")
-        print(f"note: {sum(open_.values())} of sweep {name}'s trials are not done ({counts}): "
+            how = ("its driver is running them: wait for it (`sweep status "
+                   f"{name}`), then fit again" if status == RUNNING else
+                   f"`sweep resume {name}` finishes them")
+            how += ("; a failed searched trial counts toward n_trials and is not asked again"
+                    if searched and "failed" in open_ else "")
+        print(f"note: {not_done} of sweep {name}'s trials are not done ({counts_text}): "
               f"this fit has only the ended ones; {how}", file=sys.stderr)
+    return not_done
+
 
 
 def print_fusion(spec, trials, sharing) -> None:
@@ -785,6 +798,7 @@ def _recommend(args, uri: str) -> int:
     if args.name:
         _known_sweep(uri, args.name)
         runs = load_runs(uri, args.name)
+        _warn_unfinished(uri, args.name)
     else:
         runs = read_csv(args.from_csv)
     result = fit_runs(runs, n_boot=args.n_boot)

@@ -335,6 +335,16 @@ def test_a_csv_that_varies_width_without_n_says_n_is_missing(tmp_path, capsys):
                    "embedding out).")
 
 
+def test_fit_of_a_sweep_whose_trials_have_not_begun_says_wait_not_launch(tmp_path, capsys):
+    # A sweep just launched (its parent run, no trial yet) was told to `sweep launch`.
+    uri = f"sqlite:///{tmp_path}/m.db"
+    log_sweep(uri, "early", pd.DataFrame(columns=["lr", "wd", "B", "D", "N", "loss", "status"]))
+    capsys.readouterr()  # (MLflow's lines as it creates the store)
+    assert error_of(capsys, ["--tracking-uri", uri, "fit", "early"]) == (
+        "error: sweep 'early' has no trial runs yet: wait for its first trials to end (`sweep "
+        "status early`), or run them (`sweep resume early`).")
+
+
 def test_pool_on_runs_that_form_one_group_says_it_changes_nothing(store, capsys):
     # --group on such runs is refused; --pool was silently ignored.
     uri, path = store
@@ -342,6 +352,23 @@ def test_pool_on_runs_that_form_one_group_says_it_changes_nothing(store, capsys)
                  "--out", str(path / "fit-pool")]) == 0
     assert "note: --pool changes nothing here: no key (model.param, the data, ...) splits " \
         "these runs into groups" in capsys.readouterr().err
+
+
+def test_a_csv_in_another_encoding_is_read_or_refused_in_one_sentence(tmp_path, capsys):
+    # A Latin-1 export raised UnicodeDecodeError with its stack; a UTF-16 one (a spreadsheet's
+    # "Unicode" export, with its byte-order mark) is read as it is.
+    frame = synthetic_runs(Truth(), n_values=[1e6, 4e6, 1.6e7], d_values=[1e9], b_values=[1e5])
+    text = frame.assign(note="café").to_csv(index=False)
+    (tmp_path / "latin1.csv").write_bytes(text.encode("latin-1"))
+    offset = text.encode("latin-1").index(b"\xe9")
+    assert error_of(capsys, ["fit", "--from-csv", str(tmp_path / "latin1.csv")]) == (
+        f"error: CSV {tmp_path / 'latin1.csv'} is not UTF-8 text (byte 0xe9 at offset {offset}); "
+        "save it as UTF-8 (\"CSV UTF-8\" in a spreadsheet) and pass it again.")
+    (tmp_path / "utf16.csv").write_bytes(text.encode("utf-16"))
+    assert main(["fit", "--from-csv", str(tmp_path / "utf16.csv"), "--law", "lr", "--n-boot",
+                 "0", "--out", str(tmp_path / "fit")]) == 0
+    doc = json.loads((tmp_path / "fit" / "fit.json").read_text())
+    assert doc["n_runs"] == len(frame)
 
 
 def test_text_in_a_loss_column_is_refused_not_read_as_a_divergence(tmp_path, capsys):

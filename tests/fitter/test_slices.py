@@ -208,6 +208,12 @@ def test_a_searched_sweep_with_an_edge_slice_is_told_to_search_more_not_to_list_
     # a CSV's fit names no sweep to extend
     assert "sweep extend" not in format_fit(grid_doc, recorded=False)
     assert "add to its sweep: optim.lr=choice(" in format_fit(grid_doc, recorded=False)
+    # trials not done may be the very LRs the slice lacks: extending would add them twice
+    waiting = format_fit(grid_doc, not_done=3)
+    assert ("1 slice has its best LR at the grid edge; 3 of the sweep's trials are not done yet "
+            "and may bracket it: let them finish (`sweep resume s` if its driver stopped) and "
+            "fit again before extending") in waiting
+    assert "sweep extend" not in waiting
 
 
 def test_one_lr_tried_is_no_edge_and_asks_for_values_on_both_sides():

@@ -340,24 +340,35 @@ def test_fit_of_a_sweep_with_trials_not_done_says_so_first(tmp_path, capsys):
     that it has only the ended trials and what finishes the rest."""
     uri = f"sqlite:///{tmp_path}/m.db"
     tracker = _open_sweep(uri, _spec(tmp_path))
-    _child(uri, tracker, "a" * 64, schema.RUNNING)
-    _child(uri, tracker, "b" * 64, schema.INTERRUPTED)
-    _child(uri, tracker, "c" * 64, schema.FINISHED, final__eval_loss=2.5)
+    trials = prepare(spec_from_dict(_spec(tmp_path)))[1]
+    _child(uri, tracker, trials[0].trial_id, schema.RUNNING)
+    _child(uri, tracker, trials[1].trial_id, schema.INTERRUPTED)
+    _child(uri, tracker, trials[2].trial_id, schema.FINISHED, final__eval_loss=2.5)
+    _child(uri, tracker, "c" * 64, schema.FAILED)  # of an earlier spec: the fit reads it too
+    # trials[3] not begun: pending (it was left out of the count, as `status` counts it)
     cli.main(["fit", "unit", "--tracking-uri", uri, "--out", str(tmp_path / "fit")])
     err = capsys.readouterr().err
-    note = ("note: 2 of sweep unit's trials are not done (1 interrupted, 1 running): this fit "
-            "has only the ended ones; `sweep resume unit` finishes them")
+    note = ("note: 4 of sweep unit's trials are not done (1 failed, 1 interrupted, 1 pending, "
+            "1 running): this fit has only the ended ones; its driver is running them: wait "
+            "for it (`sweep status unit`), then fit again")
     assert note in err and err.index(note) < err.index("error:")  # said before the fit
+    tracker.close_sweep(schema.INTERRUPTED)  # (its driver stopped: then resume finishes them)
+    cli.main(["fit", "unit", "--tracking-uri", uri, "--out", str(tmp_path / "fit")])
+    assert ("note: 4 of sweep unit's trials are not done (1 failed, 1 interrupted, 1 pending, "
+            "1 running): this fit has only the ended ones; `sweep resume unit` finishes them"
+            ) in capsys.readouterr().err
 
 
 def test_fit_of_a_sweep_whose_trials_failed_on_a_config_error_does_not_say_resume(tmp_path,
                                                                                    capsys):
     uri = f"sqlite:///{tmp_path}/m.db"
     tracker = _open_sweep(uri, _spec(tmp_path))
-    run_id = _child(uri, tracker, "a" * 64, schema.FAILED)
+    trials = prepare(spec_from_dict(_spec(tmp_path)))[1]
+    run_id = _child(uri, tracker, trials[0].trial_id, schema.FAILED)
     MlflowClient(tracking_uri=uri).set_tag(run_id, schema.TRIAL_ERROR_TAG,
                                            "ConfigError: data.text_field=body: no such field")
-    _child(uri, tracker, "c" * 64, schema.FINISHED, final__eval_loss=2.5)
+    for trial in trials[1:]:
+        _child(uri, tracker, trial.trial_id, schema.FINISHED, final__eval_loss=2.5)
     cli.main(["fit", "unit", "--tracking-uri", uri, "--out", str(tmp_path / "fit")])
     err = capsys.readouterr().err
     assert ("note: 1 of sweep unit's trials failed on a config error (`sweep status unit` "
