@@ -705,10 +705,10 @@ def print_fusion(spec, trials, sharing) -> None:
     from orchestrator.families import branch_tokens
     from orchestrator.fusion import describe as describe_groups
     from orchestrator.fusion import fusion_setting, plan_fusion
-    from orchestrator.lease import current_holder
     from orchestrator.placement import Request
     from orchestrator.sharing import plan_trunk_groups
     from trainer import branching
+    from trainer.lease import current_holder
 
     res = spec.resources.per_trial()
     slots = local_cluster().capacity(Request(gpus=res.gpus, cpus=res.cpus))

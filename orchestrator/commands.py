@@ -31,7 +31,6 @@ from orchestrator.driver import (
     run_sweep,
     storage_problem,
 )
-from orchestrator.lease import driver_label, gone_driver
 from orchestrator.spec import (
     SweepSpec,
     Trial,
@@ -44,6 +43,7 @@ from orchestrator.spec import (
 )
 from orchestrator.store import create_sqlite_store_once, missing_sqlite, spec_changed_since_read
 from trainer.errors import ConfigError
+from trainer.lease import driver_label, gone_driver
 from trainer.reporting import redact
 from trainer.schema import (
     DONE,
@@ -423,7 +423,7 @@ def dry_run(spec: SweepSpec, *, tracking_uri: str,
     record the store lost) is `done (status, on disk)`: a launch records it from its files
     and trains nothing. (A searched sweep has no trials before it runs: see
     `search_dry_run`.)"""
-    from orchestrator.lease import current_holder
+    from trainer.lease import current_holder
     from trainer.paths import RunPaths
 
     spec, trials = prepare(spec)

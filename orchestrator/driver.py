@@ -9,7 +9,7 @@ driver up to `retries` times. Which trials to run comes from MLflow: a trial who
 says finished or diverged is done and never runs again, so launch, resume and extend are one
 operation on a content-addressed set.
 
-A trial is trained by at most one live attempt, across drivers (`orchestrator.lease`): a trial
+A trial is trained by at most one live attempt, across drivers (`trainer.lease`): a trial
 whose lease another driver's worker holds is not submitted, and one whose task finds it held
 comes back `held`; the driver waits for such trials, polling their leases, and runs them only
 if their holder went away without ending them.
@@ -32,7 +32,6 @@ from pathlib import Path
 import yaml
 
 from orchestrator.fusion import Group, fusion_setting, plan_fusion
-from orchestrator.lease import ENDED, HELD, Holder, current_holder, describe_holders, driver_label
 from orchestrator.placement import (
     ClusterModel,
     Placement,
@@ -47,6 +46,7 @@ from orchestrator.spec import Resources, SweepSpec, Trial, expand, root_path
 from orchestrator.store import create_sqlite_store_once, tracking_credentials
 from orchestrator.tracking import Tracker
 from trainer.errors import ConfigError
+from trainer.lease import ENDED, HELD, Holder, current_holder, describe_holders, driver_label
 from trainer.schema import DONE, FAILED, FINISHED, INTERRUPTED, recorded_trials
 
 CANCEL_POLL_S = 3.0

@@ -66,7 +66,6 @@ from orchestrator.fusion import (
     plan_fusion,
     searched_group_size,
 )
-from orchestrator.lease import driver_label
 from orchestrator.search_space import HALVING, TOKENS_KEY, SearchPlan, Slice, plan_search
 from orchestrator.sharing import Sharing
 from orchestrator.spec import SweepSpec, Trial, root_path
@@ -75,6 +74,7 @@ from orchestrator.studies import Studies, counts, storage_url, stored_trials, su
 from orchestrator.tracking import Tracker
 from orchestrator.worker import group_task
 from trainer.errors import ConfigError
+from trainer.lease import driver_label
 from trainer.schema import (
     DIVERGED,
     DONE,

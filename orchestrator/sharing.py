@@ -26,7 +26,7 @@ the loss history of its `metrics.jsonl`), through the sweep's tracker like every
 a trunk task is re-executed by Ray and continues from its newest checkpoint; a killed driver
 leaves the files, and the next launch plans again from them and from MLflow (and records a trunk
 whose worker ended it after its driver was gone). A trunk is trained by one worker at a time
-across drivers (the lease of its directory, `orchestrator.lease`): a driver that finds another
+across drivers (the lease of its directory, `trainer.lease`): a driver that finds another
 driver's worker training it releases its own branches as that trunk passes them, and continues
 the trunk itself only when the other lets go.
 """
@@ -38,9 +38,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from orchestrator.families import Family, branch_tokens, family_id, plan_sharing, why_not_shared
-from orchestrator.lease import HELD, current_holder, describe_holders
 from orchestrator.spec import SweepSpec, Trial
 from trainer import branching
+from trainer.lease import HELD, current_holder, describe_holders
 from trainer.paths import RunPaths
 from trainer.schema import DIVERGED, FAILED, FINISHED, INTERRUPTED, RUNNING
 

@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from orchestrator.lease import ENDED, HELD, Holder, Lease
+from trainer.lease import ENDED, HELD, Holder, Lease
 
 SEND_EVERY_S = 2.0
 """A worker sends its metrics to the tracker at most this often; the rest goes with its end."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+import time
+from contextlib import contextmanager
 
 from trainer.errors import ConfigError
 
@@ -89,7 +91,8 @@ def _run(overrides: list[str], *, print_only: bool) -> int:
     stored = read_summary(paths)
     if stored is not None and stored.get("status") in DONE:
         print(f"this run has already ended ({stored['status']}); nothing to train.")
-    result = run(cfg)
+    with _lease(paths.run_dir, config_id(cfg)):
+        result = run(cfg)
     print(f"run directory: {result.run_dir}")
     print(f"  metrics  {paths.metrics}\n  summary  {paths.summary}")
     if cfg.tracking.uri and stored is not None and stored.get("status") in DONE:
@@ -98,6 +101,29 @@ def _run(overrides: list[str], *, print_only: bool) -> int:
     elif cfg.tracking.uri:
         print(f"  MLflow   {redact(cfg.tracking.uri)} (experiment {cfg.tracking.experiment})")
     return 0
+
+
+@contextmanager
+def _lease(run_dir, run_id: str):
+    """The run's lease (`trainer.lease`), as a sweep's worker takes a trial's: the same
+    command typed twice at once resumed the first one's checkpoints while it trained, and
+    both wrote the run's history. Under torchrun rank 0 holds it for the run."""
+    from trainer.distributed import launched_by_torchrun
+    from trainer.lease import Lease
+
+    if launched_by_torchrun() and os.environ.get("RANK") != "0":
+        yield
+        return
+    lease = Lease.acquire(run_dir, sweep="python -m trainer", driver_pid=os.getpid())
+    if not isinstance(lease, Lease):
+        since = time.strftime("%H:%M:%S", time.localtime(lease.since))
+        who = (f"sweep {lease.sweep}'s worker" if lease.sweep != "python -m trainer"
+               else "another `python -m trainer`")
+        where = f" (pid {lease.pid} on {lease.host}, since {since})" if lease.pid else ""
+        raise ConfigError([f"run {run_id[:12]} is being trained by {who}{where}: wait for it "
+                           "to end, then run this command again for its result"])
+    with lease:
+        yield
 
 
 if __name__ == "__main__":

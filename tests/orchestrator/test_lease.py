@@ -10,16 +10,16 @@ import time
 
 import pytest
 
-from orchestrator import lease
-from orchestrator.lease import HELD, Holder, Lease, current_holder, describe_holders
 from orchestrator.worker import trial_task
+from trainer import lease
 from trainer.compose import compose
 from trainer.identity import config_id
+from trainer.lease import HELD, Holder, Lease, current_holder, describe_holders
 from trainer.paths import RunPaths
 
 HOLD = """
 import sys, time
-from orchestrator.lease import Lease
+from trainer.lease import Lease
 held = Lease.acquire(sys.argv[1], sweep="other", driver_pid=4242)
 print("held" if isinstance(held, Lease) else "refused", flush=True)
 time.sleep(600)
@@ -159,7 +159,7 @@ def test_a_trial_task_that_finds_its_trial_ended_returns_its_summary_without_run
 
 RECORD_THEN_RELEASE = """
 import sys, time
-from orchestrator.lease import Lease
+from trainer.lease import Lease
 from orchestrator.tracking import Tracker
 from pathlib import Path
 run_dir, uri, trial_id, go = sys.argv[1:]

@@ -227,7 +227,7 @@ def test_a_cancel_typed_while_a_resume_starts_ray_stops_that_resume(tmp_path):
     (interrupted)` (the parent said so until the tracker opened it, 10-20 s on), and the
     tracker's open cleared any request: the sweep ran to its end."""
     from orchestrator.commands import cancel, mark_starting, unmark_starting
-    from orchestrator.lease import driver_label
+    from trainer.lease import driver_label
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     first = Tracker(uri, "tracking", code_version="test", spec_yaml="name: tracking\n",

@@ -3,10 +3,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.lease import current_holder
 from orchestrator.worker import trial_task
 from trainer.compose import compose
 from trainer.identity import config_id
+from trainer.lease import current_holder
 from trainer.paths import RunPaths
 
 

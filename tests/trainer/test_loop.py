@@ -276,8 +276,8 @@ def test_a_budget_far_from_whole_batches_is_noted_and_still_valid():
     cfg = compose(SMALL + ["train.tokens=32768", "schedule.decay_fraction=0.1",
                            "schedule.warmup_tokens=30000"])
     assert notes(cfg) == ["schedule.warmup_tokens=30000 reaches into the decay, which starts "
-                          "at 29,491 tokens: the run never trains at its peak LR; a warmup "
-                          "below 29491 would"]
+                          "at 29,491 tokens: the run never trains at its peak LR; set "
+                          "schedule.warmup_tokens below 29491 (e.g. 3276) to reach it"]
 
 
 def test_a_split_shorter_than_one_sequence_is_one_sentence(tmp_path):
