@@ -12,16 +12,20 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from trainer.distributed import Dist, barrier
+from trainer.errors import ConfigError
 from trainer.paths import list_checkpoints
 
 # Without a process group DCP warns, at each save and load, that it assumes one process: a
@@ -90,11 +94,40 @@ def save(directory: Path, *, step: int, keep: int, model: torch.nn.Module,
 def load_latest(directory: Path, *, model: torch.nn.Module,
                 optimizer: torch.optim.Optimizer) -> dict | None:
     """Load the newest checkpoint into `model` and `optimizer` (every rank calls this);
-    its train state, or None when there is no checkpoint."""
+    its train state, or None when there is no checkpoint.
+
+    A checkpoint that cannot be read (its files cut short by a full disk or a partial copy of
+    the run's folder: a kill cannot do it, see the module docstring) is renamed aside,
+    `.step-NNNNNNNNN.damaged`, and the one before it is loaded: every full load overwrites
+    every tensor a failed one may have touched. A run of several ranks stops instead (its
+    ranks could fall back to different steps).
+
+    Raises:
+        ConfigError: no checkpoint can be read, or one cannot in a run of several ranks.
+    """
     found = list_checkpoints(directory)
     if not found:
         return None
-    return load(found[-1], model=model, optimizer=optimizer)
+    several = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    for path in reversed(found):
+        try:
+            return load(path, model=model, optimizer=optimizer)
+        # (DCP's CheckpointException derives from BaseException, not Exception)
+        except (Exception, CheckpointException) as err:  # noqa: BLE001 (a damaged file: said)
+            lines = str(err).strip().splitlines() or [""]
+            # (DCP's exception holds each rank's traceback: its last line says what failed)
+            why = lines[-1][:200] if isinstance(err, CheckpointException) else \
+                f"{type(err).__name__}: {lines[0][:160]}".rstrip(": ")
+            if several:
+                raise ConfigError([f"checkpoint {path} cannot be read ({why}): move it aside "
+                                   f"(e.g. to .{path.name}.damaged) to resume from the one "
+                                   "before it"]) from err
+            aside = path.with_name(f".{path.name}.damaged")
+            path.rename(aside)
+            print(f"note: checkpoint {path} cannot be read ({why}): kept as {aside.name}; "
+                  "resuming from the one before it", file=sys.stderr)
+    raise ConfigError([f"no checkpoint in {directory} can be read (each is kept as "
+                       ".step-*.damaged): run it again to train it from its start"])
 
 
 def load(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:

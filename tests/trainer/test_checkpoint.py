@@ -5,10 +5,12 @@ import sys
 import textwrap
 import time
 
+import pytest
 import torch
 
 from trainer.checkpoint import atomic_save, load_latest, save
 from trainer.distributed import Dist
+from trainer.errors import ConfigError
 from trainer.paths import list_checkpoints
 
 
@@ -65,6 +67,37 @@ def test_kill_during_write_leaves_previous_checkpoint_good(tmp_path):
     fresh, fresh_optimizer = _model_and_optimizer(4, 0.0)
     assert load_latest(tmp_path, model=fresh, optimizer=fresh_optimizer)["step"] == 1
     assert torch.equal(fresh.weight, small.weight)
+
+
+def test_a_damaged_newest_checkpoint_is_kept_aside_and_the_one_before_loads(tmp_path, capsys):
+    """Files of the newest checkpoint cut short (a full disk, a partial copy of the folder):
+    resume raised EOFError with its stack, though the checkpoint before it was whole."""
+    model, optimizer = _model_and_optimizer(4, 1.0)
+    save(tmp_path, step=10, keep=2, model=model, optimizer=optimizer,
+         train_state={"step": 10}, d=Dist())
+    later, later_optimizer = _model_and_optimizer(4, 2.0)
+    save(tmp_path, step=20, keep=2, model=later, optimizer=later_optimizer,
+         train_state={"step": 20}, d=Dist())
+    for f in (tmp_path / "step-000000020").iterdir():
+        os.truncate(f, 100)
+    fresh, fresh_optimizer = _model_and_optimizer(4, 0.0)
+    assert load_latest(tmp_path, model=fresh, optimizer=fresh_optimizer)["step"] == 10
+    assert torch.equal(fresh.weight, model.weight)  # every tensor from step 10, none from 20
+    assert torch.equal(fresh_optimizer.state_dict()["state"][0]["exp_avg"],
+                       optimizer.state_dict()["state"][0]["exp_avg"])
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-000000010"]
+    assert (tmp_path / ".step-000000020.damaged").is_dir()  # kept, under a name readers skip
+    err = capsys.readouterr().err
+    assert err.startswith(f"note: checkpoint {tmp_path / 'step-000000020'} cannot be read (")
+    assert err.rstrip().endswith("kept as .step-000000020.damaged; resuming from the one "
+                                 "before it")
+    for f in (tmp_path / "step-000000010").iterdir():
+        os.truncate(f, 100)
+    with pytest.raises(ConfigError, match=r"no checkpoint in .* can be read \(each is kept as "
+                                          r"\.step-\*\.damaged\): run it again to train it "
+                                          "from its start"):
+        load_latest(tmp_path, model=fresh, optimizer=fresh_optimizer)
+    assert load_latest(tmp_path, model=fresh, optimizer=fresh_optimizer) is None
 
 
 def test_atomic_save_replaces_whole_file(tmp_path):
