@@ -16,7 +16,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import sysconfig
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -29,6 +31,7 @@ import torch
 from trainer.config import DataConfig, DataSource
 from trainer.errors import ConfigError, DataUnavailable
 from trainer.fingerprint import data_fingerprint, stdlib_files
+from trainer.lease import pid_alive
 from trainer.synthetic import MarkovChain
 from trainer.text import Tokenizer, _first_line, _no_field
 
@@ -197,8 +200,10 @@ def _datasets_documents(cfg: DataConfig) -> Iterator[tuple[str, str, bool]]:
 def _write_cache(directory: Path, documents: Iterable[tuple[str, str, bool]],
                  tokenizer: Tokenizer, cfg: DataConfig, chunk: int = 256) -> None:
     directory.parent.mkdir(parents=True, exist_ok=True)
+    _remove_dead_writers(directory.parent)
     dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=".tmp-"))
+    tmp = Path(tempfile.mkdtemp(dir=directory.parent,
+                                prefix=f".tmp-{os.getpid()}@{socket.gethostname()}-"))
     try:
         counts = _tokenize_into(tmp, documents, tokenizer, cfg, dtype=dtype, chunk=chunk)
         if counts["val"] + counts["train"] == 0:
@@ -218,6 +223,20 @@ def _write_cache(directory: Path, documents: Iterable[tuple[str, str, bool]],
                 raise  # not a concurrent writer of the same cache: a real failure
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+_WRITER = re.compile(r"^\.tmp-(\d+)@(.+)-[^-]+$")
+
+
+def _remove_dead_writers(folder: Path) -> None:
+    """Remove the half-written caches of writers on this host that died (a kill during
+    tokenization left one behind each time: hundreds of MB for a large dataset). A writer
+    on another host, or one still alive, keeps its own."""
+    host = socket.gethostname()
+    for path in folder.glob(".tmp-*"):
+        found = _WRITER.match(path.name)
+        if found and found.group(2) == host and not pid_alive(int(found.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _tokenize_into(tmp: Path, documents: Iterable[tuple[str, str, bool]], tokenizer: Tokenizer,

@@ -66,7 +66,7 @@ class Holder:
     def alive(self, *, now: float | None = None) -> bool:
         """Is the holder still there? On this host, its process; elsewhere, its heartbeat."""
         if self.host == socket.gethostname():
-            return _pid_alive(self.pid)
+            return pid_alive(self.pid)
         return (now or time.time()) - self.heartbeat < STALE_S
 
 
@@ -191,10 +191,10 @@ def gone_driver(label: str | None) -> int | None:
     host, _, pid = (label or "").rpartition(" ")
     if host != socket.gethostname() or not pid.isdigit():
         return None
-    return None if _pid_alive(int(pid)) else int(pid)
+    return None if pid_alive(int(pid)) else int(pid)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -1,4 +1,5 @@
 import json
+import os
 
 import numpy as np
 import pyarrow as pa
@@ -107,6 +108,35 @@ def test_one_text_file_holds_out_its_tail(tmp_path, capsys):
                    f"data.cache_dir={tmp_path / 'cache'}"]).data
     with pytest.raises(ConfigError, match=r"holds no text: give files or a dataset with text"):
         load_tokens(cfg)
+
+
+def test_a_killed_writer_s_half_written_cache_is_removed_by_the_next(tmp_path):
+    """A kill during tokenization left `.tmp-*` folders in the token cache that nothing
+    removed (hundreds of MB each for a large dataset)."""
+    import socket
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    alive = subprocess.Popen(["sleep", "60"])
+    host = socket.gethostname()
+    tokens = tmp_path / "cache" / "tokens"
+    left = {name: tokens / name for name in (
+        f".tmp-{dead.pid}@{host}-ab12cd34",        # a writer on this host that died
+        f".tmp-{alive.pid}@{host}-ef56gh78",       # one still writing
+        f".tmp-{dead.pid}@other-host-ij90kl12")}   # another host's: not ours to judge
+    for path in left.values():
+        path.mkdir(parents=True)
+        (path / "train.bin").write_bytes(b"\0" * 1000)
+    try:
+        (tmp_path / "book.txt").write_text("".join(_docs(20)))
+        load_tokens(compose(["data=files", f"data.paths=[{tmp_path / 'book.txt'}]",
+                             f"data.cache_dir={tmp_path / 'cache'}"]).data)
+    finally:
+        alive.kill()
+        alive.wait()
+    assert [name for name, path in left.items() if path.exists()] == list(left)[1:]
+    assert not [p for p in tokens.glob(f".tmp-{os.getpid()}@*")]  # its own: renamed into place
 
 
 def test_tokenizer_json_file(tmp_path):
