@@ -114,8 +114,15 @@ def timescale_law(optima: pd.DataFrame, **boot) -> LawFit:
     if not (optima["wd"] > 0).any():
         raise FitError("the timescale law needs runs with non-zero weight decay "
                        "(optim.weight_decay or optim.timescale); add some to the sweep.")
-    points = timescale_points(optima)
-    points = points[points["edge"].isna()].drop(columns=["edge"])
+    found = timescale_points(optima)
+    points = found[found["edge"].isna()].drop(columns=["edge"])
+    if len(points) < 3:
+        given = optima["tau"].notna().any() if "tau" in optima else False
+        tried = sorted(optima.loc[optima["tau"].notna(), "tau"].unique()) if given else \
+            sorted(optima.loc[optima["wd"] > 0, "wd"].unique())
+        # (a high τ is a low λ: λ = B/(η·τ·D))
+        _refuse_edges(found, "timescale", "τ", "optim.timescale" if given
+                      else "optim.weight_decay", tried, mirrored=not given)
     _enough(points, "timescale", "(N, D) settings with an LR optimum and weight decay > 0")
     return fit_power_law(points, name="timescale", axes=("D/N",), exponents=("m",),
                          target="tau_opt", hint="values of D/N (model.width or train.tokens)",
@@ -143,11 +150,41 @@ def batch_law(optima: pd.DataFrame, **boot) -> LawFit:
                        "has at most "
                        f"{optima.groupby(['N', 'D'])['B'].nunique().max()}; add values along "
                        "train.batch_size.")
-    points = batch_points(optima)
-    points = points[points["edge"].isna()].drop(columns=["edge"])
+    found = batch_points(optima)
+    points = found[found["edge"].isna()].drop(columns=["edge"])
+    if len(points) < 3:
+        sizes = optima["train.batch_size"] if "train.batch_size" in optima else None
+        tried = sorted(pd.to_numeric(sizes).unique()) if sizes is not None else []
+        _refuse_edges(found, "batch", "batch size", "train.batch_size", tried, mirrored=False)
     _enough(points, "batch", "(N, D) settings with 3+ batch sizes bracketing the best")
     return fit_power_law(points, name="batch", axes=("D",), exponents=("p",), target="B_opt",
                          hint="values of train.tokens, each with 3+ batch sizes", **boot)
+
+
+def _refuse_edges(found: pd.DataFrame, law: str, what: str, key: str, tried: list,
+                  *, mirrored: bool) -> None:
+    """When edge points are what leaves a law short: say so, with the values of `key` one
+    step past the edge (`tried`: the values swept; `mirrored`: the key grows as the law's
+    quantity falls, as λ does with τ)."""
+    edges = found[found["edge"].isin(["low", "high"])]
+    if edges.empty:
+        return
+    sides = sorted(set(edges["edge"]))
+    add = []
+    if len(tried) >= 2:
+        step_up, step_down = tried[-1] / tried[-2], tried[1] / tried[0]
+        for side in sides:
+            up = (side == "high") != mirrored
+            add.append(tried[-1] * step_up if up else tried[0] / step_down)
+    whole = key == "train.batch_size"
+    values = ", ".join(f"{round(v)}" if whole else f"{v:.3g}" for v in sorted(add))
+    how = (f"add {key}=choice({values}) to the sweep (`sweep extend` takes it)" if add
+           else f"extend {key} past the edge")
+    side = " and ".join(f"the {s}est" for s in sides)
+    raise FitError(f"the {law} law has {len(found) - len(edges)} usable point"
+                   f"{'s' * (len(found) - len(edges) != 1)}: at {len(edges)} of its "
+                   f"{len(found)} settings the best {what} is {side} one tried, so the optimum "
+                   f"may lie beyond it; {how}.")
 
 
 def _enough(points: pd.DataFrame, law: str, what: str) -> None:

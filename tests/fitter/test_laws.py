@@ -94,6 +94,38 @@ def test_timescale_law_from_a_sweep_of_optim_timescale():
     assert tau.coef["c"] == pytest.approx(0.5, rel=0.2)
 
 
+def test_timescale_and_batch_laws_short_of_points_by_edges_say_which_values_to_add():
+    # Every best τ was the highest tried: "needs (N, D) settings with an LR optimum and weight
+    # decay > 0", which the sweep had, and no word of the edge or what to add.
+    truth = Truth(lr=(0.5, -0.3, 0.0, 0.0), k_tau=0.04, timescale=(0.5, -0.3))
+    frame = synthetic_runs(truth, n_values=N3[:2], d_values=D3[:2], b_values=[3e4],
+                           tau_values=[0.001, 0.002, 0.004], noise=0.001,
+                           lr_steps=np.arange(-1.0, 1.01, 0.25))
+    with pytest.raises(FitError) as err:
+        fit_runs(from_short_frame(frame, source="s"), laws=("timescale",), n_boot=0)
+    assert str(err.value) == (
+        "the timescale law has 0 usable points: at 4 of its 4 settings the best τ is the "
+        "highest one tried, so the optimum may lie beyond it; add optim.timescale=choice(0.008) "
+        "to the sweep (`sweep extend` takes it).")
+    # A sweep of λ: a high τ is a low λ
+    by_wd = synthetic_runs(truth, n_values=N3[:2], d_values=D3[:2], b_values=[3e4],
+                           wd_values=[1.0, 2.0, 4.0], noise=0.001,
+                           lr_steps=np.arange(-1.0, 1.01, 0.25))
+    with pytest.raises(FitError, match=r"the best τ is the highest one tried, so the optimum "
+                                       r"may lie beyond it; add optim.weight_decay=choice\(0.5\)"):
+        fit_runs(from_short_frame(by_wd, source="s"), laws=("timescale",), n_boot=0)
+    truth = Truth(lr=(0.5, -0.3, 0.0, 0.0), k_batch=0.03, batch=(0.6, 0.55))
+    frame = synthetic_runs(truth, n_values=N3[:1], d_values=D3, b_values=[1e6, 2e6, 4e6],
+                           noise=0.001, lr_steps=np.arange(-1.0, 1.01, 0.25))
+    frame["train.batch_size"] = (frame["B"] / 1000).astype(int).astype(str)
+    with pytest.raises(FitError) as err:
+        fit_runs(from_short_frame(frame, source="s"), laws=("batch",), n_boot=0)
+    assert str(err.value) == (
+        "the batch law has 0 usable points: at 3 of its 3 settings the best batch size is the "
+        "lowest one tried, so the optimum may lie beyond it; add train.batch_size=choice(500) "
+        "to the sweep (`sweep extend` takes it).")
+
+
 @pytest.mark.parametrize("control_wds", [[0.0], [0.0, 1e-3]])
 def test_timescale_sweep_with_weight_decay_controls_keeps_its_slices(control_wds):
     # `optim.timescale: choice(..., null)`: runs given λ beside runs given τ. λ was a slice key
