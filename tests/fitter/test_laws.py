@@ -192,8 +192,8 @@ def test_a_best_timescale_at_the_largest_tried_is_an_edge_not_an_optimum():
                          "loss_opt": loss, "edge": lr_edge})
     points = timescale_points(pd.DataFrame(rows))
     assert (points["edge"] == "high").all() and (points["tau_opt"] == 0.9).all()
-    with pytest.raises(FitError, match="0 usable points: at 3 of its 3 settings the best τ is the highest one "
-                                       "tried"):
+    with pytest.raises(FitError, match="0 usable points: at 3 of its 3 settings the best τ "
+                                       "is the highest one tried"):
         timescale_law(pd.DataFrame(rows))
 
 
