@@ -107,9 +107,19 @@ def cbs_points(runs: pd.DataFrame, histories: dict[str, np.ndarray],
         rows.append({"N": group["N"].iloc[0], "D": group["D"].iloc[0], "target_loss": target,
                      "S_min": s_min, "E_min": e_min, "B_noise": e_min / s_min,
                      "B_crit": OVERHEAD * e_min / s_min,
-                     "B_crit_empirical": empirical_crossing(batch, s), "n_batch": len(batch)})
+                     "B_crit_empirical": empirical_crossing(batch, s), "n_batch": len(batch),
+                     "B_lo": batch.min(), "B_hi": batch.max()})
     return pd.DataFrame(rows, columns=["N", "D", "target_loss", "S_min", "E_min", "B_noise",
-                                       "B_crit", "B_crit_empirical", "n_batch"])
+                                       "B_crit", "B_crit_empirical", "n_batch", "B_lo", "B_hi"])
+
+
+def unbracketed(points: pd.DataFrame) -> tuple[int, int]:
+    """How many of a cbs law's points put B_crit below the smallest batch size their group
+    tried, and above its largest: read off the hyperbola beyond the batch sizes measured."""
+    if "B_lo" not in points:
+        return 0, 0
+    return int((points["B_crit"] < points["B_lo"]).sum()), int(
+        (points["B_crit"] > points["B_hi"]).sum())
 
 
 def cbs_law(runs: pd.DataFrame, histories: dict[str, np.ndarray], group_keys: list[str],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fitter.cbs import unbracketed
 from fitter.errors import FitError
 from fitter.fit import FitResult
 from fitter.groups import label
@@ -49,6 +50,15 @@ def recommend(result: FitResult, *, params: float, tokens: float,
     elif "batch" in laws or "cbs" in laws:
         name = "batch" if "batch" in laws else "cbs"
         out["batch_tokens"] = _entry(laws[name], point, name)
+        below, above = unbracketed(laws[name].points) if name == "cbs" else (0, 0)
+        if below or above:
+            n = len(laws[name].points)
+            side = " and ".join(w for w, k in (("below the smallest", below),
+                                                ("above the largest", above)) if k)
+            out["batch_tokens"]["caveat"] = (
+                f"{below + above} of the {n} critical batch sizes behind the cbs law lie {side} "
+                "batch size their sweep tried: read off the fitted hyperbola, not measured; "
+                "sweep batch sizes around them, or pass --batch")
     else:
         missing["batch_tokens"] = skipped.get("batch", "no batch law")
     if "batch_tokens" in out:
@@ -213,6 +223,8 @@ def format_recommendation(rec: dict) -> str:
                          "checked that far out; take this as a guess, or sweep nearer sizes")
         elif entry.get("extrapolation"):
             text += "  within the data range"
+        if entry.get("caveat"):
+            text += f"\n{'':<13} {entry['caveat']}"
         if key == "lr" and entry["value"] > IMPLAUSIBLE_LR:
             text += (f"\n{'':<13} an AdamW learning rate above {IMPLAUSIBLE_LR:g} trains no "
                      "model: the law does not hold out here (check its exponents and the "

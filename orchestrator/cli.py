@@ -180,7 +180,8 @@ def _fit_parsers(sub, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--tokens", type=_positive, required=True, metavar="D",
                    help="training tokens")
     p.add_argument("--batch", type=_positive, metavar="B",
-                   help="batch size in tokens per step (default: from the batch law)")
+                   help="batch size in tokens per step (default: from the batch law, else "
+                        "the cbs law's critical batch size)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--n-boot", type=_count, default=None,
                    help="bootstrap resamples (default: 500 per law, 200 per slice optimum and "

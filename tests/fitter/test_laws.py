@@ -166,6 +166,36 @@ def test_cbs_law_recovers_critical_batch_from_steps_to_target(noise):
     assert law.predict(D=8e8) == pytest.approx(0.1 * 8e8 ** 0.5, rel=0.25 if noise else 0.03)
 
 
+def test_a_batch_recommended_from_critical_batch_sizes_below_the_sweep_says_so():
+    # B_crit = 0.1·D^0.5 is 1,000 to 8,000 tokens, the batch sizes swept start at 10,000: the
+    # law's points come from the hyperbola's far end, and recommend took it as the batch size
+    # without a word.
+    from fitter.recommend import format_recommendation, recommend
+
+    frame, histories = synthetic_histories(d_values=[1e8, 4e8, 1.6e9, 6.4e9],
+                                           b_values=[1e4 * 2 ** k for k in range(8)],
+                                           noise_batch=(0.5, 0.5), seed=2)
+    runs = from_short_frame(frame, source="synthetic")
+    result = fit_runs(Runs(runs.table, runs.slice_keys, runs.source, histories),
+                      laws=("cbs",), n_boot=0)
+    points = result.laws["cbs"].points
+    assert (points["B_crit"] < points["B_lo"]).all() and (points["B_lo"] == 1e4).all()
+    rec = recommend(result, params=1e8, tokens=1e9)
+    assert rec["batch_tokens"]["law"] == "cbs"
+    caveat = ("4 of the 4 critical batch sizes behind the cbs law lie below the smallest batch "
+              "size their sweep tried: read off the fitted hyperbola, not measured; sweep batch "
+              "sizes around them, or pass --batch")
+    assert rec["batch_tokens"]["caveat"] == caveat
+    assert caveat in format_recommendation(rec)
+    bracketed, histories = synthetic_histories(d_values=[1e8, 4e8, 1.6e9, 6.4e9],
+                                               b_values=[1e2 * 2 ** k for k in range(10)],
+                                               noise_batch=(0.5, 0.5), seed=2)
+    runs = from_short_frame(bracketed, source="synthetic")
+    result = fit_runs(Runs(runs.table, runs.slice_keys, runs.source, histories),
+                      laws=("cbs",), n_boot=0)
+    assert "caveat" not in recommend(result, params=1e8, tokens=1e9)["batch_tokens"]
+
+
 def test_cbs_law_of_a_sweep_of_train_batch_size():
     # A sweep's config keys come with the runs: train.batch_size varies with B and is a slice
     # key too. Grouping steps-to-target by it left one batch size per group ("needs 3 or more
