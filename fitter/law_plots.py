@@ -114,8 +114,14 @@ def _law_points(ax, law, x, y, scale) -> None:
         err = [np.clip(np.nan_to_num(y - lo), 0, None), np.clip(np.nan_to_num(hi - y), 0, None)]
         ax.errorbar(x, y, yerr=err, fmt="none", ecolor="k", capsize=3, lw=1)
     intervals = lo_col in pts and bool(np.isfinite(pts[lo_col]).any())
-    ax.scatter(x, y, color="k", s=28, zorder=5, label="slice optima (90% interval)"
-               if intervals else "slice optima" if lo_col in pts else "optima")
+    limit = pts["at_stability_limit"].to_numpy(bool) if "at_stability_limit" in pts else \
+        np.zeros(len(pts), bool)
+    ax.scatter(x[~limit], y[~limit], color="k", s=28, zorder=5,
+               label="slice optima (90% interval)" if intervals
+               else "slice optima" if lo_col in pts else "optima")
+    if limit.any():
+        ax.scatter(x[limit], y[limit], marker="^", facecolors="none", edgecolors="k", s=44,
+                   zorder=5, label="at the stability limit (next LR diverged): a lower bound")
 
 
 def _published(ax, law, key: str, axis: str, grid, means: dict, constants: dict) -> None:

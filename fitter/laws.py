@@ -59,7 +59,11 @@ def lr_law(optima: pd.DataFrame, **boot) -> LawFit:
         keys = " or ".join(AXIS_KEYS[a] for a in axes) or "model.width, train.tokens"
         raise FitError(f"the lr law needs LR optima at 2 or more values of N, D or B but the "
                        f"sweep has one; add values along {keys}.")
-    points = points[[*varying, "lr_opt", "lr_lo", "lr_hi", "loss_opt"]]
+    # A slice whose next LR up diverged has its optimum at the stability limit: a lower
+    # bound (the optimum lies between it and the LR that diverged), marked in fit.json and
+    # drawn apart in the law's figure.
+    points = points.assign(at_stability_limit=points["edge"] == "diverged")[
+        [*varying, "lr_opt", "lr_lo", "lr_hi", "loss_opt", "at_stability_limit"]]
     hint = "slices with bracketed LR optima along " + ", ".join(AXIS_KEYS[a] for a in varying)
     return fit_power_law(points, name="lr", axes=varying, exponents=lr_exponents(varying),
                          target="lr_opt", hint=hint, **boot)

@@ -179,7 +179,8 @@ def _quantiles(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarra
 def _records(frame: pd.DataFrame) -> list[dict]:
     out = []
     for row in frame.to_dict("records"):
-        out.append({k: (float(v) if isinstance(v, (int, float, np.number)) else
+        out.append({k: (bool(v) if isinstance(v, (bool, np.bool_)) else
+                        float(v) if isinstance(v, (int, float, np.number)) else
                         (None if v is None else str(v))) for k, v in row.items()})
     return out
 

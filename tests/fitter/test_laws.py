@@ -63,6 +63,32 @@ def test_diverged_runs_are_beyond_the_edge_and_do_not_bias_the_law():
     assert result.optima["n_diverged"].sum() == (frame["status"] == "diverged").sum()
 
 
+def test_optima_at_the_stability_limit_are_marked_in_the_law_and_its_figure(tmp_path):
+    # A slice whose next LR up diverged gives a lower bound of its optimum; such points went
+    # into the law, fit.json and the figure like bracketed ones.
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from fitter.law_plots import law_figure
+
+    truth = Truth(lr=(0.5, -0.3, 0.0, 0.0))
+    kw = {"n_values": np.geomspace(1e6, 1e8, 5), "d_values": [1e9], "b_values": [1e5],
+          "noise": 0.001, "seed": 7}
+    result = fit_runs(from_short_frame(synthetic_runs(truth, diverge_above=1.3, **kw),
+                                       source="s"), laws=("lr",), n_boot=50)
+    law = result.laws["lr"]
+    capped = (result.optima["edge"] == "diverged").tolist()
+    assert law.points["at_stability_limit"].tolist() == capped == [False, True, True, True,
+                                                                   False]
+    assert [p["at_stability_limit"] for p in law.to_json()["points"]] == capped
+    fig = law_figure(plt, law, "lr", {})
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "at the stability limit (next LR diverged): a lower bound" in labels
+    plt.close(fig)
+
+
 def test_timescale_and_batch_laws_recover_power_lines_exponents():
     truth = Truth(lr=(0.5, -0.3, 0.0, 0.0), k_batch=0.03, k_tau=0.04, timescale=(0.5, -0.3),
                   batch=(0.6, 0.55))
