@@ -611,6 +611,8 @@ def _fit(args, uri: str) -> int:
                     selection={"group": group, "pooled": result.pooled})
     if args.name:
         doc["fit_run_id"] = log_fit(uri, args.name, out, doc)
+        # (the file on disk names the run that holds its copy; that copy is the fit as it was)
+        (out / "fit.json").write_text(json.dumps(doc, indent=2))
     if args.json:
         print(json.dumps(doc, indent=2))
     else:

@@ -75,6 +75,7 @@ def test_fit_round_trip_writes_fit_json_and_logs_a_fit_run(store, capsys):
     fits = client.search_runs([exp.experiment_id], "tags.`proxysweep.kind` = 'fit'")
     run_id = printed["fit_run_id"]
     assert len(fits) == 1 and fits[0].info.run_id == run_id
+    assert doc["fit_run_id"] == run_id  # the file on disk names its MLflow run too
     names = {a.path for a in client.list_artifacts(run_id)}
     assert {"fit.json", "plots"} <= names
     plots = {a.path for a in client.list_artifacts(run_id, "plots")}
