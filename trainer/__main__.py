@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from contextlib import contextmanager
@@ -38,8 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     overrides = [a for a in args if not a.startswith("--")]
     if "--demo" in flags:
         overrides = DEMO_OVERRIDES + overrides
-    from trainer.distributed import RankFailed
+    from trainer.distributed import RankFailed, launched_by_torchrun
 
+    if not launched_by_torchrun():  # (torchrun's agent stops its ranks itself)
+        signal.signal(signal.SIGTERM, _terminated)
     try:
         return _run(overrides, print_only="--cfg" in flags)
     except ConfigError as err:
@@ -49,10 +52,39 @@ def main(argv: list[str] | None = None) -> int:
     except RankFailed as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("interrupted: re-run the same command to resume from the last checkpoint",
+    except BaseException as err:
+        stop = _stopped_by(err)
+        if stop is None:
+            raise
+        said = "interrupted" if stop is KeyboardInterrupt else "terminated (SIGTERM)"
+        print(f"{said}: re-run the same command to resume from the last checkpoint",
               file=sys.stderr)
-        return 130
+        return 130 if stop is KeyboardInterrupt else 128 + signal.SIGTERM
+
+
+class Terminated(BaseException):
+    """SIGTERM (a scheduler's stop, `kill`): unwinds the run as Ctrl-C does, so it gives its
+    lease back and says how to resume, instead of ending without a word."""
+
+
+def _terminated(signum, frame) -> None:
+    raise Terminated
+
+
+def _stopped_by(err: BaseException) -> type | None:
+    """KeyboardInterrupt or Terminated when `err` is one, or wraps one: a stop that lands
+    while a checkpoint is written reaches us inside DCP's CheckpointException (whose
+    `failures` hold each rank's exception); None for anything else."""
+    for kind in (KeyboardInterrupt, Terminated):
+        if isinstance(err, kind):
+            return kind
+    failures = getattr(err, "failures", None)
+    if isinstance(failures, dict):
+        for failure in failures.values():
+            cause = failure[0] if isinstance(failure, tuple) else failure
+            if isinstance(cause, BaseException) and (kind := _stopped_by(cause)):
+                return kind
+    return None
 
 
 def _run(overrides: list[str], *, print_only: bool) -> int:

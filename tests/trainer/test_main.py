@@ -53,3 +53,43 @@ def test_a_run_another_process_trains_is_refused_in_one_sentence(tmp_path, capsy
     assert main(_overrides(tmp_path)) == 0  # the lock died with its holder
     assert (run_dir / "summary.json").is_file() and time.time() - started < 60
     assert not (run_dir / "lease.json").exists()  # given back
+
+
+def test_sigterm_says_how_to_resume_and_gives_the_lease_back(tmp_path):
+    """A scheduler's SIGTERM ended the run with exit 143 and no word (Ctrl-C said how to
+    resume)."""
+    import signal
+
+    overrides = [*_overrides(tmp_path), "train.tokens=10_000_000",
+                 "train.checkpoint_every_tokens=2048"]
+    proc = subprocess.Popen([sys.executable, "-m", "trainer", *overrides],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run_dir = RunPaths.for_config(compose(overrides), config_id(compose(overrides))).run_dir
+    deadline = time.time() + 120
+    while not list((run_dir / "checkpoints").glob("step-*")):
+        assert time.time() < deadline and proc.poll() is None, proc.stderr.read()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert err.strip().splitlines()[-1] == ("terminated (SIGTERM): re-run the same command to "
+                                            "resume from the last checkpoint")
+    assert not (run_dir / "lease.json").exists()
+
+
+def test_a_stop_inside_a_checkpoint_write_is_told_as_a_stop():
+    """Ctrl-C or SIGTERM while DCP writes a checkpoint reaches the command wrapped in DCP's
+    CheckpointException: it printed that stack and exited 1."""
+    import traceback
+
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    from trainer.__main__ import Terminated, _stopped_by
+
+    def wrapped(err):
+        return CheckpointException("write failed", {0: (err, traceback.StackSummary())})
+
+    assert _stopped_by(wrapped(Terminated())) is Terminated
+    assert _stopped_by(wrapped(KeyboardInterrupt())) is KeyboardInterrupt
+    assert _stopped_by(KeyboardInterrupt()) is KeyboardInterrupt
+    assert _stopped_by(wrapped(OSError("disk full"))) is None
