@@ -107,6 +107,7 @@ def launch(spec: SweepSpec, *, tracking_uri: str, address: str | None = None,
     say_notes(notes)
     create_sqlite_store_once(tracking_uri)
     states = recorded_trials(tracking_uri, spec.name)
+    say_notes(other_data(spec.name, trials, states))
     _relabel(tracking_uri, trials, states)
     migrated = legacy.migrate(tracking_uri, trials, states)
     if migrated:
@@ -415,6 +416,27 @@ def say_notes(notes: Sequence[str]) -> None:
         print(f"note: {note}", file=sys.stderr)
 
 
+def other_data(name: str, trials: list[Trial], states: dict) -> list[str]:
+    """A note when the sweep's recorded trials read other data than its trials would now: the
+    data's fingerprint is part of a trial id (`trainer.fingerprint`), so files changed under
+    `data.paths`, or another Python's standard library for `data=pystdlib`, make every trial a
+    new one, trained from the start beside the old ones, and without a word that was a
+    mystery."""
+    ids = {t.trial_id for t in trials}
+    now = {t.cfg.data.fingerprint for t in trials} - {None}
+    before = [state["run"].data.params.get("data.fingerprint") for trial_id, state
+              in states.items() if trial_id not in ids and state["status"] in DONE]
+    others = sorted({f for f in before if f not in (None, "None") and f not in now})
+    if not now or not others:
+        return []
+    count = sum(f in others for f in before)
+    return [f"{count} of sweep {name}'s ended trials read other data (data.fingerprint "
+            f"{', '.join(f[:12] for f in others)}; now {', '.join(f[:12] for f in sorted(now))})"
+            ": the files under data.paths (for data=pystdlib, this Python's standard library) "
+            "differ from theirs, so these trials are new ones and train from the start; "
+            "`sweep fit` reads both"]
+
+
 def dry_run(spec: SweepSpec, *, tracking_uri: str,
             notes: Sequence[str] = ()) -> list[tuple[Trial, str]]:
     """Every trial with what a launch would do to it: `done (status)`, `run`, or `wait` for
@@ -436,6 +458,7 @@ def dry_run(spec: SweepSpec, *, tracking_uri: str,
     else:
         create_sqlite_store_once(tracking_uri)
         states = recorded_trials(tracking_uri, spec.name)
+        say_notes(other_data(spec.name, trials, states))
     old = legacy.legacy_records(trials, states)  # a launch would migrate these first
     plan = []
     for trial in sorted(trials, key=lambda t: t.flops, reverse=True):

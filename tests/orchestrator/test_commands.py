@@ -322,6 +322,37 @@ def test_dry_run_counts_a_trial_ended_on_disk_as_done(tmp_path, capsys):
     assert "\n4 trials: 1 done, 3 would run\n" in out
 
 
+def test_trials_recorded_on_other_data_are_said_when_the_data_changed(tmp_path, capsys):
+    """The files under data.paths edited (or another Python's stdlib for data=pystdlib): every
+    trial id moved with the data's fingerprint, and the whole sweep trained again without a
+    word of why."""
+    (tmp_path / "a.txt").write_text("the quick brown fox jumps over the lazy dog. " * 400)
+    data = ["data=files", f"data.paths=[{tmp_path / 'a.txt'}]",
+            f"data.cache_dir={tmp_path / 'cache'}"]
+    raw = {**_spec(tmp_path), "overrides": [*TRIAL[:4], *data, *TRIAL[5:]]}
+    uri = f"sqlite:///{tmp_path}/m.db"
+    tracker = _open_sweep(uri, raw)
+    before = prepare(spec_from_dict(raw))[1]
+    client = MlflowClient(tracking_uri=uri)
+    for trial in before:
+        run_id = _child(uri, tracker, trial.trial_id, schema.FINISHED, final__eval_loss=2.5)
+        client.log_param(run_id, "data.fingerprint", trial.cfg.data.fingerprint)
+    path = tmp_path / "unit.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert cli.main(["launch", str(path), "--dry-run", "--tracking-uri", uri]) == 0
+    assert "read other data" not in capsys.readouterr().err  # the same data: all done
+    (tmp_path / "a.txt").write_text("a lazy dog sleeps under the quick brown fox. " * 400)
+    after = prepare(spec_from_dict(raw))[1]
+    assert cli.main(["launch", str(path), "--dry-run", "--tracking-uri", uri]) == 0
+    out = capsys.readouterr()
+    old, new = before[0].cfg.data.fingerprint, after[0].cfg.data.fingerprint
+    assert (f"note: 4 of sweep unit's ended trials read other data (data.fingerprint "
+            f"{old[:12]}; now {new[:12]}): the files under data.paths (for data=pystdlib, this "
+            "Python's standard library) differ from theirs, so these trials are new ones and "
+            "train from the start; `sweep fit` reads both") in out.err
+    assert "4 trials: 0 done, 4 would run" in out.out
+
+
 def test_a_searched_dry_run_creates_no_study_storage(tmp_path, spec_dict):
     """A dry run runs nothing, and leaves no file: the Optuna storage beside a new SQLite
     store is not created to read that no study has trials yet (launch creates it)."""
