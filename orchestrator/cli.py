@@ -93,6 +93,15 @@ def _share_option(p: argparse.ArgumentParser) -> None:
                    "fused groups: auto (on for trials without a GPU), on (a size for the "
                    "cluster), off, or K members at most; in this command only (the spec's "
                    "fuse, for good; default auto)")
+    p.add_argument("--max-concurrent", type=_trials_at_once, metavar="N", help="train at most "
+                   "N trials at once, in this command only (the spec's max_concurrent, for "
+                   "good; default: all the cluster holds)")
+
+
+def _trials_at_once(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of trials >= 1")
+    return int(text)
 
 
 def _positive(text: str) -> float:
@@ -375,6 +384,8 @@ def _run(spec, args, uri: str, based_on=None, notes: list[str] = ()) -> int:
         spec = spec.with_flag("share_prefix", False)
     if getattr(args, "fuse", None) is not None:
         spec = spec.with_flag("fuse", args.fuse)
+    if getattr(args, "max_concurrent", None) is not None:
+        spec = spec.with_flag("max_concurrent", args.max_concurrent)
     if getattr(args, "dry_run", False) and not (args.address or os.environ.get("RAY_ADDRESS")):
         from orchestrator.driver import local_cluster, resource_problems
 
@@ -480,6 +491,10 @@ def _resume(args, uri: str) -> int:
     from trainer.errors import ConfigError
 
     if args.overrides:
+        from orchestrator.spec import refuse_spec_key
+
+        for arg in args.overrides:  # (a spec key given as one: where it goes, not extend)
+            refuse_spec_key(*arg.partition("=")[::2])
         raise ConfigError(f"sweep resume runs sweep {args.name} as it was launched, without "
                           f"{' '.join(args.overrides)}: to add values use `sweep extend "
                           f"{args.name} {' '.join(args.overrides)}`; for another base, launch "

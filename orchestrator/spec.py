@@ -130,7 +130,7 @@ class SweepSpec:
                 raise ConfigError([f"{arg}: cannot parse it ({str(err).splitlines()[0]}); "
                                    "e.g. optim.lr=1e-3, or 'optim.lr=choice(1e-3, 3e-3)'"]) \
                     from None
-            _refuse_spec_key(key, expr)
+            refuse_spec_key(key, expr)
             if key.lstrip("+~") == "seed":
                 try:
                     given = (list(parsed.sweep_string_iterator())
@@ -174,13 +174,14 @@ def _seeds_override(expr: str) -> tuple[int, ...]:
     return tuple(dict.fromkeys(value))
 
 
-def _refuse_spec_key(key: str, value: str) -> None:
+def refuse_spec_key(key: str, value: str) -> None:
     """An override names trainer config keys; a spec key given as one (`fuse=off`) would
     otherwise be refused as an unknown config key, with no word of where it goes."""
     top = key.lstrip("+~").partition(".")[0]
     if top not in SPEC_KEYS or top in ("search", "storage_root"):  # (a config key too)
         return
-    flags = {"fuse": f" or --fuse {value}", "share_prefix": " or --no-share"}
+    flags = {"fuse": f" or --fuse {value}", "share_prefix": " or --no-share",
+             "max_concurrent": f" or --max-concurrent {value}"}
     raise ConfigError([f"{key}={value} sets the sweep spec's `{top}`, not the trainer's "
                        f"config: write it in the spec{flags.get(top, '')}"])
 

@@ -55,6 +55,42 @@ def test_fuse_on_the_command_line(value, fuse):
     assert parse_args(["launch", "s.yaml"]).fuse is None  # the spec's (default auto)
 
 
+def test_max_concurrent_on_the_command_line_is_this_launch_s_only(tmp_path, monkeypatch):
+    """Lowering the concurrency of a stored sweep for one resume had no way: `resume NAME
+    max_concurrent=1` pointed at `extend`, which said to write it in the spec."""
+    import yaml
+
+    from orchestrator import commands
+    from orchestrator.cli import main
+
+    assert parse_args(["resume", "n", "--max-concurrent", "2"]).max_concurrent == 2
+    assert parse_args(["extend", "n", "a=1", "--max-concurrent", "3"]).max_concurrent == 3
+    from orchestrator.driver import SweepOutcome
+
+    seen = []
+    monkeypatch.setattr(commands, "launch", lambda spec, **kw: seen.append(spec) or SweepOutcome(
+        trials=0, already_done=0))
+    spec = {"name": "m", "overrides": ["model=tiny", "data=synthetic"], "max_concurrent": 4,
+            "grid": {"optim.lr": "choice(1e-3)"}, "storage_root": str(tmp_path / "runs")}
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(spec))
+    main(["--tracking-uri", f"sqlite:///{tmp_path}/m.db", "launch", str(tmp_path / "m.yaml"),
+          "--max-concurrent", "1"])
+    assert seen[0].max_concurrent == 1  # what this launch runs with
+    assert seen[0].to_dict()["max_concurrent"] == 4  # what the sweep keeps
+
+
+def test_a_spec_key_given_to_resume_says_where_it_goes(tmp_path, capsys):
+    from orchestrator.cli import main
+    from orchestrator.store import create_sqlite_store_once
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    create_sqlite_store_once(uri)
+    assert main(["--tracking-uri", uri, "resume", "n", "max_concurrent=1"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: max_concurrent=1 sets the sweep spec's `max_concurrent`, not the trainer's "
+        "config: write it in the spec or --max-concurrent 1")
+
+
 @pytest.mark.parametrize("argv, fragment", [
     (["launch", "s.yaml", "--fuse", "0"], "--fuse 0: give auto (the default: on for CPU"),
     (["status", "n", "--address", "R"], "unrecognized arguments: --address R"),
