@@ -309,7 +309,9 @@ def _store_exists(args, uri: str) -> None:
     reads = args.command == "list" or (args.command in READS_A_SWEEP
                                        and getattr(args, "name", None) is not None)
     if reads and (path := missing_sqlite(uri)):
-        raise ConfigError(f"no tracking store at {path}: launch a sweep first (sweep launch "
+        where = f"the tracking store {path} is an empty file" if os.path.exists(path) else \
+            f"no tracking store at {path}"
+        raise ConfigError(f"{where}: launch a sweep first (sweep launch "
                           "SPEC), or point --tracking-uri (or MLFLOW_TRACKING_URI) at the "
                           "store the sweep was launched with")
 

@@ -53,9 +53,16 @@ def open_client(uri: str, credentials: dict[str, str] | None = None):
 
 
 def missing_sqlite(uri: str) -> str | None:
-    """The path of an SQLite store that does not exist (yet), else None."""
+    """The path of an SQLite store that does not exist (yet), else None. An empty file is
+    none yet either: reading it as a store (`sweep fit`, `status`) wrote MLflow's tables into
+    it and then found no sweep."""
     path = uri.removeprefix("sqlite:///")
-    return path if uri.startswith("sqlite:///") and not os.path.exists(path) else None
+    if not uri.startswith("sqlite:///"):
+        return None
+    try:
+        return path if os.path.getsize(path) == 0 else None
+    except OSError:
+        return path if not os.path.exists(path) else None
 
 
 def not_sqlite(uri: str) -> str | None:

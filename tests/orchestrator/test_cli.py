@@ -274,6 +274,12 @@ def test_a_store_that_is_not_there_is_one_sentence_and_is_not_created(tmp_path, 
         err = capsys.readouterr().err
         assert err.startswith(f"error: no tracking store at {missing}: launch a sweep first")
     assert not missing.exists()
+    missing.touch()  # an empty file: MLflow wrote its tables into it and found no sweep
+    for argv in (["status", "s"], ["fit", "s"], ["list"]):
+        assert main([*argv, "--tracking-uri", f"sqlite:///{missing}"]) == 2
+        assert capsys.readouterr().err.startswith(
+            f"error: the tracking store {missing} is an empty file: launch a sweep first")
+    assert missing.stat().st_size == 0
     assert main(["status", "s", "--tracking-uri", "garbage://x"]) == 2
     assert capsys.readouterr().err == (
         "error: tracking URI garbage://x: MLflow has no store for 'garbage://' URIs; give "
