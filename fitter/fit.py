@@ -300,12 +300,17 @@ def format_fit(doc: dict, *, recorded: bool = True, not_done: int = 0) -> str:
                      "tried; extend those axes before taking these values")
     edges = [s for s in doc["slices"] if not s.get("conflict")
              and s.get("edge") in ("low", "high", "all_diverged", "single")]
-    single = sum(s.get("edge") == "single" for s in edges)
     one = len(edges) == 1
     have = "has" if one else "have"
-    where = (f"{have} {'its' if one else 'their'} best LR at the grid edge" if not single
-             else "tried one LR only" if single == len(edges)
-             else f"have their best LR at the grid edge or tried one LR only ({single})")
+    kinds = {kind: sum(s.get("edge") in edge for s in edges) for kind, edge in (
+        ("at the grid edge", ("low", "high")), ("tried one LR only", ("single",)),
+        ("diverged at every LR", ("all_diverged",)))}
+    kinds = {kind: n for kind, n in kinds.items() if n}
+    where = ("" if not edges else
+             f"{have} no LR optimum inside the LRs tried ("
+             + ", ".join(f"{n} {kind}" for kind, n in kinds.items()) + ")" if len(kinds) > 1
+             else f"{have} {'its' if one else 'their'} best LR at the grid edge"
+             if "at the grid edge" in kinds else next(iter(kinds)))
     counted = f"{len(edges)} slice{'' if one else 's'}"
     if edges and not_done:
         lines.append(f"  {counted} {where}; {not_done} of the sweep's trials are not done yet "

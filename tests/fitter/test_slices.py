@@ -216,6 +216,27 @@ def test_a_searched_sweep_with_an_edge_slice_is_told_to_search_more_not_to_list_
     assert "sweep extend" not in waiting
 
 
+def test_a_slice_that_diverged_at_every_lr_is_not_said_to_be_at_the_edge():
+    import pandas as pd
+
+    from fitter.data import from_short_frame
+    from fitter.fit import fit_json, fit_runs, format_fit
+
+    rows = [{"run": f"a{i}", "B": 1e4, "N": 1e6, "D": 1e8, "wd": 0.0, "lr": 10 ** x,
+             "loss": float("nan"), "status": "diverged"} for i, x in enumerate(GRID)]
+    good = [{"run": f"c{i}", "B": 1e4, "N": 4e6, "D": 1e8, "wd": 0.0, "lr": 10 ** x,
+             "loss": parabola(x, GRID[2]), "status": "finished"} for i, x in enumerate(GRID)]
+    result = fit_runs(from_short_frame(pd.DataFrame(rows + good), source="s"), n_boot=0)
+    assert "1 slice diverged at every LR; to bracket it: sweep extend s" in format_fit(
+        fit_json(result, sweep="s"))
+    rows += [{"run": f"b{i}", "B": 1e4, "N": 2e6, "D": 1e8, "wd": 0.0, "lr": 10 ** x,
+              "loss": parabola(x, -4.5), "status": "finished"} for i, x in enumerate(GRID)]
+    result = fit_runs(from_short_frame(pd.DataFrame(rows + good), source="s"), n_boot=0)
+    assert ("2 slices have no LR optimum inside the LRs tried (1 at the grid edge, 1 diverged "
+            "at every LR); to bracket them: sweep extend s") in format_fit(
+        fit_json(result, sweep="s"))
+
+
 def test_one_lr_tried_is_no_edge_and_asks_for_values_on_both_sides():
     """A slice that tried a single LR knows nothing of either side: not a `low` edge that
     asks for lower LRs only."""
