@@ -673,6 +673,24 @@ def print_notes(trials: list[Trial]) -> None:
 
     for note in dedupe([f"{n} (trial {t.label})" for t in trials for n in notes(t.cfg)]):
         print(f"note: {note}", file=sys.stderr)
+    for note in _across_trials(trials):
+        print(f"note: {note}", file=sys.stderr)
+
+
+def _across_trials(trials: list[Trial]) -> list[str]:
+    """What no single trial's config shows: muP trials of several head widths, none with
+    `model.base_head_dim`, each take their own head width for the base, and so scale their
+    attention as SP does (1/√d_head), not as muP (1/d_head) across the sweep."""
+    from trainer.config import Param
+
+    heads = sorted({t.cfg.model.head_dim for t in trials if t.cfg.model.param is Param.mup
+                    and t.cfg.model.base_head_dim is None})
+    if len(heads) < 2:
+        return []
+    return [f"muP trials of {len(heads)} head widths (model.head_dim {heads[0]} to {heads[-1]}) "
+            "leave model.base_head_dim unset, so each takes its own head width as the base "
+            "and scales attention by 1/√d_head as SP does, not muP's 1/d_head across them: "
+            f"set model.base_head_dim (e.g. {heads[0]}) for muP's attention"]
 
 
 def _seeds_given(args: list[str]) -> list[int]:

@@ -429,6 +429,33 @@ def test_a_base_override_a_grid_axis_replaces_is_said(tmp_path, capsys):
     assert "2 trials: 0 done, 2 would run" in out.out
 
 
+def test_mup_trials_of_several_head_widths_without_a_base_head_width_are_noted(tmp_path,
+                                                                              capsys):
+    # Each took its own head_dim as the base: attention scaled 1/√d across the sweep (SP's),
+    # which no single trial's config shows.
+    import yaml
+
+    from orchestrator.cli import main
+
+    spec = {"name": "h", "overrides": ["model=tiny", "data=synthetic", "train.tokens=65536",
+                                       "schedule.warmup_tokens=0"],
+            "grid": {"optim.lr": "choice(1e-3)", "model.head_dim": "choice(16, 32)"},
+            "storage_root": str(tmp_path / "runs")}
+    (tmp_path / "h.yaml").write_text(yaml.safe_dump(spec))
+    args = ["--tracking-uri", f"sqlite:///{tmp_path}/m.db", "launch", str(tmp_path / "h.yaml"),
+            "--dry-run"]
+    assert main(args) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        "note: muP trials of 2 head widths (model.head_dim 16 to 32) leave model.base_head_dim "
+        "unset, so each takes its own head width as the base and scales attention by "
+        "1/√d_head as SP does, not muP's 1/d_head across them: set model.base_head_dim (e.g. "
+        "16) for muP's attention"]
+    assert main([*args, "model.base_head_dim=16"]) == 0
+    assert "note:" not in capsys.readouterr().err
+    assert main([*args, "model.param=sp"]) == 0  # SP's 1/√d is meant
+    assert "base_head_dim" not in capsys.readouterr().err
+
+
 def test_validating_trials_on_files_and_a_tokenizer_does_not_import_torch(tmp_path):
     """Reading a little of the data before a launch (a text field, a tokenizer file) went
     through trainer.data, which imports torch: 2.5 s per driver instead of 0.3."""
