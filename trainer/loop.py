@@ -629,9 +629,12 @@ class TrainingRun:
             for p, result in zip(pending, settled, strict=True):
                 self.state.last_loss = result.loss
                 if self.diverged(result.loss, result.grad_norm):
-                    # The steps taken after it are dropped: the run ends at this one.
+                    # The steps taken after it are dropped: the run ends at this one, with
+                    # the batch it trained at (a norm test after it may have grown the batch;
+                    # a norm-test step settles at once, so it is never before another).
                     self.state.step, self.state.tokens, self.state.position = (
                         p.step, p.tokens, p.position)
+                    self.state.batch_size = p.batch_size
                     self.reporter.log_metrics({"train/loss": result.loss, "train/lr": result.lr,
                                                "train/tokens": self.state.tokens},
                                               step=self.state.step)
