@@ -8,7 +8,7 @@ import sys
 import time
 from contextlib import contextmanager
 
-from trainer.errors import ConfigError
+from trainer.errors import ConfigError, Terminated, stopped_by
 
 USAGE = """usage: python -m trainer [KEY=VALUE ...] [--cfg] [--demo]
 
@@ -53,38 +53,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except BaseException as err:
-        stop = _stopped_by(err)
+        stop = stopped_by(err)
         if stop is None:
             raise
-        said = "interrupted" if stop is KeyboardInterrupt else "terminated (SIGTERM)"
+        said = "terminated (SIGTERM)" if stop is Terminated else "interrupted"
         print(f"{said}: re-run the same command to resume from the last checkpoint",
               file=sys.stderr)
-        return 130 if stop is KeyboardInterrupt else 128 + signal.SIGTERM
-
-
-class Terminated(BaseException):
-    """SIGTERM (a scheduler's stop, `kill`): unwinds the run as Ctrl-C does, so it gives its
-    lease back and says how to resume, instead of ending without a word."""
+        return 128 + signal.SIGTERM if stop is Terminated else 130
 
 
 def _terminated(signum, frame) -> None:
     raise Terminated
-
-
-def _stopped_by(err: BaseException) -> type | None:
-    """KeyboardInterrupt or Terminated when `err` is one, or wraps one: a stop that lands
-    while a checkpoint is written reaches us inside DCP's CheckpointException (whose
-    `failures` hold each rank's exception); None for anything else."""
-    for kind in (KeyboardInterrupt, Terminated):
-        if isinstance(err, kind):
-            return kind
-    failures = getattr(err, "failures", None)
-    if isinstance(failures, dict):
-        for failure in failures.values():
-            cause = failure[0] if isinstance(failure, tuple) else failure
-            if isinstance(cause, BaseException) and (kind := _stopped_by(cause)):
-                return kind
-    return None
 
 
 def _run(overrides: list[str], *, print_only: bool) -> int:

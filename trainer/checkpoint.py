@@ -11,10 +11,12 @@ mid-write resumes from the previous checkpoint.
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
 import sys
 import tempfile
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from trainer.distributed import Dist, barrier
-from trainer.errors import ConfigError
+from trainer.errors import ConfigError, stopped_by
 from trainer.paths import list_checkpoints
 
 # Without a process group DCP warns, at each save and load, that it assumes one process: a
@@ -113,7 +115,9 @@ def load_latest(directory: Path, *, model: torch.nn.Module,
         try:
             return load(path, model=model, optimizer=optimizer)
         # (DCP's CheckpointException derives from BaseException, not Exception)
-        except (Exception, CheckpointException) as err:  # noqa: BLE001 (a damaged file: said)
+        except (Exception, CheckpointException) as err:
+            if not damaged(err):
+                raise  # a stop, out of memory, an I/O error: the checkpoint may be whole
             lines = str(err).strip().splitlines() or [""]
             # (DCP's exception holds each rank's traceback: its last line says what failed)
             why = lines[-1][:200] if isinstance(err, CheckpointException) else \
@@ -128,6 +132,27 @@ def load_latest(directory: Path, *, model: torch.nn.Module,
                   "resuming from the one before it", file=sys.stderr)
     raise ConfigError([f"no checkpoint in {directory} can be read (each is kept as "
                        ".step-*.damaged): run it again to train it from its start"])
+
+
+_DAMAGE = (EOFError, pickle.UnpicklingError, zipfile.BadZipFile, FileNotFoundError)
+_DAMAGE_WORDS = ("truncated", "unexpected eof", "pytorchstreamreader", "central directory",
+                 "metadata is none", "invalid load key", "no such file")
+
+
+def damaged(err: BaseException) -> bool:
+    """Does `err`, raised while loading a checkpoint, say that its files are cut short or
+    missing (rather than a stop, or an error that a whole checkpoint can meet as well)?"""
+    if stopped_by(err) is not None:
+        return False
+    failures = getattr(err, "failures", None)  # (DCP's: each rank's exception)
+    causes = [f[0] if isinstance(f, tuple) else f for f in failures.values()] \
+        if isinstance(failures, dict) else []
+    for cause in [err, *causes]:
+        while cause is not None:
+            if isinstance(cause, _DAMAGE) or any(w in str(cause).lower() for w in _DAMAGE_WORDS):
+                return True
+            cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def load(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:

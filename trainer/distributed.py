@@ -33,7 +33,7 @@ import torch
 import torch.distributed as dist
 
 from trainer.config import Config
-from trainer.errors import ConfigError, DataUnavailable
+from trainer.errors import ConfigError, DataUnavailable, stopped_by
 
 ERROR_FILE_ENV = "PROXYSWEEP_RANK_ERROR_FILE"
 _TIMEOUT = timedelta(minutes=10)
@@ -152,7 +152,7 @@ def _spawned(cfg: Config, log_dir: Path):
             raise  # rank 0's own: the cause, whatever the other ranks hit after it left
         except BaseException as error:
             failure = _first_failure(children, tmp, log_dir, wait_s=5.0)
-            if failure and not isinstance(error, KeyboardInterrupt):
+            if failure and stopped_by(error) is None:  # (a stop is not the ranks' failure)
                 if own := _config_error_of(children, tmp):
                     raise own from error  # one sentence, and a sweep does not retry it
                 raise RankFailed(failure) from error

@@ -16,3 +16,26 @@ class ConfigError(ValueError):
 class DataUnavailable(ConfigError):
     """Data that could not be fetched now (a hub dataset behind a network that failed): said
     in one sentence like a ConfigError, but a sweep retries it, as it may be transient."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's stop, `kill`) in `python -m trainer`: raised by its handler so
+    that the run unwinds as it does on Ctrl-C (a KeyboardInterrupt to every handler that
+    lets one through), while the command tells the two apart. Here, not in `__main__`, so
+    that another rank can unpickle it when DCP passes it on."""
+
+
+def stopped_by(err: BaseException) -> type | None:
+    """Terminated or KeyboardInterrupt when `err` is one, or wraps one: a stop that lands
+    inside DCP comes back wrapped in its CheckpointException, whose `failures` hold each
+    rank's exception; None for anything else."""
+    for kind in (Terminated, KeyboardInterrupt):
+        if isinstance(err, kind):
+            return kind
+    failures = getattr(err, "failures", None)
+    if isinstance(failures, dict):
+        for failure in failures.values():
+            cause = failure[0] if isinstance(failure, tuple) else failure
+            if isinstance(cause, BaseException) and (kind := stopped_by(cause)):
+                return kind
+    return None

@@ -100,6 +100,31 @@ def test_a_damaged_newest_checkpoint_is_kept_aside_and_the_one_before_loads(tmp_
     assert load_latest(tmp_path, model=fresh, optimizer=fresh_optimizer) is None
 
 
+@pytest.mark.parametrize("error", [KeyboardInterrupt, lambda: OSError(5, "Input/output error"),
+                                   lambda: torch.OutOfMemoryError("CUDA out of memory")])
+def test_a_stop_or_an_error_while_loading_sets_no_checkpoint_aside(tmp_path, monkeypatch, error):
+    """DCP wraps whatever its read raises, Ctrl-C included, in its CheckpointException: a stop
+    or an error a whole checkpoint meets too (no memory, a passing I/O error) set the newest
+    good checkpoint aside as damaged and went on from the one before."""
+    import torch.distributed.checkpoint as dcp
+
+    model, optimizer = _model_and_optimizer(4, 1.0)
+    for step in (10, 20):
+        save(tmp_path, step=step, keep=2, model=model, optimizer=optimizer,
+             train_state={"step": step}, d=Dist())
+
+    def fails(self, plan, planner):
+        raise error()
+
+    monkeypatch.setattr(dcp.FileSystemReader, "read_data", fails)
+    fresh, fresh_optimizer = _model_and_optimizer(4, 0.0)
+    with pytest.raises(BaseException) as raised:
+        load_latest(tmp_path, model=fresh, optimizer=fresh_optimizer)
+    assert not isinstance(raised.value, ConfigError)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-000000010", "step-000000020"]
+    assert not list(tmp_path.glob(".*.damaged"))
+
+
 def test_atomic_save_replaces_whole_file(tmp_path):
     path = tmp_path / "x.pt"
     atomic_save({"a": 1}, path)

@@ -84,12 +84,12 @@ def test_a_stop_inside_a_checkpoint_write_is_told_as_a_stop():
 
     from torch.distributed.checkpoint.api import CheckpointException
 
-    from trainer.__main__ import Terminated, _stopped_by
+    from trainer.errors import Terminated, stopped_by
 
     def wrapped(err):
         return CheckpointException("write failed", {0: (err, traceback.StackSummary())})
 
-    assert _stopped_by(wrapped(Terminated())) is Terminated
-    assert _stopped_by(wrapped(KeyboardInterrupt())) is KeyboardInterrupt
-    assert _stopped_by(KeyboardInterrupt()) is KeyboardInterrupt
-    assert _stopped_by(wrapped(OSError("disk full"))) is None
+    assert stopped_by(wrapped(Terminated())) is Terminated
+    assert stopped_by(wrapped(KeyboardInterrupt())) is KeyboardInterrupt
+    assert stopped_by(KeyboardInterrupt()) is KeyboardInterrupt
+    assert stopped_by(wrapped(OSError("disk full"))) is None
