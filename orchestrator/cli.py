@@ -668,11 +668,21 @@ def _known_sweep(uri: str, name: str) -> None:
 def _warn_unfinished(uri: str, name: str) -> int:
     """A fit of a sweep with trials not done (pending, running, interrupted, failed) sees only
     the ended ones: said on stderr, counted as `sweep status` counts them, with what finishes
-    the others. The number of trials not done (0 when all ended)."""
+    the others. The number of those that its driver, or a `sweep resume`, will still end:
+    trials of its spec pending, running or interrupted, and failed ones of a grid that did not
+    fail on a config error (0 when none; not those of an earlier spec, which resume leaves)."""
     from mlflow import MlflowClient
 
     from orchestrator.commands import live_status, parent_run, stored_spec, trial_counts
-    from trainer.schema import DONE, INTERRUPTED, PRUNED, RUNNING, TRIAL_ERROR_TAG, recorded_trials
+    from trainer.schema import (
+        DONE,
+        FAILED,
+        INTERRUPTED,
+        PRUNED,
+        RUNNING,
+        TRIAL_ERROR_TAG,
+        recorded_trials,
+    )
 
     states = recorded_trials(uri, name)
     status, gone = live_status(parent_run(MlflowClient(tracking_uri=uri), name))
@@ -683,12 +693,22 @@ def _warn_unfinished(uri: str, name: str) -> int:
         counts, _, ids = trial_counts(uri, spec, states, gone)
     except Exception:  # noqa: BLE001 (a note: without the spec, the trials recorded)
         counts, ids = {}, []
+
+    def config_error(trial_id: str) -> bool:
+        state = states.get(trial_id)
+        return state is not None and state["status"] == FAILED and state["run"].data.tags.get(
+            TRIAL_ERROR_TAG, "").startswith("ConfigError")
+
+    finishable = sum(counts.get(s, 0) for s in ("pending", RUNNING, INTERRUPTED)) + (
+        0 if searched else counts.get(FAILED, 0) - sum(map(config_error, ids)))
     # (and the trials of an earlier spec: the fit reads every trial of the experiment)
+    earlier = 0
     for trial_id, state in states.items():
         if trial_id not in set(ids):
             s = INTERRUPTED if state["status"] == RUNNING and gone is not None else \
                 state["status"]
             counts[s] = counts.get(s, 0) + 1
+            earlier += s not in (*DONE, PRUNED)
     open_ = {s: n for s, n in counts.items() if s not in (*DONE, PRUNED)}
     refused = sum(state["status"] in open_ and state["run"].data.tags.get(
         TRIAL_ERROR_TAG, "").startswith("ConfigError") for state in states.values())
@@ -698,22 +718,26 @@ def _warn_unfinished(uri: str, name: str) -> int:
               f"status {name}` shows it): this fit has only the ended ones; `sweep resume` "
               "would fail them the same way: fix what the error names in the spec and "
               "launch it again", file=sys.stderr)
-        return not_done
+        return 0
     if open_:
         counts_text = ", ".join(f"{n} {s}" for s, n in sorted(open_.items()))
         if searched and set(open_) == {"failed"}:
             how = (f"a searched trial that failed counts toward its study's n_trials (resume "
                    f"does not ask it again): `sweep extend {name} search.optuna.n_trials=N` "
                    "asks for more")
+        elif not finishable:
+            how = ("they are trials of an earlier spec of the sweep, which `sweep resume` "
+                   "does not run (launch that spec again to finish them)")
         else:
             how = ("its driver is running them: wait for it (`sweep status "
                    f"{name}`), then fit again" if status == RUNNING else
                    f"`sweep resume {name}` finishes them")
+            how += (f" ({earlier} of an earlier spec it does not run)" if earlier else "")
             how += ("; a failed searched trial counts toward n_trials and is not asked again"
                     if searched and "failed" in open_ else "")
         print(f"note: {not_done} of sweep {name}'s trials are not done ({counts_text}): "
               f"this fit has only the ended ones; {how}", file=sys.stderr)
-    return not_done
+    return finishable
 
 
 

@@ -182,17 +182,14 @@ def has_work(plan: SearchPlan, url: str, tracking_uri: str,
         told_unrecorded(plan, url, recorded_trials(tracking_uri, plan.spec.name), lost))
 
 
-def asked_trial_ids(plan: SearchPlan, url: str) -> set[str]:
-    """The distinct trials the studies have asked for (a point asked twice, or by two studies,
-    is one trial), whether begun or not."""
+def asked_points(plan: SearchPlan, url: str) -> int:
+    """How many distinct points the studies have asked for, begun or not: a point asked
+    twice by a study is one trial (and two studies' points differ in their slice's values).
+    Counted by params, not by trial id, which moves with the data's fingerprint."""
     stored = stored_trials(url, [plan.study_name(s) for s in plan.slices])
-    ids = set()
-    for slice_ in plan.slices:
-        for frozen in stored[plan.study_name(slice_)]:
-            if counts(frozen) and all(k in frozen.params for k in plan.dists):
-                trial = plan.trial(slice_, frozen.params, problems=[])
-                ids.update([trial.trial_id] if trial is not None else [])
-    return ids
+    return sum(len({tuple(sorted(frozen.params.items())) for frozen in stored[name]
+                    if counts(frozen) and all(k in frozen.params for k in plan.dists)})
+               for name in (plan.study_name(s) for s in plan.slices))
 
 
 def told_unrecorded(plan: SearchPlan, url: str, states: dict,

@@ -353,6 +353,41 @@ def test_trials_recorded_on_other_data_are_said_when_the_data_changed(tmp_path, 
     assert "4 trials: 0 done, 4 would run" in out.out
 
 
+def test_a_searched_sweep_whose_data_changed_has_no_phantom_pending_trials(tmp_path):
+    """Status counted the studies' asked points by rebuilding their trial ids from today's
+    config: once the data's fingerprint moved, none matched the store, and a finished sweep
+    showed its every trial again as pending, which nothing would ever run."""
+    import optuna
+
+    from orchestrator.search import prepare_search
+    from orchestrator.studies import open_storage
+
+    (tmp_path / "a.txt").write_text("the quick brown fox jumps over the lazy dog. " * 400)
+    data = ["data=files", f"data.paths=[{tmp_path / 'a.txt'}]",
+            f"data.cache_dir={tmp_path / 'cache'}"]
+    raw = {"name": "unit", "overrides": [*TRIAL[:4], *data, *TRIAL[5:]],
+           "grid": {"optim.lr": "tag(log, interval(1e-3, 3e-2))",
+                    "train.batch_size": "choice(8, 16)"},
+           "search": {"optuna": {"n_trials": 4, "per_slice": ["train.batch_size"]}},
+           "storage_root": str(tmp_path / "runs")}
+    uri = f"sqlite:///{tmp_path}/m.db"
+    tracker = _open_sweep(uri, raw)
+    _, plan, url = prepare_search(spec_from_dict(raw), uri)
+    dist = optuna.distributions.FloatDistribution(1e-3, 3e-2, log=True)
+    for s in plan.slices:
+        study = optuna.create_study(study_name=plan.study_name(s), storage=open_storage(url))
+        for lr in (2e-3, 5e-3, 5e-3, 1e-2):  # (5e-3 asked twice: one trial)
+            study.add_trial(optuna.trial.create_trial(
+                params={"optim.lr": lr}, distributions={"optim.lr": dist}, value=2.5))
+        for lr in (2e-3, 5e-3, 1e-2):
+            _child(uri, tracker, plan.trial(s, {"optim.lr": lr}).trial_id, schema.FINISHED,
+                   final__eval_loss=2.5)
+    tracker.close_sweep(schema.FINISHED)
+    assert commands.status(uri, "unit")["counts"] == {"finished": 6}
+    (tmp_path / "a.txt").write_text("a lazy dog sleeps under the quick brown fox. " * 400)
+    assert commands.status(uri, "unit")["counts"] == {"finished": 6}
+
+
 def test_a_searched_dry_run_creates_no_study_storage(tmp_path, spec_dict):
     """A dry run runs nothing, and leaves no file: the Optuna storage beside a new SQLite
     store is not created to read that no study has trials yet (launch creates it)."""
@@ -381,10 +416,12 @@ def test_fit_of_a_sweep_with_trials_not_done_says_so_first(tmp_path, capsys):
     err = capsys.readouterr().err
     note = ("note: 4 of sweep unit's trials are not done (1 failed, 1 interrupted, 1 pending, "
             "1 running): this fit has only the ended ones; its driver is running them: wait "
-            "for it (`sweep status unit`), then fit again")
+            "for it (`sweep status unit`), then fit again (1 of an earlier spec it does not "
+            "run)")
     assert note in err and err.index(note) < err.index("error:")  # said before the fit
     tracker.close_sweep(schema.INTERRUPTED)  # (its driver stopped: then resume finishes them)
-    cli.main(["fit", "unit", "--tracking-uri", uri, "--out", str(tmp_path / "fit")])
+    # the 3 of its spec, not the earlier spec's: resume ends them, and a fit waits for them
+    assert cli._warn_unfinished(uri, "unit") == 3
     assert ("note: 4 of sweep unit's trials are not done (1 failed, 1 interrupted, 1 pending, "
             "1 running): this fit has only the ended ones; `sweep resume unit` finishes them"
             ) in capsys.readouterr().err
@@ -400,12 +437,29 @@ def test_fit_of_a_sweep_whose_trials_failed_on_a_config_error_does_not_say_resum
                                            "ConfigError: data.text_field=body: no such field")
     for trial in trials[1:]:
         _child(uri, tracker, trial.trial_id, schema.FINISHED, final__eval_loss=2.5)
-    cli.main(["fit", "unit", "--tracking-uri", uri, "--out", str(tmp_path / "fit")])
+    assert cli._warn_unfinished(uri, "unit") == 0  # nothing a resume would end
     err = capsys.readouterr().err
     assert ("note: 1 of sweep unit's trials failed on a config error (`sweep status unit` "
             "shows it): this fit has only the ended ones; `sweep resume` would fail them the "
             "same way") in err
     assert "finishes them" not in err
+
+
+def test_fit_of_a_sweep_whose_open_trials_are_of_an_earlier_spec_says_resume_leaves_them(
+        tmp_path, capsys):
+    # An interrupted trial of an earlier spec: "`sweep resume` finishes them", which runs the
+    # stored spec only, and every later fit said to wait for it before extending.
+    uri = f"sqlite:///{tmp_path}/m.db"
+    tracker = _open_sweep(uri, _spec(tmp_path))
+    for trial in prepare(spec_from_dict(_spec(tmp_path)))[1]:
+        _child(uri, tracker, trial.trial_id, schema.FINISHED, final__eval_loss=2.5)
+    _child(uri, tracker, "e" * 64, schema.INTERRUPTED)
+    tracker.close_sweep(schema.FINISHED)
+    assert cli._warn_unfinished(uri, "unit") == 0
+    assert capsys.readouterr().err == (
+        "note: 1 of sweep unit's trials are not done (1 interrupted): this fit has only the "
+        "ended ones; they are trials of an earlier spec of the sweep, which `sweep resume` "
+        "does not run (launch that spec again to finish them)\n")
 
 
 def test_a_launch_with_other_base_overrides_under_a_recorded_name_says_so(tmp_path, capsys):
