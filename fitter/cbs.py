@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import nnls
 
+from fitter.data import slice_column
 from fitter.errors import FitError
 from fitter.powerlaw import LawFit, fit_power_law
 
@@ -92,7 +93,8 @@ def cbs_points(runs: pd.DataFrame, histories: dict[str, np.ndarray],
     """
     runs = runs[runs["run"].isin(histories.keys())]
     rows = []
-    groups = runs.groupby(group_keys, dropna=False) if group_keys else [((), runs)]
+    by = [slice_column(runs, k) for k in group_keys]  # (λ only where a run was given it)
+    groups = runs.groupby(by, dropna=False) if group_keys else [((), runs)]
     for _, group in groups:
         if group["B"].nunique() < 3:
             continue
@@ -130,7 +132,8 @@ def cbs_law(runs: pd.DataFrame, histories: dict[str, np.ndarray], group_keys: li
         FitError: too few batch sizes at one (N, D), or no loss histories (histories are
             only fetched for groups with 3+ batch sizes, so that is checked first).
     """
-    if runs.groupby(group_keys, dropna=False)["B"].nunique().max() < 3 if group_keys else (
+    by = [slice_column(runs, k) for k in group_keys]
+    if runs.groupby(by, dropna=False)["B"].nunique().max() < 3 if group_keys else (
             runs["B"].nunique() < 3):
         raise FitError("the cbs law needs 3 or more batch sizes at one (N, D); add values "
                        "along train.batch_size.")

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from fitter.cbs import group_keys as cbs_group_keys
-from fitter.data import Runs, from_mlflow_frame
+from fitter.data import Runs, from_mlflow_frame, slice_column
 from fitter.errors import FitError
 from trainer.schema import (
     FINISHED,
@@ -91,7 +91,8 @@ def _cbs_candidates(runs: Runs) -> list[str]:
         return []
     if not keys:
         return finished["run"].tolist()
-    counts = finished.groupby(keys, dropna=False)["B"].transform("nunique")
+    by = [slice_column(finished, k) for k in keys]  # (λ only where a run was given it)
+    counts = finished.groupby(by, dropna=False)["B"].transform("nunique")
     return finished.loc[counts >= 3, "run"].tolist()
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fitter.data import slice_values
+from fitter.data import slice_column, slice_values
 from fitter.fit import law_name
 from fitter.groups import AXIS_CONFIG_KEYS, group_keys, label
 from fitter.law_plots import constants_of, law_figure, loss_figure
@@ -93,23 +93,33 @@ def _file_label(key: str) -> str:
 
 # --- loss vs LR -------------------------------------------------------------------------------
 
+def _by_slice(optima: pd.DataFrame) -> pd.DataFrame:
+    """The optima with λ as the slice key it is (`fitter.data.slice_column`): NaN for a slice
+    given τ, whose `wd` is the λ of its first LR and names no figure or curve."""
+    return optima.assign(wd=slice_column(optima, "wd")) if "wd" in optima else optima
+
+
 def _layout(result) -> tuple[list[str], str | None, list[str]]:
     # panel keys (groups), the curve key, and the keys that get a figure each
-    optima = result.optima
+    optima = _by_slice(result.optima)
     panels = [k for k in group_keys(result.runs) if k in optima and optima[k].nunique() > 1]
     varying = [k for k in result.runs.slice_keys if k in optima and k not in panels
                and optima[k].nunique(dropna=False) > 1]
     curve = next((a for a in CURVE_AXES if a in varying), varying[0] if varying else None)
     # a key that follows the curve's axis (model.width with N) needs no figure of its own
+    # (nor does λ beside τ: the weight-decay controls of a timescale sweep are curves of its
+    # figures, as its timescales are)
+    timescales = "tau" in optima and optima["tau"].notna().any()
     follows = [k for k in varying if k != curve and curve and (
-        k in AXIS_CONFIG_KEYS or (optima.groupby([*panels, curve], dropna=False)[k]
-                                  .nunique(dropna=False) <= 1).all())]
+        k in AXIS_CONFIG_KEYS or (k == "wd" and timescales)
+        or (optima.groupby([*panels, curve], dropna=False)[k].nunique(dropna=False) <= 1)
+        .all())]
     return panels, curve, [k for k in varying if k != curve and k not in follows]
 
 
 def _loss_vs_lr_figures(plt, result) -> list:
     panels, curve, per_figure = _layout(result)
-    optima = result.optima
+    optima = _by_slice(result.optima)
     combos = combinations(optima, per_figure)[:MAX_FIGURES]
     figures = []
     for combo in combos:
@@ -215,7 +225,7 @@ def _shared_ylim(axes, result, rows: pd.DataFrame) -> None:
     if keys:
         mask = np.zeros(len(result.runs.finished), bool)
         for _, opt in rows.iterrows():
-            mask |= row_mask(result.runs.finished, {k: opt[k] for k in keys})
+            mask |= row_mask(result.runs.finished, slice_values(opt, tuple(keys)))
         losses = losses[mask]
     if losses.empty:
         return

@@ -153,7 +153,7 @@ def test_timescale_and_batch_laws_short_of_points_by_edges_say_which_values_to_a
 
 
 @pytest.mark.parametrize("control_wds", [[0.0], [0.0, 1e-3]])
-def test_timescale_sweep_with_weight_decay_controls_keeps_its_slices(control_wds):
+def test_timescale_sweep_with_weight_decay_controls_keeps_its_slices(control_wds, tmp_path):
     # `optim.timescale: choice(..., null)`: runs given λ beside runs given τ. λ was a slice key
     # as soon as one run lacked τ, and split every τ slice into one-run slices with no optimum.
     truth = Truth(lr=(0.5, -0.3, 0.0, 0.0), k_tau=0.04, timescale=(0.5, -0.3))
@@ -176,6 +176,11 @@ def test_timescale_sweep_with_weight_decay_controls_keeps_its_slices(control_wds
     tau = result.laws["timescale"]
     assert tau.coef["m"] == pytest.approx(-0.3, abs=0.05)
     assert tau.coef["c"] == pytest.approx(0.5, rel=0.2)
+    # a figure per D, as without controls (split by each τ run's λ, 69 were asked for)
+    from fitter.plots import save_plots
+
+    figures = [p.name for p in save_plots(result, tmp_path)]
+    assert sum(name.startswith("loss_vs_lr") for name in figures) == len(D3)
 
 
 @pytest.mark.parametrize("noise", [0.0, 0.002])
@@ -220,6 +225,30 @@ def test_a_batch_recommended_from_critical_batch_sizes_below_the_sweep_says_so()
     result = fit_runs(Runs(runs.table, runs.slice_keys, runs.source, histories),
                       laws=("cbs",), n_boot=0)
     assert "caveat" not in recommend(result, params=1e8, tokens=1e9)["batch_tokens"]
+
+
+def test_a_timescale_sweep_with_weight_decay_controls_keeps_its_cbs_groups():
+    # A run given τ derives λ from B and its LR: grouped by λ, every τ run of the cbs law
+    # stood alone (8 points of 16), and only the controls' histories were fetched.
+    from fitter.mlflow_io import _cbs_candidates
+
+    frame, histories = synthetic_histories(d_values=[1e8, 4e8, 1.6e9, 6.4e9],
+                                           b_values=[1e2 * 2 ** k for k in range(10)],
+                                           noise_batch=(0.5, 0.5), seed=2)
+    parts, by_run = [], {}
+    for tau in (0.5, 1.0):
+        part = frame.assign(**{"optim.timescale": tau}, run=frame["run"] + f"-t{tau}")
+        parts.append(part.assign(wd=part["B"] / (part["lr"] * tau * part["D"])))
+    parts += [frame.assign(**{"optim.timescale": np.nan}, wd=wd, run=frame["run"] + f"-w{wd}")
+              for wd in (0.0, 1e-3)]
+    for part in parts:
+        by_run.update({run: histories[run.split("-")[0]] for run in part["run"]})
+    runs = from_short_frame(pd.concat(parts, ignore_index=True), source="m")
+    assert "wd" in runs.slice_keys
+    assert len(_cbs_candidates(runs)) == sum(map(len, parts))
+    result = fit_runs(Runs(runs.table, runs.slice_keys, runs.source, by_run), laws=("cbs",),
+                      n_boot=0)
+    assert len(result.laws["cbs"].points) == 4 * 4  # a point per D and per τ or λ
 
 
 def test_cbs_law_of_a_sweep_of_train_batch_size():
