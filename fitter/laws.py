@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
@@ -180,10 +182,14 @@ def _refuse_edges(found: pd.DataFrame, law: str, what: str, key: str, tried: lis
         for side in sides:
             up = (side == "high") != mirrored
             add.append(tried[-1] * step_up if up else tried[0] / step_down)
-    whole = key == "train.batch_size"
-    values = ", ".join(f"{round(v)}" if whole else f"{v:.3g}" for v in sorted(add))
+    if key == "train.batch_size":  # whole sequences, at least one, past the edge
+        add = [v for v in (math.ceil(v) if v > tried[-1] else math.floor(v) for v in add)
+               if v >= 1 and v not in tried]
+    values = ", ".join(str(v) if isinstance(v, int) else f"{v:.3g}" for v in sorted(add))
     how = (f"add {key}=choice({values}) to the sweep (`sweep extend` takes it)" if add
-           else f"extend {key} past the edge")
+           else f"extend {key} past the edge" if key != "train.batch_size"
+           else "the smallest batch, one sequence, was tried: a smaller one takes shorter "
+                "sequences (train.seq_len)")
     side = " and ".join(f"the {s}est" for s in sides)
     raise FitError(f"the {law} law has {len(found) - len(edges)} usable point"
                    f"{'s' * (len(found) - len(edges) != 1)}: at {len(edges)} of its "

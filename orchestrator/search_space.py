@@ -149,6 +149,12 @@ def parse_search(raw: object, grid: dict[str, str]) -> tuple[OptunaSearch | None
                 problems.append(f"search.optuna.pruner.hyperband.{key}={value!r}: give a whole "
                                 f"number of evaluations >= 1{' or auto' * (key == 'max_resource')}"
                                 f" (Optuna's default is {default})")
+        low, high = pruner_args.get("min_resource", 1), pruner_args.get("max_resource", "auto")
+        if all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in (low, high)) \
+                and high < low:
+            # (Optuna then makes no bracket, and prunes nothing without a word)
+            problems.append(f"search.optuna.pruner.hyperband: max_resource={high} is below "
+                            f"min_resource={low}: give max_resource >= min_resource, or auto")
     objective = str(opts.get("objective", DEFAULT_OBJECTIVE))
     if objective not in OBJECTIVES:
         problems.append(f"search.optuna.objective={objective!r}: give a value every trial's "

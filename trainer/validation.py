@@ -351,9 +351,11 @@ def notes(cfg: Config) -> list[str]:
     if s.name in (ScheduleName.power, ScheduleName.wsd) and s.warmup_tokens is not None \
             and t.tokens > 0 and s.warmup_tokens > (1 - s.decay_fraction) * t.tokens:
         start = int((1 - s.decay_fraction) * t.tokens)
+        fix = (f"set schedule.warmup_tokens below {start} (e.g. {min(t.tokens // 10, start // 2)})"
+               " to reach it" if start > 1 else "lower schedule.decay_fraction to leave a "
+               "stable phase")
         found.append(f"schedule.warmup_tokens={s.warmup_tokens} reaches into the decay, which "
-                     f"starts at {start:,} tokens: the run never trains at its peak LR; set "
-                     f"schedule.warmup_tokens below {start} (e.g. {t.tokens // 10}) to reach it")
+                     f"starts at {start:,} tokens: the run never trains at its peak LR; {fix}")
     if cfg.data.source is not DataSource.hf and cfg.data.split != "train":
         found.append(f"data.split={cfg.data.split} is not read by data={cfg.data.source.value} "
                      "(only data=hf has named splits): the run trains on its data as with "

@@ -150,6 +150,15 @@ def test_timescale_and_batch_laws_short_of_points_by_edges_say_which_values_to_a
         "the batch law has 0 usable points: at 3 of its 3 settings the best batch size is the "
         "lowest one tried, so the optimum may lie beyond it; add train.batch_size=choice(500) "
         "to the sweep (`sweep extend` takes it).")
+    # whole sequences (2.5 rounds down past the edge, not to 2 by banker's rounding up), and
+    # none below one (a zero batch was suggested)
+    for per_sequence, said in ((2e5, "add train.batch_size=choice(2) to the sweep"),
+                               (1e6, "the smallest batch, one sequence, was tried: a smaller "
+                                     "one takes shorter sequences (train.seq_len).")):
+        frame["train.batch_size"] = (frame["B"] / per_sequence).astype(int).astype(str)
+        with pytest.raises(FitError) as err:
+            fit_runs(from_short_frame(frame, source="s"), laws=("batch",), n_boot=0)
+        assert said in str(err.value)
 
 
 @pytest.mark.parametrize("control_wds", [[0.0], [0.0, 1e-3]])

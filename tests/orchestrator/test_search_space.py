@@ -125,6 +125,12 @@ def test_hyperband_resources_that_optuna_takes_and_fails_on_later_are_refused():
         "evaluations >= 1 (Optuna's default is 1)",
         "spec: search.optuna.pruner.hyperband.max_resource=0: give a whole number of "
         "evaluations >= 1 or auto (Optuna's default is auto)"]
+    raw["search"]["optuna"]["pruner"] = {"hyperband": {"min_resource": 9, "max_resource": 3}}
+    with pytest.raises(ConfigError) as err:
+        spec_from_dict(raw)
+    assert err.value.problems == [
+        "spec: search.optuna.pruner.hyperband: max_resource=3 is below min_resource=9: give "
+        "max_resource >= min_resource, or auto"]
 
 
 def test_bad_sampler_options_are_a_user_error():
