@@ -331,6 +331,14 @@ def format_fit(doc: dict, *, recorded: bool = True, not_done: int = 0) -> str:
         lines.append(f"  {counted} {where}; to bracket {'it' if one else 'them'}, add to "
                      f"{'its' if one else 'their'} sweep: " + " ".join(doc["next_grid"]))
     lines += _stability_notes(doc, recorded=recorded)
+    one_seed = sum(s.get("interval_noise") == "fit" for s in doc["slices"])
+    if one_seed:
+        more = (f"sweep extend {shlex.quote(doc['sweep'])} 'seeds=[0,1]'" if recorded
+                else "runs of another seed")
+        lines.append(f"  the LR intervals of {one_seed} slice{'s' * (one_seed != 1)} come from "
+                     "one seed's losses around their fitted curve: they miss how the optimum "
+                     "moves between seeds, often by more; for intervals that hold it add a "
+                     f"seed ({more})")
     return "\n".join(lines)
 
 

@@ -82,6 +82,10 @@ class Optimum:
     """The stability limit: the lowest axis value (not log) at which a run diverged."""
     beyond_loss: float | None = None
     """The lowest mean loss of the finished runs at `beyond` (None when there are none)."""
+    noise: str | None = None
+    """Where the interval's σ came from: `seeds` (replicate runs) or `fit` (the residuals of
+    one seed's losses around the local quadratic, which miss how the whole curve moves
+    between seeds: such an interval is narrower than the optimum's spread over seeds)."""
 
     @property
     def conflict(self) -> bool:
@@ -155,14 +159,17 @@ def axis_optimum(x: np.ndarray, loss: np.ndarray, *, n_boot: int = N_BOOT,
     interval = None
     if n_boot:
         used = finite & np.isin(x, stable)  # (not the runs beyond the stability limit)
-        sigma = _noise(x[used], loss[used], stable, stable_means, best=int(
+        sigma, noise = _noise(x[used], loss[used], stable, stable_means, best=int(
             np.searchsorted(stable, levels[best])))
         if sigma is not None:
             interval = _bootstrap(stable, stable_means, counts[ok], sigma, capped=capped,
                                   n_boot=n_boot, rng=np.random.default_rng(seed))
         if interval and edge == "diverged":  # the optimum lies below the value that diverged
             interval = (interval[0], float(levels[best + 1]))
-    return Optimum(float(x_opt), float(loss_opt), edge, coef, window, new, interval, **past)
+    else:
+        noise = None
+    return Optimum(float(x_opt), float(loss_opt), edge, coef, window, new, interval, **past,
+                   noise=noise if interval else None)
 
 
 def pooled_levels(x: np.ndarray, stable: np.ndarray) -> np.ndarray:
@@ -246,26 +253,27 @@ def _vertex_between_neighbours(coef: np.ndarray, levels: np.ndarray, best: int) 
     return bool(levels[best - 1] < -b / (2 * a) < upper)
 
 
-def _noise(x, loss, stable, stable_means, *, best: int) -> float | None:
-    """σ of one run's loss: from replicates when there are any, else quadratic residuals;
-    None when neither gives one. A σ of exactly zero (replicates that agree to the last
-    digit, four values that happen to lie on a parabola) is no measurement of the noise, and
-    would give a zero-width interval: the other estimate is tried, then none."""
+def _noise(x, loss, stable, stable_means, *, best: int) -> tuple[float | None, str | None]:
+    """σ of one run's loss and where it came from: from replicates (`seeds`) when there are
+    any, else quadratic residuals (`fit`); (None, None) when neither gives one. A σ of exactly
+    zero (replicates that agree to the last digit, four values that happen to lie on a
+    parabola) is no measurement of the noise, and would give a zero-width interval: the other
+    estimate is tried, then none."""
     level_mean = dict(zip(stable, stable_means, strict=True))
     replicate_dof = len(x) - len(np.unique(x))
     if replicate_dof > 0:
         resid = loss - np.array([level_mean[v] for v in x])
         sigma = float(np.sqrt(np.sum(resid ** 2) / replicate_dof))
         if sigma > _ROUNDING * float(np.abs(loss).max()):
-            return sigma
+            return sigma, "seeds"
     lo = max(0, best - NOISE_HALF_WINDOW)
     xs = stable[lo: best + NOISE_HALF_WINDOW + 1]
     if len(xs) < 4:
-        return None
+        return None, None
     ys = stable_means[lo: best + NOISE_HALF_WINDOW + 1]
     resid = ys - np.polyval(np.polyfit(xs, ys, 2), xs)
     sigma = float(np.sqrt(np.sum(resid ** 2) / (len(xs) - 3)))
-    return sigma if sigma > _ROUNDING * float(np.abs(ys).max()) else None
+    return (sigma, "fit") if sigma > _ROUNDING * float(np.abs(ys).max()) else (None, None)
 
 
 _ROUNDING = 1e-9
@@ -324,7 +332,7 @@ def lr_optima(runs: pd.DataFrame, slice_keys: tuple[str, ...], *, n_boot: int = 
                      "coef": opt.coef, "window": (10.0 ** opt.window[0], 10.0 ** opt.window[1]),
                      "n_runs": len(group), "n_diverged": int(group["_y"].isna().sum()),
                      "stability_limit": opt.limit, "beyond_limit": list(opt.beyond),
-                     "conflict": opt.conflict})
+                     "conflict": opt.conflict, "interval_noise": opt.noise})
     return pd.DataFrame(rows)
 
 

@@ -237,6 +237,33 @@ def test_a_slice_that_diverged_at_every_lr_is_not_said_to_be_at_the_edge():
         fit_json(result, sweep="s"))
 
 
+def test_intervals_from_one_seed_say_they_miss_the_spread_between_seeds():
+    """Without replicates, σ is the residual of one seed's losses around the local quadratic:
+    all its LRs share one init and data order, so the optimum's move between seeds is not in
+    it (a ±2% interval where another seed's optimum lay 15% away). Said, not hidden."""
+    import pandas as pd
+
+    from fitter.data import from_short_frame
+    from fitter.fit import fit_json, fit_runs, format_fit
+
+    rng = np.random.default_rng(0)
+    rows = [{"run": f"a{i}", "B": 1e4, "N": 1e6, "D": 1e8, "wd": 0.0, "lr": 10 ** x,
+             "loss": parabola(x, GRID[3]) + rng.normal(0, 0.002), "status": "finished"}
+            for i, x in enumerate(GRID)]
+    doc = fit_json(fit_runs(from_short_frame(pd.DataFrame(rows), source="s"), n_boot=100),
+                   sweep="s")
+    assert [s["interval_noise"] for s in doc["slices"]] == ["fit"]
+    assert ("the LR intervals of 1 slice come from one seed's losses around their fitted "
+            "curve: they miss how the optimum moves between seeds, often by more; for "
+            "intervals that hold it add a seed (sweep extend s 'seeds=[0,1]')") in format_fit(doc)
+    seeds = rows + [{**r, "run": f"b{i}", "loss": r["loss"] + rng.normal(0, 0.002)}
+                    for i, r in enumerate(rows)]
+    doc = fit_json(fit_runs(from_short_frame(pd.DataFrame(seeds), source="s"), n_boot=100),
+                   sweep="s")
+    assert [s["interval_noise"] for s in doc["slices"]] == ["seeds"]
+    assert "one seed's losses" not in format_fit(doc)
+
+
 def test_one_lr_tried_is_no_edge_and_asks_for_values_on_both_sides():
     """A slice that tried a single LR knows nothing of either side: not a `low` edge that
     asks for lower LRs only."""
