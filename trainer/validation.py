@@ -75,8 +75,8 @@ def _model_problems(m: ModelConfig) -> list[str]:
         found.append(f"model.head_dim={m.head_dim} must be even for rotary positions: use an "
                      "even head_dim or model.positions=learned")
     for key in ("init_std", "input_mult", "output_mult", "attn_mult"):
-        if getattr(m, key) <= 0:
-            found.append(f"model.{key}={getattr(m, key)} must be > 0")
+        if not 0 < getattr(m, key) < math.inf:  # (NaN compares false: refused too)
+            found.append(f"model.{key}={getattr(m, key)} must be > 0 and finite")
     if m.base_head_dim is not None and m.base_head_dim < 1:
         found.append(f"model.base_head_dim={m.base_head_dim} must be a positive integer, or "
                      "null when the head width does not grow with the model")
@@ -87,9 +87,9 @@ def _optim_problems(cfg: Config) -> list[str]:
     o, found = cfg.optim, []
     if not 0 < o.lr < math.inf:
         found.append(f"optim.lr={o.lr} must be > 0 and finite: give a positive learning rate")
-    if o.weight_decay < 0:
-        found.append(f"optim.weight_decay={o.weight_decay} must be >= 0")
-    if o.timescale is not None and not o.timescale > 0:
+    if not 0 <= o.weight_decay < math.inf:
+        found.append(f"optim.weight_decay={o.weight_decay} must be >= 0 and finite")
+    if o.timescale is not None and not 0 < o.timescale < math.inf:
         found.append(f"optim.timescale={o.timescale} must be > 0 (a fraction of training, "
                      "e.g. 0.2), or null to use optim.weight_decay")
     if o.timescale is not None and o.weight_decay > 0:
@@ -98,7 +98,7 @@ def _optim_problems(cfg: Config) -> list[str]:
     for key in ("beta1", "beta2"):
         if not 0 <= getattr(o, key) < 1:
             found.append(f"optim.{key}={getattr(o, key)} must be in [0, 1)")
-    if o.grad_clip < 0:
+    if not o.grad_clip >= 0:  # (inf clips nothing, as 0 does)
         found.append(f"optim.grad_clip={o.grad_clip} must be >= 0 (0 disables clipping)")
     if not 0 < o.eps < math.inf:
         found.append(f"optim.eps={o.eps} must be > 0 and finite (AdamW's denominator floor, "
@@ -180,7 +180,7 @@ def _norm_test_problems(t) -> list[str]:
                      f"{t.micro_batch_size} leaves fewer than 2 per rank ({per_rank} "
                      "sequences): set train.micro_batch_size to at most half of "
                      "train.batch_size / train.world_size")
-    if not t.norm_test_eta > 0:
+    if not 0 < t.norm_test_eta < math.inf:
         found.append(f"train.norm_test_eta={t.norm_test_eta} must be > 0")
     if t.norm_test_every < 1:
         found.append(f"train.norm_test_every={t.norm_test_every} must be >= 1 (steps)")
@@ -212,9 +212,9 @@ def _schedule_problems(cfg: Config) -> list[str]:
         found.append(f"schedule.warmup_tokens={s.warmup_tokens} exceeds train.tokens="
                      f"{cfg.train.tokens}: lower schedule.warmup_tokens, or leave it unset "
                      "(null) for the default, which fits any budget")
-    if s.a <= 0:
-        found.append(f"schedule.a={s.a} must be > 0")
-    if s.name is ScheduleName.power and s.b > 0:
+    if not 0 < s.a < math.inf:
+        found.append(f"schedule.a={s.a} must be > 0 and finite")
+    if s.name is ScheduleName.power and not -math.inf < s.b <= 0:
         found.append(f"schedule.b={s.b} must be <= 0: the Power schedule's LR falls as "
                      "tokens grow (the paper's b is -0.51)")
     return found
@@ -246,8 +246,8 @@ def _data_problems(d: DataConfig, *, network: bool) -> list[str]:
         if d.vocab_size < 2 or d.order < 1 or d.vocab_size**d.order > 2**22:
             found.append(f"data.vocab_size={d.vocab_size}, data.order={d.order}: need "
                          "vocab_size >= 2, order >= 1 and vocab_size**order <= 4194304")
-        if d.concentration <= 0:
-            found.append(f"data.concentration={d.concentration} must be > 0")
+        if not 0 < d.concentration < math.inf:
+            found.append(f"data.concentration={d.concentration} must be > 0 and finite")
     if not found and d.source is not DataSource.synthetic:
         from trainer.text import content_problems  # (a little of the files read, once there)
 

@@ -86,6 +86,17 @@ def test_bad_overrides_give_one_sentence(override, fragment):
     (["data=hf"], "data.name is not set"),
     (["schedule.decay_shape=square"], "schedule.decay_shape='square' is not one of"),
     (["optim.timescale=0.2", "optim.weight_decay=0.1"], "both set"),
+    # NaN and inf compared false with `<= 0` and passed: a NaN multiplier trained a run that
+    # "diverged", and the fitter took it for a stability limit
+    (["model.input_mult=nan"], "model.input_mult=nan must be > 0 and finite"),
+    (["model.init_std=inf"], "model.init_std=inf must be > 0 and finite"),
+    (["model.output_mult=nan"], "model.output_mult=nan must be > 0 and finite"),
+    (["optim.weight_decay=nan"], "optim.weight_decay=nan must be >= 0 and finite"),
+    (["optim.grad_clip=nan"], "optim.grad_clip=nan must be >= 0"),
+    (["optim.timescale=inf"], "optim.timescale=inf must be > 0"),
+    (["schedule.a=nan"], "schedule.a=nan must be > 0 and finite"),
+    (["schedule=power", "schedule.b=nan"], "schedule.b=nan must be <= 0"),
+    (["data=synthetic", "data.concentration=nan"], "data.concentration=nan must be > 0"),
 ])
 def test_validation_names_key_and_fix(overrides, fragment):
     found = problems(compose(overrides), network=False)
