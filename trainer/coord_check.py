@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -219,16 +220,33 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.compose import compose
     from trainer.config import Param
     from trainer.errors import ConfigError
+    from trainer.paths import folder_problem
+    from trainer.validation import model_problems
 
     args = _parse_args(sys.argv[1:] if argv is None else argv)
     try:
         cfg = compose(args.overrides)
+        found = model_problems(cfg.model)
+        if found:  # (a zero base width or a NaN multiplier: refused as a run refuses them)
+            raise ConfigError(found)
         widths = _widths(args.widths, cfg.model.head_dim)
-        if args.steps < 1 or not args.lr > 0:
-            raise ConfigError("--steps must be ≥ 1 and --lr > 0")
+        if args.steps < 1:
+            raise ConfigError(f"--steps {args.steps}: give a whole number of Adam steps >= 1")
+        if not 0 < args.lr < math.inf:
+            raise ConfigError(f"--lr {args.lr}: give a finite learning rate > 0")
+        if reason := folder_problem(args.out):  # (before the models train, not after)
+            raise ConfigError(f"--out {args.out}: {reason}; give a folder for "
+                              "coord_check.png and coord_check.json")
     except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+        for problem in err.problems:
+            print(f"error: {problem}", file=sys.stderr)
         return 2
+    ignored = [o for o in args.overrides
+               if o.partition("=")[0].lstrip("+") in ("model.width", "model.param")]
+    for override in ignored:
+        what = ("it builds every width of --widths" if override.startswith("model.width")
+                else "it builds the parametrizations of --param (both by default)")
+        print(f"note: {override} is not read by the check: {what}", file=sys.stderr)
     params = ("mup", "sp") if args.param == "both" else (args.param,)
     checks = {p: coord_check(replace(cfg.model, param=Param(p)), widths, lr=args.lr,
                              num_steps=args.steps) for p in params}

@@ -47,7 +47,7 @@ def problems(cfg: Config, *, network: bool = True, here: bool = True) -> list[st
     it will train on this machine, so a CUDA device must be visible to ask for one (a
     sweep's driver validates trials that train on its workers, which may have GPUs it has
     not)."""
-    found = _model_problems(cfg.model) + _optim_problems(cfg) + _train_problems(cfg, here)
+    found = model_problems(cfg.model) + _optim_problems(cfg) + _train_problems(cfg, here)
     if cfg.seed < 0:
         found.append(f"seed={cfg.seed} must be a whole number >= 0")
     found += _schedule_problems(cfg)
@@ -63,7 +63,8 @@ def problems(cfg: Config, *, network: bool = True, here: bool = True) -> list[st
     return found
 
 
-def _model_problems(m: ModelConfig) -> list[str]:
+def model_problems(m: ModelConfig) -> list[str]:
+    """The model config's problems alone (`trainer.coord_check` builds only models)."""
     found = []
     for key in ("width", "depth", "head_dim", "base_width", "context_len", "mlp_ratio"):
         if getattr(m, key) < 1:

@@ -63,3 +63,27 @@ def test_a_panel_within_one_decade_still_labels_its_y_axis():
     assert [t.get_text() for t in ax.xaxis.get_ticklabels()] == ["64", "128", "256", "512"]
     assert not ax.xaxis.get_ticklabels(minor=True)
     plt.close(fig)
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["model.base_width=0"], "error: model.base_width=0 must be a positive integer"),
+    (["model.output_mult=0"], "error: model.output_mult=0.0 must be > 0 and finite"),
+    (["model.input_mult=nan"], "error: model.input_mult=nan must be > 0 and finite"),
+    (["--steps", "0"], "error: --steps 0: give a whole number of Adam steps >= 1"),
+    (["--lr", "inf"], "error: --lr inf: give a finite learning rate > 0"),
+])
+def test_a_model_or_option_a_run_would_refuse_is_one_sentence_before_any_work(args, said,
+                                                                              tmp_path, capsys):
+    # A zero base width raised ZeroDivisionError; output_mult=0 wrote NaN slopes and a
+    # verdict; a NaN multiplier failed in matplotlib.
+    assert main(["--widths", "32,64", "--out", str(tmp_path / "cc"), *args]) == 2
+    assert capsys.readouterr().err.strip() == said
+    assert not (tmp_path / "cc").exists()
+
+
+def test_an_out_that_cannot_be_written_is_said_before_the_models_train(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert main(["--widths", "32,64", "--out", str(tmp_path / "file")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: --out {tmp_path / 'file'}: ") and err.endswith(
+        "; give a folder for coord_check.png and coord_check.json")
