@@ -41,6 +41,7 @@ from fitter.plot_style import (
     short,
     value_ticks,
 )
+from fitter.slices import lr_drift
 
 MAX_FIGURES = 6
 """Loss-vs-LR figures per fit (one per combination of the keys that are neither curve nor
@@ -267,8 +268,9 @@ def _lr_vs_width_figure(plt, result):
         lo = np.clip(np.nan_to_num(y - rows["lr_lo"].to_numpy(float)), 0, None)
         hi = np.clip(np.nan_to_num(rows["lr_hi"].to_numpy(float) - y), 0, None)
         name = label(as_text(values)) or "optimum"
-        drift = y[inside].max() / y[inside].min() if inside.sum() > 1 else np.nan
-        name += f" (max/min {drift:.2g}×)" if np.isfinite(drift) else ""
+        drift, bound = lr_drift(y, [e if ok or e in ("low", "high") else "left out"
+                                    for e, ok in zip(rows["edge"], inside, strict=True)])
+        name += f" (max/min {'≥ ' * bound}{drift:.2g}×)" if np.isfinite(drift) else ""
         ax.errorbar(x, y, yerr=[lo, hi], fmt="-", color=color, capsize=3, lw=1.3)
         ax.scatter(x[inside], y[inside], color=color, s=36, zorder=5, label=name)
         if (~inside).any():

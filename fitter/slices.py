@@ -350,6 +350,27 @@ def next_grid(optima: pd.DataFrame) -> list[str]:
     return [extend_override("optim.lr", tuple(values))] if values else []
 
 
+def lr_drift(lr_opt, edges) -> tuple[float, bool]:
+    """How far the optimal LR moves over slices (max / min), and whether that is a lower
+    bound: an optimum at the low edge lies at or below its LR, one at the high edge at or
+    above, so where such an LR lies past the bracketed ones the drift is at least that far
+    (an SP width whose best LR was the lowest tried made SP's drift look like muP's). NaN
+    when fewer than two optima say anything."""
+    pairs = list(zip(map(float, lr_opt), edges, strict=True))
+    bracketed = [v for v, e in pairs if e is None or e == "diverged" or e != e]
+    if not bracketed:
+        return float("nan"), False
+    lo, hi, stretched = min(bracketed), max(bracketed), False
+    for v, e in pairs:
+        if e == "low" and v < lo:
+            lo, stretched = v, True
+        elif e == "high" and v > hi:
+            hi, stretched = v, True
+    if len(bracketed) < 2 and not stretched:
+        return float("nan"), False
+    return hi / lo, stretched
+
+
 def usable(optima: pd.DataFrame) -> pd.Series:
     """Optima a law may take: bracketed (or at the stability limit), with a loss, and not
     contradicted by finished runs past their stability limit (`Optimum.conflict`)."""

@@ -44,10 +44,15 @@ def summarise(doc: dict, runs) -> dict:
             if width in optima["sp"]:
                 mup, sp = optima["mup"][width]["tuned_loss"], optima["sp"][width]["tuned_loss"]
                 gaps[width] = {"mup": mup, "sp": sp, "gap_pct": 100 * (mup / sp - 1)}
+    mup, sp = (drift.get(p, {}).get("factor") for p in ("mup", "sp"))
+    # (None where the sweep cannot tell: too few bracketed widths, or a bound that does not
+    # decide; a crash at the end of a half-hour run said nothing)
+    mup_bound = drift.get("mup", {}).get("at_least", False)
     verdict = {
-        "mup_drift_within_1.5x": drift.get("mup", {}).get("factor", 99) <= 1.5,
-        "sp_drift_larger": drift.get("sp", {}).get("factor", 0)
-        > drift.get("mup", {}).get("factor", 99),
+        "mup_drift_within_1.5x": None if mup is None or (mup_bound and mup <= 1.5)
+        else mup <= 1.5,
+        "sp_drift_larger": None if mup is None or sp is None or (mup_bound and sp <= mup)
+        else sp > mup,
         "mup_tuned_within_0.5pct_of_sp": all(g["gap_pct"] <= 0.5 for g in gaps.values()),
     }
     return {"claim": CLAIM, "optima": optima, "drift": drift, "mup_vs_sp": gaps,
@@ -55,12 +60,17 @@ def summarise(doc: dict, runs) -> dict:
 
 
 def _drift(widths: dict[int, dict]) -> dict:
-    bracketed = {w: r["lr_opt"] for w, r in widths.items() if r["edge"] in (None, "diverged")}
+    """max/min of the optimal LR over widths (`fitter.slices.lr_drift`: an edge optimum past
+    the bracketed ones makes it a lower bound, `at_least`); factor None when under two widths
+    say anything."""
+    from fitter.slices import lr_drift
+
+    bracketed = sorted(w for w, r in widths.items() if r["edge"] in (None, "diverged"))
     edges = sorted(w for w, r in widths.items() if r["edge"] not in (None, "diverged"))
-    if len(bracketed) < 2:
-        return {"factor": None, "edge_widths": edges}
-    return {"factor": max(bracketed.values()) / min(bracketed.values()),
-            "widths": sorted(bracketed), "edge_widths": edges}
+    factor, at_least = lr_drift([r["lr_opt"] for r in widths.values()],
+                                [r["edge"] for r in widths.values()])
+    return {"factor": None if factor != factor else factor, "at_least": at_least,
+            "widths": bracketed, "edge_widths": edges}
 
 
 def main() -> None:

@@ -443,3 +443,41 @@ def test_a_low_edge_under_a_divergence_asks_for_lrs_on_both_sides():
     # an edge with a stable LR above it still looks further down, a grid step at a time
     stable = axis_optimum(np.log10([1e-3, 2e-3, 4e-3]), np.array([2.5, 2.6, 2.7]))
     assert stable.new_values == pytest.approx((5e-4, 2.5e-4))
+
+
+def test_lr_drift_over_widths_counts_an_edge_past_the_bracketed_optima_as_a_bound():
+    """An SP width whose best LR was the lowest tried was left out of the drift: SP read
+    '2×' beside muP's '1.5×' where its optimum moved at least 4.5×."""
+    from fitter.slices import lr_drift
+
+    assert lr_drift([4e-3, 6e-3], [None, None]) == pytest.approx((1.5, False))
+    assert lr_drift([1e-3, 2e-3, 4.5e-3], ["low", None, None]) == pytest.approx((4.5, True))
+    assert lr_drift([8e-3, 2e-3, 4e-3], ["high", None, None]) == pytest.approx((4.0, True))
+    # an edge inside the bracketed range says nothing more
+    assert lr_drift([3e-3, 2e-3, 4e-3], ["low", None, None]) == pytest.approx((2.0, False))
+    assert lr_drift([1e-3, 2e-3], ["low", None]) == pytest.approx((2.0, True))
+    drift, bound = lr_drift([1e-3, 2e-3], ["low", "high"])
+    assert np.isnan(drift) and not bound  # (no optimum bracketed at all)
+
+
+def test_the_mup_transfer_verdict_says_cannot_tell_rather_than_crash():
+    """With under two bracketed widths the script's verdict compared None with 1.5 and
+    crashed at the end of its half-hour sweep."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[2] / "benchmarks" / "science" / "mup_transfer.py"
+    spec = importlib.util.spec_from_file_location("mup_transfer", path)
+    module = importlib.util.module_from_spec(spec)
+    import sys
+
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(path.parent))
+    one = {64: {"lr_opt": 3e-3, "edge": None}, 128: {"lr_opt": 1e-3, "edge": "low"},
+           256: {"lr_opt": 1e-3, "edge": "single"}}
+    assert module._drift(one) == {"factor": pytest.approx(3.0), "at_least": True,
+                                  "widths": [64], "edge_widths": [128, 256]}
+    assert module._drift({64: {"lr_opt": 3e-3, "edge": "high"}})["factor"] is None
