@@ -143,7 +143,8 @@ class SweepSpec:
             if key.startswith("search.optuna."):
                 search = _with_search_option(search, key.removeprefix("search.optuna."), expr)
             elif _is_sweep(arg):
-                grid[key] = expr
+                grid[key] = expr  # (and the base's value of it is no longer the spec's)
+                base = [o for o in base if o.partition("=")[0].lstrip("+") != key]
             else:
                 grid.pop(key, None)
                 base = [o for o in base if o.partition("=")[0] != key] + [arg]
@@ -658,11 +659,20 @@ def unread_problems(spec: SweepSpec, baseline: SweepSpec | None = None) -> list[
 
 
 def shadowed_overrides(spec: SweepSpec) -> list[str]:
-    """Base overrides that a grid axis of the same key replaces in every trial (the grid's
-    value comes last): allowed, since an earlier spec may hold one, but said."""
-    return [f"overrides: {o} is swept by grid.{key} too, and every trial takes the grid's "
-            "value: remove it from overrides" for o in spec.overrides
-            if (key := o.partition("=")[0].lstrip("+")) in spec.grid]
+    """Base overrides that a later one of the same key, or a grid axis of it, replaces in
+    every trial (Hydra takes the last): allowed, since an earlier spec may hold them, but
+    said."""
+    def key(override: str) -> str:
+        return override.partition("=")[0].lstrip("+")
+
+    keys = [key(o) for o in spec.overrides if "=" in o and not o.startswith("~")]
+    twice = [f"overrides set {k} {keys.count(k)} times ("
+             + ", ".join(o for o in spec.overrides if key(o) == k)
+             + "): every trial takes the last; keep one"
+             for k in dict.fromkeys(k for k in keys if keys.count(k) > 1)]
+    return twice + [f"overrides: {o} is swept by grid.{key(o)} too, and every trial takes the "
+                    "grid's value: remove it from overrides" for o in spec.overrides
+                    if key(o) in spec.grid]
 
 
 def print_notes(trials: list[Trial]) -> None:

@@ -134,7 +134,9 @@ def test_the_uri_after_the_subcommand_is_the_store_used(monkeypatch, tmp_path):
     monkeypatch.setattr(cli, "COMMANDS", {**cli.COMMANDS, "status": status})
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///env.db")
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "m.db").touch()  # (`status` reads a store that exists)
+    from orchestrator.store import create_sqlite_store_once
+
+    create_sqlite_store_once(f"sqlite:///{tmp_path}/m.db")  # (`status` reads one that exists)
     assert cli.main(["status", "x", "--tracking-uri", "sqlite:///m.db"]) == 0
     assert seen["uri"] == f"sqlite:///{tmp_path}/m.db"
 

@@ -40,7 +40,7 @@ def test_command_line_overrides_set_axes_and_base():
     ("fuse=off", "write it in the spec or --fuse off"),
     ("share_prefix=false", "write it in the spec or --no-share"),
     ("retries=3", "write it in the spec"), ("resources.gpus=1", "write it in the spec"),
-    ("max_concurrent=2", "write it in the spec")])
+    ("max_concurrent=2", "write it in the spec or --max-concurrent 2")])
 def test_a_spec_key_given_as_an_override_says_where_it_goes(override, where):
     """`fuse=off` on the command line is not a trainer config key: the error says so and
     where it belongs, rather than calling it an unknown config key."""
@@ -418,6 +418,26 @@ def test_a_seed_axis_is_refused_with_the_seeds_it_named(change, expected):
     with pytest.raises(ConfigError) as err:
         spec_from_dict({**BASE, **change})
     assert expected in err.value.problems
+
+
+def test_a_key_set_twice_in_the_overrides_is_said():
+    # `model.init_std=-0.08 ... model.init_std=inf`: the first, which would have been refused,
+    # was dropped without a word (a key twice in a YAML mapping already was an error)
+    from orchestrator.spec import shadowed_overrides
+
+    raw = {**BASE, "overrides": [*BASE["overrides"], "model.init_std=0.1",
+                                 "model.init_std=0.2", "+model.init_std=0.3"]}
+    assert shadowed_overrides(spec_from_dict(raw)) == [
+        "overrides set model.init_std 3 times (model.init_std=0.1, model.init_std=0.2, "
+        "+model.init_std=0.3): every trial takes the last; keep one"]
+    # a value given on the command line replaces the base's, and a sweep of it too
+    spec = spec_from_dict({**BASE, "overrides": [*BASE["overrides"], "model.init_std=0.1"]})
+    assert shadowed_overrides(spec) == []
+    assert "model.init_std=0.1" not in spec.with_overrides(["model.init_std=0.2"]).overrides
+    swept = spec.with_overrides(["model.init_std=choice(0.1, 0.2)"])
+    assert not [o for o in swept.overrides if o.startswith("model.init_std")]
+    assert swept.grid["model.init_std"] == "choice(0.1, 0.2)"
+    assert shadowed_overrides(swept) == []
 
 
 def test_a_misspelt_key_is_said_once_with_where_it_is():
