@@ -112,6 +112,8 @@ def _joined(cfg: Config, before_teardown=None):
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    if error_file := os.environ.get(ERROR_FILE_ENV):  # a rank `run` started: say it is here
+        Path(error_file).with_suffix(".ready").touch()
     dist.init_process_group(backend, timeout=_TIMEOUT, device_id=device
                             if device.type == "cuda" else None)
     try:
@@ -142,6 +144,7 @@ def _spawned(cfg: Config, log_dir: Path):
         own_threads = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
+            _await_ranks(children, tmp)
             # Rank 0 hosts the group's TCP store: it waits for the other ranks to exit before
             # tearing its group down. (Torn down first, a rank still in its own teardown
             # lost the store and aborted: "terminate called without an active exception".)
@@ -161,6 +164,20 @@ def _spawned(cfg: Config, log_dir: Path):
             _kill(children)
             _restore_env(saved)
             torch.set_num_threads(own_threads)
+
+
+def _await_ranks(children: dict, tmp: Path) -> None:
+    """Wait, in Python, until every rank `run` started is about to join the group: a rank
+    that died before it (killed while importing torch, out of memory) left rank 0 blocked in
+    the group's set-up for the whole `_TIMEOUT`, deaf to Ctrl-C and SIGTERM, and holding the
+    run's lease. Raises when one ends first (the caller says which, and why)."""
+    deadline = time.monotonic() + _TIMEOUT.total_seconds()
+    while not all((tmp / f"rank-{r}.ready").exists() for r in children):
+        if any(child.poll() is not None for child in children.values()):
+            raise RuntimeError("a rank ended before the process group was up")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the ranks did not start within {_TIMEOUT}")
+        time.sleep(0.05)
 
 
 @contextlib.contextmanager

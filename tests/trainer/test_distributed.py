@@ -77,6 +77,27 @@ def test_a_dead_rank_ends_the_run_with_its_name(tmp_path):
     assert "Traceback" not in err
 
 
+def test_a_rank_dead_before_the_group_is_up_ends_the_run_at_once(tmp_path):
+    """Killed while it imported torch, rank 1 never joined: rank 0 waited in the group's
+    set-up for its whole 10-minute timeout, deaf to Ctrl-C and SIGTERM, holding the lease."""
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trainer", *TINY, "train.world_size=2",
+         f"storage_root={tmp_path}"], cwd=ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    children = []
+    while not children:
+        assert time.monotonic() - started < 120 and proc.poll() is None, proc.communicate()
+        children = psutil.Process(proc.pid).children()
+        time.sleep(0.01)
+    assert not list(tmp_path.glob(f"*/{RANKS_DIR}/rank-1.ready"))  # (not in the group yet)
+    os.kill(children[0].pid, signal.SIGKILL)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert "rank 1 failed: killed by SIGKILL" in err and "Traceback" not in err
+    assert time.monotonic() - started < 60
+
+
 def test_checkpoint_resumes_at_another_world_size(tmp_path, capsys):
     straight = run(compose(TINY + [f"storage_root={tmp_path}/straight"]))
     # Two ranks train until their first checkpoint (step 10 of 40) exists, and are killed.
