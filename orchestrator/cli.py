@@ -388,6 +388,12 @@ def _run(spec, args, uri: str, based_on=None, notes: list[str] = ()) -> int:
         spec = spec.with_flag("fuse", args.fuse)
     if getattr(args, "max_concurrent", None) is not None:
         spec = spec.with_flag("max_concurrent", args.max_concurrent)
+    asked = "true" if spec.fuse is True else spec.fuse if (
+        type(spec.fuse) is int and spec.fuse > 1) else None  # (True == 1: tested first)
+    if asked is not None and spec.resources.world_size > 1:
+        from orchestrator.fusion import fusion_off_reason
+
+        notes = [*notes, f"fuse: {asked} fuses nothing here: {fusion_off_reason(spec)}"]
     if getattr(args, "dry_run", False) and not (args.address or os.environ.get("RAY_ADDRESS")):
         from orchestrator.driver import local_cluster, resource_problems
 

@@ -82,6 +82,8 @@ def fusion_setting(spec: SweepSpec) -> bool | int:
     points at once, before it has seen how they end, which trades the sampler's adaptivity
     for throughput; its members report to their study's pruner one by one
     (`orchestrator.search`)."""
+    if spec.resources.world_size > 1:
+        return False  # (a fused group runs in one process: `trainer.fusable`)
     if spec.optuna is not None and spec.fuse == "auto":
         return False
     if spec.fuse == "auto":
@@ -91,6 +93,10 @@ def fusion_setting(spec: SweepSpec) -> bool | int:
 
 def fusion_off_reason(spec: SweepSpec) -> str:
     """Why a launch of `spec` fuses no trials (`fusion_setting` is off), as the dry run says."""
+    if spec.resources.world_size > 1:
+        return (f"a trial of resources.world_size {spec.resources.world_size} trains in "
+                f"{spec.resources.world_size} processes, and a fused group in one: "
+                "resources.world_size: 1 fuses")
     if spec.fuse == "auto":
         why = "a searched sweep" if spec.optuna is not None else "trials that hold a GPU"
         return f"fuse: auto leaves {why} unfused; fuse: true (or --fuse on) fuses them"
