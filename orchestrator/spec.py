@@ -601,7 +601,9 @@ def make_trial(spec: SweepSpec, point: tuple[str, ...], problems: list[str],
     except ConfigError as err:
         problems.extend(f"{p} (trial {' '.join(point)})" for p in err.problems)
         return None
-    found = trial_problems(cfg, network=False, here=False)
+    # (a sweep sets train.world_size from resources.world_size: the key to change is that)
+    found = [p.replace("train.world_size=", "resources.world_size=")
+             for p in trial_problems(cfg, network=False, here=False)]
     if cfg.train.device.startswith("cuda") and not spec.resources.gpus:
         found.append(f"train.device={cfg.train.device} with resources.gpus: 0: Ray gives the "
                      "trial no GPU; set resources.gpus (e.g. 0.125 to share one) or "

@@ -440,6 +440,16 @@ def test_a_key_set_twice_in_the_overrides_is_said():
     assert shadowed_overrides(swept) == []
 
 
+def test_a_world_size_problem_of_a_sweep_names_the_key_the_spec_sets():
+    # "not divisible by train.world_size=3": a key the sweep refuses in its overrides
+    raw = {**BASE, "resources": {"world_size": 3}}
+    with pytest.raises(ConfigError) as err:
+        expand(spec_from_dict(raw))
+    assert err.value.problems[0].startswith(
+        "train.batch_size=8 is not divisible by resources.world_size=3: each rank takes an "
+        "equal share of the batch")
+
+
 def test_a_misspelt_key_is_said_once_with_where_it_is():
     """A misspelt grid key was counted once per value as `(3 trials)` (in an 18-trial grid);
     a misspelt override did not say it was one."""
