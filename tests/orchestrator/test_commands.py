@@ -748,8 +748,12 @@ def test_a_store_that_is_not_sqlite_is_one_sentence(tmp_path, capsys):
             f"error: the tracking store {tmp_path}/t is not an SQLite database (a file of "
             "something else): point --tracking-uri (or MLFLOW_TRACKING_URI) at the sweep's "
             "store, or at a new file, e.g. sqlite:///mlflow.db\n")
-    (tmp_path / "empty.db").touch()  # an empty file is a new store to SQLite
-    assert cli.main(["list", "--tracking-uri", f"sqlite:///{tmp_path}/empty.db"]) == 0
+    (tmp_path / "empty.db").touch()  # an empty file: a new store to launch into, none to read
+    empty = f"sqlite:///{tmp_path}/empty.db"
+    assert cli.main(["list", "--tracking-uri", empty]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"error: the tracking store {tmp_path}/empty.db is an empty file: launch a sweep first")
+    assert cli.main(["launch", str(path), "--dry-run", "--tracking-uri", empty]) == 0
 
 
 def test_a_note_on_a_changed_spec_is_said_only_once_the_spec_is_good(tmp_path, capsys):
