@@ -13,6 +13,7 @@ from orchestrator import cli, commands
 from orchestrator.commands import cancel, format_status
 from orchestrator.driver import prepare
 from orchestrator.spec import spec_from_dict
+from orchestrator.store import create_sqlite_store_once
 from orchestrator.tracking import Tracker
 from trainer import schema
 from trainer.errors import ConfigError
@@ -779,8 +780,8 @@ def test_ctrl_c_before_the_sweep_runs_is_one_line(monkeypatch, tmp_path, capsys)
                                           "fit": interrupted})
     handler = signal.getsignal(signal.SIGINT)
     try:
-        (tmp_path / "m.db").touch()
         uri = f"sqlite:///{tmp_path}/m.db"
+        create_sqlite_store_once(uri)  # (`resume` reads a store that exists)
         assert cli.main(["resume", "unit", "--tracking-uri", uri]) == 130
         assert capsys.readouterr().err == (
             "interrupted; nothing that finished is lost: `sweep resume unit` goes on from there "
