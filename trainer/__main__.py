@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown option {sorted(unknown)[0]}; see python -m trainer --help",
               file=sys.stderr)
         return 2
-    overrides = [a for a in args if not a.startswith("--")]
+    overrides = given = [a for a in args if not a.startswith("--")]
     if "--demo" in flags:
         overrides = DEMO_OVERRIDES + overrides
     from trainer.distributed import RankFailed, launched_by_torchrun
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     if not launched_by_torchrun():  # (torchrun's agent stops its ranks itself)
         signal.signal(signal.SIGTERM, _terminated)
     try:
-        return _run(overrides, print_only="--cfg" in flags)
+        return _run(overrides, print_only="--cfg" in flags, given=given)
     except ConfigError as err:
         for problem in err.problems:
             print(f"error: {problem}", file=sys.stderr)
@@ -62,11 +62,27 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + signal.SIGTERM if stop is Terminated else 130
 
 
+def _given_notes(overrides: list[str], cfg) -> list[str]:
+    """What the command line gave that no run of this config reads (it only changes the run
+    id: the same model trains again under another), and keys given twice (the last wins)."""
+    from trainer.validation import unread
+
+    keys = [o.partition("=")[0].lstrip("+") for o in overrides
+            if "=" in o and not o.startswith("~")]
+    out = [f"{k} is given {keys.count(k)} times: the run takes the last, "
+           f"{next(o for o in reversed(overrides) if o.partition('=')[0].lstrip('+') == k)}"
+           for k in dict.fromkeys(k for k in keys if keys.count(k) > 1)]
+    why = unread(cfg)
+    return out + [f"{k} is not read here: {why[k]}; it only changes the run id (the same model "
+                  "under another)" for k in dict.fromkeys(keys) if k in why]
+
+
 def _terminated(signum, frame) -> None:
     raise Terminated
 
 
-def _run(overrides: list[str], *, print_only: bool) -> int:
+def _run(overrides: list[str], *, print_only: bool, given: list[str] = ()) -> int:
+    """`given`: what the command line gave (the overrides but --demo's), for its notes."""
     from trainer.compose import compose
     from trainer.identity import config_id, flatten
     from trainer.loop import RunPaths, read_summary, run
@@ -84,7 +100,7 @@ def _run(overrides: list[str], *, print_only: bool) -> int:
             print(f"note: this config cannot run: {problem}", file=sys.stderr)
         from trainer.validation import notes
 
-        for note in notes(cfg):
+        for note in [*notes(cfg), *_given_notes(list(given), cfg)]:
             print(f"note: {note}", file=sys.stderr)
         run_id = config_id(cfg)  # (on stderr: stdout stays the config, one key a line)
         print(f"run id {run_id[:12]}: {RunPaths.for_config(cfg, run_id).run_dir}",
@@ -97,7 +113,7 @@ def _run(overrides: list[str], *, print_only: bool) -> int:
     paths = RunPaths.for_config(cfg, config_id(cfg))
     if problem := another_runs_files(cfg, paths, config_id(cfg)):  # (before reading its files)
         raise ConfigError([problem])
-    for note in notes(cfg):
+    for note in [*notes(cfg), *_given_notes(list(given), cfg)]:
         print(f"note: {note}", file=sys.stderr)
     stored = read_summary(paths)
     if stored is not None and stored.get("status") in DONE:

@@ -93,3 +93,16 @@ def test_a_stop_inside_a_checkpoint_write_is_told_as_a_stop():
     assert stopped_by(wrapped(KeyboardInterrupt())) is KeyboardInterrupt
     assert stopped_by(KeyboardInterrupt()) is KeyboardInterrupt
     assert stopped_by(wrapped(OSError("disk full"))) is None
+
+
+def test_a_key_no_run_reads_or_given_twice_is_noted(tmp_path, capsys):
+    """`schedule=cosine schedule.b=0.5` trained the same model under another id, and
+    `optim.lr=1e-3 optim.lr=2e-3` took the last, both without a word (a sweep refuses the
+    first)."""
+    overrides = [*_overrides(tmp_path), "schedule.b=0.5", "optim.lr=1e-3", "optim.lr=2e-3"]
+    assert main([*overrides, "--cfg"]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert notes == [
+        "note: optim.lr is given 2 times: the run takes the last, optim.lr=2e-3",
+        "note: schedule.b is not read here: schedule=constant does not read it (only power "
+        "does); it only changes the run id (the same model under another)"]
