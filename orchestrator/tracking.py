@@ -88,6 +88,10 @@ INTERIM_SHARE = 0.2
 trials running, each one's metrics wait longer than `flush_every_s` (ends are never held)."""
 
 
+HEARTBEAT_JOIN_S = 10.0
+"""How long closing a sweep waits for a heartbeat write in flight (one slow store call)."""
+
+
 class Tracker:
     """Buffered MLflow writes for one sweep. Run it as a Ray actor (`ray.remote(Tracker)`)."""
 
@@ -260,6 +264,9 @@ class Tracker:
         for trial_id in list(self.failures):
             self._tag_failure(trial_id)
         self.heart_stop.set()
+        # (a beat in flight, the first one of a tracker closed at once included, lands
+        # before the close, not after it: a heartbeat after the end read as a live driver's)
+        self.heart.join(timeout=HEARTBEAT_JOIN_S)
         self._set_parent_tag(SWEEP_STATUS_TAG, status)
         self.call(self.client.set_terminated, self.parent_id, status=run_status(status))
 
