@@ -89,7 +89,7 @@ def law_figure(plt, law, key: str, constants: dict):
 
 def _law_band(ax, law, i: int, grid, means: dict) -> None:
     if not law.has_interval:
-        why = ("no bootstrap (--n-boot 0)" if not len(law.boot)
+        why = ("no interval (--n-boot 0)" if not len(law.boot)
                else f"{len(law.points)} points: too few points for an interval")
         ax.text(0.03, 0.04, why,
                 transform=ax.transAxes, fontsize=9, color="0.3")
@@ -100,7 +100,7 @@ def _law_band(ax, law, i: int, grid, means: dict) -> None:
     pred = pred + np.asarray(shift).reshape(-1, 1)
     lo, hi = np.quantile(pred, [(1 - law.ci_level) / 2, (1 + law.ci_level) / 2], axis=0)
     ax.fill_between(grid, 10 ** lo, 10 ** hi, alpha=0.2, color="C0",
-                    label=f"{law.ci_level:.0%} bootstrap band")
+                    label=f"{law.ci_level:.0%} interval")
 
 
 def _law_points(ax, law, x, y, scale) -> None:
@@ -110,7 +110,7 @@ def _law_points(ax, law, x, y, scale) -> None:
     if lo_col in pts and hi_col in pts:
         lo = pts[lo_col].to_numpy(float) / scale
         hi = pts[hi_col].to_numpy(float) / scale
-        # (clipped: a bootstrap interval need not hold the point estimate)
+        # (clipped: a slice's bootstrap interval need not hold its point estimate)
         err = [np.clip(np.nan_to_num(y - lo), 0, None), np.clip(np.nan_to_num(hi - y), 0, None)]
         ax.errorbar(x, y, yerr=err, fmt="none", ecolor="k", capsize=3, lw=1)
     intervals = lo_col in pts and bool(np.isfinite(pts[lo_col]).any())

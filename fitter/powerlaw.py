@@ -1,9 +1,17 @@
-"""Power laws y = c · ∏ x_k^e_k, fitted by least squares in log space, with bootstrap intervals.
+"""Power laws y = c · ∏ x_k^e_k, fitted by least squares in log space, with intervals.
 
-The points are optima (one per slice or group), each the product of several runs; the
-bootstrap resamples points with replacement, i.e. whole groups of runs, which keeps together
-the runs that jointly determine one optimum. Resamples in which an axis takes a single value
-(the exponent would be undetermined) are drawn again.
+The points are optima (one per slice or group), a handful per law. Intervals come from draws
+of the coefficients from their least-squares sampling distribution with the noise estimated
+from the residuals: a multivariate Student t with n − k degrees of freedom around the fit,
+scaled by s²·(XᵀX)⁻¹ (n points, k coefficients). Its percentiles are the classical t
+intervals, exact for log-normal scatter about the law, and the draws carry the coefficients'
+correlation into predictions (`interval`, the figures' bands, `recommend`).
+
+Not a pairs bootstrap (resampling the points), which we used first: over 4-12 points it held
+the true exponent in 80-87% of synthetic fits at a nominal 90% (a resample repeats points and
+its spread misses the t quantile's widening), and a researcher read those intervals as the
+uncertainty of an extrapolation. The draws are still called the law's bootstrap (`boot`,
+`--n-boot`): they play its part everywhere.
 """
 
 from __future__ import annotations
@@ -17,11 +25,13 @@ from fitter.errors import FitError
 
 N_BOOT = 500
 CI_LEVEL = 0.9
+CI_METHOD = "least-squares Student t (n - k degrees of freedom), drawn"
+_KEYS = {"N": "model.width", "D": "train.tokens", "B": "train.batch_size"}
 
 
 @dataclass
 class LawFit:
-    """A fitted power law, its points and its bootstrap."""
+    """A fitted power law, its points and draws of its coefficients."""
 
     name: str
     axes: tuple[str, ...]
@@ -34,7 +44,7 @@ class LawFit:
     log_coef: np.ndarray
     """log10 c followed by the exponents."""
     boot: np.ndarray
-    """Bootstrap samples of log_coef, shape (n_boot, 1 + k)."""
+    """Draws of log_coef from its sampling distribution, shape (n_boot, 1 + k)."""
     ci_level: float = CI_LEVEL
     extra: dict = field(default_factory=dict)
 
@@ -70,7 +80,7 @@ class LawFit:
         return float(10 ** (_design(self.axes, x) @ self.log_coef))
 
     def interval(self, **x: float) -> tuple[float, float]:
-        """Bootstrap interval of the law's value at one point."""
+        """Interval of the law's value at one point (from the draws)."""
         pred = self.boot @ _design(self.axes, x)
         lo, hi = _quantiles(pred[:, None], self.ci_level)
         return float(10 ** lo[0]), float(10 ** hi[0])
@@ -89,7 +99,7 @@ class LawFit:
                                            if c not in (*self.axes, self.target)]]
         ci = self.ci if self.has_interval else None
         return {"form": self.form, "coef": self.coef, "ci": ci, "ci_level": self.ci_level,
-                "n_points": len(self.points), "n_boot": len(self.boot),
+                "ci_method": CI_METHOD, "n_points": len(self.points), "n_boot": len(self.boot),
                 "rmse_log10": float(np.sqrt(np.mean(res ** 2))),
                 "range": {a: [float(self.points[a].min()), float(self.points[a].max())]
                           for a in self.axes},
@@ -98,10 +108,10 @@ class LawFit:
 
 
 def interval_meaningful(n_points: int, n_coef: int) -> bool:
-    """Whether a bootstrap band over n_points means anything: 2 points more than coefficients.
+    """Whether an interval over n_points means anything: 2 points more than coefficients.
 
-    With fewer (3 points for c and one exponent), resamples repeat one or two points and the
-    band turns into a V pinned at the data's centre. fit.json then has no `ci`, and neither
+    With fewer (3 points for c and one exponent) one residual measures the noise, and the t
+    interval is 6.3 of it either side: a band wide or narrow by the luck of one point. fit.json then has no `ci`, and neither
     the terminal nor `recommend` shows an interval.
     """
     return n_points >= n_coef + 2
@@ -110,7 +120,7 @@ def interval_meaningful(n_points: int, n_coef: int) -> bool:
 def fit_power_law(points: pd.DataFrame, *, name: str, axes: tuple[str, ...],
                   exponents: tuple[str, ...], target: str, n_boot: int = N_BOOT,
                   ci_level: float = CI_LEVEL, seed: int = 0, hint: str = "") -> LawFit:
-    """Fit target = c · ∏ axes^exponents to the points, with a bootstrap over points.
+    """Fit target = c · ∏ axes^exponents to the points, with draws for its intervals.
 
     Args:
         points: one row per point; positive values in the axes and target columns.
@@ -118,13 +128,13 @@ def fit_power_law(points: pd.DataFrame, *, name: str, axes: tuple[str, ...],
         axes: columns the law depends on.
         exponents: coefficient names of their exponents.
         target: the fitted column.
-        n_boot: bootstrap resamples.
+        n_boot: draws of the coefficients for the intervals.
         ci_level: coverage of the reported intervals.
-        seed: seed of the bootstrap.
+        seed: seed of the draws.
         hint: what to sweep to get more points, appended to a too-few-points message.
 
     Raises:
-        FitError: too few points, or an axis with a single value.
+        FitError: too few points, an axis with a single value, or axes that move together.
     """
     need = len(axes) + 2
     for axis in axes:
@@ -136,27 +146,51 @@ def fit_power_law(points: pd.DataFrame, *, name: str, axes: tuple[str, ...],
         raise FitError(f"the {name} law needs at least {need} points but has {len(points)}; "
                        f"add {more(need - len(points), 'point')}: more {hint}.")
     X = _design_matrix(points, axes)
+    _refuse_collinear(X, points, name, axes)
     y = np.log10(points[target].to_numpy(float))
     log_coef = np.linalg.lstsq(X, y, rcond=None)[0]
-    boot = _bootstrap(X, y, n_boot, np.random.default_rng(seed))
+    # one stream per law: `recommend` combines the draws of two laws as independent
+    boot = _draws(X, y, log_coef, n_boot, np.random.default_rng([seed, *name.encode()]))
     return LawFit(name, axes, exponents, target, points.reset_index(drop=True), log_coef, boot,
                   ci_level)
 
 
-def _bootstrap(X: np.ndarray, y: np.ndarray, n_boot: int, rng) -> np.ndarray:
+def _draws(X: np.ndarray, y: np.ndarray, coef: np.ndarray, n_draws: int, rng) -> np.ndarray:
+    """n_draws samples of the coefficients: coef + t_(n−k) · s · chol((XᵀX)⁻¹) z."""
     n, k = X.shape
-    out = np.empty((n_boot, k))
-    done = 0
-    for _ in range(50 * n_boot):
-        if done == n_boot:
-            break
-        idx = rng.integers(0, n, n)
-        Xb = X[idx]
-        if np.any(np.ptp(Xb[:, 1:], axis=0) == 0) or np.linalg.matrix_rank(Xb) < k:
-            continue
-        out[done] = np.linalg.lstsq(Xb, y[idx], rcond=None)[0]
-        done += 1
-    return out[:done]
+    dof = n - k
+    if n_draws == 0 or dof < 1:
+        return np.empty((0, k))
+    resid = y - X @ coef
+    scale = np.sqrt(resid @ resid / dof)
+    chol = np.linalg.cholesky(np.linalg.inv(X.T @ X))
+    z = rng.standard_normal((n_draws, k))
+    # a multivariate t: one chi-square per draw scales all its coefficients together
+    shrink = np.sqrt(dof / rng.chisquare(dof, n_draws))
+    return coef + scale * shrink[:, None] * (z @ chol.T)
+
+
+def _refuse_collinear(X: np.ndarray, points: pd.DataFrame, name: str,
+                      axes: tuple[str, ...]) -> None:
+    """A law over several axes whose points move them together (log D = a + b·log N at every
+    point) cannot tell their exponents apart: least squares would split one slope between them
+    at random. Say which axes and what to add."""
+    if np.linalg.matrix_rank(X) == X.shape[1]:
+        return
+    logs = np.log10(points[list(axes)].to_numpy(float))
+    for i in range(len(axes)):
+        for j in range(i + 1, len(axes)):
+            pair = np.column_stack([np.ones(len(logs)), logs[:, i], logs[:, j]])
+            if np.linalg.matrix_rank(pair) < 3:
+                slope = np.polyfit(logs[:, i], logs[:, j], 1)[0]
+                raise FitError(
+                    f"the {name} law cannot tell the exponents of {axes[i]} and {axes[j]} "
+                    f"apart: at every one of its {len(points)} points {axes[j]} grows as "
+                    f"{axes[i]}^{slope:.3g}; add optima off that line (another "
+                    f"{_KEYS.get(axes[j], axes[j])} at one {_KEYS.get(axes[i], axes[i])}).")
+    raise FitError(f"the {name} law cannot tell the exponents of {', '.join(axes)} apart: "
+                   "its points lie on one plane in log space; add optima off it (vary one "
+                   "of them alone).")
 
 
 def _design(axes: tuple[str, ...], x: dict) -> np.ndarray:

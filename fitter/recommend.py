@@ -18,7 +18,7 @@ def recommend(result: FitResult, *, params: float, tokens: float,
               batch: float | None = None, group: dict[str, str] | None = None) -> dict:
     """LR, batch size (tokens per step), weight decay and predicted loss at (N, D[, B]).
 
-    Each entry has `value`, `interval` (the laws' bootstrap interval), `law` and
+    Each entry has `value`, `interval` (the laws' 90% interval), `law` and
     `extrapolation` (axis → ratio beyond the fitted range, 1.0 inside it).
 
     Args:
@@ -153,7 +153,7 @@ def _entry(law, point: dict, name: str) -> dict:
 
 
 def _weight_decay(timescale, lr, point: dict) -> dict:
-    # λ = B / (η τ D), with η and τ from paired bootstrap samples of the two laws.
+    # λ = B / (η τ D), with η and τ from the two laws' draws (independent streams).
     k = min(len(timescale.boot), len(lr.boot))
     log_eta = lr.boot[:k] @ np.array([1.0, *[np.log10(point[a]) for a in lr.axes]])
     log_tau = timescale.boot[:k] @ np.array([1.0, np.log10(point["D/N"])])

@@ -171,8 +171,8 @@ def _fit_parsers(sub, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--out", metavar="DIR", help="where fit.json and plots/ go "
                    "(default: outputs/fit/NAME)")
     p.add_argument("--n-boot", type=_count, default=None,
-                   help="bootstrap resamples (default: 500 per law, 200 per slice optimum and "
-                   "for the loss law; a number given is used for all)")
+                   help="draws for the intervals (default: 500 per law, 200 bootstrap resamples "
+                   "per slice optimum and for the loss law; a number given is used for all)")
     p.add_argument("--group", action="append", metavar="KEY=VALUE",
                    help="fit only this group, e.g. model.param=mup (repeatable)")
     p.add_argument("--pool", action="store_true", help="fit one law across groups (muP with "
@@ -193,8 +193,8 @@ def _fit_parsers(sub, parents: list[argparse.ArgumentParser]) -> None:
                         "the cbs law's critical batch size)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--n-boot", type=_count, default=None,
-                   help="bootstrap resamples (default: 500 per law, 200 per slice optimum and "
-                   "for the loss law; a number given is used for all)")
+                   help="draws for the intervals (default: 500 per law, 200 bootstrap resamples "
+                   "per slice optimum and for the loss law; a number given is used for all)")
     p.add_argument("--group", action="append", metavar="KEY=VALUE",
                    help="whose laws to use when the sweep has groups, e.g. model.param=mup")
 
