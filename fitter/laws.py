@@ -86,7 +86,8 @@ def timescale_points(optima: pd.DataFrame) -> pd.DataFrame:
     With 3 or more usable τ, the vertex of a parabola in log τ (or its edge). With fewer (slices
     whose LR optimum sits on the LR grid's edge are not usable), the best usable τ, flagged as
     an edge when the sweep tried several τ at that (N, D, B) and it is the lowest or highest of
-    them: the optimum may lie beyond it, and the law leaves it out.
+    them: the optimum may lie beyond it, and the law leaves it out. Where the sweep tried one
+    τ (one λ), the point is flagged `one`: τ there is the λ chosen, not an optimum.
     """
     given = optima["tau"] if "tau" in optima else pd.Series(np.nan, index=optima.index)
     optima = optima.assign(tau=given.fillna(
@@ -104,6 +105,10 @@ def timescale_points(optima: pd.DataFrame) -> pd.DataFrame:
         elif _tried_several(tried.loc[(n, d, b)]):
             edge = ("high" if np.isclose(tau, tried.loc[(n, d, b), "max"]) else
                     "low" if np.isclose(tau, tried.loc[(n, d, b), "min"]) else None)
+        else:
+            # One λ (or τ) tried: its τ follows from the λ chosen and the LR optimum, not
+            # from the loss; it is no optimum of τ.
+            edge = "one"
         rows.append({"N": n, "D": d, "B": b, "D/N": d / n, "tau_opt": tau,
                      "wd_opt": b / (best["lr_opt"] * tau * d), "n_wd": group["tau"].nunique(),
                      "edge": edge})
@@ -122,6 +127,14 @@ def timescale_law(optima: pd.DataFrame, **boot) -> LawFit:
                        "(optim.weight_decay or optim.timescale); add some to the sweep.")
     found = timescale_points(optima)
     points = found[found["edge"].isna()].drop(columns=["edge"])
+    single = int((found["edge"] == "one").sum())
+    if len(points) < 3 and single:
+        given = optima["tau"].notna().any() if "tau" in optima else False
+        key = "optim.timescale" if given else "optim.weight_decay"
+        raise FitError(f"the timescale law needs the best τ at each setting, from 3 or more "
+                       f"values of {key} there, but {single} of its {len(found)} settings "
+                       f"tried one (τ = B/(η·λ·D) then follows from the λ chosen, not from the "
+                       f"loss); add values along {key} (e.g. three a factor 3 apart).")
     if len(points) < 3:
         given = optima["tau"].notna().any() if "tau" in optima else False
         tried = sorted(optima.loc[optima["tau"].notna(), "tau"].unique()) if given else \

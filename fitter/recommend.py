@@ -166,7 +166,9 @@ def _weight_decay(timescale, lr, point: dict) -> dict:
             "interval": [float(np.quantile(samples, tail)), float(np.quantile(samples, 1 - tail))]
             if meaningful else None,
             "law": "timescale", "timescale": tau, "form": "weight_decay = B / (lr * tau * D)",
-            "extrapolation": _extrapolation(timescale.to_json()["range"], point)}
+            # λ takes η from the lr law: its extrapolation is λ's too
+            "extrapolation": {**_extrapolation(lr.to_json()["range"], point),
+                              **_extrapolation(timescale.to_json()["range"], point)}}
 
 
 FAR = 1e4

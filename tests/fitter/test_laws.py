@@ -366,3 +366,24 @@ def test_a_law_whose_axes_move_together_is_refused_not_split_at_random():
                         target="lr_opt", n_boot=50)
     assert law.coef["a_N"] == pytest.approx(-0.3, abs=1e-9)
     assert law.coef["a_D"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_recommended_weight_decay_follows_the_laws_and_says_the_lr_laws_extrapolation():
+    # λ = B/(η·τ·D) takes η from the lr law: 10x past the widths swept, the weight decay said
+    # "inside the data" (its timescale law's D/N range held the point).
+    from fitter.recommend import recommend
+
+    truth = Truth(lr=(0.5, -0.3, 0.0, 0.0), k_tau=0.04, timescale=(0.5, -0.3))
+    frame = synthetic_runs(truth, n_values=N3, d_values=D3, b_values=[3e4],
+                           wd_values=[0.01, 0.03, 0.1, 0.3, 1.0], noise=0.001,
+                           lr_steps=np.arange(-1.5, 1.51, 0.25))
+    result = fit_runs(from_short_frame(frame, source="synthetic"), n_boot=100)
+    n, d = 1.6e8, 1.6e8 * 100  # D/N = 100 lies inside the sweep's D/N (6.25 to 1600)
+    rec = recommend(result, params=n, tokens=d, batch=3e4)
+    wd = rec["weight_decay"]
+    assert wd["value"] == pytest.approx(3e4 / (rec["lr"]["value"] * wd["timescale"] * d))
+    assert wd["interval"][0] < wd["value"] < wd["interval"][1]
+    assert wd["extrapolation"]["D/N"] == 1.0 and wd["extrapolation"]["N"] == pytest.approx(10.0)
+    true_tau = 0.5 * 100 ** -0.3
+    assert wd["timescale"] == pytest.approx(true_tau, rel=0.15)
+    assert wd["value"] == pytest.approx(3e4 / (truth.lr_opt(n, d, 3e4) * true_tau * d), rel=0.3)
