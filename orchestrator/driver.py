@@ -5,7 +5,8 @@ GPUs pack tiny proxies), submitted one wave of the smallest first, then longest 
 FLOPs; see `orchestrator.placement.submission_order`) under a concurrency cap, collected with
 `ray.wait`. Ray re-executes a task whose worker or node died (`max_retries`); the trainer
 then resumes from the trial's newest checkpoint. A trial that raised is resubmitted by the
-driver up to `retries` times. Which trials to run comes from MLflow: a trial whose child run
+driver up to `retries` times; one whose worker was lost on Ray's every re-run fails then
+(resubmitting it would run it (retries + 1)² times). Which trials to run comes from MLflow: a trial whose child run
 says finished or diverged is done and never runs again, so launch, resume and extend are one
 operation on a content-addressed set.
 
@@ -500,10 +501,14 @@ class _Runner:
                 self.cluster.release(placement)
             try:
                 result = ray.get(ref)
-            except ray.exceptions.RayError as err:  # its worker (or node) was lost, for good
+            except ray.exceptions.RayError as err:
                 self.unsure.update(t.trial_id for t in _members(unit))
-                self._retry_or_fail(unit, attempt, str(err).strip().splitlines()[-1],
-                                    unreported=True)
+                reason = str(err).strip().splitlines()[-1]
+                if isinstance(err, ray.exceptions.RayTaskError):  # the task itself raised
+                    self._retry_or_fail(unit, attempt, reason, unreported=True)
+                else:  # its worker (or node) was lost on Ray's every re-run: for good
+                    self._fail(unit, attempt + self.spec.retries, reason, unreported=True,
+                               why="its worker was lost each time")
                 continue
             if not isinstance(unit, Group):
                 if self._took(unit, result):
@@ -602,13 +607,20 @@ class _Runner:
             self.queue.insert(0, unit)  # resubmitted by the next fill, when it fits
             self.retry_attempt[unit.trial_id] = attempt + 1
             return
+        self._fail(unit, attempt, reason, unreported=unreported,
+                   why="a config error: not retried" if refused else "")
+
+    def _fail(self, unit: Trial | Group, attempts: int, reason: str, *, unreported: bool,
+              why: str) -> None:
+        """Record the unit's trials failed for good, after `attempts` tries."""
         for trial in _members(unit):
             if unreported:  # no worker recorded this end
                 self._record_unreported(trial, FAILED)
             self.outcome.ran[trial.trial_id] = FAILED
             self.tracker.note_failure.remote(trial.trial_id, reason)
-            tries = ("(a config error: not retried)" if refused
-                     else f"after {attempt} attempt{'s' * (attempt != 1)}")
+            tries = ("(a config error: not retried)" if why.startswith("a config error")
+                     else f"after {attempts} attempt{'s' * (attempts != 1)}"
+                     + (f" ({why})" if why else ""))
             print(f"trial {trial.label} failed {tries}: {reason}")
 
     def _record_unreported(self, trial: Trial, status: str) -> None:

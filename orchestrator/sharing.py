@@ -360,19 +360,23 @@ class Sharing:
         ref, trunk.ref, trunk.placement = trunk.ref, None, None
         try:
             result = ray.get(ref)
-        except ray.exceptions.RayError as err:  # its worker was lost, past Ray's retries
-            result = {"status": FAILED, "error": str(err).strip().splitlines()[-1]}
+        except ray.exceptions.RayError as err:
+            # lost: its worker (or node) died on Ray's every re-run, no attempt to add
+            result = {"status": FAILED, "error": str(err).strip().splitlines()[-1],
+                      "lost": not isinstance(err, ray.exceptions.RayTaskError)}
         if trunk.grouped and "status" not in result:  # a fused group's answer, per trunk
             result = result[trunk.family.trunk_id]
         if result["status"] == HELD:  # another driver's worker took it first: follow it
             return
         trunk.recorded = "index" in result  # its worker sent its end (not lost with its node)
-        if result["status"] == FAILED and trunk.attempt <= self.spec.retries:
+        lost = result.get("lost", False)
+        if result["status"] == FAILED and trunk.attempt <= self.spec.retries and not lost:
             trunk.attempt += 1  # started again by this poll; it resumes from its checkpoint
             return
         if result["status"] == FAILED:
-            print(f"trunk {trunk.family.label} failed after {trunk.attempt} "
-                  f"attempt{'s' * (trunk.attempt != 1)} "
+            tries = trunk.attempt + self.spec.retries * lost
+            print(f"trunk {trunk.family.label} failed after {tries} "
+                  f"attempt{'s' * (tries != 1)}{' (its worker was lost each time)' * lost} "
                   f"({result['error']}); its budgets train from its last checkpoint before "
                   "their branch point, or from scratch")
             trunk.done = True

@@ -216,3 +216,28 @@ def test_an_extend_refused_as_stale_leaves_the_sweep_as_it_was(spec_dict, uri):
     assert client.get_run(first.parent_id).data.tags == before
     assert not commands._fresh_local_ray(None)  # (a Ray in this process: its own resources)
     assert not commands._fresh_local_ray("10.0.0.1:6379")
+
+
+def test_a_trial_whose_worker_dies_every_time_runs_retries_plus_one_times(spec_dict, uri,
+                                                                          tmp_path, capsys):
+    # Ray re-runs a task whose worker died (max_retries = retries); the driver resubmitted it
+    # after that, each time with Ray's retries again: (retries + 1)² runs, said as 3 attempts.
+    from orchestrator.driver import prepare, run_sweep
+
+    count = tmp_path / "attempts"
+
+    def dies(cfg, tracker, label, threads):
+        import os
+
+        with open(count, "a") as f:
+            f.write("x\n")
+        os._exit(1)  # the worker process dies, as an out-of-memory kill would
+
+    spec_dict.update(grid={"optim.lr": "choice(1e-2)"}, retries=2)
+    spec, trials = prepare(spec_from_dict(spec_dict))
+    outcome = run_sweep(spec, trials, tracking_uri=uri, progress=False, task_fn=dies)
+    assert outcome.ran == {trials[0].trial_id: "failed"}
+    assert len(count.read_text().split()) == 3
+    assert "failed after 3 attempts (its worker was lost each time): " in capsys.readouterr().out
+    _, _, children = _runs(uri, "unit")
+    assert [c.data.tags["trial.status"] for c in children] == ["failed"]
