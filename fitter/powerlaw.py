@@ -111,8 +111,8 @@ def interval_meaningful(n_points: int, n_coef: int) -> bool:
     """Whether an interval over n_points means anything: 2 points more than coefficients.
 
     With fewer (3 points for c and one exponent) one residual measures the noise, and the t
-    interval is 6.3 of it either side: a band wide or narrow by the luck of one point. fit.json then has no `ci`, and neither
-    the terminal nor `recommend` shows an interval.
+    interval is 6.3 of it either side: a band wide or narrow by the luck of one point.
+    fit.json then has no `ci`, and neither the terminal nor `recommend` shows an interval.
     """
     return n_points >= n_coef + 2
 
