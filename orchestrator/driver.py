@@ -6,9 +6,9 @@ FLOPs; see `orchestrator.placement.submission_order`) under a concurrency cap, c
 `ray.wait`. Ray re-executes a task whose worker or node died (`max_retries`); the trainer
 then resumes from the trial's newest checkpoint. A trial that raised is resubmitted by the
 driver up to `retries` times; one whose worker was lost on Ray's every re-run fails then
-(resubmitting it would run it (retries + 1)² times). Which trials to run comes from MLflow: a trial whose child run
-says finished or diverged is done and never runs again, so launch, resume and extend are one
-operation on a content-addressed set.
+(resubmitting it would run it (retries + 1)² times). Which trials to run comes from MLflow:
+a trial whose child run says finished or diverged is done and never runs again, so launch,
+resume and extend are one operation on a content-addressed set.
 
 A trial is trained by at most one live attempt, across drivers (`trainer.lease`): a trial
 whose lease another driver's worker holds is not submitted, and one whose task finds it held
@@ -238,7 +238,7 @@ def run_sweep(spec: SweepSpec, trials: list[Trial], *, tracking_uri: str,
         credentials=tracking_credentials(), driver=driver_label(),
         based_on=None if based_on is None else based_on.to_dict())
     if based_on is not None:
-        refuse_a_stale_extend(tracker)
+        await_tracker(tracker, tracking_uri)
     states = recorded_trials(tracking_uri, spec.name)
     todo = [t for t in trials if states.get(t.trial_id, {}).get("status") not in DONE]
     outcome = SweepOutcome(trials=len(trials), already_done=len(trials) - len(todo))
@@ -247,6 +247,7 @@ def run_sweep(spec: SweepSpec, trials: list[Trial], *, tracking_uri: str,
     # without a task each.
     on_disk = {t.trial_id: status for t in todo if (status := ended_on_disk(t))}
     todo = [t for t in todo if t.trial_id not in on_disk]
+    await_tracker(tracker, tracking_uri)  # (up by now, as a rule: it started with the reads)
     runner = _Runner(spec, tracker, todo, outcome, task_fn=task_fn,
                      resources_for=resources_for or (lambda _trial: spec.resources.per_trial()),
                      observer=observer or SweepObserver(),
@@ -281,12 +282,20 @@ def records_of_others(trials: list[Trial], tracking_uri: str, sweep: str,
     return recorded_trials(tracking_uri, sweep) if waited else stored
 
 
-def refuse_a_stale_extend(tracker) -> None:
-    """Raise the ConfigError of an extend whose spec another extend changed meanwhile
-    (`Tracker.open_sweep`; waits for the tracking actor to be up)."""
+def await_tracker(tracker, tracking_uri: str) -> None:
+    """Wait for the tracking actor to have opened the sweep, before any trial starts: raise the
+    ConfigError of an extend whose spec another extend changed meanwhile
+    (`Tracker.open_sweep`), or of a store this machine cannot write (a trial would train
+    with no record, and the launch end in a traceback)."""
     import ray
 
-    conflict = ray.get(tracker.spec_conflict.remote())
+    try:
+        conflict = ray.get(tracker.spec_conflict.remote())
+    except ray.exceptions.RayActorError as err:  # its constructor raised before it could say
+        cause = (str(err.__cause__ or err).strip().splitlines() or [""])[-1]
+        raise ConfigError(f"the sweep's tracker could not start ({cause}); check that this "
+                          f"machine can reach and write the MLflow store {tracking_uri}, then "
+                          "run the command again.") from None
     if conflict:
         raise ConfigError(conflict)
 

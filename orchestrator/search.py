@@ -55,9 +55,9 @@ from orchestrator.driver import (
     SweepOutcome,
     _driver_node,
     _Runner,
+    await_tracker,
     code_version,
     drive,
-    refuse_a_stale_extend,
 )
 from orchestrator.fusion import (
     MAX_AUTO,
@@ -233,8 +233,7 @@ def run_search(spec: SweepSpec, plan: SearchPlan, *, tracking_uri: str, storage:
         spec_yaml=yaml.safe_dump(spec.to_dict(), sort_keys=False),
         credentials=tracking_credentials(), driver=driver_label(),
         based_on=None if based_on is None else based_on.to_dict())
-    if based_on is not None:
-        refuse_a_stale_extend(tracker)
+    await_tracker(tracker, tracking_uri)
     names = [plan.study_name(s) for s in plan.slices]
     studies = ray.remote(Studies).options(num_cpus=0, scheduling_strategy=here).remote(
         storage, plan.search, names, plan.dists, fed=fed_studies(plan), rungs=plan.rungs,

@@ -130,7 +130,13 @@ class Tracker:
         # no method before its constructor has returned).
         self.conflict: str | None = None
         """Why this launch must not go on (see `open_sweep`), for the driver to raise."""
-        self.open_sweep(spec_yaml, driver=driver, based_on=based_on)
+        self.heart_stop = self.heart = None
+        self.opened: tuple[str | None, str] | None = None  # (run created, status before)
+        try:
+            self.open_sweep(spec_yaml, driver=driver, based_on=based_on)
+        except Exception as err:  # noqa: BLE001 (said by the driver, before any trial)
+            self.conflict = self._cannot_open(err)
+            return
         self.heart_stop, self.heart = self._heartbeat(uri, credentials)
 
     # -- the sweep -----------------------------------------------------------------------
@@ -170,6 +176,7 @@ class Tracker:
             parents = self.call(sweep_runs, self.client, self.experiment_id, KIND_SWEEP)
         first = min(parents, key=lambda run: (run.info.start_time, run.info.run_id))
         self.parent_id = first.info.run_id
+        self.opened = (created if created == self.parent_id else None, first.info.status)
         if created is not None and created != self.parent_id:
             self.call(self.client.delete_run, created)
         if based_on is not None and self._stored_spec() not in (None, based_on):
@@ -188,6 +195,28 @@ class Tracker:
         if driver is not None:
             self._set_parent_tag(SWEEP_DRIVER_TAG, driver)
         return self.parent_id
+
+    def _cannot_open(self, err: Exception) -> str:
+        """Undo what a failed `open_sweep` wrote (a parent run it created, with no spec; the
+        status of one it found) and say why the sweep cannot run: a store or artifact location
+        this machine cannot write (S3 credentials missing on the driver, say)."""
+        import contextlib
+
+        location = "?"
+        with contextlib.suppress(Exception):
+            location = self.client.get_experiment(self.experiment_id).artifact_location
+        with contextlib.suppress(Exception):
+            if self.opened is not None:
+                created, before = self.opened
+                if created is not None:
+                    self.client.delete_run(created)
+                else:
+                    self.client.update_run(self.parent_id, status=before)
+        cause = (str(err).strip().splitlines() or [""])[-1]
+        return (f"sweep {self.sweep} could not be recorded ({type(err).__name__}: {cause}); "
+                f"check that this machine can write the MLflow store {self.uri} and the "
+                f"sweep's artifact location {location} (credentials such as AWS_* or "
+                "MLFLOW_TRACKING_* in the environment), then run the command again.")
 
     def _stored_spec(self) -> dict | None:
         """The spec stored with the parent run, as `SweepSpec.to_dict` gives it (None if
@@ -263,10 +292,12 @@ class Tracker:
         self.flush()
         for trial_id in list(self.failures):
             self._tag_failure(trial_id)
-        self.heart_stop.set()
-        # (a beat in flight, the first one of a tracker closed at once included, lands
-        # before the close, not after it: a heartbeat after the end read as a live driver's)
-        self.heart.join(timeout=HEARTBEAT_JOIN_S)
+        if self.heart is not None:  # (none: the sweep could not be opened)
+            self.heart_stop.set()
+            # (a beat in flight, the first one of a tracker closed at once included, lands
+            # before the close, not after it: a heartbeat after the end read as a live
+            # driver's)
+            self.heart.join(timeout=HEARTBEAT_JOIN_S)
         self._set_parent_tag(SWEEP_STATUS_TAG, status)
         self.call(self.client.set_terminated, self.parent_id, status=run_status(status))
 

@@ -241,3 +241,25 @@ def test_a_trial_whose_worker_dies_every_time_runs_retries_plus_one_times(spec_d
     assert "failed after 3 attempts (its worker was lost each time): " in capsys.readouterr().out
     _, _, children = _runs(uri, "unit")
     assert [c.data.tags["trial.status"] for c in children] == ["failed"]
+
+
+def test_a_store_the_tracker_cannot_write_stops_the_launch_before_any_trial(spec_dict, uri,
+                                                                           tmp_path):
+    # The sweep's artifact location cannot be written (S3 credentials missing on the driver,
+    # say): the tracker died opening the sweep while trials were submitted, and the launch
+    # ended in a 76-line traceback with a parent run left "running" with no spec.
+    blocked = tmp_path / "blocked"
+    blocked.write_text("")  # a file where the artifact folder should be made
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    client.create_experiment("unit", artifact_location=str(blocked / "artifacts"))
+    with pytest.raises(ConfigError) as err:
+        launch(spec_from_dict(spec_dict), tracking_uri=uri, progress=False)
+    (problem,) = err.value.problems
+    assert problem.startswith("sweep unit could not be recorded (")
+    assert problem.endswith(f"check that this machine can write the MLflow store {uri} and "
+                            f"the sweep's artifact location {blocked / 'artifacts'} "
+                            "(credentials such as AWS_* or MLFLOW_TRACKING_* in the "
+                            "environment), then run the command again.")
+    _, parents, children = _runs(uri, "unit")
+    assert parents == [] and children == []  # (the parent it made, with no spec, is gone)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
