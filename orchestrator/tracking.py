@@ -33,7 +33,9 @@ re-synced like any other gap.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import socket
 import time
 
 from orchestrator.store import (
@@ -46,6 +48,7 @@ from orchestrator.store import (
 from trainer.reporting import redact
 from trainer.schema import (
     CODE_VERSION_TAG,
+    DRIVER_SILENT_S,
     FINAL_PREFIX,
     FINAL_STEPS,
     HEARTBEAT_EVERY_S,
@@ -59,6 +62,7 @@ from trainer.schema import (
     SPEC_ARTIFACT,
     SWEEP_CANCEL_TAG,
     SWEEP_DRIVER_TAG,
+    SWEEP_DRIVERS_PREFIX,
     SWEEP_HEARTBEAT_TAG,
     SWEEP_STATUS_TAG,
     TOKENS_RATIO,
@@ -89,6 +93,8 @@ trials running, each one's metrics wait longer than `flush_every_s` (ends are ne
 
 
 HEARTBEAT_JOIN_S = 10.0
+OTHERS_READ_S = 5.0
+"""How often a tracker reads which other drivers run its sweep (`Tracker._others`)."""
 """How long closing a sweep waits for a heartbeat write in flight (one slow store call)."""
 
 
@@ -102,6 +108,10 @@ class Tracker:
         self.client, self.uri = open_client(uri, credentials), uri
         self.call = StoreCalls(outage_s)
         self.sweep, self.code_version, self.flush_every_s = sweep, code_version, flush_every_s
+        self.driver = driver
+        self.others_read = -math.inf  # when `_others` last read the parent (monotonic)
+        self.others: list[str] = []  # other drivers of this sweep alive then
+        self.shared = False  # another driver ran this sweep while this one did
         self.experiment_id = self._experiment(sweep)
         self.parent_id: str | None = None
         self.children: dict[str, str] = {}  # trial id → run id, of this launch or earlier ones
@@ -194,7 +204,29 @@ class Tracker:
         self._set_parent_tag(SWEEP_STATUS_TAG, RUNNING)
         if driver is not None:
             self._set_parent_tag(SWEEP_DRIVER_TAG, driver)
+            self._set_parent_tag(SWEEP_DRIVERS_PREFIX + driver, str(int(time.time())))
+            self._others(prune=True)
         return self.parent_id
+
+    def _others(self, *, prune: bool = False) -> list[str]:
+        """The other drivers running this sweep now (`SWEEP_DRIVERS_PREFIX`), read at most
+        every OTHERS_READ_S; `prune` removes the marks of those that are not (killed)."""
+        if time.monotonic() - self.others_read < OTHERS_READ_S and not prune:
+            return self.others
+        tags = self.call(self.client.get_run, self.parent_id).data.tags
+        self.others_read = time.monotonic()
+        self.others = []
+        for key, beat in tags.items():
+            label = key[len(SWEEP_DRIVERS_PREFIX):]
+            if not key.startswith(SWEEP_DRIVERS_PREFIX) or label == self.driver:
+                continue
+            if driver_alive(label, beat):
+                self.others.append(label)
+                self.shared = True
+            elif prune:
+                with contextlib.suppress(Exception):  # (another driver may prune it too)
+                    self.client.delete_tag(self.parent_id, key)
+        return self.others
 
     def _cannot_open(self, err: Exception) -> str:
         """Undo what a failed `open_sweep` wrote (a parent run it created, with no spec; the
@@ -253,13 +285,18 @@ class Tracker:
         closes or this process ends with its driver. A beat the store misses is skipped."""
         import threading
 
+        from mlflow.entities import RunTag
+
         stop = threading.Event()
         client, parent = open_client(uri, credentials), self.parent_id
+        keys = [SWEEP_HEARTBEAT_TAG] + ([SWEEP_DRIVERS_PREFIX + self.driver]
+                                        if self.driver is not None else [])
 
         def beat() -> None:
             while True:
+                now = str(int(time.time()))
                 try:
-                    client.set_tag(parent, SWEEP_HEARTBEAT_TAG, str(int(time.time())))
+                    client.log_batch(parent, tags=[RunTag(k, now) for k in keys])
                 except Exception:  # the server is away: the next beat tries again
                     pass
                 if stop.wait(HEARTBEAT_EVERY_S):
@@ -298,6 +335,19 @@ class Tracker:
             # before the close, not after it: a heartbeat after the end read as a live
             # driver's)
             self.heart.join(timeout=HEARTBEAT_JOIN_S)
+        if self.driver is not None:
+            # Own mark first, others read after: of two drivers closing at once, at least
+            # one sees no other and ends the sweep.
+            with contextlib.suppress(Exception):
+                self.call(self.client.delete_tag, self.parent_id,
+                          SWEEP_DRIVERS_PREFIX + self.driver)
+            others = self._others(prune=True)
+            if others:  # another driver runs it still (an extend typed meanwhile): its own
+                # close ends it; `sweep status` and `cancel` follow that driver meanwhile
+                if self.call(self.client.get_run, self.parent_id).data.tags.get(
+                        SWEEP_DRIVER_TAG) in (self.driver, None):
+                    self._set_parent_tag(SWEEP_DRIVER_TAG, others[0])
+                return
         self._set_parent_tag(SWEEP_STATUS_TAG, status)
         self.call(self.client.set_terminated, self.parent_id, status=run_status(status))
 
@@ -316,8 +366,8 @@ class Tracker:
         if trial_id in self.attempts:  # begun before in this launch: Ray or the driver retried
             self.whole.discard(trial_id)
             self._next_attempt(trial_id)
-        elif trial_id in self.children:  # a run of an earlier launch
-            self._adopt(trial_id)
+        elif trial_id in self.children or self._made_by_another(trial_id):
+            self._adopt(trial_id)  # a run of an earlier launch, or of another driver's
             self._next_attempt(trial_id)
         elif self._open(trial_id, label, started_ms=started_ms) and resumed_step is None:
             self.whole.add(trial_id)
@@ -485,7 +535,7 @@ class Tracker:
     def _known(self, trial_id: str, label: str, params: dict) -> None:
         """Make the trial's run known here (found or created), with `params` to write."""
         if trial_id not in self.attempts:
-            if trial_id in self.children:
+            if trial_id in self.children or self._made_by_another(trial_id):
                 self._adopt(trial_id)
             else:
                 self._open(trial_id, label)
@@ -495,7 +545,8 @@ class Tracker:
         """Create the trial's run (attempt 1); whether it is new (not found after an
         outage). Every child run of the sweep was loaded at start, so one not among them is
         created straight away: a search first would cost a query per trial. Only when that
-        create failed for want of the server may it have happened anyway: then look."""
+        create failed for want of the server may it have happened anyway: then look. (Runs
+        another driver made since the list: `_made_by_another`.)"""
         tags = {PARENT_RUN_TAG: self.parent_id, KIND_TAG: KIND_TRIAL, TRIAL_ID_TAG: trial_id,
                 TRIAL_ATTEMPT_TAG: "1", TRIAL_STATUS_TAG: RUNNING,
                 CODE_VERSION_TAG: self.code_version}
@@ -514,6 +565,20 @@ class Tracker:
             self._load_last_steps(trial_id)
             return False
         return True
+
+    def _made_by_another(self, trial_id: str) -> bool:
+        """Whether another driver running this sweep (an extend typed while a launch runs)
+        made the trial's run since this tracker listed the runs: for an attempt it gave up,
+        whose lease this driver's worker then took. Looked up once another driver has been
+        seen (it may have closed since: its give-up is what frees the lease), not before (a
+        query per trial); the run, if any, is known here from then on."""
+        if self.driver is None or not (self._others() or self.shared):
+            return False
+        found = self.call(self.client.search_runs, [self.experiment_id],
+                          trial_filter(trial_id), max_results=1)
+        if found:
+            self.children[trial_id] = found[0].info.run_id
+        return bool(found)
 
     def _adopt(self, trial_id: str) -> None:
         """Take up the run an earlier launch left: its attempt, params and last steps."""
@@ -613,3 +678,14 @@ class Tracker:
 def _param_value(value: object) -> str:
     text = redact(str(value))
     return text if len(text) <= 6000 else text[:5997] + "..."
+
+
+def driver_alive(label: str, beat: str) -> bool:
+    """Whether the driver `label` ("HOST PID") whose last heartbeat was `beat` (epoch seconds)
+    runs: on this host, its process exists; elsewhere, it beat within `DRIVER_SILENT_S`."""
+    from trainer.lease import pid_alive
+
+    host, _, pid = label.rpartition(" ")
+    if host == socket.gethostname() and pid.isdigit():
+        return pid_alive(int(pid))
+    return beat.isdigit() and time.time() - int(beat) < DRIVER_SILENT_S

@@ -50,6 +50,10 @@ SWEEP_DRIVER_TAG = "sweep.driver"  # "HOST PID" of the driver that last opened t
 SWEEP_HEARTBEAT_TAG = "sweep.heartbeat"
 """Epoch seconds, set every `HEARTBEAT_EVERY_S` by the running sweep's tracking actor (which
 Ray ends with its driver): a driver on another host that has gone silent is seen by it."""
+SWEEP_DRIVERS_PREFIX = "sweep.drivers."
+"""`sweep.drivers.HOST PID`: epoch seconds, the heartbeat of each driver running the sweep now
+(a launch and an extend typed while it runs), removed by its close. The last driver to close
+ends the sweep; one that closes before another still runs leaves it running for that one."""
 HEARTBEAT_EVERY_S = 60.0
 DRIVER_SILENT_S = 300.0
 """A running sweep whose heartbeat is older than this: its driver is killed, lost or cut off."""

@@ -254,3 +254,68 @@ def test_a_cancel_typed_while_a_resume_starts_ray_stops_that_resume(tmp_path):
     other = Tracker(uri, "tracking", code_version="test", spec_yaml="name: tracking\n",
                     driver="elsewhere 2")
     assert not other.cancel_requested()  # a later launch starts afresh
+
+
+def test_of_two_drivers_of_a_sweep_the_last_to_close_ends_it(tmp_path):
+    """An extend typed while the launch runs is a second driver: the launch, done with its
+    trials, marked the sweep finished while the extend still trained, and `sweep cancel` then
+    refused to stop it ("not running")."""
+    from orchestrator.commands import cancel
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    a = Tracker(uri, "tracking", code_version="test", spec_yaml="name: tracking\n",
+                driver="host-a 1")
+    b = Tracker(uri, "tracking", code_version="test", spec_yaml="name: tracking\n",
+                driver="host-b 2")
+    b.begin("t" * 64, "lr=1", PARAMS)
+    a.close_sweep("finished")
+    client = MlflowClient(uri)
+    tags = client.get_run(a.parent_id).data.tags
+    assert tags["sweep.status"] == "running" and tags["sweep.driver"] == "host-b 2"
+    assert client.get_run(a.parent_id).info.status == "RUNNING"
+    cancel(uri, "tracking", wait_s=0)  # (raised NotRunning: "finished, nothing to cancel")
+    assert b.cancel_requested()
+    b.close_sweep("interrupted")
+    tags = client.get_run(a.parent_id).data.tags
+    assert tags["sweep.status"] == "interrupted"
+    assert not [k for k in tags if k.startswith("sweep.drivers.")]
+
+
+def test_a_trial_another_driver_began_keeps_its_one_run(tmp_path):
+    """Driver B listed the sweep's runs at its start; driver A then began trial X (its run
+    made) and gave it up (Ctrl-C); B's worker took X's lease and B made a second run for X,
+    whose `interrupted` then hid X's end from `sweep status`."""
+    from trainer.schema import KIND_TRIAL, sweep_runs
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    a = Tracker(uri, "tracking", code_version="test", spec_yaml="name: tracking\n",
+                driver="host-a 1")
+    b = Tracker(uri, "tracking", code_version="test", spec_yaml="name: tracking\n",
+                driver="host-b 2")
+    x = "x" * 64
+    a.begin(x, "lr=1", PARAMS)
+    a.record_unreported(x, "interrupted", "lr=1", PARAMS)
+    a.close_sweep("interrupted")  # (gone before B's worker takes the lease it freed)
+    _attempt(b, x)
+    runs = sweep_runs(MlflowClient(uri), a.experiment_id, KIND_TRIAL)
+    assert [r.info.run_id for r in runs] == [a.children[x]]
+    assert runs[0].data.tags["trial.status"] == "finished"
+    assert runs[0].data.tags["trial.attempt"] == "2"
+
+
+def test_a_killed_drivers_mark_does_not_keep_the_sweep_running(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracker = _tracker(uri)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    client = MlflowClient(uri)
+    client.set_tag(tracker.parent_id, f"sweep.drivers.{socket.gethostname()} {dead}", "1")
+    tracker.driver = f"{socket.gethostname()} {1}"  # (any label of its own)
+    tracker.close_sweep("finished")
+    tags = client.get_run(tracker.parent_id).data.tags
+    assert tags["sweep.status"] == "finished"
+    assert not [k for k in tags if k.startswith("sweep.drivers.")]
