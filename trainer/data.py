@@ -30,10 +30,10 @@ import torch
 
 from trainer.config import DataConfig, DataSource
 from trainer.errors import ConfigError, DataUnavailable
-from trainer.fingerprint import data_fingerprint, stdlib_files
+from trainer.fingerprint import data_fingerprint, hash_file, stdlib_files
 from trainer.lease import pid_alive
 from trainer.synthetic import MarkovChain
-from trainer.text import Tokenizer, _first_line, _no_field
+from trainer.text import Tokenizer, _first_line, _no_field, not_utf8
 
 CACHE_VERSION = "1"
 """(The key of `data=files` holds each file's suffix and length since a .txt copy of a .jsonl
@@ -93,20 +93,28 @@ def cache_key(cfg: DataConfig, tokenizer: Tokenizer) -> str:
     h = hashlib.sha256()
     h.update(f"{CACHE_VERSION}|{cfg.source.value}|{tokenizer.fingerprint}|".encode())
     h.update(f"{cfg.holdout_fraction}|{cfg.max_tokens}|{cfg.text_field}|".encode())
+    if _cuts_documents(cfg):
+        h.update(b"cut|")  # (caches written before documents were cut at max_tokens)
     if cfg.source is DataSource.pystdlib:
         for path in stdlib_files():
             h.update(path.name.encode())
-            h.update(path.read_bytes())
+            hash_file(h, path)
     elif cfg.source is DataSource.files:
         for path in cfg.paths:  # (the suffix picks the parser; the length, the boundaries)
-            content = Path(path).read_bytes()
-            h.update(f"{Path(path).suffix.lower()}|{len(content)}|".encode())
-            h.update(content)
+            h.update(f"{Path(path).suffix.lower()}|{Path(path).stat().st_size}|".encode())
+            hash_file(h, Path(path))
     else:
         h.update(f"{cfg.name}|{cfg.config_name}|{cfg.split}|{cfg.val_split}".encode())
         if cfg.revision is not None:
             h.update(f"|{cfg.revision}".encode())
     return h.hexdigest()[:32]
+
+
+def _cuts_documents(cfg: DataConfig) -> bool:
+    """Whether `data.max_tokens` cuts the document that reaches it (local sources); a hub
+    dataset stops between documents, as its caches were written before (a new key would
+    re-download it, which a machine without the network cannot)."""
+    return bool(cfg.max_tokens) and cfg.source is not DataSource.hf
 
 
 def _documents(cfg: DataConfig) -> Iterator[tuple[str, str, bool]]:
@@ -128,8 +136,9 @@ def _stdlib_documents(cfg: DataConfig) -> Iterator[tuple[str, str, bool]]:
         files["validation" if held else "train"].append(str(path))
     # One document per file, read by the same `datasets` builder as `data=files` text files;
     # a few test files are deliberately not UTF-8, hence the replacement of bad bytes.
+    # Streamed: read file by file, no Arrow copy under ~/.cache/huggingface
     ds = datasets.load_dataset("text", data_files=files, sample_by="document",
-                               encoding_errors="replace")
+                               encoding_errors="replace", streaming=True)
     for split, held in (("train", False), ("validation", True)):
         for i, row in enumerate(ds[split]):
             yield f"{split}/{i}", row["text"], held
@@ -143,14 +152,16 @@ def open_dataset(cfg: DataConfig, split: str) -> Iterable[dict]:
     if cfg.source is DataSource.hf:
         return datasets.load_dataset(cfg.name, cfg.config_name, split=split,
                                      streaming=cfg.streaming, revision=cfg.revision)
+    # Streamed, row by row: the files are read once, into the token cache, without holding
+    # them in memory or leaving an Arrow copy of each version under ~/.cache/huggingface.
     suffix = Path(cfg.paths[0]).suffix.lower()
     builder = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}[suffix]
     if builder != "text":
         return datasets.load_dataset(builder, data_files=list(cfg.paths), split="train",
-                                     keep_in_memory=True)
+                                     streaming=True)
+    # (strict UTF-8: text in another encoding is refused, not trained as U+FFFD bytes)
     ds = datasets.load_dataset("text", data_files=list(cfg.paths), split="train",
-                               sample_by="document", encoding_errors="replace",
-                               keep_in_memory=True)
+                               sample_by="document", streaming=True)
     # A .txt file is one document under the builder's `text` column, whatever text_field says.
     return ds if cfg.text_field == "text" else ds.rename_column("text", cfg.text_field)
 
@@ -177,9 +188,13 @@ def _rows(cfg: DataConfig, split: str) -> Iterator[tuple[int, str]]:
         raise
     except Exception as err:  # noqa: BLE001 (datasets, pyarrow and the hub raise many kinds)
         if cfg.source is DataSource.files:
-            raise ConfigError(f"{where} cannot be read ({_first_line(err)}): check that each "
-                              "file holds what its suffix says (.txt text, .jsonl one JSON "
-                              "object a line, .parquet a table)") from None
+            cause = err.__cause__ or err.__context__ or err  # (datasets wraps the parser's)
+            if isinstance(cause, UnicodeDecodeError) or isinstance(err, UnicodeDecodeError):
+                raise ConfigError(not_utf8(where, cause if isinstance(
+                    cause, UnicodeDecodeError) else err)) from None
+            raise ConfigError(f"{where} cannot be read ({_first_line(cause)}): check that "
+                              "each file holds what its suffix says (.txt text, .jsonl one "
+                              "JSON object a line, .parquet a table)") from None
         raise DataUnavailable(f"{where} could not be loaded from the Hugging Face hub "
                               f"({_first_line(err)}): check the name, split and network, or "
                               "save the data locally and use data=files") from None
@@ -243,6 +258,7 @@ def _tokenize_into(tmp: Path, documents: Iterable[tuple[str, str, bool]], tokeni
                    cfg: DataConfig, *, dtype: type, chunk: int) -> dict[str, int]:
     counts = {"train": 0, "val": 0}
     limit = {"train": cfg.max_tokens, "val": int(cfg.max_tokens * cfg.holdout_fraction)}
+    cut = _cuts_documents(cfg)
     with open(tmp / "train.bin", "wb") as train, open(tmp / "val.bin", "wb") as val:
         for batch in _chunks(documents, chunk):
             encoded = tokenizer.encode([text for _, text, _ in batch])
@@ -250,6 +266,8 @@ def _tokenize_into(tmp: Path, documents: Iterable[tuple[str, str, bool]], tokeni
                 split = "val" if held else "train"
                 if cfg.max_tokens and counts[split] >= max(limit[split], 1):
                     continue
+                if cut:  # (one .txt file is one document: the cap held nothing back)
+                    ids = ids[:max(limit[split], 1) - counts[split]]
                 (val if held else train).write(ids.astype(dtype).tobytes())
                 counts[split] += len(ids)
             if cfg.max_tokens and all(counts[k] >= max(limit[k], 1) for k in counts):

@@ -85,7 +85,7 @@ def content_hash(files: list[Path], *, cache_dir: Path) -> str:
     content = hashlib.sha256(FINGERPRINT_VERSION.encode())
     for path in files:
         content.update(path.name.encode())
-        content.update(path.read_bytes())
+        hash_file(content, path)
     fingerprint = content.hexdigest()[:32]
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -95,3 +95,11 @@ def content_hash(files: list[Path], *, cache_dir: Path) -> str:
     except OSError:
         pass  # a read-only cache only costs the next process a re-read
     return fingerprint
+
+
+def hash_file(h, path: Path, chunk: int = 1 << 20) -> None:
+    """Feed the file's bytes to the hash `h` a MiB at a time (a corpus of gigabytes was read
+    into memory whole, twice per run start)."""
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)

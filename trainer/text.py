@@ -62,9 +62,10 @@ class Tokenizer:
 
 def content_problems(cfg: DataConfig) -> list[str]:
     """What can be told of the data without reading it all, in the sentences the run would
-    raise: a tokenizer file that is not one, a JSON-lines or parquet file whose rows lack
-    `data.text_field`. Cheap (the tokenizer parsed, one line or a parquet schema read; each
-    file once per process while it is unchanged), so a sweep refuses them before its trials
+    raise: a tokenizer file that is not one, a text file whose first MiB is not UTF-8, a
+    JSON-lines or parquet file whose rows lack `data.text_field`. Cheap (the tokenizer parsed,
+    a MiB, one line or a parquet schema read; each file once per process while it is
+    unchanged), so a sweep refuses them before its trials
     start rather than failing every trial on the same sentence. Without torch: a sweep's
     driver validates its trials with it."""
     files = [*(cfg.paths if cfg.source is DataSource.files else ()), cfg.tokenizer]
@@ -85,6 +86,8 @@ def _content_problems(paths: tuple[str, ...], tokenizer: str | None, text_field:
     if tokenizer is not None:
         found += _tokenizer_problem(tokenizer)
     where = f"data.paths={list(paths)}"
+    for path in paths:
+        found += _utf8_problem(path, where)
     for path in paths:
         fields = _fields_of(path)
         if fields and text_field not in fields:
@@ -126,6 +129,32 @@ def _fields_of(path: str) -> tuple[str, ...]:
     except Exception:  # noqa: BLE001 (pyarrow's errors for a file that is not parquet)
         return ()
     return ()
+
+
+def not_utf8(where: str, err: UnicodeDecodeError, path: str | None = None) -> str:
+    """The sentence for text that is not UTF-8 (it was trained as U+FFFD replacement bytes)."""
+    byte = f"byte 0x{err.object[err.start]:02x}"
+    at = f"{byte} at offset {err.start:,}" if path is not None else byte
+    name = path or "FILE"
+    return (f"{where}: {path or 'a file'} is not UTF-8 text ({err.reason}, {at}): convert it "
+            f"to UTF-8, e.g. iconv -f latin1 -t utf-8 {name} > {name}.utf8, and give that")
+
+
+def _utf8_problem(path: str, where: str, probe: int = 1 << 20) -> list[str]:
+    """A text file (.txt, .jsonl, .json) whose first MiB is not UTF-8."""
+    if Path(path).suffix.lower() not in (".txt", ".jsonl", ".json"):
+        return []
+    import codecs
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(probe)
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=len(head) < probe)
+    except UnicodeDecodeError as err:
+        return [not_utf8(where, err, path)]
+    except OSError:
+        return []  # (said by validation)
+    return []
 
 
 def _first_line(err: BaseException) -> str:

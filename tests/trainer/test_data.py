@@ -324,3 +324,51 @@ def test_an_eval_split_smaller_than_eval_tokens_is_said_and_recorded(tmp_path, c
     assert result.summary["derived.eval_tokens"] == (4096 - 1) // 64 * 64  # 63 rows of 64
     assert ("note: train.eval_tokens=65,536 but the eval split holds 4,096 tokens: each eval "
             "reads 4,032") in capsys.readouterr().out
+
+
+def test_text_that_is_not_utf8_is_refused_not_trained_as_replacement_bytes(tmp_path):
+    # Latin-1 text trained as U+FFFD (three bytes each) with no word; a .jsonl file raised.
+    from trainer.text import content_problems
+
+    early = tmp_path / "early.txt"
+    early.write_bytes("café naïve ".encode("latin-1") * 100)
+    late = tmp_path / "late.txt"  # past the MiB the check before the run reads
+    late.write_bytes(b"plain ascii text. " * 70_000 + "café".encode("latin-1"))
+    cfg = compose(["data=files", f"data.paths=[{early}]",
+                   f"data.cache_dir={tmp_path / 'cache'}"]).data
+    assert content_problems(cfg) == [
+        f"data.paths=['{early}']: {early} is not UTF-8 text (invalid continuation byte, byte "
+        f"0xe9 at offset 3): convert it to UTF-8, e.g. iconv -f latin1 -t utf-8 {early} > "
+        f"{early}.utf8, and give that"]
+    cfg = compose(["data=files", f"data.paths=[{late}]",
+                   f"data.cache_dir={tmp_path / 'cache'}"]).data
+    assert content_problems(cfg) == []
+    with pytest.raises(ConfigError) as err:
+        load_tokens(cfg)
+    assert str(err.value).startswith(f"data.paths=['{late}']: a file is not UTF-8 text (")
+    assert not list((tmp_path / "cache" / "tokens").glob("*/meta.json"))
+
+
+def test_max_tokens_cuts_the_document_that_reaches_it(tmp_path):
+    # A .txt file is one document: the cap, checked between documents, held nothing back.
+    book = tmp_path / "book.txt"
+    book.write_text("".join(_docs(40)))
+    cfg = compose(["data=files", f"data.paths=[{book}]", "data.max_tokens=5000",
+                   "data.holdout_fraction=0.1", f"data.cache_dir={tmp_path / 'cache'}"]).data
+    data = load_tokens(cfg)
+    assert len(data.train) + len(data.val) == 5000
+    assert bytes(np.concatenate([data.train, data.val]).astype("uint8")) == \
+        book.read_bytes()[:5000]
+
+
+def test_local_files_are_streamed_not_copied_under_the_hf_cache(tmp_path, monkeypatch):
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf")
+    path = tmp_path / "a.jsonl"
+    path.write_text("".join(json.dumps({"text": d}) + "\n" for d in _docs(30)))
+    cfg = compose(["data=files", f"data.paths=[{path}]",
+                   f"data.cache_dir={tmp_path / 'cache'}"]).data
+    data = load_tokens(cfg)
+    assert len(data.train) + len(data.val) == sum(len(d) for d in _docs(30))
+    assert not list((tmp_path / "hf").rglob("*.arrow"))
