@@ -417,24 +417,37 @@ def say_notes(notes: Sequence[str]) -> None:
 
 
 def other_data(name: str, trials: list[Trial], states: dict) -> list[str]:
-    """A note when the sweep's recorded trials read other data than its trials would now: the
+    """Notes when the sweep's recorded trials read other data than its trials would now: the
     data's fingerprint is part of a trial id (`trainer.fingerprint`), so files changed under
-    `data.paths`, or another Python's standard library for `data=pystdlib`, make every trial a
-    new one, trained from the start beside the old ones, and without a word that was a
-    mystery."""
+    `data.paths` (or `data.tokenizer`), or another Python's standard library for
+    `data=pystdlib`, make every trial a new one, trained from the start beside the old ones,
+    and without a word that was a mystery. Trials not ended (interrupted, failed) are said
+    apart: their checkpoints are for the old data, and a resume leaves them where they are."""
     ids = {t.trial_id for t in trials}
     now = {t.cfg.data.fingerprint for t in trials} - {None}
-    before = [state["run"].data.params.get("data.fingerprint") for trial_id, state
-              in states.items() if trial_id not in ids and state["status"] in DONE]
-    others = sorted({f for f in before if f not in (None, "None") and f not in now})
-    if not now or not others:
+    if not now:
         return []
-    count = sum(f in others for f in before)
-    return [f"{count} of sweep {name}'s ended trials read other data (data.fingerprint "
-            f"{', '.join(f[:12] for f in others)}; now {', '.join(f[:12] for f in sorted(now))})"
-            ": the files under data.paths (for data=pystdlib, this Python's standard library) "
-            "differ from theirs, so these trials are new ones and train from the start; "
-            "`sweep fit` reads both"]
+    what = ("the files under data.paths or data.tokenizer (for data=pystdlib, this Python's "
+            "standard library) differ from theirs")
+    notes = []
+    for ended, whose in ((True, "ended trials"), (False, "trials not ended (interrupted or "
+                                                          "failed)")):
+        before = [state["run"].data.params.get("data.fingerprint")
+                  for trial_id, state in states.items()
+                  if trial_id not in ids and (state["status"] in DONE) == ended]
+        others = sorted({f for f in before if f not in (None, "None") and f not in now})
+        if not others:
+            continue
+        count = sum(f in others for f in before)
+        then = (f"data.fingerprint {', '.join(f[:12] for f in others)}; now "
+                f"{', '.join(f[:12] for f in sorted(now))}")
+        notes.append(
+            f"{count} of sweep {name}'s {whose} read other data ({then}): {what}, so these "
+            "trials are new ones and train from the start; `sweep fit` reads both" if ended
+            else f"{count} of sweep {name}'s {whose} read other data ({then}): {what}, so "
+            "their checkpoints are not resumed and their trials train again from the start "
+            "under new ids; put the old data back to resume them instead")
+    return notes
 
 
 def dry_run(spec: SweepSpec, *, tracking_uri: str,

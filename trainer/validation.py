@@ -398,4 +398,14 @@ def unread(cfg: Config) -> dict[str, str]:
         for key in synthetic:
             out[f"data.{key}"] = (f"data={cfg.data.source.value} does not read it (only "
                                   "data=synthetic does)")
+    else:
+        for key in ("text_field", "max_tokens", "holdout_fraction", "val_split"):
+            out[f"data.{key}"] = ("data=synthetic does not read it (it generates its tokens "
+                                  "and its eval split)")
+    if cfg.data.source is DataSource.pystdlib:
+        out["data.text_field"] = "data=pystdlib does not read it (each file is one document)"
+    text_files = cfg.data.paths and all(Path(p).suffix.lower() == ".txt"
+                                        for p in cfg.data.paths)
+    if cfg.data.source is DataSource.files and text_files:
+        out["data.text_field"] = ".txt files do not have fields (each file is one document)"
     return out

@@ -335,9 +335,12 @@ def test_trials_recorded_on_other_data_are_said_when_the_data_changed(tmp_path, 
     tracker = _open_sweep(uri, raw)
     before = prepare(spec_from_dict(raw))[1]
     client = MlflowClient(tracking_uri=uri)
-    for trial in before:
+    for trial in before[:3]:
         run_id = _child(uri, tracker, trial.trial_id, schema.FINISHED, final__eval_loss=2.5)
         client.log_param(run_id, "data.fingerprint", trial.cfg.data.fingerprint)
+    # one interrupted: its checkpoints were for the old files, and a resume dropped it silently
+    run_id = _child(uri, tracker, before[3].trial_id, schema.INTERRUPTED)
+    client.log_param(run_id, "data.fingerprint", before[3].cfg.data.fingerprint)
     path = tmp_path / "unit.yaml"
     path.write_text(yaml.safe_dump(raw))
     assert cli.main(["launch", str(path), "--dry-run", "--tracking-uri", uri]) == 0
@@ -347,10 +350,15 @@ def test_trials_recorded_on_other_data_are_said_when_the_data_changed(tmp_path, 
     assert cli.main(["launch", str(path), "--dry-run", "--tracking-uri", uri]) == 0
     out = capsys.readouterr()
     old, new = before[0].cfg.data.fingerprint, after[0].cfg.data.fingerprint
-    assert (f"note: 4 of sweep unit's ended trials read other data (data.fingerprint "
-            f"{old[:12]}; now {new[:12]}): the files under data.paths (for data=pystdlib, this "
-            "Python's standard library) differ from theirs, so these trials are new ones and "
+    differ = ("the files under data.paths or data.tokenizer (for data=pystdlib, this Python's "
+              "standard library) differ from theirs")
+    assert (f"note: 3 of sweep unit's ended trials read other data (data.fingerprint "
+            f"{old[:12]}; now {new[:12]}): {differ}, so these trials are new ones and "
             "train from the start; `sweep fit` reads both") in out.err
+    assert (f"note: 1 of sweep unit's trials not ended (interrupted or failed) read other data "
+            f"(data.fingerprint {old[:12]}; now {new[:12]}): {differ}, so their checkpoints "
+            "are not resumed and their trials train again from the start under new ids; put "
+            "the old data back to resume them instead") in out.err
     assert "4 trials: 0 done, 4 would run" in out.out
 
 
