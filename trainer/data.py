@@ -66,6 +66,8 @@ def load_tokens(cfg: DataConfig) -> TokenData:
     tokenizer = Tokenizer(cfg.tokenizer)
     key = cache_key(cfg, tokenizer)
     directory = Path(cfg.cache_dir) / "tokens" / key
+    if (directory / "meta.json").exists() and _damaged(directory):
+        _set_aside(directory)
     if not (directory / "meta.json").exists():
         _write_cache(directory, _documents(cfg), tokenizer, cfg)
     meta = json.loads((directory / "meta.json").read_text())
@@ -73,6 +75,32 @@ def load_tokens(cfg: DataConfig) -> TokenData:
     return TokenData(train=np.memmap(directory / "train.bin", dtype=dtype, mode="r"),
                      val=np.memmap(directory / "val.bin", dtype=dtype, mode="r"),
                      vocab_size=meta["vocab_size"])
+
+
+def _damaged(directory: Path) -> bool:
+    """Whether a cache's token files are not the sizes its meta.json says (cut short by a full
+    disk or a copy, emptied): it trained on fewer tokens under the same id, or raised."""
+    try:
+        meta = json.loads((directory / "meta.json").read_text())
+        size = np.dtype(meta["dtype"]).itemsize
+        return any((directory / f"{split}.bin").stat().st_size != meta[split] * size
+                   for split in ("train", "val"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return True
+
+
+def _set_aside(directory: Path) -> None:
+    """Move a damaged cache out of the way (runs that have it open keep reading it) and say
+    so; the caller writes it again."""
+    import sys
+
+    aside = directory.with_name(f".damaged-{directory.name}-{os.getpid()}")
+    try:
+        os.replace(directory, aside)
+    except OSError:
+        return  # (another process set it aside, or rewrote it, first)
+    print(f"note: data: the token cache {directory} did not match its meta.json (cut short "
+          f"or emptied); set aside as {aside.name} and tokenized again", file=sys.stderr)
 
 
 def check_fingerprint(cfg: DataConfig) -> None:
@@ -214,11 +242,21 @@ def _datasets_documents(cfg: DataConfig) -> Iterator[tuple[str, str, bool]]:
 
 def _write_cache(directory: Path, documents: Iterable[tuple[str, str, bool]],
                  tokenizer: Tokenizer, cfg: DataConfig, chunk: int = 256) -> None:
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    _remove_dead_writers(directory.parent)
+    from trainer.validation import CACHE_FIX
+
+    try:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        _remove_dead_writers(directory.parent)
+        tmp = Path(tempfile.mkdtemp(dir=directory.parent,
+                                    prefix=f".tmp-{os.getpid()}@{socket.gethostname()}-"))
+        # (mkdtemp makes it 0700: a team's shared cache would be unreadable to the others)
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)
+    except OSError as err:
+        raise ConfigError(f"data.cache_dir={cfg.cache_dir}: cannot write the token cache there "
+                          f"({err.strerror or err}); {CACHE_FIX}") from None
     dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent,
-                                prefix=f".tmp-{os.getpid()}@{socket.gethostname()}-"))
     try:
         counts = _tokenize_into(tmp, documents, tokenizer, cfg, dtype=dtype, chunk=chunk)
         if counts["val"] + counts["train"] == 0:
@@ -261,7 +299,7 @@ def _tokenize_into(tmp: Path, documents: Iterable[tuple[str, str, bool]], tokeni
     cut = _cuts_documents(cfg)
     with open(tmp / "train.bin", "wb") as train, open(tmp / "val.bin", "wb") as val:
         for batch in _chunks(documents, chunk):
-            encoded = tokenizer.encode([text for _, text, _ in batch])
+            encoded = tokenizer.encode_checked([text for _, text, _ in batch])
             for (_, _, held), ids in zip(batch, encoded, strict=True):
                 split = "val" if held else "train"
                 if cfg.max_tokens and counts[split] >= max(limit[split], 1):

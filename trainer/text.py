@@ -36,6 +36,10 @@ class Tokenizer:
                 raise ConfigError(f"data.tokenizer={path} is not a tokenizers JSON file "
                                   f"({_first_line(err)}): give one saved by "
                                   "Tokenizer.save, or leave it unset for bytes") from None
+            if self._tok.get_vocab_size(with_added_tokens=True) == 0:
+                raise ConfigError(f"data.tokenizer={path} has an empty vocabulary (an "
+                                  "untrained tokenizer): train it before saving it, or leave "
+                                  "data.tokenizer unset for bytes")
 
     @property
     def vocab_size(self) -> int:
@@ -52,6 +56,21 @@ class Tokenizer:
         if self.path is None:
             return "bytes"
         return hashlib.sha256(Path(self.path).read_bytes()).hexdigest()
+
+    def encode_checked(self, texts: list[str]) -> list[np.ndarray]:
+        """`encode`, with a tokenizer that cannot encode the text (a WordLevel vocabulary
+        without an unknown token) said in one sentence naming data.tokenizer."""
+        try:
+            return self.encode(texts)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as err:  # noqa: BLE001 (its Rust core raises bare Exceptions)
+            if self._tok is None:
+                raise
+            raise ConfigError(f"data.tokenizer={self.path} cannot encode the data "
+                              f"({_first_line(err)}): give a tokenizer that covers the text "
+                              "(one with an unknown token), or leave it unset for "
+                              "bytes") from None
 
     def encode(self, texts: list[str]) -> list[np.ndarray]:
         """Token ids of each text."""

@@ -52,6 +52,11 @@ def problems(cfg: Config, *, network: bool = True, here: bool = True) -> list[st
         found.append(f"seed={cfg.seed} must be a whole number >= 0")
     found += _schedule_problems(cfg)
     found += _data_problems(cfg.data, network=network)
+    if cfg.data.source is not DataSource.synthetic:
+        from trainer.paths import folder_problem
+
+        if in_way := folder_problem(cfg.data.cache_dir, create=False):
+            found.append(f"data.cache_dir={cfg.data.cache_dir}: {in_way}; {CACHE_FIX}")
     if not found and cfg.data.source is DataSource.files:
         found += _too_short(cfg)
     if network and cfg.tracking.uri:
@@ -61,6 +66,10 @@ def problems(cfg: Config, *, network: bool = True, here: bool = True) -> list[st
             found.append(f"tracking.uri={redact(cfg.tracking.uri)} cannot be reached: {reason}; "
                          "start the server, or leave tracking.uri unset to log to files only")
     return found
+
+
+CACHE_FIX = ("give a folder this machine can write the token cache to (PROXYSWEEP_CACHE, or "
+             "data.cache_dir)")
 
 
 def model_problems(m: ModelConfig) -> list[str]:
@@ -227,7 +236,10 @@ def _data_problems(d: DataConfig, *, network: bool) -> list[str]:
         found.append(f"data.max_tokens={d.max_tokens} must be >= 0 (0 reads the whole source)")
     if not 0 < d.holdout_fraction < 1 and d.val_split is None:
         found.append(f"data.holdout_fraction={d.holdout_fraction} must be in (0, 1)")
-    if d.tokenizer is not None and not Path(d.tokenizer).is_file():
+    if d.tokenizer is not None and Path(d.tokenizer).is_dir():
+        found.append(f"data.tokenizer={d.tokenizer} is a folder; give the tokenizers JSON "
+                     f"file in it, e.g. data.tokenizer={Path(d.tokenizer) / 'tokenizer.json'}")
+    elif d.tokenizer is not None and not Path(d.tokenizer).is_file():
         found.append(f"data.tokenizer={d.tokenizer}: no such file; give the path of a "
                      "tokenizers JSON file, or leave it unset for bytes")
     if d.paths and d.source is not DataSource.files:
@@ -260,11 +272,26 @@ def _too_short(cfg: Config) -> list[str]:
     """Files whose bytes cannot make one training sequence: no tokenizer makes more tokens
     than a text has bytes (bytes make exactly as many), so this is sure before tokenizing."""
     size = sum(Path(p).stat().st_size for p in cfg.data.paths)
-    if size > cfg.train.seq_len + 1:
+    if size <= cfg.train.seq_len + 1:
+        return [f"data.paths: {size} bytes in all, too few for one sequence of train.seq_len="
+                f"{cfg.train.seq_len} tokens (plus its eval split): add data, or lower "
+                "train.seq_len"]
+    # One .txt file is one document: its eval split is its last holdout_fraction, sure too.
+    (path,) = cfg.data.paths if len(cfg.data.paths) == 1 else (None,)
+    held = max(int(size * cfg.data.holdout_fraction), 1)
+    if path is None or not path.lower().endswith(".txt"):
         return []
-    return [f"data.paths: {size} bytes in all, too few for one sequence of train.seq_len="
-            f"{cfg.train.seq_len} tokens (plus its eval split): add data, or lower "
-            "train.seq_len"]
+    if held <= cfg.train.seq_len:
+        return [f"data.paths: the held-out {cfg.data.holdout_fraction:g} of {path} is "
+                f"{held} bytes at most, too few for one eval sequence of train.seq_len="
+                f"{cfg.train.seq_len} tokens plus one: raise data.holdout_fraction, add data, "
+                "or lower train.seq_len"]
+    if size - held <= cfg.train.seq_len:
+        return [f"data.paths: what data.holdout_fraction={cfg.data.holdout_fraction:g} leaves "
+                f"of {path} to train on is {size - held} bytes at most, too few for one "
+                f"sequence of train.seq_len={cfg.train.seq_len} tokens plus one: lower "
+                "data.holdout_fraction, add data, or lower train.seq_len"]
+    return []
 
 
 def _files_problems(d: DataConfig) -> list[str]:

@@ -1,5 +1,6 @@
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -372,3 +373,98 @@ def test_local_files_are_streamed_not_copied_under_the_hf_cache(tmp_path, monkey
     data = load_tokens(cfg)
     assert len(data.train) + len(data.val) == sum(len(d) for d in _docs(30))
     assert not list((tmp_path / "hf").rglob("*.arrow"))
+
+
+def test_tokenizers_that_cannot_encode_or_hold_nothing_are_one_sentence(tmp_path):
+    # A WordLevel vocabulary without an unknown token raised from its Rust core mid-tokenizing;
+    # an untrained BPE was said as data that "holds no text"; a folder was "no such file".
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from trainer.validation import problems
+
+    words = Tokenizer(models.WordLevel({"the": 0, "fox": 1}))
+    words.pre_tokenizer = pre_tokenizers.Whitespace()
+    words.save(str(tmp_path / "words.json"))
+    Tokenizer(models.BPE()).save(str(tmp_path / "empty.json"))
+    (tmp_path / "tok").mkdir()
+    (tmp_path / "a.txt").write_text("".join(_docs(5)))
+
+    def cfg(tok):
+        return compose(["data=files", f"data.paths=[{tmp_path / 'a.txt'}]",
+                        f"data.tokenizer={tmp_path / tok}",
+                        f"data.cache_dir={tmp_path / 'cache'}"])
+
+    with pytest.raises(ConfigError) as err:
+        load_tokens(cfg("words.json").data)
+    assert str(err.value).startswith(f"data.tokenizer={tmp_path / 'words.json'} cannot encode "
+                                     "the data (")
+    assert str(err.value).endswith("): give a tokenizer that covers the text (one with an "
+                                   "unknown token), or leave it unset for bytes")
+    with pytest.raises(ConfigError) as err:
+        load_tokens(cfg("empty.json").data)
+    assert str(err.value) == (f"data.tokenizer={tmp_path / 'empty.json'} has an empty "
+                              "vocabulary (an untrained tokenizer): train it before saving it, "
+                              "or leave data.tokenizer unset for bytes")
+    assert f"data.tokenizer={tmp_path / 'tok'} is a folder; give the tokenizers JSON file in " \
+           f"it, e.g. data.tokenizer={tmp_path / 'tok' / 'tokenizer.json'}" in problems(cfg("tok"))
+
+
+def test_a_cache_folder_that_cannot_be_written_is_one_sentence(tmp_path):
+    from trainer.validation import problems
+
+    (tmp_path / "a.txt").write_text("".join(_docs(20)))
+    (tmp_path / "blocked").write_text("")
+    base = ["data=files", f"data.paths=[{tmp_path / 'a.txt'}]"]
+    cfg = compose([*base, f"data.cache_dir={tmp_path / 'blocked' / 'cache'}"])
+    assert (f"data.cache_dir={tmp_path / 'blocked' / 'cache'}: {tmp_path / 'blocked'} is a "
+            "file, not a folder; give a folder this machine can write the token cache to "
+            "(PROXYSWEEP_CACHE, or data.cache_dir)") in problems(cfg)
+    cfg = compose([*base, "data.cache_dir=/proc/proxysweep-cache"])  # (not even for root)
+    with pytest.raises(ConfigError, match=r"^data.cache_dir=/proc/proxysweep-cache: cannot "
+                                          r"write the token cache there \(.+\); give a folder"):
+        load_tokens(cfg.data)
+
+
+def test_a_token_cache_cut_short_is_tokenized_again_and_others_can_read_it(tmp_path, capsys):
+    # A train.bin cut short trained on fewer tokens under the same id (an empty one raised);
+    # the cache folders were made 0700, unreadable to a team sharing the cache.
+    (tmp_path / "a.txt").write_text("".join(_docs(20)))
+    cfg = compose(["data=files", f"data.paths=[{tmp_path / 'a.txt'}]",
+                   f"data.cache_dir={tmp_path / 'cache'}"]).data
+    first = load_tokens(cfg)
+    folder = Path(first.train.filename).parent
+    assert folder.stat().st_mode & 0o055 == 0o055 & ~_umask()
+    n = len(first.train)
+    del first
+    with open(folder / "train.bin", "r+b") as f:
+        f.truncate(1000)
+    again = load_tokens(cfg)
+    assert len(again.train) == n
+    assert "did not match its meta.json (cut short or emptied); set aside as .damaged-" in \
+        capsys.readouterr().err
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_a_text_file_whose_eval_split_is_too_short_is_said_before_the_run(tmp_path):
+    # 100 bytes make a training sequence of 64, but their held-out 5% cannot make an eval
+    # one: the dry run passed and every trial failed on it.
+    from trainer.validation import problems
+
+    (tmp_path / "a.txt").write_text("x" * 100)
+    cfg = compose(["data=files", f"data.paths=[{tmp_path / 'a.txt'}]", "train.seq_len=64"])
+    assert problems(cfg) == [
+        f"data.paths: the held-out 0.05 of {tmp_path / 'a.txt'} is 5 bytes at most, too few for "
+        "one eval sequence of train.seq_len=64 tokens plus one: raise data.holdout_fraction, "
+        "add data, or lower train.seq_len"]
+    assert problems(compose(["data=files", f"data.paths=[{tmp_path / 'a.txt'}]",
+                             "train.seq_len=16", "data.holdout_fraction=0.3"])) == []
+    assert problems(compose(["data=files", f"data.paths=[{tmp_path / 'a.txt'}]",
+                             "train.seq_len=64", "data.holdout_fraction=0.7"])) == [
+        f"data.paths: what data.holdout_fraction=0.7 leaves of {tmp_path / 'a.txt'} to train "
+        "on is 30 bytes at most, too few for one sequence of train.seq_len=64 tokens plus one: "
+        "lower data.holdout_fraction, add data, or lower train.seq_len"]
