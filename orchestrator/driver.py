@@ -345,6 +345,13 @@ def drive(runner: _Runner, *, tracking_uri: str, progress: bool,
             summary = read_summary(RunPaths.for_config(trial.cfg, trial_id)) or {}
             outcome.ran[trial_id] = summary.get("status", INTERRUPTED)
     runner.sharing.record_unrecorded()
+    if outcome.interrupted:
+        # A driver stopped while it only waited on another's trials, which that one ended:
+        # nothing of this launch is undone, and the sweep is not "interrupted" (the last
+        # driver to close sets its status).
+        states = recorded_trials(tracking_uri, spec.name)
+        if all(states.get(t, {}).get("status") in ended for t in runner.trials):
+            status = FINISHED
     outcome.tokens = ray.get(tracker.log_token_totals.remote(ended=not outcome.interrupted))
     ray.get(tracker.close_sweep.remote(status))
 

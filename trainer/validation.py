@@ -414,6 +414,10 @@ def unread(cfg: Config) -> dict[str, str]:
                                         + " does not read it")
     if cfg.model.param is Param.sp:
         out["model.base_width"] = "model.param=sp does not read it (only mup does)"
+    if cfg.train.batch_schedule is not BatchSchedule.norm_test:
+        for key in ("norm_test_eta", "norm_test_every", "max_batch_size"):
+            out[f"train.{key}"] = (f"train.batch_schedule={cfg.train.batch_schedule.value} "
+                                   "does not read it (only norm_test does)")
     if cfg.data.source is DataSource.synthetic and cfg.data.tokenizer:
         out["data.tokenizer"] = "data=synthetic does not read it (its symbols are its tokens)"
     if cfg.data.source is not DataSource.hf:

@@ -375,6 +375,13 @@ def test_a_command_s_flags_are_its_own_and_not_stored_with_the_spec():
     ({"grid": {"optim.lr": "choice(1e-3)", "data.vocab_size": "choice(16, 32)"},
       "overrides": [o for o in BASE["overrides"] if not o.startswith("data=")]},
      "grid.data.vocab_size: choice(16, 32): data=pystdlib does not read it"),
+    # (each norm-test setting under a constant batch trained the same model twice)
+    ({"grid": {"optim.lr": "choice(1e-3)", "train.norm_test_every": "choice(10, 20)"}},
+     "grid.train.norm_test_every: choice(10, 20): train.batch_schedule=constant does not "
+     "read it (only norm_test does)"),
+    ({"grid": {"optim.lr": "choice(1e-3)", "data.text_field": "choice(body, content)"},
+      "overrides": [o for o in BASE["overrides"] if not o.startswith("data=")]},
+     "grid.data.text_field: choice(body, content): data=pystdlib does not read it"),
 ])
 def test_a_key_no_trial_reads_is_refused_rather_than_trained_again_under_new_ids(change,
                                                                                  problem):
