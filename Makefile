@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(VENV)/bin/sweep launch sweeps/demo.yaml
 	$(VENV)/bin/sweep status demo
 	$(VENV)/bin/sweep fit demo
-	@echo "Runs and metrics: MLflow store ./mlflow.db, trial directories under ./runs/."
+	@echo "Runs and metrics: MLflow store $${MLFLOW_TRACKING_URI:-./mlflow.db}, trial directories under ./runs/."
 	@echo "Fit: outputs/fit/demo/fit.json, figures outputs/fit/demo/plots/*.png (also in the MLflow fit run)."
 	@echo "Open the UI with: $(VENV)/bin/sweep ui demo   (then browse http://127.0.0.1:5000)"
 

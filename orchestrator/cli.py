@@ -152,6 +152,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args, extra = parser.parse_known_args(argv)
     if extra and hasattr(args, "overrides") and not any(a.startswith("-") for a in extra):
         args.overrides = [*args.overrides, *extra]
+    elif any(a == "--address" or a.startswith("--address=") for a in extra):
+        parser.error(f"--address applies to {', '.join(RAY_COMMANDS)}; `sweep "
+                     f"{args.command}` reads only the tracking store (--tracking-uri)")
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.address is not None and args.command not in RAY_COMMANDS:

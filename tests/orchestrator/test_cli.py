@@ -106,6 +106,8 @@ def test_a_spec_key_given_to_resume_says_where_it_goes(tmp_path, capsys):
      "argument --n-boot: '1': give 0 (no intervals) or a whole number of resamples >= 20"),
     (["ui", "n", "--port", "99999"], "argument --port: '99999': give a port number from 1"),
     (["--address", "R", "status", "n"], "--address applies to launch, resume, extend"),
+    (["status", "n", "--address", "R"], "--address applies to launch, resume, extend"),
+    (["fit", "n", "--address=R"], "--address applies to launch, resume, extend"),
     (["status", "n", "--bogus"], "unrecognized arguments: --bogus"),
 ])
 def test_options_where_they_mean_nothing_are_refused(argv, fragment, capsys):
