@@ -93,7 +93,6 @@ def test_a_spec_key_given_to_resume_says_where_it_goes(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, fragment", [
     (["launch", "s.yaml", "--fuse", "0"], "--fuse 0: give auto (the default: on for CPU"),
-    (["status", "n", "--address", "R"], "unrecognized arguments: --address R"),
     (["recommend", "n", "--params", "1e9", "--tokens", "0"],
      "argument --tokens: '0': give a finite number > 0"),
     (["recommend", "n", "--params", "inf", "--tokens", "1e9"],
