@@ -31,8 +31,9 @@ Interval of a bracketed optimum: a parametric bootstrap of the whole procedure. 
 σ is the pooled spread of replicate runs (seeds) when the slice has any, else the residual of a
 quadratic through up to five stable values around the best (a misfit there inflates σ, so the
 interval errs wide). Each resample adds N(0, σ²/n) noise to every stable level's mean loss
-(n runs at that level), picks the best level again and takes the local vertex again; the
-interval is the central `CI_LEVEL` of those vertices. A slice with no replicates and fewer than
+(n runs at that level; σ drawn per resample from its own uncertainty, σ·sqrt(dof/χ²_dof)),
+picks the best level again and takes the local vertex again; the interval is the central
+`CI_LEVEL` of those vertices. A slice with no replicates and fewer than
 four stable values has no interval.
 """
 
@@ -159,10 +160,10 @@ def axis_optimum(x: np.ndarray, loss: np.ndarray, *, n_boot: int = N_BOOT,
     interval = None
     if n_boot:
         used = finite & np.isin(x, stable)  # (not the runs beyond the stability limit)
-        sigma, noise = _noise(x[used], loss[used], stable, stable_means, best=int(
+        sigma, noise, dof = _noise(x[used], loss[used], stable, stable_means, best=int(
             np.searchsorted(stable, levels[best])))
         if sigma is not None:
-            interval = _bootstrap(stable, stable_means, counts[ok], sigma, capped=capped,
+            interval = _bootstrap(stable, stable_means, counts[ok], sigma, dof, capped=capped,
                                   n_boot=n_boot, rng=np.random.default_rng(seed))
         if interval and edge == "diverged":  # the optimum lies below the value that diverged
             interval = (interval[0], float(levels[best + 1]))
@@ -253,27 +254,30 @@ def _vertex_between_neighbours(coef: np.ndarray, levels: np.ndarray, best: int) 
     return bool(levels[best - 1] < -b / (2 * a) < upper)
 
 
-def _noise(x, loss, stable, stable_means, *, best: int) -> tuple[float | None, str | None]:
-    """σ of one run's loss and where it came from: from replicates (`seeds`) when there are
-    any, else quadratic residuals (`fit`); (None, None) when neither gives one. A σ of exactly
-    zero (replicates that agree to the last digit, four values that happen to lie on a
-    parabola) is no measurement of the noise, and would give a zero-width interval: the other
-    estimate is tried, then none."""
+def _noise(x, loss, stable, stable_means, *, best: int
+           ) -> tuple[float | None, str | None, int]:
+    """σ of one run's loss, where it came from and its degrees of freedom: from replicates
+    (`seeds`) when there are any, else quadratic residuals (`fit`); (None, None, 0) when
+    neither gives one. A σ of exactly zero (replicates that agree to the last digit, four
+    values that happen to lie on a parabola) is no measurement of the noise, and would give a
+    zero-width interval: the other estimate is tried, then none."""
     level_mean = dict(zip(stable, stable_means, strict=True))
     replicate_dof = len(x) - len(np.unique(x))
     if replicate_dof > 0:
         resid = loss - np.array([level_mean[v] for v in x])
         sigma = float(np.sqrt(np.sum(resid ** 2) / replicate_dof))
         if sigma > _ROUNDING * float(np.abs(loss).max()):
-            return sigma, "seeds"
+            return sigma, "seeds", replicate_dof
     lo = max(0, best - NOISE_HALF_WINDOW)
     xs = stable[lo: best + NOISE_HALF_WINDOW + 1]
     if len(xs) < 4:
-        return None, None
+        return None, None, 0
     ys = stable_means[lo: best + NOISE_HALF_WINDOW + 1]
     resid = ys - np.polyval(np.polyfit(xs, ys, 2), xs)
     sigma = float(np.sqrt(np.sum(resid ** 2) / (len(xs) - 3)))
-    return (sigma, "fit") if sigma > _ROUNDING * float(np.abs(ys).max()) else (None, None)
+    if sigma > _ROUNDING * float(np.abs(ys).max()):
+        return sigma, "fit", len(xs) - 3
+    return None, None, 0
 
 
 _ROUNDING = 1e-9
@@ -281,8 +285,14 @@ _ROUNDING = 1e-9
 always exactly them; a fit exact to rounding leaves residuals of ~1e-16), not noise."""
 
 
-def _bootstrap(stable, means, counts, sigma, *, capped, n_boot, rng) -> tuple[float, float]:
-    noise = rng.normal(0.0, 1.0, (n_boot, len(means))) * sigma / np.sqrt(counts)
+def _bootstrap(stable, means, counts, sigma, dof, *, capped, n_boot, rng
+               ) -> tuple[float, float]:
+    # σ is itself estimated, from `dof` degrees of freedom (2 from one seed's five values, 1
+    # from one repeated run): each resample draws its own, σ·sqrt(dof/χ²_dof), as the t
+    # distribution widens an interval. With σ taken as known, one seed's intervals held the
+    # true optimum in 79% of synthetic slices at a nominal 90%.
+    scale = sigma * np.sqrt(dof / rng.chisquare(dof, n_boot))
+    noise = rng.normal(0.0, 1.0, (n_boot, len(means))) * scale[:, None] / np.sqrt(counts)
     cache: dict = {}
     draws = [local_vertex(stable, means + row, capped=capped, cache=cache)[0] for row in noise]
     tail = (1 - CI_LEVEL) / 2

@@ -110,7 +110,9 @@ def test_window_is_local_to_the_minimum_on_measured_curves(name):
     inside = slice(best - 1, best + 2)
     assert np.polyval(opt.coef, x[inside]) == pytest.approx(loss[inside], abs=1e-9)
     lo, hi = opt.interval
-    assert lo <= opt.x <= hi and x[best - 1] <= lo and hi <= x[best + 1]
+    # (one seed: σ from a misfit with 2 degrees of freedom, drawn per resample, so the best
+    # LR itself may move to a neighbour; the interval is still narrower than the bracket)
+    assert lo <= opt.x <= hi and hi - lo < x[best + 1] - x[best - 1]
 
 
 def test_sp128_parabola_through_the_whole_range_would_miss_the_points():
@@ -481,3 +483,23 @@ def test_the_mup_transfer_verdict_says_cannot_tell_rather_than_crash():
     assert module._drift(one) == {"factor": pytest.approx(3.0), "at_least": True,
                                   "widths": [64], "edge_widths": [128, 256]}
     assert module._drift({64: {"lr_opt": 3e-3, "edge": "high"}})["factor"] is None
+
+
+@pytest.mark.parametrize("repeats", [0, 1])
+def test_optimum_intervals_from_few_degrees_of_freedom_hold_the_truth_at_their_level(repeats):
+    # One seed over 11 LRs (σ from a quadratic's residuals: 2 degrees of freedom), or with one
+    # run repeated (σ from 1): σ was taken as known and the 90% intervals held the true optimum
+    # in 79% and 70% of 300 synthetic slices. Binomial sd at 300: 1.7%.
+    rng = np.random.default_rng(1)
+    grid = np.arange(-4, -1.49, 0.25)
+    hits = n = 0
+    for r in range(300):
+        truth = rng.uniform(-3.0, -2.5)
+        x = np.concatenate([grid, grid[np.argsort(np.abs(grid - truth))[:repeats]]])
+        y = 3 + 0.05 * (x - truth) ** 2 + rng.normal(0, 0.002, x.size)
+        opt = axis_optimum(x, y, n_boot=200, seed=r)
+        if opt.interval is None or opt.edge:
+            continue
+        n += 1
+        hits += opt.interval[0] <= truth <= opt.interval[1]
+    assert n > 250 and 0.85 <= hits / n <= 0.96, (n, hits / n)
