@@ -175,8 +175,22 @@ def _fit_one(law: str, runs: Runs, optima: pd.DataFrame, *, n_boot: int | None, 
         if stable.empty:
             raise FitError("the loss law needs settings whose runs all finished, and every "
                            f"setting in {runs.source} had a run diverge; lower optim.lr.")
-        points = stable.groupby(["N", "D"], as_index=False)["loss"].min()
-        return fit_loss_law(points, n_boot=SLICE_BOOT if n_boot is None else n_boot, seed=seed)
+        best = stable.loc[stable.groupby(["N", "D"])["loss"].idxmin()]
+        # An (N, D) whose best setting's LR is the lowest or highest its slice tried has a
+        # best loss that may fall past it: an upper bound, which bent the law (E 1.89 for a
+        # true 1.80 with one width's LRs all on one side of its optimum). Left out, and said.
+        keys = [k for k in setting if k != "lr"]
+        tried = per.groupby(keys, dropna=False)["lr"].agg(["min", "max", "nunique"])
+        at = best.set_index(keys).join(tried, how="left")
+        edge = (at["nunique"] > 1) & ((at["lr"] <= at["min"]) | (at["lr"] >= at["max"]))
+        left = best[edge.to_numpy()]
+        law = fit_loss_law(best[~edge.to_numpy()][["N", "D", "loss"]],
+                           n_boot=SLICE_BOOT if n_boot is None else n_boot, seed=seed,
+                           hint=f"; {len(left)} (N, D) left out: their best LR is at the edge "
+                                f"of the LRs tried (`next_grid` in fit.json lists the LRs to "
+                                "add)" if len(left) else "")
+        law.left_out = left[["N", "D", "loss"]].to_dict("records")
+        return law
     if law == "lr":
         return lr_law(optima, **boot)
     needs = {"timescale": ("N", "D", "B", "wd"), "batch": ("N", "D", "B"), "cbs": ("N", "D", "B")}
@@ -283,6 +297,10 @@ def format_fit(doc: dict, *, recorded: bool = True, not_done: int = 0) -> str:
             coefs = ", ".join(f"{k}={v:.4g}" for k, v in law["coef"].items())
         lines.append(f"  {name:<{width}} {law['form']}   ({law['n_points']} points, {level})")
         lines.append(" " * (width + 3) + coefs)
+        if left := law.get("left_out"):
+            lines.append(" " * (width + 3) + f"{len(left)} (N, D) left out: their best LR is "
+                         "at the edge of the LRs tried, so their best loss may lie lower "
+                         "(fit.json: left_out; `next_grid` lists the LRs to add)")
         if far := law.get("outliers"):
             top = far[0]
             lines.append(" " * (width + 3) + f"{len(far)} of {law['n_points']} points lie more "

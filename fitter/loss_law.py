@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -50,6 +50,8 @@ class LossFit:
     points: pd.DataFrame
     """N, D, loss."""
     ci_level: float = CI_LEVEL
+    left_out: list[dict] = field(default_factory=list)
+    """(N, D, loss) not fitted: their best LR at the edge of the LRs tried."""
 
     @property
     def coef(self) -> dict[str, float]:
@@ -96,7 +98,8 @@ class LossFit:
                 "range": {k: [float(self.points[k].min()), float(self.points[k].max())]
                           for k in ("N", "D")},
                 "points": self.points[["N", "D", "loss"]].to_dict("records"),
-                "residuals_log": res.tolist(), "outliers": self.outliers()}
+                "residuals_log": res.tolist(), "outliers": self.outliers(),
+                "left_out": self.left_out}
 
     def outliers(self) -> list[dict]:
         """Points more than `OUTLIER_SIGMAS` robust σ off the law, farthest first: N, D,
@@ -149,8 +152,9 @@ def huber_objective(theta, log_n, log_d, log_l, weights=None):
 
 
 def fit_loss_law(points: pd.DataFrame, *, n_boot: int = 200, ci_level: float = CI_LEVEL,
-                 seed: int = 0) -> LossFit:
-    """Fit L(N, D) to points with columns N, D, loss (one row per run or per (N, D)).
+                 seed: int = 0, hint: str = "") -> LossFit:
+    """Fit L(N, D) to points with columns N, D, loss (one row per run or per (N, D)); `hint`
+    ends a too-few-points message (points left out, and why).
 
     Raises:
         FitError: fewer than 6 points, or fewer than 3 distinct values of N or of D.
@@ -159,10 +163,11 @@ def fit_loss_law(points: pd.DataFrame, *, n_boot: int = 200, ci_level: float = C
         distinct = points[axis].nunique()
         if distinct < 3:
             raise FitError(f"the loss law needs losses at 3 or more values of {axis} but has "
-                           f"{distinct}; add {more(3 - distinct, 'value')} along {key}.")
+                           f"{distinct}; add {more(3 - distinct, 'value')} along {key}{hint}.")
     if len(points) < 6:
         raise FitError(f"the loss law needs at least 6 (N, D) points but has {len(points)}; "
-                       f"add {more(6 - len(points), 'point')} along model.width or train.tokens.")
+                       f"add {more(6 - len(points), 'point')} along model.width or "
+                       f"train.tokens{hint}.")
     log_n, log_d, log_l = (np.log(points[c].to_numpy(float)) for c in ("N", "D", "loss"))
     with _one_blas_thread():
         theta = _best_of_grid(log_n, log_d, log_l)

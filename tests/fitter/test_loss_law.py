@@ -122,3 +122,28 @@ def test_points_far_off_the_law_are_listed_as_outliers():
     assert far[0]["sigmas"] > 40 and all(p["sigmas"] > 12 for p in far)
     assert every.to_json()["outliers"] == far
     assert fit_loss_law(chinchilla_points(), n_boot=0).outliers() == []  # the 240 they keep
+
+
+def test_settings_whose_best_lr_is_at_the_edge_are_left_out_of_the_loss_law():
+    # At the largest width the LRs tried stop short of its optimum: their best loss is an upper
+    # bound, which bent the law (E 1.89 for a true 1.80; L(1e9, 2e10) 2.497 [2.472, 2.521]
+    # for a true 2.449) without a word.
+    from fitter.data import from_short_frame
+    from fitter.fit import fit_json, fit_runs, format_fit
+    from fitter.synthetic import Truth, synthetic_runs
+
+    truth = Truth(lr=(0.5, -0.3, 0.0, 0.0))
+    frame = synthetic_runs(truth, n_values=[1e6, 4e6, 1.6e7, 6.4e7],
+                           d_values=[1e8, 4e8, 1.6e9, 6.4e9], b_values=[3e4], noise=0.001,
+                           seed=1)
+    big = frame["N"] == 6.4e7
+    short = frame[~(big & (frame["lr"] < truth.lr_opt(6.4e7, 1, 1) * 10 ** 0.5))]
+    result = fit_runs(from_short_frame(short, source="s"), laws=("loss",), n_boot=50)
+    law = result.laws["loss"]
+    assert law.coef["E"] == pytest.approx(1.8, abs=0.02)
+    assert law.predict(1e9, 2e10) == pytest.approx(1.8 + 480 / 1e9 ** 0.35 + 2000 / 2e10 ** 0.37,
+                                                   abs=0.005)
+    assert sorted(p["N"] for p in law.to_json()["left_out"]) == [6.4e7] * 4
+    assert len(law.points) == 12
+    assert ("4 (N, D) left out: their best LR is at the edge of the LRs tried, so their best "
+            "loss may lie lower") in format_fit(fit_json(result, sweep="s"), recorded=False)
