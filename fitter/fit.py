@@ -297,6 +297,12 @@ def format_fit(doc: dict, *, recorded: bool = True, not_done: int = 0) -> str:
             coefs = ", ".join(f"{k}={v:.4g}" for k, v in law["coef"].items())
         lines.append(f"  {name:<{width}} {law['form']}   ({law['n_points']} points, {level})")
         lines.append(" " * (width + 3) + coefs)
+        points = law.get("points") or []
+        edge_wd = sum(p.get("at_timescale") == "edge" for p in points)
+        if edge_wd:
+            lines.append(" " * (width + 3) + f"{edge_wd} of its points take the LR of a weight "
+                         "decay at the edge of those tried (the best λ lies past them, and the "
+                         "LR there makes up for it): add weight decays past that edge")
         if left := law.get("left_out"):
             lines.append(" " * (width + 3) + f"{len(left)} (N, D) left out: their best LR is "
                          "at the edge of the LRs tried, so their best loss may lie lower "

@@ -387,3 +387,26 @@ def test_recommended_weight_decay_follows_the_laws_and_says_the_lr_laws_extrapol
     true_tau = 0.5 * 100 ** -0.3
     assert wd["timescale"] == pytest.approx(true_tau, rel=0.15)
     assert wd["value"] == pytest.approx(3e4 / (truth.lr_opt(n, d, 3e4) * true_tau * d), rel=0.3)
+
+
+def test_the_lr_law_takes_each_points_lr_at_its_best_weight_decay():
+    # The best slice's λ is off the best λ by up to half a grid step, by an amount that drifts
+    # with D/N, and its LR makes up for it: the law got a_D = +0.06 [0.04, 0.08] for a true 0
+    # and an LR 33% high at (1e9, 2e10). Interpolated to the best λ, the exponent is the true
+    # one; a λ grid whose best is at its edge is said.
+    from fitter.fit import fit_json, format_fit
+
+    truth = Truth(lr=(0.5, -0.3, 0.0, 0.0), k_tau=0.04, timescale=(0.5, -0.3))
+    kw = {"n_values": N3, "d_values": D3, "b_values": [3e4], "noise": 0.001,
+          "lr_steps": np.arange(-1.5, 1.51, 0.25)}
+    frame = synthetic_runs(truth, wd_values=[0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0], **kw)
+    law = fit(frame, "lr", n_boot=50)
+    assert (law.points["at_timescale"] == "interpolated").all()
+    assert law.coef["a_D"] == pytest.approx(0.0, abs=0.015)
+    assert law.coef["a_N"] == pytest.approx(-0.3, abs=0.015)
+    assert law.predict(N=1e9, D=2e10) == pytest.approx(truth.lr_opt(1e9, 2e10, 3e4), rel=0.1)
+    narrow = synthetic_runs(truth, wd_values=[0.03, 0.1, 0.3, 1.0, 3.0], **kw)
+    result = fit_runs(from_short_frame(narrow, source="s"), laws=("lr",), n_boot=50)
+    assert (result.laws["lr"].points["at_timescale"] == "edge").sum() == 3  # (D = 1.6e9)
+    assert ("3 of its points take the LR of a weight decay at the edge of those tried" in
+            format_fit(fit_json(result, sweep="s"), recorded=False))
