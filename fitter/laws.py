@@ -80,8 +80,9 @@ def _at_best_timescale(optima: pd.DataFrame, points: pd.DataFrame, axes: list[st
 
     The LR optimum moves with λ: at a λ off the best one, the best LR makes up for the
     timescale τ = B/(η·λ·D) being off too. The best slice's λ is off the best λ by up to half
-    a grid step (or more: `edge`, the best λ is the lowest or highest tried, the point kept), by an amount that drifts with D/N, so its LR put a D exponent into the law
-    that was not there (a_D = +0.06 [0.04, 0.08] for a true 0, the LR at a big run 33% high).
+    a grid step (or more: `edge`, the best λ is the lowest or highest tried, the point kept),
+    by an amount that drifts with D/N, so its LR put a D exponent into the law that was not
+    there (a_D = +0.06 [0.04, 0.08] for a true 0, the LR at a big run 33% high).
     The best λ is the vertex of a parabola of the slices' optimal losses in log λ (log τ
     where the sweep sets `optim.timescale`); the LR there, from a line through log LR
     against log λ of the three slices nearest it.

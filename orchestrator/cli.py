@@ -70,16 +70,19 @@ def _parser() -> argparse.ArgumentParser:
     _share_option(p)
     p = sub.add_parser("extend", parents=on_ray, help="add grid values to a sweep and run the "
                        "new trials")
-    p.add_argument("name")
-    p.add_argument("overrides", nargs="+")
-    p.add_argument("--dry-run", action="store_true")
+    p.add_argument("name", help="sweep name (MLflow experiment)")
+    p.add_argument("overrides", nargs="+", help="what to add: values to an axis "
+                   "('optim.lr=choice(6.4e-2)'), a new axis, seeds=[0,1], or a searched "
+                   "sweep's search.optuna.n_trials=N")
+    p.add_argument("--dry-run", action="store_true", help="list the extended sweep's trials "
+                   "(done / would run), run nothing")
     _share_option(p)
     p = sub.add_parser("cancel", parents=local, help="stop a running sweep; running trials -> "
                        "interrupted")
     p.add_argument("name")
     p = sub.add_parser("ui", parents=local, help="start the MLflow UI on the sweep's store")
-    p.add_argument("name", nargs="?")
-    p.add_argument("--port", type=_port, default=5000)
+    p.add_argument("name", nargs="?", help="sweep to open at (default: the list of every sweep)")
+    p.add_argument("--port", type=_port, default=5000, help="port of the UI (default 5000)")
     _fit_parsers(sub, local)
     return parser
 

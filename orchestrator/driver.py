@@ -647,9 +647,15 @@ class _Runner:
                                               trial_params(trial.cfg, {}))
 
     def stop(self, status: str) -> None:
-        """Cancel running tasks and record their trials as `status`."""
+        """Cancel running tasks and record their trials as `status`; tasks that have ended
+        are taken as any end is (a trial that failed keeps its `failed` and its error)."""
         import ray
 
+        if self.running:
+            try:
+                self.collect(timeout=0)
+            except Exception:  # noqa: BLE001 (the stop goes on: re-sync reads their files)
+                pass
         refs = list(self.running)
         ended, _ = ray.wait(refs, num_returns=len(refs), timeout=0) if refs else ([], [])
         for ref, (unit, *_) in list(self.running.items()):

@@ -205,6 +205,10 @@ def _rows(cfg: DataConfig, split: str) -> Iterator[tuple[int, str]]:
             if cfg.text_field not in row:
                 raise ConfigError(_no_field(cfg.text_field, where, row))
             text = row[cfg.text_field]
+            if text is None:  # (a row without the field, in files whose other rows have it)
+                raise ConfigError(f"data.text_field={cfg.text_field}: row {i} of {where} has "
+                                  "none (null or missing): give every row its text, or drop "
+                                  "the rows without it")
             if not isinstance(text, str):
                 kind = type(text).__name__
                 raise ConfigError(f"data.text_field={cfg.text_field}: row {i} of {where} holds "

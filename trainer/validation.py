@@ -299,9 +299,16 @@ def _files_problems(d: DataConfig) -> list[str]:
         return ["data.paths is empty: give the files, e.g. 'data.paths=[/data/a.jsonl]'"]
     found = []
     for path in d.paths:
-        if Path(path).is_dir():
+        if Path(path).is_dir() and (Path(path) / "dataset_info.json").is_file():
+            found.append(f"data.paths: {path} is a dataset saved with save_to_disk; write it "
+                         "as parquet (datasets.load_from_disk(PATH).to_parquet('data.parquet')) "
+                         "and give that file")
+        elif Path(path).is_dir():
+            inside = sorted(p.name for p in Path(path).iterdir()
+                            if p.name.lower().endswith(_DATA_SUFFIXES))
+            example = Path(path) / (inside[0] if inside else "a.jsonl")
             found.append(f"data.paths: {path} is a folder; give the files in it, e.g. "
-                         f"'data.paths=[{Path(path) / 'a.jsonl'}]'")
+                         f"'data.paths=[{example}]'")
         elif not Path(path).is_file() and any(c in path for c in "*?["):
             found.append(f"data.paths: {path} is a pattern, and patterns are not expanded; "
                          "list the files, e.g. 'data.paths=[/data/a.jsonl,/data/b.jsonl]'")
@@ -310,7 +317,8 @@ def _files_problems(d: DataConfig) -> list[str]:
         elif Path(path).stat().st_size == 0:
             found.append(f"data.paths: {path} is empty; give files that hold text")
         elif not path.lower().endswith(_DATA_SUFFIXES):
-            found.append(f"data.paths: {path} is not .txt, .jsonl, .json or .parquet")
+            found.append(f"data.paths: {path} is not .txt, .jsonl, .json or .parquet; convert "
+                         "it to one of those (compressed files: decompress them first)")
     suffixes = {Path(p).suffix.lower().replace(".jsonl", ".json") for p in d.paths}
     if len(suffixes) > 1:
         found.append("data.paths mixes file types: give files of one type")

@@ -235,7 +235,13 @@ def test_data_paths_that_would_be_ignored_or_are_folders_are_one_sentence(tmp_pa
         "on them ('data=files' 'data.paths=[...]')"]
     assert problems(compose(["data=files", f"data.paths=[{tmp_path}]"])) == [
         f"data.paths: {tmp_path} is a folder; give the files in it, e.g. "
-        f"'data.paths=[{tmp_path / 'a.jsonl'}]'"]
+        f"'data.paths=[{tmp_path / 'a.txt'}]'"]  # (one it holds: a.jsonl was suggested)
+    saved = tmp_path / "saved"  # a dataset's save_to_disk folder: said what to do with it
+    saved.mkdir()
+    (saved / "dataset_info.json").write_text("{}")
+    assert problems(compose(["data=files", f"data.paths=[{saved}]"])) == [
+        f"data.paths: {saved} is a dataset saved with save_to_disk; write it as parquet "
+        "(datasets.load_from_disk(PATH).to_parquet('data.parquet')) and give that file"]
     (tmp_path / "empty.jsonl").write_text("")
     assert problems(compose(["data=files", f"data.paths=[{tmp_path / 'empty.jsonl'}]"])) == [
         f"data.paths: {tmp_path / 'empty.jsonl'} is empty; give files that hold text"]

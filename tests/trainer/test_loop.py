@@ -291,6 +291,8 @@ def test_a_split_shorter_than_one_sequence_is_one_sentence(tmp_path):
                    f"storage_root={tmp_path / 'runs'}"])
     with pytest.raises(ConfigError) as caught:
         run(cfg)
+    # (one .txt file: its eval split is its tail, too short before anything is read)
     assert str(caught.value) == (
-        "data: its held-out split has 1 tokens, less than one sequence of train.seq_len=4 plus "
-        "one: give more text, or a shorter train.seq_len")
+        f"data.paths: the held-out 0.05 of {tmp_path / 'small.txt'} is 1 bytes at most, too "
+        "few for one eval sequence of train.seq_len=4 tokens plus one: raise "
+        "data.holdout_fraction, add data, or lower train.seq_len")
