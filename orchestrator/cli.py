@@ -531,6 +531,10 @@ def _cancel(args, uri: str) -> int:
     except commands.NotRunning as ended:
         print(f"sweep {args.name} is not running ({ended.status}): nothing to cancel")
         return 0
+    if marked is None:
+        print(f"sweep {args.name}: cancel requested; its driver is stopping its trials "
+              f"(`sweep status {args.name}` says when it has)")
+        return 0
     print(f"sweep {args.name}: cancel requested" + (f"; {marked} orphaned trials marked "
                                                       "interrupted" if marked else ""))
     return 0

@@ -914,9 +914,11 @@ class NotRunning(Exception):
         self.status = status
 
 
-def cancel(tracking_uri: str, name: str, *, wait_s: float = 10.0) -> int:
+def cancel(tracking_uri: str, name: str, *, wait_s: float = 10.0) -> int | None:
     """Ask the running driver to stop; trials left `running` with no driver become
-    `interrupted`. Returns how many trials were marked.
+    `interrupted`. Returns how many trials were marked, or None when a live driver is still
+    stopping them after `wait_s` (it records them itself: marking them here could overwrite
+    an end it is writing).
 
     Raises:
         NotRunning: the sweep has ended (finished, failed, interrupted) already.
@@ -927,14 +929,17 @@ def cancel(tracking_uri: str, name: str, *, wait_s: float = 10.0) -> int:
     if ended != RUNNING:
         raise NotRunning(ended)
     client.set_tag(parent.info.run_id, SWEEP_CANCEL_TAG, "requested")
-    if (gone_driver(parent.data.tags.get(SWEEP_DRIVER_TAG)) is not None
-            or driver_silent_s(parent, RUNNING) is not None):
+    alive = (gone_driver(parent.data.tags.get(SWEEP_DRIVER_TAG)) is None
+             and driver_silent_s(parent, RUNNING) is None)
+    if not alive:
         wait_s = 0.0  # no driver to see the request
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         if client.get_run(parent.info.run_id).info.status != "RUNNING":
             return 0
         time.sleep(0.5)
+    if alive:
+        return None
     marked = 0
     for state in recorded_trials(tracking_uri, name).values():
         if state["status"] == RUNNING:

@@ -46,9 +46,21 @@ def _child(uri: str, tracker: Tracker, trial_id: str, status: str, **metrics: fl
     return run.info.run_id
 
 
+def _dead_driver() -> str:
+    """The label of a driver on this host that has ended."""
+    import socket
+    import subprocess
+    import sys
+
+    pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    return f"{socket.gethostname()} {pid}"
+
+
 def test_cancel_without_a_live_driver_marks_running_trials_interrupted(tmp_path, capsys):
     uri = f"sqlite:///{tmp_path}/m.db"
-    tracker = _open_sweep(uri, _spec(tmp_path))
+    tracker = Tracker(uri, "unit", code_version="test", driver=_dead_driver(),
+                      spec_yaml=yaml.safe_dump(spec_from_dict(_spec(tmp_path)).to_dict()))
     running = _child(uri, tracker, "a" * 64, schema.RUNNING)
     done = _child(uri, tracker, "b" * 64, schema.FINISHED)
     # Nobody ends the parent run, so after the wait the orphans are marked.
@@ -61,6 +73,25 @@ def test_cancel_without_a_live_driver_marks_running_trials_interrupted(tmp_path,
     assert parent.data.tags[schema.SWEEP_CANCEL_TAG] == "requested"
     assert parent.data.tags[schema.SWEEP_STATUS_TAG] == schema.INTERRUPTED
     assert parent.info.status == "KILLED"
+
+
+def test_cancel_of_a_sweep_whose_live_driver_is_slow_to_stop_marks_nothing(tmp_path, capsys):
+    # After its wait, cancel marked every `running` trial interrupted while the driver, alive
+    # and closing, still wrote their ends: a trial it had just recorded finished read
+    # interrupted.
+    from trainer.lease import driver_label
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    tracker = Tracker(uri, "unit", code_version="test", driver=driver_label(),
+                      spec_yaml=yaml.safe_dump(spec_from_dict(_spec(tmp_path)).to_dict()))
+    running = _child(uri, tracker, "a" * 64, schema.RUNNING)
+    assert cli.main(["cancel", "unit", "--tracking-uri", uri]) == 0
+    assert capsys.readouterr().out == ("sweep unit: cancel requested; its driver is stopping "
+                                       "its trials (`sweep status unit` says when it has)\n")
+    client = MlflowClient(tracking_uri=uri)
+    assert client.get_run(running).data.tags[schema.TRIAL_STATUS_TAG] == schema.RUNNING
+    assert client.get_run(tracker.parent_id).data.tags[schema.SWEEP_STATUS_TAG] == "running"
+    assert tracker.cancel_requested()
 
 
 def test_cancel_of_a_sweep_whose_driver_stops_marks_nothing(tmp_path, capsys):
