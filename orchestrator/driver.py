@@ -323,9 +323,6 @@ def drive(runner: _Runner, *, tracking_uri: str, progress: bool,
     except KeyboardInterrupt:
         runner.stop(INTERRUPTED)
         outcome.interrupted = True
-    results = list(outcome.ran.values()) + list(outcome.found_ended.values())
-    status = INTERRUPTED if outcome.interrupted else (
-        FINISHED if all(s in ended for s in results) else FAILED)
     runner.await_records(timeout=None)  # every end the workers sent, written
     # A trial another driver ended is its to record; one whose record is still not done
     # here (that driver died after the trial's end) is completed from its run directory.
@@ -339,12 +336,18 @@ def drive(runner: _Runner, *, tracking_uri: str, progress: bool,
     from trainer.paths import RunPaths, read_summary
 
     for trial_id in outcome.resynced:  # ended before the stop reached it (a group's member
-        # that diverged): the launch's summary says so, as `sweep status` does
-        if outcome.ran.get(trial_id) == INTERRUPTED:
+        # that diverged), or before its worker was lost: the launch's summary says so, as
+        # `sweep status` does
+        now = outcome.ran.get(trial_id)
+        if now in (INTERRUPTED, FAILED):
             trial = runner.trials[trial_id]
-            summary = read_summary(RunPaths.for_config(trial.cfg, trial_id)) or {}
-            outcome.ran[trial_id] = summary.get("status", INTERRUPTED)
+            said = (read_summary(RunPaths.for_config(trial.cfg, trial_id)) or {}).get("status")
+            if said in ended or (said and now == INTERRUPTED):
+                outcome.ran[trial_id] = said
     runner.sharing.record_unrecorded()
+    results = list(outcome.ran.values()) + list(outcome.found_ended.values())
+    status = INTERRUPTED if outcome.interrupted else (
+        FINISHED if all(s in ended for s in results) else FAILED)
     if outcome.interrupted:
         # A driver stopped while it only waited on another's trials, which that one ended:
         # nothing of this launch is undone, and the sweep is not "interrupted" (the last

@@ -263,3 +263,25 @@ def test_a_store_the_tracker_cannot_write_stops_the_launch_before_any_trial(spec
     _, parents, children = _runs(uri, "unit")
     assert parents == [] and children == []  # (the parent it made, with no spec, is gone)
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_a_trial_whose_worker_is_lost_after_its_end_is_reported_as_it_ended(spec_dict, uri,
+                                                                            capsys):
+    # The worker trained the trial to its end and died before answering (its node lost):
+    # re-sync recorded it finished, and the launch still reported it failed.
+    from orchestrator.driver import prepare, run_sweep
+    from orchestrator.worker import run_trial
+
+    def ends_then_dies(cfg, tracker, label, threads):
+        import os
+
+        run_trial(cfg, tracker, label, threads)
+        os._exit(1)
+
+    spec_dict.update(grid={"optim.lr": "choice(1e-2)"}, retries=0)
+    spec, trials = prepare(spec_from_dict(spec_dict))
+    outcome = run_sweep(spec, trials, tracking_uri=uri, progress=False, task_fn=ends_then_dies)
+    assert outcome.ran == {trials[0].trial_id: "finished"}
+    _, parents, children = _runs(uri, "unit")
+    assert [c.data.tags["trial.status"] for c in children] == ["finished"]
+    assert parents[0].data.tags["sweep.status"] == "finished"
