@@ -62,6 +62,31 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + signal.SIGTERM if stop is Terminated else 130
 
 
+def _record_ended(cfg, paths, run_id: str, stored: dict) -> bool:
+    """Record a run that ended in `tracking.uri` from its files (`metrics.jsonl`, its summary)
+    when the store lacks its end: the command that trained it had no `tracking.uri`, or
+    another. Whether it wrote."""
+    from mlflow import MlflowClient
+
+    from trainer import schema
+    from trainer.identity import flatten
+    from trainer.reporting import MlflowReporter
+
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    exp = client.get_experiment_by_name(cfg.tracking.experiment)
+    if exp is not None:
+        found = client.search_runs([exp.experiment_id], schema.trial_filter(run_id),
+                                   max_results=1)
+        if found and found[0].data.tags.get(schema.TRIAL_STATUS_TAG) in schema.DONE:
+            return False
+    reporter = MlflowReporter(cfg.tracking.uri, cfg.tracking.experiment, history=paths.metrics)
+    derived = {k: v for k, v in stored.items() if k.startswith("derived.")}
+    reporter.start(run_id=run_id, params={**flatten(cfg), **derived, "trial.id": run_id},
+                   resumed_step=0)  # (a resumed start sends the history the store lacks)
+    reporter.finish(status=stored["status"], summary=stored)
+    return True
+
+
 def _given_notes(overrides: list[str], cfg) -> list[str]:
     """What the command line gave that no run of this config reads (it only changes the run
     id: the same model trains again under another), and keys given twice (the last wins)."""
@@ -123,8 +148,10 @@ def _run(overrides: list[str], *, print_only: bool, given: list[str] = ()) -> in
     print(f"run directory: {result.run_dir}")
     print(f"  metrics  {paths.metrics}\n  summary  {paths.summary}")
     if cfg.tracking.uri and stored is not None and stored.get("status") in DONE:
-        print(f"  MLflow   nothing written to {redact(cfg.tracking.uri)}: the run had ended, "
-              "and its record is in the store it was tracked to then, if any")
+        wrote = _record_ended(cfg, paths, config_id(cfg), stored)
+        print(f"  MLflow   {redact(cfg.tracking.uri)} (experiment {cfg.tracking.experiment}): "
+              + ("the ended run recorded from its files" if wrote
+                 else "its record was there already"))
     elif cfg.tracking.uri:
         print(f"  MLflow   {redact(cfg.tracking.uri)} (experiment {cfg.tracking.experiment})")
     return 0

@@ -106,3 +106,23 @@ def test_a_key_no_run_reads_or_given_twice_is_noted(tmp_path, capsys):
         "note: optim.lr is given 2 times: the run takes the last, optim.lr=2e-3",
         "note: schedule.b is not read here: schedule=constant does not read it (only power "
         "does); it only changes the run id (the same model under another)"]
+
+
+def test_tracking_given_after_the_run_ended_records_it_from_its_files(tmp_path, capsys):
+    # The README's `python -m trainer tracking.uri=...` after a run without it: "nothing to
+    # train ... nothing written", so the run never reached MLflow short of training it again.
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    assert main(_overrides(tmp_path)) == 0
+    assert main([*_overrides(tmp_path), f"tracking.uri={uri}"]) == 0
+    assert "the ended run recorded from its files" in capsys.readouterr().out
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("proxysweep").experiment_id])
+    assert run.data.tags["trial.status"] == "finished" and run.info.status == "FINISHED"
+    assert run.data.params["derived.n_params"] and run.data.metrics["final/eval_loss"] > 0
+    logged = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
+    assert logged and logged == sorted(set(logged))
+    assert main([*_overrides(tmp_path), f"tracking.uri={uri}"]) == 0  # once only
+    assert "its record was there already" in capsys.readouterr().out
+    assert len(client.search_runs([run.info.experiment_id])) == 1
