@@ -94,6 +94,8 @@ def _at_best_timescale(optima: pd.DataFrame, points: pd.DataFrame, axes: list[st
     knob = optima["tau"] if given else optima["wd"]
     good = optima[usable(optima) & (optima["wd"] > 0) & knob.notna()].assign(_k=knob)
     for i, point in points.iterrows():
+        if not float(point["wd"]) > 0:  # (no weight decay did best: no λ to read it at)
+            continue
         same = np.ones(len(good), bool)
         for a in axes:
             same &= np.isclose(good[a].to_numpy(float), float(point[a]))
