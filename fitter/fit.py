@@ -29,7 +29,7 @@ import pandas as pd
 from fitter import groups as grouping
 from fitter.cbs import cbs_law
 from fitter.cbs import group_keys as cbs_group_keys
-from fitter.data import Runs, require
+from fitter.data import Runs, require, slice_column
 from fitter.errors import FitError
 from fitter.laws import batch_law, lr_law, timescale_law
 from fitter.loss_law import OUTLIER_SIGMAS, fit_loss_law
@@ -169,6 +169,8 @@ def _fit_one(law: str, runs: Runs, optima: pd.DataFrame, *, n_boot: int | None, 
         # first (the minimum over seeds would be the luckiest seed's, biased low), and only
         # settings none of whose seeds diverged (the survivors' mean is a lucky one too).
         setting = list(dict.fromkeys(["N", "D", *runs.slice_keys, "lr"]))
+        if "wd" in setting and "wd" in ended:  # (a run given τ has a λ per LR: τ names it)
+            ended = ended.assign(wd=slice_column(ended, "wd"))
         per = ended.assign(_div=ended["status"] != "finished").groupby(
             setting, as_index=False, dropna=False).agg(loss=("loss", "mean"), _div=("_div", "any"))
         stable = per[~per["_div"]]
@@ -182,13 +184,13 @@ def _fit_one(law: str, runs: Runs, optima: pd.DataFrame, *, n_boot: int | None, 
         keys = [k for k in setting if k != "lr"]
         tried = per.groupby(keys, dropna=False)["lr"].agg(["min", "max", "nunique"])
         at = best.set_index(keys).join(tried, how="left")
-        edge = (at["nunique"] > 1) & ((at["lr"] <= at["min"]) | (at["lr"] >= at["max"]))
+        # (of 2 LRs the best is always an edge, of 1 always both: such slices, a halving
+        # sweep's upper rungs among them, are kept, as they always were)
+        edge = (at["nunique"] >= 3) & ((at["lr"] <= at["min"]) | (at["lr"] >= at["max"]))
         left = best[edge.to_numpy()]
         law = fit_loss_law(best[~edge.to_numpy()][["N", "D", "loss"]],
                            n_boot=SLICE_BOOT if n_boot is None else n_boot, seed=seed,
-                           hint=f"; {len(left)} (N, D) left out: their best LR is at the edge "
-                                f"of the LRs tried (`next_grid` in fit.json lists the LRs to "
-                                "add)" if len(left) else "")
+                           left_out=len(left))
         law.left_out = left[["N", "D", "loss"]].to_dict("records")
         return law
     if law == "lr":

@@ -152,22 +152,26 @@ def huber_objective(theta, log_n, log_d, log_l, weights=None):
 
 
 def fit_loss_law(points: pd.DataFrame, *, n_boot: int = 200, ci_level: float = CI_LEVEL,
-                 seed: int = 0, hint: str = "") -> LossFit:
-    """Fit L(N, D) to points with columns N, D, loss (one row per run or per (N, D)); `hint`
-    ends a too-few-points message (points left out, and why).
+                 seed: int = 0, left_out: int = 0) -> LossFit:
+    """Fit L(N, D) to points with columns N, D, loss (one row per run or per (N, D));
+    `left_out`: (N, D) not among them because their best LR is at the edge of those tried,
+    which a too-few-points message then names first.
 
     Raises:
         FitError: fewer than 6 points, or fewer than 3 distinct values of N or of D.
     """
+    left = (f" once {left_out} (N, D) whose best LR is at the edge of the LRs tried are left "
+            "out (their best loss may lie lower); extend their LRs first (`next_grid` in "
+            "fit.json lists them), or") if left_out else ";"
     for axis, key in (("N", "model.width"), ("D", "train.tokens")):
         distinct = points[axis].nunique()
         if distinct < 3:
             raise FitError(f"the loss law needs losses at 3 or more values of {axis} but has "
-                           f"{distinct}; add {more(3 - distinct, 'value')} along {key}{hint}.")
+                           f"{distinct}{left} add {more(3 - distinct, 'value')} along {key}.")
     if len(points) < 6:
-        raise FitError(f"the loss law needs at least 6 (N, D) points but has {len(points)}; "
-                       f"add {more(6 - len(points), 'point')} along model.width or "
-                       f"train.tokens{hint}.")
+        raise FitError(f"the loss law needs at least 6 (N, D) points but has {len(points)}"
+                       f"{left} add {more(6 - len(points), 'point')} along model.width or "
+                       "train.tokens.")
     log_n, log_d, log_l = (np.log(points[c].to_numpy(float)) for c in ("N", "D", "loss"))
     with _one_blas_thread():
         theta = _best_of_grid(log_n, log_d, log_l)

@@ -641,7 +641,7 @@ def unread_problems(spec: SweepSpec, baseline: SweepSpec | None = None) -> list[
     if not keys:
         return []
     deciding = [k for k in axes if k.split(".")[0] in ("schedule", "data")
-                or k in ("model", "model.param")]
+                or k in ("model", "model.param", "train.batch_schedule")]
     combos = math.prod(len(axes[k]) for k in deciding)
     if combos > 4096:
         return []  # (too many to judge: left to the user)

@@ -121,8 +121,6 @@ def cache_key(cfg: DataConfig, tokenizer: Tokenizer) -> str:
     h = hashlib.sha256()
     h.update(f"{CACHE_VERSION}|{cfg.source.value}|{tokenizer.fingerprint}|".encode())
     h.update(f"{cfg.holdout_fraction}|{cfg.max_tokens}|{cfg.text_field}|".encode())
-    if _cuts_documents(cfg):
-        h.update(b"cut|")  # (caches written before documents were cut at max_tokens)
     if cfg.source is DataSource.pystdlib:
         for path in stdlib_files():
             h.update(path.name.encode())
@@ -136,13 +134,6 @@ def cache_key(cfg: DataConfig, tokenizer: Tokenizer) -> str:
         if cfg.revision is not None:
             h.update(f"|{cfg.revision}".encode())
     return h.hexdigest()[:32]
-
-
-def _cuts_documents(cfg: DataConfig) -> bool:
-    """Whether `data.max_tokens` cuts the document that reaches it (local sources); a hub
-    dataset stops between documents, as its caches were written before (a new key would
-    re-download it, which a machine without the network cannot)."""
-    return bool(cfg.max_tokens) and cfg.source is not DataSource.hf
 
 
 def _documents(cfg: DataConfig) -> Iterator[tuple[str, str, bool]]:
@@ -300,7 +291,6 @@ def _tokenize_into(tmp: Path, documents: Iterable[tuple[str, str, bool]], tokeni
                    cfg: DataConfig, *, dtype: type, chunk: int) -> dict[str, int]:
     counts = {"train": 0, "val": 0}
     limit = {"train": cfg.max_tokens, "val": int(cfg.max_tokens * cfg.holdout_fraction)}
-    cut = _cuts_documents(cfg)
     with open(tmp / "train.bin", "wb") as train, open(tmp / "val.bin", "wb") as val:
         for batch in _chunks(documents, chunk):
             encoded = tokenizer.encode_checked([text for _, text, _ in batch])
@@ -308,12 +298,19 @@ def _tokenize_into(tmp: Path, documents: Iterable[tuple[str, str, bool]], tokeni
                 split = "val" if held else "train"
                 if cfg.max_tokens and counts[split] >= max(limit[split], 1):
                     continue
-                if cut:  # (one .txt file is one document: the cap held nothing back)
-                    ids = ids[:max(limit[split], 1) - counts[split]]
                 (val if held else train).write(ids.astype(dtype).tobytes())
                 counts[split] += len(ids)
             if cfg.max_tokens and all(counts[k] >= max(limit[k], 1) for k in counts):
                 break
+    if cfg.max_tokens and counts["train"] > 1.5 * cfg.max_tokens:
+        # The cap is checked between documents, as caches (and trial ids) have always had it:
+        # cutting documents now would change the tokens of trials already trained.
+        import sys
+
+        print(f"note: data.max_tokens={cfg.max_tokens:,} is checked between documents, and "
+              f"the last one read took the training split to {counts['train']:,} tokens (a "
+              ".txt file is one document: split it into several files to cap it)",
+              file=sys.stderr)
     return counts
 
 

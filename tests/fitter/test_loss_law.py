@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fitter.errors import FitError
 from fitter.loss_law import fit_loss_law, huber_objective
 
 # The workspace keeps shared/ beside the repository (also in CI's clean clone).
@@ -126,8 +127,8 @@ def test_points_far_off_the_law_are_listed_as_outliers():
 
 def test_settings_whose_best_lr_is_at_the_edge_are_left_out_of_the_loss_law():
     # At the largest width the LRs tried stop short of its optimum: their best loss is an upper
-    # bound, which bent the law (E 1.89 for a true 1.80; L(1e9, 2e10) 2.497 [2.472, 2.521]
-    # for a true 2.449) without a word.
+    # bound, which bent the law (E 1.89 for a true 1.80 with the LRs cut further; L(1e9, 2e10)
+    # 2.497 [2.472, 2.521] for a true 2.449) without a word.
     from fitter.data import from_short_frame
     from fitter.fit import fit_json, fit_runs, format_fit
     from fitter.synthetic import Truth, synthetic_runs
@@ -137,13 +138,39 @@ def test_settings_whose_best_lr_is_at_the_edge_are_left_out_of_the_loss_law():
                            d_values=[1e8, 4e8, 1.6e9, 6.4e9], b_values=[3e4], noise=0.001,
                            seed=1)
     big = frame["N"] == 6.4e7
-    short = frame[~(big & (frame["lr"] < truth.lr_opt(6.4e7, 1, 1) * 10 ** 0.5))]
+    short = frame[~(big & (frame["lr"] < truth.lr_opt(6.4e7, 1, 1) * 10 ** 0.2))]
     result = fit_runs(from_short_frame(short, source="s"), laws=("loss",), n_boot=50)
     law = result.laws["loss"]
-    assert law.coef["E"] == pytest.approx(1.8, abs=0.02)
+    assert law.coef["E"] == pytest.approx(1.8, abs=0.005)  # (1.811 with them in)
     assert law.predict(1e9, 2e10) == pytest.approx(1.8 + 480 / 1e9 ** 0.35 + 2000 / 2e10 ** 0.37,
                                                    abs=0.005)
     assert sorted(p["N"] for p in law.to_json()["left_out"]) == [6.4e7] * 4
     assert len(law.points) == 12
     assert ("4 (N, D) left out: their best LR is at the edge of the LRs tried, so their best "
             "loss may lie lower") in format_fit(fit_json(result, sweep="s"), recorded=False)
+
+
+def test_the_loss_law_keeps_settings_of_two_lrs_and_reads_timescale_slices_by_tau():
+    # Of 2 LRs the best is always an edge: a halving sweep's rung of 2 LRs was left out while
+    # its rung of 1 was kept. Runs given τ have a λ per LR: grouped by λ, each was a 1-LR
+    # slice, never judged.
+    from fitter.data import from_short_frame
+    from fitter.fit import fit_runs
+    from fitter.synthetic import Truth, synthetic_runs
+
+    truth = Truth(lr=(0.5, -0.3, 0.0, 0.0))
+    frame = synthetic_runs(truth, n_values=[1e6, 4e6, 1.6e7], d_values=[1e8, 4e8, 1.6e9],
+                           b_values=[3e4], noise=0.001, lr_steps=(-0.25, 0.25), seed=1)
+    law = fit_runs(from_short_frame(frame, source="s"), laws=("loss",), n_boot=20).laws["loss"]
+    assert law.left_out == [] and len(law.points) == 9
+    given = synthetic_runs(truth, n_values=[1e6, 4e6, 1.6e7], d_values=[1e8, 4e8, 1.6e9],
+                           b_values=[3e4], noise=0.001, tau_values=[0.3],
+                           lr_steps=(0.5, 0.75, 1.0), seed=1)  # every LR past the optimum
+    control = synthetic_runs(truth, n_values=[1e6], d_values=[1e8], b_values=[3e4],
+                             wd_values=[0.0, 0.1], noise=0.001, seed=2)
+    mixed = pd.concat([given, control.assign(**{"optim.timescale": np.nan})],
+                      ignore_index=True).assign(run=lambda f: [f"r{i}" for i in range(len(f))])
+    # (the ninth (N, D) has the bracketed control)
+    with pytest.raises(FitError, match="once 8 \\(N, D\\) whose best LR is at the edge of the "
+                                       "LRs tried are left out"):
+        fit_runs(from_short_frame(mixed, source="s"), laws=("loss",), n_boot=20)

@@ -401,6 +401,10 @@ def test_a_key_read_at_some_points_of_the_grid_is_kept():
     raw = {**BASE, "grid": {"optim.lr": "choice(1e-3)", "schedule": "choice(wsd, cosine)",
                             "schedule.decay_fraction": "choice(0.1, 0.2)"}}
     assert unread_problems(spec_from_dict(raw)) == []  # (wsd reads it)
+    raw = {**BASE, "overrides": [*BASE["overrides"], "train.max_batch_size=64"],
+           "grid": {"optim.lr": "choice(1e-3)",
+                    "train.batch_schedule": "choice(constant, norm_test)"}}
+    assert unread_problems(spec_from_dict(raw)) == []  # (norm_test reads it)
     # the axis that makes it read after a long one: every combination of the deciding axes
     # is judged, not the grid's first points (which all had schedule=constant)
     lrs = "choice(" + ", ".join(f"{1e-4 * 1.1 ** i:.6g}" for i in range(70)) + ")"
