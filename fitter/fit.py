@@ -31,7 +31,7 @@ from fitter.cbs import cbs_law
 from fitter.cbs import group_keys as cbs_group_keys
 from fitter.data import Runs, require, slice_column
 from fitter.errors import FitError
-from fitter.laws import batch_law, lr_law, timescale_law
+from fitter.laws import AXIS_KEYS, batch_law, lr_law, timescale_law
 from fitter.loss_law import OUTLIER_SIGMAS, fit_loss_law
 from fitter.slices import lr_optima, next_grid
 
@@ -299,6 +299,12 @@ def format_fit(doc: dict, *, recorded: bool = True, not_done: int = 0) -> str:
             coefs = ", ".join(f"{k}={v:.4g}" for k, v in law["coef"].items())
         lines.append(f"  {name:<{width}} {law['form']}   ({law['n_points']} points, {level})")
         lines.append(" " * (width + 3) + coefs)
+        for later, line in (law.get("along") or {}).items():
+            lines.append(" " * (width + 3) + f"{later} grows as {line['factor']:.3g}·"
+                         f"{line['of']}^{line['power']:.3g} at every point, so the law is "
+                         f"along that line: a_{line['of']} holds {later}'s effect too (another "
+                         f"{AXIS_KEYS.get(later, later)} at one {AXIS_KEYS.get(line['of'])} "
+                         "separates them)")
         points = law.get("points") or []
         edge_wd = sum(p.get("at_timescale") == "edge" for p in points)
         if edge_wd:

@@ -68,9 +68,34 @@ def lr_law(optima: pd.DataFrame, **boot) -> LawFit:
     points = points.assign(at_stability_limit=points["edge"] == "diverged")[
         [*varying, "lr_opt", "lr_lo", "lr_hi", "loss_opt", "at_stability_limit",
          "at_timescale"]]
+    varying, along = _along_a_line(points, varying)
     hint = "slices with bracketed LR optima along " + ", ".join(AXIS_KEYS[a] for a in varying)
-    return fit_power_law(points, name="lr", axes=varying, exponents=lr_exponents(varying),
-                         target="lr_opt", hint=hint, **boot)
+    law = fit_power_law(points, name="lr", axes=varying, exponents=lr_exponents(varying),
+                        target="lr_opt", hint=hint, **boot)
+    if along:
+        law.extra["along"] = along
+    return law
+
+
+def _along_a_line(points: pd.DataFrame, varying: tuple[str, ...]
+                  ) -> tuple[tuple[str, ...], dict]:
+    """Axes that move together at every point (token budgets that grow with the width, D =
+    20·N): least squares cannot tell their exponents apart (it split one slope between a_N and
+    a_D at random), but the law along that line holds. The later axis is dropped, its
+    exponent folded into the earlier one's, and the line kept (`along`: axis → {"of": axis,
+    "power": s, "factor": c}, i.e. axis = c·of^s) for the summary and `recommend` to say."""
+    along = {}
+    kept = list(varying)
+    for later in varying[1:]:
+        for earlier in kept[:kept.index(later)]:
+            x = np.log10(points[earlier].to_numpy(float))
+            y = np.log10(points[later].to_numpy(float))
+            s, c = np.polyfit(x, y, 1)
+            if np.max(np.abs(y - (c + s * x))) < 1e-6 * max(1.0, float(np.abs(y).max())):
+                along[later] = {"of": earlier, "power": float(s), "factor": float(10 ** c)}
+                kept.remove(later)
+                break
+    return tuple(kept), along
 
 
 def _at_best_timescale(optima: pd.DataFrame, points: pd.DataFrame, axes: list[str]

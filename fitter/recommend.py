@@ -73,6 +73,17 @@ def recommend(result: FitResult, *, params: float, tokens: float,
             raise FitError("the lr law depends on B but no batch size is known; pass --batch "
                            "(tokens per step) or sweep 3+ batch sizes for the batch law.")
         out["lr"] = _entry(laws["lr"], point, "lr")
+        for later, line in laws["lr"].extra.get("along", {}).items():
+            # (fitted where `later` moved with `of`: its effect is in of's exponent)
+            if later not in point:
+                continue
+            on_line = line["factor"] * point[line["of"]] ** line["power"]
+            if abs(np.log(point[later] / on_line)) > np.log(1.1):
+                out["lr"]["caveat"] = (
+                    f"the lr law was fitted where {later} = {line['factor']:.3g}·"
+                    f"{line['of']}^{line['power']:.3g} ({later} = {on_line:.3g} here), and "
+                    f"this run has {later} = {point[later]:.3g}: off that line the law does "
+                    f"not know how the LR moves with {later} alone")
         # An axis the sweep never varied is not in the law: the LR cannot follow the big
         # run along it (N or D of the big run, whatever it is, gives the same LR). Said.
         table = result.runs.table

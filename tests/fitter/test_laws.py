@@ -410,3 +410,31 @@ def test_the_lr_law_takes_each_points_lr_at_its_best_weight_decay():
     assert (result.laws["lr"].points["at_timescale"] == "edge").sum() == 3  # (D = 1.6e9)
     assert ("3 of its points take the LR of a weight decay at the edge of those tried" in
             format_fit(fit_json(result, sweep="s"), recorded=False))
+
+
+def test_an_lr_law_whose_token_budgets_grow_with_the_width_is_fitted_along_that_line():
+    # D = 20·N at every optimum: least squares split one slope between a_N and a_D at random
+    # (-0.11 and -0.19 for a true -0.3 and 0); refusing the law took it from a Chinchilla-style
+    # sweep, where it holds along the line. `recommend` says when a run is off the line.
+    from fitter.fit import fit_json, format_fit
+    from fitter.recommend import recommend
+
+    truth = Truth(lr=(0.5, -0.3, -0.1, 0.0))
+    frames = [synthetic_runs(truth, n_values=[n], d_values=[20 * n], b_values=[3e4],
+                             noise=0.001, seed=i) for i, n in enumerate([1e6, 2e6, 4e6, 8e6])]
+    frame = pd.concat(frames, ignore_index=True).assign(
+        run=lambda f: [f"r{i}" for i in range(len(f))])
+    result = fit_runs(from_short_frame(frame, source="s"), laws=("lr",), n_boot=100)
+    law = result.laws["lr"]
+    assert law.axes == ("N",)
+    assert law.coef["a_N"] == pytest.approx(-0.4, abs=0.03)  # a_N + a_D, along D ∝ N
+    assert law.extra["along"]["D"]["of"] == "N"
+    assert law.extra["along"]["D"]["factor"] == pytest.approx(20)
+    assert ("D grows as 20·N^1 at every point, so the law is along that line" in
+            format_fit(fit_json(result, sweep="s"), recorded=False))
+    on = recommend(result, params=1e8, tokens=2e9, batch=3e4)["lr"]
+    assert on["value"] == pytest.approx(truth.lr_opt(1e8, 2e9, 3e4), rel=0.15)
+    assert "caveat" not in on
+    off = recommend(result, params=1e8, tokens=2e11, batch=3e4)["lr"]
+    assert off["caveat"].startswith("the lr law was fitted where D = 20·N^1 (D = 2e+09 here), "
+                                    "and this run has D = 2e+11")
