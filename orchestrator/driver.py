@@ -348,7 +348,7 @@ def drive(runner: _Runner, *, tracking_uri: str, progress: bool,
     results = list(outcome.ran.values()) + list(outcome.found_ended.values())
     status = INTERRUPTED if outcome.interrupted else (
         FINISHED if all(s in ended for s in results) else FAILED)
-    if outcome.interrupted:
+    if outcome.interrupted and spec.optuna is None:  # (a search may have more to ask)
         # A driver stopped while it only waited on another's trials, which that one ended:
         # nothing of this launch is undone, and the sweep is not "interrupted" (the last
         # driver to close sets its status).
@@ -506,6 +506,8 @@ class _Runner:
         """Take the results of finished tasks: record, retry or give up on each trial."""
         import ray
 
+        from orchestrator.worker import lost_errors
+
         refs = list(self.running)
         if not refs:  # only trunks run (`sharing.poll` waited on them), or other drivers'
             if self.held:  # trials: their leases are read every HELD_POLL_S, no need to spin
@@ -523,11 +525,11 @@ class _Runner:
             except ray.exceptions.RayError as err:
                 self.unsure.update(t.trial_id for t in _members(unit))
                 reason = str(err).strip().splitlines()[-1]
-                if isinstance(err, ray.exceptions.RayTaskError):  # the task itself raised
-                    self._retry_or_fail(unit, attempt, reason, unreported=True)
-                else:  # its worker (or node) was lost on Ray's every re-run: for good
+                if isinstance(err, lost_errors()):  # its worker or node died on every re-run
                     self._fail(unit, attempt + self.spec.retries, reason, unreported=True,
                                why="its worker was lost each time")
+                else:  # the task raised, its result was lost, ...: the driver's to retry
+                    self._retry_or_fail(unit, attempt, reason, unreported=True)
                 continue
             if not isinstance(unit, Group):
                 if self._took(unit, result):

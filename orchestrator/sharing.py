@@ -355,6 +355,8 @@ class Sharing:
     def _ended(self, runner, trunk: _Trunk) -> None:
         import ray
 
+        from orchestrator.worker import lost_errors
+
         if trunk.placement is not None:  # (a fused group's first trunk holds the group's)
             runner.cluster.release(trunk.placement)
         ref, trunk.ref, trunk.placement = trunk.ref, None, None
@@ -363,7 +365,7 @@ class Sharing:
         except ray.exceptions.RayError as err:
             # lost: its worker (or node) died on Ray's every re-run, no attempt to add
             result = {"status": FAILED, "error": str(err).strip().splitlines()[-1],
-                      "lost": not isinstance(err, ray.exceptions.RayTaskError)}
+                      "lost": isinstance(err, lost_errors())}
         if trunk.grouped and "status" not in result:  # a fused group's answer, per trunk
             result = result[trunk.family.trunk_id]
         if result["status"] == HELD:  # another driver's worker took it first: follow it

@@ -93,9 +93,9 @@ trials running, each one's metrics wait longer than `flush_every_s` (ends are ne
 
 
 HEARTBEAT_JOIN_S = 10.0
+"""How long closing a sweep waits for a heartbeat write in flight (one slow store call)."""
 OTHERS_READ_S = 5.0
 """How often a tracker reads which other drivers run its sweep (`Tracker._others`)."""
-"""How long closing a sweep waits for a heartbeat write in flight (one slow store call)."""
 
 
 class Tracker:
@@ -296,7 +296,8 @@ class Tracker:
             while True:
                 now = str(int(time.time()))
                 try:
-                    client.log_batch(parent, tags=[RunTag(k, now) for k in keys])
+                    if not stop.is_set():  # (a beat after the close would mark it alive)
+                        client.log_batch(parent, tags=[RunTag(k, now) for k in keys])
                 except Exception:  # the server is away: the next beat tries again
                     pass
                 if stop.wait(HEARTBEAT_EVERY_S):
@@ -366,7 +367,8 @@ class Tracker:
         if trial_id in self.attempts:  # begun before in this launch: Ray or the driver retried
             self.whole.discard(trial_id)
             self._next_attempt(trial_id)
-        elif trial_id in self.children or self._made_by_another(trial_id):
+        elif trial_id in self.children or self._made_by_another(
+                trial_id, trained_before=resumed_step is not None):
             self._adopt(trial_id)  # a run of an earlier launch, or of another driver's
             self._next_attempt(trial_id)
         elif self._open(trial_id, label, started_ms=started_ms) and resumed_step is None:
@@ -566,13 +568,14 @@ class Tracker:
             return False
         return True
 
-    def _made_by_another(self, trial_id: str) -> bool:
+    def _made_by_another(self, trial_id: str, *, trained_before: bool = False) -> bool:
         """Whether another driver running this sweep (an extend typed while a launch runs)
         made the trial's run since this tracker listed the runs: for an attempt it gave up,
         whose lease this driver's worker then took. Looked up once another driver has been
-        seen (it may have closed since: its give-up is what frees the lease), not before (a
-        query per trial); the run, if any, is known here from then on."""
-        if self.driver is None or not (self._others() or self.shared):
+        seen (it may have closed since: its give-up is what frees the lease), or when the trial
+        resumes a checkpoint no run known here made (another driver's, seen or not); not
+        otherwise (a query per trial). The run, if any, is known here from then on."""
+        if not trained_before and (self.driver is None or not (self._others() or self.shared)):
             return False
         found = self.call(self.client.search_runs, [self.experiment_id],
                           trial_filter(trial_id), max_results=1)

@@ -39,6 +39,14 @@ def describe_error(err: BaseException) -> str:
     return f"{type(err).__name__}: {'; '.join(lines)}" if lines else type(err).__name__
 
 
+def lost_errors() -> tuple[type, ...]:
+    """The Ray errors of a task whose worker or node died, which Ray re-runs itself
+    (`max_retries`): past them, resubmitting would run the trial (retries + 1)² times."""
+    import ray.exceptions as e
+
+    return (e.WorkerCrashedError, e.NodeDiedError, e.OutOfMemoryError)
+
+
 def trial_task(fn, *, sweep: str, driver_pid: int):
     """`fn` under the trial's lease: what the driver hands to Ray for every trial.
 

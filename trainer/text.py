@@ -62,7 +62,7 @@ class Tokenizer:
         without an unknown token) said in one sentence naming data.tokenizer."""
         try:
             return self.encode(texts)
-        except (KeyboardInterrupt, SystemExit):
+        except (KeyboardInterrupt, SystemExit, MemoryError):
             raise
         except BaseException as err:  # noqa: BLE001 (its Rust core raises bare Exceptions)
             if self._tok is None:

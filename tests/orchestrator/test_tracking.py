@@ -319,3 +319,25 @@ def test_a_killed_drivers_mark_does_not_keep_the_sweep_running(tmp_path):
     tags = client.get_run(tracker.parent_id).data.tags
     assert tags["sweep.status"] == "finished"
     assert not [k for k in tags if k.startswith("sweep.drivers.")]
+
+
+def test_a_trial_resumed_from_another_drivers_checkpoint_keeps_its_one_run(tmp_path):
+    # Driver B came and went between driver A's looks at the sweep's drivers (A never saw it):
+    # A's worker resumed B's checkpoint of X and A made X a second run.
+    from trainer.schema import KIND_TRIAL, sweep_runs
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    a = Tracker(uri, "tracking", code_version="test", spec_yaml="name: tracking\n",
+                driver="host-a 1")
+    a.others_read = float("inf")  # (its next look at the drivers is far off)
+    b = Tracker(uri, "tracking", code_version="test", spec_yaml="name: tracking\n",
+                driver="host-b 2")
+    x = "x" * 64
+    b.begin(x, "lr=1", PARAMS)
+    b.record_unreported(x, "interrupted", "lr=1", PARAMS)
+    b.close_sweep("interrupted")
+    assert not a.shared
+    _attempt(a, x, resumed_step=2)
+    runs = sweep_runs(MlflowClient(uri), a.experiment_id, KIND_TRIAL)
+    assert [r.info.run_id for r in runs] == [b.children[x]]
+    assert runs[0].data.tags["trial.status"] == "finished"
