@@ -371,7 +371,9 @@ class Sharing:
         if result["status"] == HELD:  # another driver's worker took it first: follow it
             return
         trunk.recorded = "index" in result  # its worker sent its end (not lost with its node)
-        lost = result.get("lost", False)
+        # (a fused group's worker lost on Ray's every re-run: each trunk goes again alone,
+        # as after a failure, so that one bad trunk does not use up the others' retries)
+        lost = result.get("lost", False) and not trunk.grouped
         if result["status"] == FAILED and trunk.attempt <= self.spec.retries and not lost:
             trunk.attempt += 1  # started again by this poll; it resumes from its checkpoint
             return
