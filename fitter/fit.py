@@ -299,6 +299,22 @@ def format_fit(doc: dict, *, recorded: bool = True, not_done: int = 0) -> str:
             coefs = ", ".join(f"{k}={v:.4g}" for k, v in law["coef"].items())
         lines.append(f"  {name:<{width}} {law['form']}   ({law['n_points']} points, {level})")
         lines.append(" " * (width + 3) + coefs)
+        if missing := law.get("unbracketed"):
+            lines.append(" " * (width + 3) + f"{missing} (N, D, B) left out: the setting with "
+                         "their lowest loss has its best LR at the edge of the LRs tried, so "
+                         "their optimum is not known (`next_grid` lists the LRs to add)")
+        if edges := law.get("edges"):
+            kinds = {"lr": "the best τ's LR is at the edge of the LRs tried (extend those "
+                           "LRs: `next_grid`)",
+                     "low": "the best τ is the lowest tried", "high": "the best τ is the "
+                     "highest tried", "one": "one τ was tried"}
+            said = "; ".join(f"{sum(e['edge'] == k for e in edges)} where {text}"
+                             for k, text in kinds.items() if any(e["edge"] == k for e in edges))
+            fix = law.get("edges_fix")
+            lines.append(" " * (width + 3) + f"{len(edges)} setting"
+                         f"{'s' * (len(edges) != 1)} left out ({said}): the law is fitted "
+                         "without them; " + (f"to fit it on all, {fix}" if fix else
+                                             "bracket them to fit it on all"))
         for later, line in (law.get("along") or {}).items():
             lines.append(" " * (width + 3) + f"{later} grows as {line['factor']:.3g}·"
                          f"{line['of']}^{line['power']:.3g} at every point, so the law is "
@@ -311,6 +327,11 @@ def format_fit(doc: dict, *, recorded: bool = True, not_done: int = 0) -> str:
             lines.append(" " * (width + 3) + f"{edge_wd} of its points take the LR of a weight "
                          "decay at the edge of those tried (the best λ lies past them, and the "
                          "LR there makes up for it): add weight decays past that edge")
+        if law.get("e_at_bound"):
+            lines.append(" " * (width + 3) + "E is at its bound (0): these losses show no "
+                         "floor, so E and its interval say nothing, and the law's values far "
+                         "past the data lean on a floor it did not measure (sweep longer "
+                         "budgets or larger widths to see one)")
         if left := law.get("left_out"):
             lines.append(" " * (width + 3) + f"{len(left)} (N, D) left out: their best LR is "
                          "at the edge of the LRs tried, so their best loss may lie lower "

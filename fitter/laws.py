@@ -36,6 +36,9 @@ def lr_law(optima: pd.DataFrame, **boot) -> LawFit:
     """
     axes = [a for a in ("N", "D", "B") if a in optima and optima[a].notna().all()]
     points = _at_best_timescale(optima, best_per_group(optima, axes), axes)
+    scored = optima[np.isfinite(optima["loss_opt"].astype(float))]
+    unbracketed = (scored.groupby(axes, dropna=False).ngroups if axes else int(
+        not scored.empty)) - len(points)
     conflicts = int(optima["conflict"].fillna(False).astype(bool).sum()) \
         if "conflict" in optima else 0
     _enough(points, "lr", f"slices with a bracketed LR optimum ({NEXT_GRID})"
@@ -74,6 +77,8 @@ def lr_law(optima: pd.DataFrame, **boot) -> LawFit:
                         target="lr_opt", hint=hint, **boot)
     if along:
         law.extra["along"] = along
+    if unbracketed > 0:  # (their best setting's LR at the grid's edge: `best_per_group`)
+        law.extra["unbracketed"] = unbracketed
     return law
 
 
@@ -163,9 +168,19 @@ def timescale_points(optima: pd.DataFrame) -> pd.DataFrame:
     optima = optima.assign(tau=given.fillna(
         optima["B"] / (optima["lr_opt"] * optima["wd"] * optima["D"])))
     tried = optima[optima["wd"] > 0].groupby(["N", "D", "B"])["tau"].agg(["min", "max"])
-    good = optima[usable(optima) & (optima["wd"] > 0)]
+    scored = optima[(optima["wd"] > 0) & np.isfinite(optima["loss_opt"].astype(float))]
+    ok = usable(optima)
     rows = []
-    for (n, d, b), group in good.groupby(["N", "D", "B"]):
+    for (n, d, b), every in scored.groupby(["N", "D", "B"]):
+        top = every.loc[every["loss_opt"].idxmin()]
+        group = every[ok[every.index]]
+        if not ok[top.name] or group.empty:
+            # The lowest loss is at a τ whose LR optimum is at the LR grid's edge: the best τ
+            # is there (or past it), not among the bracketed slices, whose best pointed a
+            # stranger to lower τ while the loss fell toward higher ones. Its LRs first.
+            rows.append({"N": n, "D": d, "B": b, "D/N": d / n, "tau_opt": top["tau"],
+                         "wd_opt": top["wd"], "n_wd": every["tau"].nunique(), "edge": "lr"})
+            continue
         best = group.loc[group["loss_opt"].idxmin()]
         tau, edge = best["tau"], None
         if group["tau"].nunique() >= 3:
@@ -197,6 +212,13 @@ def timescale_law(optima: pd.DataFrame, **boot) -> LawFit:
                        "(optim.weight_decay or optim.timescale); add some to the sweep.")
     found = timescale_points(optima)
     points = found[found["edge"].isna()].drop(columns=["edge"])
+    lr_edge = int((found["edge"] == "lr").sum())
+    if len(points) < 3 and lr_edge:
+        raise FitError(f"the timescale law has {len(points)} usable point"
+                       f"{'s' * (len(points) != 1)}: at {lr_edge} of its {len(found)} settings "
+                       "the τ with the lowest loss has its best LR at the edge of the LRs "
+                       f"tried, so neither optimum is known there; extend those LRs first "
+                       f"({NEXT_GRID}).")
     single = int((found["edge"] == "one").sum())
     if len(points) < 3 and single:
         given = optima["tau"].notna().any() if "tau" in optima else False
@@ -205,17 +227,24 @@ def timescale_law(optima: pd.DataFrame, **boot) -> LawFit:
                        f"values of {key} there, but {single} of its {len(found)} settings "
                        f"tried one (τ = B/(η·λ·D) then follows from the λ chosen, not from the "
                        f"loss); add values along {key} (e.g. three a factor 3 apart).")
-    if len(points) < 3:
-        given = optima["tau"].notna().any() if "tau" in optima else False
-        tried = sorted(optima.loc[optima["tau"].notna(), "tau"].unique()) if given else \
-            sorted(optima.loc[optima["wd"] > 0, "wd"].unique())
-        # (a high τ is a low λ: λ = B/(η·τ·D))
-        _refuse_edges(found, "timescale", "τ", "optim.timescale" if given
-                      else "optim.weight_decay", tried, mirrored=not given)
+    given = optima["tau"].notna().any() if "tau" in optima else False
+    tried = sorted(optima.loc[optima["tau"].notna(), "tau"].unique()) if given else \
+        sorted(optima.loc[optima["wd"] > 0, "wd"].unique())
+    key = "optim.timescale" if given else "optim.weight_decay"
+    if len(points) < 3:  # (a high τ is a low λ: λ = B/(η·τ·D))
+        _refuse_edges(found, "timescale", "τ", key, tried, mirrored=not given)
     _enough(points, "timescale", "(N, D) settings with an LR optimum and weight decay > 0")
-    return fit_power_law(points, name="timescale", axes=("D/N",), exponents=("m",),
-                         target="tau_opt", hint="values of D/N (model.width or train.tokens)",
-                         **boot)
+    law = fit_power_law(points, name="timescale", axes=("D/N",), exponents=("m",),
+                        target="tau_opt", hint="values of D/N (model.width or train.tokens)",
+                        **boot)
+    left = found[found["edge"].notna()]
+    if len(left):  # (fitted without them, which biases m: said, with what brackets them)
+        law.extra["edges"] = [{"N": float(r.N), "D": float(r.D), "B": float(r.B),
+                               "edge": r.edge} for r in left.itertuples()]
+        sides = sorted(set(left["edge"]) & {"low", "high"})
+        if sides:
+            law.extra["edges_fix"] = _past_edges(sides, key, tried, mirrored=not given)
+    return law
 
 
 def batch_points(optima: pd.DataFrame) -> pd.DataFrame:
@@ -259,6 +288,16 @@ def _refuse_edges(found: pd.DataFrame, law: str, what: str, key: str, tried: lis
     if edges.empty:
         return
     sides = sorted(set(edges["edge"]))
+    how = _past_edges(sides, key, tried, mirrored=mirrored)
+    side = " and ".join(f"the {s}est" for s in sides)
+    raise FitError(f"the {law} law has {len(found) - len(edges)} usable point"
+                   f"{'s' * (len(found) - len(edges) != 1)}: at {len(edges)} of its "
+                   f"{len(found)} settings the best {what} is {side} one tried, so the optimum "
+                   f"may lie beyond it; {how}.")
+
+
+def _past_edges(sides: list[str], key: str, tried: list, *, mirrored: bool) -> str:
+    """What to add to bracket optima at the `sides` ("low", "high") of the values tried."""
     add = []
     if len(tried) >= 2:
         step_up, step_down = tried[-1] / tried[-2], tried[1] / tried[0]
@@ -269,15 +308,10 @@ def _refuse_edges(found: pd.DataFrame, law: str, what: str, key: str, tried: lis
         add = [v for v in (math.ceil(v) if v > tried[-1] else math.floor(v) for v in add)
                if v >= 1 and v not in tried]
     values = ", ".join(str(v) if isinstance(v, int) else f"{v:.3g}" for v in sorted(add))
-    how = (f"add {key}=choice({values}) to the sweep (`sweep extend` takes it)" if add
-           else f"extend {key} past the edge" if key != "train.batch_size"
-           else "the smallest batch, one sequence, was tried: a smaller one takes shorter "
-                "sequences (train.seq_len)")
-    side = " and ".join(f"the {s}est" for s in sides)
-    raise FitError(f"the {law} law has {len(found) - len(edges)} usable point"
-                   f"{'s' * (len(found) - len(edges) != 1)}: at {len(edges)} of its "
-                   f"{len(found)} settings the best {what} is {side} one tried, so the optimum "
-                   f"may lie beyond it; {how}.")
+    return (f"add {key}=choice({values}) to the sweep (`sweep extend` takes it)" if add
+            else f"extend {key} past the edge" if key != "train.batch_size"
+            else "the smallest batch, one sequence, was tried: a smaller one takes shorter "
+                 "sequences (train.seq_len)")
 
 
 def _enough(points: pd.DataFrame, law: str, what: str) -> None:

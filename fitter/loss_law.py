@@ -31,7 +31,13 @@ deviation of the residuals) is listed as an outlier: the Huber loss bounds its p
 not remove it (on Chinchilla's 245 points, 4 such points, at 13-45 σ, move B six-fold and β by
 0.09). Real residuals have heavy tails: the 240 points Besiroglu et al. keep still reach 10 σ,
 so a lower bar would list points the law describes."""
-MIN_POINTS_FOR_OUTLIERS = 8
+MIN_POINTS_FOR_OUTLIERS = 8 + 5
+"""Points the law needs before any is called an outlier: 8 beyond its 5 coefficients. With 9
+points the fit passes almost through most of them, their median deviation is tiny, and seed
+noise (0.02 in log loss) read as 12 σ in a stranger's sweep."""
+E_AT_BOUND = 1e-6
+"""E below this fraction of the lowest loss: the fit puts no floor under the losses (E is
+parametrized through its log, so it went to 1e-19 with a zero-width interval)."""
 N_STARTS = 24
 NAMES = ("E", "A", "B", "alpha", "beta")
 GRID = np.array(list(itertools.product(
@@ -99,7 +105,14 @@ class LossFit:
                           for k in ("N", "D")},
                 "points": self.points[["N", "D", "loss"]].to_dict("records"),
                 "residuals_log": res.tolist(), "outliers": self.outliers(),
-                "left_out": self.left_out}
+                "left_out": self.left_out, "e_at_bound": self.e_at_bound}
+
+    @property
+    def e_at_bound(self) -> bool:
+        """Whether E sits at its bound, 0: these losses show no irreducible floor, so E and
+        its interval (the bootstrap starts there and stays) say nothing, and the law's
+        extrapolations far past the data lean on a floor it did not measure."""
+        return self.coef["E"] < E_AT_BOUND * float(self.points["loss"].min())
 
     def outliers(self) -> list[dict]:
         """Points more than `OUTLIER_SIGMAS` robust σ off the law, farthest first: N, D,

@@ -175,7 +175,7 @@ def _fit_parsers(sub, parents: list[argparse.ArgumentParser]) -> None:
                    help="fit only this law (default: every law the runs support)")
     p.add_argument("--json", action="store_true", help="print fit.json only")
     p.add_argument("--out", metavar="DIR", help="where fit.json and plots/ go "
-                   "(default: outputs/fit/NAME)")
+                   "(default: outputs/fit/NAME, and a folder in it for --group, --pool or --law)")
     p.add_argument("--n-boot", type=_count, default=None,
                    help="draws for the intervals (default: 500 per law, 200 bootstrap resamples "
                    "per slice optimum and for the loss law; a number given is used for all)")
@@ -638,6 +638,8 @@ def _fit(args, uri: str) -> int:
     # or pooled goes to its own folder by default, not over the full fit's
     selection = ",".join(f"{k}={v}" for k, v in group.items()) or (
         "pooled" if result.pooled else "")
+    if args.law:  # (a fit of one law, too: it replaced the full fit's fit.json and plots)
+        selection = ",".join(filter(None, [selection, f"law={args.law}"]))
     default = Path("outputs") / "fit" / label
     out = out or (default / selection.replace("/", "_") if selection else default)
     doc = write_fit(result, out, sweep=label, next_trials=_next_n_trials(uri, args.name),

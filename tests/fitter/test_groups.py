@@ -200,12 +200,13 @@ def test_sweep_fit_logs_each_groups_law_and_plots_to_the_fit_run(tmp_path, capsy
         assert main(["--tracking-uri", uri, "fit", "transfer", "--law", "lr", "--n-boot", "20",
                      *extra]) == 0
         out_line = capsys.readouterr().out.splitlines()[-1]
-        assert f"outputs/fit/transfer/{selection}/fit.json" in out_line
+        assert f"outputs/fit/transfer/{selection},law=lr/fit.json" in out_line
         (run,) = [r for r in client.search_runs([exp.experiment_id],
                                                 "tags.`proxysweep.kind` = 'fit'")
                   if r.data.tags["fit.selection"] == selection]
         assert run.info.run_name == f"fit transfer [{selection}]"
-        doc = json.loads((Path("outputs/fit/transfer") / selection / "fit.json").read_text())
+        doc = json.loads((Path("outputs/fit/transfer") / f"{selection},law=lr" / "fit.json"
+                          ).read_text())
         assert doc["selection"] == {"group": {"model.param": "mup"} if selection != "pooled"
                                     else {}, "pooled": selection == "pooled"}
         # the law of one group names it, as a grouped fit's laws do (it said "group": {})

@@ -438,3 +438,43 @@ def test_an_lr_law_whose_token_budgets_grow_with_the_width_is_fitted_along_that_
     off = recommend(result, params=1e8, tokens=2e11, batch=3e4)["lr"]
     assert off["caveat"].startswith("the lr law was fitted where D = 20·N^1 (D = 2e+09 here), "
                                     "and this run has D = 2e+11")
+
+
+def test_a_setting_whose_lowest_loss_has_its_lr_at_the_edge_gives_no_point_to_either_law():
+    # The lowest loss at (N, D, B) was at τ = 1, whose LRs all lay past its optimum; the laws
+    # took the best bracketed slices instead (0.1-0.15 nats worse), and the timescale law
+    # told a stranger to add lower τ while the loss fell toward higher ones.
+    from fitter.slices import best_per_group
+
+    rows = []
+    for d, tau_edge in ((1e8, True), (4e8, False), (1.6e9, False), (6.4e9, False)):
+        for tau, loss in ((0.1, 3.2), (0.3, 3.1), (1.0, 3.0)):
+            edge = "high" if tau_edge and tau == 1.0 else None
+            rows.append({"N": 1e6, "D": d, "B": 3e4, "tau": tau, "lr_opt": 1e-2,
+                         "wd": 3e4 / (1e-2 * tau * d), "lr_lo": np.nan, "lr_hi": np.nan,
+                         "loss_opt": loss - 0.1 * np.log10(d), "edge": edge})
+    optima = pd.DataFrame(rows)
+    best = best_per_group(optima, ["N", "D", "B"])
+    assert sorted(best["D"]) == [4e8, 1.6e9, 6.4e9] and (best["tau"] == 1.0).all()
+    found = timescale_points(optima)
+    assert found.set_index("D").loc[1e8, "edge"] == "lr"
+    from fitter.laws import lr_law
+
+    assert lr_law(optima, n_boot=20).extra["unbracketed"] == 1
+    only = optima[optima["D"] <= 4e8]
+    with pytest.raises(FitError, match=r"the timescale law has 0 usable points: at 1 of its 2 "
+                                       r"settings the τ with the lowest loss has its best LR at "
+                                       r"the edge of the LRs tried"):
+        timescale_law(only.assign(loss_opt=only["loss_opt"]).query("D == 1e8 or tau != 1.0"))
+
+
+def test_a_slice_given_tau_reports_the_weight_decay_at_its_optimum():
+    # λ = B/(η·τ·D) differs per LR: the slice said its first run's λ, 2-4x off the optimum's.
+    from fitter.slices import lr_optima
+
+    truth = Truth(lr=(0.5, -0.3, 0.0, 0.0), k_tau=0.04, timescale=(0.5, -0.3))
+    frame = synthetic_runs(truth, n_values=[1e6], d_values=[1e8], b_values=[3e4],
+                           tau_values=[0.3], noise=0.001)
+    runs = from_short_frame(frame, source="s")
+    (row,) = lr_optima(runs.table, runs.slice_keys, n_boot=0).to_dict("records")
+    assert row["wd"] == pytest.approx(3e4 / (row["lr_opt"] * 0.3 * 1e8))

@@ -174,3 +174,16 @@ def test_the_loss_law_keeps_settings_of_two_lrs_and_reads_timescale_slices_by_ta
     with pytest.raises(FitError, match="once 8 \\(N, D\\) whose best LR is at the edge of the "
                                        "LRs tried are left out"):
         fit_runs(from_short_frame(mixed, source="s"), laws=("loss",), n_boot=20)
+
+
+def test_a_loss_law_with_no_floor_and_few_points_says_so_and_lists_no_outliers():
+    # A stranger's 9 (N, D) of a muP sweep (widths 32-128, 65k-262k tokens): E went to 1e-19
+    # with a zero-width interval, presented as known, and seed noise (0.02 in log loss) was
+    # listed as two 12-σ outliers.
+    points = pd.DataFrame(
+        [(20576.0, 65536.0, 2.6343), (20576.0, 131072.0, 2.4636), (20576.0, 262144.0, 2.2549),
+         (65728.0, 65536.0, 2.5666), (65728.0, 131072.0, 2.3874), (65728.0, 262144.0, 2.1327),
+         (229760.0, 65536.0, 2.4956), (229760.0, 131072.0, 2.2941),
+         (229760.0, 262144.0, 2.0531)], columns=["N", "D", "loss"])
+    doc = fit_loss_law(points, n_boot=20).to_json()
+    assert doc["e_at_bound"] is True and doc["outliers"] == []
