@@ -17,6 +17,7 @@ fit.json a law of a sweep with several groups is keyed `LAW[LABEL]`, e.g. `lr[mo
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from fitter.data import Runs
@@ -107,9 +108,21 @@ def select(runs: Runs, wanted: dict[str, str]) -> Runs:
             raise FitError(f"--group {key}={value}: {key} does not vary in {runs.source}; "
                            f"its group keys are: {keys}.")
         values = sorted(table[key].astype(str).unique())
-        if value not in values:
+        same = table[key].astype(str) == value
+        number = pd.to_numeric(table[key], errors="coerce")
+        if not same.any() and _is_number(value) and number.notna().any():
+            same = np.isclose(number, float(value))  # (3 names the runs at 3.0, as printed)
+        if not same.any():
             raise FitError(f"--group {key}={value}: no run in {runs.source} has it; choose one "
                            f"of {', '.join(f'{key}={v}' for v in values)}.")
-        table = table[table[key].astype(str) == value]
+        table = table[np.asarray(same)]
     rest = tuple(k for k in runs.slice_keys if k not in wanted)
     return Runs(table.reset_index(drop=True), rest, runs.source, runs.histories)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

@@ -96,6 +96,9 @@ def recommend(result: FitResult, *, params: float, tokens: float,
         missing["lr"] = skipped.get("lr", "no lr law")
     if "timescale" in laws and "lr" in out and "B" in point:
         out["weight_decay"] = _weight_decay(laws["timescale"], laws["lr"], point)
+    elif "timescale" in laws and "lr" in out:
+        missing["weight_decay"] = ("λ = B/(η·τ·D) needs the big run's batch size, which no law "
+                                   "gives here: pass --batch (tokens per step)")
     else:
         missing["weight_decay"] = skipped.get("timescale", "needs the lr and timescale "
                                                      "laws and a batch size")

@@ -265,3 +265,17 @@ def test_a_whole_number_key_read_with_a_gap_keeps_its_spelling(tmp_path):
     frame.to_csv(tmp_path / "runs.csv", index=False)
     table = read_csv(tmp_path / "runs.csv").table
     assert sorted(table["optim.beta1"].unique()) == ["0.0", "0.9", "nan"]
+
+
+def test_a_numeric_group_value_names_its_runs_however_it_is_written():
+    # The summary prints optim.timescale=3; `--group optim.timescale=3` answered "no run has
+    # it; choose one of optim.timescale=3.0".
+    from fitter.groups import select
+
+    frame = mup_and_sp().assign(**{"optim.timescale": 3.0})
+    frame.loc[frame.index[:5], "optim.timescale"] = 1.0
+    runs = from_short_frame(frame, source="s")
+    assert len(select(runs, {"optim.timescale": "3"}).table) == len(frame) - 5
+    with pytest.raises(FitError, match="no run in s has it; choose one of optim.timescale=1.0, "
+                                       "optim.timescale=3.0"):
+        select(runs, {"optim.timescale": "9"})

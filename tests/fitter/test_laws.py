@@ -387,6 +387,11 @@ def test_recommended_weight_decay_follows_the_laws_and_says_the_lr_laws_extrapol
     true_tau = 0.5 * 100 ** -0.3
     assert wd["timescale"] == pytest.approx(true_tau, rel=0.15)
     assert wd["value"] == pytest.approx(3e4 / (truth.lr_opt(n, d, 3e4) * true_tau * d), rel=0.3)
+    # without --batch and no law for it: said what to pass (it said "needs the lr and timescale
+    # laws and a batch size" while both laws were there)
+    assert recommend(result, params=n, tokens=d)["unavailable"]["weight_decay"] == (
+        "λ = B/(η·τ·D) needs the big run's batch size, which no law gives here: pass --batch "
+        "(tokens per step)")
 
 
 def test_the_lr_law_takes_each_points_lr_at_its_best_weight_decay():
