@@ -232,8 +232,6 @@ class Tracker:
         """Undo what a failed `open_sweep` wrote (a parent run it created, with no spec; the
         status of one it found) and say why the sweep cannot run: a store or artifact location
         this machine cannot write (S3 credentials missing on the driver, say)."""
-        import contextlib
-
         location = "?"
         with contextlib.suppress(Exception):
             location = self.client.get_experiment(self.experiment_id).artifact_location
