@@ -6,7 +6,8 @@ FLOPs; see `orchestrator.placement.submission_order`) under a concurrency cap, c
 `ray.wait`. Ray re-executes a task whose worker or node died (`max_retries`); the trainer
 then resumes from the trial's newest checkpoint. A trial that raised is resubmitted by the
 driver up to `retries` times; one whose worker was lost on Ray's every re-run fails then
-(resubmitting it would run it (retries + 1)² times). Which trials to run comes from MLflow:
+(resubmitting it would run it (retries + 1)² times), and a fused group so lost runs its members
+alone, each with Ray's re-runs of its own. Which trials to run comes from MLflow:
 a trial whose child run says finished or diverged is done and never runs again, so launch,
 resume and extend are one operation on a content-addressed set.
 
@@ -525,7 +526,9 @@ class _Runner:
             except ray.exceptions.RayError as err:
                 self.unsure.update(t.trial_id for t in _members(unit))
                 reason = str(err).strip().splitlines()[-1]
-                if isinstance(err, lost_errors()):  # its worker or node died on every re-run
+                if isinstance(err, lost_errors()) and isinstance(unit, Group):
+                    self._split(unit, attempt + self.spec.retries, reason)
+                elif isinstance(err, lost_errors()):  # its worker or node died on every re-run
                     self._fail(unit, attempt + self.spec.retries, reason, unreported=True,
                                why="its worker was lost each time")
                 else:  # the task raised, its result was lost, ...: the driver's to retry
@@ -630,6 +633,17 @@ class _Runner:
             return
         self._fail(unit, attempt, reason, unreported=unreported,
                    why="a config error: not retried" if refused else "")
+
+    def _split(self, group: Group, attempts: int, reason: str) -> None:
+        """A fused group whose worker was lost on every attempt: its members go again alone,
+        each from its own checkpoints with Ray's retries of its own, so that a member that
+        kills its worker (out of memory, say) fails alone and the others end."""
+        print(f"{group.label}: its worker was lost on each of {attempts} attempt"
+              f"{'s' * (attempts != 1)} ({reason}); its members run alone from their "
+              "checkpoints")
+        self.queue[:0] = list(group.members)
+        for member in group.members:
+            self.retry_attempt[member.trial_id] = attempts + 1
 
     def _fail(self, unit: Trial | Group, attempts: int, reason: str, *, unreported: bool,
               why: str) -> None:

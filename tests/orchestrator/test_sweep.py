@@ -243,6 +243,49 @@ def test_a_trial_whose_worker_dies_every_time_runs_retries_plus_one_times(spec_d
     assert [c.data.tags["trial.status"] for c in children] == ["failed"]
 
 
+def test_a_fused_group_whose_worker_dies_every_time_runs_its_members_alone(
+        spec_dict, uri, tmp_path, capsys, monkeypatch):
+    # A group lost on each of Ray's re-runs failed all its members for good, though only one
+    # of them killed its worker (out of memory, say): now each goes again alone, and only the
+    # one that kills its worker alone fails.
+    from orchestrator import worker
+    from orchestrator.driver import prepare, run_sweep
+
+    log = tmp_path / "tasks"
+
+    def group_dies(cfgs, *args, **kwargs):
+        import os
+
+        with open(log, "a") as f:
+            f.write("group\n")
+        os._exit(1)
+
+    def one_member_dies(cfg, tracker, label, threads):
+        import os
+
+        from orchestrator.worker import run_trial
+
+        if cfg.optim.lr == 3e-3:
+            with open(log, "a") as f:
+                f.write("alone\n")
+            os._exit(1)
+        return run_trial(cfg, tracker, label, threads)
+
+    monkeypatch.setattr(worker, "run_group_trials", group_dies)
+    spec_dict.update(grid={"optim.lr": "choice(3e-3, 1e-2)"}, retries=1, fuse=2)
+    spec, trials = prepare(spec_from_dict(spec_dict))
+    outcome = run_sweep(spec, trials, tracking_uri=uri, progress=False,
+                        task_fn=one_member_dies)
+    by_lr = {t.cfg.optim.lr: t.trial_id for t in trials}
+    assert outcome.ran == {by_lr[3e-3]: "failed", by_lr[1e-2]: "finished"}
+    assert log.read_text().split() == ["group"] * 2 + ["alone"] * 2
+    out = capsys.readouterr().out
+    assert "group of 2: " in out and "its members run alone from their checkpoints" in out
+    assert "failed after 4 attempts (its worker was lost each time): " in out
+    _, _, children = _runs(uri, "unit")
+    assert sorted(c.data.tags["trial.status"] for c in children) == ["failed", "finished"]
+
+
 def test_a_store_the_tracker_cannot_write_stops_the_launch_before_any_trial(spec_dict, uri,
                                                                            tmp_path):
     # The sweep's artifact location cannot be written (S3 credentials missing on the driver,
