@@ -572,21 +572,22 @@ def driver_silent_s(parent, status: str) -> float | None:
 
 
 def trial_counts(tracking_uri: str, spec: SweepSpec, states: dict, gone: int | None
-                 ) -> tuple[dict[str, int], list[dict] | None, list[str]]:
+                 ) -> tuple[dict[str, int], list[dict] | None, dict[str, float | None]]:
     """The sweep's trials per status, `pending` those not begun (a grid's trials not in the
     store; a searched sweep's trials its studies have still to ask), as `status` and `list`
     count them; a searched sweep's studies (`search.search_status`), else None; and the ids
-    of the sweep's trials."""
+    of the sweep's trials, each with its training FLOPs (None in a searched sweep)."""
     counts: dict[str, int] = {}
     slices = None
+    ids: dict[str, float | None]
     if spec.optuna is None:
         _, trials = prepare(spec)
-        ids = [trial.trial_id for trial in trials]
+        ids = {trial.trial_id: trial.flops for trial in trials}
     else:  # a searched sweep's trials are those its studies asked for, and those to ask
         from orchestrator import search
         _, plan, storage = search.prepare_search(spec, tracking_uri)
         slices = search.search_status(plan, storage)
-        ids = list(states)
+        ids = dict.fromkeys(states)
         # Pending: the points the studies have still to ask, and those asked but not begun
         # (not in the store). A point asked twice is one trial: counting n_trials against
         # the trials in the store left a finished study with "2 pending".
@@ -873,7 +874,7 @@ def status(tracking_uri: str, name: str) -> dict:
         "best": None if best is None else {
             "trial": best.info.run_name, TRIAL_ID_TAG: best.data.tags[TRIAL_ID_TAG],
             FINAL_EVAL_LOSS: best.data.metrics.get(FINAL_EVAL_LOSS)},
-        "eta_s": _eta(finished, counts, len(running)) if status == RUNNING else None,
+        "eta_s": _eta(finished, counts, running, ids, states) if status == RUNNING else None,
         **_tokens(token_totals(client, parent.info.experiment_id),
                   ended=not any(counts.get(s) for s in ("pending", RUNNING, INTERRUPTED))),
         **({} if slices is None else {"slices": slices}),
@@ -897,13 +898,26 @@ def _progress(run) -> dict:
             "train/loss": run.data.metrics.get("train/loss")}
 
 
-def _eta(finished: list, counts: dict[str, int], num_running: int) -> float | None:
-    # Mean wall time of a finished trial × trials left ÷ trials running at once.
-    walls = [r.data.metrics[FINAL_WALL_S] for r in finished if FINAL_WALL_S in r.data.metrics]
+def _eta(finished: list, counts: dict[str, int], running: list[dict],
+         flops: dict[str, float | None], states: dict) -> float | None:
+    """Seconds until the trials not done have run, at the pace of those finished and as
+    many at once as run now. A grid's trials are weighed by their FLOPs (an extend to a
+    wider model takes as much longer as its trials cost more: a mean over trials read ~2 min
+    for ~10); a searched sweep's, whose trials to come are not known yet, by their mean."""
+    done = [r for r in finished if FINAL_WALL_S in r.data.metrics]
     left = sum(n for s, n in counts.items() if s not in DONE)
-    if not walls or not left:
+    if not done or not left:
         return 0.0 if not left else None
-    return sum(walls) / len(walls) * left / max(num_running, 1)
+    wall = sum(r.data.metrics[FINAL_WALL_S] for r in done)
+    at_once = max(len(running), 1)
+    cost = [flops.get(r.data.tags[TRIAL_ID_TAG]) for r in done]
+    if any(c is None or c <= 0 for c in cost):
+        return wall / len(done) * left / at_once
+    progress = {p[TRIAL_ID_TAG]: p["progress"] or 0.0 for p in running}
+    to_run = sum(f * (1.0 - min(progress.get(trial_id, 0.0), 1.0))
+                 for trial_id, f in flops.items()
+                 if states.get(trial_id, {}).get("status") not in DONE)
+    return wall / sum(cost) * to_run / at_once
 
 
 class NotRunning(Exception):

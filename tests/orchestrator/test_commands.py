@@ -228,6 +228,28 @@ def test_sweep_status_reads_the_store(tmp_path, capsys):
     assert out[3] == "  ETA: 3.0 min"  # mean 90 s × 2 left ÷ 1 at a time
 
 
+def test_status_eta_weighs_the_trials_left_by_their_flops(tmp_path, capsys):
+    """After an extend to a wider model, the ETA was the narrow trials' mean wall time × the
+    trials left: ~2 min for ~10 in a researcher's sweep. A trial's cost is its FLOPs."""
+    uri = f"sqlite:///{tmp_path}/m.db"
+    spec = {**_spec(tmp_path), "grid": {"optim.lr": "choice(3e-3, 1e-2)",
+                                        "model.width": "choice(32, 128)"}}
+    tracker = _open_sweep(uri, spec)
+    trials = prepare(spec_from_dict(spec))[1]
+    narrow = [t for t in trials if t.cfg.model.width == 32]
+    wide = [t for t in trials if t.cfg.model.width == 128]
+    for trial in narrow:
+        _child(uri, tracker, trial.trial_id, schema.FINISHED, final__eval_loss=2.5,
+               final__wall_s=60.0)
+    run_id = _child(uri, tracker, wide[0].trial_id, schema.RUNNING, train__tokens=8192.0)
+    MlflowClient(tracking_uri=uri).log_param(run_id, schema.PARAM_TOKENS, 32768)  # 1/4 done
+    assert wide[0].flops > 5 * narrow[0].flops
+    report = commands.status(uri, "unit")
+    seconds_per_flop = 120.0 / (2 * narrow[0].flops)
+    assert report["eta_s"] == pytest.approx(seconds_per_flop * 1.75 * wide[0].flops)
+    assert report["eta_s"] > 5 * 60.0  # a mean over trials said 2 min (60 s × 2 left ÷ 1)
+
+
 def test_status_of_a_sweep_whose_driver_was_killed_says_so_and_how_to_go_on(tmp_path, capsys):
     """A SIGKILLed driver leaves its parent run and trials `running`; `sweep status` reads the
     parent's `sweep.driver` ("HOST PID") and, finding no such process on this host, reports
