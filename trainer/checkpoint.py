@@ -79,7 +79,10 @@ def save(directory: Path, *, step: int, keep: int, model: torch.nn.Module,
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     barrier(d)
+    fresh = not optimizer.state
     model_sd, optim_sd = get_state_dict(model, optimizer)
+    if fresh:  # (a checkpoint before the first step: a trunk's branch point in its 1st batch)
+        _unstep(optimizer, optim_sd)
     dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=tmp)
     barrier(d)
     if d.is_main:
@@ -91,6 +94,21 @@ def save(directory: Path, *, step: int, keep: int, model: torch.nn.Module,
             shutil.rmtree(old, ignore_errors=True)
     barrier(d)
     return final
+
+
+def _unstep(optimizer: torch.optim.Optimizer, optim_sd: dict) -> None:
+    """Undo the step count that `get_state_dict` gives an optimizer with no state yet.
+
+    It fills that state by a step at LR 0: moments zero, as before any step, but AdamW's
+    `step` at 1, so the run's first real update was bias-corrected as its second (and the
+    checkpoint said so too): a trunk that saved at step 0 trained another run than alone."""
+    states = [*optimizer.state.values(), *optim_sd.get("state", {}).values()]
+    for state in states:
+        step = state.get("step")
+        if isinstance(step, torch.Tensor):
+            step.zero_()
+        elif step is not None:
+            state["step"] = 0
 
 
 def load_latest(directory: Path, *, model: torch.nn.Module,

@@ -131,3 +131,31 @@ def test_atomic_save_replaces_whole_file(tmp_path):
     atomic_save({"a": 2}, path)
     assert torch.load(path)["a"] == 2
     assert [p.name for p in tmp_path.iterdir()] == ["x.pt"]
+
+
+def test_a_checkpoint_before_the_first_step_leaves_the_run_as_it_was(tmp_path):
+    """`get_state_dict` fills an optimizer with no state by a step at LR 0: AdamW's step
+    count went to 1, so the first real update was bias-corrected as a second one (a trunk
+    whose branch point falls in its first batch saves at step 0, and trained another run)."""
+    def run(save_first: bool) -> tuple[torch.Tensor, torch.optim.Optimizer]:
+        torch.manual_seed(0)
+        model = torch.nn.Linear(4, 4)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+        if save_first:
+            save(tmp_path, step=0, keep=1, model=model, optimizer=optimizer,
+                 train_state={"step": 0}, d=Dist())
+        for _ in range(3):
+            optimizer.zero_grad()
+            model(torch.arange(4.0)).square().sum().backward()
+            optimizer.step()
+        return model.weight.detach().clone(), optimizer
+
+    alone, _ = run(save_first=False)
+    saved, optimizer = run(save_first=True)
+    assert torch.equal(saved, alone)
+    assert float(optimizer.state_dict()["state"][0]["step"]) == 3.0
+    torch.manual_seed(1)
+    fresh = torch.nn.Linear(4, 4)
+    fresh_optimizer = torch.optim.AdamW(fresh.parameters(), lr=1e-2)
+    load_latest(tmp_path, model=fresh, optimizer=fresh_optimizer)
+    assert float(fresh_optimizer.state_dict()["state"][0]["step"]) == 0.0

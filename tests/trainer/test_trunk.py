@@ -84,6 +84,22 @@ def test_branches_equal_independent_runs_and_train_only_their_decay(tmp_path):
         _assert_same_run(shared, alone[d])
 
 
+def test_a_branch_point_in_the_first_batch_leaves_the_trunk_as_alone(tmp_path):
+    """A budget whose decay is shorter than a batch branches at step 0: saving that checkpoint
+    gave the trunk's AdamW a step count of 1 before its first update, and every budget of the
+    family trained another run than alone."""
+    extra = ["schedule.warmup_tokens=256"]
+    root = tmp_path / "shared"
+    trunk = root / "trunks" / "t"
+    cfgs = {d: _cfg(root, d, extra) for d in (512, 8192)}
+    assert _point(cfgs[512]) < BATCH_TOKENS
+    train_trunk(cfgs[8192], trunk_id="t", directory=trunk,
+                branch_points=[_point(c) for c in cfgs.values()])
+    assert (trunk / "checkpoints" / "step-000000000").is_dir()
+    for d in cfgs:
+        _assert_same_run(_branch(root, trunk, d, extra), run(_cfg(tmp_path / "alone", d, extra)))
+
+
 @pytest.mark.slow
 def test_extend_trains_only_the_increment_and_a_smaller_budget_trains_its_gap(tmp_path):
     root = tmp_path / "shared"
