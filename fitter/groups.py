@@ -104,9 +104,9 @@ def select(runs: Runs, wanted: dict[str, str]) -> Runs:
     table = runs.table
     for key, value in wanted.items():
         if key not in runs.slice_keys or key not in table:
-            keys = ", ".join(group_keys(runs)) or "none"
+            keys = ", ".join(k for k in runs.slice_keys if k in table) or "none"
             raise FitError(f"--group {key}={value}: {key} does not vary in {runs.source}; "
-                           f"its group keys are: {keys}.")
+                           f"the keys that do: {keys}.")
         values = sorted(table[key].astype(str).unique())
         same = table[key].astype(str) == value
         number = pd.to_numeric(table[key], errors="coerce")

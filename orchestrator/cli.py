@@ -849,7 +849,7 @@ def _recommend(args, uri: str) -> int:
     from fitter.data import read_csv
     from fitter.errors import FitError
     from fitter.fit import fit_runs
-    from fitter.groups import parse_group
+    from fitter.groups import group_keys, parse_group
     from fitter.mlflow_io import load_runs
     from fitter.recommend import format_recommendation, recommend
 
@@ -863,9 +863,17 @@ def _recommend(args, uri: str) -> int:
         _warn_unfinished(uri, args.name)
     else:
         runs = read_csv(args.from_csv)
-    result = fit_runs(runs, n_boot=args.n_boot)
-    rec = recommend(result, params=args.params, tokens=args.tokens, batch=args.batch,
-                    group=group)
+    # A key that splits the runs into groups chooses one group's laws; any other key that
+    # varies (optim.timescale=3, model.depth=4) fits the laws of those runs only, as `sweep
+    # fit --group` does (it was refused: "one set of laws for all its runs; drop --group").
+    if set(group) <= set(group_keys(runs)):
+        result = fit_runs(runs, n_boot=args.n_boot)
+        rec = recommend(result, params=args.params, tokens=args.tokens, batch=args.batch,
+                        group=group)
+    else:
+        result = fit_runs(runs, n_boot=args.n_boot, group=group)
+        rec = recommend(result, params=args.params, tokens=args.tokens, batch=args.batch)
+        rec["group"] = {**group, **rec["group"]}
     print(json.dumps(rec, indent=2) if args.json else format_recommendation(rec))
     return 0
 

@@ -306,8 +306,9 @@ def test_fit_and_recommend_arguments_that_cannot_work_are_one_sentence(store, tm
     assert err == f"error: --from-csv {tmp_path} is a folder; give the CSV file in it."
     err = error_of(capsys, ["--tracking-uri", uri, "recommend", "demo", "--params", "1e9",
                             "--tokens", "1e10", "--group", "model.param=mup"])
-    assert err == ("error: sweep demo has one set of laws for all its runs (no key splits "
-                   "them into groups); drop --group model.param=mup.")
+    # (as `sweep fit --group` says it: --group chooses among the runs, like fit's)
+    assert err == ("error: --group model.param=mup: model.param does not vary in sweep demo; "
+                   "the keys that do: N, D, train.tokens.")
 
 
 def test_recommend_says_below_the_data_and_refuses_a_batch_in_the_wrong_unit(store, capsys):

@@ -279,3 +279,32 @@ def test_a_numeric_group_value_names_its_runs_however_it_is_written():
     with pytest.raises(FitError, match="no run in s has it; choose one of optim.timescale=1.0, "
                                        "optim.timescale=3.0"):
         select(runs, {"optim.timescale": "9"})
+
+
+def test_recommend_group_by_a_key_that_does_not_split_the_laws_fits_those_runs(tmp_path,
+                                                                                capsys):
+    """`sweep fit --group optim.timescale=3` fits the laws of those runs; `sweep recommend`
+    refused the same --group: "one set of laws for all its runs; drop --group"."""
+    kw = {"n_values": NS, "d_values": [1e9], "b_values": [1e5], "noise": 0.001, "seed": 4}
+    frame = pd.concat([synthetic_runs(MUP, **kw).assign(**{"optim.timescale": 3.0}),
+                       synthetic_runs(SP, **kw).assign(**{"optim.timescale": 1.0})],
+                      ignore_index=True)
+    frame.assign(run=[f"r{i}" for i in range(len(frame))]).to_csv(tmp_path / "runs.csv",
+                                                                   index=False)
+    args = ["recommend", "--from-csv", str(tmp_path / "runs.csv"), "--params", "1e9",
+            "--tokens", "1e9", "--batch", "1e5", "--n-boot", "50", "--json"]
+    lr = {}
+    for tau in ("3", "1"):
+        assert main([*args, "--group", f"optim.timescale={tau}"]) == 0
+        rec = json.loads(capsys.readouterr().out)
+        assert rec["group"] == {"optim.timescale": tau}
+        lr[tau] = rec["lr"]["value"]
+    assert lr["3"] == pytest.approx(MUP.lr_opt(1e9, 1e9, 1e5), rel=0.15)
+    assert lr["1"] == pytest.approx(SP.lr_opt(1e9, 1e9, 1e5), rel=0.15)
+    assert main([*args[:-1], "--group", "optim.timescale=3"]) == 0
+    assert "group         optim.timescale=3: the laws of these runs only" in (
+        capsys.readouterr().out)
+    assert main([*args, "--group", "model.depth=4"]) == 2
+    err = capsys.readouterr().err
+    assert "--group model.depth=4: model.depth does not vary in " in err
+    assert err.rstrip().endswith("the keys that do: N, optim.timescale.")
