@@ -463,7 +463,10 @@ def _run(spec, args, uri: str, based_on=None, notes: list[str] = ()) -> int:
           + (f", ran {len(outcome.ran)} ({summary})" if outcome.ran else
              ", stopped before any trial ran" if outcome.interrupted else ", nothing to run")
           + (f", {len(outcome.found_ended)} found ended by another launch"
-             if outcome.found_ended else ""))
+             if outcome.found_ended else "")
+          + (f", {not_started} not started" if outcome.interrupted and outcome.ran
+             and (not_started := outcome.trials - outcome.already_done - len(outcome.ran)
+                  - len(outcome.found_ended)) > 0 else ""))
     if outcome.interrupted:
         print(f"sweep {spec.name} stopped before its end (Ctrl-C or `sweep cancel`): nothing "
               f"done is lost, `sweep resume {spec.name}` goes on")
