@@ -35,7 +35,7 @@ def lr_law(optima: pd.DataFrame, **boot) -> LawFit:
     Each point keeps its slice's bootstrap interval (`lr_lo`, `lr_hi`) for the figures.
     """
     axes = [a for a in ("N", "D", "B") if a in optima and optima[a].notna().all()]
-    points = _at_best_timescale(optima, best_per_group(optima, axes), axes)
+    points = at_best_timescale(optima, best_per_group(optima, axes), axes)
     scored = optima[np.isfinite(optima["loss_opt"].astype(float))]
     unbracketed = (scored.groupby(axes, dropna=False).ngroups if axes else int(
         not scored.empty)) - len(points)
@@ -103,7 +103,7 @@ def _along_a_line(points: pd.DataFrame, varying: tuple[str, ...]
     return tuple(kept), along
 
 
-def _at_best_timescale(optima: pd.DataFrame, points: pd.DataFrame, axes: list[str]
+def at_best_timescale(optima: pd.DataFrame, points: pd.DataFrame, axes: list[str]
                        ) -> pd.DataFrame:
     """Each point's LR at the best weight decay between the ones tried, where the sweep tried
     3 or more that bracket it (`at_timescale`: `interpolated`; else `best slice`).

@@ -25,6 +25,7 @@ from fitter.data import slice_column, slice_values
 from fitter.fit import law_name
 from fitter.groups import AXIS_CONFIG_KEYS, group_keys, label
 from fitter.law_plots import constants_of, law_figure, loss_figure
+from fitter.laws import at_best_timescale
 from fitter.plot_style import (
     DPI,
     LOSS_LABEL,
@@ -41,7 +42,7 @@ from fitter.plot_style import (
     short,
     value_ticks,
 )
-from fitter.slices import lr_drift
+from fitter.slices import lr_drift, usable
 
 MAX_FIGURES = 6
 """Loss-vs-LR figures per fit (one per combination of the keys that are neither curve nor
@@ -288,12 +289,20 @@ def _lr_vs_width_figure(plt, result):
 
 
 def _best_per_n(rows: pd.DataFrame) -> pd.DataFrame:
-    # one optimum per N: the bracketed slice with the lowest loss (e.g. over weight decays),
-    # else the best edge one
-    rows = rows[np.isfinite(rows["loss_opt"])]
-    bracketed = _bracketed(rows)
-    ranked = rows.assign(_rank=(~bracketed).astype(int)).sort_values(["_rank", "loss_opt"])
-    return ranked.groupby("N", as_index=False).head(1).sort_values("N")
+    """One optimum per N, as the lr law takes it (`fitter.laws.lr_law`): the slice with the
+    lowest loss (over weight decays, say), its LR read at the best λ between those tried
+    where the law reads it there; a lowest-loss slice whose best LR is at the grid's edge is
+    kept, and drawn apart (the law leaves it out). The figure showed the best bracketed
+    slice's LR while the law took the interpolated one, or none."""
+    rows = rows[np.isfinite(rows["loss_opt"].astype(float))]
+    if rows.empty:
+        return rows
+    best = rows.loc[rows.groupby("N")["loss_opt"].idxmin()].reset_index(drop=True)
+    axes = [a for a in ("N", "D", "B") if a in rows and rows[a].notna().all()]
+    read = at_best_timescale(rows, best[usable(best)], axes)
+    cols = ["lr_opt", "lr_lo", "lr_hi"]
+    best.loc[read.index, cols] = read[cols]
+    return best.sort_values("N")
 
 
 def _conflict(opt) -> bool:

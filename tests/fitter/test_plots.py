@@ -153,3 +153,20 @@ def test_a_slice_left_out_for_a_conflict_is_drawn_as_left_out():
     assert "contradicted: left out of the laws" in labels
     assert "fitted optimum (90% interval)" not in labels
     plt.close(fig)
+
+
+def test_lr_opt_vs_width_draws_the_points_the_lr_law_takes():
+    """The figure drew each width's best *bracketed* slice's LR, while the lr law takes the
+    LR read at the best weight decay between those tried (an LR up to a third off)."""
+    truth = Truth(lr=(0.5, -0.3, 0.0, 0.0), k_tau=0.04, timescale=(0.5, -0.3))
+    frame = synthetic_runs(truth, n_values=[1e6, 4e6, 1.6e7], d_values=[1e8], b_values=[3e4],
+                           wd_values=[0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0], noise=0.001,
+                           lr_steps=np.arange(-1.5, 1.51, 0.25))
+    result = fit_runs(from_short_frame(frame, source="s"), laws=("lr",), n_boot=20)
+    points = result.laws["lr"].points.sort_values("N")
+    assert (points["at_timescale"] == "interpolated").all()
+    drawn = plots._best_per_n(result.optima)
+    assert drawn["N"].tolist() == points["N"].tolist()
+    assert drawn["lr_opt"].to_numpy() == pytest.approx(points["lr_opt"].to_numpy(), rel=1e-12)
+    best_slice = result.optima.loc[result.optima.groupby("N")["loss_opt"].idxmin()]
+    assert not np.allclose(best_slice.sort_values("N")["lr_opt"], points["lr_opt"], rtol=1e-3)
