@@ -46,6 +46,9 @@ from trainer.schema import (
 )
 
 CANONICAL = ("N", "D", "B", "lr", "wd", "loss")
+PARAM_KEY = "model.param"
+"""Kept in the table even where one parametrization is all the runs have (the figures draw a
+published LR law only beside runs of the parametrization it was fitted in)."""
 AXES = ("N", "D", "B")
 MLFLOW_KEYS = {
     "N": PARAM_N_PARAMS, "D": PARAM_TOKENS, "B": PARAM_BATCH_TOKENS,
@@ -113,6 +116,8 @@ def from_mlflow_frame(frame: pd.DataFrame, *, source: str) -> Runs:
              if _slice_key(k) and v[recorded].nunique(dropna=False) > 1]
     for key in extra:
         table[key] = _labels(params[key])
+    if PARAM_KEY in params and PARAM_KEY not in extra:  # (one parametrization: said in figures)
+        table[PARAM_KEY] = _labels(params[PARAM_KEY])
     return _finish(table, extra, source)
 
 
@@ -131,6 +136,8 @@ def from_short_frame(frame: pd.DataFrame, *, source: str) -> Runs:
              and frame[c].nunique(dropna=False) > 1]
     for key in extra:
         table[key] = _labels(frame[key])
+    if PARAM_KEY in frame and PARAM_KEY not in extra:
+        table[PARAM_KEY] = _labels(frame[PARAM_KEY])
     return _finish(table, extra, source)
 
 

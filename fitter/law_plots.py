@@ -4,8 +4,9 @@ enough points for one, and a published law where its inputs are the law's axes.
 Published laws drawn: Shen et al. 2024 (Power scheduler, WSD) η_opt = 4.6·β·T^−0.51 with β the
 batch in sequences (our B is in tokens: β = B / seq_len) and T tokens; StepFun 2025
 η_opt = 1.79·N^−0.713·D^0.307 and B_opt = 0.58·D^0.571. One is drawn when the law's axes are
-among its inputs and its other inputs are fixed in the sweep. DeepSeek's laws are in compute C,
-which no law here has as an axis, so they are not drawn.
+among its inputs and its other inputs are fixed in the sweep, and an LR law only beside runs of
+its parametrization (Shen et al.'s muP, StepFun's standard one) where the runs name theirs.
+DeepSeek's laws are in compute C, which no law here has as an axis, so they are not drawn.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fitter.data import PARAM_KEY
 from fitter.fit import law_name
 from fitter.plot_style import (
     LOSS_LABEL,
@@ -37,23 +39,31 @@ class Published:
     value: Callable[[dict], float]
     needs: tuple[str, ...] = ()
     """Other constants of the sweep it needs (e.g. seq_len to turn tokens into sequences)."""
+    param: str | None = None
+    """The parametrization its models were trained in, where its LR depends on it: it is
+    drawn only beside laws of runs in that one (or whose parametrization is not known)."""
 
 
 PUBLISHED = (
     # β in sequences: our B is in tokens per step
+    # (Shen et al. train with muP; StepFun's LR falls with N as a standard parametrization's)
     Published("Shen et al. 2024 (WSD): 4.6·β·T^−0.51", "lr", ("B", "D"),
-              lambda p: 4.6 * (p["B"] / p["seq_len"]) * p["D"] ** -0.51, ("seq_len",)),
+              lambda p: 4.6 * (p["B"] / p["seq_len"]) * p["D"] ** -0.51, ("seq_len",), "mup"),
     Published("StepFun 2025: 1.79·N^−0.713·D^0.307", "lr", ("N", "D"),
-              lambda p: 1.79 * p["N"] ** -0.713 * p["D"] ** 0.307),
+              lambda p: 1.79 * p["N"] ** -0.713 * p["D"] ** 0.307, param="sp"),
     Published("StepFun 2025: 0.58·D^0.571", "batch", ("D",), lambda p: 0.58 * p["D"] ** 0.571),
 )
 
 
 def constants_of(result, group: dict) -> dict:
     # N, D, B and seq_len held fixed in a group's runs, for published laws off the law's axes
+    # (and the parametrization, `param`, where the group's runs have one)
     table = select(result.runs.table, group)
-    return {k: float(table[k].dropna().iloc[0]) for k in ("N", "D", "B", "seq_len")
-            if k in table and table[k].nunique() == 1}
+    out = {k: float(table[k].dropna().iloc[0]) for k in ("N", "D", "B", "seq_len")
+           if k in table and table[k].nunique() == 1}
+    if PARAM_KEY in table and table[PARAM_KEY].nunique() == 1:
+        out["param"] = str(table[PARAM_KEY].dropna().iloc[0])
+    return out
 
 
 def law_figure(plt, law, key: str, constants: dict):
@@ -132,6 +142,8 @@ def _published(ax, law, key: str, axis: str, grid, means: dict, constants: dict)
         if pub.law != law_name(key) or not set(law.axes) <= set(pub.inputs):
             continue
         if any(a not in constants for a in (*fixed, *pub.needs)):
+            continue
+        if pub.param is not None and constants.get("param", pub.param) != pub.param:
             continue
         point = {**constants, **means}
         values = np.array([pub.value({**point, axis: g}) for g in grid])

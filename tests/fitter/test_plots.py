@@ -102,6 +102,16 @@ def test_law_with_enough_points_draws_its_band_and_the_published_law():
         assert any(text.startswith("StepFun 2025") for text in labels)
         assert not any(text.startswith("Shen") for text in labels)  # needs B as an axis
     plt.close(fig)
+    # StepFun's LR law is a standard parametrization's: not drawn beside a muP law
+    for param, drawn in (("mup", False), ("sp", True)):
+        with plt.rc_context(plot_style.STYLE):
+            fig = law_plots.law_figure(plt, law, "lr", {"B": 1e5, "param": param})
+        for ax in fig.axes:
+            labels = [t.get_text() for t in ax.get_legend().get_texts()]
+            assert any(text.startswith("StepFun 2025") for text in labels) == drawn, param
+        plt.close(fig)
+    table = from_short_frame(frame.assign(**{"model.param": "mup"}), source="s")
+    assert law_plots.constants_of(fit_runs(table, laws=("lr",), n_boot=0), {})["param"] == "mup"
 
 
 def test_shen_power_law_is_drawn_over_b_and_d_with_batch_in_sequences():
