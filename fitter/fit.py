@@ -377,9 +377,12 @@ def format_fit(doc: dict, *, recorded: bool = True, not_done: int = 0) -> str:
                      f"{doc['next_grid'][0]} (or widen a searched range that `sweep status` "
                      "flags)")
     elif edges and recorded:
+        added = doc.get("next_grid_trials")
         lines.append(f"  {counted} {where}; to bracket "
                      f"{'it' if one else 'them'}: sweep extend {shlex.quote(doc['sweep'])} "
-                     + " ".join(map(shlex.quote, doc["next_grid"])))
+                     + " ".join(map(shlex.quote, doc["next_grid"]))
+                     + (f" (adds {added} trial{'s' * (added != 1)}: every new LR at every "
+                        "point of the grid's other axes)" if added else ""))
     elif edges:
         lines.append(f"  {counted} {where}; to bracket {'it' if one else 'them'}, add to "
                      f"{'its' if one else 'their'} sweep: " + " ".join(doc["next_grid"]))

@@ -647,6 +647,9 @@ def _fit(args, uri: str) -> int:
     out = out or (default / selection.replace("/", "_") if selection else default)
     doc = write_fit(result, out, sweep=label, next_trials=_next_n_trials(uri, args.name),
                     selection={"group": group, "pooled": result.pooled})
+    if args.name and doc["next_grid"] and (added := _extension_size(uri, args.name,
+                                                                    doc["next_grid"])):
+        doc["next_grid_trials"] = added
     if args.name:
         doc["fit_run_id"] = log_fit(uri, args.name, out, doc)
         # (the file on disk names the run that holds its copy; that copy is the fit as it was)
@@ -823,6 +826,32 @@ def _stored_search(uri: str, name: str):
         return commands.stored_spec(uri, name).optuna
     except (ConfigError, MlflowException):
         return None
+
+
+def _extension_size(uri: str, name: str, overrides: list[str]) -> int | None:
+    """How many trials `sweep extend NAME OVERRIDES` (a fit's `next_grid`: LRs to add to a
+    grid) would add: every new LR at every point of the other axes and seed. None where that
+    cannot be read (a searched sweep, a spec that no longer parses)."""
+    import math
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from orchestrator import commands
+    from orchestrator.spec import grid_axes
+
+    try:
+        spec = commands.stored_spec(uri, name)
+        axes, problems = grid_axes(spec)
+        (override,) = OverridesParser.create().parse_overrides(list(overrides))
+    except Exception:  # noqa: BLE001 (a count beside a hint: without it, the hint stands)
+        return None
+    key = override.key_or_group
+    if spec.optuna is not None or problems or key not in axes:
+        return None
+    have = {float(v) for v in axes[key]}
+    new = [v for v in override.sweep_string_iterator() if float(v) not in have]
+    rest = math.prod(len(values) for k, values in axes.items() if k != key)
+    return len(new) * rest * len(spec.seeds)
 
 
 def _next_n_trials(uri: str, name: str | None) -> int | None:

@@ -207,6 +207,9 @@ def test_a_searched_sweep_with_an_edge_slice_is_told_to_search_more_not_to_list_
     text = format_fit(grid_doc)
     hint = f"to bracket it: sweep extend s '{grid_doc['next_grid'][0]}'"
     assert hint in text and "(" in grid_doc["next_grid"][0]
+    # with what it costs, where `sweep fit` could count it from the stored spec
+    assert f"{hint} (adds 12 trials: every new LR at every point of the grid's other axes)" in (
+        format_fit({**grid_doc, "next_grid_trials": 12}))
     # a CSV's fit names no sweep to extend
     assert "sweep extend" not in format_fit(grid_doc, recorded=False)
     assert "add to its sweep: optim.lr=choice(" in format_fit(grid_doc, recorded=False)

@@ -250,6 +250,20 @@ def test_status_eta_weighs_the_trials_left_by_their_flops(tmp_path, capsys):
     assert report["eta_s"] > 5 * 60.0  # a mean over trials said 2 min (60 s × 2 left ÷ 1)
 
 
+def test_a_fits_next_grid_says_how_many_trials_the_extend_adds(tmp_path):
+    """The hint to extend LRs past an edge did not say its cost: every new LR runs at every
+    point of the other axes and seed (180 trials in a researcher's timescale sweep)."""
+    uri = f"sqlite:///{tmp_path}/m.db"
+    spec = {**_spec(tmp_path), "seeds": [0, 1],
+            "grid": {"optim.lr": "tag(log, choice(3e-3, 1e-2))",
+                     "train.batch_size": "choice(8, 16)", "model.width": "range(32, 128, 32)"}}
+    _open_sweep(uri, spec)
+    # 2 new LRs (1e-2 is there already) × 2 batch sizes × 3 widths × 2 seeds
+    assert cli._extension_size(uri, "unit", ["optim.lr=choice(1e-3, 0.01, 3e-2)"]) == 24
+    assert cli._extension_size(uri, "unit", ["optim.weight_decay=choice(0.1)"]) is None
+    assert cli._extension_size(uri, "nosuch", ["optim.lr=choice(1e-3)"]) is None
+
+
 def test_status_of_a_sweep_whose_driver_was_killed_says_so_and_how_to_go_on(tmp_path, capsys):
     """A SIGKILLed driver leaves its parent run and trials `running`; `sweep status` reads the
     parent's `sweep.driver` ("HOST PID") and, finding no such process on this host, reports
