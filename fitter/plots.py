@@ -43,6 +43,7 @@ from fitter.plot_style import (
     value_ticks,
 )
 from fitter.slices import lr_drift, usable
+from trainer.schema import PARAM_TIMESCALE
 
 MAX_FIGURES = 6
 """Loss-vs-LR figures per fit (one per combination of the keys that are neither curve nor
@@ -110,10 +111,10 @@ def _layout(result) -> tuple[list[str], str | None, list[str]]:
     curve = next((a for a in CURVE_AXES if a in varying), varying[0] if varying else None)
     # a key that follows the curve's axis (model.width with N) needs no figure of its own
     # (nor does λ beside τ: the weight-decay controls of a timescale sweep are curves of its
-    # figures, as its timescales are)
+    # figures, as its timescales are: see `_loss_vs_lr_figures`)
     timescales = "tau" in optima and optima["tau"].notna().any()
     follows = [k for k in varying if k != curve and curve and (
-        k in AXIS_CONFIG_KEYS or (k == "wd" and timescales)
+        (k in AXIS_CONFIG_KEYS and k != PARAM_TIMESCALE) or (k == "wd" and timescales)
         or (optima.groupby([*panels, curve], dropna=False)[k].nunique(dropna=False) <= 1)
         .all())]
     return panels, curve, [k for k in varying if k != curve and k not in follows]
@@ -121,6 +122,13 @@ def _layout(result) -> tuple[list[str], str | None, list[str]]:
 
 def _loss_vs_lr_figures(plt, result) -> list:
     panels, curve, per_figure = _layout(result)
+    # A timescale sweep: a panel per width (each its own loss axis), its timescales as curves
+    # (τ = ...; λ = ... for runs given a weight decay). As curves of one figure, every width's
+    # τ shared one legend entry per width, and MAX_CURVES dropped all but 8 of them.
+    by_width = curve is not None and PARAM_TIMESCALE in per_figure
+    if by_width:
+        per_figure = [k for k in per_figure if k != PARAM_TIMESCALE]
+        panels, curve = [*panels, curve], PARAM_TIMESCALE
     optima = _by_slice(result.optima)
     combos = combinations(optima, per_figure)[:MAX_FIGURES]
     figures = []
@@ -129,7 +137,7 @@ def _loss_vs_lr_figures(plt, result) -> list:
         panel_values = combinations(rows, panels)
         cols = min(MAX_PANEL_COLUMNS, len(panel_values))
         rows_of_panels = -(-len(panel_values) // cols)
-        fig, axes = plt.subplots(rows_of_panels, cols, sharey=True, squeeze=False,
+        fig, axes = plt.subplots(rows_of_panels, cols, sharey=not by_width, squeeze=False,
                                  figsize=(max(6.4, 5.2 * cols), 1.0 + 4.2 * rows_of_panels),
                                  layout="constrained")
         for ax in axes.flat[len(panel_values):]:
@@ -137,10 +145,13 @@ def _loss_vs_lr_figures(plt, result) -> list:
         handles = {}
         for ax, panel in zip(axes.flat, panel_values, strict=False):
             _loss_vs_lr_panel(ax, result, select(rows, panel), curve, handles)
-            ax.set_title(label(panel) or "all runs")
+            ax.set_title(_panel_title(result.runs.table, panel) or "all runs")
             ax.set_xlabel("learning rate (log₂ scale)")
+            if by_width:
+                _shared_ylim([ax], result, select(rows, panel))
         axes.flat[0].set_ylabel(LOSS_LABEL)
-        _shared_ylim(axes.flat, result, rows)
+        if not by_width:
+            _shared_ylim(axes.flat, result, rows)
         handles.update(_marker_key(handles.pop("_markers", set())))
         # (two columns under one panel: three of "width 128 (N = 4.3e+05)" overflow it, and
         # so do two of a long curve label)
@@ -154,7 +165,7 @@ def _loss_vs_lr_figures(plt, result) -> list:
 
 
 def _loss_vs_lr_panel(ax, result, slices: pd.DataFrame, curve: str | None, handles: dict):
-    slices = slices.sort_values(curve) if curve else slices
+    slices = slices.sort_values(curve, key=_numeric_first) if curve else slices
     if len(slices) > MAX_CURVES:
         slices = slices.iloc[np.linspace(0, len(slices) - 1, MAX_CURVES).round().astype(int)]
     colors = palette(len(slices))
@@ -176,6 +187,12 @@ def _loss_vs_lr_panel(ax, result, slices: pd.DataFrame, curve: str | None, handl
     lrs = result.runs.usable["lr"]
     log2_axis(ax.xaxis, lrs)
     ax.set_xlim(lrs.min() / 2 ** 0.3, lrs.max() * 2 ** 0.3)
+
+
+def _numeric_first(values: pd.Series) -> pd.Series:
+    # a config key's values are labels: τ 10 sorted between 1 and 3, and took its colour
+    number = pd.to_numeric(values, errors="coerce")
+    return number if number.notna().any() else values
 
 
 def _optimum_marker(ax, opt, color) -> str | None:
@@ -239,9 +256,24 @@ def _shared_ylim(axes, result, rows: pd.DataFrame) -> None:
     axes[0].set_ylim(lo - 0.04 * span, hi + 0.1 * span)
 
 
+def _panel_title(table: pd.DataFrame, panel: dict) -> str:
+    # a group's label; a width's panel (a timescale sweep's) named as its curve would be
+    if "N" not in panel:
+        return label(panel)
+    runs = table[np.isclose(table["N"].astype(float), float(panel["N"]))]
+    rest = label({k: v for k, v in panel.items() if k != "N"})
+    width = (f"width {runs['model.width'].iloc[0]} (N = {short(panel['N'])})"
+             if "model.width" in runs and runs["model.width"].nunique() == 1
+             else f"N = {short(panel['N'])}")
+    return ", ".join(filter(None, [rest, width]))
+
+
 def _curve_label(table: pd.DataFrame, runs: pd.DataFrame, curve: str | None, opt) -> str:
     if curve is None:
         return "runs"
+    if curve == PARAM_TIMESCALE:  # (a run given λ instead of τ: a control of the sweep)
+        return (f"τ = {short(opt['tau'])}" if pd.notna(opt.get("tau")) else
+                f"λ = {short(opt['wd'])} (no τ)")
     if curve == "N" and "model.width" in table and runs["model.width"].nunique() == 1:
         return f"width {runs['model.width'].iloc[0]} (N = {short(opt['N'])})"
     names = {"N": "N", "D": "D", "B": "B", "wd": "λ"}

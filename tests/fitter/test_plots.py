@@ -180,3 +180,29 @@ def test_lr_opt_vs_width_draws_the_points_the_lr_law_takes():
     assert drawn["lr_opt"].to_numpy() == pytest.approx(points["lr_opt"].to_numpy(), rel=1e-12)
     best_slice = result.optima.loc[result.optima.groupby("N")["loss_opt"].idxmin()]
     assert not np.allclose(best_slice.sort_values("N")["lr_opt"], points["lr_opt"], rtol=1e-3)
+
+
+def test_a_timescale_sweep_draws_a_panel_per_width_and_its_timescales_as_curves():
+    """Its widths were the curves and its τ were not told apart: 15 curves in one figure, one
+    legend entry per width, and MAX_CURVES = 8 dropped the rest."""
+    truth = Truth(lr=(0.5, -0.3, 0.0, 0.0), k_tau=0.04, timescale=(0.5, -0.3))
+    frame = synthetic_runs(truth, n_values=[1e6, 4e6, 1.6e7], d_values=[1e8, 4e8],
+                           b_values=[3e4], tau_values=[0.1, 0.3, 1, 3, 10], noise=0.001)
+    frame["model.width"] = frame["N"].map({1e6: 32, 4e6: 64, 1.6e7: 128})
+    one = frame[frame["optim.timescale"] == 0.1]
+    control = one.assign(**{"optim.timescale": np.nan, "wd": 0.1, "run": one["run"] + "c"})
+    result = fit_runs(from_short_frame(pd.concat([frame, control], ignore_index=True),
+                                       source="s"), n_boot=10)
+    with plt.rc_context(plot_style.STYLE):
+        figures = plots._loss_vs_lr_figures(plt, result)
+    assert [f._suptitle.get_text() for f in figures] == [
+        "Final loss vs learning rate (D=1e+08)", "Final loss vs learning rate (D=4e+08)"]
+    for fig in figures:
+        panels = [ax for ax in fig.axes if ax.get_title()]
+        assert [ax.get_title() for ax in panels] == [
+            "width 32 (N = 1e+06)", "width 64 (N = 4e+06)", "width 128 (N = 1.6e+07)"]
+        assert all(len(ax.get_lines()) >= 6 for ax in panels)  # every τ and the control
+        labels = [t.get_text() for t in fig.legends[0].get_texts()]
+        assert labels[:6] == ["τ = 0.1", "τ = 0.3", "τ = 1", "τ = 3", "τ = 10",
+                              "λ = 0.1 (no τ)"]
+        plt.close(fig)
