@@ -585,7 +585,7 @@ def trial_counts(tracking_uri: str, spec: SweepSpec, states: dict, gone: int | N
         ids = {trial.trial_id: trial.flops for trial in trials}
     else:  # a searched sweep's trials are those its studies asked for, and those to ask
         from orchestrator import search
-        _, plan, storage = search.prepare_search(spec, tracking_uri)
+        _, plan, storage = search.prepare_search(spec, tracking_uri, create=False)
         slices = search.search_status(plan, storage)
         ids = dict.fromkeys(states)
         # Pending: the points the studies have still to ask, and those asked but not begun

@@ -93,11 +93,14 @@ def prepare_search(spec: SweepSpec, tracking_uri: str, *, create: bool = True
     """Absolute storage root, every slice checked, the storage URL found and opened (a
     server's reached, an SQLite file created; with `create` false, as a dry run asks, an
     SQLite file that does not exist yet is left uncreated)."""
-    from orchestrator.studies import not_created, open_storage
+    from orchestrator.studies import STORAGE_FILE, not_created, open_storage
 
     spec = dataclasses.replace(spec, storage_root=str(root_path(spec.storage_root)))
     plan = plan_search(spec)
-    url = storage_url(plan.search.storage, tracking_uri)
+    url = storage_url(plan.search.storage, tracking_uri, storage_root=spec.storage_root,
+                      studies=[plan.study_name(s) for s in plan.slices])
+    if create and url == f"sqlite:///{Path(spec.storage_root) / STORAGE_FILE}":
+        Path(spec.storage_root).mkdir(parents=True, exist_ok=True)  # (the default's folder)
     if create or not not_created(url):
         open_storage(url)
     elif not (folder := Path(url[len("sqlite:///"):]).parent).is_dir():  # as the launch finds

@@ -8,7 +8,9 @@ reports its eval points to it and learns whether to stop (`report`). Optuna keep
 driver after a SIGKILL finds each study where the old one left it.
 
 Which storage: `search.optuna.storage`, else `OPTUNA_STORAGE`, else a SQLite file `optuna.db`
-beside the MLflow SQLite store (or in the working directory when MLflow is a server). A
+beside the MLflow SQLite store (or in the sweep's `storage_root` when MLflow is a server: a
+team on several machines gives a storage every driver reaches, e.g. the PostgreSQL the
+deployment's MLflow uses). A
 password in the URL is masked (`***`) wherever it is printed or stored; a stored spec whose
 storage URL was masked that way is resumed with the real URL from `OPTUNA_STORAGE`.
 
@@ -36,8 +38,10 @@ STORAGE_ENV = "OPTUNA_STORAGE"
 STORAGE_FILE = "optuna.db"
 
 
-def storage_url(storage: str | None, tracking_uri: str) -> str:
-    """The Optuna storage of a sweep (see the module docstring)."""
+def storage_url(storage: str | None, tracking_uri: str, *, storage_root: str | Path,
+                studies: Sequence[str] = ()) -> str:
+    """The Optuna storage of a sweep (see the module docstring), whose studies are named
+    `studies`."""
     if storage and ":***@" in storage:  # a stored spec's masked URL
         if not os.environ.get(STORAGE_ENV):
             raise ConfigError(f"search.optuna.storage={storage} was stored with its password "
@@ -48,7 +52,24 @@ def storage_url(storage: str | None, tracking_uri: str) -> str:
     prefix = "sqlite:///"
     if tracking_uri.startswith(prefix):
         return prefix + str(Path(tracking_uri[len(prefix):]).resolve().parent / STORAGE_FILE)
-    return prefix + str(Path(STORAGE_FILE).resolve())
+    # MLflow on a server: in the sweep's storage_root (absolute in its stored spec), which
+    # every command of the sweep finds, from any folder. It was the working directory: a
+    # `status` or `extend` run from another folder found no study there, and the extend
+    # began a new one, training its n_trials again. A sweep whose studies are there still
+    # (launched before) keeps them.
+    url = prefix + str(Path(storage_root) / STORAGE_FILE)
+    before = prefix + str(Path(STORAGE_FILE).resolve())
+    if before != url and not holds(url, studies) and holds(before, studies):
+        return before
+    return url
+
+
+def holds(url: str, studies: Sequence[str]) -> bool:
+    """Does the SQLite storage at `url` (which may not exist) hold any of `studies`?"""
+    if not studies or not_created(url):
+        return False
+    known = {s.study_name for s in open_storage(url).get_all_studies()}
+    return bool(known & set(studies))
 
 
 def open_storage(url: str):

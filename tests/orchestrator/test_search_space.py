@@ -225,14 +225,39 @@ def test_command_line_sets_search_options_and_extend_may_only_raise_n_trials():
 def test_storage_defaults_beside_the_mlflow_store_and_masked_urls_need_the_env(
         tmp_path, monkeypatch):
     monkeypatch.delenv("OPTUNA_STORAGE", raising=False)
-    assert storage_url(None, f"sqlite:///{tmp_path}/mlflow.db") == \
+    root = tmp_path / "runs"
+    assert storage_url(None, f"sqlite:///{tmp_path}/mlflow.db", storage_root=root) == \
         f"sqlite:///{tmp_path}/optuna.db"
-    assert storage_url("postgresql://u:pw@db/optuna", "x") == "postgresql://u:pw@db/optuna"
+    assert storage_url("postgresql://u:pw@db/optuna", "x", storage_root=root) == \
+        "postgresql://u:pw@db/optuna"
     with pytest.raises(ConfigError, match="password masked: set OPTUNA_STORAGE"):
-        storage_url("postgresql://u:***@db/optuna", "x")
+        storage_url("postgresql://u:***@db/optuna", "x", storage_root=root)
     monkeypatch.setenv("OPTUNA_STORAGE", "postgresql://u:pw@db/optuna")
-    assert storage_url(None, "http://mlflow:5000") == "postgresql://u:pw@db/optuna"
-    assert storage_url("postgresql://u:***@db/optuna", "x") == "postgresql://u:pw@db/optuna"
+    assert storage_url(None, "http://mlflow:5000", storage_root=root) == \
+        "postgresql://u:pw@db/optuna"
+    assert storage_url("postgresql://u:***@db/optuna", "x", storage_root=root) == \
+        "postgresql://u:pw@db/optuna"
+
+
+def test_with_mlflow_on_a_server_the_studies_live_in_the_storage_root_from_any_folder(
+        tmp_path, monkeypatch):
+    """They lived in the working directory: `status` from another folder found none (and
+    left an empty optuna.db there), `extend` began a new study and trained n_trials again."""
+    import optuna
+
+    monkeypatch.delenv("OPTUNA_STORAGE", raising=False)
+    root, elsewhere = tmp_path / "runs", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    url = storage_url(None, "http://mlflow:5000", storage_root=root, studies=["s: seed=0"])
+    assert url == f"sqlite:///{root}/optuna.db"
+    # a sweep launched before, whose studies are in the folder it was launched from, keeps them
+    before = f"sqlite:///{elsewhere}/optuna.db"
+    optuna.create_study(study_name="other: seed=0", storage=open_storage(before))
+    assert storage_url(None, "http://x", storage_root=root, studies=["s: seed=0"]) == url
+    optuna.create_study(study_name="s: seed=0", storage=open_storage(before))
+    assert storage_url(None, "http://x", storage_root=root, studies=["s: seed=0"]) == before
+    assert not root.exists()  # (asked, nothing created)
 
 
 def test_an_unreachable_storage_is_one_line_without_the_password():
