@@ -105,6 +105,27 @@ def test_compose_stack_loads_with_the_example_env_and_wires_the_services():
         assert all(p["host_ip"] == "127.0.0.1" for p in service.get("ports", []))
 
 
+def test_compose_serves_drivers_on_other_machines_when_told_and_sends_no_secrets_to_build(
+        tmp_path):
+    """cluster.yaml's drivers use http://mlflow.internal:5000, which a loopback-only port and
+    the allowed hosts mlflow/localhost refused; and the build context (the repository root)
+    sent the daemon .venv (GBs), the stores and docker/.env."""
+    env = tmp_path / ".env"
+    env.write_text((DOCKER / ".env.example").read_text() + "MLFLOW_BIND=10.0.0.5\n"
+                   "MLFLOW_EXTRA_ALLOWED_HOSTS=,mlflow.internal,mlflow.internal:5000\n")
+    done = _compose(env)
+    assert done.returncode == 0, done.stderr
+    mlflow = json.loads(done.stdout)["services"]["mlflow"]
+    assert [p["host_ip"] for p in mlflow["ports"]] == ["10.0.0.5"]
+    allowed = mlflow["environment"]["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")
+    assert {"mlflow", "localhost:5000", "mlflow.internal", "mlflow.internal:5000"} <= set(allowed)
+    ignored = (DOCKER.parent / ".dockerignore").read_text().split()
+    assert {".venv", "docker/.env", "runs", "*.db", ".git"} <= set(ignored)
+    copied = [line.split()[1] for line in (DOCKER / "Dockerfile").read_text().splitlines()
+              if line.startswith("COPY")]
+    assert not set(copied) & set(ignored)
+
+
 def test_compose_refuses_to_start_without_its_secrets_and_holds_none_itself():
     done = _compose(None)
     assert done.returncode != 0
