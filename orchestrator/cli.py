@@ -249,9 +249,26 @@ def main(argv: list[str] | None = None) -> int:
         from orchestrator.tracking import redact
         reason = (err.message if hasattr(err, "message") else str(err)).strip()
         reason = reason.splitlines()[0].split(" See http")[0].rstrip(".")
-        print(f"error: tracking store {redact(uri)}: {reason}; check --tracking-uri "
-              "(or MLFLOW_TRACKING_URI)", file=sys.stderr)
+        print(f"error: tracking store {redact(uri)}: {_store_refusal(err, reason)}",
+              file=sys.stderr)
         return 2
+
+
+def _store_refusal(err, reason: str) -> str:
+    """What the store's refusal asks the user to fix: the credentials for a 401 or 403 (the
+    URI was right; it said to check the URI), else the URI."""
+    code = getattr(err, "get_http_status_code", lambda: None)()
+    text = str(err)
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    if code == 401 or "401 != 200" in text or "not authenticated" in text.lower():
+        return ("the server refused the credentials (401: not authenticated); set "
+                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to an account of the "
+                "server" + (f" (the password of {user} is not the one it has)" if user else ""))
+    if code == 403 or "403 != 200" in text or "permission denied" in text.lower():
+        return (f"the server's account {user or '(MLFLOW_TRACKING_USERNAME)'} has no permission "
+                "for this (403); ask its admin for it, or set MLFLOW_TRACKING_USERNAME and "
+                "MLFLOW_TRACKING_PASSWORD to an account that has")
+    return f"{reason}; check --tracking-uri (or MLFLOW_TRACKING_URI)"
 
 
 RUNS_TRIALS = ("launch", "resume", "extend")
@@ -276,11 +293,20 @@ def _plugin_schemes() -> set[str]:
 
 def _server_answers(uri: str) -> None:
     """A tracking server that is down or misspelt: said at once, not after MLflow's retries."""
+    import re
+
     from trainer.errors import ConfigError
     from trainer.reporting import redact, unreachable_server
 
+    if bare := re.fullmatch(r"([\w.-]+):(\d{1,5})(/.*)?", uri):  # localhost:5000
+        raise ConfigError(f"tracking URI {redact(uri)} has no scheme: a server is "
+                          f"http://{bare[1]}:{bare[2]}{bare[3] or ''} (https:// behind TLS); fix "
+                          "--tracking-uri (or MLFLOW_TRACKING_URI)")
+    named = re.match(r"([A-Za-z][\w+.-]*):", uri)  # (sqlite:/path, one slash or none)
     scheme = uri.partition("://")[0].split("+")[0].lower() if "://" in uri else (
-        uri.lower() if uri.lower() in (*STORE_SCHEMES, *_plugin_schemes()) else "")
+        uri.lower() if uri.lower() in (*STORE_SCHEMES, *_plugin_schemes()) else
+        named[1].split("+")[0].lower() if named and named[1].split("+")[0].lower()
+        in STORE_SCHEMES else "")
     # (a bare scheme is MLflow's own form for some stores: `databricks`, `uc`)
     if scheme and scheme not in STORE_SCHEMES and scheme not in _plugin_schemes():
         raise ConfigError(f"tracking URI {redact(uri)}: MLflow has no store for '{scheme}://' "
@@ -299,8 +325,9 @@ def _server_answers(uri: str) -> None:
                           "(three slashes, then the file's path: sqlite:////abs/path.db for "
                           "an absolute one); fix --tracking-uri (or MLFLOW_TRACKING_URI)")
     if reason := unreachable_server(uri):
-        raise ConfigError(f"tracking server {redact(uri)} cannot be reached: {reason}; start "
-                          "it, or point --tracking-uri (or MLFLOW_TRACKING_URI) at one that runs")
+        fix = ("fix --tracking-uri (or MLFLOW_TRACKING_URI)" if "give http://" in reason else
+               "start it, or point --tracking-uri (or MLFLOW_TRACKING_URI) at one that runs")
+        raise ConfigError(f"tracking server {redact(uri)} cannot be reached: {reason}; {fix}")
 
 
 def _store_exists(args, uri: str) -> None:

@@ -69,8 +69,8 @@ def unreachable_server(uri: str, timeout_s: float = CONNECT_TIMEOUT_S) -> str | 
             not urllib.request.proxy_bypass(host):
         return None  # reached through a proxy: only a request through it can tell
     try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            return None
+        with socket.create_connection((host, port), timeout=timeout_s) as conn:
+            return _tls_problem(conn, host, timeout_s) if scheme == "https" else None
     except socket.gaierror:
         return f"no host named {host}"
     except ConnectionRefusedError:
@@ -79,6 +79,26 @@ def unreachable_server(uri: str, timeout_s: float = CONNECT_TIMEOUT_S) -> str | 
         return f"{host}:{port} did not answer within {timeout_s:g} s"
     except OSError as err:
         return f"{host}:{port}: {err.strerror or err}"
+
+
+def _tls_problem(conn, host: str, timeout_s: float) -> str | None:
+    """An https:// URI whose server speaks plain http: MLflow's client retried the failed
+    handshake for over 4 minutes before it said so. Only that is said here: a certificate the
+    client would refuse is MLflow's to judge (`MLFLOW_TRACKING_INSECURE_TLS`, a CA bundle)."""
+    import ssl
+
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    conn.settimeout(timeout_s)
+    try:
+        with context.wrap_socket(conn, server_hostname=host):
+            return None
+    except ssl.SSLError as err:
+        if "WRONG_VERSION_NUMBER" in str(err) or "record layer failure" in str(err):
+            return "it answers plain http, not https: give http:// instead"
+        return None
+    except OSError:
+        return None
 
 
 class JsonlReporter:

@@ -307,6 +307,16 @@ def test_a_store_that_is_not_there_is_one_sentence_and_is_not_created(tmp_path, 
     assert main(["status", "s", "--tracking-uri", "sqlite://x"]) == 2
     assert capsys.readouterr().err.startswith(
         "error: tracking URI sqlite://x: an SQLite store is sqlite:///PATH.db (three slashes")
+    # one slash: it was taken for a file path (sqlite:////cwd/sqlite:/tmp/x.db was suggested)
+    assert main(["list", "--tracking-uri", "sqlite:/tmp/x.db"]) == 2
+    assert capsys.readouterr().err.startswith(
+        "error: tracking URI sqlite:/tmp/x.db: an SQLite store is sqlite:///PATH.db (three")
+    # a server without its scheme: it suggested sqlite:////cwd/127.0.0.1:5731/mlflow.db
+    for uri in ("127.0.0.1:5731", "localhost:5731", "mlflow.internal:5000/"):
+        assert main(["list", "--tracking-uri", uri]) == 2
+        assert capsys.readouterr().err == (
+            f"error: tracking URI {uri} has no scheme: a server is http://{uri} (https:// "
+            "behind TLS); fix --tracking-uri (or MLFLOW_TRACKING_URI)\n")
 
 
 
@@ -346,6 +356,57 @@ def test_a_server_that_answers_passes_the_check():
         assert unreachable_server(f"postgresql+psycopg://u:p@127.0.0.1:{port}/db") is None
     assert unreachable_server("sqlite:///x.db") is None
     assert unreachable_server("postgresql:///db?host=/var/run/postgresql") is None
+
+
+def test_https_to_a_plain_http_server_is_said_at_once(capsys):
+    """MLflow's client retried the failed TLS handshake for over 4 minutes, then printed an
+    SSLError."""
+    import http.server
+    import threading
+    import time
+
+    from orchestrator.cli import main
+
+    class Quiet(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):  # (the handshake it cannot read, on stderr)
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        start = time.monotonic()
+        assert main(["list", "--tracking-uri", f"https://127.0.0.1:{port}"]) == 2
+        assert time.monotonic() - start < 10
+        assert capsys.readouterr().err == (
+            f"error: tracking server https://127.0.0.1:{port} cannot be reached: it answers "
+            "plain http, not https: give http:// instead; fix --tracking-uri (or "
+            "MLFLOW_TRACKING_URI)\n")
+    finally:
+        server.shutdown()
+
+
+def test_a_server_that_refuses_the_credentials_names_them_not_the_uri(monkeypatch):
+    """A 401 said "check --tracking-uri", which was right."""
+    from mlflow.exceptions import MlflowException
+
+    from orchestrator.cli import _store_refusal
+
+    err = MlflowException("API request to endpoint /api/2.0/mlflow/experiments/search failed "
+                          "with error code 401 != 200. Response body: 'You are not "
+                          "authenticated. Please see ...'")
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    assert _store_refusal(err, "x") == (
+        "the server refused the credentials (401: not authenticated); set "
+        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to an account of the server")
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+    assert _store_refusal(err, "x").endswith("(the password of admin is not the one it has)")
+    forbidden = MlflowException("... failed with error code 403 != 200. Response body: "
+                                "'Permission denied'")
+    assert _store_refusal(forbidden, "x").startswith(
+        "the server's account admin has no permission for this (403)")
+    assert _store_refusal(MlflowException("boom"), "boom") == (
+        "boom; check --tracking-uri (or MLFLOW_TRACKING_URI)")
 
 
 def test_ui_on_a_port_in_use_is_one_sentence(tmp_path, capsys):
