@@ -324,7 +324,9 @@ def _ended_summary(cfg) -> dict | None:
 
 
 def trial_params(cfg, summary: dict) -> dict:
-    """A child run's params: every config key, dotted, and the summary's `derived.*`."""
-    from trainer.identity import flatten
+    """A child run's params as the trainer logs them: every config key, dotted, the
+    summary's `derived.*` and `trial.id` (a run the re-sync completed lacked it)."""
+    from trainer.identity import config_id, flatten
 
-    return {**flatten(cfg), **{k: v for k, v in summary.items() if k.startswith("derived.")}}
+    return {**flatten(cfg), **{k: v for k, v in summary.items() if k.startswith("derived.")},
+            "trial.id": config_id(cfg)}

@@ -49,3 +49,6 @@ def test_lost_records_come_back_from_run_directories_without_training_again(spec
         stored = [m.step for m in client.get_metric_history(child.info.run_id, "train/loss")]
         assert sorted(stored) == [r["step"] for r in rows if "train/loss" in r]
         assert child.data.metrics["final/eval_loss"] == pytest.approx(summary["final/eval_loss"])
+        # the params the trainer logs, all of them (trial.id was missing from a re-synced run)
+        assert child.data.params["trial.id"] == child.data.tags["trial.id"]
+        assert set(child.data.params) == set(children[0].data.params)
