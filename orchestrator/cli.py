@@ -236,8 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         # exit, ends the process at once (not with that shutdown's stack).
         with contextlib.suppress(ValueError):  # (main() called off the main thread)
             signal.signal(signal.SIGINT, lambda *_: os._exit(130))
-        name = getattr(args, "name", None) or "NAME"
-        hint = INTERRUPTED_HINT.replace("NAME", name) if args.command in RUNS_TRIALS else ""
+        hint = _interrupted_hint(args, uri) if args.command in RUNS_TRIALS else ""
         print(f"interrupted{hint}", file=sys.stderr)
         return 130
     except Exception as err:
@@ -269,6 +268,32 @@ def _store_refusal(err, reason: str) -> str:
                 "for this (403); ask its admin for it, or set MLFLOW_TRACKING_USERNAME and "
                 "MLFLOW_TRACKING_PASSWORD to an account that has")
     return f"{reason}; check --tracking-uri (or MLFLOW_TRACKING_URI)"
+
+
+def _interrupted_hint(args, uri: str) -> str:
+    """What goes on after a Ctrl-C that stopped the command outside its driver's loop (while
+    Ray started, or while the end waited on the store): the sweep it left running closed as
+    interrupted, and the command that goes on, with the sweep's name (it said `NAME` for a
+    launch), or, when nothing of it was recorded, the launch again."""
+    name = getattr(args, "name", None)
+    with contextlib.suppress(Exception):  # (a spec that cannot be read: the hint stays general)
+        if name is None and args.command == "launch":
+            from orchestrator.spec import load_spec
+
+            name = load_spec(args.spec).name
+    recorded = True
+    with contextlib.suppress(Exception):  # (a store it cannot reach: what it has is said)
+        if name is not None:
+            from orchestrator.commands import close_left_running
+            from orchestrator.store import missing_sqlite
+
+            recorded = not missing_sqlite(uri) and close_left_running(uri, name) is not None
+    import shlex
+
+    if name is not None and not recorded and args.command == "launch":
+        return ("; nothing of the sweep was recorded yet: `sweep launch "
+                f"{shlex.quote(args.spec)}` starts it again")
+    return INTERRUPTED_HINT.replace("NAME", shlex.quote(name) if name else "NAME")
 
 
 RUNS_TRIALS = ("launch", "resume", "extend")

@@ -61,6 +61,7 @@ from trainer.schema import (
     SPEC_ARTIFACT,
     SWEEP_CANCEL_TAG,
     SWEEP_DRIVER_TAG,
+    SWEEP_DRIVERS_PREFIX,
     SWEEP_HEARTBEAT_TAG,
     SWEEP_STATUS_TAG,
     TOKENS_IF_INDEPENDENT,
@@ -374,6 +375,36 @@ def mark_starting(tracking_uri: str, name: str) -> dict | None:
     client.log_batch(parent.info.run_id, tags=[RunTag(k, v) for k, v in marks.items()])
     return {"run_id": parent.info.run_id, "marks": marks,
             "tags": {k: parent.data.tags.get(k) for k in marks}}
+
+
+def close_left_running(tracking_uri: str, name: str) -> bool | None:
+    """After a Ctrl-C that stopped this process before its driver could close the sweep
+    (while Ray started, or while the end waited on the store): the sweep it left marked
+    running under it, interrupted, as its driver's close would (unless another driver runs
+    it). None when the store holds no such sweep (nothing of it was recorded); else whether
+    it was closed here. `sweep status` read it "killed" before."""
+    from mlflow.entities import RunTag
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(name)
+    parents = sweep_runs(client, exp.experiment_id, KIND_SWEEP) if exp else []
+    if not parents:
+        return None
+    parent = min(parents, key=lambda run: (run.info.start_time, run.info.run_id))
+    tags, me = parent.data.tags, driver_label()
+    if tags.get(SWEEP_STATUS_TAG, RUNNING) != RUNNING or tags.get(SWEEP_DRIVER_TAG) != me:
+        return False
+    if SWEEP_DRIVERS_PREFIX + me in tags:
+        client.delete_tag(parent.info.run_id, SWEEP_DRIVERS_PREFIX + me)
+    from orchestrator.tracking import driver_alive
+
+    if any(key.startswith(SWEEP_DRIVERS_PREFIX)
+           and driver_alive(key[len(SWEEP_DRIVERS_PREFIX):], value)
+           for key, value in tags.items() if key != SWEEP_DRIVERS_PREFIX + me):
+        return False  # another driver runs it: its close ends the sweep
+    client.log_batch(parent.info.run_id, tags=[RunTag(SWEEP_STATUS_TAG, INTERRUPTED)])
+    client.set_terminated(parent.info.run_id, status=run_status(INTERRUPTED))
+    return True
 
 
 def unmark_starting(tracking_uri: str, name: str, before: dict | None) -> None:

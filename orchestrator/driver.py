@@ -25,6 +25,7 @@ whose record may have gaps from their run directories, and then closes the sweep
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import time
 from collections.abc import Callable
@@ -356,8 +357,34 @@ def drive(runner: _Runner, *, tracking_uri: str, progress: bool,
         states = recorded_trials(tracking_uri, spec.name)
         if all(states.get(t, {}).get("status") in ended for t in runner.trials):
             status = FINISHED
-    outcome.tokens = ray.get(tracker.log_token_totals.remote(ended=not outcome.interrupted))
-    ray.get(tracker.close_sweep.remote(status))
+    totals = tracker.log_token_totals.remote(ended=not outcome.interrupted)
+    patient_wait([totals], "the sweep's token totals", spec.name)
+    outcome.tokens = ray.get(totals)
+    patient_wait([tracker.close_sweep.remote(status)], "the sweep's end", spec.name)
+
+
+WAIT_SAID_S = 15.0
+"""How long the end of a launch waits on the tracking store before it says so."""
+
+
+def patient_wait(refs: list, what: str, name: str) -> list:
+    """Wait for `refs` (the tracking actor's writes at a launch's end), saying once, after
+    WAIT_SAID_S, that the store has not taken `what` and that Ctrl-C may leave it: with the
+    server down the actor retries each write for up to 15 minutes, and the driver sat silent
+    (its trials done) the whole time."""
+    import ray
+
+    start, said = time.monotonic(), False
+    while True:
+        done, pending = ray.wait(refs, num_returns=len(refs), timeout=1.0)
+        if not pending:
+            return done
+        if not said and time.monotonic() - start > WAIT_SAID_S:
+            said = True
+            print(f"waiting for the tracking store to take {what} (it does not answer; "
+                  "each write is retried for up to 15 min). The trials' results are in their "
+                  f"folders: Ctrl-C leaves them for `sweep resume {shlex.quote(name)}` to record",
+                  flush=True)
 
 
 def _driver_node():
@@ -612,7 +639,11 @@ class _Runner:
         refs = list(self.recording)
         if not refs:
             return
-        done, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout)
+        if timeout is None:
+            done = patient_wait(refs, f"the records of {len(refs)} trial"
+                                      f"{'s' * (len(refs) != 1)}", self.spec.name)
+        else:
+            done, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout)
         for ref in done:
             trial = self.recording.pop(ref)
             try:

@@ -868,6 +868,42 @@ def test_ctrl_c_before_the_sweep_runs_is_one_line(monkeypatch, tmp_path, capsys)
         signal.signal(signal.SIGINT, handler)
 
 
+def test_ctrl_c_of_a_launch_before_its_trials_names_the_sweep_and_closes_it(
+        monkeypatch, tmp_path, capsys):
+    """It said `sweep resume NAME`, left the sweep marked running under its (then gone)
+    process, which `status` read "killed", and told to resume a sweep the store did not
+    have."""
+    import signal
+
+    from trainer.lease import driver_label
+
+    def interrupted(args, uri):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "COMMANDS", {**cli.COMMANDS, "launch": interrupted})
+    handler = signal.getsignal(signal.SIGINT)
+    uri = f"sqlite:///{tmp_path}/m.db"
+    path = tmp_path / "unit.yaml"
+    path.write_text(yaml.safe_dump(_spec(tmp_path)))
+    try:
+        assert cli.main(["launch", str(path), "--tracking-uri", uri]) == 130
+        assert capsys.readouterr().err == (
+            f"interrupted; nothing of the sweep was recorded yet: `sweep launch {path}` starts "
+            "it again\n")
+        tracker = Tracker(uri, "unit", code_version="test", driver=driver_label(),
+                          spec_yaml=yaml.safe_dump(spec_from_dict(_spec(tmp_path)).to_dict()))
+        assert cli.main(["launch", str(path), "--tracking-uri", uri]) == 130
+        assert capsys.readouterr().err == (
+            "interrupted; nothing that finished is lost: `sweep resume unit` goes on from there "
+            "(`sweep status unit` shows where it stands)\n")
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    parent = MlflowClient(tracking_uri=uri).get_run(tracker.parent_id)
+    assert parent.data.tags[schema.SWEEP_STATUS_TAG] == schema.INTERRUPTED
+    assert commands.status(uri, "unit")["status"] == "interrupted"
+    assert commands.status(uri, "unit")["driver_gone"] is None  # (not "killed")
+
+
 def test_a_launch_names_each_recorded_trial_after_its_label_in_the_spec(tmp_path):
     """After `extend` added an axis, the trials before it kept names without it: two trials
     read alike in `status` (`best: ...`) and the MLflow UI."""

@@ -328,3 +328,30 @@ def test_a_trial_whose_worker_is_lost_after_its_end_is_reported_as_it_ended(spec
     _, parents, children = _runs(uri, "unit")
     assert [c.data.tags["trial.status"] for c in children] == ["finished"]
     assert parents[0].data.tags["sweep.status"] == "finished"
+
+
+def test_the_end_of_a_launch_says_when_it_waits_on_the_tracking_store(monkeypatch, capsys):
+    """With the server down the tracking actor retries each write for up to 15 minutes: the
+    driver, its trials done, sat silent meanwhile (and a Ctrl-C seemed to do nothing)."""
+    import time
+
+    import ray
+
+    from orchestrator import driver
+
+    @ray.remote
+    class Store:
+        def write(self, seconds):
+            time.sleep(seconds)
+            return True
+
+    store = Store.remote()
+    monkeypatch.setattr(driver, "WAIT_SAID_S", 0.5)
+    assert ray.get(driver.patient_wait([store.write.remote(0)], "x", "s")) == [True]
+    assert capsys.readouterr().out == ""  # (answered at once: nothing said)
+    done = driver.patient_wait([store.write.remote(3)], "the records of 2 trials", "my sweep")
+    assert ray.get(done) == [True]
+    assert capsys.readouterr().out == (
+        "waiting for the tracking store to take the records of 2 trials (it does not answer; "
+        "each write is retried for up to 15 min). The trials' results are in their folders: "
+        "Ctrl-C leaves them for `sweep resume 'my sweep'` to record\n")
