@@ -823,15 +823,15 @@ def print_fusion(spec, trials, sharing) -> None:
     smaller groups when `fuse: true`)."""
     from orchestrator.driver import local_cluster
     from orchestrator.families import branch_tokens
+    from orchestrator.fusion import at_once, fusion_setting, plan_fusion
     from orchestrator.fusion import describe as describe_groups
-    from orchestrator.fusion import fusion_setting, plan_fusion
     from orchestrator.placement import Request
     from orchestrator.sharing import plan_trunk_groups
     from trainer import branching
     from trainer.lease import current_holder
 
     res = spec.resources.per_trial()
-    slots = local_cluster().capacity(Request(gpus=res.gpus, cpus=res.cpus))
+    slots = at_once(spec, local_cluster().capacity(Request(gpus=res.gpus, cpus=res.cpus)))
     fuse = fusion_setting(spec)
     pending = []  # each family's trunk to train, to the branch points it has not passed
     for family in sharing.families:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import yaml
 
-from orchestrator.fusion import Group, fusion_setting, plan_fusion
+from orchestrator.fusion import Group, at_once, fusion_setting, plan_fusion
 from orchestrator.placement import (
     ClusterModel,
     Placement,
@@ -435,8 +435,9 @@ class _Runner:
         fuse = self.release_fuse = fusion_setting(spec)  # (a searched sweep's: its own)
         # trials the cluster runs at once (nothing placed yet), for the size of fused groups
         res = spec.resources.per_trial()
-        self.slots = self.cluster.capacity(self._request(todo[0]) if todo else Request(
-            gpus=res.gpus, cpus=res.cpus)) if fuse else 1
+        self.slots = at_once(spec, self.cluster.capacity(self._request(todo[0]) if todo else
+                                                         Request(gpus=res.gpus, cpus=res.cpus))
+                             ) if fuse else 1
         if fuse and units:
             groups, alone = plan_fusion(units, fuse=fuse, slots=self.slots)
             if groups:

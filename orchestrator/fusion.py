@@ -18,10 +18,14 @@ the spec bigger `resources` for bigger groups). Its size, `fuse` in the spec:
   launches, and the processes launch side by side on their own cores), so fusion pays there
   only once a group's step is launch-free (CUDA graphs); `true` or `K` still fuses GPU trials;
 - `false`: every trial alone;
-- `K` (an integer ≥ 2): up to K members per group;
 - `true`: as many members as spread the sweep's fusable trials evenly over the trials the
-  cluster runs at once, at most `MAX_AUTO` (8); each set of trials that may fuse is then cut
-  into groups of nearly equal size, none larger. On 2 CPUs, 8 LRs make 2 groups of 4, one per
+  cluster runs at once (fewer under `max_concurrent`), at most `MAX_AUTO` (8); each set of
+  trials that may fuse is then cut into groups of nearly equal size, none larger;
+- `K` (an integer ≥ 2): groups of up to K members, filled (a set of trials that may fuse is
+  cut into groups of nearly equal size, none larger: 4 trials under `fuse: 9` make one group
+  of 4, which `true` would spread over 2 CPUs as 2 of 2); for GPU trials that share a device
+  (`gpus: 0.125`), `true` would spread them over the device's 8 slots unfused, and `K` is how
+  to fuse them. On 2 CPUs, 8 LRs make 2 groups of 4, one per
   core (one group of 8 would leave a core to the second thread of a small matmul: measured
   slower in benchmarks/README.md, fused.py).
 
@@ -107,8 +111,9 @@ def searched_group_size(fuse: bool | int, *, points_left: int, slots: int) -> in
     """Points a study asks at once to train as one group: `K`; under `true` its `points_left`
     shared out over two rounds of the `slots` trials the cluster runs at once (so that it sees
     results between asks), 2 to `MAX_AUTO`."""
-    size = group_size(fuse, num_trials=points_left, slots=2 * slots)
-    return max(2, size) if fuse is True else size
+    if fuse is not True:
+        return 1 if _off(fuse) else int(fuse)
+    return max(2, group_size(fuse, num_trials=points_left, slots=2 * slots))
 
 
 def group_size(fuse: bool | int, *, num_trials: int, slots: int) -> int:
@@ -119,6 +124,13 @@ def group_size(fuse: bool | int, *, num_trials: int, slots: int) -> int:
     if fuse is True:
         return max(1, min(MAX_AUTO, math.ceil(num_trials / max(slots, 1))))
     return int(fuse)
+
+
+def at_once(spec: SweepSpec, capacity: int) -> int:
+    """Trials a grid sweep runs at once, for its group sizes: what the cluster holds
+    (`capacity`), or fewer under `max_concurrent` (2 trials at `--max-concurrent 1` ran one
+    after the other, unfused)."""
+    return max(1, min(capacity, spec.max_concurrent) if spec.max_concurrent else capacity)
 
 
 def plan_fusion(trials: Sequence[Trial], *, fuse: bool | int, slots: int

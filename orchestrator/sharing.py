@@ -284,11 +284,13 @@ class Sharing:
 
     def _units(self, runner, trunks: list[_Trunk]) -> list[list[_Trunk]]:
         """The trunks to start, as tasks: alone, or fused with others (`plan_trunk_groups`)."""
+        from orchestrator.fusion import at_once
         from orchestrator.placement import Request
 
         if self._slots is None:  # the cluster's, as the driver's groups of trials count it
             res = self.spec.resources.per_trial()
-            self._slots = runner.cluster.capacity(Request(gpus=res.gpus, cpus=res.cpus))
+            self._slots = at_once(self.spec,
+                                  runner.cluster.capacity(Request(gpus=res.gpus, cpus=res.cpus)))
         by_id = {t.family.trunk_id: t for t in trunks}
         # A trunk whose task failed tries again alone: one that keeps failing (a damaged
         # checkpoint) must not use up the retries of the trunks it trained with.

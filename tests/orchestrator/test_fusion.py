@@ -5,7 +5,7 @@ import pytest
 
 from orchestrator import commands
 from orchestrator.cli import parse_args
-from orchestrator.fusion import fusion_setting, group_size, plan_fusion
+from orchestrator.fusion import at_once, fusion_setting, group_size, plan_fusion
 from orchestrator.spec import expand, spec_from_dict
 from trainer.errors import ConfigError
 from trainer.schema import sweep_runs
@@ -79,6 +79,17 @@ def test_a_trial_that_cannot_fuse_runs_alone(tmp_path):
 @pytest.mark.parametrize("fuse, size", [(False, 1), (1, 1), (True, 4), (2, 2), (16, 16)])
 def test_group_size_rule(fuse, size):
     assert group_size(fuse, num_trials=8, slots=2) == size
+
+
+def test_groups_spread_over_what_runs_at_once_under_max_concurrent_too(tmp_path):
+    """Two trials at --max-concurrent 1 on 2 CPUs ran alone, one after the other."""
+    grid = {"optim.lr": "choice(1e-3, 3e-3)"}
+    one_at_a_time = _spec(tmp_path, grid=grid, max_concurrent=1)
+    assert at_once(one_at_a_time, 2) == 1 and at_once(_spec(tmp_path, grid=grid), 2) == 2
+    groups, alone = plan_fusion(expand(one_at_a_time), fuse=True,
+                                slots=at_once(one_at_a_time, 2))
+    assert [len(g.members) for g in groups] == [2] and alone == []
+    assert plan_fusion(expand(one_at_a_time), fuse=True, slots=2) == ([], expand(one_at_a_time))
 
 
 def test_auto_fuses_cpu_trials_and_leaves_gpu_trials_alone(tmp_path):
