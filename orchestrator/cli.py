@@ -207,6 +207,15 @@ def _fit_parsers(sub, parents: list[argparse.ArgumentParser]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `sweep` console script."""
+    code = _main(argv)
+    if argv is None:  # the console script, which exits next: Ray shuts down at exit, and a
+        # Ctrl-C then printed that shutdown's stack ("Exception ignored in atexit callback")
+        with contextlib.suppress(ValueError):  # (not the main thread)
+            signal.signal(signal.SIGINT, lambda *_: os._exit(130))
+    return code
+
+
+def _main(argv: list[str] | None) -> int:
     from fitter.errors import FitError
     from trainer.errors import ConfigError
 

@@ -552,3 +552,24 @@ assert "torch" not in sys.modules, "torch was imported"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=Path(__file__).parents[2], timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_the_console_script_exits_quietly_on_a_ctrl_c_during_its_exit(tmp_path, monkeypatch,
+                                                                      capsys):
+    """Ray shuts down at exit: a Ctrl-C then printed "Exception ignored in atexit callback"
+    and that shutdown's stack. The console script (argv None) leaves a quiet handler."""
+    import signal
+
+    from orchestrator.cli import main
+
+    handler = signal.getsignal(signal.SIGINT)
+    monkeypatch.setattr("sys.argv", ["sweep", "list", "--tracking-uri",
+                                     f"sqlite:///{tmp_path}/none.db"])
+    try:
+        assert main() == 2
+        assert signal.getsignal(signal.SIGINT) not in (handler, signal.default_int_handler)
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    assert main(["list", "--tracking-uri", f"sqlite:///{tmp_path}/none.db"]) == 2
+    assert signal.getsignal(signal.SIGINT) is handler  # (called with argv: left alone)
+    capsys.readouterr()
