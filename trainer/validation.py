@@ -299,16 +299,11 @@ def _files_problems(d: DataConfig) -> list[str]:
         return ["data.paths is empty: give the files, e.g. 'data.paths=[/data/a.jsonl]'"]
     found = []
     for path in d.paths:
-        if Path(path).is_dir() and (Path(path) / "dataset_info.json").is_file():
-            found.append(f"data.paths: {path} is a dataset saved with save_to_disk; write it "
-                         "as parquet (datasets.load_from_disk(PATH).to_parquet('data.parquet')) "
-                         "and give that file")
+        if saved := _saved_with_save_to_disk(Path(path)):
+            found.append(f"data.paths: {path} {saved}")
         elif Path(path).is_dir():
-            inside = sorted(p.name for p in Path(path).iterdir()
-                            if p.name.lower().endswith(_DATA_SUFFIXES))
-            example = Path(path) / (inside[0] if inside else "a.jsonl")
             found.append(f"data.paths: {path} is a folder; give the files in it, e.g. "
-                         f"'data.paths=[{example}]'")
+                         f"'data.paths=[{_example_file(Path(path))}]'")
         elif not Path(path).is_file() and any(c in path for c in "*?["):
             found.append(f"data.paths: {path} is a pattern, and patterns are not expanded; "
                          "list the files, e.g. 'data.paths=[/data/a.jsonl,/data/b.jsonl]'")
@@ -325,12 +320,38 @@ def _files_problems(d: DataConfig) -> list[str]:
     return found
 
 
+def _saved_with_save_to_disk(path: Path) -> str | None:
+    """What to do with a folder `datasets` wrote with `save_to_disk` (a Dataset, or a
+    DatasetDict of splits), or None for anything else. Its arrow files are `datasets`' own
+    cache format, not a corpus: written as parquet they are."""
+    if not path.is_dir():
+        return None
+    if (path / "dataset_dict.json").is_file():  # a DatasetDict: one folder per split
+        return ("is a DatasetDict saved with save_to_disk; write its splits as parquet (for "
+                "name, split in datasets.load_from_disk(PATH).items(): "
+                "split.to_parquet(f'{name}.parquet')) and give the train split's file: "
+                "data=files 'data.paths=[train.parquet]' (eval is held out of it, "
+                "data.holdout_fraction)")
+    if (path / "dataset_info.json").is_file():
+        return ("is a dataset saved with save_to_disk; write it as parquet "
+                "(datasets.load_from_disk(PATH).to_parquet('data.parquet')) and give that file")
+    return None
+
+
+def _example_file(folder: Path) -> Path:
+    inside = sorted(p.name for p in folder.iterdir() if p.name.lower().endswith(_DATA_SUFFIXES))
+    return folder / (inside[0] if inside else "a.jsonl")
+
+
 def _hub_problems(d: DataConfig, *, network: bool) -> list[str]:
     if not d.name:
         return ["data.name is not set: give a hub dataset, e.g. data.name=roneneldan/TinyStories"]
     if Path(d.name).exists() or d.name.startswith(("/", "./", "../", "~")):
+        if saved := _saved_with_save_to_disk(Path(d.name)):  # (data=files would refuse it)
+            return [f"data.name={d.name} is a local path, not a hub dataset: it {saved}"]
+        given = _example_file(Path(d.name)) if Path(d.name).is_dir() else d.name
         return [f"data.name={d.name} is a local path, not a hub dataset: use data=files "
-                f"'data.paths=[{d.name}]'"]
+                f"'data.paths=[{given}]'"]
     if not network or os.environ.get("HF_HUB_OFFLINE") == "1" or _hub_tokens_cached(d):
         return []
     import huggingface_hub

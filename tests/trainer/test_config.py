@@ -248,3 +248,22 @@ def test_data_paths_that_would_be_ignored_or_are_folders_are_one_sentence(tmp_pa
     assert problems(compose(["data=hf", f"data.name={tmp_path / 'a.txt'}"])) == [
         f"data.name={tmp_path / 'a.txt'} is a local path, not a hub dataset: use data=files "
         f"'data.paths=[{tmp_path / 'a.txt'}]'"]
+    # a DatasetDict's folder, and a save_to_disk folder or a folder of files as data.name:
+    # each sent to data=files with the folder, which that then refused
+    splits = tmp_path / "splits"
+    splits.mkdir()
+    (splits / "dataset_dict.json").write_text('{"splits": ["train", "validation"]}')
+    said = ("is a DatasetDict saved with save_to_disk; write its splits as parquet (for name, "
+            "split in datasets.load_from_disk(PATH).items(): split.to_parquet(f'{name}."
+            "parquet')) and give the train split's file: data=files 'data.paths=[train."
+            "parquet]' (eval is held out of it, data.holdout_fraction)")
+    assert problems(compose(["data=files", f"data.paths=[{splits}]"])) == [
+        f"data.paths: {splits} {said}"]
+    assert problems(compose(["data=hf", f"data.name={splits}"])) == [
+        f"data.name={splits} is a local path, not a hub dataset: it {said}"]
+    assert problems(compose(["data=hf", f"data.name={saved}"]))[0].endswith(
+        "it is a dataset saved with save_to_disk; write it as parquet (datasets.load_from_"
+        "disk(PATH).to_parquet('data.parquet')) and give that file")
+    assert problems(compose(["data=hf", f"data.name={tmp_path}"])) == [
+        f"data.name={tmp_path} is a local path, not a hub dataset: use data=files "
+        f"'data.paths=[{tmp_path / 'a.txt'}]'"]
