@@ -396,6 +396,9 @@ def spec_from_dict(raw: object, *, source: str = "spec", stored: bool = False) -
     search_problems = [f"{source}: {p}" for p in parse_search(search, grid)[1]]
     problems += search_problems
     share = raw.get("share_prefix", True)
+    if isinstance(share, str):  # the words `fuse` takes (a quoted 'yes' was refused there)
+        share = {"on": True, "true": True, "yes": True, "off": False, "false": False,
+                 "no": False}.get(share.strip().lower(), share)
     if not isinstance(share, bool):
         problems.append(f"{source}: share_prefix={share!r} must be true or false")
     seeds = raw.get("seeds")

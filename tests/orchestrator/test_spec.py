@@ -60,11 +60,20 @@ def test_a_spec_key_given_as_an_override_says_where_it_goes(override, where):
                          "point); give each seed once"),
     ("max_concurrent", 0, "max_concurrent=0: give a whole number >= 1, or null"),
     ("retries", -1, "retries=-1: give a whole number >= 0"),
+    ("share_prefix", "maybe", "share_prefix='maybe' must be true or false"),
+    ("share_prefix", 1, "share_prefix=1 must be true or false"),
 ])
 def test_bad_sweep_level_values_are_refused_before_anything_runs(key, value, fragment):
     with pytest.raises(ConfigError) as err:
         spec_from_dict({**BASE, key: value})
     assert any(fragment in p for p in err.value.problems), err.value.problems
+
+
+@pytest.mark.parametrize("value, share", [("yes", True), ("Off", False), (" on ", True),
+                                          ("no", False), (False, False)])
+def test_share_prefix_takes_the_words_fuse_takes(value, share):
+    # ('yes' quoted was refused here while `fuse: 'yes'` was taken)
+    assert spec_from_dict({**BASE, "share_prefix": value}).share_prefix is share
 
 
 def test_extend_adds_values_to_an_axis_and_keeps_old_trials():
