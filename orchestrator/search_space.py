@@ -121,11 +121,21 @@ def parse_search(raw: object, grid: dict[str, str]) -> tuple[OptunaSearch | None
         shown = f"search.optuna={raw['optuna']!r}" if is_optuna(raw) else f"search={raw!r}"
         return None, [f"{shown}: use search: grid, or search: {{optuna: {{n_trials: 8, "
                       "per_slice: [model.width]}}"]
+    import difflib
+
     opts, problems = raw["optuna"], []
-    problems += [f"search.optuna: unknown key '{k}'; known keys are "
-                 f"{', '.join(sorted(SEARCH_KEYS))}" for k in opts if k not in SEARCH_KEYS]
+    meant = {}  # misspelt key → the known key it is closest to (said once, as that key)
+    for k in opts:
+        if k not in SEARCH_KEYS:
+            close = difflib.get_close_matches(str(k), SEARCH_KEYS - set(opts), n=1)
+            meant[k] = close[0] if close else None
+            problems.append(f"search.optuna: unknown key '{k}'"
+                            + (f" (did you mean {close[0]}?)" if close else "")
+                            + f"; known keys are {', '.join(sorted(SEARCH_KEYS))}")
     n_trials = opts.get("n_trials")
-    if not isinstance(n_trials, int) or isinstance(n_trials, bool) or n_trials < 1:
+    if "n_trials" in meant.values():
+        pass  # (its misspelling is said above: not a second time as missing)
+    elif not isinstance(n_trials, int) or isinstance(n_trials, bool) or n_trials < 1:
         problems.append(f"search.optuna.n_trials={n_trials!r}: give the trials per study, a "
                         "whole number >= 1")
     per_slice, shape_problems = per_slice_axes(opts.get("per_slice"))

@@ -90,6 +90,14 @@ def test_every_problem_of_the_search_mapping_is_listed_at_once():
         "spec: search.optuna.objective='final/evalloss': give a value every trial's summary "
         "holds, one of final/eval_loss, final/train_loss, final/wall_s, final/flops, "
         "final/tokens, final/steps (the default: final/eval_loss)"]
+    # a misspelt key is said once, with the key it is close to (n_trial was also said as
+    # "n_trials=None")
+    raw = {**BASE, "search": {"optuna": {"n_trial": 3, "sampler": "tpe"}}}
+    with pytest.raises(ConfigError) as err:
+        spec_from_dict(raw)
+    assert err.value.problems == [
+        "spec: search.optuna: unknown key 'n_trial' (did you mean n_trials?); known keys are "
+        "n_trials, objective, per_slice, pruner, sampler, seed, storage"]
 
 
 @pytest.mark.parametrize(("per_slice", "storage", "said"), [
