@@ -909,7 +909,23 @@ def status(tracking_uri: str, name: str) -> dict:
         **_tokens(token_totals(client, parent.info.experiment_id),
                   ended=not any(counts.get(s) for s in ("pending", RUNNING, INTERRUPTED))),
         **({} if slices is None else {"slices": slices}),
+        "ended_unrecorded": _ended_unrecorded(spec, states, status, counts),
     }
+
+
+def _ended_unrecorded(spec: SweepSpec, states: dict, status: str, counts: dict) -> int:
+    """Trials of a stopped grid sweep that the store holds unfinished (interrupted, running
+    under a driver that is gone, failed) but whose folder says they ended: their driver lost
+    the store before it could record them (`sweep resume` records them, training nothing).
+    `status` counted them interrupted, which read as work lost."""
+    if status == RUNNING or spec.optuna is not None or not any(
+            counts.get(s) for s in (INTERRUPTED, RUNNING, FAILED)):
+        return 0
+    from orchestrator.driver import ended_on_disk
+
+    return sum(1 for trial in prepare(spec)[1]
+               if states.get(trial.trial_id, {}).get("status") in (INTERRUPTED, RUNNING, FAILED)
+               and ended_on_disk(trial))
 
 
 def _tokens(totals: dict[str, float], *, ended: bool) -> dict:
@@ -1008,6 +1024,10 @@ def format_status(report: dict) -> str:
                      f"from for {silent / 60:.0f} min: killed, lost or cut off from the store? "
                      f"If it is gone, `sweep resume {report['sweep']}` goes on")
     lines.append("  " + ", ".join(f"{n} {s}" for s, n in sorted(report["counts"].items())))
+    if n := report.get("ended_unrecorded"):
+        lines.append(f"  {n} of them ended in their folders (the store lost their end): "
+                     f"`sweep resume {report['sweep']}` records {'it' if n == 1 else 'them'}, "
+                     "training nothing")
     for r in report["running"]:
         if r["progress"] is None and r["train/loss"] is None:
             # (a running trial's metrics reach the store every 10 s or so, a short one's at

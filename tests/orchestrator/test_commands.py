@@ -228,6 +228,33 @@ def test_sweep_status_reads_the_store(tmp_path, capsys):
     assert out[3] == "  ETA: 3.0 min"  # mean 90 s × 2 left ÷ 1 at a time
 
 
+def test_status_of_a_stopped_sweep_says_which_unfinished_trials_ended_on_disk(tmp_path,
+                                                                            capsys):
+    """A driver that lost the store left two finished trials `running` in it; `status` then
+    read them interrupted, as work lost, though `resume` records them without training."""
+    import json
+
+    from trainer.paths import RunPaths
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    spec = _spec(tmp_path)
+    tracker = _open_sweep(uri, spec)
+    trials = prepare(spec_from_dict(spec))[1]
+    _child(uri, tracker, trials[0].trial_id, schema.FINISHED, final__eval_loss=2.5)
+    for trial in trials[1:3]:
+        _child(uri, tracker, trial.trial_id, schema.INTERRUPTED)
+    run_dir = RunPaths.for_config(trials[1].cfg, trials[1].trial_id).run_dir
+    run_dir.mkdir(parents=True)
+    (run_dir / "summary.json").write_text(json.dumps({"status": "finished"}))
+    tracker.close_sweep(schema.INTERRUPTED)
+    assert cli.main(["status", "unit", "--tracking-uri", uri]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1:3] == ["  1 finished, 2 interrupted, 1 pending",
+                        "  1 of them ended in their folders (the store lost their end): "
+                        "`sweep resume unit` records it, training nothing"]
+    assert commands.status(uri, "unit")["ended_unrecorded"] == 1
+
+
 def test_status_eta_weighs_the_trials_left_by_their_flops(tmp_path, capsys):
     """After an extend to a wider model, the ETA was the narrow trials' mean wall time × the
     trials left: ~2 min for ~10 in a researcher's sweep. A trial's cost is its FLOPs."""
