@@ -247,10 +247,12 @@ def run_search(spec: SweepSpec, plan: SearchPlan, *, tracking_uri: str, storage:
                            observer=observer or SweepObserver(),
                            unrecorded=told_unrecorded(plan, storage, states))
     drive(runner, tracking_uri=tracking_uri, progress=progress, ended=ENDED)
-    # The sweep's trials: those ended before this launch (recorded) and those it asked.
+    # The sweep's trials: those ended before this launch (recorded) and those it asked. One
+    # a study asked and was never told, recorded ended (a driver killed in between), is told
+    # now and is done already: it was in neither count ("7 trials, 4 already done, ran 1").
     before = {tid for tid, state in states.items() if state.get("status") in ENDED}
-    outcome.already_done = len(before - set(runner.asked))
-    outcome.trials = outcome.already_done + len(runner.asked)
+    outcome.already_done = len(before)
+    outcome.trials = len(before | set(runner.asked))
     return outcome
 
 

@@ -44,6 +44,7 @@ def test_killed_driver_then_resume_ends_each_study_at_exactly_n_trials(spec_dict
     resumed = _sweep("resume", "unit", uri=uri)
     out, err = resumed.communicate(timeout=400)
     assert resumed.returncode == 0, out + err
+    _adds_up(out, 6)
     client, children = _children(uri)
     ids = {}
     for name in names:
@@ -104,6 +105,7 @@ def test_killed_halving_driver_resumes_its_rungs_without_training_anything_twice
     resumed = _sweep("resume", "unit", uri=uri)
     out, err = resumed.communicate(timeout=400)
     assert resumed.returncode == 0, out + err
+    _adds_up(out, 7)
     rungs = [optuna.load_study(study_name=f"unit: train.tokens={t} seed=0",
                                storage=open_storage(storage)).trials
              for t in (4096, 8192, 16384)]
@@ -118,3 +120,17 @@ def test_killed_halving_driver_resumes_its_rungs_without_training_anything_twice
         steps = [m.step for m in client.get_metric_history(child.info.run_id, "train/loss")]
         assert len(steps) == len(set(steps))
         assert child.data.tags["trial.attempt"] in ("1", "2")
+
+
+def _adds_up(out: str, trials: int) -> None:
+    """The resume's summary counts every trial once: a trial its study asked and was never
+    told, recorded ended before the kill, was in neither count ("7 trials, 4 already done,
+    ran 1 (1 finished)")."""
+    import re
+
+    line = next(line for line in out.splitlines() if line.startswith("sweep unit: "))
+    found = re.match(r"sweep unit: (\d+) trials, (\d+) already done(?:, ran (\d+) \(.*?\))?"
+                     r"(?:, (\d+) found ended by another launch)?", line)
+    assert found, line
+    total, done, ran, elsewhere = (int(g or 0) for g in found.groups())
+    assert total == trials and done + ran + elsewhere == trials, line
