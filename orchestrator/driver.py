@@ -512,6 +512,8 @@ class _Runner:
                 if time.monotonic() - last_poll > CANCEL_POLL_S:
                     last_poll = time.monotonic()
                     if self._cancel_requested():
+                        if not (self.queue or self.running or self.held or self.sharing.busy):
+                            return  # (its last trials ended meanwhile: nothing to stop)
                         self.stop(INTERRUPTED)
                         self.outcome.interrupted = True
                         return
