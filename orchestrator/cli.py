@@ -468,8 +468,12 @@ def _run(spec, args, uri: str, based_on=None, notes: list[str] = ()) -> int:
             print(f"note: on this machine the launch would refuse it: {problem} (a cluster's "
                   "nodes count with --address)", file=sys.stderr)
     if getattr(args, "dry_run", False) and spec.optuna is not None:
-        for label, used, left in commands.search_dry_run(spec, tracking_uri=uri, notes=notes):
-            print(f"study {label}: {used} trial{'s' * (used != 1)} used, would ask {left} more")
+        for label, used, left, open_ in commands.search_dry_run(spec, tracking_uri=uri,
+                                                                notes=notes):
+            print(f"study {label}: {used} trial{'s' * (used != 1)} used, would ask {left} more"
+                  + (f"; {open_} of those used never ended (interrupted): run again from "
+                     "their checkpoints, or told from their record if they ended" if open_
+                     else ""))
         from orchestrator.fusion import fusion_setting
 
         fuse = fusion_setting(spec)

@@ -520,15 +520,17 @@ def dry_run(spec: SweepSpec, *, tracking_uri: str,
 
 
 def search_dry_run(spec: SweepSpec, *, tracking_uri: str,
-                   notes: Sequence[str] = ()) -> list[tuple[str, int, int]]:
-    """A searched sweep's studies: (slice, trials used, trials it may still ask)."""
+                   notes: Sequence[str] = ()) -> list[tuple[str, int, int, int]]:
+    """A searched sweep's studies: (slice, trials used, trials it may still ask, trials it
+    asked and was never told, which a launch runs again from their checkpoints or tells from
+    their record: the dry run said nothing of them, and the launch then ran one)."""
     from orchestrator import search
 
     spec, plan, storage = search.prepare_search(spec, tracking_uri, create=False)
     search.check_studies_space(plan, storage)
     say_notes(notes)
-    return [(row["slice"], row["used"], max(row["n_trials"] - row["used"], 0))
-            for row in search.search_status(plan, storage)]
+    return [(row["slice"], row["used"], max(row["n_trials"] - row["used"], 0),
+             row["states"].get("running", 0)) for row in search.search_status(plan, storage)]
 
 
 SPEC_STORED_WITHIN_S = 120.0

@@ -500,8 +500,19 @@ def test_a_searched_dry_run_creates_no_study_storage(tmp_path, spec_dict):
                          "train.batch_size": "choice(8, 16)"}
     spec_dict["search"] = {"optuna": {"n_trials": 3, "per_slice": ["train.batch_size"]}}
     rows = search_dry_run(spec_from_dict(spec_dict), tracking_uri=f"sqlite:///{tmp_path}/m.db")
-    assert [(used, left) for _, used, left in rows] == [(0, 3), (0, 3)]
+    assert [(used, left, open_) for _, used, left, open_ in rows] == [(0, 3, 0), (0, 3, 0)]
     assert not (tmp_path / "optuna.db").exists()
+    # A trial asked and never told (its driver interrupted) runs again at the next launch:
+    # the dry run said "3 trials used, would ask 0 more", and the resume then ran it.
+    import optuna
+
+    from orchestrator.studies import open_storage
+
+    study = optuna.create_study(study_name="unit: train.batch_size=8 seed=0",
+                                storage=open_storage(f"sqlite:///{tmp_path}/optuna.db"))
+    study.ask()
+    rows = search_dry_run(spec_from_dict(spec_dict), tracking_uri=f"sqlite:///{tmp_path}/m.db")
+    assert [(used, left, open_) for _, used, left, open_ in rows] == [(1, 2, 1), (0, 3, 0)]
 
 
 def test_fit_of_a_sweep_with_trials_not_done_says_so_first(tmp_path, capsys):
