@@ -474,6 +474,12 @@ def _run(spec, args, uri: str, based_on=None, notes: list[str] = ()) -> int:
                   + (f"; {open_} of those used never ended (interrupted): run again from "
                      "their checkpoints, or told from their record if they ended" if open_
                      else ""))
+        from orchestrator.search_space import HALVING
+
+        if spec.optuna.pruner == HALVING:
+            print("halving: a budget above the first asks for the best of the one below as "
+                  "its trials end, so its counts are for the results so far (a new trial "
+                  "below that beats one that climbed sends another up)")
         from orchestrator.fusion import fusion_setting
 
         fuse = fusion_setting(spec)

@@ -446,6 +446,19 @@ def test_dry_run_of_a_searched_sweep_lists_its_studies(tmp_path, capsys):
     assert capsys.readouterr().out.splitlines() == [
         "study train.batch_size=8 seed=0: 0 trials used, would ask 5 more",
         "study train.batch_size=16 seed=0: 0 trials used, would ask 5 more"]
+    # under halving, what climbs depends on results to come: said (an extend's dry run said
+    # "would ask 1 more" at the top budget, and the extend ran 2 there)
+    halving = {**BASE, "overrides": [o for o in BASE["overrides"] if "tokens" not in o],
+               "grid": {"optim.lr": "tag(log, interval(1e-4, 1e-1))",
+                        "train.tokens": "choice(16384, 32768)"},
+               "search": {"optuna": {"n_trials": 4, "pruner": "halving"}}}
+    path.write_text(yaml.safe_dump(halving))
+    assert main(["--tracking-uri", f"sqlite:///{tmp_path}/m.db", "launch", str(path),
+                 "--dry-run"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "halving: a budget above the first asks for the best of the one below as its trials "
+        "end, so its counts are for the results so far (a new trial below that beats one "
+        "that climbed sends another up)")
 
 
 @pytest.mark.parametrize("lr, edge", [(1.1e-4, {"optim.lr": "low"}), (3e-3, {}),
