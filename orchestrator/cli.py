@@ -220,6 +220,7 @@ def _main(argv: list[str] | None) -> int:
     from trainer.errors import ConfigError
 
     args = parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # (a hint repeats the command)
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
     try:
         _quiet_libraries()
@@ -292,17 +293,38 @@ def _interrupted_hint(args, uri: str) -> str:
             name = load_spec(args.spec).name
     recorded = True
     with contextlib.suppress(Exception):  # (a store it cannot reach: what it has is said)
-        if name is not None:
+        from trainer.reporting import unreachable_server
+
+        if name is not None and not unreachable_server(uri):
             from orchestrator.commands import close_left_running
             from orchestrator.store import missing_sqlite
 
-            recorded = not missing_sqlite(uri) and close_left_running(uri, name) is not None
+            with _no_http_retries():  # (a server that stopped answering: no 4-minute wait)
+                recorded = not missing_sqlite(uri) and close_left_running(uri, name) is not None
     import shlex
 
     if name is not None and not recorded and args.command == "launch":
-        return ("; nothing of the sweep was recorded yet: `sweep launch "
-                f"{shlex.quote(args.spec)}` starts it again")
+        return ("; nothing of the sweep was recorded yet: `sweep "
+                f"{shlex.join(getattr(args, 'argv', None) or ['launch', args.spec])}` starts "
+                "it again")
     return INTERRUPTED_HINT.replace("NAME", shlex.quote(name) if name else "NAME")
+
+
+@contextlib.contextmanager
+def _no_http_retries():
+    """MLflow's client without its retries and with a short timeout, for one last write
+    after a Ctrl-C: the user asked to stop, not to wait out a server that does not answer."""
+    keys = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    before = {k: os.environ.get(k) for k in keys}
+    os.environ.update(keys)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 RUNS_TRIALS = ("launch", "resume", "extend")
@@ -349,7 +371,9 @@ def _server_answers(uri: str) -> None:
     if scheme in ("", "file"):  # MLflow 3's file store, in maintenance: its runs are not ours
         from pathlib import Path
 
-        path = Path(uri.removeprefix("file://") if scheme else uri).expanduser().resolve()
+        given = uri.split(":", 1)[1] if scheme else uri  # (file:/p, file:///p, file://p)
+        given = "/" + given.lstrip("/") if given.startswith("//") else given
+        path = Path(given).expanduser().resolve()
         raise ConfigError(f"tracking URI {redact(uri)} is a path (MLflow's file store, which "
                           "sweeps do not use): give an SQLite store, e.g. "
                           f"sqlite:///{path if path.suffix == '.db' else path / 'mlflow.db'}, "
@@ -486,20 +510,27 @@ def _run(spec, args, uri: str, based_on=None, notes: list[str] = ()) -> int:
         if fuse is True or (fuse is not False and fuse > 1):
             if fuse is True:
                 from orchestrator.driver import local_cluster
-                from orchestrator.fusion import searched_group_size
+                from orchestrator.fusion import at_once, searched_group_size
                 from orchestrator.placement import Request
 
                 res = spec.resources.per_trial()
-                slots = local_cluster().capacity(Request(gpus=res.gpus, cpus=res.cpus))
+                slots = at_once(spec, local_cluster().capacity(Request(gpus=res.gpus,
+                                                                       cpus=res.cpus)))
                 size = searched_group_size(True, points_left=spec.optuna.n_trials,
                                            slots=slots)
                 most = (f"up to {size} points at once (its points over two rounds of the "
                         f"{slots} trials this machine runs at once)")
             else:
-                most = f"up to {fuse} points at once"
-            print(f"fused: each study asks {most} and trains them as one group"
-                  + (f"; max_concurrent {spec.max_concurrent} counts each member"
-                     if spec.max_concurrent else ""))
+                size, most = fuse, f"up to {fuse} points at once"
+            cap = spec.max_concurrent
+            if cap and cap < 2:  # (a group's members count toward it: room for one point)
+                print(f"no fused groups: max_concurrent {cap} leaves room for one point at a "
+                      "time (each member counts)")
+            else:
+                if cap and cap < size:
+                    most = f"up to {cap} points at once (max_concurrent {cap})"
+                print(f"fused: each study asks {most} and trains them as one group"
+                      + (f"; max_concurrent {cap} counts each member" if cap else ""))
         return 0
     if getattr(args, "dry_run", False):
         plan = commands.dry_run(spec, tracking_uri=uri, notes=notes)
@@ -914,13 +945,15 @@ def _extension_size(uri: str, name: str, overrides: list[str]) -> int | None:
         spec = commands.stored_spec(uri, name)
         axes, problems = grid_axes(spec)
         (override,) = OverridesParser.create().parse_overrides(list(overrides))
+        key = override.key_or_group
+        if spec.optuna is not None or problems:
+            return None
+        # (an LR the spec fixes in its overrides becomes an axis of its value and these)
+        have = {float(v) for v in axes.get(key, [])} or {
+            float(o.split("=", 1)[1]) for o in spec.overrides if o.split("=", 1)[0] == key}
+        new = [v for v in override.sweep_string_iterator() if float(v) not in have]
     except Exception:  # noqa: BLE001 (a count beside a hint: without it, the hint stands)
         return None
-    key = override.key_or_group
-    if spec.optuna is not None or problems or key not in axes:
-        return None
-    have = {float(v) for v in axes[key]}
-    new = [v for v in override.sweep_string_iterator() if float(v) not in have]
     rest = math.prod(len(values) for k, values in axes.items() if k != key)
     return len(new) * rest * len(spec.seeds)
 

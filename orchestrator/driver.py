@@ -360,7 +360,7 @@ def drive(runner: _Runner, *, tracking_uri: str, progress: bool,
     totals = tracker.log_token_totals.remote(ended=not outcome.interrupted)
     patient_wait([totals], "the sweep's token totals", spec.name)
     outcome.tokens = ray.get(totals)
-    patient_wait([tracker.close_sweep.remote(status)], "the sweep's end", spec.name)
+    ray.get(patient_wait([tracker.close_sweep.remote(status)], "the sweep's end", spec.name))
 
 
 WAIT_SAID_S = 15.0
@@ -424,6 +424,7 @@ class _Runner:
         self.cap = spec.max_concurrent or len(todo) or 1
         self.total = len(todo)
         self.retry_attempt: dict[str, int] = {}
+        self.tried_in_group: dict[str, int] = {}  # attempts of a lost group, per member
         self.cluster = ClusterModel.from_ray(ray.nodes())
         self.held: dict[str, Trial] = {}  # trials another driver's worker trains
         self.found_ended_trials: list[Trial] = []
@@ -676,8 +677,8 @@ class _Runner:
               f"{'s' * (attempts != 1)} ({reason}); its members run alone from their "
               "checkpoints")
         self.queue[:0] = list(group.members)
-        for member in group.members:
-            self.retry_attempt[member.trial_id] = attempts + 1
+        for member in group.members:  # (a retry budget of its own; its count said in full)
+            self.tried_in_group[member.trial_id] = attempts
 
     def _fail(self, unit: Trial | Group, attempts: int, reason: str, *, unreported: bool,
               why: str) -> None:
@@ -687,8 +688,9 @@ class _Runner:
                 self._record_unreported(trial, FAILED)
             self.outcome.ran[trial.trial_id] = FAILED
             self.tracker.note_failure.remote(trial.trial_id, reason)
+            tried = attempts + self.tried_in_group.get(trial.trial_id, 0)
             tries = ("(a config error: not retried)" if why.startswith("a config error")
-                     else f"after {attempts} attempt{'s' * (attempts != 1)}"
+                     else f"after {tried} attempt{'s' * (tried != 1)}"
                      + (f" ({why})" if why else ""))
             print(f"trial {trial.label} failed {tries}: {reason}")
 

@@ -99,10 +99,13 @@ def prepare_search(spec: SweepSpec, tracking_uri: str, *, create: bool = True
     plan = plan_search(spec)
     url = storage_url(plan.search.storage, tracking_uri, storage_root=spec.storage_root,
                       studies=[plan.study_name(s) for s in plan.slices])
-    if create and url == f"sqlite:///{Path(spec.storage_root) / STORAGE_FILE}":
+    default = url == f"sqlite:///{Path(spec.storage_root) / STORAGE_FILE}"
+    if create and default:
         Path(spec.storage_root).mkdir(parents=True, exist_ok=True)  # (the default's folder)
     if create or not not_created(url):
         open_storage(url)
+    elif default:
+        pass  # (made by the launch, with the trials' folder: no study yet, as for a new file)
     elif not (folder := Path(url[len("sqlite:///"):]).parent).is_dir():  # as the launch finds
         raise ConfigError(f"cannot open the Optuna storage {url}: its folder {folder} does not "
                           "exist; create it, or fix search.optuna.storage or OPTUNA_STORAGE")

@@ -68,7 +68,10 @@ def holds(url: str, studies: Sequence[str]) -> bool:
     """Does the SQLite storage at `url` (which may not exist) hold any of `studies`?"""
     if not studies or not_created(url):
         return False
-    known = {s.study_name for s in open_storage(url).get_all_studies()}
+    try:
+        known = {s.study_name for s in open_storage(url).get_all_studies()}
+    except Exception:  # noqa: BLE001 (a file of something else, another Optuna's schema: not ours)
+        return False
     return bool(known & set(studies))
 
 

@@ -307,6 +307,11 @@ def test_a_store_that_is_not_there_is_one_sentence_and_is_not_created(tmp_path, 
     assert main(["status", "s", "--tracking-uri", "sqlite://x"]) == 2
     assert capsys.readouterr().err.startswith(
         "error: tracking URI sqlite://x: an SQLite store is sqlite:///PATH.db (three slashes")
+    # file:/p (one slash) was read as a relative path named "file:"
+    assert main(["list", "--tracking-uri", "file:/tmp/runs"]) == 2
+    assert capsys.readouterr().err.startswith(
+        "error: tracking URI file:/tmp/runs is a path (MLflow's file store, which sweeps do "
+        "not use): give an SQLite store, e.g. sqlite:////tmp/runs/mlflow.db,")
     # one slash: it was taken for a file path (sqlite:////cwd/sqlite:/tmp/x.db was suggested)
     assert main(["list", "--tracking-uri", "sqlite:/tmp/x.db"]) == 2
     assert capsys.readouterr().err.startswith(

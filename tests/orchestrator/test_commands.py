@@ -287,7 +287,14 @@ def test_a_fits_next_grid_says_how_many_trials_the_extend_adds(tmp_path):
     _open_sweep(uri, spec)
     # 2 new LRs (1e-2 is there already) × 2 batch sizes × 3 widths × 2 seeds
     assert cli._extension_size(uri, "unit", ["optim.lr=choice(1e-3, 0.01, 3e-2)"]) == 24
-    assert cli._extension_size(uri, "unit", ["optim.weight_decay=choice(0.1)"]) is None
+    # a new axis keeps the trials' value: 0.1 beside their 0.0 at every point
+    assert cli._extension_size(uri, "unit", ["optim.weight_decay=choice(0.1)"]) == 24
+    assert cli._extension_size(uri, "unit", ["optim.lr=choice(oops)"]) is None
+    # an LR the spec fixes in its overrides: the extend makes it an axis with the new values
+    fixed = {**spec, "name": "fixed", "overrides": [*TRIAL, "optim.lr=1e-2"],
+             "grid": {"train.batch_size": "choice(8, 16)"}}
+    _open_sweep(uri, fixed)
+    assert cli._extension_size(uri, "fixed", ["optim.lr=choice(1e-3, 0.01)"]) == 4
     assert cli._extension_size(uri, "nosuch", ["optim.lr=choice(1e-3)"]) is None
 
 
@@ -489,6 +496,19 @@ def test_a_searched_sweep_whose_data_changed_has_no_phantom_pending_trials(tmp_p
     assert commands.status(uri, "unit")["counts"] == {"finished": 6}
     (tmp_path / "a.txt").write_text("a lazy dog sleeps under the quick brown fox. " * 400)
     assert commands.status(uri, "unit")["counts"] == {"finished": 6}
+
+
+def test_a_searched_dry_run_on_a_tracking_server_before_the_first_launch(tmp_path, spec_dict):
+    """The studies' default storage is in the storage root, which the launch creates: the dry
+    run was refused ("its folder does not exist; create it")."""
+    from orchestrator.commands import search_dry_run
+
+    spec_dict["grid"] = {"optim.lr": "tag(log, interval(1e-3, 3e-2))"}
+    spec_dict["search"] = {"optuna": {"n_trials": 3}}
+    spec_dict["storage_root"] = str(tmp_path / "not" / "yet")
+    rows = search_dry_run(spec_from_dict(spec_dict), tracking_uri="http://127.0.0.1:9")
+    assert [(used, left, open_) for _, used, left, open_ in rows] == [(0, 3, 0)]
+    assert not (tmp_path / "not").exists()
 
 
 def test_a_searched_dry_run_creates_no_study_storage(tmp_path, spec_dict):
@@ -924,10 +944,11 @@ def test_ctrl_c_of_a_launch_before_its_trials_names_the_sweep_and_closes_it(
     path = tmp_path / "unit.yaml"
     path.write_text(yaml.safe_dump(_spec(tmp_path)))
     try:
-        assert cli.main(["launch", str(path), "--tracking-uri", uri]) == 130
-        assert capsys.readouterr().err == (
-            f"interrupted; nothing of the sweep was recorded yet: `sweep launch {path}` starts "
-            "it again\n")
+        assert cli.main(["launch", str(path), "--tracking-uri", uri, "--fuse", "off",
+                         "seeds=[0,1]"]) == 130
+        assert capsys.readouterr().err == (  # (the command as given: the same sweep)
+            f"interrupted; nothing of the sweep was recorded yet: `sweep launch {path} "
+            f"--tracking-uri {uri} --fuse off 'seeds=[0,1]'` starts it again\n")
         tracker = Tracker(uri, "unit", code_version="test", driver=driver_label(),
                           spec_yaml=yaml.safe_dump(spec_from_dict(_spec(tmp_path)).to_dict()))
         assert cli.main(["launch", str(path), "--tracking-uri", uri]) == 130
@@ -940,6 +961,18 @@ def test_ctrl_c_of_a_launch_before_its_trials_names_the_sweep_and_closes_it(
     assert parent.data.tags[schema.SWEEP_STATUS_TAG] == schema.INTERRUPTED
     assert commands.status(uri, "unit")["status"] == "interrupted"
     assert commands.status(uri, "unit")["driver_gone"] is None  # (not "killed")
+    # With the server gone (the end of a launch waited on it, and said Ctrl-C leaves it), the
+    # hint waited out MLflow's retries for 4 minutes before it printed
+    import socket
+    import time
+    from argparse import Namespace
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        start = time.monotonic()
+        hint = cli._interrupted_hint(Namespace(command="resume", name="unit"),
+                                     f"http://127.0.0.1:{sock.getsockname()[1]}")
+        assert time.monotonic() - start < 10 and "`sweep resume unit` goes on" in hint
 
 
 def test_a_launch_names_each_recorded_trial_after_its_label_in_the_spec(tmp_path):

@@ -446,6 +446,15 @@ def test_dry_run_of_a_searched_sweep_lists_its_studies(tmp_path, capsys):
     assert capsys.readouterr().out.splitlines() == [
         "study train.batch_size=8 seed=0: 0 trials used, would ask 5 more",
         "study train.batch_size=16 seed=0: 0 trials used, would ask 5 more"]
+    # with fusion, the points a study asks at once fit max_concurrent (each member counts)
+    for cap, said in ((1, "no fused groups: max_concurrent 1 leaves room for one point at a "
+                          "time (each member counts)"),
+                      (3, "fused: each study asks up to 3 points at once (max_concurrent 3) "
+                          "and trains them as one group; max_concurrent 3 counts each member")):
+        assert main(["--tracking-uri", f"sqlite:///{tmp_path}/m.db", "launch", str(path),
+                     "--dry-run", "search.optuna.n_trials=40", "--fuse", "8",
+                     "--max-concurrent", str(cap)]) == 0
+        assert capsys.readouterr().out.splitlines()[-1] == said
     # under halving, what climbs depends on results to come: said (an extend's dry run said
     # "would ask 1 more" at the top budget, and the extend ran 2 there)
     halving = {**BASE, "overrides": [o for o in BASE["overrides"] if "tokens" not in o],
