@@ -304,8 +304,10 @@ def _interrupted_hint(args, uri: str) -> str:
     import shlex
 
     if name is not None and not recorded and args.command == "launch":
-        return ("; nothing of the sweep was recorded yet: `sweep "
-                f"{shlex.join(getattr(args, 'argv', None) or ['launch', args.spec])}` starts "
+        from trainer.reporting import redact
+
+        again = [redact(a) for a in getattr(args, "argv", None) or ["launch", args.spec]]
+        return (f"; nothing of the sweep was recorded yet: `sweep {shlex.join(again)}` starts "
                 "it again")
     return INTERRUPTED_HINT.replace("NAME", shlex.quote(name) if name else "NAME")
 
