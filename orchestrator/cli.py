@@ -209,9 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `sweep` console script."""
     code = _main(argv)
     if argv is None:  # the console script, which exits next: Ray shuts down at exit, and a
-        # Ctrl-C then printed that shutdown's stack ("Exception ignored in atexit callback")
+        # Ctrl-C then printed that shutdown's stack ("Exception ignored in atexit callback");
+        # the command has ended, and its code stands (a finished sweep exited 130)
         with contextlib.suppress(ValueError):  # (not the main thread)
-            signal.signal(signal.SIGINT, lambda *_: os._exit(130))
+            signal.signal(signal.SIGINT, lambda *_: os._exit(code))
     return code
 
 
@@ -414,6 +415,7 @@ def _quiet_libraries() -> None:
     import logging
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # ("🏃 View run")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
 

@@ -323,8 +323,9 @@ def drive(runner: _Runner, *, tracking_uri: str, progress: bool,
     try:
         runner.loop(progress=progress)
     except KeyboardInterrupt:
-        runner.stop(INTERRUPTED)
-        outcome.interrupted = True
+        if runner.has_work():  # (a Ctrl-C after its last trial ended stops nothing)
+            runner.stop(INTERRUPTED)
+            outcome.interrupted = True
     runner.await_records(timeout=None)  # every end the workers sent, written
     # A trial another driver ended is its to record; one whose record is still not done
     # here (that driver died after the trial's end) is completed from its run directory.
@@ -513,11 +514,15 @@ class _Runner:
                 if time.monotonic() - last_poll > CANCEL_POLL_S:
                     last_poll = time.monotonic()
                     if self._cancel_requested():
-                        if not (self.queue or self.running or self.held or self.sharing.busy):
+                        if not self.has_work():
                             return  # (its last trials ended meanwhile: nothing to stop)
                         self.stop(INTERRUPTED)
                         self.outcome.interrupted = True
                         return
+
+    def has_work(self) -> bool:
+        """Is anything queued, running or waited for still (what a stop would stop)?"""
+        return bool(self.queue or self.running or self.held or self.sharing.busy)
 
     def _cancel_requested(self) -> bool:
         """Has `sweep cancel` asked to stop? Never waits: the question goes to the tracker and

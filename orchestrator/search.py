@@ -380,6 +380,10 @@ class _SearchRunner(_Runner):
         if not self.queue:
             self._ask_into_queue()
 
+    def has_work(self) -> bool:
+        """The trials in flight, and the points its studies have still to ask."""
+        return super().has_work() or any(n > 0 for n in self.left.values())
+
     # -- asking ----------------------------------------------------------------------------
 
     def _reopen(self) -> list[Trial]:

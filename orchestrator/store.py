@@ -47,6 +47,8 @@ def open_client(uri: str, credentials: dict[str, str] | None = None):
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    # (its "🏃 View run ... at: URL" line for every run it ends, in the driver's output)
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     if uri.startswith("sqlite:"):
         _cheap_sqlite_commits()
     return MlflowClient(tracking_uri=uri)

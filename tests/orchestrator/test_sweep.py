@@ -357,3 +357,28 @@ def test_the_end_of_a_launch_says_when_it_waits_on_the_tracking_store(monkeypatc
         "waiting for the tracking store to take the records of 2 trials (it does not answer; "
         "each write is retried for up to 15 min). The trials' results are in their folders: "
         "Ctrl-C leaves them for `sweep resume 'my sweep'` to record\n")
+
+
+def test_a_ctrl_c_after_the_last_trial_ended_is_not_an_interruption(spec_dict, uri,
+                                                                    monkeypatch):
+    """It said "stopped before its end ... sweep resume goes on" and exited 130 for a sweep
+    that `status` read finished."""
+    from orchestrator import driver
+    from orchestrator.driver import prepare, run_sweep
+
+    take = driver._Runner.await_records
+    pressed = []
+
+    def ctrl_c_once_all_ran(self, *, timeout):
+        if timeout == 0 and len(self.outcome.ran) == self.total and not pressed:
+            pressed.append(True)
+            raise KeyboardInterrupt
+        return take(self, timeout=timeout)
+
+    monkeypatch.setattr(driver._Runner, "await_records", ctrl_c_once_all_ran)
+    spec_dict.update(grid={"optim.lr": "choice(3e-3, 1e-2)"}, fuse=False)
+    spec, trials = prepare(spec_from_dict(spec_dict))
+    outcome = run_sweep(spec, trials, tracking_uri=uri, progress=False)
+    assert pressed and not outcome.interrupted
+    assert sorted(outcome.ran.values()) == ["finished"] * 2
+    assert status(uri, "unit")["status"] == "finished"
