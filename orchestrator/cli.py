@@ -304,13 +304,41 @@ def _interrupted_hint(args, uri: str) -> str:
                 recorded = not missing_sqlite(uri) and close_left_running(uri, name) is not None
     import shlex
 
-    if name is not None and not recorded and args.command == "launch":
-        from trainer.reporting import redact
+    from trainer.reporting import redact
 
-        again = [redact(a) for a in getattr(args, "argv", None) or ["launch", args.spec]]
-        return (f"; nothing of the sweep was recorded yet: `sweep {shlex.join(again)}` starts "
-                "it again")
+    again = shlex.join(redact(a) for a in getattr(args, "argv", None) or [args.command])
+    if name is not None and not recorded and args.command == "launch":
+        return f"; nothing of the sweep was recorded yet: `sweep {again}` starts it again"
+    if name is not None and recorded and _not_stored_yet(args, uri, name):
+        # (stopped while Ray started: its spec was not stored, and a resume runs the old one)
+        what = "extension" if args.command == "extend" else "new spec"
+        return (f"; the sweep's {what} was not stored yet: `sweep {again}` goes on (nothing "
+                f"that finished is lost or trained again)")
     return INTERRUPTED_HINT.replace("NAME", shlex.quote(name) if name else "NAME")
+
+
+def _not_stored_yet(args, uri: str, name: str) -> bool:
+    """Did the interrupted `extend` or `launch` stop before it stored its spec (the sweep's
+    stored spec is not the one it would have run)? A resume would run the old one: it said
+    `sweep resume` goes on, which then found nothing of the extension to run."""
+    if args.command not in ("extend", "launch"):
+        return False
+    from orchestrator import commands
+    from orchestrator.spec import load_spec, root_path
+
+    try:
+        with _no_http_retries():
+            stored = commands.stored_spec(uri, name)
+        if args.command == "extend":
+            wanted = commands.extended(stored, args.overrides)
+        else:
+            wanted = load_spec(args.spec).with_overrides(args.overrides)
+    except Exception:  # noqa: BLE001 (an extend that adds nothing now: it was stored)
+        return False
+    keys = ("overrides", "grid", "seeds", "search")
+    mine = {k: v for k, v in wanted.to_dict().items() if k in keys}
+    theirs = {k: v for k, v in stored.to_dict().items() if k in keys}
+    return mine != theirs or root_path(wanted.storage_root) != root_path(stored.storage_root)
 
 
 @contextlib.contextmanager

@@ -961,6 +961,24 @@ def test_ctrl_c_of_a_launch_before_its_trials_names_the_sweep_and_closes_it(
     assert parent.data.tags[schema.SWEEP_STATUS_TAG] == schema.INTERRUPTED
     assert commands.status(uri, "unit")["status"] == "interrupted"
     assert commands.status(uri, "unit")["driver_gone"] is None  # (not "killed")
+    # An extend (or a launch of another spec) stopped while Ray started had not stored its
+    # spec: it said `sweep resume unit` goes on, which then ran the old spec, the new trials
+    # dropped without a word
+    extend = ["extend", "unit", "optim.lr=choice(3e-2)", "--tracking-uri", uri]
+    monkeypatch.setattr(cli, "COMMANDS", {**cli.COMMANDS, "extend": interrupted})
+    try:
+        assert cli.main(extend) == 130
+        assert capsys.readouterr().err == (
+            "interrupted; the sweep's extension was not stored yet: `sweep extend unit "
+            f"'optim.lr=choice(3e-2)' --tracking-uri {uri}` goes on (nothing that finished is "
+            "lost or trained again)\n")
+        wider = commands.extended(spec_from_dict(_spec(tmp_path)), ["optim.lr=choice(3e-2)"])
+        Tracker(uri, "unit", code_version="test", driver=driver_label(),
+                spec_yaml=yaml.safe_dump(wider.to_dict()))  # (stored: a resume goes on)
+        assert cli.main(extend) == 130
+        assert "`sweep resume unit` goes on" in capsys.readouterr().err
+    finally:
+        signal.signal(signal.SIGINT, handler)
     # With the server gone (the end of a launch waited on it, and said Ctrl-C leaves it), the
     # hint waited out MLflow's retries for 4 minutes before it printed
     import socket
