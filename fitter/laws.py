@@ -56,15 +56,18 @@ def lr_law(optima: pd.DataFrame, **boot) -> LawFit:
             raise FitError(f"the lr law reads {a}, which the runs do not give, while their "
                            f"{AXIS_KEYS[a]} varies; add the column {a}: {UNITS[a]}.")
         swept = [a for a in axes if optima[a].nunique() > 1]
+        # (and what the fit needs then, said at once: 3 points along one axis; it told the
+        # next need only once the first was met)
         if swept:  # the sweep varies it, but its other slices' optima are at an edge
             a = swept[0]
             raise FitError(f"the lr law needs bracketed LR optima at 2 or more values of N, D "
-                           f"or B, but only one value of {a} ({AXIS_KEYS[a]}) has one: the "
-                           "other slices' best LR is at the edge of the LRs tried; extend "
-                           f"them ({NEXT_GRID}).")
+                           f"or B (and 3 points for a law along one of them), but only one "
+                           f"value of {a} ({AXIS_KEYS[a]}) has one: the other slices' best LR "
+                           f"is at the edge of the LRs tried; extend them ({NEXT_GRID}).")
         keys = " or ".join(AXIS_KEYS[a] for a in axes) or "model.width, train.tokens"
-        raise FitError(f"the lr law needs LR optima at 2 or more values of N, D or B but the "
-                       f"sweep has one; add values along {keys}.")
+        raise FitError(f"the lr law needs LR optima at 2 or more values of N, D or B (and 3 "
+                       f"points for a law along one of them) but the sweep has one; add values "
+                       f"along {keys}.")
     # A slice whose next LR up diverged has its optimum at the stability limit: a lower
     # bound (the optimum lies between it and the LR that diverged), marked in fit.json and
     # drawn apart in the law's figure.

@@ -173,14 +173,18 @@ def fit_loss_law(points: pd.DataFrame, *, n_boot: int = 200, ci_level: float = C
     Raises:
         FitError: fewer than 6 points, or fewer than 3 distinct values of N or of D.
     """
-    left = (f" once {left_out} (N, D) whose best LR is at the edge of the LRs tried are left "
-            "out (their best loss may lie lower); extend their LRs first (`next_grid` in "
-            "fit.json lists them), or") if left_out else ";"
-    for axis, key in (("N", "model.width"), ("D", "train.tokens")):
-        distinct = points[axis].nunique()
-        if distinct < 3:
-            raise FitError(f"the loss law needs losses at 3 or more values of {axis} but has "
-                           f"{distinct}{left} add {more(3 - distinct, 'value')} along {key}.")
+    left = (f", leaving out the {left_out} (N, D) point{'s' * (left_out != 1)} whose best LR "
+            "is at the edge of the LRs tried (the best loss may lie lower); extend "
+            f"{'its' if left_out == 1 else 'their'} LRs first (`next_grid` in fit.json lists "
+            "them), or") if left_out else ";"
+    short = [(axis, key, points[axis].nunique()) for axis, key in
+             (("N", "model.width"), ("D", "train.tokens")) if points[axis].nunique() < 3]
+    if short:  # (both axes at once: it asked for N, then once that was met, for D)
+        needs = " and ".join(f"{3 - n} more value{'s' * (3 - n != 1)} along {key}"
+                             for _, key, n in short)
+        has = " and ".join(f"{n} of {axis}" for axis, _, n in short)
+        raise FitError(f"the loss law needs losses at 3 or more values of N and of D (and 6 "
+                       f"(N, D) points) but has {has}{left} add {needs}.")
     if len(points) < 6:
         raise FitError(f"the loss law needs at least 6 (N, D) points but has {len(points)}"
                        f"{left} add {more(6 - len(points), 'point')} along model.width or "

@@ -137,11 +137,15 @@ def fit_power_law(points: pd.DataFrame, *, name: str, axes: tuple[str, ...],
         FitError: too few points, an axis with a single value, or axes that move together.
     """
     need = len(axes) + 2
-    for axis in axes:
-        distinct = points[axis].nunique()
-        if distinct < 2:
-            raise FitError(f"the {name} law needs optima at 2 or more values of {axis} but has "
-                           f"{distinct}; add {more(2 - distinct, 'point')}: more {hint}.")
+    single = [a for a in axes if points[a].nunique() < 2]
+    if single:  # (with the count it needs too: said one need at a time, it took rounds)
+        a = single[0]
+        distinct = points[a].nunique()
+        also = (f" (and {need} points in all: it has {len(points)})"
+                if len(points) < need else "")
+        add = more(max(2 - distinct, need - len(points)), "point")
+        raise FitError(f"the {name} law needs optima at 2 or more values of {a} but has "
+                       f"{distinct}{also}; add {add}: more {hint}.")
     if len(points) < need:
         raise FitError(f"the {name} law needs at least {need} points but has {len(points)}; "
                        f"add {more(need - len(points), 'point')}: more {hint}.")

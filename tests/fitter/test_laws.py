@@ -323,10 +323,31 @@ def test_an_lr_law_with_one_bracketed_value_of_a_swept_axis_says_the_others_are_
     with pytest.raises(FitError) as err:
         lr_law(optima)
     assert str(err.value) == (
-        "the lr law needs bracketed LR optima at 2 or more values of N, D or B, but only one "
-        "value of D (train.tokens) has one: the other slices' best LR is at the edge of the "
-        "LRs tried; extend them (`next_grid` in fit.json lists the LRs to add; `sweep fit` "
-        "without --law writes it).")
+        "the lr law needs bracketed LR optima at 2 or more values of N, D or B (and 3 points "
+        "for a law along one of them), but only one value of D (train.tokens) has one: the "
+        "other slices' best LR is at the edge of the LRs tried; extend them (`next_grid` in "
+        "fit.json lists the LRs to add; `sweep fit` without --law writes it).")
+
+
+def test_a_law_short_of_points_says_every_need_at_once():
+    """The fit told one need at a time: 3 values of N, then (once there) 3 of D; 2 values of
+    an axis, then (once there) 3 points."""
+    from fitter.loss_law import fit_loss_law
+    from fitter.powerlaw import fit_power_law
+
+    points = pd.DataFrame({"N": [1e6, 1e6, 4e6], "D": [1e8, 2e8, 1e8],
+                           "loss": [3.0, 2.9, 2.8]})
+    with pytest.raises(FitError) as err:
+        fit_loss_law(points)
+    assert str(err.value) == (
+        "the loss law needs losses at 3 or more values of N and of D (and 6 (N, D) points) but "
+        "has 2 of N and 2 of D; add 1 more value along model.width and 1 more value along "
+        "train.tokens.")
+    with pytest.raises(FitError) as err:
+        fit_power_law(pd.DataFrame({"N": [1e6, 1e6], "lr_opt": [1e-2, 2e-2]}), name="lr",
+                      axes=("N",), exponents=("a_N",), target="lr_opt", hint="widths")
+    assert str(err.value) == ("the lr law needs optima at 2 or more values of N but has 1 (and "
+                              "3 points in all: it has 2); add 1 more point: more widths.")
 
 
 def test_a_power_law_interval_holds_the_truth_at_its_nominal_level_over_few_points():

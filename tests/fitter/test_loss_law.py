@@ -171,8 +171,8 @@ def test_the_loss_law_keeps_settings_of_two_lrs_and_reads_timescale_slices_by_ta
     mixed = pd.concat([given, control.assign(**{"optim.timescale": np.nan})],
                       ignore_index=True).assign(run=lambda f: [f"r{i}" for i in range(len(f))])
     # (the ninth (N, D) has the bracketed control)
-    with pytest.raises(FitError, match="once 8 \\(N, D\\) whose best LR is at the edge of the "
-                                       "LRs tried are left out"):
+    with pytest.raises(FitError, match="leaving out the 8 \\(N, D\\) points whose best LR is "
+                                       "at the edge of the LRs tried"):
         fit_runs(from_short_frame(mixed, source="s"), laws=("loss",), n_boot=20)
 
 
