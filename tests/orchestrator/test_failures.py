@@ -124,6 +124,7 @@ def test_bad_spec_prints_one_line_and_launches_nothing(spec_dict, uri, tmp_path)
 
 def test_ctrl_c_records_interrupted_and_resume_continues(spec_dict, uri, tmp_path):
     spec_dict["max_concurrent"] = 1
+    spec_dict["fuse"] = False  # (one trial at a time: fused, the two were one group)
     spec_dict["grid"] = {"optim.lr": "choice(3e-3, 1e-2)"}
     spec_dict["overrides"] = [o for o in spec_dict["overrides"] if "train.tokens" not in o]
     spec_dict["overrides"] += ["train.tokens=409600", "train.checkpoint_every_tokens=16384",
@@ -195,6 +196,7 @@ def test_two_launches_at_once_train_every_trial_once(spec_dict, uri, tmp_path):
 
 def _long_trials(spec_dict, tokens: int = 409600):
     spec_dict["max_concurrent"] = 1
+    spec_dict["fuse"] = False  # (one trial at a time, each its own lease: fused, one group)
     spec_dict["grid"] = {"optim.lr": "choice(3e-3, 1e-2)"}
     spec_dict["overrides"] = [o for o in spec_dict["overrides"] if "train.tokens" not in o]
     spec_dict["overrides"] += [f"train.tokens={tokens}", "train.checkpoint_every_tokens=16384",
