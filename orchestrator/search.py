@@ -255,7 +255,10 @@ def run_search(spec: SweepSpec, plan: SearchPlan, *, tracking_uri: str, storage:
     # now and is done already: it was in neither count ("7 trials, 4 already done, ran 1").
     before = {tid for tid, state in states.items() if state.get("status") in ENDED}
     outcome.already_done = len(before)
-    outcome.trials = len(before | set(runner.asked))
+    # (and the points its studies have still to ask, after an interruption: `status` counts
+    # them pending, and the summary said "2 trials" of a study of 4)
+    outcome.trials = len(before | set(runner.asked)) + (
+        sum(max(n, 0) for n in runner.left.values()) if outcome.interrupted else 0)
     return outcome
 
 

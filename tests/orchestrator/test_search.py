@@ -312,3 +312,27 @@ def test_a_relaunch_with_fewer_trials_than_the_studies_hold_says_nothing_is_left
     assert again.ran == {} and again.already_done == 2
     assert "holds trials not done" not in capsys.readouterr().err
     assert commands.stored_spec(uri, "unit").optuna.n_trials == 1
+
+
+def test_an_interrupted_search_counts_the_points_its_studies_have_still_to_ask(
+        searched, uri, local_ray, monkeypatch):
+    """Its summary said "2 trials, 0 already done, ran 2 (2 interrupted)" of a study of 4,
+    which `sweep status` counted 4 (2 interrupted, 2 pending)."""
+    from orchestrator import driver
+
+    take = driver._Runner.await_records
+
+    def ctrl_c_after_the_first(self, *, timeout):
+        if timeout == 0 and self.outcome.ran and not self.outcome.interrupted:
+            raise KeyboardInterrupt
+        return take(self, timeout=timeout)
+
+    monkeypatch.setattr(driver._Runner, "await_records", ctrl_c_after_the_first)
+    searched["grid"] = {"optim.lr": "tag(log, interval(1e-3, 3e-2))"}
+    searched["search"] = {"optuna": {"n_trials": 4}}
+    searched["max_concurrent"] = 1
+    _, _, outcome = _run(searched, uri)
+    assert outcome.interrupted and outcome.already_done == 0
+    assert outcome.trials == 4 and len(outcome.ran) < 4
+    counts = commands.status(uri, "unit")["counts"]
+    assert sum(counts.values()) == 4 and counts.get("pending") == 4 - len(outcome.ran)
