@@ -491,7 +491,7 @@ def _another_base(spec, uri: str) -> list[str]:
     from trainer.reporting import redact
 
     if redact(str(stored.search)) != redact(str(spec.search)):  # (stored: its password masked)
-        changes.append("another search block")
+        changes += _search_changes(stored.search, spec.search) or ["another search block"]
     if changes:
         notes.append(f"sweep {spec.name} was launched before with another spec "
                      f"({'; '.join(changes)}): its trials so far stay in its experiment, "
@@ -499,6 +499,24 @@ def _another_base(spec, uri: str) -> list[str]:
                      f"every trial; to add to the sweep use `sweep extend {spec.name} ...`, or "
                      "give this spec another name to keep the two apart")
     return notes
+
+
+def _search_changes(before, now) -> list[str]:
+    """The search options a launch changes, `search.optuna.n_trials: 5 → 3` (a relaunch of
+    the spec file after an extend lowered n_trials behind "another search block")."""
+    from trainer.reporting import redact
+
+    def options(search) -> dict:
+        return dict(search["optuna"]) if isinstance(search, dict) and isinstance(
+            search.get("optuna"), dict) else {}
+
+    old, new = options(before), options(now)
+    if not old or not new:
+        return []
+    return [f"search.optuna.{k}: {redact(str(old.get(k, '(none)')))} → "
+            f"{redact(str(new.get(k, '(none)')))}"
+            for k in dict.fromkeys([*old, *new]) if redact(str(old.get(k))) != redact(
+                str(new.get(k)))]
 
 
 def _run(spec, args, uri: str, based_on=None, notes: list[str] = ()) -> int:

@@ -614,6 +614,14 @@ def test_a_launch_with_other_base_overrides_under_a_recorded_name_says_so(tmp_pa
     assert cli.main(["launch", str(path), "--dry-run", "--tracking-uri", uri]) == 0
     assert ("another spec (grid.train.batch_size: choice(8, 16) → choice(32)): its trials so "
             "far stay") in capsys.readouterr().err
+    # a search block that differs says how (after `extend n_trials=5`, a relaunch of the file
+    # lowered it to 3 behind "another search block")
+    from orchestrator.cli import _search_changes
+
+    assert _search_changes({"optuna": {"n_trials": 5, "storage": "postgresql://u:pw@h/db"}},
+                           {"optuna": {"n_trials": 3, "storage": "postgresql://u:pw@h/db"}}
+                           ) == ["search.optuna.n_trials: 5 → 3"]
+    assert _search_changes("grid", {"optuna": {"n_trials": 3}}) == []
 
 
 def test_a_launch_with_nothing_to_run_stores_its_spec_as_one_that_runs(tmp_path):
