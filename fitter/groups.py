@@ -95,6 +95,10 @@ def parse_group(pairs: list[str] | None) -> dict[str, str]:
     return out
 
 
+SHORT_AXIS_KEYS = {"N": "model.width", "D": "train.tokens", "B": "train.batch_size"}
+"""The config key that sets each axis, which a message names in its place."""
+
+
 def select(runs: Runs, wanted: dict[str, str]) -> Runs:
     """Only the runs of one group (`sweep fit --group`).
 
@@ -104,7 +108,10 @@ def select(runs: Runs, wanted: dict[str, str]) -> Runs:
     table = runs.table
     for key, value in wanted.items():
         if key not in runs.slice_keys or key not in table:
-            keys = ", ".join(k for k in runs.slice_keys if k in table) or "none"
+            varying = [k for k in runs.slice_keys if k in table]
+            # (N, D, B by their config keys where the runs have those: model.width, not N)
+            shown = [k for k in varying if SHORT_AXIS_KEYS.get(k) not in varying]
+            keys = ", ".join(shown) or "none"
             raise FitError(f"--group {key}={value}: {key} does not vary in {runs.source}; "
                            f"the keys that do: {keys}.")
         values = sorted(table[key].astype(str).unique())

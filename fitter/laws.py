@@ -226,9 +226,13 @@ def timescale_law(optima: pd.DataFrame, **boot) -> LawFit:
     if len(points) < 3 and single:
         given = optima["tau"].notna().any() if "tau" in optima else False
         key = "optim.timescale" if given else "optim.weight_decay"
+        which = ("its one setting" if len(found) == 1 else
+                 f"all {single} of its settings" if single == len(found) else
+                 f"{single} of its {len(found)} settings")
         raise FitError(f"the timescale law needs the best τ at each setting, from 3 or more "
-                       f"values of {key} there, but {single} of its {len(found)} settings "
-                       f"tried one (τ = B/(η·λ·D) then follows from the λ chosen, not from the "
+                       f"values of {key} there, but {which} tried one"
+                       + (" above 0" if not given else "")
+                       + " (τ = B/(η·λ·D) then follows from the λ chosen, not from the "
                        f"loss); add values along {key} (e.g. three a factor 3 apart).")
     given = optima["tau"].notna().any() if "tau" in optima else False
     tried = sorted(optima.loc[optima["tau"].notna(), "tau"].unique()) if given else \

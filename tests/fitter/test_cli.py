@@ -101,7 +101,7 @@ def test_recommend_names_laws_and_extrapolation(store, capsys):
     assert "weight_decay" not in rec
     assert rec["unavailable"]["weight_decay"].startswith(
         "the timescale law needs the best τ at each setting, from 3 or more values of "
-        "optim.weight_decay there, but 12 of its 12 settings tried one")
+        "optim.weight_decay there, but all 12 of its settings tried one above 0")
     assert rec["loss"]["extrapolation"]["N"] == pytest.approx(10.0)
 
 
@@ -308,7 +308,7 @@ def test_fit_and_recommend_arguments_that_cannot_work_are_one_sentence(store, tm
                             "--tokens", "1e10", "--group", "model.param=mup"])
     # (as `sweep fit --group` says it: --group chooses among the runs, like fit's)
     assert err == ("error: --group model.param=mup: model.param does not vary in sweep demo; "
-                   "the keys that do: N, D, train.tokens.")
+                   "the keys that do: N, train.tokens.")
 
 
 def test_recommend_says_below_the_data_and_refuses_a_batch_in_the_wrong_unit(store, capsys):
