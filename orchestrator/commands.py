@@ -1025,7 +1025,11 @@ def format_status(report: dict) -> str:
         lines.append(f"  its driver ({report.get('driver') or 'unknown'}) has not been heard "
                      f"from for {silent / 60:.0f} min: killed, lost or cut off from the store? "
                      f"If it is gone, `sweep resume {report['sweep']}` goes on")
-    lines.append("  " + ", ".join(f"{n} {s}" for s, n in sorted(report["counts"].items())))
+    # (a running sweep's interrupted trials are queued to go on: as "interrupted" alone, a
+    # resume read as if it had stopped them)
+    again = " (to go on)" if report["status"] == RUNNING else ""
+    lines.append("  " + ", ".join(f"{n} {s}{again if s == INTERRUPTED else ''}"
+                                  for s, n in sorted(report["counts"].items())))
     if n := report.get("ended_unrecorded"):
         lines.append(f"  {n} of them ended in their folders (the store lost their end): "
                      f"`sweep resume {report['sweep']}` records {'it' if n == 1 else 'them'}, "

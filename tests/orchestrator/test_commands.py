@@ -178,6 +178,12 @@ def test_status_format():
         "  best: t-lr0.003 (eval loss 2.1235)",
         "  ETA: 5.5 min",
     ])
+    # a running sweep's interrupted trials go on (a resume's status read as if it stopped them)
+    report["counts"] = {"finished": 3, "interrupted": 2, "running": 1}
+    assert format_status(report).splitlines()[1] == (
+        "  3 finished, 2 interrupted (to go on), 1 running")
+    report["status"] = "interrupted"
+    assert format_status(report).splitlines()[1] == "  3 finished, 2 interrupted, 1 running"
 
 
 def test_status_of_a_sweep_not_started_has_no_best_and_no_eta():
