@@ -1058,7 +1058,15 @@ def _recommend(args, uri: str) -> int:
                         group=group)
     else:
         result = fit_runs(runs, n_boot=args.n_boot, group=group)
-        rec = recommend(result, params=args.params, tokens=args.tokens, batch=args.batch)
+        try:
+            rec = recommend(result, params=args.params, tokens=args.tokens, batch=args.batch)
+        except FitError as err:  # (several groups left: the choice it asks for goes beside
+            # these --group, which following it alone dropped)
+            if "choose one with --group" not in str(err):
+                raise
+            from fitter.groups import label
+
+            raise FitError(f"{str(err).rstrip('.')}, beside --group {label(group)}.") from None
         rec["group"] = {**group, **rec["group"]}
     print(json.dumps(rec, indent=2) if args.json else format_recommendation(rec))
     return 0

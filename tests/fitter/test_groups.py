@@ -308,3 +308,22 @@ def test_recommend_group_by_a_key_that_does_not_split_the_laws_fits_those_runs(t
     err = capsys.readouterr().err
     assert "--group model.depth=4: model.depth does not vary in " in err
     assert err.rstrip().endswith("the keys that do: N, optim.timescale.")
+
+
+def test_recommend_by_a_filter_key_with_groups_left_asks_for_the_group_beside_it(tmp_path,
+                                                                                  capsys):
+    # It asked for `--group model.param=mup` alone, which dropped the optim.timescale filter.
+    frame = pd.concat([mup_and_sp().assign(**{"optim.timescale": tau}) for tau in (1.0, 3.0)],
+                      ignore_index=True)
+    frame.assign(run=[f"r{i}" for i in range(len(frame))]).to_csv(tmp_path / "runs.csv",
+                                                                   index=False)
+    args = ["recommend", "--from-csv", str(tmp_path / "runs.csv"), "--params", "1e9",
+            "--tokens", "1e9", "--batch", "1e5", "--n-boot", "20",
+            "--group", "optim.timescale=3"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "choose one with --group, e.g. --group model.param=mup, beside --group " \
+           "optim.timescale=3." in err
+    assert main([*args, "--group", "model.param=sp", "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["group"] == {"optim.timescale": "3", "model.param": "sp"}
