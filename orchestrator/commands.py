@@ -359,17 +359,22 @@ def _refuse_a_changed_spec(tracking_uri: str, name: str, based_on: SweepSpec) ->
         raise ConfigError(spec_changed_since_read(name))
 
 
+def _sweep_parent(client, name: str):
+    """The sweep's parent run (the oldest, should a race have made two), or None."""
+    exp = client.get_experiment_by_name(name)
+    parents = sweep_runs(client, exp.experiment_id, KIND_SWEEP) if exp else []
+    return min(parents, key=lambda run: (run.info.start_time, run.info.run_id), default=None)
+
+
 def mark_starting(tracking_uri: str, name: str) -> dict | None:
     """Mark an existing sweep running under this process (`driver_label`), its cancel cleared
     and its heartbeat fresh; the parent's id and tags before (None: no sweep by that name)."""
     client = MlflowClient(tracking_uri=tracking_uri)
-    exp = client.get_experiment_by_name(name)
-    parents = sweep_runs(client, exp.experiment_id, KIND_SWEEP) if exp else []
-    if not parents:
+    parent = _sweep_parent(client, name)
+    if parent is None:
         return None
     from mlflow.entities import RunTag
 
-    parent = min(parents, key=lambda run: (run.info.start_time, run.info.run_id))
     marks = {SWEEP_STATUS_TAG: RUNNING, SWEEP_CANCEL_TAG: "no", SWEEP_DRIVER_TAG: driver_label(),
              SWEEP_HEARTBEAT_TAG: str(int(time.time()))}
     client.log_batch(parent.info.run_id, tags=[RunTag(k, v) for k, v in marks.items()])
@@ -386,11 +391,9 @@ def close_left_running(tracking_uri: str, name: str) -> bool | None:
     from mlflow.entities import RunTag
 
     client = MlflowClient(tracking_uri=tracking_uri)
-    exp = client.get_experiment_by_name(name)
-    parents = sweep_runs(client, exp.experiment_id, KIND_SWEEP) if exp else []
-    if not parents:
+    parent = _sweep_parent(client, name)
+    if parent is None:
         return None
-    parent = min(parents, key=lambda run: (run.info.start_time, run.info.run_id))
     tags, me = parent.data.tags, driver_label()
     if tags.get(SWEEP_STATUS_TAG, RUNNING) != RUNNING or tags.get(SWEEP_DRIVER_TAG) != me:
         return False
@@ -564,9 +567,8 @@ def stored_spec(tracking_uri: str, name: str) -> SweepSpec:
 
 
 def parent_run(client: MlflowClient, name: str):
-    exp = client.get_experiment_by_name(name)
-    parents = sweep_runs(client, exp.experiment_id, KIND_SWEEP) if exp else []
-    if not parents:
+    parent = _sweep_parent(client, name)
+    if parent is None:
         known = sorted(e.name for e in client.search_experiments()
                        if sweep_runs(client, e.experiment_id, KIND_SWEEP))
         hint = f"known sweeps: {', '.join(known)}" if known else "no sweep is recorded there"
@@ -580,7 +582,7 @@ def parent_run(client: MlflowClient, name: str):
         raise ConfigError(f"no sweep named {name!r} in the tracking store ({hint}): check the "
                           "name or --tracking-uri (a sweep just launched is recorded once its "
                           "driver has started)")
-    return min(parents, key=lambda run: (run.info.start_time, run.info.run_id))  # the oldest
+    return parent
 
 
 def live_status(parent) -> tuple[str, int | None]:

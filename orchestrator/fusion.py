@@ -20,14 +20,13 @@ the spec bigger `resources` for bigger groups). Its size, `fuse` in the spec:
 - `false`: every trial alone;
 - `true`: as many members as spread the sweep's fusable trials evenly over the trials the
   cluster runs at once (fewer under `max_concurrent`), at most `MAX_AUTO` (8); each set of
-  trials that may fuse is then cut into groups of nearly equal size, none larger;
-- `K` (an integer ≥ 2): groups of up to K members, filled (a set of trials that may fuse is
-  cut into groups of nearly equal size, none larger: 4 trials under `fuse: 9` make one group
-  of 4, which `true` would spread over 2 CPUs as 2 of 2); for GPU trials that share a device
-  (`gpus: 0.125`), `true` would spread them over the device's 8 slots unfused, and `K` is how
-  to fuse them. On 2 CPUs, 8 LRs make 2 groups of 4, one per
-  core (one group of 8 would leave a core to the second thread of a small matmul: measured
-  slower in benchmarks/README.md, fused.py).
+  trials that may fuse is then cut into groups of nearly equal size, none larger. On 2 CPUs,
+  8 LRs make 2 groups of 4, one per core (one group of 8 would leave a core to the second
+  thread of a small matmul: measured slower in benchmarks/README.md, fused.py);
+- `K` (an integer ≥ 2): groups of up to K members, filled (cut as under `true`: 4 trials
+  under `fuse: 9` make one group of 4, which `true` would spread over 2 CPUs as 2 of 2); for
+  GPU trials that share a device (`gpus: 0.125`), `true` would spread them over the device's
+  8 slots unfused, and `K` is how to fuse them.
 
 Shared trunks (`orchestrator.sharing`): the trunks of families that may fuse train as
 groups by the same `fuse` (`orchestrator.sharing.plan_trunk_groups`), and the branches a

@@ -104,9 +104,8 @@ def prepare_search(spec: SweepSpec, tracking_uri: str, *, create: bool = True
         Path(spec.storage_root).mkdir(parents=True, exist_ok=True)  # (the default's folder)
     if create or not not_created(url):
         open_storage(url)
-    elif default:
-        pass  # (made by the launch, with the trials' folder: no study yet, as for a new file)
-    elif not (folder := Path(url[len("sqlite:///"):]).parent).is_dir():  # as the launch finds
+    # (the default's folder is made by the launch, with the trials': no study yet)
+    elif not default and not (folder := Path(url[len("sqlite:///"):]).parent).is_dir():
         raise ConfigError(f"cannot open the Optuna storage {url}: its folder {folder} does not "
                           "exist; create it, or fix search.optuna.storage or OPTUNA_STORAGE")
     return spec, plan, url
