@@ -395,6 +395,13 @@ def format_fit(doc: dict, *, recorded: bool = True, not_done: int = 0) -> str:
                      "one seed's losses around their fitted curve: they miss how the optimum "
                      "moves between seeds, often by more; for intervals that hold it add a "
                      f"seed ({more})")
+    misfit = sum(s.get("interval_noise") == "misfit" for s in doc["slices"])
+    if misfit:
+        lines.append(f"  the LR intervals of {misfit} slice{'s' * (misfit != 1)} are as wide as "
+                     "the local quadratic's misfit, beyond what the seeds' noise explains: the "
+                     "loss curve is skewed around the optimum, which the quadratic's vertex "
+                     "then places toward the gentler side (up to a quarter of a grid step); "
+                     "LRs between the grid's, around the optimum, narrow both")
     return "\n".join(lines)
 
 

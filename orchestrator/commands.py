@@ -110,11 +110,11 @@ def launch(spec: SweepSpec, *, tracking_uri: str, address: str | None = None,
     states = recorded_trials(tracking_uri, spec.name)
     say_notes(other_data(spec.name, trials, states))
     _relabel(tracking_uri, trials, states)
-    migrated = legacy.migrate(tracking_uri, trials, states)
+    migrated = legacy.migrate(tracking_uri, trials, states, sweep=spec.name)
     if migrated:
-        print(f"{migrated} trial{'s' if migrated > 1 else ''} recorded before data "
-              "fingerprints entered the trial id now carry their new id (see "
-              "orchestrator/legacy.py)")
+        print(f"{migrated} trial{'s' if migrated > 1 else ''} recorded under the id an earlier "
+              "version gave them (before data fingerprints, or with their data files' folders) "
+              "now carry their new id (see orchestrator/legacy.py)")
     todo_ids = [t.trial_id for t in trials if states.get(t.trial_id, {}).get("status")
                 not in DONE]
     if not todo_ids:

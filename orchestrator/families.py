@@ -53,10 +53,12 @@ def branch_tokens(cfg: Config) -> int:
     return math.floor(cfg.train.tokens * (1.0 - cfg.schedule.decay_fraction))
 
 
-def family_id(cfg: Config, *, without: Sequence[str] = (TOKENS_KEY,)) -> str:
+def family_id(cfg: Config, *, without: Sequence[str] = (TOKENS_KEY,),
+              paths_as_written: bool = False) -> str:
     """SHA-256 of the canonical config less `without`: equal for trials that differ only in
-    those keys. With the default it names the family's trunk."""
-    flat = json.loads(canonical_json(cfg))
+    those keys. With the default it names the family's trunk. (`paths_as_written`: the id
+    under the rule before fingerprinted data's folders left it, `trainer.identity`.)"""
+    flat = json.loads(canonical_json(cfg, paths_as_written=paths_as_written))
     for key in without:
         flat.pop(key, None)
     text = "trunk|" + json.dumps(flat, sort_keys=True, separators=(",", ":"))

@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import itertools
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,7 +148,7 @@ class SweepSpec:
                 base = [o for o in base if o.partition("=")[0].lstrip("+") != key]
             else:
                 grid.pop(key, None)
-                base = [o for o in base if o.partition("=")[0] != key] + [arg]
+                base = [o for o in base if o.partition("=")[0] != key] + [anchored(arg)]
         return dataclasses.replace(self, grid=grid, overrides=tuple(base), search=search,
                                    seeds=seeds, storage_root=root)
 
@@ -439,7 +440,8 @@ def spec_from_dict(raw: object, *, source: str = "spec", stored: bool = False) -
     if problems:
         raise ConfigError(problems)
     return SweepSpec(
-        name=str(raw["name"]), overrides=tuple(str(o) for o in raw.get("overrides") or ()),
+        name=str(raw["name"]),
+        overrides=tuple(anchored(str(o)) for o in raw.get("overrides") or ()),
         grid=grid, seeds=tuple(int(s) for s in raw.get("seeds") or (0,)),
         resources=Resources(**{k: v for k, v in resources.items()}),
         max_concurrent=raw.get("max_concurrent"), retries=int(raw.get("retries", 2)),
@@ -620,7 +622,57 @@ def make_trial(spec: SweepSpec, point: tuple[str, ...], problems: list[str],
         return None
     tokens = cfg.train.tokens
     flops = flops_per_token(cfg.model, vocab_size=256, seq_len=cfg.train.seq_len) * tokens
-    return Trial(point, cfg, config_id(cfg), flops)
+    return Trial(point, files_from_anywhere(cfg), config_id(cfg), flops)
+
+
+FILE_KEYS = ("data.paths", "data.tokenizer")
+"""Keys that name files: a spec's relative ones are made absolute when it is read
+(`anchored`)."""
+
+
+def anchored(override: str) -> str:
+    """`override` with the files it names (`FILE_KEYS`) as absolute paths, from the folder the
+    command runs in: the sweep's stored spec then reads the same files when `sweep status`,
+    `resume` or `extend` run from another folder (they stopped at `data/x.txt does not exist`),
+    and its workers read them wherever they start. Anything else is returned as it is (a
+    sweep over paths, a value that does not parse: validation says what is wrong with it)."""
+    key, sep, _ = override.partition("=")
+    if not sep or key.lstrip("+~") not in FILE_KEYS:
+        return override
+    try:
+        parsed = OverridesParser.create().parse_overrides([override])[0]
+    except OverrideParseException:
+        return override
+    if parsed.is_sweep_override():
+        return override
+    value = parsed.value()
+
+    def absolute(path: str) -> str:
+        text = os.path.abspath(os.path.expanduser(path))
+        return "'" + text.replace("'", "\\'") + "'"  # (as storage_root is quoted)
+
+    if isinstance(value, str) and value:
+        return f"{key}={absolute(value)}"
+    if isinstance(value, list) and value and all(isinstance(v, str) and v for v in value):
+        return f"{key}=[" + ",".join(absolute(v) for v in value) + "]"
+    return override
+
+
+def files_from_anywhere(cfg: Config) -> Config:
+    """`cfg` with its data files, tokenizer and cache folder as absolute paths: a trial runs on
+    a Ray worker, whose working folder is not the launch's (a cluster's workers start
+    elsewhere). Where a fingerprint pins the files, their folders are not in the trial id, so
+    this keeps it; a hub dataset's `data.name`, which is, stays as written."""
+    data = cfg.data
+    absolute = dataclasses.replace(
+        data, paths=[os.path.abspath(p) for p in data.paths],
+        tokenizer=data.tokenizer and os.path.abspath(data.tokenizer),
+        cache_dir=os.path.abspath(data.cache_dir))
+    if data.fingerprint is None and (absolute.paths, absolute.tokenizer) != (data.paths,
+                                                                             data.tokenizer):
+        return dataclasses.replace(cfg, data=dataclasses.replace(data,
+                                                                 cache_dir=absolute.cache_dir))
+    return dataclasses.replace(cfg, data=absolute)
 
 
 def unread_problems(spec: SweepSpec, baseline: SweepSpec | None = None) -> list[str]:

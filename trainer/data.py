@@ -230,8 +230,13 @@ def _datasets_documents(cfg: DataConfig) -> Iterator[tuple[str, str, bool]]:
         for i, text in _rows(cfg, cfg.val_split):
             yield f"{cfg.val_split}/{i}", text, True
         return
+    # Files have no splits (`data.split` is not read): their documents are named as under the
+    # default, whatever it is set to, which is what their token cache's key assumes (a
+    # `data.split=test` held out other documents, and whichever run filled the cache first
+    # decided what both trained on).
+    prefix = cfg.split if cfg.source is DataSource.hf else "train"
     for i, text in _rows(cfg, cfg.split):
-        name = f"{cfg.split}/{i}"
+        name = f"{prefix}/{i}"
         yield name, text, is_heldout(name, cfg.holdout_fraction)
 
 

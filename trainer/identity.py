@@ -26,6 +26,13 @@ trained again: `orchestrator.legacy` gives a trial recorded under its old id (th
 with `data.fingerprint=None`), before fingerprints existed, its new id in MLflow and on disk,
 assuming it read the data this machine reads. Runs on `synthetic` or `hf` data, whose keys pin
 their data, have no fingerprint and keep their ids.
+
+Where a fingerprint pins the data, the folders of its files are where files are, like
+`run_dir`: `data.paths` and `data.tokenizer` enter the id as file names (the fingerprint hashes
+each file's name and bytes, in order), so `data/a.txt`, `./data/a.txt` and `/abs/data/a.txt`
+name one trial, and a corpus moved to another folder keeps its trials. Until then the paths
+entered as written, which moved the ids of runs on files in a folder once more; they are
+migrated as above (`past_ids` gives the ids a config had under the earlier rules).
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import dataclasses
 import enum
 import hashlib
 import json
+from pathlib import PurePath
 from typing import Any
 
 from trainer.config import Config
@@ -106,15 +114,40 @@ default became `null` (compile on CUDA) and a run keeps its id whether or not it
 run stored with `train.compile=true` before then had it in its id; that id moved once.)"""
 
 
-def canonical_json(cfg: Config) -> str:
-    """Sorted-key JSON of the keys that change the result, floats normalised."""
+def _file_names(flat: dict[str, Any]) -> None:
+    # The fingerprint hashes the files' names and bytes: their folders say only where they are.
+    if flat["data.fingerprint"] is None:
+        return
+    flat["data.paths"] = [PurePath(p).name for p in flat["data.paths"]]
+    if flat["data.tokenizer"] is not None:
+        flat["data.tokenizer"] = PurePath(flat["data.tokenizer"]).name
+
+
+def canonical_json(cfg: Config, *, paths_as_written: bool = False) -> str:
+    """Sorted-key JSON of the keys that change the result, floats normalised.
+    `paths_as_written`: the rule before fingerprinted data's folders left the id."""
     flat = {**flatten(cfg), **EXECUTION_KEYS}
+    if not paths_as_written:
+        _file_names(flat)
     ignored = _ignored(flat)
     items = {k: _normalise(v) for k, v in flat.items()
              if k not in ignored and k.split(".")[0] not in ignored}
     return json.dumps(items, sort_keys=True, separators=(",", ":"))
 
 
-def config_id(cfg: Config) -> str:
+def config_id(cfg: Config, *, paths_as_written: bool = False) -> str:
     """The trial id: SHA-256 hex digest of `canonical_json(cfg)`."""
-    return hashlib.sha256(canonical_json(cfg).encode()).hexdigest()
+    text = canonical_json(cfg, paths_as_written=paths_as_written)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def past_ids(cfg: Config) -> list[str]:
+    """The ids this config had under earlier rules, newest first, where they differ from its
+    id now: its data paths as written (before fingerprinted files entered by name), and before
+    that without its data fingerprint. `orchestrator.legacy` finds its records by these."""
+    if cfg.data.fingerprint is None:
+        return []
+    unpinned = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, fingerprint=None))
+    now = config_id(cfg)
+    found = [config_id(cfg, paths_as_written=True), config_id(unpinned)]
+    return [i for i in dict.fromkeys(found) if i != now]

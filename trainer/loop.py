@@ -34,12 +34,12 @@ from trainer.data import TokenData, TokenStream, eval_batches, load_tokens
 from trainer.distributed import Dist, all_sum, barrier, process_group, resolve_device
 from trainer.errors import ConfigError
 from trainer.flops import flops_per_token, peak_flops
-from trainer.identity import config_id, flatten
+from trainer.identity import config_id, flatten, past_ids
 from trainer.model import GPT, GPTShape, count_params
 from trainer.mup import build_optimizer, resolved_weight_decay, set_lr
 from trainer.norm_test import MicroBatchNoise, grown_batch
 from trainer.parallelize import shard_model
-from trainer.paths import RunPaths, list_checkpoints, read_summary
+from trainer.paths import RunPaths, adopt_run_dir, list_checkpoints, read_summary
 from trainer.reporting import (
     JsonlReporter,
     MlflowReporter,
@@ -218,6 +218,11 @@ def run(cfg: Config, reporter: Reporter | None = None, *, pruner: Pruner | None 
     compile_mode()  # a mode misspelt in the environment, before anything runs
     run_id = config_id(cfg)
     paths = RunPaths.for_config(cfg, run_id)
+    if not cfg.run_dir:  # its folder under an id an earlier rule gave it (a sweep's launch
+        for old in past_ids(cfg):  # does this for its trials, `orchestrator.legacy`)
+            if adopt_run_dir(RunPaths.for_config(cfg, old).run_dir, paths.run_dir,
+                             new_id=run_id):
+                break
     problem = another_runs_files(cfg, paths, run_id)
     if problem:
         raise ConfigError([problem])
@@ -243,10 +248,11 @@ def another_runs_files(cfg: Config, paths: RunPaths, run_id: str) -> str | None:
         except (OSError, ValueError, AttributeError):
             return None
 
+    own = {run_id, *past_ids(cfg)}  # (its id under an earlier rule: its own files)
     if cfg.run_dir:
         for name in ("summary.json", "config.json"):
             other = found_id(paths.run_dir / name, "trial.id")
-            if other is not None and other != run_id:
+            if other is not None and other not in own:
                 return (f"run_dir={cfg.run_dir} holds run {other[:12]}, not this config's "
                         f"{run_id[:12]}: give another run_dir, or leave it unset (each run then "
                         "has its own folder, storage_root/<config id>)")
@@ -258,7 +264,7 @@ def another_runs_files(cfg: Config, paths: RunPaths, run_id: str) -> str | None:
                                    weights_only=False).get("run_id")
             except Exception:  # noqa: BLE001 (unreadable: the restore says what is wrong)
                 other = None
-            if other is not None and other != run_id:
+            if other is not None and other not in own:
                 return (f"checkpoint_dir={cfg.checkpoint_dir} holds checkpoints of run "
                         f"{other[:12]}, not this config's {run_id[:12]}: give another "
                         "checkpoint_dir, or leave it unset (run_dir/checkpoints)")

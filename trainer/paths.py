@@ -35,6 +35,31 @@ class RunPaths:
         return self.run_dir / "metrics.jsonl"
 
 
+def adopt_run_dir(old: Path, new: Path, *, new_id: str) -> bool:
+    """Rename the run directory `old`, kept under an id an earlier rule gave its config
+    (`trainer.identity.past_ids`), to `new`, its summary and config naming `new_id` (the old id
+    as `trial.legacy_id`); whether it did. Nothing when there is no `old`, or `new` exists
+    already (a run under the new id has its own files), or another process renamed it first."""
+    if not old.is_dir() or new.exists():
+        return False
+    try:
+        old.rename(new)
+    except OSError:
+        return False
+    for name in ("summary.json", "config.json"):
+        path = new / name
+        try:
+            stored = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(stored, dict) and stored.get("trial.id") not in (None, new_id):
+            stored["trial.legacy_id"], stored["trial.id"] = stored["trial.id"], new_id
+            tmp = path.with_name(f".{name}.migrating")
+            tmp.write_text(json.dumps(stored, indent=2))
+            os.replace(tmp, path)
+    return True
+
+
 def read_summary(paths: RunPaths) -> dict | None:
     """The stored summary of an ended run, or None."""
     if not paths.summary.exists():

@@ -1,5 +1,6 @@
 """Trials recorded before data fingerprints keep their results under their new ids."""
 
+import dataclasses
 import json
 
 import yaml
@@ -42,7 +43,7 @@ def _old_sweep(tmp_path, uri):
                       spec_yaml=yaml.safe_dump(spec_from_dict(spec).to_dict()))
     runs = {}
     for trial, status in zip(trials, ("finished", "failed", "finished"), strict=True):
-        old = legacy.legacy_id(trial)
+        old = legacy.legacy_ids(trial)[-1]
         assert old is not None and old != trial.trial_id
         params = {"optim.lr": trial.cfg.optim.lr}
         if status == "finished" and trial is trials[2]:
@@ -68,15 +69,15 @@ def test_dry_run_shows_old_ids_and_launch_moves_them_to_the_new_ids(tmp_path, ca
     for trial in (done, failed):
         run = client.get_run(runs[trial.trial_id])
         assert run.data.tags[schema.TRIAL_ID_TAG] == trial.trial_id
-        assert run.data.tags[schema.TRIAL_LEGACY_ID_TAG] == legacy.legacy_id(trial)
+        assert run.data.tags[schema.TRIAL_LEGACY_ID_TAG] == legacy.legacy_ids(trial)[-1]
         assert run.data.params[legacy.FINGERPRINT_PARAM] == trial.cfg.data.fingerprint
         new_dir = tmp_path / "runs" / trial.trial_id
         assert (new_dir / "checkpoints" / "step-4").is_dir()  # resumes from there
         assert json.loads((new_dir / "summary.json").read_text())["trial.id"] == trial.trial_id
-        assert not (tmp_path / "runs" / legacy.legacy_id(trial)).exists()
+        assert not (tmp_path / "runs" / legacy.legacy_ids(trial)[-1]).exists()
     untouched = client.get_run(runs[other.trial_id])
-    assert untouched.data.tags[schema.TRIAL_ID_TAG] == legacy.legacy_id(other)
-    assert (tmp_path / "runs" / legacy.legacy_id(other)).is_dir()
+    assert untouched.data.tags[schema.TRIAL_ID_TAG] == legacy.legacy_ids(other)[-1]
+    assert (tmp_path / "runs" / legacy.legacy_ids(other)[-1]).is_dir()
     # Nothing left to migrate the second time.
     assert legacy.migrate(uri, [done, failed, other], recorded_trials(uri, "unit")) == 0
 
@@ -87,7 +88,7 @@ def test_a_sweep_done_before_fingerprints_runs_nothing_after_them(tmp_path, caps
     only_done = spec_from_dict(_spec(tmp_path, lrs="3e-3"))
     outcome = launch(only_done, tracking_uri=uri)  # all done: answered without Ray
     assert (outcome.trials, outcome.already_done, outcome.ran) == (1, 1, {})
-    assert "1 trial recorded before data fingerprints" in capsys.readouterr().out
+    assert "1 trial recorded under the id an earlier version gave them" in capsys.readouterr().out
     path = tmp_path / "one.yaml"
     path.write_text(yaml.safe_dump(_spec(tmp_path, lrs="3e-3")))
     assert cli.main(["launch", str(path), "--tracking-uri", uri]) == 0
@@ -98,4 +99,71 @@ def test_synthetic_data_has_no_fingerprint_and_keeps_its_id(tmp_path):
     spec = _spec(tmp_path)
     spec["overrides"] = [o.replace("pystdlib", "synthetic") for o in spec["overrides"]]
     for trial in prepare(spec_from_dict(spec))[1]:
-        assert trial.cfg.data.fingerprint is None and legacy.legacy_id(trial) is None
+        assert trial.cfg.data.fingerprint is None and legacy.legacy_ids(trial) == []
+
+
+def test_trunks_and_lost_records_of_files_named_with_their_folders_move_too(
+        tmp_path, monkeypatch):
+    """A sweep of token budgets on `data/a.txt` recorded when paths entered ids as written: its
+    trunk's folder and MLflow run take the trunk id now (its budgets branch from what it
+    trained), and a trial folder whose record was lost takes its trial id (it is then recorded
+    from its files, not trained)."""
+    from orchestrator.families import family_id
+    from trainer.identity import config_id
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.txt").write_text("some words to train on\n" * 2000)
+    spec = {"name": "unit", "storage_root": str(tmp_path / "runs"),
+            "overrides": [o.replace("data=pystdlib", "data=files") for o in TRIAL]
+            + ["data.paths=[data/a.txt]", "schedule=wsd", "schedule.warmup_tokens=1024"],
+            "grid": {"train.tokens": "choice(32768, 65536)"}}
+    trials = prepare(spec_from_dict(spec))[1]
+    # (the spec holds them absolute: status, resume and extend read them from anywhere)
+    assert all(t.cfg.data.paths == [str(tmp_path / "data" / "a.txt")] for t in trials)
+
+    def as_written(trial):  # as an earlier version composed it
+        return dataclasses.replace(trial.cfg, data=dataclasses.replace(
+            trial.cfg.data, paths=["data/a.txt"]))
+
+    old_trunk = family_id(as_written(trials[0]), paths_as_written=True)
+    new_trunk = family_id(trials[0].cfg)
+    assert old_trunk != new_trunk and family_id(trials[1].cfg) == new_trunk
+    (tmp_path / "runs" / "trunks" / old_trunk / "checkpoints").mkdir(parents=True)
+    uri = f"sqlite:///{tmp_path}/m.db"
+    tracker = Tracker(uri, "unit", code_version="old",
+                      spec_yaml=yaml.safe_dump(spec_from_dict(spec).to_dict()))
+    client = MlflowClient(tracking_uri=uri)
+    trunk_run = client.create_run(tracker.experiment_id, run_name="trunk", tags={
+        schema.PARENT_RUN_TAG: tracker.parent_id, schema.KIND_TAG: schema.KIND_TRUNK,
+        schema.TRUNK_ID_TAG: old_trunk}).info.run_id
+    lost = trials[1]
+    old_dir = tmp_path / "runs" / config_id(as_written(lost), paths_as_written=True)
+    old_dir.mkdir()
+    (old_dir / "summary.json").write_text(json.dumps({"trial.id": old_dir.name,
+                                                      "status": "finished"}))
+    (old_dir / "config.json").write_text(json.dumps({
+        "trial.id": old_dir.name, "data.fingerprint": lost.cfg.data.fingerprint}))
+
+    assert legacy.migrate(uri, trials, recorded_trials(uri, "unit"), sweep="unit") == 0
+    assert (tmp_path / "runs" / "trunks" / new_trunk / "checkpoints").is_dir()
+    assert not (tmp_path / "runs" / "trunks" / old_trunk).exists()
+    assert client.get_run(trunk_run).data.tags[schema.TRUNK_ID_TAG] == new_trunk
+    new_dir = tmp_path / "runs" / lost.trial_id
+    assert not old_dir.exists()
+    for name in ("summary.json", "config.json"):
+        stored = json.loads((new_dir / name).read_text())
+        assert (stored["trial.id"], stored["trial.legacy_id"]) == (lost.trial_id, old_dir.name)
+
+
+def test_a_lost_record_s_folder_with_another_corpus_stays_where_it_is(tmp_path, monkeypatch):
+    """Under the id from before fingerprints a folder may hold a run on other data: its
+    `config.json` says so, and it is not taken for this trial's."""
+    spec = _spec(tmp_path, lrs="3e-3")
+    (trial,) = prepare(spec_from_dict(spec))[1]
+    old_dir = tmp_path / "runs" / legacy.legacy_ids(trial)[-1]
+    old_dir.mkdir(parents=True)
+    (old_dir / "config.json").write_text(json.dumps({"trial.id": old_dir.name,
+                                                     "data.fingerprint": "another-python"}))
+    legacy.migrate(f"sqlite:///{tmp_path}/m.db", [trial], {}, sweep="unit")
+    assert old_dir.is_dir() and not (tmp_path / "runs" / trial.trial_id).exists()

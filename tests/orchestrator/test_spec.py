@@ -502,3 +502,31 @@ def test_extend_takes_the_sweeps_own_storage_root_whatever_its_characters(tmp_pa
     assert more.grid["optim.lr"] == "tag(log, choice(0.001, 0.003, 0.01, 0.03))"
     with pytest.raises(ConfigError, match=r"cannot parse it"):
         extended(spec, ["optim.lr=choice(5e-4"])
+
+
+def test_a_specs_data_files_are_read_from_anywhere_once_it_is_read(tmp_path, monkeypatch):
+    """`sweep status`, `resume` and `extend` compose the stored spec's trials from wherever
+    they run: relative data paths stopped them (`data/x.txt does not exist`) in any other
+    folder, and a cluster's workers start in another folder too."""
+    from orchestrator.driver import prepare
+    from orchestrator.spec import anchored
+
+    (tmp_path / "work" / "data").mkdir(parents=True)
+    (tmp_path / "work" / "data" / "x.txt").write_text("words to learn from\n" * 2000)
+    monkeypatch.chdir(tmp_path / "work")
+    raw = {"name": "s", "storage_root": str(tmp_path / "runs"),
+           "overrides": ["model=tiny", "data=files", "data.paths=[data/x.txt]",
+                         "train.tokens=32768", "train.seq_len=64"],
+           "grid": {"optim.lr": "choice(1e-3, 3e-3)"}}
+    spec = spec_from_dict(raw)
+    where = tmp_path / "work" / "data" / "x.txt"
+    assert f"data.paths=['{where}']" in spec.overrides
+    again = spec.with_overrides(["data.tokenizer=./tok.json", "data.paths=[./data/x.txt]"])
+    assert f"data.paths=['{where}']" in again.overrides
+    assert f"data.tokenizer='{tmp_path / 'work' / 'tok.json'}'" in again.overrides
+    ids = [t.trial_id for t in prepare(spec)[1]]
+    monkeypatch.chdir(tmp_path)  # as `sweep status s` from another folder reads it
+    stored = spec_from_dict(spec.to_dict(), stored=True)
+    assert [t.trial_id for t in prepare(stored)[1]] == ids
+    for same in ("optim.lr=1e-3", "data.paths=choice([a.txt],[b.txt])", "data.tokenizer=null"):
+        assert anchored(same) == same

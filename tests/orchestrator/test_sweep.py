@@ -1,5 +1,6 @@
 """A real local Ray and a real MLflow store, tiny CPU trials, the orchestrator in-process."""
 
+import dataclasses
 import json
 
 import mlflow
@@ -382,3 +383,50 @@ def test_a_ctrl_c_after_the_last_trial_ended_is_not_an_interruption(spec_dict, u
     assert pressed and not outcome.interrupted
     assert sorted(outcome.ran.values()) == ["finished"] * 2
     assert status(uri, "unit")["status"] == "finished"
+
+
+def test_a_corpus_spelt_or_kept_elsewhere_is_not_trained_again(spec_dict, uri, tmp_path,
+                                                                 monkeypatch, capsys):
+    """The same files under another spelling (`./data/a.txt`, its absolute path) or copied to
+    another folder are the same trials; a sweep recorded when the paths entered the id as
+    written (an earlier version) is taken over by its trials' ids now, training nothing."""
+    from trainer.identity import config_id
+
+    monkeypatch.chdir(tmp_path)
+    text = "".join(f"line {i} of a corpus to train on\n" for i in range(3000))
+    for folder in ("data", "moved"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "a.txt").write_text(text)
+
+    def spec(path):
+        overrides = [o for o in spec_dict["overrides"] if not o.startswith("data")]
+        return spec_from_dict({**spec_dict, "grid": {"optim.lr": "choice(3e-3, 1e-2)"},
+                               "overrides": overrides + ["data=files", f"data.paths=[{path}]"]})
+
+    first = launch(spec("data/a.txt"), tracking_uri=uri, progress=False)
+    assert sorted(first.ran.values()) == ["finished"] * 2
+    # As an earlier version stored them: ids of the paths as written, folders named so.
+    client, _, children = _runs(uri, "unit")
+    from orchestrator.driver import prepare
+    for trial in prepare(spec("data/a.txt"))[1]:
+        written = dataclasses.replace(trial.cfg, data=dataclasses.replace(
+            trial.cfg.data, paths=["data/a.txt"]))  # as an earlier version composed it
+        old = config_id(written, paths_as_written=True)
+        run = next(c for c in children if c.data.tags["trial.id"] == trial.trial_id)
+        client.set_tag(run.info.run_id, "trial.id", old)
+        (tmp_path / "runs" / trial.trial_id).rename(tmp_path / "runs" / old)
+    capsys.readouterr()
+
+    again = launch(spec("data/a.txt"), tracking_uri=uri, progress=False)
+    assert again.ran == {} and again.already_done == 2
+    assert "2 trials recorded under the id an earlier version gave them" in \
+        capsys.readouterr().out
+    for path in ("./data/a.txt", tmp_path / "data" / "a.txt", "moved/a.txt"):
+        outcome = launch(spec(path), tracking_uri=uri, progress=False)
+        assert outcome.ran == {} and outcome.already_done == 2, path
+    _, _, children = _runs(uri, "unit")
+    assert len(children) == 2
+    assert {c.data.tags["trial.id"] for c in children} == \
+        {t.trial_id for t in prepare(spec("data/a.txt"))[1]}
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir() if len(p.name) == 64) == \
+        sorted(c.data.tags["trial.id"] for c in children)

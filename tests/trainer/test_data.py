@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -8,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from trainer.compose import compose
+from trainer.config import DataConfig, DataSource
 from trainer.data import TokenStream, eval_batches, load_tokens
 from trainer.errors import ConfigError
 from trainer.synthetic import MarkovChain
@@ -469,3 +471,19 @@ def test_a_text_file_whose_eval_split_is_too_short_is_said_before_the_run(tmp_pa
         f"data.paths: what data.holdout_fraction=0.7 leaves of {tmp_path / 'a.txt'} to train "
         "on is 30 bytes at most, too few for one sequence of train.seq_len=64 tokens plus one: "
         "lower data.holdout_fraction, add data, or lower train.seq_len"]
+
+
+def test_files_hold_out_the_same_documents_whatever_data_split_says(tmp_path):
+    """`data.split` is not read by data=files, but it named the documents whose hash picks the
+    held-out ones: `data.split=test` held out others, under a token cache keyed without it, so
+    whichever run filled the cache first decided what both trained on."""
+    from trainer.data import _documents
+
+    rows = tmp_path / "docs.jsonl"
+    rows.write_text("".join(json.dumps({"text": f"document {i} " * 20}) + "\n"
+                            for i in range(200)))
+    default = DataConfig(source=DataSource.files, paths=[str(rows)])
+    other = dataclasses.replace(default, split="test")
+    held = [h for _, _, h in _documents(default)]
+    assert 0 < sum(held) < len(held)
+    assert [h for _, _, h in _documents(other)] == held

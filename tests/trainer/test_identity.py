@@ -8,7 +8,7 @@ from trainer.config import DataConfig, DataSource
 from trainer.data import check_fingerprint
 from trainer.errors import ConfigError
 from trainer.fingerprint import content_hash, data_fingerprint
-from trainer.identity import INTRODUCED, canonical_json, config_id
+from trainer.identity import INTRODUCED, canonical_json, config_id, past_ids
 
 BASE = ["optim.lr=0.003", "train.batch_size=16"]
 
@@ -160,3 +160,35 @@ def test_a_file_edited_while_the_process_lives_gets_its_new_fingerprint(tmp_path
     after = compose(["data=files", f"data.paths=[{path}]"])
     assert after.data.fingerprint != before
     check_fingerprint(after.data)  # (it refused: "is not the data this machine reads")
+
+
+def test_fingerprinted_files_enter_the_id_by_name_not_by_folder(tmp_path, monkeypatch):
+    """The fingerprint hashes each file's name and bytes: `data/a.txt`, `./data/a.txt` and its
+    absolute path are one trial (re-launched from a spelling or a folder of its own they were
+    trained again), a corpus copied to another folder too; other bytes or another name are not."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.txt").write_text("some text to train on " * 100)
+    (tmp_path / "copy").mkdir()
+    (tmp_path / "copy" / "a.txt").write_text("some text to train on " * 100)
+    (tmp_path / "copy" / "b.txt").write_text("some text to train on " * 100)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "a.txt").write_text("another text entirely " * 100)
+
+    def files_id(path, *extra):
+        return config_id(compose(BASE + ["data=files", f"data.paths=[{path}]", *extra]))
+
+    one = files_id("data/a.txt")
+    assert one == files_id("./data/a.txt") == files_id(tmp_path / "data" / "a.txt") \
+        == files_id("data//a.txt") == files_id("copy/a.txt")
+    assert files_id("other/a.txt") != one and files_id("copy/b.txt") != one
+    # ... and under the rule before, each spelling was its own trial: those are its past ids.
+    cfg = compose(BASE + ["data=files", "data.paths=[./data/a.txt]"])
+    as_written = config_id(cfg, paths_as_written=True)
+    assert as_written != one and as_written in past_ids(cfg)
+    assert config_id(without_fingerprint(cfg)) in past_ids(cfg) and one not in past_ids(cfg)
+    # A file at the top of the folder ran from keeps the id it had.
+    (tmp_path / "top.txt").write_text("some text to train on " * 100)
+    top = compose(BASE + ["data=files", "data.paths=[top.txt]"])
+    assert config_id(top) == config_id(top, paths_as_written=True)
+    assert past_ids(top) == [config_id(without_fingerprint(top))]

@@ -296,3 +296,32 @@ def test_a_split_shorter_than_one_sequence_is_one_sentence(tmp_path):
         f"data.paths: the held-out 0.05 of {tmp_path / 'small.txt'} is 1 bytes at most, too "
         "few for one eval sequence of train.seq_len=4 tokens plus one: raise "
         "data.holdout_fraction, add data, or lower train.seq_len")
+
+
+def test_a_run_kept_under_the_id_of_its_paths_as_written_is_not_trained_again(
+        tmp_path, monkeypatch):
+    """A run on `data/a.txt` finished by a version whose ids held the paths as written keeps
+    its folder (renamed to the id now) and its result; run again, it trains nothing."""
+    from trainer.identity import config_id
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.txt").write_text("a line of text to learn from\n" * 3000)
+    cfg = compose([o for o in SMALL if not o.startswith("data")] + [
+        "data=files", "data.paths=[data/a.txt]", "train.tokens=8192",
+        f"storage_root={tmp_path / 'runs'}"])
+    first = run(cfg)
+    old = config_id(cfg, paths_as_written=True)
+    assert first.status == "finished" and old != first.run_id
+    (tmp_path / "runs" / first.run_id).rename(tmp_path / "runs" / old)
+    for name in ("summary.json", "config.json"):  # as that version wrote them
+        path = tmp_path / "runs" / old / name
+        path.write_text(json.dumps({**json.loads(path.read_text()), "trial.id": old}))
+    rows = (tmp_path / "runs" / old / "metrics.jsonl").read_text()
+
+    again = run(cfg)
+    assert (again.run_id, again.status) == (first.run_id, "finished")
+    assert again.summary["final/eval_loss"] == first.summary["final/eval_loss"]
+    assert (again.run_dir / "metrics.jsonl").read_text() == rows  # nothing trained
+    assert not (tmp_path / "runs" / old).exists()
+    assert json.loads((again.run_dir / "summary.json").read_text())["trial.legacy_id"] == old
