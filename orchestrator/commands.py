@@ -36,6 +36,7 @@ from orchestrator.spec import (
     Trial,
     grid_axes,
     load_spec,
+    parse_reason,
     print_notes,
     root_path,
     spec_from_dict,
@@ -742,7 +743,7 @@ def _refuse_replacing_an_axis(spec: SweepSpec, args: list[str]) -> None:
             if key not in ("storage_root", "seeds"):  # (a path, a list: read as they are)
                 OverridesParser.create().parse_overrides([arg])
         except OverrideParseException as err:  # (not a plain value: said as it is)
-            problems.append(f"{arg}: cannot parse it ({str(err).splitlines()[0]}); use Hydra's "
+            problems.append(f"{arg}: cannot parse it ({parse_reason(err)}); use Hydra's "
                             f"sweep grammar, e.g. '{key}=choice(1e-3, 3e-3)'")
             continue
         if key in searched and not _is_sweep(arg):

@@ -314,11 +314,15 @@ def distribution(key: str, expr: str, *, budgets: bool = False) -> tuple[object,
     (`budgets`: halving's train.tokens, whose problems it says itself)."""
     import optuna.distributions as od
 
+    from orchestrator.spec import glob_problem, parse_reason
+
     try:
         override = OverridesParser.create().parse_overrides([f"{key}={expr}"])[0]
     except OverrideParseException as err:
-        return None, [f"grid.{key}: cannot parse '{expr}' ({str(err).splitlines()[0]}); use "
+        return None, [f"grid.{key}: cannot parse '{expr}' ({parse_reason(err)}); use "
                       "Hydra's sweep grammar, e.g. tag(log, interval(1e-4, 1e-1))"]
+    if override.value_type.name == "GLOB_CHOICE_SWEEP":  # (no tags, nothing to sample)
+        return None, [glob_problem(key)]
     if not override.is_sweep_override():
         return None, []  # a fixed value
     sweep = override.value()

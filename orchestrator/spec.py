@@ -23,7 +23,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import OverrideParseException
 
 from trainer.compose import Composer
-from trainer.config import Config
+from trainer.config import MAX_SEED, Config
 from trainer.errors import ConfigError
 from trainer.flops import flops_per_token
 from trainer.identity import config_id
@@ -123,12 +123,14 @@ class SweepSpec:
             if key.lstrip("+") == "storage_root":  # the spec's (each trial's run directory)
                 root = expr
                 continue
+            if not key.lstrip("+~"):
+                raise ConfigError([f"{arg}: an override needs a key, e.g. optim.lr=1e-3"])
             if (why := sweep_owned(key)) is not None:
                 raise ConfigError([f"{arg}: {why}"])
             try:
                 parsed = OverridesParser.create().parse_overrides([arg])[0]
             except OverrideParseException as err:
-                raise ConfigError([f"{arg}: cannot parse it ({str(err).splitlines()[0]}); "
+                raise ConfigError([f"{arg}: cannot parse it ({parse_reason(err)}); "
                                    "e.g. optim.lr=1e-3, or 'optim.lr=choice(1e-3, 3e-3)'"]) \
                     from None
             refuse_spec_key(key, expr)
@@ -147,6 +149,9 @@ class SweepSpec:
                 grid[key] = expr  # (and the base's value of it is no longer the spec's)
                 base = [o for o in base if o.partition("=")[0].lstrip("+") != key]
             else:
+                if list(grid) == [key]:  # (else: "the spec's grid is empty", of a spec with one)
+                    raise ConfigError([f"{arg} replaces grid.{key}, the spec's only axis; give "
+                                       f"'{key}=choice({expr})' for a sweep of that one value"])
                 grid.pop(key, None)
                 base = [o for o in base if o.partition("=")[0] != key] + [anchored(arg)]
         return dataclasses.replace(self, grid=grid, overrides=tuple(base), search=search,
@@ -169,11 +174,34 @@ def _seeds_override(expr: str) -> tuple[int, ...]:
                 if override.is_sweep_override() else None
         except (OverrideParseException, ValueError):
             value = None
-    if not value or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
-                            for s in value):
-        raise ConfigError([f"seeds={expr}: give a list of whole numbers >= 0, e.g. "
-                           "seeds=[0,1,2]"])
+    if not value or not all(isinstance(s, int) and not isinstance(s, bool)
+                            and 0 <= s <= MAX_SEED for s in value):
+        raise ConfigError([f"seeds={expr}: give a list of whole numbers from 0 to 2^63 - 1, "
+                           "e.g. seeds=[0,1,2]"])
     return tuple(dict.fromkeys(value))
+
+
+def parse_reason(err: Exception) -> str:
+    """What Hydra says is wrong with an override it cannot parse: the line that says why
+    (its first only repeats the override), with how to write a null in a sweep."""
+    lines = [line for line in str(err).splitlines() if not line.startswith("See https://")]
+    reason = lines[1] if len(lines) > 1 and lines[0].startswith("Error parsing") else lines[0]
+    if "NoneType is incompatible" in reason:
+        reason = (reason.split(": mismatch type")[0] + ": null cannot be a sweep's value; "
+                  "quote it, e.g. choice('null', 512)")
+    return reason
+
+
+def glob_problem(key: str) -> str:
+    """glob() picks config-group options by pattern, which a sweep does not expand: the
+    options to list instead, for a group (else an example)."""
+    from trainer.config import CONF_DIR
+
+    group = key.lstrip("+~")
+    options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")) \
+        if "." not in group and (CONF_DIR / group).is_dir() else []
+    example = f"choice({', '.join(options)})" if options else "choice(a, b)"
+    return f"grid.{key}: glob() is not supported in a sweep; list the values, e.g. {example}"
 
 
 def refuse_spec_key(key: str, value: str) -> None:
@@ -415,9 +443,12 @@ def spec_from_dict(raw: object, *, source: str = "spec", stored: bool = False) -
         raw = {**raw, "max_concurrent": raw.get("max_concurrent") or None,
                "retries": max(int(raw.get("retries", 2)), 0)}
     elif seeds is not None and (not isinstance(seeds, list) or not seeds or not all(
-            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
-        problems.append(f"{source}: seeds={seeds!r}: give a list of whole numbers >= 0, "
-                        "e.g. seeds: [0, 1, 2]")
+            isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED
+            for s in seeds)):
+        one = (f"seeds: [{seeds}] for seed {seeds}, or " if isinstance(seeds, int)
+               and not isinstance(seeds, bool) and 0 <= seeds <= MAX_SEED else "")
+        problems.append(f"{source}: seeds={seeds!r}: give a list of whole numbers from 0 to "
+                        f"2^63 - 1, e.g. {one}seeds: [0, 1, 2]")
     elif seeds is not None and len(set(seeds)) < len(seeds):
         twice = sorted({s for s in seeds if seeds.count(s) > 1})
         problems.append(f"{source}: seeds={seeds!r}: seed {', '.join(map(str, twice))} is "
@@ -506,13 +537,12 @@ def grid_axes(spec: SweepSpec) -> tuple[dict[str, list[str]], list[str]]:
         try:
             override = parser.parse_overrides([f"{key}={expr}"])[0]
         except OverrideParseException as err:
-            reason = str(err).splitlines()[0]
+            reason = parse_reason(err)
             problems.append(f"grid.{key}: cannot parse '{expr}' ({reason}); use Hydra's sweep "
                             "grammar, e.g. choice(1e-3, 3e-3) or tag(log, choice(...))")
             continue
         if override.value_type.name == "GLOB_CHOICE_SWEEP":  # (it selects config groups)
-            problems.append(f"grid.{key}: glob() is not supported in a grid; list the values, "
-                            "e.g. choice(tiny, small)")
+            problems.append(glob_problem(key))
             continue
         if not override.is_sweep_override():
             axes[key] = [override.get_value_element_as_str()]
@@ -556,7 +586,7 @@ def expand(spec: SweepSpec) -> list[Trial]:
     problems = _composition_problems(spec, axes, composer)
     if problems:  # every override that does not compose, said at once
         raise ConfigError(problems)
-    trials, seen = [], {}
+    trials, seen, same = [], {}, {}
     for values in itertools.product(*axes.values()):
         for seed in spec.seeds:
             point = tuple(f"{k}={v}" for k, v in zip(axes, values, strict=True))
@@ -564,9 +594,24 @@ def expand(spec: SweepSpec) -> list[Trial]:
             if trial is not None and trial.trial_id not in seen:
                 seen[trial.trial_id] = trial
                 trials.append(trial)
+            elif trial is not None:
+                same.update(dict.fromkeys(_apart(seen[trial.trial_id], trial, axes)))
+    problems += [f"grid.{key}: {spec.grid[key]} changes how a trial runs, not what it trains "
+                 "(the key is not in the trial id), so each point would run once, at one of "
+                 "its values; set one value in overrides" for key in same]
     if problems:
         raise ConfigError(dedupe(problems))
     return trials
+
+
+def _apart(one: Trial, other: Trial, axes: dict[str, list[str]]) -> list[str]:
+    """The axes on which two trials of one id differ: keys not in the id (an axis of
+    `train.compile` or `train.log_every_steps` gave half the grid, without a word)."""
+    from trainer.identity import flatten
+
+    a, b = flatten(one.cfg), flatten(other.cfg)
+    return [key for key in axes if key.lstrip("+~") in a
+            and a[key.lstrip("+~")] != b[key.lstrip("+~")]]
 
 
 def _composition_problems(spec: SweepSpec, axes: dict[str, list[str]],

@@ -123,7 +123,8 @@ def load_latest(directory: Path, *, model: torch.nn.Module,
     ranks could fall back to different steps).
 
     Raises:
-        ConfigError: no checkpoint can be read, or one cannot in a run of several ranks.
+        NoCheckpointReadable: no checkpoint can be read.
+        ConfigError: one cannot, in a run of several ranks.
     """
     found = list_checkpoints(directory)
     if not found:
@@ -148,8 +149,14 @@ def load_latest(directory: Path, *, model: torch.nn.Module,
             path.rename(aside)
             print(f"note: checkpoint {path} cannot be read ({why}): kept as {aside.name}; "
                   "resuming from the one before it", file=sys.stderr)
-    raise ConfigError([f"no checkpoint in {directory} can be read (each is kept as "
-                       ".step-*.damaged): run it again to train it from its start"])
+    raise NoCheckpointReadable([f"no checkpoint in {directory} can be read (each is kept as "
+                                ".step-*.damaged): run it again to train it from its start"])
+
+
+class NoCheckpointReadable(ConfigError):
+    """Every checkpoint of a run was damaged (each now set aside): the model and optimizer
+    may hold part of one, so the run starts again from a new process or a new `TrainingRun`
+    (`trainer.loop.run` does that for one process)."""
 
 
 _DAMAGE = (EOFError, pickle.UnpicklingError, zipfile.BadZipFile, FileNotFoundError)

@@ -60,6 +60,10 @@ def _compose_unset(overrides: Sequence[str]) -> Config:
     # Hydra's compose, with keys of a default rule still unset: the rule depends on other
     # keys (warmup on train.tokens), which `Composer` may still replace.
     overrides = list(overrides)
+    keyless = [o for o in overrides if not o.partition("=")[0].lstrip("+~")]
+    if keyless:  # (Hydra takes it for a config group's and fails with a ValueError)
+        raise ConfigError([f"{o}: an override needs a key, e.g. optim.lr=1e-3"
+                           for o in keyless])
     try:
         return _to_config(_hydra_compose(overrides))
     except _COMPOSE_ERRORS as err:

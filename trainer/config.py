@@ -67,6 +67,11 @@ class BatchSchedule(str, enum.Enum):
     norm_test = "norm_test"  # grow the batch when the norm test fails (Lau et al. 2024)
 
 
+MAX_SEED = 2 ** 63 - 1
+"""The largest seed: `torch.manual_seed` takes a 64-bit integer (a larger one failed the run
+after its folder was made, and in a sweep after its retries)."""
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Decoder-only GPT, pre-norm, no biases."""

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -232,9 +233,18 @@ def run(cfg: Config, reporter: Reporter | None = None, *, pruner: Pruner | None 
     with process_group(cfg, paths.run_dir) as d:
         if not d.is_main:
             reporter = NullReporter()
-        training = TrainingRun(cfg, reporter=reporter or default_reporter(cfg, paths), dist=d,
-                               pruner=pruner)
-        return training.train()
+        reporter = reporter or default_reporter(cfg, paths)
+        training = TrainingRun(cfg, reporter=reporter, dist=d, pruner=pruner)
+        try:
+            return training.train()
+        except checkpoint.NoCheckpointReadable as err:
+            if d.world_size > 1:
+                raise
+            # (nothing was reported yet: the restore comes first; a new run builds a model
+            # and optimizer that no damaged checkpoint has touched)
+            print(f"note: {err.problems[0].partition(': run it again')[0]}; training it from "
+                  "its start", file=sys.stderr)
+            return TrainingRun(cfg, reporter=reporter, dist=d, pruner=pruner).train()
 
 
 def another_runs_files(cfg: Config, paths: RunPaths, run_id: str) -> str | None:

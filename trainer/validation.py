@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from trainer.config import (
+    MAX_SEED,
     BatchSchedule,
     Config,
     DataConfig,
@@ -48,8 +49,9 @@ def problems(cfg: Config, *, network: bool = True, here: bool = True) -> list[st
     sweep's driver validates trials that train on its workers, which may have GPUs it has
     not)."""
     found = model_problems(cfg.model) + _optim_problems(cfg) + _train_problems(cfg, here)
-    if cfg.seed < 0:
-        found.append(f"seed={cfg.seed} must be a whole number >= 0")
+    if not 0 <= cfg.seed <= MAX_SEED:
+        found.append(f"seed={cfg.seed} must be a whole number from 0 to 2^63 - 1 (what "
+                     "torch.manual_seed takes)")
     found += _schedule_problems(cfg)
     found += _data_problems(cfg.data, network=network)
     if cfg.data.source is not DataSource.synthetic:

@@ -53,8 +53,10 @@ def test_a_spec_key_given_as_an_override_says_where_it_goes(override, where):
 
 
 @pytest.mark.parametrize("key, value, fragment", [
-    ("seeds", 3, "seeds=3: give a list of whole numbers >= 0, e.g. seeds: [0, 1, 2]"),
-    ("seeds", [-1, 0], "seeds=[-1, 0]: give a list of whole numbers >= 0"),
+    ("seeds", 3, "seeds=3: give a list of whole numbers from 0 to 2^63 - 1, e.g. seeds: [3] "
+                 "for seed 3, or seeds: [0, 1, 2]"),
+    ("seeds", [-1, 0], "seeds=[-1, 0]: give a list of whole numbers from 0 to 2^63 - 1"),
+    ("seeds", [2 ** 64], f"seeds=[{2 ** 64}]: give a list of whole numbers from 0 to 2^63 - 1"),
     ("seeds", [], "seeds=[]: give a list"),
     ("seeds", [0, 0, 1], "seeds=[0, 0, 1]: seed 0 is given twice (a seed is one trial per "
                          "point); give each seed once"),
@@ -106,7 +108,11 @@ def test_extend_adds_seeds_and_keeps_the_trials_of_a_new_axis_value_they_had():
                            "`seeds` list; give seeds=[0,1] (sweep extend adds them)"),
     (["seed=3"], "seed=3: a sweep's trials take their seed from its `seeds` list; give "
                  "seeds=[3] (sweep extend adds them)"),
-    (["seeds=[-1]"], "seeds=[-1]: give a list of whole numbers >= 0, e.g. seeds=[0,1,2]"),
+    (["seeds=[-1]"], "seeds=[-1]: give a list of whole numbers from 0 to 2^63 - 1, e.g. "
+                     "seeds=[0,1,2]"),
+    ([f"seeds=[{2 ** 64}]"], f"seeds=[{2 ** 64}]: give a list of whole numbers from 0 to "
+                             "2^63 - 1, e.g. seeds=[0,1,2]"),
+    (["=choice(1,2)"], "=choice(1,2): an override needs a key, e.g. optim.lr=1e-3"),
     (["seeds=3"], "seeds=3: give a list: seeds=[3] for seed 3, or seeds=[0,1,2] for three "
                   "seeds"),
 ])
@@ -301,7 +307,7 @@ def test_grid_and_command_line_mistakes_are_one_sentence(tmp_path):
     assert problems == ["grid.optim.lr: 'range(0, 1, 0)' (range() arg 3 must not be zero); "
                         "give a step that is not 0"]
     for expr, problem in [
-            ("glob(*)", "glob() is not supported in a grid; list the values"),
+            ("glob(*)", "glob() is not supported in a sweep; list the values"),
             ("tag(lg, choice(1e-3))", "unknown tag 'lg' in 'tag(lg, choice(1e-3))'; the one "
                                       "tag is log"),
             # a user's span of learning rates that Hydra's range steps over by 1
@@ -530,3 +536,57 @@ def test_a_specs_data_files_are_read_from_anywhere_once_it_is_read(tmp_path, mon
     assert [t.trial_id for t in prepare(stored)[1]] == ids
     for same in ("optim.lr=1e-3", "data.paths=choice([a.txt],[b.txt])", "data.tokenizer=null"):
         assert anchored(same) == same
+
+
+def test_a_glob_or_a_null_in_a_sweep_says_what_to_write(tmp_path, capsys):
+    """A searched spec's glob() was a traceback ('Glob' object has no attribute 'tags'), a
+    grid's suggested other options than its group's, and choice(null, 512) said only that it
+    could not be parsed."""
+    from orchestrator.spec import grid_axes
+
+    searched = {**BASE, "grid": {"optim.lr": "tag(log, interval(1e-4, 1e-1))",
+                                 "schedule": "glob(*)"},
+                "search": {"optuna": {"n_trials": 2}}}
+    import yaml
+
+    from orchestrator import cli
+
+    path = tmp_path / "searched.yaml"
+    path.write_text(yaml.safe_dump({**searched, "storage_root": str(tmp_path / "runs")}))
+    assert cli.main(["launch", str(path), "--dry-run",
+                     "--tracking-uri", f"sqlite:///{tmp_path}/m.db"]) == 2
+    assert "grid.schedule: glob() is not supported in a sweep; list the values, e.g. " \
+        "choice(constant, cosine, linear, power, wsd)" in capsys.readouterr().err
+    _, problems = grid_axes(spec_from_dict({**BASE, "grid": {
+        "schedule.warmup_tokens": "choice(null, 512)"}}))
+    assert problems == ["grid.schedule.warmup_tokens: cannot parse 'choice(null, 512)' "
+                        "(TypeError while evaluating 'choice(null, 512)': null cannot be a "
+                        "sweep's value; quote it, e.g. choice('null', 512)); use Hydra's sweep "
+                        "grammar, e.g. choice(1e-3, 3e-3) or tag(log, choice(...))"]
+
+
+@pytest.mark.parametrize("axis", ["train.compile", "train.log_every_steps"])
+def test_an_axis_that_changes_no_trial_is_refused_not_halved(axis):
+    """Keys not in the trial id (how a trial runs, not what it trains) made one trial of each
+    point: a compile on/off grid gave half its trials, all labelled with the first value."""
+    values = "choice(true, false)" if axis == "train.compile" else "choice(1, 10)"
+    with pytest.raises(ConfigError) as caught:
+        expand(spec_from_dict({**BASE, "grid": {**BASE["grid"], axis: values}}))
+    assert caught.value.problems == [
+        f"grid.{axis}: {values} changes how a trial runs, not what it trains (the key is not "
+        "in the trial id), so each point would run once, at one of its values; set one value "
+        "in overrides"]
+    # the same value written twice is one trial, as before
+    same = expand(spec_from_dict({**BASE, "grid": {"optim.lr": "choice(1e-3, 0.001, 3e-3)"}}))
+    assert len(same) == 2 * len(BASE["seeds"])
+
+
+def test_a_plain_value_for_the_only_axis_says_how_to_sweep_it():
+    """It said `the spec's grid is empty: add at least one axis`, of a spec with one."""
+    spec = spec_from_dict({**BASE, "grid": {"optim.lr": "choice(1e-3, 3e-3)"}})
+    with pytest.raises(ConfigError) as caught:
+        spec.with_overrides(["optim.lr=1e-3"])
+    assert caught.value.problems == [
+        "optim.lr=1e-3 replaces grid.optim.lr, the spec's only axis; give "
+        "'optim.lr=choice(1e-3)' for a sweep of that one value"]
+    assert "optim.lr" not in spec_from_dict(BASE).with_overrides(["optim.lr=1e-3"]).grid

@@ -47,6 +47,7 @@ def test_a_key_given_twice_names_the_override_that_is_bad():
     ("model.width=abc", "bad value for 'model.width'"),
     ("schedule=nope", "unknown option 'nope' for config group 'schedule': choose one of"),
     ("optim.lr=[1", "cannot parse override 'optim.lr=[1'"),
+    ("=1", "=1: an override needs a key, e.g. optim.lr=1e-3"),  # (was Hydra's ValueError)
     ("model.param=xx", "expected one of [mup, sp]"),
     ("+optim.extra=3", "unknown config key 'optim.extra'"),
     ("optim.lr=choice(1e-3,1e-2)", "optim.lr=choice(1e-3,1e-2) is a sweep expression: one run "
@@ -76,7 +77,9 @@ def test_bad_overrides_give_one_sentence(override, fragment):
     (["train.seq_len=2048"], "exceeds model.context_len=1024"),
     (["train.tokens=100"], "train.tokens=100 is less than one batch"),
     (["train.tokens=-16384"], "train.tokens=-16384 must be > 0: give the number of tokens"),
-    (["seed=-1"], "seed=-1 must be a whole number >= 0"),
+    (["seed=-1"], "seed=-1 must be a whole number from 0 to 2^63 - 1 (what torch.manual_seed "
+                  "takes)"),
+    ([f"seed={2 ** 64}"], f"seed={2 ** 64} must be a whole number from 0 to 2^63 - 1"),
     (["train.log_every_steps=0"], "train.log_every_steps=0 must be a whole number >= 1"),
     (["train.keep_checkpoints=0"], "train.keep_checkpoints=0 must be a whole number >= 1"),
     (["train.eval_tokens=0"], "train.eval_tokens=0 is less than one sequence"),

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 import os
@@ -325,3 +326,26 @@ def test_a_run_kept_under_the_id_of_its_paths_as_written_is_not_trained_again(
     assert (again.run_dir / "metrics.jsonl").read_text() == rows  # nothing trained
     assert not (tmp_path / "runs" / old).exists()
     assert json.loads((again.run_dir / "summary.json").read_text())["trial.legacy_id"] == old
+
+
+def test_a_run_whose_every_checkpoint_is_damaged_trains_again_from_its_start(tmp_path,
+                                                                              capsys):
+    """Each damaged checkpoint is set aside; with none left the run failed as a config error
+    (not retried in a sweep) and needed a second resume to train from its start."""
+    cfg = compose(SMALL + ["train.tokens=16384", "train.checkpoint_every_tokens=4096",
+                           "train.keep_checkpoints=2", f"storage_root={tmp_path}"])
+    whole = run(dataclasses.replace(cfg, storage_root=str(tmp_path / "whole")))
+    first = run(cfg)
+    (first.run_dir / "summary.json").unlink()  # as if it stopped after its last checkpoint
+    saved = sorted((first.run_dir / "checkpoints").iterdir())
+    assert len(saved) == 2
+    for path in saved:
+        (path / "train_state.pt").write_bytes(b"not a checkpoint")
+    capsys.readouterr()
+
+    again = run(cfg)
+    assert again.status == "finished"
+    assert again.summary["final/eval_loss"] == whole.summary["final/eval_loss"]
+    assert _losses(again.run_dir) == _losses(whole.run_dir)  # from step 1, each once
+    assert "training it from its start" in capsys.readouterr().err
+    assert len(list((first.run_dir / "checkpoints").glob(".step-*.damaged"))) == 2
