@@ -102,6 +102,21 @@ def _given_notes(overrides: list[str], cfg) -> list[str]:
                   "under another)" for k in dict.fromkeys(keys) if k in why]
 
 
+def _each_problem(overrides: list[str]) -> list[str]:
+    """Hydra stops at the first override it cannot compose: composed one at a time, every
+    one that fails alone is said at once (as a sweep says them); none when only their
+    combination fails."""
+    from trainer.compose import compose
+
+    found = []
+    for override in overrides:
+        try:
+            compose([override])
+        except ConfigError as err:
+            found += [p for p in err.problems if p not in found]
+    return found
+
+
 def _terminated(signum, frame) -> None:
     raise Terminated
 
@@ -115,7 +130,10 @@ def _run(overrides: list[str], *, print_only: bool, given: list[str] = ()) -> in
     from trainer.schema import DONE
     from trainer.validation import check
 
-    cfg = compose(overrides)
+    try:
+        cfg = compose(overrides)
+    except ConfigError as err:
+        raise ConfigError(_each_problem(overrides) or err.problems) from None
     if print_only:
         for key, value in flatten(cfg).items():
             print(redact(f"{key}={value}"))

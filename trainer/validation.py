@@ -6,6 +6,7 @@ Each problem is one sentence naming the key and the fix. `problems(cfg)` collect
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from pathlib import Path
@@ -119,12 +120,14 @@ def _optim_problems(cfg: Config) -> list[str]:
 
 
 def _train_problems(cfg: Config, here: bool = True) -> list[str]:
-    t, found = cfg.train, []
-    if t.batch_size < 1 or t.seq_len < 1:
-        return [f"train.batch_size={t.batch_size} and train.seq_len={t.seq_len} must be >= 1"]
+    t = cfg.train
+    found = [f"train.{key}={getattr(t, key)} must be a whole number >= 1"
+             for key in ("batch_size", "seq_len") if getattr(t, key) < 1]
+    # (the checks of what a batch holds need both: the others are said with these)
+    sized = not found
     micro = t.micro_batch_size or t.batch_size
     # (over several ranks the micro-batch divides each rank's share: `_world_problems`)
-    if micro < 1 or (t.batch_size % micro and t.world_size <= 1):
+    if sized and (micro < 1 or (t.batch_size % micro and t.world_size <= 1)):
         found.append(f"train.batch_size={t.batch_size} is not divisible by "
                      f"train.micro_batch_size={t.micro_batch_size}: pick a divisor of the batch")
     if t.seq_len > cfg.model.context_len:
@@ -134,13 +137,14 @@ def _train_problems(cfg: Config, here: bool = True) -> list[str]:
     if t.tokens <= 0:
         found.append(f"train.tokens={t.tokens} must be > 0: give the number of tokens to "
                      "train on, e.g. train.tokens=1_000_000")
-    elif t.tokens < batch_tokens:
+    elif sized and t.tokens < batch_tokens:
         found.append(f"train.tokens={t.tokens} is less than one batch ({batch_tokens} tokens "
                      "= batch_size × seq_len): raise train.tokens or shrink the batch")
     if not t.divergence_factor > 1:  # (NaN too: it compares false with every loss)
         found.append(f"train.divergence_factor={t.divergence_factor} must be > 1")
-    found += _world_problems(t)
-    if t.batch_schedule is BatchSchedule.norm_test:
+    if sized:
+        found += _world_problems(t)
+    if sized and t.batch_schedule is BatchSchedule.norm_test:
         found += _norm_test_problems(t)
     if t.device not in ("auto", "cpu") and not t.device.startswith("cuda"):
         found.append(f"train.device={t.device!r} is not one of auto, cpu, cuda, cuda:N")
@@ -152,13 +156,30 @@ def _train_problems(cfg: Config, here: bool = True) -> list[str]:
     for key in ("eval_every_tokens", "checkpoint_every_tokens"):
         if getattr(t, key) < 0:
             found.append(f"train.{key}={getattr(t, key)} must be >= 0 (0: only at the end)")
-    if t.eval_tokens < t.seq_len:
+    if t.seq_len >= 1 and t.eval_tokens < t.seq_len:
         found.append(f"train.eval_tokens={t.eval_tokens} is less than one sequence "
                      f"(train.seq_len={t.seq_len}): give at least that many held-out tokens")
     for key in ("log_every_steps", "keep_checkpoints"):
         if getattr(t, key) < 1:
             found.append(f"train.{key}={getattr(t, key)} must be a whole number >= 1")
     return found
+
+
+PEAK_NOTED = 0.9
+"""A cosine or linear run whose LR peaks below this fraction of `optim.lr` is noted: its
+warmup is long enough that the decay has cut the LR before the warmup ends."""
+
+
+def _peak_fraction(cfg: Config, warmup: int | None = None) -> float:
+    """The highest LR of the run's schedule over its budget, as a fraction of optim.lr (with
+    another `warmup`, if given)."""
+    from trainer.schedules import ScheduleInputs, learning_rate
+
+    sched = cfg.schedule if warmup is None else dataclasses.replace(cfg.schedule,
+                                                                     warmup_tokens=warmup)
+    inputs = ScheduleInputs(peak_lr=1.0, total_tokens=cfg.train.tokens,
+                            batch_size=cfg.train.batch_size)
+    return max(learning_rate(sched, inputs, cfg.train.tokens * i / 1000) for i in range(1001))
 
 
 def _world_problems(t) -> list[str]:
@@ -415,6 +436,14 @@ def notes(cfg: Config) -> list[str]:
                "stable phase")
         found.append(f"schedule.warmup_tokens={s.warmup_tokens} reaches into the decay, which "
                      f"starts at {start:,} tokens: the run never trains at its peak LR; {fix}")
+    if s.name in (ScheduleName.cosine, ScheduleName.linear) and t.tokens > 0 \
+            and s.warmup_tokens > 0.05 * t.tokens and (peak := _peak_fraction(cfg)) < PEAK_NOTED:
+        # (a warmup under 5% of the budget peaks above 0.95: not computed for every trial)
+        found.append(f"schedule.warmup_tokens={s.warmup_tokens:,} of train.tokens="
+                     f"{t.tokens:,}: the {s.name.value} decay spans the whole budget, under the "
+                     f"warmup too, so the LR peaks at {peak:.2f} × optim.lr; a warmup of "
+                     f"{t.tokens // 10:,} (a tenth) reaches "
+                     f"{_peak_fraction(cfg, t.tokens // 10):.2f}")
     if cfg.data.source is not DataSource.hf and cfg.data.split != "train":
         found.append(f"data.split={cfg.data.split} is not read by data={cfg.data.source.value} "
                      "(only data=hf has named splits): the run trains on its data as with "

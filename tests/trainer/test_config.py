@@ -270,3 +270,16 @@ def test_data_paths_that_would_be_ignored_or_are_folders_are_one_sentence(tmp_pa
     assert problems(compose(["data=hf", f"data.name={tmp_path}"])) == [
         f"data.name={tmp_path} is a local path, not a hub dataset: use data=files "
         f"'data.paths=[{tmp_path / 'a.txt'}]'"]
+
+
+def test_a_batch_of_nothing_hides_no_other_problem():
+    """train.batch_size=0 returned at once, naming seq_len too, and hid a seq_len over the
+    context (and everything else said of train.*)."""
+    from trainer.validation import problems
+
+    found = problems(compose(["train.batch_size=0", "train.seq_len=4096",
+                              "train.eval_tokens=0"]))
+    assert "train.batch_size=0 must be a whole number >= 1" in found
+    assert any(p.startswith("train.seq_len=4096 exceeds model.context_len=1024") for p in found)
+    assert any(p.startswith("train.eval_tokens=0 is less than one sequence") for p in found)
+    assert not any("train.seq_len=4096 must" in p for p in found)

@@ -279,6 +279,17 @@ def test_a_budget_far_from_whole_batches_is_noted_and_still_valid():
     assert notes(cfg) == ["schedule.warmup_tokens=30000 reaches into the decay, which starts "
                           "at 29,491 tokens: the run never trains at its peak LR; set "
                           "schedule.warmup_tokens below 29491 (e.g. 3276) to reach it"]
+    # Cosine and linear decay over the whole budget, under the warmup too: a long one never
+    # reaches optim.lr, and was not said.
+    cosine = compose(["schedule=cosine", "schedule.warmup_tokens=900_000",
+                      "train.tokens=1_000_000"])
+    assert notes(cosine) == [
+        "schedule.warmup_tokens=900,000 of train.tokens=1,000,000: the cosine decay spans the "
+        "whole budget, under the warmup too, so the LR peaks at 0.31 × optim.lr; a warmup of "
+        "100,000 (a tenth) reaches 0.98"]
+    assert notes(compose(["schedule=cosine", "train.tokens=1_000_000"])) == []
+    assert notes(compose(["schedule=linear", "schedule.warmup_tokens=100_000",
+                          "train.tokens=1_000_000"])) == []  # peaks at 0.90
 
 
 def test_a_split_shorter_than_one_sequence_is_one_sentence(tmp_path):

@@ -126,3 +126,15 @@ def test_tracking_given_after_the_run_ended_records_it_from_its_files(tmp_path, 
     assert main([*_overrides(tmp_path), f"tracking.uri={uri}"]) == 0  # once only
     assert "its record was there already" in capsys.readouterr().out
     assert len(client.search_runs([run.info.experiment_id])) == 1
+
+
+def test_every_override_that_cannot_compose_is_said_at_once(capsys):
+    """Hydra stops at the first: four mistakes took four runs of the command to see."""
+    assert main(["--cfg", "optim.lrr=1", "train.batchsize=3", "schedule=bogus",
+                 "optim.lr=abc"]) == 2
+    err = capsys.readouterr().err
+    for said in ("unknown config key 'optim.lrr': did you mean optim.lr?",
+                 "unknown config key 'train.batchsize': did you mean train.batch_size?",
+                 "unknown option 'bogus' for config group 'schedule'",
+                 "bad value for 'optim.lr' in override 'optim.lr=abc'"):
+        assert said in err
