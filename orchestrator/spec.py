@@ -561,6 +561,9 @@ def grid_axes(spec: SweepSpec) -> tuple[dict[str, list[str]], list[str]]:
             except ValueError as err:  # range(0, 1, 0)
                 problems.append(f"grid.{key}: '{expr}' ({err}); give a step that is not 0")
                 continue
+            if type(sweep).__name__ == "RangeSweep" and any(
+                    isinstance(v, float) for v in (sweep.start, sweep.stop, sweep.step)):
+                axes[key] = _float_range(sweep.start, sweep.stop, sweep.step)
             if not axes[key]:
                 problems.append(f"grid.{key}: '{expr}' expands to no values")
             elif not spec.stored and type(sweep).__name__ == "RangeSweep" \
@@ -572,6 +575,14 @@ def grid_axes(spec: SweepSpec) -> tuple[dict[str, list[str]], list[str]]:
                                 f"steps by {sweep.step:g}); list the values, e.g. tag(log, "
                                 "choice(1e-4, 3e-4, 1e-3))")
     return axes, problems
+
+
+def _float_range(start: float, stop: float, step: float) -> list[str]:
+    """range() over floats, its end left out and its values as written: Hydra adds the step
+    up, so range(0.0, 0.1, 0.01) also gave 0.1 (0.09999999999999999 < 0.1) and values such
+    as 0.030000000000000002."""
+    count = max(0, math.ceil((stop - start) / step - 1e-9))
+    return [repr(float(format(start + i * step, ".12g"))) for i in range(count)]
 
 
 def expand(spec: SweepSpec) -> list[Trial]:

@@ -590,3 +590,17 @@ def test_a_plain_value_for_the_only_axis_says_how_to_sweep_it():
         "optim.lr=1e-3 replaces grid.optim.lr, the spec's only axis; give "
         "'optim.lr=choice(1e-3)' for a sweep of that one value"]
     assert "optim.lr" not in spec_from_dict(BASE).with_overrides(["optim.lr=1e-3"]).grid
+
+
+def test_a_float_range_leaves_out_its_end_and_keeps_its_values_as_written():
+    """Hydra adds the step up: range(0.0, 0.1, 0.01) gave 11 values, 0.1 among them, and
+    labels such as optim.weight_decay=0.030000000000000002."""
+    from orchestrator.spec import grid_axes
+
+    axes, problems = grid_axes(spec_from_dict({**BASE, "grid": {
+        "optim.weight_decay": "range(0.0, 0.1, 0.01)", "optim.lr": "range(1.0, 0.0, -0.25)",
+        "train.batch_size": "range(8, 17, 8)"}}))
+    assert problems == []
+    assert axes == {"optim.weight_decay": ["0.0", "0.01", "0.02", "0.03", "0.04", "0.05",
+                                           "0.06", "0.07", "0.08", "0.09"],
+                    "optim.lr": ["1.0", "0.75", "0.5", "0.25"], "train.batch_size": ["8", "16"]}
