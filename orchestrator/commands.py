@@ -519,7 +519,10 @@ def dry_run(spec: SweepSpec, *, tracking_uri: str,
         elif stored := ended_on_disk(trial):
             plan.append((trial, f"done ({stored}, on disk)"))
         else:
-            plan.append((trial, "run" if status is None else f"run ({status}{note})"))
+            # (recorded running, and no worker holds it: its driver was killed, as `status`
+            # says; "run (running)" read as if something trained it)
+            said = INTERRUPTED if status == RUNNING else status
+            plan.append((trial, "run" if status is None else f"run ({said}{note})"))
     return plan
 
 

@@ -1021,3 +1021,19 @@ def test_a_launch_names_each_recorded_trial_after_its_label_in_the_spec(tmp_path
     names = {s["run"].info.run_name for s in schema.recorded_trials(uri, "unit").values()}
     assert names == {t.label for t in trials}
     assert all("optim.weight_decay=0.0" in name for name in names)
+
+
+def test_the_dry_run_calls_a_trial_no_worker_holds_interrupted_as_status_does(tmp_path):
+    """A driver killed with kill -9 leaves its trials recorded `running`: `sweep status` said
+    interrupted, the dry run `run (running)`, as if something trained them."""
+    uri = f"sqlite:///{tmp_path}/m.db"
+    spec = spec_from_dict(_spec(tmp_path))
+    _, trials = prepare(spec)
+    tracker = Tracker(uri, spec.name, code_version="t",
+                      spec_yaml=yaml.safe_dump(spec.to_dict()))
+    MlflowClient(tracking_uri=uri).create_run(tracker.experiment_id, tags={
+        schema.PARENT_RUN_TAG: tracker.parent_id, schema.KIND_TAG: schema.KIND_TRIAL,
+        schema.TRIAL_ID_TAG: trials[0].trial_id, schema.TRIAL_STATUS_TAG: schema.RUNNING})
+    plan = {t.trial_id: action for t, action in commands.dry_run(spec, tracking_uri=uri)}
+    assert plan[trials[0].trial_id] == "run (interrupted)"
+    assert {plan[t.trial_id] for t in trials[1:]} == {"run"}
