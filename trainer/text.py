@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from stat import S_ISREG
 
 import numpy as np
 
@@ -87,14 +88,21 @@ def content_problems(cfg: DataConfig) -> list[str]:
     unchanged), so a sweep refuses them before its trials
     start rather than failing every trial on the same sentence. Without torch: a sweep's
     driver validates its trials with it."""
-    files = [*(cfg.paths if cfg.source is DataSource.files else ()), cfg.tokenizer]
-    try:
-        stats = tuple((st.st_size, st.st_mtime_ns) for st in
-                      (os.stat(p) for p in files if p is not None))
-    except OSError:
-        return []  # (a missing file is said by validation)
-    paths = tuple(cfg.paths) if cfg.source is DataSource.files else ()
-    return list(_content_problems(paths, cfg.tokenizer, cfg.text_field, stats))
+    def stat(path):
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None  # (a missing file is said by validation: the others still are read)
+        return st if S_ISREG(st.st_mode) else None  # (a folder too)
+
+    files = {p: stat(p) for p in (*(cfg.paths if cfg.source is DataSource.files else ()),
+                                  cfg.tokenizer) if p is not None}
+    stats = tuple((st.st_size, st.st_mtime_ns) for st in files.values() if st is not None)
+    paths = tuple(p for p in cfg.paths if files.get(p)) if cfg.source is DataSource.files \
+        else ()
+    tokenizer = cfg.tokenizer if cfg.tokenizer is not None and files.get(cfg.tokenizer) \
+        else None
+    return list(_content_problems(paths, tokenizer, cfg.text_field, stats))
 
 
 @functools.lru_cache(maxsize=64)
@@ -129,15 +137,22 @@ def _tokenizer_problem(path: str) -> list[str]:
 
 
 def _fields_of(path: str) -> tuple[str, ...]:
-    """Field names of the first row of a .jsonl or .parquet file; () where that cannot be
-    told cheaply (a .txt file is text; a .json file may be one array; a broken file is said
-    by the run, where the parser names what is wrong)."""
+    """Field names of the first row of a .jsonl, .json (JSON lines or an array of rows, its
+    first row within the first MiB) or .parquet file; () where that cannot be told cheaply (a
+    .txt file is text; a broken file is said by the run, where the parser names what is
+    wrong)."""
     suffix = Path(path).suffix.lower()
     try:
         if suffix == ".jsonl":
             with open(path, encoding="utf-8", errors="replace") as f:
                 first = next((line for line in f if line.strip()), "")
             row = json.loads(first) if first else None
+            return tuple(row) if isinstance(row, dict) else ()
+        if suffix == ".json":  # JSON lines, or one array of rows: its first row
+            with open(path, encoding="utf-8", errors="replace") as f:
+                head = f.read(1 << 20).lstrip()
+            head = head[1:].lstrip() if head.startswith("[") else head
+            row = json.JSONDecoder().raw_decode(head)[0] if head.startswith("{") else None
             return tuple(row) if isinstance(row, dict) else ()
         if suffix == ".parquet":
             import pyarrow.parquet as pq

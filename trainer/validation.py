@@ -58,7 +58,9 @@ def problems(cfg: Config, *, network: bool = True, here: bool = True) -> list[st
     if cfg.data.source is not DataSource.synthetic:
         from trainer.paths import folder_problem
 
-        if in_way := folder_problem(cfg.data.cache_dir, create=False):
+        # (where the run trains here, that it can be written: /proc/x passed, and the run
+        # failed after its checks; a sweep's workers may have folders its driver has not)
+        if in_way := folder_problem(cfg.data.cache_dir, create=False, probe=here):
             found.append(f"data.cache_dir={cfg.data.cache_dir}: {in_way}; {CACHE_FIX}")
     if not found and cfg.data.source is DataSource.files:
         found += _too_short(cfg)
@@ -284,7 +286,7 @@ def _data_problems(d: DataConfig, *, network: bool) -> list[str]:
                          "vocab_size >= 2, order >= 1 and vocab_size**order <= 4194304")
         if not 0 < d.concentration < math.inf:
             found.append(f"data.concentration={d.concentration} must be > 0 and finite")
-    if not found and d.source is not DataSource.synthetic:
+    if d.source is not DataSource.synthetic:  # (of the files there: beside a missing one's)
         from trainer.text import content_problems  # (a little of the files read, once there)
 
         found += content_problems(d)

@@ -426,6 +426,10 @@ def test_a_cache_folder_that_cannot_be_written_is_one_sentence(tmp_path):
     with pytest.raises(ConfigError, match=r"^data.cache_dir=/proc/proxysweep-cache: cannot "
                                           r"write the token cache there \(.+\); give a folder"):
         load_tokens(cfg.data)
+    # said before the run, where it trains here (it passed, and the run failed after)
+    assert any(p.startswith("data.cache_dir=/proc/proxysweep-cache: cannot write there")
+               for p in problems(cfg))
+    assert not any(p.startswith("data.cache_dir") for p in problems(cfg, here=False))
 
 
 def test_a_token_cache_cut_short_is_tokenized_again_and_others_can_read_it(tmp_path, capsys):
@@ -487,3 +491,22 @@ def test_files_hold_out_the_same_documents_whatever_data_split_says(tmp_path):
     held = [h for _, _, h in _documents(default)]
     assert 0 < sum(held) < len(held)
     assert [h for _, _, h in _documents(other)] == held
+
+
+def test_a_missing_file_hides_no_problem_of_the_others_and_json_arrays_are_peeked(tmp_path):
+    """A missing data file made the content checks return nothing (a bad tokenizer beside it
+    was found by a second launch), and a .json array's rows were not looked at (every trial
+    then failed on data.text_field)."""
+    from trainer.validation import problems
+
+    (tmp_path / "bad.json").write_text("not a tokenizer")
+    found = problems(compose(["data=files", f"data.paths=[{tmp_path / 'none.txt'}]",
+                              f"data.tokenizer={tmp_path / 'bad.json'}"]))
+    assert any("none.txt does not exist" in p for p in found)
+    assert any(p.startswith(f"data.tokenizer={tmp_path / 'bad.json'} is not a tokenizers")
+               for p in found)
+    rows = tmp_path / "rows.json"
+    rows.write_text(json.dumps([{"body": "some text " * 40} for _ in range(30)], indent=1))
+    found = problems(compose(["data=files", f"data.paths=[{rows}]"]))
+    assert any(p.startswith("data.text_field=text: the rows of") and "(they have body)" in p
+               for p in found)
