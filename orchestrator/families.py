@@ -187,7 +187,7 @@ def plan_sharing(trials: Sequence[Trial], *, share: bool = True) -> SharingPlan:
 
 
 def _short(tokens: int) -> str:
-    for unit, size in (("M", 1_000_000), ("k", 1_000)):
+    for unit, size in (("T", 10 ** 12), ("B", 10 ** 9), ("M", 10 ** 6), ("k", 10 ** 3)):
         if tokens >= size:
             return f"{tokens / size:.4g}{unit}"
     return str(tokens)

@@ -332,7 +332,10 @@ def load_spec(path: str | Path) -> SweepSpec:
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: YAML error, {err.problem}; fix the file there") from None
+        fix = ("indent with spaces, not tabs" if "'\\t'" in str(err.problem)
+               else "quote a value holding ': ' or braces, e.g. 'choice({a: 1}, {a: 2})'"
+               if "mapping values are not allowed" in str(err.problem) else "fix the file there")
+        raise ConfigError(f"{where}: YAML error, {err.problem}; {fix}") from None
     return spec_from_dict(raw, source=str(path))
 
 

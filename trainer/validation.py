@@ -431,7 +431,8 @@ def notes(cfg: Config) -> list[str]:
                      f"{below} would not")
     s = cfg.schedule
     if s.name in (ScheduleName.power, ScheduleName.wsd) and s.warmup_tokens is not None \
-            and t.tokens > 0 and s.warmup_tokens > (1 - s.decay_fraction) * t.tokens:
+            and t.tokens > 0 and 0 <= s.decay_fraction <= 1 \
+            and s.warmup_tokens > (1 - s.decay_fraction) * t.tokens:  # (else a problem)
         start = int((1 - s.decay_fraction) * t.tokens)
         fix = (f"set schedule.warmup_tokens below {start} (e.g. {min(t.tokens // 10, start // 2)})"
                " to reach it" if start > 1 else "lower schedule.decay_fraction to leave a "

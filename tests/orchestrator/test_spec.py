@@ -604,3 +604,23 @@ def test_a_float_range_leaves_out_its_end_and_keeps_its_values_as_written():
     assert axes == {"optim.weight_decay": ["0.0", "0.01", "0.02", "0.03", "0.04", "0.05",
                                            "0.06", "0.07", "0.08", "0.09"],
                     "optim.lr": ["1.0", "0.75", "0.5", "0.25"], "train.batch_size": ["8", "16"]}
+
+
+@pytest.mark.parametrize("text, fix", [
+    ("name: t\ngrid:\n\toptim.lr: choice(1e-3)\n", "indent with spaces, not tabs"),
+    ("name: t\ngrid:\n  optim.lr: choice({lr: 1e-3}, 2)\n",
+     "quote a value holding ': ' or braces, e.g. 'choice({a: 1}, {a: 2})'"),
+])
+def test_a_yaml_mistake_says_how_to_write_it(tmp_path, text, fix):
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_spec(path)
+    assert caught.value.problems[0].endswith(fix)
+
+
+def test_token_counts_past_millions_read_short():
+    from orchestrator.families import _short
+
+    assert [_short(n) for n in (512, 65_536, 3_000_000, 2 * 10 ** 9, 10 ** 15)] == \
+        ["512", "65.54k", "3M", "2B", "1000T"]
