@@ -14,6 +14,7 @@ import difflib
 import itertools
 import math
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -588,6 +589,10 @@ def _float_range(start: float, stop: float, step: float) -> list[str]:
     return [repr(float(format(start + i * step, ".12g"))) for i in range(count)]
 
 
+SAID_COUNT = 2000
+"""A grid of at least this many trials says that it composes them (a few ms each)."""
+
+
 def expand(spec: SweepSpec) -> list[Trial]:
     """Every trial of the grid, composed and validated; one ConfigError lists all problems."""
     axes, problems = grid_axes(spec)
@@ -600,6 +605,9 @@ def expand(spec: SweepSpec) -> list[Trial]:
     problems = _composition_problems(spec, axes, composer)
     if problems:  # every override that does not compose, said at once
         raise ConfigError(problems)
+    count = math.prod(len(v) for v in axes.values()) * len(spec.seeds)
+    if count >= SAID_COUNT:  # (10,000 took minutes on a busy machine, without a word)
+        print(f"composing and checking {count:,} trials ...", file=sys.stderr, flush=True)
     trials, seen, same = [], {}, {}
     for values in itertools.product(*axes.values()):
         for seed in spec.seeds:
