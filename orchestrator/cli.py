@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import math
 import os
 import signal
@@ -492,13 +493,29 @@ def _another_base(spec, uri: str) -> list[str]:
 
     if redact(str(stored.search)) != redact(str(spec.search)):  # (stored: its password masked)
         changes += _search_changes(stored.search, spec.search) or ["another search block"]
-    if changes:
+    settings = [f"{key}: {_setting(stored, key)} → {_setting(spec, key)}"
+                for key in ("max_concurrent", "retries", "resources", "fuse", "share_prefix")
+                if _setting(stored, key) != _setting(spec, key)]
+    if settings and not changes:
+        notes.append(f"sweep {spec.name} now runs with {'; '.join(settings)} (its trials stay "
+                     "as they are; `sweep status`, `resume` and `extend` follow this spec)")
+    changes += settings
+    if changes and len(changes) > len(settings):
         notes.append(f"sweep {spec.name} was launched before with another spec "
                      f"({'; '.join(changes)}): its trials so far stay in its experiment, "
                      "`sweep status` and `sweep extend` follow this spec and `sweep fit` reads "
                      f"every trial; to add to the sweep use `sweep extend {spec.name} ...`, or "
                      "give this spec another name to keep the two apart")
     return notes
+
+
+def _setting(spec, key: str) -> str:
+    """How a note shows one of the spec keys that say how its trials run, not which."""
+    value = getattr(spec, key)
+    if key == "resources":
+        return ", ".join(f"{k}={v:g}" for k, v in dataclasses.asdict(value).items())
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) \
+        else str(value)
 
 
 def _search_changes(before, now) -> list[str]:

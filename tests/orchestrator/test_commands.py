@@ -1037,3 +1037,20 @@ def test_the_dry_run_calls_a_trial_no_worker_holds_interrupted_as_status_does(tm
     plan = {t.trial_id: action for t, action in commands.dry_run(spec, tracking_uri=uri)}
     assert plan[trials[0].trial_id] == "run (interrupted)"
     assert {plan[t.trial_id] for t in trials[1:]} == {"run"}
+
+
+def test_a_relaunch_that_changes_only_how_trials_run_says_so(tmp_path):
+    """The note of a relaunch with another spec listed the overrides and grid it changed, and
+    not max_concurrent (which `status`, `resume` and `extend` then follow too)."""
+    uri = f"sqlite:///{tmp_path}/m.db"
+    raw = {**_spec(tmp_path), "max_concurrent": 2}
+    _open_sweep(uri, raw)
+    same = cli._another_base(spec_from_dict(raw), uri)
+    assert same == []
+    one = cli._another_base(spec_from_dict({**raw, "max_concurrent": 1, "retries": 0}), uri)
+    assert one == ["sweep unit now runs with max_concurrent: 2 → 1; retries: 2 → 0 (its trials "
+                   "stay as they are; `sweep status`, `resume` and `extend` follow this spec)"]
+    both = cli._another_base(spec_from_dict({**raw, "max_concurrent": 1, "grid": {
+        **raw["grid"], "optim.lr": "choice(3e-3)"}}), uri)
+    assert len(both) == 1 and "grid.optim.lr: choice(3e-3, 1e-2) → choice(3e-3); " \
+        "max_concurrent: 2 → 1)" in both[0]
