@@ -71,6 +71,7 @@ from trainer.schema import (
     TRIAL_ERROR_TAG,
     TRIAL_ID_TAG,
     TRIAL_STATUS_TAG,
+    TRUNK_ID_TAG,
     TRUNK_STATUS_TAG,
     recorded_trials,
     run_status,
@@ -878,6 +879,22 @@ def _short_label(label: str) -> str:
     return " ".join(short(item) for item in label.split(" "))
 
 
+def _stopped_trunks(runs: list, storage_root: str) -> list[dict]:
+    """The trunks of a stopped sweep that did not end (a driver killed or stopped while they
+    trained), with the tokens their folder holds (a killed driver wrote none to MLflow)."""
+    from trainer.branching import read_index, trunk_dir
+
+    out = []
+    for run in runs:
+        if run.data.tags.get(TRUNK_STATUS_TAG) not in (RUNNING, INTERRUPTED, FAILED):
+            continue
+        trunk_id = run.data.tags.get(TRUNK_ID_TAG, "")
+        index = read_index(trunk_dir(root_path(storage_root), trunk_id)) if trunk_id else {}
+        tokens = index.get("tokens") or run.data.metrics.get("final/tokens") or 0
+        out.append({"trunk": run.info.run_name, "tokens": int(tokens)})
+    return out
+
+
 def status(tracking_uri: str, name: str) -> dict:
     """Counts per status, running trials with progress, best trial so far, ETA, and the
     tokens trained against the tokens the done trials would have trained alone."""
@@ -890,9 +907,11 @@ def status(tracking_uri: str, name: str) -> dict:
     counts, slices, ids = trial_counts(tracking_uri, spec, states, gone)
     running = [_progress(state["run"]) for state in states.values()
                if state["status"] == RUNNING and gone is None]
+    trunk_runs = sweep_runs(client, parent.info.experiment_id, KIND_TRUNK)
     trunks = [] if status != RUNNING else [
-        run.info.run_name for run in sweep_runs(client, parent.info.experiment_id, KIND_TRUNK)
+        run.info.run_name for run in trunk_runs
         if run.data.tags.get(TRUNK_STATUS_TAG) == RUNNING]
+    stopped = [] if status == RUNNING else _stopped_trunks(trunk_runs, spec.storage_root)
     failed = [{"trial": state["run"].info.run_name,
                "error": state["run"].data.tags.get(TRIAL_ERROR_TAG)}
               for state in states.values() if state["status"] == FAILED]
@@ -908,7 +927,7 @@ def status(tracking_uri: str, name: str) -> dict:
         "driver": parent.data.tags.get(SWEEP_DRIVER_TAG),
         "driver_silent_s": driver_silent_s(parent, status),
         "trials": sum(counts.values()), "counts": counts, "running": running,
-        "trunks_running": trunks,
+        "trunks_running": trunks, "trunks_stopped": stopped,
         "failed": failed,
         "best": None if best is None else {
             "trial": best.info.run_name, TRIAL_ID_TAG: best.data.tags[TRIAL_ID_TAG],
@@ -1052,6 +1071,14 @@ def format_status(report: dict) -> str:
     if trunks := report.get("trunks_running"):
         lines.append(f"  {len(trunks)} trunk{'s' * (len(trunks) != 1)} training (the shared "
                      "start of token budgets, which follow as their trunk passes them)")
+    if stopped := report.get("trunks_stopped"):
+        one = len(stopped) == 1
+        tokens = ", ".join(f"{t['tokens']:,}" for t in stopped[:5]) + (
+            ", ..." if len(stopped) > 5 else "")
+        lines.append(f"  {len(stopped)} trunk{'' if one else 's'} (the shared start of token "
+                     f"budgets) stopped partway, at {tokens} tokens: "
+                     f"`sweep resume {report['sweep']}` goes on from {'its' if one else 'their'} "
+                     "checkpoints")
     failed = report.get("failed", [])
     for r in failed[:5]:
         lines.append(f"  failed {r['trial']}: {r['error'] or 'no error recorded'}")

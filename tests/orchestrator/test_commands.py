@@ -725,6 +725,25 @@ def test_status_says_which_trunks_train(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["trunks_running"] == ["trunk optim.lr=0.01"]
 
 
+def test_status_of_a_stopped_sweep_says_which_trunks_stopped_partway(tmp_path, capsys):
+    """A sweep of token budgets killed while its trunks trained read `6 pending`, nothing
+    of the stable phase its trunks had trained (kept, and gone on from by a resume)."""
+    uri = f"sqlite:///{tmp_path}/m.db"
+    tracker = _open_sweep(uri, _spec(tmp_path))
+    tracker.trunk("t" * 64, "optim.lr=0.01", {"optim.lr": 0.01}, schema.RUNNING)
+    folder = tmp_path / "runs" / "trunks" / ("t" * 64)
+    folder.mkdir(parents=True)
+    (folder / "trunk.json").write_text(json.dumps({"tokens": 175_104, "checkpoints": {}}))
+    tracker.close_sweep(schema.INTERRUPTED)
+    assert cli.main(["status", "unit", "--tracking-uri", uri]) == 0
+    assert ("  1 trunk (the shared start of token budgets) stopped partway, at 175,104 "
+            "tokens: `sweep resume unit` goes on from its checkpoints") in \
+        capsys.readouterr().out.splitlines()
+    assert cli.main(["status", "unit", "--json", "--tracking-uri", uri]) == 0
+    assert json.loads(capsys.readouterr().out)["trunks_stopped"] == [
+        {"trunk": "trunk optim.lr=0.01", "tokens": 175_104}]
+
+
 def test_status_of_a_sweep_whose_spec_is_not_stored_yet_says_it_is_starting(tmp_path):
     """In the second between its record and its spec, status said 'Failed to download
     artifacts from path sweep.yaml ... check --tracking-uri'."""
