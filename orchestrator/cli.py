@@ -447,6 +447,10 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # ("🏃 View run")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # Ray's notice, on every launch, that the local cluster it starts takes tokens (the safe
+    # default, kept); its warning that one does not is kept too.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
+        lambda record: not record.getMessage().startswith("Token authentication is enabled"))
 
 
 def _launch(args, uri: str) -> int:
