@@ -188,7 +188,7 @@ def _store_spec(tracking_uri: str, spec: SweepSpec, based_on: SweepSpec | None,
               f"does not: it is kept, and `sweep resume {spec.name}` finishes them",
               file=sys.stderr)
         return
-    if stored != mine:
+    if stored != mine or (old is not None and old.anchored):  # (relative files: absolute)
         client.log_text(parent.info.run_id, redact(yaml.safe_dump(spec.to_dict(),
                                                                   sort_keys=False)),
                         SPEC_ARTIFACT)
@@ -616,13 +616,18 @@ def trial_counts(tracking_uri: str, spec: SweepSpec, states: dict, gone: int | N
     """The sweep's trials per status, `pending` those not begun (a grid's trials not in the
     store; a searched sweep's trials its studies have still to ask), as `status` and `list`
     count them; a searched sweep's studies (`search.search_status`), else None; and the ids
-    of the sweep's trials, each with its training FLOPs (None in a searched sweep)."""
+    of the sweep's trials, each with its training FLOPs (None in a searched sweep). Trials
+    recorded under an old id (`orchestrator.legacy`) move to theirs in `states`."""
     counts: dict[str, int] = {}
     slices = None
     ids: dict[str, float | None]
     if spec.optuna is None:
         _, trials = prepare(spec)
         ids = {trial.trial_id: trial.flops for trial in trials}
+        # (recorded under an id an earlier version gave them, until a launch migrates them:
+        # theirs, as the dry run says; added to `states`, which the caller reads on)
+        for new_id, state in legacy.legacy_records(trials, states).items():
+            states[new_id] = states.pop(state["run"].data.tags[TRIAL_ID_TAG])
     else:  # a searched sweep's trials are those its studies asked for, and those to ask
         from orchestrator import search
         _, plan, storage = search.prepare_search(spec, tracking_uri, create=False)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from orchestrator.spec import Trial
@@ -54,11 +54,11 @@ def branch_tokens(cfg: Config) -> int:
 
 
 def family_id(cfg: Config, *, without: Sequence[str] = (TOKENS_KEY,),
-              paths_as_written: bool = False) -> str:
+              canonical: Callable[[Config], str] = canonical_json) -> str:
     """SHA-256 of the canonical config less `without`: equal for trials that differ only in
-    those keys. With the default it names the family's trunk. (`paths_as_written`: the id
-    under the rule before fingerprinted data's folders left it, `trainer.identity`.)"""
-    flat = json.loads(canonical_json(cfg, paths_as_written=paths_as_written))
+    those keys. With the default it names the family's trunk. (`canonical`: another rule's
+    JSON, e.g. `trainer.identity.written_json` for the trunk id an earlier version gave.)"""
+    flat = json.loads(canonical(cfg))
     for key in without:
         flat.pop(key, None)
     text = "trunk|" + json.dumps(flat, sort_keys=True, separators=(",", ":"))

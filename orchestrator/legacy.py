@@ -23,9 +23,7 @@ lists the trials it would migrate.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import os
 from pathlib import Path
 
 from orchestrator.spec import Trial
@@ -35,40 +33,18 @@ FINGERPRINT_PARAM = "data.fingerprint"
 
 
 def legacy_ids(trial: Trial) -> list[str]:
-    """The ids the trial had under earlier rules (none if it never moved): under each way its
-    data paths were likely written (`spellings`)."""
+    """The ids the trial had under earlier rules (none if it never moved), under each way its
+    data paths were likely written (`trainer.identity.past_ids`)."""
     from trainer.identity import past_ids
 
-    found = [old for cfg in spellings(trial.cfg) for old in past_ids(cfg)]
-    return [old for old in dict.fromkeys(found) if old != trial.trial_id]
-
-
-def spellings(cfg):
-    """`cfg` with its data files written as a launch of an earlier version likely wrote them,
-    when their paths entered the trial id as written: as they are (a spec now holds them
-    absolute, `orchestrator.spec.anchored`), relative to the folder this command runs in, and
-    that with `./`. Just `cfg` where no fingerprint pins the files (their paths are still in
-    the id as written)."""
-    if cfg.data.fingerprint is None or not (cfg.data.paths or cfg.data.tokenizer):
-        return [cfg]
-
-    def written(style):
-        return dataclasses.replace(cfg, data=dataclasses.replace(
-            cfg.data, paths=[style(p) for p in cfg.data.paths],
-            tokenizer=cfg.data.tokenizer and style(cfg.data.tokenizer)))
-
-    def relative(path):
-        return os.path.relpath(path) if os.path.isabs(path) else path
-
-    return [cfg, written(relative), written(lambda p: os.path.join(".", relative(p))),
-            written(os.path.abspath)]
+    return past_ids(trial.cfg)
 
 
 def legacy_records(trials: list[Trial], states: dict[str, dict]) -> dict[str, dict]:
     """new trial id → the stored state (`recorded_trials`) of its trial under an old id, for
     each trial recorded only under an old id, with its fingerprint or before fingerprints."""
-    if not states:
-        return {}
+    if not set(states) - {t.trial_id for t in trials}:
+        return {}  # (every record is a trial's now: no old id to look for)
     found = {}
     for trial in trials:
         if trial.trial_id in states:
@@ -145,6 +121,8 @@ def _move_trunks(client, trials: list[Trial], sweep: str | None) -> None:
     where the storage or the sweep holds trunks no family of the sweep is named by.)"""
     from orchestrator.families import family_id
     from trainer.branching import trunk_dir
+    from trainer.identity import spellings, written_json
+    from trainer.paths import refuse_if_held
     from trainer.schema import KIND_TRUNK, sweep_runs
 
     pinned = [t for t in trials if t.cfg.data.fingerprint is not None
@@ -164,12 +142,13 @@ def _move_trunks(client, trials: list[Trial], sweep: str | None) -> None:
     for trial in pinned:
         new = family_id(trial.cfg)
         for cfg in spellings(trial.cfg):
-            old = family_id(cfg, paths_as_written=True)
+            old = family_id(cfg, canonical=written_json)
             if old == new or old in moved:
                 continue
             moved[old] = new
             root = trial.cfg.storage_root
             if old in folders and not trunk_dir(root, new).exists():
+                refuse_if_held(trunk_dir(root, old))
                 trunk_dir(root, old).rename(trunk_dir(root, new))
     for run in runs:
         new = moved.get(run.data.tags.get(TRUNK_ID_TAG))

@@ -87,12 +87,16 @@ class SweepSpec:
     """Read from a sweep's record (`sweep resume`, `extend`): launched before, so checks that
     came later (`unread_problems`) do not stop it."""
 
+    anchored: bool = field(default=False, compare=False)
+    """Reading it made relative data files absolute (`anchored`): a stored spec from before
+    then, which a launch stores again as read (`sweep status` from another folder)."""
+
     def to_dict(self) -> dict:
         """Plain data, as stored with the sweep's parent run (flags of one command not in it)."""
         out = dataclasses.asdict(self)
         out["overrides"], out["seeds"] = list(self.overrides), list(self.seeds)
         out.update(out.pop("flagged"))
-        del out["stored"]
+        del out["stored"], out["anchored"]
         return out
 
     def with_flag(self, key: str, value) -> SweepSpec:
@@ -474,9 +478,10 @@ def spec_from_dict(raw: object, *, source: str = "spec", stored: bool = False) -
         problems += _grid_plan_problems(raw, source, problems)
     if problems:
         raise ConfigError(problems)
+    overrides = tuple(anchored(str(o)) for o in raw.get("overrides") or ())
     return SweepSpec(
-        name=str(raw["name"]),
-        overrides=tuple(anchored(str(o)) for o in raw.get("overrides") or ()),
+        name=str(raw["name"]), overrides=overrides,
+        anchored=overrides != tuple(str(o) for o in raw.get("overrides") or ()),
         grid=grid, seeds=tuple(int(s) for s in raw.get("seeds") or (0,)),
         resources=Resources(**{k: v for k, v in resources.items()}),
         max_concurrent=raw.get("max_concurrent"), retries=int(raw.get("retries", 2)),
@@ -710,7 +715,7 @@ def anchored(override: str) -> str:
         parsed = OverridesParser.create().parse_overrides([override])[0]
     except OverrideParseException:
         return override
-    if parsed.is_sweep_override():
+    if parsed.is_sweep_override() or "${" in override:  # (an interpolation resolves later)
         return override
     value = parsed.value()
 

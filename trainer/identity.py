@@ -41,6 +41,7 @@ import dataclasses
 import enum
 import hashlib
 import json
+import os
 from pathlib import PurePath
 from typing import Any
 
@@ -123,31 +124,72 @@ def _file_names(flat: dict[str, Any]) -> None:
         flat["data.tokenizer"] = PurePath(flat["data.tokenizer"]).name
 
 
-def canonical_json(cfg: Config, *, paths_as_written: bool = False) -> str:
-    """Sorted-key JSON of the keys that change the result, floats normalised.
-    `paths_as_written`: the rule before fingerprinted data's folders left the id."""
-    flat = {**flatten(cfg), **EXECUTION_KEYS}
-    if not paths_as_written:
-        _file_names(flat)
+def _canonical(flat: dict[str, Any]) -> str:
     ignored = _ignored(flat)
     items = {k: _normalise(v) for k, v in flat.items()
              if k not in ignored and k.split(".")[0] not in ignored}
     return json.dumps(items, sort_keys=True, separators=(",", ":"))
 
 
-def config_id(cfg: Config, *, paths_as_written: bool = False) -> str:
-    """The trial id: SHA-256 hex digest of `canonical_json(cfg)`."""
-    text = canonical_json(cfg, paths_as_written=paths_as_written)
+def canonical_json(cfg: Config) -> str:
+    """Sorted-key JSON of the keys that change the result, floats normalised."""
+    flat = {**flatten(cfg), **EXECUTION_KEYS}
+    _file_names(flat)
+    return _canonical(flat)
+
+
+def written_json(cfg: Config) -> str:
+    """`canonical_json` under the rule before fingerprinted data's folders left the id: its
+    data paths as written (`past_ids`)."""
+    return _canonical({**flatten(cfg), **EXECUTION_KEYS})
+
+
+def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def config_id(cfg: Config) -> str:
+    """The trial id: SHA-256 hex digest of `canonical_json(cfg)`."""
+    return _sha(canonical_json(cfg))
+
+
+def written_id(cfg: Config) -> str:
+    """The id under the rule before fingerprinted data's folders left it (`written_json`)."""
+    return _sha(written_json(cfg))
+
+
+def spellings(cfg: Config) -> list[Config]:
+    """`cfg` with its data files written as an earlier version likely had them, when paths
+    entered the id as written: as they are, relative to the folder this process runs in,
+    that with `./`, and absolute. Just `cfg` where no fingerprint pins files (their paths
+    are still in the id as written)."""
+    data = cfg.data
+    if data.fingerprint is None or not (data.paths or data.tokenizer):
+        return [cfg]
+
+    def written(style) -> Config:
+        return dataclasses.replace(cfg, data=dataclasses.replace(
+            data, paths=[style(p) for p in data.paths],
+            tokenizer=data.tokenizer and style(data.tokenizer)))
+
+    def relative(path: str) -> str:
+        return os.path.relpath(path) if os.path.isabs(path) else path
+
+    return [cfg, written(relative), written(lambda p: os.path.join(".", relative(p))),
+            written(os.path.abspath)]
+
+
 def past_ids(cfg: Config) -> list[str]:
-    """The ids this config had under earlier rules, newest first, where they differ from its
-    id now: its data paths as written (before fingerprinted files entered by name), and before
-    that without its data fingerprint. `orchestrator.legacy` finds its records by these."""
+    """The ids this config had under earlier rules, where they differ from its id now, for
+    each way its files were likely written (`spellings`): its data paths as written (before
+    fingerprinted files entered by name), and before that without its data fingerprint.
+    `orchestrator.legacy` and `trainer.loop.run` find what was stored under them."""
     if cfg.data.fingerprint is None:
         return []
-    unpinned = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, fingerprint=None))
+    found = []
+    for written in spellings(cfg):
+        unpinned = dataclasses.replace(written, data=dataclasses.replace(written.data,
+                                                                          fingerprint=None))
+        found += [written_id(written), config_id(unpinned)]
     now = config_id(cfg)
-    found = [config_id(cfg, paths_as_written=True), config_id(unpinned)]
     return [i for i in dict.fromkeys(found) if i != now]

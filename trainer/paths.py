@@ -35,13 +35,35 @@ class RunPaths:
         return self.run_dir / "metrics.jsonl"
 
 
+def refuse_if_held(folder: Path) -> None:
+    """Stop before a folder kept under an old id is renamed while a process trains in it (a
+    driver of the version before, still running the sweep): the rename moved its files away
+    under it, and that trial was trained again.
+
+    Raises:
+        ConfigError: a live process holds the folder's lease.
+    """
+    from trainer.errors import ConfigError
+    from trainer.lease import current_holder
+
+    if holder := current_holder(folder):
+        raise ConfigError(f"{folder} is being trained by {holder.sweep} (host {holder.host}, "
+                          f"pid {holder.driver_pid}) under the id an earlier version gave it: "
+                          "let that finish, or stop it, then run this again")
+
+
 def adopt_run_dir(old: Path, new: Path, *, new_id: str) -> bool:
     """Rename the run directory `old`, kept under an id an earlier rule gave its config
     (`trainer.identity.past_ids`), to `new`, its summary and config naming `new_id` (the old id
     as `trial.legacy_id`); whether it did. Nothing when there is no `old`, or `new` exists
-    already (a run under the new id has its own files), or another process renamed it first."""
+    already (a run under the new id has its own files), or another process renamed it first.
+
+    Raises:
+        ConfigError: a live process trains in `old` (`refuse_if_held`).
+    """
     if not old.is_dir() or new.exists():
         return False
+    refuse_if_held(old)
     try:
         old.rename(new)
     except OSError:

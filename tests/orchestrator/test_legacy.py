@@ -109,7 +109,7 @@ def test_trunks_and_lost_records_of_files_named_with_their_folders_move_too(
     trained), and a trial folder whose record was lost takes its trial id (it is then recorded
     from its files, not trained)."""
     from orchestrator.families import family_id
-    from trainer.identity import config_id
+    from trainer.identity import written_id, written_json
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data").mkdir()
@@ -126,7 +126,7 @@ def test_trunks_and_lost_records_of_files_named_with_their_folders_move_too(
         return dataclasses.replace(trial.cfg, data=dataclasses.replace(
             trial.cfg.data, paths=["data/a.txt"]))
 
-    old_trunk = family_id(as_written(trials[0]), paths_as_written=True)
+    old_trunk = family_id(as_written(trials[0]), canonical=written_json)
     new_trunk = family_id(trials[0].cfg)
     assert old_trunk != new_trunk and family_id(trials[1].cfg) == new_trunk
     (tmp_path / "runs" / "trunks" / old_trunk / "checkpoints").mkdir(parents=True)
@@ -138,7 +138,7 @@ def test_trunks_and_lost_records_of_files_named_with_their_folders_move_too(
         schema.PARENT_RUN_TAG: tracker.parent_id, schema.KIND_TAG: schema.KIND_TRUNK,
         schema.TRUNK_ID_TAG: old_trunk}).info.run_id
     lost = trials[1]
-    old_dir = tmp_path / "runs" / config_id(as_written(lost), paths_as_written=True)
+    old_dir = tmp_path / "runs" / written_id(as_written(lost))
     old_dir.mkdir()
     (old_dir / "summary.json").write_text(json.dumps({"trial.id": old_dir.name,
                                                       "status": "finished"}))
@@ -167,3 +167,48 @@ def test_a_lost_record_s_folder_with_another_corpus_stays_where_it_is(tmp_path, 
                                                      "data.fingerprint": "another-python"}))
     legacy.migrate(f"sqlite:///{tmp_path}/m.db", [trial], {}, sweep="unit")
     assert old_dir.is_dir() and not (tmp_path / "runs" / trial.trial_id).exists()
+
+
+def test_a_folder_another_driver_trains_in_is_not_moved_from_under_it(tmp_path):
+    """A launch after an upgrade, while the earlier version's driver still trained the sweep,
+    renamed a live trial's folder: that driver trained it again, and the other twice."""
+    import subprocess
+    import sys
+
+    import pytest
+
+    from trainer.errors import ConfigError
+
+    spec = _spec(tmp_path, lrs="3e-3")
+    (trial,) = prepare(spec_from_dict(spec))[1]
+    old_dir = tmp_path / "runs" / legacy.legacy_ids(trial)[-1]
+    old_dir.mkdir(parents=True)
+    code = ("import time\nfrom trainer.lease import Lease\n"
+            f"lease = Lease.acquire({str(old_dir)!r}, sweep='unit', driver_pid=1)\n"
+            "print('held', flush=True)\ntime.sleep(60)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ConfigError, match=rf"^{old_dir} is being trained by unit \(host "
+                                              r".+, pid 1\) under the id an earlier version "
+                                              r"gave it: let that finish, or stop it, then run "
+                                              r"this again$"):
+            legacy.migrate(f"sqlite:///{tmp_path}/m.db", [trial], {}, sweep="unit")
+        assert old_dir.is_dir() and not (tmp_path / "runs" / trial.trial_id).exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    legacy.migrate(f"sqlite:///{tmp_path}/m.db", [trial], {}, sweep="unit")  # gone: moved
+    assert (tmp_path / "runs" / trial.trial_id).is_dir()
+
+
+def test_status_counts_trials_under_their_old_ids_before_a_launch_migrates_them(tmp_path):
+    """Right after an upgrade `sweep status` (and `list`, `fit`) read every such trial as
+    pending, where the dry run said done (old id)."""
+    from orchestrator.commands import status
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    _old_sweep(tmp_path, uri)
+    report = status(uri, "unit")
+    assert report["counts"] == {"finished": 1, "failed": 1, "pending": 1}
+    assert report["best"] is not None

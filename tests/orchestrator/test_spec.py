@@ -534,7 +534,8 @@ def test_a_specs_data_files_are_read_from_anywhere_once_it_is_read(tmp_path, mon
     monkeypatch.chdir(tmp_path)  # as `sweep status s` from another folder reads it
     stored = spec_from_dict(spec.to_dict(), stored=True)
     assert [t.trial_id for t in prepare(stored)[1]] == ids
-    for same in ("optim.lr=1e-3", "data.paths=choice([a.txt],[b.txt])", "data.tokenizer=null"):
+    for same in ("optim.lr=1e-3", "data.paths=choice([a.txt],[b.txt])", "data.tokenizer=null",
+                 "data.paths=[${oc.env:DATA_DIR}/a.txt]", "data.tokenizer=${oc.env:TOK}"):
         assert anchored(same) == same
 
 

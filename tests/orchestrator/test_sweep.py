@@ -390,7 +390,7 @@ def test_a_corpus_spelt_or_kept_elsewhere_is_not_trained_again(spec_dict, uri, t
     """The same files under another spelling (`./data/a.txt`, its absolute path) or copied to
     another folder are the same trials; a sweep recorded when the paths entered the id as
     written (an earlier version) is taken over by its trials' ids now, training nothing."""
-    from trainer.identity import config_id
+    from trainer.identity import written_id
 
     monkeypatch.chdir(tmp_path)
     text = "".join(f"line {i} of a corpus to train on\n" for i in range(3000))
@@ -411,7 +411,7 @@ def test_a_corpus_spelt_or_kept_elsewhere_is_not_trained_again(spec_dict, uri, t
     for trial in prepare(spec("data/a.txt"))[1]:
         written = dataclasses.replace(trial.cfg, data=dataclasses.replace(
             trial.cfg.data, paths=["data/a.txt"]))  # as an earlier version composed it
-        old = config_id(written, paths_as_written=True)
+        old = written_id(written)
         run = next(c for c in children if c.data.tags["trial.id"] == trial.trial_id)
         client.set_tag(run.info.run_id, "trial.id", old)
         (tmp_path / "runs" / trial.trial_id).rename(tmp_path / "runs" / old)

@@ -314,7 +314,7 @@ def test_a_run_kept_under_the_id_of_its_paths_as_written_is_not_trained_again(
         tmp_path, monkeypatch):
     """A run on `data/a.txt` finished by a version whose ids held the paths as written keeps
     its folder (renamed to the id now) and its result; run again, it trains nothing."""
-    from trainer.identity import config_id
+    from trainer.identity import written_id
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data").mkdir()
@@ -323,7 +323,7 @@ def test_a_run_kept_under_the_id_of_its_paths_as_written_is_not_trained_again(
         "data=files", "data.paths=[data/a.txt]", "train.tokens=8192",
         f"storage_root={tmp_path / 'runs'}"])
     first = run(cfg)
-    old = config_id(cfg, paths_as_written=True)
+    old = written_id(cfg)
     assert first.status == "finished" and old != first.run_id
     (tmp_path / "runs" / first.run_id).rename(tmp_path / "runs" / old)
     for name in ("summary.json", "config.json"):  # as that version wrote them
