@@ -212,3 +212,24 @@ def test_status_counts_trials_under_their_old_ids_before_a_launch_migrates_them(
     report = status(uri, "unit")
     assert report["counts"] == {"finished": 1, "failed": 1, "pending": 1}
     assert report["best"] is not None
+
+
+def test_a_stored_spec_with_relative_data_files_is_stored_again_absolute(tmp_path, monkeypatch):
+    """A sweep launched before data paths were made absolute, with nothing left to run, kept
+    its relative spec: `sweep status` from another folder then failed on its files."""
+    from orchestrator.commands import launch, status, stored_spec
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.txt").write_text("some words to train on\n" * 2000)
+    raw = {"name": "unit", "storage_root": str(tmp_path / "runs"),
+           "overrides": [o.replace("data=pystdlib", "data=files") for o in TRIAL]
+           + ["data.paths=[data/a.txt]"], "grid": {"optim.lr": "choice(3e-3)"}}
+    uri = f"sqlite:///{tmp_path}/m.db"
+    tracker = Tracker(uri, "unit", code_version="old", spec_yaml=yaml.safe_dump(raw))
+    (trial,) = prepare(spec_from_dict(raw))[1]
+    _record(uri, tracker, trial.trial_id, "finished", {"optim.lr": 3e-3})
+    assert launch(spec_from_dict(raw), tracking_uri=uri).already_done == 1
+    monkeypatch.chdir(tmp_path / "runs")
+    assert f"data.paths=['{tmp_path / 'data' / 'a.txt'}']" in stored_spec(uri, "unit").overrides
+    assert status(uri, "unit")["counts"] == {"finished": 1}
