@@ -40,4 +40,4 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check trainer orchestrator fitter tests benchmarks
 
 clean:
-	rm -rf $(VENV) runs mlflow.db optuna.db mlruns mlflow-artifacts outputs .pytest_cache
+	rm -rf $(VENV) runs mlflow.db optuna.db mlruns mlflow-artifacts outputs coord_check .pytest_cache

@@ -120,45 +120,56 @@ class SweepSpec:
         `search.optuna.KEY=VALUE` the search."""
         grid, base, search = dict(self.grid), list(self.overrides), self.search
         seeds, root = self.seeds, self.storage_root
+        problems: list[str] = []
         for arg in args:
-            key, _, expr = arg.partition("=")
-            if key == "seeds":
-                seeds = _seeds_override(expr)
-                continue
-            if key.lstrip("+") == "storage_root":  # the spec's (each trial's run directory)
-                root = expr
-                continue
-            if not key.lstrip("+~"):
-                raise ConfigError([f"{arg}: an override needs a key, e.g. optim.lr=1e-3"])
-            if (why := sweep_owned(key)) is not None:
-                raise ConfigError([f"{arg}: {why}"])
             try:
-                parsed = OverridesParser.create().parse_overrides([arg])[0]
-            except OverrideParseException as err:
-                raise ConfigError([f"{arg}: cannot parse it ({parse_reason(err)}); "
-                                   "e.g. optim.lr=1e-3, or 'optim.lr=choice(1e-3, 3e-3)'"]) \
-                    from None
-            refuse_spec_key(key, expr)
-            if key.lstrip("+~") == "seed":
+                key, _, expr = arg.partition("=")
+                if key == "seeds":
+                    seeds = _seeds_override(expr)
+                    continue
+                if key.lstrip("+") == "storage_root":  # the spec's (each trial's run directory)
+                    if _is_sweep(arg):
+                        raise ConfigError([f"{arg}: a sweep keeps its trials in one "
+                                           "storage_root; give one folder, or a spec per "
+                                           "folder"])
+                    root = expr
+                    continue
+                if not key.lstrip("+~"):
+                    raise ConfigError([f"{arg}: an override needs a key, e.g. optim.lr=1e-3"])
+                if (why := sweep_owned(key)) is not None:
+                    raise ConfigError([f"{arg}: {why}"])
                 try:
-                    given = (list(parsed.sweep_string_iterator())
-                             if parsed.is_sweep_override() else [expr])
-                except ValueError:  # range(0, 1, 0): the example then
-                    given = ["0", "1"]
-                raise ConfigError([f"{arg}: a sweep's trials take their seed from its `seeds` "
-                                   f"list; give seeds=[{','.join(given)}] (sweep extend adds "
-                                   "them)"])
-            if key.startswith("search.optuna."):
-                search = _with_search_option(search, key.removeprefix("search.optuna."), expr)
-            elif _is_sweep(arg):
-                grid[key] = expr  # (and the base's value of it is no longer the spec's)
-                base = [o for o in base if o.partition("=")[0].lstrip("+") != key]
-            else:
-                if list(grid) == [key]:  # (else: "the spec's grid is empty", of a spec with one)
-                    raise ConfigError([f"{arg} replaces grid.{key}, the spec's only axis; give "
-                                       f"'{key}=choice({expr})' for a sweep of that one value"])
-                grid.pop(key, None)
-                base = [o for o in base if o.partition("=")[0] != key] + [anchored(arg)]
+                    parsed = OverridesParser.create().parse_overrides([arg])[0]
+                except OverrideParseException as err:
+                    raise ConfigError([f"{arg}: cannot parse it ({parse_reason(err)}); "
+                                       "e.g. optim.lr=1e-3, or 'optim.lr=choice(1e-3, 3e-3)'"]) \
+                        from None
+                refuse_spec_key(key, expr)
+                if key.lstrip("+~") == "seed":
+                    try:
+                        given = (list(parsed.sweep_string_iterator())
+                                 if parsed.is_sweep_override() else [expr])
+                    except ValueError:  # range(0, 1, 0): the example then
+                        given = ["0", "1"]
+                    raise ConfigError([f"{arg}: a sweep's trials take their seed from its `seeds` "
+                                       f"list; give seeds=[{','.join(given)}] (sweep extend adds "
+                                       "them)"])
+                if key.startswith("search.optuna."):
+                    search = _with_search_option(search, key.removeprefix("search.optuna."), expr)
+                elif _is_sweep(arg):
+                    grid[key] = expr  # (and the base's value of it is no longer the spec's)
+                    base = [o for o in base if o.partition("=")[0].lstrip("+") != key]
+                else:
+                    if list(grid) == [key]:  # (else "the spec's grid is empty", of a spec with it)
+                        raise ConfigError([f"{arg} replaces grid.{key}, the spec's only axis; "
+                                           f"give '{key}=choice({expr})' for a sweep of that "
+                                           "one value"])
+                    grid.pop(key, None)
+                    base = [o for o in base if o.partition("=")[0] != key] + [anchored(arg)]
+            except ConfigError as err:  # (every mistake of the command line said at once)
+                problems += [p for p in err.problems if p not in problems]
+        if problems:
+            raise ConfigError(problems)
         return dataclasses.replace(self, grid=grid, overrides=tuple(base), search=search,
                                    seeds=seeds, storage_root=root)
 

@@ -625,3 +625,18 @@ def test_token_counts_past_millions_read_short():
 
     assert [_short(n) for n in (512, 65_536, 3_000_000, 2 * 10 ** 9, 10 ** 15)] == \
         ["512", "65.54k", "3M", "2B", "1000T"]
+
+
+def test_every_command_line_mistake_is_said_at_once():
+    """The first refused key stopped the command: run_dir, then tracking.uri, then
+    train.world_size, one launch each; a sweep over storage_root became a folder named
+    `choice(/a,/b)`."""
+    with pytest.raises(ConfigError) as caught:
+        spec_from_dict(BASE).with_overrides([
+            "run_dir=/tmp/x", "tracking.uri=sqlite:///a.db", "train.world_size=2",
+            "storage_root=choice(/tmp/a,/tmp/b)"])
+    assert [p.partition(":")[0] for p in caught.value.problems] == [
+        "run_dir=/tmp/x", "tracking.uri=sqlite", "train.world_size=2",
+        "storage_root=choice(/tmp/a,/tmp/b)"]
+    assert caught.value.problems[-1].endswith("a sweep keeps its trials in one storage_root; "
+                                              "give one folder, or a spec per folder")
