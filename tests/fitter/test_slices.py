@@ -517,43 +517,37 @@ def _skewed(x, truth, ratio=3.0, curvature=PER_LOG2):
     return 3.0 + curvature * d ** 2 * np.where(d > 0, ratio, 1.0)
 
 
+def _three_seed_slices(ratio: float, count: int, seed: int) -> tuple[int, float, float]:
+    """`count` synthetic slices of 3 seeds on a factor-2 grid, optimum anywhere within half a
+    step of its middle: how many had an interval, the share of those whose σ was the misfit's,
+    and the share that held the true optimum."""
+    rng = np.random.default_rng(seed)
+    x = np.repeat(np.log10(2.0) * np.arange(-3, 4), 3)
+    hits = n = misfits = 0
+    for r in range(count):
+        truth = rng.uniform(-0.5, 0.5) * np.log10(2.0)
+        y = _skewed(x, truth, ratio=ratio) + rng.normal(0, 0.003, x.size)
+        opt = axis_optimum(x, y, n_boot=200, seed=r)
+        if opt.interval is None or opt.edge:
+            continue
+        n += 1
+        misfits += opt.noise == "misfit"
+        hits += opt.interval[0] <= truth <= opt.interval[1]
+    return n, misfits / n, hits / n
+
+
 def test_seed_replicates_of_a_skewed_curve_take_the_misfit_into_the_interval():
     """Replicates measure the noise, not the local quadratic's bias on a curve steeper above
     its optimum: with three seeds such intervals held the true optimum in 7% of synthetic
     slices at a nominal 90%. The misfit, tested against the seeds' noise, widens them."""
-    rng = np.random.default_rng(3)
-    grid = np.log10(2.0) * np.arange(-3, 4)  # a factor-2 grid
-    x = np.repeat(grid, 3)
-    hits = n = misfits = 0
-    for r in range(150):
-        truth = rng.uniform(-0.5, 0.5) * np.log10(2.0)
-        y = _skewed(x, truth) + rng.normal(0, 0.003, x.size)
-        opt = axis_optimum(x, y, n_boot=200, seed=r)
-        if opt.interval is None or opt.edge:
-            continue
-        n += 1
-        misfits += opt.noise == "misfit"
-        hits += opt.interval[0] <= truth <= opt.interval[1]
-    assert n > 140 and misfits / n > 0.8 and hits / n >= 0.85, (n, misfits / n, hits / n)
+    n, misfit, coverage = _three_seed_slices(ratio=3.0, count=150, seed=3)
+    assert n > 140 and misfit > 0.8 and coverage >= 0.85, (n, misfit, coverage)
 
 
 def test_seed_replicates_of_a_symmetric_curve_keep_their_noise_and_their_level():
-    rng = np.random.default_rng(4)
-    grid = np.log10(2.0) * np.arange(-3, 4)
-    x = np.repeat(grid, 3)
-    hits = n = misfits = 0
-    for r in range(300):
-        truth = rng.uniform(-0.5, 0.5) * np.log10(2.0)
-        y = _skewed(x, truth, ratio=1.0) + rng.normal(0, 0.003, x.size)
-        opt = axis_optimum(x, y, n_boot=200, seed=r)
-        if opt.interval is None or opt.edge:
-            continue
-        n += 1
-        misfits += opt.noise == "misfit"
-        hits += opt.interval[0] <= truth <= opt.interval[1]
     # (the F test at 0.9 takes 10% of exact quadratics for skewed: those intervals widen)
-    assert n > 280 and misfits / n < 0.2 and 0.85 <= hits / n <= 0.96, (n, misfits / n,
-                                                                        hits / n)
+    n, misfit, coverage = _three_seed_slices(ratio=1.0, count=300, seed=4)
+    assert n > 280 and misfit < 0.2 and 0.85 <= coverage <= 0.96, (n, misfit, coverage)
 
 
 def test_a_misfit_interval_is_said_in_the_summary():
