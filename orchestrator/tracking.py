@@ -63,6 +63,7 @@ from trainer.schema import (
     SWEEP_CANCEL_TAG,
     SWEEP_DRIVER_TAG,
     SWEEP_DRIVERS_PREFIX,
+    SWEEP_EXPERIMENT_TAG,
     SWEEP_HEARTBEAT_TAG,
     SWEEP_STATUS_TAG,
     TOKENS_RATIO,
@@ -96,6 +97,15 @@ HEARTBEAT_JOIN_S = 10.0
 """How long closing a sweep waits for a heartbeat write in flight (one slow store call)."""
 OTHERS_READ_S = 5.0
 """How often a tracker reads which other drivers run its sweep (`Tracker._others`)."""
+PARENT_WAIT_S = 30.0
+"""How long a launch that found a sweep's experiment just created by another waits for that
+one's parent run rather than creating a second (`Tracker.open_sweep`)."""
+YOUNG_EXPERIMENT_S = 60.0
+"""An experiment created this recently, with no parent run yet, is another launch's about to
+create one."""
+PARENT_SETTLE_S = 1.0
+"""How long a launch that created a parent beside a possible other creator waits before it
+reads the parents again and keeps the oldest: a create stamped earlier may commit later."""
 
 
 class Tracker:
@@ -112,6 +122,7 @@ class Tracker:
         self.others_read = -math.inf  # when `_others` last read the parent (monotonic)
         self.others: list[str] = []  # other drivers of this sweep alive then
         self.shared = False  # another driver ran this sweep while this one did
+        self.made_experiment = False  # the sweep's experiment was created by this tracker
         self.experiment_id = self._experiment(sweep)
         self.parent_id: str | None = None
         self.children: dict[str, str] = {}  # trial id → run id, of this launch or earlier ones
@@ -160,7 +171,10 @@ class Tracker:
         if exp is not None:
             return exp.experiment_id
         try:
-            return self.call(create_experiment, self.client, self.uri, sweep)
+            made = self.call(create_experiment, self.client, self.uri, sweep,
+                             tags={SWEEP_EXPERIMENT_TAG: "yes"})
+            self.made_experiment = True
+            return made
         except MlflowException as err:
             if err.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
@@ -176,13 +190,21 @@ class Tracker:
         which driver ("HOST PID") runs it, so that `sweep status` can tell a sweep whose
         driver was killed from one that runs.
 
-        Two drivers starting one sweep at once may both create a parent: every driver then
+        Two drivers starting one new sweep at once must agree on one parent. Creating the
+        experiment is atomic, so only the driver that created it creates the parent, and the
+        others wait for it (`PARENT_WAIT_S`). Where the experiment was there before with no
+        parent (a failed launch removed its own), two may both create one: each reads the
+        parents again after `PARENT_SETTLE_S` (a create stamped earlier can commit later) and
         takes the oldest (by start time, then id), and one that created another deletes it."""
         parents = self.call(sweep_runs, self.client, self.experiment_id, KIND_SWEEP)
+        if not parents and not self.made_experiment and self._launch_creates_parent():
+            parents = self._wait_for_parent()
         created = None
         if not parents:
             created = self.call(find_or_create_run, self.client, self.experiment_id,
                                 tags={KIND_TAG: KIND_SWEEP}, name=self.sweep).info.run_id
+            if not self.made_experiment:
+                time.sleep(PARENT_SETTLE_S)
             parents = self.call(sweep_runs, self.client, self.experiment_id, KIND_SWEEP)
         first = min(parents, key=lambda run: (run.info.start_time, run.info.run_id))
         self.parent_id = first.info.run_id
@@ -207,6 +229,25 @@ class Tracker:
             self._set_parent_tag(SWEEP_DRIVERS_PREFIX + driver, str(int(time.time())))
             self._others(prune=True)
         return self.parent_id
+
+    def _launch_creates_parent(self) -> bool:
+        """Whether another launch created the sweep's experiment within `YOUNG_EXPERIMENT_S`
+        (and is about to create its parent run); not for an experiment a user made."""
+        exp = self.call(self.client.get_experiment, self.experiment_id)
+        created = getattr(exp, "creation_time", None)
+        return (exp.tags.get(SWEEP_EXPERIMENT_TAG) == "yes" and created is not None
+                and time.time() - created / 1000 < YOUNG_EXPERIMENT_S)
+
+    def _wait_for_parent(self) -> list:
+        """The parent run(s) of the sweep once the launch that created its experiment has
+        created one; empty after `PARENT_WAIT_S` (that launch failed: this one creates it)."""
+        deadline = time.monotonic() + PARENT_WAIT_S
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            parents = self.call(sweep_runs, self.client, self.experiment_id, KIND_SWEEP)
+            if parents:
+                return parents
+        return []
 
     def _others(self, *, prune: bool = False) -> list[str]:
         """The other drivers running this sweep now (`SWEEP_DRIVERS_PREFIX`), read at most

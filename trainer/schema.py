@@ -57,6 +57,10 @@ ends the sweep; one that closes before another still runs leaves it running for 
 HEARTBEAT_EVERY_S = 60.0
 DRIVER_SILENT_S = 300.0
 """A running sweep whose heartbeat is older than this: its driver is killed, lost or cut off."""
+SWEEP_EXPERIMENT_TAG = "proxysweep.sweep"
+"""An experiment tag, "yes" on the experiment a sweep's launch created (with it, atomically):
+another launch of the sweep that finds it new and without a parent run waits for that
+launch's parent rather than creating a second."""
 SPEC_ARTIFACT = "sweep.yaml"
 
 # -- trial statuses --------------------------------------------------------------------------
@@ -125,10 +129,12 @@ def artifact_location(uri: str, experiment: str) -> str | None:
     return (path.parent / f"{path.stem}-artifacts" / folder).as_uri()
 
 
-def create_experiment(client: MlflowClient, uri: str, name: str) -> str:
+def create_experiment(client: MlflowClient, uri: str, name: str,
+                      tags: dict[str, str] | None = None) -> str:
     """`client.create_experiment(name)` with its artifacts beside an SQLite store's file
-    (`artifact_location`); the new experiment's id."""
-    return client.create_experiment(name, artifact_location=artifact_location(uri, name))
+    (`artifact_location`) and `tags`; the new experiment's id."""
+    return client.create_experiment(name, artifact_location=artifact_location(uri, name),
+                                    tags=tags)
 
 
 def run_status(status: str) -> str:

@@ -165,6 +165,79 @@ def test_trackers_of_one_sweep_started_at_once_agree_on_one_experiment_and_paren
     assert [r.info.run_id for r in sweep_runs(client, experiment_id, KIND_SWEEP)] == [parent_id]
 
 
+def test_a_launch_that_finds_the_experiment_another_launch_just_made_takes_its_parent(tmp_path):
+    """Regression (CI): of four launches started at once, one created the experiment and its
+    parent while another, which found no parent yet, created a second (stamped earlier,
+    committed later) and kept it. Only the launch that made the experiment creates the parent;
+    the others wait for it."""
+    import threading
+    import time
+
+    from orchestrator.store import create_sqlite_store_once
+    from trainer.schema import KIND_SWEEP, KIND_TAG, SWEEP_EXPERIMENT_TAG, sweep_runs
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    create_sqlite_store_once(uri)
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("tracking", tags={SWEEP_EXPERIMENT_TAG: "yes"})
+    made = []
+
+    def other_launch():  # the launch that made the experiment, slow to create its parent
+        time.sleep(2.0)
+        made.append(client.create_run(exp, run_name="tracking", tags={KIND_TAG: KIND_SWEEP}))
+
+    thread = threading.Thread(target=other_launch)
+    thread.start()
+    tracker = _tracker(uri)
+    thread.join()
+    assert tracker.parent_id == made[0].info.run_id
+    assert [r.info.run_id for r in sweep_runs(client, exp, KIND_SWEEP)] == [tracker.parent_id]
+
+
+def test_a_launch_on_a_users_experiment_creates_the_parent_without_waiting(tmp_path):
+    """An experiment a user made for the sweep (its own artifact location, say) has no parent
+    and no launch's mark: the launch creates the parent at once (no `PARENT_WAIT_S`)."""
+    import time
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("tracking")
+    started = time.monotonic()
+    tracker = _tracker(uri)
+    assert time.monotonic() - started < 20
+    assert client.get_run(tracker.parent_id).info.experiment_id == exp
+
+
+def test_a_parent_stamped_earlier_that_commits_later_is_the_one_every_launch_takes(
+        tmp_path, monkeypatch):
+    """Two launches on an experiment without a parent both create one; the other's, stamped
+    earlier, is committed only after this one's create: this one reads the parents again after
+    `PARENT_SETTLE_S`, takes the older and deletes its own."""
+    import threading
+
+    import orchestrator.tracking as tracking
+    from trainer.schema import KIND_SWEEP, KIND_TAG, find_or_create_run, sweep_runs
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("tracking")
+    other = []
+
+    def create_then_the_other_commits(*args, **kwargs):
+        mine = find_or_create_run(*args, **kwargs)
+        late = threading.Timer(0.3, lambda: other.append(client.create_run(
+            exp, run_name="tracking", tags={KIND_TAG: KIND_SWEEP},
+            start_time=mine.info.start_time - 50)))
+        late.start()
+        return mine
+
+    monkeypatch.setattr(tracking, "find_or_create_run", create_then_the_other_commits)
+    tracker = _tracker(uri)
+    assert other, "the other launch's parent was committed after this one had chosen"
+    assert tracker.parent_id == other[0].info.run_id
+    assert [r.info.run_id for r in sweep_runs(client, exp, KIND_SWEEP)] == [tracker.parent_id]
+
+
 def test_a_second_parent_left_by_a_race_is_not_taken(tmp_path):
     from trainer.schema import KIND_SWEEP, KIND_TAG
 
