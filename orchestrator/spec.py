@@ -156,6 +156,9 @@ class SweepSpec:
                                        "them)"])
                 if key.startswith("search.optuna."):
                     search = _with_search_option(search, key.removeprefix("search.optuna."), expr)
+                elif _is_sweep(arg) and key.startswith("~"):
+                    raise ConfigError([f"{arg}: ~ deletes a key, and a sweep of values makes a "
+                                       f"grid axis; give {arg.lstrip('~')} to sweep it"])
                 elif _is_sweep(arg):
                     grid[key] = expr  # (and the base's value of it is no longer the spec's)
                     base = [o for o in base if o.partition("=")[0].lstrip("+") != key]
@@ -428,10 +431,14 @@ def spec_from_dict(raw: object, *, source: str = "spec", stored: bool = False) -
             problems.append(f"{source}: grid.{k}: give dotted keys, one axis each "
                             f"(e.g. {k}.{next(iter(v), 'key')}: choice(...)), not a nested "
                             "mapping")
+        elif str(k).startswith("~"):  # (Hydra's own words: "Could not delete from config")
+            problems.append(f"{source}: grid.{k}: ~ deletes a key, and a grid axis sweeps its "
+                            f"values; write {str(k).lstrip('~')}: ... to sweep it, or put "
+                            f"{k} in overrides to delete it from every trial")
         elif (why := sweep_owned(str(k))) is not None:
             problems.append(f"{source}: grid.{k}: {why}")
-    raw_grid = {k: v for k, v in raw_grid.items()
-                if not isinstance(v, dict) and sweep_owned(str(k)) is None}
+    raw_grid = {k: v for k, v in raw_grid.items() if not isinstance(v, dict)
+                and not str(k).startswith("~") and sweep_owned(str(k)) is None}
     grid = {str(k): _expr(v) for k, v in raw_grid.items()}
     problems += [f"{source}: grid.{k} has no values; give e.g. {k}: choice(1, 2), or remove it"
                  for k, v in raw_grid.items() if v is None or v == []]

@@ -640,3 +640,18 @@ def test_every_command_line_mistake_is_said_at_once():
         "storage_root=choice(/tmp/a,/tmp/b)"]
     assert caught.value.problems[-1].endswith("a sweep keeps its trials in one storage_root; "
                                               "give one folder, or a spec per folder")
+
+
+def test_a_deleted_key_as_a_grid_axis_says_how_to_sweep_it():
+    """`~optim.lr: 1e-3,1e-2` in a grid (or on the command line) was Hydra's "Could not delete
+    from config. The value of 'optim.lr' is 0.003 and not 0.001", once per value."""
+    with pytest.raises(ConfigError) as err:
+        spec_from_dict({**BASE, "grid": {**BASE["grid"], "~train.batch_size": "8,16"}})
+    assert err.value.problems == [
+        "spec: grid.~train.batch_size: ~ deletes a key, and a grid axis sweeps its values; "
+        "write train.batch_size: ... to sweep it, or put ~train.batch_size in overrides to "
+        "delete it from every trial"]
+    with pytest.raises(ConfigError) as err:
+        spec_from_dict(BASE).with_overrides(["~optim.lr=1e-3,1e-2"])
+    assert err.value.problems == ["~optim.lr=1e-3,1e-2: ~ deletes a key, and a sweep of values "
+                                  "makes a grid axis; give optim.lr=1e-3,1e-2 to sweep it"]
