@@ -156,13 +156,17 @@ def _run(overrides: list[str], *, print_only: bool, given: list[str] = ()) -> in
     paths = RunPaths.for_config(cfg, config_id(cfg))
     if problem := another_runs_files(cfg, paths, config_id(cfg)):  # (before reading its files)
         raise ConfigError([problem])
-    for note in [*notes(cfg), *_given_notes(list(given), cfg)]:
+    # Under torchrun every rank runs this: rank 0 alone says what the run is and where it went.
+    speaks = os.environ.get("RANK", "0") == "0"
+    for note in [*notes(cfg), *_given_notes(list(given), cfg)] if speaks else []:
         print(f"note: {note}", file=sys.stderr)
     stored = read_summary(paths)
-    if stored is not None and stored.get("status") in DONE:
+    if speaks and stored is not None and stored.get("status") in DONE:
         print(f"this run has already ended ({stored['status']}); nothing to train.")
     with _lease(paths.run_dir, config_id(cfg)):
         result = run(cfg)
+    if not speaks:
+        return 0
     print(f"run directory: {result.run_dir}")
     print(f"  metrics  {paths.metrics}\n  summary  {paths.summary}")
     if cfg.tracking.uri and stored is not None and stored.get("status") in DONE:

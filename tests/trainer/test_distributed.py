@@ -57,6 +57,7 @@ def test_torchrun_launch_matches_the_spawned_one(tmp_path):
     assert _losses(launched) == _losses(spawned.run_dir)  # same code path, bit for bit
     summary = json.loads((launched / "summary.json").read_text())
     assert summary["final/eval_loss"] == spawned.final_eval_loss
+    assert proc.stdout.count("run directory:") == 1  # rank 0's footer only (it was twice)
 
 
 def test_a_dead_rank_ends_the_run_with_its_name(tmp_path):
