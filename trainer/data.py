@@ -218,13 +218,36 @@ def _rows(cfg: DataConfig, split: str) -> Iterator[tuple[int, str]]:
             raise ConfigError(f"{where} cannot be read ({_first_line(cause)}): check that "
                               "each file holds what its suffix says (.txt text, .jsonl one "
                               "JSON object a line, .parquet a table)") from None
+        if (missing := missing_split(cfg, split, err)) is not None:
+            raise ConfigError(missing) from None
         raise DataUnavailable(f"{where} could not be loaded from the Hugging Face hub "
                               f"({_first_line(err)}): check the name, split and network, or "
                               "save the data locally and use data=files") from None
 
 
+SPLIT_ERROR = re.compile(r'(?:Bad split: (?P<bad>.+?)\. Available splits: |'
+                         r'Unknown split "(?P<unknown>.+?)"\. Should be one of )(?P<have>\[.*\])')
+"""What `datasets` says of a split a dataset does not have (datasets 2 to 5)."""
+
+
+def missing_split(cfg: DataConfig, split: str, err: BaseException) -> str | None:
+    """One sentence for a split the dataset does not have, naming the key that asked for it
+    and the splits there are; None when `err` is not that (a network failure, say)."""
+    found = SPLIT_ERROR.search(str(err))
+    if found is None:
+        return None
+    key = "data.val_split" if split == cfg.val_split and split != cfg.split else "data.split"
+    have = ", ".join(re.findall(r"'([^']*)'", found["have"]))
+    return (f"{key}={split}: data.name={cfg.name} has no split {split} (its splits: {have}); "
+            "give one of them")
+
+
 def _datasets_documents(cfg: DataConfig) -> Iterator[tuple[str, str, bool]]:
     if cfg.val_split is not None and cfg.source is DataSource.hf:  # (files have no splits)
+        # The eval split is opened (one row) before the training split is read: a val_split
+        # the dataset lacks was said only after the whole training split had streamed.
+        for _ in zip(range(1), _rows(cfg, cfg.val_split), strict=False):
+            pass
         for i, text in _rows(cfg, cfg.split):
             yield f"{cfg.split}/{i}", text, False
         for i, text in _rows(cfg, cfg.val_split):

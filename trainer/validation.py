@@ -390,7 +390,28 @@ def _hub_problems(d: DataConfig, *, network: bool) -> list[str]:
         return [f"data.name={d.name} needs the Hugging Face hub, which is unreachable "
                 f"({type(err).__name__}): connect to the network, or save the data locally "
                 "and use data=files data.paths=[...]"]
-    return []
+    return split_problems(d)
+
+
+def split_problems(d: DataConfig) -> list[str]:
+    """`data.split` or `data.val_split` naming a split the dataset does not have (its split
+    names cost a few small requests, no data). A val_split was found missing only once the
+    whole training split had streamed. Nothing is said when the names cannot be read: the
+    run then says what failed."""
+    import datasets
+
+    try:
+        have = datasets.get_dataset_split_names(d.name, d.config_name, revision=d.revision)
+    except Exception:  # noqa: BLE001 (a gated dataset, a script, the network: the run says)
+        return []
+    found = []
+    for key, split in (("split", d.split), ("val_split", d.val_split)):
+        # (`datasets` reads "train[:10%]" and "train+validation" too)
+        for name in ([] if split is None else [p.split("[")[0].strip() for p in split.split("+")]):
+            if name not in have:
+                found.append(f"data.{key}={split}: data.name={d.name} has no split {name} (its "
+                             f"splits: {', '.join(have)}); give one of them")
+    return found
 
 
 def _hub_tokens_cached(d: DataConfig) -> bool:

@@ -510,3 +510,57 @@ def test_a_missing_file_hides_no_problem_of_the_others_and_json_arrays_are_peeke
     found = problems(compose(["data=files", f"data.paths=[{rows}]"]))
     assert any(p.startswith("data.text_field=text: the rows of") and "(they have body)" in p
                for p in found)
+
+
+def _split_folder(tmp_path) -> Path:
+    """A dataset laid out as on the hub (a folder of split files, train and validation), which
+    `datasets.load_dataset` resolves by the same code as a hub name; a hub dataset cannot be
+    fetched here."""
+    folder = tmp_path / "hub"
+    folder.mkdir()
+    for split in ("train", "validation"):
+        (folder / f"{split}.jsonl").write_text("".join(
+            json.dumps({"text": f"{split} document {i}: some words to tokenize"}) + "\n"
+            for i in range(40)))
+    return folder
+
+
+def test_a_split_the_dataset_lacks_is_said_before_the_training_split_streams(tmp_path,
+                                                                              monkeypatch):
+    """data.val_split=test on a dataset without one was said only once the whole training
+    split had streamed (a hub dataset: hours), and as a hub outage the sweep retried."""
+    import datasets
+
+    from trainer import data as data_module
+
+    folder = _split_folder(tmp_path)
+    base = compose(["data=hf", f"data.name={folder}", f"data.cache_dir={tmp_path / 'c'}"]).data
+    opened = []
+    real = datasets.load_dataset
+    monkeypatch.setattr(datasets, "load_dataset",
+                        lambda *a, **k: opened.append(k["split"]) or real(*a, **k))
+    with pytest.raises(ConfigError) as err:
+        load_tokens(dataclasses.replace(base, val_split="test"))
+    assert str(err.value) == (f"data.val_split=test: data.name={folder} has no split test (its "
+                              "splits: train, validation); give one of them")
+    assert opened == ["test"]  # before the training split was opened
+    with pytest.raises(ConfigError) as err:
+        load_tokens(dataclasses.replace(base, split="dev"))
+    assert str(err.value).startswith(f"data.split=dev: data.name={folder} has no split dev")
+    tokens = load_tokens(dataclasses.replace(base, val_split="validation"))
+    assert len(tokens.train) > 0 and len(tokens.val) > 0
+    assert data_module.missing_split(base, "train", OSError("Connection reset")) is None
+
+
+def test_the_split_names_a_hub_check_reads_say_a_missing_one(tmp_path):
+    from trainer.validation import split_problems
+
+    folder = _split_folder(tmp_path)
+    base = compose(["data=hf", f"data.name={folder}"]).data
+    assert split_problems(dataclasses.replace(base, val_split="validation[:50%]")) == []
+    assert split_problems(dataclasses.replace(base, split="train+dev", val_split="test")) == [
+        f"data.split=train+dev: data.name={folder} has no split dev (its splits: train, "
+        "validation); give one of them",
+        f"data.val_split=test: data.name={folder} has no split test (its splits: train, "
+        "validation); give one of them"]
+    assert split_problems(dataclasses.replace(base, name=str(tmp_path / "nothing"))) == []
