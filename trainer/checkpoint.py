@@ -137,20 +137,38 @@ def load_latest(directory: Path, *, model: torch.nn.Module,
         except (Exception, CheckpointException) as err:
             if not damaged(err):
                 raise  # a stop, out of memory, an I/O error: the checkpoint may be whole
-            lines = str(err).strip().splitlines() or [""]
-            # (DCP's exception holds each rank's traceback: its last line says what failed)
-            why = lines[-1][:200] if isinstance(err, CheckpointException) else \
-                f"{type(err).__name__}: {lines[0][:160]}".rstrip(": ")
+            why = damage_said(err)
             if several:
                 raise ConfigError([f"checkpoint {path} cannot be read ({why}): move it aside "
                                    f"(e.g. to .{path.name}.damaged) to resume from the one "
                                    "before it"]) from err
-            aside = path.with_name(f".{path.name}.damaged")
-            path.rename(aside)
-            print(f"note: checkpoint {path} cannot be read ({why}): kept as {aside.name}; "
-                  "resuming from the one before it", file=sys.stderr)
+            set_aside(path, why)
     raise NoCheckpointReadable([f"no checkpoint in {directory} can be read (each is kept as "
                                 ".step-*.damaged): run it again to train it from its start"])
+
+
+def damage_said(err: BaseException) -> str:
+    """What failed, in a few words, of an error that `damaged` says cut a checkpoint short."""
+    lines = str(err).strip().splitlines() or [""]
+    # (DCP's exception holds each rank's traceback: its last line says what failed)
+    return lines[-1][:200] if isinstance(err, CheckpointException) else \
+        f"{type(err).__name__}: {lines[0][:160]}".rstrip(": ")
+
+
+def set_aside(path: Path, why: str) -> Path:
+    """Rename a damaged checkpoint `.step-NNNNNNNNN.damaged` (kept, no longer listed), saying
+    so; its new path."""
+    aside = path.with_name(f".{path.name}.damaged")
+    path.rename(aside)
+    print(f"note: checkpoint {path} cannot be read ({why}): kept as {aside.name}; resuming "
+          "from the one before it", file=sys.stderr)
+    return aside
+
+
+class SetAside(Exception):  # noqa: N818 (not an error: what the group does next)
+    """A fused group's member had a damaged checkpoint, now set aside (`set_aside`): the
+    group's models may hold part of it, so its caller forms the groups again from fresh runs
+    (the member now resumes from its checkpoint before, apart from the others)."""
 
 
 class NoCheckpointReadable(ConfigError):

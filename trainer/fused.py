@@ -77,7 +77,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from trainer import branching
+from trainer import branching, checkpoint
 from trainer.config import Config
 from trainer.data import load_tokens
 from trainer.errors import ConfigError
@@ -140,18 +140,23 @@ def run_group(cfgs: Sequence[Config], reporters: Sequence[Reporter] | None = Non
     # from their own checkpoints of one step, from their trunks' checkpoints of one step
     # (branches), or from step 0. A member a killed group left a save ahead of the others
     # thus trains apart rather than its last steps again; each set is a group, in turn.
-    together: dict[object, list[int]] = {}
-    for i in remaining:
-        paths = RunPaths.for_config(cfgs[i], config_id(cfgs[i]))
-        together.setdefault(branching.start_position(paths.run_dir, paths.checkpoints),
-                            []).append(i)
-    for members in together.values():
-        trained = FusedRun.for_trials(
-            [cfgs[i] for i in members],
-            reporters=[reporters[i] if reporters else None for i in members],
-            pruners=[pruners[i] if pruners else None for i in members]).train()
+    while remaining:
+        together: dict[object, list[int]] = {}
+        for i in remaining:
+            paths = RunPaths.for_config(cfgs[i], config_id(cfgs[i]))
+            together.setdefault(branching.start_position(paths.run_dir, paths.checkpoints),
+                                []).append(i)
+        members = next(iter(together.values()))
+        try:
+            trained = FusedRun.for_trials(
+                [cfgs[i] for i in members],
+                reporters=[reporters[i] if reporters else None for i in members],
+                pruners=[pruners[i] if pruners else None for i in members]).train()
+        except checkpoint.SetAside:  # (a member now starts from its checkpoint before)
+            continue
         for i, result in zip(members, trained, strict=True):
             results[i] = result
+        remaining = [i for i in remaining if i not in members]
     return results
 
 
@@ -263,7 +268,15 @@ class FusedRun:
         step = max(common) if common else None
         if step is not None:
             for k, m in enumerate(self.members):  # before any divergence: row k is member k
-                m.restore(step=step)
+                try:
+                    m.restore(step=step)
+                # (DCP's CheckpointException derives from BaseException, not Exception)
+                except (Exception, checkpoint.CheckpointException) as err:
+                    if not checkpoint.damaged(err):
+                        raise
+                    checkpoint.set_aside(checkpoint.path_of(m.paths.checkpoints, step),
+                                         checkpoint.damage_said(err))
+                    raise checkpoint.SetAside from None
                 self.model.load_member(k, m.model)
                 self.optimizer.load_member(k, m.model, m.optimizer)
         return step

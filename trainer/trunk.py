@@ -156,6 +156,7 @@ def train_trunk_group(cfgs: Sequence[Config], *, trunk_ids: Sequence[str],
     Raises:
         ConfigError: the configs cannot train as one group (`trainer.fusable`).
     """
+    from trainer.checkpoint import SetAside
     from trainer.errors import ConfigError
     from trainer.fusable import fusion_problems
     from trainer.fused import FusedRun
@@ -167,19 +168,28 @@ def train_trunk_group(cfgs: Sequence[Config], *, trunk_ids: Sequence[str],
         raise ConfigError(problems)
     reporters = reporters or [None] * len(cfgs)
     data = load_tokens(cfgs[0].data)
-    runs = []
-    for cfg, trunk_id, directory, reporter in zip(cfgs, trunk_ids, directories, reporters,
-                                                  strict=True):
-        jsonl = JsonlReporter(Path(directory) / "metrics.jsonl", echo=False)
-        runs.append(TrunkRun(cfg, trunk_id=trunk_id, directory=Path(directory),
-                             branch_points=branch_points, data=data,
-                             reporter=jsonl if reporter is None
-                             else MultiReporter(jsonl, reporter)))
-    together: dict[tuple, list[TrunkRun]] = {}
-    for r in runs:
-        if r.index.get("diverged") is None:
-            position = (saved_steps(r.paths.checkpoints) or [None])[-1]
-            together.setdefault((position, r.cfg.train.checkpoint_every_tokens), []).append(r)
-    for members in together.values():
-        FusedRun(members).train()
+
+    def trunk(i: int) -> TrunkRun:
+        jsonl = JsonlReporter(Path(directories[i]) / "metrics.jsonl", echo=False)
+        return TrunkRun(cfgs[i], trunk_id=trunk_ids[i], directory=Path(directories[i]),
+                        branch_points=branch_points, data=data,
+                        reporter=jsonl if reporters[i] is None
+                        else MultiReporter(jsonl, reporters[i]))
+
+    runs = [trunk(i) for i in range(len(cfgs))]
+    left = [i for i, r in enumerate(runs) if r.index.get("diverged") is None]
+    while left:
+        together: dict[tuple, list[int]] = {}
+        for i in left:
+            position = (saved_steps(runs[i].paths.checkpoints) or [None])[-1]
+            together.setdefault((position, cfgs[i].train.checkpoint_every_tokens),
+                                []).append(i)
+        members = next(iter(together.values()))
+        try:
+            FusedRun([runs[i] for i in members]).train()
+        except SetAside:  # a trunk's checkpoint was damaged: fresh runs, grouped again
+            for i in members:
+                runs[i] = trunk(i)
+            continue
+        left = [i for i in left if i not in members]
     return [r.index for r in runs]

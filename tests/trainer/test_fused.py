@@ -3,6 +3,7 @@ members against their independent runs (losses, eval, files, divergence, resume)
 
 import copy
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -324,10 +325,14 @@ class _DiesAt(JsonlReporter):
         super().log_metrics(metrics, step=step)
 
 
-@pytest.mark.parametrize("one_save_lost", [False, True])
+@pytest.mark.parametrize("one_save_lost", [False, True, "damaged", "all_damaged"])
 def test_a_killed_group_resumes_and_ends_as_an_uninterrupted_one(tmp_path, one_save_lost):
     # one_save_lost: killed while its members wrote the checkpoint of step 16, one member's
     # never landed; the group resumes from step 8, the newest that all of them have.
+    # "damaged": that member's step 16 is there but cut short (a full disk): it is set aside
+    # and that member trains from step 8 apart (the group raised the loader's error, and a
+    # sweep retried it to the end as a failed trial); "all_damaged": all its checkpoints are
+    # cut short, and it trains from its start.
     cadence = ["train.checkpoint_every_tokens=4096", "train.eval_every_tokens=8192"]
     reference = run_group([_cfg(tmp_path / "ref", *m, *cadence) for m in MEMBERS[:3]])
     cfgs = [_cfg(tmp_path / "kill", *m, *cadence) for m in MEMBERS[:3]]
@@ -337,13 +342,21 @@ def test_a_killed_group_resumes_and_ends_as_an_uninterrupted_one(tmp_path, one_s
         run_group(cfgs, reporters)
     assert not any((tmp_path / "kill" / r.run_dir.name / "summary.json").exists()
                    for r in reference)
-    if one_save_lost:
-        shutil.rmtree(tmp_path / "kill" / reference[1].run_dir.name / "checkpoints"
-                      / "step-000000016")
-    quiet = [JsonlReporter(Path(tmp_path / "unused" / f"{k}.jsonl"), echo=False)
-             for k in range(3)]
-    assert FusedRun.for_trials(cfgs, reporters=quiet).restore() == (8 if one_save_lost else 16)
+    saves = tmp_path / "kill" / reference[1].run_dir.name / "checkpoints"
+    if one_save_lost is True:
+        shutil.rmtree(saves / "step-000000016")
+    if one_save_lost in ("damaged", "all_damaged"):
+        for step in ([16] if one_save_lost == "damaged" else saved_steps(saves)):
+            for f in (saves / f"step-{step:09d}").iterdir():
+                os.truncate(f, 100)
+    else:
+        quiet = [JsonlReporter(Path(tmp_path / "unused" / f"{k}.jsonl"), echo=False)
+                 for k in range(3)]
+        assert FusedRun.for_trials(cfgs, reporters=quiet).restore() == (
+            8 if one_save_lost else 16)
     resumed = run_group(cfgs)
+    if one_save_lost in ("damaged", "all_damaged"):
+        assert (saves / ".step-000000016.damaged").is_dir()
     for got, ref in zip(resumed, reference, strict=True):
         assert _history(got.run_dir) == _history(ref.run_dir)  # exact, nothing twice
         assert _history(got.run_dir, "eval/loss") == _history(ref.run_dir, "eval/loss")
@@ -461,7 +474,10 @@ def test_fused_trunks_train_as_each_trunk_alone(tmp_path):
     assert branched.final_eval_loss == pytest.approx(alone.final_eval_loss, rel=1e-3)
 
 
-def test_a_killed_trunk_group_resumes_and_ends_as_an_uninterrupted_one(tmp_path):
+@pytest.mark.parametrize("damaged", [False, True])
+def test_a_killed_trunk_group_resumes_and_ends_as_an_uninterrupted_one(tmp_path, damaged):
+    # damaged: trunk 0's newest checkpoint is cut short (a full disk); it is set aside and
+    # that trunk trains from the one before, apart from the others.
     reference = train_trunk_group(_trunk_cfgs(tmp_path / "ref"), **_trunks(tmp_path / "ref", 3),
                                   branch_points=POINTS)
     cfgs = _trunk_cfgs(tmp_path / "kill")
@@ -469,7 +485,12 @@ def test_a_killed_trunk_group_resumes_and_ends_as_an_uninterrupted_one(tmp_path)
     with pytest.raises(_Killed):  # after the cadence checkpoint of step 18 (9,216 tokens)
         train_trunk_group(cfgs, **_trunks(tmp_path / "kill", 3), branch_points=POINTS,
                           reporters=dying)
+    saves = tmp_path / "kill" / "trunks" / "t0" / "checkpoints"
+    if damaged:
+        for f in (saves / "step-000000018").iterdir():
+            os.truncate(f, 100)
     resumed = train_trunk_group(cfgs, **_trunks(tmp_path / "kill", 3), branch_points=POINTS)
+    assert (saves / ".step-000000018.damaged").is_dir() == damaged
     for k, (got, ref) in enumerate(zip(resumed, reference, strict=True)):
         for key in ("status", "tokens", "steps", "points", "checkpoints"):
             assert got.get(key) == ref.get(key), (k, key)
