@@ -122,7 +122,7 @@ class Tracker:
         self.others_read = -math.inf  # when `_others` last read the parent (monotonic)
         self.others: list[str] = []  # other drivers of this sweep alive then
         self.shared = False  # another driver ran this sweep while this one did
-        self.made_experiment = False  # the sweep's experiment was created by this tracker
+        self.made_experiment: float | None = None  # when this tracker created the experiment
         self.experiment_id = self._experiment(sweep)
         self.parent_id: str | None = None
         self.children: dict[str, str] = {}  # trial id → run id, of this launch or earlier ones
@@ -173,7 +173,7 @@ class Tracker:
         try:
             made = self.call(create_experiment, self.client, self.uri, sweep,
                              tags={SWEEP_EXPERIMENT_TAG: "yes"})
-            self.made_experiment = True
+            self.made_experiment = time.monotonic()
             return made
         except MlflowException as err:
             if err.error_code != "RESOURCE_ALREADY_EXISTS":
@@ -197,13 +197,16 @@ class Tracker:
         parents again after `PARENT_SETTLE_S` (a create stamped earlier can commit later) and
         takes the oldest (by start time, then id), and one that created another deletes it."""
         parents = self.call(sweep_runs, self.client, self.experiment_id, KIND_SWEEP)
-        if not parents and not self.made_experiment and self._launch_creates_parent():
+        if not parents and self.made_experiment is None and self._launch_creates_parent():
             parents = self._wait_for_parent()
         created = None
         if not parents:
             created = self.call(find_or_create_run, self.client, self.experiment_id,
                                 tags={KIND_TAG: KIND_SWEEP}, name=self.sweep).info.run_id
-            if not self.made_experiment:
+            # (the experiment's creator too when its create came late: a waiter may have
+            # given up on it and created one)
+            if self.made_experiment is None or \
+                    time.monotonic() - self.made_experiment > PARENT_WAIT_S / 2:
                 time.sleep(PARENT_SETTLE_S)
             parents = self.call(sweep_runs, self.client, self.experiment_id, KIND_SWEEP)
         first = min(parents, key=lambda run: (run.info.start_time, run.info.run_id))
@@ -247,6 +250,9 @@ class Tracker:
             parents = self.call(sweep_runs, self.client, self.experiment_id, KIND_SWEEP)
             if parents:
                 return parents
+            tags = self.call(self.client.get_experiment, self.experiment_id).tags
+            if tags.get(SWEEP_EXPERIMENT_TAG) != "yes":  # that launch failed (`_cannot_open`)
+                return []
         return []
 
     def _others(self, *, prune: bool = False) -> list[str]:
@@ -283,6 +289,9 @@ class Tracker:
                     self.client.delete_run(created)
                 else:
                     self.client.update_run(self.parent_id, status=before)
+        with contextlib.suppress(Exception):  # no other launch waits for this one's parent
+            if self.made_experiment is not None:
+                self.client.set_experiment_tag(self.experiment_id, SWEEP_EXPERIMENT_TAG, "no")
         cause = (str(err).strip().splitlines() or [""])[-1]
         return (f"sweep {self.sweep} could not be recorded ({type(err).__name__}: {cause}); "
                 f"check that this machine can write the MLflow store {self.uri} and the "

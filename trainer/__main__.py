@@ -157,7 +157,9 @@ def _run(overrides: list[str], *, print_only: bool, given: list[str] = ()) -> in
     if problem := another_runs_files(cfg, paths, config_id(cfg)):  # (before reading its files)
         raise ConfigError([problem])
     # Under torchrun every rank runs this: rank 0 alone says what the run is and where it went.
-    speaks = os.environ.get("RANK", "0") == "0"
+    from trainer.distributed import launched_by_torchrun
+
+    speaks = not launched_by_torchrun() or os.environ["RANK"] == "0"
     for note in [*notes(cfg), *_given_notes(list(given), cfg)] if speaks else []:
         print(f"note: {note}", file=sys.stderr)
     stored = read_summary(paths)

@@ -156,9 +156,12 @@ def damage_said(err: BaseException) -> str:
 
 
 def set_aside(path: Path, why: str) -> Path:
-    """Rename a damaged checkpoint `.step-NNNNNNNNN.damaged` (kept, no longer listed), saying
-    so; its new path."""
-    aside = path.with_name(f".{path.name}.damaged")
+    """Rename a damaged checkpoint `.step-NNNNNNNNN.damaged` (`.damaged-2`, ... when that is
+    taken; kept, no longer listed), saying so; its new path."""
+    aside, n = path.with_name(f".{path.name}.damaged"), 1
+    while aside.exists():  # (that step was damaged before, trained again, and is again)
+        n += 1
+        aside = path.with_name(f".{path.name}.damaged-{n}")
     path.rename(aside)
     print(f"note: checkpoint {path} cannot be read ({why}): kept as {aside.name}; resuming "
           "from the one before it", file=sys.stderr)

@@ -237,9 +237,19 @@ def missing_split(cfg: DataConfig, split: str, err: BaseException) -> str | None
     if found is None:
         return None
     key = "data.val_split" if split == cfg.val_split and split != cfg.split else "data.split"
-    have = ", ".join(re.findall(r"'([^']*)'", found["have"]))
-    return (f"{key}={split}: data.name={cfg.name} has no split {split} (its splits: {have}); "
-            "give one of them")
+    have = re.findall(r"'([^']*)'", found["have"])
+    lacking = [name for name in split_names(split) if name not in have]
+    if not lacking:  # every split is there: a slice, which a streamed dataset cannot take
+        return (f"{key}={split}: a streamed dataset cannot be sliced; set data.streaming=false "
+                "(it downloads the dataset) or give the whole split")
+    return (f"{key}={split}: data.name={cfg.name} has no split {lacking[0]} (its splits: "
+            f"{', '.join(have)}); give one of them")
+
+
+def split_names(split: str) -> list[str]:
+    """The splits a `datasets` split expression reads ("train[:10%]+validation": train,
+    validation)."""
+    return [part.split("[")[0].strip() for part in split.split("+")]
 
 
 def _datasets_documents(cfg: DataConfig) -> Iterator[tuple[str, str, bool]]:

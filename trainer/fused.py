@@ -70,6 +70,7 @@ Not yet, and how it would fit:
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -252,7 +253,12 @@ class FusedRun:
         their trunks' checkpoints, which `run_group` has them share the step of."""
         own = [saved_steps(m.paths.checkpoints) for m in self.members]
         if not any(own):  # `TrainingRun.restore` finds a branch's trunk checkpoint
-            restored = [m.restore() for m in self.members]
+            try:
+                restored = [m.restore() for m in self.members]
+            except checkpoint.NoCheckpointReadable as err:  # (a trunk's, at a branch point)
+                print(f"note: {err.problems[0].partition(': run it again')[0]}; training it "
+                      "from its start", file=sys.stderr)
+                raise checkpoint.SetAside from None
             # (a branch whose trunk diverged before its point takes over the divergence and
             # loads nothing: `train` ends it before the first step)
             started = {m.state.step for m in self.members

@@ -400,8 +400,20 @@ class TrainingRun:
                                         tokens_shared=d.tokens, wall_s_shared=d.wall_s,
                                         batch_size=d.batch_size or self.state.batch_size)
                 return d.step
-            saved = checkpoint.load(source.checkpoint, model=self.model,
-                                    optimizer=self.optimizer)
+            try:
+                saved = checkpoint.load(source.checkpoint, model=self.model,
+                                        optimizer=self.optimizer)
+            # (DCP's CheckpointException derives from BaseException, not Exception)
+            except (Exception, checkpoint.CheckpointException) as err:
+                if not checkpoint.damaged(err):
+                    raise
+                # The run stops branching from it (its trunk's other branches each find it
+                # so), and a new run with an untouched model trains it alone from its start.
+                (self.paths.run_dir / branching.BRANCH_FILE).unlink(missing_ok=True)
+                raise checkpoint.NoCheckpointReadable([
+                    f"trunk checkpoint {source.checkpoint} cannot be read "
+                    f"({checkpoint.damage_said(err)}), and the run no longer branches from "
+                    "it: run it again to train it from its start"]) from None
         self.state = TrainState(**saved["state"])
         if self.branch is not None:
             self.state.tokens_shared, self.state.wall_s_shared = (self.state.tokens,

@@ -6,9 +6,12 @@ Each problem is one sentence naming the key and the fix. `problems(cfg)` collect
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import math
 import os
+import threading
 from pathlib import Path
 
 from trainer.config import (
@@ -377,6 +380,8 @@ def _hub_problems(d: DataConfig, *, network: bool) -> list[str]:
         given = _example_file(Path(d.name)) if Path(d.name).is_dir() else d.name
         return [f"data.name={d.name} is a local path, not a hub dataset: use data=files "
                 f"'data.paths=[{given}]'"]
+    if sliced := slice_problems(d):
+        return sliced
     if not network or os.environ.get("HF_HUB_OFFLINE") == "1" or _hub_tokens_cached(d):
         return []
     import huggingface_hub
@@ -393,25 +398,53 @@ def _hub_problems(d: DataConfig, *, network: bool) -> list[str]:
     return split_problems(d)
 
 
-def split_problems(d: DataConfig) -> list[str]:
-    """`data.split` or `data.val_split` naming a split the dataset does not have (its split
-    names cost a few small requests, no data). A val_split was found missing only once the
-    whole training split had streamed. Nothing is said when the names cannot be read: the
-    run then says what failed."""
-    import datasets
+def slice_problems(d: DataConfig) -> list[str]:
+    """A slice of a split (`train[:10%]`) in a streamed dataset, which `datasets` refuses
+    ("Bad split", as for a split that is not there)."""
+    return [f"data.{key}={split}: a streamed dataset cannot be sliced; set "
+            "data.streaming=false (it downloads the dataset) or give the whole split"
+            for key, split in (("split", d.split), ("val_split", d.val_split))
+            if split is not None and "[" in split and d.streaming]
 
-    try:
-        have = datasets.get_dataset_split_names(d.name, d.config_name, revision=d.revision)
-    except Exception:  # noqa: BLE001 (a gated dataset, a script, the network: the run says)
-        return []
+
+def split_problems(d: DataConfig) -> list[str]:
+    """`data.split` or `data.val_split` naming a split the dataset does not have. A
+    val_split was found missing only once the whole training split had streamed. Nothing is
+    said when the names cannot be read in `SPLIT_NAMES_S`: the run then says what failed."""
+    from trainer.data import split_names
+
     found = []
+    have = _split_names(d.name, d.config_name, d.revision)
     for key, split in (("split", d.split), ("val_split", d.val_split)):
-        # (`datasets` reads "train[:10%]" and "train+validation" too)
-        for name in ([] if split is None else [p.split("[")[0].strip() for p in split.split("+")]):
+        for name in [] if split is None or have is None else split_names(split):
             if name not in have:
                 found.append(f"data.{key}={split}: data.name={d.name} has no split {name} (its "
                              f"splits: {', '.join(have)}); give one of them")
     return found
+
+
+SPLIT_NAMES_S = 20.0
+"""How long a check waits for a hub dataset's split names (`split_problems`)."""
+
+
+@functools.lru_cache(maxsize=64)
+def _split_names(name: str, config_name: str | None, revision: str | None
+                 ) -> tuple[str, ...] | None:
+    """A dataset's split names (a few small requests, no data; once per process for each
+    dataset: a fused group checks each member), None when they cannot be read in time."""
+    import datasets
+
+    answer: list = []
+
+    def read() -> None:
+        with contextlib.suppress(Exception):  # a gated dataset, a script, the network
+            answer.append(tuple(datasets.get_dataset_split_names(name, config_name,
+                                                                 revision=revision)))
+
+    reader = threading.Thread(target=read, daemon=True)  # (the call takes no timeout)
+    reader.start()
+    reader.join(SPLIT_NAMES_S)
+    return answer[0] if answer else None
 
 
 def _hub_tokens_cached(d: DataConfig) -> bool:

@@ -194,6 +194,30 @@ def test_a_launch_that_finds_the_experiment_another_launch_just_made_takes_its_p
     assert [r.info.run_id for r in sweep_runs(client, exp, KIND_SWEEP)] == [tracker.parent_id]
 
 
+def test_a_launch_that_failed_after_making_the_experiment_keeps_no_other_waiting(tmp_path):
+    """The launch that made the experiment could not record the sweep (its artifact location
+    unwritable: S3 credentials missing, say): a launch typed again at once, the fix made, waited
+    30 s for a parent the failed one would never create."""
+    import time
+
+    from trainer.schema import SWEEP_EXPERIMENT_TAG
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    (tmp_path / "m-artifacts").write_text("")  # a file where the artifact folder goes
+    first = _tracker(uri)
+    assert first.conflict and first.conflict.startswith("sweep tracking could not be recorded")
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("tracking")
+    assert exp.tags[SWEEP_EXPERIMENT_TAG] == "no"
+    (tmp_path / "m-artifacts").unlink()
+    started = time.monotonic()
+    again = Tracker(uri, "tracking", code_version="test", spec_yaml="name: tracking\n",
+                    flush_every_s=1e9)
+    assert time.monotonic() - started < 15
+    assert again.conflict is None
+    assert client.get_run(again.parent_id).info.experiment_id == exp.experiment_id
+
+
 def test_a_launch_on_a_users_experiment_creates_the_parent_without_waiting(tmp_path):
     """An experiment a user made for the sweep (its own artifact location, say) has no parent
     and no launch's mark: the launch creates the parent at once (no `PARENT_WAIT_S`)."""

@@ -159,3 +159,18 @@ def test_a_checkpoint_before_the_first_step_leaves_the_run_as_it_was(tmp_path):
     fresh_optimizer = torch.optim.AdamW(fresh.parameters(), lr=1e-2)
     load_latest(tmp_path, model=fresh, optimizer=fresh_optimizer)
     assert float(fresh_optimizer.state_dict()["state"][0]["step"]) == 0.0
+
+
+def test_a_step_damaged_again_is_set_aside_beside_the_first(tmp_path, capsys):
+    """A step damaged, trained again and damaged again (a disk that fills up again): the
+    rename onto the first `.damaged` folder failed inside the handler, a traceback."""
+    from trainer.checkpoint import set_aside
+
+    for n in range(3):
+        (tmp_path / "step-000000016").mkdir()
+        (tmp_path / "step-000000016" / "f").write_text(str(n))
+        set_aside(tmp_path / "step-000000016", "EOFError")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".step-000000016.damaged", ".step-000000016.damaged-2", ".step-000000016.damaged-3"]
+    assert (tmp_path / ".step-000000016.damaged-3" / "f").read_text() == "2"
+    assert capsys.readouterr().err.count("cannot be read (EOFError)") == 3

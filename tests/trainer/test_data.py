@@ -564,3 +564,23 @@ def test_the_split_names_a_hub_check_reads_say_a_missing_one(tmp_path):
         f"data.val_split=test: data.name={folder} has no split test (its splits: train, "
         "validation); give one of them"]
     assert split_problems(dataclasses.replace(base, name=str(tmp_path / "nothing"))) == []
+
+
+def test_a_slice_of_a_streamed_split_is_said_as_such_not_as_a_missing_split(tmp_path):
+    """`datasets` refuses a slice of a streamed split with the words it has for a split that
+    is not there ("Bad split: validation[:50%]"): the run said the dataset had no such split."""
+    from trainer.validation import problems
+
+    folder = _split_folder(tmp_path)
+    base = compose(["data=hf", f"data.name={folder}", f"data.cache_dir={tmp_path / 'c'}"]).data
+    said = ("data.val_split=validation[:50%]: a streamed dataset cannot be sliced; set "
+            "data.streaming=false (it downloads the dataset) or give the whole split")
+    sliced = dataclasses.replace(base, val_split="validation[:50%]")
+    with pytest.raises(ConfigError) as err:
+        load_tokens(sliced)
+    assert str(err.value) == said
+    cfg = compose(["data=hf", "data.name=someone/corpus", "data.val_split='validation[:50%]'"])
+    assert problems(cfg, network=False) == [said]
+    whole = load_tokens(dataclasses.replace(sliced, streaming=False)).val
+    assert 0 < len(whole) < len(load_tokens(dataclasses.replace(
+        base, val_split="validation", streaming=False)).val)

@@ -60,6 +60,17 @@ def test_torchrun_launch_matches_the_spawned_one(tmp_path):
     assert proc.stdout.count("run directory:") == 1  # rank 0's footer only (it was twice)
 
 
+def test_a_stray_rank_variable_does_not_silence_a_run_of_one_process(tmp_path):
+    """RANK left in the environment without WORLD_SIZE (not torchrun): the run trains alone,
+    and says what it is and where it went, as rank 0 of torchrun does."""
+    env = {k: v for k, v in os.environ.items() if k != "WORLD_SIZE"}
+    proc = subprocess.run([sys.executable, "-m", "trainer", *TINY, f"storage_root={tmp_path}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**env, "RANK": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("run directory:") == 1
+
+
 def test_a_dead_rank_ends_the_run_with_its_name(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "trainer", *TINY, "train.world_size=2", "train.tokens=2_000_000",

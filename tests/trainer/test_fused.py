@@ -587,3 +587,28 @@ def test_a_pruned_member_saves_ends_pruned_and_the_others_go_on_unchanged(tmp_pa
         assert got.status == "finished"
         assert _history(got.run_dir) == _history(ref.run_dir)
         assert got.final_eval_loss == ref.final_eval_loss
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_a_branch_whose_trunk_checkpoint_is_damaged_trains_alone_from_its_start(tmp_path,
+                                                                                fused):
+    """The trunk's checkpoint at a branch point cut short: the branch (alone, or in a fused
+    group) raised DCP's CheckpointException, a BaseException, as a traceback."""
+    trunks = _trunks(tmp_path / "t", 3)
+    index = train_trunk_group(_trunk_cfgs(tmp_path / "t"), **trunks, branch_points=POINTS)
+    damaged = trunks["directories"][0] / "checkpoints" / index[0]["points"][str(POINTS[0])]
+    for f in damaged.iterdir():
+        os.truncate(f, 100)
+    budget = ["schedule.decay_fraction=0.2", "train.eval_every_tokens=4096", "train.tokens=8192"]
+    cfgs = [_cfg(tmp_path / "t", *TRUNK_LRS[k], *budget) for k in (0, 2)]
+    for cfg, k in zip(cfgs, (0, 2), strict=True):
+        branching.write_branch(RunPaths.for_config(cfg, config_id(cfg)).run_dir,
+                               trunk_dir=trunks["directories"][k], branch_tokens=POINTS[0])
+    results = run_group(cfgs) if fused else [run(cfgs[0])]
+    alone = run(_cfg(tmp_path / "alone", *TRUNK_LRS[0], *budget))
+    assert results[0].status == "finished"
+    assert results[0].summary["final/tokens_shared"] == 0  # from its start, alone
+    assert results[0].final_eval_loss == pytest.approx(alone.final_eval_loss, rel=1e-4)
+    assert not (results[0].run_dir / branching.BRANCH_FILE).exists()
+    if fused:  # the other member still branches from its own trunk
+        assert results[1].summary["final/tokens_shared"] == POINTS[0] // 512 * 512
