@@ -349,10 +349,11 @@ def test_the_end_of_a_launch_says_when_it_waits_on_the_tracking_store(monkeypatc
             return True
 
     store = Store.remote()
-    monkeypatch.setattr(driver, "WAIT_SAID_S", 0.5)
+    ray.get(store.write.remote(0))  # (the actor's process started: seconds on a loaded machine)
+    monkeypatch.setattr(driver, "WAIT_SAID_S", 1.5)
     assert ray.get(driver.patient_wait([store.write.remote(0)], "x", "s")) == [True]
     assert capsys.readouterr().out == ""  # (answered at once: nothing said)
-    done = driver.patient_wait([store.write.remote(3)], "the records of 2 trials", "my sweep")
+    done = driver.patient_wait([store.write.remote(4)], "the records of 2 trials", "my sweep")
     assert ray.get(done) == [True]
     assert capsys.readouterr().out == (
         "waiting for the tracking store to take the records of 2 trials (it does not answer; "
