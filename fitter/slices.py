@@ -35,8 +35,13 @@ curve skewed around its optimum, whose vertex the misfit biases), the misfit's �
 resample adds N(0, σ²/n) noise to every stable level's mean loss
 (n runs at that level; σ drawn per resample from its own uncertainty, σ·sqrt(dof/χ²_dof)),
 picks the best level again and takes the local vertex again; the interval is the central
-`CI_LEVEL` of those vertices. A slice with no replicates and fewer than
-four stable values has no interval.
+`CI_LEVEL` of those vertices; from a three-level window whose misfit was not found (or not
+tested), widened to hold the best value tried. A three-level window has no degree of freedom
+to test the quadratic's misfit on, and on a curve with a steep wall
+above its optimum the vertex sits up to half a grid step below the best value, its resamples
+with it: a researcher's sweep had every seed best at 0.008 and an interval of [0.0024, 0.0074]
+around 0.006. The best value tried is the estimate that assumes no shape, so the interval
+always holds it. A slice with no replicates and fewer than four stable values has no interval.
 """
 
 from __future__ import annotations
@@ -168,6 +173,11 @@ def axis_optimum(x: np.ndarray, loss: np.ndarray, *, n_boot: int = N_BOOT,
         if sigma is not None:
             interval = _bootstrap(stable, stable_means, counts[ok], sigma, dof, capped=capped,
                                   n_boot=n_boot, rng=np.random.default_rng(seed))
+        if interval is not None and noise != "misfit" and \
+                np.count_nonzero((stable >= window[0]) & (stable <= window[1])) == 3:
+            # (the best value tried stays in: see the module docstring)
+            interval = (min(interval[0], float(levels[best])),
+                        max(interval[1], float(levels[best])))
         if interval and edge == "diverged":  # the optimum lies below the value that diverged
             interval = (interval[0], float(levels[best + 1]))
     else:
@@ -355,7 +365,8 @@ def _edge(ok: np.ndarray, best: int) -> str | None:
 def lr_optima(runs: pd.DataFrame, slice_keys: tuple[str, ...], *, n_boot: int = N_BOOT,
               seed: int = 0) -> pd.DataFrame:
     """One row per slice: its key values, `lr_opt` with its interval (`lr_lo`, `lr_hi`; NaN
-    when there is none), `loss_opt`, `edge`, `extend`, counts, `stability_limit` (the lowest
+    when there is none), `loss_opt`, the best LR tried and its mean loss (`lr_best`,
+    `loss_best`), `edge`, `extend`, counts, `stability_limit` (the lowest
     LR at which a run diverged), `beyond_limit` (LRs with stable runs at or above it, which
     the optimum did not use) and `conflict` (those runs beat the optimum: no law takes it).
 
@@ -375,11 +386,15 @@ def lr_optima(runs: pd.DataFrame, slice_keys: tuple[str, ...], *, n_boot: int = 
         opt = axis_optimum(group["_x"].to_numpy(), group["_y"].to_numpy(), n_boot=n_boot,
                            seed=seed)
         lo, hi = opt.interval if opt.interval else (np.nan, np.nan)
+        measured = group.groupby("_x")["_y"].mean().dropna()  # (each LR's runs averaged)
         rows.append({**dict(zip(slice_keys, key, strict=True)),
                      **{a: group[a].iloc[0] for a in ("N", "D", "B", "wd", "tau")
                         if a in group},
                      "lr_opt": 10.0 ** opt.x, "lr_lo": 10.0 ** lo, "lr_hi": 10.0 ** hi,
                      "loss_opt": opt.loss, "edge": opt.edge,
+                     # the best LR tried and its mean loss, beside the fitted vertex
+                     "lr_best": 10.0 ** measured.idxmin() if len(measured) else np.nan,
+                     "loss_best": measured.min() if len(measured) else np.nan,
                      # (a conflict is settled by checking runs, not by more LRs)
                      "extend": None if opt.conflict else extend_override("optim.lr",
                                                                          opt.new_values),

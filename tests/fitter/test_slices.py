@@ -295,7 +295,11 @@ def test_a_single_lr_slice_prints_its_optimum_with_its_interval():
     (only,) = doc["slices"]
     line = next(ln for ln in format_fit(doc).splitlines() if "LR optimum" in ln)
     assert line == (f"  LR optimum: optim.lr={only['lr_opt']:.3g} [{only['lr_lo']:.3g}, "
-                    f"{only['lr_hi']:.3g}] (fitted loss {only['loss_opt']:.4f})")
+                    f"{only['lr_hi']:.3g}] (fitted loss {only['loss_opt']:.4f}; best tried: "
+                    f"optim.lr={only['lr_best']:.3g}, loss {only['loss_best']:.4f})")
+    tried = {v: np.mean([r["loss"] for r in rows if r["lr"] == 10 ** v]) for v in GRID}
+    assert only["loss_best"] == pytest.approx(min(tried.values()), abs=1e-12)
+    assert np.log10(only["lr_best"]) == pytest.approx(min(tried, key=tried.get))
     assert only["lr_lo"] < only["lr_opt"] < only["lr_hi"]
     # at the grid's edge it is no optimum: said so (the edge line follows)
     falling = [{**r, "loss": 3.0 - np.log10(r["lr"]) / 10} for r in rows]
@@ -565,3 +569,17 @@ def test_a_misfit_interval_is_said_in_the_summary():
     assert ("the LR intervals of 1 slice are as wide as the local quadratic's misfit, beyond "
             "what the seeds' noise explains: the loss curve is skewed around the optimum") \
         in format_fit(doc)
+
+
+def test_a_three_level_window_below_a_wall_keeps_the_best_lr_tried_in_its_interval():
+    """A researcher's muP width 128, three seeds: every seed best at 0.008, a wall at 0.016.
+    The quadratic through 0.004, 0.008, 0.016 puts the vertex at 0.006 and every resample
+    with it: the 90% interval was [0.0024, 0.0074], without the LR every seed found best."""
+    lr = np.repeat([0.001, 0.002, 0.004, 0.008, 0.016, 0.032], 3)
+    loss = np.array([2.727285, 2.722795, 2.713474, 2.644076, 2.623308, 2.617511,
+                     2.615787, 2.589426, 2.592762, 2.609182, 2.585127, 2.572223,
+                     2.728456, 2.820590, 2.599180, 2.821074, 2.956384, 2.835981])
+    opt = axis_optimum(np.log10(lr), loss)
+    assert opt.noise == "seeds" and 10 ** opt.x == pytest.approx(0.00596, rel=1e-3)
+    lo, hi = (10 ** v for v in opt.interval)
+    assert lo < 10 ** opt.x and hi == pytest.approx(0.008)
