@@ -348,6 +348,7 @@ def format_fit(doc: dict, *, recorded: bool = True, not_done: int = 0) -> str:
     best = _best_slice(doc)
     if best:
         lines.append(f"  {'LR optimum' if len(doc['slices']) == 1 else 'best slice'}: {best}")
+    lines += _each_slice(doc)
     if edge := _best_at_edge(doc):
         lines.append(f"  the best slice is at the {edge}: the best may lie beyond what was "
                      "tried; extend those axes before taking these values")
@@ -444,6 +445,32 @@ def _stability_notes(doc: dict, *, recorded: bool) -> list[str]:
     if len(past) > 3:
         lines.append(f"  (and {len(past) - 3} more such slices: fit.json's slices mark them "
                      "conflict)")
+    return lines
+
+
+SLICES_SAID = 12
+"""Up to this many LR slices, the summary gives each one's optimum (more: fit.json)."""
+
+
+def _each_slice(doc: dict) -> list[str]:
+    """Each slice's LR optimum with its interval, when there are 2 to `SLICES_SAID`: an LR
+    transfer study reads them across widths (they were only in fit.json and a plot)."""
+    slices = [s for s in doc["slices"] if s.get("lr_opt") is not None]
+    if not 2 <= len(slices) <= SLICES_SAID:
+        return []
+    lines = ["  LR optimum per slice (fit.json: slices):"]
+    for row in slices:
+        lo, hi = row.get("lr_lo"), row.get("lr_hi")
+        said = f"optim.lr={row['lr_opt']:.3g}"
+        if isinstance(lo, float) and isinstance(hi, float):
+            said += f" [{lo:.3g}, {hi:.3g}]"
+        if row.get("edge") in ("low", "high", "single"):
+            said += " (the best LR tried: not bracketed)"
+        elif row.get("edge") == "diverged":
+            said += " (at the stability limit)"
+        elif row.get("edge") == "all_diverged":
+            said = "every LR diverged"
+        lines.append(f"    {_where(row, slices)}: {said}")
     return lines
 
 

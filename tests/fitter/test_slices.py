@@ -583,3 +583,30 @@ def test_a_three_level_window_below_a_wall_keeps_the_best_lr_tried_in_its_interv
     assert opt.noise == "seeds" and 10 ** opt.x == pytest.approx(0.00596, rel=1e-3)
     lo, hi = (10 ** v for v in opt.interval)
     assert lo < 10 ** opt.x and hi == pytest.approx(0.008)
+
+
+def test_the_summary_gives_each_slices_optimum_for_a_transfer_study():
+    """The optimum per width (what an LR transfer study reads) was only in fit.json and a
+    plot: the summary named the best slice alone."""
+    import pandas as pd
+
+    from fitter.data import from_short_frame
+    from fitter.fit import SLICES_SAID, fit_json, fit_runs, format_fit
+
+    def doc(widths):
+        rows = [{"run": f"r{n}-{v}", "B": 1e4, "N": n, "D": 1e8, "wd": 0.0, "lr": 10 ** v,
+                 "loss": parabola(v, -2.6 - 0.1 * k), "status": "finished"}
+                for k, n in enumerate(widths) for v in GRID]
+        return fit_json(fit_runs(from_short_frame(pd.DataFrame(rows), source="s"), n_boot=0),
+                        sweep="s")
+
+    three = doc([1e6, 4e6, 1.6e7])
+    lines = format_fit(three).splitlines()
+    at = lines.index("  LR optimum per slice (fit.json: slices):")
+    said = lines[at + 1:at + 4]
+    assert said == [f"    N={n}: optim.lr={s['lr_opt']:.3g}"
+                    for n, s in zip(("1e+06", "4e+06", "1.6e+07"), three["slices"], strict=True)]
+    assert [np.log10(s["lr_opt"]) for s in three["slices"]] == pytest.approx(
+        [-2.6, -2.7, -2.8], abs=1e-6)
+    many = doc([1e6 * 2 ** k for k in range(SLICES_SAID + 1)])
+    assert "LR optimum per slice" not in format_fit(many)
