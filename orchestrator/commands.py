@@ -942,6 +942,8 @@ def status(tracking_uri: str, name: str) -> dict:
                   ended=not any(counts.get(s) for s in ("pending", RUNNING, INTERRUPTED))),
         **({} if slices is None else {"slices": slices}),
         "ended_unrecorded": _ended_unrecorded(spec, states, status, counts),
+        # (a launch of a narrower spec re-points the sweep: what the wider one recorded stays)
+        "outside_spec": sum(1 for trial_id in states if trial_id not in mine),
     }
 
 
@@ -1105,6 +1107,13 @@ def format_status(report: dict) -> str:
                        for key, end in s.get("edge", {}).items())
         lines.append(f"  slice {s['slice']}: {s['used']}/{s['n_trials']} trials, best {best}"
                      + edge)
+    if outside := report.get("outside_spec"):
+        one = outside == 1
+        lines.append(f"  {outside} more trial{'' if one else 's'} of earlier specs of this sweep "
+                     f"{'is' if one else 'are'} recorded but not in its spec now (a launch of "
+                     "another spec re-pointed it): the token totals count them and `sweep fit` "
+                     "reads them; launch the wider spec again (or `sweep extend`) to take "
+                     f"{'it' if one else 'them'} back in")
     if report["eta_s"]:
         lines.append(f"  ETA: {report['eta_s'] / 60:.1f} min")
     if report.get("tokens_if_independent") and report.get("tokens_ratio") is not None:

@@ -642,6 +642,12 @@ def test_a_launch_with_nothing_to_run_stores_its_spec_as_one_that_runs(tmp_path)
     outcome = commands.launch(part, tracking_uri=uri, progress=False)
     assert (outcome.trials, outcome.already_done) == (2, 2)
     assert commands.stored_spec(uri, "unit").grid["optim.lr"] == "choice(3e-3)"
+    # status counts the spec's 2 and says the wider spec's others are still recorded (it
+    # said "2 trials" with the token totals of all of them, and nothing of the rest)
+    report = commands.status(uri, "unit")
+    assert report["trials"] == 2 and report["outside_spec"] == 2
+    assert ("  2 more trials of earlier specs of this sweep are recorded but not in its spec "
+            "now (a launch of another spec re-pointed it)") in commands.format_status(report)
     stale = spec_from_dict(_spec(tmp_path))  # an extend that read the spec before that launch
     with pytest.raises(ConfigError, match="spec was changed by another `sweep extend` or launch"):
         commands.launch(part, tracking_uri=uri, progress=False, based_on=stale)
