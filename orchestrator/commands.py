@@ -910,7 +910,7 @@ def status(tracking_uri: str, name: str) -> dict:
     # (a killed driver's trials left `running` are counted as what they are, interrupted)
     status, gone = live_status(parent)
     counts, slices, ids = trial_counts(tracking_uri, spec, states, gone)
-    running = [_progress(state["run"]) for state in states.values()
+    running = [_progress(state["run"], spec.storage_root) for state in states.values()
                if state["status"] == RUNNING and gone is None]
     trunk_runs = sweep_runs(client, parent.info.experiment_id, KIND_TRUNK)
     trunks = [] if status != RUNNING else [
@@ -971,12 +971,37 @@ def _tokens(totals: dict[str, float], *, ended: bool) -> dict:
             if ended and totals[TOKENS_IF_INDEPENDENT] else None}
 
 
-def _progress(run) -> dict:
+def _progress(run, storage_root: str) -> dict:
+    """A running trial's share of its budget and last loss: as recorded, else (its metrics
+    not written to the store yet: the tracker writes them every few seconds) from its
+    `metrics.jsonl`, where the folder is on this machine."""
     budget = float(run.data.params.get(PARAM_TOKENS, "nan"))
-    seen = run.data.metrics.get("train/tokens", 0.0)
+    metrics = run.data.metrics
+    if "train/tokens" not in metrics:
+        metrics = _last_metrics(root_path(storage_root) / run.data.tags[TRIAL_ID_TAG]
+                                / "metrics.jsonl") or metrics
+    seen = metrics.get("train/tokens", 0.0)
     return {"trial": run.info.run_name, TRIAL_ID_TAG: run.data.tags[TRIAL_ID_TAG],
             "progress": seen / budget if budget > 0 else None,
-            "train/loss": run.data.metrics.get("train/loss")}
+            "train/loss": metrics.get("train/loss")}
+
+
+def _last_metrics(path: Path) -> dict | None:
+    """The last whole row with `train/tokens` of a metrics.jsonl (its tail only), or None."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(f.seek(0, os.SEEK_END) - 8192, 0))
+            tail = f.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(tail):
+        try:
+            row = json.loads(line)
+        except ValueError:  # (the first line cut by the seek, or one being written)
+            continue
+        if isinstance(row, dict) and "train/tokens" in row:
+            return row
+    return None
 
 
 def _eta(finished: list, counts: dict[str, int], running: list[dict],

@@ -1079,3 +1079,25 @@ def test_a_relaunch_that_changes_only_how_trials_run_says_so(tmp_path):
         **raw["grid"], "optim.lr": "choice(3e-3)"}}), uri)
     assert len(both) == 1 and "grid.optim.lr: choice(3e-3, 1e-2) → choice(3e-3); " \
         "max_concurrent: 2 → 1)" in both[0]
+
+
+def test_status_reads_a_running_trials_progress_from_its_folder_before_the_store_has_it(
+        tmp_path):
+    """A running trial's metrics reach the store every few seconds: a trial tens of seconds
+    in, its metrics.jsonl long written, was "no metrics written yet"."""
+    uri = f"sqlite:///{tmp_path}/m.db"
+    tracker = _open_sweep(uri, _spec(tmp_path))
+    first, second = [t.trial_id for t in prepare(spec_from_dict(_spec(tmp_path)))[1]][:2]
+    for trial_id in (first, second):
+        run_id = _child(uri, tracker, trial_id, schema.RUNNING)
+        MlflowClient(tracking_uri=uri).log_param(run_id, "train.tokens", 32768)
+    folder = tmp_path / "runs" / first
+    folder.mkdir(parents=True)
+    rows = [{"step": s, "train/tokens": 1024 * s, "train/loss": 3.5 - s / 100}
+            for s in range(1, 9)]
+    (folder / "metrics.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in rows) + '{"step": 9, "train/to')  # (mid-write)
+    running = {r[schema.TRIAL_ID_TAG]: r for r in commands.status(uri, "unit")["running"]}
+    assert running[first]["progress"] == pytest.approx(8192 / 32768)
+    assert running[first]["train/loss"] == pytest.approx(3.42)
+    assert running[second]["progress"] == 0.0 and running[second]["train/loss"] is None
