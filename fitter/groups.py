@@ -17,6 +17,8 @@ fit.json a law of a sweep with several groups is keyed `LAW[LABEL]`, e.g. `lr[mo
 
 from __future__ import annotations
 
+import difflib
+
 import numpy as np
 import pandas as pd
 
@@ -112,8 +114,10 @@ def select(runs: Runs, wanted: dict[str, str]) -> Runs:
             # (N, D, B by their config keys where the runs have those: model.width, not N)
             shown = [k for k in varying if SHORT_AXIS_KEYS.get(k) not in varying]
             keys = ", ".join(shown) or "none"
+            near = difflib.get_close_matches(key, shown, n=1, cutoff=0.75)
             raise FitError(f"--group {key}={value}: {key} does not vary in {runs.source}; "
-                           f"the keys that do: {keys}.")
+                           + (f"did you mean {near[0]}? " if near else "")
+                           + f"the keys that do: {keys}.")
         values = sorted(table[key].astype(str).unique())
         same = table[key].astype(str) == value
         number = pd.to_numeric(table[key], errors="coerce")
