@@ -57,11 +57,17 @@ LEGEND_COLUMN_CHARS = 42
 
 def save_plots(result, out_dir: str | Path) -> list[Path]:
     """Write every figure of a `FitResult` under out_dir; the paths written."""
+    import logging
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    # A font cache built without matplotlib's own fonts (one shared by another install) made
+    # every fit print ~20 "findfont: ... Falling back to DejaVu Sans" lines; the fallback is
+    # all that happens, and these figures need no particular font.
+    logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob("*.png"):  # a law fitted last time but not now must not linger

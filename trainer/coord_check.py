@@ -150,11 +150,15 @@ def log_axes(ax, widths: list[int]) -> None:
 def save_figure(checks: dict[str, CoordCheck], path: Path) -> Path:
     """One row per parametrization, one panel per layer: mean |x| against width, a line per
     step, log-log axes."""
+    import logging
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    # (a font cache without matplotlib's own fonts: "findfont: ..." per glyph set, harmless)
+    logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
     first = next(iter(checks.values()))
     layers = shown_layers(first.layers)
     fig, axes = plt.subplots(len(checks), len(layers), squeeze=False, sharex=True,

@@ -1,5 +1,8 @@
 """Hyperparameter laws recovered from synthetic sweeps drawn from known laws with noise."""
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,6 +14,7 @@ from fitter.laws import timescale_law, timescale_points
 from fitter.synthetic import Truth, synthetic_histories, synthetic_runs
 
 N3, D3 = [1e6, 4e6, 1.6e7], [1e8, 4e8, 1.6e9]
+ROOT = Path(__file__).parents[2]
 
 
 def fit(frame, law, **kw):
@@ -504,3 +508,29 @@ def test_a_slice_given_tau_reports_the_weight_decay_at_its_optimum():
     runs = from_short_frame(frame, source="s")
     (row,) = lr_optima(runs.table, runs.slice_keys, n_boot=0).to_dict("records")
     assert row["wd"] == pytest.approx(3e4 / (row["lr_opt"] * 0.3 * 1e8))
+
+
+def test_a_font_cache_without_matplotlibs_own_fonts_prints_no_findfont_lines(tmp_path):
+    """A font cache built without matplotlib's STIX and Computer Modern fonts (one a machine's
+    other install left): every fit printed ~20 "findfont: ... Falling back" lines."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MPLCONFIGDIR": str(tmp_path / "mpl")}
+    stale = ("import matplotlib, matplotlib.font_manager as fm, os\n"
+             "fm.fontManager.ttflist = [f for f in fm.fontManager.ttflist\n"
+             "    if 'STIX' not in f.name and not f.name.startswith('cm')]\n"
+             "fm.json_dump(fm.fontManager, os.path.join(matplotlib.get_cachedir(),\n"
+             "    f'fontlist-v{fm.FontManager.__version__}.json'))\n")
+    subprocess.run([sys.executable, "-c", stale], env=env, check=True, timeout=120)
+    fit = ("import sys; from fitter.synthetic import synthetic_runs, Truth\n"
+           "from fitter.data import from_short_frame; from fitter.fit import fit_runs\n"
+           "from fitter.plots import save_plots\n"
+           "frame = synthetic_runs(Truth(), n_values=[1e6, 4e6, 1.6e7], d_values=[1e8],\n"
+           "                       b_values=[3e4], noise=0.001)\n"
+           "save_plots(fit_runs(from_short_frame(frame, source='s'), n_boot=0), sys.argv[1])\n")
+    proc = subprocess.run([sys.executable, "-c", fit, str(tmp_path / "plots")], env=env,
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert list((tmp_path / "plots").glob("*.png"))
+    assert "findfont" not in proc.stderr
