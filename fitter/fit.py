@@ -455,11 +455,15 @@ SLICES_SAID = 12
 def _each_slice(doc: dict) -> list[str]:
     """Each slice's LR optimum with its interval, when there are 2 to `SLICES_SAID`: an LR
     transfer study reads them across widths (they were only in fit.json and a plot)."""
-    slices = [s for s in doc["slices"] if s.get("lr_opt") is not None]
+    slices = [s for s in doc["slices"]
+              if s.get("lr_opt") is not None or s.get("edge") == "all_diverged"]
     if not 2 <= len(slices) <= SLICES_SAID:
         return []
     lines = ["  LR optimum per slice (fit.json: slices):"]
     for row in slices:
+        if row.get("edge") == "all_diverged":
+            lines.append(f"    {_where(row, slices)}: every LR diverged")
+            continue
         lo, hi = row.get("lr_lo"), row.get("lr_hi")
         said = f"optim.lr={row['lr_opt']:.3g}"
         if isinstance(lo, float) and isinstance(hi, float):
@@ -468,8 +472,8 @@ def _each_slice(doc: dict) -> list[str]:
             said += " (the best LR tried: not bracketed)"
         elif row.get("edge") == "diverged":
             said += " (at the stability limit)"
-        elif row.get("edge") == "all_diverged":
-            said = "every LR diverged"
+        if row.get("conflict"):
+            said += " (contradicted by runs past its stability limit: check them)"
         lines.append(f"    {_where(row, slices)}: {said}")
     return lines
 
@@ -528,7 +532,8 @@ def _fitted(best: dict) -> str:
     sweep), at an LR nobody trained."""
     said = f"fitted loss {best['loss_opt']:.4f}"
     lr, loss = best.get("lr_best"), best.get("loss_best")
-    if isinstance(lr, float) and isinstance(loss, float) and math.isfinite(loss):
+    if isinstance(lr, float) and isinstance(loss, float) and math.isfinite(loss) and \
+            not math.isclose(lr, best["lr_opt"], rel_tol=1e-6):  # (the vertex clipped to it)
         said += f"; best tried: optim.lr={lr:.3g}, loss {loss:.4f}"
     return said
 

@@ -114,10 +114,15 @@ def select(runs: Runs, wanted: dict[str, str]) -> Runs:
             # (N, D, B by their config keys where the runs have those: model.width, not N)
             shown = [k for k in varying if SHORT_AXIS_KEYS.get(k) not in varying]
             keys = ", ".join(shown) or "none"
+            if key in table:  # (a key the runs have, at one value)
+                one = table[key].astype(str).unique()
+                raise FitError(f"--group {key}={value}: {key} does not vary in {runs.source} "
+                               f"(every run has {key}={one[0] if len(one) == 1 else '?'}); the "
+                               f"keys that do: {keys}.")
             near = difflib.get_close_matches(key, shown, n=1, cutoff=0.75)
-            raise FitError(f"--group {key}={value}: {key} does not vary in {runs.source}; "
-                           + (f"did you mean {near[0]}? " if near else "")
-                           + f"the keys that do: {keys}.")
+            raise FitError(f"--group {key}={value}: {key} does not vary in {runs.source}"
+                           + (f" (did you mean {near[0]}?)" if near else "")
+                           + f"; the keys that do: {keys}.")
         values = sorted(table[key].astype(str).unique())
         same = table[key].astype(str) == value
         number = pd.to_numeric(table[key], errors="coerce")

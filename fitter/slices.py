@@ -35,13 +35,13 @@ curve skewed around its optimum, whose vertex the misfit biases), the misfit's �
 resample adds N(0, σ²/n) noise to every stable level's mean loss
 (n runs at that level; σ drawn per resample from its own uncertainty, σ·sqrt(dof/χ²_dof)),
 picks the best level again and takes the local vertex again; the interval is the central
-`CI_LEVEL` of those vertices; from a three-level window whose misfit was not found (or not
-tested), widened to hold the best value tried. A three-level window has no degree of freedom
-to test the quadratic's misfit on, and on a curve with a steep wall
-above its optimum the vertex sits up to half a grid step below the best value, its resamples
-with it: a researcher's sweep had every seed best at 0.008 and an interval of [0.0024, 0.0074]
-around 0.006. The best value tried is the estimate that assumes no shape, so the interval
-always holds it. A slice with no replicates and fewer than four stable values has no interval.
+`CI_LEVEL` of those vertices. Where the misfit test (over up to five levels) did not find
+the quadratic's misfit, an interval from a three-level window, or from a window below a
+diverged value, is widened to hold the best value tried: below a steep wall (a divergence is
+the steepest) the vertex sits up to half a grid step under the best value, every resample
+with it, and a researcher's sweep had every seed best at 0.008 and an interval of
+[0.0024, 0.0074] around 0.006. The best value tried is the estimate that assumes no shape of
+the curve. A slice with no replicates and fewer than four stable values has no interval.
 """
 
 from __future__ import annotations
@@ -90,6 +90,10 @@ class Optimum:
     """The stability limit: the lowest axis value (not log) at which a run diverged."""
     beyond_loss: float | None = None
     """The lowest mean loss of the finished runs at `beyond` (None when there are none)."""
+    best_x: float = np.nan
+    """The best stable level tried (log10; pooled levels are their mean) and its mean loss:
+    the estimate that assumes no shape of the curve."""
+    best_loss: float = np.nan
     noise: str | None = None
     """Where the interval's σ came from: `seeds` (replicate runs), `fit` (the residuals of
     one seed's losses around the local quadratic, which miss how the whole curve moves
@@ -140,6 +144,7 @@ def axis_optimum(x: np.ndarray, loss: np.ndarray, *, n_boot: int = N_BOOT,
         return Optimum(np.nan, np.nan, "all_diverged", None, (levels[0], levels[-1]),
                        tuple(10.0 ** low), **past)
     best = int(np.nanargmin(means))
+    past["best_x"], past["best_loss"] = float(levels[best]), float(means[best])
     if len(levels) == 1:  # one value tried: nothing is known on either side
         around = levels[0] + step * np.array([-1.0, 1.0])
         return Optimum(levels[0], means[0], "single", None, (levels[0], levels[0]),
@@ -173,8 +178,8 @@ def axis_optimum(x: np.ndarray, loss: np.ndarray, *, n_boot: int = N_BOOT,
         if sigma is not None:
             interval = _bootstrap(stable, stable_means, counts[ok], sigma, dof, capped=capped,
                                   n_boot=n_boot, rng=np.random.default_rng(seed))
-        if interval is not None and noise != "misfit" and \
-                np.count_nonzero((stable >= window[0]) & (stable <= window[1])) == 3:
+        if interval is not None and noise != "misfit" and (capped or np.count_nonzero(
+                (stable >= window[0]) & (stable <= window[1])) == 3):
             # (the best value tried stays in: see the module docstring)
             interval = (min(interval[0], float(levels[best])),
                         max(interval[1], float(levels[best])))
@@ -386,15 +391,14 @@ def lr_optima(runs: pd.DataFrame, slice_keys: tuple[str, ...], *, n_boot: int = 
         opt = axis_optimum(group["_x"].to_numpy(), group["_y"].to_numpy(), n_boot=n_boot,
                            seed=seed)
         lo, hi = opt.interval if opt.interval else (np.nan, np.nan)
-        measured = group.groupby("_x")["_y"].mean().dropna()  # (each LR's runs averaged)
         rows.append({**dict(zip(slice_keys, key, strict=True)),
                      **{a: group[a].iloc[0] for a in ("N", "D", "B", "wd", "tau")
                         if a in group},
                      "lr_opt": 10.0 ** opt.x, "lr_lo": 10.0 ** lo, "lr_hi": 10.0 ** hi,
                      "loss_opt": opt.loss, "edge": opt.edge,
-                     # the best LR tried and its mean loss, beside the fitted vertex
-                     "lr_best": 10.0 ** measured.idxmin() if len(measured) else np.nan,
-                     "loss_best": measured.min() if len(measured) else np.nan,
+                     # the best LR tried below the stability limit and its mean loss (a
+                     # level's runs, pooled as the optimum pools them), beside the vertex
+                     "lr_best": 10.0 ** opt.best_x, "loss_best": opt.best_loss,
                      # (a conflict is settled by checking runs, not by more LRs)
                      "extend": None if opt.conflict else extend_override("optim.lr",
                                                                          opt.new_values),

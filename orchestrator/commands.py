@@ -977,9 +977,12 @@ def _progress(run, storage_root: str) -> dict:
     `metrics.jsonl`, where the folder is on this machine."""
     budget = float(run.data.params.get(PARAM_TOKENS, "nan"))
     metrics = run.data.metrics
-    if "train/tokens" not in metrics:
-        metrics = _last_metrics(root_path(storage_root) / run.data.tags[TRIAL_ID_TAG]
-                                / "metrics.jsonl") or metrics
+    if "train/tokens" not in metrics:  # (nor its params: they go with its first metrics)
+        folder = root_path(storage_root) / run.data.tags[TRIAL_ID_TAG]
+        metrics = _last_metrics(folder / "metrics.jsonl") or metrics
+        if not budget > 0:
+            with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
+                budget = float(json.loads((folder / "config.json").read_text())[PARAM_TOKENS])
     seen = metrics.get("train/tokens", 0.0)
     return {"trial": run.info.run_name, TRIAL_ID_TAG: run.data.tags[TRIAL_ID_TAG],
             "progress": seen / budget if budget > 0 else None,

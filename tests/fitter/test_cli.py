@@ -307,8 +307,8 @@ def test_fit_and_recommend_arguments_that_cannot_work_are_one_sentence(store, tm
     err = error_of(capsys, ["--tracking-uri", uri, "recommend", "demo", "--params", "1e9",
                             "--tokens", "1e10", "--group", "model.param=mup"])
     # (as `sweep fit --group` says it: --group chooses among the runs, like fit's)
-    assert err == ("error: --group model.param=mup: model.param does not vary in sweep demo; "
-                   "the keys that do: N, train.tokens.")
+    assert err == ("error: --group model.param=mup: model.param does not vary in sweep demo "
+                   "(every run has model.param=mup); the keys that do: N, train.tokens.")
 
 
 def test_recommend_says_below_the_data_and_refuses_a_batch_in_the_wrong_unit(store, capsys):

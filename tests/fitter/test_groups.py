@@ -310,8 +310,7 @@ def test_recommend_group_by_a_key_that_does_not_split_the_laws_fits_those_runs(t
     assert err.rstrip().endswith("the keys that do: N, optim.timescale.")
     assert main([*args, "--group", "optim.timescal=3"]) == 2  # (a misspelt key: said so)
     assert capsys.readouterr().err.rstrip().endswith(
-        "runs.csv; did you mean optim.timescale? the keys "
-        "that do: N, optim.timescale.")
+        "runs.csv (did you mean optim.timescale?); the keys that do: N, optim.timescale.")
 
 
 def test_recommend_by_a_filter_key_with_groups_left_asks_for_the_group_beside_it(tmp_path,

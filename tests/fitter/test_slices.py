@@ -610,3 +610,37 @@ def test_the_summary_gives_each_slices_optimum_for_a_transfer_study():
         [-2.6, -2.7, -2.8], abs=1e-6)
     many = doc([1e6 * 2 ** k for k in range(SLICES_SAID + 1)])
     assert "LR optimum per slice" not in format_fit(many)
+    rows = [{"run": f"r{n}-{v}", "B": 1e4, "N": n, "D": 1e8, "wd": 0.0, "lr": 10 ** v,
+             "loss": np.nan if n > 1e7 else parabola(v, -2.6), "status":
+             "diverged" if n > 1e7 else "finished"} for n in (1e6, 4e6, 1.6e7) for v in GRID]
+    lost = fit_json(fit_runs(from_short_frame(pd.DataFrame(rows), source="s"), n_boot=0),
+                    sweep="s")
+    lines = format_fit(lost).splitlines()
+    at = lines.index("  LR optimum per slice (fit.json: slices):")
+    assert lines[at + 3] == "    N=1.6e+07: every LR diverged"  # (it was left out)
+
+
+def test_below_a_diverged_lr_the_interval_keeps_the_best_lr_tried_and_lr_best_stays_below():
+    """Every seed best at 0.008 and 0.016 diverged (the steepest wall): the window below the
+    cap passed the fit tolerance with four levels and the interval [0.0063, 0.0070] left out
+    0.008. And a seed that survived at the limit made the summary's best tried LR 0.016, the
+    one the slice calls unsafe, on that one run's loss."""
+    import pandas as pd
+
+    from fitter.data import from_short_frame
+
+    lr = np.repeat([0.001, 0.002, 0.004, 0.008, 0.016], 3)
+    jitter = np.tile([-0.002, 0.0, 0.002], 5)
+    loss = np.repeat([2.72, 2.64, 2.60, 2.59, np.nan], 3) + jitter
+    opt = axis_optimum(np.log10(lr), loss)
+    assert opt.noise == "seeds" and 10 ** opt.x < 0.008
+    assert 10 ** opt.interval[1] == pytest.approx(0.008)
+    loss[-3] = 2.587  # one seed of 0.016 finished, below every mean: past the limit all the same
+    frame = pd.DataFrame({"run": [f"r{i}" for i in range(len(lr))], "N": 1e6, "D": 1e8,
+                          "B": 1e4, "wd": 0.0, "lr": lr, "loss": loss,
+                          "status": np.where(np.isnan(loss), "diverged", "finished")})
+    runs = from_short_frame(frame, source="s")
+    (row,) = lr_optima(runs.table, runs.slice_keys).to_dict("records")
+    assert row["stability_limit"] == pytest.approx(0.016)
+    assert row["lr_best"] == pytest.approx(0.008)
+    assert row["loss_best"] == pytest.approx(2.59)
