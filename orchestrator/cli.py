@@ -509,8 +509,30 @@ def _another_base(spec, uri: str) -> list[str]:
                      f"({'; '.join(changes)}): its trials so far stay in its experiment, "
                      "`sweep status` and `sweep extend` follow this spec and `sweep fit` reads "
                      f"every trial; to add to the sweep use `sweep extend {spec.name} ...`, or "
-                     "give this spec another name to keep the two apart")
+                     "give this spec another name to keep the two apart"
+                     + _narrower(stored, spec))
     return notes
+
+
+def _narrower(stored, spec) -> str:
+    """How a grid spec launched under a sweep's name narrows the stored one, when every one
+    of its trials is the stored spec's: a relaunch of the first spec file after `sweep extend`
+    (whose status then read 30 trials of 108). '' otherwise, or when either cannot expand."""
+    if stored.optuna is not None or spec.optuna is not None:
+        return ""
+    from orchestrator.driver import prepare
+
+    try:
+        before = {t.trial_id for t in prepare(stored)[1]}
+        now = {t.trial_id for t in prepare(spec)[1]}
+    except Exception:  # noqa: BLE001 (a stored spec that no longer composes: the note as is)
+        return ""
+    if not now < before:
+        return ""
+    return (f". This spec holds {len(now)} of the sweep's {len(before)} trials: `sweep status` "
+            f"and `extend` count these {len(now)} from now on (the other "
+            f"{len(before) - len(now)} stay recorded, and `sweep fit` reads them); `sweep "
+            f"resume {spec.name}` in place of this launch goes on with all {len(before)}")
 
 
 def _setting(spec, key: str) -> str:

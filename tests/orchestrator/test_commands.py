@@ -618,8 +618,18 @@ def test_a_launch_with_other_base_overrides_under_a_recorded_name_says_so(tmp_pa
     path.write_text(yaml.safe_dump({**spec, "grid": {**spec["grid"], "train.batch_size":
                                                      "choice(32)"}}))  # (said nothing)
     assert cli.main(["launch", str(path), "--dry-run", "--tracking-uri", uri]) == 0
+    err = capsys.readouterr().err
     assert ("another spec (grid.train.batch_size: choice(8, 16) → choice(32)): its trials so "
-            "far stay") in capsys.readouterr().err
+            "far stay") in err
+    assert "This spec holds" not in err  # (other trials, not fewer of the same)
+    # the first spec file launched again after an extend: said how to go on with all of them
+    path.write_text(yaml.safe_dump({**spec, "grid": {**spec["grid"], "train.batch_size":
+                                                     "choice(8)"}}))
+    assert cli.main(["launch", str(path), "--dry-run", "--tracking-uri", uri]) == 0
+    assert ("give this spec another name to keep the two apart. This spec holds 2 of the "
+            "sweep's 4 trials: `sweep status` and `extend` count these 2 from now on (the "
+            "other 2 stay recorded, and `sweep fit` reads them); `sweep resume unit` in place "
+            "of this launch goes on with all 4") in capsys.readouterr().err
     # a search block that differs says how (after `extend n_trials=5`, a relaunch of the file
     # lowered it to 3 behind "another search block")
     from orchestrator.cli import _search_changes
