@@ -1007,6 +1007,16 @@ def print_fusion(spec, trials, sharing) -> None:
               + (f"{fused} in {len(fused_trunks)} fused group{'s' * (len(fused_trunks) != 1)}, "
                  f"{len(units) - len(fused_trunks)} alone; a group's budgets of one size fuse "
                  "as it releases them" if fused else "each alone"))
+    # (fusion on, but a config that cannot fuse at all: said, as sharing says why it does not)
+    from trainer.fusable import fusion_problems
+
+    cannot = [problem for cfgs in ([u[0].members[-1].cfg for u in units] if units and not
+                                   fused_trunks and len(units) > 1 else [],
+                                   [t.cfg for t in alone] if not groups and len(alone) > 1
+                                   else [])
+              for problem in (fusion_problems(cfgs[:1]) if fuse and cfgs else [])]
+    for problem in dict.fromkeys(cannot):
+        print(f"nothing fuses: {problem}")
 
 
 def _stored_search(uri: str, name: str):

@@ -160,6 +160,13 @@ def test_dry_run_says_which_trials_share_a_trunk_and_which_do_not(tmp_path, caps
     assert sum(line.endswith("(ratio 1.00)") for line in out.splitlines()) == 1
     # fusion on (auto: CPU trials): each budget's 4 LR × schedule trials make one group
     assert out.splitlines()[-1] == "2 fused groups, 0 trials alone"
+    # a config that cannot fuse at all: said why (it said "each alone", nothing more)
+    assert cli.main(["launch", str(path), "--dry-run", "--tracking-uri", uri,
+                     "train.batch_schedule=norm_test", "train.micro_batch_size=4"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-3:-1] == ["0 fused groups, 4 trials alone", "2 trunks to train: each alone"]
+    assert out[-1] == ("nothing fuses: train.batch_schedule=norm_test grows each member's "
+                       "batch on its own: use train.batch_schedule=constant or do not fuse")
 
 
 def test_status_format():
