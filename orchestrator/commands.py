@@ -1098,11 +1098,11 @@ def format_status(report: dict) -> str:
         if r["progress"] is None and r["train/loss"] is None:
             # (a running trial's metrics reach the store every 10 s or so, a short one's at
             # its end)
-            lines.append(f"  running {r['trial']}: no metrics written yet")
+            lines.append(f"  running {_short_label(r['trial'])}: no metrics written yet")
             continue
         pct = f"{r['progress']:.0%}" if r["progress"] is not None else "?"
         loss = f"{r['train/loss']:.3f}" if r["train/loss"] is not None else "n/a"
-        lines.append(f"  running {r['trial']}: {pct}, loss {loss}")
+        lines.append(f"  running {_short_label(r['trial'])}: {pct}, loss {loss}")
     if trunks := report.get("trunks_running"):
         lines.append(f"  {len(trunks)} trunk{'s' * (len(trunks) != 1)} training (the shared "
                      "start of token budgets, which follow as their trunk passes them)")

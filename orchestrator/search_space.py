@@ -332,8 +332,11 @@ def distribution(key: str, expr: str, *, budgets: bool = False) -> tuple[object,
                 for t in sorted(tags - {"log"})]
     if kind == "IntervalSweep":
         if sweep.start >= sweep.end or (log and sweep.start <= 0):
+            fix = (f"give interval({sweep.end}, {sweep.start})" if sweep.start > sweep.end
+                   else "give two different ends" if sweep.start == sweep.end
+                   else "give a low end above 0, e.g. 1e-5, or drop tag(log, ...)")
             problems.append(f"grid.{key}: '{expr}' needs low < high" + (" and low > 0 on a log "
-                            "scale" if log else ""))
+                            "scale" if log else "") + f"; {fix}")
             return None, problems
         if not budgets and _whole_number_key(key):  # (each point a float the config refuses;
             # halving's train.tokens: it says what it needs, a choice of budgets)

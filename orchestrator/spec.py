@@ -592,7 +592,11 @@ def grid_axes(spec: SweepSpec) -> tuple[dict[str, list[str]], list[str]]:
                     isinstance(v, float) for v in (sweep.start, sweep.stop, sweep.step)):
                 axes[key] = _float_range(sweep.start, sweep.stop, sweep.step)
             if not axes[key]:
-                problems.append(f"grid.{key}: '{expr}' expands to no values")
+                backwards = type(sweep).__name__ == "RangeSweep" and (
+                    sweep.step > 0) == (sweep.start > sweep.stop) and sweep.start != sweep.stop
+                problems.append(f"grid.{key}: '{expr}' expands to no values" + (
+                    f"; give range({sweep.stop}, {sweep.start}) (range counts from its first "
+                    "end up to its second)" if backwards and sweep.step > 0 else ""))
             elif not spec.stored and type(sweep).__name__ == "RangeSweep" \
                     and len(axes[key]) == 1 and any(
                     isinstance(v, float) and not v.is_integer()

@@ -52,7 +52,7 @@ def test_every_problem_of_a_searched_spec_is_listed_at_once():
         "grid.train.batch_size: interval() has no grid points; use choice() or range(), or "
         "remove the axis from per_slice",
         "grid.optim.lr: 'tag(log, interval(0, 1e-1))' needs low < high and low > 0 on a log "
-        "scale",
+        "scale; give a low end above 0, e.g. 1e-5, or drop tag(log, ...)",
         "grid.optim.weight_decay: range() with float bounds or step has no Optuna "
         "distribution; use interval() for floats or choice()",
         "grid.model.depth: tag 'fast' has no meaning in a search; only tag(log, ...) does"])
@@ -607,8 +607,9 @@ def test_a_searched_spec_lists_its_search_range_and_key_problems_at_once():
     assert problems[0] == ("spec: search.optuna.n_trials=0: give the trials per study, a "
                            "whole number >= 1")
     assert "grid.optim.lr: 'tag(log, interval(0, 1e-1))' needs low < high and low > 0 on a " \
-           "log scale" in problems
-    assert "grid.optim.weight_decay: 'interval(0.5, 0.1)' needs low < high" in problems
+           "log scale; give a low end above 0, e.g. 1e-5, or drop tag(log, ...)" in problems
+    assert ("grid.optim.weight_decay: 'interval(0.5, 0.1)' needs low < high; give "
+            "interval(0.1, 0.5)") in problems
     assert [p.split("'")[1] for p in problems if p.startswith("unknown config key")] == [
         "optim.lrr", "model.widht"]
 

@@ -655,3 +655,12 @@ def test_a_deleted_key_as_a_grid_axis_says_how_to_sweep_it():
         spec_from_dict(BASE).with_overrides(["~optim.lr=1e-3,1e-2"])
     assert err.value.problems == ["~optim.lr=1e-3,1e-2: ~ deletes a key, and a sweep of values "
                                   "makes a grid axis; give optim.lr=1e-3,1e-2 to sweep it"]
+
+
+def test_a_range_written_high_to_low_says_to_swap_its_ends():
+    with pytest.raises(ConfigError) as err:
+        expand(spec_from_dict({**BASE, "grid": {**BASE["grid"],
+                                                "train.batch_size": "range(16, 8)"}}))
+    assert err.value.problems == [
+        "grid.train.batch_size: 'range(16, 8)' expands to no values; give range(8, 16) (range "
+        "counts from its first end up to its second)"]
