@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import zlib
 from dataclasses import dataclass, field
 
@@ -226,7 +227,9 @@ def _construction_problems(search: OptunaSearch) -> list[str]:
         except ImportError as err:
             problems.append(f"search.optuna.{key}={name} needs the package {err.name!r}: "
                             f"pip install {err.name}, or choose another {key}")
-        except (TypeError, ValueError) as err:
+        except TypeError as err:  # an option the class does not take
+            problems.append(f"search.optuna.{key}={name}: {_option_problem(err, key, name)}")
+        except ValueError as err:
             problems.append(f"search.optuna.{key}={name}: {err}; fix its options")
     return problems
 
@@ -235,6 +238,27 @@ def sampler_seed(search: OptunaSearch, study_name: str, num_trials: int = 0) -> 
     """The seed of a study's sampler (see `make_sampler`)."""
     return (search.seed * 1_000_003 + zlib.crc32(study_name.encode())
             + num_trials * 7919) % 2**31
+
+
+def _option_problem(err: TypeError, key: str, name: str) -> str:
+    """An option Optuna's class does not take, said with the ones it does (the closest
+    first): "MedianPruner.__init__() got an unexpected keyword argument 'n_warmup'" named
+    neither."""
+    import difflib
+    import inspect
+
+    import optuna
+
+    given = re.search(r"unexpected keyword argument '([^']+)'", str(err))
+    cls = getattr(optuna.samplers if key == "sampler" else optuna.pruners,
+                  (SAMPLERS if key == "sampler" else PRUNERS)[name])
+    taken = [p for p in inspect.signature(cls).parameters if p not in ("self", "seed")]
+    if given is None or not taken:
+        return f"{err}; fix its options"
+    near = difflib.get_close_matches(given[1], taken, n=1)
+    return (f"{given[1]} is not an option of Optuna's {cls.__name__}"
+            + (f" (did you mean {near[0]}?)" if near else "")
+            + f"; its options: {', '.join(taken)}")
 
 
 def make_sampler(search: OptunaSearch, *, study_name: str, num_trials: int = 0):

@@ -674,3 +674,18 @@ def test_a_value_given_twice_on_a_per_slice_or_budget_axis_is_one_study():
     plan = plan_search(spec_from_dict(halving))
     assert plan.rungs.budgets == (8192, 16384, 32768)
     assert len(plan.slices) == 3
+
+
+def test_an_option_optuna_does_not_take_is_said_with_the_ones_it_does():
+    """It was Python's words: "MedianPruner.__init__() got an unexpected keyword argument
+    'n_warmup'", with neither the right name nor the options."""
+    base = {"name": "s", "overrides": ["model=tiny", "data=synthetic"],
+            "grid": {"optim.lr": "tag(log, interval(1e-4, 1e-1))"}}
+    with pytest.raises(ConfigError) as err:
+        plan_search(spec_from_dict({**base, "search": {"optuna": {
+            "n_trials": 3, "pruner": {"median": {"n_warmup": 2}}}}}))
+    (said,) = err.value.problems
+    assert said.startswith("spec: search.optuna.pruner=median: n_warmup is not an option of "
+                           "Optuna's MedianPruner (did you mean n_warmup_steps?); its options: ")
+    # (as the installed Optuna names them)
+    assert said.rpartition(": ")[2].split(", ")[:2] == ["n_startup_trials", "n_warmup_steps"]
