@@ -884,6 +884,18 @@ def _short_label(label: str) -> str:
     return " ".join(short(item) for item in label.split(" "))
 
 
+def _trunk_tokens(run, storage_root: str) -> int | None:
+    """The tokens a training trunk has reached: its folder's metrics.jsonl (on this machine),
+    else what the store holds, else None."""
+    from trainer.branching import trunk_dir
+
+    trunk_id = run.data.tags.get(TRUNK_ID_TAG, "")
+    row = _last_metrics(trunk_dir(root_path(storage_root), trunk_id) / "metrics.jsonl") \
+        if trunk_id else None
+    tokens = (row or {}).get("train/tokens", run.data.metrics.get("train/tokens"))
+    return None if tokens is None else int(tokens)
+
+
 def _stopped_trunks(runs: list, storage_root: str) -> list[dict]:
     """The trunks of a stopped sweep that did not end (a driver killed or stopped while they
     trained), with the tokens their folder holds (a killed driver wrote none to MLflow)."""
@@ -913,9 +925,9 @@ def status(tracking_uri: str, name: str) -> dict:
     running = [_progress(state["run"], spec.storage_root) for state in states.values()
                if state["status"] == RUNNING and gone is None]
     trunk_runs = sweep_runs(client, parent.info.experiment_id, KIND_TRUNK)
-    trunks = [] if status != RUNNING else [
-        run.info.run_name for run in trunk_runs
-        if run.data.tags.get(TRUNK_STATUS_TAG) == RUNNING]
+    training = [] if status != RUNNING else [
+        run for run in trunk_runs if run.data.tags.get(TRUNK_STATUS_TAG) == RUNNING]
+    trunks = [run.info.run_name for run in training]
     stopped = [] if status == RUNNING else _stopped_trunks(trunk_runs, spec.storage_root)
     failed = [{"trial": state["run"].info.run_name,
                "error": state["run"].data.tags.get(TRIAL_ERROR_TAG)}
@@ -933,6 +945,7 @@ def status(tracking_uri: str, name: str) -> dict:
         "driver_silent_s": driver_silent_s(parent, status),
         "trials": sum(counts.values()), "counts": counts, "running": running,
         "trunks_running": trunks, "trunks_stopped": stopped,
+        "trunk_tokens": [_trunk_tokens(run, spec.storage_root) for run in training],
         "failed": failed,
         "best": None if best is None else {
             "trial": best.info.run_name, TRIAL_ID_TAG: best.data.tags[TRIAL_ID_TAG],
@@ -1104,8 +1117,11 @@ def format_status(report: dict) -> str:
         loss = f"{r['train/loss']:.3f}" if r["train/loss"] is not None else "n/a"
         lines.append(f"  running {_short_label(r['trial'])}: {pct}, loss {loss}")
     if trunks := report.get("trunks_running"):
+        at = [t for t in report.get("trunk_tokens", []) if t is not None]
         lines.append(f"  {len(trunks)} trunk{'s' * (len(trunks) != 1)} training (the shared "
-                     "start of token budgets, which follow as their trunk passes them)")
+                     "start of token budgets, which follow as their trunk passes them)"
+                     + (f": at {', '.join(f'{t:,}' for t in at[:5])}"
+                        f"{', ...' if len(at) > 5 else ''} tokens" if at else ""))
     if stopped := report.get("trunks_stopped"):
         one = len(stopped) == 1
         tokens = ", ".join(f"{t['tokens']:,}" for t in stopped[:5]) + (

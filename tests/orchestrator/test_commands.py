@@ -746,6 +746,14 @@ def test_status_says_which_trunks_train(tmp_path, capsys):
                        "as their trunk passes them)"]
     assert cli.main(["status", "unit", "--json", "--tracking-uri", uri]) == 0
     assert json.loads(capsys.readouterr().out)["trunks_running"] == ["trunk optim.lr=0.01"]
+    # its position, from its folder's metrics (most of a shared sweep's time is its trunks')
+    folder = tmp_path / "runs" / "trunks" / ("t" * 64)
+    folder.mkdir(parents=True)
+    (folder / "metrics.jsonl").write_text('{"step": 12, "train/tokens": 12288}\n')
+    assert cli.main(["status", "unit", "--tracking-uri", uri]) == 0
+    assert capsys.readouterr().out.splitlines()[2] == (
+        "  1 trunk training (the shared start of token budgets, which follow as their trunk "
+        "passes them): at 12,288 tokens")
 
 
 def test_status_of_a_stopped_sweep_says_which_trunks_stopped_partway(tmp_path, capsys):
