@@ -7,8 +7,18 @@ value and the nearest stable value on each side (three levels, replicate runs av
 asymmetric curve (a gentle rise towards small LRs, a steep one towards divergence) does not pull
 the vertex away from the points around the minimum, and the curve passes through them.
 On a fine, noisy grid three levels are too few; there the window widens to two levels on each
-side, but only if that quadratic stays within 0.5% of every point it spans (`FIT_TOLERANCE`)
-and puts its vertex between the best level's neighbours.
+side, but only if that quadratic stays within 0.5% of every point it spans (`FIT_TOLERANCE`),
+puts its vertex between the best level's neighbours, and, where there are replicate runs,
+passes the lack-of-fit test against their noise (`_noise`). Loss-vs-LR curves are skewed,
+steeper above the optimum (2-4x in the muP-transfer sweep's curves, 18x in one SP curve); a
+shallow one lies within 0.5% of a five-level quadratic whose vertex sits farther toward the
+gentle side than the three-level one: with three seeds on a factor-2 grid, curves 3x as steep
+above (0.012 nats a factor 2 below the optimum) put the optimum 0.45 of a grid step low, and
+0.23 with the test (0.29 → 0.15 at 2x); on symmetric curves the test's false alarms (10%)
+cost little (root-mean-square error 0.026 → 0.045 of a step). The local vertex keeps that bias on skewed curves; a
+model with a curvature per side removes it there but is as far off the other way on curves
+that are not piecewise quadratics (an exponential rise above the optimum, a flat bottom), so
+it is not used.
 
 Values closer than `MIN_SPACING` (in log10) are pooled into one level first, their runs
 counted as replicates. A search's study samples around its best point, and two LRs 0.1% apart
@@ -165,19 +175,22 @@ def axis_optimum(x: np.ndarray, loss: np.ndarray, *, n_boot: int = N_BOOT,
     # a diverged value above the last stable one bounds every resample's optimum too
     capped = bool(np.flatnonzero(ok)[-1] < len(levels) - 1)
     stable, stable_means = levels[ok], means[ok]
-    x_opt, coef, window = local_vertex(stable, stable_means, capped=capped)
+    used = finite & np.isin(x, stable)  # (not the runs beyond the stability limit)
+    sigma, noise, dof = _noise(x[used], loss[used], stable, stable_means, best=int(
+        np.searchsorted(stable, levels[best])))
+    # replicates that find the quadratic's misfit keep the window at three levels
+    narrow = noise == "misfit"
+    x_opt, coef, window = local_vertex(stable, stable_means, capped=capped, narrow=narrow)
     loss_opt = float(np.polyval(coef, x_opt)) if coef is not None else means[best]
     new = (float(10 ** ((levels[best] + levels[best + 1]) / 2)),) if edge else ()
     if edge and x_opt < levels[best]:
         edge, new = None, ()  # the quadratic puts the optimum inside the stable range
     interval = None
     if n_boot:
-        used = finite & np.isin(x, stable)  # (not the runs beyond the stability limit)
-        sigma, noise, dof = _noise(x[used], loss[used], stable, stable_means, best=int(
-            np.searchsorted(stable, levels[best])))
         if sigma is not None:
             interval = _bootstrap(stable, stable_means, counts[ok], sigma, dof, capped=capped,
-                                  n_boot=n_boot, rng=np.random.default_rng(seed))
+                                  narrow=narrow, n_boot=n_boot,
+                                  rng=np.random.default_rng(seed))
         if interval is not None and noise != "misfit" and (capped or np.count_nonzero(
                 (stable >= window[0]) & (stable <= window[1])) == 3):
             # (the best value tried stays in: see the module docstring)
@@ -212,7 +225,7 @@ def pooled_levels(x: np.ndarray, stable: np.ndarray) -> np.ndarray:
 
 
 def local_vertex(levels: np.ndarray, means: np.ndarray, *, capped: bool = False,
-                 cache: dict | None = None
+                 narrow: bool = False, cache: dict | None = None
                  ) -> tuple[float, tuple[float, float, float] | None, tuple[float, float]]:
     """Vertex of the quadratic through the best level and its stable neighbours.
 
@@ -225,6 +238,7 @@ def local_vertex(levels: np.ndarray, means: np.ndarray, *, capped: bool = False,
         levels: stable grid values (log10), increasing.
         means: mean loss at each level.
         capped: a diverged value lies above the last level, which bounds the optimum.
+        narrow: never widen (replicates found the quadratic's misfit: `_noise`).
         cache: reused between calls on the same levels (the bootstrap), to keep them cheap.
 
     Returns:
@@ -237,7 +251,7 @@ def local_vertex(levels: np.ndarray, means: np.ndarray, *, capped: bool = False,
     last = len(levels) - 1
     if best == 0 or (best == last and not capped) or len(levels) < 3:
         return float(levels[best]), None, (float(levels[best]), float(levels[best]))
-    for half in (MAX_HALF_WINDOW, 1):
+    for half in (1,) if narrow else (MAX_HALF_WINDOW, 1):
         lo, hi = (best - half, best + half) if best < last else (best - 2 * half, best)
         idx = np.arange(max(lo, 0), min(hi, last) + 1)
         if half > 1 and len(idx) < 4:
@@ -344,7 +358,7 @@ _ROUNDING = 1e-9
 always exactly them; a fit exact to rounding leaves residuals of ~1e-16), not noise."""
 
 
-def _bootstrap(stable, means, counts, sigma, dof, *, capped, n_boot, rng
+def _bootstrap(stable, means, counts, sigma, dof, *, capped, narrow, n_boot, rng
                ) -> tuple[float, float]:
     # σ is itself estimated, from `dof` degrees of freedom (2 from one seed's five values, 1
     # from one repeated run): each resample draws its own, σ·sqrt(dof/χ²_dof), as the t
@@ -353,7 +367,8 @@ def _bootstrap(stable, means, counts, sigma, dof, *, capped, n_boot, rng
     scale = sigma * np.sqrt(dof / rng.chisquare(dof, n_boot))
     noise = rng.normal(0.0, 1.0, (n_boot, len(means))) * scale[:, None] / np.sqrt(counts)
     cache: dict = {}
-    draws = [local_vertex(stable, means + row, capped=capped, cache=cache)[0] for row in noise]
+    draws = [local_vertex(stable, means + row, capped=capped, narrow=narrow, cache=cache)[0]
+             for row in noise]
     tail = (1 - CI_LEVEL) / 2
     lo, hi = np.quantile(draws, [tail, 1 - tail])
     return float(lo), float(hi)
