@@ -42,7 +42,8 @@ from _results import save
 
 from orchestrator.commands import launch
 from orchestrator.driver import SweepObserver, prepare, run_sweep
-from orchestrator.spec import Resources, spec_from_dict
+from orchestrator.spec import Resources
+from orchestrator.spec_file import spec_from_dict
 from trainer.schema import recorded_trials
 
 WIDTHS = (64, 128, 256, 512, 1024)

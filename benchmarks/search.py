@@ -146,7 +146,7 @@ def main() -> None:
 
     import logging
 
-    from orchestrator.spec import load_spec
+    from orchestrator.spec_file import load_spec
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     out = Path(args.out).resolve()

@@ -42,7 +42,7 @@ from pathlib import Path
 from _results import save
 
 from orchestrator.commands import extended, launch
-from orchestrator.spec import spec_from_dict
+from orchestrator.spec_file import spec_from_dict
 from trainer.schema import sweep_runs
 
 OVERRIDES = ["model=tiny", "model.width=32", "model.head_dim=16", "model.base_width=32",

@@ -290,7 +290,7 @@ def _interrupted_hint(args, uri: str) -> str:
     name = getattr(args, "name", None)
     with contextlib.suppress(Exception):  # (a spec that cannot be read: the hint stays general)
         if name is None and args.command == "launch":
-            from orchestrator.spec import load_spec
+            from orchestrator.spec_file import load_spec
 
             name = load_spec(args.spec).name
     recorded = True
@@ -325,7 +325,8 @@ def _not_stored_yet(args, uri: str, name: str) -> bool:
     if args.command not in ("extend", "launch"):
         return False
     from orchestrator import commands
-    from orchestrator.spec import load_spec, root_path
+    from orchestrator.spec import root_path
+    from orchestrator.spec_file import load_spec
 
     try:
         with _no_http_retries():
@@ -454,7 +455,8 @@ def _quiet_libraries() -> None:
 
 
 def _launch(args, uri: str) -> int:
-    from orchestrator.spec import load_spec, shadowed_overrides
+    from orchestrator.spec import shadowed_overrides
+    from orchestrator.spec_file import load_spec
 
     spec = load_spec(args.spec).with_overrides(args.overrides)
     return _run(spec, args, uri, notes=[*shadowed_overrides(spec), *_another_base(spec, uri)])
@@ -1042,7 +1044,7 @@ def _extension_size(uri: str, name: str, overrides: list[str]) -> int | None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from orchestrator import commands
-    from orchestrator.spec import grid_axes
+    from orchestrator.trials import grid_axes
 
     try:
         spec = commands.stored_spec(uri, name)

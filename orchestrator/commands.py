@@ -31,18 +31,10 @@ from orchestrator.driver import (
     run_sweep,
     storage_problem,
 )
-from orchestrator.spec import (
-    SweepSpec,
-    Trial,
-    grid_axes,
-    load_spec,
-    parse_reason,
-    print_notes,
-    root_path,
-    spec_from_dict,
-    unread_problems,
-)
+from orchestrator.spec import SweepSpec, parse_reason, root_path
+from orchestrator.spec_file import load_spec, spec_from_dict
 from orchestrator.store import create_sqlite_store_once, missing_sqlite, spec_changed_since_read
+from orchestrator.trials import Trial, grid_axes, print_notes, unread_problems
 from trainer.errors import ConfigError
 from trainer.lease import driver_label, gone_driver
 from trainer.reporting import redact
@@ -148,7 +140,7 @@ def _relabel(tracking_uri: str, trials: list[Trial], states: dict) -> None:
 
 def _refuse_unread(spec: SweepSpec, tracking_uri: str, based_on: SweepSpec | None) -> None:
     """Keys no trial reads, new in this launch against the sweep's stored spec (`based_on`
-    for an extend), refused before anything runs (`orchestrator.spec.unread_problems`)."""
+    for an extend), refused before anything runs (`orchestrator.trials.unread_problems`)."""
     baseline = based_on
     if baseline is None and not missing_sqlite(tracking_uri):  # (no store: all is new)
         create_sqlite_store_once(tracking_uri)
@@ -823,7 +815,7 @@ def _keep_current_values(old: SweepSpec, new: SweepSpec) -> SweepSpec:
         new.optuna is not None and k not in new.optuna.per_slice)]
     if not added:
         return new
-    from orchestrator.spec import grid_axes
+    from orchestrator.trials import grid_axes
     from trainer.compose import Composer
     from trainer.identity import flatten
 

@@ -45,9 +45,10 @@ from orchestrator.placement import (
 )
 from orchestrator.resync import resync
 from orchestrator.sharing import Sharing
-from orchestrator.spec import Resources, SweepSpec, Trial, expand, root_path
+from orchestrator.spec import Resources, SweepSpec, root_path
 from orchestrator.store import create_sqlite_store_once, tracking_credentials
 from orchestrator.tracking import Tracker
+from orchestrator.trials import Trial, expand
 from trainer.errors import ConfigError
 from trainer.lease import ENDED, HELD, Holder, current_holder, describe_holders, driver_label
 from trainer.schema import DONE, FAILED, FINISHED, INTERRUPTED, recorded_trials

@@ -30,7 +30,7 @@ import math
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
-from orchestrator.spec import Trial
+from orchestrator.trials import Trial
 from trainer.config import Config, ScheduleName
 from trainer.identity import canonical_json
 

@@ -46,7 +46,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from orchestrator.spec import SweepSpec, Trial
+from orchestrator.spec import SweepSpec
+from orchestrator.trials import Trial
 
 T = TypeVar("T")
 MAX_AUTO = 8

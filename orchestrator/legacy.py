@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from orchestrator.spec import Trial
+from orchestrator.trials import Trial
 from trainer.schema import TRIAL_ID_TAG, TRIAL_LEGACY_ID_TAG, TRUNK_ID_TAG
 
 FINGERPRINT_PARAM = "data.fingerprint"

@@ -13,7 +13,7 @@ cannot see, are left to run again.
 
 from __future__ import annotations
 
-from orchestrator.spec import Trial
+from orchestrator.trials import Trial
 from orchestrator.worker import trial_params
 from trainer.schema import DONE
 

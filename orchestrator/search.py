@@ -68,10 +68,11 @@ from orchestrator.fusion import (
 )
 from orchestrator.search_space import HALVING, TOKENS_KEY, SearchPlan, Slice, plan_search
 from orchestrator.sharing import Sharing
-from orchestrator.spec import SweepSpec, Trial, root_path
+from orchestrator.spec import SweepSpec, root_path
 from orchestrator.store import create_sqlite_store_once, tracking_credentials
 from orchestrator.studies import Studies, counts, storage_url, stored_trials, summaries
 from orchestrator.tracking import Tracker
+from orchestrator.trials import Trial
 from orchestrator.worker import group_task
 from trainer.errors import ConfigError
 from trainer.lease import driver_label
@@ -686,7 +687,7 @@ def check_extension(old: SweepSpec, new: SweepSpec, args: Sequence[str] = ()) ->
                             f"add values, not change {option}: search with it in a new sweep "
                             "(another name)")
     if old.optuna.pruner == HALVING and TOKENS_KEY in old.grid and TOKENS_KEY in new.grid:
-        from orchestrator.spec import grid_axes
+        from orchestrator.trials import grid_axes
 
         def budgets(spec: SweepSpec) -> list[float]:
             axes, _ = grid_axes(dataclasses.replace(spec,

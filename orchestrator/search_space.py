@@ -13,7 +13,7 @@ Anything the mapping cannot express (a float range, a tag other than `log`, a pe
 that is an interval, ...) is one problem each, all reported together with the trials' own
 problems before anything runs. A point the study asks for becomes an ordinary trial: the
 slice's overrides plus one `key=value` per searched axis, composed and identified exactly as a
-grid trial with those values (`orchestrator.spec.make_trial`), so it has the same id, child
+grid trial with those values (`orchestrator.trials.make_trial`), so it has the same id, child
 run and checkpoint directory.
 """
 
@@ -406,7 +406,8 @@ def _whole_number_key(key: str) -> bool:
 def search_space(grid: dict[str, str], search: OptunaSearch, seeds: tuple[int, ...]
                  ) -> tuple[list[Slice], dict, tuple[str, ...], list[str]]:
     """(slices, searched distributions, fixed overrides, problems) of a searched grid."""
-    from orchestrator.spec import SweepSpec, grid_axes
+    from orchestrator.spec import SweepSpec
+    from orchestrator.trials import grid_axes
 
     problems, fixed, dists = [], [], {}
     # Under halving the budgets are per-slice too: one study per budget (the rungs).
@@ -492,7 +493,7 @@ class SearchPlan:
     def trial(self, slice_: Slice, params: dict, problems: list[str] | None = None):
         """The trial for asked `params` in `slice_` (None, with `problems` filled, if its
         config does not validate)."""
-        from orchestrator.spec import make_trial
+        from orchestrator.trials import make_trial
         from trainer.compose import Composer
         from trainer.errors import ConfigError
 
@@ -526,7 +527,7 @@ def _distinct(values: list[str]) -> list[str]:
 def plan_search(spec) -> SearchPlan:
     """The studies of a searched spec, every slice checked at the corners of the searched
     space; one ConfigError lists every problem (grammar mapping and trial configs)."""
-    from orchestrator.spec import _composition_problems, dedupe, grid_axes
+    from orchestrator.trials import _composition_problems, dedupe, grid_axes
     from trainer.compose import Composer
     from trainer.errors import ConfigError
 
@@ -553,7 +554,8 @@ def plan_search(spec) -> SearchPlan:
 def _rungs(grid: dict[str, str], search: OptunaSearch):
     """The budgets a halving search climbs, smallest first (None for other pruners)."""
     from orchestrator.halving import DEFAULT_REDUCTION_FACTOR, Rungs
-    from orchestrator.spec import SweepSpec, grid_axes
+    from orchestrator.spec import SweepSpec
+    from orchestrator.trials import grid_axes
 
     if search.pruner != HALVING:
         return None

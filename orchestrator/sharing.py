@@ -38,7 +38,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from orchestrator.families import Family, branch_tokens, family_id, plan_sharing, why_not_shared
-from orchestrator.spec import SweepSpec, Trial
+from orchestrator.spec import SweepSpec
+from orchestrator.trials import Trial
 from trainer import branching
 from trainer.lease import HELD, current_holder, describe_holders
 from trainer.paths import RunPaths

@@ -305,7 +305,7 @@ class Tracker:
 
         import yaml
 
-        from orchestrator.spec import spec_from_dict
+        from orchestrator.spec_file import spec_from_dict
 
         try:
             with tempfile.TemporaryDirectory() as tmp:

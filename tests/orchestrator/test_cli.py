@@ -175,7 +175,7 @@ def test_status_and_fit_do_not_import_torch(tmp_path):
     from mlflow.entities import Metric, Param
 
     from fitter.synthetic import Truth, synthetic_runs
-    from orchestrator.spec import spec_from_dict
+    from orchestrator.spec_file import spec_from_dict
     from orchestrator.tracking import Tracker
     from trainer import schema
 
@@ -546,7 +546,8 @@ def test_validating_trials_on_files_and_a_tokenizer_does_not_import_torch(tmp_pa
         str(tmp_path / "tok.json"))
     code = f"""
 import sys
-from orchestrator.spec import expand, spec_from_dict
+from orchestrator.spec_file import spec_from_dict
+from orchestrator.trials import expand
 trials = expand(spec_from_dict({{"name": "t", "storage_root": {str(tmp_path / 'runs')!r},
     "overrides": ["model=tiny", "data=files", "data.paths=[{tmp_path / 'a.jsonl'}]",
                   "data.tokenizer={tmp_path / 'tok.json'}"],

@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 from orchestrator import cli, commands
 from orchestrator.commands import cancel, format_status
 from orchestrator.driver import prepare
-from orchestrator.spec import spec_from_dict
+from orchestrator.spec_file import spec_from_dict
 from orchestrator.store import create_sqlite_store_once
 from orchestrator.tracking import Tracker
 from trainer import schema

@@ -4,7 +4,8 @@ import pytest
 
 from orchestrator import families
 from orchestrator.families import branch_tokens, plan_sharing
-from orchestrator.spec import expand, spec_from_dict
+from orchestrator.spec_file import spec_from_dict
+from orchestrator.trials import expand
 
 BASE = ["model=tiny", "data=synthetic", "schedule=wsd", "schedule.warmup_tokens=1024",
         "train.seq_len=64", "train.batch_size=8"]

@@ -6,7 +6,8 @@ import pytest
 from orchestrator import commands
 from orchestrator.cli import parse_args
 from orchestrator.fusion import at_once, fusion_setting, group_size, plan_fusion
-from orchestrator.spec import expand, spec_from_dict
+from orchestrator.spec_file import spec_from_dict
+from orchestrator.trials import expand
 from trainer.errors import ConfigError
 from trainer.schema import sweep_runs
 

@@ -8,7 +8,7 @@ from optuna.trial import TrialState, create_trial
 
 from orchestrator import commands
 from orchestrator.halving import DIVERGED_ATTR, Rungs, missing, quotas, survivors
-from orchestrator.spec import spec_from_dict
+from orchestrator.spec_file import spec_from_dict
 from orchestrator.studies import open_storage
 from trainer.errors import ConfigError
 

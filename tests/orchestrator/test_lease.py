@@ -182,7 +182,7 @@ def test_a_trial_another_driver_ended_is_read_once_its_record_is_written(tmp_pat
     at once, the store lacked the end and both drivers wrote the last steps)."""
     from orchestrator import driver
     from orchestrator.driver import records_of_others
-    from orchestrator.spec import Trial
+    from orchestrator.trials import Trial
     from trainer.schema import DONE
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"

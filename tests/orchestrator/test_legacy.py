@@ -9,7 +9,7 @@ from mlflow import MlflowClient
 from orchestrator import cli, legacy
 from orchestrator.commands import dry_run, launch
 from orchestrator.driver import prepare
-from orchestrator.spec import spec_from_dict
+from orchestrator.spec_file import spec_from_dict
 from orchestrator.tracking import Tracker
 from trainer import schema
 from trainer.schema import recorded_trials

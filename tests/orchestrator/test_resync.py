@@ -8,7 +8,7 @@ import mlflow
 import pytest
 
 from orchestrator.commands import launch
-from orchestrator.spec import spec_from_dict
+from orchestrator.spec_file import spec_from_dict
 from trainer.schema import sweep_runs
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.usefixtures("local_ray")]

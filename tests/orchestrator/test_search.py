@@ -9,7 +9,7 @@ import pytest
 from orchestrator import commands, search
 from orchestrator.driver import SweepObserver
 from orchestrator.search import prepare_search, run_search
-from orchestrator.spec import spec_from_dict
+from orchestrator.spec_file import spec_from_dict
 from orchestrator.studies import open_storage
 from trainer.schema import recorded_trials, sweep_runs
 

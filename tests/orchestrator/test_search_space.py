@@ -13,8 +13,9 @@ from optuna.distributions import (
 
 from orchestrator.commands import extended
 from orchestrator.search_space import distribution, plan_search
-from orchestrator.spec import expand, spec_from_dict
+from orchestrator.spec_file import spec_from_dict
 from orchestrator.studies import diverged_value, open_storage, storage_url
+from orchestrator.trials import expand
 from trainer.errors import ConfigError
 
 BASE = {"name": "t", "overrides": ["model=tiny", "data=synthetic", "train.tokens=65536",

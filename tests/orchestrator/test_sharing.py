@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from orchestrator.commands import extended, launch, status
-from orchestrator.spec import spec_from_dict
+from orchestrator.spec_file import spec_from_dict
 from trainer.schema import sweep_runs
 
 pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("local_ray")]
@@ -145,7 +145,7 @@ def test_a_trunk_its_worker_ended_with_nobody_to_record_it_is_recorded_by_the_ne
     # What a worker that outlived its killed driver leaves: a trunk trained past every branch
     # point on disk, and no record of its end. The next launch trains no trunk and records it.
     from orchestrator.families import plan_sharing
-    from orchestrator.spec import expand
+    from orchestrator.trials import expand
     from trainer import branching
     from trainer.trunk import train_trunk
 
@@ -175,7 +175,7 @@ def test_a_trunk_cut_short_then_a_no_share_launch_records_the_trunk_as_it_stands
     # the trunk's record stayed `running`, without its tokens, through every later launch.
     from orchestrator import commands
     from orchestrator.families import plan_sharing
-    from orchestrator.spec import expand
+    from orchestrator.trials import expand
     from trainer import branching
     from trainer.trunk import train_trunk
 

@@ -3,7 +3,9 @@
 import pytest
 
 from orchestrator.commands import extended
-from orchestrator.spec import Resources, expand, load_spec, spec_from_dict
+from orchestrator.spec import Resources
+from orchestrator.spec_file import load_spec, spec_from_dict
+from orchestrator.trials import expand
 from trainer.errors import ConfigError
 
 BASE = {"name": "t", "overrides": ["model=tiny", "data=synthetic", "train.tokens=65536",
@@ -301,7 +303,7 @@ def test_spec_values_of_the_wrong_kind_are_one_sentence_each(change, problem):
 
 
 def test_grid_and_command_line_mistakes_are_one_sentence(tmp_path):
-    from orchestrator.spec import grid_axes
+    from orchestrator.trials import grid_axes
 
     _, problems = grid_axes(spec_from_dict({**BASE, "grid": {"optim.lr": "range(0, 1, 0)"}}))
     assert problems == ["grid.optim.lr: 'range(0, 1, 0)' (range() arg 3 must not be zero); "
@@ -401,7 +403,7 @@ def test_a_command_s_flags_are_its_own_and_not_stored_with_the_spec():
 def test_a_key_no_trial_reads_is_refused_rather_than_trained_again_under_new_ids(change,
                                                                                  problem):
     """Each value of such an axis trained the same model (tests by a stranger)."""
-    from orchestrator.spec import unread_problems
+    from orchestrator.trials import unread_problems
 
     spec = spec_from_dict({**BASE, **change})
     problems = unread_problems(spec)
@@ -411,7 +413,7 @@ def test_a_key_no_trial_reads_is_refused_rather_than_trained_again_under_new_ids
 
 
 def test_a_key_read_at_some_points_of_the_grid_is_kept():
-    from orchestrator.spec import unread_problems
+    from orchestrator.trials import unread_problems
 
     raw = {**BASE, "grid": {"optim.lr": "choice(1e-3)", "schedule": "choice(wsd, cosine)",
                             "schedule.decay_fraction": "choice(0.1, 0.2)"}}
@@ -543,7 +545,7 @@ def test_a_glob_or_a_null_in_a_sweep_says_what_to_write(tmp_path, capsys):
     """A searched spec's glob() was a traceback ('Glob' object has no attribute 'tags'), a
     grid's suggested other options than its group's, and choice(null, 512) said only that it
     could not be parsed."""
-    from orchestrator.spec import grid_axes
+    from orchestrator.trials import grid_axes
 
     searched = {**BASE, "grid": {"optim.lr": "tag(log, interval(1e-4, 1e-1))",
                                  "schedule": "glob(*)"},
@@ -596,7 +598,7 @@ def test_a_plain_value_for_the_only_axis_says_how_to_sweep_it():
 def test_a_float_range_leaves_out_its_end_and_keeps_its_values_as_written():
     """Hydra adds the step up: range(0.0, 0.1, 0.01) gave 11 values, 0.1 among them, and
     labels such as optim.weight_decay=0.030000000000000002."""
-    from orchestrator.spec import grid_axes
+    from orchestrator.trials import grid_axes
 
     axes, problems = grid_axes(spec_from_dict({**BASE, "grid": {
         "optim.weight_decay": "range(0.0, 0.1, 0.01)", "optim.lr": "range(1.0, 0.0, -0.25)",

@@ -7,7 +7,7 @@ import mlflow
 import pytest
 
 from orchestrator.commands import extended, launch, status, stored_spec
-from orchestrator.spec import spec_from_dict
+from orchestrator.spec_file import spec_from_dict
 from trainer.errors import ConfigError
 from trainer.schema import sweep_runs
 

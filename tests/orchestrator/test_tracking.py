@@ -290,7 +290,7 @@ def test_an_extend_whose_spec_another_extend_changed_meanwhile_stops(tmp_path):
     import yaml
 
     from orchestrator.commands import extended, stored_spec
-    from orchestrator.spec import spec_from_dict
+    from orchestrator.spec_file import spec_from_dict
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     first = spec_from_dict({"name": "ext", "overrides": ["model=tiny"],

@@ -1,0 +1,299 @@
+"""A spec's trials: the points of its grid, each composed into a trainer config with its id.
+
+The grid uses Hydra's own sweep grammar (`choice`, `range`, `tag(log, …)`), parsed by Hydra's
+override parser; a grid is the cartesian product of its axes times the seeds. Every trial is a
+full trainer config composed through `trainer.compose`, so its id is the trainer's config id and
+a trial that was ever finished is recognised whatever sweep or extension asks for it again.
+Every problem of the grid is collected into one `ConfigError` before anything starts. A searched
+sweep's points are composed as a grid's are (`make_trial`, from `orchestrator.search_space`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import os
+import sys
+from dataclasses import dataclass
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import OverrideParseException
+
+from orchestrator.spec import SweepSpec, glob_problem, parse_reason
+from trainer.compose import Composer
+from trainer.config import Config
+from trainer.errors import ConfigError
+from trainer.flops import flops_per_token
+from trainer.identity import config_id
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One point of the grid: its overrides, its resolved config and its id."""
+
+    overrides: tuple[str, ...]
+    cfg: Config
+    trial_id: str
+    flops: float
+
+    @property
+    def label(self) -> str:
+        return " ".join(self.overrides)
+
+
+def grid_axes(spec: SweepSpec) -> tuple[dict[str, list[str]], list[str]]:
+    """Each grid key's values as Hydra strings, and the problems found on the way."""
+    parser, axes, problems = OverridesParser.create(), {}, []
+    for key, expr in spec.grid.items():
+        try:
+            override = parser.parse_overrides([f"{key}={expr}"])[0]
+        except OverrideParseException as err:
+            reason = parse_reason(err)
+            problems.append(f"grid.{key}: cannot parse '{expr}' ({reason}); use Hydra's sweep "
+                            "grammar, e.g. choice(1e-3, 3e-3) or tag(log, choice(...))")
+            continue
+        if override.value_type.name == "GLOB_CHOICE_SWEEP":  # (it selects config groups)
+            problems.append(glob_problem(key))
+            continue
+        if not override.is_sweep_override():
+            axes[key] = [override.get_value_element_as_str()]
+            continue
+        sweep = override.value()
+        # (checks added later: a sweep launched before them stays resumable)
+        problems += [] if spec.stored else [
+            f"grid.{key}: unknown tag '{t}' in '{expr}'; the one tag is log, e.g. "
+            "tag(log, choice(1e-3, 3e-3))" for t in sorted(set(sweep.tags) - {"log"})]
+        if type(sweep).__name__ == "IntervalSweep":
+            problems.append(f"grid.{key}: interval() has no grid points; use choice() or "
+                            "range(), or search: optuna")
+        else:
+            try:
+                axes[key] = list(override.sweep_string_iterator())
+            except ValueError as err:  # range(0, 1, 0)
+                problems.append(f"grid.{key}: '{expr}' ({err}); give a step that is not 0")
+                continue
+            if type(sweep).__name__ == "RangeSweep" and any(
+                    isinstance(v, float) for v in (sweep.start, sweep.stop, sweep.step)):
+                axes[key] = _float_range(sweep.start, sweep.stop, sweep.step)
+            if not axes[key]:
+                backwards = type(sweep).__name__ == "RangeSweep" and (
+                    sweep.step > 0) == (sweep.start > sweep.stop) and sweep.start != sweep.stop
+                problems.append(f"grid.{key}: '{expr}' expands to no values" + (
+                    f"; give range({sweep.stop}, {sweep.start}) (range counts from its first "
+                    "end up to its second)" if backwards and sweep.step > 0 else ""))
+            elif not spec.stored and type(sweep).__name__ == "RangeSweep" \
+                    and len(axes[key]) == 1 and any(
+                    isinstance(v, float) and not v.is_integer()
+                    for v in (sweep.start, sweep.stop, sweep.step)):
+                # range(1e-4, 1e-1) steps by 1: one value where a user meant a span
+                problems.append(f"grid.{key}: '{expr}' has one value ({axes[key][0]}: range "
+                                f"steps by {sweep.step:g}); list the values, e.g. tag(log, "
+                                "choice(1e-4, 3e-4, 1e-3))")
+    return axes, problems
+
+
+def _float_range(start: float, stop: float, step: float) -> list[str]:
+    """range() over floats, its end left out and its values as written: Hydra adds the step
+    up, so range(0.0, 0.1, 0.01) also gave 0.1 (0.09999999999999999 < 0.1) and values such
+    as 0.030000000000000002."""
+    count = max(0, math.ceil((stop - start) / step - 1e-9))
+    return [repr(float(format(start + i * step, ".12g"))) for i in range(count)]
+
+
+SAID_COUNT = 2000
+"""A grid of at least this many trials says that it composes them (a few ms each)."""
+
+
+def expand(spec: SweepSpec) -> list[Trial]:
+    """Every trial of the grid, composed and validated; one ConfigError lists all problems."""
+    axes, problems = grid_axes(spec)
+    if not spec.grid:
+        problems.append("the spec's grid is empty: add at least one axis, e.g. "
+                        "optim.lr: choice(1e-3, 3e-3)")
+    if problems:
+        raise ConfigError(problems)
+    composer = Composer()
+    problems = _composition_problems(spec, axes, composer)
+    if problems:  # every override that does not compose, said at once
+        raise ConfigError(problems)
+    count = math.prod(len(v) for v in axes.values()) * len(spec.seeds)
+    if count >= SAID_COUNT:  # (10,000 took minutes on a busy machine, without a word)
+        print(f"composing and checking {count:,} trials ...", file=sys.stderr, flush=True)
+    trials, seen, same = [], {}, {}
+    for values in itertools.product(*axes.values()):
+        for seed in spec.seeds:
+            point = tuple(f"{k}={v}" for k, v in zip(axes, values, strict=True))
+            trial = make_trial(spec, point + (f"seed={seed}",), problems, composer)
+            if trial is not None and trial.trial_id not in seen:
+                seen[trial.trial_id] = trial
+                trials.append(trial)
+            elif trial is not None:
+                same.update(dict.fromkeys(_apart(seen[trial.trial_id], trial, axes)))
+    problems += [f"grid.{key}: {spec.grid[key]} changes how a trial runs, not what it trains "
+                 "(the key is not in the trial id), so each point would run once, at one of "
+                 "its values; set one value in overrides" for key in same]
+    if problems:
+        raise ConfigError(dedupe(problems))
+    return trials
+
+
+def _apart(one: Trial, other: Trial, axes: dict[str, list[str]]) -> list[str]:
+    """The axes on which two trials of one id differ: keys not in the id (an axis of
+    `train.compile` or `train.log_every_steps` gave half the grid, without a word)."""
+    from trainer.identity import flatten
+
+    a, b = flatten(one.cfg), flatten(other.cfg)
+    return [key for key in axes if key.lstrip("+~") in a
+            and a[key.lstrip("+~")] != b[key.lstrip("+~")]]
+
+
+def _composition_problems(spec: SweepSpec, axes: dict[str, list[str]],
+                          composer: Composer) -> list[str]:
+    """Hydra stops at the first override it cannot compose (an unknown key, a value of the
+    wrong type), so a trial's composition names one problem. Composed one at a time over the
+    base (the base's own, each over the defaults), every such override is found: they are
+    reported together, not one per launch. Problems of a combination are the trials' own."""
+    def fails(overrides: list[str]) -> list[str]:
+        try:
+            composer(overrides)
+        except ConfigError as err:
+            return list(err.problems)
+        return []
+
+    base = list(spec.overrides)
+    if fails(base):
+        found = [f"{p} (overrides)" for o in base for p in fails([o])]
+        return list(dict.fromkeys(found or fails(base)))
+    # (an unknown key fails at each of its values alike: said once, not counted as trials)
+    return list(dict.fromkeys(f"{p} (grid.{key})" for key, values in axes.items()
+                              for v in values for p in fails([*base, f"{key}={v}"])))
+
+
+def make_trial(spec: SweepSpec, point: tuple[str, ...], problems: list[str],
+               composer: Composer) -> Trial | None:
+    """The trial of one point (`key=value` overrides over the spec's), or None with its
+    problems added to `problems`."""
+    from trainer.validation import problems as trial_problems
+
+    # (quoted: a folder's name may hold what the override grammar reads, e.g. runs(1), a,b)
+    root = "'" + spec.storage_root.replace("'", "\\'") + "'"
+    overrides = [*spec.overrides, *point, f"storage_root={root}",
+                 f"train.world_size={spec.resources.world_size}"]
+    try:
+        cfg = composer(overrides)
+    except ConfigError as err:
+        problems.extend(f"{p} (trial {' '.join(point)})" for p in err.problems)
+        return None
+    # (a sweep sets train.world_size from resources.world_size: the key to change is that)
+    found = [p.replace("train.world_size=", "resources.world_size=")
+             for p in trial_problems(cfg, network=False, here=False)]
+    if cfg.train.device.startswith("cuda") and not spec.resources.gpus:
+        found.append(f"train.device={cfg.train.device} with resources.gpus: 0: Ray gives the "
+                     "trial no GPU; set resources.gpus (e.g. 0.125 to share one) or "
+                     "train.device=auto")
+    elif cfg.train.device.startswith("cuda:"):
+        found.append(f"train.device={cfg.train.device}: in a sweep Ray picks each trial's GPUs "
+                     "(the trial sees them as cuda:0, cuda:1, ...); use train.device=cuda or "
+                     "auto")
+    if found:
+        problems.extend(f"{p} (trial {' '.join(point)})" for p in found)
+        return None
+    tokens = cfg.train.tokens
+    flops = flops_per_token(cfg.model, vocab_size=256, seq_len=cfg.train.seq_len) * tokens
+    return Trial(point, files_from_anywhere(cfg), config_id(cfg), flops)
+
+
+def files_from_anywhere(cfg: Config) -> Config:
+    """`cfg` with its data files, tokenizer and cache folder as absolute paths: a trial runs on
+    a Ray worker, whose working folder is not the launch's (a cluster's workers start
+    elsewhere). Where a fingerprint pins the files, their folders are not in the trial id, so
+    this keeps it; a hub dataset's `data.name`, which is, stays as written."""
+    data = cfg.data
+    absolute = dataclasses.replace(
+        data, paths=[os.path.abspath(p) for p in data.paths],
+        tokenizer=data.tokenizer and os.path.abspath(data.tokenizer),
+        cache_dir=os.path.abspath(data.cache_dir))
+    if data.fingerprint is None and (absolute.paths, absolute.tokenizer) != (data.paths,
+                                                                             data.tokenizer):
+        return dataclasses.replace(cfg, data=dataclasses.replace(data,
+                                                                 cache_dir=absolute.cache_dir))
+    return dataclasses.replace(cfg, data=absolute)
+
+
+def unread_problems(spec: SweepSpec, baseline: SweepSpec | None = None) -> list[str]:
+    """Base overrides and grid axes that set a key no trial reads (`trainer.validation.
+    unread`): such a key only changes the trial ids, so a grid axis over it trains the same
+    model once per value, and a base value retrains a done sweep under new ids. Only what is
+    new against `baseline` (the sweep's stored spec: a relaunch, a resume or an extend) is
+    judged, so a sweep launched before this check stays resumable. Judged at every
+    combination of the axes that decide what is read (`schedule*`, `data*`, `model`,
+    `model.param`), the others at their first value."""
+    from trainer.validation import unread
+
+    old = baseline or SweepSpec(name="")
+    axes, problems = grid_axes(spec)
+    if problems:
+        return []  # (said by the expansion)
+    keys = {o.partition("=")[0].lstrip("+~"): f"overrides: {o}" for o in spec.overrides
+            if o not in old.overrides}
+    keys.update({k: f"grid.{k}: {spec.grid[k]}" for k, v in axes.items()
+                 if len(v) > 1 and old.grid.get(k) != spec.grid[k]})
+    if not keys:
+        return []
+    deciding = [k for k in axes if k.split(".")[0] in ("schedule", "data")
+                or k in ("model", "model.param", "train.batch_schedule")]
+    combos = math.prod(len(axes[k]) for k in deciding)
+    if combos > 4096:
+        return []  # (too many to judge: left to the user)
+    composer, why = Composer(), None
+    for values in itertools.product(*(axes[k] for k in deciding)):
+        chosen = dict(zip(deciding, values, strict=True))
+        point = [f"{k}={chosen.get(k, v[0])}" for k, v in axes.items()]
+        try:
+            found = unread(composer([*spec.overrides, *point]))
+        except ConfigError:
+            return []  # (composition problems are said elsewhere)
+        why = {k: w for k, w in found.items() if k in keys and (why is None or k in why)}
+        if not why:
+            return []
+    return [f"{keys[k]}: {w}; it would only change the trial ids (the same model trained "
+            "under another id, once per value): remove it" for k, w in (why or {}).items()]
+
+
+def print_notes(trials: list[Trial]) -> None:
+    """The trials' config notes (`trainer.validation.notes`) on stderr, each said once."""
+    import sys
+
+    from trainer.validation import notes
+
+    for note in dedupe([f"{n} (trial {t.label})" for t in trials for n in notes(t.cfg)]):
+        print(f"note: {note}", file=sys.stderr)
+    for note in _across_trials(trials):
+        print(f"note: {note}", file=sys.stderr)
+
+
+def _across_trials(trials: list[Trial]) -> list[str]:
+    """What no single trial's config shows: muP trials of several head widths, none with
+    `model.base_head_dim`, each take their own head width for the base, and so scale their
+    attention as SP does (1/√d_head), not as muP (1/d_head) across the sweep."""
+    from trainer.config import Param
+
+    heads = sorted({t.cfg.model.head_dim for t in trials if t.cfg.model.param is Param.mup
+                    and t.cfg.model.base_head_dim is None})
+    if len(heads) < 2:
+        return []
+    return [f"muP trials of {len(heads)} head widths (model.head_dim {heads[0]} to {heads[-1]}) "
+            "leave model.base_head_dim unset, so each takes its own head width as the base "
+            "and scales attention by 1/√d_head as SP does, not muP's 1/d_head across them: "
+            f"set model.base_head_dim (e.g. {heads[0]}) for muP's attention"]
+
+
+def dedupe(problems: list[str]) -> list[str]:
+    # The same bad base value fails every trial: say it once, with how many trials it hits;
+    # a problem of a single trial keeps the name of that trial.
+    groups: dict[str, list[str]] = {}
+    for p in problems:
+        groups.setdefault(p.rsplit(" (trial ", 1)[0], []).append(p)
+    return [found[0] if len(found) == 1 else f"{head} ({len(found)} trials)"
+            for head, found in groups.items()]
