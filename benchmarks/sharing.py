@@ -41,7 +41,8 @@ from pathlib import Path
 
 from _results import save
 
-from orchestrator.commands import extended, launch
+from orchestrator.commands import launch
+from orchestrator.extend import extended
 from orchestrator.spec_file import spec_from_dict
 from trainer.schema import sweep_runs
 

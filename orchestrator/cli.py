@@ -298,8 +298,8 @@ def _interrupted_hint(args, uri: str) -> str:
         from trainer.reporting import unreachable_server
 
         if name is not None and not unreachable_server(uri):
-            from orchestrator.commands import close_left_running
             from orchestrator.store import missing_sqlite
+            from orchestrator.sweep_record import close_left_running
 
             with _no_http_retries():  # (a server that stopped answering: no 4-minute wait)
                 recorded = not missing_sqlite(uri) and close_left_running(uri, name) is not None
@@ -324,15 +324,16 @@ def _not_stored_yet(args, uri: str, name: str) -> bool:
     `sweep resume` goes on, which then found nothing of the extension to run."""
     if args.command not in ("extend", "launch"):
         return False
-    from orchestrator import commands
+    from orchestrator.extend import extended
     from orchestrator.spec import root_path
     from orchestrator.spec_file import load_spec
+    from orchestrator.sweep_record import stored_spec
 
     try:
         with _no_http_retries():
-            stored = commands.stored_spec(uri, name)
+            stored = stored_spec(uri, name)
         if args.command == "extend":
-            wanted = commands.extended(stored, args.overrides)
+            wanted = extended(stored, args.overrides)
         else:
             wanted = load_spec(args.spec).with_overrides(args.overrides)
     except Exception:  # noqa: BLE001 (an extend that adds nothing now: it was stored)
@@ -472,10 +473,10 @@ def _another_base(spec, uri: str) -> list[str]:
 
     if missing_sqlite(uri):
         return []  # no store yet: a new sweep
-    from orchestrator import commands
+    from orchestrator.sweep_record import stored_spec
 
     try:
-        stored = commands.stored_spec(uri, spec.name)
+        stored = stored_spec(uri, spec.name)
     except ConfigError:
         return []  # no such sweep yet
     before, now = set(stored.overrides), set(spec.overrides)
@@ -685,23 +686,23 @@ def _run(spec, args, uri: str, based_on=None, notes: list[str] = ()) -> int:
 def _list(args, uri: str) -> int:
     import json
 
-    from orchestrator import commands
+    from orchestrator.status import format_sweeps, sweeps
 
-    rows = commands.sweeps(uri)
-    print(json.dumps(rows, indent=2) if args.json else commands.format_sweeps(rows))
+    rows = sweeps(uri)
+    print(json.dumps(rows, indent=2) if args.json else format_sweeps(rows))
     return 0
 
 
 def _status(args, uri: str) -> int:
-    from orchestrator import commands
+    from orchestrator.status import as_json, format_status, status
 
-    report = commands.status(uri, args.name)
-    print(commands.as_json(report) if args.json else commands.format_status(report))
+    report = status(uri, args.name)
+    print(as_json(report) if args.json else format_status(report))
     return 0
 
 
 def _resume(args, uri: str) -> int:
-    from orchestrator import commands
+    from orchestrator.sweep_record import stored_spec
     from trainer.errors import ConfigError
 
     if args.overrides:
@@ -713,22 +714,23 @@ def _resume(args, uri: str) -> int:
                           f"{' '.join(args.overrides)}: to add values use `sweep extend "
                           f"{args.name} {' '.join(args.overrides)}`; for another base, launch "
                           "a spec under another name")
-    return _run(commands.stored_spec(uri, args.name), args, uri)
+    return _run(stored_spec(uri, args.name), args, uri)
 
 
 def _extend(args, uri: str) -> int:
-    from orchestrator import commands
+    from orchestrator.extend import extended
+    from orchestrator.sweep_record import stored_spec
 
-    stored = commands.stored_spec(uri, args.name)
-    return _run(commands.extended(stored, args.overrides), args, uri, based_on=stored)
+    stored = stored_spec(uri, args.name)
+    return _run(extended(stored, args.overrides), args, uri, based_on=stored)
 
 
 def _cancel(args, uri: str) -> int:
-    from orchestrator import commands
+    from orchestrator.cancel import NotRunning, cancel
 
     try:
-        marked = commands.cancel(uri, args.name)
-    except commands.NotRunning as ended:
+        marked = cancel(uri, args.name)
+    except NotRunning as ended:
         print(f"sweep {args.name} is not running ({ended.status}): nothing to cancel")
         return 0
     if marked is None:
@@ -881,7 +883,7 @@ def _known_sweep(uri: str, name: str) -> None:
     """An unknown name: the sentence every command says, with the sweeps the store has."""
     from mlflow import MlflowClient
 
-    from orchestrator.commands import parent_run
+    from orchestrator.sweep_record import parent_run
 
     parent_run(MlflowClient(tracking_uri=uri), name)
 
@@ -894,7 +896,8 @@ def _warn_unfinished(uri: str, name: str) -> int:
     fail on a config error (0 when none; not those of an earlier spec, which resume leaves)."""
     from mlflow import MlflowClient
 
-    from orchestrator.commands import live_status, parent_run, stored_spec, trial_counts
+    from orchestrator.status import trial_counts
+    from orchestrator.sweep_record import live_status, parent_run, stored_spec
     from trainer.schema import (
         DONE,
         FAILED,
@@ -1026,11 +1029,11 @@ def _stored_search(uri: str, name: str):
     spec (the fitter reads any experiment's runs)."""
     from mlflow.exceptions import MlflowException
 
-    from orchestrator import commands
+    from orchestrator.sweep_record import stored_spec
     from trainer.errors import ConfigError
 
     try:
-        return commands.stored_spec(uri, name).optuna
+        return stored_spec(uri, name).optuna
     except (ConfigError, MlflowException):
         return None
 
@@ -1043,11 +1046,11 @@ def _extension_size(uri: str, name: str, overrides: list[str]) -> int | None:
 
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from orchestrator import commands
+    from orchestrator.sweep_record import stored_spec
     from orchestrator.trials import grid_axes
 
     try:
-        spec = commands.stored_spec(uri, name)
+        spec = stored_spec(uri, name)
         axes, problems = grid_axes(spec)
         (override,) = OverridesParser.create().parse_overrides(list(overrides))
         key = override.key_or_group
@@ -1067,8 +1070,8 @@ def _next_n_trials(uri: str, name: str | None) -> int | None:
     """For a searched sweep, the `n_trials` a fit suggests when an optimum is not bracketed:
     twice the trials, and under halving at least enough for three LRs in the top rung (twice
     8 trials halving over four budgets still left two there). None for a grid."""
-    from orchestrator import commands
     from orchestrator.search_space import plan_search
+    from orchestrator.sweep_record import stored_spec
     from trainer.errors import ConfigError
 
     search = name and _stored_search(uri, name)
@@ -1076,7 +1079,7 @@ def _next_n_trials(uri: str, name: str | None) -> int | None:
         return None
     more = 2 * search.n_trials
     try:
-        rungs = plan_search(commands.stored_spec(uri, name)).rungs
+        rungs = plan_search(stored_spec(uri, name)).rungs
     except ConfigError:
         rungs = None
     while rungs is not None and rungs.nominal(more, len(rungs.budgets) - 1) < 3:

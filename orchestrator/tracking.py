@@ -221,7 +221,7 @@ class Tracker:
             return self.parent_id
         self.call(self.client.update_run, self.parent_id, status="RUNNING")
         self.call(self.client.log_text, self.parent_id, redact(spec_yaml), SPEC_ARTIFACT)
-        # A launch marks the sweep running before it starts Ray (`commands.mark_starting`):
+        # A launch marks the sweep running before it starts Ray (`sweep_record.mark_starting`):
         # a cancel since then is for this driver, which stops at its first look.
         if driver is None or first.data.tags.get(SWEEP_DRIVER_TAG) != driver:
             self._set_parent_tag(SWEEP_CANCEL_TAG, "no")

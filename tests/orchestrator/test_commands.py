@@ -10,10 +10,13 @@ import yaml
 from mlflow import MlflowClient
 
 from orchestrator import cli, commands
-from orchestrator.commands import cancel, format_status
+from orchestrator.cancel import cancel
 from orchestrator.driver import prepare
+from orchestrator.extend import extended
 from orchestrator.spec_file import spec_from_dict
+from orchestrator.status import format_status, status
 from orchestrator.store import create_sqlite_store_once
+from orchestrator.sweep_record import stored_spec
 from orchestrator.tracking import Tracker
 from trainer import schema
 from trainer.errors import ConfigError
@@ -265,7 +268,7 @@ def test_status_of_a_stopped_sweep_says_which_unfinished_trials_ended_on_disk(tm
     assert out[1:3] == ["  1 finished, 2 interrupted, 1 pending",
                         "  1 of them ended in their folders (the store lost their end): "
                         "`sweep resume unit` records it, training nothing"]
-    assert commands.status(uri, "unit")["ended_unrecorded"] == 1
+    assert status(uri, "unit")["ended_unrecorded"] == 1
 
 
 def test_status_eta_weighs_the_trials_left_by_their_flops(tmp_path, capsys):
@@ -284,7 +287,7 @@ def test_status_eta_weighs_the_trials_left_by_their_flops(tmp_path, capsys):
     run_id = _child(uri, tracker, wide[0].trial_id, schema.RUNNING, train__tokens=8192.0)
     MlflowClient(tracking_uri=uri).log_param(run_id, schema.PARAM_TOKENS, 32768)  # 1/4 done
     assert wide[0].flops > 5 * narrow[0].flops
-    report = commands.status(uri, "unit")
+    report = status(uri, "unit")
     seconds_per_flop = 120.0 / (2 * narrow[0].flops)
     assert report["eta_s"] == pytest.approx(seconds_per_flop * 1.75 * wide[0].flops)
     assert report["eta_s"] > 5 * 60.0  # a mean over trials said 2 min (60 s × 2 left ÷ 1)
@@ -506,9 +509,9 @@ def test_a_searched_sweep_whose_data_changed_has_no_phantom_pending_trials(tmp_p
             _child(uri, tracker, plan.trial(s, {"optim.lr": lr}).trial_id, schema.FINISHED,
                    final__eval_loss=2.5)
     tracker.close_sweep(schema.FINISHED)
-    assert commands.status(uri, "unit")["counts"] == {"finished": 6}
+    assert status(uri, "unit")["counts"] == {"finished": 6}
     (tmp_path / "a.txt").write_text("a lazy dog sleeps under the quick brown fox. " * 400)
-    assert commands.status(uri, "unit")["counts"] == {"finished": 6}
+    assert status(uri, "unit")["counts"] == {"finished": 6}
 
 
 def test_a_searched_dry_run_on_a_tracking_server_before_the_first_launch(tmp_path, spec_dict):
@@ -658,13 +661,13 @@ def test_a_launch_with_nothing_to_run_stores_its_spec_as_one_that_runs(tmp_path)
                                                        "train.batch_size": "choice(8, 16)"}})
     outcome = commands.launch(part, tracking_uri=uri, progress=False)
     assert (outcome.trials, outcome.already_done) == (2, 2)
-    assert commands.stored_spec(uri, "unit").grid["optim.lr"] == "choice(3e-3)"
+    assert stored_spec(uri, "unit").grid["optim.lr"] == "choice(3e-3)"
     # status counts the spec's 2 and says the wider spec's others are still recorded (it
     # said "2 trials" with the token totals of all of them, and nothing of the rest)
-    report = commands.status(uri, "unit")
+    report = status(uri, "unit")
     assert report["trials"] == 2 and report["outside_spec"] == 2
     assert ("  2 more trials of earlier specs of this sweep are recorded but not in its spec "
-            "now (a launch of another spec re-pointed it)") in commands.format_status(report)
+            "now (a launch of another spec re-pointed it)") in format_status(report)
     stale = spec_from_dict(_spec(tmp_path))  # an extend that read the spec before that launch
     with pytest.raises(ConfigError, match="spec was changed by another `sweep extend` or launch"):
         commands.launch(part, tracking_uri=uri, progress=False, based_on=stale)
@@ -778,7 +781,7 @@ def test_status_of_a_stopped_sweep_says_which_trunks_stopped_partway(tmp_path, c
 def test_status_of_a_sweep_whose_spec_is_not_stored_yet_says_it_is_starting(tmp_path):
     """In the second between its record and its spec, status said 'Failed to download
     artifacts from path sweep.yaml ... check --tracking-uri'."""
-    from orchestrator.commands import stored_spec
+    from orchestrator.sweep_record import stored_spec
     from trainer.schema import KIND_SWEEP, KIND_TAG, find_or_create_run
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
@@ -872,7 +875,7 @@ def test_names_and_spec_files_mixed_up_are_said_with_the_way(tmp_path, capsys, m
 
 
 def test_status_prints_the_best_trial_s_searched_values_short():
-    from orchestrator.commands import _short_label
+    from orchestrator.status import _short_label
 
     assert _short_label("optim.lr=0.0043066092130092095 train.batch_size=16 seed=0") == \
         "optim.lr=0.004307 train.batch_size=16 seed=0"
@@ -894,7 +897,7 @@ def test_a_launch_with_nothing_to_run_keeps_a_stored_extension_that_is_not_done(
     outcome = commands.launch(spec_from_dict(_spec(tmp_path)), tracking_uri=uri,
                               progress=False)
     assert (outcome.trials, outcome.already_done) == (4, 4)
-    assert commands.stored_spec(uri, "unit").grid["optim.lr"] == "choice(3e-3, 1e-2, 3e-2)"
+    assert stored_spec(uri, "unit").grid["optim.lr"] == "choice(3e-3, 1e-2, 3e-2)"
     assert "stored spec holds trials not done that this spec does not: it is kept" in \
         capsys.readouterr().err
 
@@ -911,7 +914,7 @@ def test_a_sweeps_artifacts_live_beside_its_sqlite_store_not_where_the_command_r
     assert (artifacts / "").is_dir() and not (tmp_path / "mlruns").exists()
     run = MlflowClient(tracking_uri=uri).get_run(tracker.parent_id)
     assert run.info.artifact_uri.startswith(artifacts.as_uri())
-    assert commands.stored_spec(uri, "unit").name == "unit"
+    assert stored_spec(uri, "unit").name == "unit"
     assert schema.artifact_location(uri, "a/b c") == (
         tmp_path / "stores" / "m-artifacts" / "a_b_c-9f597a63").as_uri()
     assert schema.artifact_location("http://server:5000", "unit") is None
@@ -1023,8 +1026,8 @@ def test_ctrl_c_of_a_launch_before_its_trials_names_the_sweep_and_closes_it(
         signal.signal(signal.SIGINT, handler)
     parent = MlflowClient(tracking_uri=uri).get_run(tracker.parent_id)
     assert parent.data.tags[schema.SWEEP_STATUS_TAG] == schema.INTERRUPTED
-    assert commands.status(uri, "unit")["status"] == "interrupted"
-    assert commands.status(uri, "unit")["driver_gone"] is None  # (not "killed")
+    assert status(uri, "unit")["status"] == "interrupted"
+    assert status(uri, "unit")["driver_gone"] is None  # (not "killed")
     # An extend (or a launch of another spec) stopped while Ray started had not stored its
     # spec: it said `sweep resume unit` goes on, which then ran the old spec, the new trials
     # dropped without a word
@@ -1036,7 +1039,7 @@ def test_ctrl_c_of_a_launch_before_its_trials_names_the_sweep_and_closes_it(
             "interrupted; the sweep's extension was not stored yet: `sweep extend unit "
             f"'optim.lr=choice(3e-2)' --tracking-uri {uri}` goes on (nothing that finished is "
             "lost or trained again)\n")
-        wider = commands.extended(spec_from_dict(_spec(tmp_path)), ["optim.lr=choice(3e-2)"])
+        wider = extended(spec_from_dict(_spec(tmp_path)), ["optim.lr=choice(3e-2)"])
         Tracker(uri, "unit", code_version="test", driver=driver_label(),
                 spec_yaml=yaml.safe_dump(wider.to_dict()))  # (stored: a resume goes on)
         assert cli.main(extend) == 130
@@ -1122,7 +1125,7 @@ def test_status_reads_a_running_trials_progress_from_its_folder_before_the_store
             for s in range(1, 9)]
     (folder / "metrics.jsonl").write_text(
         "".join(json.dumps(r) + "\n" for r in rows) + '{"step": 9, "train/to')  # (mid-write)
-    running = {r[schema.TRIAL_ID_TAG]: r for r in commands.status(uri, "unit")["running"]}
+    running = {r[schema.TRIAL_ID_TAG]: r for r in status(uri, "unit")["running"]}
     assert running[first]["progress"] == pytest.approx(8192 / 32768)
     assert running[first]["train/loss"] == pytest.approx(3.42)
     assert running[second]["progress"] is None and running[second]["train/loss"] is None

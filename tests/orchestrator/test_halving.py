@@ -7,8 +7,10 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from orchestrator import commands
+from orchestrator.extend import extended
 from orchestrator.halving import DIVERGED_ATTR, Rungs, missing, quotas, survivors
 from orchestrator.spec_file import spec_from_dict
+from orchestrator.status import status
 from orchestrator.studies import open_storage
 from trainer.errors import ConfigError
 
@@ -126,7 +128,7 @@ def test_each_budget_runs_the_best_half_of_the_one_below_and_extend_climbs_more(
         best = sorted(below.trials, key=lambda t: t.value)
         assert [t.params for t in above.trials] == [t.params for t in best[:len(above.trials)]]
     # Every study's trial is the MLflow trial of its LR at its budget.
-    report = commands.status(uri, "unit")
+    report = status(uri, "unit")
     assert [(s["used"], s["n_trials"]) for s in report["slices"]] == [(4, 4), (2, 2), (1, 1)]
     assert report["counts"] == {"finished": 7}
     # Climbing costs only the increment: each LR's trunk (WSD, f = 0.2 by default) goes on
@@ -159,7 +161,7 @@ def test_each_budget_runs_the_best_half_of_the_one_below_and_extend_climbs_more(
     assert again.ran == {} and again.already_done == 7
     # Two more LRs at the first budget: ceil(6 / 2) = 3 climb, so one more LR at 8,192
     # (if a new one is among the best 3) and the last rung follows.
-    more = commands.extended(spec_from_dict(raw), ["search.optuna.n_trials=6"])
+    more = extended(spec_from_dict(raw), ["search.optuna.n_trials=6"])
     grown = commands.launch(more, tracking_uri=uri, progress=False)
     # its summary counts the 7 ended before it as already done, not as nothing
     assert grown.already_done == 7 and grown.trials == 7 + len(grown.ran)

@@ -205,7 +205,7 @@ def test_a_folder_another_driver_trains_in_is_not_moved_from_under_it(tmp_path):
 def test_status_counts_trials_under_their_old_ids_before_a_launch_migrates_them(tmp_path):
     """Right after an upgrade `sweep status` (and `list`, `fit`) read every such trial as
     pending, where the dry run said done (old id)."""
-    from orchestrator.commands import status
+    from orchestrator.status import status
 
     uri = f"sqlite:///{tmp_path}/m.db"
     _old_sweep(tmp_path, uri)
@@ -217,7 +217,9 @@ def test_status_counts_trials_under_their_old_ids_before_a_launch_migrates_them(
 def test_a_stored_spec_with_relative_data_files_is_stored_again_absolute(tmp_path, monkeypatch):
     """A sweep launched before data paths were made absolute, with nothing left to run, kept
     its relative spec: `sweep status` from another folder then failed on its files."""
-    from orchestrator.commands import launch, status, stored_spec
+    from orchestrator.commands import launch
+    from orchestrator.status import status
+    from orchestrator.sweep_record import stored_spec
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data").mkdir()

@@ -8,9 +8,12 @@ import pytest
 
 from orchestrator import commands, search
 from orchestrator.driver import SweepObserver
+from orchestrator.extend import extended
 from orchestrator.search import prepare_search, run_search
 from orchestrator.spec_file import spec_from_dict
+from orchestrator.status import format_status, status
 from orchestrator.studies import open_storage
+from orchestrator.sweep_record import stored_spec
 from trainer.schema import recorded_trials, sweep_runs
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -89,10 +92,10 @@ def test_ask_tell_keeps_max_concurrent_in_flight_and_tells_each_result(searched,
         tried = [float(c.data.params["optim.lr"]) for c in children
                  if int(c.data.params["train.batch_size"]) * 64 == row["B"]]
         assert min(tried) <= row["lr_opt"] <= max(tried)
-    report = commands.status(uri, "unit")
+    report = status(uri, "unit")
     assert [(s["used"], s["n_trials"]) for s in report["slices"]] == [(3, 3), (3, 3)]
     assert "slice train.batch_size=16 seed=0: 3/3 trials, best" in \
-        commands.format_status(report)
+        format_status(report)
 
 
 def test_done_configs_are_told_without_training_and_extend_adds_trials_and_slices(
@@ -103,8 +106,8 @@ def test_done_configs_are_told_without_training_and_extend_adds_trials_and_slice
     first = _study(plan, storage, 0).trials
     trained_first = {plan.trial(plan.slices[0], t.params).trial_id for t in first}
 
-    more = commands.extended(spec_from_dict(searched), ["search.optuna.n_trials=4",
-                                                        "train.batch_size=choice(8, 16)"])
+    more = extended(spec_from_dict(searched), ["search.optuna.n_trials=4",
+                                               "train.batch_size=choice(8, 16)"])
     seen = InFlight()
     plan, storage, _ = _run(more.to_dict(), uri, seen)
     by_slice = [_study(plan, storage, i).trials for i in (0, 1)]
@@ -122,7 +125,7 @@ def test_done_configs_are_told_without_training_and_extend_adds_trials_and_slice
     assert [t.value for t in by_slice[0]] == [loss[i] for i in ids[0]]
     # 8 points asked of 2 LRs: some asked twice. Status counted n_trials against the trials
     # in the store, and said "pending" of a sweep that had nothing left.
-    assert commands.status(uri, "unit")["counts"] == {"finished": len(children)}
+    assert status(uri, "unit")["counts"] == {"finished": len(children)}
 
 
 def test_a_pruned_trial_stops_at_an_eval_point_and_keeps_its_history(searched, uri,
@@ -311,7 +314,7 @@ def test_a_relaunch_with_fewer_trials_than_the_studies_hold_says_nothing_is_left
     again = commands.launch(fewer, tracking_uri=uri, progress=False)
     assert again.ran == {} and again.already_done == 2
     assert "holds trials not done" not in capsys.readouterr().err
-    assert commands.stored_spec(uri, "unit").optuna.n_trials == 1
+    assert stored_spec(uri, "unit").optuna.n_trials == 1
 
 
 def test_an_interrupted_search_counts_the_points_its_studies_have_still_to_ask(
@@ -334,5 +337,5 @@ def test_an_interrupted_search_counts_the_points_its_studies_have_still_to_ask(
     _, _, outcome = _run(searched, uri)
     assert outcome.interrupted and outcome.already_done == 0
     assert outcome.trials == 4 and len(outcome.ran) < 4
-    counts = commands.status(uri, "unit")["counts"]
+    counts = status(uri, "unit")["counts"]
     assert sum(counts.values()) == 4 and counts.get("pending") == 4 - len(outcome.ran)

@@ -11,7 +11,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from orchestrator.commands import extended
+from orchestrator.extend import extended
 from orchestrator.search_space import distribution, plan_search
 from orchestrator.spec_file import spec_from_dict
 from orchestrator.studies import diverged_value, open_storage, storage_url
@@ -573,8 +573,8 @@ def test_a_second_driver_sees_the_first_ones_asks_before_it_asks(tmp_path):
 def test_a_study_whose_trials_all_diverged_has_no_best_and_says_so(tmp_path):
     """Its best was ln(vocab), the stand-in a diverged trial is told, shown as a loss with
     'at the high end of optim.lr's range: widen it' (the opposite of the advice)."""
-    from orchestrator.commands import format_status
     from orchestrator.search import search_status
+    from orchestrator.status import format_status
     from orchestrator.studies import Studies
 
     plan = plan_search(spec_from_dict(BASE))

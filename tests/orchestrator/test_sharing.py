@@ -6,8 +6,10 @@ import mlflow
 import pytest
 import yaml
 
-from orchestrator.commands import extended, launch, status
+from orchestrator.commands import launch
+from orchestrator.extend import extended
 from orchestrator.spec_file import spec_from_dict
+from orchestrator.status import status
 from trainer.schema import sweep_runs
 
 pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("local_ray")]
@@ -173,8 +175,8 @@ def test_a_trunk_its_worker_ended_with_nobody_to_record_it_is_recorded_by_the_ne
 def test_a_trunk_cut_short_then_a_no_share_launch_records_the_trunk_as_it_stands(tmp_path, uri):
     # A driver killed mid-trunk, then `sweep launch --no-share`: the trials trained alone and
     # the trunk's record stayed `running`, without its tokens, through every later launch.
-    from orchestrator import commands
     from orchestrator.families import plan_sharing
+    from orchestrator.sweep_record import stored_spec
     from orchestrator.trials import expand
     from trainer import branching
     from trainer.trunk import train_trunk
@@ -199,7 +201,7 @@ def test_a_trunk_cut_short_then_a_no_share_launch_records_the_trunk_as_it_stands
     assert trunk.data.tags["trunk.status"] == "interrupted" and trunk.info.status == "KILLED"
     assert trunk.data.metrics["final/tokens"] == 7168
     assert status(uri, "cut")["tokens_trained"] == 7168 + 8192 + 16384
-    assert commands.stored_spec(uri, "cut").share_prefix  # the flag was that launch's only
+    assert stored_spec(uri, "cut").share_prefix  # the flag was that launch's only
 
 
 # -- kills: the `sweep` command in its own process -------------------------------------------

@@ -2,7 +2,7 @@
 
 import pytest
 
-from orchestrator.commands import extended
+from orchestrator.extend import extended
 from orchestrator.spec import Resources
 from orchestrator.spec_file import load_spec, spec_from_dict
 from orchestrator.trials import expand
@@ -354,7 +354,7 @@ def test_every_override_that_does_not_compose_is_said_at_once():
 
 
 def test_extend_with_a_misspelt_key_says_so_not_that_it_is_a_new_axis():
-    from orchestrator.commands import extended
+    from orchestrator.extend import extended
 
     with pytest.raises(ConfigError) as err:
         extended(spec_from_dict(BASE), ["model.widht=choice(32, 64)"])

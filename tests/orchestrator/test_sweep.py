@@ -6,8 +6,11 @@ import json
 import mlflow
 import pytest
 
-from orchestrator.commands import extended, launch, status, stored_spec
+from orchestrator.commands import launch
+from orchestrator.extend import extended
 from orchestrator.spec_file import spec_from_dict
+from orchestrator.status import status
+from orchestrator.sweep_record import stored_spec
 from trainer.errors import ConfigError
 from trainer.schema import sweep_runs
 
@@ -169,6 +172,7 @@ def test_a_cancel_typed_while_ray_starts_stops_the_launch_before_any_trial(
     """`sweep resume` (or extend) then `sweep cancel` a few seconds on: the trials of a small
     sweep had all run before the driver's loop first read the request."""
     from orchestrator import commands
+    from orchestrator.cancel import cancel
     from orchestrator.tracking import Tracker
 
     spec = spec_from_dict(spec_dict)
@@ -181,7 +185,7 @@ def test_a_cancel_typed_while_ray_starts_stops_the_launch_before_any_trial(
 
     def cancel_while_ray_starts(*args):
         problems = starting(*args)
-        commands.cancel(uri, "unit", wait_s=0)  # the user, from another shell
+        cancel(uri, "unit", wait_s=0)  # the user, from another shell
         return problems
 
     monkeypatch.setattr(commands, "_cluster_problems", cancel_while_ray_starts)

@@ -289,8 +289,9 @@ def test_an_extend_whose_spec_another_extend_changed_meanwhile_stops(tmp_path):
     dropped the first one's change (a seed, a learning rate) from the sweep."""
     import yaml
 
-    from orchestrator.commands import extended, stored_spec
+    from orchestrator.extend import extended
     from orchestrator.spec_file import spec_from_dict
+    from orchestrator.sweep_record import stored_spec
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     first = spec_from_dict({"name": "ext", "overrides": ["model=tiny"],
@@ -323,7 +324,8 @@ def test_a_cancel_typed_while_a_resume_starts_ray_stops_that_resume(tmp_path):
     """`sweep resume` then `sweep cancel` a few seconds later: the cancel answered `not running
     (interrupted)` (the parent said so until the tracker opened it, 10-20 s on), and the
     tracker's open cleared any request: the sweep ran to its end."""
-    from orchestrator.commands import cancel, mark_starting, unmark_starting
+    from orchestrator.cancel import cancel
+    from orchestrator.sweep_record import mark_starting, unmark_starting
     from trainer.lease import driver_label
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
@@ -357,7 +359,7 @@ def test_of_two_drivers_of_a_sweep_the_last_to_close_ends_it(tmp_path):
     """An extend typed while the launch runs is a second driver: the launch, done with its
     trials, marked the sweep finished while the extend still trained, and `sweep cancel` then
     refused to stop it ("not running")."""
-    from orchestrator.commands import cancel
+    from orchestrator.cancel import cancel
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     a = Tracker(uri, "tracking", code_version="test", spec_yaml="name: tracking\n",

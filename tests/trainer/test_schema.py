@@ -11,7 +11,8 @@ from trainer import schema
 
 
 def test_importing_the_schema_users_imports_neither_torch_nor_ray():
-    code = ("import orchestrator.commands, orchestrator.tracking, orchestrator.resync, "
+    code = ("import orchestrator.commands, orchestrator.status, orchestrator.cancel, "
+            "orchestrator.sweep_record, orchestrator.tracking, orchestrator.resync, "
             "fitter.data, fitter.mlflow_io, trainer.reporting, trainer.schema, sys; "
             "assert 'torch' not in sys.modules, 'torch'; assert 'ray' not in sys.modules, 'ray'")
     repo = str(Path(__file__).resolve().parents[2])  # this checkout, not an installed one

@@ -1,0 +1,384 @@
+"""`sweep status` and `sweep list`: where a sweep stands, read from the tracking store (and
+from its trials' folders where the store has not caught up), and the text the commands print.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+from mlflow import MlflowClient
+
+from orchestrator import legacy
+from orchestrator.driver import prepare
+from orchestrator.spec import SweepSpec, root_path
+from orchestrator.sweep_record import driver_silent_s, live_status, parent_run, stored_spec
+from trainer.schema import (
+    DONE,
+    FAILED,
+    FINAL_EVAL_LOSS,
+    FINAL_WALL_S,
+    FINISHED,
+    INTERRUPTED,
+    KIND_SWEEP,
+    KIND_TRIAL,
+    KIND_TRUNK,
+    PARAM_TOKENS,
+    RUNNING,
+    SWEEP_DRIVER_TAG,
+    TOKENS_IF_INDEPENDENT,
+    TOKENS_RATIO,
+    TOKENS_TRAINED,
+    TRIAL_ERROR_TAG,
+    TRIAL_ID_TAG,
+    TRIAL_STATUS_TAG,
+    TRUNK_ID_TAG,
+    TRUNK_STATUS_TAG,
+    recorded_trials,
+    sweep_runs,
+    token_totals,
+)
+
+
+def trial_counts(tracking_uri: str, spec: SweepSpec, states: dict, gone: int | None
+                 ) -> tuple[dict[str, int], list[dict] | None, dict[str, float | None]]:
+    """The sweep's trials per status, `pending` those not begun (a grid's trials not in the
+    store; a searched sweep's trials its studies have still to ask), as `status` and `list`
+    count them; a searched sweep's studies (`search.search_status`), else None; and the ids
+    of the sweep's trials, each with its training FLOPs (None in a searched sweep). Trials
+    recorded under an old id (`orchestrator.legacy`) move to theirs in `states`."""
+    counts: dict[str, int] = {}
+    slices = None
+    ids: dict[str, float | None]
+    if spec.optuna is None:
+        _, trials = prepare(spec)
+        ids = {trial.trial_id: trial.flops for trial in trials}
+        # (recorded under an id an earlier version gave them, until a launch migrates them:
+        # theirs, as the dry run says; added to `states`, which the caller reads on)
+        for new_id, state in legacy.legacy_records(trials, states).items():
+            states[new_id] = states.pop(state["run"].data.tags[TRIAL_ID_TAG])
+    else:  # a searched sweep's trials are those its studies asked for, and those to ask
+        from orchestrator import search
+        _, plan, storage = search.prepare_search(spec, tracking_uri, create=False)
+        slices = search.search_status(plan, storage)
+        ids = dict.fromkeys(states)
+        # Pending: the points the studies have still to ask, and those asked but not begun
+        # (not in the store). A point asked twice is one trial: counting n_trials against
+        # the trials in the store left a finished study with "2 pending".
+        pending = sum(max(s["n_trials"] - s["used"], 0) for s in slices) + max(
+            search.asked_points(plan, storage) - len(ids), 0)
+        counts.update({"pending": pending} if pending > 0 else {})
+    for trial_id in ids:
+        s = states.get(trial_id, {}).get("status", "pending")
+        s = INTERRUPTED if s == RUNNING and gone is not None else s
+        counts[s] = counts.get(s, 0) + 1
+    return counts, slices, ids
+
+
+def sweeps(tracking_uri: str) -> list[dict]:
+    """Every sweep in the store, oldest first: name, status (as `status` tells it, a killed
+    driver included), trials per status as `status` counts them (pending included), and when
+    it started (epoch ms)."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    out = []
+    for exp in client.search_experiments():
+        parents = sweep_runs(client, exp.experiment_id, KIND_SWEEP)
+        if not parents:
+            continue  # not a sweep (MLflow's Default, a user's own experiment)
+        parent = min(parents, key=lambda run: (run.info.start_time, run.info.run_id))
+        status, gone = live_status(parent)
+        silent = driver_silent_s(parent, status)
+        try:
+            counts, _, _ = trial_counts(tracking_uri, stored_spec(tracking_uri, exp.name),
+                                        recorded_trials(tracking_uri, exp.name), gone)
+        except Exception:  # a spec that no longer composes (a config key since removed), or
+            # one not stored yet (its launch is starting): the trials recorded, as recorded
+            counts = {}
+            for run in sweep_runs(client, exp.experiment_id, KIND_TRIAL):
+                s = run.data.tags.get(TRIAL_STATUS_TAG, RUNNING)
+                s = INTERRUPTED if s == RUNNING and gone is not None else s
+                counts[s] = counts.get(s, 0) + 1
+        out.append({"sweep": exp.name, "status": status, "counts": counts,
+                    "started_ms": parent.info.start_time, "driver_silent_s": silent})
+    return sorted(out, key=lambda row: row["started_ms"] or 0)
+
+
+def format_sweeps(rows: list[dict]) -> str:
+    """The human-readable `sweep list`."""
+    if not rows:
+        return "no sweep is recorded in this store (sweep launch SPEC starts one)"
+    width = max(len(row["sweep"]) for row in rows)
+    lines = []
+    for row in rows:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime((row["started_ms"] or 0) / 1000))
+        total = sum(row["counts"].values())
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(row["counts"].items()))
+        silent = (f"; driver silent for {row['driver_silent_s'] / 60:.0f} min"
+                  if row.get("driver_silent_s") else "")
+        lines.append(f"{row['sweep']:<{width}}  {row['status']:<11}  started {when}  "
+                     f"{total} trial{'s' * (total != 1)}" + (f" ({counts})" if counts else "")
+                     + silent)
+    return "\n".join(lines)
+
+
+def _short_label(label: str) -> str:
+    """A trial's label with its searched values to 4 significant digits, as the slice lines
+    print them (optim.lr=0.0043066092130092095 reads optim.lr=0.004307)."""
+    def short(item: str) -> str:
+        key, sep, value = item.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            return item
+        return f"{key}={number:.4g}" if sep and len(value) > 8 and "." in value else item
+    return " ".join(short(item) for item in label.split(" "))
+
+
+def _trunk_tokens(run, storage_root: str) -> int | None:
+    """The tokens a training trunk has reached: its folder's metrics.jsonl (on this machine),
+    else what the store holds, else None."""
+    from trainer.branching import trunk_dir
+
+    trunk_id = run.data.tags.get(TRUNK_ID_TAG, "")
+    row = _last_metrics(trunk_dir(root_path(storage_root), trunk_id) / "metrics.jsonl") \
+        if trunk_id else None
+    tokens = (row or {}).get("train/tokens", run.data.metrics.get("train/tokens"))
+    return None if tokens is None else int(tokens)
+
+
+def _stopped_trunks(runs: list, storage_root: str) -> list[dict]:
+    """The trunks of a stopped sweep that did not end (a driver killed or stopped while they
+    trained), with the tokens their folder holds (a killed driver wrote none to MLflow)."""
+    from trainer.branching import read_index, trunk_dir
+
+    out = []
+    for run in runs:
+        if run.data.tags.get(TRUNK_STATUS_TAG) not in (RUNNING, INTERRUPTED, FAILED):
+            continue
+        trunk_id = run.data.tags.get(TRUNK_ID_TAG, "")
+        index = read_index(trunk_dir(root_path(storage_root), trunk_id)) if trunk_id else {}
+        tokens = index.get("tokens") or run.data.metrics.get("final/tokens") or 0
+        out.append({"trunk": run.info.run_name, "tokens": int(tokens)})
+    return out
+
+
+def status(tracking_uri: str, name: str) -> dict:
+    """Counts per status, running trials with progress, best trial so far, ETA, and the
+    tokens trained against the tokens the done trials would have trained alone."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    parent = parent_run(client, name)
+    spec = stored_spec(tracking_uri, name)
+    states = recorded_trials(tracking_uri, name)
+    # (a killed driver's trials left `running` are counted as what they are, interrupted)
+    status, gone = live_status(parent)
+    counts, slices, ids = trial_counts(tracking_uri, spec, states, gone)
+    running = [_progress(state["run"], spec.storage_root) for state in states.values()
+               if state["status"] == RUNNING and gone is None]
+    trunk_runs = sweep_runs(client, parent.info.experiment_id, KIND_TRUNK)
+    training = [] if status != RUNNING else [
+        run for run in trunk_runs if run.data.tags.get(TRUNK_STATUS_TAG) == RUNNING]
+    trunks = [run.info.run_name for run in training]
+    stopped = [] if status == RUNNING else _stopped_trunks(trunk_runs, spec.storage_root)
+    failed = [{"trial": state["run"].info.run_name,
+               "error": state["run"].data.tags.get(TRIAL_ERROR_TAG)}
+              for state in states.values() if state["status"] == FAILED]
+    # (the trials of the spec as launched last: a name reused for another spec keeps the
+    # other's runs in its experiment, which are not this sweep's best)
+    mine = set(ids)
+    finished = [state["run"] for trial_id, state in states.items()
+                if state["status"] == FINISHED and trial_id in mine]
+    best = min(finished, key=lambda r: r.data.metrics.get(FINAL_EVAL_LOSS, math.inf),
+               default=None)
+    return {
+        "sweep": name, "status": status, "driver_gone": gone,
+        "driver": parent.data.tags.get(SWEEP_DRIVER_TAG),
+        "driver_silent_s": driver_silent_s(parent, status),
+        "trials": sum(counts.values()), "counts": counts, "running": running,
+        "trunks_running": trunks, "trunks_stopped": stopped,
+        "trunk_tokens": [_trunk_tokens(run, spec.storage_root) for run in training],
+        "failed": failed,
+        "best": None if best is None else {
+            "trial": best.info.run_name, TRIAL_ID_TAG: best.data.tags[TRIAL_ID_TAG],
+            FINAL_EVAL_LOSS: best.data.metrics.get(FINAL_EVAL_LOSS)},
+        "eta_s": _eta(finished, counts, running, ids, states) if status == RUNNING else None,
+        **_tokens(token_totals(client, parent.info.experiment_id),
+                  ended=not any(counts.get(s) for s in ("pending", RUNNING, INTERRUPTED))),
+        **({} if slices is None else {"slices": slices}),
+        "ended_unrecorded": _ended_unrecorded(spec, states, status, counts),
+        # (a launch of a narrower spec re-points the sweep: what the wider one recorded stays)
+        "outside_spec": sum(1 for trial_id in states if trial_id not in mine),
+    }
+
+
+def _ended_unrecorded(spec: SweepSpec, states: dict, status: str, counts: dict) -> int:
+    """Trials of a stopped grid sweep that the store holds unfinished (interrupted, running
+    under a driver that is gone, failed) but whose folder says they ended: their driver lost
+    the store before it could record them (`sweep resume` records them, training nothing).
+    `status` counted them interrupted, which read as work lost."""
+    if status == RUNNING or spec.optuna is not None or not any(
+            counts.get(s) for s in (INTERRUPTED, RUNNING, FAILED)):
+        return 0
+    from orchestrator.driver import ended_on_disk
+
+    return sum(1 for trial in prepare(spec)[1]
+               if states.get(trial.trial_id, {}).get("status") in (INTERRUPTED, RUNNING, FAILED)
+               and ended_on_disk(trial))
+
+
+def _tokens(totals: dict[str, float], *, ended: bool) -> dict:
+    """The token totals; their ratio only once every trial has ended: before, the trunks'
+    tokens count trunks trained for branches not done, against the done trials alone."""
+    return {"tokens_trained": int(totals[TOKENS_TRAINED]),
+            "tokens_if_independent": int(totals[TOKENS_IF_INDEPENDENT]),
+            "tokens_ratio": totals[TOKENS_RATIO]
+            if ended and totals[TOKENS_IF_INDEPENDENT] else None}
+
+
+def _progress(run, storage_root: str) -> dict:
+    """A running trial's share of its budget and last loss: as recorded, else (its metrics
+    not written to the store yet: the tracker writes them every few seconds) from its
+    `metrics.jsonl`, where the folder is on this machine."""
+    budget = float(run.data.params.get(PARAM_TOKENS, "nan"))
+    metrics = run.data.metrics
+    if "train/tokens" not in metrics:  # (nor its params: they go with its first metrics)
+        folder = root_path(storage_root) / run.data.tags[TRIAL_ID_TAG]
+        metrics = _last_metrics(folder / "metrics.jsonl") or metrics
+        if not budget > 0:
+            with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
+                budget = float(json.loads((folder / "config.json").read_text())[PARAM_TOKENS])
+    seen = metrics.get("train/tokens", 0.0)
+    return {"trial": run.info.run_name, TRIAL_ID_TAG: run.data.tags[TRIAL_ID_TAG],
+            "progress": seen / budget if budget > 0 else None,
+            "train/loss": metrics.get("train/loss")}
+
+
+def _last_metrics(path: Path) -> dict | None:
+    """The last whole row with `train/tokens` of a metrics.jsonl (its tail only), or None."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(f.seek(0, os.SEEK_END) - 8192, 0))
+            tail = f.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(tail):
+        try:
+            row = json.loads(line)
+        except ValueError:  # (the first line cut by the seek, or one being written)
+            continue
+        if isinstance(row, dict) and "train/tokens" in row:
+            return row
+    return None
+
+
+def _eta(finished: list, counts: dict[str, int], running: list[dict],
+         flops: dict[str, float | None], states: dict) -> float | None:
+    """Seconds until the trials not done have run, at the pace of those finished and as
+    many at once as run now. A grid's trials are weighed by their FLOPs (an extend to a
+    wider model takes as much longer as its trials cost more: a mean over trials read ~2 min
+    for ~10); a searched sweep's, whose trials to come are not known yet, by their mean."""
+    done = [r for r in finished if FINAL_WALL_S in r.data.metrics]
+    left = sum(n for s, n in counts.items() if s not in DONE)
+    if not done or not left:
+        return 0.0 if not left else None
+    wall = sum(r.data.metrics[FINAL_WALL_S] for r in done)
+    at_once = max(len(running), 1)
+    cost = [flops.get(r.data.tags[TRIAL_ID_TAG]) for r in done]
+    if any(c is None or c <= 0 for c in cost):
+        return wall / len(done) * left / at_once
+    progress = {p[TRIAL_ID_TAG]: p["progress"] or 0.0 for p in running}
+    to_run = sum(f * (1.0 - min(progress.get(trial_id, 0.0), 1.0))
+                 for trial_id, f in flops.items()
+                 if states.get(trial_id, {}).get("status") not in DONE)
+    return wall / sum(cost) * to_run / at_once
+
+
+def format_status(report: dict) -> str:
+    """The human-readable `sweep status`."""
+    gone = report.get("driver_gone")
+    lines = [f"sweep {report['sweep']}: {report['status']}"
+             + (f" (its driver, pid {gone}, was killed before it could close the sweep: "
+                f"`sweep resume {report['sweep']}` goes on)" if gone else "")
+             + f", {report['trials']} trial{'s' * (report['trials'] != 1)}"]
+    if silent := report.get("driver_silent_s"):
+        lines.append(f"  its driver ({report.get('driver') or 'unknown'}) has not been heard "
+                     f"from for {silent / 60:.0f} min: killed, lost or cut off from the store? "
+                     f"If it is gone, `sweep resume {report['sweep']}` goes on")
+    # (a running sweep's interrupted trials are queued to go on: as "interrupted" alone, a
+    # resume read as if it had stopped them)
+    again = " (to go on)" if report["status"] == RUNNING else ""
+    lines.append("  " + ", ".join(f"{n} {s}{again if s == INTERRUPTED else ''}"
+                                  for s, n in sorted(report["counts"].items())))
+    if n := report.get("ended_unrecorded"):
+        lines.append(f"  {n} of them ended in their folders (the store lost their end): "
+                     f"`sweep resume {report['sweep']}` records {'it' if n == 1 else 'them'}, "
+                     "training nothing")
+    for r in report["running"]:
+        if r["progress"] is None and r["train/loss"] is None:
+            # (a running trial's metrics reach the store every 10 s or so, a short one's at
+            # its end)
+            lines.append(f"  running {_short_label(r['trial'])}: no metrics written yet")
+            continue
+        pct = f"{r['progress']:.0%}" if r["progress"] is not None else "?"
+        loss = f"{r['train/loss']:.3f}" if r["train/loss"] is not None else "n/a"
+        lines.append(f"  running {_short_label(r['trial'])}: {pct}, loss {loss}")
+    if trunks := report.get("trunks_running"):
+        at = [t for t in report.get("trunk_tokens", []) if t is not None]
+        lines.append(f"  {len(trunks)} trunk{'s' * (len(trunks) != 1)} training (the shared "
+                     "start of token budgets, which follow as their trunk passes them)"
+                     + (f": at {', '.join(f'{t:,}' for t in at[:5])}"
+                        f"{', ...' if len(at) > 5 else ''} tokens" if at else ""))
+    if stopped := report.get("trunks_stopped"):
+        one = len(stopped) == 1
+        tokens = ", ".join(f"{t['tokens']:,}" for t in stopped[:5]) + (
+            ", ..." if len(stopped) > 5 else "")
+        lines.append(f"  {len(stopped)} trunk{'' if one else 's'} (the shared start of token "
+                     f"budgets) stopped partway, at {tokens} tokens: "
+                     f"`sweep resume {report['sweep']}` goes on from {'its' if one else 'their'} "
+                     "checkpoints")
+    failed = report.get("failed", [])
+    for r in failed[:5]:
+        lines.append(f"  failed {r['trial']}: {r['error'] or 'no error recorded'}")
+    if len(failed) > 5:
+        lines.append(f"  ... {len(failed) - 5} more failed (sweep status NAME --json lists all)")
+    if report["best"]:
+        lines.append(f"  best: {_short_label(report['best']['trial'])} (eval loss "
+                     f"{report['best']['final/eval_loss']:.4f})")
+    for s in report.get("slices", ()):
+        searched = s.get("searched") or []
+        axis = next((k for k in searched if k.endswith(".lr")), None) or next(iter(searched),
+                                                                               "its range")
+        best = (f"none: every trial diverged (move {axis} lower with sweep extend)"
+                if s.get("all_diverged") else "none yet") if s["best"] is None else (
+            f"{s['best']:.4f} at " + " ".join(f"{k}={v:.4g}" if isinstance(v, float)
+                                              else f"{k}={v}"
+                                              for k, v in s["best_params"].items()))
+        edge = "".join(f"; at the {end} end of {key}'s range: widen it"
+                       for key, end in s.get("edge", {}).items())
+        lines.append(f"  slice {s['slice']}: {s['used']}/{s['n_trials']} trials, best {best}"
+                     + edge)
+    if outside := report.get("outside_spec"):
+        one = outside == 1
+        lines.append(f"  {outside} more trial{'' if one else 's'} of earlier specs of this sweep "
+                     f"{'is' if one else 'are'} recorded but not in its spec now (a launch of "
+                     "another spec re-pointed it): the token totals count them and `sweep fit` "
+                     "reads them; launch the wider spec again (or `sweep extend`) to take "
+                     f"{'it' if one else 'them'} back in")
+    if report["eta_s"]:
+        lines.append(f"  ETA: {report['eta_s'] / 60:.1f} min")
+    if report.get("tokens_if_independent") and report.get("tokens_ratio") is not None:
+        lines.append(f"  tokens: {report['tokens_trained']:,} trained, "
+                     f"{report['tokens_if_independent']:,} if independent "
+                     f"(ratio {report['tokens_ratio']:.2f})")
+    elif report.get("tokens_trained"):
+        lines.append(f"  tokens: {report['tokens_trained']:,} trained by the trials and "
+                     "trunks that have ended (the running ones count at their end, and the "
+                     "ratio to training each trial alone shows once every trial has ended)")
+    return "\n".join(lines)
+
+
+def as_json(report: dict) -> str:
+    return json.dumps(report, indent=1, default=str)
