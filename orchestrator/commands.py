@@ -355,7 +355,7 @@ def _check_hub_once(trials: list[Trial]) -> None:
 
 
 def say_notes(notes: Sequence[str]) -> None:
-    """Notes on a launch (see `cli._another_base`), on stderr."""
+    """Notes on a launch (see `cli_launch._another_base`), on stderr."""
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
 

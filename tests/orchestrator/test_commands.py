@@ -9,7 +9,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from orchestrator import cli, commands
+from orchestrator import cli, cli_fit, cli_launch, commands
 from orchestrator.cancel import cancel
 from orchestrator.driver import prepare
 from orchestrator.extend import extended
@@ -302,16 +302,16 @@ def test_a_fits_next_grid_says_how_many_trials_the_extend_adds(tmp_path):
                      "train.batch_size": "choice(8, 16)", "model.width": "range(32, 128, 32)"}}
     _open_sweep(uri, spec)
     # 2 new LRs (1e-2 is there already) × 2 batch sizes × 3 widths × 2 seeds
-    assert cli._extension_size(uri, "unit", ["optim.lr=choice(1e-3, 0.01, 3e-2)"]) == 24
+    assert cli_fit._extension_size(uri, "unit", ["optim.lr=choice(1e-3, 0.01, 3e-2)"]) == 24
     # a new axis keeps the trials' value: 0.1 beside their 0.0 at every point
-    assert cli._extension_size(uri, "unit", ["optim.weight_decay=choice(0.1)"]) == 24
-    assert cli._extension_size(uri, "unit", ["optim.lr=choice(oops)"]) is None
+    assert cli_fit._extension_size(uri, "unit", ["optim.weight_decay=choice(0.1)"]) == 24
+    assert cli_fit._extension_size(uri, "unit", ["optim.lr=choice(oops)"]) is None
     # an LR the spec fixes in its overrides: the extend makes it an axis with the new values
     fixed = {**spec, "name": "fixed", "overrides": [*TRIAL, "optim.lr=1e-2"],
              "grid": {"train.batch_size": "choice(8, 16)"}}
     _open_sweep(uri, fixed)
-    assert cli._extension_size(uri, "fixed", ["optim.lr=choice(1e-3, 0.01)"]) == 4
-    assert cli._extension_size(uri, "nosuch", ["optim.lr=choice(1e-3)"]) is None
+    assert cli_fit._extension_size(uri, "fixed", ["optim.lr=choice(1e-3, 0.01)"]) == 4
+    assert cli_fit._extension_size(uri, "nosuch", ["optim.lr=choice(1e-3)"]) is None
 
 
 def test_status_of_a_sweep_whose_driver_was_killed_says_so_and_how_to_go_on(tmp_path, capsys):
@@ -571,7 +571,7 @@ def test_fit_of_a_sweep_with_trials_not_done_says_so_first(tmp_path, capsys):
     assert note in err and err.index(note) < err.index("error:")  # said before the fit
     tracker.close_sweep(schema.INTERRUPTED)  # (its driver stopped: then resume finishes them)
     # the 3 of its spec, not the earlier spec's: resume ends them, and a fit waits for them
-    assert cli._warn_unfinished(uri, "unit") == 3
+    assert cli_fit._warn_unfinished(uri, "unit") == 3
     assert ("note: 4 of sweep unit's trials are not done (1 failed, 1 interrupted, 1 pending, "
             "1 running): this fit has only the ended ones; `sweep resume unit` finishes them"
             ) in capsys.readouterr().err
@@ -587,7 +587,7 @@ def test_fit_of_a_sweep_whose_trials_failed_on_a_config_error_does_not_say_resum
                                            "ConfigError: data.text_field=body: no such field")
     for trial in trials[1:]:
         _child(uri, tracker, trial.trial_id, schema.FINISHED, final__eval_loss=2.5)
-    assert cli._warn_unfinished(uri, "unit") == 0  # nothing a resume would end
+    assert cli_fit._warn_unfinished(uri, "unit") == 0  # nothing a resume would end
     err = capsys.readouterr().err
     assert ("note: 1 of sweep unit's trials failed on a config error (`sweep status unit` "
             "shows it): this fit has only the ended ones; `sweep resume` would fail them the "
@@ -605,7 +605,7 @@ def test_fit_of_a_sweep_whose_open_trials_are_of_an_earlier_spec_says_resume_lea
         _child(uri, tracker, trial.trial_id, schema.FINISHED, final__eval_loss=2.5)
     _child(uri, tracker, "e" * 64, schema.INTERRUPTED)
     tracker.close_sweep(schema.FINISHED)
-    assert cli._warn_unfinished(uri, "unit") == 0
+    assert cli_fit._warn_unfinished(uri, "unit") == 0
     assert capsys.readouterr().err == (
         "note: 1 of sweep unit's trials are not done (1 interrupted): this fit has only the "
         "ended ones; they are trials of an earlier spec of the sweep, which `sweep resume` "
@@ -642,7 +642,7 @@ def test_a_launch_with_other_base_overrides_under_a_recorded_name_says_so(tmp_pa
             "of this launch goes on with all 4") in capsys.readouterr().err
     # a search block that differs says how (after `extend n_trials=5`, a relaunch of the file
     # lowered it to 3 behind "another search block")
-    from orchestrator.cli import _search_changes
+    from orchestrator.cli_launch import _search_changes
 
     assert _search_changes({"optuna": {"n_trials": 5, "storage": "postgresql://u:pw@h/db"}},
                            {"optuna": {"n_trials": 3, "storage": "postgresql://u:pw@h/db"}}
@@ -834,8 +834,8 @@ def test_a_fit_of_a_searched_sweep_suggests_enough_trials_to_bracket(tmp_path, s
     spec = {**_spec(tmp_path), "overrides": TRIAL[:-1] if grid_tokens else TRIAL, "grid": grid,
             "search": {"optuna": search}}
     _open_sweep(uri, spec)
-    assert cli._next_n_trials(uri, "unit") == expected
-    assert cli._next_n_trials(uri, None) is None
+    assert cli_fit._next_n_trials(uri, "unit") == expected
+    assert cli_fit._next_n_trials(uri, None) is None
 
 
 def test_a_dry_run_refuses_a_storage_root_the_launch_would_refuse_and_creates_nothing(
@@ -1055,8 +1055,8 @@ def test_ctrl_c_of_a_launch_before_its_trials_names_the_sweep_and_closes_it(
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         start = time.monotonic()
-        hint = cli._interrupted_hint(Namespace(command="resume", name="unit"),
-                                     f"http://127.0.0.1:{sock.getsockname()[1]}")
+        hint = cli_launch._interrupted_hint(Namespace(command="resume", name="unit"),
+                                            f"http://127.0.0.1:{sock.getsockname()[1]}")
         assert time.monotonic() - start < 10 and "`sweep resume unit` goes on" in hint
 
 
@@ -1098,12 +1098,12 @@ def test_a_relaunch_that_changes_only_how_trials_run_says_so(tmp_path):
     uri = f"sqlite:///{tmp_path}/m.db"
     raw = {**_spec(tmp_path), "max_concurrent": 2}
     _open_sweep(uri, raw)
-    same = cli._another_base(spec_from_dict(raw), uri)
+    same = cli_launch._another_base(spec_from_dict(raw), uri)
     assert same == []
-    one = cli._another_base(spec_from_dict({**raw, "max_concurrent": 1, "retries": 0}), uri)
+    one = cli_launch._another_base(spec_from_dict({**raw, "max_concurrent": 1, "retries": 0}), uri)
     assert one == ["sweep unit now runs with max_concurrent: 2 → 1; retries: 2 → 0 (its trials "
                    "stay as they are; `sweep status`, `resume` and `extend` follow this spec)"]
-    both = cli._another_base(spec_from_dict({**raw, "max_concurrent": 1, "grid": {
+    both = cli_launch._another_base(spec_from_dict({**raw, "max_concurrent": 1, "grid": {
         **raw["grid"], "optim.lr": "choice(3e-3)"}}), uri)
     assert len(both) == 1 and "grid.optim.lr: choice(3e-3, 1e-2) → choice(3e-3); " \
         "max_concurrent: 2 → 1)" in both[0]

@@ -1,0 +1,406 @@
+"""The handlers of `sweep launch`, `resume` and `extend`: the command's flags applied to the
+spec, the notes said before a launch (another spec under the sweep's name), the dry run's
+listing, the summary after the run, and what a Ctrl-C outside the driver's loop leaves.
+The work itself is `orchestrator.commands`'.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import sys
+
+
+def _launch(args, uri: str) -> int:
+    from orchestrator.spec import shadowed_overrides
+    from orchestrator.spec_file import load_spec
+
+    spec = load_spec(args.spec).with_overrides(args.overrides)
+    return _run(spec, args, uri, notes=[*shadowed_overrides(spec), *_another_base(spec, uri)])
+
+
+def _another_base(spec, uri: str) -> list[str]:
+    """A launch under a sweep's name with another spec (other base overrides, grid, seeds)
+    adds other trials to its experiment: allowed (a launch with overrides does it on
+    purpose), but said, since `status` then follows the new spec and `fit` reads them all:
+    the notes, said once the launch's checks have passed (before an error they were noise)."""
+    from orchestrator.store import missing_sqlite
+    from trainer.errors import ConfigError
+
+    if missing_sqlite(uri):
+        return []  # no store yet: a new sweep
+    from orchestrator.sweep_record import stored_spec
+
+    try:
+        stored = stored_spec(uri, spec.name)
+    except ConfigError:
+        return []  # no such sweep yet
+    before, now = set(stored.overrides), set(spec.overrides)
+
+    from orchestrator.spec import root_path
+
+    notes = []
+    if root_path(stored.storage_root) != root_path(spec.storage_root):
+        notes.append(f"sweep {spec.name} was launched before with storage_root "
+                     f"{stored.storage_root}, now {root_path(spec.storage_root)}: its trials' "
+                     "run directories and checkpoints are there, and an unfinished trial "
+                     "would start over here")
+    changes = [f"without {o}" for o in sorted(before - now)] + [
+        f"now {o}" for o in sorted(now - before)]
+    changes += [f"grid.{k}: {stored.grid.get(k, '(none)')} → {spec.grid.get(k, '(none)')}"
+                for k in dict.fromkeys([*stored.grid, *spec.grid])
+                if stored.grid.get(k) != spec.grid.get(k)]
+    if stored.seeds != spec.seeds:
+        changes.append(f"seeds: {list(stored.seeds)} → {list(spec.seeds)}")
+    from trainer.reporting import redact
+
+    if redact(str(stored.search)) != redact(str(spec.search)):  # (stored: its password masked)
+        changes += _search_changes(stored.search, spec.search) or ["another search block"]
+    settings = [f"{key}: {_setting(stored, key)} → {_setting(spec, key)}"
+                for key in ("max_concurrent", "retries", "resources", "fuse", "share_prefix")
+                if _setting(stored, key) != _setting(spec, key)]
+    if settings and not changes:
+        notes.append(f"sweep {spec.name} now runs with {'; '.join(settings)} (its trials stay "
+                     "as they are; `sweep status`, `resume` and `extend` follow this spec)")
+    changes += settings
+    if changes and len(changes) > len(settings):
+        notes.append(f"sweep {spec.name} was launched before with another spec "
+                     f"({'; '.join(changes)}): its trials so far stay in its experiment, "
+                     "`sweep status` and `sweep extend` follow this spec and `sweep fit` reads "
+                     f"every trial; to add to the sweep use `sweep extend {spec.name} ...`, or "
+                     "give this spec another name to keep the two apart"
+                     + _narrower(stored, spec))
+    return notes
+
+
+def _narrower(stored, spec) -> str:
+    """How a grid spec launched under a sweep's name narrows the stored one, when every one
+    of its trials is the stored spec's: a relaunch of the first spec file after `sweep extend`
+    (whose status then read 30 trials of 108). '' otherwise, or when either cannot expand."""
+    if stored.optuna is not None or spec.optuna is not None:
+        return ""
+    from orchestrator.driver import prepare
+
+    try:
+        before = {t.trial_id for t in prepare(stored)[1]}
+        now = {t.trial_id for t in prepare(spec)[1]}
+    except Exception:  # noqa: BLE001 (a stored spec that no longer composes: the note as is)
+        return ""
+    if not now < before:
+        return ""
+    return (f". This spec holds {len(now)} of the sweep's {len(before)} trials: `sweep status` "
+            f"and `extend` count these {len(now)} from now on (the other "
+            f"{len(before) - len(now)} stay recorded, and `sweep fit` reads them); `sweep "
+            f"resume {spec.name}` in place of this launch goes on with all {len(before)}")
+
+
+def _setting(spec, key: str) -> str:
+    """How a note shows one of the spec keys that say how its trials run, not which."""
+    value = getattr(spec, key)
+    if key == "resources":
+        return ", ".join(f"{k}={v:g}" for k, v in dataclasses.asdict(value).items())
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) \
+        else str(value)
+
+
+def _search_changes(before, now) -> list[str]:
+    """The search options a launch changes, `search.optuna.n_trials: 5 → 3` (a relaunch of
+    the spec file after an extend lowered n_trials behind "another search block")."""
+    from trainer.reporting import redact
+
+    def options(search) -> dict:
+        return dict(search["optuna"]) if isinstance(search, dict) and isinstance(
+            search.get("optuna"), dict) else {}
+
+    old, new = options(before), options(now)
+    if not old or not new:
+        return []
+    return [f"search.optuna.{k}: {redact(str(old.get(k, '(none)')))} → "
+            f"{redact(str(new.get(k, '(none)')))}"
+            for k in dict.fromkeys([*old, *new]) if redact(str(old.get(k))) != redact(
+                str(new.get(k)))]
+
+
+def _run(spec, args, uri: str, based_on=None, notes: list[str] = ()) -> int:
+    from orchestrator import commands
+
+    # A flag is this command's: the stored spec keeps its own value for later commands.
+    if getattr(args, "no_share", False):
+        spec = spec.with_flag("share_prefix", False)
+    if getattr(args, "fuse", None) is not None:
+        spec = spec.with_flag("fuse", args.fuse)
+    if getattr(args, "max_concurrent", None) is not None:
+        spec = spec.with_flag("max_concurrent", args.max_concurrent)
+    asked = "true" if spec.fuse is True else spec.fuse if (
+        type(spec.fuse) is int and spec.fuse > 1) else None  # (True == 1: tested first)
+    if asked is not None and spec.resources.world_size > 1:
+        from orchestrator.fusion import fusion_off_reason
+
+        notes = [*notes, f"fuse: {asked} fuses nothing here: {fusion_off_reason(spec)}"]
+    if getattr(args, "dry_run", False) and not (args.address or os.environ.get("RAY_ADDRESS")):
+        from orchestrator.driver import local_cluster, resource_problems
+
+        for problem in resource_problems(spec, local_cluster()):  # a launch here refuses it
+            print(f"note: on this machine the launch would refuse it: {problem} (a cluster's "
+                  "nodes count with --address)", file=sys.stderr)
+    if getattr(args, "dry_run", False) and spec.optuna is not None:
+        for label, used, left, open_ in commands.search_dry_run(spec, tracking_uri=uri,
+                                                                notes=notes):
+            print(f"study {label}: {used} trial{'s' * (used != 1)} used, would ask {left} more"
+                  + (f"; {open_} of those used never ended (interrupted): run again from "
+                     "their checkpoints, or told from their record if they ended" if open_
+                     else ""))
+        from orchestrator.search_space import HALVING
+
+        if spec.optuna.pruner == HALVING:
+            print("halving: a budget above the first asks for the best of the one below as "
+                  "its trials end, so its counts are for the results so far (a new trial "
+                  "below that beats one that climbed sends another up)")
+        from orchestrator.fusion import fusion_setting
+
+        fuse = fusion_setting(spec)
+        if fuse is True or (fuse is not False and fuse > 1):
+            if fuse is True:
+                from orchestrator.driver import local_cluster
+                from orchestrator.fusion import at_once, searched_group_size
+                from orchestrator.placement import Request
+
+                res = spec.resources.per_trial()
+                slots = at_once(spec, local_cluster().capacity(Request(gpus=res.gpus,
+                                                                       cpus=res.cpus)))
+                size = searched_group_size(True, points_left=spec.optuna.n_trials,
+                                           slots=slots)
+                most = (f"up to {size} points at once (its points over two rounds of the "
+                        f"{slots} trials this machine runs at once)")
+            else:
+                size, most = fuse, f"up to {fuse} points at once"
+            cap = spec.max_concurrent
+            if cap and cap < 2:  # (a group's members count toward it: room for one point)
+                print(f"no fused groups: max_concurrent {cap} leaves room for one point at a "
+                      "time (each member counts)")
+            else:
+                if cap and cap < size:
+                    most = f"up to {cap} points at once (max_concurrent {cap})"
+                print(f"fused: each study asks {most} and trains them as one group"
+                      + (f"; max_concurrent {cap} counts each member" if cap else ""))
+        return 0
+    if getattr(args, "dry_run", False):
+        plan = commands.dry_run(spec, tracking_uri=uri, notes=notes)
+        for trial, action in plan:
+            print(f"{action:<18} {trial.trial_id[:12]}  {trial.label}")
+        todo = sum(action.startswith("run") for _, action in plan)
+        held = sum(action.startswith("wait") for _, action in plan)
+        print(f"{len(plan)} trial{'s' * (len(plan) != 1)}: {len(plan) - todo - held} done, "
+              f"{todo} would run"
+              + (f", {held} running under another driver" if held else ""))
+        from orchestrator.families import describe, plan_sharing
+
+        trials = [trial for trial, _ in plan]
+        to_run = [t for t, action in plan if action.startswith("run")]
+        sharing = plan_sharing(trials, share=spec.share_prefix)
+        for line in describe(sharing, trials, to_run={t.trial_id for t in to_run}):
+            print(line)
+        from orchestrator.fusion import fusion_off_reason, fusion_setting
+
+        if fusion_setting(spec) and to_run:
+            print_fusion(spec, to_run, sharing)
+        elif len(to_run) > 1:
+            print(f"no fused groups: {fusion_off_reason(spec)}")
+        return 0
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    outcome = commands.launch(spec, tracking_uri=uri, address=address,
+                              progress=sys.stdout.isatty(), based_on=based_on, notes=notes)
+    ran = outcome.ran.values()
+    summary = ", ".join(f"{sum(s == k for s in ran)} {k}" for k in sorted(set(ran)))
+    print(f"sweep {spec.name}: {outcome.trials} trial{'s' * (outcome.trials != 1)}, "
+          f"{outcome.already_done} already done"
+          + (f", ran {len(outcome.ran)} ({summary})" if outcome.ran else
+             ", stopped before any trial ran" if outcome.interrupted else ", nothing to run")
+          + (f", {len(outcome.found_ended)} found ended by another launch"
+             if outcome.found_ended else "")
+          + (f", {not_started} not started" if outcome.interrupted and outcome.ran
+             and (not_started := outcome.trials - outcome.already_done - len(outcome.ran)
+                  - len(outcome.found_ended)) > 0 else ""))
+    if outcome.interrupted:
+        print(f"sweep {spec.name} stopped before its end (Ctrl-C or `sweep cancel`): nothing "
+              f"done is lost, `sweep resume {spec.name}` goes on")
+    import shlex
+
+    from orchestrator.tracking import redact
+
+    name = shlex.quote(spec.name)
+    print(f"monitor: sweep status {name}   |   UI: sweep ui {name}  "
+          f"(store {redact(uri)})")
+    from trainer.schema import DONE, PRUNED
+
+    # a pruned trial is a search working as meant, not a failure
+    ended = [*ran, *outcome.found_ended.values()]
+    return 130 if outcome.interrupted else (0 if all(s in (*DONE, PRUNED) for s in ended)
+                                            else 1)
+
+
+def _resume(args, uri: str) -> int:
+    from orchestrator.sweep_record import stored_spec
+    from trainer.errors import ConfigError
+
+    if args.overrides:
+        from orchestrator.spec import refuse_spec_key
+
+        for arg in args.overrides:  # (a spec key given as one: where it goes, not extend)
+            refuse_spec_key(*arg.partition("=")[::2])
+        raise ConfigError(f"sweep resume runs sweep {args.name} as it was launched, without "
+                          f"{' '.join(args.overrides)}: to add values use `sweep extend "
+                          f"{args.name} {' '.join(args.overrides)}`; for another base, launch "
+                          "a spec under another name")
+    return _run(stored_spec(uri, args.name), args, uri)
+
+
+def _extend(args, uri: str) -> int:
+    from orchestrator.extend import extended
+    from orchestrator.sweep_record import stored_spec
+
+    stored = stored_spec(uri, args.name)
+    return _run(extended(stored, args.overrides), args, uri, based_on=stored)
+
+
+def print_fusion(spec, trials, sharing) -> None:
+    """The fused groups that the trials to run, and the trunks of their families (`sharing`),
+    would form on this machine (a cluster may hold more trials at once, and then makes
+    smaller groups when `fuse: true`)."""
+    from orchestrator.driver import local_cluster
+    from orchestrator.families import branch_tokens
+    from orchestrator.fusion import at_once, fusion_setting, plan_fusion
+    from orchestrator.fusion import describe as describe_groups
+    from orchestrator.placement import Request
+    from orchestrator.sharing import plan_trunk_groups
+    from trainer import branching
+    from trainer.lease import current_holder
+
+    res = spec.resources.per_trial()
+    slots = at_once(spec, local_cluster().capacity(Request(gpus=res.gpus, cpus=res.cpus)))
+    fuse = fusion_setting(spec)
+    pending = []  # each family's trunk to train, to the branch points it has not passed
+    for family in sharing.families:
+        directory = branching.trunk_dir(spec.storage_root, family.trunk_id)
+        if current_holder(directory) is not None:
+            continue  # another driver's worker trains it
+        index = branching.read_index(directory)
+        ids = {m.trial_id for m in family.members}
+        # (a point under one batch needs no trunk: the branch starts from step 0)
+        points = {p for t in trials if t.trial_id in ids
+                  and (p := branch_tokens(t.cfg)) >= family.batch_tokens
+                  and not branching.passed(index, p)}
+        if points:
+            pending.append((family, tuple(sorted(points))))
+    units = plan_trunk_groups(pending, storage_root=spec.storage_root, fuse=fuse, slots=slots)
+    fused_trunks = [u for u in units if len(u) > 1]
+    for unit in fused_trunks:
+        print(f"fused {len(unit)} trunks in one task: "
+              + ", ".join(f.trunk_id[:12] for f in unit))
+    groups, alone = plan_fusion([t for t in trials if sharing.family_of(t.trial_id) is None],
+                                fuse=fuse, slots=slots)
+    for line in describe_groups(groups):
+        print(line)
+    if groups or alone:
+        print(f"{len(groups)} fused group{'s' * (len(groups) != 1)}, "
+              f"{len(alone)} trial{'s' * (len(alone) != 1)} alone")
+    if units:
+        fused, total = sum(map(len, fused_trunks)), sum(map(len, units))
+        print(f"{total} trunk{'s' * (total != 1)} to train: "
+              + (f"{fused} in {len(fused_trunks)} fused group{'s' * (len(fused_trunks) != 1)}, "
+                 f"{len(units) - len(fused_trunks)} alone; a group's budgets of one size fuse "
+                 "as it releases them" if fused else "each alone"))
+    # (fusion on, but a config that cannot fuse at all: said, as sharing says why it does not)
+    from trainer.fusable import fusion_problems
+
+    cannot = [problem for cfgs in ([u[0].members[-1].cfg for u in units] if units and not
+                                   fused_trunks and len(units) > 1 else [],
+                                   [t.cfg for t in alone] if not groups and len(alone) > 1
+                                   else [])
+              for problem in (fusion_problems(cfgs[:1]) if fuse and cfgs else [])]
+    for problem in dict.fromkeys(cannot):
+        print(f"nothing fuses: {problem}")
+
+
+def _interrupted_hint(args, uri: str) -> str:
+    """What goes on after a Ctrl-C that stopped the command outside its driver's loop (while
+    Ray started, or while the end waited on the store): the sweep it left running closed as
+    interrupted, and the command that goes on, with the sweep's name (it said `NAME` for a
+    launch), or, when nothing of it was recorded, the launch again."""
+    name = getattr(args, "name", None)
+    with contextlib.suppress(Exception):  # (a spec that cannot be read: the hint stays general)
+        if name is None and args.command == "launch":
+            from orchestrator.spec_file import load_spec
+
+            name = load_spec(args.spec).name
+    recorded = True
+    with contextlib.suppress(Exception):  # (a store it cannot reach: what it has is said)
+        from trainer.reporting import unreachable_server
+
+        if name is not None and not unreachable_server(uri):
+            from orchestrator.store import missing_sqlite
+            from orchestrator.sweep_record import close_left_running
+
+            with _no_http_retries():  # (a server that stopped answering: no 4-minute wait)
+                recorded = not missing_sqlite(uri) and close_left_running(uri, name) is not None
+    import shlex
+
+    from trainer.reporting import redact
+
+    again = shlex.join(redact(a) for a in getattr(args, "argv", None) or [args.command])
+    if name is not None and not recorded and args.command == "launch":
+        return f"; nothing of the sweep was recorded yet: `sweep {again}` starts it again"
+    if name is not None and recorded and _not_stored_yet(args, uri, name):
+        # (stopped while Ray started: its spec was not stored, and a resume runs the old one)
+        what = "extension" if args.command == "extend" else "new spec"
+        return (f"; the sweep's {what} was not stored yet: `sweep {again}` goes on (nothing "
+                f"that finished is lost or trained again)")
+    return INTERRUPTED_HINT.replace("NAME", shlex.quote(name) if name else "NAME")
+
+
+def _not_stored_yet(args, uri: str, name: str) -> bool:
+    """Did the interrupted `extend` or `launch` stop before it stored its spec (the sweep's
+    stored spec is not the one it would have run)? A resume would run the old one: it said
+    `sweep resume` goes on, which then found nothing of the extension to run."""
+    if args.command not in ("extend", "launch"):
+        return False
+    from orchestrator.extend import extended
+    from orchestrator.spec import root_path
+    from orchestrator.spec_file import load_spec
+    from orchestrator.sweep_record import stored_spec
+
+    try:
+        with _no_http_retries():
+            stored = stored_spec(uri, name)
+        if args.command == "extend":
+            wanted = extended(stored, args.overrides)
+        else:
+            wanted = load_spec(args.spec).with_overrides(args.overrides)
+    except Exception:  # noqa: BLE001 (an extend that adds nothing now: it was stored)
+        return False
+    keys = ("overrides", "grid", "seeds", "search")
+    mine = {k: v for k, v in wanted.to_dict().items() if k in keys}
+    theirs = {k: v for k, v in stored.to_dict().items() if k in keys}
+    return mine != theirs or root_path(wanted.storage_root) != root_path(stored.storage_root)
+
+
+@contextlib.contextmanager
+def _no_http_retries():
+    """MLflow's client without its retries and with a short timeout, for one last write
+    after a Ctrl-C: the user asked to stop, not to wait out a server that does not answer."""
+    keys = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    before = {k: os.environ.get(k) for k in keys}
+    os.environ.update(keys)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+INTERRUPTED_HINT = ("; nothing that finished is lost: `sweep resume NAME` goes on from there "
+                    "(`sweep status NAME` shows where it stands)")
