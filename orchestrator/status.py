@@ -138,16 +138,33 @@ def _short_label(label: str) -> str:
     return " ".join(short(item) for item in label.split(" "))
 
 
-def _trunk_tokens(run, storage_root: str) -> int | None:
-    """The tokens a training trunk has reached: its folder's metrics.jsonl (on this machine),
-    else what the store holds, else None."""
-    from trainer.branching import trunk_dir
+def _trunk_position(run, storage_root: str) -> tuple[int | None, int | None]:
+    """The tokens a training trunk has reached (its folder's metrics.jsonl on this machine,
+    else what the store holds) and the tokens its task trains it to (the last branch point in
+    its `trunk.json`); None where unknown."""
+    from trainer.branching import read_index, trunk_dir
 
     trunk_id = run.data.tags.get(TRUNK_ID_TAG, "")
-    row = _last_metrics(trunk_dir(root_path(storage_root), trunk_id) / "metrics.jsonl") \
-        if trunk_id else None
+    folder = trunk_dir(root_path(storage_root), trunk_id) if trunk_id else None
+    row = _last_metrics(folder / "metrics.jsonl") if folder else None
     tokens = (row or {}).get("train/tokens", run.data.metrics.get("train/tokens"))
-    return None if tokens is None else int(tokens)
+    points = read_index(folder).get("branch_points") if folder else None
+    return (None if tokens is None else int(tokens),
+            int(max(points)) if points else None)
+
+
+def _trunk_positions(training: list, storage_root: str) -> dict:
+    """`trunk_tokens` and `trunk_targets` of the training trunks, in order."""
+    at = [_trunk_position(run, storage_root) for run in training]
+    return {"trunk_tokens": [tokens for tokens, _ in at],
+            "trunk_targets": [target for _, target in at]}
+
+
+def _trunk_at(tokens: int, target: int | None) -> str:
+    """`120,000 of 393,216 tokens (31%)`, or `120,000 tokens` where the target is unknown."""
+    if not target:
+        return f"{tokens:,} tokens"
+    return f"{tokens:,} of {target:,} tokens ({min(tokens / target, 1.0):.0%})"
 
 
 def _stopped_trunks(runs: list, storage_root: str) -> list[dict]:
@@ -162,7 +179,9 @@ def _stopped_trunks(runs: list, storage_root: str) -> list[dict]:
         trunk_id = run.data.tags.get(TRUNK_ID_TAG, "")
         index = read_index(trunk_dir(root_path(storage_root), trunk_id)) if trunk_id else {}
         tokens = index.get("tokens") or run.data.metrics.get("final/tokens") or 0
-        out.append({"trunk": run.info.run_name, "tokens": int(tokens)})
+        points = index.get("branch_points")
+        out.append({"trunk": run.info.run_name, "tokens": int(tokens),
+                    "target": int(max(points)) if points else None})
     return out
 
 
@@ -199,7 +218,7 @@ def status(tracking_uri: str, name: str) -> dict:
         "driver_silent_s": driver_silent_s(parent, status),
         "trials": sum(counts.values()), "counts": counts, "running": running,
         "trunks_running": trunks, "trunks_stopped": stopped,
-        "trunk_tokens": [_trunk_tokens(run, spec.storage_root) for run in training],
+        **_trunk_positions(training, spec.storage_root),
         "failed": failed,
         "best": None if best is None else {
             "trial": best.info.run_name, TRIAL_ID_TAG: best.data.tags[TRIAL_ID_TAG],
@@ -326,17 +345,19 @@ def format_status(report: dict) -> str:
         loss = f"{r['train/loss']:.3f}" if r["train/loss"] is not None else "n/a"
         lines.append(f"  running {_short_label(r['trial'])}: {pct}, loss {loss}")
     if trunks := report.get("trunks_running"):
-        at = [t for t in report.get("trunk_tokens", []) if t is not None]
+        at = [_trunk_at(tokens, target) for tokens, target in zip(
+            report.get("trunk_tokens", []), report.get("trunk_targets", []), strict=False)
+            if tokens is not None]
         lines.append(f"  {len(trunks)} trunk{'s' * (len(trunks) != 1)} training (the shared "
                      "start of token budgets, which follow as their trunk passes them)"
-                     + (f": at {', '.join(f'{t:,}' for t in at[:5])}"
-                        f"{', ...' if len(at) > 5 else ''} tokens" if at else ""))
+                     + (f": at {', '.join(at[:5])}{', ...' if len(at) > 5 else ''}"
+                        if at else ""))
     if stopped := report.get("trunks_stopped"):
         one = len(stopped) == 1
-        tokens = ", ".join(f"{t['tokens']:,}" for t in stopped[:5]) + (
+        tokens = ", ".join(_trunk_at(t["tokens"], t.get("target")) for t in stopped[:5]) + (
             ", ..." if len(stopped) > 5 else "")
         lines.append(f"  {len(stopped)} trunk{'' if one else 's'} (the shared start of token "
-                     f"budgets) stopped partway, at {tokens} tokens: "
+                     f"budgets) stopped partway, at {tokens}: "
                      f"`sweep resume {report['sweep']}` goes on from {'its' if one else 'their'} "
                      "checkpoints")
     failed = report.get("failed", [])

@@ -112,6 +112,8 @@ class TrunkRun(TrainingRun):
             self.index.setdefault("checkpoints", {})[name] = self.state.tokens
         if self._points_here() and name not in self.index.get("checkpoints", {}):
             self.save()
+        else:  # (`sweep status` reads where the trunk is going from here, before any save)
+            self._write_index("running")
 
     def _finish(self, status: str) -> dict:
         """End the trunk `finished` (at its last branch point: "stopped" in the index) or

@@ -757,6 +757,14 @@ def test_status_says_which_trunks_train(tmp_path, capsys):
     assert capsys.readouterr().out.splitlines()[2] == (
         "  1 trunk training (the shared start of token budgets, which follow as their trunk "
         "passes them): at 12,288 tokens")
+    # and where it is going: the last branch point its task trains to (its `trunk.json`)
+    (folder / "trunk.json").write_text(json.dumps({"branch_points": [16384, 49152]}))
+    assert cli.main(["status", "unit", "--tracking-uri", uri]) == 0
+    assert capsys.readouterr().out.splitlines()[2].endswith(
+        "passes them): at 12,288 of 49,152 tokens (25%)")
+    assert cli.main(["status", "unit", "--json", "--tracking-uri", uri]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["trunk_tokens"], report["trunk_targets"]) == ([12288], [49152])
 
 
 def test_status_of_a_stopped_sweep_says_which_trunks_stopped_partway(tmp_path, capsys):
@@ -767,15 +775,16 @@ def test_status_of_a_stopped_sweep_says_which_trunks_stopped_partway(tmp_path, c
     tracker.trunk("t" * 64, "optim.lr=0.01", {"optim.lr": 0.01}, schema.RUNNING)
     folder = tmp_path / "runs" / "trunks" / ("t" * 64)
     folder.mkdir(parents=True)
-    (folder / "trunk.json").write_text(json.dumps({"tokens": 175_104, "checkpoints": {}}))
+    (folder / "trunk.json").write_text(json.dumps({"tokens": 175_104, "checkpoints": {},
+                                                   "branch_points": [350_000]}))
     tracker.close_sweep(schema.INTERRUPTED)
     assert cli.main(["status", "unit", "--tracking-uri", uri]) == 0
-    assert ("  1 trunk (the shared start of token budgets) stopped partway, at 175,104 "
-            "tokens: `sweep resume unit` goes on from its checkpoints") in \
+    assert ("  1 trunk (the shared start of token budgets) stopped partway, at 175,104 of "
+            "350,000 tokens (50%): `sweep resume unit` goes on from its checkpoints") in \
         capsys.readouterr().out.splitlines()
     assert cli.main(["status", "unit", "--json", "--tracking-uri", uri]) == 0
     assert json.loads(capsys.readouterr().out)["trunks_stopped"] == [
-        {"trunk": "trunk optim.lr=0.01", "tokens": 175_104}]
+        {"trunk": "trunk optim.lr=0.01", "tokens": 175_104, "target": 350_000}]
 
 
 def test_status_of_a_sweep_whose_spec_is_not_stored_yet_says_it_is_starting(tmp_path):

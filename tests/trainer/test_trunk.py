@@ -126,6 +126,29 @@ def test_extend_trains_only_the_increment_and_a_smaller_budget_trains_its_gap(tm
     _assert_same_run(_branch(root, trunk, 32768), run(_cfg(tmp_path / "alone", 32768)))
 
 
+def test_a_trunk_says_where_it_trains_to_before_its_first_checkpoint(tmp_path):
+    """`sweep status` gives a training trunk's position against the last branch point of its
+    task, which its `trunk.json` held only from its first checkpoint on (most of a long
+    trunk's first stretch showed tokens with no end)."""
+    from trainer.reporting import Reporter
+
+    trunk = tmp_path / "trunks" / "t"
+    seen = []
+
+    class FirstLog(Reporter):
+        def log_metrics(self, metrics, *, step):
+            if not seen:
+                seen.append((branching.read_index(trunk), sorted(
+                    p.name for p in (trunk / "checkpoints").glob("step-*"))))
+
+    cfg = _cfg(tmp_path, 16384, ["train.log_every_steps=1"])  # (its first save: step 3)
+    train_trunk(cfg, trunk_id="t", directory=trunk, branch_points=[_point(cfg)],
+                reporter=FirstLog())
+    index, saved = seen[0]
+    assert saved == [] and index["status"] == "running"
+    assert index["branch_points"] == [_point(cfg)] and index["tokens"] == 0
+
+
 @pytest.mark.slow
 def test_a_trunk_that_diverges_diverges_the_branches_beyond_it(tmp_path):
     # Diverges at step 4 (2,048 tokens): after the small budget's stable phase (3 steps to
