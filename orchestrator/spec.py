@@ -141,8 +141,11 @@ class SweepSpec:
                 refuse_spec_key(key, expr)
                 if key.lstrip("+~") == "seed":
                     try:
-                        given = (list(parsed.sweep_string_iterator())
-                                 if parsed.is_sweep_override() else [expr])
+                        value = None if parsed.is_sweep_override() else parsed.value()
+                        given = (list(parsed.sweep_string_iterator()) if value is None
+                                 # (seed=[0,1] is a list already: not seeds=[[0,1]])
+                                 else [str(v) for v in value] if isinstance(value, list)
+                                 else [expr])
                     except ValueError:  # range(0, 1, 0): the example then
                         given = ["0", "1"]
                     raise ConfigError([f"{arg}: a sweep's trials take their seed from its `seeds` "

@@ -110,6 +110,9 @@ def test_extend_adds_seeds_and_keeps_the_trials_of_a_new_axis_value_they_had():
                            "`seeds` list; give seeds=[0,1] (sweep extend adds them)"),
     (["seed=3"], "seed=3: a sweep's trials take their seed from its `seeds` list; give "
                  "seeds=[3] (sweep extend adds them)"),
+    # (a list given to `seed` was said back as seeds=[[0,1]], which is refused in turn)
+    (["seed=[0,1]"], "seed=[0,1]: a sweep's trials take their seed from its `seeds` list; "
+                     "give seeds=[0,1] (sweep extend adds them)"),
     (["seeds=[-1]"], "seeds=[-1]: give a list of whole numbers from 0 to 2^63 - 1, e.g. "
                      "seeds=[0,1,2]"),
     ([f"seeds=[{2 ** 64}]"], f"seeds=[{2 ** 64}]: give a list of whole numbers from 0 to "
