@@ -23,6 +23,12 @@ from fitter.errors import FitError
 from fitter.powerlaw import LawFit, fit_power_law
 
 OVERHEAD = 0.2
+REACH = 2.0
+"""How far outside the batch sizes its group tried (a factor below the smallest, above the
+largest) a critical batch size may lie and still make a point of the law. The hyperbola is
+fitted to the batch sizes tried; a B_crit far below them is read off the small curvature left
+where every batch tried is past critical (a researcher's sweep of 1,024-4,096 tokens a step
+put points at 3.8 and 130 tokens, a p of 3.9 and a recommended batch of 10^11 tokens)."""
 BATCH_KEYS = frozenset({"B", "train.batch_size", "train.seq_len"})
 """B and the config keys that set it: runs that differ in them share a steps-to-target group."""
 
@@ -95,6 +101,7 @@ def cbs_points(runs: pd.DataFrame, histories: dict[str, np.ndarray],
     rows = []
     by = [slice_column(runs, k) for k in group_keys]  # (λ only where a run was given it)
     groups = runs.groupby(by, dropna=False) if group_keys else [((), runs)]
+    not_hyperbola = []
     for _, group in groups:
         if group["B"].nunique() < 3:
             continue
@@ -104,15 +111,25 @@ def cbs_points(runs: pd.DataFrame, histories: dict[str, np.ndarray],
         per_b = steps.groupby("B")["S"].min().dropna()
         batch, s = per_b.index.to_numpy(float), per_b.to_numpy(float)
         s_min, e_min = hyperbola(batch, s)
-        if s_min <= 0 or e_min <= 0:
+        if s_min <= 0 or e_min <= 0:  # (steps flat in B, or falling faster than 1/B)
+            not_hyperbola.append({"N": float(group["N"].iloc[0]),
+                                  "D": float(group["D"].iloc[0])})
             continue
         rows.append({"N": group["N"].iloc[0], "D": group["D"].iloc[0], "target_loss": target,
                      "S_min": s_min, "E_min": e_min, "B_noise": e_min / s_min,
                      "B_crit": OVERHEAD * e_min / s_min,
                      "B_crit_empirical": empirical_crossing(batch, s), "n_batch": len(batch),
                      "B_lo": batch.min(), "B_hi": batch.max()})
-    return pd.DataFrame(rows, columns=["N", "D", "target_loss", "S_min", "E_min", "B_noise",
-                                       "B_crit", "B_crit_empirical", "n_batch", "B_lo", "B_hi"])
+    points = pd.DataFrame(rows, columns=["N", "D", "target_loss", "S_min", "E_min", "B_noise",
+                                         "B_crit", "B_crit_empirical", "n_batch", "B_lo",
+                                         "B_hi"])
+    points.attrs["not_hyperbola"] = not_hyperbola
+    return points
+
+
+def out_of_reach(points: pd.DataFrame) -> pd.Series:
+    """Points whose B_crit lies more than `REACH` outside the batch sizes their group tried."""
+    return (points["B_crit"] * REACH < points["B_lo"]) | (points["B_crit"] > REACH * points["B_hi"])
 
 
 def unbracketed(points: pd.DataFrame) -> tuple[int, int]:
@@ -145,5 +162,34 @@ def cbs_law(runs: pd.DataFrame, histories: dict[str, np.ndarray], group_keys: li
     if points.empty:
         raise FitError("the cbs law found no group whose steps-to-target follow "
                        "S = S_min + E_min/B; add batch sizes along train.batch_size.")
-    return fit_power_law(points, name="cbs", axes=("D",), exponents=("p",), target="B_crit",
-                         hint="values of train.tokens, each with 3+ batch sizes", **boot)
+    far = out_of_reach(points)
+    kept = points[~far].reset_index(drop=True)
+    if far.any() and len(kept) < 3:  # (what `fit_power_law` needs for c and p)
+        low = points.loc[far, "B_crit"] < points.loc[far, "B_lo"]
+        sides = " and ".join(w for w, k in (("smaller", low.any()), ("larger", (~low).any()))
+                             if k)
+        raise FitError(f"the cbs law has {len(kept)} usable point{'s' * (len(kept) != 1)}: "
+                       f"{_far_said(points[far])}; sweep {sides} values of train.batch_size "
+                       "to measure them, or pass --batch to `sweep recommend`.")
+    law = fit_power_law(kept, name="cbs", axes=("D",), exponents=("p",), target="B_crit",
+                        hint="values of train.tokens, each with 3+ batch sizes", **boot)
+    if far.any():
+        law.extra["out_of_reach"] = _far_said(points[far])
+    if points.attrs.get("not_hyperbola"):
+        law.extra["not_hyperbola"] = points.attrs["not_hyperbola"]
+    return law
+
+
+def _far_said(far: pd.DataFrame) -> str:
+    """`2 critical batch sizes (3.8, 130 tokens a step, at D = 1.31e+05, 2.62e+05) lie more
+    than 2x outside the batch sizes tried (1,024-4,096), read off the hyperbola far beyond
+    them, and are left out`."""
+    sizes = ", ".join(f"{b:.3g}" for b in far["B_crit"])
+    where = ", ".join(f"{d:.3g}" for d in far["D"])
+    tried = "; ".join(dict.fromkeys(f"{lo:,.0f}-{hi:,.0f}"
+                                    for lo, hi in zip(far["B_lo"], far["B_hi"], strict=True)))
+    return (f"{len(far)} critical batch size{'s' * (len(far) != 1)} ({sizes} tokens a step, "
+            f"at D = {where}) lie{'s' * (len(far) == 1)} more than {REACH:g}x outside the "
+            "batch sizes tried "
+            f"({tried}), read off the hyperbola far beyond "
+            f"{'it, and is' if len(far) == 1 else 'them, and are'} left out")

@@ -303,6 +303,20 @@ def format_fit(doc: dict, *, recorded: bool = True, not_done: int = 0) -> str:
             lines.append(" " * (width + 3) + f"{missing} (N, D, B) left out: the setting with "
                          "their lowest loss has its best LR at the edge of the LRs tried, so "
                          "their optimum is not known (`next_grid` lists the LRs to add)")
+        if far := law.get("out_of_reach"):
+            lines.append(" " * (width + 3) + f"{far}: to use such points, sweep batch sizes "
+                         "around them")
+        if name == "cbs" and (near := sum(
+                not p["B_lo"] <= p["B_crit"] <= p["B_hi"] for p in law.get("points") or []
+                if p.get("B_lo") is not None)):
+            lines.append(" " * (width + 3) + f"{near} of its points lie outside the batch sizes "
+                         "their sweep tried (within 2x): read off the fitted hyperbola, not "
+                         "measured")
+        if flat := law.get("not_hyperbola"):
+            lines.append(" " * (width + 3) + f"{len(flat)} budget{'s' * (len(flat) != 1)} "
+                         f"(D = {', '.join(format(p['D'], '.3g') for p in flat)}) left out: "
+                         "steps to the target did not fall as S_min + E_min/B over the batch "
+                         "sizes tried (flat in B, or faster than 1/B)")
         if edges := law.get("edges"):
             kinds = {"lr": "the best τ's LR is at the edge of the LRs tried (extend those "
                            "LRs: `next_grid`)",

@@ -36,6 +36,7 @@ def recommend(result: FitResult, *, params: float, tokens: float,
     chosen = choose_group(result, group or {})
     laws, skipped = result.laws_of(chosen)
     out, missing = {}, {}
+    too_big = None  # (why a batch law's batch is not taken: more than the run's tokens)
     seq_lens = result.runs.table["seq_len"].dropna().unique()
     if batch is not None and len(seq_lens) == 1 and batch < seq_lens[0]:
         raise FitError(f"--batch {batch:g} is less than one sequence of {int(seq_lens[0])} "
@@ -53,12 +54,16 @@ def recommend(result: FitResult, *, params: float, tokens: float,
         below, above = unbracketed(laws[name].points) if name == "cbs" else (0, 0)
         if below or above:
             n = len(laws[name].points)
-            side = " and ".join(w for w, k in (("below the smallest", below),
-                                                ("above the largest", above)) if k)
+            side = " and ".join(f"{k} lie {w} batch size their sweep tried" for w, k in (
+                ("below the smallest", below), ("above the largest", above)) if k)
             out["batch_tokens"]["caveat"] = (
-                f"{below + above} of the {n} critical batch sizes behind the cbs law lie {side} "
-                "batch size their sweep tried: read off the fitted hyperbola, not measured; "
-                "sweep batch sizes around them, or pass --batch")
+                f"of the {n} critical batch sizes behind the cbs law, {side}: read off the "
+                "fitted hyperbola, not measured; sweep batch sizes around them, or pass --batch")
+        if out["batch_tokens"]["value"] > tokens:
+            missing["batch_tokens"] = too_big = (
+                f"the {name} law gives {out.pop('batch_tokens')['value']:.3g} tokens a step, "
+                f"more than the run's {tokens:.3g} tokens: it does not hold out here; pass "
+                "--batch (tokens per step)")
     else:
         missing["batch_tokens"] = skipped.get("batch", "no batch law")
     if "batch_tokens" in out:
@@ -69,6 +74,14 @@ def recommend(result: FitResult, *, params: float, tokens: float,
                                  f"{int(seq_len[0])} tokens (train.batch_size)"}
     if "lr" in laws:
         needs_b = "B" in laws["lr"].axes and "B" not in point
+        if needs_b and too_big:
+            raise FitError(f"the lr law depends on B, and {too_big}.")
+        not_fitted = [law for law in ("batch", "cbs") if law in skipped]
+        if needs_b and not_fitted:
+            raise FitError(f"the lr law depends on B but no batch size is known: the "
+                           f"{' and '.join(not_fitted)} law{'s' * (len(not_fitted) > 1)} "
+                           f"{'were' if len(not_fitted) > 1 else 'was'} not fitted (`sweep "
+                           "fit` says why); pass --batch (tokens per step).")
         if needs_b:
             raise FitError("the lr law depends on B but no batch size is known; pass --batch "
                            "(tokens per step) or sweep 3+ batch sizes for the batch law.")
@@ -111,7 +124,8 @@ def recommend(result: FitResult, *, params: float, tokens: float,
                        "extrapolation": _extrapolation(loss.to_json()["range"], point)}
     if "lr" not in out and "batch_tokens" not in out:
         raise FitError(f"no law in {result.runs.source} gives a learning rate or batch size: "
-                       f"{missing.get('lr')}")
+                       + "; ".join(f"{key}: {missing[key]}" for key in ("lr", "batch_tokens")
+                                   if key in missing))
     # Groups left out because they have no law (an SP group whose LRs all sat on the grid's
     # edge): the recommendation is for the chosen group only, which is said.
     lawless = [label(g) for g in result.group_list

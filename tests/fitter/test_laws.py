@@ -1,6 +1,7 @@
 """Hyperparameter laws recovered from synthetic sweeps drawn from known laws with noise."""
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -210,34 +211,78 @@ def test_cbs_law_recovers_critical_batch_from_steps_to_target(noise):
     assert law.predict(D=8e8) == pytest.approx(0.1 * 8e8 ** 0.5, rel=0.25 if noise else 0.03)
 
 
+def _cbs_fit(d_values, b_values, noise_batch=(0.5, 0.5)):
+    frame, histories = synthetic_histories(d_values=d_values, b_values=b_values,
+                                           noise_batch=noise_batch, seed=2)
+    runs = from_short_frame(frame, source="synthetic")
+    return fit_runs(Runs(runs.table, runs.slice_keys, runs.source, histories),
+                    laws=("cbs",), n_boot=0)
+
+
 def test_a_batch_recommended_from_critical_batch_sizes_below_the_sweep_says_so():
-    # B_crit = 0.1·D^0.5 is 1,000 to 8,000 tokens, the batch sizes swept start at 10,000: the
-    # law's points come from the hyperbola's far end, and recommend took it as the batch size
+    # B_crit = 0.1·D^0.5 is 5,000 to 9,500 tokens, the batch sizes swept start at 10,000: the
+    # law's points come from the hyperbola's near end, and recommend took it as the batch size
     # without a word.
     from fitter.recommend import format_recommendation, recommend
 
-    frame, histories = synthetic_histories(d_values=[1e8, 4e8, 1.6e9, 6.4e9],
-                                           b_values=[1e4 * 2 ** k for k in range(8)],
-                                           noise_batch=(0.5, 0.5), seed=2)
-    runs = from_short_frame(frame, source="synthetic")
-    result = fit_runs(Runs(runs.table, runs.slice_keys, runs.source, histories),
-                      laws=("cbs",), n_boot=0)
+    result = _cbs_fit([2.5e9, 4e9, 6.4e9, 9e9], [1e4 * 2 ** k for k in range(8)])
     points = result.laws["cbs"].points
     assert (points["B_crit"] < points["B_lo"]).all() and (points["B_lo"] == 1e4).all()
-    rec = recommend(result, params=1e8, tokens=1e9)
+    rec = recommend(result, params=1e8, tokens=1e10)
     assert rec["batch_tokens"]["law"] == "cbs"
-    caveat = ("4 of the 4 critical batch sizes behind the cbs law lie below the smallest batch "
-              "size their sweep tried: read off the fitted hyperbola, not measured; sweep batch "
-              "sizes around them, or pass --batch")
+    caveat = ("of the 4 critical batch sizes behind the cbs law, 4 lie below the smallest "
+              "batch size their sweep tried: read off the fitted hyperbola, not measured; "
+              "sweep batch sizes around them, or pass --batch")
     assert rec["batch_tokens"]["caveat"] == caveat
     assert caveat in format_recommendation(rec)
-    bracketed, histories = synthetic_histories(d_values=[1e8, 4e8, 1.6e9, 6.4e9],
-                                               b_values=[1e2 * 2 ** k for k in range(10)],
-                                               noise_batch=(0.5, 0.5), seed=2)
-    runs = from_short_frame(bracketed, source="synthetic")
-    result = fit_runs(Runs(runs.table, runs.slice_keys, runs.source, histories),
-                      laws=("cbs",), n_boot=0)
+    result = _cbs_fit([1e8, 4e8, 1.6e9, 6.4e9], [1e2 * 2 ** k for k in range(10)])
     assert "caveat" not in recommend(result, params=1e8, tokens=1e9)["batch_tokens"]
+
+
+def test_critical_batch_sizes_far_below_the_batches_tried_make_no_law():
+    """A researcher's sweep of 1,024-4,096 tokens a step put B_crit at 3.8 and 130 tokens
+    (every batch tried past critical: the hyperbola's small curvature decides E_min): the law
+    had p = 3.9 and recommend a batch of 10^11 tokens for a run of 10^8. Points more than
+    `REACH` outside the batch sizes tried are left out, and said."""
+    from fitter.cbs import REACH
+
+    # B_crit = 1,000 / 2,000 / 4,000 / 8,000 against batches from 10,000: one within 2x
+    with pytest.raises(FitError) as err:
+        _cbs_fit([1e8, 4e8, 1.6e9, 6.4e9], [1e4 * 2 ** k for k in range(8)])
+    assert REACH == 2.0 and re.fullmatch(
+        r"the cbs law has 1 usable point: 3 critical batch sizes \(9\d\d, 2\.\d+e\+03, "
+        r"4\.\d+e\+03 tokens a step, at D = 1e\+08, 4e\+08, 1\.6e\+09\) lie more than 2x "
+        r"outside the batch sizes tried \(10,000-1,280,000\), read off the hyperbola far "
+        r"beyond them, and are left out; sweep smaller values of train.batch_size to measure "
+        r"them, or pass --batch to `sweep recommend`\.", str(err.value)), str(err.value)
+    # three within reach and one far: the law takes the three, and the summary says so
+    result = _cbs_fit([1e8, 2.5e9, 6.4e9, 2.56e10], [1e4 * 2 ** k for k in range(8)])
+    law = result.laws["cbs"]
+    assert sorted(law.points["D"]) == [2.5e9, 6.4e9, 2.56e10]
+    assert re.match(r"1 critical batch size \(9\d\d tokens a step, at D = 1e\+08\) lies ",
+                    law.extra["out_of_reach"]), law.extra["out_of_reach"]
+    from fitter.fit import fit_json, format_fit
+
+    said = format_fit(fit_json(result, sweep="s"))
+    assert f"{law.extra['out_of_reach']}: to use such points, sweep batch sizes around them" \
+        in said
+    assert ("2 of its points lie outside the batch sizes their sweep tried (within 2x): read "
+            "off the fitted hyperbola, not measured") in said
+
+
+def test_a_batch_law_that_gives_more_than_the_run_is_not_taken():
+    # (a law fitted where it holds, asked far out: B_crit = 0.2e-6·D^1.5 passes D at 2.5e13;
+    # fitted, p = 1.41, at 1e15)
+    from fitter.recommend import recommend
+
+    result = _cbs_fit([1e8, 2e8, 4e8, 8e8], [1e5 * 2 ** k for k in range(7)],
+                      noise_batch=(1e-6, 1.5))
+    assert recommend(result, params=1e8, tokens=1e12)["batch_tokens"]["law"] == "cbs"
+    with pytest.raises(FitError, match=r"^no law in synthetic gives a learning rate or batch "
+                                       r"size: .*batch_tokens: the cbs law gives \d\.\d+e\+16 "
+                                       r"tokens a step, more than the run's 1e\+16 tokens: it "
+                                       r"does not hold out here; pass --batch"):
+        recommend(result, params=1e8, tokens=1e16)
 
 
 def test_a_timescale_sweep_with_weight_decay_controls_keeps_its_cbs_groups():
@@ -534,3 +579,18 @@ def test_a_font_cache_without_matplotlibs_own_fonts_prints_no_findfont_lines(tmp
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert list((tmp_path / "plots").glob("*.png"))
     assert "findfont" not in proc.stderr
+
+
+def test_recommend_without_a_batch_says_which_batch_laws_were_not_fitted():
+    # A researcher's sweep of 3 batch sizes read "sweep 3+ batch sizes for the batch law":
+    # it had them; its batch and cbs laws were skipped for other reasons, which fit says.
+    from fitter.recommend import recommend
+
+    frame = synthetic_runs(Truth(lr=(0.5, -0.3, -0.1, 0.4)), n_values=N3, d_values=D3,
+                           b_values=[1e4, 4e4, 1.6e5], noise=0.002, seed=3)
+    result = fit_runs(from_short_frame(frame, source="synthetic"), n_boot=0)
+    assert "B" in result.laws["lr"].axes and {"batch", "cbs"} <= set(result.skipped)
+    with pytest.raises(FitError, match=r"^the lr law depends on B but no batch size is known: "
+                                       r"the batch and cbs laws were not fitted \(`sweep fit` "
+                                       r"says why\); pass --batch \(tokens per step\)\.$"):
+        recommend(result, params=1e8, tokens=1e10)
