@@ -410,6 +410,14 @@ def format_fit(doc: dict, *, recorded: bool = True, not_done: int = 0) -> str:
                      "one seed's losses around their fitted curve: they miss how the optimum "
                      "moves between seeds, often by more; for intervals that hold it add a "
                      f"seed ({more})")
+    unmeasured = sum(s.get("interval_noise") == "none" for s in doc["slices"])
+    if unmeasured:
+        more = (f"sweep extend {shlex.quote(doc['sweep'])} 'seeds=[0,1]'" if recorded
+                else "runs of another seed")
+        lines.append(f"  {unmeasured} slice{'s have' if unmeasured != 1 else ' has'} no LR "
+                     "interval: one seed with fewer than 5 LRs within two grid steps of its "
+                     "best does not measure the loss noise (a quadratic through 4 points leaves "
+                     f"one residual); add a seed ({more}) or LRs around the best")
     misfit = sum(s.get("interval_noise") == "misfit" for s in doc["slices"])
     if misfit:
         lines.append(f"  the LR intervals of {misfit} slice{'s' * (misfit != 1)} are as wide as "

@@ -51,7 +51,10 @@ diverged value, is widened to hold the best value tried: below a steep wall (a d
 the steepest) the vertex sits up to half a grid step under the best value, every resample
 with it, and a researcher's sweep had every seed best at 0.008 and an interval of
 [0.0024, 0.0074] around 0.006. The best value tried is the estimate that assumes no shape of
-the curve. A slice with no replicates and fewer than four stable values has no interval.
+the curve. A slice with no replicates and fewer than `MIN_FIT_LEVELS` stable values around its
+best has no interval: four leave one residual degree of freedom, whose σ is a tenth of the
+truth or less one time in twelve (a researcher's four LRs gave 0.0055 [0.00549, 0.00551];
+the second seed's optimum was 0.0069).
 """
 
 from __future__ import annotations
@@ -108,7 +111,9 @@ class Optimum:
     """Where the interval's σ came from: `seeds` (replicate runs), `fit` (the residuals of
     one seed's losses around the local quadratic, which miss how the whole curve moves
     between seeds: such an interval is narrower than the optimum's spread over seeds) or
-    `misfit` (replicates, whose noise did not explain the quadratic's misfit: the misfit's)."""
+    `misfit` (replicates, whose noise did not explain the quadratic's misfit: the misfit's);
+    `none` where an interval was asked for and nothing measured the noise (one seed with
+    fewer than `MIN_FIT_LEVELS` stable values around the best, replicates that agree exactly)."""
 
     @property
     def conflict(self) -> bool:
@@ -200,8 +205,10 @@ def axis_optimum(x: np.ndarray, loss: np.ndarray, *, n_boot: int = N_BOOT,
             interval = (interval[0], float(levels[best + 1]))
     else:
         noise = None
+    if n_boot and interval is None and edge in (None, "diverged"):
+        noise = "none"  # (asked for, and nothing measured the loss noise)
     return Optimum(float(x_opt), float(loss_opt), edge, coef, window, new, interval, **past,
-                   noise=noise if interval else None)
+                   noise=noise if interval or noise == "none" else None)
 
 
 def pooled_levels(x: np.ndarray, stable: np.ndarray) -> np.ndarray:
@@ -313,7 +320,7 @@ def _noise(x, loss, stable, stable_means, *, best: int
             if misfit is not None:
                 return misfit, "misfit", len(xs) - 3
             return sigma, "seeds", replicate_dof
-    if len(xs) < 4:
+    if len(xs) < MIN_FIT_LEVELS:
         return None, None, 0
     resid = ys - np.polyval(np.polyfit(xs, ys, 2), xs)
     sigma = float(np.sqrt(np.sum(resid ** 2) / (len(xs) - 3)))
@@ -322,6 +329,8 @@ def _noise(x, loss, stable, stable_means, *, best: int
     return None, None, 0
 
 
+MIN_FIT_LEVELS = 5
+"""Stable levels a σ from one seed's residuals needs (two degrees of freedom)."""
 MISFIT_LEVEL = 0.9
 """The lack-of-fit F test's level: a misfit beyond this quantile of what the replicates' noise
 gives replaces their σ (`_noise`)."""

@@ -109,6 +109,9 @@ def test_window_is_local_to_the_minimum_on_measured_curves(name):
     assert opt.window == pytest.approx((x[best - 1], x[best + 1]))
     inside = slice(best - 1, best + 2)
     assert np.polyval(opt.coef, x[inside]) == pytest.approx(loss[inside], abs=1e-9)
+    if best < 2:  # (one seed, four LRs within two of the best: one degree of freedom)
+        assert opt.interval is None
+        return
     lo, hi = opt.interval
     # (one seed: σ from a misfit with 2 degrees of freedom, drawn per resample, so the best
     # LR itself may move to a neighbour; the interval is still narrower than the bracket)
@@ -184,6 +187,32 @@ def test_no_interval_without_replicates_and_with_three_stable_values():
     x = GRID[:3]
     opt = axis_optimum(x, parabola(x, GRID[1] + 0.1))
     assert opt.edge is None and opt.interval is None
+
+
+def test_one_seed_over_four_lrs_gives_no_interval():
+    """A researcher's slice: one seed at 0.002-0.016, its four losses almost exactly on a
+    quadratic; σ from that one residual gave 0.0055 [0.00549, 0.00551], and the second seed's
+    optimum was 0.0069."""
+    x = np.log10([0.002, 0.004, 0.008, 0.016])
+    opt = axis_optimum(x, np.array([2.3305, 2.2402, 2.2441, 2.3417]))
+    assert opt.edge is None and 10 ** opt.x == pytest.approx(0.0055, rel=0.01)
+    assert opt.interval is None and opt.noise == "none"
+    from fitter.data import from_short_frame
+    from fitter.fit import fit_json, fit_runs, format_fit
+
+    rows = [{"N": 1e5, "D": 1e6, "B": 1024.0, "wd": 0.0, "lr": 10 ** v, "loss": y,
+             "status": "finished"} for v, y in zip(x, [2.3305, 2.2402, 2.2441, 2.3417],
+                                                   strict=True)]
+    doc = fit_json(fit_runs(from_short_frame(pd.DataFrame(rows), source="s"), n_boot=50),
+                   sweep="s")
+    assert ("1 slice has no LR interval: one seed with fewer than 5 LRs within two grid steps "
+            "of its best does not measure the loss noise (a quadratic through 4 points leaves "
+            "one residual); add a seed (sweep extend s 'seeds=[0,1]') or LRs around the best"
+            ) in format_fit(doc)
+    # with a second seed the replicates give one
+    opt = axis_optimum(np.concatenate([x, x[1:3]]),
+                       np.array([2.3305, 2.2402, 2.2441, 2.3417, 2.3112, 2.2441]))
+    assert opt.interval is not None and opt.noise in ("seeds", "misfit")
 
 
 def test_a_searched_sweep_with_an_edge_slice_is_told_to_search_more_not_to_list_lrs():
