@@ -303,6 +303,13 @@ def format_fit(doc: dict, *, recorded: bool = True, not_done: int = 0) -> str:
             lines.append(" " * (width + 3) + f"{missing} (N, D, B) left out: the setting with "
                          "their lowest loss has its best LR at the edge of the LRs tried, so "
                          "their optimum is not known (`next_grid` lists the LRs to add)")
+        if law.get("law") == "lr" and _one_seed(doc):
+            more = (f"sweep extend {shlex.quote(doc['sweep'])} 'seeds=[0,1]'" if recorded
+                    else "runs of another seed")
+            lines.append(" " * (width + 3) + "its points come from one seed: the intervals "
+                         "take their scatter about the law as independent noise, while one "
+                         "seed's optima move together (one init and data order), so they can "
+                         f"be too narrow; a second seed ({more}) shows how far they move")
         if far := law.get("out_of_reach"):
             lines.append(" " * (width + 3) + f"{far}: to use such points, sweep batch sizes "
                          "around them")
@@ -426,6 +433,14 @@ def format_fit(doc: dict, *, recorded: bool = True, not_done: int = 0) -> str:
                      "then places toward the gentler side (up to a quarter of a grid step); "
                      "LRs between the grid's, around the optimum, narrow both")
     return "\n".join(lines)
+
+
+def _one_seed(doc: dict) -> bool:
+    """Were the slices' optima each measured on one seed (their intervals, where asked for,
+    from one seed's residuals or none)?"""
+    said = [s.get("interval_noise") for s in doc["slices"]
+            if s.get("edge") in (None, "diverged") and s.get("interval_noise")]
+    return bool(said) and all(n in ("fit", "none") for n in said)
 
 
 def _stability_notes(doc: dict, *, recorded: bool) -> list[str]:

@@ -594,3 +594,20 @@ def test_recommend_without_a_batch_says_which_batch_laws_were_not_fitted():
                                        r"the batch and cbs laws were not fitted \(`sweep fit` "
                                        r"says why\); pass --batch \(tokens per step\)\.$"):
         recommend(result, params=1e8, tokens=1e10)
+
+
+def test_an_lr_law_from_one_seed_says_its_intervals_can_be_too_narrow():
+    # A researcher's one-seed law had a_D in [-0.136, -0.054]; a fourth budget of the same
+    # seed moved it to -0.038, and a second seed's put both exponents' intervals across 0.
+    from fitter.fit import fit_json, format_fit
+
+    caveat = "its points come from one seed: the intervals take their scatter"
+    frame = synthetic_runs(Truth(lr=(0.5, -0.3, -0.1, 0.4)), n_values=N3, d_values=D3,
+                           b_values=[1e4], noise=0.002, seed=3)
+    result = fit_runs(from_short_frame(frame, source="synthetic"), laws=("lr",), n_boot=50)
+    assert caveat in format_fit(fit_json(result, sweep="s"))
+    two = pd.concat([frame.assign(seed=0), synthetic_runs(
+        Truth(lr=(0.5, -0.3, -0.1, 0.4)), n_values=N3, d_values=D3, b_values=[1e4],
+        noise=0.002, seed=4).assign(seed=1)], ignore_index=True)
+    result = fit_runs(from_short_frame(two, source="synthetic"), laws=("lr",), n_boot=50)
+    assert "lr" in result.laws and caveat not in format_fit(fit_json(result, sweep="s"))
