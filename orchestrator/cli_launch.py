@@ -253,14 +253,21 @@ def _resume(args, uri: str) -> int:
                           f"{' '.join(args.overrides)}: to add values use `sweep extend "
                           f"{args.name} {' '.join(args.overrides)}`; for another base, launch "
                           "a spec under another name")
-    return _run(stored_spec(uri, args.name), args, uri)
+    from orchestrator.commands import refuse_other_data
+
+    stored = stored_spec(uri, args.name)
+    refuse_other_data(stored, uri, command="resume")
+    return _run(stored, args, uri)
 
 
 def _extend(args, uri: str) -> int:
     from orchestrator.extend import extended
     from orchestrator.sweep_record import stored_spec
 
+    from orchestrator.commands import refuse_other_data
+
     stored = stored_spec(uri, args.name)
+    refuse_other_data(stored, uri, command="extend")
     return _run(extended(stored, args.overrides), args, uri, based_on=stored)
 
 

@@ -394,6 +394,39 @@ def other_data(name: str, trials: list[Trial], states: dict) -> list[str]:
     return notes
 
 
+def refuse_other_data(spec: SweepSpec, tracking_uri: str, *, command: str) -> None:
+    """`sweep resume` and `sweep extend` go on with a sweep as it was launched: where its
+    ended trials read other data than its data files hold now, and none of its trials has
+    read this data yet (its last launch was on the old data), they would train every trial
+    again on the new data, beside the old, with only a note (`other_data`) that a resume
+    scrolled past. Launching the spec again does that when it is meant.
+
+    Raises:
+        ConfigError: the data changed since the sweep's trials read it.
+    """
+    if spec.optuna is not None:
+        return
+    _, trials = prepare(spec)
+    ids = {trial.trial_id for trial in trials}
+    now = {trial.cfg.data.fingerprint for trial in trials} - {None}
+    states = recorded_trials(tracking_uri, spec.name)
+    if not now or any(trial_id in states for trial_id in ids):
+        return
+    before = [state["run"].data.params.get("data.fingerprint")
+              for trial_id, state in states.items() if state["status"] in DONE]
+    others = sorted({f for f in before if f not in (None, "None") and f not in now})
+    if not others:
+        return
+    count = sum(f in others for f in before)
+    raise ConfigError([
+        f"the data files of sweep {spec.name} (data.paths, data.tokenizer) hold other data than "
+        f"its {count} ended trial{'s' * (count != 1)} read (data.fingerprint "
+        f"{', '.join(f[:12] for f in others)}; now {', '.join(f[:12] for f in sorted(now))}): "
+        f"`sweep {command}` would train every trial again on it; put the data they read back, "
+        "or launch the spec file again to train on this data beside them (or under another "
+        "`name` for a sweep of its own)"])
+
+
 def dry_run(spec: SweepSpec, *, tracking_uri: str,
             notes: Sequence[str] = ()) -> list[tuple[Trial, str]]:
     """Every trial with what a launch would do to it: `done (status)`, `run`, or `wait` for

@@ -17,6 +17,7 @@ from orchestrator import legacy
 from orchestrator.driver import prepare
 from orchestrator.spec import SweepSpec, root_path
 from orchestrator.sweep_record import driver_silent_s, live_status, parent_run, stored_spec
+from trainer.errors import ConfigError
 from trainer.schema import (
     DONE,
     FAILED,
@@ -194,7 +195,16 @@ def status(tracking_uri: str, name: str) -> dict:
     states = recorded_trials(tracking_uri, name)
     # (a killed driver's trials left `running` are counted as what they are, interrupted)
     status, gone = live_status(parent)
-    counts, slices, ids = trial_counts(tracking_uri, spec, states, gone)
+    unreadable = None
+    try:
+        counts, slices, ids = trial_counts(tracking_uri, spec, states, gone)
+    except ConfigError as err:  # (its data is not on this machine, or not where it was)
+        unreadable, slices, ids = err.problems[0], None, dict.fromkeys(states)
+        counts = {}
+        for state in states.values():
+            said = INTERRUPTED if state["status"] == RUNNING and gone is not None \
+                else state["status"]
+            counts[said] = counts.get(said, 0) + 1
     running = [_progress(state["run"], spec.storage_root) for state in states.values()
                if state["status"] == RUNNING and gone is None]
     trunk_runs = sweep_runs(client, parent.info.experiment_id, KIND_TRUNK)
@@ -229,8 +239,23 @@ def status(tracking_uri: str, name: str) -> dict:
         **({} if slices is None else {"slices": slices}),
         "ended_unrecorded": _ended_unrecorded(spec, states, status, counts),
         # (a launch of a narrower spec re-points the sweep: what the wider one recorded stays)
-        "outside_spec": sum(1 for trial_id in states if trial_id not in mine),
+        **_outside_spec(spec, states, mine),
+        **({"unreadable": unreadable} if unreadable else {}),
     }
+
+
+def _outside_spec(spec: SweepSpec, states: dict, mine: set[str]) -> dict:
+    """The recorded trials that are not the spec's now: `outside_spec` (of an earlier, wider
+    spec) and `other_data`, those that read other data than the spec's trials would here (its
+    files changed since, or this machine has others): the data's fingerprint is part of a
+    trial id, and they read as an earlier spec's, beside the spec's trials all pending."""
+    outside = [trial_id for trial_id in states if trial_id not in mine]
+    other = 0
+    if outside and spec.optuna is None and mine:
+        now = {trial.cfg.data.fingerprint for trial in prepare(spec)[1]}
+        other = sum(1 for trial_id in outside if states[trial_id]["run"].data.params.get(
+            "data.fingerprint") not in (None, "None", *now))
+    return {"outside_spec": len(outside) - other, "other_data": other}
 
 
 def _ended_unrecorded(spec: SweepSpec, states: dict, status: str, counts: dict) -> int:
@@ -381,6 +406,16 @@ def format_status(report: dict) -> str:
                        for key, end in s.get("edge", {}).items())
         lines.append(f"  slice {s['slice']}: {s['used']}/{s['n_trials']} trials, best {best}"
                      + edge)
+    if problem := report.get("unreadable"):
+        lines.append(f"  its trials cannot be composed here ({problem}): the counts are the "
+                     "store's records, and trials not begun are not known")
+    if other := report.get("other_data"):
+        one = other == 1
+        lines.append(f"  {other} recorded trial{'' if one else 's'} of this sweep read other data "
+                     "than its data files hold here (changed since, or other files on this "
+                     "machine), so the counts above are for the data here: put that data back "
+                     f"to count {'it' if one else 'them'} as done (`sweep resume` refuses to "
+                     "train them again on other data)")
     if outside := report.get("outside_spec"):
         one = outside == 1
         lines.append(f"  {outside} more trial{'' if one else 's'} of earlier specs of this sweep "
