@@ -109,6 +109,14 @@ def check_fingerprint(cfg: DataConfig) -> None:
     if cfg.fingerprint is None:
         return
     here = data_fingerprint(cfg)
+    if here != cfg.fingerprint and cfg.source is DataSource.files:
+        # (a sweep's files edited while it ran: "compose it again" was no fix a user could do)
+        raise ConfigError(
+            f"data.fingerprint={cfg.fingerprint[:12]} is not the data this machine reads: the "
+            f"files under data.paths (or data.tokenizer) hash to {here[:12] if here else here} "
+            "here, changed since the trial was composed (or other files at those paths): put "
+            "them back and run it again (`sweep resume`), or launch the sweep's spec again to "
+            "train on them under new trial ids")
     if here != cfg.fingerprint:
         raise ConfigError(
             f"data.fingerprint={cfg.fingerprint} is not the data this machine reads "

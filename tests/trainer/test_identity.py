@@ -162,6 +162,24 @@ def test_a_file_edited_while_the_process_lives_gets_its_new_fingerprint(tmp_path
     check_fingerprint(after.data)  # (it refused: "is not the data this machine reads")
 
 
+def test_a_trial_whose_files_changed_since_it_was_composed_says_what_to_do(tmp_path):
+    """A researcher's sweep file edited while the sweep ran: its trial failed with "compose it
+    again here for a new trial id", which no sweep user can do."""
+    path = tmp_path / "a.txt"
+    path.write_text("one text " * 100)
+    cfg = compose(["data=files", f"data.paths=[{path}]"])
+    path.write_text("another, longer text " * 100)
+    with pytest.raises(ConfigError) as err:
+        check_fingerprint(cfg.data)
+    assert str(err.value.problems[0]).startswith(
+        f"data.fingerprint={cfg.data.fingerprint[:12]} is not the data this machine reads: the "
+        "files under data.paths (or data.tokenizer) hash to ")
+    assert str(err.value.problems[0]).endswith(
+        "here, changed since the trial was composed (or other files at those paths): put them "
+        "back and run it again (`sweep resume`), or launch the sweep's spec again to train on "
+        "them under new trial ids")
+
+
 def test_fingerprinted_files_enter_the_id_by_name_not_by_folder(tmp_path, monkeypatch):
     """The fingerprint hashes each file's name and bytes: `data/a.txt`, `./data/a.txt` and its
     absolute path are one trial (re-launched from a spelling or a folder of its own they were
