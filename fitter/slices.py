@@ -15,10 +15,10 @@ shallow one lies within 0.5% of a five-level quadratic whose vertex sits farther
 gentle side than the three-level one: with three seeds on a factor-2 grid, curves 3x as steep
 above (0.012 nats a factor 2 below the optimum) put the optimum 0.45 of a grid step low, and
 0.23 with the test (0.29 → 0.15 at 2x); on symmetric curves the test's false alarms (10%)
-cost little (root-mean-square error 0.026 → 0.045 of a step). The local vertex keeps that bias on skewed curves; a
-model with a curvature per side removes it there but is as far off the other way on curves
-that are not piecewise quadratics (an exponential rise above the optimum, a flat bottom), so
-it is not used.
+cost little (root-mean-square error 0.026 → 0.045 of a step). The local vertex keeps that
+bias on skewed curves; a model with a curvature per side removes it there but is as far off
+the other way on curves that are not piecewise quadratics (an exponential rise above the
+optimum, a flat bottom), so it is not used.
 
 Values closer than `MIN_SPACING` (in log10) are pooled into one level first, their runs
 counted as replicates. A search's study samples around its best point, and two LRs 0.1% apart

@@ -225,6 +225,8 @@ def _run(spec, args, uri: str, based_on=None, notes: list[str] = ()) -> int:
     if outcome.interrupted:
         print(f"sweep {spec.name} stopped before its end (Ctrl-C or `sweep cancel`): nothing "
               f"done is lost, `sweep resume {spec.name}` goes on")
+    for note in data_notes(outcome):
+        print(f"note: {note}", file=sys.stderr)
     import shlex
 
     from orchestrator.tracking import redact
@@ -261,14 +263,33 @@ def _resume(args, uri: str) -> int:
 
 
 def _extend(args, uri: str) -> int:
+    from orchestrator.commands import refuse_other_data
     from orchestrator.extend import extended
     from orchestrator.sweep_record import stored_spec
-
-    from orchestrator.commands import refuse_other_data
 
     stored = stored_spec(uri, args.name)
     refuse_other_data(stored, uri, command="extend")
     return _run(extended(stored, args.overrides), args, uri, based_on=stored)
+
+
+def data_notes(outcome) -> list[str]:
+    """What the trainer notes of a trial's data, once for the trials this launch ran: a
+    worker's notes stay in its log, and a sweep over a 65k-token file said only "ran 3"."""
+    notes = []
+    if repeats := outcome.repeats:
+        count = len(repeats)
+        whose = "their" if count != 1 else "its"
+        notes.append(f"{count} trial{'s' * (count != 1)} repeated {whose} data (up to "
+                     f"{max(repeats.values()):.3g} passes over the training split; "
+                     "`derived.data_passes` in MLflow): a proxy for a run that never repeats "
+                     "its data should not; give more data, or smaller train.tokens")
+    if short := outcome.short_eval:
+        count = len(short)
+        notes.append(f"{count} trial{'s' * (count != 1)} had an eval split smaller than "
+                     f"train.eval_tokens (each eval read as few as {min(short.values()):,} "
+                     "tokens; `derived.eval_tokens`): their eval loss is noisy; give more data "
+                     "or a larger data.holdout_fraction")
+    return notes
 
 
 def print_fusion(spec, trials, sharing) -> None:

@@ -75,6 +75,12 @@ class SweepOutcome:
     store (completed by the re-sync)."""
     tokens: dict[str, float] = field(default_factory=dict)
     """The sweep's tokens trained, tokens if independent and their ratio (`sweep/*`)."""
+    repeats: dict[str, float] = field(default_factory=dict)
+    """trial id → passes over its training split, of the trials this launch ran that repeat
+    their data (`derived.data_passes` above 1: the trainer notes it, in a worker's log)."""
+    short_eval: dict[str, int] = field(default_factory=dict)
+    """trial id → tokens each of its evals read, where its eval split held fewer than
+    `train.eval_tokens` (`derived.eval_tokens`)."""
 
 
 class SweepObserver:
@@ -594,6 +600,13 @@ class _Runner:
         if result["status"] == FAILED:
             return True
         self.outcome.ran[trial.trial_id] = result["status"]
+        summary = result.get("summary") or {}
+        if (passes := summary.get("derived.data_passes")) is not None and passes > 1:
+            self.outcome.repeats[trial.trial_id] = float(passes)
+        evaluated = summary.get("derived.eval_tokens")
+        train = trial.cfg.train
+        if evaluated is not None and evaluated < train.eval_tokens - train.seq_len + 1:
+            self.outcome.short_eval[trial.trial_id] = int(evaluated)
         return False
 
     def _hold(self, trials: list[Trial], holders) -> None:

@@ -685,7 +685,7 @@ def test_seed_replicates_that_find_a_skewed_curve_keep_the_window_at_three_level
     rng = np.random.default_rng(11)
     x = np.repeat(np.log10(2.0) * np.arange(-3, 4), 3)
     errors, wide = [], 0
-    for r in range(100):
+    for _ in range(100):
         truth = rng.uniform(-0.5, 0.5) * np.log10(2.0)
         opt = axis_optimum(x, _skewed(x, truth, ratio=ratio) + rng.normal(0, 0.003, x.size),
                            n_boot=0)

@@ -435,3 +435,24 @@ def test_a_corpus_spelt_or_kept_elsewhere_is_not_trained_again(spec_dict, uri, t
         {t.trial_id for t in prepare(spec("data/a.txt"))[1]}
     assert sorted(p.name for p in (tmp_path / "runs").iterdir() if len(p.name) == 64) == \
         sorted(c.data.tags["trial.id"] for c in children)
+
+
+def test_a_launch_says_when_its_trials_repeated_their_data(spec_dict, uri):
+    """A sweep over a 65k-token file said only "ran 3 (3 finished)": the trainer's notes that
+    each trial passed over its data many times, on an eval of one sequence, stayed in the
+    workers' logs."""
+    from orchestrator.cli_launch import data_notes
+
+    spec_dict.update(grid={"optim.lr": "choice(1e-2)"})
+    spec_dict["overrides"] = [*spec_dict["overrides"], "data.num_tokens=8_000"]
+    outcome = launch(spec_from_dict(spec_dict), tracking_uri=uri, progress=False)
+    assert list(outcome.ran.values()) == ["finished"]
+    (passes,) = outcome.repeats.values()
+    assert passes > 4
+    notes = data_notes(outcome)
+    assert notes[0] == (f"1 trial repeated its data (up to {passes:.3g} passes over the "
+                        "training split; `derived.data_passes` in MLflow): a proxy for a run "
+                        "that never repeats its data should not; give more data, or smaller "
+                        "train.tokens")
+    assert len(notes) == 2 and notes[1].startswith(
+        "1 trial had an eval split smaller than train.eval_tokens (each eval read as few as ")
