@@ -331,7 +331,7 @@ def _files_problems(d: DataConfig) -> list[str]:
             found.append(f"data.paths: {path} {saved}")
         elif Path(path).is_dir():
             found.append(f"data.paths: {path} is a folder; give the files in it, e.g. "
-                         f"'data.paths=[{_example_file(Path(path))}]'")
+                         f"'data.paths=[{_example_files(Path(path))}]'")
         elif not Path(path).is_file() and any(c in path for c in "*?["):
             found.append(f"data.paths: {path} is a pattern, and patterns are not expanded; "
                          "list the files, e.g. 'data.paths=[/data/a.jsonl,/data/b.jsonl]'")
@@ -366,9 +366,18 @@ def _saved_with_save_to_disk(path: Path) -> str | None:
     return None
 
 
-def _example_file(folder: Path) -> Path:
-    inside = sorted(p.name for p in folder.iterdir() if p.name.lower().endswith(_DATA_SUFFIXES))
-    return folder / (inside[0] if inside else "a.jsonl")
+def _example_files(folder: Path) -> str:
+    """Data files of a folder for `data.paths`, as an example: its first one, or where it
+    holds none at the top, its training split's, laid out as on the hub
+    (`data/train-00000-of-00001.parquet`; it suggested `a.jsonl`, a file it did not have)."""
+    def data_files(paths) -> list[Path]:
+        return sorted(p for p in paths if p.name.lower().endswith(_DATA_SUFFIXES))
+
+    if top := data_files(folder.iterdir()):
+        return str(top[0])
+    inside = [p for p in data_files(folder.rglob("*")) if len(p.relative_to(folder).parts) <= 3]
+    train = [p for p in inside if "train" in p.name.lower()] or inside
+    return ",".join(map(str, train[:8])) if train else str(folder / "a.jsonl")
 
 
 def _hub_problems(d: DataConfig, *, network: bool) -> list[str]:
@@ -377,9 +386,10 @@ def _hub_problems(d: DataConfig, *, network: bool) -> list[str]:
     if Path(d.name).exists() or d.name.startswith(("/", "./", "../", "~")):
         if saved := _saved_with_save_to_disk(Path(d.name)):  # (data=files would refuse it)
             return [f"data.name={d.name} is a local path, not a hub dataset: it {saved}"]
-        given = _example_file(Path(d.name)) if Path(d.name).is_dir() else d.name
+        given = _example_files(Path(d.name)) if Path(d.name).is_dir() else d.name
         return [f"data.name={d.name} is a local path, not a hub dataset: use data=files "
-                f"'data.paths=[{given}]'"]
+                f"'data.paths=[{given}]' (its eval split is held out of them: "
+                "data.holdout_fraction)"]
     if sliced := slice_problems(d):
         return sliced
     if not network or os.environ.get("HF_HUB_OFFLINE") == "1" or _hub_tokens_cached(d):

@@ -250,7 +250,8 @@ def test_data_paths_that_would_be_ignored_or_are_folders_are_one_sentence(tmp_pa
         f"data.paths: {tmp_path / 'empty.jsonl'} is empty; give files that hold text"]
     assert problems(compose(["data=hf", f"data.name={tmp_path / 'a.txt'}"])) == [
         f"data.name={tmp_path / 'a.txt'} is a local path, not a hub dataset: use data=files "
-        f"'data.paths=[{tmp_path / 'a.txt'}]'"]
+        f"'data.paths=[{tmp_path / 'a.txt'}]' (its eval split is held out of them: "
+        "data.holdout_fraction)"]
     # a DatasetDict's folder, and a save_to_disk folder or a folder of files as data.name:
     # each sent to data=files with the folder, which that then refused
     splits = tmp_path / "splits"
@@ -269,7 +270,19 @@ def test_data_paths_that_would_be_ignored_or_are_folders_are_one_sentence(tmp_pa
         "disk(PATH).to_parquet('data.parquet')) and give that file")
     assert problems(compose(["data=hf", f"data.name={tmp_path}"])) == [
         f"data.name={tmp_path} is a local path, not a hub dataset: use data=files "
-        f"'data.paths=[{tmp_path / 'a.txt'}]'"]
+        f"'data.paths=[{tmp_path / 'a.txt'}]' (its eval split is held out of them: "
+        "data.holdout_fraction)"]
+    # a folder laid out as on the hub: its training split's files (it said `a.jsonl`, which
+    # the folder did not hold)
+    hub = tmp_path / "myhub" / "data"
+    hub.mkdir(parents=True)
+    for name in ("train-00000-of-00002.parquet", "train-00001-of-00002.parquet",
+                 "validation-00000-of-00001.parquet"):
+        (hub / name).write_bytes(b"")
+    train = ",".join(str(hub / f"train-0000{i}-of-00002.parquet") for i in (0, 1))
+    assert problems(compose(["data=hf", f"data.name={tmp_path / 'myhub'}"])) == [
+        f"data.name={tmp_path / 'myhub'} is a local path, not a hub dataset: use data=files "
+        f"'data.paths=[{train}]' (its eval split is held out of them: data.holdout_fraction)"]
 
 
 def test_a_batch_of_nothing_hides_no_other_problem():
