@@ -212,9 +212,11 @@ def status(tracking_uri: str, name: str) -> dict:
         run for run in trunk_runs if run.data.tags.get(TRUNK_STATUS_TAG) == RUNNING]
     trunks = [run.info.run_name for run in training]
     stopped = [] if status == RUNNING else _stopped_trunks(trunk_runs, spec.storage_root)
+    # (the spec's: trials that failed on data since fixed, under other ids, are not its now)
     failed = [{"trial": state["run"].info.run_name,
                "error": state["run"].data.tags.get(TRIAL_ERROR_TAG)}
-              for state in states.values() if state["status"] == FAILED]
+              for trial_id, state in states.items()
+              if state["status"] == FAILED and trial_id in ids]
     # (the trials of the spec as launched last: a name reused for another spec keeps the
     # other's runs in its experiment, which are not this sweep's best)
     mine = set(ids)

@@ -477,12 +477,17 @@ def test_trials_recorded_on_other_data_are_said_when_the_data_changed(tmp_path, 
             "are not resumed and their trials train again from the start under new ids; put "
             "the old data back to resume them instead") in out.err
     assert "4 trials: 0 done, 4 would run" in out.out
-    # status said "4 pending" and "4 more trials of earlier specs ... re-pointed it"; resume
-    # and extend trained every trial again on the new data with only the note above
+    # status said "4 pending" and "4 more trials of earlier specs ... re-pointed it" (and the
+    # errors of trials that had failed on the old data); resume and extend trained every
+    # trial again on the new data with only the note above
+    run_id = _child(uri, tracker, "f" * 64, schema.FAILED)
+    client.log_param(run_id, "data.fingerprint", old)
+    tracker.note_failure("f" * 64, "ValueError: Trailing data")
     assert cli.main(["status", "unit", "--tracking-uri", uri]) == 0
     out = capsys.readouterr().out
-    assert ("  4 recorded trials of this sweep read other data than its data files hold here "
+    assert ("  5 recorded trials of this sweep read other data than its data files hold here "
             "(changed since, or other files on this machine)") in out and "re-pointed" not in out
+    assert "Trailing data" not in out
     for argv in (["resume", "unit"], ["extend", "unit", "seeds=[0,1]"]):
         assert cli.main([*argv, "--tracking-uri", uri]) == 2
         assert (f"error: the data files of sweep unit (data.paths, data.tokenizer) hold other "
@@ -493,7 +498,7 @@ def test_trials_recorded_on_other_data_are_said_when_the_data_changed(tmp_path, 
     (tmp_path / "a.txt").unlink()
     assert cli.main(["status", "unit", "--tracking-uri", uri]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert "  3 finished, 1 interrupted (to go on)" in out and any(line.startswith(
+    assert "  1 failed, 3 finished, 1 interrupted (to go on)" in out and any(line.startswith(
         "  its trials cannot be composed here (data.paths: ") for line in out), out
 
 
