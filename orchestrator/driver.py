@@ -34,6 +34,7 @@ from pathlib import Path
 
 import yaml
 
+from orchestrator.eta import launch_note, progress_flops
 from orchestrator.fusion import Group, at_once, fusion_setting, plan_fusion
 from orchestrator.placement import (
     ClusterModel,
@@ -265,6 +266,9 @@ def run_sweep(spec: SweepSpec, trials: list[Trial], *, tracking_uri: str,
         if trial.trial_id in on_disk:
             runner.found_on_disk(trial, on_disk[trial.trial_id])
     runner.sharing.found(set(on_disk))
+    # (the start of the pace `sweep status` reads its ETA from: not waited for)
+    tracker.note_launch.remote(launch_note(progress_flops(trials, states,
+                                                          share=spec.share_prefix)[0]))
     drive(runner, tracking_uri=tracking_uri, progress=progress, ended=DONE)
     return outcome
 

@@ -7,14 +7,13 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import time
-from pathlib import Path
 
 from mlflow import MlflowClient
 
 from orchestrator import legacy
 from orchestrator.driver import prepare
+from orchestrator.eta import eta_s, last_metrics, progress_flops
 from orchestrator.spec import SweepSpec, root_path
 from orchestrator.sweep_record import driver_silent_s, live_status, parent_run, stored_spec
 from trainer.errors import ConfigError
@@ -31,6 +30,7 @@ from trainer.schema import (
     PARAM_TOKENS,
     RUNNING,
     SWEEP_DRIVER_TAG,
+    SWEEP_LAUNCH_TAG,
     TOKENS_IF_INDEPENDENT,
     TOKENS_RATIO,
     TOKENS_TRAINED,
@@ -147,7 +147,7 @@ def _trunk_position(run, storage_root: str) -> tuple[int | None, int | None]:
 
     trunk_id = run.data.tags.get(TRUNK_ID_TAG, "")
     folder = trunk_dir(root_path(storage_root), trunk_id) if trunk_id else None
-    row = _last_metrics(folder / "metrics.jsonl") if folder else None
+    row = last_metrics(folder / "metrics.jsonl") if folder else None
     tokens = (row or {}).get("train/tokens", run.data.metrics.get("train/tokens"))
     points = read_index(folder).get("branch_points") if folder else None
     return (None if tokens is None else int(tokens),
@@ -235,7 +235,8 @@ def status(tracking_uri: str, name: str) -> dict:
         "best": None if best is None else {
             "trial": best.info.run_name, TRIAL_ID_TAG: best.data.tags[TRIAL_ID_TAG],
             FINAL_EVAL_LOSS: best.data.metrics.get(FINAL_EVAL_LOSS)},
-        "eta_s": _eta(finished, counts, running, ids, states) if status == RUNNING else None,
+        "eta_s": _eta(spec, parent, finished, counts, running, states) if status == RUNNING
+        else None,
         **_tokens(token_totals(client, parent.info.experiment_id),
                   ended=not any(counts.get(s) for s in ("pending", RUNNING, INTERRUPTED))),
         **({} if slices is None else {"slices": slices}),
@@ -292,7 +293,7 @@ def _progress(run, storage_root: str) -> dict:
     metrics = run.data.metrics
     if "train/tokens" not in metrics:  # (nor its params: they go with its first metrics)
         folder = root_path(storage_root) / run.data.tags[TRIAL_ID_TAG]
-        metrics = _last_metrics(folder / "metrics.jsonl") or metrics
+        metrics = last_metrics(folder / "metrics.jsonl") or metrics
         if not budget > 0:
             with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
                 budget = float(json.loads((folder / "config.json").read_text())[PARAM_TOKENS])
@@ -302,44 +303,20 @@ def _progress(run, storage_root: str) -> dict:
             "train/loss": metrics.get("train/loss")}
 
 
-def _last_metrics(path: Path) -> dict | None:
-    """The last whole row with `train/tokens` of a metrics.jsonl (its tail only), or None."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(max(f.seek(0, os.SEEK_END) - 8192, 0))
-            tail = f.read().decode("utf-8", "replace").splitlines()
-    except OSError:
-        return None
-    for line in reversed(tail):
-        try:
-            row = json.loads(line)
-        except ValueError:  # (the first line cut by the seek, or one being written)
-            continue
-        if isinstance(row, dict) and "train/tokens" in row:
-            return row
-    return None
-
-
-def _eta(finished: list, counts: dict[str, int], running: list[dict],
-         flops: dict[str, float | None], states: dict) -> float | None:
-    """Seconds until the trials not done have run, at the pace of those finished and as
-    many at once as run now. A grid's trials are weighed by their FLOPs (an extend to a
-    wider model takes as much longer as its trials cost more: a mean over trials read ~2 min
-    for ~10); a searched sweep's, whose trials to come are not known yet, by their mean."""
+def _eta(spec: SweepSpec, parent, finished: list, counts: dict[str, int],
+         running: list[dict], states: dict) -> float | None:
+    """Seconds until the trials not done have run. A grid's: its FLOPs left at the pace of
+    this launch (`orchestrator.eta`). A searched sweep's, whose trials to come are not known
+    yet: the mean wall time of those finished, times those left, over those running."""
+    if spec.optuna is None:
+        had, total = progress_flops(prepare(spec)[1], states, share=spec.share_prefix)
+        return eta_s(had, total, parent.data.tags.get(SWEEP_LAUNCH_TAG))
     done = [r for r in finished if FINAL_WALL_S in r.data.metrics]
     left = sum(n for s, n in counts.items() if s not in DONE)
     if not done or not left:
         return 0.0 if not left else None
     wall = sum(r.data.metrics[FINAL_WALL_S] for r in done)
-    at_once = max(len(running), 1)
-    cost = [flops.get(r.data.tags[TRIAL_ID_TAG]) for r in done]
-    if any(c is None or c <= 0 for c in cost):
-        return wall / len(done) * left / at_once
-    progress = {p[TRIAL_ID_TAG]: p["progress"] or 0.0 for p in running}
-    to_run = sum(f * (1.0 - min(progress.get(trial_id, 0.0), 1.0))
-                 for trial_id, f in flops.items()
-                 if states.get(trial_id, {}).get("status") not in DONE)
-    return wall / sum(cost) * to_run / at_once
+    return wall / len(done) * left / max(len(running), 1)
 
 
 def format_status(report: dict) -> str:

@@ -65,6 +65,7 @@ from trainer.schema import (
     SWEEP_DRIVERS_PREFIX,
     SWEEP_EXPERIMENT_TAG,
     SWEEP_HEARTBEAT_TAG,
+    SWEEP_LAUNCH_TAG,
     SWEEP_STATUS_TAG,
     TOKENS_RATIO,
     TRIAL_ATTEMPT_TAG,
@@ -364,6 +365,10 @@ class Tracker:
                 return False
             raise
         return run.data.tags.get(SWEEP_CANCEL_TAG) == "requested"
+
+    def note_launch(self, note: str) -> None:
+        """Set the sweep's `sweep.launch` (`orchestrator.eta.launch_note`) as a launch starts."""
+        self._set_parent_tag(SWEEP_LAUNCH_TAG, note)
 
     def log_sweep_metrics(self, metrics: dict[str, float], *, step: int = 0) -> None:
         """Metrics of the sweep itself on its parent run (an adaptive search's best values)."""

@@ -54,6 +54,9 @@ SWEEP_DRIVERS_PREFIX = "sweep.drivers."
 """`sweep.drivers.HOST PID`: epoch seconds, the heartbeat of each driver running the sweep now
 (a launch and an extend typed while it runs), removed by its close. The last driver to close
 ends the sweep; one that closes before another still runs leaves it running for that one."""
+SWEEP_LAUNCH_TAG = "sweep.launch"
+"""JSON `{"at": epoch seconds, "flops": ...}`: when the latest launch began training and the
+FLOPs the sweep's trials had then (`orchestrator.eta`), for the pace `sweep status` reads."""
 HEARTBEAT_EVERY_S = 60.0
 DRIVER_SILENT_S = 300.0
 """A running sweep whose heartbeat is older than this: its driver is killed, lost or cut off."""

@@ -230,10 +230,13 @@ def test_cancel_of_an_ended_sweep_changes_nothing_and_a_done_sweep_reads_finishe
 
 
 def test_sweep_status_reads_the_store(tmp_path, capsys):
+    from orchestrator.eta import launch_note
+
     uri = f"sqlite:///{tmp_path}/m.db"
     spec = _spec(tmp_path)
     tracker = _open_sweep(uri, spec)
     ids = [t.trial_id for t in prepare(spec_from_dict(spec))[1]]
+    tracker.note_launch(launch_note(0.0, now=time.time() - 58.0))  # (status takes a second)
     _child(uri, tracker, ids[0], schema.FINISHED, final__eval_loss=2.5, final__wall_s=60.0)
     _child(uri, tracker, ids[1], schema.FINISHED, final__eval_loss=2.25, final__wall_s=120.0)
     assert cli.main(["status", "unit", "--tracking-uri", uri]) == 0
@@ -241,7 +244,7 @@ def test_sweep_status_reads_the_store(tmp_path, capsys):
     assert out[0] == "sweep unit: running, 4 trials"
     assert out[1] == "  2 finished, 2 pending"
     assert out[2] == f"  best: trial-{ids[1][:6]} (eval loss 2.2500)"
-    assert out[3] == "  ETA: 3.0 min"  # mean 90 s × 2 left ÷ 1 at a time
+    assert out[3] == "  ETA: 1.0 min"  # half its FLOPs in ~60 s, as many left
 
 
 def test_status_of_a_stopped_sweep_says_which_unfinished_trials_ended_on_disk(tmp_path,
@@ -271,9 +274,11 @@ def test_status_of_a_stopped_sweep_says_which_unfinished_trials_ended_on_disk(tm
     assert status(uri, "unit")["ended_unrecorded"] == 1
 
 
-def test_status_eta_weighs_the_trials_left_by_their_flops(tmp_path, capsys):
+def test_status_eta_weighs_the_trials_left_by_their_flops(tmp_path):
     """After an extend to a wider model, the ETA was the narrow trials' mean wall time × the
     trials left: ~2 min for ~10 in a researcher's sweep. A trial's cost is its FLOPs."""
+    from orchestrator.eta import launch_note
+
     uri = f"sqlite:///{tmp_path}/m.db"
     spec = {**_spec(tmp_path), "grid": {"optim.lr": "choice(3e-3, 1e-2)",
                                         "model.width": "choice(32, 128)"}}
@@ -281,16 +286,49 @@ def test_status_eta_weighs_the_trials_left_by_their_flops(tmp_path, capsys):
     trials = prepare(spec_from_dict(spec))[1]
     narrow = [t for t in trials if t.cfg.model.width == 32]
     wide = [t for t in trials if t.cfg.model.width == 128]
-    for trial in narrow:
+    for trial in narrow:  # (before this launch)
         _child(uri, tracker, trial.trial_id, schema.FINISHED, final__eval_loss=2.5,
                final__wall_s=60.0)
+    tracker.note_launch(launch_note(2 * narrow[0].flops, now=time.time() - 1200.0))
     run_id = _child(uri, tracker, wide[0].trial_id, schema.RUNNING, train__tokens=8192.0)
     MlflowClient(tracking_uri=uri).log_param(run_id, schema.PARAM_TOKENS, 32768)  # 1/4 done
     assert wide[0].flops > 5 * narrow[0].flops
     report = status(uri, "unit")
-    seconds_per_flop = 120.0 / (2 * narrow[0].flops)
-    assert report["eta_s"] == pytest.approx(seconds_per_flop * 1.75 * wide[0].flops)
-    assert report["eta_s"] > 5 * 60.0  # a mean over trials said 2 min (60 s × 2 left ÷ 1)
+    # a quarter of a wide trial in 1200 s (and the seconds status takes), 1.75 wide left
+    assert report["eta_s"] == pytest.approx(1200.0 * 1.75 / 0.25, rel=0.01)
+
+
+def test_status_eta_of_shared_budgets_is_this_launchs_pace_not_its_branches_wall_time(
+        tmp_path):
+    """A branch's final/wall_s counts its trunk's seconds, a fused member's its group's, and
+    while trunks train no trial runs: a researcher's WSD sweep read 126.7 min for a 10-min
+    extend. The ETA is the FLOPs left at the pace of this launch, a trunk's tokens counting
+    for the branches it has passed."""
+    from orchestrator.eta import launch_note
+    from orchestrator.families import plan_sharing
+    from trainer.branching import trunk_dir, write_json_atomic
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    spec = {**_spec(tmp_path), "overrides": [*TRIAL[:-1], "schedule=wsd",
+                                             "schedule.warmup_tokens=1024"],
+            "grid": {"optim.lr": "choice(3e-3, 1e-2)", "train.tokens": "choice(16384, 32768)"}}
+    tracker = _open_sweep(uri, spec)
+    trials = prepare(spec_from_dict(spec))[1]
+    flops_per_token = trials[0].flops / trials[0].cfg.train.tokens
+    done = [t for t in trials if t.cfg.optim.lr == 3e-3]
+    for trial in done:  # branches of one trunk, fused: each says the trunk's and group's time
+        _child(uri, tracker, trial.trial_id, schema.FINISHED, final__eval_loss=2.5,
+               final__wall_s=500.0)
+    tracker.note_launch(launch_note(flops_per_token * 49152, now=time.time() - 600.0))
+    # the other trunk has trained 12,288 tokens this launch: the 16,384 budget's stable phase
+    # (0.8 × 16,384 down to a whole batch of 1,024), and as much of the 32,768 one's
+    family = plan_sharing(trials).family_of(next(t for t in trials if t not in done).trial_id)
+    folder = trunk_dir(tmp_path / "runs", family.trunk_id)
+    folder.mkdir(parents=True)
+    write_json_atomic(folder / "trunk.json", {"tokens": 12288})
+    report = status(uri, "unit")
+    # 24,576 tokens' FLOPs in 600 s; 4,096 + 20,480 left (the wall times: 1000 s per 49,152)
+    assert report["eta_s"] == pytest.approx(600.0, rel=0.01)
 
 
 def test_a_fits_next_grid_says_how_many_trials_the_extend_adds(tmp_path):
