@@ -219,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         # the command has ended, and its code stands (a finished sweep exited 130)
         with contextlib.suppress(ValueError):  # (not the main thread)
             signal.signal(signal.SIGINT, lambda *_: os._exit(code))
+            signal.signal(signal.SIGTERM, lambda *_: os._exit(code))
     return code
 
 
@@ -231,8 +232,10 @@ def _main(argv: list[str] | None) -> int:
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
     try:
         _quiet_libraries()
-        from orchestrator.driver import absolute_tracking_uri
+        from orchestrator.driver import absolute_tracking_uri, stop_on_sigterm
         uri = absolute_tracking_uri(uri)
+        if args.command in RUNS_TRIALS:
+            stop_on_sigterm()  # (a scheduler's stop is taken as Ctrl-C is)
         if getattr(args, "from_csv", None) is None:  # (a fit of a CSV reads no store)
             _server_answers(uri)
         _store_exists(args, uri)
@@ -247,15 +250,23 @@ def _main(argv: list[str] | None) -> int:
     except BrokenPipeError:  # `sweep status NAME | head`: the reader has what it wanted
         sys.stderr.close()
         return 0
-    except KeyboardInterrupt:
-        # Ctrl-C before the driver's loop (importing, starting Ray) or a second one while it
-        # winds down: one line, not Python's stack. Another, during Ray's own shutdown at
-        # exit, ends the process at once (not with that shutdown's stack).
+    except KeyboardInterrupt as stop:
+        # Ctrl-C (or SIGTERM: `trainer.errors.Terminated`) before the driver's loop
+        # (importing, starting Ray) or a second one while it winds down: one line, not
+        # Python's stack. Another, during Ray's own shutdown at exit, ends the process at
+        # once (not with that shutdown's stack).
+        from orchestrator.driver import sigterm_received
+        from trainer.errors import Terminated
+
+        terminated = isinstance(stop, Terminated) or sigterm_received()
+        code = 128 + signal.SIGTERM if terminated else 130
         with contextlib.suppress(ValueError):  # (main() called off the main thread)
-            signal.signal(signal.SIGINT, lambda *_: os._exit(130))
+            signal.signal(signal.SIGINT, lambda *_: os._exit(code))
+            signal.signal(signal.SIGTERM, lambda *_: os._exit(code))
         hint = _interrupted_hint(args, uri) if args.command in RUNS_TRIALS else ""
-        print(f"interrupted{hint}", file=sys.stderr)
-        return 130
+        print(f"{'terminated (SIGTERM)' if terminated else 'interrupted'}{hint}",
+              file=sys.stderr)
+        return code
     except Exception as err:
         from mlflow.exceptions import MlflowException
 

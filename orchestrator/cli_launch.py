@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import signal
 import sys
 
 
@@ -223,8 +224,9 @@ def _run(spec, args, uri: str, based_on=None, notes: list[str] = ()) -> int:
              and (not_started := outcome.trials - outcome.already_done - len(outcome.ran)
                   - len(outcome.found_ended)) > 0 else ""))
     if outcome.interrupted:
-        print(f"sweep {spec.name} stopped before its end (Ctrl-C or `sweep cancel`): nothing "
-              f"done is lost, `sweep resume {spec.name}` goes on")
+        by = "SIGTERM" if outcome.terminated else "Ctrl-C or `sweep cancel`"
+        print(f"sweep {spec.name} stopped before its end ({by}): nothing done is lost, "
+              f"`sweep resume {spec.name}` goes on")
     for note in data_notes(outcome):
         print(f"note: {note}", file=sys.stderr)
     import shlex
@@ -238,8 +240,9 @@ def _run(spec, args, uri: str, based_on=None, notes: list[str] = ()) -> int:
 
     # a pruned trial is a search working as meant, not a failure
     ended = [*ran, *outcome.found_ended.values()]
-    return 130 if outcome.interrupted else (0 if all(s in (*DONE, PRUNED) for s in ended)
-                                            else 1)
+    if outcome.interrupted:  # (as a shell reports a process a signal ended)
+        return 128 + signal.SIGTERM if outcome.terminated else 130
+    return 0 if all(s in (*DONE, PRUNED) for s in ended) else 1
 
 
 def _resume(args, uri: str) -> int:

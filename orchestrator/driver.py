@@ -24,6 +24,7 @@ whose record may have gaps from their run directories, and then closes the sweep
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import subprocess
@@ -50,7 +51,7 @@ from orchestrator.spec import Resources, SweepSpec, root_path
 from orchestrator.store import create_sqlite_store_once, tracking_credentials
 from orchestrator.tracking import Tracker
 from orchestrator.trials import Trial, expand
-from trainer.errors import ConfigError
+from trainer.errors import ConfigError, Terminated
 from trainer.lease import ENDED, HELD, Holder, current_holder, describe_holders, driver_label
 from trainer.schema import DONE, FAILED, FINISHED, INTERRUPTED, recorded_trials
 
@@ -68,6 +69,8 @@ class SweepOutcome:
     ran: dict[str, str] = field(default_factory=dict)
     """trial id → status this launch ended it with."""
     interrupted: bool = False
+    terminated: bool = False
+    """Interrupted by SIGTERM (not Ctrl-C or `sweep cancel`)."""
     resynced: list[str] = field(default_factory=list)
     """Trial ids whose MLflow record was completed from their run directories."""
     found_ended: dict[str, str] = field(default_factory=dict)
@@ -156,6 +159,35 @@ def init_ray(address: str | None) -> None:
     except (ConnectionError, ValueError, RuntimeError) as err:
         raise ConfigError(f"cannot reach the Ray cluster at {where} ({err}): start it with "
                           "`ray start --head` or fix the address") from None
+    stop_on_sigterm()  # (again: ray.init put its own in place)
+
+
+def stop_on_sigterm() -> None:
+    """Take SIGTERM (a scheduler's stop: SLURM, Kubernetes, systemd, `kill`) as Ctrl-C: its
+    handler raises `trainer.errors.Terminated`, a KeyboardInterrupt, so a launch stops and
+    records the sweep as on Ctrl-C. Set after `ray.init`, it replaces Ray's (sys.exit, after
+    its core worker's crash report, "*** SIGTERM received ...", three times) for the driver
+    process. Off the main thread, where no handler can be set, it does nothing."""
+    import signal
+
+    with contextlib.suppress(ValueError):
+        signal.signal(signal.SIGTERM, _terminated)
+
+
+_sigterm_received = False
+
+
+def sigterm_received() -> bool:
+    """Has this process had a SIGTERM since `stop_on_sigterm`? Asked where a
+    KeyboardInterrupt is caught: one raised inside Ray's waits comes back a plain
+    KeyboardInterrupt (its core worker's interrupted status), not the Terminated raised."""
+    return _sigterm_received
+
+
+def _terminated(signum, frame) -> None:
+    global _sigterm_received
+    _sigterm_received = True
+    raise Terminated
 
 
 def unreachable(address: str, timeout_s: float = 5.0) -> str | None:
@@ -324,19 +356,20 @@ def ended_on_disk(trial: Trial) -> str | None:
 
 def drive(runner: _Runner, *, tracking_uri: str, progress: bool,
           ended: tuple[str, ...]) -> None:
-    """Run a launch's loop to its end (Ctrl-C interrupts it), then complete its record: every
-    end the workers sent written, the gaps re-synced from the trials' directories, the trunks
-    nobody recorded, the token totals and the sweep's status (finished when every trial
-    reached one of `ended`)."""
+    """Run a launch's loop to its end (Ctrl-C or SIGTERM interrupts it), then complete its
+    record: every end the workers sent written, the gaps re-synced from the trials'
+    directories, the trunks nobody recorded, the token totals and the sweep's status
+    (finished when every trial reached one of `ended`)."""
     import ray
 
     outcome, tracker, spec = runner.outcome, runner.tracker, runner.spec
     try:
         runner.loop(progress=progress)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (`stop_on_sigterm`)
         if runner.has_work():  # (a Ctrl-C after its last trial ended stops nothing)
             runner.stop(INTERRUPTED)
             outcome.interrupted = True
+            outcome.terminated = isinstance(stop, Terminated) or sigterm_received()
     runner.await_records(timeout=None)  # every end the workers sent, written
     # A trial another driver ended is its to record; one whose record is still not done
     # here (that driver died after the trial's end) is completed from its run directory.

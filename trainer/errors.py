@@ -19,9 +19,10 @@ class DataUnavailable(ConfigError):
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM (a scheduler's stop, `kill`) in `python -m trainer`: raised by its handler so
-    that the run unwinds as it does on Ctrl-C (a KeyboardInterrupt to every handler that
-    lets one through), while the command tells the two apart. Here, not in `__main__`, so
+    """SIGTERM (a scheduler's stop, `kill`) in `python -m trainer` and in a sweep's driver
+    (`orchestrator.driver.stop_on_sigterm`): raised by its handler so that the run unwinds
+    as it does on Ctrl-C (a KeyboardInterrupt to every handler that lets one through), while
+    the command tells the two apart. Here, not in `__main__`, so
     that another rank can unpickle it when DCP passes it on."""
 
 

@@ -1,3 +1,5 @@
+import signal
+
 import pytest
 
 TRIAL = ["model=tiny", "model.width=32", "model.head_dim=16", "model.base_width=32",
@@ -27,3 +29,12 @@ def local_ray():
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
     yield
     ray.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _sigterm_handler_kept():
+    """A `sweep` command run in-process sets its SIGTERM handler (a stop, or an exit during
+    Ray's shutdown): pytest's own is put back after each test."""
+    handler = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, handler)

@@ -1063,6 +1063,31 @@ def test_ctrl_c_before_the_sweep_runs_is_one_line(monkeypatch, tmp_path, capsys)
         signal.signal(signal.SIGINT, handler)
 
 
+def test_sigterm_before_the_sweep_runs_is_one_line_and_exits_143(monkeypatch, tmp_path,
+                                                                 capsys):
+    """A scheduler's stop (SIGTERM) while Ray started killed the command without a word; it
+    is taken as Ctrl-C is, said as what it was."""
+    import signal
+
+    from trainer.errors import Terminated
+
+    def terminated(args, uri):
+        assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN)
+        raise Terminated
+
+    monkeypatch.setattr(cli, "COMMANDS", {**cli.COMMANDS, "resume": terminated})
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        uri = f"sqlite:///{tmp_path}/m.db"
+        create_sqlite_store_once(uri)
+        assert cli.main(["resume", "unit", "--tracking-uri", uri]) == 128 + signal.SIGTERM
+        assert capsys.readouterr().err == (
+            "terminated (SIGTERM); nothing that finished is lost: `sweep resume unit` goes on "
+            "from there (`sweep status unit` shows where it stands)\n")
+    finally:
+        signal.signal(signal.SIGINT, handler)
+
+
 def test_ctrl_c_of_a_launch_before_its_trials_names_the_sweep_and_closes_it(
         monkeypatch, tmp_path, capsys):
     """It said `sweep resume NAME`, left the sweep marked running under its (then gone)

@@ -157,6 +157,49 @@ def test_ctrl_c_records_interrupted_and_resume_continues(spec_dict, uri, tmp_pat
     assert set(range(10, max(steps) + 1, 10)) <= set(steps)  # ... and no step missing
 
 
+def test_sigterm_stops_a_launch_as_ctrl_c_does_and_resume_continues(spec_dict, uri, tmp_path):
+    """A scheduler's stop (SLURM, Kubernetes, systemd: SIGTERM) printed Ray's crash report
+    ("*** SIGTERM received at time=...", three times) and no word of what to do; it now stops
+    the launch as Ctrl-C does: trials recorded interrupted, `sweep resume` named, exit 143."""
+    spec_dict["max_concurrent"] = 1
+    spec_dict["fuse"] = False  # (one trial at a time: fused, the two were one group)
+    spec_dict["grid"] = {"optim.lr": "choice(3e-3, 1e-2)"}
+    spec_dict["overrides"] = [o for o in spec_dict["overrides"] if "train.tokens" not in o]
+    spec_dict["overrides"] += ["train.tokens=409600", "train.checkpoint_every_tokens=16384",
+                               "train.batch_size=8"]
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec_dict))
+    proc = _sweep("launch", str(path), uri=uri)
+    ckpts = lambda: list(Path(spec_dict["storage_root"]).glob("*/checkpoints/step-*"))  # noqa: E731
+    _wait(lambda: ckpts() and _trial_workers(proc), 240, proc)
+    workers = _trial_workers(proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, out + err
+    assert "SIGTERM received" not in out + err
+    assert ("sweep unit stopped before its end (SIGTERM): nothing done is lost, "
+            "`sweep resume unit` goes on") in out.splitlines(), out + err
+    client, children = _children(uri)
+    statuses = sorted(c.data.tags["trial.status"] for c in children)
+    assert statuses in (["interrupted"], ["finished", "interrupted"])
+    parent = client.get_run(children[0].data.tags["mlflow.parentRunId"])
+    assert parent.data.tags["sweep.status"] == "interrupted"
+    assert "sweep.launch" in parent.data.tags  # (the start of the pace `status` reads)
+    psutil.wait_procs(workers, timeout=10)
+    assert not [w for w in workers if w.is_running()]  # nothing left running
+
+    resumed = _sweep("resume", "unit", uri=uri)
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, out + err
+    done = statuses.count("finished")  # (not trained again)
+    assert f"2 trials, {done} already done, ran {2 - done} " in out, out
+    client, children = _children(uri)
+    assert sorted(c.data.tags["trial.status"] for c in children) == ["finished"] * 2
+    (again,) = [c for c in children if c.data.tags["trial.attempt"] == "2"]  # from its checkpoint
+    steps = [m.step for m in client.get_metric_history(again.info.run_id, "train/loss")]
+    assert len(steps) == len(set(steps))
+
+
 def _ran(out):
     """How many trials a `sweep` command trained, from its summary line."""
     line = next(line for line in out.splitlines() if line.startswith("sweep unit:"))
