@@ -57,7 +57,8 @@ def progress_flops(trials: Sequence[Trial], states: dict, *, share: bool) -> tup
     from trainer.branching import read_index, trunk_dir
     from trainer.paths import RunPaths
 
-    plan = plan_sharing(trials, share=share)
+    family_of = {t.trial_id: f for f in plan_sharing(trials, share=share).families
+                 for t in f.members}
     trunk_tokens: dict[str, float] = {}
     had = total = 0.0
     for trial in trials:
@@ -69,7 +70,7 @@ def progress_flops(trials: Sequence[Trial], states: dict, *, share: bool) -> tup
         row = last_metrics(RunPaths.for_config(trial.cfg, trial.trial_id).metrics)
         tokens = (row or {}).get("train/tokens") or (
             state["run"].data.metrics.get("train/tokens", 0.0) if "run" in state else 0.0)
-        if family := plan.family_of(trial.trial_id):
+        if family := family_of.get(trial.trial_id):
             if family.trunk_id not in trunk_tokens:
                 folder = trunk_dir(trial.cfg.storage_root, family.trunk_id)
                 trunk_tokens[family.trunk_id] = max(
