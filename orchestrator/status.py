@@ -235,7 +235,8 @@ def status(tracking_uri: str, name: str) -> dict:
         "best": None if best is None else {
             "trial": best.info.run_name, TRIAL_ID_TAG: best.data.tags[TRIAL_ID_TAG],
             FINAL_EVAL_LOSS: best.data.metrics.get(FINAL_EVAL_LOSS)},
-        "eta_s": _eta(spec, parent, finished, counts, running, states) if status == RUNNING
+        "eta_s": _eta(spec, parent, finished, counts, running, states)
+        if status == RUNNING and not unreadable
         else None,
         **_tokens(token_totals(client, parent.info.experiment_id),
                   ended=not any(counts.get(s) for s in ("pending", RUNNING, INTERRUPTED))),
