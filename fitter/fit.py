@@ -303,7 +303,7 @@ def format_fit(doc: dict, *, recorded: bool = True, not_done: int = 0) -> str:
             lines.append(" " * (width + 3) + f"{missing} (N, D, B) left out: the setting with "
                          "their lowest loss has its best LR at the edge of the LRs tried, so "
                          "their optimum is not known (`next_grid` lists the LRs to add)")
-        if law.get("law") == "lr" and _one_seed(doc):
+        if law.get("law") == "lr" and law["ci"] and _one_seed(doc):
             more = (f"sweep extend {shlex.quote(doc['sweep'])} 'seeds=[0,1]'" if recorded
                     else "runs of another seed")
             lines.append(" " * (width + 3) + "its points come from one seed: the intervals "

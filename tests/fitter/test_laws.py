@@ -606,6 +606,9 @@ def test_an_lr_law_from_one_seed_says_its_intervals_can_be_too_narrow():
                            b_values=[1e4], noise=0.002, seed=3)
     result = fit_runs(from_short_frame(frame, source="synthetic"), laws=("lr",), n_boot=50)
     assert caveat in format_fit(fit_json(result, sweep="s"))
+    # (a law without intervals has nothing to caveat: the demo's 3 points)
+    result = fit_runs(from_short_frame(frame, source="synthetic"), laws=("lr",), n_boot=0)
+    assert caveat not in format_fit(fit_json(result, sweep="s"))
     two = pd.concat([frame.assign(seed=0), synthetic_runs(
         Truth(lr=(0.5, -0.3, -0.1, 0.4)), n_values=N3, d_values=D3, b_values=[1e4],
         noise=0.002, seed=4).assign(seed=1)], ignore_index=True)
