@@ -5,7 +5,8 @@ Published laws drawn: Shen et al. 2024 (Power scheduler, WSD) η_opt = 4.6·β·
 batch in sequences (our B is in tokens: β = B / seq_len) and T tokens; StepFun 2025
 η_opt = 1.79·N^−0.713·D^0.307 and B_opt = 0.58·D^0.571. One is drawn when the law's axes are
 among its inputs and its other inputs are fixed in the sweep, and an LR law only beside runs of
-its parametrization (Shen et al.'s muP, StepFun's standard one) where the runs name theirs.
+its parametrization (Shen et al.'s muP, StepFun's standard one) where the runs name theirs;
+one that lies `FAR_FROM_DATA` times off every optimum is named in the legend, not drawn.
 DeepSeek's laws are in compute C, which no law here has as an axis, so they are not drawn.
 """
 
@@ -84,7 +85,7 @@ def law_figure(plt, law, key: str, constants: dict):
         ax.plot(grid, 10 ** (law.log_coef[0] + law.log_coef[i + 1] * np.log10(grid)),
                 color="C0", lw=1.6, label=f"fit: exponent {law.log_coef[i + 1]:.3f}")
         _law_points(ax, law, x, y, scale)
-        _published(ax, law, key, name, grid, means, constants)
+        _published(ax, law, key, name, grid, means, constants, y)
         ax.set_xscale("log")
         ax.set_yscale("log")
         value_ticks(ax.xaxis, np.unique(x))
@@ -134,7 +135,14 @@ def _law_points(ax, law, x, y, scale) -> None:
                    zorder=5, label="at the stability limit (next LR diverged): a lower bound")
 
 
-def _published(ax, law, key: str, axis: str, grid, means: dict, constants: dict) -> None:
+FAR_FROM_DATA = 5.0
+"""A published law whose curve lies this many times above (or below) every optimum is said in
+the legend, not drawn: drawn 10-40x above a researcher's optima, with the other slope, it
+set the axis and squeezed the optima and the fit into a band."""
+
+
+def _published(ax, law, key: str, axis: str, grid, means: dict, constants: dict,
+               y: np.ndarray) -> None:
     # each published law its own colour and dash, so that two of them are told apart
     styles = iter([("C3", ":"), ("C2", "-."), ("C4", "--"), ("C5", ":")])
     for pub in PUBLISHED:
@@ -149,8 +157,17 @@ def _published(ax, law, key: str, axis: str, grid, means: dict, constants: dict)
         values = np.array([pub.value({**point, axis: g}) for g in grid])
         others = sum(law.log_coef[j + 1] * np.log10(means[a])
                      for j, a in enumerate(law.axes) if a in means)
+        curve = values / 10 ** others
+        above, below = curve.min() / np.max(y), np.min(y) / curve.max()
+        if max(above, below) > FAR_FROM_DATA:
+            lo, hi = sorted((curve.min() / np.max(y), curve.max() / np.min(y)) if above > 1
+                            else (np.min(y) / curve.max(), np.max(y) / curve.min()))
+            # (a legend entry with no line: the plot's area stays the optima's)
+            ax.plot([], [], " ", label=f"{pub.name.split(':')[0]}: {lo:.2g}-{hi:.2g}x "
+                    f"{'above' if above > 1 else 'below'} these optima (not drawn)")
+            continue
         color, dash = next(styles)
-        ax.plot(grid, values / 10 ** others, dash, color=color, lw=1.8,
+        ax.plot(grid, curve, dash, color=color, lw=1.8,
                 label=pub.name + ", at this sweep's " + ", ".join(fixed) if fixed else pub.name)
 
 

@@ -89,6 +89,11 @@ def test_law_from_three_points_says_so_instead_of_drawing_a_band(measured):
     plt.close(fig)
 
 
+def _shown(ax, prefix: str) -> bool:
+    """A published law drawn, or said to be too far off to draw: in the legend either way."""
+    return any(t.get_text().startswith(prefix) for t in ax.get_legend().get_texts())
+
+
 def test_law_with_enough_points_draws_its_band_and_the_published_law():
     frame = synthetic_runs(Truth(lr=(0.5, -0.3, -0.1, 0.0)), n_values=[1e6, 4e6, 1.6e7],
                            d_values=[1e8, 4e8, 1.6e9], b_values=[1e5], noise=0.001)
@@ -98,17 +103,21 @@ def test_law_with_enough_points_draws_its_band_and_the_published_law():
     for ax in fig.axes:
         kinds = {type(c).__name__ for c in ax.collections}
         assert "PolyCollection" in kinds or "FillBetweenPolyCollection" in kinds
-        labels = [t.get_text() for t in ax.get_legend().get_texts()]
-        assert any(text.startswith("StepFun 2025") for text in labels)
-        assert not any(text.startswith("Shen") for text in labels)  # needs B as an axis
+        assert _shown(ax, "StepFun 2025")
+        assert not _shown(ax, "Shen")  # needs B as an axis
+    # Along D, StepFun's LR is 11-41x these synthetic optima: said, not drawn (drawn, it set
+    # the axis and squeezed the optima into a band)
+    along_d = fig.axes[1]
+    assert "StepFun 2025: 11-41x above these optima (not drawn)" in [
+        t.get_text() for t in along_d.get_legend().get_texts()]
+    assert along_d.get_ylim()[1] < 0.2
     plt.close(fig)
     # StepFun's LR law is a standard parametrization's: not drawn beside a muP law
     for param, drawn in (("mup", False), ("sp", True)):
         with plt.rc_context(plot_style.STYLE):
             fig = law_plots.law_figure(plt, law, "lr", {"B": 1e5, "param": param})
         for ax in fig.axes:
-            labels = [t.get_text() for t in ax.get_legend().get_texts()]
-            assert any(text.startswith("StepFun 2025") for text in labels) == drawn, param
+            assert _shown(ax, "StepFun 2025") == drawn, param
         plt.close(fig)
     table = from_short_frame(frame.assign(**{"model.param": "mup"}), source="s")
     assert law_plots.constants_of(fit_runs(table, laws=("lr",), n_boot=0), {})["param"] == "mup"
