@@ -344,7 +344,15 @@ def _files_problems(d: DataConfig) -> list[str]:
                          "it to one of those (compressed files: decompress them first)")
     suffixes = {Path(p).suffix.lower().replace(".jsonl", ".json") for p in d.paths}
     if len(suffixes) > 1:
-        found.append("data.paths mixes file types: give files of one type")
+        said = sorted({Path(p).suffix.lower() or "no suffix" for p in d.paths})
+        found.append(f"data.paths mixes file types ({', '.join(said)}): give files of one type")
+    seen: dict[str, str] = {}
+    for path in d.paths:  # (the same file twice trained at double weight, without a word)
+        real = os.path.realpath(os.path.expanduser(path))
+        if real in seen:
+            found.append(f"data.paths lists one file twice ({seen[real]} and {path}): give "
+                         "each file once")
+        seen.setdefault(real, path)
     return found
 
 

@@ -229,6 +229,19 @@ def test_an_infinite_lr_and_an_empty_storage_root_are_refused_and_cfg_says_so(tm
         "learning rate")
 
 
+def test_a_file_listed_twice_and_mixed_types_are_said(tmp_path, monkeypatch):
+    """The same file twice in data.paths trained at double weight, without a word; "mixes
+    file types" named none."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.txt").write_text("text " * 50)
+    (tmp_path / "b.jsonl").write_text('{"text": "x"}\n')
+    assert problems(compose(["data=files", f"data.paths=[a.txt,{tmp_path / 'a.txt'}]"])) == [
+        f"data.paths lists one file twice (a.txt and {tmp_path / 'a.txt'}): give each file "
+        "once"]
+    assert problems(compose(["data=files", "data.paths=[a.txt,b.jsonl]"])) == [
+        "data.paths mixes file types (.jsonl, .txt): give files of one type"]
+
+
 def test_data_paths_that_would_be_ignored_or_are_folders_are_one_sentence(tmp_path):
     """`data.paths` without data=files trained on the default corpus, silently; a folder was
     'does not exist'; a local path as a hub name was 'the hub is unreachable'."""
