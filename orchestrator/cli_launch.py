@@ -49,9 +49,9 @@ def _another_base(spec, uri: str) -> list[str]:
                      "would start over here")
     changes = [f"without {o}" for o in sorted(before - now)] + [
         f"now {o}" for o in sorted(now - before)]
-    changes += [f"grid.{k}: {stored.grid.get(k, '(none)')} → {spec.grid.get(k, '(none)')}"
-                for k in dict.fromkeys([*stored.grid, *spec.grid])
-                if stored.grid.get(k) != spec.grid.get(k)]
+    changes += [said for k in dict.fromkeys([*stored.grid, *spec.grid])
+                if stored.grid.get(k) != spec.grid.get(k)
+                and (said := _axis_change(k, stored, spec))]
     if stored.seeds != spec.seeds:
         changes.append(f"seeds: {list(stored.seeds)} → {list(spec.seeds)}")
     from trainer.reporting import redact
@@ -73,6 +73,31 @@ def _another_base(spec, uri: str) -> list[str]:
                      "give this spec another name to keep the two apart"
                      + _narrower(stored, spec))
     return notes
+
+
+def _axis_change(key: str, stored, spec) -> str | None:
+    """How a grid axis differs between two specs, by the values it takes: None where only
+    their spelling differs (2e-3 for 0.002: the relaunch of a spec after an extend listed
+    every value as changed), else the values left out and added."""
+    from orchestrator.trials import grid_axes
+
+    before, now = (grid_axes(s)[0].get(key) for s in (stored, spec))
+    if before is None or now is None:
+        return f"grid.{key}: {stored.grid.get(key, '(none)')} → {spec.grid.get(key, '(none)')}"
+
+    def number(text: str):
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+    old, new = ({number(v): v for v in values} for values in (before, now))
+    if old.keys() == new.keys():
+        return None
+    parts = [f"without {', '.join(old[v] for v in old if v not in new)}" if set(old) - set(new)
+             else "", f"with {', '.join(new[v] for v in new if v not in old)}"
+             if set(new) - set(old) else ""]
+    return f"grid.{key} {' and '.join(p for p in parts if p)}"
 
 
 def _narrower(stored, spec) -> str:
