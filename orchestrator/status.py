@@ -224,6 +224,9 @@ def status(tracking_uri: str, name: str) -> dict:
                 if state["status"] == FINISHED and trial_id in mine]
     best = min(finished, key=lambda r: r.data.metrics.get(FINAL_EVAL_LOSS, math.inf),
                default=None)
+    best_per_tokenizer = _best_per_tokenizer(finished)
+    if best_per_tokenizer:
+        best = None  # (nats per byte against nats per token: no one best)
     return {
         "sweep": name, "status": status, "driver_gone": gone,
         "driver": parent.data.tags.get(SWEEP_DRIVER_TAG),
@@ -235,6 +238,7 @@ def status(tracking_uri: str, name: str) -> dict:
         "best": None if best is None else {
             "trial": best.info.run_name, TRIAL_ID_TAG: best.data.tags[TRIAL_ID_TAG],
             FINAL_EVAL_LOSS: best.data.metrics.get(FINAL_EVAL_LOSS)},
+        **({"best_per_tokenizer": best_per_tokenizer} if best_per_tokenizer else {}),
         "eta_s": _eta(spec, parent, finished, counts, running, states)
         if status == RUNNING and not unreadable
         else None,
@@ -260,6 +264,24 @@ def _outside_spec(spec: SweepSpec, states: dict, mine: set[str]) -> dict:
         other = sum(1 for trial_id in outside if states[trial_id]["run"].data.params.get(
             "data.fingerprint") not in (None, "None", *now))
     return {"outside_spec": len(outside) - other, "other_data": other}
+
+
+def _best_per_tokenizer(finished: list) -> list[dict]:
+    """The best finished trial of each `data.tokenizer`, where the sweep's trials use more
+    than one (a loss per byte and one per BPE token are not one scale: status named a
+    bytes trial the sweep's best); [] where they share one."""
+    by: dict[str, list] = {}
+    for run in finished:
+        by.setdefault(run.data.params.get("data.tokenizer", "None"), []).append(run)
+    if len(by) < 2:
+        return []
+    out = []
+    for tokenizer, runs in sorted(by.items()):
+        run = min(runs, key=lambda r: r.data.metrics.get(FINAL_EVAL_LOSS, math.inf))
+        out.append({"data.tokenizer": tokenizer, "trial": run.info.run_name,
+                    TRIAL_ID_TAG: run.data.tags[TRIAL_ID_TAG],
+                    FINAL_EVAL_LOSS: run.data.metrics.get(FINAL_EVAL_LOSS)})
+    return out
 
 
 def _ended_unrecorded(spec: SweepSpec, states: dict, status: str, counts: dict) -> int:
@@ -373,6 +395,11 @@ def format_status(report: dict) -> str:
     if report["best"]:
         lines.append(f"  best: {_short_label(report['best']['trial'])} (eval loss "
                      f"{report['best']['final/eval_loss']:.4f})")
+    for b in report.get("best_per_tokenizer", []):  # (losses in other units: one per unit)
+        tokenizer = "bytes" if b["data.tokenizer"] in ("None", "null") else b["data.tokenizer"]
+        lines.append(f"  best with data.tokenizer={tokenizer}: {_short_label(b['trial'])} "
+                     f"(eval loss {b['final/eval_loss']:.4f}; losses of other tokenizers are "
+                     "in other units)")
     for s in report.get("slices", ()):
         searched = s.get("searched") or []
         axis = next((k for k in searched if k.endswith(".lr")), None) or next(iter(searched),

@@ -768,6 +768,31 @@ def test_sweep_list_names_every_sweep_with_its_status_and_trials(tmp_path, capsy
                "other, unit)" in capsys.readouterr().err  # (not_a_sweep: no sweep)
 
 
+def test_status_names_a_best_per_tokenizer_not_one_across_them(tmp_path, capsys):
+    """A sweep over `data.tokenizer` (bytes and a BPE): status named the bytes trial the best,
+    a loss per byte against losses per token."""
+    uri = f"sqlite:///{tmp_path}/m.db"
+    spec = _spec(tmp_path)
+    tracker = _open_sweep(uri, spec)
+    ids = [t.trial_id for t in prepare(spec_from_dict(spec))[1]]
+    client = MlflowClient(tracking_uri=uri)
+    for trial_id, tokenizer, loss in ((ids[0], "None", 2.76), (ids[1], "/d/bpe.json", 5.86),
+                                      (ids[2], "/d/bpe.json", 5.91)):
+        run_id = _child(uri, tracker, trial_id, schema.FINISHED, final__eval_loss=loss)
+        client.log_param(run_id, "data.tokenizer", tokenizer)
+    assert cli.main(["status", "unit", "--tracking-uri", uri]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert not any(line.startswith("  best: ") for line in out)
+    assert [line for line in out if line.startswith("  best with")] == [
+        f"  best with data.tokenizer=/d/bpe.json: trial-{ids[1][:6]} (eval loss 5.8600; losses "
+        "of other tokenizers are in other units)",
+        f"  best with data.tokenizer=bytes: trial-{ids[0][:6]} (eval loss 2.7600; losses of "
+        "other tokenizers are in other units)"]
+    assert cli.main(["status", "unit", "--json", "--tracking-uri", uri]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["best"] is None and len(report["best_per_tokenizer"]) == 2
+
+
 def test_status_says_why_a_trial_failed(tmp_path, capsys):
     """The driver, giving up on a trial, has the tracker tag its last error (`trial.error`,
     first line); `sweep status` lists failed trials with it."""
