@@ -76,6 +76,13 @@ def grid_axes(spec: SweepSpec) -> tuple[dict[str, list[str]], list[str]]:
             if type(sweep).__name__ == "RangeSweep" and any(
                     isinstance(v, float) for v in (sweep.start, sweep.stop, sweep.step)):
                 axes[key] = _float_range(sweep.start, sweep.stop, sweep.step)
+            spaced = [v.replace("\\ ", " ") for v in axes[key]]  # (Hydra escapes spaces)
+            spaced = [v for v in spaced if len(v.split()) > 1 and all(
+                _is_number(part) for part in v.split())]
+            if spaced:  # (Hydra reads `choice(8 16 32)` as one value, the string "8 16 32")
+                problems.append(f"grid.{key}: '{expr}' has the value '{spaced[0]}'; separate "
+                                f"values with commas: choice({', '.join(spaced[0].split())})")
+                continue
             if not axes[key]:
                 backwards = type(sweep).__name__ == "RangeSweep" and (
                     sweep.step > 0) == (sweep.start > sweep.stop) and sweep.start != sweep.stop
@@ -91,6 +98,14 @@ def grid_axes(spec: SweepSpec) -> tuple[dict[str, list[str]], list[str]]:
                                 f"steps by {sweep.step:g}); list the values, e.g. tag(log, "
                                 "choice(1e-4, 3e-4, 1e-3))")
     return axes, problems
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _float_range(start: float, stop: float, step: float) -> list[str]:

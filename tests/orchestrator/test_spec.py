@@ -669,3 +669,14 @@ def test_a_range_written_high_to_low_says_to_swap_its_ends():
     assert err.value.problems == [
         "grid.train.batch_size: 'range(16, 8)' expands to no values; give range(8, 16) (range "
         "counts from its first end up to its second)"]
+
+
+def test_choice_values_without_commas_says_to_separate_them():
+    # Hydra reads choice(8 16 32) as one value, "8 16 32": a stranger got "Value '8 16 32' of
+    # type str could not be converted to Integer", with no word of the commas
+    with pytest.raises(ConfigError) as err:
+        expand(spec_from_dict({**BASE, "grid": {**BASE["grid"],
+                                                "train.batch_size": "choice(8 16 32)"}}))
+    assert err.value.problems == [
+        "grid.train.batch_size: 'choice(8 16 32)' has the value '8 16 32'; separate values "
+        "with commas: choice(8, 16, 32)"]
