@@ -418,9 +418,13 @@ def refuse_other_data(spec: SweepSpec, tracking_uri: str, *, command: str) -> No
     if not others:
         return
     count = sum(f in others for f in before)
+    sources = {trial.cfg.data.source.value for trial in trials}
+    here = ("this Python's standard library (data=pystdlib) differs from the one"
+            if sources == {"pystdlib"} else
+            f"the data files of sweep {spec.name} (data.paths, data.tokenizer) hold other data "
+            "than")
     raise ConfigError([
-        f"the data files of sweep {spec.name} (data.paths, data.tokenizer) hold other data than "
-        f"its {count} ended trial{'s' * (count != 1)} read (data.fingerprint "
+        f"{here} its {count} ended trial{'s' * (count != 1)} read (data.fingerprint "
         f"{', '.join(f[:12] for f in others)}; now {', '.join(f[:12] for f in sorted(now))}): "
         f"`sweep {command}` would train every trial again on it; put the data they read back, "
         "or launch the spec file again to train on this data beside them (or under another "

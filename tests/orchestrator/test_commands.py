@@ -540,6 +540,25 @@ def test_trials_recorded_on_other_data_are_said_when_the_data_changed(tmp_path, 
         "  its trials cannot be composed here (data.paths: ") for line in out), out
 
 
+def test_resume_on_another_pythons_stdlib_names_it(tmp_path):
+    """data=pystdlib hashes this Python's standard library: a colleague's resume on another
+    Python was refused in the words of changed data files."""
+    from orchestrator.commands import refuse_other_data
+
+    raw = {**_spec(tmp_path), "overrides": [o for o in TRIAL if not o.startswith("data")]
+           + ["data=pystdlib"]}
+    uri = f"sqlite:///{tmp_path}/m.db"
+    tracker = _open_sweep(uri, raw)
+    client = MlflowClient(tracking_uri=uri)
+    for n in range(2):
+        run_id = _child(uri, tracker, f"{n}" * 64, schema.FINISHED, final__eval_loss=2.5)
+        client.log_param(run_id, "data.fingerprint", "a" * 64)
+    with pytest.raises(ConfigError, match=r"^this Python's standard library \(data=pystdlib\) "
+                                          r"differs from the one its 2 ended trials read "
+                                          r"\(data.fingerprint aaaaaaaaaaaa; now "):
+        refuse_other_data(spec_from_dict(raw), uri, command="resume")
+
+
 def test_a_searched_sweep_whose_data_changed_has_no_phantom_pending_trials(tmp_path):
     """Status counted the studies' asked points by rebuilding their trial ids from today's
     config: once the data's fingerprint moved, none matched the store, and a finished sweep
