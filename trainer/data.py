@@ -33,7 +33,7 @@ from trainer.errors import ConfigError, DataUnavailable
 from trainer.fingerprint import data_fingerprint, hash_file, stdlib_files
 from trainer.lease import pid_alive
 from trainer.synthetic import MarkovChain
-from trainer.text import Tokenizer, _first_line, _no_field, not_utf8
+from trainer.text import Tokenizer, _first_line, _no_field, first_unreadable, not_utf8
 
 CACHE_VERSION = "1"
 """(The key of `data=files` holds each file's suffix and length since a .txt copy of a .jsonl
@@ -219,6 +219,8 @@ def _rows(cfg: DataConfig, split: str) -> Iterator[tuple[int, str]]:
         raise
     except Exception as err:  # noqa: BLE001 (datasets, pyarrow and the hub raise many kinds)
         if cfg.source is DataSource.files:
+            if located := first_unreadable(cfg.paths, where):
+                raise ConfigError(located) from None
             cause = err.__cause__ or err.__context__ or err  # (datasets wraps the parser's)
             if isinstance(cause, UnicodeDecodeError) or isinstance(err, UnicodeDecodeError):
                 raise ConfigError(not_utf8(where, cause if isinstance(

@@ -165,13 +165,55 @@ def _fields_of(path: str) -> tuple[str, ...]:
     return ()
 
 
-def not_utf8(where: str, err: UnicodeDecodeError, path: str | None = None) -> str:
-    """The sentence for text that is not UTF-8 (it was trained as U+FFFD replacement bytes)."""
+def not_utf8(where: str, err: UnicodeDecodeError, path: str | None = None,
+             offset: int = 0) -> str:
+    """The sentence for text that is not UTF-8 (it was trained as U+FFFD replacement bytes);
+    `offset`: of `err.object` in the file."""
     byte = f"byte 0x{err.object[err.start]:02x}"
-    at = f"{byte} at offset {err.start:,}" if path is not None else byte
+    at = f"{byte} at offset {offset + err.start:,}" if path is not None else byte
     name = path or "FILE"
     return (f"{where}: {path or 'a file'} is not UTF-8 text ({err.reason}, {at}): convert it "
             f"to UTF-8, e.g. iconv -f latin1 -t utf-8 {name} > {name}.utf8, and give that")
+
+
+def first_unreadable(paths, where: str) -> str | None:
+    """The sentence for the first place in `paths` that is not UTF-8 text, or (in a .jsonl
+    file) a line that is not JSON, read through to the end: the reader's own error named
+    neither file nor line ("Trailing data at position 4371"; past the MiB the check before a
+    run reads, "a file is not UTF-8 text"). None where every file reads."""
+    import codecs
+
+    for path in paths:
+        suffix = Path(path).suffix.lower()
+        if suffix not in (".txt", ".jsonl", ".json"):
+            continue
+        decoder, offset = codecs.getincrementaldecoder("utf-8")(), 0
+        try:
+            with open(path, "rb") as f:
+                while True:
+                    chunk = f.read(1 << 24)
+                    try:  # (an error's bytes: the chunk, after what the last one left over)
+                        decoder.decode(chunk, final=not chunk)
+                    except UnicodeDecodeError as err:
+                        return not_utf8(where, err, path, offset=offset - len(
+                            err.object) + len(chunk))
+                    if not chunk:
+                        break
+                    offset += len(chunk)
+            if suffix != ".jsonl":
+                continue
+            with open(path, encoding="utf-8") as f:
+                for number, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        json.loads(line)
+                    except ValueError as err:
+                        return (f"{where}: line {number:,} of {path} is not a JSON object "
+                                f"({err.msg}): give one JSON object a line")
+        except OSError:
+            continue
+    return None
 
 
 def _utf8_problem(path: str, where: str, probe: int = 1 << 20) -> list[str]:

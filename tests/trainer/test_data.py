@@ -165,8 +165,9 @@ def test_tokenizer_json_file(tmp_path):
      r"have no such field \(they have body\): set data.text_field to the one holding the text$"),
     ("a.jsonl", '{"text": 5}\n', r"^data.text_field=text: row 0 of data.paths=\[.*\] holds an "
      r"int there, not text: give rows whose text is a string$"),
-    ("a.jsonl", '{"text": "abc"}\nnot json\n', r"^data.paths=\[.*\] cannot be read \(.*\): "
-     r"check that each file holds what its suffix says"),
+    # (the reader said "Trailing data at position ...", naming neither file nor line)
+    ("a.jsonl", '{"text": "abc"}\nnot json\n', r"^data.paths=\[.*\]: line 2 of .*a.jsonl is "
+     r"not a JSON object \(Expecting value\): give one JSON object a line$"),
     ("a.parquet", "not a parquet file", r"^data.paths=\[.*\] cannot be read \(.*\): check"),
 ])
 def test_a_file_that_is_not_what_it_says_is_one_sentence(tmp_path, name, content, message):
@@ -348,7 +349,10 @@ def test_text_that_is_not_utf8_is_refused_not_trained_as_replacement_bytes(tmp_p
     assert content_problems(cfg) == []
     with pytest.raises(ConfigError) as err:
         load_tokens(cfg)
-    assert str(err.value).startswith(f"data.paths=['{late}']: a file is not UTF-8 text (")
+    # (past the first MiB it was "a file is not UTF-8 text (...)": which, and where, not said)
+    assert str(err.value).startswith(f"data.paths=['{late}']: {late} is not UTF-8 text "
+                                     f"(unexpected end of data, byte 0xe9 at offset "
+                                     f"{18 * 70_000 + 3:,})")
     assert not list((tmp_path / "cache" / "tokens").glob("*/meta.json"))
 
 
