@@ -225,7 +225,14 @@ def _run(spec, args, uri: str, based_on=None, notes: list[str] = ()) -> int:
         trials = [trial for trial, _ in plan]
         to_run = [t for t, action in plan if action.startswith("run")]
         sharing = plan_sharing(trials, share=spec.share_prefix)
-        for line in describe(sharing, trials, to_run={t.trial_id for t in to_run}):
+        from orchestrator.spec import root_path
+        from trainer.branching import read_index, trunk_dir
+
+        root = root_path(spec.storage_root)
+        trunk_at = {f.trunk_id: int(read_index(trunk_dir(root, f.trunk_id)).get("tokens") or 0)
+                    for f in sharing.families}
+        for line in describe(sharing, trials, to_run={t.trial_id for t in to_run},
+                             trunk_at=trunk_at):
             print(line)
         from orchestrator.fusion import fusion_off_reason, fusion_setting
 

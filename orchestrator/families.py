@@ -146,6 +146,22 @@ class SharingPlan:
                                           for t in f.members) for f in self.families)
         return alone + shared, independent
 
+    def tokens_to_run(self, trials: Sequence[Trial], to_run: Collection[str],
+                      trunk_at: dict[str, int]) -> int:
+        """Tokens that training the trials `to_run` (ids, of `trials`) takes from here: their
+        budgets, but for a family's the decays only, and its trunk from where it stands
+        (`trunk_at`: trunk id → tokens trained) to the last of their branch points."""
+        total = sum(_trained_budget(t) for t in trials
+                    if t.trial_id in to_run and t.trial_id in self.alone)
+        for family in self.families:
+            todo = [t for t in family.members if t.trial_id in to_run]
+            if not todo:
+                continue
+            reach = max(family.branch_checkpoint_tokens(t) for t in todo)
+            total += max(0, reach - trunk_at.get(family.trunk_id, 0)) + sum(
+                _trained_budget(t) - family.branch_checkpoint_tokens(t) for t in todo)
+        return total
+
 
 def _trained_budget(trial: Trial) -> int:
     bt = trial.cfg.train.batch_size * trial.cfg.train.seq_len
@@ -194,10 +210,13 @@ def _short(tokens: int) -> str:
 
 
 def describe(plan: SharingPlan, trials: Sequence[Trial],
-             to_run: Collection[str] | None = None) -> list[str]:
+             to_run: Collection[str] | None = None,
+             trunk_at: dict[str, int] | None = None) -> list[str]:
     """What `--dry-run` says about sharing: each family's trunk and budgets, each trial still
     `to_run` (default: all) that runs alone and why (one line when every trial is alone for
-    one reason), and the tokens the whole sweep trains against training it alone."""
+    one reason), the tokens the whole sweep trains against training it alone, and, where
+    some trials are done, the tokens the ones to run take from here (`trunk_at`: trunk id →
+    tokens its trunk has trained; an extend's dry run gave the whole sweep's only)."""
     lines = []
     for fam in plan.families:
         budgets = ", ".join(_short(t.cfg.train.tokens) for t in fam.members)
@@ -218,4 +237,8 @@ def describe(plan: SharingPlan, trials: Sequence[Trial],
         lines.append(f"the sweep from nothing trains {_short(trained)} tokens, "
                      f"{_short(independent)} if every trial trained alone "
                      f"(ratio {trained / independent:.2f})")
+    if to_run is not None and 0 < len(to_run) < len(trials):
+        left = plan.tokens_to_run(trials, to_run, trunk_at or {})
+        lines.append(f"the {len(to_run)} trial{'s' * (len(to_run) != 1)} to run train "
+                     f"{_short(left)} tokens from here (trunks go on from where they stand)")
     return lines

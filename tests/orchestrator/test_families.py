@@ -116,3 +116,24 @@ def test_compute_of_budgets_one_two_four_eight_is_the_issue_formula(fraction, ra
     trained, independent = plan_sharing(trials).tokens(trials)
     assert independent == 15 * d0
     assert trained / independent == pytest.approx(ratio, abs=2e-4)
+
+
+def test_an_extends_dry_run_gives_the_tokens_its_new_trials_take_from_here():
+    """An extend's dry run gave the whole sweep's tokens from nothing (22.24M) only, not the
+    increment it would train (~11.3M)."""
+    trials = _trials()
+    plan = plan_sharing(trials)
+    new = {t.trial_id for t in trials if t.cfg.train.tokens == 524288}  # the budget added
+    fam = plan.families[0]
+    point = {t.cfg.train.tokens: fam.branch_checkpoint_tokens(t) for t in fam.members}
+    # the trunks stand at the 262,144 budget's branch point: each trains on to the new one's,
+    # and the new budget's decay
+    at = {f.trunk_id: point[262144] for f in plan.families}
+    assert plan.tokens_to_run(trials, new, at) == 2 * (point[524288] - point[262144]
+                                                      + 524288 - point[524288])
+    # from nothing (no trunk trained yet): the trunk to the new branch point, and its decay
+    assert plan.tokens_to_run(trials, new, {}) == 2 * 524288
+    lines = families.describe(plan, trials, to_run=new, trunk_at=at)
+    assert lines[-1] == (f"the 2 trials to run train "
+                         f"{families._short(plan.tokens_to_run(trials, new, at))} tokens from "
+                         "here (trunks go on from where they stand)")
