@@ -199,6 +199,8 @@ def status(tracking_uri: str, name: str) -> dict:
     try:
         counts, slices, ids = trial_counts(tracking_uri, spec, states, gone)
     except ConfigError as err:  # (its data is not on this machine, or not where it was)
+        if spec.optuna is not None:  # (a search's storage it cannot open: said as it is)
+            raise
         unreadable, slices, ids = err.problems[0], None, dict.fromkeys(states)
         counts = {}
         for state in states.values():
