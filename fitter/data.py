@@ -112,8 +112,10 @@ def from_mlflow_frame(frame: pd.DataFrame, *, source: str) -> Runs:
     table["tau"] = _number(params.get(PARAM_TIMESCALE), frame.index)
     # A trial that has not started yet has no params: it must not make every key look varied.
     recorded = table["lr"].notna() if table["lr"].notna().any() else slice(None)
-    extra = [k for k, v in params.items()
-             if _slice_key(k) and v[recorded].nunique(dropna=False) > 1]
+    # (sorted: the store's column order varies, and the slice labels' order flipped between
+    # two fits of one sweep)
+    extra = sorted(k for k, v in params.items()
+                   if _slice_key(k) and v[recorded].nunique(dropna=False) > 1)
     for key in extra:
         table[key] = _labels(params[key])
     if PARAM_KEY in params and PARAM_KEY not in extra:  # (one parametrization: said in figures)

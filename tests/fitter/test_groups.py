@@ -230,6 +230,23 @@ def test_trials_that_have_not_started_do_not_make_every_key_a_group():
     assert "model.depth" not in runs.table
 
 
+def test_slice_keys_keep_one_order_whatever_the_stores_column_order():
+    """Two fits of one sweep labelled its slices `train.batch_size=8 train.tokens=...` and
+    then `train.tokens=... train.batch_size=8`: the store's columns come in no set order."""
+    from fitter.data import from_mlflow_frame
+
+    rows = [{"run_id": f"r{i}", "tags.trial.status": "finished", "params.optim.lr": "0.01",
+             "params.model.init_std": std, "params.model.depth": depth,
+             "params.derived.n_params": "1000", "params.train.tokens": "1000",
+             "params.derived.batch_tokens": "64", "metrics.final/eval_loss": 2.0 - i / 10}
+            for i, (std, depth) in enumerate([("0.02", "2"), ("0.08", "2"), ("0.02", "4"),
+                                              ("0.08", "4")])]
+    frame = pd.DataFrame(rows)
+    for columns in (list(frame.columns), list(reversed(frame.columns))):
+        runs = from_mlflow_frame(frame[columns], source="test")
+        assert runs.slice_keys == ("model.depth", "model.init_std"), columns
+
+
 def test_an_exported_experiment_counts_only_its_trial_runs():
     """`mlflow.search_runs` of a sweep's experiment holds its parent, trunk and fit runs too:
     a CSV of it fits the trials alone (they were counted as runs without a loss)."""
