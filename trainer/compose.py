@@ -15,7 +15,8 @@ from hydra.errors import HydraException, MissingConfigException, OverrideParseEx
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from trainer.config import CONF_DIR, Config
+from trainer.config import CONF_DIR, Config, DataSource
+from trainer.data_files import expand
 from trainer.errors import ConfigError
 from trainer.fingerprint import data_fingerprint
 from trainer.schedules import default_warmup_tokens
@@ -35,7 +36,8 @@ def compose(overrides: Sequence[str] = ()) -> Config:
 
 def with_defaults(cfg: Config) -> Config:
     """`cfg` with every key left unset for a default rule set by that rule: the warmup from
-    the budget, the data fingerprint from the data this machine reads."""
+    the budget, the data fingerprint from the data this machine reads; and `data.paths` as
+    the files it names (`~` expanded, folders and patterns as their files)."""
     if cfg.schedule.warmup_tokens is None:
         warmup = default_warmup_tokens(cfg.train.tokens)
         cfg = dataclasses.replace(cfg, schedule=dataclasses.replace(cfg.schedule,
@@ -45,6 +47,10 @@ def with_defaults(cfg: Config) -> Config:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(
             cfg.data, paths=[os.path.expanduser(p) for p in cfg.data.paths],
             tokenizer=cfg.data.tokenizer and os.path.expanduser(cfg.data.tokenizer)))
+    if cfg.data.source is DataSource.files and cfg.data.paths:
+        files = expand(cfg.data.paths)  # (folders and patterns: the files they stand for)
+        if files != cfg.data.paths:
+            cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, paths=files))
     if cfg.data.fingerprint is None:
         fingerprint = data_fingerprint(cfg.data)
         if fingerprint is not None:

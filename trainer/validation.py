@@ -26,9 +26,9 @@ from trainer.config import (
     Positions,
     ScheduleName,
 )
+from trainer.data_files import DATA_SUFFIXES, folder_files, is_pattern, split_names, train_pattern
 from trainer.errors import ConfigError
 
-_DATA_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
 DROPPED_FRACTION = 0.01
 """A constant-batch run trains whole batches; a budget that leaves more than this fraction of
 itself untrained is noted (`notes`)."""
@@ -330,16 +330,15 @@ def _files_problems(d: DataConfig) -> list[str]:
         if saved := _saved_with_save_to_disk(Path(path)):
             found.append(f"data.paths: {path} {saved}")
         elif Path(path).is_dir():
-            found.append(f"data.paths: {path} is a folder; give the files in it, e.g. "
-                         f"'data.paths=[{_example_files(Path(path))}]'")
-        elif not Path(path).is_file() and any(c in path for c in "*?["):
-            found.append(f"data.paths: {path} is a pattern, and patterns are not expanded; "
-                         "list the files, e.g. 'data.paths=[/data/a.jsonl,/data/b.jsonl]'")
+            found.append(_folder_problem(path))
+        elif is_pattern(path):
+            found.append(f"data.paths: the pattern {path} matches no files; fix it (relative "
+                         f"patterns are read from {os.getcwd()})")
         elif not Path(path).is_file():
             found.append(f"data.paths: {path} does not exist; fix the path")
         elif Path(path).stat().st_size == 0:
             found.append(f"data.paths: {path} is empty; give files that hold text")
-        elif not path.lower().endswith(_DATA_SUFFIXES):
+        elif not path.lower().endswith(DATA_SUFFIXES):
             found.append(f"data.paths: {path} is not .txt, .jsonl, .json or .parquet; convert "
                          "it to one of those (compressed files: decompress them first)")
     suffixes = {Path(p).suffix.lower().replace(".jsonl", ".json") for p in d.paths}
@@ -354,6 +353,19 @@ def _files_problems(d: DataConfig) -> list[str]:
                          "each file once")
         seen.setdefault(real, path)
     return found
+
+
+def _folder_problem(path: str) -> str:
+    # (a folder left unexpanded by `data_files.expand`: no data files, or several splits)
+    files = folder_files(Path(path))
+    if not files:
+        return (f"data.paths: the folder {path} holds no {', '.join(DATA_SUFFIXES)} files; "
+                "give the folder (or files) that hold the text")
+    train, held_out = split_names(path, files)
+    return (f"data.paths: the folder {path} holds more than one split ({train} and {held_out}),"
+            " and all of it would be trained on; give the training split's files, e.g. "
+            f"'data.paths=[{train_pattern(path, files)}]' (eval is held out of them: "
+            "data.holdout_fraction)")
 
 
 def _saved_with_save_to_disk(path: Path) -> str | None:
@@ -374,18 +386,11 @@ def _saved_with_save_to_disk(path: Path) -> str | None:
     return None
 
 
-def _example_files(folder: Path) -> str:
-    """Data files of a folder for `data.paths`, as an example: its first one, or where it
-    holds none at the top, its training split's, laid out as on the hub
-    (`data/train-00000-of-00001.parquet`; it suggested `a.jsonl`, a file it did not have)."""
-    def data_files(paths) -> list[Path]:
-        return sorted(p for p in paths if p.name.lower().endswith(_DATA_SUFFIXES))
-
-    if top := data_files(folder.iterdir()):
-        return str(top[0])
-    inside = [p for p in data_files(folder.rglob("*")) if len(p.relative_to(folder).parts) <= 3]
-    train = [p for p in inside if "train" in p.name.lower()] or inside
-    return ",".join(map(str, train[:8])) if train else str(folder / "a.jsonl")
+def _as_data_paths(folder: str) -> str:
+    """What `data.paths` takes for a local folder: the folder, or where it holds several
+    splits, a pattern for its training split's files."""
+    files = folder_files(Path(folder))
+    return train_pattern(folder, files) if files and split_names(folder, files) else folder
 
 
 def _hub_problems(d: DataConfig, *, network: bool) -> list[str]:
@@ -394,7 +399,7 @@ def _hub_problems(d: DataConfig, *, network: bool) -> list[str]:
     if Path(d.name).exists() or d.name.startswith(("/", "./", "../", "~")):
         if saved := _saved_with_save_to_disk(Path(d.name)):  # (data=files would refuse it)
             return [f"data.name={d.name} is a local path, not a hub dataset: it {saved}"]
-        given = _example_files(Path(d.name)) if Path(d.name).is_dir() else d.name
+        given = _as_data_paths(d.name) if Path(d.name).is_dir() else d.name
         return [f"data.name={d.name} is a local path, not a hub dataset: use data=files "
                 f"'data.paths=[{given}]' (its eval split is held out of them: "
                 "data.holdout_fraction)"]

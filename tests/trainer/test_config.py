@@ -249,9 +249,12 @@ def test_data_paths_that_would_be_ignored_or_are_folders_are_one_sentence(tmp_pa
     assert problems(compose([f"data.paths=[{tmp_path / 'a.txt'}]"])) == [
         "data.paths is set, but data.source=pystdlib reads no files: add data=files to train "
         "on them ('data=files' 'data.paths=[...]')"]
-    assert problems(compose(["data=files", f"data.paths=[{tmp_path}]"])) == [
-        f"data.paths: {tmp_path} is a folder; give the files in it, e.g. "
-        f"'data.paths=[{tmp_path / 'a.txt'}]'"]  # (one it holds: a.jsonl was suggested)
+    bare = tmp_path / "bare"  # (a folder of data files stands for them: test_data_files.py)
+    (bare / "sub").mkdir(parents=True)
+    (bare / "README.md").write_text("about")
+    assert problems(compose(["data=files", f"data.paths=[{bare}]"])) == [
+        f"data.paths: the folder {bare} holds no .txt, .jsonl, .json, .parquet files; give "
+        "the folder (or files) that hold the text"]
     saved = tmp_path / "saved"  # a dataset's save_to_disk folder: said what to do with it
     saved.mkdir()
     (saved / "dataset_info.json").write_text("{}")
@@ -283,16 +286,16 @@ def test_data_paths_that_would_be_ignored_or_are_folders_are_one_sentence(tmp_pa
         "disk(PATH).to_parquet('data.parquet')) and give that file")
     assert problems(compose(["data=hf", f"data.name={tmp_path}"])) == [
         f"data.name={tmp_path} is a local path, not a hub dataset: use data=files "
-        f"'data.paths=[{tmp_path / 'a.txt'}]' (its eval split is held out of them: "
+        f"'data.paths=[{tmp_path}]' (its eval split is held out of them: "
         "data.holdout_fraction)"]
     # a folder laid out as on the hub: its training split's files (it said `a.jsonl`, which
-    # the folder did not hold)
+    # the folder did not hold), as a pattern
     hub = tmp_path / "myhub" / "data"
     hub.mkdir(parents=True)
     for name in ("train-00000-of-00002.parquet", "train-00001-of-00002.parquet",
                  "validation-00000-of-00001.parquet"):
         (hub / name).write_bytes(b"")
-    train = ",".join(str(hub / f"train-0000{i}-of-00002.parquet") for i in (0, 1))
+    train = hub / "train-*.parquet"
     assert problems(compose(["data=hf", f"data.name={tmp_path / 'myhub'}"])) == [
         f"data.name={tmp_path / 'myhub'} is a local path, not a hub dataset: use data=files "
         f"'data.paths=[{train}]' (its eval split is held out of them: data.holdout_fraction)"]

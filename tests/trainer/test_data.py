@@ -301,8 +301,8 @@ def test_what_a_little_of_the_files_tells_is_said_before_the_run(tmp_path):
 
 
 def test_home_paths_are_expanded_and_patterns_are_said(tmp_path, monkeypatch):
-    """'~/a.txt' was looked for in a folder named ~ ("does not exist"), and a glob was said
-    not to exist, with no word that patterns are not expanded."""
+    """'~/a.txt' was looked for in a folder named ~ ("does not exist"), and a glob that
+    matches nothing was said not to exist."""
     from trainer.validation import problems
 
     monkeypatch.setenv("HOME", str(tmp_path))
@@ -313,9 +313,10 @@ def test_home_paths_are_expanded_and_patterns_are_said(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match=r"a path with ~ in a list is quoted, e\.g\. "
                                           r"'data\.paths=\[\"~/a\.txt\"\]'"):
         compose(["data=files", "data.paths=[~/a.txt]"])
-    found = problems(compose(["data=files", f"data.paths=[{tmp_path}/*.txt]"]), network=False)
-    assert found == [f"data.paths: {tmp_path}/*.txt is a pattern, and patterns are not "
-                     "expanded; list the files, e.g. 'data.paths=[/data/a.jsonl,/data/b.jsonl]'"]
+    found = problems(compose(["data=files", f"data.paths=[{tmp_path}/*.jsonl]"]),
+                     network=False)
+    assert found == [f"data.paths: the pattern {tmp_path}/*.jsonl matches no files; fix it "
+                     f"(relative patterns are read from {os.getcwd()})"]
 
 
 def test_an_eval_split_smaller_than_eval_tokens_is_said_and_recorded(tmp_path, capsys):

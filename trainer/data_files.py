@@ -1,0 +1,90 @@
+"""`data.paths` entries that name many files: a folder, or a glob pattern.
+
+A corpus downloaded from the hub is a folder of shards (`data/train-00000-of-00042.parquet`),
+and listing them by hand in an override is error-prone past a few. So an entry that is a folder
+stands for the data files under it (recursively, hidden ones such as `.cache/` left out), and one
+with `*`, `?` or `[` that is not itself a file stands for the files it matches (`**` crosses
+folders). Both expand, sorted by path, when the config is composed: the config, its trial id and
+its data fingerprint then hold the files themselves, so `data.paths=[shards/]` and the same files
+listed are the same trials, and a shard added to the folder later is other data (as an edited
+file is).
+
+What cannot expand is left as given, for validation to say: a pattern that matches nothing, a
+folder without data files, and a folder holding more than one split (`train-*` beside `test-*`),
+which would train on its eval split without a word.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from pathlib import Path
+
+DATA_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
+
+_METADATA = {"dataset_infos.json", "dataset_info.json", "dataset_dict.json", "state.json"}
+_TRAIN_WORDS = {"train", "training"}
+_HELD_OUT_WORDS = {"test", "testing", "valid", "validation", "val", "dev", "eval", "evaluation"}
+
+
+def is_pattern(path: str) -> bool:
+    """Whether `path` is a glob pattern rather than a file's name."""
+    return any(c in path for c in "*?[") and not os.path.isfile(path)
+
+
+def expand(paths: list[str]) -> list[str]:
+    """`paths` with each folder and each pattern replaced by its data files, sorted (see the
+    module docstring); entries that cannot expand are kept, so validation names them."""
+    out: list[str] = []
+    for path in paths:
+        if os.path.isdir(path) and not _saved_by_datasets(Path(path)):
+            files = folder_files(Path(path))
+            out += [str(p) for p in files] if files and not split_names(path, files) else [path]
+        elif is_pattern(path):
+            files = sorted(p for p in glob.glob(path, recursive=True) if os.path.isfile(p))
+            out += files or [path]
+        else:
+            out.append(path)
+    return out
+
+
+def folder_files(folder: Path) -> list[Path]:
+    """The data files under `folder`, recursively, sorted; left out: files and folders whose
+    names start with a dot (`.cache/huggingface`, `.gitattributes`), a hub repository's or
+    `datasets`' metadata (`dataset_infos.json`) and folders `save_to_disk` wrote."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")
+                       and not _saved_by_datasets(Path(dirpath) / d)]
+        found += [Path(dirpath) / f for f in filenames if not f.startswith(".")
+                  and f.lower().endswith(DATA_SUFFIXES) and f not in _METADATA]
+    return sorted(found)
+
+
+def split_names(folder: str, files: list[Path]) -> tuple[str, str] | None:
+    """A training file and a held-out file (test, validation, ...) among `files`, by the words
+    of their paths below `folder`, or None where the files do not name both kinds."""
+    train = held_out = None
+    for path in files:
+        words = set(re.split(r"[^a-z]+", str(path.relative_to(folder)).lower()))
+        train = train or (path if words & _TRAIN_WORDS else None)
+        held_out = held_out or (path if words & _HELD_OUT_WORDS else None)
+    return (str(train), str(held_out)) if train and held_out else None
+
+
+def train_pattern(folder: str, files: list[Path]) -> str:
+    """A pattern for the training split's files of a folder that holds several splits: the
+    first training file's folder and name up to its first digit (`data/train-*.parquet`)."""
+    first = Path(split_names(folder, files)[0])
+    stem = re.split(r"\d", first.name, maxsplit=1)[0]
+    matching = [p for p in files if p.parent == first.parent and p.name.startswith(stem)]
+    if len(matching) == 1:
+        return str(first)
+    return str(first.parent / f"{stem}*{first.suffix}")
+
+
+def _saved_by_datasets(path: Path) -> bool:
+    # (a folder `datasets` wrote with save_to_disk: its arrow files are no corpus, and
+    # validation says how to write it as parquet)
+    return (path / "dataset_dict.json").is_file() or (path / "dataset_info.json").is_file()
