@@ -304,8 +304,7 @@ def format_fit(doc: dict, *, recorded: bool = True, not_done: int = 0) -> str:
                          "their lowest loss has its best LR at the edge of the LRs tried, so "
                          "their optimum is not known (`next_grid` lists the LRs to add)")
         if law.get("law") == "lr" and law["ci"] and _one_seed(doc):
-            more = (f"sweep extend {shlex.quote(doc['sweep'])} 'seeds=[0,1]'" if recorded
-                    else "runs of another seed")
+            more = _another_seed(doc, recorded=recorded)
             lines.append(" " * (width + 3) + "its points come from one seed: the intervals "
                          "take their scatter about the law as independent noise, while one "
                          "seed's optima move together (one init and data order), so they can "
@@ -411,16 +410,14 @@ def format_fit(doc: dict, *, recorded: bool = True, not_done: int = 0) -> str:
     lines += _stability_notes(doc, recorded=recorded)
     one_seed = sum(s.get("interval_noise") == "fit" for s in doc["slices"])
     if one_seed:
-        more = (f"sweep extend {shlex.quote(doc['sweep'])} 'seeds=[0,1]'" if recorded
-                else "runs of another seed")
+        more = _another_seed(doc, recorded=recorded)
         lines.append(f"  the LR intervals of {one_seed} slice{'s' * (one_seed != 1)} come from "
                      "one seed's losses around their fitted curve: they miss how the optimum "
                      "moves between seeds, often by more; for intervals that hold it add a "
                      f"seed ({more})")
     unmeasured = sum(s.get("interval_noise") == "none" for s in doc["slices"])
     if unmeasured:
-        more = (f"sweep extend {shlex.quote(doc['sweep'])} 'seeds=[0,1]'" if recorded
-                else "runs of another seed")
+        more = _another_seed(doc, recorded=recorded)
         lines.append(f"  {unmeasured} slice{'s have' if unmeasured != 1 else ' has'} no LR "
                      "interval: one seed with fewer than 5 LRs within two grid steps of its "
                      "best does not measure the loss noise (a quadratic through 4 points leaves "
@@ -433,6 +430,13 @@ def format_fit(doc: dict, *, recorded: bool = True, not_done: int = 0) -> str:
                      "then places toward the gentler side (up to a quarter of a grid step); "
                      "LRs between the grid's, around the optimum, narrow both")
     return "\n".join(lines)
+
+
+def _another_seed(doc: dict, *, recorded: bool) -> str:
+    """How to add a seed to the fitted sweep: the command for a sweep in the store, words for
+    runs read from a file."""
+    return (f"sweep extend {shlex.quote(doc['sweep'])} 'seeds=[0,1]'" if recorded
+            else "runs of another seed")
 
 
 def _one_seed(doc: dict) -> bool:
