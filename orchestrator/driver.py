@@ -45,6 +45,7 @@ from orchestrator.placement import (
     select,
     submission_order,
 )
+from orchestrator.progress_log import LogProgress
 from orchestrator.resync import resync
 from orchestrator.sharing import Sharing
 from orchestrator.spec import Resources, SweepSpec, root_path
@@ -545,6 +546,7 @@ class _Runner:
         with Progress("[bold]{task.description}", BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), disable=not progress, transient=False) as bar:
             task = bar.add_task(self.spec.name, total=self.total)
+            lines = None if progress else LogProgress(self.spec.name)
             last_poll = last_held_poll = time.monotonic()
             while self.queue or self.running or self.held or self.sharing.busy:
                 self.sharing.poll(self, timeout=0 if self.running else 1.0)
@@ -555,6 +557,10 @@ class _Runner:
                     last_held_poll = time.monotonic()
                     self.poll_held()
                 bar.update(task, completed=len(self.outcome.ran) + len(self.outcome.found_ended))
+                if lines is not None:
+                    lines.update(ended=self.outcome.ran, found=len(self.outcome.found_ended),
+                                 total=self.total, running=sum(
+                                     len(_members(u)) for u, _, _ in self.running.values()))
                 if time.monotonic() - last_poll > CANCEL_POLL_S:
                     last_poll = time.monotonic()
                     if self._cancel_requested():

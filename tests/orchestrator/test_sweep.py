@@ -66,12 +66,19 @@ def test_grid_runs_end_to_end_then_relaunch_runs_nothing_and_extend_runs_only_ne
     assert report["counts"] == {"finished": 6} and report["best"]["final/eval_loss"] > 0
 
 
-def test_diverging_trials_are_recorded_and_the_sweep_goes_on(spec_dict, uri):
+def test_diverging_trials_are_recorded_and_the_sweep_goes_on(spec_dict, uri, monkeypatch,
+                                                             capsys):
+    from orchestrator import progress_log
+
     spec_dict["overrides"] += ["schedule=constant", "schedule.warmup_tokens=0",
                                "optim.grad_clip=0"]
     spec_dict["grid"] = {"optim.lr": "choice(3e-3, 30.0)"}
+    monkeypatch.setattr(progress_log, "EVERY_S", 0.0)  # (a line each time a trial ends)
     outcome = launch(spec_from_dict(spec_dict), tracking_uri=uri, progress=False)
     assert sorted(outcome.ran.values()) == ["diverged", "finished"]
+    said = [line for line in capsys.readouterr().out.splitlines() if "trials ended" in line]
+    assert said[-1].startswith("sweep unit: 2/2 trials ended (1 diverged, 1 finished), "
+                               "0 running, 0:00:")
     _, _, children = _runs(uri, "unit")
     by_status = {c.data.tags["trial.status"]: c for c in children}
     assert set(by_status) == {"diverged", "finished"}
