@@ -322,8 +322,8 @@ def data_notes(outcome) -> list[str]:
         count = len(short)
         notes.append(f"{count} trial{'s' * (count != 1)} had an eval split smaller than "
                      f"train.eval_tokens (each eval read as few as {min(short.values()):,} "
-                     "tokens; `derived.eval_tokens`): their eval loss is noisy; give more data "
-                     "or a larger data.holdout_fraction")
+                     "tokens; `derived.eval_tokens`): their eval loss is noisy; give more eval "
+                     "data (a larger data.holdout_fraction, or more files in data.val_paths)")
     return notes
 
 

@@ -371,8 +371,8 @@ def other_data(name: str, trials: list[Trial], states: dict) -> list[str]:
     now = {t.cfg.data.fingerprint for t in trials} - {None}
     if not now:
         return []
-    what = ("the files under data.paths or data.tokenizer (for data=pystdlib, this Python's "
-            "standard library) differ from theirs")
+    what = ("the files under data.paths, data.val_paths or data.tokenizer (for data=pystdlib, "
+            "this Python's standard library) differ from theirs")
     notes = []
     for ended, whose in ((True, "ended trials"), (False, "trials not ended (interrupted or "
                                                           "failed)")):
@@ -421,8 +421,8 @@ def refuse_other_data(spec: SweepSpec, tracking_uri: str, *, command: str) -> No
     sources = {trial.cfg.data.source.value for trial in trials}
     here = ("this Python's standard library (data=pystdlib) differs from the one"
             if sources == {"pystdlib"} else
-            f"the data files of sweep {spec.name} (data.paths, data.tokenizer) hold other data "
-            "than")
+            f"the data files of sweep {spec.name} (data.paths, data.val_paths, data.tokenizer) "
+            "hold other data than")
     raise ConfigError([
         f"{here} its {count} ended trial{'s' * (count != 1)} read (data.fingerprint "
         f"{', '.join(f[:12] for f in others)}; now {', '.join(f[:12] for f in sorted(now))}): "

@@ -300,7 +300,7 @@ def parse_fuse(value: object) -> bool | int | str | None:
     return None
 
 
-FILE_KEYS = ("data.paths", "data.tokenizer")
+FILE_KEYS = ("data.paths", "data.val_paths", "data.tokenizer")
 """Keys that name files: a spec's relative ones are made absolute when it is read
 (`anchored`)."""
 

@@ -227,10 +227,11 @@ def files_from_anywhere(cfg: Config) -> Config:
     data = cfg.data
     absolute = dataclasses.replace(
         data, paths=[os.path.abspath(p) for p in data.paths],
+        val_paths=[os.path.abspath(p) for p in data.val_paths],
         tokenizer=data.tokenizer and os.path.abspath(data.tokenizer),
         cache_dir=os.path.abspath(data.cache_dir))
-    if data.fingerprint is None and (absolute.paths, absolute.tokenizer) != (data.paths,
-                                                                             data.tokenizer):
+    if data.fingerprint is None and (absolute.paths, absolute.val_paths, absolute.tokenizer) \
+            != (data.paths, data.val_paths, data.tokenizer):
         return dataclasses.replace(cfg, data=dataclasses.replace(data,
                                                                  cache_dir=absolute.cache_dir))
     return dataclasses.replace(cfg, data=absolute)

@@ -42,15 +42,19 @@ def with_defaults(cfg: Config) -> Config:
         warmup = default_warmup_tokens(cfg.train.tokens)
         cfg = dataclasses.replace(cfg, schedule=dataclasses.replace(cfg.schedule,
                                                                     warmup_tokens=warmup))
-    home = [p for p in (*cfg.data.paths, cfg.data.tokenizer or "") if p.startswith("~")]
+    d = cfg.data
+    home = [p for p in (*d.paths, *d.val_paths, d.tokenizer or "") if p.startswith("~")]
     if home:  # (such a config could not run before: its ids are new either way)
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(
-            cfg.data, paths=[os.path.expanduser(p) for p in cfg.data.paths],
-            tokenizer=cfg.data.tokenizer and os.path.expanduser(cfg.data.tokenizer)))
-    if cfg.data.source is DataSource.files and cfg.data.paths:
-        files = expand(cfg.data.paths)  # (folders and patterns: the files they stand for)
-        if files != cfg.data.paths:
-            cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, paths=files))
+            d, paths=[os.path.expanduser(p) for p in d.paths],
+            val_paths=[os.path.expanduser(p) for p in d.val_paths],
+            tokenizer=d.tokenizer and os.path.expanduser(d.tokenizer)))
+    if cfg.data.source is DataSource.files:
+        # (folders and patterns: the files they stand for)
+        paths, val_paths = expand(cfg.data.paths), expand(cfg.data.val_paths)
+        if (paths, val_paths) != (cfg.data.paths, cfg.data.val_paths):
+            cfg = dataclasses.replace(cfg, data=dataclasses.replace(
+                cfg.data, paths=paths, val_paths=val_paths))
     if cfg.data.fingerprint is None:
         fingerprint = data_fingerprint(cfg.data)
         if fingerprint is not None:

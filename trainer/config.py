@@ -123,7 +123,11 @@ class DataConfig:
     text_field: str = "text"
     """Column holding the text (`hf`, `files`)."""
     paths: list[str] = field(default_factory=list)
-    """Local files (`source=files`): .txt, .jsonl/.json or .parquet."""
+    """Local files (`source=files`): .txt, .jsonl/.json or .parquet; a folder or a glob
+    pattern stands for its files (`trainer.data_files`)."""
+    val_paths: list[str] = field(default_factory=list)
+    """Local files of the eval split (`source=files`), as `paths`; unset: the eval split is
+    held out of `paths` (`holdout_fraction`)."""
     streaming: bool = True
     """Stream a hub dataset instead of downloading it whole."""
     max_tokens: int = 0
@@ -132,7 +136,7 @@ class DataConfig:
     tokenizer: str | None = None
     """Path of a `tokenizers` JSON file; bytes (vocab 256) when unset."""
     holdout_fraction: float = 0.05
-    """Fraction of documents held out for eval when there is no `val_split`."""
+    """Fraction of documents held out for eval when there is no `val_split` or `val_paths`."""
     vocab_size: int = 16
     """Synthetic source: number of symbols."""
     order: int = 2

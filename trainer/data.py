@@ -33,7 +33,14 @@ from trainer.errors import ConfigError, DataUnavailable
 from trainer.fingerprint import data_fingerprint, hash_file, stdlib_files
 from trainer.lease import pid_alive
 from trainer.synthetic import MarkovChain
-from trainer.text import Tokenizer, _first_line, _no_field, first_unreadable, not_utf8
+from trainer.text import (
+    Tokenizer,
+    _first_line,
+    _no_field,
+    first_unreadable,
+    not_utf8,
+    said_files,
+)
 
 CACHE_VERSION = "1"
 """(The key of `data=files` holds each file's suffix and length since a .txt copy of a .jsonl
@@ -113,7 +120,8 @@ def check_fingerprint(cfg: DataConfig) -> None:
         # (a sweep's files edited while it ran: "compose it again" was no fix a user could do)
         raise ConfigError(
             f"data.fingerprint={cfg.fingerprint[:12]} is not the data this machine reads: the "
-            f"files under data.paths (or data.tokenizer) hash to {here[:12] if here else here} "
+            f"files under data.paths (or data.val_paths, data.tokenizer) hash to "
+            f"{here[:12] if here else here} "
             "here, changed since the trial was composed (or other files at those paths): put "
             "them back and run it again (`sweep resume`), or launch the sweep's spec again to "
             "train on them under new trial ids")
@@ -136,6 +144,9 @@ def cache_key(cfg: DataConfig, tokenizer: Tokenizer) -> str:
     elif cfg.source is DataSource.files:
         for path in cfg.paths:  # (the suffix picks the parser; the length, the boundaries)
             h.update(f"{Path(path).suffix.lower()}|{Path(path).stat().st_size}|".encode())
+            hash_file(h, Path(path))
+        for path in cfg.val_paths:  # (a key without them is the key it was before them)
+            h.update(f"val|{Path(path).suffix.lower()}|{Path(path).stat().st_size}|".encode())
             hash_file(h, Path(path))
     else:
         h.update(f"{cfg.name}|{cfg.config_name}|{cfg.split}|{cfg.val_split}".encode())
@@ -172,7 +183,8 @@ def _stdlib_documents(cfg: DataConfig) -> Iterator[tuple[str, str, bool]]:
 
 
 def open_dataset(cfg: DataConfig, split: str) -> Iterable[dict]:
-    """The `datasets` dataset for a hub name (`hf`) or local files (`files`)."""
+    """The `datasets` dataset for a hub name (`hf`) or local files (`files`: `split` is
+    `cfg.split` for `data.paths`, `VAL_FILES` for `data.val_paths`)."""
     import datasets
 
     datasets.disable_progress_bars()
@@ -181,24 +193,29 @@ def open_dataset(cfg: DataConfig, split: str) -> Iterable[dict]:
                                      streaming=cfg.streaming, revision=cfg.revision)
     # Streamed, row by row: the files are read once, into the token cache, without holding
     # them in memory or leaving an Arrow copy of each version under ~/.cache/huggingface.
-    suffix = Path(cfg.paths[0]).suffix.lower()
+    paths = list(cfg.val_paths if split == VAL_FILES else cfg.paths)
+    suffix = Path(paths[0]).suffix.lower()
     builder = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}[suffix]
     if builder != "text":
-        return datasets.load_dataset(builder, data_files=list(cfg.paths), split="train",
-                                     streaming=True)
+        return datasets.load_dataset(builder, data_files=paths, split="train", streaming=True)
     # (strict UTF-8: text in another encoding is refused, not trained as U+FFFD bytes)
-    ds = datasets.load_dataset("text", data_files=list(cfg.paths), split="train",
+    ds = datasets.load_dataset("text", data_files=paths, split="train",
                                sample_by="document", streaming=True)
     # A .txt file is one document under the builder's `text` column, whatever text_field says.
     return ds if cfg.text_field == "text" else ds.rename_column("text", cfg.text_field)
+
+
+VAL_FILES = "data.val_paths"
+"""The split name under which `open_dataset` reads the files of `data.val_paths`."""
 
 
 def _rows(cfg: DataConfig, split: str) -> Iterator[tuple[int, str]]:
     """(row number, text) of a split, with what a user can get wrong said in one sentence: a
     file that is not what its suffix says, a text field the rows do not have or that holds no
     text, a hub dataset that cannot be loaded."""
-    where = (f"data.paths={list(cfg.paths)}" if cfg.source is DataSource.files
-             else f"data.name={cfg.name}")
+    files = cfg.val_paths if split == VAL_FILES else cfg.paths
+    where = (said_files("data.val_paths" if split == VAL_FILES else "data.paths", files)
+             if cfg.source is DataSource.files else f"data.name={cfg.name}")
     try:
         for i, row in enumerate(open_dataset(cfg, split)):
             if cfg.text_field not in row:
@@ -219,7 +236,7 @@ def _rows(cfg: DataConfig, split: str) -> Iterator[tuple[int, str]]:
         raise
     except Exception as err:  # noqa: BLE001 (datasets, pyarrow and the hub raise many kinds)
         if cfg.source is DataSource.files:
-            if located := first_unreadable(cfg.paths, where):
+            if located := first_unreadable(files, where):
                 raise ConfigError(located) from None
             cause = err.__cause__ or err.__context__ or err  # (datasets wraps the parser's)
             if isinstance(cause, UnicodeDecodeError) or isinstance(err, UnicodeDecodeError):
@@ -263,6 +280,15 @@ def split_names(split: str) -> list[str]:
 
 
 def _datasets_documents(cfg: DataConfig) -> Iterator[tuple[str, str, bool]]:
+    if cfg.val_paths and cfg.source is DataSource.files:
+        # (the eval files opened first, as a val_split is: for what is wrong with them)
+        for _ in zip(range(1), _rows(cfg, VAL_FILES), strict=False):
+            pass
+        for i, text in _rows(cfg, cfg.split):
+            yield f"train/{i}", text, False
+        for i, text in _rows(cfg, VAL_FILES):
+            yield f"val/{i}", text, True
+        return
     if cfg.val_split is not None and cfg.source is DataSource.hf:  # (files have no splits)
         # The eval split is opened (one row) before the training split is read: a val_split
         # the dataset lacks was said only after the whole training split had streamed.
@@ -303,13 +329,18 @@ def _write_cache(directory: Path, documents: Iterable[tuple[str, str, bool]],
     try:
         counts = _tokenize_into(tmp, documents, tokenizer, cfg, dtype=dtype, chunk=chunk)
         if counts["val"] + counts["train"] == 0:
-            where = f"data.paths={list(cfg.paths)}" if cfg.paths else f"data.name={cfg.name}"
+            where = said_files("data.paths", cfg.paths) if cfg.paths else f"data.name={cfg.name}"
             raise ConfigError(f"{where} holds no text: give files or a dataset with text")
+        if cfg.val_paths and (counts["val"] == 0 or counts["train"] == 0):
+            key = "data.val_paths" if counts["val"] == 0 else "data.paths"
+            raise ConfigError(f"{key}={list(cfg.val_paths if counts['val'] == 0 else cfg.paths)}"
+                              " holds no text: give files with text")
         if (counts["val"] == 0 or counts["train"] == 0) and cfg.val_split is None:
             counts = _hold_out_the_tail(tmp, cfg.holdout_fraction, dtype)
         if counts["val"] == 0 or counts["train"] == 0:
+            other = "data.val_paths" if cfg.source is DataSource.files else "data.val_split"
             raise ConfigError("data.holdout_fraction left no documents in one split: raise "
-                              "data.holdout_fraction or give data.val_split")
+                              f"data.holdout_fraction or give {other}")
         meta = {"dtype": np.dtype(dtype).name, "vocab_size": tokenizer.vocab_size, **counts}
         (tmp / "meta.json").write_text(json.dumps(meta))
         try:

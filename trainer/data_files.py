@@ -25,7 +25,8 @@ DATA_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
 
 _METADATA = {"dataset_infos.json", "dataset_info.json", "dataset_dict.json", "state.json"}
 _TRAIN_WORDS = {"train", "training"}
-_HELD_OUT_WORDS = {"test", "testing", "valid", "validation", "val", "dev", "eval", "evaluation"}
+_VALIDATION_WORDS = {"valid", "validation", "val", "dev", "eval", "evaluation"}
+_TEST_WORDS = {"test", "testing"}
 
 
 def is_pattern(path: str) -> bool:
@@ -63,20 +64,25 @@ def folder_files(folder: Path) -> list[Path]:
 
 
 def split_names(folder: str, files: list[Path]) -> tuple[str, str] | None:
-    """A training file and a held-out file (test, validation, ...) among `files`, by the words
-    of their paths below `folder`, or None where the files do not name both kinds."""
-    train = held_out = None
+    """The first training file and the first held-out file among `files` (a validation
+    split's before a test split's: hyperparameters are tuned on the former), by the words of
+    their paths below `folder`, or None where the files do not name both kinds."""
+    found: dict[str, Path] = {}
     for path in files:
         words = set(re.split(r"[^a-z]+", str(path.relative_to(folder)).lower()))
-        train = train or (path if words & _TRAIN_WORDS else None)
-        held_out = held_out or (path if words & _HELD_OUT_WORDS else None)
-    return (str(train), str(held_out)) if train and held_out else None
+        for kind, named in (("train", _TRAIN_WORDS), ("validation", _VALIDATION_WORDS),
+                            ("test", _TEST_WORDS)):
+            if words & named:
+                found.setdefault(kind, path)
+    held_out = found.get("validation") or found.get("test")
+    return (str(found["train"]), str(held_out)) if "train" in found and held_out else None
 
 
-def train_pattern(folder: str, files: list[Path]) -> str:
-    """A pattern for the training split's files of a folder that holds several splits: the
-    first training file's folder and name up to its first digit (`data/train-*.parquet`)."""
-    first = Path(split_names(folder, files)[0])
+def split_pattern(first: str, files: list[Path]) -> str:
+    """A pattern for the files of the split whose first file is `first` (`split_names`), in a
+    folder that holds several: its folder and name up to its first digit
+    (`data/train-*.parquet`), or the file itself where no other shares that."""
+    first = Path(first)
     stem = re.split(r"\d", first.name, maxsplit=1)[0]
     matching = [p for p in files if p.parent == first.parent and p.name.startswith(stem)]
     if len(matching) == 1:

@@ -42,14 +42,16 @@ def stdlib_files() -> list[Path]:
 
 def data_fingerprint(cfg: DataConfig) -> str | None:
     """Hash of the content `cfg` reads where its keys do not pin it; None where they do, or
-    where a file is missing (validation then names it; nothing can be trained on it)."""
+    where a file is missing (validation then names it; nothing can be trained on it). The
+    files of `data.val_paths` follow those of `data.paths` (which list holds a file is in the
+    trial id by their names)."""
     try:
         # (the files' sizes and mtimes in the key: a file edited while this process lives, a
         # notebook composing again, gets its new fingerprint; the stdlib does not change)
-        named = [*(cfg.paths if cfg.source is DataSource.files else ()), cfg.tokenizer]
+        files = (*cfg.paths, *cfg.val_paths) if cfg.source is DataSource.files else ()
         stats = tuple((st.st_size, st.st_mtime_ns) for st in
-                      (os.stat(p) for p in named if p is not None))
-        return _fingerprint(cfg.source, tuple(cfg.paths), cfg.tokenizer, cfg.cache_dir, stats)
+                      (os.stat(p) for p in (*files, cfg.tokenizer) if p is not None))
+        return _fingerprint(cfg.source, files, cfg.tokenizer, cfg.cache_dir, stats)
     except OSError:
         return None
 

@@ -80,7 +80,7 @@ def _normalise(value: Any) -> Any:
 INTRODUCED: dict[str, Any] = {
     # adaptive batch (train.batch_schedule=norm_test): read only by that schedule
     "train.norm_test_eta": 0.1, "train.norm_test_every": 10, "train.max_batch_size": 0,
-    "data.revision": None, "data.fingerprint": None,
+    "data.revision": None, "data.fingerprint": None, "data.val_paths": [],
 }
 """Keys added after the first ids, with the default each was introduced with. At that value
 the key is left out of the hash, so configs that do not use it keep their ids."""
@@ -120,6 +120,7 @@ def _file_names(flat: dict[str, Any]) -> None:
     if flat["data.fingerprint"] is None:
         return
     flat["data.paths"] = [PurePath(p).name for p in flat["data.paths"]]
+    flat["data.val_paths"] = [PurePath(p).name for p in flat["data.val_paths"]]
     if flat["data.tokenizer"] is not None:
         flat["data.tokenizer"] = PurePath(flat["data.tokenizer"]).name
 

@@ -357,7 +357,8 @@ class TrainingRun:
         if evaluated < cfg.train.eval_tokens - cfg.train.seq_len + 1 and d.is_main:
             print(f"note: train.eval_tokens={cfg.train.eval_tokens:,} but the eval split holds "
                   f"{len(data.val):,} tokens: each eval reads {evaluated:,}; give more data "
-                  "(or data.holdout_fraction) for a steadier eval loss", flush=True)
+                  + ("(data.val_paths)" if cfg.data.val_paths else "(or data.holdout_fraction)")
+                  + " for a steadier eval loss", flush=True)
         self.state = TrainState(batch_size=cfg.train.batch_size)
         self._trimmed_batch: int | None = None
         self.schedule_inputs = ScheduleInputs(cfg.optim.lr, cfg.train.tokens,

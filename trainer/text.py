@@ -95,32 +95,42 @@ def content_problems(cfg: DataConfig) -> list[str]:
             return None  # (a missing file is said by validation: the others still are read)
         return st if S_ISREG(st.st_mode) else None  # (a folder too)
 
-    files = {p: stat(p) for p in (*(cfg.paths if cfg.source is DataSource.files else ()),
-                                  cfg.tokenizer) if p is not None}
+    listed = ([("data.paths", p) for p in cfg.paths] + [("data.val_paths", p) for p in
+                                                         cfg.val_paths]
+              if cfg.source is DataSource.files else [])
+    files = {p: stat(p) for p in (*(p for _, p in listed), cfg.tokenizer) if p is not None}
     stats = tuple((st.st_size, st.st_mtime_ns) for st in files.values() if st is not None)
-    paths = tuple(p for p in cfg.paths if files.get(p)) if cfg.source is DataSource.files \
-        else ()
+    keyed = tuple((key, p) for key, p in listed if files.get(p))
     tokenizer = cfg.tokenizer if cfg.tokenizer is not None and files.get(cfg.tokenizer) \
         else None
-    return list(_content_problems(paths, tokenizer, cfg.text_field, stats))
+    return list(_content_problems(keyed, tokenizer, cfg.text_field, stats))
 
 
 @functools.lru_cache(maxsize=64)
-def _content_problems(paths: tuple[str, ...], tokenizer: str | None, text_field: str,
-                      stats: tuple) -> tuple[str, ...]:
-    # (once per data config and file versions: a sweep asks once per trial)
+def _content_problems(keyed: tuple[tuple[str, str], ...], tokenizer: str | None,
+                      text_field: str, stats: tuple) -> tuple[str, ...]:
+    # (once per data config and file versions: a sweep asks once per trial; `keyed`: each
+    # file with the key that lists it)
     found = []
     if tokenizer is not None:
         found += _tokenizer_problem(tokenizer)
-    where = f"data.paths={list(paths)}"
-    for path in paths:
-        found += _utf8_problem(path, where)
-    for path in paths:
+    for key, path in keyed:
+        found += _utf8_problem(path, f"{key}={[path]}")
+    for key, path in keyed:
         fields = _fields_of(path)
         if fields and text_field not in fields:
-            found.append(_no_field(text_field, where, fields))
+            found.append(_no_field(text_field, f"{key}={[path]}", fields))
             break
     return tuple(found)
+
+
+def said_files(key: str, paths) -> str:
+    """`key=[...]` for a sentence: the files, or where a folder or pattern gave many, the
+    first and how many."""
+    paths = list(paths)
+    if len(paths) <= 3:
+        return f"{key}={paths}"
+    return f"{key}=[{paths[0]!r}, ... ({len(paths)} files)]"
 
 
 def _no_field(field_name: str, where: str, fields) -> str:

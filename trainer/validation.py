@@ -26,7 +26,7 @@ from trainer.config import (
     Positions,
     ScheduleName,
 )
-from trainer.data_files import DATA_SUFFIXES, folder_files, is_pattern, split_names, train_pattern
+from trainer.data_files import DATA_SUFFIXES, folder_files, is_pattern, split_names, split_pattern
 from trainer.errors import ConfigError
 
 DROPPED_FRACTION = 0.01
@@ -262,7 +262,7 @@ def _data_problems(d: DataConfig, *, network: bool) -> list[str]:
     found = []
     if d.max_tokens < 0:
         found.append(f"data.max_tokens={d.max_tokens} must be >= 0 (0 reads the whole source)")
-    if not 0 < d.holdout_fraction < 1 and d.val_split is None:
+    if not 0 < d.holdout_fraction < 1 and d.val_split is None and not d.val_paths:
         found.append(f"data.holdout_fraction={d.holdout_fraction} must be in (0, 1)")
     if d.tokenizer is not None and Path(d.tokenizer).is_dir():
         found.append(f"data.tokenizer={d.tokenizer} is a folder; give the tokenizers JSON "
@@ -273,12 +273,19 @@ def _data_problems(d: DataConfig, *, network: bool) -> list[str]:
     if d.paths and d.source is not DataSource.files:
         found.append(f"data.paths is set, but data.source={d.source.value} reads no files: "
                      "add data=files to train on them ('data=files' 'data.paths=[...]')")
+    if d.val_paths and d.source is not DataSource.files:
+        found.append(f"data.val_paths is set, but data.source={d.source.value} reads no files"
+                     ": it is the eval split of data=files ('data=files' 'data.paths=[...]' "
+                     "'data.val_paths=[...]')" + ("; a hub dataset's is data.val_split"
+                                                 if d.source is DataSource.hf else ""))
     if d.source is not DataSource.hf and d.val_split is not None:
         # (the files were read again as the "validation" split: eval on the training data;
         # `data.split`, never read off the hub, is a note and an unread key instead)
         found.append(f"data.val_split={d.val_split}: data={d.source.value} has no named "
                      f"splits (only data=hf does); it holds out data.holdout_fraction="
-                     f"{d.holdout_fraction:g} of the documents for eval: drop data.val_split")
+                     f"{d.holdout_fraction:g} of the documents for eval: drop data.val_split"
+                     + (", or give the eval split's files as data.val_paths=[...]"
+                        if d.source is DataSource.files else ""))
     if d.source is DataSource.files:
         found += _files_problems(d)
     elif d.source is DataSource.hf:
@@ -304,6 +311,12 @@ def _too_short(cfg: Config) -> list[str]:
         return [f"data.paths: {size} bytes in all, too few for one sequence of train.seq_len="
                 f"{cfg.train.seq_len} tokens (plus its eval split): add data, or lower "
                 "train.seq_len"]
+    if cfg.data.val_paths:  # (the eval split: its own files)
+        size = sum(Path(p).stat().st_size for p in cfg.data.val_paths)
+        return [] if size > cfg.train.seq_len + 1 else [
+            f"data.val_paths: {size} bytes in all, too few for one eval sequence of "
+            f"train.seq_len={cfg.train.seq_len} tokens plus one: add data, or lower "
+            "train.seq_len"]
     # One .txt file is one document: its eval split is its last holdout_fraction, sure too.
     (path,) = cfg.data.paths if len(cfg.data.paths) == 1 else (None,)
     held = max(int(size * cfg.data.holdout_fraction), 1)
@@ -325,47 +338,58 @@ def _too_short(cfg: Config) -> list[str]:
 def _files_problems(d: DataConfig) -> list[str]:
     if not d.paths:
         return ["data.paths is empty: give the files, e.g. 'data.paths=[/data/a.jsonl]'"]
+    found = _file_list_problems("data.paths", d.paths)
+    found += _file_list_problems("data.val_paths", d.val_paths)
+    trained = {os.path.realpath(p) for p in d.paths}
+    both = [p for p in d.val_paths if os.path.realpath(p) in trained]
+    if both:  # (its eval loss would be of text it trained on)
+        found.append(f"data.val_paths: {both[0]} is in data.paths too, so the eval split would "
+                     "be text the run trains on: give each file to one of them")
+    return found
+
+
+def _file_list_problems(key: str, paths: list[str]) -> list[str]:
     found = []
-    for path in d.paths:
+    for path in paths:
         if saved := _saved_with_save_to_disk(Path(path)):
-            found.append(f"data.paths: {path} {saved}")
+            found.append(f"{key}: {path} {saved}")
         elif Path(path).is_dir():
-            found.append(_folder_problem(path))
+            found.append(_folder_problem(key, path))
         elif is_pattern(path):
-            found.append(f"data.paths: the pattern {path} matches no files; fix it (relative "
+            found.append(f"{key}: the pattern {path} matches no files; fix it (relative "
                          f"patterns are read from {os.getcwd()})")
         elif not Path(path).is_file():
-            found.append(f"data.paths: {path} does not exist; fix the path")
+            found.append(f"{key}: {path} does not exist; fix the path")
         elif Path(path).stat().st_size == 0:
-            found.append(f"data.paths: {path} is empty; give files that hold text")
+            found.append(f"{key}: {path} is empty; give files that hold text")
         elif not path.lower().endswith(DATA_SUFFIXES):
-            found.append(f"data.paths: {path} is not .txt, .jsonl, .json or .parquet; convert "
+            found.append(f"{key}: {path} is not .txt, .jsonl, .json or .parquet; convert "
                          "it to one of those (compressed files: decompress them first)")
-    suffixes = {Path(p).suffix.lower().replace(".jsonl", ".json") for p in d.paths}
+    suffixes = {Path(p).suffix.lower().replace(".jsonl", ".json") for p in paths}
     if len(suffixes) > 1:
-        said = sorted({Path(p).suffix.lower() or "no suffix" for p in d.paths})
-        found.append(f"data.paths mixes file types ({', '.join(said)}): give files of one type")
+        said = sorted({Path(p).suffix.lower() or "no suffix" for p in paths})
+        found.append(f"{key} mixes file types ({', '.join(said)}): give files of one type")
     seen: dict[str, str] = {}
-    for path in d.paths:  # (the same file twice trained at double weight, without a word)
+    for path in paths:  # (the same file twice trained at double weight, without a word)
         real = os.path.realpath(os.path.expanduser(path))
         if real in seen:
-            found.append(f"data.paths lists one file twice ({seen[real]} and {path}): give "
+            found.append(f"{key} lists one file twice ({seen[real]} and {path}): give "
                          "each file once")
         seen.setdefault(real, path)
     return found
 
 
-def _folder_problem(path: str) -> str:
+def _folder_problem(key: str, path: str) -> str:
     # (a folder left unexpanded by `data_files.expand`: no data files, or several splits)
     files = folder_files(Path(path))
     if not files:
-        return (f"data.paths: the folder {path} holds no {', '.join(DATA_SUFFIXES)} files; "
+        return (f"{key}: the folder {path} holds no {', '.join(DATA_SUFFIXES)} files; "
                 "give the folder (or files) that hold the text")
     train, held_out = split_names(path, files)
-    return (f"data.paths: the folder {path} holds more than one split ({train} and {held_out}),"
-            " and all of it would be trained on; give the training split's files, e.g. "
-            f"'data.paths=[{train_pattern(path, files)}]' (eval is held out of them: "
-            "data.holdout_fraction)")
+    return (f"{key}: the folder {path} holds more than one split ({train} and {held_out}): "
+            "give each split's files, e.g. "
+            f"'data.paths=[{split_pattern(train, files)}]' "
+            f"'data.val_paths=[{split_pattern(held_out, files)}]'")
 
 
 def _saved_with_save_to_disk(path: Path) -> str | None:
@@ -377,8 +401,9 @@ def _saved_with_save_to_disk(path: Path) -> str | None:
     if (path / "dataset_dict.json").is_file():  # a DatasetDict: one folder per split
         return ("is a DatasetDict saved with save_to_disk; write its splits as parquet (for "
                 "name, split in datasets.load_from_disk(PATH).items(): "
-                "split.to_parquet(f'{name}.parquet')) and give the train split's file: "
-                "data=files 'data.paths=[train.parquet]' (eval is held out of it, "
+                "split.to_parquet(f'{name}.parquet')) and give them: data=files "
+                "'data.paths=[train.parquet]' 'data.val_paths=[validation.parquet]' (or "
+                "without data.val_paths, eval is held out of data.paths: "
                 "data.holdout_fraction)")
     if (path / "dataset_info.json").is_file():
         return ("is a dataset saved with save_to_disk; write it as parquet "
@@ -386,11 +411,16 @@ def _saved_with_save_to_disk(path: Path) -> str | None:
     return None
 
 
-def _as_data_paths(folder: str) -> str:
-    """What `data.paths` takes for a local folder: the folder, or where it holds several
-    splits, a pattern for its training split's files."""
-    files = folder_files(Path(folder))
-    return train_pattern(folder, files) if files and split_names(folder, files) else folder
+def _as_data_paths(path: str) -> str:
+    """The overrides of data=files for a local file or folder: the folder, or where it holds
+    several splits, a pattern for each split's files."""
+    files = folder_files(Path(path)) if Path(path).is_dir() else []
+    splits = split_names(path, files) if files else None
+    if splits is None:
+        return (f"'data.paths=[{path}]' (its eval split is held out of them: "
+                "data.holdout_fraction)")
+    return (f"'data.paths=[{split_pattern(splits[0], files)}]' "
+            f"'data.val_paths=[{split_pattern(splits[1], files)}]'")
 
 
 def _hub_problems(d: DataConfig, *, network: bool) -> list[str]:
@@ -399,10 +429,8 @@ def _hub_problems(d: DataConfig, *, network: bool) -> list[str]:
     if Path(d.name).exists() or d.name.startswith(("/", "./", "../", "~")):
         if saved := _saved_with_save_to_disk(Path(d.name)):  # (data=files would refuse it)
             return [f"data.name={d.name} is a local path, not a hub dataset: it {saved}"]
-        given = _as_data_paths(d.name) if Path(d.name).is_dir() else d.name
         return [f"data.name={d.name} is a local path, not a hub dataset: use data=files "
-                f"'data.paths=[{given}]' (its eval split is held out of them: "
-                "data.holdout_fraction)"]
+                f"{_as_data_paths(d.name)}"]
     if sliced := slice_problems(d):
         return sliced
     if not network or os.environ.get("HF_HUB_OFFLINE") == "1" or _hub_tokens_cached(d):
@@ -575,8 +603,11 @@ def unread(cfg: Config) -> dict[str, str]:
                                   "and its eval split)")
     if cfg.data.source is DataSource.pystdlib:
         out["data.text_field"] = "data=pystdlib does not read it (each file is one document)"
-    text_files = cfg.data.paths and all(Path(p).suffix.lower() == ".txt"
-                                        for p in cfg.data.paths)
+    files = [*cfg.data.paths, *cfg.data.val_paths]
+    text_files = files and all(Path(p).suffix.lower() == ".txt" for p in files)
     if cfg.data.source is DataSource.files and text_files:
         out["data.text_field"] = ".txt files do not have fields (each file is one document)"
+    if cfg.data.source is DataSource.files and cfg.data.val_paths and not cfg.data.max_tokens:
+        out["data.holdout_fraction"] = ("data.val_paths is the eval split (holdout_fraction "
+                                        "only caps it, with data.max_tokens)")
     return out

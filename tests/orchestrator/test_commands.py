@@ -505,8 +505,8 @@ def test_trials_recorded_on_other_data_are_said_when_the_data_changed(tmp_path, 
     assert cli.main(["launch", str(path), "--dry-run", "--tracking-uri", uri]) == 0
     out = capsys.readouterr()
     old, new = before[0].cfg.data.fingerprint, after[0].cfg.data.fingerprint
-    differ = ("the files under data.paths or data.tokenizer (for data=pystdlib, this Python's "
-              "standard library) differ from theirs")
+    differ = ("the files under data.paths, data.val_paths or data.tokenizer (for data=pystdlib, "
+              "this Python's standard library) differ from theirs")
     assert (f"note: 3 of sweep unit's ended trials read other data (data.fingerprint "
             f"{old[:12]}; now {new[:12]}): {differ}, so these trials are new ones and "
             "train from the start; `sweep fit` reads both") in out.err
@@ -528,8 +528,9 @@ def test_trials_recorded_on_other_data_are_said_when_the_data_changed(tmp_path, 
     assert "Trailing data" not in out
     for argv in (["resume", "unit"], ["extend", "unit", "seeds=[0,1]"]):
         assert cli.main([*argv, "--tracking-uri", uri]) == 2
-        assert (f"error: the data files of sweep unit (data.paths, data.tokenizer) hold other "
-                f"data than its 3 ended trials read (data.fingerprint {old[:12]}; now "
+        assert ("error: the data files of sweep unit (data.paths, data.val_paths, "
+                "data.tokenizer) hold other data than its 3 ended trials read (data."
+                f"fingerprint {old[:12]}; now "
                 f"{new[:12]}): `sweep {argv[0]}` would train every trial again on it; put the "
                 "data they read back, or launch the spec file again") in capsys.readouterr().err
     # the data not on this machine: status gave only "data.paths: ... does not exist"

@@ -535,6 +535,9 @@ def test_a_specs_data_files_are_read_from_anywhere_once_it_is_read(tmp_path, mon
     again = spec.with_overrides(["data.tokenizer=./tok.json", "data.paths=[./data/x.txt]"])
     assert f"data.paths=['{where}']" in again.overrides
     assert f"data.tokenizer='{tmp_path / 'work' / 'tok.json'}'" in again.overrides
+    patterns = spec.with_overrides(["data.paths=['data/*.txt']", "data.val_paths=[v/x.txt]"])
+    assert f"data.paths=['{tmp_path / 'work' / 'data' / '*.txt'}']" in patterns.overrides
+    assert f"data.val_paths=['{tmp_path / 'work' / 'v' / 'x.txt'}']" in patterns.overrides
     ids = [t.trial_id for t in prepare(spec)[1]]
     monkeypatch.chdir(tmp_path)  # as `sweep status s` from another folder reads it
     stored = spec_from_dict(spec.to_dict(), stored=True)

@@ -275,8 +275,9 @@ def test_data_paths_that_would_be_ignored_or_are_folders_are_one_sentence(tmp_pa
     (splits / "dataset_dict.json").write_text('{"splits": ["train", "validation"]}')
     said = ("is a DatasetDict saved with save_to_disk; write its splits as parquet (for name, "
             "split in datasets.load_from_disk(PATH).items(): split.to_parquet(f'{name}."
-            "parquet')) and give the train split's file: data=files 'data.paths=[train."
-            "parquet]' (eval is held out of it, data.holdout_fraction)")
+            "parquet')) and give them: data=files 'data.paths=[train.parquet]' "
+            "'data.val_paths=[validation.parquet]' (or without data.val_paths, eval is held "
+            "out of data.paths: data.holdout_fraction)")
     assert problems(compose(["data=files", f"data.paths=[{splits}]"])) == [
         f"data.paths: {splits} {said}"]
     assert problems(compose(["data=hf", f"data.name={splits}"])) == [
@@ -298,7 +299,7 @@ def test_data_paths_that_would_be_ignored_or_are_folders_are_one_sentence(tmp_pa
     train = hub / "train-*.parquet"
     assert problems(compose(["data=hf", f"data.name={tmp_path / 'myhub'}"])) == [
         f"data.name={tmp_path / 'myhub'} is a local path, not a hub dataset: use data=files "
-        f"'data.paths=[{train}]' (its eval split is held out of them: data.holdout_fraction)"]
+        f"'data.paths=[{train}]' 'data.val_paths=[{hub / 'validation-00000-of-00001.parquet'}]'"]
 
 
 def test_a_batch_of_nothing_hides_no_other_problem():

@@ -221,7 +221,7 @@ def test_val_split_on_local_files_is_refused_it_evaluated_on_the_training_data(t
     found = problems(compose([*base, "data.val_split=validation"]), network=False)
     assert ("data.val_split=validation: data=files has no named splits (only data=hf does); "
             "it holds out data.holdout_fraction=0.05 of the documents for eval: drop "
-            "data.val_split") in found
+            "data.val_split, or give the eval split's files as data.val_paths=[...]") in found
     # data.split was never read off the hub (a run trained as with split=train): noted, and
     # refused as a new sweep key (`unread`), not refused where stored sweeps set it
     from trainer.validation import notes, unread

@@ -173,7 +173,7 @@ def test_a_trial_whose_files_changed_since_it_was_composed_says_what_to_do(tmp_p
         check_fingerprint(cfg.data)
     assert str(err.value.problems[0]).startswith(
         f"data.fingerprint={cfg.data.fingerprint[:12]} is not the data this machine reads: the "
-        "files under data.paths (or data.tokenizer) hash to ")
+        "files under data.paths (or data.val_paths, data.tokenizer) hash to ")
     assert str(err.value.problems[0]).endswith(
         "here, changed since the trial was composed (or other files at those paths): put them "
         "back and run it again (`sweep resume`), or launch the sweep's spec again to train on "
