@@ -339,11 +339,13 @@ def _refuse_a_changed_spec(tracking_uri: str, name: str, based_on: SweepSpec) ->
 
 def _cluster_problems(spec: SweepSpec, address: str | None) -> list[str]:
     """The problems of the cluster at `address` (or a local one, started) with the spec."""
+    from orchestrator.code_check import cluster_code_problems
+
     try:
         init_ray(address)
     except ConfigError as err:
         return list(err.problems)
-    return resource_problems(spec)
+    return cluster_code_problems() + resource_problems(spec)
 
 
 def _check_hub_once(trials: list[Trial]) -> None:

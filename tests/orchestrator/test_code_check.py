@@ -1,0 +1,59 @@
+"""A cluster whose nodes run other proxysweep code than the driver is refused before a launch
+submits anything (its trials failed as "changed data", or were recorded under ids the driver
+did not know)."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from orchestrator.code_check import cluster_code_problems, source_digest
+
+pytestmark = [pytest.mark.ray]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def ray_with_code(tmp_path, monkeypatch):
+    """A local Ray whose workers import the packages from `tmp_path` (a copy of this
+    checkout, which the test may change) ahead of the installed ones (and of the driver's
+    folder, which Ray puts first on their path)."""
+    import ray
+
+    monkeypatch.chdir(tmp_path)
+    for package in ("trainer", "orchestrator"):
+        shutil.copytree(REPO / package, tmp_path / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+
+    def start():
+        ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False,
+                 logging_level="WARNING",
+                 runtime_env={"env_vars": {"PYTHONPATH": str(tmp_path)}})
+    yield tmp_path, start
+    ray.shutdown()
+
+
+def test_workers_on_the_drivers_code_pass(ray_with_code):
+    _, start = ray_with_code
+    start()
+    assert cluster_code_problems() == []
+
+
+def test_a_node_on_other_code_is_named_with_both_digests(ray_with_code):
+    import socket
+
+    copy, start = ray_with_code
+    with open(copy / "trainer" / "identity.py", "a") as f:
+        f.write("\n# a worker a commit behind\n")
+    start()
+    found = cluster_code_problems()
+    assert len(found) == 1
+    assert found[0].startswith(f"the Ray cluster's node {socket.gethostname()} (")
+    assert found[0].endswith(
+        f") runs other proxysweep code than this driver (source digest "
+        f"{found[0].split('source digest ')[1][:12]} there, imported from {copy}; "
+        f"{source_digest()} here, from {REPO}), so it would compute other trial ids and data "
+        "fingerprints: install this checkout on every node (`pip install -e .` at its "
+        "commit), or launch from where the cluster's own is installed")
+    assert found[0].split("source digest ")[1][:12] != source_digest()
