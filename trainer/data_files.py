@@ -19,7 +19,6 @@ from __future__ import annotations
 import glob
 import os
 import re
-from pathlib import Path
 
 DATA_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
 
@@ -39,9 +38,9 @@ def expand(paths: list[str]) -> list[str]:
     module docstring); entries that cannot expand are kept, so validation names them."""
     out: list[str] = []
     for path in paths:
-        if os.path.isdir(path) and not _saved_by_datasets(Path(path)):
-            files = folder_files(Path(path))
-            out += [str(p) for p in files] if files and not split_names(path, files) else [path]
+        if os.path.isdir(path) and not _saved_by_datasets(path):
+            files = folder_files(path)
+            out += files if files and not splits_of(path, files) else [path]
         elif is_pattern(path):
             files = sorted(p for p in glob.glob(path, recursive=True) if os.path.isfile(p))
             out += files or [path]
@@ -50,47 +49,49 @@ def expand(paths: list[str]) -> list[str]:
     return out
 
 
-def folder_files(folder: Path) -> list[Path]:
-    """The data files under `folder`, recursively, sorted; left out: files and folders whose
-    names start with a dot (`.cache/huggingface`, `.gitattributes`), a hub repository's or
-    `datasets`' metadata (`dataset_infos.json`) and folders `save_to_disk` wrote."""
+def folder_files(folder: str) -> list[str]:
+    """The data files under `folder`, recursively, sorted by path; left out: files and folders
+    whose names start with a dot (`.cache/huggingface`, `.gitattributes`), a hub repository's
+    or `datasets`' metadata (`dataset_infos.json`) and folders `save_to_disk` wrote."""
     found = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")
-                       and not _saved_by_datasets(Path(dirpath) / d)]
-        found += [Path(dirpath) / f for f in filenames if not f.startswith(".")
+                       and not _saved_by_datasets(os.path.join(dirpath, d))]
+        found += [os.path.join(dirpath, f) for f in filenames if not f.startswith(".")
                   and f.lower().endswith(DATA_SUFFIXES) and f not in _METADATA]
     return sorted(found)
 
 
-def split_names(folder: str, files: list[Path]) -> tuple[str, str] | None:
-    """The first training file and the first held-out file among `files` (a validation
-    split's before a test split's: hyperparameters are tuned on the former), by the words of
-    their paths below `folder`, or None where the files do not name both kinds."""
-    found: dict[str, Path] = {}
+def splits_of(folder: str, files: list[str]) -> tuple[str, str] | None:
+    """The first training file and the first held-out file among `files` (`folder_files`: a
+    validation split's before a test split's, as hyperparameters are tuned on the former), by
+    the words of their paths below `folder`, or None where the files do not name both kinds."""
+    found: dict[str, str] = {}
     for path in files:
-        words = set(re.split(r"[^a-z]+", str(path.relative_to(folder)).lower()))
+        words = set(re.split(r"[^a-z]+", path[len(folder):].lower()))
         for kind, named in (("train", _TRAIN_WORDS), ("validation", _VALIDATION_WORDS),
                             ("test", _TEST_WORDS)):
             if words & named:
                 found.setdefault(kind, path)
     held_out = found.get("validation") or found.get("test")
-    return (str(found["train"]), str(held_out)) if "train" in found and held_out else None
+    return (found["train"], held_out) if "train" in found and held_out else None
 
 
-def split_pattern(first: str, files: list[Path]) -> str:
-    """A pattern for the files of the split whose first file is `first` (`split_names`), in a
+def split_pattern(first: str, files: list[str]) -> str:
+    """A pattern for the files of the split whose first file is `first` (`splits_of`), in a
     folder that holds several: its folder and name up to its first digit
     (`data/train-*.parquet`), or the file itself where no other shares that."""
-    first = Path(first)
-    stem = re.split(r"\d", first.name, maxsplit=1)[0]
-    matching = [p for p in files if p.parent == first.parent and p.name.startswith(stem)]
+    parent, name = os.path.split(first)
+    stem = re.split(r"\d", name, maxsplit=1)[0]
+    matching = [p for p in files if os.path.split(p)[0] == parent
+                and os.path.basename(p).startswith(stem)]
     if len(matching) == 1:
-        return str(first)
-    return str(first.parent / f"{stem}*{first.suffix}")
+        return first
+    return os.path.join(parent, f"{stem}*{os.path.splitext(name)[1]}")
 
 
-def _saved_by_datasets(path: Path) -> bool:
+def _saved_by_datasets(folder: str) -> bool:
     # (a folder `datasets` wrote with save_to_disk: its arrow files are no corpus, and
     # validation says how to write it as parquet)
-    return (path / "dataset_dict.json").is_file() or (path / "dataset_info.json").is_file()
+    return (os.path.isfile(os.path.join(folder, "dataset_dict.json"))
+            or os.path.isfile(os.path.join(folder, "dataset_info.json")))

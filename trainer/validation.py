@@ -13,6 +13,7 @@ import math
 import os
 import threading
 from pathlib import Path
+from stat import S_ISDIR, S_ISREG
 
 from trainer.config import (
     MAX_SEED,
@@ -26,7 +27,7 @@ from trainer.config import (
     Positions,
     ScheduleName,
 )
-from trainer.data_files import DATA_SUFFIXES, folder_files, is_pattern, split_names, split_pattern
+from trainer.data_files import DATA_SUFFIXES, folder_files, is_pattern, split_pattern, splits_of
 from trainer.errors import ConfigError
 
 DROPPED_FRACTION = 0.01
@@ -340,52 +341,66 @@ def _files_problems(d: DataConfig) -> list[str]:
         return ["data.paths is empty: give the files, e.g. 'data.paths=[/data/a.jsonl]'"]
     found = _file_list_problems("data.paths", d.paths)
     found += _file_list_problems("data.val_paths", d.val_paths)
-    trained = {os.path.realpath(p) for p in d.paths}
-    both = [p for p in d.val_paths if os.path.realpath(p) in trained]
+    trained = {_inode(p) for p in d.paths} - {None} if d.val_paths else set()
+    both = [p for p in d.val_paths if _inode(p) in trained]
     if both:  # (its eval loss would be of text it trained on)
         found.append(f"data.val_paths: {both[0]} is in data.paths too, so the eval split would "
                      "be text the run trains on: give each file to one of them")
     return found
 
 
+def _inode(path: str) -> tuple[int, int] | None:
+    # (one file under two names, a link or another spelling of its path, is one inode)
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def _file_list_problems(key: str, paths: list[str]) -> list[str]:
-    found = []
-    for path in paths:
-        if saved := _saved_with_save_to_disk(Path(path)):
-            found.append(f"{key}: {path} {saved}")
-        elif Path(path).is_dir():
-            found.append(_folder_problem(key, path))
-        elif is_pattern(path):
+    # One stat a file: a folder or a pattern stands for thousands of shards, and a sweep
+    # validates each of its trials.
+    found: list[str] = []
+    seen: dict[tuple[int, int], int] = {}
+    for i, path in enumerate(paths):
+        try:
+            st = os.stat(path)
+        except OSError:
+            st = None
+        if st is not None and S_ISDIR(st.st_mode):
+            saved = _saved_with_save_to_disk(Path(path))
+            found.append(f"{key}: {path} {saved}" if saved else _folder_problem(key, path))
+        elif (st is None or not S_ISREG(st.st_mode)) and is_pattern(path):
             found.append(f"{key}: the pattern {path} matches no files; fix it (relative "
                          f"patterns are read from {os.getcwd()})")
-        elif not Path(path).is_file():
+        elif st is None or not S_ISREG(st.st_mode):
             found.append(f"{key}: {path} does not exist; fix the path")
-        elif Path(path).stat().st_size == 0:
+        elif st.st_size == 0:
             found.append(f"{key}: {path} is empty; give files that hold text")
         elif not path.lower().endswith(DATA_SUFFIXES):
             found.append(f"{key}: {path} is not .txt, .jsonl, .json or .parquet; convert "
                          "it to one of those (compressed files: decompress them first)")
-    suffixes = {Path(p).suffix.lower().replace(".jsonl", ".json") for p in paths}
+        if st is not None and S_ISREG(st.st_mode):
+            # (the same file twice trained at double weight, without a word)
+            first = seen.setdefault((st.st_dev, st.st_ino), i)
+            if first != i:
+                found.append(f"{key} lists one file twice ({paths[first]} and {path}): give "
+                             "each file once")
+    suffixes = {os.path.splitext(p)[1].lower().replace(".jsonl", ".json") for p in paths}
     if len(suffixes) > 1:
-        said = sorted({Path(p).suffix.lower() or "no suffix" for p in paths})
+        said = sorted({os.path.splitext(p)[1].lower() or "no suffix" for p in paths})
         found.append(f"{key} mixes file types ({', '.join(said)}): give files of one type")
-    seen: dict[str, str] = {}
-    for path in paths:  # (the same file twice trained at double weight, without a word)
-        real = os.path.realpath(os.path.expanduser(path))
-        if real in seen:
-            found.append(f"{key} lists one file twice ({seen[real]} and {path}): give "
-                         "each file once")
-        seen.setdefault(real, path)
     return found
 
 
 def _folder_problem(key: str, path: str) -> str:
     # (a folder left unexpanded by `data_files.expand`: no data files, or several splits)
-    files = folder_files(Path(path))
+    files = folder_files(path)
     if not files:
         return (f"{key}: the folder {path} holds no {', '.join(DATA_SUFFIXES)} files; "
                 "give the folder (or files) that hold the text")
-    train, held_out = split_names(path, files)
+    train, held_out = splits_of(path, files)
     return (f"{key}: the folder {path} holds more than one split ({train} and {held_out}): "
             "give each split's files, e.g. "
             f"'data.paths=[{split_pattern(train, files)}]' "
@@ -414,8 +429,8 @@ def _saved_with_save_to_disk(path: Path) -> str | None:
 def _as_data_paths(path: str) -> str:
     """The overrides of data=files for a local file or folder: the folder, or where it holds
     several splits, a pattern for each split's files."""
-    files = folder_files(Path(path)) if Path(path).is_dir() else []
-    splits = split_names(path, files) if files else None
+    files = folder_files(path) if os.path.isdir(path) else []
+    splits = splits_of(path, files) if files else None
     if splits is None:
         return (f"'data.paths=[{path}]' (its eval split is held out of them: "
                 "data.holdout_fraction)")
