@@ -153,3 +153,19 @@ def test_a_folder_of_splits_is_given_as_paths_and_val_paths(tmp_path):
     tokens = load_tokens(cfg.data)  # (bytes: one token a byte, rows joined as they are)
     assert len(tokens.train) == text_bytes(cfg.data.paths)
     assert len(tokens.val) == text_bytes(cfg.data.val_paths)
+
+
+def test_a_sweep_hands_its_workers_every_data_file_as_an_absolute_path(tmp_path, monkeypatch):
+    """A worker starts in another folder than the launch: relative eval files were not found
+    there."""
+    from orchestrator.trials import files_from_anywhere
+
+    _text(tmp_path / "d" / "train.txt", "train text " * 500)
+    _text(tmp_path / "d" / "valid.txt", "held-out text " * 300)
+    monkeypatch.chdir(tmp_path)
+    cfg = compose(["data=files", "data.paths=[d/train.txt]", "data.val_paths=['d/v*.txt']"])
+    assert cfg.data.val_paths == ["d/valid.txt"]
+    anywhere = files_from_anywhere(cfg)
+    assert anywhere.data.paths == [str(tmp_path / "d" / "train.txt")]
+    assert anywhere.data.val_paths == [str(tmp_path / "d" / "valid.txt")]
+    assert config_id(anywhere) == config_id(cfg)
