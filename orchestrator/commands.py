@@ -100,7 +100,8 @@ def launch(spec: SweepSpec, *, tracking_uri: str, address: str | None = None,
         _store_spec(tracking_uri, spec, based_on, trials)
         _close_as_finished(tracking_uri, spec.name)
         return SweepOutcome(trials=len(trials), already_done=len(trials))
-    marked = _start(spec, tracking_uri, address, based_on)
+    marked = _start(spec, tracking_uri, address, based_on,
+                    work=f"{len(todo_ids)} of its {len(trials)} trials to run")
     if marked.cancelled:  # (its spec kept: `resume` runs its trials)
         _store_spec(tracking_uri, spec, based_on, trials)
         return SweepOutcome(trials=len(trials), already_done=len(trials) - len(todo_ids),
@@ -244,7 +245,9 @@ def _launch_search(spec: SweepSpec, *, tracking_uri: str, address: str | None,
         _store_spec(tracking_uri, spec, based_on)
         used = sum(row["used"] for row in search.search_status(plan, storage))
         return SweepOutcome(trials=used, already_done=used)
-    marked = _start(spec, tracking_uri, address, based_on)
+    marked = _start(spec, tracking_uri, address, based_on,
+                    work=f"{len(plan.slices)} stud{'ies' if len(plan.slices) != 1 else 'y'} "
+                         "to search")
     if marked.cancelled:
         _store_spec(tracking_uri, spec, based_on)
         used = sum(row["used"] for row in search.search_status(plan, storage))
@@ -280,15 +283,25 @@ class Marked:
 
 
 def _start(spec: SweepSpec, tracking_uri: str, address: str | None,
-           based_on: SweepSpec | None = None) -> Marked:
+           based_on: SweepSpec | None = None, *, work: str) -> Marked:
     """Raise the cluster's problems (a fresh local one's before Ray starts), with the sweep
     marked running by this driver meanwhile: a `sweep cancel` typed while Ray starts (10-20 s)
     is then seen by this launch instead of answered `not running` and lost. When it was, the
     launch runs nothing and the sweep reads interrupted (a cancel later still is seen by the
     driver's loop, `Tracker.open_sweep` keeping it). A launch that stops on an error here
-    leaves the sweep as it found it."""
-    if _fresh_local_ray(address) and (problems := resource_problems(spec, local_cluster())):
+    leaves the sweep as it found it. `work`: what the launch has to do, said first (Ray takes
+    10-20 s to start, and the launch said nothing until then)."""
+    import ray
+
+    fresh = _fresh_local_ray(address)
+    if fresh and (problems := resource_problems(spec, local_cluster())):
         raise ConfigError(problems)
+    if not ray.is_initialized():
+        named = address or os.environ.get("RAY_ADDRESS")
+        where = ("starting Ray on this machine" if fresh or named == "local" else
+                 f"connecting to the Ray cluster at {named}" if named else
+                 "connecting to the Ray cluster `ray start` runs here")
+        print(f"sweep {spec.name}: {work}; {where} ...", flush=True)
     if based_on is not None:  # (refused before the mark; the tracker checks again, later)
         _refuse_a_changed_spec(tracking_uri, spec.name, based_on)
     marked = Marked(tracking_uri, spec.name, mark_starting(tracking_uri, spec.name))

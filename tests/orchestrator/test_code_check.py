@@ -57,3 +57,26 @@ def test_a_node_on_other_code_is_named_with_both_digests(ray_with_code):
         "fingerprints: install this checkout on every node (`pip install -e .` at its "
         "commit), or launch from where the cluster's own is installed")
     assert found[0].split("source digest ")[1][:12] != source_digest()
+
+
+def test_a_launch_says_what_it_does_before_ray_starts(tmp_path, monkeypatch, capsys):
+    """Ray takes 10-20 s to start, and a launch said nothing until its trials ended (nothing
+    at all in a log file)."""
+    import ray
+
+    from orchestrator import commands
+    from orchestrator.spec_file import spec_from_dict
+
+    monkeypatch.setenv("RAY_ADDRESS", "local")
+    spec = spec_from_dict({"name": "unit", "overrides": ["model=tiny"],
+                           "grid": {"optim.lr": "choice(1e-3, 1e-2)"},
+                           "storage_root": str(tmp_path / "runs")})
+    try:
+        marked = commands._start(spec, f"sqlite:///{tmp_path}/m.db", None,
+                                 work="2 of its 2 trials to run")
+        assert capsys.readouterr().out == (
+            "sweep unit: 2 of its 2 trials to run; starting Ray on this machine ...\n")
+        assert not marked.cancelled and ray.is_initialized()
+        marked.undo()
+    finally:
+        ray.shutdown()
