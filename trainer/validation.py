@@ -266,8 +266,7 @@ def _data_problems(d: DataConfig, *, network: bool) -> list[str]:
     if not 0 < d.holdout_fraction < 1 and d.val_split is None and not d.val_paths:
         found.append(f"data.holdout_fraction={d.holdout_fraction} must be in (0, 1)")
     if d.tokenizer is not None and Path(d.tokenizer).is_dir():
-        found.append(f"data.tokenizer={d.tokenizer} is a folder; give the tokenizers JSON "
-                     f"file in it, e.g. data.tokenizer={Path(d.tokenizer) / 'tokenizer.json'}")
+        found.append(_tokenizer_folder(Path(d.tokenizer)))
     elif d.tokenizer is not None and not Path(d.tokenizer).is_file():
         found.append(f"data.tokenizer={d.tokenizer}: no such file; give the path of a "
                      "tokenizers JSON file, or leave it unset for bytes")
@@ -405,6 +404,20 @@ def _folder_problem(key: str, path: str) -> str:
             "give each split's files, e.g. "
             f"'data.paths=[{split_pattern(train, files)}]' "
             f"'data.val_paths=[{split_pattern(held_out, files)}]'")
+
+
+def _tokenizer_folder(folder: Path) -> str:
+    # (it suggested FOLDER/tokenizer.json whether or not the folder held one)
+    said = f"data.tokenizer={folder} is a folder"
+    if (folder / "tokenizer.json").is_file():
+        return (f"{said}; give the tokenizers JSON file in it, e.g. "
+                f"data.tokenizer={folder / 'tokenizer.json'}")
+    if found := sorted(folder.glob("*.json")):
+        return (f"{said} without a tokenizer.json; give the tokenizers JSON file, e.g. "
+                f"data.tokenizer={found[0]} if that is it")
+    return (f"{said} without a tokenizers JSON file (a model's tokenizer saved with "
+            "`tokenizer.save_pretrained` writes one, tokenizer.json): give that file's path, "
+            "or leave data.tokenizer unset for bytes")
 
 
 def _saved_with_save_to_disk(path: Path) -> str | None:

@@ -413,8 +413,20 @@ def test_tokenizers_that_cannot_encode_or_hold_nothing_are_one_sentence(tmp_path
     assert str(err.value) == (f"data.tokenizer={tmp_path / 'empty.json'} has an empty "
                               "vocabulary (an untrained tokenizer): train it before saving it, "
                               "or leave data.tokenizer unset for bytes")
-    assert f"data.tokenizer={tmp_path / 'tok'} is a folder; give the tokenizers JSON file in " \
-           f"it, e.g. data.tokenizer={tmp_path / 'tok' / 'tokenizer.json'}" in problems(cfg("tok"))
+    # a folder: its tokenizer.json, a JSON file it holds, or none (it suggested
+    # FOLDER/tokenizer.json, a file the folder did not hold)
+    assert (f"data.tokenizer={tmp_path / 'tok'} is a folder without a tokenizers JSON file (a "
+            "model's tokenizer saved with `tokenizer.save_pretrained` writes one, tokenizer."
+            "json): give that file's path, or leave data.tokenizer unset for bytes"
+            ) in problems(cfg("tok"))
+    (tmp_path / "tok" / "vocab.json").write_text("{}")
+    assert (f"data.tokenizer={tmp_path / 'tok'} is a folder without a tokenizer.json; give "
+            f"the tokenizers JSON file, e.g. data.tokenizer={tmp_path / 'tok' / 'vocab.json'} "
+            "if that is it") in problems(cfg("tok"))
+    (tmp_path / "tok" / "tokenizer.json").write_text("{}")
+    assert (f"data.tokenizer={tmp_path / 'tok'} is a folder; give the tokenizers JSON file in "
+            f"it, e.g. data.tokenizer={tmp_path / 'tok' / 'tokenizer.json'}"
+            ) in problems(cfg("tok"))
 
 
 def test_a_cache_folder_that_cannot_be_written_is_one_sentence(tmp_path):
