@@ -98,8 +98,11 @@ def _given_notes(overrides: list[str], cfg) -> list[str]:
            f"{next(o for o in reversed(overrides) if o.partition('=')[0].lstrip('+') == k)}"
            for k in dict.fromkeys(k for k in keys if keys.count(k) > 1)]
     why = unread(cfg)
+    from trainer.validation import notes
+
+    said = {note.partition("=")[0] for note in notes(cfg)}  # (data.split: said there already)
     return out + [f"{k} is not read here: {why[k]}; it only changes the run id (the same model "
-                  "under another)" for k in dict.fromkeys(keys) if k in why]
+                  "under another)" for k in dict.fromkeys(keys) if k in why and k not in said]
 
 
 def _each_problem(overrides: list[str]) -> list[str]:
