@@ -75,7 +75,10 @@ def _ui(args, uri: str) -> int:
            "--host", "127.0.0.1", "--port", str(args.port)]
     # Its own process group, ended with this command whatever ends it (Ctrl-C, a SIGTERM
     # from a supervisor or `timeout`): uvicorn's workers would otherwise outlive it.
-    server = subprocess.Popen(cmd, start_new_session=True)
+    # (MLflow's server imports a Starlette module Starlette deprecates: four screens of
+    # warnings, one per worker, that no user of the UI can act on)
+    env = {"PYTHONWARNINGS": "ignore:starlette.middleware.wsgi is deprecated", **os.environ}
+    server = subprocess.Popen(cmd, start_new_session=True, env=env)
 
     def stop(*_):
         with contextlib.suppress(ProcessLookupError):
