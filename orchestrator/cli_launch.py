@@ -231,8 +231,11 @@ def _run(spec, args, uri: str, based_on=None, notes: list[str] = ()) -> int:
         root = root_path(spec.storage_root)
         trunk_at = {f.trunk_id: int(read_index(trunk_dir(root, f.trunk_id)).get("tokens") or 0)
                     for f in sharing.families}
+        from orchestrator.sharing import resumes_itself
+
+        own = {t.trial_id for t in to_run if resumes_itself(t)}
         for line in describe(sharing, trials, to_run={t.trial_id for t in to_run},
-                             trunk_at=trunk_at):
+                             trunk_at=trunk_at, own=own):
             print(line)
         from orchestrator.fusion import fusion_off_reason, fusion_setting
 
@@ -336,7 +339,7 @@ def print_fusion(spec, trials, sharing) -> None:
     from orchestrator.fusion import at_once, fusion_setting, plan_fusion
     from orchestrator.fusion import describe as describe_groups
     from orchestrator.placement import Request
-    from orchestrator.sharing import plan_trunk_groups
+    from orchestrator.sharing import plan_trunk_groups, resumes_itself
     from trainer import branching
     from trainer.lease import current_holder
 
@@ -351,7 +354,7 @@ def print_fusion(spec, trials, sharing) -> None:
         index = branching.read_index(directory)
         ids = {m.trial_id for m in family.members}
         # (a point under one batch needs no trunk: the branch starts from step 0)
-        points = {p for t in trials if t.trial_id in ids
+        points = {p for t in trials if t.trial_id in ids and not resumes_itself(t)
                   and (p := branch_tokens(t.cfg)) >= family.batch_tokens
                   and not branching.passed(index, p)}
         if points:

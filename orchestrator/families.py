@@ -147,14 +147,15 @@ class SharingPlan:
         return alone + shared, independent
 
     def tokens_to_run(self, trials: Sequence[Trial], to_run: Collection[str],
-                      trunk_at: dict[str, int]) -> int:
+                      trunk_at: dict[str, int], own: Collection[str] = ()) -> int:
         """Tokens that training the trials `to_run` (ids, of `trials`) takes from here: their
         budgets, but for a family's the decays only, and its trunk from where it stands
-        (`trunk_at`: trunk id → tokens trained) to the last of their branch points."""
-        total = sum(_trained_budget(t) for t in trials
-                    if t.trial_id in to_run and t.trial_id in self.alone)
+        (`trunk_at`: trunk id → tokens trained) to the last of their branch points. Those in
+        `own` go on from checkpoints of their own, as trials alone do (no trunk for them)."""
+        total = sum(_trained_budget(t) for t in trials if t.trial_id in to_run
+                    and (t.trial_id in self.alone or t.trial_id in own))
         for family in self.families:
-            todo = [t for t in family.members if t.trial_id in to_run]
+            todo = [t for t in family.members if t.trial_id in to_run and t.trial_id not in own]
             if not todo:
                 continue
             reach = max(family.branch_checkpoint_tokens(t) for t in todo)
@@ -211,12 +212,13 @@ def _short(tokens: int) -> str:
 
 def describe(plan: SharingPlan, trials: Sequence[Trial],
              to_run: Collection[str] | None = None,
-             trunk_at: dict[str, int] | None = None) -> list[str]:
+             trunk_at: dict[str, int] | None = None, own: Collection[str] = ()) -> list[str]:
     """What `--dry-run` says about sharing: each family's trunk and budgets, each trial still
     `to_run` (default: all) that runs alone and why (one line when every trial is alone for
     one reason), the tokens the whole sweep trains against training it alone, and, where
     some trials are done, the tokens the ones to run take from here (`trunk_at`: trunk id →
-    tokens its trunk has trained; an extend's dry run gave the whole sweep's only)."""
+    tokens its trunk has trained; an extend's dry run gave the whole sweep's only; `own`: the
+    ids of trials that go on from checkpoints of their own, which need no trunk)."""
     lines = []
     for fam in plan.families:
         budgets = ", ".join(_short(t.cfg.train.tokens) for t in fam.members)
@@ -238,7 +240,7 @@ def describe(plan: SharingPlan, trials: Sequence[Trial],
                      f"{_short(independent)} if every trial trained alone "
                      f"(ratio {trained / independent:.2f})")
     if to_run is not None and 0 < len(to_run) < len(trials):
-        left = plan.tokens_to_run(trials, to_run, trunk_at or {})
+        left = plan.tokens_to_run(trials, to_run, trunk_at or {}, own)
         lines.append(f"the {len(to_run)} trial{'s' * (len(to_run) != 1)} to run train "
                      f"{_short(left)} tokens from here (trunks go on from where they stand)")
     return lines

@@ -149,6 +149,15 @@ def plan_trunk_groups(pending: Sequence[tuple[Family, tuple[int, ...]]], *, stor
     return units
 
 
+def resumes_itself(trial: Trial) -> bool:
+    """Has `trial` a checkpoint of its own (trained alone under `--no-share`, or a branch
+    stopped after its first save)? It goes on from that, never from a trunk
+    (`trainer.branching.start_position`), so no trunk has to train for it."""
+    from trainer.paths import saved_steps
+
+    return bool(saved_steps(RunPaths.for_config(trial.cfg, trial.trial_id).checkpoints))
+
+
 def _up_to(summary: dict, family: Family) -> dict:
     """A trunk's `final/*` as far as `family` (this sweep's budgets) needs it: another sweep
     over the same storage root may have trained it further for its larger budgets, tokens
@@ -173,7 +182,9 @@ class Sharing:
     def __init__(self, spec: SweepSpec, trials: list[Trial], todo: list[Trial], tracker):
         self.spec, self.tracker = spec, tracker
         self.plan = plan_sharing(trials, share=spec.share_prefix)
-        pending = {t.trial_id for t in todo}
+        # (a trial with a checkpoint of its own goes on from it, not from the trunk: held, it
+        # had a trunk trained that no budget took)
+        pending = {t.trial_id for t in todo if not resumes_itself(t)}
         self.trunks: list[_Trunk] = []
         for family in self.plan.families:
             held = {t.trial_id: t for t in family.members if t.trial_id in pending}
@@ -204,7 +215,8 @@ class Sharing:
         the prefix to the budget); whether it is held. For sweeps whose trials arrive one by
         one (halving's rungs): a trunk that has passed the new branch point releases it at
         the next poll, one that has not trains on to it."""
-        if not self.spec.share_prefix or why_not_shared(trial.cfg) is not None:
+        if not self.spec.share_prefix or why_not_shared(trial.cfg) is not None \
+                or resumes_itself(trial):
             return False
         fid = family_id(trial.cfg)
         trunk = next((t for t in self.trunks if t.family.trunk_id == fid), None)

@@ -137,3 +137,22 @@ def test_an_extends_dry_run_gives_the_tokens_its_new_trials_take_from_here():
     assert lines[-1] == (f"the 2 trials to run train "
                          f"{families._short(plan.tokens_to_run(trials, new, at))} tokens from "
                          "here (trunks go on from where they stand)")
+
+
+def test_a_trial_going_on_from_its_own_checkpoint_takes_no_trunk_tokens():
+    """A resume without --no-share of a sweep launched with it: the dry run counted trunks
+    from 0 to each interrupted budget's branch point, which the trials (going on from their
+    own checkpoints) never take."""
+    trials = _trials()
+    plan = plan_sharing(trials)
+    largest = {t.trial_id for t in trials if t.cfg.train.tokens == 524288}
+    # the trunks stand at 0; the largest budgets have checkpoints of their own
+    assert plan.tokens_to_run(trials, largest, {}, own=largest) == 2 * 524288
+    both = largest | {t.trial_id for t in trials if t.cfg.train.tokens == 262144}
+    fam = plan.families[0]
+    point = {t.cfg.train.tokens: fam.branch_checkpoint_tokens(t) for t in fam.members}
+    # the 262,144 budgets still branch: their trunks train to their point only
+    assert plan.tokens_to_run(trials, both, {}, own=largest) == 2 * (524288 + 262144)
+    assert plan.tokens_to_run(trials, both, {}) == 2 * (point[524288] + 524288
+                                                        - point[524288] + 262144
+                                                        - point[262144])

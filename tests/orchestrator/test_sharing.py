@@ -204,6 +204,49 @@ def test_a_trunk_cut_short_then_a_no_share_launch_records_the_trunk_as_it_stands
     assert stored_spec(uri, "cut").share_prefix  # the flag was that launch's only
 
 
+class _StopAt:
+    """A reporter that stops its run (as Ctrl-C does) once it has trained `tokens`."""
+
+    def __init__(self, tokens):
+        self.tokens = tokens
+
+    def start(self, *, run_id, params, resumed_step):
+        pass
+
+    def log_metrics(self, metrics, *, step):
+        if metrics.get("train/tokens", 0) >= self.tokens:
+            raise KeyboardInterrupt
+
+    def finish(self, *, status, summary):
+        pass
+
+
+def test_a_budget_with_checkpoints_of_its_own_trains_no_trunk_for_it(tmp_path, uri):
+    # `sweep launch --no-share`, Ctrl-C, then `sweep resume` without the flag: the largest
+    # budget, 98% trained alone, was held for a trunk trained from 0 to its branch point,
+    # which it never took (a trial goes on from its own checkpoint): ratio 1.64, not 1.
+    from orchestrator.trials import expand
+    from trainer import run
+
+    spec = _spec(tmp_path, "own", budgets=BUDGETS[::2],
+                 overrides=[*_spec(tmp_path, "own").overrides,
+                            "train.checkpoint_every_tokens=4096"])
+    small, large = sorted(expand(spec), key=lambda t: t.cfg.train.tokens)
+    with pytest.raises(KeyboardInterrupt):
+        run(large.cfg, _StopAt(16384))  # checkpoints at 4,096 ... 16,384 tokens
+    outcome = launch(spec, tracking_uri=uri, progress=False)
+    assert sorted(outcome.ran.values()) == ["finished"] * 2
+    client, children = _children(uri, "own")
+    assert children[large.trial_id].data.metrics["final/tokens_shared"] == 0
+    assert children[small.trial_id].data.metrics["final/tokens_shared"] == 7168
+    _, trunks = _children(uri, "own", "trunk")
+    (trunk,) = trunks.values()  # trained for the small budget only
+    assert trunk.data.metrics["final/tokens"] == 7168
+    report = status(uri, "own")
+    assert report["tokens_trained"] == 7168 + (8192 - 7168) + 32768
+    assert report["tokens_if_independent"] == 8192 + 32768
+
+
 # -- kills: the `sweep` command in its own process -------------------------------------------
 
 NO_TORCH = """
