@@ -123,7 +123,9 @@ def check_studies_space(plan: SearchPlan, url: str) -> None:
     problems = {}
     for trials in stored_trials(url, [plan.study_name(s) for s in plan.slices]).values():
         for key, now in plan.dists.items():
-            was = next((t.distributions[key] for t in trials if key in t.distributions), None)
+            # (the newest: an extend may have moved or widened it since the first)
+            was = next((t.distributions[key] for t in reversed(trials)
+                        if key in t.distributions), None)
             if was is None or key in problems:
                 continue
             try:

@@ -531,6 +531,28 @@ def test_a_searched_range_of_another_kind_than_its_studies_searched_is_refused(t
         "this one in a new sweep (another name)"]
 
 
+def test_a_range_of_another_kind_is_said_against_the_range_searched_last(tmp_path):
+    """After an extend that widened optim.lr to 1.0, a choice() for it was said against the
+    sweep's first range, 0.1, which its studies no longer search."""
+    from orchestrator.search import check_studies_space
+    from orchestrator.studies import Studies
+
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    plan = plan_search(spec_from_dict(BASE))
+    name = plan.study_name(plan.slices[0])
+    Studies(url, plan.search, [name], plan.dists).ask(name, plan.dists)
+    wide = plan_search(extended(spec_from_dict(BASE), ["optim.lr=tag(log, interval(1e-4, 1))"]))
+    Studies(url, wide.search, [name], wide.dists).ask(name, wide.dists)
+    with pytest.raises(ConfigError) as err:
+        check_studies_space(plan_search(extended(spec_from_dict(BASE), [
+            "optim.lr=choice(1e-3)"])), url)
+    assert err.value.problems == [
+        "grid.optim.lr=choice(1e-3): the sweep's studies searched optim.lr as "
+        "tag(log, interval(0.0001, 1)) (FloatDistribution cannot become "
+        "CategoricalDistribution); give a range of that form (it may move or widen), or search "
+        "this one in a new sweep (another name)"]
+
+
 def test_extend_adds_a_budget_to_a_halving_sweep():
     """The new budget joins the rungs (it was checked alone, as one budget, and refused)."""
     raw = {**BASE, "grid": {"optim.lr": "tag(log, interval(1e-4, 1e-1))",
