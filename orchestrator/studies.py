@@ -83,6 +83,10 @@ def open_storage(url: str):
         raise ConfigError(f"Optuna storage {redact(url)}: an SQLite store is sqlite:///PATH.db "
                           "(three slashes, then the file's path: sqlite:////abs/path.db for an "
                           f"absolute one); fix search.optuna.storage or {STORAGE_ENV}")
+    if "://" not in url:  # a file's path where a URL belongs
+        path = Path(url).expanduser().absolute()
+        raise ConfigError(f"Optuna storage {redact(url)} is a path, not a database URL: give "
+                          f"sqlite:///{path} in search.optuna.storage or {STORAGE_ENV}")
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)

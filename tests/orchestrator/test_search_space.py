@@ -277,6 +277,11 @@ def test_an_unreachable_storage_is_one_line_without_the_password():
     with pytest.raises(ConfigError, match=r"^Optuna storage sqlite://rel.db: an SQLite store is "
                                           r"sqlite:///PATH.db \(three slashes"):
         open_storage("sqlite://rel.db")  # (sqlalchemy's ArgumentError, with no word of how)
+    with pytest.raises(ConfigError) as err:  # (it said "(ArgumentError): fix ...")
+        open_storage("/tmp/studies.db")
+    assert err.value.problems == ["Optuna storage /tmp/studies.db is a path, not a database "
+                                  "URL: give sqlite:////tmp/studies.db in "
+                                  "search.optuna.storage or OPTUNA_STORAGE"]
 
 
 @pytest.mark.parametrize("vocab, told, expected", [
