@@ -1272,3 +1272,26 @@ def test_status_reads_a_running_trials_progress_from_its_folder_before_the_store
     assert running[first]["progress"] == pytest.approx(8192 / 32768)
     assert running[first]["train/loss"] == pytest.approx(3.42)
     assert running[second]["progress"] is None and running[second]["train/loss"] is None
+
+
+def test_status_takes_a_running_trials_progress_from_its_folder_when_the_store_lags(tmp_path):
+    """The store holds what the tracker last wrote (every 10 s or more): a short trial at 98%
+    in its metrics.jsonl read 45%."""
+    uri = f"sqlite:///{tmp_path}/m.db"
+    tracker = _open_sweep(uri, _spec(tmp_path))
+    first, second = [t.trial_id for t in prepare(spec_from_dict(_spec(tmp_path)))[1]][:2]
+    for trial_id in (first, second):
+        run_id = _child(uri, tracker, trial_id, schema.RUNNING, train__tokens=4096,
+                        train__loss=3.46)
+        MlflowClient(tracking_uri=uri).log_param(run_id, "train.tokens", "32768")
+        folder = tmp_path / "runs" / trial_id
+        folder.mkdir(parents=True)
+        rows = [{"step": s, "train/tokens": 1024 * s, "train/loss": 3.5 - s / 100}
+                for s in range(1, 9 if trial_id == first else 3)]
+        (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    running = {r[schema.TRIAL_ID_TAG]: r for r in status(uri, "unit")["running"]}
+    assert running[first]["progress"] == pytest.approx(8192 / 32768)
+    assert running[first]["train/loss"] == pytest.approx(3.42)
+    # (a folder behind the store, as one that another host writes: the store's)
+    assert running[second]["progress"] == pytest.approx(4096 / 32768)
+    assert running[second]["train/loss"] == pytest.approx(3.46)
