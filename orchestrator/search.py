@@ -368,6 +368,7 @@ class _SearchRunner(_Runner):
                          observer=_Seen(self.results, observer), sharing=sharing)
         self.trials = self.asked  # (what the base class re-syncs from)
         self.cap = spec.max_concurrent or math.inf
+        self.said: set[str] = set()  # problems of asked points, said once (`_asked`)
         self.fuse = fusion_setting(spec)
         # The points a study asks at once (`_partners`) train as one group, their trunks (under
         # halving) too, and the branches those release: not spread over the cluster's slots
@@ -469,6 +470,18 @@ class _SearchRunner(_Runner):
         open_ = [n for n in self.slice_of if self.left[n] > 0]
         return min(open_, key=lambda n: (flying[n], -self.left[n]), default=None)
 
+    def _asked(self, name: str, params: dict) -> Trial | None:
+        """The trial of a point study `name` asked; None for one whose config does not run
+        (told failed by `_take`), said once per problem: it failed with no word of why."""
+        problems: list[str] = []
+        trial = self.plan.trial(self.slice_of[name], params, problems)
+        for problem in problems:
+            if problem not in self.said:
+                self.said.add(problem)
+                print(f"study {name} asked a point that cannot run (told failed; it counts "
+                      f"toward n_trials): {problem}")
+        return trial
+
     def _ask_into_queue(self) -> bool:
         """Ask until a point needs training (queued) or no study may ask; whether one was."""
         import ray
@@ -484,7 +497,7 @@ class _SearchRunner(_Runner):
                 self.left[name] = 0
                 continue
             self.left[name] -= 1
-            trial = self.plan.trial(self.slice_of[name], asked[1], problems=[])
+            trial = self._asked(name, asked[1])
             if self._take(name, asked[0], trial):
                 self._queue([trial, *self._partners(name)])
                 return True
@@ -511,7 +524,7 @@ class _SearchRunner(_Runner):
                 self.left[name] = 0
                 break
             self.left[name] -= 1
-            trial = self.plan.trial(self.slice_of[name], asked[1], problems=[])
+            trial = self._asked(name, asked[1])
             if self._take(name, asked[0], trial):
                 partners.append(trial)
         return partners

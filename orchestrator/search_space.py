@@ -455,6 +455,23 @@ def corners(dists: dict) -> list[dict]:
     return points
 
 
+CHECKED_INT_VALUES = 64
+"""An integer range of at most this many values has each checked before anything runs."""
+
+
+def inner_int_points(dists: dict) -> dict[str, list[dict]]:
+    """Per integer range of at most `CHECKED_INT_VALUES` values, a point for each value
+    between its ends (the other axes at their low end): a batch size of range(4, 17) under a
+    micro-batch of 4 is valid at both ends, and 5 is not."""
+    import optuna.distributions as od
+
+    low = corners(dists)[0]
+    return {key: [{**low, key: v} for v in range(dist.low + dist.step, dist.high, dist.step)]
+            for key, dist in dists.items()
+            if isinstance(dist, od.IntDistribution) and not dist.log
+            and (dist.high - dist.low) // dist.step < CHECKED_INT_VALUES}
+
+
 @dataclass
 class SearchPlan:
     """A searched sweep's studies: one per slice, each over the same distributions."""
@@ -546,9 +563,31 @@ def plan_search(spec) -> SearchPlan:
     for slice_ in slices:
         for point in corners(dists):
             plan.trial(slice_, point, problems)
+        problems += _inner_problems(plan, slice_)
     if problems:
         raise ConfigError(dedupe(problems))
     return plan
+
+
+def _inner_problems(plan: SearchPlan, slice_: Slice) -> list[str]:
+    """Per searched integer range (`inner_int_points`), the first of its values between its
+    ends that does not validate in `slice_`, with how many more do not: a study asks them
+    like any other (each trial failed, with no word of why)."""
+    out = []
+    for key, points in inner_int_points(plan.dists).items():
+        bad, first = [], []
+        for point in points:
+            found = []
+            if plan.trial(slice_, point, found) is None:
+                bad.append(str(point[key]))
+                first = first or found
+        if len(bad) > 1:
+            out.append(f"{first[0]}; {len(bad) - 1} more values of grid.{key}="
+                       f"{plan.spec.grid[key]} fail too ({', '.join(bad[1:])}): search a "
+                       "range each of whose values runs")
+        else:
+            out += first
+    return out
 
 
 def _rungs(grid: dict[str, str], search: OptunaSearch):

@@ -339,3 +339,19 @@ def test_an_interrupted_search_counts_the_points_its_studies_have_still_to_ask(
     assert outcome.trials == 4 and len(outcome.ran) < 4
     counts = status(uri, "unit")["counts"]
     assert sum(counts.values()) == 4 and counts.get("pending") == 4 - len(outcome.ran)
+
+
+def test_an_asked_point_that_cannot_run_is_said_once_and_told_failed(searched, uri, local_ray,
+                                                                     capsys):
+    """A range too long to check value by value (193 batch sizes; its ends run): a point
+    that did not validate was told failed with no word of why."""
+    searched["overrides"] += ["train.micro_batch_size=8"]
+    searched["grid"] = {"optim.lr": "choice(3e-3)", "train.batch_size": "range(8, 201)"}
+    searched["search"] = {"optuna": {"n_trials": 1, "sampler": "random", "seed": 0}}
+    plan, storage, outcome = _run(searched, uri)
+    (trial,) = _study(plan, storage, 0).trials
+    batch = int(trial.params["train.batch_size"])
+    assert batch % 8 and trial.state.name == "FAIL" and outcome.ran == {}
+    assert (f"study {plan.study_name(plan.slices[0])} asked a point that cannot run (told "
+            f"failed; it counts toward n_trials): train.batch_size={batch} is not divisible by "
+            f"train.micro_batch_size=8: pick a divisor of the batch") in capsys.readouterr().out
