@@ -217,11 +217,13 @@ def _launch_search(spec: SweepSpec, *, tracking_uri: str, address: str | None,
     """`launch` of a searched sweep (`orchestrator.search`): the same checks, then the
     studies run to their n_trials."""
     from orchestrator import search
+    from orchestrator.search_space import check_range_values
 
     try:
         spec, plan, storage = search.prepare_search(spec, tracking_uri)
         storage_problem(spec.storage_root, create=True)
         search.check_studies_space(plan, storage)
+        check_range_values(plan)
         _check_hub_once(search.example_trials(plan))
     except ConfigError as err:
         named = address or os.environ.get("RAY_ADDRESS")
@@ -493,9 +495,11 @@ def search_dry_run(spec: SweepSpec, *, tracking_uri: str,
     asked and was never told, which a launch runs again from their checkpoints or tells from
     their record: the dry run said nothing of them, and the launch then ran one)."""
     from orchestrator import search
+    from orchestrator.search_space import check_range_values
 
     spec, plan, storage = search.prepare_search(spec, tracking_uri, create=False)
     search.check_studies_space(plan, storage)
+    check_range_values(plan)
     say_notes(notes)
     return [(row["slice"], row["used"], max(row["n_trials"] - row["used"], 0),
              row["states"].get("running", 0)) for row in search.search_status(plan, storage)]

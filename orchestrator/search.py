@@ -200,6 +200,23 @@ def asked_points(plan: SearchPlan, url: str) -> int:
                for name in (plan.study_name(s) for s in plan.slices))
 
 
+def unrunnable_points(plan: SearchPlan, url: str) -> int:
+    """How many distinct points the studies asked whose config does not run: told failed at
+    once (`_SearchRunner._asked`), they are in no store, and count as failed, not pending."""
+    stored = stored_trials(url, [plan.study_name(s) for s in plan.slices])
+    found = 0
+    for slice_ in plan.slices:
+        seen = set()
+        for frozen in stored[plan.study_name(slice_)]:
+            point = tuple(sorted(frozen.params.items()))
+            if frozen.state.name != "FAIL" or not counts(frozen) or point in seen \
+                    or not all(k in frozen.params for k in plan.dists):
+                continue
+            seen.add(point)
+            found += plan.trial(slice_, frozen.params, problems=[]) is None
+    return found
+
+
 def told_unrecorded(plan: SearchPlan, url: str, states: dict,
                     lost: list[Trial] | None = None) -> list[tuple[Trial, str]]:
     """(trial, status in its summary) of each trial a study was told ended whose MLflow

@@ -563,10 +563,26 @@ def plan_search(spec) -> SearchPlan:
     for slice_ in slices:
         for point in corners(dists):
             plan.trial(slice_, point, problems)
-        problems += _inner_problems(plan, slice_)
     if problems:
         raise ConfigError(dedupe(problems))
     return plan
+
+
+def check_range_values(plan: SearchPlan) -> None:
+    """Each value between the ends of a short searched integer range (`inner_int_points`),
+    in every slice, before a launch: a study asks them like any other. (Apart from
+    `plan_search`, which `status` takes too: a sweep launched before this check is still
+    said.)
+
+    Raises:
+        ConfigError: per range, its first value that does not run, and how many more.
+    """
+    from orchestrator.trials import dedupe
+    from trainer.errors import ConfigError
+
+    problems = [p for slice_ in plan.slices for p in _inner_problems(plan, slice_)]
+    if problems:
+        raise ConfigError(dedupe(problems))
 
 
 def _inner_problems(plan: SearchPlan, slice_: Slice) -> list[str]:

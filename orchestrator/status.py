@@ -70,9 +70,11 @@ def trial_counts(tracking_uri: str, spec: SweepSpec, states: dict, gone: int | N
         # Pending: the points the studies have still to ask, and those asked but not begun
         # (not in the store). A point asked twice is one trial: counting n_trials against
         # the trials in the store left a finished study with "2 pending".
+        unrunnable = search.unrunnable_points(plan, storage)
         pending = sum(max(s["n_trials"] - s["used"], 0) for s in slices) + max(
-            search.asked_points(plan, storage) - len(ids), 0)
+            search.asked_points(plan, storage) - len(ids) - unrunnable, 0)
         counts.update({"pending": pending} if pending > 0 else {})
+        counts.update({FAILED: unrunnable} if unrunnable else {})
     for trial_id in ids:
         s = states.get(trial_id, {}).get("status", "pending")
         s = INTERRUPTED if s == RUNNING and gone is not None else s

@@ -355,3 +355,4 @@ def test_an_asked_point_that_cannot_run_is_said_once_and_told_failed(searched, u
     assert (f"study {plan.study_name(plan.slices[0])} asked a point that cannot run (told "
             f"failed; it counts toward n_trials): train.batch_size={batch} is not divisible by "
             f"train.micro_batch_size=8: pick a divisor of the batch") in capsys.readouterr().out
+    assert status(uri, "unit")["counts"] == {"failed": 1}  # (not pending: it never runs)
