@@ -231,9 +231,9 @@ def _run(spec, args, uri: str, based_on=None, notes: list[str] = ()) -> int:
         root = root_path(spec.storage_root)
         trunk_at = {f.trunk_id: int(read_index(trunk_dir(root, f.trunk_id)).get("tokens") or 0)
                     for f in sharing.families}
-        from orchestrator.sharing import resumes_itself
+        from orchestrator.sharing import checkpoint_tokens, resumes_itself
 
-        own = {t.trial_id for t in to_run if resumes_itself(t)}
+        own = {t.trial_id: checkpoint_tokens(t) for t in to_run if resumes_itself(t)}
         for line in describe(sharing, trials, to_run={t.trial_id for t in to_run},
                              trunk_at=trunk_at, own=own):
             print(line)

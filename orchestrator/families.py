@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from orchestrator.trials import Trial
@@ -147,12 +147,15 @@ class SharingPlan:
         return alone + shared, independent
 
     def tokens_to_run(self, trials: Sequence[Trial], to_run: Collection[str],
-                      trunk_at: dict[str, int], own: Collection[str] = ()) -> int:
+                      trunk_at: dict[str, int], own: Mapping[str, int] | None = None) -> int:
         """Tokens that training the trials `to_run` (ids, of `trials`) takes from here: their
         budgets, but for a family's the decays only, and its trunk from where it stands
         (`trunk_at`: trunk id → tokens trained) to the last of their branch points. Those in
-        `own` go on from checkpoints of their own, as trials alone do (no trunk for them)."""
-        total = sum(_trained_budget(t) for t in trials if t.trial_id in to_run
+        `own` (id → tokens at their latest checkpoint) go on from checkpoints of their own,
+        as trials alone do (no trunk for them), and need only the rest of their budgets."""
+        own = own or {}
+        total = sum(_trained_budget(t) - min(own.get(t.trial_id, 0), _trained_budget(t))
+                    for t in trials if t.trial_id in to_run
                     and (t.trial_id in self.alone or t.trial_id in own))
         for family in self.families:
             todo = [t for t in family.members if t.trial_id in to_run and t.trial_id not in own]
@@ -212,13 +215,15 @@ def _short(tokens: int) -> str:
 
 def describe(plan: SharingPlan, trials: Sequence[Trial],
              to_run: Collection[str] | None = None,
-             trunk_at: dict[str, int] | None = None, own: Collection[str] = ()) -> list[str]:
+             trunk_at: dict[str, int] | None = None, own: Mapping[str, int] | None = None
+             ) -> list[str]:
     """What `--dry-run` says about sharing: each family's trunk and budgets, each trial still
     `to_run` (default: all) that runs alone and why (one line when every trial is alone for
     one reason), the tokens the whole sweep trains against training it alone, and, where
     some trials are done, the tokens the ones to run take from here (`trunk_at`: trunk id →
     tokens its trunk has trained; an extend's dry run gave the whole sweep's only; `own`: the
-    ids of trials that go on from checkpoints of their own, which need no trunk)."""
+    trials that go on from checkpoints of their own, which need no trunk, id → tokens at
+    their latest)."""
     lines = []
     for fam in plan.families:
         budgets = ", ".join(_short(t.cfg.train.tokens) for t in fam.members)

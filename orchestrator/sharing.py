@@ -158,6 +158,19 @@ def resumes_itself(trial: Trial) -> bool:
     return bool(saved_steps(RunPaths.for_config(trial.cfg, trial.trial_id).checkpoints))
 
 
+def checkpoint_tokens(trial: Trial) -> int:
+    """Tokens `trial` has trained by its latest checkpoint of its own (0 without one, or
+    under the norm-test schedule, whose steps do not say their tokens)."""
+    from trainer.config import BatchSchedule
+    from trainer.paths import saved_steps
+
+    steps = saved_steps(RunPaths.for_config(trial.cfg, trial.trial_id).checkpoints)
+    train = trial.cfg.train
+    if not steps or train.batch_schedule is not BatchSchedule.constant:
+        return 0
+    return steps[-1] * train.batch_size * train.seq_len
+
+
 def _up_to(summary: dict, family: Family) -> dict:
     """A trunk's `final/*` as far as `family` (this sweep's budgets) needs it: another sweep
     over the same storage root may have trained it further for its larger budgets, tokens

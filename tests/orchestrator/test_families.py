@@ -146,13 +146,33 @@ def test_a_trial_going_on_from_its_own_checkpoint_takes_no_trunk_tokens():
     trials = _trials()
     plan = plan_sharing(trials)
     largest = {t.trial_id for t in trials if t.cfg.train.tokens == 524288}
-    # the trunks stand at 0; the largest budgets have checkpoints of their own
-    assert plan.tokens_to_run(trials, largest, {}, own=largest) == 2 * 524288
+    # the trunks stand at 0; the largest budgets have checkpoints of their own (at 0 tokens,
+    # then at 131,072: only the rest of their budgets is left, the dry run counted it all)
+    assert plan.tokens_to_run(trials, largest, {}, own=dict.fromkeys(largest, 0)) == 2 * 524288
+    assert plan.tokens_to_run(trials, largest, {}, own=dict.fromkeys(largest, 131072)) == \
+        2 * (524288 - 131072)
     both = largest | {t.trial_id for t in trials if t.cfg.train.tokens == 262144}
     fam = plan.families[0]
     point = {t.cfg.train.tokens: fam.branch_checkpoint_tokens(t) for t in fam.members}
     # the 262,144 budgets still branch: their trunks train to their point only
-    assert plan.tokens_to_run(trials, both, {}, own=largest) == 2 * (524288 + 262144)
+    assert plan.tokens_to_run(trials, both, {}, own=dict.fromkeys(largest, 0)) == \
+        2 * (524288 + 262144)
     assert plan.tokens_to_run(trials, both, {}) == 2 * (point[524288] + 524288
                                                         - point[524288] + 262144
                                                         - point[262144])
+
+
+def test_a_trials_own_checkpoint_says_the_tokens_it_has_trained(tmp_path):
+    from orchestrator.sharing import checkpoint_tokens
+    from trainer.paths import RunPaths
+
+    spec = spec_from_dict({"name": "t", "overrides": BASE, "storage_root": str(tmp_path),
+                           "grid": {"train.tokens": BUDGETS}})
+    trial = expand(spec)[0]
+    assert checkpoint_tokens(trial) == 0
+    saved = RunPaths.for_config(trial.cfg, trial.trial_id).checkpoints
+    for step in (4, 12):
+        (saved / f"step-{step:09d}").mkdir(parents=True)
+    (saved / ".step-000000016.tmp").mkdir()  # (being written: not one yet)
+    batch = trial.cfg.train.batch_size * trial.cfg.train.seq_len
+    assert checkpoint_tokens(trial) == 12 * batch
