@@ -24,9 +24,14 @@ def uri(tmp_path):
 
 @pytest.fixture(scope="module")
 def local_ray():
-    """A real local Ray with two CPUs for the module's tests."""
+    """A real local Ray with two CPUs for the module's tests: started here, whatever
+    RAY_ADDRESS says or `ray start` left running on the machine (`ray.init()` joins those),
+    and after a Ray an earlier module's in-process command left up (a launch refused after
+    connecting to one)."""
     import ray
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     yield
     ray.shutdown()
 
