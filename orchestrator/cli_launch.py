@@ -244,8 +244,7 @@ def _run(spec, args, uri: str, based_on=None, notes: list[str] = ()) -> int:
         elif len(to_run) > 1:
             print(f"no fused groups: {fusion_off_reason(spec)}")
         return 0
-    address = args.address or os.environ.get("RAY_ADDRESS")
-    outcome = commands.launch(spec, tracking_uri=uri, address=address,
+    outcome = commands.launch(spec, tracking_uri=uri, address=args.address,
                               progress=sys.stdout.isatty(), based_on=based_on, notes=notes)
     ran = outcome.ran.values()
     summary = ", ".join(f"{sum(s == k for s in ran)} {k}" for k in sorted(set(ran)))

@@ -586,3 +586,28 @@ def test_the_console_script_exits_quietly_on_a_ctrl_c_during_its_exit(tmp_path, 
     assert main(["list", "--tracking-uri", f"sqlite:///{tmp_path}/none.db"]) == 2
     assert signal.getsignal(signal.SIGINT) is handler  # (called with argv: left alone)
     capsys.readouterr()
+
+
+def test_a_cluster_from_ray_address_is_named_ray_address_in_its_error(tmp_path, monkeypatch,
+                                                                      capsys):
+    """With RAY_ADDRESS set (no --address), an unreachable cluster was said as
+    `--address=HOST:PORT`, a flag the user never gave."""
+    import socket
+
+    import yaml
+
+    from orchestrator.cli import main
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+    spec = {"name": "m", "overrides": ["model=tiny", "data=synthetic", "train.tokens=8192"],
+            "grid": {"optim.lr": "choice(1e-3)"}, "storage_root": str(tmp_path / "runs")}
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(spec))
+    assert main(["--tracking-uri", f"sqlite:///{tmp_path}/m.db", "launch",
+                 str(tmp_path / "m.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot reach the Ray cluster at RAY_ADDRESS=127.0.0.1:{port}"
+                          f" (nothing answers at 127.0.0.1:{port}")
+    assert "--address" not in err
