@@ -46,6 +46,7 @@ from orchestrator.placement import (
     submission_order,
 )
 from orchestrator.progress_log import LogProgress
+from orchestrator.ray_auth import auth_refusal
 from orchestrator.resync import resync
 from orchestrator.sharing import Sharing
 from orchestrator.spec import Resources, SweepSpec, root_path
@@ -154,6 +155,10 @@ def init_ray(address: str | None) -> None:
             raise ConfigError(f"cannot reach the Ray cluster at {where} ({problem}): start it "
                               "with `ray start --head`, or give its HOST:PORT (the head's GCS "
                               "port, 6379 by default)")
+        if not named.startswith("ray://") and named not in ("auto", "local") and (
+                refused := auth_refusal(named)):
+            raise ConfigError(f"the Ray cluster at {where} does not let this driver in: "
+                              f"{refused}")
     try:
         ray.init(address=address, include_dashboard=False, logging_level="WARNING",
                  log_to_driver=False)

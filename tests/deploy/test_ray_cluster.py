@@ -164,6 +164,35 @@ def test_a_client_with_another_token_is_refused(cluster):
     assert "Authentication token is missing or incorrect" in out
 
 
+@pytest.mark.parametrize("auth, said", [
+    ({}, "it requires token authentication and this driver sends no token; set "
+         "RAY_AUTH_MODE=token, with the cluster's token in ~/.ray/auth_token, RAY_AUTH_TOKEN "
+         "or RAY_AUTH_TOKEN_PATH"),
+    ({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64},
+     "it refused this driver's token; give the cluster's token in ~/.ray/auth_token, "
+     "RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH"),
+])
+def test_a_driver_the_cluster_does_not_let_in_is_told_why_before_anything_runs(
+        cluster, tmp_path, auth, said):
+    """A driver without the cluster's token (RAY_AUTH_MODE unset, a `ray start` cluster with
+    token auth) was told, after seconds of Ray's GCS warnings, 'cannot reach the Ray cluster
+    ... start it with `ray start --head`': the cluster was there."""
+    spec = {"name": "noauth", "overrides": TRIAL, "grid": {"optim.lr": "choice(3e-3)"},
+            "storage_root": str(tmp_path / "runs")}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    env = {k: v for k, v in cluster["env"].items()
+           if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_TOKEN")}
+    done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "--tracking-uri",
+                           f"sqlite:///{tmp_path}/mlflow.db", "launch",
+                           str(tmp_path / "spec.yaml"), "--address", cluster["address"]],
+                          cwd=ROOT, env={**env, **auth}, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2
+    assert done.stderr == (f"error: the Ray cluster at --address={cluster['address']} does "
+                           f"not let this driver in: {said}\n")
+    assert not any((tmp_path / "runs").glob("*/metrics.jsonl"))  # nothing trained
+
+
 def test_sweep_spreads_over_both_nodes_and_a_lost_node_loses_no_trial(cluster, tmp_path):
     storage, uri = tmp_path / "runs", f"sqlite:///{tmp_path}/mlflow.db"
     spec = {"name": "cluster", "overrides": TRIAL,
