@@ -18,7 +18,8 @@ def _launch(args, uri: str) -> int:
     from orchestrator.spec_file import load_spec
 
     spec = load_spec(args.spec).with_overrides(args.overrides)
-    return _run(spec, args, uri, notes=[*shadowed_overrides(spec), *_another_base(spec, uri)])
+    return _run(spec, args, uri, notes=[*shadowed_overrides(spec), *_another_base(spec, uri),
+                                        *_storage_not_here(spec, uri)])
 
 
 def _another_base(spec, uri: str) -> list[str]:
@@ -296,7 +297,29 @@ def _resume(args, uri: str) -> int:
 
     stored = stored_spec(uri, args.name)
     refuse_other_data(stored, uri, command="resume")
-    return _run(stored, args, uri)
+    return _run(stored, args, uri, notes=_storage_not_here(stored, uri))
+
+
+def _storage_not_here(spec, uri: str) -> list[str]:
+    """A resume (or a launch of the spec again) on a machine that does not see the sweep's
+    `storage_root` (another user's disk, a share not mounted here) starts its begun trials
+    over in a new folder: said, as a launch from another folder says it of a relative
+    root."""
+    from orchestrator.spec import root_path
+    from orchestrator.store import missing_sqlite
+    from trainer.schema import DONE, recorded_trials
+
+    root = root_path(spec.storage_root)
+    if root.exists() or missing_sqlite(uri):
+        return []
+    begun = sum(state["status"] not in DONE and bool(state["run"].data.metrics)
+                for state in recorded_trials(uri, spec.name).values())
+    if not begun:
+        return []
+    return [f"storage_root {root} is not on this machine: the checkpoints of the {begun} "
+            f"unfinished trial{'s' * (begun != 1)} that trained are where the sweep ran, and "
+            f"here {'they' if begun != 1 else 'it'} would start over; resume where {root} is "
+            "mounted to go on from them"]
 
 
 def _extend(args, uri: str) -> int:

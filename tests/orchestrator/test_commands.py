@@ -1295,3 +1295,30 @@ def test_status_takes_a_running_trials_progress_from_its_folder_when_the_store_l
     # (a folder behind the store, as one that another host writes: the store's)
     assert running[second]["progress"] == pytest.approx(4096 / 32768)
     assert running[second]["train/loss"] == pytest.approx(3.46)
+
+
+def test_a_resume_that_cannot_see_the_storage_root_says_its_begun_trials_start_over(
+        tmp_path, capsys):
+    """A second user's `sweep resume` on a machine without the sweep's storage_root (the
+    first user's disk) started the interrupted trials over in a new folder, saying nothing:
+    their checkpoints were on the other machine."""
+    uri = f"sqlite:///{tmp_path}/m.db"
+    gone = tmp_path / "alice" / "runs"
+    spec = {**_spec(tmp_path), "storage_root": str(gone)}
+    _, trials = prepare(spec_from_dict(spec))
+    tracker = _open_sweep(uri, spec)
+    _child(uri, tracker, trials[0].trial_id, schema.INTERRUPTED, train__loss=3.1)
+    _child(uri, tracker, trials[1].trial_id, schema.FINISHED, train__loss=2.5)
+    _child(uri, tracker, trials[2].trial_id, schema.INTERRUPTED)  # (no step trained yet)
+    assert cli.main(["--tracking-uri", uri, "resume", "unit", "--dry-run"]) == 0
+    assert (f"note: storage_root {gone} is not on this machine: the checkpoints of the 1 "
+            "unfinished trial that trained are where the sweep ran, and here it would start "
+            f"over; resume where {gone} is mounted to go on from them"
+            in capsys.readouterr().err.splitlines())
+    (tmp_path / "unit.yaml").write_text(yaml.safe_dump(spec))  # the spec launched again
+    assert cli.main(["--tracking-uri", uri, "launch", str(tmp_path / "unit.yaml"),
+                     "--dry-run"]) == 0
+    assert "1 unfinished trial that trained" in capsys.readouterr().err
+    gone.mkdir(parents=True)  # (there, the resume goes on from them: nothing to say)
+    assert cli.main(["--tracking-uri", uri, "resume", "unit", "--dry-run"]) == 0
+    assert "is not on this machine" not in capsys.readouterr().err
