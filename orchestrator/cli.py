@@ -270,6 +270,11 @@ def _main(argv: list[str] | None) -> int:
     except Exception as err:
         from mlflow.exceptions import MlflowException
 
+        from orchestrator.driver import TrackerLost
+
+        if isinstance(err, TrackerLost):  # (not the user's doing: exit 1, one sentence)
+            print(f"error: {err}", file=sys.stderr)
+            return 1
         if not isinstance(err, MlflowException):
             raise
         # The store refused the URI or cannot be reached: one sentence, not MLflow's stack.

@@ -360,12 +360,42 @@ def ended_on_disk(trial: Trial) -> str | None:
     return status if status in DONE else None
 
 
+class TrackerLost(Exception):
+    """The sweep's tracking actor died (its process killed: the out-of-memory killer, a
+    `kill`): nothing more of the launch can be recorded, so its trials are stopped; their
+    folders keep what they trained, which `sweep resume` goes on from and records."""
+
+    def __init__(self, name: str):
+        super().__init__(
+            "the sweep's tracking actor (its one writer to MLflow) died, its process ended "
+            "(out of memory, or killed): its trials are stopped, their folders keep what they "
+            f"trained; `sweep resume {shlex.quote(name)}` goes on from there and records them")
+
+
 def drive(runner: _Runner, *, tracking_uri: str, progress: bool,
           ended: tuple[str, ...]) -> None:
     """Run a launch's loop to its end (Ctrl-C or SIGTERM interrupts it), then complete its
     record: every end the workers sent written, the gaps re-synced from the trials'
     directories, the trunks nobody recorded, the token totals and the sweep's status
-    (finished when every trial reached one of `ended`)."""
+    (finished when every trial reached one of `ended`).
+
+    Raises:
+        TrackerLost: the tracking actor died; the trials still running are stopped first.
+    """
+    import ray
+
+    try:
+        _drive(runner, tracking_uri=tracking_uri, progress=progress, ended=ended)
+    except ray.exceptions.RayActorError as err:
+        if getattr(err, "actor_id", None) != runner.tracker._actor_id.hex():
+            raise
+        with contextlib.suppress(Exception):  # (its calls to the dead tracker fail: no matter)
+            runner.stop(INTERRUPTED)
+        raise TrackerLost(runner.spec.name) from None
+
+
+def _drive(runner: _Runner, *, tracking_uri: str, progress: bool,
+           ended: tuple[str, ...]) -> None:
     import ray
 
     outcome, tracker, spec = runner.outcome, runner.tracker, runner.spec

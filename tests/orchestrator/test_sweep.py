@@ -463,3 +463,31 @@ def test_a_launch_says_when_its_trials_repeated_their_data(spec_dict, uri):
                         "train.tokens")
     assert len(notes) == 2 and notes[1].startswith(
         "1 trial had an eval split smaller than train.eval_tokens (each eval read as few as ")
+
+
+def test_a_tracking_actor_that_dies_stops_the_launch_in_one_sentence_and_resume_goes_on(
+        spec_dict, uri):
+    """The tracking actor killed mid-sweep (by the out-of-memory killer, say) ended the
+    launch in an ActorDiedError traceback from its cancel poll."""
+    from orchestrator.driver import TrackerLost, prepare, run_sweep
+
+    def kills_the_tracker(cfg, tracker, label, threads):
+        import time
+
+        import ray
+
+        ray.kill(tracker)  # its process ends, as an out-of-memory kill would end it
+        time.sleep(120)  # (still training when the driver finds the tracker gone)
+
+    spec_dict.update(grid={"optim.lr": "choice(1e-2)"}, fuse=False)
+    spec, trials = prepare(spec_from_dict(spec_dict))
+    with pytest.raises(TrackerLost) as lost:
+        run_sweep(spec, trials, tracking_uri=uri, progress=False, task_fn=kills_the_tracker)
+    assert str(lost.value) == (
+        "the sweep's tracking actor (its one writer to MLflow) died, its process ended (out of "
+        "memory, or killed): its trials are stopped, their folders keep what they trained; "
+        "`sweep resume unit` goes on from there and records them")
+    again = launch(spec, tracking_uri=uri, progress=False)  # what `sweep resume` runs
+    assert again.ran == {trials[0].trial_id: "finished"}
+    _, _, children = _runs(uri, "unit")
+    assert [c.data.tags["trial.status"] for c in children] == ["finished"]
