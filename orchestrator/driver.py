@@ -659,7 +659,11 @@ class _Runner:
                 if self._took(unit, result):
                     self._retry_or_fail(unit, attempt, result["error"], unreported=False)
                 continue
-            failed = [m for m in unit.members if self._took(m, result[m.trial_id])]
+            # (its members another driver's workers hold: said in one line, not one each)
+            held = [m for m in unit.members if result[m.trial_id]["status"] == HELD]
+            self._hold(held, [Holder(**result[m.trial_id]["holder"]) for m in held])
+            failed = [m for m in unit.members
+                      if m not in held and self._took(m, result[m.trial_id])]
             if failed:  # the group's trainer raised: its unfinished members go again
                 again = Group(tuple(failed)) if len(failed) > 1 else failed[0]
                 self._retry_or_fail(again, attempt, result[failed[0].trial_id]["error"],

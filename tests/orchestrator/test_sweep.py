@@ -491,3 +491,35 @@ def test_a_tracking_actor_that_dies_stops_the_launch_in_one_sentence_and_resume_
     assert again.ran == {trials[0].trial_id: "finished"}
     _, _, children = _runs(uri, "unit")
     assert [c.data.tags["trial.status"] for c in children] == ["finished"]
+
+
+def test_a_fused_group_whose_members_another_driver_holds_says_so_in_one_line(
+        spec_dict, uri, capsys):
+    """A group whose worker found both its members leased by another driver printed
+    '1 trial is running under another driver ...' twice, once per member."""
+    import threading
+
+    from orchestrator.driver import SweepObserver, _run_dir, prepare, run_sweep
+    from trainer.lease import Lease
+
+    leases = []
+
+    class TakesTheLeasesFirst(SweepObserver):
+        """Another driver's workers take the group's leases before its own worker starts,
+        and give them back, unfinished, three seconds later."""
+
+        def submitted(self, trial):
+            if len(leases) == 2:  # (the group's members, submitted again once given back)
+                return
+            if not leases:
+                threading.Timer(3.0, lambda: [lease.release() for lease in leases]).start()
+            leases.append(Lease.acquire(_run_dir(trial), sweep="unit", driver_pid=1))
+
+    spec_dict.update(grid={"optim.lr": "choice(3e-3, 1e-2)"}, fuse=2)
+    spec, trials = prepare(spec_from_dict(spec_dict))
+    outcome = run_sweep(spec, trials, tracking_uri=uri, progress=False,
+                        observer=TakesTheLeasesFirst())
+    out = capsys.readouterr().out
+    assert "2 trials are running under another driver (host " in out
+    assert "1 trial is running under another driver" not in out
+    assert sorted(outcome.ran.values()) == ["finished"] * 2  # taken over once given back
