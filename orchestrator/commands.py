@@ -303,7 +303,8 @@ def _start(spec: SweepSpec, tracking_uri: str, address: str | None,
         where = ("starting Ray on this machine" if fresh or named == "local" else
                  f"connecting to the Ray cluster at {named}" if named else
                  "connecting to the Ray cluster `ray start` runs here")
-        print(f"sweep {spec.name}: {work}; {where} ...", flush=True)
+        # (not "sweep NAME: ...", the form of the summary line that scripts read)
+        print(f"launching sweep {spec.name}: {work}; {where} ...", flush=True)
     if based_on is not None:  # (refused before the mark; the tracker checks again, later)
         _refuse_a_changed_spec(tracking_uri, spec.name, based_on)
     marked = Marked(tracking_uri, spec.name, mark_starting(tracking_uri, spec.name))

@@ -37,9 +37,9 @@ class LogProgress:
         self.last, self.said = now, done
         counts = Counter(ended.values())
         how = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-        print(f"sweep {self.name}: {done}/{total} trials ended"
-              + (f" ({how})" if how else "") + f", {running} running, "
-              + f"{_clock(now - self.start)} elapsed", flush=True)
+        # (the time first: not "sweep NAME: ...", the form of the summary line scripts read)
+        print(f"[{_clock(now - self.start)}] sweep {self.name}: {done}/{total} trials ended"
+              + (f" ({how})" if how else "") + f", {running} running", flush=True)
 
 
 def _clock(seconds: float) -> str:

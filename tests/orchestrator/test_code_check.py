@@ -75,7 +75,7 @@ def test_a_launch_says_what_it_does_before_ray_starts(tmp_path, monkeypatch, cap
         marked = commands._start(spec, f"sqlite:///{tmp_path}/m.db", None,
                                  work="2 of its 2 trials to run")
         assert capsys.readouterr().out == (
-            "sweep unit: 2 of its 2 trials to run; starting Ray on this machine ...\n")
+            "launching sweep unit: 2 of its 2 trials to run; starting Ray on this machine ...\n")
         assert not marked.cancelled and ray.is_initialized()
         marked.undo()
     finally:

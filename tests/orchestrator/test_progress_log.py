@@ -16,11 +16,11 @@ def test_lines_come_at_most_a_minute_apart_and_every_ten_minutes_when_nothing_en
         return capsys.readouterr().out
 
     assert at(30, {"a": "finished"}) == ""  # (a short sweep's log is as it was)
-    assert at(61, {"a": "finished"}) == ("sweep lr: 2/10 trials ended (1 finished), 2 running, "
-                                         "0:01:01 elapsed\n")
+    assert at(61, {"a": "finished"}) == ("[0:01:01] sweep lr: 2/10 trials ended (1 finished), "
+                                         "2 running\n")
     assert at(100, {"a": "finished", "b": "diverged"}) == ""  # (within the minute)
     assert at(125, {"a": "finished", "b": "diverged"}) == (
-        "sweep lr: 3/10 trials ended (1 diverged, 1 finished), 2 running, 0:02:05 elapsed\n")
+        "[0:02:05] sweep lr: 3/10 trials ended (1 diverged, 1 finished), 2 running\n")
     assert at(600, {"a": "finished", "b": "diverged"}) == ""  # nothing ended: quiet ten minutes
     assert at(726, {"a": "finished", "b": "diverged"}, running=1) == (
-        "sweep lr: 3/10 trials ended (1 diverged, 1 finished), 1 running, 0:12:06 elapsed\n")
+        "[0:12:06] sweep lr: 3/10 trials ended (1 diverged, 1 finished), 1 running\n")

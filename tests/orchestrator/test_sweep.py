@@ -77,8 +77,9 @@ def test_diverging_trials_are_recorded_and_the_sweep_goes_on(spec_dict, uri, mon
     outcome = launch(spec_from_dict(spec_dict), tracking_uri=uri, progress=False)
     assert sorted(outcome.ran.values()) == ["diverged", "finished"]
     said = [line for line in capsys.readouterr().out.splitlines() if "trials ended" in line]
-    assert said[-1].startswith("sweep unit: 2/2 trials ended (1 diverged, 1 finished), "
-                               "0 running, 0:00:")
+    assert said[-1].startswith("[0:00:")
+    assert said[-1].endswith("] sweep unit: 2/2 trials ended (1 diverged, 1 finished), "
+                             "0 running")
     _, _, children = _runs(uri, "unit")
     by_status = {c.data.tags["trial.status"]: c for c in children}
     assert set(by_status) == {"diverged", "finished"}
