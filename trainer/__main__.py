@@ -87,9 +87,10 @@ def _record_ended(cfg, paths, run_id: str, stored: dict) -> bool:
     return True
 
 
-def _given_notes(overrides: list[str], cfg) -> list[str]:
+def _given_notes(overrides: list[str], cfg, noted: list[str]) -> list[str]:
     """What the command line gave that no run of this config reads (it only changes the run
-    id: the same model trains again under another), and keys given twice (the last wins)."""
+    id: the same model trains again under another), and keys given twice (the last wins);
+    `noted` is what `notes(cfg)` said already."""
     from trainer.validation import unread
 
     keys = [o.partition("=")[0].lstrip("+") for o in overrides
@@ -98,9 +99,7 @@ def _given_notes(overrides: list[str], cfg) -> list[str]:
            f"{next(o for o in reversed(overrides) if o.partition('=')[0].lstrip('+') == k)}"
            for k in dict.fromkeys(k for k in keys if keys.count(k) > 1)]
     why = unread(cfg)
-    from trainer.validation import notes
-
-    said = {note.partition("=")[0] for note in notes(cfg)}  # (data.split: said there already)
+    said = {note.partition("=")[0] for note in noted}  # (data.split: said there already)
     return out + [f"{k} is not read here: {why[k]}; it only changes the run id (the same model "
                   "under another)" for k in dict.fromkeys(keys) if k in why and k not in said]
 
@@ -146,7 +145,8 @@ def _run(overrides: list[str], *, print_only: bool, given: list[str] = ()) -> in
             print(f"note: this config cannot run: {problem}", file=sys.stderr)
         from trainer.validation import notes
 
-        for note in [*notes(cfg), *_given_notes(list(given), cfg)]:
+        noted = notes(cfg)
+        for note in [*noted, *_given_notes(list(given), cfg, noted)]:
             print(f"note: {note}", file=sys.stderr)
         run_id = config_id(cfg)  # (on stderr: stdout stays the config, one key a line)
         print(f"run id {run_id[:12]}: {RunPaths.for_config(cfg, run_id).run_dir}",
@@ -163,7 +163,8 @@ def _run(overrides: list[str], *, print_only: bool, given: list[str] = ()) -> in
     from trainer.distributed import launched_by_torchrun
 
     speaks = not launched_by_torchrun() or os.environ["RANK"] == "0"
-    for note in [*notes(cfg), *_given_notes(list(given), cfg)] if speaks else []:
+    noted = notes(cfg) if speaks else []
+    for note in [*noted, *_given_notes(list(given), cfg, noted)] if speaks else []:
         print(f"note: {note}", file=sys.stderr)
     stored = read_summary(paths)
     if speaks and stored is not None and stored.get("status") in DONE:

@@ -424,7 +424,9 @@ def _saved_with_save_to_disk(path: Path) -> str | None:
     """What to do with a folder `datasets` wrote with `save_to_disk` (a Dataset, or a
     DatasetDict of splits), or None for anything else. Its arrow files are `datasets`' own
     cache format, not a corpus: written as parquet they are."""
-    if not path.is_dir():
+    from trainer.data_files import _saved_by_datasets
+
+    if not path.is_dir() or not _saved_by_datasets(str(path)):
         return None
     if (path / "dataset_dict.json").is_file():  # a DatasetDict: one folder per split
         return ("is a DatasetDict saved with save_to_disk; write its splits as parquet (for "
@@ -433,10 +435,8 @@ def _saved_with_save_to_disk(path: Path) -> str | None:
                 "'data.paths=[train.parquet]' 'data.val_paths=[validation.parquet]' (or "
                 "without data.val_paths, eval is held out of data.paths: "
                 "data.holdout_fraction)")
-    if (path / "dataset_info.json").is_file():
-        return ("is a dataset saved with save_to_disk; write it as parquet "
-                "(datasets.load_from_disk(PATH).to_parquet('data.parquet')) and give that file")
-    return None
+    return ("is a dataset saved with save_to_disk; write it as parquet "
+            "(datasets.load_from_disk(PATH).to_parquet('data.parquet')) and give that file")
 
 
 def _as_data_paths(path: str) -> str:

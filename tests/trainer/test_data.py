@@ -233,7 +233,7 @@ def test_val_split_on_local_files_is_refused_it_evaluated_on_the_training_data(t
     assert "data.split" in unread(split)
     from trainer.__main__ import _given_notes  # (once: `python -m trainer` said it twice)
 
-    assert _given_notes([*base, "data.split=test"], split) == []
+    assert _given_notes([*base, "data.split=test"], split, notes(split)) == []
 
 
 def test_the_token_cache_tells_suffixes_and_file_boundaries_apart(tmp_path):
