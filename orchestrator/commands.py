@@ -37,6 +37,7 @@ from orchestrator.sweep_record import (
     live_status,
     mark_starting,
     parent_run,
+    record_driver_error,
     stored_spec,
     unmark_starting,
 )
@@ -276,11 +277,16 @@ class Marked:
     @contextlib.contextmanager
     def undone_on_error(self):
         """The mark undone when what follows refuses to run (a stale extend's ConfigError,
-        raised before its driver opened the sweep)."""
+        raised before its driver opened the sweep). Any other error left the sweep marked
+        running under this driver, which `sweep status` then read as killed: the error is
+        recorded for it to say (`record_driver_error`)."""
         try:
             yield
         except ConfigError:
             self.undo()
+            raise
+        except Exception as err:
+            record_driver_error(self.tracking_uri, self.name, err)
             raise
 
 

@@ -15,7 +15,13 @@ from orchestrator import legacy
 from orchestrator.driver import prepare
 from orchestrator.eta import eta_s, last_metrics, progress_flops
 from orchestrator.spec import SweepSpec, root_path
-from orchestrator.sweep_record import driver_silent_s, live_status, parent_run, stored_spec
+from orchestrator.sweep_record import (
+    driver_error,
+    driver_silent_s,
+    live_status,
+    parent_run,
+    stored_spec,
+)
 from trainer.errors import ConfigError
 from trainer.schema import (
     DONE,
@@ -233,6 +239,7 @@ def status(tracking_uri: str, name: str) -> dict:
         best = None  # (nats per byte against nats per token: no one best)
     return {
         "sweep": name, "status": status, "driver_gone": gone,
+        "driver_error": driver_error(parent) if gone is not None else None,
         "driver": parent.data.tags.get(SWEEP_DRIVER_TAG),
         "driver_silent_s": driver_silent_s(parent, status),
         "trials": sum(counts.values()), "counts": counts, "running": running,
@@ -351,9 +358,13 @@ def format_status(report: dict) -> str:
     """The human-readable `sweep status`."""
     gone = report.get("driver_gone")
     lines = [f"sweep {report['sweep']}: {report['status']}"
-             + (f" (its driver, pid {gone}, was killed before it could close the sweep: "
-                f"`sweep resume {report['sweep']}` goes on)" if gone else "")
+             + (f" (its driver, pid {gone}, "
+                f"{'stopped on an error' if report.get('driver_error') else 'was killed'} "
+                f"before it could close the sweep: `sweep resume {report['sweep']}` goes on)"
+                if gone else "")
              + f", {report['trials']} trial{'s' * (report['trials'] != 1)}"]
+    if gone and (error := report.get("driver_error")):
+        lines.append(f"  its error: {error}")
     if silent := report.get("driver_silent_s"):
         lines.append(f"  its driver ({report.get('driver') or 'unknown'}) has not been heard "
                      f"from for {silent / 60:.0f} min: killed, lost or cut off from the store? "

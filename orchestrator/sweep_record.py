@@ -28,6 +28,7 @@ from trainer.schema import (
     RUNNING,
     SPEC_ARTIFACT,
     SWEEP_CANCEL_TAG,
+    SWEEP_DRIVER_ERROR_TAG,
     SWEEP_DRIVER_TAG,
     SWEEP_DRIVERS_PREFIX,
     SWEEP_HEARTBEAT_TAG,
@@ -86,6 +87,27 @@ def close_left_running(tracking_uri: str, name: str) -> bool | None:
     client.log_batch(parent.info.run_id, tags=[RunTag(SWEEP_STATUS_TAG, INTERRUPTED)])
     client.set_terminated(parent.info.run_id, status=run_status(INTERRUPTED))
     return True
+
+
+def record_driver_error(tracking_uri: str, name: str, err: BaseException) -> None:
+    """Record on the sweep's parent the error that stopped this driver (`sweep.driver_error`)
+    while the sweep is still marked running under it; nothing when the store cannot take it
+    (the error may be that store's), or another driver has opened the sweep since."""
+    with contextlib.suppress(Exception):  # (the error itself matters more than its record)
+        client = MlflowClient(tracking_uri=tracking_uri)
+        parent = _sweep_parent(client, name)
+        me = driver_label()
+        if parent is None or parent.data.tags.get(SWEEP_DRIVER_TAG) != me \
+                or parent.data.tags.get(SWEEP_STATUS_TAG, RUNNING) != RUNNING:
+            return
+        said = (str(err).strip().splitlines() or [""])[0] or type(err).__name__
+        client.set_tag(parent.info.run_id, SWEEP_DRIVER_ERROR_TAG, f"{me}\t{said[:500]}")
+
+
+def driver_error(parent) -> str | None:
+    """The error that stopped the driver `sweep.driver` names, when one was recorded."""
+    label, _, said = parent.data.tags.get(SWEEP_DRIVER_ERROR_TAG, "").partition("\t")
+    return said or None if label and label == parent.data.tags.get(SWEEP_DRIVER_TAG) else None
 
 
 def unmark_starting(tracking_uri: str, name: str, before: dict | None) -> None:

@@ -186,7 +186,8 @@ def driver_label() -> str:
 
 def gone_driver(label: str | None) -> int | None:
     """The pid of the driver that `label` names when it ran on this host and has ended
-    (killed: a driver that ends any other way closes its sweep); None when it is alive, ran
+    (killed, or stopped by an error: a driver that ends any other way closes its sweep, see
+    `sweep.driver_error`); None when it is alive, ran
     on another host (where its pid says nothing here), or is not named."""
     host, _, pid = (label or "").rpartition(" ")
     if host != socket.gethostname() or not pid.isdigit():

@@ -47,6 +47,9 @@ SWEEP_STATUS_TAG = "sweep.status"
 SWEEP_CANCEL_TAG = "sweep.cancel"
 FIT_SELECTION_TAG = "fit.selection"  # a fit run's runs: all, pooled, or KEY=VALUE of --group
 SWEEP_DRIVER_TAG = "sweep.driver"  # "HOST PID" of the driver that last opened the sweep
+SWEEP_DRIVER_ERROR_TAG = "sweep.driver_error"
+""""HOST PID\tERROR": the error (its first line) that stopped that driver before it could
+close its sweep; read by `sweep status` while `sweep.driver` still names that driver."""
 SWEEP_HEARTBEAT_TAG = "sweep.heartbeat"
 """Epoch seconds, set every `HEARTBEAT_EVERY_S` by the running sweep's tracking actor (which
 Ray ends with its driver): a driver on another host that has gone silent is seen by it."""

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import os
 
 import mlflow
 import pytest
@@ -492,6 +493,43 @@ def test_a_tracking_actor_that_dies_stops_the_launch_in_one_sentence_and_resume_
     assert again.ran == {trials[0].trial_id: "finished"}
     _, _, children = _runs(uri, "unit")
     assert [c.data.tags["trial.status"] for c in children] == ["finished"]
+
+
+def test_a_launch_stopped_by_an_error_reads_so_in_status_not_killed(spec_dict, uri, tmp_path):
+    """A launch that ended on an error (its tracking actor died) left the sweep marked running
+    under a process that no longer runs, and `sweep status` said that driver "was killed"."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from orchestrator.status import format_status
+
+    spec_dict.update(grid={"optim.lr": "choice(1e-2)"}, fuse=False)
+    (tmp_path / "unit.yaml").write_text(yaml.safe_dump(spec_dict))
+    script = f"""
+import time, ray, orchestrator.worker
+from orchestrator.commands import launch
+from orchestrator.spec_file import load_spec
+
+def kills_the_tracker(cfg, tracker, label, threads):
+    ray.kill(tracker)  # its process ends, as an out-of-memory kill would end it
+    time.sleep(120)
+
+orchestrator.worker.run_trial = kills_the_tracker
+launch(load_spec({str(tmp_path / "unit.yaml")!r}), tracking_uri={uri!r}, progress=False)
+"""
+    ended = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                           env={**os.environ, "RAY_ADDRESS": "local"}, timeout=300)
+    assert ended.returncode == 1 and "TrackerLost" in ended.stderr
+    report = status(uri, "unit")
+    assert format_status(report).splitlines()[:2] == [
+        f"sweep unit: interrupted (its driver, pid {report['driver_gone']}, stopped on an error "
+        "before it could close the sweep: `sweep resume unit` goes on), 1 trial",
+        "  its error: the sweep's tracking actor (its one writer to MLflow) died, its process "
+        "ended (out of memory, or killed): its trials are stopped, their folders keep what "
+        "they trained; `sweep resume unit` goes on from there and records them"]
+    assert report["counts"] == {"pending": 1}  # (its task killed the tracker before a step)
 
 
 def test_a_fused_group_whose_members_another_driver_holds_says_so_in_one_line(
