@@ -4,8 +4,9 @@ A grid trial's progress is the part of its FLOPs it has: all of them once done (
 diverged), the tokens it has trained while it runs or after it stopped, and for a branch not
 begun the stable phase its trunk has trained for it (the trunk's tokens up to the branch's
 checkpoint). The sweep's progress is their sum. Each launch notes the time and the sweep's
-progress as it starts training (`sweep.launch`); `status` takes the progress since over the
-time since as the pace, and divides the FLOPs still to have by it.
+progress as it starts training (`sweep.launch`, with the time its first trial began); `status`
+takes the progress since over the time since as the pace, and divides the FLOPs still to have
+by it.
 
 Not the finished trials' `final/wall_s`: a branch's counts its trunk's seconds (shared with
 every budget of its family), a fused member's counts its group's (shared with every member),
@@ -90,14 +91,16 @@ def launch_note(had_flops: float, *, now: float | None = None) -> str:
 def eta_s(had_flops: float, total_flops: float, note: str | None, *,
           now: float | None = None) -> float | None:
     """Seconds until the sweep has all its FLOPs at the pace kept since the launch `note`
-    (`launch_note`) was set: 0 when nothing is left, None without a note (a launch by an
+    (`launch_note`) began training (its `begun`, set by the tracker as the first trial or
+    trunk begins: the workers' start-up, 10-20 s, read as a slow pace right after a launch,
+    10 min for a 40 s sweep): 0 when nothing is left, None without a note (a launch by an
     earlier version) or before this launch has made any progress."""
     left = max(total_flops - had_flops, 0.0)
     if left <= 0:
         return 0.0
     try:
         start = json.loads(note or "")
-        since_s = (time.time() if now is None else now) - float(start["at"])
+        since_s = (time.time() if now is None else now) - float(start.get("begun", start["at"]))
         gained = had_flops - float(start["flops"])
     except (ValueError, TypeError, KeyError):
         return None

@@ -34,6 +34,7 @@ re-synced like any other gap.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import socket
 import time
@@ -142,6 +143,7 @@ class Tracker:
         self.ends: dict[str, tuple[str | None, dict]] = {}
         self.trunk_finals: dict[str, dict] = {}
         self.failures: dict[str, str] = {}  # trial id → its error, until its run has the tag
+        self.launch: dict | None = None  # this launch's `sweep.launch`, once noted
         for run in self.call(sweep_runs, self.client, self.experiment_id, KIND_TRIAL):
             trial_id = run.data.tags[TRIAL_ID_TAG]
             self.children[trial_id] = run.info.run_id
@@ -368,7 +370,16 @@ class Tracker:
 
     def note_launch(self, note: str) -> None:
         """Set the sweep's `sweep.launch` (`orchestrator.eta.launch_note`) as a launch starts."""
+        self.launch = json.loads(note)
         self._set_parent_tag(SWEEP_LAUNCH_TAG, note)
+
+    def _note_begun(self, at_s: float) -> None:
+        """Add to this launch's `sweep.launch` when its first trial (or trunk) began training
+        (`orchestrator.eta.eta_s` takes its pace from then, not counting the workers'
+        start-up)."""
+        if self.launch is not None and "begun" not in self.launch:
+            self.launch["begun"] = max(at_s, float(self.launch["at"]))
+            self._set_parent_tag(SWEEP_LAUNCH_TAG, json.dumps(self.launch))
 
     def log_sweep_metrics(self, metrics: dict[str, float], *, step: int = 0) -> None:
         """Metrics of the sweep itself on its parent run (an adaptive search's best values)."""
@@ -417,6 +428,7 @@ class Tracker:
         from scratch, at `started_ms` (its clock; this actor may take the call later, e.g.
         while it is still starting): open its run (or reopen it, one attempt more). Its params
         (with `derived.*`, known only there) are written with its next write."""
+        self._note_begun(time.time() if started_ms is None else started_ms / 1000)
         if trial_id in self.attempts:  # begun before in this launch: Ray or the driver retried
             self.whole.discard(trial_id)
             self._next_attempt(trial_id)
@@ -524,6 +536,8 @@ class Tracker:
         this status and these `final/*` values."""
         from mlflow.entities import Metric, Param, RunTag
 
+        if status == RUNNING:  # (submitted: a trunk says no more as it starts)
+            self._note_begun(time.time())
         self.trunk_finals[trunk_id] = {**self.trunk_finals.get(trunk_id, {}), **{
             k: float(v) for k, v in (summary or {}).items() if k.startswith(FINAL_PREFIX)}}
         run_id = self.trunks.get(trunk_id)

@@ -298,6 +298,32 @@ def test_status_eta_weighs_the_trials_left_by_their_flops(tmp_path):
     assert report["eta_s"] == pytest.approx(1200.0 * 1.75 / 0.25, rel=0.01)
 
 
+def test_status_eta_takes_its_pace_from_when_the_first_trial_began(tmp_path):
+    """The pace ran from the launch's note, set before the workers had started (10-20 s of
+    imports and data): right after a launch a 40 s sweep read ETA 10.3 min."""
+    from orchestrator.eta import launch_note
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    spec = _spec(tmp_path)
+    tracker = _open_sweep(uri, spec)
+    trials = prepare(spec_from_dict(spec))[1]
+    now = time.time()
+    tracker.note_launch(launch_note(0.0, now=now - 100.0))
+    # the first worker began 80 s ago (20 s after the note), the second 10 s later
+    tracker.begin(trials[0].trial_id, trials[0].label, {}, None,
+                  started_ms=int((now - 80.0) * 1000))
+    tracker.begin(trials[1].trial_id, trials[1].label, {}, None,
+                  started_ms=int((now - 70.0) * 1000))
+    tracker.log_steps(trials[0].trial_id, [(1, {"train/tokens": 16384.0})])  # half of it
+    tracker.flush()
+    report = status(uri, "unit")
+    # half a trial in 80 s (and the seconds status takes), 3.5 trials left
+    assert report["eta_s"] == pytest.approx(80.0 * 3.5 / 0.5, rel=0.02)
+    launched = json.loads(MlflowClient(tracking_uri=uri).get_run(tracker.parent_id)
+                          .data.tags[schema.SWEEP_LAUNCH_TAG])
+    assert launched["begun"] == pytest.approx(now - 80.0, abs=0.01)
+
+
 def test_status_eta_of_shared_budgets_is_this_launchs_pace_not_its_branches_wall_time(
         tmp_path):
     """A branch's final/wall_s counts its trunk's seconds, a fused member's its group's, and
