@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -87,7 +88,7 @@ def launch(spec: SweepSpec, *, tracking_uri: str, address: str | None = None,
     say_notes(notes)
     create_sqlite_store_once(tracking_uri)
     states = recorded_trials(tracking_uri, spec.name)
-    say_notes(other_data(spec.name, trials, states))
+    say_notes(other_data(spec, trials, states))
     _relabel(tracking_uri, trials, states)
     migrated = legacy.migrate(tracking_uri, trials, states, sweep=spec.name)
     if migrated:
@@ -384,19 +385,17 @@ def say_notes(notes: Sequence[str]) -> None:
         print(f"note: {note}", file=sys.stderr)
 
 
-def other_data(name: str, trials: list[Trial], states: dict) -> list[str]:
+def other_data(spec: SweepSpec, trials: list[Trial], states: dict) -> list[str]:
     """Notes when the sweep's recorded trials read other data than its trials would now: the
     data's fingerprint is part of a trial id (`trainer.fingerprint`), so files changed under
     `data.paths` (or `data.tokenizer`), or another Python's standard library for
     `data=pystdlib`, make every trial a new one, trained from the start beside the old ones,
     and without a word that was a mystery. Trials not ended (interrupted, failed) are said
     apart: their checkpoints are for the old data, and a resume leaves them where they are."""
-    ids = {t.trial_id for t in trials}
+    ids, name = {t.trial_id for t in trials}, spec.name
     now = {t.cfg.data.fingerprint for t in trials} - {None}
     if not now:
         return []
-    what = ("the files under data.paths, data.val_paths or data.tokenizer (for data=pystdlib, "
-            "this Python's standard library) differ from theirs")
     notes = []
     for ended, whose in ((True, "ended trials"), (False, "trials not ended (interrupted or "
                                                           "failed)")):
@@ -409,6 +408,9 @@ def other_data(name: str, trials: list[Trial], states: dict) -> list[str]:
         count = sum(f in others for f in before)
         then = (f"data.fingerprint {', '.join(f[:12] for f in others)}; now "
                 f"{', '.join(f[:12] for f in sorted(now))}")
+        changed = files_changed(spec, trials, states, others)
+        what = changed or ("the files under data.paths, data.val_paths or data.tokenizer (for "
+                           "data=pystdlib, this Python's standard library) differ from theirs")
         notes.append(
             f"{count} of sweep {name}'s {whose} read other data ({then}): {what}, so these "
             "trials are new ones and train from the start; `sweep fit` reads both" if ended
@@ -447,12 +449,61 @@ def refuse_other_data(spec: SweepSpec, tracking_uri: str, *, command: str) -> No
             if sources == {"pystdlib"} else
             f"the data files of sweep {spec.name} (data.paths, data.val_paths, data.tokenizer) "
             "hold other data than")
+    changed = files_changed(spec, trials, states, others)
     raise ConfigError([
         f"{here} its {count} ended trial{'s' * (count != 1)} read (data.fingerprint "
-        f"{', '.join(f[:12] for f in others)}; now {', '.join(f[:12] for f in sorted(now))}): "
+        f"{', '.join(f[:12] for f in others)}; now {', '.join(f[:12] for f in sorted(now))}"
+        + (f"; {changed}" if changed else "") + "): "
         f"`sweep {command}` would train every trial again on it; put the data they read back, "
         "or launch the spec file again to train on this data beside them (or under another "
         "`name` for a sweep of its own)"])
+
+
+def files_changed(spec: SweepSpec, trials: list[Trial], states: dict,
+                  fingerprints: Sequence[str]) -> str | None:
+    """What changed in the files of a data=files sweep since a recorded trial that read data
+    `fingerprints` ran (its `config.json` holds the files it read): files a folder or pattern
+    of `data.paths` or `data.val_paths` matches now and did not then (a shard added to the
+    folder), or no longer matches; the same files, edited, when neither. None where that
+    trial's files are not known here (data=hf, or its folder is elsewhere)."""
+    from orchestrator.spec import root_path
+
+    cfg = trials[0].cfg
+    if cfg.data.source.value != "files":
+        return None
+    then = None
+    for trial_id, state in states.items():
+        if state["run"].data.params.get("data.fingerprint") in fingerprints:
+            with contextlib.suppress(OSError, ValueError, TypeError):
+                then = json.loads((root_path(spec.storage_root) / trial_id / "config.json")
+                                  .read_text())
+            if isinstance(then, dict):
+                break
+    if not isinstance(then, dict):
+        return None
+    said = []
+    for key in ("data.paths", "data.val_paths"):
+        old = then.get(key) or []
+        new = list(getattr(cfg.data, key.partition(".")[2]) or [])
+        if not isinstance(old, list) or old == new:
+            continue
+        given = next((o.partition("=")[2] for o in reversed(spec.overrides)
+                      if o.partition("=")[0].lstrip("+") == key), None)
+        with contextlib.suppress(yaml.YAMLError):  # (a stored spec writes ['a', 'b'])
+            if isinstance(listed := yaml.safe_load(given or ""), list):
+                given = f"[{','.join(map(str, listed))}]"
+        added, gone = sorted(set(new) - set(old)), sorted(set(old) - set(new))
+        parts = [f"{len(added)} file{'s' * (len(added) != 1)} more ({', '.join(added[:2])}"
+                 f"{', ...' if len(added) > 2 else ''})" if added else "",
+                 f"{len(gone)} fewer ({', '.join(gone[:2])}{', ...' if len(gone) > 2 else ''})"
+                 if gone else ""]
+        said.append(f"{key}{'=' + given if given else ''} now holds "
+                    + " and ".join(p for p in parts if p) + " than when they trained"
+                    if added or gone else f"{key} holds its files in another order")
+    if then.get("data.tokenizer") != cfg.data.tokenizer:
+        said.append(f"data.tokenizer was {then.get('data.tokenizer')}")
+    return "; ".join(said) if said else ("the same files: one of them (or data.tokenizer's) "
+                                         "was edited since they trained")
 
 
 def dry_run(spec: SweepSpec, *, tracking_uri: str,
@@ -476,7 +527,7 @@ def dry_run(spec: SweepSpec, *, tracking_uri: str,
     else:
         create_sqlite_store_once(tracking_uri)
         states = recorded_trials(tracking_uri, spec.name)
-        say_notes(other_data(spec.name, trials, states))
+        say_notes(other_data(spec, trials, states))
     old = legacy.legacy_records(trials, states)  # a launch would migrate these first
     plan = []
     for trial in sorted(trials, key=lambda t: t.flops, reverse=True):

@@ -567,6 +567,46 @@ def test_trials_recorded_on_other_data_are_said_when_the_data_changed(tmp_path, 
         "  its trials cannot be composed here (data.paths: ") for line in out), out
 
 
+def test_resume_refused_after_a_shard_was_added_names_the_folder_and_the_file(tmp_path,
+                                                                              capsys):
+    """A shard added to a sweep's data folder (or pattern) refused `sweep resume` as "other
+    data" with two fingerprints, and nothing that said which key or which file."""
+    from trainer.identity import flatten
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for name in ("train-0.txt", "train-1.txt"):
+        (shards / name).write_text(f"{name}: the quick brown fox jumps over the lazy dog. " * 300)
+    data = ["data=files", f"data.paths=[{shards}/]", f"data.cache_dir={tmp_path / 'cache'}"]
+    raw = {**_spec(tmp_path), "overrides": [*TRIAL[:4], *data, *TRIAL[5:]]}
+    uri = f"sqlite:///{tmp_path}/m.db"
+    tracker = _open_sweep(uri, raw)
+    client = MlflowClient(tracking_uri=uri)
+    for trial in prepare(spec_from_dict(raw))[1]:  # each trained, its folder as a run leaves it
+        run_id = _child(uri, tracker, trial.trial_id, schema.FINISHED, final__eval_loss=2.5)
+        client.log_param(run_id, "data.fingerprint", trial.cfg.data.fingerprint)
+        (tmp_path / "runs" / trial.trial_id).mkdir(parents=True)
+        (tmp_path / "runs" / trial.trial_id / "config.json").write_text(
+            json.dumps(flatten(trial.cfg), default=str))
+    (shards / "train-2.txt").write_text("a lazy dog sleeps under the quick brown fox. " * 300)
+    assert cli.main(["resume", "unit", "--tracking-uri", uri]) == 2
+    err = capsys.readouterr().err
+    assert (f"; data.paths=[{shards}] now holds 1 file more ({shards}/train-2.txt) than when "
+            "they trained): `sweep resume` would train every trial again") in err, err
+    path = tmp_path / "unit.yaml"  # launched again: noted, in the same words
+    path.write_text(yaml.safe_dump(raw))
+    assert cli.main(["launch", str(path), "--dry-run", "--tracking-uri", uri]) == 0
+    assert (f"now {prepare(spec_from_dict(raw))[1][0].cfg.data.fingerprint[:12]}): "
+            f"data.paths=[{shards}] now holds 1 file more ({shards}/train-2.txt) than when "
+            "they trained, so these trials are new ones") in capsys.readouterr().err
+    # the same files, one of them edited: said as such
+    (shards / "train-2.txt").unlink()
+    (shards / "train-0.txt").write_text("edited. " * 2000)
+    assert cli.main(["resume", "unit", "--tracking-uri", uri]) == 2
+    assert ("; the same files: one of them (or data.tokenizer's) was edited since they "
+            "trained): `sweep resume` would") in capsys.readouterr().err
+
+
 def test_resume_on_another_pythons_stdlib_names_it(tmp_path):
     """data=pystdlib hashes this Python's standard library: a colleague's resume on another
     Python was refused in the words of changed data files."""
