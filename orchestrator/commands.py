@@ -219,7 +219,7 @@ def _launch_search(spec: SweepSpec, *, tracking_uri: str, address: str | None,
     """`launch` of a searched sweep (`orchestrator.search`): the same checks, then the
     studies run to their n_trials."""
     from orchestrator import search
-    from orchestrator.search_space import check_range_values
+    from orchestrator.search_space import check_range_values, space_notes
 
     try:
         spec, plan, storage = search.prepare_search(spec, tracking_uri)
@@ -232,7 +232,7 @@ def _launch_search(spec: SweepSpec, *, tracking_uri: str, address: str | None,
         cluster = (_cluster_problems(spec, address) if named
                    else resource_problems(spec, local_cluster()))
         raise ConfigError(list(err.problems) + cluster) from None
-    say_notes(notes)
+    say_notes([*notes, *space_notes(plan)])
     create_sqlite_store_once(tracking_uri)
     lost: list[Trial] = []
     if not search.has_work(plan, storage, tracking_uri, lost):  # all told and recorded
@@ -553,11 +553,11 @@ def search_dry_run(spec: SweepSpec, *, tracking_uri: str,
     asked and was never told, which a launch runs again from their checkpoints or tells from
     their record: the dry run said nothing of them, and the launch then ran one)."""
     from orchestrator import search
-    from orchestrator.search_space import check_range_values
+    from orchestrator.search_space import check_range_values, space_notes
 
     spec, plan, storage = search.prepare_search(spec, tracking_uri, create=False)
     search.check_studies_space(plan, storage)
     check_range_values(plan)
-    say_notes(notes)
+    say_notes([*notes, *space_notes(plan)])
     return [(row["slice"], row["used"], max(row["n_trials"] - row["used"], 0),
              row["states"].get("running", 0)) for row in search.search_status(plan, storage)]

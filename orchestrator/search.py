@@ -659,10 +659,21 @@ of its ends is "at the edge": the optimum may lie outside the range."""
 
 
 def at_edge(dists: dict, params: dict | None) -> dict[str, str]:
-    """Searched numeric axes whose best value sits at the low or high end of their range."""
+    """Searched numeric axes whose best value sits at the low or high end of their range
+    ("low", "high"), or is the lowest or highest of three or more numeric choices ("lowest
+    choice", "highest choice": of two, one is always at an end)."""
     edges = {}
     for key, dist in dists.items():
-        if hasattr(dist, "choices") or not params or key not in params:
+        if not params or key not in params:
+            continue
+        if hasattr(dist, "choices"):
+            numbers = _numbers(dist.choices)
+            best = _numbers([params[key]])
+            if numbers and best and len(set(numbers)) >= 3:
+                if best[0] == min(numbers):
+                    edges[key] = "lowest choice"
+                elif best[0] == max(numbers):
+                    edges[key] = "highest choice"
             continue
         scale = math.log if dist.log else float
         where = (scale(params[key]) - scale(dist.low)) / (scale(dist.high) - scale(dist.low))
@@ -671,6 +682,14 @@ def at_edge(dists: dict, params: dict | None) -> dict[str, str]:
         elif where >= 1 - EDGE_SHARE:
             edges[key] = "high"
     return edges
+
+
+def _numbers(values) -> list[float]:
+    """`values` as numbers, or [] when one is not a number."""
+    try:
+        return [float(v) for v in values]
+    except (TypeError, ValueError):
+        return []
 
 
 def search_status(plan: SearchPlan, url: str) -> list[dict]:

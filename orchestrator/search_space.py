@@ -568,6 +568,38 @@ def plan_search(spec) -> SearchPlan:
     return plan
 
 
+def finite_points(dists: dict) -> int | None:
+    """How many points a searched space holds when every axis is a choice or an integer
+    range; None when one is an interval (a continuum)."""
+    count = 1
+    for dist in dists.values():
+        if hasattr(dist, "choices"):
+            count *= len(dist.choices)
+        elif isinstance(getattr(dist, "step", None), int) and isinstance(dist.low, int):
+            count *= (dist.high - dist.low) // dist.step + 1
+        else:
+            return None
+    return count
+
+
+def space_notes(plan: SearchPlan) -> list[str]:
+    """A note when a study's n_trials reaches the points its space holds: a sampler asks
+    points it has tried again (told from their record, not trained, but each counts toward
+    n_trials), so a study of 6 over 3 choices tried 2 of them, without a word."""
+    points = finite_points(plan.dists)
+    n_trials = plan.search.n_trials
+    if points is None or n_trials < points:
+        return []
+    sizes = {key: finite_points({key: d}) for key, d in plan.dists.items()}
+    axes = ", ".join(f"{key}: {n} {'choices' if hasattr(plan.dists[key], 'choices') else 'values'}"
+                     for key, n in sizes.items() if n > 1)
+    return [f"search.optuna.n_trials={n_trials} reaches the {points} point"
+            f"{'s' * (points != 1)} the searched space holds ({axes}): a study asks points it "
+            "has tried again (told from their records, not trained, but counted toward "
+            "n_trials), so it may not try every one; a grid (the spec without `search:`) "
+            f"trains each of the {points} once, or search an interval"]
+
+
 def check_range_values(plan: SearchPlan) -> None:
     """Each value between the ends of a short searched integer range (`inner_int_points`),
     in every slice, before a launch: a study asks them like any other. (Apart from

@@ -425,7 +425,9 @@ def format_status(report: dict) -> str:
             f"{s['best']:.4f} at " + " ".join(f"{k}={v:.4g}" if isinstance(v, float)
                                               else f"{k}={v}"
                                               for k, v in s["best_params"].items()))
-        edge = "".join(f"; at the {end} end of {key}'s range: widen it"
+        edge = "".join(f"; at the {end} end of {key}'s range: widen it" if "choice" not in end
+                       else f"; at the {end} of {key}: its optimum may lie beyond (a study's "
+                       "choices are fixed: search wider ones in a new sweep)"
                        for key, end in s.get("edge", {}).items())
         lines.append(f"  slice {s['slice']}: {s['used']}/{s['n_trials']} trials, best {best}"
                      + edge)

@@ -5,6 +5,7 @@ import math
 
 import optuna
 import pytest
+import yaml
 from optuna.distributions import (
     CategoricalDistribution,
     FloatDistribution,
@@ -503,6 +504,49 @@ def test_a_best_lr_at_the_ends_of_its_log_range_is_flagged(lr, edge):
 
     plan = plan_search(spec_from_dict(BASE))
     assert at_edge(plan.dists, {"optim.lr": lr, "optim.weight_decay": "0.1"}) == edge
+
+
+@pytest.mark.parametrize("lr, edge", [("1e-3", {"optim.lr": "lowest choice"}), ("1e-2", {}),
+                                      ("3e-2", {"optim.lr": "highest choice"})])
+def test_a_best_at_the_end_of_three_numeric_choices_is_flagged(lr, edge):
+    """A study over choice(1e-3, 1e-2, 3e-2) whose best was 3e-2 said nothing of the
+    optimum lying beyond; of two choices (weight decay on or off) one is always an end."""
+    from orchestrator.search import at_edge
+
+    plan = plan_search(spec_from_dict({**BASE, "grid": {
+        **BASE["grid"], "optim.lr": "choice(1e-3, 1e-2, 3e-2)"}}))
+    assert at_edge(plan.dists, {"optim.lr": lr, "optim.weight_decay": "0.1"}) == edge
+
+
+def test_a_search_whose_n_trials_reach_its_points_says_so(tmp_path, capsys):
+    """6 trials of a study over 3 choices asked 2 of them (the others repeats, told from their
+    records) and the user read '6/6 trials' without a word."""
+    from orchestrator.cli import main
+    from orchestrator.search_space import finite_points, space_notes
+
+    grid = {"optim.lr": "choice(1e-3, 1e-2, 3e-2)", "optim.weight_decay": "choice(0.0, 0.1)",
+            "train.batch_size": "choice(8, 16)"}
+    spec = {**BASE, "grid": grid, "storage_root": str(tmp_path / "runs"),
+            "search": {"optuna": {"n_trials": 6, "per_slice": ["train.batch_size"]}}}
+    assert finite_points(plan_search(spec_from_dict(spec)).dists) == 6
+    assert space_notes(plan_search(spec_from_dict(spec))) == [
+        "search.optuna.n_trials=6 reaches the 6 points the searched space holds (optim.lr: 3 "
+        "choices, optim.weight_decay: 2 choices): a study asks points it has tried again "
+        "(told from their records, not trained, but counted toward n_trials), so it may not "
+        "try every one; a grid (the spec without `search:`) trains each of the 6 once, or "
+        "search an interval"]
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["--tracking-uri", f"sqlite:///{tmp_path}/m.db", "launch", str(path),
+                 "--dry-run"]) == 0
+    assert capsys.readouterr().err.startswith("note: search.optuna.n_trials=6 reaches the 6 ")
+    # fewer trials than points, an integer range counted, an interval: no note
+    spec["search"]["optuna"]["n_trials"] = 5
+    assert space_notes(plan_search(spec_from_dict(spec))) == []
+    spec["grid"]["model.depth"] = "range(1, 4)"
+    assert finite_points(plan_search(spec_from_dict(spec)).dists) == 18
+    spec["grid"]["optim.lr"] = "tag(log, interval(1e-4, 1e-1))"
+    assert finite_points(plan_search(spec_from_dict(spec)).dists) is None
 
 
 def test_an_asked_trial_that_never_got_its_values_is_void_not_in_flight(tmp_path):
