@@ -172,12 +172,14 @@ def _run(spec, args, uri: str, based_on=None, notes: list[str] = ()) -> int:
             print(f"note: on this machine the launch would refuse it: {problem} (a cluster's "
                   "nodes count with --address)", file=sys.stderr)
     if getattr(args, "dry_run", False) and spec.optuna is not None:
-        for label, used, left, open_ in commands.search_dry_run(spec, tracking_uri=uri,
-                                                                notes=notes):
+        for label, used, left, began, unbegun in commands.search_dry_run(
+                spec, tracking_uri=uri, notes=notes):
             print(f"study {label}: {used} trial{'s' * (used != 1)} used, would ask {left} more"
-                  + (f"; {open_} of those used never ended (interrupted): run again from "
-                     "their checkpoints, or told from their record if they ended" if open_
-                     else ""))
+                  + (f"; {began} of those used never ended (interrupted): run again from "
+                     "their checkpoints, or told from their record if they ended" if began
+                     else "")
+                  + (f"; {unbegun} of those used were asked and never began: they run first"
+                     if unbegun else ""))
         from orchestrator.search_space import HALVING
 
         if spec.optuna.pruner == HALVING:

@@ -548,16 +548,30 @@ def dry_run(spec: SweepSpec, *, tracking_uri: str,
 
 
 def search_dry_run(spec: SweepSpec, *, tracking_uri: str,
-                   notes: Sequence[str] = ()) -> list[tuple[str, int, int, int]]:
-    """A searched sweep's studies: (slice, trials used, trials it may still ask, trials it
-    asked and was never told, which a launch runs again from their checkpoints or tells from
-    their record: the dry run said nothing of them, and the launch then ran one)."""
+                   notes: Sequence[str] = ()) -> list[tuple[str, int, int, int, int]]:
+    """A searched sweep's studies: (slice, trials used, trials it may still ask, and of the
+    trials it asked and was never told, which a launch runs again from their checkpoints or
+    tells from their record, those that began (interrupted) and those that never did: the
+    dry run said nothing of them, and the launch then ran one; then it said "3 never ended
+    (interrupted)" where `status` read 1 interrupted and 2 pending)."""
     from orchestrator import search
     from orchestrator.search_space import check_range_values, space_notes
+    from trainer.paths import RunPaths
 
     spec, plan, storage = search.prepare_search(spec, tracking_uri, create=False)
     search.check_studies_space(plan, storage)
     check_range_values(plan)
     say_notes([*notes, *space_notes(plan)])
-    return [(row["slice"], row["used"], max(row["n_trials"] - row["used"], 0),
-             row["states"].get("running", 0)) for row in search.search_status(plan, storage)]
+    rows = search.search_status(plan, storage)
+    states = recorded_trials(tracking_uri, spec.name) if any(
+        row["open_params"] for row in rows) and not missing_sqlite(tracking_uri) else {}
+    out = []
+    for slice_, row in zip(plan.slices, rows, strict=True):
+        # (one asked without its point is void at the next launch: neither)
+        trials = [plan.trial(slice_, params, []) for params in row["open_params"]
+                  if all(key in params for key in plan.dists)]
+        began = sum(t is not None and (t.trial_id in states or RunPaths.for_config(
+            t.cfg, t.trial_id).run_dir.exists()) for t in trials)
+        out.append((row["slice"], row["used"], max(row["n_trials"] - row["used"], 0), began,
+                    len(trials) - began))
+    return out

@@ -703,7 +703,8 @@ def search_status(plan: SearchPlan, url: str) -> list[dict]:
         info = found[plan.study_name(s)]
         rows.append({"slice": s.label, "used": info["used"],
                      "n_trials": quota[plan.study_name(s)],
-                     "states": info["states"], "best": info["best"],
+                     "states": info["states"], "open_params": info["open_params"],
+                     "best": info["best"],
                      "best_params": info["best_params"],
                      "all_diverged": info.get("all_diverged", False),
                      "searched": list(plan.dists),

@@ -339,7 +339,8 @@ def stored_trials(url: str, names: list[str]) -> dict[str, list]:
 
 
 def summaries(url: str, names: list[str]) -> dict[str, dict]:
-    """Per study (read only): trials used, by state, and the best so far with its params."""
+    """Per study (read only): trials used, by state, the params of those asked and not told
+    (in flight, or left so by a stopped driver), and the best so far with its params."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -348,8 +349,8 @@ def summaries(url: str, names: list[str]) -> dict[str, dict]:
     out = {}
     for name in names:
         if name not in known:
-            out[name] = {"used": 0, "states": {}, "best": None, "best_params": None,
-                         "all_diverged": False}
+            out[name] = {"used": 0, "states": {}, "open_params": [], "best": None,
+                         "best_params": None, "all_diverged": False}
             continue
         trials = [t for t in optuna.load_study(study_name=name, storage=storage).get_trials(
             deepcopy=False) if counts(t)]
@@ -359,6 +360,7 @@ def summaries(url: str, names: list[str]) -> dict[str, dict]:
         done = [t for t in trials if t.state.name == "COMPLETE"]
         top = min(learned(done), key=lambda t: t.value, default=None)
         out[name] = {"used": len(trials), "states": states,
+                     "open_params": [t.params for t in trials if t.state.name == "RUNNING"],
                      "best": None if top is None else top.value,
                      "best_params": None if top is None else top.params,
                      "all_diverged": bool(done) and top is None}

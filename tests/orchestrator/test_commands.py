@@ -670,7 +670,7 @@ def test_a_searched_dry_run_on_a_tracking_server_before_the_first_launch(tmp_pat
     spec_dict["search"] = {"optuna": {"n_trials": 3}}
     spec_dict["storage_root"] = str(tmp_path / "not" / "yet")
     rows = search_dry_run(spec_from_dict(spec_dict), tracking_uri="http://127.0.0.1:9")
-    assert [(used, left, open_) for _, used, left, open_ in rows] == [(0, 3, 0)]
+    assert [row[1:] for row in rows] == [(0, 3, 0, 0)]
     assert not (tmp_path / "not").exists()
 
 
@@ -683,19 +683,29 @@ def test_a_searched_dry_run_creates_no_study_storage(tmp_path, spec_dict):
                          "train.batch_size": "choice(8, 16)"}
     spec_dict["search"] = {"optuna": {"n_trials": 3, "per_slice": ["train.batch_size"]}}
     rows = search_dry_run(spec_from_dict(spec_dict), tracking_uri=f"sqlite:///{tmp_path}/m.db")
-    assert [(used, left, open_) for _, used, left, open_ in rows] == [(0, 3, 0), (0, 3, 0)]
+    assert [row[1:] for row in rows] == [(0, 3, 0, 0), (0, 3, 0, 0)]
     assert not (tmp_path / "optuna.db").exists()
-    # A trial asked and never told (its driver interrupted) runs again at the next launch:
-    # the dry run said "3 trials used, would ask 0 more", and the resume then ran it.
+    # Trials asked and never told (their driver interrupted) run again at the next launch:
+    # the dry run said "3 trials used, would ask 0 more", and the resume then ran them; then
+    # it said all of them "never ended (interrupted)" where `status` read the one that had
+    # begun interrupted and the others pending.
     import optuna
+    from optuna.distributions import FloatDistribution
 
+    from orchestrator.search_space import plan_search
     from orchestrator.studies import open_storage
+    from trainer.paths import RunPaths
 
     study = optuna.create_study(study_name="unit: train.batch_size=8 seed=0",
                                 storage=open_storage(f"sqlite:///{tmp_path}/optuna.db"))
-    study.ask()
+    lr = {"optim.lr": FloatDistribution(1e-3, 3e-2, log=True)}
+    asked = [study.ask(lr) for _ in range(3)]
+    study.ask()  # (asked without its point: void at the next launch, neither)
+    plan = plan_search(spec_from_dict(spec_dict))
+    begun = plan.trial(plan.slices[0], asked[0].params)
+    RunPaths.for_config(begun.cfg, begun.trial_id).run_dir.mkdir(parents=True)
     rows = search_dry_run(spec_from_dict(spec_dict), tracking_uri=f"sqlite:///{tmp_path}/m.db")
-    assert [(used, left, open_) for _, used, left, open_ in rows] == [(1, 2, 1), (0, 3, 0)]
+    assert [row[1:] for row in rows] == [(4, 0, 1, 2), (0, 3, 0, 0)]
 
 
 def test_fit_of_a_sweep_with_trials_not_done_says_so_first(tmp_path, capsys):
