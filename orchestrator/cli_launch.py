@@ -411,6 +411,17 @@ def print_fusion(spec, trials, sharing) -> None:
               for problem in (fusion_problems(cfgs[:1]) if fuse and cfgs else [])]
     for problem in dict.fromkeys(cannot):
         print(f"nothing fuses: {problem}")
+    from orchestrator.fusion import group_size
+    from trainer.fusable import group_key
+
+    keys = [group_key(t.cfg) for t in alone if not fusion_problems([t.cfg])]
+    fusable = [k for k in keys if keys.count(k) > 1]
+    if not cannot and fuse is True and len(fusable) > 1 \
+            and group_size(fuse, num_trials=len(fusable), slots=slots) == 1:
+        # (`fuse: auto` spreads trials over the slots first: said, or it reads as a fault)
+        print(f"nothing fuses: this machine runs {slots} trials at once, as many as there are "
+              f"to fuse ({len(fusable)}), so each runs alone beside the others (`fuse: K` "
+              "fuses them anyway)")
 
 
 def _interrupted_hint(args, uri: str) -> str:

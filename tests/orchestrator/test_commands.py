@@ -170,6 +170,14 @@ def test_dry_run_says_which_trials_share_a_trunk_and_which_do_not(tmp_path, caps
     assert out[-3:-1] == ["0 fused groups, 4 trials alone", "2 trunks to train: each alone"]
     assert out[-1] == ("nothing fuses: train.batch_schedule=norm_test grows each member's "
                        "batch on its own: use train.batch_schedule=constant or do not fuse")
+    # 2 trials that may fuse, 2 run at once: each alone, said (it read as a fault)
+    assert cli.main(["launch", str(path), "--dry-run", "--tracking-uri", uri,
+                     "--max-concurrent", "2", "train.tokens=65536", "schedule=wsd"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-2:] == ["0 fused groups, 2 trials alone",
+                        "nothing fuses: this machine runs 2 trials at once, as many as there "
+                        "are to fuse (2), so each runs alone beside the others (`fuse: K` "
+                        "fuses them anyway)"]
 
 
 def test_status_format():
