@@ -226,10 +226,12 @@ def refuse_spec_key(key: str, value: str) -> None:
     top = key.lstrip("+~").partition(".")[0]
     if top not in SPEC_KEYS or top in ("search", "storage_root"):  # (a config key too)
         return
-    flags = {"fuse": f" or --fuse {value}", "share_prefix": " or --no-share",
-             "max_concurrent": f" or --max-concurrent {value}"}
+    flags = {"fuse": f", or give --fuse {value}", "share_prefix": ", or give --no-share",
+             "max_concurrent": f", or give --max-concurrent {value}"}
+    # (for resume and extend too: the spec file launched again is the same sweep)
     raise ConfigError([f"{key}={value} sets the sweep spec's `{top}`, not the trainer's "
-                       f"config: write it in the spec{flags.get(top, '')}"])
+                       "config: write it in the spec file and launch that (nothing done "
+                       f"trains again){flags.get(top, '')}"])
 
 
 def root_path(root: str) -> Path:

@@ -88,7 +88,8 @@ def test_a_spec_key_given_to_resume_says_where_it_goes(tmp_path, capsys):
     assert main(["--tracking-uri", uri, "resume", "n", "max_concurrent=1"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "error: max_concurrent=1 sets the sweep spec's `max_concurrent`, not the trainer's "
-        "config: write it in the spec or --max-concurrent 1")
+        "config: write it in the spec file and launch that (nothing done trains again), or "
+        "give --max-concurrent 1")
 
 
 @pytest.mark.parametrize("argv, fragment", [

@@ -39,10 +39,13 @@ def test_command_line_overrides_set_axes_and_base():
 
 
 @pytest.mark.parametrize("override, where", [
-    ("fuse=off", "write it in the spec or --fuse off"),
-    ("share_prefix=false", "write it in the spec or --no-share"),
-    ("retries=3", "write it in the spec"), ("resources.gpus=1", "write it in the spec"),
-    ("max_concurrent=2", "write it in the spec or --max-concurrent 2")])
+    ("fuse=off", r"write it in the spec file and launch that \(nothing done trains again\), "
+                 "or give --fuse off"),
+    ("share_prefix=false", r"write it .*, or give --no-share"),
+    ("retries=3", r"write it in the spec file and launch that \(nothing done trains again\)"),
+    ("resources.gpus=1", r"write it in the spec file and launch that \(nothing done trains "
+                         r"again\)"),
+    ("max_concurrent=2", r"write it .*, or give --max-concurrent 2")])
 def test_a_spec_key_given_as_an_override_says_where_it_goes(override, where):
     """`fuse=off` on the command line is not a trainer config key: the error says so and
     where it belongs, rather than calling it an unknown config key."""
