@@ -93,6 +93,10 @@ def record_driver_error(tracking_uri: str, name: str, err: BaseException) -> Non
     """Record on the sweep's parent the error that stopped this driver (`sweep.driver_error`)
     while the sweep is still marked running under it; nothing when the store cannot take it
     (the error may be that store's), or another driver has opened the sweep since."""
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(err, (MlflowException, OSError)):  # (the store's own, or the network's:
+        return  # its writes would be retried for minutes before the error is said)
     with contextlib.suppress(Exception):  # (the error itself matters more than its record)
         client = MlflowClient(tracking_uri=tracking_uri)
         parent = _sweep_parent(client, name)
