@@ -61,7 +61,15 @@ def load_spec(path: str | Path) -> SweepSpec:
         raise ConfigError(f"sweep spec {path} does not exist: give the path of a "
                           f"sweeps/*.yaml{again}")
     try:
-        raw = yaml.load(path.read_text(), Loader=_OnceLoader)  # noqa: S506 (a SafeLoader)
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"sweep spec {path} is not a text file (UTF-8 YAML): give the path "
+                          "of a sweeps/*.yaml") from None
+    except OSError as err:
+        raise ConfigError(f"sweep spec {path} cannot be read ({err.strerror or err}): give "
+                          "a file this user may read") from None
+    try:
+        raw = yaml.load(text, Loader=_OnceLoader)  # noqa: S506 (a SafeLoader)
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
@@ -69,6 +77,9 @@ def load_spec(path: str | Path) -> SweepSpec:
                else "quote a value holding ': ' or braces, e.g. 'choice({a: 1}, {a: 2})'"
                if "mapping values are not allowed" in str(err.problem) else "fix the file there")
         raise ConfigError(f"{where}: YAML error, {err.problem}; {fix}") from None
+    except yaml.YAMLError as err:  # (a reader's: a control character, say)
+        raise ConfigError(f"{path}: YAML error, {str(err).splitlines()[0]}; fix the file "
+                          "there") from None
     return spec_from_dict(raw, source=str(path))
 
 

@@ -217,6 +217,17 @@ def test_yaml_error_names_file_and_line(tmp_path):
     path.write_text("name: x\noverrides: &base [model=tiny]\nresources: {<<: {cpus: 1, "
                     "gpus: 0}, cpus: 2}\ngrid:\n  optim.lr: choice(1e-3)\n")
     assert load_spec(path).resources.cpus == 2
+    # a binary file given as the spec, or a control character in one: a traceback before
+    path.write_bytes(b"name: x\n\xd0\xcf\x11\xe0")
+    with pytest.raises(ConfigError) as err:
+        load_spec(path)
+    assert str(err.value) == (f"sweep spec {path} is not a text file (UTF-8 YAML): give the "
+                              "path of a sweeps/*.yaml")
+    path.write_text("name: x\x01\n")
+    with pytest.raises(ConfigError) as err:
+        load_spec(path)
+    assert str(err.value) == (f"{path}: YAML error, unacceptable character #x0001: special "
+                              "characters are not allowed; fix the file there")
 
 
 @pytest.mark.parametrize("name", ["demo", "lr_bs_tokens", "mup_width", "weight_decay"])
