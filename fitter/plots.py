@@ -4,7 +4,8 @@
   per width (or per N, D, B, λ: the first axis that varies), a star at each curve's fitted
   optimum with its bootstrap interval, the local parabola dashed, diverged trials as crosses
   at the top of the axis. One panel per group (muP and SP side by side, sharing y). Other keys
-  that vary get one figure each (`loss_vs_lr_1.png`, ...), at most `MAX_FIGURES`.
+  that vary get one figure each (`loss_vs_lr_1_B-8.png`, ...: numbered, then what the figure
+  holds), at most `MAX_FIGURES`.
 - `lr_opt_vs_width.png`: the optimal LR against width with its interval, one line per group
   (flat under muP, falling under SP when muP transfers).
 - `law_LAW.png` (`law_LAW_GROUP.png` with groups): each law with its optima, their intervals
@@ -76,8 +77,10 @@ def save_plots(result, out_dir: str | Path) -> list[Path]:
     with plt.rc_context(STYLE):
         if not result.optima.empty:
             figures = _loss_vs_lr_figures(plt, result)
-            for i, fig in enumerate(figures):
-                name = "loss_vs_lr.png" if len(figures) == 1 else f"loss_vs_lr_{i + 1}.png"
+            for i, (holds, fig) in enumerate(figures):
+                # (numbered in the figures' order, and named by what each holds: `_1_B-8`)
+                name = ("loss_vs_lr.png" if len(figures) == 1 else
+                        f"loss_vs_lr_{i + 1}_{_file_label(holds)}.png")
                 paths.append(_save(plt, fig, out / name))
             fig = _lr_vs_width_figure(plt, result)
             if fig is not None:
@@ -97,7 +100,7 @@ def _save(plt, fig, path: Path) -> Path:
 
 
 def _file_label(key: str) -> str:
-    return re.sub(r"[^\w.-]+", "_", key.replace("=", "-")).strip("_")
+    return re.sub(r"[^\w.-]+", "_", key.replace("=", "-").replace("e+", "e")).strip("_")
 
 
 # --- loss vs LR -------------------------------------------------------------------------------
@@ -126,7 +129,8 @@ def _layout(result) -> tuple[list[str], str | None, list[str]]:
     return panels, curve, [k for k in varying if k != curve and k not in follows]
 
 
-def _loss_vs_lr_figures(plt, result) -> list:
+def _loss_vs_lr_figures(plt, result) -> list[tuple[str, object]]:
+    """(what it holds, e.g. `B=8`, or "" for the one figure; the figure) per figure."""
     panels, curve, per_figure = _layout(result)
     # A timescale sweep: a panel per width (each its own loss axis), its timescales as curves
     # (τ = ...; λ = ... for runs given a weight decay). As curves of one figure, every width's
@@ -166,7 +170,7 @@ def _loss_vs_lr_figures(plt, result) -> list:
                    ncol=min(ncol, len(handles)))
         title = "Final loss vs learning rate"
         fig.suptitle(title + (f" ({label(as_text(combo))})" if combo else ""))
-        figures.append(fig)
+        figures.append((label(as_text(combo)), fig))
     return figures
 
 

@@ -66,9 +66,10 @@ def test_fit_round_trip_writes_fit_json_and_logs_a_fit_run(store, capsys):
     assert "batch" in doc["skipped"] and "train.batch_size" in doc["skipped"]["batch"]
     assert doc["n_diverged"] > 0 and len(doc["slices"]) == 12
     # one TP5 figure per token budget D, one curve per N in each
+    # (named by what each holds: they were loss_vs_lr_1.png .. _3.png)
     assert sorted(p.name for p in (out / "plots").glob("loss_vs_lr*.png")) == [
-        "loss_vs_lr_1.png", "loss_vs_lr_2.png", "loss_vs_lr_3.png"]
-    assert (out / "plots" / "loss_vs_lr_1.png").stat().st_size > 1000
+        "loss_vs_lr_1_D-1e08.png", "loss_vs_lr_2_D-3e08.png", "loss_vs_lr_3_D-1e09.png"]
+    assert (out / "plots" / "loss_vs_lr_1_D-1e08.png").stat().st_size > 1000
     assert (out / "plots" / "lr_opt_vs_width.png").is_file()
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("demo")

@@ -55,7 +55,7 @@ def test_a_refit_leaves_no_figure_of_a_law_it_no_longer_fits(measured, tmp_path)
 
 def test_tp5_figure_has_one_panel_per_group_sharing_y_and_one_curve_per_width(measured):
     with plt.rc_context(plot_style.STYLE):
-        (fig,) = plots._loss_vs_lr_figures(plt, measured)
+        ((_, fig),) = plots._loss_vs_lr_figures(plt, measured)
     mup, sp = fig.axes
     assert [mup.get_title(), sp.get_title()] == ["model.param=mup", "model.param=sp"]
     assert mup.get_ylim() == sp.get_ylim()
@@ -70,7 +70,7 @@ def test_tp5_figure_has_one_panel_per_group_sharing_y_and_one_curve_per_width(me
 
 def test_every_text_is_at_least_9_points(measured):
     with plt.rc_context(plot_style.STYLE):
-        (fig,) = plots._loss_vs_lr_figures(plt, measured)
+        ((_, fig),) = plots._loss_vs_lr_figures(plt, measured)
         sizes = [t.get_fontsize() for ax in fig.axes
                  for t in [*ax.get_xticklabels(), *ax.get_yticklabels(), ax.xaxis.label]]
     assert min(sizes) >= 9
@@ -166,7 +166,7 @@ def test_a_slice_left_out_for_a_conflict_is_drawn_as_left_out():
                                        source="c"), n_boot=0)
     assert result.optima["conflict"].tolist() == [True]
     with plt.rc_context(plot_style.STYLE):
-        (fig,) = plots._loss_vs_lr_figures(plt, result)
+        ((_, fig),) = plots._loss_vs_lr_figures(plt, result)
     legend = fig.legends[0] if fig.legends else fig.axes[0].get_legend()
     labels = [t.get_text() for t in legend.get_texts()]
     assert "contradicted: left out of the laws" in labels
@@ -203,7 +203,9 @@ def test_a_timescale_sweep_draws_a_panel_per_width_and_its_timescales_as_curves(
     result = fit_runs(from_short_frame(pd.concat([frame, control], ignore_index=True),
                                        source="s"), n_boot=10)
     with plt.rc_context(plot_style.STYLE):
-        figures = plots._loss_vs_lr_figures(plt, result)
+        named = plots._loss_vs_lr_figures(plt, result)
+    assert [holds for holds, _ in named] == ["D=1e+08", "D=4e+08"]
+    figures = [fig for _, fig in named]
     assert [f._suptitle.get_text() for f in figures] == [
         "Final loss vs learning rate (D=1e+08)", "Final loss vs learning rate (D=4e+08)"]
     for fig in figures:
