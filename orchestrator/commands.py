@@ -572,6 +572,6 @@ def search_dry_run(spec: SweepSpec, *, tracking_uri: str,
                   if all(key in params for key in plan.dists)]
         began = sum(t is not None and (t.trial_id in states or RunPaths.for_config(
             t.cfg, t.trial_id).run_dir.exists()) for t in trials)
-        out.append((row["slice"], row["used"], max(row["n_trials"] - row["used"], 0), began,
-                    len(trials) - began))
+        left = 0 if row["tried_all"] else max(row["n_trials"] - row["used"], 0)
+        out.append((row["slice"], row["used"], left, began, len(trials) - began))
     return out

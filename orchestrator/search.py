@@ -185,9 +185,21 @@ def has_work(plan: SearchPlan, url: str, tracking_uri: str,
     of a trial whose record is not complete (`told_unrecorded`, which fills `lost`)?"""
     found = summaries(url, [plan.study_name(s) for s in plan.slices])
     quota = study_quotas(plan, url)
-    return any(info["used"] < quota[name] or info["states"].get("running")
-               for name, info in found.items()) or bool(
+    tried_all = {name for name, info in found.items() if exhausted(plan, name, info)}
+    return any((info["used"] < quota[name] and name not in tried_all)
+               or info["states"].get("running") for name, info in found.items()) or bool(
         told_unrecorded(plan, url, recorded_trials(tracking_uri, plan.spec.name), lost))
+
+
+def exhausted(plan: SearchPlan, name: str, info: dict) -> bool:
+    """Has study `name` (its `summaries` entry `info`) tried every point of a finite space?
+    (Not a halving rung above the first, whose points are the ones that climb.)"""
+    from orchestrator.search_space import finite_points
+
+    points = finite_points(plan.dists)
+    above = plan.rungs is not None and any(
+        plan.study_name(s) == name and plan.rung(s) > 0 for s in plan.slices)
+    return points is not None and not above and info.get("distinct", 0) >= points
 
 
 def asked_points(plan: SearchPlan, url: str) -> int:
@@ -510,8 +522,8 @@ class _SearchRunner(_Runner):
             if self.left[name] <= 0:
                 continue
             asked = ray.get(self.studies.ask.remote(name, self.plan.dists))
-            if asked is None:  # another driver took the study's last trial
-                self.left[name] = 0
+            if asked is None:  # another driver took the study's last trial, or it has
+                self._stop_asking(name)  # tried every point
                 continue
             self.left[name] -= 1
             trial = self._asked(name, asked[1])
@@ -519,6 +531,18 @@ class _SearchRunner(_Runner):
                 self._queue([trial, *self._partners(name)])
                 return True
         return False
+
+    def _stop_asking(self, name: str) -> None:
+        """Study `name` asks no more: another driver took its last trial, or it has tried
+        every point of its finite space (said, with the trials it used)."""
+        import ray
+
+        if self.left[name] > 0 and ray.get(self.studies.exhausted.remote(name)):
+            used = self.plan.search.n_trials - self.left[name]
+            print(f"study {name} has tried every point of its space ({used} trials of "
+                  f"n_trials {self.plan.search.n_trials}): it asks no more")
+        self.total -= max(self.left[name], 0)
+        self.left[name] = 0
 
     def _partners(self, name: str) -> list[Trial]:
         """With fusion on, more points of study `name` to train as one group with the one
@@ -538,7 +562,7 @@ class _SearchRunner(_Runner):
                 break
             asked = ray.get(self.studies.ask.remote(name, self.plan.dists))
             if asked is None:
-                self.left[name] = 0
+                self._stop_asking(name)
                 break
             self.left[name] -= 1
             trial = self._asked(name, asked[1])
@@ -707,6 +731,7 @@ def search_status(plan: SearchPlan, url: str) -> list[dict]:
                      "best": info["best"],
                      "best_params": info["best_params"],
                      "all_diverged": info.get("all_diverged", False),
+                     "tried_all": exhausted(plan, plan.study_name(s), info),
                      "searched": list(plan.dists),
                      "edge": at_edge(plan.dists, info["best_params"])})
     return rows

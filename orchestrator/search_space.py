@@ -582,10 +582,25 @@ def finite_points(dists: dict) -> int | None:
     return count
 
 
+MAX_LISTED_POINTS = 100_000
+"""A finite space of more points than this is not listed (`all_points`): a study over it
+asks a point it has tried about as rarely as over a continuum."""
+
+
+def all_points(dists: dict) -> list[dict] | None:
+    """Every point of a finite searched space, in a fixed order; None for a continuum or a
+    space of more than `MAX_LISTED_POINTS`."""
+    points = finite_points(dists)
+    if points is None or points > MAX_LISTED_POINTS:
+        return None
+    values = [list(d.choices) if hasattr(d, "choices") else
+              list(range(d.low, d.high + 1, d.step)) for d in dists.values()]
+    return [dict(zip(dists, combo, strict=True)) for combo in itertools.product(*values)]
+
+
 def space_notes(plan: SearchPlan) -> list[str]:
-    """A note when a study's n_trials reaches the points its space holds: a sampler asks
-    points it has tried again (told from their record, not trained, but each counts toward
-    n_trials), so a study of 6 over 3 choices tried 2 of them, without a word."""
+    """A note when a study's n_trials reaches the points its space holds: it then tries
+    each point once and stops short of n_trials (`Studies.ask`); a grid does the same."""
     points = finite_points(plan.dists)
     n_trials = plan.search.n_trials
     if points is None or n_trials < points:
@@ -594,10 +609,9 @@ def space_notes(plan: SearchPlan) -> list[str]:
     axes = ", ".join(f"{key}: {n} {'choices' if hasattr(plan.dists[key], 'choices') else 'values'}"
                      for key, n in sizes.items() if n > 1)
     return [f"search.optuna.n_trials={n_trials} reaches the {points} point"
-            f"{'s' * (points != 1)} the searched space holds ({axes}): a study asks points it "
-            "has tried again (told from their records, not trained, but counted toward "
-            "n_trials), so it may not try every one; a grid (the spec without `search:`) "
-            f"trains each of the {points} once, or search an interval"]
+            f"{'s' * (points != 1)} the searched space holds ({axes}): each study tries "
+            f"every point once and stops at {points} trials; a grid (the spec without "
+            "`search:`) trains the same, or search an interval"]
 
 
 def check_range_values(plan: SearchPlan) -> None:

@@ -77,7 +77,8 @@ def trial_counts(tracking_uri: str, spec: SweepSpec, states: dict, gone: int | N
         # (not in the store). A point asked twice is one trial: counting n_trials against
         # the trials in the store left a finished study with "2 pending".
         unrunnable = search.unrunnable_points(plan, storage)
-        pending = sum(max(s["n_trials"] - s["used"], 0) for s in slices) + max(
+        pending = sum(max(s["n_trials"] - s["used"], 0) for s in slices
+                      if not s["tried_all"]) + max(
             search.asked_points(plan, storage) - len(ids) - unrunnable, 0)
         counts.update({"pending": pending} if pending > 0 else {})
         counts.update({FAILED: unrunnable} if unrunnable else {})
@@ -429,8 +430,10 @@ def format_status(report: dict) -> str:
                        else f"; at the {end} of {key}: its optimum may lie beyond (a study's "
                        "choices are fixed: search wider ones in a new sweep)"
                        for key, end in s.get("edge", {}).items())
-        lines.append(f"  slice {s['slice']}: {s['used']}/{s['n_trials']} trials, best {best}"
-                     + edge)
+        tried_all = (" (every point of its space tried)" if s.get("tried_all")
+                     and s["used"] < s["n_trials"] else "")
+        lines.append(f"  slice {s['slice']}: {s['used']}/{s['n_trials']} trials{tried_all}, "
+                     f"best {best}" + edge)
     if problem := report.get("unreadable"):
         lines.append(f"  its trials cannot be composed here ({problem}): the counts are the "
                      "store's records, and trials not begun are not known")

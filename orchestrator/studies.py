@@ -107,6 +107,15 @@ def counts(frozen) -> bool:
     return frozen.state.name != "WAITING" and not frozen.user_attrs.get(VOID_ATTR)
 
 
+def _point(params: dict) -> tuple:
+    return tuple(sorted(params.items()))
+
+
+def distinct_points(trials) -> int:
+    """How many points a study's trials that count tried (repeats once)."""
+    return len({_point(t.params) for t in trials if counts(t) and t.params})
+
+
 def diverged_value(vocab_size: float | None, told: list[float]) -> float:
     """What a diverged trial is told: the larger of ln(vocab size) (the loss of a uniform
     guess, what a model that learned nothing scores) and the worst value told so far."""
@@ -244,7 +253,50 @@ class Studies:
         if sum(counts(t) for t in before) > cap:
             self._void(study, before[-1])
             return None
+        if name not in self.fed:
+            number = self._untried(study, trial.number, dists)
+            if number is None:
+                return None
+            trial = study.get_trials(deepcopy=False)[number]
         return trial.number, dict(trial.params)
+
+    def _untried(self, study, number: int, dists: dict) -> int | None:
+        """Over a finite space (`all_points`), the number of an asked trial at a point the
+        study has not tried: a sampler asks tried points again (over 3 choices, 6 trials of
+        TPE tried 2 of them, the other 4 told from their records but each counted toward
+        n_trials). A repeat is void (it counts for nothing) and a point not tried yet, in a
+        seeded order, is enqueued and asked instead; None when every point is tried."""
+        import random
+
+        from orchestrator.search_space import all_points, sampler_seed
+
+        points = all_points(dists)
+        if points is None:
+            return number
+        order = random.Random(sampler_seed(self.search, study.study_name)).sample(
+            points, len(points))
+        while True:
+            trials = study.get_trials(deepcopy=False)
+            tried = {_point(t.params) for t in trials
+                     if t.number != number and counts(t) and self._whole(t)}
+            if _point(trials[number].params) not in tried:
+                return number
+            self._void(study, trials[number])
+            waiting = {_point(t.params) for t in trials if t.state.name == "WAITING"}
+            untried = next((p for p in order if _point(p) not in tried | waiting), None)
+            if untried is None and not waiting:
+                return None  # every point of the space is tried
+            if untried is not None:
+                study.enqueue_trial(untried)
+            number = study.ask(fixed_distributions=dists).number  # (the oldest waiting)
+
+    def exhausted(self, name: str) -> bool:
+        """Has the study tried every point of a finite space (`all_points`)?"""
+        from orchestrator.search_space import finite_points
+
+        if name in self.fed or (points := finite_points(self.dists)) is None:
+            return False
+        return distinct_points(self.studies[name].get_trials(deepcopy=False)) >= points
 
     def watch(self, trial_id: str, name: str, number: int) -> None:
         """The study's trial `number` waits on our trial `trial_id` (for `report`)."""
@@ -349,7 +401,7 @@ def summaries(url: str, names: list[str]) -> dict[str, dict]:
     out = {}
     for name in names:
         if name not in known:
-            out[name] = {"used": 0, "states": {}, "open_params": [], "best": None,
+            out[name] = {"used": 0, "states": {}, "distinct": 0, "open_params": [], "best": None,
                          "best_params": None, "all_diverged": False}
             continue
         trials = [t for t in optuna.load_study(study_name=name, storage=storage).get_trials(
@@ -359,7 +411,7 @@ def summaries(url: str, names: list[str]) -> dict[str, dict]:
             states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
         done = [t for t in trials if t.state.name == "COMPLETE"]
         top = min(learned(done), key=lambda t: t.value, default=None)
-        out[name] = {"used": len(trials), "states": states,
+        out[name] = {"used": len(trials), "states": states, "distinct": distinct_points(trials),
                      "open_params": [t.params for t in trials if t.state.name == "RUNNING"],
                      "best": None if top is None else top.value,
                      "best_params": None if top is None else top.params,

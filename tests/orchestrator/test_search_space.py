@@ -418,6 +418,54 @@ def test_a_model_based_study_starts_from_its_latin_hypercube(tmp_path):
     assert decades == [0, 1, 2] and studies.used(name) == STARTUP_TRIALS
 
 
+@pytest.mark.parametrize("sampler", ["tpe", "random", "gp"])
+def test_a_study_over_a_finite_space_tries_each_point_once_then_stops(tmp_path, sampler):
+    """6 TPE trials over 3 choices asked 2 of them (the 4 repeats told from their records,
+    each counted toward n_trials): the best LR, the middle one, was never tried."""
+    from orchestrator.studies import Studies
+
+    spec = {**BASE, "grid": {"optim.lr": "choice(1e-3, 1e-2, 3e-2)",
+                             "optim.weight_decay": "choice(0.0, 0.1)",
+                             "train.batch_size": "choice(8)"},
+            "search": {"optuna": {"n_trials": 8, "sampler": sampler, "seed": 0}}}
+    plan = plan_search(spec_from_dict(spec))
+    name = plan.study_name(plan.slices[0])
+    studies = Studies(f"sqlite:///{tmp_path}/optuna.db", plan.search, [name], plan.dists)
+    points = []
+    while (asked := studies.ask(name, plan.dists)) is not None:
+        points.append(tuple(sorted(asked[1].items())))
+        # the loss of each point: lowest at LR 1e-2, as a sampler would be told
+        studies.tell(name, asked[0], "complete", abs(math.log10(float(asked[1]["optim.lr"])) + 2)
+                     + float(asked[1]["optim.weight_decay"]))
+        assert len(points) <= 6
+    assert len(set(points)) == len(points) == 6  # every point, once
+    assert studies.used(name) == 6 and studies.exhausted(name)
+    assert studies.room(name) == 2  # (the two it could not use)
+
+
+def test_a_study_whose_space_is_tried_has_no_work_and_no_pending_trials(tmp_path):
+    """A searched sweep whose studies had tried every point still counted n_trials: `status`
+    read 3 pending and a resume started Ray to ask for nothing."""
+    from orchestrator.search import has_work, search_status
+    from orchestrator.studies import Studies
+
+    spec = {**BASE, "grid": {"optim.lr": "choice(1e-3, 1e-2, 3e-2)", "train.batch_size":
+                             "choice(8)"}, "search": {"optuna": {"n_trials": 6}}}
+    plan = plan_search(spec_from_dict(spec))
+    name = plan.study_name(plan.slices[0])
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    studies = Studies(url, plan.search, [name], plan.dists)
+    for lr in (1e-3, 1e-2):
+        studies.tell(name, studies.ask(name, plan.dists)[0], "complete", lr)
+    assert has_work(plan, url, f"sqlite:///{tmp_path}/m.db")
+    assert search_status(plan, url)[0]["tried_all"] is False
+    studies.tell(name, studies.ask(name, plan.dists)[0], "complete", 1.0)
+    assert studies.ask(name, plan.dists) is None
+    row = search_status(plan, url)[0]
+    assert row["tried_all"] and (row["used"], row["n_trials"]) == (3, 6)
+    assert not has_work(plan, url, f"sqlite:///{tmp_path}/m.db")
+
+
 def test_a_study_with_trials_in_flight_starts_from_a_design_that_covers_them(tmp_path):
     # With two trials in flight, the fourth point was asked before the third result and came
     # from the sampler's random fallback (a near-duplicate of a start point).
@@ -519,8 +567,8 @@ def test_a_best_at_the_end_of_three_numeric_choices_is_flagged(lr, edge):
 
 
 def test_a_search_whose_n_trials_reach_its_points_says_so(tmp_path, capsys):
-    """6 trials of a study over 3 choices asked 2 of them (the others repeats, told from their
-    records) and the user read '6/6 trials' without a word."""
+    """A study whose n_trials reach the points of its space tries each once and stops short
+    of n_trials: said at the launch and the dry run, with a grid as the simpler form."""
     from orchestrator.cli import main
     from orchestrator.search_space import finite_points, space_notes
 
@@ -531,10 +579,9 @@ def test_a_search_whose_n_trials_reach_its_points_says_so(tmp_path, capsys):
     assert finite_points(plan_search(spec_from_dict(spec)).dists) == 6
     assert space_notes(plan_search(spec_from_dict(spec))) == [
         "search.optuna.n_trials=6 reaches the 6 points the searched space holds (optim.lr: 3 "
-        "choices, optim.weight_decay: 2 choices): a study asks points it has tried again "
-        "(told from their records, not trained, but counted toward n_trials), so it may not "
-        "try every one; a grid (the spec without `search:`) trains each of the 6 once, or "
-        "search an interval"]
+        "choices, optim.weight_decay: 2 choices): each study tries every point once and "
+        "stops at 6 trials; a grid (the spec without `search:`) trains the same, or search an "
+        "interval"]
     path = tmp_path / "t.yaml"
     path.write_text(yaml.safe_dump(spec))
     assert main(["--tracking-uri", f"sqlite:///{tmp_path}/m.db", "launch", str(path),
