@@ -21,6 +21,10 @@ What a study is told:
   the study has seen, which steers GP and TPE away from that region without the outlier that
   an infinite or huge value would be for a GP's fit;
 - a trial that failed after its retries: FAIL. It counts toward `n_trials` like any other.
+
+Over a finite space (every searched axis a choice or an integer range) a sampler asks points
+it has tried again; those repeats are void and untried points asked instead (`Studies.ask`),
+so a study tries each point once and stops when all are tried (`exhausted`).
 """
 
 from __future__ import annotations
