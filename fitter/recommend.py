@@ -121,7 +121,8 @@ def recommend(result: FitResult, *, params: float, tokens: float,
                        "interval": list(loss.interval(point["N"], point["D"]))
                        if loss.has_interval else None,
                        "law": "loss",
-                       "extrapolation": _extrapolation(loss.to_json()["range"], point)}
+                       "extrapolation": _extrapolation(loss.to_json()["range"], point),
+                       **_why_no_interval(loss, "loss")}
     if "lr" not in out and "batch_tokens" not in out:
         raise FitError(f"no law in {result.runs.source} gives a learning rate or batch size: "
                        + "; ".join(f"{key}: {missing[key]}" for key in ("lr", "batch_tokens")
@@ -177,7 +178,20 @@ def _entry(law, point: dict, name: str) -> dict:
     meaningful = law.has_interval
     return {"value": law.predict(**x), "law": name,
             "interval": list(law.interval(**x)) if meaningful else None,
-            "form": law.form, "extrapolation": _extrapolation(law.to_json()["range"], point)}
+            "form": law.form, "extrapolation": _extrapolation(law.to_json()["range"], point),
+            **_why_no_interval(law, name)}
+
+
+def _why_no_interval(law, name: str) -> dict:
+    """`{"no_interval": reason}` for a law without intervals, else {}: a value with no
+    interval read as exact (a 3-point lr law extrapolated 8,700x gave one number, and said
+    nothing of why there was no band around it)."""
+    if law.has_interval:
+        return {}
+    if not len(law.boot):
+        return {"no_interval": "--n-boot 0"}
+    return {"no_interval": f"the {name} law has {len(law.points)} points and an interval "
+                           f"needs {len(law.coef) + 2}"}
 
 
 def _weight_decay(timescale, lr, point: dict) -> dict:
@@ -194,6 +208,7 @@ def _weight_decay(timescale, lr, point: dict) -> dict:
             "interval": [float(np.quantile(samples, tail)), float(np.quantile(samples, 1 - tail))]
             if meaningful else None,
             "law": "timescale", "timescale": tau, "form": "weight_decay = B / (lr * tau * D)",
+            **(_why_no_interval(lr, "lr") or _why_no_interval(timescale, "timescale")),
             # λ takes η from the lr law: its extrapolation is λ's too
             "extrapolation": {**_extrapolation(lr.to_json()["range"], point),
                               **_extrapolation(timescale.to_json()["range"], point)}}
@@ -237,6 +252,8 @@ def format_recommendation(rec: dict) -> str:
         if entry.get("interval"):
             lo, hi = entry["interval"]
             text += f"  [{lo:.3g}, {hi:.3g}]"
+        elif entry.get("no_interval"):
+            text += f"  (no interval: {entry['no_interval']})"
         if "unit" in entry:
             text += f"  {entry['unit']}"
         if entry.get("law"):

@@ -360,6 +360,26 @@ def test_a_law_of_too_few_points_has_no_interval_anywhere():
     assert lo < four.predict(D=1e10) < hi
 
 
+def test_a_recommendation_from_a_law_without_an_interval_says_why_it_has_none():
+    # A researcher's 3-width muP sweep: `recommend` gave "lr 0.004264  law: lr  extrapolates
+    # N 8.7e+03x beyond the data", one number with no band and no word of why there was none.
+    from fitter.recommend import format_recommendation, recommend
+
+    frame = synthetic_runs(Truth(), n_values=N3, d_values=[1e9], b_values=[1e5], seed=2)
+    for n_boot, why in ((50, "(no interval: the lr law has 3 points and an interval needs 4)"),
+                        (0, "(no interval: --n-boot 0)")):
+        result = fit_runs(from_short_frame(frame, source="synthetic"), laws=("lr",),
+                          n_boot=n_boot)
+        rec = recommend(result, params=1e9, tokens=1e9)
+        assert rec["lr"]["interval"] is None
+        assert why in format_recommendation(rec).splitlines()[0]
+    four = synthetic_runs(Truth(), n_values=N3 + [6.4e7], d_values=[1e9], b_values=[1e5])
+    rec = recommend(fit_runs(from_short_frame(four, source="synthetic"), laws=("lr",),
+                             n_boot=50), params=1e9, tokens=1e9)
+    assert rec["lr"]["interval"] and "no_interval" not in rec["lr"]
+    assert "no interval" not in format_recommendation(rec)
+
+
 def test_an_lr_law_with_one_bracketed_value_of_a_swept_axis_says_the_others_are_at_an_edge():
     # Five token budgets, four with their best LR at the edge: the fitter said "the sweep has
     # one" value of D and asked for more budgets (a stranger's token_budgets fit).
