@@ -29,7 +29,7 @@ import pandas as pd
 from fitter import groups as grouping
 from fitter.cbs import cbs_law
 from fitter.cbs import group_keys as cbs_group_keys
-from fitter.data import Runs, require, slice_column
+from fitter.data import PARAM_KEY, Runs, require, slice_column
 from fitter.errors import FitError
 from fitter.laws import AXIS_KEYS, batch_law, lr_law, timescale_law
 from fitter.loss_law import OUTLIER_SIGMAS, fit_loss_law
@@ -105,14 +105,15 @@ def fit_runs(runs: Runs, *, laws: tuple[str, ...] | None = None, n_boot: int | N
         runs = grouping.select(runs, group)
     keys = grouping.group_keys(runs)
     pool = pool and bool(keys)  # (nothing to pool where no key splits the runs)
-    keys = () if pool else keys
+    # (pooled, the lr law's points say which group each came from: `lr_law`'s `carry`)
+    carry, keys = (keys, ()) if pool else ((), keys)
     parts = grouping.split(runs, keys)
     grouped = len(parts) > 1
     result = FitResult(runs, pd.DataFrame(), group_keys=keys, pooled=pool)
     frames = []
     for values, part in parts:
         optima, fitted, skipped = _fit_group(part, wanted, explicit=laws is not None,
-                                             n_boot=n_boot, seed=seed)
+                                             n_boot=n_boot, seed=seed, carry=carry)
         frames.append(optima.assign(**values) if not optima.empty else optima)
         for law, fit in fitted.items():
             key = grouping.law_key(law, values, grouped=grouped)
@@ -134,8 +135,9 @@ def fit_runs(runs: Runs, *, laws: tuple[str, ...] | None = None, n_boot: int | N
 
 
 def _fit_group(runs: Runs, wanted: tuple[str, ...], *, explicit: bool, n_boot: int | None,
-               seed: int):
-    # optima, fitted laws and skipped laws (name → reason) of one group
+               seed: int, carry: tuple[str, ...] = ()):
+    # optima, fitted laws and skipped laws (name → reason) of one group (`carry`: the group
+    # keys of a pooled fit, which the lr law's points keep)
     optima, fitted, skipped = pd.DataFrame(), {}, {}
     if not explicit or any(law in SLICE_LAWS for law in wanted):
         try:
@@ -149,7 +151,7 @@ def _fit_group(runs: Runs, wanted: tuple[str, ...], *, explicit: bool, n_boot: i
         if law in skipped:
             continue
         try:
-            fitted[law] = _fit_one(law, runs, optima, n_boot=n_boot, seed=seed)
+            fitted[law] = _fit_one(law, runs, optima, n_boot=n_boot, seed=seed, carry=carry)
         except FitError as err:
             skipped[law] = str(err)
     return optima, fitted, skipped
@@ -161,7 +163,8 @@ def _optima(runs: Runs, law: str, *, n_boot: int | None, seed: int) -> pd.DataFr
                      seed=seed)
 
 
-def _fit_one(law: str, runs: Runs, optima: pd.DataFrame, *, n_boot: int | None, seed: int):
+def _fit_one(law: str, runs: Runs, optima: pd.DataFrame, *, n_boot: int | None, seed: int,
+             carry: tuple[str, ...] = ()):
     boot = {"n_boot": LAW_BOOT if n_boot is None else n_boot, "seed": seed}
     if law == "loss":
         ended = require(runs, ("N", "D", "loss"), law="loss")
@@ -194,7 +197,7 @@ def _fit_one(law: str, runs: Runs, optima: pd.DataFrame, *, n_boot: int | None, 
         law.left_out = left[["N", "D", "loss"]].to_dict("records")
         return law
     if law == "lr":
-        return lr_law(optima, **boot)
+        return lr_law(optima, carry=carry, **boot)
     needs = {"timescale": ("N", "D", "B", "wd"), "batch": ("N", "D", "B"), "cbs": ("N", "D", "B")}
     require(runs, needs[law], law=law)
     if law == "timescale":
@@ -309,6 +312,15 @@ def format_fit(doc: dict, *, recorded: bool = True, not_done: int = 0) -> str:
                          "take their scatter about the law as independent noise, while one "
                          "seed's optima move together (one init and data order), so they can "
                          f"be too narrow; a second seed ({more}) shows how far they move")
+        for key, counts in (law.get("mixes") or {}).items():
+            lines.append(" " * (width + 3) + "its points come from several groups ("
+                         + ", ".join(f"{n} of {key}={v}" for v, n in counts.items())
+                         + "), the best slice at each point: "
+                         + ("muP scales its hidden matrices' LR by base_width/width and SP "
+                            "does not, so one law across them mixes two LR rules and its "
+                            "exponents hold for neither" if key == PARAM_KEY else
+                            "the law's exponents then hold for none of them")
+                         + "; fit each group's law (without --pool) to transfer the LR")
         if far := law.get("out_of_reach"):
             lines.append(" " * (width + 3) + f"{far}: to use such points, sweep batch sizes "
                          "around them")

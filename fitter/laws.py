@@ -29,10 +29,13 @@ AXIS_KEYS = {"N": "model.width", "D": "train.tokens", "B": "train.batch_size"}
 NEXT_GRID = "`next_grid` in fit.json lists the LRs to add; `sweep fit` without --law writes it"
 
 
-def lr_law(optima: pd.DataFrame, **boot) -> LawFit:
+def lr_law(optima: pd.DataFrame, *, carry: tuple[str, ...] = (), **boot) -> LawFit:
     """η_opt = c · N^a_N · D^a_D · B^a_B over the varying axes among N, D, B.
 
-    Each point keeps its slice's bootstrap interval (`lr_lo`, `lr_hi`) for the figures.
+    Each point keeps its slice's bootstrap interval (`lr_lo`, `lr_hi`) for the figures, and
+    its value of each key in `carry` (the group keys of a pooled fit): where the points take
+    several values of one (`mixes`: key → value → points), the law runs across groups (muP
+    at one width, SP at the next), whose optimal LRs differ by more than the law's axes say.
     """
     axes = [a for a in ("N", "D", "B") if a in optima and optima[a].notna().all()]
     points = at_best_timescale(optima, best_per_group(optima, axes), axes)
@@ -71,15 +74,20 @@ def lr_law(optima: pd.DataFrame, **boot) -> LawFit:
     # A slice whose next LR up diverged has its optimum at the stability limit: a lower
     # bound (the optimum lies between it and the LR that diverged), marked in fit.json and
     # drawn apart in the law's figure.
+    carry = [k for k in carry if k in points]
     points = points.assign(at_stability_limit=points["edge"] == "diverged")[
         [*varying, "lr_opt", "lr_lo", "lr_hi", "loss_opt", "at_stability_limit",
-         "at_timescale"]]
+         "at_timescale", *carry]]
     varying, along = _along_a_line(points, varying)
     hint = "slices with bracketed LR optima along " + ", ".join(AXIS_KEYS[a] for a in varying)
     law = fit_power_law(points, name="lr", axes=varying, exponents=lr_exponents(varying),
                         target="lr_opt", hint=hint, **boot)
     if along:
         law.extra["along"] = along
+    mixes = {k: points[k].astype(str).value_counts().sort_index().to_dict() for k in carry
+             if points[k].nunique() > 1}
+    if mixes:
+        law.extra["mixes"] = mixes
     if unbracketed > 0:  # (their best setting's LR at the grid's edge: `best_per_group`)
         law.extra["unbracketed"] = unbracketed
     return law

@@ -64,6 +64,31 @@ def test_pooling_is_asked_for_and_gives_one_law():
     assert list(pooled.laws) == ["lr"] and pooled.pooled
 
 
+def test_a_pooled_lr_law_across_mup_and_sp_says_its_points_mix_them():
+    # A researcher's `sweep fit --pool` of muP and SP at widths 32/48/64 took muP's optimum at
+    # two widths and SP's at the third, and printed a_N=-0.43 with nothing to say so: fit.json's
+    # points did not name their parametrization either.
+    frame = mup_and_sp()
+    worse = ((frame["model.param"] == "sp") == (frame["N"] < 1.6e7))  # muP best below 1.6e7
+    frame.loc[worse, "loss"] += 0.05
+    pooled = fit_runs(from_short_frame(frame, source="muP+SP"), laws=("lr",), n_boot=50,
+                      pool=True)
+    law = pooled.laws["lr"]
+    assert law.points["model.param"].tolist() == ["mup", "mup", "sp", "sp"]
+    assert law.extra["mixes"] == {"model.param": {"mup": 2, "sp": 2}}
+    doc = fit_json(pooled, sweep="transfer")
+    assert [p["model.param"] for p in doc["laws"]["lr"]["points"]] == ["mup", "mup", "sp", "sp"]
+    assert ("its points come from several groups (2 of model.param=mup, 2 of model.param=sp), "
+            "the best slice at each point: muP scales its hidden matrices' LR by "
+            "base_width/width and SP does not") in format_fit(doc)
+    # (every point from one group: nothing mixed, nothing said)
+    frame.loc[frame["model.param"] == "sp", "loss"] += 1.0
+    one = fit_runs(from_short_frame(frame, source="muP+SP"), laws=("lr",), n_boot=50,
+                   pool=True)
+    assert "mixes" not in one.laws["lr"].extra
+    assert "several groups" not in format_fit(fit_json(one, sweep="transfer"))
+
+
 def test_fit_json_names_the_groups_and_the_summary_says_so(grouped):
     doc = fit_json(grouped, sweep="transfer")
     assert doc["group_keys"] == ["model.param"]
