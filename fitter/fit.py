@@ -377,6 +377,12 @@ def format_fit(doc: dict, *, recorded: bool = True, not_done: int = 0) -> str:
                          "outliers): check them, and refit without any that the law does not "
                          "describe")
     lines += [f"  {name:<{width}} skipped: {reason}" for name, reason in skipped.items()]
+    if skipped and not_done:  # (their reasons count the ended trials: the rest may hold it)
+        lines.append(f"  {'the' if len(skipped) == 1 else 'these'} skipped law"
+                     f"{'s' * (len(skipped) != 1)} count only the ended trials; {not_done} of "
+                     "the sweep's trials are not done yet and may hold the values asked for: "
+                     f"let them finish (`sweep resume {doc['sweep']}` if its driver stopped) "
+                     "and fit again before adding any")
     best = _best_slice(doc)
     if best:
         lines.append(f"  {'LR optimum' if len(doc['slices']) == 1 else 'best slice'}: {best}")

@@ -380,6 +380,22 @@ def test_a_recommendation_from_a_law_without_an_interval_says_why_it_has_none():
     assert "no interval" not in format_recommendation(rec)
 
 
+def test_laws_skipped_while_trials_are_not_done_say_those_may_hold_what_they_ask_for():
+    # A researcher's 3-width sweep, interrupted with one width done: the lr law was skipped
+    # with "the sweep has one; add values along model.width", while its other widths were
+    # the trials `sweep resume` would finish.
+    from fitter.fit import fit_json, format_fit
+
+    frame = synthetic_runs(Truth(), n_values=N3[:1], d_values=[1e9], b_values=[1e5], seed=2)
+    doc = fit_json(fit_runs(from_short_frame(frame, source="sweep s"), n_boot=20), sweep="s")
+    assert "add values along model.width" in doc["skipped"]["lr"]
+    wait = ("these skipped laws count only the ended trials; 20 of the sweep's trials are not "
+            "done yet and may hold the values asked for: let them finish (`sweep resume s` if "
+            "its driver stopped) and fit again before adding any")
+    assert wait in format_fit(doc, not_done=20)
+    assert "not done" not in format_fit(doc)
+
+
 def test_an_lr_law_with_one_bracketed_value_of_a_swept_axis_says_the_others_are_at_an_edge():
     # Five token budgets, four with their best LR at the edge: the fitter said "the sweep has
     # one" value of D and asked for more budgets (a stranger's token_budgets fit).
