@@ -277,10 +277,12 @@ def _clean(value):
     return value
 
 
-def format_fit(doc: dict, *, recorded: bool = True, not_done: int = 0) -> str:
+def format_fit(doc: dict, *, recorded: bool = True, not_done: int = 0,
+               seeds: tuple[int, ...] = (0,)) -> str:
     """Plain-text summary of a fit.json document for the terminal (`recorded`: of a sweep in
     the tracking store, which `sweep extend` can grow; not of a CSV; `not_done`: its trials
-    not done yet, whose LRs may be the ones an edge slice lacks)."""
+    not done yet, whose LRs may be the ones an edge slice lacks; `seeds`: the sweep's, which
+    the command that adds one names)."""
     lines = [f"{doc['sweep']}: {doc['n_runs']} runs ({doc['n_finished']} finished, "
              f"{doc['n_diverged']} diverged), {len(doc['slices'])} LR slice"
              + "s" * (len(doc["slices"]) != 1)]
@@ -307,7 +309,7 @@ def format_fit(doc: dict, *, recorded: bool = True, not_done: int = 0) -> str:
                          "their lowest loss has its best LR at the edge of the LRs tried, so "
                          "their optimum is not known (`next_grid` lists the LRs to add)")
         if law.get("law") == "lr" and law["ci"] and _one_seed(doc):
-            more = _another_seed(doc, recorded=recorded)
+            more = _another_seed(doc, recorded=recorded, seeds=seeds)
             lines.append(" " * (width + 3) + "its points come from one seed: the intervals "
                          "take their scatter about the law as independent noise, while one "
                          "seed's optima move together (one init and data order), so they can "
@@ -428,14 +430,14 @@ def format_fit(doc: dict, *, recorded: bool = True, not_done: int = 0) -> str:
     lines += _stability_notes(doc, recorded=recorded)
     one_seed = sum(s.get("interval_noise") == "fit" for s in doc["slices"])
     if one_seed:
-        more = _another_seed(doc, recorded=recorded)
+        more = _another_seed(doc, recorded=recorded, seeds=seeds)
         lines.append(f"  the LR intervals of {one_seed} slice{'s' * (one_seed != 1)} come from "
                      "one seed's losses around their fitted curve: they miss how the optimum "
                      "moves between seeds, often by more; for intervals that hold it add a "
                      f"seed ({more})")
     unmeasured = sum(s.get("interval_noise") == "none" for s in doc["slices"])
     if unmeasured:
-        more = _another_seed(doc, recorded=recorded)
+        more = _another_seed(doc, recorded=recorded, seeds=seeds)
         lines.append(f"  {unmeasured} slice{'s have' if unmeasured != 1 else ' has'} no LR "
                      "interval: one seed with fewer than 5 LRs within two grid steps of its "
                      "best does not measure the loss noise (a quadratic through 4 points leaves "
@@ -450,10 +452,12 @@ def format_fit(doc: dict, *, recorded: bool = True, not_done: int = 0) -> str:
     return "\n".join(lines)
 
 
-def _another_seed(doc: dict, *, recorded: bool) -> str:
-    """How to add a seed to the fitted sweep: the command for a sweep in the store, words for
-    runs read from a file."""
-    return (f"sweep extend {shlex.quote(doc['sweep'])} 'seeds=[0,1]'" if recorded
+def _another_seed(doc: dict, *, recorded: bool, seeds: tuple[int, ...] = (0,)) -> str:
+    """How to add a seed to the fitted sweep: the command for a sweep in the store (its seeds
+    and the next one: `seeds=[0,1]` on a sweep of seed 3 added two, 0 and 1), words for runs
+    read from a file."""
+    more = ",".join(map(str, [*seeds, max(seeds, default=-1) + 1]))
+    return (f"sweep extend {shlex.quote(doc['sweep'])} 'seeds=[{more}]'" if recorded
             else "runs of another seed")
 
 

@@ -61,7 +61,8 @@ def _fit(args, uri: str) -> int:
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
-        print(format_fit(doc, recorded=args.name is not None, not_done=not_done))
+        print(format_fit(doc, recorded=args.name is not None, not_done=not_done,
+                         seeds=_stored_seeds(uri, args.name) if args.name else (0,)))
         print(f"wrote {out / 'fit.json'} and {len(doc['plots'])} "
               f"plot{'s' * (len(doc['plots']) != 1)}"
               + (f"; MLflow fit run {doc['fit_run_id']}" if args.name else ""))
@@ -172,6 +173,20 @@ def _stored_search(uri: str, name: str):
         return stored_spec(uri, name).optuna
     except (ConfigError, MlflowException):
         return None
+
+
+def _stored_seeds(uri: str, name: str) -> tuple[int, ...]:
+    """The seeds of a stored sweep's spec; (0,) where there is none (runs logged without a
+    sweep spec)."""
+    from mlflow.exceptions import MlflowException
+
+    from orchestrator.sweep_record import stored_spec
+    from trainer.errors import ConfigError
+
+    try:
+        return tuple(stored_spec(uri, name).seeds) or (0,)
+    except (ConfigError, MlflowException):
+        return (0,)
 
 
 def _extension_size(uri: str, name: str, overrides: list[str]) -> int | None:

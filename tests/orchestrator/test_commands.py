@@ -742,6 +742,25 @@ def test_fit_of_a_sweep_with_trials_not_done_says_so_first(tmp_path, capsys):
             ) in capsys.readouterr().err
 
 
+def test_a_fits_hint_to_add_a_seed_adds_one_to_the_sweeps_own_seeds(tmp_path):
+    # A sweep of seed 3 was told "add a seed (sweep extend NAME 'seeds=[0,1]')", which adds
+    # two seeds, 0 and 1, and trains twice the trials the hint meant.
+    from fitter.data import from_short_frame
+    from fitter.fit import fit_json, fit_runs, format_fit
+    from fitter.synthetic import Truth, synthetic_runs
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    _open_sweep(uri, {**_spec(tmp_path), "seeds": [3]})
+    assert cli_fit._stored_seeds(uri, "unit") == (3,)
+    assert cli_fit._stored_seeds(uri, "none") == (0,)  # (no spec: runs logged by hand)
+    frame = synthetic_runs(Truth(), n_values=[1e6], d_values=[1e9], b_values=[1e5], seed=1)
+    doc = fit_json(fit_runs(from_short_frame(frame, source="sweep unit"), n_boot=20),
+                   sweep="unit")
+    assert doc["slices"][0]["interval_noise"] == "fit"
+    text = format_fit(doc, seeds=cli_fit._stored_seeds(uri, "unit"))
+    assert "add a seed (sweep extend unit 'seeds=[3,4]')" in text and "[0,1]" not in text
+
+
 def test_fit_of_a_sweep_whose_trials_failed_on_a_config_error_does_not_say_resume(tmp_path,
                                                                                    capsys):
     uri = f"sqlite:///{tmp_path}/m.db"
