@@ -193,7 +193,7 @@ def _fit_one(law: str, runs: Runs, optima: pd.DataFrame, *, n_boot: int | None, 
         left = best[edge.to_numpy()]
         law = fit_loss_law(best[~edge.to_numpy()][["N", "D", "loss"]],
                            n_boot=SLICE_BOOT if n_boot is None else n_boot, seed=seed,
-                           left_out=len(left))
+                           left_out=left[["N", "D"]])
         law.left_out = left[["N", "D", "loss"]].to_dict("records")
         return law
     if law == "lr":

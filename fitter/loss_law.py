@@ -165,30 +165,40 @@ def huber_objective(theta, log_n, log_d, log_l, weights=None):
 
 
 def fit_loss_law(points: pd.DataFrame, *, n_boot: int = 200, ci_level: float = CI_LEVEL,
-                 seed: int = 0, left_out: int = 0) -> LossFit:
+                 seed: int = 0, left_out: pd.DataFrame | None = None) -> LossFit:
     """Fit L(N, D) to points with columns N, D, loss (one row per run or per (N, D));
-    `left_out`: (N, D) not among them because their best LR is at the edge of those tried,
-    which a too-few-points message then names first.
+    `left_out`: the (N, D) not among them because their best LR is at the edge of those
+    tried, which a too-few-points message then names first.
 
     Raises:
         FitError: fewer than 6 points, or fewer than 3 distinct values of N or of D.
     """
-    left = (f", leaving out the {left_out} (N, D) point{'s' * (left_out != 1)} whose best LR "
+    n_left = 0 if left_out is None else len(left_out)
+    left = (f", leaving out the {n_left} (N, D) point{'s' * (n_left != 1)} whose best LR "
             "is at the edge of the LRs tried (the best loss may lie lower); extend "
-            f"{'its' if left_out == 1 else 'their'} LRs first (`next_grid` in fit.json lists "
-            "them), or") if left_out else ";"
+            f"{'its' if n_left == 1 else 'their'} LRs first (`next_grid` in fit.json lists "
+            "them)") if n_left else ""
     short = [(axis, key, points[axis].nunique()) for axis, key in
              (("N", "model.width"), ("D", "train.tokens")) if points[axis].nunique() < 3]
     if short:  # (both axes at once: it asked for N, then once that was met, for D)
-        needs = " and ".join(f"{3 - n} more value{'s' * (3 - n != 1)} along {key}"
-                             for _, key, n in short)
         has = " and ".join(f"{n} of {axis}" for axis, _, n in short)
+        # Values the sweep has, their points left out, need their LRs, not more values (3
+        # widths, each best at its highest LR, were told to add 3 more widths): what is
+        # short counting those too is needed anyway, what is short only without them is the
+        # other way to the law.
+        tried = points if not n_left else pd.concat([points, left_out], ignore_index=True)
+        anyway = [(axis, key, tried[axis].nunique()) for axis, key, _ in short
+                  if tried[axis].nunique() < 3]
+        add = anyway or short
+        needs = " and ".join(f"{3 - n} more value{'s' * (3 - n != 1)} along {key}"
+                             for _, key, n in add)
+        join = ";" if not n_left else " and" if anyway else ", or"
         raise FitError(f"the loss law needs losses at 3 or more values of N and of D (and 6 "
-                       f"(N, D) points) but has {has}{left} add {needs}.")
+                       f"(N, D) points) but has {has}{left}{join} add {needs}.")
     if len(points) < 6:
         raise FitError(f"the loss law needs at least 6 (N, D) points but has {len(points)}"
-                       f"{left} add {more(6 - len(points), 'point')} along model.width or "
-                       "train.tokens.")
+                       f"{left}{', or' if n_left else ';'} add "
+                       f"{more(6 - len(points), 'point')} along model.width or train.tokens.")
     log_n, log_d, log_l = (np.log(points[c].to_numpy(float)) for c in ("N", "D", "loss"))
     with _one_blas_thread():
         theta = _best_of_grid(log_n, log_d, log_l)

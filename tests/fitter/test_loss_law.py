@@ -176,6 +176,33 @@ def test_the_loss_law_keeps_settings_of_two_lrs_and_reads_timescale_slices_by_ta
         fit_runs(from_short_frame(mixed, source="s"), laws=("loss",), n_boot=20)
 
 
+def test_a_loss_law_short_of_points_left_out_at_the_edge_asks_only_for_what_the_sweep_lacks():
+    # A stranger's 3 widths at one budget, every best LR the highest tried: "has 0 of N and 0
+    # of D, leaving out the 3 (N, D) points ...; extend their LRs first, or add 3 more values
+    # along model.width and 3 more values along train.tokens": it had the 3 widths.
+    from fitter.data import from_short_frame
+    from fitter.fit import fit_runs
+    from fitter.synthetic import Truth, synthetic_runs
+
+    truth = Truth(lr=(0.5, -0.3, 0.0, 0.0))
+    below = synthetic_runs(truth, n_values=[1e6, 4e6, 1.6e7], d_values=[1e8], b_values=[3e4],
+                           noise=0.001, lr_steps=(-1.0, -0.75, -0.5), seed=1)
+    with pytest.raises(FitError) as err:
+        fit_runs(from_short_frame(below, source="s"), laws=("loss",), n_boot=20)
+    assert str(err.value).endswith(
+        "leaving out the 3 (N, D) points whose best LR is at the edge of the LRs tried (the "
+        "best loss may lie lower); extend their LRs first (`next_grid` in fit.json lists them) "
+        "and add 2 more values along train.tokens.")
+    # (a width whose points are left out, at 3 budgets: a bracketed width instead is the
+    # other way to the law)
+    frame = synthetic_runs(truth, n_values=[1e6, 4e6, 1.6e7], d_values=[1e8, 4e8, 1.6e9],
+                           b_values=[3e4], noise=0.001, seed=1)
+    cut = frame[~((frame["N"] == 1.6e7) & (frame["lr"] > truth.lr_opt(1.6e7, 1, 1) / 2))]
+    with pytest.raises(FitError) as err:
+        fit_runs(from_short_frame(cut, source="s"), laws=("loss",), n_boot=20)
+    assert str(err.value).endswith("lists them), or add 1 more value along model.width.")
+
+
 def test_a_loss_law_with_no_floor_and_few_points_says_so_and_lists_no_outliers():
     # A stranger's 9 (N, D) of a muP sweep (widths 32-128, 65k-262k tokens): E went to 1e-19
     # with a zero-width interval, presented as known, and seed noise (0.02 in log loss) was
