@@ -49,6 +49,9 @@ CANONICAL = ("N", "D", "B", "lr", "wd", "loss")
 PARAM_KEY = "model.param"
 """Kept in the table even where one parametrization is all the runs have (the figures draw a
 published LR law only beside runs of the parametrization it was fitted in)."""
+BASE_WIDTH_KEY = "model.base_width"
+"""Kept likewise: a muP LR holds at its base width only, which `recommend` names."""
+KEPT_KEYS = (PARAM_KEY, BASE_WIDTH_KEY)
 AXES = ("N", "D", "B")
 MLFLOW_KEYS = {
     "N": PARAM_N_PARAMS, "D": PARAM_TOKENS, "B": PARAM_BATCH_TOKENS,
@@ -118,8 +121,9 @@ def from_mlflow_frame(frame: pd.DataFrame, *, source: str) -> Runs:
                    if _slice_key(k) and v[recorded].nunique(dropna=False) > 1)
     for key in extra:
         table[key] = _labels(params[key])
-    if PARAM_KEY in params and PARAM_KEY not in extra:  # (one parametrization: said in figures)
-        table[PARAM_KEY] = _labels(params[PARAM_KEY])
+    for key in KEPT_KEYS:  # (one parametrization, one base width: said where they matter)
+        if key in params and key not in extra:
+            table[key] = _labels(params[key])
     return _finish(table, extra, source)
 
 
@@ -138,8 +142,9 @@ def from_short_frame(frame: pd.DataFrame, *, source: str) -> Runs:
              and frame[c].nunique(dropna=False) > 1]
     for key in extra:
         table[key] = _labels(frame[key])
-    if PARAM_KEY in frame and PARAM_KEY not in extra:
-        table[PARAM_KEY] = _labels(frame[PARAM_KEY])
+    for key in KEPT_KEYS:
+        if key in frame and key not in extra:
+            table[key] = _labels(frame[key])
     return _finish(table, extra, source)
 
 

@@ -105,6 +105,8 @@ def recommend(result: FitResult, *, params: float, tokens: float,
                  and table[a].dropna().nunique() == 1}
         if fixed:
             out["lr"]["held_fixed"] = fixed
+        if (base := _mup_base_width(result, chosen)) is not None:
+            out["lr"]["base_width"] = base
     else:
         missing["lr"] = skipped.get("lr", "no lr law")
     if "timescale" in laws and "lr" in out and "B" in point:
@@ -133,6 +135,24 @@ def recommend(result: FitResult, *, params: float, tokens: float,
                if g != chosen and g and not result.laws_of(g)[0]]
     return {"inputs": {"N": point["N"], "D": point["D"], "B": batch}, "group": chosen, **out,
             "unavailable": missing, "groups_without_laws": lawless}
+
+
+def _mup_base_width(result: FitResult, group: dict[str, str]) -> float | None:
+    """The one `model.base_width` of a group of muP runs, else None: a muP optim.lr is the
+    hidden matrices' LR at that width (they take it times base_width/width), so it holds for a
+    big run of the same base width only (`model=tiny` has 64, `model=gpt124m` 256: 4x)."""
+    from fitter.data import BASE_WIDTH_KEY, PARAM_KEY
+    from fitter.plot_style import select
+
+    table = select(result.runs.table, group)
+    if PARAM_KEY not in table or BASE_WIDTH_KEY not in table or table.empty:
+        return None
+    if not (table[PARAM_KEY].astype(str) == "mup").all() or table[BASE_WIDTH_KEY].nunique() != 1:
+        return None
+    try:
+        return float(table[BASE_WIDTH_KEY].iloc[0])
+    except ValueError:
+        return None
 
 
 def choose_group(result: FitResult, wanted: dict[str, str]) -> dict[str, str]:
@@ -272,6 +292,11 @@ def format_recommendation(rec: dict) -> str:
             text += "  within the data range"
         if entry.get("caveat"):
             text += f"\n{'':<13} {entry['caveat']}"
+        if entry.get("base_width") is not None:
+            base = f"{entry['base_width']:g}"
+            text += (f"\n{'':<13} a muP LR: it holds with model.base_width={base}, the sweep's "
+                     f"(hidden matrices take it times {base}/width); set model.base_width={base} "
+                     "in the big run, or another base width scales its hidden LR by the ratio")
         if key == "lr" and entry["value"] > IMPLAUSIBLE_LR:
             text += (f"\n{'':<13} an AdamW learning rate above {IMPLAUSIBLE_LR:g} trains no "
                      "model: the law does not hold out here (check its exponents and the "

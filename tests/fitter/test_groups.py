@@ -157,6 +157,21 @@ def test_recommend_names_the_group_and_the_groups_left_out_without_a_law():
     assert str(err.value).endswith("Groups with laws: --group model.param=mup.")
 
 
+def test_a_mup_recommendation_names_the_base_width_its_lr_holds_at():
+    # A muP optim.lr is the hidden matrices' LR at the sweep's base width: a tiny sweep
+    # (model.base_width=64) read into a model=gpt124m run (its default 256) scales the hidden
+    # LR 4x. `recommend` gave the LR without a word of it.
+    frame = mup_and_sp(**{"model.base_width": 64})
+    result = fit_runs(from_short_frame(frame, source="muP+SP"), laws=("lr",), n_boot=50)
+    mup = recommend(result, params=1e8, tokens=1e9, batch=1e5, group={"model.param": "mup"})
+    assert mup["lr"]["base_width"] == 64
+    assert ("a muP LR: it holds with model.base_width=64, the sweep's (hidden matrices take it "
+            "times 64/width); set model.base_width=64 in the big run") in \
+        format_recommendation(mup)
+    sp = recommend(result, params=1e8, tokens=1e9, batch=1e5, group={"model.param": "sp"})
+    assert "base_width" not in sp["lr"] and "base_width" not in format_recommendation(sp)
+
+
 def test_group_arguments_parse_and_bad_ones_say_how():
     assert parse_group(["model.param=mup", "schedule=wsd"]) == {"model.param": "mup",
                                                                 "schedule": "wsd"}
