@@ -102,8 +102,9 @@ def _law_band(ax, law, i: int, grid, means: dict) -> None:
     if not law.has_interval:
         why = ("no interval (--n-boot 0)" if not len(law.boot)
                else f"{len(law.points)} points: too few points for an interval")
-        ax.text(0.03, 0.04, why,
-                transform=ax.transAxes, fontsize=9, color="0.3")
+        # (in the legend, below the axes: written in the plot's corner it crossed the lowest
+        # point's error bar)
+        ax.plot([], [], " ", label=why)
         return
     shift = sum((law.boot[:, j + 1] - law.log_coef[j + 1]) * np.log10(means[a])
                 for j, a in enumerate(law.axes) if a in means)

@@ -83,7 +83,11 @@ def test_law_from_three_points_says_so_instead_of_drawing_a_band(measured):
     with plt.rc_context(plot_style.STYLE):
         fig = law_plots.law_figure(plt, law, "lr[model.param=mup]", {"D": 1e6, "B": 2048})
     ax = fig.axes[0]
-    assert any("too few points for an interval" in t.get_text() for t in ax.texts)
+    # said in the legend, below the axes: drawn in the plot's corner, it crossed the first
+    # point's error bar in a researcher's 3-width muP law
+    assert "3 points: too few points for an interval" in [
+        t.get_text() for t in ax.get_legend().get_texts()]
+    assert not ax.texts
     assert not ax.collections or all(type(c).__name__ != "PolyCollection"
                                       for c in ax.collections)
     plt.close(fig)
