@@ -38,10 +38,11 @@ def _cancel(args, uri: str) -> int:
         print(f"sweep {args.name} is not running ({ended.status}): nothing to cancel")
         return 0
     if marked is None:
-        print(f"sweep {args.name}: cancel requested; its driver is stopping its trials "
+        # (not "sweep NAME: ...", the form of a launch's summary line, which scripts read)
+        print(f"cancel requested for sweep {args.name}: its driver is stopping its trials "
               f"(`sweep status {args.name}` says when it has)")
         return 0
-    print(f"sweep {args.name}: cancel requested" + (f"; {marked} orphaned trials marked "
+    print(f"cancel requested for sweep {args.name}" + (f"; {marked} orphaned trials marked "
                                                       "interrupted" if marked else ""))
     return 0
 

@@ -89,7 +89,7 @@ def test_cancel_of_a_sweep_whose_live_driver_is_slow_to_stop_marks_nothing(tmp_p
                       spec_yaml=yaml.safe_dump(spec_from_dict(_spec(tmp_path)).to_dict()))
     running = _child(uri, tracker, "a" * 64, schema.RUNNING)
     assert cli.main(["cancel", "unit", "--tracking-uri", uri]) == 0
-    assert capsys.readouterr().out == ("sweep unit: cancel requested; its driver is stopping "
+    assert capsys.readouterr().out == ("cancel requested for sweep unit: its driver is stopping "
                                        "its trials (`sweep status unit` says when it has)\n")
     client = MlflowClient(tracking_uri=uri)
     assert client.get_run(running).data.tags[schema.TRIAL_STATUS_TAG] == schema.RUNNING
@@ -103,7 +103,7 @@ def test_cancel_of_a_sweep_whose_driver_stops_marks_nothing(tmp_path, capsys):
     running = _child(uri, tracker, "a" * 64, schema.RUNNING)
     MlflowClient(tracking_uri=uri).set_terminated(tracker.parent_id)  # the driver has ended
     assert cli.main(["cancel", "unit", "--tracking-uri", uri]) == 0
-    assert capsys.readouterr().out == "sweep unit: cancel requested\n"
+    assert capsys.readouterr().out == "cancel requested for sweep unit\n"
     client = MlflowClient(tracking_uri=uri)
     assert client.get_run(running).data.tags[schema.TRIAL_STATUS_TAG] == schema.RUNNING
     assert client.get_run(tracker.parent_id).data.tags[schema.SWEEP_CANCEL_TAG] == "requested"
