@@ -216,6 +216,9 @@ def fit_json(result: FitResult, *, sweep: str, next_trials: int | None = None) -
         "sweep": sweep, "source": result.runs.source,
         "n_runs": len(table), "n_finished": int((table["status"] == "finished").sum()),
         "n_diverged": int((table["status"] == "diverged").sum()),
+        # (runs the fit does not use: running, interrupted, failed, pruned)
+        "n_other": {str(k): int(v) for k, v in table["status"].value_counts().sort_index()
+                    .items() if k not in ("finished", "diverged")},
         "group_keys": list(result.group_keys), "pooled": result.pooled,
         "groups": [grouping.label(g) for g in result.group_list if g],
         "laws": {key: {**law.to_json(), "law": law_name(key), "group": result.groups[key]}
@@ -283,8 +286,9 @@ def format_fit(doc: dict, *, recorded: bool = True, not_done: int = 0,
     the tracking store, which `sweep extend` can grow; not of a CSV; `not_done`: its trials
     not done yet, whose LRs may be the ones an edge slice lacks; `seeds`: the sweep's, which
     the command that adds one names)."""
+    other = "".join(f", {n} {status}" for status, n in doc.get("n_other", {}).items())
     lines = [f"{doc['sweep']}: {doc['n_runs']} runs ({doc['n_finished']} finished, "
-             f"{doc['n_diverged']} diverged), {len(doc['slices'])} LR slice"
+             f"{doc['n_diverged']} diverged{other}), {len(doc['slices'])} LR slice"
              + "s" * (len(doc["slices"]) != 1)]
     if doc.get("groups"):
         lines.append(f"  laws fitted per group of {', '.join(doc['group_keys'])}: "

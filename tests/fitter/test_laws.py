@@ -650,3 +650,19 @@ def test_an_lr_law_from_one_seed_says_its_intervals_can_be_too_narrow():
         noise=0.002, seed=4).assign(seed=1)], ignore_index=True)
     result = fit_runs(from_short_frame(two, source="synthetic"), laws=("lr",), n_boot=50)
     assert "lr" in result.laws and caveat not in format_fit(fit_json(result, sweep="s"))
+
+
+def test_the_fit_header_counts_the_runs_it_does_not_use():
+    # Mid-sweep the header read "20 runs (10 finished, 0 diverged)" with 10 running.
+    from fitter.fit import fit_json, format_fit
+
+    frame = synthetic_runs(Truth(), n_values=N3, d_values=[1e9], b_values=[1e5], seed=2)
+    frame.loc[frame.index[:3], "status"] = "running"
+    frame.loc[frame.index[:3], "loss"] = np.nan
+    frame.loc[frame.index[3], "status"] = "interrupted"
+    doc = fit_json(fit_runs(from_short_frame(frame, source="sweep s"), n_boot=20), sweep="s")
+    assert doc["n_other"] == {"interrupted": 1, "running": 3}
+    finished = len(frame) - 4 - doc["n_diverged"]
+    assert format_fit(doc).splitlines()[0].startswith(
+        f"s: {len(frame)} runs ({finished} finished, {doc['n_diverged']} diverged, "
+        "1 interrupted, 3 running), ")
