@@ -440,10 +440,13 @@ def _slice_key(key: str) -> bool:
 
 def _labels(values: pd.Series) -> pd.Series:
     """A slice key's values as text, spelt as the config spells them: pandas reads a whole-
-    number column with a gap (a key one group lacks) as float, and 128.0 is model.width=128."""
+    number column with a gap (a key one group lacks) as float, and 128.0 is model.width=128;
+    so is a whole-number key a CSV wrote as 32.0 (model.base_width=32.0 named a group)."""
+    from trainer.identity import whole_number_key
+
     whole = values.dropna()
-    as_int = (pd.api.types.is_float_dtype(values) and values.isna().any()
-              and bool((whole == whole.round()).all()))
+    as_int = (pd.api.types.is_float_dtype(values) and bool((whole == whole.round()).all())
+              and (values.isna().any() or whole_number_key(str(values.name))))
     # (mapped, not astype(str): pandas 3 keeps a missing value missing there)
     return values.map(lambda v: "nan" if pd.isna(v) else str(int(v)) if as_int else str(v))
 

@@ -639,10 +639,15 @@ _CONFIG_KEY = {"N": "model.width", "D": "train.tokens", "B": "train.batch_size",
 
 
 def _short(value) -> str:
-    """A slice key's value as a person reads it: 4 significant digits for a float."""
-    if isinstance(value, float):
-        return f"{value:.4g}"
+    """A slice key's value as a person reads it: 4 significant digits for a float, but a
+    whole number those would round (train.tokens=131072 read 1.311e+05) in full."""
     try:
-        return f"{float(value):.4g}" if "." in str(value) or "e" in str(value) else str(value)
+        number = float(value) if isinstance(value, float) or (
+            "." in str(value) or "e" in str(value)) else None
     except ValueError:
         return str(value)
+    if number is None:
+        return str(value)
+    if number.is_integer() and float(f"{number:.4g}") != number:
+        return str(int(number))
+    return f"{number:.4g}"

@@ -339,6 +339,7 @@ def distribution(key: str, expr: str, *, budgets: bool = False) -> tuple[object,
     import optuna.distributions as od
 
     from orchestrator.spec import glob_problem, parse_reason
+    from trainer.identity import whole_number_key
 
     try:
         override = OverridesParser.create().parse_overrides([f"{key}={expr}"])[0]
@@ -362,7 +363,7 @@ def distribution(key: str, expr: str, *, budgets: bool = False) -> tuple[object,
             problems.append(f"grid.{key}: '{expr}' needs low < high" + (" and low > 0 on a log "
                             "scale" if log else "") + f"; {fix}")
             return None, problems
-        if not budgets and _whole_number_key(key):  # (each point a float the config refuses;
+        if not budgets and whole_number_key(key):  # (each point a float the config refuses;
             # halving's train.tokens: it says what it needs, a choice of budgets)
             low, high = math.ceil(sweep.start), math.floor(sweep.end)
             form = f"range({low}, {high + 1})"
@@ -392,15 +393,6 @@ def distribution(key: str, expr: str, *, budgets: bool = False) -> tuple[object,
     problems.append(f"grid.{key}: '{expr}' ({kind}) has no Optuna distribution; use "
                     "interval, tag(log, interval), choice or range")
     return None, problems
-
-
-def _whole_number_key(key: str) -> bool:
-    """Is `key` a config key that holds a whole number (by its default's type)?"""
-    from trainer.config import Config
-    from trainer.identity import flatten
-
-    value = flatten(Config()).get(key)
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def search_space(grid: dict[str, str], search: OptunaSearch, seeds: tuple[int, ...]

@@ -67,6 +67,12 @@ def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def whole_number_key(key: str) -> bool:
+    """Is `key` a config key that holds a whole number (by its default's type)?"""
+    value = flatten(Config()).get(key)
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _normalise(value: Any) -> Any:
     # 1e-3 written as 0.001, 1.0e-3 or 0.0010 is one float; `.12g` also absorbs the last-bit
     # noise of values computed in a grid (3 * 0.1).

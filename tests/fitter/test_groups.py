@@ -322,6 +322,12 @@ def test_a_whole_number_key_read_with_a_gap_keeps_its_spelling(tmp_path):
     frame.to_csv(tmp_path / "runs.csv", index=False)
     table = read_csv(tmp_path / "runs.csv").table
     assert sorted(table["optim.beta1"].unique()) == ["0.0", "0.9", "nan"]
+    # a whole-number key a CSV wrote as floats, with no gap: its groups read
+    # model.base_width=32.0
+    frame["model.base_width"] = [32.0 if i % 2 else 64.0 for i in range(len(frame))]
+    frame.to_csv(tmp_path / "runs.csv", index=False)
+    table = read_csv(tmp_path / "runs.csv").table
+    assert sorted(table["model.base_width"].unique()) == ["32", "64"]
 
 
 def test_a_numeric_group_value_names_its_runs_however_it_is_written():

@@ -666,3 +666,13 @@ def test_the_fit_header_counts_the_runs_it_does_not_use():
     assert format_fit(doc).splitlines()[0].startswith(
         f"s: {len(frame)} runs ({finished} finished, {doc['n_diverged']} diverged, "
         "1 interrupted, 3 running), ")
+
+
+@pytest.mark.parametrize("value, said", [(131072.0, "131072"), ("131072.0", "131072"),
+                                         (1e9, "1e+09"), ("3e-3", "0.003"), ("64", "64"),
+                                         (0.00015, "0.00015"), ("mup", "mup")])
+def test_a_slice_value_is_said_as_a_person_reads_it(value, said):
+    # A slice at train.tokens=131072 was named train.tokens=1.311e+05 (a CSV's float column).
+    from fitter.fit import _short
+
+    assert _short(value) == said
