@@ -98,34 +98,39 @@ def test_ask_tell_keeps_max_concurrent_in_flight_and_tells_each_result(searched,
         format_status(report)
 
 
-def test_done_configs_are_told_without_training_and_extend_adds_trials_and_slices(
+def test_a_study_of_a_finite_space_asks_no_point_twice_and_extend_adds_slices(
         searched, uri, local_ray):
+    """A study over 2 LRs with n_trials 4 asked each of them twice (the repeats told from
+    their records, each counted): it tries each once and stops, and an extend's new slice
+    trains its own points, nothing twice."""
+    from orchestrator.studies import counts
+
     searched["grid"] = {"optim.lr": "choice(3e-3, 1e-2)", "train.batch_size": "choice(8)"}
     searched["search"]["optuna"].update({"n_trials": 2, "sampler": "random"})
     plan, storage, _ = _run(searched, uri)
-    first = _study(plan, storage, 0).trials
+    first = [t for t in _study(plan, storage, 0).trials if counts(t)]
     trained_first = {plan.trial(plan.slices[0], t.params).trial_id for t in first}
+    assert len(first) == len(trained_first) == 2
 
     more = extended(spec_from_dict(searched), ["search.optuna.n_trials=4",
                                                "train.batch_size=choice(8, 16)"])
     seen = InFlight()
     plan, storage, _ = _run(more.to_dict(), uri, seen)
-    by_slice = [_study(plan, storage, i).trials for i in (0, 1)]
-    assert [len(t) for t in by_slice] == [4, 4]
+    by_slice = [[t for t in _study(plan, storage, i).trials if counts(t)] for i in (0, 1)]
+    assert [len(t) for t in by_slice] == [2, 2]  # every point of each space, once
     assert all(t.state.name == "COMPLETE" for trials in by_slice for t in trials)
     ids = [[plan.trial(plan.slices[i], t.params).trial_id for t in by_slice[i]] for i in (0, 1)]
-    assert ids[0][:2] == [plan.trial(plan.slices[0], t.params).trial_id for t in first]
-    # Only configs never done before were trained, each once; the rest were told.
-    assert sorted(seen.submitted_ids) == sorted(
-        (set(ids[0][2:]) - trained_first) | set(ids[1]))
-    assert len(seen.submitted_ids) < 8
+    assert ids[0] == [plan.trial(plan.slices[0], t.params).trial_id for t in first]
+    assert len(set(ids[1])) == 2
+    # The new slice's points were trained, each once; the first slice asked for nothing
+    assert sorted(seen.submitted_ids) == sorted(ids[1])
     _, children = _children(uri)
-    assert len(children) == len(set(ids[0]) | set(ids[1]))
+    assert len(children) == 4
     loss = {c.data.tags["trial.id"]: c.data.metrics["final/eval_loss"] for c in children}
     assert [t.value for t in by_slice[0]] == [loss[i] for i in ids[0]]
-    # 8 points asked of 2 LRs: some asked twice. Status counted n_trials against the trials
-    # in the store, and said "pending" of a sweep that had nothing left.
-    assert status(uri, "unit")["counts"] == {"finished": len(children)}
+    # Status counted n_trials against the trials in the store, and said "pending" of a sweep
+    # that had nothing left.
+    assert status(uri, "unit")["counts"] == {"finished": 4}
 
 
 def test_a_pruned_trial_stops_at_an_eval_point_and_keeps_its_history(searched, uri,
