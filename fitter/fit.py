@@ -432,28 +432,44 @@ def format_fit(doc: dict, *, recorded: bool = True, not_done: int = 0,
         lines.append(f"  {counted} {where}; to bracket {'it' if one else 'them'}, add to "
                      f"{'its' if one else 'their'} sweep: " + " ".join(doc["next_grid"]))
     lines += _stability_notes(doc, recorded=recorded)
-    one_seed = sum(s.get("interval_noise") == "fit" for s in doc["slices"])
+    # (trials not done yet may be the seeds or LRs these ask for: said instead of the hint)
+    wait = (f"; {not_done} of the sweep's trials are not done yet and may hold them: let them "
+            f"finish (`sweep resume {doc['sweep']}` if its driver stopped) and fit again "
+            "before adding any") if not_done else ""
+    one_seed = [s for s in doc["slices"] if s.get("interval_noise") == "fit"]
     if one_seed:
         more = _another_seed(doc, recorded=recorded, seeds=seeds)
-        lines.append(f"  the LR intervals of {one_seed} slice{'s' * (one_seed != 1)} come from "
+        lines.append(f"  the LR intervals of {_which(one_seed, doc['slices'])} come from "
                      "one seed's losses around their fitted curve: they miss how the optimum "
                      "moves between seeds, often by more; for intervals that hold it add a "
-                     f"seed ({more})")
-    unmeasured = sum(s.get("interval_noise") == "none" for s in doc["slices"])
+                     + (f"seed{wait}" if wait else f"seed ({more})"))
+    unmeasured = [s for s in doc["slices"] if s.get("interval_noise") == "none"]
     if unmeasured:
         more = _another_seed(doc, recorded=recorded, seeds=seeds)
-        lines.append(f"  {unmeasured} slice{'s have' if unmeasured != 1 else ' has'} no LR "
-                     "interval: one seed with fewer than 5 LRs within two grid steps of its "
-                     "best does not measure the loss noise (a quadratic through 4 points leaves "
-                     f"one residual); add a seed ({more}) or LRs around the best")
-    misfit = sum(s.get("interval_noise") == "misfit" for s in doc["slices"])
+        lines.append(f"  {_which(unmeasured, doc['slices'])} "
+                     f"{'have' if len(unmeasured) != 1 else 'has'} no LR interval: one seed "
+                     "with fewer than 5 LRs within two grid steps of its best does not measure "
+                     "the loss noise (a quadratic through 4 points leaves one residual); add a "
+                     + (f"seed or LRs around the best{wait}" if wait else
+                        f"seed ({more}) or LRs around the best"))
+    misfit = [s for s in doc["slices"] if s.get("interval_noise") == "misfit"]
     if misfit:
-        lines.append(f"  the LR intervals of {misfit} slice{'s' * (misfit != 1)} are as wide as "
+        lines.append(f"  the LR intervals of {_which(misfit, doc['slices'])} are as wide as "
                      "the local quadratic's misfit, beyond what the seeds' noise explains: the "
                      "loss curve is skewed around the optimum, which the quadratic's vertex "
                      "then places toward the gentler side (up to a quarter of a grid step); "
                      "LRs between the grid's, around the optimum, narrow both")
     return "\n".join(lines)
+
+
+def _which(some: list[dict], slices: list[dict]) -> str:
+    """`some` of the fit's slices, counted, and named where they are few ("1 slice (N=4e+06
+    D=1e+09)"): the count alone did not say which to look at."""
+    counted = f"{len(some)} slice{'s' * (len(some) != 1)}"
+    names = [_where(s, slices) for s in some]
+    if len(some) > 3 or not all(names):
+        return counted
+    return f"{counted} ({'; '.join(names)})"
 
 
 def _another_seed(doc: dict, *, recorded: bool, seeds: tuple[int, ...] = (0,)) -> str:

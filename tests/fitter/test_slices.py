@@ -209,6 +209,16 @@ def test_one_seed_over_four_lrs_gives_no_interval():
             "of its best does not measure the loss noise (a quadratic through 4 points leaves "
             "one residual); add a seed (sweep extend s 'seeds=[0,1]') or LRs around the best"
             ) in format_fit(doc)
+    # two such slices are named; with trials not done, those may hold the seed or LRs
+    wider = rows + [{**r, "N": 4e5} for r in rows]
+    doc = fit_json(fit_runs(from_short_frame(pd.DataFrame(wider), source="s"), n_boot=50),
+                   sweep="s")
+    assert ("  2 slices (N=1e+05; N=4e+05) have no LR interval: one seed with fewer than 5 LRs "
+            "within two grid steps of its best does not measure the loss noise (a quadratic "
+            "through 4 points leaves one residual); add a seed or LRs around the best; 3 of "
+            "the sweep's trials are not done yet and may hold them: let them finish (`sweep "
+            "resume s` if its driver stopped) and fit again before adding any"
+            ) in format_fit(doc, not_done=3).splitlines()
     # with a second seed the replicates give one
     opt = axis_optimum(np.concatenate([x, x[1:3]]),
                        np.array([2.3305, 2.2402, 2.2441, 2.3417, 2.3112, 2.2441]))
