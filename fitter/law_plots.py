@@ -64,6 +64,8 @@ def constants_of(result, group: dict) -> dict:
            if k in table and table[k].nunique() == 1}
     if PARAM_KEY in table and table[PARAM_KEY].nunique() == 1:
         out["param"] = str(table[PARAM_KEY].dropna().iloc[0])
+    elif PARAM_KEY in table and table[PARAM_KEY].nunique() > 1:
+        out["param"] = "mixed"  # (a pooled law of muP and SP runs: neither published law's)
     return out
 
 

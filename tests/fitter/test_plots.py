@@ -125,6 +125,17 @@ def test_law_with_enough_points_draws_its_band_and_the_published_law():
         plt.close(fig)
     table = from_short_frame(frame.assign(**{"model.param": "mup"}), source="s")
     assert law_plots.constants_of(fit_runs(table, laws=("lr",), n_boot=0), {})["param"] == "mup"
+    # a law pooled over muP and SP runs (--pool) is neither parametrization's: StepFun's SP
+    # law was drawn beside it as if it applied
+    both = pd.concat([frame.assign(**{"model.param": "mup"}),
+                      frame.assign(**{"model.param": "sp", "run": frame["run"] + "s"})],
+                     ignore_index=True)
+    pooled = fit_runs(from_short_frame(both, source="s"), laws=("lr",), n_boot=0, pool=True)
+    assert law_plots.constants_of(pooled, {})["param"] == "mixed"
+    with plt.rc_context(plot_style.STYLE):
+        fig = law_plots.law_figure(plt, law, "lr", {"B": 1e5, "param": "mixed"})
+    assert not any(_shown(ax, "StepFun 2025") for ax in fig.axes)
+    plt.close(fig)
 
 
 def test_shen_power_law_is_drawn_over_b_and_d_with_batch_in_sequences():
