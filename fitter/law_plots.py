@@ -130,9 +130,19 @@ def _law_points(ax, law, x, y, scale) -> None:
     intervals = lo_col in pts and bool(np.isfinite(pts[lo_col]).any())
     limit = pts["at_stability_limit"].to_numpy(bool) if "at_stability_limit" in pts else \
         np.zeros(len(pts), bool)
-    ax.scatter(x[~limit], y[~limit], color="k", s=28, zorder=5,
-               label="slice optima (90% interval)" if intervals
-               else "slice optima" if lo_col in pts else "optima")
+    said = ("slice optima (90% interval)" if intervals
+            else "slice optima" if lo_col in pts else "optima")
+    # A pooled law over groups (muP with SP, `--pool`): each group's points its own marker,
+    # so that whose optimum sits where can be read (they were all one black dot)
+    mixed = next(iter(law.extra.get("mixes", {})), None)
+    if mixed is None:
+        ax.scatter(x[~limit], y[~limit], color="k", s=28, zorder=5, label=said)
+    else:
+        values = pts[mixed].astype(str).to_numpy()
+        for value, marker in zip(sorted(set(values)), "osDvP*Xh", strict=False):
+            mine = ~limit & (values == value)
+            ax.scatter(x[mine], y[mine], color="k", marker=marker, s=28, zorder=5,
+                       label=f"{said}, {mixed}={value}")
     if limit.any():
         ax.scatter(x[limit], y[limit], marker="^", facecolors="none", edgecolors="k", s=44,
                    zorder=5, label="at the stability limit (next LR diverged): a lower bound")

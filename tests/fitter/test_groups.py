@@ -81,6 +81,20 @@ def test_a_pooled_lr_law_across_mup_and_sp_says_its_points_mix_them():
     assert ("its points come from several groups (2 of model.param=mup, 2 of model.param=sp), "
             "the best slice at each point: muP scales its hidden matrices' LR by "
             "base_width/width and SP does not") in format_fit(doc)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from fitter import law_plots
+
+    fig = law_plots.law_figure(plt, law, "lr", law_plots.constants_of(pooled, {}))
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]  # (one black dot)
+    assert [label for label in labels if label.startswith("slice optima")] == [
+        "slice optima (90% interval), model.param=mup",
+        "slice optima (90% interval), model.param=sp"]
+    assert not any(label.startswith(("StepFun", "Shen")) for label in labels)  # neither's law
+    plt.close(fig)
     # (every point from one group: nothing mixed, nothing said)
     frame.loc[frame["model.param"] == "sp", "loss"] += 1.0
     one = fit_runs(from_short_frame(frame, source="muP+SP"), laws=("lr",), n_boot=50,
