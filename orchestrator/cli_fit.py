@@ -271,10 +271,15 @@ def _recommend(args, uri: str) -> int:
             rec = recommend(result, params=args.params, tokens=args.tokens, batch=args.batch)
         except FitError as err:  # (several groups left: the choice it asks for goes beside
             # these --group, which following it alone dropped)
-            if "choose one with --group" not in str(err):
-                raise
             from fitter.groups import label
 
+            held = [key for key in group if f"along {key}" in str(err)]
+            if held:  # (it asked for values along the key --group held at one value)
+                raise FitError(f"{str(err).rstrip('.')} (--group {label(group)} keeps one "
+                               f"value of {', '.join(held)}: drop it for laws along "
+                               f"{'it' if len(held) == 1 else 'them'}).") from None
+            if "choose one with --group" not in str(err):
+                raise
             raise FitError(f"{str(err).rstrip('.')}, beside --group {label(group)}.") from None
         rec["group"] = {**group, **rec["group"]}
     print(json.dumps(rec, indent=2) if args.json else format_recommendation(rec))

@@ -407,3 +407,19 @@ def test_recommend_by_a_filter_key_with_groups_left_asks_for_the_group_beside_it
     assert main([*args, "--group", "model.param=sp", "--json"]) == 0
     rec = json.loads(capsys.readouterr().out)
     assert rec["group"] == {"optim.timescale": "3", "model.param": "sp"}
+
+
+def test_recommend_held_to_one_width_says_the_group_holds_what_the_laws_lack(tmp_path,
+                                                                              capsys):
+    # `--group model.width=48` fitted one width's runs, and the error then asked to "add values
+    # along model.width", which the sweep had.
+    frame = synthetic_runs(MUP, n_values=NS, d_values=[1e9], b_values=[1e5], seed=1)
+    frame["model.width"] = frame["N"].map(dict(zip(NS, (32, 64, 128, 256), strict=False)))
+    frame.to_csv(tmp_path / "runs.csv", index=False)
+    assert main(["recommend", "--from-csv", str(tmp_path / "runs.csv"), "--params", "1e9",
+                 "--tokens", "1e10", "--batch", "1e5", "--n-boot", "20",
+                 "--group", "model.width=64"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "add values along model.width or train.tokens or train.batch_size" in err
+    assert err.endswith("(--group model.width=64 keeps one value of model.width: drop it for "
+                        "laws along it).")
