@@ -395,8 +395,9 @@ def stored_trials(url: str, names: list[str]) -> dict[str, list]:
 
 
 def summaries(url: str, names: list[str]) -> dict[str, dict]:
-    """Per study (read only): trials used, by state, the params of those asked and not told
-    (in flight, or left so by a stopped driver), and the best so far with its params."""
+    """Per study (read only): trials used, by state, the distinct points they tried, the
+    params of those asked and not told (in flight, or left so by a stopped driver), and the
+    best so far with its params."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
