@@ -81,6 +81,8 @@ def _compose_unset(overrides: Sequence[str]) -> Config:
 
 
 def _hydra_compose(overrides: list[str]) -> DictConfig:
+    if problems := _group_problems(overrides):
+        raise ConfigError(problems)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return hydra_compose("config", overrides=overrides)
 
@@ -188,6 +190,32 @@ def _replace(cfg: Config, key: str, value: object) -> Config:
 
 def _is_group_choice(key: str) -> bool:
     return "." not in key and (CONF_DIR / key).is_dir()
+
+
+def _group_problems(overrides: list[str]) -> list[str]:
+    """One sentence for each override that does not choose one option of a config group.
+    Hydra failed on `schedule=null` with a bare ValueError (a traceback), and composed
+    `schedule=[wsd,cosine]` (both files merged: a cosine run holding wsd's keys) and
+    `~model` (the dataclass defaults, which no option describes) without a word."""
+    parser = OverridesParser.create()
+    found = []
+    for override in overrides:
+        try:
+            parsed = parser.parse_overrides([override])[0]
+        except OverrideParseException:
+            continue  # (Hydra's own error says it)
+        group = parsed.key_or_group
+        if not _is_group_choice(group) or parsed.is_sweep_override():
+            continue
+        options = ", ".join(sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")))
+        value = parsed.value()
+        if parsed.is_add():
+            found.append(f"{override}: config group '{group}' has an option already; choose "
+                         f"another without the +, e.g. {group}={value}")
+        elif parsed.is_delete() or value is None or isinstance(value, list):
+            found.append(f"{override}: config group '{group}' takes exactly one option: "
+                         f"choose one of {options}")
+    return found
 
 
 def _parses(override: str) -> bool:

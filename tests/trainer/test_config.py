@@ -65,6 +65,24 @@ def test_bad_overrides_give_one_sentence(override, fragment):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("override, fragment", [
+    ("schedule=null", "schedule=null: config group 'schedule' takes exactly one option: "
+                      "choose one of constant, cosine, linear, power, wsd"),  # (a traceback)
+    ("schedule=[wsd,cosine]", "config group 'schedule' takes exactly one option"),  # (merged)
+    ("~model", "~model: config group 'model' takes exactly one option: choose one of "
+               "gpt124m, small, tiny"),  # (the dataclass defaults, a model no option holds)
+    ("+schedule=wsd", "+schedule=wsd: config group 'schedule' has an option already; choose "
+                      "another without the +, e.g. schedule=wsd"),
+])
+def test_a_config_group_takes_exactly_one_option(override, fragment):
+    from trainer.compose import Composer
+    for composed in (compose, Composer()):  # (a sweep's trials are composed by the latter)
+        with pytest.raises(ConfigError) as err:
+            composed([override])
+        assert err.value.problems == [fragment] or fragment in str(err.value)
+        assert "\n" not in str(err.value)
+
+
 @pytest.mark.parametrize("overrides, fragment", [
     (["optim.lr=0"], "optim.lr=0.0 must be > 0"),
     (["optim.weight_decay=-0.1"], "optim.weight_decay=-0.1 must be >= 0"),
