@@ -159,9 +159,10 @@ def _train_problems(cfg: Config, here: bool = True) -> list[str]:
         if not torch.cuda.is_available():
             found.append(f"train.device={t.device} but no CUDA device is visible: use "
                          "train.device=auto or cpu")
-    for key in ("eval_every_tokens", "checkpoint_every_tokens"):
+    for key, zero in (("eval_every_tokens", "an eval only at the end"),
+                      ("checkpoint_every_tokens", "no checkpoints")):
         if getattr(t, key) < 0:
-            found.append(f"train.{key}={getattr(t, key)} must be >= 0 (0: only at the end)")
+            found.append(f"train.{key}={getattr(t, key)} must be >= 0 (0: {zero})")
     if t.seq_len >= 1 and t.eval_tokens < t.seq_len:
         found.append(f"train.eval_tokens={t.eval_tokens} is less than one sequence "
                      f"(train.seq_len={t.seq_len}): give at least that many held-out tokens")

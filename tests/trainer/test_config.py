@@ -100,6 +100,11 @@ def test_a_config_group_takes_exactly_one_option(override, fragment):
     ([f"seed={2 ** 64}"], f"seed={2 ** 64} must be a whole number from 0 to 2^63 - 1"),
     (["train.log_every_steps=0"], "train.log_every_steps=0 must be a whole number >= 1"),
     (["train.keep_checkpoints=0"], "train.keep_checkpoints=0 must be a whole number >= 1"),
+    # (both said "0: only at the end"; a run of checkpoint cadence 0 keeps none, at its end too)
+    (["train.checkpoint_every_tokens=-1"], "train.checkpoint_every_tokens=-1 must be >= 0 (0: "
+                                           "no checkpoints)"),
+    (["train.eval_every_tokens=-1"], "train.eval_every_tokens=-1 must be >= 0 (0: an eval "
+                                     "only at the end)"),
     (["train.eval_tokens=0"], "train.eval_tokens=0 is less than one sequence"),
     (["model.width=100"], "model.width=100 is not divisible into heads"),
     (["data=files", "data.paths=[/no/such/file.jsonl]"], "/no/such/file.jsonl does not exist"),
