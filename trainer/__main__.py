@@ -39,22 +39,25 @@ def main(argv: list[str] | None = None) -> int:
     overrides = given = [a for a in args if not a.startswith("--")]
     if "--demo" in flags:
         overrides = DEMO_OVERRIDES + overrides
-    from trainer.distributed import RankFailed, launched_by_torchrun
-
-    if not launched_by_torchrun():  # (torchrun's agent stops its ranks itself)
-        signal.signal(signal.SIGTERM, _terminated)
     try:
+        # (inside: it imports torch, seconds in which a Ctrl-C printed a traceback)
+        from trainer.distributed import launched_by_torchrun
+
+        if not launched_by_torchrun():  # (torchrun's agent stops its ranks itself)
+            signal.signal(signal.SIGTERM, _terminated)
         return _run(overrides, print_only="--cfg" in flags, given=given)
     except ConfigError as err:
         for problem in err.problems:
             print(f"error: {problem}", file=sys.stderr)
         return 2
-    except RankFailed as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
     except BaseException as err:
         stop = stopped_by(err)
         if stop is None:
+            from trainer.distributed import RankFailed  # (what raised it imported it)
+
+            if isinstance(err, RankFailed):
+                print(f"error: {err}", file=sys.stderr)
+                return 1
             raise
         said = "terminated (SIGTERM)" if stop is Terminated else "interrupted"
         print(f"{said}: re-run the same command to resume from the last checkpoint",

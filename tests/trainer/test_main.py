@@ -77,6 +77,26 @@ def test_sigterm_says_how_to_resume_and_gives_the_lease_back(tmp_path):
     assert not (run_dir / "lease.json").exists()
 
 
+def test_a_ctrl_c_while_torch_loads_is_told_as_a_stop(monkeypatch, capsys):
+    """Ctrl-C in a run's first seconds, while `python -m trainer` imported torch, printed a
+    KeyboardInterrupt traceback (the import came before the stop was handled) and exit -2."""
+    class Interrupted:  # (an import finder: the Ctrl-C lands inside the import)
+        def find_spec(self, name, path=None, target=None):
+            if name == "trainer.distributed":
+                raise KeyboardInterrupt
+            return None
+
+    monkeypatch.delitem(sys.modules, "trainer.distributed", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [Interrupted(), *sys.meta_path])
+    try:
+        code = main(["--cfg"])
+    except KeyboardInterrupt:  # (pytest would take it for its own Ctrl-C and stop)
+        pytest.fail("the Ctrl-C left main() as a KeyboardInterrupt: a traceback")
+    assert code == 130
+    assert capsys.readouterr().err.strip() == ("interrupted: re-run the same command to resume "
+                                               "from the last checkpoint")
+
+
 def test_a_stop_inside_a_checkpoint_write_is_told_as_a_stop():
     """Ctrl-C or SIGTERM while DCP writes a checkpoint reaches the command wrapped in DCP's
     CheckpointException: it printed that stack and exited 1."""
