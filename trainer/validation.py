@@ -609,6 +609,10 @@ def unread(cfg: Config) -> dict[str, str]:
         out["schedule.min_lr_ratio"] = (f"schedule={s.name.value}"
                                         + (" with decay_shape exp" if decays else "")
                                         + " does not read it")
+    if decays and s.decay_fraction <= 0:  # (power and wsd without their final decay)
+        for key in ("decay_shape", "min_lr_ratio", "exp_final_ratio"):
+            out[f"schedule.{key}"] = (f"schedule.decay_fraction={s.decay_fraction:g} leaves "
+                                      f"schedule={s.name.value} no final decay to shape")
     if cfg.model.param is Param.sp:
         out["model.base_width"] = "model.param=sp does not read it (only mup does)"
     if cfg.train.batch_schedule is not BatchSchedule.norm_test:

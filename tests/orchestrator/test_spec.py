@@ -401,6 +401,10 @@ def test_a_command_s_flags_are_its_own_and_not_stored_with_the_spec():
       "grid": {"optim.lr": "choice(1e-3)", "schedule.decay_fraction": "choice(0.1, 0.2)"}},
      "grid.schedule.decay_fraction: choice(0.1, 0.2): schedule=cosine has no final decay "
      "phase (only power and wsd do); it would only change the trial ids"),
+    ({"overrides": [*BASE["overrides"], "schedule=wsd", "schedule.decay_fraction=0"],
+      "grid": {"optim.lr": "choice(1e-3)", "schedule.decay_shape": "choice(linear, cosine)"}},
+     "grid.schedule.decay_shape: choice(linear, cosine): schedule.decay_fraction=0 leaves "
+     "schedule=wsd no final decay to shape; it would only change the trial ids"),
     ({"overrides": [*BASE["overrides"], "model.param=sp"],
       "grid": {"optim.lr": "choice(1e-3)", "model.base_width": "choice(16, 32)"}},
      "grid.model.base_width: choice(16, 32): model.param=sp does not read it"),
@@ -435,6 +439,10 @@ def test_a_key_read_at_some_points_of_the_grid_is_kept():
     raw = {**BASE, "grid": {"optim.lr": "choice(1e-3)", "schedule": "choice(wsd, cosine)",
                             "schedule.decay_fraction": "choice(0.1, 0.2)"}}
     assert unread_problems(spec_from_dict(raw)) == []  # (wsd reads it)
+    raw = {**BASE, "overrides": [*BASE["overrides"], "schedule=wsd",
+                                 "schedule.decay_shape=linear"],
+           "grid": {"optim.lr": "choice(1e-3)", "schedule.decay_fraction": "choice(0.0, 0.2)"}}
+    assert unread_problems(spec_from_dict(raw)) == []  # (read where the decay is 0.2)
     raw = {**BASE, "overrides": [*BASE["overrides"], "train.max_batch_size=64"],
            "grid": {"optim.lr": "choice(1e-3)",
                     "train.batch_schedule": "choice(constant, norm_test)"}}

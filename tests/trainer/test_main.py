@@ -128,6 +128,21 @@ def test_a_key_no_run_reads_or_given_twice_is_noted(tmp_path, capsys):
         "does); it only changes the run id (the same model under another)"]
 
 
+@pytest.mark.parametrize("schedule", ["wsd", "power"])
+def test_a_decay_key_without_a_decay_is_noted(tmp_path, capsys, schedule):
+    """`schedule.decay_fraction=0 schedule.decay_shape=linear` trained the model of
+    decay_fraction=0 alone under another id, without a word (as under cosine it is said)."""
+    overrides = [*(o for o in _overrides(tmp_path) if not o.startswith("schedule=")),
+                 f"schedule={schedule}", "schedule.decay_fraction=0",
+                 "schedule.decay_shape=linear", "schedule.min_lr_ratio=0.1"]
+    assert main([*overrides, "--cfg"]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert notes == [
+        f"note: schedule.{key} is not read here: schedule.decay_fraction=0 leaves "
+        f"schedule={schedule} no final decay to shape; it only changes the run id (the same "
+        "model under another)" for key in ("decay_shape", "min_lr_ratio")]
+
+
 def test_tracking_given_after_the_run_ended_records_it_from_its_files(tmp_path, capsys):
     # The README's `python -m trainer tracking.uri=...` after a run without it: "nothing to
     # train ... nothing written", so the run never reached MLflow short of training it again.
