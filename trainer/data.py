@@ -191,6 +191,7 @@ def open_dataset(cfg: DataConfig, split: str) -> Iterable[dict]:
     if cfg.source is DataSource.hf:
         return datasets.load_dataset(cfg.name, cfg.config_name, split=split,
                                      streaming=cfg.streaming, revision=cfg.revision)
+    _quiet_file_readers()
     # Streamed, row by row: the files are read once, into the token cache, without holding
     # them in memory or leaving an Arrow copy of each version under ~/.cache/huggingface.
     paths = list(cfg.val_paths if split == VAL_FILES else cfg.paths)
@@ -203,6 +204,20 @@ def open_dataset(cfg: DataConfig, split: str) -> Iterable[dict]:
                                sample_by="document", streaming=True)
     # A .txt file is one document under the builder's `text` column, whatever text_field says.
     return ds if cfg.text_field == "text" else ds.rename_column("text", cfg.text_field)
+
+
+FILE_READER_LOGGERS = ("datasets.packaged_modules.json.json",
+                       "datasets.packaged_modules.parquet.parquet")
+"""The `datasets` readers of local .jsonl/.json and .parquet files. Each logs an error ("Failed
+to load JSON from file '...' with error <class 'pyarrow.lib.ArrowInvalid'>: ...") just before it
+raises, and `_rows` turns what it raises into one sentence: that log line came first."""
+
+
+def _quiet_file_readers() -> None:
+    import logging
+
+    for name in FILE_READER_LOGGERS:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 VAL_FILES = "data.val_paths"

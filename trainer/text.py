@@ -220,10 +220,19 @@ def first_unreadable(paths, where: str) -> str | None:
                         json.loads(line)
                     except ValueError as err:
                         return (f"{where}: line {number:,} of {path} is not a JSON object "
-                                f"({err.msg}): give one JSON object a line")
+                                f"({_json_said(err)}): give one JSON object a line")
         except OSError:
             continue
     return None
+
+
+def _json_said(err: ValueError) -> str:
+    """What the JSON parser found and where in the line: its message alone ended mid-phrase
+    ("Invalid control character at", "Unterminated string starting at")."""
+    msg, column = getattr(err, "msg", None), getattr(err, "colno", None)
+    if msg is None or column is None:
+        return str(err).splitlines()[0]
+    return f"{msg.removesuffix(' at')} at column {column}"
 
 
 def _utf8_problem(path: str, where: str, probe: int = 1 << 20) -> list[str]:

@@ -171,7 +171,7 @@ def test_a_config_the_trainer_refuses_is_not_retried(spec_dict, uri, tmp_path, c
     assert list(outcome.ran.values()) == ["failed"]
     out = capsys.readouterr().out
     assert "failed (a config error: not retried): ConfigError: data.paths=" in out
-    assert f"line 41 of {rows} is not a JSON object (Expecting value)" in out
+    assert f"line 41 of {rows} is not a JSON object (Expecting value at column 1)" in out
     _, _, (child,) = _runs(uri, "unit")
     assert child.data.tags.get("trial.attempt", "1") == "1"
 

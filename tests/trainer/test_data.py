@@ -1,6 +1,8 @@
 import dataclasses
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -167,7 +169,10 @@ def test_tokenizer_json_file(tmp_path):
      r"int there, not text: give rows whose text is a string$"),
     # (the reader said "Trailing data at position ...", naming neither file nor line)
     ("a.jsonl", '{"text": "abc"}\nnot json\n', r"^data.paths=\[.*\]: line 2 of .*a.jsonl is "
-     r"not a JSON object \(Expecting value\): give one JSON object a line$"),
+     r"not a JSON object \(Expecting value at column 1\): give one JSON object a line$"),
+    # (the parser's message ended mid-phrase: "(Invalid control character at)")
+    ("a.jsonl", '{"text": "abc"}\n{"text": "ab\n', r"^data.paths=\[.*\]: line 2 of .*a.jsonl "
+     r"is not a JSON object \(Invalid control character at column 13\): give one"),
     ("a.parquet", "not a parquet file", r"^data.paths=\[.*\] cannot be read \(.*\): check"),
 ])
 def test_a_file_that_is_not_what_it_says_is_one_sentence(tmp_path, name, content, message):
@@ -177,6 +182,23 @@ def test_a_file_that_is_not_what_it_says_is_one_sentence(tmp_path, name, content
                    f"data.cache_dir={tmp_path / 'cache'}"]).data
     with pytest.raises(ConfigError, match=message):
         load_tokens(cfg)
+
+
+@pytest.mark.parametrize("name, content", [
+    ("a.jsonl", "".join(json.dumps({"text": d}) + "\n" for d in _docs(20)) + '{"text": "ab\n'),
+    ("a.parquet", "not a parquet file " * 200)])
+def test_a_broken_file_is_said_in_one_line_by_the_cli(tmp_path, name, content):
+    """datasets' reader logged its own error first ("Failed to load JSON from file '...' with
+    error <class 'pyarrow.lib.ArrowInvalid'>: JSON parse error: ..."), then came the sentence."""
+    (tmp_path / name).write_text(content)
+    proc = subprocess.run(
+        [sys.executable, "-m", "trainer", "data=files", f"data.paths=[{tmp_path / name}]",
+         f"data.cache_dir={tmp_path / 'cache'}", f"storage_root={tmp_path / 'runs'}",
+         "train.tokens=8192", "train.eval_tokens=128"],
+        capture_output=True, text=True, cwd=Path(__file__).parents[2])
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if not line.startswith("note: ")]
+    assert len(errors) == 1 and errors[0].startswith("error: data.paths="), proc.stderr
 
 
 def test_a_tokenizer_file_that_is_not_one_is_one_sentence(tmp_path):
