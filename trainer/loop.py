@@ -34,7 +34,7 @@ from trainer.config import BatchSchedule, Config
 from trainer.data import TokenData, TokenStream, eval_batches, load_tokens
 from trainer.distributed import Dist, all_sum, barrier, process_group, resolve_device
 from trainer.errors import ConfigError
-from trainer.flops import flops_per_token, peak_flops
+from trainer.flops import cpu_peak_at_least, flops_per_token, peak_flops
 from trainer.identity import config_id, flatten, past_ids
 from trainer.model import GPT, GPTShape, count_params
 from trainer.mup import build_optimizer, resolved_weight_decay, set_lr
@@ -704,6 +704,10 @@ class TrainingRun:
                    "train/batch_tokens": result.batch_size * self.cfg.train.seq_len,
                    "perf/tokens_per_s": tokens_per_s}
         if self.peak_flops_per_s:
+            if flops_per_s > self.peak_flops_per_s and self.device.type == "cpu":
+                per_rank = flops_per_s / self.dist.world_size
+                self.peak_flops_per_s = cpu_peak_at_least(self.cfg.data.cache_dir,
+                                                          per_rank) * self.dist.world_size
             metrics["perf/mfu"] = flops_per_s / self.peak_flops_per_s
         return metrics
 
