@@ -323,6 +323,12 @@ def test_what_a_little_of_the_files_tells_is_said_before_the_run(tmp_path):
         "data.paths: 18 bytes in all, too few for one sequence of train.seq_len=64 tokens "
         "(plus its eval split): add data, or lower train.seq_len"]
     assert found(f"data.paths=[{tmp_path / 'a.txt'}]") == []
+    # a parquet file is compressed: 8,000 characters in a few hundred bytes were refused as
+    # too few for one sequence of 1,024
+    pq.write_table(pa.table({"text": ["a b " * 2000]}), tmp_path / "small.parquet",
+                   compression="zstd")
+    assert (tmp_path / "small.parquet").stat().st_size < 1024
+    assert found(f"data.paths=[{tmp_path / 'small.parquet'}]", "train.seq_len=1024") == []
 
 
 def test_home_paths_are_expanded_and_patterns_are_said(tmp_path, monkeypatch):
