@@ -142,9 +142,10 @@ def _run(overrides: list[str], *, print_only: bool, given: list[str] = ()) -> in
     if print_only:
         for key, value in flatten(cfg).items():
             print(redact(f"{key}={value}"))
-        from trainer.validation import problems
+        from trainer.validation import empty_root_problems, problems
 
-        for problem in problems(cfg, network=False):  # (it prints; a run would refuse these)
+        # (it prints; a run would refuse these)
+        for problem in [*problems(cfg, network=False), *empty_root_problems(str(cfg.storage_root))]:
             print(f"note: this config cannot run: {problem}", file=sys.stderr)
         from trainer.validation import notes
 

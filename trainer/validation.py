@@ -540,15 +540,21 @@ def _hub_tokens_cached(d: DataConfig) -> bool:
     return (Path(d.cache_dir) / "tokens" / key / "meta.json").exists()
 
 
+def empty_root_problems(root: str) -> list[str]:
+    """An empty `storage_root` (the current folder itself, the run folders strewn in it):
+    checked without touching the disk, so `python -m trainer --cfg` says it too."""
+    return [] if root.strip() else [
+        "storage_root is empty: give the folder for the run directories, e.g. storage_root=runs"]
+
+
 def _storage_problems(root: str) -> list[str]:
     """A run on this machine writes under `storage_root`: a file in its path, or a folder that
     cannot be made or written, is said before anything runs (it was a traceback after the
     data was read). Made now if missing, as the run would."""
     from trainer.paths import folder_problem
 
-    if not root.strip():  # (the current folder itself, the run folders strewn in it)
-        return ["storage_root is empty: give the folder for the run directories, e.g. "
-                "storage_root=runs"]
+    if empty := empty_root_problems(root):
+        return empty
     reason = folder_problem(root)
     return [f"storage_root={root}: {reason}; give a folder you can write the run directories "
             "to"] if reason else []

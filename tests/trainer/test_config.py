@@ -250,6 +250,12 @@ def test_an_infinite_lr_and_an_empty_storage_root_are_refused_and_cfg_says_so(tm
     assert proc.stderr.strip().splitlines()[0] == (
         "note: this config cannot run: optim.lr=inf must be > 0 and finite: give a positive "
         "learning rate")
+    # an empty storage_root, which a run refuses, was not said by --cfg
+    proc = subprocess.run([sys.executable, "-m", "trainer", "--cfg", "storage_root="],
+                          capture_output=True, text=True, cwd=Path(__file__).parents[2])
+    assert proc.returncode == 0 and proc.stderr.strip().splitlines()[0] == (
+        "note: this config cannot run: storage_root is empty: give the folder for the run "
+        "directories, e.g. storage_root=runs")
 
 
 def test_a_file_listed_twice_and_mixed_types_are_said(tmp_path, monkeypatch):
