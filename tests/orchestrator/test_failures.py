@@ -33,6 +33,11 @@ def _default_sigint():
 
 
 def _children(uri, name="unit"):
+    from orchestrator.store import create_sqlite_store_once
+
+    # (under the sweep's own lock: a client opening a new store creates its tables, and one
+    # polled while the launch created them collided with it, "table already exists")
+    create_sqlite_store_once(uri)
     client = mlflow.MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(name)
     return (client, []) if exp is None else (client, sweep_runs(client, exp.experiment_id,
