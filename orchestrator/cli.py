@@ -239,6 +239,10 @@ def _main(argv: list[str] | None) -> int:
         if getattr(args, "from_csv", None) is None:  # (a fit of a CSV reads no store)
             _server_answers(uri)
         _store_exists(args, uri)
+        if getattr(args, "from_csv", None) is None:
+            from orchestrator.store import existing_sqlite_ready
+
+            existing_sqlite_ready(uri)  # (one another command is creating: read once done)
         return COMMANDS[args.command](args, uri)
     except ConfigError as err:
         for problem in err.problems:

@@ -27,10 +27,10 @@ def _another_base(spec, uri: str) -> list[str]:
     adds other trials to its experiment: allowed (a launch with overrides does it on
     purpose), but said, since `status` then follows the new spec and `fit` reads them all:
     the notes, said once the launch's checks have passed (before an error they were noise)."""
-    from orchestrator.store import missing_sqlite
+    from orchestrator.store import existing_sqlite_ready
     from trainer.errors import ConfigError
 
-    if missing_sqlite(uri):
+    if not existing_sqlite_ready(uri):
         return []  # no store yet: a new sweep
     from orchestrator.sweep_record import stored_spec
 
@@ -308,11 +308,11 @@ def _storage_not_here(spec, uri: str) -> list[str]:
     over in a new folder: said, as a launch from another folder says it of a relative
     root."""
     from orchestrator.spec import root_path
-    from orchestrator.store import missing_sqlite
+    from orchestrator.store import existing_sqlite_ready
     from trainer.schema import DONE, recorded_trials
 
     root = root_path(spec.storage_root)
-    if root.exists() or missing_sqlite(uri):
+    if root.exists() or not existing_sqlite_ready(uri):
         return []
     begun = sum(state["status"] not in DONE and bool(state["run"].data.metrics)
                 for state in recorded_trials(uri, spec.name).values())
@@ -440,11 +440,11 @@ def _interrupted_hint(args, uri: str) -> str:
         from trainer.reporting import unreachable_server
 
         if name is not None and not unreachable_server(uri):
-            from orchestrator.store import missing_sqlite
+            from orchestrator.store import existing_sqlite_ready
             from orchestrator.sweep_record import close_left_running
 
             with _no_http_retries():  # (a server that stopped answering: no 4-minute wait)
-                recorded = not missing_sqlite(uri) and close_left_running(uri, name) is not None
+                recorded = existing_sqlite_ready(uri) and close_left_running(uri, name) is not None
     import shlex
 
     from trainer.reporting import redact

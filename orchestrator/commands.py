@@ -32,7 +32,11 @@ from orchestrator.driver import (
     storage_problem,
 )
 from orchestrator.spec import SweepSpec
-from orchestrator.store import create_sqlite_store_once, missing_sqlite, spec_changed_since_read
+from orchestrator.store import (
+    create_sqlite_store_once,
+    existing_sqlite_ready,
+    spec_changed_since_read,
+)
 from orchestrator.sweep_record import (
     driver_silent_s,
     live_status,
@@ -129,8 +133,7 @@ def _refuse_unread(spec: SweepSpec, tracking_uri: str, based_on: SweepSpec | Non
     """Keys no trial reads, new in this launch against the sweep's stored spec (`based_on`
     for an extend), refused before anything runs (`orchestrator.trials.unread_problems`)."""
     baseline = based_on
-    if baseline is None and not missing_sqlite(tracking_uri):  # (no store: all is new)
-        create_sqlite_store_once(tracking_uri)
+    if baseline is None and existing_sqlite_ready(tracking_uri):  # (no store: all is new)
         try:
             baseline = stored_spec(tracking_uri, spec.name)
         except Exception:  # noqa: BLE001 (no such sweep yet, or no readable spec: all is new)
@@ -522,10 +525,9 @@ def dry_run(spec: SweepSpec, *, tracking_uri: str,
     _refuse_unread(spec, tracking_uri, None)
     say_notes(notes)
     print_notes(trials)
-    if missing_sqlite(tracking_uri):  # nothing recorded; a dry run creates no store
+    if not existing_sqlite_ready(tracking_uri):  # nothing recorded; a dry run creates none
         states = {}
     else:
-        create_sqlite_store_once(tracking_uri)
         states = recorded_trials(tracking_uri, spec.name)
         say_notes(other_data(spec, trials, states))
     old = legacy.legacy_records(trials, states)  # a launch would migrate these first
@@ -564,7 +566,7 @@ def search_dry_run(spec: SweepSpec, *, tracking_uri: str,
     say_notes([*notes, *space_notes(plan)])
     rows = search.search_status(plan, storage)
     states = recorded_trials(tracking_uri, spec.name) if any(
-        row["open_params"] for row in rows) and not missing_sqlite(tracking_uri) else {}
+        row["open_params"] for row in rows) and existing_sqlite_ready(tracking_uri) else {}
     out = []
     for slice_, row in zip(plan.slices, rows, strict=True):
         # (one asked without its point is void at the next launch: neither)

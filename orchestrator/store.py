@@ -101,7 +101,13 @@ def create_sqlite_store_once(uri: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # not "Creating initial tables..."
     lock_path = path.with_name(path.name + ".init-lock")
-    with open(lock_path, "w") as lock:
+    try:
+        lock = open(lock_path, "w")
+    except OSError:
+        if _has_schema(path):
+            return  # (a store in a folder this user cannot write: read, not created, here)
+        raise
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         # Checked under the lock only: MLflow stamps the schema version during its migrations,
         # so a store another command is still creating can look done from outside.
@@ -110,6 +116,19 @@ def create_sqlite_store_once(uri: str) -> None:
         # The tables exist from here on, so whoever locks a file of this name later (a new
         # one, or this one unlinked) finds them and creates nothing: it can go.
         lock_path.unlink(missing_ok=True)
+
+
+def existing_sqlite_ready(uri: str) -> bool:
+    """Is `uri` a store that can be read now (not an SQLite file still to be created)?
+
+    An SQLite file that exists may be one another command is creating this moment (a launch
+    into a fresh store while `status` polls it): it is read once its tables are done, as
+    `create_sqlite_store_once` makes sure, never opened beside their creation (MLflow would
+    create them a second time and fail on "table already exists")."""
+    if missing_sqlite(uri):
+        return False
+    create_sqlite_store_once(uri)
+    return True
 
 
 def _has_schema(path) -> bool:

@@ -86,3 +86,39 @@ def test_two_commands_opening_a_fresh_sqlite_store_at_once_both_succeed(tmp_path
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
     assert sorted(p.name for p in (tmp_path / "fresh").iterdir()) == ["mlflow.db"]  # no lock
+
+
+def test_a_store_another_command_is_creating_is_read_once_its_tables_are_done(tmp_path):
+    """Regression (a CI failure): a launch found the file of a store another command was
+    creating that moment and opened it, so MLflow created its tables a second time beside the
+    first ("table already exists"). It now waits for the creator's lock, then reads."""
+    import fcntl
+    import threading
+    import time
+
+    from orchestrator.cli_launch import _another_base
+    from orchestrator.spec_file import spec_from_dict
+
+    path = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{path}"
+    with sqlite3.connect(path) as db:  # the other command's first table: no schema stamped yet
+        db.execute("CREATE TABLE being_created (x INTEGER)")
+    lock = open(path.with_name("mlflow.db.init-lock"), "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    spec = spec_from_dict({"name": "unit", "grid": {"optim.lr": "1e-3"}})
+    notes = []
+    reader = threading.Thread(target=lambda: notes.append(_another_base(spec, uri)))
+    reader.start()
+
+    def tables():
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and reader.is_alive() and "experiments" not in tables():
+        time.sleep(0.1)
+    assert reader.is_alive() and tables() == {"being_created"}  # waiting, nothing written
+    lock.close()  # the creator is done (here: gave up; the reader creates the tables)
+    reader.join(timeout=120)
+    assert notes == [[]]  # a store without this sweep: a new one
+    assert "experiments" in tables() and "alembic_version" in tables()
