@@ -14,6 +14,7 @@ timescale included, are in `trainer.mup`; FLOP counts and the device peak in `tr
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -491,7 +492,11 @@ class TrainingRun:
         t = self.cfg.train
         batch_size = self.step_batch_size
         batch = self.local_batch()
-        lr = learning_rate(self.cfg.schedule, self.schedule_inputs,
+        # β of the Power schedule is the batch the run trains at now: one the norm test grew
+        # raises the stable phase's LR as Shen et al.'s η = β·a·n^b says (capped at
+        # optim.lr); a last step trimmed to the budget keeps the β of the batch it was cut from.
+        inputs = dataclasses.replace(self.schedule_inputs, batch_size=self.state.batch_size)
+        lr = learning_rate(self.cfg.schedule, inputs,
                            self.state.tokens + batch_size * t.seq_len / 2)
         set_lr(self.optimizer, lr)
         mark_step_begin()

@@ -210,3 +210,31 @@ def test_a_trimmed_last_step_does_not_shrink_the_batch_the_run_reports(tmp_path)
     steps = [r["train/batch_tokens"] for r in rows if "train/batch_tokens" in r]
     assert steps[-1] == 128 and set(steps[:-1]) == {512}  # the last step, trimmed
     assert result.summary["final/batch_tokens"] == 512
+
+
+def test_a_grown_batch_raises_the_power_schedules_lr_with_its_beta(tmp_path):
+    """Power's stable phase is η = min(η_max, β·a·n^b) with β the batch in sequences: once the
+    norm test grows the batch, each step's LR is the formula's at the batch trained then (it
+    stayed at the initial batch's, a quarter of it here once the batch quadrupled)."""
+    from trainer.schedules import power_lr
+
+    overrides = ["schedule=power", "schedule.a=0.005", "schedule.b=-0.3",
+                 "schedule.decay_fraction=0", "optim.lr=1.0", "train.batch_size=8",
+                 "train.micro_batch_size=2", "train.norm_test_every=1",
+                 "train.norm_test_eta=0.05", "train.max_batch_size=64",
+                 "train.log_every_steps=1", "train.tokens=20000", f"storage_root={tmp_path}"]
+    result = run(compose(TINY + overrides))
+    rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text()
+            .splitlines() if "train/lr" in line]
+    grown = [r for r in rows if r["train/batch_tokens"] > 8 * 32]
+    assert grown and rows[0]["train/batch_tokens"] == 8 * 32
+    beta = 8
+    for r in rows:
+        batch = r["train/batch_tokens"] // 32
+        beta = max(beta, batch)  # (a last step trimmed to the budget keeps the grown β)
+        middle = r["train/tokens"] - batch * 32 / 2  # (the LR is taken mid-batch)
+        assert r["train/lr"] == pytest.approx(
+            power_lr(middle, max_lr=1.0, batch_size=beta, a=0.005, b=-0.3), rel=1e-6)
+    assert rows[-1]["train/batch_tokens"] < beta * 32  # (that trimmed step is in this run)
+    assert grown[-1]["train/lr"] > 4 * power_lr(
+        grown[-1]["train/tokens"], max_lr=1.0, batch_size=8, a=0.005, b=-0.3)
