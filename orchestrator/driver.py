@@ -28,6 +28,7 @@ import contextlib
 import os
 import shlex
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -814,6 +815,12 @@ class _Runner:
                 pass
         refs = list(self.running)
         ended, _ = ray.wait(refs, num_returns=len(refs), timeout=0) if refs else ([], [])
+        # One-process tasks end after their step, saved (`trainer.stopping`); a trial of
+        # several processes is killed at once, as its ranks cannot agree on that step.
+        cancel_gently([ref for ref, (unit, *_) in self.running.items() if ref not in ended
+                       and all(t.cfg.train.world_size == 1 for t in _members(unit))]
+                      + self.sharing.running_refs())
+        ended, _ = ray.wait(refs, num_returns=len(refs), timeout=0) if refs else ([], [])
         for ref, (unit, *_) in list(self.running.items()):
             # (not a task that has ended: Ray 2.60's core worker aborted the driver now and
             # then, "Tried to complete task that was not pending", on a cancel that crossed
@@ -828,6 +835,31 @@ class _Runner:
         self.queue.clear()
         self.held.clear()  # their drivers record them
         self.sharing.stop()
+
+
+STOP_GRACE_S = 30.0
+"""How long a stopping launch waits for its running tasks to save their step and end before it
+kills them."""
+
+
+def cancel_gently(refs: list, grace_s: float = STOP_GRACE_S) -> None:
+    """Ask the running tasks `refs` to stop after their step, with a checkpoint of it (Ray's
+    cancel without force: a SIGINT in the task, `trainer.stopping`), and wait up to `grace_s`
+    for them to end; a second Ctrl-C ends the wait. The caller kills what has not ended."""
+    import ray
+
+    if not refs:
+        return
+    for ref in refs:
+        ray.cancel(ref, force=False)
+    n = len(refs)
+    print(f"stopping: {n} running task{'s' * (n != 1)} save{'s' * (n == 1)} the step in "
+          f"progress first (up to {grace_s:.0f} s; Ctrl-C again to stop at once)",
+          file=sys.stderr, flush=True)
+    try:
+        ray.wait(refs, num_returns=len(refs), timeout=grace_s)
+    except KeyboardInterrupt:  # (Terminated too): the caller kills them now
+        pass
 
 
 def _members(unit: Trial | Group) -> tuple[Trial, ...]:

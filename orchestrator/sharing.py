@@ -481,8 +481,17 @@ class Sharing:
         for trunk in unit:
             trunk.ref = ref
 
+    def running_refs(self) -> list:
+        """The trunk tasks running now (for `driver.cancel_gently`)."""
+        import ray
+
+        refs = list(dict.fromkeys(t.ref for t in self.trunks if t.ref is not None))
+        ended, _ = ray.wait(refs, num_returns=len(refs), timeout=0) if refs else ([], [])
+        return [ref for ref in refs if ref not in ended]
+
     def stop(self) -> None:
-        """Cancel the running trunk tasks (Ctrl-C, `sweep cancel`)."""
+        """Cancel the running trunk tasks (Ctrl-C, `sweep cancel`): those that did not end
+        when asked to (`driver.cancel_gently`) are killed."""
         import ray
 
         refs = list(dict.fromkeys(t.ref for t in self.trunks if t.ref is not None))

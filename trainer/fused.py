@@ -78,7 +78,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from trainer import branching, checkpoint
+from trainer import branching, checkpoint, stopping
 from trainer.config import Config
 from trainer.data import load_tokens
 from trainer.errors import ConfigError
@@ -368,6 +368,12 @@ class FusedRun:
         return self.results
 
     def _train_until_done(self) -> None:
+        # (a stop asked for ends the group after its step, every member saved there:
+        # `trainer.stopping`)
+        with stopping.between_steps(enabled=True):  # (one process: `fusion_problems`)
+            self._train_steps()
+
+    def _train_steps(self) -> None:
         t = self.lead.cfg.train
         window_start, window_tokens = time.perf_counter(), 0
         pending: list[PendingGroupStep] = []
@@ -383,7 +389,8 @@ class FusedRun:
             evaluated = _crossed(lead.state.tokens, batch_tokens, t.eval_every_tokens) \
                 and not last
             save = lead._checkpoint_due(batch_tokens, last=last)
-            if not (log or evaluated or save or len(pending) >= every):
+            stop = stopping.requested() and not last
+            if not (log or evaluated or save or stop or len(pending) >= every):
                 self._add_wall_s(time.perf_counter() - started)
                 continue
             settled = self.settle(pending)  # waits for the device to finish those steps
@@ -412,8 +419,11 @@ class FusedRun:
                 self._leave_stack(k)
             if log:
                 window_start, window_tokens = time.perf_counter(), 0
-            if self.rows and save:
+            stop = stopping.requested() and not last  # (one asked for while it reported)
+            if self.rows and (save or stop):
                 self.save()
+            if stop and self.rows:
+                stopping.stop_now()
             window_start += time.perf_counter() - pause
 
     def _add_wall_s(self, seconds: float) -> None:

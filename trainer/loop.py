@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainer import branching, checkpoint
+from trainer import branching, checkpoint, stopping
 from trainer.config import BatchSchedule, Config
 from trainer.data import TokenData, TokenStream, eval_batches, load_tokens
 from trainer.distributed import Dist, all_sum, barrier, process_group, resolve_device
@@ -640,6 +640,11 @@ class TrainingRun:
                         self.cfg.train.checkpoint_every_tokens) and not last
 
     def _train_until_done(self) -> str:
+        # (a stop asked for ends the run after its step, saved there: `trainer.stopping`)
+        with stopping.between_steps(enabled=self.dist.world_size == 1):
+            return self._train_steps()
+
+    def _train_steps(self) -> str:
         t = self.cfg.train
         window_start, window_tokens = time.perf_counter(), 0
         pending: list[PendingStep] = []
@@ -654,7 +659,8 @@ class TrainingRun:
             evaluated = _crossed(self.state.tokens, batch_tokens, t.eval_every_tokens) \
                 and not last
             save = self._checkpoint_due(batch_tokens, last=last)
-            if not (log or evaluated or save or pending[-1].norm_test is not None
+            stop = stopping.requested() and not last
+            if not (log or evaluated or save or stop or pending[-1].norm_test is not None
                     or len(pending) >= every):
                 self.state.wall_s += time.perf_counter() - started
                 continue
@@ -690,8 +696,11 @@ class TrainingRun:
             if evaluated and self._pruned(metrics["eval/loss"]):
                 self.save()  # so that a run asked for again without a pruner continues
                 return PRUNED
-            if save:
+            stop = stopping.requested() and not last  # (one asked for while it reported)
+            if save or stop:
                 self.save()
+            if stop:
+                stopping.stop_now()
             window_start += time.perf_counter() - pause
         return "finished"
 

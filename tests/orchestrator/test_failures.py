@@ -44,6 +44,12 @@ def _children(uri, name="unit"):
                                                                "trial"))
 
 
+def _newest_step(checkpoints: Path) -> int:
+    from trainer.paths import saved_steps
+
+    return max(saved_steps(checkpoints), default=0)
+
+
 def _wait(predicate, timeout, proc):
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -138,11 +144,27 @@ def test_ctrl_c_records_interrupted_and_resume_continues(spec_dict, uri, tmp_pat
     path.write_text(yaml.safe_dump(spec_dict))
     proc = _sweep("launch", str(path), uri=uri)
     ckpts = lambda: list(Path(spec_dict["storage_root"]).glob("*/checkpoints/step-*"))  # noqa: E731
-    _wait(lambda: ckpts() and _trial_workers(proc), 240, proc)
+
+    def logged_past_its_checkpoint():  # (a stop now would train those steps again)
+        for ckpt in ckpts():
+            steps = [json.loads(line)["step"] for line in
+                     (ckpt.parent.parent / "metrics.jsonl").read_text().splitlines()[:-1]]
+            if max(steps, default=0) > _newest_step(ckpt.parent):
+                return ckpt.parent.parent
+        return None
+
+    _wait(lambda: logged_past_its_checkpoint() and _trial_workers(proc), 240, proc)
+    run_dir = logged_past_its_checkpoint()
     workers = _trial_workers(proc)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
+    assert "stopping: 1 running task saves the step in progress first (up to 30 s; Ctrl-C " \
+           "again to stop at once)" in err, err
+    # The step in progress was saved: every step it logged is in its newest checkpoint.
+    logged = [json.loads(line)["step"] for line in
+              (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert _newest_step(run_dir / "checkpoints") >= max(logged)
     _, children = _children(uri)
     statuses = sorted(c.data.tags["trial.status"] for c in children)
     assert statuses in (["interrupted"], ["finished", "interrupted"])

@@ -77,6 +77,62 @@ def test_sigterm_says_how_to_resume_and_gives_the_lease_back(tmp_path):
     assert not (run_dir / "lease.json").exists()
 
 
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_stop_ends_the_run_after_its_step_with_a_checkpoint_of_it(tmp_path, sig):
+    """Ctrl-C (or SIGTERM) ended the run where it landed, and a resume went back to the last
+    cadence checkpoint: every step since was trained again. Now the step in progress ends,
+    is saved, and the run stops: the resume starts at the step the history ends at."""
+    import json
+    import signal
+
+    from trainer.loop import TrainingRun
+    from trainer.reporting import NullReporter
+
+    overrides = [*_overrides(tmp_path), "train.tokens=10_000_000", "train.log_every_steps=1",
+                 "train.checkpoint_every_tokens=5_000_000"]  # (no cadence save before the stop)
+    cfg = compose(overrides)
+    proc = subprocess.Popen([sys.executable, "-m", "trainer", *overrides],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run_dir = RunPaths.for_config(cfg, config_id(cfg)).run_dir
+    deadline = time.time() + 120
+    while not (run_dir / "metrics.jsonl").is_file() or len(
+            (run_dir / "metrics.jsonl").read_text().splitlines()) < 5:
+        assert time.time() < deadline and proc.poll() is None, proc.stderr.read()
+        time.sleep(0.1)
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + getattr(signal, sig), err[-2000:]
+    said = "Ctrl-C" if sig == "SIGINT" else "SIGTERM"
+    assert f"{said}: stopping after this step, with a checkpoint of it (again to stop at " \
+           "once)" in err
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    last = max(r["step"] for r in rows)
+    assert last >= 5
+    assert [p.name for p in (run_dir / "checkpoints").glob("step-*")] == [f"step-{last:09d}"]
+    assert TrainingRun(cfg, reporter=NullReporter()).restore() == last
+
+
+def test_a_second_signal_stops_at_once_and_the_handlers_come_back():
+    import os
+    import signal
+
+    from trainer import stopping
+
+    before = signal.getsignal(signal.SIGINT)
+    with stopping.between_steps(enabled=True):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.1)  # (the handler runs between bytecodes of this thread)
+        assert stopping.requested()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+    assert signal.getsignal(signal.SIGINT) is before and not stopping.requested()
+    with stopping.between_steps(enabled=False):  # (a run of several processes)
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+
+
 def test_a_ctrl_c_while_torch_loads_is_told_as_a_stop(monkeypatch, capsys):
     """Ctrl-C in a run's first seconds, while `python -m trainer` imported torch, printed a
     KeyboardInterrupt traceback (the import came before the stop was handled) and exit -2."""

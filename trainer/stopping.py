@@ -1,0 +1,73 @@
+"""A stop that waits for the step: the first Ctrl-C or SIGTERM while a one-process run trains
+ends it after the step it is in, with a checkpoint of that step, so that a resume trains
+nothing twice (stopped where the signal landed, a run went back to its last cadence
+checkpoint: up to 128 steps at the default cadence, trained again). A second signal stops at
+once, as the first did before.
+
+A sweep's driver asks its running trials to stop the same way: Ray's `ray.cancel(ref,
+force=False)` runs the SIGINT handler on the task's main thread (`_thread.interrupt_main`),
+and the driver kills what has not ended after a grace (`orchestrator.driver.cancel_gently`).
+
+Not for a run of several processes: its ranks would have to agree on the step to stop at (a
+sum across ranks at every step), so it stops at once, as before; nor off the main thread,
+where no signal handler can be installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+
+from trainer.errors import Terminated
+
+_asked: int | None = None
+"""The signal that asked for the stop (None: none yet)."""
+
+
+@contextlib.contextmanager
+def between_steps(*, enabled: bool) -> Iterator[None]:
+    """While this lasts, SIGINT and SIGTERM ask for a stop (`requested`) rather than raise;
+    a second one raises at once. The handlers before it come back after it."""
+    global _asked
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def ask(signum, frame) -> None:
+        global _asked
+        if _asked is not None:
+            raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+        _asked = signum
+        if not _in_ray_worker():  # (a sweep's trials: the driver says it once for all)
+            print(f"{'SIGTERM' if signum == signal.SIGTERM else 'Ctrl-C'}: stopping after "
+                  "this step, with a checkpoint of it (again to stop at once)",
+                  file=sys.stderr, flush=True)
+
+    _asked = None
+    for s in before:
+        signal.signal(s, ask)
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+        _asked = None
+
+
+def requested() -> bool:
+    """Has a signal asked the run to stop after its step?"""
+    return _asked is not None
+
+
+def stop_now() -> None:
+    """Raise what the asking signal raises unhandled (its checkpoint is saved)."""
+    raise Terminated if _asked == signal.SIGTERM else KeyboardInterrupt
+
+
+def _in_ray_worker() -> bool:
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
