@@ -209,6 +209,7 @@ def _fit_parsers(sub, parents: list[argparse.ArgumentParser]) -> None:
                    "per slice optimum and for the loss law; a number given is used for all)")
     p.add_argument("--group", action="append", metavar="KEY=VALUE",
                    help="whose laws to use when the sweep has groups, e.g. model.param=mup")
+    p.add_argument("--pool", action="store_true", help=argparse.SUPPRESS)  # (refused: _recommend)
 
 
 def main(argv: list[str] | None = None) -> int:

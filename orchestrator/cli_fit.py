@@ -251,6 +251,10 @@ def _recommend(args, uri: str) -> int:
     if (args.name is None) == (args.from_csv is None):
         raise FitError("sweep recommend needs either a sweep NAME or --from-csv FILE (not "
                        "both); e.g. `sweep recommend demo --params 1e9 --tokens 2e10`.")
+    if args.pool:
+        raise FitError("sweep recommend has no --pool: a law pooled over groups (muP with SP) "
+                       "mixes LRs that mean different things, so it recommends none; give the "
+                       "group whose laws to use, e.g. --group model.param=mup.")
     group = parse_group(args.group)
     if args.name:
         _known_sweep(uri, args.name)

@@ -310,6 +310,11 @@ def test_fit_and_recommend_arguments_that_cannot_work_are_one_sentence(store, tm
     # (as `sweep fit --group` says it: --group chooses among the runs, like fit's)
     assert err == ("error: --group model.param=mup: model.param does not vary in sweep demo "
                    "(every run has model.param=mup); the keys that do: N, train.tokens.")
+    err = error_of(capsys, ["--tracking-uri", uri, "recommend", "demo", "--params", "1e9",
+                            "--tokens", "1e10", "--pool"])  # (as `sweep fit` takes it)
+    assert err == ("error: sweep recommend has no --pool: a law pooled over groups (muP with "
+                   "SP) mixes LRs that mean different things, so it recommends none; give the "
+                   "group whose laws to use, e.g. --group model.param=mup.")
 
 
 def test_recommend_says_below_the_data_and_refuses_a_batch_in_the_wrong_unit(store, capsys):
