@@ -128,8 +128,12 @@ def from_mlflow_frame(frame: pd.DataFrame, *, source: str) -> Runs:
 
 
 def from_short_frame(frame: pd.DataFrame, *, source: str) -> Runs:
-    """Normalise a frame with short column names (N, D, B, lr, wd, loss, status, run, C)."""
+    """Normalise a frame with short column names (N, D, B, lr, wd, loss, status, run, C), or
+    the keys they stand for (`optim.lr`, `train.tokens`, `derived.n_params`, ...: what the
+    messages name, `MLFLOW_KEYS`) where the short column is absent."""
     frame = frame.rename(columns={k: v for k, v in ALIASES.items() if k in frame.columns})
+    frame = frame.rename(columns={key: short for short, key in MLFLOW_KEYS.items()
+                                  if key in frame.columns and short not in frame.columns})
     table = pd.DataFrame(index=frame.index)
     table["run"] = frame["run"].astype(str) if "run" in frame else frame.index.astype(str)
     table["status"] = frame["status"] if "status" in frame else None
@@ -174,7 +178,7 @@ def read_csv(path: str | Path) -> Runs:
         frame, histories = _split_histories(frame, path)
     mlflow_style = _mlflow_style(frame)
     short = set(frame.columns) & (set(CANONICAL) | set(ALIASES))
-    if not mlflow_style and "loss" not in short:
+    if not mlflow_style and "loss" not in short and FINAL_EVAL_LOSS not in frame.columns:
         raise FitError(f"CSV {path} lacks a loss column: it needs `metrics.final/eval_loss` "
                        "or `loss`, with `params.optim.lr`/`lr`, `N`, `D`, `B` as the laws "
                        f"need (it has {', '.join(map(str, frame.columns[:8]))}).")
@@ -191,11 +195,12 @@ def read_csv(path: str | Path) -> Runs:
 
 
 POSITIVE = ("lr", "loss", "N", "D", "B", "C", "seq_len", "Model Size", "Training FLOP",
-            PARAM_TIMESCALE, *(f"params.{k}" for k in (
+            PARAM_TIMESCALE, PARAM_LR, PARAM_N_PARAMS, PARAM_TOKENS, PARAM_BATCH_TOKENS,
+            FINAL_EVAL_LOSS, *(f"params.{k}" for k in (
                 PARAM_LR, PARAM_N_PARAMS, PARAM_TOKENS, PARAM_BATCH_TOKENS, PARAM_BATCH_SIZE,
                 PARAM_SEQ_LEN, PARAM_TIMESCALE)), f"metrics.{FINAL_EVAL_LOSS}")
 """CSV columns whose values must be numbers > 0 where given (an empty cell: not recorded)."""
-LOSSES = ("loss", f"metrics.{FINAL_EVAL_LOSS}")
+LOSSES = ("loss", FINAL_EVAL_LOSS, f"metrics.{FINAL_EVAL_LOSS}")
 NON_NEGATIVE = ("wd", PARAM_WEIGHT_DECAY, f"params.{PARAM_WEIGHT_DECAY}",
                 f"params.{PARAM_EFFECTIVE_WEIGHT_DECAY}")
 
@@ -331,7 +336,7 @@ def _warn_ignored(frame: pd.DataFrame, path: Path, mlflow_style: bool) -> None:
     import sys
 
     known = set(CANONICAL) | set(ALIASES) | {"run", "status", "C", "seq_len", "step",
-                                              "final_loss", "run_id",
+                                              "final_loss", "run_id", FINAL_EVAL_LOSS,
                                               "seed"}  # (seeds are replicates of a point)
     ignored = [c for c in frame.columns
                if not mlflow_style and c not in known and "." not in str(c)

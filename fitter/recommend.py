@@ -165,9 +165,12 @@ def choose_group(result: FitResult, wanted: dict[str, str]) -> dict[str, str]:
     groups = [g for g in result.group_list
               if any(result.groups.get(key) == g for key in result.laws)]
     if not groups:
-        reasons = "; ".join(dict.fromkeys(r.rstrip(".") for r in result.skipped.values()))
+        # (one line per law, as `sweep fit` lists them: joined, five laws' reasons were
+        # one line of 700 characters)
+        reasons = "".join(f"\n  {r.rstrip('.')}." for r in
+                          dict.fromkeys(result.skipped.values()))
         raise FitError(f"{result.runs.source} has no law in any group to recommend from"
-                       + (f": {reasons}." if reasons else "."))
+                       + (f":{reasons}" if reasons else "."))
     matching = [g for g in groups if all(g.get(k) == v for k, v in wanted.items())]
     if len(matching) == 1:
         return matching[0]

@@ -178,6 +178,31 @@ def test_fit_from_short_name_csv_for_a_single_law(tmp_path, capsys):
     assert doc["laws"]["lr"]["coef"]["a_N"] == pytest.approx(-0.3, abs=0.05)
 
 
+def test_a_csv_whose_columns_are_the_keys_the_messages_name_fits_as_the_short_names(
+        tmp_path, capsys):
+    """A CSV with `optim.lr` (what "the lr law needs `optim.lr` (lr)" names) was told that no
+    run had it: the keys the short names stand for are read as those names."""
+    frame = synthetic_runs(Truth(), n_values=[1e6, 4e6, 1.6e7], d_values=[1e9], b_values=[1e5],
+                           noise=0.001)
+    frame.to_csv(tmp_path / "short.csv", index=False)
+    frame.rename(columns={"N": "derived.n_params", "D": "train.tokens", "lr": "optim.lr",
+                          "B": "derived.batch_tokens", "loss": "final/eval_loss"}
+                 ).to_csv(tmp_path / "keys.csv", index=False)
+    docs = []
+    for name in ("short", "keys"):
+        assert main(["fit", "--from-csv", str(tmp_path / f"{name}.csv"), "--law", "lr", "--json",
+                     "--out", str(tmp_path / name), "--n-boot", "50"]) == 0
+        docs.append(json.loads(capsys.readouterr().out))
+    assert docs[1]["laws"]["lr"]["coef"] == docs[0]["laws"]["lr"]["coef"]
+    assert docs[1]["laws"]["lr"]["coef"]["a_N"] == pytest.approx(-0.3, abs=0.05)
+    bad = frame.rename(columns={"lr": "optim.lr"})
+    bad.loc[2, "optim.lr"] = -1
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    assert error_of(capsys, ["fit", "--from-csv", str(tmp_path / "bad.csv")]) == (
+        f"error: CSV {tmp_path / 'bad.csv'}, line 4: optim.lr=-1 is not a number > 0; fix or "
+        "drop the row.")
+
+
 def test_recommend_says_when_the_sweep_never_varied_an_axis_it_is_asked_about(tmp_path, capsys):
     """One token budget: the lr law has no D term, so --tokens cannot move the LR; the
     recommendation says so rather than answer 1e12 tokens like 1e8."""

@@ -43,7 +43,8 @@ def test_recommend_with_no_law_in_any_group_says_so_not_which_group():
     assert not result.laws and len(result.group_list) == 2
     with pytest.raises(FitError) as err:
         recommend(result, params=1e8, tokens=1e9, batch=1e5)
-    assert str(err.value).startswith("one width has no law in any group to recommend from: ")
+    assert str(err.value).startswith("one width has no law in any group to recommend from:\n  ")
+    assert str(err.value).count("\n  ") == len(set(result.skipped.values()))  # a law a line
     assert "choose one" not in str(err.value) and ".;" not in str(err.value)
 
 
