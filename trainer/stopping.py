@@ -29,13 +29,18 @@ _asked: int | None = None
 
 @contextlib.contextmanager
 def between_steps(*, enabled: bool) -> Iterator[None]:
-    """While this lasts, SIGINT and SIGTERM ask for a stop (`requested`) rather than raise;
-    a second one raises at once. The handlers before it come back after it."""
+    """While this lasts, SIGINT and SIGTERM (in a Ray worker SIGINT only) ask for a stop
+    (`requested`) rather than raise; a second one raises at once. The handlers before it come
+    back after it."""
     global _asked
     if not enabled or threading.current_thread() is not threading.main_thread():
         yield
         return
-    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    # In a Ray worker only SIGINT (the driver's cancel): a SIGTERM there is Ray stopping the
+    # worker (its node shut down), which the driver takes as a lost worker and Ray re-runs;
+    # ended on a step instead, the task would read as one that raised, and use a retry.
+    signals = (signal.SIGINT,) if _in_ray_worker() else (signal.SIGINT, signal.SIGTERM)
+    before = {s: signal.getsignal(s) for s in signals}
 
     def ask(signum, frame) -> None:
         global _asked
