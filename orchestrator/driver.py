@@ -815,11 +815,9 @@ class _Runner:
                 pass
         refs = list(self.running)
         ended, _ = ray.wait(refs, num_returns=len(refs), timeout=0) if refs else ([], [])
-        # One-process tasks end after their step, saved (`trainer.stopping`); a trial of
-        # several processes is killed at once, as its ranks cannot agree on that step.
-        cancel_gently([ref for ref, (unit, *_) in self.running.items() if ref not in ended
-                       and all(t.cfg.train.world_size == 1 for t in _members(unit))]
-                      + self.sharing.running_refs())
+        # Tasks end after their step, saved (`trainer.stopping`; a trial of several
+        # processes at its next settled step, its ranks agreed).
+        cancel_gently([ref for ref in refs if ref not in ended] + self.sharing.running_refs())
         ended, _ = ray.wait(refs, num_returns=len(refs), timeout=0) if refs else ([], [])
         for ref, (unit, *_) in list(self.running.items()):
             # (not a task that has ended: Ray 2.60's core worker aborted the driver now and

@@ -641,7 +641,7 @@ class TrainingRun:
 
     def _train_until_done(self) -> str:
         # (a stop asked for ends the run after its step, saved there: `trainer.stopping`)
-        with stopping.between_steps(enabled=self.dist.world_size == 1):
+        with stopping.between_steps(enabled=True):
             return self._train_steps()
 
     def _train_steps(self) -> str:
@@ -659,7 +659,8 @@ class TrainingRun:
             evaluated = _crossed(self.state.tokens, batch_tokens, t.eval_every_tokens) \
                 and not last
             save = self._checkpoint_due(batch_tokens, last=last)
-            stop = stopping.requested() and not last
+            # (one process settles at once when asked; several at their next settled step)
+            stop = self.dist.world_size == 1 and stopping.requested() and not last
             if not (log or evaluated or save or stop or pending[-1].norm_test is not None
                     or len(pending) >= every):
                 self.state.wall_s += time.perf_counter() - started
@@ -696,13 +697,23 @@ class TrainingRun:
             if evaluated and self._pruned(metrics["eval/loss"]):
                 self.save()  # so that a run asked for again without a pruner continues
                 return PRUNED
-            stop = stopping.requested() and not last  # (one asked for while it reported)
+            stop = self._stop_asked() and not last  # (also one asked while it reported)
             if save or stop:
                 self.save()
             if stop:
                 stopping.stop_now()
             window_start += time.perf_counter() - pause
         return "finished"
+
+    def _stop_asked(self) -> bool:
+        """Has a signal asked the run to stop after this step (`trainer.stopping`)? Ranks
+        agree by a sum, here where every rank settles the same steps: a sweep's cancel
+        reaches rank 0 only (its task's process), a terminal's Ctrl-C every rank, each at its
+        own moment; all stop at the first settled step that any of them was asked by."""
+        if self.dist.world_size == 1:
+            return stopping.requested()
+        asked = torch.tensor(float(stopping.requested()), device=self.device)
+        return all_sum(asked, self.dist).item() > 0
 
     def _pruned(self, eval_loss: float) -> bool:
         """Does the pruner end the run at this eval point? Rank 0 asks it; every rank takes

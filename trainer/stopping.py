@@ -1,5 +1,5 @@
-"""A stop that waits for the step: the first Ctrl-C or SIGTERM while a one-process run trains
-ends it after the step it is in, with a checkpoint of that step, so that a resume trains
+"""A stop that waits for the step: the first Ctrl-C or SIGTERM while a run trains ends it
+after the step it is in, with a checkpoint of that step, so that a resume trains
 nothing twice (stopped where the signal landed, a run went back to its last cadence
 checkpoint: up to 128 steps at the default cadence, trained again). A second signal stops at
 once, as the first did before.
@@ -8,14 +8,16 @@ A sweep's driver asks its running trials to stop the same way: Ray's `ray.cancel
 force=False)` runs the SIGINT handler on the task's main thread (`_thread.interrupt_main`),
 and the driver kills what has not ended after a grace (`orchestrator.driver.cancel_gently`).
 
-Not for a run of several processes: its ranks would have to agree on the step to stop at (a
-sum across ranks at every step), so it stops at once, as before; nor off the main thread,
-where no signal handler can be installed.
+The ranks of a run of several processes agree on the step by a sum at each step they all
+settle (`TrainingRun._stop_asked`: every `log_every_steps` at most), so they stop together,
+all saved, a few steps after the signal rather than at once. Off the main thread no handler
+can be installed: such a run stops where the signal lands, as before.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -47,7 +49,8 @@ def between_steps(*, enabled: bool) -> Iterator[None]:
         if _asked is not None:
             raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
         _asked = signum
-        if not _in_ray_worker():  # (a sweep's trials: the driver says it once for all)
+        # (a sweep's trials: the driver says it once for all; ranks: rank 0 for them all)
+        if not _in_ray_worker() and os.environ.get("RANK", "0") == "0":
             print(f"{'SIGTERM' if signum == signal.SIGTERM else 'Ctrl-C'}: stopping after "
                   "this step, with a checkpoint of it (again to stop at once)",
                   file=sys.stderr, flush=True)

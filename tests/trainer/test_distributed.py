@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 from trainer.compose import compose
 from trainer.distributed import RANKS_DIR
@@ -181,3 +182,38 @@ def test_a_config_error_raised_by_another_rank_comes_back_as_one(tmp_path):
                                                              "data.b: fix b"]
     (tmp_path / "rank-2.error").write_text("DataUnavailable: the hub did not answer")
     assert type(_config_error_of({1: None, 2: None}, tmp_path)) is DataUnavailable
+
+
+@pytest.mark.parametrize("every_rank", [False, True])
+def test_a_stop_of_rank_0_ends_every_rank_at_one_saved_step(tmp_path, every_rank):
+    """A sweep's cancel reaches rank 0 only (a terminal's Ctrl-C reaches all of them): the
+    ranks agree by a sum at a settled step, save it together and stop, rather than rank 0
+    killing the others where they were (the resume went back to the last cadence save)."""
+    from trainer.identity import config_id
+    from trainer.loop import TrainingRun
+    from trainer.paths import RunPaths, saved_steps
+    from trainer.reporting import NullReporter
+
+    overrides = [*TINY, "train.world_size=2", "train.tokens=10_000_000",
+                 "train.checkpoint_every_tokens=5_000_000", f"storage_root={tmp_path}"]
+    cfg = compose(overrides)
+    run_dir = RunPaths.for_config(cfg, config_id(cfg)).run_dir
+    proc = subprocess.Popen([sys.executable, "-m", "trainer", *overrides], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # (the signal reaches rank 0 alone)
+    deadline = time.monotonic() + 180
+    while not (run_dir / "metrics.jsonl").is_file() or len(
+            (run_dir / "metrics.jsonl").read_text().splitlines()) < 5:
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    if every_rank:  # (as a terminal's Ctrl-C reaches its foreground process group)
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert err.count("Ctrl-C: stopping after this step") == 1 and "Traceback" not in err
+    logged = [json.loads(line)["step"] for line in
+              (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert saved_steps(run_dir / "checkpoints") == [max(logged)]
+    assert TrainingRun(cfg, reporter=NullReporter()).restore() == max(logged)
