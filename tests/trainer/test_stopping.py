@@ -8,9 +8,8 @@ import signal
 from pathlib import Path
 
 import pytest
-import torch
 
-from tests.trainer.test_fused import MEMBERS
+from tests.trainer.test_fused import MEMBERS, one_thread  # noqa: F401 (autouse: one thread)
 from tests.trainer.test_fused import _cfg as _member_cfg
 from tests.trainer.test_trunk import _cfg as _trunk_cfg
 from tests.trainer.test_trunk import _point
@@ -20,14 +19,6 @@ from trainer.loop import run
 from trainer.paths import saved_steps
 from trainer.reporting import JsonlReporter
 from trainer.trunk import train_trunk
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 class _SignalledAt(JsonlReporter):
