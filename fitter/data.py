@@ -162,8 +162,9 @@ def read_csv(path: str | Path) -> Runs:
                        "table to --from-csv.")
     with path.open("rb") as head:
         utf16 = head.read(2) in (b"\xff\xfe", b"\xfe\xff")  # (a spreadsheet's "Unicode" export)
+    encoding = "utf-16" if utf16 else "utf-8-sig"
     try:
-        frame = pd.read_csv(path, encoding="utf-16" if utf16 else "utf-8-sig")
+        frame = _separated(pd.read_csv(path, encoding=encoding), path, encoding)
     except UnicodeDecodeError as err:
         raise FitError(f"CSV {path} is not UTF-8 text (byte {err.object[err.start]:#04x} at "
                        f"offset {err.start}); save it as UTF-8 (\"CSV UTF-8\" in a "
@@ -172,6 +173,8 @@ def read_csv(path: str | Path) -> Runs:
         raise FitError(f"CSV {path} cannot be read as a table ({str(err).splitlines()[0]}); "
                        "export the runs again, e.g. with mlflow.search_runs(...).to_csv().") \
             from None
+    frame.columns = [c.strip() if isinstance(c, str) else c for c in frame.columns]
+    _check_case(frame, path)
     _check_values(frame, path)
     histories: dict[str, np.ndarray] = {}
     if "step" in frame.columns:
@@ -192,6 +195,38 @@ def read_csv(path: str | Path) -> Runs:
         raise FitError(f"CSV {path} lacks column `metrics.final/eval_loss`; export it with "
                        "the runs or rename the loss column to `loss`.")
     return Runs(runs.table, runs.slice_keys, runs.source, histories)
+
+
+def _separated(frame: pd.DataFrame, path: Path, encoding: str) -> pd.DataFrame:
+    """The table of a file separated by semicolons or tabs (a spreadsheet's export in many
+    locales), which reads with commas as one column: read again with its separator, and with
+    decimal commas where a semicolon file writes its numbers so (`0,001`)."""
+    if len(frame.columns) != 1:
+        return frame
+    header = str(frame.columns[0])
+    sep = ";" if ";" in header else "\t" if "\t" in header else None
+    if sep is None:
+        return frame
+    again = pd.read_csv(path, sep=sep, encoding=encoding, dtype=str)
+    decimal_comma = sep == ";" and again.apply(
+        lambda col: col.str.fullmatch(r"\s*[-+]?\d*,\d+([eE][-+]?\d+)?\s*").any()).any()
+    return pd.read_csv(path, sep=sep, encoding=encoding,
+                       **({"decimal": ","} if decimal_comma else {}))
+
+
+KNOWN_COLUMNS = (*CANONICAL, "run", "status", "seed", "C", "step", "seq_len")
+"""Short column names the fitter reads, as written (`Loss` is none of them)."""
+
+
+def _check_case(frame: pd.DataFrame, path: Path) -> None:
+    """A column that differs from one the fitter reads only in case (`Loss`, `LR`, `n`) would
+    be ignored, and its law refused for want of it: said, with the name to write."""
+    columns = set(map(str, frame.columns))
+    for col in map(str, frame.columns):
+        same = [k for k in KNOWN_COLUMNS if k.casefold() == col.casefold() and k != col]
+        if same and same[0] not in columns:
+            raise FitError(f"CSV {path}: column `{col}` is read as no column (names are "
+                           f"case-sensitive); rename it `{same[0]}`.")
 
 
 POSITIVE = ("lr", "loss", "N", "D", "B", "C", "seq_len", "Model Size", "Training FLOP",
@@ -344,7 +379,7 @@ def _warn_ignored(frame: pd.DataFrame, path: Path, mlflow_style: bool) -> None:
     if ignored:
         print(f"note: CSV {path}: column{'s' * (len(ignored) > 1)} "
               f"{', '.join(map(str, ignored))} {'vary' if len(ignored) > 1 else 'varies'} but "
-              "no law reads it; name a column by its dotted config key (e.g. model.param) "
+              f"no law reads {'them' if len(ignored) > 1 else 'it'}; name a column by its dotted config key (e.g. model.param) "
               "to fit a law per value, or drop it", file=sys.stderr)
 
 

@@ -29,10 +29,11 @@ import pandas as pd
 from fitter import groups as grouping
 from fitter.cbs import cbs_law
 from fitter.cbs import group_keys as cbs_group_keys
-from fitter.data import PARAM_KEY, Runs, require, slice_column
+from fitter.data import AXES, PARAM_KEY, Runs, require, slice_column
 from fitter.errors import FitError
 from fitter.laws import AXIS_KEYS, batch_law, lr_law, timescale_law
 from fitter.loss_law import OUTLIER_SIGMAS, fit_loss_law
+from fitter.powerlaw import with_interval
 from fitter.slices import lr_optima, next_grid
 
 LAWS = ("loss", "lr", "timescale", "batch", "cbs")
@@ -197,6 +198,10 @@ def _fit_one(law: str, runs: Runs, optima: pd.DataFrame, *, n_boot: int | None, 
         law.left_out = left[["N", "D", "loss"]].to_dict("records")
         return law
     if law == "lr":
+        # (an axis some runs give and some lack would leave the law, which reads only the axes
+        # every slice gives, fitted along the others without a word: refused, as other laws do)
+        require(runs, tuple(a for a in AXES if a in runs.usable and runs.usable[a].notna().any()),
+                law="lr")
         return lr_law(optima, carry=carry, **boot)
     needs = {"timescale": ("N", "D", "B", "wd"), "batch": ("N", "D", "B"), "cbs": ("N", "D", "B")}
     require(runs, needs[law], law=law)
@@ -300,7 +305,7 @@ def format_fit(doc: dict, *, recorded: bool = True, not_done: int = 0,
     for name, law in doc["laws"].items():
         if law["ci"]:  # (none where too few points: `powerlaw.interval_meaningful`)
             level = f"{law['ci_level']:.0%} CI"
-            coefs = ", ".join(f"{k}={v:.4g} [{law['ci'][k][0]:.3g}, {law['ci'][k][1]:.3g}]"
+            coefs = ", ".join(f"{k}={with_interval(v, *law['ci'][k], value_digits=4)}"
                               for k, v in law["coef"].items())
         else:
             level = ("no intervals: --n-boot 0" if not law["n_boot"]
@@ -345,7 +350,10 @@ def format_fit(doc: dict, *, recorded: bool = True, not_done: int = 0,
             kinds = {"lr": "the best τ's LR is at the edge of the LRs tried (extend those "
                            "LRs: `next_grid`)",
                      "low": "the best τ is the lowest tried", "high": "the best τ is the "
-                     "highest tried", "one": "one τ was tried"}
+                     "highest tried", "one": "one τ was tried"} if law.get("law") != "batch" \
+                else {"low": "the best batch size is the smallest tried",
+                      "high": "the best batch size is the largest tried",
+                      "diverged": "the next batch size up diverged at every LR"}
             said = "; ".join(f"{sum(e['edge'] == k for e in edges)} where {text}"
                              for k, text in kinds.items() if any(e["edge"] == k for e in edges))
             fix = law.get("edges_fix")
@@ -550,7 +558,7 @@ def _each_slice(doc: dict) -> list[str]:
         lo, hi = row.get("lr_lo"), row.get("lr_hi")
         said = f"optim.lr={row['lr_opt']:.3g}"
         if isinstance(lo, float) and isinstance(hi, float):
-            said += f" [{lo:.3g}, {hi:.3g}]"
+            said = f"optim.lr={with_interval(row['lr_opt'], lo, hi)}"
         if row.get("edge") in ("low", "high", "single"):
             said += " (the best LR tried: not bracketed)"
         elif row.get("edge") == "diverged":
@@ -597,9 +605,10 @@ def _best_slice(doc: dict) -> str | None:
                 f"{best['loss_opt']:.4f})")
     if len(slices) == 1:  # one LR sweep: its optimum is the headline, with its interval
         lo, hi = best.get("lr_lo"), best.get("lr_hi")
-        interval = (f" [{lo:.3g}, {hi:.3g}]" if isinstance(lo, float) and isinstance(hi, float)
-                    and math.isfinite(lo) and math.isfinite(hi) else "")
-        return (f"optim.lr={best['lr_opt']:.3g}{interval} ({_fitted(best)})"
+        lr = (with_interval(best["lr_opt"], lo, hi) if isinstance(lo, float)
+              and isinstance(hi, float) and math.isfinite(lo) and math.isfinite(hi)
+              else f"{best['lr_opt']:.3g}")
+        return (f"optim.lr={lr} ({_fitted(best)})"
                 + ("; contradicted by runs past its stability limit (below)"
                    if best.get("conflict") else ""))
     where = _where(best, slices)

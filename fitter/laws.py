@@ -286,12 +286,34 @@ def batch_law(optima: pd.DataFrame, **boot) -> LawFit:
     found = batch_points(optima)
     points = found[found["edge"].isna()].drop(columns=["edge"])
     if len(points) < 3:
-        sizes = optima["train.batch_size"] if "train.batch_size" in optima else None
-        tried = sorted(pd.to_numeric(sizes).unique()) if sizes is not None else []
-        _refuse_edges(found, "batch", "batch size", "train.batch_size", tried, mirrored=False)
+        edges = found[found["edge"].isin(["low", "high"])]
+        if not edges.empty:
+            fix = _batch_edges_fix(optima, sorted(set(edges["edge"])))
+            raise FitError(_edges_refusal(found, edges, "batch", "batch size", fix))
     _enough(points, "batch", "(N, D) settings with 3+ batch sizes bracketing the best")
-    return fit_power_law(points, name="batch", axes=("D",), exponents=("p",), target="B_opt",
-                         hint="values of train.tokens, each with 3+ batch sizes", **boot)
+    law = fit_power_law(points, name="batch", axes=("D",), exponents=("p",), target="B_opt",
+                        hint="values of train.tokens, each with 3+ batch sizes", **boot)
+    left = found[found["edge"].notna()]
+    if len(left):  # (fitted without them, which biases p: said, with what brackets them)
+        law.extra["edges"] = [{"N": float(r.N), "D": float(r.D), "edge": r.edge}
+                              for r in left.itertuples()]
+        sides = sorted(set(left["edge"]) & {"low", "high"})
+        if sides:
+            law.extra["edges_fix"] = _batch_edges_fix(optima, sides)
+    return law
+
+
+def _batch_edges_fix(optima: pd.DataFrame, sides: list[str]) -> str:
+    """What to add to bracket the best batch size at `sides` of those tried: values of
+    train.batch_size where the runs give it (a sweep's), else batches in tokens (a CSV's B)."""
+    if "train.batch_size" in optima:
+        tried = sorted(pd.to_numeric(optima["train.batch_size"]).unique())
+        return _past_edges(sides, "train.batch_size", tried, mirrored=False)
+    tried = sorted(optima["B"].astype(float).unique())
+    add = [tried[0] * tried[0] / tried[1] if side == "low" else tried[-1] * tried[-1] / tried[-2]
+           for side in sides]
+    return ("add runs at batches of " + " and ".join(f"{v:,.0f}" for v in sorted(add))
+            + " tokens (train.batch_size × train.seq_len)")
 
 
 def _refuse_edges(found: pd.DataFrame, law: str, what: str, key: str, tried: list,
@@ -302,13 +324,17 @@ def _refuse_edges(found: pd.DataFrame, law: str, what: str, key: str, tried: lis
     edges = found[found["edge"].isin(["low", "high"])]
     if edges.empty:
         return
-    sides = sorted(set(edges["edge"]))
-    how = _past_edges(sides, key, tried, mirrored=mirrored)
-    side = " and ".join(f"the {s}est" for s in sides)
-    raise FitError(f"the {law} law has {len(found) - len(edges)} usable point"
-                   f"{'s' * (len(found) - len(edges) != 1)}: at {len(edges)} of its "
-                   f"{len(found)} settings the best {what} is {side} one tried, so the optimum "
-                   f"may lie beyond it; {how}.")
+    how = _past_edges(sorted(set(edges["edge"])), key, tried, mirrored=mirrored)
+    raise FitError(_edges_refusal(found, edges, law, what, how))
+
+
+def _edges_refusal(found: pd.DataFrame, edges: pd.DataFrame, law: str, what: str,
+                   how: str) -> str:
+    side = " and ".join(f"the {s}est" for s in sorted(set(edges["edge"])))
+    return (f"the {law} law has {len(found) - len(edges)} usable point"
+            f"{'s' * (len(found) - len(edges) != 1)}: at {len(edges)} of its "
+            f"{len(found)} settings the best {what} is {side} one tried, so the optimum "
+            f"may lie beyond it; {how}.")
 
 
 def _past_edges(sides: list[str], key: str, tried: list, *, mirrored: bool) -> str:

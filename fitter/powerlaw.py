@@ -226,3 +226,20 @@ def _records(frame: pd.DataFrame) -> list[dict]:
 def more(n: int, noun: str) -> str:
     """'1 more point', '2 more points'."""
     return f"{n} more {noun}" + ("" if n == 1 else "s")
+
+
+def with_interval(value: float, lo: float, hi: float, *, digits: int = 3,
+                  value_digits: int = 3) -> str:
+    """`value [lo, hi]` with the significant digits that tell the three apart (2.306 [2.31,
+    2.31] read as a value outside its interval): at least `digits` (`value_digits` for the
+    value), more while a bound that differs from the value, or from the other bound, prints
+    alike."""
+    def text(x: float, d: int) -> str:
+        return f"{x:.{d}g}"
+
+    for d in range(digits, 10):
+        if ((lo == value or text(lo, d) != text(value, d))
+                and (hi == value or text(hi, d) != text(value, d))
+                and (lo == hi or text(lo, d) != text(hi, d))):
+            break
+    return f"{text(value, max(d, value_digits))} [{text(lo, d)}, {text(hi, d)}]"

@@ -10,8 +10,9 @@ import numpy as np
 
 from fitter.cbs import unbracketed
 from fitter.errors import FitError
-from fitter.fit import FitResult
+from fitter.fit import FitResult, law_name
 from fitter.groups import label
+from fitter.powerlaw import with_interval
 
 
 def recommend(result: FitResult, *, params: float, tokens: float,
@@ -125,10 +126,10 @@ def recommend(result: FitResult, *, params: float, tokens: float,
                        "law": "loss",
                        "extrapolation": _extrapolation(loss.to_json()["range"], point),
                        **_why_no_interval(loss, "loss")}
-    if "lr" not in out and "batch_tokens" not in out:
-        raise FitError(f"no law in {result.runs.source} gives a learning rate or batch size: "
-                       + "; ".join(f"{key}: {missing[key]}" for key in ("lr", "batch_tokens")
-                                   if key in missing))
+    if not out:  # (a loss law alone recommends no hyperparameter, and still says the loss)
+        raise FitError(f"no law in {result.runs.source} gives a learning rate, batch size or "
+                       "loss: " + "; ".join(f"{key}: {missing[key].rstrip('.')}" for key in
+                                            ("lr", "batch_tokens") if key in missing) + ".")
     # Groups left out because they have no law (an SP group whose LRs all sat on the grid's
     # edge): the recommendation is for the chosen group only, which is said.
     lawless = [label(g) for g in result.group_list
@@ -155,6 +156,29 @@ def _mup_base_width(result: FitResult, group: dict[str, str]) -> float | None:
         return None
 
 
+LAWS = "\x00laws\x00"  # (where a skipped law's reason names it: `_merged`)
+
+
+def _merged(skipped: dict[str, str]) -> list[str]:
+    """The reasons laws were skipped, once each: laws skipped for one cause ("1 of 108 runs
+    lack N, which the lr law needs") said together ("... which the loss, lr and batch laws
+    need")."""
+    by_cause: dict[str, list[str]] = {}
+    for key, reason in skipped.items():
+        law = law_name(key)
+        cause = reason.replace(f"the {law} law needs", f"the {LAWS} need", 1).replace(
+            f"the {law} law", f"the {LAWS}", 1)
+        by_cause.setdefault(cause, []).append(law)
+    out = []
+    for cause, laws in by_cause.items():
+        names = (f"{laws[0]} law" if len(laws) == 1 else
+                 f"{', '.join(laws[:-1])} and {laws[-1]} laws")
+        said = cause.replace(LAWS, names)
+        out.append(said.replace(f"the {names} need", f"the {names} needs")
+                   if len(laws) == 1 else said)
+    return list(dict.fromkeys(out))
+
+
 def choose_group(result: FitResult, wanted: dict[str, str]) -> dict[str, str]:
     """The one group of the fit that matches every KEY=VALUE in wanted.
 
@@ -167,8 +191,7 @@ def choose_group(result: FitResult, wanted: dict[str, str]) -> dict[str, str]:
     if not groups:
         # (one line per law, as `sweep fit` lists them: joined, five laws' reasons were
         # one line of 700 characters)
-        reasons = "".join(f"\n  {r.rstrip('.')}." for r in
-                          dict.fromkeys(result.skipped.values()))
+        reasons = "".join(f"\n  {r.rstrip('.')}." for r in _merged(result.skipped))
         raise FitError(f"{result.runs.source} has no law in any group to recommend from"
                        + (f":{reasons}" if reasons else "."))
     matching = [g for g in groups if all(g.get(k) == v for k, v in wanted.items())]
@@ -273,8 +296,9 @@ def format_recommendation(rec: dict) -> str:
             continue
         text = f"{key:<13} {entry['value']:.4g}"
         if entry.get("interval"):
-            lo, hi = entry["interval"]
-            text += f"  [{lo:.3g}, {hi:.3g}]"
+            value, interval = with_interval(entry["value"], *entry["interval"],
+                                            value_digits=4).split(" ", 1)
+            text = f"{key:<13} {value}  {interval}"
         elif entry.get("no_interval"):
             text += f"  (no interval: {entry['no_interval']})"
         if "unit" in entry:

@@ -21,7 +21,7 @@ import os
 import signal
 import sys
 
-from orchestrator.cli_fit import _fit, _recommend
+from orchestrator.cli_fit import _fit, _recommend, one_source
 from orchestrator.cli_launch import _extend, _interrupted_hint, _launch, _resume
 from orchestrator.cli_monitor import _cancel, _list, _status, _ui
 
@@ -237,6 +237,8 @@ def _main(argv: list[str] | None) -> int:
         uri = absolute_tracking_uri(uri)
         if args.command in RUNS_TRIALS:
             stop_on_sigterm()  # (a scheduler's stop is taken as Ctrl-C is)
+        if args.command in ("fit", "recommend"):
+            one_source(args)
         if getattr(args, "from_csv", None) is None:  # (a fit of a CSV reads no store)
             _server_answers(uri)
         _store_exists(args, uri)

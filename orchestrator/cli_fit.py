@@ -10,6 +10,19 @@ import sys
 from orchestrator.cli_monitor import _known_sweep
 
 
+def one_source(args) -> None:
+    """`sweep fit`/`recommend` read a sweep or a CSV: neither or both is said first, before
+    the store is looked for (a store that does not exist is not the problem then)."""
+    from fitter.errors import FitError
+
+    if (args.name is None) == (args.from_csv is None):
+        example = ("`sweep fit demo` or `sweep fit --from-csv runs.csv --law lr`"
+                   if args.command == "fit" else "`sweep recommend demo --params 1e9 "
+                   "--tokens 2e10`")
+        raise FitError(f"sweep {args.command} needs either a sweep NAME or --from-csv FILE "
+                       f"(not both); e.g. {example}.")
+
+
 def _fit(args, uri: str) -> int:
     import json
     from pathlib import Path
@@ -20,9 +33,7 @@ def _fit(args, uri: str) -> int:
     from fitter.groups import parse_group
     from fitter.mlflow_io import load_runs, log_fit
 
-    if (args.name is None) == (args.from_csv is None):
-        raise FitError("sweep fit needs either a sweep NAME or --from-csv FILE (not both); "
-                       "e.g. `sweep fit demo` or `sweep fit --from-csv runs.csv --law lr`.")
+    one_source(args)
     if args.pool and args.group:
         raise FitError("--pool fits one law across every group and --group fits one group: "
                        "give one of them.")
@@ -248,9 +259,7 @@ def _recommend(args, uri: str) -> int:
     from fitter.mlflow_io import load_runs
     from fitter.recommend import format_recommendation, recommend
 
-    if (args.name is None) == (args.from_csv is None):
-        raise FitError("sweep recommend needs either a sweep NAME or --from-csv FILE (not "
-                       "both); e.g. `sweep recommend demo --params 1e9 --tokens 2e10`.")
+    one_source(args)
     if args.pool:
         raise FitError("sweep recommend has no --pool: a law pooled over groups (muP with SP) "
                        "mixes LRs that mean different things, so it recommends none; give the "

@@ -237,6 +237,14 @@ def did_you_mean(key: str) -> str:
     return f"did you mean {close[0]}? " if close else ""
 
 
+def _example(key: str) -> str:
+    """A value `key` takes: its default where it is a number (else 1)."""
+    node: object = Config()
+    for part in key.split("."):
+        node = getattr(node, part, None)
+    return str(node) if isinstance(node, (int, float)) and not isinstance(node, bool) else "1"
+
+
 def _explain(err: Exception, overrides: list[str]) -> str:
     """One sentence for a failed compose, from what Hydra and OmegaConf put in their exceptions
     (the missing config file and its options; the key of a refused value), not their text."""
@@ -280,6 +288,10 @@ def _explain(err: Exception, overrides: list[str]) -> str:
             number = math.nan
         if "to Integer" in reason and math.isfinite(number) and number == int(number):
             hint = f"; write it as a whole number, e.g. {key}={int(number):_}"
+        if not hint and ("to Float" in reason or "to Integer" in reason):
+            kind = "whole number" if "to Integer" in reason else "number"
+            hint = (f"; {key} takes a {kind}, e.g. {key}={_example(key)}"
+                    " (python -m trainer --cfg prints every key with its default)")
         if "is not a ListConfig" in reason and given:
             hint = (f"; a list is written in brackets, e.g. '{key}=[{given.partition('=')[2]}]'"
                     " (quoted for the shell)")

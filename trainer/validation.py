@@ -460,6 +460,10 @@ def _hub_problems(d: DataConfig, *, network: bool) -> list[str]:
     if not d.name:
         return ["data.name is not set: give a hub dataset, e.g. data.name=roneneldan/TinyStories"]
     if Path(d.name).exists() or d.name.startswith(("/", "./", "../", "~")):
+        if not Path(d.name).expanduser().exists():
+            return [f"data.name={d.name} is a local path, not a hub dataset, and nothing is "
+                    "there: give a hub dataset's name (e.g. data.name=roneneldan/TinyStories), "
+                    "or your files with data=files 'data.paths=[FILE_OR_FOLDER]'"]
         if saved := _saved_with_save_to_disk(Path(d.name)):  # (data=files would refuse it)
             return [f"data.name={d.name} is a local path, not a hub dataset: it {saved}"]
         return [f"data.name={d.name} is a local path, not a hub dataset: use data=files "

@@ -600,3 +600,82 @@ def test_a_recommended_lr_above_one_is_said_to_be_out_of_the_law_s_reach():
         format_recommendation(rec)
     rec["lr"]["value"] = 0.02
     assert "trains no model" not in format_recommendation(rec)
+
+
+def test_a_csv_separated_by_semicolons_or_tabs_reads_as_the_comma_one(tmp_path, capsys):
+    """A spreadsheet's export in many locales (`;`, decimal commas) or a tab-separated file
+    read as one column, refused as 'lacks a loss column' while listing it; a header with a
+    stray space likewise."""
+    frame = synthetic_runs(Truth(), n_values=[1e6, 4e6, 1.6e7], d_values=[1e9], b_values=[1e5],
+                           noise=0.001)
+    frame.to_csv(tmp_path / "comma.csv", index=False)
+    frame.to_csv(tmp_path / "semicolon.csv", sep=";", index=False)
+    frame.to_csv(tmp_path / "decimal_comma.csv", sep=";", decimal=",", index=False)
+    frame.to_csv(tmp_path / "tab.csv", sep="\t", index=False)
+    frame.rename(columns={"lr": " lr ", "loss": "loss "}).to_csv(tmp_path / "spaced.csv",
+                                                                 index=False)
+    assert "0,00" in (tmp_path / "decimal_comma.csv").read_text()
+    coefs = {}
+    for name in ("comma", "semicolon", "decimal_comma", "tab", "spaced"):
+        assert main(["fit", "--from-csv", str(tmp_path / f"{name}.csv"), "--law", "lr",
+                     "--json", "--out", str(tmp_path / name), "--n-boot", "0"]) == 0
+        doc = json.loads(capsys.readouterr().out)
+        assert doc["n_runs"] == len(frame)
+        coefs[name] = doc["laws"]["lr"]["coef"]
+    assert coefs["comma"]["a_N"] == pytest.approx(-0.3, abs=0.05)
+    for name in ("semicolon", "decimal_comma", "tab", "spaced"):
+        assert coefs[name] == pytest.approx(coefs["comma"], rel=1e-9)
+
+
+def test_a_column_named_in_another_case_is_refused_with_the_name_to_write(tmp_path, capsys):
+    frame = synthetic_runs(Truth(), n_values=[1e6, 4e6], d_values=[1e9], b_values=[1e5])
+    frame.rename(columns={"loss": "Loss"}).to_csv(tmp_path / "runs.csv", index=False)
+    assert error_of(capsys, ["fit", "--from-csv", str(tmp_path / "runs.csv")]) == (
+        f"error: CSV {tmp_path / 'runs.csv'}: column `Loss` is read as no column (names are "
+        "case-sensitive); rename it `loss`.")
+
+
+def test_one_run_without_n_refuses_the_lr_law_rather_than_dropping_n(tmp_path, capsys):
+    """One empty N cell took N out of the lr law (fitted along D alone, from the widest model's
+    optima), and `recommend` gave twice the LR, while the other laws refused the file."""
+    frame = synthetic_runs(Truth(), n_values=[1e6, 4e6, 1.6e7], d_values=[1e8, 1e9, 1e10],
+                           b_values=[1e5], noise=0.001)
+    frame.loc[5, "N"] = np.nan
+    frame.to_csv(tmp_path / "runs.csv", index=False)
+    err = error_of(capsys, ["fit", "--law", "lr", "--from-csv", str(tmp_path / "runs.csv")])
+    assert err == (f"error: 1 of {len(frame)} runs in {tmp_path / 'runs.csv'} lack "
+                   "`derived.n_params` (N), which the lr law needs; re-sync those runs or drop "
+                   "them.")
+    # (recommend: every law's reason is this one, said once for them all)
+    assert main(["recommend", "--from-csv", str(tmp_path / "runs.csv"), "--params", "1e9",
+                 "--tokens", "2e10"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {tmp_path / 'runs.csv'} has no law in any group to recommend from:\n"
+        f"  1 of {len(frame)} runs in {tmp_path / 'runs.csv'} lack `derived.n_params` (N), "
+        "which the loss, lr, timescale, batch and cbs laws need; re-sync those runs or drop "
+        "them.\n")
+
+
+def test_recommend_from_a_loss_law_alone_gives_the_loss(tmp_path, capsys):
+    """Runs with N, D and a loss (the Chinchilla table) fit a loss law and no hyperparameter
+    law: recommend refused ('no law gives a learning rate or batch size') rather than give the
+    loss."""
+    frame = synthetic_runs(Truth(), n_values=[1e6, 4e6, 1.6e7, 6.4e7],
+                           d_values=[1e8, 4e8, 1.6e9], b_values=[1e5], noise=0.001)
+    best = frame[frame["status"] == "finished"].groupby(["N", "D"], as_index=False)["loss"].min()
+    best.to_csv(tmp_path / "losses.csv", index=False)
+    assert main(["recommend", "--from-csv", str(tmp_path / "losses.csv"), "--params", "1e9",
+                 "--tokens", "2e10", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["loss"]["law"] == "loss" and 1.0 < doc["loss"]["value"] < best["loss"].min()
+    assert "lr" not in doc and "optim.lr" in doc["unavailable"]["lr"]
+
+
+def test_fit_given_a_sweep_and_a_csv_says_so_before_looking_for_the_store(tmp_path, capsys,
+                                                                          monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for command in (["fit", "demo"], ["recommend", "demo", "--params", "1e9", "--tokens", "1e10"]):
+        err = error_of(capsys, ["--tracking-uri", f"sqlite:///{tmp_path}/none.db", *command,
+                                "--from-csv", "runs.csv"])
+        assert f"sweep {command[0]} needs either a sweep NAME or --from-csv FILE (not both)" in err
+    assert list(tmp_path.iterdir()) == []

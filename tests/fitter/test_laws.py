@@ -10,8 +10,9 @@ import pytest
 
 from fitter.data import Runs, from_short_frame
 from fitter.errors import FitError
-from fitter.fit import fit_runs
+from fitter.fit import fit_json, fit_runs, format_fit
 from fitter.laws import timescale_law, timescale_points
+from fitter.powerlaw import with_interval
 from fitter.synthetic import Truth, synthetic_histories, synthetic_runs
 
 N3, D3 = [1e6, 4e6, 1.6e7], [1e8, 4e8, 1.6e9]
@@ -278,10 +279,12 @@ def test_a_batch_law_that_gives_more_than_the_run_is_not_taken():
     result = _cbs_fit([1e8, 2e8, 4e8, 8e8], [1e5 * 2 ** k for k in range(7)],
                       noise_batch=(1e-6, 1.5))
     assert recommend(result, params=1e8, tokens=1e12)["batch_tokens"]["law"] == "cbs"
-    with pytest.raises(FitError, match=r"^no law in synthetic gives a learning rate or batch "
-                                       r"size: .*batch_tokens: the cbs law gives \d\.\d+e\+16 "
-                                       r"tokens a step, more than the run's 1e\+16 tokens: it "
-                                       r"does not hold out here; pass --batch"):
+    # (its reasons joined as "...; ...", each without its own full stop: it read ".;")
+    with pytest.raises(FitError, match=r"^no law in synthetic gives a learning rate, batch "
+                                       r"size or loss: lr: no lr law; batch_tokens: the cbs "
+                                       r"law gives \d\.\d+e\+16 tokens a step, more than the "
+                                       r"run's 1e\+16 tokens: it does not hold out here; pass "
+                                       r"--batch \(tokens per step\)\.$"):
         recommend(result, params=1e8, tokens=1e16)
 
 
@@ -676,3 +679,44 @@ def test_a_slice_value_is_said_as_a_person_reads_it(value, said):
     from fitter.fit import _short
 
     assert _short(value) == said
+
+
+def test_the_batch_law_says_the_settings_whose_best_batch_is_at_an_edge():
+    """Settings whose best batch size was the smallest or largest tried were left out of the
+    batch law without a word (31 of 100 in a user's sweep, its exponent 0.50 for a true 0.55,
+    outside the interval): they are listed, with the batches that would bracket them."""
+    truth = Truth(k_batch=0.02)  # B_opt = 0.6 · D^0.55
+    frame = synthetic_runs(truth, n_values=[1e7], d_values=np.geomspace(1e8, 1e10, 10),
+                           b_values=[16384, 32768, 65536, 131072], noise=0.002, seed=0)
+    result = fit_runs(from_short_frame(frame, source="s"), laws=("batch",), n_boot=0)
+    doc = fit_json(result, sweep="s")
+    law = doc["laws"]["batch"]
+    edges = law["edges"]
+    assert {e["edge"] for e in edges} == {"low", "high"}
+    assert law["n_points"] + len(edges) == 10
+    assert all(e["D"] < 3e8 for e in edges if e["edge"] == "low")
+    assert all(e["D"] > 1e9 for e in edges if e["edge"] == "high")
+    # a CSV gives batches in tokens (no train.batch_size to extend): said in tokens
+    assert law["edges_fix"] == ("add runs at batches of 8,192 and 262,144 tokens "
+                                "(train.batch_size × train.seq_len)")
+    summary = format_fit(doc)
+    assert (f"{len(edges)} settings left out (" in summary and "where the best batch size is "
+            "the smallest tried" in summary and "the law is fitted without them; to fit it on "
+            "all, add runs at batches of 8,192 and 262,144 tokens" in summary)
+    # a sweep's runs give train.batch_size: the values to extend it with
+    sweep = frame.assign(**{"train.batch_size": (frame["B"] // 128).astype(int).astype(str)})
+    law = fit_json(fit_runs(from_short_frame(sweep, source="s"), laws=("batch",), n_boot=0),
+                   sweep="s")["laws"]["batch"]
+    assert law["edges_fix"] == ("add train.batch_size=choice(64, 2048) to the sweep (`sweep "
+                                "extend` takes it)")
+
+
+@pytest.mark.parametrize("value, lo, hi, said", [
+    (2.306, 2.3058, 2.3076, "2.306 [2.3058, 2.3076]"),  # (was 2.306 [2.31, 2.31])
+    (0.35, 0.3497, 0.3503, "0.35 [0.3497, 0.3503]"),
+    (0.0123, 0.01, 0.015, "0.0123 [0.01, 0.015]"),
+    (1.0, 1.0, 1.0, "1 [1, 1]"),
+    (5.408e5, 4.92e5, 5.98e5, "5.408e+05 [4.92e+05, 5.98e+05]"),
+])
+def test_an_interval_prints_with_the_digits_that_tell_it_from_its_value(value, lo, hi, said):
+    assert with_interval(value, lo, hi, value_digits=4) == said

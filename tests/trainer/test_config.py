@@ -41,6 +41,20 @@ def test_a_key_given_twice_names_the_override_that_is_bad():
                                    "whole number, e.g. train.tokens=100_000")
 
 
+def test_a_value_of_the_wrong_type_says_what_the_key_takes():
+    """'could not be converted to Float' named no fix: the kind of value and an example."""
+    for override, said in (
+            ("optim.lr=abc", "could not be converted to Float; optim.lr takes a number, e.g. "
+                             "optim.lr=0.003 (python -m trainer --cfg prints every key with "
+                             "its default)"),
+            ("train.batch_size=3.5", "could not be converted to Integer; train.batch_size takes "
+                                     "a whole number, e.g. train.batch_size=16 (python -m "
+                                     "trainer --cfg")):
+        with pytest.raises(ConfigError) as err:
+            compose([override])
+        assert f"in override '{override}'" in str(err.value) and said in str(err.value)
+
+
 @pytest.mark.parametrize("override, fragment", [
     ("model.widht=3", "unknown config key 'model.widht': did you mean model.width? check"),
     ("+foo=1", "unknown config key 'foo'"),
@@ -297,6 +311,11 @@ def test_data_paths_that_would_be_ignored_or_are_folders_are_one_sentence(tmp_pa
         f"data.name={tmp_path / 'a.txt'} is a local path, not a hub dataset: use data=files "
         f"'data.paths=[{tmp_path / 'a.txt'}]' (its eval split is held out of them: "
         "data.holdout_fraction)"]
+    # a path where nothing is (it offered data=files with that path, which failed next)
+    assert problems(compose(["data=hf", f"data.name={tmp_path / 'gone'}"])) == [
+        f"data.name={tmp_path / 'gone'} is a local path, not a hub dataset, and nothing is "
+        "there: give a hub dataset's name (e.g. data.name=roneneldan/TinyStories), or your "
+        "files with data=files 'data.paths=[FILE_OR_FOLDER]'"]
     # a DatasetDict's folder, and a save_to_disk folder or a folder of files as data.name:
     # each sent to data=files with the folder, which that then refused
     splits = tmp_path / "splits"
