@@ -379,8 +379,9 @@ def _warn_ignored(frame: pd.DataFrame, path: Path, mlflow_style: bool) -> None:
     if ignored:
         print(f"note: CSV {path}: column{'s' * (len(ignored) > 1)} "
               f"{', '.join(map(str, ignored))} {'vary' if len(ignored) > 1 else 'varies'} but "
-              f"no law reads {'them' if len(ignored) > 1 else 'it'}; name a column by its dotted config key (e.g. model.param) "
-              "to fit a law per value, or drop it", file=sys.stderr)
+              f"no law reads {'them' if len(ignored) > 1 else 'it'}; name a column by its "
+              "dotted config key (e.g. model.param) to fit a law per value, or drop it",
+              file=sys.stderr)
 
 
 def require(runs: Runs, columns: tuple[str, ...], *, law: str) -> pd.DataFrame:

@@ -315,54 +315,14 @@ READS_A_SWEEP = ("status", "resume", "extend", "cancel", "recommend", "fit", "ui
 """Subcommands that read a sweep already recorded: none of them creates a store."""
 
 
-STORE_SCHEMES = ("file", "sqlite", "http", "https", "postgresql", "mysql", "mssql",
-                 "databricks", "databricks-uc", "uc")
-"""The tracking URI schemes MLflow stores runs to (SQLAlchemy dialects with a driver, as in
-postgresql+psycopg, by their first part)."""
-
-
-def _plugin_schemes() -> set[str]:
-    """URI schemes of tracking stores that installed packages register with MLflow."""
-    from importlib.metadata import entry_points
-
-    return {e.name for e in entry_points(group="mlflow.tracking_store")}
-
-
 def _server_answers(uri: str) -> None:
     """A tracking server that is down or misspelt: said at once, not after MLflow's retries."""
-    import re
-
     from trainer.errors import ConfigError
-    from trainer.reporting import redact, unreachable_server
+    from trainer.reporting import redact, store_uri_problem, unreachable_server
 
-    if bare := re.fullmatch(r"([\w.-]+):(\d{1,5})(/.*)?", uri):  # localhost:5000
-        raise ConfigError(f"tracking URI {redact(uri)} has no scheme: a server is "
-                          f"http://{bare[1]}:{bare[2]}{bare[3] or ''} (https:// behind TLS); fix "
-                          "--tracking-uri (or MLFLOW_TRACKING_URI)")
-    named = re.match(r"([A-Za-z][\w+.-]*):", uri)  # (sqlite:/path, one slash or none)
-    scheme = uri.partition("://")[0].split("+")[0].lower() if "://" in uri else (
-        uri.lower() if uri.lower() in (*STORE_SCHEMES, *_plugin_schemes()) else
-        named[1].split("+")[0].lower() if named and named[1].split("+")[0].lower()
-        in STORE_SCHEMES else "")
-    # (a bare scheme is MLflow's own form for some stores: `databricks`, `uc`)
-    if scheme and scheme not in STORE_SCHEMES and scheme not in _plugin_schemes():
-        raise ConfigError(f"tracking URI {redact(uri)}: MLflow has no store for '{scheme}://' "
-                          "URIs; give sqlite:///PATH.db, http(s)://HOST:PORT or "
-                          "postgresql://... to --tracking-uri (or MLFLOW_TRACKING_URI)")
-    if scheme in ("", "file"):  # MLflow 3's file store, in maintenance: its runs are not ours
-        from pathlib import Path
-
-        given = uri.split(":", 1)[1] if scheme else uri  # (file:/p, file:///p, file://p)
-        given = "/" + given.lstrip("/") if given.startswith("//") else given
-        path = Path(given).expanduser().resolve()
-        raise ConfigError(f"tracking URI {redact(uri)} is a path (MLflow's file store, which "
-                          "sweeps do not use): give an SQLite store, e.g. "
-                          f"sqlite:///{path if path.suffix == '.db' else path / 'mlflow.db'}, "
-                          "or a server, to --tracking-uri (or MLFLOW_TRACKING_URI)")
-    if scheme == "sqlite" and not uri.startswith("sqlite:///"):
-        raise ConfigError(f"tracking URI {redact(uri)}: an SQLite store is sqlite:///PATH.db "
-                          "(three slashes, then the file's path: sqlite:////abs/path.db for "
-                          "an absolute one); fix --tracking-uri (or MLFLOW_TRACKING_URI)")
+    if problem := store_uri_problem(uri, named=f"tracking URI {redact(uri)}",
+                                    flag="--tracking-uri (or MLFLOW_TRACKING_URI)"):
+        raise ConfigError(problem)
     if reason := unreachable_server(uri):
         fix = ("fix --tracking-uri (or MLFLOW_TRACKING_URI)" if "give http://" in reason else
                "start it, or point --tracking-uri (or MLFLOW_TRACKING_URI) at one that runs")

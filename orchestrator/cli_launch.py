@@ -165,7 +165,9 @@ def _run(spec, args, uri: str, based_on=None, notes: list[str] = ()) -> int:
         from orchestrator.fusion import fusion_off_reason
 
         notes = [*notes, f"fuse: {asked} fuses nothing here: {fusion_off_reason(spec)}"]
-    if getattr(args, "dry_run", False) and not (args.address or os.environ.get("RAY_ADDRESS")):
+    from orchestrator.driver import cluster_address
+
+    if getattr(args, "dry_run", False) and not cluster_address(args.address):
         from orchestrator.driver import local_cluster, resource_problems
 
         for problem in resource_problems(spec, local_cluster()):  # a launch here refuses it

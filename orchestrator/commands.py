@@ -23,6 +23,7 @@ from mlflow import MlflowClient
 from orchestrator import legacy
 from orchestrator.driver import (
     SweepOutcome,
+    cluster_address,
     ended_on_disk,
     init_ray,
     local_cluster,
@@ -85,7 +86,7 @@ def launch(spec: SweepSpec, *, tracking_uri: str, address: str | None = None,
     except ConfigError as err:
         # Still ask the cluster, so that its problems are reported with these; with no cluster
         # named, measure this machine rather than start (and print) a Ray runtime to say so.
-        named = address or os.environ.get("RAY_ADDRESS")
+        named = cluster_address(address)
         cluster = (_cluster_problems(spec, address) if named
                    else resource_problems(spec, local_cluster()))
         raise ConfigError(list(err.problems) + cluster) from None
@@ -231,7 +232,7 @@ def _launch_search(spec: SweepSpec, *, tracking_uri: str, address: str | None,
         check_range_values(plan)
         _check_hub_once(search.example_trials(plan))
     except ConfigError as err:
-        named = address or os.environ.get("RAY_ADDRESS")
+        named = cluster_address(address)
         cluster = (_cluster_problems(spec, address) if named
                    else resource_problems(spec, local_cluster()))
         raise ConfigError(list(err.problems) + cluster) from None
@@ -309,8 +310,8 @@ def _start(spec: SweepSpec, tracking_uri: str, address: str | None,
     if fresh and (problems := resource_problems(spec, local_cluster())):
         raise ConfigError(problems)
     if not ray.is_initialized():
-        named = address or os.environ.get("RAY_ADDRESS")
-        where = ("starting Ray on this machine" if fresh or named == "local" else
+        named = cluster_address(address)
+        where = ("starting Ray on this machine" if fresh or not named else
                  f"connecting to the Ray cluster at {named}" if named else
                  "connecting to the Ray cluster `ray start` runs here")
         # (not "sweep NAME: ...", the form of the summary line that scripts read)
@@ -339,12 +340,12 @@ def _start(spec: SweepSpec, tracking_uri: str, address: str | None,
 def _fresh_local_ray(address: str | None) -> bool:
     """Would this launch start a Ray of its own on this machine (no address, none running in
     this process, no cluster `ray start` left here), whose resources are this machine's?"""
-    if address or os.environ.get("RAY_ADDRESS"):
-        return False
     import ray
 
-    if ray.is_initialized():
+    if cluster_address(address) or ray.is_initialized():
         return False
+    if address or os.environ.get("RAY_ADDRESS"):  # `local`: a Ray of its own, always
+        return True
     try:
         from ray._private.services import find_bootstrap_address
         return not find_bootstrap_address(None)

@@ -142,13 +142,20 @@ def storage_problem(root: str, *, create: bool, probe: bool = False) -> None:
                           "write the trials' run directories to")
 
 
+def cluster_address(address: str | None) -> str | None:
+    """The cluster a command connects to: `--address`, else RAY_ADDRESS; None for a Ray of its
+    own on this machine (neither given, or Ray's `local`, which starts one whatever runs)."""
+    named = address or os.environ.get("RAY_ADDRESS")
+    return None if named == "local" else named
+
+
 def init_ray(address: str | None) -> None:
     """Connect to a cluster (`--address`/RAY_ADDRESS) or start a local one."""
     import ray
 
     if ray.is_initialized():
         return
-    named = address or os.environ.get("RAY_ADDRESS")
+    named = cluster_address(address)
     where = (f"--address={address}" if address else f"RAY_ADDRESS={named}")
     if named:
         problem = unreachable(named)
@@ -156,7 +163,7 @@ def init_ray(address: str | None) -> None:
             raise ConfigError(f"cannot reach the Ray cluster at {where} ({problem}): start it "
                               "with `ray start --head`, or give its HOST:PORT (the head's GCS "
                               "port, 6379 by default)")
-        if not named.startswith("ray://") and named not in ("auto", "local") and (
+        if not named.startswith("ray://") and named != "auto" and (
                 refused := auth_refusal(named)):
             raise ConfigError(f"the Ray cluster at {where} does not let this driver in: "
                               f"{refused}")

@@ -39,6 +39,52 @@ def redact(text: str) -> str:
     return _USERINFO.sub(r"\g<head>:***@", text)
 
 
+STORE_SCHEMES = ("file", "sqlite", "http", "https", "postgresql", "mysql", "mssql",
+                 "databricks", "databricks-uc", "uc")
+"""The tracking URI schemes MLflow stores runs to (SQLAlchemy dialects with a driver, as in
+postgresql+psycopg, by their first part)."""
+
+
+def _plugin_schemes() -> set[str]:
+    """URI schemes of tracking stores that installed packages register with MLflow."""
+    from importlib.metadata import entry_points
+
+    return {e.name for e in entry_points(group="mlflow.tracking_store")}
+
+
+def store_uri_problem(uri: str, *, named: str, flag: str) -> str | None:
+    """What is wrong with the form of a tracking URI, said before MLflow is asked (its answers:
+    a traceback, or 100 s of retries for a folder), else None. `named`: how the sentence names
+    the URI (`tracking URI X`); `flag`: where the user sets it."""
+    if bare := re.fullmatch(r"([\w.-]+):(\d{1,5})(/.*)?", uri):  # localhost:5000
+        return (f"{named} has no scheme: a server is http://{bare[1]}:{bare[2]}{bare[3] or ''} "
+                f"(https:// behind TLS); fix {flag}")
+    given = re.match(r"([A-Za-z][\w+.-]*):", uri)  # (sqlite:/path, one slash or none)
+    scheme = uri.partition("://")[0].split("+")[0].lower() if "://" in uri else (
+        uri.lower() if uri.lower() in (*STORE_SCHEMES, *_plugin_schemes()) else
+        given[1].split("+")[0].lower() if given and given[1].split("+")[0].lower()
+        in STORE_SCHEMES else "")
+    # (a bare scheme is MLflow's own form for some stores: `databricks`, `uc`)
+    if scheme and scheme not in STORE_SCHEMES and scheme not in _plugin_schemes():
+        return (f"{named}: MLflow has no store for '{scheme}://' URIs; give sqlite:///PATH.db, "
+                f"http(s)://HOST:PORT or postgresql://... to {flag}")
+    if scheme in ("", "file"):  # MLflow 3's file store, in maintenance: its runs are not ours
+        path = uri.split(":", 1)[1] if scheme else uri  # (file:/p, file:///p, file://p)
+        path = "/" + path.lstrip("/") if path.startswith("//") else path
+        folder = Path(path).expanduser().resolve()
+        return (f"{named} is a path (MLflow's file store, which proxysweep does not use): give "
+                "an SQLite store, e.g. "
+                f"sqlite:///{folder if folder.suffix == '.db' else folder / 'mlflow.db'}, or a "
+                f"server, to {flag}")
+    if scheme == "sqlite" and not uri.startswith("sqlite:///"):
+        return (f"{named}: an SQLite store is sqlite:///PATH.db (three slashes, then the file's "
+                f"path: sqlite:////abs/path.db for an absolute one); fix {flag}")
+    if scheme == "sqlite" and Path(path := uri.removeprefix("sqlite:///")).is_dir():
+        return (f"{named} is a folder: an SQLite store is a file; give one in it, e.g. "
+                f"sqlite:///{Path(path).resolve() / 'mlflow.db'}, to {flag}")
+    return None
+
+
 SERVER_PORTS = {"http": 80, "https": 443, "postgresql": 5432, "mysql": 3306, "mssql": 1433}
 """Default ports of the tracking URIs that name a server (SQLAlchemy dialects: `postgresql+psycopg`
 counts as `postgresql`)."""

@@ -68,7 +68,13 @@ def problems(cfg: Config, *, network: bool = True, here: bool = True) -> list[st
             found.append(f"data.cache_dir={cfg.data.cache_dir}: {in_way}; {CACHE_FIX}")
     if not found and cfg.data.source is DataSource.files:
         found += _too_short(cfg)
-    if network and cfg.tracking.uri:
+    if cfg.tracking.uri:
+        from trainer.reporting import redact, store_uri_problem
+
+        found += [p for p in [store_uri_problem(
+            cfg.tracking.uri, named=f"tracking.uri={redact(cfg.tracking.uri)}",
+            flag="tracking.uri (or leave it unset to log to files only)")] if p]
+    if network and cfg.tracking.uri and not found:
         from trainer.reporting import redact, unreachable_server
 
         if reason := unreachable_server(cfg.tracking.uri):

@@ -302,8 +302,8 @@ def test_a_store_that_is_not_there_is_one_sentence_and_is_not_created(tmp_path, 
                        (f"file://{tmp_path}/runs", tmp_path / "runs" / "mlflow.db")]:
         assert main(["list", "--tracking-uri", uri]) == 2
         assert capsys.readouterr().err == (
-            f"error: tracking URI {uri} is a path (MLflow's file store, which sweeps do not "
-            f"use): give an SQLite store, e.g. sqlite:///{store}, or a server, to "
+            f"error: tracking URI {uri} is a path (MLflow's file store, which proxysweep does "
+            f"not use): give an SQLite store, e.g. sqlite:///{store}, or a server, to "
             "--tracking-uri (or MLFLOW_TRACKING_URI)\n")
     assert main(["status", "s", "--tracking-uri", "sqlite://x"]) == 2
     assert capsys.readouterr().err.startswith(
@@ -311,8 +311,8 @@ def test_a_store_that_is_not_there_is_one_sentence_and_is_not_created(tmp_path, 
     # file:/p (one slash) was read as a relative path named "file:"
     assert main(["list", "--tracking-uri", "file:/tmp/runs"]) == 2
     assert capsys.readouterr().err.startswith(
-        "error: tracking URI file:/tmp/runs is a path (MLflow's file store, which sweeps do "
-        "not use): give an SQLite store, e.g. sqlite:////tmp/runs/mlflow.db,")
+        "error: tracking URI file:/tmp/runs is a path (MLflow's file store, which proxysweep "
+        "does not use): give an SQLite store, e.g. sqlite:////tmp/runs/mlflow.db,")
     # one slash: it was taken for a file path (sqlite:////cwd/sqlite:/tmp/x.db was suggested)
     assert main(["list", "--tracking-uri", "sqlite:/tmp/x.db"]) == 2
     assert capsys.readouterr().err.startswith(
@@ -323,6 +323,14 @@ def test_a_store_that_is_not_there_is_one_sentence_and_is_not_created(tmp_path, 
         assert capsys.readouterr().err == (
             f"error: tracking URI {uri} has no scheme: a server is http://{uri} (https:// "
             "behind TLS); fix --tracking-uri (or MLFLOW_TRACKING_URI)\n")
+    # a folder: MLflow retried its engine for ~100 s, then a traceback (and a lock file beside)
+    for argv in (["list"], ["status", "s"], ["launch", "sweeps/demo.yaml", "--dry-run"]):
+        assert main([*argv, "--tracking-uri", f"sqlite:///{tmp_path}"]) == 2
+        assert capsys.readouterr().err == (
+            f"error: tracking URI sqlite:///{tmp_path} is a folder: an SQLite store is a file; "
+            f"give one in it, e.g. sqlite:///{tmp_path / 'mlflow.db'}, to --tracking-uri (or "
+            "MLFLOW_TRACKING_URI)\n")
+    assert not list(tmp_path.parent.glob(f"{tmp_path.name}*lock"))
 
 
 
@@ -477,17 +485,36 @@ def test_a_dry_run_notes_resources_this_machine_cannot_hold(tmp_path, capsys, mo
     from orchestrator.cli import main
     from orchestrator.driver import local_cluster
 
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
     gpus = max(len(g) for g in local_cluster().gpus) + 1
     spec = {"name": "g", "overrides": ["model=tiny", "data=synthetic", "train.tokens=65536"],
             "storage_root": str(tmp_path / "runs"), "resources": {"gpus": gpus},
             "grid": {"optim.lr": "choice(1e-3)"}}
     (tmp_path / "g.yaml").write_text(yaml.safe_dump(spec))
-    assert main(["--tracking-uri", f"sqlite:///{tmp_path}/m.db", "launch",
-                 str(tmp_path / "g.yaml"), "--dry-run"]) == 0
-    err = capsys.readouterr().err
-    assert err.startswith("note: on this machine the launch would refuse it: resources (cpus=1, "
-                          f"gpus={gpus} for 1 process(es)) fit no node of the cluster")
+    # (RAY_ADDRESS=local is Ray's word for a Ray of its own here: it was taken for a cluster)
+    for address in (None, "local"):
+        if address is None:
+            monkeypatch.delenv("RAY_ADDRESS", raising=False)
+        else:
+            monkeypatch.setenv("RAY_ADDRESS", address)
+        assert main(["--tracking-uri", f"sqlite:///{tmp_path}/m.db", "launch",
+                     str(tmp_path / "g.yaml"), "--dry-run"]) == 0
+        err = capsys.readouterr().err
+        assert err.startswith("note: on this machine the launch would refuse it: resources "
+                              f"(cpus=1, gpus={gpus} for 1 process(es)) fit no node of the "
+                              "cluster")
+
+
+def test_ray_address_local_is_a_ray_of_this_launch_s_own(monkeypatch):
+    from orchestrator.commands import _fresh_local_ray
+    from orchestrator.driver import cluster_address
+
+    monkeypatch.setenv("RAY_ADDRESS", "local")
+    assert cluster_address(None) is None and _fresh_local_ray(None)
+    assert cluster_address("local") is None and _fresh_local_ray("local")
+    assert cluster_address("10.0.0.1:6379") == "10.0.0.1:6379"
+    assert not _fresh_local_ray("10.0.0.1:6379")
+    monkeypatch.setenv("RAY_ADDRESS", "head:6379")
+    assert cluster_address(None) == "head:6379" and not _fresh_local_ray(None)
 
 
 def test_a_base_override_a_grid_axis_replaces_is_said(tmp_path, capsys):

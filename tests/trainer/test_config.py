@@ -41,6 +41,25 @@ def test_a_key_given_twice_names_the_override_that_is_bad():
                                    "whole number, e.g. train.tokens=100_000")
 
 
+def test_a_tracking_uri_mlflow_cannot_use_is_refused_before_the_run(tmp_path):
+    """A scheme MLflow has no store for, a path (its file store) or a folder: a traceback after
+    the run's folder was made, or ~100 s of MLflow's retries first."""
+    fix = "tracking.uri (or leave it unset to log to files only)"
+    for uri, said in (
+            ("foo://x", "tracking.uri=foo://x: MLflow has no store for 'foo://' URIs; give "
+                        f"sqlite:///PATH.db, http(s)://HOST:PORT or postgresql://... to {fix}"),
+            (f"sqlite:///{tmp_path}", f"tracking.uri=sqlite:///{tmp_path} is a folder: an SQLite "
+                                      "store is a file; give one in it, e.g. "
+                                      f"sqlite:///{tmp_path / 'mlflow.db'}, to {fix}"),
+            (str(tmp_path / "store"), f"tracking.uri={tmp_path / 'store'} is a path (MLflow's "
+                                      "file store, which proxysweep does not use): give an "
+                                      "SQLite store, e.g. "
+                                      f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}, or a "
+                                      f"server, to {fix}")):
+        assert problems(compose([f"tracking.uri={uri}"])) == [said]
+    assert problems(compose([f"tracking.uri=sqlite:///{tmp_path / 'm.db'}"])) == []
+
+
 def test_a_value_of_the_wrong_type_says_what_the_key_takes():
     """'could not be converted to Float' named no fix: the kind of value and an example."""
     for override, said in (
