@@ -262,10 +262,13 @@ def _run(spec, args, uri: str, based_on=None, notes: list[str] = ()) -> int:
           + (f", {not_started} not started" if outcome.interrupted and outcome.ran
              and (not_started := outcome.trials - outcome.already_done - len(outcome.ran)
                   - len(outcome.found_ended)) > 0 else ""))
+    by = "SIGTERM" if outcome.terminated else "Ctrl-C or `sweep cancel`"
     if outcome.interrupted:
-        by = "SIGTERM" if outcome.terminated else "Ctrl-C or `sweep cancel`"
         print(f"sweep {spec.name} stopped before its end ({by}): nothing done is lost, "
               f"`sweep resume {spec.name}` goes on")
+    elif outcome.stopped_at_end:
+        print(f"sweep {spec.name}: the stop ({by}) came as its last trials ended; every trial "
+              "has ended, nothing to resume")
     for note in data_notes(outcome):
         print(f"note: {note}", file=sys.stderr)
     import shlex

@@ -74,6 +74,9 @@ class SweepOutcome:
     interrupted: bool = False
     terminated: bool = False
     """Interrupted by SIGTERM (not Ctrl-C or `sweep cancel`)."""
+    stopped_at_end: bool = False
+    """A stop came as the last trials ended (their ends not yet taken in): every trial has
+    ended, so the sweep is finished and nothing is to resume (`interrupted` is False)."""
     resynced: list[str] = field(default_factory=list)
     """Trial ids whose MLflow record was completed from their run directories."""
     found_ended: dict[str, str] = field(default_factory=dict)
@@ -446,6 +449,9 @@ def _drive(runner: _Runner, *, tracking_uri: str, progress: bool,
         states = recorded_trials(tracking_uri, spec.name)
         if all(states.get(t, {}).get("status") in ended for t in runner.trials):
             status = FINISHED
+            # (said as such, exit 0: "stopped before its end ... resume goes on" with exit 143
+            # for a sweep whose every trial had ended told a scheduler it failed)
+            outcome.interrupted, outcome.stopped_at_end = False, True
     totals = tracker.log_token_totals.remote(ended=not outcome.interrupted)
     patient_wait([totals], "the sweep's token totals", spec.name)
     outcome.tokens = ray.get(totals)

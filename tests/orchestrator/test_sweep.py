@@ -6,6 +6,7 @@ import os
 
 import mlflow
 import pytest
+import yaml
 
 from orchestrator.commands import launch
 from orchestrator.extend import extended
@@ -396,6 +397,41 @@ def test_a_ctrl_c_after_the_last_trial_ended_is_not_an_interruption(spec_dict, u
     outcome = run_sweep(spec, trials, tracking_uri=uri, progress=False)
     assert pressed and not outcome.interrupted
     assert sorted(outcome.ran.values()) == ["finished"] * 2
+    assert status(uri, "unit")["status"] == "finished"
+
+
+def test_a_stop_as_the_last_trials_end_finishes_the_sweep_and_exits_0(spec_dict, uri, tmp_path,
+                                                                       monkeypatch, capsys):
+    """A SIGTERM (or `sweep cancel`) whose trials had all ended, their results not yet taken
+    in: the launch said "stopped before its end ... `sweep resume` goes on" and exited 143,
+    while `status` read the sweep finished, with nothing to resume."""
+    import ray
+
+    from orchestrator import cli, driver
+    from trainer.errors import Terminated
+
+    take = driver._Runner.collect
+    stopped = []
+
+    def sigterm_once_every_trial_ended(self, *, timeout):
+        refs = list(self.running)
+        if refs and not self.queue and not stopped and len(ray.wait(
+                refs, num_returns=len(refs), timeout=60)[0]) == len(refs):
+            stopped.append(len(self.outcome.ran))
+            raise Terminated
+        return take(self, timeout=timeout)
+
+    monkeypatch.setattr(driver._Runner, "collect", sigterm_once_every_trial_ended)
+    path = tmp_path / "unit.yaml"
+    path.write_text(yaml.safe_dump({**spec_dict, "grid": {"optim.lr": "choice(3e-3, 1e-2)"},
+                                    "fuse": False}))
+    assert cli.main(["launch", str(path), "--tracking-uri", uri]) == 0
+    assert stopped and stopped[0] < 2  # (stopped with results not yet taken in)
+    out = capsys.readouterr().out
+    assert "sweep unit: 2 trials, 0 already done, ran 2 (2 finished)\n" in out
+    assert ("sweep unit: the stop (SIGTERM) came as its last trials ended; every trial has "
+            "ended, nothing to resume\n") in out
+    assert "stopped before its end" not in out
     assert status(uri, "unit")["status"] == "finished"
 
 
