@@ -295,11 +295,20 @@ def _resume(args, uri: str) -> int:
         from orchestrator.spec import refuse_spec_key
 
         for arg in args.overrides:  # (a spec key given as one: where it goes, not extend)
-            refuse_spec_key(*arg.partition("=")[::2])
+            if arg.partition("=")[0] != "seeds":  # (which extend adds to, as given)
+                refuse_spec_key(*arg.partition("=")[::2])
+        import shlex
+
+        from orchestrator.spec import _is_sweep
+
+        # (as extend takes them: a plain value was suggested, which extend refuses)
+        added = [arg if _is_sweep(arg) or not arg.partition("=")[2]
+                 or arg.startswith("seeds=") else "{0}=choice({2})".format(*arg.partition("="))
+                 for arg in args.overrides]
         raise ConfigError(f"sweep resume runs sweep {args.name} as it was launched, without "
                           f"{' '.join(args.overrides)}: to add values use `sweep extend "
-                          f"{args.name} {' '.join(args.overrides)}`; for another base, launch "
-                          "a spec under another name")
+                          f"{shlex.quote(args.name)} {' '.join(map(shlex.quote, added))}`; for "
+                          "another base, launch a spec under another name")
     from orchestrator.commands import refuse_other_data
 
     stored = stored_spec(uri, args.name)

@@ -600,8 +600,9 @@ def space_notes(plan: SearchPlan) -> list[str]:
     sizes = {key: finite_points({key: d}) for key, d in plan.dists.items()}
     axes = ", ".join(f"{key}: {n} {'choices' if hasattr(plan.dists[key], 'choices') else 'values'}"
                      for key, n in sizes.items() if n > 1)
+    held = f" ({axes})" if axes else ""  # (one point: no axis with more than one value)
     return [f"search.optuna.n_trials={n_trials} reaches the {points} point"
-            f"{'s' * (points != 1)} the searched space holds ({axes}): each study tries "
+            f"{'s' * (points != 1)} the searched space holds{held}: each study tries "
             f"every point once and stops at {points} trials; a grid (the spec without "
             "`search:`) trains the same, or search an interval"]
 

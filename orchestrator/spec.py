@@ -135,8 +135,11 @@ class SweepSpec:
                 try:
                     parsed = OverridesParser.create().parse_overrides([arg])[0]
                 except OverrideParseException as err:
+                    # (of the key given: it named optim.lr for train.tokens=choice()
+                    name = key.lstrip("+~")
                     raise ConfigError([f"{arg}: cannot parse it ({parse_reason(err)}); "
-                                       "e.g. optim.lr=1e-3, or 'optim.lr=choice(1e-3, 3e-3)'"]) \
+                                       f"write e.g. {name}=VALUE, or '{name}=choice(A, B)' "
+                                       "for a grid axis"]) \
                         from None
                 refuse_spec_key(key, expr)
                 if key.lstrip("+~") == "seed":
@@ -227,7 +230,9 @@ def refuse_spec_key(key: str, value: str) -> None:
     if top not in SPEC_KEYS or top in ("search", "storage_root"):  # (a config key too)
         return
     flags = {"fuse": f", or give --fuse {value}", "share_prefix": ", or give --no-share",
-             "max_concurrent": f", or give --max-concurrent {value}"}
+             # (--max-concurrent 0 was suggested, which the flag refuses)
+             "max_concurrent": f", or give --max-concurrent {value}"
+             if value.isdigit() and int(value) >= 1 else " (a whole number >= 1, or null)"}
     # (for resume and extend too: the spec file launched again is the same sweep)
     raise ConfigError([f"{key}={value} sets the sweep spec's `{top}`, not the trainer's "
                        "config: write it in the spec file and launch that (nothing done "

@@ -49,6 +49,11 @@ class _OnceLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+MAX_NAME_BYTES = 200
+"""The longest sweep name (UTF-8 bytes): a folder's name holds 255 (`mlflow-artifacts/NAME`),
+MLflow's experiment name 500 characters."""
+
+
 def load_spec(path: str | Path) -> SweepSpec:
     """Read and check a spec file; every problem goes into one ConfigError."""
     path = Path(path)
@@ -101,6 +106,13 @@ def spec_from_dict(raw: object, *, source: str = "spec", stored: bool = False) -
             c in str(raw["name"]) for c in "/\\")):
         problems.append(f"{source}: name={raw['name']!r}: a sweep's name also names its "
                         "folders (outputs/fit/NAME): give one without / or \\, and not . or ..")
+    elif not stored and len(str(raw["name"]).encode()) > MAX_NAME_BYTES:
+        # (MLflow takes 500 characters, a folder's name 255 bytes: a longer name passed every
+        # check, and the launch failed once Ray had started, leaving an experiment behind)
+        problems.append(f"{source}: name={str(raw['name'])[:40]!r}... is "
+                        f"{len(str(raw['name']).encode())} bytes long: a sweep's name also names "
+                        f"its MLflow experiment and folders; give one of at most "
+                        f"{MAX_NAME_BYTES} bytes")
     resources = raw.get("resources") or {}
     if not isinstance(resources, dict):
         problems.append(f"{source}: resources={resources!r}: give a mapping, e.g. resources: "

@@ -177,12 +177,15 @@ def _composition_problems(spec: SweepSpec, axes: dict[str, list[str]],
         return []
 
     base = list(spec.overrides)
+    found = []
     if fails(base):
-        found = [f"{p} (overrides)" for o in base for p in fails([o])]
-        return list(dict.fromkeys(found or fails(base)))
+        found = [f"{p} (overrides)" for o in base for p in fails([o])] or fails(base)
+        # (the grid's own problems too, over the base's overrides that compose: a misspelt
+        # axis was said only once the base was fixed)
+        base = [o for o in base if not fails([o])]
     # (an unknown key fails at each of its values alike: said once, not counted as trials)
-    return list(dict.fromkeys(f"{p} (grid.{key})" for key, values in axes.items()
-                              for v in values for p in fails([*base, f"{key}={v}"])))
+    return list(dict.fromkeys(found + [f"{p} (grid.{key})" for key, values in axes.items()
+                                       for v in values for p in fails([*base, f"{key}={v}"])]))
 
 
 def make_trial(spec: SweepSpec, point: tuple[str, ...], problems: list[str],

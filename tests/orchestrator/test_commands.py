@@ -1425,3 +1425,23 @@ def test_a_resume_that_cannot_see_the_storage_root_says_its_begun_trials_start_o
     gone.mkdir(parents=True)  # (there, the resume goes on from them: nothing to say)
     assert cli.main(["--tracking-uri", uri, "resume", "unit", "--dry-run"]) == 0
     assert "is not on this machine" not in capsys.readouterr().err
+
+
+def test_what_resume_and_a_spec_key_override_suggest_is_taken(tmp_path, capsys):
+    """`sweep resume s optim.lr=0.1` suggested `sweep extend s optim.lr=0.1`, which extend
+    refuses (a plain value); `max_concurrent=0` suggested `--max-concurrent 0`, which the flag
+    refuses."""
+    uri = f"sqlite:///{tmp_path}/m.db"
+    create_sqlite_store_once(uri)
+    assert cli.main(["resume", "my sweep", "optim.lr=0.1", "seeds=[0,1]", "--tracking-uri",
+                     uri]) == 2
+    assert capsys.readouterr().err == (
+        "error: sweep resume runs sweep my sweep as it was launched, without optim.lr=0.1 "
+        "seeds=[0,1]: to add values use `sweep extend 'my sweep' 'optim.lr=choice(0.1)' "
+        "'seeds=[0,1]'`; for another base, launch a spec under another name\n")
+    assert cli.main(["launch", "sweeps/demo.yaml", "max_concurrent=0", "--tracking-uri",
+                     uri]) == 2
+    assert capsys.readouterr().err == (
+        "error: max_concurrent=0 sets the sweep spec's `max_concurrent`, not the trainer's "
+        "config: write it in the spec file and launch that (nothing done trains again) (a "
+        "whole number >= 1, or null)\n")

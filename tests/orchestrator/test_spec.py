@@ -287,6 +287,9 @@ def test_a_stored_spec_an_earlier_version_launched_stays_readable():
     ({"storage_root": None}, "storage_root=None: give the folder"),
     ({"name": "../.."}, "name='../..': a sweep's name also names its folders"),
     ({"name": "a/b"}, "name='a/b': a sweep's name also names its folders"),
+    ({"name": "x" * 300}, f"name={'x' * 40!r}... is 300 bytes long: a sweep's name also names "
+                          "its MLflow experiment and folders; give one of at most 200 bytes"),
+    ({"name": "é" * 101}, "is 202 bytes long"),
     ({"overrides": "model=tiny, data=synthetic"}, "overrides='model=tiny, data=synthetic': "
                                                   "give a list"),
     ({"overrides": ["model=tiny", "optim.lr=choice(1e-3, 1e-2)"]},
@@ -344,6 +347,9 @@ def test_grid_and_command_line_mistakes_are_one_sentence(tmp_path):
         spec.with_overrides(["checkpoint_dir=/tmp/c"])
     with pytest.raises(ConfigError, match=r"optim.lr=choice\(1e-3: cannot parse it"):
         spec.with_overrides(["optim.lr=choice(1e-3"])  # (it dropped the axis)
+    with pytest.raises(ConfigError, match=r"write e.g. train.tokens=VALUE, or "
+                                          r"'train.tokens=choice\(A, B\)' for a grid axis"):
+        spec.with_overrides(["train.tokens=choice("])  # (its example named optim.lr)
     with pytest.raises(ConfigError, match="from resources.world_size; give that in the spec"):
         spec.with_overrides(["train.world_size=2"])
     assert spec.with_overrides([f"storage_root={tmp_path}"]).storage_root == str(tmp_path)
@@ -517,6 +523,18 @@ def test_a_misspelt_key_is_said_once_with_where_it_is():
     (problem,) = err.value.problems
     assert problem.startswith("unknown config key 'optim.lrr'") and problem.endswith(
         "(overrides)")
+    # a bad base value and a misspelt axis: both (the axis was said once the base was fixed),
+    # and an axis of a group the base chose (schedule=wsd) is no problem
+    with pytest.raises(ConfigError) as err:
+        expand(spec_from_dict({**BASE, "overrides": [*BASE["overrides"], "schedule=wsd",
+                                                     "train.batch_size=abc"],
+                               "grid": {"optim.lrr": "choice(1, 2)",
+                                        "schedule.decay_fraction": "choice(0.1, 0.2)"}}))
+    bad_value, misspelt = err.value.problems
+    assert bad_value.startswith("bad value for 'train.batch_size'") and bad_value.endswith(
+        "(overrides)")
+    assert misspelt.startswith("unknown config key 'optim.lrr'") and misspelt.endswith(
+        "(grid.optim.lrr)")
 
 
 def test_removing_a_config_key_is_one_sentence():
