@@ -523,6 +523,7 @@ def dry_run(spec: SweepSpec, *, tracking_uri: str,
 
     spec, trials = prepare(spec)
     storage_problem(spec.storage_root, create=False, probe=True)  # what the launch refuses
+    _check_hub_once(trials)  # (as the launch: a hub dataset it cannot reach passed the dry run)
     _refuse_unread(spec, tracking_uri, None)
     say_notes(notes)
     print_notes(trials)
@@ -564,6 +565,7 @@ def search_dry_run(spec: SweepSpec, *, tracking_uri: str,
     spec, plan, storage = search.prepare_search(spec, tracking_uri, create=False)
     search.check_studies_space(plan, storage)
     check_range_values(plan)
+    _check_hub_once(search.example_trials(plan))
     say_notes([*notes, *space_notes(plan)])
     rows = search.search_status(plan, storage)
     states = recorded_trials(tracking_uri, spec.name) if any(

@@ -1445,3 +1445,24 @@ def test_what_resume_and_a_spec_key_override_suggest_is_taken(tmp_path, capsys):
         "error: max_concurrent=0 sets the sweep spec's `max_concurrent`, not the trainer's "
         "config: write it in the spec file and launch that (nothing done trains again) (a "
         "whole number >= 1, or null)\n")
+
+
+def test_a_dry_run_refuses_a_hub_dataset_it_cannot_reach_as_the_launch_does(tmp_path,
+                                                                              monkeypatch,
+                                                                              capsys):
+    """The dry run listed 2 trials to run; the launch then refused them: the hub unreachable."""
+    # (a closed loopback port stands for "no network" whether or not this machine has one)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("PROXYSWEEP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
+    spec = {**_spec(tmp_path), "overrides": ["model=tiny", "data=hf",
+                                             "data.name=someorg/somedata"]}
+    path = tmp_path / "hub.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    uri = f"sqlite:///{tmp_path}/m.db"
+    assert cli.main(["launch", str(path), "--dry-run", "--tracking-uri", uri]) == 2
+    assert capsys.readouterr().err.startswith(
+        "error: data.name=someorg/somedata needs the Hugging Face hub, which is unreachable")
