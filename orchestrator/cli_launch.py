@@ -249,8 +249,11 @@ def _run(spec, args, uri: str, based_on=None, notes: list[str] = ()) -> int:
         elif len(to_run) > 1:
             print(f"no fused groups: {fusion_off_reason(spec)}")
         return 0
-    outcome = commands.launch(spec, tracking_uri=uri, address=args.address,
-                              progress=sys.stdout.isatty(), based_on=based_on, notes=notes)
+    from orchestrator.starting import announced
+
+    with announced(uri, spec.name):  # (a `sweep cancel` before the sweep is recorded: seen)
+        outcome = commands.launch(spec, tracking_uri=uri, address=args.address,
+                                  progress=sys.stdout.isatty(), based_on=based_on, notes=notes)
     ran = outcome.ran.values()
     summary = ", ".join(f"{sum(s == k for s in ran)} {k}" for k in sorted(set(ran)))
     print(f"sweep {spec.name}: {outcome.trials} trial{'s' * (outcome.trials != 1)}, "
@@ -263,7 +266,10 @@ def _run(spec, args, uri: str, based_on=None, notes: list[str] = ()) -> int:
              and (not_started := outcome.trials - outcome.already_done - len(outcome.ran)
                   - len(outcome.found_ended)) > 0 else ""))
     by = "SIGTERM" if outcome.terminated else "Ctrl-C or `sweep cancel`"
-    if outcome.interrupted:
+    if outcome.unrecorded:
+        print(f"sweep {spec.name} stopped before it began (`sweep cancel`): nothing of it was "
+              "recorded; launch the spec again to run it")
+    elif outcome.interrupted:
         print(f"sweep {spec.name} stopped before its end ({by}): nothing done is lost, "
               f"`sweep resume {spec.name}` goes on")
     elif outcome.stopped_at_end:
@@ -276,8 +282,9 @@ def _run(spec, args, uri: str, based_on=None, notes: list[str] = ()) -> int:
     from orchestrator.tracking import redact
 
     name = shlex.quote(spec.name)
-    print(f"monitor: sweep status {name}   |   UI: sweep ui {name}  "
-          f"(store {redact(uri)})")
+    if not outcome.unrecorded:  # (a sweep the store does not hold: nothing to monitor)
+        print(f"monitor: sweep status {name}   |   UI: sweep ui {name}  "
+              f"(store {redact(uri)})")
     from trainer.schema import DONE, PRUNED
 
     # a pruned trial is a search working as meant, not a failure

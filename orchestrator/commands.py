@@ -112,7 +112,7 @@ def launch(spec: SweepSpec, *, tracking_uri: str, address: str | None = None,
     if marked.cancelled:  # (its spec kept: `resume` runs its trials)
         _store_spec(tracking_uri, spec, based_on, trials)
         return SweepOutcome(trials=len(trials), already_done=len(trials) - len(todo_ids),
-                            interrupted=True)
+                            interrupted=True, unrecorded=marked.before is None)
     with marked.undone_on_error():
         return run_sweep(spec, trials, tracking_uri=tracking_uri, progress=progress,
                          based_on=based_on)
@@ -259,7 +259,8 @@ def _launch_search(spec: SweepSpec, *, tracking_uri: str, address: str | None,
     if marked.cancelled:
         _store_spec(tracking_uri, spec, based_on)
         used = sum(row["used"] for row in search.search_status(plan, storage))
-        return SweepOutcome(trials=used, already_done=used, interrupted=True)
+        return SweepOutcome(trials=used, already_done=used, interrupted=True,
+                            unrecorded=marked.before is None)
     with marked.undone_on_error():
         return search.run_search(spec, plan, tracking_uri=tracking_uri, storage=storage,
                                  progress=progress, based_on=based_on)
@@ -326,7 +327,10 @@ def _start(spec: SweepSpec, tracking_uri: str, address: str | None,
     except BaseException:
         marked.undo()
         raise
-    if marked.before is None:
+    if marked.before is None:  # a new sweep: a cancel meanwhile found none to ask
+        from orchestrator.starting import take_cancel
+
+        marked.cancelled = take_cancel(tracking_uri, spec.name)
         return marked
     client = MlflowClient(tracking_uri=tracking_uri)
     run_id = marked.before["run_id"]

@@ -74,6 +74,9 @@ class SweepOutcome:
     interrupted: bool = False
     terminated: bool = False
     """Interrupted by SIGTERM (not Ctrl-C or `sweep cancel`)."""
+    unrecorded: bool = False
+    """Stopped (a `sweep cancel` while it started, `orchestrator.starting`) before its sweep
+    was first recorded: nothing of it is in the store, so there is nothing to resume."""
     stopped_at_end: bool = False
     """A stop came as the last trials ended (their ends not yet taken in): every trial has
     ended, so the sweep is finished and nothing is to resume (`interrupted` is False)."""

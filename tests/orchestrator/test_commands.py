@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import socket
 import time
 
 import pytest
@@ -1466,3 +1467,46 @@ def test_a_dry_run_refuses_a_hub_dataset_it_cannot_reach_as_the_launch_does(tmp_
     assert cli.main(["launch", str(path), "--dry-run", "--tracking-uri", uri]) == 2
     assert capsys.readouterr().err.startswith(
         "error: data.name=someorg/somedata needs the Hugging Face hub, which is unreachable")
+
+
+def test_a_cancel_while_a_new_sweep_starts_stops_it_before_any_trial(tmp_path, monkeypatch,
+                                                                     capsys):
+    """`sweep cancel NAME` typed while a new sweep's launch started Ray said "no sweep named"
+    and the launch then ran every trial: the launch's marker on this host lets the cancel
+    reach it, and it stops at its first look, recording nothing."""
+    import threading
+
+    from orchestrator import starting
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    path = tmp_path / "unit.yaml"
+    path.write_text(yaml.safe_dump(_spec(tmp_path)))
+    said, threads = [], []
+
+    def cancel_while_ray_starts(spec, address):  # (in place of Ray's start: a cancel comes)
+        thread = threading.Thread(target=lambda: said.append(cli.main(
+            ["cancel", "unit", "--tracking-uri", uri])))
+        thread.start()
+        threads.append(thread)
+        request = starting._request(starting._marker(uri, "unit"))
+        deadline = time.monotonic() + 30
+        while not request.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return []
+
+    monkeypatch.setattr(commands, "_cluster_problems", cancel_while_ray_starts)
+    assert cli.main(["launch", str(path), "--tracking-uri", uri]) == 130
+    threads[0].join(timeout=30)
+    assert said == [0]
+    out = capsys.readouterr().out
+    assert "sweep unit: 4 trials, 0 already done, stopped before any trial ran\n" in out
+    assert ("sweep unit stopped before it began (`sweep cancel`): nothing of it was recorded; "
+            "launch the spec again to run it\n") in out
+    assert f"sweep unit was starting ({socket.gethostname()} {os.getpid()}, not recorded " \
+           "yet): it stops before any trial runs, and records nothing\n" in out
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    assert MlflowClient(tracking_uri=uri).get_experiment_by_name("unit") is None
+    assert not starting._marker(uri, "unit").exists()  # (gone with the launch)
+    # with no launch starting, the unknown name is said as before
+    assert cli.main(["cancel", "unit", "--tracking-uri", uri]) == 2
+    assert "no sweep named 'unit'" in capsys.readouterr().err
