@@ -160,7 +160,21 @@ def _trunk_position(run, storage_root: str) -> tuple[int | None, int | None]:
     tokens = (row or {}).get("train/tokens", run.data.metrics.get("train/tokens"))
     points = read_index(folder).get("branch_points") if folder else None
     return (None if tokens is None else int(tokens),
-            int(max(points)) if points else None)
+            _whole_batches(run, int(max(points))) if points else None)
+
+
+def _whole_batches(run, target: int) -> int:
+    """The tokens a trunk stops at for a branch point `target`: the last batch boundary at
+    or below it (`trainer.trunk`), where its batch is constant (104,857 was shown as the end
+    of a trunk that stops at 104,448)."""
+    params = run.data.params
+    if params.get("train.batch_schedule", "constant") != "constant":
+        return target
+    try:
+        batch = int(params["train.batch_size"]) * int(params["train.seq_len"])
+    except (KeyError, ValueError):
+        return target
+    return target // batch * batch if batch > 0 else target
 
 
 def _trunk_positions(training: list, storage_root: str) -> dict:
@@ -191,7 +205,7 @@ def _stopped_trunks(runs: list, storage_root: str) -> list[dict]:
         tokens = index.get("tokens") or run.data.metrics.get("final/tokens") or 0
         points = index.get("branch_points")
         out.append({"trunk": run.info.run_name, "tokens": int(tokens),
-                    "target": int(max(points)) if points else None})
+                    "target": _whole_batches(run, int(max(points))) if points else None})
     return out
 
 
@@ -458,9 +472,12 @@ def format_status(report: dict) -> str:
                      f"{report['tokens_if_independent']:,} if independent "
                      f"(ratio {report['tokens_ratio']:.2f})")
     elif report.get("tokens_trained"):
+        running = report["running"] or report.get("trunks_running")
         lines.append(f"  tokens: {report['tokens_trained']:,} trained by the trials and "
-                     "trunks that have ended (the running ones count at their end, and the "
-                     "ratio to training each trial alone shows once every trial has ended)")
+                     "trunks that have ended ("
+                     + ("the running ones count at their end, and " if running else "")
+                     + "the ratio to training each trial alone shows once every trial has "
+                       "ended)")
     return "\n".join(lines)
 
 

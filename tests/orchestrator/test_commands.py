@@ -997,6 +997,25 @@ def test_status_of_a_stopped_sweep_says_which_trunks_stopped_partway(tmp_path, c
         {"trunk": "trunk optim.lr=0.01", "tokens": 175_104, "target": 350_000}]
 
 
+def test_a_stopped_trunk_s_end_is_said_in_whole_batches(tmp_path, capsys):
+    """A trunk stops at the last batch boundary at or below its branch point: `at 65,536 of
+    104,857 tokens` named an end it never reaches (104,448, 102 batches of 1,024)."""
+    uri = f"sqlite:///{tmp_path}/m.db"
+    tracker = _open_sweep(uri, _spec(tmp_path))
+    tracker.trunk("t" * 64, "optim.lr=0.01", {"optim.lr": 0.01, "train.batch_size": 8,
+                                               "train.seq_len": 128}, schema.RUNNING)
+    folder = tmp_path / "runs" / "trunks" / ("t" * 64)
+    folder.mkdir(parents=True)
+    (folder / "trunk.json").write_text(json.dumps({"tokens": 65_536, "checkpoints": {},
+                                                   "branch_points": [52_428, 104_857]}))
+    tracker.close_sweep(schema.INTERRUPTED)
+    assert cli.main(["status", "unit", "--json", "--tracking-uri", uri]) == 0
+    assert json.loads(capsys.readouterr().out)["trunks_stopped"] == [
+        {"trunk": "trunk optim.lr=0.01", "tokens": 65_536, "target": 104_448}]
+    assert cli.main(["status", "unit", "--tracking-uri", uri]) == 0
+    assert "at 65,536 of 104,448 tokens (63%)" in capsys.readouterr().out
+
+
 def test_status_of_a_sweep_whose_spec_is_not_stored_yet_says_it_is_starting(tmp_path):
     """In the second between its record and its spec, status said 'Failed to download
     artifacts from path sweep.yaml ... check --tracking-uri'."""
