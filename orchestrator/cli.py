@@ -57,8 +57,10 @@ def _parser() -> argparse.ArgumentParser:
     local = [_global_options(ray=False, suppress=True)]
     on_ray = [_global_options(ray=True, suppress=True)]
     p = sub.add_parser("launch", parents=on_ray, help="run a sweep spec (only trials not yet "
-                       "done)")
-    p.add_argument("spec", help="sweeps/NAME.yaml")
+                       "done)", usage="sweep launch [options] spec [overrides ...]")
+    # (nargs="?" and a check in `parse_args`: argparse said "the following arguments are
+    # required: spec, overrides", and overrides are not)
+    p.add_argument("spec", nargs="?", help="sweeps/NAME.yaml")
     p.add_argument("overrides", nargs="*", help="Hydra overrides: a sweep expression sets a "
                    "grid axis, a plain value the base config")
     p.add_argument("--dry-run", action="store_true", help="list the trials, run nothing")
@@ -166,6 +168,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      f"{args.command}` reads only the tracking store (--tracking-uri)")
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "launch" and args.spec is None:
+        launch = next(a for a in parser._subparsers._group_actions
+                      if isinstance(a, argparse._SubParsersAction)).choices["launch"]
+        launch.error("give the spec file to launch, e.g. sweep launch sweeps/demo.yaml "
+                     "(overrides after it are optional)")
     if args.address is not None and args.command not in RAY_COMMANDS:
         parser.error(f"--address applies to {', '.join(RAY_COMMANDS)}; `sweep "
                      f"{args.command}` reads only the tracking store (--tracking-uri)")

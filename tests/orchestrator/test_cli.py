@@ -109,6 +109,11 @@ def test_a_spec_key_given_to_resume_says_where_it_goes(tmp_path, capsys):
     (["status", "n", "--address", "R"], "--address applies to launch, resume, extend"),
     (["fit", "n", "--address=R"], "--address applies to launch, resume, extend"),
     (["status", "n", "--bogus"], "unrecognized arguments: --bogus"),
+    # ("the following arguments are required: spec, overrides": overrides are not)
+    (["launch"], "usage: sweep launch [options] spec [overrides ...]\nsweep launch: error: "
+                 "give the spec file to launch, e.g. sweep launch sweeps/demo.yaml (overrides "
+                 "after it are optional)"),
+    (["launch", "--dry-run"], "sweep launch: error: give the spec file to launch"),
 ])
 def test_options_where_they_mean_nothing_are_refused(argv, fragment, capsys):
     with pytest.raises(SystemExit) as exit_:
