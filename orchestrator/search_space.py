@@ -555,8 +555,9 @@ def plan_search(spec) -> SearchPlan:
     for slice_ in slices:
         for point in corners(dists):
             plan.trial(slice_, point, problems)
-    if problems:
-        raise ConfigError(dedupe(problems))
+    if problems:  # (and the values between a range's ends, said with its end: one at a time)
+        raise ConfigError(dedupe(problems + [p for slice_ in slices
+                                             for p in _inner_problems(plan, slice_)]))
     return plan
 
 

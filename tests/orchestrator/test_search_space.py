@@ -142,6 +142,17 @@ def test_a_searched_integer_range_with_values_that_cannot_run_is_refused_at_once
         "range each of whose values runs"]
     check_range_values(plan_search(spec_from_dict({**raw, "grid": {
         **raw["grid"], "train.batch_size": "range(4, 17, 4)"}})))
+    # an end that fails too: its values between were said only once the end was fixed
+    with pytest.raises(ConfigError) as err:
+        plan_search(spec_from_dict({**raw, "grid": {**raw["grid"],
+                                                    "train.batch_size": "range(4, 20)"}}))
+    assert err.value.problems == [
+        "train.batch_size=19 is not divisible by train.micro_batch_size=4: pick a divisor of "
+        "the batch (trial optim.lr=0.1 train.batch_size=19 seed=0)",
+        "train.batch_size=5 is not divisible by train.micro_batch_size=4: pick a divisor of the "
+        "batch (trial optim.lr=0.0001 train.batch_size=5 seed=0); 10 more values of "
+        "grid.train.batch_size=range(4, 20) fail too (6, 7, 9, 10, 11, 13, 14, 15, 17, 18): "
+        "search a range each of whose values runs"]
 
 
 def test_hyperband_resources_that_optuna_takes_and_fails_on_later_are_refused():
