@@ -1104,7 +1104,7 @@ def test_names_and_spec_files_mixed_up_are_said_with_the_way(tmp_path, capsys, m
     assert cli.main(["resume", "unit", "optim.lr=0.1", "--tracking-uri", uri]) == 2
     assert capsys.readouterr().err.startswith(
         "error: sweep resume runs sweep unit as it was launched, without optim.lr=0.1: to add "
-        "values use `sweep extend unit optim.lr=0.1`")
+        "values use `sweep extend unit 'optim.lr=choice(0.1)'`")
     monkeypatch.chdir(tmp_path)
     assert cli.main(["launch", "unit", "--tracking-uri", uri]) == 2
     assert capsys.readouterr().err == (
