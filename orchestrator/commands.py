@@ -130,7 +130,8 @@ def _relabel(tracking_uri: str, trials: list[Trial], states: dict) -> None:
             client.update_run(run.info.run_id, name=trial.label[:250])
 
 
-def _refuse_unread(spec: SweepSpec, tracking_uri: str, based_on: SweepSpec | None) -> None:
+def _refuse_unread(spec: SweepSpec, tracking_uri: str, based_on: SweepSpec | None,
+                   axes: dict[str, list[str]] | None = None) -> None:
     """Keys no trial reads, new in this launch against the sweep's stored spec (`based_on`
     for an extend), refused before anything runs (`orchestrator.trials.unread_problems`)."""
     baseline = based_on
@@ -139,7 +140,7 @@ def _refuse_unread(spec: SweepSpec, tracking_uri: str, based_on: SweepSpec | Non
             baseline = stored_spec(tracking_uri, spec.name)
         except Exception:  # noqa: BLE001 (no such sweep yet, or no readable spec: all is new)
             baseline = None
-    if problems := unread_problems(spec, baseline):
+    if problems := unread_problems(spec, baseline, axes):
         raise ConfigError(problems)
 
 
@@ -223,7 +224,7 @@ def _launch_search(spec: SweepSpec, *, tracking_uri: str, address: str | None,
     """`launch` of a searched sweep (`orchestrator.search`): the same checks, then the
     studies run to their n_trials."""
     from orchestrator import search
-    from orchestrator.search_space import check_range_values, space_notes
+    from orchestrator.search_space import axes_at_ends, check_range_values, space_notes
 
     try:
         spec, plan, storage = search.prepare_search(spec, tracking_uri)
@@ -231,6 +232,8 @@ def _launch_search(spec: SweepSpec, *, tracking_uri: str, address: str | None,
         search.check_studies_space(plan, storage)
         check_range_values(plan)
         _check_hub_once(search.example_trials(plan))
+        # (keys no trial reads: a searched one spends the study's trials on nothing)
+        _refuse_unread(spec, tracking_uri, based_on, axes_at_ends(spec, plan.dists))
     except ConfigError as err:
         named = cluster_address(address)
         cluster = (_cluster_problems(spec, address) if named
@@ -563,13 +566,14 @@ def search_dry_run(spec: SweepSpec, *, tracking_uri: str,
     dry run said nothing of them, and the launch then ran one; then it said "3 never ended
     (interrupted)" where `status` read 1 interrupted and 2 pending)."""
     from orchestrator import search
-    from orchestrator.search_space import check_range_values, space_notes
+    from orchestrator.search_space import axes_at_ends, check_range_values, space_notes
     from trainer.paths import RunPaths
 
     spec, plan, storage = search.prepare_search(spec, tracking_uri, create=False)
     search.check_studies_space(plan, storage)
     check_range_values(plan)
     _check_hub_once(search.example_trials(plan))
+    _refuse_unread(spec, tracking_uri, None, axes_at_ends(spec, plan.dists))
     say_notes([*notes, *space_notes(plan)])
     rows = search.search_status(plan, storage)
     states = recorded_trials(tracking_uri, spec.name) if any(

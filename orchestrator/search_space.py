@@ -533,10 +533,21 @@ def _distinct(values: list[str]) -> list[str]:
     return distinct
 
 
+def axes_at_ends(spec, dists: dict) -> dict[str, list[str]]:
+    """A searched spec as a grid: its per-slice axes' values and its searched axes' ends
+    (what its composition and the keys its trials read are judged at)."""
+    from orchestrator.trials import grid_axes
+
+    slice_axes, _ = grid_axes(type(spec)(name="", grid={k: v for k, v in spec.grid.items()
+                                                         if k not in dists}))
+    return {**slice_axes, **{key: [override_value(p[key]) for p in corners({key: dist})]
+                             for key, dist in dists.items()}}
+
+
 def plan_search(spec) -> SearchPlan:
     """The studies of a searched spec, every slice checked at the corners of the searched
     space; one ConfigError lists every problem (grammar mapping and trial configs)."""
-    from orchestrator.trials import _composition_problems, dedupe, grid_axes
+    from orchestrator.trials import _composition_problems, dedupe
     from trainer.compose import Composer
     from trainer.errors import ConfigError
 
@@ -544,11 +555,7 @@ def plan_search(spec) -> SearchPlan:
     slices, dists, fixed, problems = search_space(spec.grid, search, spec.seeds)
     # Every key and value that does not compose, at once (a trial's composition stops at the
     # first): the per-slice axes' values and the searched axes' ends, over the base.
-    slice_axes, _ = grid_axes(type(spec)(name="", grid={k: v for k, v in spec.grid.items()
-                                                         if k not in dists}))
-    ends = {key: [override_value(p[key]) for p in corners({key: dist})]
-            for key, dist in dists.items()}
-    composing = _composition_problems(spec, {**slice_axes, **ends}, Composer())
+    composing = _composition_problems(spec, axes_at_ends(spec, dists), Composer())
     if problems or composing:
         raise ConfigError(dedupe(problems + composing))
     plan = SearchPlan(spec, search, slices, dists, fixed, rungs=_rungs(spec.grid, search))

@@ -240,20 +240,23 @@ def files_from_anywhere(cfg: Config) -> Config:
     return dataclasses.replace(cfg, data=absolute)
 
 
-def unread_problems(spec: SweepSpec, baseline: SweepSpec | None = None) -> list[str]:
+def unread_problems(spec: SweepSpec, baseline: SweepSpec | None = None,
+                    axes: dict[str, list[str]] | None = None) -> list[str]:
     """Base overrides and grid axes that set a key no trial reads (`trainer.validation.
     unread`): such a key only changes the trial ids, so a grid axis over it trains the same
     model once per value, and a base value retrains a done sweep under new ids. Only what is
     new against `baseline` (the sweep's stored spec: a relaunch, a resume or an extend) is
     judged, so a sweep launched before this check stays resumable. Judged at every
     combination of the axes that decide what is read (`schedule*`, `data*`, `model`,
-    `model.param`), the others at their first value."""
+    `model.param`), the others at their first value. `axes`: a searched spec's, at the ends
+    of its searched ranges (`search_space.axes_at_ends`)."""
     from trainer.validation import unread
 
     old = baseline or SweepSpec(name="")
-    axes, problems = grid_axes(spec)
-    if problems:
-        return []  # (said by the expansion)
+    if axes is None:
+        axes, problems = grid_axes(spec)
+        if problems:
+            return []  # (said by the expansion)
     keys = {o.partition("=")[0].lstrip("+~"): f"overrides: {o}" for o in spec.overrides
             if o not in old.overrides}
     keys.update({k: f"grid.{k}: {spec.grid[k]}" for k, v in axes.items()

@@ -1529,3 +1529,26 @@ def test_a_cancel_while_a_new_sweep_starts_stops_it_before_any_trial(tmp_path, m
     # with no launch starting, the unknown name is said as before
     assert cli.main(["cancel", "unit", "--tracking-uri", uri]) == 2
     assert "no sweep named 'unit'" in capsys.readouterr().err
+
+
+def test_a_searched_sweep_refuses_keys_no_trial_reads_as_a_grid_does(tmp_path, capsys):
+    """A grid refused `model.base_width` under `model.param=sp` (it only changes the trial
+    ids); a searched sweep took it, and a searched `schedule.a` under WSD spent the study's
+    trials on a dimension no trial reads."""
+    uri = f"sqlite:///{tmp_path}/m.db"
+    spec = {"name": "s", "overrides": [*TRIAL, "schedule=wsd"],
+            "grid": {"optim.lr": "tag(log, interval(1e-3, 1e-1))"},
+            "search": {"optuna": {"n_trials": 4}}, "storage_root": str(tmp_path / "runs")}
+    for name, extra, said in (
+            ("sp", {"overrides": [*spec["overrides"], "model.param=sp"]},
+             "error: overrides: model.base_width=32: model.param=sp does not read it (only mup "
+             "does); it would only change the trial ids"),
+            ("a", {"grid": {**spec["grid"], "schedule.a": "interval(3.0, 4.0)"}},
+             "error: grid.schedule.a: interval(3.0, 4.0): schedule=wsd does not read it (only "
+             "power does); it would only change the trial ids")):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({**spec, **extra}))
+        for dry in (["--dry-run"], []):
+            assert cli.main(["launch", str(path), *dry, "--tracking-uri", uri]) == 2
+            assert capsys.readouterr().err.startswith(said)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
