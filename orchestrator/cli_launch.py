@@ -143,10 +143,16 @@ def _search_changes(before, now) -> list[str]:
     old, new = options(before), options(now)
     if not old or not new:
         return []
-    return [f"search.optuna.{k}: {redact(str(old.get(k, '(none)')))} → "
-            f"{redact(str(new.get(k, '(none)')))}"
-            for k in dict.fromkeys([*old, *new]) if redact(str(old.get(k))) != redact(
-                str(new.get(k)))]
+    from orchestrator.search_space import OptunaSearch
+
+    # (an option not given is its default: "sampler: (none) → tpe" hid that it was gp)
+    default = {f.name: f.default for f in dataclasses.fields(OptunaSearch)
+               if f.default is not dataclasses.MISSING and f.default is not None}
+    old = {k: old.get(k, default.get(k)) for k in dict.fromkeys([*old, *new])}
+    new = {k: new.get(k, default.get(k)) for k in old}
+    return [f"search.optuna.{k}: {redact(str(old[k]) if old[k] is not None else '(none)')} → "
+            f"{redact(str(new[k]) if new[k] is not None else '(none)')}"
+            for k in old if redact(str(old[k])) != redact(str(new[k]))]
 
 
 def _run(spec, args, uri: str, based_on=None, notes: list[str] = ()) -> int:
@@ -182,16 +188,19 @@ def _run(spec, args, uri: str, based_on=None, notes: list[str] = ()) -> int:
                      else "")
                   + (f"; {unbegun} of those used were asked and never began: they run first"
                      if unbegun else ""))
-        from orchestrator.search_space import HALVING
+        from orchestrator.search_space import HALVING, plan_search
 
         if spec.optuna.pruner == HALVING:
             print("halving: a budget above the first asks for the best of the one below as "
                   "its trials end, so its counts are for the results so far (a new trial "
                   "below that beats one that climbed sends another up)")
-        from orchestrator.fusion import fusion_setting
+        from orchestrator.fusion import fusion_setting, searched_fusion_off
 
         fuse = fusion_setting(spec)
-        if fuse is True or (fuse is not False and fuse > 1):
+        why = searched_fusion_off(plan_search(spec)) if fuse else None
+        if why:  # (as the launch: each study asks one point at a time)
+            print(f"no fused groups: {why}")
+        elif fuse is True or (fuse is not False and fuse > 1):
             if fuse is True:
                 from orchestrator.driver import local_cluster
                 from orchestrator.fusion import at_once, searched_group_size

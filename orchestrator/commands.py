@@ -578,6 +578,9 @@ def search_dry_run(spec: SweepSpec, *, tracking_uri: str,
     rows = search.search_status(plan, storage)
     states = recorded_trials(tracking_uri, spec.name) if any(
         row["open_params"] for row in rows) and existing_sqlite_ready(tracking_uri) else {}
+    from orchestrator.search_space import finite_points
+
+    points = finite_points(plan.dists)  # (a finite space: a study asks each point once)
     out = []
     for slice_, row in zip(plan.slices, rows, strict=True):
         # (one asked without its point is void at the next launch: neither)
@@ -586,5 +589,7 @@ def search_dry_run(spec: SweepSpec, *, tracking_uri: str,
         began = sum(t is not None and (t.trial_id in states or RunPaths.for_config(
             t.cfg, t.trial_id).run_dir.exists()) for t in trials)
         left = 0 if row["tried_all"] else max(row["n_trials"] - row["used"], 0)
+        if points is not None:  # (it said "would ask 5 more" of a space of 3 points)
+            left = min(left, max(points - row["used"], 0))
         out.append((row["slice"], row["used"], left, began, len(trials) - began))
     return out

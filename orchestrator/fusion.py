@@ -107,6 +107,25 @@ def fusion_off_reason(spec: SweepSpec) -> str:
     return "fuse: false (or --fuse off) keeps every trial alone"
 
 
+def searched_fusion_off(plan) -> str | None:
+    """Why the points a study asks (`orchestrator.search_space.SearchPlan`) cannot train as
+    one group though the spec fuses (they differ in a searched key that is not a member's
+    scalar, or grow their batches apart), else None: the study then asks them one at a time,
+    keeping its adaptivity, rather than together for nothing (it asked widths 32 and 48 at
+    once, which trained alone)."""
+    from orchestrator.search import example_trials
+    from trainer.fusable import fusion_problems, is_member_key
+
+    keys = [k for k in plan.dists if not is_member_key(k.lstrip("+~"))]
+    if keys:
+        return (f"the points a study asks differ in {', '.join(keys)}, and only optim.lr, "
+                "optim.weight_decay, optim.timescale and schedule.* may differ within a fused "
+                "group")
+    trials = example_trials(plan)
+    problems = fusion_problems([trials[0].cfg]) if trials else []
+    return problems[0] if problems else None
+
+
 def searched_group_size(fuse: bool | int, *, points_left: int, slots: int) -> int:
     """Points a study asks at once to train as one group: `K`; under `true` its `points_left`
     shared out over two rounds of the `slots` trials the cluster runs at once (so that it sees

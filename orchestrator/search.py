@@ -45,6 +45,7 @@ import itertools
 import math
 import os
 import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -64,6 +65,7 @@ from orchestrator.fusion import (
     Group,
     fusion_setting,
     plan_fusion,
+    searched_fusion_off,
     searched_group_size,
 )
 from orchestrator.search_space import HALVING, TOKENS_KEY, SearchPlan, Slice, plan_search
@@ -130,15 +132,28 @@ def check_studies_space(plan: SearchPlan, url: str) -> None:
                 continue
             try:
                 if type(was) is not type(now):
-                    raise ValueError(f"{type(was).__name__} cannot become {type(now).__name__}")
+                    raise ValueError
                 od.check_distribution_compatibility(was, now)
-            except ValueError as err:
-                problems[key] = (f"grid.{key}={plan.spec.grid[key]}: the sweep's studies "
-                                 f"searched {key} as {_as_grammar(was)} ({str(err).rstrip('.')});"
-                                 " give a range of that form (it may move or widen), or search "
-                                 "this one in a new sweep (another name)")
+            except ValueError:
+                # (in the grammar's words: Optuna's "CategoricalDistribution does not support
+                # dynamic value space" was said, with advice to widen the choices it refuses)
+                said = f"grid.{key}={plan.spec.grid[key]}: the sweep's studies searched {key} as " \
+                       f"{_as_grammar(was)}; "
+                problems[key] = said + (
+                    "a study's choices cannot change: keep them, or search the new ones in a new "
+                    "sweep (another name)" if isinstance(was, od.CategoricalDistribution) else
+                    f"give a range of that kind ({_kind(was)}: it may move or widen), or search "
+                    "this one in a new sweep (another name)")
     if problems:
         raise ConfigError(list(problems.values()))
+
+
+def _kind(dist) -> str:
+    """The grammar's kind of a searched range: `tag(log, interval(...))`, `range(...)`."""
+    import optuna.distributions as od
+
+    inner = "range(...)" if isinstance(dist, od.IntDistribution) else "interval(...)"
+    return f"tag(log, {inner})" if dist.log else inner
 
 
 def _as_grammar(dist) -> str:
@@ -399,6 +414,10 @@ class _SearchRunner(_Runner):
         self.cap = spec.max_concurrent or math.inf
         self.said: set[str] = set()  # problems of asked points, said once (`_asked`)
         self.fuse = fusion_setting(spec)
+        if self.fuse and (why := searched_fusion_off(plan)):
+            print(f"note: fuse: {spec.fuse} fuses nothing here: {why}; each study asks one "
+                  "point at a time", file=sys.stderr)
+            self.fuse = False
         # The points a study asks at once (`_partners`) train as one group, their trunks (under
         # halving) too, and the branches those release: not spread over the cluster's slots
         # as a grid's trials are (that would leave each alone), at most `together` a group.

@@ -142,7 +142,9 @@ def parse_search(raw: object, grid: dict[str, str]) -> tuple[OptunaSearch | None
     per_slice, shape_problems = per_slice_axes(opts.get("per_slice"))
     problems += shape_problems
     problems += [f"search.optuna.per_slice: '{k}' is not a grid axis; add it to grid or "
-                 "remove it from per_slice" for k in per_slice if k not in grid]
+                 "remove it from per_slice" if k != "seed" else
+                 "search.optuna.per_slice: 'seed': a sweep has one study per seed already (its "
+                 "`seeds`); remove seed from per_slice" for k in per_slice if k not in grid]
     sampler, sampler_args = _named(opts.get("sampler", DEFAULT_SAMPLER), "sampler", SAMPLERS,
                                    problems)
     pruner, pruner_args = _named(opts.get("pruner", "none"), "pruner", PRUNERS, problems)

@@ -833,6 +833,13 @@ def test_a_launch_with_other_base_overrides_under_a_recorded_name_says_so(tmp_pa
                            {"optuna": {"n_trials": 3, "storage": "postgresql://u:pw@h/db"}}
                            ) == ["search.optuna.n_trials: 5 → 3"]
     assert _search_changes("grid", {"optuna": {"n_trials": 3}}) == []
+    # an option not given is its default ("sampler: (none) → tpe" hid gp); the default
+    # written out is no change
+    assert _search_changes({"optuna": {"n_trials": 3}},
+                           {"optuna": {"n_trials": 3, "sampler": "tpe"}}
+                           ) == ["search.optuna.sampler: gp → tpe"]
+    assert _search_changes({"optuna": {"n_trials": 3}},
+                           {"optuna": {"n_trials": 3, "sampler": "gp", "pruner": "none"}}) == []
 
 
 def test_a_launch_with_nothing_to_run_stores_its_spec_as_one_that_runs(tmp_path):
@@ -1552,3 +1559,52 @@ def test_a_searched_sweep_refuses_keys_no_trial_reads_as_a_grid_does(tmp_path, c
             assert cli.main(["launch", str(path), *dry, "--tracking-uri", uri]) == 2
             assert capsys.readouterr().err.startswith(said)
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+@pytest.mark.parametrize("grid, extra, said", [
+    ({"model.width": "choice(32, 48)"}, [],
+     "no fused groups: the points a study asks differ in model.width, and only optim.lr, "
+     "optim.weight_decay, optim.timescale and schedule.* may differ within a fused group"),
+    ({}, ["train.batch_schedule=norm_test", "train.micro_batch_size=4"],
+     "no fused groups: train.batch_schedule=norm_test grows each member's batch on its own"),
+    ({}, [], "fused: each study asks up to 2 points at once"),
+])
+def test_a_searched_dry_run_fuses_only_what_can_fuse(tmp_path, capsys, grid, extra, said):
+    """`fuse: true` on a search over the width (or under the norm test) said each study
+    would ask 2 points at once and train them as one group: they could not fuse, and the
+    study asked them together (less adaptive) for nothing."""
+    from orchestrator.fusion import searched_fusion_off
+    from orchestrator.search_space import plan_search
+
+    spec = {"name": "s", "overrides": [*[o for o in TRIAL if not o.startswith(
+                "model.width")], *extra] + (["model.width=32"] if not grid else []),
+            "grid": {"optim.lr": "tag(log, interval(1e-4, 1e-1))", **grid},
+            "search": {"optuna": {"n_trials": 4}}, "fuse": True,
+            "storage_root": str(tmp_path / "runs")}
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert cli.main(["launch", str(path), "--dry-run", "--tracking-uri",
+                     f"sqlite:///{tmp_path}/m.db"]) == 0
+    assert said in capsys.readouterr().out
+    why = searched_fusion_off(plan_search(spec_from_dict(spec)))
+    assert (why is None) == said.startswith("fused:")
+
+
+
+def test_a_searched_dry_run_of_a_finite_space_asks_no_more_than_its_points(tmp_path, capsys):
+    """n_trials 5 over 3 choices: the note said it stops at 3, the study line "would ask 5";
+    and `per_slice: [seed]` was told to add seed to the grid, which is refused."""
+    spec = {"name": "s", "overrides": TRIAL,
+            "grid": {"optim.lr": "tag(log, choice(1e-3, 1e-2, 1e-1))"},
+            "search": {"optuna": {"n_trials": 5}}, "storage_root": str(tmp_path / "runs")}
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    uri = f"sqlite:///{tmp_path}/m.db"
+    assert cli.main(["launch", str(path), "--dry-run", "--tracking-uri", uri]) == 0
+    assert "study seed=0: 0 trials used, would ask 3 more" in capsys.readouterr().out
+    path.write_text(yaml.safe_dump({**spec, "search": {"optuna": {"n_trials": 5,
+                                                                  "per_slice": ["seed"]}}}))
+    assert cli.main(["launch", str(path), "--dry-run", "--tracking-uri", uri]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {path}: search.optuna.per_slice: 'seed': a sweep has one study per seed "
+        "already (its `seeds`); remove seed from per_slice\n")
