@@ -17,9 +17,23 @@ def _launch(args, uri: str) -> int:
     from orchestrator.spec import shadowed_overrides
     from orchestrator.spec_file import load_spec
 
-    spec = load_spec(args.spec).with_overrides(args.overrides)
-    return _run(spec, args, uri, notes=[*shadowed_overrides(spec), *_another_base(spec, uri),
+    read = load_spec(args.spec)
+    spec = read.with_overrides(args.overrides)
+    return _run(spec, args, uri, notes=[*shadowed_overrides(spec), *_replaced_axes(read, spec),
+                                        *_another_base(spec, uri),
                                         *_storage_not_here(spec, uri)])
+
+
+def _replaced_axes(read, spec) -> list[str]:
+    """A plain value on the command line for a key the spec's grid sweeps replaces that axis
+    (every trial takes the value): said, since the same key in the spec's overrides is the
+    other way round (the grid wins) and the axis went without a word."""
+    return [f"{key}={value} on the command line replaces the spec's grid.{key}: "
+            f"{read.grid[key]}: every trial takes {value} (give '{key}=choice(...)' to sweep "
+            "other values)"
+            for key, value in (o.partition("=")[::2] for o in spec.overrides
+                               if o not in read.overrides)
+            if key in read.grid and key not in spec.grid]
 
 
 def _another_base(spec, uri: str) -> list[str]:

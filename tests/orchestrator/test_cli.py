@@ -542,6 +542,18 @@ def test_a_base_override_a_grid_axis_replaces_is_said(tmp_path, capsys):
         "note: overrides: optim.lr=1e-3 is swept by grid.optim.lr too, and every trial takes "
         "the grid's value: remove it from overrides"]
     assert "2 trials: 0 done, 2 would run" in out.out
+    # the other way round: a plain value on the command line replaces the axis (said)
+    spec["overrides"].remove("optim.lr=1e-3")
+    spec["grid"]["train.seq_len"] = "choice(64, 128)"
+    (tmp_path / "o.yaml").write_text(yaml.safe_dump(spec))
+    assert main(["--tracking-uri", f"sqlite:///{tmp_path}/m.db", "launch",
+                 str(tmp_path / "o.yaml"), "--dry-run", "optim.lr=5e-3"]) == 0
+    out = capsys.readouterr()
+    assert out.err.splitlines() == [
+        "note: optim.lr=5e-3 on the command line replaces the spec's grid.optim.lr: "
+        "choice(2e-3, 4e-3): every trial takes 5e-3 (give 'optim.lr=choice(...)' to sweep "
+        "other values)"]
+    assert "2 trials: 0 done, 2 would run" in out.out
 
 
 def test_mup_trials_of_several_head_widths_without_a_base_head_width_are_noted(tmp_path,
