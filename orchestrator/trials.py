@@ -301,14 +301,46 @@ def _across_trials(trials: list[Trial]) -> list[str]:
     attention as SP does (1/√d_head), not as muP (1/d_head) across the sweep."""
     from trainer.config import Param
 
+    found = _same_models(trials)
     heads = sorted({t.cfg.model.head_dim for t in trials if t.cfg.model.param is Param.mup
                     and t.cfg.model.base_head_dim is None})
     if len(heads) < 2:
-        return []
-    return [f"muP trials of {len(heads)} head widths (model.head_dim {heads[0]} to {heads[-1]}) "
+        return found
+    return found + [f"muP trials of {len(heads)} head widths (model.head_dim {heads[0]} to {heads[-1]}) "
             "leave model.base_head_dim unset, so each takes its own head width as the base "
             "and scales attention by 1/√d_head as SP does, not muP's 1/d_head across them: "
             f"set model.base_head_dim (e.g. {heads[0]}) for muP's attention"]
+
+
+def _same_models(trials: list[Trial]) -> list[str]:
+    """Trials that differ only in keys they do not read (`trainer.validation.unread`): the
+    same model under several ids. A grid whose every trial ignores an axis is refused
+    (`unread_problems`); where only some do (SP trials of a `model.base_width` axis beside
+    muP ones), those are trained once per value, said here."""
+    from trainer.identity import flatten
+    from trainer.validation import unread
+
+    by_model: dict[tuple, list[Trial]] = {}
+    why: dict[str, str] = {}
+    for trial in trials:
+        ignored = unread(trial.cfg)
+        values = {k: v for k, v in flatten(trial.cfg).items()
+                  if k not in ignored and k not in ("run_dir", "checkpoint_dir")
+                  and not k.startswith("tracking.")}
+        by_model.setdefault(tuple(sorted((k, repr(v)) for k, v in values.items())),
+                            []).append(trial)
+        why.update(ignored)
+    same = [group for group in by_model.values() if len(group) > 1]
+    if not same:
+        return []
+    keys = sorted({k for group in same for k, v in flatten(group[0].cfg).items()
+                   if k in why and any(flatten(t.cfg).get(k) != v for t in group[1:])})
+    extra = sum(len(group) - 1 for group in same)
+    reasons = "; ".join(f"{k}: {why[k]}" for k in keys)
+    return [f"{extra} trial{'s' * (extra != 1)} train the same model as another under another "
+            f"id, differing only in keys they do not read ({reasons}); e.g. {same[0][0].label} "
+            f"and {same[0][1].label}: give the trials that do not read them a spec without those "
+            "axes"]
 
 
 def dedupe(problems: list[str]) -> list[str]:

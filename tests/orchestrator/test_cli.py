@@ -583,6 +583,32 @@ def test_mup_trials_of_several_head_widths_without_a_base_head_width_are_noted(t
     assert "base_head_dim" not in capsys.readouterr().err
 
 
+def test_trials_that_differ_only_in_keys_they_do_not_read_are_noted(tmp_path, capsys):
+    """A muP-vs-SP grid over model.base_width trained each SP model once per base width,
+    under other ids, without a word (muP reads the key, so the grid was not refused)."""
+    import yaml
+
+    from orchestrator.cli import main
+
+    spec = {"name": "p", "overrides": ["model=tiny", "data=synthetic", "train.tokens=65536",
+                                       "schedule.warmup_tokens=0"],
+            "grid": {"optim.lr": "choice(1e-3, 1e-2)", "model.base_width": "choice(32, 64)",
+                     "model.param": "choice(mup, sp)"},
+            "storage_root": str(tmp_path / "runs")}
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(spec))
+    args = ["--tracking-uri", f"sqlite:///{tmp_path}/m.db", "launch", str(tmp_path / "p.yaml"),
+            "--dry-run"]
+    assert main(args) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        "note: 2 trials train the same model as another under another id, differing only in "
+        "keys they do not read (model.base_width: model.param=sp does not read it (only mup "
+        "does)); e.g. model.base_width=32 model.param=sp optim.lr=0.001 seed=0 and "
+        "model.base_width=64 model.param=sp optim.lr=0.001 seed=0: give the trials that do not "
+        "read them a spec without those axes"]
+    assert main([*args, "model.param=mup"]) == 0  # (every trial reads it)
+    assert "same model" not in capsys.readouterr().err
+
+
 def test_validating_trials_on_files_and_a_tokenizer_does_not_import_torch(tmp_path):
     """Reading a little of the data before a launch (a text field, a tokenizer file) went
     through trainer.data, which imports torch: 2.5 s per driver instead of 0.3."""
