@@ -306,7 +306,8 @@ def _across_trials(trials: list[Trial]) -> list[str]:
                     and t.cfg.model.base_head_dim is None})
     if len(heads) < 2:
         return found
-    return found + [f"muP trials of {len(heads)} head widths (model.head_dim {heads[0]} to {heads[-1]}) "
+    return found + [
+            f"muP trials of {len(heads)} head widths (model.head_dim {heads[0]} to {heads[-1]}) "
             "leave model.base_head_dim unset, so each takes its own head width as the base "
             "and scales attention by 1/√d_head as SP does, not muP's 1/d_head across them: "
             f"set model.base_head_dim (e.g. {heads[0]}) for muP's attention"]
