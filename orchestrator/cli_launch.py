@@ -448,13 +448,22 @@ def print_fusion(spec, trials, sharing) -> None:
     # (fusion on, but a config that cannot fuse at all: said, as sharing says why it does not)
     from trainer.fusable import fusion_problems
 
-    cannot = [problem for cfgs in ([u[0].members[-1].cfg for u in units] if units and not
-                                   fused_trunks and len(units) > 1 else [],
-                                   [t.cfg for t in alone] if not groups and len(alone) > 1
-                                   else [])
-              for problem in (fusion_problems(cfgs[:1]) if fuse and cfgs else [])]
+    # (each config's own problems: a norm-test trial first in the list was said to be why
+    # nothing fused, beside constant-batch trials that could)
+    cannot, some = [], []
+    for cfgs in ([u[0].members[-1].cfg for u in units] if units and not fused_trunks
+                 and len(units) > 1 else [],
+                 [t.cfg for t in alone] if not groups and len(alone) > 1 else []):
+        found = [fusion_problems([cfg]) for cfg in cfgs] if fuse else []
+        if found and all(found):
+            cannot += [problem for problems in found for problem in problems]
+        elif any(found):
+            some += [f"{sum(map(bool, found))} of the trials cannot fuse: {problem}"
+                     for problems in found for problem in problems]
     for problem in dict.fromkeys(cannot):
         print(f"nothing fuses: {problem}")
+    for line in dict.fromkeys(some):
+        print(line)
     from orchestrator.fusion import group_size
     from trainer.fusable import group_key
 

@@ -179,6 +179,19 @@ def test_dry_run_says_which_trials_share_a_trunk_and_which_do_not(tmp_path, caps
                         "nothing fuses: this machine runs 2 trials at once, as many as there "
                         "are to fuse (2), so each runs alone beside the others (`fuse: K` "
                         "fuses them anyway)"]
+    # norm-test trials beside constant-batch ones: said of those, not as why nothing fuses
+    assert cli.main(["launch", str(path), "--dry-run", "--tracking-uri", uri,
+                     "--max-concurrent", "2",
+                     "train.micro_batch_size=4", "train.tokens=65536", "schedule=wsd",
+                     "train.batch_schedule=choice(constant, norm_test)"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-3:] == ["0 fused groups, 4 trials alone",
+                        "2 of the trials cannot fuse: train.batch_schedule=norm_test grows each "
+                        "member's batch on its own: use train.batch_schedule=constant or do not "
+                        "fuse",
+                        "nothing fuses: this machine runs 2 trials at once, as many as there "
+                        "are to fuse (2), so each runs alone beside the others (`fuse: K` "
+                        "fuses them anyway)"]
 
 
 def test_status_format():
