@@ -748,12 +748,30 @@ def search_status(plan: SearchPlan, url: str) -> list[dict]:
                      "n_trials": quota[plan.study_name(s)],
                      "states": info["states"], "open_params": info["open_params"],
                      "best": info["best"],
-                     "best_params": info["best_params"],
+                     "best_params": _typed(info["best_params"]),
                      "all_diverged": info.get("all_diverged", False),
                      "tried_all": exhausted(plan, plan.study_name(s), info),
                      "searched": list(plan.dists),
                      "edge": at_edge(plan.dists, info["best_params"])})
     return rows
+
+
+def _typed(params: dict | None) -> dict | None:
+    """A study's best point with its choices' values as numbers where they are (a choice is
+    asked as the override's text: `--json` gave "model.width": "48" beside a float LR)."""
+    if params is None:
+        return None
+    out = {}
+    for key, value in params.items():
+        if isinstance(value, str):
+            try:
+                number = int(value) if re.fullmatch(r"[-+]?\d+", value) else float(value)
+            except ValueError:
+                number = None
+            if number is not None and math.isfinite(number):  # ("nan": text, not NaN)
+                value = number
+        out[key] = value
+    return out
 
 
 def check_extension(old: SweepSpec, new: SweepSpec, args: Sequence[str] = ()) -> None:

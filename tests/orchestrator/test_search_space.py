@@ -837,3 +837,15 @@ def test_an_option_optuna_does_not_take_is_said_with_the_ones_it_does():
                            "Optuna's MedianPruner (did you mean n_warmup_steps?); its options: ")
     # (as the installed Optuna names them)
     assert said.rpartition(": ")[2].split(", ")[:2] == ["n_startup_trials", "n_warmup_steps"]
+
+
+def test_a_studys_best_point_reports_its_choices_as_numbers():
+    """`sweep status --json` gave a searched choice's best as text ("model.width": "48") beside
+    a float LR; text that is no finite number stays text (JSON has no NaN)."""
+    from orchestrator.search import _typed
+
+    assert _typed({"model.width": "48", "optim.lr": 0.01, "model.param": "sp",
+                   "optim.weight_decay": "1e-3", "x": "nan"}) == {
+        "model.width": 48, "optim.lr": 0.01, "model.param": "sp", "optim.weight_decay": 0.001,
+        "x": "nan"}
+    assert _typed(None) is None
