@@ -173,6 +173,8 @@ def init_ray(address: str | None) -> None:
                 refused := auth_refusal(named)):
             raise ConfigError(f"the Ray cluster at {where} does not let this driver in: "
                               f"{refused}")
+    if not sys.stderr.isatty():  # (a log file got Ray's colour codes: `[33m(raylet)`)
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     try:
         ray.init(address=address, include_dashboard=False, logging_level="WARNING",
                  log_to_driver=False)

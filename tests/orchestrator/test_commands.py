@@ -4,6 +4,7 @@ import json
 import math
 import os
 import socket
+import sys
 import time
 
 import pytest
@@ -1621,3 +1622,24 @@ def test_a_searched_dry_run_of_a_finite_space_asks_no_more_than_its_points(tmp_p
     assert capsys.readouterr().err == (
         f"error: {path}: search.optuna.per_slice: 'seed': a sweep has one study per seed "
         "already (its `seeds`); remove seed from per_slice\n")
+
+
+def test_ray_prints_no_colour_codes_into_a_log_file(monkeypatch):
+    """A launch written to a file (`nohup sweep launch ... > log`) got Ray's colour codes with
+    a lost worker's lines (`[33m(raylet)`)."""
+    import io
+
+    import ray
+
+    from orchestrator import driver
+
+    monkeypatch.delenv("RAY_COLOR_PREFIX", raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # (not a terminal)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: None)
+    try:
+        driver.init_ray(None)
+        assert os.environ["RAY_COLOR_PREFIX"] == "0"
+    finally:
+        os.environ.pop("RAY_COLOR_PREFIX", None)
