@@ -118,7 +118,9 @@ def recommend(result: FitResult, *, params: float, tokens: float,
     else:
         missing["weight_decay"] = skipped.get("timescale", "needs the lr and timescale "
                                                      "laws and a batch size")
-    if "loss" in laws:
+    if "loss" not in laws:  # (said as the others are: the row was missing without a word)
+        missing["loss"] = skipped.get("loss", "no loss law")
+    else:
         loss = laws["loss"]
         out["loss"] = {"value": loss.predict(point["N"], point["D"]),
                        "interval": list(loss.interval(point["N"], point["D"]))

@@ -442,7 +442,8 @@ def extend_override(key: str, values: tuple[float, ...]) -> str | None:
     """`key=choice(v1, v2)` for `sweep extend`, or None when there is nothing to add."""
     if not values:
         return None
-    return f"{key}=choice(" + ", ".join(f"{v:.3g}" for v in values) + ")"
+    # (ascending, as `next_grid` lists them: a low edge's values came highest first)
+    return f"{key}=choice(" + ", ".join(f"{v:.3g}" for v in sorted(values)) + ")"
 
 
 def next_grid(optima: pd.DataFrame) -> list[str]:

@@ -62,9 +62,9 @@ def _fit(args, uri: str) -> int:
     out = out or (default / selection.replace("/", "_") if selection else default)
     doc = write_fit(result, out, sweep=label, next_trials=_next_n_trials(uri, args.name),
                     selection={"group": group, "pooled": result.pooled})
-    if args.name and doc["next_grid"] and (added := _extension_size(uri, args.name,
-                                                                    doc["next_grid"])):
-        doc["next_grid_trials"] = added
+    if args.name:  # (0 when there is nothing to add: the key was there or not by content)
+        doc["next_grid_trials"] = (_extension_size(uri, args.name, doc["next_grid"]) or 0) \
+            if doc["next_grid"] else 0
     if args.name:
         doc["fit_run_id"] = log_fit(uri, args.name, out, doc)
         # (the file on disk names the run that holds its copy; that copy is the fit as it was)

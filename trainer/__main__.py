@@ -157,6 +157,13 @@ def _run(overrides: list[str], *, print_only: bool, given: list[str] = ()) -> in
               file=sys.stderr)
         return 0
     check(cfg)
+    from trainer.distributed import launched_by_torchrun
+
+    if launched_by_torchrun() and (env := int(os.environ["WORLD_SIZE"])) != cfg.train.world_size:
+        # (a config error, before the run's folder: it was exit 1 after a lease was made)
+        raise ConfigError([f"train.world_size={cfg.train.world_size} but torchrun launched "
+                           f"{env} processes (WORLD_SIZE={env}): give train.world_size={env}, "
+                           f"or torchrun --nproc-per-node {cfg.train.world_size}"])
     from trainer.loop import another_runs_files
     from trainer.validation import notes
 
@@ -164,8 +171,6 @@ def _run(overrides: list[str], *, print_only: bool, given: list[str] = ()) -> in
     if problem := another_runs_files(cfg, paths, config_id(cfg)):  # (before reading its files)
         raise ConfigError([problem])
     # Under torchrun every rank runs this: rank 0 alone says what the run is and where it went.
-    from trainer.distributed import launched_by_torchrun
-
     speaks = not launched_by_torchrun() or os.environ["RANK"] == "0"
     noted = notes(cfg) if speaks else []
     for note in [*noted, *_given_notes(list(given), cfg, noted)] if speaks else []:

@@ -207,11 +207,15 @@ def _widths(text: str, head_dim: int) -> list[int]:
     from trainer.errors import ConfigError
 
     try:
-        widths = sorted({int(w) for w in text.split(",") if w.strip()})
+        given = [int(w) for w in text.split(",") if w.strip()]
+        widths = sorted(set(given))
     except ValueError:
         raise ConfigError(f"--widths={text!r} must be comma-separated integers, e.g. "
                           "--widths 64,128,256") from None
     bad = [w for w in widths if w < 1 or w % head_dim]
+    if len(widths) < 2 and len(given) >= 2 and not bad:  # (64,64: valid, and one width)
+        raise ConfigError(f"--widths {text!r} gives one width twice: the check compares 2 or "
+                          f"more different widths, e.g. --widths {widths[0]},{widths[0] * 2}")
     if len(widths) < 2 or bad:
         raise ConfigError(f"--widths needs 2 or more positive multiples of model.head_dim="
                           f"{head_dim} (got {text!r}); e.g. --widths "

@@ -679,3 +679,19 @@ def test_fit_given_a_sweep_and_a_csv_says_so_before_looking_for_the_store(tmp_pa
                                 "--from-csv", "runs.csv"])
         assert f"sweep {command[0]} needs either a sweep NAME or --from-csv FILE (not both)" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_recommend_says_why_it_gives_no_loss(tmp_path, capsys):
+    """Without a loss law (2 widths) the loss row was missing without a word, while every
+    other quantity it could not give was listed as not available."""
+    frame = synthetic_runs(Truth(), n_values=[1e6, 4e6], d_values=[1e8, 4e8, 1.6e9],
+                           b_values=[1e5], noise=0.001)
+    frame.to_csv(tmp_path / "runs.csv", index=False)
+    args = ["recommend", "--from-csv", str(tmp_path / "runs.csv"), "--params", "1e9",
+            "--tokens", "2e10"]
+    assert main([*args, "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert "loss" not in rec and rec["unavailable"]["loss"].startswith(
+        "the loss law needs losses at 3 or more values of N and of D")
+    assert main(args) == 0
+    assert "loss          not available: the loss law needs" in capsys.readouterr().out

@@ -41,6 +41,14 @@ def test_bad_widths_are_one_sentence(widths, tmp_path, capsys):
     assert err.startswith("error: --widths") and "\n" not in err
 
 
+def test_one_width_given_twice_is_said_as_such(tmp_path, capsys):
+    # (it read "needs 2 or more positive multiples of model.head_dim=16", which 64 is)
+    assert main(["model=tiny", "--widths", "64,64", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: --widths '64,64' gives one width twice: the check compares 2 or more different "
+        "widths, e.g. --widths 64,128")
+
+
 def test_a_panel_within_one_decade_still_labels_its_y_axis():
     """A flat muP layer spans less than a decade: no power of ten falls on its y axis, so its
     values are read off labelled minor ticks (minorticks_off() left such panels unlabelled)."""

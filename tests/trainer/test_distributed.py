@@ -61,6 +61,19 @@ def test_torchrun_launch_matches_the_spawned_one(tmp_path):
     assert proc.stdout.count("run directory:") == 1  # rank 0's footer only (it was twice)
 
 
+def test_torchrun_of_another_world_size_is_a_config_error_before_the_run_folder(tmp_path):
+    """It said so as a failed rank, exit 1, with the run's folder made (its lease)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+         "-m", "trainer", *TINY, f"storage_root={tmp_path}/b"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert ("error: train.world_size=1 but torchrun launched 2 processes (WORLD_SIZE=2): give "
+            "train.world_size=2, or torchrun --nproc-per-node 1") in proc.stderr
+    assert "Traceback" not in proc.stderr.split("error: train.world_size")[0][-2000:]
+    assert not (tmp_path / "b").exists() or not any((tmp_path / "b").rglob("lease.lock"))
+
+
 def test_a_stray_rank_variable_does_not_silence_a_run_of_one_process(tmp_path):
     """RANK left in the environment without WORLD_SIZE (not torchrun): the run trains alone,
     and says what it is and where it went, as rank 0 of torchrun does."""
