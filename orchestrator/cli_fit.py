@@ -11,8 +11,9 @@ from orchestrator.cli_monitor import _known_sweep
 
 
 def one_source(args) -> None:
-    """`sweep fit`/`recommend` read a sweep or a CSV: neither or both is said first, before
-    the store is looked for (a store that does not exist is not the problem then)."""
+    """`sweep fit`/`recommend` read a sweep or a CSV: neither or both is said first (by
+    `cli._main`), before the store is looked for (a store that does not exist is not the
+    problem then)."""
     from fitter.errors import FitError
 
     if (args.name is None) == (args.from_csv is None):
@@ -33,7 +34,6 @@ def _fit(args, uri: str) -> int:
     from fitter.groups import parse_group
     from fitter.mlflow_io import load_runs, log_fit
 
-    one_source(args)
     if args.pool and args.group:
         raise FitError("--pool fits one law across every group and --group fits one group: "
                        "give one of them.")
@@ -62,10 +62,9 @@ def _fit(args, uri: str) -> int:
     out = out or (default / selection.replace("/", "_") if selection else default)
     doc = write_fit(result, out, sweep=label, next_trials=_next_n_trials(uri, args.name),
                     selection={"group": group, "pooled": result.pooled})
-    if args.name:  # (0 when there is nothing to add: the key was there or not by content)
-        doc["next_grid_trials"] = (_extension_size(uri, args.name, doc["next_grid"]) or 0) \
-            if doc["next_grid"] else 0
-    if args.name:
+    if args.name:  # (next_grid_trials 0 when there is nothing to add: it was absent then)
+        doc["next_grid_trials"] = (doc["next_grid"] and _extension_size(
+            uri, args.name, doc["next_grid"])) or 0
         doc["fit_run_id"] = log_fit(uri, args.name, out, doc)
         # (the file on disk names the run that holds its copy; that copy is the fit as it was)
         (out / "fit.json").write_text(json.dumps(doc, indent=2))
@@ -259,7 +258,6 @@ def _recommend(args, uri: str) -> int:
     from fitter.mlflow_io import load_runs
     from fitter.recommend import format_recommendation, recommend
 
-    one_source(args)
     if args.pool:
         raise FitError("sweep recommend has no --pool: a law pooled over groups (muP with SP) "
                        "mixes LRs that mean different things, so it recommends none; give the "

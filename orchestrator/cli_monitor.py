@@ -30,15 +30,19 @@ def _status(args, uri: str) -> int:
 
 
 def _cancel(args, uri: str) -> int:
+    from mlflow import MlflowClient
+
     from orchestrator.cancel import NotRunning, cancel
     from orchestrator.starting import cancel_starting
+    from orchestrator.sweep_record import _sweep_parent
     from trainer.errors import ConfigError
 
     try:
         try:
             marked = cancel(uri, args.name)
         except ConfigError:  # no such sweep: unless a launch of it starts here
-            said = cancel_starting(uri, args.name, recorded=lambda: _recorded(uri, args.name))
+            said = cancel_starting(uri, args.name, recorded=lambda: _sweep_parent(
+                MlflowClient(tracking_uri=uri), args.name) is not None)
             if said is None:
                 raise
             if said != "recorded":
@@ -56,19 +60,6 @@ def _cancel(args, uri: str) -> int:
     print(f"cancel requested for sweep {args.name}" + (f"; {marked} orphaned trials marked "
                                                       "interrupted" if marked else ""))
     return 0
-
-
-def _recorded(uri: str, name: str) -> bool:
-    from mlflow import MlflowClient
-
-    from orchestrator.sweep_record import parent_run
-    from trainer.errors import ConfigError
-
-    try:
-        parent_run(MlflowClient(tracking_uri=uri), name)
-    except ConfigError:
-        return False
-    return True
 
 
 def _ui(args, uri: str) -> int:

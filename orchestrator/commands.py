@@ -315,7 +315,7 @@ def _start(spec: SweepSpec, tracking_uri: str, address: str | None,
         raise ConfigError(problems)
     if not ray.is_initialized():
         named = cluster_address(address)
-        where = ("starting Ray on this machine" if fresh or not named else
+        where = ("starting Ray on this machine" if fresh else
                  f"connecting to the Ray cluster at {named}" if named else
                  "connecting to the Ray cluster `ray start` runs here")
         # (not "sweep NAME: ...", the form of the summary line that scripts read)
@@ -566,7 +566,12 @@ def search_dry_run(spec: SweepSpec, *, tracking_uri: str,
     dry run said nothing of them, and the launch then ran one; then it said "3 never ended
     (interrupted)" where `status` read 1 interrupted and 2 pending)."""
     from orchestrator import search
-    from orchestrator.search_space import axes_at_ends, check_range_values, space_notes
+    from orchestrator.search_space import (
+        axes_at_ends,
+        check_range_values,
+        finite_points,
+        space_notes,
+    )
     from trainer.paths import RunPaths
 
     spec, plan, storage = search.prepare_search(spec, tracking_uri, create=False)
@@ -578,8 +583,6 @@ def search_dry_run(spec: SweepSpec, *, tracking_uri: str,
     rows = search.search_status(plan, storage)
     states = recorded_trials(tracking_uri, spec.name) if any(
         row["open_params"] for row in rows) and existing_sqlite_ready(tracking_uri) else {}
-    from orchestrator.search_space import finite_points
-
     points = finite_points(plan.dists)  # (a finite space: a study asks each point once)
     out = []
     for slice_, row in zip(plan.slices, rows, strict=True):

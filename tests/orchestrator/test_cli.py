@@ -556,21 +556,26 @@ def test_a_base_override_a_grid_axis_replaces_is_said(tmp_path, capsys):
     assert "2 trials: 0 done, 2 would run" in out.out
 
 
+def _dry_run_args(tmp_path, grid: dict) -> list[str]:
+    """The command line of a dry run of a tiny spec over `grid`, written to tmp_path."""
+    import yaml
+
+    spec = {"name": "s", "overrides": ["model=tiny", "data=synthetic", "train.tokens=65536",
+                                       "schedule.warmup_tokens=0"],
+            "grid": grid, "storage_root": str(tmp_path / "runs")}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
+    return ["--tracking-uri", f"sqlite:///{tmp_path}/m.db", "launch", str(tmp_path / "s.yaml"),
+            "--dry-run"]
+
+
 def test_mup_trials_of_several_head_widths_without_a_base_head_width_are_noted(tmp_path,
                                                                               capsys):
     # Each took its own head_dim as the base: attention scaled 1/√d across the sweep (SP's),
     # which no single trial's config shows.
-    import yaml
-
     from orchestrator.cli import main
 
-    spec = {"name": "h", "overrides": ["model=tiny", "data=synthetic", "train.tokens=65536",
-                                       "schedule.warmup_tokens=0"],
-            "grid": {"optim.lr": "choice(1e-3)", "model.head_dim": "choice(16, 32)"},
-            "storage_root": str(tmp_path / "runs")}
-    (tmp_path / "h.yaml").write_text(yaml.safe_dump(spec))
-    args = ["--tracking-uri", f"sqlite:///{tmp_path}/m.db", "launch", str(tmp_path / "h.yaml"),
-            "--dry-run"]
+    args = _dry_run_args(tmp_path, {"optim.lr": "choice(1e-3)",
+                                    "model.head_dim": "choice(16, 32)"})
     assert main(args) == 0
     assert capsys.readouterr().err.splitlines() == [
         "note: muP trials of 2 head widths (model.head_dim 16 to 32) leave model.base_head_dim "
@@ -586,18 +591,11 @@ def test_mup_trials_of_several_head_widths_without_a_base_head_width_are_noted(t
 def test_trials_that_differ_only_in_keys_they_do_not_read_are_noted(tmp_path, capsys):
     """A muP-vs-SP grid over model.base_width trained each SP model once per base width,
     under other ids, without a word (muP reads the key, so the grid was not refused)."""
-    import yaml
-
     from orchestrator.cli import main
 
-    spec = {"name": "p", "overrides": ["model=tiny", "data=synthetic", "train.tokens=65536",
-                                       "schedule.warmup_tokens=0"],
-            "grid": {"optim.lr": "choice(1e-3, 1e-2)", "model.base_width": "choice(32, 64)",
-                     "model.param": "choice(mup, sp)"},
-            "storage_root": str(tmp_path / "runs")}
-    (tmp_path / "p.yaml").write_text(yaml.safe_dump(spec))
-    args = ["--tracking-uri", f"sqlite:///{tmp_path}/m.db", "launch", str(tmp_path / "p.yaml"),
-            "--dry-run"]
+    args = _dry_run_args(tmp_path, {"optim.lr": "choice(1e-3, 1e-2)",
+                                    "model.base_width": "choice(32, 64)",
+                                    "model.param": "choice(mup, sp)"})
     assert main(args) == 0
     assert capsys.readouterr().err.splitlines() == [
         "note: 2 trials train the same model as another under another id, differing only in "
