@@ -8,13 +8,11 @@ import time
 
 from mlflow import MlflowClient
 
-from orchestrator.sweep_record import driver_silent_s, parent_run
-from trainer.lease import gone_driver
+from orchestrator.sweep_record import driver_gone, driver_silent_s, parent_run
 from trainer.schema import (
     INTERRUPTED,
     RUNNING,
     SWEEP_CANCEL_TAG,
-    SWEEP_DRIVER_TAG,
     SWEEP_STATUS_TAG,
     TRIAL_STATUS_TAG,
     recorded_trials,
@@ -45,7 +43,7 @@ def cancel(tracking_uri: str, name: str, *, wait_s: float = 10.0) -> int | None:
     if ended != RUNNING:
         raise NotRunning(ended)
     client.set_tag(parent.info.run_id, SWEEP_CANCEL_TAG, "requested")
-    alive = (gone_driver(parent.data.tags.get(SWEEP_DRIVER_TAG)) is None
+    alive = (driver_gone(parent) is None
              and driver_silent_s(parent, RUNNING) is None)
     if not alive:
         wait_s = 0.0  # no driver to see the request

@@ -82,7 +82,7 @@ def launch(spec: SweepSpec, *, tracking_uri: str, address: str | None = None,
         storage_problem(spec.storage_root, create=True)
         _check_hub_once(trials)
         _refuse_unread(spec, tracking_uri, based_on)
-        print_notes(trials)
+        print_notes(trials, spec)
     except ConfigError as err:
         # Still ask the cluster, so that its problems are reported with these; with no cluster
         # named, measure this machine rather than start (and print) a Ray runtime to say so.
@@ -533,7 +533,7 @@ def dry_run(spec: SweepSpec, *, tracking_uri: str,
     _check_hub_once(trials)  # (as the launch: a hub dataset it cannot reach passed the dry run)
     _refuse_unread(spec, tracking_uri, None)
     say_notes(notes)
-    print_notes(trials)
+    print_notes(trials, spec)
     if not existing_sqlite_ready(tracking_uri):  # nothing recorded; a dry run creates none
         states = {}
     else:

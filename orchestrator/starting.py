@@ -63,11 +63,12 @@ def take_cancel(tracking_uri: str, name: str) -> bool:
 def starting_driver(tracking_uri: str, name: str) -> str | None:
     """The driver ("HOST PID") of a live launch on this host of sweep `name`, not yet
     recorded, else None."""
-    try:
-        label = json.loads(_marker(tracking_uri, name).read_text())["driver"]
+    marker = _marker(tracking_uri, name)
+    try:  # (its launch wrote it: alive then)
+        label, written = json.loads(marker.read_text())["driver"], marker.stat().st_mtime
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return label if gone_driver(label) is None else None
+    return label if gone_driver(label, written) is None else None
 
 
 def cancel_starting(tracking_uri: str, name: str, *, recorded, wait_s: float = 60.0

@@ -185,8 +185,15 @@ def live_status(parent) -> tuple[str, int | None]:
     a driver killed (SIGKILL, a lost node) could not close its sweep, which then reads
     `interrupted` here (on the driver's host; elsewhere as recorded, see `driver_silent_s`)."""
     status = parent.data.tags.get(SWEEP_STATUS_TAG, RUNNING)
-    gone = gone_driver(parent.data.tags.get(SWEEP_DRIVER_TAG)) if status == RUNNING else None
+    gone = driver_gone(parent) if status == RUNNING else None
     return (INTERRUPTED, gone) if gone is not None else (status, None)
+
+
+def driver_gone(parent) -> int | None:
+    """`trainer.lease.gone_driver` of a sweep's driver, which lived at its last heartbeat."""
+    beat = parent.data.tags.get(SWEEP_HEARTBEAT_TAG, "")
+    return gone_driver(parent.data.tags.get(SWEEP_DRIVER_TAG),
+                       int(beat) if beat.isdigit() else None)
 
 
 def driver_silent_s(parent, status: str) -> float | None:

@@ -283,16 +283,36 @@ def unread_problems(spec: SweepSpec, baseline: SweepSpec | None = None,
             "under another id, once per value): remove it" for k, w in (why or {}).items()]
 
 
-def print_notes(trials: list[Trial]) -> None:
-    """The trials' config notes (`trainer.validation.notes`) on stderr, each said once."""
-    import sys
-
+def print_notes(trials: list[Trial], spec: SweepSpec | None = None) -> None:
+    """The trials' config notes (`trainer.validation.notes`) on stderr, each said once, and
+    the values `spec`'s grid repeats."""
     from trainer.validation import notes
 
     for note in dedupe([f"{n} (trial {t.label})" for t in trials for n in notes(t.cfg)]):
         print(f"note: {note}", file=sys.stderr)
-    for note in _across_trials(trials):
+    for note in _across_trials(trials) + (repeated_values(spec) if spec else []):
         print(f"note: {note}", file=sys.stderr)
+
+
+def repeated_values(spec: SweepSpec) -> list[str]:
+    """Axes that list one value twice (`choice(8, 8)`, `choice(1e-3, 0.001)`): their trials
+    are one trial each, so the sweep has fewer trials than the product of the axes' lengths
+    (said once, at launch: a stored spec's resume says nothing new)."""
+    if spec.stored:
+        return []
+    found = []
+    for key, values in grid_axes(spec)[0].items():
+        seen: dict[object, str] = {}
+        twice = []
+        for value in values:
+            same = float(format(float(value), ".12g")) if _is_number(value) else value
+            if same in seen and seen[same] not in twice:
+                twice.append(seen[same])
+            seen.setdefault(same, value)
+        if twice:
+            found.append(f"grid.{key}: '{spec.grid[key]}' lists {', '.join(twice)} more than "
+                         "once; each value's trials run once")
+    return found
 
 
 def _across_trials(trials: list[Trial]) -> list[str]:

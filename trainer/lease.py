@@ -184,15 +184,33 @@ def driver_label() -> str:
     return f"{socket.gethostname()} {os.getpid()}"
 
 
-def gone_driver(label: str | None) -> int | None:
+def gone_driver(label: str | None, alive_at: float | None = None) -> int | None:
     """The pid of the driver that `label` names when it ran on this host and has ended
     (killed, or stopped by an error: a driver that ends any other way closes its sweep, see
     `sweep.driver_error`); None when it is alive, ran
-    on another host (where its pid says nothing here), or is not named."""
+    on another host (where its pid says nothing here), or is not named. `alive_at` (seconds
+    since the epoch): a moment the driver is known to have lived (its last heartbeat); a
+    process under its pid that started later is another one, the pid reused after the driver
+    was killed (a cancel then waited a minute for a driver that was gone)."""
     host, _, pid = (label or "").rpartition(" ")
     if host != socket.gethostname() or not pid.isdigit():
         return None
-    return None if pid_alive(int(pid)) else int(pid)
+    if not pid_alive(int(pid)):
+        return int(pid)
+    started = pid_started(int(pid)) if alive_at is not None else None
+    # (/proc's boot time is in whole seconds)
+    return int(pid) if started is not None and started > alive_at + 2 else None
+
+
+def pid_started(pid: int) -> float | None:
+    """When process `pid` started, in seconds since the epoch (from /proc; None without it)."""
+    try:
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19])
+        boot = next(int(line.split()[1]) for line in
+                    Path("/proc/stat").read_text().splitlines() if line.startswith("btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
 
 
 def pid_alive(pid: int) -> bool:

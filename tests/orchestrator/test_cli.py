@@ -607,6 +607,22 @@ def test_trials_that_differ_only_in_keys_they_do_not_read_are_noted(tmp_path, ca
     assert "same model" not in capsys.readouterr().err
 
 
+def test_a_value_listed_twice_on_an_axis_is_noted(tmp_path, capsys):
+    """choice(1e-3, 0.001, 2e-3) made 2 trials, not 3, without a word."""
+    from orchestrator.cli import main
+
+    args = _dry_run_args(tmp_path, {"optim.lr": "choice(1e-3, 0.001, 2e-3)",
+                                    "optim.weight_decay": "choice(0.0, 0.1)"})
+    assert main(args) == 0
+    out = capsys.readouterr()
+    assert out.err.splitlines() == [
+        "note: grid.optim.lr: 'choice(1e-3, 0.001, 2e-3)' lists 0.001 more than once; each "
+        "value's trials run once"]
+    assert "4 trials: 0 done, 4 would run" in out.out
+    assert main([*args, "optim.lr=choice(1e-3, 2e-3)"]) == 0
+    assert "note:" not in capsys.readouterr().err
+
+
 def test_validating_trials_on_files_and_a_tokenizer_does_not_import_torch(tmp_path):
     """Reading a little of the data before a launch (a text field, a tokenizer file) went
     through trainer.data, which imports torch: 2.5 s per driver instead of 0.3."""

@@ -5,6 +5,7 @@ import math
 import os
 import socket
 import sys
+import tempfile
 import time
 
 import pytest
@@ -1550,6 +1551,36 @@ def test_a_cancel_while_a_new_sweep_starts_stops_it_before_any_trial(tmp_path, m
     # with no launch starting, the unknown name is said as before
     assert cli.main(["cancel", "unit", "--tracking-uri", uri]) == 2
     assert "no sweep named 'unit'" in capsys.readouterr().err
+
+
+def test_a_pid_reused_after_a_killed_launch_is_not_its_driver(tmp_path, monkeypatch):
+    """A launch killed (SIGKILL) while starting leaves its marker; a process that later got
+    its pid made `sweep cancel` wait a minute for a launch that was gone. A process under the
+    pid that started after the marker was written (or after a sweep's last heartbeat) is
+    another one."""
+    import subprocess
+
+    from orchestrator import starting
+    from trainer.lease import gone_driver
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        label = f"{socket.gethostname()} {other.pid}"
+        marker = starting._marker("sqlite:///x.db", "unit")
+        marker.parent.mkdir(parents=True)
+        marker.write_text(json.dumps({"driver": label, "sweep": "unit"}))
+        assert starting.starting_driver("sqlite:///x.db", "unit") == label
+        killed_at = time.time() - 600
+        os.utime(marker, (killed_at, killed_at))  # (written by a launch before this process)
+        assert starting.starting_driver("sqlite:///x.db", "unit") is None
+        assert gone_driver(label, killed_at) == other.pid
+        assert gone_driver(label, time.time()) is None
+        assert gone_driver(label) is None  # (no moment known: a live pid is the driver)
+    finally:
+        other.kill()
+        other.wait()
+    assert gone_driver(label) == other.pid
 
 
 def test_a_searched_sweep_refuses_keys_no_trial_reads_as_a_grid_does(tmp_path, capsys):
