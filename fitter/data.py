@@ -51,7 +51,10 @@ PARAM_KEY = "model.param"
 published LR law only beside runs of the parametrization it was fitted in)."""
 BASE_WIDTH_KEY = "model.base_width"
 """Kept likewise: a muP LR holds at its base width only, which `recommend` names."""
-KEPT_KEYS = (PARAM_KEY, BASE_WIDTH_KEY)
+BATCH_SCHEDULE_KEY = "train.batch_schedule"
+"""Kept likewise: a run whose batch grows (`norm_test`) records its starting batch as B, which
+the batch and cbs laws cannot read as its batch."""
+KEPT_KEYS = (PARAM_KEY, BASE_WIDTH_KEY, BATCH_SCHEDULE_KEY)
 AXES = ("N", "D", "B")
 MLFLOW_KEYS = {
     "N": PARAM_N_PARAMS, "D": PARAM_TOKENS, "B": PARAM_BATCH_TOKENS,

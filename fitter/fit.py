@@ -29,7 +29,7 @@ import pandas as pd
 from fitter import groups as grouping
 from fitter.cbs import cbs_law
 from fitter.cbs import group_keys as cbs_group_keys
-from fitter.data import AXES, PARAM_KEY, Runs, require, slice_column
+from fitter.data import AXES, BATCH_SCHEDULE_KEY, PARAM_KEY, Runs, require, slice_column
 from fitter.errors import FitError
 from fitter.laws import AXIS_KEYS, batch_law, lr_law, timescale_law
 from fitter.loss_law import OUTLIER_SIGMAS, fit_loss_law
@@ -205,11 +205,29 @@ def _fit_one(law: str, runs: Runs, optima: pd.DataFrame, *, n_boot: int | None, 
         return lr_law(optima, carry=carry, **boot)
     needs = {"timescale": ("N", "D", "B", "wd"), "batch": ("N", "D", "B"), "cbs": ("N", "D", "B")}
     require(runs, needs[law], law=law)
+    if law in ("batch", "cbs"):
+        _refuse_growing_batch(runs, law)
     if law == "timescale":
         return timescale_law(optima, **boot)
     if law == "batch":
         return batch_law(optima, **boot)
     return cbs_law(runs.finished, runs.histories, cbs_group_keys(runs.slice_keys), **boot)
+
+
+def _refuse_growing_batch(runs: Runs, law: str) -> None:
+    """A run whose batch grows (the norm test) records B as the batch it started at: a batch
+    law over such runs named a best starting batch as the batch for a big run, and its
+    histories' steps are not B tokens each (the cbs law's reading)."""
+    if BATCH_SCHEDULE_KEY not in runs.table:
+        return
+    usable = runs.usable
+    grows = usable[BATCH_SCHEDULE_KEY].notna() & (usable[BATCH_SCHEDULE_KEY] != "constant")
+    if grows.any():
+        kinds = ", ".join(sorted(set(usable.loc[grows, BATCH_SCHEDULE_KEY])))
+        raise FitError(f"the {law} law needs runs of a fixed batch, and {int(grows.sum())} of "
+                       f"{len(usable)} runs in {runs.source} grow theirs "
+                       f"({BATCH_SCHEDULE_KEY}={kinds}: their B is the batch they started at); "
+                       "sweep train.batch_size with train.batch_schedule=constant for it.")
 
 
 def fit_json(result: FitResult, *, sweep: str, next_trials: int | None = None) -> dict:

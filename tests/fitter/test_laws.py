@@ -110,6 +110,34 @@ def test_timescale_and_batch_laws_recover_power_lines_exponents():
     assert batch.coef["p"] == pytest.approx(0.55, abs=0.03)
 
 
+def test_runs_whose_batch_grows_make_no_batch_law():
+    """Norm-test runs record the batch they start at as B: a batch law over them named a best
+    starting batch as the batch for a big run. Their group has no batch law, and says why;
+    the fixed-batch group beside them has its own."""
+    truth = Truth(lr=(0.5, -0.3, 0.0, 0.0), k_batch=0.03, batch=(0.6, 0.55))
+    frame = synthetic_runs(truth, n_values=N3, d_values=D3,
+                           b_values=[3e4 * 2.0 ** k for k in range(-3, 4)], noise=0.001,
+                           lr_steps=np.arange(-1.5, 1.51, 0.25))
+    grown = from_short_frame(frame.assign(**{"train.batch_schedule": "norm_test"}),
+                             source="runs.csv")
+    with pytest.raises(FitError) as err:
+        fit_runs(grown, laws=("batch",), n_boot=20)
+    assert str(err.value) == (
+        f"the batch law needs runs of a fixed batch, and {len(frame)} of {len(frame)} runs in "
+        "runs.csv grow theirs (train.batch_schedule=norm_test: their B is the batch they "
+        "started at); sweep train.batch_size with train.batch_schedule=constant for it.")
+    assert "lr" in fit_runs(grown, laws=("lr",), n_boot=20).laws  # (B: where each started)
+    both = pd.concat([frame.assign(**{"train.batch_schedule": "constant"}),
+                      frame.assign(**{"train.batch_schedule": "norm_test",
+                                      "run": frame["run"] + "n"})], ignore_index=True)
+    result = fit_runs(from_short_frame(both, source="runs.csv"), laws=None, n_boot=20)
+    assert [k for k in result.laws if k.startswith("batch")] == [
+        "batch[train.batch_schedule=constant]"]
+    assert result.laws["batch[train.batch_schedule=constant]"].coef["p"] == pytest.approx(
+        0.55, abs=0.03)
+    assert "grow theirs" in result.skipped["batch[train.batch_schedule=norm_test]"]
+
+
 def test_timescale_law_from_a_sweep_of_optim_timescale():
     # A sweep of optim.timescale derives λ = B/(η·τ·D) per run, so λ differs between the LRs of
     # one slice. Keying slices by λ made every run its own slice: no LR optimum, no law.
