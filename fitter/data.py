@@ -116,6 +116,8 @@ def from_mlflow_frame(frame: pd.DataFrame, *, source: str) -> Runs:
     table["wd"] = _number(params.get(PARAM_EFFECTIVE_WEIGHT_DECAY), frame.index).fillna(
         _number(params.get(PARAM_WEIGHT_DECAY), frame.index))
     table["tau"] = _number(params.get(PARAM_TIMESCALE), frame.index)
+    if "seed" in params:  # (not a slice key: replicates of a point, see `slices.seed_offsets`)
+        table["seed"] = _labels(params["seed"])
     # A trial that has not started yet has no params: it must not make every key look varied.
     recorded = table["lr"].notna() if table["lr"].notna().any() else slice(None)
     # (sorted: the store's column order varies, and the slice labels' order flipped between
@@ -143,6 +145,8 @@ def from_short_frame(frame: pd.DataFrame, *, source: str) -> Runs:
     for name in ("lr", "loss", "N", "D", "B", "wd", "seq_len"):
         table[name] = _number(frame.get(name), frame.index)
     table["tau"] = _number(frame.get(PARAM_TIMESCALE), frame.index)
+    if "seed" in frame:
+        table["seed"] = _labels(frame["seed"])
     if "C" in frame and table["D"].isna().all():
         table["D"] = _number(frame["C"], frame.index) / (6.0 * table["N"])
     extra = [c for c in frame.columns if "." in str(c) and _slice_key(c)
@@ -293,11 +297,16 @@ def _check_values(frame: pd.DataFrame, path: Path) -> None:
                   None)
     loss = next((c for c in ("loss", f"metrics.{FINAL_EVAL_LOSS}") if c in frame.columns), None)
     if status and loss and "step" not in frame.columns:
-        lost = (frame[status] == "finished") & frame[loss].isna()
+        # (an infinite loss of a `finished` run was counted finished, then dropped without a
+        # word: its slice lost the instability a `diverged` mark would have shown)
+        values = pd.to_numeric(frame[loss], errors="coerce")
+        lost = (frame[status] == "finished") & ~np.isfinite(values)
         if lost.any():
             first = frame.index[lost][0]
-            raise FitError(f"CSV {path}, line {first + 2}: the run is `finished` but has no "
-                           f"{loss}; give its final loss, or mark it `diverged` or `failed`.")
+            has = (f"its {loss} is {values.loc[first]:g}" if np.isinf(values.loc[first])
+                   else f"has no {loss}")
+            raise FitError(f"CSV {path}, line {first + 2}: the run is `finished` but {has}; "
+                           "give its final loss, or mark it `diverged` or `failed`.")
 
 
 STATUSES = ("finished", "diverged", "failed", "interrupted", "pruned", "running")

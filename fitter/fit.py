@@ -462,7 +462,9 @@ def format_fit(doc: dict, *, recorded: bool = True, not_done: int = 0,
     wait = (f"; {not_done} of the sweep's trials are not done yet and may hold them: let them "
             f"finish (`sweep resume {doc['sweep']}` if its driver stopped) and fit again "
             "before adding any") if not_done else ""
-    one_seed = [s for s in doc["slices"] if s.get("interval_noise") == "fit"]
+    # (several seeds of a searched sweep: their losses about one curve, offsets removed)
+    one_seed = [s for s in doc["slices"] if s.get("interval_noise") == "fit"
+                and (s.get("n_seeds") or 1) == 1]
     if one_seed:
         more = _another_seed(doc, recorded=recorded, seeds=seeds)
         lines.append(f"  the LR intervals of {_which(one_seed, doc['slices'])} come from "
@@ -470,7 +472,15 @@ def format_fit(doc: dict, *, recorded: bool = True, not_done: int = 0,
                      "moves between seeds, often by more; for intervals that hold it add a "
                      + (f"seed{wait}" if wait else f"seed ({more})"))
     unmeasured = [s for s in doc["slices"] if s.get("interval_noise") == "none"]
-    if unmeasured:
+    if unmeasured and any((s.get("n_seeds") or 1) > 1 for s in unmeasured):
+        # (seeds of a searched sweep, each at its own LRs: no level holds two)
+        lines.append(f"  {_which(unmeasured, doc['slices'])} "
+                     f"{'have' if len(unmeasured) != 1 else 'has'} no LR interval: fewer than 5 "
+                     "LRs within two grid steps of the best, none tried by two seeds, do not "
+                     "measure the loss noise; add LRs around the best"
+                     + (wait or (f" ({doc['next_grid'][0]})" if doc["next_grid"] and
+                                 doc["next_grid"][0].startswith("search.") else "")))
+    elif unmeasured:
         more = _another_seed(doc, recorded=recorded, seeds=seeds)
         lines.append(f"  {_which(unmeasured, doc['slices'])} "
                      f"{'have' if len(unmeasured) != 1 else 'has'} no LR interval: one seed "
@@ -512,7 +522,8 @@ def _one_seed(doc: dict) -> bool:
     from one seed's residuals or none)?"""
     said = [s.get("interval_noise") for s in doc["slices"]
             if s.get("edge") in (None, "diverged") and s.get("interval_noise")]
-    return bool(said) and all(n in ("fit", "none") for n in said)
+    return bool(said) and all(n in ("fit", "none") for n in said) and all(
+        (s.get("n_seeds") or 1) == 1 for s in doc["slices"])
 
 
 def _stability_notes(doc: dict, *, recorded: bool) -> list[str]:

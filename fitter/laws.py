@@ -330,7 +330,7 @@ def _refuse_edges(found: pd.DataFrame, law: str, what: str, key: str, tried: lis
 
 def _edges_refusal(found: pd.DataFrame, edges: pd.DataFrame, law: str, what: str,
                    how: str) -> str:
-    side = " and ".join(f"the {s}est" for s in sorted(set(edges["edge"])))
+    side = " or ".join(f"the {s}est" for s in sorted(set(edges["edge"])))
     return (f"the {law} law has {len(found) - len(edges)} usable point"
             f"{'s' * (len(found) - len(edges) != 1)}: at {len(edges)} of its "
             f"{len(found)} settings the best {what} is {side} one tried, so the optimum "

@@ -136,6 +136,12 @@ def recommend(result: FitResult, *, params: float, tokens: float,
     # edge): the recommendation is for the chosen group only, which is said.
     lawless = [label(g) for g in result.group_list
                if g != chosen and g and not result.laws_of(g)[0]]
+    for entry in out.values():
+        _warn(entry)
+    if "lr" in out and out["lr"]["value"] > IMPLAUSIBLE_LR:
+        out["lr"].setdefault("warnings", []).append(
+            f"an AdamW learning rate above {IMPLAUSIBLE_LR:g} trains no model: the law does not "
+            "hold out here (check its exponents and the slices behind it in `sweep fit`)")
     return {"inputs": {"N": point["N"], "D": point["D"], "B": batch}, "group": chosen, **out,
             "unavailable": missing, "groups_without_laws": lawless}
 
@@ -282,6 +288,16 @@ def _extrapolation(ranges: dict, point: dict) -> dict[str, float]:
     return out
 
 
+def _warn(entry: dict) -> None:
+    """An entry's `warnings` (said under it, and in --json): an axis farther out than `FAR`."""
+    far = [a for a, r in entry.get("extrapolation", {}).items() if abs(r) > FAR]
+    if far:
+        entry.setdefault("warnings", []).append(
+            f"{' and '.join(far)} lie{'s' * (len(far) == 1)} more than {FAR:,.0f}× outside "
+            "what the sweep trained: a power law is rarely checked that far out; take this as "
+            "a guess, or sweep nearer sizes")
+
+
 def format_recommendation(rec: dict) -> str:
     """Plain-text lines for the terminal."""
     lines = []
@@ -312,24 +328,16 @@ def format_recommendation(rec: dict) -> str:
             text += "  extrapolates " + ", ".join(
                 f"{a} {abs(r):.3g}× {'beyond' if r > 0 else 'below'} the data"
                 for a, r in beyond.items())
-            far = [a for a, r in beyond.items() if abs(r) > FAR]
-            if far:
-                text += (f"\n{'':<13} {' and '.join(far)} lie{'s' * (len(far) == 1)} more than "
-                         f"{FAR:,.0f}× outside what the sweep trained: a power law is rarely "
-                         "checked that far out; take this as a guess, or sweep nearer sizes")
         elif entry.get("extrapolation"):
             text += "  within the data range"
-        if entry.get("caveat"):
-            text += f"\n{'':<13} {entry['caveat']}"
+        for said in entry.get("warnings", []) + ([entry["caveat"]] if entry.get("caveat")
+                                                 else []):
+            text += f"\n{'':<13} {said}"
         if entry.get("base_width") is not None:
             base = f"{entry['base_width']:g}"
             text += (f"\n{'':<13} a muP LR: it holds with model.base_width={base}, the sweep's "
                      f"(hidden matrices take it times {base}/width); set model.base_width={base} "
                      "in the big run, or another base width scales its hidden LR by the ratio")
-        if key == "lr" and entry["value"] > IMPLAUSIBLE_LR:
-            text += (f"\n{'':<13} an AdamW learning rate above {IMPLAUSIBLE_LR:g} trains no "
-                     "model: the law does not hold out here (check its exponents and the "
-                     "slices behind it in `sweep fit`)")
         for axis, value in entry.get("held_fixed", {}).items():
             option, key = {"N": ("--params", "model.width"), "D": ("--tokens", "train.tokens"),
                            "B": ("--batch", "train.batch_size")}[axis]

@@ -391,6 +391,44 @@ def _edge(ok: np.ndarray, best: int) -> str | None:
     return "diverged" if not ok[best + 1] else None
 
 
+SEED_OFFSET_DECADES = 1.0
+"""Runs within this many decades of a slice's best one (log10) estimate its seeds' offsets."""
+
+
+def seed_offsets(x: np.ndarray, loss: np.ndarray, seeds: np.ndarray) -> np.ndarray | None:
+    """Each run's seed's offset from the slice's common curve (mean zero over the seeds), for
+    a slice whose seeds tried different values; None where every seed tried the same ones.
+
+    One seed's whole curve sits higher than another's (its init and data order), by more than
+    the curves differ in shape: 0.17 nats at 32k tokens in a tiny model. Where every seed tried
+    the same LRs, a level's mean holds every seed and the offsets cancel. Where they did not
+    (a searched sweep's studies, one per seed, ask their own LRs; a grid extended with a seed
+    at some LRs only), a level's mean is its seeds' curve, and a quadratic through levels of
+    different seeds put the optimum 0.11 nats below every run it went through. So the curve
+    and an offset per seed are fitted together (least squares: a·x² + b·x + c + s_seed, over
+    the runs within `SEED_OFFSET_DECADES` of the best), and each run's loss is read less its
+    seed's offset: the mean seed's curve."""
+    finite = np.isfinite(loss)
+    known = pd.notna(seeds)
+    kinds = list(pd.unique(seeds[known]))
+    if len(kinds) < 2:
+        return None
+    tried = {frozenset(np.round(x[seeds == s], 3)) for s in kinds}
+    if len(tried) == 1:
+        return None
+    best = int(np.argmin(np.where(finite, loss, np.inf)))
+    near = finite & known & (np.abs(x - x[best]) <= SEED_OFFSET_DECADES)
+    present = [s for s in kinds if (near & (seeds == s)).any()]
+    columns = [x[near] ** 2, x[near], np.ones(int(near.sum()))]
+    columns += [(seeds[near] == s).astype(float) for s in present[1:]]
+    if len(present) < 2 or near.sum() <= len(columns):  # (no degree of freedom left)
+        return None
+    coef = np.linalg.lstsq(np.column_stack(columns), loss[near], rcond=None)[0]
+    by_seed = dict(zip(present, [0.0, *coef[3:]], strict=True))
+    centre = float(np.mean(list(by_seed.values())))
+    return np.array([by_seed.get(s, centre) - centre for s in seeds])
+
+
 def lr_optima(runs: pd.DataFrame, slice_keys: tuple[str, ...], *, n_boot: int = N_BOOT,
               seed: int = 0) -> pd.DataFrame:
     """One row per slice: its key values, `lr_opt` with its interval (`lr_lo`, `lr_hi`; NaN
@@ -412,8 +450,12 @@ def lr_optima(runs: pd.DataFrame, slice_keys: tuple[str, ...], *, n_boot: int = 
     groups = frame.groupby(by, dropna=False, sort=True) if slice_keys else [((), frame)]
     for key, group in groups:
         key = key if isinstance(key, tuple) else (key,)
-        opt = axis_optimum(group["_x"].to_numpy(), group["_y"].to_numpy(), n_boot=n_boot,
-                           seed=seed)
+        y = group["_y"].to_numpy()
+        offsets = seed_offsets(group["_x"].to_numpy(), y, group["seed"].to_numpy()) \
+            if "seed" in group else None
+        if offsets is not None:
+            y = y - offsets
+        opt = axis_optimum(group["_x"].to_numpy(), y, n_boot=n_boot, seed=seed)
         lo, hi = opt.interval if opt.interval else (np.nan, np.nan)
         rows.append({**dict(zip(slice_keys, key, strict=True)),
                      **{a: group[a].iloc[0] for a in ("N", "D", "B", "wd", "tau")
@@ -429,7 +471,9 @@ def lr_optima(runs: pd.DataFrame, slice_keys: tuple[str, ...], *, n_boot: int = 
                      "coef": opt.coef, "window": (10.0 ** opt.window[0], 10.0 ** opt.window[1]),
                      "n_runs": len(group), "n_diverged": int(group["_y"].isna().sum()),
                      "stability_limit": opt.limit, "beyond_limit": list(opt.beyond),
-                     "conflict": opt.conflict, "interval_noise": opt.noise})
+                     "conflict": opt.conflict, "interval_noise": opt.noise,
+                     "n_seeds": int(group["seed"].nunique()) if "seed" in group else None,
+                     "seed_offset": float(np.ptp(offsets)) if offsets is not None else None})
         row = rows[-1]
         if pd.notna(row.get("tau", np.nan)) and {"B", "D"} <= set(row):
             # (a run given τ has its own λ = B/(η·τ·D): the slice's is the one at its optimum,

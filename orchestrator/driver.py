@@ -614,7 +614,8 @@ class _Runner:
                 if lines is not None:
                     lines.update(ended=self.outcome.ran, found=len(self.outcome.found_ended),
                                  total=self.total, running=sum(
-                                     len(_members(u)) for u, _, _ in self.running.values()))
+                                     len(_members(u)) for u, _, _ in self.running.values()),
+                                 trunks=self.sharing.training)
                 if time.monotonic() - last_poll > CANCEL_POLL_S:
                     last_poll = time.monotonic()
                     if self._cancel_requested():

@@ -26,9 +26,11 @@ class LogProgress:
         self.start = self.last = time.monotonic()
         self.said: int | None = None  # trials ended at the last line
 
-    def update(self, *, ended: dict[str, str], found: int, total: int, running: int) -> None:
+    def update(self, *, ended: dict[str, str], found: int, total: int, running: int,
+               trunks: int = 0) -> None:
         """`ended`: trial id → status of the trials this launch ended; `found`: trials found
-        ended by others; `running`: trials training now (a fused group's members each)."""
+        ended by others; `running`: trials training now (a fused group's members each);
+        `trunks`: shared prefixes training now (while they do, "0 running" read as stuck)."""
         now = time.monotonic()
         done = len(ended) + found
         due = EVERY_S if done != self.said else QUIET_S
@@ -39,7 +41,9 @@ class LogProgress:
         how = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
         # (the time first: not "sweep NAME: ...", the form of the summary line scripts read)
         print(f"[{_clock(now - self.start)}] sweep {self.name}: {done}/{total} trials ended"
-              + (f" ({how})" if how else "") + f", {running} running", flush=True)
+              + (f" ({how})" if how else "") + f", {running} running"
+              + (f", {trunks} shared trunk{'s' * (trunks != 1)} training" if trunks else ""),
+              flush=True)
 
 
 def _clock(seconds: float) -> str:

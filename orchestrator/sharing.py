@@ -273,6 +273,11 @@ class Sharing:
         return [t for t in todo if t.trial_id not in held]
 
     @property
+    def training(self) -> int:
+        """Trunks training now (a fused group of them counts each)."""
+        return sum(trunk.ref is not None for trunk in self.trunks)
+
+    @property
     def busy(self) -> bool:
         """Is any branch still held, or any trunk running?"""
         return any(trunk.held or trunk.ref is not None for trunk in self.trunks)

@@ -274,6 +274,11 @@ def test_a_csv_whose_finished_run_has_no_loss_or_whose_run_is_shorter_than_a_bat
     err = error_of(capsys, ["fit", "--from-csv", str(tmp_path / "runs.csv")])
     assert err.endswith("line 7: the run is `finished` but has no loss; give its final loss, "
                         "or mark it `diverged` or `failed`.")
+    frame.loc[5, "loss"] = np.inf  # (was counted finished, then dropped without a word)
+    frame.to_csv(tmp_path / "runs.csv", index=False)
+    err = error_of(capsys, ["fit", "--from-csv", str(tmp_path / "runs.csv")])
+    assert err.endswith("line 7: the run is `finished` but its loss is inf; give its final "
+                        "loss, or mark it `diverged` or `failed`.")
     millions = synthetic_runs(Truth(), n_values=[1e6, 4e6, 1.6e7], d_values=[1e9],
                               b_values=[1e5]).assign(D=1000.0)  # D in millions of tokens
     millions.to_csv(tmp_path / "runs.csv", index=False)
@@ -590,16 +595,27 @@ def test_the_loss_law_leaves_out_settings_where_a_seed_diverged():
 
 def test_a_recommended_lr_above_one_is_said_to_be_out_of_the_law_s_reach():
     """A fitted a_D of +0.94 recommended lr 765.8 at 2e10 tokens with no word beyond the
-    extrapolation ratio."""
-    from fitter.recommend import format_recommendation
+    extrapolation ratio; the words were the terminal's only (--json had none of them)."""
+    from fitter.data import from_short_frame
+    from fitter.fit import fit_runs
+    from fitter.recommend import format_recommendation, recommend
 
-    rec = {"lr": {"value": 765.8, "law": "lr = c·D^a_D", "extrapolation": {"D": 20.0}},
-           "unavailable": {}}
-    assert ("an AdamW learning rate above 1 trains no model: the law does not hold out here "
-            "(check its exponents and the slices behind it in `sweep fit`)") in \
-        format_recommendation(rec)
-    rec["lr"]["value"] = 0.02
+    frame = synthetic_runs(Truth(lr=(6.3e-10, 0.0, 0.9, 0.0)), n_values=[1e7],
+                           d_values=[1e8, 3e8, 1e9], b_values=[1e5], noise=0.001)
+    result = fit_runs(from_short_frame(frame, source="s"), laws=("lr",), n_boot=0)
+    rec = recommend(result, params=1e7, tokens=2e10)
+    said = ("an AdamW learning rate above 1 trains no model: the law does not hold out here "
+            "(check its exponents and the slices behind it in `sweep fit`)")
+    assert rec["lr"]["value"] > 1 and rec["lr"]["warnings"] == [said]
+    assert said in format_recommendation(rec)
+    rec = recommend(result, params=1e7, tokens=2e8)
+    assert rec["lr"]["value"] < 1 and "warnings" not in rec["lr"]
     assert "trains no model" not in format_recommendation(rec)
+    far = recommend(result, params=1e7, tokens=1e-5 * 1e8)  # (below the data, as far)
+    assert far["lr"]["warnings"] == [
+        "D lies more than 10,000× outside what the sweep trained: a power law is rarely "
+        "checked that far out; take this as a guess, or sweep nearer sizes"]
+    assert far["lr"]["warnings"][0] in format_recommendation(far)
 
 
 def test_a_csv_separated_by_semicolons_or_tabs_reads_as_the_comma_one(tmp_path, capsys):

@@ -195,6 +195,15 @@ def test_timescale_and_batch_laws_short_of_points_by_edges_say_which_values_to_a
         assert said in str(err.value)
 
 
+def test_edges_on_both_sides_are_said_as_either():
+    from fitter.laws import _edges_refusal
+
+    found = pd.DataFrame({"edge": ["low", "high", None]})
+    assert _edges_refusal(found, found[found["edge"].notna()], "timescale", "τ", "add X") == (
+        "the timescale law has 1 usable point: at 2 of its 3 settings the best τ is the "
+        "highest or the lowest one tried, so the optimum may lie beyond it; add X.")
+
+
 @pytest.mark.parametrize("control_wds", [[0.0], [0.0, 1e-3]])
 def test_timescale_sweep_with_weight_decay_controls_keeps_its_slices(control_wds, tmp_path):
     # `optim.timescale: choice(..., null)`: runs given λ beside runs given τ. λ was a slice key

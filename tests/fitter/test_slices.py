@@ -706,3 +706,65 @@ def test_seed_replicates_that_find_a_skewed_curve_keep_the_window_at_three_level
     bias = float(np.mean(errors))
     assert len(errors) > 90 and wide / len(errors) < 0.1, (len(errors), wide)
     assert bias_before / 2 - 0.05 < bias < 0, (bias, bias_before)
+
+
+def _two_studies(offset: float, rng: np.random.Generator) -> pd.DataFrame:
+    """Two seeds' studies of one slice, each at its own LRs (as a searched sweep asks), on
+    one curve whose optimum is 0.01, seed 1's curve `offset` nats lower."""
+    rows = []
+    for seed, steps in ((0, (-0.6, -0.4, -0.2, 0.0, 0.2, 0.4)),
+                        (1, (-0.3, 0.1, 0.3, 0.5, 0.7))):
+        for step in steps:
+            loss = 2.9 + 0.3 * step ** 2 - offset * seed + rng.normal(0, 0.002)
+            rows.append({"lr": 0.01 * 10 ** step, "loss": loss, "status": "finished",
+                         "seed": str(seed), "D": 32768.0})
+    return pd.DataFrame(rows)
+
+
+def test_seeds_that_tried_different_lrs_are_read_about_one_curve():
+    """A searched sweep's two seeds, 0.17 nats apart at 32k tokens, asked their own LRs: a
+    quadratic through levels of either seed put a researcher's optimum 0.11 nats below every
+    run, and here at 0.0125 for 0.01 (the lower seed's LRs lie above the optimum). Each
+    seed's offset is fitted with the curve and taken out."""
+    runs = _two_studies(0.17, np.random.default_rng(0))
+    row = lr_optima(runs, (), n_boot=200).iloc[0]
+    assert row["lr_opt"] == pytest.approx(0.01, rel=0.05)
+    assert row["seed_offset"] == pytest.approx(0.17, abs=0.01)
+    assert row["n_seeds"] == 2
+    # the mean seed's curve: its loss lies between the two seeds' at the optimum
+    assert row["loss_opt"] == pytest.approx(2.9 - 0.17 / 2, abs=0.005)
+    assert row["lr_lo"] < 0.01 < row["lr_hi"]
+    blind = lr_optima(runs.drop(columns="seed"), (), n_boot=0).iloc[0]  # (as it was read)
+    assert abs(np.log10(blind["lr_opt"] / 0.01)) > 3 * abs(np.log10(row["lr_opt"] / 0.01))
+
+
+def test_seeds_that_tried_the_same_lrs_are_read_as_replicates_as_before():
+    """A grid's seeds share every LR: a level's mean holds each seed, the offsets cancel, and
+    the optimum is what it was without the seed column."""
+    rng = np.random.default_rng(1)
+    rows = [{"lr": 0.01 * 10 ** step, "loss": 2.9 + 0.3 * step ** 2 - 0.1 * seed
+             + rng.normal(0, 0.002), "status": "finished", "seed": str(seed), "D": 1.0}
+            for seed in (0, 1, 2) for step in np.arange(-0.9, 0.91, 0.3)]
+    runs = pd.DataFrame(rows)
+    with_seeds, without = (lr_optima(r, (), n_boot=100).iloc[0]
+                           for r in (runs, runs.drop(columns="seed")))
+    assert with_seeds["seed_offset"] is None and with_seeds["n_seeds"] == 3
+    for key in ("lr_opt", "loss_opt", "lr_lo", "lr_hi"):
+        assert with_seeds[key] == without[key]
+
+
+def test_a_slice_of_several_seeds_without_an_interval_is_not_said_to_be_one_seed():
+    from fitter.data import from_short_frame
+    from fitter.fit import fit_json, fit_runs, format_fit
+
+    rows = [{"N": 1e6, "D": 32768.0, "B": 4096.0, "lr": 0.01 * 10 ** step, "seed": seed,
+             "loss": 2.9 + 0.3 * step ** 2 - 0.1 * seed, "status": "finished"}
+            for seed, steps in ((0, (-0.4, 0.1)), (1, (-0.1, 0.4))) for step in steps]
+    result = fit_runs(from_short_frame(pd.DataFrame(rows), source="runs.csv"), n_boot=50)
+    doc = fit_json(result, sweep="runs.csv")
+    assert doc["slices"][0]["n_seeds"] == 2 and doc["slices"][0]["interval_noise"] == "none"
+    text = format_fit(doc, recorded=False)
+    assert ("  1 slice has no LR interval: fewer than 5 LRs within two grid steps of the best, "
+            "none tried by two seeds, do not measure the loss noise; add LRs around the best"
+            in text.splitlines())
+    assert "one seed" not in text
