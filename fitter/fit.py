@@ -303,6 +303,14 @@ def _clean(value):
     return value
 
 
+STABILITY_LIMITED = (
+    "{capped} of its {n} points are at the stability limit (the next LR diverged): there the "
+    "loss still fell at the largest stable LR, so the law follows where runs diverge, a lower "
+    "bound of the optimum, not where the loss is lowest; a big run at this LR has no margin "
+    "below divergence")
+"""Said under an lr law (and its recommendation) most of whose points are stability limits."""
+
+
 def format_fit(doc: dict, *, recorded: bool = True, not_done: int = 0,
                seeds: tuple[int, ...] = (0,)) -> str:
     """Plain-text summary of a fit.json document for the terminal (`recorded`: of a sweep in
@@ -335,6 +343,9 @@ def format_fit(doc: dict, *, recorded: bool = True, not_done: int = 0,
             lines.append(" " * (width + 3) + f"{missing} (N, D, B) left out: the setting with "
                          "their lowest loss has its best LR at the edge of the LRs tried, so "
                          "their optimum is not known (`next_grid` lists the LRs to add)")
+        if capped := law.get("at_stability_limit"):
+            lines.append(" " * (width + 3) + STABILITY_LIMITED.format(
+                capped=capped, n=law["n_points"]))
         if law.get("law") == "lr" and law["ci"] and _one_seed(doc):
             more = _another_seed(doc, recorded=recorded, seeds=seeds)
             lines.append(" " * (width + 3) + "its points come from one seed: the intervals "

@@ -90,6 +90,9 @@ def lr_law(optima: pd.DataFrame, *, carry: tuple[str, ...] = (), **boot) -> LawF
         law.extra["mixes"] = mixes
     if unbracketed > 0:  # (their best setting's LR at the grid's edge: `best_per_group`)
         law.extra["unbracketed"] = unbracketed
+    capped = int(points["at_stability_limit"].sum())
+    if capped * 2 > len(points):  # (most of the law is the largest stable LR, not a vertex)
+        law.extra["at_stability_limit"] = capped
     return law
 
 
@@ -224,13 +227,17 @@ def timescale_law(optima: pd.DataFrame, **boot) -> LawFit:
     found = timescale_points(optima)
     points = found[found["edge"].isna()].drop(columns=["edge"])
     lr_edge = int((found["edge"] == "lr").sum())
-    if len(points) < 3 and lr_edge:
+    # (a setting whose best LR is at the edge tried one weight decay all the same)
+    single = int(((found["edge"] == "one") | ((found["edge"] == "lr")
+                                             & (found.get("n_wd") == 1))).sum())
+    # Settings of one weight decay stay short whatever LRs are added: when they leave fewer
+    # than 3 settings, that is said first (extending the LRs, said first, gave no law).
+    if len(points) < 3 and lr_edge and len(found) - single >= 3:
         raise FitError(f"the timescale law has {len(points)} usable point"
                        f"{'s' * (len(points) != 1)}: at {lr_edge} of its {len(found)} settings "
                        "the τ with the lowest loss has its best LR at the edge of the LRs "
                        f"tried, so neither optimum is known there; extend those LRs first "
                        f"({NEXT_GRID}).")
-    single = int((found["edge"] == "one").sum())
     if len(points) < 3 and single:
         given = optima["tau"].notna().any() if "tau" in optima else False
         key = "optim.timescale" if given else "optim.weight_decay"
@@ -238,10 +245,19 @@ def timescale_law(optima: pd.DataFrame, **boot) -> LawFit:
                  f"all {single} of its settings" if single == len(found) else
                  f"{single} of its {len(found)} settings")
         raise FitError(f"the timescale law needs the best τ at each setting, from 3 or more "
-                       f"values of {key} there, but {which} tried one"
+                       f"values of {key} there, but {which} tried only one"
                        + (" above 0" if not given else "")
                        + " (τ = B/(η·λ·D) then follows from the λ chosen, not from the "
-                       f"loss); add values along {key} (e.g. three a factor 3 apart).")
+                       f"loss); add values along {key} (e.g. three a factor 3 apart)"
+                       + (f", and extend the LRs of the {lr_edge} setting"
+                          f"{'s' * (lr_edge != 1)} whose best LR is at the edge of those "
+                          f"tried ({NEXT_GRID})" if lr_edge else "") + ".")
+    if len(points) < 3 and lr_edge:
+        raise FitError(f"the timescale law has {len(points)} usable point"
+                       f"{'s' * (len(points) != 1)}: at {lr_edge} of its {len(found)} settings "
+                       "the τ with the lowest loss has its best LR at the edge of the LRs "
+                       f"tried, so neither optimum is known there; extend those LRs first "
+                       f"({NEXT_GRID}).")
     given = optima["tau"].notna().any() if "tau" in optima else False
     tried = sorted(optima.loc[optima["tau"].notna(), "tau"].unique()) if given else \
         sorted(optima.loc[optima["wd"] > 0, "wd"].unique())

@@ -108,6 +108,11 @@ def recommend(result: FitResult, *, params: float, tokens: float,
             out["lr"]["held_fixed"] = fixed
         if (base := _mup_base_width(result, chosen)) is not None:
             out["lr"]["base_width"] = base
+        if capped := laws["lr"].extra.get("at_stability_limit"):
+            from fitter.fit import STABILITY_LIMITED
+
+            out["lr"].setdefault("warnings", []).append(STABILITY_LIMITED.format(
+                capped=capped, n=len(laws["lr"].points)))
     else:
         missing["lr"] = skipped.get("lr", "no lr law")
     if "timescale" in laws and "lr" in out and "B" in point:

@@ -269,8 +269,11 @@ def _run(spec, args, uri: str, based_on=None, notes: list[str] = ()) -> int:
 
         if fusion_setting(spec) and to_run:
             print_fusion(spec, to_run, sharing)
-        elif len(to_run) > 1:
-            print(f"no fused groups: {fusion_off_reason(spec)}")
+        elif len(to_run) > 1:  # (said in full by the note above where fuse asked for it)
+            print("no fused groups: " + (f"resources.world_size {spec.resources.world_size} "
+                                         "(the note above)" if asked is not None
+                                         and spec.resources.world_size > 1
+                                         else fusion_off_reason(spec)))
         return 0
     from orchestrator.starting import announced
 

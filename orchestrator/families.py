@@ -244,8 +244,15 @@ def describe(plan: SharingPlan, trials: Sequence[Trial],
         lines.append(f"the sweep from nothing trains {_short(trained)} tokens, "
                      f"{_short(independent)} if every trial trained alone "
                      f"(ratio {trained / independent:.2f})")
-    if to_run is not None and 0 < len(to_run) < len(trials):
+    # (after a stop, every trial not done but some part-trained: "from nothing" alone was
+    # said, too much)
+    begun = any((own or {}).values()) or any((trunk_at or {}).values())
+    if to_run and (len(to_run) < len(trials) or begun):
         left = plan.tokens_to_run(trials, to_run, trunk_at or {}, own)
+        how = [w for w, ok in (("trunks go on from where they stand", plan.families),
+                               ("part-trained trials from their checkpoints", any(
+                                   (own or {}).values()))) if ok]
         lines.append(f"the {len(to_run)} trial{'s' * (len(to_run) != 1)} to run train "
-                     f"{_short(left)} tokens from here (trunks go on from where they stand)")
+                     f"{_short(left)} tokens from here"
+                     + (f" ({'; '.join(how)})" if how else ""))
     return lines

@@ -600,9 +600,38 @@ def all_points(dists: dict) -> list[dict] | None:
     return [dict(zip(dists, combo, strict=True)) for combo in itertools.product(*values)]
 
 
+FIT_LRS = 3
+"""LRs `sweep fit` needs at a budget for an LR optimum there (a vertex, not an edge)."""
+
+
 def space_notes(plan: SearchPlan) -> list[str]:
     """A note when a study's n_trials reaches the points its space holds: it then tries
-    each point once and stops short of n_trials (`Studies.ask`); a grid does the same."""
+    each point once and stops short of n_trials (`Studies.ask`); a grid does the same. And
+    one when halving leaves the budgets below the last with fewer LRs than a fit needs."""
+    return _halving_notes(plan) + _finite_notes(plan)
+
+
+def _halving_notes(plan: SearchPlan) -> list[str]:
+    """Halving with few trials: `n_trials: 2` over 4 budgets climbs 2, 1, 1, 1 LRs, and no
+    budget had the 3 LRs a fit needs, without a word (the README gave the rule)."""
+    rungs, n_trials = plan.rungs, plan.search.n_trials
+    if rungs is None or len(rungs.budgets) < 2:
+        return []
+    held = [rungs.nominal(n_trials, r) for r in range(len(rungs.budgets))]
+    if held[-2] >= FIT_LRS:  # (the last budget holds the best few: an optimum there is rare)
+        return []
+    enough = next(n for n in itertools.count(n_trials)
+                  if rungs.nominal(n, len(rungs.budgets) - 2) >= FIT_LRS)
+    reach = sum(h >= FIT_LRS for h in held)
+    return [f"under halving (reduction_factor {rungs.reduction_factor}) each slice's budgets "
+            f"hold {', '.join(map(str, held))} LRs of search.optuna.n_trials={n_trials}: "
+            f"sweep fit needs {FIT_LRS} or more at a budget for an LR optimum there, which "
+            + (f"only the first {reach} budget{'s' * (reach != 1)} reach" if reach else
+               "no budget reaches")
+            + f"; search.optuna.n_trials={enough} gives {FIT_LRS} at the last budget but one"]
+
+
+def _finite_notes(plan: SearchPlan) -> list[str]:
     points = finite_points(plan.dists)
     n_trials = plan.search.n_trials
     if points is None or n_trials < points:

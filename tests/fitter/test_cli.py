@@ -102,7 +102,7 @@ def test_recommend_names_laws_and_extrapolation(store, capsys):
     assert "weight_decay" not in rec
     assert rec["unavailable"]["weight_decay"].startswith(
         "the timescale law needs the best τ at each setting, from 3 or more values of "
-        "optim.weight_decay there, but all 12 of its settings tried one above 0")
+        "optim.weight_decay there, but all 12 of its settings tried only one above 0")
     assert rec["loss"]["extrapolation"]["N"] == pytest.approx(10.0)
 
 

@@ -93,6 +93,21 @@ def test_optima_at_the_stability_limit_are_marked_in_the_law_and_its_figure(tmp_
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert "at the stability limit (next LR diverged): a lower bound" in labels
     plt.close(fig)
+    # 3 of 5: most of the law follows divergence, said under it and its recommendation (a
+    # law of 16 such points and its LR were printed as any other)
+    from fitter.recommend import format_recommendation, recommend
+
+    said = ("3 of its 5 points are at the stability limit (the next LR diverged): there the "
+            "loss still fell at the largest stable LR, so the law follows where runs diverge, "
+            "a lower bound of the optimum, not where the loss is lowest; a big run at this LR "
+            "has no margin below divergence")
+    assert law.extra["at_stability_limit"] == 3
+    assert "             " + said in format_fit(fit_json(result, sweep="s"), recorded=False)
+    rec = recommend(result, params=1e9, tokens=1e9)
+    assert said in rec["lr"]["warnings"] and said in format_recommendation(rec)
+    one = fit_runs(from_short_frame(synthetic_runs(truth, diverge_above=2.0, **kw),
+                                    source="s"), laws=("lr",), n_boot=50).laws["lr"]
+    assert one.points["at_stability_limit"].sum() <= 2 and "at_stability_limit" not in one.extra
 
 
 def test_timescale_and_batch_laws_recover_power_lines_exponents():
@@ -193,6 +208,23 @@ def test_timescale_and_batch_laws_short_of_points_by_edges_say_which_values_to_a
         with pytest.raises(FitError) as err:
             fit_runs(from_short_frame(frame, source="s"), laws=("batch",), n_boot=0)
         assert said in str(err.value)
+
+
+def test_one_weight_decay_per_setting_is_said_before_the_lrs_to_extend():
+    """A grid of weight decay (0.0, 0.1) whose LRs missed the optimum was told to extend its
+    LRs first; once they were (24 more trials), the law still needed more weight decays."""
+    truth = Truth(lr=(0.5, -0.3, 0.0, 0.0), k_tau=0.04, timescale=(0.5, -0.3))
+    frame = synthetic_runs(truth, n_values=N3, d_values=D3[:1], b_values=[3e4],
+                           wd_values=[0.0, 0.1], noise=0.001, lr_steps=np.array([0.5, 0.75]))
+    with pytest.raises(FitError) as err:
+        fit_runs(from_short_frame(frame, source="s"), laws=("timescale",), n_boot=0)
+    assert str(err.value) == (
+        "the timescale law needs the best τ at each setting, from 3 or more values of "
+        "optim.weight_decay there, but all 3 of its settings tried only one above 0 (τ = "
+        "B/(η·λ·D) then follows from the λ chosen, not from the loss); add values along "
+        "optim.weight_decay (e.g. three a factor 3 apart), and extend the LRs of the 3 "
+        "settings whose best LR is at the edge of those tried (`next_grid` in fit.json lists "
+        "the LRs to add; `sweep fit` without --law writes it).")
 
 
 def test_edges_on_both_sides_are_said_as_either():

@@ -248,9 +248,10 @@ def test_a_dry_run_that_lists_fused_groups_does_not_import_torch(tmp_path):
     (False, {"gpus": 0}, "no fused groups: fuse: false (or --fuse off) keeps every trial alone"),
     ("auto", {"gpus": 1}, "no fused groups: fuse: auto leaves trials that hold a GPU unfused; "
                           "fuse: true (or --fuse on) fuses them"),
-    # (fuse: true and 2 processes a trial: nothing said, and a search asked points in pairs)
-    (True, {"gpus": 0, "world_size": 2}, "no fused groups: a trial of resources.world_size 2 "
-     "trains in 2 processes, and a fused group in one: resources.world_size: 1 fuses")])
+    # (fuse: true and 2 processes a trial: nothing said, and a search asked points in pairs;
+    # then said twice, in the note and at the end)
+    (True, {"gpus": 0, "world_size": 2}, "no fused groups: resources.world_size 2 (the note "
+     "above)")])
 def test_a_dry_run_says_why_nothing_fuses(tmp_path, fuse, resources, said):
     # With fusion off the dry run said nothing of it: a user could not tell "off" from "no
     # trials alike".
@@ -261,7 +262,9 @@ def test_a_dry_run_says_why_nothing_fuses(tmp_path, fuse, resources, said):
             "resources": resources, "storage_root": str(tmp_path / "runs")}
     proc = _dry_run_without_torch(tmp_path, spec)
     assert proc.stdout.splitlines()[-1] == said
-    assert ("note: fuse: true fuses nothing here" in proc.stderr) == (fuse is True)
+    assert ("note: fuse: true fuses nothing here: a trial of resources.world_size 2 trains in "
+            "2 processes, and a fused group in one: resources.world_size: 1 fuses"
+            in proc.stderr) == (fuse is True)
 
 
 def test_a_dry_run_lists_the_trunks_that_train_fused_without_torch(tmp_path):

@@ -139,6 +139,24 @@ def test_an_extends_dry_run_gives_the_tokens_its_new_trials_take_from_here():
                          "here (trunks go on from where they stand)")
 
 
+def test_a_dry_run_without_trunks_names_none_and_counts_part_trained_trials_from_here():
+    """An extend's dry run of a sweep without shared trunks said "(trunks go on from where
+    they stand)" beside "no shared trunk"; a resume's dry run after a stop, every trial part
+    trained, gave the tokens from nothing only."""
+    trials = _trials(grid={"optim.lr": "choice(1e-3, 1e-2, 3e-2)"})
+    plan = plan_sharing(trials)
+    assert not plan.families
+    one = {trials[0].trial_id}
+    lines = families.describe(plan, trials, to_run=one)
+    assert lines[-1] == "the 1 trial to run train 999.9k tokens from here"
+    everyone = {t.trial_id for t in trials}
+    own = {t.trial_id: 499_968 for t in trials}  # (each stopped at half its budget)
+    lines = families.describe(plan, trials, to_run=everyone, own=own)
+    assert lines[-1] == ("the 3 trials to run train 1.5M tokens from here (part-trained "
+                         "trials from their checkpoints)")
+    assert families.describe(plan, trials, to_run=everyone)[-1].startswith("the sweep from")
+
+
 def test_a_trial_going_on_from_its_own_checkpoint_takes_no_trunk_tokens():
     """A resume without --no-share of a sweep launched with it: the dry run counted trunks
     from 0 to each interrupted budget's branch point, which the trials (going on from their

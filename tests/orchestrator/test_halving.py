@@ -186,6 +186,7 @@ def test_with_fuse_true_the_trunks_a_rung_asks_at_once_train_as_one_group(
     raw = {**_searched(spec_dict), "fuse": True}
     outcome = commands.launch(spec_from_dict(raw), tracking_uri=uri, progress=False)
     assert sorted(outcome.ran.values()) == ["finished"] * 7
-    assert "fused: 2 trunks train in 1 group, 0 alone" in capsys.readouterr().out
+    assert ("fused: 2 trunks train in 1 group, 0 alone; of the first points asked (the trunks "
+            "of later ones fuse as they come)") in capsys.readouterr().out
     _, trunks = _runs(uri, "trunk")
     assert len(trunks) == 4

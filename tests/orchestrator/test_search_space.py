@@ -849,3 +849,24 @@ def test_a_studys_best_point_reports_its_choices_as_numbers():
         "model.width": 48, "optim.lr": 0.01, "model.param": "sp", "optim.weight_decay": 0.001,
         "x": "nan"}
     assert _typed(None) is None
+
+
+def test_halving_too_few_trials_for_a_fit_at_any_budget_is_noted():
+    """n_trials: 2 over 4 budgets climbs 2, 1, 1, 1 LRs: no budget had the 3 LRs a fit needs
+    for an optimum, and nothing said so."""
+    from orchestrator.search_space import space_notes
+
+    grid = {"optim.lr": "tag(log, interval(1e-3, 1e-1))",
+            "train.tokens": "choice(32768, 65536, 131072, 262144)"}
+    spec = {**BASE, "overrides": [*BASE["overrides"], "schedule=wsd"], "grid": grid,
+            "search": {"optuna": {"n_trials": 2, "pruner": "halving"}}}
+    assert space_notes(plan_search(spec_from_dict(spec))) == [
+        "under halving (reduction_factor 2) each slice's budgets hold 2, 1, 1, 1 LRs of "
+        "search.optuna.n_trials=2: sweep fit needs 3 or more at a budget for an LR optimum "
+        "there, which no budget reaches; search.optuna.n_trials=9 gives 3 at the last budget "
+        "but one"]
+    spec["search"]["optuna"]["n_trials"] = 6  # 6, 3, 2, 1
+    assert "which only the first 2 budgets reach" in space_notes(
+        plan_search(spec_from_dict(spec)))[0]
+    spec["search"]["optuna"]["n_trials"] = 9  # 9, 5, 3, 2
+    assert space_notes(plan_search(spec_from_dict(spec))) == []
