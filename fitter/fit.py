@@ -196,6 +196,7 @@ def _fit_one(law: str, runs: Runs, optima: pd.DataFrame, *, n_boot: int | None, 
                            n_boot=SLICE_BOOT if n_boot is None else n_boot, seed=seed,
                            left_out=left[["N", "D"]])
         law.left_out = left[["N", "D", "loss"]].to_dict("records")
+        law.few_lrs = int((at["nunique"] < 3).to_numpy()[~edge.to_numpy()].sum())
         return law
     if law == "lr":
         # (an axis some runs give and some lack would leave the law, which reads only the axes
@@ -411,6 +412,11 @@ def format_fit(doc: dict, *, recorded: bool = True, not_done: int = 0,
             lines.append(" " * (width + 3) + f"{len(left)} (N, D) left out: their best LR is "
                          "at the edge of the LRs tried, so their best loss may lie lower "
                          "(fit.json: left_out; `next_grid` lists the LRs to add)")
+        if few := law.get("few_lrs"):  # (kept: a halving sweep's upper rungs are such)
+            lines.append(" " * (width + 3) + f"{few} of its {law['n_points']} points come "
+                         "from settings of fewer than 3 LRs, whose best LR is not known to be "
+                         "bracketed, so their best loss may lie lower and the law with it "
+                         "(fit.json: few_lrs)")
         if far := law.get("outliers"):
             top = far[0]
             lines.append(" " * (width + 3) + f"{len(far)} of {law['n_points']} points lie more "

@@ -93,8 +93,10 @@ def law_figure(plt, law, key: str, constants: dict):
         value_ticks(ax.xaxis, np.unique(x))
         readable_log_axis(ax.yaxis, y)
         ax.set_xlabel(UNITS.get(name, name))
-        ax.set_ylabel(UNITS.get(law.target, law.target)
-                      + (" ÷ other factors" if others else ""))
+        # (the factors divided out named: "÷ other factors" left a reader to guess why the
+        # values sat 3x above the optima the sweep measured)
+        ax.set_ylabel(UNITS.get(law.target, law.target) + (" ÷ " + "·".join(
+            f"{names[j]}^{law.log_coef[j + 1]:.3g}" for j in others) if others else ""))
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16))
     fig.suptitle(f"{key}: {law.form}")
     return fig

@@ -219,14 +219,17 @@ def _optimum_marker(ax, opt, color) -> str | None:
     bracketed = opt["edge"] in (None, "diverged") or pd.isna(opt["edge"])
     if bracketed:
         lo, hi = opt.get("lr_lo", np.nan), opt.get("lr_hi", np.nan)
-        if np.isfinite(lo) and np.isfinite(hi):
+        measured = bool(np.isfinite(lo) and np.isfinite(hi))
+        if measured:
             ax.errorbar([opt["lr_opt"]], [opt["loss_opt"]], capsize=3, color=color, lw=1.2,
                         # (a bootstrap interval need not hold the point estimate)
                         xerr=[[max(opt["lr_opt"] - lo, 0.0)], [max(hi - opt["lr_opt"], 0.0)]],
                         zorder=5)
-        ax.scatter([opt["lr_opt"]], [opt["loss_opt"]], marker="*", s=160, color=color,
-                   edgecolor="k", linewidth=0.7, zorder=6)
-        return "optimum"
+        # (hollow without an interval: drawn alike, it read as a precise one)
+        ax.scatter([opt["lr_opt"]], [opt["loss_opt"]], marker="*", s=160,
+                   color=color if measured else "white", edgecolor="k" if measured else color,
+                   linewidth=0.7 if measured else 1.2, zorder=6)
+        return "optimum" if measured else "bare"
     ax.scatter([opt["lr_opt"]], [opt["loss_opt"]], marker="o", s=110, facecolor="none",
                edgecolor="k", linewidth=1.2, zorder=6)
     return "edge"
@@ -238,6 +241,8 @@ def _marker_key(kinds: set) -> dict:
 
     style = {"optimum": ("fitted optimum (90% interval)",
                          {"marker": "*", "ms": 12, "mfc": "0.6", "mec": "k"}),
+             "bare": ("fitted optimum, no interval (the loss noise was not measured)",
+                      {"marker": "*", "ms": 12, "mfc": "white", "mec": "0.3"}),
              "parabola": ("local parabola of the fit", {"ls": "--", "color": "0.4"}),
              "edge": ("best LR at the grid edge (not bracketed)",
                       {"marker": "o", "ms": 9, "mfc": "none", "mec": "k"}),
@@ -314,7 +319,9 @@ def _lr_vs_width_figure(plt, result):
         drift, bound = lr_drift(y, [e if ok or e in ("low", "high") else "left out"
                                     for e, ok in zip(rows["edge"], inside, strict=True)])
         name += f" (max/min {'≥ ' * bound}{drift:.2g}×)" if np.isfinite(drift) else ""
-        ax.errorbar(x, y, yerr=[lo, hi], fmt="-", color=color, capsize=3, lw=1.3)
+        # (SP dashed beside muP: 8 lines of one colour map were told apart by shade alone)
+        style = "--" if str(values.get("model.param")) == "sp" else "-"
+        ax.errorbar(x, y, yerr=[lo, hi], fmt=style, color=color, capsize=3, lw=1.3)
         ax.scatter(x[inside], y[inside], color=color, s=36, zorder=5, label=name)
         if (~inside).any():
             ax.scatter(x[~inside], y[~inside], facecolor="none", edgecolor=color, s=60,
@@ -325,7 +332,8 @@ def _lr_vs_width_figure(plt, result):
     readable_log_axis(ax.yaxis, optima["lr_opt"])
     ax.set_xlabel("width (model.width)" if width else UNITS["N"])
     ax.set_ylabel("optimal learning rate")
-    ax.set_title("Optimal learning rate vs width (90% bootstrap interval)")
+    ax.set_title(f"Optimal learning rate vs {'width' if width else 'model size N'} "
+                 "(90% bootstrap interval where drawn)")
     ax.legend()
     return fig
 

@@ -232,3 +232,24 @@ def test_a_timescale_sweep_draws_a_panel_per_width_and_its_timescales_as_curves(
         assert labels[:6] == ["τ = 0.1", "τ = 0.3", "τ = 1", "τ = 3", "τ = 10",
                               "λ = 0.1 (no τ)"]
         plt.close(fig)
+
+
+def test_an_optimum_without_an_interval_is_drawn_hollow_and_said_so():
+    """Optima with no interval (one seed, too few LRs) were drawn as filled stars beside a
+    legend of "fitted optimum (90% interval)": they read as precise."""
+    from fitter.data import from_short_frame
+    from fitter.fit import fit_runs
+    from fitter.synthetic import Truth, synthetic_runs
+
+    frame = synthetic_runs(Truth(lr=(0.5, -0.3, 0.0, 0.0)), n_values=[1e6, 4e6],
+                           d_values=[1e9], b_values=[1e5], noise=0.001,
+                           lr_steps=np.array([-0.5, 0.0, 0.5]))  # (3 LRs: no noise measured)
+    result = fit_runs(from_short_frame(frame, source="s"), n_boot=50)
+    assert result.optima["lr_lo"].isna().all()
+    with plt.rc_context(plot_style.STYLE):
+        ((_, fig),) = plots._loss_vs_lr_figures(plt, result)
+    legend = fig.legends[0] if fig.legends else fig.axes[0].get_legend()
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert "fitted optimum, no interval (the loss noise was not measured)" in labels
+    assert "fitted optimum (90% interval)" not in labels
+    plt.close(fig)
