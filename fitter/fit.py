@@ -659,7 +659,9 @@ def _best_slice(doc: dict) -> str | None:
                    if best.get("conflict") else ""))
     where = _where(best, slices)
     if best.get("edge") in ("low", "high", "single"):  # the best LR tried, not a vertex
-        return (f"{where} optim.lr={best['lr_opt']:.3g} (measured loss {best['loss_opt']:.4f}; "
+        measured = ("mean seed's loss" if best.get("seed_offset") is not None
+                    else "measured loss")  # (seeds at other LRs: `slices.seed_offsets`)
+        return (f"{where} optim.lr={best['lr_opt']:.3g} ({measured} {best['loss_opt']:.4f}; "
                 "not bracketed: its best LR is the edge of those tried)").strip()
     return f"{where} optim.lr={best['lr_opt']:.3g} ({_fitted(best)})".strip()
 
@@ -668,7 +670,9 @@ def _fitted(best: dict) -> str:
     """The vertex's loss, and the best LR tried with its measured loss: a quadratic through
     a steep wall puts its vertex below every loss measured (0.012 nats in a researcher's
     sweep), at an LR nobody trained."""
-    said = f"fitted loss {best['loss_opt']:.4f}"
+    said = f"fitted loss {best['loss_opt']:.4f}" + (
+        " (the mean seed's: each seed's offset taken out)"
+        if best.get("seed_offset") is not None else "")
     lr, loss = best.get("lr_best"), best.get("loss_best")
     if isinstance(lr, float) and isinstance(loss, float) and math.isfinite(loss) and \
             not math.isclose(lr, best["lr_opt"], rel_tol=1e-6):  # (the vertex clipped to it)

@@ -474,7 +474,7 @@ def format_status(report: dict) -> str:
     elif report.get("tokens_trained"):
         running = report["running"] or report.get("trunks_running")
         lines.append(f"  tokens: {report['tokens_trained']:,} trained by the trials and "
-                     "trunks that have ended ("
+                     "trunks that have ended or stopped (a stopped one up to its stop; "
                      + ("the running ones count at their end, and " if running else "")
                      + "the ratio to training each trial alone shows once every trial has "
                        "ended)")

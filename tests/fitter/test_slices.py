@@ -768,3 +768,12 @@ def test_a_slice_of_several_seeds_without_an_interval_is_not_said_to_be_one_seed
             "none tried by two seeds, do not measure the loss noise; add LRs around the best"
             in text.splitlines())
     assert "one seed" not in text
+
+
+def test_the_summary_says_a_slice_of_seeds_at_other_lrs_gives_the_mean_seed_s_loss():
+    from fitter.data import from_short_frame
+    from fitter.fit import fit_json, fit_runs, format_fit
+
+    runs = _two_studies(0.17, np.random.default_rng(0)).assign(N=1e6, B=4096.0)
+    doc = fit_json(fit_runs(from_short_frame(runs, source="s"), n_boot=50), sweep="s")
+    assert "(the mean seed's: each seed's offset taken out)" in format_fit(doc, recorded=False)

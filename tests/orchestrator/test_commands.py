@@ -487,7 +487,8 @@ def test_sweep_status_reports_tokens_trained_against_independent(tmp_path, capsy
     assert report["tokens_ratio"] is None
     assert cli.main(["status", "unit", "--tracking-uri", uri]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == (
-        "  tokens: 2,600 trained by the trials and trunks that have ended (the running ones "
+        "  tokens: 2,600 trained by the trials and trunks that have ended or stopped (a "
+        "stopped one up to its stop; the running ones "
         "count at their end, and the ratio to training each trial alone shows once every trial "
         "has ended)")
     client = MlflowClient(tracking_uri=uri)
