@@ -277,7 +277,8 @@ def _main(argv: list[str] | None) -> int:
         with contextlib.suppress(ValueError):  # (main() called off the main thread)
             signal.signal(signal.SIGINT, lambda *_: os._exit(code))
             signal.signal(signal.SIGTERM, lambda *_: os._exit(code))
-        hint = _interrupted_hint(args, uri) if args.command in RUNS_TRIALS else ""
+        hint = _interrupted_hint(args, uri) if args.command in RUNS_TRIALS and not getattr(
+            args, "dry_run", False) else ""  # (a dry run runs nothing: there is nothing to resume)
         print(f"{'terminated (SIGTERM)' if terminated else 'interrupted'}{hint}",
               file=sys.stderr)
         return code
@@ -318,6 +319,7 @@ def _store_refusal(err, reason: str) -> str:
 
 
 RUNS_TRIALS = ("launch", "resume", "extend")
+WRITES_THE_STORE = (*RUNS_TRIALS, "cancel", "fit")
 READS_A_SWEEP = ("status", "resume", "extend", "cancel", "recommend", "fit", "ui")
 """Subcommands that read a sweep already recorded: none of them creates a store."""
 
@@ -331,6 +333,9 @@ def _server_answers(uri: str) -> None:
                                     flag="--tracking-uri (or MLFLOW_TRACKING_URI)"):
         raise ConfigError(problem)
     if reason := unreachable_server(uri):
+        if reason.startswith("it answers, but not as"):  # (a path that is not the server's)
+            raise ConfigError(f"tracking URI {redact(uri)}: {reason} to --tracking-uri (or "
+                              "MLFLOW_TRACKING_URI)")
         fix = ("fix --tracking-uri (or MLFLOW_TRACKING_URI)" if "give http://" in reason else
                "start it, or point --tracking-uri (or MLFLOW_TRACKING_URI) at one that runs")
         raise ConfigError(f"tracking server {redact(uri)} cannot be reached: {reason}; {fix}")
@@ -338,9 +343,15 @@ def _server_answers(uri: str) -> None:
 
 def _store_exists(args, uri: str) -> None:
     """A misspelt SQLite path would otherwise be created, empty, by the first read."""
-    from orchestrator.store import missing_sqlite, not_sqlite
+    from orchestrator.store import missing_sqlite, not_sqlite, sqlite_access_problem
     from trainer.errors import ConfigError
 
+    if getattr(args, "from_csv", None) is None and (why := sqlite_access_problem(
+            uri, writes=args.command in WRITES_THE_STORE)):
+        does = ("records into it" if args.command in WRITES_THE_STORE else "reads it")
+        raise ConfigError(f"tracking store {uri}: {why}; `sweep {args.command}` {does}: give "
+                          "this user write access, or copy the store to a folder it can "
+                          "write and point --tracking-uri (or MLFLOW_TRACKING_URI) at the copy")
     if path := not_sqlite(uri):
         raise ConfigError(f"the tracking store {path} is not an SQLite database (a file of "
                           "something else): point --tracking-uri (or MLFLOW_TRACKING_URI) at "

@@ -495,7 +495,7 @@ def _interrupted_hint(args, uri: str) -> str:
     with contextlib.suppress(Exception):  # (a store it cannot reach: what it has is said)
         from trainer.reporting import unreachable_server
 
-        if name is not None and not unreachable_server(uri):
+        if name is not None and not unreachable_server(uri, answer=False):
             from orchestrator.store import existing_sqlite_ready
             from orchestrator.sweep_record import close_left_running
 

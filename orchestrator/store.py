@@ -19,6 +19,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from trainer.reporting import redact
 
@@ -81,6 +82,38 @@ def not_sqlite(uri: str) -> str | None:
     return path if head and head != b"SQLite format 3\x00" else None
 
 
+def sqlite_access_problem(uri: str, *, writes: bool) -> str | None:
+    """Why this user cannot use an SQLite store for a command that writes to it (`writes`) or
+    reads it, else None. A read-only file hung a launch for 15 minutes (its tracker took
+    "attempt to write a readonly database" for an outage and retried); a folder that cannot
+    be written raised a traceback even for `list`. SQLite keeps a store's journal beside it,
+    so its folder must be writable to write, and to read a store in WAL mode (ours are)."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return None
+    path = Path(uri[len(prefix):])
+    folder = next((p for p in [path.parent, *path.parent.parents] if p.exists()), None)
+    if path.is_file() and writes and not os.access(path, os.W_OK):
+        return f"the store {path} is read-only for this user"
+    if folder is None or os.access(folder, os.W_OK | os.X_OK):
+        return None
+    if writes or (path.is_file() and _wal(path)):
+        return (f"its folder {folder} cannot be written by this user, and SQLite keeps the "
+                "store's journal there" + ("" if writes else " (even to read a store in WAL "
+                                                            "mode, as this one is)"))
+    return None
+
+
+def _wal(path: Path) -> bool:
+    """Is the SQLite file at `path` in WAL mode (its header's read and write versions 2)?"""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(20)
+    except OSError:
+        return False
+    return len(head) == 20 and head[18] == 2
+
+
 def create_sqlite_store_once(uri: str) -> None:
     """Create an embedded SQLite store's tables, one process at a time.
 
@@ -90,7 +123,6 @@ def create_sqlite_store_once(uri: str) -> None:
     exist); later ones find them.
     """
     import fcntl
-    from pathlib import Path
 
     prefix = "sqlite:///"
     if not uri.startswith(prefix):

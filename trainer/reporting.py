@@ -91,11 +91,12 @@ counts as `postgresql`)."""
 CONNECT_TIMEOUT_S = 5.0
 
 
-def unreachable_server(uri: str, timeout_s: float = CONNECT_TIMEOUT_S) -> str | None:
+def unreachable_server(uri: str, timeout_s: float = CONNECT_TIMEOUT_S, *,
+                       answer: bool = True) -> str | None:
     """Why the server a tracking URI names cannot be reached (one TCP connect, at most
-    `timeout_s`), or None when it answers or the URI names no server (a file store). Checked
-    before a command starts: MLflow's client retries a refused connection for minutes before
-    it says anything."""
+    `timeout_s`; for http(s), with `answer`, one request too: `_http_problem`), or None when
+    it answers or the URI names no server (a file store). Checked before a command starts:
+    MLflow's client retries a refused connection for minutes before it says anything."""
     import socket
     from urllib.parse import urlsplit
 
@@ -116,7 +117,8 @@ def unreachable_server(uri: str, timeout_s: float = CONNECT_TIMEOUT_S) -> str | 
         return None  # reached through a proxy: only a request through it can tell
     try:
         with socket.create_connection((host, port), timeout=timeout_s) as conn:
-            return _tls_problem(conn, host, timeout_s) if scheme == "https" else None
+            if scheme == "https" and (problem := _tls_problem(conn, host, timeout_s)):
+                return problem
     except socket.gaierror:
         return f"no host named {host}"
     except ConnectionRefusedError:
@@ -125,6 +127,45 @@ def unreachable_server(uri: str, timeout_s: float = CONNECT_TIMEOUT_S) -> str | 
         return f"{host}:{port} did not answer within {timeout_s:g} s"
     except OSError as err:
         return f"{host}:{port}: {err.strerror or err}"
+    return _http_problem(parts, host, port) if answer and scheme.startswith("http") else None
+
+
+ANSWER_TIMEOUT_S = 15.0
+"""How long a tracking server that took the connection may take to answer one request."""
+
+
+def _http_problem(parts, host: str, port: int) -> str | None:
+    """A server that takes connections but does not answer (a hung process, a port that is
+    no HTTP server) held every command for 20 minutes of MLflow's read timeouts and retries;
+    one that answers 404 for MLflow's REST API under the URI's path (a path that is a web
+    page's, not the server's root) gave MLflow's raw message with an HTML body. Any other
+    answer (200, or 401 of a server with auth) is the client's to judge."""
+    import http.client
+    import ssl
+
+    timeout_s = ANSWER_TIMEOUT_S
+    if parts.scheme.lower().startswith("https"):
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        conn = http.client.HTTPSConnection(host, port, timeout=timeout_s, context=context)
+    else:
+        conn = http.client.HTTPConnection(host, port, timeout=timeout_s)
+    base = parts.path.rstrip("/")
+    try:
+        conn.request("GET", f"{base}/api/2.0/mlflow/experiments/search?max_results=1")
+        status = conn.getresponse().status
+    except TimeoutError:
+        return (f"{host}:{port} takes connections but did not answer a request within "
+                f"{timeout_s:g} s (a server that hangs, or no HTTP server there)")
+    except (OSError, http.client.HTTPException) as err:
+        return f"{host}:{port} took the connection but no HTTP answer came ({err})"
+    finally:
+        conn.close()
+    if status == 404:
+        return (f"it answers, but not as an MLflow tracking server at "
+                f"{base or '/'} (404 for its REST API): give the server's own address"
+                + (f", without {base}" if base else ""))
+    return None
 
 
 def _tls_problem(conn, host: str, timeout_s: float) -> str | None:

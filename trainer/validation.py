@@ -77,7 +77,10 @@ def problems(cfg: Config, *, network: bool = True, here: bool = True) -> list[st
     if network and cfg.tracking.uri and not found:
         from trainer.reporting import redact, unreachable_server
 
-        if reason := unreachable_server(cfg.tracking.uri):
+        if (reason := unreachable_server(cfg.tracking.uri)) and reason.startswith("it answers"):
+            found.append(f"tracking.uri={redact(cfg.tracking.uri)}: {reason} to tracking.uri "
+                         "(or leave it unset to log to files only)")
+        elif reason:
             found.append(f"tracking.uri={redact(cfg.tracking.uri)} cannot be reached: {reason}; "
                          "start the server, or leave tracking.uri unset to log to files only")
     return found

@@ -2,6 +2,7 @@
 
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -367,17 +368,70 @@ def test_a_tracking_server_that_is_down_is_said_at_once(capsys):
     assert capsys.readouterr().err.startswith("error: CSV file no.csv does not exist")
 
 
+def _http_server(status: int):
+    """A local HTTP server answering every GET with `status` (in a thread), and its port."""
+    import http.server
+    import threading
+
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (the handler's name)
+            self.send_response(status)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, server.server_address[1]
+
+
 def test_a_server_that_answers_passes_the_check():
     import socket
 
     from trainer.reporting import unreachable_server
 
-    with socket.create_server(("127.0.0.1", 0)) as server:
+    for status in (200, 401):  # (401: a server with auth; the client holds the credentials)
+        server, port = _http_server(status)
+        with server:
+            assert unreachable_server(f"http://127.0.0.1:{port}") is None
+            server.shutdown()
+    with socket.create_server(("127.0.0.1", 0)) as server:  # (a database: a connect is all)
         port = server.getsockname()[1]
-        assert unreachable_server(f"http://127.0.0.1:{port}") is None
         assert unreachable_server(f"postgresql+psycopg://u:p@127.0.0.1:{port}/db") is None
     assert unreachable_server("sqlite:///x.db") is None
     assert unreachable_server("postgresql:///db?host=/var/run/postgresql") is None
+
+
+def test_a_server_that_takes_connections_but_never_answers_or_is_no_mlflow_is_said(
+        monkeypatch, capsys):
+    """A server that accepted the connection and never answered held `sweep status` for 20
+    minutes of MLflow's read timeouts; a URI with a web page's path got MLflow's 404 with an
+    HTML body."""
+    import socket
+
+    from orchestrator.cli import main
+    from trainer import reporting
+
+    monkeypatch.setattr(reporting, "ANSWER_TIMEOUT_S", 1.0)
+    with socket.create_server(("127.0.0.1", 0)) as server:  # (takes, never answers)
+        port = server.getsockname()[1]
+        start = time.monotonic()
+        assert main(["status", "s", "--tracking-uri", f"http://127.0.0.1:{port}"]) == 2
+        assert time.monotonic() - start < 10
+    assert capsys.readouterr().err.strip() == (
+        f"error: tracking server http://127.0.0.1:{port} cannot be reached: 127.0.0.1:{port} "
+        "takes connections but did not answer a request within 1 s (a server that hangs, or no "
+        "HTTP server there); start it, or point --tracking-uri (or MLFLOW_TRACKING_URI) at one "
+        "that runs")
+    server, port = _http_server(404)
+    with server:
+        assert main(["list", "--tracking-uri", f"http://127.0.0.1:{port}/mlflow"]) == 2
+        server.shutdown()
+    assert capsys.readouterr().err.strip() == (
+        f"error: tracking URI http://127.0.0.1:{port}/mlflow: it answers, but not as an MLflow "
+        "tracking server at /mlflow (404 for its REST API): give the server's own address, "
+        "without /mlflow to --tracking-uri (or MLFLOW_TRACKING_URI)")
 
 
 def test_https_to_a_plain_http_server_is_said_at_once(capsys):
@@ -699,3 +753,57 @@ def test_a_cluster_from_ray_address_is_named_ray_address_in_its_error(tmp_path, 
     assert err.startswith(f"error: cannot reach the Ray cluster at RAY_ADDRESS=127.0.0.1:{port}"
                           f" (nothing answers at 127.0.0.1:{port}")
     assert "--address" not in err
+
+
+def test_a_dry_run_stopped_says_no_resume(tmp_path, monkeypatch, capsys):
+    """A dry run stopped by SIGTERM (a store that hung) said "nothing that finished is lost:
+    `sweep resume NAME` goes on from there" of a sweep it had not run, or recorded."""
+    from orchestrator import commands
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(commands, "dry_run", stopped)
+    args = _dry_run_args(tmp_path, {"optim.lr": "choice(1e-3, 1e-2)"})
+    assert cli.main(args) == 130
+    assert capsys.readouterr().err.strip() == "interrupted"
+
+
+def test_a_store_this_user_cannot_write_is_one_sentence_before_any_work(
+        tmp_path, monkeypatch, capsys):
+    """A read-only store file hung a launch for 15 minutes (its tracker retried "attempt to
+    write a readonly database" as an outage); a store in a folder that cannot be written
+    raised a traceback, for `list` too. (Root writes anywhere: access is denied here.)"""
+    import sqlite3
+
+    from orchestrator import store
+
+    path = tmp_path / "s" / "m.db"
+    uri = f"sqlite:///{path}"
+    store.create_sqlite_store_once(uri)
+    denied = set()
+    real = os.access
+    monkeypatch.setattr(store.os, "access", lambda p, mode: Path(p) not in denied and real(
+        p, mode))
+    denied.add(path)
+    args = _dry_run_args(tmp_path, {"optim.lr": "choice(1e-3, 1e-2)"})
+    assert cli.main(["--tracking-uri", uri, *args[2:]]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: tracking store {uri}: the store {path} is read-only for this user; `sweep "
+        "launch` records into it: give this user write access, or copy the store to a folder "
+        "it can write and point --tracking-uri (or MLFLOW_TRACKING_URI) at the copy")
+    assert cli.main(["list", "--tracking-uri", uri]) == 0  # (reading it is fine)
+    capsys.readouterr()
+    denied.clear()
+    denied.add(path.parent)
+    assert cli.main(["list", "--tracking-uri", uri]) == 0  # (not WAL: read without a journal)
+    capsys.readouterr()
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+    assert cli.main(["list", "--tracking-uri", uri]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: tracking store {uri}: its folder {path.parent} cannot be written by this "
+        "user, and SQLite keeps the store's journal there (even to read a store in WAL mode, "
+        "as this one is); `sweep list` reads it: give this user write access, or copy the "
+        "store to a folder it can write and point --tracking-uri (or MLFLOW_TRACKING_URI) at "
+        "the copy")
