@@ -794,16 +794,24 @@ def test_a_store_this_user_cannot_write_is_one_sentence_before_any_work(
         "it can write and point --tracking-uri (or MLFLOW_TRACKING_URI) at the copy")
     assert cli.main(["list", "--tracking-uri", uri]) == 0  # (reading it is fine)
     capsys.readouterr()
-    denied.clear()
-    denied.add(path.parent)
-    assert cli.main(["list", "--tracking-uri", uri]) == 0  # (not WAL: read without a journal)
-    capsys.readouterr()
-    with sqlite3.connect(path) as db:
-        db.execute("PRAGMA journal_mode=WAL")
-    assert cli.main(["list", "--tracking-uri", uri]) == 2
+    # A folder that cannot be written: a WAL store cannot even be read there
+    wal, plain = tmp_path / "ro" / "wal.db", tmp_path / "ro" / "plain.db"
+    wal.parent.mkdir()
+    for file, mode in ((wal, "WAL"), (plain, "DELETE")):
+        with sqlite3.connect(file) as db:
+            db.execute(f"PRAGMA journal_mode={mode}")
+            db.execute("CREATE TABLE t (x)")
+    denied.add(wal.parent)
+    assert store.sqlite_access_problem(f"sqlite:///{plain}", writes=False) is None
+    assert store.sqlite_access_problem(f"sqlite:///{wal}", writes=False) == (
+        f"its folder {wal.parent} cannot be written by this user, and SQLite keeps the store's "
+        "journal there (even to read a store in WAL mode, as this one is)")
+    assert cli.main(["list", "--tracking-uri", f"sqlite:///{wal}"]) == 2
     assert capsys.readouterr().err.strip() == (
-        f"error: tracking store {uri}: its folder {path.parent} cannot be written by this "
-        "user, and SQLite keeps the store's journal there (even to read a store in WAL mode, "
-        "as this one is); `sweep list` reads it: give this user write access, or copy the "
-        "store to a folder it can write and point --tracking-uri (or MLFLOW_TRACKING_URI) at "
-        "the copy")
+        f"error: tracking store sqlite:///{wal}: its folder {wal.parent} cannot be written by "
+        "this user, and SQLite keeps the store's journal there (even to read a store in WAL "
+        "mode, as this one is); `sweep list` reads it: give this user write access, or copy "
+        "the store to a folder it can write and point --tracking-uri (or MLFLOW_TRACKING_URI) "
+        "at the copy")
+    assert store.sqlite_access_problem(f"sqlite:///{plain}", writes=True).startswith(
+        f"its folder {wal.parent} cannot be written by this user")
