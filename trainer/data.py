@@ -21,7 +21,7 @@ import shutil
 import socket
 import sysconfig
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -182,9 +182,11 @@ def _stdlib_documents(cfg: DataConfig) -> Iterator[tuple[str, str, bool]]:
             yield f"{split}/{i}", row["text"], held
 
 
-def open_dataset(cfg: DataConfig, split: str) -> Iterable[dict]:
+def open_dataset(cfg: DataConfig, split: str, paths: Sequence[str] | None = None
+                 ) -> Iterable[dict]:
     """The `datasets` dataset for a hub name (`hf`) or local files (`files`: `split` is
-    `cfg.split` for `data.paths`, `VAL_FILES` for `data.val_paths`)."""
+    `cfg.split` for `data.paths`, `VAL_FILES` for `data.val_paths`; `paths`: those of them
+    to read, default all)."""
     import datasets
 
     datasets.disable_progress_bars()
@@ -194,7 +196,8 @@ def open_dataset(cfg: DataConfig, split: str) -> Iterable[dict]:
     _quiet_file_readers()
     # Streamed, row by row: the files are read once, into the token cache, without holding
     # them in memory or leaving an Arrow copy of each version under ~/.cache/huggingface.
-    paths = list(cfg.val_paths if split == VAL_FILES else cfg.paths)
+    if paths is None:
+        paths = list(cfg.val_paths if split == VAL_FILES else cfg.paths)
     suffix = Path(paths[0]).suffix.lower()
     builder = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}[suffix]
     if builder != "text":
@@ -231,22 +234,33 @@ def _rows(cfg: DataConfig, split: str) -> Iterator[tuple[int, str]]:
     files = cfg.val_paths if split == VAL_FILES else cfg.paths
     where = (said_files("data.val_paths" if split == VAL_FILES else "data.paths", files)
              if cfg.source is DataSource.files else f"data.name={cfg.name}")
+    # Tables (.jsonl, .json, .parquet) are read one file at a time: read together, `datasets`
+    # cast every file to the first one's columns, so a second file with one more column was
+    # "cannot be read (CastError)", and its numbers given as text were trained as text.
+    one_by_one = cfg.source is DataSource.files and Path(files[0]).suffix.lower() != ".txt"
+    sources = [[path] for path in files] if one_by_one else [None]
+    i, reading = 0, where
     try:
-        for i, row in enumerate(open_dataset(cfg, split)):
-            if cfg.text_field not in row:
-                raise ConfigError(_no_field(cfg.text_field, where, row))
-            text = row[cfg.text_field]
-            if text is None:  # (a row without the field, in files whose other rows have it)
-                raise ConfigError(f"data.text_field={cfg.text_field}: row {i} of {where} has "
-                                  "none (null or missing): give every row its text, or drop "
-                                  "the rows without it")
-            if not isinstance(text, str):
-                kind = type(text).__name__
-                raise ConfigError(f"data.text_field={cfg.text_field}: row {i} of {where} holds "
-                                  f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} there, not "
-                                  f"text: give rows whose "
-                                  f"{cfg.text_field} is a string")
-            yield i, text
+        for paths in sources:
+            reading = paths[0] if paths else where
+            for j, row in enumerate(open_dataset(cfg, split, paths)):
+                at = (f"{'line' if paths[0].lower().endswith('.jsonl') else 'row'} {j + 1} of "
+                      f"{paths[0]}" if paths else f"row {i + 1} of {where}")
+                if cfg.text_field not in row:
+                    raise ConfigError(_no_field(cfg.text_field, paths[0] if paths else where,
+                                                row))
+                text = row[cfg.text_field]
+                if text is None:  # (a row without the field, in a file whose others have it)
+                    raise ConfigError(f"data.text_field={cfg.text_field}: {at} has none (null "
+                                      "or missing): give every row its text, or drop the rows "
+                                      "without it")
+                if not isinstance(text, str):
+                    kind = type(text).__name__
+                    raise ConfigError(f"data.text_field={cfg.text_field}: {at} holds "
+                                      f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} there, "
+                                      f"not text: give rows whose {cfg.text_field} is a string")
+                yield i, text
+                i += 1
     except ConfigError:
         raise
     except Exception as err:  # noqa: BLE001 (datasets, pyarrow and the hub raise many kinds)
@@ -257,7 +271,9 @@ def _rows(cfg: DataConfig, split: str) -> Iterator[tuple[int, str]]:
             if isinstance(cause, UnicodeDecodeError) or isinstance(err, UnicodeDecodeError):
                 raise ConfigError(not_utf8(where, cause if isinstance(
                     cause, UnicodeDecodeError) else err)) from None
-            raise ConfigError(f"{where} cannot be read ({_first_line(cause)}): check that "
+            place = where if reading == where else (
+                f"{'data.val_paths' if split == VAL_FILES else 'data.paths'}: {reading}")
+            raise ConfigError(f"{place} cannot be read ({_first_line(cause)}): check that "
                               "each file holds what its suffix says (.txt text, .jsonl one "
                               "JSON object a line, .parquet a table)") from None
         if (missing := missing_split(cfg, split, err)) is not None:

@@ -163,9 +163,9 @@ def test_tokenizer_json_file(tmp_path):
 
 
 @pytest.mark.parametrize("name, content, message", [
-    ("a.jsonl", '{"body": "abc"}\n', r"^data.text_field=text: the rows of data.paths=\[.*\] "
+    ("a.jsonl", '{"body": "abc"}\n', r"^data.text_field=text: the rows of /.*a.jsonl "
      r"have no such field \(they have body\): set data.text_field to the one holding the text$"),
-    ("a.jsonl", '{"text": 5}\n', r"^data.text_field=text: row 0 of data.paths=\[.*\] holds an "
+    ("a.jsonl", '{"text": 5}\n', r"^data.text_field=text: line 1 of /.*a.jsonl holds an "
      r"int there, not text: give rows whose text is a string$"),
     # (the reader said "Trailing data at position ...", naming neither file nor line)
     ("a.jsonl", '{"text": "abc"}\nnot json\n', r"^data.paths=\[.*\]: line 2 of .*a.jsonl is "
@@ -173,7 +173,8 @@ def test_tokenizer_json_file(tmp_path):
     # (the parser's message ended mid-phrase: "(Invalid control character at)")
     ("a.jsonl", '{"text": "abc"}\n{"text": "ab\n', r"^data.paths=\[.*\]: line 2 of .*a.jsonl "
      r"is not a JSON object \(Invalid control character at column 13\): give one"),
-    ("a.parquet", "not a parquet file", r"^data.paths=\[.*\] cannot be read \(.*\): check"),
+    ("a.parquet", "not a parquet file", r"^data.paths: /.*a.parquet cannot be read \(.*\): "
+     r"check"),
 ])
 def test_a_file_that_is_not_what_it_says_is_one_sentence(tmp_path, name, content, message):
     """Each was a traceback from datasets, pyarrow or the tokenizer (KeyError: 'text', ...)."""
@@ -198,7 +199,7 @@ def test_a_broken_file_is_said_in_one_line_by_the_cli(tmp_path, name, content):
         capture_output=True, text=True, cwd=Path(__file__).parents[2])
     assert proc.returncode == 2, proc.stderr[-2000:]
     errors = [line for line in proc.stderr.splitlines() if not line.startswith("note: ")]
-    assert len(errors) == 1 and errors[0].startswith("error: data.paths="), proc.stderr
+    assert len(errors) == 1 and errors[0].startswith("error: data.paths"), proc.stderr
 
 
 def test_a_tokenizer_file_that_is_not_one_is_one_sentence(tmp_path):
@@ -632,3 +633,38 @@ def test_a_slice_of_a_streamed_split_is_said_as_such_not_as_a_missing_split(tmp_
     whole = load_tokens(dataclasses.replace(sliced, streaming=False)).val
     assert 0 < len(whole) < len(load_tokens(dataclasses.replace(
         base, val_split="validation", streaming=False)).val)
+
+
+def test_files_with_other_columns_combine_and_each_file_s_rows_are_checked(tmp_path):
+    """Two .jsonl files whose rows have text and, in one, a second column were "cannot be
+    read (CastError)", blaming the files; an int given as text in a second file was trained
+    as text (cast to the first file's columns), while first it was refused."""
+    import pandas as pd
+
+    docs = _docs(30)
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps({"text": d}) + "\n"
+                                              for d in docs[:15]))
+    (tmp_path / "b.jsonl").write_text("".join(json.dumps({"text": d, "source": "web"}) + "\n"
+                                              for d in docs[15:]))
+    both = compose(["data=files", f"data.paths=[{tmp_path / 'a.jsonl'},{tmp_path / 'b.jsonl'}]",
+                    f"data.cache_dir={tmp_path / 'cache'}"]).data
+    one = tmp_path / "all.jsonl"
+    one.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    alone = compose(["data=files", f"data.paths=[{one}]",
+                     f"data.cache_dir={tmp_path / 'cache2'}"]).data
+    joined, single = load_tokens(both), load_tokens(alone)
+    assert np.array_equal(joined.train, single.train)  # (the same documents, in order)
+    assert np.array_equal(joined.val, single.val)
+    pd.DataFrame({"text": docs[:5]}).to_parquet(tmp_path / "p1.parquet")
+    pd.DataFrame({"text": docs[5:10], "lang": "en"}).to_parquet(tmp_path / "p2.parquet")
+    assert len(load_tokens(compose([
+        "data=files", f"data.paths=[{tmp_path / 'p1.parquet'},{tmp_path / 'p2.parquet'}]",
+        f"data.cache_dir={tmp_path / 'cache3'}"]).data).train) > 0
+    (tmp_path / "ints.jsonl").write_text('{"text": "abc"}\n{"text": 7}\n')
+    for order in ([tmp_path / "a.jsonl", tmp_path / "ints.jsonl"],
+                  [tmp_path / "ints.jsonl", tmp_path / "a.jsonl"]):
+        cfg = compose(["data=files", f"data.paths=[{order[0]},{order[1]}]",
+                       f"data.cache_dir={tmp_path / 'cache4'}"]).data
+        with pytest.raises(ConfigError, match=rf"^data.text_field=text: line 2 of "
+                                              rf"{tmp_path / 'ints.jsonl'} holds an int there"):
+            load_tokens(cfg)
