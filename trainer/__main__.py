@@ -177,7 +177,11 @@ def _run(overrides: list[str], *, print_only: bool, given: list[str] = ()) -> in
         print(f"note: {note}", file=sys.stderr)
     stored = read_summary(paths)
     if speaks and stored is not None and stored.get("status") in DONE:
-        print(f"this run has already ended ({stored['status']}); nothing to train.")
+        # (--help promised its result: the status alone was printed)
+        loss = stored.get("final/eval_loss")
+        print(f"this run has already ended ({stored['status']}"
+              + (f": final eval loss {loss:.4f} after {stored.get('final/tokens', 0):,} tokens"
+                 if isinstance(loss, float) else "") + "); nothing to train.")
     with _lease(paths.run_dir, config_id(cfg)):
         result = run(cfg)
     if not speaks:

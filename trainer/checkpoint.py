@@ -163,8 +163,11 @@ def set_aside(path: Path, why: str) -> Path:
         n += 1
         aside = path.with_name(f".{path.name}.damaged-{n}")
     path.rename(aside)
-    print(f"note: checkpoint {path} cannot be read ({why}): kept as {aside.name}; resuming "
-          "from the one before it", file=sys.stderr)
+    # (it said "resuming from the one before it" where there was none, then that none could)
+    before = [p for p in list_checkpoints(path.parent) if p.name < path.name]
+    print(f"note: checkpoint {path} cannot be read ({why}): kept as {aside.name}; "
+          + ("resuming from the one before it" if before else "there is none before it"),
+          file=sys.stderr)
     return aside
 
 

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from trainer import branching, checkpoint, stopping
-from trainer.config import BatchSchedule, Config
+from trainer.config import BatchSchedule, Config, DataSource
 from trainer.data import TokenData, TokenStream, eval_batches, load_tokens
 from trainer.distributed import Dist, all_sum, barrier, process_group, resolve_device
 from trainer.errors import ConfigError
@@ -312,8 +312,10 @@ class TrainingRun:
                  (("training", data.train), ("held-out", data.val))
                  if len(tokens) < cfg.train.seq_len + 1]
         if short:
+            more = ("a larger data.num_tokens" if cfg.data.source is DataSource.synthetic
+                    else "more text")  # (synthetic data has no text to give)
             raise ConfigError([f"data: {' and '.join(short)}, less than one sequence of "
-                               f"train.seq_len={cfg.train.seq_len} plus one: give more text, "
+                               f"train.seq_len={cfg.train.seq_len} plus one: give {more}, "
                                "or a shorter train.seq_len"])
         self.stream = TokenStream(data.train, cfg.train.seq_len, cfg.seed)
         eval_set = eval_batches(data.val, seq_len=cfg.train.seq_len,

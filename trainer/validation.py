@@ -68,6 +68,10 @@ def problems(cfg: Config, *, network: bool = True, here: bool = True) -> list[st
             found.append(f"data.cache_dir={cfg.data.cache_dir}: {in_way}; {CACHE_FIX}")
     if not found and cfg.data.source is DataSource.files:
         found += _too_short(cfg)
+    if cfg.tracking.uri and not str(cfg.tracking.experiment).strip():
+        # (MLflow refused the name once the run had started: a traceback, a run folder left)
+        found.append("tracking.experiment is empty: give the MLflow experiment's name, e.g. "
+                     "tracking.experiment=proxysweep (the default)")
     if cfg.tracking.uri:
         from trainer.reporting import redact, store_uri_problem
 
@@ -306,6 +310,9 @@ def _data_problems(d: DataConfig, *, network: bool) -> list[str]:
                          "vocab_size >= 2, order >= 1 and vocab_size**order <= 4194304")
         if not 0 < d.concentration < math.inf:
             found.append(f"data.concentration={d.concentration} must be > 0 and finite")
+        if d.num_tokens < 1:
+            found.append(f"data.num_tokens={d.num_tokens} must be a positive number of tokens to "
+                         "generate, e.g. data.num_tokens=2_000_000 (the default)")
     if d.source is not DataSource.synthetic:  # (of the files there: beside a missing one's)
         from trainer.text import content_problems  # (a little of the files read, once there)
 

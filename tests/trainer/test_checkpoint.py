@@ -93,10 +93,14 @@ def test_a_damaged_newest_checkpoint_is_kept_aside_and_the_one_before_loads(tmp_
                                  "before it")
     for f in (tmp_path / "step-000000010").iterdir():
         os.truncate(f, 100)
+    capsys.readouterr()
     with pytest.raises(ConfigError, match=r"no checkpoint in .* can be read \(each is kept as "
                                           r"\.step-\*\.damaged\): run it again to train it "
                                           "from its start"):
         load_latest(tmp_path, model=fresh, optimizer=fresh_optimizer)
+    # (the last one's note said "resuming from the one before it": there was none)
+    assert capsys.readouterr().err.rstrip().endswith(
+        "kept as .step-000000010.damaged; there is none before it")
     assert load_latest(tmp_path, model=fresh, optimizer=fresh_optimizer) is None
 
 

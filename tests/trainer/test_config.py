@@ -58,6 +58,11 @@ def test_a_tracking_uri_mlflow_cannot_use_is_refused_before_the_run(tmp_path):
                                       f"server, to {fix}")):
         assert problems(compose([f"tracking.uri={uri}"])) == [said]
     assert problems(compose([f"tracking.uri=sqlite:///{tmp_path / 'm.db'}"])) == []
+    # an empty experiment name: MLflow's traceback once the run had started
+    assert problems(compose([f"tracking.uri=sqlite:///{tmp_path / 'm.db'}",
+                             "tracking.experiment="])) == [
+        "tracking.experiment is empty: give the MLflow experiment's name, e.g. "
+        "tracking.experiment=proxysweep (the default)"]
 
 
 def test_a_value_of_the_wrong_type_says_what_the_key_takes():
@@ -139,6 +144,8 @@ def test_a_config_group_takes_exactly_one_option(override, fragment):
     (["train.eval_every_tokens=-1"], "train.eval_every_tokens=-1 must be >= 0 (0: an eval "
                                      "only at the end)"),
     (["train.eval_tokens=0"], "train.eval_tokens=0 is less than one sequence"),
+    (["data=synthetic", "data.num_tokens=0"], "data.num_tokens=0 must be a positive number of "
+                                               "tokens to generate"),
     (["model.width=100"], "model.width=100 is not divisible into heads"),
     (["data=files", "data.paths=[/no/such/file.jsonl]"], "/no/such/file.jsonl does not exist"),
     (["data=files"], "data.paths is empty"),

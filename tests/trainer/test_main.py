@@ -1,5 +1,6 @@
 """`python -m trainer`: one run at a time in a run directory."""
 
+import re
 import subprocess
 import sys
 import time
@@ -206,8 +207,13 @@ def test_tracking_given_after_the_run_ended_records_it_from_its_files(tmp_path, 
 
     uri = f"sqlite:///{tmp_path}/m.db"
     assert main(_overrides(tmp_path)) == 0
+    capsys.readouterr()
     assert main([*_overrides(tmp_path), f"tracking.uri={uri}"]) == 0
-    assert "the ended run recorded from its files" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "the ended run recorded from its files" in out
+    # (--help promised the result of an ended run: its status alone was said)
+    assert re.search(r"^this run has already ended \(finished: final eval loss \d+\.\d{4} "
+                     r"after [\d,]+ tokens\); nothing to train\.$", out, re.M), out
     client = MlflowClient(tracking_uri=uri)
     (run,) = client.search_runs([client.get_experiment_by_name("proxysweep").experiment_id])
     assert run.data.tags["trial.status"] == "finished" and run.info.status == "FINISHED"
