@@ -245,6 +245,14 @@ def _example(key: str) -> str:
     return str(node) if isinstance(node, (int, float)) and not isinstance(node, bool) else "1"
 
 
+def _default(key: str) -> str:
+    """`key`'s default as an override writes it."""
+    node: object = Config()
+    for part in key.split("."):
+        node = getattr(node, part, None)
+    return str(getattr(node, "value", node))
+
+
 def _explain(err: Exception, overrides: list[str]) -> str:
     """One sentence for a failed compose, from what Hydra and OmegaConf put in their exceptions
     (the missing config file and its options; the key of a refused value), not their text."""
@@ -274,7 +282,9 @@ def _explain(err: Exception, overrides: list[str]) -> str:
     if isinstance(cause, OmegaConfBaseException) and cause.full_key:
         key = cause.full_key
         if isinstance(cause, (ConfigAttributeError, ConfigKeyError)):
-            return (f"unknown config key '{key}': {did_you_mean(key)}check its spelling "
+            given = next((o.lstrip("+~").partition("=")[0] for o in overrides
+                          if o.lstrip("+~").partition("=")[0].split(".")[0] == key), key)
+            return (f"unknown config key '{key}': {did_you_mean(given)}check its spelling "
                     "against conf/ (python -m trainer --cfg prints every key)")
         reason = (cause.msg or str(cause)).splitlines()[0]
         # Of a key given twice, the override whose value the error quotes.
@@ -292,6 +302,9 @@ def _explain(err: Exception, overrides: list[str]) -> str:
             kind = "whole number" if "to Integer" in reason else "number"
             hint = (f"; {key} takes a {kind}, e.g. {key}={_example(key)}"
                     " (python -m trainer --cfg prints every key with its default)")
+        if "is not Optional" in reason:  # (`optim.lr=null`: the key named, no fix)
+            hint = (f"; {key} needs a value, e.g. {key}={_default(key)} (its default: "
+                    "leave it out to keep it)")
         if "is not a ListConfig" in reason and given:
             hint = (f"; a list is written in brackets, e.g. '{key}=[{given.partition('=')[2]}]'"
                     " (quoted for the shell)")

@@ -206,8 +206,10 @@ def _world_problems(t) -> list[str]:
     if t.world_size < 1:
         return [f"train.world_size={t.world_size} must be >= 1"]
     if t.batch_size % t.world_size:
+        up = -(-t.batch_size // t.world_size) * t.world_size
         return [f"train.batch_size={t.batch_size} is not divisible by train.world_size="
-                f"{t.world_size}: each rank takes an equal share of the batch"]
+                f"{t.world_size}: each rank takes an equal share of the batch; give "
+                f"train.batch_size={up}, or a world size that divides {t.batch_size}"]
     local = t.batch_size // t.world_size
     if t.world_size > 1 and t.micro_batch_size and local % t.micro_batch_size:  # (one rank:
         # the batch's own divisibility, said by `_train_problems`)

@@ -95,6 +95,10 @@ def test_a_value_of_the_wrong_type_says_what_the_key_takes():
                    "small, tiny"),
     ("data.paths=/d/a.txt", "str is not a ListConfig, list or tuple; a list is written in "
                             "brackets, e.g. 'data.paths=[/d/a.txt]' (quoted for the shell)"),
+    # (the key named, with no value to give; a misspelt top-level name suggested nothing)
+    ("optim.lr=null", "is not Optional; optim.lr needs a value, e.g. optim.lr=0.003 (its "
+                      "default: leave it out to keep it)"),
+    ("trian.tokens=100", "unknown config key 'trian': did you mean train.tokens? check"),
 ])
 def test_bad_overrides_give_one_sentence(override, fragment):
     with pytest.raises(ConfigError) as err:

@@ -159,7 +159,8 @@ def test_world_size_must_divide_the_batch():
     from trainer.validation import problems
     found = problems(compose(TINY + ["train.world_size=3"]))
     assert found == ["train.batch_size=8 is not divisible by train.world_size=3: each rank "
-                     "takes an equal share of the batch"]
+                     "takes an equal share of the batch; give train.batch_size=9, or a world "
+                     "size that divides 8"]
     # one problem, one sentence: the micro-batch against each rank's share (it was also said
     # against the whole batch)
     found = problems(compose(TINY + ["train.world_size=2", "train.micro_batch_size=3"]))
