@@ -472,8 +472,11 @@ def format_fit(doc: dict, *, recorded: bool = True, not_done: int = 0,
                      + (f" (adds {added} trial{'s' * (added != 1)}: every new LR at every "
                         "point of the grid's other axes)" if added else ""))
     elif edges:
+        # (a grid adds each value to every slice: 32 LRs where each slice needed its two)
+        each = (" (a grid adds every value to every slice; fit.json's slices[].extend gives "
+                "each slice's own)" if not one else "")
         lines.append(f"  {counted} {where}; to bracket {'it' if one else 'them'}, add to "
-                     f"{'its' if one else 'their'} sweep: " + " ".join(doc["next_grid"]))
+                     f"{'its' if one else 'their'} sweep: " + " ".join(doc["next_grid"]) + each)
     lines += _stability_notes(doc, recorded=recorded)
     # (trials not done yet may be the seeds or LRs these ask for: said instead of the hint)
     wait = (f"; {not_done} of the sweep's trials are not done yet and may hold them: let them "

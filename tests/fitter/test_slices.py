@@ -777,3 +777,18 @@ def test_the_summary_says_a_slice_of_seeds_at_other_lrs_gives_the_mean_seed_s_lo
     runs = _two_studies(0.17, np.random.default_rng(0)).assign(N=1e6, B=4096.0)
     doc = fit_json(fit_runs(from_short_frame(runs, source="s"), n_boot=50), sweep="s")
     assert "(the mean seed's: each seed's offset taken out)" in format_fit(doc, recorded=False)
+
+
+def test_a_csv_s_slices_at_the_edge_are_told_a_grid_adds_each_value_to_every_slice():
+    """16 slices each short of two LRs were told to add 32 values, which a grid sweep adds
+    to every slice."""
+    from fitter.data import from_short_frame
+    from fitter.fit import fit_json, fit_runs, format_fit
+    from fitter.synthetic import Truth, synthetic_runs
+
+    frame = synthetic_runs(Truth(), n_values=[1e6, 4e6], d_values=[1e9], b_values=[1e5],
+                           noise=0.001, lr_steps=np.array([-0.3, 0.0]))
+    doc = fit_json(fit_runs(from_short_frame(frame, source="s"), n_boot=0), sweep="s")
+    assert "(a grid adds every value to every slice; fit.json's slices[].extend gives each " \
+           "slice's own)" in format_fit(doc, recorded=False)
+    assert all(s["extend"] for s in doc["slices"])
