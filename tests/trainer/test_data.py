@@ -660,11 +660,39 @@ def test_files_with_other_columns_combine_and_each_file_s_rows_are_checked(tmp_p
     assert len(load_tokens(compose([
         "data=files", f"data.paths=[{tmp_path / 'p1.parquet'},{tmp_path / 'p2.parquet'}]",
         f"data.cache_dir={tmp_path / 'cache3'}"]).data).train) > 0
-    (tmp_path / "ints.jsonl").write_text('{"text": "abc"}\n{"text": 7}\n')
+    (tmp_path / "ints.jsonl").write_text('\n{"text": 7}\n')
     for order in ([tmp_path / "a.jsonl", tmp_path / "ints.jsonl"],
                   [tmp_path / "ints.jsonl", tmp_path / "a.jsonl"]):
         cfg = compose(["data=files", f"data.paths=[{order[0]},{order[1]}]",
                        f"data.cache_dir={tmp_path / 'cache4'}"]).data
+        # (its line, not its row: the reader skips the blank line)
         with pytest.raises(ConfigError, match=rf"^data.text_field=text: line 2 of "
                                               rf"{tmp_path / 'ints.jsonl'} holds an int there"):
             load_tokens(cfg)
+    # a file without the field after files with it: not "set data.text_field to ..."
+    (tmp_path / "other.jsonl").write_text('{"body": "abc"}\n')
+    cfg = compose(["data=files", f"data.paths=[{tmp_path / 'a.jsonl'},{tmp_path / 'other.jsonl'}]",
+                   f"data.cache_dir={tmp_path / 'cache5'}"]).data
+    with pytest.raises(ConfigError) as err:
+        load_tokens(cfg)
+    assert str(err.value) == (
+        f"data.text_field=text: line 1 of {tmp_path / 'other.jsonl'} has no field text (it has "
+        "body) while the rows before it do: give it one, or leave its file out")
+
+
+def test_many_small_table_files_of_one_kind_are_read_together(tmp_path, monkeypatch):
+    """Reading each file alone cost 0.2 s a file (200 one-row files: 37 s, against 0.1 s)."""
+    from trainer import data as data_module
+
+    for k in range(40):
+        (tmp_path / f"{k:03d}.jsonl").write_text(json.dumps({"text": _docs(40)[k]}) + "\n")
+    (tmp_path / "zz.jsonl").write_text(json.dumps({"text": "x", "meta": 1}) + "\n")
+    reads = []
+    real = data_module.open_dataset
+    monkeypatch.setattr(data_module, "open_dataset",
+                        lambda cfg, split, paths=None: reads.append(paths) or real(cfg, split,
+                                                                                     paths))
+    cfg = compose(["data=files", f"data.paths=[{tmp_path}]",
+                   f"data.cache_dir={tmp_path / 'cache'}"]).data
+    load_tokens(cfg)
+    assert [len(p) for p in reads] == [40, 1]  # (the file with another column: its own read)
