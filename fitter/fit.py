@@ -491,16 +491,20 @@ def format_fit(doc: dict, *, recorded: bool = True, not_done: int = 0,
                      "one seed's losses around their fitted curve: they miss how the optimum "
                      "moves between seeds, often by more; for intervals that hold it add a "
                      + (f"seed{wait}" if wait else f"seed ({more})"))
-    unmeasured = [s for s in doc["slices"] if s.get("interval_noise") == "none"]
-    if unmeasured and any((s.get("n_seeds") or 1) > 1 for s in unmeasured):
-        # (seeds of a searched sweep, each at its own LRs: no level holds two)
-        lines.append(f"  {_which(unmeasured, doc['slices'])} "
-                     f"{'have' if len(unmeasured) != 1 else 'has'} no LR interval: fewer than 5 "
+    unmeasured = [s for s in doc["slices"] if s.get("interval_noise") == "none"
+                  and (s.get("n_seeds") or 1) == 1]
+    # (seeds of a searched sweep, each at its own LRs: no level holds two; said apart from
+    # one seed's slices, whose fix is a seed)
+    several = [s for s in doc["slices"] if s.get("interval_noise") == "none"
+               and (s.get("n_seeds") or 1) > 1]
+    if several:
+        lines.append(f"  {_which(several, doc['slices'])} "
+                     f"{'have' if len(several) != 1 else 'has'} no LR interval: fewer than 5 "
                      "LRs within two grid steps of the best, none tried by two seeds, do not "
                      "measure the loss noise; add LRs around the best"
                      + (wait or (f" ({doc['next_grid'][0]})" if doc["next_grid"] and
                                  doc["next_grid"][0].startswith("search.") else "")))
-    elif unmeasured:
+    if unmeasured:
         more = _another_seed(doc, recorded=recorded, seeds=seeds)
         lines.append(f"  {_which(unmeasured, doc['slices'])} "
                      f"{'have' if len(unmeasured) != 1 else 'has'} no LR interval: one seed "

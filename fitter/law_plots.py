@@ -187,7 +187,7 @@ def _published(ax, law, key: str, axis: str, grid, means: dict, constants: dict,
 
 
 def loss_figure(plt, law, key: str):
-    from fitter.loss_law import log_loss
+    from fitter.loss_law import log_loss, small_sample_factor
 
     fig, ax = plt.subplots(figsize=(6.4, 4.6), layout="constrained")
     pts = law.points
@@ -199,7 +199,11 @@ def loss_figure(plt, law, key: str):
     for n in shown:
         log_n = np.full_like(grid, np.log(n))
         if law.has_interval:
-            preds = np.exp([log_loss(t, log_n, np.log(grid)) for t in law.boot])
+            # (widened as `LossFit.interval` widens what the terminal and recommend give)
+            centre = log_loss(law.theta, log_n, np.log(grid))
+            spread = small_sample_factor(len(law.points), len(law.theta))
+            preds = np.exp(centre + spread * (np.array(
+                [log_loss(t, log_n, np.log(grid)) for t in law.boot]) - centre))
             lo, hi = np.quantile(preds, [(1 - law.ci_level) / 2, (1 + law.ci_level) / 2],
                                  axis=0)
             ax.fill_between(grid, lo, hi, color=colors[n], alpha=0.2)

@@ -391,13 +391,20 @@ def _edge(ok: np.ndarray, best: int) -> str | None:
     return "diverged" if not ok[best + 1] else None
 
 
+def _known_seeds(seeds: np.ndarray) -> np.ndarray:
+    """Which runs name their seed (a CSV's blank cell is NaN, or "nan" once read as text)."""
+    text = pd.Series(seeds).astype(str).str.strip().str.lower()
+    return (pd.notna(seeds) & ~text.isin(["nan", "none", ""]).to_numpy())
+
+
 SEED_OFFSET_DECADES = 1.0
 """Runs within this many decades of a slice's best one (log10) estimate its seeds' offsets."""
 
 
 def seed_offsets(x: np.ndarray, loss: np.ndarray, seeds: np.ndarray) -> np.ndarray | None:
     """Each run's seed's offset from the slice's common curve (mean zero over the seeds), for
-    a slice whose seeds tried different values; None where every seed tried the same ones.
+    a slice whose seeds tried different values; None where most values were tried by every
+    seed (or one seed is known).
 
     One seed's whole curve sits higher than another's (its init and data order), by more than
     the curves differ in shape: 0.17 nats at 32k tokens in a tiny model. Where every seed tried
@@ -409,12 +416,17 @@ def seed_offsets(x: np.ndarray, loss: np.ndarray, seeds: np.ndarray) -> np.ndarr
     the runs within `SEED_OFFSET_DECADES` of the best), and each run's loss is read less its
     seed's offset: the mean seed's curve."""
     finite = np.isfinite(loss)
-    known = pd.notna(seeds)
+    known = _known_seeds(seeds)
     kinds = list(pd.unique(seeds[known]))
     if len(kinds) < 2:
         return None
-    tried = {frozenset(np.round(x[seeds == s], 3)) for s in kinds}
-    if len(tried) == 1:
+    # Where most LRs were tried by every seed (a grid, one of whose runs failed), the level
+    # means are every seed's, as without the offsets: the slice is read so (one failed run
+    # switched its interval from the replicates' spread to the offsets' residuals, 30x
+    # narrower); where most were not (a study per seed), offsets.
+    tried = [set(np.round(x[seeds == s], 3)) for s in kinds]
+    every = set.intersection(*tried)
+    if len(every) * 2 >= len(set.union(*tried)):
         return None
     best = int(np.argmin(np.where(finite, loss, np.inf)))
     near = finite & known & (np.abs(x - x[best]) <= SEED_OFFSET_DECADES)
@@ -472,7 +484,8 @@ def lr_optima(runs: pd.DataFrame, slice_keys: tuple[str, ...], *, n_boot: int = 
                      "n_runs": len(group), "n_diverged": int(group["_y"].isna().sum()),
                      "stability_limit": opt.limit, "beyond_limit": list(opt.beyond),
                      "conflict": opt.conflict, "interval_noise": opt.noise,
-                     "n_seeds": int(group["seed"].nunique()) if "seed" in group else None,
+                     "n_seeds": int(group["seed"][_known_seeds(group["seed"].to_numpy())]
+                                    .nunique()) if "seed" in group else None,
                      "seed_offset": float(np.ptp(offsets)) if offsets is not None else None})
         row = rows[-1]
         if pd.notna(row.get("tau", np.nan)) and {"B", "D"} <= set(row):

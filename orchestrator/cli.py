@@ -337,6 +337,8 @@ def _server_answers(uri: str) -> None:
             raise ConfigError(f"tracking URI {redact(uri)}: {reason} to --tracking-uri (or "
                               "MLFLOW_TRACKING_URI)")
         fix = ("fix --tracking-uri (or MLFLOW_TRACKING_URI)" if "give http://" in reason else
+               "check the server (restart it), or point --tracking-uri (or "
+               "MLFLOW_TRACKING_URI) at one that answers" if "did not answer" in reason else
                "start it, or point --tracking-uri (or MLFLOW_TRACKING_URI) at one that runs")
         raise ConfigError(f"tracking server {redact(uri)} cannot be reached: {reason}; {fix}")
 

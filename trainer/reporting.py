@@ -157,6 +157,8 @@ def _http_problem(parts, host: str, port: int) -> str | None:
     except TimeoutError:
         return (f"{host}:{port} takes connections but did not answer a request within "
                 f"{timeout_s:g} s (a server that hangs, or no HTTP server there)")
+    except ssl.SSLError:  # (one that wants a client certificate: the client has it, not this)
+        return None
     except (OSError, http.client.HTTPException) as err:
         return f"{host}:{port} took the connection but no HTTP answer came ({err})"
     finally:
@@ -164,7 +166,7 @@ def _http_problem(parts, host: str, port: int) -> str | None:
     if status == 404:
         return (f"it answers, but not as an MLflow tracking server at "
                 f"{base or '/'} (404 for its REST API): give the server's own address"
-                + (f", without {base}" if base else ""))
+                + (f", without {base}," if base else ""))
     return None
 
 

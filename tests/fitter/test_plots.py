@@ -253,3 +253,24 @@ def test_an_optimum_without_an_interval_is_drawn_hollow_and_said_so():
     assert "fitted optimum, no interval (the loss noise was not measured)" in labels
     assert "fitted optimum (90% interval)" not in labels
     plt.close(fig)
+
+
+def test_the_loss_law_figure_s_band_is_the_interval_the_fit_gives():
+    """The band was drawn from the plain bootstrap, narrower than the widened interval that
+    fit.json, the terminal and recommend give."""
+    from fitter.law_plots import loss_figure
+    from fitter.loss_law import fit_loss_law
+
+    rng = np.random.default_rng(3)
+    n, d = np.meshgrid([1e6, 3e6, 1e7, 3e7], [1e8, 3e8, 1e9, 3e9])
+    loss = 1.8 + 480 / n ** 0.35 + 2000 / d ** 0.37 + rng.normal(0, 0.004, n.shape)
+    law = fit_loss_law(pd.DataFrame({"N": n.ravel(), "D": d.ravel(), "loss": loss.ravel()}),
+                       n_boot=100)
+    with plt.rc_context(plot_style.STYLE):
+        fig = loss_figure(plt, law, "loss")
+    band = fig.axes[0].collections[1]  # (after the points: the first width's band)
+    edge = band.get_paths()[0].vertices
+    first = edge[1]  # (the band's lower edge at the grid's first D)
+    lo, _ = law.interval(1e6, first[0])
+    assert first[1] == pytest.approx(lo, rel=1e-6)
+    plt.close(fig)

@@ -792,3 +792,20 @@ def test_a_csv_s_slices_at_the_edge_are_told_a_grid_adds_each_value_to_every_sli
     assert "(a grid adds every value to every slice; fit.json's slices[].extend gives each " \
            "slice's own)" in format_fit(doc, recorded=False)
     assert all(s["extend"] for s in doc["slices"])
+
+
+def test_a_grid_missing_one_run_and_blank_seeds_stay_replicates():
+    """One failed run of a 3-seed grid switched the slice to fitted offsets (an interval 30x
+    narrower); runs with a blank seed were one more seed, "nan"."""
+    rng = np.random.default_rng(2)
+    rows = [{"lr": 0.01 * 10 ** step, "loss": 2.9 + 0.3 * step ** 2 + 0.1 * seed
+             + rng.normal(0, 0.002), "status": "finished", "seed": str(seed), "D": 1.0}
+            for seed in (0, 1, 2) for step in np.arange(-0.9, 0.91, 0.3)]
+    runs = pd.DataFrame(rows)
+    whole = lr_optima(runs, (), n_boot=100).iloc[0]
+    short = lr_optima(runs.drop(index=len(runs) - 1), (), n_boot=100).iloc[0]
+    assert whole["seed_offset"] is None and short["seed_offset"] is None
+    assert short["lr_hi"] / short["lr_lo"] > 0.5 * whole["lr_hi"] / whole["lr_lo"]
+    blank = runs.assign(seed=["0"] * 7 + ["nan"] * 14)
+    row = lr_optima(blank, (), n_boot=0).iloc[0]
+    assert row["n_seeds"] == 1 and row["seed_offset"] is None

@@ -422,8 +422,8 @@ def test_a_server_that_takes_connections_but_never_answers_or_is_no_mlflow_is_sa
     assert capsys.readouterr().err.strip() == (
         f"error: tracking server http://127.0.0.1:{port} cannot be reached: 127.0.0.1:{port} "
         "takes connections but did not answer a request within 1 s (a server that hangs, or no "
-        "HTTP server there); start it, or point --tracking-uri (or MLFLOW_TRACKING_URI) at one "
-        "that runs")
+        "HTTP server there); check the server (restart it), or point --tracking-uri (or "
+        "MLFLOW_TRACKING_URI) at one that answers")
     server, port = _http_server(404)
     with server:
         assert main(["list", "--tracking-uri", f"http://127.0.0.1:{port}/mlflow"]) == 2
@@ -431,7 +431,7 @@ def test_a_server_that_takes_connections_but_never_answers_or_is_no_mlflow_is_sa
     assert capsys.readouterr().err.strip() == (
         f"error: tracking URI http://127.0.0.1:{port}/mlflow: it answers, but not as an MLflow "
         "tracking server at /mlflow (404 for its REST API): give the server's own address, "
-        "without /mlflow to --tracking-uri (or MLFLOW_TRACKING_URI)")
+        "without /mlflow, to --tracking-uri (or MLFLOW_TRACKING_URI)")
 
 
 def test_https_to_a_plain_http_server_is_said_at_once(capsys):
