@@ -60,8 +60,11 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             raise
         said = "terminated (SIGTERM)" if stop is Terminated else "interrupted"
-        print(f"{said}: re-run the same command to resume from the last checkpoint",
-              file=sys.stderr)
+        # (under torchrun, once: each rank said it; a stray RANK alone silences nothing.
+        # Not `launched_by_torchrun`: an import here could meet the Ctrl-C still in flight)
+        if "WORLD_SIZE" not in os.environ or os.environ.get("RANK", "0") == "0":
+            print(f"{said}: re-run the same command to resume from the last checkpoint",
+                  file=sys.stderr)
         return 128 + signal.SIGTERM if stop is Terminated else 130
 
 

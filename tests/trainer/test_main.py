@@ -152,6 +152,14 @@ def test_a_ctrl_c_while_torch_loads_is_told_as_a_stop(monkeypatch, capsys):
     assert code == 130
     assert capsys.readouterr().err.strip() == ("interrupted: re-run the same command to resume "
                                                "from the last checkpoint")
+    # under torchrun each rank said it: rank 0 alone does
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rank, said in (("1", ""), ("0", "interrupted: re-run the same command to resume from "
+                                        "the last checkpoint")):
+        monkeypatch.setenv("RANK", rank)
+        monkeypatch.delitem(sys.modules, "trainer.distributed", raising=False)
+        assert main(["--cfg"]) == 130
+        assert capsys.readouterr().err.strip() == said
 
 
 def test_a_stop_inside_a_checkpoint_write_is_told_as_a_stop():
