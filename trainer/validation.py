@@ -617,6 +617,12 @@ def notes(cfg: Config) -> list[str]:
         found.append(f"data.split={cfg.data.split} is not read by data={cfg.data.source.value} "
                      "(only data=hf has named splits): the run trains on its data as with "
                      "data.split=train, under another id")
+    uri = cfg.tracking.uri or ""
+    if uri.startswith("sqlite:///"):  # (a typo made /nonexistent/dir/x.db without a word)
+        folder = Path(uri.removeprefix("sqlite:///").split("?")[0]).expanduser().resolve().parent
+        if not folder.exists():
+            found.append(f"tracking.uri: the folder {folder} does not exist, and the store is "
+                         "created there with it; check the path if that is not meant")
     return found
 
 

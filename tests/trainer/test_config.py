@@ -391,3 +391,15 @@ def test_a_batch_of_nothing_hides_no_other_problem():
     assert any(p.startswith("train.seq_len=4096 exceeds model.context_len=1024") for p in found)
     assert any(p.startswith("train.eval_tokens=0 is less than one sequence") for p in found)
     assert not any("train.seq_len=4096 must" in p for p in found)
+
+
+def test_a_store_in_a_folder_that_does_not_exist_is_noted(tmp_path):
+    """`tracking.uri=sqlite:////nonexistent/dir/x.db` made that folder without a word."""
+    from trainer.validation import notes
+
+    uri = f"sqlite:///{tmp_path / 'no' / 'dir' / 'x.db'}"
+    assert (f"tracking.uri: the folder {tmp_path / 'no' / 'dir'} does not exist, and the store "
+            "is created there with it; check the path if that is not meant") in notes(
+        compose([f"tracking.uri={uri}"]))
+    assert not [n for n in notes(compose([f"tracking.uri=sqlite:///{tmp_path / 'x.db'}"]))
+                if n.startswith("tracking.uri")]
