@@ -381,11 +381,31 @@ class TrackerLost(Exception):
     `kill`): nothing more of the launch can be recorded, so its trials are stopped; their
     folders keep what they trained, which `sweep resume` goes on from and records."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, *, cluster_gone: bool = False):
+        how = ("was lost with the Ray cluster (the cluster, or the node it ran on, went away)"
+               if cluster_gone else "died, its process ended (out of memory, or killed)")
         super().__init__(
-            "the sweep's tracking actor (its one writer to MLflow) died, its process ended "
-            "(out of memory, or killed): its trials are stopped, their folders keep what they "
-            f"trained; `sweep resume {shlex.quote(name)}` goes on from there and records them")
+            f"the sweep's tracking actor (its one writer to MLflow) {how}: its trials are "
+            "stopped, their folders keep what they trained; `sweep resume "
+            f"{shlex.quote(name)}` goes on from there and records them")
+
+
+def cluster_gone(err: BaseException, timeout_s: float = 5.0) -> bool:
+    """Did the actor behind `err` die with its node or the whole cluster (`ray stop`, a lost
+    machine), rather than alone? Said as an out-of-memory kill, the cluster gone unnamed."""
+    import threading
+
+    import ray
+
+    text = str(err).lower()
+    if "node has died" in text or "node died" in text:
+        return True
+    found: dict = {}
+    probe = threading.Thread(target=lambda: found.setdefault("nodes", ray.nodes()),
+                             daemon=True)  # (a cluster that went away may hang the call)
+    probe.start()
+    probe.join(timeout_s)
+    return "nodes" not in found or not any(n.get("Alive") for n in found["nodes"])
 
 
 def drive(runner: _Runner, *, tracking_uri: str, progress: bool,
@@ -405,9 +425,10 @@ def drive(runner: _Runner, *, tracking_uri: str, progress: bool,
     except ray.exceptions.RayActorError as err:
         if getattr(err, "actor_id", None) != runner.tracker._actor_id.hex():
             raise
+        gone = cluster_gone(err)
         with contextlib.suppress(Exception):  # (its calls to the dead tracker fail: no matter)
             runner.stop(INTERRUPTED)
-        raise TrackerLost(runner.spec.name) from None
+        raise TrackerLost(runner.spec.name, cluster_gone=gone) from None
 
 
 def _drive(runner: _Runner, *, tracking_uri: str, progress: bool,

@@ -598,3 +598,17 @@ def test_a_fused_group_whose_members_another_driver_holds_says_so_in_one_line(
     assert "2 trials are running under another driver (host " in out
     assert "1 trial is running under another driver" not in out
     assert sorted(outcome.ran.values()) == ["finished"] * 2  # taken over once given back
+
+
+def test_a_tracker_lost_with_its_node_says_the_cluster_went_away():
+    """`ray stop --force` mid-sweep was said as "died, its process ended (out of memory, or
+    killed)", the cluster's loss unnamed."""
+    from orchestrator.driver import TrackerLost, cluster_gone
+
+    assert cluster_gone(RuntimeError("The actor died unexpectedly before finishing this task."
+                                     "\n\tThe actor is dead because its node has died."))
+    assert str(TrackerLost("unit", cluster_gone=True)) == (
+        "the sweep's tracking actor (its one writer to MLflow) was lost with the Ray cluster "
+        "(the cluster, or the node it ran on, went away): its trials are stopped, their "
+        "folders keep what they trained; `sweep resume unit` goes on from there and records "
+        "them")
