@@ -286,7 +286,9 @@ def _run(spec, args, uri: str, based_on=None, notes: list[str] = ()) -> int:
           f"{outcome.already_done} already done"
           + (f", ran {len(outcome.ran)} ({summary})" if outcome.ran else
              ", stopped before any trial ran" if outcome.interrupted else ", nothing to run")
-          + (f", {len(outcome.found_ended)} found ended by another launch"
+          # (another launch's, or ends a killed tracker never recorded: "by another launch"
+          # named one that never was)
+          + (f", {len(outcome.found_ended)} found ended in their folders"
              if outcome.found_ended else "")
           + (f", {not_started} not started" if outcome.interrupted and outcome.ran
              and (not_started := outcome.trials - outcome.already_done - len(outcome.ran)

@@ -130,7 +130,7 @@ def _adds_up(out: str, trials: int) -> None:
 
     line = next(line for line in out.splitlines() if line.startswith("sweep unit: "))
     found = re.match(r"sweep unit: (\d+) trials, (\d+) already done(?:, ran (\d+) \(.*?\))?"
-                     r"(?:, (\d+) found ended by another launch)?", line)
+                     r"(?:, (\d+) found ended in their folders)?", line)
     assert found, line
     total, done, ran, elsewhere = (int(g or 0) for g in found.groups())
     assert total == trials and done + ran + elsewhere == trials, line
