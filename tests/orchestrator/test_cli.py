@@ -2,6 +2,7 @@
 
 import os
 import re
+import signal
 import time
 from pathlib import Path
 
@@ -765,7 +766,14 @@ def test_a_dry_run_stopped_says_no_resume(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(commands, "dry_run", stopped)
     args = _dry_run_args(tmp_path, {"optim.lr": "choice(1e-3, 1e-2)"})
-    assert cli.main(args) == 130
+    # (a stop makes main() end the process on a second signal: pytest's handlers put back,
+    # or a later test's own Ctrl-C ended the whole run, exit 130)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        assert cli.main(args) == 130
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     assert capsys.readouterr().err.strip() == "interrupted"
 
 
