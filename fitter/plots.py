@@ -332,9 +332,13 @@ def _lr_vs_width_figure(plt, result):
     readable_log_axis(ax.yaxis, optima["lr_opt"])
     ax.set_xlabel("width (model.width)" if width else UNITS["N"])
     ax.set_ylabel("optimal learning rate")
-    ax.set_title(f"Optimal learning rate vs {'width' if width else 'model size N'} "
+    # (one line ran past the figure's edge; a legend of many lines covered them: below then)
+    ax.set_title(f"Optimal learning rate vs {'width' if width else 'model size N'}\n"
                  "(90% bootstrap interval where drawn)")
-    ax.legend()
+    if len(ax.get_legend_handles_labels()[1]) > 4:
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize="small")
+    else:
+        ax.legend()
     return fig
 
 

@@ -237,19 +237,23 @@ def did_you_mean(key: str) -> str:
     return f"did you mean {close[0]}? " if close else ""
 
 
-def _example(key: str) -> str:
-    """A value `key` takes: its default where it is a number (else 1)."""
+def _default_value(key: str) -> object:
+    """The dotted `key`'s default (None where the config has no such key)."""
     node: object = Config()
     for part in key.split("."):
         node = getattr(node, part, None)
+    return node
+
+
+def _example(key: str) -> str:
+    """A value `key` takes: its default where it is a number (else 1)."""
+    node = _default_value(key)
     return str(node) if isinstance(node, (int, float)) and not isinstance(node, bool) else "1"
 
 
 def _default(key: str) -> str:
-    """`key`'s default as an override writes it."""
-    node: object = Config()
-    for part in key.split("."):
-        node = getattr(node, part, None)
+    """`key`'s default as an override writes it (an enum by its value)."""
+    node = _default_value(key)
     return str(getattr(node, "value", node))
 
 

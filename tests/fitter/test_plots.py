@@ -25,6 +25,16 @@ MEASURED = [("mup", 64, 1.2e5, [2.062, 1.981, 1.907, 1.947, 2.073, 2.471]),
             ("sp", 128, 4.3e5, [1.787, 1.770, 1.848, 2.272, 2.542, 2.689])]
 
 
+def _loss_vs_lr_labels(result) -> list[str]:
+    """The legend's texts of a one-figure loss-vs-LR plot of `result`."""
+    with plt.rc_context(plot_style.STYLE):
+        ((_, fig),) = plots._loss_vs_lr_figures(plt, result)
+    legend = fig.legends[0] if fig.legends else fig.axes[0].get_legend()
+    labels = [t.get_text() for t in legend.get_texts()]
+    plt.close(fig)
+    return labels
+
+
 @pytest.fixture(scope="module")
 def measured():
     rows = [{"model.param": p, "model.width": str(w), "N": n, "D": 1e6, "B": 2048,
@@ -180,13 +190,9 @@ def test_a_slice_left_out_for_a_conflict_is_drawn_as_left_out():
     result = fit_runs(from_short_frame(frame.assign(run=[f"r{i}" for i in range(5)]),
                                        source="c"), n_boot=0)
     assert result.optima["conflict"].tolist() == [True]
-    with plt.rc_context(plot_style.STYLE):
-        ((_, fig),) = plots._loss_vs_lr_figures(plt, result)
-    legend = fig.legends[0] if fig.legends else fig.axes[0].get_legend()
-    labels = [t.get_text() for t in legend.get_texts()]
+    labels = _loss_vs_lr_labels(result)
     assert "contradicted: left out of the laws" in labels
     assert "fitted optimum (90% interval)" not in labels
-    plt.close(fig)
 
 
 def test_lr_opt_vs_width_draws_the_points_the_lr_law_takes():
@@ -237,22 +243,14 @@ def test_a_timescale_sweep_draws_a_panel_per_width_and_its_timescales_as_curves(
 def test_an_optimum_without_an_interval_is_drawn_hollow_and_said_so():
     """Optima with no interval (one seed, too few LRs) were drawn as filled stars beside a
     legend of "fitted optimum (90% interval)": they read as precise."""
-    from fitter.data import from_short_frame
-    from fitter.fit import fit_runs
-    from fitter.synthetic import Truth, synthetic_runs
-
     frame = synthetic_runs(Truth(lr=(0.5, -0.3, 0.0, 0.0)), n_values=[1e6, 4e6],
                            d_values=[1e9], b_values=[1e5], noise=0.001,
                            lr_steps=np.array([-0.5, 0.0, 0.5]))  # (3 LRs: no noise measured)
     result = fit_runs(from_short_frame(frame, source="s"), n_boot=50)
     assert result.optima["lr_lo"].isna().all()
-    with plt.rc_context(plot_style.STYLE):
-        ((_, fig),) = plots._loss_vs_lr_figures(plt, result)
-    legend = fig.legends[0] if fig.legends else fig.axes[0].get_legend()
-    labels = [t.get_text() for t in legend.get_texts()]
+    labels = _loss_vs_lr_labels(result)
     assert "fitted optimum, no interval (the loss noise was not measured)" in labels
     assert "fitted optimum (90% interval)" not in labels
-    plt.close(fig)
 
 
 def test_the_loss_law_figure_s_band_is_the_interval_the_fit_gives():
