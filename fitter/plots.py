@@ -43,7 +43,7 @@ from fitter.plot_style import (
     short,
     value_ticks,
 )
-from fitter.slices import lr_drift, usable
+from fitter.slices import lr_drift, mean_seed_loss, usable
 from trainer.schema import PARAM_TIMESCALE
 
 MAX_FIGURES = 6
@@ -182,7 +182,12 @@ def _loss_vs_lr_panel(ax, result, slices: pd.DataFrame, curve: str | None, handl
     usable = result.runs.usable
     for color, (_, opt) in zip(colors, slices.iterrows(), strict=True):
         runs = select(usable, slice_values(opt, result.runs.slice_keys))
-        ok = runs[runs["status"] == "finished"].groupby("lr")["loss"].mean()
+        # (a slice whose seeds tried different LRs is fitted on the mean seed's losses: drawn
+        # as measured, its runs sat a seed's offset off the parabola through them)
+        loss, offsets = mean_seed_loss(runs)
+        ok = pd.Series(loss, index=runs["lr"]).dropna().groupby(level=0).mean()
+        if offsets is not None:
+            handles.setdefault("_markers", set()).add("seed_offsets")
         name = _curve_label(result.runs.table, runs, curve, opt)
         (line,) = ax.plot(ok.index, ok.to_numpy(), "o-", color=color, ms=4, lw=1.3)
         handles.setdefault(name, line)
@@ -248,6 +253,8 @@ def _marker_key(kinds: set) -> dict:
                       {"marker": "o", "ms": 9, "mfc": "none", "mec": "k"}),
              "conflict": ("contradicted: left out of the laws",
                           {"marker": "s", "ms": 8, "mfc": "none", "mec": "k"}),
+             "seed_offsets": ("runs less their seed's offset (the seeds tried other LRs)",
+                              {"marker": "o", "ms": 4, "color": "0.4"}),
              "diverged": ("diverged (drawn at the top)", {"marker": "x", "ms": 7, "mec": "k"})}
     return {text: Line2D([], [], **{"ls": "none", **kw}) for kind, (text, kw) in style.items()
             if kind in kinds}

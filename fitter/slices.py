@@ -441,6 +441,16 @@ def seed_offsets(x: np.ndarray, loss: np.ndarray, seeds: np.ndarray) -> np.ndarr
     return np.array([by_seed.get(s, centre) - centre for s in seeds])
 
 
+def mean_seed_loss(runs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
+    """A slice's runs' losses as the mean seed's (each run's less its seed's offset, see
+    `seed_offsets`; NaN where a run did not finish), and the offsets (None where the slice is
+    read as measured)."""
+    x = np.log10(runs["lr"].to_numpy(dtype=float))
+    y = runs["loss"].where(runs["status"] == "finished").to_numpy(dtype=float)
+    offsets = seed_offsets(x, y, runs["seed"].to_numpy()) if "seed" in runs else None
+    return (y - offsets if offsets is not None else y), offsets
+
+
 def lr_optima(runs: pd.DataFrame, slice_keys: tuple[str, ...], *, n_boot: int = N_BOOT,
               seed: int = 0) -> pd.DataFrame:
     """One row per slice: its key values, `lr_opt` with its interval (`lr_lo`, `lr_hi`; NaN
@@ -462,11 +472,7 @@ def lr_optima(runs: pd.DataFrame, slice_keys: tuple[str, ...], *, n_boot: int = 
     groups = frame.groupby(by, dropna=False, sort=True) if slice_keys else [((), frame)]
     for key, group in groups:
         key = key if isinstance(key, tuple) else (key,)
-        y = group["_y"].to_numpy()
-        offsets = seed_offsets(group["_x"].to_numpy(), y, group["seed"].to_numpy()) \
-            if "seed" in group else None
-        if offsets is not None:
-            y = y - offsets
+        y, offsets = mean_seed_loss(group)
         opt = axis_optimum(group["_x"].to_numpy(), y, n_boot=n_boot, seed=seed)
         lo, hi = opt.interval if opt.interval else (np.nan, np.nan)
         rows.append({**dict(zip(slice_keys, key, strict=True)),

@@ -272,3 +272,31 @@ def test_the_loss_law_figure_s_band_is_the_interval_the_fit_gives():
     lo, _ = law.interval(1e6, first[0])
     assert first[1] == pytest.approx(lo, rel=1e-6)
     plt.close(fig)
+
+
+def test_a_slice_of_seeds_at_other_lrs_is_drawn_as_fitted_each_run_less_its_seed_offset():
+    """Two seeds' studies, each at its own LRs, one curve 0.17 nats below the other: the
+    parabola goes through the mean seed's losses, and the points drawn beside it were the
+    runs as measured, a zigzag a seed's offset off it."""
+    rng = np.random.default_rng(0)
+    rows = [{"N": 1e6, "D": 32768.0, "B": 4096.0, "lr": 0.01 * 10 ** step, "seed": str(seed),
+             "loss": 2.9 + 0.3 * step ** 2 - 0.17 * seed + rng.normal(0, 0.002),
+             "status": "finished"}
+            for seed, steps in ((0, (-0.6, -0.4, -0.2, 0.0, 0.2, 0.4)),
+                                (1, (-0.3, 0.1, 0.3, 0.5, 0.7))) for step in steps]
+    result = fit_runs(from_short_frame(pd.DataFrame(rows), source="s"), n_boot=50)
+    with plt.rc_context(plot_style.STYLE):
+        ((_, fig),) = plots._loss_vs_lr_figures(plt, result)
+    points = next(line for line in fig.axes[0].get_lines() if line.get_marker() == "o")
+    lrs, losses = points.get_data()
+    mean_curve = 2.9 + 0.3 * np.log10(np.asarray(lrs) / 0.01) ** 2 - 0.17 / 2
+    assert np.abs(np.asarray(losses) - mean_curve).max() < 0.01
+    legend = fig.legends[0] if fig.legends else fig.axes[0].get_legend()
+    assert "runs less their seed's offset (the seeds tried other LRs)" in [
+        t.get_text() for t in legend.get_texts()]
+    plt.close(fig)
+    # a grid's seeds share their LRs: drawn as measured, and not said
+    shared = [{**r, "lr": lr} for r, lr in zip(rows, [0.01 * 10 ** s for s in
+              (-0.6, -0.4, -0.2, 0.0, 0.2, 0.4)] * 2, strict=False)]
+    assert not any("seed's offset" in t for t in _loss_vs_lr_labels(
+        fit_runs(from_short_frame(pd.DataFrame(shared), source="s"), n_boot=50)))
