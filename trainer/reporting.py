@@ -79,6 +79,11 @@ def store_uri_problem(uri: str, *, named: str, flag: str) -> str | None:
     if scheme == "sqlite" and not uri.startswith("sqlite:///"):
         return (f"{named}: an SQLite store is sqlite:///PATH.db (three slashes, then the file's "
                 f"path: sqlite:////abs/path.db for an absolute one); fix {flag}")
+    if scheme == "sqlite" and "?" in uri:
+        # (MLflow took `?mode=ro&uri=true` into a new file's name, and SQLAlchemy ignored
+        # `?mode=ro` and opened the store to write; our checks read it as a missing file)
+        return (f"{named}: an SQLite store's URI takes no query ('?{uri.partition('?')[2]}'); "
+                f"give the file alone, {uri.partition('?')[0]}, to {flag}")
     if scheme == "sqlite" and Path(path := uri.removeprefix("sqlite:///")).is_dir():
         return (f"{named} is a folder: an SQLite store is a file; give one in it, e.g. "
                 f"sqlite:///{Path(path).resolve() / 'mlflow.db'}, to {flag}")

@@ -327,6 +327,15 @@ def test_a_store_that_is_not_there_is_one_sentence_and_is_not_created(tmp_path, 
     assert main(["list", "--tracking-uri", "sqlite:/tmp/x.db"]) == 2
     assert capsys.readouterr().err.startswith(
         "error: tracking URI sqlite:/tmp/x.db: an SQLite store is sqlite:///PATH.db (three")
+    # a query: `?mode=ro` was read as part of the file's name (no store there), and MLflow
+    # itself made a file named `x.db?mode=ro` of `?mode=ro&uri=true`
+    for query in ("mode=ro", "mode=ro&uri=true"):
+        assert main(["fit", "s", "--tracking-uri", f"sqlite:///{missing}?{query}"]) == 2
+        assert capsys.readouterr().err == (
+            f"error: tracking URI sqlite:///{missing}?{query}: an SQLite store's URI takes no "
+            f"query ('?{query}'); give the file alone, sqlite:///{missing}, to --tracking-uri "
+            "(or MLFLOW_TRACKING_URI)\n")
+    assert sorted(p.name for p in missing.parent.iterdir() if "?" in p.name) == []
     # a server without its scheme: it suggested sqlite:////cwd/127.0.0.1:5731/mlflow.db
     for uri in ("127.0.0.1:5731", "localhost:5731", "mlflow.internal:5000/"):
         assert main(["list", "--tracking-uri", uri]) == 2
