@@ -176,12 +176,64 @@ def init_ray(address: str | None) -> None:
     if not sys.stderr.isatty():  # (a log file got Ray's colour codes: `[33m(raylet)`)
         os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     try:
-        ray.init(address=address, include_dashboard=False, logging_level="WARNING",
-                 log_to_driver=False)
+        with _signals_held():
+            ray.init(address=address, include_dashboard=False, logging_level="WARNING",
+                     log_to_driver=False)
     except (ConnectionError, ValueError, RuntimeError) as err:
         raise ConfigError(f"cannot reach the Ray cluster at {where} ({err}): start it with "
                           "`ray start --head` or fix the address") from None
     stop_on_sigterm()  # (again: ray.init put its own in place)
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """Ctrl-C and SIGTERM while Ray starts, taken once `ray.init` returns. A KeyboardInterrupt
+    raised inside it could land in a fork handler of its subprocesses, where Python prints it
+    as "Exception ignored" and the launch ran to its end; Ray's own SIGTERM handler (set inside
+    `ray.init`) ended the launch with exit 15 and no word, before anything was recorded. Held,
+    either stops the launch as it does once Ray runs (exit 130 / 143, the stop said)."""
+    import signal
+
+    held: list[int] = []
+    kinds = (signal.SIGINT, signal.SIGTERM)
+
+    def hold(signum, frame) -> None:
+        if held:  # (a second one: Ray may hang on a cluster that answers nothing)
+            if signum == signal.SIGTERM:
+                _terminated(signum, frame)  # (raises Terminated)
+            raise KeyboardInterrupt
+        held.append(signum)
+        print("stopping once Ray has started (Ctrl-C again to stop at once)", file=sys.stderr,
+              flush=True)
+
+    try:
+        before = {kind: signal.signal(kind, hold) for kind in kinds}
+    except ValueError:  # (off the main thread no handler can be set: as before)
+        yield
+        return
+    # Ray sets its handler through this module function, looked up at each call: left as it
+    # is, ours is replaced at the start of `ray.init`. (Private: where it moved, Ray's handler
+    # acts, and its SystemExit(SIGTERM) is taken below.)
+    import ray._private.utils as ray_utils
+
+    ray_set = getattr(ray_utils, "set_sigterm_handler", None)
+    if ray_set is not None:
+        ray_utils.set_sigterm_handler = lambda handler: None
+    try:
+        yield
+    except SystemExit as exit_:
+        if exit_.code != signal.SIGTERM:  # (Ray's SIGTERM handler: sys.exit(SIGTERM))
+            raise
+        held.append(signal.SIGTERM)
+    finally:
+        if ray_set is not None:
+            ray_utils.set_sigterm_handler = ray_set
+        for kind, handler in before.items():
+            signal.signal(kind, handler)
+    if signal.SIGTERM in held:
+        _terminated(signal.SIGTERM, None)
+    if held:
+        raise KeyboardInterrupt
 
 
 def stop_on_sigterm() -> None:
