@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from orchestrator.trials import Trial
 from trainer.config import Config, ScheduleName
-from trainer.identity import canonical_json
+from trainer.identity import POWER_ANCHOR_KEY, canonical_json, flatten, power_anchored
 
 SHARED_SCHEDULES = (ScheduleName.wsd, ScheduleName.power)
 TOKENS_KEY = "train.tokens"
@@ -61,6 +61,12 @@ def family_id(cfg: Config, *, without: Sequence[str] = (TOKENS_KEY,),
     flat = json.loads(canonical(cfg))
     for key in without:
         flat.pop(key, None)
+    if TOKENS_KEY in without:
+        # (a trunk trains the warmup and the stable phase: the decay's anchor is its branches',
+        # and a budget's own mark would split a family whose trunk trains one curve)
+        flat.pop(POWER_ANCHOR_KEY, None)
+        if warmup := power_anchored(flatten(cfg), phases=("warmup",)):
+            flat[POWER_ANCHOR_KEY] = warmup
     text = "trunk|" + json.dumps(flat, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 

@@ -138,10 +138,46 @@ def _name(path: str) -> str:
     return name if name not in (".", "..") and "/." not in path else PurePath(path).name
 
 
+POWER_ANCHOR_KEY = "schedule.power_anchor"
+"""Not a config key: the phases a Power run trains otherwise under the paper's anchors
+(`trainer.schedules.power_anchor`) than before them, in the id of such runs only. Before, the
+warmup and the decay multiplied η_power(n) itself; that differs from the paper's schedule
+only where β·a·n^b falls below `optim.lr`: in the decay where it does by the budget's end, in
+the warmup where it does by the warmup's end. Those runs trained another LR curve, so their
+stored results are not taken for the paper's (nor a half-done one resumed under the other
+rule); every other Power run trained the same curve and keeps its id."""
+
+
+def power_anchored(flat: dict[str, Any], *, phases: tuple[str, ...] = ("warmup", "decay")
+                   ) -> str | None:
+    """Which of `phases` a Power run (its flat config) trains otherwise under the paper's
+    anchors than under the rule before them ("warmup", "decay" or "warmup+decay"), else
+    None. Read at the starting batch: a norm-test run's batch only grows, which raises
+    β·a·n^b, so a run is marked where any batch of it might differ."""
+    from trainer.schedules import default_warmup_tokens
+
+    if flat["schedule.name"] != "power" or not flat["schedule.b"] < 0:
+        return None
+    total, decay = flat["train.tokens"], flat["schedule.decay_fraction"]
+    warmup = flat["schedule.warmup_tokens"]
+    warmup = default_warmup_tokens(total) if warmup is None else warmup
+    scale = flat["train.batch_size"] * flat["schedule.a"]
+
+    def below_cap(n: float) -> bool:
+        return n > 0 and scale * n ** flat["schedule.b"] < flat["optim.lr"]
+
+    found = [phase for phase, differs in (
+        ("warmup", warmup > 0 and below_cap(warmup)),
+        ("decay", decay > 0 and below_cap(total))) if phase in phases and differs]
+    return "+".join(found) or None
+
+
 def _canonical(flat: dict[str, Any]) -> str:
     ignored = _ignored(flat)
     items = {k: _normalise(v) for k, v in flat.items()
              if k not in ignored and k.split(".")[0] not in ignored}
+    if anchored := power_anchored(flat):
+        items[POWER_ANCHOR_KEY] = anchored
     return json.dumps(items, sort_keys=True, separators=(",", ":"))
 
 

@@ -6,8 +6,15 @@ budgets share their prefix. The loop evaluates the schedule at the middle of eac
 n = tokens before the batch + batch tokens / 2, so that the first update has a non-zero LR
 under warmup and the last one a non-zero LR under a decay to zero.
 
-Power (Shen et al. 2024, arXiv 2408.13359): η(n) = min(η_max, β·a·n^b) with β the batch size in
-sequences, paper constants a = 4, b = −0.51, followed by a final decay. η_max is `optim.lr`.
+Power (Shen et al. 2024, arXiv 2408.13359): η_power(n) = min(η_max, β·a·n^b) with β the batch
+size in sequences, paper constants a = 4, b = −0.51. The warmup ramps linearly to
+η_power(N_warmup), the stable phase is η_power(n), and the final decay scales
+η_power(N − N_decay), the value where it starts (the paper's schedule; the authors' code ramps
+its warmup to η_power(N_warmup) too). η_max is `optim.lr`. Before this rule the warmup and the
+decay multiplied η_power(n) itself, which differs where the power law is below the cap: a ramp
+above the paper's in the warmup (2x at a quarter of it), an LR still falling with n^b inside
+the decay (5% lower at the end of a 10% decay); `trainer.identity.POWER_ANCHOR_KEY` keeps such
+runs apart.
 WSD (Hägele et al. 2024, arXiv 2405.18392): warmup, constant, then a decay over the last fraction
 of tokens with shape linear, cosine, exp or 1-sqrt.
 """
@@ -92,8 +99,19 @@ def _final_decay(cfg: ScheduleConfig, tokens: float, total: int) -> float:
                         exp_final_ratio=cfg.exp_final_ratio)
 
 
+def power_anchor(cfg: ScheduleConfig, total_tokens: int, tokens: float) -> float:
+    """Where the Power schedule reads η_power at `tokens`: N_warmup during the warmup, the
+    decay's start N − N_decay during the decay, `tokens` between. A warmup that reaches into
+    the decay keeps its own anchor throughout: the LR before a budget's decay must not depend
+    on the budget, or budgets could not share their trunk."""
+    decay_start = total_tokens * (1.0 - cfg.decay_fraction) if cfg.decay_fraction > 0 \
+        else math.inf
+    return max(min(tokens, decay_start), float(warmup_tokens(cfg, total_tokens)))
+
+
 def _power(cfg: ScheduleConfig, inp: ScheduleInputs, tokens: float) -> float:
-    stable = power_lr(tokens, max_lr=inp.peak_lr, batch_size=inp.batch_size, a=cfg.a, b=cfg.b)
+    stable = power_lr(power_anchor(cfg, inp.total_tokens, tokens), max_lr=inp.peak_lr,
+                      batch_size=inp.batch_size, a=cfg.a, b=cfg.b)
     return stable * _final_decay(cfg, tokens, inp.total_tokens)
 
 
@@ -124,9 +142,14 @@ SCHEDULES: dict[ScheduleName, Callable[[ScheduleConfig, ScheduleInputs, float], 
 }
 
 
+def warmup_tokens(cfg: ScheduleConfig, total_tokens: int) -> int:
+    """The warmup a schedule config gives (its default rule where it is unset: a config built
+    by hand rather than by `compose`)."""
+    return default_warmup_tokens(total_tokens) if cfg.warmup_tokens is None \
+        else cfg.warmup_tokens
+
+
 def learning_rate(cfg: ScheduleConfig, inp: ScheduleInputs, tokens: float) -> float:
     """LR after `tokens` tokens seen: warmup × the named schedule."""
-    warmup = cfg.warmup_tokens
-    if warmup is None:  # a config built by hand rather than by `compose`
-        warmup = default_warmup_tokens(inp.total_tokens)
-    return warmup_factor(tokens, warmup) * SCHEDULES[cfg.name](cfg, inp, tokens)
+    return (warmup_factor(tokens, warmup_tokens(cfg, inp.total_tokens))
+            * SCHEDULES[cfg.name](cfg, inp, tokens))

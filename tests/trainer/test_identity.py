@@ -215,3 +215,51 @@ def test_fingerprinted_files_enter_the_id_by_name_not_by_folder(tmp_path, monkey
     for spelt in ("./top.txt", str(tmp_path / "top.txt")):
         earlier = compose(BASE + ["data=files", f"data.paths=[{spelt}]"])
         assert written_id(earlier) in past_ids(top)
+
+
+def test_power_runs_the_paper_s_anchors_changed_get_new_ids_and_no_others():
+    """The Power schedule's warmup and decay now read η_power at N_warmup and at the decay's
+    start (Shen et al.): a run whose β·a·n^b falls below optim.lr by its end trained another LR
+    curve before, so its stored result must not stand for the new one; other runs keep ids."""
+    import json
+
+    from trainer.identity import POWER_ANCHOR_KEY, _sha
+
+    def mark(*overrides):
+        return json.loads(canonical_json(compose(["model.param=sp", *overrides]))).get(
+            POWER_ANCHOR_KEY)
+
+    # β·a·n^b = 16·4·n^−0.51: 0.056 at 1M tokens (the end), 0.22 at 65,536 (the warmup's end)
+    assert mark() is None  # optim.lr 3e-3: capped throughout, as every default run
+    assert mark("optim.lr=0.05") is None
+    assert mark("optim.lr=0.1") == "decay"
+    assert mark("optim.lr=0.5") == "warmup+decay"
+    assert mark("optim.lr=0.5", "schedule.decay_fraction=0") == "warmup"
+    assert mark("optim.lr=0.1", "schedule=wsd") is None
+    assert mark("optim.lr=0.1", "schedule.b=0") is None
+    # the id a marked run had before the rule (its canonical JSON without the mark) moved
+    cfg = compose(["model.param=sp", "optim.lr=0.1"])
+    before = json.loads(canonical_json(cfg))
+    before.pop(POWER_ANCHOR_KEY)
+    assert config_id(cfg) != _sha(json.dumps(before, sort_keys=True, separators=(",", ":")))
+
+
+def test_budgets_of_one_power_family_share_a_trunk_whatever_their_decay_s_mark(monkeypatch):
+    """A larger budget's power law falls below optim.lr by its end and a smaller one's does
+    not: their decays differ from the old rule's, their trunk (warmup, stable phase) does not."""
+    from orchestrator.families import family_id
+
+    small, large = (compose(["optim.lr=0.05", f"train.tokens={t}"])
+                    for t in (262_144, 4_194_304))
+    assert '"schedule.power_anchor"' not in canonical_json(small)
+    assert '"schedule.power_anchor":"decay"' in canonical_json(large)
+    assert family_id(small) == family_id(large)
+    # a warmup that differs is the trunk's: its id carries the mark
+    from trainer.identity import flatten, power_anchored
+
+    warm = [compose(["optim.lr=0.5", f"train.tokens={t}"]) for t in (262_144, 4_194_304)]
+    assert power_anchored(flatten(warm[0]), phases=("warmup",)) == "warmup"
+    assert family_id(warm[0]) == family_id(warm[1])
+    marked = family_id(warm[0])
+    monkeypatch.setattr("orchestrator.families.power_anchored", lambda *a, **k: None)
+    assert family_id(warm[0]) != marked

@@ -86,3 +86,27 @@ def test_power_schedule_final_exp_decay():
     assert _lr("power", 9000, **kw) == pytest.approx(stable)
     end = power_lr(10_000, max_lr=0.01, batch_size=8, a=4.0, b=-0.51)
     assert _lr("power", 10_000, **kw) == pytest.approx(end * 0.01)
+
+
+def test_power_schedule_warms_up_to_and_decays_from_the_paper_s_anchors():
+    """Shen et al.'s schedule where β·a·n^b is below the cap: the warmup ramps linearly to
+    η_power(N_warmup), the decay scales η_power(N − N_decay). Before, both multiplied
+    η_power(n): 2x the paper's LR a quarter into the warmup, 5% below it at the decay's end."""
+    cfg = ScheduleConfig(name=ScheduleName.power, warmup_tokens=1_000_000, decay_fraction=0.1,
+                         decay_shape="linear", a=4.0, b=-0.51)
+    inputs = ScheduleInputs(peak_lr=1.0, total_tokens=100_000_000, batch_size=16)
+
+    def power(n):
+        return 16 * 4.0 * n ** -0.51
+
+    assert power(1_000_000) < 1.0  # (the cap does not bind)
+    for n in (250_000, 500_000, 999_999):
+        assert learning_rate(cfg, inputs, n) == pytest.approx(n / 1e6 * power(1_000_000))
+    for n in (2e6, 5e7, 9e7):
+        assert learning_rate(cfg, inputs, n) == pytest.approx(power(n))
+    for n, left in ((9.5e7, 0.5), (9.9e7, 0.1)):  # linear decay from the value at 9e7
+        assert learning_rate(cfg, inputs, n) == pytest.approx(left * power(9e7))
+    # a warmup that reaches into a budget's decay keeps its own anchor: the LR before the decay
+    # does not depend on the budget (budgets share that prefix)
+    short = ScheduleInputs(peak_lr=1.0, total_tokens=1_050_000, batch_size=16)
+    assert learning_rate(cfg, short, 900_000) == learning_rate(cfg, inputs, 900_000)
