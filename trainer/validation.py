@@ -587,8 +587,10 @@ def notes(cfg: Config) -> list[str]:
     never refused: configs like these were valid, and their trials must stay resumable)."""
     t, found = cfg.train, []
     batch_tokens = t.batch_size * t.seq_len
-    if t.batch_schedule is not BatchSchedule.norm_test and batch_tokens > 0 and t.tokens > 0 \
+    if t.batch_schedule is not BatchSchedule.norm_test and 0 < batch_tokens <= t.tokens \
             and t.tokens % batch_tokens > DROPPED_FRACTION * t.tokens:
+        # (under one batch the run cannot start: a problem says so, and "0 would not" helped
+        # no one)
         # The schedule runs to train.tokens and the loop stops at the last whole batch.
         below = t.tokens // batch_tokens * batch_tokens
         found.append(f"train.tokens={t.tokens} is not a whole number of batches "
@@ -605,6 +607,19 @@ def notes(cfg: Config) -> list[str]:
                "stable phase")
         found.append(f"schedule.warmup_tokens={s.warmup_tokens} reaches into the decay, which "
                      f"starts at {start:,} tokens: the run never trains at its peak LR; {fix}")
+    if s.name in (ScheduleName.power, ScheduleName.wsd) and 0 < s.decay_fraction <= 1 \
+            and t.batch_schedule is not BatchSchedule.norm_test and batch_tokens > 0 \
+            and (steps := t.tokens // batch_tokens) > 0 \
+            and (decaying := _steps_in_decay(s.decay_fraction, t.tokens, batch_tokens)) < 2:
+        # (each step reads the LR at its batch's middle: a decay shorter than half a batch at
+        # the end of the budget holds no step, and the run ended at its peak LR unsaid)
+        need = math.ceil(2 / s.decay_fraction) * batch_tokens
+        found.append(f"schedule.decay_fraction={s.decay_fraction:g} of train.tokens="
+                     f"{t.tokens:,} is a decay of {int(s.decay_fraction * t.tokens):,} tokens, "
+                     f"and {'no step' if decaying == 0 else 'one step'} of {batch_tokens:,} "
+                     f"tokens (of {steps}) trains in it: the run ends near its peak LR; "
+                     f"train.tokens={need:,} or more, or a larger schedule.decay_fraction, "
+                     "gives the decay two steps")
     if s.name in (ScheduleName.cosine, ScheduleName.linear) and t.tokens > 0 \
             and s.warmup_tokens > 0.05 * t.tokens and (peak := _peak_fraction(cfg)) < PEAK_NOTED:
         # (a warmup under 5% of the budget peaks above 0.95: not computed for every trial)
@@ -624,6 +639,15 @@ def notes(cfg: Config) -> list[str]:
             found.append(f"tracking.uri: the folder {folder} does not exist, and the store is "
                          "created there with it; check the path if that is not meant")
     return found
+
+
+def _steps_in_decay(decay_fraction: float, tokens: int, batch_tokens: int) -> int:
+    """Steps of a constant-batch run whose LR is read inside the final decay (those whose
+    batch's middle lies past the decay's start), counted among its last three: enough to tell
+    a decay of fewer than two."""
+    start = tokens * (1.0 - decay_fraction)
+    return sum((k + 0.5) * batch_tokens > start for k in range(
+        max(tokens // batch_tokens - 3, 0), tokens // batch_tokens))
 
 
 def unread(cfg: Config) -> dict[str, str]:

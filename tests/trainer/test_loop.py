@@ -273,12 +273,25 @@ def test_a_budget_far_from_whole_batches_is_noted_and_still_valid():
         f"{below} would not"]
     assert notes(compose(SMALL + [f"train.tokens={batch * 200 + 1}"])) == []  # rounding
     assert notes(compose(["train.tokens=1000000"])) == []  # the default: 0.06% short
+    # under one batch the run cannot start (a problem): not "2048 or 0 would not"
+    assert notes(compose(["train.tokens=1000"])) == []
     # A warmup past the start of the decay: the peak LR is never reached.
     cfg = compose(SMALL + ["train.tokens=32768", "schedule.decay_fraction=0.1",
                            "schedule.warmup_tokens=30000"])
     assert notes(cfg) == ["schedule.warmup_tokens=30000 reaches into the decay, which starts "
                           "at 29,491 tokens: the run never trains at its peak LR; set "
                           "schedule.warmup_tokens below 29491 (e.g. 3276) to reach it"]
+    # A decay shorter than half a batch: no step read its LR there, the run ended at its peak
+    # LR (a halving rung, a tiny test budget), and nothing said so.
+    assert notes(compose(["data=synthetic", "train.tokens=4096"])) == [
+        "schedule.decay_fraction=0.1 of train.tokens=4,096 is a decay of 409 tokens, and no "
+        "step of 2,048 tokens (of 2) trains in it: the run ends near its peak LR; "
+        "train.tokens=40,960 or more, or a larger schedule.decay_fraction, gives the decay two "
+        "steps"]
+    assert "and one step of 2,048" in notes(compose(["train.tokens=20480"]))[0]
+    assert notes(compose(["train.tokens=40960"])) == []
+    assert notes(compose(["schedule=wsd", "train.tokens=16384",
+                          "schedule.decay_fraction=0.25"])) == []
     # Cosine and linear decay over the whole budget, under the warmup too: a long one never
     # reaches optim.lr, and was not said.
     cosine = compose(["schedule=cosine", "schedule.warmup_tokens=900_000",
