@@ -196,7 +196,8 @@ def _fit_one(law: str, runs: Runs, optima: pd.DataFrame, *, n_boot: int | None, 
                            n_boot=SLICE_BOOT if n_boot is None else n_boot, seed=seed,
                            left_out=left[["N", "D"]])
         law.left_out = left[["N", "D", "loss"]].to_dict("records")
-        law.few_lrs = int((at["nunique"] < 3).to_numpy()[~edge.to_numpy()].sum())
+        # (a table of losses without LRs, e.g. a paper's points, tried no LR it could tell)
+        law.few_lrs = int(at["nunique"].between(1, 2).to_numpy()[~edge.to_numpy()].sum())
         return law
     if law == "lr":
         # (an axis some runs give and some lack would leave the law, which reads only the axes

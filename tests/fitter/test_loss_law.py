@@ -262,3 +262,9 @@ def test_points_from_settings_of_fewer_than_three_lrs_are_counted_and_said():
                    sweep="s")
     assert doc["laws"]["loss"]["few_lrs"] == 0
     assert "fewer than 3 LRs" not in format_fit(doc, recorded=False)
+    # points without LRs (a paper's table) tried none it could count: all 9 were said to
+    # come from fewer than 3
+    bare = five.drop(columns="lr").drop_duplicates(["N", "D"])
+    doc = fit_json(fit_runs(from_short_frame(bare, source="s"), laws=("loss",), n_boot=20),
+                   sweep="s")
+    assert doc["laws"]["loss"]["few_lrs"] == 0
