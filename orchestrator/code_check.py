@@ -75,7 +75,15 @@ def cluster_code_problems() -> list[str]:
                          "checkout of proxysweep on every node (`pip install -e .` at its "
                          "commit), or launch from where the cluster's own is installed")
             continue
-        if digest != here:
+        if digest != here and Path(folder).resolve() == Path.cwd().resolve():
+            # (a `trainer/` where the launch runs: "install this checkout on every node, or
+            # launch from where the cluster's own is installed" named this very folder)
+            found.append(f"the Ray cluster's node {host} ({address}) imports proxysweep from "
+                         f"{folder}, the folder this launch runs in, which holds other code "
+                         f"under {' or '.join(p + '/' for p in PACKAGES)} (Ray puts the "
+                         "launch's folder first on its workers' path): launch from another "
+                         "folder, or move that code out of this one")
+        elif digest != here:
             found.append(f"the Ray cluster's node {host} ({address}) runs other proxysweep code "
                          f"than this driver (source digest {digest} there, imported from "
                          f"{folder}; {here} here, from {source_folder()}), so it would compute "

@@ -16,21 +16,24 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def ray_with_code(tmp_path, monkeypatch):
-    """A local Ray whose workers import the packages from `tmp_path` (a copy of this
-    checkout, which the test may change) ahead of the installed ones (and of the driver's
-    folder, which Ray puts first on their path)."""
+    """A local Ray whose workers import the packages from `tmp_path/code` (a copy of this
+    checkout, which the test may change) ahead of the installed ones. The launch runs in an
+    empty folder: Ray puts the driver's folder first on its workers' path (the repository,
+    under pytest, would win)."""
     import ray
 
-    monkeypatch.chdir(tmp_path)
+    (tmp_path / "launch").mkdir()
+    monkeypatch.chdir(tmp_path / "launch")
+    copy = tmp_path / "code"
     for package in ("trainer", "orchestrator"):
-        shutil.copytree(REPO / package, tmp_path / package,
+        shutil.copytree(REPO / package, copy / package,
                         ignore=shutil.ignore_patterns("__pycache__"))
 
     def start():
         ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False,
                  logging_level="WARNING",
-                 runtime_env={"env_vars": {"PYTHONPATH": str(tmp_path)}})
-    yield tmp_path, start
+                 runtime_env={"env_vars": {"PYTHONPATH": str(copy)}})
+    yield copy, start
     ray.shutdown()
 
 
@@ -57,6 +60,23 @@ def test_a_node_on_other_code_is_named_with_both_digests(ray_with_code):
         "fingerprints: install this checkout on every node (`pip install -e .` at its "
         "commit), or launch from where the cluster's own is installed")
     assert found[0].split("source digest ")[1][:12] != source_digest()
+
+
+def test_other_code_in_the_launch_s_own_folder_is_named_with_the_fix(ray_with_code,
+                                                                     monkeypatch):
+    """A `trainer/` where the launch runs shadows proxysweep on the workers: the fix said was
+    to install this checkout, or launch from where the cluster's own is installed, which was
+    this very folder."""
+    copy, start = ray_with_code
+    monkeypatch.chdir(copy)
+    with open(copy / "trainer" / "identity.py", "a") as f:
+        f.write("\n# a stray copy\n")
+    start()
+    (found,) = cluster_code_problems()
+    assert found.endswith(
+        f"imports proxysweep from {copy}, the folder this launch runs in, which holds other "
+        "code under trainer/ or orchestrator/ (Ray puts the launch's folder first on its "
+        "workers' path): launch from another folder, or move that code out of this one")
 
 
 def test_a_launch_says_what_it_does_before_ray_starts(tmp_path, monkeypatch, capsys):
