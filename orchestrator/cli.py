@@ -22,7 +22,7 @@ import signal
 import sys
 
 from orchestrator.cli_fit import _fit, _recommend, one_source
-from orchestrator.cli_launch import _extend, _interrupted_hint, _launch, _resume
+from orchestrator.cli_launch import ENDED_HINT, _extend, _interrupted_hint, _launch, _resume
 from orchestrator.cli_monitor import _cancel, _list, _status, _ui
 
 DEFAULT_URI = "sqlite:///mlflow.db"
@@ -281,7 +281,9 @@ def _main(argv: list[str] | None) -> int:
             args, "dry_run", False) else ""  # (a dry run runs nothing: there is nothing to resume)
         print(f"{'terminated (SIGTERM)' if terminated else 'interrupted'}{hint}",
               file=sys.stderr)
-        return code
+        # (every trial had ended: a scheduler reads 0, as for a stop its driver's loop took
+        # as its last trials ended)
+        return 0 if hint.startswith(ENDED_HINT[:30]) else code
     except Exception as err:
         from mlflow.exceptions import MlflowException
 

@@ -493,16 +493,19 @@ def _interrupted_hint(args, uri: str) -> str:
             from orchestrator.spec_file import load_spec
 
             name = load_spec(args.spec).name
-    recorded = True
+    recorded, ended = True, False
     with contextlib.suppress(Exception):  # (a store it cannot reach: what it has is said)
         from trainer.reporting import unreachable_server
 
         if name is not None and not unreachable_server(uri, answer=False):
             from orchestrator.store import existing_sqlite_ready
-            from orchestrator.sweep_record import close_left_running
+            from orchestrator.sweep_record import close_left_running, sweep_finished
 
             with _no_http_retries():  # (a server that stopped answering: no 4-minute wait)
                 recorded = existing_sqlite_ready(uri) and close_left_running(uri, name) is not None
+                # (a stop as the launch closed the sweep: "resume goes on", exit 130, of a
+                # sweep that had ended, whose resume found nothing to run)
+                ended = recorded and sweep_finished(uri, name)
     import shlex
 
     from trainer.reporting import redact
@@ -515,6 +518,8 @@ def _interrupted_hint(args, uri: str) -> str:
         what = "extension" if args.command == "extend" else "new spec"
         return (f"; the sweep's {what} was not stored yet: `sweep {again}` goes on (nothing "
                 f"that finished is lost or trained again)")
+    if ended:
+        return ENDED_HINT.replace("NAME", shlex.quote(name))
     return INTERRUPTED_HINT.replace("NAME", shlex.quote(name) if name else "NAME")
 
 
@@ -561,5 +566,7 @@ def _no_http_retries():
                 os.environ[k] = v
 
 
+ENDED_HINT = ("; the sweep had ended as it came: every trial has ended and is recorded, "
+              "nothing to resume (`sweep status NAME`)")
 INTERRUPTED_HINT = ("; nothing that finished is lost: `sweep resume NAME` goes on from there "
                     "(`sweep status NAME` shows where it stands)")

@@ -312,16 +312,19 @@ def _best_per_tokenizer(finished: list) -> list[dict]:
 
 def _ended_unrecorded(spec: SweepSpec, states: dict, status: str, counts: dict) -> int:
     """Trials of a stopped grid sweep that the store holds unfinished (interrupted, running
-    under a driver that is gone, failed) but whose folder says they ended: their driver lost
-    the store before it could record them (`sweep resume` records them, training nothing).
-    `status` counted them interrupted, which read as work lost."""
+    under a driver that is gone, failed) or not at all (pending: a tracker killed before it
+    recorded their start) but whose folder says they ended: their driver lost the store
+    before it could record them (`sweep resume` records them, training nothing). `status`
+    counted them interrupted or pending, which read as work lost (the dry run said them
+    done)."""
+    unended = (INTERRUPTED, RUNNING, FAILED, "pending")
     if status == RUNNING or spec.optuna is not None or not any(
-            counts.get(s) for s in (INTERRUPTED, RUNNING, FAILED)):
+            counts.get(s) for s in unended):
         return 0
     from orchestrator.driver import ended_on_disk
 
     return sum(1 for trial in prepare(spec)[1]
-               if states.get(trial.trial_id, {}).get("status") in (INTERRUPTED, RUNNING, FAILED)
+               if states.get(trial.trial_id, {}).get("status", "pending") in unended
                and ended_on_disk(trial))
 
 
@@ -473,9 +476,13 @@ def format_status(report: dict) -> str:
                      f"(ratio {report['tokens_ratio']:.2f})")
     elif report.get("tokens_trained"):
         running = report["running"] or report.get("trunks_running")
-        lines.append(f"  tokens: {report['tokens_trained']:,} trained by the trials and "
-                     "trunks that have ended or stopped (a stopped one up to its stop; "
-                     + ("the running ones count at their end, and " if running else "")
+        # (a stopped trial's tokens were not in it, though "a stopped one up to its stop"
+        # read as if they were)
+        lines.append(f"  tokens: {report['tokens_trained']:,} trained by the trials that have "
+                     "ended and the trunks that have ended or stopped (a stopped trunk up to "
+                     "its stop; "
+                     + ("a stopped or running trial counts at its end, and " if running
+                        or report["counts"].get(INTERRUPTED) else "")
                      + "the ratio to training each trial alone shows once every trial has "
                        "ended)")
     return "\n".join(lines)

@@ -23,6 +23,7 @@ from trainer.errors import ConfigError
 from trainer.lease import driver_label, gone_driver
 from trainer.schema import (
     DRIVER_SILENT_S,
+    FINISHED,
     INTERRUPTED,
     KIND_SWEEP,
     RUNNING,
@@ -87,6 +88,12 @@ def close_left_running(tracking_uri: str, name: str) -> bool | None:
     client.log_batch(parent.info.run_id, tags=[RunTag(SWEEP_STATUS_TAG, INTERRUPTED)])
     client.set_terminated(parent.info.run_id, status=run_status(INTERRUPTED))
     return True
+
+
+def sweep_finished(tracking_uri: str, name: str) -> bool:
+    """Is the sweep closed finished (every trial of it ended and recorded)?"""
+    parent = _sweep_parent(MlflowClient(tracking_uri=tracking_uri), name)
+    return parent is not None and parent.data.tags.get(SWEEP_STATUS_TAG) == FINISHED
 
 
 def record_driver_error(tracking_uri: str, name: str, err: BaseException) -> None:

@@ -754,7 +754,7 @@ def test_a_cluster_from_ray_address_is_named_ray_address_in_its_error(tmp_path, 
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
-    spec = {"name": "m", "overrides": ["model=tiny", "data=synthetic", "train.tokens=8192"],
+    spec = {"name": "m", "overrides": ["model=tiny", "data=synthetic", "train.tokens=40960"],
             "grid": {"optim.lr": "choice(1e-3)"}, "storage_root": str(tmp_path / "runs")}
     (tmp_path / "m.yaml").write_text(yaml.safe_dump(spec))
     assert main(["--tracking-uri", f"sqlite:///{tmp_path}/m.db", "launch",

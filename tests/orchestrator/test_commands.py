@@ -296,6 +296,15 @@ def test_status_of_a_stopped_sweep_says_which_unfinished_trials_ended_on_disk(tm
                         "  1 of them ended in their folders (the store lost their end): "
                         "`sweep resume unit` records it, training nothing"]
     assert status(uri, "unit")["ended_unrecorded"] == 1
+    # a trial the store never heard of (its tracker killed before its start was recorded)
+    # that ended in its folder: "pending", and not among those said, while the dry run said
+    # it done
+    run_dir = RunPaths.for_config(trials[3].cfg, trials[3].trial_id).run_dir
+    run_dir.mkdir(parents=True)
+    (run_dir / "summary.json").write_text(json.dumps({"status": "finished"}))
+    assert cli.main(["status", "unit", "--tracking-uri", uri]) == 0
+    assert capsys.readouterr().out.splitlines()[2].startswith(
+        "  2 of them ended in their folders (the store lost their end)")
 
 
 def test_status_eta_weighs_the_trials_left_by_their_flops(tmp_path):
@@ -487,10 +496,9 @@ def test_sweep_status_reports_tokens_trained_against_independent(tmp_path, capsy
     assert report["tokens_ratio"] is None
     assert cli.main(["status", "unit", "--tracking-uri", uri]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == (
-        "  tokens: 2,600 trained by the trials and trunks that have ended or stopped (a "
-        "stopped one up to its stop; the running ones "
-        "count at their end, and the ratio to training each trial alone shows once every trial "
-        "has ended)")
+        "  tokens: 2,600 trained by the trials that have ended and the trunks that have ended "
+        "or stopped (a stopped trunk up to its stop; a stopped or running trial counts at its "
+        "end, and the ratio to training each trial alone shows once every trial has ended)")
     client = MlflowClient(tracking_uri=uri)
     client.log_metric(running, "final/tokens", 4000.0)
     client.set_tag(running, schema.TRIAL_STATUS_TAG, schema.FINISHED)
@@ -1708,3 +1716,32 @@ def test_a_stop_while_ray_starts_is_taken_once_it_has_started(tmp_path, name, sa
                                "PYTHONPATH": os.getcwd()})
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.splitlines()[-1] == said
+
+
+def test_a_stop_as_the_launch_closed_its_finished_sweep_says_so_and_exits_0(
+        monkeypatch, tmp_path, capsys):
+    """A Ctrl-C 0.1 s after the last trial ended, past the driver's loop: "nothing that
+    finished is lost: `sweep resume` goes on", exit 130, and no summary, of a sweep the store
+    held finished, whose resume then found nothing to run."""
+    import signal
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    tracker = _open_sweep(uri, _spec(tmp_path))
+    tracker.close_sweep(schema.FINISHED)
+
+    def interrupted(args, uri):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "COMMANDS", {**cli.COMMANDS, "resume": interrupted})
+    handler, term = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        assert cli.main(["resume", "unit", "--tracking-uri", uri]) == 0
+        assert capsys.readouterr().err == (
+            "interrupted; the sweep had ended as it came: every trial has ended and is "
+            "recorded, nothing to resume (`sweep status unit`)\n")
+        tracker = _open_sweep(uri, _spec(tmp_path))  # (running again: the stop leaves work)
+        assert cli.main(["resume", "unit", "--tracking-uri", uri]) == 130
+        assert "`sweep resume unit` goes on" in capsys.readouterr().err
+    finally:
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, term)
