@@ -198,6 +198,14 @@ class Sharing:
         # (a trial with a checkpoint of its own goes on from it, not from the trunk: held, it
         # had a trunk trained that no budget took)
         pending = {t.trial_id for t in todo if not resumes_itself(t)}
+        if not spec.share_prefix:
+            # A budget an earlier launch marked a branch, and that has trained nothing of its
+            # own, would start from that trunk's checkpoint (an exact start, but `--no-share`
+            # was said, and the dry run counted it, as training alone).
+            for trial in todo:
+                if trial.trial_id in pending:
+                    run_dir = RunPaths.for_config(trial.cfg, trial.trial_id).run_dir
+                    (run_dir / branching.BRANCH_FILE).unlink(missing_ok=True)
         self.trunks: list[_Trunk] = []
         for family in self.plan.families:
             held = {t.trial_id: t for t in family.members if t.trial_id in pending}

@@ -188,6 +188,15 @@ def test_a_trunk_cut_short_then_a_no_share_launch_records_the_trunk_as_it_stands
                 branch_points=[min(family.branch_points.values())])
     index = branching.read_index(directory)  # as a kill after its last save leaves it
     branching.write_json_atomic(directory / branching.TRUNK_FILE, {**index, "status": "running"})
+    # the smaller budget marked a branch of it, as the first launch does before it runs one:
+    # it started from the trunk's checkpoint under `--no-share` (tokens_shared 7168)
+    from trainer.paths import RunPaths
+
+    small = family.members[0]
+    run_dir = RunPaths.for_config(small.cfg, small.trial_id).run_dir
+    run_dir.mkdir(parents=True)
+    branching.write_branch(run_dir, trunk_dir=directory,
+                           branch_tokens=family.branch_points[small.trial_id])
     path = tmp_path / "cut.yaml"
     path.write_text(yaml.safe_dump(spec.to_dict()))
     proc = _sweep("launch", str(path), "--no-share", uri=uri, script=NO_TORCH)
