@@ -261,9 +261,13 @@ def _launch_search(spec: SweepSpec, *, tracking_uri: str, address: str | None,
                          "to search")
     if marked.cancelled:
         _store_spec(tracking_uri, spec, based_on)
-        used = sum(row["used"] for row in search.search_status(plan, storage))
-        return SweepOutcome(trials=used, already_done=used, interrupted=True,
-                            unrecorded=marked.before is None)
+        rows = search.search_status(plan, storage)
+        used = sum(row["used"] for row in rows)
+        # (the points asked and never told, interrupted or never begun, are not done: "5
+        # already done" was said of 3 finished)
+        return SweepOutcome(trials=used, already_done=used - sum(len(row["open_params"])
+                                                                 for row in rows),
+                            interrupted=True, unrecorded=marked.before is None)
     with marked.undone_on_error():
         return search.run_search(spec, plan, tracking_uri=tracking_uri, storage=storage,
                                  progress=progress, based_on=based_on)

@@ -40,6 +40,18 @@ def test_killed_driver_then_resume_ends_each_study_at_exactly_n_trials(spec_dict
                  for t in optuna.load_study(study_name=n, storage=storage).trials
                  if t.state.name == "RUNNING"}
     assert in_flight  # the driver died with trials asked and not told
+    # A `sweep cancel` that reaches a launch while Ray starts (its `_start` says so): the
+    # summary said every point asked "already done", the ones in flight too
+    from orchestrator import commands
+    from orchestrator.spec_file import spec_from_dict
+
+    told = sum(t.state.name == "COMPLETE" for n in names
+               for t in optuna.load_study(study_name=n, storage=storage).trials)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(commands, "_start", lambda spec, uri, *a, **k: commands.Marked(
+            uri, spec.name, before={}, cancelled=True))
+        outcome = commands.launch(spec_from_dict(spec_dict), tracking_uri=uri, progress=False)
+    assert outcome.interrupted and outcome.already_done == told < outcome.trials
 
     resumed = _sweep("resume", "unit", uri=uri)
     out, err = resumed.communicate(timeout=400)
