@@ -203,7 +203,8 @@ def _signals_held():
                 _terminated(signum, frame)  # (raises Terminated)
             raise KeyboardInterrupt
         held.append(signum)
-        print("stopping once Ray has started (Ctrl-C again to stop at once)", file=sys.stderr,
+        again = "another SIGTERM" if signum == signal.SIGTERM else "Ctrl-C again"
+        print(f"stopping once Ray has started ({again} to stop at once)", file=sys.stderr,
               flush=True)
 
     try:
