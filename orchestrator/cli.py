@@ -283,7 +283,7 @@ def _main(argv: list[str] | None) -> int:
               file=sys.stderr)
         # (every trial had ended: a scheduler reads 0, as for a stop its driver's loop took
         # as its last trials ended)
-        return 0 if hint.startswith(ENDED_HINT[:30]) else code
+        return 0 if hint.startswith(ENDED_HINT.partition("NAME")[0]) else code
     except Exception as err:
         from mlflow.exceptions import MlflowException
 

@@ -215,8 +215,10 @@ def _signals_held():
     # Ray sets its handler through this module function, looked up at each call: left as it
     # is, ours is replaced at the start of `ray.init`. (Private: where it moved, Ray's handler
     # acts, and its SystemExit(SIGTERM) is taken below.)
-    import ray._private.utils as ray_utils
-
+    try:
+        import ray._private.utils as ray_utils
+    except ImportError:
+        ray_utils = None
     ray_set = getattr(ray_utils, "set_sigterm_handler", None)
     if ray_set is not None:
         ray_utils.set_sigterm_handler = lambda handler: None
