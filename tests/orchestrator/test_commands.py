@@ -1726,8 +1726,10 @@ def test_a_stop_as_the_launch_closed_its_finished_sweep_says_so_and_exits_0(
     import signal
 
     uri = f"sqlite:///{tmp_path}/m.db"
+    create_sqlite_store_once(uri)
     tracker = _open_sweep(uri, _spec(tmp_path))
     tracker.close_sweep(schema.FINISHED)
+    capsys.readouterr()
 
     def interrupted(args, uri):
         raise KeyboardInterrupt
