@@ -498,6 +498,7 @@ def _interrupted_hint(args, uri: str) -> str:
         from trainer.reporting import unreachable_server
 
         if name is not None and not unreachable_server(uri, answer=False):
+            from orchestrator.driver import loop_ended
             from orchestrator.store import existing_sqlite_ready
             from orchestrator.sweep_record import close_left_running, sweep_finished
 
@@ -505,7 +506,9 @@ def _interrupted_hint(args, uri: str) -> str:
                 recorded = existing_sqlite_ready(uri) and close_left_running(uri, name) is not None
                 # (a stop as the launch closed the sweep: "resume goes on", exit 130, of a
                 # sweep that had ended, whose resume found nothing to run)
-                ended = recorded and sweep_finished(uri, name)
+                # (only once its loop had ended: a stop while Ray started finds the sweep
+                # its last launch closed finished, with trials of this spec still to run)
+                ended = recorded and loop_ended() and sweep_finished(uri, name)
     import shlex
 
     from trainer.reporting import redact

@@ -224,10 +224,13 @@ def _signals_held():
         ray_utils.set_sigterm_handler = lambda handler: None
     try:
         yield
-    except SystemExit as exit_:
-        if exit_.code != signal.SIGTERM:  # (Ray's SIGTERM handler: sys.exit(SIGTERM))
+    except BaseException as err:
+        if isinstance(err, SystemExit) and err.code == signal.SIGTERM:
+            held.append(signal.SIGTERM)  # (Ray's SIGTERM handler: sys.exit(SIGTERM))
+        elif not held:
             raise
-        held.append(signal.SIGTERM)
+        # (else the stop held is what ends the start: a job's SIGTERM reaches Ray's own
+        # processes too, and `ray.init` then failed, said as an unreachable cluster)
     finally:
         if ray_set is not None:
             ray_utils.set_sigterm_handler = ray_set
@@ -490,6 +493,7 @@ def _drive(runner: _Runner, *, tracking_uri: str, progress: bool,
            ended: tuple[str, ...]) -> None:
     import ray
 
+    global _loop_ended
     outcome, tracker, spec = runner.outcome, runner.tracker, runner.spec
     try:
         runner.loop(progress=progress)
@@ -498,6 +502,7 @@ def _drive(runner: _Runner, *, tracking_uri: str, progress: bool,
             runner.stop(INTERRUPTED)
             outcome.interrupted = True
             outcome.terminated = isinstance(stop, Terminated) or sigterm_received()
+    _loop_ended = True
     runner.await_records(timeout=None)  # every end the workers sent, written
     # A trial another driver ended is its to record; one whose record is still not done
     # here (that driver died after the trial's end) is completed from its run directory.
@@ -537,6 +542,16 @@ def _drive(runner: _Runner, *, tracking_uri: str, progress: bool,
     patient_wait([totals], "the sweep's token totals", spec.name)
     outcome.tokens = ray.get(totals)
     ray.get(patient_wait([tracker.close_sweep.remote(status)], "the sweep's end", spec.name))
+
+
+_loop_ended = False
+
+
+def loop_ended() -> bool:
+    """Has a launch's loop in this process run to its end (its trials ended or stopped)? A
+    stop after that, as the launch writes its last records, may find its sweep finished; one
+    before it (while Ray started) finds the sweep as its last launch left it."""
+    return _loop_ended
 
 
 WAIT_SAID_S = 15.0

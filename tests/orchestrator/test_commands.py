@@ -1737,6 +1737,13 @@ def test_a_stop_as_the_launch_closed_its_finished_sweep_says_so_and_exits_0(
     monkeypatch.setattr(cli, "COMMANDS", {**cli.COMMANDS, "resume": interrupted})
     handler, term = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     try:
+        # a stop before its loop (while Ray started) finds the sweep its last launch closed
+        # finished, and this spec's trials to run: not "nothing to resume"
+        assert cli.main(["resume", "unit", "--tracking-uri", uri]) == 130
+        assert "`sweep resume unit` goes on" in capsys.readouterr().err
+        from orchestrator import driver
+
+        monkeypatch.setattr(driver, "_loop_ended", True)
         assert cli.main(["resume", "unit", "--tracking-uri", uri]) == 0
         assert capsys.readouterr().err == (
             "interrupted; the sweep had ended as it came: every trial has ended and is "
@@ -1747,3 +1754,24 @@ def test_a_stop_as_the_launch_closed_its_finished_sweep_says_so_and_exits_0(
     finally:
         signal.signal(signal.SIGINT, handler)
         signal.signal(signal.SIGTERM, term)
+
+
+def test_a_stop_held_while_ray_fails_to_start_is_the_stop_said():
+    """A job's SIGTERM reaches Ray's own processes too, and `ray.init` then fails: the held
+    stop was dropped and the launch said "cannot reach the Ray cluster", exit 2."""
+    import signal
+
+    from orchestrator import driver
+    from trainer.errors import Terminated
+
+    before = signal.getsignal(signal.SIGTERM)
+    driver.stop_on_sigterm()
+    try:
+        with pytest.raises(Terminated), driver._signals_held():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.2)
+            raise RuntimeError("GCS exited")
+        assert driver.sigterm_received()
+    finally:
+        signal.signal(signal.SIGTERM, before)
+        driver._sigterm_received = False
