@@ -85,8 +85,8 @@ def decay_factor(progress: float, shape: DecayShape, *, min_ratio: float = 0.0,
 
 def power_lr(tokens: float, *, max_lr: float, batch_size: int, a: float, b: float) -> float:
     """The Power scheduler's stable phase: min(η_max, β·a·n^b)."""
-    if tokens <= 0:
-        return max_lr
+    if tokens <= 0:  # (n^b at 0: unbounded for b < 0, 1 for b = 0)
+        return max_lr if b < 0 else min(max_lr, batch_size * a)
     return min(max_lr, batch_size * a * tokens**b)
 
 

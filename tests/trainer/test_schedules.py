@@ -110,3 +110,13 @@ def test_power_schedule_warms_up_to_and_decays_from_the_paper_s_anchors():
     # does not depend on the budget (budgets share that prefix)
     short = ScheduleInputs(peak_lr=1.0, total_tokens=1_050_000, batch_size=16)
     assert learning_rate(cfg, short, 900_000) == learning_rate(cfg, inputs, 900_000)
+
+
+def test_power_with_b_zero_keeps_its_constant_law_at_every_anchor():
+    """b = 0 makes η_power the constant min(η_max, β·a): with no warmup and the whole budget a
+    decay, the anchor is 0 tokens, where n^b was read as unbounded (the cap): 6x the LR."""
+    cfg = ScheduleConfig(name=ScheduleName.power, warmup_tokens=0, decay_fraction=1.0,
+                         decay_shape="linear", a=1e-5, b=0.0)
+    inputs = ScheduleInputs(peak_lr=1e-3, total_tokens=20_480, batch_size=16)
+    for n in (1024.0, 10_240.0):
+        assert learning_rate(cfg, inputs, n) == pytest.approx(16 * 1e-5 * (1 - n / 20_480))
