@@ -64,8 +64,11 @@ def family_id(cfg: Config, *, without: Sequence[str] = (TOKENS_KEY,),
     if TOKENS_KEY in without:
         # (a trunk trains the warmup and the stable phase: the decay's anchor is its branches',
         # and a budget's own mark would split a family whose trunk trains one curve)
+        # (and without the warmup's key, the budgets the warmup alone splits stay one key:
+        # its mark would split them again, and they read "alone" rather than "warmup")
         flat.pop(POWER_ANCHOR_KEY, None)
-        if warmup := power_anchored(flatten(cfg), phases=("warmup",)):
+        if WARMUP_KEY not in without and (
+                warmup := power_anchored(flatten(cfg), phases=("warmup",))):
             flat[POWER_ANCHOR_KEY] = warmup
     text = "trunk|" + json.dumps(flat, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()

@@ -261,5 +261,14 @@ def test_budgets_of_one_power_family_share_a_trunk_whatever_their_decay_s_mark(m
     assert power_anchored(flatten(warm[0]), phases=("warmup",)) == "warmup"
     assert family_id(warm[0]) == family_id(warm[1])
     marked = family_id(warm[0])
+    # budgets split only by their default warmups (which follow train.tokens under 65,536)
+    # are told so ("set schedule.warmup_tokens"): their warmup marks, on either side of the
+    # cap, split that diagnosis's key too, and they read "alone"
+    from orchestrator.families import TOKENS_KEY, WARMUP_KEY
+
+    loose = [compose(["optim.lr=3e-4", "schedule.a=1e-3", f"train.tokens={t}"])
+             for t in (20_480, 30_720)]
+    assert [power_anchored(flatten(c), phases=("warmup",)) for c in loose] == [None, "warmup"]
+    assert len({family_id(c, without=(TOKENS_KEY, WARMUP_KEY)) for c in loose}) == 1
     monkeypatch.setattr("orchestrator.families.power_anchored", lambda *a, **k: None)
     assert family_id(warm[0]) != marked
