@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import itertools
 import math
 import os
 import threading
@@ -613,13 +614,15 @@ def notes(cfg: Config) -> list[str]:
             and (decaying := _steps_in_decay(s.decay_fraction, t.tokens, batch_tokens)) < 2:
         # (each step reads the LR at its batch's middle: a decay shorter than half a batch at
         # the end of the budget holds no step, and the run ended at its peak LR unsaid)
-        need = math.ceil(2 / s.decay_fraction) * batch_tokens
+        need = next(n * batch_tokens for n in itertools.count(steps + 1)
+                    if _steps_in_decay(s.decay_fraction, n * batch_tokens, batch_tokens) >= 2)
+        what = ("no step trains in the decay: the run ends at its peak LR" if decaying == 0
+                else "one step trains in the decay: it is one lower LR, not a curve")
         found.append(f"schedule.decay_fraction={s.decay_fraction:g} of train.tokens="
                      f"{t.tokens:,} is a decay of {int(s.decay_fraction * t.tokens):,} tokens, "
-                     f"and {'no step' if decaying == 0 else 'one step'} of {batch_tokens:,} "
-                     f"tokens (of {steps}) trains in it: the run ends near its peak LR; "
-                     f"train.tokens={need:,} or more, or a larger schedule.decay_fraction, "
-                     "gives the decay two steps")
+                     f"and a run of {steps} steps of {batch_tokens:,} tokens takes the LR at "
+                     f"each batch's middle: {what}; train.tokens={need:,} (whole batches) or a "
+                     "larger schedule.decay_fraction gives it two steps")
     if s.name in (ScheduleName.cosine, ScheduleName.linear) and t.tokens > 0 \
             and s.warmup_tokens > 0.05 * t.tokens and (peak := _peak_fraction(cfg)) < PEAK_NOTED:
         # (a warmup under 5% of the budget peaks above 0.95: not computed for every trial)

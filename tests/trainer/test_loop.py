@@ -284,12 +284,19 @@ def test_a_budget_far_from_whole_batches_is_noted_and_still_valid():
     # A decay shorter than half a batch: no step read its LR there, the run ended at its peak
     # LR (a halving rung, a tiny test budget), and nothing said so.
     assert notes(compose(["data=synthetic", "train.tokens=4096"])) == [
-        "schedule.decay_fraction=0.1 of train.tokens=4,096 is a decay of 409 tokens, and no "
-        "step of 2,048 tokens (of 2) trains in it: the run ends near its peak LR; "
-        "train.tokens=40,960 or more, or a larger schedule.decay_fraction, gives the decay two "
-        "steps"]
-    assert "and one step of 2,048" in notes(compose(["train.tokens=20480"]))[0]
+        "schedule.decay_fraction=0.1 of train.tokens=4,096 is a decay of 409 tokens, and a run "
+        "of 2 steps of 2,048 tokens takes the LR at each batch's middle: no step trains in "
+        "the decay: the run ends at its peak LR; train.tokens=32,768 (whole batches) or a "
+        "larger schedule.decay_fraction gives it two steps"]
+    assert not [n for n in notes(compose(["train.tokens=32768"])) if "decay" in n]
+    assert "one step trains in the decay: it is one lower LR, not a curve" in notes(
+        compose(["train.tokens=20480"]))[0]
     assert notes(compose(["train.tokens=40960"])) == []
+    # a budget between whole batches: the one named gives two steps (43,000 was past the
+    # "40,960 or more" it was told, and still had one)
+    (said,) = [n for n in notes(compose(["train.tokens=43000"])) if "decay" in n]
+    assert "train.tokens=43,008 (whole batches)" in said
+    assert not [n for n in notes(compose(["train.tokens=43008"])) if "decay" in n]
     assert notes(compose(["schedule=wsd", "train.tokens=16384",
                           "schedule.decay_fraction=0.25"])) == []
     # Cosine and linear decay over the whole budget, under the warmup too: a long one never
