@@ -22,7 +22,7 @@ import signal
 import sys
 
 from orchestrator.cli_fit import _fit, _recommend, one_source
-from orchestrator.cli_launch import ENDED_HINT, _extend, _interrupted_hint, _launch, _resume
+from orchestrator.cli_launch import _extend, _interrupted_hint, _launch, _resume
 from orchestrator.cli_monitor import _cancel, _list, _status, _ui
 
 DEFAULT_URI = "sqlite:///mlflow.db"
@@ -277,13 +277,13 @@ def _main(argv: list[str] | None) -> int:
         with contextlib.suppress(ValueError):  # (main() called off the main thread)
             signal.signal(signal.SIGINT, lambda *_: os._exit(code))
             signal.signal(signal.SIGTERM, lambda *_: os._exit(code))
-        hint = _interrupted_hint(args, uri) if args.command in RUNS_TRIALS and not getattr(
-            args, "dry_run", False) else ""  # (a dry run runs nothing: there is nothing to resume)
+        hint, ended = _interrupted_hint(args, uri) if args.command in RUNS_TRIALS and not getattr(
+            args, "dry_run", False) else ("", False)  # (a dry run runs nothing: nothing to resume)
         print(f"{'terminated (SIGTERM)' if terminated else 'interrupted'}{hint}",
               file=sys.stderr)
         # (every trial had ended: a scheduler reads 0, as for a stop its driver's loop took
         # as its last trials ended)
-        return 0 if hint.startswith(ENDED_HINT.partition("NAME")[0]) else code
+        return 0 if ended else code
     except Exception as err:
         from mlflow.exceptions import MlflowException
 

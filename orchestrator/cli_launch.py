@@ -482,11 +482,12 @@ def print_fusion(spec, trials, sharing) -> None:
               "fuses them anyway)")
 
 
-def _interrupted_hint(args, uri: str) -> str:
+def _interrupted_hint(args, uri: str) -> tuple[str, bool]:
     """What goes on after a Ctrl-C that stopped the command outside its driver's loop (while
     Ray started, or while the end waited on the store): the sweep it left running closed as
     interrupted, and the command that goes on, with the sweep's name (it said `NAME` for a
-    launch), or, when nothing of it was recorded, the launch again."""
+    launch), or, when nothing of it was recorded, the launch again; and whether every trial
+    had ended (the stop came as the launch closed its finished sweep: nothing to resume)."""
     name = getattr(args, "name", None)
     with contextlib.suppress(Exception):  # (a spec that cannot be read: the hint stays general)
         if name is None and args.command == "launch":
@@ -504,10 +505,9 @@ def _interrupted_hint(args, uri: str) -> str:
 
             with _no_http_retries():  # (a server that stopped answering: no 4-minute wait)
                 recorded = existing_sqlite_ready(uri) and close_left_running(uri, name) is not None
-                # (a stop as the launch closed the sweep: "resume goes on", exit 130, of a
-                # sweep that had ended, whose resume found nothing to run)
-                # (only once its loop had ended: a stop while Ray started finds the sweep
-                # its last launch closed finished, with trials of this spec still to run)
+                # (a stop as the launch closed the sweep said "resume goes on", exit 130, of
+                # a sweep that had ended; only after its loop: a stop while Ray started finds
+                # the sweep its last launch closed finished, with this spec's trials to run)
                 ended = recorded and loop_ended() and sweep_finished(uri, name)
     import shlex
 
@@ -515,15 +515,15 @@ def _interrupted_hint(args, uri: str) -> str:
 
     again = shlex.join(redact(a) for a in getattr(args, "argv", None) or [args.command])
     if name is not None and not recorded and args.command == "launch":
-        return f"; nothing of the sweep was recorded yet: `sweep {again}` starts it again"
+        return f"; nothing of the sweep was recorded yet: `sweep {again}` starts it again", False
     if name is not None and recorded and _not_stored_yet(args, uri, name):
         # (stopped while Ray started: its spec was not stored, and a resume runs the old one)
         what = "extension" if args.command == "extend" else "new spec"
         return (f"; the sweep's {what} was not stored yet: `sweep {again}` goes on (nothing "
-                f"that finished is lost or trained again)")
+                f"that finished is lost or trained again)"), False
     if ended:
-        return ENDED_HINT.replace("NAME", shlex.quote(name))
-    return INTERRUPTED_HINT.replace("NAME", shlex.quote(name) if name else "NAME")
+        return ENDED_HINT.replace("NAME", shlex.quote(name)), True
+    return INTERRUPTED_HINT.replace("NAME", shlex.quote(name) if name else "NAME"), False
 
 
 def _not_stored_yet(args, uri: str, name: str) -> bool:

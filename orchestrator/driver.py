@@ -159,6 +159,8 @@ def init_ray(address: str | None) -> None:
     """Connect to a cluster (`--address`/RAY_ADDRESS) or start a local one."""
     import ray
 
+    global _loop_ended
+    _loop_ended = False  # (this launch's loop has not run: `loop_ended`)
     if ray.is_initialized():
         return
     named = cluster_address(address)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from orchestrator.trials import Trial
 from trainer.config import Config, ScheduleName
-from trainer.identity import POWER_ANCHOR_KEY, canonical_json, flatten, power_anchored
+from trainer.identity import POWER_ANCHOR_KEY, canonical_json, power_anchored
 
 SHARED_SCHEDULES = (ScheduleName.wsd, ScheduleName.power)
 TOKENS_KEY = "train.tokens"
@@ -59,16 +59,16 @@ def family_id(cfg: Config, *, without: Sequence[str] = (TOKENS_KEY,),
     those keys. With the default it names the family's trunk. (`canonical`: another rule's
     JSON, e.g. `trainer.identity.written_json` for the trunk id an earlier version gave.)"""
     flat = json.loads(canonical(cfg))
+    # A trunk trains the warmup and the stable phase: it carries the warmup's Power mark, not
+    # a budget's decay mark, which would split a family whose trunk trains one curve (nor,
+    # without the warmup's key, the warmup's, which would split that diagnosis's key again).
+    warmup = power_anchored(flat, phases=("warmup",)) if TOKENS_KEY in without \
+        and WARMUP_KEY not in without else None
     for key in without:
         flat.pop(key, None)
     if TOKENS_KEY in without:
-        # (a trunk trains the warmup and the stable phase: the decay's anchor is its branches',
-        # and a budget's own mark would split a family whose trunk trains one curve)
-        # (and without the warmup's key, the budgets the warmup alone splits stay one key:
-        # its mark would split them again, and they read "alone" rather than "warmup")
         flat.pop(POWER_ANCHOR_KEY, None)
-        if WARMUP_KEY not in without and (
-                warmup := power_anchored(flatten(cfg), phases=("warmup",))):
+        if warmup:
             flat[POWER_ANCHOR_KEY] = warmup
     text = "trunk|" + json.dumps(flat, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()

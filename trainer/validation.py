@@ -590,9 +590,8 @@ def notes(cfg: Config) -> list[str]:
     batch_tokens = t.batch_size * t.seq_len
     if t.batch_schedule is not BatchSchedule.norm_test and 0 < batch_tokens <= t.tokens \
             and t.tokens % batch_tokens > DROPPED_FRACTION * t.tokens:
-        # (under one batch the run cannot start: a problem says so, and "0 would not" helped
-        # no one)
-        # The schedule runs to train.tokens and the loop stops at the last whole batch.
+        # The schedule runs to train.tokens and the loop stops at the last whole batch. (Under
+        # one batch the run cannot start: a problem says so, and "0 would not" helped no one.)
         below = t.tokens // batch_tokens * batch_tokens
         found.append(f"train.tokens={t.tokens} is not a whole number of batches "
                      f"({batch_tokens} tokens): the run stops {t.tokens - below:,} tokens "

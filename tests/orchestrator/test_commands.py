@@ -1349,8 +1349,8 @@ def test_ctrl_c_of_a_launch_before_its_trials_names_the_sweep_and_closes_it(
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         start = time.monotonic()
-        hint = cli_launch._interrupted_hint(Namespace(command="resume", name="unit"),
-                                            f"http://127.0.0.1:{sock.getsockname()[1]}")
+        hint, _ = cli_launch._interrupted_hint(Namespace(command="resume", name="unit"),
+                                               f"http://127.0.0.1:{sock.getsockname()[1]}")
         assert time.monotonic() - start < 10 and "`sweep resume unit` goes on" in hint
 
 
@@ -1739,10 +1739,11 @@ def test_a_stop_as_the_launch_closed_its_finished_sweep_says_so_and_exits_0(
     try:
         # a stop before its loop (while Ray started) finds the sweep its last launch closed
         # finished, and this spec's trials to run: not "nothing to resume"
-        assert cli.main(["resume", "unit", "--tracking-uri", uri]) == 130
-        assert "`sweep resume unit` goes on" in capsys.readouterr().err
         from orchestrator import driver
 
+        monkeypatch.setattr(driver, "_loop_ended", False)
+        assert cli.main(["resume", "unit", "--tracking-uri", uri]) == 130
+        assert "`sweep resume unit` goes on" in capsys.readouterr().err
         monkeypatch.setattr(driver, "_loop_ended", True)
         assert cli.main(["resume", "unit", "--tracking-uri", uri]) == 0
         assert capsys.readouterr().err == (
