@@ -153,8 +153,14 @@ def test_ctrl_c_records_interrupted_and_resume_continues(spec_dict, uri, tmp_pat
                 return ckpt.parent.parent
         return None
 
-    _wait(lambda: logged_past_its_checkpoint() and _trial_workers(proc), 240, proc)
-    run_dir = logged_past_its_checkpoint()
+    seen = {}  # the trial seen ahead of its checkpoint (asked again, it may have caught up)
+
+    def ahead_and_running():
+        seen["run_dir"] = logged_past_its_checkpoint()
+        return seen["run_dir"] is not None and _trial_workers(proc)
+
+    _wait(ahead_and_running, 240, proc)
+    run_dir = seen["run_dir"]
     workers = _trial_workers(proc)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
