@@ -1,5 +1,6 @@
 """Lost workers and a killed driver, with the `sweep` command in its own process."""
 
+import contextlib
 import json
 import os
 import signal
@@ -131,6 +132,41 @@ def test_bad_spec_prints_one_line_and_launches_nothing(spec_dict, uri, tmp_path)
     assert err.strip() == ("error: optim.lr=-1.0 must be > 0 and finite: give a positive "
                            "learning rate (trial optim.lr=-1 seed=0)")
     assert _children(uri)[1] == []
+
+
+def test_ctrl_c_after_the_summary_keeps_the_finished_launchs_exit_code(spec_dict, uri,
+                                                                       tmp_path):
+    """Ctrl-C while a finished launch exits (Ray shutting down, Python freeing torch's and
+    MLflow's modules: seconds) ended it by the signal (-2), though every trial had finished."""
+    spec_dict["grid"] = {"optim.lr": "choice(3e-3)", "train.batch_size": "choice(8)"}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec_dict))
+    proc = _sweep("launch", str(path), uri=uri)
+    for line in proc.stdout:  # (the summary, then where to look: the command has ended)
+        if line.startswith("monitor: "):
+            break
+    uncaught = []  # moments where Ctrl-C would end it by the signal (not caught, alive)
+    while proc.poll() is None:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            fields = dict(line.split(":", 1) for line in
+                          Path(f"/proc/{proc.pid}/status").read_text().splitlines())
+            if not fields["State"].strip().startswith(("Z", "X")) and not (
+                    int(fields["SigCgt"], 16) & 1 << (signal.SIGINT - 1)):
+                uncaught.append(fields["State"].strip())
+        time.sleep(0.001)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert not uncaught, uncaught
+    # and one Ctrl-C in that time still ends it with the launch's code, saying nothing
+    proc = _sweep("launch", str(path), uri=uri)
+    for line in proc.stdout:
+        if line.startswith("monitor: "):
+            break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    assert sorted(c.data.tags["trial.status"] for c in _children(uri)[1]) == ["finished"]
 
 
 def test_ctrl_c_records_interrupted_and_resume_continues(spec_dict, uri, tmp_path):
