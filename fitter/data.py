@@ -100,6 +100,7 @@ def from_mlflow_frame(frame: pd.DataFrame, *, source: str) -> Runs:
     kind = f"tags.{KIND_TAG}"
     if kind in frame.columns and (frame[kind] == KIND_TRIAL).any():
         frame = frame[frame[kind] == KIND_TRIAL]
+    frame = _one_run_per_trial(frame, source)
     params = {c[len("params."):]: frame[c] for c in frame.columns if c.startswith("params.")}
     table = pd.DataFrame(index=frame.index)
     table["run"] = _first(frame, ["run_id", f"tags.{TRIAL_ID_TAG}"],
@@ -130,6 +131,39 @@ def from_mlflow_frame(frame: pd.DataFrame, *, source: str) -> Runs:
         if key in params and key not in extra:
             table[key] = _labels(params[key])
     return _finish(table, extra, source)
+
+
+def _one_run_per_trial(frame: pd.DataFrame, source: str) -> pd.DataFrame:
+    """One run per trial (`trial.id` tag): a trial recorded twice in a store (a run copied in
+    from another store, one re-recorded by hand) counted as two replicates, which narrowed
+    its slice's interval by sqrt(2) where the two agreed, and moved its optimum where a stale
+    one did not. The trial's latest ended run is kept (else its latest), and said."""
+    import sys
+
+    column = f"tags.{TRIAL_ID_TAG}"
+    if column not in frame.columns:
+        return frame
+    ids = frame[column].astype("string").str.strip()
+    named = ids.notna() & (ids != "")
+    twice = named & ids.duplicated(keep=False)
+    if not twice.any():
+        return frame
+    status = frame.get(f"tags.{TRIAL_STATUS_TAG}", pd.Series(None, index=frame.index))
+    when = pd.Series(np.nan, index=frame.index, dtype=float)
+    for col in ("start_time", "end_time"):  # (the end where there is one)
+        if col in frame.columns:
+            stamp = pd.to_datetime(frame[col], errors="coerce", utc=True)
+            when = pd.Series(stamp.map(lambda t: t.timestamp() if pd.notna(t) else np.nan),
+                             index=frame.index).fillna(when)
+    order = pd.DataFrame({"id": ids, "ended": status.isin(["finished", "diverged"]),
+                          "when": when.fillna(-np.inf)}, index=frame.index)[twice]
+    kept = order.sort_values(["ended", "when"], kind="stable").groupby("id").tail(1).index
+    trials = int(ids[twice].nunique())
+    print(f"note: {source}: {trials} trial{'s' * (trials != 1)} "
+          f"{'have' if trials != 1 else 'has'} more than one run in the store (tag "
+          f"{TRIAL_ID_TAG}, e.g. {ids[twice].iloc[0]}); each is counted once, by its latest "
+          "ended run", file=sys.stderr)
+    return frame[~twice | frame.index.isin(kept)]
 
 
 def from_short_frame(frame: pd.DataFrame, *, source: str) -> Runs:

@@ -244,6 +244,9 @@ def fit_json(result: FitResult, *, sweep: str, next_trials: int | None = None) -
         # (runs the fit does not use: running, interrupted, failed, pruned)
         "n_other": {str(k): int(v) for k, v in table["status"].value_counts().sort_index()
                     .items() if k not in ("finished", "diverged")},
+        # finished runs without a finite final loss (a record cut short): left out, and named
+        "no_loss": [str(r) for r in table.loc[(table["status"] == "finished")
+                                              & ~np.isfinite(table["loss"]), "run"]],
         "group_keys": list(result.group_keys), "pooled": result.pooled,
         "groups": [grouping.label(g) for g in result.group_list if g],
         "laws": {key: {**law.to_json(), "law": law_name(key), "group": result.groups[key]}
@@ -323,6 +326,13 @@ def format_fit(doc: dict, *, recorded: bool = True, not_done: int = 0,
     lines = [f"{doc['sweep']}: {doc['n_runs']} runs ({doc['n_finished']} finished, "
              f"{doc['n_diverged']} diverged{other}), {len(doc['slices'])} LR slice"
              + "s" * (len(doc["slices"]) != 1)]
+    if missing := doc.get("no_loss"):
+        lines.append(f"  {len(missing)} finished run{'s' * (len(missing) != 1)} "
+                     f"{'have' if len(missing) != 1 else 'has'} no finite final loss and "
+                     f"{'are' if len(missing) != 1 else 'is'} left out ("
+                     + ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+                     + "): check "
+                     + ("their records" if len(missing) != 1 else "its record"))
     if doc.get("groups"):
         lines.append(f"  laws fitted per group of {', '.join(doc['group_keys'])}: "
                      + "; ".join(doc["groups"]) + " (pool them with --pool)")
@@ -510,16 +520,18 @@ def format_fit(doc: dict, *, recorded: bool = True, not_done: int = 0,
         lines.append(f"  {_which(unmeasured, doc['slices'])} "
                      f"{'have' if len(unmeasured) != 1 else 'has'} no LR interval: one seed "
                      "with fewer than 5 LRs within two grid steps of its best does not measure "
-                     "the loss noise (a quadratic through 4 points leaves one residual); add a "
+                     "the loss noise (a quadratic through 3 or 4 points leaves at most one "
+                     "residual); add a "
                      + (f"seed or LRs around the best{wait}" if wait else
                         f"seed ({more}) or LRs around the best"))
     misfit = [s for s in doc["slices"] if s.get("interval_noise") == "misfit"]
     if misfit:
         lines.append(f"  the LR intervals of {_which(misfit, doc['slices'])} are as wide as "
-                     "the local quadratic's misfit, beyond what the seeds' noise explains: the "
-                     "loss curve is skewed around the optimum, which the quadratic's vertex "
-                     "then places toward the gentler side (up to a quarter of a grid step); "
-                     "LRs between the grid's, around the optimum, narrow both")
+                     "the local quadratic's misfit, beyond what the seeds' noise explains (a "
+                     "test at 90%: on a true parabola it says so one time in ten): a loss curve "
+                     "skewed around the optimum puts the quadratic's vertex toward the gentler "
+                     "side (up to a quarter of a grid step); LRs between the grid's, around the "
+                     "optimum, narrow both")
     return "\n".join(lines)
 
 

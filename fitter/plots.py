@@ -184,9 +184,9 @@ def _loss_vs_lr_panel(ax, result, slices: pd.DataFrame, curve: str | None, handl
         runs = select(usable, slice_values(opt, result.runs.slice_keys))
         # (a slice whose seeds tried different LRs is fitted on the mean seed's losses: drawn
         # as measured, its runs sat a seed's offset off the parabola through them)
-        loss, offsets = mean_seed_loss(runs)
-        ok = pd.Series(loss, index=runs["lr"]).dropna().groupby(level=0).mean()
-        if offsets is not None:
+        reading = mean_seed_loss(runs)
+        ok = pd.Series(reading.loss, index=runs["lr"]).dropna().groupby(level=0).mean()
+        if reading.moved:
             handles.setdefault("_markers", set()).add("seed_offsets")
         name = _curve_label(result.runs.table, runs, curve, opt)
         (line,) = ax.plot(ok.index, ok.to_numpy(), "o-", color=color, ms=4, lw=1.3)

@@ -38,7 +38,8 @@ An optimum at the lowest or highest value tried is marked `low`/`high`; it is th
 tried, not an extrapolation, and comes with the next grid values that would bracket it.
 
 Interval of a bracketed optimum: a parametric bootstrap of the whole procedure. The loss noise
-σ is the pooled spread of replicate runs (seeds) when the slice has any, else the residual of a
+σ is the pooled spread of replicate runs (seeds, less each seed's offset: `mean_seed_loss`) when
+the slice has any, else the residual of a
 quadratic through up to five stable values around the best (a misfit there inflates σ, so the
 interval errs wide); with replicates whose noise does not explain that quadratic's misfit (a
 curve skewed around its optimum, whose vertex the misfit biases), the misfit's σ. Each
@@ -127,7 +128,7 @@ class Optimum:
 
 
 def axis_optimum(x: np.ndarray, loss: np.ndarray, *, n_boot: int = N_BOOT,
-                 seed: int = 0) -> Optimum:
+                 seed: int = 0, effects_dof: int = 0) -> Optimum:
     """The optimum of loss along x = log10(value); NaN loss marks a diverged run.
 
     Args:
@@ -135,6 +136,8 @@ def axis_optimum(x: np.ndarray, loss: np.ndarray, *, n_boot: int = N_BOOT,
         loss: the run's loss, NaN when it diverged.
         n_boot: bootstrap resamples for the interval (0: no interval).
         seed: seed of the bootstrap.
+        effects_dof: degrees of freedom taken from `loss` before (seed effects fitted and
+            taken out: `mean_seed_loss`), which its replicates' noise has not.
     """
     loss = np.asarray(loss, float)
     x = pooled_levels(np.asarray(x, float), stable=np.isfinite(loss))
@@ -182,7 +185,7 @@ def axis_optimum(x: np.ndarray, loss: np.ndarray, *, n_boot: int = N_BOOT,
     stable, stable_means = levels[ok], means[ok]
     used = finite & np.isin(x, stable)  # (not the runs beyond the stability limit)
     sigma, noise, dof = _noise(x[used], loss[used], stable, stable_means, best=int(
-        np.searchsorted(stable, levels[best])))
+        np.searchsorted(stable, levels[best])), spent=effects_dof)
     # replicates that find the quadratic's misfit keep the window at three levels
     narrow = noise == "misfit"
     x_opt, coef, window = local_vertex(stable, stable_means, capped=capped, narrow=narrow)
@@ -196,7 +199,11 @@ def axis_optimum(x: np.ndarray, loss: np.ndarray, *, n_boot: int = N_BOOT,
             interval = _bootstrap(stable, stable_means, counts[ok], sigma, dof, capped=capped,
                                   narrow=narrow, n_boot=n_boot,
                                   rng=np.random.default_rng(seed))
-        if interval is not None and noise != "misfit" and (capped or np.count_nonzero(
+        # (a divergence right above the best value is its wall; one farther up, past stable
+        # values the quadratic went through, is not: a wall three grid steps above the
+        # optima widened their intervals 20x, down to the best value tried)
+        walled = capped and levels[best] >= stable[-1]
+        if interval is not None and noise != "misfit" and (walled or np.count_nonzero(
                 (stable >= window[0]) & (stable <= window[1])) == 3):
             # (the best value tried stays in: see the module docstring)
             interval = (min(interval[0], float(levels[best])),
@@ -293,7 +300,7 @@ def _vertex_between_neighbours(coef: np.ndarray, levels: np.ndarray, best: int) 
     return bool(levels[best - 1] < -b / (2 * a) < upper)
 
 
-def _noise(x, loss, stable, stable_means, *, best: int
+def _noise(x, loss, stable, stable_means, *, best: int, spent: int = 0
            ) -> tuple[float | None, str | None, int]:
     """σ of one run's loss, where it came from and its degrees of freedom: from replicates
     (`seeds`) when there are any, else quadratic residuals (`fit`); (None, None, 0) when
@@ -307,9 +314,10 @@ def _noise(x, loss, stable, stable_means, *, best: int
     step, a bias replicates do not see, and with three seeds on such curves the intervals held
     the true optimum in 7% of synthetic slices at a nominal 90%. Where the misfit is larger
     than the noise explains (`MISFIT_LEVEL`), σ is the misfit's, as one seed's residuals give
-    it (`misfit`): the interval then errs wide, as one seed's does."""
+    it (`misfit`): the interval then errs wide, as one seed's does. `spent`: degrees of
+    freedom that seed effects taken out of `loss` took from the replicates."""
     level_mean = dict(zip(stable, stable_means, strict=True))
-    replicate_dof = len(x) - len(np.unique(x))
+    replicate_dof = len(x) - len(np.unique(x)) - spent
     window = _noise_window(len(stable), best)
     xs, ys = stable[window], stable_means[window]
     if replicate_dof > 0:
@@ -441,14 +449,76 @@ def seed_offsets(x: np.ndarray, loss: np.ndarray, seeds: np.ndarray) -> np.ndarr
     return np.array([by_seed.get(s, centre) - centre for s in seeds])
 
 
-def mean_seed_loss(runs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
-    """A slice's runs' losses as the mean seed's (each run's less its seed's offset, see
-    `seed_offsets`; NaN where a run did not finish), and the offsets (None where the slice is
-    read as measured)."""
+@dataclass(frozen=True)
+class SeedReading:
+    """A slice's runs' losses as the mean seed's (`mean_seed_loss`)."""
+
+    loss: np.ndarray
+    """Each run's loss less its seed's effect (NaN where the run did not finish)."""
+    effects: np.ndarray | None
+    """Each run's seed's effect, centred over the seeds (None: the losses as measured)."""
+    dof: int
+    """Degrees of freedom the effects took (the seeds fitted, less one)."""
+    moved: bool
+    """Do the effects move the slice's LR level means (seeds at different LRs)? Then its
+    points and fitted loss are the mean seed's, and the summary and figure say so."""
+
+
+def mean_seed_loss(runs: pd.DataFrame) -> SeedReading:
+    """A slice's runs' losses as the mean seed's: each run's less its seed's effect, from
+    `seed_offsets` where the seeds tried different LRs, else (a grid) `grid_seed_effects`."""
     x = np.log10(runs["lr"].to_numpy(dtype=float))
     y = runs["loss"].where(runs["status"] == "finished").to_numpy(dtype=float)
-    offsets = seed_offsets(x, y, runs["seed"].to_numpy()) if "seed" in runs else None
-    return (y - offsets if offsets is not None else y), offsets
+    seeds = runs["seed"].to_numpy() if "seed" in runs else None
+    if seeds is not None and (offsets := seed_offsets(x, y, seeds)) is not None:
+        fitted = len(set(offsets[_known_seeds(seeds)].tolist()))
+        return SeedReading(y - offsets, offsets, max(fitted - 1, 0), True)
+    if seeds is not None and (grid := grid_seed_effects(x, y, seeds)) is not None:
+        effects, dof, moved = grid
+        return SeedReading(y - effects, effects, dof, moved)
+    return SeedReading(y, None, 0, False)
+
+
+def grid_seed_effects(x: np.ndarray, loss: np.ndarray, seeds: np.ndarray
+                      ) -> tuple[np.ndarray, int, bool] | None:
+    """Each run's seed's effect in a slice where most LRs were tried by every seed (a grid),
+    the degrees of freedom the effects took, and whether a level misses a seed; None with
+    fewer than two seeds (or nothing left to measure the noise).
+
+    The additive model loss = level + seed is fitted by least squares over the finished runs
+    at the stable levels within `SEED_OFFSET_DECADES` of the best (the two-way layout without
+    replication; what is left is the interaction of level and seed: how the seeds' curves
+    differ in shape, which is what moves the optimum), and centred over the seeds. With every
+    seed at every level the effects cancel in each level's mean, which stays as measured; but
+    the spread of a level's replicates held them, and one seed's whole curve sits 0.1-0.2
+    nats off another's, far more than the curves differ in shape: taken as the loss noise,
+    that spread gave a three-seed grid whose seeds sat 0.1 nats apart LR intervals 80x as
+    wide as its optimum's spread over noise draws. A level that misses a seed (its run
+    failed) had its mean off by that seed's effect; it is now the mean seed's too."""
+    finite = np.isfinite(loss)
+    known = _known_seeds(seeds)
+    level = pooled_levels(x, stable=finite)
+    limit = level[~finite].min() if (~finite).any() else np.inf  # (the stability limit)
+    ok = finite & known & (level < limit)
+    if not ok.any():
+        return None
+    means = pd.Series(loss[ok]).groupby(level[ok]).mean()
+    near = ok & (np.abs(level - float(means.idxmin())) <= SEED_OFFSET_DECADES)
+    kinds = list(pd.unique(seeds[near]))
+    levels = np.unique(level[near])
+    if len(kinds) < 2:
+        return None
+    design = np.column_stack([(level[near] == v).astype(float) for v in levels]
+                             + [(seeds[near] == s).astype(float) for s in kinds[1:]])
+    if near.sum() <= design.shape[1] or np.linalg.matrix_rank(design) < design.shape[1]:
+        return None  # (no residual left, or seeds that share no level: not one layout)
+    coef = np.linalg.lstsq(design, loss[near], rcond=None)[0]
+    by_seed = dict(zip(kinds, [0.0, *coef[len(levels):]], strict=True))
+    centre = float(np.mean(list(by_seed.values())))
+    effects = np.array([by_seed[s] - centre if k and s in by_seed else 0.0
+                        for s, k in zip(seeds.tolist(), known, strict=True)])
+    complete = all(set(kinds) <= set(seeds[near & (level == v)].tolist()) for v in levels)
+    return effects, len(kinds) - 1, not complete
 
 
 def lr_optima(runs: pd.DataFrame, slice_keys: tuple[str, ...], *, n_boot: int = N_BOOT,
@@ -472,8 +542,9 @@ def lr_optima(runs: pd.DataFrame, slice_keys: tuple[str, ...], *, n_boot: int = 
     groups = frame.groupby(by, dropna=False, sort=True) if slice_keys else [((), frame)]
     for key, group in groups:
         key = key if isinstance(key, tuple) else (key,)
-        y, offsets = mean_seed_loss(group)
-        opt = axis_optimum(group["_x"].to_numpy(), y, n_boot=n_boot, seed=seed)
+        reading = mean_seed_loss(group)
+        opt = axis_optimum(group["_x"].to_numpy(), reading.loss, n_boot=n_boot, seed=seed,
+                           effects_dof=reading.dof)
         lo, hi = opt.interval if opt.interval else (np.nan, np.nan)
         rows.append({**dict(zip(slice_keys, key, strict=True)),
                      **{a: group[a].iloc[0] for a in ("N", "D", "B", "wd", "tau")
@@ -492,7 +563,9 @@ def lr_optima(runs: pd.DataFrame, slice_keys: tuple[str, ...], *, n_boot: int = 
                      "conflict": opt.conflict, "interval_noise": opt.noise,
                      "n_seeds": int(group["seed"][_known_seeds(group["seed"].to_numpy())]
                                     .nunique()) if "seed" in group else None,
-                     "seed_offset": float(np.ptp(offsets)) if offsets is not None else None})
+                     # (the effects' spread where they moved the slice's points)
+                     "seed_offset": float(np.ptp(reading.effects)) if reading.moved
+                     else None})
         row = rows[-1]
         if pd.notna(row.get("tau", np.nan)) and {"B", "D"} <= set(row):
             # (a run given τ has its own λ = B/(η·τ·D): the slice's is the one at its optimum,

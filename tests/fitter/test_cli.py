@@ -711,3 +711,48 @@ def test_recommend_says_why_it_gives_no_loss(tmp_path, capsys):
         "the loss law needs losses at 3 or more values of N and of D")
     assert main(args) == 0
     assert "loss          not available: the loss law needs" in capsys.readouterr().out
+
+
+def test_a_trial_recorded_twice_in_a_store_counts_once_by_its_latest_record(tmp_path, capsys):
+    """Two child runs with one trial.id were two replicates: a stale copy 0.3 nats higher
+    moved its slice's optimum and widened every interval; an exact copy narrowed them."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    frame = synthetic_runs(Truth(), n_values=[1e6, 4e6, 1.6e7], d_values=[1e9], b_values=[1e5],
+                           noise=0.002, seed=1)
+    best = int(frame.loc[frame["N"] == 4e6, "loss"].idxmin())
+    stale = frame.loc[[best]].assign(loss=frame.loc[best, "loss"] + 0.3)
+    log_sweep(uri, "clean", frame)
+    log_sweep(uri, "twice", pd.concat([stale, frame]))  # (the stale record first)
+    docs = {}
+    for name in ("clean", "twice"):
+        out = tmp_path / name
+        assert main(["--tracking-uri", uri, "fit", name, "--out", str(out), "--law", "lr",
+                     "--n-boot", "100"]) == 0
+        docs[name] = json.loads((out / "fit.json").read_text())
+        err = capsys.readouterr().err
+    assert err == (f"note: sweep twice: 1 trial has more than one run in the store (tag "
+                   f"trial.id, e.g. t{best}); each is counted once, by its latest ended run\n")
+    assert docs["twice"]["n_runs"] == docs["clean"]["n_runs"] == len(frame)
+    for key in ("lr_opt", "lr_lo", "lr_hi"):
+        assert [s[key] for s in docs["twice"]["slices"]] == [s[key] for s in
+                                                            docs["clean"]["slices"]]
+
+
+def test_finished_runs_of_a_store_without_a_loss_are_named_not_dropped_silently(
+        tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    frame = synthetic_runs(Truth(), n_values=[1e6, 4e6, 1.6e7], d_values=[1e9], b_values=[1e5],
+                           noise=0.002, seed=1)
+    frame.loc[[4, 5], "loss"] = np.nan  # (finished: the record lacks its final loss)
+    log_sweep(uri, "cut", frame)
+    assert main(["--tracking-uri", uri, "fit", "cut", "--out", str(tmp_path / "fit"),
+                 "--law", "lr", "--n-boot", "0"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    doc = json.loads((tmp_path / "fit" / "fit.json").read_text())
+    client = MlflowClient(tracking_uri=uri)
+    runs = {r.data.tags["trial.id"]: r.info.run_id for r in client.search_runs(
+        [client.get_experiment_by_name("cut").experiment_id], "tags.trial.status = 'finished'")}
+    assert sorted(doc["no_loss"]) == sorted([runs["t4"], runs["t5"]])
+    assert lines[0] == f"cut: {len(frame)} runs ({len(frame)} finished, 0 diverged), 3 LR slices"
+    assert lines[1] == (f"  2 finished runs have no finite final loss and are left out "
+                        f"({', '.join(doc['no_loss'])}): check their records")

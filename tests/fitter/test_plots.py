@@ -296,7 +296,11 @@ def test_a_slice_of_seeds_at_other_lrs_is_drawn_as_fitted_each_run_less_its_seed
         t.get_text() for t in legend.get_texts()]
     plt.close(fig)
     # a grid's seeds share their LRs: drawn as measured, and not said
-    shared = [{**r, "lr": lr} for r, lr in zip(rows, [0.01 * 10 ** s for s in
-              (-0.6, -0.4, -0.2, 0.0, 0.2, 0.4)] * 2, strict=False)]
+    shared = [{**rows[0], "seed": str(seed), "lr": 0.01 * 10 ** step,
+               "loss": 2.9 + 0.3 * step ** 2 - 0.17 * seed + rng.normal(0, 0.002)}
+              for seed in (0, 1) for step in (-0.6, -0.4, -0.2, 0.0, 0.2, 0.4)]
     assert not any("seed's offset" in t for t in _loss_vs_lr_labels(
         fit_runs(from_short_frame(pd.DataFrame(shared), source="s"), n_boot=50)))
+    # one whose run at an LR failed: that LR's point is the mean seed's, and said so
+    assert any("seed's offset" in t for t in _loss_vs_lr_labels(
+        fit_runs(from_short_frame(pd.DataFrame(shared[:-1]), source="s"), n_boot=50)))
