@@ -80,7 +80,8 @@ def _fit(args, uri: str) -> int:
 
 
 def _out_dir(text: str | None):
-    """`--out` as a folder that can be made or written, checked before anything is fitted."""
+    """`--out` as a folder that can be made or written, checked before anything is fitted
+    (and made only once there is a fit to write: a refused fit left it empty)."""
     from pathlib import Path
 
     from fitter.errors import FitError
@@ -89,7 +90,7 @@ def _out_dir(text: str | None):
         return None
     from trainer.paths import folder_problem
 
-    if reason := folder_problem(text):
+    if reason := folder_problem(text, create=False, probe=True):
         raise FitError(f"--out {text}: {reason}; give a folder you can write fit.json and the "
                        "plots to.")
     return Path(text)

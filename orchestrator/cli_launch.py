@@ -17,11 +17,26 @@ def _launch(args, uri: str) -> int:
     from orchestrator.spec import shadowed_overrides
     from orchestrator.spec_file import load_spec
 
+    _spec_first(args.spec, args.overrides)
     read = load_spec(args.spec)
     spec = read.with_overrides(args.overrides)
     return _run(spec, args, uri, notes=[*shadowed_overrides(spec), *_replaced_axes(read, spec),
                                         *_another_base(spec, uri),
                                         *_storage_not_here(spec, uri)])
+
+
+def _spec_first(spec: str, overrides: list[str]) -> None:
+    """`sweep launch optim.lr=0.1 spec.yaml` read the override as the spec ("sweep spec
+    optim.lr=0.1 does not exist"): said as the order."""
+    from pathlib import Path
+
+    from trainer.errors import ConfigError
+
+    files = [o for o in overrides if "=" not in o and Path(o).is_file()]
+    if "=" in spec and not Path(spec).exists() and files:
+        rest = " ".join([spec, *(o for o in overrides if o != files[0])])
+        raise ConfigError(f"{files[0]} is the spec and {spec} an override: give the spec "
+                          f"first (sweep launch {files[0]} {rest})")
 
 
 def _replaced_axes(read, spec) -> list[str]:

@@ -114,10 +114,18 @@ class SweepSpec:
         `search.optuna.KEY=VALUE` the search."""
         grid, base, search = dict(self.grid), list(self.overrides), self.search
         seeds, root = self.seeds, self.storage_root
+        if spaced := _spaced_equals(args):
+            raise ConfigError(spaced)
         problems: list[str] = []
+        given: dict[str, str] = {}
         for arg in args:
             try:
                 key, _, expr = arg.partition("=")
+                name = key.strip().lstrip("+~")
+                if name and name in given:  # (the last one was taken, without a word)
+                    raise ConfigError([f"{name} is given twice on the command line "
+                                       f"({given[name]} and {arg}); give it once"])
+                given[name] = arg
                 if key == "seeds":
                     seeds = _seeds_override(expr)
                     continue
@@ -175,6 +183,27 @@ class SweepSpec:
             raise ConfigError(problems)
         return dataclasses.replace(self, grid=grid, overrides=tuple(base), search=search,
                                    seeds=seeds, storage_root=root)
+
+
+def _spaced_equals(args: Sequence[str]) -> list[str]:
+    """`optim.lr = 0.1` (the shell's three words) was three sentences, the last telling to
+    write `0.1=VALUE`: one, that says to remove the spaces."""
+    problems, i = [], 0
+    while i < len(args) - 1:
+        here, after = args[i], args[i + 1]
+        words = None
+        if "=" not in here and (after == "=" or after.startswith("=")):
+            words = [here, after] + ([args[i + 2]] if after == "=" and i + 2 < len(args)
+                                     and "=" not in args[i + 2] else [])
+        elif here.endswith("=") and here.count("=") == 1 and "=" not in after:
+            words = [here, after]
+        if words:
+            problems.append(f"'{' '.join(words)}': remove the spaces around = "
+                            f"({''.join(words)})")
+            i += len(words)
+        else:
+            i += 1
+    return problems
 
 
 def _seeds_override(expr: str) -> tuple[int, ...]:

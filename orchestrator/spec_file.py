@@ -58,8 +58,11 @@ def load_spec(path: str | Path) -> SweepSpec:
     """Read and check a spec file; every problem goes into one ConfigError."""
     path = Path(path)
     if path.is_dir():
+        found = sorted(path.glob("*.yaml")) + sorted(path.glob("*.yml"))
         raise ConfigError(f"sweep spec {path} is a folder: give one of its YAML files, e.g. "
-                          f"{path}/demo.yaml")
+                          f"{found[0]}" if found else
+                          f"sweep spec {path} is a folder, with no YAML file in it: give the "
+                          "path of a spec, e.g. sweeps/demo.yaml")
     if not path.is_file():
         again = (f" (to run a recorded sweep again: sweep resume {path})"
                  if not path.suffix and len(path.parts) == 1 else "")
@@ -132,7 +135,8 @@ def spec_from_dict(raw: object, *, source: str = "spec", stored: bool = False) -
                         "(e.g. 1, or 0.5 to run two per core)")
     root = raw.get("storage_root", "runs")
     if not stored and (not isinstance(root, str) or not root.strip()):
-        problems.append(f"{source}: storage_root={root!r}: give the folder for the trials' "
+        shown = "null" if root is None else repr(root)  # (as the YAML wrote it, not None)
+        problems.append(f"{source}: storage_root={shown}: give the folder for the trials' "
                         "run directories, e.g. storage_root: runs")
     overrides = raw.get("overrides") or []
     if not isinstance(overrides, list):

@@ -86,9 +86,17 @@ def grid_axes(spec: SweepSpec) -> tuple[dict[str, list[str]], list[str]]:
             if not axes[key]:
                 backwards = type(sweep).__name__ == "RangeSweep" and (
                     sweep.step > 0) == (sweep.start > sweep.stop) and sweep.start != sweep.stop
+                # (swapped, a range that steps by 1 over a span under 2 has one value:
+                # range(0.001, 0.01) is 0.001, and the fix it was told was refused next)
+                whole = abs(sweep.start - sweep.stop) >= 2 and all(
+                    float(v).is_integer() for v in (sweep.start, sweep.stop))
                 problems.append(f"grid.{key}: '{expr}' expands to no values" + (
+                    "" if not (backwards and sweep.step > 0) else
                     f"; give range({sweep.stop}, {sweep.start}) (range counts from its first "
-                    "end up to its second)" if backwards and sweep.step > 0 else ""))
+                    "end up to its second)" if whole else
+                    f"; range counts from its first end up to its second by 1: give "
+                    f"range({sweep.stop:g}, {sweep.start:g}, STEP), or list the values, e.g. "
+                    f"choice({sweep.stop:g}, {sweep.start:g})"))
             elif not spec.stored and type(sweep).__name__ == "RangeSweep" \
                     and len(axes[key]) == 1 and any(
                     isinstance(v, float) and not v.is_integer()
@@ -118,6 +126,10 @@ def _float_range(start: float, stop: float, step: float) -> list[str]:
 
 SAID_COUNT = 2000
 """A grid of at least this many trials says that it composes them (a few ms each)."""
+MAX_TRIALS = 100_000
+"""The most trials one grid makes: more is a range's step mistyped (range(1e-4, 1, 1e-4) is
+9,999 values), whose dry run composed ~1M trials for 18 minutes and 2.6 GB before any word;
+a study that size is several sweeps, each one MLflow experiment a UI can show."""
 
 
 def expand(spec: SweepSpec) -> list[Trial]:
@@ -128,11 +140,18 @@ def expand(spec: SweepSpec) -> list[Trial]:
                         "optim.lr: choice(1e-3, 3e-3)")
     if problems:
         raise ConfigError(problems)
+    count = math.prod(len(v) for v in axes.values()) * len(spec.seeds)
+    if count > MAX_TRIALS and not spec.stored:
+        sizes = ", ".join(f"{key}: {len(values):,} value{'s' * (len(values) != 1)}"
+                          for key, values in axes.items())
+        raise ConfigError([f"the grid makes {count:,} trials ({sizes}; {len(spec.seeds)} "
+                           f"seed{'s' * (len(spec.seeds) != 1)}), more than one sweep runs "
+                           f"({MAX_TRIALS:,}): check each range's step, or split the grid "
+                           "into sweeps"])
     composer = Composer()
     problems = _composition_problems(spec, axes, composer)
     if problems:  # every override that does not compose, said at once
         raise ConfigError(problems)
-    count = math.prod(len(v) for v in axes.values()) * len(spec.seeds)
     if count >= SAID_COUNT:  # (10,000 took minutes on a busy machine, without a word)
         print(f"composing and checking {count:,} trials ...", file=sys.stderr, flush=True)
     trials, seen, same = [], {}, {}

@@ -330,6 +330,10 @@ def test_fit_and_recommend_arguments_that_cannot_work_are_one_sentence(store, tm
                    "file, not a folder; give a folder you can write fit.json and the plots to.")
     err = error_of(capsys, [*base, "--out", "/proc/no/such/place"])
     assert err.startswith("error: --out /proc/no/such/place: cannot write there")
+    refused = tmp_path / "refused" / "fit"  # (a fit refused makes no folder: it left it empty)
+    err = error_of(capsys, [*base, "--group", "foo=bar", "--out", str(refused)])
+    assert err.startswith("error: --group foo=bar: foo does not vary in sweep demo")
+    assert not (tmp_path / "refused").exists()
     err = error_of(capsys, [*base, "--pool", "--group", "model.param=sp"])
     assert err == ("error: --pool fits one law across every group and --group fits one "
                    "group: give one of them.")

@@ -832,3 +832,25 @@ def test_a_store_this_user_cannot_write_is_one_sentence_before_any_work(
         "at the copy")
     assert store.sqlite_access_problem(f"sqlite:///{plain}", writes=True).startswith(
         f"its folder {wal.parent} cannot be written by this user")
+
+
+def test_a_launch_whose_override_comes_before_the_spec_says_the_order(tmp_path, capsys):
+    """`sweep launch optim.lr=0.1 spec.yaml` said "sweep spec optim.lr=0.1 does not exist"."""
+    (tmp_path / "spec.yaml").write_text("name: x\ngrid: {optim.lr: choice(1e-3)}\n")
+    os.chdir(tmp_path)
+    assert cli.main(["launch", "optim.lr=0.1", "spec.yaml", "train.tokens=4096",
+                     "--dry-run"]) == 2
+    assert capsys.readouterr().err == (
+        "error: spec.yaml is the spec and optim.lr=0.1 an override: give the spec first "
+        "(sweep launch spec.yaml optim.lr=0.1 train.tokens=4096)\n")
+    # a folder given as the spec is told one of its own files (or that it has none)
+    (tmp_path / "specs").mkdir()
+    assert cli.main(["launch", "specs", "--dry-run"]) == 2
+    assert capsys.readouterr().err == ("error: sweep spec specs is a folder, with no YAML "
+                                       "file in it: give the path of a spec, e.g. "
+                                       "sweeps/demo.yaml\n")
+    (tmp_path / "specs" / "mine.yaml").write_text("name: x\n")
+    assert cli.main(["launch", "specs", "--dry-run"]) == 2
+    assert capsys.readouterr().err == ("error: sweep spec specs is a folder: give one of its "
+                                       "YAML files, e.g. specs/mine.yaml\n")
+

@@ -870,3 +870,13 @@ def test_halving_too_few_trials_for_a_fit_at_any_budget_is_noted():
         plan_search(spec_from_dict(spec)))[0]
     spec["search"]["optuna"]["n_trials"] = 9  # 9, 5, 3, 2
     assert space_notes(plan_search(spec_from_dict(spec))) == []
+
+
+def test_n_trials_in_exponent_notation_is_told_to_be_written_out():
+    """YAML reads `n_trials: 1e9` as the text '1e9': it was refused without saying why."""
+    raw = {**BASE, "search": {"optuna": {"n_trials": "1e3"}}}
+    with pytest.raises(ConfigError) as err:
+        spec_from_dict(raw)
+    assert "spec: search.optuna.n_trials='1e3': give the trials per study, a whole number " \
+           ">= 1, written out (YAML reads 1e3 as text)" in err.value.problems
+

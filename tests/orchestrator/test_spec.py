@@ -284,7 +284,7 @@ def test_a_stored_spec_an_earlier_version_launched_stays_readable():
                                  "nothing and all run at once"),
     ({"resources": {"world_size": True}}, "resources.world_size=True must be a whole number"),
     ({"storage_root": ""}, "storage_root='': give the folder for the trials' run directories"),
-    ({"storage_root": None}, "storage_root=None: give the folder"),
+    ({"storage_root": None}, "storage_root=null: give the folder"),  # (as YAML writes it)
     ({"name": "../.."}, "name='../..': a sweep's name also names its folders"),
     ({"name": "a/b"}, "name='a/b': a sweep's name also names its folders"),
     ({"name": "x" * 300}, f"name={'x' * 40!r}... is 300 bytes long: a sweep's name also names "
@@ -723,3 +723,57 @@ def test_choice_values_without_commas_says_to_separate_them():
     assert err.value.problems == [
         "grid.train.batch_size: 'choice(8 16 32)' has the value '8 16 32'; separate values "
         "with commas: choice(8, 16, 32)"]
+
+
+def test_a_grid_of_too_many_trials_is_refused_before_any_is_composed():
+    """range(1e-4, 1, 1e-4) x range(0, 1, 0.01): a dry run composed 999,900 trials for 18
+    minutes and 2.6 GB without a word."""
+    from orchestrator.trials import MAX_TRIALS
+
+    grid = {"optim.lr": "range(0.0001, 1, 0.0001)", "optim.weight_decay": "range(0, 1, 0.01)"}
+    with pytest.raises(ConfigError) as err:
+        expand(spec_from_dict({**BASE, "grid": grid, "seeds": [0]}))
+    assert err.value.problems == [
+        f"the grid makes 999,900 trials (optim.lr: 9,999 values, optim.weight_decay: 100 "
+        f"values; 1 seed), more than one sweep runs ({MAX_TRIALS:,}): check each range's "
+        "step, or split the grid into sweeps"]
+
+
+@pytest.mark.parametrize("expr, fix", [
+    ("range(1, 0)", "range counts from its first end up to its second by 1: give range(0, 1, "
+                    "STEP), or list the values, e.g. choice(0, 1)"),
+    ("range(0.01, 0.001)", "range counts from its first end up to its second by 1: give "
+                           "range(0.001, 0.01, STEP), or list the values, e.g. "
+                           "choice(0.001, 0.01)")])
+def test_a_backward_range_with_less_than_two_steps_between_its_ends_is_told_a_step(expr, fix):
+    """Told range(0.001, 0.01), a user was next refused: it has one value (range steps by 1)."""
+    with pytest.raises(ConfigError) as err:
+        expand(spec_from_dict({**BASE, "grid": {**BASE["grid"], "optim.lr": expr}}))
+    assert err.value.problems == [f"grid.optim.lr: '{expr}' expands to no values; {fix}"]
+
+
+def test_a_key_given_twice_on_the_command_line_is_refused():
+    """The last of `optim.lr=choice(1e-3) optim.lr=choice(1e-2)` was taken without a word (a
+    key twice in the spec file is refused)."""
+    with pytest.raises(ConfigError) as err:
+        spec_from_dict(BASE).with_overrides(["optim.lr=choice(1e-3)", "train.tokens=4096",
+                                             "optim.lr=choice(1e-2)", "+train.tokens=8192"])
+    assert err.value.problems == [
+        "optim.lr is given twice on the command line (optim.lr=choice(1e-3) and "
+        "optim.lr=choice(1e-2)); give it once",
+        "train.tokens is given twice on the command line (train.tokens=4096 and "
+        "+train.tokens=8192); give it once"]
+
+
+@pytest.mark.parametrize("args, problems", [
+    (["optim.lr", "=", "0.1"], ["'optim.lr = 0.1': remove the spaces around = (optim.lr=0.1)"]),
+    (["optim.lr=", "0.1"], ["'optim.lr= 0.1': remove the spaces around = (optim.lr=0.1)"]),
+    (["optim.lr", "=0.1", "train.tokens", "=", "8192"],
+     ["'optim.lr =0.1': remove the spaces around = (optim.lr=0.1)",
+      "'train.tokens = 8192': remove the spaces around = (train.tokens=8192)"])])
+def test_spaces_around_an_equals_sign_are_one_sentence(args, problems):
+    """`optim.lr = 0.1` was three sentences, the last telling to write `0.1=VALUE`."""
+    with pytest.raises(ConfigError) as err:
+        spec_from_dict(BASE).with_overrides(args)
+    assert err.value.problems == problems
+
