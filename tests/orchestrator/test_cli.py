@@ -834,10 +834,11 @@ def test_a_store_this_user_cannot_write_is_one_sentence_before_any_work(
         f"its folder {wal.parent} cannot be written by this user")
 
 
-def test_a_launch_whose_override_comes_before_the_spec_says_the_order(tmp_path, capsys):
+def test_a_launch_whose_override_comes_before_the_spec_says_the_order(tmp_path, capsys,
+                                                                      monkeypatch):
     """`sweep launch optim.lr=0.1 spec.yaml` said "sweep spec optim.lr=0.1 does not exist"."""
     (tmp_path / "spec.yaml").write_text("name: x\ngrid: {optim.lr: choice(1e-3)}\n")
-    os.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)
     assert cli.main(["launch", "optim.lr=0.1", "spec.yaml", "train.tokens=4096",
                      "--dry-run"]) == 2
     assert capsys.readouterr().err == (
