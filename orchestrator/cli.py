@@ -224,19 +224,26 @@ _exit_code = 1
 """The code the console script ends with (1 until its command returns: a stack was printed)."""
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `sweep` console script."""
+def run() -> None:
+    """Entry point of the `sweep` console script (and `python -m orchestrator.cli`): `main`,
+    then the process ends once its exit handlers ran (`_end_without_teardown`). Not `main`
+    itself, which tests call in their own process."""
     global _exit_code
-    if argv is None:  # registered before Ray's and MLflow's (imported later), it runs last
-        atexit.register(_end_without_teardown)
+    atexit.register(_end_without_teardown)  # (before Ray's and MLflow's, imported later: last)
     try:
-        code = _exit_code = _main(argv)
+        _exit_code = main()
     except SystemExit as done:  # argparse: --help (0), a usage error (2)
         _exit_code = done.code if isinstance(done.code, int) else int(done.code is not None)
         raise
     except KeyboardInterrupt:  # (before `_main` could take it: as Python ends by it)
         _exit_code = 130
         raise
+    sys.exit(_exit_code)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The `sweep` command on `argv` (None: the process's arguments); its exit code."""
+    code = _main(argv)
     if argv is None:  # the console script, which exits next: Ray shuts down at exit, and a
         # Ctrl-C then printed that shutdown's stack ("Exception ignored in atexit callback");
         # the command has ended, and its code stands (a finished sweep exited 130)
@@ -416,4 +423,4 @@ COMMANDS = {"launch": _launch, "list": _list, "status": _status, "resume": _resu
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
