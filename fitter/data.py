@@ -153,8 +153,7 @@ def _one_run_per_trial(frame: pd.DataFrame, source: str) -> pd.DataFrame:
     for col in ("start_time", "end_time"):  # (the end where there is one)
         if col in frame.columns:
             stamp = pd.to_datetime(frame[col], errors="coerce", utc=True)
-            when = pd.Series(stamp.map(lambda t: t.timestamp() if pd.notna(t) else np.nan),
-                             index=frame.index).fillna(when)
+            when = (stamp - pd.Timestamp(0, tz="UTC")).dt.total_seconds().fillna(when)
     order = pd.DataFrame({"id": ids, "ended": status.isin(["finished", "diverged"]),
                           "when": when.fillna(-np.inf)}, index=frame.index)[twice]
     kept = order.sort_values(["ended", "when"], kind="stable").groupby("id").tail(1).index

@@ -253,7 +253,7 @@ def _marker_key(kinds: set) -> dict:
                       {"marker": "o", "ms": 9, "mfc": "none", "mec": "k"}),
              "conflict": ("contradicted: left out of the laws",
                           {"marker": "s", "ms": 8, "mfc": "none", "mec": "k"}),
-             "seed_offsets": ("runs less their seed's offset (the seeds tried other LRs)",
+             "seed_offsets": ("runs less their seed's offset (not every seed at every LR)",
                               {"marker": "o", "ms": 4, "color": "0.4"}),
              "diverged": ("diverged (drawn at the top)", {"marker": "x", "ms": 7, "mec": "k"})}
     return {text: Line2D([], [], **{"ls": "none", **kw}) for kind, (text, kw) in style.items()

@@ -133,6 +133,8 @@ def parse_search(raw: object, grid: dict[str, str]) -> tuple[OptunaSearch | None
             problems.append(f"search.optuna: unknown key '{k}'"
                             + (f" (did you mean {close[0]}?)" if close else "")
                             + f"; known keys are {', '.join(sorted(SEARCH_KEYS))}")
+    from orchestrator.trials import _is_number
+
     n_trials = opts.get("n_trials")
     if "n_trials" in meant.values():
         pass  # (its misspelling is said above: not a second time as missing)
@@ -140,7 +142,7 @@ def parse_search(raw: object, grid: dict[str, str]) -> tuple[OptunaSearch | None
         problems.append(f"search.optuna.n_trials={n_trials!r}: give the trials per study, a "
                         "whole number >= 1" + (
                             f", written out (YAML reads {n_trials} as text)"
-                            if isinstance(n_trials, str) and _is_float(n_trials) else ""))
+                            if isinstance(n_trials, str) and _is_number(n_trials) else ""))
     per_slice, shape_problems = per_slice_axes(opts.get("per_slice"))
     problems += shape_problems
     problems += [f"search.optuna.per_slice: '{k}' is not a grid axis; add it to grid or "
@@ -699,11 +701,3 @@ def _rungs(grid: dict[str, str], search: OptunaSearch):
     return Rungs(budgets=tuple(int(float(v)) for v in values), values=tuple(values),
                  reduction_factor=search.pruner_args.get("reduction_factor",
                                                          DEFAULT_REDUCTION_FACTOR))
-
-
-def _is_float(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True

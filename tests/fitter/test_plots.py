@@ -292,7 +292,7 @@ def test_a_slice_of_seeds_at_other_lrs_is_drawn_as_fitted_each_run_less_its_seed
     mean_curve = 2.9 + 0.3 * np.log10(np.asarray(lrs) / 0.01) ** 2 - 0.17 / 2
     assert np.abs(np.asarray(losses) - mean_curve).max() < 0.01
     legend = fig.legends[0] if fig.legends else fig.axes[0].get_legend()
-    assert "runs less their seed's offset (the seeds tried other LRs)" in [
+    assert "runs less their seed's offset (not every seed at every LR)" in [
         t.get_text() for t in legend.get_texts()]
     plt.close(fig)
     # a grid's seeds share their LRs: drawn as measured, and not said
