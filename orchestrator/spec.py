@@ -290,6 +290,14 @@ def sweep_owned(key: str) -> str | None:
     if key == "tracking" or key.startswith("tracking."):
         return ("a sweep records every trial in its own store: give --tracking-uri (or "
                 "MLFLOW_TRACKING_URI) to the sweep command instead")
+    # (train.checkpoint_dir was refused as unknown with "did you mean checkpoint_dir?", a key
+    # the sweep then refused in turn: name the sweep's own place for it at once)
+    owned = {"run_dir": "run_dir", "checkpoint_dir": "checkpoint_dir",
+             "world_size": "train.world_size", "storage_root": "storage_root"}.get(
+        key.rpartition(".")[2])
+    if owned is not None:
+        return f"there is no config key {key}; the nearest, {owned}, is the sweep's: " \
+               f"{sweep_owned(owned)}"
     return None
 
 

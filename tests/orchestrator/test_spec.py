@@ -305,6 +305,14 @@ def test_a_stored_spec_an_earlier_version_launched_stays_readable():
      "overrides: run_dir=/tmp/one: a sweep gives each trial its own folder"),
     ({"grid": {"optim.lr": "choice(1e-3)", "checkpoint_dir": "choice(/a, /b)"}},
      "grid.checkpoint_dir: a sweep gives each trial its own folder"),
+    # "did you mean checkpoint_dir?" pointed at a key the sweep then refused in turn
+    ({"overrides": ["model=tiny", "train.checkpoint_dir=/tmp/c"]},
+     "overrides: train.checkpoint_dir=/tmp/c: there is no config key train.checkpoint_dir; "
+     "the nearest, checkpoint_dir, is the sweep's: a sweep gives each trial its own folder"),
+    ({"grid": {"optim.lr": "choice(1e-3)", "model.world_size": "choice(1, 2)"}},
+     "grid.model.world_size: there is no config key model.world_size; the nearest, "
+     "train.world_size, is the sweep's: a sweep sets each trial's train.world_size from "
+     "resources.world_size"),
     # Dropped for the spec's defaults without a word:
     ({"overrides": ["storage_root=/tmp/x"]}, "overrides: storage_root=/tmp/x: the trials' "
                                              "folder is the spec's own key"),
