@@ -25,8 +25,8 @@ demo: $(STAMP)
 	@echo "Open the UI with: $(VENV)/bin/sweep ui demo   (then browse http://127.0.0.1:5000)"
 
 # `make test`: everything but the tests marked slow (whole sweeps killed and resumed through the
-# CLI, the deployment stack, the muP transfer check) and gpu; ~10-12 min on 2 cores.
-# `make test-slow`: the slow ones, ~17-19 min; CI (.ci/run) runs both. `make test-all`: both in one.
+# CLI, the deployment stack, the muP transfer check) and gpu; ~13-14 min on 2 cores.
+# `make test-slow`: the slow ones, ~20-22 min; CI (.ci/run) runs both. `make test-all`: both in one.
 test: $(STAMP)
 	$(PY) -m pytest -m "not gpu and not slow" -q --durations=15
 

@@ -142,6 +142,7 @@ def test_a_trunk_that_diverges_records_the_budgets_beyond_it_diverged(tmp_path, 
     assert [t.data.tags["trunk.status"] for t in trunks.values()] == ["diverged"]
 
 
+@pytest.mark.slow  # (~30 s: a launch from the command line; make test kept under 15 min)
 def test_a_trunk_its_worker_ended_with_nobody_to_record_it_is_recorded_by_the_next_launch(
         tmp_path, uri):
     # What a worker that outlived its killed driver leaves: a trunk trained past every branch
@@ -172,6 +173,7 @@ def test_a_trunk_its_worker_ended_with_nobody_to_record_it_is_recorded_by_the_ne
     assert status(uri, "orphan")["tokens_trained"] == 29184 + 1024 + 2048 + 3584
 
 
+@pytest.mark.slow  # (~30 s: a launch from the command line; make test kept under 15 min)
 def test_a_trunk_cut_short_then_a_no_share_launch_records_the_trunk_as_it_stands(tmp_path, uri):
     # A driver killed mid-trunk, then `sweep launch --no-share`: the trials trained alone and
     # the trunk's record stayed `running`, without its tokens, through every later launch.

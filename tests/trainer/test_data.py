@@ -214,6 +214,7 @@ def test_a_tokenizer_file_that_is_not_one_is_one_sentence(tmp_path):
         load_tokens(cfg)
 
 
+@pytest.mark.slow  # (~23 s: a sweep through Ray; make test kept under 15 min)
 def test_a_hub_dataset_that_cannot_be_fetched_is_one_sentence_a_sweep_retries(tmp_path,
                                                                               monkeypatch):
     """Offline with nothing cached: one sentence, of a kind the sweep driver retries (a network
