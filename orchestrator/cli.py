@@ -22,6 +22,7 @@ import os
 import signal
 import sys
 
+from orchestrator import cli_launch
 from orchestrator.cli_fit import _fit, _recommend, one_source
 from orchestrator.cli_launch import _extend, _interrupted_hint, _launch, _resume
 from orchestrator.cli_monitor import _cancel, _list, _status, _ui
@@ -286,6 +287,7 @@ def _main(argv: list[str] | None) -> int:
             from orchestrator.store import existing_sqlite_ready
 
             existing_sqlite_ready(uri)  # (one another command is creating: read once done)
+        cli_launch.ENDED.clear()
         return COMMANDS[args.command](args, uri)
     except ConfigError as err:
         for problem in err.problems:
@@ -298,6 +300,8 @@ def _main(argv: list[str] | None) -> int:
         sys.stderr.close()
         return 0
     except KeyboardInterrupt as stop:
+        if "code" in cli_launch.ENDED:  # (its outcome was had: the stop came as it printed it)
+            return cli_launch.ENDED["code"]
         # Ctrl-C (or SIGTERM: `trainer.errors.Terminated`) before the driver's loop
         # (importing, starting Ray) or a second one while it winds down: one line, not
         # Python's stack. Another, during Ray's own shutdown at exit, ends the process at

@@ -295,7 +295,15 @@ def _run(spec, args, uri: str, based_on=None, notes: list[str] = ()) -> int:
     with announced(uri, spec.name):  # (a `sweep cancel` before the sweep is recorded: seen)
         outcome = commands.launch(spec, tracking_uri=uri, address=args.address,
                                   progress=sys.stdout.isatty(), based_on=based_on, notes=notes)
+    from trainer.schema import DONE, PRUNED
+
     ran = outcome.ran.values()
+    ended = [*ran, *outcome.found_ended.values()]
+    # (as a shell reports a process a signal ended; a pruned trial is a search working as
+    # meant, not a failure)
+    code = (128 + signal.SIGTERM if outcome.terminated else 130) if outcome.interrupted else (
+        0 if all(s in (*DONE, PRUNED) for s in ended) else 1)
+    ENDED["code"] = code
     summary = ", ".join(f"{sum(s == k for s in ran)} {k}" for k in sorted(set(ran)))
     print(f"sweep {spec.name}: {outcome.trials} trial{'s' * (outcome.trials != 1)}, "
           f"{outcome.already_done} already done"
@@ -328,13 +336,7 @@ def _run(spec, args, uri: str, based_on=None, notes: list[str] = ()) -> int:
     if not outcome.unrecorded:  # (a sweep the store does not hold: nothing to monitor)
         print(f"monitor: sweep status {name}   |   UI: sweep ui {name}  "
               f"(store {redact(uri)})")
-    from trainer.schema import DONE, PRUNED
-
-    # a pruned trial is a search working as meant, not a failure
-    ended = [*ran, *outcome.found_ended.values()]
-    if outcome.interrupted:  # (as a shell reports a process a signal ended)
-        return 128 + signal.SIGTERM if outcome.terminated else 130
-    return 0 if all(s in (*DONE, PRUNED) for s in ended) else 1
+    return code
 
 
 def _resume(args, uri: str) -> int:
@@ -583,6 +585,12 @@ def _no_http_retries():
             else:
                 os.environ[k] = v
 
+
+ENDED: dict[str, int] = {}
+"""{"code": exit code} once a launch, resume or extend has its outcome, before its last lines
+print: a Ctrl-C while they print (the test's "monitor:" line read, the command not yet
+returned) keeps that code, and says nothing (it said "interrupted ...: `sweep resume` goes on",
+exit 130, of a finished sweep)."""
 
 ENDED_HINT = ("; the sweep had ended as it came: every trial has ended and is recorded, "
               "nothing to resume (`sweep status NAME`)")

@@ -197,7 +197,11 @@ def _signals_held():
     import signal
 
     held: list[int] = []
-    kinds = (signal.SIGINT, signal.SIGTERM)
+    # (a signal the process inherited ignored stays so: a script's background job, `sweep
+    # launch ... &`, gets SIGINT ignored, and took a `kill -INT` while Ray started but not a
+    # second later; SIGTERM and `sweep cancel` stop it)
+    kinds = [kind for kind in (signal.SIGINT, signal.SIGTERM)
+             if signal.getsignal(kind) is not signal.SIG_IGN]
 
     def hold(signum, frame) -> None:
         if held:  # (a second one: Ray may hang on a cluster that answers nothing)

@@ -1783,3 +1783,25 @@ def test_a_stop_held_while_ray_fails_to_start_is_the_stop_said():
     finally:
         signal.signal(signal.SIGTERM, before)
         driver._sigterm_received = False
+
+
+def test_a_sigint_the_launch_inherited_ignored_stays_ignored_while_ray_starts():
+    """A script's background job (`sweep launch ... &`) inherits SIGINT ignored: a `kill -INT`
+    stopped it while Ray started and did nothing a second later (tests by a stranger)."""
+    import signal
+
+    from orchestrator import driver
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with driver._signals_held():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN  # (held)
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        with pytest.raises(KeyboardInterrupt), driver._signals_held():  # (taken when not)
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)
+    finally:
+        signal.signal(signal.SIGINT, before)

@@ -435,6 +435,29 @@ def test_a_stop_as_the_last_trials_end_finishes_the_sweep_and_exits_0(spec_dict,
     assert status(uri, "unit")["status"] == "finished"
 
 
+def test_a_ctrl_c_as_a_finished_launch_prints_its_end_keeps_its_exit_code(
+        spec_dict, uri, tmp_path, monkeypatch, capsys):
+    """A Ctrl-C after the launch had its outcome, as it printed its last lines (the "monitor:"
+    line read, the command not yet returned), said "interrupted; ... `sweep resume unit` goes
+    on", exit 130, of a sweep whose every trial had finished (CI, on a loaded machine)."""
+    from orchestrator import cli, cli_launch
+
+    def stopped_as_it_says_where_to_look(*args, **kwargs):
+        if str(args[0] if args else "").startswith("monitor: "):
+            raise KeyboardInterrupt
+        print(*args, **kwargs)
+
+    monkeypatch.setattr(cli_launch, "print", stopped_as_it_says_where_to_look, raising=False)
+    path = tmp_path / "unit.yaml"
+    path.write_text(yaml.safe_dump({**spec_dict, "grid": {"optim.lr": "choice(3e-3)"}}))
+    assert cli.main(["launch", str(path), "--tracking-uri", uri]) == 0
+    out, err = capsys.readouterr()
+    assert "sweep unit: 1 trial, 0 already done, ran 1 (1 finished)\n" in out
+    assert "interrupted" not in err and "resume" not in err
+    assert status(uri, "unit")["status"] == "finished"
+    assert cli_launch.ENDED == {"code": 0}
+
+
 def test_a_corpus_spelt_or_kept_elsewhere_is_not_trained_again(spec_dict, uri, tmp_path,
                                                                  monkeypatch, capsys):
     """The same files under another spelling (`./data/a.txt`, its absolute path) or copied to
