@@ -342,7 +342,9 @@ def format_fit(doc: dict, *, recorded: bool = True, not_done: int = 0,
     width = max([10, *(len(k) for k in [*doc["laws"], *skipped])])
     for name, law in doc["laws"].items():
         if law["ci"]:  # (none where too few points: `powerlaw.interval_meaningful`)
-            level = f"{law['ci_level']:.0%} CI"
+            level = f"{law['ci_level']:.0%} CI" + (
+                " from the points' own intervals: one residual cannot measure scatter about "
+                "the law beyond them" if law.get("interval_source") == "points" else "")
             coefs = ", ".join(f"{k}={with_interval(v, *law['ci'][k], value_digits=4)}"
                               for k, v in law["coef"].items())
         else:
@@ -351,6 +353,12 @@ def format_fit(doc: dict, *, recorded: bool = True, not_done: int = 0,
             coefs = ", ".join(f"{k}={v:.4g}" for k, v in law["coef"].items())
         lines.append(f"  {name:<{width}} {law['form']}   ({law['n_points']} points, {level})")
         lines.append(" " * (width + 3) + coefs)
+        if law.get("law") == "lr" and law["ci"]:
+            for axis, e in (("N", "a_N"), ("D", "a_D"), ("B", "a_B")):
+                if e in law["ci"] and law["ci"][e][0] <= 0.0 <= law["ci"][e][1]:
+                    lines.append(" " * (width + 3) + f"{e}'s interval holds 0: these optima "
+                                 f"do not show the best LR moving with {axis}"
+                                 + (" (muP predicts it does not)" if axis == "N" else ""))
         if missing := law.get("unbracketed"):
             lines.append(" " * (width + 3) + f"{missing} (N, D, B) left out: the setting with "
                          "their lowest loss has its best LR at the edge of the LRs tried, so "

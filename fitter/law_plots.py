@@ -116,7 +116,9 @@ def _law_band(ax, law, i: int, grid, means: dict) -> None:
     pred = pred + np.asarray(shift).reshape(-1, 1)
     lo, hi = np.quantile(pred, [(1 - law.ci_level) / 2, (1 + law.ci_level) / 2], axis=0)
     ax.fill_between(grid, 10 ** lo, 10 ** hi, alpha=0.2, color="C0",
-                    label=f"{law.ci_level:.0%} interval")
+                    label=f"{law.ci_level:.0%} interval" + (
+                        f" (from the {len(law.points)} optima's own)"
+                        if law.interval_source == "points" else ""))
 
 
 def _law_points(ax, law, x, y, scale) -> None:

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
@@ -23,6 +24,7 @@ import pandas as pd
 from fitter.errors import FitError
 from fitter.plot_style import UNITS
 from fitter.powerlaw import LawFit, fit_power_law
+from fitter.slices import CI_LEVEL as SLICE_CI_LEVEL
 from fitter.slices import axis_optimum, best_per_group, usable
 
 AXIS_KEYS = {"N": "model.width", "D": "train.tokens", "B": "train.batch_size"}
@@ -81,7 +83,7 @@ def lr_law(optima: pd.DataFrame, *, carry: tuple[str, ...] = (), **boot) -> LawF
     varying, along = _along_a_line(points, varying)
     hint = "slices with bracketed LR optima along " + ", ".join(AXIS_KEYS[a] for a in varying)
     law = fit_power_law(points, name="lr", axes=varying, exponents=lr_exponents(varying),
-                        target="lr_opt", hint=hint, **boot)
+                        target="lr_opt", hint=hint, point_sigma=_log_sigma(points), **boot)
     if along:
         law.extra["along"] = along
     mixes = {k: points[k].astype(str).value_counts().sort_index().to_dict() for k in carry
@@ -94,6 +96,16 @@ def lr_law(optima: pd.DataFrame, *, carry: tuple[str, ...] = (), **boot) -> LawF
     if capped * 2 > len(points):  # (most of the law is the largest stable LR, not a vertex)
         law.extra["at_stability_limit"] = capped
     return law
+
+
+def _log_sigma(points: pd.DataFrame) -> np.ndarray:
+    """Each point's standard error of log10(lr_opt) read from its slice's interval (`lr_lo`,
+    `lr_hi`, at `slices.CI_LEVEL`) as a normal one's; NaN where it has none, or where the
+    optimum is only a lower bound (at the stability limit: its interval is not its noise)."""
+    z = NormalDist().inv_cdf(1 - (1 - SLICE_CI_LEVEL) / 2)
+    width = np.log10(points["lr_hi"].astype(float)) - np.log10(points["lr_lo"].astype(float))
+    return np.where(points["at_stability_limit"].astype(bool), np.nan,
+                    width.to_numpy() / (2 * z))
 
 
 def _along_a_line(points: pd.DataFrame, varying: tuple[str, ...]

@@ -108,6 +108,8 @@ def recommend(result: FitResult, *, params: float, tokens: float,
             out["lr"]["held_fixed"] = fixed
         if (base := _mup_base_width(result, chosen)) is not None:
             out["lr"]["base_width"] = base
+        if (flat := _flat_in_n(laws["lr"], out["lr"])) is not None:
+            out["lr"].setdefault("warnings", []).append(flat)
         if capped := laws["lr"].extra.get("at_stability_limit"):
             from fitter.fit import STABILITY_LIMITED
 
@@ -238,7 +240,32 @@ def _entry(law, point: dict, name: str) -> dict:
     return {"value": law.predict(**x), "law": name,
             "interval": list(law.interval(**x)) if meaningful else None,
             "form": law.form, "extrapolation": _extrapolation(law.to_json()["range"], point),
-            **_why_no_interval(law, name)}
+            **_why_no_interval(law, name), **_interval_from(law, name)}
+
+
+def _flat_in_n(law, entry: dict) -> str | None:
+    """Where the lr law's a_N interval holds 0 and the value lies past the widths swept: the
+    optima do not show the LR moving with N, and the value carries the fitted slope out (a
+    3-point muP law's a_N of 0.097 from overlapping optima gave an LR 2.5x every one)."""
+    ratio = entry.get("extrapolation", {}).get("N", 1.0)
+    if not law.has_interval or "a_N" not in law.exponents or abs(ratio) <= 1.0:
+        return None
+    lo, hi = law.ci["a_N"]
+    if not lo <= 0.0 <= hi:
+        return None
+    return (f"a_N's {law.ci_level:.0%} interval [{lo:.3g}, {hi:.3g}] holds 0: these optima do "
+            "not show the best LR moving with N (muP predicts it does not), and this value "
+            f"carries the fitted slope {law.coef['a_N']:.3g} {abs(ratio):.3g}× past them; "
+            "the interval is that uncertainty")
+
+
+def _interval_from(law, name: str) -> dict:
+    """`{"interval_from": ...}` where the interval holds the points' noise alone (a law of
+    one residual: `powerlaw.POINTS_CI_METHOD`), else {}."""
+    if not law.has_interval or law.interval_source != "points":
+        return {}
+    return {"interval_from": f"the {len(law.points)} optima's own intervals alone, not "
+                             f"scatter about the {name} law beyond them"}
 
 
 def _why_no_interval(law, name: str) -> dict:
@@ -249,8 +276,11 @@ def _why_no_interval(law, name: str) -> dict:
         return {}
     if not len(law.boot):
         return {"no_interval": "--n-boot 0"}
+    # (the lr law's points carry intervals of their own, which stand in for one residual)
+    each = ", or an interval on each of its optima" if name == "lr" and len(
+        law.points) == len(law.coef) + 1 else ""
     return {"no_interval": f"the {name} law has {len(law.points)} points and an interval "
-                           f"needs {len(law.coef) + 2}"}
+                           f"needs {len(law.coef) + 2}{each}"}
 
 
 def _weight_decay(timescale, lr, point: dict) -> dict:
@@ -322,6 +352,8 @@ def format_recommendation(rec: dict) -> str:
             value, interval = with_interval(entry["value"], *entry["interval"],
                                             value_digits=4).split(" ", 1)
             text = f"{key:<13} {value}  {interval}"
+            if entry.get("interval_from"):
+                text += f"  (interval from {entry['interval_from']})"
         elif entry.get("no_interval"):
             text += f"  (no interval: {entry['no_interval']})"
         if "unit" in entry:

@@ -88,8 +88,19 @@ def test_every_text_is_at_least_9_points(measured):
 
 
 def test_law_from_three_points_says_so_instead_of_drawing_a_band(measured):
+    from fitter.powerlaw import fit_power_law
+
     law = measured.laws["lr[model.param=mup]"]
     assert len(law.points) == 3 and not interval_meaningful(3, 2)
+    # its optima have intervals of their own: the band comes from them, and says so
+    with plt.rc_context(plot_style.STYLE):
+        fig = law_plots.law_figure(plt, law, "lr[model.param=mup]", {"D": 1e6, "B": 2048})
+    assert "90% interval (from the 3 optima's own)" in [
+        t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    plt.close(fig)
+    # optima without their own (a hand-written CSV's): no band, and the legend says why
+    law = fit_power_law(law.points[["N", "lr_opt"]], name="lr", axes=("N",),
+                        exponents=("a_N",), target="lr_opt")
     with plt.rc_context(plot_style.STYLE):
         fig = law_plots.law_figure(plt, law, "lr[model.param=mup]", {"D": 1e6, "B": 2048})
     ax = fig.axes[0]

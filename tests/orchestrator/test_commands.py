@@ -1715,12 +1715,16 @@ def test_a_stop_while_ray_starts_is_taken_once_it_has_started(tmp_path, name, sa
     exit 15 and no word, and a Ctrl-C that landed in a fork handler of its subprocesses was
     printed as "Exception ignored" and the sweep ran to its end. Both are held and taken as
     the launch's stop once Ray is up."""
+    import signal
     import subprocess
 
+    # (SIGINT as a terminal's foreground command has it: pytest run as a background job hands
+    # its children SIGINT ignored, which a launch keeps)
     done = subprocess.run([sys.executable, "-c", _STOP_DURING_RAY_START, name],
                           capture_output=True, text=True, timeout=240, cwd=tmp_path,
                           env={**os.environ, "RAY_ADDRESS": "local",
-                               "PYTHONPATH": os.getcwd()})
+                               "PYTHONPATH": os.getcwd()},
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.splitlines()[-1] == said
 
