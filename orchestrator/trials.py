@@ -288,6 +288,7 @@ def unread_problems(spec: SweepSpec, baseline: SweepSpec | None = None,
     if combos > 4096:
         return []  # (too many to judge: left to the user)
     composer, why = Composer(), None
+    keys = {k: said for k, said in keys.items() if not _sets_its_default(spec, k, axes, composer)}
     for values in itertools.product(*(axes[k] for k in deciding)):
         chosen = dict(zip(deciding, values, strict=True))
         point = [f"{k}={chosen.get(k, v[0])}" for k, v in axes.items()]
@@ -300,6 +301,25 @@ def unread_problems(spec: SweepSpec, baseline: SweepSpec | None = None,
             return []
     return [f"{keys[k]}: {w}; it would only change the trial ids (the same model trained "
             "under another id, once per value): remove it" for k, w in (why or {}).items()]
+
+
+def _sets_its_default(spec: SweepSpec, key: str, axes: dict[str, list[str]],
+                      composer: Composer) -> bool:
+    """Does the base override of `key` give the value the trials would have without it?
+    Then it changes no id (`model.base_width=64`, model=tiny's own, on an SP spec was refused
+    as "it would only change the trial ids")."""
+    given = [o for o in spec.overrides if o.partition("=")[0] == key]
+    if len(given) != 1 or key in axes:
+        return False
+    from trainer.identity import flatten
+
+    point = [f"{k}={v[0]}" for k, v in axes.items()]
+    try:
+        without = flatten(composer([*(o for o in spec.overrides if o != given[0]), *point]))
+        with_it = flatten(composer([*spec.overrides, *point]))
+    except ConfigError:
+        return False
+    return key in without and without[key] == with_it.get(key)
 
 
 def print_notes(trials: list[Trial], spec: SweepSpec | None = None) -> None:

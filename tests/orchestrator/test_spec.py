@@ -447,6 +447,26 @@ def test_a_key_no_trial_reads_is_refused_rather_than_trained_again_under_new_ids
     assert expand(spec)
 
 
+def test_a_key_no_trial_reads_set_to_the_value_it_has_anyway_is_not_refused():
+    """`model.base_width=64` (model=tiny's own) on an SP spec changes no id, and was refused
+    as "it would only change the trial ids" (a stranger turning a muP spec into SP)."""
+    from orchestrator.trials import unread_problems
+
+    sp = [*BASE["overrides"], "model.param=sp"]
+    from trainer.compose import Composer
+
+    default = Composer()([*sp]).model.base_width
+    same = spec_from_dict({**BASE, "overrides": [*sp, f"model.base_width={default}"]})
+    assert unread_problems(same) == []
+    assert expand(same)[0].trial_id == expand(spec_from_dict({**BASE, "overrides": sp}))[
+        0].trial_id
+    other = spec_from_dict({**BASE, "overrides": [*sp, f"model.base_width={default * 2}"]})
+    assert unread_problems(other) == [
+        f"overrides: model.base_width={default * 2}: model.param=sp does not read it (only "
+        "mup does); it would only change the trial ids (the same model trained under another "
+        "id, once per value): remove it"]
+
+
 def test_a_key_read_at_some_points_of_the_grid_is_kept():
     from orchestrator.trials import unread_problems
 
