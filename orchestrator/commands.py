@@ -107,8 +107,16 @@ def launch(spec: SweepSpec, *, tracking_uri: str, address: str | None = None,
         _store_spec(tracking_uri, spec, based_on, trials)
         _close_as_finished(tracking_uri, spec.name)
         return SweepOutcome(trials=len(trials), already_done=len(trials))
-    marked = _start(spec, tracking_uri, address, based_on,
-                    work=f"{len(todo_ids)} of its {len(trials)} trials to run")
+    # (those whose folders hold their end are recorded from them, not trained: the line said
+    # "30 of its 30 trials to run" where the dry run had said all 30 done, on disk)
+    todo = set(todo_ids)
+    on_disk = sum(ended_on_disk(t) is not None for t in trials if t.trial_id in todo)
+    work = (f"{len(todo_ids) - on_disk} of its {len(trials)} trials to run"
+            if len(todo_ids) > on_disk else "nothing to train")
+    if on_disk:
+        work += (f"{', and' if len(todo_ids) > on_disk else ':'} {on_disk} ended in "
+                 f"{'its folder' if on_disk == 1 else 'their folders'} to record")
+    marked = _start(spec, tracking_uri, address, based_on, work=work)
     if marked.cancelled:  # (its spec kept: `resume` runs its trials)
         _store_spec(tracking_uri, spec, based_on, trials)
         return SweepOutcome(trials=len(trials), already_done=len(trials) - len(todo_ids),

@@ -527,7 +527,7 @@ def test_sweep_status_reports_tokens_trained_against_independent(tmp_path, capsy
     assert math.isnan(parent.data.metrics["sweep/tokens_ratio"])
 
 
-def test_dry_run_counts_a_trial_ended_on_disk_as_done(tmp_path, capsys):
+def test_dry_run_counts_a_trial_ended_on_disk_as_done(tmp_path, capsys, monkeypatch):
     """A trial this sweep never recorded but another sweep over the same storage_root trained
     to its end: a launch would record it from its run directory, not train it again."""
     from trainer.loop import run
@@ -542,6 +542,24 @@ def test_dry_run_counts_a_trial_ended_on_disk_as_done(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"done (finished, on disk) {trained.trial_id[:12]}  {trained.label}" in out
     assert "\n4 trials: 1 done, 3 would run\n" in out
+    # and the launch's first line says the same (it said "4 of its 4 trials to run")
+    from orchestrator import commands
+
+    said = []
+
+    def start(*args, work):
+        said.append(work)
+        raise KeyboardInterrupt  # (the line said: no Ray)
+
+    monkeypatch.setattr(commands, "_start", start)
+    with pytest.raises(KeyboardInterrupt):
+        commands.launch(spec_from_dict(spec), tracking_uri=uri)
+    assert said == ["3 of its 4 trials to run, and 1 ended in its folder to record"]
+    for trial in prepare(spec_from_dict(spec))[1][1:]:
+        assert run(trial.cfg).status == schema.FINISHED
+    with pytest.raises(KeyboardInterrupt):
+        commands.launch(spec_from_dict(spec), tracking_uri=uri)
+    assert said[1] == "nothing to train: 4 ended in their folders to record"
 
 
 def test_trials_recorded_on_other_data_are_said_when_the_data_changed(tmp_path, capsys):
