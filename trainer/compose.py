@@ -226,15 +226,45 @@ def _parses(override: str) -> bool:
     return True
 
 
+# Names other trainers give our keys (the last part of the key given), with ours: difflib
+# finds a misspelling, not another vocabulary (`optim.learning_rate` was told nothing).
+OTHER_NAMES = {
+    "learning_rate": "optim.lr", "max_lr": "optim.lr", "lr_max": "optim.lr",
+    "wd": "optim.weight_decay",
+    "d_model": "model.width", "n_embd": "model.width", "hidden_size": "model.width",
+    "dim": "model.width", "n_layer": "model.depth", "n_layers": "model.depth",
+    "num_layers": "model.depth", "num_hidden_layers": "model.depth",
+    "block_size": "train.seq_len", "context_length": "train.seq_len",
+    "max_seq_len": "train.seq_len", "bs": "train.batch_size", "batch": "train.batch_size",
+    "global_batch_size": "train.batch_size", "warmup_steps": "schedule.warmup_tokens",
+    "warmup": "schedule.warmup_tokens", "max_steps": "train.tokens", "steps": "train.tokens",
+    "total_steps": "train.tokens", "num_tokens": "train.tokens", "scheduler": "schedule",
+    "lr_schedule": "schedule", "parametrization": "model.param", "mup": "model.param",
+}
+
+
 def did_you_mean(key: str) -> str:
-    """"did you mean KEY? " for the config key closest to a misspelt one, else ""."""
+    """"did you mean KEY? " for the config key closest to a misspelt one, or the one another
+    trainer's name stands for (`optim.learning_rate`: optim.lr), else ""."""
     import difflib
 
     from trainer.config import Config
     from trainer.identity import flatten
 
-    close = difflib.get_close_matches(key, list(flatten(Config())), n=1, cutoff=0.75)
-    return f"did you mean {close[0]}? " if close else ""
+    keys = list(flatten(Config()))
+    # (another name first: optim.wd is nearer optim.lr by its letters)
+    ours = OTHER_NAMES.get(key.rpartition(".")[2].lower())
+    if ours is None and (close := difflib.get_close_matches(key, keys, n=1, cutoff=0.75)):
+        return f"did you mean {close[0]}? "
+    if ours is None:  # (the last part misspelt under another group: train.widht)
+        leaves = {k.rpartition(".")[2]: k for k in keys}
+        near = difflib.get_close_matches(key.rpartition(".")[2], list(leaves), n=1, cutoff=0.8)
+        ours = leaves[near[0]] if near else None
+    if ours is None or ours == key:
+        return ""
+    counted = {"train.tokens": " (a run's length is counted in tokens)",
+               "schedule.warmup_tokens": " (counted in tokens)"}.get(ours, "")
+    return f"did you mean {ours}{counted}? "
 
 
 def _default_value(key: str) -> object:
@@ -304,8 +334,14 @@ def _explain(err: Exception, overrides: list[str]) -> str:
             hint = f"; write it as a whole number, e.g. {key}={int(number):_}"
         if not hint and ("to Float" in reason or "to Integer" in reason):
             kind = "whole number" if "to Integer" in reason else "number"
-            hint = (f"; {key} takes a {kind}, e.g. {key}={_example(key)}"
-                    " (python -m trainer --cfg prints every key with its default)")
+            value = given.partition("=")[2].strip() if given else ""
+            if "of type 'list'" in reason and value.startswith("[") and value.endswith("]"):
+                # (values listed to try several: a grid axis; `optim.lr=[1e-3,2e-3]`)
+                hint = (f"; {key} takes one {kind}: to sweep several, write "
+                        f"'{key}=choice({value[1:-1]})' (a grid axis of a sweep)")
+            else:
+                hint = (f"; {key} takes a {kind}, e.g. {key}={_example(key)}"
+                        " (python -m trainer --cfg prints every key with its default)")
         if "is not Optional" in reason:  # (`optim.lr=null`: the key named, no fix)
             hint = (f"; {key} needs a value, e.g. {key}={_default(key)} (its default: "
                     "leave it out to keep it)")

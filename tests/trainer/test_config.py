@@ -99,6 +99,18 @@ def test_a_value_of_the_wrong_type_says_what_the_key_takes():
     ("optim.lr=null", "is not Optional; optim.lr needs a value, e.g. optim.lr=0.003 (its "
                       "default: leave it out to keep it)"),
     ("trian.tokens=100", "unknown config key 'trian': did you mean train.tokens? check"),
+    # another trainer's names (told nothing), and a misspelt last part under another group
+    ("optim.learning_rate=1e-3", "unknown config key 'optim.learning_rate': did you mean "
+                                 "optim.lr? check"),
+    ("optim.wd=0.1", "did you mean optim.weight_decay? check"),  # (not optim.lr, by letters)
+    ("model.n_layer=4", "did you mean model.depth? check"),
+    ("train.max_steps=1000", "did you mean train.tokens (a run's length is counted in tokens)? "
+                             "check"),
+    ("schedule.warmup_steps=100", "did you mean schedule.warmup_tokens (counted in tokens)? "),
+    ("train.widht=64", "did you mean model.width? check"),
+    # values listed to try several: a sweep's grid axis
+    ("optim.lr=[1e-3,2e-3]", "optim.lr takes one number: to sweep several, write "
+                             "'optim.lr=choice(1e-3,2e-3)' (a grid axis of a sweep)"),
 ])
 def test_bad_overrides_give_one_sentence(override, fragment):
     with pytest.raises(ConfigError) as err:
