@@ -637,10 +637,23 @@ def _each_slice(doc: dict) -> list[str]:
             said += " (the best LR tried: not bracketed)"
         elif row.get("edge") == "diverged":
             said += " (at the stability limit)"
+        said += _stops_at_edge(row)
         if row.get("conflict"):
             said += " (contradicted by runs past its stability limit: check them)"
         lines.append(f"    {_where(row, slices)}: {said}")
     return lines
+
+
+def _stops_at_edge(row: dict) -> str:
+    """" (its interval stops at the lowest LR tried ...)" for a bracketed slice whose interval
+    ends at the grid's edge (`slices.lr_optima`: interval_at_edge), else ""."""
+    sides = row.get("interval_at_edge")
+    if not sides or row.get("edge") in ("low", "high", "single"):
+        return ""
+    return (" (its interval stops at the "
+            + " and ".join({"low": "lowest", "high": "highest"}[s] for s in sides)
+            + " LR tried: it may be wider; an LR past " + ("them" if len(sides) > 1 else "it")
+            + " would tell)")
 
 
 def _where(row: dict, slices: list[dict]) -> str:
@@ -682,7 +695,7 @@ def _best_slice(doc: dict) -> str | None:
         lr = (with_interval(best["lr_opt"], lo, hi) if isinstance(lo, float)
               and isinstance(hi, float) and math.isfinite(lo) and math.isfinite(hi)
               else f"{best['lr_opt']:.3g}")
-        return (f"optim.lr={lr} ({_fitted(best)})"
+        return (f"optim.lr={lr} ({_fitted(best)})" + _stops_at_edge(best)
                 + ("; contradicted by runs past its stability limit (below)"
                    if best.get("conflict") else ""))
     where = _where(best, slices)

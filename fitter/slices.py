@@ -567,6 +567,14 @@ def lr_optima(runs: pd.DataFrame, slice_keys: tuple[str, ...], *, n_boot: int = 
                      "seed_offset": float(np.ptp(reading.effects)) if reading.moved
                      else None})
         row = rows[-1]
+        # An interval end at the lowest or highest LR that trained (a resample's best at the
+        # grid's edge gives that edge): the interval stops there, and may be wider than said.
+        tried = group["_x"][np.isfinite(group["_y"].to_numpy(float))]
+        row["interval_at_edge"] = [side for side, end, edge in (
+            ("low", lo, tried.min() if len(tried) else np.nan),
+            ("high", hi, tried.max() if len(tried) else np.nan))
+            if np.isfinite(end) and np.isfinite(edge) and abs(end - edge) < 1e-9
+            and not (side == "high" and opt.edge == "diverged")] or None
         if pd.notna(row.get("tau", np.nan)) and {"B", "D"} <= set(row):
             # (a run given τ has its own λ = B/(η·τ·D): the slice's is the one at its optimum,
             # not its first run's, which was 2-4x off in the summary's best slice)

@@ -847,3 +847,25 @@ def test_a_divergence_far_above_the_optimum_does_not_widen_its_interval():
     width = np.diff(walled.interval)[0]
     assert width < 2 * np.diff(stable.interval)[0]
     assert walled.interval[0] > x[2] + 0.5 * width  # (not down to the best LR tried, 0.004)
+
+
+@pytest.mark.parametrize("noise, at_edge", [(0.06, ["low"]), (0.02, None)])
+def test_an_interval_that_stops_at_the_lowest_lr_tried_says_so(noise, at_edge):
+    """A slice's interval ended at the lowest LR tried ([0.002, 0.008] in a stranger's muP
+    sweep, 0.002 the grid's first LR), where resamples whose best LR is the grid's first
+    stop it: read as a measured bound. The summary says it may be wider."""
+    from fitter.data import from_short_frame
+    from fitter.fit import fit_json, fit_runs, format_fit
+
+    rng = np.random.default_rng(3)
+    rows = [{"run": f"r{s}-{v}", "B": 1e4, "N": 1e6, "D": 1e8, "wd": 0.0, "lr": 10 ** v,
+             "seed": s, "loss": parabola(v, -3.4) + rng.normal(0, noise), "status": "finished"}
+            for s in range(3) for v in GRID]
+    doc = fit_json(fit_runs(from_short_frame(pd.DataFrame(rows), source="s"), n_boot=200),
+                   sweep="s")
+    (row,) = doc["slices"]
+    assert row["interval_at_edge"] == at_edge
+    said = "(its interval stops at the lowest LR tried: it may be wider; an LR past it would tell)"
+    assert (said in format_fit(doc)) == (at_edge is not None)
+    if at_edge:
+        assert row["lr_lo"] == pytest.approx(1e-4)
