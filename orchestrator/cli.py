@@ -206,7 +206,9 @@ def _fit_parsers(sub, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--params", type=_positive, required=True, metavar="N",
                    help="parameters N of the big model as the sweep counts them: every "
                    "parameter but the input embedding and position table (the readout "
-                   "counts)")
+                   "counts): depth*(4 + 2*mlp_ratio)*width^2 + width*vocab + "
+                   "(2*depth + 1)*width, e.g. 1.24e8 for width 768, depth 12, mlp_ratio 4, "
+                   "vocab 50,257")
     p.add_argument("--tokens", type=_positive, required=True, metavar="D",
                    help="training tokens")
     p.add_argument("--batch", type=_positive, metavar="B",

@@ -855,3 +855,28 @@ def test_a_launch_whose_override_comes_before_the_spec_says_the_order(tmp_path, 
     assert capsys.readouterr().err == ("error: sweep spec specs is a folder: give one of its "
                                        "YAML files, e.g. specs/mine.yaml\n")
 
+
+
+def test_recommends_params_help_counts_n_as_the_trainer_does(capsys):
+    """`recommend --params` asks for N as the sweep counts it; a stranger worked the count out
+    by hand. The help's formula and example are the trainer's count."""
+    import re
+    from dataclasses import replace
+
+    import torch
+
+    from trainer.config import ModelConfig
+    from trainer.model import GPT, GPTShape, count_params
+
+    with pytest.raises(SystemExit):
+        cli.main(["recommend", "--help"])
+    said = " ".join(capsys.readouterr().out.split())
+    assert "depth*(4 + 2*mlp_ratio)*width^2 + width*vocab + (2*depth + 1)*width" in said
+    example = float(re.search(r"e\.g\. ([0-9.e]+) for width 768, depth 12, mlp_ratio 4, vocab "
+                              r"50,257", said).group(1))
+    with torch.device("meta"):
+        model = GPT(GPTShape(replace(ModelConfig(), width=768, depth=12, head_dim=64,
+                                     mlp_ratio=4), 50257))
+    n = count_params(model)[0]
+    assert n == 12 * (4 + 2 * 4) * 768 ** 2 + 768 * 50257 + (2 * 12 + 1) * 768
+    assert example == pytest.approx(n, rel=0.005)
