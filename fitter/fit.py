@@ -353,6 +353,8 @@ def format_fit(doc: dict, *, recorded: bool = True, not_done: int = 0,
             coefs = ", ".join(f"{k}={v:.4g}" for k, v in law["coef"].items())
         lines.append(f"  {name:<{width}} {law['form']}   ({law['n_points']} points, {level})")
         lines.append(" " * (width + 3) + coefs)
+        if (p := law.get("points_misfit_p")) is not None:
+            lines.append(" " * (width + 3) + POINTS_MISFIT.format(p=p))
         if law.get("law") == "lr" and law["ci"]:
             for axis, e in (("N", "a_N"), ("D", "a_D"), ("B", "a_B")):
                 if e in law["ci"] and law["ci"][e][0] <= 0.0 <= law["ci"][e][1]:
@@ -612,6 +614,10 @@ def _stability_notes(doc: dict, *, recorded: bool) -> list[str]:
                      "conflict)")
     return lines
 
+
+POINTS_MISFIT = ("its optima lie off the law by more than their own intervals allow (p={p:.2g}): "
+                 "the interval, taken from those, is too narrow; another value along the "
+                 "law's axis gives it residuals to measure")
 
 SLICES_SAID = 12
 """Up to this many LR slices, the summary gives each one's optimum (more: fit.json)."""

@@ -183,8 +183,27 @@ def fit_power_law(points: pd.DataFrame, *, name: str, axes: tuple[str, ...],
     else:
         boot, source = _draws_from_points(X, log_coef, np.asarray(point_sigma), n_boot, rng), \
             "points"
-    return LawFit(name, axes, exponents, target, points.reset_index(drop=True), log_coef, boot,
-                  ci_level, interval_source=source)
+    law = LawFit(name, axes, exponents, target, points.reset_index(drop=True), log_coef, boot,
+                 ci_level, interval_source=source)
+    if source == "points" and (p := _misfit_p(X, y - X @ log_coef, np.asarray(point_sigma))) \
+            < MISFIT_P:
+        law.extra["points_misfit_p"] = p
+    return law
+
+
+MISFIT_P = 0.1
+"""Below this p-value, a law whose interval comes from its points' own intervals is said to
+lie off them by more than those allow (`_misfit_p`): its interval is then too narrow."""
+
+
+def _misfit_p(X: np.ndarray, resid: np.ndarray, sigma: np.ndarray) -> float:
+    """P(a residual as large) under the points' own variances, for a law of one residual
+    degree of freedom: u the unit vector of the residual space (XᵀU = 0), uᵀr ~ N(0, uᵀΣu)."""
+    from scipy.stats import chi2
+
+    u = np.linalg.svd(X, full_matrices=True)[0][:, X.shape[1]:]  # (n, n - k) = (n, 1)
+    stat = float((u.T @ resid) @ np.linalg.solve(u.T @ np.diag(sigma ** 2) @ u, u.T @ resid))
+    return float(chi2.sf(stat, u.shape[1]))
 
 
 def _usable(sigma: np.ndarray | None, n: int) -> bool:

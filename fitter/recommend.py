@@ -110,6 +110,10 @@ def recommend(result: FitResult, *, params: float, tokens: float,
             out["lr"]["base_width"] = base
         if (flat := _flat_in_n(laws["lr"], out["lr"])) is not None:
             out["lr"].setdefault("warnings", []).append(flat)
+        if (p := laws["lr"].extra.get("points_misfit_p")) is not None:
+            from fitter.fit import POINTS_MISFIT
+
+            out["lr"].setdefault("warnings", []).append(POINTS_MISFIT.format(p=p))
         if capped := laws["lr"].extra.get("at_stability_limit"):
             from fitter.fit import STABILITY_LIMITED
 

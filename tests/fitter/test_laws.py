@@ -853,6 +853,11 @@ def test_a_three_point_lr_law_takes_its_interval_from_its_optimas_own():
     assert lo < rec["lr"]["value"] < hi
     assert "(interval from the 3 optima's own intervals alone, not scatter about the lr law " \
            "beyond them)" in format_recommendation(rec).splitlines()[0]
+    # optima off the law by more than their intervals allow: said under the law
+    doc = fit_json(result, sweep="s")
+    doc["laws"]["lr"]["points_misfit_p"] = 0.031
+    assert ("its optima lie off the law by more than their own intervals allow (p=0.031): the "
+            "interval, taken from those, is too narrow") in format_fit(doc, recorded=False)
 
 
 def test_a_three_point_lr_laws_interval_from_its_optima_holds_the_truth_at_its_level():
@@ -864,7 +869,7 @@ def test_a_three_point_lr_laws_interval_from_its_optima_holds_the_truth_at_its_l
     rng = np.random.default_rng(1)
     n = np.array([1e5, 4e5, 1.6e6])
     sigma = np.array([0.08, 0.05, 0.1])  # log10 standard errors, one per optimum
-    hits = np.zeros(2)
+    hits, flagged = np.zeros(2), np.zeros(2)
     for seed in range(600):
         lr = 0.5 * n ** -0.1 * 10 ** rng.normal(0, sigma)
         law = fit_power_law(pd.DataFrame({"N": n, "lr_opt": lr}), name="lr", axes=("N",),
@@ -873,4 +878,11 @@ def test_a_three_point_lr_laws_interval_from_its_optima_holds_the_truth_at_its_l
         lo, hi = law.ci["a_N"]
         plo, phi = law.interval(N=1.6e8)
         hits += [lo <= -0.1 <= hi, plo <= 0.5 * 1.6e8 ** -0.1 <= phi]
+        # optima scattered 3x more than their intervals say: the misfit test tells
+        off = 0.5 * n ** -0.1 * 10 ** rng.normal(0, 3 * sigma)
+        flagged += ["points_misfit_p" in law.extra, "points_misfit_p" in fit_power_law(
+            pd.DataFrame({"N": n, "lr_opt": off}), name="lr", axes=("N",), exponents=("a_N",),
+            target="lr_opt", n_boot=0, point_sigma=sigma).extra]
     assert np.all(np.abs(hits / 600 - 0.9) <= 0.035), hits / 600
+    # (measured: 10% of honest sweeps flagged at p < 0.1, as it should; 58% of the 3x ones)
+    assert abs(flagged[0] / 600 - 0.1) <= 0.035 and flagged[1] / 600 > 0.45, flagged / 600
