@@ -271,6 +271,7 @@ def _main(argv: list[str] | None) -> int:
     from fitter.errors import FitError
     from trainer.errors import ConfigError
 
+    cli_launch.ENDED.clear()  # (a command before it in this process: a test's)
     args = parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # (a hint repeats the command)
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
@@ -289,7 +290,6 @@ def _main(argv: list[str] | None) -> int:
             from orchestrator.store import existing_sqlite_ready
 
             existing_sqlite_ready(uri)  # (one another command is creating: read once done)
-        cli_launch.ENDED.clear()
         return COMMANDS[args.command](args, uri)
     except ConfigError as err:
         for problem in err.problems:
