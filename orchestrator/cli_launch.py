@@ -67,6 +67,9 @@ def _another_base(spec, uri: str) -> list[str]:
         stored = stored_spec(uri, spec.name)
     except ConfigError:
         return []  # no such sweep yet
+    from orchestrator.search import check_relaunch
+
+    check_relaunch(stored, spec)
     before, now = set(stored.overrides), set(spec.overrides)
 
     from orchestrator.spec import root_path

@@ -774,6 +774,53 @@ def _typed(params: dict | None) -> dict | None:
     return out
 
 
+STUDY_OPTIONS = ("objective", "sampler", "pruner", "per_slice", "seed")
+"""The search options a sweep's studies were asked and told under: neither `extend` nor a
+launch under the sweep's name may change them."""
+
+
+def _study_option(optuna, option: str):
+    """A search option as its studies depend on it (a sampler or pruner with its arguments,
+    halving's default reduction factor written or not alike)."""
+    value = getattr(optuna, option, None)
+    if option not in ("sampler", "pruner"):
+        return value
+    args = getattr(optuna, f"{option}_args")
+    if option == "pruner" and value == HALVING:
+        from orchestrator.halving import DEFAULT_REDUCTION_FACTOR
+
+        args = {"reduction_factor": DEFAULT_REDUCTION_FACTOR, **args}
+    return value, args
+
+
+def _said(value) -> str:
+    """A `_study_option` value as a spec writes it: `tpe`, `gp {'n_startup_trials': 4}`,
+    `['model.width']`."""
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], dict):
+        return f"{value[0]} {value[1]}" if value[1] else str(value[0])
+    return str(list(value)) if isinstance(value, tuple) else str(value)
+
+
+def check_relaunch(old: SweepSpec, new: SweepSpec) -> None:
+    """A launch under a searched sweep's name with another spec goes on with its studies (as
+    `extend` does): one that changes an option they were asked and told under is refused, as
+    `check_extension` refuses it. (A relaunch with another objective mixed eval losses and
+    wall times in one study, and `status` named a best by one and its loss by the other.)"""
+    if new.optuna is None or old.optuna is None:
+        return
+    problems = []
+    for option in STUDY_OPTIONS:
+        before, after = (_study_option(o.optuna, option) for o in (old, new))
+        if before != after:
+            problems.append(f"search.optuna.{option}: {_said(before)} → {_said(after)}: the "
+                            f"studies of sweep {old.name} were asked and told under its "
+                            f"{option}, and a launch under its name goes on with them; search "
+                            f"with the new {option} in a new sweep (give the spec another "
+                            "name)")
+    if problems:
+        raise ConfigError(problems)
+
+
 def check_extension(old: SweepSpec, new: SweepSpec, args: Sequence[str] = ()) -> None:
     """`sweep extend` of a searched sweep may raise n_trials and add per-slice values; every
     other search option its studies were asked and told under stays (a new objective would
@@ -786,16 +833,7 @@ def check_extension(old: SweepSpec, new: SweepSpec, args: Sequence[str] = ()) ->
         option = key.removeprefix("search.optuna.")
         if not key.startswith("search.optuna.") or option == "n_trials":
             continue
-        before, after = getattr(old.optuna, option, None), getattr(new.optuna, option, None)
-        if option in ("sampler", "pruner"):
-            before = (before, getattr(old.optuna, f"{option}_args"))
-            after = (after, getattr(new.optuna, f"{option}_args"))
-            if option == "pruner" and before[0] == after[0] == HALVING:  # the default written
-                from orchestrator.halving import DEFAULT_REDUCTION_FACTOR
-
-                before, after = ({"reduction_factor": DEFAULT_REDUCTION_FACTOR, **b[1]}
-                                 for b in (before, after))
-        if before != after:
+        if _study_option(old.optuna, option) != _study_option(new.optuna, option):
             problems.append(f"{arg}: the studies of sweep {old.name} were asked and told "
                             f"under its {option}; extend may raise search.optuna.n_trials and "
                             f"add values, not change {option}: search with it in a new sweep "

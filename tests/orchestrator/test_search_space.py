@@ -263,6 +263,34 @@ def test_command_line_sets_search_options_and_extend_may_only_raise_n_trials():
         grid.with_overrides(["search.optuna.n_trials=3"])
 
 
+def test_a_launch_under_a_searched_sweeps_name_keeps_what_its_studies_were_told_under():
+    """A relaunch with `objective: final/wall_s` went on with the studies that held eval
+    losses (extend refused the same change): `status` named a best by wall time beside
+    another trial's loss. Refused as extend refuses it; n_trials and ranges may move."""
+    from orchestrator.search import check_relaunch
+
+    spec = spec_from_dict(BASE)
+    optuna = BASE["search"]["optuna"]
+    for change, said in (({"objective": "final/wall_s"}, "objective: final/eval_loss → "
+                                                          "final/wall_s"),
+                         ({"sampler": "tpe"}, "sampler: gp → tpe"),
+                         ({"per_slice": []}, "per_slice: ['train.batch_size'] → []"),
+                         ({"seed": 7}, "seed: 0 → 7")):
+        other = spec_from_dict({**BASE, "search": {"optuna": {**optuna, **change}}})
+        with pytest.raises(ConfigError) as err:
+            check_relaunch(spec, other)
+        assert err.value.problems == [
+            f"search.optuna.{said}: the studies of sweep t were asked and told under its "
+            f"{next(iter(change))}, and a launch under its name goes on with them; search with "
+            f"the new {next(iter(change))} in a new sweep (give the spec another name)"]
+    more = spec_from_dict({**BASE, "search": {"optuna": {**optuna, "n_trials": 12}},
+                           "grid": {**BASE["grid"],
+                                    "optim.lr": "tag(log, interval(1e-5, 1e-1))"}})
+    check_relaunch(spec, more)  # (more trials, a wider range: as extend allows)
+    check_relaunch(spec, spec_from_dict({**BASE, "search": {"optuna": {
+        **optuna, "sampler": {"gp": {}}}}}))  # (the sampler it has, written otherwise)
+
+
 def test_storage_defaults_beside_the_mlflow_store_and_masked_urls_need_the_env(
         tmp_path, monkeypatch):
     monkeypatch.delenv("OPTUNA_STORAGE", raising=False)
