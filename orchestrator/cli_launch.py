@@ -223,9 +223,9 @@ def _run(spec, args, uri: str, based_on=None, notes: list[str] = ()) -> int:
         from orchestrator.search_space import HALVING, plan_search
 
         if spec.optuna.pruner == HALVING:
-            print("halving: a budget above the first asks for the best of the one below as "
-                  "its trials end, so its counts are for the results so far (a new trial "
-                  "below that beats one that climbed sends another up)")
+            print("halving: a budget above the first takes the best of the one below once "
+                  "that whole rung has ended, so its counts are for the rung below as it "
+                  "stands (new trials below, from an extend, can send more up)")
         from orchestrator.fusion import fusion_setting, searched_fusion_off
 
         fuse = fusion_setting(spec)

@@ -579,9 +579,10 @@ def test_dry_run_of_a_searched_sweep_lists_its_studies(tmp_path, capsys):
     assert main(["--tracking-uri", f"sqlite:///{tmp_path}/m.db", "launch", str(path),
                  "--dry-run"]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == (
-        "halving: a budget above the first asks for the best of the one below as its trials "
-        "end, so its counts are for the results so far (a new trial below that beats one "
-        "that climbed sends another up)")
+        # (it said "as its trials end", where a rung waits for the whole rung below)
+        "halving: a budget above the first takes the best of the one below once that whole "
+        "rung has ended, so its counts are for the rung below as it stands (new trials "
+        "below, from an extend, can send more up)")
 
 
 @pytest.mark.parametrize("lr, edge", [(1.1e-4, {"optim.lr": "low"}), (3e-3, {}),
