@@ -612,7 +612,22 @@ def space_notes(plan: SearchPlan) -> list[str]:
     """A note when a study's n_trials reaches the points its space holds: it then tries
     each point once and stops short of n_trials (`Studies.ask`); a grid does the same. And
     one when halving leaves the budgets below the last with fewer LRs than a fit needs."""
-    return _halving_notes(plan) + _finite_notes(plan)
+    return _halving_notes(plan) + _finite_notes(plan) + _group_time_notes(plan)
+
+
+def _group_time_notes(plan: SearchPlan) -> list[str]:
+    """A time objective under fusion: a fused member's `final/wall_s` is its group's (the
+    members train as one), so every member of a group tied and the study learnt nothing."""
+    from orchestrator.fusion import fusion_setting, searched_fusion_off
+
+    objective = plan.search.objective
+    if "wall_s" not in objective or \
+            not fusion_setting(plan.spec) or searched_fusion_off(plan) is not None:
+        return []
+    fuse = str(plan.spec.fuse).lower()  # (as the spec writes it: true, or a group size)
+    return [f"search.optuna.objective={objective} under fuse: {fuse}: a fused "
+            "member's time is its whole group's (they train as one), so the members of a "
+            "group tie; give --fuse off (or fuse: false) to time each trial alone"]
 
 
 def _halving_notes(plan: SearchPlan) -> list[str]:

@@ -291,6 +291,21 @@ def test_a_launch_under_a_searched_sweeps_name_keeps_what_its_studies_were_told_
         **optuna, "sampler": {"gp": {}}}}}))  # (the sampler it has, written otherwise)
 
 
+def test_a_time_objective_under_fusion_is_said_to_tie_a_groups_members():
+    """A fused member's final/wall_s is its group's: a searched sweep minimising it with
+    `fuse: true` told every member of a group the same time, without a word."""
+    from orchestrator.search_space import plan_search, space_notes
+
+    optuna = {**BASE["search"]["optuna"], "objective": "final/wall_s"}
+    timed = spec_from_dict({**BASE, "fuse": True, "search": {"optuna": optuna}})
+    assert space_notes(plan_search(timed)) == [
+        "search.optuna.objective=final/wall_s under fuse: true: a fused member's time is its "
+        "whole group's (they train as one), so the members of a group tie; give --fuse off "
+        "(or fuse: false) to time each trial alone"]
+    assert space_notes(plan_search(timed.with_flag("fuse", False))) == []
+    assert space_notes(plan_search(spec_from_dict({**BASE, "fuse": True}))) == []  # (a loss)
+
+
 def test_storage_defaults_beside_the_mlflow_store_and_masked_urls_need_the_env(
         tmp_path, monkeypatch):
     monkeypatch.delenv("OPTUNA_STORAGE", raising=False)
