@@ -90,7 +90,7 @@ def launch(spec: SweepSpec, *, tracking_uri: str, address: str | None = None,
         cluster = (_cluster_problems(spec, address) if named
                    else resource_problems(spec, local_cluster()))
         raise ConfigError(list(err.problems) + cluster) from None
-    say_notes(notes)
+    say_notes([*notes, *_unshared_budgets(spec, trials)])
     create_sqlite_store_once(tracking_uri)
     states = recorded_trials(tracking_uri, spec.name)
     say_notes(other_data(spec, trials, states))
@@ -124,6 +124,25 @@ def launch(spec: SweepSpec, *, tracking_uri: str, address: str | None = None,
     with marked.undone_on_error():
         return run_sweep(spec, trials, tracking_uri=tracking_uri, progress=progress,
                          based_on=based_on)
+
+
+def _unshared_budgets(spec: SweepSpec, trials: list[Trial]) -> list[str]:
+    """A note when the grid's token budgets share no trunk though sharing is on (a cosine
+    schedule's LR depends on its budget from the first step): the launch trained every budget
+    from scratch without a word, which only `--dry-run` said."""
+    budgets = {t.cfg.train.tokens for t in trials}
+    if not spec.share_prefix or len(budgets) < 2:
+        return []
+    from orchestrator.families import ALONE, plan_sharing
+
+    plan = plan_sharing(trials)
+    if plan.families:
+        return []
+    reasons = {plan.alone.get(t.trial_id) for t in trials} - {None, ALONE}
+    return [f"the sweep's {len(budgets)} train.tokens budgets share no trunk: each trains "
+            "from scratch ("
+            + (reasons.pop() if len(reasons) == 1 else "`--dry-run` says why for each trial")
+            + ")"]
 
 
 def _relabel(tracking_uri: str, trials: list[Trial], states: dict) -> None:

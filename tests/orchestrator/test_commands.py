@@ -1827,3 +1827,20 @@ def test_a_sigint_the_launch_inherited_ignored_stays_ignored_while_ray_starts():
             time.sleep(0.2)
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+def test_budgets_that_share_no_trunk_though_sharing_is_on_are_said_at_launch(tmp_path):
+    """A cosine grid over train.tokens with share_prefix: true trained every budget from
+    scratch, and only `--dry-run` said so (tests by a stranger)."""
+    from orchestrator.commands import _unshared_budgets
+
+    raw = {**_spec(tmp_path), "grid": {"optim.lr": "choice(3e-3, 1e-2)",
+                                       "train.tokens": "choice(16384, 32768)"}}
+    cosine = {**raw, "overrides": [*TRIAL[:-1], "schedule=cosine"]}
+    assert _unshared_budgets(*prepare(spec_from_dict(cosine))) == [
+        "the sweep's 2 train.tokens budgets share no trunk: each trains from scratch "
+        "(schedule=cosine: its LR depends on train.tokens from the first step; only wsd and "
+        "power have a stable phase to share)"]
+    wsd = {**raw, "overrides": [*TRIAL[:-1], "schedule=wsd", "schedule.warmup_tokens=1024"]}
+    assert _unshared_budgets(*prepare(spec_from_dict(wsd))) == []  # (they share)
+    assert _unshared_budgets(*prepare(spec_from_dict({**cosine, "share_prefix": False}))) == []
