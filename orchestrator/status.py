@@ -209,6 +209,24 @@ def _stopped_trunks(runs: list, storage_root: str) -> list[dict]:
     return out
 
 
+def _with_stopped_trunks(totals: dict[str, float], trunk_runs: list, storage_root: str
+                         ) -> dict[str, float]:
+    """The totals with each stopped trunk at the tokens its folder holds where its record
+    says fewer: a halving trunk extended past the branch point it had ended at, then
+    stopped, kept that end's tokens (a stranger's sweep read 315,392 for 347,648)."""
+    from trainer.schema import TOKENS_IF_INDEPENDENT, TOKENS_RATIO, TOKENS_TRAINED
+
+    recorded = {run.info.run_name: run.data.metrics.get("final/tokens", 0.0)
+                for run in trunk_runs}
+    beyond = sum(max(trunk["tokens"] - recorded.get(trunk["trunk"], 0.0), 0.0)
+                 for trunk in _stopped_trunks(trunk_runs, storage_root))
+    if not beyond:
+        return totals
+    trained, independent = totals[TOKENS_TRAINED] + beyond, totals[TOKENS_IF_INDEPENDENT]
+    return {**totals, TOKENS_TRAINED: trained,
+            TOKENS_RATIO: trained / independent if independent else 1.0}
+
+
 def status(tracking_uri: str, name: str) -> dict:
     """Counts per status, running trials with progress, best trial so far, ETA, and the
     tokens trained against the tokens the done trials would have trained alone."""
@@ -268,7 +286,9 @@ def status(tracking_uri: str, name: str) -> dict:
         "eta_s": _eta(spec, parent, finished, counts, running, states)
         if status == RUNNING and not unreadable
         else None,
-        **_tokens(token_totals(client, parent.info.experiment_id),
+        **_tokens(_with_stopped_trunks(token_totals(client, parent.info.experiment_id),
+                                       [] if status == RUNNING else trunk_runs,
+                                       spec.storage_root),
                   ended=not any(counts.get(s) for s in ("pending", RUNNING, INTERRUPTED))),
         **({} if slices is None else {"slices": slices}),
         "ended_unrecorded": _ended_unrecorded(spec, states, status, counts),

@@ -1049,8 +1049,19 @@ def test_status_of_a_stopped_sweep_says_which_trunks_stopped_partway(tmp_path, c
             "350,000 tokens (50%): `sweep resume unit` goes on from its checkpoints") in \
         capsys.readouterr().out.splitlines()
     assert cli.main(["status", "unit", "--json", "--tracking-uri", uri]) == 0
-    assert json.loads(capsys.readouterr().out)["trunks_stopped"] == [
+    report = json.loads(capsys.readouterr().out)
+    assert report["trunks_stopped"] == [
         {"trunk": "trunk optim.lr=0.01", "tokens": 175_104, "target": 350_000}]
+    # its tokens count in what the sweep trained, up to its stop (its record had none)
+    assert report["tokens_trained"] == 175_104
+    # and a record of an earlier end (a halving trunk that ended at one branch point, was
+    # extended past it and stopped) counts at the stop, not that end: 315,392 for 347,648
+    client = MlflowClient(tracking_uri=uri)
+    trunk_run = schema.sweep_runs(client, client.get_experiment_by_name("unit").experiment_id,
+                                  schema.KIND_TRUNK)[0]
+    client.log_metric(trunk_run.info.run_id, "final/tokens", 78_336.0)
+    assert cli.main(["status", "unit", "--json", "--tracking-uri", uri]) == 0
+    assert json.loads(capsys.readouterr().out)["tokens_trained"] == 175_104
 
 
 def test_a_stopped_trunk_s_end_is_said_in_whole_batches(tmp_path, capsys):
