@@ -128,7 +128,7 @@ def parse_search(raw: object, grid: dict[str, str]) -> tuple[OptunaSearch | None
     meant = {}  # misspelt key → the known key it is closest to (said once, as that key)
     for k in opts:
         if k not in SEARCH_KEYS:
-            close = difflib.get_close_matches(str(k), SEARCH_KEYS - set(opts), n=1)
+            close = difflib.get_close_matches(str(k), sorted(SEARCH_KEYS), n=1)
             meant[k] = close[0] if close else None
             problems.append(f"search.optuna: unknown key '{k}'"
                             + (f" (did you mean {close[0]}?)" if close else "")

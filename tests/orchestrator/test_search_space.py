@@ -256,6 +256,9 @@ def test_command_line_sets_search_options_and_extend_may_only_raise_n_trials():
         for option in ("objective=final/wall_s", "per_slice=[]", "sampler=tpe")]
     assert extended(spec, ["search.optuna.sampler=gp", "search.optuna.n_trials=6"]
                     ).optuna.n_trials == 6  # the sampler it has: no change
+    with pytest.raises(ConfigError) as err:  # (the stored n_trials kept it from the hint)
+        extended(spec, ["search.optuna.n_trail=8"])
+    assert "unknown key 'n_trail' (did you mean n_trials?)" in str(err.value)
     wider = extended(spec, ["optim.lr=tag(log, interval(1e-5, 1.0))"])  # moved or widened
     assert wider.grid["optim.lr"] == "tag(log, interval(1e-5, 1.0))"
     grid = spec_from_dict({**BASE, "search": "grid", "grid": {"optim.lr": "choice(1e-3)"}})
