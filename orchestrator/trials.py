@@ -409,5 +409,29 @@ def dedupe(problems: list[str]) -> list[str]:
     groups: dict[str, list[str]] = {}
     for p in problems:
         groups.setdefault(p.rsplit(" (trial ", 1)[0], []).append(p)
-    return [found[0] if len(found) == 1 else f"{head} ({len(found)} trials)"
+    said = [found[0] if len(found) == 1 else f"{head} ({len(found)} trials)"
             for head, found in groups.items()]
+    return _merge_values(said)
+
+
+def _merge_values(problems: list[str]) -> list[str]:
+    """One problem said of many values of one key (`model.width: range(32, 64)`, each width
+    not a multiple of head_dim: 30 lines) in one line naming the values."""
+    import re
+
+    shape = re.compile(r"^([\w.]+)=(\S+) (.*?)(?: \(\d+ trials\))?$")
+    groups: dict[tuple[str, str] | str, list[tuple[str, str]]] = {}
+    for p in problems:
+        m = shape.match(p)
+        key = p if m is None else (m.group(1), m.group(3))
+        groups.setdefault(key, []).append((m.group(2) if m else "", p))
+    out = []
+    for key, found in groups.items():
+        if isinstance(key, str) or len(found) == 1:
+            out.extend(p for _, p in found)
+            continue
+        values = [v for v, _ in found]
+        shown = ", ".join(values) if len(values) <= 6 else \
+            f"{', '.join(values[:3])}, ..., {values[-1]} ({len(values)} values)"
+        out.append(f"{key[0]}={shown} {key[1]}")
+    return out

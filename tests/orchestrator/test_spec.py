@@ -805,3 +805,24 @@ def test_spaces_around_an_equals_sign_are_one_sentence(args, problems):
         spec_from_dict(BASE).with_overrides(args)
     assert err.value.problems == problems
 
+
+
+def test_one_problem_of_many_values_of_an_axis_is_one_line_naming_them():
+    """`model.width: range(32, 64)` over head_dim 16: 30 lines, one per width not a multiple
+    of 16, each "(2 trials)" (tests by a stranger)."""
+    spec = spec_from_dict({**BASE, "overrides": [*BASE["overrides"], "model.head_dim=16"],
+                           "grid": {"optim.lr": "choice(1e-3, 3e-3)",
+                                    "model.width": "range(32, 64)"}, "seeds": [0]})
+    with pytest.raises(ConfigError) as err:
+        expand(spec)
+    assert err.value.problems == [
+        "model.width=33, 34, 35, ..., 63 (30 values) is not divisible into heads of "
+        "model.head_dim=16: make the width a multiple of head_dim"]
+    few = spec_from_dict({**BASE, "overrides": [*BASE["overrides"], "model.head_dim=16"],
+                          "grid": {"optim.lr": "choice(1e-3, 3e-3)",
+                                   "model.width": "choice(32, 40, 56)"}, "seeds": [0]})
+    with pytest.raises(ConfigError) as err:
+        expand(few)
+    assert err.value.problems == [
+        "model.width=40, 56 is not divisible into heads of model.head_dim=16: make the width "
+        "a multiple of head_dim"]
