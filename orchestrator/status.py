@@ -469,8 +469,13 @@ def format_status(report: dict) -> str:
                        for key, end in s.get("edge", {}).items())
         tried_all = (" (every point of its space tried)" if s.get("tried_all")
                      and s["used"] < s["n_trials"] else "")
-        lines.append(f"  slice {s['slice']}: {s['used']}/{s['n_trials']} trials{tried_all}, "
-                     f"best {best}" + edge)
+        # (asked and not told: "4/4 trials" of a stopped search read as done, where 2 were
+        # interrupted and 2 never began)
+        told = s.get("states", {}).get("running", 0)
+        told = "" if not told else f", {told} in flight" if report["status"] == RUNNING else (
+            f", {told} asked and not ended (`sweep resume` runs them)")
+        lines.append(f"  slice {s['slice']}: {s['used']}/{s['n_trials']} trials{tried_all}"
+                     f"{told}, best {best}" + edge)
     if problem := report.get("unreadable"):
         lines.append(f"  its trials cannot be composed here ({problem}): the counts are the "
                      "store's records, and trials not begun are not known")

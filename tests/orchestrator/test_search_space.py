@@ -786,6 +786,15 @@ def test_a_study_whose_trials_all_diverged_has_no_best_and_says_so(tmp_path):
     studies.tell(name, studies.ask(name, plan.dists)[0], "complete", 3.2)
     assert next(r for r in search_status(plan, url)
                 if r["slice"] == plan.slices[0].label)["best"] == 3.2
+    # one asked and never told (interrupted, or never begun): "4/4 trials" read as done
+    studies.ask(name, plan.dists)
+    row = next(r for r in search_status(plan, url) if r["slice"] == plan.slices[0].label)
+    report = {"sweep": "t", "status": "interrupted", "trials": 4, "counts": {},
+              "running": [], "best": None, "eta_s": None, "slices": [row]}
+    assert (f"slice {row['slice']}: 4/4 trials, 1 asked and not ended (`sweep resume` runs "
+            "them), best 3.2000") in format_status(report)
+    assert f"slice {row['slice']}: 4/4 trials, 1 in flight, best" in format_status(
+        {**report, "status": "running"})
 
 
 def test_a_searched_spec_lists_its_search_range_and_key_problems_at_once():
