@@ -419,7 +419,7 @@ def _merge_values(problems: list[str]) -> list[str]:
     not a multiple of head_dim: 30 lines) in one line naming the values."""
     import re
 
-    shape = re.compile(r"^([\w.]+)=(\S+) (.*?)(?: \(\d+ trials\))?$")
+    shape = re.compile(r"^([\w.]+)=(\S+) (.*?)(?: \((?:\d+ trials|trial .*)\))?$")
     groups: dict[tuple[str, str] | str, list[tuple[str, str]]] = {}
     for p in problems:
         m = shape.match(p)

@@ -826,3 +826,11 @@ def test_one_problem_of_many_values_of_an_axis_is_one_line_naming_them():
     assert err.value.problems == [
         "model.width=40, 56 is not divisible into heads of model.head_dim=16: make the width "
         "a multiple of head_dim"]
+    one = spec_from_dict({**BASE, "overrides": [*BASE["overrides"], "model.head_dim=16"],
+                          "grid": {"optim.lr": "choice(1e-3)",
+                                   "model.width": "choice(32, 40, 56)"}, "seeds": [0]})
+    with pytest.raises(ConfigError) as err:  # (one trial each: its label, not merged)
+        expand(one)
+    assert err.value.problems == [
+        "model.width=40, 56 is not divisible into heads of model.head_dim=16: make the width "
+        "a multiple of head_dim"]
