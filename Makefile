@@ -26,7 +26,7 @@ demo: $(STAMP)
 
 # `make test`: everything but the tests marked slow (whole sweeps killed and resumed through the
 # CLI, the deployment stack, the muP transfer check) and gpu; ~13-14 min on 2 cores.
-# `make test-slow`: the slow ones, ~20-22 min; CI (.ci/run) runs both. `make test-all`: both in one.
+# `make test-slow`: the slow ones, ~20-23 min; CI (.ci/run) runs both. `make test-all`: both in one.
 test: $(STAMP)
 	$(PY) -m pytest -m "not gpu and not slow" -q --durations=15
 
