@@ -807,30 +807,18 @@ def test_spaces_around_an_equals_sign_are_one_sentence(args, problems):
 
 
 
-def test_one_problem_of_many_values_of_an_axis_is_one_line_naming_them():
+@pytest.mark.parametrize("lrs, widths, values", [
+    ("choice(1e-3, 3e-3)", "range(32, 64)", "33, 34, 35, ..., 63 (30 values)"),
+    ("choice(1e-3, 3e-3)", "choice(32, 40, 56)", "40, 56"),
+    ("choice(1e-3)", "choice(32, 40, 56)", "40, 56"),  # (one trial each: its label, merged)
+])
+def test_one_problem_of_many_values_of_an_axis_is_one_line_naming_them(lrs, widths, values):
     """`model.width: range(32, 64)` over head_dim 16: 30 lines, one per width not a multiple
     of 16, each "(2 trials)" (tests by a stranger)."""
     spec = spec_from_dict({**BASE, "overrides": [*BASE["overrides"], "model.head_dim=16"],
-                           "grid": {"optim.lr": "choice(1e-3, 3e-3)",
-                                    "model.width": "range(32, 64)"}, "seeds": [0]})
+                           "grid": {"optim.lr": lrs, "model.width": widths}, "seeds": [0]})
     with pytest.raises(ConfigError) as err:
         expand(spec)
     assert err.value.problems == [
-        "model.width=33, 34, 35, ..., 63 (30 values) is not divisible into heads of "
-        "model.head_dim=16: make the width a multiple of head_dim"]
-    few = spec_from_dict({**BASE, "overrides": [*BASE["overrides"], "model.head_dim=16"],
-                          "grid": {"optim.lr": "choice(1e-3, 3e-3)",
-                                   "model.width": "choice(32, 40, 56)"}, "seeds": [0]})
-    with pytest.raises(ConfigError) as err:
-        expand(few)
-    assert err.value.problems == [
-        "model.width=40, 56 is not divisible into heads of model.head_dim=16: make the width "
-        "a multiple of head_dim"]
-    one = spec_from_dict({**BASE, "overrides": [*BASE["overrides"], "model.head_dim=16"],
-                          "grid": {"optim.lr": "choice(1e-3)",
-                                   "model.width": "choice(32, 40, 56)"}, "seeds": [0]})
-    with pytest.raises(ConfigError) as err:  # (one trial each: its label, not merged)
-        expand(one)
-    assert err.value.problems == [
-        "model.width=40, 56 is not divisible into heads of model.head_dim=16: make the width "
-        "a multiple of head_dim"]
+        f"model.width={values} is not divisible into heads of model.head_dim=16: make the "
+        "width a multiple of head_dim"]
