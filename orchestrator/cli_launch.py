@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import signal
 import sys
@@ -319,6 +320,14 @@ def _run(spec, args, uri: str, based_on=None, notes: list[str] = ()) -> int:
           + (f", {not_started} not started" if outcome.interrupted and outcome.ran
              and (not_started := outcome.trials - outcome.already_done - len(outcome.ran)
                   - len(outcome.found_ended)) > 0 else ""))
+    from trainer.schema import TOKENS_IF_INDEPENDENT, TOKENS_RATIO, TOKENS_TRAINED
+
+    ratio = outcome.tokens.get(TOKENS_RATIO, math.nan)
+    if not outcome.interrupted and math.isfinite(ratio) and ratio < 1.0:
+        # (what sharing saved, said where the sweep ends rather than only by `sweep status`)
+        print(f"tokens: {outcome.tokens[TOKENS_TRAINED]:,.0f} trained across the sweep, "
+              f"{outcome.tokens[TOKENS_IF_INDEPENDENT]:,.0f} if each trial trained alone "
+              f"(ratio {ratio:.2f})")
     by = "SIGTERM" if outcome.terminated else "Ctrl-C or `sweep cancel`"
     if outcome.unrecorded:
         print(f"sweep {spec.name} stopped before it began (`sweep cancel`): nothing of it was "

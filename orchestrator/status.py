@@ -474,7 +474,12 @@ def format_status(report: dict) -> str:
         told = s.get("states", {}).get("running", 0)
         told = "" if not told else f", {told} in flight" if report["status"] == RUNNING else (
             f", {told} asked and not ended (`sweep resume` runs them)")
-        lines.append(f"  slice {s['slice']}: {s['used']}/{s['n_trials']} trials{tried_all}"
+        # (a relaunch of the spec from before `extend` raised n_trials asks fewer than its
+        # studies hold: "5/3 trials" read as a miscount)
+        count = (f"{s['used']}/{s['n_trials']} trials" if s["used"] <= s["n_trials"] else
+                 f"{s['used']} trials (its spec now asks {s['n_trials']}; an earlier one of "
+                 "this sweep asked more)")
+        lines.append(f"  slice {s['slice']}: {count}{tried_all}"
                      f"{told}, best {best}" + edge)
     if problem := report.get("unreadable"):
         lines.append(f"  its trials cannot be composed here ({problem}): the counts are the "

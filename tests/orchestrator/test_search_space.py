@@ -795,6 +795,10 @@ def test_a_study_whose_trials_all_diverged_has_no_best_and_says_so(tmp_path):
             "them), best 3.2000") in format_status(report)
     assert f"slice {row['slice']}: 4/4 trials, 1 in flight, best" in format_status(
         {**report, "status": "running"})
+    # the spec from before `extend` raised n_trials, launched again, asks fewer than it holds
+    fewer = {**report, "slices": [{**row, "n_trials": 3}]}
+    assert (f"slice {row['slice']}: 4 trials (its spec now asks 3; an earlier one of this "
+            "sweep asked more), 1 asked and not ended") in format_status(fewer)
 
 
 def test_a_searched_spec_lists_its_search_range_and_key_problems_at_once():

@@ -40,7 +40,7 @@ def _history(client, run, key="train/loss"):
     return sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
 
 
-def test_shared_sweep_equals_the_independent_one_and_trains_less(tmp_path, uri):
+def test_shared_sweep_equals_the_independent_one_and_trains_less(tmp_path, uri, capsys):
     alone = launch(_spec(tmp_path, "alone", share_prefix=False), tracking_uri=uri,
                    progress=False)
     shared = launch(_spec(tmp_path, "shared"), tracking_uri=uri, progress=False)
@@ -81,9 +81,19 @@ def test_shared_sweep_equals_the_independent_one_and_trains_less(tmp_path, uri):
     assert shared.tokens["sweep/tokens_ratio"] == pytest.approx(trained / 57344)
     # Another sweep over the same storage finds every trial ended on disk: it records them
     # and the trunk they branched from, so its totals count the prefix they share too.
-    again = launch(_spec(tmp_path, "again", storage_root=str(tmp_path / "shared")),
-                   tracking_uri=uri, progress=False)
-    assert not again.ran and sorted(again.found_ended.values()) == ["finished"] * 3
+    # (through the command line: its summary says what sharing saved)
+    from orchestrator.cli import main
+
+    path = tmp_path / "again.yaml"
+    path.write_text(yaml.safe_dump(_spec(tmp_path, "again",
+                                         storage_root=str(tmp_path / "shared")).to_dict()))
+    capsys.readouterr()
+    assert main(["launch", str(path), "--tracking-uri", uri]) == 0
+    out = capsys.readouterr().out
+    assert ("sweep again: 3 trials, 0 already done, nothing to run, 3 found ended in their "
+            "folders\n") in out
+    assert (f"tokens: {trained:,} trained across the sweep, 57,344 if each trial trained "
+            f"alone (ratio {trained / 57344:.2f})\n") in out
     report = status(uri, "again")
     assert report["tokens_trained"] == trained and report["tokens_if_independent"] == 57344
     _, again_trunks = _children(uri, "again", "trunk")
