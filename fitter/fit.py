@@ -601,12 +601,16 @@ def _stability_notes(doc: dict, *, recorded: bool) -> list[str]:
     for s in past[:3]:
         where = _where(s, slices)
         where = f"{where}: " if where else ""
-        shown = ", ".join(f"{v:.3g}" for v in s["beyond_limit"])
+        limit = s["stability_limit"]
+        # (other runs at the LR that diverged: "diverged at 0.00869 but runs at 0.00869 ...")
+        shown = ", ".join(f"{v:.3g}" for v in s["beyond_limit"] if v != limit)
+        shown = (f"at it and at {shown}" if shown and limit in s["beyond_limit"] else
+                 f"at {shown}" if shown else "at it")
         better = ("finished" if s.get("loss_opt") is None
                   else f"finished with a lower loss than the optimum below it "
                        f"(optim.lr={s['lr_opt']:.3g}, loss {s['loss_opt']:.4f})")
-        lines.append(f"  {where}a run diverged at optim.lr={s['stability_limit']:.3g} but runs "
-                     f"at {shown} {better}: the slice is left out of the laws; check or rerun "
+        lines.append(f"  {where}a run diverged at optim.lr={limit:.3g} but runs "
+                     f"{shown} {better}: the slice is left out of the laws; check or rerun "
                      "the runs that diverged" + (" (`sweep status` names them)" if recorded
                                                    else ""))
     if len(past) > 3:
@@ -633,7 +637,12 @@ def _each_slice(doc: dict) -> list[str]:
     lines = ["  LR optimum per slice (fit.json: slices):"]
     for row in slices:
         if row.get("edge") == "all_diverged":
-            lines.append(f"    {_where(row, slices)}: every LR diverged")
+            # (one flaky run at the lowest LR, beside finished ones there and above, read
+            # "every LR diverged")
+            lines.append(f"    {_where(row, slices)}: " + (
+                f"no optimum: a run diverged at the lowest LR, "
+                f"optim.lr={row['stability_limit']:.3g}, where runs finished (left out of the "
+                "laws; check it)" if row.get("conflict") else "every LR diverged"))
             continue
         lo, hi = row.get("lr_lo"), row.get("lr_hi")
         said = f"optim.lr={row['lr_opt']:.3g}"

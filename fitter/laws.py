@@ -48,7 +48,7 @@ def lr_law(optima: pd.DataFrame, *, carry: tuple[str, ...] = (), **boot) -> LawF
         if "conflict" in optima else 0
     _enough(points, "lr", f"slices with a bracketed LR optimum ({NEXT_GRID})"
             + (f"; {conflicts} slice{'s' * (conflicts != 1)} left out: a run diverged at an "
-               "LR below finished runs that beat the optimum under it (check or rerun the "
+               "LR that finished runs at or above it contradict (check or rerun the "
                "runs that diverged)" if conflicts else ""))
     varying = tuple(a for a in axes if points[a].nunique() > 1)
     if not varying:

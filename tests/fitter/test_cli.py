@@ -482,11 +482,33 @@ def test_an_optimum_at_the_stability_limit_is_said_with_the_lr_that_narrows_it(t
     assert main(["fit", "--from-csv", str(tmp_path / "c.csv"), "--out",
                  str(tmp_path / "fit-c")]) == 0
     out = capsys.readouterr().out
-    assert ("1 slice left out: a run diverged at an LR below finished runs that beat the "
-            "optimum under it (check or rerun the runs that diverged)") in out
+    assert ("1 slice left out: a run diverged at an LR that finished runs at or above it "
+            "contradict (check or rerun the runs that diverged)") in out
     assert ("a run diverged at optim.lr=0.02 but runs at 0.04, 0.08 finished with a lower loss "
             "than the optimum below it (optim.lr=0.01, loss 3.1000): the slice is left out of "
             "the laws; check or rerun the runs that diverged") in out
+
+
+def test_a_flaky_run_at_the_lowest_lr_is_a_conflict_not_every_lr_diverged(tmp_path, capsys):
+    """One seed of two diverged at the lowest LR of a slice whose other runs made a clean
+    parabola: the summary said "every LR diverged" of it (a stranger's CSV)."""
+    rows = []
+    for n, vertex in ((1e6, -2.0), (4e6, -2.3), (1.6e7, -2.6)):
+        for seed in (0, 1):
+            for lr in (1e-3, 3e-3, 1e-2, 3e-2, 1e-1):
+                flaky = n == 4e6 and seed == 1 and lr == 1e-3
+                rows.append({"N": n, "D": 1e9, "B": 65536, "lr": lr, "seed": seed,
+                             "loss": None if flaky else 3.0 + (np.log10(lr) - vertex) ** 2
+                             + 0.001 * seed, "status": "diverged" if flaky else "finished"})
+    pd.DataFrame(rows).to_csv(tmp_path / "runs.csv", index=False)
+    assert main(["fit", "--from-csv", str(tmp_path / "runs.csv"), "--out",
+                 str(tmp_path / "fit"), "--n-boot", "50"]) == 0
+    out = capsys.readouterr().out
+    assert "every LR diverged" not in out
+    assert ("    N=4e+06: no optimum: a run diverged at the lowest LR, optim.lr=0.001, where "
+            "runs finished (left out of the laws; check it)") in out
+    assert ("  N=4e+06: a run diverged at optim.lr=0.001 but runs at it and at 0.003, 0.01, "
+            "0.03, 0.1 finished: the slice is left out of the laws") in out
 
 
 def test_a_csv_with_no_usable_rows_does_not_say_wait_for_the_sweep(tmp_path, capsys):
