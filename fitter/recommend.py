@@ -138,6 +138,7 @@ def recommend(result: FitResult, *, params: float, tokens: float,
                        if loss.has_interval else None,
                        "law": "loss",
                        "extrapolation": _extrapolation(loss.to_json()["range"], point),
+                       "data_span": _span(loss.to_json()["range"]),
                        **_why_no_interval(loss, "loss")}
     if not out:  # (a loss law alone recommends no hyperparameter, and still says the loss)
         raise FitError(f"no law in {result.runs.source} gives a learning rate, batch size or "
@@ -208,10 +209,22 @@ def choose_group(result: FitResult, wanted: dict[str, str]) -> dict[str, str]:
     groups = [g for g in result.group_list
               if any(result.groups.get(key) == g for key in result.laws)]
     if not groups:
-        # (one line per law, as `sweep fit` lists them: joined, five laws' reasons were
-        # one line of 700 characters)
-        reasons = "".join(f"\n  {r.rstrip('.')}." for r in _merged(result.skipped))
-        raise FitError(f"{result.runs.source} has no law in any group to recommend from"
+        every = result.group_list
+        chosen = [g for g in every if all(g.get(k) == v for k, v in wanted.items())]
+        if wanted and every != [{}] and not chosen:  # (its reasons were every group's)
+            raise FitError(f"--group {label(wanted)} matches none of the groups of "
+                           f"{result.runs.source}; choose one of: "
+                           f"{'; '.join('--group ' + label(g) for g in every)}.")
+        chosen = chosen or every
+        # (one line per law, as `sweep fit` lists them: joined, five laws' reasons were one
+        # line of 700 characters; each group's own, named where there are several: merged
+        # over groups they read "the timescale and timescale laws")
+        reasons = "".join(f"\n  {label(g) + ': ' if len(chosen) > 1 else ''}{r.rstrip('.')}."
+                          for g in chosen for r in _merged(result.laws_of(g)[1]))
+        where = (f"group {label(chosen[0])} of {result.runs.source}" if len(chosen) == 1
+                 and chosen[0] else result.runs.source)
+        anywhere = " in any group" if len(chosen) > 1 else ""
+        raise FitError(f"{where} has no law{anywhere} to recommend from"
                        + (f":{reasons}" if reasons else "."))
     matching = [g for g in groups if all(g.get(k) == v for k, v in wanted.items())]
     if len(matching) == 1:
@@ -244,6 +257,7 @@ def _entry(law, point: dict, name: str) -> dict:
     return {"value": law.predict(**x), "law": name,
             "interval": list(law.interval(**x)) if meaningful else None,
             "form": law.form, "extrapolation": _extrapolation(law.to_json()["range"], point),
+            "data_span": _span(law.to_json()["range"]),
             **_why_no_interval(law, name), **_interval_from(law, name)}
 
 
@@ -327,14 +341,32 @@ def _extrapolation(ranges: dict, point: dict) -> dict[str, float]:
     return out
 
 
+def _span(ranges: dict) -> dict[str, float]:
+    """Per axis of a law, how many times its largest value the data spans is its smallest."""
+    return {axis: float(hi / lo) for axis, (lo, hi) in ranges.items() if lo > 0}
+
+
 def _warn(entry: dict) -> None:
-    """An entry's `warnings` (said under it, and in --json): an axis farther out than `FAR`."""
-    far = [a for a, r in entry.get("extrapolation", {}).items() if abs(r) > FAR]
+    """An entry's `warnings` (said under it, and in --json): an axis farther out than `FAR`,
+    or farther out than the data's own span along it (1,250× past widths that span 8× read
+    as any recommendation, its ±13% interval as if the law were known out there)."""
+    ratios = entry.get("extrapolation", {})
+    far = [a for a, r in ratios.items() if abs(r) > FAR]
     if far:
         entry.setdefault("warnings", []).append(
             f"{' and '.join(far)} lie{'s' * (len(far) == 1)} more than {FAR:,.0f}× outside "
             "what the sweep trained: a power law is rarely checked that far out; take this as "
             "a guess, or sweep nearer sizes")
+    spans = entry.get("data_span", {})
+    past = [a for a, r in ratios.items() if a not in far and a in spans and spans[a] > 1
+            and abs(r) > spans[a]]
+    if past:
+        said = "; ".join(f"{a} lies {abs(ratios[a]):,.3g}× "
+                         f"{'beyond' if ratios[a] > 0 else 'below'} the sweep's, whose {a} "
+                         f"spans {spans[a]:,.3g}×" for a in past)
+        entry.setdefault("warnings", []).append(
+            f"{said}: farther out than the data reaches across, so the interval holds only "
+            "if the law keeps its slope out there; sweep a wider range to test it")
 
 
 def format_recommendation(rec: dict) -> str:

@@ -632,10 +632,15 @@ def test_a_recommended_lr_above_one_is_said_to_be_out_of_the_law_s_reach():
     rec = recommend(result, params=1e7, tokens=2e10)
     said = ("an AdamW learning rate above 1 trains no model: the law does not hold out here "
             "(check its exponents and the slices behind it in `sweep fit`)")
-    assert rec["lr"]["value"] > 1 and rec["lr"]["warnings"] == [said]
+    assert rec["lr"]["value"] > 1 and rec["lr"]["warnings"] == [
+        "D lies 20× beyond the sweep's, whose D spans 10×: farther out than the data reaches "
+        "across, so the interval holds only if the law keeps its slope out there; sweep a "
+        "wider range to test it", said]
     assert said in format_recommendation(rec)
     rec = recommend(result, params=1e7, tokens=2e8)
     assert rec["lr"]["value"] < 1 and "warnings" not in rec["lr"]
+    assert "warnings" not in recommend(result, params=1e7, tokens=1e10)["lr"]  # (10×: as far
+    # out as the data spans)
     assert "trains no model" not in format_recommendation(rec)
     far = recommend(result, params=1e7, tokens=1e-5 * 1e8)  # (below the data, as far)
     assert far["lr"]["warnings"] == [
@@ -692,7 +697,7 @@ def test_one_run_without_n_refuses_the_lr_law_rather_than_dropping_n(tmp_path, c
     assert main(["recommend", "--from-csv", str(tmp_path / "runs.csv"), "--params", "1e9",
                  "--tokens", "2e10"]) == 2
     assert capsys.readouterr().err == (
-        f"error: {tmp_path / 'runs.csv'} has no law in any group to recommend from:\n"
+        f"error: {tmp_path / 'runs.csv'} has no law to recommend from:\n"
         f"  1 of {len(frame)} runs in {tmp_path / 'runs.csv'} lack `derived.n_params` (N), "
         "which the loss, lr, timescale, batch and cbs laws need; re-sync those runs or drop "
         "them.\n")

@@ -10,7 +10,7 @@ import pytest
 from fitter.data import from_short_frame
 from fitter.errors import FitError
 from fitter.fit import fit_json, fit_runs, format_fit
-from fitter.groups import group_keys, parse_group
+from fitter.groups import group_keys, label, parse_group
 from fitter.mlflow_io import metric_name
 from fitter.recommend import format_recommendation, recommend
 from fitter.synthetic import Truth, synthetic_runs
@@ -43,9 +43,28 @@ def test_recommend_with_no_law_in_any_group_says_so_not_which_group():
     assert not result.laws and len(result.group_list) == 2
     with pytest.raises(FitError) as err:
         recommend(result, params=1e8, tokens=1e9, batch=1e5)
-    assert str(err.value).startswith("one width has no law in any group to recommend from:\n  ")
-    assert str(err.value).count("\n  ") == len(set(result.skipped.values()))  # a law a line
-    assert "choose one" not in str(err.value) and ".;" not in str(err.value)
+    said = str(err.value)
+    assert said.startswith("one width has no law in any group to recommend from:\n  ")
+    assert "choose one" not in said and ".;" not in said
+    # each group's reasons, named (they read as one list, "the timescale and timescale laws")
+    lines = said.splitlines()[1:]
+    groups = [label(g) for g in result.group_list]
+    assert all(any(line.startswith(f"  {g}: ") for g in groups) for line in lines)
+    assert {g for g in groups if any(line.startswith(f"  {g}: ") for line in lines)} == \
+        set(groups)
+    assert not any(f"{law} and {law}" in said for law in ("loss", "lr", "timescale", "batch"))
+    # --group: that group's reasons alone; a group that is not one: said first
+    with pytest.raises(FitError) as err:
+        recommend(result, params=1e8, tokens=1e9, batch=1e5,
+                  group={"model.param": "sp"})
+    assert str(err.value).startswith("group model.param=sp of one width has no law to "
+                                     "recommend from:\n  ")
+    assert "model.param=mup" not in str(err.value)
+    with pytest.raises(FitError) as err:
+        recommend(result, params=1e8, tokens=1e9, batch=1e5, group={"model.param": "xx"})
+    assert str(err.value) == ("--group model.param=xx matches none of the groups of one "
+                              "width; choose one of: --group model.param=mup; --group "
+                              "model.param=sp.")
 
 
 def test_mup_and_sp_get_one_lr_law_each(grouped):
