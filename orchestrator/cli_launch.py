@@ -71,6 +71,8 @@ def _another_base(spec, uri: str) -> list[str]:
     from orchestrator.search import check_relaunch
 
     check_relaunch(stored, spec)
+    if kept := _kept(stored, spec):
+        return [kept]
     before, now = set(stored.overrides), set(spec.overrides)
 
     from orchestrator.spec import root_path
@@ -104,8 +106,7 @@ def _another_base(spec, uri: str) -> list[str]:
                      f"({'; '.join(changes)}): its trials so far stay in its experiment, "
                      "`sweep status` and `sweep extend` follow this spec and `sweep fit` reads "
                      f"every trial; to add to the sweep use `sweep extend {spec.name} ...`, or "
-                     "give this spec another name to keep the two apart"
-                     + _narrower(stored, spec))
+                     "give this spec another name to keep the two apart")
     return notes
 
 
@@ -134,25 +135,30 @@ def _axis_change(key: str, stored, spec) -> str | None:
     return f"grid.{key} {' and '.join(p for p in parts if p)}"
 
 
-def _narrower(stored, spec) -> str:
-    """How a grid spec launched under a sweep's name narrows the stored one, when every one
-    of its trials is the stored spec's: a relaunch of the first spec file after `sweep extend`
-    (whose status then read 30 trials of 108). '' otherwise, or when either cannot expand."""
-    if stored.optuna is not None or spec.optuna is not None:
-        return ""
+def _kept(stored, spec) -> str:
+    """The note of a launch whose spec the sweep's stored one holds with more (the spec file
+    relaunched after `sweep extend`): the stored spec stays the sweep's
+    (`commands._holds_more`). '' otherwise, or when either cannot expand."""
+    from orchestrator.commands import _holds_more
     from orchestrator.driver import prepare
 
     try:
-        before = {t.trial_id for t in prepare(stored)[1]}
-        now = {t.trial_id for t in prepare(spec)[1]}
-    except Exception:  # noqa: BLE001 (a stored spec that no longer composes: the note as is)
+        mine = None if spec.optuna is not None else prepare(spec)[1]
+        if not _holds_more(stored, spec, mine):
+            return ""
+        if spec.optuna is not None:
+            more = f"asks {stored.optuna.n_trials} trials per study, this spec " \
+                   f"{spec.optuna.n_trials}"
+        else:
+            count = len(prepare(stored)[1])
+            more = f"holds this spec's {len(mine)} trials and {count - len(mine)} more"
+    except Exception:  # noqa: BLE001 (a spec that does not compose: the checks say so)
         return ""
-    if not now < before:
-        return ""
-    return (f". This spec holds {len(now)} of the sweep's {len(before)} trials: `sweep status` "
-            f"and `extend` count these {len(now)} from now on (the other "
-            f"{len(before) - len(now)} stay recorded, and `sweep fit` reads them); `sweep "
-            f"resume {spec.name}` in place of this launch goes on with all {len(before)}")
+    # (it re-pointed the sweep to this spec's part, in a 900-character note, and the rest
+    # came back only by typing every extend again)
+    return (f"sweep {spec.name}'s stored spec (extended since this file) {more}: it stays the "
+            f"sweep's spec, so `sweep status`, `resume` and `extend` keep all of it; give this "
+            "spec another name for a sweep of its own")
 
 
 def _setting(spec, key: str) -> str:

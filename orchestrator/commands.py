@@ -123,7 +123,7 @@ def launch(spec: SweepSpec, *, tracking_uri: str, address: str | None = None,
                             interrupted=True, unrecorded=marked.before is None)
     with marked.undone_on_error():
         return run_sweep(spec, trials, tracking_uri=tracking_uri, progress=progress,
-                         based_on=based_on)
+                         based_on=based_on, stored_as=kept_spec(tracking_uri, spec, trials))
 
 
 def _unshared_budgets(spec: SweepSpec, trials: list[Trial]) -> list[str]:
@@ -192,17 +192,62 @@ def _store_spec(tracking_uri: str, spec: SweepSpec, based_on: SweepSpec | None,
     # (compared as stored: a password in search.optuna.storage is stored masked)
     if based_on is not None and stored not in (None, based_on.to_dict()):
         raise ConfigError(spec_changed_since_read(spec.name))
-    if old is not None and stored != mine and _unfinished_beyond(old, spec, trials,
-                                                                 tracking_uri):
-        # (an extend interrupted, then the spec before it launched: the extension stays)
-        print(f"note: sweep {spec.name}'s stored spec holds trials not done that this spec "
-              f"does not: it is kept, and `sweep resume {spec.name}` finishes them",
-              file=sys.stderr)
-        return
+    if old is not None and stored != mine:
+        # (an extend interrupted, then the spec before it launched: the extension stays; and
+        # one that ended, said where the launch begins: `cli_launch._kept`)
+        if _unfinished_beyond(old, spec, trials, tracking_uri):
+            print(f"note: sweep {spec.name}'s stored spec holds trials not done that this "
+                  f"spec does not: it is kept, and `sweep resume {spec.name}` finishes them",
+                  file=sys.stderr)
+            return
+        if _holds_more(old, spec, trials):
+            return
     if stored != mine or (old is not None and old.anchored):  # (relative files: absolute)
         client.log_text(parent.info.run_id, redact(yaml.safe_dump(spec.to_dict(),
                                                                   sort_keys=False)),
                         SPEC_ARTIFACT)
+
+
+def kept_spec(tracking_uri: str, spec: SweepSpec, trials: list[Trial] | None
+              ) -> SweepSpec | None:
+    """The sweep's stored spec where it holds every trial of `spec` and more (`_holds_more`):
+    a launch of `spec` keeps it as the sweep's. None otherwise (no sweep yet, or another)."""
+    if not existing_sqlite_ready(tracking_uri):
+        return None
+    try:
+        old = stored_spec(tracking_uri, spec.name)
+    except Exception:  # noqa: BLE001 (no such sweep yet, or no readable spec)
+        return None
+    return old if _holds_more(old, spec, trials) else None
+
+
+def _holds_more(old: SweepSpec, spec: SweepSpec, trials: list[Trial] | None) -> bool:
+    """Does the stored spec `old` hold every trial of `spec` (its `trials`) and more, with
+    nothing else changed: the spec file relaunched after `sweep extend` widened its sweep?
+    That launch keeps the stored spec (storing the file's re-pointed the sweep to its part
+    of it, and `status` and `resume` lost the rest until every extend was typed again).
+    A searched spec holds more where it asks more trials of the same studies."""
+    if old.optuna is not None or spec.optuna is not None:
+        if old.optuna is None or spec.optuna is None \
+                or old.optuna.n_trials <= spec.optuna.n_trials:
+            return False
+        wider = old.to_dict()
+        if not isinstance(wider.get("search"), dict) or \
+                not isinstance(wider["search"].get("optuna"), dict):
+            return False
+        wider["search"] = {**wider["search"], "optuna": {
+            **wider["search"]["optuna"], "n_trials": spec.optuna.n_trials}}
+        mine = yaml.safe_load(redact(yaml.safe_dump(spec.to_dict(), sort_keys=False)))
+        return wider == mine  # (compared as stored: a password in the storage URL masked)
+    from orchestrator.spec import root_path
+
+    if trials is None or root_path(old.storage_root) != root_path(spec.storage_root):
+        return False  # (another storage_root: its trials' folders are elsewhere, said so)
+    try:
+        theirs = {t.trial_id for t in prepare(old)[1]}
+    except ConfigError:
+        return False  # (a stored spec that no longer composes holds nothing to keep)
+    return {t.trial_id for t in trials} < theirs
 
 
 def _unfinished_beyond(old: SweepSpec, spec: SweepSpec, trials: list[Trial] | None,
@@ -297,7 +342,8 @@ def _launch_search(spec: SweepSpec, *, tracking_uri: str, address: str | None,
                             interrupted=True, unrecorded=marked.before is None)
     with marked.undone_on_error():
         return search.run_search(spec, plan, tracking_uri=tracking_uri, storage=storage,
-                                 progress=progress, based_on=based_on)
+                                 progress=progress, based_on=based_on,
+                                 stored_as=kept_spec(tracking_uri, spec, None))
 
 
 @dataclasses.dataclass

@@ -58,7 +58,8 @@ from trainer.errors import ConfigError, Terminated
 from trainer.lease import ENDED, HELD, Holder, current_holder, describe_holders, driver_label
 from trainer.schema import DONE, FAILED, FINISHED, INTERRUPTED, recorded_trials
 
-CANCEL_POLL_S = 3.0
+CANCEL_POLL_S = 1.0
+"""How often the loop asks the tracker whether `sweep cancel` asked to stop."""
 HELD_POLL_S = 5.0
 """How often the leases of trials another driver holds are read again."""
 
@@ -336,7 +337,8 @@ def run_sweep(spec: SweepSpec, trials: list[Trial], *, tracking_uri: str,
               progress: bool = True, task_fn: Callable | None = None,
               resources_for: Callable[[Trial], Resources] | None = None,
               observer: SweepObserver | None = None,
-              based_on: SweepSpec | None = None) -> SweepOutcome:
+              based_on: SweepSpec | None = None,
+              stored_as: SweepSpec | None = None) -> SweepOutcome:
     """Run every trial not yet done; their workers record them through one tracking actor.
 
     Args:
@@ -350,6 +352,8 @@ def run_sweep(spec: SweepSpec, trials: list[Trial], *, tracking_uri: str,
         observer: sees trials submitted and results returned (default: nothing does).
         based_on: the stored spec that `sweep extend` extended into `spec`; the launch stops
             (ConfigError) if another extend or launch has stored another since.
+        stored_as: the spec the sweep's record keeps (default `spec`): its stored spec, which
+            holds every trial of `spec` and more (`commands._holds_more`).
     """
     import ray
 
@@ -362,7 +366,7 @@ def run_sweep(spec: SweepSpec, trials: list[Trial], *, tracking_uri: str,
     # is up. It lives on the driver's node, which outlives any worker node that goes away.
     tracker = ray.remote(Tracker).options(num_cpus=0, scheduling_strategy=_driver_node()).remote(
         tracking_uri, spec.name, code_version=code_version(),
-        spec_yaml=yaml.safe_dump(spec.to_dict(), sort_keys=False),
+        spec_yaml=yaml.safe_dump((stored_as or spec).to_dict(), sort_keys=False),
         credentials=tracking_credentials(), driver=driver_label(),
         based_on=None if based_on is None else based_on.to_dict())
     if based_on is not None:
@@ -384,6 +388,7 @@ def run_sweep(spec: SweepSpec, trials: list[Trial], *, tracking_uri: str,
         if trial.trial_id in on_disk:
             runner.found_on_disk(trial, on_disk[trial.trial_id])
     runner.sharing.found(set(on_disk))
+    runner.recorded_before = {t.trial_id for t in todo if t.trial_id in states}
     # (the start of the pace `sweep status` reads its ETA from: not waited for)
     tracker.note_launch.remote(launch_note(progress_flops(trials, states,
                                                           share=spec.share_prefix)[0]))
@@ -518,7 +523,9 @@ def _drive(runner: _Runner, *, tracking_uri: str, progress: bool,
     tracker.learn_ends.remote({t.trial_id: (stored[t.trial_id]["status"],
                                             stored[t.trial_id]["run"].data.metrics)
                                for t in runner.found_ended_trials if t.trial_id in stored})
-    outcome.resynced = resync([runner.trials[t] for t in runner.unsure], tracker, ended)
+    outcome.resynced = resync([runner.trials[t] for t in runner.unsure], tracker, ended,
+                              gaps=[trial for t, trial in runner.trials.items()
+                                    if t in runner.recorded_before and t not in runner.unsure])
     from trainer.paths import RunPaths, read_summary
 
     for trial_id in outcome.resynced:  # ended before the stop reached it (a group's member
@@ -618,6 +625,9 @@ class _Runner:
         self.running: dict = {}  # ObjectRef of the task → (trial, attempt, placement)
         self.recording: dict = {}  # ObjectRef of an end write → its trial
         self.unsure: set[str] = set()  # trials whose record may lack something
+        # Trials the store held a record of before this launch, not done: a stop there may
+        # have left steps their workers never sent, past which they resume (`resync`'s gaps)
+        self.recorded_before: set[str] = set()
         self.cap = spec.max_concurrent or len(todo) or 1
         self.total = len(todo)
         self.retry_attempt: dict[str, int] = {}
@@ -713,27 +723,30 @@ class _Runner:
                                  total=self.total, running=sum(
                                      len(_members(u)) for u, _, _ in self.running.values()),
                                  trunks=self.sharing.training)
-                if time.monotonic() - last_poll > CANCEL_POLL_S:
+                # (asked every CANCEL_POLL_S, its answer read as soon as it is in: read only
+                # at the next ask, a cancel took 6 s and more to act, and trials started
+                # meanwhile were stopped a second after)
+                if self.cancel_poll is None and time.monotonic() - last_poll > CANCEL_POLL_S:
                     last_poll = time.monotonic()
-                    if self._cancel_requested():
-                        if not self.has_work():
-                            return  # (its last trials ended meanwhile: nothing to stop)
-                        self.stop(INTERRUPTED)
-                        self.outcome.interrupted = True
-                        return
+                    self.cancel_poll = self.tracker.cancel_requested.remote()
+                if self._cancel_requested():
+                    if not self.has_work():
+                        return  # (its last trials ended meanwhile: nothing to stop)
+                    self.stop(INTERRUPTED)
+                    self.outcome.interrupted = True
+                    return
 
     def has_work(self) -> bool:
         """Is anything queued, running or waited for still (what a stop would stop)?"""
         return bool(self.queue or self.running or self.held or self.sharing.busy)
 
     def _cancel_requested(self) -> bool:
-        """Has `sweep cancel` asked to stop? Never waits: the question goes to the tracker and
-        its answer is read on a later poll (a tracker still starting once held the whole
-        loop, and with it every submission, for a minute)."""
+        """Has `sweep cancel` asked to stop, by the answer to the question `loop` sent the
+        tracker (`cancel_poll`)? Never waits: the answer is read once it is in (a tracker
+        still starting once held the whole loop, and with it every submission, a minute)."""
         import ray
 
         if self.cancel_poll is None:
-            self.cancel_poll = self.tracker.cancel_requested.remote()
             return False
         ready, _ = ray.wait([self.cancel_poll], timeout=0)
         if not ready:

@@ -30,20 +30,31 @@ def read_history(trial: Trial) -> list[dict]:
     return [row for line in path.read_text().splitlines() if (row := metrics_row(line)) is not None]
 
 
-def resync(trials: list[Trial], tracker, ended: tuple[str, ...] = DONE) -> list[str]:
+def resync(trials: list[Trial], tracker, ended: tuple[str, ...] = DONE, *,
+           gaps: list[Trial] = ()) -> list[str]:
     """Complete the MLflow record of each of `trials` that has ended (its `summary.json` says
     one of `ended`: finished or diverged, and for a searched sweep pruned too) from its run
-    directory; their ids. Only the steps the store lacks are added."""
+    directory; their ids. Only the steps the store lacks are added. The others of `trials`
+    (stopped, lost), and `gaps` (trials resumed from a checkpoint, whose earlier attempt may
+    have stopped before its worker sent its last steps), get the history steps they lack,
+    their status left as it is."""
     import ray
 
-    if not trials:  # reading a trial's files imports the trainer, and torch with it
+    if not trials and not gaps:  # reading a trial's files imports the trainer, and torch
         return []
     from trainer.paths import RunPaths, read_summary
 
-    ended = [(trial, summary) for trial in trials
-             if (summary := read_summary(RunPaths.for_config(trial.cfg, trial.trial_id)))
-             and summary.get("status") in ended]
-    ray.get([tracker.resync_trial.remote(
+    summaries = {trial.trial_id: read_summary(RunPaths.for_config(trial.cfg, trial.trial_id))
+                 for trial in trials}
+    done = [(trial, summary) for trial in trials
+            if (summary := summaries[trial.trial_id]) and summary.get("status") in ended]
+    refs = [tracker.resync_trial.remote(
         trial.trial_id, summary["status"], summary, trial_params(trial.cfg, summary),
-        trial.label, read_history(trial)) for trial, summary in ended])
-    return [trial.trial_id for trial, _ in ended]
+        trial.label, read_history(trial)) for trial, summary in done]
+    whole = {trial.trial_id for trial, _ in done}
+    for trial in [*trials, *gaps]:
+        if trial.trial_id not in whole and (history := read_history(trial)):
+            whole.add(trial.trial_id)  # (once: a trial in both lists)
+            refs.append(tracker.fill_history.remote(trial.trial_id, history))
+    ray.get(refs)
+    return [trial.trial_id for trial, _ in done]

@@ -274,15 +274,17 @@ def told_unrecorded(plan: SearchPlan, url: str, states: dict,
 
 def run_search(spec: SweepSpec, plan: SearchPlan, *, tracking_uri: str, storage: str,
                progress: bool = True, observer: SweepObserver | None = None,
-               based_on: SweepSpec | None = None) -> SweepOutcome:
-    """Run the studies of a searched sweep to their `n_trials` (see the module docstring)."""
+               based_on: SweepSpec | None = None,
+               stored_as: SweepSpec | None = None) -> SweepOutcome:
+    """Run the studies of a searched sweep to their `n_trials` (see the module docstring);
+    `stored_as`: the spec its record keeps, as `driver.run_sweep` takes it."""
     import ray
 
     create_sqlite_store_once(tracking_uri)  # before the actor and this process both open it
     here = _driver_node()
     tracker = ray.remote(Tracker).options(num_cpus=0, scheduling_strategy=here).remote(
         tracking_uri, spec.name, code_version=code_version(),
-        spec_yaml=yaml.safe_dump(spec.to_dict(), sort_keys=False),
+        spec_yaml=yaml.safe_dump((stored_as or spec).to_dict(), sort_keys=False),
         credentials=tracking_credentials(), driver=driver_label(),
         based_on=None if based_on is None else based_on.to_dict())
     await_tracker(tracker, tracking_uri)
@@ -295,6 +297,7 @@ def run_search(spec: SweepSpec, plan: SearchPlan, *, tracking_uri: str, storage:
     runner = _SearchRunner(spec, tracker, plan, studies, states, outcome,
                            observer=observer or SweepObserver(),
                            unrecorded=told_unrecorded(plan, storage, states))
+    runner.recorded_before = set(states)  # (its trials are asked as it goes: `_drive`)
     drive(runner, tracking_uri=tracking_uri, progress=progress, ended=ENDED)
     # The sweep's trials: those ended before this launch (recorded) and those it asked. One
     # a study asked and was never told, recorded ended (a driver killed in between), is told

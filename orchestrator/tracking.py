@@ -498,22 +498,41 @@ class Tracker:
                      history: list[dict]) -> None:
         """Complete a trial's record from its run directory: the history steps the store
         lacks (rows of `metrics.jsonl`), its `final/*`, params and status."""
-        from mlflow.entities import Metric
-
         self.look_up(trial_id)
         self._known(trial_id, label, params)
-        run_id = self.children[trial_id]
-        now = int(time.time() * 1000)
-        for key in HISTORY_KEYS:
-            written = {m.step for m in self.call(self.client.get_metric_history, run_id, key)}
-            self.buffer.setdefault(trial_id, []).extend(
-                Metric(key, float(row[key]), now, row["step"]) for row in history
-                if row.get(key) is not None and math.isfinite(row[key])
-                and row["step"] not in written)
+        self.buffer.setdefault(trial_id, []).extend(self._missing_steps(trial_id, history))
         # (a resumed attempt's end wrote them already: written again, each was twice)
         self._buffer_finals(trial_id, summary,
-                            self.call(self.client.get_run, run_id).data.metrics)
+                            self.call(self.client.get_run, self.children[trial_id]).data.metrics)
         self._terminate(trial_id, status)
+
+    def fill_history(self, trial_id: str, history: list[dict]) -> int:
+        """Write the history steps the trial's record lacks (rows of its `metrics.jsonl`), its
+        status left as it is; how many metrics it wrote. A trial stopped (Ctrl-C, `sweep
+        cancel`) before its worker sent its last steps lacked them, and the attempt that
+        resumes it starts at its checkpoint, past them: its finished record kept the gap."""
+        self.look_up(trial_id)
+        if trial_id not in self.children:
+            return 0  # (no record: it never began, and its next attempt begins one)
+        missing = self._missing_steps(trial_id, history)
+        if missing:
+            self._write(trial_id, metrics=missing)
+        for metric in missing:  # (an end its worker sends late does not write them twice)
+            key = (trial_id, metric.key)
+            self.last_step[key] = max(self.last_step.get(key, -1), metric.step)
+        return len(missing)
+
+    def _missing_steps(self, trial_id: str, history: list[dict]) -> list:
+        """The Metrics of `history`'s rows that the trial's run lacks, per key and step."""
+        from mlflow.entities import Metric
+
+        run_id, now, missing = self.children[trial_id], int(time.time() * 1000), []
+        for key in HISTORY_KEYS:
+            written = {m.step for m in self.call(self.client.get_metric_history, run_id, key)}
+            missing += [Metric(key, float(row[key]), now, row["step"]) for row in history
+                        if row.get(key) is not None and math.isfinite(row[key])
+                        and row["step"] not in written]
+        return missing
 
     def look_up(self, trial_id: str) -> None:
         """Learn the trial's run if another driver created it after this tracker started (the

@@ -865,15 +865,15 @@ def test_a_launch_with_other_base_overrides_under_a_recorded_name_says_so(tmp_pa
     err = capsys.readouterr().err
     assert ("another spec (grid.train.batch_size without 8, 16 and with 32): its trials so "
             "far stay") in err
-    assert "This spec holds" not in err  # (other trials, not fewer of the same)
-    # the first spec file launched again after an extend: said how to go on with all of them
+    assert "extended since this file" not in err  # (other trials, not fewer of the same)
+    # the first spec file launched again after an extend: the sweep stays as it is
     path.write_text(yaml.safe_dump({**spec, "grid": {**spec["grid"], "train.batch_size":
                                                      "choice(8)"}}))
     assert cli.main(["launch", str(path), "--dry-run", "--tracking-uri", uri]) == 0
-    assert ("give this spec another name to keep the two apart. This spec holds 2 of the "
-            "sweep's 4 trials: `sweep status` and `extend` count these 2 from now on (the "
-            "other 2 stay recorded, and `sweep fit` reads them); `sweep resume unit` in place "
-            "of this launch goes on with all 4") in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        "note: sweep unit's stored spec (extended since this file) holds this spec's 2 trials "
+        "and 2 more: it stays the sweep's spec, so `sweep status`, `resume` and `extend` keep "
+        "all of it; give this spec another name for a sweep of its own\n")
     # a search block that differs says how (after `extend n_trials=5`, a relaunch of the file
     # lowered it to 3 behind "another search block")
     from orchestrator.cli_launch import _search_changes
@@ -896,22 +896,29 @@ def test_a_launch_with_nothing_to_run_stores_its_spec_as_one_that_runs(tmp_path)
     # spec: `status` and `extend` then followed a spec nobody had launched last.
     uri = f"sqlite:///{tmp_path}/m.db"
     tracker = _open_sweep(uri, _spec(tmp_path))
-    for trial in prepare(spec_from_dict(_spec(tmp_path)))[1]:
+    every = {**_spec(tmp_path), "grid": {"optim.lr": "choice(3e-3, 1e-2, 3e-2)",
+                                         "train.batch_size": "choice(8, 16)"}}
+    for trial in prepare(spec_from_dict(every))[1]:
         _child(uri, tracker, trial.trial_id, schema.FINISHED, final__eval_loss=2.5)
-    part = spec_from_dict({**_spec(tmp_path), "grid": {"optim.lr": "choice(3e-3)",
-                                                       "train.batch_size": "choice(8, 16)"}})
-    outcome = commands.launch(part, tracking_uri=uri, progress=False)
-    assert (outcome.trials, outcome.already_done) == (2, 2)
-    assert stored_spec(uri, "unit").grid["optim.lr"] == "choice(3e-3)"
-    # status counts the spec's 2 and says the wider spec's others are still recorded (it
+    other = spec_from_dict({**_spec(tmp_path), "grid": {"optim.lr": "choice(1e-2, 3e-2)",
+                                                        "train.batch_size": "choice(8, 16)"}})
+    outcome = commands.launch(other, tracking_uri=uri, progress=False)
+    assert (outcome.trials, outcome.already_done) == (4, 4)
+    assert stored_spec(uri, "unit").grid["optim.lr"] == "choice(1e-2, 3e-2)"
+    # status counts the spec's 4 and says the other spec's others are still recorded (it
     # said "2 trials" with the token totals of all of them, and nothing of the rest)
     report = status(uri, "unit")
-    assert report["trials"] == 2 and report["outside_spec"] == 2
+    assert report["trials"] == 4 and report["outside_spec"] == 2
     assert ("  2 more trials of earlier specs of this sweep are recorded but not in its spec "
             "now (a launch of another spec re-pointed it)") in format_status(report)
     stale = spec_from_dict(_spec(tmp_path))  # an extend that read the spec before that launch
     with pytest.raises(ConfigError, match="spec was changed by another `sweep extend` or launch"):
-        commands.launch(part, tracking_uri=uri, progress=False, based_on=stale)
+        commands.launch(other, tracking_uri=uri, progress=False, based_on=stale)
+    # a spec whose trials the stored one holds, with more, leaves it as it is
+    part = spec_from_dict({**_spec(tmp_path), "grid": {"optim.lr": "choice(3e-2)",
+                                                       "train.batch_size": "choice(8, 16)"}})
+    assert commands.launch(part, tracking_uri=uri, progress=False).already_done == 2
+    assert stored_spec(uri, "unit").grid["optim.lr"] == "choice(1e-2, 3e-2)"
 
 
 def test_sweep_list_names_every_sweep_with_its_status_and_trials(tmp_path, capsys):
@@ -1207,6 +1214,35 @@ def test_a_launch_with_nothing_to_run_keeps_a_stored_extension_that_is_not_done(
         capsys.readouterr().err
 
 
+def test_the_spec_file_relaunched_after_an_extend_keeps_the_extended_sweep(tmp_path, capsys):
+    """A stranger relaunched the spec file after three extends "to make sure everything is
+    done": the sweep was re-pointed to the file's 6 trials of 72 (`status` and `resume` lost
+    the rest, back only by typing every extend again), in a 900-character note."""
+    uri = f"sqlite:///{tmp_path}/m.db"
+    wide = {**_spec(tmp_path), "grid": {"optim.lr": "choice(3e-3, 1e-2, 3e-2)",
+                                        "train.batch_size": "choice(8, 16)"}}
+    tracker = _open_sweep(uri, wide)
+    for trial in prepare(spec_from_dict(wide))[1]:
+        _child(uri, tracker, trial.trial_id, schema.FINISHED, final__eval_loss=2.5)
+    path = tmp_path / "unit.yaml"
+    path.write_text(yaml.safe_dump(_spec(tmp_path)))
+    capsys.readouterr()
+    assert cli.main(["launch", str(path), "--tracking-uri", uri]) == 0
+    out, err = capsys.readouterr()
+    assert err == ("note: sweep unit's stored spec (extended since this file) holds this "
+                   "spec's 4 trials and 2 more: it stays the sweep's spec, so `sweep status`, "
+                   "`resume` and `extend` keep all of it; give this spec another name for a "
+                   "sweep of its own\n")
+    assert "sweep unit: 4 trials, 4 already done, nothing to run" in out
+    assert stored_spec(uri, "unit").grid["optim.lr"] == "choice(3e-3, 1e-2, 3e-2)"
+    assert status(uri, "unit")["trials"] == 6
+    # a spec that is not all in it (another base) still re-points the sweep, said as before
+    other = {**_spec(tmp_path), "overrides": [*TRIAL, "optim.weight_decay=0.1"]}
+    path.write_text(yaml.safe_dump(other))
+    assert cli.main(["launch", str(path), "--tracking-uri", uri, "--dry-run"]) == 0
+    assert "was launched before with another spec" in capsys.readouterr().err
+
+
 def test_a_sweeps_artifacts_live_beside_its_sqlite_store_not_where_the_command_ran(
         tmp_path, monkeypatch, capsys):
     """A store's experiments kept their spec in `./mlruns/<id>` of whichever folder the command
@@ -1434,8 +1470,9 @@ def test_a_relaunch_that_changes_only_how_trials_run_says_so(tmp_path):
     assert one == ["sweep unit now runs with max_concurrent: 2 → 1; retries: 2 → 0 (its trials "
                    "stay as they are; `sweep status`, `resume` and `extend` follow this spec)"]
     both = cli_launch._another_base(spec_from_dict({**raw, "max_concurrent": 1, "grid": {
-        **raw["grid"], "optim.lr": "choice(3e-3)"}}), uri)
-    assert len(both) == 1 and "grid.optim.lr without 0.01; max_concurrent: 2 → 1)" in both[0]
+        **raw["grid"], "optim.lr": "choice(3e-3, 3e-2)"}}), uri)
+    assert len(both) == 1 and \
+        "grid.optim.lr without 0.01 and with 0.03; max_concurrent: 2 → 1)" in both[0]
     # the same values spelt otherwise (a spec file against the stored spec after an extend,
     # which writes its numbers out) are no change: every value was listed as one
     spelt = {**raw, "grid": {**raw["grid"], "optim.lr": "choice(0.003, 0.01)"}}

@@ -207,9 +207,16 @@ def test_ctrl_c_records_interrupted_and_resume_continues(spec_dict, uri, tmp_pat
     logged = [json.loads(line)["step"] for line in
               (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert _newest_step(run_dir / "checkpoints") >= max(logged)
-    _, children = _children(uri)
+    client, children = _children(uri)
     statuses = sorted(c.data.tags["trial.status"] for c in children)
     assert statuses in (["interrupted"], ["finished", "interrupted"])
+    # every step the trials logged before the stop is in MLflow now, not only after a resume
+    # (the steps a stopped worker had not sent yet were missing until then, or for good)
+    for child in children:
+        rows = (Path(spec_dict["storage_root"]) / child.data.tags["trial.id"]
+                / "metrics.jsonl").read_text().splitlines()
+        assert {row["step"] for line in rows if "train/loss" in (row := json.loads(line))} == {
+            m.step for m in client.get_metric_history(child.info.run_id, "train/loss")}
     # the summary counts the trial that never started (it told only of those that ran)
     assert (", 1 not started" in out) == (statuses == ["interrupted"]), out
     psutil.wait_procs(workers, timeout=10)

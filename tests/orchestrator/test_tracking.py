@@ -104,6 +104,31 @@ def test_resync_adds_only_the_steps_the_store_lacks(tmp_path):
     assert client.get_run(tracker.children[trial]).data.tags["trial.status"] == "finished"
 
 
+def test_a_stopped_trials_history_is_filled_and_its_status_kept(tmp_path):
+    """A trial stopped before its worker sent its last steps: the steps its metrics.jsonl has
+    and the store lacks are written, its status stays `interrupted`; a trial with no run
+    (it never began) gets none."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracker = _tracker(uri)
+    trial = "s" * 64
+    tracker.begin(trial, "s", PARAMS)
+    tracker.log_steps(trial, [(1, {"train/loss": 3.0})])
+    tracker.record_unreported(trial, "interrupted", "s", PARAMS)  # steps 2, 3 never sent
+    rows = [{"step": s, "train/loss": loss, "eval/loss": None}
+            for s, loss in ((1, 3.0), (2, 2.9), (3, 2.8))]
+    assert tracker.fill_history(trial, rows) == 2
+    tracker.log_steps(trial, [(3, {"train/loss": 2.8})])  # its worker's end, come late
+    tracker.flush()
+    again = _tracker(uri)  # the next launch's tracker: nothing left to fill
+    assert again.fill_history(trial, rows) == 0
+    client = MlflowClient(uri)
+    run = client.get_run(tracker.children[trial])
+    assert [(m.step, m.value) for m in sorted(client.get_metric_history(
+        run.info.run_id, "train/loss"), key=lambda m: m.step)] == [(1, 3.0), (2, 2.9), (3, 2.8)]
+    assert run.data.tags["trial.status"] == "interrupted" and run.info.status == "KILLED"
+    assert again.fill_history("n" * 64, rows) == 0 and "n" * 64 not in again.children
+
+
 def test_resync_of_a_resumed_trial_writes_its_final_values_once(tmp_path):
     """A resumed attempt is not whole, so the end of the launch re-syncs it: its `final/*`
     values, which its end had written, were written a second time (same step and value)."""
