@@ -25,10 +25,19 @@ def log2_axis(axis, values) -> None:
     axis.axes.set_xscale("log", base=2)
     lo, hi = np.log2(np.nanmin(values)), np.log2(np.nanmax(values))
     ks = np.arange(np.floor(lo), np.ceil(hi) + 1)
+    axis.set_minor_locator(NullLocator())
+    if np.count_nonzero((ks >= lo - 0.3) & (ks <= hi + 0.3)) < 2:
+        # (values within an octave, one LR say: no power of two inside the axis, no tick to
+        # read the LR by) the values themselves
+        mine = np.asarray(values, float)
+        mine = np.unique(mine[np.isfinite(mine)])
+        axis.set_major_locator(FixedLocator(mine[np.linspace(0, len(mine) - 1, min(
+            len(mine), 6)).round().astype(int)]))
+        axis.set_major_formatter(FuncFormatter(lambda v, _: short(v)))
+        return
     step = int(np.ceil(len(ks) / 7))
     axis.set_major_locator(FixedLocator(2.0 ** ks[::step]))
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"$2^{{{int(round(np.log2(v)))}}}$"))
-    axis.set_minor_locator(NullLocator())
 
 
 def value_ticks(axis, values) -> None:

@@ -306,8 +306,9 @@ def _curve_label(table: pd.DataFrame, runs: pd.DataFrame, curve: str | None, opt
 
 def _lr_vs_width_figure(plt, result):
     optima = result.optima
-    if "N" not in optima or optima["N"].nunique() < 2:
-        return None
+    if "N" not in optima or optima["N"].nunique() < 2 \
+            or not np.isfinite(optima["loss_opt"].astype(float)).any():
+        return None  # (no slice has an optimum: an empty figure, and a warning, were drawn)
     panels, _, _ = _layout(result)
     others = [a for a in ("D", "B") if a in optima and optima[a].nunique() > 1]
     width = _width_map(result.runs.table)

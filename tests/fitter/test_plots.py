@@ -315,3 +315,26 @@ def test_a_slice_of_seeds_at_other_lrs_is_drawn_as_fitted_each_run_less_its_seed
     # one whose run at an LR failed: that LR's point is the mean seed's, and said so
     assert any("seed's offset" in t for t in _loss_vs_lr_labels(
         fit_runs(from_short_frame(pd.DataFrame(shared[:-1]), source="s"), n_boot=50)))
+
+
+def test_a_sweep_of_one_lr_with_no_optimum_draws_no_empty_width_figure_and_ticks_its_lr(
+        tmp_path, recwarn):
+    """Every slice at one LR, each with a run that diverged there: `lr_opt_vs_width.png` was
+    an empty plot with an empty legend (and matplotlib's "No artists" warning), and the loss
+    figure's LR axis had no tick to read the LR by (no power of two inside it)."""
+    rows = [{"N": n, "D": 1e8, "B": 65536, "lr": 0.01, "seed": seed,
+             "loss": np.nan if seed else 9.0 - k, "status": "diverged" if seed else "finished"}
+            for k, n in enumerate((1e5, 2e5, 4e5)) for seed in (0, 1)]
+    frame = pd.DataFrame(rows).assign(run=lambda f: [f"r{i}" for i in range(len(f))])
+    result = fit_runs(from_short_frame(frame, source="one lr"), n_boot=0)
+    doc = write_fit(result, tmp_path, sweep="one lr")
+    assert doc["plots"] == ["plots/loss_vs_lr.png"]
+    assert not [w for w in recwarn if "No artists" in str(w.message)]
+    with plt.rc_context(plot_style.STYLE):
+        ((_, fig),) = plots._loss_vs_lr_figures(plt, result)
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    shown = [(t.get_position()[0], t.get_text()) for t in ax.get_xticklabels()
+             if ax.get_xlim()[0] <= t.get_position()[0] <= ax.get_xlim()[1]]
+    plt.close(fig)
+    assert shown == [(0.01, "0.01")]
