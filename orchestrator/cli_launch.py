@@ -415,7 +415,25 @@ def _extend(args, uri: str) -> int:
 
     stored = stored_spec(uri, args.name)
     refuse_other_data(stored, uri, command="extend")
-    return _run(extended(stored, args.overrides), args, uri, based_on=stored)
+    spec = extended(stored, args.overrides)
+    return _run(spec, args, uri, based_on=stored, notes=_adds_nothing(stored, spec,
+                                                                       args.overrides))
+
+
+def _adds_nothing(stored, spec, overrides: list[str]) -> list[str]:
+    """The note of an extend of a grid sweep by values it has already (`choice(4e-3)` on an
+    axis holding 0.004, `seeds=[0]`): it printed "36 trials: 36 done, 0 would run" as if
+    that were the extension's outcome."""
+    from orchestrator.trials import grid_axes
+
+    if stored.optuna is not None or tuple(stored.overrides) != tuple(spec.overrides) \
+            or set(stored.seeds) != set(spec.seeds):
+        return []
+    (before, _), (after, _) = grid_axes(stored), grid_axes(spec)
+    if before.keys() != after.keys() or any(set(before[k]) != set(after[k]) for k in after):
+        return []
+    return [f"sweep {spec.name} has every value given already ({' '.join(overrides)}): this "
+            "extend adds no trial"]
 
 
 def data_notes(outcome) -> list[str]:

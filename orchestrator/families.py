@@ -235,9 +235,21 @@ def describe(plan: SharingPlan, trials: Sequence[Trial],
     their latest)."""
     lines = []
     for fam in plan.families:
-        budgets = ", ".join(_short(t.cfg.train.tokens) for t in fam.members)
+        # (an extend's new budget beside done ones: the trunk read "418.8k tokens shared by
+        # 2 budgets" where it trained 104.4k, up to the one budget to run)
+        todo = [t for t in fam.members if to_run is None or t.trial_id in to_run]
+        budgets = ", ".join(_short(t.cfg.train.tokens) + ("" if t in todo else " done")
+                            for t in fam.members)
+        reach = max((fam.branch_checkpoint_tokens(t) for t in todo), default=0)
+        at = (trunk_at or {}).get(fam.trunk_id, 0)
+        left = ("" if len(todo) == len(fam.members) else
+                "; nothing of it to train (its budgets are done)" if not todo else
+                f"; trained to {_short(at)}, it trains to {_short(reach)} for the budgets to "
+                "run" if at < reach and at else
+                f"; it trains {_short(reach)} for the budgets to run" if at < reach else
+                "; it holds what the budgets to run need")
         lines.append(f"trunk {fam.trunk_id[:12]}  {_short(fam.trunk_tokens)} tokens shared by "
-                     f"{len(fam.members)} budgets ({budgets}): {fam.label}")
+                     f"{len(fam.members)} budgets ({budgets}): {fam.label}{left}")
     reasons = {plan.alone.get(t.trial_id) for t in trials}
     if len(trials) > 1 and len(reasons) == 1 and None not in reasons:
         lines.append(f"no shared trunk: all {len(trials)} trials train their tokens alone: "

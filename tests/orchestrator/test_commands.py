@@ -1243,6 +1243,21 @@ def test_the_spec_file_relaunched_after_an_extend_keeps_the_extended_sweep(tmp_p
     assert "was launched before with another spec" in capsys.readouterr().err
 
 
+def test_an_extend_by_values_the_sweep_has_says_it_adds_nothing(tmp_path, capsys):
+    """`extend 'optim.lr=choice(1e-2)'` on an axis holding 0.01, or `seeds=[0]`, printed
+    "4 trials: 4 done, 0 would run" as if that were what the extension came to."""
+    uri = f"sqlite:///{tmp_path}/m.db"
+    _open_sweep(uri, _spec(tmp_path))
+    for given in (["optim.lr=choice(1e-2)"], ["seeds=[0]"],
+                  ["optim.lr=choice(0.003)", "train.batch_size=choice(16)"]):
+        assert cli.main(["extend", "unit", *given, "--dry-run", "--tracking-uri", uri]) == 0
+        assert (f"note: sweep unit has every value given already ({' '.join(given)}): this "
+                "extend adds no trial") in capsys.readouterr().err
+    assert cli.main(["extend", "unit", "optim.lr=choice(1e-2, 3e-2)", "--dry-run",
+                     "--tracking-uri", uri]) == 0
+    assert "adds no trial" not in capsys.readouterr().err
+
+
 def test_a_sweeps_artifacts_live_beside_its_sqlite_store_not_where_the_command_ran(
         tmp_path, monkeypatch, capsys):
     """A store's experiments kept their spec in `./mlruns/<id>` of whichever folder the command

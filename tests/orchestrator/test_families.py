@@ -137,6 +137,18 @@ def test_an_extends_dry_run_gives_the_tokens_its_new_trials_take_from_here():
     assert lines[-1] == (f"the 2 trials to run train "
                          f"{families._short(plan.tokens_to_run(trials, new, at))} tokens from "
                          "here (trunks go on from where they stand)")
+    # each trunk line says what of it this launch trains (it gave the whole trunk's length,
+    # where the budgets to run need a part of it, or more of it)
+    short = families._short
+    trunks = [line for line in lines if line.startswith("trunk ")]
+    assert len(trunks) == 2 and all(line.endswith(
+        f"; trained to {short(point[262144])}, it trains to {short(point[524288])} for the "
+        "budgets to run") for line in trunks)
+    small = {t.trial_id for t in trials if t.cfg.train.tokens == min(point)}
+    lines = families.describe(plan, trials, to_run=small)
+    assert all(f"{short(min(point))}, " in line and " done" in line and line.endswith(
+        f"; it trains {short(point[min(point)])} for the budgets to run")
+               for line in lines if line.startswith("trunk "))
 
 
 def test_a_dry_run_without_trunks_names_none_and_counts_part_trained_trials_from_here():
