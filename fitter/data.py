@@ -444,7 +444,9 @@ def require(runs: Runs, columns: tuple[str, ...], *, law: str) -> pd.DataFrame:
         if statuses and statuses <= {"failed", "interrupted", "pruned"}:
             raise FitError(f"{runs.source} has no finished or diverged runs to fit: its "
                            f"{len(runs.table)} runs are {', '.join(sorted(statuses))}; "
-                           "`sweep status` shows their errors, `sweep resume` runs them again.")
+                           + ("`sweep status` shows their errors, " if "failed" in statuses
+                              else "")
+                           + "`sweep resume` runs them again.")
         if Path(runs.source).is_file():  # a CSV
             held = (f"its {len(runs.table)} row{'s' * (len(runs.table) != 1)} "
                     f"{'are' if len(runs.table) != 1 else 'is'} {', '.join(sorted(statuses))}"

@@ -94,9 +94,10 @@ def grid_axes(spec: SweepSpec) -> tuple[dict[str, list[str]], list[str]]:
                     "" if not (backwards and sweep.step > 0) else
                     f"; give range({sweep.stop}, {sweep.start}) (range counts from its first "
                     "end up to its second)" if whole else
-                    f"; range counts from its first end up to its second by 1: give "
-                    f"range({sweep.stop:g}, {sweep.start:g}, STEP), or list the values, e.g. "
-                    f"choice({sweep.stop:g}, {sweep.start:g})"))
+                    f"; range counts from its first end up to its second, by 1 unless a "
+                    f"third number gives the step: give range({sweep.stop:g}, {sweep.start:g}, "
+                    f"{(sweep.start - sweep.stop) / 4:g}) for 4 values, or list the values "
+                    f"you mean, e.g. choice({sweep.stop:g}, {sweep.start:g})"))
             elif not spec.stored and type(sweep).__name__ == "RangeSweep" \
                     and len(axes[key]) == 1 and any(
                     isinstance(v, float) and not v.is_integer()

@@ -787,3 +787,19 @@ def test_finished_runs_of_a_store_without_a_loss_are_named_not_dropped_silently(
     assert lines[0] == f"cut: {len(frame)} runs ({len(frame)} finished, 0 diverged), 3 LR slices"
     assert lines[1] == (f"  2 finished runs have no finite final loss and are left out "
                         f"({', '.join(doc['no_loss'])}): check their records")
+
+
+@pytest.mark.parametrize("statuses, said", [
+    (["interrupted", "interrupted"], "are interrupted; `sweep resume` runs them again."),
+    (["failed", "interrupted"], "are failed, interrupted; `sweep status` shows their errors, "
+                                "`sweep resume` runs them again.")])
+def test_a_sweep_with_no_ended_run_says_what_finishes_them(statuses, said):
+    """Interrupted runs were said to have errors `sweep status` shows (they have none)."""
+    from fitter.data import from_short_frame, require
+    from fitter.errors import FitError
+
+    frame = pd.DataFrame({"run": ["a", "b"], "N": 1e6, "D": 1e9, "B": 65536, "lr": 1e-3,
+                          "loss": np.nan, "status": statuses})
+    with pytest.raises(FitError) as err:
+        require(from_short_frame(frame, source="sweep s"), ("N",), law="lr")
+    assert str(err.value) == f"sweep s has no finished or diverged runs to fit: its 2 runs {said}"

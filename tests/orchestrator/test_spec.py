@@ -768,11 +768,12 @@ def test_a_grid_of_too_many_trials_is_refused_before_any_is_composed():
 
 
 @pytest.mark.parametrize("expr, fix", [
-    ("range(1, 0)", "range counts from its first end up to its second by 1: give range(0, 1, "
-                    "STEP), or list the values, e.g. choice(0, 1)"),
-    ("range(0.01, 0.001)", "range counts from its first end up to its second by 1: give "
-                           "range(0.001, 0.01, STEP), or list the values, e.g. "
-                           "choice(0.001, 0.01)")])
+    ("range(1, 0)", "range counts from its first end up to its second, by 1 unless a third "
+                    "number gives the step: give range(0, 1, 0.25) for 4 values, or list the "
+                    "values you mean, e.g. choice(0, 1)"),
+    ("range(0.01, 0.001)", "range counts from its first end up to its second, by 1 unless a "
+                           "third number gives the step: give range(0.001, 0.01, 0.00225) for "
+                           "4 values, or list the values you mean, e.g. choice(0.001, 0.01)")])
 def test_a_backward_range_with_less_than_two_steps_between_its_ends_is_told_a_step(expr, fix):
     """Told range(0.001, 0.01), a user was next refused: it has one value (range steps by 1)."""
     with pytest.raises(ConfigError) as err:
