@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -234,6 +235,9 @@ def parse_reason(err: Exception) -> str:
     (its first only repeats the override), with how to write a null in a sweep."""
     lines = [line for line in str(err).splitlines() if not line.startswith("See https://")]
     reason = lines[1] if len(lines) > 1 and lines[0].startswith("Error parsing") else lines[0]
+    # ("ValueError while evaluating 'choice()': empty choice is not legal": the class is
+    # Hydra's, noise to a user)
+    reason = re.sub(r"^\w+Error while evaluating ('[^']*'): ", r"\1: ", reason)
     if "NoneType is incompatible" in reason:
         reason = (reason.split(": mismatch type")[0] + ": null cannot be a sweep's value; "
                   "quote it, e.g. choice('null', 512)")

@@ -637,9 +637,14 @@ def test_a_glob_or_a_null_in_a_sweep_says_what_to_write(tmp_path, capsys):
     _, problems = grid_axes(spec_from_dict({**BASE, "grid": {
         "schedule.warmup_tokens": "choice(null, 512)"}}))
     assert problems == ["grid.schedule.warmup_tokens: cannot parse 'choice(null, 512)' "
-                        "(TypeError while evaluating 'choice(null, 512)': null cannot be a "
+                        "('choice(null, 512)': null cannot be a "
                         "sweep's value; quote it, e.g. choice('null', 512)); use Hydra's sweep "
                         "grammar, e.g. choice(1e-3, 3e-3) or tag(log, choice(...))"]
+    # (Hydra's exception class is not said: "ValueError while evaluating 'choice()'")
+    _, problems = grid_axes(spec_from_dict({**BASE, "grid": {"optim.lr": "choice()"}}))
+    assert problems == ["grid.optim.lr: cannot parse 'choice()' ('choice()': empty choice is "
+                        "not legal); use Hydra's sweep grammar, e.g. choice(1e-3, 3e-3) or "
+                        "tag(log, choice(...))"]
 
 
 @pytest.mark.parametrize("axis", ["train.compile", "train.log_every_steps"])
