@@ -174,9 +174,16 @@ def parent_run(client: MlflowClient, name: str):
         known = sorted(e.name for e in client.search_experiments()
                        if sweep_runs(client, e.experiment_id, KIND_SWEEP))
         hint = f"known sweeps: {', '.join(known)}" if known else "no sweep is recorded there"
+        import difflib
+
+        # (a name typed in another case, or one character short, was told the whole list)
+        near = [k for k in known if k.lower() == name.lower()] or difflib.get_close_matches(
+            name, known, n=1, cutoff=0.75)
+        if near:
+            hint = f"did you mean {near[0]}? {hint}"
         if name.endswith((".yaml", ".yml")) or "/" in name:  # a spec file given for a name
             try:
-                named = f" (its name: is {load_spec(name).name})" if Path(name).is_file() else ""
+                named = f" (its name is {load_spec(name).name})" if Path(name).is_file() else ""
             except ConfigError:
                 named = ""
             raise ConfigError(f"no sweep named {name!r} ({hint}): give the sweep's name, not "

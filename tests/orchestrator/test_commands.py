@@ -953,6 +953,12 @@ def test_sweep_list_names_every_sweep_with_its_status_and_trials(tmp_path, capsy
         assert cli.main([*argv, "--tracking-uri", uri]) == 2
         assert "no sweep named 'nosuch' in the tracking store (known sweeps: " \
                "other, unit)" in capsys.readouterr().err  # (not_a_sweep: no sweep)
+    # a name in another case, or a character off: said which was meant
+    for typed in ("UNIT", "uni", "othr"):
+        assert cli.main(["fit", typed, "--tracking-uri", uri]) == 2
+        meant = "unit" if typed.lower().startswith("u") else "other"
+        assert f"no sweep named '{typed}' in the tracking store (did you mean {meant}? known " \
+               "sweeps: other, unit)" in capsys.readouterr().err
 
 
 def test_status_names_a_best_per_tokenizer_not_one_across_them(tmp_path, capsys):
@@ -1174,7 +1180,7 @@ def test_names_and_spec_files_mixed_up_are_said_with_the_way(tmp_path, capsys, m
     assert cli.main(["status", str(path), "--tracking-uri", uri]) == 2
     assert capsys.readouterr().err == (
         f"error: no sweep named '{path}' (known sweeps: unit): give the sweep's name, not its "
-        "spec file (its name: is unit)\n")
+        "spec file (its name is unit)\n")
     assert cli.main(["resume", "unit", "optim.lr=0.1", "--tracking-uri", uri]) == 2
     assert capsys.readouterr().err.startswith(
         "error: sweep resume runs sweep unit as it was launched, without optim.lr=0.1: to add "
