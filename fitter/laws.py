@@ -21,6 +21,7 @@ from statistics import NormalDist
 import numpy as np
 import pandas as pd
 
+from fitter.data import MLFLOW_KEYS
 from fitter.errors import FitError
 from fitter.plot_style import UNITS
 from fitter.powerlaw import LawFit, fit_power_law
@@ -69,6 +70,14 @@ def lr_law(optima: pd.DataFrame, *, carry: tuple[str, ...] = (), **boot) -> LawF
                            f"or B (and 3 points for a law along one of them), but only one "
                            f"value of {a} ({AXIS_KEYS[a]}) has one: the other slices' best LR "
                            f"is at the edge of the LRs tried; extend them ({NEXT_GRID}).")
+        absent = [a for a in ("N", "D") if a not in optima or optima[a].isna().all()]
+        if absent:  # (a CSV without N: its sizes merged into one slice, "the sweep has one")
+            raise FitError(
+                f"the lr law needs LR optima at 2 or more values of N, D or B, and the runs "
+                f"give no {' and no '.join(f'{a} (`{MLFLOW_KEYS[a]}`)' for a in absent)}: runs "
+                f"that differ in {' or '.join(absent)} read as one slice; add the column"
+                f"{'s' * (len(absent) > 1)} {', '.join(absent)} "
+                f"({'; '.join(UNITS[a] for a in absent)}).")
         keys = " or ".join(AXIS_KEYS[a] for a in axes) or "model.width, train.tokens"
         raise FitError(f"the lr law needs LR optima at 2 or more values of N, D or B (and 3 "
                        f"points for a law along one of them) but the sweep has one; add values "

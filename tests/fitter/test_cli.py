@@ -803,3 +803,16 @@ def test_a_sweep_with_no_ended_run_says_what_finishes_them(statuses, said):
     with pytest.raises(FitError) as err:
         require(from_short_frame(frame, source="sweep s"), ("N",), law="lr")
     assert str(err.value) == f"sweep s has no finished or diverged runs to fit: its 2 runs {said}"
+
+
+def test_a_csv_without_n_says_so_for_the_lr_law_too(tmp_path, capsys):
+    """Without an N column, models of four sizes read as one slice and the lr law said "the
+    sweep has one [value]; add values along train.tokens or train.batch_size" while the other
+    laws said N was missing."""
+    frame = synthetic_runs(Truth(), n_values=[1e6, 4e6, 1.6e7], d_values=[1e9], b_values=[1e5],
+                           noise=0.001).drop(columns=["N"])
+    frame.to_csv(tmp_path / "runs.csv", index=False)
+    err = error_of(capsys, ["fit", "--law", "lr", "--from-csv", str(tmp_path / "runs.csv")])
+    assert err == ("error: the lr law needs LR optima at 2 or more values of N, D or B, and the "
+                   "runs give no N (`derived.n_params`): runs that differ in N read as one "
+                   "slice; add the column N (parameters N (readout in, input embedding out)).")
