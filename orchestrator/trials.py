@@ -14,6 +14,7 @@ import dataclasses
 import itertools
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass
 
@@ -73,6 +74,9 @@ def grid_axes(spec: SweepSpec) -> tuple[dict[str, list[str]], list[str]]:
             except ValueError as err:  # range(0, 1, 0)
                 problems.append(f"grid.{key}: '{expr}' ({err}); give a step that is not 0")
                 continue
+            if type(sweep).__name__ == "ChoiceSweep":
+                axes[key] = [_unquoted(v, text) for v, text in zip(
+                    override.sweep_iterator(), axes[key], strict=True)]
             if type(sweep).__name__ == "RangeSweep" and any(
                     isinstance(v, float) for v in (sweep.start, sweep.stop, sweep.step)):
                 axes[key] = _float_range(sweep.start, sweep.stop, sweep.step)
@@ -131,6 +135,19 @@ MAX_TRIALS = 100_000
 """The most trials one grid makes: more is a range's step mistyped (range(1e-4, 1, 1e-4) is
 9,999 values), whose dry run composed ~1M trials for 18 minutes and 2.6 GB before any word;
 a study that size is several sweeps, each one MLflow experiment a UI can show."""
+
+
+_FLOAT = re.compile(r"[+-]?(\d+\.\d*|\.\d+|\d+(\.\d*)?[eE][+-]?\d+)")
+
+
+def _unquoted(value: object, text: str) -> str:
+    """A choice's value as Hydra spells it: a quoted float (`choice("1e-3")`) as the number
+    it reads as unquoted, 0.001 (it was labelled `optim.lr=1e-3` there, `optim.lr=0.001` in
+    another spec: one trial id, two names). Other strings, ints among them, stay as given."""
+    if not isinstance(value, str) or not _FLOAT.fullmatch(value):
+        return text
+    parsed = OverridesParser.create().parse_overrides([f"k={value}"])[0]
+    return parsed.get_value_element_as_str() if isinstance(parsed.value(), float) else text
 
 
 def expand(spec: SweepSpec) -> list[Trial]:

@@ -772,6 +772,17 @@ def test_a_grid_of_too_many_trials_is_refused_before_any_is_composed():
         "step, or split the grid into sweeps"]
 
 
+def test_quoted_numbers_in_a_grid_are_the_numbers_their_trials_are_named_by():
+    """`choice("1e-3", "2e-3")` gave the trial of `choice(0.001, ...)` (one id) the label
+    `optim.lr=1e-3`: one trial, two names, by which spec trained it."""
+    quoted = expand(spec_from_dict({**BASE, "grid": {"optim.lr": 'choice("1e-3", "2e-3")'},
+                                    "seeds": [0]}))
+    plain = expand(spec_from_dict({**BASE, "grid": {"optim.lr": "choice(0.001, 0.002)"},
+                                   "seeds": [0]}))
+    assert [(t.trial_id, t.label) for t in quoted] == [(t.trial_id, t.label) for t in plain]
+    assert quoted[0].label.startswith("optim.lr=0.001 ")
+
+
 @pytest.mark.parametrize("expr, fix", [
     ("range(1, 0)", "range counts from its first end up to its second, by 1 unless a third "
                     "number gives the step: give range(0, 1, 0.25) for 4 values, or list the "
