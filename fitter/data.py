@@ -231,6 +231,7 @@ def read_csv(path: str | Path) -> Runs:
     if not histories:  # (the table's rows are the file's, in order: `_finish` kept them)
         runs = _drop_repeated_runs(runs, frame, path)
     _warn_ignored(frame, path, mlflow_style)
+    _note_diverged_with_a_loss(runs.table, path)
     if mlflow_style and runs.table["loss"].isna().all() and "metrics.final/eval_loss" not in frame:
         raise FitError(f"CSV {path} lacks column `metrics.final/eval_loss`; export it with "
                        "the runs or rename the loss column to `loss`.")
@@ -408,6 +409,21 @@ def _check_units(table: pd.DataFrame, path: Path, named: bool) -> None:
         raise FitError(f"CSV {path}: {where} has D={row['D']:g} training tokens, "
                        f"less than one batch of B={row['B']:g} tokens; give D and B in tokens "
                        "(not millions of tokens, not sequences).")
+
+
+def _note_diverged_with_a_loss(table: pd.DataFrame, path: Path) -> None:
+    """A row marked diverged with a finite loss is read as diverged (its loss left out): said,
+    since it is most often an export's mistake (a loss below every finished run's was
+    taken as a divergence without a word)."""
+    import sys
+
+    odd = table[(table["status"] == "diverged") & np.isfinite(table["loss"].astype(float))]
+    if len(odd):
+        one = len(odd) == 1
+        print(f"note: CSV {path}: {len(odd)} row{'' if one else 's'} marked diverged "
+              f"{'has' if one else 'have'} a loss (the first at line {odd.index[0] + 2}): "
+              f"read as diverged, {'its' if one else 'their'} loss left out; check the export",
+              file=sys.stderr)
 
 
 def _warn_ignored(frame: pd.DataFrame, path: Path, mlflow_style: bool) -> None:

@@ -816,3 +816,17 @@ def test_a_csv_without_n_says_so_for_the_lr_law_too(tmp_path, capsys):
     assert err == ("error: the lr law needs LR optima at 2 or more values of N, D or B, and the "
                    "runs give no N (`derived.n_params`): runs that differ in N read as one "
                    "slice; add the column N (parameters N (readout in, input embedding out)).")
+
+
+def test_a_row_marked_diverged_with_a_loss_is_said(tmp_path, capsys):
+    """A diverged row whose loss beat every finished run was read as diverged without a word
+    (an export's mistake, most often)."""
+    rows = [{"N": 1e6, "D": 1e9, "B": 65536, "lr": lr, "loss": loss, "status": status}
+            for lr, loss, status in ((1e-3, 3.2, "finished"), (2e-3, 3.1, "finished"),
+                                     (4e-3, 1.0, "diverged"), (8e-3, 3.3, "finished"))]
+    pd.DataFrame(rows).to_csv(tmp_path / "runs.csv", index=False)
+    assert main(["fit", "--from-csv", str(tmp_path / "runs.csv"), "--out",
+                 str(tmp_path / "fit"), "--n-boot", "0"]) == 0
+    assert (f"note: CSV {tmp_path / 'runs.csv'}: 1 row marked diverged has a loss (the first at "
+            "line 4): read as diverged, its loss left out; check the export") in \
+        capsys.readouterr().err
