@@ -453,8 +453,16 @@ def require(runs: Runs, columns: tuple[str, ...], *, law: str) -> pd.DataFrame:
     """
     usable = runs.usable
     if len(usable) and (usable.status == "diverged").all():
+        low = float(usable["lr"].min())
+        how = "lower `optim.lr` (e.g. by 10×) and extend the sweep"
+        if runs.source.startswith("sweep ") and np.isfinite(low):  # (the line to type)
+            import shlex
+
+            name = shlex.quote(runs.source.removeprefix("sweep "))
+            how += (f": sweep extend {name} 'optim.lr=choice({low / 30:.2g}, {low / 10:.2g}, "
+                    f"{low / 3:.2g})'")
         raise FitError(f"every one of the {len(usable)} runs in {runs.source} diverged; "
-                       "lower `optim.lr` (e.g. by 10×) and extend the sweep.")
+                       f"{how}.")
     if usable.empty:
         statuses = set(runs.table["status"])
         if statuses and statuses <= {"failed", "interrupted", "pruned"}:

@@ -830,3 +830,16 @@ def test_a_row_marked_diverged_with_a_loss_is_said(tmp_path, capsys):
     assert (f"note: CSV {tmp_path / 'runs.csv'}: 1 row marked diverged has a loss (the first at "
             "line 4): read as diverged, its loss left out; check the export") in \
         capsys.readouterr().err
+
+
+def test_a_sweep_whose_every_run_diverged_is_told_the_extend_to_type():
+    from fitter.data import from_short_frame, require
+    from fitter.errors import FitError
+
+    frame = pd.DataFrame({"run": ["a", "b"], "N": 1e6, "D": 1e9, "B": 65536,
+                          "lr": [3e-2, 1e-1], "loss": np.nan, "status": "diverged"})
+    with pytest.raises(FitError) as err:
+        require(from_short_frame(frame, source="sweep demo"), ("N",), law="lr")
+    assert str(err.value) == ("every one of the 2 runs in sweep demo diverged; lower `optim.lr` "
+                              "(e.g. by 10×) and extend the sweep: sweep extend demo "
+                              "'optim.lr=choice(0.001, 0.003, 0.01)'.")
