@@ -252,6 +252,9 @@ def did_you_mean(key: str) -> str:
     from trainer.identity import flatten
 
     keys = list(flatten(Config()))
+    lower = {k.lower(): k for k in keys}
+    if key.lower() in lower and lower[key.lower()] != key:  # (OPTIM.LR: no letter is off)
+        return f"did you mean {lower[key.lower()]} (keys are lower case)? "
     # (another name first: optim.wd is nearer optim.lr by its letters)
     ours = OTHER_NAMES.get(key.rpartition(".")[2].lower())
     if ours is None and (close := difflib.get_close_matches(key, keys, n=1, cutoff=0.75)):
@@ -342,6 +345,8 @@ def _explain(err: Exception, overrides: list[str]) -> str:
             else:
                 hint = (f"; {key} takes a {kind}, e.g. {key}={_example(key)}"
                         " (python -m trainer --cfg prints every key with its default)")
+        if "is not a valid bool" in reason:  # (`train.compile=maybe`: no word of the fix)
+            hint = f"; {key} takes true or false, e.g. {key}=true"
         if "is not Optional" in reason:  # (`optim.lr=null`: the key named, no fix)
             hint = (f"; {key} needs a value, e.g. {key}={_default(key)} (its default: "
                     "leave it out to keep it)")

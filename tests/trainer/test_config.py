@@ -108,6 +108,11 @@ def test_a_value_of_the_wrong_type_says_what_the_key_takes():
                              "check"),
     ("schedule.warmup_steps=100", "did you mean schedule.warmup_tokens (counted in tokens)? "),
     ("train.widht=64", "did you mean model.width? check"),
+    # a key in capitals (no letter off), a bool given a word (no fix said)
+    ("OPTIM.LR=0.1", "unknown config key 'OPTIM': did you mean optim.lr (keys are lower "
+                     "case)? check"),
+    ("train.compile=maybe", "is not a valid bool (type str); train.compile takes true or "
+                            "false, e.g. train.compile=true"),
     # values listed to try several: a sweep's grid axis
     ("optim.lr=[1e-3,2e-3]", "optim.lr takes one number: to sweep several, write "
                              "'optim.lr=choice(1e-3,2e-3)' (a grid axis of a sweep)"),
