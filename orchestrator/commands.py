@@ -311,7 +311,9 @@ def _launch_search(spec: SweepSpec, *, tracking_uri: str, address: str | None,
         cluster = (_cluster_problems(spec, address) if named
                    else resource_problems(spec, local_cluster()))
         raise ConfigError(list(err.problems) + cluster) from None
-    say_notes([*notes, *space_notes(plan)])
+    kept = kept_spec(tracking_uri, spec, None)  # (then the notes of this file's space are
+    # not the sweep's: "budgets hold 6, 3, 2, 1 LRs" of a sweep extended to 8)
+    say_notes([*notes, *([] if kept else space_notes(plan))])
     create_sqlite_store_once(tracking_uri)
     lost: list[Trial] = []
     if not search.has_work(plan, storage, tracking_uri, lost):  # all told and recorded
@@ -320,11 +322,17 @@ def _launch_search(spec: SweepSpec, *, tracking_uri: str, address: str | None,
                   "trials that are neither in the tracking store nor in their run "
                   "directories: their results are gone; to search again, give the spec "
                   "another name or remove the studies", file=sys.stderr)
-        if based_on is not None and based_on.grid != spec.grid:
+        moved = [] if based_on is None else [
+            k for k in plan.dists if based_on.grid.get(k) != spec.grid.get(k)]
+        if moved:
             print(f"note: every study of sweep {spec.name} has its n_trials already: a changed "
                   "range changes where the next trials are asked, and there are none; add "
-                  f"some with `sweep extend {spec.name} search.optuna.n_trials="
-                  f"{plan.search.n_trials * 2}`", file=sys.stderr)
+                  f"some with `sweep extend {spec.name} search.optuna.n_trials=N` (N above "
+                  f"{plan.search.n_trials})", file=sys.stderr)
+        elif based_on is not None:  # (it said nothing: as a grid sweep's extend says it)
+            print(f"note: this extend adds no trial to sweep {spec.name}: its studies hold "
+                  f"their search.optuna.n_trials={plan.search.n_trials} already, at the values "
+                  "given", file=sys.stderr)
         _store_spec(tracking_uri, spec, based_on)
         used = sum(row["used"] for row in search.search_status(plan, storage))
         return SweepOutcome(trials=used, already_done=used)
@@ -342,8 +350,7 @@ def _launch_search(spec: SweepSpec, *, tracking_uri: str, address: str | None,
                             interrupted=True, unrecorded=marked.before is None)
     with marked.undone_on_error():
         return search.run_search(spec, plan, tracking_uri=tracking_uri, storage=storage,
-                                 progress=progress, based_on=based_on,
-                                 stored_as=kept_spec(tracking_uri, spec, None))
+                                 progress=progress, based_on=based_on, stored_as=kept)
 
 
 @dataclasses.dataclass

@@ -665,7 +665,11 @@ class _Runner:
         units: list = list(trials)
         fuse = self.release_fuse
         if fuse and len(trials) > 1:
-            groups, alone = plan_fusion(trials, fuse=fuse, slots=self.slots)
+            # (sized for the slots free now: with the trunks' group still training in one of
+            # 2 slots, two branches released together were cut into two, one left waiting)
+            busy = len(self.running) + len({t.ref for t in self.sharing.trunks
+                                            if t.ref is not None})
+            groups, alone = plan_fusion(trials, fuse=fuse, slots=max(1, self.slots - busy))
             units = [*groups, *alone]
         self.queue[:0] = units
 

@@ -433,14 +433,20 @@ def format_status(report: dict) -> str:
                      "start of token budgets, which follow as their trunk passes them)"
                      + (f": at {', '.join(at[:5])}{', ...' if len(at) > 5 else ''}"
                         if at else ""))
-    if stopped := report.get("trunks_stopped"):
-        one = len(stopped) == 1
-        tokens = ", ".join(_trunk_at(t["tokens"], t.get("target")) for t in stopped[:5]) + (
-            ", ..." if len(stopped) > 5 else "")
-        lines.append(f"  {len(stopped)} trunk{'' if one else 's'} (the shared start of token "
+    stopped = report.get("trunks_stopped") or []
+    if begun := [t for t in stopped if t["tokens"]]:
+        one = len(begun) == 1
+        tokens = ", ".join(_trunk_at(t["tokens"], t.get("target")) for t in begun[:5]) + (
+            ", ..." if len(begun) > 5 else "")
+        lines.append(f"  {len(begun)} trunk{'' if one else 's'} (the shared start of token "
                      f"budgets) stopped partway, at {tokens}: "
                      f"`sweep resume {report['sweep']}` goes on from {'its' if one else 'their'} "
                      "checkpoints")
+    if never := len(stopped) - len(begun):  # ("stopped partway, at 0 tokens": no checkpoint)
+        one = never == 1
+        lines.append(f"  {never} trunk{'' if one else 's'} (the shared start of token budgets) "
+                     f"stopped before {'its' if one else 'their'} first step: `sweep resume "
+                     f"{report['sweep']}` trains {'it' if one else 'them'}")
     failed = report.get("failed", [])
     for r in failed[:5]:
         lines.append(f"  failed {r['trial']}: {r['error'] or 'no error recorded'}")

@@ -1065,6 +1065,15 @@ def test_status_of_a_stopped_sweep_says_which_trunks_stopped_partway(tmp_path, c
     report = json.loads(capsys.readouterr().out)
     assert report["trunks_stopped"] == [
         {"trunk": "trunk optim.lr=0.01", "tokens": 175_104, "target": 350_000}]
+    # a trunk stopped before its first step is not "stopped partway, at 0 tokens"
+    never = {**report, "trunks_stopped": [*report["trunks_stopped"],
+                                          {"trunk": "trunk optim.lr=0.1", "tokens": 0,
+                                           "target": 350_000}]}
+    lines = format_status(never).splitlines()
+    assert "  1 trunk (the shared start of token budgets) stopped before its first step: " \
+           "`sweep resume unit` trains it" in lines
+    assert any(line.startswith("  1 trunk (the shared start of token budgets) stopped partway, "
+                               "at 175,104 of") for line in lines)
     # its tokens count in what the sweep trained, up to its stop (its record had none)
     assert report["tokens_trained"] == 175_104
     # and a record of an earlier end (a halving trunk that ended at one branch point, was

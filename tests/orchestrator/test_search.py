@@ -322,6 +322,19 @@ def test_a_relaunch_with_fewer_trials_than_the_studies_hold_says_nothing_is_left
     # (the stored spec, asking more of the same studies, stays the sweep's: `status` read
     # "2/1 trials" once the file's was stored)
     assert stored_spec(uri, "unit").optuna.n_trials == 2
+    # an extend that adds nothing says so; one that moves the range says there is no trial
+    # left to ask there (it said so of an extend by a value the sweep had)
+    stored = stored_spec(uri, "unit")
+    same = extended(stored, ["search.optuna.n_trials=2"])
+    assert commands.launch(same, tracking_uri=uri, progress=False, based_on=stored).ran == {}
+    assert ("note: this extend adds no trial to sweep unit: its studies hold their "
+            "search.optuna.n_trials=2 already, at the values given") in capsys.readouterr().err
+    wider = extended(stored, ["optim.lr=tag(log, interval(1e-3, 1e-1))"])
+    assert commands.launch(wider, tracking_uri=uri, progress=False, based_on=stored).ran == {}
+    assert ("note: every study of sweep unit has its n_trials already: a changed range "
+            "changes where the next trials are asked, and there are none; add some with "
+            "`sweep extend unit search.optuna.n_trials=N` (N above 2)") in \
+        capsys.readouterr().err
 
 
 def test_an_interrupted_search_counts_the_points_its_studies_have_still_to_ask(

@@ -1,6 +1,7 @@
 """Token budgets sharing a trunk through a real sweep: real Ray, real MLflow, tiny CPU trials."""
 
 import json
+from collections import Counter
 
 import mlflow
 import pytest
@@ -436,6 +437,47 @@ def test_an_lr_sweeps_trunks_train_as_one_fused_group(tmp_path, uri, capsys):
                 own[trial_id] = [(r["step"], r["perf/tokens_per_s"]) for r in map(json.loads, rows)
                                  if r["step"] > branch_step and "perf/tokens_per_s" in r]
         assert len(own) == 3 and len({json.dumps(v) for v in own.values()}) == 1, own
+
+
+@pytest.mark.slow
+def test_under_fuse_true_branches_released_while_their_trunks_train_fuse(tmp_path, uri):
+    """4 LRs × 2 budgets on 2 slots: the trunks train as 2 groups of 2, holding both slots, and
+    each group releases its 2 smaller branches at one step. Sized for the 2 slots (not for the
+    0 free), the pair was cut into two trials alone, one left waiting (a stranger's sweep, whose
+    dry run had said the budgets fuse as they are released)."""
+    grid = {"optim.lr": "choice(2e-3, 3e-3, 1e-2, 2e-2)", "train.tokens": "choice(8192, 16384)"}
+    outcome = launch(_spec(tmp_path, "auto", (8192, 16384), fuse=True, grid=grid),
+                     tracking_uri=uri, progress=False)
+    assert sorted(outcome.ran.values()) == ["finished"] * 8
+    _, runs = _children(uri, "auto")
+    small = {}
+    for trial_id, run in runs.items():
+        if int(run.data.params["train.tokens"]) == 8192:
+            rows = (tmp_path / "auto" / trial_id / "metrics.jsonl").read_text().splitlines()
+            small[trial_id] = json.dumps([(r["step"], r["perf/tokens_per_s"])
+                                          for r in map(json.loads, rows)
+                                          if r["step"] > 14 and "perf/tokens_per_s" in r])
+    assert len(small) == 4
+    assert max(Counter(small.values()).values()) >= 2, small  # (fused: the group's tokens/s)
+
+
+def test_branches_released_together_are_grouped_for_the_slots_free_now(tmp_path):
+    """The sizing itself: 2 slots, one held by a trunk task, 2 branches released at once: one
+    group of 2 (sized for both slots it was 2 trials alone, one left waiting); with both slots
+    free, 2 alone (each takes a slot)."""
+    from types import SimpleNamespace
+
+    from orchestrator.driver import _Runner, prepare
+    from orchestrator.fusion import Group
+
+    trials = prepare(_spec(tmp_path, "unit", (8192,), fuse=True, grid={
+        "optim.lr": "choice(3e-3, 1e-2)", "train.tokens": "choice(8192)"}))[1]
+    for trunks, expected in (([SimpleNamespace(ref="trunk task")], [2]), ([], [1, 1])):
+        runner = SimpleNamespace(release_fuse=True, slots=2, running={}, queue=[],
+                                 sharing=SimpleNamespace(trunks=trunks))
+        _Runner.take_released(runner, trials)
+        assert [len(u.members) if isinstance(u, Group) else 1 for u in runner.queue] == \
+            expected
 
 
 @pytest.mark.slow
