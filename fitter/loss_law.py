@@ -205,7 +205,7 @@ def fit_loss_law(points: pd.DataFrame, *, n_boot: int = 200, ci_level: float = C
     short = [(axis, key, points[axis].nunique()) for axis, key in
              (("N", "model.width"), ("D", "train.tokens")) if points[axis].nunique() < 3]
     if short:  # (both axes at once: it asked for N, then once that was met, for D)
-        has = " and ".join(f"{n} of {axis}" for axis, _, n in short)
+        has = " and ".join(f"{n} value{'s' * (n != 1)} of {axis}" for axis, _, n in short)
         # Values the sweep has, their points left out, need their LRs, not more values (3
         # widths, each best at its highest LR, were told to add 3 more widths): what is
         # short counting those too is needed anyway, what is short only without them is the

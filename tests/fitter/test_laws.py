@@ -504,7 +504,8 @@ def test_a_law_short_of_points_says_every_need_at_once():
         fit_loss_law(points)
     assert str(err.value) == (
         "the loss law needs losses at 3 or more values of N and of D (and 6 (N, D) points) but "
-        "has 2 of N and 2 of D; add 1 more value along model.width and 1 more value along "
+        "has 2 values of N and 2 values of D; add 1 more value along model.width and 1 more "
+        "value along "
         "train.tokens.")
     with pytest.raises(FitError) as err:
         fit_power_law(pd.DataFrame({"N": [1e6, 1e6], "lr_opt": [1e-2, 2e-2]}), name="lr",
