@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -243,6 +244,14 @@ def _holds_more(old: SweepSpec, spec: SweepSpec, trials: list[Trial] | None) -> 
 
     if trials is None or root_path(old.storage_root) != root_path(spec.storage_root):
         return False  # (another storage_root: its trials' folders are elsewhere, said so)
+    from orchestrator.trials import grid_axes
+
+    # (cheap first: every launch asks, and a resume's spec is the stored one; composing the
+    # stored spec's trials again took minutes for a grid of thousands)
+    axes, problems = grid_axes(old)
+    if old.to_dict() == spec.to_dict() or problems or \
+            math.prod(map(len, axes.values())) * len(old.seeds) <= len(trials):
+        return False
     try:
         theirs = {t.trial_id for t in prepare(old)[1]}
     except ConfigError:
